@@ -18,7 +18,10 @@ const (
 )
 
 // Identity is a user's private key material: the ed25519 primary key and the
-// seed that derives its X25519 encryption keys. It is safe for concurrent use.
+// 64-byte seed that derives it and the X25519 encryption keys. Make one with
+// [NewIdentity], [FromMnemonic], [FromWords], [FromSeed] or [LoadIdentity];
+// the zero value is not usable. An Identity is immutable and safe for
+// concurrent use.
 type Identity struct {
 	priv ed25519.PrivateKey
 	pub  PublicKey
@@ -37,7 +40,8 @@ func NewIdentity() (*Identity, Mnemonic, error) {
 }
 
 // FromMnemonic derives the identity of a paper backup. The same words give
-// the same identity on every machine.
+// the same identity on every machine. Derivation costs one PBKDF2 run (2048
+// rounds of HMAC-SHA512), a few milliseconds.
 func FromMnemonic(m Mnemonic) (*Identity, error) {
 	if m.IsZero() {
 		return nil, fmt.Errorf("kez: empty mnemonic")
@@ -87,14 +91,18 @@ func (id *Identity) EncryptionKey(generation uint32) *ecdh.PrivateKey {
 	return priv
 }
 
-// Ed25519PrivateKey returns the raw primary private key, for transports that
-// need it directly (the libp2p host). Treat it as the secret it is.
-func (id *Identity) Ed25519PrivateKey() ed25519.PrivateKey { return id.priv }
+// Ed25519PrivateKey returns a copy of the raw primary private key, for
+// transports that need it directly (the libp2p host, via
+// crypto.UnmarshalEd25519PrivateKey). Treat it as the secret it is: anything
+// signed with it outside [Identity.Sign] lacks KEZ's context separation.
+func (id *Identity) Ed25519PrivateKey() ed25519.PrivateKey {
+	return append(ed25519.PrivateKey(nil), id.priv...)
+}
 
 // Seed returns a copy of the 64-byte seed the identity was derived from.
 // It is what [SaveIdentity] stores.
 func (id *Identity) Seed() []byte { return append([]byte(nil), id.seed...) }
 
 // FromSeed rebuilds an identity from the 64-byte seed returned by
-// [Identity.Seed].
+// [Identity.Seed] (the standard BIP-39 seed of the words).
 func FromSeed(seed []byte) (*Identity, error) { return fromSeed(seed) }

@@ -1,0 +1,129 @@
+package kez
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+// loadVectorsForFuzz returns the vector file, to seed the fuzz corpora.
+func loadVectorsForFuzz(f *testing.F) vectorFile {
+	raw, err := os.ReadFile(vectorsPath)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var vf vectorFile
+	if err := json.Unmarshal(raw, &vf); err != nil {
+		f.Fatal(err)
+	}
+	return vf
+}
+
+func FuzzParseMnemonic(f *testing.F) {
+	vf := loadVectorsForFuzz(f)
+	for _, v := range vf.Identities {
+		f.Add(v.Words)
+	}
+	for _, v := range vf.Mnemonics {
+		f.Add(v.Text)
+	}
+	f.Add("")
+	f.Add("1. 2. 3)")
+	f.Add("# only a comment")
+	f.Add(strings.Repeat("zoo ", 24))
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseMnemonic(s)
+		if err != nil {
+			var wc *WordCountError
+			var we *WordError
+			if !errors.As(err, &wc) && !errors.As(err, &we) && !errors.Is(err, ErrChecksum) && len(s) <= maxMnemonicInput {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			if errors.As(err, &we) && (we.Position < 1 || we.Position > MnemonicWords || len(we.Word) > maxWordEcho) {
+				t.Fatalf("bad WordError %+v", we)
+			}
+			return
+		}
+		if len(m.Words()) != MnemonicWords {
+			t.Fatalf("%d words accepted", len(m.Words()))
+		}
+		again, err := ParseMnemonic(m.String())
+		if err != nil || again.String() != m.String() {
+			t.Fatalf("normal form does not re-parse: %v", err)
+		}
+		for _, w := range m.Words() {
+			if !IsWord(w) {
+				t.Fatalf("accepted %q", w)
+			}
+		}
+	})
+}
+
+func FuzzParsePublicKey(f *testing.F) {
+	vf := loadVectorsForFuzz(f)
+	for _, v := range vf.Identities {
+		f.Add(v.Key)
+	}
+	for _, v := range vf.PublicKeys {
+		f.Add(v.Text)
+	}
+	f.Add("U")
+	f.Add(strings.Repeat("U", 56))
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := ParsePublicKey(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadKey) {
+				t.Fatalf("error does not wrap ErrBadKey: %v", err)
+			}
+			return
+		}
+		if k.String() != s {
+			t.Fatalf("non-canonical key accepted: %q re-encodes as %q", s, k.String())
+		}
+		if back, err := PublicKeyFromPeerID(k.PeerID()); err != nil || back != k {
+			t.Fatalf("PeerID round trip: %v", err)
+		}
+	})
+}
+
+// FuzzDecodeIdentityFile feeds the identity file decoder. The passphrase is
+// fixed ("pw") and scrypt is capped at 2^10 so that a fuzzed age header
+// cannot make one run take seconds.
+func FuzzDecodeIdentityFile(f *testing.F) {
+	vf := loadVectorsForFuzz(f)
+	for _, v := range vf.IdentityFiles {
+		b, _ := base64.StdEncoding.DecodeString(v.FileBase64)
+		f.Add(b)
+	}
+	id := mustIdentity(f, countingWords)
+	enc, err := EncodeIdentityFile(id, []byte("pw"), 8)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(enc)
+	f.Add(encodePlain(id))
+	f.Add([]byte(plainHeader))
+	f.Add([]byte(ageHeader))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := decodeIdentityFile(data, []byte("pw"), 10)
+		if err != nil {
+			if !errors.Is(err, ErrBadIdentityFile) && !errors.Is(err, ErrWrongPassphrase) && !errors.Is(err, ErrPassphraseRequired) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		// Whatever opens must re-encode to a file that opens to the same key.
+		plain := encodePlain(got)
+		if bytes.HasPrefix(data, []byte(plainHeader)) && !bytes.Equal(plain, data) {
+			t.Fatalf("non-canonical plain file accepted:\n%q\nre-encodes as\n%q", data, plain)
+		}
+		again, err := DecodeIdentityFile(plain, nil)
+		if err != nil || again.PublicKey() != got.PublicKey() {
+			t.Fatalf("re-encoded file does not open: %v", err)
+		}
+	})
+}
