@@ -491,3 +491,34 @@ func mustSeed(t *testing.T, seed []byte) string {
 	s, _ := kp.Seed()
 	return string(s)
 }
+
+// TestSpecMatchesVectors keeps the reference table in docs/spec/identity.md
+// in step with the vector file.
+func TestSpecMatchesVectors(t *testing.T) {
+	spec, err := os.ReadFile("../docs/spec/identity.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(vectorsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vf vectorFile
+	if err := json.Unmarshal(raw, &vf); err != nil {
+		t.Fatal(err)
+	}
+	v := vf.Identities[0]
+	for _, s := range []string{v.BIP39SeedHex, v.Ed25519SeedHex, v.Ed25519PublicHex, v.Key, v.PeerID, v.Fingerprint, v.X25519[0].PublicHex, v.X25519[1].PublicHex, vectorsPath} {
+		if !bytes.Contains(spec, []byte(s)) {
+			t.Errorf("docs/spec/identity.md does not show %q", s)
+		}
+	}
+	for _, label := range []string{derivationSalt, primaryKeyInfo, encryptionInfoP, strings.TrimSuffix(fingerprintDomain, "\x00") + `\x00`, `KEZ\x00sig\x00v1\x00`, strings.TrimSuffix(plainHeader, "\n")} {
+		if !bytes.Contains(spec, []byte(label)) {
+			t.Errorf("docs/spec/identity.md does not show the label %q", label)
+		}
+	}
+	if !bytes.Contains(spec, []byte(vf.Identities[1].Fingerprint)) {
+		t.Error("the fingerprint example is not the counting vector's")
+	}
+}
