@@ -1,0 +1,229 @@
+package handles
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/kez-lat/kez-chat/kez"
+	"modernc.org/sqlite"
+)
+
+// SQLiteStore is the embedded [Store]: one SQLite file in WAL mode. It is
+// safe for concurrent use, also by several processes sharing the file.
+type SQLiteStore struct {
+	db *sql.DB
+}
+
+var _ Store = (*SQLiteStore)(nil)
+
+const schemaVersion = 1
+
+const schema = `
+CREATE TABLE IF NOT EXISTS handles (
+	domain         TEXT    NOT NULL,
+	name           TEXT    NOT NULL,
+	skeleton       TEXT    NOT NULL,
+	key            TEXT    NOT NULL,
+	enc_key        BLOB,
+	enc_generation INTEGER NOT NULL DEFAULT 0,
+	claimed_at     INTEGER NOT NULL,
+	updated_at     INTEGER NOT NULL,
+	suspended      INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (domain, name)
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS handles_skeleton ON handles (domain, skeleton);
+CREATE UNIQUE INDEX IF NOT EXISTS handles_key ON handles (key);
+`
+
+// OpenSQLite opens (creating if needed) the registry in the SQLite file at
+// path. Close it when done.
+func OpenSQLite(path string) (*SQLiteStore, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("handles: the registry path %q is empty or has ? or #", path)
+	}
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("handles: opening registry %s: %w", path, err)
+	}
+	s := &SQLiteStore{db: db}
+	if err := s.migrate(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("handles: preparing registry %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *SQLiteStore) migrate() error {
+	tx, err := s.db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
+		return err
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("the file has schema version %d; this program knows up to %d", v, schemaVersion)
+	}
+	if _, err := tx.Exec(schema); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Close closes the database.
+func (s *SQLiteStore) Close() error { return s.db.Close() }
+
+const recordColumns = `domain, name, key, enc_key, enc_generation, claimed_at, updated_at, suspended`
+
+// Claim implements [Store.Claim] in one immediate (write-locked)
+// transaction, so concurrent claims are serialised by SQLite.
+func (s *SQLiteStore) Claim(ctx context.Context, rec Record) (bool, error) {
+	if rec.Handle.IsZero() || rec.Key.IsZero() {
+		return false, fmt.Errorf("handles: a claim needs a handle and a key")
+	}
+	now := rec.UpdatedAt
+	if now.IsZero() {
+		now = time.Now()
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("handles: registry: %w", err)
+	}
+	defer tx.Rollback()
+
+	// Who holds the skeleton of the name (the name itself or a look-alike)?
+	held, err := scanRecord(tx.QueryRowContext(ctx,
+		`SELECT `+recordColumns+` FROM handles WHERE domain = ? AND skeleton = ?`,
+		rec.Handle.Domain, skeleton(rec.Handle.Name)))
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return false, err
+	case held.Key != rec.Key && held.Handle == rec.Handle:
+		return false, fmt.Errorf("%w: %s belongs to another key", ErrTaken, rec.Handle)
+	case held.Key != rec.Key:
+		return false, fmt.Errorf("%w: %s is too close to %s, which belongs to another key", ErrTaken, rec.Handle, held.Handle)
+	case held.Handle != rec.Handle:
+		return false, fmt.Errorf("%w: it holds %s", ErrKeyHasHandle, held.Handle)
+	case held.Suspended:
+		return false, fmt.Errorf("%w: %s", ErrSuspended, rec.Handle)
+	default: // the same key claims its own handle again: refresh
+		if _, err := tx.ExecContext(ctx,
+			`UPDATE handles SET enc_key = ?, enc_generation = ?, updated_at = ? WHERE domain = ? AND name = ?`,
+			rec.EncryptionKey, rec.Generation, now.UnixMilli(), rec.Handle.Domain, rec.Handle.Name); err != nil {
+			return false, fmt.Errorf("handles: registry: %w", err)
+		}
+		return false, commit(tx)
+	}
+
+	own, err := scanRecord(tx.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM handles WHERE key = ?`, rec.Key.String()))
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return false, err
+	default:
+		return false, fmt.Errorf("%w: it holds %s", ErrKeyHasHandle, own.Handle)
+	}
+
+	_, err = tx.ExecContext(ctx,
+		`INSERT INTO handles (domain, name, skeleton, key, enc_key, enc_generation, claimed_at, updated_at, suspended)
+		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
+		rec.Handle.Domain, rec.Handle.Name, skeleton(rec.Handle.Name), rec.Key.String(),
+		rec.EncryptionKey, rec.Generation, now.UnixMilli(), now.UnixMilli())
+	if isConstraint(err) {
+		return false, fmt.Errorf("%w: %s (%v)", ErrTaken, rec.Handle, err)
+	}
+	if err != nil {
+		return false, fmt.Errorf("handles: registry: %w", err)
+	}
+	return true, commit(tx)
+}
+
+func commit(tx *sql.Tx) error {
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("handles: registry: %w", err)
+	}
+	return nil
+}
+
+// Lookup implements [Store.Lookup].
+func (s *SQLiteStore) Lookup(ctx context.Context, h Handle) (Record, error) {
+	return scanRecord(s.db.QueryRowContext(ctx,
+		`SELECT `+recordColumns+` FROM handles WHERE domain = ? AND name = ?`, h.Domain, h.Name))
+}
+
+// LookupKey implements [Store.LookupKey].
+func (s *SQLiteStore) LookupKey(ctx context.Context, key kez.PublicKey) (Record, error) {
+	return scanRecord(s.db.QueryRowContext(ctx,
+		`SELECT `+recordColumns+` FROM handles WHERE key = ?`, key.String()))
+}
+
+// SetSuspended implements [Store.SetSuspended].
+func (s *SQLiteStore) SetSuspended(ctx context.Context, h Handle, suspended bool) error {
+	return s.execOne(ctx, `UPDATE handles SET suspended = ?, updated_at = ? WHERE domain = ? AND name = ?`,
+		suspended, time.Now().UnixMilli(), h.Domain, h.Name)
+}
+
+// Release implements [Store.Release].
+func (s *SQLiteStore) Release(ctx context.Context, h Handle) error {
+	return s.execOne(ctx, `DELETE FROM handles WHERE domain = ? AND name = ?`, h.Domain, h.Name)
+}
+
+func (s *SQLiteStore) execOne(ctx context.Context, q string, args ...any) error {
+	res, err := s.db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("handles: registry: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("handles: registry: %w", err)
+	} else if n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func scanRecord(row *sql.Row) (Record, error) {
+	var (
+		r                 Record
+		key               string
+		claimed, updated  int64
+		suspended, genInt int64
+	)
+	err := row.Scan(&r.Handle.Domain, &r.Handle.Name, &key, &r.EncryptionKey, &genInt, &claimed, &updated, &suspended)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("handles: registry: %w", err)
+	}
+	if r.Key, err = kez.ParsePublicKey(key); err != nil {
+		return Record{}, fmt.Errorf("handles: registry holds a bad key for %s: %w", r.Handle, err)
+	}
+	r.Generation = uint32(genInt)
+	r.ClaimedAt = time.UnixMilli(claimed)
+	r.UpdatedAt = time.UnixMilli(updated)
+	r.Suspended = suspended != 0
+	return r, nil
+}
+
+// isConstraint reports a SQLite constraint violation (SQLITE_CONSTRAINT
+// and its extended codes).
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == 19
+}
