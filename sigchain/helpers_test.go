@@ -40,10 +40,11 @@ type builder struct {
 	st    *State
 	links []*Link
 	ctime int64
+	now   int64 // the verifier's clock
 }
 
 func newBuilder(t testing.TB, id *kez.Identity, handle string) *builder {
-	b := &builder{t: t, id: id, ctime: vectorNow - 3600}
+	b := &builder{t: t, id: id, ctime: vectorNow - 3600, now: vectorNow}
 	b.add(TypeEldest, EldestBody(id.PublicKey(), id.EncryptionKey(0).PublicKey(), 0, handle))
 	return b
 }
@@ -54,7 +55,7 @@ func (b *builder) add(typ string, body []byte, opts ...LinkOption) *Link {
 	if err != nil {
 		b.t.Fatalf("NewLink %s: %v", typ, err)
 	}
-	st, err := b.st.Extend([]*Link{l}, fixedClock(vectorNow))
+	st, err := b.st.Extend([]*Link{l}, fixedClock(b.now))
 	if err != nil {
 		b.t.Fatalf("Extend %s: %v", typ, err)
 	}

@@ -1,0 +1,214 @@
+package sigchain
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/kez-lat/kez-chat/kez"
+)
+
+// ErrUnreachable reports that the sig-server could not be reached or
+// answered with a gateway or availability error (502, 503, 504). Retrying
+// later may help.
+var ErrUnreachable = errors.New("sigchain: the sig-server is unreachable")
+
+// ServerError is any other error answer of the sig-server. A 400 or 413
+// matches [ErrMalformed], a 422 matches [ErrInvalid].
+type ServerError struct {
+	StatusCode int
+	Message    string // the server's "error" text
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("sigchain: the sig-server answered %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
+}
+
+// Is matches [ErrMalformed] for 400 and 413 and [ErrInvalid] for 422.
+func (e *ServerError) Is(target error) bool {
+	switch e.StatusCode {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		return target == ErrMalformed
+	case http.StatusUnprocessableEntity:
+		return target == ErrInvalid
+	}
+	return false
+}
+
+// maxResponse bounds one GET response: a full page of maximum-size links
+// plus the JSON around them.
+const maxResponse = MaxLinksPerResponse*(MaxLinkSize+1) + 4096
+
+// Client talks to a sig-server. The zero value is not usable: set BaseURL.
+// A Client is safe for concurrent use.
+type Client struct {
+	// BaseURL is the sig-server's base URL, e.g. "http://127.0.0.1:8081"
+	// (KEZ_SIG_SERVER).
+	BaseURL string
+	// HTTPClient is used for requests; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// VerifyOptions are passed to [Verify] and [State.Extend] by
+	// [Client.FetchVerified], e.g. [WithClock].
+	VerifyOptions []VerifyOption
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTPClient != nil {
+		return c.HTTPClient
+	}
+	return http.DefaultClient
+}
+
+func (c *Client) chainURL(key kez.PublicKey) string {
+	return strings.TrimRight(c.BaseURL, "/") + "/v1/chains/" + url.PathEscape(key.String())
+}
+
+// do sends req and returns the body of a 2xx answer, or the error the
+// status maps to.
+func (c *Client) do(req *http.Request, limit int64) ([]byte, int, error) {
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, resp.StatusCode, fmt.Errorf("%w: reading the answer: %w", ErrUnreachable, err)
+	}
+	if int64(len(body)) > limit {
+		return nil, resp.StatusCode, fmt.Errorf("sigchain: the sig-server's answer is over %d bytes", limit)
+	}
+	if resp.StatusCode/100 == 2 {
+		return body, resp.StatusCode, nil
+	}
+	var e struct {
+		Error     string `json:"error"`
+		HeadSeqno uint64 `json:"head_seqno"`
+		Head      string `json:"head"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error == "" {
+		e.Error = strings.TrimSpace(string(body[:min(len(body), 200)]))
+	}
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		return nil, resp.StatusCode, fmt.Errorf("%w: %s", ErrNotFound, e.Error)
+	case http.StatusConflict:
+		ce := &ConflictError{Head: Head{Seqno: e.HeadSeqno}}
+		if e.HeadSeqno > 0 {
+			id, err := ParseID(e.Head)
+			if err != nil {
+				return nil, resp.StatusCode, fmt.Errorf("sigchain: the sig-server's conflict answer has a bad head: %w", err)
+			}
+			ce.Head.ID = id
+		}
+		return nil, resp.StatusCode, ce
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return nil, resp.StatusCode, fmt.Errorf("%w: %d %s", ErrUnreachable, resp.StatusCode, e.Error)
+	}
+	return nil, resp.StatusCode, &ServerError{StatusCode: resp.StatusCode, Message: e.Error}
+}
+
+// Append sends one signed link. It returns nil once the server has stored
+// it (also when the identical link was already stored), a *[ConflictError]
+// when the chain's head moved, or another error ([ServerError],
+// [ErrUnreachable]).
+func (c *Client) Append(ctx context.Context, link *Link) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.chainURL(link.Key())+"/links", bytes.NewReader(link.Bytes()))
+	if err != nil {
+		return fmt.Errorf("sigchain: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	_, _, err = c.do(req, 4096)
+	return err
+}
+
+type chainPage struct {
+	Key       string  `json:"key"`
+	HeadSeqno uint64  `json:"head_seqno"`
+	Head      string  `json:"head"`
+	Links     []*Link `json:"links"`
+}
+
+// Fetch returns the links of key's chain with seqno > since, in order,
+// reading as many pages as the server needs. Each link is parsed strictly
+// and must be signed by key; nothing else is verified (use
+// [Client.FetchVerified]). It returns [ErrNotFound] when the server has no
+// chain for key.
+func (c *Client) Fetch(ctx context.Context, key kez.PublicKey, since uint64) ([]*Link, error) {
+	var out []*Link
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.chainURL(key)+"?since="+strconv.FormatUint(since, 10), nil)
+		if err != nil {
+			return nil, fmt.Errorf("sigchain: %w", err)
+		}
+		body, _, err := c.do(req, maxResponse)
+		if err != nil {
+			return nil, err
+		}
+		var p chainPage
+		if err := json.Unmarshal(body, &p); err != nil {
+			return nil, fmt.Errorf("sigchain: the sig-server's answer is not a chain: %w", err)
+		}
+		if p.Key != key.String() {
+			return nil, fmt.Errorf("sigchain: asked for the chain of %s, the sig-server answered with %q", key, p.Key)
+		}
+		for _, l := range p.Links {
+			if l == nil || l.Key() != key {
+				return nil, &LinkError{Seqno: since + 1, Err: fmt.Errorf("%w: the sig-server returned a link not signed by %s", ErrWrongKey, key)}
+			}
+			if l.Seqno() != since+1 {
+				return nil, &LinkError{Seqno: l.Seqno(), Err: fmt.Errorf("%w: the sig-server returned seqno %d where %d was due", ErrBrokenChain, l.Seqno(), since+1)}
+			}
+			since = l.Seqno()
+			out = append(out, l)
+		}
+		if len(p.Links) == 0 || since >= p.HeadSeqno {
+			return out, nil
+		}
+	}
+}
+
+// FetchVerified fetches and verifies key's chain. With pinned nil it
+// verifies the whole chain. With a pinned state (from an earlier call, or
+// rebuilt from stored links) it fetches from the pinned head on, returns
+// [ErrRollback] if the server shows a shorter chain or none, [ErrFork] if
+// it shows a different link at the pinned seqno, and otherwise verifies
+// only the new links with [State.Extend]. Other errors: [ErrNotFound]
+// (no chain and nothing pinned), [ErrUnreachable], *[LinkError].
+func (c *Client) FetchVerified(ctx context.Context, key kez.PublicKey, pinned *State) (*State, error) {
+	if pinned == nil {
+		links, err := c.Fetch(ctx, key, 0)
+		if err != nil {
+			return nil, err
+		}
+		st, err := Verify(links, c.VerifyOptions...)
+		if err != nil {
+			return nil, err
+		}
+		if st.Key() != key {
+			return nil, fmt.Errorf("%w: asked for the chain of %s, got the chain of %s", ErrWrongKey, key, st.Key())
+		}
+		return st, nil
+	}
+	if pinned.Key() != key {
+		return nil, fmt.Errorf("sigchain: the pinned state is for %s, not %s", pinned.Key(), key)
+	}
+	links, err := c.Fetch(ctx, key, pinned.Seqno()-1)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: the sig-server has no chain for %s, the pinned head is seqno %d", ErrRollback, key, pinned.Seqno())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckAgainst(pinned.Pin(), links); err != nil {
+		return nil, err
+	}
+	return pinned.Extend(links, c.VerifyOptions...)
+}

@@ -1,0 +1,174 @@
+// Package sqlitestore is the sig-server's SQLite [sigchain.Store]: one file,
+// WAL journal, FULL synchronous commits, and an atomic head check inside
+// each append transaction, so concurrent appends to one chain store
+// exactly one link per seqno and nothing acknowledged is lost when the
+// process is killed.
+//
+//	st, err := sqlitestore.Open("kez-sig.db")
+//	defer st.Close()
+//	http.Handle("/", sigchain.NewHandler(st))
+//
+// It uses the pure-Go modernc.org/sqlite driver (no cgo). Several
+// processes may open the same file; writers wait for each other up to the
+// busy timeout.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+
+	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// schemaVersion is stored in PRAGMA user_version.
+const schemaVersion = 1
+
+const schema = `
+CREATE TABLE IF NOT EXISTS links (
+	chain TEXT    NOT NULL, -- the chain's key, nkey text (U…)
+	seqno INTEGER NOT NULL,
+	id    TEXT    NOT NULL, -- link ID, CID text
+	link  BLOB    NOT NULL, -- the link's exact canonical bytes
+	PRIMARY KEY (chain, seqno)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+`
+
+// Store is a SQLite-backed [sigchain.Store]. It is safe for concurrent use.
+type Store struct {
+	db *sql.DB
+	mu sync.Mutex // serialises this process's writers; SQLite locks across processes
+}
+
+var _ sigchain.Store = (*Store)(nil)
+
+// Open opens or creates the database file at path and prepares its schema.
+func Open(path string) (*Store, error) {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: opening %s: %w", path, err)
+	}
+	var v int
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlitestore: opening %s: %w", path, err)
+	}
+	if v > schemaVersion {
+		db.Close()
+		return nil, fmt.Errorf("sqlitestore: %s has schema version %d, newer than this program's %d; upgrade the program", path, v, schemaVersion)
+	}
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlitestore: preparing %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ping checks that the database answers; use it as a readiness check.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	return s.db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func head(ctx context.Context, q querier, key string) (sigchain.Head, error) {
+	var seqno uint64
+	var id string
+	err := q.QueryRowContext(ctx, "SELECT seqno, id FROM links WHERE chain = ? ORDER BY seqno DESC LIMIT 1", key).Scan(&seqno, &id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return sigchain.Head{}, sigchain.ErrNotFound
+	}
+	if err != nil {
+		return sigchain.Head{}, fmt.Errorf("sqlitestore: reading head: %w", err)
+	}
+	c, err := cid.Decode(id)
+	if err != nil {
+		return sigchain.Head{}, fmt.Errorf("sqlitestore: stored head ID %q: %w", id, err)
+	}
+	return sigchain.Head{Seqno: seqno, ID: c}, nil
+}
+
+// Head implements [sigchain.Store].
+func (s *Store) Head(ctx context.Context, key kez.PublicKey) (sigchain.Head, error) {
+	return head(ctx, s.db, key.String())
+}
+
+// Links implements [sigchain.Store]. The links and the head are read in
+// one transaction.
+func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limit int) ([][]byte, sigchain.Head, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, sigchain.Head{}, fmt.Errorf("sqlitestore: %w", err)
+	}
+	defer tx.Rollback()
+	k := key.String()
+	h, err := head(ctx, tx, k)
+	if err != nil {
+		return nil, sigchain.Head{}, err
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT link FROM links WHERE chain = ? AND seqno > ? ORDER BY seqno LIMIT ?", k, int64(min(since, 1<<62)), limit)
+	if err != nil {
+		return nil, sigchain.Head{}, fmt.Errorf("sqlitestore: reading links: %w", err)
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, sigchain.Head{}, fmt.Errorf("sqlitestore: reading links: %w", err)
+		}
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, sigchain.Head{}, fmt.Errorf("sqlitestore: reading links: %w", err)
+	}
+	return out, h, nil
+}
+
+// Append implements [sigchain.Store]: inside one IMMEDIATE transaction it
+// reads the head, checks that link follows it, and inserts.
+func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: %w", err)
+	}
+	defer tx.Rollback()
+	k := link.Key().String()
+	h, err := head(ctx, tx, k)
+	if err != nil && !errors.Is(err, sigchain.ErrNotFound) {
+		return err
+	}
+	follows := h.Seqno == 0 && link.Seqno() == 1 ||
+		h.Seqno > 0 && link.Seqno() == h.Seqno+1 && link.Prev() == h.ID
+	if !follows {
+		return &sigchain.ConflictError{Head: h}
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO links (chain, seqno, id, link) VALUES (?, ?, ?, ?)",
+		k, int64(link.Seqno()), link.ID().String(), link.Bytes()); err != nil {
+		return fmt.Errorf("sqlitestore: storing link: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: storing link: %w", err)
+	}
+	return nil
+}
