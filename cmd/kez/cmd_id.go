@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+)
+
+func init() {
+	register(&command{
+		name:    "id",
+		args:    "[--json] [--home DIR]",
+		summary: "show your handle, key, PeerID and fingerprint",
+		help: `
+Shows who you are: your handle (once "kez register" has claimed one), your
+key (the NATS user nkey, "U…"), your libp2p PeerID and your fingerprint,
+the six groups of digits a contact compares with you to verify your key.
+
+--json prints {"handle","key","peer_id","fingerprint"} (handle is "" until
+you register).
+
+An encrypted identity needs its passphrase: KEZ_PASSPHRASE_FILE,
+KEZ_PASSPHRASE, or a prompt on a terminal.`,
+		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			var home string
+			var asJSON bool
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.StringVar(&home, "home", "", homeFlagHelp)
+			return func(ctx context.Context, args []string) error {
+				if len(args) > 0 {
+					return usagef("id takes no arguments, got %q", args)
+				}
+				return runID(e, home, asJSON)
+			}
+		},
+	})
+}
+
+// idJSON is the --json output of "kez id" (DESIGN.md); fields may be added.
+type idJSON struct {
+	Handle      string `json:"handle"`
+	Key         string `json:"key"`
+	PeerID      string `json:"peer_id"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+func runID(e *env, homeFlag string, asJSON bool) error {
+	home, err := e.home(homeFlag)
+	if err != nil {
+		return err
+	}
+	id, err := loadIdentity(e, home)
+	if err != nil {
+		return cliError(err)
+	}
+	prof, err := loadProfile(home)
+	if err != nil {
+		return err
+	}
+	k := id.PublicKey()
+	handle := prof.handleFor(k)
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(idJSON{Handle: handle, Key: k.String(), PeerID: k.PeerID().String(), Fingerprint: k.Fingerprint()})
+	}
+	printIdentity(e.stdout, handle, k)
+	return nil
+}

@@ -1,0 +1,245 @@
+package main
+
+// Shared helpers for commands that need the user's identity or local
+// profile: loadIdentity (with passphrase handling), the passphrase sources,
+// and the profile store (KEZ_HOME/profile.json).
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/kez-lat/kez-chat/kez"
+)
+
+// scryptWorkFactor is the scrypt cost used to encrypt the identity file.
+// Tests lower it; everyone else keeps kez's default.
+var scryptWorkFactor = kez.DefaultScryptWorkFactor
+
+// loadIdentity loads the identity in home. A plain file needs nothing; an
+// encrypted one takes its passphrase from KEZ_PASSPHRASE_FILE,
+// KEZ_PASSPHRASE or, on a terminal, a prompt (three tries). Errors are
+// sentences that say what to do.
+func loadIdentity(e *env, home string) (*kez.Identity, error) {
+	pass, err := passphraseFromEnv(e, "")
+	if err != nil {
+		return nil, err
+	}
+	id, err := kez.LoadIdentity(home, pass)
+	if errors.Is(err, kez.ErrPassphraseRequired) && e.isTerminal {
+		for try := 0; try < 3; try++ {
+			pass, err = readSecret(e, fmt.Sprintf("Passphrase for the identity in %s: ", home))
+			if err != nil {
+				return nil, err
+			}
+			id, err = kez.LoadIdentity(home, pass)
+			if !errors.Is(err, kez.ErrWrongPassphrase) {
+				break
+			}
+			fmt.Fprintln(e.stderr, "That passphrase does not open it.")
+		}
+	}
+	if err != nil {
+		return nil, explainLoadError(home, err)
+	}
+	return id, nil
+}
+
+func explainLoadError(home string, err error) error {
+	switch {
+	case errors.Is(err, kez.ErrNoIdentity):
+		return fmt.Errorf("no identity in %s yet: run \"kez init\" to make one, or \"kez recover\" to restore yours from its 24 words", home)
+	case errors.Is(err, kez.ErrPassphraseRequired):
+		return fmt.Errorf("the identity in %s is encrypted: set KEZ_PASSPHRASE_FILE (a file holding the passphrase) or KEZ_PASSPHRASE, or run on a terminal to be asked", home)
+	case errors.Is(err, kez.ErrWrongPassphrase):
+		return fmt.Errorf("wrong passphrase for %s (if it is right, the file is damaged: restore it with \"kez recover --force\")", kez.IdentityPath(home))
+	case errors.Is(err, kez.ErrBadIdentityFile):
+		return fmt.Errorf("%v; if it is damaged, restore it from your words with \"kez recover --force\"", err)
+	}
+	return err
+}
+
+// passphraseFromEnv returns the passphrase given without asking: the file
+// named by fileFlag, else by KEZ_PASSPHRASE_FILE, else KEZ_PASSPHRASE. It
+// returns nil if none is set.
+func passphraseFromEnv(e *env, fileFlag string) ([]byte, error) {
+	if f := e.envOr(fileFlag, "KEZ_PASSPHRASE_FILE"); f != "" {
+		b, err := readSmallFile(f, 1024)
+		if err != nil {
+			return nil, fmt.Errorf("reading the passphrase file: %w", err)
+		}
+		b, _, _ = bytes.Cut(b, []byte("\n")) // the first line
+		b = bytes.TrimSuffix(b, []byte("\r"))
+		if len(b) == 0 {
+			return nil, fmt.Errorf("the passphrase file %s is empty", f)
+		}
+		return b, nil
+	}
+	if p := e.getenv("KEZ_PASSPHRASE"); p != "" {
+		return []byte(p), nil
+	}
+	return nil, nil
+}
+
+// newPassphrase decides the passphrase for a new identity file: one given
+// by flag or environment, else (on a terminal) one typed twice, else none.
+func newPassphrase(e *env, fileFlag string) ([]byte, error) {
+	p, err := passphraseFromEnv(e, fileFlag)
+	if err != nil || p != nil || !e.isTerminal {
+		return p, err
+	}
+	fmt.Fprintln(e.stderr, "Choose a passphrase to encrypt your identity on this machine (Enter for none).")
+	for {
+		p, err := readSecret(e, "Passphrase: ")
+		if err != nil {
+			return nil, err
+		}
+		if len(p) == 0 {
+			return nil, nil
+		}
+		again, err := readSecret(e, "Same passphrase again: ")
+		if err != nil {
+			return nil, err
+		}
+		if bytes.Equal(p, again) {
+			return p, nil
+		}
+		fmt.Fprintln(e.stderr, "The two do not match; try again.")
+	}
+}
+
+// readSecret asks for a line on the terminal without echoing it. The prompt
+// goes to stderr so that stdout stays clean for --json.
+var readSecret = func(e *env, prompt string) ([]byte, error) {
+	f, ok := e.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, errors.New("no terminal to ask for a passphrase on: set KEZ_PASSPHRASE_FILE or KEZ_PASSPHRASE")
+	}
+	fmt.Fprint(e.stderr, prompt)
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(e.stderr)
+	if err != nil {
+		return nil, fmt.Errorf("reading the passphrase: %w", err)
+	}
+	return b, nil
+}
+
+// storageNote says how the identity is protected at rest.
+func storageNote(encrypted bool) string {
+	if encrypted {
+		return "encrypted with your passphrase"
+	}
+	return "NOT encrypted (protected only by file mode 0600); to encrypt it, run again with --force and a passphrase (--passphrase-file, KEZ_PASSPHRASE_FILE or KEZ_PASSPHRASE)"
+}
+
+func readSmallFile(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
+}
+
+// profile is the local, non-secret state of a client: the handle the user
+// registered and the servers they use. It lives in KEZ_HOME/profile.json
+// and is written by "kez register"; a missing file is an empty profile.
+type profile struct {
+	// Key is the identity the handle was registered for. A handle whose key
+	// is not the current identity's is ignored (the identity was replaced).
+	Key       string `json:"key,omitempty"`
+	Handle    string `json:"handle,omitempty"`     // canonical "alice@kez.lat"
+	Domain    string `json:"domain,omitempty"`     // the home server's domain
+	Server    string `json:"server,omitempty"`     // chat-server base URL
+	SigServer string `json:"sig_server,omitempty"` // sig-server base URL
+}
+
+const profileFileName = "profile.json"
+
+// loadProfile reads home/profile.json; a missing file gives an empty
+// profile.
+func loadProfile(home string) (*profile, error) {
+	path := filepath.Join(home, profileFileName)
+	b, err := readSmallFile(path, 64<<10)
+	if errors.Is(err, os.ErrNotExist) {
+		return &profile{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the profile: %w", err)
+	}
+	var p profile
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("the profile %s is damaged (%v); fix or delete it, then run \"kez register\" again", path, err)
+	}
+	return &p, nil
+}
+
+// handleFor returns the profile's handle if it belongs to key, else "".
+func (p *profile) handleFor(key kez.PublicKey) string {
+	if p.Key != key.String() {
+		return ""
+	}
+	return p.Handle
+}
+
+// saveProfile writes home/profile.json atomically with mode 0600.
+func saveProfile(home string, p *profile) error {
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return fmt.Errorf("making the state folder: %w", err)
+	}
+	f, err := os.CreateTemp(home, ".profile.json.tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing the profile: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(home, profileFileName))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing the profile: %w", err)
+	}
+	return nil
+}
+
+// homeFlagHelp is the help text of every command's --home flag.
+const homeFlagHelp = "state folder (env KEZ_HOME; default: the user config folder + /kez)"
+
+// formatWords lays the 24 words out numbered, four to a row, so they are
+// easy to copy onto paper in order.
+func formatWords(words []string) string {
+	var b strings.Builder
+	for row := 0; row*4 < len(words); row++ {
+		var line strings.Builder
+		for i := row * 4; i < row*4+4 && i < len(words); i++ {
+			fmt.Fprintf(&line, "%2d. %-8s   ", i+1, words[i])
+		}
+		b.WriteString(strings.TrimRight(line.String(), " ") + "\n")
+	}
+	return b.String()
+}
