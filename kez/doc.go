@@ -13,8 +13,13 @@
 // published in the eldest sigchain link and later generations let a user
 // rotate it without changing who they are.
 //
-// [SaveIdentity] and [LoadIdentity] keep the identity in a state folder,
-// encrypted at rest with a passphrase when one is given.
+// [SaveIdentity] and [LoadIdentity] keep the identity in one file in a state
+// folder (mode 0600), encrypted at rest with a passphrase (age, scrypt) when
+// one is given. [Identity.SignNATSNonce] is the one signature without a
+// context, for the NATS login, and it signs only nonce-shaped input. Tests
+// that need a reproducible identity use [MnemonicFromEntropy] or
+// [FromWords] with fixed words. Identities, keys and mnemonics are
+// immutable and safe for concurrent use.
 //
 // The package does not talk to any server, hold a keyring of other people's
 // keys, or choose where state lives: callers pass the folder.

@@ -28,6 +28,7 @@ type WordCountError struct {
 	Got int // the number of words found
 }
 
+// Error says how many words were found and how many a backup has.
 func (e *WordCountError) Error() string {
 	return fmt.Sprintf("kez: a paper backup has %d words, got %d", MnemonicWords, e.Got)
 }
@@ -39,6 +40,7 @@ type WordError struct {
 	Suggestions []string // the nearest valid words, best first; may be empty
 }
 
+// Error names the word's position and suggests replacements.
 func (e *WordError) Error() string {
 	msg := fmt.Sprintf("kez: word %d (%q) is not a backup word", e.Position, e.Word)
 	if len(e.Suggestions) > 0 {
