@@ -51,7 +51,7 @@ func runID(e *env, homeFlag string, asJSON bool) error {
 	}
 	id, err := loadIdentity(e, home)
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	prof, err := loadProfile(home)
 	if err != nil {

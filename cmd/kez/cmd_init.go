@@ -222,13 +222,3 @@ func printIdentity(w io.Writer, handle string, k kez.PublicKey) {
 	}
 	fmt.Fprintf(w, "key:          %s\npeer id:      %s\nfingerprint:  %s\n", k, k.PeerID(), k.Fingerprint())
 }
-
-// cliError drops the package prefix from an SDK error, since the CLI already
-// names the command.
-func cliError(err error) error {
-	msg := err.Error()
-	if rest, ok := strings.CutPrefix(msg, "kez: "); ok {
-		return errors.New(rest)
-	}
-	return err
-}

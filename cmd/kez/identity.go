@@ -26,7 +26,8 @@ var scryptWorkFactor = kez.DefaultScryptWorkFactor
 // loadIdentity loads the identity in home. A plain file needs nothing; an
 // encrypted one takes its passphrase from KEZ_PASSPHRASE_FILE,
 // KEZ_PASSPHRASE or, on a terminal, a prompt (three tries). Errors are
-// sentences that say what to do.
+// sentences that say what to do, ready to return from a command; they still
+// match kez.ErrNoIdentity and the other sentinels with errors.Is.
 func loadIdentity(e *env, home string) (*kez.Identity, error) {
 	pass, err := passphraseFromEnv(e, "")
 	if err != nil {
@@ -52,16 +53,40 @@ func loadIdentity(e *env, home string) (*kez.Identity, error) {
 	return id, nil
 }
 
+// explainLoadError turns a kez.LoadIdentity error into advice. The result
+// still matches the kez sentinels with errors.Is.
 func explainLoadError(home string, err error) error {
+	var msg string
 	switch {
 	case errors.Is(err, kez.ErrNoIdentity):
-		return fmt.Errorf("no identity in %s yet: run \"kez init\" to make one, or \"kez recover\" to restore yours from its 24 words", home)
+		msg = fmt.Sprintf("no identity in %s yet: run \"kez init\" to make one, or \"kez recover\" to restore yours from its 24 words", home)
 	case errors.Is(err, kez.ErrPassphraseRequired):
-		return fmt.Errorf("the identity in %s is encrypted: set KEZ_PASSPHRASE_FILE (a file holding the passphrase) or KEZ_PASSPHRASE, or run on a terminal to be asked", home)
+		msg = fmt.Sprintf("the identity in %s is encrypted: set KEZ_PASSPHRASE_FILE (a file holding the passphrase) or KEZ_PASSPHRASE, or run on a terminal to be asked", home)
 	case errors.Is(err, kez.ErrWrongPassphrase):
-		return fmt.Errorf("wrong passphrase for %s (if it is right, the file is damaged: restore it with \"kez recover --force\")", kez.IdentityPath(home))
+		msg = fmt.Sprintf("wrong passphrase for %s (if it is right, the file is damaged: restore it with \"kez recover --force\")", kez.IdentityPath(home))
 	case errors.Is(err, kez.ErrBadIdentityFile):
-		return fmt.Errorf("%v; if it is damaged, restore it from your words with \"kez recover --force\"", err)
+		msg = cliError(err).Error() + "; if it is damaged, restore it from your words with \"kez recover --force\""
+	default:
+		return cliError(err)
+	}
+	return &cliErr{msg: msg, err: err}
+}
+
+// cliErr is an error with a CLI-worded message that still unwraps to the
+// SDK error it explains.
+type cliErr struct {
+	msg string
+	err error
+}
+
+func (e *cliErr) Error() string { return e.msg }
+func (e *cliErr) Unwrap() error { return e.err }
+
+// cliError drops the "kez: " package prefix from an SDK error, since the CLI
+// already names the command; errors.Is and errors.As still see the original.
+func cliError(err error) error {
+	if rest, ok := strings.CutPrefix(err.Error(), "kez: "); ok {
+		return &cliErr{msg: rest, err: err}
 	}
 	return err
 }

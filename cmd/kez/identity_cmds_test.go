@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -382,3 +383,29 @@ func checkMode(t *testing.T, path string, want os.FileMode) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestLoadIdentityErrorsKeepSentinels(t *testing.T) {
+	e := &env{stdin: strings.NewReader(""), stdout: new(strings.Builder), stderr: new(strings.Builder), getenv: func(string) string { return "" }}
+	home := filepath.Join(t.TempDir(), "h")
+	_, err := loadIdentity(e, home)
+	if !errors.Is(err, kez.ErrNoIdentity) || strings.HasPrefix(err.Error(), "kez: ") {
+		t.Fatalf("got %v", err)
+	}
+	id, _ := kez.FromWords(countingWords)
+	if err := kez.SaveIdentity(home, id, []byte("pw"), kez.WithScryptWorkFactor(10)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadIdentity(e, home); !errors.Is(err, kez.ErrPassphraseRequired) {
+		t.Fatalf("got %v", err)
+	}
+	e.getenv = func(k string) string {
+		if k == "KEZ_PASSPHRASE" {
+			return "pw"
+		}
+		return ""
+	}
+	got, err := loadIdentity(e, home)
+	if err != nil || got.PublicKey().String() != countingKey {
+		t.Fatalf("got %v", err)
+	}
+}
