@@ -94,9 +94,9 @@ type Message struct {
 // encryption key of the given generation, both taken from the recipient's
 // verified sigchain.
 type Recipient struct {
-	Key           kez.PublicKey
-	EncryptionKey *ecdh.PublicKey
-	Generation    uint32
+	Key           kez.PublicKey   // the recipient's primary key
+	EncryptionKey *ecdh.PublicKey // their X25519 key of Generation
+	Generation    uint32          // the generation the sigchain gives for EncryptionKey
 }
 
 // Seal signs m with sender's key and encrypts it to the recipient, returning
