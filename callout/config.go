@@ -1,0 +1,125 @@
+package callout
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ConfigOptions shape the nats.conf text rendered by [NATSConfig]. The
+// zero value renders the snippet an operator adds to an existing server.
+type ConfigOptions struct {
+	ChatAccount   string        // default [DefaultChatAccount]
+	AuthAccount   string        // default [DefaultAuthAccount]
+	SystemAccount string        // default [DefaultSysAccount]
+	AuthTimeout   time.Duration // authorization.timeout; default 2 s, whole seconds
+
+	// Standalone renders a whole development config: the snippet plus
+	// listen, server_name, an HTTP monitoring port and a JetStream block
+	// with store_dir.
+	Standalone bool
+	Listen     string // host:port; default "127.0.0.1:4222"
+	HTTPListen string // host:port for /healthz etc.; "" means none
+	StoreDir   string // JetStream store folder; required when Standalone
+	ServerName string // default "kez-dev"
+}
+
+var accountName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`)
+
+func (o ConfigOptions) withDefaults() ConfigOptions {
+	if o.ChatAccount == "" {
+		o.ChatAccount = DefaultChatAccount
+	}
+	if o.AuthAccount == "" {
+		o.AuthAccount = DefaultAuthAccount
+	}
+	if o.SystemAccount == "" {
+		o.SystemAccount = DefaultSysAccount
+	}
+	if o.AuthTimeout == 0 {
+		o.AuthTimeout = 2 * time.Second
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:4222"
+	}
+	if o.ServerName == "" {
+		o.ServerName = "kez-dev"
+	}
+	return o
+}
+
+// NATSConfig renders the nats.conf text that wires a server to the
+// callout with keys k:
+//
+//	accounts {
+//	  AUTH { users: [ { nkey: <service key> } ] }
+//	  CHAT { jetstream: enabled }
+//	  SYS {}
+//	}
+//	system_account: SYS
+//	authorization {
+//	  timeout: 2
+//	  auth_callout {
+//	    issuer: <issuer key>
+//	    account: AUTH
+//	    auth_users: [ <service key> ]
+//	    xkey: <xkey>
+//	  }
+//	}
+//	jetstream: enabled
+//
+// Every client except the service user is then sent to the callout. With
+// o.Standalone it renders a complete development config instead. The
+// text holds public keys only. Changing the authorization block needs a
+// server restart (a reload is not enough).
+func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
+	o = o.withDefaults()
+	for _, a := range []string{o.ChatAccount, o.AuthAccount, o.SystemAccount} {
+		if !accountName.MatchString(a) {
+			return "", fmt.Errorf("callout: account name %q: use a letter then letters, digits, '_' or '-'", a)
+		}
+	}
+	if o.ChatAccount == o.AuthAccount || o.ChatAccount == o.SystemAccount || o.AuthAccount == o.SystemAccount {
+		return "", fmt.Errorf("callout: the chat, auth and system accounts must differ")
+	}
+	if o.AuthTimeout < time.Second || o.AuthTimeout%time.Second != 0 {
+		return "", fmt.Errorf("callout: auth timeout %s: use whole seconds", o.AuthTimeout)
+	}
+	var b strings.Builder
+	if o.Standalone {
+		if o.StoreDir == "" {
+			return "", fmt.Errorf("callout: a standalone config needs a JetStream store folder")
+		}
+		fmt.Fprintf(&b, "# KEZ chat development NATS server. Not for production.\n")
+		fmt.Fprintf(&b, "server_name: %s\n", strconv.Quote(o.ServerName))
+		fmt.Fprintf(&b, "listen: %s\n", strconv.Quote(o.Listen))
+		if o.HTTPListen != "" {
+			fmt.Fprintf(&b, "http: %s\n", strconv.Quote(o.HTTPListen))
+		}
+		fmt.Fprintf(&b, "jetstream {\n  store_dir: %s\n}\n\n", strconv.Quote(o.StoreDir))
+	}
+	svc := k.ServicePublicKey()
+	fmt.Fprintf(&b, "# KEZ chat: clients authenticate with their KEZ key through the auth callout.\n")
+	fmt.Fprintf(&b, "accounts {\n")
+	fmt.Fprintf(&b, "  %s { users: [ { nkey: %s } ] }\n", o.AuthAccount, svc)
+	fmt.Fprintf(&b, "  %s { jetstream: enabled }\n", o.ChatAccount)
+	fmt.Fprintf(&b, "  %s {}\n", o.SystemAccount)
+	fmt.Fprintf(&b, "}\n")
+	fmt.Fprintf(&b, "system_account: %s\n", o.SystemAccount)
+	fmt.Fprintf(&b, "authorization {\n")
+	fmt.Fprintf(&b, "  timeout: %d\n", int(o.AuthTimeout/time.Second))
+	fmt.Fprintf(&b, "  auth_callout {\n")
+	fmt.Fprintf(&b, "    issuer: %s\n", k.IssuerPublicKey())
+	fmt.Fprintf(&b, "    account: %s\n", o.AuthAccount)
+	fmt.Fprintf(&b, "    auth_users: [ %s ]\n", svc)
+	fmt.Fprintf(&b, "    xkey: %s\n", k.XKeyPublicKey())
+	fmt.Fprintf(&b, "  }\n")
+	fmt.Fprintf(&b, "}\n")
+	if !o.Standalone {
+		fmt.Fprintf(&b, "# Drop the next line if this server already has a jetstream block.\n")
+		fmt.Fprintf(&b, "jetstream: enabled\n")
+	}
+	return b.String(), nil
+}

@@ -1,0 +1,228 @@
+package callout
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// Key file names inside the folder given to [LoadOrCreateKeys]. Each holds
+// one nkey seed as text, mode 0600.
+const (
+	IssuerKeyFile      = "issuer.nk"      // account seed "SA…": signs responses and user JWTs
+	XKeyFile           = "xkey.nk"        // curve seed "SX…": opens sealed requests
+	ServiceKeyFile     = "service.nk"     // user seed "SU…": the callout service's own NATS login
+	ProvisionerKeyFile = "provisioner.nk" // user seed "SU…": the chat-server's login into the chat account
+)
+
+// Keys are the callout's long-lived keys. The public halves of the first
+// three appear in the operator's nats.conf (see [NATSConfig]); changing
+// them means editing that file and restarting NATS, so they are generated
+// once and kept.
+//
+// A Keys value is immutable after loading and safe for concurrent use.
+type Keys struct {
+	// Issuer is an account key pair ("A…"). nats-server accepts callout
+	// responses, and the user JWTs in them, only when signed by it.
+	Issuer nkeys.KeyPair
+	// XKey is a curve key pair ("X…"). The server seals each request to it
+	// and the service seals the response back.
+	XKey nkeys.KeyPair
+	// Service is the user nkey ("U…") the callout service connects with. It
+	// is listed in auth_users, so it bypasses the callout and lands in the
+	// AUTH account where requests are published.
+	Service nkeys.KeyPair
+	// Provisioner is the user nkey ("U…") the chat-server uses to reach the
+	// chat account: it is not in nats.conf; the callout itself authorizes it
+	// with [ProvisionerPermissions] (create/update/inspect the inbox stream
+	// and nothing else).
+	Provisioner nkeys.KeyPair
+}
+
+// GenerateKeys makes a fresh set of keys from crypto/rand.
+func GenerateKeys() (*Keys, error) {
+	var k Keys
+	var err error
+	if k.Issuer, err = nkeys.CreateAccount(); err != nil {
+		return nil, fmt.Errorf("callout: generating the issuer key: %w", err)
+	}
+	if k.XKey, err = nkeys.CreateCurveKeys(); err != nil {
+		return nil, fmt.Errorf("callout: generating the xkey: %w", err)
+	}
+	if k.Service, err = nkeys.CreateUser(); err != nil {
+		return nil, fmt.Errorf("callout: generating the service key: %w", err)
+	}
+	if k.Provisioner, err = nkeys.CreateUser(); err != nil {
+		return nil, fmt.Errorf("callout: generating the provisioner key: %w", err)
+	}
+	return &k, nil
+}
+
+type keyFile struct {
+	name   string
+	prefix nkeys.PrefixByte
+	kp     *nkeys.KeyPair
+}
+
+func (k *Keys) files() []keyFile {
+	return []keyFile{
+		{IssuerKeyFile, nkeys.PrefixByteAccount, &k.Issuer},
+		{XKeyFile, nkeys.PrefixByteCurve, &k.XKey},
+		{ServiceKeyFile, nkeys.PrefixByteUser, &k.Service},
+		{ProvisionerKeyFile, nkeys.PrefixByteUser, &k.Provisioner},
+	}
+}
+
+// LoadOrCreateKeys loads the keys kept in dir, or, when dir holds none of
+// them, generates them and writes them there (the folder is created with
+// mode 0700, each file with 0600, each written to a temporary file and
+// renamed so a crash never leaves half a key).
+//
+// If only some of the issuer, xkey and service keys exist it returns an
+// error rather than replace them: the operator's nats.conf names them.
+// A missing provisioner key alone is generated, since nats.conf does not
+// name it.
+func LoadOrCreateKeys(dir string) (*Keys, error) {
+	var k Keys
+	files := k.files()
+	var present, missing []string
+	for _, f := range files {
+		seed, err := os.ReadFile(filepath.Join(dir, f.name))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			missing = append(missing, f.name)
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("callout: reading key: %w", err)
+		}
+		kp, err := parseSeed(f.prefix, seed)
+		if err != nil {
+			return nil, fmt.Errorf("callout: key file %s: %w", filepath.Join(dir, f.name), err)
+		}
+		*f.kp = kp
+		present = append(present, f.name)
+	}
+	if len(missing) == 0 {
+		return &k, nil
+	}
+	fresh, err := GenerateKeys()
+	if err != nil {
+		return nil, err
+	}
+	onlyProvisioner := len(missing) == 1 && missing[0] == ProvisionerKeyFile
+	if len(present) > 0 && !onlyProvisioner {
+		return nil, fmt.Errorf("callout: %s has %s but not %s; restore the missing files from a backup, or empty the folder to make new keys (and update nats.conf)",
+			dir, strings.Join(present, ", "), strings.Join(missing, ", "))
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("callout: key folder: %w", err)
+	}
+	freshFiles := fresh.files()
+	for i, f := range files {
+		if *f.kp != nil {
+			continue
+		}
+		*f.kp = *freshFiles[i].kp
+		seed, err := (*f.kp).Seed()
+		if err != nil {
+			return nil, fmt.Errorf("callout: key seed: %w", err)
+		}
+		if err := writeFileAtomic(filepath.Join(dir, f.name), append(seed, '\n')); err != nil {
+			return nil, err
+		}
+	}
+	return &k, nil
+}
+
+func parseSeed(want nkeys.PrefixByte, b []byte) (nkeys.KeyPair, error) {
+	seed := []byte(strings.TrimSpace(string(b)))
+	pre, _, err := nkeys.DecodeSeed(seed)
+	if err != nil {
+		return nil, fmt.Errorf("not an nkey seed: %w", err)
+	}
+	if pre != want {
+		return nil, fmt.Errorf("holds a %s seed, want %s", pre, want)
+	}
+	return nkeys.FromSeed(seed)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("callout: writing key: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("callout: writing key: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("callout: writing key: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("callout: writing key: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("callout: writing key: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("callout: writing key: %w", err)
+	}
+	return nil
+}
+
+func mustPublic(kp nkeys.KeyPair) string {
+	pub, err := kp.PublicKey()
+	if err != nil {
+		panic("callout: public key of a loaded key pair: " + err.Error()) // unreachable for seeds
+	}
+	return pub
+}
+
+// IssuerPublicKey returns the issuer account key ("A…"), the value of
+// auth_callout.issuer.
+func (k *Keys) IssuerPublicKey() string { return mustPublic(k.Issuer) }
+
+// XKeyPublicKey returns the curve key ("X…"), the value of auth_callout.xkey.
+func (k *Keys) XKeyPublicKey() string { return mustPublic(k.XKey) }
+
+// ServicePublicKey returns the service user key ("U…"), listed in the AUTH
+// account and in auth_callout.auth_users.
+func (k *Keys) ServicePublicKey() string { return mustPublic(k.Service) }
+
+// ProvisionerPublicKey returns the provisioner user key ("U…").
+func (k *Keys) ProvisionerPublicKey() string { return mustPublic(k.Provisioner) }
+
+// nkeyOption logs in with kp, signing the server's nonce.
+func nkeyOption(kp nkeys.KeyPair) nats.Option {
+	return nats.Nkey(mustPublic(kp), kp.Sign)
+}
+
+// ServiceOptions returns the nats.go options that log in as the callout
+// service user: its nkey and a name. Pass them to nats.Connect and hand the
+// connection to [Service.Listen].
+func (k *Keys) ServiceOptions() []nats.Option {
+	return []nats.Option{nkeyOption(k.Service), nats.Name("kez-callout")}
+}
+
+// ProvisionerOptions returns the nats.go options that log in as the
+// provisioner, which the callout places in the chat account: its nkey, a
+// private reply prefix and a name. A [Service] must be listening for the
+// login to succeed.
+func (k *Keys) ProvisionerOptions() []nats.Option {
+	return []nats.Option{
+		nkeyOption(k.Provisioner),
+		nats.CustomInboxPrefix("_INBOX." + k.ProvisionerPublicKey()),
+		nats.Name("kez-provisioner"),
+		nats.Timeout(5 * time.Second), // longer than the server's auth timeout
+	}
+}
