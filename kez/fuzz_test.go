@@ -35,6 +35,7 @@ func FuzzParseMnemonic(f *testing.F) {
 	f.Add("1. 2. 3)")
 	f.Add("# only a comment")
 	f.Add(strings.Repeat("zoo ", 24))
+	f.Add(strings.Repeat("abandon ", 23) + strings.Repeat("qé", 30))
 	f.Fuzz(func(t *testing.T, s string) {
 		m, err := ParseMnemonic(s)
 		if err != nil {

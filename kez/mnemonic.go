@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/tyler-smith/go-bip39"
 )
@@ -98,7 +99,8 @@ func MnemonicFromEntropy(entropy []byte) (Mnemonic, error) {
 // lines starting with "#" are accepted. Input longer than 4096 bytes is
 // refused.
 //
-// The errors are [*WordCountError], [*WordError] and [ErrChecksum].
+// The errors are [*WordCountError], [*WordError], [ErrChecksum], or a
+// plain error for input that is too long.
 func ParseMnemonic(s string) (Mnemonic, error) {
 	if len(s) > maxMnemonicInput {
 		return Mnemonic{}, fmt.Errorf("kez: the backup text is too long (%d bytes, at most %d)", len(s), maxMnemonicInput)
@@ -109,7 +111,7 @@ func ParseMnemonic(s string) (Mnemonic, error) {
 	}
 	for i, w := range words {
 		if _, ok := bip39.GetWordIndex(w); !ok {
-			return Mnemonic{}, &WordError{Position: i + 1, Word: truncate(w, maxWordEcho), Suggestions: SuggestWords(w, 3)}
+			return Mnemonic{}, &WordError{Position: i + 1, Word: cutWord(w), Suggestions: SuggestWords(w, 3)}
 		}
 	}
 	if _, err := bip39.EntropyFromMnemonic(strings.Join(words, " ")); err != nil {
@@ -120,6 +122,18 @@ func ParseMnemonic(s string) (Mnemonic, error) {
 
 // maxWordEcho bounds how much of an unknown word an error repeats.
 const maxWordEcho = 32
+
+// cutWord cuts w to at most maxWordEcho bytes at a character boundary.
+func cutWord(w string) string {
+	if len(w) <= maxWordEcho {
+		return w
+	}
+	n := maxWordEcho
+	for n > 0 && !utf8.RuneStart(w[n]) {
+		n--
+	}
+	return w[:n]
+}
 
 // splitWords lower-cases s, drops comments ("#" to the end of the line),
 // splits it at white space and trims everything but letters from both ends

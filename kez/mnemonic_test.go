@@ -106,8 +106,13 @@ func TestParseMnemonicMisspelt(t *testing.T) {
 	// A very long word is cut in the error.
 	bad[5] = strings.Repeat("q", 500)
 	_, err = ParseMnemonic(strings.Join(bad, " "))
-	if !errors.As(err, &e) || len(e.Word) > 40 || len(err.Error()) > 200 {
+	if !errors.As(err, &e) || len(e.Word) != 32 || len(err.Error()) > 200 {
 		t.Errorf("long word echoed in full: %v", err)
+	}
+	bad[5] = strings.Repeat("é", 40) // cut at a character boundary
+	_, err = ParseMnemonic(strings.Join(bad, " "))
+	if !errors.As(err, &e) || e.Word != strings.Repeat("é", 16) {
+		t.Errorf("long non-ASCII word: %q", e.Word)
 	}
 }
 
