@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -352,15 +353,30 @@ func TestOpenGarbage(t *testing.T) {
 	o := mustOpener(t, bob, 0, 1)
 	prefix := append([]byte(envelopeMagic), envelopeVersion, 0, 0x20, 0, 1, 0, 3)
 	buf := make([]byte, 512)
+	var decrypts int
+	rng := mrand.NewChaCha8([32]byte{'k', 'e', 'z'}) // fixed seed: the same garbage every run
 	for i := 0; i < 2000; i++ {
 		n := i % len(buf)
-		rand.Read(buf[:n])
-		if i%2 == 1 {
+		rng.Read(buf[:n])
+		switch i % 3 {
+		case 1: // a valid start, random from there
 			copy(buf, prefix)
+		case 2: // a header for bob, generation 0, random enc and ciphertext
+			copy(buf, prefix)
+			copy(buf[11:15], []byte{0, 0, 0, 0})
+			copy(buf[47:79], bob.PublicKey().Ed25519())
+			copy(buf[79:81], []byte{0, 32})
 		}
-		if m, err := o.Open(buf[:n], kez.PublicKey{}); err == nil {
+		m, err := o.Open(buf[:n], kez.PublicKey{})
+		if err == nil {
 			t.Fatalf("random %d bytes opened: %+v", n, m)
 		}
+		if errors.Is(err, ErrDecrypt) {
+			decrypts++
+		}
+	}
+	if decrypts < 250 {
+		t.Fatalf("only %d of the garbage inputs reached decryption", decrypts)
 	}
 }
 
