@@ -183,7 +183,7 @@ func (c *Client) Fetch(ctx context.Context, key kez.PublicKey, since uint64) ([]
 // only the new links with [State.Extend]. Other errors: [ErrNotFound]
 // (no chain and nothing pinned), [ErrUnreachable], *[LinkError].
 func (c *Client) FetchVerified(ctx context.Context, key kez.PublicKey, pinned *State) (*State, error) {
-	if pinned == nil {
+	if pinned == nil || pinned.Seqno() == 0 {
 		links, err := c.Fetch(ctx, key, 0)
 		if err != nil {
 			return nil, err

@@ -263,6 +263,9 @@ func (s *State) apply(links []*Link, offset int, cfg verifyConfig) error {
 	limit := cfg.now().Add(cfg.maxFuture).Unix()
 	var msg []byte
 	for i, l := range links {
+		if l == nil {
+			return &LinkError{Seqno: s.seqno + 1, Index: offset + i, Err: fmt.Errorf("%w: link at index %d is nil", ErrBrokenChain, offset+i)}
+		}
 		fail := func(kind error, format string, a ...any) error {
 			return &LinkError{Seqno: l.seqno, Index: offset + i, Err: fmt.Errorf("%w: %s", kind, fmt.Sprintf(format, a...))}
 		}
