@@ -176,3 +176,25 @@ func TestSpecListsReservedNames(t *testing.T) {
 		t.Errorf("docs/spec/handles.md does not list the reserved names as the code has them:\n%s", strings.Join(ReservedNames(), " "))
 	}
 }
+
+// The spec names every field and URI the code sends.
+func TestSpecNamesWireFields(t *testing.T) {
+	doc, err := os.ReadFile("../docs/spec/handles.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{RelKey, RelSigchain, PropKey, PropFingerprint, JRDContentType, kez.ContextHandleClaim}
+	for _, v := range []any{LookupRecord{}, Claim{}} {
+		b, _ := json.Marshal(v)
+		var m map[string]any
+		json.Unmarshal(b, &m)
+		for k := range m {
+			names = append(names, `"`+k+`"`)
+		}
+	}
+	for _, n := range names {
+		if !strings.Contains(string(doc), n) {
+			t.Errorf("docs/spec/handles.md does not mention %s", n)
+		}
+	}
+}

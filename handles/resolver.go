@@ -1,0 +1,251 @@
+package handles
+
+import (
+	"context"
+	"crypto/ecdh"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+)
+
+// DefaultResolveTTL is how long a [Resolver] keeps a result when its TTL
+// is zero.
+const DefaultResolveTTL = time.Minute
+
+// maxCacheEntries bounds a resolver's cache.
+const maxCacheEntries = 4096
+
+// Resolved is a handle whose registry answer and sigchain agree.
+type Resolved struct {
+	Handle        Handle
+	Key           kez.PublicKey
+	EncryptionKey *ecdh.PublicKey // the chain's current X25519 key
+	Generation    uint32          // its generation
+	State         *sigchain.State // the verified chain; pin State.Pin()
+	SigchainURL   string          // where the chain was fetched
+}
+
+// Resolver turns handles into verified keys (docs/spec/handles.md §5). A
+// handle of DefaultDomain is looked up at HomeServer; a handle of any other
+// domain through WebFinger at https://DOMAIN (or BaseURLs[DOMAIN]). The
+// key's sigchain is then fetched from the sig-server the answer names and
+// verified, and the result is accepted only if the chain is the key's and
+// claims exactly the handle asked for.
+//
+// Set the fields before the first call and do not change them after; a
+// Resolver is then safe for concurrent use. Use it by pointer.
+type Resolver struct {
+	// DefaultDomain completes bare names and picks the home server.
+	DefaultDomain string
+	// HomeServer is the base URL of DefaultDomain's chat-server
+	// (KEZ_SERVER). Empty: DefaultDomain is resolved like any other domain.
+	HomeServer string
+	// HTTPClient is used for every request; nil means http.DefaultClient.
+	// Give it a timeout.
+	HTTPClient *http.Client
+	// BaseURLs maps a domain to the base URL its WebFinger is asked at,
+	// instead of https://DOMAIN: for dev stacks and tests (federation
+	// without DNS or TLS).
+	BaseURLs map[string]string
+	// AllowLocal accepts development domains (see [Rules.AllowLocal]).
+	AllowLocal bool
+	// TTL is how long a result is reused: 0 means [DefaultResolveTTL], a
+	// negative value disables the cache. Failures are never cached.
+	TTL time.Duration
+	// Now is the cache's clock; nil means time.Now.
+	Now func() time.Time
+	// VerifyOptions are passed to sigchain verification (e.g. a clock).
+	VerifyOptions []sigchain.VerifyOption
+
+	mu    sync.Mutex
+	cache map[Handle]cacheEntry
+}
+
+type cacheEntry struct {
+	res     Resolved
+	expires time.Time
+}
+
+// Resolve parses handle text (a bare name takes DefaultDomain) and resolves
+// it. See [Resolver.ResolveHandle].
+func (r *Resolver) Resolve(ctx context.Context, handle string) (*Resolved, error) {
+	h, err := Rules{DefaultDomain: r.DefaultDomain, AllowLocal: r.AllowLocal}.Parse(handle)
+	if err != nil {
+		return nil, err
+	}
+	return r.ResolveHandle(ctx, h)
+}
+
+// ResolveHandle resolves h to a verified key. Errors: [ErrNotFound] (no
+// such handle), [ErrSuspended], [ErrMismatch] (the server's answer and the
+// chain disagree: never use the handle then), [ErrUnreachable] (a server
+// could not be reached or failed; retry later), or a *[HandleError].
+func (r *Resolver) ResolveHandle(ctx context.Context, h Handle) (*Resolved, error) {
+	if res, ok := r.cached(h); ok {
+		return res, nil
+	}
+	key, chainURL, err := r.ask(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	sigServer, err := sigServerOf(chainURL, key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrMismatch, h, err)
+	}
+	sc := sigchain.Client{BaseURL: sigServer, HTTPClient: r.HTTPClient, VerifyOptions: r.VerifyOptions}
+	st, err := sc.FetchVerified(ctx, key, nil)
+	if err != nil {
+		return nil, chainError(h, key, err)
+	}
+	switch {
+	case st.Key() != key:
+		return nil, fmt.Errorf("%w: %s: the registry says %s, the chain is %s's", ErrMismatch, h, key, st.Key())
+	case st.Handle() != h.String():
+		return nil, fmt.Errorf("%w: the registry gives %s to %s, but that key's chain claims %q", ErrMismatch, h, key, st.Handle())
+	}
+	res := Resolved{
+		Handle:        h,
+		Key:           key,
+		EncryptionKey: st.EncryptionKey(),
+		Generation:    st.EncryptionGeneration(),
+		State:         st,
+		SigchainURL:   chainURL,
+	}
+	r.store(res)
+	return &res, nil
+}
+
+func chainError(h Handle, key kez.PublicKey, err error) error {
+	var se *sigchain.ServerError
+	switch {
+	case errors.Is(err, sigchain.ErrUnreachable), errors.As(err, &se) && se.StatusCode >= 500,
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fmt.Errorf("%w: the sig-server of %s: %w", ErrUnreachable, h, err)
+	case errors.Is(err, sigchain.ErrNotFound):
+		return fmt.Errorf("%w: the registry gives %s to %s, but the sig-server it names has no chain for it", ErrMismatch, h, key)
+	}
+	return fmt.Errorf("%w: the chain of %s (%s) does not verify: %w", ErrMismatch, h, key, err)
+}
+
+// ask gets the key and chain URL the handle's home server gives.
+func (r *Resolver) ask(ctx context.Context, h Handle) (kez.PublicKey, string, error) {
+	if h.Domain == r.DefaultDomain && r.HomeServer != "" {
+		c := Client{BaseURL: r.HomeServer, HTTPClient: r.HTTPClient}
+		rec, err := c.Lookup(ctx, h.Name)
+		if err != nil {
+			return kez.PublicKey{}, "", answerError(h, err)
+		}
+		if rec.Handle != h.String() {
+			return kez.PublicKey{}, "", fmt.Errorf("%w: asked for %s, the home server answered with %q", ErrMismatch, h, rec.Handle)
+		}
+		key, err := kez.ParsePublicKey(rec.Key)
+		if err != nil {
+			return kez.PublicKey{}, "", fmt.Errorf("%w: %s: the home server's key: %v", ErrMismatch, h, err)
+		}
+		return key, rec.SigchainURL, nil
+	}
+	base, ok := r.BaseURLs[h.Domain]
+	if !ok {
+		base = "https://" + h.Domain
+	}
+	c := Client{BaseURL: base, HTTPClient: r.HTTPClient}
+	jrd, err := c.WebFinger(ctx, h)
+	if err != nil {
+		return kez.PublicKey{}, "", answerError(h, err)
+	}
+	if subj, err := ParseWebFingerResource(jrd.Subject, r.AllowLocal); err != nil || subj != h {
+		return kez.PublicKey{}, "", fmt.Errorf("%w: asked WebFinger of %s for %s, it answered for %q", ErrMismatch, h.Domain, h, jrd.Subject)
+	}
+	kl, sl := jrd.Link(RelKey), jrd.Link(RelSigchain)
+	if kl == nil || kl.Properties[PropKey] == nil || sl == nil || sl.Href == "" {
+		return kez.PublicKey{}, "", fmt.Errorf("%w: the WebFinger answer for %s lacks the %s or %s link", ErrMismatch, h, RelKey, RelSigchain)
+	}
+	key, err := kez.ParsePublicKey(*kl.Properties[PropKey])
+	if err != nil {
+		return kez.PublicKey{}, "", fmt.Errorf("%w: %s: the WebFinger key: %v", ErrMismatch, h, err)
+	}
+	return key, sl.Href, nil
+}
+
+// answerError maps a registry client error to the resolver's errors.
+func answerError(h Handle, err error) error {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return fmt.Errorf("%w: %s", ErrNotFound, h)
+	case errors.Is(err, ErrSuspended):
+		return fmt.Errorf("%w: %s", ErrSuspended, h)
+	case errors.Is(err, ErrUnreachable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fmt.Errorf("%w: resolving %s: %w", ErrUnreachable, h, err)
+	case ReasonOf(err) != "":
+		return err
+	}
+	return fmt.Errorf("%w: resolving %s: %w", ErrMismatch, h, err)
+}
+
+func (r *Resolver) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Resolver) ttl() time.Duration {
+	if r.TTL == 0 {
+		return DefaultResolveTTL
+	}
+	return r.TTL
+}
+
+func (r *Resolver) cached(h Handle) (*Resolved, bool) {
+	if r.ttl() < 0 {
+		return nil, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.cache[h]
+	if !ok {
+		return nil, false
+	}
+	if !r.now().Before(e.expires) {
+		delete(r.cache, h)
+		return nil, false
+	}
+	res := e.res
+	return &res, true
+}
+
+func (r *Resolver) store(res Resolved) {
+	ttl := r.ttl()
+	if ttl < 0 {
+		return
+	}
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cache == nil {
+		r.cache = make(map[Handle]cacheEntry)
+	}
+	if len(r.cache) >= maxCacheEntries {
+		for h, e := range r.cache {
+			if !now.Before(e.expires) {
+				delete(r.cache, h)
+			}
+		}
+		if len(r.cache) >= maxCacheEntries {
+			clear(r.cache)
+		}
+	}
+	r.cache[res.Handle] = cacheEntry{res: res, expires: now.Add(ttl)}
+}
+
+// Forget drops h from the cache, so the next resolution asks again.
+func (r *Resolver) Forget(h Handle) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.cache, h)
+}
