@@ -37,6 +37,7 @@ type ServerError struct {
 	Message    string // the server's "error" text
 }
 
+// Error gives the status and the server's message.
 func (e *ServerError) Error() string {
 	return fmt.Sprintf("handles: the server answered %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
 }

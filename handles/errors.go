@@ -38,6 +38,8 @@ type HandleError struct {
 	Detail string // what exactly is wrong, in a sentence fragment
 }
 
+// Error says which text was refused and why, with look-alike characters
+// shown as \u escapes.
 func (e *HandleError) Error() string {
 	in := e.Input
 	if len(in) > 80 {

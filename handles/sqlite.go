@@ -88,6 +88,9 @@ func (s *SQLiteStore) migrate() error {
 // Close closes the database.
 func (s *SQLiteStore) Close() error { return s.db.Close() }
 
+// Ping checks that the database answers; use it as a readiness check.
+func (s *SQLiteStore) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
 const recordColumns = `domain, name, key, enc_key, enc_generation, claimed_at, updated_at, suspended`
 
 // Claim implements [Store.Claim] in one immediate (write-locked)

@@ -29,6 +29,9 @@ func rec(name string, key kez.PublicKey) Record {
 func TestSQLiteStore(t *testing.T) {
 	ctx := context.Background()
 	s, path := openTestStore(t)
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
 	alice, bob := newIdentity(t).PublicKey(), newIdentity(t).PublicKey()
 
 	created, err := s.Claim(ctx, rec("alice", alice))
