@@ -120,8 +120,9 @@ type client struct {
 	errs chan error
 }
 
-// loginOptions are what chat.Connect uses: the key, the nonce signer and
-// the private reply prefix.
+// loginOptions are what chat.Connect uses: the key, the nonce signer, the
+// private reply prefix and the timeout; then NoReconnect (last, so callers
+// may drop it).
 func loginOptions(key kez.PublicKey, sign nats.SignatureHandler) []nats.Option {
 	return []nats.Option{
 		nats.Nkey(key.String(), sign),

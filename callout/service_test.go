@@ -200,3 +200,38 @@ func TestServiceListenTwice(t *testing.T) {
 		t.Fatal("Listen after Close accepted")
 	}
 }
+
+// TestExpiryRenewsAndRevokes: when the short-lived user JWT expires the
+// server drops the connection, the client reconnects through the callout
+// and is authorized again — unless its key was removed meanwhile.
+func TestExpiryRenewsAndRevokes(t *testing.T) {
+	s := newStack(t, stackOptions{config: callout.ConfigOptions{AuthTimeout: time.Second}, service: callout.Config{TTL: 2 * time.Second}})
+	alice := s.user("alice@kez.lat")
+	reconnected, closed := make(chan struct{}, 4), make(chan struct{})
+	opts := append(loginOptions(alice.PublicKey(), alice.SignNATSNonce)[:3], // without NoReconnect
+		nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond),
+		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	nc, err := nats.Connect(s.srv.ClientURL(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	select {
+	case <-reconnected:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no reconnect after the user JWT expired")
+	}
+	if got := s.svc.Stats().Authorized; got < 2 {
+		t.Fatalf("authorized %d times, want a renewal", got)
+	}
+	s.dir.Delete(alice.PublicKey())
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the client was not cut off after its key was removed")
+	}
+	if !s.logged("is not registered") {
+		t.Fatal("no denial logged")
+	}
+}
