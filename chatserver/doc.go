@@ -1,0 +1,43 @@
+// Package chatserver is the KEZ chat-server as a library: the handle
+// registry over HTTP (claim, lookup, WebFinger) and the NATS auth callout
+// that lets registered keys log in to the operator's NATS, in one value.
+//
+// An embedding program fills in a [Server] and makes one call, the shape
+// of tailscale's tsnet:
+//
+//	srv := &chatserver.Server{
+//		Domain:       "kez.lat",
+//		SigServerURL: "https://sig.kez.lat",
+//		NATSURL:      "nats://127.0.0.1:4222",
+//		DBPath:       "/var/lib/kez/chat.db",
+//		KeysDir:      "/var/lib/kez/keys",
+//	}
+//	if err := srv.Start(ctx); err != nil { … }
+//	defer srv.Close()
+//	http.ListenAndServe(":8080", srv.Handler())
+//
+// Start opens the registry (SQLite), loads or creates the callout keys,
+// and then, in the background, logs in to NATS as the callout service
+// user, answers authorization requests in a queue group (so replicas share
+// them) with the registry as the directory of keys, logs in as the
+// provisioner and creates or updates the JetStream inbox stream. NATS may
+// come up after the chat-server: the server keeps trying, and /readyz
+// says what it is waiting for. [Server.WaitReady] blocks until it is ready.
+//
+// The NATS side needs the nats.conf snippet that [NATSConfig] renders from
+// the same keys folder (the reference binary prints it with
+// "kez-chat-server nats-config"); docs/operators.md explains each line.
+//
+// Handler serves, besides /healthz, /readyz and Prometheus /metrics:
+//
+//	POST /v1/handles                      claim a handle (package handles)
+//	GET  /v1/handles/{name}               look one up
+//	GET  /.well-known/webfinger           RFC 7033 lookup
+//	GET  /v1/info                         {"domain","sig_server"}: what a client needs to register
+//
+// [RegistryDirectory] adapts any handles.Store to the callout's directory,
+// for programs that assemble the parts themselves.
+//
+// The package does not run a NATS server, store sigchains (that is the
+// sig-server, package sigchain), or see message contents.
+package chatserver

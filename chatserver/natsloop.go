@@ -1,0 +1,177 @@
+package chatserver
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Backoff bounds of the retries while NATS is down or refuses a login.
+const (
+	minRetry = 50 * time.Millisecond
+	maxRetry = 5 * time.Second
+)
+
+// runNATS is the server's NATS life: log in as the callout service and
+// listen, log in as the provisioner, then provision the inbox stream
+// whenever asked (first connection, every reconnect, a missing stream
+// seen by Ready) until ctx ends.
+func (s *Server) runNATS(ctx context.Context) {
+	defer close(s.done)
+
+	up := make(chan struct{}, 1)
+	svcConn, err := s.dial("callout service", s.keys.ServiceOptions(), up, nil)
+	if err != nil {
+		s.log.Error("cannot use the NATS URL; fix it and restart", "nats", redactURL(s.NATSURL), "err", err)
+		return
+	}
+	s.svcConn.Store(svcConn)
+	for retry := minRetry; ; retry = min(2*retry, maxRetry) {
+		if !waitUp(ctx, svcConn, up) {
+			return
+		}
+		err := s.svc.Listen(svcConn)
+		if err == nil {
+			break
+		}
+		s.log.Warn("the callout service could not subscribe yet; retrying", "err", err)
+		if !sleep(ctx, retry) {
+			return
+		}
+	}
+	s.listening.Store(true)
+	s.log.Info("auth callout listening", "subject", callout.AuthSubject, "queue", callout.DefaultQueueGroup)
+
+	provConn, err := s.dial("provisioner", s.keys.ProvisionerOptions(), s.kick, s.kick)
+	if err != nil {
+		s.log.Error("cannot use the NATS URL; fix it and restart", "nats", redactURL(s.NATSURL), "err", err)
+		return
+	}
+	js, err := jetstream.New(provConn)
+	if err != nil {
+		s.log.Error("cannot use JetStream", "err", err)
+		return
+	}
+	s.js.Store(&js)
+	s.provConn.Store(provConn)
+	if provConn.IsConnected() {
+		s.provision()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		for retry := minRetry; ; retry = min(2*retry, maxRetry) {
+			if !waitUp(ctx, provConn, nil) {
+				return
+			}
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := callout.ProvisionInbox(pctx, js, s.Inbox)
+			cancel()
+			if err == nil {
+				s.log.Info("inbox stream ready", "stream", s.stream)
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("cannot provision the inbox stream yet; retrying", "stream", s.stream, "err", err, "retry_in", retry)
+			if !sleep(ctx, retry) {
+				return
+			}
+		}
+	}
+}
+
+// dial connects with the given login options plus the server's: retry
+// forever, including after refused logins (the callout may be restarting).
+// connected (may be nil) is signalled on the first connection, reconnected
+// (may be nil) on every reconnection.
+func (s *Server) dial(who string, login []nats.Option, connected, reconnected chan struct{}) (*nats.Conn, error) {
+	log := s.log.With("nats_login", who)
+	var warned atomic.Bool // one warning per outage, not one per retry
+	opts := append([]nats.Option{
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.IgnoreAuthErrorAbort(),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+			warned.Store(false)
+			signal(connected)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			warned.Store(false)
+			signal(connected)
+			signal(reconnected)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if errors.Is(err, nats.ErrAuthorization) && !warned.Swap(true) {
+				log.Warn("NATS refused the login; check that nats.conf holds the snippet of \"kez-chat-server nats-config\" for this keys folder", "err", err)
+				return
+			}
+			log.Debug("cannot reach NATS yet", "err", err)
+		}),
+	}, login...)
+	opts = append(opts, s.NATSOptions...)
+	nc, err := nats.Connect(s.NATSURL, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if nc.IsConnected() {
+		signal(connected)
+	}
+	return nc, nil
+}
+
+func signal(ch chan struct{}) {
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// waitUp waits until nc is connected (up, if not nil, is signalled on
+// each connection; without it the connection is polled) or ctx ends.
+func waitUp(ctx context.Context, nc *nats.Conn, up <-chan struct{}) bool {
+	for retry := minRetry; !nc.IsConnected(); retry = min(2*retry, 500*time.Millisecond) {
+		var tick <-chan time.Time
+		if up == nil {
+			tick = time.After(retry)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-up:
+		case <-tick:
+		}
+	}
+	return ctx.Err() == nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,387 @@
+package chatserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of [Server] fields.
+const (
+	DefaultDomain  = "kez.lat"       // the placeholder handle domain
+	DefaultDBPath  = "kez-chat.db"   // the handle registry, relative to the working folder
+	DefaultKeysDir = "kez-chat-keys" // the callout keys, relative to the working folder
+)
+
+var (
+	// ErrNotStarted: the server has not been started (or Start failed).
+	ErrNotStarted = errors.New("chatserver: the server is not started")
+	// ErrClosed: the server was closed.
+	ErrClosed = errors.New("chatserver: the server is closed")
+)
+
+// Server is one KEZ chat-server: the handle registry and the NATS auth
+// callout. Set the fields, call [Server.Start], serve [Server.Handler],
+// and call [Server.Close] when done. Fields must not change after Start.
+// The zero value needs at least SigServerURL and NATSURL.
+//
+// All methods are safe for concurrent use.
+type Server struct {
+	// Domain is the handle domain this server registers, e.g. "kez.lat"
+	// (handles are alice@Domain). Default [DefaultDomain].
+	Domain string
+	// SigServerURL is the sig-server's base URL (KEZ_SIG_SERVER); claims
+	// are checked against the claimant's sigchain there. Required.
+	SigServerURL string
+	// PublicSigServerURL is the sig-server's base URL as clients reach it,
+	// when it differs from SigServerURL (an internal address). It is what
+	// lookups, WebFinger and /v1/info tell clients.
+	PublicSigServerURL string
+	// PublicURL is this server's base URL as clients reach it, used in
+	// WebFinger aliases. Empty: taken from each request's Host.
+	PublicURL string
+	// AllowLocal accepts development domains (localhost, IP:port) as
+	// Domain and in claims. Never in production.
+	AllowLocal bool
+
+	// NATSURL is the operator's NATS (NATS_URL); several comma-separated
+	// URLs of one cluster are fine. Required.
+	NATSURL string
+	// NATSOptions are extra nats.go options for the server's two NATS
+	// connections (TLS, reconnect timing), applied after the defaults.
+	NATSOptions []nats.Option
+	// DBPath is the SQLite file of the handle registry. Default
+	// [DefaultDBPath].
+	DBPath string
+	// KeysDir holds the callout keys (created on first start, files mode
+	// 0600); nats.conf names their public halves, see [NATSConfig].
+	// Default [DefaultKeysDir].
+	KeysDir string
+
+	// UserJWTLifetime is how long a user's NATS login stays valid before
+	// the broker disconnects the user and the client logs in again (which
+	// is when a suspension takes effect). Default [callout.DefaultTTL].
+	UserJWTLifetime time.Duration
+	// Inbox configures the JetStream stream holding every inbox; the zero
+	// value gives callout's defaults (a stream named [callout.DefaultStream]).
+	Inbox callout.InboxConfig
+	// Authorizer is an optional extra login policy (see [callout.Authorizer]).
+	Authorizer callout.Authorizer
+
+	// Logger receives the server's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registry receives the server's metrics and is served on /metrics.
+	// Default: a new registry. Give each Server its own.
+	Registry *prometheus.Registry
+	// HTTPClient reaches the sig-server. Default: a client with a 10 s
+	// timeout.
+	HTTPClient *http.Client
+	// Now is the clock for claims and user JWTs. Default time.Now.
+	Now func() time.Time
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when the NATS loop has returned
+
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	keys    *callout.Keys
+	store   *handles.SQLiteStore
+	hs      atomic.Pointer[handles.Server]
+	svc     *callout.Service
+	stream  string
+	metrics *metrics
+
+	svcConn   atomic.Pointer[nats.Conn]
+	provConn  atomic.Pointer[nats.Conn]
+	js        atomic.Pointer[jetstream.JetStream]
+	listening atomic.Bool
+	kick      chan struct{} // asks the NATS loop to (re)provision the stream
+
+	handlerOnce sync.Once
+	handler     http.Handler
+}
+
+// Start opens the handle registry, loads the callout keys (creating them
+// on first use) and starts connecting to NATS in the background; it
+// returns once the local parts are ready, without waiting for NATS.
+// From then on the server logs in as the callout service user and answers
+// authorization requests, logs in as the provisioner and provisions the
+// inbox stream (again after every reconnect: it is idempotent), and keeps
+// retrying while NATS is down or refuses it. Use [Server.Ready] or
+// [Server.WaitReady] to learn when logins work.
+//
+// ctx bounds the start only; [Server.Close] stops the server. Start may be
+// called once.
+func (s *Server) Start(ctx context.Context) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.started:
+		return errors.New("chatserver: Start was already called")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.defaults(); err != nil {
+		return err
+	}
+
+	keys, err := callout.LoadOrCreateKeys(s.KeysDir)
+	if err != nil {
+		return fmt.Errorf("chatserver: the callout keys in %s: %w", s.KeysDir, err)
+	}
+	store, err := handles.OpenSQLite(s.DBPath)
+	if err != nil {
+		return fmt.Errorf("chatserver: the handle registry %s: %w", s.DBPath, err)
+	}
+	defer func() {
+		if err != nil {
+			store.Close()
+		}
+	}()
+	hs, err := handles.NewServer(handles.ServerConfig{
+		Domain:             s.Domain,
+		Store:              store,
+		SigServer:          &sigchain.Client{BaseURL: s.SigServerURL, HTTPClient: s.HTTPClient},
+		PublicSigServerURL: s.PublicSigServerURL,
+		PublicURL:          s.PublicURL,
+		AllowLocal:         s.AllowLocal,
+		Now:                s.Now,
+		Logger:             s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("chatserver: %w", err)
+	}
+	svc, err := callout.New(callout.Config{
+		Keys:       keys,
+		Directory:  RegistryDirectory{Store: store},
+		Authorizer: s.Authorizer,
+		Stream:     s.stream,
+		TTL:        s.UserJWTLifetime,
+		Logger:     s.log,
+		Now:        s.Now,
+	})
+	if err != nil {
+		return fmt.Errorf("chatserver: %w", err)
+	}
+	m, err := newMetrics(s.reg, s, svc)
+	if err != nil {
+		return err
+	}
+
+	s.keys, s.store, s.svc, s.metrics = keys, store, svc, m
+	s.Domain = hs.Domain()
+	s.hs.Store(hs)
+	s.kick = make(chan struct{}, 1)
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	s.started = true
+	s.log.Info("chat-server starting", "domain", s.Domain, "nats", redactURL(s.NATSURL), "db", s.DBPath, "keys", s.KeysDir)
+	go s.runNATS(runCtx)
+	return nil
+}
+
+// defaults fills in the defaults and checks the required fields. Called
+// with s.mu held.
+func (s *Server) defaults() error {
+	if s.SigServerURL == "" {
+		return errors.New("chatserver: SigServerURL is required: the base URL of the sig-server (KEZ_SIG_SERVER)")
+	}
+	if !strings.HasPrefix(s.SigServerURL, "http://") && !strings.HasPrefix(s.SigServerURL, "https://") {
+		return fmt.Errorf("chatserver: SigServerURL %q: want an http:// or https:// URL", s.SigServerURL)
+	}
+	if s.NATSURL == "" {
+		return errors.New("chatserver: NATSURL is required: the operator's NATS server (NATS_URL)")
+	}
+	if s.Domain == "" {
+		s.Domain = DefaultDomain
+	}
+	if s.DBPath == "" {
+		s.DBPath = DefaultDBPath
+	}
+	if s.KeysDir == "" {
+		s.KeysDir = DefaultKeysDir
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	if s.HTTPClient == nil {
+		s.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	s.base()
+	s.stream = s.Inbox.StreamConfig().Name
+	return nil
+}
+
+// base settles the logger and the metrics registry, for Start or Handler,
+// whichever comes first. Called with s.mu held.
+func (s *Server) base() {
+	if s.log == nil {
+		s.log = s.Logger
+		if s.log == nil {
+			s.log = slog.Default()
+		}
+		s.log = s.log.With("component", "chatserver")
+	}
+	if s.reg == nil {
+		s.reg = s.Registry
+		if s.reg == nil {
+			s.reg = prometheus.NewRegistry()
+		}
+	}
+}
+
+// Close stops the server: it stops answering authorization requests
+// (nats-server then denies new logins after its auth timeout, unless
+// another replica answers), closes its NATS connections and the registry.
+// Users already logged in stay connected until their user JWT expires.
+// Close is idempotent; the HTTP handler answers 503 afterwards.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	started := s.started
+	s.mu.Unlock()
+	if !started {
+		return nil
+	}
+	s.hs.Store(nil)
+	s.cancel()
+	<-s.done
+	var errs []error
+	if err := s.svc.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range []*atomic.Pointer[nats.Conn]{&s.provConn, &s.svcConn} {
+		if nc := p.Load(); nc != nil {
+			nc.Close()
+		}
+	}
+	if err := s.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("chatserver: closing the registry: %w", err))
+	}
+	s.log.Info("chat-server stopped")
+	return errors.Join(errs...)
+}
+
+// Keys returns the callout keys loaded by Start, or nil before.
+func (s *Server) Keys() *callout.Keys {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys
+}
+
+// Store returns the handle registry opened by Start, or nil before. It
+// is what an operator tool suspends or releases handles with.
+func (s *Server) Store() handles.Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.store == nil {
+		return nil
+	}
+	return s.store
+}
+
+// Ready reports whether the server can take traffic: nil when the
+// registry answers, the callout service is logged in to NATS and
+// listening, the provisioner is logged in and the inbox stream exists.
+// Otherwise the error says what is missing, in words an operator can act
+// on. It is what /readyz answers.
+func (s *Server) Ready(ctx context.Context) error {
+	s.mu.Lock()
+	started, closed := s.started, s.closed
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case !started:
+		return ErrNotStarted
+	}
+	if err := s.store.Ping(ctx); err != nil {
+		return fmt.Errorf("the handle registry %s does not answer: %w", s.DBPath, err)
+	}
+	if nc := s.svcConn.Load(); nc == nil || !nc.IsConnected() {
+		return fmt.Errorf("the callout service is not logged in to NATS at %s yet (is NATS running, and does its nats.conf hold the snippet of \"kez-chat-server nats-config\" for these keys?)", redactURL(s.NATSURL))
+	}
+	if !s.listening.Load() {
+		return errors.New("the callout service is not listening for authorization requests yet")
+	}
+	nc, js := s.provConn.Load(), s.js.Load()
+	if nc == nil || js == nil || !nc.IsConnected() {
+		return fmt.Errorf("the provisioner is not logged in to NATS at %s yet (the auth callout must answer it)", redactURL(s.NATSURL))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := (*js).Stream(ctx, s.stream); err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			s.provision()
+			return fmt.Errorf("the inbox stream %s does not exist yet", s.stream)
+		}
+		return fmt.Errorf("cannot check the inbox stream %s: %w", s.stream, err)
+	}
+	return nil
+}
+
+// WaitReady waits until [Server.Ready] returns nil or ctx ends; then it
+// returns ctx's error together with the last reason the server was not
+// ready.
+func (s *Server) WaitReady(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := s.Ready(ctx)
+		if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotStarted) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("chatserver: not ready: %w (%w)", err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// provision asks the NATS loop to provision the inbox stream again.
+func (s *Server) provision() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// redactURL drops user information from NATS URLs for logs and errors.
+func redactURL(u string) string {
+	parts := strings.Split(u, ",")
+	for i, p := range parts {
+		scheme, rest, ok := strings.Cut(strings.TrimSpace(p), "://")
+		if !ok {
+			continue
+		}
+		if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+			rest = "redacted@" + rest[at+1:]
+		}
+		parts[i] = scheme + "://" + rest
+	}
+	return strings.Join(parts, ",")
+}
