@@ -1,0 +1,192 @@
+package files
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"lukechampine.com/blake3"
+)
+
+// Run with: go test -run '^$' -bench . -benchtime=3x ./files
+//
+// BenchmarkTransfer moves the same 256 MiB file over raw TCP, over a raw
+// libp2p stream (TCP and QUIC), and with Node.Fetch (verified, written to a
+// file), so the ratios in one run show what the blob protocol costs.
+
+const benchBlobSize = 256 << 20
+
+const rawProto = "/kez/bench/raw/1"
+
+// serveRaw writes the file's bytes to w the way a Node does: ReadAt into a
+// buffer of serveBufSize, then Write.
+func serveRaw(w io.Writer, f *os.File, size int64) error {
+	buf := make([]byte, serveBufSize)
+	for off := int64(0); off < size; {
+		m := int(min(int64(len(buf)), size-off))
+		if _, err := f.ReadAt(buf[:m], off); err != nil && err != io.EOF {
+			return err
+		}
+		if _, err := w.Write(buf[:m]); err != nil {
+			return err
+		}
+		off += int64(m)
+	}
+	return nil
+}
+
+// drain reads size bytes in ChunkSize pieces and discards them.
+func drain(b *testing.B, r io.Reader, size int64) {
+	buf := make([]byte, ChunkSize)
+	for got := int64(0); got < size; {
+		m := int(min(int64(len(buf)), size-got))
+		if _, err := io.ReadFull(r, buf[:m]); err != nil {
+			b.Fatal(err)
+		}
+		got += int64(m)
+	}
+}
+
+func BenchmarkTransfer(b *testing.B) {
+	dir := b.TempDir()
+	src := writePattern(b, dir, "src", benchBlobSize)
+	f, err := os.Open(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	tree, err := HashFile(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	b.Run("raw-tcp", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					var one [1]byte
+					if _, err := c.Read(one[:]); err == nil {
+						serveRaw(c, f, benchBlobSize)
+					}
+				}()
+			}
+		}()
+		b.SetBytes(benchBlobSize)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Write([]byte{1})
+			drain(b, c, benchBlobSize)
+			c.Close()
+		}
+	})
+
+	for _, tr := range []string{"tcp", "quic"} {
+		b.Run("raw-libp2p-"+tr, func(b *testing.B) {
+			p := newPair(b, tr, nil)
+			p.owner.Host().SetStreamHandler(rawProto, func(s network.Stream) {
+				defer s.Close()
+				var one [1]byte
+				if _, err := s.Read(one[:]); err == nil {
+					serveRaw(s, f, benchBlobSize)
+				}
+			})
+			ctx := context.Background()
+			if err := p.fetcher.Host().Connect(ctx, p.owner.AddrInfo()); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(benchBlobSize)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				s, err := p.fetcher.Host().NewStream(ctx, p.owner.ID(), rawProto)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Write([]byte{1})
+				drain(b, s, benchBlobSize)
+				s.Close()
+			}
+		})
+		for _, sync := range []bool{false, true} {
+			name := "fetch-" + tr
+			var opts []FetchOption
+			if sync {
+				name += "-fsync"
+			} else {
+				opts = append(opts, WithoutSync())
+			}
+			b.Run(name, func(b *testing.B) {
+				p := newPair(b, tr, nil)
+				p.src.Add(src, tree)
+				ctx := context.Background()
+				if err := p.fetcher.Host().Connect(ctx, p.owner.AddrInfo()); err != nil {
+					b.Fatal(err)
+				}
+				dst := filepath.Join(p.dir, "dst")
+				b.SetBytes(benchBlobSize)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if err := p.fetcher.Fetch(ctx, p.owner.AddrInfo(), tree.CID(), dst, opts...); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					os.Remove(dst)
+					b.StartTimer()
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkHash compares the leaf hashing of a blob (SHA-256 per 256 KiB
+// chunk, the format) with plain SHA-256 and BLAKE3 over the same bytes.
+func BenchmarkHash(b *testing.B) {
+	data := pattern(64 << 20)
+	b.Run("tree-sha256", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for i := 0; i < b.N; i++ {
+			if _, err := BuildTree(bytes.NewReader(data)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("sha256", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for i := 0; i < b.N; i++ {
+			sha256.Sum256(data)
+		}
+	})
+	b.Run("blake3-lukechampine", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for i := 0; i < b.N; i++ {
+			blake3.Sum256(data)
+		}
+	})
+	b.Run("blake3-lukechampine-per-chunk", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for i := 0; i < b.N; i++ {
+			for off := 0; off < len(data); off += ChunkSize {
+				blake3.Sum256(data[off : off+ChunkSize])
+			}
+		}
+	})
+}

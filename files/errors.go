@@ -1,0 +1,61 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors a fetch reports; callers branch on them with [errors.Is].
+var (
+	// ErrNotFound: the owner does not have the blob (or no longer shares it).
+	ErrNotFound = errors.New("files: the owner does not have this blob; it may have been unshared")
+
+	// ErrForbidden: the owner's access policy refuses this blob to the
+	// fetching key (a private share meant for someone else).
+	ErrForbidden = errors.New("files: the owner refuses to send this blob to your key; it is shared privately with others")
+
+	// ErrBusy: the owner is serving as many transfers as it allows; retry later.
+	ErrBusy = errors.New("files: the owner is busy with other transfers; try again shortly")
+
+	// ErrCorrupt: the owner sent bytes that do not match the CID. Nothing
+	// unverified was written; the error is a *[CorruptError].
+	ErrCorrupt = errors.New("files: the owner sent data that does not match the CID")
+)
+
+// CorruptError reports the first chunk (or, for a bad leaf-hash list, the
+// first chunk of the range it covers) that failed verification. It matches
+// [ErrCorrupt] with errors.Is.
+type CorruptError struct {
+	Index  int    // chunk index
+	Reason string // what did not match
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("files: the owner sent a corrupt chunk %d (%s); nothing unverified was kept", e.Index, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrCorrupt) true.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// RemoteError is an error reported by the owner that has no sentinel
+// (a malformed request or an internal failure on their side).
+type RemoteError struct {
+	Status byte
+	Text   string // the owner's explanation, sanitised
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("files: the owner could not serve the request (status %d): %s", e.Status, e.Text)
+}
+
+func statusError(status byte, text string) error {
+	switch status {
+	case statusNotFound:
+		return ErrNotFound
+	case statusForbidden:
+		return ErrForbidden
+	case statusBusy:
+		return ErrBusy
+	}
+	return &RemoteError{Status: status, Text: text}
+}

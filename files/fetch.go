@@ -1,0 +1,419 @@
+package files
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Suffixes of the files a fetch keeps beside its destination until it
+// completes: the verified prefix of the blob, and a small state file naming
+// the CID and how far it got.
+const (
+	PartialSuffix = ".kez-partial"
+	StateSuffix   = ".kez-partial.state"
+)
+
+// checkpointChunks is how often (in chunks, 64 MiB) a fetch records its
+// progress in the state file.
+const checkpointChunks = 256
+
+// FetchOption adjusts one [Node.Fetch].
+type FetchOption func(*fetchConfig)
+
+type fetchConfig struct {
+	progress func(verified, total int64)
+	noSync   bool
+}
+
+// WithProgress calls fn(verified, total) as the fetch progresses: verified
+// is the number of bytes checked against the CID and written (a resumed
+// fetch starts from what it re-verified), total the blob's size. fn runs on
+// the fetching goroutine after each chunk; keep it fast.
+func WithProgress(fn func(verified, total int64)) FetchOption {
+	return func(c *fetchConfig) { c.progress = fn }
+}
+
+// WithoutSync skips the fsync of the finished file before it is renamed
+// into place: faster, but a crash just after the fetch may leave a
+// truncated file at the destination.
+func WithoutSync() FetchOption {
+	return func(c *fetchConfig) { c.noSync = true }
+}
+
+// Fetch downloads blob c from owner into the file dst.
+//
+// Every chunk is checked against c before it is written; the blob goes to
+// dst+[PartialSuffix] and is renamed to dst (replacing any file there) only
+// once complete. An interrupted fetch (cancelled ctx, lost connection,
+// crash) keeps the verified prefix and a state file; a later Fetch of the
+// same c to the same dst re-verifies that prefix against the owner's leaf
+// hashes and fetches only the rest.
+//
+// Errors: [ErrNotFound], [ErrForbidden], [ErrBusy] (the owner's answer), a
+// *[CorruptError] matching [ErrCorrupt] if the owner sends bytes that do not
+// match c (the bad chunk is not written, dst does not exist), ctx.Err() if
+// cancelled, [ErrBadCID] for a c that is not a KEZ blob CID. Fetch is safe
+// for concurrent use with different destinations.
+func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst string, opts ...FetchOption) error {
+	var cfg fetchConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := CheckCID(c); err != nil {
+		return err
+	}
+	if owner.ID == n.host.ID() {
+		return errors.New("files: cannot fetch a blob from this node itself")
+	}
+	if len(owner.Addrs) > 0 {
+		n.host.Peerstore().AddAddrs(owner.ID, owner.Addrs, peerstore.TempAddrTTL)
+	}
+	part, statePath := dst+PartialSuffix, dst+StateSuffix
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("files: creating the partial file: %w", err)
+	}
+	fx := &fetcher{n: n, ctx: ctx, owner: owner.ID, c: c, f: f, statePath: statePath, cfg: cfg, size: -1}
+	err = fx.run()
+	if err != nil {
+		fx.checkpoint(true)
+		f.Close()
+		return err
+	}
+	if err := fx.finish(dst); err != nil {
+		f.Close()
+		return err
+	}
+	return nil
+}
+
+// fetcher is the state of one Fetch.
+type fetcher struct {
+	n         *Node
+	ctx       context.Context
+	owner     peer.ID
+	c         cid.Cid
+	f         *os.File
+	statePath string
+	cfg       fetchConfig
+
+	size     int64 // -1 until the owner said (verified against c)
+	verified int   // chunks [0, verified) are verified and written
+	leaves   []Hash
+	hbuf     []byte
+	bufs     [][]byte // pipeline buffers, ChunkSize each
+	lh       leafHasher
+}
+
+func (fx *fetcher) run() error {
+	fx.leaves = make([]Hash, MaxChunksPerRequest)
+	fx.hbuf = make([]byte, (maxProofHashes+MaxChunksPerRequest)*HashSize)
+	fx.lh = newLeafHasher()
+	hint, hintSize := readState(fx.statePath, fx.c)
+	if hint > 0 {
+		if err := fx.reverify(hint, hintSize); err != nil {
+			return err
+		}
+	} else if err := fx.f.Truncate(0); err != nil {
+		return fmt.Errorf("files: clearing the partial file: %w", err)
+	}
+	for fx.size < 0 || fx.verified < NumChunks(fx.size) {
+		if err := fx.window(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (fx *fetcher) verifiedBytes() int64 {
+	if fx.size < 0 {
+		return 0
+	}
+	return min(int64(fx.verified)*ChunkSize, fx.size)
+}
+
+func (fx *fetcher) progress() {
+	if fx.cfg.progress != nil {
+		fx.cfg.progress(fx.verifiedBytes(), fx.size)
+	}
+}
+
+// open sends req on a new stream and reads the response up to and
+// including the verified leaf hashes, which it leaves in fx.leaves.
+func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
+	var h respHeader
+	s, err := fx.n.host.NewStream(fx.ctx, fx.owner, protocol.ID(ProtocolID))
+	if err != nil {
+		if fx.ctx.Err() != nil {
+			return nil, h, fx.ctx.Err()
+		}
+		return nil, h, fmt.Errorf("files: cannot reach the owner %s: %w", fx.owner, err)
+	}
+	fail := func(err error) (network.Stream, respHeader, error) {
+		s.Reset()
+		if fx.ctx.Err() != nil {
+			return nil, h, fx.ctx.Err()
+		}
+		return nil, h, err
+	}
+	stop := context.AfterFunc(fx.ctx, func() { s.Reset() })
+	defer stop()
+	if _, err := s.Write(appendRequest(make([]byte, 0, MaxRequestSize), req)); err != nil {
+		return fail(fmt.Errorf("files: sending the request to the owner: %w", err))
+	}
+	s.CloseWrite()
+	var hb [respHeaderLen]byte
+	if _, err := io.ReadFull(s, hb[:1]); err != nil {
+		return fail(fmt.Errorf("files: reading the owner's answer: %w", err))
+	}
+	if hb[0] != statusOK {
+		var tl [1]byte
+		text := []byte(nil)
+		if _, err := io.ReadFull(s, tl[:]); err == nil {
+			text = make([]byte, tl[0])
+			if _, err := io.ReadFull(s, text); err != nil {
+				text = nil
+			}
+		}
+		s.Close()
+		return nil, h, statusError(hb[0], errorText(text))
+	}
+	if _, err := io.ReadFull(s, hb[1:]); err != nil {
+		return fail(fmt.Errorf("files: reading the owner's answer: %w", err))
+	}
+	h, err = parseRespHeader(hb[1:], req)
+	if err != nil {
+		return fail(err)
+	}
+	if fx.size >= 0 && h.size != fx.size {
+		return fail(&CorruptError{Index: h.start, Reason: "the owner changed the blob's size"})
+	}
+	hb2 := fx.hbuf[:(h.nproof+h.count)*HashSize]
+	if _, err := io.ReadFull(s, hb2); err != nil {
+		return fail(fmt.Errorf("files: reading the leaf hashes: %w", err))
+	}
+	proof := make([]Hash, h.nproof)
+	for i := range proof {
+		copy(proof[i][:], hb2[i*HashSize:])
+	}
+	hb2 = hb2[h.nproof*HashSize:]
+	leaves := fx.leaves[:h.count]
+	for i := range leaves {
+		copy(leaves[i][:], hb2[i*HashSize:])
+	}
+	if err := VerifyRange(fx.c, h.size, h.start, leaves, proof); err != nil {
+		return fail(&CorruptError{Index: h.start, Reason: "the leaf hashes or size do not match the CID"})
+	}
+	fx.size = h.size
+	return s, h, nil
+}
+
+// reverify checks the partial file's first hint chunks against the owner's
+// leaf hashes and sets fx.verified to the length of the prefix that holds.
+func (fx *fetcher) reverify(hint int, hintSize int64) error {
+	buf := make([]byte, ChunkSize)
+	for fx.verified < hint {
+		req := request{cid: fx.c, start: uint64(fx.verified), count: uint32(min(hint-fx.verified, MaxChunksPerRequest)), hashesOnly: true}
+		s, h, err := fx.open(req)
+		var re *RemoteError
+		if errors.As(err, &re) { // the state file was wrong about the blob
+			fx.verified = 0
+			break
+		}
+		if err != nil {
+			return err
+		}
+		s.Close()
+		if h.size != hintSize {
+			break // the state file was not about this blob after all
+		}
+		for i := 0; i < h.count; i++ {
+			idx := h.start + i
+			b := buf[:ChunkLen(h.size, idx)]
+			if k, _ := fx.f.ReadAt(b, int64(idx)*ChunkSize); k < len(b) || fx.lh.sum(b) != fx.leaves[i] {
+				hint = idx // damaged from here on: fetch it again
+				break
+			}
+			fx.verified++
+		}
+	}
+	fx.progress()
+	return nil
+}
+
+// pipelineDepth is how many chunks a fetch reads ahead of the one it is
+// verifying and writing, so the network and the hashing overlap.
+const pipelineDepth = 8
+
+type readChunk struct {
+	buf []byte
+	err error
+}
+
+// window fetches the next request's worth of chunks. A reader goroutine
+// fills buffers from the stream while this one verifies and writes them.
+func (fx *fetcher) window() error {
+	req := request{cid: fx.c, start: uint64(fx.verified), count: MaxChunksPerRequest}
+	s, h, err := fx.open(req)
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(fx.ctx, func() { s.Reset() })
+	defer stop()
+	if fx.verified == 0 {
+		fx.progress()
+	}
+	if fx.bufs == nil {
+		fx.bufs = make([][]byte, pipelineDepth)
+		for i := range fx.bufs {
+			fx.bufs[i] = make([]byte, ChunkSize)
+		}
+	}
+	free := make(chan []byte, pipelineDepth)
+	for _, b := range fx.bufs {
+		free <- b
+	}
+	full := make(chan readChunk, pipelineDepth)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // reader: never blocks on full, which holds every buffer
+		defer wg.Done()
+		for i := 0; i < h.count; i++ {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-done:
+				return
+			}
+			b = b[:ChunkLen(h.size, h.start+i)]
+			_, err := io.ReadFull(s, b)
+			full <- readChunk{buf: b, err: err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	abort := func(err error) error {
+		s.Reset()
+		close(done)
+		wg.Wait()
+		if fx.ctx.Err() != nil {
+			return fx.ctx.Err()
+		}
+		return err
+	}
+	for i := 0; i < h.count; i++ {
+		if err := fx.ctx.Err(); err != nil {
+			return abort(err)
+		}
+		idx := h.start + i
+		rc := <-full
+		if rc.err != nil {
+			return abort(fmt.Errorf("files: the transfer broke off at chunk %d: %w", idx, rc.err))
+		}
+		if fx.lh.sum(rc.buf) != fx.leaves[i] {
+			return abort(&CorruptError{Index: idx, Reason: "its bytes do not match its leaf hash"})
+		}
+		if _, err := fx.f.WriteAt(rc.buf, int64(idx)*ChunkSize); err != nil {
+			return abort(fmt.Errorf("files: writing the partial file: %w", err))
+		}
+		free <- rc.buf[:cap(rc.buf)]
+		fx.verified++
+		fx.progress()
+		if fx.verified%checkpointChunks == 0 {
+			fx.checkpoint(false)
+		}
+	}
+	close(done)
+	wg.Wait()
+	s.Close()
+	return nil
+}
+
+// checkpoint records progress in the state file. On failure it also cuts
+// the partial file back to the verified prefix, so nothing unverified stays.
+func (fx *fetcher) checkpoint(failed bool) {
+	if failed {
+		fx.f.Truncate(fx.verifiedBytes())
+	}
+	if fx.size < 0 {
+		os.Remove(fx.statePath)
+		return
+	}
+	writeState(fx.statePath, fx.c, fx.size, fx.verified)
+}
+
+// finish moves the complete, verified blob into place.
+func (fx *fetcher) finish(dst string) error {
+	if err := fx.f.Truncate(fx.size); err != nil {
+		return fmt.Errorf("files: finishing the partial file: %w", err)
+	}
+	if !fx.cfg.noSync {
+		if err := fx.f.Sync(); err != nil {
+			return fmt.Errorf("files: flushing the fetched file to disk: %w", err)
+		}
+	}
+	if err := fx.f.Close(); err != nil {
+		return fmt.Errorf("files: closing the fetched file: %w", err)
+	}
+	if err := os.Rename(dst+PartialSuffix, dst); err != nil {
+		return fmt.Errorf("files: moving the fetched file into place: %w", err)
+	}
+	os.Remove(fx.statePath)
+	if !fx.cfg.noSync {
+		if d, err := os.Open(filepath.Dir(dst)); err == nil {
+			d.Sync()
+			d.Close()
+		}
+	}
+	return nil
+}
+
+// The state file is one line: "kez-partial v1 <cid> <size> <verified>\n".
+const maxStateFile = 256
+
+func writeState(path string, c cid.Cid, size int64, verified int) {
+	line := fmt.Sprintf("kez-partial v1 %s %d %d\n", c, size, verified)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(line), 0o600); err == nil {
+		os.Rename(tmp, path)
+	}
+}
+
+// readState returns the verified-chunk hint and size of a state file for
+// blob c, or 0 if there is none or it is about something else. The hint is
+// re-verified before use, so a damaged state file only costs a refetch.
+func readState(path string, c cid.Cid) (int, int64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
+	if err != nil || len(b) > maxStateFile || !bytes.HasSuffix(b, []byte("\n")) {
+		return 0, 0
+	}
+	var cs string
+	var size int64
+	var verified int
+	if k, err := fmt.Sscanf(string(b), "kez-partial v1 %s %d %d\n", &cs, &size, &verified); err != nil || k != 3 {
+		return 0, 0
+	}
+	if cs != c.String() || size < 0 || size > MaxBlobSize || verified < 0 || verified > NumChunks(size) {
+		return 0, 0
+	}
+	return verified, size
+}

@@ -1,0 +1,205 @@
+package files
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Defaults of [Config].
+const (
+	DefaultMaxStreamsPerPeer = 8
+	DefaultMaxStreams        = 64
+	DefaultIdleTimeout       = 30 * time.Second
+)
+
+// DefaultListenAddrs are the listen addresses of a [Node] whose
+// [Config.ListenAddrs] is empty: TCP and QUIC on every interface, on ports
+// the system picks.
+var DefaultListenAddrs = []string{
+	"/ip4/0.0.0.0/tcp/0",
+	"/ip4/0.0.0.0/udp/0/quic-v1",
+	"/ip6/::/tcp/0",
+	"/ip6/::/udp/0/quic-v1",
+}
+
+// Config configures a [Node]. Only Identity is required.
+type Config struct {
+	// Identity is the user's key; the node's libp2p PeerID is
+	// Identity.PublicKey().PeerID(), so the transport handshake proves to a
+	// peer that it talks to this user.
+	Identity *kez.Identity
+
+	// ListenAddrs are libp2p multiaddrs (TCP and QUIC v1 are supported),
+	// e.g. "/ip4/127.0.0.1/tcp/0". Empty means [DefaultListenAddrs].
+	ListenAddrs []string
+
+	// Source holds the blobs to serve. Nil serves nothing (every request is
+	// answered "not found"): a fetch-only node.
+	Source BlobSource
+
+	// Policy decides who may fetch what. Nil means [AllowAll]: every peer
+	// may fetch every blob Source holds.
+	Policy Policy
+
+	// MaxStreamsPerPeer and MaxStreams bound the requests served at once,
+	// per remote peer and in total; a request over either limit is answered
+	// "busy" ([ErrBusy]). Zero means the defaults.
+	MaxStreamsPerPeer int
+	MaxStreams        int
+
+	// IdleTimeout bounds how long a served request waits for the fetcher to
+	// send its request or to accept more data. Zero means [DefaultIdleTimeout].
+	IdleTimeout time.Duration
+
+	// Logger receives serving errors; nil discards them.
+	Logger *slog.Logger
+
+	// Libp2pOptions are appended to the node's libp2p options (e.g. NAT
+	// port mapping or hole punching). Options that change the identity or
+	// transports break the node's contract.
+	Libp2pOptions []libp2p.Option
+}
+
+// Node is a libp2p host that serves blobs over [ProtocolID] and fetches
+// them from other nodes. It is safe for concurrent use. Close it when done.
+type Node struct {
+	host        host.Host
+	id          *kez.Identity
+	source      BlobSource
+	policy      Policy
+	perPeerMax  int
+	totalMax    int
+	idleTimeout time.Duration
+	log         *slog.Logger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	perPeer map[peer.ID]int
+	total   int
+
+	stats struct {
+		requests, refused atomic.Int64
+		chunks, bytes     atomic.Int64
+	}
+}
+
+// NewNode starts a node listening on cfg.ListenAddrs.
+func NewNode(cfg Config) (*Node, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("files: a node needs an identity")
+	}
+	priv, err := crypto.UnmarshalEd25519PrivateKey(cfg.Identity.Ed25519PrivateKey())
+	if err != nil {
+		return nil, fmt.Errorf("files: converting the identity key for libp2p: %w", err)
+	}
+	listen := cfg.ListenAddrs
+	if len(listen) == 0 {
+		listen = DefaultListenAddrs
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(priv),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.DisableMetrics(),
+	}
+	opts = append(opts, cfg.Libp2pOptions...)
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("files: starting the libp2p host: %w", err)
+	}
+	n := &Node{
+		host:        h,
+		id:          cfg.Identity,
+		source:      cfg.Source,
+		policy:      cfg.Policy,
+		perPeerMax:  cfg.MaxStreamsPerPeer,
+		totalMax:    cfg.MaxStreams,
+		idleTimeout: cfg.IdleTimeout,
+		log:         cfg.Logger,
+		perPeer:     map[peer.ID]int{},
+	}
+	if n.policy == nil {
+		n.policy = AllowAll
+	}
+	if n.perPeerMax <= 0 {
+		n.perPeerMax = DefaultMaxStreamsPerPeer
+	}
+	if n.totalMax <= 0 {
+		n.totalMax = DefaultMaxStreams
+	}
+	if n.idleTimeout <= 0 {
+		n.idleTimeout = DefaultIdleTimeout
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	h.SetStreamHandler(protocol.ID(ProtocolID), n.handleStream)
+	return n, nil
+}
+
+// Close stops serving, closes every connection and the host.
+func (n *Node) Close() error {
+	n.cancel()
+	n.host.RemoveStreamHandler(protocol.ID(ProtocolID))
+	return n.host.Close()
+}
+
+// ID returns the node's libp2p PeerID (the user's key as a PeerID).
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Addrs returns the addresses the node listens on.
+func (n *Node) Addrs() []ma.Multiaddr { return n.host.Addrs() }
+
+// AddrInfo returns the node's PeerID and addresses, what a fetcher needs to
+// dial it.
+func (n *Node) AddrInfo() peer.AddrInfo {
+	return peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()}
+}
+
+// Host returns the underlying libp2p host, for signalling and diagnostics.
+// Do not close it; close the Node.
+func (n *Node) Host() host.Host { return n.host }
+
+// OwnerInfo returns the dialling information of a user given their key and
+// the addresses they announced: the PeerID is derived from the key, so a
+// connection succeeds only if the far end holds that key.
+func OwnerInfo(owner kez.PublicKey, addrs ...ma.Multiaddr) peer.AddrInfo {
+	return peer.AddrInfo{ID: owner.PeerID(), Addrs: addrs}
+}
+
+// Stats are counters of what a node served since it started.
+type Stats struct {
+	Requests     int64 // requests accepted
+	Refused      int64 // requests refused (policy, not found, busy, malformed)
+	ChunksServed int64 // chunks sent
+	BytesServed  int64 // chunk bytes sent (not counting hashes and framing)
+}
+
+// Stats returns the node's serving counters.
+func (n *Node) Stats() Stats {
+	return Stats{
+		Requests:     n.stats.requests.Load(),
+		Refused:      n.stats.refused.Load(),
+		ChunksServed: n.stats.chunks.Load(),
+		BytesServed:  n.stats.bytes.Load(),
+	}
+}
