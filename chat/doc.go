@@ -7,9 +7,9 @@
 // verified sigchain, and a [Message]; publish the bytes it returns. To
 // receive, make one [Opener] for your identity with [NewOpener] and call
 // [Opener.Open] on each envelope, passing the sender key the NATS subject
-// names; [Open] does the same for a single envelope. What Open returns has
-// been decrypted and its signature verified; every failure wraps a sentinel
-// error such as [ErrDecrypt] or [ErrBadSignature].
+// names; [OpenEnvelope] does the same for a single envelope. What they
+// return has been decrypted and its signature verified; every failure
+// wraps a sentinel error such as [ErrDecrypt] or [ErrBadSignature].
 //
 // An envelope is HPKE (RFC 9180; DHKEM(X25519), HKDF-SHA256,
 // ChaCha20-Poly1305) around a message the sender signed together with the

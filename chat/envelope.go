@@ -78,8 +78,9 @@ const (
 	KindReceipt Kind = "receipt"
 )
 
-// Message is the signed inner message of an envelope. [Open] returns it
-// only after the signature verified, so every field is what From sent.
+// Message is the signed inner message of an envelope. [Opener.Open]
+// returns it only after the signature verified, so every field is what From
+// sent.
 type Message struct {
 	ID     MessageID     // random, chosen by the sender; see [NewMessageID]
 	From   kez.PublicKey // the sender's primary key

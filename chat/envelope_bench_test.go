@@ -63,7 +63,7 @@ func BenchmarkOpen(b *testing.B) {
 		b.SetBytes(256)
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := Open(bob, env, alice.PublicKey(), nil); err != nil {
+			if _, err := OpenEnvelope(bob, env, alice.PublicKey(), nil); err != nil {
 				b.Fatal(err)
 			}
 		}

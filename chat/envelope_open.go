@@ -76,8 +76,10 @@ func NewOpener(recipient *kez.Identity, opts *OpenOptions) (*Opener, error) {
 	return o, nil
 }
 
-// Open opens one envelope with a throw-away [Opener]; see [Opener.Open].
-func Open(recipient *kez.Identity, data []byte, sender kez.PublicKey, opts *OpenOptions) (*Message, error) {
+// OpenEnvelope opens one envelope with a throw-away [Opener]; see
+// [Opener.Open]. It derives the recipient's keys on every call; keep an
+// Opener to open many.
+func OpenEnvelope(recipient *kez.Identity, data []byte, sender kez.PublicKey, opts *OpenOptions) (*Message, error) {
 	o, err := NewOpener(recipient, opts)
 	if err != nil {
 		return nil, err

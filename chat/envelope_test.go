@@ -58,7 +58,7 @@ func TestSealOpenRoundTrip(t *testing.T) {
 				t.Errorf("SentAt = %v, want %v", got.SentAt, m.SentAt)
 			}
 			// The one-shot form agrees, with or without an expected sender.
-			if _, err := Open(bob, env, kez.PublicKey{}, nil); err != nil {
+			if _, err := OpenEnvelope(bob, env, kez.PublicKey{}, nil); err != nil {
 				t.Errorf("Open without sender: %v", err)
 			}
 		})
@@ -182,14 +182,14 @@ func TestOpenTruncatedEveryLength(t *testing.T) {
 func TestOpenNotForMe(t *testing.T) {
 	alice, bob, carol := testID(t, "alice"), testID(t, "bob"), testID(t, "carol")
 	env := mustSeal(t, alice, recipientOf(bob, 0), Message{Kind: KindText, Body: []byte("for bob")})
-	if _, err := Open(carol, env, alice.PublicKey(), nil); !errors.Is(err, ErrNotForMe) {
+	if _, err := OpenEnvelope(carol, env, alice.PublicKey(), nil); !errors.Is(err, ErrNotForMe) {
 		t.Fatalf("carol opening bob's envelope: err = %v, want ErrNotForMe", err)
 	}
 	// Sealed to carol's encryption key but with bob named as recipient: the
 	// header is bob's, but the key is not, so HPKE fails.
 	wrongKey := Recipient{Key: bob.PublicKey(), EncryptionKey: carol.EncryptionKey(0).PublicKey()}
 	env = mustSeal(t, alice, wrongKey, Message{Kind: KindText})
-	if _, err := Open(bob, env, alice.PublicKey(), nil); !errors.Is(err, ErrDecrypt) {
+	if _, err := OpenEnvelope(bob, env, alice.PublicKey(), nil); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("sealed to the wrong encryption key: err = %v, want ErrDecrypt", err)
 	}
 }
@@ -197,18 +197,18 @@ func TestOpenNotForMe(t *testing.T) {
 func TestOpenSenderMismatch(t *testing.T) {
 	alice, bob, carol := testID(t, "alice"), testID(t, "bob"), testID(t, "carol")
 	env := mustSeal(t, alice, recipientOf(bob, 0), Message{Kind: KindText, Body: []byte("from alice")})
-	if _, err := Open(bob, env, carol.PublicKey(), nil); !errors.Is(err, ErrSenderMismatch) {
+	if _, err := OpenEnvelope(bob, env, carol.PublicKey(), nil); !errors.Is(err, ErrSenderMismatch) {
 		t.Fatalf("expected carol, envelope from alice: err = %v, want ErrSenderMismatch", err)
 	}
 	// Carol claims in the header to be alice but can only sign as herself.
 	forged := rawEnvelope{from: alice.PublicKey(), to: bob.PublicKey(), encKey: bob.EncryptionKey(0).PublicKey(), signer: carol,
 		msg: Message{ID: NewMessageID(), From: alice.PublicKey(), To: bob.PublicKey(), SentAt: t0, Kind: KindText, Body: []byte("I am alice")}}
-	if _, err := Open(bob, forged.seal(t), alice.PublicKey(), nil); !errors.Is(err, ErrBadSignature) || !errors.Is(err, kez.ErrBadSignature) {
+	if _, err := OpenEnvelope(bob, forged.seal(t), alice.PublicKey(), nil); !errors.Is(err, ErrBadSignature) || !errors.Is(err, kez.ErrBadSignature) {
 		t.Fatalf("carol signing as alice: err = %v, want ErrBadSignature", err)
 	}
 	// Header from carol (as the broker enforces), inner claims alice.
 	forged.from = carol.PublicKey()
-	if _, err := Open(bob, forged.seal(t), carol.PublicKey(), nil); !errors.Is(err, ErrSenderMismatch) {
+	if _, err := OpenEnvelope(bob, forged.seal(t), carol.PublicKey(), nil); !errors.Is(err, ErrSenderMismatch) {
 		t.Fatalf("inner sender differs from header: err = %v, want ErrSenderMismatch", err)
 	}
 }
@@ -222,13 +222,13 @@ func TestRewrap(t *testing.T) {
 
 	// Carol re-wraps alice's signed message to bob, header naming alice.
 	rewrap := rawEnvelope{from: alice.PublicKey(), to: bob.PublicKey(), encKey: bob.EncryptionKey(0).PublicKey(), inner: inner}
-	if _, err := Open(bob, rewrap.seal(t), alice.PublicKey(), nil); !errors.Is(err, ErrWrongRecipient) {
+	if _, err := OpenEnvelope(bob, rewrap.seal(t), alice.PublicKey(), nil); !errors.Is(err, ErrWrongRecipient) {
 		t.Fatalf("re-wrapped to bob: err = %v, want ErrWrongRecipient", err)
 	}
 	// Carol seals it back to herself in a new envelope: the signature
 	// covers the old enc, so it fails.
 	lifted := rawEnvelope{from: alice.PublicKey(), to: carol.PublicKey(), encKey: carol.EncryptionKey(0).PublicKey(), inner: inner}
-	if _, err := Open(carol, lifted.seal(t), alice.PublicKey(), nil); !errors.Is(err, ErrBadSignature) {
+	if _, err := OpenEnvelope(carol, lifted.seal(t), alice.PublicKey(), nil); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("lifted into a new envelope: err = %v, want ErrBadSignature", err)
 	}
 	// The same, to another generation of carol's key.
@@ -244,7 +244,7 @@ func TestOpenBadSignature(t *testing.T) {
 		r := rawEnvelope{from: alice.PublicKey(), to: bob.PublicKey(), encKey: bob.EncryptionKey(0).PublicKey(), signer: alice,
 			msg:    Message{ID: NewMessageID(), From: alice.PublicKey(), To: bob.PublicKey(), SentAt: t0, Kind: KindText, Body: []byte("x")},
 			mutate: func(b []byte) []byte { b[len(b)-off] ^= 1; return b }}
-		if _, err := Open(bob, r.seal(t), alice.PublicKey(), nil); !errors.Is(err, ErrBadSignature) {
+		if _, err := OpenEnvelope(bob, r.seal(t), alice.PublicKey(), nil); !errors.Is(err, ErrBadSignature) {
 			t.Errorf("signature byte -%d flipped: err = %v, want ErrBadSignature", off, err)
 		}
 	}
@@ -253,19 +253,19 @@ func TestOpenBadSignature(t *testing.T) {
 func TestGenerations(t *testing.T) {
 	alice, bob := testID(t, "alice"), testID(t, "bob")
 	env := mustSeal(t, alice, recipientOf(bob, 1), Message{Kind: KindText, Body: []byte("to gen 1")})
-	if _, err := Open(bob, env, alice.PublicKey(), nil); !errors.Is(err, ErrUnknownGeneration) {
+	if _, err := OpenEnvelope(bob, env, alice.PublicKey(), nil); !errors.Is(err, ErrUnknownGeneration) {
 		t.Fatalf("default opener, generation 1: err = %v, want ErrUnknownGeneration", err)
 	}
-	if _, err := Open(bob, env, alice.PublicKey(), &OpenOptions{Generations: []uint32{1, 0, 1}}); err != nil {
+	if _, err := OpenEnvelope(bob, env, alice.PublicKey(), &OpenOptions{Generations: []uint32{1, 0, 1}}); err != nil {
 		t.Fatalf("generations [1 0 1]: %v", err)
 	}
-	if _, err := Open(bob, env, alice.PublicKey(), &OpenOptions{Generations: []uint32{2}}); !errors.Is(err, ErrUnknownGeneration) {
+	if _, err := OpenEnvelope(bob, env, alice.PublicKey(), &OpenOptions{Generations: []uint32{2}}); !errors.Is(err, ErrUnknownGeneration) {
 		t.Fatalf("generations [2]: err = %v, want ErrUnknownGeneration", err)
 	}
 	// Generation 1 in the header, sealed to generation 0's key.
 	mixed := Recipient{Key: bob.PublicKey(), EncryptionKey: bob.EncryptionKey(0).PublicKey(), Generation: 1}
 	env = mustSeal(t, alice, mixed, Message{Kind: KindText})
-	if _, err := Open(bob, env, alice.PublicKey(), &OpenOptions{Generations: []uint32{0, 1}}); !errors.Is(err, ErrDecrypt) {
+	if _, err := OpenEnvelope(bob, env, alice.PublicKey(), &OpenOptions{Generations: []uint32{0, 1}}); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("header generation does not match the key: err = %v, want ErrDecrypt", err)
 	}
 }
@@ -287,14 +287,14 @@ func TestFreshness(t *testing.T) {
 		{t0.Add(-5*time.Minute - time.Millisecond), ErrClockSkew},
 	}
 	for _, c := range cases {
-		_, err := Open(bob, env, alice.PublicKey(), at(c.now))
+		_, err := OpenEnvelope(bob, env, alice.PublicKey(), at(c.now))
 		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
 			t.Errorf("now = sent %+v: err = %v, want %v", c.now.Sub(t0), err, c.want)
 		}
 	}
 	// No limits: a message from 2001 still opens.
 	old := mustSeal(t, alice, recipientOf(bob, 0), Message{SentAt: time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC), Kind: KindText})
-	if _, err := Open(bob, old, alice.PublicKey(), nil); err != nil {
+	if _, err := OpenEnvelope(bob, old, alice.PublicKey(), nil); err != nil {
 		t.Fatalf("old message without MaxAge: %v", err)
 	}
 }
@@ -303,7 +303,7 @@ func TestOpenTooLarge(t *testing.T) {
 	alice, bob := testID(t, "alice"), testID(t, "bob")
 	env := mustSeal(t, alice, recipientOf(bob, 0), Message{Kind: KindText, Body: []byte("x")})
 	big := append(env, make([]byte, MaxEnvelopeSize+1-len(env))...)
-	if _, err := Open(bob, big, alice.PublicKey(), nil); !errors.Is(err, ErrTooLarge) {
+	if _, err := OpenEnvelope(bob, big, alice.PublicKey(), nil); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("%d-byte envelope: err = %v, want ErrTooLarge", len(big), err)
 	}
 	// A signed body over the limit inside an envelope that is not.
@@ -313,7 +313,7 @@ func TestOpenTooLarge(t *testing.T) {
 	if len(env) > MaxEnvelopeSize {
 		t.Fatalf("test envelope is %d bytes", len(env))
 	}
-	if _, err := Open(bob, env, alice.PublicKey(), nil); !errors.Is(err, ErrTooLarge) {
+	if _, err := OpenEnvelope(bob, env, alice.PublicKey(), nil); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("body of %d bytes: err = %v, want ErrTooLarge", MaxBodySize+1, err)
 	}
 }
@@ -341,7 +341,7 @@ func TestOpenMalformedInner(t *testing.T) {
 	for name, r := range cases {
 		t.Run(name, func(t *testing.T) {
 			r.from, r.to, r.encKey, r.signer = alice.PublicKey(), bob.PublicKey(), bob.EncryptionKey(0).PublicKey(), alice
-			if _, err := Open(bob, r.seal(t), alice.PublicKey(), nil); !errors.Is(err, ErrMalformed) {
+			if _, err := OpenEnvelope(bob, r.seal(t), alice.PublicKey(), nil); !errors.Is(err, ErrMalformed) {
 				t.Fatalf("err = %v, want ErrMalformed", err)
 			}
 		})
@@ -435,7 +435,7 @@ func TestLargestEnvelope(t *testing.T) {
 	if len(env) != 49487 || len(env) > MaxEnvelopeSize {
 		t.Fatalf("largest envelope is %d bytes, the spec says 49487", len(env))
 	}
-	if _, err := Open(bob, env, alice.PublicKey(), nil); err != nil {
+	if _, err := OpenEnvelope(bob, env, alice.PublicKey(), nil); err != nil {
 		t.Fatal(err)
 	}
 }

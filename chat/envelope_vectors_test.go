@@ -156,7 +156,7 @@ func TestEnvelopeVectors(t *testing.T) {
 			if v.Sender != "" {
 				sender = ids[v.Sender].PublicKey()
 			}
-			got, err := Open(me, v.bytes(t), sender, v.options(t))
+			got, err := OpenEnvelope(me, v.bytes(t), sender, v.options(t))
 			if v.Error != "" {
 				fail++
 				want, ok := vectorErrors[v.Error]
@@ -244,7 +244,7 @@ func writeVectors(t *testing.T) {
 		vf.Vectors = append(vf.Vectors, v)
 	}
 	valid := func(v vector, env []byte) {
-		m, err := Open(map[string]*kez.Identity{"alice": alice, "bob": bob, "carol": carol}[v.Recipient], env, kez.PublicKey{}, v.options(t))
+		m, err := OpenEnvelope(map[string]*kez.Identity{"alice": alice, "bob": bob, "carol": carol}[v.Recipient], env, kez.PublicKey{}, v.options(t))
 		if err != nil {
 			t.Fatalf("%s: %v", v.Name, err)
 		}
@@ -346,7 +346,7 @@ func writeVectors(t *testing.T) {
 }
 
 func decodedID(tb testing.TB, id *kez.Identity, env []byte) MessageID {
-	m, err := Open(id, env, kez.PublicKey{}, nil)
+	m, err := OpenEnvelope(id, env, kez.PublicKey{}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
