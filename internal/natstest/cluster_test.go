@@ -1,0 +1,98 @@
+package natstest_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestCluster writes to an R3 stream, kills a node, keeps writing and
+// reading through the other two, and restarts the node.
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a 3-node cluster; elections take seconds")
+	}
+	c := natstest.StartCluster(t, "")
+	if c.MetaLeader() == "" {
+		t.Fatal("no meta leader")
+	}
+	nc, err := nats.Connect(c.ClientURLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "t.before", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+
+	c.KillNode(0)
+	if c.MetaLeader() == c.Name(0) {
+		t.Fatal("a killed node is meta leader")
+	}
+	// The stream may have lost its leader with node 0; it elects another
+	// within seconds. Poll with a deadline: the election is another
+	// process's business.
+	retry(t, ctx, func(ctx context.Context) error {
+		_, err := js.Publish(ctx, "t.during", []byte("2"))
+		return err
+	})
+	st, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, subj := range []string{"t.before", "t.during"} {
+		if _, err := st.GetLastMsgForSubject(ctx, subj); err != nil {
+			t.Fatalf("%s with a node down: %v", subj, err)
+		}
+	}
+
+	c.RestartNode(0)
+	// Node 0 is healthy again, so it has caught up: ask it alone.
+	nc0, err := nats.Connect(c.Node(0).ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc0.Close()
+	js0, _ := jetstream.New(nc0)
+	info, err := js0.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != 2 {
+		t.Fatalf("after restart the stream has %d messages, want 2", n)
+	}
+}
+
+// retry calls f until it succeeds or ctx ends, each call bounded to 2 s.
+func retry(t *testing.T, ctx context.Context, f func(context.Context) error) {
+	t.Helper()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := f(cctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("still failing when the deadline passed: %v", errors.Join(err, ctx.Err()))
+		case <-tick.C:
+		}
+	}
+}
