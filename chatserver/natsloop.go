@@ -25,7 +25,8 @@ func (s *Server) runNATS(ctx context.Context) {
 	defer close(s.done)
 
 	up := make(chan struct{}, 1)
-	svcConn, err := s.dial("callout service", s.keys.ServiceOptions(), up, nil)
+	svcConn, err := s.dial("callout service", s.keys.ServiceOptions(), up, nil,
+		"check that its nats.conf holds the snippet \"kez-chat-server nats-config\" prints for this keys folder, and restart NATS after changing it")
 	if err != nil {
 		s.log.Error("cannot use the NATS URL; fix it and restart", "nats", redactURL(s.NATSURL), "err", err)
 		return
@@ -47,7 +48,8 @@ func (s *Server) runNATS(ctx context.Context) {
 	s.listening.Store(true)
 	s.log.Info("auth callout listening", "subject", callout.AuthSubject, "queue", callout.DefaultQueueGroup)
 
-	provConn, err := s.dial("provisioner", s.keys.ProvisionerOptions(), s.kick, s.kick)
+	provConn, err := s.dial("provisioner", s.keys.ProvisionerOptions(), s.kick, s.kick,
+		"the auth callout did not admit it yet (it answers once its own login is back); retrying")
 	if err != nil {
 		s.log.Error("cannot use the NATS URL; fix it and restart", "nats", redactURL(s.NATSURL), "err", err)
 		return
@@ -93,11 +95,18 @@ func (s *Server) runNATS(ctx context.Context) {
 // dial connects with the given login options plus the server's: retry
 // forever, including after refused logins (the callout may be restarting).
 // connected (may be nil) is signalled on the first connection, reconnected
-// (may be nil) on every reconnection.
-func (s *Server) dial(who string, login []nats.Option, connected, reconnected chan struct{}) (*nats.Conn, error) {
+// (may be nil) on every reconnection. refused is the advice logged, once
+// per outage, when NATS refuses the login.
+func (s *Server) dial(who string, login []nats.Option, connected, reconnected chan struct{}, refused string) (*nats.Conn, error) {
 	log := s.log.With("nats_login", who)
 	var warned atomic.Bool // one warning per outage, not one per retry
+	authErr := func(err error) {
+		if !warned.Swap(true) {
+			log.Warn("NATS refused the login; "+refused, "err", err)
+		}
+	}
 	opts := append([]nats.Option{
+		nats.Timeout(5 * time.Second), // longer than the server's auth timeout
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
@@ -118,12 +127,25 @@ func (s *Server) dial(who string, login []nats.Option, connected, reconnected ch
 				log.Warn("disconnected from NATS", "err", err)
 			}
 		}),
+		// The first failure of the first connection comes here…
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			if errors.Is(err, nats.ErrAuthorization) && !warned.Swap(true) {
-				log.Warn("NATS refused the login; check that nats.conf holds the snippet of \"kez-chat-server nats-config\" for this keys folder", "err", err)
+			if errors.Is(err, nats.ErrAuthorization) {
+				authErr(err)
 				return
 			}
 			log.Debug("cannot reach NATS yet", "err", err)
+		}),
+		// … refused logins after a connection was up, and other errors here.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthorization) {
+				authErr(err)
+				return
+			}
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("NATS error", "err", err, "subject", subject)
 		}),
 	}, login...)
 	opts = append(opts, s.NATSOptions...)

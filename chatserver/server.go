@@ -349,14 +349,18 @@ func (s *Server) Ready(ctx context.Context) error {
 func (s *Server) WaitReady(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
+	var last error
 	for {
 		err := s.Ready(ctx)
 		if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotStarted) {
 			return err
 		}
+		if ctx.Err() == nil || last == nil {
+			last = err // not an artefact of ctx ending mid-check
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("chatserver: not ready: %w (%w)", err, ctx.Err())
+			return fmt.Errorf("chatserver: not ready: %w (%w)", last, ctx.Err())
 		case <-t.C:
 		}
 	}

@@ -1,0 +1,80 @@
+package chatserver_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
+)
+
+// An operator's chat-server for kez.lat: a struct literal and Start. The
+// registry answers at once; logins through NATS work once the operator's
+// NATS runs with the printed nats.conf snippet (nothing listens at
+// NATSURL in this example, so the server says it is not ready).
+func Example() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "chatserver-example")
+	defer os.RemoveAll(dir)
+
+	// The sig-server (the operator runs kez-sig-server; here in-process).
+	chains, _ := sqlitestore.Open(filepath.Join(dir, "sig.db"))
+	defer chains.Close()
+	sig := httptest.NewServer(sigchain.NewHandler(chains))
+	defer sig.Close()
+
+	srv := &chatserver.Server{
+		Domain:       "kez.lat",
+		SigServerURL: sig.URL,
+		NATSURL:      "nats://127.0.0.1:1",
+		DBPath:       filepath.Join(dir, "chat.db"),
+		KeysDir:      filepath.Join(dir, "keys"),
+		Logger:       slog.New(slog.DiscardHandler),
+	}
+	if err := srv.Start(ctx); err != nil {
+		panic(err)
+	}
+	defer srv.Close()
+	web := httptest.NewServer(srv.Handler())
+	defer web.Close()
+
+	// What the operator adds to nats.conf.
+	conf, _ := chatserver.NATSConfig(srv.KeysDir, callout.ConfigOptions{})
+	fmt.Println(strings.Contains(conf, "auth_callout"), strings.Contains(conf, srv.Keys().IssuerPublicKey()))
+
+	// A client learns the domain, appends its eldest link and claims.
+	info, _ := chatserver.FetchInfo(ctx, nil, web.URL)
+	alice, _ := kez.FromWords("abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon art")
+	h := handles.Handle{Name: "alice", Domain: info.Domain}
+	eldest, _ := sigchain.NewLink(alice, nil, sigchain.TypeEldest,
+		sigchain.EldestBody(alice.PublicKey(), alice.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
+	if err := (&sigchain.Client{BaseURL: info.SigServer}).Append(ctx, eldest); err != nil {
+		panic(err)
+	}
+	rec, created, err := (&handles.Client{BaseURL: web.URL}).Claim(ctx, alice, h)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(rec.Handle, created)
+
+	// The callout's directory now admits alice's key.
+	e, _ := chatserver.RegistryDirectory{Store: srv.Store()}.Lookup(ctx, alice.PublicKey())
+	fmt.Println(e.Handle)
+
+	fmt.Println(srv.Ready(ctx) != nil)
+	// Output:
+	// true true
+	// alice@kez.lat true
+	// alice@kez.lat
+	// true
+}
