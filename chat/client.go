@@ -1,0 +1,367 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults of [Config].
+const (
+	// DefaultStream is the JetStream stream holding every inbox (the
+	// chat-server provisions it; see package callout).
+	DefaultStream = "KEZ_INBOX"
+	// DefaultRefreshInterval is how often a contact's handle and chain are
+	// checked again on send and receive.
+	DefaultRefreshInterval = time.Minute
+	// DefaultRefreshTimeout bounds one such check.
+	DefaultRefreshTimeout = 5 * time.Second
+	// DefaultAckWait is how long the server waits for this client to
+	// acknowledge a delivered message before delivering it again.
+	DefaultAckWait = 30 * time.Second
+)
+
+// inboxPrefix starts every inbox subject: kez.v1.inbox.<to>.<from>.
+const inboxPrefix = "kez.v1.inbox."
+
+// inboxSubject is where a message to `to` from `from` is published.
+func inboxSubject(to, from kez.PublicKey) string {
+	return inboxPrefix + to.String() + "." + from.String()
+}
+
+// Config configures [Open]. Identity and Home are required; everything
+// else has a default or may be left empty for a client that only manages
+// contacts and history.
+type Config struct {
+	// Identity is the user's identity (kez.LoadIdentity).
+	Identity *kez.Identity
+	// Home is the client's state folder; the database chat.db lives in it.
+	Home string
+
+	// NATSURL is the broker (NATS_URL). Empty: the client is offline and
+	// Send, Sync and Run return ErrOffline.
+	NATSURL string
+	// ServerURL is the home chat-server's base URL (KEZ_SERVER), for handle
+	// lookups of Domain.
+	ServerURL string
+	// SigServerURL is the sig-server's base URL (KEZ_SIG_SERVER): the
+	// user's own chain and the chains of senders who are not contacts.
+	SigServerURL string
+	// Domain is the home domain: it completes bare names ("bob").
+	Domain string
+	// AllowLocalDomains accepts development domains (localhost, IP:port)
+	// in handles. Never in production.
+	AllowLocalDomains bool
+	// Resolver resolves handles. nil: one is made from ServerURL, Domain,
+	// AllowLocalDomains, HTTPClient and Clock, caching answers for
+	// RefreshInterval.
+	Resolver *handles.Resolver
+
+	// HTTPClient is used for the sig-server and, if the Resolver is made
+	// here, the chat-servers. nil: a client with a 10 s timeout.
+	HTTPClient *http.Client
+	// Logger logs what the user does not see otherwise: rejected envelopes,
+	// flagged contacts, failed receipts. nil: slog.Default().
+	Logger *slog.Logger
+	// Clock is the time source (send times, pins, freshness). nil: time.Now.
+	Clock func() time.Time
+
+	// Stream is the inbox stream; "" means DefaultStream.
+	Stream string
+	// RefreshInterval: how often a contact is checked again; 0 means
+	// DefaultRefreshInterval, a negative value checks on every message.
+	RefreshInterval time.Duration
+	// RefreshTimeout bounds one check; 0 means DefaultRefreshTimeout.
+	RefreshTimeout time.Duration
+	// AckWait is the consumer's redelivery delay; 0 means DefaultAckWait.
+	AckWait time.Duration
+	// NATSOptions are passed to Connect after the client's own (e.g.
+	// nats.ReconnectWait, or a custom dialer).
+	NATSOptions []nats.Option
+}
+
+// Client is a KEZ chat user's messaging client: it keeps contacts, sends and
+// receives sealed messages through the broker and keeps the history, all
+// in one state folder. Make one with [Open] and Close it when done. A
+// Client is safe for concurrent use; one process at a time should receive
+// for a state folder (two would only duplicate work, never messages).
+type Client struct {
+	cfg      Config
+	id       *kez.Identity
+	me       kez.PublicKey
+	log      *slog.Logger
+	now      func() time.Time
+	httpc    *http.Client
+	db       *store
+	sig      *sigchain.Client
+	resolver *handles.Resolver
+
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	cons jetstream.Consumer
+
+	opener atomic.Pointer[Opener]
+	gens   atomic.Uint32 // the highest own encryption generation accepted
+
+	mu         sync.Mutex // guards the maps below and every contactState
+	byHandle   map[string]*contactState
+	byKey      map[kez.PublicKey]*contactState
+	requesters map[kez.PublicKey]requester
+
+	recvMu sync.Mutex   // one batch is processed at a time
+	live   atomic.Int32 // Run loops receiving
+
+	waitMu  sync.Mutex
+	waiters map[MessageID][]chan time.Time
+
+	sends   sync.WaitGroup // goroutines waiting for publish acks
+	closing chan struct{}
+	closed  sync.Once
+
+	stats clientStats
+}
+
+// Open opens the state folder (creating chat.db if needed), loads the
+// contacts, and, if cfg.NATSURL is set, logs in to NATS with the identity
+// ([Connect]) and creates or updates the user's durable consumer: a pull
+// consumer named after the user's key on the inbox stream, filtered to
+// kez.v1.inbox.<key>.>, as the auth callout permits. Nothing is received
+// until [Client.Sync] or [Client.Run].
+//
+// Errors: a missing identity or folder, a database that cannot be opened,
+// ErrNotRegistered or ErrUnreachable from Connect, ErrNoStream.
+func Open(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("chat: Open needs an identity")
+	}
+	if cfg.Home == "" {
+		return nil, errors.New("chat: Open needs a state folder (Home)")
+	}
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultStream
+	}
+	if cfg.RefreshInterval == 0 {
+		cfg.RefreshInterval = DefaultRefreshInterval
+	}
+	if cfg.RefreshTimeout <= 0 {
+		cfg.RefreshTimeout = DefaultRefreshTimeout
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = DefaultAckWait
+	}
+	c := &Client{
+		cfg: cfg, id: cfg.Identity, me: cfg.Identity.PublicKey(),
+		log: cfg.Logger, now: cfg.Clock, httpc: cfg.HTTPClient, resolver: cfg.Resolver,
+		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, requesters: map[kez.PublicKey]requester{},
+		waiters: map[MessageID][]chan time.Time{}, closing: make(chan struct{}),
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.log = c.log.With("component", "chat", "me", c.me.String())
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.httpc == nil {
+		c.httpc = &http.Client{Timeout: 10 * time.Second}
+	}
+	c.sig = &sigchain.Client{BaseURL: cfg.SigServerURL, HTTPClient: c.httpc, VerifyOptions: c.verifyOpts()}
+	if c.resolver == nil {
+		c.resolver = &handles.Resolver{
+			DefaultDomain: cfg.Domain, HomeServer: cfg.ServerURL, HTTPClient: c.httpc,
+			AllowLocal: cfg.AllowLocalDomains, Now: c.now, VerifyOptions: c.verifyOpts(),
+			// A contact is checked at most once per refresh interval, so
+			// the resolver need not remember answers longer.
+			TTL: cfg.RefreshInterval,
+		}
+	}
+	if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
+		return nil, fmt.Errorf("chat: making the state folder: %w", err)
+	}
+	db, err := openStore(filepath.Join(cfg.Home, DBFileName))
+	if err != nil {
+		return nil, err
+	}
+	c.db = db
+	if err := c.loadContacts(ctx); err != nil {
+		db.close()
+		return nil, err
+	}
+	if err := c.setupOpener(ctx); err != nil {
+		db.close()
+		return nil, err
+	}
+	if cfg.NATSURL != "" {
+		if err := c.connect(ctx); err != nil {
+			db.close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Key returns the user's key.
+func (c *Client) Key() kez.PublicKey { return c.me }
+
+// Conn returns the NATS connection (nil for an offline client), for
+// embedders that also use it for other things. Do not close it.
+func (c *Client) Conn() *nats.Conn { return c.nc }
+
+// setupOpener accepts the user's encryption key generations 0 to the one
+// their chain publishes (or the last one known, if the sig-server cannot be
+// reached).
+func (c *Client) setupOpener(ctx context.Context) error {
+	var gen uint32
+	if v, err := c.db.getMeta(ctx, "own_generation"); err != nil {
+		return err
+	} else if v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return fmt.Errorf("chat: database: own_generation %q: %w", v, err)
+		}
+		gen = uint32(n)
+	}
+	if c.cfg.SigServerURL != "" {
+		fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
+		st, err := c.sig.FetchVerified(fctx, c.me, nil)
+		cancel()
+		switch {
+		case err == nil && st.EncryptionGeneration() > gen:
+			gen = st.EncryptionGeneration()
+			if err := c.db.setMeta(ctx, "own_generation", strconv.FormatUint(uint64(gen), 10)); err != nil {
+				return err
+			}
+		case err != nil && !errors.Is(err, sigchain.ErrNotFound):
+			c.log.Warn("cannot fetch your own sigchain; accepting the encryption keys known so far", "err", err)
+		}
+	}
+	return c.setGenerations(gen)
+}
+
+func (c *Client) setGenerations(max uint32) error {
+	gens := make([]uint32, 0, max+1)
+	for g := uint32(0); g <= max; g++ {
+		gens = append(gens, g)
+	}
+	o, err := NewOpener(c.id, &OpenOptions{Generations: gens, Now: c.now})
+	if err != nil {
+		return err
+	}
+	c.opener.Store(o)
+	c.gens.Store(max)
+	return nil
+}
+
+// connect logs in to NATS and sets up JetStream and the consumer.
+func (c *Client) connect(ctx context.Context) error {
+	log := c.log
+	opts := []nats.Option{
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "err", err) }),
+	}
+	nc, err := Connect(ctx, c.cfg.NATSURL, c.id, append(opts, c.cfg.NATSOptions...)...)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(1024),
+		jetstream.WithPublishAsyncTimeout(30*time.Second),
+	)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("chat: JetStream: %w", err)
+	}
+	me := c.me.String()
+	cons, err := js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, jetstream.ConsumerConfig{
+		Durable:       me,
+		Description:   "KEZ inbox of " + me,
+		FilterSubject: inboxPrefix + me + ".>",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 1024,
+		// A user away longer than the stream keeps messages has nothing
+		// left to read; the consumer then goes too.
+		InactiveThreshold: 30 * 24 * time.Hour,
+	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		nc.Close()
+		return fmt.Errorf("%w: %s (is the chat server running and connected to this NATS?)", ErrNoStream, c.cfg.Stream)
+	}
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("chat: creating your inbox consumer on %s: %w", c.cfg.Stream, err)
+	}
+	c.nc, c.js, c.cons = nc, js, cons
+	return nil
+}
+
+// Close waits (up to a few seconds) for sends still waiting for the
+// stream's acknowledgement, logs out of NATS and closes the database. It is
+// safe to call more than once.
+func (c *Client) Close() error {
+	var err error
+	c.closed.Do(func() {
+		if c.js != nil {
+			select {
+			case <-c.js.PublishAsyncComplete():
+			case <-time.After(5 * time.Second):
+				c.log.Warn("closing with sends the stream has not acknowledged")
+			}
+		}
+		close(c.closing)
+		if c.nc != nil {
+			c.nc.Close()
+		}
+		c.sends.Wait()
+		err = c.db.close()
+	})
+	return err
+}
+
+// Stats are counters of what a client did since it was opened.
+type Stats struct {
+	Sent             uint64 // messages the stream acknowledged
+	Received         uint64 // new messages stored (any trust)
+	Duplicates       uint64 // deliveries of messages already stored, dropped
+	Rejected         uint64 // deliveries that failed to open or verify, dropped
+	Held             uint64 // new messages stored as held
+	Requests         uint64 // new messages stored as requests
+	ReceiptsSent     uint64
+	ReceiptsReceived uint64
+	Flagged          uint64 // contacts flagged
+}
+
+type clientStats struct {
+	sent, received, duplicates, rejected, held, requests, receiptsSent, receiptsReceived, flagged atomic.Uint64
+}
+
+// Stats returns the counters so far.
+func (c *Client) Stats() Stats {
+	s := &c.stats
+	return Stats{
+		Sent: s.sent.Load(), Received: s.received.Load(), Duplicates: s.duplicates.Load(), Rejected: s.rejected.Load(),
+		Held: s.held.Load(), Requests: s.requests.Load(), ReceiptsSent: s.receiptsSent.Load(),
+		ReceiptsReceived: s.receiptsReceived.Load(), Flagged: s.flagged.Load(),
+	}
+}

@@ -1,0 +1,165 @@
+package chat
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/nats-io/nats.go"
+)
+
+// syncBuffer is a log sink tests read while clients write to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testClient is a client of a stack user with its log.
+type testClient struct {
+	*Client
+	user *stacktest.User
+	log  *syncBuffer
+}
+
+// clientOpt changes the Config of a test client.
+type clientOpt func(*Config)
+
+// openClient opens a client for u on st in a fresh state folder (or the
+// given one), closed in t.Cleanup. Its log is printed if the test fails.
+func openClient(t testing.TB, st *stacktest.Stack, u *stacktest.User, opts ...clientOpt) *testClient {
+	t.Helper()
+	return openClientIn(t, st, u, filepath.Join(t.TempDir(), u.Name), opts...)
+}
+
+func openClientIn(t testing.TB, st *stacktest.Stack, u *stacktest.User, home string, opts ...clientOpt) *testClient {
+	t.Helper()
+	logs := &syncBuffer{}
+	cfg := Config{
+		Identity:     u.Identity,
+		Home:         home,
+		NATSURL:      st.NATSURL,
+		ServerURL:    st.ServerURL,
+		SigServerURL: st.SigServerURL,
+		Domain:       st.Domain,
+		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		NATSOptions:  []nats.Option{nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(10*time.Millisecond, 10*time.Millisecond)},
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Open for %s: %v", u.Name, err)
+	}
+	tc := &testClient{Client: c, user: u, log: logs}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close for %s: %v", u.Name, err)
+		}
+		if t.Failed() {
+			t.Logf("log of %s's client:\n%s", u.Name, tail(logs.String(), 8000))
+		}
+	})
+	return tc
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustAdd(t testing.TB, c *testClient, handle string) *Contact {
+	t.Helper()
+	ct, err := c.AddContact(testCtx(t), handle)
+	if err != nil {
+		t.Fatalf("%s adds %s: %v", c.user.Name, handle, err)
+	}
+	return ct
+}
+
+func mustSend(t testing.TB, c *testClient, to, text string, opts ...SendOption) Sent {
+	t.Helper()
+	s, err := c.Send(testCtx(t), to, text, opts...)
+	if err != nil {
+		t.Fatalf("%s sends to %s: %v", c.user.Name, to, err)
+	}
+	return s
+}
+
+func mustSync(t testing.TB, c *testClient) int {
+	t.Helper()
+	n, err := c.Sync(testCtx(t))
+	if err != nil {
+		t.Fatalf("%s syncs: %v", c.user.Name, err)
+	}
+	return n
+}
+
+func mustInbox(t testing.TB, c *testClient, all bool) []*Entry {
+	t.Helper()
+	es, err := c.Inbox(testCtx(t), all)
+	if err != nil {
+		t.Fatalf("%s inbox: %v", c.user.Name, err)
+	}
+	return es
+}
+
+func texts(es []*Entry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.Text()
+	}
+	return out
+}
+
+// receiveN receives until at least n new messages were stored in total,
+// waiting on the server (a long-poll fetch) rather than sleeping, and
+// fails after a deadline.
+func receiveN(t testing.TB, c *testClient, n int) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	total := 0
+	for total < n {
+		got, err := c.fetchOnce(ctx, time.Second)
+		if err != nil {
+			t.Fatalf("%s received %d new messages, want %d: %v", c.user.Name, total, n, err)
+		}
+		total += got
+	}
+	return total
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func contextWithCancel(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithCancel(parent)
+}

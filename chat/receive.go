@@ -1,0 +1,385 @@
+package chat
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// fetchBatch is how many messages one pull asks for.
+const fetchBatch = 256
+
+// Sync fetches everything waiting in the user's inbox now, stores it and
+// acknowledges it, and returns how many new messages were stored (of any
+// trust). It returns when the inbox has nothing more to deliver. Read them
+// with [Client.Inbox], [Client.Requests] and [Client.Held].
+func (c *Client) Sync(ctx context.Context) (int, error) {
+	if c.cons == nil {
+		return 0, ErrOffline
+	}
+	total := 0
+	for {
+		batch, err := c.cons.FetchNoWait(fetchBatch)
+		if err != nil {
+			return total, fmt.Errorf("chat: fetching from your inbox: %w", err)
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return total, fmt.Errorf("chat: fetching from your inbox: %w", err)
+		}
+		if len(msgs) == 0 {
+			return total, nil
+		}
+		fresh, err := c.process(ctx, msgs)
+		total += len(fresh)
+		if err != nil {
+			return total, err
+		}
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+	}
+}
+
+// fetchOnce waits up to wait for messages and processes what came.
+func (c *Client) fetchOnce(ctx context.Context, wait time.Duration) (int, error) {
+	if c.cons == nil {
+		return 0, ErrOffline
+	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < wait {
+		wait = max(time.Until(d), time.Millisecond)
+	}
+	batch, err := c.cons.Fetch(fetchBatch, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return 0, fmt.Errorf("chat: fetching from your inbox: %w", err)
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) == 0 {
+		return 0, ctx.Err()
+	}
+	fresh, err := c.process(ctx, msgs)
+	return len(fresh), err
+}
+
+// Run receives until ctx ends or the client is closed, calling handler
+// with each new message once it is stored (trusted, held or request: check
+// Entry.Trust before showing it). Handler calls are sequential, in the
+// order messages arrived; a slow handler slows receiving. Run does not mark
+// anything read: call [Client.MarkRead] for what was shown.
+//
+// Run keeps receiving across broker restarts and reconnects. On return,
+// messages already delivered to this client are processed first. It
+// returns nil when ctx ended or the client was closed.
+func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
+	if c.cons == nil {
+		return ErrOffline
+	}
+	if handler == nil {
+		handler = func(*Entry) {}
+	}
+	c.live.Add(1)
+	defer c.live.Add(-1)
+	ch := make(chan jetstream.Msg, fetchBatch)
+	cc, err := c.cons.Consume(func(m jetstream.Msg) { ch <- m },
+		jetstream.PullMaxMessages(fetchBatch),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			c.log.Debug("receiving", "err", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("chat: receiving from your inbox: %w", err)
+	}
+	handle := func(first jetstream.Msg) {
+		batch := []jetstream.Msg{first}
+	fill:
+		for len(batch) < fetchBatch {
+			select {
+			case m := <-ch:
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		fresh, err := c.process(ctx, batch)
+		if err != nil {
+			c.log.Warn("could not store received messages; they will be delivered again", "err", err)
+		}
+		for _, e := range fresh {
+			handler(e)
+		}
+	}
+	for stop := false; !stop; {
+		select {
+		case m := <-ch:
+			handle(m)
+		case <-ctx.Done():
+			stop = true
+		case <-c.closing:
+			stop = true
+		}
+	}
+	cc.Drain()
+	for {
+		select {
+		case m := <-ch:
+			handle(m)
+		case <-cc.Closed():
+			for {
+				select {
+				case m := <-ch:
+					handle(m)
+				default:
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// received is one delivery being processed.
+type received struct {
+	jm      jetstream.Msg
+	entry   *Entry   // a message to store
+	receipt *Receipt // or a receipt to apply
+	from    kez.PublicKey
+	sentAt  time.Time
+}
+
+// process opens, classifies and stores a batch of deliveries, then
+// acknowledges them. It returns the entries that were new. Deliveries that
+// do not open are terminated (never delivered again) and logged. If storing
+// fails, nothing is acknowledged and the batch is delivered again later.
+func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, error) {
+	c.recvMu.Lock()
+	defer c.recvMu.Unlock()
+	// Classifying may ask servers; storing must not be cut short.
+	store := context.WithoutCancel(ctx)
+	var todo []received
+	refreshedGens := false
+	for _, jm := range msgs {
+		from, err := c.senderOf(jm.Subject())
+		var m *Message
+		if err == nil {
+			m, err = c.opener.Load().Open(jm.Data(), from)
+			if errors.Is(err, ErrUnknownGeneration) && !refreshedGens {
+				refreshedGens = true
+				if c.setupOpener(store) == nil {
+					m, err = c.opener.Load().Open(jm.Data(), from)
+				}
+			}
+		}
+		if err == nil && m.Kind == KindReceipt {
+			var r Receipt
+			if r, err = ParseReceipt(m); err == nil {
+				todo = append(todo, received{jm: jm, receipt: &r, from: m.From, sentAt: m.SentAt})
+				continue
+			}
+		}
+		if err != nil {
+			c.reject(jm, err)
+			continue
+		}
+		var seq uint64
+		if md, err := jm.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		trust, handle := c.classify(ctx, m.From)
+		todo = append(todo, received{jm: jm, from: m.From, entry: &Entry{
+			ID: m.ID, Incoming: true, Peer: m.From, PeerHandle: handle, From: m.From, To: m.To,
+			SentAt: m.SentAt, ReceivedAt: c.now(), Kind: m.Kind, Ref: m.Ref, Body: m.Body, Seq: seq, Trust: trust,
+		}})
+	}
+	if len(todo) == 0 {
+		return nil, nil
+	}
+
+	var fresh []*Entry
+	var delivered []MessageID
+	var deliveredAt []time.Time
+	err := c.db.write(store, func(tx *sql.Tx) error {
+		fresh, delivered, deliveredAt = fresh[:0], delivered[:0], deliveredAt[:0]
+		for _, r := range todo {
+			if r.entry != nil {
+				isNew, err := insertEntry(tx, r.entry)
+				if err != nil {
+					return err
+				}
+				if isNew {
+					fresh = append(fresh, r.entry)
+				}
+				continue
+			}
+			for _, id := range r.receipt.IDs {
+				res, err := tx.Exec(`UPDATE messages SET delivered_at = ? WHERE from_key = ? AND id = ? AND to_key = ? AND incoming = 0 AND delivered_at IS NULL`,
+					r.sentAt.UnixMilli(), c.me.String(), id[:], r.from.String())
+				if err != nil {
+					return fmt.Errorf("chat: applying a receipt: %w", err)
+				}
+				if n, _ := res.RowsAffected(); n == 1 {
+					delivered, deliveredAt = append(delivered, id), append(deliveredAt, r.sentAt)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for _, r := range todo {
+			_ = r.jm.NakWithDelay(time.Second)
+		}
+		return nil, fmt.Errorf("chat: storing received messages: %w", err)
+	}
+	// Stored: now the server may forget them. A lost ack only means a
+	// redelivery, which the (sender, ID) key drops.
+	for _, r := range todo {
+		if err := r.jm.Ack(); err != nil {
+			c.log.Debug("acknowledging a delivery", "err", err)
+		}
+		if r.receipt != nil {
+			c.stats.receiptsReceived.Add(1)
+		}
+	}
+	c.stats.duplicates.Add(uint64(len(todo) - len(fresh) - countReceipts(todo)))
+	for _, e := range fresh {
+		c.stats.received.Add(1)
+		switch e.Trust {
+		case TrustHeld:
+			c.stats.held.Add(1)
+		case TrustRequest:
+			c.stats.requests.Add(1)
+		}
+	}
+	for i, id := range delivered {
+		c.notifyReceipt(id, deliveredAt[i])
+	}
+	c.sendReceipts(ctx, fresh)
+	return fresh, nil
+}
+
+func countReceipts(rs []received) int {
+	n := 0
+	for _, r := range rs {
+		if r.receipt != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// senderOf returns the sender token of an inbox subject addressed to this
+// user: kez.v1.inbox.<me>.<sender>.
+func (c *Client) senderOf(subject string) (kez.PublicKey, error) {
+	rest, ok := strings.CutPrefix(subject, inboxPrefix+c.me.String()+".")
+	if !ok || strings.Contains(rest, ".") {
+		return kez.PublicKey{}, fmt.Errorf("%w: subject %q is not an inbox subject of this user", ErrMalformed, subject)
+	}
+	k, err := kez.ParsePublicKey(rest)
+	if err != nil {
+		return kez.PublicKey{}, fmt.Errorf("%w: the sender token of subject %q is not a key", ErrMalformed, subject)
+	}
+	return k, nil
+}
+
+// reject drops a delivery that did not open: it is logged and terminated,
+// so the server does not deliver it again, and nothing is stored or shown.
+func (c *Client) reject(jm jetstream.Msg, err error) {
+	c.stats.rejected.Add(1)
+	c.log.Warn("rejected a message that failed verification", "subject", jm.Subject(), "err", err)
+	if terr := jm.TermWithReason("rejected by the recipient: " + firstLine(err.Error())); terr != nil {
+		c.log.Debug("terminating a delivery", "err", terr)
+	}
+}
+
+func firstLine(s string) string {
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// classify decides the trust of a message from key from and the handle to
+// show it under.
+func (c *Client) classify(ctx context.Context, from kez.PublicKey) (Trust, string) {
+	c.mu.Lock()
+	cs := c.byKey[from]
+	var newKeyOf *contactState
+	if cs == nil {
+		for _, o := range c.byHandle {
+			if o.c.Flag == FlagKeyChanged && o.c.FlagKey == from {
+				newKeyOf = o
+				break
+			}
+		}
+	}
+	c.mu.Unlock()
+	switch {
+	case cs != nil:
+		if err := c.refreshContact(ctx, cs, false, false); errors.Is(err, ErrKeyChanged) || errors.Is(err, ErrChainRewritten) {
+			return TrustHeld, cs.c.Handle
+		} else if err != nil {
+			c.log.Warn("checking a contact", "handle", cs.c.Handle, "err", err)
+		}
+		return TrustTrusted, cs.c.Handle
+	case newKeyOf != nil:
+		return TrustHeld, newKeyOf.c.Handle
+	}
+	handle, flagged := c.lookupRequester(ctx, from)
+	if flagged != nil {
+		return TrustHeld, handle
+	}
+	return TrustRequest, handle
+}
+
+// sendReceipts sends one delivery receipt per sender for the new trusted
+// text messages, to contacts only (a stranger does not learn that the
+// address is read). Failures are logged: a receipt is a courtesy.
+func (c *Client) sendReceipts(ctx context.Context, fresh []*Entry) {
+	bySender := map[kez.PublicKey][]MessageID{}
+	var order []kez.PublicKey
+	for _, e := range fresh {
+		if e.Trust != TrustTrusted || e.Kind != KindText {
+			continue
+		}
+		if _, ok := bySender[e.From]; !ok {
+			order = append(order, e.From)
+		}
+		bySender[e.From] = append(bySender[e.From], e.ID)
+	}
+	for _, from := range order {
+		c.mu.Lock()
+		cs := c.byKey[from]
+		var ct Contact
+		if cs != nil {
+			ct = cs.c
+		}
+		c.mu.Unlock()
+		if cs == nil || ct.Flag != FlagNone {
+			continue
+		}
+		rcpt := Recipient{Key: ct.Key, EncryptionKey: ct.EncryptionKey, Generation: ct.Generation}
+		ids := bySender[from]
+		for len(ids) > 0 {
+			n := min(len(ids), MaxReceiptIDs)
+			m, err := Receipt{Status: ReceiptDelivered, IDs: ids[:n]}.message()
+			ids = ids[n:]
+			if err == nil {
+				_, err = c.publish(context.WithoutCancel(ctx), rcpt, ct.Handle, m, false, nil)
+			}
+			if err != nil {
+				c.log.Warn("could not send a delivery receipt", "to", ct.Handle, "err", err)
+				continue
+			}
+			c.stats.receiptsSent.Add(1)
+		}
+	}
+}

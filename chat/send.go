@@ -1,0 +1,317 @@
+package chat
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Sent describes a message the stream stored.
+type Sent struct {
+	ID        MessageID
+	To        kez.PublicKey
+	Handle    string // the recipient's handle, if known
+	SentAt    time.Time
+	Seq       uint64 // the stream sequence
+	Duplicate bool   // the stream already had this message ID (a retried publish)
+	// DeliveredAt is the time in the recipient's signed delivery receipt,
+	// set only with WaitReceipt.
+	DeliveredAt time.Time
+}
+
+// SendOption changes how a message is sent.
+type SendOption func(*sendConfig)
+
+type sendConfig struct {
+	waitReceipt bool
+}
+
+// WaitReceipt makes Send wait, after the stream stored the message, until
+// the recipient's signed delivery receipt arrives (or ctx ends). While no
+// Run loop is receiving, Send fetches from the inbox itself to see the
+// receipt; messages that arrive meanwhile are stored as usual.
+func WaitReceipt() SendOption { return func(c *sendConfig) { c.waitReceipt = true } }
+
+// maxPublishAttempts bounds how often a publish that got no acknowledgement
+// is repeated (with the same Nats-Msg-Id, so the stream stores it once).
+const maxPublishAttempts = 3
+
+// Send sends text to the contact with this handle and returns once the
+// stream stored it (and, with WaitReceipt, once the recipient's receipt
+// arrived). The handle must be a contact ([Client.AddContact]): otherwise
+// the error wraps ErrNotContact. The contact is checked again if due (see
+// Config.RefreshInterval); a flagged contact gets its *KeyChangedError or
+// *ChainRewrittenError and nothing is sent.
+//
+// The message is sealed to the contact's pinned encryption key, published
+// to kez.v1.inbox.<their key>.<your key> with Nats-Msg-Id set to the
+// message ID, and recorded in the history before Send returns.
+func (c *Client) Send(ctx context.Context, handle, text string, opts ...SendOption) (Sent, error) {
+	p, err := c.SendAsync(ctx, handle, text, opts...)
+	if err != nil {
+		return Sent{}, err
+	}
+	return p.Wait(ctx)
+}
+
+// SendKey is Send addressed by key. A key that is not a contact is allowed
+// (a bot answering a request, say): its chain is fetched from the
+// sig-server and verified, and the message is sealed to the encryption key
+// it publishes, without pinning anything.
+func (c *Client) SendKey(ctx context.Context, to kez.PublicKey, text string, opts ...SendOption) (Sent, error) {
+	p, err := c.SendKeyAsync(ctx, to, text, opts...)
+	if err != nil {
+		return Sent{}, err
+	}
+	return p.Wait(ctx)
+}
+
+// SendAsync is Send without waiting for the stream's acknowledgement: it
+// returns once the message is sealed and handed to the connection, so a
+// caller can keep many sends in flight. Wait on the returned Pending.
+func (c *Client) SendAsync(ctx context.Context, handle, text string, opts ...SendOption) (*Pending, error) {
+	cs, err := c.contact(ctx, handle)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.refreshContact(ctx, cs, true, false); err != nil {
+		return nil, err
+	}
+	return c.sendTo(ctx, cs, text, opts)
+}
+
+// SendKeyAsync is SendKey without waiting; see SendAsync.
+func (c *Client) SendKeyAsync(ctx context.Context, to kez.PublicKey, text string, opts ...SendOption) (*Pending, error) {
+	c.mu.Lock()
+	cs := c.byKey[to]
+	c.mu.Unlock()
+	if cs != nil {
+		if err := c.refreshContact(ctx, cs, false, false); err != nil {
+			return nil, err
+		}
+		return c.sendTo(ctx, cs, text, opts)
+	}
+	if c.nc == nil {
+		return nil, ErrOffline
+	}
+	st, err := c.sig.FetchVerified(ctx, to, nil)
+	if err != nil {
+		return nil, fmt.Errorf("chat: fetching the sigchain of %s: %w", to, err)
+	}
+	rcpt := Recipient{Key: to, EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration()}
+	return c.publish(ctx, rcpt, "", Message{Kind: KindText, Body: []byte(text)}, true, opts)
+}
+
+func (c *Client) sendTo(ctx context.Context, cs *contactState, text string, opts []SendOption) (*Pending, error) {
+	c.mu.Lock()
+	ct := cs.c
+	c.mu.Unlock()
+	if err := ct.Err(); err != nil {
+		return nil, err
+	}
+	rcpt := Recipient{Key: ct.Key, EncryptionKey: ct.EncryptionKey, Generation: ct.Generation}
+	return c.publish(ctx, rcpt, ct.Handle, Message{Kind: KindText, Body: []byte(text)}, true, opts)
+}
+
+// Pending is a send in flight. Its methods are safe for concurrent use.
+type Pending struct {
+	c      *Client
+	done   chan struct{}
+	sent   Sent
+	err    error
+	wait   bool
+	result chan time.Time // receipt, if waited for
+}
+
+// Done is closed once the stream acknowledged the message (and it is in
+// the history) or the send failed.
+func (p *Pending) Done() <-chan struct{} { return p.done }
+
+// ID returns the message ID.
+func (p *Pending) ID() MessageID { return p.sent.ID }
+
+// Wait waits for the stream's acknowledgement (and the receipt, if the send
+// asked for it) and returns the outcome. If ctx ends first it returns ctx's
+// error; the message may still be delivered.
+func (p *Pending) Wait(ctx context.Context) (Sent, error) {
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return Sent{}, fmt.Errorf("chat: waiting for the stream to store message %s: %w", p.sent.ID, ctx.Err())
+	}
+	if p.err != nil || !p.wait {
+		return p.sent, p.err
+	}
+	at, err := p.c.waitReceipt(ctx, p.sent.ID, p.result)
+	s := p.sent
+	s.DeliveredAt = at
+	return s, err
+}
+
+// publish seals m to rcpt and publishes it asynchronously. record keeps it
+// in the history (text messages, not receipts).
+func (c *Client) publish(ctx context.Context, rcpt Recipient, handle string, m Message, record bool, opts []SendOption) (*Pending, error) {
+	if c.nc == nil {
+		return nil, ErrOffline
+	}
+	var sc sendConfig
+	for _, o := range opts {
+		o(&sc)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.ID, m.SentAt = NewMessageID(), c.now().Truncate(time.Millisecond)
+	env, err := Seal(c.id, rcpt, m)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pending{c: c, done: make(chan struct{}), wait: sc.waitReceipt,
+		sent: Sent{ID: m.ID, To: rcpt.Key, Handle: handle, SentAt: m.SentAt}}
+	if sc.waitReceipt {
+		p.result = c.addWaiter(m.ID)
+	}
+	if record {
+		e := &Entry{
+			ID: m.ID, Peer: rcpt.Key, PeerHandle: handle, From: c.me, To: rcpt.Key, SentAt: m.SentAt, ReceivedAt: c.now(),
+			Kind: m.Kind, Ref: m.Ref, Body: m.Body, Trust: TrustTrusted, State: StatePending, Read: true,
+		}
+		// Queued before the publish, so it commits before the ack's update.
+		c.db.writeAsync(func(tx *sql.Tx) error { _, err := insertEntry(tx, e); return err }, nil)
+	}
+	msg := nats.NewMsg(inboxSubject(rcpt.Key, c.me))
+	msg.Data = env
+	msg.Header.Set(jetstream.MsgIDHeader, m.ID.String())
+	fut, err := c.js.PublishMsgAsync(msg)
+	if err != nil {
+		c.finish(p, record, nil, fmt.Errorf("chat: publishing message %s: %w", m.ID, err))
+		return nil, p.err
+	}
+	c.sends.Add(1)
+	go c.awaitAck(p, msg, fut, record)
+	return p, nil
+}
+
+// awaitAck waits for the stream's acknowledgement of a publish, repeating
+// the publish (same Nats-Msg-Id) when none comes, then records the outcome.
+func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture, record bool) {
+	defer c.sends.Done()
+	for attempt := 1; ; attempt++ {
+		select {
+		case ack := <-fut.Ok():
+			c.finish(p, record, ack, nil)
+			return
+		case err := <-fut.Err():
+			retry := attempt < maxPublishAttempts && (errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout))
+			if retry {
+				if f, perr := c.js.PublishMsgAsync(msg); perr == nil {
+					fut = f
+					continue
+				}
+			}
+			c.finish(p, record, nil, fmt.Errorf("chat: the stream did not store message %s: %w", p.sent.ID, err))
+			return
+		case <-c.closing:
+			c.finish(p, record, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", p.sent.ID, ErrClosed))
+			return
+		}
+	}
+}
+
+// finish records a send's outcome and completes p once it is in the history.
+func (c *Client) finish(p *Pending, record bool, ack *jetstream.PubAck, err error) {
+	if ack != nil {
+		p.sent.Seq, p.sent.Duplicate = ack.Sequence, ack.Duplicate
+		c.stats.sent.Add(1)
+	}
+	p.err = err
+	if err != nil && p.result != nil {
+		c.dropWaiter(p.sent.ID, p.result)
+	}
+	if !record {
+		close(p.done)
+		return
+	}
+	id, state, seq := p.sent.ID, StateSent, int64(p.sent.Seq)
+	if err != nil {
+		state = StateFailed
+	}
+	c.db.writeAsync(func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE messages SET state = ?, stream_seq = ? WHERE from_key = ? AND id = ?`, string(state), seq, c.me.String(), id[:])
+		return err
+	}, func(werr error) {
+		if werr != nil && p.err == nil {
+			c.log.Warn("the stream stored a message but recording it in the history failed", "id", id, "err", werr)
+		}
+		close(p.done)
+	})
+}
+
+func (c *Client) addWaiter(id MessageID) chan time.Time {
+	ch := make(chan time.Time, 1)
+	c.waitMu.Lock()
+	c.waiters[id] = append(c.waiters[id], ch)
+	c.waitMu.Unlock()
+	return ch
+}
+
+func (c *Client) dropWaiter(id MessageID, ch chan time.Time) {
+	c.waitMu.Lock()
+	defer c.waitMu.Unlock()
+	ws := c.waiters[id]
+	for i, w := range ws {
+		if w == ch {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(c.waiters, id)
+	} else {
+		c.waiters[id] = ws
+	}
+}
+
+// notifyReceipt wakes whoever waits for the receipt of id.
+func (c *Client) notifyReceipt(id MessageID, at time.Time) {
+	c.waitMu.Lock()
+	ws := c.waiters[id]
+	delete(c.waiters, id)
+	c.waitMu.Unlock()
+	for _, w := range ws {
+		w <- at
+	}
+}
+
+// waitReceipt waits for the receipt of id. Without a Run loop it fetches
+// from the inbox itself.
+func (c *Client) waitReceipt(ctx context.Context, id MessageID, ch chan time.Time) (time.Time, error) {
+	defer c.dropWaiter(id, ch)
+	for {
+		select {
+		case at := <-ch:
+			return at, nil
+		default:
+		}
+		if c.live.Load() > 0 {
+			select {
+			case at := <-ch:
+				return at, nil
+			case <-ctx.Done():
+				return time.Time{}, fmt.Errorf("chat: waiting for the receipt of %s: %w", id, ctx.Err())
+			}
+		}
+		if _, err := c.fetchOnce(ctx, 200*time.Millisecond); err != nil {
+			if ctx.Err() != nil {
+				return time.Time{}, fmt.Errorf("chat: waiting for the receipt of %s: %w", id, ctx.Err())
+			}
+			return time.Time{}, err
+		}
+	}
+}

@@ -1,0 +1,325 @@
+package chat
+
+// The client's local database: one SQLite file (chat.db in the client's
+// state folder) holding the message history, the contacts with their pinned
+// chains, and a little metadata. All writes go through one goroutine that
+// commits whatever is queued in a single transaction (group commit), so a
+// burst of sends or a fetched batch of messages costs one commit, and
+// writers in this process never contend for SQLite's lock.
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// DBFileName is the name of the client's database inside its state folder.
+const DBFileName = "chat.db"
+
+// schemaVersion is kept in PRAGMA user_version. migrations[i] brings a
+// database from version i to i+1.
+const schemaVersion = 1
+
+var migrations = []string{
+	// 0 → 1
+	`
+CREATE TABLE messages (
+	id           BLOB    NOT NULL,            -- MessageID, 16 bytes
+	from_key     TEXT    NOT NULL,            -- sender's key, U…
+	to_key       TEXT    NOT NULL,            -- recipient's key, U…
+	peer_key     TEXT    NOT NULL,            -- the other party of the conversation
+	peer_handle  TEXT    NOT NULL DEFAULT '', -- contact's handle, or the handle a request's chain claims
+	incoming     INTEGER NOT NULL,            -- 1 received, 0 sent
+	sent_at      INTEGER NOT NULL,            -- sender's clock, Unix ms (signed)
+	received_at  INTEGER NOT NULL,            -- this client's clock, Unix ms: stored
+	kind         TEXT    NOT NULL,
+	ref          BLOB,                        -- MessageID or NULL
+	body         BLOB    NOT NULL,
+	stream_seq   INTEGER NOT NULL DEFAULT 0,  -- JetStream sequence (delivery or publish ack)
+	trust        TEXT    NOT NULL,            -- trusted | held | request
+	state        TEXT    NOT NULL DEFAULT '', -- sent messages: pending | sent | failed
+	read         INTEGER NOT NULL DEFAULT 0,  -- shown to the user (inbox) or own message
+	delivered_at INTEGER,                     -- sent messages: the receipt's signed time, Unix ms
+	PRIMARY KEY (from_key, id)
+) STRICT;
+CREATE INDEX messages_conversation ON messages (peer_key, sent_at, stream_seq);
+CREATE INDEX messages_unread ON messages (trust, sent_at, stream_seq) WHERE read = 0;
+
+CREATE TABLE contacts (
+	handle       TEXT    PRIMARY KEY,         -- canonical, alice@kez.lat
+	key          TEXT    NOT NULL UNIQUE,     -- pinned primary key, U…
+	enc_key      BLOB    NOT NULL,            -- X25519 key from the pinned chain
+	generation   INTEGER NOT NULL,
+	sig_server   TEXT    NOT NULL,            -- base URL the chain is fetched from
+	pin_seqno    INTEGER NOT NULL,
+	pin_head     TEXT    NOT NULL,            -- link ID (CID) at pin_seqno
+	added_at     INTEGER NOT NULL,
+	refreshed_at INTEGER NOT NULL,
+	verified_at  INTEGER,                     -- fingerprint compared out of band
+	flag         TEXT    NOT NULL DEFAULT '', -- '' | key_changed | chain_rewritten
+	flag_detail  TEXT    NOT NULL DEFAULT '',
+	flag_key     TEXT    NOT NULL DEFAULT '', -- key_changed: the key the handle now names
+	flagged_at   INTEGER
+) STRICT;
+
+-- The pinned chain of each contact, link by link (exact canonical bytes),
+-- so the verified state can be rebuilt and extended without trusting the
+-- server for the part already seen.
+CREATE TABLE chain_links (
+	key   TEXT    NOT NULL,
+	seqno INTEGER NOT NULL,
+	link  BLOB    NOT NULL,
+	PRIMARY KEY (key, seqno)
+) STRICT, WITHOUT ROWID;
+
+-- What happened to a contact's pin: added, encryption key rotated, flagged,
+-- accepted, verified.
+CREATE TABLE contact_events (
+	handle TEXT    NOT NULL,
+	at     INTEGER NOT NULL,
+	event  TEXT    NOT NULL,
+	detail TEXT    NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX contact_events_handle ON contact_events (handle, at);
+
+CREATE TABLE meta (
+	name  TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+) STRICT;
+`,
+}
+
+// ErrClosed reports a call on a [Client] after [Client.Close].
+var ErrClosed = errors.New("chat: the client is closed")
+
+// maxBatchOps bounds the write operations committed in one transaction.
+const maxBatchOps = 512
+
+// writeOp is one unit of work for the writer: fn runs inside the batch's
+// transaction; done (if not nil) gets its outcome after the commit.
+type writeOp struct {
+	fn   func(tx *sql.Tx) error
+	done func(error)
+}
+
+// store is the client's database.
+type store struct {
+	db     *sql.DB
+	ops    chan writeOp
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.RWMutex // guards closed against sends on ops
+	closed bool
+}
+
+// openStore opens (creating if needed) the database at path and migrates it
+// to schemaVersion.
+func openStore(path string) (*store, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("chat: the database path %q is empty or has ? or #", path)
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	// In WAL mode NORMAL is durable against a crash of the process (what
+	// "store, then acknowledge" needs); only a power loss may undo the
+	// last commits.
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("chat: opening the database %s: %w", path, err)
+	}
+	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("chat: preparing the database %s: %w", path, err)
+	}
+	s := &store{db: db, ops: make(chan writeOp, maxBatchOps), stop: make(chan struct{})}
+	s.wg.Add(1)
+	go s.writer()
+	return s, nil
+}
+
+// migrate applies the missing migrations in one transaction.
+func migrate(db *sql.DB) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
+		return err
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("the file has schema version %d, newer than this program's %d; upgrade the program", v, schemaVersion)
+	}
+	for ; v < schemaVersion; v++ {
+		if _, err := tx.Exec(migrations[v]); err != nil {
+			return fmt.Errorf("migrating to schema version %d: %w", v+1, err)
+		}
+	}
+	if _, err := tx.Exec(fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// close stops the writer after it committed everything queued, then closes
+// the database.
+func (s *store) close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.stop)
+	s.mu.Unlock()
+	s.wg.Wait()
+	return s.db.Close()
+}
+
+// writeAsync queues fn; done, if not nil, is called with the outcome once
+// the transaction holding fn committed (or failed). Operations commit in the
+// order they were queued.
+func (s *store) writeAsync(fn func(tx *sql.Tx) error, done func(error)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		if done != nil {
+			done(ErrClosed)
+		}
+		return
+	}
+	s.ops <- writeOp{fn: fn, done: done}
+}
+
+// write runs fn in a write transaction and returns once it committed. It
+// does not stop waiting when ctx ends after fn was queued, since the
+// transaction may still commit; ctx only bounds waiting for the queue.
+func (s *store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	ch := make(chan error, 1)
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.ops <- writeOp{fn: fn, done: func(err error) { ch <- err }}:
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	s.mu.RUnlock()
+	return <-ch
+}
+
+// writer commits queued operations in batches until close.
+func (s *store) writer() {
+	defer s.wg.Done()
+	batch := make([]writeOp, 0, maxBatchOps)
+	for {
+		select {
+		case op := <-s.ops:
+			batch = append(batch, op)
+		case <-s.stop:
+			// close holds mu, so nothing more is queued: commit the rest.
+			for {
+				batch = s.fill(batch)
+				if len(batch) == 0 {
+					return
+				}
+				s.commit(batch)
+				batch = batch[:0]
+			}
+		}
+		batch = s.fill(batch)
+		s.commit(batch)
+		batch = batch[:0]
+	}
+}
+
+// fill adds queued operations to batch without waiting, up to maxBatchOps.
+func (s *store) fill(batch []writeOp) []writeOp {
+	for len(batch) < maxBatchOps {
+		select {
+		case op := <-s.ops:
+			batch = append(batch, op)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// commit runs a batch in one transaction. If the transaction fails as a
+// whole, each operation is retried in its own, so one bad operation does
+// not fail the others.
+func (s *store) commit(batch []writeOp) {
+	if len(batch) == 0 {
+		return
+	}
+	errs := make([]error, len(batch))
+	err := s.runTx(func(tx *sql.Tx) error {
+		for i, op := range batch {
+			if err := op.fn(tx); err != nil {
+				errs[i] = err
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil && len(batch) > 1 {
+		for i, op := range batch {
+			errs[i] = s.runTx(op.fn)
+		}
+	} else if err != nil {
+		errs[0] = err
+	}
+	for i, op := range batch {
+		if op.done != nil {
+			op.done(errs[i])
+		}
+	}
+}
+
+func (s *store) runTx(fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.Begin()
+	if err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("chat: database commit: %w", err)
+	}
+	return nil
+}
+
+// getMeta returns the value of name, or "" if unset.
+func (s *store) getMeta(ctx context.Context, name string) (string, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE name = ?`, name).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return v, err
+}
+
+// setMeta sets name to value.
+func (s *store) setMeta(ctx context.Context, name, value string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, value)
+		return err
+	})
+}
