@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+)
+
+func init() {
+	register(&command{
+		name:    "register",
+		args:    "NAME [--server URL] [--sig-server URL] [--home DIR]",
+		summary: "claim your handle NAME@domain at your chat server",
+		help: `
+Registers your identity under a handle: it appends the first link of your
+sigchain (your key, your encryption key and the handle) to the sig-server,
+then claims NAME@DOMAIN at the chat-server with a signature of your key.
+DOMAIN is the domain the chat-server registers; it tells it itself.
+
+NAME is 2 to 32 lower-case letters, digits, ".", "-" or "_" (the server
+refuses look-alikes of taken names). Running register again with the same
+name changes nothing; a taken name is refused: choose another.
+
+The chat-server is --server, else KEZ_SERVER, else the one you registered
+at. The sig-server is --sig-server, else KEZ_SIG_SERVER, else the one the
+chat-server names. Both are remembered in the profile in your state folder.`,
+		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			var home string
+			var sf serverFlags
+			fs.StringVar(&home, "home", "", homeFlagHelp)
+			sf.declare(fs)
+			return func(ctx context.Context, args []string) error {
+				if len(args) != 1 {
+					return usagef("register takes one NAME, got %d arguments", len(args))
+				}
+				return runRegister(ctx, e, home, sf, args[0])
+			}
+		},
+	})
+}
+
+// serverFlags are the --server and --sig-server flags of the commands that
+// talk to the servers.
+type serverFlags struct{ server, sigServer string }
+
+func (f *serverFlags) declare(fs *flag.FlagSet) {
+	fs.StringVar(&f.server, "server", "", "chat-server base URL (env KEZ_SERVER; default: the one in your profile)")
+	fs.StringVar(&f.sigServer, "sig-server", "", "sig-server base URL (env KEZ_SIG_SERVER; default: the one in your profile, or the chat-server's)")
+}
+
+// servers are the settled server addresses of a command.
+type servers struct {
+	server    string // chat-server base URL; "" if none is known
+	sigServer string // sig-server base URL; "" if none is known
+	domain    string // the home domain; "" if none is known
+	info      *chatserver.Info
+}
+
+// httpClient is the client of every server request the CLI makes.
+var httpClient = &http.Client{Timeout: 20 * time.Second}
+
+// settleServers works out the chat-server (flag, KEZ_SERVER, profile), the
+// sig-server (flag, KEZ_SIG_SERVER, profile, the chat-server's /v1/info)
+// and the home domain (the chat-server's /v1/info when askInfo, else
+// KEZ_DOMAIN, the profile, then /v1/info).
+func (e *env) settleServers(ctx context.Context, f serverFlags, prof *profile, askInfo bool) (servers, error) {
+	s := servers{
+		server:    strings.TrimRight(e.envOr(f.server, "KEZ_SERVER"), "/"),
+		sigServer: strings.TrimRight(e.envOr(f.sigServer, "KEZ_SIG_SERVER"), "/"),
+		domain:    e.getenv("KEZ_DOMAIN"),
+	}
+	fromProfile := s.server == "" || s.server == prof.Server
+	if s.server == "" {
+		s.server = prof.Server
+	}
+	if s.sigServer == "" && fromProfile {
+		s.sigServer = prof.SigServer
+	}
+	if s.domain == "" && fromProfile {
+		s.domain = prof.Domain
+	}
+	if s.server != "" && (askInfo || s.sigServer == "" || s.domain == "") {
+		info, err := chatserver.FetchInfo(ctx, httpClient, s.server)
+		switch {
+		case err == nil:
+			s.info = info
+			if askInfo || s.domain == "" {
+				s.domain = info.Domain
+			}
+			if s.sigServer == "" {
+				s.sigServer = info.SigServer
+			}
+		case errors.Is(err, handles.ErrNotFound) && s.domain != "":
+			// An older server without /v1/info: KEZ_DOMAIN says the domain.
+		default:
+			return s, fmt.Errorf("asking the chat-server at %s which domain it serves: %w", s.server, trimSDK(err))
+		}
+	}
+	return s, nil
+}
+
+// isLocalDomain reports whether d is a development domain (IP, port,
+// localhost), which only a server the user chose may have.
+func isLocalDomain(d string) bool {
+	_, err := handles.ParseDomain(d, false)
+	return handles.ReasonOf(err) == handles.ReasonLocalDomain
+}
+
+func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, name string) error {
+	home, err := e.home(homeFlag)
+	if err != nil {
+		return err
+	}
+	id, err := loadIdentity(e, home)
+	if err != nil {
+		return err
+	}
+	prof, err := loadProfile(home)
+	if err != nil {
+		return err
+	}
+	srv, err := e.settleServers(ctx, sf, prof, true)
+	if err != nil {
+		return err
+	}
+	switch {
+	case srv.server == "":
+		return errors.New("no chat-server given: set KEZ_SERVER (or pass --server) to your chat-server's URL")
+	case srv.sigServer == "":
+		return errors.New("no sig-server given: set KEZ_SIG_SERVER (or pass --sig-server) to your sig-server's URL")
+	case srv.domain == "":
+		return fmt.Errorf("the chat-server at %s does not say which domain it serves: set KEZ_DOMAIN", srv.server)
+	}
+
+	h, err := handles.Rules{DefaultDomain: srv.domain, AllowLocal: isLocalDomain(srv.domain)}.Parse(name)
+	if err != nil {
+		return trimSDK(err)
+	}
+	if h.Domain != srv.domain {
+		return fmt.Errorf("%s is not a handle of the chat-server at %s, which registers @%s; run \"kez register %s\"", h.Display(), srv.server, srv.domain, h.Name)
+	}
+	if err := handles.CheckClaimable(h); err != nil {
+		return trimSDK(err)
+	}
+	key := id.PublicKey()
+	if held := prof.handleFor(key); held != "" && held != h.String() {
+		return fmt.Errorf("this identity is already registered as @%s; a key holds one handle", held)
+	}
+
+	// Refuse a taken name before anything is written to the sigchain.
+	reg := &handles.Client{BaseURL: srv.server, HTTPClient: httpClient}
+	rec, err := reg.Lookup(ctx, h.String())
+	switch {
+	case err == nil && rec.Key != key.String():
+		return takenError(h)
+	case errors.Is(err, handles.ErrSuspended):
+		return takenError(h)
+	case err != nil && !errors.Is(err, handles.ErrNotFound):
+		return fmt.Errorf("checking whether %s is free: %w", h.Display(), trimSDK(err))
+	}
+
+	appended, err := ensureChainNames(ctx, e, srv.sigServer, id, h)
+	if err != nil {
+		return err
+	}
+
+	_, created, err := reg.Claim(ctx, id, h)
+	switch {
+	case errors.Is(err, handles.ErrTaken):
+		// A look-alike of a taken name (the lookup checks exact names
+		// only): take the name back out of the chain we just wrote.
+		if appended != nil {
+			if rerr := releaseChainHandle(ctx, srv.sigServer, id, appended); rerr != nil {
+				return fmt.Errorf("%w; and your sigchain still names it: %v (run \"kez register\" with another name to replace it)", takenError(h), rerr)
+			}
+		}
+		return takenError(h)
+	case errors.Is(err, handles.ErrKeyHasHandle):
+		return fmt.Errorf("your key already holds another handle at %s (%v)", srv.server, trimSDK(err))
+	case err != nil:
+		return fmt.Errorf("claiming %s at %s: %w", h.Display(), srv.server, trimSDK(err))
+	}
+
+	prof.Key, prof.Handle, prof.Domain = key.String(), h.String(), h.Domain
+	prof.Server, prof.SigServer = srv.server, srv.sigServer
+	if err := saveProfile(home, prof); err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(e.stdout, "Claimed %s at %s.\n\n", h.Display(), srv.server)
+	} else {
+		fmt.Fprintf(e.stdout, "%s is already yours; nothing changed.\n\n", h.Display())
+	}
+	printIdentity(e.stdout, h.String(), key)
+	return nil
+}
+
+func takenError(h handles.Handle) error {
+	return fmt.Errorf("%s is taken; choose another name", h)
+}
+
+// ensureChainNames makes the identity's sigchain at the sig-server name h:
+// it appends the eldest link (with generation 0 of the encryption key) if
+// there is no chain, a set_handle link if the chain names no handle, and
+// nothing if it names h already. A chain naming another handle is left
+// alone: that is an error. It returns the chain's state after the link it
+// appended, or nil if it appended none.
+func ensureChainNames(ctx context.Context, e *env, sigServer string, id *kez.Identity, h handles.Handle) (*sigchain.State, error) {
+	sc := &sigchain.Client{BaseURL: sigServer, HTTPClient: httpClient}
+	key := id.PublicKey()
+	st, err := sc.FetchVerified(ctx, key, nil)
+	var link *sigchain.Link
+	switch {
+	case errors.Is(err, sigchain.ErrNotFound):
+		link, err = sigchain.NewLink(id, nil, sigchain.TypeEldest,
+			sigchain.EldestBody(key, id.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
+	case err != nil:
+		return nil, fmt.Errorf("reading your sigchain at %s: %w", sigServer, trimSDK(err))
+	case st.Handle() == h.String():
+		return nil, nil
+	case st.Handle() != "":
+		return nil, fmt.Errorf("your sigchain already names @%s as your handle; kez register cannot change a handle", st.Handle())
+	default:
+		link, err = sigchain.NewLink(id, st, sigchain.TypeSetHandle, sigchain.SetHandleBody(h.String()), time.Now())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("building your sigchain link: %w", trimSDK(err))
+	}
+	next, err := appendLink(ctx, sc, st, link)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(e.stdout, "Appended link #%d (%s) to your sigchain at %s.\n", link.Seqno(), link.Type(), sigServer)
+	return next, nil
+}
+
+// releaseChainHandle appends a set_handle link that names no handle, on
+// top of st.
+func releaseChainHandle(ctx context.Context, sigServer string, id *kez.Identity, st *sigchain.State) error {
+	link, err := sigchain.NewLink(id, st, sigchain.TypeSetHandle, sigchain.SetHandleBody(""), time.Now())
+	if err != nil {
+		return trimSDK(err)
+	}
+	_, err = appendLink(ctx, &sigchain.Client{BaseURL: sigServer, HTTPClient: httpClient}, st, link)
+	return err
+}
+
+// appendLink sends link, which follows st (nil for the eldest), and
+// returns the chain's new state.
+func appendLink(ctx context.Context, sc *sigchain.Client, st *sigchain.State, link *sigchain.Link) (*sigchain.State, error) {
+	if err := sc.Append(ctx, link); err != nil {
+		if errors.Is(err, sigchain.ErrConflict) {
+			return nil, errors.New("your sigchain changed while registering (another device?); run \"kez register\" again")
+		}
+		return nil, fmt.Errorf("appending to your sigchain at %s: %w", sc.BaseURL, trimSDK(err))
+	}
+	next, err := st.Extend([]*sigchain.Link{link})
+	if err != nil {
+		return nil, fmt.Errorf("your new sigchain link does not verify: %w", trimSDK(err))
+	}
+	return next, nil
+}
+
+// trimSDK drops an SDK package prefix ("handles: ", "sigchain: ",
+// "chatserver: ") from an error's text, since the CLI already names the
+// command; errors.Is and errors.As still see the original.
+func trimSDK(err error) error {
+	msg := err.Error()
+	for _, p := range []string{"handles: ", "sigchain: ", "chatserver: ", "kez: "} {
+		if rest, ok := strings.CutPrefix(msg, p); ok {
+			return &cliErr{msg: rest, err: err}
+		}
+	}
+	return err
+}

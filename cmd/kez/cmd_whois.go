@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/kez-lat/kez-chat/handles"
+)
+
+func init() {
+	register(&command{
+		name:    "whois",
+		args:    "HANDLE [--json] [--server URL] [--home DIR]",
+		summary: "look someone up and verify their sigchain",
+		help: `
+Resolves a handle (alice, @alice@kez.lat or alice@kez.lat) to a key and
+verifies it on this machine: the handle's home server says which key holds
+it (your own chat-server for your domain, WebFinger for other domains),
+the key's sigchain is fetched from the sig-server and checked link by link,
+and the answer is accepted only if the chain claims exactly that handle.
+
+It shows the handle, the key (the NATS user nkey), the PeerID, the
+fingerprint to compare with its owner, the X25519 encryption key, the
+chain's length and head, the owner's claims on other services and whether
+they share files.
+
+--json prints one object: {"handle","key","peer_id","fingerprint",
+"encryption_key","encryption_generation","sigchain_url","seqno","head",
+"claims":[{"id","service","identity","proof"}],"shared_files"} where
+shared_files is null or {"seqno","bytes"}.
+
+A bare name takes your home domain: KEZ_DOMAIN, else your profile's, else
+the one your chat-server (--server or KEZ_SERVER) serves.`,
+		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			var home string
+			var asJSON bool
+			var sf serverFlags
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.StringVar(&home, "home", "", homeFlagHelp)
+			fs.StringVar(&sf.server, "server", "", "chat-server base URL (env KEZ_SERVER; default: the one in your profile)")
+			return func(ctx context.Context, args []string) error {
+				if len(args) != 1 {
+					return usagef("whois takes one HANDLE, got %d arguments", len(args))
+				}
+				return runWhois(ctx, e, home, sf, args[0], asJSON)
+			}
+		},
+	})
+}
+
+// whoisJSON is the --json output of "kez whois"; fields may be added.
+type whoisJSON struct {
+	Handle               string           `json:"handle"`
+	Key                  string           `json:"key"`
+	PeerID               string           `json:"peer_id"`
+	Fingerprint          string           `json:"fingerprint"`
+	EncryptionKey        string           `json:"encryption_key"` // unpadded base64url X25519
+	EncryptionGeneration uint32           `json:"encryption_generation"`
+	SigchainURL          string           `json:"sigchain_url"`
+	Seqno                uint64           `json:"seqno"`
+	Head                 string           `json:"head"`
+	Claims               []whoisClaim     `json:"claims"`
+	SharedFiles          *whoisSharedFile `json:"shared_files"`
+}
+
+type whoisClaim struct {
+	ID       string `json:"id"`
+	Service  string `json:"service"`
+	Identity string `json:"identity"`
+	Proof    string `json:"proof"`
+}
+
+type whoisSharedFile struct {
+	Seqno uint64 `json:"seqno"` // the set_shared_files link
+	Bytes int    `json:"bytes"` // size of its body
+}
+
+// homeResolver returns a resolver whose home is the user's chat-server and
+// domain (see settleServers); without either, only full handles of other
+// domains resolve (through WebFinger over HTTPS).
+func (e *env) homeResolver(ctx context.Context, homeFlag string, sf serverFlags) (*handles.Resolver, error) {
+	home, err := e.home(homeFlag)
+	if err != nil {
+		return nil, err
+	}
+	prof, err := loadProfile(home)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := e.settleServers(ctx, sf, prof, false)
+	if err != nil {
+		return nil, err
+	}
+	return &handles.Resolver{
+		DefaultDomain: srv.domain,
+		HomeServer:    srv.server,
+		HTTPClient:    httpClient,
+		AllowLocal:    srv.domain != "" && isLocalDomain(srv.domain),
+		TTL:           -1,
+	}, nil
+}
+
+func runWhois(ctx context.Context, e *env, homeFlag string, sf serverFlags, handle string, asJSON bool) error {
+	r, err := e.homeResolver(ctx, homeFlag, sf)
+	if err != nil {
+		return err
+	}
+	res, err := r.Resolve(ctx, handle)
+	switch {
+	case handles.ReasonOf(err) == handles.ReasonNoDomain:
+		return fmt.Errorf("%q has no domain and no home domain is known: write name@domain, or set KEZ_SERVER to your chat-server", handle)
+	case errors.Is(err, handles.ErrNotFound):
+		return fmt.Errorf("no one is registered as %s (%v)", handle, trimSDK(err))
+	case errors.Is(err, handles.ErrMismatch):
+		return fmt.Errorf("DO NOT TRUST %s: the server's answer does not match the sigchain it points to (%v)", handle, trimSDK(err))
+	case err != nil:
+		return trimSDK(err)
+	}
+
+	st := res.State
+	out := whoisJSON{
+		Handle:               res.Handle.String(),
+		Key:                  res.Key.String(),
+		PeerID:               res.Key.PeerID().String(),
+		Fingerprint:          res.Key.Fingerprint(),
+		EncryptionKey:        base64.RawURLEncoding.EncodeToString(res.EncryptionKey.Bytes()),
+		EncryptionGeneration: res.Generation,
+		SigchainURL:          res.SigchainURL,
+		Seqno:                st.Seqno(),
+		Head:                 st.Head().String(),
+		Claims:               []whoisClaim{},
+	}
+	for _, c := range st.Claims() {
+		out.Claims = append(out.Claims, whoisClaim{ID: c.ID.String(), Service: c.Service, Identity: c.Identity, Proof: c.Proof})
+	}
+	if n := st.SharedFilesSeqno(); n > 0 {
+		out.SharedFiles = &whoisSharedFile{Seqno: n, Bytes: len(st.SharedFiles())}
+	}
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(out)
+	}
+	printWhois(e.stdout, out)
+	return nil
+}
+
+func printWhois(w io.Writer, o whoisJSON) {
+	fmt.Fprintf(w, "handle:       @%s\n", o.Handle)
+	fmt.Fprintf(w, "key:          %s\npeer id:      %s\nfingerprint:  %s\n", o.Key, o.PeerID, o.Fingerprint)
+	fmt.Fprintf(w, "encryption:   X25519 %s (generation %d)\n", o.EncryptionKey, o.EncryptionGeneration)
+	fmt.Fprintf(w, "sigchain:     %d link(s), head %s\n              %s\n", o.Seqno, o.Head, o.SigchainURL)
+	if len(o.Claims) == 0 {
+		fmt.Fprintln(w, "claims:       none")
+	}
+	for i, c := range o.Claims {
+		label := ""
+		if i == 0 {
+			label = "claims:"
+		}
+		fmt.Fprintf(w, "%-14s%s: %s (proof: %s)\n", label, c.Service, c.Identity, c.Proof)
+	}
+	if o.SharedFiles == nil {
+		fmt.Fprintln(w, "shared files: none")
+	} else {
+		fmt.Fprintf(w, "shared files: a manifest of %d bytes (link #%d); \"kez files @%s\" lists them\n", o.SharedFiles.Bytes, o.SharedFiles.Seqno, o.Handle)
+	}
+	fmt.Fprintln(w, "verified:     the sigchain was checked on this machine and claims this handle;\n              compare the fingerprint with its owner before you trust it")
+}
