@@ -169,6 +169,14 @@ func BenchmarkHash(b *testing.B) {
 			}
 		}
 	})
+	b.Run("tree-sha256-parallel", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for i := 0; i < b.N; i++ {
+			if _, err := HashReaderAt(bytes.NewReader(data), int64(len(data))); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("sha256", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for i := 0; i < b.N; i++ {

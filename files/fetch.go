@@ -255,7 +255,7 @@ func (fx *fetcher) reverify(hint int, hintSize int64) error {
 
 // pipelineDepth is how many chunks a fetch reads ahead of the one it is
 // verifying and writing, so the network and the hashing overlap.
-const pipelineDepth = 8
+const pipelineDepth = 32
 
 type readChunk struct {
 	buf []byte

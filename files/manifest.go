@@ -1,7 +1,9 @@
 package files
 
 import (
-	"encoding/binary"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,23 +13,21 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// Manifest limits. A manifest travels in a sigchain link, so it is small;
-// every bound is checked by both the encoder and the decoder.
+// Manifest limits. A manifest travels in a sigchain link, so it is small
+// (the sigchain's set_shared_files body limit); every bound is checked by
+// both the encoder and the decoder.
 const (
-	MaxManifestSize = 256 << 10 // encoded bytes
-	MaxEntries      = 1000      // public plus private entries
-	MaxRecipients   = 32        // wraps of one private entry
-	MaxWraps        = 512       // wraps in one manifest (bounds a viewer's work)
-	MaxNameLen      = 255       // bytes of UTF-8
-	MaxMediaTypeLen = 127       // bytes of printable ASCII
+	MaxManifestSize = 60 << 10 // encoded bytes
+	MaxEntries      = 400      // public plus private entries
+	MaxRecipients   = 32       // wraps of one private entry
+	MaxWraps        = 256      // wraps in one manifest (bounds a viewer's work)
+	MaxNameLen      = 255      // bytes of UTF-8
+	MaxMediaTypeLen = 127      // bytes of printable ASCII
+
+	maxMTime = 1<<53 - 1 // JSON integers stay exact
 )
 
-const (
-	manifestMagic   = "KEZM"
-	manifestVersion = 1
-	kindPublic      = 1
-	kindPrivate     = 2
-)
+const manifestVersion = 1
 
 // ErrManifest reports bytes that are not a valid manifest, or an entry
 // that cannot go into one.
@@ -117,6 +117,9 @@ func checkEntryFields(e *Entry) error {
 	if err := checkName(e.Name); err != nil {
 		return err
 	}
+	if t := e.ModTime.Unix(); t > maxMTime || t < -maxMTime {
+		return fmt.Errorf("%w: modification time %d is out of range", ErrManifest, t)
+	}
 	if err := checkMediaType(e.MediaType); err != nil {
 		return err
 	}
@@ -189,14 +192,44 @@ func (m *Manifest) Remove(c cid.Cid) bool {
 	return found
 }
 
-// Encode returns the manifest's wire form (docs/spec/manifest.md). It
-// fails if the manifest breaks a rule or a limit.
+// The wire form: one canonical JSON object (docs/spec/manifest.md). Field
+// order in these structs is the sorted key order, so encoding/json writes
+// the canonical form.
+type wireManifest struct {
+	Private []wirePrivate `json:"private"`
+	Public  []wirePublic  `json:"public"`
+	Version int           `json:"version"`
+}
+
+type wirePublic struct {
+	CID       string `json:"cid"`
+	MediaType string `json:"media_type"`
+	MTime     int64  `json:"mtime"`
+	Name      string `json:"name"`
+	Size      int64  `json:"size"`
+}
+
+type wirePrivate struct {
+	BlobSize int64      `json:"blob_size"`
+	CID      string     `json:"cid"`
+	Wraps    []wireWrap `json:"wraps"`
+}
+
+type wireWrap struct {
+	Generation uint32 `json:"generation"`
+	Sealed     string `json:"sealed"`
+}
+
+var b64 = base64.RawURLEncoding.Strict()
+
+// Encode returns the manifest's wire form, a canonical JSON object
+// (docs/spec/manifest.md), ready to be the body of a set_shared_files
+// sigchain link. It fails if the manifest breaks a rule or a limit.
 func (m *Manifest) Encode() ([]byte, error) {
 	if len(m.Public)+len(m.Sealed) > MaxEntries {
 		return nil, fmt.Errorf("%w: %d entries, at most %d", ErrManifest, len(m.Public)+len(m.Sealed), MaxEntries)
 	}
-	b := append([]byte(manifestMagic), manifestVersion)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Public)))
+	w := wireManifest{Private: []wirePrivate{}, Public: []wirePublic{}, Version: manifestVersion}
 	names := map[string]bool{}
 	for i := range m.Public {
 		e := &m.Public[i]
@@ -207,15 +240,9 @@ func (m *Manifest) Encode() ([]byte, error) {
 			return nil, fmt.Errorf("%w: two public entries are named %q", ErrManifest, e.Name)
 		}
 		names[e.Name] = true
-		b = appendCID(b, e.CID)
-		b = binary.BigEndian.AppendUint64(b, uint64(e.Size))
-		b = binary.BigEndian.AppendUint64(b, uint64(e.ModTime.Unix()))
-		b = append(b, byte(len(e.Name)))
-		b = append(b, e.Name...)
-		b = append(b, byte(len(e.MediaType)))
-		b = append(b, e.MediaType...)
+		w.Public = append(w.Public, wirePublic{CID: e.CID.String(), MediaType: e.MediaType,
+			MTime: e.ModTime.Unix(), Name: e.Name, Size: e.Size})
 	}
-	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Sealed)))
 	wraps := 0
 	for i := range m.Sealed {
 		e := &m.Sealed[i]
@@ -231,17 +258,21 @@ func (m *Manifest) Encode() ([]byte, error) {
 		if wraps += len(e.Wraps); wraps > MaxWraps {
 			return nil, fmt.Errorf("%w: a manifest holds at most %d recipient wraps in all", ErrManifest, MaxWraps)
 		}
-		b = appendCID(b, e.CID)
-		b = binary.BigEndian.AppendUint64(b, uint64(e.BlobSize))
-		b = append(b, byte(len(e.Wraps)))
-		for _, w := range e.Wraps {
-			if !validSealedLen(len(w.Sealed)) {
-				return nil, fmt.Errorf("%w: a wrap of %d bytes", ErrManifest, len(w.Sealed))
+		wp := wirePrivate{BlobSize: e.BlobSize, CID: e.CID.String()}
+		for _, wr := range e.Wraps {
+			if !validSealedLen(len(wr.Sealed)) {
+				return nil, fmt.Errorf("%w: a wrap of %d bytes", ErrManifest, len(wr.Sealed))
 			}
-			b = binary.BigEndian.AppendUint32(b, w.Generation)
-			b = binary.BigEndian.AppendUint16(b, uint16(len(w.Sealed)))
-			b = append(b, w.Sealed...)
+			if wr.Generation >= maxGeneration {
+				return nil, fmt.Errorf("%w: key generation %d is too high", ErrManifest, wr.Generation)
+			}
+			wp.Wraps = append(wp.Wraps, wireWrap{Generation: wr.Generation, Sealed: b64.EncodeToString(wr.Sealed)})
 		}
+		w.Private = append(w.Private, wp)
+	}
+	b, err := json.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrManifest, err)
 	}
 	if len(b) > MaxManifestSize {
 		return nil, fmt.Errorf("%w: %d bytes encoded, at most %d", ErrManifest, len(b), MaxManifestSize)
@@ -249,156 +280,64 @@ func (m *Manifest) Encode() ([]byte, error) {
 	return b, nil
 }
 
-func appendCID(b []byte, c cid.Cid) []byte {
-	cb := c.Bytes()
-	b = append(b, byte(len(cb)))
-	return append(b, cb...)
-}
-
-// reader is a bounds-checked cursor over untrusted bytes.
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) take(n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if n > len(r.b) {
-		r.err = fmt.Errorf("%w: truncated", ErrManifest)
-		return nil
-	}
-	out := r.b[:n]
-	r.b = r.b[n:]
-	return out
-}
-
-func (r *reader) u8() int {
-	if b := r.take(1); b != nil {
-		return int(b[0])
-	}
-	return 0
-}
-
-func (r *reader) u16() int {
-	if b := r.take(2); b != nil {
-		return int(binary.BigEndian.Uint16(b))
-	}
-	return 0
-}
-
-func (r *reader) u32() uint32 {
-	if b := r.take(4); b != nil {
-		return binary.BigEndian.Uint32(b)
-	}
-	return 0
-}
-
-func (r *reader) u64() uint64 {
-	if b := r.take(8); b != nil {
-		return binary.BigEndian.Uint64(b)
-	}
-	return 0
-}
-
-func (r *reader) cid() cid.Cid {
-	n := r.u8()
-	b := r.take(n)
-	if r.err != nil {
-		return cid.Undef
-	}
-	c, err := castCID(b)
-	if err != nil {
-		r.err = fmt.Errorf("%w: %v", ErrManifest, err)
-	}
-	return c
-}
-
-func (r *reader) fail(err error) {
-	if r.err == nil {
-		r.err = err
-	}
-}
-
 // DecodeManifest parses a manifest from untrusted bytes. It is strict: the
-// input must be exactly the encoding [Manifest.Encode] would produce, within
-// every limit. Errors wrap [ErrManifest].
+// input must be exactly the canonical JSON [Manifest.Encode] would produce
+// (no other key order, spacing, escapes, number forms, unknown or repeated
+// keys), within every limit. Errors wrap [ErrManifest].
 func DecodeManifest(b []byte) (*Manifest, error) {
 	if len(b) > MaxManifestSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrManifest, len(b), MaxManifestSize)
 	}
-	r := &reader{b: b}
-	if string(r.take(len(manifestMagic))) != manifestMagic {
-		return nil, fmt.Errorf("%w: it does not start with %q", ErrManifest, manifestMagic)
+	var w wireManifest
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&w); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrManifest, err)
 	}
-	if v := r.u8(); v != manifestVersion {
-		return nil, fmt.Errorf("%w: unknown version %d", ErrManifest, v)
+	if w.Version != manifestVersion {
+		return nil, fmt.Errorf("%w: unknown version %d", ErrManifest, w.Version)
+	}
+	if n := len(w.Public) + len(w.Private); n > MaxEntries {
+		return nil, fmt.Errorf("%w: %d entries, at most %d", ErrManifest, n, MaxEntries)
 	}
 	m := &Manifest{}
-	npub := r.u16()
-	if npub > MaxEntries {
-		return nil, fmt.Errorf("%w: %d entries, at most %d", ErrManifest, npub, MaxEntries)
+	for _, wp := range w.Public {
+		c, err := parseWireCID(wp.CID)
+		if err != nil {
+			return nil, err
+		}
+		m.Public = append(m.Public, Entry{Name: wp.Name, Size: wp.Size, CID: c, MediaType: wp.MediaType,
+			ModTime: time.Unix(wp.MTime, 0).UTC(), BlobSize: wp.Size})
 	}
-	names := map[string]bool{}
-	for i := 0; i < npub && r.err == nil; i++ {
-		var e Entry
-		e.CID = r.cid()
-		e.Size = int64(r.u64())
-		e.ModTime = time.Unix(int64(r.u64()), 0).UTC()
-		e.Name = string(r.take(r.u8()))
-		e.MediaType = string(r.take(r.u8()))
-		e.BlobSize = e.Size
-		if r.err != nil {
-			break
+	for _, wp := range w.Private {
+		c, err := parseWireCID(wp.CID)
+		if err != nil {
+			return nil, err
 		}
-		if err := checkEntryFields(&e); err != nil {
-			r.fail(err)
-		} else if names[e.Name] {
-			r.fail(fmt.Errorf("%w: two public entries are named %q", ErrManifest, e.Name))
-		}
-		names[e.Name] = true
-		m.Public = append(m.Public, e)
-	}
-	npriv := r.u16()
-	if r.err == nil && npub+npriv > MaxEntries {
-		r.fail(fmt.Errorf("%w: %d entries, at most %d", ErrManifest, npub+npriv, MaxEntries))
-	}
-	wraps := 0
-	for i := 0; i < npriv && r.err == nil; i++ {
-		var e SealedEntry
-		e.CID = r.cid()
-		e.BlobSize = int64(r.u64())
-		nw := r.u8()
-		if r.err != nil {
-			break
-		}
-		if _, err := PlaintextSize(e.BlobSize); err != nil {
-			r.fail(fmt.Errorf("%w: blob size %d is not an encrypted file's", ErrManifest, e.BlobSize))
-		}
-		if nw == 0 || nw > MaxRecipients {
-			r.fail(fmt.Errorf("%w: a private entry has 1 to %d recipients, got %d", ErrManifest, MaxRecipients, nw))
-		}
-		if wraps += nw; wraps > MaxWraps {
-			r.fail(fmt.Errorf("%w: more than %d recipient wraps", ErrManifest, MaxWraps))
-		}
-		for j := 0; j < nw && r.err == nil; j++ {
-			var w Wrap
-			w.Generation = r.u32()
-			n := r.u16()
-			if r.err == nil && !validSealedLen(n) {
-				r.fail(fmt.Errorf("%w: a wrap of %d bytes", ErrManifest, n))
+		se := SealedEntry{CID: c, BlobSize: wp.BlobSize}
+		for _, ww := range wp.Wraps {
+			sealed, err := b64.DecodeString(ww.Sealed)
+			if err != nil {
+				return nil, fmt.Errorf("%w: a wrap is not unpadded base64url", ErrManifest)
 			}
-			w.Sealed = append([]byte(nil), r.take(n)...)
-			e.Wraps = append(e.Wraps, w)
+			se.Wraps = append(se.Wraps, Wrap{Generation: ww.Generation, Sealed: sealed})
 		}
-		m.Sealed = append(m.Sealed, e)
+		m.Sealed = append(m.Sealed, se)
 	}
-	if r.err == nil && len(r.b) != 0 {
-		r.fail(fmt.Errorf("%w: %d bytes after the last entry", ErrManifest, len(r.b)))
+	again, err := m.Encode() // checks every rule and limit
+	if err != nil {
+		return nil, err
 	}
-	if r.err != nil {
-		return nil, r.err
+	if !bytes.Equal(again, b) {
+		return nil, fmt.Errorf("%w: not in canonical form (key order, spacing, escapes, number form or repeated keys)", ErrManifest)
 	}
 	return m, nil
+}
+
+func parseWireCID(s string) (cid.Cid, error) {
+	c, err := ParseCID(s)
+	if err != nil {
+		return cid.Undef, fmt.Errorf("%w: %v", ErrManifest, err)
+	}
+	return c, nil
 }

@@ -3,17 +3,20 @@ package files
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/multiformats/go-multibase"
 )
 
 // Test identities of docs/spec/manifest.md: kez.FromSeed of 64 bytes of
@@ -48,7 +51,7 @@ type entryJSON struct {
 
 type manifestVector struct {
 	Name     string                 `json:"name"`
-	Hex      string                 `json:"hex"`
+	Body     string                 `json:"body"`
 	Visible  map[string][]entryJSON `json:"visible,omitempty"` // by viewer seed name
 	Sealed   int                    `json:"sealed_entries"`
 	Comment  string                 `json:"comment,omitempty"`
@@ -134,7 +137,7 @@ func makeManifestVectors(t *testing.T) manifestVectors {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mv := manifestVector{Name: name, Hex: hex.EncodeToString(b), Valid: ok, Comment: comment,
+		mv := manifestVector{Name: name, Body: string(b), Valid: ok, Comment: comment,
 			Sealed: len(m.Sealed), Visible: map[string][]entryJSON{}}
 		for vn := range viewerSeeds {
 			mv.Visible[vn] = toJSON(Visible(m, viewer(t, vn)))
@@ -159,62 +162,55 @@ func makeManifestVectors(t *testing.T) manifestVectors {
 	// fail_*: each is a valid manifest with one thing broken.
 	good, _ := m2.Encode()
 	pubOnly, _ := m1.Encode()
-	mut := func(name, comment, errHas string, b []byte) {
-		v.Manifests = append(v.Manifests, manifestVector{Name: name, Hex: hex.EncodeToString(b), Comment: comment, ErrorHas: errHas})
+	gs, ps := string(good), string(pubOnly)
+	mut := func(name, comment, errHas, body string) {
+		if body == gs || body == ps {
+			t.Fatalf("%s: the mutation changed nothing", name)
+		}
+		v.Manifests = append(v.Manifests, manifestVector{Name: name, Body: body, Comment: comment, ErrorHas: errHas})
 	}
-	cp := func(b []byte) []byte { return append([]byte(nil), b...) }
-	b := cp(pubOnly)
-	b[0] = 'X'
-	mut("fail_magic", "", "does not start", b)
-	b = cp(pubOnly)
-	b[4] = 2
-	mut("fail_version", "", "unknown version", b)
-	mut("fail_truncated", "last byte missing", "truncated", good[:len(good)-1])
-	mut("fail_trailing_byte", "", "after the last entry", append(cp(good), 0))
-	// first public entry: magic(4) version(1) count(2) cidlen(1) cid size(8) mtime(8) namelen(1) name
-	cl := len(m1.Public[0].CID.Bytes())
-	nameOff := 4 + 1 + 2 + 1 + cl + 8 + 8 + 1
-	b = cp(pubOnly)
-	copy(b[nameOff:], "../x.pdfxx")
-	mut("fail_name_path", "name ../x.pdfxx", "a path", b)
-	b = cp(pubOnly)
-	b[nameOff] = '\n'
-	mut("fail_name_control", "", "control character", b)
-	b = cp(pubOnly)
-	b[nameOff] = 0xff
-	mut("fail_name_not_utf8", "", "not UTF-8", b)
-	var md Manifest
-	must(t, md.AddPublic(pub("a", 1, "")))
-	must(t, md.AddPublic(pub("b", 2, "")))
-	b, _ = md.Encode()
-	b[bytes.LastIndexByte(b, 'b')] = 'a'
-	mut("fail_duplicate_name", "two public entries named a", "two public entries", b)
-	b = cp(pubOnly)
-	b[9] ^= 0x01 // the CID's codec varint
-	mut("fail_cid_codec", "", "CID", b)
-	b = cp(pubOnly)
-	binary.BigEndian.PutUint64(b[4+1+2+1+cl:], MaxBlobSize+1)
-	mut("fail_size_too_big", "", "size", b)
-	b = cp(pubOnly)
-	binary.BigEndian.PutUint16(b[5:], MaxEntries+1)
-	mut("fail_too_many_entries", "", "entries", b)
-	// the private part of m2 starts after the public part of m1 (same bytes)
-	privOff := len(pubOnly) - 2
-	b = cp(good)
-	binary.BigEndian.PutUint64(b[privOff+2+1+cl:], uint64(encSegmentSize+SegmentOverhead)) // a full segment and an empty final one
-	mut("fail_blob_size", "an impossible encrypted size", "blob size", b)
-	b = cp(good)
-	b[privOff+2+1+cl+8] = 0
-	mut("fail_no_recipients", "", "recipients", b)
-	b = cp(good)
-	wl := privOff + 2 + 1 + cl + 8 + 1 + 4
-	binary.BigEndian.PutUint16(b[wl:], binary.BigEndian.Uint16(b[wl:])+1)
-	mut("fail_wrap_length", "", "wrap of", b)
-	b = cp(pubOnly)
-	b[7]++ // CID length one more: the CID swallows the size's first byte
-	mut("fail_cid_length", "", "CID", b)
-	mut("fail_empty", "", "does not start", nil)
+	once := func(s, old, new string) string { return strings.Replace(s, old, new, 1) }
+	firstCID := m1.Public[0].CID.String()
+	mut("fail_empty", "no bytes", "EOF", "")
+	mut("fail_not_an_object", "", "cannot unmarshal", "[]")
+	mut("fail_version", "", "unknown version", once(ps, `"version":1`, `"version":2`))
+	mut("fail_no_version", "", "unknown version", once(ps, `,"version":1`, ``))
+	mut("fail_unknown_key", "", "unknown field", once(ps, `"version":1`, `"version":1,"x":1`))
+	mut("fail_whitespace", "a space after a colon", "canonical", once(ps, `"version":1`, `"version": 1`))
+	mut("fail_trailing_newline", "", "canonical", ps+"\n")
+	mut("fail_key_order", "version first", "canonical", strings.TrimSuffix(once(ps, `{"private"`, `{"version":1,"private"`), `,"version":1}`)+"}")
+	mut("fail_repeated_key", "version twice", "canonical", once(ps, `"version":1`, `"version":1,"version":1`))
+	mut("fail_null_array", "private as null", "canonical", once(ps, `"private":[]`, `"private":null`))
+	mut("fail_number_form", "size 1000 as 1e3", "cannot unmarshal number", once(ps, `"size":1000`, `"size":1e3`))
+	mut("fail_escape_form", "a name letter escaped needlessly", "canonical", once(ps, `"name":"report.pdf"`, `"name":"\u0072eport.pdf"`))
+	mut("fail_name_path", "", "a path", once(ps, `"name":"report.pdf"`, `"name":"../report.pdf"`))
+	mut("fail_name_dotdot", "", "a path", once(ps, `"name":"report.pdf"`, `"name":".."`))
+	mut("fail_name_control", "", "control character", once(ps, `"name":"report.pdf"`, `"name":"report\n.pdf"`))
+	mut("fail_name_empty", "", "1 to 255 bytes", once(ps, `"name":"report.pdf"`, `"name":""`))
+	mut("fail_duplicate_name", "", "two public entries", once(ps, `"name":"notes — été.txt"`, `"name":"report.pdf"`))
+	mut("fail_media_type", "", "printable ASCII", once(ps, `"media_type":"application/pdf"`, `"media_type":"application/pdf\t"`))
+	mut("fail_cid_codec", "a raw (0x55) CID", "CID", once(ps, firstCID, "bafkqaaa"))
+	mut("fail_cid_other_base", "the same CID in base58btc", "canonical", once(ps, firstCID, mustBase58(t, m1.Public[0].CID)))
+	mut("fail_size_too_big", "", "size", once(ps, `"size":1000`, `"size":1099511627777`))
+	mut("fail_size_negative", "", "size", once(ps, `"size":1000`, `"size":-1`))
+	mut("fail_mtime_too_big", "", "modification time", once(ps, `"mtime":1767225600`, `"mtime":9007199254740992`))
+	mut("fail_blob_size", "one full segment and an empty final one", "blob size", once(gs, `"blob_size":196772`, `"blob_size":65568`))
+	lw := strings.LastIndex(gs, `"wraps":[`) + len(`"wraps":[`)
+	mut("fail_no_recipients", "the last entry's wraps emptied", "recipients", gs[:lw]+gs[lw+strings.Index(gs[lw:], "]"):])
+	sealed := m2.Sealed[0].Wraps[0].Sealed
+	st := b64.EncodeToString(sealed)
+	mut("fail_wrap_length", "a wrap 3 bytes short", "wrap of", once(gs, st, st[:len(st)-4]))
+	mut("fail_wrap_padded_base64", "", "base64url", once(gs, st, base64.URLEncoding.EncodeToString(sealed[:len(sealed)-1])))
+	mut("fail_wrap_std_base64", "", "base64url", once(gs, st, "+"+st[1:]))
 	return v
+}
+
+func mustBase58(t *testing.T, c cid.Cid) string {
+	s, err := c.StringOfBase(multibase.Base58BTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func must(t testing.TB, err error) {
@@ -275,7 +271,7 @@ func TestManifestVectors(t *testing.T) {
 			if strings.HasPrefix(mv.Name, "fail_") == mv.Valid {
 				t.Fatalf("valid=%v disagrees with the name", mv.Valid)
 			}
-			b, _ := hex.DecodeString(mv.Hex)
+			b := []byte(mv.Body)
 			m, err := DecodeManifest(b)
 			if !mv.Valid {
 				if !errors.Is(err, ErrManifest) || !strings.Contains(err.Error(), mv.ErrorHas) {
@@ -388,16 +384,30 @@ func TestManifestBuildRules(t *testing.T) {
 	if !m.Remove(c) || len(m.Public) != 0 {
 		t.Error("Remove")
 	}
-	// Limits: entries.
+	// Limits: entries, then bytes.
 	var big Manifest
 	for i := 0; i < MaxEntries; i++ {
-		must(t, big.AddPublic(Entry{Name: strings.Repeat("n", 1+i%200) + string(rune('a'+i%26)) + hex.EncodeToString([]byte{byte(i), byte(i >> 8)}), CID: c}))
+		must(t, big.AddPublic(Entry{Name: fmt.Sprintf("%03x", i), CID: c, ModTime: time.Unix(0, 0)}))
 	}
 	if err := big.AddPublic(Entry{Name: "one more", CID: c}); !errors.Is(err, ErrManifest) {
 		t.Error("entry over the limit accepted")
 	}
-	if _, err := big.Encode(); err != nil {
-		t.Fatalf("a full manifest does not encode: %v", err)
+	b, err := big.Encode()
+	if err != nil {
+		t.Fatalf("%d small entries do not encode: %v", MaxEntries, err)
+	}
+	if _, err := DecodeManifest(b); err != nil {
+		t.Fatal(err)
+	}
+	var wide Manifest
+	for i := 0; len(wide.Public) < MaxEntries; i++ {
+		must(t, wide.AddPublic(Entry{Name: fmt.Sprintf("%0200d", i), CID: c}))
+	}
+	if _, err := wide.Encode(); !errors.Is(err, ErrManifest) {
+		t.Errorf("a manifest over %d bytes encoded: %v", MaxManifestSize, err)
+	}
+	if _, err := DecodeManifest(make([]byte, MaxManifestSize+1)); !errors.Is(err, ErrManifest) {
+		t.Error("an oversized input was accepted")
 	}
 }
 
@@ -450,8 +460,7 @@ func FuzzDecodeManifest(f *testing.F) {
 		f.Fatal(err)
 	}
 	for _, mv := range v.Manifests {
-		b, _ := hex.DecodeString(mv.Hex)
-		f.Add(b)
+		f.Add([]byte(mv.Body))
 	}
 	bob := testIdentity(f, seedBob)
 	f.Fuzz(func(t *testing.T, b []byte) {

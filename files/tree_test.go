@@ -327,6 +327,13 @@ func TestBuildTreeMatchesNewTree(t *testing.T) {
 		if err != nil || !tr.CID().Equals(tr2.CID()) {
 			t.Fatalf("size %d: BuildTree and NewTree disagree (%v)", size, err)
 		}
+		tr3, err := HashReaderAt(bytes.NewReader(data), size)
+		if err != nil || !tr.CID().Equals(tr3.CID()) {
+			t.Fatalf("size %d: BuildTree and HashReaderAt disagree (%v)", size, err)
+		}
+		if _, err := HashReaderAt(bytes.NewReader(data), size+1); err == nil {
+			t.Fatalf("size %d: HashReaderAt of a short reader succeeded", size)
+		}
 	}
 }
 
