@@ -1,0 +1,100 @@
+package jsstore_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"time"
+
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/handles/jsstore"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	sigjs "github.com/kez-lat/kez-chat/sigchain/jsstore"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Two chat-server replicas share one registry in JetStream (and the
+// sig-server keeps chains there too): alice claims her handle at one
+// replica and is found at the other at once.
+func Example() {
+	ctx := context.Background()
+	natsURL, stop := startNATS() // in production: the operator's NATS_URL
+	defer stop()
+
+	// The sig-server.
+	nc, _ := nats.Connect(natsURL)
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	chains, err := sigjs.New(ctx, js) // WithReplicas(3) on a cluster
+	if err != nil {
+		panic(err)
+	}
+	sigServer := httptest.NewServer(sigchain.NewHandler(chains))
+	defer sigServer.Close()
+
+	// Two chat-server replicas, each with its own connection.
+	var conns []*nats.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	replica := func() *httptest.Server {
+		nc, _ := nats.Connect(natsURL)
+		conns = append(conns, nc)
+		js, _ := jetstream.New(nc)
+		registry, err := jsstore.New(ctx, js) // WithReplicas(3) on a cluster
+		if err != nil {
+			panic(err)
+		}
+		srv, err := handles.NewServer(handles.ServerConfig{
+			Domain: "kez.lat", Store: registry, SigServer: &sigchain.Client{BaseURL: sigServer.URL},
+		})
+		if err != nil {
+			panic(err)
+		}
+		return httptest.NewServer(srv)
+	}
+	a, b := replica(), replica()
+	defer a.Close()
+	defer b.Close()
+
+	// Alice registers at replica a.
+	alice, _ := kez.FromWords("abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon art")
+	h, _ := handles.Parse("alice@kez.lat", "")
+	eldest, _ := sigchain.NewLink(alice, nil, sigchain.TypeEldest,
+		sigchain.EldestBody(alice.PublicKey(), alice.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
+	if err := (&sigchain.Client{BaseURL: sigServer.URL}).Append(ctx, eldest); err != nil {
+		panic(err)
+	}
+	if _, _, err := (&handles.Client{BaseURL: a.URL}).Claim(ctx, alice, h); err != nil {
+		panic(err)
+	}
+
+	// Replica b resolves her.
+	res, err := (&handles.Resolver{DefaultDomain: "kez.lat", HomeServer: b.URL}).Resolve(ctx, "alice")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(res.Handle.Display(), res.Key)
+	// Output:
+	// @alice@kez.lat UBEZRRVSGPSBY27Q4OUWJ2U276ERUCM7QPE5Y5BAWKI7BGJHDCPONM47
+}
+
+// startNATS runs a throw-away JetStream server for the example.
+func startNATS() (url string, stop func()) {
+	dir, _ := os.MkdirTemp("", "jsstore-example")
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		panic(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		panic("nats-server did not start")
+	}
+	return ns.ClientURL(), func() { ns.Shutdown(); ns.WaitForShutdown(); os.RemoveAll(dir) }
+}

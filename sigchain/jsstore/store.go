@@ -1,0 +1,269 @@
+package jsstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/multiformats/go-multihash"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	// DefaultStream is the stream New uses unless [WithStream] says
+	// otherwise.
+	DefaultStream = "KEZ_SIGCHAINS"
+	// DefaultSubjectPrefix is the subject prefix New uses unless
+	// [WithSubjectPrefix] says otherwise.
+	DefaultSubjectPrefix = "kez.v1.chain"
+)
+
+// parallelReads bounds the link reads Links has in flight at once.
+const parallelReads = 16
+
+// Option configures [New].
+type Option func(*config)
+
+type config struct {
+	stream, prefix string
+	replicas       int
+}
+
+// WithStream sets the stream's name (default [DefaultStream]).
+func WithStream(name string) Option { return func(c *config) { c.stream = name } }
+
+// WithSubjectPrefix sets the subject prefix (default
+// [DefaultSubjectPrefix]); links go to <prefix>.<key>.<seqno>. Two stores
+// in one NATS account need two prefixes and two streams.
+func WithSubjectPrefix(p string) Option { return func(c *config) { c.prefix = p } }
+
+// WithReplicas sets how many JetStream servers keep a copy of the stream
+// when New creates it: 1 (the default) on a single server, 3 on a cluster
+// so it survives the loss of one node. An existing stream keeps its own
+// setting.
+func WithReplicas(n int) Option { return func(c *config) { c.replicas = n } }
+
+// Store is a [sigchain.Store] in a JetStream stream. It is safe for
+// concurrent use, also by many processes sharing the stream.
+type Store struct {
+	js         jetstream.JetStream
+	nc         *nats.Conn
+	stream     string
+	prefix     string // "<prefix>."
+	getSubject string // the stream leader's message get
+	timeout    time.Duration
+}
+
+var _ sigchain.Store = (*Store)(nil)
+
+// New opens the chain store in the stream of js's account, creating the
+// stream if it does not exist. js must come from a connection allowed to
+// use the JetStream API for that stream and to publish on its subjects;
+// the Store does not close it.
+func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
+	cfg := config{stream: DefaultStream, prefix: DefaultSubjectPrefix, replicas: 1}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.replicas < 1 || cfg.replicas > 5 {
+		return nil, fmt.Errorf("jsstore: %d replicas; JetStream keeps 1 to 5", cfg.replicas)
+	}
+	if !validPrefix(cfg.prefix) {
+		return nil, fmt.Errorf("jsstore: the subject prefix %q is not dot-separated tokens without wildcards or spaces", cfg.prefix)
+	}
+	filter := cfg.prefix + ".>"
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.stream,
+		Description: "KEZ chat sigchains: " + cfg.prefix + ".<key>.<seqno>, one link a message, append-only",
+		Subjects:    []string{filter},
+		Retention:   jetstream.LimitsPolicy,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		MaxMsgSize:  sigchain.MaxLinkSize,
+		Discard:     jetstream.DiscardNew,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.replicas,
+		DenyDelete:  true,
+		DenyPurge:   true,
+	})
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		st, err = js.Stream(ctx, cfg.stream)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: opening the stream %s: %w", cfg.stream, err)
+	}
+	if subj := st.CachedInfo().Config.Subjects; !slices.Contains(subj, filter) {
+		return nil, fmt.Errorf("jsstore: the stream %s exists but takes %q, not %q; choose another stream name or prefix", cfg.stream, subj, filter)
+	}
+	o := js.Options()
+	api := "$JS.API."
+	switch {
+	case o.Domain != "":
+		api = "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		api = strings.TrimSuffix(o.APIPrefix, ".") + "."
+	}
+	timeout := o.DefaultTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &Store{
+		js:         js,
+		nc:         js.Conn(),
+		stream:     cfg.stream,
+		prefix:     cfg.prefix + ".",
+		getSubject: api + "STREAM.MSG.GET." + cfg.stream,
+		timeout:    timeout,
+	}, nil
+}
+
+func validPrefix(p string) bool {
+	if p == "" {
+		return false
+	}
+	for tok := range strings.SplitSeq(p, ".") {
+		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
+			return false
+		}
+	}
+	return true
+}
+
+// Ping checks that the stream has a leader that answers; use it as a
+// readiness check.
+func (s *Store) Ping(ctx context.Context) error {
+	_, err := s.last(ctx, s.prefix+"ping")
+	return err
+}
+
+func (s *Store) chainFilter(k kez.PublicKey) string { return s.prefix + k.String() + ".>" }
+
+func (s *Store) linkSubject(k kez.PublicKey, seqno uint64) string {
+	return s.prefix + k.String() + "." + strconv.FormatUint(seqno, 10)
+}
+
+// headAt returns the head of key's chain and its stream sequence, or
+// sigchain.ErrNotFound.
+func (s *Store) headAt(ctx context.Context, key kez.PublicKey) (sigchain.Head, uint64, error) {
+	m, err := s.last(ctx, s.chainFilter(key))
+	if err != nil {
+		return sigchain.Head{}, 0, err
+	}
+	if m == nil {
+		return sigchain.Head{}, 0, sigchain.ErrNotFound
+	}
+	want := s.prefix + key.String() + "."
+	seqno, err := strconv.ParseUint(strings.TrimPrefix(m.subject, want), 10, 64)
+	if !strings.HasPrefix(m.subject, want) || err != nil || seqno == 0 {
+		return sigchain.Head{}, 0, fmt.Errorf("jsstore: the stream holds a message on %q, which is not <prefix>.<key>.<seqno>", m.subject)
+	}
+	return sigchain.Head{Seqno: seqno, ID: linkID(m.data)}, m.seq, nil
+}
+
+// linkID is a link's ID: CIDv1, raw codec, sha2-256 of its bytes
+// (docs/spec/sigchain.md).
+func linkID(b []byte) cid.Cid {
+	d := sha256.Sum256(b)
+	mh, err := multihash.Encode(d[:], multihash.SHA2_256)
+	if err != nil {
+		panic("jsstore: multihash: " + err.Error()) // unreachable: fixed size
+	}
+	return cid.NewCidV1(cid.Raw, mh)
+}
+
+// Head implements [sigchain.Store].
+func (s *Store) Head(ctx context.Context, key kez.PublicKey) (sigchain.Head, error) {
+	h, _, err := s.headAt(ctx, key)
+	return h, err
+}
+
+// Links implements [sigchain.Store]. It reads the head, then the links
+// after since up to that head (never beyond it, so the links and the head
+// agree), at most limit of them; limit < 1 gives none.
+func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limit int) ([][]byte, sigchain.Head, error) {
+	h, _, err := s.headAt(ctx, key)
+	if err != nil {
+		return nil, sigchain.Head{}, err
+	}
+	if since >= h.Seqno || limit < 1 {
+		return nil, h, nil
+	}
+	n := int(min(h.Seqno-since, uint64(limit)))
+	out := make([][]byte, n)
+	errs := make([]error, n)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, parallelReads)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			seqno := since + 1 + uint64(i)
+			m, err := s.last(ctx, s.linkSubject(key, seqno))
+			switch {
+			case err != nil:
+				errs[i] = err
+				cancel()
+			case m == nil:
+				errs[i] = fmt.Errorf("jsstore: link %d of %s is missing from the stream below its head %d", seqno, key, h.Seqno)
+				cancel()
+			default:
+				out[i] = m.data
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, sigchain.Head{}, err
+	}
+	return out, h, nil
+}
+
+// Append implements [sigchain.Store]; see the package comment.
+func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
+	key := link.Key()
+	h, seq, err := s.headAt(ctx, key)
+	if err != nil && !errors.Is(err, sigchain.ErrNotFound) {
+		return err
+	}
+	follows := h.Seqno == 0 && link.Seqno() == 1 ||
+		h.Seqno > 0 && link.Seqno() == h.Seqno+1 && link.Prev() == h.ID
+	if !follows {
+		return &sigchain.ConflictError{Head: h}
+	}
+	_, err = s.js.PublishMsg(ctx, &nats.Msg{Subject: s.linkSubject(key, link.Seqno()), Data: link.Bytes()},
+		jetstream.WithExpectStream(s.stream),
+		jetstream.WithExpectLastSequenceForSubject(seq, s.chainFilter(key)))
+	if isConflict(err) {
+		// Another append reached the chain first; report its head.
+		h, _, herr := s.headAt(ctx, key)
+		if herr != nil {
+			return fmt.Errorf("jsstore: the chain's head moved, and reading it failed: %w", herr)
+		}
+		return &sigchain.ConflictError{Head: h}
+	}
+	if err != nil {
+		return fmt.Errorf("jsstore: storing link %d of %s: %w", link.Seqno(), key, err)
+	}
+	return nil
+}
+
+// isConflict reports JetStream's "wrong last sequence" (10071, or 10164 on
+// replicated streams): another message reached the chain first.
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}

@@ -1,0 +1,226 @@
+package jsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/sigchain/storetest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const jsConf = "jetstream: enabled\n"
+
+func connect(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+var streams atomic.Int64
+
+// opener returns a storetest.Open whose every store is a fresh stream
+// (and subject prefix) on the server at url, each handle on its own
+// connection.
+func opener(url string, opts ...Option) storetest.Open {
+	return func(t *testing.T) (sigchain.Store, func() sigchain.Store) {
+		n := streams.Add(1)
+		opts := append([]Option{WithStream(fmt.Sprintf("T%d", n)), WithSubjectPrefix(fmt.Sprintf("t%d.chain", n))}, opts...)
+		open := func() sigchain.Store {
+			s, err := New(context.Background(), connect(t, url), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		return open(), open
+	}
+}
+
+func TestContract(t *testing.T) {
+	srv := natstest.Run(t, jsConf)
+	storetest.Run(t, opener(srv.ClientURL()))
+}
+
+func TestLayout(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Run(t, jsConf)
+	js := connect(t, srv.ClientURL())
+	s, err := New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := storetest.Chain(t, storetest.Identity(t, 1), 3)
+	for _, l := range links {
+		if err := s.Append(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if !cfg.DenyDelete || !cfg.DenyPurge || cfg.Discard != jetstream.DiscardNew || cfg.Storage != jetstream.FileStorage ||
+		cfg.MaxMsgSize != sigchain.MaxLinkSize || cfg.AllowDirect || len(cfg.Subjects) != 1 || cfg.Subjects[0] != "kez.v1.chain.>" {
+		t.Fatalf("stream config %+v", cfg)
+	}
+	for _, l := range links {
+		subj := fmt.Sprintf("kez.v1.chain.%s.%d", l.Key(), l.Seqno())
+		m, err := st.GetLastMsgForSubject(ctx, subj)
+		if err != nil || string(m.Data) != string(l.Bytes()) {
+			t.Fatalf("%s: %v", subj, err)
+		}
+		if linkID(m.Data) != l.ID() {
+			t.Fatalf("linkID differs from the link's ID")
+		}
+	}
+	// Append-only down to the storage.
+	if err := st.DeleteMsg(ctx, 1); err == nil {
+		t.Fatal("the stream let a link be deleted")
+	}
+	if err := st.Purge(ctx); err == nil {
+		t.Fatal("the stream let the links be purged")
+	}
+	// A second replica starting later uses the stream as it is.
+	s2, err := New(ctx, connect(t, srv.ClientURL()), WithReplicas(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s2.Head(ctx, links[0].Key()); err != nil || h.Seqno != 3 {
+		t.Fatalf("second store: %v %v", h, err)
+	}
+	if err := s2.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewRefuses(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Run(t, jsConf)
+	js := connect(t, srv.ClientURL())
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"other.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		opts []Option
+		want string
+	}{
+		{[]Option{WithStream("OTHER")}, "takes"},
+		{[]Option{WithReplicas(0)}, "replicas"},
+		{[]Option{WithReplicas(7)}, "replicas"},
+		{[]Option{WithSubjectPrefix("a.*")}, "wildcards"},
+		{[]Option{WithSubjectPrefix("")}, "wildcards"},
+		{[]Option{WithSubjectPrefix("a..b")}, "wildcards"},
+		{[]Option{WithStream("X"), WithSubjectPrefix("other")}, "overlap"},
+	} {
+		_, err := New(ctx, js, tc.opts...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New: %v, want an error about %q", err, tc.want)
+		}
+	}
+}
+
+func TestSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Run(t, jsConf)
+	s, err := New(ctx, connect(t, srv.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := storetest.Chain(t, storetest.Identity(t, 1), 2)
+	for _, l := range links {
+		if err := s.Append(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.Restart()
+	s2, err := New(ctx, connect(t, srv.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, h, err := s2.Links(ctx, links[0].Key(), 0, 10)
+	if err != nil || len(got) != 2 || h.ID != links[1].ID() {
+		t.Fatalf("after restart: %d links, head %v, %v", len(got), h, err)
+	}
+}
+
+func TestServerDown(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Run(t, jsConf)
+	s, err := New(ctx, connect(t, srv.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := storetest.Chain(t, storetest.Identity(t, 1), 1)
+	srv.Shutdown()
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := s.Ping(cctx); err == nil {
+		t.Fatal("Ping succeeded with the server down")
+	}
+	if _, err := s.Head(cctx, links[0].Key()); err == nil || errors.Is(err, sigchain.ErrNotFound) {
+		t.Fatalf("Head with the server down: %v; want an error that is not ErrNotFound", err)
+	}
+	if err := s.Append(cctx, links[0]); err == nil || errors.Is(err, sigchain.ErrConflict) {
+		t.Fatalf("Append with the server down: %v", err)
+	}
+}
+
+// TestHandlerReplicas serves the sig-server's HTTP API from two replicas
+// over two stores on one stream: an append through one is fetched,
+// verified, through the other at once, and a racing append through the
+// other is refused.
+func TestHandlerReplicas(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Run(t, jsConf)
+	var urls []string
+	for range 2 {
+		s, err := New(ctx, connect(t, srv.ClientURL()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(sigchain.NewHandler(s))
+		t.Cleanup(hs.Close)
+		urls = append(urls, hs.URL)
+	}
+	a, b := &sigchain.Client{BaseURL: urls[0]}, &sigchain.Client{BaseURL: urls[1]}
+	id := storetest.Identity(t, 1)
+	links := storetest.Chain(t, id, 3)
+	for i, l := range links {
+		if err := a.Append(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		st, err := b.FetchVerified(ctx, id.PublicKey(), nil)
+		if err != nil || st.Seqno() != uint64(i+1) || st.Head() != l.ID() {
+			t.Fatalf("replica b after append %d: %v", i+1, err)
+		}
+	}
+	if err := b.Append(ctx, links[1]); err != nil {
+		t.Fatalf("a retried append of a stored link: %v", err) // the handler answers 200
+	}
+	st, _ := sigchain.Verify(links[:2])
+	forked, err := sigchain.NewLink(id, st, sigchain.TypeSetHandle, sigchain.SetHandleBody("fork@kez.lat"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(ctx, forked); !errors.Is(err, sigchain.ErrConflict) {
+		t.Fatalf("a fork through replica b: %v", err)
+	}
+}
