@@ -3,6 +3,7 @@ package chat
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -140,26 +141,41 @@ func texts(es []*Entry) []string {
 	return out
 }
 
-// receiveN receives until at least n new messages were stored in total,
-// waiting on the server (a long-poll fetch) rather than sleeping, and
-// fails after a deadline.
+// receiveN receives until at least n new messages were stored in total.
 func receiveN(t testing.TB, c *testClient, n int) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	total := 0
-	for total < n {
-		got, err := c.fetchOnce(ctx, time.Second)
-		if err != nil {
-			t.Fatalf("%s received %d new messages, want %d: %v", c.user.Name, total, n, err)
-		}
-		total += got
-	}
+	receiveUntil(t, c, fmt.Sprintf("%d new messages", n), func(got int) bool { total += got; return total >= n })
 	return total
 }
 
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
-
-func contextWithCancel(parent context.Context) (context.Context, context.CancelFunc) {
-	return context.WithCancel(parent)
+// receiveUntil receives until done (given the number of new messages each
+// step stored) says so: it drains what is waiting, then waits on the server
+// for the next delivery (a long-poll fetch, not a sleep), and fails after a
+// deadline.
+func receiveUntil(t testing.TB, c *testClient, what string, done func(newMessages int) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		n, err := c.Sync(ctx)
+		if err != nil {
+			t.Fatalf("%s waiting for %s: %v", c.user.Name, what, err)
+		}
+		if done(n) {
+			return
+		}
+		n, err = c.waitOne(ctx, 2*time.Second)
+		if ctx.Err() != nil {
+			t.Fatalf("%s: no %s before the deadline (stats %+v)", c.user.Name, what, c.Stats())
+		}
+		if err != nil {
+			t.Fatalf("%s waiting for %s: %v", c.user.Name, what, err)
+		}
+		if done(n) {
+			return
+		}
+	}
 }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

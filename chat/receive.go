@@ -50,15 +50,30 @@ func (c *Client) Sync(ctx context.Context) (int, error) {
 	}
 }
 
-// fetchOnce waits up to wait for messages and processes what came.
+// fetchOnce processes what is waiting; if nothing is, it waits up to wait
+// for one message, then processes it and whatever followed. It returns the
+// number of new messages stored.
 func (c *Client) fetchOnce(ctx context.Context, wait time.Duration) (int, error) {
-	if c.cons == nil {
-		return 0, ErrOffline
+	n, err := c.Sync(ctx)
+	if n > 0 || err != nil {
+		return n, err
 	}
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < wait {
 		wait = max(time.Until(d), time.Millisecond)
 	}
-	batch, err := c.cons.Fetch(fetchBatch, jetstream.FetchMaxWait(wait))
+	m, err := c.waitOne(ctx, wait)
+	if m == 0 || err != nil {
+		return 0, err
+	}
+	n, err = c.Sync(ctx)
+	return m + n, err
+}
+
+// waitOne waits up to wait for one delivery and processes it. It returns
+// the number of new messages stored (0 or 1).
+func (c *Client) waitOne(ctx context.Context, wait time.Duration) (int, error) {
+	// A pull for one message ends as soon as it arrives.
+	batch, err := c.cons.Fetch(1, jetstream.FetchMaxWait(wait))
 	if err != nil {
 		return 0, fmt.Errorf("chat: fetching from your inbox: %w", err)
 	}
