@@ -64,8 +64,10 @@ func WithoutSync() FetchOption {
 // Errors: [ErrNotFound], [ErrForbidden], [ErrBusy] (the owner's answer), a
 // *[CorruptError] matching [ErrCorrupt] if the owner sends bytes that do not
 // match c (the bad chunk is not written, dst does not exist), ctx.Err() if
-// cancelled, [ErrBadCID] for a c that is not a KEZ blob CID. Fetch is safe
-// for concurrent use with different destinations.
+// cancelled, [ErrBadCID] for a c that is not a KEZ blob CID. If the owner
+// cannot be reached before an earlier partial file is re-verified, that file
+// is left as it was. Fetch is safe for concurrent use; a second fetch to a
+// destination this node is already fetching to fails at once.
 func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst string, opts ...FetchOption) error {
 	var cfg fetchConfig
 	for _, o := range opts {
@@ -80,6 +82,11 @@ func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst st
 	if len(owner.Addrs) > 0 {
 		n.host.Peerstore().AddAddrs(owner.ID, owner.Addrs, peerstore.TempAddrTTL)
 	}
+	release, err := n.claimDest(dst)
+	if err != nil {
+		return err
+	}
+	defer release()
 	part, statePath := dst+PartialSuffix, dst+StateSuffix
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -88,8 +95,17 @@ func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst st
 	fx := &fetcher{n: n, ctx: ctx, owner: owner.ID, c: c, f: f, statePath: statePath, cfg: cfg, size: -1}
 	err = fx.run()
 	if err != nil {
-		fx.checkpoint(true)
-		f.Close()
+		switch {
+		case fx.pristine: // an earlier partial file not yet re-verified: leave it as it was
+			f.Close()
+		case fx.verified == 0: // nothing worth keeping
+			f.Close()
+			os.Remove(part)
+			os.Remove(statePath)
+		default:
+			fx.checkpoint(true)
+			f.Close()
+		}
 		return err
 	}
 	if err := fx.finish(dst); err != nil {
@@ -97,6 +113,26 @@ func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst st
 		return err
 	}
 	return nil
+}
+
+// claimDest marks dst as being fetched by this node, so that two fetches
+// never write the same partial file.
+func (n *Node) claimDest(dst string) (func(), error) {
+	abs, err := filepath.Abs(dst)
+	if err != nil {
+		return nil, fmt.Errorf("files: destination %s: %w", dst, err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.fetching[abs] {
+		return nil, fmt.Errorf("files: a fetch to %s is already running", dst)
+	}
+	n.fetching[abs] = true
+	return func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		delete(n.fetching, abs)
+	}, nil
 }
 
 // fetcher is the state of one Fetch.
@@ -109,6 +145,7 @@ type fetcher struct {
 	statePath string
 	cfg       fetchConfig
 
+	pristine bool  // an earlier partial file exists and is not re-verified yet
 	size     int64 // -1 until the owner said (verified against c)
 	verified int   // chunks [0, verified) are verified and written
 	leaves   []Hash
@@ -123,9 +160,11 @@ func (fx *fetcher) run() error {
 	fx.lh = newLeafHasher()
 	hint, hintSize := readState(fx.statePath, fx.c)
 	if hint > 0 {
+		fx.pristine = true
 		if err := fx.reverify(hint, hintSize); err != nil {
 			return err
 		}
+		fx.pristine = false
 	} else if err := fx.f.Truncate(0); err != nil {
 		return fmt.Errorf("files: clearing the partial file: %w", err)
 	}
@@ -255,7 +294,7 @@ func (fx *fetcher) reverify(hint int, hintSize int64) error {
 
 // pipelineDepth is how many chunks a fetch reads ahead of the one it is
 // verifying and writing, so the network and the hashing overlap.
-const pipelineDepth = 32
+const pipelineDepth = 16
 
 type readChunk struct {
 	buf []byte

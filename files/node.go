@@ -90,9 +90,10 @@ type Node struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	perPeer map[peer.ID]int
-	total   int
+	mu       sync.Mutex
+	perPeer  map[peer.ID]int
+	total    int
+	fetching map[string]bool // destinations of running fetches
 
 	stats struct {
 		requests, refused atomic.Int64
@@ -135,6 +136,7 @@ func NewNode(cfg Config) (*Node, error) {
 		idleTimeout: cfg.IdleTimeout,
 		log:         cfg.Logger,
 		perPeer:     map[peer.ID]int{},
+		fetching:    map[string]bool{},
 	}
 	if n.policy == nil {
 		n.policy = AllowAll

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/kez"
@@ -144,6 +146,8 @@ func TestFetchUnknownCID(t *testing.T) {
 		t.Fatalf("err = %v, want ErrNotFound", err)
 	}
 	noFile(t, dst)
+	noFile(t, dst+PartialSuffix) // a refused fetch leaves nothing behind
+	noFile(t, dst+StateSuffix)
 }
 
 func TestFetchBadCID(t *testing.T) {
@@ -247,5 +251,58 @@ func TestFetchResume(t *testing.T) {
 	}
 	if got := p.owner.Stats().BytesServed - before; got != size-atCancel {
 		t.Errorf("resumed fetch served %d bytes, want %d", got, size-atCancel)
+	}
+}
+
+// TestResumeAfterOwnerRestart: the owner goes away mid-transfer; a retry
+// while it is unreachable leaves the partial file alone; once the owner is
+// back (new process, new addresses, same key) the fetch resumes.
+func TestResumeAfterOwnerRestart(t *testing.T) {
+	const size = 8 << 20
+	p := newPair(t, "tcp", nil)
+	src := writePattern(t, p.dir, "src", size)
+	tree, err := p.src.AddFile(src)
+	must(t, err)
+	dst := filepath.Join(p.dir, "dst")
+	ctx, cancel := context.WithCancel(context.Background())
+	err = p.fetcher.Fetch(ctx, p.owner.AddrInfo(), tree.CID(), dst, WithProgress(func(v, total int64) {
+		if v >= 3*ChunkSize {
+			cancel()
+		}
+	}))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	state, err := os.ReadFile(dst + StateSuffix)
+	must(t, err)
+	info := p.owner.AddrInfo()
+	p.owner.Close()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := p.fetcher.Fetch(ctx2, info, tree.CID(), dst); err == nil {
+		t.Fatal("fetched from a closed owner")
+	}
+	if st, err := os.Stat(dst + PartialSuffix); err != nil || st.Size() != 3*ChunkSize {
+		t.Fatalf("partial file after a failed retry: %v, %v", st, err)
+	}
+	if again, _ := os.ReadFile(dst + StateSuffix); !bytes.Equal(again, state) {
+		t.Fatalf("state file changed: %q -> %q", state, again)
+	}
+	owner2 := startNode(t, Config{Identity: testIdentity(t, 1), Source: p.src}, "tcp")
+	must(t, p.fetcher.Fetch(context.Background(), owner2.AddrInfo(), tree.CID(), dst))
+	sameFile(t, src, dst)
+	if got := owner2.Stats().BytesServed; got != size-3*ChunkSize {
+		t.Errorf("restarted owner served %d bytes, want %d", got, size-3*ChunkSize)
+	}
+}
+
+func TestFetchSameDestinationTwice(t *testing.T) {
+	p := newPair(t, "tcp", nil)
+	release, err := p.fetcher.claimDest(filepath.Join(p.dir, "dst"))
+	must(t, err)
+	defer release()
+	tree := treeOf(t, []byte("x"))
+	if err := p.fetcher.Fetch(context.Background(), p.owner.AddrInfo(), tree.CID(), filepath.Join(p.dir, "dst")); err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Fatalf("err = %v", err)
 	}
 }
