@@ -208,11 +208,11 @@ func (c *Client) peerKey(ctx context.Context, peer string) (kez.PublicKey, error
 	if k, err := kez.ParsePublicKey(peer); err == nil {
 		return k, nil
 	}
-	ct, err := c.contact(ctx, peer)
+	ct, err := c.Contact(ctx, peer)
 	if err != nil {
 		return kez.PublicKey{}, err
 	}
-	return ct.c.Key, nil
+	return ct.Key, nil
 }
 
 // Unread returns the trusted received messages not yet shown, oldest first.
