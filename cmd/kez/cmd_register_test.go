@@ -10,12 +10,14 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -180,7 +182,21 @@ func TestWhoisShowsClaimsAndShares(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	share, err := sigchain.NewLink(bob.Identity, s2, sigchain.TypeSetSharedFiles, []byte(`{"manifest":"S0VaTQEAAAAA"}`), now)
+	doc := filepath.Join(t.TempDir(), "report.pdf")
+	os.WriteFile(doc, []byte("%PDF-1.7 a report"), 0o600)
+	tree, err := files.HashFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m files.Manifest
+	if err := m.AddPublic(files.Entry{Name: "report.pdf", Size: 17, CID: tree.CID(), MediaType: "application/pdf", ModTime: now.Truncate(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	body, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	share, err := sigchain.NewLink(bob.Identity, s2, sigchain.TypeSetSharedFiles, body, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,14 +211,35 @@ func TestWhoisShowsClaimsAndShares(t *testing.T) {
 	if len(out.Claims) != 1 || out.Claims[0].Service != "github" || out.Claims[0].Identity != "bob" || out.Claims[0].ID != claim.ID().String() {
 		t.Errorf("claims: %+v", out.Claims)
 	}
-	if out.SharedFiles == nil || out.SharedFiles.Seqno != 3 || out.Seqno != 3 {
+	if sf := out.SharedFiles; sf == nil || sf.Seqno != 3 || out.Seqno != 3 || sf.Error != "" || sf.Private != 0 ||
+		len(sf.Public) != 1 || sf.Public[0] != (whoisFile{Name: "report.pdf", Size: 17, CID: tree.CID().String()}) {
 		t.Errorf("shared files: %+v (seqno %d)", out.SharedFiles, out.Seqno)
 	}
 	r := mustRun(t, env, "", "whois", "bob")
-	for _, want := range []string{"@bob@kez.test", bob.Key.String(), bob.Key.Fingerprint(), "github: bob (proof: https://gist.example/bob)", "link #3", "3 link(s)"} {
+	for _, want := range []string{"@bob@kez.test", bob.Key.String(), bob.Key.Fingerprint(), "github: bob (proof: https://gist.example/bob)", `1 public ("report.pdf"), 0 private (link #3)`, "3 link(s)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("whois text lacks %q:\n%s", want, r.stdout)
 		}
+	}
+}
+
+// A manifest that does not decode is shown as such, not as an error.
+func TestWhoisUnreadableManifest(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	carol := st.NewUser(t, "carol")
+	l, err := sigchain.NewLink(carol.Identity, carol.Chain, sigchain.TypeSetSharedFiles, []byte(`{"v":99}`), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&sigchain.Client{BaseURL: st.SigServerURL}).Append(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	out := whoisJSONOf(t, st.Env(carol), "carol")
+	if out.SharedFiles == nil || out.SharedFiles.Error == "" || out.SharedFiles.Seqno != 2 {
+		t.Fatalf("shared files: %+v", out.SharedFiles)
+	}
+	if r := mustRun(t, st.Env(carol), "", "whois", "carol"); !strings.Contains(r.stdout, "a manifest this kez cannot read (link #2)") {
+		t.Errorf("whois text:\n%s", r.stdout)
 	}
 }
 

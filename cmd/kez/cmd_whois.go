@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
+	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/handles"
 )
 
@@ -32,7 +34,8 @@ they share files.
 --json prints one object: {"handle","key","peer_id","fingerprint",
 "encryption_key","encryption_generation","sigchain_url","seqno","head",
 "claims":[{"id","service","identity","proof"}],"shared_files"} where
-shared_files is null or {"seqno","bytes"}.
+shared_files is null or {"seqno","bytes","public":[{"name","size","cid"}],
+"private"} (private: how many entries only their recipients can read).
 
 A bare name takes your home domain: KEZ_DOMAIN, else your profile's, else
 the one your chat-server (--server or KEZ_SERVER) serves.`,
@@ -76,8 +79,32 @@ type whoisClaim struct {
 }
 
 type whoisSharedFile struct {
-	Seqno uint64 `json:"seqno"` // the set_shared_files link
-	Bytes int    `json:"bytes"` // size of its body
+	Seqno   uint64      `json:"seqno"`           // the set_shared_files link
+	Bytes   int         `json:"bytes"`           // size of its body
+	Public  []whoisFile `json:"public"`          // the public entries
+	Private int         `json:"private"`         // entries only their recipients can read
+	Error   string      `json:"error,omitempty"` // why the manifest does not decode
+}
+
+type whoisFile struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+	CID  string `json:"cid"`
+}
+
+// sharedFiles describes the manifest of a set_shared_files link.
+func sharedFiles(seqno uint64, body []byte) *whoisSharedFile {
+	sf := &whoisSharedFile{Seqno: seqno, Bytes: len(body), Public: []whoisFile{}}
+	m, err := files.DecodeManifest(body)
+	if err != nil {
+		sf.Error = trimSDK(err).Error()
+		return sf
+	}
+	for _, e := range m.Public {
+		sf.Public = append(sf.Public, whoisFile{Name: e.Name, Size: e.Size, CID: e.CID.String()})
+	}
+	sf.Private = len(m.Sealed)
+	return sf
 }
 
 // homeResolver returns a resolver whose home is the user's chat-server and
@@ -139,7 +166,7 @@ func runWhois(ctx context.Context, e *env, homeFlag string, sf serverFlags, hand
 		out.Claims = append(out.Claims, whoisClaim{ID: c.ID.String(), Service: c.Service, Identity: c.Identity, Proof: c.Proof})
 	}
 	if n := st.SharedFilesSeqno(); n > 0 {
-		out.SharedFiles = &whoisSharedFile{Seqno: n, Bytes: len(st.SharedFiles())}
+		out.SharedFiles = sharedFiles(n, st.SharedFiles())
 	}
 	if asJSON {
 		return json.NewEncoder(e.stdout).Encode(out)
@@ -163,10 +190,25 @@ func printWhois(w io.Writer, o whoisJSON) {
 		}
 		fmt.Fprintf(w, "%-14s%s: %s (proof: %s)\n", label, c.Service, c.Identity, c.Proof)
 	}
-	if o.SharedFiles == nil {
+	switch sf := o.SharedFiles; {
+	case sf == nil:
 		fmt.Fprintln(w, "shared files: none")
-	} else {
-		fmt.Fprintf(w, "shared files: a manifest of %d bytes (link #%d); \"kez files @%s\" lists them\n", o.SharedFiles.Bytes, o.SharedFiles.Seqno, o.Handle)
+	case sf.Error != "":
+		fmt.Fprintf(w, "shared files: a manifest this kez cannot read (link #%d): %s\n", sf.Seqno, sf.Error)
+	default:
+		names := make([]string, 0, 10)
+		for i, f := range sf.Public {
+			if i == 10 {
+				names = append(names, "…")
+				break
+			}
+			names = append(names, fmt.Sprintf("%q", f.Name))
+		}
+		fmt.Fprintf(w, "shared files: %d public", len(sf.Public))
+		if len(names) > 0 {
+			fmt.Fprintf(w, " (%s)", strings.Join(names, ", "))
+		}
+		fmt.Fprintf(w, ", %d private (link #%d); \"kez files @%s\" lists them\n", sf.Private, sf.Seqno, o.Handle)
 	}
 	fmt.Fprintln(w, "verified:     the sigchain was checked on this machine and claims this handle;\n              compare the fingerprint with its owner before you trust it")
 }
