@@ -24,8 +24,9 @@
 // seqno in decimal). A chain's head is the last message on
 // kez.v1.chain.<key>.>, its ID the CID of the message body. The stream is
 // file-backed, has no age or size limit, refuses new messages rather than
-// dropping old ones if the operator sets one (discard new), and denies
-// deletes and purges: chains are append-only down to the storage.
+// dropping old ones if the operator sets one (discard new), denies
+// deletes and purges (chains are append-only down to the storage), and
+// allows direct gets (for Links, below).
 //
 // # Appends
 //
@@ -37,9 +38,14 @@
 // wins, across any number of sig-server replicas; the others get a
 // *[sigchain.ConflictError] with the new head.
 //
-// Reads go to the stream leader (a JetStream message get), not to any
-// replica (direct get), so a link is readable from every replica once its
-// append returned. Links asks for up to 16 links at a time.
+// The head is read from the stream leader (a JetStream message get), not
+// from any replica, so a link is readable from every sig-server replica
+// once its append returned. Links then fetches the links up to that head
+// in one direct batch get (multi_last over their subjects) that any
+// JetStream replica may answer: a link's subject is written once, so a
+// lagging replica can lack a link but never return a wrong one, and what
+// it lacks is read from the leader. A stream without direct gets (an
+// operator's own) is read from the leader alone.
 //
 // While a JetStream node is down, the others keep serving; if the
 // stream's leader was on it, reads and appends fail for the few seconds

@@ -3,8 +3,14 @@ package jsstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/nats-io/nats.go"
 )
 
 // msg is one stored message, as the stream leader returned it.
@@ -61,4 +67,59 @@ func (s *Store) last(ctx context.Context, subject string) (*msg, error) {
 		return nil, fmt.Errorf("jsstore: reading %s: JetStream answered without a message", subject)
 	}
 	return &msg{subject: resp.Message.Subject, seq: resp.Message.Seq, data: resp.Message.Data}, nil
+}
+
+// directLinks fills out[i] with link first+i of key's chain, as one
+// replica has them up to stream sequence upTo, in one direct batch get
+// (multi_last over the links' literal subjects). Links the replica lacks
+// stay nil. A stream without direct gets leaves them all nil.
+func (s *Store) directLinks(ctx context.Context, key kez.PublicKey, first uint64, out [][]byte, upTo uint64) error {
+	subjects := make([]string, len(out))
+	for i := range out {
+		subjects[i] = s.linkSubject(key, first+uint64(i))
+	}
+	req, _ := json.Marshal(struct {
+		MultiLast []string `json:"multi_last"`
+		UpToSeq   uint64   `json:"up_to_seq"`
+		Batch     int      `json:"batch"`
+	}{subjects, upTo, len(out)})
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+	}
+	inbox := s.nc.NewRespInbox()
+	sub, err := s.nc.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("jsstore: reading links of %s: %w", key, err)
+	}
+	defer sub.Unsubscribe()
+	if err := s.nc.PublishRequest(s.directGet, inbox, req); err != nil {
+		return fmt.Errorf("jsstore: reading links of %s: %w", key, err)
+	}
+	prefix := s.prefix + key.String() + "."
+	for got := 0; got < len(out); {
+		m, err := sub.NextMsgWithContext(ctx)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil // no replica serves direct gets: the leader will
+		}
+		if err != nil {
+			return fmt.Errorf("jsstore: reading links of %s: %w", key, err)
+		}
+		if m.Header.Get("Status") != "" {
+			// 204: end of the batch; 404: none of them; 503: no replica
+			// serves direct gets. The leader fills in what is missing.
+			return nil
+		}
+		subj := m.Header.Get("Nats-Subject")
+		seqno, err := strconv.ParseUint(strings.TrimPrefix(subj, prefix), 10, 64)
+		if !strings.HasPrefix(subj, prefix) || err != nil || seqno < first || seqno >= first+uint64(len(out)) {
+			return fmt.Errorf("jsstore: reading links of %s: a direct get answered with %q", key, subj)
+		}
+		if out[seqno-first] == nil {
+			got++
+		}
+		out[seqno-first] = m.Data
+	}
+	return nil
 }

@@ -61,6 +61,7 @@ type Store struct {
 	stream     string
 	prefix     string // "<prefix>."
 	getSubject string // the stream leader's message get
+	directGet  string // any replica's direct get
 	timeout    time.Duration
 }
 
@@ -95,6 +96,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 		Replicas:    cfg.replicas,
 		DenyDelete:  true,
 		DenyPurge:   true,
+		AllowDirect: true, // for Links; see there
 	})
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		st, err = js.Stream(ctx, cfg.stream)
@@ -123,6 +125,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 		stream:     cfg.stream,
 		prefix:     cfg.prefix + ".",
 		getSubject: api + "STREAM.MSG.GET." + cfg.stream,
+		directGet:  api + "DIRECT.GET." + cfg.stream,
 		timeout:    timeout,
 	}, nil
 }
@@ -187,11 +190,14 @@ func (s *Store) Head(ctx context.Context, key kez.PublicKey) (sigchain.Head, err
 	return h, err
 }
 
-// Links implements [sigchain.Store]. It reads the head, then the links
-// after since up to that head (never beyond it, so the links and the head
-// agree), at most limit of them; limit < 1 gives none.
+// Links implements [sigchain.Store]. It reads the head from the stream
+// leader, then the links after since up to that head (never beyond it, so
+// the links and the head agree), at most limit of them; limit < 1 gives
+// none. The links come in one batch from any replica (a direct get):
+// a link's subject is written once, so a replica can lag but never be
+// wrong, and links a lagging replica lacks are read from the leader.
 func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limit int) ([][]byte, sigchain.Head, error) {
-	h, _, err := s.headAt(ctx, key)
+	h, hseq, err := s.headAt(ctx, key)
 	if err != nil {
 		return nil, sigchain.Head{}, err
 	}
@@ -200,12 +206,24 @@ func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limi
 	}
 	n := int(min(h.Seqno-since, uint64(limit)))
 	out := make([][]byte, n)
-	errs := make([]error, n)
+	if err := s.directLinks(ctx, key, since+1, out, hseq); err != nil {
+		return nil, sigchain.Head{}, err
+	}
+	var missing []int
+	for i, b := range out {
+		if b == nil {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 {
+		return out, h, nil
+	}
+	errs := make([]error, len(missing))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sem := make(chan struct{}, parallelReads)
 	var wg sync.WaitGroup
-	for i := range n {
+	for j, i := range missing {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -213,10 +231,10 @@ func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limi
 			m, err := s.last(ctx, s.linkSubject(key, seqno))
 			switch {
 			case err != nil:
-				errs[i] = err
+				errs[j] = err
 				cancel()
 			case m == nil:
-				errs[i] = fmt.Errorf("jsstore: link %d of %s is missing from the stream below its head %d", seqno, key, h.Seqno)
+				errs[j] = fmt.Errorf("jsstore: link %d of %s is missing from the stream below its head %d", seqno, key, h.Seqno)
 				cancel()
 			default:
 				out[i] = m.data

@@ -78,7 +78,7 @@ func TestLayout(t *testing.T) {
 	}
 	cfg := st.CachedInfo().Config
 	if !cfg.DenyDelete || !cfg.DenyPurge || cfg.Discard != jetstream.DiscardNew || cfg.Storage != jetstream.FileStorage ||
-		cfg.MaxMsgSize != sigchain.MaxLinkSize || cfg.AllowDirect || len(cfg.Subjects) != 1 || cfg.Subjects[0] != "kez.v1.chain.>" {
+		cfg.MaxMsgSize != sigchain.MaxLinkSize || !cfg.AllowDirect || len(cfg.Subjects) != 1 || cfg.Subjects[0] != "kez.v1.chain.>" {
 		t.Fatalf("stream config %+v", cfg)
 	}
 	for _, l := range links {
@@ -222,5 +222,35 @@ func TestHandlerReplicas(t *testing.T) {
 	}
 	if err := b.Append(ctx, forked); !errors.Is(err, sigchain.ErrConflict) {
 		t.Fatalf("a fork through replica b: %v", err)
+	}
+}
+
+// TestStreamWithoutDirectGets: an operator's stream made without direct
+// gets still serves every read, from the leader.
+func TestStreamWithoutDirectGets(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Run(t, jsConf)
+	js := connect(t, srv.ClientURL())
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{"kez.v1.chain.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := storetest.Chain(t, storetest.Identity(t, 1), 20)
+	for _, l := range links {
+		if err := s.Append(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, h, err := s.Links(ctx, links[0].Key(), 3, 10)
+	if err != nil || len(got) != 10 || h.Seqno != 20 {
+		t.Fatalf("%d links, head %v, %v", len(got), h, err)
+	}
+	for i, b := range got {
+		if string(b) != string(links[3+i].Bytes()) {
+			t.Fatalf("link %d differs", 4+i)
+		}
 	}
 }
