@@ -378,8 +378,16 @@ func TestManifestBuildRules(t *testing.T) {
 	if err := m.AddPublic(Entry{Name: "ok", CID: c}); !errors.Is(err, ErrManifest) {
 		t.Error("duplicate name accepted")
 	}
-	if err := m.AddPrivate(Entry{Name: "p", CID: c}, nil); !errors.Is(err, ErrManifest) {
+	if err := m.AddPrivate(Entry{Name: "p", CID: c, Key: vectorKey(1)}, nil); !errors.Is(err, ErrManifest) {
 		t.Error("private entry without recipients accepted")
+	}
+	bob := RecipientOf(testIdentity(t, seedBob), 0)
+	if err := m.AddPrivate(Entry{Name: "p", CID: c}, []Recipient{bob}); !errors.Is(err, ErrManifest) {
+		t.Error("private entry without a file key accepted")
+	}
+	bob.Generation = maxGeneration
+	if err := m.AddPrivate(Entry{Name: "p", CID: c, Key: vectorKey(1)}, []Recipient{bob}); !errors.Is(err, ErrManifest) {
+		t.Error("key generation over the limit accepted")
 	}
 	if !m.Remove(c) || len(m.Public) != 0 {
 		t.Error("Remove")

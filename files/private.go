@@ -73,6 +73,9 @@ func (m *Manifest) AddPrivate(e Entry, recipients []Recipient) error {
 	if err := checkEntryFields(&e); err != nil {
 		return err
 	}
+	if e.Key == (FileKey{}) {
+		return fmt.Errorf("%w: a private entry needs the file key its blob was encrypted with", ErrManifest)
+	}
 	if len(recipients) == 0 || len(recipients) > MaxRecipients {
 		return fmt.Errorf("%w: a private entry has 1 to %d recipients, got %d", ErrManifest, MaxRecipients, len(recipients))
 	}
@@ -98,6 +101,9 @@ func (m *Manifest) AddPrivate(e Entry, recipients []Recipient) error {
 	for _, r := range recipients {
 		if r.X25519 == nil || r.X25519.Curve() != ecdh.X25519() {
 			return fmt.Errorf("%w: recipient %s has no X25519 key", ErrManifest, r.Key)
+		}
+		if r.Generation >= maxGeneration {
+			return fmt.Errorf("%w: recipient %s: key generation %d is too high", ErrManifest, r.Key, r.Generation)
 		}
 		pk, err := hpke.NewDHKEMPublicKey(r.X25519)
 		if err != nil {
