@@ -3,10 +3,10 @@ package jsstore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
@@ -69,46 +69,89 @@ func (s *Store) last(ctx context.Context, subject string) (*msg, error) {
 	return &msg{subject: resp.Message.Subject, seq: resp.Message.Seq, data: resp.Message.Data}, nil
 }
 
+// batches routes the answers of direct batch gets to the Links call
+// waiting for them, through one subscription on the connection (a
+// subscription for each call would cost more than the get itself).
+type batches struct {
+	prefix string // <inbox>.
+	sub    *nats.Subscription
+
+	mu      sync.Mutex
+	next    uint64
+	waiting map[string]chan *nats.Msg
+}
+
+func newBatches(nc *nats.Conn) (*batches, error) {
+	b := &batches{prefix: nc.NewRespInbox() + ".", waiting: map[string]chan *nats.Msg{}}
+	sub, err := nc.Subscribe(b.prefix+"*", func(m *nats.Msg) {
+		b.mu.Lock()
+		ch := b.waiting[m.Subject]
+		b.mu.Unlock()
+		select {
+		case ch <- m: // a nil ch (a call that gave up) never receives
+		default:
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.sub = sub
+	return b, nil
+}
+
+// open returns a reply subject and the channel its answers arrive on
+// (room for size of them); call done when finished.
+func (b *batches) open(size int) (reply string, ch <-chan *nats.Msg, done func()) {
+	c := make(chan *nats.Msg, size)
+	b.mu.Lock()
+	b.next++
+	reply = b.prefix + strconv.FormatUint(b.next, 36)
+	b.waiting[reply] = c
+	b.mu.Unlock()
+	return reply, c, func() {
+		b.mu.Lock()
+		delete(b.waiting, reply)
+		b.mu.Unlock()
+	}
+}
+
 // directLinks fills out[i] with link first+i of key's chain, as one
-// replica has them up to stream sequence upTo, in one direct batch get
-// (multi_last over the links' literal subjects). Links the replica lacks
-// stay nil. A stream without direct gets leaves them all nil.
-func (s *Store) directLinks(ctx context.Context, key kez.PublicKey, first uint64, out [][]byte, upTo uint64) error {
+// replica has them, in one direct batch get (multi_last over the links'
+// literal subjects). Links the replica lacks stay nil. A stream without
+// direct gets leaves them all nil.
+func (s *Store) directLinks(ctx context.Context, key kez.PublicKey, first uint64, out [][]byte) error {
 	subjects := make([]string, len(out))
 	for i := range out {
 		subjects[i] = s.linkSubject(key, first+uint64(i))
 	}
+	// No up_to_seq: these subjects hold nothing newer than the head
+	// anyway, and a bound below the stream's last sequence makes the
+	// server search backwards through everything stored since.
 	req, _ := json.Marshal(struct {
 		MultiLast []string `json:"multi_last"`
-		UpToSeq   uint64   `json:"up_to_seq"`
 		Batch     int      `json:"batch"`
-	}{subjects, upTo, len(out)})
+	}{subjects, len(out)})
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.timeout)
 		defer cancel()
 	}
-	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
-	if err != nil {
-		return fmt.Errorf("jsstore: reading links of %s: %w", key, err)
-	}
-	defer sub.Unsubscribe()
-	if err := s.nc.PublishRequest(s.directGet, inbox, req); err != nil {
+	reply, answers, done := s.batches.open(len(out) + 1) // the links and the end marker
+	defer done()
+	if err := s.nc.PublishRequest(s.directGet, reply, req); err != nil {
 		return fmt.Errorf("jsstore: reading links of %s: %w", key, err)
 	}
 	prefix := s.prefix + key.String() + "."
 	for got := 0; got < len(out); {
-		m, err := sub.NextMsgWithContext(ctx)
-		if errors.Is(err, nats.ErrNoResponders) {
-			return nil // no replica serves direct gets: the leader will
-		}
-		if err != nil {
-			return fmt.Errorf("jsstore: reading links of %s: %w", key, err)
+		var m *nats.Msg
+		select {
+		case m = <-answers:
+		case <-ctx.Done():
+			return fmt.Errorf("jsstore: reading links of %s: %w", key, ctx.Err())
 		}
 		if m.Header.Get("Status") != "" {
-			// 204: end of the batch; 404: none of them; 503: no replica
-			// serves direct gets. The leader fills in what is missing.
+			// 204: the end of the batch; 404: none of them; 503: no
+			// replica serves direct gets. The leader fills in the rest.
 			return nil
 		}
 		subj := m.Header.Get("Nats-Subject")

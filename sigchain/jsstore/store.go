@@ -62,6 +62,7 @@ type Store struct {
 	prefix     string // "<prefix>."
 	getSubject string // the stream leader's message get
 	directGet  string // any replica's direct get
+	batches    *batches
 	timeout    time.Duration
 }
 
@@ -70,7 +71,9 @@ var _ sigchain.Store = (*Store)(nil)
 // New opens the chain store in the stream of js's account, creating the
 // stream if it does not exist. js must come from a connection allowed to
 // use the JetStream API for that stream and to publish on its subjects;
-// the Store does not close it.
+// the Store does not close it. The Store keeps one subscription on the
+// connection's inbox prefix for its batch reads; it ends with the
+// connection.
 func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
 	cfg := config{stream: DefaultStream, prefix: DefaultSubjectPrefix, replicas: 1}
 	for _, o := range opts {
@@ -119,7 +122,12 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
+	b, err := newBatches(js.Conn())
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: subscribing for batch reads: %w", err)
+	}
 	return &Store{
+		batches:    b,
 		js:         js,
 		nc:         js.Conn(),
 		stream:     cfg.stream,
@@ -197,7 +205,7 @@ func (s *Store) Head(ctx context.Context, key kez.PublicKey) (sigchain.Head, err
 // a link's subject is written once, so a replica can lag but never be
 // wrong, and links a lagging replica lacks are read from the leader.
 func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limit int) ([][]byte, sigchain.Head, error) {
-	h, hseq, err := s.headAt(ctx, key)
+	h, _, err := s.headAt(ctx, key)
 	if err != nil {
 		return nil, sigchain.Head{}, err
 	}
@@ -206,7 +214,7 @@ func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limi
 	}
 	n := int(min(h.Seqno-since, uint64(limit)))
 	out := make([][]byte, n)
-	if err := s.directLinks(ctx, key, since+1, out, hseq); err != nil {
+	if err := s.directLinks(ctx, key, since+1, out); err != nil {
 		return nil, sigchain.Head{}, err
 	}
 	var missing []int
