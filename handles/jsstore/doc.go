@@ -28,7 +28,9 @@
 // create decides between them. In the domain, every byte other than a-z,
 // 0-9, '-' and an inner '.' is written as '_' and two lower-case hex digits
 // (a development domain "127.0.0.1:8080" becomes "127.0.0.1_3a8080").
-// Times are Unix milliseconds; enc_key is base64.
+// Times are Unix milliseconds; enc_key is base64. testdata/layout.json
+// holds vectors of this layout (exact keys and values of a claim, domain
+// tokens, values a reader must refuse), which the tests check.
 //
 // # Consistency
 //
