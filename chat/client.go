@@ -126,10 +126,16 @@ type Client struct {
 	live   atomic.Int32 // Run loops receiving
 
 	waitMu  sync.Mutex
-	waiters map[MessageID][]chan time.Time
+	waiters map[MessageID]waiter
+	early   map[MessageID]earlyReceipt
 
 	sends   sync.WaitGroup // goroutines waiting for publish acks
 	closing chan struct{}
+
+	rmu          sync.RWMutex // guards sending on receipts against its close
+	receipts     chan []*Entry
+	rclosed      bool
+	receiptsDone chan struct{}
 	closed  sync.Once
 
 	stats clientStats
@@ -167,7 +173,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		cfg: cfg, id: cfg.Identity, me: cfg.Identity.PublicKey(),
 		log: cfg.Logger, now: cfg.Clock, httpc: cfg.HTTPClient, resolver: cfg.Resolver,
 		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, requesters: map[kez.PublicKey]requester{},
-		waiters: map[MessageID][]chan time.Time{}, closing: make(chan struct{}),
+		waiters: map[MessageID]waiter{}, early: map[MessageID]earlyReceipt{}, closing: make(chan struct{}),
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -313,6 +319,8 @@ func (c *Client) connect(ctx context.Context) error {
 		return fmt.Errorf("chat: creating your inbox consumer on %s: %w", c.cfg.Stream, err)
 	}
 	c.nc, c.js, c.cons = nc, js, cons
+	c.receipts, c.receiptsDone = make(chan []*Entry, 64), make(chan struct{})
+	go c.receiptWorker()
 	return nil
 }
 
@@ -322,6 +330,13 @@ func (c *Client) connect(ctx context.Context) error {
 func (c *Client) Close() error {
 	var err error
 	c.closed.Do(func() {
+		if c.receipts != nil {
+			c.rmu.Lock()
+			c.rclosed = true
+			close(c.receipts)
+			c.rmu.Unlock()
+			<-c.receiptsDone
+		}
 		if c.js != nil {
 			select {
 			case <-c.js.PublishAsyncComplete():

@@ -31,13 +31,12 @@ const (
 	TrustRequest Trust = "request"
 )
 
-// SendState is the progress of a sent message.
+// SendState is the outcome of a sent message. A message is recorded in the
+// history once the stream answered its publish.
 type SendState string
 
 // Send states.
 const (
-	// StatePending: published, the stream has not confirmed it yet.
-	StatePending SendState = "pending"
 	// StateSent: the stream stored it (Entry.Seq is its sequence).
 	StateSent SendState = "sent"
 	// StateFailed: the stream refused it or the publish failed.
@@ -169,8 +168,8 @@ func boolInt(b bool) int {
 
 // insertEntry stores e unless a message with the same sender and ID is
 // already stored; it reports whether e was new.
-func insertEntry(tx *sql.Tx, e *Entry) (bool, error) {
-	res, err := tx.Exec(`INSERT INTO messages (`+entryColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`,
+func (s *store) insertEntry(tx *sql.Tx, e *Entry) (bool, error) {
+	res, err := tx.Stmt(s.stmts.insert).Exec(
 		e.ID[:], boolInt(e.Incoming), e.Peer.String(), e.PeerHandle, e.From.String(), e.To.String(),
 		e.SentAt.UnixMilli(), e.ReceivedAt.UnixMilli(), string(e.Kind), refBytes(e.Ref), e.Body, int64(e.Seq),
 		string(e.Trust), string(e.State), boolInt(e.Read), nullMillis(e.DeliveredAt))

@@ -5,7 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
@@ -182,16 +185,18 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	store := context.WithoutCancel(ctx)
 	var todo []received
 	refreshedGens := false
-	for _, jm := range msgs {
-		from, err := c.senderOf(jm.Subject())
-		var m *Message
-		if err == nil {
-			m, err = c.opener.Load().Open(jm.Data(), from)
-			if errors.Is(err, ErrUnknownGeneration) && !refreshedGens {
+	opened := c.openAll(msgs)
+	for i, jm := range msgs {
+		m, err := opened[i].m, opened[i].err
+		if errors.Is(err, ErrUnknownGeneration) {
+			from, _ := c.senderOf(jm.Subject())
+			if !refreshedGens {
 				refreshedGens = true
 				if c.setupOpener(store) == nil {
 					m, err = c.opener.Load().Open(jm.Data(), from)
 				}
+			} else {
+				m, err = c.opener.Load().Open(jm.Data(), from)
 			}
 		}
 		if err == nil && m.Kind == KindReceipt {
@@ -220,13 +225,18 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	}
 
 	var fresh []*Entry
-	var delivered []MessageID
-	var deliveredAt []time.Time
+	type receiptOf struct {
+		id   MessageID
+		from kez.PublicKey
+		at   time.Time
+	}
+	var receipts, early []receiptOf
 	err := c.db.write(store, func(tx *sql.Tx) error {
-		fresh, delivered, deliveredAt = fresh[:0], delivered[:0], deliveredAt[:0]
+		fresh, receipts, early = fresh[:0], receipts[:0], early[:0]
+		setDelivered := tx.Stmt(c.db.stmts.delivered)
 		for _, r := range todo {
 			if r.entry != nil {
-				isNew, err := insertEntry(tx, r.entry)
+				isNew, err := c.db.insertEntry(tx, r.entry)
 				if err != nil {
 					return err
 				}
@@ -236,13 +246,14 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 				continue
 			}
 			for _, id := range r.receipt.IDs {
-				res, err := tx.Exec(`UPDATE messages SET delivered_at = ? WHERE from_key = ? AND id = ? AND to_key = ? AND incoming = 0 AND delivered_at IS NULL`,
-					r.sentAt.UnixMilli(), c.me.String(), id[:], r.from.String())
+				ro := receiptOf{id, r.from, r.sentAt}
+				receipts = append(receipts, ro)
+				res, err := setDelivered.Exec(r.sentAt.UnixMilli(), c.me.String(), id[:], r.from.String())
 				if err != nil {
 					return fmt.Errorf("chat: applying a receipt: %w", err)
 				}
-				if n, _ := res.RowsAffected(); n == 1 {
-					delivered, deliveredAt = append(delivered, id), append(deliveredAt, r.sentAt)
+				if n, _ := res.RowsAffected(); n == 0 {
+					early = append(early, ro)
 				}
 			}
 		}
@@ -274,12 +285,57 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			c.stats.requests.Add(1)
 		}
 	}
-	for i, id := range delivered {
-		c.notifyReceipt(id, deliveredAt[i])
+	for _, r := range early {
+		c.rememberEarlyReceipt(r.id, r.from, r.at)
 	}
-	c.sendReceipts(ctx, fresh)
+	for _, r := range receipts {
+		c.notifyReceipt(r.id, r.from, r.at)
+	}
+	c.queueReceipts(fresh)
 	return fresh, nil
 }
+
+// opened is the outcome of opening one delivery.
+type opened struct {
+	m   *Message
+	err error
+}
+
+// openAll opens a batch of deliveries, expecting each subject's sender
+// token as the sender, on up to GOMAXPROCS goroutines: opening (one X25519
+// and one ed25519 verification each) is most of the cost of receiving.
+func (c *Client) openAll(msgs []jetstream.Msg) []opened {
+	out := make([]opened, len(msgs))
+	o := c.opener.Load()
+	one := func(i int) {
+		from, err := c.senderOf(msgs[i].Subject())
+		if err == nil {
+			out[i].m, err = o.Open(msgs[i].Data(), from)
+		}
+		out[i].err = err
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(msgs)/minPerWorker)
+	if workers <= 1 {
+		for i := range msgs {
+			one(i)
+		}
+		return out
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(msgs); i = int(next.Add(1) - 1) {
+				one(i)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// minPerWorker is the smallest share of a batch worth another goroutine.
+const minPerWorker = 4
 
 func countReceipts(rs []received) int {
 	n := 0
@@ -355,9 +411,57 @@ func (c *Client) classify(ctx context.Context, from kez.PublicKey) (Trust, strin
 	return TrustRequest, handle
 }
 
-// sendReceipts sends one delivery receipt per sender for the new trusted
-// text messages, to contacts only (a stranger does not learn that the
-// address is read). Failures are logged: a receipt is a courtesy.
+// queueReceipts hands the new trusted text messages to the receipt worker,
+// so sealing receipts is off the path that shows messages.
+func (c *Client) queueReceipts(fresh []*Entry) {
+	var due []*Entry
+	for _, e := range fresh {
+		if e.Trust == TrustTrusted && e.Kind == KindText {
+			due = append(due, e)
+		}
+	}
+	if len(due) == 0 {
+		return
+	}
+	c.rmu.RLock()
+	defer c.rmu.RUnlock()
+	if !c.rclosed {
+		c.receipts <- due
+	}
+}
+
+// receiptDelay is how long the receipt worker gathers messages before it
+// sends receipts, so a burst costs one sealed receipt per sender, not one
+// per message.
+const receiptDelay = 50 * time.Millisecond
+
+// receiptWorker sends the queued receipts, gathering what queues up within
+// receiptDelay, until Close (which sends what is left at once).
+func (c *Client) receiptWorker() {
+	defer close(c.receiptsDone)
+	for due := range c.receipts {
+		timer := time.NewTimer(receiptDelay)
+	gather:
+		for len(due) < 4*MaxReceiptIDs {
+			select {
+			case more, ok := <-c.receipts:
+				if !ok {
+					break gather
+				}
+				due = append(due, more...)
+			case <-timer.C:
+				break gather
+			}
+		}
+		timer.Stop()
+		c.sendReceipts(context.Background(), due)
+	}
+}
+
+// sendReceipts sends one delivery receipt per sender (per MaxReceiptIDs
+// messages) for the new trusted text messages, to contacts only (a
+// stranger does not learn that the address is read). Failures are logged:
+// a receipt is a courtesy.
 func (c *Client) sendReceipts(ctx context.Context, fresh []*Entry) {
 	bySender := map[kez.PublicKey][]MessageID{}
 	var order []kez.PublicKey

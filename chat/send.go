@@ -122,6 +122,7 @@ func (c *Client) sendTo(ctx context.Context, cs *contactState, text string, opts
 // Pending is a send in flight. Its methods are safe for concurrent use.
 type Pending struct {
 	c      *Client
+	entry  *Entry // recorded in the history once the stream answered
 	done   chan struct{}
 	sent   Sent
 	err    error
@@ -155,7 +156,7 @@ func (p *Pending) Wait(ctx context.Context) (Sent, error) {
 }
 
 // publish seals m to rcpt and publishes it asynchronously. record keeps it
-// in the history (text messages, not receipts).
+// in the history (text messages, not receipts) once the stream answered.
 func (c *Client) publish(ctx context.Context, rcpt Recipient, handle string, m Message, record bool, opts []SendOption) (*Pending, error) {
 	if c.nc == nil {
 		return nil, ErrOffline
@@ -175,37 +176,35 @@ func (c *Client) publish(ctx context.Context, rcpt Recipient, handle string, m M
 	p := &Pending{c: c, done: make(chan struct{}), wait: sc.waitReceipt,
 		sent: Sent{ID: m.ID, To: rcpt.Key, Handle: handle, SentAt: m.SentAt}}
 	if sc.waitReceipt {
-		p.result = c.addWaiter(m.ID)
+		p.result = c.addWaiter(m.ID, rcpt.Key)
 	}
 	if record {
-		e := &Entry{
-			ID: m.ID, Peer: rcpt.Key, PeerHandle: handle, From: c.me, To: rcpt.Key, SentAt: m.SentAt, ReceivedAt: c.now(),
-			Kind: m.Kind, Ref: m.Ref, Body: m.Body, Trust: TrustTrusted, State: StatePending, Read: true,
+		p.entry = &Entry{
+			ID: m.ID, Peer: rcpt.Key, PeerHandle: handle, From: c.me, To: rcpt.Key, SentAt: m.SentAt,
+			Kind: m.Kind, Ref: m.Ref, Body: m.Body, Trust: TrustTrusted, Read: true,
 		}
-		// Queued before the publish, so it commits before the ack's update.
-		c.db.writeAsync(func(tx *sql.Tx) error { _, err := insertEntry(tx, e); return err }, nil)
 	}
 	msg := nats.NewMsg(inboxSubject(rcpt.Key, c.me))
 	msg.Data = env
 	msg.Header.Set(jetstream.MsgIDHeader, m.ID.String())
 	fut, err := c.js.PublishMsgAsync(msg)
 	if err != nil {
-		c.finish(p, record, nil, fmt.Errorf("chat: publishing message %s: %w", m.ID, err))
+		c.finish(p, nil, fmt.Errorf("chat: publishing message %s: %w", m.ID, err))
 		return nil, p.err
 	}
 	c.sends.Add(1)
-	go c.awaitAck(p, msg, fut, record)
+	go c.awaitAck(p, msg, fut)
 	return p, nil
 }
 
 // awaitAck waits for the stream's acknowledgement of a publish, repeating
 // the publish (same Nats-Msg-Id) when none comes, then records the outcome.
-func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture, record bool) {
+func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture) {
 	defer c.sends.Done()
 	for attempt := 1; ; attempt++ {
 		select {
 		case ack := <-fut.Ok():
-			c.finish(p, record, ack, nil)
+			c.finish(p, ack, nil)
 			return
 		case err := <-fut.Err():
 			retry := attempt < maxPublishAttempts && (errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout))
@@ -215,84 +214,122 @@ func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture,
 					continue
 				}
 			}
-			c.finish(p, record, nil, fmt.Errorf("chat: the stream did not store message %s: %w", p.sent.ID, err))
+			c.finish(p, nil, fmt.Errorf("chat: the stream did not store message %s: %w", p.sent.ID, err))
 			return
 		case <-c.closing:
-			c.finish(p, record, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", p.sent.ID, ErrClosed))
+			c.finish(p, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", p.sent.ID, ErrClosed))
 			return
 		}
 	}
 }
 
-// finish records a send's outcome and completes p once it is in the history.
-func (c *Client) finish(p *Pending, record bool, ack *jetstream.PubAck, err error) {
+// finish records a send's outcome in the history (state sent or failed, in
+// one write) and completes p once it is there.
+func (c *Client) finish(p *Pending, ack *jetstream.PubAck, err error) {
 	if ack != nil {
 		p.sent.Seq, p.sent.Duplicate = ack.Sequence, ack.Duplicate
 		c.stats.sent.Add(1)
 	}
 	p.err = err
 	if err != nil && p.result != nil {
-		c.dropWaiter(p.sent.ID, p.result)
+		c.dropWaiter(p.sent.ID)
 	}
-	if !record {
+	e := p.entry
+	if e == nil {
 		close(p.done)
 		return
 	}
-	id, state, seq := p.sent.ID, StateSent, int64(p.sent.Seq)
+	e.State, e.Seq, e.ReceivedAt = StateSent, p.sent.Seq, c.now()
 	if err != nil {
-		state = StateFailed
+		e.State = StateFailed
 	}
 	c.db.writeAsync(func(tx *sql.Tx) error {
-		_, err := tx.Exec(`UPDATE messages SET state = ?, stream_seq = ? WHERE from_key = ? AND id = ?`, string(state), seq, c.me.String(), id[:])
-		return err
+		if _, err := c.db.insertEntry(tx, e); err != nil {
+			return err
+		}
+		// A receipt that came before this record (it is rare: receipts
+		// are gathered for a while) is applied now.
+		if r, ok := c.takeEarlyReceipt(e.ID, e.To); ok {
+			_, err := tx.Stmt(c.db.stmts.delivered).Exec(r.UnixMilli(), c.me.String(), e.ID[:], e.To.String())
+			return err
+		}
+		return nil
 	}, func(werr error) {
 		if werr != nil && p.err == nil {
-			c.log.Warn("the stream stored a message but recording it in the history failed", "id", id, "err", werr)
+			c.log.Warn("the stream stored a message but recording it in the history failed", "id", e.ID, "err", werr)
 		}
 		close(p.done)
 	})
 }
 
-func (c *Client) addWaiter(id MessageID) chan time.Time {
+// waiter is a Send waiting for the receipt of its message.
+type waiter struct {
+	to kez.PublicKey // only a receipt signed by the recipient counts
+	ch chan time.Time
+}
+
+func (c *Client) addWaiter(id MessageID, to kez.PublicKey) chan time.Time {
 	ch := make(chan time.Time, 1)
 	c.waitMu.Lock()
-	c.waiters[id] = append(c.waiters[id], ch)
+	c.waiters[id] = waiter{to: to, ch: ch}
 	c.waitMu.Unlock()
 	return ch
 }
 
-func (c *Client) dropWaiter(id MessageID, ch chan time.Time) {
+func (c *Client) dropWaiter(id MessageID) {
 	c.waitMu.Lock()
-	defer c.waitMu.Unlock()
-	ws := c.waiters[id]
-	for i, w := range ws {
-		if w == ch {
-			ws = append(ws[:i], ws[i+1:]...)
-			break
-		}
-	}
-	if len(ws) == 0 {
+	delete(c.waiters, id)
+	c.waitMu.Unlock()
+}
+
+// notifyReceipt wakes whoever waits for the receipt of id, if from is the
+// message's recipient.
+func (c *Client) notifyReceipt(id MessageID, from kez.PublicKey, at time.Time) {
+	c.waitMu.Lock()
+	w, ok := c.waiters[id]
+	if ok && w.to == from {
 		delete(c.waiters, id)
-	} else {
-		c.waiters[id] = ws
+	}
+	c.waitMu.Unlock()
+	if ok && w.to == from {
+		w.ch <- at
 	}
 }
 
-// notifyReceipt wakes whoever waits for the receipt of id.
-func (c *Client) notifyReceipt(id MessageID, at time.Time) {
+// maxEarlyReceipts bounds the receipts kept for messages not yet recorded.
+const maxEarlyReceipts = 4096
+
+// rememberEarlyReceipt keeps a receipt whose message is not in the history
+// (yet), to apply when its send is recorded.
+func (c *Client) rememberEarlyReceipt(id MessageID, from kez.PublicKey, at time.Time) {
 	c.waitMu.Lock()
-	ws := c.waiters[id]
-	delete(c.waiters, id)
-	c.waitMu.Unlock()
-	for _, w := range ws {
-		w <- at
+	defer c.waitMu.Unlock()
+	if len(c.early) >= maxEarlyReceipts {
+		clear(c.early)
 	}
+	c.early[id] = earlyReceipt{from: from, at: at}
+}
+
+func (c *Client) takeEarlyReceipt(id MessageID, to kez.PublicKey) (time.Time, bool) {
+	c.waitMu.Lock()
+	defer c.waitMu.Unlock()
+	r, ok := c.early[id]
+	if !ok || r.from != to {
+		return time.Time{}, false
+	}
+	delete(c.early, id)
+	return r.at, true
+}
+
+type earlyReceipt struct {
+	from kez.PublicKey
+	at   time.Time
 }
 
 // waitReceipt waits for the receipt of id. Without a Run loop it fetches
 // from the inbox itself.
 func (c *Client) waitReceipt(ctx context.Context, id MessageID, ch chan time.Time) (time.Time, error) {
-	defer c.dropWaiter(id, ch)
+	defer c.dropWaiter(id)
 	for {
 		select {
 		case at := <-ch:

@@ -43,7 +43,7 @@ CREATE TABLE messages (
 	body         BLOB    NOT NULL,
 	stream_seq   INTEGER NOT NULL DEFAULT 0,  -- JetStream sequence (delivery or publish ack)
 	trust        TEXT    NOT NULL,            -- trusted | held | request
-	state        TEXT    NOT NULL DEFAULT '', -- sent messages: pending | sent | failed
+	state        TEXT    NOT NULL DEFAULT '', -- sent messages: sent | failed
 	read         INTEGER NOT NULL DEFAULT 0,  -- shown to the user (inbox) or own message
 	delivered_at INTEGER,                     -- sent messages: the receipt's signed time, Unix ms
 	PRIMARY KEY (from_key, id)
@@ -111,6 +111,7 @@ type writeOp struct {
 // store is the client's database.
 type store struct {
 	db     *sql.DB
+	stmts  statements
 	ops    chan writeOp
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -142,6 +143,10 @@ func openStore(path string) (*store, error) {
 		return nil, fmt.Errorf("chat: preparing the database %s: %w", path, err)
 	}
 	s := &store{db: db, ops: make(chan writeOp, maxBatchOps), stop: make(chan struct{})}
+	if err := s.prepare(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("chat: preparing the database %s: %w", path, err)
+	}
 	s.wg.Add(1)
 	go s.writer()
 	return s, nil
@@ -184,7 +189,45 @@ func (s *store) close() error {
 	close(s.stop)
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.stmts.close()
 	return s.db.Close()
+}
+
+// statements are the writes done once per message, prepared once (the
+// database/sql pool keeps them prepared per connection).
+type statements struct {
+	insert    *sql.Stmt // insertEntry
+	sentState *sql.Stmt // a send's outcome
+	delivered *sql.Stmt // a receipt
+}
+
+func (s *store) prepare() error {
+	var err error
+	prep := func(q string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = s.db.Prepare(q)
+		return st
+	}
+	s.stmts = statements{
+		insert:    prep(`INSERT INTO messages (` + entryColumns + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
+		sentState: prep(`UPDATE messages SET state = ?, stream_seq = ? WHERE from_key = ? AND id = ?`),
+		delivered: prep(`UPDATE messages SET delivered_at = ? WHERE from_key = ? AND id = ? AND to_key = ? AND incoming = 0 AND delivered_at IS NULL`),
+	}
+	if err != nil {
+		s.stmts.close()
+	}
+	return err
+}
+
+func (st *statements) close() {
+	for _, s := range []*sql.Stmt{st.insert, st.sentState, st.delivered} {
+		if s != nil {
+			s.Close()
+		}
+	}
 }
 
 // writeAsync queues fn; done, if not nil, is called with the outcome once

@@ -74,12 +74,12 @@ func TestHistoryOrderAndInbox(t *testing.T) {
 	}
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		for _, e := range es {
-			if isNew, err := insertEntry(tx, e); err != nil || !isNew {
+			if isNew, err := c.db.insertEntry(tx, e); err != nil || !isNew {
 				t.Errorf("insert %q: new %v, %v", e.Body, isNew, err)
 			}
 		}
 		// The same sender and ID again is not new.
-		isNew, err := insertEntry(tx, es[0])
+		isNew, err := c.db.insertEntry(tx, es[0])
 		if isNew || err != nil {
 			t.Errorf("duplicate insert: new %v, %v", isNew, err)
 		}
@@ -137,7 +137,7 @@ func TestStoreCloseCommitsQueuedWrites(t *testing.T) {
 	done := make(chan error, 100)
 	for i := 0; i < 100; i++ {
 		e := &Entry{ID: NewMessageID(), Incoming: true, Peer: alice, From: alice, To: c.me, SentAt: time.UnixMilli(int64(i)), ReceivedAt: time.Now(), Kind: KindText, Body: []byte("x"), Trust: TrustTrusted}
-		c.db.writeAsync(func(tx *sql.Tx) error { _, err := insertEntry(tx, e); return err }, func(err error) { done <- err })
+		c.db.writeAsync(func(tx *sql.Tx) error { _, err := c.db.insertEntry(tx, e); return err }, func(err error) { done <- err })
 	}
 	c.Close()
 	for i := 0; i < 100; i++ {
