@@ -65,7 +65,6 @@ func WithOrphanGrace(d time.Duration) Option { return func(c *config) { c.grace 
 // is a compare-and-set, so of two claims of one name (or its look-alikes)
 // at once, one wins and the other gets [handles.ErrTaken].
 type Store struct {
-	js         jetstream.JetStream
 	kv         jetstream.KeyValue
 	nc         *nats.Conn
 	getSubject string // the bucket stream's leader message get
@@ -120,7 +119,6 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 		timeout = 5 * time.Second
 	}
 	return &Store{
-		js:         js,
 		kv:         kv,
 		nc:         js.Conn(),
 		getSubject: api + "STREAM.MSG.GET.KV_" + cfg.bucket,

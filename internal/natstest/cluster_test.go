@@ -17,7 +17,7 @@ func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 3-node cluster; elections take seconds")
 	}
-	c := natstest.StartCluster(t, "")
+	c := natstest.StartCluster(t, "max_payload: 2MB\n") // extra configuration reaches every node
 	if c.MetaLeader() == "" {
 		t.Fatal("no meta leader")
 	}
@@ -26,6 +26,9 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	if nc.MaxPayload() != 2<<20 {
+		t.Fatalf("max payload %d: the extra configuration was not applied", nc.MaxPayload())
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
