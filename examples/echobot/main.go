@@ -55,4 +55,3 @@ func run(ctx context.Context, getenv func(string) string) error {
 		c.MarkRead(ctx, m)
 	})
 }
-
