@@ -132,11 +132,14 @@ type Client struct {
 	sends   sync.WaitGroup // goroutines waiting for publish acks
 	closing chan struct{}
 
+	reconMu     sync.Mutex
+	reconnected chan struct{} // closed and replaced at each reconnect
+
 	rmu          sync.RWMutex // guards sending on receipts against its close
 	receipts     chan []*Entry
 	rclosed      bool
 	receiptsDone chan struct{}
-	closed  sync.Once
+	closed       sync.Once
 
 	stats clientStats
 }
@@ -173,7 +176,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		cfg: cfg, id: cfg.Identity, me: cfg.Identity.PublicKey(),
 		log: cfg.Logger, now: cfg.Clock, httpc: cfg.HTTPClient, resolver: cfg.Resolver,
 		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, requesters: map[kez.PublicKey]requester{},
-		waiters: map[MessageID]waiter{}, early: map[MessageID]earlyReceipt{}, closing: make(chan struct{}),
+		waiters: map[MessageID]waiter{}, early: map[MessageID]earlyReceipt{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -281,7 +284,10 @@ func (c *Client) connect(ctx context.Context) error {
 				log.Warn("disconnected from NATS", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			c.signalReconnect()
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "err", err) }),
 	}
 	nc, err := Connect(ctx, c.cfg.NATSURL, c.id, append(opts, c.cfg.NATSOptions...)...)
@@ -322,6 +328,21 @@ func (c *Client) connect(ctx context.Context) error {
 	c.receipts, c.receiptsDone = make(chan []*Entry, 64), make(chan struct{})
 	go c.receiptWorker()
 	return nil
+}
+
+// signalReconnect wakes whoever waits for the next reconnect.
+func (c *Client) signalReconnect() {
+	c.reconMu.Lock()
+	close(c.reconnected)
+	c.reconnected = make(chan struct{})
+	c.reconMu.Unlock()
+}
+
+// nextReconnect returns a channel closed at the next reconnect.
+func (c *Client) nextReconnect() <-chan struct{} {
+	c.reconMu.Lock()
+	defer c.reconMu.Unlock()
+	return c.reconnected
 }
 
 // Close waits (up to a few seconds) for sends still waiting for the

@@ -40,7 +40,7 @@ func WaitReceipt() SendOption { return func(c *sendConfig) { c.waitReceipt = tru
 
 // maxPublishAttempts bounds how often a publish that got no acknowledgement
 // is repeated (with the same Nats-Msg-Id, so the stream stores it once).
-const maxPublishAttempts = 3
+const maxPublishAttempts = 5
 
 // Send sends text to the contact with this handle and returns once the
 // stream stored it (and, with WaitReceipt, once the recipient's receipt
@@ -197,22 +197,33 @@ func (c *Client) publish(ctx context.Context, rcpt Recipient, handle string, m M
 	return p, nil
 }
 
-// awaitAck waits for the stream's acknowledgement of a publish, repeating
-// the publish (same Nats-Msg-Id) when none comes, then records the outcome.
+// awaitAck waits for the stream's acknowledgement of a publish. When none
+// comes (a timeout, or the connection dropped and the pending acks were
+// cancelled) it publishes again with the same Nats-Msg-Id, once connected,
+// so the stream stores the message once; then it records the outcome.
 func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture) {
 	defer c.sends.Done()
 	for attempt := 1; ; attempt++ {
+		recon := c.nextReconnect()
 		select {
 		case ack := <-fut.Ok():
 			c.finish(p, ack, nil)
 			return
 		case err := <-fut.Err():
-			retry := attempt < maxPublishAttempts && (errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout))
-			if retry {
-				if f, perr := c.js.PublishMsgAsync(msg); perr == nil {
+			if attempt < maxPublishAttempts && retryable(err) {
+				if !c.nc.IsConnected() {
+					select {
+					case <-recon:
+					case <-c.closing:
+					case <-time.After(30 * time.Second):
+					}
+				}
+				f, perr := c.js.PublishMsgAsync(msg)
+				if perr == nil {
 					fut = f
 					continue
 				}
+				err = perr
 			}
 			c.finish(p, nil, fmt.Errorf("chat: the stream did not store message %s: %w", p.sent.ID, err))
 			return
@@ -221,6 +232,14 @@ func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture)
 			return
 		}
 	}
+}
+
+// retryable reports a publish error after which the same message may be
+// published again: the stream may or may not have it, and Nats-Msg-Id makes
+// a second copy harmless.
+func retryable(err error) bool {
+	return errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
 
 // finish records a send's outcome in the history (state sent or failed, in
