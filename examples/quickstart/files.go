@@ -1,0 +1,4 @@
+package main
+
+// closeFiles stops the users' file nodes.
+func (q *quick) closeFiles() error { return nil }
