@@ -91,6 +91,7 @@ func openRequest(data []byte, serverXKey string, xkp nkeys.KeyPair, issuer strin
 // violation".
 type DenyError struct{ Reason string }
 
+// Error returns "callout: denied: " and the reason.
 func (e *DenyError) Error() string { return "callout: denied: " + e.Reason }
 
 func deny(format string, args ...any) error {

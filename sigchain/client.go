@@ -27,6 +27,7 @@ type ServerError struct {
 	Message    string // the server's "error" text
 }
 
+// Error names the status and quotes the server's message.
 func (e *ServerError) Error() string {
 	return fmt.Sprintf("sigchain: the sig-server answered %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
 }

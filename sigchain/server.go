@@ -36,6 +36,8 @@ type ConflictError struct {
 	Head Head
 }
 
+// Error says where the head is now and what to do: fetch, rebuild the
+// link on top of it and retry.
 func (e *ConflictError) Error() string {
 	if e.Head.Seqno == 0 {
 		return "sigchain: the chain's head has moved: the server has no chain for this key yet, so the first link must be the eldest (seqno 1)"

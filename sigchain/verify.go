@@ -55,6 +55,7 @@ type LinkError struct {
 	Err   error  // wraps one of ErrBadSignature, ErrBrokenChain, …
 }
 
+// Error names the link by seqno and position, then the broken rule.
 func (e *LinkError) Error() string {
 	if e.Seqno == 0 {
 		return fmt.Sprintf("sigchain: invalid chain: %v", e.Err)
