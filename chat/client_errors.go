@@ -13,7 +13,8 @@ import (
 // what to do.
 var (
 	// ErrNotContact reports a handle that is not a contact: add it first
-	// ([Client.AddContact]); sending by handle never pins silently.
+	// ([Client.AddContact]); sending by handle never pins silently. It is
+	// returned as a *[NotContactError].
 	ErrNotContact = errors.New("chat: not a contact")
 
 	// ErrKeyChanged reports a contact whose handle now names another key
@@ -38,6 +39,18 @@ var (
 	// server: the chat-server has not provisioned it.
 	ErrNoStream = errors.New("chat: the inbox stream does not exist on the NATS server")
 )
+
+// NotContactError is [ErrNotContact] with the handle, in canonical form.
+type NotContactError struct {
+	Handle string
+}
+
+func (e *NotContactError) Error() string {
+	return fmt.Sprintf("chat: %s is not a contact yet; add it first", e.Handle)
+}
+
+// Is matches [ErrNotContact].
+func (e *NotContactError) Is(target error) bool { return target == ErrNotContact }
 
 // KeyChangedError is [ErrKeyChanged] with the details: the contact is
 // flagged, their messages are held and sending to them is refused until the

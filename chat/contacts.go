@@ -107,7 +107,7 @@ func (c *Client) contact(_ context.Context, handle string) (*contactState, error
 	defer c.mu.Unlock()
 	cs, ok := c.byHandle[h]
 	if !ok {
-		return nil, fmt.Errorf("%w: %s is not a contact yet; add it first", ErrNotContact, h)
+		return nil, &NotContactError{Handle: h}
 	}
 	return cs, nil
 }

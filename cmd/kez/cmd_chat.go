@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"strings"
+
+	"github.com/kez-lat/kez-chat/chat"
+)
+
+// chatHistoryLines is how much of the conversation "kez chat" shows first.
+const chatHistoryLines = 20
+
+func init() {
+	register(&command{
+		name:    "chat",
+		args:    "HANDLE [--nats URL] [--home DIR]",
+		summary: "talk with a contact: their messages appear as they arrive",
+		help: `
+Opens a conversation with HANDLE, one of your contacts: it shows the last
+messages between you, then prints their messages as they arrive while you
+type. Each line you enter is sent as one message. /quit (or end of input,
+Ctrl-D) leaves.
+
+Messages from other people arrive too; kez chat only says that they came
+(read them with "kez inbox").`,
+		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			var cf chatFlags
+			cf.declare(fs, true)
+			return func(ctx context.Context, args []string) error {
+				args, err := interleaved(fs, args)
+				if err != nil {
+					return err
+				}
+				if len(args) != 1 {
+					return usagef("chat takes one HANDLE")
+				}
+				return runChat(ctx, e, cf, args[0])
+			}
+		},
+	})
+}
+
+func runChat(ctx context.Context, e *env, cf chatFlags, handle string) error {
+	c, err := e.openChat(ctx, cf, true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ct, err := c.CheckContact(ctx, handle)
+	if err != nil {
+		return chatError(err)
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		return chatError(err)
+	}
+	out := &printer{w: e.stdout}
+	note := &printer{w: e.stderr}
+	hist, err := c.History(ctx, ct.Handle, chatHistoryLines)
+	if err != nil {
+		return chatError(err)
+	}
+	var unread []*chat.Entry
+	for _, m := range hist {
+		out.print(m)
+		if !m.Read {
+			unread = append(unread, m)
+		}
+	}
+	if err := c.MarkRead(ctx, unread...); err != nil {
+		return chatError(err)
+	}
+	out.line("-- talking with @%s (%s); /quit leaves --", ct.Handle, verifiedWord(ct))
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Run(runCtx, func(m *chat.Entry) {
+			switch {
+			case m.Peer == ct.Key && m.Trust == chat.TrustTrusted:
+				out.print(m)
+				if err := c.MarkRead(runCtx, m); err != nil {
+					note.line("kez chat: %v", chatError(err))
+				}
+			case m.Trust == chat.TrustHeld:
+				note.line("A message from %s is HELD: their key or sigchain changed (kez contacts list)", m.Who())
+			case m.Trust == chat.TrustRequest:
+				note.line("A message request from %s (kez inbox --requests)", m.Who())
+			default:
+				note.line("A message from @%s (kez inbox)", m.PeerHandle)
+			}
+		})
+	}()
+
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(e.stdin)
+		sc.Buffer(make([]byte, 64<<10), chat.MaxBodySize)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-runCtx.Done():
+				return
+			}
+		}
+		if err := sc.Err(); err != nil {
+			note.line("kez chat: reading your input: %v", err)
+		}
+	}()
+	var sendErr error
+loop:
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok || strings.TrimSpace(line) == "/quit" {
+				break loop
+			}
+			if strings.TrimSpace(line) == "" {
+				continue
+			}
+			if _, err := c.Send(ctx, ct.Handle, line); err != nil {
+				// A flagged contact stops the conversation; other
+				// failures are reported and the user may retry.
+				cerr := chatError(err)
+				if flagged(err) {
+					sendErr = cerr
+					break loop
+				}
+				note.line("kez chat: not sent: %v", cerr)
+			}
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	stop()
+	if err := <-done; err != nil && sendErr == nil {
+		return chatError(err)
+	}
+	return sendErr
+}
+
+func flagged(err error) bool {
+	var kc *chat.KeyChangedError
+	var cr *chat.ChainRewrittenError
+	return errors.As(err, &kc) || errors.As(err, &cr)
+}
+
+func verifiedWord(ct *chat.Contact) string {
+	if ct.Verified() {
+		return "verified"
+	}
+	return "not verified: kez contacts verify " + ct.Handle + " FINGERPRINT"
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/kez-lat/kez-chat/chat"
+)
+
+func init() {
+	register(&command{
+		name:    "inbox",
+		args:    "[--follow] [--json] [--all] [--requests] [--nats URL] [--home DIR]",
+		summary: "print received messages, including those that came while you were offline",
+		help: `
+Fetches everything waiting for you on the NATS server (messages sent while
+you were offline included), decrypts and verifies it on this machine,
+stores it in your history (KEZ_HOME/chat.db) and prints the messages from
+your contacts you have not seen yet, oldest first. Each message is shown
+once; --all prints every message from your contacts again.
+
+Messages from people who are not your contacts are message requests: they
+are verified but kept apart; --requests prints them ("kez contacts add
+HANDLE" moves them to your inbox). Messages from a contact whose key or
+sigchain changed are held, with a warning, until you accept the change.
+
+--follow keeps running and prints messages as they arrive (Ctrl-C stops).
+--json prints one object a line: {"id","from","text","sent_at"} plus
+"from_key","kind","trust","received_at".`,
+		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			var cf chatFlags
+			var follow, asJSON, all, requests bool
+			cf.declare(fs, true)
+			fs.BoolVar(&follow, "follow", false, "keep printing messages as they arrive")
+			fs.BoolVar(&asJSON, "json", false, "print one JSON object a line")
+			fs.BoolVar(&all, "all", false, "print every message from your contacts, not only new ones")
+			fs.BoolVar(&requests, "requests", false, "print the messages from people who are not your contacts")
+			return func(ctx context.Context, args []string) error {
+				args, err := interleaved(fs, args)
+				if err != nil {
+					return err
+				}
+				if len(args) > 0 {
+					return usagef("inbox takes no arguments, got %q", args)
+				}
+				return runInbox(ctx, e, cf, follow, asJSON, all, requests)
+			}
+		},
+	})
+}
+
+// inboxJSON is one line of "kez inbox --json" (DESIGN.md); fields may be
+// added.
+type inboxJSON struct {
+	ID         string    `json:"id"`
+	From       string    `json:"from"` // handle, or key when none is known
+	Text       string    `json:"text"`
+	SentAt     time.Time `json:"sent_at"`
+	FromKey    string    `json:"from_key"`
+	Kind       string    `json:"kind"`
+	Trust      string    `json:"trust"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// printer writes messages for one command run; it is safe for concurrent
+// use (kez chat prints from two goroutines).
+type printer struct {
+	mu     sync.Mutex
+	w      io.Writer
+	asJSON bool
+}
+
+func (p *printer) print(m *chat.Entry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	text := m.Text()
+	if m.Kind != chat.KindText {
+		text = fmt.Sprintf("(a %q message this kez does not show)", m.Kind)
+	}
+	if p.asJSON {
+		json.NewEncoder(p.w).Encode(inboxJSON{
+			ID: m.ID.String(), From: m.Who(), Text: text, SentAt: m.SentAt.UTC(), FromKey: m.From.String(),
+			Kind: string(m.Kind), Trust: string(m.Trust), ReceivedAt: m.ReceivedAt.UTC(),
+		})
+		return
+	}
+	who := "@" + m.PeerHandle
+	if m.PeerHandle == "" {
+		who = m.From.String()
+	}
+	if !m.Incoming {
+		who = "you"
+	}
+	fmt.Fprintf(p.w, "[%s] %s: %s\n", m.SentAt.Local().Format("2006-01-02 15:04"), who, text)
+}
+
+func (p *printer) line(format string, a ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, format+"\n", a...)
+}
+
+func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, requests bool) error {
+	c, err := e.openChat(ctx, cf, true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Sync(ctx); err != nil {
+		return chatError(err)
+	}
+	out := &printer{w: e.stdout, asJSON: asJSON}
+	note := &printer{w: e.stderr}
+	var shown []*chat.Entry
+	if requests {
+		if shown, err = c.Requests(ctx); err != nil {
+			return chatError(err)
+		}
+	} else if shown, err = c.Inbox(ctx, all); err != nil {
+		return chatError(err)
+	}
+	for _, m := range shown {
+		out.print(m)
+	}
+	if len(shown) == 0 && !asJSON && !follow {
+		if requests {
+			out.line("No message requests.")
+		} else {
+			out.line("No new messages.")
+		}
+	}
+	if err := noteSetAside(ctx, c, note, !requests); err != nil {
+		return err
+	}
+	if !follow {
+		return nil
+	}
+	err = c.Run(ctx, func(m *chat.Entry) {
+		switch {
+		case m.Trust == chat.TrustTrusted && !requests:
+			out.print(m)
+			if err := c.MarkRead(ctx, m); err != nil {
+				note.line("kez inbox: %v", chatError(err))
+			}
+		case m.Trust == chat.TrustRequest && requests:
+			out.print(m)
+		case m.Trust == chat.TrustRequest:
+			note.line("A message request from %s: kez inbox --requests", m.Who())
+		case m.Trust == chat.TrustHeld:
+			note.line("A message from %s is HELD: their key or sigchain changed (kez contacts list)", m.Who())
+		}
+	})
+	if err != nil {
+		return chatError(err)
+	}
+	return nil
+}
+
+// noteSetAside tells, on stderr, about requests and held messages.
+func noteSetAside(ctx context.Context, c *chat.Client, note *printer, requests bool) error {
+	if requests {
+		reqs, err := c.Requests(ctx)
+		if err != nil {
+			return chatError(err)
+		}
+		if len(reqs) > 0 {
+			note.line("%d message request(s) from people who are not your contacts: kez inbox --requests", len(reqs))
+		}
+	}
+	held, err := c.Held(ctx)
+	if err != nil {
+		return chatError(err)
+	}
+	if len(held) > 0 {
+		from := map[string]bool{}
+		for _, m := range held {
+			from[m.Who()] = true
+		}
+		for who := range from {
+			note.line("WARNING: messages from %s are held because their key or sigchain changed; see kez contacts list", who)
+		}
+	}
+	return nil
+}
