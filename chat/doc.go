@@ -1,23 +1,51 @@
-// Package chat is KEZ chat's end-to-end encrypted messaging: the sealed
-// envelope that travels through the broker, and the client that sends and
-// receives envelopes over NATS.
+// Package chat is KEZ chat's end-to-end encrypted messaging: the messaging
+// client most programs use, and underneath it the sealed envelope that
+// travels through the broker.
 //
-// To send, call [Seal] with your identity (any [kez.Signer]), the
-// recipient's primary key and X25519 encryption key as read from their
-// verified sigchain, and a [Message]; publish the bytes it returns. To
-// receive, make one [Opener] for your identity with [NewOpener] and call
-// [Opener.Open] on each envelope, passing the sender key the NATS subject
-// names; [OpenEnvelope] does the same for a single envelope. What they
-// return has been decrypted and its signature verified; every failure
-// wraps a sentinel error such as [ErrDecrypt] or [ErrBadSignature].
+// # The client
 //
-// An envelope is HPKE (RFC 9180; DHKEM(X25519), HKDF-SHA256,
-// ChaCha20-Poly1305) around a message the sender signed together with the
-// envelope's header, so the broker sees only the two keys it routes by and
-// ciphertext, and a signed message cannot be re-wrapped to someone else.
-// The format and its test vectors are in docs/spec/envelope.md.
+// Call [Open] with a [Config] (the identity, a state folder, and the NATS,
+// chat-server and sig-server addresses) and Close the [Client] when done.
+// Then:
 //
-// The envelope layer does not remember anything: dropping a replayed
-// message ID, pinning contacts' keys and keeping history are the client's
-// work.
+//   - [Client.AddContact] resolves a handle, verifies the key's sigchain
+//     and pins the key, chain head and encryption key; [Client.VerifyContact]
+//     marks it verified once the fingerprints were compared in person.
+//   - [Client.Send] seals a message to a contact's pinned key and publishes
+//     it to their inbox on JetStream, returning once the stream stored it
+//     ([WaitReceipt] also waits for their signed delivery receipt);
+//     [Client.SendAsync] keeps many sends in flight.
+//   - [Client.Sync] fetches what waited while offline; [Client.Inbox] lists
+//     what is new, once; [Client.Run] receives live and calls a handler.
+//     Every message is opened, verified against the sender the broker
+//     vouches for, stored in the history (SQLite, chat.db in the state
+//     folder) and only then acknowledged, so nothing is lost and nothing is
+//     shown twice.
+//   - [Client.History], [Client.Requests] (messages from keys that are not
+//     contacts) and [Client.Held] (from contacts whose key or chain changed)
+//     read the history.
+//
+// A contact whose handle later names another key, or whose sigchain the
+// sig-server rewrites, is flagged: sending fails with a *[KeyChangedError]
+// or *[ChainRewrittenError], their messages are held, and adding the
+// contact again accepts the change. The wire rules, the receipt body and
+// the pinning rules are in docs/spec/chat.md.
+//
+// # The envelope
+//
+// [Seal] signs a [Message] with the sender's identity (any [kez.Signer])
+// and encrypts it to the recipient's X25519 key (HPKE, RFC 9180;
+// DHKEM(X25519), HKDF-SHA256, ChaCha20-Poly1305); an [Opener] (or
+// [OpenEnvelope]) decrypts and verifies it, and every failure wraps a
+// sentinel error such as [ErrDecrypt] or [ErrBadSignature]. The broker sees
+// only the two keys it routes by and ciphertext, and a signed message
+// cannot be re-wrapped to someone else. The format and its test vectors are
+// in docs/spec/envelope.md. The envelope layer remembers nothing: replay
+// protection, pinning and history are the client's.
+//
+// [Connect] is the NATS login with a KEZ identity, for programs that use
+// the broker directly.
+//
+// The package does not move files (package files), run servers (chatserver,
+// sigchain) or choose where state lives: the caller passes the folder.
 package chat
