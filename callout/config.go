@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nkeys"
 )
 
 // ConfigOptions shape the nats.conf text rendered by [NATSConfig]. The
@@ -24,7 +26,26 @@ type ConfigOptions struct {
 	HTTPListen string // host:port for /healthz etc.; "" means none
 	StoreDir   string // JetStream store folder; required when Standalone
 	ServerName string // default "kez-dev"
+
+	// AuthJetStream enables JetStream in the auth account, for a
+	// chat-server that keeps its handle registry there (package
+	// handles/jsstore, "kez-chat-server --store jetstream"). Only the
+	// callout service's own login reaches that account, so no KEZ user can
+	// touch the registry through NATS.
+	AuthJetStream bool
+	// SigServerKey, when set, is the user nkey ("U…") of a sig-server that
+	// keeps sigchains in JetStream (package sigchain/jsstore,
+	// "kez-sig-server --store jetstream"). The snippet gives it an account
+	// of its own with JetStream (SigAccount) and lists it in auth_users, so
+	// it logs in with that nkey, bypassing the callout, and no KEZ user can
+	// reach the chains through NATS.
+	SigServerKey string
+	SigAccount   string // default [DefaultSigAccount]
 }
+
+// DefaultSigAccount is the account of a sig-server with a JetStream store
+// (see [ConfigOptions].SigServerKey).
+const DefaultSigAccount = "SIG"
 
 var accountName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`)
 
@@ -46,6 +67,9 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 	}
 	if o.ServerName == "" {
 		o.ServerName = "kez-dev"
+	}
+	if o.SigAccount == "" {
+		o.SigAccount = DefaultSigAccount
 	}
 	return o
 }
@@ -70,19 +94,31 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	}
 //	jetstream: enabled
 //
-// Every client except the service user is then sent to the callout. With
+// Every client except the service user is then sent to the callout.
+// o.AuthJetStream adds "jetstream: enabled" to the AUTH account, and
+// o.SigServerKey adds "SIG { jetstream: enabled, users: [ { nkey: <sig-server
+// key> } ] }" and that key to auth_users: the settings of a cluster whose
+// servers keep their stores in JetStream (docs/operators.md). With
 // o.Standalone it renders a complete development config instead. The
 // text holds public keys only. Changing the authorization block needs a
 // server restart (a reload is not enough).
 func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	o = o.withDefaults()
-	for _, a := range []string{o.ChatAccount, o.AuthAccount, o.SystemAccount} {
+	for _, a := range []string{o.ChatAccount, o.AuthAccount, o.SystemAccount, o.SigAccount} {
 		if !accountName.MatchString(a) {
 			return "", fmt.Errorf("callout: account name %q: use a letter then letters, digits, '_' or '-'", a)
 		}
 	}
 	if o.ChatAccount == o.AuthAccount || o.ChatAccount == o.SystemAccount || o.AuthAccount == o.SystemAccount {
 		return "", fmt.Errorf("callout: the chat, auth and system accounts must differ")
+	}
+	if o.SigServerKey != "" {
+		if !nkeys.IsValidPublicUserKey(o.SigServerKey) {
+			return "", fmt.Errorf("callout: the sig-server key %q is not a user nkey (\"U…\"); print it with \"kez-sig-server nats-key\"", o.SigServerKey)
+		}
+		if o.SigAccount == o.ChatAccount || o.SigAccount == o.AuthAccount || o.SigAccount == o.SystemAccount {
+			return "", fmt.Errorf("callout: the sig-server account must differ from the chat, auth and system accounts")
+		}
 	}
 	if o.AuthTimeout < time.Second || o.AuthTimeout%time.Second != 0 {
 		return "", fmt.Errorf("callout: auth timeout %s: use whole seconds", o.AuthTimeout)
@@ -103,8 +139,17 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	svc := k.ServicePublicKey()
 	fmt.Fprintf(&b, "# KEZ chat: clients authenticate with their KEZ key through the auth callout.\n")
 	fmt.Fprintf(&b, "accounts {\n")
-	fmt.Fprintf(&b, "  %s { users: [ { nkey: %s } ] }\n", o.AuthAccount, svc)
+	authUsers := svc
+	if o.AuthJetStream {
+		fmt.Fprintf(&b, "  %s { jetstream: enabled, users: [ { nkey: %s } ] }\n", o.AuthAccount, svc)
+	} else {
+		fmt.Fprintf(&b, "  %s { users: [ { nkey: %s } ] }\n", o.AuthAccount, svc)
+	}
 	fmt.Fprintf(&b, "  %s { jetstream: enabled }\n", o.ChatAccount)
+	if o.SigServerKey != "" {
+		fmt.Fprintf(&b, "  %s { jetstream: enabled, users: [ { nkey: %s } ] }\n", o.SigAccount, o.SigServerKey)
+		authUsers += ", " + o.SigServerKey
+	}
 	fmt.Fprintf(&b, "  %s {}\n", o.SystemAccount)
 	fmt.Fprintf(&b, "}\n")
 	fmt.Fprintf(&b, "system_account: %s\n", o.SystemAccount)
@@ -113,7 +158,7 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	fmt.Fprintf(&b, "  auth_callout {\n")
 	fmt.Fprintf(&b, "    issuer: %s\n", k.IssuerPublicKey())
 	fmt.Fprintf(&b, "    account: %s\n", o.AuthAccount)
-	fmt.Fprintf(&b, "    auth_users: [ %s ]\n", svc)
+	fmt.Fprintf(&b, "    auth_users: [ %s ]\n", authUsers)
 	fmt.Fprintf(&b, "    xkey: %s\n", k.XKeyPublicKey())
 	fmt.Fprintf(&b, "  }\n")
 	fmt.Fprintf(&b, "}\n")
