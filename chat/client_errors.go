@@ -45,6 +45,7 @@ type NotContactError struct {
 	Handle string
 }
 
+// Error says that the handle is not a contact and what to do.
 func (e *NotContactError) Error() string {
 	return fmt.Sprintf("chat: %s is not a contact yet; add it first", e.Handle)
 }
@@ -62,6 +63,8 @@ type KeyChangedError struct {
 	Since   time.Time     // when this client noticed
 }
 
+// Error is the warning to show: both keys with their fingerprints, and
+// what the user should do.
 func (e *KeyChangedError) Error() string {
 	return fmt.Sprintf("chat: WARNING: the key of %s changed: it was %s (fingerprint %s) and is now %s (fingerprint %s). "+
 		"Someone may be impersonating them, or they made a new identity. Their messages are held and sending is refused until you "+
@@ -81,6 +84,8 @@ type ChainRewrittenError struct {
 	Since  time.Time     // when this client noticed
 }
 
+// Error is the warning to show: the pinned head the server contradicts,
+// and what the user should do.
 func (e *ChainRewrittenError) Error() string {
 	return fmt.Sprintf("chat: WARNING: the sigchain of %s (%s) no longer contains the pinned link %d (%s): %v. "+
 		"The sig-server is showing a rewritten history. Their messages are held and sending is refused until you "+

@@ -19,7 +19,7 @@ type ContactFlag string
 
 // Contact flags.
 const (
-	FlagNone           ContactFlag = ""
+	FlagNone           ContactFlag = ""                // trusted
 	FlagKeyChanged     ContactFlag = "key_changed"     // the handle names another key now
 	FlagChainRewritten ContactFlag = "chain_rewritten" // the pinned chain forked or rolled back
 )
