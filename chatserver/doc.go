@@ -16,13 +16,18 @@
 //	defer srv.Close()
 //	http.ListenAndServe(":8080", srv.Handler())
 //
-// Start opens the registry (SQLite), loads or creates the callout keys,
+// Start opens the registry (SQLite by default), loads or creates the callout keys,
 // and then, in the background, logs in to NATS as the callout service
 // user, answers authorization requests in a queue group (so replicas share
 // them) with the registry as the directory of keys, logs in as the
 // provisioner and creates or updates the JetStream inbox stream. NATS may
 // come up after the chat-server: the server keeps trying, and /readyz
 // says what it is waiting for. [Server.WaitReady] blocks until it is ready.
+//
+// Several replicas on several machines share one registry with
+// StoreBackend [StoreJetStream]: the registry then lives in a JetStream
+// key-value bucket of the callout account (package handles/jsstore) and
+// opens once the callout service is logged in.
 //
 // The NATS side needs the nats.conf snippet that [NATSConfig] renders from
 // the same keys folder (the reference binary prints it with

@@ -135,6 +135,10 @@ func (s *Server) api(route func(*handles.Server) http.Handler) http.Handler {
 			httpserve.WriteError(w, http.StatusServiceUnavailable, "the chat-server is not running")
 			return
 		}
+		if s.store.Load() == nil && r.URL.Path != InfoPath {
+			httpserve.WriteError(w, http.StatusServiceUnavailable, "the chat-server's handle registry is not open yet; try again shortly")
+			return
+		}
 		route(hs).ServeHTTP(w, r)
 	})
 }

@@ -32,6 +32,9 @@ func (s *Server) runNATS(ctx context.Context) {
 		return
 	}
 	s.svcConn.Store(svcConn)
+	if s.StoreBackend == StoreJetStream && !s.openJetStreamRegistry(ctx, svcConn) {
+		return
+	}
 	for retry := minRetry; ; retry = min(2*retry, maxRetry) {
 		if !waitUp(ctx, svcConn, up) {
 			return

@@ -66,6 +66,20 @@ type Server struct {
 	// DBPath is the SQLite file of the handle registry. Default
 	// [DefaultDBPath].
 	DBPath string
+	// StoreBackend selects where the handle registry lives:
+	// [StoreSQLite] (or "") keeps it in the SQLite file DBPath;
+	// [StoreJetStream] keeps it in a key-value bucket of the callout
+	// account's JetStream (package handles/jsstore), which every replica
+	// shares. With StoreJetStream the NATS configuration must give that
+	// account JetStream (callout.ConfigOptions.AuthJetStream; "kez-chat-server
+	// nats-config --store jetstream"), and the registry opens once the
+	// server is logged in to NATS: until then the API answers 503 and
+	// logins are refused.
+	StoreBackend string
+	// StoreReplicas is how many JetStream servers keep the registry
+	// bucket when this server creates it (StoreJetStream): 1 by default,
+	// 3 in a cluster. An existing bucket keeps its own setting.
+	StoreReplicas int
 	// KeysDir holds the callout keys (created on first start, files mode
 	// 0600); nats.conf names their public halves, see [NATSConfig].
 	// Default [DefaultKeysDir].
@@ -101,7 +115,8 @@ type Server struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	keys    *callout.Keys
-	store   *handles.SQLiteStore
+	store   atomic.Pointer[registryRef] // nil until the registry is open
+	sqlite  *handles.SQLiteStore        // StoreSQLite only, closed by Close
 	hs      atomic.Pointer[handles.Server]
 	svc     *callout.Service
 	stream  string
@@ -148,15 +163,18 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("chatserver: the callout keys in %s: %w", s.KeysDir, err)
 	}
-	store, err := handles.OpenSQLite(s.DBPath)
-	if err != nil {
-		return fmt.Errorf("chatserver: the handle registry %s: %w", s.DBPath, err)
-	}
-	defer func() {
-		if err != nil {
-			store.Close()
+	var sqlite *handles.SQLiteStore
+	if s.StoreBackend == StoreSQLite {
+		if sqlite, err = handles.OpenSQLite(s.DBPath); err != nil {
+			return fmt.Errorf("chatserver: the handle registry %s: %w", s.DBPath, err)
 		}
-	}()
+		defer func() {
+			if err != nil {
+				sqlite.Close()
+			}
+		}()
+	}
+	store := lazyStore{s}
 	hs, err := handles.NewServer(handles.ServerConfig{
 		Domain:             s.Domain,
 		Store:              store,
@@ -187,14 +205,17 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	s.keys, s.store, s.svc, s.metrics = keys, store, svc, m
+	s.keys, s.sqlite, s.svc, s.metrics = keys, sqlite, svc, m
+	if sqlite != nil {
+		s.store.Store(&registryRef{sqlite})
+	}
 	s.Domain = hs.Domain()
 	s.hs.Store(hs)
 	s.kick = make(chan struct{}, 1)
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
 	s.started = true
-	s.log.Info("chat-server starting", "domain", s.Domain, "nats", redactURL(s.NATSURL), "db", s.DBPath, "keys", s.KeysDir)
+	s.log.Info("chat-server starting", "domain", s.Domain, "nats", redactURL(s.NATSURL), "registry", s.registryName(), "keys", s.KeysDir)
 	go s.runNATS(runCtx)
 	return nil
 }
@@ -216,6 +237,16 @@ func (s *Server) defaults() error {
 	}
 	if s.DBPath == "" {
 		s.DBPath = DefaultDBPath
+	}
+	switch s.StoreBackend {
+	case "":
+		s.StoreBackend = StoreSQLite
+	case StoreSQLite, StoreJetStream:
+	default:
+		return fmt.Errorf("chatserver: StoreBackend %q: want %q or %q", s.StoreBackend, StoreSQLite, StoreJetStream)
+	}
+	if s.StoreReplicas < 0 || s.StoreReplicas > 5 {
+		return fmt.Errorf("chatserver: StoreReplicas %d: want 1 to 5 (0 means 1)", s.StoreReplicas)
 	}
 	if s.KeysDir == "" {
 		s.KeysDir = DefaultKeysDir
@@ -278,8 +309,10 @@ func (s *Server) Close() error {
 			nc.Close()
 		}
 	}
-	if err := s.store.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("chatserver: closing the registry: %w", err))
+	if s.sqlite != nil {
+		if err := s.sqlite.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("chatserver: closing the registry: %w", err))
+		}
 	}
 	s.log.Info("chat-server stopped")
 	return errors.Join(errs...)
@@ -292,15 +325,14 @@ func (s *Server) Keys() *callout.Keys {
 	return s.keys
 }
 
-// Store returns the handle registry opened by Start, or nil before. It
-// is what an operator tool suspends or releases handles with.
+// Store returns the handle registry opened by Start, or nil before (with
+// StoreJetStream: before the server first logged in to NATS). It is what
+// an operator tool suspends or releases handles with.
 func (s *Server) Store() handles.Store {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.store == nil {
-		return nil
+	if r := s.store.Load(); r != nil {
+		return r.registry
 	}
-	return s.store
+	return nil
 }
 
 // Ready reports whether the server can take traffic: nil when the
@@ -318,8 +350,12 @@ func (s *Server) Ready(ctx context.Context) error {
 	case !started:
 		return ErrNotStarted
 	}
-	if err := s.store.Ping(ctx); err != nil {
-		return fmt.Errorf("the handle registry %s does not answer: %w", s.DBPath, err)
+	reg := s.store.Load()
+	if reg == nil {
+		return fmt.Errorf("the handle registry %s is not open yet: it opens once the callout service is logged in to NATS at %s (does the auth account have JetStream? see \"kez-chat-server nats-config --store jetstream\")", s.registryName(), redactURL(s.NATSURL))
+	}
+	if err := reg.Ping(ctx); err != nil {
+		return fmt.Errorf("the handle registry %s does not answer: %w", s.registryName(), err)
 	}
 	if nc := s.svcConn.Load(); nc == nil || !nc.IsConnected() {
 		return fmt.Errorf("the callout service is not logged in to NATS at %s yet (is NATS running, and does its nats.conf hold the snippet of \"kez-chat-server nats-config\" for these keys?)", redactURL(s.NATSURL))
