@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
@@ -135,5 +136,36 @@ func TestRunAndWaitReceipt(t *testing.T) {
 	}
 	if _, err := alice.Send(ctx, "carol", "hi"); !errors.Is(err, ErrNotContact) {
 		t.Errorf("send to a stranger: %v", err)
+	}
+}
+
+// Closing the client ends a Run loop in progress, and later calls say the
+// client is closed.
+func TestCloseStopsRun(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	bob := openClient(t, st, st.NewUser(t, "bob"))
+	runDone := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		close(started)
+		runDone <- bob.Run(context.Background(), nil)
+	}()
+	<-started
+	if err := bob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-runDone:
+		if err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("Run after Close: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after Close")
+	}
+	if _, err := bob.Sync(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Sync after Close: %v", err)
+	}
+	if _, err := bob.Inbox(context.Background(), false); err == nil {
+		t.Error("Inbox after Close succeeded")
 	}
 }

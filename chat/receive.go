@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -25,6 +26,11 @@ const fetchBatch = 256
 func (c *Client) Sync(ctx context.Context) (int, error) {
 	if c.cons == nil {
 		return 0, ErrOffline
+	}
+	select {
+	case <-c.closing:
+		return 0, ErrClosed
+	default:
 	}
 	total := 0
 	for {
@@ -99,13 +105,19 @@ func (c *Client) waitOne(ctx context.Context, wait time.Duration) (int, error) {
 //
 // Run keeps receiving across broker restarts and reconnects. On return,
 // messages already delivered to this client are processed first. It
-// returns nil when ctx ended or the client was closed.
+// returns nil when ctx ended or the client was closed meanwhile, and
+// ErrClosed if it was closed before.
 func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
 	if c.cons == nil {
 		return ErrOffline
 	}
 	if handler == nil {
 		handler = func(*Entry) {}
+	}
+	select {
+	case <-c.closing:
+		return ErrClosed
+	default:
 	}
 	c.live.Add(1)
 	defer c.live.Add(-1)
@@ -115,6 +127,9 @@ func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.log.Debug("receiving", "err", err)
 		}))
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		return ErrClosed
+	}
 	if err != nil {
 		return fmt.Errorf("chat: receiving from your inbox: %w", err)
 	}
