@@ -49,7 +49,7 @@ func start(t *testing.T, args []string, env map[string]string) (string, func() e
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, args, func(k string) string { return env[k] }, logs, func(a net.Addr) { addrc <- a })
+		done <- run(ctx, args, func(k string) string { return env[k] }, io.Discard, logs, func(a net.Addr) { addrc <- a })
 	}()
 	var url string
 	select {
@@ -123,7 +123,7 @@ func TestRunServesChainsAndStops(t *testing.T) {
 func TestRunUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}, {"extra"}, {"--nope"}} {
 		var out bytes.Buffer
-		err := run(context.Background(), args, func(string) string { return "" }, &out, nil)
+		err := run(context.Background(), args, func(string) string { return "" }, &out, &out, nil)
 		var u usageError
 		if !errors.As(err, &u) {
 			t.Errorf("%v: got %v, want a usage error", args, err)
