@@ -4,16 +4,21 @@
 // wrapper around package chatserver.
 //
 //	kez-chat-server [--listen 127.0.0.1:8080] [--domain kez.lat] --sig-server URL --nats URL
-//	                [--db kez-chat.db] [--keys kez-chat-keys] [--public-url URL] [--public-sig-server URL]
-//	                [--log-format text|json] [--log-level info]
-//	kez-chat-server nats-config [--keys kez-chat-keys]
+//	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--keys kez-chat-keys]
+//	                [--public-url URL] [--public-sig-server URL] [--log-format text|json] [--log-level info]
+//	kez-chat-server nats-config [--keys kez-chat-keys] [--store sqlite|jetstream] [--sig-server-key U…]
 //
 // Every flag has an environment twin (KEZ_LISTEN, KEZ_DOMAIN,
-// KEZ_SIG_SERVER, NATS_URL, KEZ_CHAT_DB, KEZ_CHAT_KEYS, KEZ_CHAT_PUBLIC_URL,
-// KEZ_CHAT_PUBLIC_SIG_SERVER, KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL);
-// flags win. "nats-config" prints the nats.conf snippet for the keys
-// folder, creating the keys on first use; add it to the NATS server's
-// configuration and restart NATS (docs/operators.md). The server serves
+// KEZ_SIG_SERVER, NATS_URL, KEZ_CHAT_STORE, KEZ_CHAT_DB, KEZ_CHAT_REPLICAS,
+// KEZ_CHAT_KEYS, KEZ_CHAT_PUBLIC_URL, KEZ_CHAT_PUBLIC_SIG_SERVER,
+// KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL; for nats-config also
+// KEZ_CHAT_SIG_SERVER_KEY); flags win. "nats-config" prints the nats.conf
+// snippet for the keys folder, creating the keys on first use; add it to
+// the NATS server's configuration and restart NATS (docs/operators.md).
+// With --store jetstream the handle registry lives in the callout
+// account's JetStream, shared by every replica, and "nats-config --store
+// jetstream" gives that account JetStream; --sig-server-key adds the
+// account of a sig-server that keeps its chains in JetStream. The server serves
 // /healthz, /readyz and Prometheus /metrics, and shuts down gracefully on
 // SIGTERM or SIGINT.
 package main
@@ -28,6 +33,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/kez-lat/kez-chat/callout"
@@ -75,7 +81,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	domain := fs.String("domain", envOr("KEZ_DOMAIN", chatserver.DefaultDomain), "handle domain this server registers: alice@DOMAIN (env KEZ_DOMAIN)")
 	sigServer := fs.String("sig-server", envOr("KEZ_SIG_SERVER", ""), "base URL of the sig-server, required (env KEZ_SIG_SERVER)")
 	natsURL := fs.String("nats", envOr("NATS_URL", ""), "URL of the operator's NATS, required (env NATS_URL)")
-	dbPath := fs.String("db", envOr("KEZ_CHAT_DB", chatserver.DefaultDBPath), "SQLite file of the handle registry (env KEZ_CHAT_DB)")
+	backend := fs.String("store", envOr("KEZ_CHAT_STORE", chatserver.StoreSQLite), "where the handle registry lives: sqlite (--db) or jetstream (NATS, shared by replicas) (env KEZ_CHAT_STORE)")
+	dbPath := fs.String("db", envOr("KEZ_CHAT_DB", chatserver.DefaultDBPath), "SQLite file of the handle registry, with --store sqlite (env KEZ_CHAT_DB)")
+	replicas := fs.Int("replicas", 1, "JetStream replicas of the inbox stream (and, with --store jetstream, the registry bucket): 3 in a cluster (env KEZ_CHAT_REPLICAS)")
 	keysDir := fs.String("keys", envOr("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys, made on first use (env KEZ_CHAT_KEYS)")
 	publicURL := fs.String("public-url", envOr("KEZ_CHAT_PUBLIC_URL", ""), "this server's base URL as clients reach it, if a proxy changes Host (env KEZ_CHAT_PUBLIC_URL)")
 	publicSig := fs.String("public-sig-server", envOr("KEZ_CHAT_PUBLIC_SIG_SERVER", ""), "the sig-server's base URL as clients reach it, if not --sig-server (env KEZ_CHAT_PUBLIC_SIG_SERVER)")
@@ -89,6 +97,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected arguments %q; the only subcommand is nats-config; see --help", fs.Args())}
+	}
+	if err := intFromEnv(fs, getenv, "replicas", "KEZ_CHAT_REPLICAS", replicas); err != nil {
+		return err
+	}
+	if *backend != chatserver.StoreSQLite && *backend != chatserver.StoreJetStream {
+		return usageError{fmt.Errorf("--store %q: want %s or %s", *backend, chatserver.StoreSQLite, chatserver.StoreJetStream)}
+	}
+	if *replicas < 1 || *replicas > 5 {
+		return usageError{fmt.Errorf("--replicas %d: want 1 to 5", *replicas)}
 	}
 	if *sigServer == "" {
 		return usageError{errors.New("--sig-server (or KEZ_SIG_SERVER) is required: the base URL of the sig-server, e.g. http://127.0.0.1:8081")}
@@ -109,6 +126,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		PublicSigServerURL: *publicSig,
 		PublicURL:          *publicURL,
 		NATSURL:            *natsURL,
+		StoreBackend:       *backend,
+		StoreReplicas:      *replicas,
+		Inbox:              callout.InboxConfig{Replicas: *replicas},
 		DBPath:             *dbPath,
 		KeysDir:            *keysDir,
 		Logger:             log,
@@ -126,13 +146,15 @@ func natsConfig(args []string, envOr func(string, string) string, stdout, stderr
 	fs := flag.NewFlagSet("kez-chat-server nats-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: kez-chat-server nats-config [--keys DIR]\n\n"+
+		fmt.Fprintf(stderr, "usage: kez-chat-server nats-config [--keys DIR] [--store sqlite|jetstream] [--sig-server-key U…]\n\n"+
 			"Prints the nats.conf snippet that sends every NATS login to this chat-server's\n"+
 			"auth callout, for the keys in DIR (made on first use, mode 0600). Add it to\n"+
 			"your NATS configuration and restart NATS. It holds public keys only.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	keysDir := fs.String("keys", envOr("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys (env KEZ_CHAT_KEYS)")
+	backend := fs.String("store", envOr("KEZ_CHAT_STORE", chatserver.StoreSQLite), "the chat-server's --store: jetstream gives the callout account JetStream (env KEZ_CHAT_STORE)")
+	sigKey := fs.String("sig-server-key", envOr("KEZ_CHAT_SIG_SERVER_KEY", ""), "NATS key (U…) of a sig-server with --store jetstream, as \"kez-sig-server nats-key\" prints it (env KEZ_CHAT_SIG_SERVER_KEY)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -142,7 +164,13 @@ func natsConfig(args []string, envOr func(string, string) string, stdout, stderr
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("nats-config: unexpected arguments %q", fs.Args())}
 	}
-	conf, err := chatserver.NATSConfig(*keysDir, callout.ConfigOptions{})
+	if *backend != chatserver.StoreSQLite && *backend != chatserver.StoreJetStream {
+		return usageError{fmt.Errorf("nats-config: --store %q: want %s or %s", *backend, chatserver.StoreSQLite, chatserver.StoreJetStream)}
+	}
+	conf, err := chatserver.NATSConfig(*keysDir, callout.ConfigOptions{
+		AuthJetStream: *backend == chatserver.StoreJetStream,
+		SigServerKey:  *sigKey,
+	})
 	if err != nil {
 		return err
 	}
@@ -163,4 +191,21 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
+}
+
+// intFromEnv sets *v from the environment variable env unless the flag
+// name was given on the command line (flags win).
+func intFromEnv(fs *flag.FlagSet, getenv func(string) string, name, env string, v *int) error {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	s := getenv(env)
+	if given || s == "" {
+		return nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return usageError{fmt.Errorf("%s %q: want a number", env, s)}
+	}
+	*v = n
+	return nil
 }

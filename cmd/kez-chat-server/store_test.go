@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// --store jetstream: "nats-config --store jetstream" gives the callout
+// account JetStream, the server keeps its registry there (no SQLite file
+// is made), and a claim made through one process is what a second
+// process, sharing nothing but NATS and the keys, admits.
+func TestServeJetStreamStore(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	conf := natsConfigOutput(t, []string{"--keys", keys, "--store", "jetstream"}, nil)
+	if !strings.Contains(conf, "AUTH { jetstream: enabled, users:") {
+		t.Fatalf("snippet:\n%s", conf)
+	}
+	ns := natstest.Run(t, conf)
+	sigURL := startSig(t)
+
+	serve := func(name string) string {
+		ctx, cancel := context.WithCancel(context.Background())
+		logs := &syncBuffer{}
+		addrc := make(chan net.Addr, 1)
+		done := make(chan error, 1)
+		env := map[string]string{"KEZ_SIG_SERVER": sigURL, "NATS_URL": ns.ClientURL(), "KEZ_CHAT_KEYS": keys,
+			"KEZ_CHAT_STORE": "jetstream", "KEZ_CHAT_DB": filepath.Join(dir, name+".db"), "KEZ_CHAT_REPLICAS": "1"}
+		go func() {
+			done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--domain", "chat.example"}, getenvFrom(env), io.Discard, logs, func(a net.Addr) { addrc <- a })
+		}()
+		t.Cleanup(func() { cancel(); <-done })
+		var base string
+		select {
+		case a := <-addrc:
+			base = "http://" + a.String()
+		case err := <-done:
+			t.Fatalf("run: %v\n%s", err, logs)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := http.Get(base + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never ready:\n%s", name, logs)
+			}
+			time.Sleep(20 * time.Millisecond) // polling a server that waits on NATS
+		}
+	}
+	a, b := serve("a"), serve("b")
+
+	ctx := context.Background()
+	id := stacktest.Identity("erin")
+	h := handles.Handle{Name: "erin", Domain: "chat.example"}
+	link, err := sigchain.NewLink(id, nil, sigchain.TypeEldest, sigchain.EldestBody(id.PublicKey(), id.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&sigchain.Client{BaseURL: sigURL}).Append(ctx, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := (&handles.Client{BaseURL: a}).Claim(ctx, id, h); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := (&handles.Client{BaseURL: b}).Lookup(ctx, "erin"); err != nil || rec.Key != id.PublicKey().String() {
+		t.Fatalf("lookup at the other process: %+v %v", rec, err)
+	}
+	key := id.PublicKey().String()
+	nc, err := nats.Connect(ns.ClientURL(), nats.Nkey(key, id.SignNATSNonce), nats.CustomInboxPrefix("_INBOX."+key), nats.Timeout(5*time.Second), nats.NoReconnect())
+	if err != nil {
+		t.Fatalf("erin's login: %v", err)
+	}
+	nc.Close()
+	if matches, _ := filepath.Glob(filepath.Join(dir, "*.db")); len(matches) != 0 {
+		t.Fatalf("SQLite files made with --store jetstream: %v", matches)
+	}
+}
+
+func TestNATSConfigSigServerKey(t *testing.T) {
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	keys := filepath.Join(t.TempDir(), "keys")
+	conf := natsConfigOutput(t, []string{"--keys", keys}, map[string]string{"KEZ_CHAT_SIG_SERVER_KEY": pub})
+	if !strings.Contains(conf, "SIG { jetstream: enabled, users: [ { nkey: "+pub+" } ] }") || !strings.Contains(conf, ", "+pub+" ]") {
+		t.Fatalf("snippet:\n%s", conf)
+	}
+	natstest.Run(t, conf)
+
+	for _, args := range [][]string{
+		{"nats-config", "--keys", keys, "--store", "etcd"},
+		{"--store", "etcd"},
+		{"--replicas", "0"},
+	} {
+		var errb bytes.Buffer
+		err := run(context.Background(), args, getenvFrom(map[string]string{"KEZ_SIG_SERVER": "http://x", "NATS_URL": "nats://127.0.0.1:1"}), io.Discard, &errb, nil)
+		var u usageError
+		if !errors.As(err, &u) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+	var errb bytes.Buffer
+	if err := run(context.Background(), []string{"nats-config", "--keys", keys, "--sig-server-key", "SUNOTAKEY"}, getenvFrom(nil), io.Discard, &errb, nil); err == nil || !strings.Contains(err.Error(), "kez-sig-server nats-key") {
+		t.Errorf("a bad sig-server key: %v", err)
+	}
+}
