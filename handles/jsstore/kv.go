@@ -85,6 +85,9 @@ func decodeEntry(b []byte) (entry, error) {
 	if e.Domain == "" || e.Name == "" {
 		return entry{}, errors.New("the entry has no domain or name")
 	}
+	if err := checkHandle(e.handle()); err != nil {
+		return entry{}, fmt.Errorf("the entry's %w", err)
+	}
 	k, err := kez.ParsePublicKey(e.Key)
 	if err != nil {
 		return entry{}, fmt.Errorf("the entry's key: %w", err)
@@ -101,7 +104,25 @@ func decodeIndex(b []byte) (index, error) {
 	if ix.Domain == "" || ix.Name == "" {
 		return index{}, errors.New("the index has no domain or name")
 	}
+	if err := checkHandle(ix.handle()); err != nil {
+		return index{}, fmt.Errorf("the index's %w", err)
+	}
 	return ix, nil
+}
+
+// checkHandle refuses a stored handle that the handle rules would not
+// produce (development domains included: a registry may serve one), such
+// as a name with bytes that are not UTF-8, which JSON decoding would
+// silently replace.
+func checkHandle(h handles.Handle) error {
+	p, err := handles.Rules{AllowLocal: true}.Parse(h.String())
+	if err != nil {
+		return fmt.Errorf("handle %q is not valid: %w", h.String(), err)
+	}
+	if p != h {
+		return fmt.Errorf("handle %q is not in canonical form (%q)", h.String(), p.String())
+	}
+	return nil
 }
 
 func decodeValue(b []byte, v any, version *int) error {
