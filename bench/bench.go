@@ -1,0 +1,208 @@
+// Package bench measures KEZ against its physical limits: every figure is
+// measured beside its baseline in the same run, on the same machine, so
+// the ratio means something on a shared machine whose absolute speed
+// drifts.
+//
+// The figures (docs/performance.md explains each and its target):
+//
+//   - messaging: N senders → M receivers through the JetStream inbox
+//     stream, sealed (chat.Seal, chat.Opener) against the crypto floor
+//     (the same seals and opens without any network) and against the same
+//     traffic raw; p50/p99 latency of one message at a time;
+//   - connects: logins through the auth callout against plain nkey logins
+//     of a key listed in nats.conf;
+//   - sigchains: links verified (parse + sigchain.Verify) against raw
+//     ed25519.Verify;
+//   - files: a verified P2P fetch (files.Node) against a raw libp2p stream
+//     and raw TCP, a private (encrypted) fetch, and croc;
+//   - memory: the chat-server's RSS with 1,000 users logged in.
+//
+// Most programs call [StartStack] (or [ExternalStack]) and [Run], then
+// print the [Report]; cmd/kez-bench is that program:
+//
+//	st, err := bench.StartStack(ctx, bench.StackConfig{Dir: dir})
+//	defer st.Close()
+//	rep, err := bench.Run(ctx, st, bench.Quick())
+//	rep.WriteTable(os.Stdout)
+//
+// The package is a library so that a test runs the whole tool at a tiny
+// size and it cannot rot. It execs nats-server and kez-chat-server; it
+// never links nats-server.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+)
+
+// Groups of figures, in the order Run measures them.
+var Groups = []string{"sigchains", "messaging", "connects", "memory", "files"}
+
+// Config sizes a run. [Default] is the full run; [Quick] finishes in under
+// a minute; [Smoke] is for tests.
+type Config struct {
+	// Only lists the groups to run (see [Groups]); empty runs all.
+	Only []string `json:"only,omitempty"`
+
+	Senders         int   `json:"senders"`          // messaging: N senders
+	Receivers       int   `json:"receivers"`        // messaging: M receivers
+	Sizes           []int `json:"sizes"`            // messaging: message body sizes
+	Messages        int   `json:"messages"`         // messaging: per size and kind, over all rounds
+	LatencyMessages int   `json:"latency_messages"` // messaging: one at a time, per size and kind
+
+	ConnectWorkers int           `json:"connect_workers"` // logins at once (connects, memory)
+	Duration       time.Duration `json:"duration_ns"`     // each timed round of connects and sigchains
+	Rounds         int           `json:"rounds"`          // figure and baseline alternate this many times
+
+	ChainLinks int `json:"chain_links"` // sigchains: links in the verified chain
+
+	BlobSize int64  `json:"blob_size"` // files: bytes of the blob
+	Croc     string `json:"croc,omitempty"`
+	CrocSkip string `json:"-"` // why Croc is empty
+
+	Users int `json:"users"` // memory: users logged in at once
+
+	// Progress is told what is being measured; nil: nothing.
+	Progress func(string) `json:"-"`
+}
+
+// Default is the full run (about five minutes on 2 vCPUs).
+func Default() Config {
+	return Config{
+		Senders: 4, Receivers: 2, Sizes: []int{256, 4096}, Messages: 30000, LatencyMessages: 400,
+		ConnectWorkers: 4, Duration: 3 * time.Second, Rounds: 3,
+		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000,
+	}
+}
+
+// Quick is a run that finishes in under a minute, at smaller sizes.
+func Quick() Config {
+	c := Default()
+	c.Messages, c.LatencyMessages = 4000, 100
+	c.Duration, c.Rounds = 700*time.Millisecond, 2
+	c.BlobSize = 64 << 20
+	return c
+}
+
+// Smoke is the smallest run that still produces every figure, for tests.
+func Smoke() Config {
+	c := Default()
+	c.Senders, c.Receivers = 2, 1
+	c.Messages, c.LatencyMessages = 60, 5
+	c.ConnectWorkers, c.Duration, c.Rounds = 2, 100*time.Millisecond, 1
+	c.ChainLinks, c.BlobSize, c.Users = 5, 2 << 20, 20
+	return c
+}
+
+func (c Config) runs(group string) bool { return len(c.Only) == 0 || slices.Contains(c.Only, group) }
+
+func (c Config) check() error {
+	for _, g := range c.Only {
+		if !slices.Contains(Groups, g) {
+			return fmt.Errorf("bench: unknown group %q; the groups are %v", g, Groups)
+		}
+	}
+	switch {
+	case c.Senders < 1 || c.Receivers < 1:
+		return errors.New("bench: messaging needs at least one sender and one receiver")
+	case len(c.Sizes) == 0:
+		return errors.New("bench: messaging needs at least one message size")
+	case c.Messages < 1 || c.LatencyMessages < 1:
+		return errors.New("bench: messaging needs at least one message of each kind")
+	case c.ConnectWorkers < 1 || c.Duration <= 0 || c.Rounds < 1:
+		return errors.New("bench: workers, duration and rounds must be positive")
+	case c.ChainLinks < 2:
+		return errors.New("bench: a measured chain needs at least 2 links")
+	case c.BlobSize < 1:
+		return errors.New("bench: the blob must not be empty")
+	case c.Users < 1:
+		return errors.New("bench: memory needs at least one user")
+	}
+	for _, s := range c.Sizes {
+		if s < 1 || s > 48<<10 {
+			return fmt.Errorf("bench: message size %d: use 1 B to 48 KiB (the envelope's body limit)", s)
+		}
+	}
+	return nil
+}
+
+// Run measures every group cfg selects against st (which may be nil when
+// only sigchains and files run) and returns the report. It stops at the
+// first group that fails, returning the figures so far with the error.
+func Run(ctx context.Context, st *Stack, cfg Config) (*Report, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	progress := cfg.Progress
+	if progress == nil {
+		progress = func(string) {}
+	}
+	rep := &Report{Started: time.Now(), Machine: thisMachine(), Config: cfg, Stack: "own"}
+	defer func() { rep.Duration = time.Since(rep.Started) }()
+	needStack := cfg.runs("messaging") || cfg.runs("connects") || cfg.runs("memory")
+	if needStack && st == nil {
+		return nil, errors.New("bench: messaging, connects and memory need a stack")
+	}
+	if st != nil && st.External {
+		rep.Stack = "external"
+	}
+	add := func(figs []Figure) {
+		for i := range figs {
+			figs[i].finish()
+		}
+		rep.Figures = append(rep.Figures, figs...)
+	}
+
+	var idle float64
+	if st != nil && st.ChatServerPID != 0 {
+		var err error
+		if idle, _, err = ProcessMemory(st.ChatServerPID); err != nil {
+			return rep, err
+		}
+	}
+	var users []*User
+	if cfg.runs("messaging") || cfg.runs("connects") {
+		progress("registering users")
+		var err error
+		if users, err = st.Register(ctx, "kbm", cfg.Senders+cfg.Receivers, min(8, cfg.Senders+cfg.Receivers)); err != nil {
+			return rep, err
+		}
+	}
+	for _, g := range Groups {
+		if !cfg.runs(g) {
+			continue
+		}
+		progress("measuring " + g)
+		var figs []Figure
+		var err error
+		switch g {
+		case "sigchains":
+			figs, err = measureSigchains(cfg)
+		case "messaging":
+			figs, err = measureMessaging(ctx, st, cfg, users)
+		case "connects":
+			figs, err = measureConnects(ctx, st, cfg, users)
+		case "memory":
+			figs, err = measureMemory(ctx, st, cfg, idle)
+		case "files":
+			dir, cleanup, derr := memDir()
+			if derr != nil {
+				return rep, derr
+			}
+			figs, err = measureFiles(ctx, cfg, dir)
+			cleanup()
+		}
+		add(figs)
+		if err != nil {
+			return rep, fmt.Errorf("bench: %s: %w", g, err)
+		}
+	}
+	return rep, nil
+}
+
+// TempDir makes a fresh folder for a stack under os.TempDir.
+func TempDir() (string, error) { return os.MkdirTemp("", "kez-bench-") }

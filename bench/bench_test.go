@@ -1,0 +1,145 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSmoke runs every group at the smallest size against a real stack
+// (nats-server and kez-chat-server as processes) so that the tool cannot
+// rot. It checks only that every figure and its baseline were produced,
+// never a speed: the machine is shared.
+func TestSmoke(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	st, err := StartStack(ctx, StackConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	cfg := Smoke()
+	cfg.Croc, cfg.CrocSkip = FindCroc()
+	cfg.Progress = func(s string) { t.Log(s) }
+	rep, err := Run(ctx, st, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want := map[string]int{"messaging": 4 * len(cfg.Sizes), "connects": 1, "sigchains": 1, "files": 4, "memory": 1}
+	got := map[string]int{}
+	for _, f := range rep.Figures {
+		got[f.Group]++
+		if f.Skipped != "" {
+			if f.Baseline == "croc" && cfg.Croc == "" {
+				t.Logf("%s %s skipped: %s", f.Group, f.Name, f.Skipped)
+				continue
+			}
+			t.Errorf("%s %s vs %s skipped: %s", f.Group, f.Name, f.Baseline, f.Skipped)
+			continue
+		}
+		if !(f.Value > 0) || !(f.Base > 0) {
+			t.Errorf("%s %s: value %v, baseline %s %v: want both measured", f.Group, f.Name, f.Value, f.Baseline, f.Base)
+		}
+		if f.Goal != NoTarget && f.Pass == nil {
+			t.Errorf("%s %s has a target but no verdict", f.Group, f.Name)
+		}
+	}
+	for g, n := range want {
+		if got[g] != n {
+			t.Errorf("group %s: %d figures, want %d", g, got[g], n)
+		}
+	}
+
+	var table, js bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range Groups {
+		if !strings.Contains(table.String(), g) {
+			t.Errorf("the table lacks group %s:\n%s", g, table.String())
+		}
+	}
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Figures) != len(rep.Figures) {
+		t.Errorf("JSON holds %d figures, want %d", len(back.Figures), len(rep.Figures))
+	}
+	t.Logf("\n%s", table.String())
+}
+
+func TestConfigCheck(t *testing.T) {
+	for name, mod := range map[string]func(*Config){
+		"unknown group": func(c *Config) { c.Only = []string{"nope"} },
+		"no senders":    func(c *Config) { c.Senders = 0 },
+		"no sizes":      func(c *Config) { c.Sizes = nil },
+		"huge message":  func(c *Config) { c.Sizes = []int{1 << 20} },
+		"short chain":   func(c *Config) { c.ChainLinks = 1 },
+		"empty blob":    func(c *Config) { c.BlobSize = 0 },
+		"no duration":   func(c *Config) { c.Duration = 0 },
+	} {
+		c := Smoke()
+		mod(&c)
+		if _, err := Run(context.Background(), nil, c); err == nil {
+			t.Errorf("%s: Run accepted the config", name)
+		}
+	}
+	c := Smoke()
+	c.Only = []string{"messaging"}
+	if _, err := Run(context.Background(), nil, c); err == nil || !strings.Contains(err.Error(), "need a stack") {
+		t.Errorf("messaging without a stack: %v", err)
+	}
+}
+
+func TestAddPlainUser(t *testing.T) {
+	conf := "accounts {\n  AUTH { users: [ { nkey: USVC } ] }\n  CHAT { jetstream: enabled }\n  SYS {}\n}\n" +
+		"authorization {\n  auth_callout {\n    auth_users: [ USVC ]\n  }\n}\n"
+	out, err := addPlainUser(conf, "UPLAIN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"CHAT { jetstream: enabled, users: [ { nkey: UPLAIN } ] }", "auth_users: [ UPLAIN, USVC ]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := addPlainUser("listen: 1\n", "UPLAIN"); err == nil {
+		t.Error("a config of another form was accepted")
+	}
+}
+
+func TestProcessMemory(t *testing.T) {
+	rss, hwm, err := ProcessMemory(osGetpid())
+	if err != nil {
+		t.Skip("no /proc here:", err)
+	}
+	if rss <= 0 || hwm < rss {
+		t.Errorf("rss %v, hwm %v", rss, hwm)
+	}
+	if _, _, err := ProcessMemory(-1); err == nil {
+		t.Error("a process that cannot exist has memory")
+	}
+}
+
+func TestNum(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 1.234: "1.23", 12.34: "12.3", 123.4: "123", 1234567: "1,234,567"} {
+		if got := num(v); got != want {
+			t.Errorf("num(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func osGetpid() int { return os.Getpid() }
