@@ -1,25 +1,38 @@
 // Package files is KEZ chat's peer-to-peer file sharing: content-addressed
-// blobs, the libp2p blob exchange, shared-file manifests and private shares.
+// blobs, the libp2p blob exchange, shared-file manifests, private shares,
+// the NATS signalling that finds a peer, and the share index.
 //
-// To share: [HashFile] gives a file's [Tree] and CID; a [FileSource] (or a
-// share index implementing [BlobSource]) holds what to serve; [NewNode]
-// starts a libp2p host whose PeerID is the user's key and serves those
-// blobs, asking a [Policy] who may fetch what. To fetch: [Node.Fetch]
-// downloads a blob from its owner, checking every 256 KiB chunk against the
-// CID before writing it, resuming an interrupted download, and moving the
-// file into place only when complete.
+// Most programs need one type. [Open] returns a [Sharing] for a user (their
+// identity and state folder, the sig-server, handle resolution and NATS),
+// and then:
 //
-// A blob's CID commits to its size and to a SHA-256 hash tree over its
-// chunks ([VerifyChunk], [VerifyRange]), so any chunk can be checked
-// against the CID alone. docs/spec/blobs.md specifies the tree, the CID and
-// the wire protocol [ProtocolID], with test vectors.
+//   - [Sharing.Share] hashes a file, records it in the share index
+//     (KEZ_HOME/shares.db) and publishes the new manifest in the user's
+//     sigchain; with [ShareOptions].To the file is private, encrypted for
+//     the named handles only;
+//   - [Sharing.Browse] lists what another user shares that this user may
+//     see, from their verified sigchain (it works while they are offline);
+//   - [Sharing.Fetch] finds the owner's node over NATS, downloads the file
+//     peer to peer, verified and resumable, decrypts a private one, and
+//     moves it into place only when complete;
+//   - [Sharing.Serve] stays online: it answers fetchers and serves the
+//     shared files until its context ends;
+//   - [Sharing.Unshare] and [Sharing.Shared] manage what is shared.
 //
-// A [Manifest] is the body of a set_shared_files sigchain link: the public
-// entries, and private ones whose file is encrypted with a fresh [FileKey]
-// ([EncryptFile]) and whose key, name and media type are wrapped to each
-// recipient with HPKE. [Visible] shows a viewer the entries they may see.
-// docs/spec/manifest.md specifies it.
+// The parts are usable alone. A blob's CID commits to its size and to a
+// SHA-256 hash tree over its 256 KiB chunks ([HashFile], [Tree],
+// [VerifyChunk], [VerifyRange]); [NewNode] starts a libp2p host whose
+// PeerID is the user's key and serves a [BlobSource] under a [Policy];
+// [Node.Fetch] downloads a blob checking every chunk before writing it
+// (docs/spec/blobs.md). A [Manifest] is the body of a set_shared_files
+// sigchain link; private entries are encrypted with a fresh [FileKey] and
+// wrapped to each recipient with HPKE, and [Visible] shows a viewer what
+// they may see (docs/spec/manifest.md). [Locate] and [AnswerLocates] are
+// the signalling: a fetcher asks on kez.v1.p2p.<owner key> and the owner
+// answers with its addresses, signed (docs/spec/signalling.md).
 //
-// The package does not find peers (that is NATS signalling), keep a share
-// index on disk, or talk to any server: callers compose those.
+// The package does not keep contacts or messages (package chat), run any
+// server, or store file bytes anywhere but the sharer's own files and the
+// fetcher's destination: there is no relay or pinning service, so both
+// peers must be online for a transfer.
 package files

@@ -51,6 +51,9 @@ func (e *RemoteError) Error() string {
 func statusError(status byte, text string) error {
 	switch status {
 	case statusNotFound:
+		if text != "" && text != notFoundText {
+			return fmt.Errorf("%w (the owner says: %s)", ErrNotFound, text)
+		}
 		return ErrNotFound
 	case statusForbidden:
 		return ErrForbidden

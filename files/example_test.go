@@ -3,6 +3,7 @@ package files_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,7 +29,7 @@ func ExampleNode_Fetch() {
 	if err != nil {
 		panic(err)
 	}
-	aliceNode, err := files.NewNode(files.Config{
+	aliceNode, err := files.NewNode(files.NodeConfig{
 		Identity:    alice,
 		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
 		Source:      shared,
@@ -48,7 +49,7 @@ func ExampleNode_Fetch() {
 	// (which, in KEZ, her client announces over NATS).
 	got, _ := files.DecodeManifest(body)
 	entry := files.Visible(got, bob)[0]
-	bobNode, err := files.NewNode(files.Config{Identity: bob, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
+	bobNode, err := files.NewNode(files.NodeConfig{Identity: bob, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
 	if err != nil {
 		panic(err)
 	}
@@ -63,4 +64,48 @@ func ExampleNode_Fetch() {
 	b, _ := os.ReadFile(dst)
 	fmt.Println(entry.Name, len(b), "bytes, identical:", bytes.Equal(a, b))
 	// Output: report.pdf 400000 bytes, identical: true
+}
+
+// Alice shares a report publicly and stays online; Bob lists her files and
+// fetches it. Each program runs on its own machine; the servers are the
+// user's chat-server, sig-server and NATS (KEZ_SERVER, KEZ_SIG_SERVER,
+// NATS_URL).
+func ExampleOpen() {
+	ctx := context.Background()
+	alice, _ := kez.LoadIdentity("/home/alice/.config/kez", nil)
+	sharing, err := files.Open(ctx, files.Config{
+		Identity:     alice,
+		Home:         "/home/alice/.config/kez",
+		NATSURL:      "nats://nats.kez.lat:4222",
+		SigServerURL: "https://sig.kez.lat",
+		ServerURL:    "https://kez.lat",
+		Domain:       "kez.lat",
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer sharing.Close()
+	if _, err := sharing.Share(ctx, "report.pdf", files.ShareOptions{}); err != nil {
+		panic(err)
+	}
+	// Private: only bob (and alice's own devices) can see or fetch it.
+	if _, err := sharing.Share(ctx, "salary.xlsx", files.ShareOptions{To: []string{"bob@kez.lat"}}); err != nil {
+		panic(err)
+	}
+	go sharing.Serve(ctx) // answer fetchers until ctx ends
+
+	// On Bob's machine, with his own Sharing:
+	var bob *files.Sharing
+	list, _ := bob.Browse(ctx, "alice@kez.lat")
+	for _, e := range list {
+		fmt.Println(e.Name, e.Size, e.Private)
+	}
+	got, err := bob.Fetch(ctx, "alice@kez.lat", "report.pdf", "", files.FetchOptions{
+		Wait:     true, // alice may not be online yet
+		Progress: func(verified, total int64) { fmt.Printf("\r%d/%d", verified, total) },
+	})
+	if errors.Is(err, files.ErrOwnerOffline) {
+		fmt.Println(err) // "alice@kez.lat is offline; ask them to run kez serve, or use --wait"
+	}
+	fmt.Println("saved", got.Path)
 }

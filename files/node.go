@@ -20,7 +20,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// Defaults of [Config].
+// Defaults of [NodeConfig].
 const (
 	DefaultMaxStreamsPerPeer = 8
 	DefaultMaxStreams        = 64
@@ -28,7 +28,7 @@ const (
 )
 
 // DefaultListenAddrs are the listen addresses of a [Node] whose
-// [Config.ListenAddrs] is empty: TCP and QUIC on every interface, on ports
+// [NodeConfig.ListenAddrs] is empty: TCP and QUIC on every interface, on ports
 // the system picks.
 var DefaultListenAddrs = []string{
 	"/ip4/0.0.0.0/tcp/0",
@@ -37,8 +37,8 @@ var DefaultListenAddrs = []string{
 	"/ip6/::/udp/0/quic-v1",
 }
 
-// Config configures a [Node]. Only Identity is required.
-type Config struct {
+// NodeConfig configures a [Node]. Only Identity is required.
+type NodeConfig struct {
 	// Identity is the user's key; the node's libp2p PeerID is
 	// Identity.PublicKey().PeerID(), so the transport handshake proves to a
 	// peer that it talks to this user.
@@ -102,7 +102,7 @@ type Node struct {
 }
 
 // NewNode starts a node listening on cfg.ListenAddrs.
-func NewNode(cfg Config) (*Node, error) {
+func NewNode(cfg NodeConfig) (*Node, error) {
 	if cfg.Identity == nil {
 		return nil, errors.New("files: a node needs an identity")
 	}

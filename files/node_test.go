@@ -33,7 +33,7 @@ func listenAddrs(transport string) []string {
 	return []string{"/ip4/127.0.0.1/tcp/0"}
 }
 
-func startNode(t testing.TB, cfg Config, transport string) *Node {
+func startNode(t testing.TB, cfg NodeConfig, transport string) *Node {
 	t.Helper()
 	if cfg.ListenAddrs == nil {
 		cfg.ListenAddrs = listenAddrs(transport)
@@ -65,8 +65,8 @@ type pair struct {
 func newPair(t testing.TB, transport string, policy Policy) pair {
 	t.Helper()
 	src := NewFileSource()
-	owner := startNode(t, Config{Identity: testIdentity(t, 1), Source: src, Policy: policy}, transport)
-	fetcher := startNode(t, Config{Identity: testIdentity(t, 2)}, transport)
+	owner := startNode(t, NodeConfig{Identity: testIdentity(t, 1), Source: src, Policy: policy}, transport)
+	fetcher := startNode(t, NodeConfig{Identity: testIdentity(t, 2)}, transport)
 	return pair{owner: owner, fetcher: fetcher, src: src, dir: t.TempDir()}
 }
 
@@ -288,7 +288,7 @@ func TestResumeAfterOwnerRestart(t *testing.T) {
 	if again, _ := os.ReadFile(dst + StateSuffix); !bytes.Equal(again, state) {
 		t.Fatalf("state file changed: %q -> %q", state, again)
 	}
-	owner2 := startNode(t, Config{Identity: testIdentity(t, 1), Source: p.src}, "tcp")
+	owner2 := startNode(t, NodeConfig{Identity: testIdentity(t, 1), Source: p.src}, "tcp")
 	must(t, p.fetcher.Fetch(context.Background(), owner2.AddrInfo(), tree.CID(), dst))
 	sameFile(t, src, dst)
 	if got := owner2.Stats().BytesServed; got != size-3*ChunkSize {

@@ -37,9 +37,9 @@ func TestPrivateShare(t *testing.T) {
 	must(t, err)
 	recipients := map[kez.PublicKey]bool{bob.PublicKey(): true}
 	policy := PolicyFunc(func(p kez.PublicKey, c cid.Cid) bool { return c.Equals(tree.CID()) && recipients[p] })
-	ownerNode := startNode(t, Config{Identity: owner, Source: src, Policy: policy}, "tcp")
-	bobNode := startNode(t, Config{Identity: bob}, "tcp")
-	daveNode := startNode(t, Config{Identity: dave}, "tcp")
+	ownerNode := startNode(t, NodeConfig{Identity: owner, Source: src, Policy: policy}, "tcp")
+	bobNode := startNode(t, NodeConfig{Identity: bob}, "tcp")
+	daveNode := startNode(t, NodeConfig{Identity: dave}, "tcp")
 
 	// Dave sees nothing in the manifest and is refused the blob.
 	got, err := DecodeManifest(body)
@@ -99,8 +99,8 @@ func TestFetchImpostor(t *testing.T) {
 // first is in progress is answered busy.
 func TestFetchBusy(t *testing.T) {
 	src := NewFileSource()
-	owner := startNode(t, Config{Identity: testIdentity(t, 1), Source: src, MaxStreamsPerPeer: 1}, "tcp")
-	fetcher := startNode(t, Config{Identity: testIdentity(t, 2)}, "tcp")
+	owner := startNode(t, NodeConfig{Identity: testIdentity(t, 1), Source: src, MaxStreamsPerPeer: 1}, "tcp")
+	fetcher := startNode(t, NodeConfig{Identity: testIdentity(t, 2)}, "tcp")
 	dir := t.TempDir()
 	tree, err := src.AddFile(writePattern(t, dir, "src", 48<<20))
 	must(t, err)
@@ -130,14 +130,14 @@ func TestFetchBusy(t *testing.T) {
 }
 
 func TestNewNodeNeedsIdentity(t *testing.T) {
-	if _, err := NewNode(Config{}); err == nil {
+	if _, err := NewNode(NodeConfig{}); err == nil {
 		t.Fatal("a node without an identity started")
 	}
 }
 
 func TestNodeIdentityIsUserKey(t *testing.T) {
 	id := testIdentity(t, 7)
-	n := startNode(t, Config{Identity: id}, "tcp")
+	n := startNode(t, NodeConfig{Identity: id}, "tcp")
 	if n.ID() != id.PublicKey().PeerID() {
 		t.Fatalf("PeerID %s, want %s", n.ID(), id.PublicKey().PeerID())
 	}

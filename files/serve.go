@@ -12,6 +12,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
+// changedText is what a fetcher is told about a shared file that changed
+// on the owner's disk (ErrChanged).
+const changedText = "the file changed on the owner's disk since it was shared; ask the owner to share it again"
+
+// notFoundText is the text of a plain "not found" answer.
+const notFoundText = "no such blob"
+
 // serveBufSize is the unit in which a node reads a blob and writes it to a
 // stream: four chunks, so that each write is large.
 const serveBufSize = 4 * ChunkSize
@@ -85,12 +92,16 @@ func (n *Node) handleStream(s network.Stream) {
 		return
 	}
 	if n.source == nil {
-		n.refuse(s, statusNotFound, "no such blob")
+		n.refuse(s, statusNotFound, notFoundText)
 		return
 	}
 	blob, err := n.source.OpenBlob(n.ctx, req.cid)
+	if errors.Is(err, ErrChanged) {
+		n.refuse(s, statusNotFound, changedText)
+		return
+	}
 	if errors.Is(err, ErrNotFound) {
-		n.refuse(s, statusNotFound, "no such blob")
+		n.refuse(s, statusNotFound, notFoundText)
 		return
 	}
 	if err != nil {

@@ -1,0 +1,541 @@
+package files
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/libp2p/go-libp2p"
+	"github.com/nats-io/nats.go"
+)
+
+// Config configures [Open]. Identity and Home are required; the rest
+// depends on what the caller does:
+//
+//   - Share and Unshare need SigServerURL (the user's own chain), and
+//     Share --to needs handle resolution (Resolver, or ServerURL/Domain);
+//   - Browse needs handle resolution;
+//   - Fetch and Serve also need NATS (NATS, or NATSURL) and open a libp2p
+//     node on ListenAddrs.
+type Config struct {
+	// Identity is the user's identity; its key is their libp2p PeerID.
+	Identity *kez.Identity
+	// Home is the state folder (KEZ_HOME); the share index shares.db
+	// lives in it.
+	Home string
+
+	// NATS is a connection logged in as Identity (e.g. chat.Client.Conn()),
+	// used for signalling. Close does not close it.
+	NATS *nats.Conn
+	// NATSURL is the broker (NATS_URL) to log in to as Identity when NATS
+	// is nil; Close closes that connection.
+	NATSURL string
+	// NATSOptions are passed to nats.Connect after the package's own when
+	// it connects to NATSURL.
+	NATSOptions []nats.Option
+
+	// SigServerURL is the sig-server (KEZ_SIG_SERVER) that holds the
+	// user's own sigchain, where Share and Unshare append the manifest.
+	SigServerURL string
+	// Resolver resolves handles to verified chains. nil: one is made from
+	// ServerURL, Domain and AllowLocalDomains, without caching.
+	Resolver *handles.Resolver
+	// ServerURL is the home chat-server (KEZ_SERVER), Domain its handle
+	// domain, AllowLocalDomains accepts development domains (never in
+	// production); used only to make a Resolver.
+	ServerURL         string
+	Domain            string
+	AllowLocalDomains bool
+	// HTTPClient is used for the sig-server and a Resolver made here; nil:
+	// a client with a 20 s timeout.
+	HTTPClient *http.Client
+
+	// ListenAddrs are the libp2p listen addresses; empty means
+	// [DefaultListenAddrs].
+	ListenAddrs []string
+	// Libp2pOptions are passed to the node (see
+	// [NodeConfig.Libp2pOptions]).
+	Libp2pOptions []libp2p.Option
+
+	// LocateTimeout bounds the wait for the owner's answer to one locate
+	// request; 0 means DefaultLocateTimeout. MaxWaitInterval caps the pause
+	// between requests of a waiting fetch; 0 means DefaultMaxWaitInterval.
+	LocateTimeout   time.Duration
+	MaxWaitInterval time.Duration
+
+	// Logger receives what the user does not see otherwise: changed shared
+	// files, ignored signalling, serving errors. nil: slog.Default().
+	Logger *slog.Logger
+	// Clock is the time source (link times, signalling); nil: time.Now.
+	Clock func() time.Time
+}
+
+// Sharing is one user's peer-to-peer file sharing: their share index, the
+// manifest in their sigchain, and (once needed) a libp2p node and the
+// signalling over NATS. Make one with [Open] and Close it when done. It is
+// safe for concurrent use, and several processes may share one Home (a
+// share made by one is served at once by another that is serving).
+type Sharing struct {
+	cfg      Config
+	id       *kez.Identity
+	me       kez.PublicKey
+	idx      *index
+	sigc     *sigchain.Client
+	resolver *handles.Resolver
+	http     *http.Client
+	log      *slog.Logger
+	now      func() time.Time
+
+	serving atomic.Bool
+
+	mu     sync.Mutex
+	nc     *nats.Conn
+	ownNC  bool
+	node   *Node
+	sub    *nats.Subscription
+	closed bool
+}
+
+// Errors of [Sharing]. Callers branch with errors.Is.
+var (
+	// ErrNotShared reports a name or CID that the owner does not share
+	// (or not with this viewer). It is returned as a *[NotSharedError].
+	ErrNotShared = errors.New("files: no such shared file")
+
+	// ErrNoNATS reports a Fetch or Serve on a Sharing opened without NATS
+	// or NATSURL.
+	ErrNoNATS = errors.New("files: no NATS connection: set NATS_URL (signalling between peers goes through the broker)")
+
+	// ErrClosed reports a call after Close.
+	ErrClosed = errors.New("files: the sharing is closed")
+)
+
+// NotSharedError is [ErrNotShared] with the details.
+type NotSharedError struct {
+	Owner string // the owner's handle; "" for the user's own shares
+	What  string // the name or CID asked for
+}
+
+func (e *NotSharedError) Error() string {
+	if e.Owner == "" {
+		return fmt.Sprintf("files: you share no file named %q or with that CID; list yours with kez files", e.What)
+	}
+	return fmt.Sprintf("files: %s shares no file named %q or with that CID that you may see; list them with kez files %s", e.Owner, e.What, e.Owner)
+}
+
+// Is matches [ErrNotShared].
+func (e *NotSharedError) Is(target error) bool { return target == ErrNotShared }
+
+// Open opens the user's sharing in cfg.Home (creating the share index if
+// needed). It does not connect to anything yet: NATS and the libp2p node
+// start with the first Fetch or Serve.
+func Open(ctx context.Context, cfg Config) (*Sharing, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("files: Open needs an identity")
+	}
+	if cfg.Home == "" {
+		return nil, errors.New("files: Open needs a state folder (Home)")
+	}
+	s := &Sharing{cfg: cfg, id: cfg.Identity, me: cfg.Identity.PublicKey(), http: cfg.HTTPClient, log: cfg.Logger, now: cfg.Clock}
+	if s.http == nil {
+		s.http = &http.Client{Timeout: 20 * time.Second}
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if cfg.SigServerURL != "" {
+		s.sigc = &sigchain.Client{BaseURL: strings.TrimRight(cfg.SigServerURL, "/"), HTTPClient: s.http}
+	}
+	s.resolver = cfg.Resolver
+	if s.resolver == nil && (cfg.ServerURL != "" || cfg.Domain != "") {
+		s.resolver = &handles.Resolver{
+			DefaultDomain: cfg.Domain,
+			HomeServer:    strings.TrimRight(cfg.ServerURL, "/"),
+			HTTPClient:    s.http,
+			AllowLocal:    cfg.AllowLocalDomains,
+			TTL:           -1,
+		}
+	}
+	if cfg.NATS != nil {
+		s.nc = cfg.NATS
+	}
+	idx, err := openIndex(cfg.Home, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.idx = idx
+	return s, nil
+}
+
+// Close stops serving, closes the node, the NATS connection it opened
+// itself and the share index. It is safe to call more than once.
+func (s *Sharing) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.stopServingLocked()
+	var errs []error
+	if s.node != nil {
+		errs = append(errs, s.node.Close())
+	}
+	if s.ownNC && s.nc != nil {
+		s.nc.Close()
+	}
+	errs = append(errs, s.idx.close())
+	return errors.Join(errs...)
+}
+
+// Key returns the user's key.
+func (s *Sharing) Key() kez.PublicKey { return s.me }
+
+// SharedFile is one file in the user's share index.
+type SharedFile struct {
+	Name      string
+	Path      string  // where it is on disk (absolute)
+	CID       cid.Cid // the blob served: the file, or its encryption if private
+	Size      int64   // the file's size
+	ModTime   time.Time
+	MediaType string
+	Private   bool
+	// Recipients are the handles a private file is shared with (yourself
+	// not included).
+	Recipients []string
+	SharedAt   time.Time
+}
+
+func (r *shareRow) shared() SharedFile {
+	sf := SharedFile{Name: r.Name, Path: r.Path, CID: r.CID, Size: r.Size, ModTime: time.Unix(0, r.MTimeNs).Truncate(time.Second),
+		MediaType: r.MediaType, Private: r.Private, SharedAt: r.SharedAt, Recipients: []string{}}
+	for i, rc := range r.Recipients {
+		if rc.Key != r.ownerKey {
+			sf.Recipients = append(sf.Recipients, r.Handles[i])
+		}
+	}
+	return sf
+}
+
+// Shared returns the files in the share index, in the order they were
+// shared. It reads only the local index (what this machine serves); Browse
+// with your own handle shows what your sigchain publishes.
+func (s *Sharing) Shared(ctx context.Context) ([]SharedFile, error) {
+	rows, err := s.idx.rows(ctx, true, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]SharedFile, 0, len(rows))
+	for _, r := range rows {
+		r.ownerKey = s.me
+		out = append(out, r.shared())
+	}
+	return out, nil
+}
+
+// ShareOptions adjust [Sharing.Share].
+type ShareOptions struct {
+	// Name is the name the file is shared under; empty: its base name.
+	Name string
+	// To lists the handles of the recipients of a private share; empty
+	// shares publicly. You are added as a recipient too, so your other
+	// devices see the entry.
+	To []string
+	// MediaType is e.g. "application/pdf"; empty: guessed from the name's
+	// extension, else from the first bytes.
+	MediaType string
+}
+
+// Share shares the file at path: it hashes it (public) or hashes its
+// encryption under a fresh file key (private, To set; the recipients' X25519
+// keys come from their verified sigchains), records it in the share index,
+// and appends a set_shared_files link with the new manifest to the user's
+// sigchain. A file already shared under the same name is replaced. Public
+// files are not copied; private ones are encrypted on the fly when served.
+//
+// Errors: an unreadable path or a name the manifest refuses (wrapping
+// [ErrManifest]), a recipient that does not resolve (handles errors), a
+// manifest over its limits, or the sig-server's.
+func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*SharedFile, error) {
+	if s.sigc == nil {
+		return nil, errors.New("files: sharing needs the sig-server that holds your sigchain (KEZ_SIG_SERVER)")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("files: %s: %w", path, err)
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return nil, fmt.Errorf("files: cannot read %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("files: cannot read %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("files: %s is not a regular file; share files one at a time", path)
+	}
+	name := cmp.Or(o.Name, filepath.Base(abs))
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	mediaType, err := guessMediaType(f, name, o.MediaType)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > MaxBlobSize {
+		return nil, fmt.Errorf("files: %s is larger than the %d bytes a blob may have", path, int64(MaxBlobSize))
+	}
+
+	own, err := s.ownChain(ctx)
+	if err != nil {
+		return nil, err
+	}
+	row := &shareRow{Name: name, Path: abs, Size: st.Size(), MTimeNs: st.ModTime().UnixNano(), MediaType: mediaType,
+		Private: len(o.To) > 0, SharedAt: s.now()}
+	if row.Private {
+		if row.Recipients, row.Handles, err = s.recipients(ctx, own, o.To); err != nil {
+			return nil, err
+		}
+		if row.Key, err = NewFileKey(); err != nil {
+			return nil, err
+		}
+	}
+	tree, err := hashShare(f, row.Size, row.Private, row.Key)
+	if err != nil {
+		return nil, fmt.Errorf("files: hashing %s: %w", path, err)
+	}
+	if st2, err := os.Stat(abs); err != nil || st2.Size() != st.Size() || !st2.ModTime().Equal(st.ModTime()) {
+		return nil, fmt.Errorf("files: %s changed while it was being hashed; share it again once it is written", path)
+	}
+	row.CID = tree.CID()
+	id, err := s.idx.insert(ctx, row, tree)
+	if err != nil {
+		return nil, err
+	}
+	entry := Entry{Name: name, Size: row.Size, CID: row.CID, MediaType: mediaType, ModTime: st.ModTime(), Key: row.Key}
+	var replaced []Entry
+	err = s.publish(ctx, func(m *Manifest, visible []Entry) error {
+		replaced = dropEntries(m, visible, func(e Entry) bool { return e.Name == name })
+		if row.Private {
+			return m.AddPrivate(entry, row.Recipients)
+		}
+		return m.AddPublic(entry)
+	})
+	if err != nil {
+		s.idx.deleteIDs(context.WithoutCancel(ctx), id)
+		return nil, err
+	}
+	s.forget(ctx, replaced, id)
+	row.ownerKey = s.me
+	sf := row.shared()
+	return &sf, nil
+}
+
+// Unshare removes every entry named nameOrCID, or whose blob has that CID,
+// from the manifest in the user's sigchain and from the share index, and
+// returns what was removed (as the user sees it). A name or CID that is
+// neither published nor in the index gives a *[NotSharedError].
+func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]Entry, error) {
+	if s.sigc == nil {
+		return nil, errors.New("files: unsharing needs the sig-server that holds your sigchain (KEZ_SIG_SERVER)")
+	}
+	match := func(e Entry) bool { return e.Name == nameOrCID || e.CID.String() == nameOrCID }
+	var dropped []Entry
+	errNothing := errors.New("nothing to unshare")
+	err := s.publish(ctx, func(m *Manifest, visible []Entry) error {
+		dropped = dropEntries(m, visible, match)
+		// A private entry this user cannot open (shared from elsewhere
+		// without themselves): by CID only.
+		for i := 0; i < len(m.Sealed); i++ {
+			if se := m.Sealed[i]; se.CID.String() == nameOrCID {
+				dropped = append(dropped, Entry{CID: se.CID, BlobSize: se.BlobSize, Private: true})
+				m.Sealed = append(m.Sealed[:i], m.Sealed[i+1:]...)
+				i--
+			}
+		}
+		if len(dropped) == 0 {
+			return errNothing
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errNothing) {
+		return nil, err
+	}
+	rows, rerr := s.idx.rows(ctx, false, "name = ? OR cid = ?", nameOrCID, nameOrCID)
+	if rerr != nil {
+		return dropped, rerr
+	}
+	if len(dropped) == 0 && len(rows) == 0 {
+		return nil, &NotSharedError{What: nameOrCID}
+	}
+	for _, r := range rows {
+		if err := s.idx.deleteIDs(ctx, r.id); err != nil {
+			return dropped, err
+		}
+		if len(dropped) == 0 { // only in the index (a share whose publishing failed)
+			dropped = append(dropped, Entry{Name: r.Name, Size: r.Size, CID: r.CID, MediaType: r.MediaType, Private: r.Private})
+		}
+	}
+	s.forget(ctx, dropped, 0)
+	return dropped, nil
+}
+
+// forget removes from the index the rows of entries that left the manifest
+// (except row keep).
+func (s *Sharing) forget(ctx context.Context, gone []Entry, keep int64) {
+	for _, e := range gone {
+		rows, err := s.idx.rows(ctx, false, "cid = ?", e.CID.String())
+		if err != nil {
+			s.log.Warn("files: cleaning the share index", "err", err)
+			return
+		}
+		for _, r := range rows {
+			if r.id != keep && (e.Name == "" || r.Name == e.Name) {
+				s.idx.deleteIDs(ctx, r.id)
+			}
+		}
+	}
+}
+
+// dropEntries removes from m the public entries and the private entries
+// (as visible lists them) that match, and returns them.
+func dropEntries(m *Manifest, visible []Entry, match func(Entry) bool) []Entry {
+	var out []Entry
+	pub := m.Public[:0]
+	for _, e := range m.Public {
+		if match(e) {
+			out = append(out, e)
+			continue
+		}
+		pub = append(pub, e)
+	}
+	m.Public = pub
+	for _, e := range visible {
+		if e.Private && match(e) {
+			out = append(out, e)
+			m.Remove(e.CID) // a private CID is unique to its entry (fresh key)
+		}
+	}
+	return out
+}
+
+// ownChain fetches and verifies the user's own sigchain.
+func (s *Sharing) ownChain(ctx context.Context) (*sigchain.State, error) {
+	st, err := s.sigc.FetchVerified(ctx, s.me, nil)
+	if errors.Is(err, sigchain.ErrNotFound) {
+		return nil, fmt.Errorf("files: you have no sigchain at %s yet; register first (kez register NAME): %w", s.sigc.BaseURL, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("files: reading your sigchain: %w", err)
+	}
+	return st, nil
+}
+
+// maxPublishTries bounds the retries of an append that lost a race with
+// another append to the same chain.
+const maxPublishTries = 5
+
+// publish reads the user's latest manifest, lets edit change it, and
+// appends it as a set_shared_files link, starting again from the new head
+// if another append got there first.
+func (s *Sharing) publish(ctx context.Context, edit func(m *Manifest, visible []Entry) error) error {
+	for try := 1; ; try++ {
+		st, err := s.ownChain(ctx)
+		if err != nil {
+			return err
+		}
+		m := &Manifest{}
+		if body := st.SharedFiles(); body != nil {
+			if m, err = DecodeManifest(body); err != nil {
+				return fmt.Errorf("files: the shared-files list in your sigchain cannot be read by this version, so it is left alone: %w", err)
+			}
+		}
+		if err := edit(m, Visible(m, s.id)); err != nil {
+			return err
+		}
+		body, err := m.Encode()
+		if err != nil {
+			return fmt.Errorf("%w (unshare something first)", err)
+		}
+		link, err := sigchain.NewLink(s.id, st, sigchain.TypeSetSharedFiles, body, s.now())
+		if err != nil {
+			return fmt.Errorf("files: making the set_shared_files link: %w", err)
+		}
+		err = s.sigc.Append(ctx, link)
+		if errors.Is(err, sigchain.ErrConflict) && try < maxPublishTries {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("files: publishing your shared files to the sig-server: %w", err)
+		}
+		return nil
+	}
+}
+
+// recipients resolves the handles of a private share to keys and X25519
+// keys from their verified chains, and adds the user themselves.
+func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string) ([]Recipient, []string, error) {
+	if s.resolver == nil {
+		return nil, nil, errors.New("files: sharing privately needs handle lookups: set KEZ_SERVER (or a Resolver)")
+	}
+	rs := []Recipient{{Key: s.me, X25519: own.EncryptionKey(), Generation: own.EncryptionGeneration()}}
+	hs := []string{cmp.Or(own.Handle(), s.me.String())}
+	for _, h := range to {
+		res, err := s.resolver.Resolve(ctx, h)
+		if err != nil {
+			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
+		}
+		dup := false
+		for _, r := range rs {
+			dup = dup || r.Key == res.Key
+		}
+		if dup {
+			continue
+		}
+		rs = append(rs, Recipient{Key: res.Key, X25519: res.EncryptionKey, Generation: res.Generation})
+		hs = append(hs, res.Handle.String())
+	}
+	if len(rs) > MaxRecipients {
+		return nil, nil, fmt.Errorf("%w: a private file goes to at most %d recipients (you included), not %d", ErrManifest, MaxRecipients, len(rs))
+	}
+	return rs, hs, nil
+}
+
+// guessMediaType returns given, else the type of name's extension, else
+// the type sniffed from f's first bytes.
+func guessMediaType(f *os.File, name, given string) (string, error) {
+	if given != "" {
+		if err := checkMediaType(given); err != nil {
+			return "", err
+		}
+		return given, nil
+	}
+	if t := mime.TypeByExtension(filepath.Ext(name)); t != "" && checkMediaType(t) == nil {
+		return t, nil
+	}
+	buf := make([]byte, 512)
+	n, _ := f.ReadAt(buf, 0)
+	if n == 0 {
+		return "", nil
+	}
+	return http.DetectContentType(buf[:n]), nil
+}

@@ -1,0 +1,393 @@
+package files
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/nats-io/nats.go"
+)
+
+// EncryptedSuffix is the suffix of the file a private fetch downloads the
+// encrypted blob into, beside its destination, before decrypting it there.
+const EncryptedSuffix = ".kez-encrypted"
+
+// owner is a resolved owner with a fresh, verified chain.
+type owner struct {
+	handle string
+	key    kez.PublicKey
+	state  *sigchain.State
+}
+
+// resolveOwner resolves handle and brings its verified chain up to date
+// (the resolver may have cached it): the manifest is then the latest.
+func (s *Sharing) resolveOwner(ctx context.Context, handle string) (*owner, error) {
+	if s.resolver == nil {
+		return nil, errors.New("files: looking up handles needs the home chat-server: set KEZ_SERVER (or a Resolver)")
+	}
+	res, err := s.resolver.Resolve(ctx, handle)
+	if err != nil {
+		return nil, err
+	}
+	o := &owner{handle: res.Handle.String(), key: res.Key, state: res.State}
+	if base, ok := strings.CutSuffix(res.SigchainURL, "/v1/chains/"+res.Key.String()); ok {
+		sc := &sigchain.Client{BaseURL: base, HTTPClient: s.http, VerifyOptions: s.resolver.VerifyOptions}
+		st, err := sc.FetchVerified(ctx, res.Key, res.State)
+		if err != nil {
+			return nil, fmt.Errorf("files: reading %s's sigchain: %w", o.handle, err)
+		}
+		if st.Handle() != res.Handle.String() {
+			return nil, fmt.Errorf("%w: %s's sigchain no longer claims that handle", handles.ErrMismatch, o.handle)
+		}
+		o.state = st
+	}
+	return o, nil
+}
+
+// manifest decodes the owner's latest manifest (empty if they never shared).
+func (o *owner) manifest() (*Manifest, error) {
+	body := o.state.SharedFiles()
+	if body == nil {
+		return &Manifest{}, nil
+	}
+	m, err := DecodeManifest(body)
+	if err != nil {
+		return nil, fmt.Errorf("files: %s's list of shared files cannot be read by this version: %w", o.handle, err)
+	}
+	return m, nil
+}
+
+// Browse returns the files handle shares that this user may see: every
+// public entry, and each private entry shared with them, with its real name
+// and key (see [Visible]). The owner's sigchain is fetched and verified
+// here, so it works while the owner is offline. An owner who never shared
+// anything gives an empty list.
+func (s *Sharing) Browse(ctx context.Context, handle string) ([]Entry, error) {
+	o, err := s.resolveOwner(ctx, handle)
+	if err != nil {
+		return nil, err
+	}
+	m, err := o.manifest()
+	if err != nil {
+		return nil, err
+	}
+	return Visible(m, s.id), nil
+}
+
+// FetchOptions adjust [Sharing.Fetch].
+type FetchOptions struct {
+	// Wait keeps asking the owner until they come online (or ctx ends, or
+	// WaitTimeout passes) instead of failing with ErrOwnerOffline.
+	Wait bool
+	// WaitTimeout bounds the wait for the owner; 0: until ctx ends.
+	WaitTimeout time.Duration
+	// OnWait is called each time a waiting fetch found the owner offline.
+	OnWait func(attempt int)
+	// Progress is called as verified bytes arrive (see [WithProgress]);
+	// total is the blob's size (the encrypted size for a private file).
+	Progress func(verified, total int64)
+	// Overwrite replaces an existing file at the destination; otherwise
+	// an existing file is an error wrapping fs.ErrExist.
+	Overwrite bool
+}
+
+// Fetched is the outcome of a [Sharing.Fetch].
+type Fetched struct {
+	Entry
+	Path string // where the file now is
+}
+
+// Fetch downloads the file handle shares under the name (or CID) nameOrCID
+// to outPath: a file path, a folder to put it in under its shared name, or
+// "" for its shared name in the current folder.
+//
+// It reads the owner's verified manifest, asks the owner's client over NATS
+// where it listens (a signed answer, see [Locate]), dials the owner's
+// PeerID and downloads the blob with [Node.Fetch]: every chunk is verified
+// against the CID before it is written, into outPath+[PartialSuffix], and
+// an interrupted fetch resumes from what was verified on the next call. A
+// private entry is downloaded encrypted (outPath+[EncryptedSuffix]) and
+// decrypted into place. outPath exists only once the whole file is
+// verified (and decrypted).
+//
+// Errors: a *[NotSharedError] for a name or CID the viewer cannot see;
+// ErrForbidden for a private entry meant for others; an *[OfflineError]
+// (ErrOwnerOffline) if the owner does not answer; ErrNotFound, ErrCorrupt
+// and the other errors of Node.Fetch; fs.ErrExist.
+func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, o FetchOptions) (*Fetched, error) {
+	ow, err := s.resolveOwner(ctx, handle)
+	if err != nil {
+		return nil, err
+	}
+	m, err := ow.manifest()
+	if err != nil {
+		return nil, err
+	}
+	e, err := findEntry(ow.handle, m, Visible(m, s.id), nameOrCID)
+	if err != nil {
+		return nil, err
+	}
+	dst, err := destination(outPath, e.Name, o.Overwrite)
+	if err != nil {
+		return nil, err
+	}
+	node, nc, err := s.network()
+	if err != nil {
+		return nil, err
+	}
+	lctx := ctx
+	if o.Wait && o.WaitTimeout > 0 {
+		var cancel context.CancelFunc
+		lctx, cancel = context.WithTimeout(ctx, o.WaitTimeout)
+		defer cancel()
+	}
+	info, err := Locate(lctx, nc, s.me, ow.key, LocateOptions{
+		OwnerName: ow.handle, Timeout: s.cfg.LocateTimeout, Wait: o.Wait,
+		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: o.OnWait, Now: s.now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var opts []FetchOption
+	if o.Progress != nil {
+		opts = append(opts, WithProgress(o.Progress))
+	}
+	target := dst
+	if e.Private {
+		target = dst + EncryptedSuffix
+	}
+	if err := node.Fetch(ctx, info, e.CID, target, opts...); err != nil {
+		return nil, explainFetch(ow.handle, e, err)
+	}
+	if e.Private {
+		n, err := DecryptFile(dst, target, e.Key)
+		os.Remove(target)
+		if err != nil {
+			return nil, fmt.Errorf("files: %q from %s was received intact but does not decrypt with the key shared with you (the owner's mistake, or a forgery): %w", e.Name, ow.handle, err)
+		}
+		if n != e.Size {
+			os.Remove(dst)
+			return nil, fmt.Errorf("files: %q from %s decrypted to %d bytes, not the %d its entry says", e.Name, ow.handle, n, e.Size)
+		}
+	}
+	return &Fetched{Entry: e, Path: dst}, nil
+}
+
+// findEntry picks the entry named nameOrCID among those the viewer sees,
+// else the one with that CID.
+func findEntry(handle string, m *Manifest, visible []Entry, nameOrCID string) (Entry, error) {
+	for _, e := range visible {
+		if e.Name == nameOrCID {
+			return e, nil
+		}
+	}
+	for _, e := range visible {
+		if e.CID.String() == nameOrCID {
+			return e, nil
+		}
+	}
+	for _, se := range m.Sealed {
+		if se.CID.String() == nameOrCID {
+			return Entry{}, fmt.Errorf("%w: %s shares %s privately with others, not with you", ErrForbidden, handle, nameOrCID)
+		}
+	}
+	return Entry{}, &NotSharedError{Owner: handle, What: nameOrCID}
+}
+
+// destination decides where a fetch writes.
+func destination(outPath, name string, overwrite bool) (string, error) {
+	dst := outPath
+	if dst == "" {
+		dst = name
+	} else if st, err := os.Stat(dst); err == nil && st.IsDir() {
+		dst = filepath.Join(dst, name)
+	}
+	st, err := os.Lstat(dst)
+	switch {
+	case err == nil && st.IsDir():
+		return "", fmt.Errorf("files: %s is a folder", dst)
+	case err == nil && !overwrite:
+		return "", fmt.Errorf("files: %s already exists; choose another path or overwrite it: %w", dst, fs.ErrExist)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("files: %s: %w", dst, err)
+	}
+	return dst, nil
+}
+
+// explainFetch names the file and the owner in a Node.Fetch error.
+func explainFetch(handle string, e Entry, err error) error {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("files: fetching %q from %s stopped; what was verified is kept, and fetching again resumes: %w", e.Name, handle, err)
+	case errors.Is(err, ErrCorrupt):
+		return fmt.Errorf("files: %s's node sent data for %q that does not match its CID, so the fetch stopped; nothing unverified was kept: %w", handle, e.Name, err)
+	case errors.Is(err, ErrForbidden), errors.Is(err, ErrNotFound), errors.Is(err, ErrBusy):
+		return fmt.Errorf("files: %s would not send %q: %w", handle, e.Name, err)
+	}
+	return fmt.Errorf("files: fetching %q from %s: %w", e.Name, handle, err)
+}
+
+// Locate asks handle's client where its node listens (see [Locate]), for
+// callers that drive a [Node] themselves.
+func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (peer.AddrInfo, error) {
+	ow, err := s.resolveOwner(ctx, handle)
+	if err != nil {
+		return peer.AddrInfo{}, err
+	}
+	_, nc, err := s.network()
+	if err != nil {
+		return peer.AddrInfo{}, err
+	}
+	if o.OwnerName == "" {
+		o.OwnerName = ow.handle
+	}
+	if o.Timeout == 0 {
+		o.Timeout = s.cfg.LocateTimeout
+	}
+	if o.Now == nil {
+		o.Now = s.now
+	}
+	return Locate(ctx, nc, s.me, ow.key, o)
+}
+
+// Node returns the sharing's libp2p node, starting it (and NATS) if needed.
+func (s *Sharing) Node() (*Node, error) {
+	n, _, err := s.network()
+	return n, err
+}
+
+// network starts the libp2p node and connects to NATS if not done yet.
+func (s *Sharing) network() (*Node, *nats.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, ErrClosed
+	}
+	if s.nc == nil {
+		if s.cfg.NATSURL == "" {
+			return nil, nil, ErrNoNATS
+		}
+		nc, err := connectNATS(s.cfg.NATSURL, s.id, s.log, s.cfg.NATSOptions)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.nc, s.ownNC = nc, true
+	}
+	if s.node == nil {
+		n, err := NewNode(NodeConfig{
+			Identity:      s.id,
+			ListenAddrs:   s.cfg.ListenAddrs,
+			Source:        servingSource{s},
+			Policy:        s.idx,
+			Logger:        s.log,
+			Libp2pOptions: s.cfg.Libp2pOptions,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		s.node = n
+	}
+	return s.node, s.nc, nil
+}
+
+// servingSource serves the index only while the Sharing is serving, so
+// that an owner who stopped serving is offline for blobs too.
+type servingSource struct{ s *Sharing }
+
+func (g servingSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
+	if !g.s.serving.Load() {
+		return nil, ErrNotFound
+	}
+	return g.s.idx.OpenBlob(ctx, c)
+}
+
+// StartServing goes online: it starts the node if needed, answers locate
+// requests for the user's key and serves the shared files, until
+// StopServing or Close. It returns once the broker has the subscription, so
+// a fetcher asking afterwards gets an answer.
+func (s *Sharing) StartServing(ctx context.Context) error {
+	node, nc, err := s.network()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.sub != nil {
+		return nil
+	}
+	sub, err := AnswerLocates(nc, s.id, func() []ma.Multiaddr { return node.Addrs() }, AnswerOptions{Logger: s.log, Now: s.now})
+	if err != nil {
+		return fmt.Errorf("files: listening for fetchers on NATS: %w", err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, natsConnectTimeout)
+	defer cancel()
+	if err := nc.FlushWithContext(fctx); err != nil {
+		sub.Unsubscribe()
+		return fmt.Errorf("files: listening for fetchers on NATS: %w", err)
+	}
+	s.sub = sub
+	s.serving.Store(true)
+	return nil
+}
+
+// StopServing goes offline: locate requests are no longer answered and
+// blob requests are refused. Transfers already running finish their
+// current request.
+func (s *Sharing) StopServing() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopServingLocked()
+}
+
+func (s *Sharing) stopServingLocked() {
+	s.serving.Store(false)
+	if s.sub != nil {
+		s.sub.Unsubscribe()
+		s.sub = nil
+	}
+}
+
+// Serve is StartServing, then waits until ctx ends and stops serving; it
+// returns nil then, or the error that kept it from starting.
+func (s *Sharing) Serve(ctx context.Context) error {
+	if err := s.StartServing(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.StopServing()
+	return nil
+}
+
+// Addrs returns the addresses the node listens on (nil before it started).
+func (s *Sharing) Addrs() []ma.Multiaddr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.node == nil {
+		return nil
+	}
+	return s.node.Addrs()
+}
+
+// Stats returns the node's serving counters (zero before it started).
+func (s *Sharing) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.node == nil {
+		return Stats{}
+	}
+	return s.node.Stats()
+}

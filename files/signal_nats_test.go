@@ -1,0 +1,177 @@
+package files_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/internal/stacktest"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/nats-io/nats.go"
+)
+
+// login connects to the stack's NATS as u, as a KEZ client does.
+func login(t testing.TB, st *stacktest.Stack, u *stacktest.User) *nats.Conn {
+	t.Helper()
+	key := u.Key.String()
+	nc, err := nats.Connect(st.NATSURL, nats.Nkey(key, u.Identity.SignNATSNonce),
+		nats.CustomInboxPrefix("_INBOX."+key), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func addrs(t testing.TB, ss ...string) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, s := range ss {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// Whatever else arrives on the fetcher's reply subject (junk, answers to
+// other requests, answers meant for someone else, answers signed by another
+// key) is ignored; the owner's signed answer is taken.
+func TestLocateIgnoresAllButTheOwnersAnswer(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob, carol := st.NewUser(t, "alice"), st.NewUser(t, "bob"), st.NewUser(t, "carol")
+	anc, bnc := login(t, st, alice), login(t, st, bob)
+	ctx := context.Background()
+	good := addrs(t, "/ip4/127.0.0.1/tcp/4001")
+	bad := addrs(t, "/ip4/127.0.0.1/tcp/6666")
+
+	sub, err := anc.Subscribe(files.SignalSubjectPrefix+alice.Key.String(), func(m *nats.Msg) {
+		req, err := files.ParseLocateRequest(m.Data)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		now := time.Now()
+		m.Respond([]byte("junk"))
+		other := *req
+		rand.Read(other.Nonce[:])
+		replayed, _ := files.SignLocateAnswer(alice.Identity, &other, bad, now)
+		m.Respond(replayed)
+		redirected := *req
+		redirected.Requester = carol.Key
+		r2, _ := files.SignLocateAnswer(alice.Identity, &redirected, bad, now)
+		m.Respond(r2)
+		forged := *req
+		forged.Owner = carol.Key
+		r3, _ := files.SignLocateAnswer(carol.Identity, &forged, bad, now)
+		m.Respond(r3)
+		ok, err := files.SignLocateAnswer(alice.Identity, req, good, now)
+		if err != nil {
+			t.Error(err)
+		}
+		m.Respond(ok)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anc.Flush()
+	info, err := files.Locate(ctx, bnc, bob.Key, alice.Key, files.LocateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.ID != alice.Key.PeerID() || len(info.Addrs) != 1 || !info.Addrs[0].Equal(good[0]) {
+		t.Fatalf("located %v", info)
+	}
+	sub.Unsubscribe()
+
+	// An owner's subject where only junk comes back: offline, after the
+	// per-request timeout.
+	sub, _ = anc.Subscribe(files.SignalSubjectPrefix+alice.Key.String(), func(m *nats.Msg) { m.Respond([]byte("junk")) })
+	defer sub.Unsubscribe()
+	anc.Flush()
+	_, err = files.Locate(ctx, bnc, bob.Key, alice.Key, files.LocateOptions{Timeout: 200 * time.Millisecond, OwnerName: "alice@kez.test"})
+	if !errors.Is(err, files.ErrOwnerOffline) {
+		t.Fatalf("junk only: %v", err)
+	}
+}
+
+// The owner answers only well-formed, fresh requests for its own key whose
+// reply subject is the requester's own inbox.
+func TestAnswerLocatesIgnoresBadRequests(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob, carol := st.NewUser(t, "alice"), st.NewUser(t, "bob"), st.NewUser(t, "carol")
+	anc, bnc := login(t, st, alice), login(t, st, bob)
+	listen := addrs(t, "/ip4/127.0.0.1/tcp/4001", "/ip4/0.0.0.0/tcp/4002")
+	sub, err := files.AnswerLocates(anc, alice.Identity, func() []ma.Multiaddr { return listen }, files.AnswerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	anc.Flush()
+
+	subject := files.SignalSubjectPrefix + alice.Key.String()
+	ask := func(reply string, req files.LocateRequest, raw []byte) *nats.Subscription {
+		t.Helper()
+		s, err := bnc.SubscribeSync(reply)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw == nil {
+			raw, _ = req.Marshal()
+		}
+		if err := bnc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: raw}); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	now := time.Now()
+	valid := files.LocateRequest{Owner: alice.Key, Requester: bob.Key, Time: now}
+	rand.Read(valid.Nonce[:])
+	inbox := "_INBOX." + bob.Key.String() + "."
+
+	asCarol := valid
+	asCarol.Requester = carol.Key // but the reply goes to bob's inbox
+	stale := valid
+	stale.Time = now.Add(-files.MaxSignalSkew - time.Minute)
+	otherOwner := valid
+	otherOwner.Owner = bob.Key
+	ignored := []*nats.Subscription{
+		ask(inbox+"carol", asCarol, nil),
+		ask(inbox+"stale", stale, nil),
+		ask(inbox+"owner", otherOwner, nil),
+		ask(inbox+"junk", valid, []byte("not a request")),
+	}
+	answered := ask(inbox+"good", valid, nil)
+	m, err := answered.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := files.ParseLocateAnswer(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Verify(alice.Key, bob.Key, valid.Nonce, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Addrs) != 1 || !a.Addrs[0].Equal(listen[0]) {
+		t.Fatalf("announced %v (the unspecified address must be left out)", a.Addrs)
+	}
+	// The owner answers in order on one connection, so anything it sent to
+	// the earlier requests is already queued.
+	for i, s := range ignored {
+		if n, _, _ := s.Pending(); n != 0 {
+			t.Errorf("bad request %d was answered", i)
+		}
+	}
+}
+
+func TestOfflineErrorWording(t *testing.T) {
+	err := error(&files.OfflineError{Owner: "alice@kez.lat"})
+	if err.Error() != "alice@kez.lat is offline; ask them to run kez serve, or use --wait" || !errors.Is(err, files.ErrOwnerOffline) {
+		t.Fatalf("%v", err)
+	}
+}
