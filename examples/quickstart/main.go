@@ -1,9 +1,10 @@
 // Command quickstart is KEZ chat in one run: it starts a dev stack on this
 // machine (the real NATS server with the auth callout, a chat-server and a
-// sig-server, in a temporary folder), then plays two users, alice and bob,
-// through the SDK: identities, registration, contacts with pinned keys,
-// messages both ways (one while bob is offline, with its delivery receipt)
-// and files shared publicly and privately, fetched peer to peer.
+// sig-server, in a temporary folder), then plays alice and bob (and carol,
+// who only looks) through the SDK: identities, registration, contacts with
+// pinned keys, messages both ways (one while bob is offline, with its
+// delivery receipt), and files shared publicly and privately, browsed and
+// fetched peer to peer.
 //
 //	go run ./examples/quickstart
 //
@@ -55,6 +56,9 @@ var steps = []step{
 	{"They add each other as contacts (resolve, verify the sigchain, pin the key)", (*quick).addContacts},
 	{"They chat", (*quick).chat},
 	{"bob is offline; alice writes anyway", (*quick).offline},
+	{"alice shares two files: one public, one only for bob", (*quick).share},
+	{"bob and carol browse alice's files", (*quick).browse},
+	{"bob fetches both files from alice, peer to peer", (*quick).fetch},
 }
 
 // play runs the steps in order and stops at the first failure. Whatever
@@ -70,7 +74,7 @@ func play(ctx context.Context, out io.Writer, o options) (err error) {
 			q.say("\nDone in %.1fs: NATS stopped, servers stopped, temporary files removed.\n", time.Since(start).Seconds())
 		}
 	}()
-	q.say("KEZ chat quickstart: a dev stack and two users, alice and bob, on this machine.\n")
+	q.say("KEZ chat quickstart: a dev stack and three users, alice, bob and carol, on this machine.\n")
 	for i, s := range steps {
 		q.say("\n[%d/%d] %s\n", i+1, len(steps), s.title)
 		if err := s.do(q, ctx); err != nil {

@@ -33,6 +33,9 @@ func TestQuickstart(t *testing.T) {
 		"alice pinned @bob@kez.test: fingerprint", "verified",
 		"bob got it from @alice@kez.test", "alice got it from @bob@kez.test",
 		"bob is back and reads", "alice sees bob's receipt: delivered at",
+		"alice shares field-notes.bin publicly", "alice shares salaries.txt with bob only",
+		"bob sees:", "carol sees:", "private, shared with bob",
+		"bob fetched field-notes.bin from alice directly", "bob fetched salaries.txt from alice directly",
 		"Done in",
 	} {
 		if !strings.Contains(transcript, want) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/devstack"
 	"github.com/kez-lat/kez-chat/kez"
@@ -36,6 +37,7 @@ type user struct {
 	handle handles.Handle
 	home   string       // KEZ_HOME: chat.db and the share index
 	chat   *chat.Client // nil while offline
+	files  *files.Sharing
 }
 
 func (q *quick) say(format string, a ...any) { fmt.Fprintf(q.out, format, a...) }
@@ -265,16 +267,15 @@ func waitDelivered(ctx context.Context, c *chat.Client, id chat.MessageID) (time
 
 func (q *quick) users() []*user { return []*user{q.alice, q.bob, q.carol} }
 
-// cleanup closes the clients, stops the stack and removes the temporary
+// cleanup closes the clients and file sharing, stops the stack and removes the temporary
 // folder. It is safe to call at any point.
 func (q *quick) cleanup() error {
-	var errs []error
+	errs := []error{q.closeFiles()} // before the chat clients: it uses their NATS logins
 	for _, u := range []*user{q.alice, q.bob, q.carol} {
 		if u != nil && u.chat != nil {
 			errs = append(errs, q.offlineUser(u))
 		}
 	}
-	errs = append(errs, q.closeFiles())
 	if q.stack != nil {
 		errs = append(errs, q.stack.Close())
 	}
