@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -140,7 +141,7 @@ func openStore(path string) (*store, error) {
 	}
 	if err := migrate(db); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("chat: preparing the database %s: %w", path, err)
+		return nil, fmt.Errorf("chat: preparing the database %s: %w", path, explainStoreError(filepath.Dir(path), err))
 	}
 	s := &store{db: db, ops: make(chan writeOp, maxBatchOps), stop: make(chan struct{})}
 	if err := s.prepare(); err != nil {
