@@ -29,13 +29,19 @@ const ServerXKeyHeader = "Nats-Server-Xkey"
 // requestAudience is the audience nats-server puts on every request.
 const requestAudience = "nats-authorization-request"
 
+// opener opens a sealed request: an nkeys.KeyPair (the service's xkey),
+// or the service's xkeyBox, which keeps the shared key with each server.
+type opener interface {
+	Open(input []byte, sender string) ([]byte, error)
+}
+
 // openRequest checks the envelope of a request and decodes its claims: the
 // size, the seal (when serverXKey is set), the server's signature and the
 // claims the server always sets. issuer is the callout's issuer account
 // key, which the server puts in the request's subject. Errors wrap
 // [ErrMalformedRequest]. When the returned claims are not nil the caller
 // may answer with a signed denial even though err is set.
-func openRequest(data []byte, serverXKey string, xkp nkeys.KeyPair, issuer string) (*jwt.AuthorizationRequestClaims, error) {
+func openRequest(data []byte, serverXKey string, xkp opener, issuer string) (*jwt.AuthorizationRequestClaims, error) {
 	if len(data) > MaxRequestSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformedRequest, len(data), MaxRequestSize)
 	}

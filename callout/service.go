@@ -92,6 +92,11 @@ type Service struct {
 	log  *slog.Logger
 	prov string // the provisioner key
 
+	// The keys' per-login work done once (see keycache.go).
+	issuer    *signingKey
+	issuerPub string
+	xbox      *xkeyBox
+
 	authorized, denied, malformed atomic.Uint64
 
 	mu     sync.Mutex
@@ -142,7 +147,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg, log: cfg.Logger.With("component", "callout"), prov: cfg.Keys.ProvisionerPublicKey()}, nil
+	issuer, err := newSigningKey(cfg.Keys.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("callout: the issuer key: %w", err)
+	}
+	xbox, err := newXKeyBox(cfg.Keys.XKey)
+	if err != nil {
+		return nil, fmt.Errorf("callout: the xkey: %w", err)
+	}
+	return &Service{
+		cfg: cfg, log: cfg.Logger.With("component", "callout"), prov: cfg.Keys.ProvisionerPublicKey(),
+		issuer: issuer, issuerPub: issuer.pub, xbox: xbox,
+	}, nil
 }
 
 // Listen subscribes to [AuthSubject] on nc in the service's queue group
@@ -218,7 +234,7 @@ func (s *Service) Stats() Stats {
 // empty reply otherwise, which the server also treats as a denial).
 func (s *Service) handle(m *nats.Msg) {
 	serverXKey := m.Header.Get(ServerXKeyHeader)
-	rc, err := openRequest(m.Data, serverXKey, s.cfg.Keys.XKey, s.cfg.Keys.IssuerPublicKey())
+	rc, err := openRequest(m.Data, serverXKey, s.xbox, s.issuerPub)
 	if err != nil {
 		s.malformed.Add(1)
 		if rc == nil {
@@ -296,7 +312,7 @@ func (s *Service) authorize(rc *jwt.AuthorizationRequestClaims) (string, string,
 	uc.AllowedConnectionTypes = jwt.StringList{jwt.ConnectionTypeStandard, jwt.ConnectionTypeWebsocket}
 	uc.Limits.Payload = s.cfg.MaxPayload
 	uc.Limits.Subs = s.cfg.MaxSubscriptions
-	token, err := uc.Encode(s.cfg.Keys.Issuer)
+	token, err := uc.Encode(s.issuer)
 	if err != nil {
 		return "", "", fmt.Errorf("signing the user JWT: %w", err)
 	}
@@ -312,7 +328,7 @@ func (s *Service) respond(m *nats.Msg, rc *jwt.AuthorizationRequestClaims, serve
 	rs := jwt.NewAuthorizationResponseClaims(rc.UserNkey)
 	rs.Audience = rc.Server.ID
 	rs.Jwt, rs.Error = userJWT, reason
-	token, err := rs.Encode(s.cfg.Keys.Issuer)
+	token, err := rs.Encode(s.issuer)
 	if err != nil {
 		s.log.Error("cannot sign an auth response", "err", err)
 		_ = m.Respond(nil)
@@ -320,7 +336,7 @@ func (s *Service) respond(m *nats.Msg, rc *jwt.AuthorizationRequestClaims, serve
 	}
 	data := []byte(token)
 	if serverXKey != "" {
-		if data, err = s.cfg.Keys.XKey.Seal(data, serverXKey); err != nil {
+		if data, err = s.xbox.Seal(data, serverXKey); err != nil {
 			s.log.Error("cannot seal an auth response", "err", err)
 			_ = m.Respond(nil)
 			return
