@@ -17,6 +17,9 @@ import (
 // safe for concurrent use, also by several processes sharing the file.
 type SQLiteStore struct {
 	db *sql.DB
+	// Lookups run once per NATS login (the auth callout asks by key):
+	// prepared once, they skip SQLite's parse and plan on every call.
+	byKey, byName *sql.Stmt
 }
 
 var _ Store = (*SQLiteStore)(nil)
@@ -60,6 +63,13 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("handles: preparing registry %s: %w", path, err)
 	}
+	if s.byKey, err = db.Prepare(`SELECT ` + recordColumns + ` FROM handles WHERE key = ?`); err == nil {
+		s.byName, err = db.Prepare(`SELECT ` + recordColumns + ` FROM handles WHERE domain = ? AND name = ?`)
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("handles: preparing registry %s: %w", path, err)
+	}
 	return s, nil
 }
 
@@ -86,7 +96,11 @@ func (s *SQLiteStore) migrate() error {
 }
 
 // Close closes the database.
-func (s *SQLiteStore) Close() error { return s.db.Close() }
+func (s *SQLiteStore) Close() error {
+	s.byKey.Close()
+	s.byName.Close()
+	return s.db.Close()
+}
 
 // Ping checks that the database answers; use it as a readiness check.
 func (s *SQLiteStore) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
@@ -166,14 +180,12 @@ func commit(tx *sql.Tx) error {
 
 // Lookup implements [Store.Lookup].
 func (s *SQLiteStore) Lookup(ctx context.Context, h Handle) (Record, error) {
-	return scanRecord(s.db.QueryRowContext(ctx,
-		`SELECT `+recordColumns+` FROM handles WHERE domain = ? AND name = ?`, h.Domain, h.Name))
+	return scanRecord(s.byName.QueryRowContext(ctx, h.Domain, h.Name))
 }
 
 // LookupKey implements [Store.LookupKey].
 func (s *SQLiteStore) LookupKey(ctx context.Context, key kez.PublicKey) (Record, error) {
-	return scanRecord(s.db.QueryRowContext(ctx,
-		`SELECT `+recordColumns+` FROM handles WHERE key = ?`, key.String()))
+	return scanRecord(s.byKey.QueryRowContext(ctx, key.String()))
 }
 
 // SetSuspended implements [Store.SetSuspended].
