@@ -30,6 +30,7 @@ type CorruptError struct {
 	Reason string // what did not match
 }
 
+// Error names the chunk and what did not match.
 func (e *CorruptError) Error() string {
 	return fmt.Sprintf("files: the owner sent a corrupt chunk %d (%s); nothing unverified was kept", e.Index, e.Reason)
 }
@@ -44,6 +45,7 @@ type RemoteError struct {
 	Text   string // the owner's explanation, sanitised
 }
 
+// Error gives the owner's status code and explanation.
 func (e *RemoteError) Error() string {
 	return fmt.Sprintf("files: the owner could not serve the request (status %d): %s", e.Status, e.Text)
 }

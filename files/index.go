@@ -35,6 +35,7 @@ type ChangedError struct {
 	Gone bool   // the file is missing or unreadable, rather than changed
 }
 
+// Error names the shared file and says whether it changed or is gone.
 func (e *ChangedError) Error() string {
 	what := "changed on disk"
 	if e.Gone {

@@ -130,6 +130,7 @@ type NotSharedError struct {
 	What  string // the name or CID asked for
 }
 
+// Error says whose files lack the name or CID and how to list them.
 func (e *NotSharedError) Error() string {
 	if e.Owner == "" {
 		return fmt.Sprintf("files: you share no file named %q or with that CID; list yours with kez files", e.What)

@@ -43,6 +43,8 @@ type OfflineError struct {
 	Waited time.Duration // how long a waiting locate waited; 0 if it did not wait
 }
 
+// Error names the owner, how long a waiting fetch waited, and what to ask
+// of them.
 func (e *OfflineError) Error() string {
 	if e.Waited > 0 {
 		return fmt.Sprintf("%s did not come online within %s; ask them to run kez serve", e.Owner, e.Waited.Round(time.Second))
