@@ -55,6 +55,7 @@ type sysOptions struct {
 	jetstream    bool          // registry and chains in JetStream, else SQLite files
 	chatReplicas int           // chat-server replicas; default 1
 	jwtLifetime  time.Duration // the callout's user JWT lifetime; default the chat-server's
+	ackWait      time.Duration // clients' consumer AckWait; default chat.DefaultAckWait
 }
 
 // system is a running deployment. Its methods may be called from several
@@ -386,6 +387,7 @@ func (s *system) tryOpen(t testing.TB, u *user, home string) (*client, error) {
 		ServerURL:    s.chatURL,
 		SigServerURL: s.sigURL,
 		Domain:       domain,
+		AckWait:      s.o.ackWait,
 		Logger:       slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		NATSOptions: []nats.Option{
 			nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(20*time.Millisecond, 20*time.Millisecond),
