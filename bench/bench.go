@@ -56,7 +56,7 @@ type Config struct {
 
 	ConnectWorkers int           `json:"connect_workers"` // logins at once (connects, memory)
 	Duration       time.Duration `json:"duration_ns"`     // each timed round of connects and sigchains
-	Rounds         int           `json:"rounds"`          // figure and baseline alternate this many times
+	Rounds         int           `json:"rounds"`          // figure and baseline alternate this many times; each is the median
 
 	ChainLinks int `json:"chain_links"` // sigchains: links in the verified chain
 
@@ -74,7 +74,7 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Senders: 4, Receivers: 2, Sizes: []int{256, 4096}, Messages: 30000, LatencyMessages: 400,
-		ConnectWorkers: 4, Duration: 3 * time.Second, Rounds: 3,
+		ConnectWorkers: 4, Duration: 2 * time.Second, Rounds: 5,
 		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000,
 	}
 }
@@ -83,7 +83,7 @@ func Default() Config {
 func Quick() Config {
 	c := Default()
 	c.Messages, c.LatencyMessages = 4000, 100
-	c.Duration, c.Rounds = 700*time.Millisecond, 2
+	c.Duration, c.Rounds = 500*time.Millisecond, 3
 	c.BlobSize = 64 << 20
 	return c
 }
@@ -94,7 +94,7 @@ func Smoke() Config {
 	c.Senders, c.Receivers = 2, 1
 	c.Messages, c.LatencyMessages = 60, 5
 	c.ConnectWorkers, c.Duration, c.Rounds = 2, 100*time.Millisecond, 1
-	c.ChainLinks, c.BlobSize, c.Users = 5, 2 << 20, 20
+	c.ChainLinks, c.BlobSize, c.Users = 5, 2<<20, 20
 	return c
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,19 +49,45 @@ func measureConnects(ctx context.Context, st *Stack, cfg Config, users []*User) 
 		return nil
 	}
 	var c, p phaseTime
+	cpuC, cpuP := make([]time.Duration, 3), make([]time.Duration, 3)
+	var names []string
 	for range max(1, cfg.Rounds) {
+		m := st.cpuMeter()
 		n, d, err := loop(ctx, cfg.ConnectWorkers, cfg.Duration, plain)
 		if err != nil {
 			return nil, fmt.Errorf("plain nkey logins: %w", err)
 		}
 		p.add(n, d)
+		addCPU(cpuP, m.used())
+		m = st.cpuMeter()
 		if n, d, err = loop(ctx, cfg.ConnectWorkers, cfg.Duration, callout); err != nil {
 			return nil, fmt.Errorf("callout logins: %w", err)
 		}
 		c.add(n, d)
+		addCPU(cpuC, m.used())
+		names = m.names
 	}
 	fig.Value, fig.Base = c.rate(), p.rate()
+	fig.Note += "; CPU per login, callout vs plain: " + perOp(names, cpuC, c.n) + " vs " + perOp(names, cpuP, p.n)
 	return []Figure{fig}, nil
+}
+
+func addCPU(sum, d []time.Duration) {
+	for i := range min(len(sum), len(d)) {
+		sum[i] += d[i]
+	}
+}
+
+// perOp formats the CPU each process used per operation.
+func perOp(names []string, cpu []time.Duration, n int) string {
+	if n == 0 {
+		return "-"
+	}
+	var parts []string
+	for i, name := range names {
+		parts = append(parts, fmt.Sprintf("%s %.0f µs", name, float64(cpu[i].Microseconds())/float64(n)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // loop runs fn from workers goroutines until d has passed and returns how

@@ -45,6 +45,9 @@ type StackConfig struct {
 	// ModuleDir is the kez-chat module's folder, for building what is not
 	// given. Empty: found from the working folder upwards.
 	ModuleDir string
+	// NATSProfPort, if set, serves nats-server's pprof endpoints on this
+	// loopback port (nats.conf prof_port), for profiling the broker's side.
+	NATSProfPort int
 	// Progress is told what is happening; nil: nothing.
 	Progress func(string)
 }
@@ -63,8 +66,9 @@ type Stack struct {
 	// auth_users), the baseline of a login without the callout. nil
 	// when unknown (an external stack without Config.PlainNkeySeed).
 	PlainNkey nkeys.KeyPair
-	// ChatServerPID is the chat-server's process ID, 0 when unknown.
-	ChatServerPID int
+	// ChatServerPID and NATSPID are the process IDs of the chat-server and
+	// of NATS, 0 when unknown.
+	ChatServerPID, NATSPID int
 	// External is set for a stack the bench did not start.
 	External bool
 
@@ -155,6 +159,9 @@ func StartStack(ctx context.Context, cfg StackConfig) (s *Stack, err error) {
 	if conf, err = addPlainUser(conf, plain); err != nil {
 		return nil, err
 	}
+	if cfg.NATSProfPort != 0 {
+		conf += "prof_port: " + strconv.Itoa(cfg.NATSProfPort) + "\n"
+	}
 	confPath := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, err
@@ -164,6 +171,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (s *Stack, err error) {
 		return nil, err
 	}
 	s.procs = append(s.procs, np)
+	s.NATSPID = np.cmd.Process.Pid
 	s.NATSURL = "nats://" + listen
 	if err := waitHTTP(ctx, "http://"+monitor+"/healthz", np, time.Minute); err != nil {
 		return nil, fmt.Errorf("bench: nats-server did not become healthy: %w", err)

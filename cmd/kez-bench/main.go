@@ -68,13 +68,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	msgs := fs.Int("msgs", 0, "messaging: messages per size and kind (default 30000; --quick 4000)")
 	latMsgs := fs.Int("latency-msgs", 0, "messaging: one-at-a-time messages per size and kind (default 400; --quick 100)")
 	workers := fs.Int("workers", def.ConnectWorkers, "logins at once")
-	duration := fs.Duration("duration", 0, "each timed round of connects and sigchains (default 3s; --quick 700ms)")
-	rounds := fs.Int("rounds", 0, "rounds alternating figure and baseline (default 3; --quick 2)")
+	duration := fs.Duration("duration", 0, "each timed round of connects and sigchains (default 2s; --quick 500ms)")
+	rounds := fs.Int("rounds", 0, "rounds alternating figure and baseline, each figure the median (default 5; --quick 3)")
 	links := fs.Int("chain-links", def.ChainLinks, "sigchains: links in the verified chain")
 	blobMiB := fs.Int("blob-mib", 0, "files: blob size in MiB (default 256; --quick 64)")
 	users := fs.Int("users", def.Users, "memory: users logged in at once")
 	croc := fs.String("croc", "", `croc binary (default: croc on PATH); "off" skips croc`)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of kez-bench itself to this file")
+	natsProf := fs.Int("nats-prof-port", 0, "serve nats-server's pprof endpoints on this port (own stack only)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, nil
@@ -146,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 			defer os.RemoveAll(d)
 		}
 		var err error
-		st, err = bench.StartStack(ctx, bench.StackConfig{Dir: d, NATSServer: *natsBin, ChatServer: *chatBin, Progress: cfg.Progress})
+		st, err = bench.StartStack(ctx, bench.StackConfig{Dir: d, NATSServer: *natsBin, ChatServer: *chatBin, NATSProfPort: *natsProf, Progress: cfg.Progress})
 		if err != nil {
 			return 1, err
 		}
