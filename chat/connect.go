@@ -31,7 +31,8 @@ var (
 // nonce is signed with [kez.Identity.SignNATSNonce]. Replies use the
 // private prefix _INBOX.<key>, the only one the auth callout lets the user
 // subscribe to. Each attempt may take [ConnectTimeout]; once connected the
-// client reconnects forever, logging disconnects and reconnects with
+// client reconnects forever, also after refused logins (the auth callout
+// may be restarting), logging disconnects and reconnects with
 // slog.Default() unless opts supply their own handlers. opts are applied
 // after these defaults and may override them.
 //
@@ -51,6 +52,12 @@ func Connect(ctx context.Context, natsURL string, id *kez.Identity, opts ...nats
 		nats.Name("kez-chat"),
 		nats.Timeout(ConnectTimeout),
 		nats.MaxReconnects(-1),
+		// By default nats.go gives up for good after a server refused two
+		// logins in a row. A refusal while reconnecting means the auth
+		// callout is down or cannot read its registry for a moment (a
+		// chat-server restart, a JetStream leader election), so keep
+		// trying; the first login still fails at once if refused.
+		nats.IgnoreAuthErrorAbort(),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("disconnected from NATS", "err", err)
