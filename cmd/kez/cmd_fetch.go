@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/kez-lat/kez-chat/files"
+)
+
+func init() {
+	register(&command{
+		name:    "fetch",
+		args:    "HANDLE NAME|CID [-o PATH] [--wait] [--timeout D] [--force] [--nats URL] [--home DIR]",
+		summary: "download a file someone shares, peer to peer, verified",
+		help: `
+Downloads the file HANDLE shares under NAME (or with content address CID)
+straight from their machine: your client asks theirs over NATS where it
+listens (a signed answer), connects to their key's PeerID (the connection
+itself proves it is them), and checks every 256 KiB chunk against the CID
+before writing it. The file appears at its path only once all of it is
+verified (and, if it was shared privately with you, decrypted); until then
+it grows in PATH.kez-partial. If the transfer is interrupted (Ctrl-C, lost
+connection), run the same command again: it resumes where it stopped.
+
+HANDLE must be online (running kez serve). If they are not, --wait keeps
+asking until they come online, for at most --timeout (default: until you
+press Ctrl-C).
+
+-o PATH is where to save it (a folder puts it there under its shared name;
+default: its shared name in the current folder). An existing file is kept
+unless you pass --force. A progress line is shown on a terminal.`,
+		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			var cf chatFlags
+			var out, listen string
+			var wait, force bool
+			var timeout time.Duration
+			cf.declare(fs, true)
+			fs.StringVar(&out, "o", "", "save to this path or folder (default: the shared name, here)")
+			fs.BoolVar(&wait, "wait", false, "wait for the owner to come online")
+			fs.DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (0: never)")
+			fs.BoolVar(&force, "force", false, "replace an existing file at the path")
+			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_LISTEN; default: all interfaces, TCP and QUIC)")
+			return func(ctx context.Context, args []string) error {
+				args, err := interleaved(fs, args)
+				if err != nil {
+					return err
+				}
+				if len(args) != 2 {
+					return usagef("fetch takes a HANDLE and a NAME or CID, got %d arguments", len(args))
+				}
+				if timeout < 0 {
+					return usagef("--timeout must not be negative")
+				}
+				return runFetch(ctx, e, cf, listen, args[0], args[1], out, files.FetchOptions{Wait: wait, WaitTimeout: timeout, Overwrite: force})
+			}
+		},
+	})
+}
+
+func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, out string, o files.FetchOptions) error {
+	s, _, err := e.openSharing(ctx, cf, true, nil, listen)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	who := strings.TrimPrefix(handle, "@")
+	o.OnWait = func(attempt int) {
+		if attempt == 1 {
+			fmt.Fprintf(e.stderr, "%s is offline; waiting for them to come online (Ctrl-C to stop)…\n", who)
+		}
+	}
+	var bar *progressLine
+	if e.isTerminal {
+		bar = &progressLine{w: e.stderr, name: what, now: time.Now}
+		o.Progress = bar.update
+	}
+	got, err := s.Fetch(ctx, handle, what, out, o)
+	if bar != nil {
+		bar.finish()
+	}
+	if err != nil {
+		return filesError(err)
+	}
+	how := "verified against its CID"
+	if got.Private {
+		how = "verified and decrypted"
+	}
+	fmt.Fprintf(e.stdout, "Saved %q (%s, %s) to %s\n", got.Name, humanSize(got.Size), how, got.Path)
+	return nil
+}
+
+// progressLine draws a one-line progress display with carriage returns:
+// name, bytes, percentage and rate, at most ten times a second.
+type progressLine struct {
+	w     io.Writer
+	name  string
+	now   func() time.Time
+	start time.Time
+	last  time.Time
+	drawn bool
+	done  int64
+	total int64
+}
+
+func (p *progressLine) update(verified, total int64) {
+	t := p.now()
+	if p.start.IsZero() {
+		p.start = t
+	}
+	p.done, p.total = verified, total
+	if p.drawn && t.Sub(p.last) < 100*time.Millisecond && verified < total {
+		return
+	}
+	p.last, p.drawn = t, true
+	fmt.Fprintf(p.w, "\r%s", p.text(t))
+}
+
+func (p *progressLine) text(t time.Time) string {
+	pct := 100.0
+	if p.total > 0 {
+		pct = float64(p.done) * 100 / float64(p.total)
+	}
+	rate := ""
+	if d := t.Sub(p.start).Seconds(); d > 0 {
+		rate = "  " + humanSize(int64(float64(p.done)/d)) + "/s"
+	}
+	const width = 24
+	fill := int(pct / 100 * width)
+	return fmt.Sprintf("%s [%s%s] %s / %s %5.1f%%%s\x1b[K", p.name, strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
+		humanSize(p.done), humanSize(p.total), pct, rate)
+}
+
+// finish ends the line, if one was drawn.
+func (p *progressLine) finish() {
+	if p.drawn {
+		fmt.Fprintf(p.w, "\r%s\n", p.text(p.now()))
+	}
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func init() {
+	register(&command{
+		name:    "files",
+		args:    "[HANDLE] [--json] [--home DIR]",
+		summary: "list the files someone shares (or, without HANDLE, yours)",
+		help: `
+Lists the files HANDLE shares that you may see: every public file, and the
+private ones shared with you, with their real names. The list is read from
+their sigchain and verified on this machine, so it works while they are
+offline; "kez fetch HANDLE NAME" downloads one (they must be online then).
+
+Without HANDLE it lists what you share from this machine: name, size,
+who a private file is for, and where the file is on disk.
+
+--json prints an array of {"name","size","cid","private"} plus
+"media_type","mtime" (RFC 3339); for your own files also "path" and
+"recipients".`,
+		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			var cf chatFlags
+			var asJSON bool
+			cf.declare(fs, false)
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			return func(ctx context.Context, args []string) error {
+				args, err := interleaved(fs, args)
+				if err != nil {
+					return err
+				}
+				switch len(args) {
+				case 0:
+					return runOwnFiles(ctx, e, cf, asJSON)
+				case 1:
+					return runFiles(ctx, e, cf, args[0], asJSON)
+				}
+				return usagef("files takes at most one HANDLE, got %d arguments", len(args))
+			}
+		},
+	})
+}
+
+// fileJSON is one element of "kez files --json" (DESIGN.md); fields may be
+// added.
+type fileJSON struct {
+	Name       string    `json:"name"`
+	Size       int64     `json:"size"`
+	CID        string    `json:"cid"`
+	Private    bool      `json:"private"`
+	MediaType  string    `json:"media_type"`
+	ModTime    time.Time `json:"mtime"`
+	Path       string    `json:"path,omitempty"`
+	Recipients []string  `json:"recipients,omitempty"`
+}
+
+func runFiles(ctx context.Context, e *env, cf chatFlags, handle string, asJSON bool) error {
+	s, _, err := e.openSharing(ctx, cf, false, nil, "")
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	list, err := s.Browse(ctx, handle)
+	if err != nil {
+		return filesError(err)
+	}
+	out := make([]fileJSON, 0, len(list))
+	for _, f := range list {
+		out = append(out, fileJSON{Name: f.Name, Size: f.Size, CID: f.CID.String(), Private: f.Private, MediaType: f.MediaType, ModTime: f.ModTime.UTC()})
+	}
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(out)
+	}
+	who := strings.TrimPrefix(handle, "@")
+	if len(out) == 0 {
+		fmt.Fprintf(e.stdout, "@%s shares no files you can see.\n", who)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "@%s shares %d file(s) you can see:\n", who, len(out))
+	printFiles(e.stdout, out, false)
+	fmt.Fprintf(e.stdout, "Fetch one with: kez fetch @%s NAME\n", who)
+	return nil
+}
+
+func runOwnFiles(ctx context.Context, e *env, cf chatFlags, asJSON bool) error {
+	s, _, err := e.openSharing(ctx, cf, false, nil, "")
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	list, err := s.Shared(ctx)
+	if err != nil {
+		return filesError(err)
+	}
+	out := make([]fileJSON, 0, len(list))
+	for _, f := range list {
+		out = append(out, fileJSON{Name: f.Name, Size: f.Size, CID: f.CID.String(), Private: f.Private, MediaType: f.MediaType,
+			ModTime: f.ModTime.UTC(), Path: f.Path, Recipients: f.Recipients})
+	}
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintln(e.stdout, "You share no files from this machine; kez share PATH shares one.")
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "You share %d file(s) from this machine (served while kez serve runs):\n", len(out))
+	printFiles(e.stdout, out, true)
+	return nil
+}
+
+func printFiles(w io.Writer, list []fileJSON, own bool) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, f := range list {
+		kind := "public"
+		if f.Private {
+			kind = "private"
+			if own {
+				kind = "private: @" + strings.Join(f.Recipients, ", @")
+			}
+		}
+		line := fmt.Sprintf("  %s\t%s\t%s\t%s", f.Name, humanSize(f.Size), kind, f.ModTime.Local().Format("2006-01-02 15:04"))
+		if own {
+			line += "\t" + f.Path
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/kez-lat/kez-chat/chat"
+)
+
+func init() {
+	register(&command{
+		name:    "serve",
+		args:    "[--listen ADDRS] [--nats URL] [--home DIR]",
+		summary: "stay online: receive messages and serve your shared files",
+		help: `
+Keeps your client online until you press Ctrl-C (or it gets SIGTERM):
+
+- it answers the people who want to fetch your shared files ("kez fetch
+  @you NAME") with where your machine listens, signed with your key, and
+  sends them the files, peer to peer; a private file only to the keys it
+  is shared with;
+- it receives your messages and prints those from your contacts as they
+  arrive (as "kez inbox --follow" does), and notes message requests and
+  held messages.
+
+A shared file that changed on disk since you shared it is not sent; a
+warning names it, and "kez share" publishes the new version.
+
+--listen (env KEZ_LISTEN) sets the libp2p listen addresses, comma-separated
+multiaddrs (default: every interface, TCP and QUIC, ports the system
+picks). Your machine must be reachable at one of them by those who fetch.`,
+		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			var cf chatFlags
+			var listen string
+			cf.declare(fs, true)
+			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_LISTEN)")
+			return func(ctx context.Context, args []string) error {
+				args, err := interleaved(fs, args)
+				if err != nil {
+					return err
+				}
+				if len(args) > 0 {
+					return usagef("serve takes no arguments, got %q", args)
+				}
+				return runServe(ctx, e, cf, listen)
+			}
+		},
+	})
+}
+
+func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
+	c, err := e.openChat(ctx, cf, true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	s, setup, err := e.openSharing(ctx, cf, true, c.Conn(), listen)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	shared, err := s.Shared(ctx)
+	if err != nil {
+		return filesError(err)
+	}
+	if err := s.StartServing(ctx); err != nil {
+		return filesError(err)
+	}
+	defer s.StopServing()
+
+	me := "@" + setup.handle
+	if setup.handle == "" {
+		me = setup.id.PublicKey().String()
+	}
+	var addrs []string
+	for _, a := range s.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	out := &printer{w: e.stdout}
+	note := &printer{w: e.stderr}
+	out.line("Online as %s (PeerID %s), listening on %s.", me, setup.id.PublicKey().PeerID(), strings.Join(addrs, ", "))
+	out.line("Serving %d shared file(s) and receiving messages; Ctrl-C stops.", len(shared))
+
+	// Messages are received until ctx ends; files are served meanwhile.
+	runErr := c.Run(ctx, func(m *chat.Entry) {
+		switch m.Trust {
+		case chat.TrustTrusted:
+			out.print(m)
+			if err := c.MarkRead(ctx, m); err != nil {
+				note.line("kez serve: %v", chatError(err))
+			}
+		case chat.TrustRequest:
+			note.line("A message request from %s: kez inbox --requests", m.Who())
+		case chat.TrustHeld:
+			note.line("A message from %s is HELD: their key or sigchain changed (kez contacts list)", m.Who())
+		}
+	})
+	if runErr != nil {
+		return chatError(runErr)
+	}
+	if ctx.Err() == nil {
+		return fmt.Errorf("stopped receiving messages unexpectedly; run kez serve again")
+	}
+	fmt.Fprintln(e.stdout, "Offline.")
+	return nil
+}

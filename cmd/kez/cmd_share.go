@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/nats-io/nats.go"
+)
+
+func init() {
+	register(&command{
+		name:    "share",
+		args:    "PATH [--to HANDLE]… [--name NAME] [--home DIR]",
+		summary: "share a file, publicly or privately with the named handles",
+		help: `
+Shares the file at PATH: it is hashed into a content address (CID),
+recorded in your share index (KEZ_HOME/shares.db) and listed in a new
+link of your sigchain, so anyone can see it with "kez files @you" even
+while you are offline. The file is not copied: keep it where it is.
+Others fetch it from your machine, peer to peer, while you run "kez serve".
+
+--to HANDLE (repeatable) shares it privately: it is encrypted with a fresh
+key that only those handles (and you) can unwrap; everyone else sees
+neither its name nor its contents, and your machine sends it to their
+keys only. --name NAME shares it under another name (default: the file's
+own). Sharing a name you already share replaces that file.
+
+If the file changes on disk, it is no longer served (fetchers are told to
+ask you); run kez share again to publish the new version.`,
+		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			var cf chatFlags
+			var name string
+			var to stringList
+			cf.declare(fs, false)
+			fs.Var(&to, "to", "share privately with this handle (repeatable)")
+			fs.StringVar(&name, "name", "", "share under this name (default: the file's name)")
+			return func(ctx context.Context, args []string) error {
+				args, err := interleaved(fs, args)
+				if err != nil {
+					return err
+				}
+				if len(args) != 1 {
+					return usagef("share takes one PATH, got %d arguments", len(args))
+				}
+				return runShare(ctx, e, cf, args[0], files.ShareOptions{Name: name, To: to})
+			}
+		},
+	})
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	if v == "" {
+		return errors.New("empty value")
+	}
+	*l = append(*l, v)
+	return nil
+}
+
+// sharingSetup is what the file commands need besides the Sharing.
+type sharingSetup struct {
+	id     *kez.Identity
+	handle string // the user's own handle ("" if not registered)
+	srv    servers
+}
+
+// openSharing opens the user's file sharing: identity, profile and servers
+// as the other commands settle them, the share index in the state folder.
+// With nc it signals over that connection; otherwise, when online, it logs
+// in to NATS_URL (or --nats) itself on the first fetch or serve.
+func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nats.Conn, listen string) (*files.Sharing, *sharingSetup, error) {
+	home, err := e.home(f.home)
+	if err != nil {
+		return nil, nil, err
+	}
+	id, err := loadIdentity(e, home)
+	if err != nil {
+		return nil, nil, err
+	}
+	prof, err := loadProfile(home)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := e.settleServers(ctx, f.sf, prof, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := files.Config{
+		Identity:          id,
+		Home:              home,
+		NATS:              nc,
+		SigServerURL:      srv.sigServer,
+		ServerURL:         srv.server,
+		Domain:            srv.domain,
+		AllowLocalDomains: srv.domain != "" && isLocalDomain(srv.domain),
+		HTTPClient:        httpClient,
+		// Warnings (a shared file that changed) are for the user.
+		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if l := e.envOr(listen, "KEZ_LISTEN"); l != "" {
+		for _, a := range strings.Split(l, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				cfg.ListenAddrs = append(cfg.ListenAddrs, a)
+			}
+		}
+	}
+	if online && nc == nil {
+		cfg.NATSURL = e.envOr(f.nats, "NATS_URL")
+		if cfg.NATSURL == "" {
+			return nil, nil, errors.New("no NATS server given: set NATS_URL (or pass --nats) to your operator's NATS, e.g. nats://127.0.0.1:4222")
+		}
+	}
+	s, err := files.Open(ctx, cfg)
+	if err != nil {
+		return nil, nil, filesError(err)
+	}
+	return s, &sharingSetup{id: id, handle: prof.handleFor(id.PublicKey()), srv: srv}, nil
+}
+
+// filesError turns a files SDK error into a sentence for the CLI; errors.Is
+// still sees the original.
+func filesError(err error) error {
+	if handles.ReasonOf(err) == handles.ReasonNoDomain {
+		return &cliErr{msg: "a bare name needs your home domain: write name@domain, or set KEZ_SERVER to your chat-server", err: err}
+	}
+	msg := err.Error()
+	for _, p := range []string{"files: ", "handles: ", "sigchain: ", "kez: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	return &cliErr{msg: msg, err: err}
+}
+
+// humanSize writes a byte count the way people read it.
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func runShare(ctx context.Context, e *env, cf chatFlags, path string, o files.ShareOptions) error {
+	s, setup, err := e.openSharing(ctx, cf, false, nil, "")
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	sf, err := s.Share(ctx, path, o)
+	if err != nil {
+		return filesError(err)
+	}
+	me := "@" + setup.handle
+	if setup.handle == "" {
+		me = setup.id.PublicKey().String()
+	}
+	how := "publicly"
+	if sf.Private {
+		how = "privately with @" + strings.Join(sf.Recipients, ", @") + " (encrypted; no one else can see its name or contents)"
+	}
+	fmt.Fprintf(e.stdout, "Shared %q %s: %s, CID %s.\n", sf.Name, how, humanSize(sf.Size), sf.CID)
+	fmt.Fprintf(e.stdout, "It is listed in your sigchain (kez files %s) and fetched from this machine while you run kez serve:\n", me)
+	fmt.Fprintf(e.stdout, "  kez fetch %s %q\n", me, sf.Name)
+	return nil
+}
