@@ -203,6 +203,7 @@ func (c *Client) publish(ctx context.Context, rcpt Recipient, handle string, m M
 // so the stream stores the message once; then it records the outcome.
 func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture) {
 	defer c.sends.Done()
+	started := time.Now()
 	for attempt := 1; ; attempt++ {
 		recon := c.nextReconnect()
 		select {
@@ -210,6 +211,21 @@ func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture)
 			c.finish(p, ack, nil)
 			return
 		case err := <-fut.Err():
+			if streamBusy(err) && time.Since(started) < inProcessBudget {
+				// The stream is still storing the first copy (a clustered
+				// stream committing it), or has no leader for a moment (an
+				// election after a server was lost): ask again shortly;
+				// Nats-Msg-Id makes a second copy harmless.
+				attempt--
+				select {
+				case <-time.After(inProcessDelay):
+				case <-c.closing:
+				}
+				if f, perr := c.js.PublishMsgAsync(msg); perr == nil {
+					fut = f
+					continue
+				}
+			}
 			if attempt < maxPublishAttempts && retryable(err) {
 				if !c.nc.IsConnected() {
 					select {
@@ -232,6 +248,27 @@ func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture)
 			return
 		}
 	}
+}
+
+// errCodeDuplicateInProcess is JetStream's answer to a publish whose
+// Nats-Msg-Id the stream is still storing from an earlier publish (a
+// republish after a reconnect, on a clustered stream): the message is on
+// its way, not refused.
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+// How often and how long a send asks again while the stream is still
+// storing its first copy or electing a leader: long enough for a
+// JetStream leader election (4–9 s in nats-server).
+const (
+	inProcessDelay  = 250 * time.Millisecond
+	inProcessBudget = 30 * time.Second
+)
+
+// streamBusy reports JetStream's "duplicate message id is in process" and
+// "no response from stream" (no stream leader answered: an election).
+func streamBusy(err error) bool {
+	var ae *jetstream.APIError
+	return errors.As(err, &ae) && ae.ErrorCode == errCodeDuplicateInProcess || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // retryable reports a publish error after which the same message may be
