@@ -136,6 +136,9 @@ func waited(o LocateOptions, start time.Time) time.Duration {
 	return max(o.Now().Sub(start), time.Millisecond)
 }
 
+// answerQueue is how many messages on a reply subject wait to be checked.
+const answerQueue = 16
+
 // errNoAnswer: no responder on the owner's subject, or no valid answer in
 // time.
 var errNoAnswer = errors.New("files: no answer")
@@ -150,7 +153,11 @@ func locateOnce(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, o L
 		return peer.AddrInfo{}, err
 	}
 	reply := "_INBOX." + me.String() + ".p2p" + hex.EncodeToString(req.Nonce[:])
-	sub, err := nc.SubscribeSync(reply)
+	// A small channel of our own: SubscribeSync would allocate a 64 Ki-slot
+	// one per request. Only a flood into this one-off subject could fill it,
+	// and nobody but the owner learns the subject.
+	ch := make(chan *nats.Msg, answerQueue)
+	sub, err := nc.ChanSubscribe(reply, ch)
 	if err != nil {
 		return peer.AddrInfo{}, fmt.Errorf("files: listening for the owner's answer: %w", err)
 	}
@@ -158,21 +165,19 @@ func locateOnce(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, o L
 	if err := nc.PublishMsg(&nats.Msg{Subject: SignalSubjectPrefix + owner.String(), Reply: reply, Data: body}); err != nil {
 		return peer.AddrInfo{}, fmt.Errorf("files: asking the owner where they listen: %w", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
+	timer := time.NewTimer(o.Timeout)
+	defer timer.Stop()
 	for {
-		m, err := sub.NextMsgWithContext(wctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return peer.AddrInfo{}, ctx.Err()
-			}
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) {
-				return peer.AddrInfo{}, errNoAnswer // nobody listens on the owner's subject, or no answer in time
-			}
-			return peer.AddrInfo{}, fmt.Errorf("files: waiting for the owner's answer: %w", err)
+		var m *nats.Msg
+		select {
+		case <-ctx.Done():
+			return peer.AddrInfo{}, ctx.Err()
+		case <-timer.C:
+			return peer.AddrInfo{}, errNoAnswer
+		case m = <-ch:
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-			return peer.AddrInfo{}, errNoAnswer // no responders (older nats.go delivers it as a message)
+			return peer.AddrInfo{}, errNoAnswer // no responders: nobody listens on the owner's subject
 		}
 		a, err := ParseLocateAnswer(m.Data)
 		if err != nil {

@@ -175,3 +175,40 @@ func TestOfflineErrorWording(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// BenchmarkLocate is one signalling round trip through the real broker and
+// auth callout (request, signed answer, verification) beside the raw NATS
+// request/reply of the same size on the same connections.
+func BenchmarkLocate(b *testing.B) {
+	st := stacktest.Start(b, stacktest.Options{})
+	alice, bob := st.NewUser(b, "alice"), st.NewUser(b, "bob")
+	anc, bnc := login(b, st, alice), login(b, st, bob)
+	ctx := context.Background()
+	listen := addrs(b, "/ip4/127.0.0.1/tcp/4001", "/ip4/192.168.1.2/tcp/4001", "/ip4/127.0.0.1/udp/4001/quic-v1")
+
+	b.Run("raw_request_reply", func(b *testing.B) {
+		answer := make([]byte, 200)
+		sub, _ := anc.Subscribe(files.SignalSubjectPrefix+alice.Key.String(), func(m *nats.Msg) { m.Respond(answer) })
+		defer sub.Unsubscribe()
+		anc.Flush()
+		req := make([]byte, files.LocateRequestSize)
+		for b.Loop() {
+			if _, err := bnc.Request(files.SignalSubjectPrefix+alice.Key.String(), req, 5*time.Second); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("locate", func(b *testing.B) {
+		sub, err := files.AnswerLocates(anc, alice.Identity, func() []ma.Multiaddr { return listen }, files.AnswerOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		anc.Flush()
+		for b.Loop() {
+			if _, err := files.Locate(ctx, bnc, bob.Key, alice.Key, files.LocateOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
