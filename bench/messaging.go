@@ -280,7 +280,7 @@ func (r *msgRig) throughput(ctx context.Context, mode int32, body []byte, total 
 				to := r.receivers[(i+k)%len(r.receivers)]
 				msg, err := r.message(mode, s, to, body)
 				if err == nil {
-					_, err = s.js.PublishMsgAsync(msg)
+					_, err = s.js.PublishMsgAsync(msg, stallWait)
 				}
 				if err != nil {
 					sendErr.Store(err)
@@ -417,3 +417,7 @@ func percentile(ds []time.Duration, p float64) float64 {
 	slices.Sort(ds)
 	return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))].Nanoseconds()) / 1e3
 }
+
+// stallWait lets a sender wait for the stream's acknowledgements when it
+// has 1024 publishes in flight, however slow a shared machine makes them.
+var stallWait = jetstream.WithStallWait(time.Minute)

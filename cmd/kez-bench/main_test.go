@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/kez-lat/kez-chat/bench"
+)
+
+// The whole tool at its smallest runs in bench's TestSmoke; here only the
+// flags and the output forms, with the one group that needs no stack.
+func TestRunSigchainsJSON(t *testing.T) {
+	var out, errb bytes.Buffer
+	code, err := run(context.Background(), []string{"--only", "sigchains", "--chain-links", "3", "--duration", "10ms", "--rounds", "1", "--json"}, &out, &errb)
+	if err != nil || code != 0 {
+		t.Fatalf("exit %d, %v\n%s", code, err, errb.String())
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if len(rep.Figures) != 1 || rep.Figures[0].Group != "sigchains" || rep.Figures[0].Value <= 0 || rep.Figures[0].Base <= 0 {
+		t.Errorf("figures: %+v", rep.Figures)
+	}
+}
+
+func TestRunTable(t *testing.T) {
+	var out, errb bytes.Buffer
+	code, err := run(context.Background(), []string{"--only", "sigchains", "--chain-links", "3", "--duration", "10ms", "--rounds", "1"}, &out, &errb)
+	if err != nil || code != 0 {
+		t.Fatalf("exit %d, %v\n%s", code, err, errb.String())
+	}
+	for _, want := range []string{"figure", "baseline", "ratio", "target", "ed25519.Verify"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the table lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestRunRejects(t *testing.T) {
+	for _, args := range [][]string{
+		{"--sizes", "big"},
+		{"--nats", "nats://127.0.0.1:1"},
+		{"--only", "nope"},
+		{"extra"},
+		{"--no-such-flag"},
+	} {
+		var out, errb bytes.Buffer
+		if code, err := run(context.Background(), args, &out, &errb); code == 0 || err == nil && !strings.Contains(errb.String(), "flag") {
+			t.Errorf("%q: exit %d, %v", args, code, err)
+		}
+	}
+}
