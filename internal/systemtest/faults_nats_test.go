@@ -41,6 +41,7 @@ func befriend(t testing.TB, a, b *client) {
 // both clients reconnect by themselves, every message the stream
 // acknowledged reaches bob, and none is shown to him twice.
 func TestNATSKilledMidStream(t *testing.T) {
+	t.Parallel() // mostly waiting on other processes
 	sys := startSystem(t, sysOptions{})
 	alice, bob := sys.open(t, sys.register(t, "alice"), ""), sys.open(t, sys.register(t, "bob"), "")
 	befriend(t, alice, bob)

@@ -24,6 +24,7 @@ func sendWithin(a *client, to string, text string, d time.Duration) (chat.Sent, 
 // until their user JWT expires, and once the chat-server is back, the
 // cut-off clients log in again by themselves and everything works.
 func TestChatServerDownFailsClosed(t *testing.T) {
+	t.Parallel() // mostly waiting on other processes
 	const jwtLife = 3 * time.Second
 	sys := startSystem(t, sysOptions{jwtLifetime: jwtLife})
 	alice, bob := sys.open(t, sys.register(t, "alice"), ""), sys.open(t, sys.register(t, "bob"), "")
@@ -63,6 +64,13 @@ func TestChatServerDownFailsClosed(t *testing.T) {
 	cutOff := time.Since(loggedIn)
 	if _, err := sendWithin(alice, "bob@"+domain, "after expiry", 2*time.Second); err == nil {
 		t.Fatal("sent after the user JWT expired with the chat-server down")
+	}
+
+	// The outage lasts: several login attempts are refused (each waits out
+	// the broker's 2 s auth timeout). The clients must keep trying.
+	time.Sleep(5 * time.Second) // the outage lasts past two refused logins (2 s auth timeout each), a scenario parameter
+	if alice.Conn().IsClosed() {
+		t.Fatal("alice's client gave up logging in during the outage")
 	}
 
 	// The chat-server comes back: clients log in again by themselves.

@@ -81,6 +81,7 @@ const (
 // subject lives in the AUTH account, whose one user is the service. The
 // bare server here lets the test speak as the server.)
 func TestCalloutRequestMatrix(t *testing.T) {
+	t.Parallel() // mostly waiting on other processes
 	keys, err := callout.GenerateKeys()
 	if err != nil {
 		t.Fatal(err)

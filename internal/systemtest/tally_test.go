@@ -23,6 +23,7 @@ type tally struct {
 	mu        sync.Mutex
 	acked     map[msgKey]kez.PublicKey // → recipient
 	unacked   int                      // sends that returned an error
+	errs      []string                 // the first few of their errors
 	delivered map[msgKey]int           // handler calls per message
 	changed   chan struct{}
 }
@@ -36,6 +37,9 @@ func (t *tally) sent(from, to kez.PublicKey, s chat.Sent, err error) {
 	defer t.mu.Unlock()
 	if err != nil {
 		t.unacked++
+		if len(t.errs) < 5 {
+			t.errs = append(t.errs, err.Error())
+		}
 		return
 	}
 	t.acked[msgKey{from, s.ID}] = to
@@ -60,17 +64,22 @@ func (t *tally) handler(me kez.PublicKey) func(*chat.Entry) {
 // figures are the outcome of a run.
 type figures struct {
 	Acked, Unacked, Delivered, Lost, Duplicated, ExtraDelivered int
+	SendErrors                                                  []string
 }
 
 func (f figures) String() string {
-	return fmt.Sprintf("acknowledged %d, unacknowledged attempts %d, delivered %d, lost %d, duplicated %d, delivered without acknowledgement %d",
+	s := fmt.Sprintf("acknowledged %d, unacknowledged attempts %d, delivered %d, lost %d, duplicated %d, delivered without acknowledgement %d",
 		f.Acked, f.Unacked, f.Delivered, f.Lost, f.Duplicated, f.ExtraDelivered)
+	if len(f.SendErrors) > 0 {
+		s += fmt.Sprintf(" (send errors: %q)", f.SendErrors)
+	}
+	return s
 }
 
 func (t *tally) figures() figures {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	f := figures{Acked: len(t.acked), Unacked: t.unacked, Delivered: len(t.delivered)}
+	f := figures{Acked: len(t.acked), Unacked: t.unacked, Delivered: len(t.delivered), SendErrors: t.errs}
 	for k := range t.acked {
 		if t.delivered[k] == 0 {
 			f.Lost++
