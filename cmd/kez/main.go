@@ -20,6 +20,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"golang.org/x/term"
 )
 
 // command is one "kez" subcommand. Each lives in its own cmd_*.go file and
@@ -91,9 +93,11 @@ func main() {
 	os.Exit(run(ctx, e, os.Args[1:]))
 }
 
+// isTerminal reports whether f is an interactive terminal. A character
+// device is not enough: /dev/null is one too, and "kez init --yes
+// </dev/null" must not wait for a passphrase.
 func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return term.IsTerminal(int(f.Fd()))
 }
 
 // run executes one command line and returns the exit status.

@@ -122,3 +122,33 @@ func TestHelpEveryCommand(t *testing.T) {
 		t.Errorf("unknown flag: %+v", r)
 	}
 }
+
+// /dev/null is a character device but no terminal: a script that runs
+// "kez init --yes </dev/null >/dev/null" must not be asked for a passphrase.
+func TestIsTerminalNotForDevNullFileOrPipe(t *testing.T) {
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	if isTerminal(devnull) {
+		t.Errorf("%s counts as a terminal", os.DevNull)
+	}
+	f, err := os.Create(t.TempDir() + "/plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if isTerminal(f) {
+		t.Error("a plain file counts as a terminal")
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if isTerminal(r) || isTerminal(w) {
+		t.Error("a pipe counts as a terminal")
+	}
+}
