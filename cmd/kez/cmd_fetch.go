@@ -43,7 +43,7 @@ unless you pass --force. A progress line is shown on a terminal.`,
 			fs.BoolVar(&wait, "wait", false, "wait for the owner to come online")
 			fs.DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (0: never)")
 			fs.BoolVar(&force, "force", false, "replace an existing file at the path")
-			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_LISTEN; default: all interfaces, TCP and QUIC)")
+			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_P2P_LISTEN; default: all interfaces, TCP and QUIC)")
 			return func(ctx context.Context, args []string) error {
 				args, err := interleaved(fs, args)
 				if err != nil {

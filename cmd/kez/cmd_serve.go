@@ -28,14 +28,14 @@ Keeps your client online until you press Ctrl-C (or it gets SIGTERM):
 A shared file that changed on disk since you shared it is not sent; a
 warning names it, and "kez share" publishes the new version.
 
---listen (env KEZ_LISTEN) sets the libp2p listen addresses, comma-separated
+--listen (env KEZ_P2P_LISTEN) sets the libp2p listen addresses, comma-separated
 multiaddrs (default: every interface, TCP and QUIC, ports the system
 picks). Your machine must be reachable at one of them by those who fetch.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var listen string
 			cf.declare(fs, true)
-			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_LISTEN)")
+			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_P2P_LISTEN)")
 			return func(ctx context.Context, args []string) error {
 				args, err := interleaved(fs, args)
 				if err != nil {

@@ -108,7 +108,7 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 		// Warnings (a shared file that changed) are for the user.
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	if l := e.envOr(listen, "KEZ_LISTEN"); l != "" {
+	if l := e.envOr(listen, "KEZ_P2P_LISTEN"); l != "" {
 		for _, a := range strings.Split(l, ",") {
 			if a = strings.TrimSpace(a); a != "" {
 				cfg.ListenAddrs = append(cfg.ListenAddrs, a)

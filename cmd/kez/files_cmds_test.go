@@ -110,8 +110,10 @@ func TestShareFilesFetchServe(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
 	loopback := "/ip4/127.0.0.1/tcp/0"
-	alice := with(st.Env(au), "KEZ_LISTEN", loopback)
-	bob := with(st.Env(bu), "KEZ_LISTEN", loopback)
+	// KEZ_LISTEN is the chat-server's HTTP address (the Docker image sets
+	// it); the CLI must not take it for a libp2p multiaddr.
+	alice := with(st.Env(au), "KEZ_P2P_LISTEN", loopback, "KEZ_LISTEN", "0.0.0.0:8080")
+	bob := with(st.Env(bu), "KEZ_P2P_LISTEN", loopback, "KEZ_LISTEN", "0.0.0.0:8080")
 	dir := t.TempDir()
 
 	report := filepath.Join(dir, "report.pdf")

@@ -3,7 +3,8 @@
 //
 // Every command is a thin layer over the SDK packages. Run "kez help" for the
 // list, "kez help COMMAND" for one command. Every flag has an environment
-// twin (KEZ_HOME, KEZ_SERVER, KEZ_SIG_SERVER, NATS_URL); flags win.
+// twin (KEZ_HOME, KEZ_SERVER, KEZ_SIG_SERVER, NATS_URL, KEZ_P2P_LISTEN);
+// flags win.
 //
 // Exit status: 0 on success, 1 when the command failed, 2 for a usage error.
 package main
@@ -153,7 +154,7 @@ func printHelp(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nenvironment: KEZ_HOME, KEZ_SERVER, KEZ_SIG_SERVER, NATS_URL (flags win)")
+	fmt.Fprintln(w, "\nenvironment: KEZ_HOME, KEZ_SERVER, KEZ_SIG_SERVER, NATS_URL, KEZ_P2P_LISTEN (flags win)")
 	fmt.Fprintln(w, "run \"kez help COMMAND\" for one command's flags")
 }
 
