@@ -47,6 +47,11 @@ func TestSendInboxContacts(t *testing.T) {
 	if !strings.Contains(r.stdout, "Added @bob@kez.test") || !strings.Contains(r.stdout, bu.Key.Fingerprint()) || !strings.Contains(r.stdout, "kez contacts verify bob@kez.test") {
 		t.Errorf("contacts add:\n%s", r.stdout)
 	}
+	// The suggested command must not carry the fingerprint ready-made:
+	// verifying is comparing with what bob reads out.
+	if !strings.Contains(r.stdout, `kez contacts verify bob@kez.test "<the fingerprint bob reads to you>"`) || strings.Count(r.stdout, bu.Key.Fingerprint()) != 1 {
+		t.Errorf("contacts add suggests a verify command with the fingerprint filled in:\n%s", r.stdout)
+	}
 	var list []contactJSON
 	if err := json.Unmarshal([]byte(mustRun(t, alice, "", "contacts", "list", "--json").stdout), &list); err != nil {
 		t.Fatal(err)

@@ -96,7 +96,10 @@ func runContactsAdd(ctx context.Context, e *env, cf chatFlags, handle string) er
 	}
 	fmt.Fprintf(e.stdout, "  key:         %s\n  fingerprint: %s\n", ct.Key, ct.Fingerprint())
 	if !ct.Verified() {
-		fmt.Fprintf(e.stdout, "Ask them to read you their fingerprint (kez id), then run:\n  kez contacts verify %s '%s'\n", ct.Handle, ct.Fingerprint())
+		// The command carries a placeholder, not the fingerprint: one
+		// pasted from here would "verify" whatever key was pinned.
+		name, _, _ := strings.Cut(ct.Handle, "@")
+		fmt.Fprintf(e.stdout, "Ask them to read you their fingerprint (kez id) and compare it with the one above; if it matches, run:\n  kez contacts verify %s \"<the fingerprint %s reads to you>\"\n", ct.Handle, name)
 	}
 	return nil
 }
