@@ -70,7 +70,7 @@ type Config struct {
 	Progress func(string) `json:"-"`
 }
 
-// Default is the full run (about five minutes on 2 vCPUs).
+// Default is the full run (about two minutes on 2 vCPUs).
 func Default() Config {
 	return Config{
 		Senders: 4, Receivers: 2, Sizes: []int{256, 4096}, Messages: 30000, LatencyMessages: 400,

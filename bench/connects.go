@@ -68,6 +68,7 @@ func measureConnects(ctx context.Context, st *Stack, cfg Config, users []*User) 
 		names = m.names
 	}
 	fig.Value, fig.Base = c.rate(), p.rate()
+	fig.CPURatio = cpuRatio(cpuP, p.n, cpuC, c.n)
 	fig.Note += "; CPU per login, callout vs plain: " + perOp(names, cpuC, c.n) + " vs " + perOp(names, cpuP, p.n)
 	return []Figure{fig}, nil
 }
@@ -76,6 +77,22 @@ func addCPU(sum, d []time.Duration) {
 	for i := range min(len(sum), len(d)) {
 		sum[i] += d[i]
 	}
+}
+
+// cpuRatio returns the baseline's CPU per operation over the figure's
+// (0 when either is unknown).
+func cpuRatio(base []time.Duration, baseN int, fig []time.Duration, figN int) float64 {
+	var b, f time.Duration
+	for _, d := range base {
+		b += d
+	}
+	for _, d := range fig {
+		f += d
+	}
+	if b <= 0 || f <= 0 || baseN == 0 || figN == 0 {
+		return 0
+	}
+	return (b.Seconds() / float64(baseN)) / (f.Seconds() / float64(figN))
 }
 
 // perOp formats the CPU each process used per operation.

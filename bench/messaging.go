@@ -113,9 +113,10 @@ func measureMessaging(ctx context.Context, st *Stack, cfg Config, users []*User)
 			Figure{Group: "messaging", Name: "sealed " + label + " " + shape, Unit: "msgs/s", Value: sealed.rate(),
 				Baseline: "crypto floor", Base: floor.rate(), Goal: MinRatio, Target: 0.80,
 				Note: fmt.Sprintf("crypto floor: seal+open of the same messages by %d goroutines, no network; CPU per message, sealed / floor / raw: %s / %s / %s",
-					runtime.GOMAXPROCS(0), perOp(names, cpuSealed, sealed.n), perOp(names, cpuFloor, floor.n), perOp(names, cpuRaw, raw.n))},
+					runtime.GOMAXPROCS(0), perOp(names, cpuSealed, sealed.n), perOp(names, cpuFloor, floor.n), perOp(names, cpuRaw, raw.n)),
+				CPURatio: cpuRatio(cpuFloor, floor.n, cpuSealed, sealed.n)},
 			Figure{Group: "messaging", Name: "sealed " + label + " " + shape, Unit: "msgs/s", Value: sealed.rate(),
-				Baseline: "raw JetStream", Base: raw.rate()},
+				Baseline: "raw JetStream", Base: raw.rate(), CPURatio: cpuRatio(cpuRaw, raw.n, cpuSealed, sealed.n)},
 		)
 
 		rawLat, sealedLat, err := rig.latency(ctx, body, cfg.LatencyMessages)

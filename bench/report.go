@@ -39,6 +39,11 @@ type Figure struct {
 	Target   float64 `json:"target,omitempty"`
 	// Pass is set when there is a target: whether the figure meets it.
 	Pass *bool `json:"pass,omitempty"`
+	// CPURatio is the baseline's CPU per operation over the figure's, all
+	// of the stack's processes counted (0: not measured). On a shared
+	// machine it is steadier than Ratio, and it is what Ratio tends to when
+	// the machine is CPU-bound and the stack has it to itself.
+	CPURatio float64 `json:"cpu_ratio,omitempty"`
 	// Skipped says why the figure could not be measured (Value is 0).
 	Skipped string `json:"skipped,omitempty"`
 	Note    string `json:"note,omitempty"`
@@ -118,10 +123,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		r.Started.UTC().Format("2006-01-02 15:04 MST"), m.OS, m.Arch, m.CPUs,
 		cond(m.CPUModel != "", " ("+m.CPUModel+")", ""), m.GoVersion, r.Stack, r.Duration.Seconds())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "group\tfigure\tvalue\tbaseline\tratio\ttarget\tresult")
+	fmt.Fprintln(tw, "group\tfigure\tvalue\tbaseline\tratio\tcpu ratio\ttarget\tresult")
 	for _, f := range r.Figures {
 		if f.Skipped != "" {
-			fmt.Fprintf(tw, "%s\t%s\t-\t%s\t-\t%s\tskipped: %s\n", f.Group, f.Name, f.Baseline, targetText(f), f.Skipped)
+			fmt.Fprintf(tw, "%s\t%s\t-\t%s\t-\t-\t%s\tskipped: %s\n", f.Group, f.Name, f.Baseline, targetText(f), f.Skipped)
 			continue
 		}
 		base := f.Baseline
@@ -132,11 +137,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if f.Ratio > 0 {
 			ratio = fmt.Sprintf("%.2f", f.Ratio)
 		}
+		cpuRatio := "-"
+		if f.CPURatio > 0 {
+			cpuRatio = fmt.Sprintf("%.2f", f.CPURatio)
+		}
 		result := ""
 		if f.Pass != nil {
 			result = cond(*f.Pass, "pass", "FAIL")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\t%s\n", f.Group, f.Name, num(f.Value), f.Unit, base, ratio, targetText(f), result)
+		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\t%s\t%s\n", f.Group, f.Name, num(f.Value), f.Unit, base, ratio, cpuRatio, targetText(f), result)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -5,7 +5,7 @@
 // ed25519.Verify, verified P2P fetches against a raw libp2p stream, raw
 // TCP and croc, and the chat-server's memory with 1,000 users logged in.
 //
-//	go run ./cmd/kez-bench            # full run, about five minutes on 2 vCPUs
+//	go run ./cmd/kez-bench            # full run, about two minutes on 2 vCPUs
 //	go run ./cmd/kez-bench --quick    # under a minute
 //	go run ./cmd/kez-bench --json     # the report as JSON on stdout
 //
