@@ -181,6 +181,33 @@ func TestInboxFollowAndSendWait(t *testing.T) {
 	}
 }
 
+// send --wait without a receipt in time exits 3, not 1: the message was
+// sent, and a script that retried on 1 would send it twice.
+func TestSendWaitNoReceiptExits3(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice, bob := st.Env(au), st.Env(bu)
+	mustRun(t, alice, "", "contacts", "add", "bob")
+
+	// Bob is offline, so no receipt can come, however long the timeout.
+	r := kezCmd(t, alice, "", "send", "--wait", "--timeout", "100ms", "bob", "first")
+	if r.code != exitNoReceipt || !strings.Contains(r.stderr, "sent (message") || !strings.Contains(r.stderr, "no delivery receipt") {
+		t.Fatalf("send --wait to an offline contact: exit %d, want %d\n%s", r.code, exitNoReceipt, r.stderr)
+	}
+	r = kezCmd(t, alice, "", "send", "--wait", "--timeout", "100ms", "--json", "bob", "second")
+	var sent sendJSON
+	if err := json.Unmarshal([]byte(r.stdout), &sent); r.code != exitNoReceipt || err != nil || sent.Seq == 0 || sent.DeliveredAt != nil {
+		t.Fatalf("send --wait --json to an offline contact: exit %d, %+v, %v\n%s", r.code, sent, err, r.stderr)
+	}
+
+	// Both were sent, once each.
+	mustRun(t, bob, "", "contacts", "add", "alice")
+	got := inboxLines(t, mustRun(t, bob, "", "inbox", "--json").stdout)
+	if len(got) != 2 || got[0].Text != "first" || got[1].Text != "second" || got[1].ID != sent.ID {
+		t.Errorf("bob's inbox: %+v", got)
+	}
+}
+
 func TestChatCommandsUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"contacts"}, {"contacts", "remove", "bob"}, {"contacts", "add"}, {"contacts", "verify", "bob"},

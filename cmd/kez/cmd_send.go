@@ -32,7 +32,11 @@ handle now belongs to another key, or their sigchain was rewritten, nothing
 is sent and you get a warning with both fingerprints.
 
 --wait waits (up to --timeout) for the recipient's signed delivery receipt.
---json prints {"id","to","to_key","sent_at","seq","delivered_at"}.
+If none comes in time the message is still sent, and kez exits with status
+3 (not 1), so a script can tell it from a failure and does not send it
+again.
+--json prints {"id","to","to_key","sent_at","seq","delivered_at"}, also
+when it exits 3 (with "delivered_at": null).
 
 NATS_URL (or --nats) is your operator's NATS server; KEZ_SERVER and
 KEZ_SIG_SERVER (or your profile) name the chat-server and sig-server.`,
@@ -210,10 +214,13 @@ func runSend(ctx context.Context, e *env, cf chatFlags, handle string, args []st
 		defer cancel()
 	}
 	s, err := c.Send(ctx, handle, text, opts...)
+	var noReceipt error
 	if err != nil && s.Seq != 0 && wait && errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("sent (message %s), but no delivery receipt came within %s: %s has not been online since", s.ID, timeout, handle)
-	}
-	if err != nil {
+		noReceipt = &exitError{code: exitNoReceipt, err: fmt.Errorf("sent (message %s), but no delivery receipt came within %s: %s has not been online since; do not send it again", s.ID, timeout, handle)}
+		if !asJSON {
+			return noReceipt
+		}
+	} else if err != nil {
 		return chatError(err)
 	}
 	if asJSON {
@@ -222,7 +229,10 @@ func runSend(ctx context.Context, e *env, cf chatFlags, handle string, args []st
 			at := s.DeliveredAt.UTC()
 			out.DeliveredAt = &at
 		}
-		return json.NewEncoder(e.stdout).Encode(out)
+		if err := json.NewEncoder(e.stdout).Encode(out); err != nil {
+			return err
+		}
+		return noReceipt
 	}
 	fmt.Fprintf(e.stdout, "Sent to @%s (message %s).\n", s.Handle, s.ID)
 	if !s.DeliveredAt.IsZero() {

@@ -6,7 +6,9 @@
 // twin (KEZ_HOME, KEZ_SERVER, KEZ_SIG_SERVER, NATS_URL, KEZ_P2P_LISTEN);
 // flags win.
 //
-// Exit status: 0 on success, 1 when the command failed, 2 for a usage error.
+// Exit status: 0 on success, 1 when the command failed, 2 for a usage
+// error, 3 when "send --wait" sent the message but no delivery receipt came
+// before the timeout (so a script must not send it again).
 package main
 
 import (
@@ -62,6 +64,24 @@ type usageError struct{ msg string }
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// Exit statuses other than 0, 1 (failed) and 2 (usage), each documented in
+// docs/cli.md.
+const (
+	// exitNoReceipt: "send --wait" sent the message, but no delivery
+	// receipt came before the timeout.
+	exitNoReceipt = 3
+)
+
+// exitError is a failure with its own exit status, for outcomes a script
+// must tell apart from "it failed".
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
 // home returns the state folder: the flag value, else KEZ_HOME, else the
 // user config dir + "/kez".
@@ -138,6 +158,10 @@ func run(ctx context.Context, e *env, args []string) int {
 			return 2
 		}
 		fmt.Fprintf(e.stderr, "kez %s: %v\n", c.name, err)
+		var xe *exitError
+		if errors.As(err, &xe) {
+			return xe.code
+		}
 		return 1
 	}
 	return 0
