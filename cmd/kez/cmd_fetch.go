@@ -32,7 +32,8 @@ press Ctrl-C).
 
 -o PATH is where to save it (a folder puts it there under its shared name;
 default: its shared name in the current folder). An existing file is kept
-unless you pass --force. A progress line is shown on a terminal.`,
+unless you pass --force. A progress line is shown on a terminal (for a
+private file it counts the encrypted bytes, and says so).`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var out, listen string
@@ -62,12 +63,12 @@ unless you pass --force. A progress line is shown on a terminal.`,
 }
 
 func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, out string, o files.FetchOptions) error {
-	s, _, err := e.openSharing(ctx, cf, true, nil, listen)
+	s, setup, err := e.openSharing(ctx, cf, true, nil, listen)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	who := strings.TrimPrefix(handle, "@")
+	who := fullHandle(handle, setup.srv.domain)
 	o.OnWait = func(attempt int) {
 		if attempt == 1 {
 			fmt.Fprintf(e.stderr, "%s is offline; waiting for them to come online (Ctrl-C to stop)…\n", who)
@@ -80,6 +81,11 @@ func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, o
 	}
 	got, err := s.Fetch(ctx, handle, what, out, o)
 	if bar != nil {
+		if err == nil && got.Private {
+			// The bar counted the encrypted blob; the line below gives
+			// the decrypted size.
+			bar.note = "(encrypted)"
+		}
 		bar.finish()
 	}
 	if err != nil {
@@ -98,6 +104,7 @@ func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, o
 type progressLine struct {
 	w     io.Writer
 	name  string
+	note  string // after the figures on the final line, e.g. "(encrypted)"
 	now   func() time.Time
 	start time.Time
 	last  time.Time
@@ -128,10 +135,14 @@ func (p *progressLine) text(t time.Time) string {
 	if d := t.Sub(p.start).Seconds(); d > 0 {
 		rate = "  " + humanSize(int64(float64(p.done)/d)) + "/s"
 	}
+	note := ""
+	if p.note != "" {
+		note = "  " + p.note
+	}
 	const width = 24
 	fill := int(pct / 100 * width)
-	return fmt.Sprintf("%s [%s%s] %s / %s %5.1f%%%s\x1b[K", p.name, strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
-		humanSize(p.done), humanSize(p.total), pct, rate)
+	return fmt.Sprintf("%s [%s%s] %s / %s %5.1f%%%s%s\x1b[K", p.name, strings.Repeat("=", fill), strings.Repeat(" ", width-fill),
+		humanSize(p.done), humanSize(p.total), pct, rate, note)
 }
 
 // finish ends the line, if one was drawn.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/kez-lat/kez-chat/handles"
 )
 
 func init() {
@@ -64,7 +66,7 @@ type fileJSON struct {
 }
 
 func runFiles(ctx context.Context, e *env, cf chatFlags, handle string, asJSON bool) error {
-	s, _, err := e.openSharing(ctx, cf, false, nil, "")
+	s, setup, err := e.openSharing(ctx, cf, false, nil, "")
 	if err != nil {
 		return err
 	}
@@ -80,7 +82,7 @@ func runFiles(ctx context.Context, e *env, cf chatFlags, handle string, asJSON b
 	if asJSON {
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
-	who := strings.TrimPrefix(handle, "@")
+	who := fullHandle(handle, setup.srv.domain)
 	if len(out) == 0 {
 		fmt.Fprintf(e.stdout, "@%s shares no files you can see.\n", who)
 		return nil
@@ -135,4 +137,15 @@ func printFiles(w io.Writer, list []fileJSON, own bool) {
 		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
+}
+
+// fullHandle returns handle as name@domain, a bare name completed with the
+// home domain, so every command names a person the same way; a handle that
+// does not parse comes back as typed, without a leading "@".
+func fullHandle(handle, domain string) string {
+	h, err := handles.Rules{DefaultDomain: domain, AllowLocal: true}.Parse(handle)
+	if err != nil {
+		return strings.TrimPrefix(handle, "@")
+	}
+	return h.String()
 }

@@ -142,6 +142,10 @@ func TestShareFilesFetchServe(t *testing.T) {
 	if r := mustRun(t, bob, "", "files", "@alice@kez.test"); !strings.Contains(r.stdout, "shares 2 file(s) you can see") || !strings.Contains(r.stdout, "report.pdf") {
 		t.Errorf("files text:\n%s", r.stdout)
 	}
+	// A bare name is shown as the full handle, as every other command does.
+	if r := mustRun(t, bob, "", "files", "alice"); !strings.Contains(r.stdout, "@alice@kez.test shares 2 file(s)") || !strings.Contains(r.stdout, "kez fetch @alice@kez.test NAME") {
+		t.Errorf("files with a bare name:\n%s", r.stdout)
+	}
 	own := filesJSONOf(t, alice)
 	if len(own) != 2 || own[0].Path != report || len(own[1].Recipients) != 1 || own[1].Recipients[0] != "bob@kez.test" {
 		t.Errorf("alice's own files: %+v", own)
@@ -254,6 +258,16 @@ func TestProgressLine(t *testing.T) {
 	out := b.String()
 	if strings.Count(out, "\r") != 3 || !strings.Contains(out, "x.bin [============            ] 2.0 MiB / 4.0 MiB  50.0%  1.9 MiB/s") || !strings.HasSuffix(out, "\n") {
 		t.Errorf("progress output %q", out)
+	}
+	// A private file's bar counts the encrypted blob, and its final line
+	// says so beside the decrypted size kez fetch prints next.
+	b.Reset()
+	p = &progressLine{w: &b, name: "x.bin", now: func() time.Time { return now }}
+	p.update(100, 100)
+	p.note = "(encrypted)"
+	p.finish()
+	if last := b.String()[strings.LastIndex(b.String(), "\r"):]; !strings.Contains(last, "100 B / 100 B 100.0%") || !strings.Contains(last, "(encrypted)") {
+		t.Errorf("final line of a private fetch %q", last)
 	}
 	var none bytes.Buffer
 	(&progressLine{w: &none, now: time.Now}).finish()
