@@ -14,9 +14,10 @@
 //   - a server mounts [Server] (a [Store], usually [OpenSQLite], plus a
 //     sig-server client) to accept claims and answer lookups.
 //
-// [Client.Claim] registers a handle for a key whose sigchain already claims
-// it; [Parse] and [Rules.Parse] check handle text and refuse look-alike
-// tricks with a typed *[HandleError].
+// [Register] gives a key a handle the whole way (the sigchain link that
+// names it, then the claim); [Client.Claim] is the claim alone, for a key
+// whose sigchain already names the handle. [Parse] and [Rules.Parse] check
+// handle text and refuse look-alike tricks with a typed *[HandleError].
 //
 // The package does not make sigchains (see package sigchain), decide who
 // may connect to NATS (package callout) or pin keys (package chat): a

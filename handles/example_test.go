@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
@@ -47,12 +46,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	eldest, _ := sigchain.NewLink(alice, nil, sigchain.TypeEldest,
-		sigchain.EldestBody(alice.PublicKey(), alice.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
-	if err := (&sigchain.Client{BaseURL: sigServer.URL}).Append(ctx, eldest); err != nil {
-		panic(err)
-	}
-	if _, _, err := (&handles.Client{BaseURL: chatServer.URL}).Claim(ctx, alice, h); err != nil {
+	if _, err := handles.Register(ctx, alice, h, handles.RegisterOptions{ServerURL: chatServer.URL, SigServerURL: sigServer.URL}); err != nil {
 		panic(err)
 	}
 

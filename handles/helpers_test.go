@@ -77,14 +77,12 @@ func (s *stack) register(t testing.TB, name string) *kez.Identity {
 	t.Helper()
 	id := newIdentity(t)
 	h := Handle{Name: name, Domain: s.domain}
-	s.startChain(t, id, h.String())
-	c := Client{BaseURL: s.chat.URL}
-	rec, created, err := c.Claim(context.Background(), id, h)
+	r, err := Register(context.Background(), id, h, RegisterOptions{ServerURL: s.chat.URL, SigServerURL: s.sig.URL})
 	if err != nil {
-		t.Fatalf("claim %s: %v", h, err)
+		t.Fatalf("register %s: %v", h, err)
 	}
-	if !created || rec.Key != id.PublicKey().String() {
-		t.Fatalf("claim %s: created %v, record %+v", h, created, rec)
+	if !r.Created || r.Record.Key != id.PublicKey().String() {
+		t.Fatalf("register %s: created %v, record %+v", h, r.Created, r.Record)
 	}
 	return id
 }
