@@ -118,6 +118,7 @@ func Register(ctx context.Context, id *kez.Identity, h Handle, opts RegisterOpti
 
 	rec, created, err := reg.Claim(ctx, id, h)
 	if err != nil {
+		err = fmt.Errorf("handles: claiming %s at %s: %w", h, opts.ServerURL, err)
 		if errors.Is(err, ErrTaken) && r.Appended != nil {
 			undo, lerr := sigchain.NewLink(id, r.Chain, sigchain.TypeSetHandle, sigchain.SetHandleBody(""), now())
 			if lerr == nil {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/handles"
-	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
 
@@ -156,38 +155,27 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 		return fmt.Errorf("this identity is already registered as @%s; a key holds one handle", held)
 	}
 
-	// Refuse a taken name before anything is written to the sigchain.
-	reg := &handles.Client{BaseURL: srv.server, HTTPClient: httpClient}
-	rec, err := reg.Lookup(ctx, h.String())
-	switch {
-	case err == nil && rec.Key != key.String():
-		return takenError(h)
-	case errors.Is(err, handles.ErrSuspended):
-		return takenError(h)
-	case err != nil && !errors.Is(err, handles.ErrNotFound):
-		return fmt.Errorf("checking whether %s is free: %w", h.Display(), trimSDK(err))
+	reg, err := handles.Register(ctx, id, h, handles.RegisterOptions{ServerURL: srv.server, SigServerURL: srv.sigServer, HTTPClient: httpClient})
+	if reg != nil && reg.Appended != nil {
+		fmt.Fprintf(e.stdout, "Appended link #%d (%s) to your sigchain at %s.\n", reg.Appended.Seqno(), reg.Appended.Type(), srv.sigServer)
 	}
-
-	appended, err := ensureChainNames(ctx, e, srv.sigServer, id, h)
-	if err != nil {
-		return err
-	}
-
-	_, created, err := reg.Claim(ctx, id, h)
 	switch {
-	case errors.Is(err, handles.ErrTaken):
-		// A look-alike of a taken name (the lookup checks exact names
-		// only): take the name back out of the chain we just wrote.
-		if appended != nil {
-			if rerr := releaseChainHandle(ctx, srv.sigServer, id, appended); rerr != nil {
-				return fmt.Errorf("%w; and your sigchain still names it: %v (run \"kez register\" with another name to replace it)", takenError(h), rerr)
-			}
+	case errors.Is(err, handles.ErrTaken) || errors.Is(err, handles.ErrSuspended):
+		if reg != nil && reg.Chain != nil && reg.Chain.Handle() == h.String() {
+			// The claim was refused (a look-alike of a taken name) and
+			// taking the name back out of the chain failed too.
+			return fmt.Errorf("%w; and your sigchain still names it (%v): run \"kez register\" with another name to replace it", takenError(h), trimSDK(err))
 		}
 		return takenError(h)
 	case errors.Is(err, handles.ErrKeyHasHandle):
+		if reg != nil && reg.Chain != nil && reg.Chain.Handle() != "" && reg.Chain.Handle() != h.String() {
+			return fmt.Errorf("your sigchain already names @%s as your handle; kez register cannot change a handle", reg.Chain.Handle())
+		}
 		return fmt.Errorf("your key already holds another handle at %s (%v)", srv.server, trimSDK(err))
+	case errors.Is(err, sigchain.ErrConflict):
+		return errors.New("your sigchain changed while registering (another device?); run \"kez register\" again")
 	case err != nil:
-		return fmt.Errorf("claiming %s at %s: %w", h.Display(), srv.server, trimSDK(err))
+		return fmt.Errorf("registering %s: %w", h.Display(), trimSDK(err))
 	}
 
 	prof.Key, prof.Handle, prof.Domain = key.String(), h.String(), h.Domain
@@ -195,7 +183,7 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 	if err := saveProfile(home, prof); err != nil {
 		return err
 	}
-	if created {
+	if reg.Created {
 		fmt.Fprintf(e.stdout, "Claimed %s at %s.\n\n", h.Display(), srv.server)
 	} else {
 		fmt.Fprintf(e.stdout, "%s is already yours; nothing changed.\n\n", h.Display())
@@ -206,68 +194,6 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 
 func takenError(h handles.Handle) error {
 	return fmt.Errorf("%s is taken; choose another name", h)
-}
-
-// ensureChainNames makes the identity's sigchain at the sig-server name h:
-// it appends the eldest link (with generation 0 of the encryption key) if
-// there is no chain, a set_handle link if the chain names no handle, and
-// nothing if it names h already. A chain naming another handle is left
-// alone: that is an error. It returns the chain's state after the link it
-// appended, or nil if it appended none.
-func ensureChainNames(ctx context.Context, e *env, sigServer string, id *kez.Identity, h handles.Handle) (*sigchain.State, error) {
-	sc := &sigchain.Client{BaseURL: sigServer, HTTPClient: httpClient}
-	key := id.PublicKey()
-	st, err := sc.FetchVerified(ctx, key, nil)
-	var link *sigchain.Link
-	switch {
-	case errors.Is(err, sigchain.ErrNotFound):
-		link, err = sigchain.NewLink(id, nil, sigchain.TypeEldest,
-			sigchain.EldestBody(key, id.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
-	case err != nil:
-		return nil, fmt.Errorf("reading your sigchain at %s: %w", sigServer, trimSDK(err))
-	case st.Handle() == h.String():
-		return nil, nil
-	case st.Handle() != "":
-		return nil, fmt.Errorf("your sigchain already names @%s as your handle; kez register cannot change a handle", st.Handle())
-	default:
-		link, err = sigchain.NewLink(id, st, sigchain.TypeSetHandle, sigchain.SetHandleBody(h.String()), time.Now())
-	}
-	if err != nil {
-		return nil, fmt.Errorf("building your sigchain link: %w", trimSDK(err))
-	}
-	next, err := appendLink(ctx, sc, st, link)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(e.stdout, "Appended link #%d (%s) to your sigchain at %s.\n", link.Seqno(), link.Type(), sigServer)
-	return next, nil
-}
-
-// releaseChainHandle appends a set_handle link that names no handle, on
-// top of st.
-func releaseChainHandle(ctx context.Context, sigServer string, id *kez.Identity, st *sigchain.State) error {
-	link, err := sigchain.NewLink(id, st, sigchain.TypeSetHandle, sigchain.SetHandleBody(""), time.Now())
-	if err != nil {
-		return trimSDK(err)
-	}
-	_, err = appendLink(ctx, &sigchain.Client{BaseURL: sigServer, HTTPClient: httpClient}, st, link)
-	return err
-}
-
-// appendLink sends link, which follows st (nil for the eldest), and
-// returns the chain's new state.
-func appendLink(ctx context.Context, sc *sigchain.Client, st *sigchain.State, link *sigchain.Link) (*sigchain.State, error) {
-	if err := sc.Append(ctx, link); err != nil {
-		if errors.Is(err, sigchain.ErrConflict) {
-			return nil, errors.New("your sigchain changed while registering (another device?); run \"kez register\" again")
-		}
-		return nil, fmt.Errorf("appending to your sigchain at %s: %w", sc.BaseURL, trimSDK(err))
-	}
-	next, err := st.Extend([]*sigchain.Link{link})
-	if err != nil {
-		return nil, fmt.Errorf("your new sigchain link does not verify: %w", trimSDK(err))
-	}
-	return next, nil
 }
 
 // trimSDK drops an SDK package prefix ("handles: ", "sigchain: ",
