@@ -34,6 +34,12 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A second run against the same stack (as against an external one)
+	// reuses the registrations.
+	if _, err := st.Register(ctx, "kbm", 2, 2); err != nil {
+		t.Errorf("registering the same users again: %v", err)
+	}
+
 	want := map[string]int{"messaging": 4 * len(cfg.Sizes), "connects": 1, "sigchains": 1, "files": 4, "memory": 1}
 	got := map[string]int{}
 	for _, f := range rep.Figures {
