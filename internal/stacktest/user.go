@@ -3,7 +3,6 @@ package stacktest
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,10 +26,10 @@ type User struct {
 	Home string
 }
 
-// NewUser registers name on the stack the way "kez register" does: the
-// identity of [Identity](name), its eldest sigchain link (generation 0
-// X25519 key, handle name@Domain) appended to the sig-server, and the
-// handle claimed at the chat-server. Calling it again for the same name
+// NewUser registers name on the stack the way "kez register" does, with
+// [handles.Register]: the identity of [Identity](name), its eldest
+// sigchain link (generation 0 X25519 key, handle name@Domain) appended to
+// the sig-server, and the handle claimed at the chat-server. Calling it again for the same name
 // on the same stack returns the same registration (with a new Home).
 // Any failure fails the test.
 func (s *Stack) NewUser(t testing.TB, name string) *User {
@@ -47,30 +46,11 @@ func (s *Stack) NewUser(t testing.TB, name string) *User {
 	id := Identity(h.Name)
 	u := &User{Name: h.Name, Identity: id, Key: id.PublicKey(), Handle: h}
 
-	sigc := &sigchain.Client{BaseURL: s.SigServerURL}
-	st, err := sigc.FetchVerified(ctx, u.Key, nil)
-	switch {
-	case errors.Is(err, sigchain.ErrNotFound):
-		link, err := sigchain.NewLink(id, nil, sigchain.TypeEldest,
-			sigchain.EldestBody(u.Key, id.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
-		if err != nil {
-			t.Fatalf("stacktest: eldest link of %s: %v", h, err)
-		}
-		if err := sigc.Append(ctx, link); err != nil {
-			t.Fatalf("stacktest: appending the eldest link of %s: %v", h, err)
-		}
-		if st, err = sigchain.Verify([]*sigchain.Link{link}); err != nil {
-			t.Fatalf("stacktest: eldest link of %s: %v", h, err)
-		}
-	case err != nil:
-		t.Fatalf("stacktest: the chain of %s: %v", h, err)
+	r, err := handles.Register(ctx, id, h, handles.RegisterOptions{ServerURL: s.ServerURL, SigServerURL: s.SigServerURL})
+	if err != nil {
+		t.Fatalf("stacktest: registering %s: %v", h, err)
 	}
-	u.Chain = st
-
-	hc := &handles.Client{BaseURL: s.ServerURL}
-	if _, _, err := hc.Claim(ctx, id, h); err != nil {
-		t.Fatalf("stacktest: claiming %s: %v", h, err)
-	}
+	u.Chain = r.Chain
 
 	u.Home = filepath.Join(t.TempDir(), "kez-home")
 	if err := kez.SaveIdentity(u.Home, id, nil); err != nil {
