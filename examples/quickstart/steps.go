@@ -16,7 +16,6 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/devstack"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // quick is the state the steps share.
@@ -94,25 +93,15 @@ func (q *quick) makeIdentities(ctx context.Context) error {
 	return nil
 }
 
-// register does what "kez register NAME" does: the eldest sigchain link
-// (key, encryption key, handle) at the sig-server, then the handle claim,
-// signed by the key, at the chat-server.
+// register does what "kez register NAME" does, with handles.Register: the
+// eldest sigchain link (key, encryption key, handle) at the sig-server,
+// then the handle claim, signed by the key, at the chat-server.
 func (q *quick) register(ctx context.Context) error {
-	sig := &sigchain.Client{BaseURL: q.stack.SigServerURL}
-	reg := &handles.Client{BaseURL: q.stack.ServerURL}
+	servers := handles.RegisterOptions{ServerURL: q.stack.ServerURL, SigServerURL: q.stack.SigServerURL}
 	for _, u := range q.users() {
 		u.handle = handles.Handle{Name: u.name, Domain: q.stack.Domain}
-		key := u.id.PublicKey()
-		link, err := sigchain.NewLink(u.id, nil, sigchain.TypeEldest,
-			sigchain.EldestBody(key, u.id.EncryptionKey(0).PublicKey(), 0, u.handle.String()), time.Now())
-		if err != nil {
-			return err
-		}
-		if err := sig.Append(ctx, link); err != nil {
-			return fmt.Errorf("%s's eldest link: %w", u.name, err)
-		}
-		if _, _, err := reg.Claim(ctx, u.id, u.handle); err != nil {
-			return fmt.Errorf("claiming %s: %w", u.handle.Display(), err)
+		if _, err := handles.Register(ctx, u.id, u.handle, servers); err != nil {
+			return fmt.Errorf("registering %s: %w", u.handle.Display(), err)
 		}
 		q.say("      %s registered\n", u.handle.Display())
 	}
