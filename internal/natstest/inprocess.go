@@ -81,6 +81,9 @@ func (s *Server) options() (*server.Options, error) {
 	if s.port > 0 {
 		o.Port = s.port
 	}
+	if o.HTTPPort != 0 {
+		o.HTTPPort = -1 // a config's monitoring port moves to a free one too
+	}
 	o.JetStream = true
 	o.StoreDir = s.storeDir
 	o.NoSigs = true
