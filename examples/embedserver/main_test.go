@@ -16,7 +16,6 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // The example's server, on a real NATS that holds the snippet for its
@@ -106,8 +105,8 @@ func TestEmbedServer(t *testing.T) {
 	}
 }
 
-// register does what "kez register NAME" does: the eldest sigchain link,
-// then the handle claim, both on the one server.
+// register does what "kez register NAME" does, with handles.Register: the
+// eldest sigchain link, then the handle claim, both on the one server.
 func register(ctx context.Context, t *testing.T, base, name string) *kez.Identity {
 	t.Helper()
 	id, _, err := kez.NewIdentity()
@@ -115,16 +114,8 @@ func register(ctx context.Context, t *testing.T, base, name string) *kez.Identit
 		t.Fatal(err)
 	}
 	h := handles.Handle{Name: name, Domain: "kez.test"}
-	link, err := sigchain.NewLink(id, nil, sigchain.TypeEldest,
-		sigchain.EldestBody(id.PublicKey(), id.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := (&sigchain.Client{BaseURL: base}).Append(ctx, link); err != nil {
-		t.Fatalf("appending %s's eldest link: %v", name, err)
-	}
-	if _, _, err := (&handles.Client{BaseURL: base}).Claim(ctx, id, h); err != nil {
-		t.Fatalf("claiming %s: %v", h, err)
+	if _, err := handles.Register(ctx, id, h, handles.RegisterOptions{ServerURL: base, SigServerURL: base}); err != nil {
+		t.Fatalf("registering %s: %v", h, err)
 	}
 	return id
 }
