@@ -34,14 +34,7 @@ func events(t *testing.T, c *testClient, handle string) []string {
 func registerAs(t *testing.T, st *stacktest.Stack, id *kez.Identity, handle handles.Handle) {
 	t.Helper()
 	ctx := testCtx(t)
-	link, err := sigchain.NewLink(id, nil, sigchain.TypeEldest, sigchain.EldestBody(id.PublicKey(), id.EncryptionKey(0).PublicKey(), 0, handle.String()), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := (&sigchain.Client{BaseURL: st.SigServerURL}).Append(ctx, link); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := (&handles.Client{BaseURL: st.ServerURL}).Claim(ctx, id, handle); err != nil {
+	if _, err := handles.Register(ctx, id, handle, handles.RegisterOptions{ServerURL: st.ServerURL, SigServerURL: st.SigServerURL}); err != nil {
 		t.Fatal(err)
 	}
 }

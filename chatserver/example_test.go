@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
@@ -56,16 +55,11 @@ func Example() {
 	info, _ := chatserver.FetchInfo(ctx, nil, web.URL)
 	alice, _ := kez.FromWords("abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon art")
 	h := handles.Handle{Name: "alice", Domain: info.Domain}
-	eldest, _ := sigchain.NewLink(alice, nil, sigchain.TypeEldest,
-		sigchain.EldestBody(alice.PublicKey(), alice.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
-	if err := (&sigchain.Client{BaseURL: info.SigServer}).Append(ctx, eldest); err != nil {
-		panic(err)
-	}
-	rec, created, err := (&handles.Client{BaseURL: web.URL}).Claim(ctx, alice, h)
+	reg, err := handles.Register(ctx, alice, h, handles.RegisterOptions{ServerURL: web.URL, SigServerURL: info.SigServer})
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println(rec.Handle, created)
+	fmt.Println(reg.Record.Handle, reg.Created)
 
 	// The callout's directory now admits alice's key.
 	e, _ := chatserver.RegistryDirectory{Store: srv.Store()}.Lookup(ctx, alice.PublicKey())

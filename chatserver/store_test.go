@@ -16,7 +16,6 @@ import (
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"
 )
 
@@ -28,16 +27,8 @@ func register(t testing.TB, sigURL, serverURL, name string) *kez.Identity {
 	defer cancel()
 	id := stacktest.Identity(name)
 	h := handles.Handle{Name: name, Domain: "kez.test"}
-	link, err := sigchain.NewLink(id, nil, sigchain.TypeEldest,
-		sigchain.EldestBody(id.PublicKey(), id.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := (&sigchain.Client{BaseURL: sigURL}).Append(ctx, link); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := (&handles.Client{BaseURL: serverURL}).Claim(ctx, id, h); err != nil {
-		t.Fatalf("claiming %s: %v", h, err)
+	if _, err := handles.Register(ctx, id, h, handles.RegisterOptions{ServerURL: serverURL, SigServerURL: sigURL}); err != nil {
+		t.Fatalf("registering %s: %v", h, err)
 	}
 	return id
 }

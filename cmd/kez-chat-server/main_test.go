@@ -172,14 +172,7 @@ func TestServe(t *testing.T) {
 	rctx := context.Background()
 	id := stacktest.Identity("dave")
 	h := handles.Handle{Name: "dave", Domain: "chat.example"}
-	link, err := sigchain.NewLink(id, nil, sigchain.TypeEldest, sigchain.EldestBody(id.PublicKey(), id.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := (&sigchain.Client{BaseURL: sigURL}).Append(rctx, link); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := (&handles.Client{BaseURL: base}).Claim(rctx, id, h); err != nil {
+	if _, err := handles.Register(rctx, id, h, handles.RegisterOptions{ServerURL: base, SigServerURL: sigURL}); err != nil {
 		t.Fatal(err)
 	}
 	key := id.PublicKey().String()

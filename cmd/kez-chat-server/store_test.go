@@ -15,7 +15,6 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
-	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -73,14 +72,7 @@ func TestServeJetStreamStore(t *testing.T) {
 	ctx := context.Background()
 	id := stacktest.Identity("erin")
 	h := handles.Handle{Name: "erin", Domain: "chat.example"}
-	link, err := sigchain.NewLink(id, nil, sigchain.TypeEldest, sigchain.EldestBody(id.PublicKey(), id.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := (&sigchain.Client{BaseURL: sigURL}).Append(ctx, link); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := (&handles.Client{BaseURL: a}).Claim(ctx, id, h); err != nil {
+	if _, err := handles.Register(ctx, id, h, handles.RegisterOptions{ServerURL: a, SigServerURL: sigURL}); err != nil {
 		t.Fatal(err)
 	}
 	if rec, err := (&handles.Client{BaseURL: b}).Lookup(ctx, "erin"); err != nil || rec.Key != id.PublicKey().String() {

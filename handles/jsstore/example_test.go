@@ -66,12 +66,7 @@ func Example() {
 	// Alice registers at replica a.
 	alice, _ := kez.FromWords("abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon art")
 	h, _ := handles.Parse("alice@kez.lat", "")
-	eldest, _ := sigchain.NewLink(alice, nil, sigchain.TypeEldest,
-		sigchain.EldestBody(alice.PublicKey(), alice.EncryptionKey(0).PublicKey(), 0, h.String()), time.Now())
-	if err := (&sigchain.Client{BaseURL: sigServer.URL}).Append(ctx, eldest); err != nil {
-		panic(err)
-	}
-	if _, _, err := (&handles.Client{BaseURL: a.URL}).Claim(ctx, alice, h); err != nil {
+	if _, err := handles.Register(ctx, alice, h, handles.RegisterOptions{ServerURL: a.URL, SigServerURL: sigServer.URL}); err != nil {
 		panic(err)
 	}
 
