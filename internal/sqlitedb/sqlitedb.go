@@ -1,0 +1,129 @@
+// Package sqlitedb opens the SQLite files of KEZ (a client's chat.db and
+// shares.db, a chat-server's registry, a sig-server's chains) the one way
+// they all need, and migrates their schemas.
+//
+//	db, err := sqlitedb.Open(path, sqlitedb.Options{FileMode: 0o600})
+//	if err == nil {
+//		err = sqlitedb.Migrate(db, migrations) // migrations[i]: version i → i+1
+//	}
+//
+// [Open] sets, on every connection of the pool: a WAL journal (readers do
+// not block the writer, and several processes may share the file), a busy
+// timeout of 10 s (writers wait for each other instead of failing),
+// foreign-key enforcement, synchronous NORMAL (durable against a crash of
+// the process; FULL with [Options.FullSync], durable against a power loss
+// too) and BEGIN IMMEDIATE transactions (a transaction takes the write lock
+// when it starts, so it never fails half-way to upgrade its lock).
+// [Migrate] keys the schema on PRAGMA user_version and refuses a file
+// written by a newer program. Each store keeps its schema beside its code.
+//
+// It uses the pure-Go modernc.org/sqlite driver ("sqlite", no cgo).
+package sqlitedb
+
+import (
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// BusyTimeout is how long a connection waits for another writer's lock
+// before it reports SQLITE_BUSY.
+const BusyTimeout = 10 * time.Second
+
+// Options adjust [Open].
+type Options struct {
+	// FullSync makes every commit wait until it is on the disk (PRAGMA
+	// synchronous = FULL): nothing acknowledged is lost even by a power
+	// loss. Without it (NORMAL), only the last commits before a power loss
+	// may be undone, and commits are cheaper.
+	FullSync bool
+	// FileMode, if not zero, creates the file with this mode before SQLite
+	// does (SQLite would create it 0644, less the umask); the -wal and -shm
+	// files take the database file's mode. An existing file keeps its mode.
+	FileMode os.FileMode
+}
+
+// Open opens the SQLite file at path, creating it if needed, with the
+// settings the package comment lists. Like sql.Open it connects lazily:
+// an unreadable file is reported by the first query (usually [Migrate]).
+// path is a file path, not a URI: one with "?" or "#" is refused.
+func Open(path string, o Options) (*sql.DB, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("the database path %q is empty or has ? or #", path)
+	}
+	if o.FileMode != 0 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, o.FileMode)
+		if err != nil {
+			return nil, fmt.Errorf("creating the database file: %w", err)
+		}
+		f.Close()
+	}
+	sync := "NORMAL"
+	if o.FullSync {
+		sync = "FULL"
+	}
+	q := url.Values{}
+	// The busy timeout first: switching to WAL needs a lock another
+	// process may hold.
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+sync+")")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// NewerSchemaError reports a file whose schema version is newer than the
+// program knows: a newer program wrote it, and this one must not touch it.
+type NewerSchemaError struct {
+	Version int // the file's PRAGMA user_version
+	Known   int // the newest version this program knows
+}
+
+// Error says which versions and what to do.
+func (e *NewerSchemaError) Error() string {
+	return fmt.Sprintf("the file has schema version %d, newer than this program's %d; upgrade the program", e.Version, e.Known)
+}
+
+// Migrate brings db to schema version len(migrations): migrations[i] is
+// the SQL that takes a file from version i to i+1, and the version is kept
+// in PRAGMA user_version. The missing migrations run in one transaction,
+// so a failure leaves the file as it was; a file already at the version
+// runs none. A file at a newer version is refused with a
+// *[NewerSchemaError]. Migrations are append-only: never edit one that
+// has shipped, add the next.
+func Migrate(db *sql.DB, migrations []string) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
+		return err
+	}
+	switch {
+	case v == len(migrations):
+		return nil
+	case v > len(migrations):
+		return &NewerSchemaError{Version: v, Known: len(migrations)}
+	}
+	for ; v < len(migrations); v++ {
+		if _, err := tx.Exec(migrations[v]); err != nil {
+			return fmt.Errorf("migrating to schema version %d: %w", v+1, err)
+		}
+	}
+	if _, err := tx.Exec(fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
