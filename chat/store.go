@@ -12,19 +12,18 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"path/filepath"
-	"strings"
 	"sync"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 )
 
 // DBFileName is the name of the client's database inside its state folder.
 const DBFileName = "chat.db"
 
-// schemaVersion is kept in PRAGMA user_version. migrations[i] brings a
-// database from version i to i+1.
+// schemaVersion is kept in PRAGMA user_version: len(migrations).
+// migrations[i] brings a database from version i to i+1 (see
+// sqlitedb.Migrate).
 const schemaVersion = 1
 
 var migrations = []string{
@@ -123,23 +122,11 @@ type store struct {
 // openStore opens (creating if needed) the database at path and migrates it
 // to schemaVersion.
 func openStore(path string) (*store, error) {
-	if path == "" || strings.ContainsAny(path, "?#") {
-		return nil, fmt.Errorf("chat: the database path %q is empty or has ? or #", path)
-	}
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	// In WAL mode NORMAL is durable against a crash of the process (what
-	// "store, then acknowledge" needs); only a power loss may undo the
-	// last commits.
-	q.Add("_pragma", "synchronous(NORMAL)")
-	q.Add("_pragma", "foreign_keys(ON)")
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := sqlitedb.Open(path, sqlitedb.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("chat: opening the database %s: %w", path, err)
 	}
-	if err := migrate(db); err != nil {
+	if err := sqlitedb.Migrate(db, migrations); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("chat: preparing the database %s: %w", path, explainStoreError(filepath.Dir(path), err))
 	}
@@ -151,31 +138,6 @@ func openStore(path string) (*store, error) {
 	s.wg.Add(1)
 	go s.writer()
 	return s, nil
-}
-
-// migrate applies the missing migrations in one transaction.
-func migrate(db *sql.DB) error {
-	tx, err := db.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var v int
-	if err := tx.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
-		return err
-	}
-	if v > schemaVersion {
-		return fmt.Errorf("the file has schema version %d, newer than this program's %d; upgrade the program", v, schemaVersion)
-	}
-	for ; v < schemaVersion; v++ {
-		if _, err := tx.Exec(migrations[v]); err != nil {
-			return fmt.Errorf("migrating to schema version %d: %w", v+1, err)
-		}
-	}
-	if _, err := tx.Exec(fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
-		return err
-	}
-	return tx.Commit()
 }
 
 // close stops the writer after it committed everything queued, then closes
