@@ -7,16 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 	"github.com/kez-lat/kez-chat/kez"
-	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
 // IndexFileName is the name of the share index inside a state folder.
@@ -53,7 +51,8 @@ func (e *ChangedError) Is(target error) bool { return target == ErrChanged }
 // the blob's leaf hashes (32 bytes per 256 KiB chunk), so serving starts
 // without re-hashing; mtime_ns and size detect a change before serving.
 // stale_* remember a stat that was already found changed, so a changed
-// file is re-hashed once, not on every request.
+// file is re-hashed once, not on every request. It is schema version 1; a
+// change is a second migration (see sqlitedb.Migrate), not an edit.
 const indexSchema = `
 CREATE TABLE shares (
 	id             INTEGER PRIMARY KEY,
@@ -80,7 +79,6 @@ CREATE TABLE recipients (
 );
 `
 
-const indexSchemaVersion = 1
 
 // index is the share index: a SQLite file in the state folder, read on
 // every request so that a share made by another process (kez share while
@@ -119,56 +117,16 @@ func openIndex(home string, log *slog.Logger) (*index, error) {
 		return nil, fmt.Errorf("files: making the state folder: %w", err)
 	}
 	path := filepath.Join(home, IndexFileName)
-	if strings.ContainsAny(path, "?#") {
-		return nil, fmt.Errorf("files: the state folder %q has ? or # in its path", home)
-	}
-	// Create the file 0600 before SQLite does (it would use 0644); the
-	// -wal and -shm files take the database's mode.
-	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err != nil {
-		return nil, fmt.Errorf("files: creating the share index: %w", err)
-	} else {
-		f.Close()
-	}
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	q.Add("_pragma", "foreign_keys(ON)")
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// 0600: the index holds the keys of private files.
+	db, err := sqlitedb.Open(path, sqlitedb.Options{FileMode: 0o600})
 	if err != nil {
 		return nil, fmt.Errorf("files: opening the share index %s: %w", path, err)
 	}
-	if err := migrateIndex(db); err != nil {
+	if err := sqlitedb.Migrate(db, []string{indexSchema}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("files: preparing the share index %s: %w", path, err)
 	}
 	return &index{db: db, log: log, trees: map[cid.Cid]*Tree{}}, nil
-}
-
-func migrateIndex(db *sql.DB) error {
-	tx, err := db.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var v int
-	if err := tx.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
-		return err
-	}
-	switch {
-	case v == indexSchemaVersion:
-		return nil
-	case v > indexSchemaVersion:
-		return fmt.Errorf("the file has schema version %d, newer than this program's %d; upgrade the program", v, indexSchemaVersion)
-	}
-	if _, err := tx.Exec(indexSchema); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(fmt.Sprintf("PRAGMA user_version = %d", indexSchemaVersion)); err != nil {
-		return err
-	}
-	return tx.Commit()
 }
 
 func (x *index) close() error { return x.db.Close() }
