@@ -5,10 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 	"github.com/kez-lat/kez-chat/kez"
 	"modernc.org/sqlite"
 )
@@ -24,8 +23,8 @@ type SQLiteStore struct {
 
 var _ Store = (*SQLiteStore)(nil)
 
-const schemaVersion = 1
-
+// schema is version 1 of the registry's schema (PRAGMA user_version); a
+// change is a second migration (see sqlitedb.Migrate), not an edit.
 const schema = `
 CREATE TABLE IF NOT EXISTS handles (
 	domain         TEXT    NOT NULL,
@@ -46,20 +45,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS handles_key ON handles (key);
 // OpenSQLite opens (creating if needed) the registry in the SQLite file at
 // path. Close it when done.
 func OpenSQLite(path string) (*SQLiteStore, error) {
-	if path == "" || strings.ContainsAny(path, "?#") {
-		return nil, fmt.Errorf("handles: the registry path %q is empty or has ? or #", path)
-	}
-	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := sqlitedb.Open(path, sqlitedb.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("handles: opening registry %s: %w", path, err)
 	}
 	s := &SQLiteStore{db: db}
-	if err := s.migrate(); err != nil {
+	if err := sqlitedb.Migrate(db, []string{schema}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("handles: preparing registry %s: %w", path, err)
 	}
@@ -71,28 +62,6 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		return nil, fmt.Errorf("handles: preparing registry %s: %w", path, err)
 	}
 	return s, nil
-}
-
-func (s *SQLiteStore) migrate() error {
-	tx, err := s.db.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var v int
-	if err := tx.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
-		return err
-	}
-	if v > schemaVersion {
-		return fmt.Errorf("the file has schema version %d; this program knows up to %d", v, schemaVersion)
-	}
-	if _, err := tx.Exec(schema); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
-		return err
-	}
-	return tx.Commit()
 }
 
 // Close closes the database.
