@@ -18,18 +18,16 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"sync"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// schemaVersion is stored in PRAGMA user_version.
-const schemaVersion = 1
-
+// schema is version 1 of the store's schema (PRAGMA user_version); a
+// change is a second migration (see sqlitedb.Migrate), not an edit.
 const schema = `
 CREATE TABLE IF NOT EXISTS links (
 	chain TEXT    NOT NULL, -- the chain's key, nkey text (U…)
@@ -38,7 +36,6 @@ CREATE TABLE IF NOT EXISTS links (
 	link  BLOB    NOT NULL, -- the link's exact canonical bytes
 	PRIMARY KEY (chain, seqno)
 ) WITHOUT ROWID;
-PRAGMA user_version = 1;
 `
 
 // Store is a SQLite-backed [sigchain.Store]. It is safe for concurrent use.
@@ -51,25 +48,12 @@ var _ sigchain.Store = (*Store)(nil)
 
 // Open opens or creates the database file at path and prepares its schema.
 func Open(path string) (*Store, error) {
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// FULL: an append the sig-server acknowledged survives a power loss.
+	db, err := sqlitedb.Open(path, sqlitedb.Options{FullSync: true})
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: opening %s: %w", path, err)
 	}
-	var v int
-	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("sqlitestore: opening %s: %w", path, err)
-	}
-	if v > schemaVersion {
-		db.Close()
-		return nil, fmt.Errorf("sqlitestore: %s has schema version %d, newer than this program's %d; upgrade the program", path, v, schemaVersion)
-	}
-	if _, err := db.Exec(schema); err != nil {
+	if err := sqlitedb.Migrate(db, []string{schema}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlitestore: preparing %s: %w", path, err)
 	}
