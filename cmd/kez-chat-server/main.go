@@ -25,101 +25,66 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"strconv"
-	"syscall"
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/kez-lat/kez-chat/internal/servercmd"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "kez-chat-server:", err)
-		var u usageError
-		if errors.As(err, &u) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	servercmd.Main("kez-chat-server", func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil)
+	})
 }
-
-type usageError struct{ error }
 
 // run is the whole program; onListen (may be nil) receives the bound
 // address, for tests.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, onListen func(net.Addr)) error {
-	envOr := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
+	env := servercmd.Env(getenv)
 	if len(args) > 0 && args[0] == "nats-config" {
-		return natsConfig(args[1:], envOr, stdout, stderr)
+		return natsConfig(args[1:], env, stdout, stderr)
 	}
 
-	fs := flag.NewFlagSet("kez-chat-server", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: kez-chat-server [flags]\n       kez-chat-server nats-config [--keys DIR]\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	listen := fs.String("listen", envOr("KEZ_LISTEN", "127.0.0.1:8080"), "address to listen on (env KEZ_LISTEN)")
-	domain := fs.String("domain", envOr("KEZ_DOMAIN", chatserver.DefaultDomain), "handle domain this server registers: alice@DOMAIN (env KEZ_DOMAIN)")
-	sigServer := fs.String("sig-server", envOr("KEZ_SIG_SERVER", ""), "base URL of the sig-server, required (env KEZ_SIG_SERVER)")
-	natsURL := fs.String("nats", envOr("NATS_URL", ""), "URL of the operator's NATS, required (env NATS_URL)")
-	backend := fs.String("store", envOr("KEZ_CHAT_STORE", chatserver.StoreSQLite), "where the handle registry lives: sqlite (--db) or jetstream (NATS, shared by replicas) (env KEZ_CHAT_STORE)")
-	dbPath := fs.String("db", envOr("KEZ_CHAT_DB", chatserver.DefaultDBPath), "SQLite file of the handle registry, with --store sqlite (env KEZ_CHAT_DB)")
+	fs := servercmd.NewFlagSet("kez-chat-server", "usage: kez-chat-server [flags]\n       kez-chat-server nats-config [--keys DIR]", stderr)
+	listen := fs.String("listen", env.Or("KEZ_LISTEN", "127.0.0.1:8080"), "address to listen on (env KEZ_LISTEN)")
+	domain := fs.String("domain", env.Or("KEZ_DOMAIN", chatserver.DefaultDomain), "handle domain this server registers: alice@DOMAIN (env KEZ_DOMAIN)")
+	sigServer := fs.String("sig-server", env.Or("KEZ_SIG_SERVER", ""), "base URL of the sig-server, required (env KEZ_SIG_SERVER)")
+	natsURL := fs.String("nats", env.Or("NATS_URL", ""), "URL of the operator's NATS, required (env NATS_URL)")
+	backend := fs.String("store", env.Or("KEZ_CHAT_STORE", chatserver.StoreSQLite), "where the handle registry lives: sqlite (--db) or jetstream (NATS, shared by replicas) (env KEZ_CHAT_STORE)")
+	dbPath := fs.String("db", env.Or("KEZ_CHAT_DB", chatserver.DefaultDBPath), "SQLite file of the handle registry, with --store sqlite (env KEZ_CHAT_DB)")
 	replicas := fs.Int("replicas", 1, "JetStream replicas of the inbox stream (and, with --store jetstream, the registry bucket): 3 in a cluster (env KEZ_CHAT_REPLICAS)")
-	keysDir := fs.String("keys", envOr("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys, made on first use (env KEZ_CHAT_KEYS)")
-	publicURL := fs.String("public-url", envOr("KEZ_CHAT_PUBLIC_URL", ""), "this server's base URL as clients reach it, if a proxy changes Host (env KEZ_CHAT_PUBLIC_URL)")
-	publicSig := fs.String("public-sig-server", envOr("KEZ_CHAT_PUBLIC_SIG_SERVER", ""), "the sig-server's base URL as clients reach it, if not --sig-server (env KEZ_CHAT_PUBLIC_SIG_SERVER)")
-	logFormat := fs.String("log-format", envOr("KEZ_CHAT_LOG_FORMAT", "text"), "log format: text or json (env KEZ_CHAT_LOG_FORMAT)")
-	logLevel := fs.String("log-level", envOr("KEZ_CHAT_LOG_LEVEL", "info"), "log level: debug, info, warn or error (env KEZ_CHAT_LOG_LEVEL)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
+	keysDir := fs.String("keys", env.Or("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys, made on first use (env KEZ_CHAT_KEYS)")
+	publicURL := fs.String("public-url", env.Or("KEZ_CHAT_PUBLIC_URL", ""), "this server's base URL as clients reach it, if a proxy changes Host (env KEZ_CHAT_PUBLIC_URL)")
+	publicSig := fs.String("public-sig-server", env.Or("KEZ_CHAT_PUBLIC_SIG_SERVER", ""), "the sig-server's base URL as clients reach it, if not --sig-server (env KEZ_CHAT_PUBLIC_SIG_SERVER)")
+	var lf servercmd.LogFlags
+	lf.Declare(fs, env, "KEZ_CHAT")
+	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-config; see --help"); !ok {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q; the only subcommand is nats-config; see --help", fs.Args())}
-	}
-	if err := intFromEnv(fs, getenv, "replicas", "KEZ_CHAT_REPLICAS", replicas); err != nil {
+	if err := env.Int(fs, "replicas", "KEZ_CHAT_REPLICAS", replicas); err != nil {
 		return err
 	}
 	if *backend != chatserver.StoreSQLite && *backend != chatserver.StoreJetStream {
-		return usageError{fmt.Errorf("--store %q: want %s or %s", *backend, chatserver.StoreSQLite, chatserver.StoreJetStream)}
+		return servercmd.Usagef("--store %q: want %s or %s", *backend, chatserver.StoreSQLite, chatserver.StoreJetStream)
 	}
 	if *replicas < 1 || *replicas > 5 {
-		return usageError{fmt.Errorf("--replicas %d: want 1 to 5", *replicas)}
+		return servercmd.Usagef("--replicas %d: want 1 to 5", *replicas)
 	}
 	if *sigServer == "" {
-		return usageError{errors.New("--sig-server (or KEZ_SIG_SERVER) is required: the base URL of the sig-server, e.g. http://127.0.0.1:8081")}
+		return servercmd.Usagef("--sig-server (or KEZ_SIG_SERVER) is required: the base URL of the sig-server, e.g. http://127.0.0.1:8081")
 	}
 	if *natsURL == "" {
-		return usageError{errors.New("--nats (or NATS_URL) is required: the URL of your NATS server, e.g. nats://127.0.0.1:4222")}
+		return servercmd.Usagef("--nats (or NATS_URL) is required: the URL of your NATS server, e.g. nats://127.0.0.1:4222")
 	}
-	log, err := newLogger(stderr, *logFormat, *logLevel)
+	log, err := lf.Logger(stderr)
 	if err != nil {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := &chatserver.Server{
 		Domain:             *domain,
 		SigServerURL:       *sigServer,
@@ -132,7 +97,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		DBPath:             *dbPath,
 		KeysDir:            *keysDir,
 		Logger:             log,
-		Registry:           reg,
+		Registry:           servercmd.NewRegistry(),
 	}
 	if err := srv.Start(ctx); err != nil {
 		return err
@@ -142,30 +107,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // natsConfig prints the nats.conf snippet for the keys folder.
-func natsConfig(args []string, envOr func(string, string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("kez-chat-server nats-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: kez-chat-server nats-config [--keys DIR] [--store sqlite|jetstream] [--sig-server-key U…]\n\n"+
-			"Prints the nats.conf snippet that sends every NATS login to this chat-server's\n"+
-			"auth callout, for the keys in DIR (made on first use, mode 0600). Add it to\n"+
-			"your NATS configuration and restart NATS. It holds public keys only.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	keysDir := fs.String("keys", envOr("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys (env KEZ_CHAT_KEYS)")
-	backend := fs.String("store", envOr("KEZ_CHAT_STORE", chatserver.StoreSQLite), "the chat-server's --store: jetstream gives the callout account JetStream (env KEZ_CHAT_STORE)")
-	sigKey := fs.String("sig-server-key", envOr("KEZ_CHAT_SIG_SERVER_KEY", ""), "NATS key (U…) of a sig-server with --store jetstream, as \"kez-sig-server nats-key\" prints it (env KEZ_CHAT_SIG_SERVER_KEY)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("nats-config: unexpected arguments %q", fs.Args())}
+func natsConfig(args []string, env servercmd.Env, stdout, stderr io.Writer) error {
+	fs := servercmd.NewFlagSet("kez-chat-server nats-config", "usage: kez-chat-server nats-config [--keys DIR] [--store sqlite|jetstream] [--sig-server-key U…]\n\n"+
+		"Prints the nats.conf snippet that sends every NATS login to this chat-server's\n"+
+		"auth callout, for the keys in DIR (made on first use, mode 0600). Add it to\n"+
+		"your NATS configuration and restart NATS. It holds public keys only.", stderr)
+	keysDir := fs.String("keys", env.Or("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys (env KEZ_CHAT_KEYS)")
+	backend := fs.String("store", env.Or("KEZ_CHAT_STORE", chatserver.StoreSQLite), "the chat-server's --store: jetstream gives the callout account JetStream (env KEZ_CHAT_STORE)")
+	sigKey := fs.String("sig-server-key", env.Or("KEZ_CHAT_SIG_SERVER_KEY", ""), "NATS key (U…) of a sig-server with --store jetstream, as \"kez-sig-server nats-key\" prints it (env KEZ_CHAT_SIG_SERVER_KEY)")
+	if ok, err := servercmd.Parse(fs, args, "nats-config takes flags only"); !ok {
+		return err
 	}
 	if *backend != chatserver.StoreSQLite && *backend != chatserver.StoreJetStream {
-		return usageError{fmt.Errorf("nats-config: --store %q: want %s or %s", *backend, chatserver.StoreSQLite, chatserver.StoreJetStream)}
+		return servercmd.Usagef("nats-config: --store %q: want %s or %s", *backend, chatserver.StoreSQLite, chatserver.StoreJetStream)
 	}
 	conf, err := chatserver.NATSConfig(*keysDir, callout.ConfigOptions{
 		AuthJetStream: *backend == chatserver.StoreJetStream,
@@ -176,36 +130,4 @@ func natsConfig(args []string, envOr func(string, string) string, stdout, stderr
 	}
 	_, err = io.WriteString(stdout, conf)
 	return err
-}
-
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", level)}
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
-}
-
-// intFromEnv sets *v from the environment variable env unless the flag
-// name was given on the command line (flags win).
-func intFromEnv(fs *flag.FlagSet, getenv func(string) string, name, env string, v *int) error {
-	given := false
-	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
-	s := getenv(env)
-	if given || s == "" {
-		return nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return usageError{fmt.Errorf("%s %q: want a number", env, s)}
-	}
-	*v = n
-	return nil
 }

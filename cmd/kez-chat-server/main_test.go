@@ -21,6 +21,7 @@ import (
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
@@ -216,7 +217,7 @@ func TestUsageErrors(t *testing.T) {
 	} {
 		var errb bytes.Buffer
 		err := run(context.Background(), tc.args, getenvFrom(tc.env), io.Discard, &errb, nil)
-		var u usageError
+		var u servercmd.UsageError
 		if !errors.As(err, &u) || !strings.Contains(err.Error()+errb.String(), tc.want) {
 			t.Errorf("%v: got %v, want a usage error about %q", tc.args, err, tc.want)
 		}

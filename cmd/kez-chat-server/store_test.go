@@ -14,6 +14,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -106,7 +107,7 @@ func TestNATSConfigSigServerKey(t *testing.T) {
 	} {
 		var errb bytes.Buffer
 		err := run(context.Background(), args, getenvFrom(map[string]string{"KEZ_SIG_SERVER": "http://x", "NATS_URL": "nats://127.0.0.1:1"}), io.Discard, &errb, nil)
-		var u usageError
+		var u servercmd.UsageError
 		if !errors.As(err, &u) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}

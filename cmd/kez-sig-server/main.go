@@ -23,93 +23,46 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/kez-lat/kez-chat/internal/httpserve"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/kez-lat/kez-chat/internal/servercmd"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "kez-sig-server:", err)
-		var u usageError
-		if errors.As(err, &u) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	servercmd.Main("kez-sig-server", func(ctx context.Context) error {
+		return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil)
+	})
 }
-
-type usageError struct{ error }
 
 // run is the whole program; onListen (may be nil) receives the bound
 // address, for tests.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, onListen func(net.Addr)) error {
-	envOr := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
+	env := servercmd.Env(getenv)
 	if len(args) > 0 && args[0] == "nats-key" {
-		return natsKeyCommand(args[1:], envOr, stdout, stderr)
+		return natsKeyCommand(args[1:], env, stdout, stderr)
 	}
-	fs := flag.NewFlagSet("kez-sig-server", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: kez-sig-server [flags]\n       kez-sig-server nats-key [--nats-key FILE]\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	listen := fs.String("listen", envOr("KEZ_SIG_LISTEN", "127.0.0.1:8081"), "address to listen on (env KEZ_SIG_LISTEN)")
-	backend := fs.String("store", envOr("KEZ_SIG_STORE", storeSQLite), "where chains live: sqlite (--db) or jetstream (--nats), shared by replicas (env KEZ_SIG_STORE)")
-	dbPath := fs.String("db", envOr("KEZ_SIG_DB", "kez-sig.db"), "SQLite database file, with --store sqlite (env KEZ_SIG_DB)")
-	natsURL := fs.String("nats", envOr("NATS_URL", ""), "URL of the operator's NATS, with --store jetstream (env NATS_URL)")
-	natsKey := fs.String("nats-key", envOr("KEZ_SIG_NATS_KEY", defaultNATSKey), "file of the sig-server's NATS nkey seed, made on first use, with --store jetstream (env KEZ_SIG_NATS_KEY)")
+	fs := servercmd.NewFlagSet("kez-sig-server", "usage: kez-sig-server [flags]\n       kez-sig-server nats-key [--nats-key FILE]", stderr)
+	listen := fs.String("listen", env.Or("KEZ_SIG_LISTEN", "127.0.0.1:8081"), "address to listen on (env KEZ_SIG_LISTEN)")
+	backend := fs.String("store", env.Or("KEZ_SIG_STORE", storeSQLite), "where chains live: sqlite (--db) or jetstream (--nats), shared by replicas (env KEZ_SIG_STORE)")
+	dbPath := fs.String("db", env.Or("KEZ_SIG_DB", "kez-sig.db"), "SQLite database file, with --store sqlite (env KEZ_SIG_DB)")
+	natsURL := fs.String("nats", env.Or("NATS_URL", ""), "URL of the operator's NATS, with --store jetstream (env NATS_URL)")
+	natsKey := fs.String("nats-key", env.Or("KEZ_SIG_NATS_KEY", defaultNATSKey), "file of the sig-server's NATS nkey seed, made on first use, with --store jetstream (env KEZ_SIG_NATS_KEY)")
 	replicas := fs.Int("replicas", 1, "JetStream replicas of the chain stream when this server creates it: 3 in a cluster (env KEZ_SIG_REPLICAS)")
-	logFormat := fs.String("log-format", envOr("KEZ_SIG_LOG_FORMAT", "text"), "log format: text or json (env KEZ_SIG_LOG_FORMAT)")
-	logLevel := fs.String("log-level", envOr("KEZ_SIG_LOG_LEVEL", "info"), "log level: debug, info, warn or error (env KEZ_SIG_LOG_LEVEL)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
+	var lf servercmd.LogFlags
+	lf.Declare(fs, env, "KEZ_SIG")
+	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-key; see --help"); !ok {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments %q; the only subcommand is nats-key; see --help", fs.Args())}
+	if err := env.Int(fs, "replicas", "KEZ_SIG_REPLICAS", replicas); err != nil {
+		return err
 	}
-	if v := getenv("KEZ_SIG_REPLICAS"); v != "" && !flagSet(fs, "replicas") {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return usageError{fmt.Errorf("KEZ_SIG_REPLICAS %q: want a number", v)}
-		}
-		*replicas = n
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)}
-	}
-	hopts := &slog.HandlerOptions{Level: level}
-	var log *slog.Logger
-	switch *logFormat {
-	case "text":
-		log = slog.New(slog.NewTextHandler(stderr, hopts))
-	case "json":
-		log = slog.New(slog.NewJSONHandler(stderr, hopts))
-	default:
-		return usageError{fmt.Errorf("--log-format %q: want text or json", *logFormat)}
+	log, err := lf.Logger(stderr)
+	if err != nil {
+		return err
 	}
 
 	storeCtx, stopStore := context.WithCancel(ctx)
@@ -120,22 +73,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer chains.close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h := httpserve.Wrap(chains.handler, httpserve.Options{Ready: chains.ready, Registry: reg, Logger: log})
+	h := httpserve.Wrap(chains.handler, httpserve.Options{Ready: chains.ready, Registry: servercmd.NewRegistry(), Logger: log})
 	if *backend == storeJetStream {
 		log.Info("kez-sig-server starting", "store", *backend, "nats", redactURL(*natsURL), "nats_key", *natsKey)
 	} else {
 		log.Info("kez-sig-server starting", "store", *backend, "db", *dbPath)
 	}
 	return httpserve.ListenAndServe(ctx, *listen, h, log, onListen)
-}
-
-// flagSet reports whether the flag name was given on the command line.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }
 
 // redactURL drops user information from NATS URLs for logs.

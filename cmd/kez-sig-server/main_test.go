@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
@@ -124,7 +125,7 @@ func TestRunUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}, {"extra"}, {"--nope"}} {
 		var out bytes.Buffer
 		err := run(context.Background(), args, func(string) string { return "" }, &out, &out, nil)
-		var u usageError
+		var u servercmd.UsageError
 		if !errors.As(err, &u) {
 			t.Errorf("%v: got %v, want a usage error", args, err)
 		}

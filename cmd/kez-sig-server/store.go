@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/httpserve"
+	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/jsstore"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
@@ -65,15 +65,15 @@ func openChains(ctx context.Context, c storeConfig, log *slog.Logger) (*chains, 
 	case storeJetStream:
 		return openJetStream(ctx, c, log)
 	}
-	return nil, usageError{fmt.Errorf("--store %q: want %s or %s", c.backend, storeSQLite, storeJetStream)}
+	return nil, servercmd.Usagef("--store %q: want %s or %s", c.backend, storeSQLite, storeJetStream)
 }
 
 func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chains, error) {
 	if c.natsURL == "" {
-		return nil, usageError{errors.New("--store jetstream needs --nats (or NATS_URL): the URL of your NATS, e.g. nats://127.0.0.1:4222")}
+		return nil, servercmd.Usagef("--store jetstream needs --nats (or NATS_URL): the URL of your NATS, e.g. nats://127.0.0.1:4222")
 	}
 	if c.replicas < 1 || c.replicas > 5 {
-		return nil, usageError{fmt.Errorf("--replicas %d: want 1 to 5", c.replicas)}
+		return nil, servercmd.Usagef("--replicas %d: want 1 to 5", c.replicas)
 	}
 	kp, err := loadOrCreateNKey(c.natsKey)
 	if err != nil {
@@ -245,25 +245,14 @@ func loadOrCreateNKey(path string) (nkeys.KeyPair, error) {
 // natsKeyCommand prints the public half of the sig-server's NATS key,
 // making the key on first use: the value for "kez-chat-server nats-config
 // --sig-server-key".
-func natsKeyCommand(args []string, envOr func(string, string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("kez-sig-server nats-key", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: kez-sig-server nats-key [--nats-key FILE]\n\n"+
-			"Prints the public NATS key (U…) the sig-server logs in with when it keeps\n"+
-			"sigchains in JetStream (--store jetstream), making the key on first use\n"+
-			"(mode 0600). Pass it to \"kez-chat-server nats-config --sig-server-key\".\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	keyFile := fs.String("nats-key", envOr("KEZ_SIG_NATS_KEY", defaultNATSKey), "file of the sig-server's NATS nkey seed (env KEZ_SIG_NATS_KEY)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("nats-key: unexpected arguments %q", fs.Args())}
+func natsKeyCommand(args []string, env servercmd.Env, stdout, stderr io.Writer) error {
+	fs := servercmd.NewFlagSet("kez-sig-server nats-key", "usage: kez-sig-server nats-key [--nats-key FILE]\n\n"+
+		"Prints the public NATS key (U…) the sig-server logs in with when it keeps\n"+
+		"sigchains in JetStream (--store jetstream), making the key on first use\n"+
+		"(mode 0600). Pass it to \"kez-chat-server nats-config --sig-server-key\".", stderr)
+	keyFile := fs.String("nats-key", env.Or("KEZ_SIG_NATS_KEY", defaultNATSKey), "file of the sig-server's NATS nkey seed (env KEZ_SIG_NATS_KEY)")
+	if ok, err := servercmd.Parse(fs, args, "nats-key takes flags only"); !ok {
+		return err
 	}
 	kp, err := loadOrCreateNKey(*keyFile)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
@@ -163,7 +164,7 @@ func TestStoreUsageErrors(t *testing.T) {
 		if tc.args[0] == "nats-key" {
 			err = run(context.Background(), tc.args, func(string) string { return "" }, &out, &out, nil)
 		}
-		var u usageError
+		var u servercmd.UsageError
 		if err == nil || errors.As(err, &u) != tc.usage {
 			t.Errorf("%s: %v (usage error wanted: %v)", name, err, tc.usage)
 		}
