@@ -79,7 +79,6 @@ CREATE TABLE recipients (
 );
 `
 
-
 // index is the share index: a SQLite file in the state folder, read on
 // every request so that a share made by another process (kez share while
 // kez serve runs) is served at once. It is the BlobSource and Policy of
