@@ -4,169 +4,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"testing"
-	"time"
 
-	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
+	"github.com/kez-lat/kez-chat/natsconn"
 )
 
-// calloutServer runs a real nats-server with the callout snippet and a
-// callout service, and returns it with the directory the service uses.
-func calloutServer(t *testing.T) (*natstest.Server, *callout.StaticDirectory) {
-	t.Helper()
-	keys, err := callout.GenerateKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf, err := callout.NATSConfig(keys, callout.ConfigOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := natstest.Run(t, conf)
-	dir := &callout.StaticDirectory{}
-	svc, err := callout.New(callout.Config{Keys: keys, Directory: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(srv.ClientURL(), append(keys.ServiceOptions(), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Listen(nc); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = svc.Close()
-		nc.Close()
-	})
-	return srv, dir
-}
-
-func identity(t *testing.T) *kez.Identity {
-	t.Helper()
+// chat.Connect is natsconn.Connect (tested there): its errors are the same
+// values, so callers may test either.
+func TestConnectErrorsAreNatsconns(t *testing.T) {
 	id, _, err := kez.NewIdentity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return id
-}
-
-func TestConnect(t *testing.T) {
-	srv, dir := calloutServer(t)
-	alice := identity(t)
-	dir.Set(alice.PublicKey(), callout.Entry{Handle: "alice@kez.lat"})
-	nc, err := chat.Connect(context.Background(), srv.ClientURL(), alice)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	key := alice.PublicKey().String()
-	// Replies use the private prefix, the only one alice may subscribe to:
-	// a request to herself on her signalling subject round-trips.
-	sub, err := nc.Subscribe(callout.P2PSubjectPrefix+key, func(m *nats.Msg) { _ = m.Respond([]byte("here")) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	reply, err := nc.Request(callout.P2PSubjectPrefix+key, nil, 5*time.Second)
-	if err != nil || string(reply.Data) != "here" {
-		t.Fatalf("request on the private inbox: %v", err)
-	}
-	cz, err := srv.Server().Connz(&server.ConnzOptions{Username: true, Account: callout.DefaultChatAccount})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cz.Conns) != 1 || cz.Conns[0].AuthorizedUser != "alice@kez.lat" || cz.Conns[0].Name != "kez-chat" {
-		t.Fatalf("connections %+v", cz.Conns)
-	}
-}
-
-func TestConnectNotRegistered(t *testing.T) {
-	srv, _ := calloutServer(t)
-	_, err := chat.Connect(context.Background(), srv.ClientURL(), identity(t))
-	if !errors.Is(err, chat.ErrNotRegistered) || !errors.Is(err, nats.ErrAuthorization) || errors.Is(err, chat.ErrUnreachable) {
-		t.Fatalf("got %v, want ErrNotRegistered", err)
-	}
-	t.Log(err)
-}
-
-func TestConnectUnreachable(t *testing.T) {
 	url := fmt.Sprintf("nats://127.0.0.1:%d", natstest.FreePort(t))
-	_, err := chat.Connect(context.Background(), url, identity(t))
-	if !errors.Is(err, chat.ErrUnreachable) || errors.Is(err, chat.ErrNotRegistered) {
+	_, err = chat.Connect(context.Background(), url, id)
+	if !errors.Is(err, chat.ErrUnreachable) || !errors.Is(err, natsconn.ErrUnreachable) || errors.Is(err, chat.ErrNotRegistered) {
 		t.Fatalf("got %v, want ErrUnreachable", err)
 	}
-	t.Log(err)
-}
-
-// TestConnectContext: a server that accepts TCP but never speaks would
-// hold Connect for ConnectTimeout; the context ends it at once.
-func TestConnectContext(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if chat.ErrNotRegistered != natsconn.ErrNotRegistered || chat.ConnectTimeout != natsconn.ConnectTimeout {
+		t.Error("chat's login errors or timeout are not natsconn's")
 	}
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		select {
-		case c := <-accepted:
-			c.Close()
-		default:
-		}
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := chat.Connect(ctx, "nats://"+l.Addr().String(), identity(t))
-		errc <- err
-	}()
-	c := <-accepted // Connect is now waiting for the server's INFO
-	accepted <- c
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("got %v, want context.Canceled", err)
-	}
-}
-
-func TestConnectReconnectsAfterRestart(t *testing.T) {
-	srv, dir := calloutServer(t)
-	alice := identity(t)
-	dir.Set(alice.PublicKey(), callout.Entry{Handle: "alice@kez.lat"})
-	reconnected := make(chan struct{}, 1)
-	nc, err := chat.Connect(context.Background(), srv.ClientURL(), alice,
-		nats.ReconnectWait(10*time.Millisecond),
-		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	srv.Restart()
-	select {
-	case <-reconnected:
-	case <-time.After(30 * time.Second):
-		t.Fatal("no reconnect after the server restarted")
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestConnectNeedsIdentity(t *testing.T) {
 	if _, err := chat.Connect(context.Background(), "nats://127.0.0.1:1", nil); err == nil {
 		t.Fatal("connected without an identity")
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -142,7 +143,7 @@ func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if err != nil {
 		return nil, err
 	}
-	node, nc, err := s.network()
+	node, nc, err := s.network(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +246,7 @@ func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (p
 	if err != nil {
 		return peer.AddrInfo{}, err
 	}
-	_, nc, err := s.network()
+	_, nc, err := s.network(ctx)
 	if err != nil {
 		return peer.AddrInfo{}, err
 	}
@@ -263,12 +264,13 @@ func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (p
 
 // Node returns the sharing's libp2p node, starting it (and NATS) if needed.
 func (s *Sharing) Node() (*Node, error) {
-	n, _, err := s.network()
+	n, _, err := s.network(context.Background())
 	return n, err
 }
 
-// network starts the libp2p node and connects to NATS if not done yet.
-func (s *Sharing) network() (*Node, *nats.Conn, error) {
+// network starts the libp2p node and logs in to NATS (with natsconn, as
+// chat does) if not done yet.
+func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -278,7 +280,8 @@ func (s *Sharing) network() (*Node, *nats.Conn, error) {
 		if s.cfg.NATSURL == "" {
 			return nil, nil, ErrNoNATS
 		}
-		nc, err := connectNATS(s.cfg.NATSURL, s.id, s.log, s.cfg.NATSOptions)
+		opts := []nats.Option{nats.Name("kez files " + s.me.String()), natsconn.Logger(s.log)}
+		nc, err := natsconn.Connect(ctx, s.cfg.NATSURL, s.id, append(opts, s.cfg.NATSOptions...)...)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -317,7 +320,7 @@ func (g servingSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
 // StopServing or Close. It returns once the broker has the subscription, so
 // a fetcher asking afterwards gets an answer.
 func (s *Sharing) StartServing(ctx context.Context) error {
-	node, nc, err := s.network()
+	node, nc, err := s.network(ctx)
 	if err != nil {
 		return err
 	}
@@ -333,7 +336,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("files: listening for fetchers on NATS: %w", err)
 	}
-	fctx, cancel := context.WithTimeout(ctx, natsConnectTimeout)
+	fctx, cancel := context.WithTimeout(ctx, natsconn.ConnectTimeout)
 	defer cancel()
 	if err := nc.FlushWithContext(fctx); err != nil {
 		sub.Unsubscribe()

@@ -159,7 +159,7 @@ func chatError(err error) error {
 	case handles.ReasonOf(err) == handles.ReasonNoDomain:
 		msg = "a bare name needs your home domain: write name@domain, or set KEZ_SERVER to your chat-server"
 	default:
-		for _, p := range []string{"chat: ", "handles: ", "sigchain: ", "kez: "} {
+		for _, p := range []string{"chat: ", "handles: ", "sigchain: ", "kez: ", "natsconn: "} {
 			msg = strings.TrimPrefix(msg, p)
 		}
 	}

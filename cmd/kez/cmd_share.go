@@ -135,7 +135,7 @@ func filesError(err error) error {
 		return &cliErr{msg: "a bare name needs your home domain: write name@domain, or set KEZ_SERVER to your chat-server", err: err}
 	}
 	msg := err.Error()
-	for _, p := range []string{"files: ", "handles: ", "sigchain: ", "kez: "} {
+	for _, p := range []string{"files: ", "handles: ", "sigchain: ", "kez: ", "natsconn: "} {
 		msg = strings.TrimPrefix(msg, p)
 	}
 	return &cliErr{msg: msg, err: err}
