@@ -18,8 +18,8 @@ import (
 // a leader message get and a KV create for JetStream, SELECT 1 for SQLite.
 func BenchmarkStores(b *testing.B) {
 	ctx := context.Background()
-	srv := natstest.Run(b, jsConf)
-	js := connect(b, srv.ClientURL())
+	srv := natstest.Run(b, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(b, srv.ClientURL())
 	jsStore, err := New(ctx, js)
 	if err != nil {
 		b.Fatal(err)

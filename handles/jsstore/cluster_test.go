@@ -10,7 +10,6 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/handles/storetest"
 	"github.com/kez-lat/kez-chat/internal/natstest"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestCluster runs the contract on a 3-node cluster with 3 replicas, then
@@ -26,7 +25,7 @@ func TestCluster(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	js := connect(t, c.ClientURLs())
+	js := natstest.ConnectJetStream(t, c.ClientURLs())
 	s, err := New(ctx, js, WithReplicas(3))
 	if err != nil {
 		t.Fatal(err)
@@ -58,9 +57,9 @@ func TestCluster(t *testing.T) {
 		}
 	}
 
-	leader := bucketLeader(t, ctx, js, c)
+	leader := c.StreamLeader(t, ctx, js, "KV_"+DefaultBucket)
 	c.KillNode(leader)
-	eventually(t, ctx, claimNext) // a new leader is elected
+	natstest.Eventually(t, ctx, claimNext) // a new leader is elected
 	for range 5 {
 		if err := claimNext(ctx); err != nil {
 			t.Fatalf("claim with node %s down: %v", c.Name(leader), err)
@@ -76,57 +75,17 @@ func TestCluster(t *testing.T) {
 	// The restarted node has caught up when RestartNode returns; kill the
 	// current leader so that it and the third node must serve alone.
 	c.RestartNode(leader)
-	other := bucketLeader(t, ctx, js, c)
+	other := c.StreamLeader(t, ctx, js, "KV_"+DefaultBucket)
 	if other == leader {
 		other = (leader + 1) % natstest.ClusterSize
 	}
 	c.KillNode(other)
-	eventually(t, ctx, checkAll)
+	natstest.Eventually(t, ctx, checkAll)
 	if err := claimNext(ctx); err != nil {
 		t.Fatal(err)
 	}
 	c.RestartNode(other)
 	if err := checkAll(ctx); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// bucketLeader returns the index of the node that leads the bucket's stream.
-func bucketLeader(t *testing.T, ctx context.Context, js jetstream.JetStream, c *natstest.Cluster) int {
-	t.Helper()
-	st, err := js.Stream(ctx, "KV_"+DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info := st.CachedInfo()
-	for i := range natstest.ClusterSize {
-		if info.Cluster != nil && info.Cluster.Leader == c.Name(i) {
-			return i
-		}
-	}
-	t.Fatalf("no leader in %+v", info.Cluster)
-	return 0
-}
-
-// eventually calls f until it succeeds or ctx ends, each call bounded to
-// 2 s: a Raft election in the nats-server processes is not ours to wait on.
-func eventually(t *testing.T, ctx context.Context, f func(context.Context) error) {
-	t.Helper()
-	start := time.Now()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := f(cctx)
-		cancel()
-		if err == nil {
-			t.Logf("working again after %s", time.Since(start).Round(100*time.Millisecond))
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("still failing at the deadline: %v", err)
-		case <-tick.C:
-		}
 	}
 }

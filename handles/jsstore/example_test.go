@@ -4,15 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
-	"os"
-	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/handles/jsstore"
+	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	sigjs "github.com/kez-lat/kez-chat/sigchain/jsstore"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -22,7 +20,7 @@ import (
 // replica and is found at the other at once.
 func Example() {
 	ctx := context.Background()
-	natsURL, stop := startNATS() // in production: the operator's NATS_URL
+	natsURL, stop := natstest.StartForExample() // in production: the operator's NATS_URL
 	defer stop()
 
 	// The sig-server.
@@ -78,18 +76,4 @@ func Example() {
 	fmt.Println(res.Handle.Display(), res.Key)
 	// Output:
 	// @alice@kez.lat UBEZRRVSGPSBY27Q4OUWJ2U276ERUCM7QPE5Y5BAWKI7BGJHDCPONM47
-}
-
-// startNATS runs a throw-away JetStream server for the example.
-func startNATS() (url string, stop func()) {
-	dir, _ := os.MkdirTemp("", "jsstore-example")
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
-	if err != nil {
-		panic(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		panic("nats-server did not start")
-	}
-	return ns.ClientURL(), func() { ns.Shutdown(); ns.WaitForShutdown(); os.RemoveAll(dir) }
 }

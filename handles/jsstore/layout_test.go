@@ -51,8 +51,8 @@ func TestLayout(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
-	js := connect(t, srv.ClientURL())
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
 	s, err := New(ctx, js)
 	if err != nil {
 		t.Fatal(err)

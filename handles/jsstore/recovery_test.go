@@ -18,8 +18,8 @@ import (
 func newTestStore(t *testing.T) (*Store, jetstream.KeyValue) {
 	t.Helper()
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
-	js := connect(t, srv.ClientURL())
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
 	s, err := New(ctx, js)
 	if err != nil {
 		t.Fatal(err)

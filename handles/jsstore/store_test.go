@@ -11,25 +11,7 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/handles/storetest"
 	"github.com/kez-lat/kez-chat/internal/natstest"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
-
-const jsConf = "jetstream: enabled\n"
-
-func connect(t testing.TB, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
 
 var buckets atomic.Int64
 
@@ -39,7 +21,7 @@ func opener(url string, opts ...Option) storetest.Open {
 	return func(t *testing.T) (handles.Store, func() handles.Store) {
 		opts := append([]Option{WithBucket(fmt.Sprintf("T%d", buckets.Add(1)))}, opts...)
 		open := func() handles.Store {
-			s, err := New(context.Background(), connect(t, url), opts...)
+			s, err := New(context.Background(), natstest.ConnectJetStream(t, url), opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,14 +32,14 @@ func opener(url string, opts ...Option) storetest.Open {
 }
 
 func TestContract(t *testing.T) {
-	srv := natstest.Run(t, jsConf)
+	srv := natstest.Run(t, natstest.JetStreamConf)
 	storetest.Run(t, opener(srv.ClientURL()))
 }
 
 func TestNewIdempotent(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
-	js := connect(t, srv.ClientURL())
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
 	a, err := New(ctx, js)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +49,7 @@ func TestNewIdempotent(t *testing.T) {
 	}
 	// A second replica starts with other options: it uses the bucket as
 	// it is and sees the same registry.
-	b, err := New(ctx, connect(t, srv.ClientURL()), WithOrphanGrace(time.Hour))
+	b, err := New(ctx, natstest.ConnectJetStream(t, srv.ClientURL()), WithOrphanGrace(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +74,8 @@ func TestNewIdempotent(t *testing.T) {
 // TestSurvivesRestart: the registry is in JetStream's file store.
 func TestSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
-	s, err := New(ctx, connect(t, srv.ClientURL()))
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	s, err := New(ctx, natstest.ConnectJetStream(t, srv.ClientURL()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +83,7 @@ func TestSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Restart()
-	s2, err := New(ctx, connect(t, srv.ClientURL()))
+	s2, err := New(ctx, natstest.ConnectJetStream(t, srv.ClientURL()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,8 +94,8 @@ func TestSurvivesRestart(t *testing.T) {
 
 func TestPingFailsWithoutServer(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
-	s, err := New(ctx, connect(t, srv.ClientURL()))
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	s, err := New(ctx, natstest.ConnectJetStream(t, srv.ClientURL()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package natstest_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -21,17 +20,9 @@ func TestCluster(t *testing.T) {
 	if c.MetaLeader() == "" {
 		t.Fatal("no meta leader")
 	}
-	nc, err := nats.Connect(c.ClientURLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	if nc.MaxPayload() != 2<<20 {
+	js := natstest.ConnectJetStream(t, c.ClientURLs())
+	if nc := js.Conn(); nc.MaxPayload() != 2<<20 {
 		t.Fatalf("max payload %d: the extra configuration was not applied", nc.MaxPayload())
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -41,6 +32,9 @@ func TestCluster(t *testing.T) {
 	if _, err := js.Publish(ctx, "t.before", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
+	if l := c.StreamLeader(t, ctx, js, "T"); l < 0 || l >= natstest.ClusterSize {
+		t.Fatalf("stream leader %d", l)
+	}
 
 	c.KillNode(0)
 	if c.MetaLeader() == c.Name(0) {
@@ -49,7 +43,7 @@ func TestCluster(t *testing.T) {
 	// The stream may have lost its leader with node 0; it elects another
 	// within seconds. Poll with a deadline: the election is another
 	// process's business.
-	retry(t, ctx, func(ctx context.Context) error {
+	natstest.Eventually(t, ctx, func(ctx context.Context) error {
 		_, err := js.Publish(ctx, "t.during", []byte("2"))
 		return err
 	})
@@ -77,25 +71,5 @@ func TestCluster(t *testing.T) {
 	}
 	if n := info.CachedInfo().State.Msgs; n != 2 {
 		t.Fatalf("after restart the stream has %d messages, want 2", n)
-	}
-}
-
-// retry calls f until it succeeds or ctx ends, each call bounded to 2 s.
-func retry(t *testing.T, ctx context.Context, f func(context.Context) error) {
-	t.Helper()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := f(cctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("still failing when the deadline passed: %v", errors.Join(err, ctx.Err()))
-		case <-tick.C:
-		}
 	}
 }

@@ -14,7 +14,10 @@
 // Go toolchain) and runs it with the configuration file; the returned
 // [Process] waits on the /healthz monitor endpoint before handing it over.
 //
-// [FreePort] picks a free loopback TCP port.
+// [FreePort] picks a free loopback TCP port. For JetStream stores:
+// [JetStreamConf], [ConnectJetStream], [Cluster.StreamLeader] and
+// [Eventually] (to wait out an election); [StartForExample] serves
+// testable examples, which have no *testing.T.
 //
 // This package is for tests only; production code never embeds or
 // supervises a NATS server.

@@ -151,3 +151,39 @@ func exercise(t *testing.T, s handle) {
 		t.Fatalf("message lost in restart: %v", err)
 	}
 }
+
+func TestJetStreamHelpers(t *testing.T) {
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	// The connection survives a restart; Eventually waits until it is back.
+	srv.Restart()
+	calls := 0
+	natstest.Eventually(t, ctx, func(ctx context.Context) error {
+		calls++
+		_, err := js.Publish(ctx, "t.after", []byte("1"))
+		return err
+	})
+	if calls == 0 {
+		t.Fatal("Eventually never called f")
+	}
+
+	url, stop := natstest.StartForExample()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ejs, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ejs.AccountInfo(ctx); err != nil {
+		t.Fatalf("the example server has no JetStream: %v", err)
+	}
+	nc.Close()
+	stop()
+}

@@ -18,8 +18,8 @@ import (
 // message get of one literal subject.
 func BenchmarkStores(b *testing.B) {
 	ctx := context.Background()
-	srv := natstest.Run(b, jsConf)
-	js := connect(b, srv.ClientURL())
+	srv := natstest.Run(b, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(b, srv.ClientURL())
 	jsStore, err := New(ctx, js)
 	if err != nil {
 		b.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/storetest"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestCluster runs the contract on a 3-node cluster with 3 replicas, then
@@ -25,7 +24,7 @@ func TestCluster(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	js := connect(t, c.ClientURLs())
+	js := natstest.ConnectJetStream(t, c.ClientURLs())
 	s, err := New(ctx, js, WithReplicas(3))
 	if err != nil {
 		t.Fatal(err)
@@ -63,9 +62,9 @@ func TestCluster(t *testing.T) {
 		}
 	}
 
-	leader := streamLeader(t, ctx, js, c)
+	leader := c.StreamLeader(t, ctx, js, DefaultStream)
 	c.KillNode(leader)
-	eventually(t, ctx, appendNext) // a new leader is elected
+	natstest.Eventually(t, ctx, appendNext) // a new leader is elected
 	for range 4 {
 		if err := appendNext(ctx); err != nil {
 			t.Fatalf("append with node %s down: %v", c.Name(leader), err)
@@ -76,57 +75,17 @@ func TestCluster(t *testing.T) {
 	}
 
 	c.RestartNode(leader)
-	other := streamLeader(t, ctx, js, c)
+	other := c.StreamLeader(t, ctx, js, DefaultStream)
 	if other == leader {
 		other = (leader + 1) % natstest.ClusterSize
 	}
 	c.KillNode(other)
-	eventually(t, ctx, checkAll)
+	natstest.Eventually(t, ctx, checkAll)
 	if err := appendNext(ctx); err != nil {
 		t.Fatal(err)
 	}
 	c.RestartNode(other)
 	if err := checkAll(ctx); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// streamLeader returns the index of the node that leads the stream.
-func streamLeader(t *testing.T, ctx context.Context, js jetstream.JetStream, c *natstest.Cluster) int {
-	t.Helper()
-	st, err := js.Stream(ctx, DefaultStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info := st.CachedInfo()
-	for i := range natstest.ClusterSize {
-		if info.Cluster != nil && info.Cluster.Leader == c.Name(i) {
-			return i
-		}
-	}
-	t.Fatalf("no leader in %+v", info.Cluster)
-	return 0
-}
-
-// eventually calls f until it succeeds or ctx ends, each call bounded to
-// 2 s: a Raft election in the nats-server processes is not ours to wait on.
-func eventually(t *testing.T, ctx context.Context, f func(context.Context) error) {
-	t.Helper()
-	start := time.Now()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := f(cctx)
-		cancel()
-		if err == nil {
-			t.Logf("working again after %s", time.Since(start).Round(100*time.Millisecond))
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("still failing at the deadline: %v", err)
-		case <-tick.C:
-		}
 	}
 }

@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
-	"os"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/jsstore"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -19,7 +18,7 @@ import (
 // appends through one, a contact fetches and verifies through the other.
 func Example() {
 	ctx := context.Background()
-	natsURL, stop := startNATS() // in production: the operator's NATS_URL
+	natsURL, stop := natstest.StartForExample() // in production: the operator's NATS_URL
 	defer stop()
 
 	var replicas []*httptest.Server
@@ -49,18 +48,4 @@ func Example() {
 	fmt.Println(st.Handle(), st.Seqno())
 	// Output:
 	// alice@kez.lat 1
-}
-
-// startNATS runs a throw-away JetStream server for the example.
-func startNATS() (url string, stop func()) {
-	dir, _ := os.MkdirTemp("", "jsstore-example")
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
-	if err != nil {
-		panic(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		panic("nats-server did not start")
-	}
-	return ns.ClientURL(), func() { ns.Shutdown(); ns.WaitForShutdown(); os.RemoveAll(dir) }
 }

@@ -13,25 +13,8 @@ import (
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/storetest"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-const jsConf = "jetstream: enabled\n"
-
-func connect(t testing.TB, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
 
 var streams atomic.Int64
 
@@ -43,7 +26,7 @@ func opener(url string, opts ...Option) storetest.Open {
 		n := streams.Add(1)
 		opts := append([]Option{WithStream(fmt.Sprintf("T%d", n)), WithSubjectPrefix(fmt.Sprintf("t%d.chain", n))}, opts...)
 		open := func() sigchain.Store {
-			s, err := New(context.Background(), connect(t, url), opts...)
+			s, err := New(context.Background(), natstest.ConnectJetStream(t, url), opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,14 +37,14 @@ func opener(url string, opts ...Option) storetest.Open {
 }
 
 func TestContract(t *testing.T) {
-	srv := natstest.Run(t, jsConf)
+	srv := natstest.Run(t, natstest.JetStreamConf)
 	storetest.Run(t, opener(srv.ClientURL()))
 }
 
 func TestLayout(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
-	js := connect(t, srv.ClientURL())
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
 	s, err := New(ctx, js)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +82,7 @@ func TestLayout(t *testing.T) {
 		t.Fatal("the stream let the links be purged")
 	}
 	// A second replica starting later uses the stream as it is.
-	s2, err := New(ctx, connect(t, srv.ClientURL()), WithReplicas(1))
+	s2, err := New(ctx, natstest.ConnectJetStream(t, srv.ClientURL()), WithReplicas(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +96,8 @@ func TestLayout(t *testing.T) {
 
 func TestNewRefuses(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
-	js := connect(t, srv.ClientURL())
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"other.>"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -139,8 +122,8 @@ func TestNewRefuses(t *testing.T) {
 
 func TestSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
-	s, err := New(ctx, connect(t, srv.ClientURL()))
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	s, err := New(ctx, natstest.ConnectJetStream(t, srv.ClientURL()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +134,7 @@ func TestSurvivesRestart(t *testing.T) {
 		}
 	}
 	srv.Restart()
-	s2, err := New(ctx, connect(t, srv.ClientURL()))
+	s2, err := New(ctx, natstest.ConnectJetStream(t, srv.ClientURL()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +146,8 @@ func TestSurvivesRestart(t *testing.T) {
 
 func TestServerDown(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
-	s, err := New(ctx, connect(t, srv.ClientURL()))
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	s, err := New(ctx, natstest.ConnectJetStream(t, srv.ClientURL()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,10 +172,10 @@ func TestServerDown(t *testing.T) {
 // other is refused.
 func TestHandlerReplicas(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
+	srv := natstest.Run(t, natstest.JetStreamConf)
 	var urls []string
 	for range 2 {
-		s, err := New(ctx, connect(t, srv.ClientURL()))
+		s, err := New(ctx, natstest.ConnectJetStream(t, srv.ClientURL()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,8 +212,8 @@ func TestHandlerReplicas(t *testing.T) {
 // gets still serves every read, from the leader.
 func TestStreamWithoutDirectGets(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, jsConf)
-	js := connect(t, srv.ClientURL())
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{"kez.v1.chain.>"}}); err != nil {
 		t.Fatal(err)
 	}
