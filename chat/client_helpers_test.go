@@ -1,43 +1,24 @@
 package chat
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testlog"
 	"github.com/nats-io/nats.go"
 )
-
-// syncBuffer is a log sink tests read while clients write to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testClient is a client of a stack user with its log.
 type testClient struct {
 	*Client
 	user *stacktest.User
-	log  *syncBuffer
+	log  *testlog.Buffer
 }
 
 // clientOpt changes the Config of a test client.
@@ -52,7 +33,7 @@ func openClient(t testing.TB, st *stacktest.Stack, u *stacktest.User, opts ...cl
 
 func openClientIn(t testing.TB, st *stacktest.Stack, u *stacktest.User, home string, opts ...clientOpt) *testClient {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	cfg := Config{
 		Identity:     u.Identity,
 		Home:         home,

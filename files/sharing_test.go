@@ -18,30 +18,13 @@ import (
 
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testlog"
 )
-
-// syncBuffer is a log sink tests can read while servers write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type peer struct {
 	*files.Sharing
 	user *stacktest.User
-	log  *syncBuffer
+	log  *testlog.Buffer
 }
 
 // newPeer opens the sharing of a stack user, on loopback TCP.
@@ -53,7 +36,7 @@ func newPeer(t testing.TB, st *stacktest.Stack, name string) *peer {
 // openPeer opens (again) the sharing of u in u.Home.
 func openPeer(t testing.TB, st *stacktest.Stack, u *stacktest.User) *peer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	s, err := files.Open(context.Background(), files.Config{
 		Identity:        u.Identity,
 		Home:            u.Home,

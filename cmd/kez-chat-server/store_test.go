@@ -16,6 +16,7 @@ import (
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -36,7 +37,7 @@ func TestServeJetStreamStore(t *testing.T) {
 
 	serve := func(name string) string {
 		ctx, cancel := context.WithCancel(context.Background())
-		logs := &syncBuffer{}
+		logs := &testlog.Buffer{}
 		addrc := make(chan net.Addr, 1)
 		done := make(chan error, 1)
 		env := map[string]string{"KEZ_SIG_SERVER": sigURL, "NATS_URL": ns.ClientURL(), "KEZ_CHAT_KEYS": keys,

@@ -19,34 +19,17 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/servercmd"
+	"github.com/kez-lat/kez-chat/internal/testlog"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // start runs the program in-process and returns its base URL and a stop
 // function that cancels it (as SIGTERM does) and returns run's error.
-func start(t *testing.T, args []string, env map[string]string) (string, func() error, *syncBuffer) {
+func start(t *testing.T, args []string, env map[string]string) (string, func() error, *testlog.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {

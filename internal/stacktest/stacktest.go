@@ -29,8 +29,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,6 +36,7 @@ import (
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/testlog"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
@@ -91,7 +90,7 @@ type Stack struct {
 	allowLocal bool
 	nats       *natstest.Server  // in-process NATS, or nil
 	proc       *natstest.Process // NATS as a process, or nil
-	log        *logBuffer
+	log        *testlog.Buffer
 }
 
 // Start brings up NATS, a sig-server and a chat-server, waits until the
@@ -100,14 +99,14 @@ type Stack struct {
 func Start(t testing.TB, o Options) *Stack {
 	t.Helper()
 	dir := t.TempDir()
-	s := &Stack{t: t, Domain: o.Domain, KeysDir: filepath.Join(dir, "keys"), log: &logBuffer{}, allowLocal: o.AllowLocal}
+	s := &Stack{t: t, Domain: o.Domain, KeysDir: filepath.Join(dir, "keys"), log: &testlog.Buffer{}, allowLocal: o.AllowLocal}
 	if s.Domain == "" {
 		s.Domain = DefaultDomain
 	}
 	log := slog.New(slog.NewTextHandler(s.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("stacktest: chat-server and sig-server log:\n%s", s.log.tail(16000))
+			t.Logf("stacktest: chat-server and sig-server log:\n%s", s.log.Tail(16000))
 		}
 	})
 
@@ -245,30 +244,4 @@ func Identity(name string) *kez.Identity {
 		panic(fmt.Sprintf("stacktest: identity for %q: %v", name, err))
 	}
 	return id
-}
-
-// logBuffer collects log text from concurrent writers.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-func (b *logBuffer) tail(n int) string {
-	s := b.String()
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
 }
