@@ -249,7 +249,7 @@ func (s *Store) bind(ctx context.Context, h handles.Handle, key kez.PublicKey, n
 				return false, nil
 			}
 			if ix.handle() != h {
-				other, err := s.entryOf(ctx, ix.handle())
+				other, _, err := s.entryOf(ctx, ix.handle())
 				if err != nil {
 					return false, err
 				}
@@ -268,7 +268,7 @@ func (s *Store) bind(ctx context.Context, h handles.Handle, key kez.PublicKey, n
 		}
 		// Is the entry still ours? Another key may have taken it over as
 		// a left-over if this claim stalled past the orphan grace.
-		e, err := s.entryOf(ctx, h)
+		e, _, err := s.entryOf(ctx, h)
 		if err != nil {
 			return false, err
 		}
@@ -290,25 +290,25 @@ func (s *Store) undo(ctx context.Context, key string, rev uint64) {
 	_ = s.del(ctx, key, rev)
 }
 
-// entryOf returns h's entry, or nil if there is none (or only a
-// look-alike's). It does not check the index.
-func (s *Store) entryOf(ctx context.Context, h handles.Handle) (*entry, error) {
+// entryOf returns h's entry and its revision, or nil if there is none (or
+// only a look-alike's). It does not check the index.
+func (s *Store) entryOf(ctx context.Context, h handles.Handle) (*entry, uint64, error) {
 	nk, err := nameKey(h)
 	if err != nil {
-		return nil, nil // not a name any claim could have written
+		return nil, 0, nil // not a name any claim could have written
 	}
 	cur, err := s.get(ctx, nk)
 	if err != nil || !cur.found {
-		return nil, err
+		return nil, 0, err
 	}
 	e, err := decodeEntry(cur.value)
 	if err != nil {
-		return nil, fmt.Errorf("jsstore: the entry %s is unreadable: %w", nk, err)
+		return nil, 0, fmt.Errorf("jsstore: the entry %s is unreadable: %w", nk, err)
 	}
 	if e.Name != h.Name || e.Domain != h.Domain {
-		return nil, nil
+		return nil, 0, nil
 	}
-	return &e, nil
+	return &e, cur.rev, nil
 }
 
 // valid reports whether e's key's index points at e: only then does the
@@ -343,7 +343,7 @@ func (s *Store) leftOver(ctx context.Context, held entry, cur got) (bool, error)
 		if ix.handle() == held.handle() {
 			return false, nil // a complete claim
 		}
-		other, err := s.entryOf(ctx, ix.handle())
+		other, _, err := s.entryOf(ctx, ix.handle())
 		if err != nil {
 			return false, err
 		}
@@ -356,7 +356,7 @@ func (s *Store) leftOver(ctx context.Context, held entry, cur got) (bool, error)
 
 // Lookup implements [handles.Store.Lookup].
 func (s *Store) Lookup(ctx context.Context, h handles.Handle) (handles.Record, error) {
-	e, err := s.entryOf(ctx, h)
+	e, _, err := s.entryOf(ctx, h)
 	if err != nil {
 		return handles.Record{}, err
 	}
@@ -388,7 +388,7 @@ func (s *Store) LookupKey(ctx context.Context, key kez.PublicKey) (handles.Recor
 	if err != nil {
 		return handles.Record{}, fmt.Errorf("jsstore: the index %s is unreadable: %w", ik, err)
 	}
-	e, err := s.entryOf(ctx, ix.handle())
+	e, _, err := s.entryOf(ctx, ix.handle())
 	if err != nil {
 		return handles.Record{}, err
 	}
@@ -405,27 +405,20 @@ func (s *Store) SetSuspended(ctx context.Context, h handles.Handle, suspended bo
 		return handles.ErrNotFound
 	}
 	for range maxAttempts {
-		cur, err := s.get(ctx, nk)
+		e, rev, err := s.entryOf(ctx, h)
 		if err != nil {
 			return err
 		}
-		if !cur.found {
+		if e == nil {
 			return handles.ErrNotFound
 		}
-		e, err := decodeEntry(cur.value)
-		if err != nil {
-			return fmt.Errorf("jsstore: the entry %s is unreadable: %w", nk, err)
-		}
-		if e.Name != h.Name || e.Domain != h.Domain {
-			return handles.ErrNotFound
-		}
-		if ok, err := s.valid(ctx, e); err != nil {
+		if ok, err := s.valid(ctx, *e); err != nil {
 			return err
 		} else if !ok {
 			return handles.ErrNotFound
 		}
 		e.Suspended, e.UpdatedAt = suspended, s.now().UnixMilli()
-		if _, err := s.put(ctx, nk, e.encode(), cur.rev); errors.Is(err, errConflict) {
+		if _, err := s.put(ctx, nk, e.encode(), rev); errors.Is(err, errConflict) {
 			continue
 		} else {
 			return err
@@ -443,18 +436,11 @@ func (s *Store) Release(ctx context.Context, h handles.Handle) error {
 		return handles.ErrNotFound
 	}
 	for range maxAttempts {
-		cur, err := s.get(ctx, nk)
+		e, rev, err := s.entryOf(ctx, h)
 		if err != nil {
 			return err
 		}
-		if !cur.found {
-			return handles.ErrNotFound
-		}
-		e, err := decodeEntry(cur.value)
-		if err != nil {
-			return fmt.Errorf("jsstore: the entry %s is unreadable: %w", nk, err)
-		}
-		if e.Name != h.Name || e.Domain != h.Domain {
+		if e == nil {
 			return handles.ErrNotFound
 		}
 		ik := indexKey(e.key)
@@ -462,7 +448,7 @@ func (s *Store) Release(ctx context.Context, h handles.Handle) error {
 		if err != nil {
 			return err
 		}
-		if err := s.del(ctx, nk, cur.rev); errors.Is(err, errConflict) {
+		if err := s.del(ctx, nk, rev); errors.Is(err, errConflict) {
 			continue
 		} else if err != nil {
 			return err
