@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 )
 
@@ -132,11 +133,11 @@ func (s *Server) api(route func(*handles.Server) http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hs := s.hs.Load()
 		if hs == nil {
-			httpserve.WriteError(w, http.StatusServiceUnavailable, "the chat-server is not running")
+			httpjson.Error(w, http.StatusServiceUnavailable, "the chat-server is not running")
 			return
 		}
 		if s.store.Load() == nil && r.URL.Path != InfoPath {
-			httpserve.WriteError(w, http.StatusServiceUnavailable, "the chat-server's handle registry is not open yet; try again shortly")
+			httpjson.Error(w, http.StatusServiceUnavailable, "the chat-server's handle registry is not open yet; try again shortly")
 			return
 		}
 		route(hs).ServeHTTP(w, r)
@@ -148,5 +149,5 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	if sig == "" {
 		sig = s.SigServerURL
 	}
-	httpserve.WriteJSON(w, http.StatusOK, Info{Domain: s.Domain, SigServer: strings.TrimRight(sig, "/")})
+	httpjson.Write(w, http.StatusOK, Info{Domain: s.Domain, SigServer: strings.TrimRight(sig, "/")})
 }

@@ -2,13 +2,13 @@ package handles
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -114,16 +114,7 @@ type errorBody struct {
 	Reason Reason `json:"reason,omitempty"`
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	if w.Header().Get("Content-Type") == "" {
-		w.Header().Set("Content-Type", "application/json")
-	}
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v) //nolint:errcheck // the client went away
-}
-
 func writeError(w http.ResponseWriter, status int, err error) {
 	body := errorBody{Error: err.Error(), Reason: ReasonOf(err)}
-	writeJSON(w, status, body)
+	httpjson.Write(w, status, body)
 }

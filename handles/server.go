@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
@@ -163,7 +164,7 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 		s.cfg.Logger.Info("handle claimed", "handle", rec.Handle.String(), "key", rec.Key.String())
 	}
-	writeJSON(w, status, lookupRecord(rec, ChainURL(s.sigURL, rec.Key)))
+	httpjson.Write(w, status, lookupRecord(rec, ChainURL(s.sigURL, rec.Key)))
 }
 
 func (s *Server) doClaim(r *http.Request) (Record, bool, error) {
@@ -298,7 +299,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, lookupRecord(rec, ChainURL(s.sigURL, rec.Key)))
+	httpjson.Write(w, http.StatusOK, lookupRecord(rec, ChainURL(s.sigURL, rec.Key)))
 }
 
 func (s *Server) webfinger(w http.ResponseWriter, r *http.Request) {
@@ -336,7 +337,7 @@ func (s *Server) webfinger(w http.ResponseWriter, r *http.Request) {
 	if rels := q["rel"]; len(rels) > 0 { // RFC 7033 §4.3: only the asked relations
 		links = filterLinks(links, rels)
 	}
-	writeJSON(w, http.StatusOK, JRD{
+	httpjson.Write(w, http.StatusOK, JRD{
 		Subject: h.Acct(),
 		Aliases: []string{strings.TrimRight(base, "/") + "/v1/handles/" + h.Name},
 		Links:   links,

@@ -3,7 +3,6 @@ package sigchain
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -122,21 +122,6 @@ func NewHandler(store Store, opts ...HandlerOption) http.Handler {
 	return h.mux
 }
 
-// writeJSON writes v with status; v must marshal.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error encoding the response"}`)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
-}
-
 func headText(h Head) string {
 	if h.Seqno == 0 {
 		return ""
@@ -147,7 +132,7 @@ func headText(h Head) string {
 func (h *handler) pathKey(w http.ResponseWriter, r *http.Request) (kez.PublicKey, bool) {
 	k, err := kez.ParsePublicKey(r.PathValue("key"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "the chain key in the path is not a KEZ public key (56 characters, U…)")
+		httpjson.Error(w, http.StatusBadRequest, "the chain key in the path is not a KEZ public key (56 characters, U…)")
 		return k, false
 	}
 	return k, true
@@ -162,14 +147,14 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request) {
 	if s := r.URL.Query().Get("since"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 63)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "since must be a non-negative integer seqno")
+			httpjson.Error(w, http.StatusBadRequest, "since must be a non-negative integer seqno")
 			return
 		}
 		since = v
 	}
 	links, head, err := h.store.Links(r.Context(), key, since, h.page)
 	if errors.Is(err, ErrNotFound) {
-		writeError(w, http.StatusNotFound, "this server has no chain for "+key.String())
+		httpjson.Error(w, http.StatusNotFound, "this server has no chain for "+key.String())
 		return
 	}
 	if err != nil {
@@ -191,11 +176,11 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
 	h.log.ErrorContext(r.Context(), "sigchain: "+what, "err", err, "path", r.URL.Path)
-	writeError(w, http.StatusInternalServerError, "the server failed "+what+"; try again later")
+	httpjson.Error(w, http.StatusInternalServerError, "the server failed "+what+"; try again later")
 }
 
 func (h *handler) conflict(w http.ResponseWriter, head Head, msg string) {
-	writeJSON(w, http.StatusConflict, map[string]any{"error": msg, "head_seqno": head.Seqno, "head": headText(head)})
+	httpjson.Write(w, http.StatusConflict, map[string]any{"error": msg, "head_seqno": head.Seqno, "head": headText(head)})
 }
 
 func (h *handler) append(w http.ResponseWriter, r *http.Request) {
@@ -207,19 +192,19 @@ func (h *handler) append(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a link is at most %d bytes", MaxLinkSize))
+			httpjson.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a link is at most %d bytes", MaxLinkSize))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "could not read the request body: "+err.Error())
+		httpjson.Error(w, http.StatusBadRequest, "could not read the request body: "+err.Error())
 		return
 	}
 	link, err := ParseLink(data)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if link.Key() != key {
-		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("the link is signed by %s, not by the chain's key %s", link.Key(), key))
+		httpjson.Error(w, http.StatusUnprocessableEntity, fmt.Sprintf("the link is signed by %s, not by the chain's key %s", link.Key(), key))
 		return
 	}
 	ctx := r.Context()
@@ -230,7 +215,7 @@ func (h *handler) append(w http.ResponseWriter, r *http.Request) {
 	}
 	if link.Seqno() != head.Seqno+1 {
 		if link.Seqno() <= head.Seqno && h.alreadyStored(ctx, link) {
-			writeJSON(w, http.StatusOK, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
+			httpjson.Write(w, http.StatusOK, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
 			return
 		}
 		h.conflict(w, head, (&ConflictError{Head: head}).Error())
@@ -242,7 +227,7 @@ func (h *handler) append(w http.ResponseWriter, r *http.Request) {
 			h.conflict(w, head, "the link's prev is not the stored head; "+(&ConflictError{Head: head}).Error())
 			return
 		}
-		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		httpjson.Error(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
 	if err := h.store.Append(ctx, link); err != nil {
@@ -256,7 +241,7 @@ func (h *handler) append(w http.ResponseWriter, r *http.Request) {
 	}
 	h.remember(next)
 	h.log.InfoContext(ctx, "sigchain: appended", "key", key.String(), "seqno", link.Seqno(), "type", link.Type())
-	writeJSON(w, http.StatusCreated, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
+	httpjson.Write(w, http.StatusCreated, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
 }
 
 // alreadyStored reports whether the identical link is stored, so that a

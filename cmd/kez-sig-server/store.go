@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/httpserve"
+	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/jsstore"
@@ -161,7 +161,7 @@ func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chain
 		handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := handler.Load()
 			if h == nil {
-				httpserve.WriteError(w, http.StatusServiceUnavailable, "the sigchain store is not open yet (it lives in NATS JetStream); try again shortly")
+				httpjson.Error(w, http.StatusServiceUnavailable, "the sigchain store is not open yet (it lives in NATS JetStream); try again shortly")
 				return
 			}
 			(*h).ServeHTTP(w, r)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -31,10 +32,10 @@ func get(t *testing.T, url string) (int, string) {
 func TestWrapEndpointsMetricsAndLogs(t *testing.T) {
 	app := http.NewServeMux()
 	app.HandleFunc("GET /v1/things/{id}", func(w http.ResponseWriter, r *http.Request) {
-		WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id")})
+		httpjson.Write(w, http.StatusOK, map[string]string{"id": r.PathValue("id")})
 	})
 	app.HandleFunc("POST /v1/things", func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusUnprocessableEntity, "no")
+		httpjson.Error(w, http.StatusUnprocessableEntity, "no")
 	})
 	var ready atomic.Pointer[error]
 	var logs bytes.Buffer
@@ -104,7 +105,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(inHandler)
 		<-release
-		WriteJSON(w, http.StatusOK, map[string]string{"done": "yes"})
+		httpjson.Write(w, http.StatusOK, map[string]string{"done": "yes"})
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
