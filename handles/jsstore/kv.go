@@ -199,51 +199,15 @@ type got struct {
 	found bool
 }
 
-// msgGetResponse is the JetStream API's answer to a message get.
-type msgGetResponse struct {
-	Error *struct {
-		Code        int    `json:"code"`
-		ErrCode     int    `json:"err_code"`
-		Description string `json:"description"`
-	} `json:"error"`
-	Message *struct {
-		Subject string    `json:"subject"`
-		Seq     uint64    `json:"seq"`
-		Header  []byte    `json:"hdrs"`
-		Data    []byte    `json:"data"`
-		Time    time.Time `json:"time"`
-	} `json:"message"`
-}
-
-// errCodeNoMessage is JetStream's "no message found" (JSNoMessageFoundErr).
-const errCodeNoMessage = 10037
-
 // get reads key from the stream leader ($JS.API.STREAM.MSG.GET), never
 // from a replica that may lag; see the package comment.
 func (s *Store) get(ctx context.Context, key string) (got, error) {
-	req, _ := json.Marshal(map[string]string{"last_by_subj": s.subjPrefix + key})
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.timeout)
-		defer cancel()
-	}
-	msg, err := s.nc.RequestWithContext(ctx, s.getSubject, req)
+	m, err := s.leader.Last(ctx, s.subjPrefix+key)
 	if err != nil {
-		return got{}, fmt.Errorf("jsstore: reading %s: %w", key, err)
+		return got{}, fmt.Errorf("jsstore: %w", err)
 	}
-	var resp msgGetResponse
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return got{}, fmt.Errorf("jsstore: reading %s: the JetStream answer is not JSON: %w", key, err)
-	}
-	if resp.Error != nil {
-		if resp.Error.ErrCode == errCodeNoMessage {
-			return got{}, nil
-		}
-		return got{}, fmt.Errorf("jsstore: reading %s: JetStream error %d: %s", key, resp.Error.ErrCode, resp.Error.Description)
-	}
-	m := resp.Message
 	if m == nil {
-		return got{}, fmt.Errorf("jsstore: reading %s: JetStream answered without a message", key)
+		return got{}, nil
 	}
 	g := got{value: m.Data, rev: m.Seq, time: m.Time, found: true}
 	if len(m.Header) > 0 && bytes.Contains(m.Header, []byte(kvOperation)) {

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/jsleader"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -66,9 +65,8 @@ func WithOrphanGrace(d time.Duration) Option { return func(c *config) { c.grace 
 // at once, one wins and the other gets [handles.ErrTaken].
 type Store struct {
 	kv         jetstream.KeyValue
-	nc         *nats.Conn
-	getSubject string // the bucket stream's leader message get
-	subjPrefix string // $KV.<bucket>.
+	leader     *jsleader.Getter // reads of the bucket's stream leader
+	subjPrefix string           // $KV.<bucket>.
 	grace      time.Duration
 	timeout    time.Duration
 	now        func() time.Time
@@ -106,22 +104,10 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: opening the KV bucket %s: %w", cfg.bucket, err)
 	}
-	o := js.Options()
-	api := "$JS.API."
-	switch {
-	case o.Domain != "":
-		api = "$JS." + o.Domain + ".API."
-	case o.APIPrefix != "":
-		api = strings.TrimSuffix(o.APIPrefix, ".") + "."
-	}
-	timeout := o.DefaultTimeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
+	_, timeout := jsleader.API(js)
 	return &Store{
 		kv:         kv,
-		nc:         js.Conn(),
-		getSubject: api + "STREAM.MSG.GET.KV_" + cfg.bucket,
+		leader:     jsleader.NewGetter(js, "KV_"+cfg.bucket),
 		subjPrefix: "$KV." + cfg.bucket + ".",
 		grace:      cfg.grace,
 		timeout:    timeout,

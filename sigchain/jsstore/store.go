@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/internal/jsleader"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/multiformats/go-multihash"
@@ -56,14 +57,14 @@ func WithReplicas(n int) Option { return func(c *config) { c.replicas = n } }
 // Store is a [sigchain.Store] in a JetStream stream. It is safe for
 // concurrent use, also by many processes sharing the stream.
 type Store struct {
-	js         jetstream.JetStream
-	nc         *nats.Conn
-	stream     string
-	prefix     string // "<prefix>."
-	getSubject string // the stream leader's message get
-	directGet  string // any replica's direct get
-	batches    *batches
-	timeout    time.Duration
+	js        jetstream.JetStream
+	nc        *nats.Conn
+	stream    string
+	prefix    string           // "<prefix>."
+	leader    *jsleader.Getter // reads of the stream leader
+	directGet string           // any replica's direct get
+	batches   *batches
+	timeout   time.Duration
 }
 
 var _ sigchain.Store = (*Store)(nil)
@@ -110,31 +111,20 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	if subj := st.CachedInfo().Config.Subjects; !slices.Contains(subj, filter) {
 		return nil, fmt.Errorf("jsstore: the stream %s exists but takes %q, not %q; choose another stream name or prefix", cfg.stream, subj, filter)
 	}
-	o := js.Options()
-	api := "$JS.API."
-	switch {
-	case o.Domain != "":
-		api = "$JS." + o.Domain + ".API."
-	case o.APIPrefix != "":
-		api = strings.TrimSuffix(o.APIPrefix, ".") + "."
-	}
-	timeout := o.DefaultTimeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
+	api, timeout := jsleader.API(js)
 	b, err := newBatches(js.Conn())
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: subscribing for batch reads: %w", err)
 	}
 	return &Store{
-		batches:    b,
-		js:         js,
-		nc:         js.Conn(),
-		stream:     cfg.stream,
-		prefix:     cfg.prefix + ".",
-		getSubject: api + "STREAM.MSG.GET." + cfg.stream,
-		directGet:  api + "DIRECT.GET." + cfg.stream,
-		timeout:    timeout,
+		batches:   b,
+		js:        js,
+		nc:        js.Conn(),
+		stream:    cfg.stream,
+		prefix:    cfg.prefix + ".",
+		leader:    jsleader.NewGetter(js, cfg.stream),
+		directGet: api + "DIRECT.GET." + cfg.stream,
+		timeout:   timeout,
 	}, nil
 }
 
