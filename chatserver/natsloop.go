@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -28,7 +29,7 @@ func (s *Server) runNATS(ctx context.Context) {
 	svcConn, err := s.dial("callout service", s.keys.ServiceOptions(), up, nil,
 		"check that its nats.conf holds the snippet \"kez-chat-server nats-config\" prints for this keys folder, and restart NATS after changing it")
 	if err != nil {
-		s.log.Error("cannot use the NATS URL; fix it and restart", "nats", redactURL(s.NATSURL), "err", err)
+		s.log.Error("cannot use the NATS URL; fix it and restart", "nats", natsconn.RedactURL(s.NATSURL), "err", err)
 		return
 	}
 	s.svcConn.Store(svcConn)
@@ -54,7 +55,7 @@ func (s *Server) runNATS(ctx context.Context) {
 	provConn, err := s.dial("provisioner", s.keys.ProvisionerOptions(), s.kick, s.kick,
 		"the auth callout did not admit it yet (it answers once its own login is back); retrying")
 	if err != nil {
-		s.log.Error("cannot use the NATS URL; fix it and restart", "nats", redactURL(s.NATSURL), "err", err)
+		s.log.Error("cannot use the NATS URL; fix it and restart", "nats", natsconn.RedactURL(s.NATSURL), "err", err)
 		return
 	}
 	js, err := jetstream.New(provConn)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -215,7 +216,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan struct{})
 	s.started = true
-	s.log.Info("chat-server starting", "domain", s.Domain, "nats", redactURL(s.NATSURL), "registry", s.registryName(), "keys", s.KeysDir)
+	s.log.Info("chat-server starting", "domain", s.Domain, "nats", natsconn.RedactURL(s.NATSURL), "registry", s.registryName(), "keys", s.KeysDir)
 	go s.runNATS(runCtx)
 	return nil
 }
@@ -352,20 +353,20 @@ func (s *Server) Ready(ctx context.Context) error {
 	}
 	reg := s.store.Load()
 	if reg == nil {
-		return fmt.Errorf("the handle registry %s is not open yet: it opens once the callout service is logged in to NATS at %s (does the auth account have JetStream? see \"kez-chat-server nats-config --store jetstream\")", s.registryName(), redactURL(s.NATSURL))
+		return fmt.Errorf("the handle registry %s is not open yet: it opens once the callout service is logged in to NATS at %s (does the auth account have JetStream? see \"kez-chat-server nats-config --store jetstream\")", s.registryName(), natsconn.RedactURL(s.NATSURL))
 	}
 	if err := reg.Ping(ctx); err != nil {
 		return fmt.Errorf("the handle registry %s does not answer: %w", s.registryName(), err)
 	}
 	if nc := s.svcConn.Load(); nc == nil || !nc.IsConnected() {
-		return fmt.Errorf("the callout service is not logged in to NATS at %s yet (is NATS running, and does its nats.conf hold the snippet of \"kez-chat-server nats-config\" for these keys?)", redactURL(s.NATSURL))
+		return fmt.Errorf("the callout service is not logged in to NATS at %s yet (is NATS running, and does its nats.conf hold the snippet of \"kez-chat-server nats-config\" for these keys?)", natsconn.RedactURL(s.NATSURL))
 	}
 	if !s.listening.Load() {
 		return errors.New("the callout service is not listening for authorization requests yet")
 	}
 	nc, js := s.provConn.Load(), s.js.Load()
 	if nc == nil || js == nil || !nc.IsConnected() {
-		return fmt.Errorf("the provisioner is not logged in to NATS at %s yet (the auth callout must answer it)", redactURL(s.NATSURL))
+		return fmt.Errorf("the provisioner is not logged in to NATS at %s yet (the auth callout must answer it)", natsconn.RedactURL(s.NATSURL))
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -408,20 +409,4 @@ func (s *Server) provision() {
 	case s.kick <- struct{}{}:
 	default:
 	}
-}
-
-// redactURL drops user information from NATS URLs for logs and errors.
-func redactURL(u string) string {
-	parts := strings.Split(u, ",")
-	for i, p := range parts {
-		scheme, rest, ok := strings.Cut(strings.TrimSpace(p), "://")
-		if !ok {
-			continue
-		}
-		if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-			rest = "redacted@" + rest[at+1:]
-		}
-		parts[i] = scheme + "://" + rest
-	}
-	return strings.Join(parts, ",")
 }

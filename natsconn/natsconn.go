@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
@@ -121,6 +122,24 @@ func Logger(log *slog.Logger) nats.Option {
 		}
 		return nil
 	}
+}
+
+// RedactURL returns a NATS URL (or a comma-separated list of them) with
+// any user information (user:password@, token@) replaced by "redacted@",
+// for logs and error messages.
+func RedactURL(u string) string {
+	parts := strings.Split(u, ",")
+	for i, p := range parts {
+		scheme, rest, ok := strings.Cut(strings.TrimSpace(p), "://")
+		if !ok {
+			continue
+		}
+		if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+			rest = "redacted@" + rest[at+1:]
+		}
+		parts[i] = scheme + "://" + rest
+	}
+	return strings.Join(parts, ",")
 }
 
 func classify(url string, err error) error {

@@ -227,3 +227,16 @@ func Example() {
 		defer nc.Close()
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":                          "nats://127.0.0.1:4222",
+		"nats://alice:s3cret@nats.example:4222":          "nats://redacted@nats.example:4222",
+		"tls://tok@a:4222, nats://b:4222,nats://u:p@c:1": "tls://redacted@a:4222,nats://b:4222,nats://redacted@c:1",
+		"127.0.0.1:4222":                                 "127.0.0.1:4222",
+	} {
+		if got := natsconn.RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -26,10 +26,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
+	"github.com/kez-lat/kez-chat/natsconn"
 )
 
 func main() {
@@ -75,25 +75,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	h := httpserve.Wrap(chains.handler, httpserve.Options{Ready: chains.ready, Registry: servercmd.NewRegistry(), Logger: log})
 	if *backend == storeJetStream {
-		log.Info("kez-sig-server starting", "store", *backend, "nats", redactURL(*natsURL), "nats_key", *natsKey)
+		log.Info("kez-sig-server starting", "store", *backend, "nats", natsconn.RedactURL(*natsURL), "nats_key", *natsKey)
 	} else {
 		log.Info("kez-sig-server starting", "store", *backend, "db", *dbPath)
 	}
 	return httpserve.ListenAndServe(ctx, *listen, h, log, onListen)
-}
-
-// redactURL drops user information from NATS URLs for logs.
-func redactURL(u string) string {
-	parts := strings.Split(u, ",")
-	for i, p := range parts {
-		scheme, rest, ok := strings.Cut(strings.TrimSpace(p), "://")
-		if !ok {
-			continue
-		}
-		if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-			rest = "redacted@" + rest[at+1:]
-		}
-		parts[i] = scheme + "://" + rest
-	}
-	return strings.Join(parts, ",")
 }

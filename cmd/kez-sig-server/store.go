@@ -15,6 +15,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
+	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/jsstore"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
@@ -170,7 +171,7 @@ func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chain
 			st := store.Load()
 			if st == nil {
 				if !nc.IsConnected() {
-					return fmt.Errorf("not logged in to NATS at %s yet (is NATS running, and does its nats.conf list this server's key %s?)", redactURL(c.natsURL), pub)
+					return fmt.Errorf("not logged in to NATS at %s yet (is NATS running, and does its nats.conf list this server's key %s?)", natsconn.RedactURL(c.natsURL), pub)
 				}
 				return fmt.Errorf("the sigchain stream %s is not open yet", jsstore.DefaultStream)
 			}
