@@ -23,6 +23,7 @@ import (
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/internal/testlog"
+	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
 	"github.com/nats-io/nats.go"
@@ -119,38 +120,9 @@ func TestServe(t *testing.T) {
 	ns := natstest.Run(t, natsConfigOutput(t, []string{"--keys", keys}, nil))
 	sigURL := startSig(t)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	logs := &testlog.Buffer{}
-	addrc := make(chan net.Addr, 1)
-	done := make(chan error, 1)
 	env := map[string]string{"KEZ_SIG_SERVER": sigURL, "NATS_URL": ns.ClientURL(), "KEZ_CHAT_DB": filepath.Join(dir, "chat.db"), "KEZ_CHAT_KEYS": keys}
-	go func() {
-		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--domain", "chat.example", "--log-format", "json"}, getenvFrom(env), io.Discard, logs, func(a net.Addr) { addrc <- a })
-	}()
-	var base string
-	select {
-	case a := <-addrc:
-		base = "http://" + a.String()
-	case err := <-done:
-		t.Fatalf("run: %v\n%s", err, logs)
-	}
-	// /readyz turns 200 once the callout is in and the stream exists.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready:\n%s", logs)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a server that waits on NATS
-	}
+	srv := startReady(t, []string{"--listen", "127.0.0.1:0", "--domain", "chat.example", "--log-format", "json"}, env)
+	base, logs := srv.base, srv.logs
 
 	rctx := context.Background()
 	id := stacktest.Identity("dave")
@@ -158,18 +130,17 @@ func TestServe(t *testing.T) {
 	if _, err := handles.Register(rctx, id, h, handles.RegisterOptions{ServerURL: base, SigServerURL: sigURL}); err != nil {
 		t.Fatal(err)
 	}
-	key := id.PublicKey().String()
-	nc, err := nats.Connect(ns.ClientURL(), nats.Nkey(key, id.SignNATSNonce), nats.CustomInboxPrefix("_INBOX."+key), nats.Timeout(5*time.Second), nats.NoReconnect())
+	nc, err := natsconn.Connect(rctx, ns.ClientURL(), id, nats.NoReconnect())
 	if err != nil {
 		t.Fatalf("dave's login: %v\n%s", err, logs)
 	}
 	nc.Close()
 
-	cancel()
+	srv.cancel()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run after cancel: %v", err)
+	case <-srv.done:
+		if srv.err != nil {
+			t.Fatalf("run after cancel: %v", srv.err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("run did not return after cancel")
@@ -178,6 +149,51 @@ func TestServe(t *testing.T) {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %s", want)
 		}
+	}
+}
+
+// ready is the program run in-process by startReady.
+type ready struct {
+	base   string // http://127.0.0.1:PORT
+	logs   *testlog.Buffer
+	cancel context.CancelFunc // as SIGTERM does
+	done   chan struct{}      // closed when run returned, with err
+	err    error
+}
+
+// startReady runs the program with args and env in-process and returns
+// once /readyz answers 200: the callout is logged in and the inbox stream
+// exists. It is stopped in t.Cleanup.
+func startReady(t *testing.T, args []string, env map[string]string) *ready {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &ready{logs: &testlog.Buffer{}, cancel: cancel, done: make(chan struct{})}
+	addrc := make(chan net.Addr, 1)
+	go func() {
+		r.err = run(ctx, args, getenvFrom(env), io.Discard, r.logs, func(a net.Addr) { addrc <- a })
+		close(r.done)
+	}()
+	t.Cleanup(func() { cancel(); <-r.done })
+	select {
+	case a := <-addrc:
+		r.base = "http://" + a.String()
+	case <-r.done:
+		t.Fatalf("run: %v\n%s", r.err, r.logs)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(r.base + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready:\n%s", r.logs)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a server that waits on NATS
 	}
 }
 

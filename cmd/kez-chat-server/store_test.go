@@ -5,18 +5,15 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
-	"github.com/kez-lat/kez-chat/internal/testlog"
+	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -36,38 +33,9 @@ func TestServeJetStreamStore(t *testing.T) {
 	sigURL := startSig(t)
 
 	serve := func(name string) string {
-		ctx, cancel := context.WithCancel(context.Background())
-		logs := &testlog.Buffer{}
-		addrc := make(chan net.Addr, 1)
-		done := make(chan error, 1)
 		env := map[string]string{"KEZ_SIG_SERVER": sigURL, "NATS_URL": ns.ClientURL(), "KEZ_CHAT_KEYS": keys,
 			"KEZ_CHAT_STORE": "jetstream", "KEZ_CHAT_DB": filepath.Join(dir, name+".db"), "KEZ_CHAT_REPLICAS": "1"}
-		go func() {
-			done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--domain", "chat.example"}, getenvFrom(env), io.Discard, logs, func(a net.Addr) { addrc <- a })
-		}()
-		t.Cleanup(func() { cancel(); <-done })
-		var base string
-		select {
-		case a := <-addrc:
-			base = "http://" + a.String()
-		case err := <-done:
-			t.Fatalf("run: %v\n%s", err, logs)
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			resp, err := http.Get(base + "/readyz")
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return base
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never ready:\n%s", name, logs)
-			}
-			time.Sleep(20 * time.Millisecond) // polling a server that waits on NATS
-		}
+		return startReady(t, []string{"--listen", "127.0.0.1:0", "--domain", "chat.example"}, env).base
 	}
 	a, b := serve("a"), serve("b")
 
@@ -80,8 +48,7 @@ func TestServeJetStreamStore(t *testing.T) {
 	if rec, err := (&handles.Client{BaseURL: b}).Lookup(ctx, "erin"); err != nil || rec.Key != id.PublicKey().String() {
 		t.Fatalf("lookup at the other process: %+v %v", rec, err)
 	}
-	key := id.PublicKey().String()
-	nc, err := nats.Connect(ns.ClientURL(), nats.Nkey(key, id.SignNATSNonce), nats.CustomInboxPrefix("_INBOX."+key), nats.Timeout(5*time.Second), nats.NoReconnect())
+	nc, err := natsconn.Connect(ctx, ns.ClientURL(), id, nats.NoReconnect())
 	if err != nil {
 		t.Fatalf("erin's login: %v", err)
 	}
