@@ -22,6 +22,7 @@ import (
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
 	"github.com/nats-io/nats-server/v2/server"
@@ -427,9 +428,7 @@ func TestRegistryDirectory(t *testing.T) {
 
 // login connects as id the way chat.Connect does, without reconnecting.
 func login(id *kez.Identity, url string) (*nats.Conn, error) {
-	key := id.PublicKey().String()
-	return nats.Connect(url, nats.Nkey(key, id.SignNATSNonce), nats.CustomInboxPrefix("_INBOX."+key),
-		nats.Timeout(5*time.Second), nats.NoReconnect())
+	return natsconn.Connect(context.Background(), url, id, nats.NoReconnect())
 }
 
 func fetch(t testing.TB, url string) string {

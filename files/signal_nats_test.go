@@ -9,6 +9,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/natsconn"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/nats-io/nats.go"
 )
@@ -16,9 +17,7 @@ import (
 // login connects to the stack's NATS as u, as a KEZ client does.
 func login(t testing.TB, st *stacktest.Stack, u *stacktest.User) *nats.Conn {
 	t.Helper()
-	key := u.Key.String()
-	nc, err := nats.Connect(st.NATSURL, nats.Nkey(key, u.Identity.SignNATSNonce),
-		nats.CustomInboxPrefix("_INBOX."+key), nats.Timeout(5*time.Second))
+	nc, err := natsconn.Connect(context.Background(), st.NATSURL, u.Identity)
 	if err != nil {
 		t.Fatal(err)
 	}

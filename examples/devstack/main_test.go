@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/internal/devstack"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"
 )
 
@@ -164,8 +166,7 @@ wait:
 	}
 
 	// alice logs in to the dev stack's NATS through the callout.
-	key := id.PublicKey().String()
-	nc, err := nats.Connect(env["NATS_URL"], nats.Nkey(key, id.SignNATSNonce), nats.CustomInboxPrefix("_INBOX."+key), nats.Timeout(5*time.Second), nats.NoReconnect())
+	nc, err := natsconn.Connect(context.Background(), env["NATS_URL"], id, nats.NoReconnect())
 	if err != nil {
 		t.Fatalf("alice's NATS login: %v", err)
 	}

@@ -10,21 +10,16 @@ import (
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// login connects as id the way chat.Connect does (nkey, private reply
-// prefix), without reconnecting on its own unless asked.
+// login connects as id the way chat.Connect does (natsconn: nkey, private
+// reply prefix); opts may override its defaults.
 func login(t *testing.T, url string, id *kez.Identity, opts ...nats.Option) (*nats.Conn, error) {
 	t.Helper()
-	key := id.PublicKey().String()
-	all := append([]nats.Option{
-		nats.Nkey(key, id.SignNATSNonce),
-		nats.CustomInboxPrefix("_INBOX." + key),
-		nats.Timeout(5 * time.Second),
-	}, opts...)
-	nc, err := nats.Connect(url, all...)
+	nc, err := natsconn.Connect(context.Background(), url, id, opts...)
 	if err == nil {
 		t.Cleanup(nc.Close)
 	}
