@@ -45,18 +45,11 @@ type idJSON struct {
 }
 
 func runID(e *env, homeFlag string, asJSON bool) error {
-	home, err := e.home(homeFlag)
+	acct, err := e.loadAccount(homeFlag)
 	if err != nil {
 		return err
 	}
-	id, err := loadIdentity(e, home)
-	if err != nil {
-		return err
-	}
-	prof, err := loadProfile(home)
-	if err != nil {
-		return err
-	}
+	id, prof := acct.id, acct.prof
 	k := id.PublicKey()
 	handle := prof.handleFor(k)
 	if asJSON {

@@ -115,18 +115,11 @@ func isLocalDomain(d string) bool {
 }
 
 func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, name string) error {
-	home, err := e.home(homeFlag)
+	acct, err := e.loadAccount(homeFlag)
 	if err != nil {
 		return err
 	}
-	id, err := loadIdentity(e, home)
-	if err != nil {
-		return err
-	}
-	prof, err := loadProfile(home)
-	if err != nil {
-		return err
-	}
+	home, id, prof := acct.home, acct.id, acct.prof
 	srv, err := e.settleServers(ctx, sf, prof, true)
 	if err != nil {
 		return err

@@ -102,18 +102,11 @@ func (f *chatFlags) declare(fs *flag.FlagSet, online bool) {
 // the other commands settle them, the database in the state folder, and,
 // when online, a NATS login.
 func (e *env) openChat(ctx context.Context, f chatFlags, online bool) (*chat.Client, error) {
-	home, err := e.home(f.home)
+	acct, err := e.loadAccount(f.home)
 	if err != nil {
 		return nil, err
 	}
-	id, err := loadIdentity(e, home)
-	if err != nil {
-		return nil, err
-	}
-	prof, err := loadProfile(home)
-	if err != nil {
-		return nil, err
-	}
+	home, id, prof := acct.home, acct.id, acct.prof
 	srv, err := e.settleServers(ctx, f.sf, prof, false)
 	if err != nil {
 		return nil, err

@@ -80,18 +80,11 @@ type sharingSetup struct {
 // With nc it signals over that connection; otherwise, when online, it logs
 // in to NATS_URL (or --nats) itself on the first fetch or serve.
 func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nats.Conn, listen string) (*files.Sharing, *sharingSetup, error) {
-	home, err := e.home(f.home)
+	acct, err := e.loadAccount(f.home)
 	if err != nil {
 		return nil, nil, err
 	}
-	id, err := loadIdentity(e, home)
-	if err != nil {
-		return nil, nil, err
-	}
-	prof, err := loadProfile(home)
-	if err != nil {
-		return nil, nil, err
-	}
+	home, id, prof := acct.home, acct.id, acct.prof
 	srv, err := e.settleServers(ctx, f.sf, prof, false)
 	if err != nil {
 		return nil, nil, err

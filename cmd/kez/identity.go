@@ -213,6 +213,32 @@ func loadProfile(home string) (*profile, error) {
 	return &p, nil
 }
 
+// account is what most commands load first: the state folder, the
+// identity in it and its profile.
+type account struct {
+	home string
+	id   *kez.Identity
+	prof *profile
+}
+
+// loadAccount settles the state folder (flag, KEZ_HOME, default) and loads
+// the identity (asking for its passphrase if needed) and the profile.
+func (e *env) loadAccount(homeFlag string) (*account, error) {
+	home, err := e.home(homeFlag)
+	if err != nil {
+		return nil, err
+	}
+	id, err := loadIdentity(e, home)
+	if err != nil {
+		return nil, err
+	}
+	prof, err := loadProfile(home)
+	if err != nil {
+		return nil, err
+	}
+	return &account{home: home, id: id, prof: prof}, nil
+}
+
 // handleFor returns the profile's handle if it belongs to key, else "".
 func (p *profile) handleFor(key kez.PublicKey) string {
 	if p.Key != key.String() {
