@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
-	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -51,16 +50,7 @@ func TestLayout(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	srv := natstest.Run(t, natstest.JetStreamConf)
-	js := natstest.ConnectJetStream(t, srv.ClientURL())
-	s, err := New(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(ctx, DefaultBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, kv := newTestStore(t)
 	for _, c := range v.Claims {
 		key, err := kez.ParsePublicKey(c.Key)
 		if err != nil {
