@@ -210,22 +210,25 @@ func TestConnectNeedsIdentity(t *testing.T) {
 	}
 }
 
+// A program of its own (a bot, a bridge) logs in with the user's key,
+// names its connection and sends its reconnect log lines to its logger;
+// it may subscribe for replies only under InboxPrefix.
 func Example() {
 	id, _, err := kez.NewIdentity() // usually kez.LoadIdentity
 	if err != nil {
 		panic(err)
 	}
-	nc, err := natsconn.Connect(context.Background(), "nats://127.0.0.1:4222", id)
-	switch {
-	case errors.Is(err, natsconn.ErrNotRegistered):
-		fmt.Println("register a handle first")
-	case errors.Is(err, natsconn.ErrUnreachable):
-		fmt.Println("is NATS running?")
-	case err != nil:
-		fmt.Println(err)
-	default:
-		defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	log := slog.Default().With("program", "kez-bridge")
+	nc, err := natsconn.Connect(ctx, "nats://127.0.0.1:4222", id,
+		nats.Name("kez-bridge"), natsconn.Logger(log))
+	if err != nil {
+		log.Error("no NATS login", "err", err, "unregistered", errors.Is(err, natsconn.ErrNotRegistered))
+		return
 	}
+	defer nc.Close()
+	log.Info("logged in", "replies", natsconn.InboxPrefix(id.PublicKey())+".>")
 }
 
 func TestRedactURL(t *testing.T) {
