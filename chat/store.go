@@ -122,9 +122,10 @@ type store struct {
 // openStore opens (creating if needed) the database at path and migrates it
 // to schemaVersion.
 func openStore(path string) (*store, error) {
-	db, err := sqlitedb.Open(path, sqlitedb.Options{})
+	// The history is private: the file is made 0600 like the identity.
+	db, err := sqlitedb.Open(path, sqlitedb.Options{FileMode: 0o600})
 	if err != nil {
-		return nil, fmt.Errorf("chat: opening the database %s: %w", path, err)
+		return nil, fmt.Errorf("chat: opening the database %s: %w", path, explainStoreError(filepath.Dir(path), err))
 	}
 	if err := sqlitedb.Migrate(db, migrations); err != nil {
 		db.Close()

@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -153,5 +154,18 @@ func TestStoreCloseCommitsQueuedWrites(t *testing.T) {
 	c2.db.writeAsync(func(*sql.Tx) error { return nil }, func(err error) { done <- err })
 	if err := <-done; err != ErrClosed {
 		t.Errorf("write after close: %v", err)
+	}
+}
+
+// The history is as private as the identity: chat.db is created 0600.
+func TestStoreFileIsPrivate(t *testing.T) {
+	home := t.TempDir()
+	offlineClient(t, home)
+	st, err := os.Stat(filepath.Join(home, "chat.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := st.Mode().Perm(); perm != 0o600 {
+		t.Fatalf("chat.db has mode %o, want 600", perm)
 	}
 }
