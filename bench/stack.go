@@ -123,7 +123,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (s *Stack, err error) {
 		}
 		if natsBin == "" {
 			progress("building nats-server (go tool nats-server)")
-			if natsBin, err = goToolBinary(ctx, mod, "nats-server", filepath.Join(dir, "bin")); err != nil {
+			if natsBin, err = goToolBinary(ctx, mod, "nats-server"); err != nil {
 				return nil, err
 			}
 		}
@@ -361,7 +361,7 @@ func findModule() (string, error) {
 
 // goToolBinary returns the binary "go tool NAME" runs, building it into
 // the Go build cache if it is not there yet.
-func goToolBinary(ctx context.Context, moduleDir, name, binDir string) (string, error) {
+func goToolBinary(ctx context.Context, moduleDir, name string) (string, error) {
 	for range 2 {
 		cmd := exec.CommandContext(ctx, "go", "tool", "-n", name)
 		cmd.Dir = moduleDir
@@ -380,9 +380,7 @@ func goToolBinary(ctx context.Context, moduleDir, name, binDir string) (string, 
 			return "", fmt.Errorf("bench: go tool %s --version: %w\n%s", name, err, out)
 		}
 	}
-	// Some go versions may not keep the binary: build our own copy.
-	path := filepath.Join(binDir, name)
-	return path, goBuild(ctx, moduleDir, path, "github.com/nats-io/nats-server/v2")
+	return "", fmt.Errorf("bench: go tool %s ran but left no binary in the build cache; pass --nats-server-bin BIN", name)
 }
 
 func goBuild(ctx context.Context, moduleDir, out, pkg string) error {
