@@ -198,26 +198,26 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	defer c.recvMu.Unlock()
 	// Classifying may ask servers; storing must not be cut short.
 	store := context.WithoutCancel(ctx)
-	var todo []received
-	refreshedGens := false
+	var accepted []received
+	// An unknown key generation may mean our own chain rotated since the
+	// opener was made: rebuild it once per batch, then retry with it.
+	refreshedGens, refreshErr := false, error(nil)
 	opened := c.openAll(msgs)
 	for i, jm := range msgs {
 		m, err := opened[i].m, opened[i].err
 		if errors.Is(err, ErrUnknownGeneration) {
-			from, _ := c.senderOf(jm.Subject())
 			if !refreshedGens {
-				refreshedGens = true
-				if c.setupOpener(store) == nil {
-					m, err = c.opener.Load().Open(jm.Data(), from)
-				}
-			} else {
+				refreshedGens, refreshErr = true, c.setupOpener(store)
+			}
+			if refreshErr == nil {
+				from, _ := c.senderOf(jm.Subject())
 				m, err = c.opener.Load().Open(jm.Data(), from)
 			}
 		}
 		if err == nil && m.Kind == KindReceipt {
 			var r Receipt
 			if r, err = ParseReceipt(m); err == nil {
-				todo = append(todo, received{jm: jm, receipt: &r, from: m.From, sentAt: m.SentAt})
+				accepted = append(accepted, received{jm: jm, receipt: &r, from: m.From, sentAt: m.SentAt})
 				continue
 			}
 		}
@@ -230,12 +230,12 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			seq = md.Sequence.Stream
 		}
 		trust, handle := c.classify(ctx, m.From)
-		todo = append(todo, received{jm: jm, from: m.From, entry: &Entry{
+		accepted = append(accepted, received{jm: jm, from: m.From, entry: &Entry{
 			ID: m.ID, Incoming: true, Peer: m.From, PeerHandle: handle, From: m.From, To: m.To,
 			SentAt: m.SentAt, ReceivedAt: c.now(), Kind: m.Kind, Ref: m.Ref, Body: m.Body, Seq: seq, Trust: trust,
 		}})
 	}
-	if len(todo) == 0 {
+	if len(accepted) == 0 {
 		return nil, nil
 	}
 
@@ -249,7 +249,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	err := c.db.write(store, func(tx *sql.Tx) error {
 		fresh, receipts, early = fresh[:0], receipts[:0], early[:0]
 		setDelivered := tx.Stmt(c.db.stmts.delivered)
-		for _, r := range todo {
+		for _, r := range accepted {
 			if r.entry != nil {
 				isNew, err := c.db.insertEntry(tx, r.entry)
 				if err != nil {
@@ -275,14 +275,14 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		return nil
 	})
 	if err != nil {
-		for _, r := range todo {
+		for _, r := range accepted {
 			_ = r.jm.NakWithDelay(time.Second)
 		}
 		return nil, fmt.Errorf("chat: storing received messages: %w", err)
 	}
 	// Stored: now the server may forget them. A lost ack only means a
 	// redelivery, which the (sender, ID) key drops.
-	for _, r := range todo {
+	for _, r := range accepted {
 		if err := r.jm.Ack(); err != nil {
 			c.log.Debug("acknowledging a delivery", "err", err)
 		}
@@ -290,7 +290,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			c.stats.receiptsReceived.Add(1)
 		}
 	}
-	c.stats.duplicates.Add(uint64(len(todo) - len(fresh) - countReceipts(todo)))
+	c.stats.duplicates.Add(uint64(len(accepted) - len(fresh) - countReceipts(accepted)))
 	for _, e := range fresh {
 		c.stats.received.Add(1)
 		switch e.Trust {
