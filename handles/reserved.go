@@ -19,7 +19,7 @@ var reserved = []string{
 // IsReserved reports whether a local name is kept for the operator. The
 // check ignores separators, so "ad.min" and "no-reply" are reserved too.
 func IsReserved(name string) bool {
-	_, found := slices.BinarySearch(reserved, skeleton(name))
+	_, found := slices.BinarySearch(reserved, Skeleton(name))
 	return found
 }
 
@@ -35,10 +35,11 @@ func CheckClaimable(h Handle) error {
 	return nil
 }
 
-// skeleton is a name without separators. Two names with one skeleton
-// ("alice", "al.ice", "a-lice") are too alike to belong to two people: a
-// registry holds at most one name per skeleton and domain.
-func skeleton(name string) string {
+// Skeleton returns a name without the separators . - _ (docs/spec/handles.md,
+// "Skeletons"). Two names with one skeleton ("alice", "al.ice", "a-lice")
+// are too alike to belong to two people: every registry [Store] holds at
+// most one name per skeleton and domain.
+func Skeleton(name string) string {
 	if !strings.ContainsAny(name, ".-_") {
 		return name
 	}

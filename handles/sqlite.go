@@ -95,7 +95,7 @@ func (s *SQLiteStore) Claim(ctx context.Context, rec Record) (bool, error) {
 	// Who holds the skeleton of the name (the name itself or a look-alike)?
 	held, err := scanRecord(tx.QueryRowContext(ctx,
 		`SELECT `+recordColumns+` FROM handles WHERE domain = ? AND skeleton = ?`,
-		rec.Handle.Domain, skeleton(rec.Handle.Name)))
+		rec.Handle.Domain, Skeleton(rec.Handle.Name)))
 	switch {
 	case errors.Is(err, ErrNotFound):
 	case err != nil:
@@ -129,7 +129,7 @@ func (s *SQLiteStore) Claim(ctx context.Context, rec Record) (bool, error) {
 	_, err = tx.ExecContext(ctx,
 		`INSERT INTO handles (domain, name, skeleton, key, enc_key, enc_generation, claimed_at, updated_at, suspended)
 		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)`,
-		rec.Handle.Domain, rec.Handle.Name, skeleton(rec.Handle.Name), rec.Key.String(),
+		rec.Handle.Domain, rec.Handle.Name, Skeleton(rec.Handle.Name), rec.Key.String(),
 		rec.EncryptionKey, rec.Generation, now.UnixMilli(), now.UnixMilli())
 	if isConstraint(err) {
 		return false, fmt.Errorf("%w: %s (%v)", ErrTaken, rec.Handle, err)

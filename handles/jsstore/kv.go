@@ -141,20 +141,9 @@ func decodeValue(b []byte, v any, version *int) error {
 	return nil
 }
 
-// skeleton is a name without the separators . - _ (docs/spec/handles.md,
-// "Skeletons"): names with one skeleton are one name.
-func skeleton(name string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '.' || r == '-' || r == '_' {
-			return -1
-		}
-		return r
-	}, name)
-}
-
 // nameKey is the bucket key of h's entry: name.<domain>.<skeleton>.
 func nameKey(h handles.Handle) (string, error) {
-	sk := skeleton(h.Name)
+	sk := handles.Skeleton(h.Name)
 	if sk == "" || strings.ContainsFunc(sk, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) {
 		return "", fmt.Errorf("jsstore: the name %q is not a checked handle name (lower-case a-z, 0-9, . - _)", h.Name)
 	}
