@@ -42,22 +42,38 @@ type opener interface {
 // [ErrMalformedRequest]. When the returned claims are not nil the caller
 // may answer with a signed denial even though err is set.
 func openRequest(data []byte, serverXKey string, xkp opener, issuer string) (*jwt.AuthorizationRequestClaims, error) {
+	opened, err := unseal(data, serverXKey, xkp)
+	if err != nil {
+		return nil, err
+	}
+	return decodeRequest(opened, serverXKey, issuer)
+}
+
+// unseal checks the size of a request and opens its seal when serverXKey
+// is set; it returns the request JWT's bytes. Errors wrap
+// [ErrMalformedRequest].
+func unseal(data []byte, serverXKey string, xkp opener) ([]byte, error) {
 	if len(data) > MaxRequestSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformedRequest, len(data), MaxRequestSize)
 	}
-	if serverXKey != "" {
-		if !nkeys.IsValidPublicCurveKey(serverXKey) {
-			return nil, fmt.Errorf("%w: the %s header is not a curve key", ErrMalformedRequest, ServerXKeyHeader)
-		}
-		if xkp == nil {
-			return nil, fmt.Errorf("%w: sealed, but the service has no xkey", ErrMalformedRequest)
-		}
-		opened, err := xkp.Open(data, serverXKey)
-		if err != nil {
-			return nil, fmt.Errorf("%w: cannot open the sealed request: %v", ErrMalformedRequest, err)
-		}
-		data = opened
+	if serverXKey == "" {
+		return data, nil
 	}
+	if !nkeys.IsValidPublicCurveKey(serverXKey) {
+		return nil, fmt.Errorf("%w: the %s header is not a curve key", ErrMalformedRequest, ServerXKeyHeader)
+	}
+	if xkp == nil {
+		return nil, fmt.Errorf("%w: sealed, but the service has no xkey", ErrMalformedRequest)
+	}
+	opened, err := xkp.Open(data, serverXKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cannot open the sealed request: %v", ErrMalformedRequest, err)
+	}
+	return opened, nil
+}
+
+// decodeRequest is openRequest after the seal: data is the request JWT.
+func decodeRequest(data []byte, serverXKey, issuer string) (*jwt.AuthorizationRequestClaims, error) {
 	rc, err := jwt.DecodeAuthorizationRequestClaims(string(data))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedRequest, err)
@@ -92,16 +108,45 @@ func openRequest(data []byte, serverXKey string, xkp opener, issuer string) (*jw
 	return rc, nil
 }
 
+// DenyCode is the cause of a denial, in a word: what [Stats] and the
+// chat-server's metrics count denials by.
+type DenyCode string
+
+// Denial causes.
+const (
+	// DenyCredentials: the client did not log in with a KEZ key and a
+	// signature (no nkey, a user JWT, a malformed nkey, no or a malformed
+	// nonce signature).
+	DenyCredentials DenyCode = "credentials"
+	// DenyUnknownKey: no handle is registered for the key.
+	DenyUnknownKey DenyCode = "unknown_key"
+	// DenyBadSignature: the nonce signature does not verify with the key.
+	DenyBadSignature DenyCode = "bad_signature"
+	// DenySuspended: the key's handle is suspended.
+	DenySuspended DenyCode = "suspended"
+	// DenyPolicy: the [Authorizer] refused the login.
+	DenyPolicy DenyCode = "policy"
+	// DenyFailed: the service could not decide (the directory failed);
+	// not a [DenyError], but counted with the denials.
+	DenyFailed DenyCode = "error"
+)
+
+// DenyCodes lists every [DenyCode], in a fixed order.
+var DenyCodes = []DenyCode{DenyCredentials, DenyUnknownKey, DenyBadSignature, DenySuspended, DenyPolicy, DenyFailed}
+
 // DenyError is a reason a login was refused. The reason goes into the
 // response (nats-server logs it); the client only learns "authorization
 // violation".
-type DenyError struct{ Reason string }
+type DenyError struct {
+	Reason string
+	Code   DenyCode // the cause, in a word
+}
 
 // Error returns "callout: denied: " and the reason.
 func (e *DenyError) Error() string { return "callout: denied: " + e.Reason }
 
-func deny(format string, args ...any) error {
-	return &DenyError{Reason: fmt.Sprintf(format, args...)}
+func deny(code DenyCode, format string, args ...any) error {
+	return &DenyError{Reason: fmt.Sprintf(format, args...), Code: code}
 }
 
 // VerifyNonce checks that the client proved possession of the key it
@@ -113,27 +158,46 @@ func deny(format string, args ...any) error {
 // nats-server does not make this check when an auth callout is
 // configured: without it anyone could claim anyone's key.
 func VerifyNonce(opts jwt.ConnectOptions, ci jwt.ClientInformation) (kez.PublicKey, error) {
+	key, sig, err := parseCredentials(opts, ci)
+	if err != nil {
+		return kez.PublicKey{}, err
+	}
+	if err := verifyNonce(key, sig, ci.Nonce); err != nil {
+		return kez.PublicKey{}, err
+	}
+	return key, nil
+}
+
+// parseCredentials reads the key and the nonce signature a client sent,
+// without verifying anything: the cheap half of [VerifyNonce]. Errors are
+// [*DenyError]s with [DenyCredentials].
+func parseCredentials(opts jwt.ConnectOptions, ci jwt.ClientInformation) (kez.PublicKey, []byte, error) {
 	if opts.JWT != "" {
-		return kez.PublicKey{}, deny("the client sent a user JWT; KEZ clients log in with their key only")
+		return kez.PublicKey{}, nil, deny(DenyCredentials, "the client sent a user JWT; KEZ clients log in with their key only")
 	}
 	if opts.Nkey == "" {
-		return kez.PublicKey{}, deny("the client sent no nkey; log in with your KEZ key")
+		return kez.PublicKey{}, nil, deny(DenyCredentials, "the client sent no nkey; log in with your KEZ key")
 	}
 	key, err := kez.ParsePublicKey(opts.Nkey)
 	if err != nil {
-		return kez.PublicKey{}, deny("the client's nkey is not a user key: %v", err)
+		return kez.PublicKey{}, nil, deny(DenyCredentials, "the client's nkey is not a user key: %v", err)
 	}
 	if ci.Nonce == "" || opts.SignedNonce == "" {
-		return kez.PublicKey{}, deny("no signed nonce for %s (the server sends a nonce only when its config lists an nkey user)", key)
+		return kez.PublicKey{}, nil, deny(DenyCredentials, "no signed nonce for %s (the server sends a nonce only when its config lists an nkey user)", key)
 	}
 	sig, err := decodeSig(opts.SignedNonce)
 	if err != nil {
-		return kez.PublicKey{}, deny("the nonce signature of %s is not base64", key)
+		return kez.PublicKey{}, nil, deny(DenyCredentials, "the nonce signature of %s is not base64", key)
 	}
-	if len(sig) != ed25519.SignatureSize || !ed25519.Verify(key.Ed25519(), []byte(ci.Nonce), sig) {
-		return kez.PublicKey{}, deny("the nonce signature does not verify with %s", key)
+	return key, sig, nil
+}
+
+// verifyNonce is the ed25519 half of [VerifyNonce].
+func verifyNonce(key kez.PublicKey, sig []byte, nonce string) error {
+	if len(sig) != ed25519.SignatureSize || !ed25519.Verify(key[:], []byte(nonce), sig) {
+		return deny(DenyBadSignature, "the nonce signature does not verify with %s", key)
 	}
-	return key, nil
+	return nil
 }
 
 func decodeSig(s string) ([]byte, error) {

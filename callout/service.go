@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -67,15 +68,67 @@ type Config struct {
 	MaxPayload       int64
 	MaxSubscriptions int64
 
+	// Limits shape how the service holds up under a flood of logins
+	// (queues, lanes, backoff, log summaries); the zero value gives the
+	// defaults.
+	Limits LoginLimits
+
 	Logger *slog.Logger     // default slog.Default()
-	Now    func() time.Time // the clock for JWT expiry; default time.Now
+	Now    func() time.Time // the clock for JWT expiry and the limits; default time.Now
 }
 
-// Stats counts what a [Service] did since it started.
+// Stats counts what a [Service] did since it started, and what it holds
+// now.
 type Stats struct {
 	Authorized uint64 // logins granted
-	Denied     uint64 // logins refused with a signed reason
+	Denied     uint64 // logins refused (with a reason, or left unanswered by the backoff)
 	Malformed  uint64 // requests that could not be read (answered empty)
+
+	// DeniedBy splits Denied by cause.
+	DeniedBy map[DenyCode]uint64
+	// Delayed counts denials held before they were answered, Unanswered
+	// denials not answered at all (their address backed off past
+	// [LoginLimits].BackoffMax, or MaxHeld were held); both are in Denied.
+	Delayed, Unanswered uint64
+	// Requests dropped unread: their lane was full, they expired while
+	// queued, or the NATS client dropped them before the service saw
+	// them (a slow consumer). nats-server refuses those logins.
+	DroppedFull, DroppedExpired, DroppedSlow uint64
+
+	// Queued is how many requests wait in each lane now.
+	Queued map[Lane]int
+	// Held is how many denials are held now.
+	Held int
+	// Addresses and Known are how many failing addresses and key and
+	// address pairs are tracked now.
+	Addresses, Known int
+}
+
+// Lane is one of the queues requests wait in (see [LoginLimits]).
+type Lane int
+
+// The lanes, in the order workers serve them.
+const (
+	LaneKnown Lane = iota
+	LaneNew
+	LaneSuspect
+	numLanes
+)
+
+// Lanes lists the lanes in the order workers serve them.
+var Lanes = []Lane{LaneKnown, LaneNew, LaneSuspect}
+
+// String returns "known", "new" or "suspect".
+func (l Lane) String() string {
+	switch l {
+	case LaneKnown:
+		return "known"
+	case LaneNew:
+		return "new"
+	case LaneSuspect:
+		return "suspect"
+	}
+	return fmt.Sprintf("Lane(%d)", int(l))
 }
 
 // Service answers nats-server's auth callout requests: it verifies the
@@ -85,10 +138,14 @@ type Stats struct {
 // may listen at once; the server's requests are shared through a queue
 // group.
 //
+// Under a flood of bogus logins it keeps answering registered users first
+// and slows the flood down ([LoginLimits]).
+//
 // Create one with [New], start it with [Service.Listen] and stop it with
 // [Service.Close]. Its methods are safe for concurrent use.
 type Service struct {
 	cfg  Config
+	lim  LoginLimits
 	log  *slog.Logger
 	prov string // the provisioner key
 
@@ -97,13 +154,24 @@ type Service struct {
 	issuerPub string
 	xbox      *xkeyBox
 
+	track *tracker
+	lanes [numLanes]chan *request
+
 	authorized, denied, malformed atomic.Uint64
+	deniedBy                      map[DenyCode]*atomic.Uint64 // by every DenyCodes entry; read-only map
+	delayed, unanswered           atomic.Uint64
+	droppedFull, droppedExpired   atomic.Uint64
+	summary                       summary
 
 	mu     sync.Mutex
 	sub    *nats.Subscription
 	stop   chan struct{}
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the workers and the summary
 	closed bool
+
+	heldMu sync.Mutex
+	held   map[*heldDenial]struct{}
+	heldWG sync.WaitGroup // held denials being sent
 }
 
 // New checks cfg and returns a service that is not yet listening.
@@ -147,6 +215,10 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	lim, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	issuer, err := newSigningKey(cfg.Keys.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("callout: the issuer key: %w", err)
@@ -155,10 +227,19 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("callout: the xkey: %w", err)
 	}
-	return &Service{
-		cfg: cfg, log: cfg.Logger.With("component", "callout"), prov: cfg.Keys.ProvisionerPublicKey(),
+	s := &Service{
+		cfg: cfg, lim: lim, log: cfg.Logger.With("component", "callout"), prov: cfg.Keys.ProvisionerPublicKey(),
 		issuer: issuer, issuerPub: issuer.pub, xbox: xbox,
-	}, nil
+		track: newTracker(lim), held: map[*heldDenial]struct{}{},
+		deniedBy: make(map[DenyCode]*atomic.Uint64, len(DenyCodes)),
+	}
+	for _, c := range DenyCodes {
+		s.deniedBy[c] = new(atomic.Uint64)
+	}
+	for i := range s.lanes {
+		s.lanes[i] = make(chan *request, lim.MaxQueued)
+	}
+	return s, nil
 }
 
 // Listen subscribes to [AuthSubject] on nc in the service's queue group
@@ -174,8 +255,9 @@ func (s *Service) Listen(nc *nats.Conn) error {
 	if s.sub != nil {
 		return errors.New("callout: the service is already listening")
 	}
-	ch := make(chan *nats.Msg, 4*s.cfg.Workers)
-	sub, err := nc.ChanQueueSubscribe(AuthSubject, s.cfg.QueueGroup, ch)
+	// The callback only sorts requests into the lanes; it never blocks,
+	// so the client's own pending list (500,000 messages) stays short.
+	sub, err := nc.QueueSubscribe(AuthSubject, s.cfg.QueueGroup, s.enqueue)
 	if err != nil {
 		return fmt.Errorf("callout: subscribing to %s: %w", AuthSubject, err)
 	}
@@ -187,26 +269,55 @@ func (s *Service) Listen(nc *nats.Conn) error {
 	s.sub, s.stop = sub, make(chan struct{})
 	for range s.cfg.Workers {
 		s.wg.Add(1)
-		go s.work(ch, s.stop)
+		go s.work(s.stop)
 	}
+	s.wg.Add(1)
+	go s.summarize(s.stop)
 	return nil
 }
 
-func (s *Service) work(ch <-chan *nats.Msg, stop <-chan struct{}) {
+// enqueue sorts a request into its lane, or drops it if the lane is full.
+func (s *Service) enqueue(m *nats.Msg) {
+	r := s.triage(m)
+	select {
+	case s.lanes[r.lane] <- r:
+	default:
+		s.droppedFull.Add(1)
+		s.log.Debug("auth request dropped: its lane is full", "lane", r.lane, "client_host", r.peek.Nats.ClientInfo.Host)
+	}
+}
+
+func (s *Service) work(stop <-chan struct{}) {
 	defer s.wg.Done()
+	known, fresh, suspect := s.lanes[LaneKnown], s.lanes[LaneNew], s.lanes[LaneSuspect]
 	for {
+		// Strictly in lane order: a request waits only while a lane before
+		// its own has requests.
+		var r *request
 		select {
-		case <-stop:
-			return
-		case m := <-ch:
-			s.handle(m)
+		case r = <-known:
+		default:
+			select {
+			case r = <-known:
+			case r = <-fresh:
+			default:
+				select {
+				case r = <-known:
+				case r = <-fresh:
+				case r = <-suspect:
+				case <-stop:
+					return
+				}
+			}
 		}
+		s.process(r)
 	}
 }
 
 // Close stops listening and waits for requests in progress. Requests not
-// yet taken are dropped; nats-server denies those logins after its auth
-// timeout (fail closed). Close does not close the connection.
+// yet taken, and denials held by the backoff, are dropped; nats-server
+// denies those logins after its auth timeout (fail closed). Close does not
+// close the connection.
 func (s *Service) Close() error {
 	s.mu.Lock()
 	sub, stop := s.sub, s.stop
@@ -218,6 +329,7 @@ func (s *Service) Close() error {
 	err := sub.Unsubscribe()
 	close(stop)
 	s.wg.Wait()
+	s.dropHeld()
 	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
 		return fmt.Errorf("callout: unsubscribing: %w", err)
 	}
@@ -226,15 +338,96 @@ func (s *Service) Close() error {
 
 // Stats returns the counters so far.
 func (s *Service) Stats() Stats {
-	return Stats{Authorized: s.authorized.Load(), Denied: s.denied.Load(), Malformed: s.malformed.Load()}
+	st := Stats{
+		Authorized: s.authorized.Load(), Denied: s.denied.Load(), Malformed: s.malformed.Load(),
+		DeniedBy: make(map[DenyCode]uint64, len(DenyCodes)),
+		Delayed:  s.delayed.Load(), Unanswered: s.unanswered.Load(),
+		DroppedFull: s.droppedFull.Load(), DroppedExpired: s.droppedExpired.Load(),
+		Queued: make(map[Lane]int, numLanes),
+	}
+	for _, c := range DenyCodes {
+		st.DeniedBy[c] = s.deniedBy[c].Load()
+	}
+	for _, l := range Lanes {
+		st.Queued[l] = len(s.lanes[l])
+	}
+	s.mu.Lock()
+	if s.sub != nil {
+		if n, err := s.sub.Dropped(); err == nil {
+			s.summary.slow.Store(uint64(n))
+		}
+	}
+	s.mu.Unlock()
+	st.DroppedSlow = s.summary.slow.Load()
+	s.heldMu.Lock()
+	st.Held = len(s.held)
+	s.heldMu.Unlock()
+	st.Addresses, st.Known = s.track.sizes()
+	return st
 }
 
-// handle answers one request. It never panics on bad input: every failure
-// is logged and answered (a signed denial when the server is known, an
-// empty reply otherwise, which the server also treats as a denial).
-func (s *Service) handle(m *nats.Msg) {
-	serverXKey := m.Header.Get(ServerXKeyHeader)
-	rc, err := openRequest(m.Data, serverXKey, s.xbox, s.issuerPub)
+// handle answers one request at once, as a worker would. It never panics
+// on bad input.
+func (s *Service) handle(m *nats.Msg) { s.process(s.triage(m)) }
+
+// request is an authorization request on its way through the service.
+type request struct {
+	m          *nats.Msg
+	serverXKey string
+	data       []byte // the opened request JWT
+	err        error  // why it could not be opened
+	peek       peeked // unverified: for the lane and the expiry only
+	addr       netip.Addr
+	lane       Lane
+	arrived    time.Time
+}
+
+// triage opens a request and reads (without checking) who it is for, to
+// choose its lane: cheap work only, no signature is verified here.
+func (s *Service) triage(m *nats.Msg) *request {
+	r := &request{m: m, serverXKey: m.Header.Get(ServerXKeyHeader), lane: LaneNew, arrived: time.Now()}
+	if r.data, r.err = unseal(m.Data, r.serverXKey, s.xbox); r.err != nil {
+		return r
+	}
+	p, err := peek(r.data)
+	if err != nil {
+		return r // decodeRequest will say what is wrong
+	}
+	r.peek = p
+	r.addr = addrOf(p.Nats.ClientInfo.Host)
+	now := s.cfg.Now()
+	key, kerr := kez.ParsePublicKey(p.Nats.ConnectOpts.Nkey)
+	switch {
+	case kerr == nil && key.String() == s.prov:
+		r.lane = LaneKnown // the chat-server's own provisioner
+	case s.track.suspect(r.addr, now):
+		r.lane = LaneSuspect
+	case kerr == nil && s.track.takeKnown(key, r.addr, now):
+		r.lane = LaneKnown
+	}
+	return r
+}
+
+// process decides one request and answers it: at once, later (a held
+// denial), or not at all (expired, or a denial past the backoff). Every
+// failure is logged and answered when answered at all (a signed denial
+// when the server is known, an empty reply otherwise, which the server
+// also treats as a denial).
+func (s *Service) process(r *request) {
+	m, serverXKey := r.m, r.serverXKey
+	if r.peek.Exp > 0 && r.peek.Exp >= r.arrived.Unix() && time.Now().Unix() > r.peek.Exp {
+		// It was valid when it came but nats-server has stopped waiting:
+		// the answer would be wasted work. (A request that came expired
+		// is answered, as an invalid one.)
+		s.droppedExpired.Add(1)
+		s.log.Debug("auth request dropped: it expired while queued", "lane", r.lane, "client_host", r.peek.Nats.ClientInfo.Host)
+		return
+	}
+	var rc *jwt.AuthorizationRequestClaims
+	err := r.err
+	if err == nil {
+		rc, err = decodeRequest(r.data, serverXKey, s.issuerPub)
+	}
 	if err != nil {
 		s.malformed.Add(1)
 		if rc == nil {
@@ -248,37 +441,75 @@ func (s *Service) handle(m *nats.Msg) {
 		s.respond(m, rc, serverXKey, "", err.Error())
 		return
 	}
-	token, who, err := s.authorize(rc)
-	if err != nil {
-		s.denied.Add(1)
-		var de *DenyError
-		if errors.As(err, &de) {
-			s.log.Info("login denied", "reason", de.Reason, "client_host", rc.ClientInformation.Host, "server", rc.Server.ID)
-			s.respond(m, rc, serverXKey, "", de.Reason)
-		} else {
-			s.log.Error("login failed", "err", err, "client_host", rc.ClientInformation.Host, "server", rc.Server.ID)
-			s.respond(m, rc, serverXKey, "", "the KEZ auth service could not decide: "+err.Error())
-		}
+	host := rc.ClientInformation.Host
+	addr := addrOf(host)
+	token, who, key, err := s.authorize(rc)
+	if err == nil {
+		s.authorized.Add(1)
+		s.track.granted(key, addr, s.cfg.Now())
+		s.log.Debug("login granted", "user", who, "client_host", host, "server", rc.Server.ID, "lane", r.lane)
+		s.respond(m, rc, serverXKey, token, "")
 		return
 	}
-	s.authorized.Add(1)
-	s.log.Debug("login granted", "user", who, "client_host", rc.ClientInformation.Host, "server", rc.Server.ID)
-	s.respond(m, rc, serverXKey, token, "")
+	s.denied.Add(1)
+	var de *DenyError
+	if !errors.As(err, &de) {
+		s.deniedBy[DenyFailed].Add(1)
+		if s.summary.firstError() {
+			s.log.Error("login failed", "err", err, "client_host", host, "server", rc.Server.ID)
+		} else {
+			s.log.Debug("login failed", "err", err, "client_host", host, "server", rc.Server.ID)
+		}
+		s.respond(m, rc, serverXKey, "", "the KEZ auth service could not decide: "+err.Error())
+		return
+	}
+	if c := s.deniedBy[de.Code]; c != nil {
+		c.Add(1)
+	} else {
+		s.deniedBy[DenyPolicy].Add(1) // a DenyError from an embedder's Directory
+	}
+	if !key.IsZero() {
+		s.track.denied(key, addr)
+	}
+	now := s.cfg.Now()
+	n := s.track.fail(addr, now)
+	delay, ok := s.lim.delay(n)
+	if ok && delay > 0 && rc.Expires > 0 && now.Add(delay).Unix() >= rc.Expires {
+		ok = false // the server would stop waiting before the answer came
+	}
+	s.log.Debug("login denied", "reason", de.Reason, "code", de.Code, "client_host", host, "server", rc.Server.ID,
+		"lane", r.lane, "failures", n, "delay", delay, "answered", ok)
+	switch {
+	case !ok:
+		s.unanswered.Add(1)
+	case delay > 0:
+		if !s.hold(delay, m, rc, serverXKey, de.Reason) {
+			s.unanswered.Add(1)
+		}
+	default:
+		s.respond(m, rc, serverXKey, "", de.Reason)
+	}
 }
 
-// authorize decides a well-formed request and returns the user JWT and the
-// name it carries. Errors are [*DenyError] for policy decisions and plain
-// errors when the service could not decide.
-func (s *Service) authorize(rc *jwt.AuthorizationRequestClaims) (string, string, error) {
-	key, err := VerifyNonce(rc.ConnectOptions, rc.ClientInformation)
+// authorize decides a well-formed request and returns the user JWT, the
+// name it carries and the key it was for (zero if the client named none).
+// Errors are [*DenyError] for policy decisions and plain errors when the
+// service could not decide. The cheap checks come first: an unregistered
+// key is refused after one directory lookup, before any signature is
+// verified.
+func (s *Service) authorize(rc *jwt.AuthorizationRequestClaims) (string, string, kez.PublicKey, error) {
+	key, sig, err := parseCredentials(rc.ConnectOptions, rc.ClientInformation)
 	if err != nil {
-		return "", "", err
+		return "", "", key, err
 	}
 	var (
 		name  string
 		perms jwt.Permissions
 	)
 	if key.String() == s.prov {
+		if err := verifyNonce(key, sig, rc.ClientInformation.Nonce); err != nil {
+			return "", "", key, err
+		}
 		name, perms = "kez-provisioner", ProvisionerPermissions(s.prov, s.cfg.Stream)
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LookupTimeout)
@@ -286,11 +517,15 @@ func (s *Service) authorize(rc *jwt.AuthorizationRequestClaims) (string, string,
 		entry, err := s.cfg.Directory.Lookup(ctx, key)
 		switch {
 		case errors.Is(err, ErrUnknownKey):
-			return "", "", deny("%s is not registered", key)
+			return "", "", key, deny(DenyUnknownKey, "%s is not registered", key)
 		case err != nil:
-			return "", "", fmt.Errorf("looking up %s: %w", key, err)
-		case entry.Suspended:
-			return "", "", deny("%s (%s) is suspended", key, entry.Handle)
+			return "", "", key, fmt.Errorf("looking up %s: %w", key, err)
+		}
+		if err := verifyNonce(key, sig, rc.ClientInformation.Nonce); err != nil {
+			return "", "", key, err
+		}
+		if entry.Suspended {
+			return "", "", key, deny(DenySuspended, "%s (%s) is suspended", key, entry.Handle)
 		}
 		if s.cfg.Authorizer != nil {
 			req := &Request{
@@ -299,7 +534,7 @@ func (s *Service) authorize(rc *jwt.AuthorizationRequestClaims) (string, string,
 				ServerID: rc.Server.ID, ServerName: rc.Server.Name,
 			}
 			if err := s.cfg.Authorizer(ctx, req); err != nil {
-				return "", "", deny("%s (%s) refused by policy: %v", key, entry.Handle, err)
+				return "", "", key, deny(DenyPolicy, "%s (%s) refused by policy: %v", key, entry.Handle, err)
 			}
 		}
 		name, perms = entry.Handle, Permissions(key, s.cfg.Stream)
@@ -314,34 +549,42 @@ func (s *Service) authorize(rc *jwt.AuthorizationRequestClaims) (string, string,
 	uc.Limits.Subs = s.cfg.MaxSubscriptions
 	token, err := uc.Encode(s.issuer)
 	if err != nil {
-		return "", "", fmt.Errorf("signing the user JWT: %w", err)
+		return "", "", key, fmt.Errorf("signing the user JWT: %w", err)
 	}
-	return token, name, nil
+	return token, name, key, nil
 }
 
-// respond signs (and, for a sealed request, seals) the response: exactly
-// one of userJWT and reason is set.
+// respond signs (and, for a sealed request, seals) the response and sends
+// it: exactly one of userJWT and reason is set.
 func (s *Service) respond(m *nats.Msg, rc *jwt.AuthorizationRequestClaims, serverXKey, userJWT, reason string) {
 	if m.Reply == "" {
 		return
 	}
+	s.send(m, s.response(rc, serverXKey, userJWT, reason))
+}
+
+// response returns the signed (and, for a sealed request, sealed)
+// response, or nil (an empty reply, also a denial) if it cannot be made.
+func (s *Service) response(rc *jwt.AuthorizationRequestClaims, serverXKey, userJWT, reason string) []byte {
 	rs := jwt.NewAuthorizationResponseClaims(rc.UserNkey)
 	rs.Audience = rc.Server.ID
 	rs.Jwt, rs.Error = userJWT, reason
 	token, err := rs.Encode(s.issuer)
 	if err != nil {
 		s.log.Error("cannot sign an auth response", "err", err)
-		_ = m.Respond(nil)
-		return
+		return nil
 	}
 	data := []byte(token)
 	if serverXKey != "" {
 		if data, err = s.xbox.Seal(data, serverXKey); err != nil {
 			s.log.Error("cannot seal an auth response", "err", err)
-			_ = m.Respond(nil)
-			return
+			return nil
 		}
 	}
+	return data
+}
+
+func (s *Service) send(m *nats.Msg, data []byte) {
 	if err := m.Respond(data); err != nil {
 		s.log.Warn("cannot send an auth response", "err", err)
 	}
