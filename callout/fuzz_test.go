@@ -97,3 +97,46 @@ func FuzzHandleRequest(f *testing.F) {
 		svc.handle(m) // no reply subject: decides without sending
 	})
 }
+
+// FuzzPeek runs arbitrary bytes through peek, the unverified read that
+// picks a request's lane, and checks that it agrees with the full check
+// on every request the full check accepts (so no valid login is sorted
+// by claims it does not carry).
+func FuzzPeek(f *testing.F) {
+	issuer := fixedPair(f, nkeys.PrefixByteAccount, 1)
+	issuerPub, _ := issuer.PublicKey()
+	server := fixedPair(f, nkeys.PrefixByteServer, 5)
+	serverID, _ := server.PublicKey()
+	user := fixedPair(f, nkeys.PrefixByteUser, 8)
+	userPub, _ := user.PublicKey()
+	rc := jwt.NewAuthorizationRequestClaims(issuerPub)
+	rc.Audience = requestAudience
+	rc.UserNkey = userPub
+	rc.Server = jwt.ServerID{Name: "n", ID: serverID}
+	rc.Expires = 4_000_000_000
+	rc.ClientInformation = jwt.ClientInformation{Host: "2001:db8::7", Nonce: "kT9_Ozx3bQc", Kind: "Client"}
+	rc.ConnectOptions = jwt.ConnectOptions{Nkey: userPub, SignedNonce: "AAAA"}
+	tok, err := rc.Encode(server)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(tok))
+	f.Add([]byte("a.b.c"))
+	f.Add([]byte("..."))
+	f.Add([]byte("eyJ0eXAiOiJKV1QifQ.eyJleHAiOi0xLCJuYXRzIjp7ImNsaWVudF9pbmZvIjp7Imhvc3QiOjF9fX0.x"))
+	f.Add([]byte("eyJ0eXAiOiJKV1QifQ.eyJuYXRzIjpudWxsfQ.x"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := peek(data)
+		full, ferr := decodeRequest(data, "", issuerPub)
+		if ferr != nil {
+			return
+		}
+		if err != nil {
+			t.Fatalf("peek refused a request the full check accepts: %v", err)
+		}
+		if p.Exp != full.Expires || p.Nats.ClientInfo.Host != full.ClientInformation.Host || p.Nats.ConnectOpts.Nkey != full.ConnectOptions.Nkey {
+			t.Fatalf("peek read %+v, the full check %+v", p, full.AuthorizationRequest)
+		}
+	})
+}

@@ -69,8 +69,10 @@ func (s *Service) logSummary() {
 	attrs = append(attrs,
 		"delayed", now.Delayed-last.Delayed, "unanswered", now.Unanswered-last.Unanswered,
 		"dropped_queue_full", now.DroppedFull-last.DroppedFull, "dropped_expired", now.DroppedExpired-last.DroppedExpired,
-		"dropped_slow_consumer", now.DroppedSlow-last.DroppedSlow,
-		"failing_addresses", addrs)
+		"dropped_slow_consumer", now.DroppedSlow-last.DroppedSlow)
+	if s.lim.tracking() {
+		attrs = append(attrs, "failing_addresses", addrs)
+	}
 	if topN > 0 {
 		attrs = append(attrs, "top_address", top.String(), "top_address_failures", topN)
 	}
