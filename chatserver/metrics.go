@@ -15,6 +15,8 @@ import (
 //	kez_chat_authorizations_total{result="allowed|denied|malformed"}
 //	kez_chat_handle_claims_total{result="created|renewed|refused|failed"}
 //	kez_chat_nats_connected   1 while both NATS logins are up
+//
+// and the callout's flood limits (see loginCollector).
 type metrics struct {
 	claims *prometheus.CounterVec
 }
@@ -36,6 +38,7 @@ func newMetrics(reg prometheus.Registerer, s *Server, svc *callout.Service) (*me
 	}
 	cs := []prometheus.Collector{
 		m.claims,
+		newLoginCollector(svc),
 		auth("allowed", func() uint64 { return svc.Stats().Authorized }),
 		auth("denied", func() uint64 { return svc.Stats().Denied }),
 		auth("malformed", func() uint64 { return svc.Stats().Malformed }),

@@ -95,6 +95,12 @@ type Server struct {
 	Inbox callout.InboxConfig
 	// Authorizer is an optional extra login policy (see [callout.Authorizer]).
 	Authorizer callout.Authorizer
+	// LoginLimits shape how the auth callout holds up under a flood of
+	// logins (queues, lanes, the per-address backoff, the denial log
+	// summary); the zero value gives callout's defaults. LoginWorkers is
+	// how many logins it decides at once; default 2×GOMAXPROCS.
+	LoginLimits  callout.LoginLimits
+	LoginWorkers int
 
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -195,6 +201,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Authorizer: s.Authorizer,
 		Stream:     s.stream,
 		TTL:        s.UserJWTLifetime,
+		Workers:    s.LoginWorkers,
+		Limits:     s.LoginLimits,
 		Logger:     s.log,
 		Now:        s.Now,
 	})

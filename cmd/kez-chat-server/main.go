@@ -6,12 +6,14 @@
 //	kez-chat-server [--listen 127.0.0.1:8080] [--domain kez.lat] --sig-server URL --nats URL
 //	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--keys kez-chat-keys]
 //	                [--public-url URL] [--public-sig-server URL] [--log-format text|json] [--log-level info]
+//	                [--login-… limits of the auth callout under a login flood, see --help]
 //	kez-chat-server nats-config [--keys kez-chat-keys] [--store sqlite|jetstream] [--sig-server-key U…]
 //
 // Every flag has an environment twin (KEZ_LISTEN, KEZ_DOMAIN,
 // KEZ_SIG_SERVER, NATS_URL, KEZ_CHAT_STORE, KEZ_CHAT_DB, KEZ_CHAT_REPLICAS,
 // KEZ_CHAT_KEYS, KEZ_CHAT_PUBLIC_URL, KEZ_CHAT_PUBLIC_SIG_SERVER,
-// KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL; for nats-config also
+// KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL, and KEZ_CHAT_LOGIN_… for the
+// --login-… flags; for nats-config also
 // KEZ_CHAT_SIG_SERVER_KEY); flags win. "nats-config" prints the nats.conf
 // snippet for the keys folder, creating the keys on first use; add it to
 // the NATS server's configuration and restart NATS (docs/operators.md).
@@ -60,9 +62,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	keysDir := fs.String("keys", env.Or("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys, made on first use (env KEZ_CHAT_KEYS)")
 	publicURL := fs.String("public-url", env.Or("KEZ_CHAT_PUBLIC_URL", ""), "this server's base URL as clients reach it, if a proxy changes Host (env KEZ_CHAT_PUBLIC_URL)")
 	publicSig := fs.String("public-sig-server", env.Or("KEZ_CHAT_PUBLIC_SIG_SERVER", ""), "the sig-server's base URL as clients reach it, if not --sig-server (env KEZ_CHAT_PUBLIC_SIG_SERVER)")
+	logins := declareLoginFlags(fs)
 	var lf servercmd.LogFlags
 	lf.Declare(fs, env, "KEZ_CHAT")
 	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-config; see --help"); !ok {
+		return err
+	}
+	loginLimits, loginWorkers, err := logins.limits(fs, env)
+	if err != nil {
 		return err
 	}
 	if err := env.Int(fs, "replicas", "KEZ_CHAT_REPLICAS", replicas); err != nil {
@@ -96,6 +103,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Inbox:              callout.InboxConfig{Replicas: *replicas},
 		DBPath:             *dbPath,
 		KeysDir:            *keysDir,
+		LoginLimits:        loginLimits,
+		LoginWorkers:       loginWorkers,
 		Logger:             log,
 		Registry:           servercmd.NewRegistry(),
 	}

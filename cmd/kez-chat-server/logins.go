@@ -1,0 +1,112 @@
+package main
+
+import (
+	"flag"
+	"strconv"
+	"time"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/servercmd"
+)
+
+// loginFlags are the flags of the auth callout's flood limits
+// (callout.LoginLimits) and its workers, each with its environment twin.
+type loginFlags struct {
+	ints  []intFlag
+	durs  []durFlag
+	limit callout.LoginLimits
+	work  int
+}
+
+type intFlag struct {
+	name, env string
+	v         *int
+}
+
+type durFlag struct {
+	name, env string
+	v         *time.Duration
+}
+
+// declareLoginFlags declares the --login-… flags on fs.
+func declareLoginFlags(fs *flag.FlagSet) *loginFlags {
+	f := &loginFlags{}
+	l := &f.limit
+	i := func(p *int, name, env string, def int, usage string) {
+		fs.IntVar(p, name, def, usage+" (env "+env+")")
+		f.ints = append(f.ints, intFlag{name, env, p})
+	}
+	d := func(p *time.Duration, name, env string, def time.Duration, usage string) {
+		fs.DurationVar(p, name, def, usage+" (env "+env+")")
+		f.durs = append(f.durs, durFlag{name, env, p})
+	}
+	i(&f.work, "login-workers", "KEZ_CHAT_LOGIN_WORKERS", 0, "NATS logins the auth callout decides at once; 0: twice the CPUs")
+	i(&l.MaxQueued, "login-queue", "KEZ_CHAT_LOGIN_QUEUE", callout.DefaultMaxQueued, "logins waiting for a worker, per lane; more are dropped (NATS refuses them)")
+	i(&l.KnownBurst, "login-known-burst", "KEZ_CHAT_LOGIN_KNOWN_BURST", callout.DefaultKnownBurst, "logins at once a key may make ahead of the rest from an address it logged in from before")
+	d(&l.KnownEvery, "login-known-every", "KEZ_CHAT_LOGIN_KNOWN_EVERY", callout.DefaultKnownEvery, "then one such login per this time")
+	i(&l.MaxKnown, "login-known-max", "KEZ_CHAT_LOGIN_KNOWN_MAX", callout.DefaultMaxKnown, "key and address pairs remembered for that")
+	i(&l.BackoffAfter, "login-backoff-after", "KEZ_CHAT_LOGIN_BACKOFF_AFTER", callout.DefaultBackoffAfter, "failed logins from one address answered at once; later ones wait")
+	d(&l.BackoffBase, "login-backoff-base", "KEZ_CHAT_LOGIN_BACKOFF_BASE", callout.DefaultBackoffBase, "the first wait, doubling with each further failure")
+	d(&l.BackoffMax, "login-backoff-max", "KEZ_CHAT_LOGIN_BACKOFF_MAX", callout.DefaultBackoffMax, "the longest wait; a longer one is not answered (NATS refuses at its auth timeout); 0 turns the backoff off")
+	d(&l.BackoffWindow, "login-backoff-window", "KEZ_CHAT_LOGIN_BACKOFF_WINDOW", callout.DefaultBackoffWindow, "an address's failures are forgotten after this quiet time")
+	i(&l.MaxHeld, "login-max-held", "KEZ_CHAT_LOGIN_MAX_HELD", callout.DefaultMaxHeld, "denials waiting at once; more are not answered")
+	i(&l.MaxAddresses, "login-max-addresses", "KEZ_CHAT_LOGIN_MAX_ADDRESSES", callout.DefaultMaxAddresses, "failing addresses remembered")
+	d(&l.SummaryEvery, "login-summary-every", "KEZ_CHAT_LOGIN_SUMMARY_EVERY", callout.DefaultSummaryEvery, "how often refused logins are summed up in one INFO line (each is logged at DEBUG)")
+	return f
+}
+
+// limits applies the environment twins of the flags not given on the
+// command line (flags win) and returns the limits and the workers. Call it
+// after parsing; a bad value is a servercmd.UsageError.
+func (f *loginFlags) limits(fs *flag.FlagSet, env servercmd.Env) (callout.LoginLimits, int, error) {
+	given := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+	for _, x := range f.ints {
+		if s := env(x.env); s != "" && !given[x.name] {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return callout.LoginLimits{}, 0, servercmd.Usagef("%s %q: want a number", x.env, s)
+			}
+			*x.v = n
+		}
+		if *x.v < 0 {
+			return callout.LoginLimits{}, 0, servercmd.Usagef("--%s %d: want 0 or more", x.name, *x.v)
+		}
+	}
+	for _, x := range f.durs {
+		if s := env(x.env); s != "" && !given[x.name] {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return callout.LoginLimits{}, 0, servercmd.Usagef("%s %q: want a duration such as 500ms or 2s", x.env, s)
+			}
+			*x.v = d
+		}
+		if *x.v < 0 {
+			return callout.LoginLimits{}, 0, servercmd.Usagef("--%s %s: want 0 or more", x.name, *x.v)
+		}
+	}
+	l := f.limit
+	if l.BackoffMax == 0 {
+		l.BackoffMax = -1 // off
+	} else if l.BackoffBase > l.BackoffMax {
+		return callout.LoginLimits{}, 0, servercmd.Usagef("--login-backoff-base %s is longer than --login-backoff-max %s", l.BackoffBase, l.BackoffMax)
+	}
+	for _, x := range []struct {
+		name string
+		v    int
+	}{{"login-queue", l.MaxQueued}, {"login-known-burst", l.KnownBurst}, {"login-known-max", l.MaxKnown},
+		{"login-backoff-after", l.BackoffAfter}, {"login-max-held", l.MaxHeld}, {"login-max-addresses", l.MaxAddresses}} {
+		if x.v == 0 {
+			return callout.LoginLimits{}, 0, servercmd.Usagef("--%s 0: want at least 1", x.name)
+		}
+	}
+	for _, x := range []struct {
+		name string
+		v    time.Duration
+	}{{"login-known-every", l.KnownEvery}, {"login-backoff-base", l.BackoffBase}, {"login-backoff-window", l.BackoffWindow}, {"login-summary-every", l.SummaryEvery}} {
+		if x.v == 0 {
+			return callout.LoginLimits{}, 0, servercmd.Usagef("--%s 0: want a positive duration", x.name)
+		}
+	}
+	return l, f.work, nil
+}
