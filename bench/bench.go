@@ -10,7 +10,9 @@
 //     (the same seals and opens without any network) and against the same
 //     traffic raw; p50/p99 latency of one message at a time;
 //   - connects: logins through the auth callout against plain nkey logins
-//     of a key listed in nats.conf;
+//     of a key listed in nats.conf; registered users' logins during a
+//     flood of bogus logins (1,000/s from 64 connections) against the same
+//     logins without it: the share within 2 s, p50 and p99;
 //   - sigchains: links verified (parse + sigchain.Verify) against raw
 //     ed25519.Verify;
 //   - files: a verified P2P fetch (files.Node) against a raw libp2p stream
@@ -58,6 +60,11 @@ type Config struct {
 	Duration       time.Duration `json:"duration_ns"`     // each timed round of connects and sigchains
 	Rounds         int           `json:"rounds"`          // figure and baseline alternate this many times; each is the median
 
+	FloodRate     float64       `json:"flood_rate"`        // connects: bogus logins/s offered during the flood
+	FloodConns    int           `json:"flood_conns"`       // connects: the flood's connections at once
+	FloodDuration time.Duration `json:"flood_duration_ns"` // connects: how long the flood (and its baseline) lasts
+	FloodUsers    int           `json:"flood_users"`       // connects: registered users logging in meanwhile
+
 	ChainLinks int `json:"chain_links"` // sigchains: links in the verified chain
 
 	BlobSize int64  `json:"blob_size"` // files: bytes of the blob
@@ -75,6 +82,7 @@ func Default() Config {
 	return Config{
 		Senders: 4, Receivers: 2, Sizes: []int{256, 4096}, Messages: 30000, LatencyMessages: 400,
 		ConnectWorkers: 4, Duration: 2 * time.Second, Rounds: 5,
+		FloodRate: 1000, FloodConns: 64, FloodDuration: 10 * time.Second, FloodUsers: 20,
 		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000,
 	}
 }
@@ -84,6 +92,7 @@ func Quick() Config {
 	c := Default()
 	c.Messages, c.LatencyMessages = 4000, 100
 	c.Duration, c.Rounds = 500*time.Millisecond, 3
+	c.FloodDuration = 4 * time.Second
 	c.BlobSize = 64 << 20
 	return c
 }
@@ -94,6 +103,7 @@ func Smoke() Config {
 	c.Senders, c.Receivers = 2, 1
 	c.Messages, c.LatencyMessages = 60, 5
 	c.ConnectWorkers, c.Duration, c.Rounds = 2, 100*time.Millisecond, 1
+	c.FloodRate, c.FloodConns, c.FloodDuration, c.FloodUsers = 100, 8, 500*time.Millisecond, 3
 	c.ChainLinks, c.BlobSize, c.Users = 5, 2<<20, 20
 	return c
 }
@@ -115,6 +125,8 @@ func (c Config) check() error {
 		return errors.New("bench: messaging needs at least one message of each kind")
 	case c.ConnectWorkers < 1 || c.Duration <= 0 || c.Rounds < 1:
 		return errors.New("bench: workers, duration and rounds must be positive")
+	case c.FloodRate <= 0 || c.FloodConns < 1 || c.FloodDuration < floodInterval || c.FloodUsers < 1:
+		return fmt.Errorf("bench: the login flood needs a rate, connections, users and a duration of at least %s", floodInterval)
 	case c.ChainLinks < 2:
 		return errors.New("bench: a measured chain needs at least 2 links")
 	case c.BlobSize < 1:
@@ -185,7 +197,14 @@ func Run(ctx context.Context, st *Stack, cfg Config) (*Report, error) {
 		case "messaging":
 			figs, err = measureMessaging(ctx, st, cfg, users)
 		case "connects":
-			figs, err = measureConnects(ctx, st, cfg, users)
+			if figs, err = measureConnects(ctx, st, cfg, users); err == nil {
+				var fusers []*User
+				if fusers, err = st.Register(ctx, "kbf", cfg.FloodUsers, min(8, cfg.FloodUsers)); err == nil {
+					var ff []Figure
+					ff, err = measureFlood(ctx, st, cfg, fusers)
+					figs = append(figs, ff...)
+				}
+			}
 		case "memory":
 			figs, err = measureMemory(ctx, st, cfg, idle)
 		case "files":

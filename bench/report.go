@@ -21,6 +21,8 @@ const (
 	MinRatio Goal = "min_ratio"
 	// MaxValue: the figure itself must be at most Target (in its unit).
 	MaxValue Goal = "max_value"
+	// MinValue: the figure itself must be at least Target (in its unit).
+	MinValue Goal = "min_value"
 	// NoTarget: the figure is reported for context only.
 	NoTarget Goal = ""
 )
@@ -62,6 +64,8 @@ func (f *Figure) finish() {
 		ok = f.Base > 0 && f.Ratio >= f.Target
 	case MaxValue:
 		ok = f.Value <= f.Target
+	case MinValue:
+		ok = f.Value >= f.Target
 	default:
 		return
 	}
@@ -171,6 +175,8 @@ func targetText(f Figure) string {
 		return fmt.Sprintf("≥ %.2f", f.Target)
 	case MaxValue:
 		return fmt.Sprintf("≤ %s %s", num(f.Target), f.Unit)
+	case MinValue:
+		return fmt.Sprintf("≥ %s %s", num(f.Target), f.Unit)
 	}
 	return "-"
 }

@@ -1,7 +1,8 @@
 // Command kez-bench measures KEZ against its physical limits and prints
 // each figure beside its baseline, measured in the same run: sealed
 // messaging against the crypto floor and raw JetStream, callout logins
-// against plain nkey logins, sigchain verification against raw
+// against plain nkey logins, registered users' logins during a bogus-login
+// flood against the same logins without it, sigchain verification against raw
 // ed25519.Verify, verified P2P fetches against a raw libp2p stream, raw
 // TCP and croc, and the chat-server's memory with 1,000 users logged in.
 //
@@ -70,6 +71,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	workers := fs.Int("workers", def.ConnectWorkers, "logins at once")
 	duration := fs.Duration("duration", 0, "each timed round of connects and sigchains (default 2s; --quick 500ms)")
 	rounds := fs.Int("rounds", 0, "rounds alternating figure and baseline, each figure the median (default 5; --quick 3)")
+	floodRate := fs.Float64("flood-rate", def.FloodRate, "connects: bogus logins/s offered during the login flood")
+	floodConns := fs.Int("flood-conns", def.FloodConns, "connects: the login flood's connections at once")
+	floodDur := fs.Duration("flood-duration", 0, "connects: how long the login flood, and the same logins without it, last (default 10s; --quick 4s)")
+	floodUsers := fs.Int("flood-users", def.FloodUsers, "connects: registered users logging in during the flood")
 	links := fs.Int("chain-links", def.ChainLinks, "sigchains: links in the verified chain")
 	blobMiB := fs.Int("blob-mib", 0, "files: blob size in MiB (default 256; --quick 64)")
 	users := fs.Int("users", def.Users, "memory: users logged in at once")
@@ -96,6 +101,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	setIf(&cfg.Rounds, *rounds)
 	if *duration > 0 {
 		cfg.Duration = *duration
+	}
+	cfg.FloodRate, cfg.FloodConns, cfg.FloodUsers = *floodRate, *floodConns, *floodUsers
+	if *floodDur > 0 {
+		cfg.FloodDuration = *floodDur
 	}
 	if *blobMiB > 0 {
 		cfg.BlobSize = int64(*blobMiB) << 20

@@ -47,6 +47,7 @@ func TestRunRejects(t *testing.T) {
 		{"--only", "nope"},
 		{"extra"},
 		{"--no-such-flag"},
+		{"--only", "sigchains", "--flood-rate", "0"},
 	} {
 		var out, errb bytes.Buffer
 		if code, err := run(context.Background(), args, &out, &errb); code == 0 || err == nil && !strings.Contains(errb.String(), "flag") {

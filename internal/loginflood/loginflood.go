@@ -84,8 +84,8 @@ type Config struct {
 	// Keys is how many unregistered keys are made up front and cycled
 	// through; default 1024.
 	Keys int
-	// Sources are local addresses to dial from, one per connection slot
-	// in turn (on Linux every 127.0.0.0/8 address reaches a server on
+	// Sources are local addresses to dial from, attempt by attempt in
+	// turn (on Linux every 127.0.0.0/8 address reaches a server on
 	// 127.0.0.1), so that the flood comes from addresses other than the
 	// measured user's. Empty: the system chooses.
 	Sources []netip.Addr
@@ -181,10 +181,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			defer wg.Done()
 			sl := &slots[w]
 			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(w)))
-			var dialer net.Dialer
-			if len(cfg.Sources) > 0 {
-				dialer.LocalAddr = &net.TCPAddr{IP: cfg.Sources[w%len(cfg.Sources)].AsSlice()}
-			}
 			timer := time.NewTimer(0)
 			defer timer.Stop()
 			next := start.Add(time.Duration(float64(time.Second) * float64(w) / cfg.Rate))
@@ -200,9 +196,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 					return
 				}
 				sl.offered++
-				kind := cfg.Kinds[(w+i*cfg.Conns)%len(cfg.Kinds)]
-				key := keys[(w+i*cfg.Conns)%len(keys)]
-				lat, answer, err := attempt(ctx, &dialer, cfg, kind, key, rng)
+				n := w + i*cfg.Conns // the attempt's number in the schedule
+				var dialer net.Dialer
+				if len(cfg.Sources) > 0 {
+					dialer.LocalAddr = &net.TCPAddr{IP: cfg.Sources[n%len(cfg.Sources)].AsSlice()}
+				}
+				lat, answer, err := attempt(ctx, &dialer, cfg, cfg.Kinds[n%len(cfg.Kinds)], keys[n%len(keys)], rng)
 				sl.attempts++
 				switch {
 				case err != nil:
