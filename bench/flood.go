@@ -77,6 +77,7 @@ func measureFlood(ctx context.Context, st *Stack, cfg Config, users []*User) ([]
 		fl   loginflood.Result
 		ferr error
 	)
+	cpu := st.cpuMeter()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -85,6 +86,7 @@ func measureFlood(ctx context.Context, st *Stack, cfg Config, users []*User) ([]
 	i = 0
 	got := loginflood.Measure(ctx, n, floodInterval, FloodWithin, login)
 	wg.Wait()
+	used := cpu.used()
 	if ferr != nil {
 		return nil, fmt.Errorf("the flood: %w", ferr)
 	}
@@ -95,8 +97,8 @@ func measureFlood(ctx context.Context, st *Stack, cfg Config, users []*User) ([]
 	if len(sources) > 0 {
 		from = fmt.Sprintf("%d loopback addresses", len(sources))
 	}
-	note := fmt.Sprintf("%d registered users log in round robin every %s, %d logins with and %d without the flood; flood from %d connections and %s: %s; with the flood: %s; without: %s",
-		len(users), floodInterval, got.N, base.N, cfg.FloodConns, from, fl, got, base)
+	note := fmt.Sprintf("%d registered users log in round robin every %s, %d logins with and %d without the flood; flood from %d connections and %s: %s; with the flood: %s; without: %s; CPU per bogus login (users' logins included): %s",
+		len(users), floodInterval, got.N, base.N, cfg.FloodConns, from, fl, got, base, perOp(cpu.names, used, fl.Attempts))
 	pct := func(s loginflood.Stats) float64 { return 100 * s.Ratio() }
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	return []Figure{

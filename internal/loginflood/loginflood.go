@@ -129,10 +129,15 @@ type fakeKey struct {
 	priv ed25519.PrivateKey
 }
 
+// maxLag is how far behind its schedule a connection slot may fall before
+// it gives up the times it missed.
+const maxLag = time.Second
+
 // Run floods cfg.Addr for cfg.Duration (or until ctx ends) and returns
 // what happened. Connection slot w makes its attempts at the times
-// w/Rate, (w+Conns)/Rate, …; a slot still busy at its next time skips the
-// times it missed (Offered counts them, Attempts does not).
+// w/Rate, (w+Conns)/Rate, …; a slot still busy at its next time starts
+// the next attempt as soon as it is free, and skips the times more than a
+// second past (Offered counts them, Attempts does not).
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Addr == "" || cfg.Rate <= 0 || cfg.Duration <= 0 {
 		return Result{}, errors.New("loginflood: Addr, Rate and Duration are required")
@@ -215,9 +220,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 					sl.denied++
 					sl.lat = append(sl.lat, lat)
 				}
-				// The next time of this slot; skip the ones already past.
+				// The next time of this slot. A slot that fell behind catches
+				// up, attempt after attempt, but gives up the times more than
+				// maxLag past.
 				next = next.Add(period)
-				for now := time.Now(); next.Before(now) && next.Before(end); next = next.Add(period) {
+				for late := time.Now().Add(-maxLag); next.Before(late) && next.Before(end); next = next.Add(period) {
 					sl.offered++
 				}
 			}
