@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
@@ -72,23 +71,13 @@ func measureFlood(ctx context.Context, st *Stack, cfg Config, users []*User) ([]
 		Sources: sources,
 		Seed:    13,
 	}
-	var (
-		wg   sync.WaitGroup
-		fl   loginflood.Result
-		ferr error
-	)
 	cpu := st.cpuMeter()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		fl, ferr = loginflood.Run(ctx, fc)
-	}()
+	var got loginflood.Stats
 	i = 0
-	got := loginflood.Measure(ctx, n, floodInterval, FloodWithin, login)
-	wg.Wait()
+	fl, err := loginflood.RunDuring(ctx, fc, func() { got = loginflood.Measure(ctx, n, floodInterval, FloodWithin, login) })
 	used := cpu.used()
-	if ferr != nil {
-		return nil, fmt.Errorf("the flood: %w", ferr)
+	if err != nil {
+		return nil, fmt.Errorf("the flood: %w", err)
 	}
 	if fl.Accepted > 0 {
 		return nil, fmt.Errorf("the flood: %d bogus logins were let in", fl.Accepted)

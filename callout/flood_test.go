@@ -53,23 +53,15 @@ func (s *stack) floodAndMeasure(t *testing.T, fc loginflood.Config, users []*kez
 	fc.Addr = strings.TrimPrefix(s.srv.ClientURL(), "nats://")
 	ctx, cancel := context.WithTimeout(context.Background(), fc.Duration+time.Minute)
 	defer cancel()
-	var (
-		wg  sync.WaitGroup
-		res loginflood.Result
-		err error
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		res, err = loginflood.Run(ctx, fc)
-	}()
+	var st loginflood.Stats
 	i := 0
-	st := loginflood.Measure(ctx, int(fc.Duration/interval), interval, 2*time.Second, func(ctx context.Context) error {
-		u := users[i%len(users)]
-		i++
-		return s.login(ctx, u)
+	res, err := loginflood.RunDuring(ctx, fc, func() {
+		st = loginflood.Measure(ctx, int(fc.Duration/interval), interval, 2*time.Second, func(ctx context.Context) error {
+			u := users[i%len(users)]
+			i++
+			return s.login(ctx, u)
+		})
 	})
-	wg.Wait()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ type laneRig struct {
 	alice  *kez.Identity
 }
 
-func newLaneRig(t *testing.T, lim LoginLimits) *laneRig {
+func newLaneRig(t testing.TB, lim LoginLimits) *laneRig {
 	t.Helper()
 	keys := &Keys{
 		Issuer:      fixedPair(t, nkeys.PrefixByteAccount, 1),
@@ -46,7 +46,7 @@ func newLaneRig(t *testing.T, lim LoginLimits) *laneRig {
 
 // msg is the request nats-server would send for a client at host logging
 // in with nkey (signing the nonce with sign, if not nil), expiring at exp.
-func (r *laneRig) msg(t *testing.T, nkey, host string, sign func([]byte) ([]byte, error), exp time.Time) *nats.Msg {
+func (r *laneRig) msg(t testing.TB, nkey, host string, sign func([]byte) ([]byte, error), exp time.Time) *nats.Msg {
 	t.Helper()
 	id, _ := r.server.PublicKey()
 	rc := jwt.NewAuthorizationRequestClaims(r.keys.IssuerPublicKey())
@@ -168,7 +168,7 @@ func TestUnknownKeyRefusedBeforeSignatureCheck(t *testing.T) {
 	}
 }
 
-func newUnregistered(t *testing.T) string {
+func newUnregistered(t testing.TB) string {
 	t.Helper()
 	kp, err := nkeys.CreateUser()
 	if err != nil {
@@ -208,4 +208,22 @@ func TestHeldDenialsBounded(t *testing.T) {
 	if st := s.Stats(); st.Held != 0 {
 		t.Fatalf("after Close: %+v", st)
 	}
+}
+
+// BenchmarkTriage: what picking a request's lane costs (opening it and
+// the unverified read) beside deciding it (a grant: the request's and
+// the nonce's signatures verified, the user JWT and the response signed).
+func BenchmarkTriage(b *testing.B) {
+	rig := newLaneRig(b, LoginLimits{})
+	m := rig.msg(b, rig.alice.PublicKey().String(), "192.0.2.1", rig.alice.SignNATSNonce, time.Now().Add(time.Hour))
+	b.Run("triage", func(b *testing.B) {
+		for b.Loop() {
+			rig.svc.triage(m)
+		}
+	})
+	b.Run("grant", func(b *testing.B) {
+		for b.Loop() {
+			rig.svc.handle(m)
+		}
+	})
 }

@@ -12,20 +12,34 @@ import (
 // loginFlags are the flags of the auth callout's flood limits
 // (callout.LoginLimits) and its workers, each with its environment twin.
 type loginFlags struct {
-	ints  []intFlag
-	durs  []durFlag
+	ints  []twin[int]
+	durs  []twin[time.Duration]
 	limit callout.LoginLimits
 	work  int
 }
 
-type intFlag struct {
+// twin is a flag and its environment twin.
+type twin[T int | time.Duration] struct {
 	name, env string
-	v         *int
+	v         *T
+	parse     func(string) (T, error)
+	want      string // what a value should look like, for the error
 }
 
-type durFlag struct {
-	name, env string
-	v         *time.Duration
+// apply sets the flag from its environment twin unless the flag was given
+// (flags win), and checks that it is not negative.
+func (x twin[T]) apply(given map[string]bool, env servercmd.Env) error {
+	if s := env(x.env); s != "" && !given[x.name] {
+		v, err := x.parse(s)
+		if err != nil {
+			return servercmd.Usagef("%s %q: want %s", x.env, s, x.want)
+		}
+		*x.v = v
+	}
+	if *x.v < 0 {
+		return servercmd.Usagef("--%s %v: want 0 or more", x.name, *x.v)
+	}
+	return nil
 }
 
 // declareLoginFlags declares the --login-… flags on fs.
@@ -34,11 +48,11 @@ func declareLoginFlags(fs *flag.FlagSet) *loginFlags {
 	l := &f.limit
 	i := func(p *int, name, env string, def int, usage string) {
 		fs.IntVar(p, name, def, usage+" (env "+env+")")
-		f.ints = append(f.ints, intFlag{name, env, p})
+		f.ints = append(f.ints, twin[int]{name, env, p, strconv.Atoi, "a number"})
 	}
 	d := func(p *time.Duration, name, env string, def time.Duration, usage string) {
 		fs.DurationVar(p, name, def, usage+" (env "+env+")")
-		f.durs = append(f.durs, durFlag{name, env, p})
+		f.durs = append(f.durs, twin[time.Duration]{name, env, p, time.ParseDuration, "a duration such as 500ms or 2s"})
 	}
 	i(&f.work, "login-workers", "KEZ_CHAT_LOGIN_WORKERS", 0, "NATS logins the auth callout decides at once; 0: twice the CPUs")
 	i(&l.MaxQueued, "login-queue", "KEZ_CHAT_LOGIN_QUEUE", callout.DefaultMaxQueued, "logins waiting for a worker, per lane; more are dropped (NATS refuses them)")
@@ -62,27 +76,13 @@ func (f *loginFlags) limits(fs *flag.FlagSet, env servercmd.Env) (callout.LoginL
 	given := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 	for _, x := range f.ints {
-		if s := env(x.env); s != "" && !given[x.name] {
-			n, err := strconv.Atoi(s)
-			if err != nil {
-				return callout.LoginLimits{}, 0, servercmd.Usagef("%s %q: want a number", x.env, s)
-			}
-			*x.v = n
-		}
-		if *x.v < 0 {
-			return callout.LoginLimits{}, 0, servercmd.Usagef("--%s %d: want 0 or more", x.name, *x.v)
+		if err := x.apply(given, env); err != nil {
+			return callout.LoginLimits{}, 0, err
 		}
 	}
 	for _, x := range f.durs {
-		if s := env(x.env); s != "" && !given[x.name] {
-			d, err := time.ParseDuration(s)
-			if err != nil {
-				return callout.LoginLimits{}, 0, servercmd.Usagef("%s %q: want a duration such as 500ms or 2s", x.env, s)
-			}
-			*x.v = d
-		}
-		if *x.v < 0 {
-			return callout.LoginLimits{}, 0, servercmd.Usagef("--%s %s: want 0 or more", x.name, *x.v)
+		if err := x.apply(given, env); err != nil {
+			return callout.LoginLimits{}, 0, err
 		}
 	}
 	l := f.limit

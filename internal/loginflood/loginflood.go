@@ -248,6 +248,24 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	return res, ctx.Err()
 }
 
+// RunDuring floods as [Run] does and runs during, at the same time (for
+// instance a [Measure] of real logins); it returns once both are done.
+func RunDuring(ctx context.Context, cfg Config, during func()) (Result, error) {
+	var (
+		wg  sync.WaitGroup
+		res Result
+		err error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		res, err = Run(ctx, cfg)
+	}()
+	during()
+	wg.Wait()
+	return res, err
+}
+
 // Once makes one bogus login of the given kind against cfg.Addr, from
 // source (the zero Addr: the system's choice), with a fresh key, and
 // returns how long the answer took after CONNECT and the answer ("PONG"

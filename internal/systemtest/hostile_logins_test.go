@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -94,25 +93,17 @@ func TestLoginFloodProcesses(t *testing.T) {
 				Sources: loginflood.LoopbackSources(16),
 				Seed:    13,
 			}
-			var (
-				wg   sync.WaitGroup
-				fl   loginflood.Result
-				ferr error
-			)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				fl, ferr = loginflood.Run(ctx, fc)
-			}()
+			var m loginflood.Stats
 			i := 0
-			m := loginflood.Measure(ctx, int(d/(25*time.Millisecond)), 25*time.Millisecond, 2*time.Second, func(ctx context.Context) error {
-				u := users[i%len(users)]
-				i++
-				return login(u.id)(ctx)
+			fl, err := loginflood.RunDuring(ctx, fc, func() {
+				m = loginflood.Measure(ctx, int(d/(25*time.Millisecond)), 25*time.Millisecond, 2*time.Second, func(ctx context.Context) error {
+					u := users[i%len(users)]
+					i++
+					return login(u.id)(ctx)
+				})
 			})
-			wg.Wait()
-			if ferr != nil {
-				t.Fatal(ferr)
+			if err != nil {
+				t.Fatal(err)
 			}
 			after := scrape(t, st.ChatURL)
 			during := st.chatLog()[logBefore:]
