@@ -12,13 +12,18 @@
 //	defer svc.Close()
 //
 // For each login the service opens the sealed request, checks it came from
-// the server, verifies the client's signature over the server's nonce with
-// the key it claims ([VerifyNonce]; nats-server does not, in callout
-// mode), looks the key up in a [Directory] (the handle registry, or a
-// [StaticDirectory]), runs an optional [Authorizer], and answers with a
+// the server, looks the key the client claims up in a [Directory] (the
+// handle registry, or a [StaticDirectory]), verifies the client's
+// signature over the server's nonce with that key ([VerifyNonce];
+// nats-server does not, in callout mode), runs an optional [Authorizer],
+// and answers with a
 // user JWT valid for [Config.TTL] that places the user in the chat account
 // under their handle with [Permissions]. Everything else is denied; if no
 // service answers, the server denies after its auth timeout (fail closed).
+// Under a flood of bogus logins the service answers keys that logged in
+// before from the same address first, refuses unregistered keys before
+// verifying any signature, slows down addresses that keep failing, and
+// sums denials up in one log line a minute ([LoginLimits], [Stats]).
 //
 // [ProvisionInbox] creates the one JetStream stream that holds every
 // inbox, through a connection made with [Keys.ProvisionerOptions].

@@ -474,8 +474,8 @@ func (s *Service) process(r *request) {
 	now := s.cfg.Now()
 	n := s.track.fail(addr, now)
 	delay, ok := s.lim.delay(n)
-	if ok && delay > 0 && rc.Expires > 0 && now.Add(delay).Unix() >= rc.Expires {
-		ok = false // the server would stop waiting before the answer came
+	if ok && delay > 0 && rc.Expires > 0 && time.Now().Add(delay).Unix() >= rc.Expires {
+		ok = false // the server (on its own clock) would stop waiting before the answer came
 	}
 	s.log.Debug("login denied", "reason", de.Reason, "code", de.Code, "client_host", host, "server", rc.Server.ID,
 		"lane", r.lane, "failures", n, "delay", delay, "answered", ok)
