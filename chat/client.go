@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/inbox"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"
@@ -36,11 +38,12 @@ const (
 )
 
 // inboxPrefix starts every inbox subject: kez.v1.inbox.<to>.<from>.
-const inboxPrefix = "kez.v1.inbox."
+const inboxPrefix = wire.InboxSubjectPrefix
 
-// inboxSubject is where a message to `to` from `from` is published.
-func inboxSubject(to, from kez.PublicKey) string {
-	return inboxPrefix + to.String() + "." + from.String()
+// sendSubject is where a message to `to` from `from` is sent: the
+// chat-server's gate checks it and stores it under the inbox subject.
+func sendSubject(to, from kez.PublicKey) string {
+	return wire.SendSubjectPrefix + to.String() + "." + from.String()
 }
 
 // Config configures [Open]. Identity and Home are required; everything
@@ -88,6 +91,7 @@ type Config struct {
 	// RefreshTimeout bounds one check; 0 means DefaultRefreshTimeout.
 	RefreshTimeout time.Duration
 	// AckWait is the consumer's redelivery delay; 0 means DefaultAckWait.
+	// The chat-server keeps it between 250 ms and 10 minutes.
 	AckWait time.Duration
 	// NATSOptions are passed to Connect after the client's own (e.g.
 	// nats.ReconnectWait, or a custom dialer).
@@ -112,7 +116,7 @@ type Client struct {
 
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	cons jetstream.Consumer
+	cons *inbox.Puller
 
 	opener atomic.Pointer[Opener]
 	gens   atomic.Uint32 // the highest own encryption generation accepted
@@ -294,6 +298,9 @@ func (c *Client) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Users reach the inbox stream only through the chat-server's gate
+	// (see pull.go); JetStream's publish acknowledgements come back
+	// through it too.
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(1024),
 		jetstream.WithPublishAsyncTimeout(30*time.Second),
@@ -302,28 +309,14 @@ func (c *Client) connect(ctx context.Context) error {
 		nc.Close()
 		return fmt.Errorf("chat: JetStream: %w", err)
 	}
-	me := c.me.String()
-	cons, err := js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       me,
-		Description:   "KEZ inbox of " + me,
-		FilterSubject: inboxPrefix + me + ".>",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: 1024,
-		// A user away longer than the stream keeps messages has nothing
-		// left to read; the consumer then goes too.
-		InactiveThreshold: 30 * 24 * time.Hour,
-	})
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
+	if _, err := inbox.Open(ctx, nc, c.me.String(), c.cfg.AckWait); err != nil {
 		nc.Close()
-		return fmt.Errorf("%w: %s (is the chat server running and connected to this NATS?)", ErrNoStream, c.cfg.Stream)
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("%w: %s (is the chat server running and connected to this NATS?)", ErrNoStream, c.cfg.Stream)
+		}
+		return fmt.Errorf("chat: opening your inbox on %s: %w", c.cfg.Stream, refusal(err))
 	}
-	if err != nil {
-		nc.Close()
-		return fmt.Errorf("chat: creating your inbox consumer on %s: %w", c.cfg.Stream, err)
-	}
+	cons := inbox.NewPuller(nc, c.me.String(), c.cfg.Stream)
 	c.nc, c.js, c.cons = nc, js, cons
 	c.receipts, c.receiptsDone = make(chan []*Entry, 64), make(chan struct{})
 	go c.receiptWorker()

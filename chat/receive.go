@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -34,15 +33,8 @@ func (c *Client) Sync(ctx context.Context) (int, error) {
 	}
 	total := 0
 	for {
-		batch, err := c.cons.FetchNoWait(fetchBatch)
+		msgs, err := c.cons.Fetch(ctx, fetchBatch, 0)
 		if err != nil {
-			return total, fmt.Errorf("chat: fetching from your inbox: %w", err)
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return total, fmt.Errorf("chat: fetching from your inbox: %w", err)
 		}
 		if len(msgs) == 0 {
@@ -82,13 +74,9 @@ func (c *Client) fetchOnce(ctx context.Context, wait time.Duration) (int, error)
 // the number of new messages stored (0 or 1).
 func (c *Client) waitOne(ctx context.Context, wait time.Duration) (int, error) {
 	// A pull for one message ends as soon as it arrives.
-	batch, err := c.cons.Fetch(1, jetstream.FetchMaxWait(wait))
-	if err != nil {
+	msgs, err := c.cons.Fetch(ctx, 1, wait)
+	if err != nil && !errors.Is(err, ctx.Err()) {
 		return 0, fmt.Errorf("chat: fetching from your inbox: %w", err)
-	}
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
 	}
 	if len(msgs) == 0 {
 		return 0, ctx.Err()
@@ -122,17 +110,11 @@ func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
 	c.live.Add(1)
 	defer c.live.Add(-1)
 	ch := make(chan jetstream.Msg, fetchBatch)
-	cc, err := c.cons.Consume(func(m jetstream.Msg) { ch <- m },
-		jetstream.PullMaxMessages(fetchBatch),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			c.log.Debug("receiving", "err", err)
-		}))
-	if errors.Is(err, nats.ErrConnectionClosed) {
+	if c.nc.IsClosed() {
 		return ErrClosed
 	}
-	if err != nil {
-		return fmt.Errorf("chat: receiving from your inbox: %w", err)
-	}
+	cc := c.cons.Consume(fetchBatch, c.nextReconnect, func(m jetstream.Msg) { ch <- m },
+		func(err error) { c.log.Debug("receiving", "err", err) })
 	handle := func(first jetstream.Msg) {
 		batch := []jetstream.Msg{first}
 	fill:

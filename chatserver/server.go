@@ -95,6 +95,9 @@ type Server struct {
 	Inbox callout.InboxConfig
 	// Authorizer is an optional extra login policy (see [callout.Authorizer]).
 	Authorizer callout.Authorizer
+	// Limits bound what one user may do with the shared inbox stream
+	// through the gate; the zero value gives [DefaultLimits].
+	Limits Limits
 
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -122,6 +125,7 @@ type Server struct {
 	svc     *callout.Service
 	stream  string
 	metrics *metrics
+	gate    *gate
 
 	svcConn   atomic.Pointer[nats.Conn]
 	provConn  atomic.Pointer[nats.Conn]
@@ -205,6 +209,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	g := &gate{
+		stream: s.stream, userAccount: callout.DefaultUserAccount,
+		dir: RegistryDirectory{Store: store}, lim: s.Limits.withDefaults(), now: s.Now, log: s.log,
+	}
+	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
+	if g.m, err = newGateMetrics(s.reg, g.lim, g.users.len); err != nil {
+		return fmt.Errorf("chatserver: registering the gate's metrics: %w", err)
+	}
+	s.gate = g
 
 	s.keys, s.sqlite, s.svc, s.metrics = keys, sqlite, svc, m
 	if sqlite != nil {

@@ -62,12 +62,54 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	publicSig := fs.String("public-sig-server", env.Or("KEZ_CHAT_PUBLIC_SIG_SERVER", ""), "the sig-server's base URL as clients reach it, if not --sig-server (env KEZ_CHAT_PUBLIC_SIG_SERVER)")
 	var lf servercmd.LogFlags
 	lf.Declare(fs, env, "KEZ_CHAT")
+	lim := chatserver.DefaultLimits
+	inbox := callout.InboxConfig{MaxMsgsPerSubject: 1_000, MaxBytes: 1 << 30}
+	maxUnread, inboxBytes := int(inbox.MaxMsgsPerSubject), int(inbox.MaxBytes)
+	floats := []struct {
+		flag, env string
+		v         *float64
+		usage     string
+	}{
+		{"send-rate", "KEZ_CHAT_SEND_RATE", &lim.SenderRate, "messages per second one user may send, on average; -1 turns the limit off"},
+		{"send-burst", "KEZ_CHAT_SEND_BURST", &lim.SenderBurst, "messages one user may send at once"},
+		{"send-bytes-rate", "KEZ_CHAT_SEND_BYTES_RATE", &lim.SenderBytesRate, "bytes per second one user may send, on average; -1 turns the limit off"},
+		{"send-bytes-burst", "KEZ_CHAT_SEND_BYTES_BURST", &lim.SenderBytesBurst, "bytes one user may send at once"},
+		{"recipient-rate", "KEZ_CHAT_RECIPIENT_RATE", &lim.RecipientRate, "messages per second all senders together may store for one user; -1 turns the limit off"},
+		{"recipient-burst", "KEZ_CHAT_RECIPIENT_BURST", &lim.RecipientBurst, "messages all senders may store for one user at once"},
+		{"recipient-bytes-rate", "KEZ_CHAT_RECIPIENT_BYTES_RATE", &lim.RecipientBytesRate, "bytes per second all senders together may store for one user; -1 turns the limit off"},
+		{"recipient-bytes-burst", "KEZ_CHAT_RECIPIENT_BYTES_BURST", &lim.RecipientBytesBurst, "bytes all senders may store for one user at once"},
+		{"pull-rate", "KEZ_CHAT_PULL_RATE", &lim.APIRate, "pull and consumer requests per second of one user; -1 turns the limit off"},
+		{"pull-burst", "KEZ_CHAT_PULL_BURST", &lim.APIBurst, "pull and consumer requests of one user at once"},
+	}
+	for _, f := range floats {
+		fs.Float64Var(f.v, f.flag, *f.v, f.usage+" (env "+f.env+")")
+	}
+	fs.IntVar(&maxUnread, "max-unread-per-sender", maxUnread, "unread messages one sender may leave in one inbox (env KEZ_CHAT_MAX_UNREAD_PER_SENDER)")
+	fs.IntVar(&inboxBytes, "inbox-max-bytes", inboxBytes, "bytes the inbox stream holds in all; when full it refuses new mail and evicts none (env KEZ_CHAT_INBOX_MAX_BYTES)")
 	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-config; see --help"); !ok {
 		return err
 	}
 	if err := env.Int(fs, "replicas", "KEZ_CHAT_REPLICAS", replicas); err != nil {
 		return err
 	}
+	for _, f := range floats {
+		if err := env.Float(fs, f.flag, f.env, f.v); err != nil {
+			return err
+		}
+		if *f.v == 0 || *f.v < -1 {
+			return servercmd.Usagef("--%s %v: want a positive number (or -1 for a rate: no limit)", f.flag, *f.v)
+		}
+	}
+	if err := env.Int(fs, "max-unread-per-sender", "KEZ_CHAT_MAX_UNREAD_PER_SENDER", &maxUnread); err != nil {
+		return err
+	}
+	if err := env.Int(fs, "inbox-max-bytes", "KEZ_CHAT_INBOX_MAX_BYTES", &inboxBytes); err != nil {
+		return err
+	}
+	if maxUnread < 1 || inboxBytes < 1<<20 {
+		return servercmd.Usagef("--max-unread-per-sender must be at least 1 and --inbox-max-bytes at least 1 MiB")
+	}
+	inbox.MaxMsgsPerSubject, inbox.MaxBytes, inbox.Replicas = int64(maxUnread), int64(inboxBytes), *replicas
 	if *backend != chatserver.StoreSQLite && *backend != chatserver.StoreJetStream {
 		return servercmd.Usagef("--store %q: want %s or %s", *backend, chatserver.StoreSQLite, chatserver.StoreJetStream)
 	}
@@ -93,7 +135,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		NATSURL:            *natsURL,
 		StoreBackend:       *backend,
 		StoreReplicas:      *replicas,
-		Inbox:              callout.InboxConfig{Replicas: *replicas},
+		Inbox:              inbox,
+		Limits:             lim,
 		DBPath:             *dbPath,
 		KeysDir:            *keysDir,
 		Logger:             log,

@@ -102,6 +102,22 @@ func (e Env) Int(fs *flag.FlagSet, flagName, name string, v *int) error {
 	return nil
 }
 
+// Float is [Env.Int] for a float64 flag.
+func (e Env) Float(fs *flag.FlagSet, flagName, name string, v *float64) error {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == flagName })
+	s := e(name)
+	if given || s == "" {
+		return nil
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return Usagef("%s %q: want a number", name, s)
+	}
+	*v = n
+	return nil
+}
+
 // NewFlagSet returns a flag set named name that reports its errors, and
 // for -h or --help usage followed by the flags, on stderr.
 func NewFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
