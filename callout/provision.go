@@ -64,7 +64,7 @@ func (c InboxConfig) withDefaults() InboxConfig {
 //     refused to that sender alone.
 //
 // What one sender may store in all is bounded by the gate's rate limits
-// (chatserver.Limits), so that no sender fills the stream for others.
+// (chatserver.MailLimits), so that no sender fills the stream for others.
 func (c InboxConfig) StreamConfig() jetstream.StreamConfig {
 	c = c.withDefaults()
 	return jetstream.StreamConfig{

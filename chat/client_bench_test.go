@@ -32,7 +32,7 @@ import (
 var messagingSizes = []int{256, 4096}
 
 func BenchmarkMessaging(b *testing.B) {
-	st := stacktest.Start(b, stacktest.Options{Limits: chatserver.NoLimits, Inbox: callout.InboxConfig{MaxMsgsPerSubject: 1 << 30, MaxBytes: 8 << 30}})
+	st := stacktest.Start(b, stacktest.Options{MailLimits: chatserver.NoMailLimits, Inbox: callout.InboxConfig{MaxMsgsPerSubject: 1 << 30, MaxBytes: 8 << 30}})
 	au, bu, ru, su := st.NewUser(b, "alice"), st.NewUser(b, "bob"), st.NewUser(b, "rawa"), st.NewUser(b, "rawb")
 	alice, bob := openClient(b, st, au), openClient(b, st, bu)
 	mustAdd(b, alice, "bob")

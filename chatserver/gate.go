@@ -66,7 +66,7 @@ type gate struct {
 	stream      string
 	userAccount string
 	dir         callout.Directory
-	lim         Limits
+	lim         MailLimits
 	now         func() time.Time
 	log         *slog.Logger
 	m           *gateMetrics
@@ -107,7 +107,7 @@ const (
 	reasonUnavailable    = "unavailable"
 )
 
-func newGateMetrics(reg prometheus.Registerer, lim Limits, users func() int) (*gateMetrics, error) {
+func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int) (*gateMetrics, error) {
 	m := &gateMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kez_chat_gate_requests_total",

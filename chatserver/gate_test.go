@@ -216,7 +216,7 @@ func TestGateChainedAnswers(t *testing.T) {
 // TestGateSenderQuota: past its burst a sender is refused with the quota
 // code; another sender to the same recipient is not.
 func TestGateSenderQuota(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{Limits: chatserver.Limits{SenderRate: 0.001, SenderBurst: 3}})
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{SenderRate: 0.001, SenderBurst: 3}})
 	mallory, bob, carol := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob"), gateLogin(t, st, "carol")
 	for i := range 3 {
 		if code, _ := gateCode(t, mallory.send(t, bob.key, []byte("x"))); code != 0 {
@@ -249,7 +249,7 @@ func TestGateSenderQuota(t *testing.T) {
 // recipient's rate; the recipient's own quota does not stop others'
 // mail to other recipients.
 func TestGateRecipientQuota(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{Limits: chatserver.Limits{RecipientRate: 0.001, RecipientBurst: 2}})
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{RecipientRate: 0.001, RecipientBurst: 2}})
 	a, b, bob, dave := gateLogin(t, st, "anna"), gateLogin(t, st, "bert"), gateLogin(t, st, "bob"), gateLogin(t, st, "dave")
 	for _, u := range []*gateUser{a, b} {
 		if code, _ := gateCode(t, u.send(t, bob.key, []byte("x"))); code != 0 {

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Limits are what the gate lets one user do with the shared inbox
+// MailLimits are what the gate lets one user do with the shared inbox
 // stream. Each rate is a token bucket: Rate per second on average, up to
 // Burst at once. Zero fields take the defaults below; a negative Rate
 // turns that bucket off (benchmarks; never in production).
@@ -14,7 +14,7 @@ import (
 // The stream adds one limit of its own: one sender holds at most
 // callout.InboxConfig.MaxMsgsPerSubject unread messages in one
 // recipient's inbox.
-type Limits struct {
+type MailLimits struct {
 	// SenderRate and SenderBurst bound the messages one user sends, to
 	// anyone, refused or not. Defaults 50/s and 500.
 	SenderRate  float64
@@ -43,8 +43,8 @@ type Limits struct {
 	KnownTTL time.Duration
 }
 
-// DefaultLimits are the limits a zero [Limits] gets.
-var DefaultLimits = Limits{
+// DefaultMailLimits are the limits a zero [MailLimits] gets.
+var DefaultMailLimits = MailLimits{
 	SenderRate: 50, SenderBurst: 500,
 	SenderBytesRate: 2 << 20, SenderBytesBurst: 32 << 20,
 	RecipientRate: 200, RecipientBurst: 4000,
@@ -54,13 +54,13 @@ var DefaultLimits = Limits{
 	KnownTTL:   time.Minute,
 }
 
-// NoLimits turns every rate limit of the gate off (benchmarks only).
-var NoLimits = Limits{
+// NoMailLimits turns every rate limit of the gate off (benchmarks only).
+var NoMailLimits = MailLimits{
 	SenderRate: -1, SenderBytesRate: -1, RecipientRate: -1, RecipientBytesRate: -1, APIRate: -1,
 }
 
-func (l Limits) withDefaults() Limits {
-	d := DefaultLimits
+func (l MailLimits) withDefaults() MailLimits {
+	d := DefaultMailLimits
 	pick := func(v *float64, def float64) {
 		if *v == 0 {
 			*v = def

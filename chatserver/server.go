@@ -95,9 +95,9 @@ type Server struct {
 	Inbox callout.InboxConfig
 	// Authorizer is an optional extra login policy (see [callout.Authorizer]).
 	Authorizer callout.Authorizer
-	// Limits bound what one user may do with the shared inbox stream
-	// through the gate; the zero value gives [DefaultLimits].
-	Limits Limits
+	// MailLimits bound what one user may do with the shared inbox stream
+	// through the gate; the zero value gives [DefaultMailLimits].
+	MailLimits MailLimits
 
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -211,7 +211,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	g := &gate{
 		stream: s.stream, userAccount: callout.DefaultUserAccount,
-		dir: RegistryDirectory{Store: store}, lim: s.Limits.withDefaults(), now: s.Now, log: s.log,
+		dir: RegistryDirectory{Store: store}, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
 	}
 	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
 	if g.m, err = newGateMetrics(s.reg, g.lim, g.users.len); err != nil {

@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	publicSig := fs.String("public-sig-server", env.Or("KEZ_CHAT_PUBLIC_SIG_SERVER", ""), "the sig-server's base URL as clients reach it, if not --sig-server (env KEZ_CHAT_PUBLIC_SIG_SERVER)")
 	var lf servercmd.LogFlags
 	lf.Declare(fs, env, "KEZ_CHAT")
-	lim := chatserver.DefaultLimits
+	lim := chatserver.DefaultMailLimits
 	inbox := callout.InboxConfig{MaxMsgsPerSubject: 1_000, MaxBytes: 1 << 30}
 	maxUnread, inboxBytes := int(inbox.MaxMsgsPerSubject), int(inbox.MaxBytes)
 	floats := []struct {
@@ -136,7 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		StoreBackend:       *backend,
 		StoreReplicas:      *replicas,
 		Inbox:              inbox,
-		Limits:             lim,
+		MailLimits:         lim,
 		DBPath:             *dbPath,
 		KeysDir:            *keysDir,
 		Logger:             log,

@@ -70,8 +70,8 @@ type Options struct {
 	Inbox callout.InboxConfig
 	// Authorizer is passed to the chat-server.
 	Authorizer callout.Authorizer
-	// Limits are the chat-server gate's limits; zero means the defaults.
-	Limits chatserver.Limits
+	// MailLimits are the chat-server gate's limits; zero means the defaults.
+	MailLimits chatserver.MailLimits
 	// Now is the chat-server's clock (claims, user JWTs); nil: time.Now.
 	Now func() time.Time
 }
@@ -145,7 +145,7 @@ func Start(t testing.TB, o Options) *Stack {
 		UserJWTLifetime: o.UserJWTLifetime,
 		Inbox:           o.Inbox,
 		Authorizer:      o.Authorizer,
-		Limits:          o.Limits,
+		MailLimits:      o.MailLimits,
 		Logger:          log.With("server", "chat"),
 		Now:             o.Now,
 	}
