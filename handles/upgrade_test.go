@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/kez-lat/kez-chat/handles"
@@ -12,57 +11,15 @@ import (
 	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 )
 
-// schemaV1 is the registry schema the previous version shipped, with its
-// unique index on the skeleton of rule 1 (the name without . - _).
-const schemaV1 = `
-CREATE TABLE IF NOT EXISTS handles (
-	domain         TEXT    NOT NULL,
-	name           TEXT    NOT NULL,
-	skeleton       TEXT    NOT NULL,
-	key            TEXT    NOT NULL,
-	enc_key        BLOB,
-	enc_generation INTEGER NOT NULL DEFAULT 0,
-	claimed_at     INTEGER NOT NULL,
-	updated_at     INTEGER NOT NULL,
-	suspended      INTEGER NOT NULL DEFAULT 0,
-	PRIMARY KEY (domain, name)
-) STRICT;
-CREATE UNIQUE INDEX IF NOT EXISTS handles_skeleton ON handles (domain, skeleton);
-CREATE UNIQUE INDEX IF NOT EXISTS handles_key ON handles (key);
-`
-
-// writeV1Registry writes recs into a registry file of the previous
-// version, as its Claim did (skeleton = the name without . - _).
-func writeV1Registry(t *testing.T, path string, recs []handles.Record) {
-	t.Helper()
-	db, err := sqlitedb.Open(path, sqlitedb.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := sqlitedb.Migrate(db, []string{schemaV1}); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range recs {
-		_, err := db.Exec(`INSERT INTO handles (domain, name, skeleton, key, enc_key, enc_generation, claimed_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			r.Handle.Domain, r.Handle.Name, strings.NewReplacer(".", "", "-", "", "_", "").Replace(r.Handle.Name),
-			r.Key.String(), r.EncryptionKey, r.Generation, r.ClaimedAt.UnixMilli(), r.UpdatedAt.UnixMilli())
-		if err != nil {
-			t.Fatalf("the previous version refused %s: %v", r.Handle, err)
-		}
-	}
-}
-
 // TestSQLiteUpgradeKeepsLookAlikesOut opens a registry file written under
 // skeleton rule 1: the handles registered then block their look-alikes
 // under the current rule, and names that rule 1 let in side by side
 // (mallory and rnallory) both keep working.
 func TestSQLiteUpgradeKeepsLookAlikesOut(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "handles.db")
-	writeV1Registry(t, path, storetest.Legacy())
+	storetest.WriteRule1SQLite(t, path, storetest.Legacy())
 	// Positive control: rule 1 let a look-alike of a taken name in.
-	writeV1Registry(t, filepath.Join(t.TempDir(), "control.db"), []handles.Record{
+	storetest.WriteRule1SQLite(t, filepath.Join(t.TempDir(), "control.db"), []handles.Record{
 		storetest.Rec("alice", storetest.Key(1)), storetest.Rec("a1ice", storetest.Key(2)),
 	})
 

@@ -19,11 +19,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -545,4 +547,48 @@ func RunUpgraded(t *testing.T, s handles.Store) {
 	}
 	claim(t, s, Rec("rnal1ory", Key(52)), true)
 	refused("mallory", "rnal1ory")
+}
+
+// schemaV1 is the registry schema the previous version shipped, with its
+// unique index on the skeleton of rule 1 (the name without . - _).
+const schemaV1 = `
+CREATE TABLE IF NOT EXISTS handles (
+	domain         TEXT    NOT NULL,
+	name           TEXT    NOT NULL,
+	skeleton       TEXT    NOT NULL,
+	key            TEXT    NOT NULL,
+	enc_key        BLOB,
+	enc_generation INTEGER NOT NULL DEFAULT 0,
+	claimed_at     INTEGER NOT NULL,
+	updated_at     INTEGER NOT NULL,
+	suspended      INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (domain, name)
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS handles_skeleton ON handles (domain, skeleton);
+CREATE UNIQUE INDEX IF NOT EXISTS handles_key ON handles (key);
+`
+
+// WriteRule1SQLite writes recs into a SQLite registry file of schema 1,
+// as the Claim of a version before skeleton rule 2 did (the skeleton was
+// the name without . - _, and unique), creating the file if needed. A
+// record that rule refused fails the test.
+func WriteRule1SQLite(t testing.TB, path string, recs []handles.Record) {
+	t.Helper()
+	db, err := sqlitedb.Open(path, sqlitedb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := sqlitedb.Migrate(db, []string{schemaV1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		_, err := db.Exec(`INSERT INTO handles (domain, name, skeleton, key, enc_key, enc_generation, claimed_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.Handle.Domain, r.Handle.Name, strings.NewReplacer(".", "", "-", "", "_", "").Replace(r.Handle.Name),
+			r.Key.String(), r.EncryptionKey, r.Generation, r.ClaimedAt.UnixMilli(), r.UpdatedAt.UnixMilli())
+		if err != nil {
+			t.Fatalf("the previous version refused %s: %v", r.Handle, err)
+		}
+	}
 }
