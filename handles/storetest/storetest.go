@@ -550,7 +550,9 @@ func RunUpgraded(t *testing.T, s handles.Store) {
 }
 
 // schemaV1 is the registry schema the previous version shipped, with its
-// unique index on the skeleton of rule 1 (the name without . - _).
+// unique index on the skeleton of rule 1 (the name without . - _). It is
+// a copy on purpose: it is what old files hold, whatever the package's
+// migrations become.
 const schemaV1 = `
 CREATE TABLE IF NOT EXISTS handles (
 	domain         TEXT    NOT NULL,
