@@ -211,7 +211,7 @@ func (s *Store) Claim(ctx context.Context, rec handles.Record) (bool, error) {
 				return false, err
 			}
 			if left {
-				if err := s.del(ctx, nk, cur.rev); err != nil && !errors.Is(err, errConflict) {
+				if err := s.drop(ctx, nk, held, cur.rev); err != nil && !errors.Is(err, errConflict) {
 					return false, err
 				}
 				continue
@@ -226,7 +226,7 @@ func (s *Store) Claim(ctx context.Context, rec handles.Record) (bool, error) {
 			if ok {
 				return false, fmt.Errorf("%w: it holds %s", handles.ErrKeyHasHandle, held.handle())
 			}
-			if err := s.del(ctx, nk, cur.rev); err != nil && !errors.Is(err, errConflict) {
+			if err := s.drop(ctx, nk, held, cur.rev); err != nil && !errors.Is(err, errConflict) {
 				return false, err
 			}
 			continue
@@ -251,6 +251,18 @@ func (s *Store) Claim(ctx context.Context, rec handles.Record) (bool, error) {
 		return bound, err
 	}
 	return false, ErrContention
+}
+
+// drop removes the left-over entry e at nk (read at rev). An entry that
+// lists twins becomes the skeleton's released lock instead, so that the
+// skeleton stays held while a twin lives.
+func (s *Store) drop(ctx context.Context, nk string, e entry, rev uint64) error {
+	if len(e.Twins) == 0 {
+		return s.del(ctx, nk, rev)
+	}
+	e.Released, e.UpdatedAt = true, s.now().UnixMilli()
+	_, err := s.put(ctx, nk, e.encode(), rev)
+	return err
 }
 
 // renewTwin answers a claim of a twin's name: its holder refreshes the
@@ -527,13 +539,7 @@ func (s *Store) Release(ctx context.Context, h handles.Handle) error {
 		if err != nil {
 			return err
 		}
-		if len(e.Twins) > 0 {
-			e.Released, e.UpdatedAt = true, s.now().UnixMilli()
-			_, err = s.put(ctx, loc, e.encode(), rev)
-		} else {
-			err = s.del(ctx, loc, rev)
-		}
-		if errors.Is(err, errConflict) {
+		if err := s.drop(ctx, loc, *e, rev); errors.Is(err, errConflict) {
 			continue
 		} else if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/handles/storetest"
@@ -176,5 +177,44 @@ func TestNewerSkeletonRule(t *testing.T) {
 	}
 	if _, err := New(ctx, js); !errors.Is(err, handles.ErrNewerSkeletonRule) {
 		t.Fatalf("New on a newer rule's bucket: %v", err)
+	}
+}
+
+// TestLeftOverKeepsTwinsSkeleton: when the entry holding a skeleton is an
+// unfinished claim that another claim may take over, its twins still hold
+// the skeleton: the takeover turns it into the released lock, not a gap.
+func TestLeftOverKeepsTwinsSkeleton(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
+	walter, vvalter := storetest.Rec("walter", storetest.Key(1)), storetest.Rec("vvalter", storetest.Key(2))
+	kv := legacyBucket(t, js, DefaultBucket, []handles.Record{vvalter})
+	// walter's claim was cut short after its entry: no index.
+	if _, err := kv.Create(ctx, "name.kez.lat.walter", newEntry(walter, walter.UpdatedAt).encode()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.now = func() time.Time { return time.Now().Add(time.Hour) } // past the orphan grace
+	// Positive control: the left-over itself is invisible, the twin is not.
+	if _, err := s.Lookup(ctx, hd("walter")); !errors.Is(err, handles.ErrNotFound) {
+		t.Fatalf("lookup of the left-over: %v", err)
+	}
+	if r, err := s.Lookup(ctx, hd("vvalter")); err != nil || r.Key != storetest.Key(2) {
+		t.Fatalf("lookup of the twin: %+v %v", r, err)
+	}
+	_, err = s.Claim(ctx, storetest.Rec("vva1ter", storetest.Key(3)))
+	var te *handles.TakenError
+	if !errors.As(err, &te) || te.Holder != hd("vvalter") {
+		t.Fatalf("claim of a look-alike over the left-over: %v; want a *TakenError naming vvalter", err)
+	}
+	// Once the twin is released, the skeleton is free.
+	if err := s.Release(ctx, hd("vvalter")); err != nil {
+		t.Fatal(err)
+	}
+	if created, err := s.Claim(ctx, storetest.Rec("vva1ter", storetest.Key(3))); err != nil || !created {
+		t.Fatalf("claim after the twin's release: %v %v", created, err)
 	}
 }
