@@ -14,6 +14,7 @@ import (
 //
 //	kez_chat_authorizations_total{result="allowed|denied|malformed"}
 //	kez_chat_handle_claims_total{result="created|renewed|refused|failed"}
+//	kez_chat_handle_lookalikes_refused_total   claims refused as look-alikes
 //	kez_chat_nats_connected   1 while both NATS logins are up
 type metrics struct {
 	claims *prometheus.CounterVec
@@ -36,6 +37,15 @@ func newMetrics(reg prometheus.Registerer, s *Server, svc *callout.Service) (*me
 	}
 	cs := []prometheus.Collector{
 		m.claims,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kez_chat_handle_lookalikes_refused_total",
+			Help: "Handle claims refused because another key holds a look-alike of the name (same skeleton, another name); also counted as refused claims.",
+		}, func() float64 {
+			if hs := s.hs.Load(); hs != nil {
+				return float64(hs.LookAlikeRefusals())
+			}
+			return 0
+		}),
 		auth("allowed", func() uint64 { return svc.Stats().Authorized }),
 		auth("denied", func() uint64 { return svc.Stats().Denied }),
 		auth("malformed", func() uint64 { return svc.Stats().Malformed }),

@@ -31,7 +31,8 @@ type Client struct {
 // package's sentinel errors with errors.Is by status: 400 [ErrBadClaim],
 // 401 [ErrBadSignature], 403 and 410 [ErrSuspended], 404 [ErrNotFound],
 // 409 [ErrTaken], 422 [ErrChainMismatch], 5xx [ErrUnreachable].
-// A 400 about the handle itself is returned as a *[HandleError] instead.
+// A 400 about the handle itself is returned as a *[HandleError] instead,
+// and a 409 that names the handle held as a *[TakenError].
 type ServerError struct {
 	StatusCode int
 	Message    string // the server's "error" text
@@ -165,10 +166,32 @@ func (c *Client) do(req *http.Request, input string, out any) (int, error) {
 			}
 			return 0, &HandleError{Input: input, Reason: e.Reason, Detail: detail}
 		}
+		if te := takenAnswer(resp.StatusCode, e, input); te != nil {
+			return 0, te
+		}
 		return 0, &ServerError{StatusCode: resp.StatusCode, Message: e.Error}
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return 0, fmt.Errorf("handles: %s answered with something that is not the expected JSON: %w", req.URL.Host, err)
 	}
 	return resp.StatusCode, nil
+}
+
+// takenAnswer rebuilds the *TakenError of a 409 answer that says which
+// handle is held (reason "taken" or "look_alike" and "existing"), or
+// returns nil.
+func takenAnswer(status int, e errorBody, input string) *TakenError {
+	if status != http.StatusConflict || (e.Reason != ReasonTaken && e.Reason != ReasonLookAlike) {
+		return nil
+	}
+	rules := Rules{AllowLocal: true}
+	claimed, err := rules.Parse(input)
+	if err != nil {
+		return nil
+	}
+	holder, err := rules.Parse(e.Existing)
+	if err != nil || holder.Domain != claimed.Domain || (holder == claimed) != (e.Reason == ReasonTaken) {
+		return nil
+	}
+	return &TakenError{Claimed: claimed, Holder: holder}
 }

@@ -50,15 +50,16 @@ type Registration struct {
 //   - A reserved or invalid h is refused with a *[HandleError] before
 //     anything is sent.
 //   - A name the registry says is held by another key (or suspended) is
-//     refused before the chain is touched: an error matching [ErrTaken]
-//     (or [ErrSuspended]).
+//     refused before the chain is touched: a *[TakenError] (or an error
+//     matching [ErrSuspended]).
 //   - Without a chain, the eldest link is appended (the key, generation 0
 //     of its X25519 encryption key, and h); on a chain that names no handle,
 //     a set_handle link; on a chain that names h, nothing. A chain naming
 //     another handle is an error matching [ErrKeyHasHandle]: a key holds
 //     one handle, and Register does not change it.
 //   - If the registry then refuses the claim as taken (a look-alike of a
-//     taken name: the first check compares exact names only), the link
+//     taken name: the first check compares exact names only; the error
+//     wraps a *[TakenError] naming the handle held), the link
 //     just appended is undone with a set_handle link naming no handle, so
 //     the chain does not claim a name its key does not hold. If that fails
 //     too, the error says so and Registration.Chain still names h.
@@ -84,7 +85,7 @@ func Register(ctx context.Context, id *kez.Identity, h Handle, opts RegisterOpti
 	rec, err := reg.Lookup(ctx, h.String())
 	switch {
 	case err == nil && rec.Key != key.String():
-		return nil, fmt.Errorf("%w: %s is held by another key", ErrTaken, h)
+		return nil, taken(h, h)
 	case err != nil && !errors.Is(err, ErrNotFound):
 		return nil, fmt.Errorf("handles: checking whether %s is free: %w", h, err)
 	}

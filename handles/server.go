@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/httpjson"
@@ -57,6 +58,8 @@ type Server struct {
 	rules  Rules
 	sigURL string
 	mux    *http.ServeMux
+
+	lookAlikes atomic.Uint64 // claims refused as look-alikes of held names
 }
 
 // NewServer checks cfg and returns the server.
@@ -93,6 +96,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.Register(s.mux)
 	return s, nil
 }
+
+// LookAlikeRefusals returns how many claims the server refused because
+// another key holds a look-alike of the name (same [Skeleton], another
+// name): a count for the operator's metrics.
+func (s *Server) LookAlikeRefusals() uint64 { return s.lookAlikes.Load() }
 
 // Domain returns the domain the server registers.
 func (s *Server) Domain() string { return s.cfg.Domain }
@@ -154,6 +162,10 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
 			s.cfg.Logger.Error("handle claim failed", "err", err)
 			err = errors.New("the registry failed; try again later")
 		} else {
+			var te *TakenError
+			if errors.As(err, &te) && te.LookAlike() {
+				s.lookAlikes.Add(1)
+			}
 			s.cfg.Logger.Info("handle claim refused", "status", status, "err", err)
 		}
 		writeError(w, status, err)
@@ -232,7 +244,7 @@ func (s *Server) precheck(ctx context.Context, h Handle, key kez.PublicKey) erro
 	case err != nil:
 		return err
 	case held.Key != key:
-		return fmt.Errorf("%w: %s belongs to another key", ErrTaken, h)
+		return taken(h, h)
 	case held.Suspended:
 		return fmt.Errorf("%w: %s", ErrSuspended, h)
 	}

@@ -25,9 +25,10 @@ sigchain (your key, your encryption key and the handle) to the sig-server,
 then claims NAME@DOMAIN at the chat-server with a signature of your key.
 DOMAIN is the domain the chat-server registers; it tells it itself.
 
-NAME is 2 to 32 lower-case letters, digits, ".", "-" or "_" (the server
-refuses look-alikes of taken names). Running register again with the same
-name changes nothing; a taken name is refused: choose another.
+NAME is 2 to 32 lower-case letters, digits, ".", "-" or "_". The server
+refuses a taken name and its look-alikes (b0b for bob, a1ice for alice,
+rnallory for mallory, al.ice for alice): choose another. Running register
+again with the same name changes nothing.
 
 The chat-server is --server, else KEZ_SERVER, else the one you registered
 at. The sig-server is --sig-server, else KEZ_SIG_SERVER, else the one the
@@ -157,9 +158,9 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 		if reg != nil && reg.Chain != nil && reg.Chain.Handle() == h.String() {
 			// The claim was refused (a look-alike of a taken name) and
 			// taking the name back out of the chain failed too.
-			return fmt.Errorf("%w; and your sigchain still names it (%v): run \"kez register\" with another name to replace it", takenError(h), trimSDK(err))
+			return fmt.Errorf("%w; and your sigchain still names it (%v): run \"kez register\" with another name to replace it", takenError(h, err), trimSDK(err))
 		}
-		return takenError(h)
+		return takenError(h, err)
 	case errors.Is(err, handles.ErrKeyHasHandle):
 		if reg != nil && reg.Chain != nil && reg.Chain.Handle() != "" && reg.Chain.Handle() != h.String() {
 			return fmt.Errorf("your sigchain already names @%s as your handle; kez register cannot change a handle", reg.Chain.Handle())
@@ -185,7 +186,16 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 	return nil
 }
 
-func takenError(h handles.Handle) error {
+// takenError words a refusal of h as taken: the name itself, or a
+// look-alike of a handle someone else holds (err's *handles.TakenError).
+func takenError(h handles.Handle, err error) error {
+	var te *handles.TakenError
+	if errors.As(err, &te) && te.LookAlike() {
+		return fmt.Errorf("%s looks too much like %s, which someone else has registered; choose another name", h, te.Holder)
+	}
+	if errors.Is(err, handles.ErrSuspended) {
+		return fmt.Errorf("%s is suspended by the operator; choose another name", h)
+	}
 	return fmt.Errorf("%s is taken; choose another name", h)
 }
 
