@@ -142,7 +142,7 @@ func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chain
 				}
 				cancel()
 				if err == nil {
-					h := sigchain.NewHandler(st, sigchain.WithLogger(log))
+					var h http.Handler = sigchain.NewHandler(st, sigchain.WithLogger(log))
 					handler.Store(&h)
 					store.Store(st)
 					log.Info("sigchain store open", "stream", jsstore.DefaultStream, "replicas", c.replicas)
