@@ -95,6 +95,13 @@ type Server struct {
 	Inbox callout.InboxConfig
 	// Authorizer is an optional extra login policy (see [callout.Authorizer]).
 	Authorizer callout.Authorizer
+	// Limits are the rate limits of the HTTP API: claims per client
+	// address and per key, and lookups, WebFinger and /v1/info per client
+	// address (429 with Retry-After). Zero fields take
+	// [handles.DefaultLimits]; behind a reverse proxy set
+	// Limits.ClientIP.TrustedProxies, or every client shares the proxy's
+	// address.
+	Limits handles.Limits
 
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -185,6 +192,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		AllowLocal:         s.AllowLocal,
 		Now:                s.Now,
 		Logger:             s.log,
+		Limits:             s.Limits,
 	})
 	if err != nil {
 		return fmt.Errorf("chatserver: %w", err)

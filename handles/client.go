@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/ratelimit"
 )
 
 // Client talks to one chat-server's registry: it claims handles and looks
@@ -31,7 +32,8 @@ type Client struct {
 // package's sentinel errors with errors.Is by status: 400 [ErrBadClaim],
 // 401 [ErrBadSignature], 403 and 410 [ErrSuspended], 404 [ErrNotFound],
 // 409 [ErrTaken], 422 [ErrChainMismatch], 5xx [ErrUnreachable].
-// A 400 about the handle itself is returned as a *[HandleError] instead.
+// A 400 about the handle itself is returned as a *[HandleError] instead,
+// and a 429 as a *[RateLimitedError] matching [ErrRateLimited].
 type ServerError struct {
 	StatusCode int
 	Message    string // the server's "error" text
@@ -152,6 +154,9 @@ func (c *Client) do(req *http.Request, input string, out any) (int, error) {
 	}
 	if len(body) > maxAnswer {
 		return 0, fmt.Errorf("handles: %s answered with more than %d bytes", req.URL.Host, maxAnswer)
+	}
+	if e := ratelimit.FromResponse(resp, body, time.Now()); e != nil {
+		return 0, fmt.Errorf("handles: %s refused: %w", req.URL.Host, e)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e errorBody

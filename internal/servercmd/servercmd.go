@@ -88,10 +88,8 @@ func (e Env) Or(name, def string) string {
 // the command line (flags win) or the variable is empty. Call it after
 // parsing. A value that is not a number is a [UsageError].
 func (e Env) Int(fs *flag.FlagSet, flagName, name string, v *int) error {
-	given := false
-	fs.Visit(func(f *flag.Flag) { given = given || f.Name == flagName })
 	s := e(name)
-	if given || s == "" {
+	if given(fs, flagName) || s == "" {
 		return nil
 	}
 	n, err := strconv.Atoi(s)
@@ -100,6 +98,13 @@ func (e Env) Int(fs *flag.FlagSet, flagName, name string, v *int) error {
 	}
 	*v = n
 	return nil
+}
+
+// given reports whether the flag flagName was set on the command line.
+func given(fs *flag.FlagSet, flagName string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == flagName })
+	return found
 }
 
 // NewFlagSet returns a flag set named name that reports its errors, and
