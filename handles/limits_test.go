@@ -8,40 +8,22 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/limittest"
 	"github.com/kez-lat/kez-chat/ratelimit"
 )
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // limitedStack is a stack whose registry applies l with a fake clock and
 // trusts loopback as its proxy, so a test speaks as any client address
 // through X-Forwarded-For.
-func limitedStack(t *testing.T, l Limits) (*stack, *fakeClock) {
+func limitedStack(t *testing.T, l Limits) (*stack, *limittest.Clock) {
 	t.Helper()
 	s := newStack(t, "kez.lat")
-	clock := &fakeClock{t: time.Now()}
+	clock := &limittest.Clock{}
 	l.Now = clock.Now
-	l.ClientIP.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	l.ClientIP.TrustedProxies = limittest.Loopback()
 	srv, err := NewServer(ServerConfig{Domain: "kez.lat", Store: s.reg, SigServer: s.sigc, Logger: quietLog, Limits: l})
 	if err != nil {
 		t.Fatal(err)
@@ -52,15 +34,7 @@ func limitedStack(t *testing.T, l Limits) (*stack, *fakeClock) {
 	return s, clock
 }
 
-type forwarded struct{ ip string }
-
-func (f forwarded) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("X-Forwarded-For", f.ip)
-	return http.DefaultTransport.RoundTrip(r)
-}
-
-func from(ip string) *http.Client { return &http.Client{Transport: forwarded{ip}} }
+var from = limittest.From
 
 func only(set func(*Limits)) Limits {
 	l := NoLimits()

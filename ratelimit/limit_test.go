@@ -6,26 +6,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kez-lat/kez-chat/internal/limittest"
 )
 
-// clock is a fake clock for the limiters.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+func newClock() *limittest.Clock {
+	c := &limittest.Clock{}
+	c.Add(0)
+	return c
 }
 
 func TestParseLimit(t *testing.T) {

@@ -8,12 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/limittest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -21,31 +20,13 @@ import (
 	"github.com/kez-lat/kez-chat/sigchain/storetest"
 )
 
-// fakeClock is the limiters' clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // limitedServer is a sig-server over a real SQLite file with the given
 // limits and a fake clock; loopback is its trusted proxy, so a test
 // speaks as any client address through X-Forwarded-For (from).
 type limitedServer struct {
 	url     string
 	handler *sigchain.Handler
-	clock   *fakeClock
+	clock   *limittest.Clock
 }
 
 func startLimited(t *testing.T, l sigchain.Limits, trustProxy bool) *limitedServer {
@@ -55,10 +36,10 @@ func startLimited(t *testing.T, l sigchain.Limits, trustProxy bool) *limitedServ
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	clock := &fakeClock{t: time.Now()}
+	clock := &limittest.Clock{}
 	l.Now = clock.Now
 	if trustProxy {
-		l.ClientIP.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+		l.ClientIP.TrustedProxies = limittest.Loopback()
 	}
 	h := sigchain.NewHandler(store, sigchain.WithLimits(l), sigchain.WithLogger(slog.New(slog.DiscardHandler)))
 	srv := httptest.NewServer(h)
@@ -66,18 +47,9 @@ func startLimited(t *testing.T, l sigchain.Limits, trustProxy bool) *limitedServ
 	return &limitedServer{url: srv.URL, handler: h, clock: clock}
 }
 
-// forwarded adds X-Forwarded-For: ip to every request.
-type forwarded struct{ ip string }
-
-func (f forwarded) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("X-Forwarded-For", f.ip)
-	return http.DefaultTransport.RoundTrip(r)
-}
-
 // from returns a client of s speaking as the client address ip.
 func (s *limitedServer) from(ip string) *sigchain.Client {
-	return &sigchain.Client{BaseURL: s.url, HTTPClient: &http.Client{Transport: forwarded{ip}}}
+	return &sigchain.Client{BaseURL: s.url, HTTPClient: limittest.From(ip)}
 }
 
 // chainOf builds n links of id's chain: an eldest link naming handle,
@@ -232,7 +204,7 @@ func TestAppendFloodPerKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp, err := (&http.Client{Transport: forwarded{ip}}).Do(req)
+		resp, err := limittest.From(ip).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

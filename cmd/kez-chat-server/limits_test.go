@@ -12,21 +12,13 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/limittest"
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 )
 
-// forwarded adds X-Forwarded-For: ip to every request.
-type forwarded struct{ ip string }
-
-func (f forwarded) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("X-Forwarded-For", f.ip)
-	return http.DefaultTransport.RoundTrip(r)
-}
-
-func from(ip string) *http.Client { return &http.Client{Transport: forwarded{ip}} }
+var from = limittest.From
 
 // TestLimitFlags runs the program with limits from flags and their
 // environment twins, behind loopback as a trusted proxy: registrations

@@ -41,7 +41,6 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
-	"github.com/kez-lat/kez-chat/ratelimit"
 )
 
 func main() {
@@ -71,9 +70,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	publicSig := fs.String("public-sig-server", env.Or("KEZ_CHAT_PUBLIC_SIG_SERVER", ""), "the sig-server's base URL as clients reach it, if not --sig-server (env KEZ_CHAT_PUBLIC_SIG_SERVER)")
 	var limits handles.Limits
 	d := handles.DefaultLimits
-	servercmd.LimitVar(fs, &limits.ClaimsPerIP, "claims-per-ip", d.ClaimsPerIP, "handle claims (registrations, renewals) one client address may send: N/PERIOD, N at once and N per PERIOD, or off (env KEZ_CHAT_CLAIMS_PER_IP)")
-	servercmd.LimitVar(fs, &limits.ClaimsPerKey, "claims-per-key", d.ClaimsPerKey, "handle claims one key may make, counted once the signature verifies (env KEZ_CHAT_CLAIMS_PER_KEY)")
-	servercmd.LimitVar(fs, &limits.ReadsPerIP, "reads-per-ip", d.ReadsPerIP, "lookups, WebFinger and /v1/info requests one client address may send (env KEZ_CHAT_READS_PER_IP)")
+	limitFlags := []servercmd.LimitFlag{
+		{Name: "claims-per-ip", Env: "KEZ_CHAT_CLAIMS_PER_IP", Limit: &limits.ClaimsPerIP, Default: d.ClaimsPerIP, Usage: "handle claims (registrations, renewals) one client address may send"},
+		{Name: "claims-per-key", Env: "KEZ_CHAT_CLAIMS_PER_KEY", Limit: &limits.ClaimsPerKey, Default: d.ClaimsPerKey, Usage: "handle claims one key may make, counted once the signature verifies"},
+		{Name: "reads-per-ip", Env: "KEZ_CHAT_READS_PER_IP", Limit: &limits.ReadsPerIP, Default: d.ReadsPerIP, Usage: "lookups, WebFinger and /v1/info requests one client address may send"},
+	}
+	servercmd.DeclareLimits(fs, limitFlags)
 	var cf servercmd.ClientIPFlags
 	cf.Declare(fs, env, "KEZ_CHAT")
 	var lf servercmd.LogFlags
@@ -84,17 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := env.Int(fs, "replicas", "KEZ_CHAT_REPLICAS", replicas); err != nil {
 		return err
 	}
-	for _, l := range []struct {
-		flag, env string
-		v         *ratelimit.Limit
-	}{
-		{"claims-per-ip", "KEZ_CHAT_CLAIMS_PER_IP", &limits.ClaimsPerIP},
-		{"claims-per-key", "KEZ_CHAT_CLAIMS_PER_KEY", &limits.ClaimsPerKey},
-		{"reads-per-ip", "KEZ_CHAT_READS_PER_IP", &limits.ReadsPerIP},
-	} {
-		if err := env.Limit(fs, l.flag, l.env, l.v); err != nil {
-			return err
-		}
+	if err := env.Limits(fs, limitFlags); err != nil {
+		return err
 	}
 	var err error
 	if limits.ClientIP, limits.MaxTracked, err = cf.Parse(fs); err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/limittest"
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/kez"
@@ -19,16 +20,8 @@ import (
 	"github.com/kez-lat/kez-chat/sigchain/storetest"
 )
 
-type forwarded struct{ ip string }
-
-func (f forwarded) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("X-Forwarded-For", f.ip)
-	return http.DefaultTransport.RoundTrip(r)
-}
-
 func clientFrom(url, ip string) *sigchain.Client {
-	return &sigchain.Client{BaseURL: url, HTTPClient: &http.Client{Transport: forwarded{ip}}}
+	return &sigchain.Client{BaseURL: url, HTTPClient: limittest.From(ip)}
 }
 
 // eldestLink is id's eldest link naming handle ("" for none).

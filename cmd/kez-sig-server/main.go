@@ -42,7 +42,6 @@ import (
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/natsconn"
-	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
 
@@ -68,10 +67,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	replicas := fs.Int("replicas", 1, "JetStream replicas of the chain stream when this server creates it: 3 in a cluster (env KEZ_SIG_REPLICAS)")
 	var limits sigchain.Limits
 	d := sigchain.DefaultLimits
-	servercmd.LimitVar(fs, &limits.AppendsPerIP, "appends-per-ip", d.AppendsPerIP, "links one client address may send: N/PERIOD, N at once and N per PERIOD, or off (env KEZ_SIG_APPENDS_PER_IP)")
-	servercmd.LimitVar(fs, &limits.ChainsPerIP, "chains-per-ip", d.ChainsPerIP, "new chains one client address may start (env KEZ_SIG_CHAINS_PER_IP)")
-	servercmd.LimitVar(fs, &limits.AppendsPerKey, "appends-per-key", d.AppendsPerKey, "links stored in one chain, counting valid new links only (env KEZ_SIG_APPENDS_PER_KEY)")
-	servercmd.LimitVar(fs, &limits.ReadsPerIP, "reads-per-ip", d.ReadsPerIP, "chain reads one client address may send (env KEZ_SIG_READS_PER_IP)")
+	limitFlags := []servercmd.LimitFlag{
+		{Name: "appends-per-ip", Env: "KEZ_SIG_APPENDS_PER_IP", Limit: &limits.AppendsPerIP, Default: d.AppendsPerIP, Usage: "links one client address may send"},
+		{Name: "chains-per-ip", Env: "KEZ_SIG_CHAINS_PER_IP", Limit: &limits.ChainsPerIP, Default: d.ChainsPerIP, Usage: "new chains one client address may start"},
+		{Name: "appends-per-key", Env: "KEZ_SIG_APPENDS_PER_KEY", Limit: &limits.AppendsPerKey, Default: d.AppendsPerKey, Usage: "links stored in one chain, counting valid new links only"},
+		{Name: "reads-per-ip", Env: "KEZ_SIG_READS_PER_IP", Limit: &limits.ReadsPerIP, Default: d.ReadsPerIP, Usage: "chain reads one client address may send"},
+	}
+	servercmd.DeclareLimits(fs, limitFlags)
 	maxLinks := fs.Int("max-chain-links", d.MaxLinks, "links one chain may hold; -1: no cap (env KEZ_SIG_MAX_CHAIN_LINKS)")
 	maxBytes := fs.Int("max-chain-bytes", int(d.MaxBytes), "bytes one chain's links may take together; -1: no cap (env KEZ_SIG_MAX_CHAIN_BYTES)")
 	orphanTTL := fs.Duration("orphan-ttl", 24*time.Hour, "delete chains that never named a handle this long after they were started; 0: never (env KEZ_SIG_ORPHAN_TTL)")
@@ -86,7 +88,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := env.Int(fs, "replicas", "KEZ_SIG_REPLICAS", replicas); err != nil {
 		return err
 	}
-	if err := parseLimits(fs, env, &limits, maxLinks, maxBytes, orphanTTL, gcInterval); err != nil {
+	if err := env.Limits(fs, limitFlags); err != nil {
+		return err
+	}
+	if err := parseCaps(fs, env, &limits, maxLinks, maxBytes, orphanTTL, gcInterval); err != nil {
 		return err
 	}
 	var err error
@@ -124,22 +129,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return httpserve.ListenAndServe(ctx, *listen, h, log, onListen)
 }
 
-// parseLimits reads the limits' environment twins (flags win) and checks
-// the values.
-func parseLimits(fs *flag.FlagSet, env servercmd.Env, l *sigchain.Limits, maxLinks, maxBytes *int, orphanTTL, gcInterval *time.Duration) error {
-	for _, f := range []struct {
-		flag, env string
-		v         *ratelimit.Limit
-	}{
-		{"appends-per-ip", "KEZ_SIG_APPENDS_PER_IP", &l.AppendsPerIP},
-		{"chains-per-ip", "KEZ_SIG_CHAINS_PER_IP", &l.ChainsPerIP},
-		{"appends-per-key", "KEZ_SIG_APPENDS_PER_KEY", &l.AppendsPerKey},
-		{"reads-per-ip", "KEZ_SIG_READS_PER_IP", &l.ReadsPerIP},
-	} {
-		if err := env.Limit(fs, f.flag, f.env, f.v); err != nil {
-			return err
-		}
-	}
+// parseCaps reads the environment twins of the caps and the collection
+// (flags win) and checks the values.
+func parseCaps(fs *flag.FlagSet, env servercmd.Env, l *sigchain.Limits, maxLinks, maxBytes *int, orphanTTL, gcInterval *time.Duration) error {
 	for _, f := range []struct {
 		flag, env string
 		v         *int

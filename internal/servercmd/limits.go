@@ -39,15 +39,33 @@ func LimitVar(fs *flag.FlagSet, p *ratelimit.Limit, name string, def ratelimit.L
 // on the command line or the variable is empty. Call it after parsing. A
 // value that is not a limit is a [UsageError].
 func (e Env) Limit(fs *flag.FlagSet, flagName, name string, v *ratelimit.Limit) error {
-	s := e(name)
-	if given(fs, flagName) || s == "" {
-		return nil
+	return envValue(e, fs, flagName, name, v, ratelimit.ParseLimit, "N/PERIOD (e.g. 10/1h) or off")
+}
+
+// LimitFlag is one rate-limit flag of a server, for [DeclareLimits] and
+// [Env.Limits].
+type LimitFlag struct {
+	Name, Env string           // the flag and its environment twin
+	Limit     *ratelimit.Limit // where the value goes
+	Default   ratelimit.Limit
+	Usage     string // what the limit bounds; the format and the twin are added
+}
+
+// DeclareLimits declares the flags on fs.
+func DeclareLimits(fs *flag.FlagSet, flags []LimitFlag) {
+	for _, f := range flags {
+		LimitVar(fs, f.Limit, f.Name, f.Default, f.Usage+": N/PERIOD, N at once and N per PERIOD, or off (env "+f.Env+")")
 	}
-	l, err := ratelimit.ParseLimit(s)
-	if err != nil {
-		return Usagef("%s %q: want N/PERIOD (e.g. 10/1h) or off", name, s)
+}
+
+// Limits sets each flag's limit from its environment twin unless the flag
+// was given ([Env.Limit]). Call it after parsing.
+func (e Env) Limits(fs *flag.FlagSet, flags []LimitFlag) error {
+	for _, f := range flags {
+		if err := e.Limit(fs, f.Name, f.Env, f.Limit); err != nil {
+			return err
+		}
 	}
-	*v = l
 	return nil
 }
 
@@ -55,16 +73,7 @@ func (e Env) Limit(fs *flag.FlagSet, flagName, name string, v *ratelimit.Limit) 
 // given on the command line or the variable is empty. Call it after
 // parsing. A value that is not a Go duration is a [UsageError].
 func (e Env) Duration(fs *flag.FlagSet, flagName, name string, v *time.Duration) error {
-	s := e(name)
-	if given(fs, flagName) || s == "" {
-		return nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return Usagef("%s %q: want a duration such as 24h or 30m", name, s)
-	}
-	*v = d
-	return nil
+	return envValue(e, fs, flagName, name, v, time.ParseDuration, "a duration such as 24h or 30m")
 }
 
 // ClientIPFlags are a server's --trusted-proxies flag and the limiters'

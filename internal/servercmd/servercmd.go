@@ -88,15 +88,22 @@ func (e Env) Or(name, def string) string {
 // the command line (flags win) or the variable is empty. Call it after
 // parsing. A value that is not a number is a [UsageError].
 func (e Env) Int(fs *flag.FlagSet, flagName, name string, v *int) error {
+	return envValue(e, fs, flagName, name, v, strconv.Atoi, "a number")
+}
+
+// envValue sets *v from the variable name, read with parse, unless the
+// flag flagName was given or the variable is empty; a value parse refuses
+// is a [UsageError] saying it wants want.
+func envValue[T any](e Env, fs *flag.FlagSet, flagName, name string, v *T, parse func(string) (T, error), want string) error {
 	s := e(name)
 	if given(fs, flagName) || s == "" {
 		return nil
 	}
-	n, err := strconv.Atoi(s)
+	x, err := parse(s)
 	if err != nil {
-		return Usagef("%s %q: want a number", name, s)
+		return Usagef("%s %q: want %s", name, s, want)
 	}
-	*v = n
+	*v = x
 	return nil
 }
 

@@ -210,21 +210,7 @@ func TestHandlerReplicas(t *testing.T) {
 // gets still serves every read, from the leader.
 func TestStreamWithoutDirectGets(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, natstest.JetStreamConf)
-	js := natstest.ConnectJetStream(t, srv.ClientURL())
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{"kez.v1.chain.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	links := storetest.Chain(t, storetest.Identity(t, 1), 20)
-	for _, l := range links {
-		if err := s.Append(ctx, l); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, links := onStream(t, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{"kez.v1.chain.>"}}, 20)
 	got, h, err := s.Links(ctx, links[0].Key(), 3, 10)
 	if err != nil || len(got) != 10 || h.Seqno != 20 {
 		t.Fatalf("%d links, head %v, %v", len(got), h, err)
@@ -280,22 +266,32 @@ func TestCollectAfterAStop(t *testing.T) {
 // and collecting says why it cannot.
 func TestCollectRefusedOnAnOldStream(t *testing.T) {
 	ctx := context.Background()
+	s, _ := onStream(t, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{DefaultSubjectPrefix + ".>"}, DenyDelete: true, DenyPurge: true}, 2)
+	if n, err := s.CollectOrphans(ctx, time.Now().Add(time.Hour)); n != 0 || !errors.Is(err, ErrCannotCollect) {
+		t.Fatalf("%d, %v; want ErrCannotCollect", n, err)
+	}
+}
+
+// onStream opens a store on a stream made beforehand with cfg (as an
+// operator or an earlier version made it) and appends n links of one
+// chain.
+func onStream(t *testing.T, cfg jetstream.StreamConfig, n int) (*Store, []*sigchain.Link) {
+	t.Helper()
+	ctx := context.Background()
 	srv := natstest.Run(t, natstest.JetStreamConf)
 	js := natstest.ConnectJetStream(t, srv.ClientURL())
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{DefaultSubjectPrefix + ".>"}, DenyDelete: true, DenyPurge: true}); err != nil {
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	s, err := New(ctx, js)
 	if err != nil {
 		t.Fatal(err)
 	}
-	links := storetest.Chain(t, storetest.Identity(t, 1), 2)
+	links := storetest.Chain(t, storetest.Identity(t, 1), n)
 	for _, l := range links {
 		if err := s.Append(ctx, l); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n, err := s.CollectOrphans(ctx, time.Now().Add(time.Hour)); n != 0 || !errors.Is(err, ErrCannotCollect) {
-		t.Fatalf("%d, %v; want ErrCannotCollect", n, err)
-	}
+	return s, links
 }
