@@ -192,7 +192,8 @@ func StartStack(ctx context.Context, cfg StackConfig) (s *Stack, err error) {
 	s.served = make(chan struct{})
 	go func() {
 		defer close(s.served)
-		h := httpserve.Wrap(sigchain.NewHandler(s.chains, sigchain.WithLogger(sigLog)), httpserve.Options{Ready: s.chains.Ping, Logger: sigLog})
+		// Limits off: the benchmark's users all come from loopback.
+		h := httpserve.Wrap(sigchain.NewHandler(s.chains, sigchain.WithLogger(sigLog), sigchain.WithLimits(sigchain.NoLimits())), httpserve.Options{Ready: s.chains.Ping, Logger: sigLog})
 		httpserve.Serve(serveCtx, ln, h, sigLog)
 	}()
 
@@ -202,7 +203,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (s *Stack, err error) {
 	cp, err := startProc(chatBin, []string{
 		"--listen", chatListen, "--domain", Domain, "--sig-server", s.SigServerURL,
 		"--nats", s.NATSURL, "--db", filepath.Join(dir, "chat.db"), "--keys", keysDir,
-		"--log-level", "warn",
+		"--log-level", "warn", "--claims-per-ip", "off", "--claims-per-key", "off", "--reads-per-ip", "off",
 		// The bench's few users send far more than people do: the per-user
 		// rate limits and the unread cap are off, the gate's path is not.
 		"--send-rate", "-1", "--send-bytes-rate", "-1", "--recipient-rate", "-1", "--recipient-bytes-rate", "-1",

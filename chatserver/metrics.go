@@ -6,6 +6,8 @@ import (
 	"net/http"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/limitmetrics"
+	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,6 +18,8 @@ import (
 //	kez_chat_handle_claims_total{result="created|renewed|refused|failed"}
 //	kez_chat_handle_lookalikes_refused_total   claims refused as look-alikes
 //	kez_chat_nats_connected   1 while both NATS logins are up
+//	kez_http_limited_total{endpoint,reason}, kez_http_limiter_keys{…},
+//	kez_http_limiter_evictions_total{…}  the rate limits (internal/limitmetrics)
 type metrics struct {
 	claims *prometheus.CounterVec
 }
@@ -45,6 +49,12 @@ func newMetrics(reg prometheus.Registerer, s *Server, svc *callout.Service) (*me
 				return float64(hs.LookAlikeRefusals())
 			}
 			return 0
+		}),
+		limitmetrics.New(func() []ratelimit.Stats {
+			if hs := s.hs.Load(); hs != nil {
+				return hs.LimitStats()
+			}
+			return nil
 		}),
 		auth("allowed", func() uint64 { return svc.Stats().Authorized }),
 		auth("denied", func() uint64 { return svc.Stats().Denied }),

@@ -98,6 +98,13 @@ type Server struct {
 	// MailLimits bound what one user may do with the shared inbox stream
 	// through the gate; the zero value gives [DefaultMailLimits].
 	MailLimits MailLimits
+	// HTTPLimits are the rate limits of the HTTP API: claims per client
+	// address and per key, and lookups, WebFinger and /v1/info per client
+	// address (429 with Retry-After). Zero fields take
+	// [handles.DefaultLimits]; behind a reverse proxy set
+	// HTTPLimits.ClientIP.TrustedProxies, or every client shares the proxy's
+	// address.
+	HTTPLimits handles.Limits
 
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -189,6 +196,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		AllowLocal:         s.AllowLocal,
 		Now:                s.Now,
 		Logger:             s.log,
+		Limits:             s.HTTPLimits,
 	})
 	if err != nil {
 		return fmt.Errorf("chatserver: %w", err)

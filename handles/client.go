@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/ratelimit"
 )
 
 // Client talks to one chat-server's registry: it claims handles and looks
@@ -32,7 +33,8 @@ type Client struct {
 // 401 [ErrBadSignature], 403 and 410 [ErrSuspended], 404 [ErrNotFound],
 // 409 [ErrTaken], 422 [ErrChainMismatch], 5xx [ErrUnreachable].
 // A 400 about the handle itself is returned as a *[HandleError] instead,
-// and a 409 that names the handle held as a *[TakenError].
+// and a 409 that names the handle held as a *[TakenError],
+// and a 429 as a *[RateLimitedError] matching [ErrRateLimited].
 type ServerError struct {
 	StatusCode int
 	Message    string // the server's "error" text
@@ -153,6 +155,9 @@ func (c *Client) do(req *http.Request, input string, out any) (int, error) {
 	}
 	if len(body) > maxAnswer {
 		return 0, fmt.Errorf("handles: %s answered with more than %d bytes", req.URL.Host, maxAnswer)
+	}
+	if e := ratelimit.FromResponse(resp, body, time.Now()); e != nil {
+		return 0, fmt.Errorf("handles: %s refused: %w", req.URL.Host, e)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e errorBody

@@ -64,6 +64,11 @@ type Registration struct {
 //     the chain does not claim a name its key does not hold. If that fails
 //     too, the error says so and Registration.Chain still names h.
 //
+// A server that refuses because the address or key sent too many
+// requests gives an error matching [ErrRateLimited], a *[RateLimitedError]
+// with the wait; registering again after it is safe (a link already
+// appended is not appended twice).
+//
 // Running it again after a success changes nothing (Created is false).
 // A chain that moved while registering (another device) gives an error
 // matching [sigchain.ErrConflict]; registering again is safe. Registration

@@ -42,6 +42,9 @@ type ServerConfig struct {
 	Logger *slog.Logger
 	// ChainTimeout bounds the sig-server fetch of one claim. 0: 10 s.
 	ChainTimeout time.Duration
+	// Limits are the rate limits on claims and reads (zero fields:
+	// [DefaultLimits]).
+	Limits Limits
 }
 
 // Server is the chat-server's handle registry over HTTP:
@@ -50,7 +53,8 @@ type ServerConfig struct {
 //	GET  /v1/handles/{name}                   look one up
 //	GET  /.well-known/webfinger?resource=acct:NAME@DOMAIN
 //
-// (docs/spec/handles.md §4). Mount it whole (it is an http.Handler) or
+// (docs/spec/handles.md §4), with the rate limits of ServerConfig.Limits
+// (429 with Retry-After). Mount it whole (it is an http.Handler) or
 // register its routes on your own mux with [Server.Register]. It is safe
 // for concurrent use.
 type Server struct {
@@ -60,6 +64,7 @@ type Server struct {
 	mux    *http.ServeMux
 
 	lookAlikes atomic.Uint64 // claims refused as look-alikes of held names
+	limits     *limiters
 }
 
 // NewServer checks cfg and returns the server.
@@ -89,6 +94,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		rules:  Rules{DefaultDomain: d, AllowLocal: cfg.AllowLocal},
 		sigURL: cfg.PublicSigServerURL,
 		mux:    http.NewServeMux(),
+		limits: newLimiters(cfg.Limits, cfg.Now),
 	}
 	if s.sigURL == "" {
 		s.sigURL = cfg.SigServer.BaseURL
@@ -145,6 +151,8 @@ func claimStatus(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, errSigServer):
 		return http.StatusBadGateway
+	case errors.Is(err, ErrRateLimited):
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -154,10 +162,18 @@ func claimStatus(err error) int {
 var errSigServer = errors.New("handles: the sig-server failed")
 
 func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
+	if err := limitedError(s.limits.claimsPerIP, s.limits.ip.Key(r), "too many handle claims from your address; wait and try again"); err != nil {
+		refuse(w, err)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxClaimBody)
 	rec, created, err := s.doClaim(r)
 	if err != nil {
 		status := claimStatus(err)
+		if status == http.StatusTooManyRequests {
+			refuse(w, err)
+			return
+		}
 		if status == http.StatusInternalServerError {
 			s.cfg.Logger.Error("handle claim failed", "err", err)
 			err = errors.New("the registry failed; try again later")
@@ -195,6 +211,9 @@ func (s *Server) doClaim(r *http.Request) (Record, bool, error) {
 	now := s.cfg.Now()
 	h, key, err := c.Verify(s.rules, s.cfg.Domain, now)
 	if err != nil {
+		return Record{}, false, err
+	}
+	if err := limitedError(s.limits.claimsPerKey, key.String(), "too many handle claims for this key; wait and try again"); err != nil {
 		return Record{}, false, err
 	}
 	if err := CheckClaimable(h); err != nil {
@@ -296,6 +315,9 @@ func (s *Server) record(ctx context.Context, h Handle) (Record, int, error) {
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
+	if s.readLimited(w, r) {
+		return
+	}
 	name := r.PathValue("name")
 	rules := s.rules
 	if strings.Contains(name, "@") {
@@ -315,6 +337,9 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) webfinger(w http.ResponseWriter, r *http.Request) {
+	if s.readLimited(w, r) {
+		return
+	}
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	w.Header().Set("Content-Type", JRDContentType)
 	q := r.URL.Query()

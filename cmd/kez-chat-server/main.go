@@ -6,11 +6,15 @@
 //	kez-chat-server [--listen 127.0.0.1:8080] [--domain kez.lat] --sig-server URL --nats URL
 //	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--keys kez-chat-keys]
 //	                [--public-url URL] [--public-sig-server URL] [--log-format text|json] [--log-level info]
+//	                [--claims-per-ip 10/1h] [--claims-per-key 10/1h] [--reads-per-ip 1200/1m]
+//	                [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	kez-chat-server nats-config [--keys kez-chat-keys] [--store sqlite|jetstream] [--sig-server-key U…]
 //
 // Every flag has an environment twin (KEZ_LISTEN, KEZ_DOMAIN,
 // KEZ_SIG_SERVER, NATS_URL, KEZ_CHAT_STORE, KEZ_CHAT_DB, KEZ_CHAT_REPLICAS,
 // KEZ_CHAT_KEYS, KEZ_CHAT_PUBLIC_URL, KEZ_CHAT_PUBLIC_SIG_SERVER,
+// KEZ_CHAT_CLAIMS_PER_IP, KEZ_CHAT_CLAIMS_PER_KEY, KEZ_CHAT_READS_PER_IP,
+// KEZ_CHAT_TRUSTED_PROXIES, KEZ_CHAT_LIMIT_MAX_KEYS,
 // KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL; for nats-config also
 // KEZ_CHAT_SIG_SERVER_KEY); flags win. "nats-config" prints the nats.conf
 // snippet for the keys folder, creating the keys on first use; add it to
@@ -18,7 +22,10 @@
 // With --store jetstream the handle registry lives in the callout
 // account's JetStream, shared by every replica, and "nats-config --store
 // jetstream" gives that account JetStream; --sig-server-key adds the
-// account of a sig-server that keeps its chains in JetStream. The server serves
+// account of a sig-server that keeps its chains in JetStream. Requests
+// over the rate limits are refused with 429 and Retry-After; the client
+// address is the TCP peer unless it is one of --trusted-proxies
+// (docs/operators.md, "Limits"). The server serves
 // /healthz, /readyz and Prometheus /metrics, and shuts down gracefully on
 // SIGTERM or SIGINT.
 package main
@@ -31,6 +38,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 )
@@ -60,6 +68,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	keysDir := fs.String("keys", env.Or("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys, made on first use (env KEZ_CHAT_KEYS)")
 	publicURL := fs.String("public-url", env.Or("KEZ_CHAT_PUBLIC_URL", ""), "this server's base URL as clients reach it, if a proxy changes Host (env KEZ_CHAT_PUBLIC_URL)")
 	publicSig := fs.String("public-sig-server", env.Or("KEZ_CHAT_PUBLIC_SIG_SERVER", ""), "the sig-server's base URL as clients reach it, if not --sig-server (env KEZ_CHAT_PUBLIC_SIG_SERVER)")
+	var limits handles.Limits
+	d := handles.DefaultLimits
+	limitFlags := []servercmd.LimitFlag{
+		{Name: "claims-per-ip", Env: "KEZ_CHAT_CLAIMS_PER_IP", Limit: &limits.ClaimsPerIP, Default: d.ClaimsPerIP, Usage: "handle claims (registrations, renewals) one client address may send"},
+		{Name: "claims-per-key", Env: "KEZ_CHAT_CLAIMS_PER_KEY", Limit: &limits.ClaimsPerKey, Default: d.ClaimsPerKey, Usage: "handle claims one key may make, counted once the signature verifies"},
+		{Name: "reads-per-ip", Env: "KEZ_CHAT_READS_PER_IP", Limit: &limits.ReadsPerIP, Default: d.ReadsPerIP, Usage: "lookups, WebFinger and /v1/info requests one client address may send"},
+	}
+	servercmd.DeclareLimits(fs, limitFlags)
+	var cf servercmd.ClientIPFlags
+	cf.Declare(fs, env, "KEZ_CHAT")
 	var lf servercmd.LogFlags
 	lf.Declare(fs, env, "KEZ_CHAT")
 	lim := chatserver.DefaultMailLimits
@@ -110,6 +128,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return servercmd.Usagef("--max-unread-per-sender must be at least 1 and --inbox-max-bytes at least 1 MiB")
 	}
 	inbox.MaxMsgsPerSubject, inbox.MaxBytes, inbox.Replicas = int64(maxUnread), int64(inboxBytes), *replicas
+	if err := env.Limits(fs, limitFlags); err != nil {
+		return err
+	}
+	var err error
+	if limits.ClientIP, limits.MaxTracked, err = cf.Parse(fs); err != nil {
+		return err
+	}
 	if *backend != chatserver.StoreSQLite && *backend != chatserver.StoreJetStream {
 		return servercmd.Usagef("--store %q: want %s or %s", *backend, chatserver.StoreSQLite, chatserver.StoreJetStream)
 	}
@@ -137,6 +162,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		StoreReplicas:      *replicas,
 		Inbox:              inbox,
 		MailLimits:         lim,
+		HTTPLimits:         limits,
 		DBPath:             *dbPath,
 		KeysDir:            *keysDir,
 		Logger:             log,
@@ -145,6 +171,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
+	log.Info("rate limits", "claims_per_ip", limits.ClaimsPerIP, "claims_per_key", limits.ClaimsPerKey, "reads_per_ip", limits.ReadsPerIP,
+		"trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	defer srv.Close()
 	return httpserve.ListenAndServe(ctx, *listen, srv.Handler(), log, onListen)
 }

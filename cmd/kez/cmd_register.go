@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -168,6 +170,10 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 		return fmt.Errorf("your key already holds another handle at %s (%v)", srv.server, trimSDK(err))
 	case errors.Is(err, sigchain.ErrConflict):
 		return errors.New("your sigchain changed while registering (another device?); run \"kez register\" again")
+	case errors.Is(err, handles.ErrRateLimited):
+		return rateLimitedError(err, reg, h)
+	case errors.Is(err, sigchain.ErrChainFull):
+		return fmt.Errorf("your sigchain at %s is as large as that sig-server allows, so it takes no new link; ask its operator", srv.sigServer)
 	case err != nil:
 		return fmt.Errorf("registering %s: %w", h.Display(), trimSDK(err))
 	}
@@ -184,6 +190,40 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 	}
 	printIdentity(e.stdout, h.String(), key)
 	return nil
+}
+
+// rateLimitedError words a 429 from either server: how long to wait,
+// and that registering again then finishes the job.
+func rateLimitedError(err error, reg *handles.Registration, h handles.Handle) error {
+	var rl *handles.RateLimitedError
+	errors.As(err, &rl)
+	wait := "later"
+	if rl != nil && rl.RetryAfter > 0 {
+		wait = "in " + waitWords(rl.RetryAfter)
+	}
+	msg := "the server refused: too many requests from your address or key"
+	if reg != nil && reg.Chain != nil && reg.Chain.Handle() == h.String() {
+		return fmt.Errorf("%s; your sigchain already names %s, so running \"kez register %s\" again %s finishes the registration", msg, h.Display(), h.Name, wait)
+	}
+	return fmt.Errorf("%s; try again %s", msg, wait)
+}
+
+// waitWords says a wait the way people do: "45 seconds", "12 minutes",
+// "about 2 hours".
+func waitWords(d time.Duration) string {
+	plural := func(n int64, unit string) string {
+		if n == 1 {
+			return "1 " + unit
+		}
+		return strconv.FormatInt(n, 10) + " " + unit + "s"
+	}
+	switch {
+	case d < time.Minute:
+		return plural(max(1, int64(math.Ceil(d.Seconds()))), "second")
+	case d < time.Hour:
+		return plural(int64(math.Ceil(d.Minutes())), "minute")
+	}
+	return "about " + plural(int64(math.Round(d.Hours())), "hour")
 }
 
 // takenError words a refusal of h as taken: the name itself, or a

@@ -35,7 +35,7 @@ var lookAlikes = []struct{ name, holder string }{
 // handle it imitates (over HTTP: 409, reason look_alike, existing), none
 // is recorded or may log in to NATS, and the server counts them.
 func TestHostileLookAlikes(t *testing.T) {
-	st := startProcStack(t, procOptions{})
+	st := startProcStack(t, procOptions{NoHTTPLimits: true})
 	for _, n := range []string{"bob", "alice", "mallory"} {
 		st.register(t, n)
 	}
@@ -109,7 +109,7 @@ func TestHostileLookAlikesAfterUpgrade(t *testing.T) {
 	// Positive control: the old rule took mallory and rnallory side by side.
 	storetest.WriteRule1SQLite(t, db, recs)
 
-	st := startProcStack(t, procOptions{ChatArgs: []string{"--db", db}})
+	st := startProcStack(t, procOptions{NoHTTPLimits: true, ChatArgs: []string{"--db", db}})
 	for _, n := range []string{"bob", "mallory", "rnallory"} {
 		loginAs(t, st, stacktest.Identity(n), true)
 		if status := getStatus(t, st.ChatURL+"/v1/handles/"+n); status != http.StatusOK {

@@ -34,6 +34,10 @@ type procOptions struct {
 	SigEnv   []string // extra environment of kez-sig-server
 	// NATSConfExtra is appended to the nats.conf the snippet gives.
 	NATSConfExtra string
+	// NoHTTPLimits turns the servers' per-address HTTP rate limits off
+	// (every test client comes from loopback), for tests about something
+	// else that register many users. ChatArgs and SigArgs still win.
+	NoHTTPLimits bool
 }
 
 // procStack is a running process stack; see [startProcStack].
@@ -119,13 +123,15 @@ func startProcStack(t testing.TB, o procOptions) *procStack {
 	sigAddr, chatAddr := "127.0.0.1:"+strconv.Itoa(ports[0]), "127.0.0.1:"+strconv.Itoa(ports[1])
 	s.SigURL, s.ChatURL, s.Domain = "http://"+sigAddr, "http://"+chatAddr, procDomain
 
-	s.sig = startServerProc(t, filepath.Join(bins, "kez-sig-server"), append([]string{
-		"--listen", sigAddr, "--db", filepath.Join(s.Dir, "sig.db"), "--log-level", "debug",
-	}, o.SigArgs...), o.SigEnv, filepath.Join(s.Dir, "sig-server.log"))
-	s.chat = startServerProc(t, filepath.Join(bins, "kez-chat-server"), append([]string{
-		"--listen", chatAddr, "--domain", s.Domain, "--sig-server", s.SigURL, "--nats", s.NATSURL,
-		"--db", filepath.Join(s.Dir, "chat.db"), "--keys", s.KeysDir, "--log-level", "debug",
-	}, o.ChatArgs...), o.ChatEnv, filepath.Join(s.Dir, "chat-server.log"))
+	sigArgs := []string{"--listen", sigAddr, "--db", filepath.Join(s.Dir, "sig.db"), "--log-level", "debug"}
+	chatArgs := []string{"--listen", chatAddr, "--domain", s.Domain, "--sig-server", s.SigURL, "--nats", s.NATSURL,
+		"--db", filepath.Join(s.Dir, "chat.db"), "--keys", s.KeysDir, "--log-level", "debug"}
+	if o.NoHTTPLimits {
+		sigArgs = append(sigArgs, "--appends-per-ip", "off", "--chains-per-ip", "off", "--appends-per-key", "off", "--reads-per-ip", "off")
+		chatArgs = append(chatArgs, "--claims-per-ip", "off", "--claims-per-key", "off", "--reads-per-ip", "off")
+	}
+	s.sig = startServerProc(t, filepath.Join(bins, "kez-sig-server"), append(sigArgs, o.SigArgs...), o.SigEnv, filepath.Join(s.Dir, "sig-server.log"))
+	s.chat = startServerProc(t, filepath.Join(bins, "kez-chat-server"), append(chatArgs, o.ChatArgs...), o.ChatEnv, filepath.Join(s.Dir, "chat-server.log"))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("kez-chat-server log (tail):\n%s", tail(s.chatLog(), 12000))
