@@ -410,3 +410,32 @@ func TestResolverRemoteOrigins(t *testing.T) {
 		t.Errorf("a refused sig-server was reached: %d connections", otherConns.n.Load())
 	}
 }
+
+// FuzzRemoteRules feeds the remote-origin checks what a stranger's
+// WebFinger answer or DNS could hold: whatever passes must be https with
+// a host and no user information, and every IP it names must be public.
+func FuzzRemoteRules(f *testing.F) {
+	for _, s := range []string{
+		"https://kez.lat/v1/chains", "https://sig.kez.lat:8443", "http://127.0.0.1:8081", "https://[::ffff:127.0.0.1]",
+		"https://169.254.169.254/latest", "https://u:p@kez.lat", "https://[fe80::1%25eth0]", "https://2130706433",
+		"https://0x7f.1", "HTTPS://KEZ.LAT", "https://[64:ff9b::a9fe:a9fe]", "//kez.lat", "", "127.0.0.1:443", "[::1]:80", "8.8.8.8:443",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if u, err := url.Parse(s); err == nil && CheckRemoteURL(u) == nil {
+			if u.Scheme != "https" || u.User != nil || u.Hostname() == "" {
+				t.Fatalf("CheckRemoteURL accepted %q", s)
+			}
+			if a, err := netip.ParseAddr(u.Hostname()); err == nil && !PublicAddr(a) {
+				t.Fatalf("CheckRemoteURL accepted %q at %s", s, a)
+			}
+		}
+		if RemoteDialControl("tcp", s, nil) == nil {
+			ap, err := netip.ParseAddrPort(s)
+			if err != nil || !PublicAddr(ap.Addr()) {
+				t.Fatalf("RemoteDialControl accepted %q", s)
+			}
+		}
+	})
+}
