@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,65 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// tarpit is a real TCP listener on loopback that accepts connections and
-// never answers: a server that hangs whoever asks it.
-type tarpit struct {
-	ln       net.Listener
-	accepted atomic.Int32
-	accepts  chan struct{} // one value per accepted connection
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func startTarpit(t testing.TB) *tarpit {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := &tarpit{ln: ln, accepts: make(chan struct{}, 1024)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tp.mu.Lock()
-			tp.conns = append(tp.conns, c)
-			tp.mu.Unlock()
-			tp.accepted.Add(1)
-			select {
-			case tp.accepts <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		tp.mu.Lock()
-		defer tp.mu.Unlock()
-		for _, c := range tp.conns {
-			c.Close()
-		}
-	})
-	return tp
-}
-
-// domain is the tarpit as a development handle domain, "127.0.0.1:PORT".
-func (tp *tarpit) domain() string { return tp.ln.Addr().String() }
-
-// port is the tarpit's port.
-func (tp *tarpit) port() string {
-	_, p, _ := net.SplitHostPort(tp.ln.Addr().String())
-	return p
-}
-
 // waitAccepts waits until n more connections were accepted by the
 // tarpits (fails after d).
-func waitAccepts(t testing.TB, tps []*tarpit, n int, d time.Duration) {
+func waitAccepts(t testing.TB, tps []*stacktest.Tarpit, n int, d time.Duration) {
 	t.Helper()
 	cases := make(chan struct{}, n)
 	stop := make(chan struct{})
@@ -86,7 +28,7 @@ func waitAccepts(t testing.TB, tps []*tarpit, n int, d time.Duration) {
 		go func() {
 			for {
 				select {
-				case <-tp.accepts:
+				case <-tp.Accepts():
 					select {
 					case cases <- struct{}{}:
 					case <-stop:
@@ -108,10 +50,10 @@ func waitAccepts(t testing.TB, tps []*tarpit, n int, d time.Duration) {
 	}
 }
 
-func accepted(tps ...*tarpit) int {
+func accepted(tps ...*stacktest.Tarpit) int {
 	n := 0
 	for _, tp := range tps {
-		n += int(tp.accepted.Load())
+		n += tp.Accepted()
 	}
 	return n
 }
@@ -233,11 +175,11 @@ func TestTarpitStrangersDoNotDelayContacts(t *testing.T) {
 	const n = 50
 	st := stacktest.Start(t, stacktest.Options{})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	tarpits := make([]*tarpit, n)
+	tarpits := make([]*stacktest.Tarpit, n)
 	var domains []string
 	for i := range tarpits {
-		tarpits[i] = startTarpit(t)
-		domains = append(domains, tarpits[i].domain())
+		tarpits[i] = stacktest.StartTarpit(t)
+		domains = append(domains, tarpits[i].Addr())
 	}
 	alice := openClient(t, st, au, func(c *Config) {
 		c.AllowLocalDomains, c.LocalDomains = true, domains
@@ -291,11 +233,11 @@ func TestStrangerLookupsAreBounded(t *testing.T) {
 	const n, lookups, queue = 8, 1, 2
 	st := stacktest.Start(t, stacktest.Options{})
 	au := st.NewUser(t, "alice")
-	var tarpits []*tarpit
+	var tarpits []*stacktest.Tarpit
 	var domains []string
 	for range n {
-		tp := startTarpit(t)
-		tarpits, domains = append(tarpits, tp), append(domains, tp.domain())
+		tp := stacktest.StartTarpit(t)
+		tarpits, domains = append(tarpits, tp), append(domains, tp.Addr())
 	}
 	alice := openClient(t, st, au, func(c *Config) {
 		c.AllowLocalDomains, c.LocalDomains = true, domains
@@ -327,15 +269,15 @@ func TestStrangerLookupsAreBounded(t *testing.T) {
 func TestStrangerOnLoopbackIsNotContacted(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	au := st.NewUser(t, "alice")
-	byIP, byName := startTarpit(t), startTarpit(t)
-	ipStranger := newStrangerUser(t, st, "mallory", "mallory@"+byIP.domain())
-	nameStranger := newStrangerUser(t, st, "trudy", "trudy@localhost:"+byName.port())
+	byIP, byName := stacktest.StartTarpit(t), stacktest.StartTarpit(t)
+	ipStranger := newStrangerUser(t, st, "mallory", "mallory@"+byIP.Addr())
+	nameStranger := newStrangerUser(t, st, "trudy", "trudy@localhost:"+byName.Port())
 
 	// Positive control: a client that marks the domains local does reach
 	// them, so the refusals below are the rules' doing.
 	home := filepath.Join(t.TempDir(), "alice")
 	control := openClientIn(t, st, au, home, func(c *Config) {
-		c.AllowLocalDomains, c.LocalDomains = true, []string{byIP.domain(), "localhost:" + byName.port()}
+		c.AllowLocalDomains, c.LocalDomains = true, []string{byIP.Addr(), "localhost:" + byName.Port()}
 		c.RefreshTimeout = 200 * time.Millisecond
 	})
 	ipStranger.send(t, au, []byte("one"))
@@ -344,8 +286,8 @@ func TestStrangerOnLoopbackIsNotContacted(t *testing.T) {
 	if err := control.ResolveRequests(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if byIP.accepted.Load() == 0 || byName.accepted.Load() == 0 {
-		t.Fatalf("the control lookups did not reach the servers: %d, %d connections", byIP.accepted.Load(), byName.accepted.Load())
+	if byIP.Accepted() == 0 || byName.Accepted() == 0 {
+		t.Fatalf("the control lookups did not reach the servers: %d, %d connections", byIP.Accepted(), byName.Accepted())
 	}
 	control.Close()
 	before := accepted(byIP, byName)

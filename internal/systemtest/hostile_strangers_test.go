@@ -10,70 +10,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// holdListener is a real TCP listener on loopback that accepts
-// connections, counts them and never answers.
-type holdListener struct {
-	ln       net.Listener
-	accepted atomic.Int32
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func startHoldListener(t *testing.T) *holdListener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &holdListener{ln: ln}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			h.mu.Lock()
-			h.conns = append(h.conns, c)
-			h.mu.Unlock()
-			h.accepted.Add(1)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		for _, c := range h.conns {
-			c.Close()
-		}
-	})
-	return h
-}
-
-// addr is "127.0.0.1:PORT", also a development handle domain.
-func (h *holdListener) addr() string { return h.ln.Addr().String() }
-
-func (h *holdListener) port() string {
-	_, p, _ := net.SplitHostPort(h.addr())
-	return p
-}
 
 // procStranger is a user registered on the process stack who writes by
 // publishing sealed envelopes itself, as an attacker would.
@@ -194,8 +142,8 @@ func syncUntil(t *testing.T, c *chat.Client, n uint64) {
 func TestHostileStrangerOnLoopback(t *testing.T) {
 	st := startProcStack(t, procOptions{})
 	alice := st.register(t, "alice")
-	byIP, byName := startHoldListener(t), startHoldListener(t)
-	ipDomain, nameDomain := byIP.addr(), "localhost:"+byName.port()
+	byIP, byName := stacktest.StartTarpit(t), stacktest.StartTarpit(t)
+	ipDomain, nameDomain := byIP.Addr(), "localhost:"+byName.Port()
 	mallory := st.stranger(t, "mallory", "mallory@"+ipDomain)
 	trudy := st.stranger(t, "trudy", "trudy@"+nameDomain)
 
@@ -209,11 +157,11 @@ func TestHostileStrangerOnLoopback(t *testing.T) {
 	if err := control.ResolveRequests(testCtx(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if byIP.accepted.Load() == 0 || byName.accepted.Load() == 0 {
-		t.Fatalf("positive control: the marked client did not reach the listeners (%d, %d connections)", byIP.accepted.Load(), byName.accepted.Load())
+	if byIP.Accepted() == 0 || byName.Accepted() == 0 {
+		t.Fatalf("positive control: the marked client did not reach the listeners (%d, %d connections)", byIP.Accepted(), byName.Accepted())
 	}
 	control.Close()
-	before := byIP.accepted.Load() + byName.accepted.Load()
+	before := byIP.Accepted() + byName.Accepted()
 
 	victim, logs := st.victim(t, alice, "", nil)
 	mallory.mustSend(t, alice, []byte("click here, again"))
@@ -222,7 +170,7 @@ func TestHostileStrangerOnLoopback(t *testing.T) {
 	if err := victim.ResolveRequests(testCtx(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if n := byIP.accepted.Load() + byName.accepted.Load(); n != before {
+	if n := byIP.Accepted() + byName.Accepted(); n != before {
 		t.Errorf("%d connections reached the strangers' loopback listeners", n-before)
 	}
 	if s := victim.Stats(); s.StrangerLookups != 2 || s.StrangerLookupsFailed != 2 || s.Requests != 2 {
@@ -250,11 +198,11 @@ func TestHostileTarpitStrangers(t *testing.T) {
 	const n = 50
 	st := startProcStack(t, procOptions{})
 	alice, bob := st.register(t, "alice"), st.register(t, "bob")
-	var tarpits []*holdListener
+	var tarpits []*stacktest.Tarpit
 	var domains []string
 	for range n {
-		tp := startHoldListener(t)
-		tarpits, domains = append(tarpits, tp), append(domains, tp.addr())
+		tp := stacktest.StartTarpit(t)
+		tarpits, domains = append(tarpits, tp), append(domains, tp.Addr())
 	}
 	ac, _ := st.victim(t, alice, "", func(c *chat.Config) {
 		c.LocalDomains = domains
@@ -301,7 +249,7 @@ func TestHostileTarpitStrangers(t *testing.T) {
 	accepted := func() int {
 		total := 0
 		for _, tp := range tarpits {
-			total += int(tp.accepted.Load())
+			total += tp.Accepted()
 		}
 		return total
 	}
