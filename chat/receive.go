@@ -100,7 +100,9 @@ func (c *Client) waitOne(ctx context.Context, wait time.Duration) (int, error) {
 // Run receives until ctx ends or the client is closed, calling handler
 // with each new message once it is stored (trusted, held or request: check
 // Entry.Trust before showing it). Handler calls are sequential, in the
-// order messages arrived; a slow handler slows receiving. Run does not mark
+// order messages arrived; a slow handler slows receiving. A request comes
+// without PeerHandle: its sender is looked up afterwards, in the
+// background, and [Client.Requests] shows the confirmed handle. Run does not mark
 // anything read: call [Client.MarkRead] for what was shown.
 //
 // Run keeps receiving across broker restarts and reconnects. On return,
