@@ -69,9 +69,16 @@ type Config struct {
 	// AllowLocalDomains accepts development domains (localhost, IP:port)
 	// in handles. Never in production.
 	AllowLocalDomains bool
+	// LocalDomains are handle domains whose servers may be plain http on
+	// this machine or a private network (a dev stack, tests, a private
+	// deployment); every other domain's servers, which a stranger may
+	// choose, must be https at public addresses. The home Domain needs no
+	// marking: ServerURL and the sig-server it names are the user's own.
+	// See handles.Resolver.LocalDomains.
+	LocalDomains []string
 	// Resolver resolves handles. nil: one is made from ServerURL, Domain,
-	// AllowLocalDomains, HTTPClient and Clock, caching answers for
-	// RefreshInterval.
+	// AllowLocalDomains, LocalDomains, HTTPClient and Clock, caching
+	// answers for RefreshInterval.
 	Resolver *handles.Resolver
 
 	// HTTPClient is used for the sig-server and, if the Resolver is made
@@ -93,6 +100,27 @@ type Config struct {
 	// AckWait is the consumer's redelivery delay; 0 means DefaultAckWait.
 	// The chat-server keeps it between 250 ms and 10 minutes.
 	AckWait time.Duration
+
+	// A message from a key that is not a contact (a request) is stored at
+	// once and its sender's handle looked up in the background (see
+	// docs/spec/chat.md §5). StrangerLookups is how many lookups run at
+	// once (0: DefaultStrangerLookups), StrangerQueue how many senders may
+	// wait for one (0: DefaultStrangerQueue; a sender beyond it is looked
+	// up on its next message), StrangerRetry how long a failed lookup is
+	// remembered (0: DefaultStrangerRetry). Each lookup is bounded by
+	// RefreshTimeout.
+	StrangerLookups int
+	StrangerQueue   int
+	StrangerRetry   time.Duration
+	// Caps on stored message requests, per sender and in all, by count and
+	// by body bytes; a request over a cap is dropped, never stored, and
+	// counted in Stats.RequestsDropped. 0 means the default
+	// (DefaultMaxRequestsPerSender, DefaultMaxRequestBytesPerSender,
+	// DefaultMaxRequests, DefaultMaxRequestBytes), a negative value no cap.
+	MaxRequestsPerSender     int
+	MaxRequestBytesPerSender int64
+	MaxRequests              int
+	MaxRequestBytes          int64
 	// NATSOptions are passed to Connect after the client's own (e.g.
 	// nats.ReconnectWait, or a custom dialer).
 	NATSOptions []nats.Option
@@ -125,6 +153,7 @@ type Client struct {
 	byHandle   map[string]*contactState
 	byKey      map[kez.PublicKey]*contactState
 	requesters map[kez.PublicKey]requester
+	strangers  *strangerLookups
 
 	recvMu sync.Mutex   // one batch is processed at a time
 	live   atomic.Int32 // Run loops receiving
@@ -176,6 +205,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = DefaultAckWait
 	}
+	cfg.setStrangerDefaults()
 	c := &Client{
 		cfg: cfg, id: cfg.Identity, me: cfg.Identity.PublicKey(),
 		log: cfg.Logger, now: cfg.Clock, httpc: cfg.HTTPClient, resolver: cfg.Resolver,
@@ -196,7 +226,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if c.resolver == nil {
 		c.resolver = &handles.Resolver{
 			DefaultDomain: cfg.Domain, HomeServer: cfg.ServerURL, HTTPClient: c.httpc,
-			AllowLocal: cfg.AllowLocalDomains, Now: c.now, VerifyOptions: c.verifyOpts(),
+			AllowLocal: cfg.AllowLocalDomains, LocalDomains: cfg.LocalDomains, Now: c.now, VerifyOptions: c.verifyOpts(),
 			// A contact is checked at most once per refresh interval, so
 			// the resolver need not remember answers longer.
 			TTL: cfg.RefreshInterval,
@@ -218,8 +248,10 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		db.close()
 		return nil, err
 	}
+	c.startStrangers()
 	if cfg.NATSURL != "" {
 		if err := c.connect(ctx); err != nil {
+			c.stopStrangers()
 			db.close()
 			return nil, err
 		}
@@ -363,6 +395,7 @@ func (c *Client) Close() error {
 			c.nc.Close()
 		}
 		c.sends.Wait()
+		c.stopStrangers()
 		err = c.db.close()
 	})
 	return err
@@ -379,10 +412,21 @@ type Stats struct {
 	ReceiptsSent     uint64
 	ReceiptsReceived uint64
 	Flagged          uint64 // contacts flagged
+	// RequestsDropped counts requests over a cap (Config.MaxRequests…),
+	// dropped without being stored.
+	RequestsDropped uint64
+	// StrangerLookups counts lookups of strangers' handles done, of which
+	// StrangerLookupsFailed failed (a server down, slow, or refused by the
+	// remote-origin rules); StrangerLookupsSkipped counts senders not looked
+	// up because StrangerQueue senders were already waiting.
+	StrangerLookups        uint64
+	StrangerLookupsFailed  uint64
+	StrangerLookupsSkipped uint64
 }
 
 type clientStats struct {
 	sent, received, duplicates, rejected, held, requests, receiptsSent, receiptsReceived, flagged atomic.Uint64
+	requestsDropped, lookups, lookupsFailed, lookupsSkipped                                       atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -392,5 +436,7 @@ func (c *Client) Stats() Stats {
 		Sent: s.sent.Load(), Received: s.received.Load(), Duplicates: s.duplicates.Load(), Rejected: s.rejected.Load(),
 		Held: s.held.Load(), Requests: s.requests.Load(), ReceiptsSent: s.receiptsSent.Load(),
 		ReceiptsReceived: s.receiptsReceived.Load(), Flagged: s.flagged.Load(),
+		RequestsDropped: s.requestsDropped.Load(), StrangerLookups: s.lookups.Load(),
+		StrangerLookupsFailed: s.lookupsFailed.Load(), StrangerLookupsSkipped: s.lookupsSkipped.Load(),
 	}
 }

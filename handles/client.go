@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -145,6 +146,9 @@ func (c *Client) WebFinger(ctx context.Context, h Handle) (*JRD, error) {
 // for a *HandleError rebuilt from a 400 with a reason.
 func (c *Client) do(req *http.Request, input string, out any) (int, error) {
 	resp, err := c.httpClient().Do(req)
+	if errors.Is(err, ErrForbiddenOrigin) {
+		return 0, fmt.Errorf("handles: %s: %w", req.URL.Host, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("%w: %s: %w", ErrUnreachable, req.URL.Host, err)
 	}

@@ -117,6 +117,25 @@ func isLocalDomain(d string) bool {
 	return handles.ReasonOf(err) == handles.ReasonLocalDomain
 }
 
+// localDomains returns the domains KEZ_LOCAL_DOMAINS marks local
+// (comma-separated): their servers may be plain http on this machine or a
+// private network. Every other domain's servers must be public https.
+func (e *env) localDomains() []string {
+	var out []string
+	for _, d := range strings.Split(e.getenv("KEZ_LOCAL_DOMAINS"), ",") {
+		if d = strings.ToLower(strings.TrimSpace(d)); d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// allowLocal reports whether development handles (IP, port, localhost)
+// are accepted: when the home domain is one, or a domain is marked local.
+func (e *env) allowLocal(home string) bool {
+	return (home != "" && isLocalDomain(home)) || len(e.localDomains()) > 0
+}
+
 func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, name string) error {
 	acct, err := e.loadAccount(homeFlag)
 	if err != nil {

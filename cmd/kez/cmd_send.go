@@ -117,7 +117,8 @@ func (e *env) openChat(ctx context.Context, f chatFlags, online bool) (*chat.Cli
 		ServerURL:         srv.server,
 		SigServerURL:      srv.sigServer,
 		Domain:            srv.domain,
-		AllowLocalDomains: srv.domain != "" && isLocalDomain(srv.domain),
+		AllowLocalDomains: e.allowLocal(srv.domain),
+		LocalDomains:      e.localDomains(),
 		HTTPClient:        httpClient,
 		// Warnings (a rejected message, a flagged contact) are for the user.
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -151,12 +152,20 @@ func chatError(err error) error {
 		msg = strings.TrimPrefix(cr.Error(), "chat: ") + fmt.Sprintf(" (kez contacts add %s)", cr.Handle)
 	case handles.ReasonOf(err) == handles.ReasonNoDomain:
 		msg = "a bare name needs your home domain: write name@domain, or set KEZ_SERVER to your chat-server"
+	case errors.Is(err, handles.ErrForbiddenOrigin):
+		msg = forbiddenSentence(err)
 	default:
 		for _, p := range []string{"chat: ", "handles: ", "sigchain: ", "kez: ", "natsconn: "} {
 			msg = strings.TrimPrefix(msg, p)
 		}
 	}
 	return &cliErr{msg: msg, err: err}
+}
+
+// forbiddenSentence words a refusal of the remote-origin rules.
+func forbiddenSentence(err error) string {
+	return fmt.Sprintf("kez will not contact the server this handle's domain names, because it is not public https (%v); "+
+		"if it is a development or private domain you trust, add it to KEZ_LOCAL_DOMAINS", trimSDK(err))
 }
 
 // readText returns the message text: the arguments joined by spaces, or
