@@ -214,6 +214,21 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 	return false, time.Duration(math.Ceil(wait * float64(time.Second)))
 }
 
+// Refund gives back the token an allowed request of key took, for a
+// request that turned out not to count (an append that lost a race to
+// another and stored nothing). The bucket never holds more than N.
+func (l *Limiter) Refund(key string) {
+	if l == nil || l.limit.Off() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e := l.buckets[key]; e != nil {
+		b := e.Value.(*bucket)
+		b.tokens = math.Min(b.tokens+1, float64(l.limit.N))
+	}
+}
+
 func (l *Limiter) remove(e *list.Element) {
 	l.lru.Remove(e)
 	delete(l.buckets, e.Value.(*bucket).key)

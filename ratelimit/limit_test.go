@@ -184,3 +184,31 @@ func TestLimiterConcurrent(t *testing.T) {
 		t.Fatalf("%d of 400 concurrent requests allowed, want exactly the burst of 100", allowed)
 	}
 }
+
+// TestLimiterRefund: a refunded request does not count; a refund never
+// lifts a bucket past its burst.
+func TestLimiterRefund(t *testing.T) {
+	c := newClock()
+	l := New(Limit{N: 2, Per: time.Hour}, Options{Now: c.Now})
+	l.Refund("a") // unknown key: nothing to do
+	for range 2 {
+		if ok, _ := l.Allow("a"); !ok {
+			t.Fatal("burst refused")
+		}
+	}
+	if ok, _ := l.Allow("a"); ok {
+		t.Fatal("past the burst")
+	}
+	l.Refund("a")
+	if ok, _ := l.Allow("a"); !ok {
+		t.Fatal("a refunded token was not there")
+	}
+	for range 5 {
+		l.Refund("a")
+	}
+	for i := range 3 {
+		if ok, _ := l.Allow("a"); ok != (i < 2) {
+			t.Fatalf("request %d after many refunds: %v", i, ok)
+		}
+	}
+}

@@ -403,6 +403,7 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 	if err := h.store.Append(ctx, link); err != nil {
 		var ce *ConflictError
 		if errors.As(err, &ce) {
+			h.appendsPerKey.Refund(key.String()) // lost a race: nothing stored
 			h.conflict(w, ce.Head, ce.Error())
 			return
 		}

@@ -142,8 +142,13 @@ func chatError(err error) error {
 	var kc *chat.KeyChangedError
 	var cr *chat.ChainRewrittenError
 	var nc *chat.NotContactError
+	var qe *chat.QuotaError
 	msg := err.Error()
 	switch {
+	case errors.Is(err, chat.ErrUnknownRecipient):
+		msg = "the chat-server refused the message: that key holds no handle there, so nothing was sent"
+	case errors.As(err, &qe):
+		msg = quotaSentence(qe.Limit)
 	case errors.As(err, &nc):
 		msg = fmt.Sprintf("%s is not a contact yet: run kez contacts add %s", nc.Handle, nc.Handle)
 	case errors.As(err, &kc):
@@ -160,6 +165,21 @@ func chatError(err error) error {
 		}
 	}
 	return &cliErr{msg: msg, err: err}
+}
+
+// quotaSentence says which sending limit refused a message, and what to
+// do about it.
+func quotaSentence(limit string) string {
+	switch limit {
+	case "sender":
+		return "you are sending faster than the chat-server allows; nothing was sent: wait a little and send again"
+	case "recipient":
+		return "the recipient is taking in more mail than the chat-server allows right now; nothing was sent: try again later"
+	case "unread":
+		return "the recipient has not read the many messages you already sent; nothing was sent until they read some"
+	default:
+		return "the chat-server's message store is full; nothing was sent: try again later, or tell its operator"
+	}
 }
 
 // forbiddenSentence words a refusal of the remote-origin rules.
