@@ -390,12 +390,7 @@ func (g *gate) ensure(key kez.PublicKey, ackWait time.Duration) error {
 // the user's durable consumer, with the AckWait the request's header asks
 // for, and answers {"num_pending":N,"num_ack_pending":M} or an error.
 func (g *gate) onConsumer(m *nats.Msg) {
-	tok := strings.Split(m.Subject, ".")
-	if len(tok) != 4 {
-		g.drop("consumer", reasonBadRequest)
-		return
-	}
-	key, ok := g.admit("consumer", m, tok[3], true)
+	key, ok := g.ownRequest("consumer", m, true)
 	if !ok {
 		return
 	}
@@ -438,6 +433,17 @@ func (g *gate) consumerInfo(key kez.PublicKey, ackWait time.Duration) (*jetstrea
 	return c.CachedInfo(), nil
 }
 
+// ownRequest admits a request on kez.v1.<kind>.<key>, a subject that
+// names only its sender, and returns the key.
+func (g *gate) ownRequest(kind string, m *nats.Msg, needReply bool) (kez.PublicKey, bool) {
+	tok := strings.Split(m.Subject, ".")
+	if len(tok) != 4 {
+		g.drop(kind, reasonBadRequest)
+		return kez.PublicKey{}, false
+	}
+	return g.admit(kind, m, tok[3], needReply)
+}
+
 // takePull takes a token from key's pull bucket.
 func (g *gate) takePull(key kez.PublicKey) bool {
 	now := g.now()
@@ -451,12 +457,7 @@ func (g *gate) takePull(key kez.PublicKey) bool {
 // kez.v1.deliver.<key>.<token>, the user's own deliver subject. It is
 // not answered: what the pull delivers is the answer.
 func (g *gate) onPull(m *nats.Msg) {
-	tok := strings.Split(m.Subject, ".")
-	if len(tok) != 4 {
-		g.drop("pull", reasonBadRequest)
-		return
-	}
-	key, ok := g.admit("pull", m, tok[3], false)
+	key, ok := g.ownRequest("pull", m, false)
 	if !ok {
 		return
 	}
