@@ -160,6 +160,7 @@ const (
 	ErrCodeUnknownRecipient = wire.ErrCodeUnknownRecipient // the recipient's key is not registered
 	ErrCodeSenderQuota      = wire.ErrCodeSenderQuota      // the sender is over its rate limit
 	ErrCodeRecipientQuota   = wire.ErrCodeRecipientQuota   // the recipient takes no more mail for now
+	ErrCodeSenderUnread     = wire.ErrCodeSenderUnread     // the sender has too many unread messages in all inboxes
 	ErrCodeUnavailable      = wire.ErrCodeUnavailable      // the gate cannot reach JetStream or the registry
 )
 

@@ -56,8 +56,9 @@ var (
 // QuotaError is [ErrQuotaExceeded] with the limit that was hit.
 type QuotaError struct {
 	// Limit is "sender" (your sending rate), "recipient" (the rate the
-	// recipient takes mail at), "unread" (your unread messages in the
-	// recipient's inbox) or "stream" (the chat-server's storage is full).
+	// recipient takes mail at), "unread" (your unread messages, in the
+	// recipient's inbox or in all) or "stream" (the chat-server's storage
+	// is full).
 	Limit string
 }
 
@@ -81,6 +82,8 @@ func refusal(err error) error {
 		return fmt.Errorf("%w: %w", ErrUnknownRecipient, err)
 	case ae.ErrorCode == wire.ErrCodeSenderQuota:
 		return fmt.Errorf("%w: %w", &QuotaError{Limit: "sender"}, err)
+	case ae.ErrorCode == wire.ErrCodeSenderUnread:
+		return fmt.Errorf("%w: %w", &QuotaError{Limit: "unread"}, err)
 	case ae.ErrorCode == wire.ErrCodeRecipientQuota:
 		return fmt.Errorf("%w: %w", &QuotaError{Limit: "recipient"}, err)
 	case strings.Contains(ae.Description, "maximum messages per subject"):

@@ -53,7 +53,9 @@ const maxMsgID = 128
 const (
 	maxPullBatch   = 1024
 	maxPullExpires = time.Minute
-	maxPullBody    = 1024
+	// maxNoWaitExpires bounds the expiry of a no-wait pull.
+	maxNoWaitExpires = time.Second
+	maxPullBody      = 1024
 )
 
 // relayToken starts the gate's own reply subjects for store
@@ -103,6 +105,7 @@ const (
 	reasonUnknown        = "unknown_recipient" // recipient not registered
 	reasonSenderQuota    = "sender_quota"
 	reasonRecipientQuota = "recipient_quota"
+	reasonSenderUnread   = "sender_unread"
 	reasonAPIQuota       = "pull_quota"
 	reasonUnavailable    = "unavailable"
 )
@@ -123,7 +126,7 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 			m.requests.WithLabelValues(k, r)
 		}
 	}
-	for _, r := range []string{reasonForged, reasonReply, reasonBadRequest, reasonUnknown, reasonSenderQuota, reasonRecipientQuota, reasonAPIQuota, reasonUnavailable} {
+	for _, r := range []string{reasonForged, reasonReply, reasonBadRequest, reasonUnknown, reasonSenderQuota, reasonRecipientQuota, reasonSenderUnread, reasonAPIQuota, reasonUnavailable} {
 		m.refusals.WithLabelValues(r)
 	}
 	limit := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -136,6 +139,7 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 		"recipient_rate": lim.RecipientRate, "recipient_burst": lim.RecipientBurst,
 		"recipient_bytes_rate": lim.RecipientBytesRate, "recipient_bytes_burst": lim.RecipientBytesBurst,
 		"api_rate": lim.APIRate, "api_burst": lim.APIBurst, "max_tracked": float64(lim.MaxTracked),
+		"sender_unread": float64(lim.SenderUnread),
 	} {
 		limit.WithLabelValues(name).Set(v)
 	}
@@ -296,6 +300,10 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", m, reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "recipient over its rate limit")
 		return
 	}
+	if !g.underUnread(from, now) {
+		g.refuse("send", m, reasonSenderUnread, 429, callout.ErrCodeSenderUnread, "sender has too many unread messages")
+		return
+	}
 	if err := g.ensure(to, 0); err != nil {
 		g.log.Warn("gate: cannot make a recipient's consumer", "recipient", to, "err", err)
 		g.refuse("send", m, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
@@ -323,6 +331,60 @@ func (g *gate) onRelay(m *nats.Msg) {
 		return
 	}
 	g.nc.Publish(respPrefix+rest, m.Data)
+}
+
+// underUnread reports whether from may store one more message under its
+// cap of unread messages in all inboxes, and counts it. The gate keeps an
+// estimate (the last count plus what it stored since) and counts in the
+// stream only when the estimate reaches half the cap: then at most every
+// 10 s, and while over the cap at most once a second. A failed count lets
+// the message through (the rate limits still hold) and is logged.
+func (g *gate) underUnread(from kez.PublicKey, now time.Time) bool {
+	limit := g.lim.SenderUnread
+	if limit < 0 {
+		return true
+	}
+	var est int
+	var at time.Time
+	g.users.with(from.String(), now, func(b *userBuckets) { est, at = b.unread, b.unreadAt })
+	switch {
+	case est < limit/2 || est < limit && now.Sub(at) < 10*time.Second:
+	case est >= limit && now.Sub(at) < time.Second:
+		return false
+	default:
+		n, err := g.countUnread(from)
+		if err != nil {
+			g.log.Warn("gate: cannot count a sender's unread messages", "sender", from, "err", err)
+			return true
+		}
+		est = n
+		g.users.with(from.String(), now, func(b *userBuckets) { b.unread, b.unreadAt = n, now })
+		if n >= limit {
+			return false
+		}
+	}
+	g.users.with(from.String(), now, func(b *userBuckets) { b.unread++ })
+	return true
+}
+
+// countUnread counts from's messages in the stream: its subjects in every
+// inbox, kez.v1.inbox.*.<from>.
+func (g *gate) countUnread(from kez.PublicKey) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := g.js.Stream(ctx, g.stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(callout.InboxSubjectPrefix+"*."+from.String()))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n, nil
 }
 
 // registered reports whether key holds a handle, from a short-lived cache.
@@ -473,7 +535,10 @@ func (g *gate) onPull(m *nats.Msg) {
 	req.Batch = min(max(req.Batch, 1), maxPullBatch)
 	switch {
 	case req.NoWait:
-		req.Expires = 0 // what is waiting now, then 404 at once
+		// What is waiting now. With a short expiry the consumer also
+		// delivers what the stream stored a moment before but has not
+		// signalled to it yet; without one it answers 404 at once.
+		req.Expires = min(max(req.Expires, 0), int64(maxNoWaitExpires))
 	case req.Expires <= 0 || req.Expires > int64(maxPullExpires):
 		req.Expires = int64(maxPullExpires)
 	}

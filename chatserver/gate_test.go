@@ -11,6 +11,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/internal/inbox"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
@@ -285,8 +286,11 @@ func TestGateUnreadCapPerSender(t *testing.T) {
 	if code, _ := gateCode(t, carol.send(t, bob.key, []byte("carol's second"))); code != 0 {
 		t.Fatal("carol refused after mallory's flood")
 	}
-	if info := st.ConsumerInfo(t, bob.key); info.NumPending != 4 {
-		t.Fatalf("bob has %d waiting, want 4", info.NumPending)
+	deadline := time.Now().Add(10 * time.Second) // the consumer's count follows the stream shortly
+	for info := st.ConsumerInfo(t, bob.key); info.NumPending != 4; info = st.ConsumerInfo(t, bob.key) {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob has %d waiting, want 4", info.NumPending)
+		}
 	}
 }
 
@@ -349,4 +353,52 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestGateSenderUnreadCap: one sender has at most SenderUnread messages
+// waiting in all inboxes together; once recipients read, it may send
+// again.
+func TestGateSenderUnreadCap(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{SenderUnread: 5, SenderRate: -1, RecipientRate: -1}})
+	mallory, bob, carol := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob"), gateLogin(t, st, "carol")
+	for i := range 5 {
+		to := bob.key
+		if i%2 == 1 {
+			to = carol.key
+		}
+		if code, _ := gateCode(t, mallory.send(t, to, []byte("x"))); code != 0 {
+			t.Fatalf("message %d refused: %d", i, code)
+		}
+	}
+	if code, _ := gateCode(t, mallory.send(t, carol.key, []byte("x"))); code != callout.ErrCodeSenderUnread {
+		t.Fatalf("the 6th unread message: code %d", code)
+	}
+	// Others still send; bob reads his three.
+	if code, _ := gateCode(t, carol.send(t, bob.key, []byte("carol's"))); code != 0 {
+		t.Fatal("carol refused")
+	}
+	ctx := context.Background()
+	msgs, err := inbox.NewPuller(bob.nc, bob.key.String(), callout.DefaultStream).Fetch(ctx, 10, 0)
+	if err != nil || len(msgs) != 4 {
+		t.Fatalf("bob: %d, %v", len(msgs), err)
+	}
+	for _, m := range msgs {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The gate counts again at most once a second while over the cap.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _ := gateCode(t, mallory.send(t, carol.key, []byte("after bob read")))
+		if code == 0 {
+			break
+		}
+		if code != callout.ErrCodeSenderUnread || time.Now().After(deadline) {
+			t.Fatalf("after bob read: code %d", code)
+		}
+	}
+	if !strings.Contains(fetch(t, st.ServerURL+"/metrics"), `kez_chat_gate_refusals_total{reason="sender_unread"}`) {
+		t.Error("no metric for the refusals")
+	}
 }

@@ -31,6 +31,11 @@ type MailLimits struct {
 	// Defaults 8 MiB/s and 128 MiB.
 	RecipientBytesRate  float64
 	RecipientBytesBurst float64
+	// SenderUnread bounds the messages one sender has waiting unread in
+	// all inboxes together; the gate counts them in the stream when a
+	// sender comes near it (and at most once a second while over it).
+	// Default 2,000; -1 turns it off.
+	SenderUnread int
 	// APIRate and APIBurst bound one user's consumer calls (pulls and
 	// consumer inspections). Defaults 100/s and 1,000.
 	APIRate  float64
@@ -50,13 +55,14 @@ var DefaultMailLimits = MailLimits{
 	RecipientRate: 200, RecipientBurst: 4000,
 	RecipientBytesRate: 8 << 20, RecipientBytesBurst: 128 << 20,
 	APIRate: 100, APIBurst: 1000,
-	MaxTracked: 100_000,
-	KnownTTL:   time.Minute,
+	SenderUnread: 2000,
+	MaxTracked:   100_000,
+	KnownTTL:     time.Minute,
 }
 
 // NoMailLimits turns every rate limit of the gate off (benchmarks only).
 var NoMailLimits = MailLimits{
-	SenderRate: -1, SenderBytesRate: -1, RecipientRate: -1, RecipientBytesRate: -1, APIRate: -1,
+	SenderRate: -1, SenderBytesRate: -1, RecipientRate: -1, RecipientBytesRate: -1, APIRate: -1, SenderUnread: -1,
 }
 
 func (l MailLimits) withDefaults() MailLimits {
@@ -76,6 +82,9 @@ func (l MailLimits) withDefaults() MailLimits {
 	pick(&l.RecipientBytesBurst, d.RecipientBytesBurst)
 	pick(&l.APIRate, d.APIRate)
 	pick(&l.APIBurst, d.APIBurst)
+	if l.SenderUnread == 0 {
+		l.SenderUnread = d.SenderUnread
+	}
 	if l.MaxTracked <= 0 {
 		l.MaxTracked = d.MaxTracked
 	}
@@ -110,9 +119,12 @@ func (b *bucket) take(now time.Time, rate, burst, n float64) bool {
 	return true
 }
 
-// userBuckets are one user's buckets, as sender, recipient and API caller.
+// userBuckets are one user's buckets, as sender, recipient and API caller,
+// and the count of its unread messages.
 type userBuckets struct {
 	sendMsgs, sendBytes, rcptMsgs, rcptBytes, api bucket
+	unread                                        int       // as last counted, plus what was stored since
+	unreadAt                                      time.Time // when last counted; zero: never
 }
 
 // tracker holds per-user state, at most max entries (the least recently

@@ -102,7 +102,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	for _, f := range floats {
 		fs.Float64Var(f.v, f.flag, *f.v, f.usage+" (env "+f.env+")")
 	}
-	fs.IntVar(&maxUnread, "max-unread-per-sender", maxUnread, "unread messages one sender may leave in one inbox (env KEZ_CHAT_MAX_UNREAD_PER_SENDER)")
+	fs.IntVar(&maxUnread, "max-unread-per-inbox", maxUnread, "unread messages one sender may leave in one inbox (env KEZ_CHAT_MAX_UNREAD_PER_INBOX)")
+	fs.IntVar(&lim.SenderUnread, "max-unread-per-sender", lim.SenderUnread, "unread messages one sender may have in all inboxes together; -1 turns the limit off (env KEZ_CHAT_MAX_UNREAD_PER_SENDER)")
 	fs.IntVar(&inboxBytes, "inbox-max-bytes", inboxBytes, "bytes the inbox stream holds in all; when full it refuses new mail and evicts none (env KEZ_CHAT_INBOX_MAX_BYTES)")
 	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-config; see --help"); !ok {
 		return err
@@ -118,14 +119,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return servercmd.Usagef("--%s %v: want a positive number (or -1 for a rate: no limit)", f.flag, *f.v)
 		}
 	}
-	if err := env.Int(fs, "max-unread-per-sender", "KEZ_CHAT_MAX_UNREAD_PER_SENDER", &maxUnread); err != nil {
+	if err := env.Int(fs, "max-unread-per-inbox", "KEZ_CHAT_MAX_UNREAD_PER_INBOX", &maxUnread); err != nil {
+		return err
+	}
+	if err := env.Int(fs, "max-unread-per-sender", "KEZ_CHAT_MAX_UNREAD_PER_SENDER", &lim.SenderUnread); err != nil {
 		return err
 	}
 	if err := env.Int(fs, "inbox-max-bytes", "KEZ_CHAT_INBOX_MAX_BYTES", &inboxBytes); err != nil {
 		return err
 	}
-	if maxUnread < 1 || inboxBytes < 1<<20 {
-		return servercmd.Usagef("--max-unread-per-sender must be at least 1 and --inbox-max-bytes at least 1 MiB")
+	if maxUnread < 1 || inboxBytes < 1<<20 || lim.SenderUnread == 0 || lim.SenderUnread < -1 {
+		return servercmd.Usagef("--max-unread-per-inbox and --max-unread-per-sender must be at least 1 (or -1: off, for the latter), --inbox-max-bytes at least 1 MiB")
 	}
 	inbox.MaxMsgsPerSubject, inbox.MaxBytes, inbox.Replicas = int64(maxUnread), int64(inboxBytes), *replicas
 	if err := env.Limits(fs, limitFlags); err != nil {

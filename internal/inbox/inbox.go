@@ -36,6 +36,10 @@ import (
 // pullExpires is how long one pull of [Puller.Consume] waits for messages.
 const pullExpires = 30 * time.Second
 
+// noWaitGrace is how long a Fetch of what is waiting also waits for what
+// the stream stored just before.
+const noWaitGrace = 50 * time.Millisecond
+
 // pullHeartbeat is the idle heartbeat of Consume's pulls: a pull that hears
 // nothing for twice as long is asked again (the connection may have
 // dropped it).
@@ -105,7 +109,11 @@ func (p *Puller) Fetch(ctx context.Context, batch int, wait time.Duration) ([]je
 	noWait := wait <= 0
 	expires := wait
 	if noWait {
-		expires = 0 // the stream answers at once
+		// The stream signals a stored message to its consumers a moment
+		// after acknowledging it: a pull that asked "nothing waiting?"
+		// right after a send could miss it. With a short expiry it is
+		// delivered; an empty inbox costs that expiry.
+		expires = noWaitGrace
 	}
 	pl, err := p.start(batch, noWait, expires, 0)
 	if err != nil {

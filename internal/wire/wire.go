@@ -32,6 +32,7 @@ const (
 	ErrCodeUnknownRecipient = 21404
 	ErrCodeSenderQuota      = 21429
 	ErrCodeRecipientQuota   = 21430
+	ErrCodeSenderUnread     = 21431
 	ErrCodeUnavailable      = 21503
 )
 
