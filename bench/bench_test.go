@@ -111,13 +111,13 @@ func TestConfigCheck(t *testing.T) {
 }
 
 func TestAddPlainUser(t *testing.T) {
-	conf := "accounts {\n  AUTH { users: [ { nkey: USVC } ] }\n  CHAT { jetstream: enabled }\n  SYS {}\n}\n" +
+	conf := "accounts {\n  AUTH { users: [ { nkey: USVC } ] }\n  CHAT {\n    jetstream: enabled\n  }\n  USERS {\n    imports: [\n    ]\n  }\n  SYS {}\n}\n" +
 		"authorization {\n  auth_callout {\n    auth_users: [ USVC ]\n  }\n}\n"
 	out, err := addPlainUser(conf, "UPLAIN")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"CHAT { jetstream: enabled, users: [ { nkey: UPLAIN } ] }", "auth_users: [ UPLAIN, USVC ]"} {
+	for _, want := range []string{"  USERS {\n    users: [ { nkey: UPLAIN } ]\n    imports: [", "auth_users: [ UPLAIN, USVC ]"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config lacks %q:\n%s", want, out)
 		}

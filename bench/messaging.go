@@ -13,6 +13,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/internal/inbox"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,17 +27,18 @@ const (
 )
 
 // msgUser is one end of the messaging rig: a registered user logged in
-// through the callout, with its own JetStream context and, for a receiver,
-// its durable consumer on the inbox stream, configured as chat.Client
-// configures it.
+// through the callout, with its own JetStream context (for publish
+// acknowledgements) and, for a receiver, its consumer on the inbox
+// stream, reached through the chat-server's gate as chat.Client reaches
+// it.
 type msgUser struct {
 	*User
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	rcpt   chat.Recipient
 	opener *chat.Opener
-	cons   jetstream.Consumer
-	cc     jetstream.ConsumeContext
+	cons   *inbox.Puller
+	cc     *inbox.Consumer
 	// senders caches the keys parsed from subjects (one goroutine runs a
 	// consumer's handler).
 	senders map[string]kez.PublicKey
@@ -195,18 +197,14 @@ func (r *msgRig) connect(ctx context.Context, st *Stack, u *User, receiver bool)
 		return nil, err
 	}
 	key := u.Key.String()
-	mu.cons, err = mu.js.CreateOrUpdateConsumer(ctx, chat.DefaultStream, jetstream.ConsumerConfig{
-		Durable: key, FilterSubject: callout.InboxSubjectPrefix + key + ".>",
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: chat.DefaultAckWait, MaxDeliver: -1, MaxAckPending: 1024,
-	})
-	if err != nil {
+	if _, err := inbox.Open(ctx, nc, key, chat.DefaultAckWait); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("creating the consumer of %s: %w", u.Name, err)
+		return nil, fmt.Errorf("opening the consumer of %s: %w", u.Name, err)
 	}
-	if mu.cc, err = mu.cons.Consume(func(m jetstream.Msg) { r.handle(mu, m) }, jetstream.PullMaxMessages(256)); err != nil {
-		nc.Close()
-		return nil, err
-	}
+	mu.cons = inbox.NewPuller(nc, key, chat.DefaultStream)
+	never := make(chan struct{})
+	mu.cc = mu.cons.Consume(256, func() <-chan struct{} { return never }, func(m jetstream.Msg) { r.handle(mu, m) },
+		func(err error) { r.lastErr.Store(err) })
 	return mu, nil
 }
 
@@ -243,11 +241,11 @@ func (r *msgRig) drain(ctx context.Context) error {
 	deadline := time.Now().Add(time.Minute)
 	for _, mu := range r.receivers {
 		for {
-			info, err := mu.cons.Info(ctx)
+			info, err := inbox.Open(ctx, mu.nc, mu.Key.String(), 0)
 			if err != nil {
 				return err
 			}
-			if info.NumPending == 0 && info.NumAckPending == 0 {
+			if info.Pending == 0 && info.AckPending == 0 {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -312,7 +310,7 @@ func (r *msgRig) throughput(ctx context.Context, mode int32, body []byte, total 
 // envelope or the raw body, with a fresh Nats-Msg-Id either way.
 func (r *msgRig) message(mode int32, s, to *msgUser, body []byte) (*nats.Msg, error) {
 	id := chat.NewMessageID()
-	msg := nats.NewMsg(callout.InboxSubjectPrefix + to.Key.String() + "." + s.Key.String())
+	msg := nats.NewMsg(callout.SendSubjectPrefix + to.Key.String() + "." + s.Key.String())
 	msg.Header.Set(jetstream.MsgIDHeader, id.String())
 	if mode == modeSealed {
 		env, err := chat.Seal(s.Identity, to.rcpt, chat.Message{ID: id, Kind: chat.KindText, Body: body})
@@ -403,7 +401,7 @@ func (r *msgRig) latency(ctx context.Context, body []byte, n int) (raw, sealed [
 func (r *msgRig) close() {
 	for _, mu := range append(r.senders, r.receivers...) {
 		if mu.cc != nil {
-			mu.cc.Stop()
+			mu.cc.Drain()
 		}
 		mu.nc.Close()
 	}

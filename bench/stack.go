@@ -192,7 +192,8 @@ func StartStack(ctx context.Context, cfg StackConfig) (s *Stack, err error) {
 	s.served = make(chan struct{})
 	go func() {
 		defer close(s.served)
-		h := httpserve.Wrap(sigchain.NewHandler(s.chains, sigchain.WithLogger(sigLog)), httpserve.Options{Ready: s.chains.Ping, Logger: sigLog})
+		// Limits off: the benchmark's users all come from loopback.
+		h := httpserve.Wrap(sigchain.NewHandler(s.chains, sigchain.WithLogger(sigLog), sigchain.WithLimits(sigchain.NoLimits())), httpserve.Options{Ready: s.chains.Ping, Logger: sigLog})
 		httpserve.Serve(serveCtx, ln, h, sigLog)
 	}()
 
@@ -202,7 +203,11 @@ func StartStack(ctx context.Context, cfg StackConfig) (s *Stack, err error) {
 	cp, err := startProc(chatBin, []string{
 		"--listen", chatListen, "--domain", Domain, "--sig-server", s.SigServerURL,
 		"--nats", s.NATSURL, "--db", filepath.Join(dir, "chat.db"), "--keys", keysDir,
-		"--log-level", "warn",
+		"--log-level", "warn", "--claims-per-ip", "off", "--claims-per-key", "off", "--reads-per-ip", "off",
+		// The bench's few users send far more than people do: the per-user
+		// rate limits and the unread cap are off, the gate's path is not.
+		"--send-rate", "-1", "--send-bytes-rate", "-1", "--recipient-rate", "-1", "--recipient-bytes-rate", "-1",
+		"--pull-rate", "-1", "--max-unread-per-inbox", "1000000000", "--max-unread-per-sender", "-1", "--inbox-max-bytes", strconv.Itoa(8 << 30),
 	}, filepath.Join(dir, "chat-server.log"), nil)
 	if err != nil {
 		return nil, err
@@ -216,15 +221,15 @@ func StartStack(ctx context.Context, cfg StackConfig) (s *Stack, err error) {
 	return s, nil
 }
 
-// addPlainUser adds a user with nkey pub to the chat account of a config
-// NATSConfig rendered, and to the callout's auth_users so that it logs in
-// without the callout.
+// addPlainUser adds a user with nkey pub to the user account of a config
+// NATSConfig rendered (where KEZ users land), and to the callout's
+// auth_users so that it logs in without the callout.
 func addPlainUser(conf, pub string) (string, error) {
-	chat := "  " + callout.DefaultChatAccount + " { jetstream: enabled }"
-	if !strings.Contains(conf, chat) || !strings.Contains(conf, "auth_users: [ ") {
+	users := "  " + callout.DefaultUserAccount + " {\n"
+	if !strings.Contains(conf, users) || !strings.Contains(conf, "auth_users: [ ") {
 		return "", errors.New("bench: the NATS config has an unexpected form; cannot add the plain nkey user")
 	}
-	conf = strings.Replace(conf, chat, "  "+callout.DefaultChatAccount+" { jetstream: enabled, users: [ { nkey: "+pub+" } ] }", 1)
+	conf = strings.Replace(conf, users, users+"    users: [ { nkey: "+pub+" } ]\n", 1)
 	conf = strings.Replace(conf, "auth_users: [ ", "auth_users: [ "+pub+", ", 1)
 	return conf, nil
 }
@@ -232,6 +237,9 @@ func addPlainUser(conf, pub string) (string, error) {
 // Close stops everything the stack started. It is safe to call more than
 // once and on an external stack (which it leaves running).
 func (s *Stack) Close() error {
+	if s == nil {
+		return nil
+	}
 	var errs []error
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		if err := s.procs[i].stop(); err != nil {

@@ -14,6 +14,7 @@ import (
 // zero value renders the snippet an operator adds to an existing server.
 type ConfigOptions struct {
 	ChatAccount   string        // default [DefaultChatAccount]
+	UserAccount   string        // default [DefaultUserAccount]
 	AuthAccount   string        // default [DefaultAuthAccount]
 	SystemAccount string        // default [DefaultSysAccount]
 	AuthTimeout   time.Duration // authorization.timeout; default 2 s, whole seconds
@@ -53,6 +54,9 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 	if o.ChatAccount == "" {
 		o.ChatAccount = DefaultChatAccount
 	}
+	if o.UserAccount == "" {
+		o.UserAccount = DefaultUserAccount
+	}
 	if o.AuthAccount == "" {
 		o.AuthAccount = DefaultAuthAccount
 	}
@@ -79,7 +83,25 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //
 //	accounts {
 //	  AUTH { users: [ { nkey: <service key> } ] }
-//	  CHAT { jetstream: enabled }
+//	  CHAT {
+//	    jetstream: enabled
+//	    exports: [
+//	      { service: "kez.v1.send.>" }
+//	      { service: "kez.v1.consumer.>" }
+//	      { service: "kez.v1.pull.>" }
+//	      { service: "kez.v1.ack.>" }
+//	      { stream: "kez.v1.deliver.>" }
+//	    ]
+//	  }
+//	  USERS {
+//	    imports: [
+//	      { service: { account: CHAT, subject: "kez.v1.send.>" }, share: true }
+//	      { service: { account: CHAT, subject: "kez.v1.consumer.>" }, share: true }
+//	      { service: { account: CHAT, subject: "kez.v1.pull.>" }, share: true }
+//	      { service: { account: CHAT, subject: "kez.v1.ack.>" }, to: "$JS.ACK.>", share: true }
+//	      { stream: { account: CHAT, subject: "kez.v1.deliver.>" } }
+//	    ]
+//	  }
 //	  SYS {}
 //	}
 //	system_account: SYS
@@ -94,7 +116,14 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	}
 //	jetstream: enabled
 //
-// Every client except the service user is then sent to the callout.
+// Every client except the service user is then sent to the callout,
+// which places users in USERS, an account without JetStream, and the
+// chat-server's own key in CHAT, where the inbox stream lives. USERS
+// reaches mail only through the service imports, answered by the
+// chat-server's gate, and the stream import of the deliver subjects;
+// "share: true" makes the server stamp every request with the sender's
+// identity (the Nats-Request-Info header), which the gate checks (see
+// [Permissions] and docs/security.md).
 // o.AuthJetStream adds "jetstream: enabled" to the AUTH account, and
 // o.SigServerKey adds "SIG { jetstream: enabled, users: [ { nkey: <sig-server
 // key> } ] }" and that key to auth_users: the settings of a cluster whose
@@ -104,20 +133,20 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 // server restart (a reload is not enough).
 func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	o = o.withDefaults()
-	for _, a := range []string{o.ChatAccount, o.AuthAccount, o.SystemAccount, o.SigAccount} {
+	for _, a := range []string{o.ChatAccount, o.UserAccount, o.AuthAccount, o.SystemAccount, o.SigAccount} {
 		if !accountName.MatchString(a) {
 			return "", fmt.Errorf("callout: account name %q: use a letter then letters, digits, '_' or '-'", a)
 		}
 	}
-	if o.ChatAccount == o.AuthAccount || o.ChatAccount == o.SystemAccount || o.AuthAccount == o.SystemAccount {
-		return "", fmt.Errorf("callout: the chat, auth and system accounts must differ")
+	if distinct(o.ChatAccount, o.UserAccount, o.AuthAccount, o.SystemAccount) != 4 {
+		return "", fmt.Errorf("callout: the chat, user, auth and system accounts must differ")
 	}
 	if o.SigServerKey != "" {
 		if !nkeys.IsValidPublicUserKey(o.SigServerKey) {
 			return "", fmt.Errorf("callout: the sig-server key %q is not a user nkey (\"U…\"); print it with \"kez-sig-server nats-key\"", o.SigServerKey)
 		}
-		if o.SigAccount == o.ChatAccount || o.SigAccount == o.AuthAccount || o.SigAccount == o.SystemAccount {
-			return "", fmt.Errorf("callout: the sig-server account must differ from the chat, auth and system accounts")
+		if distinct(o.ChatAccount, o.UserAccount, o.AuthAccount, o.SystemAccount, o.SigAccount) != 5 {
+			return "", fmt.Errorf("callout: the sig-server account must differ from the chat, user, auth and system accounts")
 		}
 	}
 	if o.AuthTimeout < time.Second || o.AuthTimeout%time.Second != 0 {
@@ -145,7 +174,19 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	} else {
 		fmt.Fprintf(&b, "  %s { users: [ { nkey: %s } ] }\n", o.AuthAccount, svc)
 	}
-	fmt.Fprintf(&b, "  %s { jetstream: enabled }\n", o.ChatAccount)
+	fmt.Fprintf(&b, "  %s {\n    jetstream: enabled\n    exports: [\n", o.ChatAccount)
+	for _, p := range []string{SendSubjectPrefix, ConsumerSubjectPrefix, PullSubjectPrefix, AckSubjectPrefix} {
+		fmt.Fprintf(&b, "      { service: %q }\n", p+">")
+	}
+	fmt.Fprintf(&b, "      { stream: %q }\n", DeliverSubjectPrefix+">")
+	fmt.Fprintf(&b, "    ]\n  }\n")
+	fmt.Fprintf(&b, "  %s {\n    imports: [\n", o.UserAccount)
+	for _, p := range []string{SendSubjectPrefix, ConsumerSubjectPrefix, PullSubjectPrefix} {
+		fmt.Fprintf(&b, "      { service: { account: %s, subject: %q }, share: true }\n", o.ChatAccount, p+">")
+	}
+	fmt.Fprintf(&b, "      { service: { account: %s, subject: %q }, to: \"$JS.ACK.>\", share: true }\n", o.ChatAccount, AckSubjectPrefix+">")
+	fmt.Fprintf(&b, "      { stream: { account: %s, subject: %q } }\n", o.ChatAccount, DeliverSubjectPrefix+">")
+	fmt.Fprintf(&b, "    ]\n  }\n")
 	if o.SigServerKey != "" {
 		fmt.Fprintf(&b, "  %s { jetstream: enabled, users: [ { nkey: %s } ] }\n", o.SigAccount, o.SigServerKey)
 		authUsers += ", " + o.SigServerKey
@@ -167,4 +208,13 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 		fmt.Fprintf(&b, "jetstream: enabled\n")
 	}
 	return b.String(), nil
+}
+
+// distinct counts the different names among names.
+func distinct(names ...string) int {
+	seen := map[string]bool{}
+	for _, n := range names {
+		seen[n] = true
+	}
+	return len(seen)
 }

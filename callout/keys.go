@@ -41,8 +41,8 @@ type Keys struct {
 	Service nkeys.KeyPair
 	// Provisioner is the user nkey ("U…") the chat-server uses to reach the
 	// chat account: it is not in nats.conf; the callout itself authorizes it
-	// with [ProvisionerPermissions] (create/update/inspect the inbox stream
-	// and nothing else).
+	// with [GatePermissions] (provision the inbox stream and run the gate
+	// between users and JetStream).
 	Provisioner nkeys.KeyPair
 }
 

@@ -1,6 +1,7 @@
 package callout
 
 import (
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/jwt/v2"
 )
@@ -8,7 +9,8 @@ import (
 // Defaults for [Config] and [NATSConfig].
 const (
 	DefaultStream      = "KEZ_INBOX"   // the JetStream stream holding every inbox
-	DefaultChatAccount = "CHAT"        // where users land
+	DefaultChatAccount = "CHAT"        // the inbox stream and the chat-server's gate
+	DefaultUserAccount = "USERS"       // where users land: no JetStream
 	DefaultAuthAccount = "AUTH"        // where the callout service listens
 	DefaultSysAccount  = "SYS"         // the system account
 	DefaultQueueGroup  = "kez-callout" // replicas share requests in this group
@@ -16,53 +18,80 @@ const (
 
 // Subjects KEZ uses. A key token is always the "U…" nkey form.
 const (
-	// InboxSubjects is the subject filter of the inbox stream. A message to
-	// R from S goes to kez.v1.inbox.R.S.
-	InboxSubjects = "kez.v1.inbox.>"
+	// InboxSubjects is the subject filter of the inbox stream, in the chat
+	// account. A message to R from S is stored under kez.v1.inbox.R.S;
+	// only the chat-server's gate publishes there.
+	InboxSubjects = wire.InboxSubjects
+	// InboxSubjectPrefix + recipient + "." + sender is an inbox subject.
+	InboxSubjectPrefix = wire.InboxSubjectPrefix
+	// SendSubjectPrefix + recipient + "." + sender is where a user sends
+	// a message: a request the gate checks and stores under the inbox
+	// subject, answered with the stream's acknowledgement or a refusal.
+	SendSubjectPrefix = wire.SendSubjectPrefix
+	// ConsumerSubjectPrefix + key asks the gate to make (or update) that
+	// user's durable consumer.
+	ConsumerSubjectPrefix = wire.ConsumerSubjectPrefix
+	// PullSubjectPrefix + key is a pull request for that user's consumer,
+	// which the gate passes on with the reply DeliverSubjectPrefix + key +
+	// "." + token.
+	PullSubjectPrefix = wire.PullSubjectPrefix
+	// DeliverSubjectPrefix + key + "." + token is where the consumer
+	// delivers what a pull asked for (a stream export to the user account).
+	DeliverSubjectPrefix = wire.DeliverSubjectPrefix
+	// AckSubjectPrefix is where acknowledgements reach the gate in the
+	// chat account: the user account maps $JS.ACK.> onto it.
+	AckSubjectPrefix = wire.AckSubjectPrefix
 	// P2PSubjectPrefix + key is the subject where a user answers file-peer
 	// signalling ("where do you listen?").
-	P2PSubjectPrefix = "kez.v1.p2p."
-	// InboxSubjectPrefix + recipient + "." + sender is an inbox subject.
-	InboxSubjectPrefix = "kez.v1.inbox."
+	P2PSubjectPrefix = wire.P2PSubjectPrefix
 )
 
+// SendSubject is the subject a user with key from sends a message to
+// the user with key to on.
+func SendSubject(to, from kez.PublicKey) string {
+	return SendSubjectPrefix + to.String() + "." + from.String()
+}
+
 // Permissions returns the exact NATS permissions a user with key k gets in
-// the chat account, given the inbox stream's name (stream "" means
+// the user account, given the inbox stream's name (stream "" means
 // [DefaultStream]). With K = k.String() and S = the stream:
 //
 // Publish:
 //
-//	kez.v1.inbox.*.K                                  send to anyone's inbox, as K only
-//	$JS.API.CONSUMER.CREATE.S.K.kez.v1.inbox.K.>      create/update K's own durable consumer
-//	$JS.API.CONSUMER.INFO.S.K                         inspect it
-//	$JS.API.CONSUMER.MSG.NEXT.S.K                     pull from it (Fetch, Messages)
-//	$JS.ACK.S.K.>                                     acknowledge what it delivered
-//	kez.v1.p2p.*                                      ask any peer where it listens
-//	_INBOX.*.>                                        answer a peer's request (see below)
+//	kez.v1.send.*.K          send to anyone, as K only (gate)
+//	kez.v1.consumer.K        have K's consumer made (gate)
+//	kez.v1.pull.K            pull from it (gate)
+//	$JS.ACK.S.K.>            acknowledge what it delivered (gate)
+//	kez.v1.p2p.*             ask any peer where it listens
+//	_INBOX.*.>               answer a peer's request (see below)
 //
 // Subscribe:
 //
-//	_INBOX.K.>                                        K's own replies (nats.CustomInboxPrefix)
-//	kez.v1.p2p.K                                      K's own signalling subject
+//	_INBOX.K.>               K's own replies (nats.CustomInboxPrefix)
+//	kez.v1.deliver.K.>       what K's pulls deliver
+//	kez.v1.p2p.K             K's own signalling subject
 //
-// The consumer is named after the key and its filter must lie inside K's
-// inbox: nats.go sends a single-filter create to
-// $JS.API.CONSUMER.CREATE.S.<name>.<filter> and the server refuses a body
-// whose filter differs from the subject's, so K can neither read nor touch
-// another user's consumer. Nothing grants $JS.API.DIRECT.GET,
-// $JS.API.STREAM.MSG.GET, stream management, or any other consumer.
+// Users live in an account without JetStream. What touches mail crosses
+// into the chat account through service imports answered by the
+// chat-server's gate, and comes back through one stream import (the
+// deliver subjects). The gate learns who sent a request from the
+// Nats-Request-Info header nats-server stamps on it, never from the
+// subject alone; it answers only the server-made reply subject of the
+// import, and what it forwards to JetStream carries reply subjects the
+// gate chose. So no subject a user picks, reply subjects included, is
+// ever acted on with the chat account's rights, and no user creates,
+// deletes or lists consumers, reads the stream or calls the JetStream API.
+// Each grant is necessary: the permission tests remove each one in turn.
 //
 // Why publish on _INBOX.*.> and no "allow_responses": answering a peer's
 // request means publishing to the peer's reply subject. Response
 // permissions would let K publish once to whatever reply subject a
-// sender chose, including $JS.API.STREAM.DELETE.S, turning every user
-// into a confused deputy. _INBOX.*.> confines answers to reply
-// namespaces: the worst a user can do is drop a message into another
-// user's reply prefix, which that user's client discards unless it is
-// waiting for that exact (random) subject, and whose content KEZ signs
-// anyway (kez.ContextPeerAddrs). Requests whose answers matter should use
-// a one-off inbox rather than nats.Conn.Request's shared prefix, which a
-// peer learns when answering.
+// sender chose, including its own kez.v1.send and $JS.ACK subjects.
+// _INBOX.*.> confines answers to reply namespaces: the worst a user can
+// do is drop a message into another user's reply prefix, which that
+// user's client discards unless it is waiting for that exact (random)
+// subject, and whose content KEZ signs anyway (kez.ContextPeerAddrs).
+// Clients answer only requests whose reply subject starts with _INBOX.
 func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 	if stream == "" {
 		stream = DefaultStream
@@ -70,29 +99,33 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 	key := k.String()
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: jwt.StringList{
-			InboxSubjectPrefix + "*." + key,
-			"$JS.API.CONSUMER.CREATE." + stream + "." + key + "." + InboxSubjectPrefix + key + ".>",
-			"$JS.API.CONSUMER.INFO." + stream + "." + key,
-			"$JS.API.CONSUMER.MSG.NEXT." + stream + "." + key,
+			SendSubjectPrefix + "*." + key,
+			ConsumerSubjectPrefix + key,
+			PullSubjectPrefix + key,
 			"$JS.ACK." + stream + "." + key + ".>",
 			P2PSubjectPrefix + "*",
 			"_INBOX.*.>",
 		}},
 		Sub: jwt.Permission{Allow: jwt.StringList{
 			"_INBOX." + key + ".>",
+			DeliverSubjectPrefix + key + ".>",
 			P2PSubjectPrefix + key,
 		}},
 	}
 }
 
-// ProvisionerPermissions returns the permissions of the provisioner key
-// (see [Keys.Provisioner]) in the chat account: enough for
-// [ProvisionInbox] to create, update and inspect the inbox stream, and
-// nothing else (no reading, deleting or purging it).
+// GatePermissions returns the permissions of the chat-server's own key
+// (see [Keys.Provisioner]) in the chat account: it provisions the inbox
+// stream and runs the gate that stands between users and JetStream.
 //
-// Publish: $JS.API.INFO, $JS.API.STREAM.CREATE.S, $JS.API.STREAM.UPDATE.S,
-// $JS.API.STREAM.INFO.S. Subscribe: _INBOX.P.> (P the provisioner key).
-func ProvisionerPermissions(provisioner, stream string) jwt.Permissions {
+// Publish: $JS.API.INFO and $JS.API.STREAM.CREATE|UPDATE|INFO.S (the
+// stream); $JS.API.CONSUMER.CREATE.S.> and $JS.API.CONSUMER.INFO|MSG.NEXT.S.*
+// (users' consumers, made and pulled on their behalf); $JS.ACK.S.> (their
+// acknowledgements); kez.v1.inbox.> (storing mail); _R_.> (answers to the
+// import reply subjects). Subscribe: kez.v1.send.>, kez.v1.consumer.>,
+// kez.v1.pull.>, kez.v1.ack.> (the gate) and _INBOX.P.> (P the key).
+// Nothing deletes or purges the stream or a consumer.
+func GatePermissions(provisioner, stream string) jwt.Permissions {
 	if stream == "" {
 		stream = DefaultStream
 	}
@@ -102,9 +135,41 @@ func ProvisionerPermissions(provisioner, stream string) jwt.Permissions {
 			"$JS.API.STREAM.CREATE." + stream,
 			"$JS.API.STREAM.UPDATE." + stream,
 			"$JS.API.STREAM.INFO." + stream,
+			"$JS.API.CONSUMER.CREATE." + stream + ".>",
+			"$JS.API.CONSUMER.INFO." + stream + ".*",
+			"$JS.API.CONSUMER.MSG.NEXT." + stream + ".*",
+			"$JS.ACK." + stream + ".>",
+			InboxSubjects,
+			"_R_.>",
 		}},
 		Sub: jwt.Permission{Allow: jwt.StringList{
+			SendSubjectPrefix + ">",
+			ConsumerSubjectPrefix + ">",
+			PullSubjectPrefix + ">",
+			AckSubjectPrefix + ">",
 			"_INBOX." + provisioner + ".>",
 		}},
 	}
 }
+
+// Error codes the gate answers a refused request with, in the JetStream
+// API error shape {"error":{"code":C,"err_code":E,"description":D}}, so
+// that a jetstream client sees them as *jetstream.APIError.
+const (
+	ErrCodeBadRequest       = wire.ErrCodeBadRequest       // the request is malformed
+	ErrCodeUnknownRecipient = wire.ErrCodeUnknownRecipient // the recipient's key is not registered
+	ErrCodeSenderQuota      = wire.ErrCodeSenderQuota      // the sender is over its rate limit
+	ErrCodeRecipientQuota   = wire.ErrCodeRecipientQuota   // the recipient takes no more mail for now
+	ErrCodeSenderUnread     = wire.ErrCodeSenderUnread     // the sender has too many unread messages in all inboxes
+	ErrCodeUnavailable      = wire.ErrCodeUnavailable      // the gate cannot reach JetStream or the registry
+)
+
+// RequestInfoHeader is the header nats-server stamps on a request that
+// crosses a service import with "share: true": JSON naming the account,
+// the user (the nkey) and the kind of connection that sent it.
+const RequestInfoHeader = wire.RequestInfo
+
+// AckWaitHeader, on a user's consumer-info request, asks the gate for
+// the consumer's AckWait (a Go duration, clamped to [MinAckWait,
+// MaxAckWait]).
+const AckWaitHeader = wire.AckWait

@@ -2,8 +2,7 @@ package callout_test
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,93 +64,6 @@ func consumerConfig(key string) jetstream.ConsumerConfig {
 	}
 }
 
-// TestInboxRoundTrip is the path a chat client takes, under exactly the
-// permissions of callout.Permissions: publish with an acknowledgement,
-// create the own durable consumer, fetch, iterate, acknowledge.
-func TestInboxRoundTrip(t *testing.T) {
-	c := newChatStack(t)
-	ajs, _ := jetstream.New(c.aliceC.Conn)
-	for i, text := range []string{"one", "two", "three"} {
-		m := &nats.Msg{Subject: callout.InboxSubjectPrefix + c.bk + "." + c.ak, Data: []byte(text), Header: nats.Header{}}
-		m.Header.Set(jetstream.MsgIDHeader, text)
-		ack, err := ajs.PublishMsg(ctx(t), m)
-		if err != nil {
-			t.Fatalf("publish %d: %v", i, err)
-		}
-		if ack.Stream != callout.DefaultStream {
-			t.Fatalf("stored in %q", ack.Stream)
-		}
-	}
-	// A resend with the same message ID is dropped by the duplicate window.
-	dup := &nats.Msg{Subject: callout.InboxSubjectPrefix + c.bk + "." + c.ak, Data: []byte("one"), Header: nats.Header{}}
-	dup.Header.Set(jetstream.MsgIDHeader, "one")
-	if ack, err := ajs.PublishMsg(ctx(t), dup); err != nil || !ack.Duplicate {
-		t.Fatalf("duplicate: %v %+v", err, ack)
-	}
-
-	bjs, _ := jetstream.New(c.bobC.Conn)
-	cons, err := bjs.CreateOrUpdateConsumer(ctx(t), callout.DefaultStream, consumerConfig(c.bk))
-	if err != nil {
-		t.Fatalf("create own consumer: %v", err)
-	}
-	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for m := range batch.Messages() {
-		got = append(got, string(m.Data()))
-		if err := m.DoubleAck(ctx(t)); err != nil {
-			t.Fatalf("ack: %v", err)
-		}
-	}
-	if batch.Error() != nil {
-		t.Fatal(batch.Error())
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := it.Next()
-	it.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = append(got, string(m.Data()))
-	if err := m.Ack(); err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 3 || got[0] != "one" || got[1] != "two" || got[2] != "three" {
-		t.Fatalf("received %q", got)
-	}
-	// A new handle on the same consumer (INFO) sees all acknowledged.
-	cons, err = bjs.Consumer(ctx(t), callout.DefaultStream, c.bk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		info, err := cons.Info(ctx(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumAckPending == 0 && info.NumPending == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("consumer still has %d unacknowledged", info.NumAckPending)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	select {
-	case err := <-c.aliceC.errs:
-		t.Fatalf("alice: %v", err)
-	case err := <-c.bobC.errs:
-		t.Fatalf("bob: %v", err)
-	default:
-	}
-}
-
 // TestPeerRequestReply: any user may ask another where it listens and get
 // the answer on its own reply prefix.
 func TestPeerRequestReply(t *testing.T) {
@@ -180,6 +92,8 @@ func TestCannotSubscribeToOthers(t *testing.T) {
 		callout.P2PSubjectPrefix + c.bk,
 		callout.InboxSubjectPrefix + c.bk + ".>",
 		callout.InboxSubjectPrefix + ">",
+		callout.DeliverSubjectPrefix + c.bk + ".>",
+		callout.DeliverSubjectPrefix + ">",
 		">",
 	} {
 		if _, err := c.aliceC.SubscribeSync(subj); err != nil {
@@ -192,7 +106,7 @@ func TestCannotSubscribeToOthers(t *testing.T) {
 func TestCannotPublishAsSomeoneElse(t *testing.T) {
 	c := newChatStack(t)
 	carol := c.user("carol@kez.lat").PublicKey().String()
-	subj := callout.InboxSubjectPrefix + carol + "." + c.bk // bob's sender token
+	subj := callout.SendSubjectPrefix + carol + "." + c.bk // bob's sender token
 	if err := c.aliceC.Publish(subj, []byte("hi, I am bob")); err != nil {
 		t.Fatal(err)
 	}
@@ -208,116 +122,44 @@ func TestCannotPublishAsSomeoneElse(t *testing.T) {
 	}
 }
 
-// TestCannotTouchOthersConsumers: create, read, inspect or delete bob's
-// consumer, bypass consumers with direct or message get, or manage the
-// stream — each a permissions violation.
-func TestCannotTouchOthersConsumers(t *testing.T) {
+// TestNoDirectJetStream: users live in an account without JetStream and
+// hold no grant on its API: every JetStream subject, their own consumer's
+// included, is a permissions violation. (What they may do with their
+// inbox goes through the chat-server's gate; chatserver's tests.)
+func TestNoDirectJetStream(t *testing.T) {
 	c := newChatStack(t)
-	// Bob has a consumer and a message waiting.
-	bjs, _ := jetstream.New(c.bobC.Conn)
-	if _, err := bjs.CreateOrUpdateConsumer(ctx(t), callout.DefaultStream, consumerConfig(c.bk)); err != nil {
-		t.Fatal(err)
-	}
-	ajs, _ := jetstream.New(c.aliceC.Conn)
-	if _, err := ajs.Publish(ctx(t), callout.InboxSubjectPrefix+c.bk+"."+c.ak, []byte("secret")); err != nil {
-		t.Fatal(err)
-	}
-
 	S := callout.DefaultStream
 	for _, subj := range []string{
+		"$JS.API.CONSUMER.CREATE." + S + "." + c.ak + ".kez.v1.inbox." + c.ak + ".>",
 		"$JS.API.CONSUMER.CREATE." + S + "." + c.bk + ".kez.v1.inbox." + c.bk + ".>",
-		"$JS.API.CONSUMER.CREATE." + S + "." + c.ak + ".kez.v1.inbox." + c.bk + ".>",
 		"$JS.API.CONSUMER.CREATE." + S,
 		"$JS.API.CONSUMER.DURABLE.CREATE." + S + "." + c.ak,
+		"$JS.API.CONSUMER.MSG.NEXT." + S + "." + c.ak,
 		"$JS.API.CONSUMER.MSG.NEXT." + S + "." + c.bk,
-		"$JS.API.CONSUMER.INFO." + S + "." + c.bk,
+		"$JS.API.CONSUMER.INFO." + S + "." + c.ak,
 		"$JS.API.CONSUMER.DELETE." + S + "." + c.bk,
 		"$JS.API.CONSUMER.LIST." + S,
 		"$JS.API.DIRECT.GET." + S,
-		"$JS.API.DIRECT.GET." + S + ".kez.v1.inbox." + c.bk + "." + c.ak,
 		"$JS.API.STREAM.MSG.GET." + S,
 		"$JS.API.STREAM.INFO." + S,
 		"$JS.API.STREAM.DELETE." + S,
 		"$JS.API.STREAM.PURGE." + S,
+		"$JS.API.STREAM.LEADER.STEPDOWN." + S,
 		"$JS.API.INFO",
 		"$JS.ACK." + S + "." + c.bk + ".1.1.1.1.0",
+		callout.InboxSubjectPrefix + c.bk + "." + c.ak,
 	} {
 		if err := c.aliceC.PublishRequest(subj, c.aliceC.NewRespInbox(), []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
 		c.aliceC.wantViolation(t, subj)
 	}
-
-	// Through the nats.go API the same attempts fail too. The request
-	// gets no answer (the server drops it), so wait for the violation and
-	// then give up on the call.
-	for name, call := range map[string]func(context.Context) error{
-		"create bob's consumer": func(ctx context.Context) error {
-			_, err := ajs.CreateOrUpdateConsumer(ctx, S, consumerConfig(c.bk))
-			return err
-		},
-		"open bob's consumer": func(ctx context.Context) error {
-			_, err := ajs.Consumer(ctx, S, c.bk)
-			return err
-		},
-	} {
-		cctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- call(cctx) }()
-		select {
-		case err := <-c.aliceC.errs:
-			if !errors.Is(err, nats.ErrPermissionViolation) {
-				t.Fatalf("%s: %v", name, err)
-			}
-		case err := <-done:
-			t.Fatalf("%s: returned %v before any violation", name, err)
-		}
-		cancel()
-		if err := <-done; err == nil {
-			t.Fatalf("alice could %s", name)
-		}
-	}
-
-	// The create subject alice may use is bound to her inbox by the
-	// server: a body asking for bob's inbox under her own subject fails.
-	req, _ := json.Marshal(map[string]any{
-		"stream_name": S,
-		"config": map[string]any{
-			"durable_name":   c.ak,
-			"filter_subject": callout.InboxSubjectPrefix + c.bk + ".>",
-			"ack_policy":     "explicit",
-		},
-		"action": "",
-	})
-	resp, err := c.aliceC.Request("$JS.API.CONSUMER.CREATE."+S+"."+c.ak+".kez.v1.inbox."+c.ak+".>", req, 5*time.Second)
+	info, err := provision(t, c.stack, callout.InboxConfig{}).Info(ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var apiResp struct {
-		Error *struct {
-			Code        int    `json:"code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(resp.Data, &apiResp); err != nil {
-		t.Fatal(err)
-	}
-	if apiResp.Error == nil {
-		t.Fatalf("the server accepted a filter outside the subject: %s", resp.Data)
-	}
-	t.Logf("server refused the mismatched filter: %s", apiResp.Error.Description)
-
-	// Bob's message is still there, unread.
-	cons, err := bjs.Consumer(ctx(t), S, c.bk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.NumPending != 1 || info.Delivered.Consumer != 0 {
-		t.Fatalf("bob's consumer was read: %+v", info)
+	if info.State.Msgs != 0 || info.State.Consumers != 0 {
+		t.Fatalf("the stream changed: %+v", info.State)
 	}
 }
 
@@ -365,11 +207,21 @@ func TestPermissionsShape(t *testing.T) {
 	if len(p.Pub.Deny) != 0 || len(p.Sub.Deny) != 0 {
 		t.Fatal("deny lists are not used")
 	}
-	if got := p.Sub.Allow; len(got) != 2 || got[0] != "_INBOX."+k+".>" {
+	if got := p.Sub.Allow; len(got) != 3 || got[0] != "_INBOX."+k+".>" || got[1] != callout.DeliverSubjectPrefix+k+".>" {
 		t.Fatalf("sub %v", got)
 	}
-	pp := callout.ProvisionerPermissions("UPROV", "X")
-	if len(pp.Pub.Allow) != 4 || pp.Sub.Allow[0] != "_INBOX.UPROV.>" {
-		t.Fatalf("provisioner %+v", pp)
+	for _, subj := range p.Pub.Allow {
+		if strings.HasPrefix(subj, "$JS.API") || strings.HasPrefix(subj, callout.InboxSubjectPrefix) {
+			t.Fatalf("a user may publish to %q", subj)
+		}
+	}
+	gp := callout.GatePermissions("UPROV", "X")
+	for _, subj := range gp.Pub.Allow {
+		if strings.Contains(subj, "DELETE") || strings.Contains(subj, "PURGE") || strings.Contains(subj, "STEPDOWN") || strings.Contains(subj, "GET") {
+			t.Fatalf("the gate may publish to %q", subj)
+		}
+	}
+	if gp.Sub.Allow[len(gp.Sub.Allow)-1] != "_INBOX.UPROV.>" {
+		t.Fatalf("gate %+v", gp)
 	}
 }

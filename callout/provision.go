@@ -5,20 +5,20 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // InboxConfig describes the inbox stream. The zero value gives the
 // defaults noted on each field.
 type InboxConfig struct {
-	Name              string                    // default [DefaultStream]
-	MaxAge            time.Duration             // default 30 days
-	MaxBytes          int64                     // default 1 GiB
-	MaxMsgSize        int32                     // default 64 KiB
-	MaxMsgsPerSubject int64                     // per recipient and sender; default 10 000
-	Duplicates        time.Duration             // Nats-Msg-Id window; default 2 minutes
-	Replicas          int                       // default 1; use 3 in a cluster
-	Retention         jetstream.RetentionPolicy // default LimitsPolicy (see below)
+	Name              string        // default [DefaultStream]
+	MaxAge            time.Duration // default 30 days
+	MaxBytes          int64         // default 1 GiB
+	MaxMsgSize        int32         // default 64 KiB
+	MaxMsgsPerSubject int64         // unread messages per recipient and sender; default 1 000
+	Duplicates        time.Duration // Nats-Msg-Id window; default 2 minutes
+	Replicas          int           // default 1; use 3 in a cluster
 }
 
 func (c InboxConfig) withDefaults() InboxConfig {
@@ -35,7 +35,7 @@ func (c InboxConfig) withDefaults() InboxConfig {
 		c.MaxMsgSize = 64 << 10
 	}
 	if c.MaxMsgsPerSubject == 0 {
-		c.MaxMsgsPerSubject = 10_000
+		c.MaxMsgsPerSubject = 1_000
 	}
 	if c.Duplicates == 0 {
 		c.Duplicates = 2 * time.Minute
@@ -47,34 +47,80 @@ func (c InboxConfig) withDefaults() InboxConfig {
 }
 
 // StreamConfig returns the JetStream configuration [ProvisionInbox]
-// applies: subjects [InboxSubjects], file storage, discard old, and the
-// limits of c (defaults filled in).
+// applies: subjects [InboxSubjects], file storage, and the limits of c
+// (defaults filled in).
 //
-// Retention defaults to limits: a message stays until MaxAge or a limit
-// removes it, acknowledged or not, and the user's durable consumer
-// remembers what was acknowledged. jetstream.WorkQueuePolicy deletes a
-// message once acknowledged (less ciphertext at rest) but the server then
-// refuses consumers that do not deliver everything.
+// Nothing a user does may evict another user's mail, so the stream keeps
+// unread mail only and never discards old messages to make room:
+//
+//   - Retention is interest: a message goes once its recipient's
+//     consumer has acknowledged it (the gate makes that consumer before
+//     it stores the first message for a recipient, so no message meets
+//     a stream without interest).
+//   - Discard is new: a full stream refuses new messages instead of
+//     dropping acknowledged ones.
+//   - MaxMsgsPerSubject with DiscardNewPerSubject: one sender holds at
+//     most that many unread messages in one recipient's inbox; more are
+//     refused to that sender alone.
+//
+// What one sender may store in all is bounded by the gate's rate limits
+// (chatserver.MailLimits), so that no sender fills the stream for others.
 func (c InboxConfig) StreamConfig() jetstream.StreamConfig {
 	c = c.withDefaults()
 	return jetstream.StreamConfig{
-		Name:              c.Name,
-		Description:       "KEZ chat inboxes: kez.v1.inbox.<recipient key>.<sender key>, end-to-end encrypted",
-		Subjects:          []string{InboxSubjects},
-		Retention:         c.Retention,
-		Storage:           jetstream.FileStorage,
-		Discard:           jetstream.DiscardOld,
-		MaxAge:            c.MaxAge,
-		MaxBytes:          c.MaxBytes,
-		MaxMsgSize:        c.MaxMsgSize,
-		MaxMsgsPerSubject: c.MaxMsgsPerSubject,
-		MaxMsgs:           -1,
-		MaxConsumers:      -1,
-		Duplicates:        c.Duplicates,
-		Replicas:          c.Replicas,
-		DenyDelete:        true,
-		DenyPurge:         true,
-		AllowDirect:       false,
+		Name:                 c.Name,
+		Description:          "KEZ chat inboxes: kez.v1.inbox.<recipient key>.<sender key>, end-to-end encrypted",
+		Subjects:             []string{InboxSubjects},
+		Retention:            jetstream.InterestPolicy,
+		Storage:              jetstream.FileStorage,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
+		MaxAge:               c.MaxAge,
+		MaxBytes:             c.MaxBytes,
+		MaxMsgSize:           c.MaxMsgSize,
+		MaxMsgsPerSubject:    c.MaxMsgsPerSubject,
+		MaxMsgs:              -1,
+		MaxConsumers:         -1,
+		Duplicates:           c.Duplicates,
+		Replicas:             c.Replicas,
+		DenyDelete:           true,
+		DenyPurge:            true,
+		AllowDirect:          false,
+	}
+}
+
+// Bounds of a consumer's AckWait (see [ConsumerConfig]).
+const (
+	DefaultAckWait = 30 * time.Second
+	MinAckWait     = 250 * time.Millisecond
+	MaxAckWait     = 10 * time.Minute
+)
+
+// ConsumerName is the durable consumer of the user with key k: the key.
+func ConsumerName(k kez.PublicKey) string { return k.String() }
+
+// ConsumerConfig returns the configuration of the durable pull consumer
+// the gate makes for the user with key k: all of k's inbox, explicit
+// acknowledgement, redelivery after ackWait (clamped to [MinAckWait,
+// MaxAckWait]; 0 means [DefaultAckWait]), at most 1,024 unacknowledged
+// messages, and no inactivity limit (under interest retention a missing
+// consumer would let the stream drop k's mail).
+func ConsumerConfig(k kez.PublicKey, ackWait time.Duration) jetstream.ConsumerConfig {
+	if ackWait == 0 {
+		ackWait = DefaultAckWait
+	}
+	ackWait = min(max(ackWait, MinAckWait), MaxAckWait)
+	me := k.String()
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerName(k),
+		Description:   "KEZ inbox of " + me,
+		FilterSubject: InboxSubjectPrefix + me + ".>",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 1024,
+		MaxWaiting:    64,
 	}
 }
 
@@ -84,7 +130,7 @@ func (c InboxConfig) StreamConfig() jetstream.StreamConfig {
 //
 // js must reach the chat account. The reference chat-server logs in with
 // [Keys.ProvisionerOptions]: the callout itself authorizes that key with
-// [ProvisionerPermissions], so the operator's nats.conf needs no second
+// [GatePermissions], so the operator's nats.conf needs no second
 // user and the stream rights stay in this package.
 func ProvisionInbox(ctx context.Context, js jetstream.JetStream, c InboxConfig) (jetstream.Stream, error) {
 	cfg := c.StreamConfig()

@@ -3,6 +3,7 @@ package callout_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,9 +22,10 @@ func TestProvisionInbox(t *testing.T) {
 	}
 	c := info.Config
 	if c.Name != "KEZ_INBOX" || len(c.Subjects) != 1 || c.Subjects[0] != "kez.v1.inbox.>" ||
-		c.Storage != jetstream.FileStorage || c.Discard != jetstream.DiscardOld ||
+		c.Storage != jetstream.FileStorage || c.Discard != jetstream.DiscardNew || !c.DiscardNewPerSubject ||
+		c.Retention != jetstream.InterestPolicy ||
 		c.MaxAge != 30*24*time.Hour || c.MaxMsgSize != 64<<10 || c.Duplicates != 2*time.Minute ||
-		c.MaxMsgsPerSubject != 10_000 || c.MaxBytes != 1<<30 || c.Replicas != 1 ||
+		c.MaxMsgsPerSubject != 1_000 || c.MaxBytes != 1<<30 || c.Replicas != 1 ||
 		!c.DenyDelete || !c.DenyPurge || c.AllowDirect {
 		t.Fatalf("stream config %+v", c)
 	}
@@ -37,19 +39,65 @@ func TestProvisionInbox(t *testing.T) {
 		t.Fatalf("after update %+v", c)
 	}
 
-	// An oversized message is refused by JetStream, and the sender stays
-	// connected.
-	alice, bob := s.user("alice@kez.lat"), s.user("bob@kez.lat")
-	ac := s.mustConnect(alice)
-	js, _ := jetstream.New(ac.Conn)
-	subj := callout.InboxSubjectPrefix + bob.PublicKey().String() + "." + alice.PublicKey().String()
+	// An oversized message is refused by JetStream.
+	js := provisionerJetStream(t, s)
+	subj := callout.InboxSubjectPrefix + "R.S"
 	_, err = js.Publish(ctx(t), subj, bytes.Repeat([]byte{'x'}, 65<<10))
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
 		t.Fatalf("oversized message: %v", err)
 	}
-	if _, err := js.Publish(ctx(t), subj, []byte("small")); err != nil {
-		t.Fatalf("after the refusal: %v", err)
+}
+
+func provisionerJetStream(t *testing.T, s *stack) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(s.srv.ClientURL(), s.keys.ProvisionerOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	return js
+}
+
+// TestStreamKeepsUnreadMailOnly: with interest retention a message goes
+// once its recipient's consumer acknowledged it; a full stream refuses new
+// messages instead of evicting stored ones.
+func TestStreamKeepsUnreadMailOnly(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	provision(t, s, callout.InboxConfig{MaxBytes: 4 << 10})
+	js := provisionerJetStream(t, s)
+	bob := s.user("bob@kez.lat").PublicKey()
+	cons, err := js.CreateOrUpdateConsumer(ctx(t), callout.DefaultStream, callout.ConsumerConfig(bob, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := callout.InboxSubjectPrefix + bob.String() + ".S"
+	if _, err := js.Publish(ctx(t), subj, []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	var full error
+	for i := 0; i < 100 && full == nil; i++ {
+		_, full = js.Publish(ctx(t), subj, bytes.Repeat([]byte{'x'}, 512))
+	}
+	if full == nil || !strings.Contains(full.Error(), "maximum bytes") {
+		t.Fatalf("a full stream: %v", full)
+	}
+	msgs, err := cons.Fetch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range msgs.Messages() {
+		if string(m.Data()) != "first" {
+			t.Fatalf("the first message was evicted; got %q", m.Data())
+		}
+		if err := m.DoubleAck(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Acknowledged: gone from the stream, room for one more.
+	if _, err := js.Publish(ctx(t), subj, []byte("after")); err != nil {
+		t.Fatalf("after an acknowledgement: %v", err)
 	}
 }
 
@@ -68,8 +116,8 @@ func TestProvisionerHasNoOtherRights(t *testing.T) {
 	S := callout.DefaultStream
 	for _, subj := range []string{
 		"$JS.API.STREAM.DELETE." + S, "$JS.API.STREAM.PURGE." + S, "$JS.API.STREAM.MSG.GET." + S,
-		"$JS.API.DIRECT.GET." + S, "$JS.API.CONSUMER.CREATE." + S, "$JS.API.STREAM.CREATE.OTHER",
-		"kez.v1.inbox.x.y",
+		"$JS.API.DIRECT.GET." + S, "$JS.API.CONSUMER.CREATE.OTHER.x", "$JS.API.STREAM.CREATE.OTHER",
+		"$JS.API.CONSUMER.DELETE." + S + ".x", "$JS.API.STREAM.LEADER.STEPDOWN." + S, "kez.v1.deliver.x.y",
 	} {
 		if err := nc.PublishRequest(subj, nc.NewRespInbox(), []byte("{}")); err != nil {
 			t.Fatal(err)
@@ -80,4 +128,8 @@ func TestProvisionerHasNoOtherRights(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.wantViolation(t, "kez.v1.inbox.>")
+	if _, err := nc.SubscribeSync("kez.v1.deliver.>"); err != nil {
+		t.Fatal(err)
+	}
+	c.wantViolation(t, "kez.v1.deliver.>")
 }

@@ -238,7 +238,7 @@ func TestMalformedRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := callout.Permissions(alice.PublicKey(), "")
-		if uc.Subject != userNkey || uc.Name != "alice@kez.lat" || uc.Audience != "CHAT" || uc.Issuer != s.keys.IssuerPublicKey() ||
+		if uc.Subject != userNkey || uc.Name != alice.PublicKey().String() || uc.Audience != "USERS" || uc.Issuer != s.keys.IssuerPublicKey() ||
 			uc.Expires != now.Add(3*time.Minute).Unix() || uc.Resp != nil ||
 			strings.Join(uc.Pub.Allow, " ") != strings.Join(want.Pub.Allow, " ") ||
 			strings.Join(uc.Sub.Allow, " ") != strings.Join(want.Sub.Allow, " ") ||

@@ -50,7 +50,8 @@ type Config struct {
 	Directory  Directory
 	Authorizer Authorizer // optional
 
-	ChatAccount string        // the account users land in; default [DefaultChatAccount]
+	ChatAccount string        // the chat-server's own account (the inbox stream); default [DefaultChatAccount]
+	UserAccount string        // the account users land in; default [DefaultUserAccount]
 	Stream      string        // the inbox stream; default [DefaultStream]
 	TTL         time.Duration // lifetime of a user JWT; default [DefaultTTL]
 	QueueGroup  string        // default [DefaultQueueGroup]
@@ -184,6 +185,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.ChatAccount == "" {
 		cfg.ChatAccount = DefaultChatAccount
+	}
+	if cfg.UserAccount == "" {
+		cfg.UserAccount = DefaultUserAccount
 	}
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStream
@@ -503,14 +507,14 @@ func (s *Service) authorize(rc *jwt.AuthorizationRequestClaims) (string, string,
 		return "", "", key, err
 	}
 	var (
-		name  string
-		perms jwt.Permissions
+		name, account string
+		perms         jwt.Permissions
 	)
 	if key.String() == s.prov {
 		if err := verifyNonce(key, sig, rc.ClientInformation.Nonce); err != nil {
 			return "", "", key, err
 		}
-		name, perms = "kez-provisioner", ProvisionerPermissions(s.prov, s.cfg.Stream)
+		name, account, perms = "kez-chat-server", s.cfg.ChatAccount, GatePermissions(s.prov, s.cfg.Stream)
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LookupTimeout)
 		defer cancel()
@@ -537,11 +541,14 @@ func (s *Service) authorize(rc *jwt.AuthorizationRequestClaims) (string, string,
 				return "", "", key, deny(DenyPolicy, "%s (%s) refused by policy: %v", key, entry.Handle, err)
 			}
 		}
-		name, perms = entry.Handle, Permissions(key, s.cfg.Stream)
+		name, account, perms = entry.Handle, s.cfg.UserAccount, Permissions(key, s.cfg.Stream)
 	}
 	uc := jwt.NewUserClaims(rc.UserNkey)
-	uc.Name = name
-	uc.Audience = s.cfg.ChatAccount
+	// The NATS user name is the key: nats-server stamps it on every
+	// request that crosses a service import (Nats-Request-Info "user"),
+	// and the chat-server's gate trusts nothing else to tell who sent it.
+	uc.Name = key.String()
+	uc.Audience = account
 	uc.Expires = s.cfg.Now().Add(s.cfg.TTL).Unix()
 	uc.Permissions = perms
 	uc.AllowedConnectionTypes = jwt.StringList{jwt.ConnectionTypeStandard, jwt.ConnectionTypeWebsocket}

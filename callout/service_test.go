@@ -13,22 +13,24 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-func TestRegisteredUserLandsInChatAccount(t *testing.T) {
+func TestRegisteredUserLandsInUserAccount(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	alice := s.user("alice@kez.lat")
 	c := s.mustConnect(alice)
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	cz, err := s.srv.Server().Connz(&server.ConnzOptions{Username: true, Account: callout.DefaultChatAccount})
+	cz, err := s.srv.Server().Connz(&server.ConnzOptions{Username: true, Account: callout.DefaultUserAccount})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(cz.Conns) != 1 {
-		t.Fatalf("chat account has %d connections, want 1", len(cz.Conns))
+		t.Fatalf("user account has %d connections, want 1", len(cz.Conns))
 	}
-	if got := cz.Conns[0]; got.AuthorizedUser != "alice@kez.lat" || got.Account != "CHAT" {
-		t.Fatalf("connection is user %q in account %q, want alice@kez.lat in CHAT", got.AuthorizedUser, got.Account)
+	// The NATS user name is the key: what the gate reads from
+	// Nats-Request-Info to learn who sent a request.
+	if got := cz.Conns[0]; got.AuthorizedUser != alice.PublicKey().String() || got.Account != "USERS" {
+		t.Fatalf("connection is user %q in account %q, want %s in USERS", got.AuthorizedUser, got.Account, alice.PublicKey())
 	}
 	if st := s.svc.Stats(); st.Authorized != 1 || st.Denied != 0 {
 		t.Fatalf("stats %+v", st)

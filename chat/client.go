@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/inbox"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"
@@ -36,11 +38,12 @@ const (
 )
 
 // inboxPrefix starts every inbox subject: kez.v1.inbox.<to>.<from>.
-const inboxPrefix = "kez.v1.inbox."
+const inboxPrefix = wire.InboxSubjectPrefix
 
-// inboxSubject is where a message to `to` from `from` is published.
-func inboxSubject(to, from kez.PublicKey) string {
-	return inboxPrefix + to.String() + "." + from.String()
+// sendSubject is where a message to `to` from `from` is sent: the
+// chat-server's gate checks it and stores it under the inbox subject.
+func sendSubject(to, from kez.PublicKey) string {
+	return wire.SendSubjectPrefix + to.String() + "." + from.String()
 }
 
 // Config configures [Open]. Identity and Home are required; everything
@@ -66,9 +69,16 @@ type Config struct {
 	// AllowLocalDomains accepts development domains (localhost, IP:port)
 	// in handles. Never in production.
 	AllowLocalDomains bool
+	// LocalDomains are handle domains whose servers may be plain http on
+	// this machine or a private network (a dev stack, tests, a private
+	// deployment); every other domain's servers, which a stranger may
+	// choose, must be https at public addresses. The home Domain needs no
+	// marking: ServerURL and the sig-server it names are the user's own.
+	// See handles.Resolver.LocalDomains.
+	LocalDomains []string
 	// Resolver resolves handles. nil: one is made from ServerURL, Domain,
-	// AllowLocalDomains, HTTPClient and Clock, caching answers for
-	// RefreshInterval.
+	// AllowLocalDomains, LocalDomains, HTTPClient and Clock, caching
+	// answers for RefreshInterval.
 	Resolver *handles.Resolver
 
 	// HTTPClient is used for the sig-server and, if the Resolver is made
@@ -88,7 +98,29 @@ type Config struct {
 	// RefreshTimeout bounds one check; 0 means DefaultRefreshTimeout.
 	RefreshTimeout time.Duration
 	// AckWait is the consumer's redelivery delay; 0 means DefaultAckWait.
+	// The chat-server keeps it between 250 ms and 10 minutes.
 	AckWait time.Duration
+
+	// A message from a key that is not a contact (a request) is stored at
+	// once and its sender's handle looked up in the background (see
+	// docs/spec/chat.md §5). StrangerLookups is how many lookups run at
+	// once (0: DefaultStrangerLookups), StrangerQueue how many senders may
+	// wait for one (0: DefaultStrangerQueue; a sender beyond it is looked
+	// up on its next message), StrangerRetry how long a failed lookup is
+	// remembered (0: DefaultStrangerRetry). Each lookup is bounded by
+	// RefreshTimeout.
+	StrangerLookups int
+	StrangerQueue   int
+	StrangerRetry   time.Duration
+	// Caps on stored message requests, per sender and in all, by count and
+	// by body bytes; a request over a cap is dropped, never stored, and
+	// counted in Stats.RequestsDropped. 0 means the default
+	// (DefaultMaxRequestsPerSender, DefaultMaxRequestBytesPerSender,
+	// DefaultMaxRequests, DefaultMaxRequestBytes), a negative value no cap.
+	MaxRequestsPerSender     int
+	MaxRequestBytesPerSender int64
+	MaxRequests              int
+	MaxRequestBytes          int64
 	// NATSOptions are passed to Connect after the client's own (e.g.
 	// nats.ReconnectWait, or a custom dialer).
 	NATSOptions []nats.Option
@@ -112,7 +144,7 @@ type Client struct {
 
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	cons jetstream.Consumer
+	cons *inbox.Puller
 
 	opener atomic.Pointer[Opener]
 	gens   atomic.Uint32 // the highest own encryption generation accepted
@@ -121,6 +153,7 @@ type Client struct {
 	byHandle   map[string]*contactState
 	byKey      map[kez.PublicKey]*contactState
 	requesters map[kez.PublicKey]requester
+	strangers  *strangerLookups
 
 	recvMu sync.Mutex   // one batch is processed at a time
 	live   atomic.Int32 // Run loops receiving
@@ -172,6 +205,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = DefaultAckWait
 	}
+	cfg.setStrangerDefaults()
 	c := &Client{
 		cfg: cfg, id: cfg.Identity, me: cfg.Identity.PublicKey(),
 		log: cfg.Logger, now: cfg.Clock, httpc: cfg.HTTPClient, resolver: cfg.Resolver,
@@ -192,7 +226,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if c.resolver == nil {
 		c.resolver = &handles.Resolver{
 			DefaultDomain: cfg.Domain, HomeServer: cfg.ServerURL, HTTPClient: c.httpc,
-			AllowLocal: cfg.AllowLocalDomains, Now: c.now, VerifyOptions: c.verifyOpts(),
+			AllowLocal: cfg.AllowLocalDomains, LocalDomains: cfg.LocalDomains, Now: c.now, VerifyOptions: c.verifyOpts(),
 			// A contact is checked at most once per refresh interval, so
 			// the resolver need not remember answers longer.
 			TTL: cfg.RefreshInterval,
@@ -214,8 +248,10 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		db.close()
 		return nil, err
 	}
+	c.startStrangers()
 	if cfg.NATSURL != "" {
 		if err := c.connect(ctx); err != nil {
+			c.stopStrangers()
 			db.close()
 			return nil, err
 		}
@@ -294,6 +330,9 @@ func (c *Client) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Users reach the inbox stream only through the chat-server's gate
+	// (see pull.go); JetStream's publish acknowledgements come back
+	// through it too.
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(1024),
 		jetstream.WithPublishAsyncTimeout(30*time.Second),
@@ -302,28 +341,14 @@ func (c *Client) connect(ctx context.Context) error {
 		nc.Close()
 		return fmt.Errorf("chat: JetStream: %w", err)
 	}
-	me := c.me.String()
-	cons, err := js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       me,
-		Description:   "KEZ inbox of " + me,
-		FilterSubject: inboxPrefix + me + ".>",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: 1024,
-		// A user away longer than the stream keeps messages has nothing
-		// left to read; the consumer then goes too.
-		InactiveThreshold: 30 * 24 * time.Hour,
-	})
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
+	if _, err := inbox.Open(ctx, nc, c.me.String(), c.cfg.AckWait); err != nil {
 		nc.Close()
-		return fmt.Errorf("%w: %s (is the chat server running and connected to this NATS?)", ErrNoStream, c.cfg.Stream)
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("%w: %s (is the chat server running and connected to this NATS?)", ErrNoStream, c.cfg.Stream)
+		}
+		return fmt.Errorf("chat: opening your inbox on %s: %w", c.cfg.Stream, refusal(err))
 	}
-	if err != nil {
-		nc.Close()
-		return fmt.Errorf("chat: creating your inbox consumer on %s: %w", c.cfg.Stream, err)
-	}
+	cons := inbox.NewPuller(nc, c.me.String(), c.cfg.Stream)
 	c.nc, c.js, c.cons = nc, js, cons
 	c.receipts, c.receiptsDone = make(chan []*Entry, 64), make(chan struct{})
 	go c.receiptWorker()
@@ -370,6 +395,7 @@ func (c *Client) Close() error {
 			c.nc.Close()
 		}
 		c.sends.Wait()
+		c.stopStrangers()
 		err = c.db.close()
 	})
 	return err
@@ -386,10 +412,21 @@ type Stats struct {
 	ReceiptsSent     uint64
 	ReceiptsReceived uint64
 	Flagged          uint64 // contacts flagged
+	// RequestsDropped counts requests over a cap (Config.MaxRequests…),
+	// dropped without being stored.
+	RequestsDropped uint64
+	// StrangerLookups counts lookups of strangers' handles done, of which
+	// StrangerLookupsFailed failed (a server down, slow, or refused by the
+	// remote-origin rules); StrangerLookupsSkipped counts senders not looked
+	// up because StrangerQueue senders were already waiting.
+	StrangerLookups        uint64
+	StrangerLookupsFailed  uint64
+	StrangerLookupsSkipped uint64
 }
 
 type clientStats struct {
 	sent, received, duplicates, rejected, held, requests, receiptsSent, receiptsReceived, flagged atomic.Uint64
+	requestsDropped, lookups, lookupsFailed, lookupsSkipped                                       atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -399,5 +436,7 @@ func (c *Client) Stats() Stats {
 		Sent: s.sent.Load(), Received: s.received.Load(), Duplicates: s.duplicates.Load(), Rejected: s.rejected.Load(),
 		Held: s.held.Load(), Requests: s.requests.Load(), ReceiptsSent: s.receiptsSent.Load(),
 		ReceiptsReceived: s.receiptsReceived.Load(), Flagged: s.flagged.Load(),
+		RequestsDropped: s.requestsDropped.Load(), StrangerLookups: s.lookups.Load(),
+		StrangerLookupsFailed: s.lookupsFailed.Load(), StrangerLookupsSkipped: s.lookupsSkipped.Load(),
 	}
 }

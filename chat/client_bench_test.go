@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/internal/inbox"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,7 +32,7 @@ import (
 var messagingSizes = []int{256, 4096}
 
 func BenchmarkMessaging(b *testing.B) {
-	st := stacktest.Start(b, stacktest.Options{Inbox: callout.InboxConfig{MaxMsgsPerSubject: 1 << 30, MaxBytes: 8 << 30}})
+	st := stacktest.Start(b, stacktest.Options{MailLimits: chatserver.NoMailLimits, Inbox: callout.InboxConfig{MaxMsgsPerSubject: 1 << 30, MaxBytes: 8 << 30}})
 	au, bu, ru, su := st.NewUser(b, "alice"), st.NewUser(b, "bob"), st.NewUser(b, "rawa"), st.NewUser(b, "rawb")
 	alice, bob := openClient(b, st, au), openClient(b, st, bu)
 	mustAdd(b, alice, "bob")
@@ -67,24 +69,16 @@ func BenchmarkMessaging(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	jsb, err := jetstream.New(rawb)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cons, err := jsb.CreateOrUpdateConsumer(ctx, DefaultStream, jetstream.ConsumerConfig{
-		Durable: su.Key.String(), FilterSubject: inboxPrefix + su.Key.String() + ".>",
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: DefaultAckWait, MaxDeliver: -1, MaxAckPending: 1024,
-	})
-	if err != nil {
-		b.Fatal(err)
+	// rawb receives through the gate as every user does (pull.go).
+	if _, err := inbox.Open(ctx, rawb, su.Key.String(), 0); err != nil {
+		b.Fatalf("rawb's consumer: %v", err)
 	}
 	jsGot := make(chan struct{}, 1<<16)
-	cc, err := cons.Consume(func(m jetstream.Msg) { m.Ack(); jsGot <- struct{}{} }, jetstream.PullMaxMessages(fetchBatch))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(cc.Stop)
-	rawSubject := inboxSubject(su.Key, ru.Key)
+	never := make(chan struct{})
+	cc := inbox.NewPuller(rawb, su.Key.String(), DefaultStream).Consume(fetchBatch, func() <-chan struct{} { return never },
+		func(m jetstream.Msg) { m.Ack(); jsGot <- struct{}{} }, func(error) {})
+	b.Cleanup(cc.Drain)
+	rawSubject := sendSubject(su.Key, ru.Key)
 
 	for _, size := range messagingSizes {
 		text := strings.Repeat("x", size)

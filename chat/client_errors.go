@@ -3,10 +3,13 @@ package chat
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Errors of the [Client]. Callers branch with errors.Is; the messages say
@@ -38,7 +41,58 @@ var (
 	// ErrNoStream reports that the inbox stream does not exist on the NATS
 	// server: the chat-server has not provisioned it.
 	ErrNoStream = errors.New("chat: the inbox stream does not exist on the NATS server")
+
+	// ErrUnknownRecipient reports a send to a key that holds no handle at
+	// the chat-server: nothing was stored.
+	ErrUnknownRecipient = errors.New("chat: the recipient is not registered")
+
+	// ErrQuotaExceeded reports a send the chat-server refused for a limit:
+	// the sender's or the recipient's rate, or the unread messages one
+	// sender may leave in one inbox. Nothing was stored; the same message
+	// may be sent again later. It is returned as a *[QuotaError].
+	ErrQuotaExceeded = errors.New("chat: over a sending limit")
 )
+
+// QuotaError is [ErrQuotaExceeded] with the limit that was hit.
+type QuotaError struct {
+	// Limit is "sender" (your sending rate), "recipient" (the rate the
+	// recipient takes mail at), "unread" (your unread messages, in the
+	// recipient's inbox or in all) or "stream" (the chat-server's storage
+	// is full).
+	Limit string
+}
+
+// Error says which limit refused the message.
+func (e *QuotaError) Error() string {
+	return "chat: over the " + e.Limit + " limit; nothing was stored"
+}
+
+// Is matches [ErrQuotaExceeded].
+func (e *QuotaError) Is(target error) bool { return target == ErrQuotaExceeded }
+
+// refusal turns the stream's or the gate's refusal of a send into the
+// client's typed errors; other errors are returned as they are.
+func refusal(err error) error {
+	var ae *jetstream.APIError
+	if !errors.As(err, &ae) {
+		return err
+	}
+	switch {
+	case ae.ErrorCode == wire.ErrCodeUnknownRecipient:
+		return fmt.Errorf("%w: %w", ErrUnknownRecipient, err)
+	case ae.ErrorCode == wire.ErrCodeSenderQuota:
+		return fmt.Errorf("%w: %w", &QuotaError{Limit: "sender"}, err)
+	case ae.ErrorCode == wire.ErrCodeSenderUnread:
+		return fmt.Errorf("%w: %w", &QuotaError{Limit: "unread"}, err)
+	case ae.ErrorCode == wire.ErrCodeRecipientQuota:
+		return fmt.Errorf("%w: %w", &QuotaError{Limit: "recipient"}, err)
+	case strings.Contains(ae.Description, "maximum messages per subject"):
+		return fmt.Errorf("%w: %w", &QuotaError{Limit: "unread"}, err)
+	case strings.Contains(ae.Description, "maximum bytes") || strings.Contains(ae.Description, "maximum messages exceeded"):
+		return fmt.Errorf("%w: %w", &QuotaError{Limit: "stream"}, err)
+	}
+	return err
+}
 
 // NotContactError is [ErrNotContact] with the handle, in canonical form.
 type NotContactError struct {

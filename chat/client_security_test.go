@@ -50,7 +50,7 @@ func TestCraftedEnvelopesRejected(t *testing.T) {
 	alice, bob, mallory := openClient(t, st, au), openClient(t, st, bu), openClient(t, st, mu)
 	mustAdd(t, bob, "alice")
 	mustAdd(t, bob, "mallory") // even a contact cannot get these through
-	toBob := inboxSubject(bu.Key, mu.Key)
+	toBob := sendSubject(bu.Key, mu.Key)
 	ctx := testCtx(t)
 
 	seal := func(from *kez.Identity, to *stacktest.User, text string) []byte {
@@ -92,20 +92,20 @@ func TestCraftedEnvelopesRejected(t *testing.T) {
 	}
 
 	// 4. Mallory cannot use alice's sender token at all: the broker refuses.
-	if _, err := publishRaw(t, mallory, inboxSubject(bu.Key, au.Key), fromAlice, 500*time.Millisecond); err == nil {
+	if _, err := publishRaw(t, mallory, sendSubject(bu.Key, au.Key), fromAlice, 500*time.Millisecond); err == nil {
 		t.Error("the broker let mallory publish as alice")
 	}
-	if err := mallory.Conn().LastError(); !errors.Is(err, nats.ErrPermissionViolation) || !contains(err.Error(), inboxSubject(bu.Key, au.Key)) {
+	if err := mallory.Conn().LastError(); !errors.Is(err, nats.ErrPermissionViolation) || !contains(err.Error(), sendSubject(bu.Key, au.Key)) {
 		t.Errorf("the broker did not report a permissions violation to mallory: %v", err)
 	}
 
 	// 5. A replay: the same envelope published again (new Nats-Msg-Id,
 	// so the stream's duplicate window does not catch it), before and
 	// after bob stored the first copy. Bob shows it once.
-	mustPublishRaw(t, alice, inboxSubject(bu.Key, au.Key), fromAlice)
-	mustPublishRaw(t, alice, inboxSubject(bu.Key, au.Key), fromAlice)
+	mustPublishRaw(t, alice, sendSubject(bu.Key, au.Key), fromAlice)
+	mustPublishRaw(t, alice, sendSubject(bu.Key, au.Key), fromAlice)
 	receiveN(t, bob, 1)
-	mustPublishRaw(t, alice, inboxSubject(bu.Key, au.Key), fromAlice)
+	mustPublishRaw(t, alice, sendSubject(bu.Key, au.Key), fromAlice)
 	receiveUntil(t, bob, "two duplicates", func(int) bool { return bob.Stats().Duplicates >= 2 })
 	in := mustInbox(t, bob, true)
 	if !slices.Equal(texts(in), []string{"alice's words"}) {
@@ -124,10 +124,7 @@ func TestCraftedEnvelopesRejected(t *testing.T) {
 		t.Errorf("bob's stats: %+v", s)
 	}
 	// Nothing is left pending: rejected deliveries were terminated.
-	info, err := bob.cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := st.ConsumerInfo(t, bu.Key)
 	if info.NumPending != 0 || info.NumAckPending != 0 {
 		t.Errorf("consumer still has %d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
 	}
@@ -228,7 +225,7 @@ func TestWireCarriesNoPlaintext(t *testing.T) {
 		t.Fatalf("bob got %q, receipt %v", texts(in), s.DeliveredAt)
 	}
 	wire := rec.bytes()
-	if !bytes.Contains(wire, []byte(inboxSubject(bu.Key, au.Key))) || !bytes.Contains(wire, []byte(envelopeMagic)) {
+	if !bytes.Contains(wire, []byte(sendSubject(bu.Key, au.Key))) || !bytes.Contains(wire, []byte(envelopeMagic)) {
 		t.Fatalf("the proxy did not see the traffic (%d bytes)", len(wire))
 	}
 	for _, needle := range []string{marker, "PLAINTEXT-MARKER", "7f3a9c"} {
@@ -252,15 +249,11 @@ func TestCrashBeforeStoreLosesNothing(t *testing.T) {
 
 	// "Crash": the delivery reaches bob's process, which dies before
 	// storing (nothing stored, nothing acknowledged).
-	batch, err := bob.cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	msgs, err := bob.cons.Fetch(ctx, 1, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var first jetstream.Msg
-	for m := range batch.Messages() {
-		first = m
-	}
-	if first == nil {
+	if len(msgs) != 1 {
 		t.Fatal("no delivery")
 	}
 	if _, err := bob.Message(ctx, au.Key, s.ID); !errors.Is(err, ErrNoMessage) {
@@ -273,7 +266,7 @@ func TestCrashBeforeStoreLosesNothing(t *testing.T) {
 	}
 	// The first delivery, processed late (stored, but its ack was lost),
 	// is a duplicate: not new, not shown again.
-	fresh, err := bob.process(ctx, []jetstream.Msg{first})
+	fresh, err := bob.process(ctx, msgs)
 	if err != nil || len(fresh) != 0 {
 		t.Fatalf("processing the stale delivery: %d new, %v", len(fresh), err)
 	}

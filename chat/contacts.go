@@ -162,7 +162,11 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 		return nil, fmt.Errorf("chat: resolving %s: %w", h, err)
 	}
 	sigBase := c.sigBase(res)
-	links, err := c.sigClient(sigBase).Fetch(ctx, res.Key, 0)
+	sc, err := c.sigClient(res.Handle.Domain, sigBase)
+	if err != nil {
+		return nil, fmt.Errorf("chat: the sig-server of %s: %w", h, err)
+	}
+	links, err := sc.Fetch(ctx, res.Key, 0)
 	if err != nil {
 		return nil, fmt.Errorf("chat: fetching the sigchain of %s: %w", h, err)
 	}
@@ -348,11 +352,25 @@ func (c *Client) sigBase(res *handles.Resolved) string {
 	return c.cfg.SigServerURL
 }
 
-func (c *Client) sigClient(base string) *sigchain.Client {
+// sigClient returns a client of the sig-server at base, which an answer
+// about a handle of domain named: the user's own, or one whose HTTP client
+// follows the resolver's rules for that domain (handles.Resolver.ClientFor:
+// a stranger's domain gets public https only).
+func (c *Client) sigClient(domain, base string) (*sigchain.Client, error) {
 	if base == "" || base == c.cfg.SigServerURL {
-		return c.sig
+		return c.sig, nil
 	}
-	return &sigchain.Client{BaseURL: base, HTTPClient: c.httpc, VerifyOptions: c.verifyOpts()}
+	hc, err := c.resolver.ClientFor(domain, base)
+	if err != nil {
+		return nil, err
+	}
+	return &sigchain.Client{BaseURL: base, HTTPClient: hc, VerifyOptions: c.verifyOpts()}, nil
+}
+
+// domainOf returns the domain of a canonical handle ("bob@kez.lat").
+func domainOf(handle string) string {
+	_, d, _ := strings.Cut(handle, "@")
+	return d
 }
 
 func (c *Client) verifyOpts() []sigchain.VerifyOption {

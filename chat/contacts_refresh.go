@@ -11,7 +11,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
@@ -61,7 +60,11 @@ func (c *Client) refreshContact(ctx context.Context, cs *contactState, viaHandle
 	if err != nil {
 		return err
 	}
-	links, err := c.sigClient(ct.SigServer).Fetch(ctx, ct.Key, ct.Pin.Seqno-1)
+	sc, err := c.sigClient(domainOf(ct.Handle), ct.SigServer)
+	var links []*sigchain.Link
+	if err == nil {
+		links, err = sc.Fetch(ctx, ct.Key, ct.Pin.Seqno-1)
+	}
 	if errors.Is(err, sigchain.ErrNotFound) {
 		err = fmt.Errorf("%w: the sig-server has no chain for %s, the pinned head is seqno %d", sigchain.ErrRollback, ct.Key, ct.Pin.Seqno)
 	} else if err == nil {
@@ -191,54 +194,4 @@ func (c *Client) CheckContact(ctx context.Context, handle string) (*Contact, err
 	ct := cs.c
 	c.mu.Unlock()
 	return &ct, err
-}
-
-// requester is what the client found out about a key that is not a
-// contact: the handle its chain claims, if the registry confirms it.
-type requester struct {
-	handle  string    // confirmed handle, or ""
-	checked time.Time // when
-	state   *sigchain.State
-}
-
-// lookupRequester finds the confirmed handle of a key that is not a
-// contact (cached for the refresh interval). If the key's chain claims the
-// handle of a contact pinned to another key and the registry agrees, that
-// contact's key changed: it is flagged and its state returned.
-func (c *Client) lookupRequester(ctx context.Context, key kez.PublicKey) (string, *contactState) {
-	c.mu.Lock()
-	r, ok := c.requesters[key]
-	c.mu.Unlock()
-	if !ok || c.now().Sub(r.checked) >= c.cfg.RefreshInterval {
-		r = requester{checked: c.now()}
-		ctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
-		st, err := c.sig.FetchVerified(ctx, key, nil)
-		if err == nil && st.Handle() != "" {
-			r.state = st
-			res, err := c.resolver.Resolve(ctx, st.Handle())
-			if err == nil && res.Key == key {
-				r.handle = res.Handle.String()
-			}
-		} else if err != nil {
-			c.log.Info("cannot fetch the sigchain of a sender who is not a contact", "key", key, "err", err)
-		}
-		cancel()
-		c.mu.Lock()
-		if len(c.requesters) > 4096 {
-			clear(c.requesters)
-		}
-		c.requesters[key] = r
-		c.mu.Unlock()
-	}
-	if r.handle == "" {
-		return "", nil
-	}
-	c.mu.Lock()
-	cs := c.byHandle[r.handle]
-	c.mu.Unlock()
-	if cs != nil && cs.c.Key != key {
-		_ = c.flagKeyChanged(ctx, cs, key)
-		return r.handle, cs
-	}
-	return r.handle, nil
 }

@@ -235,8 +235,9 @@ func TestChainRotationRollbackFork(t *testing.T) {
 	}
 }
 
-// A message from a key that is not a contact is a request, under the handle
-// the registry confirms for it; adding the sender makes it trusted.
+// A message from a key that is not a contact is a request, stored at once;
+// the handle the registry confirms for it is looked up afterwards; adding
+// the sender makes it trusted.
 func TestRequestFromStranger(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	au, cu := st.NewUser(t, "alice"), st.NewUser(t, "carol")
@@ -249,8 +250,15 @@ func TestRequestFromStranger(t *testing.T) {
 		t.Errorf("a request is in the inbox: %q", texts(in))
 	}
 	reqs, err := alice.Requests(ctx)
-	if err != nil || len(reqs) != 1 || reqs[0].ID != s.ID || reqs[0].PeerHandle != "carol@kez.test" || reqs[0].Trust != TrustRequest {
+	if err != nil || len(reqs) != 1 || reqs[0].ID != s.ID || reqs[0].Trust != TrustRequest {
 		t.Fatalf("requests: %+v, %v", reqs, err)
+	}
+	if err := alice.ResolveRequests(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reqs, err = alice.Requests(ctx)
+	if err != nil || len(reqs) != 1 || reqs[0].PeerHandle != "carol@kez.test" {
+		t.Fatalf("requests after the lookup: %+v, %v", reqs, err)
 	}
 	// No receipt goes to a stranger.
 	if alice.Stats().ReceiptsSent != 0 {

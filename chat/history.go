@@ -48,7 +48,7 @@ type Entry struct {
 	ID         MessageID
 	Incoming   bool          // received (true) or sent (false)
 	Peer       kez.PublicKey // the other party of the conversation
-	PeerHandle string        // the contact's handle; for a request, the handle its chain claims ("" if unknown)
+	PeerHandle string        // the contact's handle; for a request, the handle its chain claims once the registry confirmed it ("" until then)
 	From, To   kez.PublicKey
 	SentAt     time.Time // the sender's clock, signed (millisecond precision)
 	ReceivedAt time.Time // when this client stored it

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -34,15 +33,8 @@ func (c *Client) Sync(ctx context.Context) (int, error) {
 	}
 	total := 0
 	for {
-		batch, err := c.cons.FetchNoWait(fetchBatch)
+		msgs, err := c.cons.Fetch(ctx, fetchBatch, 0)
 		if err != nil {
-			return total, fmt.Errorf("chat: fetching from your inbox: %w", err)
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return total, fmt.Errorf("chat: fetching from your inbox: %w", err)
 		}
 		if len(msgs) == 0 {
@@ -82,13 +74,9 @@ func (c *Client) fetchOnce(ctx context.Context, wait time.Duration) (int, error)
 // the number of new messages stored (0 or 1).
 func (c *Client) waitOne(ctx context.Context, wait time.Duration) (int, error) {
 	// A pull for one message ends as soon as it arrives.
-	batch, err := c.cons.Fetch(1, jetstream.FetchMaxWait(wait))
-	if err != nil {
+	msgs, err := c.cons.Fetch(ctx, 1, wait)
+	if err != nil && !errors.Is(err, ctx.Err()) {
 		return 0, fmt.Errorf("chat: fetching from your inbox: %w", err)
-	}
-	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
 	}
 	if len(msgs) == 0 {
 		return 0, ctx.Err()
@@ -100,7 +88,9 @@ func (c *Client) waitOne(ctx context.Context, wait time.Duration) (int, error) {
 // Run receives until ctx ends or the client is closed, calling handler
 // with each new message once it is stored (trusted, held or request: check
 // Entry.Trust before showing it). Handler calls are sequential, in the
-// order messages arrived; a slow handler slows receiving. Run does not mark
+// order messages arrived; a slow handler slows receiving. A request comes
+// without PeerHandle: its sender is looked up afterwards, in the
+// background, and [Client.Requests] shows the confirmed handle. Run does not mark
 // anything read: call [Client.MarkRead] for what was shown.
 //
 // Run keeps receiving across broker restarts and reconnects. On return,
@@ -122,17 +112,11 @@ func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
 	c.live.Add(1)
 	defer c.live.Add(-1)
 	ch := make(chan jetstream.Msg, fetchBatch)
-	cc, err := c.cons.Consume(func(m jetstream.Msg) { ch <- m },
-		jetstream.PullMaxMessages(fetchBatch),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			c.log.Debug("receiving", "err", err)
-		}))
-	if errors.Is(err, nats.ErrConnectionClosed) {
+	if c.nc.IsClosed() {
 		return ErrClosed
 	}
-	if err != nil {
-		return fmt.Errorf("chat: receiving from your inbox: %w", err)
-	}
+	cc := c.cons.Consume(fetchBatch, c.nextReconnect, func(m jetstream.Msg) { ch <- m },
+		func(err error) { c.log.Debug("receiving", "err", err) })
 	handle := func(first jetstream.Msg) {
 		batch := []jetstream.Msg{first}
 	fill:
@@ -187,6 +171,7 @@ type received struct {
 	receipt *Receipt // or a receipt to apply
 	from    kez.PublicKey
 	sentAt  time.Time
+	lookup  bool // a request whose sender's handle is to be looked up
 }
 
 // process opens, classifies and stores a batch of deliveries, then
@@ -229,8 +214,8 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		if md, err := jm.Metadata(); err == nil {
 			seq = md.Sequence.Stream
 		}
-		trust, handle := c.classify(ctx, m.From)
-		accepted = append(accepted, received{jm: jm, from: m.From, entry: &Entry{
+		trust, handle, lookup := c.classify(ctx, m.From)
+		accepted = append(accepted, received{jm: jm, from: m.From, lookup: lookup, entry: &Entry{
 			ID: m.ID, Incoming: true, Peer: m.From, PeerHandle: handle, From: m.From, To: m.To,
 			SentAt: m.SentAt, ReceivedAt: c.now(), Kind: m.Kind, Ref: m.Ref, Body: m.Body, Seq: seq, Trust: trust,
 		}})
@@ -246,17 +231,32 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		at   time.Time
 	}
 	var receipts, early []receiptOf
+	dropped := make([]string, len(accepted)) // the cap a request is over, or ""
 	err := c.db.write(store, func(tx *sql.Tx) error {
 		fresh, receipts, early = fresh[:0], receipts[:0], early[:0]
+		clear(dropped)
 		setDelivered := tx.Stmt(c.db.stmts.delivered)
-		for _, r := range accepted {
+		quota := c.newRequestQuota(tx)
+		for i, r := range accepted {
 			if r.entry != nil {
+				isRequest := r.entry.Trust == TrustRequest
+				if isRequest {
+					over, err := quota.admit(r.entry)
+					if err != nil {
+						return err
+					}
+					if dropped[i] = over; over != "" {
+						continue
+					}
+				}
 				isNew, err := c.db.insertEntry(tx, r.entry)
 				if err != nil {
 					return err
 				}
 				if isNew {
 					fresh = append(fresh, r.entry)
+				} else if isRequest {
+					quota.unadmit(r.entry)
 				}
 				continue
 			}
@@ -281,16 +281,32 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		return nil, fmt.Errorf("chat: storing received messages: %w", err)
 	}
 	// Stored: now the server may forget them. A lost ack only means a
-	// redelivery, which the (sender, ID) key drops.
-	for _, r := range accepted {
+	// redelivery, which the (sender, ID) key drops. Requests over a cap
+	// were not stored: they are terminated, so never delivered again.
+	lookups := map[kez.PublicKey]bool{}
+	nDropped := 0
+	for i, r := range accepted {
+		if over := dropped[i]; over != "" {
+			nDropped++
+			c.stats.requestsDropped.Add(1)
+			c.log.Debug("dropped a message request over the cap", "cap", over, "from", r.from, "id", r.entry.ID, "bytes", len(r.entry.Body))
+			if err := r.jm.TermWithReason("over the recipient's cap on message requests"); err != nil {
+				c.log.Debug("terminating a delivery", "err", err)
+			}
+			continue
+		}
 		if err := r.jm.Ack(); err != nil {
 			c.log.Debug("acknowledging a delivery", "err", err)
 		}
 		if r.receipt != nil {
 			c.stats.receiptsReceived.Add(1)
 		}
+		if r.lookup {
+			lookups[r.from] = true
+		}
 	}
-	c.stats.duplicates.Add(uint64(len(accepted) - len(fresh) - countReceipts(accepted)))
+	c.lookupStored(store, lookups)
+	c.stats.duplicates.Add(uint64(len(accepted) - len(fresh) - countReceipts(accepted) - nDropped))
 	for _, e := range fresh {
 		c.stats.received.Add(1)
 		switch e.Trust {
@@ -394,8 +410,10 @@ func firstLine(s string) string {
 }
 
 // classify decides the trust of a message from key from and the handle to
-// show it under.
-func (c *Client) classify(ctx context.Context, from kez.PublicKey) (Trust, string) {
+// show it under. For a contact it may check the contact's chain (at most
+// once per refresh interval); for a stranger it asks no server: lookup
+// says the sender's handle is to be looked up once the message is stored.
+func (c *Client) classify(ctx context.Context, from kez.PublicKey) (trust Trust, handle string, lookup bool) {
 	c.mu.Lock()
 	cs := c.byKey[from]
 	var newKeyOf *contactState
@@ -411,19 +429,19 @@ func (c *Client) classify(ctx context.Context, from kez.PublicKey) (Trust, strin
 	switch {
 	case cs != nil:
 		if err := c.refreshContact(ctx, cs, false, false); errors.Is(err, ErrKeyChanged) || errors.Is(err, ErrChainRewritten) {
-			return TrustHeld, cs.c.Handle
+			return TrustHeld, cs.c.Handle, false
 		} else if err != nil {
 			c.log.Warn("checking a contact", "handle", cs.c.Handle, "err", err)
 		}
-		return TrustTrusted, cs.c.Handle
+		return TrustTrusted, cs.c.Handle, false
 	case newKeyOf != nil:
-		return TrustHeld, newKeyOf.c.Handle
+		return TrustHeld, newKeyOf.c.Handle, false
 	}
-	handle, flagged := c.lookupRequester(ctx, from)
+	handle, flagged, lookup := c.knownRequester(ctx, from)
 	if flagged != nil {
-		return TrustHeld, handle
+		return TrustHeld, handle, false
 	}
-	return TrustRequest, handle
+	return TrustRequest, handle, lookup
 }
 
 // queueReceipts hands the new trusted text messages to the receipt worker,

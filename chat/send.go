@@ -184,7 +184,7 @@ func (c *Client) publish(ctx context.Context, rcpt Recipient, handle string, m M
 			Kind: m.Kind, Ref: m.Ref, Body: m.Body, Trust: TrustTrusted, Read: true,
 		}
 	}
-	msg := nats.NewMsg(inboxSubject(rcpt.Key, c.me))
+	msg := nats.NewMsg(sendSubject(rcpt.Key, c.me))
 	msg.Data = env
 	msg.Header.Set(jetstream.MsgIDHeader, m.ID.String())
 	fut, err := c.js.PublishMsgAsync(msg)
@@ -241,7 +241,7 @@ func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture)
 				}
 				err = perr
 			}
-			c.finish(p, nil, fmt.Errorf("chat: the stream did not store message %s: %w", p.sent.ID, err))
+			c.finish(p, nil, fmt.Errorf("chat: the stream did not store message %s: %w", p.sent.ID, refusal(err)))
 			return
 		case <-c.closing:
 			c.finish(p, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", p.sent.ID, ErrClosed))

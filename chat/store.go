@@ -24,7 +24,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 1
+const schemaVersion = 2
 
 var migrations = []string{
 	// 0 → 1
@@ -93,6 +93,9 @@ CREATE TABLE meta (
 	value TEXT NOT NULL
 ) STRICT;
 `,
+	// 1 → 2: message requests are counted against their caps in every
+	// received batch that holds one.
+	`CREATE INDEX messages_requests ON messages (from_key) WHERE trust = 'request';`,
 }
 
 // ErrClosed reports a call on a [Client] after [Client.Close].

@@ -24,7 +24,7 @@ func TestOperatorsGuideAdminUser(t *testing.T) {
 	}
 	k, _ := callout.LoadOrCreateKeys(keys)
 	svc := k.ServicePublicKey()
-	edited := strings.Replace(conf, "CHAT { jetstream: enabled }", `CHAT { jetstream: enabled, users: [ { user: admin, password: "s3cret" } ] }`, 1)
+	edited := strings.Replace(conf, "  CHAT {\n    jetstream: enabled\n", "  CHAT {\n    jetstream: enabled\n    users: [ { user: admin, password: \"s3cret\" } ]\n", 1)
 	edited = strings.Replace(edited, "auth_users: [ "+svc+" ]", "auth_users: [ "+svc+", admin ]", 1)
 	if edited == conf || strings.Count(edited, "admin") != 2 {
 		t.Fatal("the snippet's shape changed; update docs/operators.md and this test")

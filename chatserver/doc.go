@@ -20,7 +20,12 @@
 // and then, in the background, logs in to NATS as the callout service
 // user, answers authorization requests in a queue group (so replicas share
 // them) with the registry as the directory of keys, logs in as the
-// provisioner and creates or updates the JetStream inbox stream. NATS may
+// provisioner, creates or updates the JetStream inbox stream and runs the
+// gate: the only way users reach the stream. Users live in an account
+// without JetStream; the gate answers their send, consumer, pull and
+// acknowledgement requests (service imports), learns who sent each from
+// the header nats-server stamps on it, and holds every user to
+// [MailLimits] (docs/security.md, "Tenant isolation"). NATS may
 // come up after the chat-server: the server keeps trying, and /readyz
 // says what it is waiting for. [Server.WaitReady] blocks until it is ready.
 //

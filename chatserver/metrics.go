@@ -6,6 +6,8 @@ import (
 	"net/http"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/limitmetrics"
+	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -14,7 +16,10 @@ import (
 //
 //	kez_chat_authorizations_total{result="allowed|denied|malformed"}
 //	kez_chat_handle_claims_total{result="created|renewed|refused|failed"}
+//	kez_chat_handle_lookalikes_refused_total   claims refused as look-alikes
 //	kez_chat_nats_connected   1 while both NATS logins are up
+//	kez_http_limited_total{endpoint,reason}, kez_http_limiter_keys{…},
+//	kez_http_limiter_evictions_total{…}  the rate limits (internal/limitmetrics)
 //
 // and the callout's flood limits (see loginCollector).
 type metrics struct {
@@ -39,6 +44,21 @@ func newMetrics(reg prometheus.Registerer, s *Server, svc *callout.Service) (*me
 	cs := []prometheus.Collector{
 		m.claims,
 		newLoginCollector(svc),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kez_chat_handle_lookalikes_refused_total",
+			Help: "Handle claims refused because another key holds a look-alike of the name (same skeleton, another name); also counted as refused claims.",
+		}, func() float64 {
+			if hs := s.hs.Load(); hs != nil {
+				return float64(hs.LookAlikeRefusals())
+			}
+			return 0
+		}),
+		limitmetrics.New(func() []ratelimit.Stats {
+			if hs := s.hs.Load(); hs != nil {
+				return hs.LimitStats()
+			}
+			return nil
+		}),
 		auth("allowed", func() uint64 { return svc.Stats().Authorized }),
 		auth("denied", func() uint64 { return svc.Stats().Denied }),
 		auth("malformed", func() uint64 { return svc.Stats().Malformed }),

@@ -63,6 +63,20 @@ func (s *Server) runNATS(ctx context.Context) {
 		s.log.Error("cannot use JetStream", "err", err)
 		return
 	}
+	s.gate.nc, s.gate.js = provConn, js
+	for retry := minRetry; ; retry = min(2*retry, maxRetry) {
+		if !waitUp(ctx, provConn, nil) {
+			return
+		}
+		err := s.gate.listen(s.keys.ProvisionerPublicKey())
+		if err == nil {
+			break
+		}
+		s.log.Warn("the gate could not subscribe yet; retrying", "err", err)
+		if !sleep(ctx, retry) {
+			return
+		}
+	}
 	s.js.Store(&js)
 	s.provConn.Store(provConn)
 	if provConn.IsConnected() {

@@ -95,6 +95,16 @@ type Server struct {
 	Inbox callout.InboxConfig
 	// Authorizer is an optional extra login policy (see [callout.Authorizer]).
 	Authorizer callout.Authorizer
+	// MailLimits bound what one user may do with the shared inbox stream
+	// through the gate; the zero value gives [DefaultMailLimits].
+	MailLimits MailLimits
+	// HTTPLimits are the rate limits of the HTTP API: claims per client
+	// address and per key, and lookups, WebFinger and /v1/info per client
+	// address (429 with Retry-After). Zero fields take
+	// [handles.DefaultLimits]; behind a reverse proxy set
+	// HTTPLimits.ClientIP.TrustedProxies, or every client shares the proxy's
+	// address.
+	HTTPLimits handles.Limits
 	// LoginLimits shape how the auth callout holds up under a flood of
 	// logins (queues, lanes, the per-address backoff, the denial log
 	// summary); the zero value gives callout's defaults. LoginWorkers is
@@ -128,6 +138,7 @@ type Server struct {
 	svc     *callout.Service
 	stream  string
 	metrics *metrics
+	gate    *gate
 
 	svcConn   atomic.Pointer[nats.Conn]
 	provConn  atomic.Pointer[nats.Conn]
@@ -191,6 +202,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		AllowLocal:         s.AllowLocal,
 		Now:                s.Now,
 		Logger:             s.log,
+		Limits:             s.HTTPLimits,
 	})
 	if err != nil {
 		return fmt.Errorf("chatserver: %w", err)
@@ -213,6 +225,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	g := &gate{
+		stream: s.stream, userAccount: callout.DefaultUserAccount,
+		dir: RegistryDirectory{Store: store}, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
+	}
+	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
+	if g.m, err = newGateMetrics(s.reg, g.lim, g.users.len); err != nil {
+		return fmt.Errorf("chatserver: registering the gate's metrics: %w", err)
+	}
+	s.gate = g
 
 	s.keys, s.sqlite, s.svc, s.metrics = keys, sqlite, svc, m
 	if sqlite != nil {

@@ -304,6 +304,12 @@ func TestLoginsAndMetrics(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad claim: %d", resp.StatusCode)
 	}
+	// A look-alike of bob is refused, and counted as such.
+	b0b := handles.Handle{Name: "b0b", Domain: st.Domain}
+	if _, err := handles.Register(context.Background(), stacktest.Identity("b0b"), b0b,
+		handles.RegisterOptions{ServerURL: st.ServerURL, SigServerURL: st.SigServerURL}); !errors.Is(err, handles.ErrTaken) {
+		t.Fatalf("registering b0b with bob taken: %v", err)
+	}
 
 	metrics := fetch(t, st.ServerURL+"/metrics")
 	for _, want := range []string{
@@ -312,7 +318,8 @@ func TestLoginsAndMetrics(t *testing.T) {
 		`kez_chat_authorizations_total{result="malformed"} 0`,
 		`kez_chat_handle_claims_total{result="created"} 2`,
 		`kez_chat_handle_claims_total{result="renewed"} 1`,
-		`kez_chat_handle_claims_total{result="refused"} 1`,
+		`kez_chat_handle_claims_total{result="refused"} 2`,
+		`kez_chat_handle_lookalikes_refused_total 1`,
 		`kez_chat_handle_claims_total{result="failed"} 0`,
 		`kez_chat_nats_connected 1`,
 		`kez_http_requests_total{code="201",method="POST",route="POST /v1/handles"} 2`,

@@ -43,7 +43,13 @@ func (s *Sharing) resolveOwner(ctx context.Context, handle string) (*owner, erro
 	}
 	o := &owner{handle: res.Handle.String(), key: res.Key, state: res.State}
 	if base, ok := strings.CutSuffix(res.SigchainURL, "/v1/chains/"+res.Key.String()); ok {
-		sc := &sigchain.Client{BaseURL: base, HTTPClient: s.http, VerifyOptions: s.resolver.VerifyOptions}
+		// The sig-server the handle's domain names, on the resolver's
+		// rules for that domain (public https unless it is local).
+		hc, err := s.resolver.ClientFor(res.Handle.Domain, base)
+		if err != nil {
+			return nil, fmt.Errorf("files: reading %s's sigchain: %w", o.handle, err)
+		}
+		sc := &sigchain.Client{BaseURL: base, HTTPClient: hc, VerifyOptions: s.resolver.VerifyOptions}
 		st, err := sc.FetchVerified(ctx, res.Key, res.State)
 		if err != nil {
 			return nil, fmt.Errorf("files: reading %s's sigchain: %w", o.handle, err)

@@ -2,6 +2,7 @@ package handles
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -108,13 +109,19 @@ func sigServerOf(chainURL string, key kez.PublicKey) (string, error) {
 	return base, nil
 }
 
-// errorBody is every error answer: {"error": "...", "reason": "..."}.
+// errorBody is every error answer: {"error": "...", "reason": "..."},
+// and for a claim refused as taken also "existing": the handle held.
 type errorBody struct {
-	Error  string `json:"error"`
-	Reason Reason `json:"reason,omitempty"`
+	Error    string `json:"error"`
+	Reason   Reason `json:"reason,omitempty"`
+	Existing string `json:"existing,omitempty"`
 }
 
 func writeError(w http.ResponseWriter, status int, err error) {
 	body := errorBody{Error: err.Error(), Reason: ReasonOf(err)}
+	var te *TakenError
+	if errors.As(err, &te) {
+		body.Reason, body.Existing = te.Reason(), te.Holder.String()
+	}
 	httpjson.Write(w, status, body)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/ratelimit"
 )
 
 // Client talks to one chat-server's registry: it claims handles and looks
@@ -31,7 +33,9 @@ type Client struct {
 // package's sentinel errors with errors.Is by status: 400 [ErrBadClaim],
 // 401 [ErrBadSignature], 403 and 410 [ErrSuspended], 404 [ErrNotFound],
 // 409 [ErrTaken], 422 [ErrChainMismatch], 5xx [ErrUnreachable].
-// A 400 about the handle itself is returned as a *[HandleError] instead.
+// A 400 about the handle itself is returned as a *[HandleError] instead,
+// and a 409 that names the handle held as a *[TakenError],
+// and a 429 as a *[RateLimitedError] matching [ErrRateLimited].
 type ServerError struct {
 	StatusCode int
 	Message    string // the server's "error" text
@@ -142,6 +146,9 @@ func (c *Client) WebFinger(ctx context.Context, h Handle) (*JRD, error) {
 // for a *HandleError rebuilt from a 400 with a reason.
 func (c *Client) do(req *http.Request, input string, out any) (int, error) {
 	resp, err := c.httpClient().Do(req)
+	if errors.Is(err, ErrForbiddenOrigin) {
+		return 0, fmt.Errorf("handles: %s: %w", req.URL.Host, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("%w: %s: %w", ErrUnreachable, req.URL.Host, err)
 	}
@@ -152,6 +159,9 @@ func (c *Client) do(req *http.Request, input string, out any) (int, error) {
 	}
 	if len(body) > maxAnswer {
 		return 0, fmt.Errorf("handles: %s answered with more than %d bytes", req.URL.Host, maxAnswer)
+	}
+	if e := ratelimit.FromResponse(resp, body, time.Now()); e != nil {
+		return 0, fmt.Errorf("handles: %s refused: %w", req.URL.Host, e)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e errorBody
@@ -165,10 +175,32 @@ func (c *Client) do(req *http.Request, input string, out any) (int, error) {
 			}
 			return 0, &HandleError{Input: input, Reason: e.Reason, Detail: detail}
 		}
+		if te := takenAnswer(resp.StatusCode, e, input); te != nil {
+			return 0, te
+		}
 		return 0, &ServerError{StatusCode: resp.StatusCode, Message: e.Error}
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return 0, fmt.Errorf("handles: %s answered with something that is not the expected JSON: %w", req.URL.Host, err)
 	}
 	return resp.StatusCode, nil
+}
+
+// takenAnswer rebuilds the *TakenError of a 409 answer that says which
+// handle is held (reason "taken" or "look_alike" and "existing"), or
+// returns nil.
+func takenAnswer(status int, e errorBody, input string) *TakenError {
+	if status != http.StatusConflict || (e.Reason != ReasonTaken && e.Reason != ReasonLookAlike) {
+		return nil
+	}
+	rules := Rules{AllowLocal: true}
+	claimed, err := rules.Parse(input)
+	if err != nil {
+		return nil
+	}
+	holder, err := rules.Parse(e.Existing)
+	if err != nil || holder.Domain != claimed.Domain || (holder == claimed) != (e.Reason == ReasonTaken) {
+		return nil
+	}
+	return &TakenError{Claimed: claimed, Holder: holder}
 }

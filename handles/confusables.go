@@ -5,10 +5,12 @@ import (
 	"unicode"
 )
 
-// Handles are ASCII only, so no Unicode normalisation or confusable
-// skeleton is needed to compare them. What this file adds is a precise
-// reason for every non-ASCII character, so that a person trying a
-// look-alike trick (or pasting one by accident) learns what was refused.
+// Handles are ASCII only, so no Unicode normalisation is needed to
+// compare them; look-alikes within ASCII ("b0b", "rnallory") are caught
+// by the skeleton (skeleton.go). What this file adds is a precise reason
+// for every non-ASCII character, so that a person trying a look-alike
+// trick (or pasting one by accident) learns what was refused; Skeleton
+// maps the same characters to their prototypes.
 
 // homoglyphs maps non-Latin letters and signs that are drawn like an allowed
 // character to that character. It names the common tricks; every other

@@ -67,7 +67,8 @@ var (
 	// ErrNotFound: no such handle (or the domain is not served here).
 	ErrNotFound = errors.New("handles: no such handle")
 	// ErrTaken: the name is held by another key, or is too close to a
-	// name that is (see docs/spec/handles.md, "Skeletons").
+	// name that is (see docs/spec/handles.md, "Skeletons"). The error
+	// is a *[TakenError] naming the held handle.
 	ErrTaken = errors.New("handles: the name is taken")
 	// ErrKeyHasHandle: the key already holds another handle in this registry.
 	ErrKeyHasHandle = errors.New("handles: the key already holds a handle here")
@@ -84,7 +85,52 @@ var (
 	// ErrMismatch: a server's answer contradicts the verified sigchain (a
 	// lying or broken server). Never accept the result.
 	ErrMismatch = errors.New("handles: the server's answer does not match the verified sigchain")
+	// ErrNewerSkeletonRule: a registry's skeletons were computed by a
+	// newer rule than this program's [SkeletonVersion]; claims by this
+	// program would miss look-alikes that rule folds together.
+	ErrNewerSkeletonRule = errors.New("handles: the registry follows a newer skeleton rule; upgrade the program")
 	// ErrUnreachable: a server could not be reached or failed (network
 	// error, timeout, 5xx). Retrying later may help.
 	ErrUnreachable = errors.New("handles: server unreachable")
 )
+
+// Why a claim was refused as taken, in the "reason" of a 409 answer.
+const (
+	ReasonTaken     Reason = "taken"      // another key holds the name itself
+	ReasonLookAlike Reason = "look_alike" // another key holds a name with the same skeleton
+)
+
+// TakenError is the refusal of a claim because another key holds the
+// name, or a look-alike of it (a name with the same [Skeleton]). It
+// matches [ErrTaken] with errors.Is; errors.As gives the handle held.
+type TakenError struct {
+	Claimed Handle // the handle asked for
+	Holder  Handle // the handle another key holds: Claimed, or its look-alike
+}
+
+// LookAlike reports whether the handle held is a look-alike of the one
+// claimed rather than the same.
+func (e *TakenError) LookAlike() bool { return e.Holder != e.Claimed }
+
+// Reason is [ReasonLookAlike] or [ReasonTaken].
+func (e *TakenError) Reason() Reason {
+	if e.LookAlike() {
+		return ReasonLookAlike
+	}
+	return ReasonTaken
+}
+
+// Error names both handles.
+func (e *TakenError) Error() string {
+	if e.LookAlike() {
+		return fmt.Sprintf("handles: %s is too close to %s, which belongs to another key", e.Claimed, e.Holder)
+	}
+	return fmt.Sprintf("handles: %s belongs to another key", e.Claimed)
+}
+
+// Is makes errors.Is(err, ErrTaken) true.
+func (e *TakenError) Is(target error) bool { return target == ErrTaken }
+
+// taken returns the *TakenError of a claim of claimed refused because of
+// holder.
+func taken(claimed, holder Handle) error { return &TakenError{Claimed: claimed, Holder: holder} }

@@ -39,7 +39,9 @@ func newStack(t testing.TB, domain string) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { chains.Close() })
-	sig := httptest.NewServer(sigchain.NewHandler(chains, sigchain.WithLogger(quietLog)))
+	// Rate limits off: these tests are about the registry; limits_test.go
+	// turns them on.
+	sig := httptest.NewServer(sigchain.NewHandler(chains, sigchain.WithLogger(quietLog), sigchain.WithLimits(sigchain.NoLimits())))
 	t.Cleanup(sig.Close)
 
 	reg, err := OpenSQLite(filepath.Join(dir, "handles.db"))
@@ -48,7 +50,7 @@ func newStack(t testing.TB, domain string) *stack {
 	}
 	t.Cleanup(func() { reg.Close() })
 	sigc := &sigchain.Client{BaseURL: sig.URL}
-	srv, err := NewServer(ServerConfig{Domain: domain, Store: reg, SigServer: sigc, Logger: quietLog})
+	srv, err := NewServer(ServerConfig{Domain: domain, Store: reg, SigServer: sigc, Logger: quietLog, Limits: NoLimits()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,18 +50,24 @@ type Registration struct {
 //   - A reserved or invalid h is refused with a *[HandleError] before
 //     anything is sent.
 //   - A name the registry says is held by another key (or suspended) is
-//     refused before the chain is touched: an error matching [ErrTaken]
-//     (or [ErrSuspended]).
+//     refused before the chain is touched: a *[TakenError] (or an error
+//     matching [ErrSuspended]).
 //   - Without a chain, the eldest link is appended (the key, generation 0
 //     of its X25519 encryption key, and h); on a chain that names no handle,
 //     a set_handle link; on a chain that names h, nothing. A chain naming
 //     another handle is an error matching [ErrKeyHasHandle]: a key holds
 //     one handle, and Register does not change it.
 //   - If the registry then refuses the claim as taken (a look-alike of a
-//     taken name: the first check compares exact names only), the link
+//     taken name: the first check compares exact names only; the error
+//     wraps a *[TakenError] naming the handle held), the link
 //     just appended is undone with a set_handle link naming no handle, so
 //     the chain does not claim a name its key does not hold. If that fails
 //     too, the error says so and Registration.Chain still names h.
+//
+// A server that refuses because the address or key sent too many
+// requests gives an error matching [ErrRateLimited], a *[RateLimitedError]
+// with the wait; registering again after it is safe (a link already
+// appended is not appended twice).
 //
 // Running it again after a success changes nothing (Created is false).
 // A chain that moved while registering (another device) gives an error
@@ -84,7 +90,7 @@ func Register(ctx context.Context, id *kez.Identity, h Handle, opts RegisterOpti
 	rec, err := reg.Lookup(ctx, h.String())
 	switch {
 	case err == nil && rec.Key != key.String():
-		return nil, fmt.Errorf("%w: %s is held by another key", ErrTaken, h)
+		return nil, taken(h, h)
 	case err != nil && !errors.Is(err, ErrNotFound):
 		return nil, fmt.Errorf("handles: checking whether %s is free: %w", h, err)
 	}

@@ -106,6 +106,33 @@ func TestRegisterRefusals(t *testing.T) {
 	}
 }
 
+// TestRegisterConfusableLookAlikes: with bob, alice and mallory taken,
+// Register refuses their look-alikes of issue 13 with a *TakenError
+// naming the handle held, and the chain gives the name up again.
+func TestRegisterConfusableLookAlikes(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, "kez.test")
+	for _, n := range []string{"bob", "alice", "mallory"} {
+		s.register(t, n)
+	}
+	for look, holder := range map[string]string{"b0b": "bob", "a1ice": "alice", "rnallory": "mallory", "8o8": "bob", "al.1ce": "alice"} {
+		id := newIdentity(t)
+		r, err := Register(ctx, id, Handle{Name: look, Domain: "kez.test"}, s.registerOptions())
+		var te *TakenError
+		if !errors.As(err, &te) || te.Holder != (Handle{Name: holder, Domain: "kez.test"}) || !te.LookAlike() {
+			t.Errorf("registering %s: %v; want a *TakenError naming %s", look, err, holder)
+			continue
+		}
+		if st := s.chainOf(t, id); st == nil || st.Handle() != "" || r.Record != nil {
+			t.Errorf("after the refused %s the chain must name no handle: %+v", look, st)
+		}
+	}
+	// Positive control: a name that is no one's look-alike registers.
+	if _, err := Register(ctx, newIdentity(t), Handle{Name: "carol", Domain: "kez.test"}, s.registerOptions()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // When the claim is refused and giving the name up fails too, the error
 // says the chain still names it.
 func TestRegisterReleaseFails(t *testing.T) {

@@ -1,9 +1,6 @@
 package handles
 
-import (
-	"slices"
-	"strings"
-)
+import "slices"
 
 // reserved are names no one may claim: roles people trust, mail and web
 // conventions, and names of the system itself. Kept sorted.
@@ -16,10 +13,22 @@ var reserved = []string{
 	"system", "team", "webfinger", "webmaster", "wellknown", "www",
 }
 
+// reservedSkeletons are the skeletons of the reserved names, sorted, so
+// that a look-alike of a reserved name ("adm1n", "r00t") is reserved too.
+var reservedSkeletons = func() []string {
+	sk := make([]string, len(reserved))
+	for i, n := range reserved {
+		sk[i] = Skeleton(n)
+	}
+	slices.Sort(sk)
+	return slices.Compact(sk)
+}()
+
 // IsReserved reports whether a local name is kept for the operator. The
-// check ignores separators, so "ad.min" and "no-reply" are reserved too.
+// check compares skeletons (see [Skeleton]), so "ad.min", "no-reply" and
+// "adm1n" are reserved too.
 func IsReserved(name string) bool {
-	_, found := slices.BinarySearch(reserved, Skeleton(name))
+	_, found := slices.BinarySearch(reservedSkeletons, Skeleton(name))
 	return found
 }
 
@@ -33,20 +42,4 @@ func CheckClaimable(h Handle) error {
 		return herr(h.String(), ReasonReserved, "the name "+h.Name+" is reserved for the operator")
 	}
 	return nil
-}
-
-// Skeleton returns a name without the separators . - _ (docs/spec/handles.md,
-// "Skeletons"). Two names with one skeleton ("alice", "al.ice", "a-lice")
-// are too alike to belong to two people: every registry [Store] holds at
-// most one name per skeleton and domain.
-func Skeleton(name string) string {
-	if !strings.ContainsAny(name, ".-_") {
-		return name
-	}
-	return strings.Map(func(r rune) rune {
-		if r == '.' || r == '-' || r == '_' {
-			return -1
-		}
-		return r
-	}, name)
 }

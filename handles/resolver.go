@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -37,6 +38,15 @@ type Resolved struct {
 // verified, and the result is accepted only if the chain is the key's and
 // claims exactly the handle asked for.
 //
+// The servers the user configured (HomeServer, BaseURLs) and the
+// sig-servers they name are contacted with HTTPClient, and so are those of
+// LocalDomains. Every other server is chosen by whoever controls a domain,
+// a stranger perhaps: https://DOMAIN, and the sig-server its answer names.
+// Those are remote origins, contacted with RemoteHTTPClient and only if
+// they are https at a public address ([CheckRemoteURL], [PublicAddr],
+// checked again when the connection is made); anything else fails with
+// [ErrForbiddenOrigin] before a byte is sent to it.
+//
 // Set the fields before the first call and do not change them after; a
 // Resolver is then safe for concurrent use. Use it by pointer.
 type Resolver struct {
@@ -45,13 +55,23 @@ type Resolver struct {
 	// HomeServer is the base URL of DefaultDomain's chat-server
 	// (KEZ_SERVER). Empty: DefaultDomain is resolved like any other domain.
 	HomeServer string
-	// HTTPClient is used for every request; nil means http.DefaultClient.
-	// Give it a timeout.
+	// HTTPClient is used for the configured servers and for local domains;
+	// nil means http.DefaultClient. Give it a timeout.
 	HTTPClient *http.Client
+	// RemoteHTTPClient is used for remote origins; nil means one made by
+	// [NewRemoteClient]. One given here should refuse what that one
+	// refuses (use [RemoteDialControl] and [CheckRemoteURL]).
+	RemoteHTTPClient *http.Client
 	// BaseURLs maps a domain to the base URL its WebFinger is asked at,
 	// instead of https://DOMAIN: for dev stacks and tests (federation
-	// without DNS or TLS).
+	// without DNS or TLS). A domain listed here is local.
 	BaseURLs map[string]string
+	// LocalDomains are domains the user or operator marks local (a dev
+	// stack, a test, a private deployment): their WebFinger and the
+	// sig-servers they name may be http, on loopback or private
+	// addresses, and are contacted with HTTPClient. Never mark a domain
+	// that strangers can register at.
+	LocalDomains []string
 	// AllowLocal accepts development domains (see [Rules.AllowLocal]).
 	AllowLocal bool
 	// TTL is how long a result is reused: 0 means [DefaultResolveTTL], a
@@ -64,6 +84,9 @@ type Resolver struct {
 
 	mu    sync.Mutex
 	cache map[Handle]cacheEntry
+
+	remoteOnce sync.Once
+	remote     *http.Client
 }
 
 type cacheEntry struct {
@@ -83,8 +106,10 @@ func (r *Resolver) Resolve(ctx context.Context, handle string) (*Resolved, error
 
 // ResolveHandle resolves h to a verified key. Errors: [ErrNotFound] (no
 // such handle), [ErrSuspended], [ErrMismatch] (the server's answer and the
-// chain disagree: never use the handle then), [ErrUnreachable] (a server
-// could not be reached or failed; retry later), or a *[HandleError].
+// chain disagree: never use the handle then), [ErrForbiddenOrigin] (the
+// domain, or the sig-server its answer names, is not public https),
+// [ErrUnreachable] (a server could not be reached or failed; retry later),
+// or a *[HandleError].
 func (r *Resolver) ResolveHandle(ctx context.Context, h Handle) (*Resolved, error) {
 	if res, ok := r.cached(h); ok {
 		return res, nil
@@ -97,7 +122,11 @@ func (r *Resolver) ResolveHandle(ctx context.Context, h Handle) (*Resolved, erro
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrMismatch, h, err)
 	}
-	sc := sigchain.Client{BaseURL: sigServer, HTTPClient: r.HTTPClient, VerifyOptions: r.VerifyOptions}
+	hc, err := r.ClientFor(h.Domain, sigServer)
+	if err != nil {
+		return nil, fmt.Errorf("handles: the sig-server named for %s: %w", h, err)
+	}
+	sc := sigchain.Client{BaseURL: sigServer, HTTPClient: hc, VerifyOptions: r.VerifyOptions}
 	st, err := sc.FetchVerified(ctx, key, nil)
 	if err != nil {
 		return nil, chainError(h, key, err)
@@ -123,6 +152,8 @@ func (r *Resolver) ResolveHandle(ctx context.Context, h Handle) (*Resolved, erro
 func chainError(h Handle, key kez.PublicKey, err error) error {
 	var se *sigchain.ServerError
 	switch {
+	case errors.Is(err, ErrForbiddenOrigin):
+		return fmt.Errorf("handles: the sig-server of %s: %w", h, err)
 	case errors.Is(err, sigchain.ErrUnreachable), errors.As(err, &se) && se.StatusCode >= 500,
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return fmt.Errorf("%w: the sig-server of %s: %w", ErrUnreachable, h, err)
@@ -150,10 +181,17 @@ func (r *Resolver) ask(ctx context.Context, h Handle) (kez.PublicKey, string, er
 		return key, rec.SigchainURL, nil
 	}
 	base, ok := r.BaseURLs[h.Domain]
+	hc := r.httpClient()
 	if !ok {
 		base = "https://" + h.Domain
+		if !r.IsLocal(h.Domain) {
+			if err := CheckRemoteURL(&url.URL{Scheme: "https", Host: h.Domain}); err != nil {
+				return kez.PublicKey{}, "", fmt.Errorf("handles: the domain of %s: %w", h, err)
+			}
+			hc = r.remoteClient()
+		}
 	}
-	c := Client{BaseURL: base, HTTPClient: r.HTTPClient}
+	c := Client{BaseURL: base, HTTPClient: hc}
 	jrd, err := c.WebFinger(ctx, h)
 	if err != nil {
 		return kez.PublicKey{}, "", answerError(h, err)
@@ -175,6 +213,8 @@ func (r *Resolver) ask(ctx context.Context, h Handle) (kez.PublicKey, string, er
 // answerError maps a registry client error to the resolver's errors.
 func answerError(h Handle, err error) error {
 	switch {
+	case errors.Is(err, ErrForbiddenOrigin):
+		return fmt.Errorf("handles: resolving %s: %w", h, err)
 	case errors.Is(err, ErrNotFound):
 		return fmt.Errorf("%w: %s", ErrNotFound, h)
 	case errors.Is(err, ErrSuspended):

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/httpjson"
@@ -41,6 +42,9 @@ type ServerConfig struct {
 	Logger *slog.Logger
 	// ChainTimeout bounds the sig-server fetch of one claim. 0: 10 s.
 	ChainTimeout time.Duration
+	// Limits are the rate limits on claims and reads (zero fields:
+	// [DefaultLimits]).
+	Limits Limits
 }
 
 // Server is the chat-server's handle registry over HTTP:
@@ -49,7 +53,8 @@ type ServerConfig struct {
 //	GET  /v1/handles/{name}                   look one up
 //	GET  /.well-known/webfinger?resource=acct:NAME@DOMAIN
 //
-// (docs/spec/handles.md §4). Mount it whole (it is an http.Handler) or
+// (docs/spec/handles.md §4), with the rate limits of ServerConfig.Limits
+// (429 with Retry-After). Mount it whole (it is an http.Handler) or
 // register its routes on your own mux with [Server.Register]. It is safe
 // for concurrent use.
 type Server struct {
@@ -57,6 +62,9 @@ type Server struct {
 	rules  Rules
 	sigURL string
 	mux    *http.ServeMux
+
+	lookAlikes atomic.Uint64 // claims refused as look-alikes of held names
+	limits     *limiters
 }
 
 // NewServer checks cfg and returns the server.
@@ -86,6 +94,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		rules:  Rules{DefaultDomain: d, AllowLocal: cfg.AllowLocal},
 		sigURL: cfg.PublicSigServerURL,
 		mux:    http.NewServeMux(),
+		limits: newLimiters(cfg.Limits, cfg.Now),
 	}
 	if s.sigURL == "" {
 		s.sigURL = cfg.SigServer.BaseURL
@@ -93,6 +102,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.Register(s.mux)
 	return s, nil
 }
+
+// LookAlikeRefusals returns how many claims the server refused because
+// another key holds a look-alike of the name (same [Skeleton], another
+// name): a count for the operator's metrics.
+func (s *Server) LookAlikeRefusals() uint64 { return s.lookAlikes.Load() }
 
 // Domain returns the domain the server registers.
 func (s *Server) Domain() string { return s.cfg.Domain }
@@ -137,6 +151,8 @@ func claimStatus(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, errSigServer):
 		return http.StatusBadGateway
+	case errors.Is(err, ErrRateLimited):
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -146,14 +162,26 @@ func claimStatus(err error) int {
 var errSigServer = errors.New("handles: the sig-server failed")
 
 func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
+	if err := limitedError(s.limits.claimsPerIP, s.limits.ip.Key(r), "too many handle claims from your address; wait and try again"); err != nil {
+		refuse(w, err)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxClaimBody)
 	rec, created, err := s.doClaim(r)
 	if err != nil {
 		status := claimStatus(err)
+		if status == http.StatusTooManyRequests {
+			refuse(w, err)
+			return
+		}
 		if status == http.StatusInternalServerError {
 			s.cfg.Logger.Error("handle claim failed", "err", err)
 			err = errors.New("the registry failed; try again later")
 		} else {
+			var te *TakenError
+			if errors.As(err, &te) && te.LookAlike() {
+				s.lookAlikes.Add(1)
+			}
 			s.cfg.Logger.Info("handle claim refused", "status", status, "err", err)
 		}
 		writeError(w, status, err)
@@ -183,6 +211,9 @@ func (s *Server) doClaim(r *http.Request) (Record, bool, error) {
 	now := s.cfg.Now()
 	h, key, err := c.Verify(s.rules, s.cfg.Domain, now)
 	if err != nil {
+		return Record{}, false, err
+	}
+	if err := limitedError(s.limits.claimsPerKey, key.String(), "too many handle claims for this key; wait and try again"); err != nil {
 		return Record{}, false, err
 	}
 	if err := CheckClaimable(h); err != nil {
@@ -232,7 +263,7 @@ func (s *Server) precheck(ctx context.Context, h Handle, key kez.PublicKey) erro
 	case err != nil:
 		return err
 	case held.Key != key:
-		return fmt.Errorf("%w: %s belongs to another key", ErrTaken, h)
+		return taken(h, h)
 	case held.Suspended:
 		return fmt.Errorf("%w: %s", ErrSuspended, h)
 	}
@@ -284,6 +315,9 @@ func (s *Server) record(ctx context.Context, h Handle) (Record, int, error) {
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
+	if s.readLimited(w, r) {
+		return
+	}
 	name := r.PathValue("name")
 	rules := s.rules
 	if strings.Contains(name, "@") {
@@ -303,6 +337,9 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) webfinger(w http.ResponseWriter, r *http.Request) {
+	if s.readLimited(w, r) {
+		return
+	}
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	w.Header().Set("Content-Type", JRDContentType)
 	q := r.URL.Query()

@@ -101,6 +101,8 @@ func TestClaimRefusals(t *testing.T) {
 	s.startChain(t, admin, "admin@kez.lat")
 	look := newIdentity(t) // a look-alike of alice
 	s.startChain(t, look, "al.ice@kez.lat")
+	digits := newIdentity(t) // a look-alike of alice by the digit folds
+	s.startChain(t, digits, "a1ice@kez.lat")
 
 	claim := func(id *kez.Identity, handle string, at time.Time) *Claim {
 		c, err := NewClaim(id, Handle{Name: strings.Split(handle, "@")[0], Domain: strings.Split(handle, "@")[1]}, at)
@@ -120,8 +122,9 @@ func TestClaimRefusals(t *testing.T) {
 		status int
 		reason Reason
 	}{
-		{"taken", claim(bob, "alice@kez.lat", now), 409, ""},
-		{"look-alike of a taken name", claim(look, "al.ice@kez.lat", now), 409, ""},
+		{"taken", claim(bob, "alice@kez.lat", now), 409, ReasonTaken},
+		{"look-alike of a taken name", claim(look, "al.ice@kez.lat", now), 409, ReasonLookAlike},
+		{"confusable look-alike of a taken name", claim(digits, "a1ice@kez.lat", now), 409, ReasonLookAlike},
 		{"key already holds a handle", claim(alice, "alicia@kez.lat", now), 409, ""},
 		{"chain claims another handle", claim(carol, "dave@kez.lat", now), 422, ""},
 		{"chain has no handle", claim(erin, "erin@kez.lat", now), 422, ""},
@@ -140,9 +143,15 @@ func TestClaimRefusals(t *testing.T) {
 		if status != tc.status || e.Error == "" || e.Reason != tc.reason {
 			t.Errorf("%s: %d %+v, want %d reason %q", tc.name, status, e, tc.status, tc.reason)
 		}
+		if wantExisting := status == 409 && tc.reason != ""; wantExisting != (e.Existing == "alice@kez.lat") {
+			t.Errorf("%s: existing %q", tc.name, e.Existing)
+		}
+	}
+	if n := s.server.LookAlikeRefusals(); n != 2 {
+		t.Errorf("LookAlikeRefusals() = %d after two refused look-alikes", n)
 	}
 	// Nothing was recorded by the refused claims.
-	for _, k := range []*kez.Identity{bob, carol, erin, frank, admin, look} {
+	for _, k := range []*kez.Identity{bob, carol, erin, frank, admin, look, digits} {
 		if _, err := s.reg.LookupKey(ctx, k.PublicKey()); !errors.Is(err, ErrNotFound) {
 			t.Errorf("a refused claim left an entry for %s: %v", k.PublicKey(), err)
 		}
@@ -155,6 +164,11 @@ func TestClaimRefusals(t *testing.T) {
 	c := Client{BaseURL: s.chat.URL}
 	if _, _, err := c.Claim(ctx, bob, Handle{"alice", "kez.lat"}); !errors.Is(err, ErrTaken) {
 		t.Errorf("Client.Claim taken: %v", err)
+	}
+	var te *TakenError
+	if _, _, err := c.Claim(ctx, digits, Handle{"a1ice", "kez.lat"}); !errors.As(err, &te) ||
+		te.Holder != (Handle{"alice", "kez.lat"}) || te.Claimed != (Handle{"a1ice", "kez.lat"}) || !errors.Is(err, ErrTaken) {
+		t.Errorf("Client.Claim of a look-alike: %v; want a *TakenError naming alice", err)
 	}
 	if _, _, err := c.Claim(ctx, carol, Handle{"dave", "kez.lat"}); !errors.Is(err, ErrChainMismatch) {
 		t.Errorf("Client.Claim mismatch: %v", err)

@@ -24,7 +24,7 @@ type SQLiteStore struct {
 var _ Store = (*SQLiteStore)(nil)
 
 // schema is version 1 of the registry's schema (PRAGMA user_version); a
-// change is a second migration (see sqlitedb.Migrate), not an edit.
+// change is another migration (see sqlitedb.Migrate), not an edit.
 const schema = `
 CREATE TABLE IF NOT EXISTS handles (
 	domain         TEXT    NOT NULL,
@@ -42,6 +42,18 @@ CREATE UNIQUE INDEX IF NOT EXISTS handles_skeleton ON handles (domain, skeleton)
 CREATE UNIQUE INDEX IF NOT EXISTS handles_key ON handles (key);
 `
 
+// schemaV2 lets several names share a skeleton, which happens when a new
+// skeleton rule folds names registered under an older one together: they
+// all stay valid, and Claim (in a write transaction) keeps new claims of
+// a held skeleton out. skeleton_rule says which [SkeletonVersion] computed
+// the skeleton column; OpenSQLite recomputes it when it is older.
+const schemaV2 = `
+DROP INDEX handles_skeleton;
+CREATE INDEX handles_skeleton ON handles (domain, skeleton);
+CREATE TABLE skeleton_rule (version INTEGER NOT NULL) STRICT;
+INSERT INTO skeleton_rule (version) VALUES (1);
+`
+
 // OpenSQLite opens (creating if needed) the registry in the SQLite file at
 // path. Close it when done.
 func OpenSQLite(path string) (*SQLiteStore, error) {
@@ -50,7 +62,11 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		return nil, fmt.Errorf("handles: opening registry %s: %w", path, err)
 	}
 	s := &SQLiteStore{db: db}
-	if err := sqlitedb.Migrate(db, []string{schema}); err != nil {
+	if err := sqlitedb.Migrate(db, []string{schema, schemaV2}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("handles: preparing registry %s: %w", path, err)
+	}
+	if err := reskeleton(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("handles: preparing registry %s: %w", path, err)
 	}
@@ -92,29 +108,43 @@ func (s *SQLiteStore) Claim(ctx context.Context, rec Record) (bool, error) {
 	}
 	defer tx.Rollback()
 
-	// Who holds the skeleton of the name (the name itself or a look-alike)?
-	held, err := scanRecord(tx.QueryRowContext(ctx,
-		`SELECT `+recordColumns+` FROM handles WHERE domain = ? AND skeleton = ?`,
-		rec.Handle.Domain, Skeleton(rec.Handle.Name)))
-	switch {
-	case errors.Is(err, ErrNotFound):
-	case err != nil:
+	// Who holds the name or its skeleton? After a change of the skeleton
+	// rule several names may share one: the name itself first, then the
+	// earliest claim.
+	rows, err := tx.QueryContext(ctx,
+		`SELECT `+recordColumns+` FROM handles WHERE domain = ? AND (name = ? OR skeleton = ?)
+		 ORDER BY name = ? DESC, claimed_at, name`,
+		rec.Handle.Domain, rec.Handle.Name, Skeleton(rec.Handle.Name), rec.Handle.Name)
+	if err != nil {
+		return false, fmt.Errorf("handles: registry: %w", err)
+	}
+	holders, err := scanRecords(rows)
+	if err != nil {
 		return false, err
-	case held.Key != rec.Key && held.Handle == rec.Handle:
-		return false, fmt.Errorf("%w: %s belongs to another key", ErrTaken, rec.Handle)
-	case held.Key != rec.Key:
-		return false, fmt.Errorf("%w: %s is too close to %s, which belongs to another key", ErrTaken, rec.Handle, held.Handle)
-	case held.Handle != rec.Handle:
-		return false, fmt.Errorf("%w: it holds %s", ErrKeyHasHandle, held.Handle)
-	case held.Suspended:
-		return false, fmt.Errorf("%w: %s", ErrSuspended, rec.Handle)
-	default: // the same key claims its own handle again: refresh
+	}
+	if len(holders) > 0 && holders[0].Handle == rec.Handle {
+		held := holders[0]
+		switch {
+		case held.Key != rec.Key:
+			return false, taken(rec.Handle, held.Handle)
+		case held.Suspended:
+			return false, fmt.Errorf("%w: %s", ErrSuspended, rec.Handle)
+		}
+		// The same key claims its own handle again: refresh.
 		if _, err := tx.ExecContext(ctx,
 			`UPDATE handles SET enc_key = ?, enc_generation = ?, updated_at = ? WHERE domain = ? AND name = ?`,
 			rec.EncryptionKey, rec.Generation, now.UnixMilli(), rec.Handle.Domain, rec.Handle.Name); err != nil {
 			return false, fmt.Errorf("handles: registry: %w", err)
 		}
 		return false, commit(tx)
+	}
+	for _, held := range holders {
+		if held.Key == rec.Key {
+			return false, fmt.Errorf("%w: it holds %s", ErrKeyHasHandle, held.Handle)
+		}
+	}
+	if len(holders) > 0 {
+		return false, taken(rec.Handle, holders[0].Handle)
 	}
 
 	own, err := scanRecord(tx.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM handles WHERE key = ?`, rec.Key.String()))
@@ -182,13 +212,34 @@ func (s *SQLiteStore) execOne(ctx context.Context, q string, args ...any) error 
 }
 
 func scanRecord(row *sql.Row) (Record, error) {
+	return scanInto(row.Scan)
+}
+
+// scanRecords reads and closes rows of recordColumns.
+func scanRecords(rows *sql.Rows) ([]Record, error) {
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		r, err := scanInto(rows.Scan)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("handles: registry: %w", err)
+	}
+	return out, nil
+}
+
+func scanInto(scan func(...any) error) (Record, error) {
 	var (
 		r                 Record
 		key               string
 		claimed, updated  int64
 		suspended, genInt int64
 	)
-	err := row.Scan(&r.Handle.Domain, &r.Handle.Name, &key, &r.EncryptionKey, &genInt, &claimed, &updated, &suspended)
+	err := scan(&r.Handle.Domain, &r.Handle.Name, &key, &r.EncryptionKey, &genInt, &claimed, &updated, &suspended)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, ErrNotFound
 	}
@@ -210,4 +261,58 @@ func scanRecord(row *sql.Row) (Record, error) {
 func isConstraint(err error) bool {
 	var se *sqlite.Error
 	return errors.As(err, &se) && se.Code()&0xff == 19
+}
+
+// reskeleton recomputes the skeleton column if an older [SkeletonVersion]
+// computed it, in one transaction: names registered under the old rule
+// then block their look-alikes under the new one.
+func reskeleton(db *sql.DB) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRow(`SELECT version FROM skeleton_rule`).Scan(&v); err != nil {
+		return err
+	}
+	switch {
+	case v == SkeletonVersion:
+		return nil
+	case v > SkeletonVersion:
+		return fmt.Errorf("%w (rule %d; this program knows %d)", ErrNewerSkeletonRule, v, SkeletonVersion)
+	}
+	rows, err := tx.Query(`SELECT rowid, name, skeleton FROM handles`)
+	if err != nil {
+		return err
+	}
+	type change struct {
+		id int64
+		sk string
+	}
+	var changes []change
+	for rows.Next() {
+		var c change
+		var name, old string
+		if err := rows.Scan(&c.id, &name, &old); err != nil {
+			rows.Close()
+			return err
+		}
+		if c.sk = Skeleton(name); c.sk != old {
+			changes = append(changes, c)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, c := range changes {
+		if _, err := tx.Exec(`UPDATE handles SET skeleton = ? WHERE rowid = ?`, c.sk, c.id); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(`UPDATE skeleton_rule SET version = ?`, SkeletonVersion); err != nil {
+		return err
+	}
+	return tx.Commit()
 }

@@ -29,14 +29,18 @@ type Record struct {
 //   - a name (per domain) is held by one key;
 //   - a key holds at most one handle in a registry (a sigchain claims one
 //     handle at a time, so a second one could never verify);
-//   - names with the same skeleton (the name without . - _) are one name:
-//     "al.ice" is taken when "alice" is.
+//   - names with the same [Skeleton] are one name: "al.ice", "a1ice" and
+//     "al1ce" are taken when "alice" is, and the refusal is a
+//     *[TakenError] naming the handle held;
+//   - names that came to share a skeleton through a change of the
+//     skeleton rule ([SkeletonVersion]) all stay valid, and a skeleton
+//     stays held while any of them lives; only new claims are refused.
 type Store interface {
 	// Claim records rec.Handle for rec.Key. It returns created=true for a
 	// new entry, created=false when the key already holds the handle
 	// (the entry's encryption key and UpdatedAt are refreshed). Errors:
-	// [ErrTaken], [ErrKeyHasHandle], [ErrSuspended] (the key's entry is
-	// suspended).
+	// a *[TakenError] (matching [ErrTaken]), [ErrKeyHasHandle],
+	// [ErrSuspended] (the key's entry is suspended).
 	Claim(ctx context.Context, rec Record) (created bool, err error)
 	// Lookup returns the entry of h, or [ErrNotFound].
 	Lookup(ctx context.Context, h Handle) (Record, error)

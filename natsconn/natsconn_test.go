@@ -85,11 +85,11 @@ func TestConnect(t *testing.T) {
 	if err != nil || string(reply.Data) != "here" {
 		t.Fatalf("request on the private inbox: %v", err)
 	}
-	cz, err := srv.Server().Connz(&server.ConnzOptions{Username: true, Account: callout.DefaultChatAccount})
+	cz, err := srv.Server().Connz(&server.ConnzOptions{Username: true, Account: callout.DefaultUserAccount})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cz.Conns) != 1 || cz.Conns[0].AuthorizedUser != "alice@kez.lat" || cz.Conns[0].Name != "kez-chat" {
+	if len(cz.Conns) != 1 || cz.Conns[0].AuthorizedUser != key || cz.Conns[0].Name != "kez-chat" {
 		t.Fatalf("connections %+v", cz.Conns)
 	}
 }

@@ -11,8 +11,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/ratelimit"
 )
 
 // ErrUnreachable reports that the sig-server could not be reached or
@@ -21,10 +23,13 @@ import (
 var ErrUnreachable = errors.New("sigchain: the sig-server is unreachable")
 
 // ServerError is any other error answer of the sig-server. A 400 or 413
-// matches [ErrMalformed], a 422 matches [ErrInvalid].
+// matches [ErrMalformed], a 422 matches [ErrInvalid]; a 413 with the
+// reason [ReasonChainLinks] or [ReasonChainBytes] matches [ErrChainFull]
+// instead.
 type ServerError struct {
 	StatusCode int
 	Message    string // the server's "error" text
+	Reason     string // the server's "reason", if any
 }
 
 // Error names the status and quotes the server's message.
@@ -32,8 +37,12 @@ func (e *ServerError) Error() string {
 	return fmt.Sprintf("sigchain: the sig-server answered %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
 }
 
-// Is matches [ErrMalformed] for 400 and 413 and [ErrInvalid] for 422.
+// Is matches [ErrMalformed] for 400 and 413, [ErrChainFull] for a 413
+// with a cap's reason, and [ErrInvalid] for 422.
 func (e *ServerError) Is(target error) bool {
+	if e.StatusCode == http.StatusRequestEntityTooLarge && (e.Reason == ReasonChainLinks || e.Reason == ReasonChainBytes) {
+		return target == ErrChainFull
+	}
 	switch e.StatusCode {
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 		return target == ErrMalformed
@@ -91,6 +100,7 @@ func (c *Client) do(req *http.Request, limit int64) ([]byte, int, error) {
 	}
 	var e struct {
 		Error     string `json:"error"`
+		Reason    string `json:"reason"`
 		HeadSeqno uint64 `json:"head_seqno"`
 		Head      string `json:"head"`
 	}
@@ -112,14 +122,17 @@ func (c *Client) do(req *http.Request, limit int64) ([]byte, int, error) {
 		return nil, resp.StatusCode, ce
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return nil, resp.StatusCode, fmt.Errorf("%w: %d %s", ErrUnreachable, resp.StatusCode, e.Error)
+	case http.StatusTooManyRequests:
+		return nil, resp.StatusCode, fmt.Errorf("sigchain: the sig-server refused: %w", ratelimit.FromResponse(resp, body, time.Now()))
 	}
-	return nil, resp.StatusCode, &ServerError{StatusCode: resp.StatusCode, Message: e.Error}
+	return nil, resp.StatusCode, &ServerError{StatusCode: resp.StatusCode, Message: e.Error, Reason: e.Reason}
 }
 
 // Append sends one signed link. It returns nil once the server has stored
 // it (also when the identical link was already stored), a *[ConflictError]
-// when the chain's head moved, or another error ([ServerError],
-// [ErrUnreachable]).
+// when the chain's head moved, or another error: [ErrChainFull] (the
+// chain is at the server's cap), [ErrRateLimited] (a *[RateLimitedError]
+// with the server's Retry-After), [ServerError], [ErrUnreachable].
 func (c *Client) Append(ctx context.Context, link *Link) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.chainURL(link.Key())+"/links", bytes.NewReader(link.Bytes()))
 	if err != nil {

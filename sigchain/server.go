@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/ratelimit"
 )
 
 // ErrNotFound reports a chain the server or store does not have.
@@ -24,6 +26,20 @@ var ErrNotFound = errors.New("sigchain: no chain for this key")
 // another append won, or the writer is behind. It is returned as a
 // *[ConflictError] carrying the current head.
 var ErrConflict = errors.New("sigchain: the chain's head has moved")
+
+// ErrChainFull reports an append refused because the chain reached the
+// sig-server's cap on links or bytes ([Limits].MaxLinks, MaxBytes): a
+// 413 whose reason is [ReasonChainLinks] or [ReasonChainBytes]. The chain
+// stays readable; only its operator can raise the cap.
+var ErrChainFull = errors.New("sigchain: the chain is as large as the sig-server allows")
+
+// ErrRateLimited reports a request the sig-server refused with 429
+// because the client's address or key sent too many. Errors matching it
+// are a *[RateLimitedError] with the server's Retry-After.
+var ErrRateLimited = ratelimit.ErrLimited
+
+// RateLimitedError is a 429 answer: wait RetryAfter, then try again.
+type RateLimitedError = ratelimit.Error
 
 // Head is a stored chain's last link. The zero value means no chain.
 type Head struct {
@@ -70,56 +86,172 @@ type Store interface {
 const MaxLinksPerResponse = 256
 
 // HandlerOption configures [NewHandler].
-type HandlerOption func(*handler)
+type HandlerOption func(*Handler)
 
 // WithLogger sets the handler's logger (default slog.Default()).
-func WithLogger(l *slog.Logger) HandlerOption { return func(h *handler) { h.log = l } }
+func WithLogger(l *slog.Logger) HandlerOption { return func(h *Handler) { h.log = l } }
 
 // WithVerifyOptions sets the options for verifying appended links, e.g.
 // [WithClock].
 func WithVerifyOptions(opts ...VerifyOption) HandlerOption {
-	return func(h *handler) { h.verify = append(h.verify, opts...) }
+	return func(h *Handler) { h.verify = append(h.verify, opts...) }
 }
 
 // WithMaxLinksPerResponse sets how many links one GET answer carries at
 // most (default [MaxLinksPerResponse], which is also the upper bound).
 func WithMaxLinksPerResponse(n int) HandlerOption {
-	return func(h *handler) { h.page = min(max(n, 1), MaxLinksPerResponse) }
+	return func(h *Handler) { h.page = min(max(n, 1), MaxLinksPerResponse) }
 }
 
 // maxCached bounds the verified states the handler keeps in memory.
 const maxCached = 4096
 
-type handler struct {
+// Limits are the sig-server's abuse limits (docs/operators.md, "Limits").
+// Zero fields take the value of [DefaultLimits]; [ratelimit.Unlimited]
+// turns a rate off and a negative cap turns a cap off ([NoLimits] turns
+// everything off, for tests and benchmarks).
+type Limits struct {
+	// AppendsPerIP bounds the appends (POST) one client address sends,
+	// whatever becomes of them.
+	AppendsPerIP ratelimit.Limit
+	// ChainsPerIP bounds the new chains (eldest links stored) one client
+	// address makes.
+	ChainsPerIP ratelimit.Limit
+	// AppendsPerKey bounds the links stored in one chain. Only valid new
+	// links count, so no one but the key's holder can use up its bucket
+	// (a replayed stored link is answered 200 without counting).
+	AppendsPerKey ratelimit.Limit
+	// ReadsPerIP bounds the chain reads (GET) of one client address.
+	ReadsPerIP ratelimit.Limit
+	// MaxLinks caps the links of one chain; an append past it is refused
+	// with 413 and matches [ErrChainFull]. Negative: no cap.
+	MaxLinks int
+	// MaxBytes caps the sum of the sizes of one chain's links, the bytes
+	// a first reader downloads. Negative: no cap.
+	MaxBytes int64
+	// ClientIP says how a request's client address is known: the TCP
+	// peer, or X-Forwarded-For from trusted proxies only.
+	ClientIP ratelimit.ClientIP
+	// MaxTracked bounds the keys each limiter tracks (0:
+	// [ratelimit.DefaultMaxKeys]).
+	MaxTracked int
+	// Now is the limiters' clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultLimits are the limits of a handler without [WithLimits]: generous
+// for people, tight for scripts.
+var DefaultLimits = Limits{
+	AppendsPerIP:  ratelimit.Limit{N: 600, Per: time.Hour},
+	ChainsPerIP:   ratelimit.Limit{N: 10, Per: time.Hour},
+	AppendsPerKey: ratelimit.Limit{N: 120, Per: time.Hour},
+	ReadsPerIP:    ratelimit.Limit{N: 1200, Per: time.Minute},
+	MaxLinks:      4096,
+	MaxBytes:      4 << 20,
+}
+
+// NoLimits returns Limits with every rate and cap off.
+func NoLimits() Limits {
+	u := ratelimit.Unlimited
+	return Limits{AppendsPerIP: u, ChainsPerIP: u, AppendsPerKey: u, ReadsPerIP: u, MaxLinks: -1, MaxBytes: -1}
+}
+
+// WithLimits sets the handler's abuse limits (default [DefaultLimits]).
+func WithLimits(l Limits) HandlerOption { return func(h *Handler) { h.limits = l } }
+
+// Reasons in the "reason" field of a 413 answer refusing an append
+// because of a cap of [Limits].
+const (
+	ReasonChainLinks = "chain_links" // the chain has Limits.MaxLinks links
+	ReasonChainBytes = "chain_bytes" // the link would take the chain past Limits.MaxBytes
+)
+
+// Handler is the sig-server HTTP API; see [NewHandler].
+type Handler struct {
 	store  Store
 	log    *slog.Logger
 	verify []VerifyOption
 	page   int
 	mux    *http.ServeMux
+	limits Limits
+
+	appendsPerIP, chainsPerIP, appendsPerKey, readsPerIP *ratelimit.Limiter
+	tooManyLinks, tooManyBytes                           atomic.Uint64
 
 	mu    sync.Mutex
-	cache map[kez.PublicKey]*State
+	cache map[kez.PublicKey]*cached
+}
+
+// cached is a verified chain and the sum of its links' sizes.
+type cached struct {
+	st    *State
+	bytes int64
 }
 
 // NewHandler returns the sig-server HTTP API (docs/spec/sigchain.md §9)
 // over store:
 //
-//	POST /v1/chains/{key}/links   append one signed link (201, 400, 409, 413, 422)
-//	GET  /v1/chains/{key}?since=N the links after N (200, 400, 404)
+//	POST /v1/chains/{key}/links   append one signed link (201, 400, 409, 413, 422, 429)
+//	GET  /v1/chains/{key}?since=N the links after N (200, 400, 404, 429)
 //
 // Every append is verified in full on top of the stored head; the handler
 // keeps recently verified chain states in memory and re-reads the store
-// when another writer moved a head. It is safe for concurrent use, also
-// with other handlers or processes sharing the store.
-func NewHandler(store Store, opts ...HandlerOption) http.Handler {
-	h := &handler{store: store, log: slog.Default(), page: MaxLinksPerResponse, cache: map[kez.PublicKey]*State{}}
+// when another writer moved a head. It applies [Limits] (rates per client
+// address and per key, caps on a chain's size). It is safe for concurrent
+// use, also with other handlers or processes sharing the store.
+func NewHandler(store Store, opts ...HandlerOption) *Handler {
+	h := &Handler{store: store, log: slog.Default(), page: MaxLinksPerResponse, cache: map[kez.PublicKey]*cached{}, limits: DefaultLimits}
 	for _, o := range opts {
 		o(h)
 	}
+	l, d := &h.limits, DefaultLimits
+	if l.MaxLinks == 0 {
+		l.MaxLinks = d.MaxLinks
+	}
+	if l.MaxBytes == 0 {
+		l.MaxBytes = d.MaxBytes
+	}
+	limiter := func(lim, def ratelimit.Limit, endpoint, reason string) *ratelimit.Limiter {
+		return ratelimit.New(lim.Or(def), ratelimit.Options{Endpoint: endpoint, Reason: reason, MaxKeys: l.MaxTracked, Now: l.Now})
+	}
+	h.appendsPerIP = limiter(l.AppendsPerIP, d.AppendsPerIP, "append", "ip")
+	h.chainsPerIP = limiter(l.ChainsPerIP, d.ChainsPerIP, "append", "new_chain")
+	h.appendsPerKey = limiter(l.AppendsPerKey, d.AppendsPerKey, "append", "key")
+	h.readsPerIP = limiter(l.ReadsPerIP, d.ReadsPerIP, "chain", "ip")
 	h.mux = http.NewServeMux()
 	h.mux.HandleFunc("POST /v1/chains/{key}/links", h.append)
 	h.mux.HandleFunc("GET /v1/chains/{key}", h.get)
-	return h.mux
+	return h
+}
+
+// ServeHTTP serves the API.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// HandlerStats are a handler's counters, for metrics.
+type HandlerStats struct {
+	// Limiters has one entry per rate limit: endpoint "append" with
+	// reason "ip", "new_chain" or "key", and endpoint "chain" (reads)
+	// with reason "ip".
+	Limiters []ratelimit.Stats
+	// TooManyLinks and TooManyBytes count appends refused by the caps.
+	TooManyLinks, TooManyBytes uint64
+}
+
+// Stats returns the handler's counters.
+func (h *Handler) Stats() HandlerStats {
+	return HandlerStats{
+		Limiters:     []ratelimit.Stats{h.appendsPerIP.Stats(), h.chainsPerIP.Stats(), h.appendsPerKey.Stats(), h.readsPerIP.Stats()},
+		TooManyLinks: h.tooManyLinks.Load(),
+		TooManyBytes: h.tooManyBytes.Load(),
+	}
+}
+
+// Limits returns the limits in force, defaults filled in.
+func (h *Handler) Limits() Limits {
+	l := h.limits
+	l.AppendsPerIP, l.ChainsPerIP = h.appendsPerIP.Limit(), h.chainsPerIP.Limit()
+	l.AppendsPerKey, l.ReadsPerIP = h.appendsPerKey.Limit(), h.readsPerIP.Limit()
+	return l
 }
 
 func headText(h Head) string {
@@ -129,7 +261,7 @@ func headText(h Head) string {
 	return h.ID.String()
 }
 
-func (h *handler) pathKey(w http.ResponseWriter, r *http.Request) (kez.PublicKey, bool) {
+func (h *Handler) pathKey(w http.ResponseWriter, r *http.Request) (kez.PublicKey, bool) {
 	k, err := kez.ParsePublicKey(r.PathValue("key"))
 	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, "the chain key in the path is not a KEZ public key (56 characters, U…)")
@@ -138,7 +270,19 @@ func (h *handler) pathKey(w http.ResponseWriter, r *http.Request) (kez.PublicKey
 	return k, true
 }
 
-func (h *handler) get(w http.ResponseWriter, r *http.Request) {
+// limited answers 429 if l has no token for key.
+func limited(w http.ResponseWriter, l *ratelimit.Limiter, key, msg string) bool {
+	ok, wait := l.Allow(key)
+	if !ok {
+		ratelimit.Refuse(w, wait, msg)
+	}
+	return !ok
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
+	if limited(w, h.readsPerIP, h.limits.ClientIP.Key(r), "too many chain reads from your address; wait and try again") {
+		return
+	}
 	key, ok := h.pathKey(w, r)
 	if !ok {
 		return
@@ -174,16 +318,24 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request) {
 	w.Write(b.Bytes())
 }
 
-func (h *handler) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
+func (h *Handler) internal(w http.ResponseWriter, r *http.Request, what string, err error) {
 	h.log.ErrorContext(r.Context(), "sigchain: "+what, "err", err, "path", r.URL.Path)
 	httpjson.Error(w, http.StatusInternalServerError, "the server failed "+what+"; try again later")
 }
 
-func (h *handler) conflict(w http.ResponseWriter, head Head, msg string) {
+func (h *Handler) tooLarge(w http.ResponseWriter, reason, msg string) {
+	httpjson.Write(w, http.StatusRequestEntityTooLarge, map[string]string{"error": msg, "reason": reason})
+}
+
+func (h *Handler) conflict(w http.ResponseWriter, head Head, msg string) {
 	httpjson.Write(w, http.StatusConflict, map[string]any{"error": msg, "head_seqno": head.Seqno, "head": headText(head)})
 }
 
-func (h *handler) append(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
+	ip := h.limits.ClientIP.Key(r)
+	if limited(w, h.appendsPerIP, ip, "too many appends from your address; wait and try again") {
+		return
+	}
 	key, ok := h.pathKey(w, r)
 	if !ok {
 		return
@@ -208,7 +360,7 @@ func (h *handler) append(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	st, head, err := h.current(ctx, key)
+	c, head, err := h.current(ctx, key)
 	if err != nil {
 		h.internal(w, r, "loading the chain", err)
 		return
@@ -221,7 +373,7 @@ func (h *handler) append(w http.ResponseWriter, r *http.Request) {
 		h.conflict(w, head, (&ConflictError{Head: head}).Error())
 		return
 	}
-	next, err := st.Extend([]*Link{link}, h.verify...)
+	next, err := c.st.Extend([]*Link{link}, h.verify...)
 	if err != nil {
 		if errors.Is(err, ErrBrokenChain) && link.hasPrev && link.Prev() != head.ID {
 			h.conflict(w, head, "the link's prev is not the stored head; "+(&ConflictError{Head: head}).Error())
@@ -230,31 +382,50 @@ func (h *handler) append(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
+	// The caps are exact: the link is stored only on top of this head.
+	size := c.bytes + int64(len(link.Bytes()))
+	switch {
+	case h.limits.MaxLinks >= 0 && link.Seqno() > uint64(h.limits.MaxLinks):
+		h.tooManyLinks.Add(1)
+		h.tooLarge(w, ReasonChainLinks, fmt.Sprintf("the chain has %d links, the most this sig-server keeps for one key", head.Seqno))
+		return
+	case h.limits.MaxBytes >= 0 && size > h.limits.MaxBytes:
+		h.tooManyBytes.Add(1)
+		h.tooLarge(w, ReasonChainBytes, fmt.Sprintf("the chain holds %d bytes; with this link's %d it would pass the %d this sig-server keeps for one key", c.bytes, len(link.Bytes()), h.limits.MaxBytes))
+		return
+	}
+	if link.Seqno() == 1 && limited(w, h.chainsPerIP, ip, "too many new chains from your address; wait and try again") {
+		return
+	}
+	if limited(w, h.appendsPerKey, key.String(), "too many links for this key; wait and try again") {
+		return
+	}
 	if err := h.store.Append(ctx, link); err != nil {
 		var ce *ConflictError
 		if errors.As(err, &ce) {
+			h.appendsPerKey.Refund(key.String()) // lost a race: nothing stored
 			h.conflict(w, ce.Head, ce.Error())
 			return
 		}
 		h.internal(w, r, "storing the link", err)
 		return
 	}
-	h.remember(next)
+	h.remember(&cached{st: next, bytes: size})
 	h.log.InfoContext(ctx, "sigchain: appended", "key", key.String(), "seqno", link.Seqno(), "type", link.Type())
 	httpjson.Write(w, http.StatusCreated, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
 }
 
 // alreadyStored reports whether the identical link is stored, so that a
 // client retrying after a lost response gets success, not a conflict.
-func (h *handler) alreadyStored(ctx context.Context, l *Link) bool {
+func (h *Handler) alreadyStored(ctx context.Context, l *Link) bool {
 	links, _, err := h.store.Links(ctx, l.Key(), l.Seqno()-1, 1)
 	return err == nil && len(links) == 1 && bytes.Equal(links[0], l.Bytes())
 }
 
-func (h *handler) remember(s *State) {
+func (h *Handler) remember(c *cached) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if old := h.cache[s.key]; old != nil && old.seqno >= s.seqno {
+	if old := h.cache[c.st.key]; old != nil && old.st.seqno >= c.st.seqno {
 		return
 	}
 	if len(h.cache) >= maxCached {
@@ -263,33 +434,37 @@ func (h *handler) remember(s *State) {
 			break
 		}
 	}
-	h.cache[s.key] = s
+	h.cache[c.st.key] = c
 }
 
 // storedChainOptions re-verify links the handler itself verified before,
 // so a clock that moved backwards must not make them fail.
 var storedChainOptions = []VerifyOption{WithMaxFuture(100 * 365 * 24 * time.Hour)}
 
-// current returns the verified state at the stored head (nil and a zero
-// head if there is no chain), from the cache when it is up to date.
-func (h *handler) current(ctx context.Context, key kez.PublicKey) (*State, Head, error) {
+// current returns the verified state at the stored head and the chain's
+// size (a zero cached and head if there is no chain), from the cache
+// when it is up to date.
+func (h *Handler) current(ctx context.Context, key kez.PublicKey) (*cached, Head, error) {
 	head, err := h.store.Head(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		return nil, Head{}, nil
+		return &cached{}, Head{}, nil
 	}
 	if err != nil {
 		return nil, Head{}, err
 	}
 	h.mu.Lock()
-	st := h.cache[key]
+	c := h.cache[key]
 	h.mu.Unlock()
-	if st != nil && (st.seqno > head.Seqno || st.seqno == head.Seqno && st.Head() != head.ID) {
-		st = nil // the store was replaced or rolled back under us; start over
+	if c != nil && (c.st.seqno > head.Seqno || c.st.seqno == head.Seqno && c.st.Head() != head.ID) {
+		c = nil // the store was replaced or rolled back under us; start over
 	}
-	for st == nil || st.seqno < head.Seqno {
+	if c == nil {
+		c = &cached{}
+	}
+	for c.st == nil || c.st.seqno < head.Seqno {
 		since := uint64(0)
-		if st != nil {
-			since = st.seqno
+		if c.st != nil {
+			since = c.st.seqno
 		}
 		raw, _, err := h.store.Links(ctx, key, since, MaxLinksPerResponse)
 		if err != nil {
@@ -299,18 +474,22 @@ func (h *handler) current(ctx context.Context, key kez.PublicKey) (*State, Head,
 			return nil, Head{}, fmt.Errorf("store reports head %d but has no links after %d", head.Seqno, since)
 		}
 		links := make([]*Link, len(raw))
+		size := c.bytes
 		for i, b := range raw {
 			if links[i], err = ParseLink(b); err != nil {
 				return nil, Head{}, fmt.Errorf("stored link is unreadable: %w", err)
 			}
+			size += int64(len(b))
 		}
-		if st, err = st.Extend(links, storedChainOptions...); err != nil {
+		st, err := c.st.Extend(links, storedChainOptions...)
+		if err != nil {
 			return nil, Head{}, fmt.Errorf("stored chain does not verify: %w", err)
 		}
+		c = &cached{st: st, bytes: size}
 	}
-	if st.seqno > head.Seqno { // appended meanwhile; report what we verified
-		head = Head{Seqno: st.seqno, ID: st.Head()}
+	if c.st.seqno > head.Seqno { // appended meanwhile; report what we verified
+		head = Head{Seqno: c.st.seqno, ID: c.st.Head()}
 	}
-	h.remember(st)
-	return st, head, nil
+	h.remember(c)
+	return c, head, nil
 }

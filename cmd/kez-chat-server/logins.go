@@ -2,7 +2,6 @@ package main
 
 import (
 	"flag"
-	"strconv"
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
@@ -18,23 +17,19 @@ type loginFlags struct {
 	work  int
 }
 
-// twin is a flag and its environment twin.
+// twin is a flag and its environment twin, read by servercmd.Env.Int or
+// servercmd.Env.Duration.
 type twin[T int | time.Duration] struct {
 	name, env string
 	v         *T
-	parse     func(string) (T, error)
-	want      string // what a value should look like, for the error
+	read      func(servercmd.Env, *flag.FlagSet, string, string, *T) error
 }
 
 // apply sets the flag from its environment twin unless the flag was given
 // (flags win), and checks that it is not negative.
-func (x twin[T]) apply(given map[string]bool, env servercmd.Env) error {
-	if s := env(x.env); s != "" && !given[x.name] {
-		v, err := x.parse(s)
-		if err != nil {
-			return servercmd.Usagef("%s %q: want %s", x.env, s, x.want)
-		}
-		*x.v = v
+func (x twin[T]) apply(fs *flag.FlagSet, env servercmd.Env) error {
+	if err := x.read(env, fs, x.name, x.env, x.v); err != nil {
+		return err
 	}
 	if *x.v < 0 {
 		return servercmd.Usagef("--%s %v: want 0 or more", x.name, *x.v)
@@ -48,11 +43,11 @@ func declareLoginFlags(fs *flag.FlagSet) *loginFlags {
 	l := &f.limit
 	i := func(p *int, name, env string, def int, usage string) {
 		fs.IntVar(p, name, def, usage+" (env "+env+")")
-		f.ints = append(f.ints, twin[int]{name, env, p, strconv.Atoi, "a number"})
+		f.ints = append(f.ints, twin[int]{name, env, p, servercmd.Env.Int})
 	}
 	d := func(p *time.Duration, name, env string, def time.Duration, usage string) {
 		fs.DurationVar(p, name, def, usage+" (env "+env+")")
-		f.durs = append(f.durs, twin[time.Duration]{name, env, p, time.ParseDuration, "a duration such as 500ms or 2s"})
+		f.durs = append(f.durs, twin[time.Duration]{name, env, p, servercmd.Env.Duration})
 	}
 	i(&f.work, "login-workers", "KEZ_CHAT_LOGIN_WORKERS", 0, "NATS logins the auth callout decides at once; 0: twice the CPUs")
 	i(&l.MaxQueued, "login-queue", "KEZ_CHAT_LOGIN_QUEUE", callout.DefaultMaxQueued, "logins waiting for a worker, per lane; more are dropped (NATS refuses them)")
@@ -73,15 +68,13 @@ func declareLoginFlags(fs *flag.FlagSet) *loginFlags {
 // command line (flags win) and returns the limits and the workers. Call it
 // after parsing; a bad value is a servercmd.UsageError.
 func (f *loginFlags) limits(fs *flag.FlagSet, env servercmd.Env) (callout.LoginLimits, int, error) {
-	given := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 	for _, x := range f.ints {
-		if err := x.apply(given, env); err != nil {
+		if err := x.apply(fs, env); err != nil {
 			return callout.LoginLimits{}, 0, err
 		}
 	}
 	for _, x := range f.durs {
-		if err := x.apply(given, env); err != nil {
+		if err := x.apply(fs, env); err != nil {
 			return callout.LoginLimits{}, 0, err
 		}
 	}

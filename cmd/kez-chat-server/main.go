@@ -6,12 +6,16 @@
 //	kez-chat-server [--listen 127.0.0.1:8080] [--domain kez.lat] --sig-server URL --nats URL
 //	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--keys kez-chat-keys]
 //	                [--public-url URL] [--public-sig-server URL] [--log-format text|json] [--log-level info]
+//	                [--claims-per-ip 10/1h] [--claims-per-key 10/1h] [--reads-per-ip 1200/1m]
+//	                [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	                [--login-… limits of the auth callout under a login flood, see --help]
 //	kez-chat-server nats-config [--keys kez-chat-keys] [--store sqlite|jetstream] [--sig-server-key U…]
 //
 // Every flag has an environment twin (KEZ_LISTEN, KEZ_DOMAIN,
 // KEZ_SIG_SERVER, NATS_URL, KEZ_CHAT_STORE, KEZ_CHAT_DB, KEZ_CHAT_REPLICAS,
 // KEZ_CHAT_KEYS, KEZ_CHAT_PUBLIC_URL, KEZ_CHAT_PUBLIC_SIG_SERVER,
+// KEZ_CHAT_CLAIMS_PER_IP, KEZ_CHAT_CLAIMS_PER_KEY, KEZ_CHAT_READS_PER_IP,
+// KEZ_CHAT_TRUSTED_PROXIES, KEZ_CHAT_LIMIT_MAX_KEYS,
 // KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL, and KEZ_CHAT_LOGIN_… for the
 // --login-… flags; for nats-config also
 // KEZ_CHAT_SIG_SERVER_KEY); flags win. "nats-config" prints the nats.conf
@@ -20,7 +24,10 @@
 // With --store jetstream the handle registry lives in the callout
 // account's JetStream, shared by every replica, and "nats-config --store
 // jetstream" gives that account JetStream; --sig-server-key adds the
-// account of a sig-server that keeps its chains in JetStream. The server serves
+// account of a sig-server that keeps its chains in JetStream. Requests
+// over the rate limits are refused with 429 and Retry-After; the client
+// address is the TCP peer unless it is one of --trusted-proxies
+// (docs/operators.md, "Limits"). The server serves
 // /healthz, /readyz and Prometheus /metrics, and shuts down gracefully on
 // SIGTERM or SIGINT.
 package main
@@ -33,6 +40,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 )
@@ -62,17 +70,80 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	keysDir := fs.String("keys", env.Or("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys, made on first use (env KEZ_CHAT_KEYS)")
 	publicURL := fs.String("public-url", env.Or("KEZ_CHAT_PUBLIC_URL", ""), "this server's base URL as clients reach it, if a proxy changes Host (env KEZ_CHAT_PUBLIC_URL)")
 	publicSig := fs.String("public-sig-server", env.Or("KEZ_CHAT_PUBLIC_SIG_SERVER", ""), "the sig-server's base URL as clients reach it, if not --sig-server (env KEZ_CHAT_PUBLIC_SIG_SERVER)")
+	var limits handles.Limits
+	d := handles.DefaultLimits
+	limitFlags := []servercmd.LimitFlag{
+		{Name: "claims-per-ip", Env: "KEZ_CHAT_CLAIMS_PER_IP", Limit: &limits.ClaimsPerIP, Default: d.ClaimsPerIP, Usage: "handle claims (registrations, renewals) one client address may send"},
+		{Name: "claims-per-key", Env: "KEZ_CHAT_CLAIMS_PER_KEY", Limit: &limits.ClaimsPerKey, Default: d.ClaimsPerKey, Usage: "handle claims one key may make, counted once the signature verifies"},
+		{Name: "reads-per-ip", Env: "KEZ_CHAT_READS_PER_IP", Limit: &limits.ReadsPerIP, Default: d.ReadsPerIP, Usage: "lookups, WebFinger and /v1/info requests one client address may send"},
+	}
+	servercmd.DeclareLimits(fs, limitFlags)
+	var cf servercmd.ClientIPFlags
+	cf.Declare(fs, env, "KEZ_CHAT")
 	logins := declareLoginFlags(fs)
 	var lf servercmd.LogFlags
 	lf.Declare(fs, env, "KEZ_CHAT")
+	lim := chatserver.DefaultMailLimits
+	inbox := callout.InboxConfig{MaxMsgsPerSubject: 1_000, MaxBytes: 1 << 30}
+	maxUnread, inboxBytes := int(inbox.MaxMsgsPerSubject), int(inbox.MaxBytes)
+	floats := []struct {
+		flag, env string
+		v         *float64
+		usage     string
+	}{
+		{"send-rate", "KEZ_CHAT_SEND_RATE", &lim.SenderRate, "messages per second one user may send, on average; -1 turns the limit off"},
+		{"send-burst", "KEZ_CHAT_SEND_BURST", &lim.SenderBurst, "messages one user may send at once"},
+		{"send-bytes-rate", "KEZ_CHAT_SEND_BYTES_RATE", &lim.SenderBytesRate, "bytes per second one user may send, on average; -1 turns the limit off"},
+		{"send-bytes-burst", "KEZ_CHAT_SEND_BYTES_BURST", &lim.SenderBytesBurst, "bytes one user may send at once"},
+		{"recipient-rate", "KEZ_CHAT_RECIPIENT_RATE", &lim.RecipientRate, "messages per second all senders together may store for one user; -1 turns the limit off"},
+		{"recipient-burst", "KEZ_CHAT_RECIPIENT_BURST", &lim.RecipientBurst, "messages all senders may store for one user at once"},
+		{"recipient-bytes-rate", "KEZ_CHAT_RECIPIENT_BYTES_RATE", &lim.RecipientBytesRate, "bytes per second all senders together may store for one user; -1 turns the limit off"},
+		{"recipient-bytes-burst", "KEZ_CHAT_RECIPIENT_BYTES_BURST", &lim.RecipientBytesBurst, "bytes all senders may store for one user at once"},
+		{"pull-rate", "KEZ_CHAT_PULL_RATE", &lim.APIRate, "pull and consumer requests per second of one user; -1 turns the limit off"},
+		{"pull-burst", "KEZ_CHAT_PULL_BURST", &lim.APIBurst, "pull and consumer requests of one user at once"},
+	}
+	for _, f := range floats {
+		fs.Float64Var(f.v, f.flag, *f.v, f.usage+" (env "+f.env+")")
+	}
+	fs.IntVar(&maxUnread, "max-unread-per-inbox", maxUnread, "unread messages one sender may leave in one inbox (env KEZ_CHAT_MAX_UNREAD_PER_INBOX)")
+	fs.IntVar(&lim.SenderUnread, "max-unread-per-sender", lim.SenderUnread, "unread messages one sender may have in all inboxes together; -1 turns the limit off (env KEZ_CHAT_MAX_UNREAD_PER_SENDER)")
+	fs.IntVar(&inboxBytes, "inbox-max-bytes", inboxBytes, "bytes the inbox stream holds in all; when full it refuses new mail and evicts none (env KEZ_CHAT_INBOX_MAX_BYTES)")
 	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-config; see --help"); !ok {
 		return err
 	}
-	loginLimits, loginWorkers, err := logins.limits(fs, env)
-	if err != nil {
-		return err
+	loginLimits, loginWorkers, lerr := logins.limits(fs, env)
+	if lerr != nil {
+		return lerr
 	}
 	if err := env.Int(fs, "replicas", "KEZ_CHAT_REPLICAS", replicas); err != nil {
+		return err
+	}
+	for _, f := range floats {
+		if err := env.Float(fs, f.flag, f.env, f.v); err != nil {
+			return err
+		}
+		if *f.v == 0 || *f.v < -1 {
+			return servercmd.Usagef("--%s %v: want a positive number (or -1 for a rate: no limit)", f.flag, *f.v)
+		}
+	}
+	if err := env.Int(fs, "max-unread-per-inbox", "KEZ_CHAT_MAX_UNREAD_PER_INBOX", &maxUnread); err != nil {
+		return err
+	}
+	if err := env.Int(fs, "max-unread-per-sender", "KEZ_CHAT_MAX_UNREAD_PER_SENDER", &lim.SenderUnread); err != nil {
+		return err
+	}
+	if err := env.Int(fs, "inbox-max-bytes", "KEZ_CHAT_INBOX_MAX_BYTES", &inboxBytes); err != nil {
+		return err
+	}
+	if maxUnread < 1 || inboxBytes < 1<<20 || lim.SenderUnread == 0 || lim.SenderUnread < -1 {
+		return servercmd.Usagef("--max-unread-per-inbox and --max-unread-per-sender must be at least 1 (or -1: off, for the latter), --inbox-max-bytes at least 1 MiB")
+	}
+	inbox.MaxMsgsPerSubject, inbox.MaxBytes, inbox.Replicas = int64(maxUnread), int64(inboxBytes), *replicas
+	if err := env.Limits(fs, limitFlags); err != nil {
+		return err
+	}
+	var err error
+	if limits.ClientIP, limits.MaxTracked, err = cf.Parse(fs); err != nil {
 		return err
 	}
 	if *backend != chatserver.StoreSQLite && *backend != chatserver.StoreJetStream {
@@ -100,7 +171,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		NATSURL:            *natsURL,
 		StoreBackend:       *backend,
 		StoreReplicas:      *replicas,
-		Inbox:              callout.InboxConfig{Replicas: *replicas},
+		Inbox:              inbox,
+		MailLimits:         lim,
+		HTTPLimits:         limits,
 		DBPath:             *dbPath,
 		KeysDir:            *keysDir,
 		LoginLimits:        loginLimits,
@@ -111,6 +184,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
+	log.Info("rate limits", "claims_per_ip", limits.ClaimsPerIP, "claims_per_key", limits.ClaimsPerKey, "reads_per_ip", limits.ReadsPerIP,
+		"trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	defer srv.Close()
 	return httpserve.ListenAndServe(ctx, *listen, srv.Handler(), log, onListen)
 }

@@ -62,7 +62,8 @@ func TestNATSConfigIsWhatTheStackRuns(t *testing.T) {
 		"auth_users: [ " + keys.ServicePublicKey() + " ]",
 		"nkey: " + keys.ServicePublicKey(),
 		"account: AUTH",
-		"CHAT { jetstream: enabled }",
+		"  CHAT {\n    jetstream: enabled\n",
+		"  USERS {\n    imports: [\n",
 		"system_account: SYS",
 	} {
 		if !strings.Contains(printed, want) {

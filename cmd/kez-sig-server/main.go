@@ -6,6 +6,9 @@
 //	kez-sig-server [--listen 127.0.0.1:8081] [--store sqlite|jetstream] [--db kez-sig.db]
 //	               [--nats URL] [--nats-key kez-sig-nats.nk] [--replicas 1]
 //	               [--log-format text|json] [--log-level info]
+//	               [--appends-per-ip 600/1h] [--chains-per-ip 10/1h] [--appends-per-key 120/1h]
+//	               [--reads-per-ip 1200/1m] [--max-chain-links 4096] [--max-chain-bytes 4194304]
+//	               [--orphan-ttl 24h] [--gc-interval 1h] [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	kez-sig-server nats-key [--nats-key kez-sig-nats.nk]
 //
 // With --store jetstream the chains live in one JetStream stream
@@ -16,20 +19,30 @@
 //
 // Every flag has an environment twin (KEZ_SIG_LISTEN, KEZ_SIG_STORE,
 // KEZ_SIG_DB, NATS_URL, KEZ_SIG_NATS_KEY, KEZ_SIG_REPLICAS,
-// KEZ_SIG_LOG_FORMAT, KEZ_SIG_LOG_LEVEL); flags win. Besides the chain API
+// KEZ_SIG_APPENDS_PER_IP, KEZ_SIG_CHAINS_PER_IP, KEZ_SIG_APPENDS_PER_KEY,
+// KEZ_SIG_READS_PER_IP, KEZ_SIG_MAX_CHAIN_LINKS, KEZ_SIG_MAX_CHAIN_BYTES,
+// KEZ_SIG_ORPHAN_TTL, KEZ_SIG_GC_INTERVAL, KEZ_SIG_TRUSTED_PROXIES,
+// KEZ_SIG_LIMIT_MAX_KEYS, KEZ_SIG_LOG_FORMAT, KEZ_SIG_LOG_LEVEL); flags
+// win. Requests over the rate limits are refused with 429 and
+// Retry-After, appends past a chain's caps with 413; chains that never
+// named a handle are deleted after --orphan-ttl (docs/operators.md,
+// "Limits"). Besides the chain API
 // it serves /healthz, /readyz and Prometheus /metrics, and shuts down
 // gracefully on SIGTERM or SIGINT.
 package main
 
 import (
 	"context"
+	"flag"
 	"io"
 	"net"
 	"os"
+	"time"
 
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/natsconn"
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 func main() {
@@ -52,12 +65,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	natsURL := fs.String("nats", env.Or("NATS_URL", ""), "URL of the operator's NATS, with --store jetstream (env NATS_URL)")
 	natsKey := fs.String("nats-key", env.Or("KEZ_SIG_NATS_KEY", defaultNATSKey), "file of the sig-server's NATS nkey seed, made on first use, with --store jetstream (env KEZ_SIG_NATS_KEY)")
 	replicas := fs.Int("replicas", 1, "JetStream replicas of the chain stream when this server creates it: 3 in a cluster (env KEZ_SIG_REPLICAS)")
+	var limits sigchain.Limits
+	d := sigchain.DefaultLimits
+	limitFlags := []servercmd.LimitFlag{
+		{Name: "appends-per-ip", Env: "KEZ_SIG_APPENDS_PER_IP", Limit: &limits.AppendsPerIP, Default: d.AppendsPerIP, Usage: "links one client address may send"},
+		{Name: "chains-per-ip", Env: "KEZ_SIG_CHAINS_PER_IP", Limit: &limits.ChainsPerIP, Default: d.ChainsPerIP, Usage: "new chains one client address may start"},
+		{Name: "appends-per-key", Env: "KEZ_SIG_APPENDS_PER_KEY", Limit: &limits.AppendsPerKey, Default: d.AppendsPerKey, Usage: "links stored in one chain, counting valid new links only"},
+		{Name: "reads-per-ip", Env: "KEZ_SIG_READS_PER_IP", Limit: &limits.ReadsPerIP, Default: d.ReadsPerIP, Usage: "chain reads one client address may send"},
+	}
+	servercmd.DeclareLimits(fs, limitFlags)
+	maxLinks := fs.Int("max-chain-links", d.MaxLinks, "links one chain may hold; -1: no cap (env KEZ_SIG_MAX_CHAIN_LINKS)")
+	maxBytes := fs.Int("max-chain-bytes", int(d.MaxBytes), "bytes one chain's links may take together; -1: no cap (env KEZ_SIG_MAX_CHAIN_BYTES)")
+	orphanTTL := fs.Duration("orphan-ttl", 24*time.Hour, "delete chains that never named a handle this long after they were started; 0: never (env KEZ_SIG_ORPHAN_TTL)")
+	gcInterval := fs.Duration("gc-interval", time.Hour, "how often to look for such chains (env KEZ_SIG_GC_INTERVAL)")
+	var cf servercmd.ClientIPFlags
+	cf.Declare(fs, env, "KEZ_SIG")
 	var lf servercmd.LogFlags
 	lf.Declare(fs, env, "KEZ_SIG")
 	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-key; see --help"); !ok {
 		return err
 	}
 	if err := env.Int(fs, "replicas", "KEZ_SIG_REPLICAS", replicas); err != nil {
+		return err
+	}
+	if err := env.Limits(fs, limitFlags); err != nil {
+		return err
+	}
+	if err := parseCaps(fs, env, &limits, maxLinks, maxBytes, orphanTTL, gcInterval); err != nil {
+		return err
+	}
+	var err error
+	if limits.ClientIP, limits.MaxTracked, err = cf.Parse(fs); err != nil {
 		return err
 	}
 	log, err := lf.Logger(stderr)
@@ -67,17 +105,56 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	storeCtx, stopStore := context.WithCancel(ctx)
 	defer stopStore()
-	chains, err := openChains(storeCtx, storeConfig{backend: *backend, dbPath: *dbPath, natsURL: *natsURL, natsKey: *natsKey, replicas: *replicas}, log)
+	chains, err := openChains(storeCtx, storeConfig{backend: *backend, dbPath: *dbPath, natsURL: *natsURL, natsKey: *natsKey, replicas: *replicas, limits: limits}, log)
 	if err != nil {
 		return err
 	}
 	defer chains.close()
 
-	h := httpserve.Wrap(chains.handler, httpserve.Options{Ready: chains.ready, Registry: servercmd.NewRegistry(), Logger: log})
+	reg := servercmd.NewRegistry()
+	gc := &collector{chains: chains, ttl: *orphanTTL, interval: *gcInterval, now: time.Now, log: log}
+	registerMetrics(reg, chains, gc)
+	if *orphanTTL > 0 {
+		go gc.run(storeCtx)
+	}
+	h := httpserve.Wrap(chains.handler, httpserve.Options{Ready: chains.ready, Registry: reg, Logger: log})
+	log.Info("limits", "appends_per_ip", limits.AppendsPerIP, "chains_per_ip", limits.ChainsPerIP, "appends_per_key", limits.AppendsPerKey,
+		"reads_per_ip", limits.ReadsPerIP, "max_chain_links", limits.MaxLinks, "max_chain_bytes", limits.MaxBytes,
+		"orphan_ttl", *orphanTTL, "trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	if *backend == storeJetStream {
 		log.Info("kez-sig-server starting", "store", *backend, "nats", natsconn.RedactURL(*natsURL), "nats_key", *natsKey)
 	} else {
 		log.Info("kez-sig-server starting", "store", *backend, "db", *dbPath)
 	}
 	return httpserve.ListenAndServe(ctx, *listen, h, log, onListen)
+}
+
+// parseCaps reads the environment twins of the caps and the collection
+// (flags win) and checks the values.
+func parseCaps(fs *flag.FlagSet, env servercmd.Env, l *sigchain.Limits, maxLinks, maxBytes *int, orphanTTL, gcInterval *time.Duration) error {
+	for _, f := range []struct {
+		flag, env string
+		v         *int
+	}{{"max-chain-links", "KEZ_SIG_MAX_CHAIN_LINKS", maxLinks}, {"max-chain-bytes", "KEZ_SIG_MAX_CHAIN_BYTES", maxBytes}} {
+		if err := env.Int(fs, f.flag, f.env, f.v); err != nil {
+			return err
+		}
+		if *f.v == 0 || *f.v < -1 {
+			return servercmd.Usagef("--%s %d: want a positive number, or -1 for no cap", f.flag, *f.v)
+		}
+	}
+	if *maxBytes > 0 && *maxBytes < sigchain.MaxLinkSize {
+		return servercmd.Usagef("--max-chain-bytes %d: want at least %d, the size of one link", *maxBytes, sigchain.MaxLinkSize)
+	}
+	l.MaxLinks, l.MaxBytes = *maxLinks, int64(*maxBytes)
+	if err := env.Duration(fs, "orphan-ttl", "KEZ_SIG_ORPHAN_TTL", orphanTTL); err != nil {
+		return err
+	}
+	if err := env.Duration(fs, "gc-interval", "KEZ_SIG_GC_INTERVAL", gcInterval); err != nil {
+		return err
+	}
+	if *orphanTTL < 0 || *gcInterval <= 0 {
+		return servercmd.Usagef("--orphan-ttl %v, --gc-interval %v: want a TTL of 0 (never) or more and a positive interval", *orphanTTL, *gcInterval)
+	}
+	return nil
 }

@@ -37,15 +37,19 @@ type storeConfig struct {
 	natsURL  string // jetstream
 	natsKey  string // jetstream: the nkey seed file
 	replicas int    // jetstream: stream replicas when this server creates it
+	limits   sigchain.Limits
 }
 
 // chains is the opened chain store as the HTTP side sees it: the API
-// handler (503 until the store is open), the readiness check and a close
-// function.
+// handler (503 until the store is open), the readiness check, a close
+// function, and the API and store once open (nil before), for metrics and
+// the collection of orphan chains.
 type chains struct {
 	handler http.Handler
 	ready   func(context.Context) error
 	close   func()
+	app     func() *sigchain.Handler
+	store   func() sigchain.OrphanCollector
 }
 
 // openChains opens the store the flags select. A SQLite store is open when
@@ -58,10 +62,13 @@ func openChains(ctx context.Context, c storeConfig, log *slog.Logger) (*chains, 
 		if err != nil {
 			return nil, err
 		}
+		h := sigchain.NewHandler(st, sigchain.WithLogger(log), sigchain.WithLimits(c.limits))
 		return &chains{
-			handler: sigchain.NewHandler(st, sigchain.WithLogger(log)),
+			handler: h,
 			ready:   st.Ping,
 			close:   func() { st.Close() },
+			app:     func() *sigchain.Handler { return h },
+			store:   func() sigchain.OrphanCollector { return st },
 		}, nil
 	case storeJetStream:
 		return openJetStream(ctx, c, log)
@@ -130,7 +137,7 @@ func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chain
 
 	var (
 		store   atomic.Pointer[jsstore.Store]
-		handler atomic.Pointer[http.Handler]
+		handler atomic.Pointer[sigchain.Handler]
 	)
 	go func() {
 		for retry := 50 * time.Millisecond; ctx.Err() == nil; retry = min(2*retry, 5*time.Second) {
@@ -142,8 +149,7 @@ func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chain
 				}
 				cancel()
 				if err == nil {
-					h := sigchain.NewHandler(st, sigchain.WithLogger(log))
-					handler.Store(&h)
+					handler.Store(sigchain.NewHandler(st, sigchain.WithLogger(log), sigchain.WithLimits(c.limits)))
 					store.Store(st)
 					log.Info("sigchain store open", "stream", jsstore.DefaultStream, "replicas", c.replicas)
 					return
@@ -165,8 +171,15 @@ func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chain
 				httpjson.Error(w, http.StatusServiceUnavailable, "the sigchain store is not open yet (it lives in NATS JetStream); try again shortly")
 				return
 			}
-			(*h).ServeHTTP(w, r)
+			h.ServeHTTP(w, r)
 		}),
+		app: handler.Load,
+		store: func() sigchain.OrphanCollector {
+			if st := store.Load(); st != nil {
+				return st
+			}
+			return nil
+		},
 		ready: func(ctx context.Context) error {
 			st := store.Load()
 			if st == nil {

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 )
 
@@ -220,5 +223,25 @@ func TestChatCommandsUsage(t *testing.T) {
 	home, _ := newHome(t)
 	if r := kezCmd(t, map[string]string{"KEZ_HOME": home}, "", "inbox"); r.code != 1 || !strings.Contains(r.stderr, "NATS_URL") {
 		t.Errorf("inbox without NATS: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// TestSendRefusalsAreSentences: the gate's refusals reach the user as
+// sentences that say nothing was sent, and errors.Is still sees them.
+func TestSendRefusalsAreSentences(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("chat: the stream did not store message x: %w", chat.ErrUnknownRecipient), "holds no handle there"},
+		{fmt.Errorf("chat: x: %w", &chat.QuotaError{Limit: "sender"}), "sending faster than the chat-server allows"},
+		{fmt.Errorf("chat: x: %w", &chat.QuotaError{Limit: "unread"}), "not read the many messages"},
+		{fmt.Errorf("chat: x: %w", &chat.QuotaError{Limit: "recipient"}), "taking in more mail"},
+		{fmt.Errorf("chat: x: %w", &chat.QuotaError{Limit: "stream"}), "store is full"},
+	} {
+		err := chatError(tc.err)
+		if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing was sent") || !errors.Is(err, tc.err) {
+			t.Errorf("%v → %q", tc.err, err)
+		}
 	}
 }

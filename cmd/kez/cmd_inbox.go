@@ -105,6 +105,10 @@ func (p *printer) line(format string, a ...any) {
 	fmt.Fprintf(p.w, format+"\n", a...)
 }
 
+// resolveRequestsWait bounds how long "kez inbox --requests" waits for
+// the senders' handles to be looked up.
+const resolveRequestsWait = 10 * time.Second
+
 func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, requests bool) error {
 	c, err := e.openChat(ctx, cf, true)
 	if err != nil {
@@ -118,6 +122,14 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 	note := &printer{w: e.stderr}
 	var shown []*chat.Entry
 	if requests {
+		// Show the handles the senders' servers confirm; a slow or
+		// refused server only leaves its sender's key shown.
+		rctx, cancel := context.WithTimeout(ctx, resolveRequestsWait)
+		if err := c.ResolveRequests(rctx); err != nil && rctx.Err() == nil {
+			cancel()
+			return chatError(err)
+		}
+		cancel()
 		if shown, err = c.Requests(ctx); err != nil {
 			return chatError(err)
 		}

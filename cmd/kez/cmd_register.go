@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,9 +27,10 @@ sigchain (your key, your encryption key and the handle) to the sig-server,
 then claims NAME@DOMAIN at the chat-server with a signature of your key.
 DOMAIN is the domain the chat-server registers; it tells it itself.
 
-NAME is 2 to 32 lower-case letters, digits, ".", "-" or "_" (the server
-refuses look-alikes of taken names). Running register again with the same
-name changes nothing; a taken name is refused: choose another.
+NAME is 2 to 32 lower-case letters, digits, ".", "-" or "_". The server
+refuses a taken name and its look-alikes (b0b for bob, a1ice for alice,
+rnallory for mallory, al.ice for alice): choose another. Running register
+again with the same name changes nothing.
 
 The chat-server is --server, else KEZ_SERVER, else the one you registered
 at. The sig-server is --sig-server, else KEZ_SIG_SERVER, else the one the
@@ -114,6 +117,25 @@ func isLocalDomain(d string) bool {
 	return handles.ReasonOf(err) == handles.ReasonLocalDomain
 }
 
+// localDomains returns the domains KEZ_LOCAL_DOMAINS marks local
+// (comma-separated): their servers may be plain http on this machine or a
+// private network. Every other domain's servers must be public https.
+func (e *env) localDomains() []string {
+	var out []string
+	for _, d := range strings.Split(e.getenv("KEZ_LOCAL_DOMAINS"), ",") {
+		if d = strings.ToLower(strings.TrimSpace(d)); d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// allowLocal reports whether development handles (IP, port, localhost)
+// are accepted: when the home domain is one, or a domain is marked local.
+func (e *env) allowLocal(home string) bool {
+	return (home != "" && isLocalDomain(home)) || len(e.localDomains()) > 0
+}
+
 func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, name string) error {
 	acct, err := e.loadAccount(homeFlag)
 	if err != nil {
@@ -157,9 +179,9 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 		if reg != nil && reg.Chain != nil && reg.Chain.Handle() == h.String() {
 			// The claim was refused (a look-alike of a taken name) and
 			// taking the name back out of the chain failed too.
-			return fmt.Errorf("%w; and your sigchain still names it (%v): run \"kez register\" with another name to replace it", takenError(h), trimSDK(err))
+			return fmt.Errorf("%w; and your sigchain still names it (%v): run \"kez register\" with another name to replace it", takenError(h, err), trimSDK(err))
 		}
-		return takenError(h)
+		return takenError(h, err)
 	case errors.Is(err, handles.ErrKeyHasHandle):
 		if reg != nil && reg.Chain != nil && reg.Chain.Handle() != "" && reg.Chain.Handle() != h.String() {
 			return fmt.Errorf("your sigchain already names @%s as your handle; kez register cannot change a handle", reg.Chain.Handle())
@@ -167,6 +189,10 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 		return fmt.Errorf("your key already holds another handle at %s (%v)", srv.server, trimSDK(err))
 	case errors.Is(err, sigchain.ErrConflict):
 		return errors.New("your sigchain changed while registering (another device?); run \"kez register\" again")
+	case errors.Is(err, handles.ErrRateLimited):
+		return rateLimitedError(err, reg, h)
+	case errors.Is(err, sigchain.ErrChainFull):
+		return fmt.Errorf("your sigchain at %s is as large as that sig-server allows, so it takes no new link; ask its operator", srv.sigServer)
 	case err != nil:
 		return fmt.Errorf("registering %s: %w", h.Display(), trimSDK(err))
 	}
@@ -185,7 +211,50 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 	return nil
 }
 
-func takenError(h handles.Handle) error {
+// rateLimitedError words a 429 from either server: how long to wait,
+// and that registering again then finishes the job.
+func rateLimitedError(err error, reg *handles.Registration, h handles.Handle) error {
+	var rl *handles.RateLimitedError
+	errors.As(err, &rl)
+	wait := "later"
+	if rl != nil && rl.RetryAfter > 0 {
+		wait = "in " + waitWords(rl.RetryAfter)
+	}
+	msg := "the server refused: too many requests from your address or key"
+	if reg != nil && reg.Chain != nil && reg.Chain.Handle() == h.String() {
+		return fmt.Errorf("%s; your sigchain already names %s, so running \"kez register %s\" again %s finishes the registration", msg, h.Display(), h.Name, wait)
+	}
+	return fmt.Errorf("%s; try again %s", msg, wait)
+}
+
+// waitWords says a wait the way people do: "45 seconds", "12 minutes",
+// "about 2 hours".
+func waitWords(d time.Duration) string {
+	plural := func(n int64, unit string) string {
+		if n == 1 {
+			return "1 " + unit
+		}
+		return strconv.FormatInt(n, 10) + " " + unit + "s"
+	}
+	switch {
+	case d < time.Minute:
+		return plural(max(1, int64(math.Ceil(d.Seconds()))), "second")
+	case d < time.Hour:
+		return plural(int64(math.Ceil(d.Minutes())), "minute")
+	}
+	return "about " + plural(int64(math.Round(d.Hours())), "hour")
+}
+
+// takenError words a refusal of h as taken: the name itself, or a
+// look-alike of a handle someone else holds (err's *handles.TakenError).
+func takenError(h handles.Handle, err error) error {
+	var te *handles.TakenError
+	if errors.As(err, &te) && te.LookAlike() {
+		return fmt.Errorf("%s looks too much like %s, which someone else has registered; choose another name", h, te.Holder)
+	}
+	if errors.Is(err, handles.ErrSuspended) {
+		return fmt.Errorf("%s is suspended by the operator; choose another name", h)
+	}
 	return fmt.Errorf("%s is taken; choose another name", h)
 }
 

@@ -99,9 +99,12 @@ func TestRegisterTakenChangesNothing(t *testing.T) {
 	st.NewUser(t, "bob")
 	home, id := newHome(t)
 	env := with(st.Env(nil), "KEZ_HOME", home)
-	for _, name := range []string{"bob", "b.o.b"} { // b.o.b looks like bob
+	for name, want := range map[string]string{
+		"bob":   "bob@kez.test is taken; choose another name",
+		"b.o.b": "b.o.b@kez.test looks too much like bob@kez.test, which someone else has registered; choose another name",
+	} {
 		r := kezCmd(t, env, "", "register", name)
-		if r.code != 1 || !strings.Contains(r.stderr, name+"@kez.test is taken; choose another name") {
+		if r.code != 1 || !strings.Contains(r.stderr, want) {
 			t.Errorf("register %s: exit %d\n%s", name, r.code, r.stderr)
 		}
 	}
@@ -125,6 +128,28 @@ func TestRegisterTakenChangesNothing(t *testing.T) {
 	r := kezCmd(t, env, "", "register", "carl")
 	if r.code != 1 || !strings.Contains(r.stderr, "already registered as @carol@kez.test") {
 		t.Errorf("a second handle: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// TestRegisterLookAlikes: with bob, alice and mallory registered, kez
+// register refuses the look-alikes of issue 13 with a sentence naming the
+// handle they imitate, and saves nothing.
+func TestRegisterLookAlikes(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	for _, n := range []string{"bob", "alice", "mallory"} {
+		st.NewUser(t, n)
+	}
+	for look, holder := range map[string]string{"b0b": "bob", "a1ice": "alice", "rnallory": "mallory"} {
+		home, _ := newHome(t)
+		env := with(st.Env(nil), "KEZ_HOME", home)
+		r := kezCmd(t, env, "", "register", look)
+		want := look + "@kez.test looks too much like " + holder + "@kez.test, which someone else has registered; choose another name"
+		if r.code != 1 || !strings.Contains(r.stderr, want) {
+			t.Errorf("register %s: exit %d\n%s", look, r.code, r.stderr)
+		}
+		if got := idJSONOf(t, env, ""); got.Handle != "" {
+			t.Errorf("a refused look-alike saved a handle: %+v", got)
+		}
 	}
 }
 

@@ -117,7 +117,8 @@ func (e *env) openChat(ctx context.Context, f chatFlags, online bool) (*chat.Cli
 		ServerURL:         srv.server,
 		SigServerURL:      srv.sigServer,
 		Domain:            srv.domain,
-		AllowLocalDomains: srv.domain != "" && isLocalDomain(srv.domain),
+		AllowLocalDomains: e.allowLocal(srv.domain),
+		LocalDomains:      e.localDomains(),
 		HTTPClient:        httpClient,
 		// Warnings (a rejected message, a flagged contact) are for the user.
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -141,8 +142,13 @@ func chatError(err error) error {
 	var kc *chat.KeyChangedError
 	var cr *chat.ChainRewrittenError
 	var nc *chat.NotContactError
+	var qe *chat.QuotaError
 	msg := err.Error()
 	switch {
+	case errors.Is(err, chat.ErrUnknownRecipient):
+		msg = "the chat-server refused the message: that key holds no handle there, so nothing was sent"
+	case errors.As(err, &qe):
+		msg = quotaSentence(qe.Limit)
 	case errors.As(err, &nc):
 		msg = fmt.Sprintf("%s is not a contact yet: run kez contacts add %s", nc.Handle, nc.Handle)
 	case errors.As(err, &kc):
@@ -151,12 +157,35 @@ func chatError(err error) error {
 		msg = strings.TrimPrefix(cr.Error(), "chat: ") + fmt.Sprintf(" (kez contacts add %s)", cr.Handle)
 	case handles.ReasonOf(err) == handles.ReasonNoDomain:
 		msg = "a bare name needs your home domain: write name@domain, or set KEZ_SERVER to your chat-server"
+	case errors.Is(err, handles.ErrForbiddenOrigin):
+		msg = forbiddenSentence(err)
 	default:
 		for _, p := range []string{"chat: ", "handles: ", "sigchain: ", "kez: ", "natsconn: "} {
 			msg = strings.TrimPrefix(msg, p)
 		}
 	}
 	return &cliErr{msg: msg, err: err}
+}
+
+// quotaSentence says which sending limit refused a message, and what to
+// do about it.
+func quotaSentence(limit string) string {
+	switch limit {
+	case "sender":
+		return "you are sending faster than the chat-server allows; nothing was sent: wait a little and send again"
+	case "recipient":
+		return "the recipient is taking in more mail than the chat-server allows right now; nothing was sent: try again later"
+	case "unread":
+		return "the recipient has not read the many messages you already sent; nothing was sent until they read some"
+	default:
+		return "the chat-server's message store is full; nothing was sent: try again later, or tell its operator"
+	}
+}
+
+// forbiddenSentence words a refusal of the remote-origin rules.
+func forbiddenSentence(err error) string {
+	return fmt.Sprintf("kez will not contact the server this handle's domain names, because it is not public https (%v); "+
+		"if it is a development or private domain you trust, add it to KEZ_LOCAL_DOMAINS", trimSDK(err))
 }
 
 // readText returns the message text: the arguments joined by spaces, or

@@ -96,7 +96,7 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 		SigServerURL:      srv.sigServer,
 		ServerURL:         srv.server,
 		Domain:            srv.domain,
-		AllowLocalDomains: srv.domain != "" && isLocalDomain(srv.domain),
+		AllowLocalDomains: e.allowLocal(srv.domain),
 		HTTPClient:        httpClient,
 		// Warnings (a shared file that changed) are for the user.
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),

@@ -127,7 +127,8 @@ func (e *env) homeResolver(ctx context.Context, homeFlag string, sf serverFlags)
 		DefaultDomain: srv.domain,
 		HomeServer:    srv.server,
 		HTTPClient:    httpClient,
-		AllowLocal:    srv.domain != "" && isLocalDomain(srv.domain),
+		AllowLocal:    e.allowLocal(srv.domain),
+		LocalDomains:  e.localDomains(),
 		TTL:           -1,
 	}, nil
 }
@@ -145,6 +146,8 @@ func runWhois(ctx context.Context, e *env, homeFlag string, sf serverFlags, hand
 		return fmt.Errorf("no one is registered as %s (%v)", handle, trimSDK(err))
 	case errors.Is(err, handles.ErrMismatch):
 		return fmt.Errorf("DO NOT TRUST %s: the server's answer does not match the sigchain it points to (%v)", handle, trimSDK(err))
+	case errors.Is(err, handles.ErrForbiddenOrigin):
+		return errors.New(forbiddenSentence(err))
 	case err != nil:
 		return trimSDK(err)
 	}

@@ -16,21 +16,41 @@
 //
 // # Layout
 //
-// The bucket (default [DefaultBucket], "KEZ_HANDLES") holds two kinds of
-// keys, both JSON values:
+// The bucket (default [DefaultBucket], "KEZ_HANDLES") holds these keys,
+// all JSON values:
 //
 //	name.<domain>.<skeleton>  the entry: {"v":1,"domain","name","key","enc_key",
 //	                          "gen","claimed_at","updated_at","suspended"}
 //	key.<U…>                  the key's index: {"v":1,"domain","name"}
+//	meta.skeleton_rule        the skeleton rule of the name keys: {"v":1,"rule":2}
 //
-// The skeleton is the name without '.', '-' and '_', so look-alike names
-// ("alice", "al.ice", "a-lice") share one bucket key and the KV's atomic
+// The skeleton is [handles.Skeleton] of the name, so look-alike names
+// ("alice", "al.ice", "a1ice") share one bucket key and the KV's atomic
 // create decides between them. In the domain, every byte other than a-z,
 // 0-9, '-' and an inner '.' is written as '_' and two lower-case hex digits
 // (a development domain "127.0.0.1:8080" becomes "127.0.0.1_3a8080").
 // Times are Unix milliseconds; enc_key is base64. testdata/layout.json
 // holds vectors of this layout (exact keys and values of a claim, domain
 // tokens, values a reader must refuse), which the tests check.
+//
+// # Upgrades
+//
+// Skeleton rule 1 (before [handles.SkeletonVersion] 2) only dropped the
+// separators, so its keys were name.<domain>.<name without . - _>. [New]
+// moves every entry under such a key to its current key, once per bucket
+// (meta.skeleton_rule records that it is done), with compare-and-set
+// steps that replicas starting together may share. Names that rule 1 let
+// in side by side but that now share a skeleton ("mallory" and
+// "rnallory") cannot share a key: the first to arrive takes the current
+// key, and each other stays at its rule-1 key as a twin, which the
+// holder's entry lists ("twins": ["rnallory"]). Lookups try the current
+// key, then the rule-1 key; a twin is renewed, suspended and released
+// where it is. Releasing a name that has twins leaves its entry as the
+// skeleton's lock ("released": true), which refuses new claims of the
+// skeleton while a twin lives and is removed by the first claim after
+// they are all gone. Stop every chat-server of an older version before
+// the first one of this version opens a shared bucket: an older one
+// neither finds moved entries nor sees the new look-alikes.
 //
 // # Consistency
 //

@@ -18,7 +18,8 @@ import (
 // formatVersion is the "v" of every value this package writes.
 const formatVersion = 1
 
-// entry is the value at name.<domain>.<skeleton>.
+// entry is the value at name.<domain>.<skeleton>, or, for a twin, at the
+// key of the skeleton rule it was claimed under (see legacyKey).
 type entry struct {
 	V         int    `json:"v"`
 	Domain    string `json:"domain"`
@@ -29,9 +30,19 @@ type entry struct {
 	ClaimedAt int64  `json:"claimed_at"`
 	UpdatedAt int64  `json:"updated_at"`
 	Suspended bool   `json:"suspended"`
+	// Twins are names at this domain with the same skeleton that were
+	// claimed under an older skeleton rule and stay at their old keys.
+	Twins []string `json:"twins,omitempty"`
+	// Released marks an entry whose handle was released while it had
+	// twins: it is no handle any more, only the skeleton's lock, kept
+	// while a twin lives.
+	Released bool `json:"released,omitempty"`
 
 	key kez.PublicKey // Key, parsed
 }
+
+// maxTwins bounds an entry's Twins, well inside MaxValueSize.
+const maxTwins = 64
 
 // index is the value at key.<U…>: the handle the key holds.
 type index struct {
@@ -92,6 +103,15 @@ func decodeEntry(b []byte) (entry, error) {
 	if err != nil {
 		return entry{}, fmt.Errorf("the entry's key: %w", err)
 	}
+	if len(e.Twins) > maxTwins {
+		return entry{}, fmt.Errorf("the entry has %d twins; at most %d are kept", len(e.Twins), maxTwins)
+	}
+	for _, n := range e.Twins {
+		t := handles.Handle{Name: n, Domain: e.Domain}
+		if err := checkHandle(t); err != nil || n == e.Name || handles.Skeleton(n) != handles.Skeleton(e.Name) {
+			return entry{}, fmt.Errorf("the entry's twin %q is not another valid name with its skeleton", n)
+		}
+	}
 	e.key = k
 	return e, nil
 }
@@ -143,7 +163,19 @@ func decodeValue(b []byte, v any, version *int) error {
 
 // nameKey is the bucket key of h's entry: name.<domain>.<skeleton>.
 func nameKey(h handles.Handle) (string, error) {
-	sk := handles.Skeleton(h.Name)
+	return skeletonKey(h, handles.Skeleton(h.Name))
+}
+
+// legacyKey is the bucket key h's entry had under skeleton rule 1, which
+// only dropped the separators. A name claimed then whose skeleton another
+// name holds now (a twin) stays there; no key of the current rule is ever
+// a legacy key of another name, since every current skeleton is its own
+// skeleton and such a legacy one is not.
+func legacyKey(h handles.Handle) (string, error) {
+	return skeletonKey(h, strings.NewReplacer(".", "", "-", "", "_", "").Replace(h.Name))
+}
+
+func skeletonKey(h handles.Handle, sk string) (string, error) {
 	if sk == "" || strings.ContainsFunc(sk, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) {
 		return "", fmt.Errorf("jsstore: the name %q is not a checked handle name (lower-case a-z, 0-9, . - _)", h.Name)
 	}

@@ -76,7 +76,10 @@ var _ handles.Store = (*Store)(nil)
 
 // New opens the registry in the KV bucket of js's account, creating the
 // bucket (file storage, one revision a key, [MaxValueSize] values) if it
-// does not exist. An existing bucket is used as it is. js must come from a
+// does not exist. An existing bucket is used as it is, except that entries
+// written under an older skeleton rule are moved to their current keys
+// once (see the package comment, "Upgrades"); a bucket of a newer rule is
+// refused with [handles.ErrNewerSkeletonRule]. js must come from a
 // connection allowed to use the JetStream API for that bucket; the Store
 // does not close it.
 func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
@@ -105,14 +108,18 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 		return nil, fmt.Errorf("jsstore: opening the KV bucket %s: %w", cfg.bucket, err)
 	}
 	_, timeout := jsleader.API(js)
-	return &Store{
+	s := &Store{
 		kv:         kv,
 		leader:     jsleader.NewGetter(js, "KV_"+cfg.bucket),
 		subjPrefix: "$KV." + cfg.bucket + ".",
 		grace:      cfg.grace,
 		timeout:    timeout,
 		now:        time.Now,
-	}, nil
+	}
+	if err := s.migrate(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Ping checks that the bucket's stream has a leader that answers; use it
@@ -141,6 +148,24 @@ func (s *Store) Claim(ctx context.Context, rec handles.Record) (bool, error) {
 		now = s.now()
 	}
 	for range maxAttempts {
+		// A name claimed under an older skeleton rule may live at its old
+		// key (a twin): it is the name itself, so its holder may renew it
+		// and nobody else may take it.
+		if tw, loc, rev, err := s.legacyEntry(ctx, rec.Handle); err != nil {
+			return false, err
+		} else if tw != nil {
+			ok, err := s.valid(ctx, *tw)
+			if err != nil {
+				return false, err
+			}
+			if ok {
+				created, err := s.renewTwin(ctx, rec, *tw, loc, rev, now)
+				if errors.Is(err, errConflict) {
+					continue
+				}
+				return created, err
+			}
+		}
 		cur, err := s.get(ctx, nk)
 		if err != nil {
 			return false, err
@@ -163,6 +188,22 @@ func (s *Store) Claim(ctx context.Context, rec handles.Record) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("jsstore: the entry %s is unreadable: %w", nk, err)
 		}
+		if held.Released {
+			// The skeleton's lock, kept for the twins of a released name.
+			tw, err := s.liveTwin(ctx, held)
+			switch {
+			case err != nil:
+				return false, err
+			case tw != nil && tw.key == rec.Key:
+				return false, fmt.Errorf("%w: it holds %s", handles.ErrKeyHasHandle, tw.handle())
+			case tw != nil:
+				return false, &handles.TakenError{Claimed: rec.Handle, Holder: tw.handle()}
+			}
+			if err := s.del(ctx, nk, cur.rev); err != nil && !errors.Is(err, errConflict) {
+				return false, err
+			}
+			continue
+		}
 		switch {
 		case held.key != rec.Key:
 			left, err := s.leftOver(ctx, held, cur)
@@ -170,15 +211,12 @@ func (s *Store) Claim(ctx context.Context, rec handles.Record) (bool, error) {
 				return false, err
 			}
 			if left {
-				if err := s.del(ctx, nk, cur.rev); err != nil && !errors.Is(err, errConflict) {
+				if err := s.drop(ctx, nk, held, cur.rev); err != nil && !errors.Is(err, errConflict) {
 					return false, err
 				}
 				continue
 			}
-			if held.Name == rec.Handle.Name {
-				return false, fmt.Errorf("%w: %s belongs to another key", handles.ErrTaken, rec.Handle)
-			}
-			return false, fmt.Errorf("%w: %s is too close to %s, which belongs to another key", handles.ErrTaken, rec.Handle, held.handle())
+			return false, &handles.TakenError{Claimed: rec.Handle, Holder: held.handle()}
 		case held.Name != rec.Handle.Name:
 			// The key holds a look-alike of this name, or left one unfinished.
 			ok, err := s.valid(ctx, held)
@@ -188,7 +226,7 @@ func (s *Store) Claim(ctx context.Context, rec handles.Record) (bool, error) {
 			if ok {
 				return false, fmt.Errorf("%w: it holds %s", handles.ErrKeyHasHandle, held.handle())
 			}
-			if err := s.del(ctx, nk, cur.rev); err != nil && !errors.Is(err, errConflict) {
+			if err := s.drop(ctx, nk, held, cur.rev); err != nil && !errors.Is(err, errConflict) {
 				return false, err
 			}
 			continue
@@ -215,6 +253,52 @@ func (s *Store) Claim(ctx context.Context, rec handles.Record) (bool, error) {
 	return false, ErrContention
 }
 
+// drop removes the left-over entry e at nk (read at rev). An entry that
+// lists twins becomes the skeleton's released lock instead, so that the
+// skeleton stays held while a twin lives.
+func (s *Store) drop(ctx context.Context, nk string, e entry, rev uint64) error {
+	if len(e.Twins) == 0 {
+		return s.del(ctx, nk, rev)
+	}
+	e.Released, e.UpdatedAt = true, s.now().UnixMilli()
+	_, err := s.put(ctx, nk, e.encode(), rev)
+	return err
+}
+
+// renewTwin answers a claim of a twin's name: its holder refreshes the
+// entry where it is; any other key is refused.
+func (s *Store) renewTwin(ctx context.Context, rec handles.Record, tw entry, loc string, rev uint64, now time.Time) (bool, error) {
+	switch {
+	case tw.key != rec.Key:
+		return false, &handles.TakenError{Claimed: rec.Handle, Holder: tw.handle()}
+	case tw.Suspended:
+		return false, fmt.Errorf("%w: %s", handles.ErrSuspended, rec.Handle)
+	}
+	tw.EncKey, tw.Gen, tw.UpdatedAt = rec.EncryptionKey, rec.Generation, now.UnixMilli()
+	_, err := s.put(ctx, loc, tw.encode(), rev) // errConflict: changed meanwhile, read again
+	return false, err
+}
+
+// liveTwin returns the first of held's twins whose entry still counts, or
+// nil.
+func (s *Store) liveTwin(ctx context.Context, held entry) (*entry, error) {
+	for _, n := range held.Twins {
+		tw, _, _, err := s.legacyEntry(ctx, handles.Handle{Name: n, Domain: held.Domain})
+		if err != nil {
+			return nil, err
+		}
+		if tw == nil {
+			continue
+		}
+		if ok, err := s.valid(ctx, *tw); err != nil {
+			return nil, err
+		} else if ok {
+			return tw, nil
+		}
+	}
+	return nil, nil
+}
+
 // bind points key's index at h, whose entry (at nk) the caller has just
 // written. It reports whether it wrote the index. A fresh claim rewrites
 // an index that already names h, so that a Release caught between its
@@ -235,7 +319,7 @@ func (s *Store) bind(ctx context.Context, h handles.Handle, key kez.PublicKey, n
 				return false, nil
 			}
 			if ix.handle() != h {
-				other, _, err := s.entryOf(ctx, ix.handle())
+				other, _, _, err := s.entryOf(ctx, ix.handle())
 				if err != nil {
 					return false, err
 				}
@@ -254,7 +338,7 @@ func (s *Store) bind(ctx context.Context, h handles.Handle, key kez.PublicKey, n
 		}
 		// Is the entry still ours? Another key may have taken it over as
 		// a left-over if this claim stalled past the orphan grace.
-		e, _, err := s.entryOf(ctx, h)
+		e, _, _, err := s.entryOf(ctx, h)
 		if err != nil {
 			return false, err
 		}
@@ -276,22 +360,49 @@ func (s *Store) undo(ctx context.Context, key string, rev uint64) {
 	_ = s.del(ctx, key, rev)
 }
 
-// entryOf returns h's entry and its revision, or nil if there is none (or
-// only a look-alike's). It does not check the index.
-func (s *Store) entryOf(ctx context.Context, h handles.Handle) (*entry, uint64, error) {
+// entryOf returns h's entry, the bucket key it is at and its revision,
+// or nil if there is none (or only a look-alike's). The entry is at its
+// skeleton's key, or, for a twin, at its legacy key. It does not check
+// the index.
+func (s *Store) entryOf(ctx context.Context, h handles.Handle) (*entry, string, uint64, error) {
 	nk, err := nameKey(h)
 	if err != nil {
-		return nil, 0, nil // not a name any claim could have written
+		return nil, "", 0, nil // not a name any claim could have written
 	}
-	cur, err := s.get(ctx, nk)
+	e, rev, err := s.entryAt(ctx, nk, h)
+	if e != nil || err != nil {
+		return e, nk, rev, err
+	}
+	return s.legacyEntry(ctx, h)
+}
+
+// legacyEntry returns h's entry at its legacy key, if that is not its
+// skeleton's key and holds it.
+func (s *Store) legacyEntry(ctx context.Context, h handles.Handle) (*entry, string, uint64, error) {
+	nk, err := nameKey(h)
+	if err != nil {
+		return nil, "", 0, nil
+	}
+	lk, err := legacyKey(h)
+	if err != nil || lk == nk {
+		return nil, "", 0, nil
+	}
+	e, rev, err := s.entryAt(ctx, lk, h)
+	return e, lk, rev, err
+}
+
+// entryAt returns the entry at the bucket key k if it is h's (and not a
+// released lock), else nil.
+func (s *Store) entryAt(ctx context.Context, k string, h handles.Handle) (*entry, uint64, error) {
+	cur, err := s.get(ctx, k)
 	if err != nil || !cur.found {
 		return nil, 0, err
 	}
 	e, err := decodeEntry(cur.value)
 	if err != nil {
-		return nil, 0, fmt.Errorf("jsstore: the entry %s is unreadable: %w", nk, err)
+		return nil, 0, fmt.Errorf("jsstore: the entry %s is unreadable: %w", k, err)
 	}
-	if e.Name != h.Name || e.Domain != h.Domain {
+	if e.Name != h.Name || e.Domain != h.Domain || e.Released {
 		return nil, 0, nil
 	}
 	return &e, cur.rev, nil
@@ -329,7 +440,7 @@ func (s *Store) leftOver(ctx context.Context, held entry, cur got) (bool, error)
 		if ix.handle() == held.handle() {
 			return false, nil // a complete claim
 		}
-		other, _, err := s.entryOf(ctx, ix.handle())
+		other, _, _, err := s.entryOf(ctx, ix.handle())
 		if err != nil {
 			return false, err
 		}
@@ -342,7 +453,7 @@ func (s *Store) leftOver(ctx context.Context, held entry, cur got) (bool, error)
 
 // Lookup implements [handles.Store.Lookup].
 func (s *Store) Lookup(ctx context.Context, h handles.Handle) (handles.Record, error) {
-	e, _, err := s.entryOf(ctx, h)
+	e, _, _, err := s.entryOf(ctx, h)
 	if err != nil {
 		return handles.Record{}, err
 	}
@@ -374,7 +485,7 @@ func (s *Store) LookupKey(ctx context.Context, key kez.PublicKey) (handles.Recor
 	if err != nil {
 		return handles.Record{}, fmt.Errorf("jsstore: the index %s is unreadable: %w", ik, err)
 	}
-	e, _, err := s.entryOf(ctx, ix.handle())
+	e, _, _, err := s.entryOf(ctx, ix.handle())
 	if err != nil {
 		return handles.Record{}, err
 	}
@@ -386,12 +497,8 @@ func (s *Store) LookupKey(ctx context.Context, key kez.PublicKey) (handles.Recor
 
 // SetSuspended implements [handles.Store.SetSuspended].
 func (s *Store) SetSuspended(ctx context.Context, h handles.Handle, suspended bool) error {
-	nk, err := nameKey(h)
-	if err != nil {
-		return handles.ErrNotFound
-	}
 	for range maxAttempts {
-		e, rev, err := s.entryOf(ctx, h)
+		e, loc, rev, err := s.entryOf(ctx, h)
 		if err != nil {
 			return err
 		}
@@ -404,7 +511,7 @@ func (s *Store) SetSuspended(ctx context.Context, h handles.Handle, suspended bo
 			return handles.ErrNotFound
 		}
 		e.Suspended, e.UpdatedAt = suspended, s.now().UnixMilli()
-		if _, err := s.put(ctx, nk, e.encode(), rev); errors.Is(err, errConflict) {
+		if _, err := s.put(ctx, loc, e.encode(), rev); errors.Is(err, errConflict) {
 			continue
 		} else {
 			return err
@@ -415,14 +522,12 @@ func (s *Store) SetSuspended(ctx context.Context, h handles.Handle, suspended bo
 
 // Release implements [handles.Store.Release]: it deletes the entry, then
 // the key's index if it still names h. It also removes an unfinished
-// claim's left-over entry.
+// claim's left-over entry. An entry with twins becomes the skeleton's
+// released lock instead, so that no new claim takes the skeleton while a
+// twin holds it.
 func (s *Store) Release(ctx context.Context, h handles.Handle) error {
-	nk, err := nameKey(h)
-	if err != nil {
-		return handles.ErrNotFound
-	}
 	for range maxAttempts {
-		e, rev, err := s.entryOf(ctx, h)
+		e, loc, rev, err := s.entryOf(ctx, h)
 		if err != nil {
 			return err
 		}
@@ -434,7 +539,7 @@ func (s *Store) Release(ctx context.Context, h handles.Handle) error {
 		if err != nil {
 			return err
 		}
-		if err := s.del(ctx, nk, rev); errors.Is(err, errConflict) {
+		if err := s.drop(ctx, loc, *e, rev); errors.Is(err, errConflict) {
 			continue
 		} else if err != nil {
 			return err

@@ -19,11 +19,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -37,6 +39,7 @@ type Open func(t *testing.T) (s handles.Store, another func() handles.Store)
 func Run(t *testing.T, open Open) {
 	t.Run("ClaimAndLookup", func(t *testing.T) { testClaimAndLookup(t, open) })
 	t.Run("LookAlikes", func(t *testing.T) { testLookAlikes(t, open) })
+	t.Run("ConfusableLookAlikes", func(t *testing.T) { testConfusables(t, open) })
 	t.Run("Suspend", func(t *testing.T) { testSuspend(t, open) })
 	t.Run("Release", func(t *testing.T) { testRelease(t, open) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, open) })
@@ -179,6 +182,62 @@ func testLookAlikes(t *testing.T, open Open) {
 	// Names with other skeletons are free.
 	claim(t, s, Rec("bobb", Key(2)), true)
 	claim(t, s, Rec("b.o.b.b.y", Key(3)), true)
+}
+
+// ConfusablePairs are names and look-alikes of them under the skeleton
+// rule (docs/spec/handles.md, "Skeletons"), one or more for each fold.
+var ConfusablePairs = []struct{ Name, LookAlike string }{
+	{"bob", "b0b"},           // 0 → o
+	{"bob", "8o8"},           // 8 → b
+	{"alice", "a1ice"},       // 1 → l, i → l
+	{"alice", "al1ce"},       // 1 → l, i → l
+	{"neil", "nell"},         // i → l
+	{"mallory", "rnallory"},  // rn → m
+	{"walter", "vvalter"},    // vv → w
+	{"dave", "clave"},        // cl → d
+	{"sam", "5am"},           // 5 → s
+	{"dave", "c1ave"},        // 1 → l, then cl → d
+	{"mallory", "r.nallory"}, // separators, then rn → m
+}
+
+// testConfusables: with a name taken, each look-alike is refused with a
+// *handles.TakenError naming it, and the other way round.
+func testConfusables(t *testing.T, open Open) {
+	ctx := context.Background()
+	for i, p := range ConfusablePairs {
+		for _, order := range [][2]string{{p.Name, p.LookAlike}, {p.LookAlike, p.Name}} {
+			s, _ := open(t)
+			first, second := order[0], order[1]
+			// Positive control: each name alone is free.
+			claim(t, s, Rec(second, Key(100+i)), true)
+			if err := s.Release(ctx, h(second)); err != nil {
+				t.Fatal(err)
+			}
+			claim(t, s, Rec(first, Key(1)), true)
+			_, err := s.Claim(ctx, Rec(second, Key(2)))
+			var te *handles.TakenError
+			if !errors.As(err, &te) || !errors.Is(err, handles.ErrTaken) || te.Holder != h(first) || te.Claimed != h(second) || !te.LookAlike() {
+				t.Errorf("with %s taken, claim %s: %v; want a *TakenError naming %s", first, second, err, first)
+			}
+			if _, err := s.Claim(ctx, Rec(second, Key(1))); !errors.Is(err, handles.ErrKeyHasHandle) {
+				t.Errorf("with %s taken, its holder claims %s: %v; want ErrKeyHasHandle", first, second, err)
+			}
+			if _, err := s.Lookup(ctx, h(second)); !errors.Is(err, handles.ErrNotFound) {
+				t.Errorf("with %s taken, lookup %s: %v; want ErrNotFound", first, second, err)
+			}
+			if r, err := s.Lookup(ctx, h(first)); err != nil || r.Key != Key(1) {
+				t.Errorf("lookup %s after the refused look-alike: %+v %v", first, r, err)
+			}
+		}
+	}
+	// The exact name: a *TakenError that is not a look-alike.
+	s, _ := open(t)
+	claim(t, s, Rec("bob", Key(1)), true)
+	_, err := s.Claim(ctx, Rec("bob", Key(2)))
+	var te *handles.TakenError
+	if !errors.As(err, &te) || te.Holder != h("bob") || te.LookAlike() {
+		t.Errorf("claim of a taken name: %v; want a *TakenError for bob itself", err)
+	}
 }
 
 func testSuspend(t *testing.T, open Open) {
@@ -401,4 +460,137 @@ func oneWinner(t *testing.T, errs []error, created []bool, loss error) int {
 		t.Fatal("no call won")
 	}
 	return winner
+}
+
+// Legacy returns the entries of a registry written under skeleton rule 1
+// (separators only), as a store of an older version wrote them: bob,
+// alice and c.lara, and two pairs that rule 1 let in but the current
+// rule folds together, mallory and rnallory, walter and vvalter. The
+// entry of rec i is held by Key(i+1); ClaimedAt goes up with i.
+func Legacy() []handles.Record {
+	var out []handles.Record
+	for i, name := range []string{"bob", "alice", "mallory", "rnallory", "walter", "vvalter", "c.lara"} {
+		r := Rec(name, Key(i+1))
+		r.UpdatedAt = r.UpdatedAt.Add(time.Duration(i) * time.Second)
+		r.ClaimedAt = r.UpdatedAt
+		out = append(out, r)
+	}
+	return out
+}
+
+// RunUpgraded checks a store opened (by the current version) on a
+// registry that holds [Legacy]: every old entry keeps working, the pairs
+// that now share a skeleton both stay valid, and every new look-alike
+// claim is refused with a *handles.TakenError naming the handle held.
+func RunUpgraded(t *testing.T, s handles.Store) {
+	ctx := context.Background()
+	legacy := Legacy()
+	for i, r := range legacy {
+		got, err := s.Lookup(ctx, r.Handle)
+		if err != nil || got.Key != r.Key {
+			t.Fatalf("lookup %s after the upgrade: %+v %v", r.Handle, got, err)
+		}
+		if got, err := s.LookupKey(ctx, r.Key); err != nil || got.Handle != r.Handle {
+			t.Fatalf("LookupKey of %s's key after the upgrade: %+v %v", r.Handle, got, err)
+		}
+		// Renewal by the holder, twins included.
+		if created, err := s.Claim(ctx, Rec(r.Handle.Name, Key(i+1))); err != nil || created {
+			t.Fatalf("renewal of %s: created %v, %v", r.Handle, created, err)
+		}
+	}
+	refused := func(name, holder string) {
+		t.Helper()
+		_, err := s.Claim(ctx, Rec(name, Key(50)))
+		var te *handles.TakenError
+		if !errors.As(err, &te) || te.Holder != h(holder) {
+			t.Errorf("claim %s after the upgrade: %v; want a *TakenError naming %s", name, err, holder)
+		}
+	}
+	for _, c := range [][2]string{
+		{"b0b", "bob"}, {"8o8", "bob"}, {"a1ice", "alice"}, {"al1ce", "alice"},
+		{"mallory", "mallory"}, {"rnallory", "rnallory"}, {"rnal1ory", "mallory"}, {"ma11ory", "mallory"},
+		{"walter", "walter"}, {"vvalter", "vvalter"}, {"vva1ter", "walter"},
+		{"clara", "c.lara"}, {"dara", "c.lara"}, {"c1ara", "c.lara"},
+	} {
+		refused(c[0], c[1])
+	}
+	// Positive control: a name no one's skeleton has is free.
+	claim(t, s, Rec("carol", Key(51)), true)
+
+	// The twins stay independent: suspend one, release the other.
+	if err := s.SetSuspended(ctx, h("rnallory"), true); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.LookupKey(ctx, Key(4)); err != nil || !r.Suspended {
+		t.Fatalf("rnallory after suspending it: %+v %v", r, err)
+	}
+	if r, err := s.Lookup(ctx, h("mallory")); err != nil || r.Suspended {
+		t.Fatalf("mallory after suspending its twin: %+v %v", r, err)
+	}
+	if err := s.SetSuspended(ctx, h("rnallory"), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, h("mallory")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lookup(ctx, h("mallory")); !errors.Is(err, handles.ErrNotFound) {
+		t.Fatalf("mallory after its release: %v", err)
+	}
+	if r, err := s.LookupKey(ctx, Key(4)); err != nil || r.Handle != h("rnallory") {
+		t.Fatalf("rnallory after its twin's release: %+v %v", r, err)
+	}
+	// While rnallory lives, mallory and its look-alikes stay taken.
+	refused("mallory", "rnallory")
+	refused("rnal1ory", "rnallory")
+	if err := s.Release(ctx, h("rnallory")); err != nil {
+		t.Fatal(err)
+	}
+	claim(t, s, Rec("rnal1ory", Key(52)), true)
+	refused("mallory", "rnal1ory")
+}
+
+// schemaV1 is the registry schema the previous version shipped, with its
+// unique index on the skeleton of rule 1 (the name without . - _). It is
+// a copy on purpose: it is what old files hold, whatever the package's
+// migrations become.
+const schemaV1 = `
+CREATE TABLE IF NOT EXISTS handles (
+	domain         TEXT    NOT NULL,
+	name           TEXT    NOT NULL,
+	skeleton       TEXT    NOT NULL,
+	key            TEXT    NOT NULL,
+	enc_key        BLOB,
+	enc_generation INTEGER NOT NULL DEFAULT 0,
+	claimed_at     INTEGER NOT NULL,
+	updated_at     INTEGER NOT NULL,
+	suspended      INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (domain, name)
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS handles_skeleton ON handles (domain, skeleton);
+CREATE UNIQUE INDEX IF NOT EXISTS handles_key ON handles (key);
+`
+
+// WriteRule1SQLite writes recs into a SQLite registry file of schema 1,
+// as the Claim of a version before skeleton rule 2 did (the skeleton was
+// the name without . - _, and unique), creating the file if needed. A
+// record that rule refused fails the test.
+func WriteRule1SQLite(t testing.TB, path string, recs []handles.Record) {
+	t.Helper()
+	db, err := sqlitedb.Open(path, sqlitedb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := sqlitedb.Migrate(db, []string{schemaV1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		_, err := db.Exec(`INSERT INTO handles (domain, name, skeleton, key, enc_key, enc_generation, claimed_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.Handle.Domain, r.Handle.Name, strings.NewReplacer(".", "", "-", "", "_", "").Replace(r.Handle.Name),
+			r.Key.String(), r.EncryptionKey, r.Generation, r.ClaimedAt.UnixMilli(), r.UpdatedAt.UnixMilli())
+		if err != nil {
+			t.Fatalf("the previous version refused %s: %v", r.Handle, err)
+		}
+	}
 }

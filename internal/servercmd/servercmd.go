@@ -88,18 +88,44 @@ func (e Env) Or(name, def string) string {
 // the command line (flags win) or the variable is empty. Call it after
 // parsing. A value that is not a number is a [UsageError].
 func (e Env) Int(fs *flag.FlagSet, flagName, name string, v *int) error {
-	given := false
-	fs.Visit(func(f *flag.Flag) { given = given || f.Name == flagName })
+	return envValue(e, fs, flagName, name, v, strconv.Atoi, "a number")
+}
+
+// envValue sets *v from the variable name, read with parse, unless the
+// flag flagName was given or the variable is empty; a value parse refuses
+// is a [UsageError] saying it wants want.
+func envValue[T any](e Env, fs *flag.FlagSet, flagName, name string, v *T, parse func(string) (T, error), want string) error {
 	s := e(name)
-	if given || s == "" {
+	if given(fs, flagName) || s == "" {
 		return nil
 	}
-	n, err := strconv.Atoi(s)
+	x, err := parse(s)
+	if err != nil {
+		return Usagef("%s %q: want %s", name, s, want)
+	}
+	*v = x
+	return nil
+}
+
+// Float is [Env.Int] for a float64 flag.
+func (e Env) Float(fs *flag.FlagSet, flagName, name string, v *float64) error {
+	s := e(name)
+	if given(fs, flagName) || s == "" {
+		return nil
+	}
+	n, err := strconv.ParseFloat(s, 64)
 	if err != nil {
 		return Usagef("%s %q: want a number", name, s)
 	}
 	*v = n
 	return nil
+}
+
+// given reports whether the flag flagName was set on the command line.
+func given(fs *flag.FlagSet, flagName string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == flagName })
+	return found
 }
 
 // NewFlagSet returns a flag set named name that reports its errors, and

@@ -70,8 +70,14 @@ type Options struct {
 	Inbox callout.InboxConfig
 	// Authorizer is passed to the chat-server.
 	Authorizer callout.Authorizer
+	// MailLimits are the chat-server gate's limits; zero means the defaults.
+	MailLimits chatserver.MailLimits
 	// Now is the chat-server's clock (claims, user JWTs); nil: time.Now.
 	Now func() time.Time
+	// Limits turns on the servers' rate limits and caps with their
+	// defaults (handles.DefaultLimits, sigchain.DefaultLimits). Off by
+	// default: every user of a stack comes from one loopback address.
+	Limits bool
 }
 
 // Stack is a running deployment. Its fields are set by [Start] and must not
@@ -128,7 +134,11 @@ func Start(t testing.TB, o Options) *Stack {
 		t.Fatalf("stacktest: sig-server store: %v", err)
 	}
 	t.Cleanup(func() { chains.Close() })
-	sig := httptest.NewServer(sigchain.NewHandler(chains, sigchain.WithLogger(log.With("server", "sig"))))
+	sigLimits, chatLimits := sigchain.NoLimits(), handles.NoLimits()
+	if o.Limits {
+		sigLimits, chatLimits = sigchain.Limits{}, handles.Limits{}
+	}
+	sig := httptest.NewServer(sigchain.NewHandler(chains, sigchain.WithLogger(log.With("server", "sig")), sigchain.WithLimits(sigLimits)))
 	t.Cleanup(sig.Close)
 	s.SigServerURL = sig.URL
 
@@ -143,6 +153,8 @@ func Start(t testing.TB, o Options) *Stack {
 		UserJWTLifetime: o.UserJWTLifetime,
 		Inbox:           o.Inbox,
 		Authorizer:      o.Authorizer,
+		MailLimits:      o.MailLimits,
+		HTTPLimits:      chatLimits,
 		Logger:          log.With("server", "chat"),
 		Now:             o.Now,
 	}

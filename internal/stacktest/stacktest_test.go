@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/inbox"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
@@ -26,8 +27,9 @@ func login(t *testing.T, url string, id *kez.Identity, opts ...nats.Option) (*na
 	return nc, err
 }
 
-// sendAndReceive has from publish to to's inbox, then to fetch it from
-// its durable consumer, with exactly the rights the callout grants.
+// sendAndReceive has from send to to's inbox through the chat-server's
+// gate, then to pull it from its consumer, with exactly the rights the
+// callout grants.
 func sendAndReceive(t *testing.T, st *stacktest.Stack, from, to *stacktest.User, text string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -37,35 +39,29 @@ func sendAndReceive(t *testing.T, st *stacktest.Stack, from, to *stacktest.User,
 		t.Fatalf("login %s: %v", from.Name, err)
 	}
 	sjs, _ := jetstream.New(snc)
-	subject := callout.InboxSubjectPrefix + to.Key.String() + "." + from.Key.String()
-	if _, err := sjs.Publish(ctx, subject, []byte(text)); err != nil {
+	if _, err := sjs.Publish(ctx, callout.SendSubjectPrefix+to.Key.String()+"."+from.Key.String(), []byte(text)); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
 	rnc, err := login(t, st.NATSURL, to.Identity)
 	if err != nil {
 		t.Fatalf("login %s: %v", to.Name, err)
 	}
-	rjs, _ := jetstream.New(rnc)
-	cons, err := rjs.CreateOrUpdateConsumer(ctx, callout.DefaultStream, jetstream.ConsumerConfig{
-		Durable:       to.Key.String(),
-		FilterSubject: callout.InboxSubjectPrefix + to.Key.String() + ".>",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-	})
-	if err != nil {
+	if _, err := inbox.Open(ctx, rnc, to.Key.String(), 0); err != nil {
 		t.Fatalf("consumer: %v", err)
 	}
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	msgs, err := inbox.NewPuller(rnc, to.Key.String(), callout.DefaultStream).Fetch(ctx, 1, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for m := range batch.Messages() {
+	subject := callout.InboxSubjectPrefix + to.Key.String() + "." + from.Key.String()
+	for _, m := range msgs {
 		if string(m.Data()) != text || m.Subject() != subject {
 			t.Fatalf("got %q on %s", m.Data(), m.Subject())
 		}
 		m.Ack()
 		return
 	}
-	t.Fatalf("no message: %v", batch.Error())
+	t.Fatal("no message")
 }
 
 func TestStack(t *testing.T) {
@@ -110,7 +106,7 @@ func TestStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	sjs, _ := jetstream.New(snc)
-	subj := callout.InboxSubjectPrefix + bob.Key.String() + "." + alice.Key.String()
+	subj := callout.SendSubjectPrefix + bob.Key.String() + "." + alice.Key.String()
 	if _, err := sjs.Publish(context.Background(), subj, []byte("before restart")); err != nil {
 		t.Fatal(err)
 	}

@@ -156,6 +156,7 @@ func (s *system) startChat(t testing.TB, i int) {
 		KeysDir:         s.keysDir,
 		UserJWTLifetime: s.o.jwtLifetime,
 		Inbox:           callout.InboxConfig{Replicas: s.replicas()},
+		HTTPLimits:      handles.NoLimits(), // every user comes from loopback; hostile_httplimits_test.go tests the limits
 		Logger:          slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("server", fmt.Sprintf("chat%d", i)),
 	}
 	if s.o.jetstream {
@@ -275,7 +276,7 @@ func (g *sigServer) start(t testing.TB) {
 		t.Fatalf("sig-server listen %s: %v", g.addr, err)
 	}
 	g.addr = ln.Addr().String()
-	g.srv = &http.Server{Handler: sigchain.NewHandler(store, sigchain.WithLogger(log)), ReadHeaderTimeout: 10 * time.Second}
+	g.srv = &http.Server{Handler: sigchain.NewHandler(store, sigchain.WithLogger(log), sigchain.WithLimits(sigchain.NoLimits())), ReadHeaderTimeout: 10 * time.Second}
 	g.close = done
 	srv := g.srv
 	go srv.Serve(ln)

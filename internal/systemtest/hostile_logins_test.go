@@ -53,7 +53,7 @@ func TestLoginFloodProcesses(t *testing.T) {
 		{"defaults", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := startProcStack(t, procOptions{ChatArgs: append([]string{"--log-level", "info", "--login-summary-every", "1s"}, tc.args...)})
+			st := startProcStack(t, procOptions{NoHTTPLimits: true, ChatArgs: append([]string{"--log-level", "info", "--login-summary-every", "1s"}, tc.args...)})
 			ctx := testCtx(t, d+3*time.Minute)
 			var users []*user
 			for i := range 20 {

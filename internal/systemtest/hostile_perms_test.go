@@ -9,6 +9,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/internal/inbox"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -52,6 +53,10 @@ func TestPermissionMatrix(t *testing.T) {
 		"kez.v1.p2p." + A,               // alice's file signalling
 		"kez.v1.p2p.*",                  // everyone's
 		"$JS.ACK." + S + "." + A + ".>", // alice's acknowledgements
+		"kez.v1.deliver." + A + ".>",    // what alice's pulls deliver
+		"kez.v1.deliver.>",              // what everyone's deliver
+		"kez.v1.send.>",                 // everyone's sends
+		"kez.v1.ack.>",                  // the gate's side of acknowledgements
 		"$JS.API.>",                     // JetStream API traffic
 		"$JS.EVENT.>",                   // JetStream advisories
 		"$KV.KEZ_HANDLES.>",             // the registry's writes
@@ -59,7 +64,12 @@ func TestPermissionMatrix(t *testing.T) {
 		"$SYS.>",                        // system events
 	}
 	pubs := []string{
-		"kez.v1.inbox." + B + "." + A, // send as alice
+		"kez.v1.inbox." + B + "." + A, // store as alice, past the gate
+		"kez.v1.inbox." + A + "." + M, // store as herself, past the gate
+		"kez.v1.send." + B + "." + A,  // send as alice
+		"kez.v1.pull." + A,            // pull alice's consumer through the gate
+		"kez.v1.consumer." + A,        // remake alice's consumer through the gate
+		"kez.v1.ack." + S + "." + A + ".1.1.1.1.0",
 		"kez.v1.inbox." + A + "." + A,
 		"$JS.API.CONSUMER.CREATE." + S + "." + A + ".kez.v1.inbox." + A + ".>", // replace alice's consumer
 		"$JS.API.CONSUMER.CREATE." + S + "." + M + ".kez.v1.inbox." + A + ".>", // own name, alice's filter
@@ -138,12 +148,13 @@ func TestPermissionMatrix(t *testing.T) {
 	}
 	t.Logf("permission matrix: %d attempts (%d subscribe, %d publish), %d denied by the broker", len(subs)+len(pubs), len(subs), len(pubs), denied)
 
-	// Controls: what is mallory's own still works on the same connection.
+	// Controls: what is mallory's own still works on the same connection,
+	// through the chat-server's gate.
 	js, _ := jetstream.New(nc)
-	if _, err := js.Publish(ctx, "kez.v1.inbox."+B+"."+M, []byte("x")); err != nil {
-		t.Errorf("mallory's own publish: %v", err)
+	if _, err := js.Publish(ctx, "kez.v1.send."+B+"."+M, []byte("x")); err != nil {
+		t.Errorf("mallory's own send: %v", err)
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, S, jetstream.ConsumerConfig{Durable: M, FilterSubject: "kez.v1.inbox." + M + ".>", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+	if _, err := inbox.Open(ctx, nc, M, 0); err != nil {
 		t.Errorf("mallory's own consumer: %v", err)
 	}
 

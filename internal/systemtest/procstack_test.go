@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -16,6 +17,8 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // procDomain is the handle domain of a process stack.
@@ -34,6 +37,14 @@ type procOptions struct {
 	SigEnv   []string // extra environment of kez-sig-server
 	// NATSConfExtra is appended to the nats.conf the snippet gives.
 	NATSConfExtra string
+	// Admin adds an administrator to the chat account (docs/operators.md
+	// §2: a user in CHAT and in auth_users), for tests that inspect the
+	// inbox stream as the operator can: [procStack.AdminJetStream].
+	Admin bool
+	// NoHTTPLimits turns the servers' per-address HTTP rate limits off
+	// (every test client comes from loopback), for tests about something
+	// else that register many users. ChatArgs and SigArgs still win.
+	NoHTTPLimits bool
 }
 
 // procStack is a running process stack; see [startProcStack].
@@ -112,20 +123,27 @@ func startProcStack(t testing.TB, o procOptions) *procStack {
 	if err != nil {
 		t.Fatalf("kez-chat-server nats-config: %v", err)
 	}
-	s.NATS = natstest.StartProcess(t, string(out)+o.NATSConfExtra)
+	conf := string(out)
+	if o.Admin {
+		conf = strings.Replace(conf, "  CHAT {\n    jetstream: enabled\n", "  CHAT {\n    jetstream: enabled\n    users: [ { user: admin, password: \""+adminPassword+"\" } ]\n", 1)
+		conf = strings.Replace(conf, "auth_users: [ ", "auth_users: [ admin, ", 1)
+	}
+	s.NATS = natstest.StartProcess(t, conf+o.NATSConfExtra)
 	s.NATSURL = s.NATS.ClientURL()
 
 	ports := freeLoopbackPorts(t, 2)
 	sigAddr, chatAddr := "127.0.0.1:"+strconv.Itoa(ports[0]), "127.0.0.1:"+strconv.Itoa(ports[1])
 	s.SigURL, s.ChatURL, s.Domain = "http://"+sigAddr, "http://"+chatAddr, procDomain
 
-	s.sig = startServerProc(t, filepath.Join(bins, "kez-sig-server"), append([]string{
-		"--listen", sigAddr, "--db", filepath.Join(s.Dir, "sig.db"), "--log-level", "debug",
-	}, o.SigArgs...), o.SigEnv, filepath.Join(s.Dir, "sig-server.log"))
-	s.chat = startServerProc(t, filepath.Join(bins, "kez-chat-server"), append([]string{
-		"--listen", chatAddr, "--domain", s.Domain, "--sig-server", s.SigURL, "--nats", s.NATSURL,
-		"--db", filepath.Join(s.Dir, "chat.db"), "--keys", s.KeysDir, "--log-level", "debug",
-	}, o.ChatArgs...), o.ChatEnv, filepath.Join(s.Dir, "chat-server.log"))
+	sigArgs := []string{"--listen", sigAddr, "--db", filepath.Join(s.Dir, "sig.db"), "--log-level", "debug"}
+	chatArgs := []string{"--listen", chatAddr, "--domain", s.Domain, "--sig-server", s.SigURL, "--nats", s.NATSURL,
+		"--db", filepath.Join(s.Dir, "chat.db"), "--keys", s.KeysDir, "--log-level", "debug"}
+	if o.NoHTTPLimits {
+		sigArgs = append(sigArgs, "--appends-per-ip", "off", "--chains-per-ip", "off", "--appends-per-key", "off", "--reads-per-ip", "off")
+		chatArgs = append(chatArgs, "--claims-per-ip", "off", "--claims-per-key", "off", "--reads-per-ip", "off")
+	}
+	s.sig = startServerProc(t, filepath.Join(bins, "kez-sig-server"), append(sigArgs, o.SigArgs...), o.SigEnv, filepath.Join(s.Dir, "sig-server.log"))
+	s.chat = startServerProc(t, filepath.Join(bins, "kez-chat-server"), append(chatArgs, o.ChatArgs...), o.ChatEnv, filepath.Join(s.Dir, "chat-server.log"))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("kez-chat-server log (tail):\n%s", tail(s.chatLog(), 12000))
@@ -135,6 +153,26 @@ func startProcStack(t testing.TB, o procOptions) *procStack {
 	s.sig.waitHTTP(t, s.SigURL+"/readyz")
 	s.chat.waitHTTP(t, s.ChatURL+"/readyz")
 	return s
+}
+
+// adminPassword is the chat account administrator's password (Admin).
+const adminPassword = "kez-systemtest-admin"
+
+// AdminJetStream logs in as the chat account's administrator (the stack
+// must have been started with Admin) and returns its JetStream handle; the
+// connection is closed in t.Cleanup.
+func (s *procStack) AdminJetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(s.NATSURL, nats.UserInfo("admin", adminPassword), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("admin login: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
 
 // freeLoopbackPorts returns n distinct free TCP ports on 127.0.0.1.

@@ -24,9 +24,25 @@
 // seqno in decimal). A chain's head is the last message on
 // kez.v1.chain.<key>.>, its ID the CID of the message body. The stream is
 // file-backed, has no age or size limit, refuses new messages rather than
-// dropping old ones if the operator sets one (discard new), denies
-// deletes and purges (chains are append-only down to the storage), and
-// allows direct gets (for Links, below).
+// dropping old ones if the operator sets one (discard new), denies deletes
+// of single messages, and allows direct gets (for Links, below) and purges
+// (for the collection of orphan chains, below; a stream made by an earlier
+// version denies purges, and then nothing is collected).
+//
+// # Orphan chains
+//
+// Before an eldest link that names no handle, Append publishes an empty
+// marker on kez.v1.chain.<key> (outside the chain's filter): the chain is
+// an orphan candidate from then on. [Store.CollectOrphans] lists the
+// markers, and for each one stored before the cutoff reads the chain
+// again; if no link names a handle, it publishes a fence,
+// kez.v1.chain.<key>.gc, on condition that the chain's head is still the
+// one it read (the same expected-last-sequence check appends use), then
+// purges the chain and its marker up to the fence. An append racing it
+// either lands first (the fence fails, the chain is kept) or follows the
+// fence (it sees no chain). Readers treat a fenced chain as absent; a fence
+// left by a collection that stopped midway is purged by the next one.
+// Markers of chains that did name a handle are dropped as they are found.
 //
 // # Appends
 //

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
@@ -17,6 +18,7 @@ type msg struct {
 	subject string
 	seq     uint64
 	data    []byte
+	time    time.Time // when the server stored it
 }
 
 // last returns the last message on subject (a filter may have
@@ -31,7 +33,7 @@ func (s *Store) last(ctx context.Context, subject string) (*msg, error) {
 	if m == nil {
 		return nil, nil
 	}
-	return &msg{subject: m.Subject, seq: m.Seq, data: m.Data}, nil
+	return &msg{subject: m.Subject, seq: m.Seq, data: m.Data, time: m.Time}, nil
 }
 
 // batches routes the answers of direct batch gets to the Links call

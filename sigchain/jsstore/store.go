@@ -58,6 +58,8 @@ func WithReplicas(n int) Option { return func(c *config) { c.replicas = n } }
 // concurrent use, also by many processes sharing the stream.
 type Store struct {
 	js        jetstream.JetStream
+	st        jetstream.Stream
+	denyPurge bool // a stream made by an earlier version: no collection
 	nc        *nats.Conn
 	stream    string
 	prefix    string           // "<prefix>."
@@ -67,7 +69,7 @@ type Store struct {
 	timeout   time.Duration
 }
 
-var _ sigchain.Store = (*Store)(nil)
+var _ sigchain.OrphanCollector = (*Store)(nil)
 
 // New opens the chain store in the stream of js's account, creating the
 // stream if it does not exist. js must come from a connection allowed to
@@ -89,7 +91,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	filter := cfg.prefix + ".>"
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.stream,
-		Description: "KEZ chat sigchains: " + cfg.prefix + ".<key>.<seqno>, one link a message, append-only",
+		Description: "KEZ chat sigchains: " + cfg.prefix + ".<key>.<seqno>, one link a message, append-only; " + cfg.prefix + ".<key> marks an orphan chain",
 		Subjects:    []string{filter},
 		Retention:   jetstream.LimitsPolicy,
 		MaxMsgs:     -1,
@@ -99,7 +101,6 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.replicas,
 		DenyDelete:  true,
-		DenyPurge:   true,
 		AllowDirect: true, // for Links; see there
 	})
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -119,6 +120,8 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	return &Store{
 		batches:   b,
 		js:        js,
+		st:        st,
+		denyPurge: st.CachedInfo().Config.DenyPurge,
 		nc:        js.Conn(),
 		stream:    cfg.stream,
 		prefix:    cfg.prefix + ".",
@@ -154,7 +157,8 @@ func (s *Store) linkSubject(k kez.PublicKey, seqno uint64) string {
 }
 
 // headAt returns the head of key's chain and its stream sequence, or
-// sigchain.ErrNotFound.
+// sigchain.ErrNotFound (with the sequence of a collection's fence, if
+// the chain is being collected, so that an append can follow it).
 func (s *Store) headAt(ctx context.Context, key kez.PublicKey) (sigchain.Head, uint64, error) {
 	m, err := s.last(ctx, s.chainFilter(key))
 	if err != nil {
@@ -164,6 +168,9 @@ func (s *Store) headAt(ctx context.Context, key kez.PublicKey) (sigchain.Head, u
 		return sigchain.Head{}, 0, sigchain.ErrNotFound
 	}
 	want := s.prefix + key.String() + "."
+	if m.subject == want+fenceToken {
+		return sigchain.Head{}, m.seq, sigchain.ErrNotFound
+	}
 	seqno, err := strconv.ParseUint(strings.TrimPrefix(m.subject, want), 10, 64)
 	if !strings.HasPrefix(m.subject, want) || err != nil || seqno == 0 {
 		return sigchain.Head{}, 0, fmt.Errorf("jsstore: the stream holds a message on %q, which is not <prefix>.<key>.<seqno>", m.subject)
@@ -258,12 +265,20 @@ func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 	if !follows {
 		return &sigchain.ConflictError{Head: h}
 	}
+	if link.Seqno() == 1 && link.NamedHandle() == "" {
+		if err := s.markOrphan(ctx, key); err != nil {
+			return err
+		}
+	}
 	_, err = s.js.PublishMsg(ctx, &nats.Msg{Subject: s.linkSubject(key, link.Seqno()), Data: link.Bytes()},
 		jetstream.WithExpectStream(s.stream),
 		jetstream.WithExpectLastSequenceForSubject(seq, s.chainFilter(key)))
 	if isConflict(err) {
 		// Another append reached the chain first; report its head.
 		h, _, herr := s.headAt(ctx, key)
+		if errors.Is(herr, sigchain.ErrNotFound) {
+			return &sigchain.ConflictError{} // collected meanwhile
+		}
 		if herr != nil {
 			return fmt.Errorf("jsstore: the chain's head moved, and reading it failed: %w", herr)
 		}

@@ -60,7 +60,7 @@ func TestLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := st.CachedInfo().Config
-	if !cfg.DenyDelete || !cfg.DenyPurge || cfg.Discard != jetstream.DiscardNew || cfg.Storage != jetstream.FileStorage ||
+	if !cfg.DenyDelete || cfg.DenyPurge || cfg.Discard != jetstream.DiscardNew || cfg.Storage != jetstream.FileStorage ||
 		cfg.MaxMsgSize != sigchain.MaxLinkSize || !cfg.AllowDirect || len(cfg.Subjects) != 1 || cfg.Subjects[0] != "kez.v1.chain.>" {
 		t.Fatalf("stream config %+v", cfg)
 	}
@@ -74,12 +74,10 @@ func TestLayout(t *testing.T) {
 			t.Fatalf("linkID differs from the link's ID")
 		}
 	}
-	// Append-only down to the storage.
+	// No link can be deleted on its own; only the collection of orphan
+	// chains purges (whole chains).
 	if err := st.DeleteMsg(ctx, 1); err == nil {
 		t.Fatal("the stream let a link be deleted")
-	}
-	if err := st.Purge(ctx); err == nil {
-		t.Fatal("the stream let the links be purged")
 	}
 	// A second replica starting later uses the stream as it is.
 	s2, err := New(ctx, natstest.ConnectJetStream(t, srv.ClientURL()), WithReplicas(1))
@@ -212,21 +210,7 @@ func TestHandlerReplicas(t *testing.T) {
 // gets still serves every read, from the leader.
 func TestStreamWithoutDirectGets(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, natstest.JetStreamConf)
-	js := natstest.ConnectJetStream(t, srv.ClientURL())
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{"kez.v1.chain.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	links := storetest.Chain(t, storetest.Identity(t, 1), 20)
-	for _, l := range links {
-		if err := s.Append(ctx, l); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, links := onStream(t, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{"kez.v1.chain.>"}}, 20)
 	got, h, err := s.Links(ctx, links[0].Key(), 3, 10)
 	if err != nil || len(got) != 10 || h.Seqno != 20 {
 		t.Fatalf("%d links, head %v, %v", len(got), h, err)
@@ -236,4 +220,78 @@ func TestStreamWithoutDirectGets(t *testing.T) {
 			t.Fatalf("link %d differs", 4+i)
 		}
 	}
+}
+
+// TestCollectAfterAStop stops a collection between its fence and its
+// purge (the fence is published by hand): the chain reads as absent at
+// once, its key can start again, and the next collection purges what the
+// first one left.
+func TestCollectAfterAStop(t *testing.T) {
+	ctx := context.Background()
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
+	s, err := New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := storetest.Identity(t, 1)
+	orphan := storetest.Chain(t, id, 1)[0]
+	if err := s.Append(ctx, orphan); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "kez.v1.chain."+id.PublicKey().String()+".gc", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Head(ctx, id.PublicKey()); !errors.Is(err, sigchain.ErrNotFound) {
+		t.Fatalf("a fenced chain: %v, want ErrNotFound", err)
+	}
+	if n, err := s.CollectOrphans(ctx, time.Now().Add(time.Hour)); n != 1 || err != nil {
+		t.Fatalf("collecting the rest: %d, %v", n, err)
+	}
+	st, err := s.st.Info(ctx, jetstream.WithSubjectFilter("kez.v1.chain.>"))
+	if err != nil || st.State.Msgs != 0 {
+		t.Fatalf("left in the stream: %+v, %v", st.State.Subjects, err)
+	}
+	// The key starts again.
+	if err := s.Append(ctx, orphan); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.Head(ctx, id.PublicKey()); err != nil || h.Seqno != 1 {
+		t.Fatalf("%v %v", h, err)
+	}
+}
+
+// TestCollectRefusedOnAnOldStream opens a stream as an earlier version
+// made it, with deny_purge, which JetStream cannot lift: the store works,
+// and collecting says why it cannot.
+func TestCollectRefusedOnAnOldStream(t *testing.T) {
+	ctx := context.Background()
+	s, _ := onStream(t, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{DefaultSubjectPrefix + ".>"}, DenyDelete: true, DenyPurge: true}, 2)
+	if n, err := s.CollectOrphans(ctx, time.Now().Add(time.Hour)); n != 0 || !errors.Is(err, ErrCannotCollect) {
+		t.Fatalf("%d, %v; want ErrCannotCollect", n, err)
+	}
+}
+
+// onStream opens a store on a stream made beforehand with cfg (as an
+// operator or an earlier version made it) and appends n links of one
+// chain.
+func onStream(t *testing.T, cfg jetstream.StreamConfig, n int) (*Store, []*sigchain.Link) {
+	t.Helper()
+	ctx := context.Background()
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := storetest.Chain(t, storetest.Identity(t, 1), n)
+	for _, l := range links {
+		if err := s.Append(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, links
 }

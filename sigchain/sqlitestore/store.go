@@ -11,6 +11,12 @@
 // It uses the pure-Go modernc.org/sqlite driver (no cgo). Several
 // processes may open the same file; writers wait for each other up to the
 // busy timeout.
+//
+// The store keeps a table of orphan chains (none of whose links named a
+// handle, see [sigchain.OrphanCollector]) with the time each was made,
+// updated in the transaction of each append, and [Store.CollectOrphans]
+// deletes the old ones. Opening a file of schema version 1 lists its
+// existing orphans as made at that moment.
 package sqlitestore
 
 import (
@@ -19,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/internal/sqlitedb"
@@ -38,26 +45,54 @@ CREATE TABLE IF NOT EXISTS links (
 ) WITHOUT ROWID;
 `
 
-// Store is a SQLite-backed [sigchain.Store]. It is safe for concurrent use.
+// orphans is version 2: the chains none of whose links named a handle,
+// with when their eldest link was stored (Unix seconds). Chains already
+// stored count from the migration on.
+const orphans = `
+CREATE TABLE orphans (
+	chain TEXT    NOT NULL PRIMARY KEY,
+	since INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX orphans_since ON orphans (since);
+INSERT INTO orphans (chain, since)
+	SELECT chain, CAST(strftime('%s', 'now') AS INTEGER) FROM links GROUP BY chain
+	HAVING SUM(json_extract(CAST(link AS TEXT), '$.type') IN ('eldest', 'set_handle')
+	           AND json_extract(CAST(link AS TEXT), '$.body.handle') != '') = 0;
+`
+
+// Store is a SQLite-backed [sigchain.Store] and
+// [sigchain.OrphanCollector]. It is safe for concurrent use.
 type Store struct {
-	db *sql.DB
-	mu sync.Mutex // serialises this process's writers; SQLite locks across processes
+	db  *sql.DB
+	mu  sync.Mutex // serialises this process's writers; SQLite locks across processes
+	now func() time.Time
 }
 
-var _ sigchain.Store = (*Store)(nil)
+var _ sigchain.OrphanCollector = (*Store)(nil)
+
+// Option configures [Open].
+type Option func(*Store)
+
+// WithClock sets the clock that dates new orphan chains (default
+// time.Now).
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
 
 // Open opens or creates the database file at path and prepares its schema.
-func Open(path string) (*Store, error) {
+func Open(path string, opts ...Option) (*Store, error) {
 	// FULL: an append the sig-server acknowledged survives a power loss.
 	db, err := sqlitedb.Open(path, sqlitedb.Options{FullSync: true})
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: opening %s: %w", path, err)
 	}
-	if err := sqlitedb.Migrate(db, []string{schema}); err != nil {
+	if err := sqlitedb.Migrate(db, []string{schema, orphans}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlitestore: preparing %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	s := &Store{db: db, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // Close closes the database.
@@ -128,7 +163,9 @@ func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limi
 }
 
 // Append implements [sigchain.Store]: inside one IMMEDIATE transaction it
-// reads the head, checks that link follows it, and inserts.
+// reads the head, checks that link follows it, inserts, and lists a new
+// chain without a handle as an orphan or takes a chain whose link names a
+// handle off the list.
 func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -151,8 +188,73 @@ func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 		k, int64(link.Seqno()), link.ID().String(), link.Bytes()); err != nil {
 		return fmt.Errorf("sqlitestore: storing link: %w", err)
 	}
+	switch {
+	case link.NamedHandle() != "":
+		_, err = tx.ExecContext(ctx, "DELETE FROM orphans WHERE chain = ?", k)
+	case link.Seqno() == 1:
+		_, err = tx.ExecContext(ctx, "INSERT INTO orphans (chain, since) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET since = excluded.since", k, s.now().Unix())
+	}
+	if err != nil {
+		return fmt.Errorf("sqlitestore: storing link: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlitestore: storing link: %w", err)
 	}
 	return nil
+}
+
+// collectBatch bounds the chains one transaction of CollectOrphans
+// deletes, so appends do not wait long behind it.
+const collectBatch = 256
+
+// CollectOrphans implements [sigchain.OrphanCollector]: it deletes the
+// orphan chains made before cutoff, up to 256 chains per transaction.
+func (s *Store) CollectOrphans(ctx context.Context, cutoff time.Time) (int, error) {
+	total := 0
+	for {
+		n, err := s.collectBatch(ctx, cutoff.Unix())
+		total += n
+		if err != nil || n < collectBatch {
+			return total, err
+		}
+	}
+}
+
+func (s *Store) collectBatch(ctx context.Context, cutoff int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("sqlitestore: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, "SELECT chain FROM orphans WHERE since < ? ORDER BY since LIMIT ?", cutoff, collectBatch)
+	if err != nil {
+		return 0, fmt.Errorf("sqlitestore: listing orphans: %w", err)
+	}
+	var chains []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("sqlitestore: listing orphans: %w", err)
+		}
+		chains = append(chains, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("sqlitestore: listing orphans: %w", err)
+	}
+	for _, c := range chains {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM links WHERE chain = ?", c); err != nil {
+			return 0, fmt.Errorf("sqlitestore: deleting an orphan chain: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM orphans WHERE chain = ?", c); err != nil {
+			return 0, fmt.Errorf("sqlitestore: deleting an orphan chain: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("sqlitestore: deleting orphan chains: %w", err)
+	}
+	return len(chains), nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/sigchain/storetest"
 )
 
 func chain(t *testing.T, n int) []*sigchain.Link {
@@ -139,5 +140,113 @@ func TestNewerSchemaRefused(t *testing.T) {
 	db.Close()
 	if _, err := Open(path); err == nil || !strings.Contains(err.Error(), "newer") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestOrphanAgeByClock dates orphans with an injected clock: a
+// collection whose cutoff is one second before the orphan was made keeps
+// it, one at the moment after deletes it, and a chain with a handle made
+// at the same time is kept.
+func TestOrphanAgeByClock(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"), WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	orphan := chain(t, 1)[0] // the eldest link names no handle
+	named := handled(t)
+	for _, l := range []*sigchain.Link{orphan, named} {
+		if err := s.Append(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.CollectOrphans(ctx, now); n != 0 || err != nil {
+		t.Fatalf("cutoff at the moment it was made: %d, %v", n, err)
+	}
+	if n, err := s.CollectOrphans(ctx, now.Add(time.Second)); n != 1 || err != nil {
+		t.Fatalf("cutoff a second later: %d, %v", n, err)
+	}
+	if _, err := s.Head(ctx, orphan.Key()); !errors.Is(err, sigchain.ErrNotFound) {
+		t.Fatalf("orphan: %v", err)
+	}
+	if h, err := s.Head(ctx, named.Key()); err != nil || h.Seqno != 1 {
+		t.Fatalf("the chain with a handle: %v %v", h, err)
+	}
+}
+
+// handled returns an eldest link naming a handle, of another key than
+// chain's.
+func handled(t *testing.T) *sigchain.Link {
+	id, err := kez.FromWords("zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo zoo vote")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := sigchain.NewLink(id, nil, sigchain.TypeEldest, sigchain.EldestBody(id.PublicKey(), id.EncryptionKey(0).PublicKey(), 0, "zoo@kez.lat"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestMigrationListsOrphans opens a file of schema version 1 (made by an
+// earlier version) holding two orphan chains, a chain whose eldest link
+// names a handle and one that named a handle in a later set_handle link:
+// the migration lists only the orphans, dated at the migration, and an
+// orphan that then names a handle leaves the list.
+func TestMigrationListsOrphans(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schema + "PRAGMA user_version = 1;"); err != nil {
+		t.Fatal(err)
+	}
+	orphan := storetest.Chain(t, storetest.Identity(t, 1), 1)
+	setLater := storetest.Chain(t, storetest.Identity(t, 2), 2) // eldest without, then set_handle
+	namesLater := storetest.Chain(t, storetest.Identity(t, 3), 2)
+	var stored []*sigchain.Link
+	stored = append(stored, orphan...)
+	stored = append(stored, setLater...)
+	stored = append(stored, handled(t), namesLater[0])
+	for _, l := range stored {
+		if _, err := db.Exec("INSERT INTO links (chain, seqno, id, link) VALUES (?, ?, ?, ?)", l.Key().String(), l.Seqno(), l.ID().String(), l.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	migrated := time.Now().Unix()
+	s := open(t, path)
+	got := map[string]bool{}
+	rows, err := s.db.QueryContext(ctx, "SELECT chain, since FROM orphans")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var c string
+		var since int64
+		if err := rows.Scan(&c, &since); err != nil {
+			t.Fatal(err)
+		}
+		if since < migrated-1 || since > time.Now().Unix()+1 {
+			t.Errorf("orphan dated %d, want the migration's time %d", since, migrated)
+		}
+		got[c] = true
+	}
+	rows.Close()
+	if len(got) != 2 || !got[orphan[0].Key().String()] || !got[namesLater[0].Key().String()] {
+		t.Fatalf("orphans after the migration: %v, want the 2 chains that never named a handle", got)
+	}
+	if err := s.Append(ctx, namesLater[1]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.CollectOrphans(ctx, time.Now().Add(time.Hour)); n != 1 || err != nil {
+		t.Fatalf("collected %d, %v; want only the orphan that never named a handle", n, err)
+	}
+	if _, err := s.Head(ctx, namesLater[0].Key()); err != nil {
+		t.Fatalf("the chain that named a handle after the migration: %v", err)
 	}
 }

@@ -10,7 +10,10 @@
 //	}
 //
 // The SQLite store (sigchain/sqlitestore) and the JetStream store
-// (sigchain/jsstore) both run it. [Chain] builds valid chains for tests
+// (sigchain/jsstore) both run it. It also checks the sig-server's caps on
+// a chain's size through [sigchain.NewHandler] over the store, and, for
+// a store that is a [sigchain.OrphanCollector], the collection of orphan
+// chains. [Chain] builds valid chains for tests
 // and benchmarks. Use it only from tests.
 package storetest
 
@@ -42,6 +45,9 @@ func Run(t *testing.T, open Open) {
 	t.Run("IndependentChains", func(t *testing.T) { testIndependent(t, open) })
 	t.Run("ConcurrentAppends", func(t *testing.T) { testConcurrentSame(t, open) })
 	t.Run("ConcurrentForks", func(t *testing.T) { testConcurrentForks(t, open) })
+	t.Run("Caps", func(t *testing.T) { testCaps(t, open) })
+	t.Run("Orphans", func(t *testing.T) { testOrphans(t, open) })
+	t.Run("OrphanRace", func(t *testing.T) { testOrphanRace(t, open) })
 }
 
 // Identity returns a fixed identity for i: the same i gives the same keys.

@@ -1,0 +1,404 @@
+package chatserver_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/internal/inbox"
+	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/natsconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// gateUser is a registered user logged in to NATS with raw nats.go, the
+// way an attacker with one registered key talks to the broker.
+type gateUser struct {
+	key  kez.PublicKey
+	nc   *nats.Conn
+	errs chan error
+}
+
+func gateLogin(t testing.TB, st *stacktest.Stack, name string) *gateUser {
+	t.Helper()
+	u := st.NewUser(t, name)
+	g := &gateUser{key: u.Key, errs: make(chan error, 64)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nc, err := natsconn.Connect(ctx, st.NATSURL, u.Identity, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case g.errs <- err:
+		default:
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	g.nc = nc
+	return g
+}
+
+// send asks the gate to store data for to, as g, and returns its answer.
+func (g *gateUser) send(t testing.TB, to kez.PublicKey, data []byte) *nats.Msg {
+	t.Helper()
+	m := nats.NewMsg(callout.SendSubjectPrefix + to.String() + "." + g.key.String())
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%x", time.Now().UnixNano()))
+	resp, err := g.nc.RequestMsg(m, 5*time.Second)
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	return resp
+}
+
+// gateCode returns the err_code of a gate or JetStream error answer, 0
+// for an acknowledgement.
+func gateCode(t testing.TB, m *nats.Msg) (int, string) {
+	t.Helper()
+	var r struct {
+		Stream string `json:"stream"`
+		Error  *struct {
+			Code        int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		t.Fatalf("answer %q: %v", m.Data, err)
+	}
+	if r.Error == nil {
+		if r.Stream != callout.DefaultStream {
+			t.Fatalf("answer %q is neither an error nor an acknowledgement", m.Data)
+		}
+		return 0, ""
+	}
+	return r.Error.Code, r.Error.Description
+}
+
+// wantViolation waits for the broker to report a permissions violation
+// naming subj to g.
+func (g *gateUser) wantViolation(t testing.TB, subj string) {
+	t.Helper()
+	g.nc.Flush()
+	select {
+	case err := <-g.errs:
+		if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), subj) {
+			t.Fatalf("want a violation for %s, got %v", subj, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no permissions violation for %s", subj)
+	}
+}
+
+func streamMsgs(t testing.TB, st *stacktest.Stack) uint64 {
+	t.Helper()
+	s, err := st.JetStream(t).Stream(context.Background(), callout.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().State.Msgs
+}
+
+// TestGateSendRules: the gate stores mail for registered recipients under
+// the true sender's token, refuses unknown recipients with a code, and a
+// user cannot publish under another's token or outside the gate.
+func TestGateSendRules(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	mallory, bob := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob")
+
+	// Positive control: a send to bob is stored under mallory's token.
+	if code, desc := gateCode(t, mallory.send(t, bob.key, []byte("hello"))); code != 0 {
+		t.Fatalf("send to bob refused: %d %s", code, desc)
+	}
+	if n := streamMsgs(t, st); n != 1 {
+		t.Fatalf("stream holds %d", n)
+	}
+	if info := st.ConsumerInfo(t, bob.key); info.NumPending != 1 {
+		t.Fatalf("bob's consumer (made by the gate) has %d pending", info.NumPending)
+	}
+
+	// An unregistered recipient is refused; nothing stored.
+	stranger := stacktest.Identity("nobody").PublicKey()
+	if code, _ := gateCode(t, mallory.send(t, stranger, []byte("x"))); code != callout.ErrCodeUnknownRecipient {
+		t.Fatalf("send to an unregistered key: code %d", code)
+	}
+	// A recipient token that is no key at all.
+	m := nats.NewMsg(callout.SendSubjectPrefix + "notakey." + mallory.key.String())
+	resp, err := mallory.nc.RequestMsg(m, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := gateCode(t, resp); code != callout.ErrCodeBadRequest {
+		t.Fatalf("send to a non-key: code %d", code)
+	}
+
+	// Under bob's sender token: the broker refuses the publish.
+	subj := callout.SendSubjectPrefix + mallory.key.String() + "." + bob.key.String()
+	mallory.nc.Publish(subj, []byte("I am bob"))
+	mallory.wantViolation(t, subj)
+
+	// Straight into the stream's subjects: no such grant.
+	subj = callout.InboxSubjectPrefix + bob.key.String() + "." + mallory.key.String()
+	mallory.nc.Publish(subj, []byte("bypass"))
+	mallory.wantViolation(t, subj)
+
+	// A reply subject the server reserves for imports or acknowledgements
+	// is refused for a client.
+	for _, reply := range []string{"_R_.abc.def", "$JS.ACK." + callout.DefaultStream + "." + bob.key.String() + ".1.1.1.1.0"} {
+		mallory.nc.PublishRequest(callout.SendSubjectPrefix+bob.key.String()+"."+mallory.key.String(), reply, []byte("x"))
+		mallory.wantViolation(t, reply)
+	}
+	if n := streamMsgs(t, st); n != 1 {
+		t.Fatalf("stream holds %d, want 1", n)
+	}
+}
+
+// TestGateChainedAnswers: a user who names another user's send subject as
+// the reply of its own request has the gate's answer delivered there, in
+// the user account; the gate does not take that answer for a request
+// from the other user (the request info names no user), so nothing is
+// stored under a token that is not the publisher's.
+func TestGateChainedAnswers(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	mallory, bob, carol := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob"), gateLogin(t, st, "carol")
+	if code, _ := gateCode(t, carol.send(t, bob.key, []byte("for bob"))); code != 0 { // bob's consumer, one message
+		t.Fatal("refused")
+	}
+	targets := []string{
+		callout.SendSubjectPrefix + carol.key.String() + "." + bob.key.String(),
+		callout.ConsumerSubjectPrefix + bob.key.String(),
+		callout.PullSubjectPrefix + bob.key.String(),
+		callout.DeliverSubjectPrefix + bob.key.String() + ".x",
+	}
+	for _, reply := range targets {
+		mallory.nc.PublishRequest(callout.SendSubjectPrefix+carol.key.String()+"."+mallory.key.String(), reply, []byte(`{"batch":5,"deliver":"x"}`))
+	}
+	// The answers went to those subjects (nobody may publish there
+	// directly): wait until the gate forwarded mallory's four messages.
+	deadline := time.Now().Add(10 * time.Second)
+	for streamMsgs(t, st) < uint64(len(targets))+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gate stored %d of mallory's messages", streamMsgs(t, st))
+		}
+		mallory.nc.Flush()
+	}
+	// Only mallory's own messages are in carol's inbox: a probe from
+	// carol's own send shows the gate has handled everything before it.
+	if code, _ := gateCode(t, carol.send(t, carol.key, []byte("probe"))); code != 0 {
+		t.Fatal("carol's probe refused")
+	}
+	js := st.JetStream(t)
+	s, err := js.Stream(context.Background(), callout.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(callout.InboxSubjectPrefix+">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for subj, n := range info.State.Subjects {
+		if !strings.HasSuffix(subj, "."+mallory.key.String()) && !strings.HasSuffix(subj, "."+carol.key.String()) {
+			t.Errorf("%d messages stored under %s", n, subj)
+		}
+	}
+	if ci := st.ConsumerInfo(t, bob.key); ci.Delivered.Consumer != 0 || ci.NumWaiting != 0 {
+		t.Errorf("bob's consumer was pulled: %+v", ci)
+	}
+}
+
+// TestGateSenderQuota: past its burst a sender is refused with the quota
+// code; another sender to the same recipient is not.
+func TestGateSenderQuota(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{SenderRate: 0.001, SenderBurst: 3}})
+	mallory, bob, carol := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob"), gateLogin(t, st, "carol")
+	for i := range 3 {
+		if code, _ := gateCode(t, mallory.send(t, bob.key, []byte("x"))); code != 0 {
+			t.Fatalf("send %d refused: %d", i, code)
+		}
+	}
+	if code, _ := gateCode(t, mallory.send(t, bob.key, []byte("x"))); code != callout.ErrCodeSenderQuota {
+		t.Fatalf("4th send: code %d", code)
+	}
+	// Refused sends count too: unknown recipients do not escape the quota.
+	if code, _ := gateCode(t, mallory.send(t, stacktest.Identity("nobody").PublicKey(), []byte("x"))); code != callout.ErrCodeSenderQuota {
+		t.Fatalf("send to a stranger over quota: code %d", code)
+	}
+	if code, _ := gateCode(t, carol.send(t, bob.key, []byte("x"))); code != 0 {
+		t.Fatalf("carol refused: %d", code)
+	}
+	body := fetch(t, st.ServerURL+"/metrics")
+	for _, want := range []string{
+		`kez_chat_gate_refusals_total{reason="sender_quota"} 2`,
+		`kez_chat_gate_limit{name="sender_burst"} 3`,
+		`kez_chat_gate_requests_total{kind="send",result="forwarded"} 4`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// TestGateRecipientQuota: all senders together are held to the
+// recipient's rate; the recipient's own quota does not stop others'
+// mail to other recipients.
+func TestGateRecipientQuota(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{RecipientRate: 0.001, RecipientBurst: 2}})
+	a, b, bob, dave := gateLogin(t, st, "anna"), gateLogin(t, st, "bert"), gateLogin(t, st, "bob"), gateLogin(t, st, "dave")
+	for _, u := range []*gateUser{a, b} {
+		if code, _ := gateCode(t, u.send(t, bob.key, []byte("x"))); code != 0 {
+			t.Fatalf("refused: %d", code)
+		}
+	}
+	if code, _ := gateCode(t, a.send(t, bob.key, []byte("x"))); code != callout.ErrCodeRecipientQuota {
+		t.Fatalf("3rd message to bob: code %d", code)
+	}
+	if code, _ := gateCode(t, a.send(t, dave.key, []byte("x"))); code != 0 {
+		t.Fatalf("a message to dave: code %d", code)
+	}
+}
+
+// TestGateUnreadCapPerSender: one sender leaves at most
+// MaxMsgsPerSubject unread messages in one inbox; the stream refuses more
+// to that sender only, and evicts nothing.
+func TestGateUnreadCapPerSender(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{Inbox: callout.InboxConfig{MaxMsgsPerSubject: 2}})
+	mallory, carol, bob := gateLogin(t, st, "mallory"), gateLogin(t, st, "carol"), gateLogin(t, st, "bob")
+	if code, _ := gateCode(t, carol.send(t, bob.key, []byte("carol's"))); code != 0 {
+		t.Fatal("carol refused")
+	}
+	for range 2 {
+		if code, _ := gateCode(t, mallory.send(t, bob.key, []byte("x"))); code != 0 {
+			t.Fatal("mallory refused early")
+		}
+	}
+	code, desc := gateCode(t, mallory.send(t, bob.key, []byte("x")))
+	if code == 0 || !strings.Contains(desc, "maximum messages per subject") {
+		t.Fatalf("3rd unread message: %d %q", code, desc)
+	}
+	if code, _ := gateCode(t, carol.send(t, bob.key, []byte("carol's second"))); code != 0 {
+		t.Fatal("carol refused after mallory's flood")
+	}
+	deadline := time.Now().Add(10 * time.Second) // the consumer's count follows the stream shortly
+	for info := st.ConsumerInfo(t, bob.key); info.NumPending != 4; info = st.ConsumerInfo(t, bob.key) {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob has %d waiting, want 4", info.NumPending)
+		}
+	}
+}
+
+// TestGatePullAndAckOnlyOwn: a user pulls and acknowledges only its own
+// consumer; the gate ignores malformed pulls.
+func TestGatePullAndAckOnlyOwn(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	mallory, bob := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob")
+	if code, _ := gateCode(t, mallory.send(t, bob.key, []byte("for bob"))); code != 0 {
+		t.Fatal("refused")
+	}
+	for _, subj := range []string{
+		callout.PullSubjectPrefix + bob.key.String(),
+		callout.ConsumerSubjectPrefix + bob.key.String(),
+		"$JS.ACK." + callout.DefaultStream + "." + bob.key.String() + ".1.1.1.1.0",
+	} {
+		mallory.nc.Publish(subj, []byte(`{"batch":1,"deliver":"steal"}`))
+		mallory.wantViolation(t, subj)
+	}
+	// Mallory cannot subscribe to bob's deliver subjects either.
+	if _, err := mallory.nc.SubscribeSync(callout.DeliverSubjectPrefix + bob.key.String() + ".>"); err != nil {
+		t.Fatal(err)
+	}
+	mallory.wantViolation(t, callout.DeliverSubjectPrefix+bob.key.String())
+
+	// Bob pulls his own: a malformed token is dropped, a good one works.
+	sub, err := bob.nc.SubscribeSync(callout.DeliverSubjectPrefix + bob.key.String() + ".t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.nc.Publish(callout.PullSubjectPrefix+bob.key.String(), []byte(`{"batch":1,"deliver":"t.1"}`))
+	bob.nc.Publish(callout.PullSubjectPrefix+bob.key.String(), []byte(`{"batch":1,"no_wait":true,"deliver":"t1"}`))
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != "for bob" || !strings.HasPrefix(m.Reply, "$JS.ACK."+callout.DefaultStream+"."+bob.key.String()+".") {
+		t.Fatalf("delivered %q reply %q", m.Data, m.Reply)
+	}
+	if err := bob.nc.Publish(m.Reply, []byte("+ACK")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for st.ConsumerInfo(t, bob.key).NumAckPending != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("bob's acknowledgement did not arrive")
+		}
+	}
+	body := fetch(t, st.ServerURL+"/metrics")
+	if !strings.Contains(body, `kez_chat_gate_requests_total{kind="pull",result="dropped"} 1`) {
+		t.Errorf("the malformed pull was not counted:\n%s", grepLines(body, "kez_chat_gate"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestGateSenderUnreadCap: one sender has at most SenderUnread messages
+// waiting in all inboxes together; once recipients read, it may send
+// again.
+func TestGateSenderUnreadCap(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{SenderUnread: 5, SenderRate: -1, RecipientRate: -1}})
+	mallory, bob, carol := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob"), gateLogin(t, st, "carol")
+	for i := range 5 {
+		to := bob.key
+		if i%2 == 1 {
+			to = carol.key
+		}
+		if code, _ := gateCode(t, mallory.send(t, to, []byte("x"))); code != 0 {
+			t.Fatalf("message %d refused: %d", i, code)
+		}
+	}
+	if code, _ := gateCode(t, mallory.send(t, carol.key, []byte("x"))); code != callout.ErrCodeSenderUnread {
+		t.Fatalf("the 6th unread message: code %d", code)
+	}
+	// Others still send; bob reads his three.
+	if code, _ := gateCode(t, carol.send(t, bob.key, []byte("carol's"))); code != 0 {
+		t.Fatal("carol refused")
+	}
+	ctx := context.Background()
+	msgs, err := inbox.NewPuller(bob.nc, bob.key.String(), callout.DefaultStream).Fetch(ctx, 10, 0)
+	if err != nil || len(msgs) != 4 {
+		t.Fatalf("bob: %d, %v", len(msgs), err)
+	}
+	for _, m := range msgs {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The gate counts again at most once a second while over the cap.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _ := gateCode(t, mallory.send(t, carol.key, []byte("after bob read")))
+		if code == 0 {
+			break
+		}
+		if code != callout.ErrCodeSenderUnread || time.Now().After(deadline) {
+			t.Fatalf("after bob read: code %d", code)
+		}
+	}
+	if !strings.Contains(fetch(t, st.ServerURL+"/metrics"), `kez_chat_gate_refusals_total{reason="sender_unread"}`) {
+		t.Error("no metric for the refusals")
+	}
+}

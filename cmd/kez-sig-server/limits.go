@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/kez-lat/kez-chat/internal/limitmetrics"
+	"github.com/kez-lat/kez-chat/ratelimit"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/sigchain/jsstore"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector deletes orphan chains (sigchain.OrphanCollector) older than
+// ttl, once at start and then every interval, until ctx ends.
+type collector struct {
+	chains    *chains
+	ttl       time.Duration
+	interval  time.Duration
+	now       func() time.Time
+	log       *slog.Logger
+	collected atomic.Uint64
+	failed    atomic.Uint64
+}
+
+// run collects until ctx ends, or until the store says it never can.
+func (c *collector) run(ctx context.Context) {
+	t := time.NewTicker(c.interval)
+	defer t.Stop()
+	for {
+		if st := c.chains.store(); st != nil {
+			n, err := st.CollectOrphans(ctx, c.now().Add(-c.ttl))
+			c.collected.Add(uint64(n))
+			switch {
+			case errors.Is(err, jsstore.ErrCannotCollect):
+				c.failed.Add(1)
+				c.log.Warn("orphan chains are not collected", "err", err)
+				return
+			case err != nil && ctx.Err() == nil:
+				c.failed.Add(1)
+				c.log.Warn("collecting orphan chains failed; trying again later", "err", err, "retry_in", c.interval)
+			case n > 0:
+				c.log.Info("collected orphan chains", "chains", n, "older_than", c.ttl)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// registerMetrics adds the sig-server's own metrics to reg:
+//
+//	kez_http_limited_total{endpoint,reason} … (internal/limitmetrics)
+//	kez_sig_chain_refusals_total{reason="links|bytes"}  appends refused by a cap
+//	kez_sig_chains_collected_total                      orphan chains deleted
+//	kez_sig_collection_failures_total                   collections that failed
+func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector) {
+	stats := func() sigchain.HandlerStats {
+		if h := ch.app(); h != nil {
+			return h.Stats()
+		}
+		return sigchain.HandlerStats{}
+	}
+	refusals := func(reason string, read func(sigchain.HandlerStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "kez_sig_chain_refusals_total",
+			Help:        "Appends refused because the chain would pass a cap: links (--max-chain-links) or bytes (--max-chain-bytes).",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(read(stats())) })
+	}
+	reg.MustRegister(
+		limitmetrics.New(func() []ratelimit.Stats { return stats().Limiters }),
+		refusals("links", func(s sigchain.HandlerStats) uint64 { return s.TooManyLinks }),
+		refusals("bytes", func(s sigchain.HandlerStats) uint64 { return s.TooManyBytes }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kez_sig_chains_collected_total",
+			Help: "Orphan chains (no link ever named a handle) deleted after --orphan-ttl.",
+		}, func() float64 { return float64(gc.collected.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kez_sig_collection_failures_total",
+			Help: "Collections of orphan chains that failed (see the log).",
+		}, func() float64 { return float64(gc.failed.Load()) }),
+	)
+}

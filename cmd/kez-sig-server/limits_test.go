@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/internal/limittest"
+	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/servercmd"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/sigchain/storetest"
+)
+
+func clientFrom(url, ip string) *sigchain.Client {
+	return &sigchain.Client{BaseURL: url, HTTPClient: limittest.From(ip)}
+}
+
+// eldestLink is id's eldest link naming handle ("" for none).
+func eldestLink(t *testing.T, id *kez.Identity, handle string) (*sigchain.State, *sigchain.Link) {
+	t.Helper()
+	l, err := sigchain.NewLink(id, nil, sigchain.TypeEldest, sigchain.EldestBody(id.PublicKey(), id.EncryptionKey(0).PublicKey(), 0, handle), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sigchain.Verify([]*sigchain.Link{l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, l
+}
+
+func metrics(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestLimitFlags runs the program with limits from flags and their
+// environment twins: new chains past --chains-per-ip are refused with
+// 429, a chain past --max-chain-links with 413, and /metrics counts both.
+func TestLimitFlags(t *testing.T) {
+	ctx := context.Background()
+	db := filepath.Join(t.TempDir(), "sig.db")
+	url, _, logs := start(t, []string{"--listen", "127.0.0.1:0", "--chains-per-ip", "2/1h", "--max-chain-links", "3", "--trusted-proxies", "127.0.0.1,::1"},
+		map[string]string{"KEZ_SIG_DB": db, "KEZ_SIG_CHAINS_PER_IP": "100/1h", "KEZ_SIG_APPENDS_PER_KEY": "50/1h"})
+	script := clientFrom(url, "203.0.113.66")
+	var st *sigchain.State
+	var id *kez.Identity
+	for i := range 2 {
+		id = storetest.Identity(t, i)
+		var l *sigchain.Link
+		st, l = eldestLink(t, id, "")
+		if err := script.Append(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, third := eldestLink(t, storetest.Identity(t, 9), "")
+	var rl *sigchain.RateLimitedError
+	if err := script.Append(ctx, third); !errors.As(err, &rl) || rl.RetryAfter != 30*time.Minute {
+		t.Fatalf("the 3rd chain from one address (--chains-per-ip 2/1h wins over the environment): %v", err)
+	}
+	if err := clientFrom(url, "198.51.100.1").Append(ctx, third); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+	for i := range 3 {
+		l, err := sigchain.NewLink(id, st, sigchain.TypeSetHandle, sigchain.SetHandleBody(fmt.Sprintf("n%d@kez.lat", i)), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = script.Append(ctx, l)
+		if i == 2 {
+			if !errors.Is(err, sigchain.ErrChainFull) {
+				t.Fatalf("the 4th link with --max-chain-links 3: %v", err)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ = st.Extend([]*sigchain.Link{l})
+	}
+	m := metrics(t, url)
+	for _, want := range []string{
+		`kez_http_limited_total{endpoint="append",reason="new_chain"} 1`,
+		`kez_http_limited_total{endpoint="append",reason="key"} 0`,
+		`kez_sig_chain_refusals_total{reason="links"} 1`,
+		`kez_sig_chain_refusals_total{reason="bytes"} 0`,
+		`kez_sig_chains_collected_total 0`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if !strings.Contains(logs.String(), "appends_per_key=50/1h") || !strings.Contains(logs.String(), "max_chain_links=3") {
+		t.Errorf("the limits are not logged:\n%s", logs)
+	}
+}
+
+// TestCollectsOrphans runs the program with a short --orphan-ttl: a chain
+// that never named a handle disappears, one that did stays, and
+// /metrics counts the collection.
+func TestCollectsOrphans(t *testing.T) {
+	ctx := context.Background()
+	url, _, _ := start(t, []string{"--listen", "127.0.0.1:0", "--orphan-ttl", "1ms", "--gc-interval", "50ms", "--db", filepath.Join(t.TempDir(), "sig.db")}, nil)
+	c := &sigchain.Client{BaseURL: url}
+	_, orphan := eldestLink(t, storetest.Identity(t, 1), "")
+	_, named := eldestLink(t, storetest.Identity(t, 2), "bob@kez.lat")
+	for _, l := range []*sigchain.Link{orphan, named} {
+		if err := c.Append(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	natstest.Eventually(t, wctx, func(ctx context.Context) error { // the collector's next round
+		if _, err := c.Fetch(ctx, orphan.Key(), 0); !errors.Is(err, sigchain.ErrNotFound) {
+			return fmt.Errorf("the orphan is still there: %v", err)
+		}
+		return nil
+	})
+	if _, err := c.Fetch(ctx, named.Key(), 0); err != nil {
+		t.Fatalf("the chain with a handle: %v", err)
+	}
+	if m := metrics(t, url); !strings.Contains(m, "kez_sig_chains_collected_total 1") {
+		t.Errorf("metrics:\n%s", m)
+	}
+}
+
+func TestLimitUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--chains-per-ip", "fast"}, nil, "chains-per-ip"},
+		{nil, map[string]string{"KEZ_SIG_APPENDS_PER_IP": "10"}, "KEZ_SIG_APPENDS_PER_IP"},
+		{[]string{"--max-chain-links", "0"}, nil, "max-chain-links"},
+		{[]string{"--max-chain-bytes", "1000"}, nil, "max-chain-bytes"},
+		{nil, map[string]string{"KEZ_SIG_MAX_CHAIN_BYTES": "big"}, "KEZ_SIG_MAX_CHAIN_BYTES"},
+		{[]string{"--orphan-ttl", "-1h"}, nil, "orphan-ttl"},
+		{nil, map[string]string{"KEZ_SIG_ORPHAN_TTL": "a day"}, "KEZ_SIG_ORPHAN_TTL"},
+		{[]string{"--gc-interval", "0s"}, nil, "gc-interval"},
+		{[]string{"--trusted-proxies", "10.0.0.300"}, nil, "trusted-proxies"},
+		{[]string{"--limit-max-keys", "-5"}, nil, "limit-max-keys"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), tc.args, func(k string) string { return tc.env[k] }, &out, &out, nil)
+		var u servercmd.UsageError
+		if !errors.As(err, &u) || !strings.Contains(err.Error()+out.String(), tc.want) {
+			t.Errorf("%v %v: got %v, want a usage error about %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,341 @@
+// Package inbox is a user's side of the chat-server's gate: it asks the
+// gate for the user's consumer, sends pull requests and acknowledges
+// what they deliver. A user reaches the inbox stream only this way: it
+// asks the gate to make its consumer (kez.v1.consumer.<key>), sends pull
+// requests (kez.v1.pull.<key>) naming a token, and receives what they
+// deliver on kez.v1.deliver.<key>.<token>, a subject only it may
+// subscribe to. Acknowledgements go to the delivered messages' $JS.ACK
+// reply subjects, which the user account maps to the gate. See
+// docs/spec/chat.md. Package chat and the benchmarks use it.
+package inbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/kez-lat/kez-chat/internal/wire"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A user reaches the inbox stream only through the chat-server's gate:
+// it asks the gate to make its consumer (kez.v1.consumer.<key>), sends
+// pull requests (kez.v1.pull.<key>) naming a token, and receives what
+// they deliver on kez.v1.deliver.<key>.<token>, a subject only it may
+// subscribe to. Acknowledgements go to the delivered messages' $JS.ACK
+// reply subjects, which the user account maps to the gate. See
+// docs/spec/chat.md.
+
+// pullExpires is how long one pull of [Puller.Consume] waits for messages.
+const pullExpires = 30 * time.Second
+
+// noWaitGrace is how long a Fetch of what is waiting also waits for what
+// the stream stored just before.
+const noWaitGrace = 50 * time.Millisecond
+
+// pullHeartbeat is the idle heartbeat of Consume's pulls: a pull that hears
+// nothing for twice as long is asked again (the connection may have
+// dropped it).
+const pullHeartbeat = 5 * time.Second
+
+// Puller sends pull requests for one user and hands out what they
+// deliver. It is safe for concurrent use; each pull has its own token.
+type Puller struct {
+	nc     *nats.Conn
+	me     string // the user's key
+	stream string
+	next   atomic.Uint64
+	base   string // unique per puller: tokens are base + counter
+}
+
+// NewPuller returns a Puller for the user with key me (its "U…" form),
+// logged in on nc, and the inbox stream's name.
+func NewPuller(nc *nats.Conn, me, stream string) *Puller {
+	return &Puller{nc: nc, me: me, stream: stream, base: rand.Text()[:12]}
+}
+
+// pull is one pull request in flight: its deliveries arrive on ch.
+type pull struct {
+	sub *nats.Subscription
+	ch  chan *nats.Msg
+}
+
+// start subscribes to a fresh deliver subject and sends a pull request
+// for batch messages.
+func (p *Puller) start(batch int, noWait bool, expires, heartbeat time.Duration) (*pull, error) {
+	token := p.base + strconv.FormatUint(p.next.Add(1), 10)
+	ch := make(chan *nats.Msg, batch+8)
+	sub, err := p.nc.ChanSubscribe(wire.DeliverSubjectPrefix+p.me+"."+token, ch)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := json.Marshal(wire.PullRequest{
+		Batch: batch, NoWait: noWait, Expires: int64(expires), Heartbeat: int64(heartbeat), Deliver: token,
+	})
+	if err := p.nc.Publish(wire.PullSubjectPrefix+p.me, body); err != nil {
+		sub.Unsubscribe()
+		return nil, err
+	}
+	return &pull{sub: sub, ch: ch}, nil
+}
+
+func (pl *pull) stop() { pl.sub.Unsubscribe() }
+
+// pullStatus classifies a status message of a pull: done is true when
+// the pull is over (no messages, expired, or refused by the server).
+func pullStatus(m *nats.Msg) (status string, done bool) {
+	status = m.Header.Get("Status")
+	switch status {
+	case "":
+		return "", false
+	case "100": // idle heartbeat, or flow control
+		return status, false
+	default: // 404 no messages, 408 expired, 409 and others: the pull is over
+		return status, true
+	}
+}
+
+// Fetch pulls up to batch messages: those waiting now when wait is 0,
+// else it waits up to wait for the first. It returns what was delivered
+// (status messages and stray messages filtered out).
+func (p *Puller) Fetch(ctx context.Context, batch int, wait time.Duration) ([]jetstream.Msg, error) {
+	noWait := wait <= 0
+	expires := wait
+	if noWait {
+		// The stream signals a stored message to its consumers a moment
+		// after acknowledging it: a pull that asked "nothing waiting?"
+		// right after a send could miss it. With a short expiry it is
+		// delivered; an empty inbox costs that expiry.
+		expires = noWaitGrace
+	}
+	pl, err := p.start(batch, noWait, expires, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer pl.stop()
+	// The gate answers nothing to a pull; a pull it never passed on ends
+	// at the timer.
+	timer := time.NewTimer(expires + 5*time.Second)
+	defer timer.Stop()
+	var out []jetstream.Msg
+	for len(out) < batch {
+		select {
+		case m := <-pl.ch:
+			if _, done := pullStatus(m); done {
+				return out, nil
+			}
+			if d := p.delivery(m); d != nil {
+				out = append(out, d)
+			}
+		case <-timer.C:
+			if len(out) > 0 || !noWait {
+				return out, nil
+			}
+			return nil, ErrNoAnswer
+		case <-ctx.Done():
+			return out, ctx.Err()
+		}
+	}
+	return out, nil
+}
+
+// delivery wraps a message a pull delivered, or returns nil for one that
+// is not from this user's consumer (a stray message: only the stream may
+// deliver here, but a client checks what it acknowledges).
+func (p *Puller) delivery(m *nats.Msg) *delivery {
+	if m.Header.Get("Status") != "" || !strings.HasPrefix(m.Reply, "$JS.ACK."+p.stream+"."+p.me+".") {
+		return nil
+	}
+	return &delivery{m: m, nc: p.nc}
+}
+
+// delivery is a message from the inbox stream, acknowledged through the
+// gate. It implements jetstream.Msg.
+type delivery struct {
+	m  *nats.Msg
+	nc *nats.Conn
+}
+
+var _ jetstream.Msg = (*delivery)(nil)
+
+func (d *delivery) Data() []byte         { return d.m.Data }
+func (d *delivery) Headers() nats.Header { return d.m.Header }
+func (d *delivery) Subject() string      { return d.m.Subject }
+func (d *delivery) Reply() string        { return d.m.Reply }
+func (d *delivery) Ack() error           { return d.nc.Publish(d.m.Reply, []byte("+ACK")) }
+func (d *delivery) Nak() error           { return d.nc.Publish(d.m.Reply, []byte("-NAK")) }
+func (d *delivery) InProgress() error    { return d.nc.Publish(d.m.Reply, []byte("+WPI")) }
+func (d *delivery) Term() error          { return d.nc.Publish(d.m.Reply, []byte("+TERM")) }
+
+// DoubleAck acknowledges; the gate does not confirm acknowledgements.
+func (d *delivery) DoubleAck(context.Context) error { return d.Ack() }
+
+// NakWithDelay asks for redelivery after delay.
+func (d *delivery) NakWithDelay(delay time.Duration) error {
+	return d.nc.Publish(d.m.Reply, fmt.Appendf(nil, `-NAK {"delay":%d}`, delay.Nanoseconds()))
+}
+
+// TermWithReason stops redelivery. The reason stays here: the gate
+// passes on at most 64 bytes and JetStream only logs it.
+func (d *delivery) TermWithReason(string) error { return d.Term() }
+
+// Metadata parses the acknowledgement subject:
+// $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>,
+// or the longer form with a domain and an account hash before the stream.
+func (d *delivery) Metadata() (*jetstream.MsgMetadata, error) {
+	tok := strings.Split(d.m.Reply, ".")
+	switch len(tok) {
+	case 9:
+	case 12:
+		tok = append(tok[:2:2], tok[4:11]...) // drop domain and account hash
+	default:
+		return nil, jetstream.ErrNotJSMessage
+	}
+	n := func(i int) uint64 { v, _ := strconv.ParseUint(tok[i], 10, 64); return v }
+	md := &jetstream.MsgMetadata{
+		Stream: tok[2], Consumer: tok[3], NumDelivered: n(4), NumPending: n(8),
+		Timestamp: time.Unix(0, int64(n(7))),
+	}
+	md.Sequence.Stream, md.Sequence.Consumer = n(5), n(6)
+	return md, nil
+}
+
+// Consumer is a running [Puller.Consume].
+type Consumer struct {
+	stop   chan struct{}
+	closed chan struct{}
+}
+
+// Drain stops asking for more; what was delivered is still handed on
+// before Closed is closed.
+func (cs *Consumer) Drain() {
+	select {
+	case <-cs.stop:
+	default:
+		close(cs.stop)
+	}
+}
+
+// Closed is closed once the consumer handed on its last message.
+func (cs *Consumer) Closed() <-chan struct{} { return cs.closed }
+
+// Consume keeps one pull of batch messages open at a time and hands every
+// delivery to handler, in order, until Drain. A pull that ends (batch
+// delivered, expired, refused) is followed by the next; one that hears
+// nothing, not even a heartbeat, for twice the heartbeat interval, or
+// that a reconnect may have lost (reconnected), is replaced.
+func (p *Puller) Consume(batch int, reconnected func() <-chan struct{}, handler func(jetstream.Msg), onErr func(error)) *Consumer {
+	cs := &Consumer{stop: make(chan struct{}), closed: make(chan struct{})}
+	go func() {
+		defer close(cs.closed)
+		var pl *pull
+		defer func() {
+			if pl != nil {
+				pl.stop()
+			}
+		}()
+		got := 0
+		idle := time.NewTimer(2 * pullHeartbeat)
+		defer idle.Stop()
+		for {
+			if pl == nil {
+				var err error
+				if pl, err = p.start(batch, false, pullExpires, pullHeartbeat); err != nil {
+					onErr(err)
+					pl = nil
+					select {
+					case <-cs.stop:
+						return
+					case <-reconnected():
+					case <-time.After(pullHeartbeat):
+					}
+					continue
+				}
+				got = 0
+				idle.Reset(2 * pullHeartbeat)
+			}
+			select {
+			case <-cs.stop:
+				pl.stop()
+				for {
+					select {
+					case m := <-pl.ch:
+						if d := p.delivery(m); d != nil {
+							handler(d)
+						}
+					default:
+						pl = nil
+						return
+					}
+				}
+			case m := <-pl.ch:
+				idle.Reset(2 * pullHeartbeat)
+				if status, done := pullStatus(m); status != "" {
+					if done {
+						if status != "404" && status != "408" {
+							onErr(fmt.Errorf("inbox: the stream ended a pull: %s %s", status, m.Header.Get("Description")))
+						}
+						pl.stop()
+						pl = nil
+					}
+					continue
+				}
+				if d := p.delivery(m); d != nil {
+					handler(d)
+				}
+				if got++; got >= batch {
+					pl.stop()
+					pl = nil
+				}
+			case <-idle.C:
+				pl.stop()
+				pl = nil
+			case <-reconnected():
+				pl.stop()
+				pl = nil
+			}
+		}
+	}()
+	return cs
+}
+
+// ErrNoAnswer: the chat-server's gate did not answer (it may be down).
+var ErrNoAnswer = errors.New("inbox: the chat-server did not answer")
+
+// Info is what the gate tells of a user's consumer.
+type Info struct {
+	Pending    uint64 `json:"num_pending"`     // stored, not yet delivered
+	AckPending uint64 `json:"num_ack_pending"` // delivered, not yet acknowledged
+}
+
+// Open asks the gate to make the consumer of the user with key me (or
+// update it to ackWait, when not zero) and returns what it holds. A
+// refusal is returned as a *jetstream.APIError.
+func Open(ctx context.Context, nc *nats.Conn, me string, ackWait time.Duration) (Info, error) {
+	req := nats.NewMsg(wire.ConsumerSubjectPrefix + me)
+	if ackWait > 0 {
+		req.Header.Set(wire.AckWait, ackWait.String())
+	}
+	resp, err := nc.RequestMsgWithContext(ctx, req)
+	if err != nil {
+		return Info{}, err
+	}
+	var r struct {
+		Info
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return Info{}, fmt.Errorf("inbox: the gate's answer: %w", err)
+	}
+	if r.Error != nil {
+		return Info{}, r.Error
+	}
+	return r.Info, nil
+}

@@ -1,0 +1,48 @@
+// Package wire holds the NATS names the chat-server and the chat client
+// must agree on: subjects, headers and the gate's error codes. Package
+// callout exports them to embedders; package chat uses them from here
+// so that the client does not import the server's packages.
+package wire
+
+// Subjects. A key token is always the "U…" nkey form.
+const (
+	InboxSubjects         = "kez.v1.inbox.>"   // the inbox stream's subjects
+	InboxSubjectPrefix    = "kez.v1.inbox."    // + recipient + "." + sender
+	SendSubjectPrefix     = "kez.v1.send."     // + recipient + "." + sender: a send request to the gate
+	ConsumerSubjectPrefix = "kez.v1.consumer." // + key: a request to the gate to make that user's consumer
+	PullSubjectPrefix     = "kez.v1.pull."     // + key: a pull request to the gate for that user's consumer
+	DeliverSubjectPrefix  = "kez.v1.deliver."  // + key + "." + token: where a pull delivers
+	AckSubjectPrefix      = "kez.v1.ack."      // acknowledgements in the chat account ($JS.ACK.> in the user account)
+	P2PSubjectPrefix      = "kez.v1.p2p."      // + key: file-peer signalling
+)
+
+// Headers.
+const (
+	// RequestInfo is stamped by nats-server on a request crossing a
+	// service import with "share: true".
+	RequestInfo = "Nats-Request-Info"
+	// AckWait, on a consumer request to the gate, asks for that AckWait
+	// (a Go duration).
+	AckWait = "Kez-Ack-Wait"
+)
+
+// Error codes of the gate, in the JetStream API error shape.
+const (
+	ErrCodeBadRequest       = 21400
+	ErrCodeUnknownRecipient = 21404
+	ErrCodeSenderQuota      = 21429
+	ErrCodeRecipientQuota   = 21430
+	ErrCodeSenderUnread     = 21431
+	ErrCodeUnavailable      = 21503
+)
+
+// PullRequest is the body of a pull request to the gate: JetStream's
+// pull request fields the gate passes on (clamped), and the token that
+// names the deliver subject: DeliverSubjectPrefix + key + "." + Deliver.
+type PullRequest struct {
+	Batch     int    `json:"batch"`
+	Expires   int64  `json:"expires,omitempty"`        // nanoseconds
+	NoWait    bool   `json:"no_wait,omitempty"`        // answer 404 at once when nothing is waiting
+	Heartbeat int64  `json:"idle_heartbeat,omitempty"` // nanoseconds
+	Deliver   string `json:"deliver"`                  // 1 to 32 letters and digits
+}
