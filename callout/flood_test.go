@@ -8,11 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/limittest"
 	"github.com/kez-lat/kez-chat/internal/loginflood"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
@@ -157,10 +157,10 @@ func TestLoginFlood(t *testing.T) {
 // timeout). Another address, and a correct login from the failing address,
 // are not delayed; after a quiet BackoffWindow the address starts afresh.
 func TestRepeatedFailuresBackOff(t *testing.T) {
-	var offset syncDuration
+	var clock limittest.Clock
 	lim := callout.LoginLimits{BackoffAfter: 3, BackoffBase: 50 * time.Millisecond, BackoffMax: 400 * time.Millisecond, BackoffWindow: time.Minute}
 	s := newStack(t, stackOptions{ // nats-server's auth timeout: 2 s
-		service: callout.Config{Limits: lim, Now: func() time.Time { return time.Now().Add(offset.get()) }},
+		service: callout.Config{Limits: lim, Now: clock.Now},
 	})
 	alice := s.user("alice@kez.lat")
 	ctx := context.Background()
@@ -223,7 +223,7 @@ func TestRepeatedFailuresBackOff(t *testing.T) {
 	}
 
 	// After a quiet window the address starts afresh.
-	offset.set(lim.BackoffWindow + time.Second)
+	clock.Add(lim.BackoffWindow + time.Second)
 	try()
 	if st := s.svc.Stats(); st.Delayed != held || st.Unanswered != 1 {
 		t.Fatalf("a failure after a quiet window was held: %+v", st)
@@ -308,22 +308,4 @@ type sourceDialer netip.Addr
 func (a sourceDialer) Dial(network, address string) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: netip.Addr(a).AsSlice()}, Timeout: 5 * time.Second}
 	return d.Dial(network, address)
-}
-
-// syncDuration is a duration shared between goroutines.
-type syncDuration struct {
-	mu sync.Mutex
-	d  time.Duration
-}
-
-func (s *syncDuration) get() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.d
-}
-
-func (s *syncDuration) set(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.d = d
 }
