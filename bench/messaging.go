@@ -34,7 +34,7 @@ const (
 type msgUser struct {
 	*User
 	nc     *nats.Conn
-	js     jetstream.JetStream
+	js     *inbox.Publisher
 	rcpt   chat.Recipient
 	opener *chat.Opener
 	cons   *inbox.Puller
@@ -181,13 +181,15 @@ func (r *msgRig) connect(ctx context.Context, st *Stack, u *User, receiver bool)
 	}
 	mu := &msgUser{User: u, nc: nc, senders: map[string]kez.PublicKey{}}
 	mu.rcpt = chat.Recipient{Key: u.Key, EncryptionKey: u.Identity.EncryptionKey(0).PublicKey()}
-	if mu.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1024),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
-			r.pubErrs.Add(1)
-			r.lastErr.Store(err)
-		})); err != nil {
+	// Sends go to the chat-server's gate, their answers come back on the
+	// user's own subject: what chat.Client does.
+	if mu.js, err = inbox.NewPublisher(nc, u.Key.String(), 1024, time.Minute); err != nil {
 		nc.Close()
 		return nil, err
+	}
+	mu.js.OnError = func(err error) {
+		r.pubErrs.Add(1)
+		r.lastErr.Store(err)
 	}
 	if !receiver {
 		return mu, nil
@@ -279,7 +281,7 @@ func (r *msgRig) throughput(ctx context.Context, mode int32, body []byte, total 
 				to := r.receivers[(i+k)%len(r.receivers)]
 				msg, err := r.message(mode, s, to, body)
 				if err == nil {
-					_, err = s.js.PublishMsgAsync(msg, stallWait)
+					_, err = s.js.PublishMsgAsync(msg)
 				}
 				if err != nil {
 					sendErr.Store(err)

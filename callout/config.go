@@ -89,17 +89,19 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	      { service: "kez.v1.send.>" }
 //	      { service: "kez.v1.consumer.>" }
 //	      { service: "kez.v1.pull.>" }
-//	      { service: "kez.v1.ack.>" }
+//	      { service: "$JS.ACK.>" }
 //	      { stream: "kez.v1.deliver.>" }
+//	      { stream: "kez.v1.acked.>" }
 //	    ]
 //	  }
 //	  USERS {
 //	    imports: [
-//	      { service: { account: CHAT, subject: "kez.v1.send.>" }, share: true }
-//	      { service: { account: CHAT, subject: "kez.v1.consumer.>" }, share: true }
-//	      { service: { account: CHAT, subject: "kez.v1.pull.>" }, share: true }
-//	      { service: { account: CHAT, subject: "kez.v1.ack.>" }, to: "$JS.ACK.>", share: true }
+//	      { service: { account: CHAT, subject: "kez.v1.send.>" } }
+//	      { service: { account: CHAT, subject: "kez.v1.consumer.>" } }
+//	      { service: { account: CHAT, subject: "kez.v1.pull.>" } }
+//	      { service: { account: CHAT, subject: "$JS.ACK.>" } }
 //	      { stream: { account: CHAT, subject: "kez.v1.deliver.>" } }
+//	      { stream: { account: CHAT, subject: "kez.v1.acked.>" } }
 //	    ]
 //	  }
 //	  SYS {}
@@ -120,10 +122,10 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 // which places users in USERS, an account without JetStream, and the
 // chat-server's own key in CHAT, where the inbox stream lives. USERS
 // reaches mail only through the service imports, answered by the
-// chat-server's gate, and the stream import of the deliver subjects;
-// "share: true" makes the server stamp every request with the sender's
-// identity (the Nats-Request-Info header), which the gate checks (see
-// [Permissions] and docs/security.md).
+// chat-server's gate (and, for acknowledgements, by JetStream), and the
+// stream import of the deliver subjects. The server stamps every request
+// crossing an import with the account it came from (the Nats-Request-Info
+// header), which the gate checks (see [Permissions] and docs/security.md).
 // o.AuthJetStream adds "jetstream: enabled" to the AUTH account, and
 // o.SigServerKey adds "SIG { jetstream: enabled, users: [ { nkey: <sig-server
 // key> } ] }" and that key to auth_users: the settings of a cluster whose
@@ -175,17 +177,20 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 		fmt.Fprintf(&b, "  %s { users: [ { nkey: %s } ] }\n", o.AuthAccount, svc)
 	}
 	fmt.Fprintf(&b, "  %s {\n    jetstream: enabled\n    exports: [\n", o.ChatAccount)
-	for _, p := range []string{SendSubjectPrefix, ConsumerSubjectPrefix, PullSubjectPrefix, AckSubjectPrefix} {
+	for _, p := range []string{SendSubjectPrefix, ConsumerSubjectPrefix, PullSubjectPrefix} {
 		fmt.Fprintf(&b, "      { service: %q }\n", p+">")
 	}
+	fmt.Fprintf(&b, "      { service: %q }\n", "$JS.ACK.>")
 	fmt.Fprintf(&b, "      { stream: %q }\n", DeliverSubjectPrefix+">")
+	fmt.Fprintf(&b, "      { stream: %q }\n", AckedSubjectPrefix+">")
 	fmt.Fprintf(&b, "    ]\n  }\n")
 	fmt.Fprintf(&b, "  %s {\n    imports: [\n", o.UserAccount)
 	for _, p := range []string{SendSubjectPrefix, ConsumerSubjectPrefix, PullSubjectPrefix} {
-		fmt.Fprintf(&b, "      { service: { account: %s, subject: %q }, share: true }\n", o.ChatAccount, p+">")
+		fmt.Fprintf(&b, "      { service: { account: %s, subject: %q } }\n", o.ChatAccount, p+">")
 	}
-	fmt.Fprintf(&b, "      { service: { account: %s, subject: %q }, to: \"$JS.ACK.>\", share: true }\n", o.ChatAccount, AckSubjectPrefix+">")
+	fmt.Fprintf(&b, "      { service: { account: %s, subject: %q } }\n", o.ChatAccount, "$JS.ACK.>")
 	fmt.Fprintf(&b, "      { stream: { account: %s, subject: %q } }\n", o.ChatAccount, DeliverSubjectPrefix+">")
+	fmt.Fprintf(&b, "      { stream: { account: %s, subject: %q } }\n", o.ChatAccount, AckedSubjectPrefix+">")
 	fmt.Fprintf(&b, "    ]\n  }\n")
 	if o.SigServerKey != "" {
 		fmt.Fprintf(&b, "  %s { jetstream: enabled, users: [ { nkey: %s } ] }\n", o.SigAccount, o.SigServerKey)

@@ -38,9 +38,11 @@ const (
 	// DeliverSubjectPrefix + key + "." + token is where the consumer
 	// delivers what a pull asked for (a stream export to the user account).
 	DeliverSubjectPrefix = wire.DeliverSubjectPrefix
-	// AckSubjectPrefix is where acknowledgements reach the gate in the
-	// chat account: the user account maps $JS.ACK.> onto it.
-	AckSubjectPrefix = wire.AckSubjectPrefix
+	// AckedSubjectPrefix + key + "." + token is where the answer to a
+	// send that names the token (header Kez-Answer-To) comes: the
+	// stream's acknowledgement or the gate's refusal (a stream export to
+	// the user account).
+	AckedSubjectPrefix = wire.AckedSubjectPrefix
 	// P2PSubjectPrefix + key is the subject where a user answers file-peer
 	// signalling ("where do you listen?").
 	P2PSubjectPrefix = wire.P2PSubjectPrefix
@@ -61,7 +63,7 @@ func SendSubject(to, from kez.PublicKey) string {
 //	kez.v1.send.*.K          send to anyone, as K only (gate)
 //	kez.v1.consumer.K        have K's consumer made (gate)
 //	kez.v1.pull.K            pull from it (gate)
-//	$JS.ACK.S.K.>            acknowledge what it delivered (gate)
+//	$JS.ACK.S.K.>            acknowledge what it delivered (JetStream, through an import)
 //	kez.v1.p2p.*             ask any peer where it listens
 //	_INBOX.*.>               answer a peer's request (see below)
 //
@@ -69,12 +71,17 @@ func SendSubject(to, from kez.PublicKey) string {
 //
 //	_INBOX.K.>               K's own replies (nats.CustomInboxPrefix)
 //	kez.v1.deliver.K.>       what K's pulls deliver
+//	kez.v1.acked.K.>         the answers to K's sends
 //	kez.v1.p2p.K             K's own signalling subject
 //
 // Users live in an account without JetStream. What touches mail crosses
 // into the chat account through service imports answered by the
 // chat-server's gate, and comes back through one stream import (the
-// deliver subjects). The gate learns who sent a request from the
+// deliver subjects). Acknowledgements are the one import JetStream answers
+// itself: only K may publish to $JS.ACK.S.K.> (this list), and no message
+// can be delivered there on K's behalf, because nats-server refuses a
+// client's request whose reply subject starts with $JS.ACK., so no answer
+// is ever addressed to one. The gate learns who sent a request from the
 // Nats-Request-Info header nats-server stamps on it, never from the
 // subject alone; it answers only the server-made reply subject of the
 // import, and what it forwards to JetStream carries reply subjects the
@@ -109,6 +116,7 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 		Sub: jwt.Permission{Allow: jwt.StringList{
 			"_INBOX." + key + ".>",
 			DeliverSubjectPrefix + key + ".>",
+			AckedSubjectPrefix + key + ".>",
 			P2PSubjectPrefix + key,
 		}},
 	}
@@ -120,10 +128,11 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 //
 // Publish: $JS.API.INFO and $JS.API.STREAM.CREATE|UPDATE|INFO.S (the
 // stream); $JS.API.CONSUMER.CREATE.S.> and $JS.API.CONSUMER.INFO|MSG.NEXT.S.*
-// (users' consumers, made and pulled on their behalf); $JS.ACK.S.> (their
-// acknowledgements); kez.v1.inbox.> (storing mail); _R_.> (answers to the
-// import reply subjects). Subscribe: kez.v1.send.>, kez.v1.consumer.>,
-// kez.v1.pull.>, kez.v1.ack.> (the gate) and _INBOX.P.> (P the key).
+// (users' consumers, made and pulled on their behalf); kez.v1.inbox.>
+// (storing mail); kez.v1.acked.> and _R_.> (answers to sends and to the
+// import reply subjects).
+// Subscribe: kez.v1.send.>, kez.v1.consumer.>, kez.v1.pull.> (the gate)
+// and _INBOX.P.> (P the key).
 // Nothing deletes or purges the stream or a consumer.
 func GatePermissions(provisioner, stream string) jwt.Permissions {
 	if stream == "" {
@@ -138,15 +147,14 @@ func GatePermissions(provisioner, stream string) jwt.Permissions {
 			"$JS.API.CONSUMER.CREATE." + stream + ".>",
 			"$JS.API.CONSUMER.INFO." + stream + ".*",
 			"$JS.API.CONSUMER.MSG.NEXT." + stream + ".*",
-			"$JS.ACK." + stream + ".>",
 			InboxSubjects,
+			AckedSubjectPrefix + ">",
 			"_R_.>",
 		}},
 		Sub: jwt.Permission{Allow: jwt.StringList{
 			SendSubjectPrefix + ">",
 			ConsumerSubjectPrefix + ">",
 			PullSubjectPrefix + ">",
-			AckSubjectPrefix + ">",
 			"_INBOX." + provisioner + ".>",
 		}},
 	}

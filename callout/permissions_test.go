@@ -207,7 +207,7 @@ func TestPermissionsShape(t *testing.T) {
 	if len(p.Pub.Deny) != 0 || len(p.Sub.Deny) != 0 {
 		t.Fatal("deny lists are not used")
 	}
-	if got := p.Sub.Allow; len(got) != 3 || got[0] != "_INBOX."+k+".>" || got[1] != callout.DeliverSubjectPrefix+k+".>" {
+	if got := p.Sub.Allow; len(got) != 4 || got[0] != "_INBOX."+k+".>" || got[1] != callout.DeliverSubjectPrefix+k+".>" || got[2] != callout.AckedSubjectPrefix+k+".>" {
 		t.Fatalf("sub %v", got)
 	}
 	for _, subj := range p.Pub.Allow {

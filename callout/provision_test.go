@@ -3,7 +3,6 @@ package callout_test
 import (
 	"bytes"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -58,47 +57,6 @@ func provisionerJetStream(t *testing.T, s *stack) jetstream.JetStream {
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	return js
-}
-
-// TestStreamKeepsUnreadMailOnly: with interest retention a message goes
-// once its recipient's consumer acknowledged it; a full stream refuses new
-// messages instead of evicting stored ones.
-func TestStreamKeepsUnreadMailOnly(t *testing.T) {
-	s := newStack(t, stackOptions{})
-	provision(t, s, callout.InboxConfig{MaxBytes: 4 << 10})
-	js := provisionerJetStream(t, s)
-	bob := s.user("bob@kez.lat").PublicKey()
-	cons, err := js.CreateOrUpdateConsumer(ctx(t), callout.DefaultStream, callout.ConsumerConfig(bob, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	subj := callout.InboxSubjectPrefix + bob.String() + ".S"
-	if _, err := js.Publish(ctx(t), subj, []byte("first")); err != nil {
-		t.Fatal(err)
-	}
-	var full error
-	for i := 0; i < 100 && full == nil; i++ {
-		_, full = js.Publish(ctx(t), subj, bytes.Repeat([]byte{'x'}, 512))
-	}
-	if full == nil || !strings.Contains(full.Error(), "maximum bytes") {
-		t.Fatalf("a full stream: %v", full)
-	}
-	msgs, err := cons.Fetch(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for m := range msgs.Messages() {
-		if string(m.Data()) != "first" {
-			t.Fatalf("the first message was evicted; got %q", m.Data())
-		}
-		if err := m.DoubleAck(ctx(t)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Acknowledged: gone from the stream, room for one more.
-	if _, err := js.Publish(ctx(t), subj, []byte("after")); err != nil {
-		t.Fatalf("after an acknowledgement: %v", err)
-	}
 }
 
 func TestProvisionerHasNoOtherRights(t *testing.T) {

@@ -544,9 +544,8 @@ func (s *Service) authorize(rc *jwt.AuthorizationRequestClaims) (string, string,
 		name, account, perms = entry.Handle, s.cfg.UserAccount, Permissions(key, s.cfg.Stream)
 	}
 	uc := jwt.NewUserClaims(rc.UserNkey)
-	// The NATS user name is the key: nats-server stamps it on every
-	// request that crosses a service import (Nats-Request-Info "user"),
-	// and the chat-server's gate trusts nothing else to tell who sent it.
+	// The NATS user name is the key (monitoring shows who is connected,
+	// and requests crossing an import that share details name it).
 	uc.Name = key.String()
 	uc.Audience = account
 	uc.Expires = s.cfg.Now().Add(s.cfg.TTL).Unix()

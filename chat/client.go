@@ -143,7 +143,7 @@ type Client struct {
 	resolver *handles.Resolver
 
 	nc   *nats.Conn
-	js   jetstream.JetStream
+	js   *inbox.Publisher
 	cons *inbox.Puller
 
 	opener atomic.Pointer[Opener]
@@ -333,13 +333,10 @@ func (c *Client) connect(ctx context.Context) error {
 	// Users reach the inbox stream only through the chat-server's gate
 	// (see pull.go); JetStream's publish acknowledgements come back
 	// through it too.
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(1024),
-		jetstream.WithPublishAsyncTimeout(30*time.Second),
-	)
+	js, err := inbox.NewPublisher(nc, c.me.String(), 1024, 30*time.Second)
 	if err != nil {
 		nc.Close()
-		return fmt.Errorf("chat: JetStream: %w", err)
+		return fmt.Errorf("chat: subscribing to your sends' answers: %w", err)
 	}
 	if _, err := inbox.Open(ctx, nc, c.me.String(), c.cfg.AckWait); err != nil {
 		nc.Close()

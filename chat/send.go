@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/kez-lat/kez-chat/internal/inbox"
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
@@ -201,7 +202,7 @@ func (c *Client) publish(ctx context.Context, rcpt Recipient, handle string, m M
 // comes (a timeout, or the connection dropped and the pending acks were
 // cancelled) it publishes again with the same Nats-Msg-Id, once connected,
 // so the stream stores the message once; then it records the outcome.
-func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut jetstream.PubAckFuture) {
+func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut *inbox.Future) {
 	defer c.sends.Done()
 	started := time.Now()
 	for attempt := 1; ; attempt++ {

@@ -18,18 +18,20 @@ import (
 )
 
 // The gate stands between users and JetStream. Users live in an account
-// without JetStream; their service imports (send, consumer, pull,
-// acknowledgement) arrive here, in the chat account, where the gate
+// without JetStream; their service imports (send, consumer, pull) arrive
+// here, in the chat account, where the gate
 //
-//   - learns the sender from the Nats-Request-Info header nats-server
-//     stamps on every request crossing an import, and drops a request
-//     whose subject names anyone else;
+//   - takes the sender from the subject, where only that user may publish
+//     (callout.Permissions), and checks that the request came from a
+//     user's own connection: nats-server stamps every request crossing an
+//     import with the account it came from (Nats-Request-Info), and an
+//     answer the server delivered to a subject a user named as a reply
+//     would come from the chat account instead;
 //   - answers only the server-made "_R_." reply subject of the import,
 //     by publishing to it; what it sends to JetStream carries reply
 //     subjects the gate chose (its own inbox for a store acknowledgement,
-//     the user's own deliver subject for a pull, none for an
-//     acknowledgement), so no subject a user picks is acted on by
-//     JetStream;
+//     the user's own deliver subject for a pull), so no subject a user
+//     picks is acted on by JetStream;
 //   - builds every message it forwards afresh (subject, the Nats-Msg-Id
 //     header, the body), so no other header or field a user chose
 //     reaches JetStream;
@@ -88,7 +90,7 @@ type knownEntry struct {
 
 // gateMetrics are the gate's Prometheus metrics:
 //
-//	kez_chat_gate_requests_total{kind="send|consumer|pull|ack",result="forwarded|refused|dropped"}
+//	kez_chat_gate_requests_total{kind="send|consumer|pull",result="forwarded|refused|dropped"}
 //	kez_chat_gate_refusals_total{reason=…}
 //	kez_chat_gate_tracked_users
 //	kez_chat_gate_limit{name=…}   the configured limits
@@ -114,14 +116,14 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 	m := &gateMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kez_chat_gate_requests_total",
-			Help: "Requests users made through the gate, by kind (send, consumer, pull, ack) and result (forwarded, refused with an answer, dropped without one).",
+			Help: "Requests users made through the gate, by kind (send, consumer, pull) and result (forwarded, refused with an answer, dropped without one).",
 		}, []string{"kind", "result"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kez_chat_gate_refusals_total",
 			Help: "Requests the gate refused or dropped, by reason.",
 		}, []string{"reason"}),
 	}
-	for _, k := range []string{"send", "consumer", "pull", "ack"} {
+	for _, k := range []string{"send", "consumer", "pull"} {
 		for _, r := range []string{"forwarded", "refused", "dropped"} {
 			m.requests.WithLabelValues(k, r)
 		}
@@ -168,7 +170,6 @@ func (g *gate) listen(key string) error {
 		{callout.SendSubjectPrefix + "*.*", gateQueue, g.onSend},
 		{callout.ConsumerSubjectPrefix + "*", gateQueue, g.onConsumer},
 		{callout.PullSubjectPrefix + "*", gateQueue, g.onPull},
-		{callout.AckSubjectPrefix + ">", gateQueue, g.onAck},
 		{g.relayPrefix + ">", "", g.onRelay},
 	} {
 		var sub *nats.Subscription
@@ -203,36 +204,29 @@ func (g *gate) close() {
 // requestInfo is the part of nats-server's Nats-Request-Info the gate reads.
 type requestInfo struct {
 	Account string `json:"acc"`
-	User    string `json:"user"`
-	Kind    string `json:"kind"`
 }
 
-// sender returns the key of the user who sent m, or false when m did not
-// come straight from a user's connection in the user account (a reply the
-// server delivered, a request from another account, a missing or doubled
-// header).
-func (g *gate) sender(m *nats.Msg) (kez.PublicKey, bool) {
+// fromUserAccount reports whether m came from a connection in the user
+// account: false for a message the server delivered from the chat account
+// (an answer chained into an import), another account, or a missing or
+// doubled header.
+func (g *gate) fromUserAccount(m *nats.Msg) bool {
 	var ri requestInfo
-	if v := m.Header.Values(callout.RequestInfoHeader); len(v) != 1 || json.Unmarshal([]byte(v[0]), &ri) != nil {
-		return kez.PublicKey{}, false
-	}
-	if ri.Kind != "Client" || ri.Account != g.userAccount {
-		return kez.PublicKey{}, false
-	}
-	k, err := kez.ParsePublicKey(ri.User)
-	return k, err == nil
+	v := m.Header.Values(callout.RequestInfoHeader)
+	return len(v) == 1 && json.Unmarshal([]byte(v[0]), &ri) == nil && ri.Account == g.userAccount
 }
 
-// admit runs the checks every request shares: a sender that is the key
-// the subject names and, for a request that is answered (needReply), an
-// import reply subject. It counts what it drops.
+// admit runs the checks every request shares: it came from a user's
+// connection, its subject names a key (the sender: no one else may
+// publish there) and, for a request that is answered (needReply), its
+// reply is an import's. It counts what it drops.
 func (g *gate) admit(kind string, m *nats.Msg, subjectKey string, needReply bool) (kez.PublicKey, bool) {
 	if needReply && !strings.HasPrefix(m.Reply, respPrefix) {
 		g.drop(kind, reasonReply)
 		return kez.PublicKey{}, false
 	}
-	k, ok := g.sender(m)
-	if !ok || k.String() != subjectKey {
+	k, err := kez.ParsePublicKey(subjectKey)
+	if err != nil || !g.fromUserAccount(m) {
 		g.drop(kind, reasonForged)
 		return kez.PublicKey{}, false
 	}
@@ -245,12 +239,13 @@ func (g *gate) drop(kind, reason string) {
 	g.m.refusals.WithLabelValues(reason).Inc()
 }
 
-// refuse answers m with a JetStream API error and counts it.
-func (g *gate) refuse(kind string, m *nats.Msg, reason string, status, code int, description string) {
+// refuse answers a request, on the subject answer, with a JetStream API
+// error and counts it.
+func (g *gate) refuse(kind, answer, reason string, status, code int, description string) {
 	g.m.requests.WithLabelValues(kind, "refused").Inc()
 	g.m.refusals.WithLabelValues(reason).Inc()
 	body, _ := json.Marshal(map[string]any{"error": map[string]any{"code": status, "err_code": code, "description": description}})
-	g.nc.Publish(m.Reply, body)
+	g.nc.Publish(answer, body)
 }
 
 func (g *gate) forwarded(kind string) { g.m.requests.WithLabelValues(kind, "forwarded").Inc() }
@@ -262,13 +257,32 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.drop("send", reasonBadRequest)
 		return
 	}
-	from, ok := g.admit("send", m, tok[4], true)
+	from, ok := g.admit("send", m, tok[4], false)
 	if !ok {
+		return
+	}
+	// Where the answer goes: the sender's own acknowledgement subject,
+	// when the send names a token (the stream answers there directly),
+	// or the import's reply subject (the gate relays the stream's answer,
+	// onRelay).
+	var answer, streamReply string
+	switch t := m.Header.Get(wire.AnswerTo); {
+	case t != "":
+		if !deliverToken(t) {
+			g.drop("send", reasonBadRequest)
+			return
+		}
+		answer = callout.AckedSubjectPrefix + from.String() + "." + t
+		streamReply = answer
+	case strings.HasPrefix(m.Reply, respPrefix):
+		answer, streamReply = m.Reply, g.relayPrefix+m.Reply[len(respPrefix):]
+	default:
+		g.drop("send", reasonReply)
 		return
 	}
 	to, err := kez.ParsePublicKey(tok[3])
 	if err != nil {
-		g.refuse("send", m, reasonBadRequest, 400, callout.ErrCodeBadRequest, "the recipient is not a key")
+		g.refuse("send", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, "the recipient is not a key")
 		return
 	}
 	now := g.now()
@@ -279,17 +293,17 @@ func (g *gate) onSend(m *nats.Msg) {
 			b.sendBytes.take(now, g.lim.SenderBytesRate, g.lim.SenderBytesBurst, size)
 	})
 	if !allowed {
-		g.refuse("send", m, reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit")
+		g.refuse("send", answer, reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit")
 		return
 	}
 	registered, err := g.registered(to, now)
 	switch {
 	case err != nil:
 		g.log.Warn("gate: cannot look up a recipient", "recipient", to, "err", err)
-		g.refuse("send", m, reasonUnavailable, 503, callout.ErrCodeUnavailable, "registry unavailable")
+		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "registry unavailable")
 		return
 	case !registered:
-		g.refuse("send", m, reasonUnknown, 404, callout.ErrCodeUnknownRecipient, "recipient not registered")
+		g.refuse("send", answer, reasonUnknown, 404, callout.ErrCodeUnknownRecipient, "recipient not registered")
 		return
 	}
 	g.users.with(to.String(), now, func(b *userBuckets) {
@@ -297,27 +311,25 @@ func (g *gate) onSend(m *nats.Msg) {
 			b.rcptBytes.take(now, g.lim.RecipientBytesRate, g.lim.RecipientBytesBurst, size)
 	})
 	if !allowed {
-		g.refuse("send", m, reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "recipient over its rate limit")
+		g.refuse("send", answer, reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "recipient over its rate limit")
 		return
 	}
 	if !g.underUnread(from, now) {
-		g.refuse("send", m, reasonSenderUnread, 429, callout.ErrCodeSenderUnread, "sender has too many unread messages")
+		g.refuse("send", answer, reasonSenderUnread, 429, callout.ErrCodeSenderUnread, "sender has too many unread messages")
 		return
 	}
 	if err := g.ensure(to, 0); err != nil {
 		g.log.Warn("gate: cannot make a recipient's consumer", "recipient", to, "err", err)
-		g.refuse("send", m, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
+		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
 		return
 	}
 	out := nats.NewMsg(callout.InboxSubjectPrefix + to.String() + "." + from.String())
 	if id := m.Header.Get(jetstream.MsgIDHeader); id != "" && len(id) <= maxMsgID {
 		out.Header.Set(jetstream.MsgIDHeader, id)
 	}
-	// The stream's acknowledgement comes to the gate's relay subject,
-	// which names the import's reply, and goes on from there (onRelay).
-	out.Data, out.Reply = m.Data, g.relayPrefix+m.Reply[len(respPrefix):]
+	out.Data, out.Reply = m.Data, streamReply
 	if err := g.nc.PublishMsg(out); err != nil {
-		g.refuse("send", m, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
+		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
 		return
 	}
 	g.forwarded("send")
@@ -457,14 +469,14 @@ func (g *gate) onConsumer(m *nats.Msg) {
 		return
 	}
 	if !g.takePull(key) {
-		g.refuse("consumer", m, reasonAPIQuota, 429, callout.ErrCodeSenderQuota, "too many consumer requests")
+		g.refuse("consumer", m.Reply, reasonAPIQuota, 429, callout.ErrCodeSenderQuota, "too many consumer requests")
 		return
 	}
 	var wait time.Duration
 	if v := m.Header.Get(callout.AckWaitHeader); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			g.refuse("consumer", m, reasonBadRequest, 400, callout.ErrCodeBadRequest, "bad "+callout.AckWaitHeader)
+			g.refuse("consumer", m.Reply, reasonBadRequest, 400, callout.ErrCodeBadRequest, "bad "+callout.AckWaitHeader)
 			return
 		}
 		wait = d
@@ -472,7 +484,7 @@ func (g *gate) onConsumer(m *nats.Msg) {
 	info, err := g.consumerInfo(key, wait)
 	if err != nil {
 		g.log.Warn("gate: cannot make a user's consumer", "user", key, "err", err)
-		g.refuse("consumer", m, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
+		g.refuse("consumer", m.Reply, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
 		return
 	}
 	body, _ := json.Marshal(map[string]uint64{"num_pending": info.NumPending, "num_ack_pending": uint64(info.NumAckPending)})
@@ -572,30 +584,4 @@ func deliverToken(t string) bool {
 		}
 	}
 	return true
-}
-
-// onAck handles kez.v1.ack.<stream>.<key>.<tokens…>, which the user
-// account maps from $JS.ACK.<stream>.<key>.<tokens…>: the user's own
-// acknowledgement, passed on without a reply.
-func (g *gate) onAck(m *nats.Msg) {
-	tok := strings.Split(m.Subject, ".")
-	// kez v1 ack S K + 5 to 10 tokens of JetStream's ack subject.
-	if len(tok) < 10 || len(tok) > 15 || len(m.Data) > 64 {
-		g.drop("ack", reasonBadRequest)
-		return
-	}
-	if _, ok := g.admit("ack", m, tok[4], false); !ok {
-		return
-	}
-	if tok[3] != g.stream {
-		g.drop("ack", reasonBadRequest)
-		return
-	}
-	out := nats.NewMsg("$JS.ACK." + strings.Join(tok[3:], "."))
-	out.Data = m.Data
-	if err := g.nc.PublishMsg(out); err != nil {
-		g.drop("ack", reasonUnavailable)
-		return
-	}
-	g.forwarded("ack")
 }

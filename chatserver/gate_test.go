@@ -1,6 +1,7 @@
 package chatserver_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -400,5 +401,41 @@ func TestGateSenderUnreadCap(t *testing.T) {
 	}
 	if !strings.Contains(fetch(t, st.ServerURL+"/metrics"), `kez_chat_gate_refusals_total{reason="sender_unread"}`) {
 		t.Error("no metric for the refusals")
+	}
+}
+
+// TestStreamKeepsUnreadMailOnly: a full stream refuses new mail instead
+// of evicting stored mail, and a message goes once its recipient
+// acknowledged it (interest retention), which makes room again.
+func TestStreamKeepsUnreadMailOnly(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{Inbox: callout.InboxConfig{MaxBytes: 16 << 10}, MailLimits: chatserver.NoMailLimits})
+	mallory, bob := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob")
+	if code, _ := gateCode(t, bob.send(t, bob.key, []byte("first"))); code != 0 {
+		t.Fatal("refused")
+	}
+	var desc string
+	for i := 0; i < 100 && desc == ""; i++ {
+		_, desc = gateCode(t, mallory.send(t, bob.key, bytes.Repeat([]byte{'x'}, 1024)))
+	}
+	if !strings.Contains(desc, "maximum bytes") {
+		t.Fatalf("a full stream answered %q", desc)
+	}
+	ctx := context.Background()
+	msgs, err := inbox.NewPuller(bob.nc, bob.key.String(), callout.DefaultStream).Fetch(ctx, 1, 0)
+	if err != nil || len(msgs) != 1 || string(msgs[0].Data()) != "first" {
+		t.Fatalf("the first message was evicted: %d, %v", len(msgs), err)
+	}
+	if err := msgs[0].Ack(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _ := gateCode(t, mallory.send(t, bob.key, []byte("after bob read")))
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no room after bob's acknowledgement: %d", code)
+		}
 	}
 }

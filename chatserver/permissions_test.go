@@ -52,6 +52,7 @@ func TestEveryGrantIsNecessary(t *testing.T) {
 		"_INBOX.*.>":             "answer a peer",
 		"sub _INBOX.K.>":         "consumer",
 		"sub kez.v1.deliver.K.>": "receive",
+		"sub kez.v1.acked.K.>":   "send",
 		"sub kez.v1.p2p.K":       "answer a peer",
 	}
 	var grants []grant
@@ -150,9 +151,21 @@ func TestEveryGrantIsNecessary(t *testing.T) {
 			}
 			step("consumer", func(ctx context.Context) error { _, err := inbox.Open(ctx, nc, k, 0); return err })
 			step("send", func(ctx context.Context) error {
-				js, _ := jetstream.New(nc)
-				_, err := js.Publish(ctx, callout.SendSubjectPrefix+bobKey+"."+k, []byte("to bob"))
-				return err
+				pub, err := inbox.NewPublisher(nc, k, 8, wait)
+				if err != nil {
+					return err
+				}
+				defer pub.Close()
+				f, err := pub.PublishMsgAsync(&nats.Msg{Subject: callout.SendSubjectPrefix + bobKey + "." + k, Data: []byte("to bob")})
+				if err != nil {
+					return err
+				}
+				select {
+				case <-f.Ok():
+					return nil
+				case err := <-f.Err():
+					return err
+				}
 			})
 			var got []jetstream.Msg
 			if _, err := bjs.Publish(ctx, callout.SendSubjectPrefix+k+"."+bobKey, []byte("from bob")); err != nil {

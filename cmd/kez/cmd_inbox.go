@@ -147,6 +147,9 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 		}
 	}
 	if err := noteSetAside(ctx, c, note, !requests); err != nil {
+		if follow && ctx.Err() != nil {
+			return nil // Ctrl-C while it started: stopping is what was asked
+		}
 		return err
 	}
 	if !follow {

@@ -199,7 +199,7 @@ func TestHostileReplySweep(t *testing.T) {
 		callout.InboxSubjectPrefix+A+"."+B, callout.InboxSubjectPrefix+B+"."+A,
 		callout.SendSubjectPrefix+A+"."+B, callout.SendSubjectPrefix+B+"."+A,
 		callout.ConsumerSubjectPrefix+A, callout.PullSubjectPrefix+A, callout.PullSubjectPrefix+B,
-		callout.DeliverSubjectPrefix+A+".x", callout.AckSubjectPrefix+S+"."+A+".1.1.1.1.0",
+		callout.DeliverSubjectPrefix+A+".x", "kez.v1.ack."+S+"."+A+".1.1.1.1.0",
 		"$SYS.REQ.SERVER.PING", "$SYS.REQ.ACCOUNT.CHAT.CONNZ", "$SYS.REQ.USER.INFO",
 		"$KV.KEZ_HANDLES.key."+A, "$KV.ANY.x", "_INBOX."+A+".x",
 	)

@@ -12,7 +12,7 @@ const (
 	ConsumerSubjectPrefix = "kez.v1.consumer." // + key: a request to the gate to make that user's consumer
 	PullSubjectPrefix     = "kez.v1.pull."     // + key: a pull request to the gate for that user's consumer
 	DeliverSubjectPrefix  = "kez.v1.deliver."  // + key + "." + token: where a pull delivers
-	AckSubjectPrefix      = "kez.v1.ack."      // acknowledgements in the chat account ($JS.ACK.> in the user account)
+	AckedSubjectPrefix    = "kez.v1.acked."    // + key + "." + token: where a send's answer comes
 	P2PSubjectPrefix      = "kez.v1.p2p."      // + key: file-peer signalling
 )
 
@@ -24,6 +24,9 @@ const (
 	// AckWait, on a consumer request to the gate, asks for that AckWait
 	// (a Go duration).
 	AckWait = "Kez-Ack-Wait"
+	// AnswerTo, on a send, names the token of the subject the answer
+	// goes to: AckedSubjectPrefix + sender + "." + token.
+	AnswerTo = "Kez-Answer-To"
 )
 
 // Error codes of the gate, in the JetStream API error shape.
