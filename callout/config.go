@@ -44,6 +44,13 @@ type ConfigOptions struct {
 	SigAccount   string // default [DefaultSigAccount]
 }
 
+// ResponseThreshold is how long nats-server keeps the mapping of a
+// request that crossed one of the chat account's service imports, waiting
+// for its answer: what one user's unanswered requests can hold on the
+// server is their rate times this. Answers the gate gives come within
+// milliseconds; a consumer request may wait on JetStream a few seconds.
+const ResponseThreshold = 5 * time.Second
+
 // DefaultSigAccount is the account of a sig-server with a JetStream store
 // (see [ConfigOptions].SigServerKey).
 const DefaultSigAccount = "SIG"
@@ -86,10 +93,10 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	  CHAT {
 //	    jetstream: enabled
 //	    exports: [
-//	      { service: "kez.v1.send.>" }
-//	      { service: "kez.v1.consumer.>" }
-//	      { service: "kez.v1.pull.>" }
-//	      { service: "$JS.ACK.>" }
+//	      { service: "kez.v1.send.>", response_threshold: "5s" }
+//	      { service: "kez.v1.consumer.>", response_threshold: "5s" }
+//	      { service: "kez.v1.pull.>", response_threshold: "5s" }
+//	      { service: "$JS.ACK.>", response_threshold: "5s" }
 //	      { stream: "kez.v1.deliver.>" }
 //	      { stream: "kez.v1.acked.>" }
 //	    ]
@@ -177,10 +184,12 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 		fmt.Fprintf(&b, "  %s { users: [ { nkey: %s } ] }\n", o.AuthAccount, svc)
 	}
 	fmt.Fprintf(&b, "  %s {\n    jetstream: enabled\n    exports: [\n", o.ChatAccount)
-	for _, p := range []string{SendSubjectPrefix, ConsumerSubjectPrefix, PullSubjectPrefix} {
-		fmt.Fprintf(&b, "      { service: %q }\n", p+">")
+	// A request with a reply subject makes nats-server keep a response
+	// mapping until the answer or the threshold (default 2 minutes);
+	// requests nobody answers (pulls, acknowledgements) would pile up.
+	for _, p := range []string{SendSubjectPrefix, ConsumerSubjectPrefix, PullSubjectPrefix, "$JS.ACK."} {
+		fmt.Fprintf(&b, "      { service: %q, response_threshold: %q }\n", p+">", ResponseThreshold.String())
 	}
-	fmt.Fprintf(&b, "      { service: %q }\n", "$JS.ACK.>")
 	fmt.Fprintf(&b, "      { stream: %q }\n", DeliverSubjectPrefix+">")
 	fmt.Fprintf(&b, "      { stream: %q }\n", AckedSubjectPrefix+">")
 	fmt.Fprintf(&b, "    ]\n  }\n")

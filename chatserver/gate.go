@@ -76,6 +76,7 @@ type gate struct {
 	m           *gateMetrics
 
 	users   *tracker[userBuckets]
+	pairs   *tracker[pairBuckets] // recipient + "." + sender
 	known   *tracker[knownEntry]
 	ensured sync.Map // consumer name → time.Duration (the AckWait it was made with)
 
@@ -306,12 +307,12 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", answer, reasonUnknown, 404, callout.ErrCodeUnknownRecipient, "recipient not registered")
 		return
 	}
-	g.users.with(to.String(), now, func(b *userBuckets) {
-		allowed = b.rcptMsgs.take(now, g.lim.RecipientRate, g.lim.RecipientBurst, 1) &&
-			b.rcptBytes.take(now, g.lim.RecipientBytesRate, g.lim.RecipientBytesBurst, size)
+	g.pairs.with(to.String()+"."+from.String(), now, func(b *pairBuckets) {
+		allowed = b.msgs.take(now, g.lim.RecipientRate, g.lim.RecipientBurst, 1) &&
+			b.bytes.take(now, g.lim.RecipientBytesRate, g.lim.RecipientBytesBurst, size)
 	})
 	if !allowed {
-		g.refuse("send", answer, reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "recipient over its rate limit")
+		g.refuse("send", answer, reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "over the rate limit for this recipient")
 		return
 	}
 	if !g.underUnread(from, now) {
@@ -325,7 +326,9 @@ func (g *gate) onSend(m *nats.Msg) {
 	}
 	out := nats.NewMsg(callout.InboxSubjectPrefix + to.String() + "." + from.String())
 	if id := m.Header.Get(jetstream.MsgIDHeader); id != "" && len(id) <= maxMsgID {
-		out.Header.Set(jetstream.MsgIDHeader, id)
+		// The stream's duplicate window is shared by everyone: the
+		// sender's key keeps one sender's IDs from shadowing another's.
+		out.Header.Set(jetstream.MsgIDHeader, from.String()+"-"+id)
 	}
 	out.Data, out.Reply = m.Data, streamReply
 	if err := g.nc.PublishMsg(out); err != nil {

@@ -247,22 +247,26 @@ func TestGateSenderQuota(t *testing.T) {
 	}
 }
 
-// TestGateRecipientQuota: all senders together are held to the
-// recipient's rate; the recipient's own quota does not stop others'
-// mail to other recipients.
+// TestGateRecipientQuota: one sender is held to its rate for one
+// recipient; flooding bob does not use up what others may send him
+// (each sender has its own bucket per recipient), nor the flooder's
+// allowance for others.
 func TestGateRecipientQuota(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{RecipientRate: 0.001, RecipientBurst: 2}})
 	a, b, bob, dave := gateLogin(t, st, "anna"), gateLogin(t, st, "bert"), gateLogin(t, st, "bob"), gateLogin(t, st, "dave")
-	for _, u := range []*gateUser{a, b} {
-		if code, _ := gateCode(t, u.send(t, bob.key, []byte("x"))); code != 0 {
+	for range 2 {
+		if code, _ := gateCode(t, a.send(t, bob.key, []byte("x"))); code != 0 {
 			t.Fatalf("refused: %d", code)
 		}
 	}
 	if code, _ := gateCode(t, a.send(t, bob.key, []byte("x"))); code != callout.ErrCodeRecipientQuota {
-		t.Fatalf("3rd message to bob: code %d", code)
+		t.Fatalf("anna's 3rd message to bob: code %d", code)
+	}
+	if code, _ := gateCode(t, b.send(t, bob.key, []byte("x"))); code != 0 {
+		t.Fatalf("bert's message to bob after anna's flood: code %d", code)
 	}
 	if code, _ := gateCode(t, a.send(t, dave.key, []byte("x"))); code != 0 {
-		t.Fatalf("a message to dave: code %d", code)
+		t.Fatalf("anna's message to dave: code %d", code)
 	}
 }
 

@@ -23,12 +23,14 @@ type MailLimits struct {
 	// Defaults 2 MiB/s and 32 MiB.
 	SenderBytesRate  float64
 	SenderBytesBurst float64
-	// RecipientRate and RecipientBurst bound the messages all senders
-	// together store for one recipient. Defaults 200/s and 4,000.
+	// RecipientRate and RecipientBurst bound the messages one sender
+	// stores for one recipient. Each sender has its own bucket per
+	// recipient, so that senders flooding someone cannot use up what
+	// others may send them. Defaults 20/s and 200.
 	RecipientRate  float64
 	RecipientBurst float64
 	// RecipientBytesRate and RecipientBytesBurst bound their bytes.
-	// Defaults 8 MiB/s and 128 MiB.
+	// Defaults 1 MiB/s and 16 MiB.
 	RecipientBytesRate  float64
 	RecipientBytesBurst float64
 	// SenderUnread bounds the messages one sender has waiting unread in
@@ -52,8 +54,8 @@ type MailLimits struct {
 var DefaultMailLimits = MailLimits{
 	SenderRate: 50, SenderBurst: 500,
 	SenderBytesRate: 2 << 20, SenderBytesBurst: 32 << 20,
-	RecipientRate: 200, RecipientBurst: 4000,
-	RecipientBytesRate: 8 << 20, RecipientBytesBurst: 128 << 20,
+	RecipientRate: 20, RecipientBurst: 200,
+	RecipientBytesRate: 1 << 20, RecipientBytesBurst: 16 << 20,
 	APIRate: 100, APIBurst: 1000,
 	SenderUnread: 2000,
 	MaxTracked:   100_000,
@@ -119,12 +121,17 @@ func (b *bucket) take(now time.Time, rate, burst, n float64) bool {
 	return true
 }
 
-// userBuckets are one user's buckets, as sender, recipient and API caller,
-// and the count of its unread messages.
+// userBuckets are one user's buckets, as sender and API caller, and the
+// count of its unread messages.
 type userBuckets struct {
-	sendMsgs, sendBytes, rcptMsgs, rcptBytes, api bucket
-	unread                                        int       // as last counted, plus what was stored since
-	unreadAt                                      time.Time // when last counted; zero: never
+	sendMsgs, sendBytes, api bucket
+	unread                   int       // as last counted, plus what was stored since
+	unreadAt                 time.Time // when last counted; zero: never
+}
+
+// pairBuckets are one sender's buckets for one recipient.
+type pairBuckets struct {
+	msgs, bytes bucket
 }
 
 // tracker holds per-user state, at most max entries (the least recently

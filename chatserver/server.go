@@ -230,6 +230,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		dir: RegistryDirectory{Store: store}, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
 	}
 	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
+	g.pairs = newTracker[pairBuckets](g.lim.MaxTracked)
 	if g.m, err = newGateMetrics(s.reg, g.lim, g.users.len); err != nil {
 		return fmt.Errorf("chatserver: registering the gate's metrics: %w", err)
 	}

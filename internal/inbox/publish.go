@@ -79,7 +79,10 @@ func NewPublisher(nc *nats.Conn, me string, maxPending int, timeout time.Duratio
 	if err != nil {
 		return nil, err
 	}
-	sub.SetPendingLimits(-1, -1)
+	// Others can drop junk here (JetStream's answers to their own
+	// acknowledgements go to any subject they name): bounded, and
+	// ignored unless the token is a pending send's.
+	sub.SetPendingLimits(1<<16, 64<<20)
 	p.sub = sub
 	// Answers lost while the connection was down never come: fail the
 	// sends waiting then, so that they are sent again.
