@@ -444,7 +444,9 @@ func TestHostileFlood(t *testing.T) {
 					tl.ok++
 				case strings.HasPrefix(ans, fmt.Sprint(callout.ErrCodeUnknownRecipient)):
 					tl.unknown++
-				case strings.HasPrefix(ans, fmt.Sprint(callout.ErrCodeSenderQuota)):
+				case strings.HasPrefix(ans, fmt.Sprint(callout.ErrCodeSenderQuota)),
+					strings.HasPrefix(ans, fmt.Sprint(callout.ErrCodeRecipientQuota)),
+					strings.HasPrefix(ans, fmt.Sprint(callout.ErrCodeSenderUnread)):
 					tl.senderQuota++
 				default:
 					tl.other++
@@ -518,7 +520,7 @@ func TestHostileFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("flood of %s: %d stored, %d refused as unknown recipients, %d over the sender quota, %d other; "+
+	t.Logf("flood of %s: %d stored, %d refused as unknown recipients, %d over a quota, %d other; "+
 		"sam's message to thea arrived in %s; vic got all %d of sam's earlier messages; stream holds %d bytes after vic read",
 		floodFor, sum.ok, sum.unknown, sum.senderQuota, sum.other, arrived.Round(time.Millisecond), fromSam, info.CachedInfo().State.Bytes)
 	if fromSam != 5 {
