@@ -187,6 +187,9 @@ func (r *msgRig) connect(ctx context.Context, st *Stack, u *User, receiver bool)
 		nc.Close()
 		return nil, err
 	}
+	// A sender with 1024 sends in flight waits for answers, however slow
+	// a shared machine makes them.
+	mu.js.StallWait = time.Minute
 	mu.js.OnError = func(err error) {
 		r.pubErrs.Add(1)
 		r.lastErr.Store(err)
@@ -418,7 +421,3 @@ func percentile(ds []time.Duration, p float64) float64 {
 	slices.Sort(ds)
 	return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))].Nanoseconds()) / 1e3
 }
-
-// stallWait lets a sender wait for the stream's acknowledgements when it
-// has 1024 publishes in flight, however slow a shared machine makes them.
-var stallWait = jetstream.WithStallWait(time.Minute)

@@ -258,8 +258,10 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.drop("send", reasonBadRequest)
 		return
 	}
-	from, ok := g.admit("send", m, tok[4], false)
-	if !ok {
+	// The subject's tokens are the keys' text form: no need to encode
+	// them again on this path (admit checks the sender's is a key).
+	sender, rcpt := tok[4], tok[3]
+	if _, ok := g.admit("send", m, sender, false); !ok {
 		return
 	}
 	// Where the answer goes: the sender's own acknowledgement subject,
@@ -273,7 +275,7 @@ func (g *gate) onSend(m *nats.Msg) {
 			g.drop("send", reasonBadRequest)
 			return
 		}
-		answer = callout.AckedSubjectPrefix + from.String() + "." + t
+		answer = callout.AckedSubjectPrefix + sender + "." + t
 		streamReply = answer
 	case strings.HasPrefix(m.Reply, respPrefix):
 		answer, streamReply = m.Reply, g.relayPrefix+m.Reply[len(respPrefix):]
@@ -281,7 +283,7 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.drop("send", reasonReply)
 		return
 	}
-	to, err := kez.ParsePublicKey(tok[3])
+	to, err := kez.ParsePublicKey(rcpt)
 	if err != nil {
 		g.refuse("send", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, "the recipient is not a key")
 		return
@@ -289,7 +291,7 @@ func (g *gate) onSend(m *nats.Msg) {
 	now := g.now()
 	size := float64(len(m.Data))
 	allowed := true
-	g.users.with(from.String(), now, func(b *userBuckets) {
+	g.users.with(sender, now, func(b *userBuckets) {
 		allowed = b.sendMsgs.take(now, g.lim.SenderRate, g.lim.SenderBurst, 1) &&
 			b.sendBytes.take(now, g.lim.SenderBytesRate, g.lim.SenderBytesBurst, size)
 	})
@@ -297,7 +299,7 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", answer, reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit")
 		return
 	}
-	registered, err := g.registered(to, now)
+	registered, err := g.registered(to, rcpt, now)
 	switch {
 	case err != nil:
 		g.log.Warn("gate: cannot look up a recipient", "recipient", to, "err", err)
@@ -307,7 +309,7 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", answer, reasonUnknown, 404, callout.ErrCodeUnknownRecipient, "recipient not registered")
 		return
 	}
-	g.pairs.with(to.String()+"."+from.String(), now, func(b *pairBuckets) {
+	g.pairs.with(rcpt+"."+sender, now, func(b *pairBuckets) {
 		allowed = b.msgs.take(now, g.lim.RecipientRate, g.lim.RecipientBurst, 1) &&
 			b.bytes.take(now, g.lim.RecipientBytesRate, g.lim.RecipientBytesBurst, size)
 	})
@@ -315,7 +317,7 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", answer, reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "over the rate limit for this recipient")
 		return
 	}
-	if !g.underUnread(from, now) {
+	if !g.underUnread(sender, now) {
 		g.refuse("send", answer, reasonSenderUnread, 429, callout.ErrCodeSenderUnread, "sender has too many unread messages")
 		return
 	}
@@ -324,11 +326,11 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
 		return
 	}
-	out := nats.NewMsg(callout.InboxSubjectPrefix + to.String() + "." + from.String())
+	out := nats.NewMsg(callout.InboxSubjectPrefix + rcpt + "." + sender)
 	if id := m.Header.Get(jetstream.MsgIDHeader); id != "" && len(id) <= maxMsgID {
 		// The stream's duplicate window is shared by everyone: the
 		// sender's key keeps one sender's IDs from shadowing another's.
-		out.Header.Set(jetstream.MsgIDHeader, from.String()+"-"+id)
+		out.Header.Set(jetstream.MsgIDHeader, sender+"-"+id)
 	}
 	out.Data, out.Reply = m.Data, streamReply
 	if err := g.nc.PublishMsg(out); err != nil {
@@ -354,44 +356,49 @@ func (g *gate) onRelay(m *nats.Msg) {
 // stream only when the estimate reaches half the cap: then at most every
 // 10 s, and while over the cap at most once a second. A failed count lets
 // the message through (the rate limits still hold) and is logged.
-func (g *gate) underUnread(from kez.PublicKey, now time.Time) bool {
+func (g *gate) underUnread(from string, now time.Time) bool {
 	limit := g.lim.SenderUnread
 	if limit < 0 {
 		return true
 	}
-	var est int
-	var at time.Time
-	g.users.with(from.String(), now, func(b *userBuckets) { est, at = b.unread, b.unreadAt })
-	switch {
-	case est < limit/2 || est < limit && now.Sub(at) < 10*time.Second:
-	case est >= limit && now.Sub(at) < time.Second:
-		return false
-	default:
-		n, err := g.countUnread(from)
-		if err != nil {
-			g.log.Warn("gate: cannot count a sender's unread messages", "sender", from, "err", err)
-			return true
+	ok, count := false, false
+	g.users.with(from, now, func(b *userBuckets) {
+		switch {
+		case b.unread < limit/2 || b.unread < limit && now.Sub(b.unreadAt) < 10*time.Second:
+			b.unread++
+			ok = true
+		case b.unread >= limit && now.Sub(b.unreadAt) < time.Second:
+		default:
+			count = true
 		}
-		est = n
-		g.users.with(from.String(), now, func(b *userBuckets) { b.unread, b.unreadAt = n, now })
-		if n >= limit {
-			return false
-		}
+	})
+	if !count {
+		return ok
 	}
-	g.users.with(from.String(), now, func(b *userBuckets) { b.unread++ })
-	return true
+	n, err := g.countUnread(from)
+	if err != nil {
+		g.log.Warn("gate: cannot count a sender's unread messages", "sender", from, "err", err)
+		return true
+	}
+	g.users.with(from, now, func(b *userBuckets) {
+		b.unread, b.unreadAt = n, now
+		if ok = n < limit; ok {
+			b.unread++
+		}
+	})
+	return ok
 }
 
-// countUnread counts from's messages in the stream: its subjects in every
-// inbox, kez.v1.inbox.*.<from>.
-func (g *gate) countUnread(from kez.PublicKey) (int, error) {
+// countUnread counts the messages of the sender with key from (its "U…"
+// form) in the stream: its subjects in every inbox, kez.v1.inbox.*.<from>.
+func (g *gate) countUnread(from string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := g.js.Stream(ctx, g.stream)
 	if err != nil {
 		return 0, err
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(callout.InboxSubjectPrefix+"*."+from.String()))
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(callout.InboxSubjectPrefix+"*."+from))
 	if err != nil {
 		return 0, err
 	}
@@ -402,10 +409,11 @@ func (g *gate) countUnread(from kez.PublicKey) (int, error) {
 	return n, nil
 }
 
-// registered reports whether key holds a handle, from a short-lived cache.
-func (g *gate) registered(key kez.PublicKey, now time.Time) (bool, error) {
+// registered reports whether key (text, its "U…" form) holds a handle,
+// from a short-lived cache.
+func (g *gate) registered(key kez.PublicKey, text string, now time.Time) (bool, error) {
 	var hit, registered bool
-	g.known.with(key.String(), now, func(e *knownEntry) {
+	g.known.with(text, now, func(e *knownEntry) {
 		if now.Before(e.until) {
 			hit, registered = true, e.registered
 		}
@@ -428,13 +436,8 @@ func (g *gate) registered(key kez.PublicKey, now time.Time) (bool, error) {
 	if !registered {
 		ttl /= 10
 	}
-	g.known.with(key.String(), now, func(e *knownEntry) { *e = knownEntry{registered, now.Add(ttl)} })
+	g.known.with(text, now, func(e *knownEntry) { *e = knownEntry{registered, now.Add(ttl)} })
 	return registered, nil
-}
-
-// forget drops what the gate knows of key (after a claim made it a user).
-func (g *gate) forget(key kez.PublicKey) {
-	g.known.with(key.String(), g.now(), func(e *knownEntry) { *e = knownEntry{} })
 }
 
 // ensure makes key's consumer if this gate has not made it yet (with

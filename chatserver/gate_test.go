@@ -443,3 +443,48 @@ func TestStreamKeepsUnreadMailOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestGateAnswerSubject: a send that names a token is answered on the
+// sender's own answer subject, never on anyone else's; a malformed token
+// is dropped unanswered and stores nothing.
+func TestGateAnswerSubject(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	mallory, bob := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob")
+	mine, err := mallory.nc.SubscribeSync(callout.AckedSubjectPrefix + mallory.key.String() + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobs, err := bob.nc.SubscribeSync(callout.AckedSubjectPrefix + bob.key.String() + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(token string) {
+		m := nats.NewMsg(callout.SendSubjectPrefix + bob.key.String() + "." + mallory.key.String())
+		m.Header.Set("Kez-Answer-To", token)
+		m.Data = []byte("x")
+		if err := mallory.nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("bad.token")
+	send("t1")
+	a, err := mine.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Subject != callout.AckedSubjectPrefix+mallory.key.String()+".t1" || gateCodeOf(t, a) != 0 {
+		t.Fatalf("answer on %s: %s", a.Subject, a.Data)
+	}
+	if n := streamMsgs(t, st); n != 1 {
+		t.Fatalf("stream holds %d, want 1 (the malformed token's send dropped)", n)
+	}
+	if m, err := bobs.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("bob got an answer meant for no one of his: %s %s", m.Subject, m.Data)
+	}
+}
+
+// gateCodeOf is gateCode for an answer that came on an answer subject.
+func gateCodeOf(t testing.TB, m *nats.Msg) int {
+	code, _ := gateCode(t, m)
+	return code
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,12 +58,7 @@ func TestLimitFlags(t *testing.T) {
 	if _, err := reader.Lookup(ctx, "carol"); !errors.Is(err, handles.ErrRateLimited) {
 		t.Fatalf("the 4th lookup (KEZ_CHAT_READS_PER_IP 3/1m): %v", err)
 	}
-	resp, err := http.Get(srv.base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	m := fetchURL(t, srv.base+"/metrics")
 	for _, want := range []string{
 		`kez_http_limited_total{endpoint="claim",reason="ip"} 1`,
 		`kez_http_limited_total{endpoint="read",reason="ip"} 1`,
@@ -72,7 +66,7 @@ func TestLimitFlags(t *testing.T) {
 		`kez_http_limiter_keys{endpoint="claim",reason="ip"} 2`,
 		`kez_chat_handle_claims_total{result="refused"} 1`,
 	} {
-		if !strings.Contains(string(m), want) {
+		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}

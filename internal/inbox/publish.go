@@ -14,12 +14,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// ErrTooManyPending: a send found MaxPending sends waiting for their
+// ErrTooManyPending: a send found maxPending sends waiting for their
 // answers for longer than the stall wait.
 var ErrTooManyPending = errors.New("inbox: too many sends waiting for the stream's answer")
 
-// stallWait is how long a send waits for room among the pending ones.
-const stallWait = time.Second
+// DefaultStallWait is how long a send waits for room among the pending
+// ones unless [Publisher.StallWait] says otherwise.
+const DefaultStallWait = time.Second
 
 // Publisher sends messages to the gate (kez.v1.send.<to>.<me>) and matches
 // the answers, which come on the user's own subject
@@ -32,6 +33,9 @@ type Publisher struct {
 	// OnError, if set (before the first send), is also told every send
 	// that failed, as nats.go's asynchronous error handler is.
 	OnError func(error)
+	// StallWait, if set (before the first send), replaces
+	// [DefaultStallWait].
+	StallWait time.Duration
 
 	nc      *nats.Conn
 	prefix  string // kez.v1.acked.<me>.
@@ -101,13 +105,23 @@ func (p *Publisher) watch() {
 }
 
 // PublishMsgAsync sends m (its subject a send subject of this user; set
-// Nats-Msg-Id) and returns its Future. It waits up to a second for room
-// when MaxPending sends are waiting.
+// Nats-Msg-Id) and returns its Future. It waits up to the stall wait for
+// room when maxPending sends are waiting.
 func (p *Publisher) PublishMsgAsync(m *nats.Msg) (*Future, error) {
+	wait := p.StallWait
+	if wait <= 0 {
+		wait = DefaultStallWait
+	}
 	select {
 	case p.room <- struct{}{}:
-	case <-time.After(stallWait):
-		return nil, ErrTooManyPending
+	default:
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case p.room <- struct{}{}:
+		case <-t.C:
+			return nil, ErrTooManyPending
+		}
 	}
 	f := &Future{token: p.base + strconv.FormatUint(p.next.Add(1), 10), ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
 	f.timer = time.AfterFunc(p.timeout, func() { p.complete(f.token, nil, jetstream.ErrAsyncPublishTimeout) })

@@ -3,8 +3,6 @@ package systemtest
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -148,17 +146,9 @@ var metricLine = regexp.MustCompile(`(?m)^(kez_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]
 // scrape reads the chat-server's kez_… metrics.
 func scrape(t testing.TB, base string) metricsScrape {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := getBody(t, base+"/metrics")
 	out := metricsScrape{}
-	for _, m := range metricLine.FindAllStringSubmatch(string(b), -1) {
+	for _, m := range metricLine.FindAllStringSubmatch(b, -1) {
 		v, err := strconv.ParseFloat(m[2], 64)
 		if err == nil {
 			out[m[1]] = v

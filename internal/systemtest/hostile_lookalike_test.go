@@ -147,7 +147,7 @@ func loginAs(t *testing.T, st *procStack, id *kez.Identity, want bool) {
 }
 
 // getBody returns the body of a 200 answer to GET url.
-func getBody(t *testing.T, url string) string {
+func getBody(t testing.TB, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
