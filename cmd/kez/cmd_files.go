@@ -52,7 +52,7 @@ who a private file is for, and where the file is on disk.
 	})
 }
 
-// fileJSON is one element of "kez files --json" (DESIGN.md); fields may be
+// fileJSON is one element of "kez files --json" (docs/cli.md); fields may be
 // added.
 type fileJSON struct {
 	Name       string    `json:"name"`
