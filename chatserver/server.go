@@ -52,7 +52,8 @@ type Server struct {
 	// lookups, WebFinger and /v1/info tell clients.
 	PublicSigServerURL string
 	// PublicURL is this server's base URL as clients reach it, used in
-	// WebFinger aliases. Empty: taken from each request's Host.
+	// WebFinger aliases. Empty: WebFinger answers carry no aliases (none
+	// is built from a request's Host).
 	PublicURL string
 	// AllowLocal accepts development domains (localhost, IP:port) as
 	// Domain and in claims. Never in production.
