@@ -150,14 +150,14 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 // stream message, subject list or consumer of the JetStream API, no KEZ
 // subject, and nothing addressed to the chat-server's replies. The system
 // user may ask the servers for their monitoring reports
-// ($SYS.REQ.SERVER.PING.*, $SYS.REQ.SERVER.<id>.*, $SYS.REQ.ACCOUNT.*.*:
-// "nats server report", "nats server list"), except profiles, and receive
-// only its replies: it cannot kick a client, reload a server or put one in
-// lame-duck mode, use the JetStream system API (which could purge an
-// account) or subscribe to the system account's internal traffic (which
-// carries replicated stream data in a cluster). Both still see metadata:
-// who is connected from where, subscription subjects, stream and consumer
-// sizes.
+// ($SYS.REQ.SERVER.PING, $SYS.REQ.SERVER.*.* (PING or a server ID, then
+// the report), $SYS.REQ.ACCOUNT.*.*: "nats server report", "nats server
+// list"), except profiles, and receive only its replies: it cannot kick a
+// client, reload a server or put one in lame-duck mode, use the JetStream
+// system API (which could purge an account) or subscribe to the system
+// account's internal traffic (which carries replicated stream data in a
+// cluster). Both still see metadata: who is connected from where,
+// subscription subjects, stream and consumer sizes.
 //
 // o.AuthJetStream adds "jetstream: enabled" to the AUTH account, and
 // o.SigServerKey adds "SIG { jetstream: enabled, users: [ { nkey: <sig-server
@@ -289,7 +289,7 @@ func adminPermissions(k *Keys) confPermissions {
 // _INBOX only, so none of the system account's internal subjects ($NRG,
 // $JSC, $SYS events) and none of the JetStream system API.
 var systemPermissions = confPermissions{
-	pubAllow: []string{"$SYS.REQ.SERVER.PING", "$SYS.REQ.SERVER.PING.*", "$SYS.REQ.SERVER.*.*", "$SYS.REQ.ACCOUNT.*.*", "$SYS.REQ.USER.INFO"},
+	pubAllow: []string{"$SYS.REQ.SERVER.PING", "$SYS.REQ.SERVER.*.*", "$SYS.REQ.ACCOUNT.*.*", "$SYS.REQ.USER.INFO"},
 	pubDeny:  []string{"$SYS.REQ.SERVER.*.KICK", "$SYS.REQ.SERVER.*.LDM", "$SYS.REQ.SERVER.*.RELOAD", "$SYS.REQ.SERVER.*.PROFILEZ"},
 	subAllow: []string{"_INBOX.>"},
 }

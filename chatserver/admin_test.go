@@ -2,8 +2,6 @@ package chatserver_test
 
 import (
 	"encoding/json"
-	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,23 +13,40 @@ import (
 
 // operator is a connection made with one of the operator's keys from the
 // keys folder, its asynchronous errors (permissions violations) captured.
-type operator struct {
-	nc   *nats.Conn
-	errs chan error
-}
+type operator struct{ gateUser }
 
-func operatorLogin(t *testing.T, url string, kp nkeys.KeyPair) *operator {
+// operatorLogin logs in with the keys folder's admin key (account CHAT)
+// or system key (account SYS) and checks that NATS places it there.
+func operatorLogin(t *testing.T, st *stacktest.Stack, account string) (*operator, *callout.Keys) {
 	t.Helper()
-	o := &operator{errs: make(chan error, 64)}
+	keys, err := callout.LoadOrCreateKeys(st.KeysDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp := keys.System
+	if account == callout.DefaultChatAccount {
+		kp = keys.Admin
+	}
+	o := &operator{gateUser{errs: make(chan error, 64)}}
 	pub, _ := kp.PublicKey()
-	nc, err := nats.Connect(url, nats.Nkey(pub, kp.Sign), nats.NoReconnect(),
+	nc, err := nats.Connect(st.NATSURL, nats.Nkey(pub, kp.Sign), nats.NoReconnect(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { o.errs <- err }))
 	if err != nil {
 		t.Fatalf("login as %s: %v", pub, err)
 	}
 	t.Cleanup(nc.Close)
 	o.nc = nc
-	return o
+	var ui struct {
+		Data struct {
+			User    string `json:"user"`
+			Account string `json:"account"`
+		} `json:"data"`
+	}
+	o.ask(t, "$SYS.REQ.USER.INFO", &ui) // as "nats account info" does
+	if ui.Data.User != pub || ui.Data.Account != account {
+		t.Fatalf("user info %+v, want %s in %s", ui.Data, pub, account)
+	}
+	return o, keys
 }
 
 // ask sends a request and decodes the answer into out.
@@ -57,23 +72,7 @@ func (o *operator) refused(t *testing.T, subscribe bool, subject string) {
 	} else if err := o.nc.PublishRequest(subject, nats.NewInbox(), []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	o.nc.Flush()
-	select {
-	case err := <-o.errs:
-		if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), subject) {
-			t.Fatalf("want a violation for %s, got %v", subject, err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("no permissions violation for %s (subscribe %v)", subject, subscribe)
-	}
-}
-
-// userInfo is the answer of $SYS.REQ.USER.INFO.
-type userInfo struct {
-	Data struct {
-		User    string `json:"user"`
-		Account string `json:"account"`
-	} `json:"data"`
+	o.wantViolation(t, subject)
 }
 
 // docs/operators.md §2: the snippet's admin user (admin.nk, in the chat
@@ -86,18 +85,9 @@ func TestSnippetAdminUser(t *testing.T) {
 	if code, _ := gateCode(t, alice.send(t, bob.key, []byte("sealed for bob"))); code != 0 {
 		t.Fatalf("send: %d", code)
 	}
-	keys, err := callout.LoadOrCreateKeys(st.KeysDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := operatorLogin(t, st.NATSURL, keys.Admin)
+	admin, keys := operatorLogin(t, st, callout.DefaultChatAccount)
 
-	// nats account info: $SYS.REQ.USER.INFO and $JS.API.INFO.
-	var ui userInfo
-	admin.ask(t, "$SYS.REQ.USER.INFO", &ui)
-	if ui.Data.User != keys.AdminPublicKey() || ui.Data.Account != callout.DefaultChatAccount {
-		t.Fatalf("user info %+v", ui.Data)
-	}
+	// nats account info: $SYS.REQ.USER.INFO (above) and $JS.API.INFO.
 	var ai struct {
 		Streams int `json:"streams"`
 		Error   any `json:"error"`
@@ -178,17 +168,7 @@ func TestSnippetAdminUser(t *testing.T) {
 func TestSnippetSystemUser(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	alice := gateLogin(t, st, "alice")
-	keys, err := callout.LoadOrCreateKeys(st.KeysDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sys := operatorLogin(t, st.NATSURL, keys.System)
-
-	var ui userInfo
-	sys.ask(t, "$SYS.REQ.USER.INFO", &ui)
-	if ui.Data.User != keys.SystemPublicKey() || ui.Data.Account != callout.DefaultSysAccount {
-		t.Fatalf("user info %+v", ui.Data)
-	}
+	sys, _ := operatorLogin(t, st, callout.DefaultSysAccount)
 	// What "nats server report connections|jetstream|accounts", "nats
 	// server list" and "nats server info" ask; each answers with the
 	// server's identity and data.
