@@ -52,7 +52,6 @@ func TestEveryGrantIsNecessary(t *testing.T) {
 		"_INBOX.*.>":             "answer a peer",
 		"sub _INBOX.K.>":         "consumer",
 		"sub kez.v1.deliver.K.>": "receive",
-		"sub kez.v1.acked.K.>":   "send",
 		"sub kez.v1.p2p.K":       "answer a peer",
 	}
 	var grants []grant
