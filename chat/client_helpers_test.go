@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/stacktest"
-	"github.com/kez-lat/kez-chat/internal/testlog"
+	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 	"github.com/nats-io/nats.go"
 )
 

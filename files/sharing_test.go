@@ -18,7 +18,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
-	"github.com/kez-lat/kez-chat/internal/testlog"
+	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 )
 
 type peer struct {

@@ -22,7 +22,7 @@ import (
 	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
-	"github.com/kez-lat/kez-chat/internal/testlog"
+	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"

@@ -36,7 +36,7 @@ import (
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/natstest"
-	"github.com/kez-lat/kez-chat/internal/testlog"
+	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
