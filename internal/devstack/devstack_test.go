@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 )
 
 func TestShellQuote(t *testing.T) {
