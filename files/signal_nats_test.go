@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/natsconn"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/nats-io/nats.go"

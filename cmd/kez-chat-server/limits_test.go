@@ -12,9 +12,9 @@ import (
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/internal/testenv/limittest"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 var from = limittest.From

@@ -11,8 +11,8 @@ import (
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"

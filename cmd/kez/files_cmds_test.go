@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 // watchWriter collects output and signals when a wanted text appears.

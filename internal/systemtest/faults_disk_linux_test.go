@@ -30,7 +30,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 // childReport is what a child process prints (one JSON line) for the test.

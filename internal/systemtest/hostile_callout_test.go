@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"

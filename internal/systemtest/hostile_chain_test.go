@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"
 )

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/loginflood"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"

@@ -14,7 +14,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/handles/storetest"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/kez-lat/kez-chat/sigchain"

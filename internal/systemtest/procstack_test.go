@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
