@@ -87,7 +87,7 @@ func kezBinaries(t testing.TB) string {
 		binsDir = dir
 		for _, name := range []string{"kez-chat-server", "kez-sig-server"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
-			cmd.Dir = filepath.Join("..", "..")
+			cmd.Dir = filepath.Join("..", "..", "..")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				binsErr = fmt.Errorf("building %s: %v\n%s", name, err, out)
 				return

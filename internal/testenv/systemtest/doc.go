@@ -9,12 +9,12 @@
 // over sigchain/sqlitestore or sigchain/jsstore) and drive it with the
 // SDK's clients (chat.Client, files).
 //
-// The default run (go test -race ./internal/systemtest) uses small scales
+// The default run (go test -race ./internal/testenv/systemtest) uses small scales
 // and takes well under a minute. KEZ_LONG=1 runs the full scales (200
 // clients × 100 messages, the cluster under load) and prints the figures
 // that docs/security.md records:
 //
-//	KEZ_LONG=1 go test -race -run . -v -timeout 30m ./internal/systemtest
+//	KEZ_LONG=1 go test -race -run . -v -timeout 30m ./internal/testenv/systemtest
 //
 // -short skips everything that starts a nats-server process.
 package systemtest
