@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
-	"github.com/kez-lat/kez-chat/internal/loginflood"
+	"github.com/kez-lat/kez-chat/internal/testenv/loginflood"
 	"github.com/nats-io/nats.go"
 )
 

@@ -11,7 +11,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
-	"github.com/kez-lat/kez-chat/internal/loginflood"
+	"github.com/kez-lat/kez-chat/internal/testenv/loginflood"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 )
 

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
-	"github.com/kez-lat/kez-chat/internal/loginflood"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
+	"github.com/kez-lat/kez-chat/internal/testenv/loginflood"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/loginflood"
+	"github.com/kez-lat/kez-chat/internal/testenv/loginflood"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
