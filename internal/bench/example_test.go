@@ -5,7 +5,7 @@ import (
 	"log"
 	"os"
 
-	"github.com/kez-lat/kez-chat/bench"
+	"github.com/kez-lat/kez-chat/internal/bench"
 )
 
 // A quick run against a stack of its own, printed as a table.
