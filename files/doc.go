@@ -27,9 +27,10 @@
 // (docs/spec/blobs.md). A [Manifest] is the body of a set_shared_files
 // sigchain link; private entries are encrypted with a fresh [FileKey] and
 // wrapped to each recipient with HPKE, and [Visible] shows a viewer what
-// they may see (docs/spec/manifest.md). [Locate] and [AnswerLocates] are
-// the signalling: a fetcher asks on kez.v1.p2p.<owner key> and the owner
-// answers with its addresses, signed (docs/spec/signalling.md).
+// they may see (docs/spec/manifest.md). [Sharing.Locate] is the
+// signalling: a fetcher asks on kez.v1.p2p.<owner key> and the owner's
+// [Sharing.Serve] answers with its addresses, signed
+// (docs/spec/signalling.md).
 //
 // The package does not keep contacts or messages (package chat), run any
 // server, or store file bytes anywhere but the sharer's own files and the

@@ -72,8 +72,8 @@ type Config struct {
 	Libp2pOptions []libp2p.Option
 
 	// LocateTimeout bounds the wait for the owner's answer to one locate
-	// request; 0 means DefaultLocateTimeout. MaxWaitInterval caps the pause
-	// between requests of a waiting fetch; 0 means DefaultMaxWaitInterval.
+	// request; 0 means 3 s. MaxWaitInterval caps the pause between
+	// requests of a waiting fetch; 0 means 5 s.
 	LocateTimeout   time.Duration
 	MaxWaitInterval time.Duration
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/files/internal/signal"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
@@ -120,7 +121,7 @@ type Fetched struct {
 // "" for its shared name in the current folder.
 //
 // It reads the owner's verified manifest, asks the owner's client over NATS
-// where it listens (a signed answer, see [Locate]), dials the owner's
+// where it listens (a signed answer, see [Sharing.Locate]), dials the owner's
 // PeerID and downloads the blob with [Node.Fetch]: every chunk is verified
 // against the CID before it is written, into outPath+[PartialSuffix], and
 // an interrupted fetch resumes from what was verified on the next call. A
@@ -159,7 +160,7 @@ func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 		lctx, cancel = context.WithTimeout(ctx, o.WaitTimeout)
 		defer cancel()
 	}
-	info, err := Locate(lctx, nc, s.me, ow.key, LocateOptions{
+	info, err := signal.Locate(lctx, nc, s.me, ow.key, LocateOptions{
 		OwnerName: ow.handle, Timeout: s.cfg.LocateTimeout, Wait: o.Wait,
 		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: o.OnWait, Now: s.now,
 	})
@@ -245,8 +246,9 @@ func explainFetch(handle string, e Entry, err error) error {
 	return fmt.Errorf("files: fetching %q from %s: %w", e.Name, handle, err)
 }
 
-// Locate asks handle's client where its node listens (see [Locate]), for
-// callers that drive a [Node] themselves.
+// Locate asks handle's client where its node listens and returns the
+// verified answer (docs/spec/signalling.md), for callers that drive a
+// [Node] themselves.
 func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (peer.AddrInfo, error) {
 	ow, err := s.resolveOwner(ctx, handle)
 	if err != nil {
@@ -265,7 +267,7 @@ func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (p
 	if o.Now == nil {
 		o.Now = s.now
 	}
-	return Locate(ctx, nc, s.me, ow.key, o)
+	return signal.Locate(ctx, nc, s.me, ow.key, o)
 }
 
 // Node returns the sharing's libp2p node, starting it (and NATS) if needed.
@@ -338,7 +340,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	if s.sub != nil {
 		return nil
 	}
-	sub, err := AnswerLocates(nc, s.id, func() []ma.Multiaddr { return node.Addrs() }, AnswerOptions{Logger: s.log, Now: s.now})
+	sub, err := signal.AnswerLocates(nc, s.id, func() []ma.Multiaddr { return node.Addrs() }, signal.AnswerOptions{Logger: s.log, Now: s.now})
 	if err != nil {
 		return fmt.Errorf("files: listening for fetchers on NATS: %w", err)
 	}

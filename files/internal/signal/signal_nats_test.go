@@ -1,4 +1,4 @@
-package files_test
+package signal_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/files/internal/signal"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/natsconn"
 	ma "github.com/multiformats/go-multiaddr"
@@ -48,8 +48,8 @@ func TestLocateIgnoresAllButTheOwnersAnswer(t *testing.T) {
 	good := addrs(t, "/ip4/127.0.0.1/tcp/4001")
 	bad := addrs(t, "/ip4/127.0.0.1/tcp/6666")
 
-	sub, err := anc.Subscribe(files.SignalSubjectPrefix+alice.Key.String(), func(m *nats.Msg) {
-		req, err := files.ParseLocateRequest(m.Data)
+	sub, err := anc.Subscribe(signal.SignalSubjectPrefix+alice.Key.String(), func(m *nats.Msg) {
+		req, err := signal.ParseLocateRequest(m.Data)
 		if err != nil {
 			t.Error(err)
 			return
@@ -58,17 +58,17 @@ func TestLocateIgnoresAllButTheOwnersAnswer(t *testing.T) {
 		m.Respond([]byte("junk"))
 		other := *req
 		rand.Read(other.Nonce[:])
-		replayed, _ := files.SignLocateAnswer(alice.Identity, &other, bad, now)
+		replayed, _ := signal.SignLocateAnswer(alice.Identity, &other, bad, now)
 		m.Respond(replayed)
 		redirected := *req
 		redirected.Requester = carol.Key
-		r2, _ := files.SignLocateAnswer(alice.Identity, &redirected, bad, now)
+		r2, _ := signal.SignLocateAnswer(alice.Identity, &redirected, bad, now)
 		m.Respond(r2)
 		forged := *req
 		forged.Owner = carol.Key
-		r3, _ := files.SignLocateAnswer(carol.Identity, &forged, bad, now)
+		r3, _ := signal.SignLocateAnswer(carol.Identity, &forged, bad, now)
 		m.Respond(r3)
-		ok, err := files.SignLocateAnswer(alice.Identity, req, good, now)
+		ok, err := signal.SignLocateAnswer(alice.Identity, req, good, now)
 		if err != nil {
 			t.Error(err)
 		}
@@ -78,7 +78,7 @@ func TestLocateIgnoresAllButTheOwnersAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	anc.Flush()
-	info, err := files.Locate(ctx, bnc, bob.Key, alice.Key, files.LocateOptions{})
+	info, err := signal.Locate(ctx, bnc, bob.Key, alice.Key, signal.LocateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,11 +89,11 @@ func TestLocateIgnoresAllButTheOwnersAnswer(t *testing.T) {
 
 	// An owner's subject where only junk comes back: offline, after the
 	// per-request timeout.
-	sub, _ = anc.Subscribe(files.SignalSubjectPrefix+alice.Key.String(), func(m *nats.Msg) { m.Respond([]byte("junk")) })
+	sub, _ = anc.Subscribe(signal.SignalSubjectPrefix+alice.Key.String(), func(m *nats.Msg) { m.Respond([]byte("junk")) })
 	defer sub.Unsubscribe()
 	anc.Flush()
-	_, err = files.Locate(ctx, bnc, bob.Key, alice.Key, files.LocateOptions{Timeout: 200 * time.Millisecond, OwnerName: "alice@kez.test"})
-	if !errors.Is(err, files.ErrOwnerOffline) {
+	_, err = signal.Locate(ctx, bnc, bob.Key, alice.Key, signal.LocateOptions{Timeout: 200 * time.Millisecond, OwnerName: "alice@kez.test"})
+	if !errors.Is(err, signal.ErrOwnerOffline) {
 		t.Fatalf("junk only: %v", err)
 	}
 }
@@ -105,15 +105,15 @@ func TestAnswerLocatesIgnoresBadRequests(t *testing.T) {
 	alice, bob, carol := st.NewUser(t, "alice"), st.NewUser(t, "bob"), st.NewUser(t, "carol")
 	anc, bnc := login(t, st, alice), login(t, st, bob)
 	listen := addrs(t, "/ip4/127.0.0.1/tcp/4001", "/ip4/0.0.0.0/tcp/4002")
-	sub, err := files.AnswerLocates(anc, alice.Identity, func() []ma.Multiaddr { return listen }, files.AnswerOptions{})
+	sub, err := signal.AnswerLocates(anc, alice.Identity, func() []ma.Multiaddr { return listen }, signal.AnswerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
 	anc.Flush()
 
-	subject := files.SignalSubjectPrefix + alice.Key.String()
-	ask := func(reply string, req files.LocateRequest, raw []byte) *nats.Subscription {
+	subject := signal.SignalSubjectPrefix + alice.Key.String()
+	ask := func(reply string, req signal.LocateRequest, raw []byte) *nats.Subscription {
 		t.Helper()
 		s, err := bnc.SubscribeSync(reply)
 		if err != nil {
@@ -128,14 +128,14 @@ func TestAnswerLocatesIgnoresBadRequests(t *testing.T) {
 		return s
 	}
 	now := time.Now()
-	valid := files.LocateRequest{Owner: alice.Key, Requester: bob.Key, Time: now}
+	valid := signal.LocateRequest{Owner: alice.Key, Requester: bob.Key, Time: now}
 	rand.Read(valid.Nonce[:])
 	inbox := "_INBOX." + bob.Key.String() + "."
 
 	asCarol := valid
 	asCarol.Requester = carol.Key // but the reply goes to bob's inbox
 	stale := valid
-	stale.Time = now.Add(-files.MaxSignalSkew - time.Minute)
+	stale.Time = now.Add(-signal.MaxSignalSkew - time.Minute)
 	otherOwner := valid
 	otherOwner.Owner = bob.Key
 	ignored := []*nats.Subscription{
@@ -149,7 +149,7 @@ func TestAnswerLocatesIgnoresBadRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := files.ParseLocateAnswer(m.Data)
+	a, err := signal.ParseLocateAnswer(m.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,8 +169,8 @@ func TestAnswerLocatesIgnoresBadRequests(t *testing.T) {
 }
 
 func TestOfflineErrorWording(t *testing.T) {
-	err := error(&files.OfflineError{Owner: "alice@kez.lat"})
-	if err.Error() != "alice@kez.lat is offline; ask them to run kez serve, or use --wait" || !errors.Is(err, files.ErrOwnerOffline) {
+	err := error(&signal.OfflineError{Owner: "alice@kez.lat"})
+	if err.Error() != "alice@kez.lat is offline; ask them to run kez serve, or use --wait" || !errors.Is(err, signal.ErrOwnerOffline) {
 		t.Fatalf("%v", err)
 	}
 }
@@ -187,25 +187,25 @@ func BenchmarkLocate(b *testing.B) {
 
 	b.Run("raw_request_reply", func(b *testing.B) {
 		answer := make([]byte, 200)
-		sub, _ := anc.Subscribe(files.SignalSubjectPrefix+alice.Key.String(), func(m *nats.Msg) { m.Respond(answer) })
+		sub, _ := anc.Subscribe(signal.SignalSubjectPrefix+alice.Key.String(), func(m *nats.Msg) { m.Respond(answer) })
 		defer sub.Unsubscribe()
 		anc.Flush()
-		req := make([]byte, files.LocateRequestSize)
+		req := make([]byte, signal.LocateRequestSize)
 		for b.Loop() {
-			if _, err := bnc.Request(files.SignalSubjectPrefix+alice.Key.String(), req, 5*time.Second); err != nil {
+			if _, err := bnc.Request(signal.SignalSubjectPrefix+alice.Key.String(), req, 5*time.Second); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("locate", func(b *testing.B) {
-		sub, err := files.AnswerLocates(anc, alice.Identity, func() []ma.Multiaddr { return listen }, files.AnswerOptions{})
+		sub, err := signal.AnswerLocates(anc, alice.Identity, func() []ma.Multiaddr { return listen }, signal.AnswerOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer sub.Unsubscribe()
 		anc.Flush()
 		for b.Loop() {
-			if _, err := files.Locate(ctx, bnc, bob.Key, alice.Key, files.LocateOptions{}); err != nil {
+			if _, err := signal.Locate(ctx, bnc, bob.Key, alice.Key, signal.LocateOptions{}); err != nil {
 				b.Fatal(err)
 			}
 		}

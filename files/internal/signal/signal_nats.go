@@ -1,4 +1,4 @@
-package files
+package signal
 
 import (
 	"cmp"
@@ -186,7 +186,7 @@ func locateOnce(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, o L
 		if err := a.Verify(owner, me, req.Nonce, o.Now()); err != nil {
 			continue
 		}
-		return OwnerInfo(owner, a.Addrs...), nil
+		return peer.AddrInfo{ID: owner.PeerID(), Addrs: a.Addrs}, nil
 	}
 }
 
