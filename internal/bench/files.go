@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -37,7 +38,7 @@ func measureFiles(ctx context.Context, cfg Config, dir string) ([]Figure, error)
 		return nil, err
 	}
 	enc := filepath.Join(dir, "blob.enc")
-	key, _, err := files.EncryptFile(enc, src)
+	key, _, err := format.EncryptFile(enc, src)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +126,7 @@ func measureFiles(ctx context.Context, cfg Config, dir string) ([]Figure, error)
 			if err := fetcher.Fetch(ctx, owner.AddrInfo(), encTree.CID(), dst+".enc", files.WithoutSync()); err != nil {
 				return err
 			}
-			_, err := files.DecryptFile(dst, dst+".enc", key)
+			_, err := format.DecryptFile(dst, dst+".enc", key)
 			return err
 		}); err != nil {
 			return nil, fmt.Errorf("private fetch: %w", err)

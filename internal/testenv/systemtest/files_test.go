@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/files/format"
 )
 
 // openSharing opens u's file sharing in home, on loopback.
@@ -141,7 +142,7 @@ func TestPeerDisappearsMidTransfer(t *testing.T) {
 	served := alice2.Stats().BytesServed
 	t.Logf("peer gone mid-transfer: %d of %d bytes verified before alice vanished (fetch error: %v); the resumed fetch started at %d verified bytes, alice served %d bytes after her return (%.0f%% of the file)",
 		cut, size, firstErr, firstProgress.Load(), served, 100*float64(served)/size)
-	if served >= size || served > size-cut+files.ChunkSize {
+	if served >= size || served > size-cut+format.ChunkSize {
 		t.Fatalf("alice served %d bytes after her return: the fetch did not resume from the %d verified bytes", served, cut)
 	}
 }

@@ -1,4 +1,4 @@
-package files
+package format
 
 import (
 	"bufio"
@@ -30,6 +30,11 @@ const (
 	encSegmentSize  = SegmentSize + SegmentOverhead
 	payloadKeyLabel = "kez/v1 private file payload"
 )
+
+// PartialSuffix is appended to the name of a file being written (by
+// [DecryptFile], or by a fetch in package files) until it is complete and
+// renamed into place.
+const PartialSuffix = ".kez-partial"
 
 // FileKey is the fresh symmetric key of one private file.
 type FileKey [32]byte

@@ -1,4 +1,4 @@
-package files
+package format
 
 import (
 	"bytes"
@@ -34,7 +34,9 @@ const (
 	rootPrefix = 0x02 // root block = 0x02 || uint64be(size) || tree root
 
 	rootBlockLen = 1 + 8 + HashSize
-	maxChunks    = MaxBlobSize / ChunkSize
+
+	// MaxChunks is the number of chunks of a blob of MaxBlobSize.
+	MaxChunks = MaxBlobSize / ChunkSize
 )
 
 // HashSize is the size of a leaf or node hash.
@@ -76,17 +78,19 @@ func ChunkLen(size int64, i int) int {
 }
 
 // LeafHash returns the leaf hash of one chunk: SHA-256(0x00 || chunk).
-func LeafHash(chunk []byte) Hash { return newLeafHasher().sum(chunk) }
+func LeafHash(chunk []byte) Hash { return NewLeafHasher().Sum(chunk) }
 
 var leafPrefixBytes = []byte{leafPrefix}
 
-// leafHasher computes leaf hashes with one reusable SHA-256 state, so the
+// LeafHasher computes leaf hashes with one reusable SHA-256 state, so the
 // hot path does not allocate. It is not safe for concurrent use.
-type leafHasher struct{ h hash.Hash }
+type LeafHasher struct{ h hash.Hash }
 
-func newLeafHasher() leafHasher { return leafHasher{sha256.New()} }
+// NewLeafHasher returns a LeafHasher with its own SHA-256 state.
+func NewLeafHasher() LeafHasher { return LeafHasher{sha256.New()} }
 
-func (l leafHasher) sum(chunk []byte) Hash {
+// Sum returns the leaf hash of chunk, as [LeafHash] does.
+func (l LeafHasher) Sum(chunk []byte) Hash {
 	l.h.Reset()
 	l.h.Write(leafPrefixBytes)
 	l.h.Write(chunk)
@@ -157,9 +161,9 @@ func ParseCID(s string) (cid.Cid, error) {
 	return c, nil
 }
 
-// castCID parses the binary form of a KEZ blob CID, insisting the bytes are
+// CastCID parses the binary form of a KEZ blob CID, insisting the bytes are
 // the canonical encoding.
-func castCID(b []byte) (cid.Cid, error) {
+func CastCID(b []byte) (cid.Cid, error) {
 	c, err := cid.Cast(b)
 	if err != nil {
 		return cid.Undef, fmt.Errorf("%w: %v", ErrBadCID, err)
@@ -220,12 +224,12 @@ func BuildTree(r io.Reader) (*Tree, error) {
 	buf := make([]byte, ChunkSize)
 	var leaves []Hash
 	var size int64
-	lh := newLeafHasher()
+	lh := NewLeafHasher()
 	for {
 		n, err := io.ReadFull(r, buf)
 		if err == io.EOF { // nothing more
 			if len(leaves) == 0 {
-				leaves = append(leaves, lh.sum(nil))
+				leaves = append(leaves, lh.Sum(nil))
 			}
 			break
 		}
@@ -235,7 +239,7 @@ func BuildTree(r io.Reader) (*Tree, error) {
 		if size += int64(n); size > MaxBlobSize {
 			return nil, fmt.Errorf("files: the blob is larger than %d bytes", int64(MaxBlobSize))
 		}
-		leaves = append(leaves, lh.sum(buf[:n]))
+		leaves = append(leaves, lh.Sum(buf[:n]))
 		if err == io.ErrUnexpectedEOF {
 			break
 		}

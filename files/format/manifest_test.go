@@ -1,4 +1,4 @@
-package files
+package format
 
 import (
 	"bytes"
@@ -239,7 +239,7 @@ func TestManifestVectors(t *testing.T) {
 	if err := json.Unmarshal(raw, &v); err != nil {
 		t.Fatal(err)
 	}
-	spec, err := os.ReadFile("../docs/spec/manifest.md")
+	spec, err := os.ReadFile("../../docs/spec/manifest.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package files
+package format
 
 import (
 	"bytes"
@@ -67,7 +67,7 @@ func TestEncryptReaderMatchesEncrypt(t *testing.T) {
 func BenchmarkEncryptReader(b *testing.B) {
 	const size = 16 << 20
 	plain := bytes.Repeat([]byte{0x5a}, size)
-	buf := make([]byte, serveBufSize)
+	buf := make([]byte, 4*ChunkSize)
 	b.Run("plain_readat", func(b *testing.B) {
 		r := bytes.NewReader(plain)
 		b.SetBytes(size)

@@ -1,4 +1,4 @@
-package files
+package format
 
 import (
 	"bytes"
@@ -196,7 +196,7 @@ func TestBlobVectors(t *testing.T) {
 	if v.ChunkSize != ChunkSize {
 		t.Fatalf("vectors use chunk size %d, code %d", v.ChunkSize, ChunkSize)
 	}
-	spec, err := os.ReadFile("../docs/spec/blobs.md")
+	spec, err := os.ReadFile("../../docs/spec/blobs.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package files
+package format
 
 import (
 	"crypto/ecdh"

@@ -1,4 +1,4 @@
-package files
+package format
 
 import (
 	"bytes"
@@ -74,9 +74,9 @@ type Manifest struct {
 	Sealed []SealedEntry
 }
 
-// checkName enforces the file-name rules of docs/spec/manifest.md: 1 to
+// CheckName enforces the file-name rules of docs/spec/manifest.md: 1 to
 // 255 bytes of UTF-8, no control characters, no '/' or '\', not "." or "..".
-func checkName(s string) error {
+func CheckName(s string) error {
 	if s == "" || len(s) > MaxNameLen {
 		return fmt.Errorf("%w: a file name must be 1 to %d bytes, got %d", ErrManifest, MaxNameLen, len(s))
 	}
@@ -94,7 +94,9 @@ func checkName(s string) error {
 	return nil
 }
 
-func checkMediaType(s string) error {
+// CheckMediaType enforces the media-type rule of docs/spec/manifest.md:
+// at most MaxMediaTypeLen bytes of printable ASCII.
+func CheckMediaType(s string) error {
 	if len(s) > MaxMediaTypeLen {
 		return fmt.Errorf("%w: a media type is at most %d bytes, got %d", ErrManifest, MaxMediaTypeLen, len(s))
 	}
@@ -114,13 +116,13 @@ func checkSize(n int64) error {
 }
 
 func checkEntryFields(e *Entry) error {
-	if err := checkName(e.Name); err != nil {
+	if err := CheckName(e.Name); err != nil {
 		return err
 	}
 	if t := e.ModTime.Unix(); t > maxMTime || t < -maxMTime {
 		return fmt.Errorf("%w: modification time %d is out of range", ErrManifest, t)
 	}
-	if err := checkMediaType(e.MediaType); err != nil {
+	if err := CheckMediaType(e.MediaType); err != nil {
 		return err
 	}
 	if err := checkSize(e.Size); err != nil {
