@@ -156,8 +156,8 @@ type fetcher struct {
 }
 
 func (fx *fetcher) run() error {
-	fx.leaves = make([]format.Hash, MaxChunksPerRequest)
-	fx.hbuf = make([]byte, (maxProofHashes+MaxChunksPerRequest)*format.HashSize)
+	fx.leaves = make([]format.Hash, maxChunksPerRequest)
+	fx.hbuf = make([]byte, (maxProofHashes+maxChunksPerRequest)*format.HashSize)
 	fx.lh = format.NewLeafHasher()
 	hint, hintSize := readState(fx.statePath, fx.c)
 	if hint > 0 {
@@ -194,7 +194,7 @@ func (fx *fetcher) progress() {
 // including the verified leaf hashes, which it leaves in fx.leaves.
 func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
 	var h respHeader
-	s, err := fx.n.host.NewStream(fx.ctx, fx.owner, protocol.ID(ProtocolID))
+	s, err := fx.n.host.NewStream(fx.ctx, fx.owner, protocol.ID(protocolID))
 	if err != nil {
 		if fx.ctx.Err() != nil {
 			return nil, h, fx.ctx.Err()
@@ -210,7 +210,7 @@ func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
 	}
 	stop := context.AfterFunc(fx.ctx, func() { s.Reset() })
 	defer stop()
-	if _, err := s.Write(appendRequest(make([]byte, 0, MaxRequestSize), req)); err != nil {
+	if _, err := s.Write(appendRequest(make([]byte, 0, maxRequestSize), req)); err != nil {
 		return fail(fmt.Errorf("files: sending the request to the owner: %w", err))
 	}
 	s.CloseWrite()
@@ -265,7 +265,7 @@ func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
 func (fx *fetcher) reverify(hint int, hintSize int64) error {
 	buf := make([]byte, format.ChunkSize)
 	for fx.verified < hint {
-		req := request{cid: fx.c, start: uint64(fx.verified), count: uint32(min(hint-fx.verified, MaxChunksPerRequest)), hashesOnly: true}
+		req := request{cid: fx.c, start: uint64(fx.verified), count: uint32(min(hint-fx.verified, maxChunksPerRequest)), hashesOnly: true}
 		s, h, err := fx.open(req)
 		var re *RemoteError
 		if errors.As(err, &re) { // the state file was wrong about the blob
@@ -305,7 +305,7 @@ type readChunk struct {
 // window fetches the next request's worth of chunks. A reader goroutine
 // fills buffers from the stream while this one verifies and writes them.
 func (fx *fetcher) window() error {
-	req := request{cid: fx.c, start: uint64(fx.verified), count: MaxChunksPerRequest}
+	req := request{cid: fx.c, start: uint64(fx.verified), count: maxChunksPerRequest}
 	s, h, err := fx.open(req)
 	if err != nil {
 		return err

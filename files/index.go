@@ -18,8 +18,8 @@ import (
 	"github.com/kez-lat/kez-chat/kez"
 )
 
-// IndexFileName is the name of the share index inside a state folder.
-const IndexFileName = "shares.db"
+// indexFileName is the name of the share index inside a state folder.
+const indexFileName = "shares.db"
 
 // ErrChanged reports a shared file that changed on disk (or disappeared)
 // since it was shared: it is no longer the blob its CID names, so it is not
@@ -116,7 +116,7 @@ func openIndex(home string, log *slog.Logger) (*index, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("files: making the state folder: %w", err)
 	}
-	path := filepath.Join(home, IndexFileName)
+	path := filepath.Join(home, indexFileName)
 	// 0600: the index holds the keys of private files.
 	db, err := sqlitedb.Open(path, sqlitedb.Options{FileMode: 0o600})
 	if err != nil {

@@ -10,18 +10,18 @@ import (
 	"github.com/kez-lat/kez-chat/files/format"
 )
 
-// ProtocolID is the libp2p protocol of the blob exchange
+// protocolID is the libp2p protocol of the blob exchange
 // (docs/spec/blobs.md, "Exchange protocol").
-const ProtocolID = "/kez/blobs/1.0.0"
+const protocolID = "/kez/blobs/1.0.0"
 
 // Wire limits of the blob exchange.
 const (
-	// MaxChunksPerRequest bounds the chunks one request may ask for
+	// maxChunksPerRequest bounds the chunks one request may ask for
 	// (1 GiB of data, 128 KiB of leaf hashes).
-	MaxChunksPerRequest = 4096
+	maxChunksPerRequest = 4096
 
-	// MaxRequestSize bounds a request on the wire.
-	MaxRequestSize = 3 + maxCIDLen + 8 + 4
+	// maxRequestSize bounds a request on the wire.
+	maxRequestSize = 3 + maxCIDLen + 8 + 4
 
 	requestVersion = 1
 	flagHashesOnly = 1 << 0 // answer with leaf hashes and proof, no chunk data
@@ -94,8 +94,8 @@ func parseRequest(b []byte) (request, error) {
 	r.cid = c
 	r.start = binary.BigEndian.Uint64(b[cl:])
 	r.count = binary.BigEndian.Uint32(b[cl+8:])
-	if r.count == 0 || r.count > MaxChunksPerRequest {
-		return r, fmt.Errorf("%w: chunk count %d is outside 1..%d", errBadRequest, r.count, MaxChunksPerRequest)
+	if r.count == 0 || r.count > maxChunksPerRequest {
+		return r, fmt.Errorf("%w: chunk count %d is outside 1..%d", errBadRequest, r.count, maxChunksPerRequest)
 	}
 	if r.start >= format.MaxChunks {
 		return r, fmt.Errorf("%w: start chunk %d is beyond any blob", errBadRequest, r.start)

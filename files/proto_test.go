@@ -13,10 +13,10 @@ func TestRequestRoundTrip(t *testing.T) {
 	c := treeOf(t, []byte("x")).CID()
 	for _, r := range []request{
 		{cid: c, start: 0, count: 1},
-		{cid: c, start: 12345, count: MaxChunksPerRequest, hashesOnly: true},
+		{cid: c, start: 12345, count: maxChunksPerRequest, hashesOnly: true},
 	} {
 		b := appendRequest(nil, r)
-		if len(b) > MaxRequestSize {
+		if len(b) > maxRequestSize {
 			t.Fatalf("request of %d bytes", len(b))
 		}
 		got, err := parseRequest(b)
@@ -41,7 +41,7 @@ func TestParseRequestRejects(t *testing.T) {
 		"long":        append(append([]byte(nil), good...), 0),
 		"bad_cid":     mod(func(b []byte) []byte { b[3+1] ^= 1; return b }),
 		"count_0":     mod(func(b []byte) []byte { binary.BigEndian.PutUint32(b[3+cl+8:], 0); return b }),
-		"count_big":   mod(func(b []byte) []byte { binary.BigEndian.PutUint32(b[3+cl+8:], MaxChunksPerRequest+1); return b }),
+		"count_big":   mod(func(b []byte) []byte { binary.BigEndian.PutUint32(b[3+cl+8:], maxChunksPerRequest+1); return b }),
 		"start_big":   mod(func(b []byte) []byte { binary.BigEndian.PutUint64(b[3+cl:], format.MaxChunks); return b }),
 	}
 	for name, b := range cases {
@@ -64,7 +64,7 @@ func FuzzParseRequest(f *testing.F) {
 		if again := appendRequest(nil, r); !bytes.Equal(again, b) {
 			t.Fatalf("accepted a non-canonical request:\n in %x\nout %x", b, again)
 		}
-		if r.count == 0 || r.count > MaxChunksPerRequest || format.CheckCID(r.cid) != nil {
+		if r.count == 0 || r.count > maxChunksPerRequest || format.CheckCID(r.cid) != nil {
 			t.Fatalf("accepted %+v", r)
 		}
 	})

@@ -58,7 +58,7 @@ func (n *Node) refuse(s network.Stream, status byte, text string) {
 	s.Close()
 }
 
-// handleStream serves one request of ProtocolID.
+// handleStream serves one request of protocolID.
 func (n *Node) handleStream(s network.Stream) {
 	remote := s.Conn().RemotePeer()
 	if !n.acquire(remote) {
@@ -68,13 +68,13 @@ func (n *Node) handleStream(s network.Stream) {
 	defer n.release(remote)
 
 	s.SetReadDeadline(time.Now().Add(n.idleTimeout))
-	var buf [MaxRequestSize]byte
+	var buf [maxRequestSize]byte
 	if _, err := io.ReadFull(s, buf[:3]); err != nil {
 		s.Reset()
 		return
 	}
 	reqLen := 3 + int(buf[2]) + 12
-	if reqLen > MaxRequestSize {
+	if reqLen > maxRequestSize {
 		n.refuse(s, statusBadRequest, "request too long")
 		return
 	}

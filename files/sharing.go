@@ -65,8 +65,8 @@ type Config struct {
 	// a client with a 20 s timeout.
 	HTTPClient *http.Client
 
-	// ListenAddrs are the libp2p listen addresses; empty means
-	// [DefaultListenAddrs].
+	// ListenAddrs are the libp2p listen addresses; empty means TCP and QUIC
+	// on every interface, on ports the system picks.
 	ListenAddrs []string
 	// Libp2pOptions are passed to the node (see
 	// [NodeConfig.Libp2pOptions]).

@@ -46,8 +46,8 @@ type PolicyFunc func(peer kez.PublicKey, c cid.Cid) bool
 // Allow calls f.
 func (f PolicyFunc) Allow(peer kez.PublicKey, c cid.Cid) bool { return f(peer, c) }
 
-// AllowAll is the policy that lets every peer fetch every blob of the source.
-var AllowAll Policy = PolicyFunc(func(kez.PublicKey, cid.Cid) bool { return true })
+// allowAll is the policy that lets every peer fetch every blob of the source.
+var allowAll Policy = PolicyFunc(func(kez.PublicKey, cid.Cid) bool { return true })
 
 // FileSource serves files on disk, remembered in memory by CID. It is safe
 // for concurrent use. A file that changes after it was added is served as
