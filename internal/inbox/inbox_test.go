@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/nats-io/nats.go"
 )
 
