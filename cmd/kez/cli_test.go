@@ -3,14 +3,22 @@ package main
 import (
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/natsconn"
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // The conventions every command shares: usage lines, help, environment,
@@ -273,3 +281,42 @@ func TestFlagSentenceOfEveryFlagError(t *testing.T) {
 		t.Errorf("after --: %q, %v", got, err)
 	}
 }
+
+// The sentences of typed errors a dev stack does not easily produce; each
+// found through wrapping, as the libraries return them.
+func TestSentenceOfTypedErrors(t *testing.T) {
+	alice, bob := stacktestKey("alice"), stacktestKey("bob")
+	wrap := func(err error) error { return fmt.Errorf("outer: %w", err) }
+	e := &env{srv: servers{domain: "kez.test"}}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{aboutHandle("alice", wrap(files.ErrForbidden)), "alice@kez.test shares that file privately with others, not with you"},
+		{aboutHandle("alice", wrap(files.ErrBusy)), "alice@kez.test is busy with other transfers: run the same command again in a moment"},
+		{aboutHandle("alice", wrap(&files.CorruptError{Index: 3})), "alice@kez.test sent data that does not match the file's CID"},
+		{wrap(files.ErrNotFound), "the owner no longer has that file (it may have been unshared): kez files HANDLE lists"},
+		{wrap(&files.ChangedError{Name: "a.txt", Path: "/x/a.txt"}), `"a.txt" changed on disk since you shared it, so it is not sent: run kez share /x/a.txt again`},
+		{wrap(&files.ChangedError{Name: "a.txt", Path: "/x/a.txt", Gone: true}), `"a.txt" is gone from /x/a.txt`},
+		{wrap(&files.OfflineError{Owner: "bob@kez.test", Waited: 90 * time.Second}), "bob@kez.test did not come online within 1m30s: ask them to run kez serve"},
+		{wrap(natsconn.ErrNotRegistered), "the NATS server refused your key: register a handle first (kez register NAME)"},
+		{wrap(&chat.KeyChangedError{Handle: "bob@kez.test", Pinned: alice, Current: bob}), "WARNING: the key of bob@kez.test changed: it was " + alice.String() + " (fingerprint " + alice.Fingerprint() + ") and is now " + bob.String()},
+		{wrap(&chat.ChainRewrittenError{Handle: "bob@kez.test", Key: bob, Pinned: sigchain.Pin{Seqno: 4}, Err: sigchain.ErrFork}), "WARNING: the sigchain of bob@kez.test (" + bob.String() + ") no longer contains the link 4"},
+		{wrap(chat.ErrFingerprintMismatch), "that fingerprint does not match the key you pinned, so nothing changed"},
+		{aboutHandle("bob", wrap(handles.ErrMismatch)), "DO NOT TRUST bob@kez.test"},
+		{wrap(&handles.HandleError{Input: "b\u200bob", Reason: handles.ReasonInvisible, Detail: "an invisible character"}), `"b\u200bob" is not a valid handle: an invisible character`},
+		{wrap(&kez.WordError{Position: 5, Word: "abandn", Suggestions: []string{"abandon", "baron"}}), `word 5 ("abandn") is not a backup word; did you mean "abandon" or "baron"?`},
+		{&exitError{code: 3, err: worded(nil, "kept as it is")}, "kept as it is"},
+	} {
+		if got := e.sentence(tc.err); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%v\ngot:  %s\nwant: %s…", tc.err, got, tc.want)
+		}
+	}
+	// Without a handle, ErrNotFound keeps its own words: it may be about
+	// a server, not a person.
+	if got := e.sentence(wrap(handles.ErrNotFound)); strings.Contains(got, "no one is registered") {
+		t.Errorf("ErrNotFound without a handle: %s", got)
+	}
+}
+
+func stacktestKey(name string) kez.PublicKey { return stacktest.Identity(name).PublicKey() }

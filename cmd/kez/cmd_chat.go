@@ -54,6 +54,7 @@ func runChat(ctx context.Context, e *env, cf chatFlags, handle string) error {
 	}
 	out := &printer{w: e.stdout}
 	note := &printer{w: e.stderr}
+	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
 	hist, err := c.History(ctx, ct.Handle, chatHistoryLines)
 	if err != nil {
 		return err

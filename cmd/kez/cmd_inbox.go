@@ -151,6 +151,7 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 	if !follow {
 		return nil
 	}
+	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
 	err = c.Run(ctx, func(m *chat.Entry) {
 		switch {
 		case m.Trust == chat.TrustTrusted && !requests:

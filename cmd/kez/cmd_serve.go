@@ -109,7 +109,8 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 }
 
 // saySessionChanges tells, in a sentence each, when the connection to NATS
-// is lost and when it is back (the client keeps trying meanwhile). The
+// is lost and when it is back (the client keeps trying meanwhile), for the
+// commands that stay online (serve, inbox --follow, chat). The
 // connection's own handlers still run first.
 func saySessionChanges(ctx context.Context, nc *nats.Conn, note *printer, url string) {
 	lost, back := nc.DisconnectErrHandler(), nc.ReconnectHandler()

@@ -136,13 +136,17 @@ func (e *env) sentence(err error) string {
 		}
 		return fmt.Sprintf("%q changed on disk since you shared it, so it is not sent: run kez share %s again to share the new version", changed.Name, changed.Path)
 	case errors.Is(err, files.ErrForbidden):
-		return "the owner shares that file privately with others, not with you, so it was not sent"
+		return fmt.Sprintf("%s shares that file privately with others, not with you, so it was not sent", orOwner(who))
 	case errors.Is(err, files.ErrNotFound):
-		return "the owner no longer has that file (it may have been unshared): kez files lists what they share now"
+		list := "kez files HANDLE"
+		if who != "" {
+			list = "kez files " + who
+		}
+		return fmt.Sprintf("%s no longer has that file (it may have been unshared): %s lists what they share now", orOwner(who), list)
 	case errors.Is(err, files.ErrBusy):
-		return "the owner is busy with other transfers: run the same command again in a moment"
+		return fmt.Sprintf("%s is busy with other transfers: run the same command again in a moment", orOwner(who))
 	case errors.Is(err, files.ErrCorrupt):
-		return "the owner sent data that does not match the file's CID, so the fetch stopped and nothing unverified was kept: try again later, and tell them if it happens again"
+		return fmt.Sprintf("%s sent data that does not match the file's CID, so the fetch stopped and nothing unverified was kept: try again later, and tell them if it happens again", orOwner(who))
 	case errors.Is(err, files.ErrNoNATS):
 		return "that needs NATS: set NATS_URL (or pass --nats) to your operator's NATS"
 	case errors.Is(err, fs.ErrExist) && errors.As(err, &pathErr):
@@ -187,6 +191,14 @@ func (e *env) sentence(err error) string {
 		return "stopped before it finished"
 	}
 	return err.Error()
+}
+
+// orOwner is who, else "the owner".
+func orOwner(who string) string {
+	if who == "" {
+		return "the owner"
+	}
+	return who
 }
 
 // unreachable words a server that could not be reached: which one, why,
