@@ -264,11 +264,7 @@ func printHelp(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nenvironment (a flag given wins over its variable, a variable over your profile):")
 	for _, v := range environment {
-		flag := ""
-		if v.flag != "" {
-			flag = " (" + v.flag + ")"
-		}
-		fmt.Fprintf(w, "  %-20s %s%s\n", v.name, v.meaning, flag)
+		fmt.Fprintf(w, "  %-20s %-18s %s\n", v.name, v.flag, v.meaning)
 	}
 	fmt.Fprintln(w, "\nflags go before or after the arguments; \"--\" ends them.")
 	fmt.Fprintln(w, "run \"kez help COMMAND\" for one command's flags")
