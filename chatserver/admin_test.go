@@ -6,7 +6,8 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -29,8 +30,12 @@ func operatorLogin(t *testing.T, st *stacktest.Stack, account string) (*operator
 	}
 	o := &operator{gateUser{errs: make(chan error, 64)}}
 	pub, _ := kp.PublicKey()
-	nc, err := nats.Connect(st.NATSURL, nats.Nkey(pub, kp.Sign), nats.NoReconnect(),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { o.errs <- err }))
+	opts := []nats.Option{nats.Nkey(pub, kp.Sign), nats.NoReconnect(),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { o.errs <- err })}
+	if account == callout.DefaultChatAccount {
+		opts = append(opts, nats.CustomInboxPrefix(callout.AdminReplyPrefix)) // nats --inbox-prefix _KEZ_ADMIN
+	}
+	nc, err := nats.Connect(st.NATSURL, opts...)
 	if err != nil {
 		t.Fatalf("login as %s: %v", pub, err)
 	}
@@ -78,7 +83,7 @@ func (o *operator) refused(t *testing.T, subscribe bool, subject string) {
 // docs/operators.md §2: the snippet's admin user (admin.nk, in the chat
 // account) gets "nats account info" and "nats stream ls", and nothing of
 // users' mail: no message, subject list or consumer of the inbox stream,
-// no KEZ subject, no reply meant for the chat-server.
+// no KEZ subject, no reply meant for a user or the chat-server.
 func TestSnippetAdminUser(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	alice, bob := gateLogin(t, st, "alice"), gateLogin(t, st, "bob")
@@ -105,19 +110,19 @@ func TestSnippetAdminUser(t *testing.T) {
 		t.Fatalf("stream names %+v", names)
 	}
 
-	// Replies meant for the chat-server (its gate's, on
-	// _INBOX.<provisioner>.>) never reach the admin's _INBOX.> subscription,
-	// which its own replies do reach.
-	sniff, err := admin.nc.SubscribeSync("_INBOX.>")
+	// The admin receives its own replies, on its own prefix, and nothing
+	// else: not the answers to users' sends (on their _INBOX.<key>., which
+	// the chat account exports to them) nor the chat-server's (_KEZ_GATE.).
+	sniff, err := admin.nc.SubscribeSync(callout.AdminReplyPrefix + ".>")
 	if err != nil {
 		t.Fatal(err)
 	}
 	admin.ask(t, "$JS.API.INFO", &ai)
 	if _, err := sniff.NextMsg(5 * time.Second); err != nil {
-		t.Fatalf("positive control: the admin's own reply did not reach _INBOX.>: %v", err)
+		t.Fatalf("positive control: the admin's own reply did not come: %v", err)
 	}
 	if code, _ := gateCode(t, alice.send(t, bob.key, []byte("sealed for bob, again"))); code != 0 {
-		t.Fatalf("send: %d", code) // the stream's acknowledgement went to the gate's _INBOX
+		t.Fatalf("send: %d", code)
 	}
 	admin.nc.Flush()
 	if n, _, _ := sniff.Pending(); n != 0 {
@@ -142,14 +147,16 @@ func TestSnippetAdminUser(t *testing.T) {
 		callout.InboxSubjectPrefix + bob.key.String() + "." + alice.key.String(),
 		callout.SendSubjectPrefix + bob.key.String() + "." + alice.key.String(),
 		callout.DeliverSubjectPrefix + bob.key.String() + ".forged",
-		callout.AckedSubjectPrefix + alice.key.String() + ".forged",
+		callout.ConsumerSubjectPrefix + bob.key.String(),
+		callout.PullSubjectPrefix + bob.key.String(),
 		"$JS.ACK." + s + "." + bob.key.String() + ".1.1.1.1.0",
+		"_INBOX." + alice.key.String() + ".forged", // a user's reply namespace
+		wire.GateReplyPrefix + keys.ProvisionerPublicKey() + ".forged",
 		"_R_.forged",
-		"_INBOX." + keys.ProvisionerPublicKey() + ".relay.forged",
 	} {
 		admin.refused(t, false, subj)
 	}
-	for _, subj := range []string{">", "kez.v1.>", callout.InboxSubjects, "$JS.>", "_R_.>"} {
+	for _, subj := range []string{">", "kez.v1.>", callout.InboxSubjects, "$JS.>", "_INBOX.>", "_INBOX." + alice.key.String() + ".>", wire.GateReplyPrefix + ">", "_R_.>"} {
 		admin.refused(t, true, subj)
 	}
 
