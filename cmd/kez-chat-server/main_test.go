@@ -63,7 +63,7 @@ func TestNATSConfigIsWhatTheStackRuns(t *testing.T) {
 		"nkey: " + keys.ServicePublicKey(),
 		"account: AUTH",
 		"  CHAT {\n    jetstream: enabled\n",
-		"  USERS {\n    imports: [\n",
+		"  USERS {\n    exports: [\n",
 		"system_account: SYS",
 	} {
 		if !strings.Contains(printed, want) {
