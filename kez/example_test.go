@@ -84,3 +84,13 @@ func ExampleSafetyNumber() {
 	// 33283 76460 91579 79358 40140 00235 41943 70387 78572 29250 61130 43126
 	// true
 }
+
+// A reader that takes a backup line by line checks each word as it comes.
+func ExampleSplitMnemonic() {
+	for _, w := range kez.SplitMnemonic("1. Abandon  2) amunt  # the rest on the next line") {
+		fmt.Println(w, kez.IsWord(w), kez.SuggestWords(w, 1))
+	}
+	// Output:
+	// abandon true [abandon]
+	// amunt false [amount]
+}
