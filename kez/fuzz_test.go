@@ -10,8 +10,9 @@ import (
 	"testing"
 )
 
-// loadVectorsForFuzz returns the vector file, to seed the fuzz corpora.
-func loadVectorsForFuzz(f *testing.F) vectorFile {
+// loadVectorsForFuzz returns the vector file, to seed the fuzz corpora
+// (and for tests that check values against it).
+func loadVectorsForFuzz(f testing.TB) vectorFile {
 	raw, err := os.ReadFile(vectorsPath)
 	if err != nil {
 		f.Fatal(err)

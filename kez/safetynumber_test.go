@@ -2,7 +2,6 @@ package kez
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"os"
 	"regexp"
 	"strings"
@@ -60,14 +59,7 @@ func TestSafetyNumberVectors(t *testing.T) {
 		}
 	}
 	// The keys are those of the identity vectors, as the page says.
-	raw, err := os.ReadFile(vectorsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vf vectorFile
-	if err := json.Unmarshal(raw, &vf); err != nil {
-		t.Fatal(err)
-	}
+	vf := loadVectorsForFuzz(t)
 	for i, name := range []string{"A", "B", "C"} {
 		if k := keys[name]; hex.EncodeToString(k[:]) != vf.Identities[i].Ed25519PublicHex {
 			t.Errorf("key %s is not the public key of identity vector %d", name, i)

@@ -123,6 +123,12 @@ func (e *env) homeResolver(ctx context.Context, homeFlag string, sf serverFlags)
 	if err != nil {
 		return nil, err
 	}
+	return e.resolverFor(srv), nil
+}
+
+// resolverFor returns an uncached resolver whose home is srv's chat-server
+// and domain.
+func (e *env) resolverFor(srv servers) *handles.Resolver {
 	return &handles.Resolver{
 		DefaultDomain: srv.domain,
 		HomeServer:    srv.server,
@@ -130,7 +136,7 @@ func (e *env) homeResolver(ctx context.Context, homeFlag string, sf serverFlags)
 		AllowLocal:    e.allowLocal(srv.domain),
 		LocalDomains:  e.localDomains(),
 		TTL:           -1,
-	}, nil
+	}
 }
 
 func runWhois(ctx context.Context, e *env, homeFlag string, sf serverFlags, handle string, asJSON bool) error {

@@ -168,15 +168,7 @@ func findHandle(ctx context.Context, e *env, prof *profile, sf serverFlags, key 
 		return hl
 	}
 	claimed := st.Handle()
-	r := &handles.Resolver{
-		DefaultDomain: srv.domain,
-		HomeServer:    srv.server,
-		HTTPClient:    httpClient,
-		AllowLocal:    e.allowLocal(srv.domain),
-		LocalDomains:  e.localDomains(),
-		TTL:           -1,
-	}
-	res, err := r.Resolve(ctx, claimed)
+	res, err := e.resolverFor(srv).Resolve(ctx, claimed)
 	switch {
 	case err == nil && res.Key == key:
 		hl.handle = res.Handle
