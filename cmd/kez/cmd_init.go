@@ -144,8 +144,7 @@ func runInit(ctx context.Context, e *env, o initOptions) (err error) {
 
 	if !o.yes {
 		if e.isTerminal && o.wordsFile == "" {
-			fmt.Fprint(e.stdout, "When they are written down, press Enter.")
-			if _, err := in.ReadString('\n'); err != nil {
+			if _, err := askLine(e.stdout, in, "When they are written down, press Enter."); err != nil {
 				return errRecallUnfinished
 			}
 			fmt.Fprint(e.stdout, "\033[2J\033[3J\033[H") // clear the screen and scrollback
@@ -198,8 +197,7 @@ func checkRecall(e *env, in *bufio.Reader, words []string) error {
 	round:
 		for _, p := range positions {
 			for {
-				fmt.Fprintf(e.stdout, "Word #%d: ", p+1)
-				line, err := in.ReadString('\n')
+				line, err := askLine(e.stdout, in, "Word #%d: ", p+1)
 				if err != nil && line == "" {
 					fmt.Fprintln(e.stdout)
 					return errRecallUnfinished

@@ -202,12 +202,11 @@ func askWords(e *env, in *bufio.Reader) (kez.Mnemonic, error) {
 	fmt.Fprintf(e.stderr, "Type your %d words in order (numbered or not, several on a line if you like), then Enter on an empty line.\n", kez.MnemonicWords)
 	var words []string
 	for {
-		if len(words) < kez.MnemonicWords {
-			fmt.Fprintf(e.stderr, "word %d: ", len(words)+1)
-		} else {
-			fmt.Fprintf(e.stderr, "That is %d words; Enter to go on: ", kez.MnemonicWords)
+		prompt := fmt.Sprintf("word %d: ", len(words)+1)
+		if len(words) == kez.MnemonicWords {
+			prompt = fmt.Sprintf("That is %d words; Enter to go on: ", kez.MnemonicWords)
 		}
-		line, err := in.ReadString('\n')
+		line, err := askLine(e.stderr, in, "%s", prompt)
 		if err != nil && line == "" {
 			fmt.Fprintln(e.stderr)
 			return kez.Mnemonic{}, errWordsUnfinished
@@ -247,8 +246,7 @@ func askWord(e *env, in *bufio.Reader, pos int, bad string) (string, error) {
 			}
 			fmt.Fprintln(e.stderr)
 		}
-		fmt.Fprintf(e.stderr, "word %d again: ", pos)
-		line, err := in.ReadString('\n')
+		line, err := askLine(e.stderr, in, "word %d again: ", pos)
 		if err != nil && line == "" {
 			fmt.Fprintln(e.stderr)
 			return "", errWordsUnfinished
@@ -279,8 +277,7 @@ func checkWords(e *env, in *bufio.Reader, words []string) (kez.Mnemonic, error) 
 		}
 		fmt.Fprintf(e.stderr, "All %d are backup words, but their checksum does not match: usually two words swapped, or one written in place of another.\nCompare them with your paper:\n\n%s\n", kez.MnemonicWords, formatWords(words))
 		for {
-			fmt.Fprintf(e.stderr, "Number of a word to correct (1-%d), or Enter to stop: ", kez.MnemonicWords)
-			line, err := in.ReadString('\n')
+			line, err := askLine(e.stderr, in, "Number of a word to correct (1-%d), or Enter to stop: ", kez.MnemonicWords)
 			line = strings.TrimSpace(line)
 			if line == "" {
 				if err != nil {
@@ -292,8 +289,7 @@ func checkWords(e *env, in *bufio.Reader, words []string) (kez.Mnemonic, error) 
 			if perr != nil || n < 1 || n > kez.MnemonicWords {
 				continue
 			}
-			fmt.Fprintf(e.stderr, "word %d (now %q): ", n, words[n-1])
-			w, err := in.ReadString('\n')
+			w, err := askLine(e.stderr, in, "word %d (now %q): ", n, words[n-1])
 			got := kez.SplitMnemonic(w)
 			if err != nil && w == "" {
 				fmt.Fprintln(e.stderr)

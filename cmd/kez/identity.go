@@ -150,8 +150,7 @@ func askNewPassphrase(e *env, in *bufio.Reader) ([]byte, error) {
 				fmt.Fprintln(e.stderr, "A passphrase cannot be empty here (\"kez passphrase remove\" stores the identity unencrypted).")
 				continue
 			}
-			fmt.Fprintf(e.stderr, "No passphrase? Then the identity is stored unencrypted, protected only by file mode 0600.\nType %q to store it so, or just Enter to choose a passphrase: ", confirmUnencrypted)
-			line, err := in.ReadString('\n')
+			line, err := askLine(e.stderr, in, "No passphrase? Then the identity is stored unencrypted, protected only by file mode 0600.\nType %q to store it so, or just Enter to choose a passphrase: ", confirmUnencrypted)
 			if err != nil && line == "" {
 				fmt.Fprintln(e.stderr)
 				return nil, errors.New("no passphrase was chosen, so nothing was saved")
@@ -179,8 +178,15 @@ var readSecret = func(e *env, prompt string) ([]byte, error) {
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil, errors.New("no terminal to ask for a passphrase on: set KEZ_PASSPHRASE_FILE or KEZ_PASSPHRASE")
 	}
-	fmt.Fprint(e.stderr, prompt)
-	b, err := term.ReadPassword(int(f.Fd()))
+	fd := int(f.Fd())
+	state, err := term.GetState(fd)
+	if err != nil {
+		return nil, fmt.Errorf("reading the passphrase: %w", err)
+	}
+	b, err := interruptible(func() { fmt.Fprint(e.stderr, prompt) }, func() ([]byte, error) { return term.ReadPassword(fd) })
+	if errors.Is(err, errInterrupted) {
+		term.Restore(fd, state) // ReadPassword turned echo off
+	}
 	fmt.Fprintln(e.stderr)
 	if err != nil {
 		return nil, fmt.Errorf("reading the passphrase: %w", err)

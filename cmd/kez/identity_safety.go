@@ -98,8 +98,7 @@ func confirmDiscard(e *env, in *bufio.Reader, home, held, flagValue, what string
 	if !e.isTerminal {
 		return fmt.Errorf("%s. Nothing was changed. %s; only if you mean to give @%s up, add --discard-handle=%s", loss, instead, held, held)
 	}
-	fmt.Fprintf(e.stderr, "WARNING: %s.\n%s.\nTo give @%s up anyway, type %s and press Enter; anything else stops: ", upperFirst(loss), instead, held, held)
-	line, err := in.ReadString('\n')
+	line, err := askLine(e.stderr, in, "WARNING: %s.\n%s.\nTo give @%s up anyway, type %s and press Enter; anything else stops: ", upperFirst(loss), instead, held, held)
 	if err != nil && line == "" {
 		fmt.Fprintln(e.stderr)
 		return fmt.Errorf("stopped: @%s was not confirmed; nothing was changed", held)

@@ -90,7 +90,9 @@ func startTerminal(t *testing.T, env map[string]string, args ...string) *termina
 	cmd = append(append(cmd, bin), args...)
 	// The pane waits for a first Enter, so that nothing is printed before
 	// the pane's output is piped to the test.
-	script := "read start; " + shellQuote(cmd) + `; echo "[exit $?]"; read end`
+	// The shell survives a Ctrl-C meant for kez (a trap, unlike an ignored
+	// signal, is not inherited).
+	script := "trap : INT; read start; " + shellQuote(cmd) + `; echo "[exit $?]"; read end`
 	tm.tmux("new-session", "-d", "-s", "kez", "-x", "120", "-y", "40", "sh", "-c", script)
 	t.Cleanup(func() { exec.Command("tmux", "-S", tm.sock, "kill-server").Run() })
 
@@ -317,5 +319,32 @@ func TestTerminalInitForceConfirm(t *testing.T) {
 	again, err := kez.LoadIdentity(au.Home, []byte("pw one"))
 	if err != nil || again.PublicKey() != id.PublicKey() {
 		t.Fatalf("after passphrase set: %v", err)
+	}
+}
+
+// TestTerminalCtrlC: Ctrl-C at a prompt ends the command at once, saves
+// nothing, and leaves the terminal echoing again (a passphrase prompt
+// turns echo off).
+func TestTerminalCtrlC(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "h")
+	env := map[string]string{"KEZ_HOME": home}
+
+	tm := startTerminal(t, env, "recover")
+	tm.waitFor("word 1: ")
+	tm.tmux("send-keys", "-t", "kez", "C-c")
+	if out := tm.waitFor("[exit 1]"); !strings.Contains(out, "nothing was saved") {
+		t.Errorf("Ctrl-C at the words:\n%s", out)
+	}
+
+	tm = startTerminal(t, env, "init")
+	tm.waitFor("Passphrase: ")
+	tm.tmux("send-keys", "-t", "kez", "C-c")
+	if out := tm.waitFor("[exit 1]"); !strings.Contains(out, "interrupted") {
+		t.Errorf("Ctrl-C at the passphrase:\n%s", out)
+	}
+	tm.typeLine("echo is back") // read by the pane's shell after kez ended
+	tm.waitFor("echo is back")
+	if ok, _ := kez.HasIdentity(home); ok {
+		t.Fatal("an interrupted command saved an identity")
 	}
 }
