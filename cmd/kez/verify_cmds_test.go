@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
