@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,7 +16,7 @@ import (
 func init() {
 	register(&command{
 		name:    "contacts",
-		args:    "add HANDLE | list [--json] | verify HANDLE [NUMBER] [--json]",
+		args:    "(add HANDLE | list [--json] | verify HANDLE [NUMBER] [--json]) [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "pin, list and verify the people you talk to",
 		help: `
 kez contacts add HANDLE
@@ -54,12 +53,11 @@ kez contacts verify HANDLE NUMBER
 			cf.declare(fs, false)
 			fs.BoolVar(&asJSON, "json", false, "print JSON (list, verify)")
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) == 0 {
 					return usagef("contacts needs add, list or verify")
+				}
+				if asJSON && args[0] == "add" {
+					return usagef("--json is for contacts list and verify only")
 				}
 				switch sub, rest := args[0], args[1:]; sub {
 				case "add":
@@ -94,7 +92,7 @@ func runContactsAdd(ctx context.Context, e *env, cf chatFlags, handle string) er
 	old, _ := c.Contact(ctx, handle)
 	ct, err := c.AddContact(ctx, handle)
 	if err != nil {
-		return chatError(err)
+		return aboutHandle(handle, err)
 	}
 	switch {
 	case old == nil:
@@ -122,20 +120,20 @@ type contactJSON struct {
 	Fingerprint string    `json:"fingerprint"`
 	Verified    bool      `json:"verified"`
 	Flag        string    `json:"flag"`
-	FlagDetail  string    `json:"flag_detail,omitempty"`
+	FlagDetail  string    `json:"flag_detail"`
 	Generation  uint32    `json:"generation"`
 	AddedAt     time.Time `json:"added_at"`
 }
 
 func runContactsList(ctx context.Context, e *env, cf chatFlags, asJSON bool) error {
-	c, err := e.openChat(ctx, cf, false)
+	c, err := e.openLocalChat(ctx, cf)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	list, err := c.Contacts(ctx)
 	if err != nil {
-		return chatError(err)
+		return err
 	}
 	if asJSON {
 		out := make([]contactJSON, 0, len(list))
@@ -211,11 +209,8 @@ func runContactsVerify(ctx context.Context, e *env, cf chatFlags, handle, typed 
 		}
 		ct, err = c.VerifyContact(ctx, handle, typed)
 	}
-	if errors.Is(err, chat.ErrFingerprintMismatch) {
-		return &cliErr{msg: fmt.Sprintf("that is not the number of the key pinned here for %s: someone may be between you, so do not trust this contact until you know why; nothing was changed", handle), err: err}
-	}
 	if err != nil {
-		return chatError(err)
+		return aboutHandle(handle, err)
 	}
 	out := contactVerifyJSON{Handle: ct.Handle, Key: ct.Key.String(), Fingerprint: ct.Fingerprint(), SafetyNumber: kez.SafetyNumber(c.Key(), ct.Key), Verified: ct.Verified()}
 	switch {

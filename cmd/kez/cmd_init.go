@@ -160,7 +160,7 @@ func runInit(ctx context.Context, e *env, o initOptions) (err error) {
 	}
 	opts = append(opts, kez.WithScryptWorkFactor(scryptWorkFactor))
 	if err := kez.SaveIdentity(home, id, pass, opts...); err != nil {
-		return cliError(err)
+		return err
 	}
 	if prof != nil {
 		if err := forgetHandle(home, prof); err != nil {

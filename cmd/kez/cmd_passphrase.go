@@ -12,7 +12,7 @@ import (
 func init() {
 	register(&command{
 		name:    "passphrase",
-		args:    "set | change | remove [--new-passphrase-file F] [--home DIR]",
+		args:    "(set | change | remove) [--new-passphrase-file F] [--home DIR]",
 		summary: "encrypt your identity, change its passphrase or remove it",
 		help: `
 Changes how the identity is stored on this machine, never the identity
@@ -35,10 +35,6 @@ replaced in one step: a crash leaves the old file or the new one.`,
 			fs.StringVar(&home, "home", "", homeFlagHelp)
 			fs.StringVar(&newFile, "new-passphrase-file", "", "set: the new passphrase is the first line of this file")
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) != 1 {
 					return usagef("passphrase takes one of set, change or remove")
 				}
@@ -92,7 +88,7 @@ func runPassphraseRemove(e *env, homeFlag string) error {
 func resave(e *env, acct *account, pass []byte) error {
 	err := kez.SaveIdentity(acct.home, acct.id, pass, kez.Overwrite(), kez.WithScryptWorkFactor(scryptWorkFactor))
 	if err != nil {
-		return fmt.Errorf("saving the identity: %w; the old file is unchanged", cliError(err))
+		return worded(err, "could not save the identity in %s, so the old file is unchanged: %v", kez.IdentityPath(acct.home), err)
 	}
 	fmt.Fprintf(e.stdout, "The identity in %s is now %s.\nIts key, handle and 24 words are unchanged.\n", kez.IdentityPath(acct.home), storageNote(pass != nil))
 	return nil

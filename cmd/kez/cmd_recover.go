@@ -110,7 +110,7 @@ func runRecover(ctx context.Context, e *env, o recoverOptions) error {
 	}
 	id, err := kez.FromMnemonic(m)
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	key := id.PublicKey()
 	if exists {
@@ -131,7 +131,7 @@ func runRecover(ctx context.Context, e *env, o recoverOptions) error {
 		opts = append(opts, kez.Overwrite())
 	}
 	if err := kez.SaveIdentity(home, id, pass, opts...); err != nil {
-		return cliError(err)
+		return err
 	}
 	fmt.Fprintf(e.stdout, "Restored your identity in %s, %s.\n\n", kez.IdentityPath(home), storageNote(pass != nil))
 	if prof.Key != "" && prof.Key != key.String() {
@@ -319,5 +319,5 @@ func cutForEcho(s string) string {
 
 // wordsError turns a parse error into advice; nothing has been saved.
 func wordsError(err error) error {
-	return fmt.Errorf("%v; nothing was saved", cliError(err))
+	return worded(err, "%s; nothing was saved", (*env)(nil).sentence(err))
 }

@@ -64,7 +64,7 @@ func handleAtRisk(ctx context.Context, e *env, home string, prof *profile, sf se
 	}
 	srv, err := e.settleServers(ctx, sf, prof, false)
 	if err != nil {
-		return "", fmt.Errorf("could not find out whether the identity in %s holds a handle (%w); nothing was changed: run the same command again when the servers answer", home, err)
+		return "", worded(err, "%s; so kez cannot tell whether the identity in %s holds a handle, and nothing was changed: run the same command again when the servers answer", e.sentence(err), home)
 	}
 	if srv.sigServer == "" {
 		return "", nil // no server known: no handle to ask about
@@ -74,7 +74,7 @@ func handleAtRisk(ctx context.Context, e *env, home string, prof *profile, sf se
 	case errors.Is(err, sigchain.ErrNotFound):
 		return "", nil
 	case err != nil:
-		return "", fmt.Errorf("could not ask the sig-server at %s whether the identity in %s holds a handle (%w); nothing was changed: run the same command again when it answers", srv.sigServer, home, trimSDK(err))
+		return "", worded(err, "could not ask the sig-server at %s whether the identity in %s holds a handle (%s); nothing was changed: run the same command again when it answers", srv.sigServer, home, e.sentence(err))
 	}
 	return st.Handle(), nil
 }
@@ -147,7 +147,7 @@ func findHandle(ctx context.Context, e *env, prof *profile, sf serverFlags, key 
 	srv, err := e.settleServers(ctx, sf, prof, false)
 	hl := handleLookup{srv: srv}
 	if err != nil {
-		hl.note = fmt.Sprintf("Could not look for your handle (%v). If you had one, \"kez register NAME\" restores it here once the chat-server answers.", err)
+		hl.note = fmt.Sprintf("Could not look for your handle (%s). If you had one, \"kez register NAME\" restores it here once the chat-server answers.", e.sentence(err))
 		return hl
 	}
 	if srv.sigServer == "" {
@@ -160,14 +160,14 @@ func findHandle(ctx context.Context, e *env, prof *profile, sf serverFlags, key 
 		hl.note = fmt.Sprintf("The sig-server at %s has no sigchain for this key: it holds no handle there yet.", srv.sigServer)
 		return hl
 	case err != nil:
-		hl.note = fmt.Sprintf("Could not read your sigchain at %s (%v). If you had a handle, \"kez register NAME\" restores it here once the sig-server answers.", srv.sigServer, trimSDK(err))
+		hl.note = fmt.Sprintf("Could not read your sigchain at %s (%s). If you had a handle, \"kez register NAME\" restores it here once the sig-server answers.", srv.sigServer, e.sentence(err))
 		return hl
 	case st.Handle() == "":
 		hl.note = fmt.Sprintf("Your sigchain at %s names no handle.", srv.sigServer)
 		return hl
 	}
 	claimed := st.Handle()
-	res, err := e.resolverFor(srv).Resolve(ctx, claimed)
+	res, err := e.resolver(srv).Resolve(ctx, claimed)
 	switch {
 	case err == nil && res.Key == key:
 		hl.handle = res.Handle
@@ -177,7 +177,7 @@ func findHandle(ctx context.Context, e *env, prof *profile, sf serverFlags, key 
 		hl.note = fmt.Sprintf("Your sigchain names @%s, but its registry has no such handle.", claimed)
 	default:
 		name, _, _ := strings.Cut(claimed, "@")
-		hl.note = fmt.Sprintf("Your sigchain names @%s, but its registry could not confirm it (%v). When it answers, \"kez register %s\" restores it here.", claimed, trimSDK(err), name)
+		hl.note = fmt.Sprintf("Your sigchain names @%s, but its registry could not confirm it (%s). When it answers, \"kez register %s\" restores it here.", claimed, e.sentence(aboutHandle(claimed, err)), name)
 	}
 	return hl
 }
