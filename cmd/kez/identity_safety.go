@@ -74,7 +74,7 @@ func handleAtRisk(ctx context.Context, e *env, home string, prof *profile, sf se
 	case errors.Is(err, sigchain.ErrNotFound):
 		return "", nil
 	case err != nil:
-		return "", worded(err, "could not ask the sig-server at %s whether the identity in %s holds a handle (%s); nothing was changed: run the same command again when it answers", srv.sigServer, home, e.sentence(err))
+		return "", worded(err, "%s; so kez cannot tell whether the identity in %s holds a handle, and nothing was changed: run the same command again when the sig-server at %s answers", e.sentence(err), home, srv.sigServer)
 	}
 	return st.Handle(), nil
 }
@@ -147,7 +147,7 @@ func findHandle(ctx context.Context, e *env, prof *profile, sf serverFlags, key 
 	srv, err := e.settleServers(ctx, sf, prof, false)
 	hl := handleLookup{srv: srv}
 	if err != nil {
-		hl.note = fmt.Sprintf("Could not look for your handle (%s). If you had one, \"kez register NAME\" restores it here once the chat-server answers.", e.sentence(err))
+		hl.note = fmt.Sprintf("%s; so kez could not look for your handle. If you had one, \"kez register NAME\" restores it here once the chat-server answers.", upperFirst(e.sentence(err)))
 		return hl
 	}
 	if srv.sigServer == "" {
@@ -160,7 +160,7 @@ func findHandle(ctx context.Context, e *env, prof *profile, sf serverFlags, key 
 		hl.note = fmt.Sprintf("The sig-server at %s has no sigchain for this key: it holds no handle there yet.", srv.sigServer)
 		return hl
 	case err != nil:
-		hl.note = fmt.Sprintf("Could not read your sigchain at %s (%s). If you had a handle, \"kez register NAME\" restores it here once the sig-server answers.", srv.sigServer, e.sentence(err))
+		hl.note = fmt.Sprintf("%s; so kez could not read your sigchain at %s to find your handle. If you had one, \"kez register NAME\" restores it here once the sig-server answers.", upperFirst(e.sentence(err)), srv.sigServer)
 		return hl
 	case st.Handle() == "":
 		hl.note = fmt.Sprintf("Your sigchain at %s names no handle.", srv.sigServer)

@@ -201,7 +201,7 @@ func TestInitForceKeepsHandles(t *testing.T) {
 	// A sig-server that does not answer: no guess, no replacement.
 	gone := httptest.NewServer(nil)
 	gone.Close()
-	if r := kezCmd(t, with(env, "KEZ_SIG_SERVER", gone.URL), "", "init", "--yes", "--force"); r.code != 1 || !strings.Contains(r.stderr, "could not ask the sig-server") || !strings.Contains(r.stderr, "nothing was changed") {
+	if r := kezCmd(t, with(env, "KEZ_SIG_SERVER", gone.URL), "", "init", "--yes", "--force"); r.code != 1 || !strings.Contains(r.stderr, "cannot tell whether the identity") || !strings.Contains(r.stderr, "nothing was changed") {
 		t.Errorf("sig-server down: %+v", r)
 	}
 	unchanged("sig-server down")
@@ -294,7 +294,7 @@ func TestRecoverRestoresHandle(t *testing.T) {
 	}{
 		"no chain":        {servers, "has no sigchain for this key"},
 		"no server":       {nil, `"kez register NAME --server URL"`},
-		"sig-server down": {with(servers, "KEZ_SIG_SERVER", gone.URL), "Could not read your sigchain"},
+		"sig-server down": {with(servers, "KEZ_SIG_SERVER", gone.URL), "kez could not read your sigchain"},
 	} {
 		h := filepath.Join(t.TempDir(), "h")
 		r := mustRun(t, c.env, countingWords, "recover", "--home", h)
