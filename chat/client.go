@@ -26,7 +26,7 @@ import (
 const (
 	// DefaultStream is the JetStream stream holding every inbox (the
 	// chat-server provisions it; see package callout).
-	DefaultStream = "KEZ_INBOX"
+	DefaultStream = wire.Stream
 	// DefaultRefreshInterval is how often a contact's handle and chain are
 	// checked again on send and receive.
 	DefaultRefreshInterval = time.Minute

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
@@ -346,7 +347,7 @@ func (c *Client) ContactEvents(ctx context.Context, handle string) ([]ContactEve
 
 // sigBase returns the sig-server base URL a resolution names.
 func (c *Client) sigBase(res *handles.Resolved) string {
-	if base, ok := strings.CutSuffix(res.SigchainURL, "/v1/chains/"+res.Key.String()); ok && base != "" {
+	if base, ok := strings.CutSuffix(res.SigchainURL, wire.ChainsPath+res.Key.String()); ok && base != "" {
 		return base
 	}
 	return c.cfg.SigServerURL

@@ -163,7 +163,7 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 // listen subscribes the gate (in the queue group) on nc, whose inbox
 // prefix is _INBOX.<key>.
 func (g *gate) listen(key string) error {
-	g.relayPrefix = "_INBOX." + key + relayToken
+	g.relayPrefix = wire.ReplyInbox(key) + relayToken
 	for _, h := range []struct {
 		subject, queue string
 		f              nats.MsgHandler

@@ -14,10 +14,11 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
+	"github.com/kez-lat/kez-chat/internal/wire"
 )
 
 // InfoPath is where a chat-server describes itself.
-const InfoPath = "/v1/info"
+const InfoPath = wire.InfoPath
 
 // MaxInfoSize bounds the /v1/info answer a client reads.
 const MaxInfoSize = 16 << 10

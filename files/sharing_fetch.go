@@ -12,6 +12,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -42,7 +43,7 @@ func (s *Sharing) resolveOwner(ctx context.Context, handle string) (*owner, erro
 		return nil, err
 	}
 	o := &owner{handle: res.Handle.String(), key: res.Key, state: res.State}
-	if base, ok := strings.CutSuffix(res.SigchainURL, "/v1/chains/"+res.Key.String()); ok {
+	if base, ok := strings.CutSuffix(res.SigchainURL, wire.ChainsPath+res.Key.String()); ok {
 		// The sig-server the handle's domain names, on the resolver's
 		// rules for that domain (public https unless it is local).
 		hc, err := s.resolver.ClientFor(res.Handle.Domain, base)
