@@ -199,14 +199,17 @@ func startReady(t *testing.T, args []string, env map[string]string) *ready {
 }
 
 func TestUsageErrors(t *testing.T) {
-	full := map[string]string{"KEZ_SIG_SERVER": "http://127.0.0.1:1", "NATS_URL": "nats://127.0.0.1:1"}
+	full := map[string]string{"KEZ_DOMAIN": "chat.example", "KEZ_SIG_SERVER": "http://127.0.0.1:1", "NATS_URL": "nats://127.0.0.1:1"}
 	for _, tc := range []struct {
 		args []string
 		env  map[string]string
 		want string
 	}{
-		{nil, nil, "--sig-server"},
-		{nil, map[string]string{"KEZ_SIG_SERVER": "http://x"}, "--nats"},
+		{nil, nil, "--domain"},
+		{nil, map[string]string{"KEZ_DOMAIN": ""}, "--domain"},
+		{[]string{"--domain", ""}, map[string]string{"KEZ_DOMAIN": "chat.example"}, "--domain"},
+		{[]string{"--domain", "chat.example"}, nil, "--sig-server"},
+		{nil, map[string]string{"KEZ_DOMAIN": "chat.example", "KEZ_SIG_SERVER": "http://x"}, "--nats"},
 		{[]string{"--log-format", "xml"}, full, "--log-format"},
 		{[]string{"--log-level", "loud"}, full, "--log-level"},
 		{[]string{"extra"}, full, "nats-config"},
