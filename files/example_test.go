@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/kez"
 )
@@ -68,19 +69,17 @@ func ExampleNode_Fetch() {
 
 // Alice shares a report publicly and stays online; Bob lists her files and
 // fetches it. Each program runs on its own machine; the servers are the
-// user's chat-server, sig-server and NATS (KEZ_SERVER, KEZ_SIG_SERVER,
-// NATS_URL).
+// user's chat-server and NATS (KEZ_SERVER, NATS_URL).
 func ExampleOpen() {
 	ctx := context.Background()
 	alice, _ := kez.LoadIdentity("/home/alice/.config/kez", nil)
-	sharing, err := files.Open(ctx, files.Config{
-		Identity:     alice,
-		Home:         "/home/alice/.config/kez",
-		NATSURL:      "nats://nats.kez.lat:4222",
-		SigServerURL: "https://sig.kez.lat",
-		ServerURL:    "https://kez.lat",
-		Domain:       "kez.lat",
-	})
+	// The chat-server names the handle domain and the sig-server.
+	sharing, err := files.Open(ctx, files.Config{Client: client.Config{
+		Identity:  alice,
+		Home:      "/home/alice/.config/kez",
+		NATSURL:   "nats://nats.kez.lat:4222",
+		ServerURL: "https://kez.lat",
+	}})
 	if err != nil {
 		panic(err)
 	}
@@ -100,10 +99,9 @@ func ExampleOpen() {
 	for _, e := range list {
 		fmt.Println(e.Name, e.Size, e.Private)
 	}
-	got, err := bob.Fetch(ctx, "alice@kez.lat", "report.pdf", "", files.FetchOptions{
-		Wait:     true, // alice may not be online yet
-		Progress: func(verified, total int64) { fmt.Printf("\r%d/%d", verified, total) },
-	})
+	got, err := bob.Fetch(ctx, "alice@kez.lat", "report.pdf", "",
+		files.WithWait(0, nil), // alice may not be online yet
+		files.WithProgress(func(verified, total int64) { fmt.Printf("\r%d/%d", verified, total) }))
 	if errors.Is(err, files.ErrOwnerOffline) {
 		fmt.Println(err) // "alice@kez.lat is offline; ask them to run kez serve, or use --wait"
 	}

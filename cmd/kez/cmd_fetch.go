@@ -56,30 +56,36 @@ private file it counts the encrypted bytes, and says so).`,
 				if timeout < 0 {
 					return usagef("--timeout must not be negative")
 				}
-				return runFetch(ctx, e, cf, listen, args[0], args[1], out, files.FetchOptions{Wait: wait, WaitTimeout: timeout, Overwrite: force})
+				return runFetch(ctx, e, cf, listen, args[0], args[1], out, wait, timeout, force)
 			}
 		},
 	})
 }
 
-func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, out string, o files.FetchOptions) error {
+func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, out string, wait bool, timeout time.Duration, force bool) error {
 	s, setup, err := e.openSharing(ctx, cf, true, nil, listen)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
 	who := fullHandle(handle, setup.srv.domain)
-	o.OnWait = func(attempt int) {
-		if attempt == 1 {
-			fmt.Fprintf(e.stderr, "%s is offline; waiting for them to come online (Ctrl-C to stop)…\n", who)
-		}
+	var opts []files.FetchOption
+	if wait {
+		opts = append(opts, files.WithWait(timeout, func(attempt int) {
+			if attempt == 1 {
+				fmt.Fprintf(e.stderr, "%s is offline; waiting for them to come online (Ctrl-C to stop)…\n", who)
+			}
+		}))
+	}
+	if force {
+		opts = append(opts, files.WithOverwrite())
 	}
 	var bar *progressLine
 	if e.isTerminal {
 		bar = &progressLine{w: e.stderr, name: what, now: time.Now}
-		o.Progress = bar.update
+		opts = append(opts, files.WithProgress(bar.update))
 	}
-	got, err := s.Fetch(ctx, handle, what, out, o)
+	got, err := s.Fetch(ctx, handle, what, out, opts...)
 	if bar != nil {
 		if err == nil && got.Private {
 			// The bar counted the encrypted blob; the line below gives

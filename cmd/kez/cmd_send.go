@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/handles"
 )
 
@@ -106,26 +107,14 @@ func (e *env) openChat(ctx context.Context, f chatFlags, online bool) (*chat.Cli
 	if err != nil {
 		return nil, err
 	}
-	home, id, prof := acct.home, acct.id, acct.prof
-	srv, err := e.settleServers(ctx, f.sf, prof, false)
+	srv, err := e.settleServers(ctx, f.sf, acct.prof, false)
 	if err != nil {
 		return nil, err
 	}
-	cfg := chat.Config{
-		Identity:          id,
-		Home:              home,
-		ServerURL:         srv.server,
-		SigServerURL:      srv.sigServer,
-		Domain:            srv.domain,
-		AllowLocalDomains: e.allowLocal(srv.domain),
-		LocalDomains:      e.localDomains(),
-		HTTPClient:        httpClient,
-		// Warnings (a rejected message, a flagged contact) are for the user.
-		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
+	cfg := chat.Config{Client: e.clientConfig(acct, srv)}
 	if online {
-		cfg.NATSURL = e.envOr(f.nats, "NATS_URL")
-		if cfg.NATSURL == "" {
+		cfg.Client.NATSURL = e.envOr(f.nats, "NATS_URL")
+		if cfg.Client.NATSURL == "" {
 			return nil, errors.New("no NATS server given: set NATS_URL (or pass --nats) to your operator's NATS, e.g. nats://127.0.0.1:4222")
 		}
 	}
@@ -134,6 +123,24 @@ func (e *env) openChat(ctx context.Context, f chatFlags, online bool) (*chat.Cli
 		return nil, chatError(err)
 	}
 	return c, nil
+}
+
+// clientConfig is the SDK's configuration of the user's client: the
+// account and the servers as the commands settle them, the CLI's HTTP
+// client, and warnings (a rejected message, a flagged contact, a shared
+// file that changed) on standard error, for the user.
+func (e *env) clientConfig(acct *account, srv servers) client.Config {
+	return client.Config{
+		Identity:          acct.id,
+		Home:              acct.home,
+		ServerURL:         srv.server,
+		SigServerURL:      srv.sigServer,
+		Domain:            srv.domain,
+		AllowLocalDomains: e.allowLocal(srv.domain),
+		LocalDomains:      e.localDomains(),
+		HTTPClient:        httpClient,
+		Logger:            slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
 }
 
 // chatError turns a chat SDK error into a sentence for the CLI; errors.Is

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"strings"
 
 	"github.com/kez-lat/kez-chat/files"
@@ -84,23 +83,11 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	if err != nil {
 		return nil, nil, err
 	}
-	home, id, prof := acct.home, acct.id, acct.prof
-	srv, err := e.settleServers(ctx, f.sf, prof, false)
+	srv, err := e.settleServers(ctx, f.sf, acct.prof, false)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := files.Config{
-		Identity:          id,
-		Home:              home,
-		NATS:              nc,
-		SigServerURL:      srv.sigServer,
-		ServerURL:         srv.server,
-		Domain:            srv.domain,
-		AllowLocalDomains: e.allowLocal(srv.domain),
-		HTTPClient:        httpClient,
-		// Warnings (a shared file that changed) are for the user.
-		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
+	cfg := files.Config{Client: e.clientConfig(acct, srv), NATS: nc}
 	if l := e.envOr(listen, "KEZ_P2P_LISTEN"); l != "" {
 		for _, a := range strings.Split(l, ",") {
 			if a = strings.TrimSpace(a); a != "" {
@@ -109,8 +96,8 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 		}
 	}
 	if online && nc == nil {
-		cfg.NATSURL = e.envOr(f.nats, "NATS_URL")
-		if cfg.NATSURL == "" {
+		cfg.Client.NATSURL = e.envOr(f.nats, "NATS_URL")
+		if cfg.Client.NATSURL == "" {
 			return nil, nil, errors.New("no NATS server given: set NATS_URL (or pass --nats) to your operator's NATS, e.g. nats://127.0.0.1:4222")
 		}
 	}
@@ -118,7 +105,7 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	if err != nil {
 		return nil, nil, filesError(err)
 	}
-	return s, &sharingSetup{id: id, handle: prof.handleFor(id.PublicKey()), srv: srv}, nil
+	return s, &sharingSetup{id: acct.id, handle: acct.prof.handleFor(acct.id.PublicKey()), srv: srv}, nil
 }
 
 // filesError turns a files SDK error into a sentence for the CLI; errors.Is

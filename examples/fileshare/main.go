@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/kez"
 )
@@ -69,10 +70,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err != nil {
 		return err
 	}
-	s, err := files.Open(ctx, files.Config{
-		Identity: id, Home: home, NATSURL: getenv("NATS_URL"),
-		SigServerURL: getenv("KEZ_SIG_SERVER"), ServerURL: getenv("KEZ_SERVER"), Domain: getenv("KEZ_DOMAIN"),
-	})
+	s, err := files.Open(ctx, files.Config{Client: client.Config{
+		Identity: id, Home: home, NATSURL: getenv("NATS_URL"), ServerURL: getenv("KEZ_SERVER"),
+	}})
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func mirror(ctx context.Context, s *files.Sharing, owner, dir string, out io.Wri
 	}
 	for _, e := range list {
 		got, err := s.Fetch(ctx, owner, e.Name, filepath.Join(dir, e.Name),
-			files.FetchOptions{Wait: true, Overwrite: true})
+			files.WithWait(0, nil), files.WithOverwrite())
 		if err != nil {
 			return err
 		}

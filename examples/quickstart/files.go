@@ -22,14 +22,9 @@ const (
 // client for the signalling that lets peers find each other.
 func (q *quick) openFiles(ctx context.Context, u *user) error {
 	s, err := files.Open(ctx, files.Config{
-		Identity:     u.id,
-		Home:         u.home,
-		NATS:         u.chat.Conn(),
-		SigServerURL: q.stack.SigServerURL,
-		ServerURL:    q.stack.ServerURL,
-		Domain:       q.stack.Domain,
-		ListenAddrs:  []string{"/ip4/127.0.0.1/tcp/0"}, // this machine only
-		Logger:       q.quiet,
+		Client:      u.client,
+		NATS:        u.chat.Conn(),
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, // this machine only
 	})
 	if err != nil {
 		return fmt.Errorf("%s's file sharing: %w", u.name, err)
@@ -109,7 +104,7 @@ func (q *quick) fetch(ctx context.Context) error {
 		return err
 	}
 	for _, name := range []string{publicName, privateName} {
-		got, err := q.bob.files.Fetch(ctx, "alice", name, dst, files.FetchOptions{})
+		got, err := q.bob.files.Fetch(ctx, "alice", name, dst)
 		if err != nil {
 			return fmt.Errorf("bob fetches %s: %w", name, err)
 		}
