@@ -15,8 +15,8 @@ import (
 
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/handles"
-	"github.com/kez-lat/kez-chat/internal/testlog"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testlog"
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
