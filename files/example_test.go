@@ -84,11 +84,11 @@ func ExampleOpen() {
 		panic(err)
 	}
 	defer sharing.Close()
-	if _, err := sharing.Share(ctx, "report.pdf", files.ShareOptions{}); err != nil {
+	if _, err := sharing.Share(ctx, "report.pdf"); err != nil {
 		panic(err)
 	}
 	// Private: only bob (and alice's own devices) can see or fetch it.
-	if _, err := sharing.Share(ctx, "salary.xlsx", files.ShareOptions{To: []string{"bob@kez.lat"}}); err != nil {
+	if _, err := sharing.Share(ctx, "salary.xlsx", files.To("bob@kez.lat")); err != nil {
 		panic(err)
 	}
 	go sharing.Serve(ctx) // answer fetchers until ctx ends

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/internal/wire"
 )
@@ -50,7 +49,7 @@ func TestBrowseFetchesOnlyNewLinks(t *testing.T) {
 		if err := os.WriteFile(p, []byte(name), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := alice.Share(ctx, p, files.ShareOptions{}); err != nil {
+		if _, err := alice.Share(ctx, p); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -217,21 +217,37 @@ func (s *Sharing) Shared(ctx context.Context) ([]SharedFile, error) {
 	return out, nil
 }
 
-// ShareOptions adjust [Sharing.Share].
-type ShareOptions struct {
-	// Name is the name the file is shared under; empty: its base name.
-	Name string
-	// To lists the handles of the recipients of a private share; empty
-	// shares publicly. You are added as a recipient too, so your other
-	// devices see the entry.
-	To []string
-	// MediaType is e.g. "application/pdf"; empty: guessed from the name's
-	// extension, else from the first bytes.
-	MediaType string
+// ShareOption adjusts one [Sharing.Share].
+type ShareOption func(*shareConfig)
+
+type shareConfig struct {
+	name, mediaType string
+	to              []string
+}
+
+// To makes the share private to the people with these handles (bare names
+// take the home domain): the file is encrypted to them and its entry is
+// readable only by them. You are added as a recipient too, so your other
+// devices see the entry. Without To (or with no handles) the share is
+// public. Several To options add up.
+func To(handles ...string) ShareOption {
+	return func(c *shareConfig) { c.to = append(c.to, handles...) }
+}
+
+// Named shares the file under name instead of its base name ("" keeps the
+// base name).
+func Named(name string) ShareOption {
+	return func(c *shareConfig) { c.name = name }
+}
+
+// MediaType sets the entry's media type, e.g. "application/pdf", instead
+// of guessing it from the name's extension, else from the first bytes.
+func MediaType(mediaType string) ShareOption {
+	return func(c *shareConfig) { c.mediaType = mediaType }
 }
 
 // Share shares the file at path: it hashes it (public) or hashes its
-// encryption under a fresh file key (private, To set; the recipients' X25519
+// encryption under a fresh file key (private, with [To]; the recipients' X25519
 // keys come from their verified sigchains), records it in the share index,
 // and appends a set_shared_files link with the new manifest to the user's
 // sigchain. A file already shared under the same name is replaced. Public
@@ -240,7 +256,11 @@ type ShareOptions struct {
 // Errors: an unreadable path or a name the manifest refuses (wrapping
 // [ErrManifest]), a recipient that does not resolve (handles errors), a
 // manifest over its limits, or the sig-server's.
-func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*SharedFile, error) {
+func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (*SharedFile, error) {
+	var o shareConfig
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if s.sigc == nil {
 		return nil, errors.New("files: sharing needs the sig-server that holds your sigchain (KEZ_SIG_SERVER)")
 	}
@@ -260,11 +280,11 @@ func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*Shar
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("files: %s is not a regular file; share files one at a time", path)
 	}
-	name := cmp.Or(o.Name, filepath.Base(abs))
+	name := cmp.Or(o.name, filepath.Base(abs))
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	mediaType, err := guessMediaType(f, name, o.MediaType)
+	mediaType, err := guessMediaType(f, name, o.mediaType)
 	if err != nil {
 		return nil, err
 	}
@@ -277,9 +297,9 @@ func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*Shar
 		return nil, err
 	}
 	row := &shareRow{Name: name, Path: abs, Size: st.Size(), MTimeNs: st.ModTime().UnixNano(), MediaType: mediaType,
-		Private: len(o.To) > 0, SharedAt: s.now()}
+		Private: len(o.to) > 0, SharedAt: s.now()}
 	if row.Private {
-		if row.Recipients, row.Handles, err = s.recipients(ctx, own, o.To); err != nil {
+		if row.Recipients, row.Handles, err = s.recipients(ctx, own, o.to); err != nil {
 			return nil, err
 		}
 		if row.Key, err = NewFileKey(); err != nil {

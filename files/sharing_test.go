@@ -114,7 +114,7 @@ func TestShareBrowseFetch64MiB(t *testing.T) {
 	const size = 64 << 20
 	src := filepath.Join(t.TempDir(), "video.bin")
 	writeRandom(t, src, size, 1)
-	sf, err := alice.Share(ctx, src, files.ShareOptions{})
+	sf, err := alice.Share(ctx, src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestChangedFileIsNotServed(t *testing.T) {
 	const size = 4 << 20 // 16 chunks
 	src := filepath.Join(dir, "data.bin")
 	writeRandom(t, src, size, 2)
-	if _, err := alice.Share(ctx, src, files.ShareOptions{}); err != nil {
+	if _, err := alice.Share(ctx, src); err != nil {
 		t.Fatal(err)
 	}
 	if err := alice.StartServing(ctx); err != nil {
@@ -289,7 +289,7 @@ func TestChangedFileIsNotServed(t *testing.T) {
 	}
 
 	// Sharing it again publishes the new version, which is served.
-	sf, err := alice.Share(ctx, src, files.ShareOptions{})
+	sf, err := alice.Share(ctx, src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +314,7 @@ func TestSharePrivately(t *testing.T) {
 
 	src := filepath.Join(dir, "salary 2026.xlsx")
 	writeRandom(t, src, 3<<20+12345, 3)
-	sf, err := alice.Share(ctx, src, files.ShareOptions{To: []string{"bob"}})
+	sf, err := alice.Share(ctx, src, files.To("bob"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,14 +387,14 @@ func TestUnshareAndErrors(t *testing.T) {
 	a, b := filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.txt")
 	os.WriteFile(a, []byte("first"), 0o600)
 	os.WriteFile(b, []byte("second"), 0o600)
-	sa, err := alice.Share(ctx, a, files.ShareOptions{})
+	sa, err := alice.Share(ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if sa.MediaType != "text/plain; charset=utf-8" {
 		t.Errorf("media type %q", sa.MediaType)
 	}
-	sb, err := alice.Share(ctx, b, files.ShareOptions{Name: "renamed.txt"})
+	sb, err := alice.Share(ctx, b, files.Named("renamed.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestUnshareAndErrors(t *testing.T) {
 
 	// Re-sharing a name replaces the entry; unshare by name and by CID.
 	os.WriteFile(a, []byte("first, edited"), 0o600)
-	sa2, err := alice.Share(ctx, a, files.ShareOptions{})
+	sa2, err := alice.Share(ctx, a)
 	if err != nil || sa2.CID.Equals(sa.CID) {
 		t.Fatalf("share again: %v", err)
 	}
@@ -448,16 +448,16 @@ func TestUnshareAndErrors(t *testing.T) {
 	}
 
 	// Bad input to Share.
-	if _, err := alice.Share(ctx, dir, files.ShareOptions{}); err == nil {
+	if _, err := alice.Share(ctx, dir); err == nil {
 		t.Error("shared a folder")
 	}
-	if _, err := alice.Share(ctx, filepath.Join(dir, "missing"), files.ShareOptions{}); err == nil {
+	if _, err := alice.Share(ctx, filepath.Join(dir, "missing")); err == nil {
 		t.Error("shared a missing file")
 	}
-	if _, err := alice.Share(ctx, a, files.ShareOptions{Name: "../x"}); !errors.Is(err, files.ErrManifest) {
+	if _, err := alice.Share(ctx, a, files.Named("../x")); !errors.Is(err, files.ErrManifest) {
 		t.Errorf("shared under a path name: %v", err)
 	}
-	if _, err := alice.Share(ctx, a, files.ShareOptions{To: []string{"nobody"}}); err == nil {
+	if _, err := alice.Share(ctx, a, files.To("nobody")); err == nil {
 		t.Error("shared with an unknown handle")
 	}
 	if shared, _ := alice.Shared(ctx); len(shared) != 0 {
@@ -472,7 +472,7 @@ func TestWaitTimeout(t *testing.T) {
 	ctx := context.Background()
 	src := filepath.Join(t.TempDir(), "x")
 	os.WriteFile(src, []byte("x"), 0o600)
-	if _, err := alice.Share(ctx, src, files.ShareOptions{}); err != nil {
+	if _, err := alice.Share(ctx, src); err != nil {
 		t.Fatal(err)
 	}
 	attempts := 0

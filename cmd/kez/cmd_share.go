@@ -48,7 +48,7 @@ ask you); run kez share again to publish the new version.`,
 				if len(args) != 1 {
 					return usagef("share takes one PATH, got %d arguments", len(args))
 				}
-				return runShare(ctx, e, cf, args[0], files.ShareOptions{Name: name, To: to})
+				return runShare(ctx, e, cf, args[0], []files.ShareOption{files.To(to...), files.Named(name)})
 			}
 		},
 	})
@@ -135,13 +135,13 @@ func humanSize(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-func runShare(ctx context.Context, e *env, cf chatFlags, path string, o files.ShareOptions) error {
+func runShare(ctx context.Context, e *env, cf chatFlags, path string, opts []files.ShareOption) error {
 	s, setup, err := e.openSharing(ctx, cf, false, nil, "")
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	sf, err := s.Share(ctx, path, o)
+	sf, err := s.Share(ctx, path, opts...)
 	if err != nil {
 		return filesError(err)
 	}

@@ -95,7 +95,7 @@ func publish(ctx context.Context, s *files.Sharing, dir string, to []string, out
 		if !e.Type().IsRegular() {
 			continue
 		}
-		f, err := s.Share(ctx, filepath.Join(dir, e.Name()), files.ShareOptions{To: to})
+		f, err := s.Share(ctx, filepath.Join(dir, e.Name()), files.To(to...))
 		if err != nil {
 			return err
 		}

@@ -52,12 +52,12 @@ func (q *quick) share(ctx context.Context) error {
 		}
 	}
 
-	pub, err := q.alice.files.Share(ctx, filepath.Join(dir, publicName), files.ShareOptions{})
+	pub, err := q.alice.files.Share(ctx, filepath.Join(dir, publicName))
 	if err != nil {
 		return err
 	}
 	q.say("      alice shares %s publicly (%d bytes, CID %s…)\n", pub.Name, pub.Size, pub.CID.String()[:20])
-	priv, err := q.alice.files.Share(ctx, filepath.Join(dir, privateName), files.ShareOptions{To: []string{"bob"}})
+	priv, err := q.alice.files.Share(ctx, filepath.Join(dir, privateName), files.To("bob"))
 	if err != nil {
 		return err
 	}

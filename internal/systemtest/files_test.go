@@ -63,7 +63,7 @@ func TestPeerDisappearsMidTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice := sys.openSharing(t, au, aliceHome, logs)
-	if _, err := alice.Share(testCtx(t, 30*time.Second), src, files.ShareOptions{}); err != nil {
+	if _, err := alice.Share(testCtx(t, 30*time.Second), src); err != nil {
 		t.Fatal(err)
 	}
 	if err := alice.StartServing(testCtx(t, 30*time.Second)); err != nil {
