@@ -7,8 +7,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,44 +15,9 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/stacktest"
 	"github.com/kez-lat/kez-chat/internal/testlog"
-	"github.com/kez-lat/kez-chat/internal/wire"
-	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
 )
-
-// chainRequests records the chain fetches a real sig-server answers.
-type chainRequests struct {
-	mu   sync.Mutex
-	gets []string // "U…?since=N"
-}
-
-func (r *chainRequests) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if key, ok := strings.CutPrefix(req.URL.Path, wire.ChainsPath); ok && req.Method == http.MethodGet {
-			r.mu.Lock()
-			r.gets = append(r.gets, key+"?"+req.URL.RawQuery)
-			r.mu.Unlock()
-		}
-		h.ServeHTTP(w, req)
-	})
-}
-
-// of returns the fetches of key's chain since the last call, as "since=N".
-func (r *chainRequests) of(key kez.PublicKey) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out, rest []string
-	for _, g := range r.gets {
-		if q, ok := strings.CutPrefix(g, key.String()+"?"); ok {
-			out = append(out, q)
-		} else {
-			rest = append(rest, g)
-		}
-	}
-	r.gets = rest
-	return out
-}
 
 // rotate appends a link to u's chain at the sig-server: encryption key
 // generation gen.
@@ -80,8 +43,8 @@ func rotate(t *testing.T, sigURL string, u *stacktest.User, gen uint32) {
 // that is not a contact is fetched whole once too, not on every send.
 // Counted at a real sig-server.
 func TestChainsAreFetchedOnce(t *testing.T) {
-	reqs := &chainRequests{}
-	st := stacktest.Start(t, stacktest.Options{WrapSigServer: reqs.wrap})
+	reqs := &stacktest.ChainFetches{}
+	st := stacktest.Start(t, stacktest.Options{WrapSigServer: reqs.Wrap})
 	au, bu, cu := st.NewUser(t, "alice"), st.NewUser(t, "bob"), st.NewUser(t, "carol")
 	rotate(t, st.SigServerURL, bu, 1) // two links each, so that a fetch of the new links is not a fetch of all
 	rotate(t, st.SigServerURL, cu, 1)
@@ -92,22 +55,22 @@ func TestChainsAreFetchedOnce(t *testing.T) {
 	})
 	interval := alice.cfg.RefreshInterval
 	ctx := testCtx(t)
-	reqs.of(bu.Key) // registering and rotating fetched it
-	reqs.of(cu.Key)
+	reqs.Of(bu.Key) // registering and rotating fetched it
+	reqs.Of(cu.Key)
 
 	mustAdd(t, alice, "bob")
-	if got := reqs.of(bu.Key); !slices.Equal(got, []string{"since=0"}) {
+	if got := reqs.Of(bu.Key); !slices.Equal(got, []string{"since=0"}) {
 		t.Fatalf("adding bob fetched his chain %q, want once, whole", got)
 	}
 	for range 3 {
 		mustSend(t, alice, "bob", "hello")
 	}
-	if got := reqs.of(bu.Key); len(got) != 0 {
+	if got := reqs.Of(bu.Key); len(got) != 0 {
 		t.Fatalf("three sends within the refresh interval fetched bob's chain %q", got)
 	}
 	now.Add(int64(interval))
 	mustSend(t, alice, "bob", "a minute later")
-	if got := reqs.of(bu.Key); !slices.Equal(got, []string{"since=1"}) {
+	if got := reqs.Of(bu.Key); !slices.Equal(got, []string{"since=1"}) {
 		t.Fatalf("the send after the interval fetched bob's chain %q, want once from the pinned head (seqno 2)", got)
 	}
 
@@ -116,16 +79,16 @@ func TestChainsAreFetchedOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := reqs.of(cu.Key); !slices.Equal(got, []string{"since=0"}) {
+	if got := reqs.Of(cu.Key); !slices.Equal(got, []string{"since=0"}) {
 		t.Fatalf("three sends to carol's key fetched her chain %q, want once, whole", got)
 	}
 	rotate(t, st.SigServerURL, cu, 2)
-	reqs.of(cu.Key)
+	reqs.Of(cu.Key)
 	now.Add(int64(interval))
 	if _, err := alice.SendKey(ctx, cu.Key, "after her rotation"); err != nil {
 		t.Fatal(err)
 	}
-	if got := reqs.of(cu.Key); !slices.Equal(got, []string{"since=1"}) {
+	if got := reqs.Of(cu.Key); !slices.Equal(got, []string{"since=1"}) {
 		t.Fatalf("the send after the interval fetched carol's chain %q, want once from the known head", got)
 	}
 	// The messages went to her keys of the time: she can open them all.

@@ -2,47 +2,22 @@ package files_test
 
 import (
 	"context"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/kez-lat/kez-chat/internal/stacktest"
-	"github.com/kez-lat/kez-chat/internal/wire"
 )
 
 // Browsing an owner again fetches only their chain's new links (counted at
 // a real sig-server), and still sees what they shared since.
 func TestBrowseFetchesOnlyNewLinks(t *testing.T) {
-	var mu sync.Mutex
-	var gets []string
-	st := stacktest.Start(t, stacktest.Options{WrapSigServer: func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasPrefix(r.URL.Path, wire.ChainsPath) && r.Method == http.MethodGet {
-				mu.Lock()
-				gets = append(gets, strings.TrimPrefix(r.URL.RequestURI(), wire.ChainsPath))
-				mu.Unlock()
-			}
-			h.ServeHTTP(w, r)
-		})
-	}})
+	reqs := &stacktest.ChainFetches{}
+	st := stacktest.Start(t, stacktest.Options{WrapSigServer: reqs.Wrap})
 	alice, bob := newPeer(t, st, "alice"), newPeer(t, st, "bob")
 	ctx := context.Background()
-	fetches := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		var out []string
-		for _, g := range gets {
-			if q, ok := strings.CutPrefix(g, alice.user.Key.String()+"?"); ok {
-				out = append(out, q)
-			}
-		}
-		gets = nil
-		return out
-	}
+	fetches := func() []string { return reqs.Of(alice.user.Key) }
 	share := func(name string) {
 		t.Helper()
 		p := filepath.Join(t.TempDir(), name)
