@@ -222,7 +222,7 @@ func (k *Keys) ServiceOptions() []nats.Option {
 func (k *Keys) ProvisionerOptions() []nats.Option {
 	return []nats.Option{
 		nkeyOption(k.Provisioner),
-		nats.CustomInboxPrefix(wire.ReplyInbox(k.ProvisionerPublicKey())),
+		nats.CustomInboxPrefix(wire.GateReplyPrefix + k.ProvisionerPublicKey()),
 		nats.Name("kez-provisioner"),
 		nats.Timeout(5 * time.Second), // longer than the server's auth timeout
 	}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/client"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
-	"github.com/kez-lat/kez-chat/internal/testlog"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 	"github.com/nats-io/nats.go"
 )
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/handles"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 // counting wraps h and counts the requests it serves.

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 // Browsing an owner again fetches only their chain's new links (counted at

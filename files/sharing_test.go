@@ -18,8 +18,9 @@ import (
 
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
-	"github.com/kez-lat/kez-chat/internal/testlog"
+	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 )
 
 type peer struct {
@@ -241,7 +242,7 @@ func TestChangedFileIsNotServed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.WriteAt([]byte("changed!"), 5*files.ChunkSize+100); err != nil {
+		if _, err := f.WriteAt([]byte("changed!"), 5*format.ChunkSize+100); err != nil {
 			t.Fatal(err)
 		}
 		f.Close()
@@ -266,7 +267,7 @@ func TestChangedFileIsNotServed(t *testing.T) {
 	}
 	mustNotExist(t, dst)
 	part, err := os.ReadFile(dst + files.PartialSuffix)
-	if err != nil || !bytes.Equal(part, orig[:5*files.ChunkSize]) {
+	if err != nil || !bytes.Equal(part, orig[:5*format.ChunkSize]) {
 		t.Fatalf("partial file holds %d bytes (%v); want exactly the 5 verified chunks", len(part), err)
 	}
 
@@ -454,7 +455,7 @@ func TestUnshareAndErrors(t *testing.T) {
 	if _, err := alice.Share(ctx, filepath.Join(dir, "missing")); err == nil {
 		t.Error("shared a missing file")
 	}
-	if _, err := alice.Share(ctx, a, files.Named("../x")); !errors.Is(err, files.ErrManifest) {
+	if _, err := alice.Share(ctx, a, files.Named("../x")); !errors.Is(err, format.ErrManifest) {
 		t.Errorf("shared under a path name: %v", err)
 	}
 	if _, err := alice.Share(ctx, a, files.To("nobody")); err == nil {

@@ -11,13 +11,9 @@ package wire
 // default; an operator may name it otherwise).
 const Stream = "KEZ_INBOX"
 
-// ReplyPrefix starts every reply subject: a user's replies arrive under
-// ReplyPrefix + key + "." (see [ReplyInbox]), the only reply namespace
-// the auth callout lets that user subscribe to.
-const ReplyPrefix = "_INBOX."
-
-// ReplyInbox returns the reply-subject prefix of the user (or server)
-// with this key, "_INBOX.<key>", without a trailing dot.
+// ReplyInbox returns the reply-subject prefix of the user with this key,
+// ReplyPrefix + key ("_INBOX.<key>"), without a trailing dot: the only
+// reply namespace the auth callout lets that user subscribe to.
 func ReplyInbox(key string) string { return ReplyPrefix + key }
 
 // ChainsPath is the sig-server's route: a key's chain is at
@@ -40,8 +36,14 @@ const (
 	ConsumerSubjectPrefix = "kez.v1.consumer." // + key: a request to the gate to make that user's consumer
 	PullSubjectPrefix     = "kez.v1.pull."     // + key: a pull request to the gate for that user's consumer
 	DeliverSubjectPrefix  = "kez.v1.deliver."  // + key + "." + token: where a pull delivers
-	AckedSubjectPrefix    = "kez.v1.acked."    // + key + "." + token: where a send's answer comes
 	P2PSubjectPrefix      = "kez.v1.p2p."      // + key: file-peer signalling
+	// ReplyPrefix + key + "." is how every reply subject of that user
+	// starts (its nats.go inbox prefix): the answers to its sends come
+	// there, as to any request.
+	ReplyPrefix = "_INBOX."
+	// GateReplyPrefix + key is the chat-server's own reply prefix, outside
+	// the users' reply namespace (which the chat account exports to them).
+	GateReplyPrefix = "_KEZ_GATE."
 )
 
 // Headers.
@@ -52,9 +54,6 @@ const (
 	// AckWait, on a consumer request to the gate, asks for that AckWait
 	// (a Go duration).
 	AckWait = "Kez-Ack-Wait"
-	// AnswerTo, on a send, names the token of the subject the answer
-	// goes to: AckedSubjectPrefix + sender + "." + token.
-	AnswerTo = "Kez-Answer-To"
 )
 
 // Error codes of the gate, in the JetStream API error shape.
