@@ -241,7 +241,7 @@ func TestMain(m *testing.M) {
 
 func TestSIGTERM(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "--listen", "127.0.0.1:0")
+	cmd := exec.Command(os.Args[0], "--listen", "127.0.0.1:0", "--domain", "chat.example")
 	cmd.Env = append(os.Environ(), "KEZ_CHAT_SERVER_RUN_MAIN=1",
 		"KEZ_SIG_SERVER="+startSig(t), "NATS_URL=nats://127.0.0.1:1", // NATS down: the server still serves and stops
 		"KEZ_CHAT_DB="+filepath.Join(dir, "chat.db"), "KEZ_CHAT_KEYS="+filepath.Join(dir, "keys"))
