@@ -78,8 +78,8 @@ func WithWait(timeout time.Duration, onWait func(attempt int)) FetchOption {
 }
 
 // WithOverwrite makes [Sharing.Fetch] replace an existing file at the
-// destination; without it an existing file is an error wrapping
-// fs.ErrExist. ([Node.Fetch] always replaces.)
+// destination; without it an existing file is a *fs.PathError naming it
+// that wraps fs.ErrExist. ([Node.Fetch] always replaces.)
 func WithOverwrite() FetchOption {
 	return func(c *fetchConfig) { c.overwrite = true }
 }
