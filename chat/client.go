@@ -164,7 +164,7 @@ type Client struct {
 func Open(ctx context.Context, cfg Config) (*Client, error) {
 	cc, err := cfg.Client.Discover(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("chat: %w", err)
+		return nil, err
 	}
 	cfg.Client = cc
 	if cfg.Stream == "" {

@@ -134,7 +134,7 @@ func (e *NotSharedError) Is(target error) bool { return target == ErrNotShared }
 func Open(ctx context.Context, cfg Config) (*Sharing, error) {
 	cc, err := cfg.Client.Discover(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("files: %w", err)
+		return nil, err
 	}
 	cfg.Client = cc
 	s := &Sharing{cfg: cfg, id: cc.Identity, me: cc.Identity.PublicKey(), http: cc.HTTPClient, log: cc.Logger, now: cc.Clock, resolver: cc.Resolver}
