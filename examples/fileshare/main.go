@@ -8,8 +8,9 @@
 //	fileshare mirror HANDLE DIR              fetch every file HANDLE shares with you into DIR
 //
 // It uses the identity and servers of the kez CLI: KEZ_HOME (after "kez
-// init" and "kez register"), NATS_URL, KEZ_SERVER, KEZ_SIG_SERVER and
-// KEZ_DOMAIN (". DIR/env" of a dev stack sets the last four).
+// init" and "kez register"), NATS_URL and KEZ_SERVER (". DIR/env" of a dev
+// stack sets both); the chat-server names its handle domain and
+// sig-server.
 package main
 
 import (
