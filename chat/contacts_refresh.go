@@ -99,6 +99,9 @@ func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.S
 	if st.Handle() != ct.Handle {
 		events = append(events, [2]string{"chain_handle_changed", fmt.Sprintf("the chain now claims %q", st.Handle())})
 	}
+	// The links after the pin as it was read: the transaction runs on the
+	// database's writer, which must not read cs.c (guarded by c.mu).
+	pinned := ct.Pin.Seqno
 	ct.EncryptionKey, ct.Generation, ct.Pin, ct.RefreshedAt = st.EncryptionKey(), st.EncryptionGeneration(), st.Pin(), now
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.Exec(`UPDATE contacts SET enc_key = ?, generation = ?, pin_seqno = ?, pin_head = ?, refreshed_at = ? WHERE handle = ? AND key = ?`,
@@ -107,7 +110,7 @@ func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.S
 		}
 		var fresh []*sigchain.Link
 		for _, l := range links {
-			if l.Seqno() > cs.c.Pin.Seqno {
+			if l.Seqno() > pinned {
 				fresh = append(fresh, l)
 			}
 		}
