@@ -17,6 +17,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/libp2p/go-libp2p"
@@ -101,6 +102,11 @@ type Sharing struct {
 	now      func() time.Time
 
 	serving atomic.Bool
+	// work counts the calls under way (Fetch, Share, Unshare,
+	// StartServing); Shutdown and Close stop it. done ends with Close.
+	work      lifecycle.Gate
+	done      context.Context
+	closeDone context.CancelFunc
 
 	mu     sync.Mutex
 	nc     *nats.Conn
@@ -120,7 +126,8 @@ var (
 	// or NATSURL.
 	ErrNoNATS = errors.New("files: no NATS connection: set NATS_URL (signalling between peers goes through the broker)")
 
-	// ErrClosed reports a call after Close.
+	// ErrClosed reports a call after Shutdown or Close, and a Fetch or
+	// Serve they ended.
 	ErrClosed = errors.New("files: the sharing is closed")
 )
 
@@ -152,6 +159,7 @@ func Open(ctx context.Context, cfg Config) (*Sharing, error) {
 		return nil, errors.New("files: Open needs a state folder (Home)")
 	}
 	s := &Sharing{cfg: cfg, id: cfg.Identity, me: cfg.Identity.PublicKey(), http: cfg.HTTPClient, log: cfg.Logger, now: cfg.Clock}
+	s.done, s.closeDone = context.WithCancel(context.Background())
 	if s.http == nil {
 		s.http = &http.Client{Timeout: 20 * time.Second}
 	}
@@ -185,9 +193,37 @@ func Open(ctx context.Context, cfg Config) (*Sharing, error) {
 	return s, nil
 }
 
-// Close stops serving, closes the node, the NATS connection it opened
-// itself and the share index. It is safe to call more than once.
+// Shutdown goes offline gracefully: at once it answers no more locate
+// requests, accepts no new blob request and takes no new call (Fetch,
+// Share, Unshare and StartServing return [ErrClosed], Serve returns
+// ErrClosed); then it waits until the calls under way returned and the
+// requests being served were sent, and closes as [Sharing.Close] does. If
+// ctx ends first it closes at once and returns ctx's error.
+func (s *Sharing) Shutdown(ctx context.Context) error {
+	s.work.Stop()
+	s.StopServing()
+	err := lifecycle.Wait(ctx, s.work.Idle())
+	if err == nil {
+		s.mu.Lock()
+		node := s.node
+		s.mu.Unlock()
+		if node != nil {
+			err = lifecycle.Wait(ctx, node.transfersDone())
+		}
+	}
+	return errors.Join(err, s.Close())
+}
+
+// Close closes the sharing at once: it stops serving (Serve returns
+// [ErrClosed]; transfers being served are cut, and a fetcher resumes them
+// later), ends the calls under way (a Fetch returns an error wrapping
+// ErrClosed, keeping what it verified), and closes the node, the NATS
+// connection it opened itself and the share index. Use
+// [Sharing.Shutdown] to let the work under way finish. It is safe to call
+// more than once.
 func (s *Sharing) Close() error {
+	s.work.Stop()
+	s.closeDone()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -275,6 +311,10 @@ type ShareOptions struct {
 // [ErrManifest]), a recipient that does not resolve (handles errors), a
 // manifest over its limits, or the sig-server's.
 func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*SharedFile, error) {
+	if !s.work.Enter() {
+		return nil, ErrClosed
+	}
+	defer s.work.Leave()
 	if s.sigc == nil {
 		return nil, errors.New("files: sharing needs the sig-server that holds your sigchain (KEZ_SIG_SERVER)")
 	}
@@ -356,6 +396,10 @@ func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*Shar
 // returns what was removed (as the user sees it). A name or CID that is
 // neither published nor in the index gives a *[NotSharedError].
 func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]Entry, error) {
+	if !s.work.Enter() {
+		return nil, ErrClosed
+	}
+	defer s.work.Leave()
 	if s.sigc == nil {
 		return nil, errors.New("files: unsharing needs the sig-server that holds your sigchain (KEZ_SIG_SERVER)")
 	}
