@@ -93,7 +93,7 @@ type Node struct {
 	mu       sync.Mutex
 	perPeer  map[peer.ID]int
 	total    int
-	idle     chan struct{} // closed while total is 0
+	idle     chan struct{}   // closed while total is 0
 	fetching map[string]bool // destinations of running fetches
 
 	stats struct {
