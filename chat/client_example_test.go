@@ -43,7 +43,7 @@ func ExampleOpen() {
 	fmt.Println(errors.Is(err, chat.ErrNotContact))
 	// Output:
 	// contacts: 0
-	// chat: bob@kez.lat is not a contact yet; add it first
+	// chat: bob@kez.lat is not a contact
 	// true
 }
 

@@ -36,6 +36,7 @@ func (c *Client) refreshContact(ctx context.Context, cs *contactState, viaHandle
 	if !due {
 		return nil
 	}
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
 	defer cancel()
 
@@ -47,6 +48,8 @@ func (c *Client) refreshContact(ctx context.Context, cs *contactState, viaHandle
 		}
 		res, err := c.resolver.Resolve(ctx, ct.Handle)
 		switch {
+		case err != nil && caller.Err() != nil:
+			return fmt.Errorf("chat: checking %s: %w", ct.Handle, err) // the caller gave up
 		case err == nil && res.Key != ct.Key:
 			return c.flagKeyChanged(ctx, cs, res.Key)
 		case errors.Is(err, handles.ErrUnreachable):
@@ -73,6 +76,8 @@ func (c *Client) refreshContact(ctx context.Context, cs *contactState, viaHandle
 	switch {
 	case errors.Is(err, sigchain.ErrFork), errors.Is(err, sigchain.ErrRollback):
 		return c.flagChainRewritten(ctx, cs, err)
+	case err != nil && caller.Err() != nil:
+		return fmt.Errorf("chat: checking %s: %w", ct.Handle, err)
 	case err != nil:
 		c.log.Warn("cannot check the contact's sigchain; using the pinned keys", "handle", ct.Handle, "err", err)
 		return nil

@@ -50,14 +50,14 @@ func ParseInfo(b []byte) (*Info, error) {
 	var in Info
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&in); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadInfo, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadInfo, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: data after the JSON object", ErrBadInfo)
 	}
 	d, err := handles.ParseDomain(in.Domain, true)
 	if err != nil {
-		return nil, fmt.Errorf("%w: its domain: %v", ErrBadInfo, err)
+		return nil, fmt.Errorf("%w: its domain: %w", ErrBadInfo, err)
 	}
 	in.Domain = d
 	if in.SigServer != "" {

@@ -105,7 +105,7 @@ func ExampleOpen() {
 		Progress: func(verified, total int64) { fmt.Printf("\r%d/%d", verified, total) },
 	})
 	if errors.Is(err, files.ErrOwnerOffline) {
-		fmt.Println(err) // "alice@kez.lat is offline; ask them to run kez serve, or use --wait"
+		fmt.Println(err) // "files: alice@kez.lat is offline"
 	}
 	fmt.Println("saved", got.Path)
 }

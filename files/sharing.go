@@ -123,8 +123,17 @@ var (
 	ErrNotShared = errors.New("files: no such shared file")
 
 	// ErrNoNATS reports a Fetch or Serve on a Sharing opened without NATS
-	// or NATSURL.
-	ErrNoNATS = errors.New("files: no NATS connection: set NATS_URL (signalling between peers goes through the broker)")
+	// or NATSURL (signalling between peers goes through the broker).
+	ErrNoNATS = errors.New("files: no NATS connection")
+
+	// ErrNoSigServer reports a Share or Unshare on a Sharing opened
+	// without SigServerURL, the sig-server that holds the user's sigchain.
+	ErrNoSigServer = errors.New("files: no sig-server")
+
+	// ErrNoResolver reports a call that looks up handles (Browse, Fetch,
+	// Locate, a private Share) on a Sharing opened without a Resolver,
+	// ServerURL or Domain.
+	ErrNoResolver = errors.New("files: no handle resolver")
 
 	// ErrClosed reports a call after Shutdown or Close, and a Fetch or
 	// Serve they ended.
@@ -137,12 +146,12 @@ type NotSharedError struct {
 	What  string // the name or CID asked for
 }
 
-// Error says whose files lack the name or CID and how to list them.
+// Error says whose files lack the name or CID.
 func (e *NotSharedError) Error() string {
 	if e.Owner == "" {
-		return fmt.Sprintf("files: you share no file named %q or with that CID; list yours with kez files", e.What)
+		return fmt.Sprintf("files: you share no file named %q or with that CID", e.What)
 	}
-	return fmt.Sprintf("files: %s shares no file named %q or with that CID that you may see; list them with kez files %s", e.Owner, e.What, e.Owner)
+	return fmt.Sprintf("files: %s shares no file named %q or with that CID that you may see", e.Owner, e.What)
 }
 
 // Is matches [ErrNotShared].
@@ -316,7 +325,7 @@ func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*Shar
 	}
 	defer s.work.Leave()
 	if s.sigc == nil {
-		return nil, errors.New("files: sharing needs the sig-server that holds your sigchain (KEZ_SIG_SERVER)")
+		return nil, ErrNoSigServer
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -401,7 +410,7 @@ func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]Entry, error
 	}
 	defer s.work.Leave()
 	if s.sigc == nil {
-		return nil, errors.New("files: unsharing needs the sig-server that holds your sigchain (KEZ_SIG_SERVER)")
+		return nil, ErrNoSigServer
 	}
 	match := func(e Entry) bool { return e.Name == nameOrCID || e.CID.String() == nameOrCID }
 	var dropped []Entry
@@ -487,7 +496,7 @@ func dropEntries(m *Manifest, visible []Entry, match func(Entry) bool) []Entry {
 func (s *Sharing) ownChain(ctx context.Context) (*sigchain.State, error) {
 	st, err := s.sigc.FetchVerified(ctx, s.me, nil)
 	if errors.Is(err, sigchain.ErrNotFound) {
-		return nil, fmt.Errorf("files: you have no sigchain at %s yet; register first (kez register NAME): %w", s.sigc.BaseURL, err)
+		return nil, fmt.Errorf("files: you have no sigchain at %s: %w", s.sigc.BaseURL, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("files: reading your sigchain: %w", err)
@@ -540,7 +549,7 @@ func (s *Sharing) publish(ctx context.Context, edit func(m *Manifest, visible []
 // keys from their verified chains, and adds the user themselves.
 func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string) ([]Recipient, []string, error) {
 	if s.resolver == nil {
-		return nil, nil, errors.New("files: sharing privately needs handle lookups: set KEZ_SERVER (or a Resolver)")
+		return nil, nil, ErrNoResolver
 	}
 	rs := []Recipient{{Key: s.me, X25519: own.EncryptionKey(), Generation: own.EncryptionGeneration()}}
 	hs := []string{cmp.Or(own.Handle(), s.me.String())}

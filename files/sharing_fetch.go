@@ -35,7 +35,7 @@ type owner struct {
 // (the resolver may have cached it): the manifest is then the latest.
 func (s *Sharing) resolveOwner(ctx context.Context, handle string) (*owner, error) {
 	if s.resolver == nil {
-		return nil, errors.New("files: looking up handles needs the home chat-server: set KEZ_SERVER (or a Resolver)")
+		return nil, ErrNoResolver
 	}
 	res, err := s.resolver.Resolve(ctx, handle)
 	if err != nil {

@@ -120,7 +120,7 @@ func (r *Resolver) ResolveHandle(ctx context.Context, h Handle) (*Resolved, erro
 	}
 	sigServer, err := sigServerOf(chainURL, key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrMismatch, h, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrMismatch, h, err)
 	}
 	hc, err := r.ClientFor(h.Domain, sigServer)
 	if err != nil {
@@ -176,7 +176,7 @@ func (r *Resolver) ask(ctx context.Context, h Handle) (kez.PublicKey, string, er
 		}
 		key, err := kez.ParsePublicKey(rec.Key)
 		if err != nil {
-			return kez.PublicKey{}, "", fmt.Errorf("%w: %s: the home server's key: %v", ErrMismatch, h, err)
+			return kez.PublicKey{}, "", fmt.Errorf("%w: %s: the home server's key: %w", ErrMismatch, h, err)
 		}
 		return key, rec.SigchainURL, nil
 	}
@@ -205,7 +205,7 @@ func (r *Resolver) ask(ctx context.Context, h Handle) (kez.PublicKey, string, er
 	}
 	key, err := kez.ParsePublicKey(*kl.Properties[PropKey])
 	if err != nil {
-		return kez.PublicKey{}, "", fmt.Errorf("%w: %s: the WebFinger key: %v", ErrMismatch, h, err)
+		return kez.PublicKey{}, "", fmt.Errorf("%w: %s: the WebFinger key: %w", ErrMismatch, h, err)
 	}
 	return key, sl.Href, nil
 }

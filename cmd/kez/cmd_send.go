@@ -163,6 +163,7 @@ func chatError(err error) error {
 		for _, p := range []string{"chat: ", "handles: ", "sigchain: ", "kez: ", "natsconn: "} {
 			msg = strings.TrimPrefix(msg, p)
 		}
+		msg = withAdvice(msg, chatAdvice(err))
 	}
 	return &cliErr{msg: msg, err: err}
 }

@@ -131,7 +131,7 @@ func filesError(err error) error {
 	for _, p := range []string{"files: ", "handles: ", "sigchain: ", "kez: ", "natsconn: "} {
 		msg = strings.TrimPrefix(msg, p)
 	}
-	return &cliErr{msg: msg, err: err}
+	return &cliErr{msg: withAdvice(msg, filesAdvice(err)), err: err}
 }
 
 // humanSize writes a byte count the way people read it.
