@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/nats-io/nkeys"
 )
 
@@ -45,10 +46,10 @@ type ConfigOptions struct {
 }
 
 // ResponseThreshold is how long nats-server keeps the mapping of a
-// request that crossed one of the chat account's service imports, waiting
-// for its answer: what one user's unanswered requests can hold on the
-// server is their rate times this. Answers the gate gives come within
-// milliseconds; a consumer request may wait on JetStream a few seconds.
+// request that crossed one of the chat account's service imports (a
+// consumer request, an acknowledgement), waiting for its answer: what one
+// user's unanswered requests can hold on the server is their rate times
+// this. A consumer request may wait on JetStream a few seconds.
 const ResponseThreshold = 5 * time.Second
 
 // DefaultSigAccount is the account of a sig-server with a JetStream store
@@ -93,22 +94,26 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	  CHAT {
 //	    jetstream: enabled
 //	    exports: [
-//	      { service: "kez.v1.send.>", response_threshold: "5s" }
-//	      { service: "kez.v1.consumer.>", response_threshold: "5s" }
-//	      { service: "kez.v1.pull.>", response_threshold: "5s" }
-//	      { service: "$JS.ACK.>", response_threshold: "5s" }
-//	      { stream: "kez.v1.deliver.>" }
-//	      { stream: "kez.v1.acked.>" }
+//	      { service: "kez.v1.consumer.>", accounts: [ USERS ], response_threshold: "5s" }
+//	      { service: "$JS.ACK.>", accounts: [ USERS ], response_threshold: "5s" }
+//	      { stream: "kez.v1.deliver.>", accounts: [ USERS ] }
+//	      { stream: "_INBOX.>", accounts: [ USERS ] }
+//	    ]
+//	    imports: [
+//	      { stream: { account: USERS, subject: "kez.v1.send.>" } }
+//	      { stream: { account: USERS, subject: "kez.v1.pull.>" } }
 //	    ]
 //	  }
 //	  USERS {
+//	    exports: [
+//	      { stream: "kez.v1.send.>", accounts: [ CHAT ] }
+//	      { stream: "kez.v1.pull.>", accounts: [ CHAT ] }
+//	    ]
 //	    imports: [
-//	      { service: { account: CHAT, subject: "kez.v1.send.>" } }
 //	      { service: { account: CHAT, subject: "kez.v1.consumer.>" } }
-//	      { service: { account: CHAT, subject: "kez.v1.pull.>" } }
 //	      { service: { account: CHAT, subject: "$JS.ACK.>" } }
 //	      { stream: { account: CHAT, subject: "kez.v1.deliver.>" } }
-//	      { stream: { account: CHAT, subject: "kez.v1.acked.>" } }
+//	      { stream: { account: CHAT, subject: "_INBOX.>" } }
 //	    ]
 //	  }
 //	  SYS {}
@@ -128,11 +133,14 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 // Every client except the service user is then sent to the callout,
 // which places users in USERS, an account without JetStream, and the
 // chat-server's own key in CHAT, where the inbox stream lives. USERS
-// reaches mail only through the service imports, answered by the
-// chat-server's gate (and, for acknowledgements, by JetStream), and the
-// stream import of the deliver subjects. The server stamps every request
-// crossing an import with the account it came from (the Nats-Request-Info
-// header), which the gate checks (see [Permissions] and docs/security.md).
+// reaches mail only through the chat-server's gate: sends and pulls
+// cross to it as streams (never answered on their reply subjects),
+// consumer requests as a service import; acknowledgements cross a service
+// import to JetStream; answers to sends and what pulls deliver come back
+// as streams. A service import rewrites the reply subject, and the server
+// stamps every request crossing one with the account it came from (the
+// Nats-Request-Info header), which the gate checks (see [Permissions] and
+// docs/security.md).
 // o.AuthJetStream adds "jetstream: enabled" to the AUTH account, and
 // o.SigServerKey adds "SIG { jetstream: enabled, users: [ { nkey: <sig-server
 // key> } ] }" and that key to auth_users: the settings of a cluster whose
@@ -183,23 +191,43 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	} else {
 		fmt.Fprintf(&b, "  %s { users: [ { nkey: %s } ] }\n", o.AuthAccount, svc)
 	}
+	// Sends and pulls cross from the user account as streams: nats-server
+	// stamps nothing on them and keeps no response mapping. The gate acts
+	// on their subjects, which only the sender may publish to; nats-server
+	// never passes a message that came through a service import (an
+	// answer to a user-chosen reply included) on to a stream export, so
+	// nothing but a user's own publish reaches the gate there. Answers
+	// come back as a stream of the users' reply namespace, _INBOX.>: in
+	// the chat account only the gate and JetStream publish there, on reply
+	// subjects the gate checked are the sender's own (the chat-server's
+	// own replies use another prefix). Every export names its one
+	// importer.
 	fmt.Fprintf(&b, "  %s {\n    jetstream: enabled\n    exports: [\n", o.ChatAccount)
 	// A request with a reply subject makes nats-server keep a response
 	// mapping until the answer or the threshold (default 2 minutes);
-	// requests nobody answers (pulls, acknowledgements) would pile up.
-	for _, p := range []string{SendSubjectPrefix, ConsumerSubjectPrefix, PullSubjectPrefix, "$JS.ACK."} {
-		fmt.Fprintf(&b, "      { service: %q, response_threshold: %q }\n", p+">", ResponseThreshold.String())
+	// acknowledgements nobody answers would pile up.
+	for _, p := range []string{ConsumerSubjectPrefix, "$JS.ACK."} {
+		fmt.Fprintf(&b, "      { service: %q, accounts: [ %s ], response_threshold: %q }\n", p+">", o.UserAccount, ResponseThreshold.String())
 	}
-	fmt.Fprintf(&b, "      { stream: %q }\n", DeliverSubjectPrefix+">")
-	fmt.Fprintf(&b, "      { stream: %q }\n", AckedSubjectPrefix+">")
+	for _, p := range []string{DeliverSubjectPrefix, wire.ReplyPrefix} {
+		fmt.Fprintf(&b, "      { stream: %q, accounts: [ %s ] }\n", p+">", o.UserAccount)
+	}
+	fmt.Fprintf(&b, "    ]\n    imports: [\n")
+	for _, p := range []string{SendSubjectPrefix, PullSubjectPrefix} {
+		fmt.Fprintf(&b, "      { stream: { account: %s, subject: %q } }\n", o.UserAccount, p+">")
+	}
 	fmt.Fprintf(&b, "    ]\n  }\n")
-	fmt.Fprintf(&b, "  %s {\n    imports: [\n", o.UserAccount)
-	for _, p := range []string{SendSubjectPrefix, ConsumerSubjectPrefix, PullSubjectPrefix} {
+	fmt.Fprintf(&b, "  %s {\n    exports: [\n", o.UserAccount)
+	for _, p := range []string{SendSubjectPrefix, PullSubjectPrefix} {
+		fmt.Fprintf(&b, "      { stream: %q, accounts: [ %s ] }\n", p+">", o.ChatAccount)
+	}
+	fmt.Fprintf(&b, "    ]\n    imports: [\n")
+	for _, p := range []string{ConsumerSubjectPrefix, "$JS.ACK."} {
 		fmt.Fprintf(&b, "      { service: { account: %s, subject: %q } }\n", o.ChatAccount, p+">")
 	}
-	fmt.Fprintf(&b, "      { service: { account: %s, subject: %q } }\n", o.ChatAccount, "$JS.ACK.>")
-	fmt.Fprintf(&b, "      { stream: { account: %s, subject: %q } }\n", o.ChatAccount, DeliverSubjectPrefix+">")
-	fmt.Fprintf(&b, "      { stream: { account: %s, subject: %q } }\n", o.ChatAccount, AckedSubjectPrefix+">")
+	for _, p := range []string{DeliverSubjectPrefix, wire.ReplyPrefix} {
+		fmt.Fprintf(&b, "      { stream: { account: %s, subject: %q } }\n", o.ChatAccount, p+">")
+	}
 	fmt.Fprintf(&b, "    ]\n  }\n")
 	if o.SigServerKey != "" {
 		fmt.Fprintf(&b, "  %s { jetstream: enabled, users: [ { nkey: %s } ] }\n", o.SigAccount, o.SigServerKey)

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
-	"github.com/kez-lat/kez-chat/internal/limittest"
-	"github.com/kez-lat/kez-chat/internal/loginflood"
+	"github.com/kez-lat/kez-chat/internal/testenv/limittest"
+	"github.com/kez-lat/kez-chat/internal/testenv/loginflood"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
 )

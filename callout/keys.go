@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -221,7 +222,7 @@ func (k *Keys) ServiceOptions() []nats.Option {
 func (k *Keys) ProvisionerOptions() []nats.Option {
 	return []nats.Option{
 		nkeyOption(k.Provisioner),
-		nats.CustomInboxPrefix("_INBOX." + k.ProvisionerPublicKey()),
+		nats.CustomInboxPrefix(wire.GateReplyPrefix + k.ProvisionerPublicKey()),
 		nats.Name("kez-provisioner"),
 		nats.Timeout(5 * time.Second), // longer than the server's auth timeout
 	}

@@ -38,11 +38,6 @@ const (
 	// DeliverSubjectPrefix + key + "." + token is where the consumer
 	// delivers what a pull asked for (a stream export to the user account).
 	DeliverSubjectPrefix = wire.DeliverSubjectPrefix
-	// AckedSubjectPrefix + key + "." + token is where the answer to a
-	// send that names the token (header Kez-Answer-To) comes: the
-	// stream's acknowledgement or the gate's refusal (a stream export to
-	// the user account).
-	AckedSubjectPrefix = wire.AckedSubjectPrefix
 	// P2PSubjectPrefix + key is the subject where a user answers file-peer
 	// signalling ("where do you listen?").
 	P2PSubjectPrefix = wire.P2PSubjectPrefix
@@ -69,25 +64,32 @@ func SendSubject(to, from kez.PublicKey) string {
 //
 // Subscribe:
 //
-//	_INBOX.K.>               K's own replies (nats.CustomInboxPrefix)
+//	_INBOX.K.>               K's own replies (nats.CustomInboxPrefix), answers to its sends included
 //	kez.v1.deliver.K.>       what K's pulls deliver
-//	kez.v1.acked.K.>         the answers to K's sends
 //	kez.v1.p2p.K             K's own signalling subject
 //
 // Users live in an account without JetStream. What touches mail crosses
-// into the chat account through service imports answered by the
-// chat-server's gate, and comes back through one stream import (the
-// deliver subjects). Acknowledgements are the one import JetStream answers
-// itself: only K may publish to $JS.ACK.S.K.> (this list), and no message
-// can be delivered there on K's behalf, because nats-server refuses a
-// client's request whose reply subject starts with $JS.ACK., so no answer
-// is ever addressed to one. The gate learns who sent a request from the
-// Nats-Request-Info header nats-server stamps on it, never from the
-// subject alone; it answers only the server-made reply subject of the
-// import, and what it forwards to JetStream carries reply subjects the
-// gate chose. So no subject a user picks, reply subjects included, is
-// ever acted on with the chat account's rights, and no user creates,
-// deletes or lists consumers, reads the stream or calls the JetStream API.
+// into the chat account to the chat-server's gate: sends and pulls as
+// streams the user account exports to the chat account alone (the gate
+// acts on their subjects, which only K may publish to, and never uses
+// their reply subjects), consumer requests as a service import (which
+// rewrites the reply subject and is stamped with the account it came from,
+// Nats-Request-Info). What comes back crosses as streams: the answers to
+// sends (on their reply subjects, which the gate takes only in K's own
+// reply namespace _INBOX.K.…) and what pulls deliver
+// (kez.v1.deliver.K.…).
+// nats-server never passes a message that came through a service import,
+// an answer to a user-chosen reply included, on to a stream export, so
+// only users' own publishes reach the gate's send and pull subjects.
+// Acknowledgements are the one import JetStream answers itself: only K may
+// publish to $JS.ACK.S.K.> (this list), and no message can be delivered
+// there on K's behalf, because nats-server refuses a client's request
+// whose reply subject starts with $JS.ACK., so no answer is ever
+// addressed to one. What the gate forwards to JetStream carries reply
+// subjects the gate chose. So no subject a user picks, reply subjects
+// included, is ever acted on with the chat account's rights, and no user
+// creates, deletes or lists consumers, reads the stream or calls the
+// JetStream API.
 // Each grant is necessary: the permission tests remove each one in turn.
 //
 // Why publish on _INBOX.*.> and no "allow_responses": answering a peer's
@@ -116,7 +118,6 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 		Sub: jwt.Permission{Allow: jwt.StringList{
 			"_INBOX." + key + ".>",
 			DeliverSubjectPrefix + key + ".>",
-			AckedSubjectPrefix + key + ".>",
 			P2PSubjectPrefix + key,
 		}},
 	}
@@ -129,10 +130,11 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 // Publish: $JS.API.INFO and $JS.API.STREAM.CREATE|UPDATE|INFO.S (the
 // stream); $JS.API.CONSUMER.CREATE.S.> and $JS.API.CONSUMER.INFO|MSG.NEXT.S.*
 // (users' consumers, made and pulled on their behalf); kez.v1.inbox.>
-// (storing mail); kez.v1.acked.> and _R_.> (answers to sends and to the
-// import reply subjects).
+// (storing mail); _INBOX.> and _R_.> (refusals of sends, answers to
+// consumer requests).
 // Subscribe: kez.v1.send.>, kez.v1.consumer.>, kez.v1.pull.> (the gate)
-// and _INBOX.P.> (P the key).
+// and _KEZ_GATE.P.> (P the key: its own replies, outside the users' reply
+// namespace that the chat account exports to them).
 // Nothing deletes or purges the stream or a consumer.
 func GatePermissions(provisioner, stream string) jwt.Permissions {
 	if stream == "" {
@@ -148,14 +150,14 @@ func GatePermissions(provisioner, stream string) jwt.Permissions {
 			"$JS.API.CONSUMER.INFO." + stream + ".*",
 			"$JS.API.CONSUMER.MSG.NEXT." + stream + ".*",
 			InboxSubjects,
-			AckedSubjectPrefix + ">",
+			wire.ReplyPrefix + ">",
 			"_R_.>",
 		}},
 		Sub: jwt.Permission{Allow: jwt.StringList{
 			SendSubjectPrefix + ">",
 			ConsumerSubjectPrefix + ">",
 			PullSubjectPrefix + ">",
-			"_INBOX." + provisioner + ".>",
+			wire.GateReplyPrefix + provisioner + ".>",
 		}},
 	}
 }
@@ -173,8 +175,8 @@ const (
 )
 
 // RequestInfoHeader is the header nats-server stamps on a request that
-// crosses a service import with "share: true": JSON naming the account,
-// the user (the nkey) and the kind of connection that sent it.
+// crosses a service import: JSON naming the account it came from (and,
+// with "share: true", the user and its connection).
 const RequestInfoHeader = wire.RequestInfo
 
 // AckWaitHeader, on a user's consumer-info request, asks the gate for

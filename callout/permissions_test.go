@@ -207,7 +207,7 @@ func TestPermissionsShape(t *testing.T) {
 	if len(p.Pub.Deny) != 0 || len(p.Sub.Deny) != 0 {
 		t.Fatal("deny lists are not used")
 	}
-	if got := p.Sub.Allow; len(got) != 4 || got[0] != "_INBOX."+k+".>" || got[1] != callout.DeliverSubjectPrefix+k+".>" || got[2] != callout.AckedSubjectPrefix+k+".>" {
+	if got := p.Sub.Allow; len(got) != 3 || got[0] != "_INBOX."+k+".>" || got[1] != callout.DeliverSubjectPrefix+k+".>" || got[2] != callout.P2PSubjectPrefix+k {
 		t.Fatalf("sub %v", got)
 	}
 	for _, subj := range p.Pub.Allow {
@@ -221,7 +221,7 @@ func TestPermissionsShape(t *testing.T) {
 			t.Fatalf("the gate may publish to %q", subj)
 		}
 	}
-	if gp.Sub.Allow[len(gp.Sub.Allow)-1] != "_INBOX.UPROV.>" {
+	if gp.Sub.Allow[len(gp.Sub.Allow)-1] != "_KEZ_GATE.UPROV.>" {
 		t.Fatalf("gate %+v", gp)
 	}
 }

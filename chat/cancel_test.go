@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 // Cancelling the caller's ctx in the middle of a send returns an error

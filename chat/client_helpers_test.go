@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/stacktest"
-	"github.com/kez-lat/kez-chat/internal/testlog"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 	"github.com/nats-io/nats.go"
 )
 

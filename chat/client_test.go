@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 func TestConstantsMatchCallout(t *testing.T) {

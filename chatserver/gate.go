@@ -18,20 +18,27 @@ import (
 )
 
 // The gate stands between users and JetStream. Users live in an account
-// without JetStream; their service imports (send, consumer, pull) arrive
-// here, in the chat account, where the gate
+// without JetStream. Their sends and pulls cross into the chat account as
+// streams (the user account exports kez.v1.send.> and kez.v1.pull.> to it
+// alone), their consumer requests as a service import; here the gate
 //
 //   - takes the sender from the subject, where only that user may publish
-//     (callout.Permissions), and checks that the request came from a
-//     user's own connection: nats-server stamps every request crossing an
-//     import with the account it came from (Nats-Request-Info), and an
-//     answer the server delivered to a subject a user named as a reply
-//     would come from the chat account instead;
-//   - answers only the server-made "_R_." reply subject of the import,
-//     by publishing to it; what it sends to JetStream carries reply
-//     subjects the gate chose (its own inbox for a store acknowledgement,
-//     the user's own deliver subject for a pull), so no subject a user
-//     picks is acted on by JetStream;
+//     (callout.Permissions). Nothing else reaches these subjects in the
+//     chat account: nats-server never passes a message that came through
+//     a service import (an answer to a reply subject a user chose, say)
+//     on to a stream export, and only the chat-server's own key lives in
+//     the chat account. A consumer request, a service import, must also
+//     carry the user account's stamp (Nats-Request-Info), which
+//     nats-server writes on every request crossing an import;
+//   - never answers on a subject outside the sender's own: a send is
+//     answered on its reply subject only if that is in the sender's reply
+//     namespace _INBOX.<sender>.… (which the chat account passes on to
+//     the users as a stream; the chat-server's own replies use another
+//     prefix), a pull by what it delivers to kez.v1.deliver.<key>.<token>,
+//     a consumer request only on the import's server-made "_R_." reply
+//     subject. What it sends to JetStream carries reply subjects the gate
+//     chose or checked, so no subject a user picks is acted on by
+//     JetStream in the chat account;
 //   - builds every message it forwards afresh (subject, the Nats-Msg-Id
 //     header, the body), so no other header or field a user chose
 //     reaches JetStream;
@@ -60,10 +67,6 @@ const (
 	maxPullBody      = 1024
 )
 
-// relayToken starts the gate's own reply subjects for store
-// acknowledgements: _INBOX.<gate key>.relay.<the _R_ tokens>.
-const relayToken = ".relay."
-
 type gate struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
@@ -80,8 +83,9 @@ type gate struct {
 	known   *tracker[knownEntry]
 	ensured sync.Map // consumer name → time.Duration (the AckWait it was made with)
 
-	subs        []*nats.Subscription
-	relayPrefix string // _INBOX.<gate key>.relay.
+	subs []*nats.Subscription
+	// Counters of the hot path, looked up once.
+	sendsForwarded, pullsForwarded prometheus.Counter
 }
 
 type knownEntry struct {
@@ -102,8 +106,8 @@ type gateMetrics struct {
 
 // Refusal reasons, the label values of kez_chat_gate_refusals_total.
 const (
-	reasonForged         = "forged_sender"     // the request info does not name the subject's key (dropped)
-	reasonReply          = "reply_subject"     // not an import's reply subject (dropped)
+	reasonForged         = "forged_sender"     // the subject or the request info does not name a key (dropped)
+	reasonReply          = "reply_subject"     // no answer subject the gate may use (dropped)
 	reasonBadRequest     = "bad_request"       // malformed subject or body
 	reasonUnknown        = "unknown_recipient" // recipient not registered
 	reasonSenderQuota    = "sender_quota"
@@ -160,26 +164,19 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 	return m, nil
 }
 
-// listen subscribes the gate (in the queue group) on nc, whose inbox
-// prefix is _INBOX.<key>.
-func (g *gate) listen(key string) error {
-	g.relayPrefix = "_INBOX." + key + relayToken
+// listen subscribes the gate (in the queue group) on nc.
+func (g *gate) listen() error {
+	g.sendsForwarded = g.m.requests.WithLabelValues("send", "forwarded")
+	g.pullsForwarded = g.m.requests.WithLabelValues("pull", "forwarded")
 	for _, h := range []struct {
-		subject, queue string
-		f              nats.MsgHandler
+		subject string
+		f       nats.MsgHandler
 	}{
-		{callout.SendSubjectPrefix + "*.*", gateQueue, g.onSend},
-		{callout.ConsumerSubjectPrefix + "*", gateQueue, g.onConsumer},
-		{callout.PullSubjectPrefix + "*", gateQueue, g.onPull},
-		{g.relayPrefix + ">", "", g.onRelay},
+		{callout.SendSubjectPrefix + "*.*", g.onSend},
+		{callout.ConsumerSubjectPrefix + "*", g.onConsumer},
+		{callout.PullSubjectPrefix + "*", g.onPull},
 	} {
-		var sub *nats.Subscription
-		var err error
-		if h.queue == "" {
-			sub, err = g.nc.Subscribe(h.subject, h.f)
-		} else {
-			sub, err = g.nc.QueueSubscribe(h.subject, h.queue, h.f)
-		}
+		sub, err := g.nc.QueueSubscribe(h.subject, gateQueue, h.f)
 		if err != nil {
 			g.close()
 			return err
@@ -217,21 +214,18 @@ func (g *gate) fromUserAccount(m *nats.Msg) bool {
 	return len(v) == 1 && json.Unmarshal([]byte(v[0]), &ri) == nil && ri.Account == g.userAccount
 }
 
-// admit runs the checks every request shares: it came from a user's
-// connection, its subject names a key (the sender: no one else may
-// publish there) and, for a request that is answered (needReply), its
-// reply is an import's. It counts what it drops.
-func (g *gate) admit(kind string, m *nats.Msg, subjectKey string, needReply bool) (kez.PublicKey, bool) {
-	if needReply && !strings.HasPrefix(m.Reply, respPrefix) {
-		g.drop(kind, reasonReply)
-		return kez.PublicKey{}, false
-	}
-	k, err := kez.ParsePublicKey(subjectKey)
-	if err != nil || !g.fromUserAccount(m) {
-		g.drop(kind, reasonForged)
-		return kez.PublicKey{}, false
-	}
-	return k, true
+// senderKey checks that the subject token t, which only that user may
+// publish under, is a key. It is checked in full once per tracked user.
+func (g *gate) senderKey(t string, now time.Time) bool {
+	ok := false
+	g.users.with(t, now, func(b *userBuckets) {
+		if !b.checked {
+			_, err := kez.ParsePublicKey(t)
+			b.checked = err == nil
+		}
+		ok = b.checked
+	})
+	return ok
 }
 
 func (g *gate) drop(kind, reason string) {
@@ -251,44 +245,26 @@ func (g *gate) refuse(kind, answer, reason string, status, code int, description
 
 func (g *gate) forwarded(kind string) { g.m.requests.WithLabelValues(kind, "forwarded").Inc() }
 
-// onSend handles kez.v1.send.<recipient>.<sender>.
+// onSend handles kez.v1.send.<recipient>.<sender>, which crossed from the
+// user account as a stream: its reply subject, if any, is not used.
 func (g *gate) onSend(m *nats.Msg) {
-	tok := strings.Split(m.Subject, ".")
-	if len(tok) != 5 {
-		g.drop("send", reasonBadRequest)
+	// The subject's tokens are the keys' text form: the hot path keeps
+	// them as text (the recipient is parsed when it is looked up).
+	rest, _ := strings.CutPrefix(m.Subject, callout.SendSubjectPrefix)
+	rcpt, sender, ok := strings.Cut(rest, ".")
+	now := g.now()
+	if !ok || strings.IndexByte(sender, '.') >= 0 || !g.senderKey(sender, now) {
+		g.drop("send", reasonForged)
 		return
 	}
-	// The subject's tokens are the keys' text form: no need to encode
-	// them again on this path (admit checks the sender's is a key).
-	sender, rcpt := tok[4], tok[3]
-	if _, ok := g.admit("send", m, sender, false); !ok {
-		return
-	}
-	// Where the answer goes: the sender's own acknowledgement subject,
-	// when the send names a token (the stream answers there directly),
-	// or the import's reply subject (the gate relays the stream's answer,
-	// onRelay).
-	var answer, streamReply string
-	switch t := m.Header.Get(wire.AnswerTo); {
-	case t != "":
-		if !deliverToken(t) {
-			g.drop("send", reasonBadRequest)
-			return
-		}
-		answer = callout.AckedSubjectPrefix + sender + "." + t
-		streamReply = answer
-	case strings.HasPrefix(m.Reply, respPrefix):
-		answer, streamReply = m.Reply, g.relayPrefix+m.Reply[len(respPrefix):]
-	default:
+	// The answer goes to the send's reply subject, which must be in the
+	// sender's own reply namespace (_INBOX.<sender>.…): the stream answers
+	// there directly, and the chat account passes it on to the users.
+	answer := m.Reply
+	if !ownReply(answer, sender) {
 		g.drop("send", reasonReply)
 		return
 	}
-	to, err := kez.ParsePublicKey(rcpt)
-	if err != nil {
-		g.refuse("send", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, "the recipient is not a key")
-		return
-	}
-	now := g.now()
 	size := float64(len(m.Data))
 	allowed := true
 	g.users.with(sender, now, func(b *userBuckets) {
@@ -299,17 +275,20 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", answer, reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit")
 		return
 	}
-	registered, err := g.registered(to, rcpt, now)
+	registered, err := g.registered(rcpt, now)
 	switch {
+	case errors.Is(err, errNotAKey):
+		g.refuse("send", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, "the recipient is not a key")
+		return
 	case err != nil:
-		g.log.Warn("gate: cannot look up a recipient", "recipient", to, "err", err)
+		g.log.Warn("gate: cannot look up a recipient", "recipient", rcpt, "err", err)
 		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "registry unavailable")
 		return
 	case !registered:
 		g.refuse("send", answer, reasonUnknown, 404, callout.ErrCodeUnknownRecipient, "recipient not registered")
 		return
 	}
-	g.pairs.with(rcpt+"."+sender, now, func(b *pairBuckets) {
+	g.pairs.with(rest, now, func(b *pairBuckets) {
 		allowed = b.msgs.take(now, g.lim.RecipientRate, g.lim.RecipientBurst, 1) &&
 			b.bytes.take(now, g.lim.RecipientBytesRate, g.lim.RecipientBytesBurst, size)
 	})
@@ -321,33 +300,22 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", answer, reasonSenderUnread, 429, callout.ErrCodeSenderUnread, "sender has too many unread messages")
 		return
 	}
-	if err := g.ensure(to, 0); err != nil {
-		g.log.Warn("gate: cannot make a recipient's consumer", "recipient", to, "err", err)
+	if err := g.ensureText(rcpt); err != nil {
+		g.log.Warn("gate: cannot make a recipient's consumer", "recipient", rcpt, "err", err)
 		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
 		return
 	}
-	out := nats.NewMsg(callout.InboxSubjectPrefix + rcpt + "." + sender)
+	out := &nats.Msg{Subject: callout.InboxSubjectPrefix + rcpt + "." + sender, Reply: answer, Data: m.Data}
 	if id := m.Header.Get(jetstream.MsgIDHeader); id != "" && len(id) <= maxMsgID {
 		// The stream's duplicate window is shared by everyone: the
 		// sender's key keeps one sender's IDs from shadowing another's.
-		out.Header.Set(jetstream.MsgIDHeader, sender+"-"+id)
+		out.Header = nats.Header{jetstream.MsgIDHeader: {sender + "-" + id}}
 	}
-	out.Data, out.Reply = m.Data, streamReply
 	if err := g.nc.PublishMsg(out); err != nil {
 		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
 		return
 	}
-	g.forwarded("send")
-}
-
-// onRelay passes the stream's answer to a stored message on to the
-// import reply subject its own subject names.
-func (g *gate) onRelay(m *nats.Msg) {
-	rest, ok := strings.CutPrefix(m.Subject, g.relayPrefix)
-	if !ok || rest == "" {
-		return
-	}
-	g.nc.Publish(respPrefix+rest, m.Data)
+	g.sendsForwarded.Inc()
 }
 
 // underUnread reports whether from may store one more message under its
@@ -409,9 +377,12 @@ func (g *gate) countUnread(from string) (int, error) {
 	return n, nil
 }
 
-// registered reports whether key (text, its "U…" form) holds a handle,
-// from a short-lived cache.
-func (g *gate) registered(key kez.PublicKey, text string, now time.Time) (bool, error) {
+// errNotAKey: a recipient token that is not a key.
+var errNotAKey = errors.New("not a key")
+
+// registered reports whether the key with text form text holds a handle,
+// from a short-lived cache; errNotAKey if text is not a key.
+func (g *gate) registered(text string, now time.Time) (bool, error) {
 	var hit, registered bool
 	g.known.with(text, now, func(e *knownEntry) {
 		if now.Before(e.until) {
@@ -421,9 +392,13 @@ func (g *gate) registered(key kez.PublicKey, text string, now time.Time) (bool, 
 	if hit {
 		return registered, nil
 	}
+	key, err := kez.ParsePublicKey(text)
+	if err != nil {
+		return false, errNotAKey
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := g.dir.Lookup(ctx, key)
+	_, err = g.dir.Lookup(ctx, key)
 	switch {
 	case errors.Is(err, callout.ErrUnknownKey):
 		registered = false
@@ -438,6 +413,19 @@ func (g *gate) registered(key kez.PublicKey, text string, now time.Time) (bool, 
 	}
 	g.known.with(text, now, func(e *knownEntry) { *e = knownEntry{registered, now.Add(ttl)} })
 	return registered, nil
+}
+
+// ensureText is ensure(key, 0) for a registered key's text form, without
+// parsing it when this gate made the consumer already.
+func (g *gate) ensureText(text string) error {
+	if _, ok := g.ensured.Load(text); ok {
+		return nil
+	}
+	key, err := kez.ParsePublicKey(text)
+	if err != nil {
+		return err
+	}
+	return g.ensure(key, 0)
 }
 
 // ensure makes key's consumer if this gate has not made it yet (with
@@ -470,8 +458,16 @@ func (g *gate) ensure(key kez.PublicKey, ackWait time.Duration) error {
 // the user's durable consumer, with the AckWait the request's header asks
 // for, and answers {"num_pending":N,"num_ack_pending":M} or an error.
 func (g *gate) onConsumer(m *nats.Msg) {
-	key, ok := g.ownRequest("consumer", m, true)
-	if !ok {
+	// A service import: answered on its "_R_." reply subject only, and
+	// only when nats-server stamped it as coming from the user account.
+	t, ok := subjectKey(m.Subject, callout.ConsumerSubjectPrefix)
+	if !ok || !strings.HasPrefix(m.Reply, respPrefix) || !g.fromUserAccount(m) {
+		g.drop("consumer", reasonForged)
+		return
+	}
+	key, err := kez.ParsePublicKey(t)
+	if err != nil {
+		g.drop("consumer", reasonForged)
 		return
 	}
 	if !g.takePull(key) {
@@ -513,15 +509,11 @@ func (g *gate) consumerInfo(key kez.PublicKey, ackWait time.Duration) (*jetstrea
 	return c.CachedInfo(), nil
 }
 
-// ownRequest admits a request on kez.v1.<kind>.<key>, a subject that
-// names only its sender, and returns the key.
-func (g *gate) ownRequest(kind string, m *nats.Msg, needReply bool) (kez.PublicKey, bool) {
-	tok := strings.Split(m.Subject, ".")
-	if len(tok) != 4 {
-		g.drop(kind, reasonBadRequest)
-		return kez.PublicKey{}, false
-	}
-	return g.admit(kind, m, tok[3], needReply)
+// subjectKey returns the key token of kez.v1.<kind>.<key>, a subject
+// that names only its sender.
+func subjectKey(subject, prefix string) (string, bool) {
+	t, ok := strings.CutPrefix(subject, prefix)
+	return t, ok && t != "" && strings.IndexByte(t, '.') < 0
 }
 
 // takePull takes a token from key's pull bucket.
@@ -535,12 +527,15 @@ func (g *gate) takePull(key kez.PublicKey) bool {
 // onPull handles kez.v1.pull.<key>: a pull request for the user's own
 // consumer, passed on to JetStream (clamped) with the reply
 // kez.v1.deliver.<key>.<token>, the user's own deliver subject. It is
-// not answered: what the pull delivers is the answer.
+// not answered: what the pull delivers is the answer. It crossed from the
+// user account as a stream: its reply subject, if any, is not used.
 func (g *gate) onPull(m *nats.Msg) {
-	key, ok := g.ownRequest("pull", m, false)
-	if !ok {
+	t, ok := subjectKey(m.Subject, callout.PullSubjectPrefix)
+	if !ok || !g.senderKey(t, g.now()) {
+		g.drop("pull", reasonForged)
 		return
 	}
+	key, _ := kez.ParsePublicKey(t)
 	var req wire.PullRequest
 	if len(m.Data) > maxPullBody || json.Unmarshal(m.Data, &req) != nil || !deliverToken(req.Deliver) {
 		g.drop("pull", reasonBadRequest)
@@ -575,7 +570,35 @@ func (g *gate) onPull(m *nats.Msg) {
 		g.drop("pull", reasonUnavailable)
 		return
 	}
-	g.forwarded("pull")
+	g.pullsForwarded.Inc()
+}
+
+// maxReply bounds a send's reply subject.
+const maxReply = 160
+
+// ownReply reports whether reply is a subject in the reply namespace of
+// the user with key text key: _INBOX.<key>.<tokens>, no wildcard, no
+// white space, no empty token.
+func ownReply(reply, key string) bool {
+	rest, ok := strings.CutPrefix(reply, wire.ReplyPrefix)
+	if !ok || len(reply) > maxReply {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, key)
+	if !ok || len(rest) < 2 || rest[0] != '.' {
+		return false
+	}
+	prev := byte('.')
+	for _, c := range []byte(rest[1:]) {
+		switch {
+		case c == '*' || c == '>' || c <= ' ' || c == 0x7f:
+			return false
+		case c == '.' && prev == '.':
+			return false
+		}
+		prev = c
+	}
+	return prev != '.'
 }
 
 // deliverToken reports whether t may end a deliver subject: 1 to 32

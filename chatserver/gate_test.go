@@ -13,7 +13,7 @@ import (
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/internal/inbox"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"
@@ -51,7 +51,13 @@ func gateLogin(t testing.TB, st *stacktest.Stack, name string) *gateUser {
 // send asks the gate to store data for to, as g, and returns its answer.
 func (g *gateUser) send(t testing.TB, to kez.PublicKey, data []byte) *nats.Msg {
 	t.Helper()
-	m := nats.NewMsg(callout.SendSubjectPrefix + to.String() + "." + g.key.String())
+	return g.sendTo(t, callout.SendSubjectPrefix+to.String()+"."+g.key.String(), data)
+}
+
+// sendTo publishes data to subject as a request and returns the answer.
+func (g *gateUser) sendTo(t testing.TB, subject string, data []byte) *nats.Msg {
+	t.Helper()
+	m := nats.NewMsg(subject)
 	m.Data = data
 	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%x", time.Now().UnixNano()))
 	resp, err := g.nc.RequestMsg(m, 5*time.Second)
@@ -132,11 +138,7 @@ func TestGateSendRules(t *testing.T) {
 		t.Fatalf("send to an unregistered key: code %d", code)
 	}
 	// A recipient token that is no key at all.
-	m := nats.NewMsg(callout.SendSubjectPrefix + "notakey." + mallory.key.String())
-	resp, err := mallory.nc.RequestMsg(m, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := mallory.sendTo(t, callout.SendSubjectPrefix+"notakey."+mallory.key.String(), []byte("x"))
 	if code, _ := gateCode(t, resp); code != callout.ErrCodeBadRequest {
 		t.Fatalf("send to a non-key: code %d", code)
 	}
@@ -162,39 +164,85 @@ func TestGateSendRules(t *testing.T) {
 	}
 }
 
-// TestGateChainedAnswers: a user who names another user's send subject as
-// the reply of its own request has the gate's answer delivered there, in
-// the user account; the gate does not take that answer for a request
-// from the other user (the request info names no user), so nothing is
-// stored under a token that is not the publisher's.
+// TestGateChainedAnswers: a user who names another user's send or pull
+// subject as the reply of its own requests has the answers (the gate's to
+// a consumer request, JetStream's to an acknowledgement) delivered there,
+// in the user account; nats-server does not pass an answer on into the
+// chat account (it never forwards what came through a service import to
+// a stream export), and the reply subjects of sends and pulls are not
+// used. So what reaches the gate's subjects is only what users published
+// themselves, and nothing is stored under a token that is not the
+// publisher's.
 func TestGateChainedAnswers(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	mallory, bob, carol := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob"), gateLogin(t, st, "carol")
 	if code, _ := gateCode(t, carol.send(t, bob.key, []byte("for bob"))); code != 0 { // bob's consumer, one message
 		t.Fatal("refused")
 	}
+	if code, _ := gateCode(t, bob.send(t, mallory.key, []byte("for mallory"))); code != 0 {
+		t.Fatal("refused")
+	}
+	// What arrives on the gate's subjects in the chat account.
+	cnc := st.JetStream(t).Conn()
+	seen := make(chan *nats.Msg, 256)
+	for _, p := range []string{callout.SendSubjectPrefix, callout.PullSubjectPrefix, callout.ConsumerSubjectPrefix} {
+		if _, err := cnc.ChanSubscribe(p+">", seen); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cnc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mk := mallory.key.String()
 	targets := []string{
 		callout.SendSubjectPrefix + carol.key.String() + "." + bob.key.String(),
 		callout.ConsumerSubjectPrefix + bob.key.String(),
 		callout.PullSubjectPrefix + bob.key.String(),
 		callout.DeliverSubjectPrefix + bob.key.String() + ".x",
 	}
+	got, err := inbox.NewPuller(mallory.nc, mk, callout.DefaultStream).Fetch(context.Background(), 1, 5*time.Second)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("mallory's fetch: %d, %v", len(got), err)
+	}
 	for _, reply := range targets {
-		mallory.nc.PublishRequest(callout.SendSubjectPrefix+carol.key.String()+"."+mallory.key.String(), reply, []byte(`{"batch":5,"deliver":"x"}`))
+		// A consumer request, answered by the gate on the import reply.
+		mallory.nc.PublishRequest(callout.ConsumerSubjectPrefix+mk, reply, nil)
+		// An acknowledgement asking for an answer, answered by JetStream.
+		mallory.nc.PublishRequest(got[0].Reply(), reply, []byte("+WPI"))
+		// A send and a pull with that reply subject: the send is dropped
+		// (not mallory's reply namespace), the pull's reply is not used.
+		mallory.nc.PublishRequest(callout.SendSubjectPrefix+carol.key.String()+"."+mk, reply, []byte("from mallory"))
+		mallory.nc.PublishRequest(callout.PullSubjectPrefix+mk, reply, []byte(`{"batch":5,"deliver":"x"}`))
 	}
-	// The answers went to those subjects (nobody may publish there
-	// directly): wait until the gate forwarded mallory's four messages.
-	deadline := time.Now().Add(10 * time.Second)
-	for streamMsgs(t, st) < uint64(len(targets))+1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the gate stored %d of mallory's messages", streamMsgs(t, st))
+	// Positive control and fence: mallory's own sends arrive, and her
+	// probe, published last on the same connection, shows everything
+	// before it was handled.
+	if code, _ := gateCode(t, mallory.send(t, carol.key, []byte("probe"))); code != 0 {
+		t.Fatal("mallory's probe refused")
+	}
+	own := 0
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-seen:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the probe did not arrive")
 		}
-		mallory.nc.Flush()
+		if string(m.Data) == "probe" {
+			break
+		}
+		for _, p := range []string{callout.SendSubjectPrefix, callout.PullSubjectPrefix, callout.ConsumerSubjectPrefix} {
+			if strings.HasPrefix(m.Subject, p) {
+				if !strings.HasSuffix(m.Subject, mk) {
+					t.Errorf("an answer reached the gate as a request: %s %q", m.Subject, m.Data)
+				} else if p == callout.SendSubjectPrefix {
+					own++
+				}
+			}
+		}
 	}
-	// Only mallory's own messages are in carol's inbox: a probe from
-	// carol's own send shows the gate has handled everything before it.
-	if code, _ := gateCode(t, carol.send(t, carol.key, []byte("probe"))); code != 0 {
-		t.Fatal("carol's probe refused")
+	if own != len(targets) { // the positive control: the fence works
+		t.Errorf("the gate's subjects carried %d of mallory's %d sends", own, len(targets))
 	}
 	js := st.JetStream(t)
 	s, err := js.Stream(context.Background(), callout.DefaultStream)
@@ -206,9 +254,12 @@ func TestGateChainedAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for subj, n := range info.State.Subjects {
-		if !strings.HasSuffix(subj, "."+mallory.key.String()) && !strings.HasSuffix(subj, "."+carol.key.String()) {
+		if !strings.HasSuffix(subj, "."+mk) && !strings.HasSuffix(subj, "."+carol.key.String()) && !strings.HasSuffix(subj, "."+bob.key.String()) {
 			t.Errorf("%d messages stored under %s", n, subj)
 		}
+	}
+	if n := info.State.Subjects[callout.InboxSubjectPrefix+carol.key.String()+"."+bob.key.String()]; n != 0 {
+		t.Errorf("%d messages stored for carol under bob's token", n)
 	}
 	if ci := st.ConsumerInfo(t, bob.key); ci.Delivered.Consumer != 0 || ci.NumWaiting != 0 {
 		t.Errorf("bob's consumer was pulled: %+v", ci)
@@ -444,42 +495,56 @@ func TestStreamKeepsUnreadMailOnly(t *testing.T) {
 	}
 }
 
-// TestGateAnswerSubject: a send that names a token is answered on the
-// sender's own answer subject, never on anyone else's; a malformed token
-// is dropped unanswered and stores nothing.
+// TestGateAnswerSubject: a send is answered on its reply subject only when
+// that is in the sender's own reply namespace (_INBOX.<sender>.…); any
+// other reply (another user's, a wildcard, a malformed one, none) has the
+// send dropped unanswered, and nothing is stored for it.
 func TestGateAnswerSubject(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	mallory, bob := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob")
-	mine, err := mallory.nc.SubscribeSync(callout.AckedSubjectPrefix + mallory.key.String() + ".>")
+	mk, bk := mallory.key.String(), bob.key.String()
+	mine, err := mallory.nc.SubscribeSync("_INBOX." + mk + ".>")
 	if err != nil {
 		t.Fatal(err)
 	}
-	bobs, err := bob.nc.SubscribeSync(callout.AckedSubjectPrefix + bob.key.String() + ".>")
+	bobs, err := bob.nc.SubscribeSync("_INBOX." + bk + ".>")
 	if err != nil {
 		t.Fatal(err)
 	}
-	send := func(token string) {
-		m := nats.NewMsg(callout.SendSubjectPrefix + bob.key.String() + "." + mallory.key.String())
-		m.Header.Set("Kez-Answer-To", token)
-		m.Data = []byte("x")
+	subj := callout.SendSubjectPrefix + bk + "." + mk
+	for _, reply := range []string{
+		"", "_INBOX." + bk + ".x", "_INBOX." + mk, "_INBOX." + mk + ".", "_INBOX." + mk + "..x",
+		"_INBOX." + mk + ".*", "_INBOX." + mk + ".>", "_INBOX." + mk + "x.y", "kez.v1.p2p." + mk,
+		"_INBOX." + mk + "." + strings.Repeat("x", 200),
+	} {
+		m := nats.NewMsg(subj)
+		m.Reply, m.Data = reply, []byte("x")
 		if err := mallory.nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	send("bad.token")
-	send("t1")
+	// Positive control, and a fence: the same send with mallory's own
+	// reply subject is stored and answered there.
+	m := nats.NewMsg(subj)
+	m.Reply, m.Data = "_INBOX."+mk+".t1", []byte("x")
+	if err := mallory.nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
 	a, err := mine.NextMsg(5 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Subject != callout.AckedSubjectPrefix+mallory.key.String()+".t1" || gateCodeOf(t, a) != 0 {
+	if a.Subject != "_INBOX."+mk+".t1" || gateCodeOf(t, a) != 0 {
 		t.Fatalf("answer on %s: %s", a.Subject, a.Data)
 	}
 	if n := streamMsgs(t, st); n != 1 {
-		t.Fatalf("stream holds %d, want 1 (the malformed token's send dropped)", n)
+		t.Fatalf("stream holds %d, want 1 (the sends with a foreign or malformed reply dropped)", n)
 	}
 	if m, err := bobs.NextMsg(200 * time.Millisecond); err == nil {
 		t.Fatalf("bob got an answer meant for no one of his: %s %s", m.Subject, m.Data)
+	}
+	if m, err := mine.NextMsg(100 * time.Millisecond); err == nil {
+		t.Fatalf("a second answer: %s %s", m.Subject, m.Data)
 	}
 }
 

@@ -127,6 +127,7 @@ type userBuckets struct {
 	sendMsgs, sendBytes, api bucket
 	unread                   int       // as last counted, plus what was stored since
 	unreadAt                 time.Time // when last counted; zero: never
+	checked                  bool      // the key's text form was checked
 }
 
 // pairBuckets are one sender's buckets for one recipient.

@@ -11,8 +11,8 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
-	"github.com/kez-lat/kez-chat/internal/loginflood"
-	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/loginflood"
+	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 )
 
 // TestLoginLimitsAndMetrics: the server passes LoginLimits to its callout,

@@ -68,7 +68,7 @@ func (s *Server) runNATS(ctx context.Context) {
 		if !waitUp(ctx, provConn, nil) {
 			return
 		}
-		err := s.gate.listen(s.keys.ProvisionerPublicKey())
+		err := s.gate.listen()
 		if err == nil {
 			break
 		}

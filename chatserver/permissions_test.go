@@ -14,8 +14,8 @@ import (
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/inbox"
-	"github.com/kez-lat/kez-chat/internal/natstest"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -52,7 +52,6 @@ func TestEveryGrantIsNecessary(t *testing.T) {
 		"_INBOX.*.>":             "answer a peer",
 		"sub _INBOX.K.>":         "consumer",
 		"sub kez.v1.deliver.K.>": "receive",
-		"sub kez.v1.acked.K.>":   "send",
 		"sub kez.v1.p2p.K":       "answer a peer",
 	}
 	var grants []grant

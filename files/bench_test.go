@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/libp2p/go-libp2p/core/network"
 	"lukechampine.com/blake3"
 )
@@ -62,7 +63,7 @@ func serveRaw(w io.Writer, f *os.File, size int64) error {
 
 // drain reads size bytes in ChunkSize pieces and discards them.
 func drain(b *testing.B, r io.Reader, size int64) {
-	buf := make([]byte, ChunkSize)
+	buf := make([]byte, format.ChunkSize)
 	for got := int64(0); got < size; {
 		m := int(min(int64(len(buf)), size-got))
 		if _, err := io.ReadFull(r, buf[:m]); err != nil {
@@ -80,7 +81,7 @@ func BenchmarkTransfer(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	tree, err := HashFile(src)
+	tree, err := format.HashFile(src)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -206,7 +207,7 @@ func BenchmarkHash(b *testing.B) {
 	b.Run("tree-sha256", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for i := 0; i < b.N; i++ {
-			if _, err := BuildTree(bytes.NewReader(data)); err != nil {
+			if _, err := format.BuildTree(bytes.NewReader(data)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -214,7 +215,7 @@ func BenchmarkHash(b *testing.B) {
 	b.Run("tree-sha256-parallel", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for i := 0; i < b.N; i++ {
-			if _, err := HashReaderAt(bytes.NewReader(data), int64(len(data))); err != nil {
+			if _, err := format.HashReaderAt(bytes.NewReader(data), int64(len(data))); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -234,8 +235,8 @@ func BenchmarkHash(b *testing.B) {
 	b.Run("blake3-lukechampine-per-chunk", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for i := 0; i < b.N; i++ {
-			for off := 0; off < len(data); off += ChunkSize {
-				blake3.Sum256(data[off : off+ChunkSize])
+			for off := 0; off < len(data); off += format.ChunkSize {
+				blake3.Sum256(data[off : off+format.ChunkSize])
 			}
 		}
 	})

@@ -11,7 +11,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/handles"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 // Cancelling the caller's ctx in the middle of a fetch returns an error

@@ -21,17 +21,18 @@
 //     finish first, [Sharing.Close] stops at once;
 //   - [Sharing.Unshare] and [Sharing.Shared] manage what is shared.
 //
-// The parts are usable alone. A blob's CID commits to its size and to a
-// SHA-256 hash tree over its 256 KiB chunks ([HashFile], [Tree],
-// [VerifyChunk], [VerifyRange]); [NewNode] starts a libp2p host whose
-// PeerID is the user's key and serves a [BlobSource] under a [Policy];
-// [Node.Fetch] downloads a blob checking every chunk before writing it
-// (docs/spec/blobs.md). A [Manifest] is the body of a set_shared_files
-// sigchain link; private entries are encrypted with a fresh [FileKey] and
-// wrapped to each recipient with HPKE, and [Visible] shows a viewer what
-// they may see (docs/spec/manifest.md). [Locate] and [AnswerLocates] are
-// the signalling: a fetcher asks on kez.v1.p2p.<owner key> and the owner
+// The parts are usable alone. [NewNode] starts a libp2p host whose PeerID
+// is the user's key and serves a [BlobSource] under a [Policy];
+// [Node.Fetch] downloads a blob checking every chunk against its CID before
+// writing it (docs/spec/blobs.md). [Sharing.Locate] is the signalling: a
+// fetcher asks on kez.v1.p2p.<owner key> and the owner's [Sharing.Serve]
 // answers with its addresses, signed (docs/spec/signalling.md).
+//
+// The formats are in package [github.com/kez-lat/kez-chat/files/format]:
+// CIDs and hash trees, encrypted private files and their keys, and the
+// manifest (the body of a set_shared_files sigchain link) with
+// [format.Visible], which shows a viewer what they may see
+// (docs/spec/manifest.md).
 //
 // The package does not keep contacts or messages (package chat), run any
 // server, or store file bytes anywhere but the sharer's own files and the

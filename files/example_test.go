@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -40,15 +41,15 @@ func ExampleNode_Fetch() {
 	defer aliceNode.Close()
 
 	// Alice's manifest (the body of her set_shared_files sigchain link).
-	var m files.Manifest
-	m.AddPublic(files.Entry{Name: "report.pdf", Size: tree.Size(), CID: tree.CID(),
+	var m format.Manifest
+	m.AddPublic(format.Entry{Name: "report.pdf", Size: tree.Size(), CID: tree.CID(),
 		MediaType: "application/pdf", ModTime: time.Now()})
 	body, _ := m.Encode()
 
 	// Bob: read the manifest, then fetch from Alice's key and addresses
 	// (which, in KEZ, her client announces over NATS).
-	got, _ := files.DecodeManifest(body)
-	entry := files.Visible(got, bob)[0]
+	got, _ := format.DecodeManifest(body)
+	entry := format.Visible(got, bob)[0]
 	bobNode, err := files.NewNode(files.NodeConfig{Identity: bob, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
 	if err != nil {
 		panic(err)

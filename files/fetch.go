@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
@@ -21,7 +22,7 @@ import (
 // completes: the verified prefix of the blob, and a small state file naming
 // the CID and how far it got.
 const (
-	PartialSuffix = ".kez-partial"
+	PartialSuffix = format.PartialSuffix
 	StateSuffix   = ".kez-partial.state"
 )
 
@@ -64,7 +65,7 @@ func WithoutSync() FetchOption {
 // Errors: [ErrNotFound], [ErrForbidden], [ErrBusy] (the owner's answer), a
 // *[CorruptError] matching [ErrCorrupt] if the owner sends bytes that do not
 // match c (the bad chunk is not written, dst does not exist), ctx.Err() if
-// cancelled, [ErrBadCID] for a c that is not a KEZ blob CID. If the owner
+// cancelled, [format.ErrBadCID] for a c that is not a KEZ blob CID. If the owner
 // cannot be reached before an earlier partial file is re-verified, that file
 // is left as it was. Fetch is safe for concurrent use; a second fetch to a
 // destination this node is already fetching to fails at once.
@@ -73,7 +74,7 @@ func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst st
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if err := CheckCID(c); err != nil {
+	if err := format.CheckCID(c); err != nil {
 		return err
 	}
 	if owner.ID == n.host.ID() {
@@ -148,16 +149,16 @@ type fetcher struct {
 	pristine bool  // an earlier partial file exists and is not re-verified yet
 	size     int64 // -1 until the owner said (verified against c)
 	verified int   // chunks [0, verified) are verified and written
-	leaves   []Hash
+	leaves   []format.Hash
 	hbuf     []byte
 	bufs     [][]byte // pipeline buffers, ChunkSize each
-	lh       leafHasher
+	lh       format.LeafHasher
 }
 
 func (fx *fetcher) run() error {
-	fx.leaves = make([]Hash, MaxChunksPerRequest)
-	fx.hbuf = make([]byte, (maxProofHashes+MaxChunksPerRequest)*HashSize)
-	fx.lh = newLeafHasher()
+	fx.leaves = make([]format.Hash, maxChunksPerRequest)
+	fx.hbuf = make([]byte, (maxProofHashes+maxChunksPerRequest)*format.HashSize)
+	fx.lh = format.NewLeafHasher()
 	hint, hintSize := readState(fx.statePath, fx.c)
 	if hint > 0 {
 		fx.pristine = true
@@ -168,7 +169,7 @@ func (fx *fetcher) run() error {
 	} else if err := fx.f.Truncate(0); err != nil {
 		return fmt.Errorf("files: clearing the partial file: %w", err)
 	}
-	for fx.size < 0 || fx.verified < NumChunks(fx.size) {
+	for fx.size < 0 || fx.verified < format.NumChunks(fx.size) {
 		if err := fx.window(); err != nil {
 			return err
 		}
@@ -180,7 +181,7 @@ func (fx *fetcher) verifiedBytes() int64 {
 	if fx.size < 0 {
 		return 0
 	}
-	return min(int64(fx.verified)*ChunkSize, fx.size)
+	return min(int64(fx.verified)*format.ChunkSize, fx.size)
 }
 
 func (fx *fetcher) progress() {
@@ -193,7 +194,7 @@ func (fx *fetcher) progress() {
 // including the verified leaf hashes, which it leaves in fx.leaves.
 func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
 	var h respHeader
-	s, err := fx.n.host.NewStream(fx.ctx, fx.owner, protocol.ID(ProtocolID))
+	s, err := fx.n.host.NewStream(fx.ctx, fx.owner, protocol.ID(protocolID))
 	if err != nil {
 		if fx.ctx.Err() != nil {
 			return nil, h, fx.ctx.Err()
@@ -209,7 +210,7 @@ func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
 	}
 	stop := context.AfterFunc(fx.ctx, func() { s.Reset() })
 	defer stop()
-	if _, err := s.Write(appendRequest(make([]byte, 0, MaxRequestSize), req)); err != nil {
+	if _, err := s.Write(appendRequest(make([]byte, 0, maxRequestSize), req)); err != nil {
 		return fail(fmt.Errorf("files: sending the request to the owner: %w", err))
 	}
 	s.CloseWrite()
@@ -239,20 +240,20 @@ func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
 	if fx.size >= 0 && h.size != fx.size {
 		return fail(&CorruptError{Index: h.start, Reason: "the owner changed the blob's size"})
 	}
-	hb2 := fx.hbuf[:(h.nproof+h.count)*HashSize]
+	hb2 := fx.hbuf[:(h.nproof+h.count)*format.HashSize]
 	if _, err := io.ReadFull(s, hb2); err != nil {
 		return fail(fmt.Errorf("files: reading the leaf hashes: %w", err))
 	}
-	proof := make([]Hash, h.nproof)
+	proof := make([]format.Hash, h.nproof)
 	for i := range proof {
-		copy(proof[i][:], hb2[i*HashSize:])
+		copy(proof[i][:], hb2[i*format.HashSize:])
 	}
-	hb2 = hb2[h.nproof*HashSize:]
+	hb2 = hb2[h.nproof*format.HashSize:]
 	leaves := fx.leaves[:h.count]
 	for i := range leaves {
-		copy(leaves[i][:], hb2[i*HashSize:])
+		copy(leaves[i][:], hb2[i*format.HashSize:])
 	}
-	if err := VerifyRange(fx.c, h.size, h.start, leaves, proof); err != nil {
+	if err := format.VerifyRange(fx.c, h.size, h.start, leaves, proof); err != nil {
 		return fail(&CorruptError{Index: h.start, Reason: "the leaf hashes or size do not match the CID"})
 	}
 	fx.size = h.size
@@ -262,9 +263,9 @@ func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
 // reverify checks the partial file's first hint chunks against the owner's
 // leaf hashes and sets fx.verified to the length of the prefix that holds.
 func (fx *fetcher) reverify(hint int, hintSize int64) error {
-	buf := make([]byte, ChunkSize)
+	buf := make([]byte, format.ChunkSize)
 	for fx.verified < hint {
-		req := request{cid: fx.c, start: uint64(fx.verified), count: uint32(min(hint-fx.verified, MaxChunksPerRequest)), hashesOnly: true}
+		req := request{cid: fx.c, start: uint64(fx.verified), count: uint32(min(hint-fx.verified, maxChunksPerRequest)), hashesOnly: true}
 		s, h, err := fx.open(req)
 		var re *RemoteError
 		if errors.As(err, &re) { // the state file was wrong about the blob
@@ -280,8 +281,8 @@ func (fx *fetcher) reverify(hint int, hintSize int64) error {
 		}
 		for i := 0; i < h.count; i++ {
 			idx := h.start + i
-			b := buf[:ChunkLen(h.size, idx)]
-			if k, _ := fx.f.ReadAt(b, int64(idx)*ChunkSize); k < len(b) || fx.lh.sum(b) != fx.leaves[i] {
+			b := buf[:format.ChunkLen(h.size, idx)]
+			if k, _ := fx.f.ReadAt(b, int64(idx)*format.ChunkSize); k < len(b) || fx.lh.Sum(b) != fx.leaves[i] {
 				hint = idx // damaged from here on: fetch it again
 				break
 			}
@@ -304,7 +305,7 @@ type readChunk struct {
 // window fetches the next request's worth of chunks. A reader goroutine
 // fills buffers from the stream while this one verifies and writes them.
 func (fx *fetcher) window() error {
-	req := request{cid: fx.c, start: uint64(fx.verified), count: MaxChunksPerRequest}
+	req := request{cid: fx.c, start: uint64(fx.verified), count: maxChunksPerRequest}
 	s, h, err := fx.open(req)
 	if err != nil {
 		return err
@@ -317,7 +318,7 @@ func (fx *fetcher) window() error {
 	if fx.bufs == nil {
 		fx.bufs = make([][]byte, pipelineDepth)
 		for i := range fx.bufs {
-			fx.bufs[i] = make([]byte, ChunkSize)
+			fx.bufs[i] = make([]byte, format.ChunkSize)
 		}
 	}
 	free := make(chan []byte, pipelineDepth)
@@ -337,7 +338,7 @@ func (fx *fetcher) window() error {
 			case <-done:
 				return
 			}
-			b = b[:ChunkLen(h.size, h.start+i)]
+			b = b[:format.ChunkLen(h.size, h.start+i)]
 			_, err := io.ReadFull(s, b)
 			full <- readChunk{buf: b, err: err}
 			if err != nil {
@@ -363,10 +364,10 @@ func (fx *fetcher) window() error {
 		if rc.err != nil {
 			return abort(fmt.Errorf("files: the transfer broke off at chunk %d: %w", idx, rc.err))
 		}
-		if fx.lh.sum(rc.buf) != fx.leaves[i] {
+		if fx.lh.Sum(rc.buf) != fx.leaves[i] {
 			return abort(&CorruptError{Index: idx, Reason: "its bytes do not match its leaf hash"})
 		}
-		if _, err := fx.f.WriteAt(rc.buf, int64(idx)*ChunkSize); err != nil {
+		if _, err := fx.f.WriteAt(rc.buf, int64(idx)*format.ChunkSize); err != nil {
 			return abort(fmt.Errorf("files: writing the partial file: %w", err))
 		}
 		free <- rc.buf[:cap(rc.buf)]
@@ -451,7 +452,7 @@ func readState(path string, c cid.Cid) (int, int64) {
 	if k, err := fmt.Sscanf(string(b), "kez-partial v1 %s %d %d\n", &cs, &size, &verified); err != nil || k != 3 {
 		return 0, 0
 	}
-	if cs != c.String() || size < 0 || size > MaxBlobSize || verified < 0 || verified > NumChunks(size) {
+	if cs != c.String() || size < 0 || size > format.MaxBlobSize || verified < 0 || verified > format.NumChunks(size) {
 		return 0, 0
 	}
 	return verified, size

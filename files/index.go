@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
-// IndexFileName is the name of the share index inside a state folder.
-const IndexFileName = "shares.db"
+// indexFileName is the name of the share index inside a state folder.
+const indexFileName = "shares.db"
 
 // ErrChanged reports a shared file that changed on disk (or disappeared)
 // since it was shared: it is no longer the blob its CID names, so it is not
@@ -88,7 +89,7 @@ type index struct {
 	log *slog.Logger
 
 	mu    sync.Mutex
-	trees map[cid.Cid]*Tree // trees are immutable per CID
+	trees map[cid.Cid]*format.Tree // trees are immutable per CID
 	// rehash serialises re-hashing files whose stat changed.
 	rehash sync.Mutex
 }
@@ -103,10 +104,10 @@ type shareRow struct {
 	MTimeNs    int64
 	MediaType  string
 	Private    bool
-	Key        FileKey
+	Key        format.FileKey
 	SharedAt   time.Time
-	Recipients []Recipient // private rows: who may fetch (keys only)
-	Handles    []string    // their handles, parallel to Recipients
+	Recipients []format.Recipient // private rows: who may fetch (keys only)
+	Handles    []string           // their handles, parallel to Recipients
 
 	ownerKey kez.PublicKey // set by the Sharing, for listing
 }
@@ -115,7 +116,7 @@ func openIndex(home string, log *slog.Logger) (*index, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("files: making the state folder: %w", err)
 	}
-	path := filepath.Join(home, IndexFileName)
+	path := filepath.Join(home, indexFileName)
 	// 0600: the index holds the keys of private files.
 	db, err := sqlitedb.Open(path, sqlitedb.Options{FileMode: 0o600})
 	if err != nil {
@@ -125,13 +126,13 @@ func openIndex(home string, log *slog.Logger) (*index, error) {
 		db.Close()
 		return nil, fmt.Errorf("files: preparing the share index %s: %w", path, err)
 	}
-	return &index{db: db, log: log, trees: map[cid.Cid]*Tree{}}, nil
+	return &index{db: db, log: log, trees: map[cid.Cid]*format.Tree{}}, nil
 }
 
 func (x *index) close() error { return x.db.Close() }
 
-func encodeLeaves(t *Tree) []byte {
-	b := make([]byte, 0, t.NumChunks()*HashSize)
+func encodeLeaves(t *format.Tree) []byte {
+	b := make([]byte, 0, t.NumChunks()*format.HashSize)
 	for _, h := range t.Leaves(0, t.NumChunks()) {
 		b = append(b, h[:]...)
 	}
@@ -139,7 +140,7 @@ func encodeLeaves(t *Tree) []byte {
 }
 
 // insert records a share and returns its row ID.
-func (x *index) insert(ctx context.Context, r *shareRow, t *Tree) (int64, error) {
+func (x *index) insert(ctx context.Context, r *shareRow, t *format.Tree) (int64, error) {
 	tx, err := x.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("files: recording the share: %w", err)
@@ -206,7 +207,7 @@ func (x *index) rows(ctx context.Context, withRecipients bool, where string, arg
 		if err := rs.Scan(&r.id, &r.Name, &r.Path, &cs, &r.Size, &r.MTimeNs, &r.MediaType, &r.Private, &key, &at); err != nil {
 			return nil, fmt.Errorf("files: reading the share index: %w", err)
 		}
-		c, err := ParseCID(cs)
+		c, err := format.ParseCID(cs)
 		if err != nil {
 			return nil, fmt.Errorf("files: the share index holds a bad CID %q: %w", cs, err)
 		}
@@ -245,13 +246,13 @@ func (x *index) rows(ctx context.Context, withRecipients bool, where string, arg
 		if err != nil {
 			return nil, fmt.Errorf("files: the share index holds a bad recipient key: %w", err)
 		}
-		r.Recipients = append(r.Recipients, Recipient{Key: k})
+		r.Recipients = append(r.Recipients, format.Recipient{Key: k})
 		r.Handles = append(r.Handles, h)
 	}
 	return out, rr.Err()
 }
 
-func (x *index) cacheTree(t *Tree) {
+func (x *index) cacheTree(t *format.Tree) {
 	if len(x.trees) >= 64 {
 		clear(x.trees)
 	}
@@ -259,7 +260,7 @@ func (x *index) cacheTree(t *Tree) {
 }
 
 // tree returns the stored tree of row id, which has blob c.
-func (x *index) tree(ctx context.Context, id int64, c cid.Cid, blobSize int64) (*Tree, error) {
+func (x *index) tree(ctx context.Context, id int64, c cid.Cid, blobSize int64) (*format.Tree, error) {
 	x.mu.Lock()
 	t := x.trees[c]
 	x.mu.Unlock()
@@ -270,14 +271,14 @@ func (x *index) tree(ctx context.Context, id int64, c cid.Cid, blobSize int64) (
 	if err := x.db.QueryRowContext(ctx, `SELECT leaves FROM shares WHERE id = ?`, id).Scan(&b); err != nil {
 		return nil, fmt.Errorf("files: reading the share index: %w", err)
 	}
-	if len(b)%HashSize != 0 {
+	if len(b)%format.HashSize != 0 {
 		return nil, fmt.Errorf("files: the share index holds damaged leaf hashes for %s", c)
 	}
-	leaves := make([]Hash, len(b)/HashSize)
+	leaves := make([]format.Hash, len(b)/format.HashSize)
 	for i := range leaves {
-		copy(leaves[i][:], b[i*HashSize:])
+		copy(leaves[i][:], b[i*format.HashSize:])
 	}
-	t, err := NewTree(blobSize, leaves)
+	t, err := format.NewTree(blobSize, leaves)
 	if err != nil || !t.CID().Equals(c) {
 		return nil, fmt.Errorf("files: the share index holds leaf hashes that do not match %s", c)
 	}
@@ -290,22 +291,22 @@ func (x *index) tree(ctx context.Context, id int64, c cid.Cid, blobSize int64) (
 // blobSize is the size of a row's blob.
 func (r *shareRow) blobSize() int64 {
 	if r.Private {
-		return EncryptedSize(r.Size)
+		return format.EncryptedSize(r.Size)
 	}
 	return r.Size
 }
 
 // hashShare returns the tree of the blob a file of the given size makes:
 // the file itself, or its encryption under key for a private share.
-func hashShare(f *os.File, size int64, private bool, key FileKey) (*Tree, error) {
+func hashShare(f *os.File, size int64, private bool, key format.FileKey) (*format.Tree, error) {
 	if !private {
-		return HashReaderAt(f, size)
+		return format.HashReaderAt(f, size)
 	}
-	er, err := NewEncryptReader(f, size, key)
+	er, err := format.NewEncryptReader(f, size, key)
 	if err != nil {
 		return nil, err
 	}
-	return HashReaderAt(er, er.Size())
+	return format.HashReaderAt(er, er.Size())
 }
 
 // OpenBlob implements BlobSource: it serves a shared file if it is still
@@ -359,7 +360,7 @@ func (x *index) open(ctx context.Context, r *shareRow) (Blob, error) {
 	if !r.Private {
 		return &indexBlob{ReaderAt: f, c: f, tree: t}, nil
 	}
-	er, err := NewEncryptReader(f, r.Size, r.Key)
+	er, err := format.NewEncryptReader(f, r.Size, r.Key)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -382,7 +383,7 @@ func (x *index) recheck(ctx context.Context, r *shareRow, f *os.File, st os.File
 	if ss.Valid && ss.Int64 == size && sm.Int64 == mtime {
 		return changed // already found changed, and not touched since
 	}
-	var t *Tree
+	var t *format.Tree
 	var err error
 	if size == r.Size {
 		t, err = hashShare(f, size, r.Private, r.Key)
@@ -424,8 +425,8 @@ func (x *index) Allow(peer kez.PublicKey, c cid.Cid) bool {
 type indexBlob struct {
 	io.ReaderAt
 	c    io.Closer
-	tree *Tree
+	tree *format.Tree
 }
 
-func (b *indexBlob) Close() error { return b.c.Close() }
-func (b *indexBlob) Tree() *Tree  { return b.tree }
+func (b *indexBlob) Close() error       { return b.c.Close() }
+func (b *indexBlob) Tree() *format.Tree { return b.tree }

@@ -22,15 +22,14 @@ import (
 
 // Defaults of [NodeConfig].
 const (
-	DefaultMaxStreamsPerPeer = 8
-	DefaultMaxStreams        = 64
-	DefaultIdleTimeout       = 30 * time.Second
+	defaultMaxStreamsPerPeer = 8
+	defaultMaxStreams        = 64
+	defaultIdleTimeout       = 30 * time.Second
 )
 
-// DefaultListenAddrs are the listen addresses of a [Node] whose
-// [NodeConfig.ListenAddrs] is empty: TCP and QUIC on every interface, on ports
-// the system picks.
-var DefaultListenAddrs = []string{
+// defaultListenAddrs are the listen addresses of a [Node] whose
+// [NodeConfig.ListenAddrs] is empty.
+var defaultListenAddrs = []string{
 	"/ip4/0.0.0.0/tcp/0",
 	"/ip4/0.0.0.0/udp/0/quic-v1",
 	"/ip6/::/tcp/0",
@@ -45,25 +44,26 @@ type NodeConfig struct {
 	Identity *kez.Identity
 
 	// ListenAddrs are libp2p multiaddrs (TCP and QUIC v1 are supported),
-	// e.g. "/ip4/127.0.0.1/tcp/0". Empty means [DefaultListenAddrs].
+	// e.g. "/ip4/127.0.0.1/tcp/0". Empty means TCP and QUIC on every
+	// interface (IPv4 and IPv6), on ports the system picks.
 	ListenAddrs []string
 
 	// Source holds the blobs to serve. Nil serves nothing (every request is
 	// answered "not found"): a fetch-only node.
 	Source BlobSource
 
-	// Policy decides who may fetch what. Nil means [AllowAll]: every peer
-	// may fetch every blob Source holds.
+	// Policy decides who may fetch what. Nil means every peer may fetch
+	// every blob Source holds.
 	Policy Policy
 
 	// MaxStreamsPerPeer and MaxStreams bound the requests served at once,
 	// per remote peer and in total; a request over either limit is answered
-	// "busy" ([ErrBusy]). Zero means the defaults.
+	// "busy" ([ErrBusy]). Zero means 8 per peer and 64 in total.
 	MaxStreamsPerPeer int
 	MaxStreams        int
 
 	// IdleTimeout bounds how long a served request waits for the fetcher to
-	// send its request or to accept more data. Zero means [DefaultIdleTimeout].
+	// send its request or to accept more data. Zero means 30 s.
 	IdleTimeout time.Duration
 
 	// Logger receives serving errors; nil discards them.
@@ -75,8 +75,9 @@ type NodeConfig struct {
 	Libp2pOptions []libp2p.Option
 }
 
-// Node is a libp2p host that serves blobs over [ProtocolID] and fetches
-// them from other nodes. It is safe for concurrent use. Close it when done.
+// Node is a libp2p host that serves blobs over the blob exchange protocol
+// (/kez/blobs/1.0.0, docs/spec/blobs.md) and fetches them from other
+// nodes. It is safe for concurrent use. Close it when done.
 type Node struct {
 	host        host.Host
 	id          *kez.Identity
@@ -113,7 +114,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	}
 	listen := cfg.ListenAddrs
 	if len(listen) == 0 {
-		listen = DefaultListenAddrs
+		listen = defaultListenAddrs
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
@@ -142,29 +143,29 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	}
 	close(n.idle)
 	if n.policy == nil {
-		n.policy = AllowAll
+		n.policy = allowAll
 	}
 	if n.perPeerMax <= 0 {
-		n.perPeerMax = DefaultMaxStreamsPerPeer
+		n.perPeerMax = defaultMaxStreamsPerPeer
 	}
 	if n.totalMax <= 0 {
-		n.totalMax = DefaultMaxStreams
+		n.totalMax = defaultMaxStreams
 	}
 	if n.idleTimeout <= 0 {
-		n.idleTimeout = DefaultIdleTimeout
+		n.idleTimeout = defaultIdleTimeout
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	h.SetStreamHandler(protocol.ID(ProtocolID), n.handleStream)
+	h.SetStreamHandler(protocol.ID(protocolID), n.handleStream)
 	return n, nil
 }
 
 // Close stops serving, closes every connection and the host.
 func (n *Node) Close() error {
 	n.cancel()
-	n.host.RemoveStreamHandler(protocol.ID(ProtocolID))
+	n.host.RemoveStreamHandler(protocol.ID(protocolID))
 	return n.host.Close()
 }
 

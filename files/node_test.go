@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -123,7 +124,7 @@ func TestFetch64MiB(t *testing.T) {
 
 func TestFetchSmallSizes(t *testing.T) {
 	p := newPair(t, "tcp", nil)
-	for _, size := range []int64{0, 1, ChunkSize - 1, ChunkSize, ChunkSize + 1, 5*ChunkSize + 17} {
+	for _, size := range []int64{0, 1, format.ChunkSize - 1, format.ChunkSize, format.ChunkSize + 1, 5*format.ChunkSize + 17} {
 		src := writePattern(t, p.dir, "src", size)
 		tree, err := p.src.AddFile(src)
 		if err != nil {
@@ -156,7 +157,7 @@ func TestFetchBadCID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.fetcher.Fetch(context.Background(), p.owner.AddrInfo(), c, filepath.Join(p.dir, "x")); !errors.Is(err, ErrBadCID) {
+	if err := p.fetcher.Fetch(context.Background(), p.owner.AddrInfo(), c, filepath.Join(p.dir, "x")); !errors.Is(err, format.ErrBadCID) {
 		t.Fatalf("err = %v, want ErrBadCID", err)
 	}
 }
@@ -165,7 +166,7 @@ func TestFetchBadCID(t *testing.T) {
 // so it serves a chunk that does not match the CID.
 func TestFetchCorrupt(t *testing.T) {
 	p := newPair(t, "tcp", nil)
-	src := writePattern(t, p.dir, "src", 8*ChunkSize+100)
+	src := writePattern(t, p.dir, "src", 8*format.ChunkSize+100)
 	tree, err := p.src.AddFile(src)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +175,7 @@ func TestFetchCorrupt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteAt([]byte{0xff}, 5*ChunkSize+3); err != nil {
+	if _, err := f.WriteAt([]byte{0xff}, 5*format.ChunkSize+3); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -190,18 +191,18 @@ func TestFetchCorrupt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(part, pattern(5*ChunkSize)) {
+	if !bytes.Equal(part, pattern(5*format.ChunkSize)) {
 		t.Fatalf("partial file holds %d bytes, not the 5 verified chunks", len(part))
 	}
 	// Once the owner's file is right again, the fetch resumes and completes.
-	writePattern(t, p.dir, "src", 8*ChunkSize+100)
+	writePattern(t, p.dir, "src", 8*format.ChunkSize+100)
 	before := p.owner.Stats().BytesServed
 	if err := p.fetcher.Fetch(context.Background(), p.owner.AddrInfo(), tree.CID(), dst); err != nil {
 		t.Fatal(err)
 	}
 	sameFile(t, src, dst)
-	if got := p.owner.Stats().BytesServed - before; got != 3*ChunkSize+100 {
-		t.Errorf("resumed fetch served %d bytes, want %d", got, 3*ChunkSize+100)
+	if got := p.owner.Stats().BytesServed - before; got != 3*format.ChunkSize+100 {
+		t.Errorf("resumed fetch served %d bytes, want %d", got, 3*format.ChunkSize+100)
 	}
 }
 
@@ -266,7 +267,7 @@ func TestResumeAfterOwnerRestart(t *testing.T) {
 	dst := filepath.Join(p.dir, "dst")
 	ctx, cancel := context.WithCancel(context.Background())
 	err = p.fetcher.Fetch(ctx, p.owner.AddrInfo(), tree.CID(), dst, WithProgress(func(v, total int64) {
-		if v >= 3*ChunkSize {
+		if v >= 3*format.ChunkSize {
 			cancel()
 		}
 	}))
@@ -282,7 +283,7 @@ func TestResumeAfterOwnerRestart(t *testing.T) {
 	if err := p.fetcher.Fetch(ctx2, info, tree.CID(), dst); err == nil {
 		t.Fatal("fetched from a closed owner")
 	}
-	if st, err := os.Stat(dst + PartialSuffix); err != nil || st.Size() != 3*ChunkSize {
+	if st, err := os.Stat(dst + PartialSuffix); err != nil || st.Size() != 3*format.ChunkSize {
 		t.Fatalf("partial file after a failed retry: %v, %v", st, err)
 	}
 	if again, _ := os.ReadFile(dst + StateSuffix); !bytes.Equal(again, state) {
@@ -291,8 +292,8 @@ func TestResumeAfterOwnerRestart(t *testing.T) {
 	owner2 := startNode(t, NodeConfig{Identity: testIdentity(t, 1), Source: p.src}, "tcp")
 	must(t, p.fetcher.Fetch(context.Background(), owner2.AddrInfo(), tree.CID(), dst))
 	sameFile(t, src, dst)
-	if got := owner2.Stats().BytesServed; got != size-3*ChunkSize {
-		t.Errorf("restarted owner served %d bytes, want %d", got, size-3*ChunkSize)
+	if got := owner2.Stats().BytesServed; got != size-3*format.ChunkSize {
+		t.Errorf("restarted owner served %d bytes, want %d", got, size-3*format.ChunkSize)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -19,9 +20,9 @@ import (
 func TestPrivateShare(t *testing.T) {
 	owner, bob, dave := testIdentity(t, seedOwner), testIdentity(t, seedBob), testIdentity(t, seedDave)
 	dir := t.TempDir()
-	plainPath := writePattern(t, dir, "plans.txt", 3*ChunkSize+12345)
+	plainPath := writePattern(t, dir, "plans.txt", 3*format.ChunkSize+12345)
 	encPath := filepath.Join(dir, "plans.enc")
-	key, size, err := EncryptFile(encPath, plainPath)
+	key, size, err := format.EncryptFile(encPath, plainPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,9 +31,9 @@ func TestPrivateShare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m Manifest
-	must(t, m.AddPrivate(Entry{Name: "plans.txt", Size: size, CID: tree.CID(), MediaType: "text/plain",
-		ModTime: time.Unix(1767225600, 0), Key: key}, []Recipient{RecipientOf(bob, 0)}))
+	var m format.Manifest
+	must(t, m.AddPrivate(format.Entry{Name: "plans.txt", Size: size, CID: tree.CID(), MediaType: "text/plain",
+		ModTime: time.Unix(1767225600, 0), Key: key}, []format.Recipient{format.RecipientOf(bob, 0)}))
 	body, err := m.Encode()
 	must(t, err)
 	recipients := map[kez.PublicKey]bool{bob.PublicKey(): true}
@@ -42,9 +43,9 @@ func TestPrivateShare(t *testing.T) {
 	daveNode := startNode(t, NodeConfig{Identity: dave}, "tcp")
 
 	// Dave sees nothing in the manifest and is refused the blob.
-	got, err := DecodeManifest(body)
+	got, err := format.DecodeManifest(body)
 	must(t, err)
-	if v := Visible(got, dave); len(v) != 0 {
+	if v := format.Visible(got, dave); len(v) != 0 {
 		t.Fatalf("dave sees %+v", v)
 	}
 	daveDst := filepath.Join(dir, "dave-got")
@@ -54,7 +55,7 @@ func TestPrivateShare(t *testing.T) {
 	noFile(t, daveDst)
 
 	// Bob sees the real name and key, fetches and decrypts.
-	v := Visible(got, bob)
+	v := format.Visible(got, bob)
 	if len(v) != 1 || v[0].Name != "plans.txt" || !v[0].Private || v[0].Size != size {
 		t.Fatalf("bob sees %+v", v)
 	}
@@ -63,7 +64,7 @@ func TestPrivateShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	bobPlain := filepath.Join(dir, v[0].Name)
-	n, err := DecryptFile(bobPlain+".out", bobEnc, v[0].Key)
+	n, err := format.DecryptFile(bobPlain+".out", bobEnc, v[0].Key)
 	if err != nil || n != size {
 		t.Fatalf("decrypt: %d, %v", n, err)
 	}
@@ -71,7 +72,7 @@ func TestPrivateShare(t *testing.T) {
 	// The wrong key writes nothing.
 	wrong := v[0].Key
 	wrong[3] ^= 1
-	if _, err := DecryptFile(filepath.Join(dir, "wrong"), bobEnc, wrong); !errors.Is(err, ErrDecrypt) {
+	if _, err := format.DecryptFile(filepath.Join(dir, "wrong"), bobEnc, wrong); !errors.Is(err, format.ErrDecrypt) {
 		t.Fatalf("wrong key: %v", err)
 	}
 	noFile(t, filepath.Join(dir, "wrong"))
@@ -148,17 +149,17 @@ func TestNodeIdentityIsUserKey(t *testing.T) {
 
 func TestResumeIgnoresForeignState(t *testing.T) {
 	p := newPair(t, "tcp", nil)
-	src := writePattern(t, p.dir, "src", 3*ChunkSize)
+	src := writePattern(t, p.dir, "src", 3*format.ChunkSize)
 	tree, err := p.src.AddFile(src)
 	must(t, err)
 	dst := filepath.Join(p.dir, "dst")
 	// A partial file full of junk, with a state file claiming it is all verified.
-	must(t, os.WriteFile(dst+PartialSuffix, bytes.Repeat([]byte{7}, 3*ChunkSize), 0o600))
+	must(t, os.WriteFile(dst+PartialSuffix, bytes.Repeat([]byte{7}, 3*format.ChunkSize), 0o600))
 	writeState(dst+StateSuffix, tree.CID(), tree.Size(), 3)
 	before := p.owner.Stats().BytesServed
 	must(t, p.fetcher.Fetch(context.Background(), p.owner.AddrInfo(), tree.CID(), dst))
 	sameFile(t, src, dst)
-	if got := p.owner.Stats().BytesServed - before; got != 3*ChunkSize {
+	if got := p.owner.Stats().BytesServed - before; got != 3*format.ChunkSize {
 		t.Errorf("served %d bytes; the junk prefix should have been refetched", got)
 	}
 	// A state file for another CID is ignored too.

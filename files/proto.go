@@ -7,20 +7,21 @@ import (
 	"unicode/utf8"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/files/format"
 )
 
-// ProtocolID is the libp2p protocol of the blob exchange
+// protocolID is the libp2p protocol of the blob exchange
 // (docs/spec/blobs.md, "Exchange protocol").
-const ProtocolID = "/kez/blobs/1.0.0"
+const protocolID = "/kez/blobs/1.0.0"
 
 // Wire limits of the blob exchange.
 const (
-	// MaxChunksPerRequest bounds the chunks one request may ask for
+	// maxChunksPerRequest bounds the chunks one request may ask for
 	// (1 GiB of data, 128 KiB of leaf hashes).
-	MaxChunksPerRequest = 4096
+	maxChunksPerRequest = 4096
 
-	// MaxRequestSize bounds a request on the wire.
-	MaxRequestSize = 3 + maxCIDLen + 8 + 4
+	// maxRequestSize bounds a request on the wire.
+	maxRequestSize = 3 + maxCIDLen + 8 + 4
 
 	requestVersion = 1
 	flagHashesOnly = 1 << 0 // answer with leaf hashes and proof, no chunk data
@@ -86,17 +87,17 @@ func parseRequest(b []byte) (request, error) {
 		return r, fmt.Errorf("%w: %d bytes for a %d-byte CID", errBadRequest, len(b), cl)
 	}
 	b = b[3:]
-	c, err := castCID(b[:cl])
+	c, err := format.CastCID(b[:cl])
 	if err != nil {
 		return r, fmt.Errorf("%w: %w", errBadRequest, err)
 	}
 	r.cid = c
 	r.start = binary.BigEndian.Uint64(b[cl:])
 	r.count = binary.BigEndian.Uint32(b[cl+8:])
-	if r.count == 0 || r.count > MaxChunksPerRequest {
-		return r, fmt.Errorf("%w: chunk count %d is outside 1..%d", errBadRequest, r.count, MaxChunksPerRequest)
+	if r.count == 0 || r.count > maxChunksPerRequest {
+		return r, fmt.Errorf("%w: chunk count %d is outside 1..%d", errBadRequest, r.count, maxChunksPerRequest)
 	}
-	if r.start >= maxChunks {
+	if r.start >= format.MaxChunks {
 		return r, fmt.Errorf("%w: start chunk %d is beyond any blob", errBadRequest, r.start)
 	}
 	return r, nil
@@ -139,11 +140,11 @@ func parseRespHeader(b []byte, req request) (respHeader, error) {
 	start := binary.BigEndian.Uint64(b[8:16])
 	count := binary.BigEndian.Uint32(b[16:20])
 	nproof := int(b[20])
-	if size > MaxBlobSize {
-		return h, fmt.Errorf("files: the owner claims a blob of %d bytes, more than the %d allowed", size, int64(MaxBlobSize))
+	if size > format.MaxBlobSize {
+		return h, fmt.Errorf("files: the owner claims a blob of %d bytes, more than the %d allowed", size, int64(format.MaxBlobSize))
 	}
 	h = respHeader{size: int64(size), start: int(start), count: int(count), nproof: nproof}
-	n := NumChunks(h.size)
+	n := format.NumChunks(h.size)
 	if start != req.start || uint64(n) <= start {
 		return h, fmt.Errorf("files: the owner answered chunk %d of a %d-chunk blob for a request at chunk %d", start, n, req.start)
 	}

@@ -5,16 +5,18 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/kez-lat/kez-chat/files/format"
 )
 
 func TestRequestRoundTrip(t *testing.T) {
 	c := treeOf(t, []byte("x")).CID()
 	for _, r := range []request{
 		{cid: c, start: 0, count: 1},
-		{cid: c, start: 12345, count: MaxChunksPerRequest, hashesOnly: true},
+		{cid: c, start: 12345, count: maxChunksPerRequest, hashesOnly: true},
 	} {
 		b := appendRequest(nil, r)
-		if len(b) > MaxRequestSize {
+		if len(b) > maxRequestSize {
 			t.Fatalf("request of %d bytes", len(b))
 		}
 		got, err := parseRequest(b)
@@ -39,8 +41,8 @@ func TestParseRequestRejects(t *testing.T) {
 		"long":        append(append([]byte(nil), good...), 0),
 		"bad_cid":     mod(func(b []byte) []byte { b[3+1] ^= 1; return b }),
 		"count_0":     mod(func(b []byte) []byte { binary.BigEndian.PutUint32(b[3+cl+8:], 0); return b }),
-		"count_big":   mod(func(b []byte) []byte { binary.BigEndian.PutUint32(b[3+cl+8:], MaxChunksPerRequest+1); return b }),
-		"start_big":   mod(func(b []byte) []byte { binary.BigEndian.PutUint64(b[3+cl:], maxChunks); return b }),
+		"count_big":   mod(func(b []byte) []byte { binary.BigEndian.PutUint32(b[3+cl+8:], maxChunksPerRequest+1); return b }),
+		"start_big":   mod(func(b []byte) []byte { binary.BigEndian.PutUint64(b[3+cl:], format.MaxChunks); return b }),
 	}
 	for name, b := range cases {
 		if _, err := parseRequest(b); !errors.Is(err, errBadRequest) {
@@ -62,7 +64,7 @@ func FuzzParseRequest(f *testing.F) {
 		if again := appendRequest(nil, r); !bytes.Equal(again, b) {
 			t.Fatalf("accepted a non-canonical request:\n in %x\nout %x", b, again)
 		}
-		if r.count == 0 || r.count > MaxChunksPerRequest || CheckCID(r.cid) != nil {
+		if r.count == 0 || r.count > maxChunksPerRequest || format.CheckCID(r.cid) != nil {
 			t.Fatalf("accepted %+v", r)
 		}
 	})
@@ -70,7 +72,7 @@ func FuzzParseRequest(f *testing.F) {
 
 func FuzzParseRespHeader(f *testing.F) {
 	c := treeOf(f, []byte("x")).CID()
-	h := appendRespHeader(nil, respHeader{size: 5 * ChunkSize, start: 1, count: 4, nproof: 1})
+	h := appendRespHeader(nil, respHeader{size: 5 * format.ChunkSize, start: 1, count: 4, nproof: 1})
 	f.Add(h[1:], uint64(1), uint32(4))
 	f.Add(h[1:], uint64(0), uint32(4096))
 	f.Fuzz(func(t *testing.T, b []byte, start uint64, count uint32) {
@@ -79,8 +81,8 @@ func FuzzParseRespHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		n := NumChunks(h.size)
-		if h.size < 0 || h.size > MaxBlobSize || h.start < 0 || h.start >= n || h.count < 0 || h.start+h.count > n ||
+		n := format.NumChunks(h.size)
+		if h.size < 0 || h.size > format.MaxBlobSize || h.start < 0 || h.start >= n || h.count < 0 || h.start+h.count > n ||
 			uint64(h.count) > uint64(count) || h.nproof > maxProofHashes {
 			t.Fatalf("accepted %+v for %+v", h, req)
 		}

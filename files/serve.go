@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -21,7 +22,7 @@ const notFoundText = "no such blob"
 
 // serveBufSize is the unit in which a node reads a blob and writes it to a
 // stream: four chunks, so that each write is large.
-const serveBufSize = 4 * ChunkSize
+const serveBufSize = 4 * format.ChunkSize
 
 var serveBufs = sync.Pool{New: func() any { b := make([]byte, serveBufSize); return &b }}
 
@@ -69,7 +70,7 @@ func (n *Node) refuse(s network.Stream, status byte, text string) {
 	s.Close()
 }
 
-// handleStream serves one request of ProtocolID.
+// handleStream serves one request of protocolID.
 func (n *Node) handleStream(s network.Stream) {
 	remote := s.Conn().RemotePeer()
 	if !n.acquire(remote) {
@@ -79,13 +80,13 @@ func (n *Node) handleStream(s network.Stream) {
 	defer n.release(remote)
 
 	s.SetReadDeadline(time.Now().Add(n.idleTimeout))
-	var buf [MaxRequestSize]byte
+	var buf [maxRequestSize]byte
 	if _, err := io.ReadFull(s, buf[:3]); err != nil {
 		s.Reset()
 		return
 	}
 	reqLen := 3 + int(buf[2]) + 12
-	if reqLen > MaxRequestSize {
+	if reqLen > maxRequestSize {
 		n.refuse(s, statusBadRequest, "request too long")
 		return
 	}
@@ -145,12 +146,12 @@ func (n *Node) handleStream(s network.Stream) {
 }
 
 // serve writes the OK response for chunks [start, end) of blob.
-func (n *Node) serve(s network.Stream, blob Blob, t *Tree, start, end int, hashesOnly bool) error {
+func (n *Node) serve(s network.Stream, blob Blob, t *format.Tree, start, end int, hashesOnly bool) error {
 	proof, err := t.Proof(start, end)
 	if err != nil {
 		return err
 	}
-	hdr := make([]byte, 0, respHeaderLen+(len(proof)+end-start)*HashSize)
+	hdr := make([]byte, 0, respHeaderLen+(len(proof)+end-start)*format.HashSize)
 	hdr = appendRespHeader(hdr, respHeader{size: t.Size(), start: start, count: end - start, nproof: len(proof)})
 	for _, h := range proof {
 		hdr = append(hdr, h[:]...)
@@ -168,8 +169,8 @@ func (n *Node) serve(s network.Stream, blob Blob, t *Tree, start, end int, hashe
 	bp := serveBufs.Get().(*[]byte)
 	defer serveBufs.Put(bp)
 	buf := *bp
-	off := int64(start) * ChunkSize
-	stop := min(int64(end)*ChunkSize, t.Size())
+	off := int64(start) * format.ChunkSize
+	stop := min(int64(end)*format.ChunkSize, t.Size())
 	for off < stop {
 		if err := n.ctx.Err(); err != nil {
 			return err
@@ -183,7 +184,7 @@ func (n *Node) serve(s network.Stream, blob Blob, t *Tree, start, end int, hashe
 			return err
 		}
 		n.stats.bytes.Add(int64(m))
-		n.stats.chunks.Add(int64((m + ChunkSize - 1) / ChunkSize))
+		n.stats.chunks.Add(int64((m + format.ChunkSize - 1) / format.ChunkSize))
 		off += int64(m)
 	}
 	return nil

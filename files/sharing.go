@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/kez"
@@ -65,16 +66,16 @@ type Config struct {
 	// a client with a 20 s timeout.
 	HTTPClient *http.Client
 
-	// ListenAddrs are the libp2p listen addresses; empty means
-	// [DefaultListenAddrs].
+	// ListenAddrs are the libp2p listen addresses; empty means TCP and QUIC
+	// on every interface, on ports the system picks.
 	ListenAddrs []string
 	// Libp2pOptions are passed to the node (see
 	// [NodeConfig.Libp2pOptions]).
 	Libp2pOptions []libp2p.Option
 
 	// LocateTimeout bounds the wait for the owner's answer to one locate
-	// request; 0 means DefaultLocateTimeout. MaxWaitInterval caps the pause
-	// between requests of a waiting fetch; 0 means DefaultMaxWaitInterval.
+	// request; 0 means 3 s. MaxWaitInterval caps the pause between
+	// requests of a waiting fetch; 0 means 5 s.
 	LocateTimeout   time.Duration
 	MaxWaitInterval time.Duration
 
@@ -317,7 +318,7 @@ type ShareOptions struct {
 // files are not copied; private ones are encrypted on the fly when served.
 //
 // Errors: an unreadable path or a name the manifest refuses (wrapping
-// [ErrManifest]), a recipient that does not resolve (handles errors), a
+// [format.ErrManifest]), a recipient that does not resolve (handles errors), a
 // manifest over its limits, or the sig-server's.
 func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*SharedFile, error) {
 	if !s.work.Enter() {
@@ -344,15 +345,15 @@ func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*Shar
 		return nil, fmt.Errorf("files: %s is not a regular file; share files one at a time", path)
 	}
 	name := cmp.Or(o.Name, filepath.Base(abs))
-	if err := checkName(name); err != nil {
+	if err := format.CheckName(name); err != nil {
 		return nil, err
 	}
 	mediaType, err := guessMediaType(f, name, o.MediaType)
 	if err != nil {
 		return nil, err
 	}
-	if st.Size() > MaxBlobSize {
-		return nil, fmt.Errorf("files: %s is larger than the %d bytes a blob may have", path, int64(MaxBlobSize))
+	if st.Size() > format.MaxBlobSize {
+		return nil, fmt.Errorf("files: %s is larger than the %d bytes a blob may have", path, int64(format.MaxBlobSize))
 	}
 
 	own, err := s.ownChain(ctx)
@@ -365,7 +366,7 @@ func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*Shar
 		if row.Recipients, row.Handles, err = s.recipients(ctx, own, o.To); err != nil {
 			return nil, err
 		}
-		if row.Key, err = NewFileKey(); err != nil {
+		if row.Key, err = format.NewFileKey(); err != nil {
 			return nil, err
 		}
 	}
@@ -381,10 +382,10 @@ func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*Shar
 	if err != nil {
 		return nil, err
 	}
-	entry := Entry{Name: name, Size: row.Size, CID: row.CID, MediaType: mediaType, ModTime: st.ModTime(), Key: row.Key}
-	var replaced []Entry
-	err = s.publish(ctx, func(m *Manifest, visible []Entry) error {
-		replaced = dropEntries(m, visible, func(e Entry) bool { return e.Name == name })
+	entry := format.Entry{Name: name, Size: row.Size, CID: row.CID, MediaType: mediaType, ModTime: st.ModTime(), Key: row.Key}
+	var replaced []format.Entry
+	err = s.publish(ctx, func(m *format.Manifest, visible []format.Entry) error {
+		replaced = dropEntries(m, visible, func(e format.Entry) bool { return e.Name == name })
 		if row.Private {
 			return m.AddPrivate(entry, row.Recipients)
 		}
@@ -404,7 +405,7 @@ func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*Shar
 // from the manifest in the user's sigchain and from the share index, and
 // returns what was removed (as the user sees it). A name or CID that is
 // neither published nor in the index gives a *[NotSharedError].
-func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]Entry, error) {
+func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]format.Entry, error) {
 	if !s.work.Enter() {
 		return nil, ErrClosed
 	}
@@ -412,16 +413,16 @@ func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]Entry, error
 	if s.sigc == nil {
 		return nil, ErrNoSigServer
 	}
-	match := func(e Entry) bool { return e.Name == nameOrCID || e.CID.String() == nameOrCID }
-	var dropped []Entry
+	match := func(e format.Entry) bool { return e.Name == nameOrCID || e.CID.String() == nameOrCID }
+	var dropped []format.Entry
 	errNothing := errors.New("nothing to unshare")
-	err := s.publish(ctx, func(m *Manifest, visible []Entry) error {
+	err := s.publish(ctx, func(m *format.Manifest, visible []format.Entry) error {
 		dropped = dropEntries(m, visible, match)
 		// A private entry this user cannot open (shared from elsewhere
 		// without themselves): by CID only.
 		for i := 0; i < len(m.Sealed); i++ {
 			if se := m.Sealed[i]; se.CID.String() == nameOrCID {
-				dropped = append(dropped, Entry{CID: se.CID, BlobSize: se.BlobSize, Private: true})
+				dropped = append(dropped, format.Entry{CID: se.CID, BlobSize: se.BlobSize, Private: true})
 				m.Sealed = append(m.Sealed[:i], m.Sealed[i+1:]...)
 				i--
 			}
@@ -446,7 +447,7 @@ func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]Entry, error
 			return dropped, err
 		}
 		if len(dropped) == 0 { // only in the index (a share whose publishing failed)
-			dropped = append(dropped, Entry{Name: r.Name, Size: r.Size, CID: r.CID, MediaType: r.MediaType, Private: r.Private})
+			dropped = append(dropped, format.Entry{Name: r.Name, Size: r.Size, CID: r.CID, MediaType: r.MediaType, Private: r.Private})
 		}
 	}
 	s.forget(ctx, dropped, 0)
@@ -455,7 +456,7 @@ func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]Entry, error
 
 // forget removes from the index the rows of entries that left the manifest
 // (except row keep).
-func (s *Sharing) forget(ctx context.Context, gone []Entry, keep int64) {
+func (s *Sharing) forget(ctx context.Context, gone []format.Entry, keep int64) {
 	for _, e := range gone {
 		rows, err := s.idx.rows(ctx, false, "cid = ?", e.CID.String())
 		if err != nil {
@@ -472,8 +473,8 @@ func (s *Sharing) forget(ctx context.Context, gone []Entry, keep int64) {
 
 // dropEntries removes from m the public entries and the private entries
 // (as visible lists them) that match, and returns them.
-func dropEntries(m *Manifest, visible []Entry, match func(Entry) bool) []Entry {
-	var out []Entry
+func dropEntries(m *format.Manifest, visible []format.Entry, match func(format.Entry) bool) []format.Entry {
+	var out []format.Entry
 	pub := m.Public[:0]
 	for _, e := range m.Public {
 		if match(e) {
@@ -511,19 +512,19 @@ const maxPublishTries = 5
 // publish reads the user's latest manifest, lets edit change it, and
 // appends it as a set_shared_files link, starting again from the new head
 // if another append got there first.
-func (s *Sharing) publish(ctx context.Context, edit func(m *Manifest, visible []Entry) error) error {
+func (s *Sharing) publish(ctx context.Context, edit func(m *format.Manifest, visible []format.Entry) error) error {
 	for try := 1; ; try++ {
 		st, err := s.ownChain(ctx)
 		if err != nil {
 			return err
 		}
-		m := &Manifest{}
+		m := &format.Manifest{}
 		if body := st.SharedFiles(); body != nil {
-			if m, err = DecodeManifest(body); err != nil {
+			if m, err = format.DecodeManifest(body); err != nil {
 				return fmt.Errorf("files: the shared-files list in your sigchain cannot be read by this version, so it is left alone: %w", err)
 			}
 		}
-		if err := edit(m, Visible(m, s.id)); err != nil {
+		if err := edit(m, format.Visible(m, s.id)); err != nil {
 			return err
 		}
 		body, err := m.Encode()
@@ -547,11 +548,11 @@ func (s *Sharing) publish(ctx context.Context, edit func(m *Manifest, visible []
 
 // recipients resolves the handles of a private share to keys and X25519
 // keys from their verified chains, and adds the user themselves.
-func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string) ([]Recipient, []string, error) {
+func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string) ([]format.Recipient, []string, error) {
 	if s.resolver == nil {
 		return nil, nil, ErrNoResolver
 	}
-	rs := []Recipient{{Key: s.me, X25519: own.EncryptionKey(), Generation: own.EncryptionGeneration()}}
+	rs := []format.Recipient{{Key: s.me, X25519: own.EncryptionKey(), Generation: own.EncryptionGeneration()}}
 	hs := []string{cmp.Or(own.Handle(), s.me.String())}
 	for _, h := range to {
 		res, err := s.resolver.Resolve(ctx, h)
@@ -565,11 +566,11 @@ func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []stri
 		if dup {
 			continue
 		}
-		rs = append(rs, Recipient{Key: res.Key, X25519: res.EncryptionKey, Generation: res.Generation})
+		rs = append(rs, format.Recipient{Key: res.Key, X25519: res.EncryptionKey, Generation: res.Generation})
 		hs = append(hs, res.Handle.String())
 	}
-	if len(rs) > MaxRecipients {
-		return nil, nil, fmt.Errorf("%w: a private file goes to at most %d recipients (you included), not %d", ErrManifest, MaxRecipients, len(rs))
+	if len(rs) > format.MaxRecipients {
+		return nil, nil, fmt.Errorf("%w: a private file goes to at most %d recipients (you included), not %d", format.ErrManifest, format.MaxRecipients, len(rs))
 	}
 	return rs, hs, nil
 }
@@ -578,12 +579,12 @@ func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []stri
 // the type sniffed from f's first bytes.
 func guessMediaType(f *os.File, name, given string) (string, error) {
 	if given != "" {
-		if err := checkMediaType(given); err != nil {
+		if err := format.CheckMediaType(given); err != nil {
 			return "", err
 		}
 		return given, nil
 	}
-	if t := mime.TypeByExtension(filepath.Ext(name)); t != "" && checkMediaType(t) == nil {
+	if t := mime.TypeByExtension(filepath.Ext(name)); t != "" && format.CheckMediaType(t) == nil {
 		return t, nil
 	}
 	buf := make([]byte, 512)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/files/internal/signal"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
@@ -63,12 +65,12 @@ func (s *Sharing) resolveOwner(ctx context.Context, handle string) (*owner, erro
 }
 
 // manifest decodes the owner's latest manifest (empty if they never shared).
-func (o *owner) manifest() (*Manifest, error) {
+func (o *owner) manifest() (*format.Manifest, error) {
 	body := o.state.SharedFiles()
 	if body == nil {
-		return &Manifest{}, nil
+		return &format.Manifest{}, nil
 	}
-	m, err := DecodeManifest(body)
+	m, err := format.DecodeManifest(body)
 	if err != nil {
 		return nil, fmt.Errorf("files: %s's list of shared files cannot be read by this version: %w", o.handle, err)
 	}
@@ -77,10 +79,10 @@ func (o *owner) manifest() (*Manifest, error) {
 
 // Browse returns the files handle shares that this user may see: every
 // public entry, and each private entry shared with them, with its real name
-// and key (see [Visible]). The owner's sigchain is fetched and verified
+// and key (see [format.Visible]). The owner's sigchain is fetched and verified
 // here, so it works while the owner is offline. An owner who never shared
 // anything gives an empty list.
-func (s *Sharing) Browse(ctx context.Context, handle string) ([]Entry, error) {
+func (s *Sharing) Browse(ctx context.Context, handle string) ([]format.Entry, error) {
 	o, err := s.resolveOwner(ctx, handle)
 	if err != nil {
 		return nil, err
@@ -89,7 +91,7 @@ func (s *Sharing) Browse(ctx context.Context, handle string) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Visible(m, s.id), nil
+	return format.Visible(m, s.id), nil
 }
 
 // FetchOptions adjust [Sharing.Fetch].
@@ -111,7 +113,7 @@ type FetchOptions struct {
 
 // Fetched is the outcome of a [Sharing.Fetch].
 type Fetched struct {
-	Entry
+	format.Entry
 	Path string // where the file now is
 }
 
@@ -120,7 +122,7 @@ type Fetched struct {
 // "" for its shared name in the current folder.
 //
 // It reads the owner's verified manifest, asks the owner's client over NATS
-// where it listens (a signed answer, see [Locate]), dials the owner's
+// where it listens (a signed answer, see [Sharing.Locate]), dials the owner's
 // PeerID and downloads the blob with [Node.Fetch]: every chunk is verified
 // against the CID before it is written, into outPath+[PartialSuffix], and
 // an interrupted fetch resumes from what was verified on the next call. A
@@ -157,7 +159,7 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if err != nil {
 		return nil, err
 	}
-	e, err := findEntry(ow.handle, m, Visible(m, s.id), nameOrCID)
+	e, err := findEntry(ow.handle, m, format.Visible(m, s.id), nameOrCID)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +177,7 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 		lctx, cancel = context.WithTimeout(ctx, o.WaitTimeout)
 		defer cancel()
 	}
-	info, err := Locate(lctx, nc, s.me, ow.key, LocateOptions{
+	info, err := signal.Locate(lctx, nc, s.me, ow.key, LocateOptions{
 		OwnerName: ow.handle, Timeout: s.cfg.LocateTimeout, Wait: o.Wait,
 		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: o.OnWait, Now: s.now,
 	})
@@ -194,7 +196,7 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 		return nil, explainFetch(ow.handle, e, err)
 	}
 	if e.Private {
-		n, err := DecryptFile(dst, target, e.Key)
+		n, err := format.DecryptFile(dst, target, e.Key)
 		os.Remove(target)
 		if err != nil {
 			return nil, fmt.Errorf("files: %q from %s was received intact but does not decrypt with the key shared with you (the owner's mistake, or a forgery): %w", e.Name, ow.handle, err)
@@ -209,7 +211,7 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 
 // findEntry picks the entry named nameOrCID among those the viewer sees,
 // else the one with that CID.
-func findEntry(handle string, m *Manifest, visible []Entry, nameOrCID string) (Entry, error) {
+func findEntry(handle string, m *format.Manifest, visible []format.Entry, nameOrCID string) (format.Entry, error) {
 	for _, e := range visible {
 		if e.Name == nameOrCID {
 			return e, nil
@@ -222,10 +224,10 @@ func findEntry(handle string, m *Manifest, visible []Entry, nameOrCID string) (E
 	}
 	for _, se := range m.Sealed {
 		if se.CID.String() == nameOrCID {
-			return Entry{}, fmt.Errorf("%w: %s shares %s privately with others, not with you", ErrForbidden, handle, nameOrCID)
+			return format.Entry{}, fmt.Errorf("%w: %s shares %s privately with others, not with you", ErrForbidden, handle, nameOrCID)
 		}
 	}
-	return Entry{}, &NotSharedError{Owner: handle, What: nameOrCID}
+	return format.Entry{}, &NotSharedError{Owner: handle, What: nameOrCID}
 }
 
 // destination decides where a fetch writes.
@@ -249,7 +251,7 @@ func destination(outPath, name string, overwrite bool) (string, error) {
 }
 
 // explainFetch names the file and the owner in a Node.Fetch error.
-func explainFetch(handle string, e Entry, err error) error {
+func explainFetch(handle string, e format.Entry, err error) error {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("files: fetching %q from %s stopped; what was verified is kept, and fetching again resumes: %w", e.Name, handle, err)
@@ -261,8 +263,9 @@ func explainFetch(handle string, e Entry, err error) error {
 	return fmt.Errorf("files: fetching %q from %s: %w", e.Name, handle, err)
 }
 
-// Locate asks handle's client where its node listens (see [Locate]), for
-// callers that drive a [Node] themselves.
+// Locate asks handle's client where its node listens and returns the
+// verified answer (docs/spec/signalling.md), for callers that drive a
+// [Node] themselves.
 func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (peer.AddrInfo, error) {
 	ow, err := s.resolveOwner(ctx, handle)
 	if err != nil {
@@ -281,7 +284,7 @@ func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (p
 	if o.Now == nil {
 		o.Now = s.now
 	}
-	return Locate(ctx, nc, s.me, ow.key, o)
+	return signal.Locate(ctx, nc, s.me, ow.key, o)
 }
 
 // Node returns the sharing's libp2p node, starting it (and NATS) if needed.
@@ -358,7 +361,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	if s.sub != nil {
 		return nil
 	}
-	sub, err := AnswerLocates(nc, s.id, func() []ma.Multiaddr { return node.Addrs() }, AnswerOptions{Logger: s.log, Now: s.now})
+	sub, err := signal.AnswerLocates(nc, s.id, func() []ma.Multiaddr { return node.Addrs() }, signal.AnswerOptions{Logger: s.log, Now: s.now})
 	if err != nil {
 		return fmt.Errorf("files: listening for fetchers on NATS: %w", err)
 	}

@@ -17,8 +17,9 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
-	"github.com/kez-lat/kez-chat/internal/testlog"
+	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 )
 
 type peer struct {
@@ -240,7 +241,7 @@ func TestChangedFileIsNotServed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.WriteAt([]byte("changed!"), 5*files.ChunkSize+100); err != nil {
+		if _, err := f.WriteAt([]byte("changed!"), 5*format.ChunkSize+100); err != nil {
 			t.Fatal(err)
 		}
 		f.Close()
@@ -265,7 +266,7 @@ func TestChangedFileIsNotServed(t *testing.T) {
 	}
 	mustNotExist(t, dst)
 	part, err := os.ReadFile(dst + files.PartialSuffix)
-	if err != nil || !bytes.Equal(part, orig[:5*files.ChunkSize]) {
+	if err != nil || !bytes.Equal(part, orig[:5*format.ChunkSize]) {
 		t.Fatalf("partial file holds %d bytes (%v); want exactly the 5 verified chunks", len(part), err)
 	}
 
@@ -453,7 +454,7 @@ func TestUnshareAndErrors(t *testing.T) {
 	if _, err := alice.Share(ctx, filepath.Join(dir, "missing"), files.ShareOptions{}); err == nil {
 		t.Error("shared a missing file")
 	}
-	if _, err := alice.Share(ctx, a, files.ShareOptions{Name: "../x"}); !errors.Is(err, files.ErrManifest) {
+	if _, err := alice.Share(ctx, a, files.ShareOptions{Name: "../x"}); !errors.Is(err, format.ErrManifest) {
 		t.Errorf("shared under a path name: %v", err)
 	}
 	if _, err := alice.Share(ctx, a, files.ShareOptions{To: []string{"nobody"}}); err == nil {

@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -30,7 +29,7 @@ type Blob interface {
 	io.Closer
 	// Tree returns the blob's hash tree; Tree().CID() is the blob's CID and
 	// Tree().Size() its size.
-	Tree() *Tree
+	Tree() *format.Tree
 }
 
 // Policy decides which peer may fetch which blob. A share index allows a
@@ -47,75 +46,8 @@ type PolicyFunc func(peer kez.PublicKey, c cid.Cid) bool
 // Allow calls f.
 func (f PolicyFunc) Allow(peer kez.PublicKey, c cid.Cid) bool { return f(peer, c) }
 
-// AllowAll is the policy that lets every peer fetch every blob of the source.
-var AllowAll Policy = PolicyFunc(func(kez.PublicKey, cid.Cid) bool { return true })
-
-// HashFile reads the file at path and returns its hash tree, hashing
-// chunks on every available core.
-func HashFile(path string) (*Tree, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	t, err := HashReaderAt(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("files: hashing %s: %w", path, err)
-	}
-	return t, nil
-}
-
-// HashReaderAt returns the hash tree of the size bytes r holds, hashing
-// chunks in parallel on GOMAXPROCS goroutines (r must allow concurrent
-// ReadAt, as *os.File does).
-func HashReaderAt(r io.ReaderAt, size int64) (*Tree, error) {
-	if size < 0 || size > MaxBlobSize {
-		return nil, fmt.Errorf("files: blob size %d is outside 0..%d", size, int64(MaxBlobSize))
-	}
-	n := NumChunks(size)
-	leaves := make([]Hash, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 1)
-	for w := 0; w < min(runtime.GOMAXPROCS(0), n); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, ChunkSize)
-			lh := newLeafHasher()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				b := buf[:ChunkLen(size, i)]
-				if k, err := r.ReadAt(b, int64(i)*ChunkSize); k < len(b) {
-					if err == nil || err == io.EOF {
-						err = io.ErrUnexpectedEOF
-					}
-					select {
-					case errs <- fmt.Errorf("reading chunk %d: %w", i, err):
-					default:
-					}
-					next.Store(int64(n)) // stop the others
-					return
-				}
-				leaves[i] = lh.sum(b)
-			}
-		}()
-	}
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return nil, err
-	default:
-	}
-	return NewTree(size, leaves)
-}
+// allowAll is the policy that lets every peer fetch every blob of the source.
+var allowAll Policy = PolicyFunc(func(kez.PublicKey, cid.Cid) bool { return true })
 
 // FileSource serves files on disk, remembered in memory by CID. It is safe
 // for concurrent use. A file that changes after it was added is served as
@@ -127,7 +59,7 @@ type FileSource struct {
 
 type fileBlobInfo struct {
 	path string
-	tree *Tree
+	tree *format.Tree
 }
 
 // NewFileSource returns an empty FileSource.
@@ -135,8 +67,8 @@ func NewFileSource() *FileSource { return &FileSource{files: map[cid.Cid]fileBlo
 
 // AddFile hashes the file at path and serves it under its CID, which it
 // returns with the tree.
-func (s *FileSource) AddFile(path string) (*Tree, error) {
-	t, err := HashFile(path)
+func (s *FileSource) AddFile(path string) (*format.Tree, error) {
+	t, err := format.HashFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +78,7 @@ func (s *FileSource) AddFile(path string) (*Tree, error) {
 
 // Add serves the file at path under t's CID, trusting that t is its tree
 // (for a share index that stored the tree when the file was shared).
-func (s *FileSource) Add(path string, t *Tree) {
+func (s *FileSource) Add(path string, t *format.Tree) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.files[t.CID()] = fileBlobInfo{path: path, tree: t}
@@ -181,7 +113,7 @@ func (s *FileSource) OpenBlob(_ context.Context, c cid.Cid) (Blob, error) {
 
 type fileBlob struct {
 	*os.File
-	tree *Tree
+	tree *format.Tree
 }
 
-func (b *fileBlob) Tree() *Tree { return b.tree }
+func (b *fileBlob) Tree() *format.Tree { return b.tree }

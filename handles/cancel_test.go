@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/kez-lat/kez-chat/handles"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 // Cancelling the caller's ctx while a resolution waits for a server that

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/limittest"
+	"github.com/kez-lat/kez-chat/internal/testenv/limittest"
 	"github.com/kez-lat/kez-chat/ratelimit"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/limittest"
+	"github.com/kez-lat/kez-chat/internal/testenv/limittest"
 )
 
 func newClock() *limittest.Clock {

@@ -31,7 +31,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/kez-lat/kez-chat/bench"
+	"github.com/kez-lat/kez-chat/internal/bench"
 )
 
 func main() {

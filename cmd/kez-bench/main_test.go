@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kez-lat/kez-chat/bench"
+	"github.com/kez-lat/kez-chat/internal/bench"
 )
 
 // The whole tool at its smallest runs in bench's TestSmoke; here only the

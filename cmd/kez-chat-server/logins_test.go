@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
-	"github.com/kez-lat/kez-chat/internal/loginflood"
-	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
+	"github.com/kez-lat/kez-chat/internal/testenv/loginflood"
+	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 )
 
 func parseLoginFlags(args []string, env map[string]string) (callout.LoginLimits, int, error) {

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/limittest"
-	"github.com/kez-lat/kez-chat/internal/natstest"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
+	"github.com/kez-lat/kez-chat/internal/testenv/limittest"
+	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/storetest"

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 func inboxLines(t *testing.T, out string) []inboxJSON {

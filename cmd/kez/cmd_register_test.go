@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/files"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"
@@ -209,12 +209,12 @@ func TestWhoisShowsClaimsAndShares(t *testing.T) {
 	}
 	doc := filepath.Join(t.TempDir(), "report.pdf")
 	os.WriteFile(doc, []byte("%PDF-1.7 a report"), 0o600)
-	tree, err := files.HashFile(doc)
+	tree, err := format.HashFile(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m files.Manifest
-	if err := m.AddPublic(files.Entry{Name: "report.pdf", Size: 17, CID: tree.CID(), MediaType: "application/pdf", ModTime: now.Truncate(time.Second)}); err != nil {
+	var m format.Manifest
+	if err := m.AddPublic(format.Entry{Name: "report.pdf", Size: 17, CID: tree.CID(), MediaType: "application/pdf", ModTime: now.Truncate(time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	body, err := m.Encode()

@@ -10,7 +10,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/handles"
 )
 
@@ -95,7 +95,7 @@ type whoisFile struct {
 // sharedFiles describes the manifest of a set_shared_files link.
 func sharedFiles(seqno uint64, body []byte) *whoisSharedFile {
 	sf := &whoisSharedFile{Seqno: seqno, Bytes: len(body), Public: []whoisFile{}}
-	m, err := files.DecodeManifest(body)
+	m, err := format.DecodeManifest(body)
 	if err != nil {
 		sf.Error = trimSDK(err).Error()
 		return sf

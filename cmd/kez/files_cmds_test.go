@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/files"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 // watchWriter collects output and signals when a wanted text appears.
@@ -274,7 +274,7 @@ func TestProgressLine(t *testing.T) {
 	if none.Len() != 0 {
 		t.Error("finish drew a line that never started")
 	}
-	if humanSize(1023) != "1023 B" || humanSize(1536) != "1.5 KiB" || humanSize(files.ChunkSize) != "256.0 KiB" {
+	if humanSize(1023) != "1023 B" || humanSize(1536) != "1.5 KiB" || humanSize(format.ChunkSize) != "256.0 KiB" {
 		t.Error("humanSize")
 	}
 }

@@ -29,7 +29,7 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/kez-lat/kez-chat/internal/devstack"
+	"github.com/kez-lat/kez-chat/internal/testenv/devstack"
 )
 
 func main() {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/devstack"
+	"github.com/kez-lat/kez-chat/internal/testenv/devstack"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"
@@ -212,7 +212,7 @@ func TestUsage(t *testing.T) {
 // The dev stack execs nats-server; it never links it (only tests may).
 func TestDoesNotLinkNATSServer(t *testing.T) {
 	root := moduleRoot(t)
-	for _, pkg := range []string{"./examples/devstack", "./internal/devstack", "./chatserver", "./cmd/kez-chat-server"} {
+	for _, pkg := range []string{"./examples/devstack", "./internal/testenv/devstack", "./chatserver", "./cmd/kez-chat-server"} {
 		c := exec.Command("go", "list", "-deps", pkg)
 		c.Dir = root
 		b, err := c.Output()

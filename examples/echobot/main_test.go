@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 // The bot, run as its main does, on a real stack: alice writes to it and

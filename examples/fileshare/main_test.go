@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 // alice publishes a folder, bob mirrors it: the same bytes arrive. With

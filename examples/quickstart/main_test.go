@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/kez"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/handles"
-	"github.com/kez-lat/kez-chat/internal/devstack"
+	"github.com/kez-lat/kez-chat/internal/testenv/devstack"
 	"github.com/kez-lat/kez-chat/kez"
 )
 

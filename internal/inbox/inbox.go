@@ -51,6 +51,7 @@ type Puller struct {
 	nc     *nats.Conn
 	me     string // the user's key
 	stream string
+	ackPre string // $JS.ACK.<stream>.<me>.: how this user's deliveries' replies start
 	next   atomic.Uint64
 	base   string // unique per puller: tokens are base + counter
 }
@@ -58,7 +59,7 @@ type Puller struct {
 // NewPuller returns a Puller for the user with key me (its "U…" form),
 // logged in on nc, and the inbox stream's name.
 func NewPuller(nc *nats.Conn, me, stream string) *Puller {
-	return &Puller{nc: nc, me: me, stream: stream, base: rand.Text()[:12]}
+	return &Puller{nc: nc, me: me, stream: stream, ackPre: "$JS.ACK." + stream + "." + me + ".", base: rand.Text()[:12]}
 }
 
 // pull is one pull request in flight: its deliveries arrive on ch.
@@ -150,7 +151,7 @@ func (p *Puller) Fetch(ctx context.Context, batch int, wait time.Duration) ([]je
 // is not from this user's consumer (a stray message: only the stream may
 // deliver here, but a client checks what it acknowledges).
 func (p *Puller) delivery(m *nats.Msg) *delivery {
-	if m.Header.Get("Status") != "" || !strings.HasPrefix(m.Reply, "$JS.ACK."+p.stream+"."+p.me+".") {
+	if m.Header.Get("Status") != "" || !strings.HasPrefix(m.Reply, p.ackPre) {
 		return nil
 	}
 	return &delivery{m: m, nc: p.nc}

@@ -4,13 +4,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/nats-io/nats.go"
 )
 
-// TestStraysIgnored: what others can drop on a user's deliver and answer
-// subjects (JetStream answers their acknowledgements on any subject they
-// name) is not taken for the user's own: a delivery must carry an
+// TestStraysIgnored: what others can drop on a user's deliver and reply
+// subjects (users may answer each other's requests; JetStream answers
+// their acknowledgements on any subject they name) is not taken for the
+// user's own: a delivery must carry an
 // acknowledgement subject of the user's own consumer, and an answer the
 // token of a pending send.
 func TestStraysIgnored(t *testing.T) {
@@ -34,6 +35,11 @@ func TestStraysIgnored(t *testing.T) {
 		t.Error("positive control: bob's own delivery was not taken")
 	}
 
+	// Something takes the send (the gate would), so that the server does
+	// not answer "no responders".
+	if _, err := nc.Subscribe("kez.v1.send.>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
 	pub, err := NewPublisher(nc, "UBOB", 4, time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -43,8 +49,8 @@ func TestStraysIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc.Publish("kez.v1.acked.UBOB.guess1", []byte(`{"stream":"KEZ_INBOX","seq":7}`))
-	nc.Publish("kez.v1.acked.UBOB."+f.token, []byte(`{"stream":"KEZ_INBOX","seq":8}`))
+	nc.Publish(pub.prefix+"guess1", []byte(`{"stream":"KEZ_INBOX","seq":7}`))
+	nc.Publish(pub.prefix+f.token, []byte(`{"stream":"KEZ_INBOX","seq":8}`))
 	select {
 	case ack := <-f.Ok():
 		if ack.Sequence != 8 {

@@ -22,13 +22,14 @@ var ErrTooManyPending = errors.New("inbox: too many sends waiting for the stream
 // ones unless [Publisher.StallWait] says otherwise.
 const DefaultStallWait = time.Second
 
-// Publisher sends messages to the gate (kez.v1.send.<to>.<me>) and matches
-// the answers, which come on the user's own subject
-// kez.v1.acked.<me>.<token> (the header Kez-Answer-To names the token):
-// the stream's acknowledgement, or the gate's refusal as a
-// *jetstream.APIError. The send itself carries no reply subject, so
-// neither nats-server nor the gate keeps anything per send but the
-// stream's own answer. It is safe for concurrent use.
+// Publisher sends messages to the gate (kez.v1.send.<to>.<me>), each with
+// its own reply subject _INBOX.<me>.<publisher>.<token>, and matches the
+// answers: the stream's acknowledgement, or the gate's refusal as a
+// *jetstream.APIError. A send crosses to the gate as a stream, so neither
+// nats-server nor the gate keeps anything per send but the stream's own
+// answer. (Any JetStream client's publish works as well: this one adds a
+// stall wait and fails pending sends when the connection drops.) It is
+// safe for concurrent use.
 type Publisher struct {
 	// OnError, if set (before the first send), is also told every send
 	// that failed, as nats.go's asynchronous error handler is.
@@ -38,8 +39,7 @@ type Publisher struct {
 	StallWait time.Duration
 
 	nc      *nats.Conn
-	prefix  string // kez.v1.acked.<me>.
-	base    string
+	prefix  string // _INBOX.<me>.<random>.
 	next    atomic.Uint64
 	timeout time.Duration
 	room    chan struct{}
@@ -75,7 +75,7 @@ func (f *Future) Err() <-chan error { return f.err }
 // most timeout for its answer.
 func NewPublisher(nc *nats.Conn, me string, maxPending int, timeout time.Duration) (*Publisher, error) {
 	p := &Publisher{
-		nc: nc, prefix: wire.AckedSubjectPrefix + me + ".", base: rand.Text()[:12], timeout: timeout,
+		nc: nc, prefix: wire.ReplyPrefix + me + "." + rand.Text()[:12] + ".", timeout: timeout,
 		room: make(chan struct{}, maxPending), pending: map[string]*Future{}, idle: make(chan struct{}),
 	}
 	close(p.idle)
@@ -83,9 +83,9 @@ func NewPublisher(nc *nats.Conn, me string, maxPending int, timeout time.Duratio
 	if err != nil {
 		return nil, err
 	}
-	// Others can drop junk here (JetStream's answers to their own
-	// acknowledgements go to any subject they name): bounded, and
-	// ignored unless the token is a pending send's.
+	// Others can drop junk here (users may answer each other's
+	// requests): bounded, and ignored unless the token is a pending
+	// send's.
 	sub.SetPendingLimits(1<<16, 64<<20)
 	p.sub = sub
 	// Answers lost while the connection was down never come: fail the
@@ -123,7 +123,7 @@ func (p *Publisher) PublishMsgAsync(m *nats.Msg) (*Future, error) {
 			return nil, ErrTooManyPending
 		}
 	}
-	f := &Future{token: p.base + strconv.FormatUint(p.next.Add(1), 10), ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+	f := &Future{token: strconv.FormatUint(p.next.Add(1), 10), ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
 	f.timer = time.AfterFunc(p.timeout, func() { p.complete(f.token, nil, jetstream.ErrAsyncPublishTimeout) })
 	p.mu.Lock()
 	if p.closed {
@@ -137,11 +137,7 @@ func (p *Publisher) PublishMsgAsync(m *nats.Msg) (*Future, error) {
 	}
 	p.pending[f.token] = f
 	p.mu.Unlock()
-	if m.Header == nil {
-		m.Header = nats.Header{}
-	}
-	m.Header.Set(wire.AnswerTo, f.token)
-	m.Reply = ""
+	m.Reply = p.prefix + f.token
 	if err := p.nc.PublishMsg(m); err != nil {
 		if p.take(f.token) != nil {
 			f.timer.Stop()
@@ -170,6 +166,10 @@ func (p *Publisher) Close() {
 
 func (p *Publisher) onAnswer(m *nats.Msg) {
 	token := m.Subject[len(p.prefix):]
+	if m.Header.Get("Status") == "503" { // nats-server: nothing takes sends
+		p.complete(token, nil, nats.ErrNoResponders)
+		return
+	}
 	var r struct {
 		jetstream.PubAck
 		Error *jetstream.APIError `json:"error"`

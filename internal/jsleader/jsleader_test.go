@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/jsleader"
-	"github.com/kez-lat/kez-chat/internal/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )

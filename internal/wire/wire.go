@@ -12,8 +12,14 @@ const (
 	ConsumerSubjectPrefix = "kez.v1.consumer." // + key: a request to the gate to make that user's consumer
 	PullSubjectPrefix     = "kez.v1.pull."     // + key: a pull request to the gate for that user's consumer
 	DeliverSubjectPrefix  = "kez.v1.deliver."  // + key + "." + token: where a pull delivers
-	AckedSubjectPrefix    = "kez.v1.acked."    // + key + "." + token: where a send's answer comes
 	P2PSubjectPrefix      = "kez.v1.p2p."      // + key: file-peer signalling
+	// ReplyPrefix + key + "." is how every reply subject of that user
+	// starts (its nats.go inbox prefix): the answers to its sends come
+	// there, as to any request.
+	ReplyPrefix = "_INBOX."
+	// GateReplyPrefix + key is the chat-server's own reply prefix, outside
+	// the users' reply namespace (which the chat account exports to them).
+	GateReplyPrefix = "_KEZ_GATE."
 )
 
 // Headers.
@@ -24,9 +30,6 @@ const (
 	// AckWait, on a consumer request to the gate, asks for that AckWait
 	// (a Go duration).
 	AckWait = "Kez-Ack-Wait"
-	// AnswerTo, on a send, names the token of the subject the answer
-	// goes to: AckedSubjectPrefix + sender + "." + token.
-	AnswerTo = "Kez-Answer-To"
 )
 
 // Error codes of the gate, in the JetStream API error shape.

@@ -1,0 +1,273 @@
+package signal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kez-lat/kez-chat/kez"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Signalling is how a fetcher learns where an owner's node listens: it
+// publishes a [LocateRequest] on the owner's subject
+// ([SignalSubjectPrefix] + owner key) with a one-off reply subject under its
+// own inbox, and the owner's client answers with a [LocateAnswer]: its
+// libp2p addresses, signed under [kez.ContextPeerAddrs] together with both
+// keys, the request's nonce and a time, so an answer cannot be replayed to
+// another request or redirected to another requester. The fetcher then
+// dials the PeerID derived from the owner's key, and the libp2p handshake
+// proves it reached the owner. docs/spec/signalling.md specifies the
+// messages, with test vectors.
+
+// Signalling limits and constants (docs/spec/signalling.md).
+const (
+	// SignalSubjectPrefix + the owner's key ("U…") is the subject an
+	// owner's client listens on for locate requests.
+	SignalSubjectPrefix = "kez.v1.p2p."
+
+	// LocateRequestSize is the exact size of a request.
+	LocateRequestSize = locateHeadLen
+	// MaxLocateAddrs bounds the addresses of one answer.
+	MaxLocateAddrs = 16
+	// MaxLocateAddrLen bounds the binary form of one address.
+	MaxLocateAddrLen = 128
+	// MaxLocateAnswerSize bounds an answer on the wire.
+	MaxLocateAnswerSize = locateHeadLen + 1 + MaxLocateAddrs*(1+MaxLocateAddrLen) + signatureLen
+
+	// MaxSignalSkew is how far a message's time may be from the reader's
+	// clock, either way.
+	MaxSignalSkew = 5 * time.Minute
+)
+
+const (
+	signalMagic      = "kezp"
+	signalVersion    = 1
+	kindLocate       = 1
+	kindAnswer       = 2
+	locateNonceLen   = 16
+	locateHeadLen    = len(signalMagic) + 1 + 1 + 32 + 32 + locateNonceLen + 8
+	signatureLen     = 64
+	maxSignalTimeMs  = 1<<53 - 1
+	multiaddrCodeP2P = ma.P_P2P
+)
+
+// ErrSignal reports bytes that are not a well-formed signalling message,
+// or an answer that does not belong to the request (another owner,
+// requester or nonce, a stale time, a bad signature).
+var ErrSignal = errors.New("files: invalid signalling message")
+
+// LocateRequest asks an owner's client where its node listens. It is not
+// signed: the owner answers only to a reply subject under the requester's
+// own inbox (_INBOX.<requester>.), which only the requester may read.
+type LocateRequest struct {
+	Owner     kez.PublicKey
+	Requester kez.PublicKey
+	Nonce     [locateNonceLen]byte // fresh random bytes per request
+	Time      time.Time            // the requester's clock, milliseconds
+}
+
+// LocateAnswer is an owner's signed answer to a [LocateRequest]: the
+// libp2p addresses of its node. Use it only after [LocateAnswer.Verify].
+type LocateAnswer struct {
+	Owner     kez.PublicKey
+	Requester kez.PublicKey
+	Nonce     [locateNonceLen]byte // the request's nonce
+	Time      time.Time            // the owner's clock, milliseconds
+	Addrs     []ma.Multiaddr       // transport addresses, without /p2p
+	Signature []byte
+
+	signed []byte // the bytes the signature covers
+}
+
+func appendHead(b []byte, kind byte, owner, requester kez.PublicKey, nonce [locateNonceLen]byte, t time.Time) []byte {
+	b = append(b, signalMagic...)
+	b = append(b, signalVersion, kind)
+	b = append(b, owner[:]...)
+	b = append(b, requester[:]...)
+	b = append(b, nonce[:]...)
+	return binary.BigEndian.AppendUint64(b, uint64(t.UnixMilli()))
+}
+
+func checkSignalTime(t time.Time) error {
+	if ms := t.UnixMilli(); ms < 0 || ms > maxSignalTimeMs {
+		return fmt.Errorf("%w: time %v is out of range", ErrSignal, t)
+	}
+	return nil
+}
+
+// Marshal returns the request's wire form, [LocateRequestSize] bytes.
+func (r *LocateRequest) Marshal() ([]byte, error) {
+	if err := checkSignalTime(r.Time); err != nil {
+		return nil, err
+	}
+	return appendHead(make([]byte, 0, locateHeadLen), kindLocate, r.Owner, r.Requester, r.Nonce, r.Time), nil
+}
+
+// parseHead decodes the common head of both messages.
+func parseHead(b []byte, kind byte) (owner, requester kez.PublicKey, nonce [locateNonceLen]byte, t time.Time, err error) {
+	if len(b) < locateHeadLen {
+		err = fmt.Errorf("%w: %d bytes is too short", ErrSignal, len(b))
+		return
+	}
+	if string(b[:4]) != signalMagic {
+		err = fmt.Errorf("%w: not a KEZ signalling message", ErrSignal)
+		return
+	}
+	if b[4] != signalVersion {
+		err = fmt.Errorf("%w: unknown version %d", ErrSignal, b[4])
+		return
+	}
+	if b[5] != kind {
+		err = fmt.Errorf("%w: message kind %d where %d was expected", ErrSignal, b[5], kind)
+		return
+	}
+	b = b[6:]
+	copy(owner[:], b[:32])
+	copy(requester[:], b[32:64])
+	copy(nonce[:], b[64:80])
+	ms := binary.BigEndian.Uint64(b[80:88])
+	if ms > maxSignalTimeMs {
+		err = fmt.Errorf("%w: time %d is out of range", ErrSignal, ms)
+		return
+	}
+	t = time.UnixMilli(int64(ms)).UTC()
+	return
+}
+
+// ParseLocateRequest decodes a request from untrusted bytes: exactly
+// [LocateRequestSize] bytes of the form in docs/spec/signalling.md. Errors
+// wrap [ErrSignal].
+func ParseLocateRequest(b []byte) (*LocateRequest, error) {
+	if len(b) != locateHeadLen {
+		return nil, fmt.Errorf("%w: a request is %d bytes, got %d", ErrSignal, locateHeadLen, len(b))
+	}
+	var r LocateRequest
+	var err error
+	r.Owner, r.Requester, r.Nonce, r.Time, err = parseHead(b, kindLocate)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// SignLocateAnswer returns the wire form of the answer to req: addrs
+// (at least one, at most [MaxLocateAddrs], each a transport address without
+// /p2p) signed by signer, whose key must be req.Owner, at time now.
+func SignLocateAnswer(signer kez.Signer, req *LocateRequest, addrs []ma.Multiaddr, now time.Time) ([]byte, error) {
+	if signer.PublicKey() != req.Owner {
+		return nil, fmt.Errorf("files: the request asks for %s, not this key %s", req.Owner, signer.PublicKey())
+	}
+	if len(addrs) == 0 || len(addrs) > MaxLocateAddrs {
+		return nil, fmt.Errorf("files: an answer carries 1 to %d addresses, got %d", MaxLocateAddrs, len(addrs))
+	}
+	if err := checkSignalTime(now); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, MaxLocateAnswerSize)
+	b = appendHead(b, kindAnswer, req.Owner, req.Requester, req.Nonce, now)
+	b = append(b, byte(len(addrs)))
+	for _, a := range addrs {
+		if err := checkAnswerAddr(a.Bytes()); err != nil {
+			return nil, err
+		}
+		b = append(b, byte(len(a.Bytes())))
+		b = append(b, a.Bytes()...)
+	}
+	sig, err := signer.Sign(kez.ContextPeerAddrs, b)
+	if err != nil {
+		return nil, fmt.Errorf("files: signing the addresses: %w", err)
+	}
+	return append(b, sig...), nil
+}
+
+// checkAnswerAddr checks the binary form of one address: a canonical
+// multiaddr of at most MaxLocateAddrLen bytes with no /p2p component (the
+// PeerID comes from the owner's key, never from the answer).
+func checkAnswerAddr(b []byte) error {
+	if len(b) == 0 || len(b) > MaxLocateAddrLen {
+		return fmt.Errorf("%w: an address is 1 to %d bytes, got %d", ErrSignal, MaxLocateAddrLen, len(b))
+	}
+	a, err := ma.NewMultiaddrBytes(b)
+	if err != nil {
+		return fmt.Errorf("%w: not a multiaddr: %w", ErrSignal, err)
+	}
+	if !bytes.Equal(a.Bytes(), b) {
+		return fmt.Errorf("%w: a multiaddr not in its canonical form", ErrSignal)
+	}
+	for _, c := range a {
+		if c.Code() == multiaddrCodeP2P {
+			return fmt.Errorf("%w: an address names a peer (%s); the peer is the owner's key", ErrSignal, a)
+		}
+	}
+	return nil
+}
+
+// ParseLocateAnswer decodes an answer from untrusted bytes (at most
+// [MaxLocateAnswerSize]), without verifying it: call [LocateAnswer.Verify].
+// Errors wrap [ErrSignal].
+func ParseLocateAnswer(b []byte) (*LocateAnswer, error) {
+	if len(b) > MaxLocateAnswerSize {
+		return nil, fmt.Errorf("%w: %d bytes is more than the %d allowed", ErrSignal, len(b), MaxLocateAnswerSize)
+	}
+	var a LocateAnswer
+	var err error
+	a.Owner, a.Requester, a.Nonce, a.Time, err = parseHead(b, kindAnswer)
+	if err != nil {
+		return nil, err
+	}
+	rest := b[locateHeadLen:]
+	if len(rest) < 1+signatureLen {
+		return nil, fmt.Errorf("%w: the answer ends early", ErrSignal)
+	}
+	n := int(rest[0])
+	if n == 0 || n > MaxLocateAddrs {
+		return nil, fmt.Errorf("%w: %d addresses (1 to %d allowed)", ErrSignal, n, MaxLocateAddrs)
+	}
+	rest = rest[1:]
+	for i := 0; i < n; i++ {
+		if len(rest) < 1 || len(rest) < 1+int(rest[0])+signatureLen {
+			return nil, fmt.Errorf("%w: address %d runs past the end", ErrSignal, i)
+		}
+		l := int(rest[0])
+		if err := checkAnswerAddr(rest[1 : 1+l]); err != nil {
+			return nil, err
+		}
+		addr, _ := ma.NewMultiaddrBytes(rest[1 : 1+l]) // checked above
+		a.Addrs = append(a.Addrs, addr)
+		rest = rest[1+l:]
+	}
+	if len(rest) != signatureLen {
+		return nil, fmt.Errorf("%w: %d bytes after the addresses where a %d-byte signature was due", ErrSignal, len(rest), signatureLen)
+	}
+	a.Signature = append([]byte(nil), rest...)
+	a.signed = append([]byte(nil), b[:len(b)-signatureLen]...)
+	return &a, nil
+}
+
+// Verify checks that the answer is the owner's answer to this requester's
+// request with this nonce: every field matches, the time is within
+// [MaxSignalSkew] of now, and the signature verifies under owner (the key
+// read from the owner's verified sigchain). Errors wrap [ErrSignal] (a bad
+// signature also wraps [kez.ErrBadSignature]).
+func (a *LocateAnswer) Verify(owner, requester kez.PublicKey, nonce [locateNonceLen]byte, now time.Time) error {
+	switch {
+	case a.signed == nil:
+		return fmt.Errorf("%w: the answer was not parsed from bytes", ErrSignal)
+	case a.Owner != owner:
+		return fmt.Errorf("%w: the answer is about %s, not %s", ErrSignal, a.Owner, owner)
+	case a.Requester != requester:
+		return fmt.Errorf("%w: the answer is meant for %s, not %s", ErrSignal, a.Requester, requester)
+	case a.Nonce != nonce:
+		return fmt.Errorf("%w: the answer is to another request", ErrSignal)
+	}
+	if d := a.Time.Sub(now); d > MaxSignalSkew || d < -MaxSignalSkew {
+		return fmt.Errorf("%w: the answer's time %s is %s away from this clock", ErrSignal, a.Time.Format(time.RFC3339), d.Round(time.Second))
+	}
+	if err := owner.Verify(kez.ContextPeerAddrs, a.signed, a.Signature); err != nil {
+		return fmt.Errorf("%w: %w", ErrSignal, err)
+	}
+	return nil
+}

@@ -1,0 +1,259 @@
+// Package stacktest brings up a whole KEZ deployment for the tests of other
+// packages, with one call and all real parts:
+//
+//	st := stacktest.Start(t, stacktest.Options{})
+//	alice := st.NewUser(t, "alice") // eldest link + handle claim, KEZ_HOME ready
+//	nc, err := chat.Connect(ctx, st.NATSURL, alice.Identity)
+//
+// Start runs a nats-server (in-process, or as a separate process with
+// Options.NATSProcess) configured with exactly the nats.conf snippet
+// "kez-chat-server nats-config" prints for the stack's keys, a sig-server
+// (sigchain.NewHandler over a SQLite file) and a chat-server
+// (chatserver.Server), each on a loopback port, waits until the chat-server
+// is ready (callout listening, inbox stream provisioned) and stops
+// everything in t.Cleanup. The servers' logs are printed if the test fails.
+//
+// Users are made from deterministic words ([Identity]), so a test may
+// rely on "alice" having the same key in every run. Stack.Env gives the
+// environment a kez CLI run needs to act as a user.
+//
+// The package is for tests only. It imports neither chat nor files, so
+// their own (in-package) tests can use it.
+package stacktest
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
+	"github.com/nats-io/nats.go"
+)
+
+// DefaultDomain is the handle domain of a stack unless Options.Domain
+// says otherwise (.test is reserved for testing, RFC 6761).
+const DefaultDomain = "kez.test"
+
+// readyTimeout bounds how long the chat-server may take to become ready.
+const readyTimeout = 60 * time.Second
+
+// Options shape a stack. The zero value is a complete stack with an
+// in-process NATS.
+type Options struct {
+	// Domain is the handle domain the chat-server registers. Default
+	// [DefaultDomain].
+	Domain string
+	// AllowLocal lets the chat-server accept development domains (an
+	// IP:port Domain, for instance).
+	AllowLocal bool
+	// NATSProcess runs nats-server as a separate process (natstest's
+	// process variant), which a fault test can kill with SIGKILL. The
+	// binary is built once and cached; the first run takes a minute.
+	NATSProcess bool
+	// UserJWTLifetime is the chat-server's callout user JWT lifetime;
+	// default the chat-server's.
+	UserJWTLifetime time.Duration
+	// Inbox configures the inbox stream; zero means the defaults.
+	Inbox callout.InboxConfig
+	// Authorizer is passed to the chat-server.
+	Authorizer callout.Authorizer
+	// MailLimits are the chat-server gate's limits; zero means the defaults.
+	MailLimits chatserver.MailLimits
+	// Now is the chat-server's clock (claims, user JWTs); nil: time.Now.
+	Now func() time.Time
+	// Limits turns on the servers' rate limits and caps with their
+	// defaults (handles.DefaultLimits, sigchain.DefaultLimits). Off by
+	// default: every user of a stack comes from one loopback address.
+	Limits bool
+}
+
+// Stack is a running deployment. Its fields are set by [Start] and must not
+// be changed; its methods are safe for concurrent use, except those that
+// take a testing.TB, which follow the rules of that TB.
+type Stack struct {
+	NATSURL      string // nats://127.0.0.1:PORT, the same across RestartNATS
+	ServerURL    string // the chat-server's base URL (KEZ_SERVER)
+	SigServerURL string // the sig-server's base URL (KEZ_SIG_SERVER)
+	Domain       string // the handle domain (KEZ_DOMAIN)
+	KeysDir      string // the chat-server's callout keys
+	NATSConfig   string // the nats.conf snippet NATS runs with, as rendered for KeysDir
+	Chat         *chatserver.Server
+
+	t          testing.TB
+	allowLocal bool
+	nats       *natstest.Server  // in-process NATS, or nil
+	proc       *natstest.Process // NATS as a process, or nil
+	log        *testlog.Buffer
+}
+
+// Start brings up NATS, a sig-server and a chat-server, waits until the
+// chat-server is ready, and registers their shutdown in t.Cleanup. Any
+// failure fails the test.
+func Start(t testing.TB, o Options) *Stack {
+	t.Helper()
+	dir := t.TempDir()
+	s := &Stack{t: t, Domain: o.Domain, KeysDir: filepath.Join(dir, "keys"), log: &testlog.Buffer{}, allowLocal: o.AllowLocal}
+	if s.Domain == "" {
+		s.Domain = DefaultDomain
+	}
+	log := slog.New(slog.NewTextHandler(s.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stacktest: chat-server and sig-server log:\n%s", s.log.Tail(16000))
+		}
+	})
+
+	conf, err := chatserver.NATSConfig(s.KeysDir, callout.ConfigOptions{})
+	if err != nil {
+		t.Fatalf("stacktest: %v", err)
+	}
+	s.NATSConfig = conf
+	if o.NATSProcess {
+		s.proc = natstest.StartProcess(t, conf)
+		s.NATSURL = s.proc.ClientURL()
+	} else {
+		s.nats = natstest.Run(t, conf)
+		s.NATSURL = s.nats.ClientURL()
+	}
+
+	chains, err := sqlitestore.Open(filepath.Join(dir, "sig.db"))
+	if err != nil {
+		t.Fatalf("stacktest: sig-server store: %v", err)
+	}
+	t.Cleanup(func() { chains.Close() })
+	sigLimits, chatLimits := sigchain.NoLimits(), handles.NoLimits()
+	if o.Limits {
+		sigLimits, chatLimits = sigchain.Limits{}, handles.Limits{}
+	}
+	sig := httptest.NewServer(sigchain.NewHandler(chains, sigchain.WithLogger(log.With("server", "sig")), sigchain.WithLimits(sigLimits)))
+	t.Cleanup(sig.Close)
+	s.SigServerURL = sig.URL
+
+	s.Chat = &chatserver.Server{
+		Domain:          s.Domain,
+		SigServerURL:    sig.URL,
+		AllowLocal:      o.AllowLocal,
+		NATSURL:         s.NATSURL,
+		NATSOptions:     []nats.Option{nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(10*time.Millisecond, 10*time.Millisecond)},
+		DBPath:          filepath.Join(dir, "chat.db"),
+		KeysDir:         s.KeysDir,
+		UserJWTLifetime: o.UserJWTLifetime,
+		Inbox:           o.Inbox,
+		Authorizer:      o.Authorizer,
+		MailLimits:      o.MailLimits,
+		HTTPLimits:      chatLimits,
+		Logger:          log.With("server", "chat"),
+		Now:             o.Now,
+	}
+	if err := s.Chat.Start(context.Background()); err != nil {
+		t.Fatalf("stacktest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Chat.Close(); err != nil {
+			t.Errorf("stacktest: closing the chat-server: %v", err)
+		}
+	})
+	chat := httptest.NewServer(s.Chat.Handler())
+	t.Cleanup(chat.Close)
+	s.ServerURL = chat.URL
+	s.WaitReady()
+	return s
+}
+
+// WaitReady waits until the chat-server is ready again, for instance after
+// a test stopped or killed NATS and started it again. It fails the test
+// after a minute.
+func (s *Stack) WaitReady() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	if err := s.Chat.WaitReady(ctx); err != nil {
+		s.t.Fatalf("stacktest: the chat-server is not ready: %v", err)
+	}
+}
+
+// RestartNATS stops NATS gracefully and starts it again on the same port
+// with the same JetStream store, then waits until the chat-server is ready
+// again. Clients with reconnects enabled come back by themselves.
+func (s *Stack) RestartNATS() {
+	s.t.Helper()
+	if s.proc != nil {
+		s.proc.Restart()
+	} else {
+		s.nats.Restart()
+	}
+	s.WaitReady()
+}
+
+// NATS returns the in-process server (for Connz, account lookups…), or nil
+// when the stack runs NATS as a process.
+func (s *Stack) NATS() *natstest.Server { return s.nats }
+
+// NATSProcess returns the NATS process (to Kill, Stop or Restart it), or
+// nil when NATS runs in-process. Call [Stack.WaitReady] after starting it
+// again.
+func (s *Stack) NATSProcess() *natstest.Process { return s.proc }
+
+// Logs returns what the chat-server and sig-server logged so far.
+func (s *Stack) Logs() string { return s.log.String() }
+
+// Resolver returns a resolver for the stack's domain whose home server is
+// the stack's chat-server, as a client configured with [Stack.Env] uses.
+func (s *Stack) Resolver() *handles.Resolver {
+	return &handles.Resolver{
+		DefaultDomain: s.Domain,
+		HomeServer:    s.ServerURL,
+		HTTPClient:    &http.Client{Timeout: 10 * time.Second},
+		AllowLocal:    s.allowLocal,
+	}
+}
+
+// Env returns the environment a kez CLI run needs to act as u on this
+// stack: KEZ_HOME, KEZ_SERVER, KEZ_SIG_SERVER, KEZ_DOMAIN and NATS_URL.
+// u may be nil (no KEZ_HOME).
+func (s *Stack) Env(u *User) map[string]string {
+	env := map[string]string{
+		"NATS_URL":       s.NATSURL,
+		"KEZ_SERVER":     s.ServerURL,
+		"KEZ_SIG_SERVER": s.SigServerURL,
+		"KEZ_DOMAIN":     s.Domain,
+	}
+	if u != nil {
+		env["KEZ_HOME"] = u.Home
+	}
+	return env
+}
+
+// Words returns the deterministic paper backup of a test user: the words
+// of SHA-256("kez stacktest user " + name).
+func Words(name string) kez.Mnemonic {
+	e := sha256.Sum256([]byte("kez stacktest user " + name))
+	m, err := kez.MnemonicFromEntropy(e[:])
+	if err != nil {
+		panic(fmt.Sprintf("stacktest: words for %q: %v", name, err)) // 32 bytes always make words
+	}
+	return m
+}
+
+// Identity returns the deterministic identity of a test user (see
+// [Words]): the same name gives the same key in every run and every stack.
+func Identity(name string) *kez.Identity {
+	id, err := kez.FromMnemonic(Words(name))
+	if err != nil {
+		panic(fmt.Sprintf("stacktest: identity for %q: %v", name, err))
+	}
+	return id
+}
