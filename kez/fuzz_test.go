@@ -52,8 +52,8 @@ func FuzzParseMnemonic(f *testing.F) {
 		if len(m.Words()) != MnemonicWords {
 			t.Fatalf("%d words accepted", len(m.Words()))
 		}
-		again, err := ParseMnemonic(m.String())
-		if err != nil || again.String() != m.String() {
+		again, err := ParseMnemonic(m.Phrase())
+		if err != nil || again.Phrase() != m.Phrase() {
 			t.Fatalf("normal form does not re-parse: %v", err)
 		}
 		for _, w := range m.Words() {
