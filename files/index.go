@@ -338,8 +338,9 @@ func (x *index) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
 func (x *index) open(ctx context.Context, r *shareRow) (Blob, error) {
 	f, err := os.Open(r.Path)
 	if err != nil {
-		x.log.Warn("files: a shared file is gone", "name", r.Name, "path", r.Path, "err", err)
-		return nil, &ChangedError{Name: r.Name, Path: r.Path, Gone: true}
+		gone := &ChangedError{Name: r.Name, Path: r.Path, Gone: true}
+		x.log.Warn("files: a shared file is gone", "name", r.Name, "path", r.Path, "err", fmt.Errorf("%w: %w", gone, err))
+		return nil, gone
 	}
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
@@ -397,7 +398,7 @@ func (x *index) recheck(ctx context.Context, r *shareRow, f *os.File, st os.File
 		return nil
 	}
 	x.log.Warn("files: a shared file changed on disk since it was shared; it is not served until it is shared again",
-		"name", r.Name, "path", r.Path, "cid", r.CID)
+		"name", r.Name, "path", r.Path, "cid", r.CID, "err", changed)
 	if _, err := x.db.ExecContext(ctx, `UPDATE shares SET stale_size = ?, stale_mtime_ns = ? WHERE id = ?`, size, mtime, r.id); err != nil {
 		return fmt.Errorf("files: updating the share index: %w", err)
 	}

@@ -413,7 +413,10 @@ func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]format.Entry
 	if s.sigc == nil {
 		return nil, ErrNoSigServer
 	}
-	match := func(e format.Entry) bool { return e.Name == nameOrCID || e.CID.String() == nameOrCID }
+	// A CID matches in any text form ParseCID accepts: compared as a CID.
+	c, cerr := format.ParseCID(nameOrCID)
+	isCID := func(x cid.Cid) bool { return cerr == nil && x.Equals(c) }
+	match := func(e format.Entry) bool { return e.Name == nameOrCID || isCID(e.CID) }
 	var dropped []format.Entry
 	errNothing := errors.New("nothing to unshare")
 	err := s.publish(ctx, func(m *format.Manifest, visible []format.Entry) error {
@@ -421,7 +424,7 @@ func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]format.Entry
 		// A private entry this user cannot open (shared from elsewhere
 		// without themselves): by CID only.
 		for i := 0; i < len(m.Sealed); i++ {
-			if se := m.Sealed[i]; se.CID.String() == nameOrCID {
+			if se := m.Sealed[i]; isCID(se.CID) {
 				dropped = append(dropped, format.Entry{CID: se.CID, BlobSize: se.BlobSize, Private: true})
 				m.Sealed = append(m.Sealed[:i], m.Sealed[i+1:]...)
 				i--
@@ -435,7 +438,11 @@ func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]format.Entry
 	if err != nil && !errors.Is(err, errNothing) {
 		return nil, err
 	}
-	rows, rerr := s.idx.rows(ctx, false, "name = ? OR cid = ?", nameOrCID, nameOrCID)
+	cidText := nameOrCID
+	if cerr == nil {
+		cidText = c.String() // the index keeps the canonical form
+	}
+	rows, rerr := s.idx.rows(ctx, false, "name = ? OR cid = ?", nameOrCID, cidText)
 	if rerr != nil {
 		return dropped, rerr
 	}

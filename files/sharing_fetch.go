@@ -107,7 +107,7 @@ type FetchOptions struct {
 	// total is the blob's size (the encrypted size for a private file).
 	Progress func(verified, total int64)
 	// Overwrite replaces an existing file at the destination; otherwise
-	// an existing file is an error wrapping fs.ErrExist.
+	// an existing file is a *fs.PathError wrapping fs.ErrExist.
 	Overwrite bool
 }
 
@@ -133,7 +133,8 @@ type Fetched struct {
 // Errors: a *[NotSharedError] for a name or CID the viewer cannot see;
 // ErrForbidden for a private entry meant for others; an *[OfflineError]
 // (ErrOwnerOffline) if the owner does not answer; ErrNotFound, ErrCorrupt
-// and the other errors of Node.Fetch; fs.ErrExist.
+// and the other errors of Node.Fetch; a *fs.PathError naming the
+// destination that wraps fs.ErrExist.
 func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, o FetchOptions) (*Fetched, error) {
 	if !s.work.Enter() {
 		return nil, ErrClosed
@@ -210,20 +211,25 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 }
 
 // findEntry picks the entry named nameOrCID among those the viewer sees,
-// else the one with that CID.
+// else the one with that CID. A CID matches in any text form ParseCID
+// accepts (base32 in either case, base58btc…): CIDs are compared as CIDs.
 func findEntry(handle string, m *format.Manifest, visible []format.Entry, nameOrCID string) (format.Entry, error) {
 	for _, e := range visible {
 		if e.Name == nameOrCID {
 			return e, nil
 		}
 	}
+	c, err := format.ParseCID(nameOrCID)
+	if err != nil {
+		return format.Entry{}, &NotSharedError{Owner: handle, What: nameOrCID}
+	}
 	for _, e := range visible {
-		if e.CID.String() == nameOrCID {
+		if e.CID.Equals(c) {
 			return e, nil
 		}
 	}
 	for _, se := range m.Sealed {
-		if se.CID.String() == nameOrCID {
+		if se.CID.Equals(c) {
 			return format.Entry{}, fmt.Errorf("%w: %s shares %s privately with others, not with you", ErrForbidden, handle, nameOrCID)
 		}
 	}
@@ -243,7 +249,7 @@ func destination(outPath, name string, overwrite bool) (string, error) {
 	case err == nil && st.IsDir():
 		return "", fmt.Errorf("files: %s is a folder", dst)
 	case err == nil && !overwrite:
-		return "", fmt.Errorf("files: %s already exists; choose another path or overwrite it: %w", dst, fs.ErrExist)
+		return "", &fs.PathError{Op: "fetch to", Path: dst, Err: fs.ErrExist}
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("files: %s: %w", dst, err)
 	}

@@ -16,7 +16,7 @@ const chatHistoryLines = 20
 func init() {
 	register(&command{
 		name:    "chat",
-		args:    "HANDLE [--nats URL] [--home DIR]",
+		args:    "HANDLE [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "talk with a contact: their messages appear as they arrive",
 		help: `
 Opens a conversation with HANDLE, one of your contacts: it shows the last
@@ -30,10 +30,6 @@ Messages from other people arrive too; kez chat only says that they came
 			var cf chatFlags
 			cf.declare(fs, true)
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) != 1 {
 					return usagef("chat takes one HANDLE")
 				}
@@ -51,16 +47,17 @@ func runChat(ctx context.Context, e *env, cf chatFlags, handle string) error {
 	defer c.Close()
 	ct, err := c.CheckContact(ctx, handle)
 	if err != nil {
-		return chatError(err)
+		return e.unknownOrNotContact(ctx, handle, err)
 	}
 	if _, err := c.Sync(ctx); err != nil {
-		return chatError(err)
+		return err
 	}
 	out := &printer{w: e.stdout}
 	note := &printer{w: e.stderr}
+	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
 	hist, err := c.History(ctx, ct.Handle, chatHistoryLines)
 	if err != nil {
-		return chatError(err)
+		return err
 	}
 	var unread []*chat.Entry
 	for _, m := range hist {
@@ -70,7 +67,7 @@ func runChat(ctx context.Context, e *env, cf chatFlags, handle string) error {
 		}
 	}
 	if err := c.MarkRead(ctx, unread...); err != nil {
-		return chatError(err)
+		return err
 	}
 	out.line("-- talking with @%s (%s); /quit leaves --", ct.Handle, verifiedWord(ct))
 
@@ -82,7 +79,7 @@ func runChat(ctx context.Context, e *env, cf chatFlags, handle string) error {
 			case m.Peer == ct.Key && m.Trust == chat.TrustTrusted:
 				out.print(m)
 				if err := c.MarkRead(runCtx, m); err != nil {
-					note.line("kez chat: %v", chatError(err))
+					note.line("kez chat: %s", e.sentence(err))
 				}
 			case m.Trust == chat.TrustHeld:
 				note.line("A message from %s is HELD: their key or sigchain changed (kez contacts list)", m.Who())
@@ -124,12 +121,11 @@ loop:
 			if _, err := c.Send(ctx, ct.Handle, line); err != nil {
 				// A flagged contact stops the conversation; other
 				// failures are reported and the user may retry.
-				cerr := chatError(err)
 				if flagged(err) {
-					sendErr = cerr
+					sendErr = err
 					break loop
 				}
-				note.line("kez chat: not sent: %v", cerr)
+				note.line("kez chat: not sent: %s", e.sentence(err))
 			}
 		case <-ctx.Done():
 			break loop
@@ -137,7 +133,7 @@ loop:
 	}
 	stop()
 	if err := <-done; err != nil && sendErr == nil {
-		return chatError(err)
+		return err
 	}
 	return sendErr
 }

@@ -15,7 +15,7 @@ import (
 func init() {
 	register(&command{
 		name:    "contacts",
-		args:    "add HANDLE | list [--json] | verify HANDLE FINGERPRINT",
+		args:    "(add HANDLE | list [--json] | verify HANDLE FINGERPRINT) [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "pin, list and verify the people you talk to",
 		help: `
 kez contacts add HANDLE
@@ -42,12 +42,11 @@ kez contacts verify HANDLE FINGERPRINT
 			cf.declare(fs, false)
 			fs.BoolVar(&asJSON, "json", false, "print JSON (list)")
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) == 0 {
 					return usagef("contacts needs add, list or verify")
+				}
+				if asJSON && (args[0] == "add" || args[0] == "verify") {
+					return usagef("--json is for contacts list only")
 				}
 				switch sub, rest := args[0], args[1:]; sub {
 				case "add":
@@ -82,7 +81,7 @@ func runContactsAdd(ctx context.Context, e *env, cf chatFlags, handle string) er
 	old, _ := c.Contact(ctx, handle)
 	ct, err := c.AddContact(ctx, handle)
 	if err != nil {
-		return chatError(err)
+		return aboutHandle(handle, err)
 	}
 	switch {
 	case old == nil:
@@ -112,20 +111,20 @@ type contactJSON struct {
 	Fingerprint string    `json:"fingerprint"`
 	Verified    bool      `json:"verified"`
 	Flag        string    `json:"flag"`
-	FlagDetail  string    `json:"flag_detail,omitempty"`
+	FlagDetail  string    `json:"flag_detail"`
 	Generation  uint32    `json:"generation"`
 	AddedAt     time.Time `json:"added_at"`
 }
 
 func runContactsList(ctx context.Context, e *env, cf chatFlags, asJSON bool) error {
-	c, err := e.openChat(ctx, cf, false)
+	c, err := e.openLocalChat(ctx, cf)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	list, err := c.Contacts(ctx)
 	if err != nil {
-		return chatError(err)
+		return err
 	}
 	if asJSON {
 		out := make([]contactJSON, 0, len(list))
@@ -172,7 +171,7 @@ func runContactsVerify(ctx context.Context, e *env, cf chatFlags, handle, finger
 	defer c.Close()
 	ct, err := c.VerifyContact(ctx, handle, fingerprint)
 	if err != nil {
-		return chatError(err)
+		return err
 	}
 	fmt.Fprintf(e.stdout, "@%s is verified: the fingerprint matches their pinned key.\n", ct.Handle)
 	return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,12 +10,13 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/files/format"
 )
 
 func init() {
 	register(&command{
 		name:    "fetch",
-		args:    "HANDLE NAME|CID [-o PATH] [--wait] [--timeout D] [--force] [--nats URL] [--home DIR]",
+		args:    "HANDLE NAME|CID [-o PATH] [--wait [--timeout D]] [--force] [--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "download a file someone shares, peer to peer, verified",
 		help: `
 Downloads the file HANDLE shares under NAME (or with content address CID)
@@ -23,7 +25,8 @@ listens (a signed answer), connects to their key's PeerID (the connection
 itself proves it is them), and checks every 256 KiB chunk against the CID
 before writing it. The file appears at its path only once all of it is
 verified (and, if it was shared privately with you, decrypted); until then
-it grows in PATH.kez-partial. If the transfer is interrupted (Ctrl-C, lost
+it grows in PATH.kez-partial (a private file in PATH.kez-encrypted.kez-partial,
+decrypted at the end). If the transfer is interrupted (Ctrl-C, lost
 connection), run the same command again: it resumes where it stopped.
 
 HANDLE must be online (running kez serve). If they are not, --wait keeps
@@ -46,10 +49,6 @@ private file it counts the encrypted bytes, and says so).`,
 			fs.BoolVar(&force, "force", false, "replace an existing file at the path")
 			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_P2P_LISTEN; default: all interfaces, TCP and QUIC)")
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) != 2 {
 					return usagef("fetch takes a HANDLE and a NAME or CID, got %d arguments", len(args))
 				}
@@ -76,8 +75,18 @@ func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, o
 	}
 	var bar *progressLine
 	if e.isTerminal {
-		bar = &progressLine{w: e.stderr, name: what, now: time.Now}
-		o.Progress = bar.update
+		bar = &progressLine{w: e.stderr, name: what, now: e.now}
+		if bar.now == nil {
+			bar.now = time.Now
+		}
+	}
+	var verified, total int64
+	started := false
+	o.Progress = func(v, t int64) {
+		verified, total, started = v, t, true
+		if bar != nil {
+			bar.update(v, t)
+		}
 	}
 	got, err := s.Fetch(ctx, handle, what, out, o)
 	if bar != nil {
@@ -88,8 +97,19 @@ func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, o
 		}
 		bar.finish()
 	}
-	if err != nil {
-		return filesError(err)
+	switch {
+	case err == nil:
+	case started && verified < total && resumable(err):
+		how := "broke off"
+		if errors.Is(err, context.Canceled) {
+			how = "was interrupted"
+		}
+		if verified == 0 {
+			return worded(err, "the fetch %s before any of it was verified: run the same command to start again", how)
+		}
+		return worded(err, "the fetch %s with %s of %s verified, which is kept: run the same command to resume", how, humanSize(verified), humanSize(total))
+	default:
+		return aboutHandle(handle, err)
 	}
 	how := "verified against its CID"
 	if got.Private {
@@ -97,6 +117,14 @@ func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, o
 	}
 	fmt.Fprintf(e.stdout, "Saved %q (%s, %s) to %s\n", got.Name, humanSize(got.Size), how, got.Path)
 	return nil
+}
+
+// resumable reports whether a fetch that failed after its transfer
+// started can go on from what it verified: it was interrupted, or the
+// connection broke, rather than refused or sent wrong data.
+func resumable(err error) bool {
+	return !errors.Is(err, files.ErrCorrupt) && !errors.Is(err, files.ErrForbidden) &&
+		!errors.Is(err, files.ErrNotFound) && !errors.Is(err, files.ErrBusy) && !errors.Is(err, format.ErrDecrypt)
 }
 
 // progressLine draws a one-line progress display with carriage returns:

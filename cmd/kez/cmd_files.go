@@ -16,7 +16,7 @@ import (
 func init() {
 	register(&command{
 		name:    "files",
-		args:    "[HANDLE] [--json] [--home DIR]",
+		args:    "[HANDLE] [--json] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "list the files someone shares (or, without HANDLE, yours)",
 		help: `
 Lists the files HANDLE shares that you may see: every public file, and the
@@ -36,10 +36,6 @@ who a private file is for, and where the file is on disk.
 			cf.declare(fs, false)
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				switch len(args) {
 				case 0:
 					return runOwnFiles(ctx, e, cf, asJSON)
@@ -52,17 +48,23 @@ who a private file is for, and where the file is on disk.
 	})
 }
 
-// fileJSON is one element of "kez files --json" (DESIGN.md); fields may be
+// fileJSON is one element of "kez files HANDLE --json"; fields may be
 // added.
 type fileJSON struct {
-	Name       string    `json:"name"`
-	Size       int64     `json:"size"`
-	CID        string    `json:"cid"`
-	Private    bool      `json:"private"`
-	MediaType  string    `json:"media_type"`
-	ModTime    time.Time `json:"mtime"`
-	Path       string    `json:"path,omitempty"`
-	Recipients []string  `json:"recipients,omitempty"`
+	Name      string    `json:"name"`
+	Size      int64     `json:"size"`
+	CID       string    `json:"cid"`
+	Private   bool      `json:"private"`
+	MediaType string    `json:"media_type"`
+	ModTime   time.Time `json:"mtime"`
+}
+
+// ownFileJSON is one element of "kez files --json" (your own files): a
+// fileJSON with where it is and whom a private file is for ([] if public).
+type ownFileJSON struct {
+	fileJSON
+	Path       string   `json:"path"`
+	Recipients []string `json:"recipients"`
 }
 
 func runFiles(ctx context.Context, e *env, cf chatFlags, handle string, asJSON bool) error {
@@ -73,7 +75,7 @@ func runFiles(ctx context.Context, e *env, cf chatFlags, handle string, asJSON b
 	defer s.Close()
 	list, err := s.Browse(ctx, handle)
 	if err != nil {
-		return filesError(err)
+		return aboutHandle(handle, err)
 	}
 	out := make([]fileJSON, 0, len(list))
 	for _, f := range list {
@@ -88,7 +90,11 @@ func runFiles(ctx context.Context, e *env, cf chatFlags, handle string, asJSON b
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "@%s shares %d file(s) you can see:\n", who, len(out))
-	printFiles(e.stdout, out, false)
+	own := make([]ownFileJSON, len(out))
+	for i, f := range out {
+		own[i].fileJSON = f
+	}
+	printFiles(e.stdout, own)
 	fmt.Fprintf(e.stdout, "Fetch one with: kez fetch @%s NAME\n", who)
 	return nil
 }
@@ -101,12 +107,15 @@ func runOwnFiles(ctx context.Context, e *env, cf chatFlags, asJSON bool) error {
 	defer s.Close()
 	list, err := s.Shared(ctx)
 	if err != nil {
-		return filesError(err)
+		return err
 	}
-	out := make([]fileJSON, 0, len(list))
+	out := make([]ownFileJSON, 0, len(list))
 	for _, f := range list {
-		out = append(out, fileJSON{Name: f.Name, Size: f.Size, CID: f.CID.String(), Private: f.Private, MediaType: f.MediaType,
-			ModTime: f.ModTime.UTC(), Path: f.Path, Recipients: f.Recipients})
+		out = append(out, ownFileJSON{
+			fileJSON:   fileJSON{Name: f.Name, Size: f.Size, CID: f.CID.String(), Private: f.Private, MediaType: f.MediaType, ModTime: f.ModTime.UTC()},
+			Path:       f.Path,
+			Recipients: append([]string{}, f.Recipients...),
+		})
 	}
 	if asJSON {
 		return json.NewEncoder(e.stdout).Encode(out)
@@ -116,13 +125,16 @@ func runOwnFiles(ctx context.Context, e *env, cf chatFlags, asJSON bool) error {
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "You share %d file(s) from this machine (served while kez serve runs):\n", len(out))
-	printFiles(e.stdout, out, true)
+	printFiles(e.stdout, out)
 	return nil
 }
 
-func printFiles(w io.Writer, list []fileJSON, own bool) {
+// printFiles prints a list of files; Path is set only for the user's own,
+// which then also name a private file's recipients.
+func printFiles(w io.Writer, list []ownFileJSON) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	for _, f := range list {
+		own := f.Path != ""
 		kind := "public"
 		if f.Private {
 			kind = "private"

@@ -15,7 +15,7 @@ import (
 func init() {
 	register(&command{
 		name:    "inbox",
-		args:    "[--follow] [--json] [--all] [--requests] [--nats URL] [--home DIR]",
+		args:    "[--follow] [--json] [--all] [--requests] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "print received messages, including those that came while you were offline",
 		help: `
 Fetches everything waiting for you on the NATS server (messages sent while
@@ -41,10 +41,6 @@ sigchain changed are held, with a warning, until you accept the change.
 			fs.BoolVar(&all, "all", false, "print every message from your contacts, not only new ones")
 			fs.BoolVar(&requests, "requests", false, "print the messages from people who are not your contacts")
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) > 0 {
 					return usagef("inbox takes no arguments, got %q", args)
 				}
@@ -116,7 +112,7 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 	}
 	defer c.Close()
 	if _, err := c.Sync(ctx); err != nil {
-		return chatError(err)
+		return err
 	}
 	out := &printer{w: e.stdout, asJSON: asJSON}
 	note := &printer{w: e.stderr}
@@ -127,14 +123,14 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 		rctx, cancel := context.WithTimeout(ctx, resolveRequestsWait)
 		if err := c.ResolveRequests(rctx); err != nil && rctx.Err() == nil {
 			cancel()
-			return chatError(err)
+			return err
 		}
 		cancel()
 		if shown, err = c.Requests(ctx); err != nil {
-			return chatError(err)
+			return err
 		}
 	} else if shown, err = c.Inbox(ctx, all); err != nil {
-		return chatError(err)
+		return err
 	}
 	for _, m := range shown {
 		out.print(m)
@@ -155,12 +151,13 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 	if !follow {
 		return nil
 	}
+	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
 	err = c.Run(ctx, func(m *chat.Entry) {
 		switch {
 		case m.Trust == chat.TrustTrusted && !requests:
 			out.print(m)
 			if err := c.MarkRead(ctx, m); err != nil {
-				note.line("kez inbox: %v", chatError(err))
+				note.line("kez inbox: %s", e.sentence(err))
 			}
 		case m.Trust == chat.TrustRequest && requests:
 			out.print(m)
@@ -171,7 +168,7 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 		}
 	})
 	if err != nil {
-		return chatError(err)
+		return err
 	}
 	return nil
 }
@@ -181,7 +178,7 @@ func noteSetAside(ctx context.Context, c *chat.Client, note *printer, requests b
 	if requests {
 		reqs, err := c.Requests(ctx)
 		if err != nil {
-			return chatError(err)
+			return err
 		}
 		if len(reqs) > 0 {
 			note.line("%d message request(s) from people who are not your contacts: kez inbox --requests", len(reqs))
@@ -189,7 +186,7 @@ func noteSetAside(ctx context.Context, c *chat.Client, note *printer, requests b
 	}
 	held, err := c.Held(ctx)
 	if err != nil {
-		return chatError(err)
+		return err
 	}
 	if len(held) > 0 {
 		from := map[string]bool{}

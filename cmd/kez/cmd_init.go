@@ -136,7 +136,7 @@ func runInit(e *env, o initOptions) (err error) {
 	}
 	opts = append(opts, kez.WithScryptWorkFactor(scryptWorkFactor))
 	if err := kez.SaveIdentity(home, id, pass, opts...); err != nil {
-		return cliError(err)
+		return err
 	}
 	fmt.Fprintf(e.stdout, "\nIdentity saved in %s, %s.\n\n", kez.IdentityPath(home), storageNote(pass != nil))
 	printIdentity(e.stdout, "", id.PublicKey())

@@ -77,7 +77,7 @@ func runRecover(e *env, wordsFile, homeFlag, passFile string, force bool) error 
 	}
 	id, err := kez.FromMnemonic(m)
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	pass, err := newPassphrase(e, passFile)
 	if err != nil {
@@ -88,7 +88,7 @@ func runRecover(e *env, wordsFile, homeFlag, passFile string, force bool) error 
 		opts = append(opts, kez.Overwrite())
 	}
 	if err := kez.SaveIdentity(home, id, pass, opts...); err != nil {
-		return cliError(err)
+		return err
 	}
 	fmt.Fprintf(e.stdout, "Restored your identity in %s, %s.\n\n", kez.IdentityPath(home), storageNote(pass != nil))
 	prof, err := loadProfile(home)
@@ -130,5 +130,5 @@ func readWords(e *env) (kez.Mnemonic, error) {
 
 // wordsError turns a parse error into advice; nothing has been saved.
 func wordsError(err error) error {
-	return fmt.Errorf("%v; nothing was saved", cliError(err))
+	return worded(err, "%s; nothing was saved", (*env)(nil).sentence(err))
 }

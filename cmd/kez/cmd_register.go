@@ -90,6 +90,7 @@ func (e *env) settleServers(ctx context.Context, f serverFlags, prof *profile, a
 	if s.domain == "" && fromProfile {
 		s.domain = prof.Domain
 	}
+	e.srv = s // what is known so far, for wording an error
 	if s.server != "" && (askInfo || s.sigServer == "" || s.domain == "") {
 		info, err := chatserver.FetchInfo(ctx, httpClient, s.server)
 		switch {
@@ -104,9 +105,13 @@ func (e *env) settleServers(ctx context.Context, f serverFlags, prof *profile, a
 		case errors.Is(err, handles.ErrNotFound) && s.domain != "":
 			// An older server without /v1/info: KEZ_DOMAIN says the domain.
 		default:
-			return s, fmt.Errorf("asking the chat-server at %s which domain it serves: %w", s.server, trimSDK(err))
+			if errors.Is(err, handles.ErrNotFound) {
+				return s, worded(err, "%s does not answer as a KEZ chat-server (no /v1/info): check KEZ_SERVER (or --server), or set KEZ_DOMAIN for an older server", s.server)
+			}
+			return s, err
 		}
 	}
+	e.srv = s
 	return s, nil
 }
 
@@ -157,13 +162,13 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 
 	h, err := handles.Rules{DefaultDomain: srv.domain, AllowLocal: isLocalDomain(srv.domain)}.Parse(name)
 	if err != nil {
-		return trimSDK(err)
+		return err
 	}
 	if h.Domain != srv.domain {
 		return fmt.Errorf("%s is not a handle of the chat-server at %s, which registers @%s; run \"kez register %s\"", h.Display(), srv.server, srv.domain, h.Name)
 	}
 	if err := handles.CheckClaimable(h); err != nil {
-		return trimSDK(err)
+		return err
 	}
 	key := id.PublicKey()
 	if held := prof.handleFor(key); held != "" && held != h.String() {
@@ -179,22 +184,22 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 		if reg != nil && reg.Chain != nil && reg.Chain.Handle() == h.String() {
 			// The claim was refused (a look-alike of a taken name) and
 			// taking the name back out of the chain failed too.
-			return fmt.Errorf("%w; and your sigchain still names it (%v): run \"kez register\" with another name to replace it", takenError(h, err), trimSDK(err))
+			return worded(err, "%v; and your sigchain still names it: run \"kez register\" with another name to replace it", takenError(h, err))
 		}
 		return takenError(h, err)
 	case errors.Is(err, handles.ErrKeyHasHandle):
 		if reg != nil && reg.Chain != nil && reg.Chain.Handle() != "" && reg.Chain.Handle() != h.String() {
 			return fmt.Errorf("your sigchain already names @%s as your handle; kez register cannot change a handle", reg.Chain.Handle())
 		}
-		return fmt.Errorf("your key already holds another handle at %s (%v)", srv.server, trimSDK(err))
+		return worded(err, "your key already holds another handle at %s: a key holds one handle", srv.server)
 	case errors.Is(err, sigchain.ErrConflict):
-		return errors.New("your sigchain changed while registering (another device?); run \"kez register\" again")
+		return worded(err, "your sigchain changed while registering (another device?): run \"kez register\" again")
 	case errors.Is(err, handles.ErrRateLimited):
 		return rateLimitedError(err, reg, h)
 	case errors.Is(err, sigchain.ErrChainFull):
-		return fmt.Errorf("your sigchain at %s is as large as that sig-server allows, so it takes no new link; ask its operator", srv.sigServer)
+		return worded(err, "your sigchain at %s is as large as that sig-server allows, so it takes no new link: ask its operator", srv.sigServer)
 	case err != nil:
-		return fmt.Errorf("registering %s: %w", h.Display(), trimSDK(err))
+		return err
 	}
 
 	prof.Key, prof.Handle, prof.Domain = key.String(), h.String(), h.Domain
@@ -222,9 +227,9 @@ func rateLimitedError(err error, reg *handles.Registration, h handles.Handle) er
 	}
 	msg := "the server refused: too many requests from your address or key"
 	if reg != nil && reg.Chain != nil && reg.Chain.Handle() == h.String() {
-		return fmt.Errorf("%s; your sigchain already names %s, so running \"kez register %s\" again %s finishes the registration", msg, h.Display(), h.Name, wait)
+		return worded(err, "%s; your sigchain already names %s, so running \"kez register %s\" again %s finishes the registration", msg, h.Display(), h.Name, wait)
 	}
-	return fmt.Errorf("%s; try again %s", msg, wait)
+	return worded(err, "%s; try again %s", msg, wait)
 }
 
 // waitWords says a wait the way people do: "45 seconds", "12 minutes",
@@ -250,23 +255,10 @@ func waitWords(d time.Duration) string {
 func takenError(h handles.Handle, err error) error {
 	var te *handles.TakenError
 	if errors.As(err, &te) && te.LookAlike() {
-		return fmt.Errorf("%s looks too much like %s, which someone else has registered; choose another name", h, te.Holder)
+		return worded(err, "%s looks too much like %s, which someone else has registered; choose another name", h, te.Holder)
 	}
 	if errors.Is(err, handles.ErrSuspended) {
-		return fmt.Errorf("%s is suspended by the operator; choose another name", h)
+		return worded(err, "%s is suspended by the operator; choose another name", h)
 	}
-	return fmt.Errorf("%s is taken; choose another name", h)
-}
-
-// trimSDK drops an SDK package prefix ("handles: ", "sigchain: ",
-// "chatserver: ") from an error's text, since the CLI already names the
-// command; errors.Is and errors.As still see the original.
-func trimSDK(err error) error {
-	msg := err.Error()
-	for _, p := range []string{"handles: ", "sigchain: ", "chatserver: ", "kez: "} {
-		if rest, ok := strings.CutPrefix(msg, p); ok {
-			return &cliErr{msg: rest, err: err}
-		}
-	}
-	return err
+	return worded(err, "%s is taken; choose another name", h)
 }

@@ -169,7 +169,7 @@ func TestRegisterErrors(t *testing.T) {
 		{env, []string{"аlice"}, "not a valid handle", 1}, // Cyrillic а
 		{env, []string{"alice@other.example"}, "registers @kez.test", 1},
 		{env, nil, "one NAME", 2},
-		{with(env, "KEZ_SERVER", "http://127.0.0.1:1"), []string{"alice"}, "asking the chat-server at http://127.0.0.1:1", 1},
+		{with(env, "KEZ_SERVER", "http://127.0.0.1:1"), []string{"alice"}, "cannot reach your chat-server at http://127.0.0.1:1 (connection refused)", 1},
 		{with(env, "KEZ_HOME", t.TempDir()), []string{"alice"}, "kez init", 1},
 	} {
 		r := kezCmd(t, tc.env, "", append([]string{"register"}, tc.args...)...)
@@ -241,7 +241,7 @@ func TestWhoisShowsClaimsAndShares(t *testing.T) {
 		t.Errorf("shared files: %+v (seqno %d)", out.SharedFiles, out.Seqno)
 	}
 	r := mustRun(t, env, "", "whois", "bob")
-	for _, want := range []string{"@bob@kez.test", bob.Key.String(), bob.Key.Fingerprint(), "github: bob (proof: https://gist.example/bob)", `1 public ("report.pdf"), 0 private (link #3)`, "3 link(s)"} {
+	for _, want := range []string{"@bob@kez.test", bob.Key.String(), bob.Key.Fingerprint(), "github: bob, claimed, not checked by kez (its proof: https://gist.example/bob)", `1 public ("report.pdf"), 0 private (link #3)`, "3 link(s)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("whois text lacks %q:\n%s", want, r.stdout)
 		}

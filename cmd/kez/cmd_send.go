@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -18,7 +17,7 @@ import (
 func init() {
 	register(&command{
 		name:    "send",
-		args:    "HANDLE [TEXT] [--wait] [--json] [--nats URL] [--server URL] [--home DIR]",
+		args:    "HANDLE [TEXT] [--wait [--timeout D]] [--json] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "send an end-to-end encrypted message to a contact",
 		help: `
 Sends TEXT (or, without TEXT, everything on standard input, at most 48 KiB)
@@ -49,10 +48,6 @@ KEZ_SIG_SERVER (or your profile) name the chat-server and sig-server.`,
 			fs.DurationVar(&timeout, "timeout", 30*time.Second, "how long --wait waits")
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) == 0 {
 					return usagef("send needs a HANDLE")
 				}
@@ -62,32 +57,12 @@ KEZ_SIG_SERVER (or your profile) name the chat-server and sig-server.`,
 	})
 }
 
-// interleaved parses flags that come after positional arguments too ("kez
-// contacts list --json"), returning the positional ones in order. After
-// "--" everything is positional.
-func interleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return nil, usagef("%v", err)
-		}
-		rest := fs.Args()
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
-			break
-		}
-		pos, args = append(pos, rest[0]), rest[1:]
-	}
-	return pos, nil
-}
-
 // chatFlags are the flags of the commands that open the chat client.
 type chatFlags struct {
-	home string
-	sf   serverFlags
-	nats string
+	home    string
+	sf      serverFlags
+	nats    string
+	verbose bool
 }
 
 func (f *chatFlags) declare(fs *flag.FlagSet, online bool) {
@@ -96,20 +71,45 @@ func (f *chatFlags) declare(fs *flag.FlagSet, online bool) {
 	if online {
 		fs.StringVar(&f.nats, "nats", "", "NATS server URL (env NATS_URL)")
 	}
+	fs.BoolVar(&f.verbose, "verbose", false, "also print the log lines of the SDK (connections, checks, dropped messages)")
+}
+
+// natsURL returns the NATS URL of a command that logs in: --nats, else
+// NATS_URL. It remembers it for wording errors.
+func (e *env) natsURLFor(f chatFlags) (string, error) {
+	u := e.envOr(f.nats, "NATS_URL")
+	if u == "" {
+		return "", errors.New("no NATS server given: set NATS_URL (or pass --nats) to your operator's NATS, e.g. nats://127.0.0.1:4222")
+	}
+	e.natsURL = u
+	return u, nil
 }
 
 // openChat opens the user's chat client: identity, profile and servers as
 // the other commands settle them, the database in the state folder, and,
 // when online, a NATS login.
 func (e *env) openChat(ctx context.Context, f chatFlags, online bool) (*chat.Client, error) {
+	return e.openChatAt(ctx, f, online, true)
+}
+
+// openLocalChat opens the user's chat client for what only reads the
+// state folder (the contacts): no server is asked anything, so none that
+// is down is complained about.
+func (e *env) openLocalChat(ctx context.Context, f chatFlags) (*chat.Client, error) {
+	return e.openChatAt(ctx, f, false, false)
+}
+
+func (e *env) openChatAt(ctx context.Context, f chatFlags, online, withServers bool) (*chat.Client, error) {
 	acct, err := e.loadAccount(f.home)
 	if err != nil {
 		return nil, err
 	}
 	home, id, prof := acct.home, acct.id, acct.prof
-	srv, err := e.settleServers(ctx, f.sf, prof, false)
-	if err != nil {
-		return nil, err
+	var srv servers
+	if withServers {
+		if srv, err = e.settleServers(ctx, f.sf, prof, false); err != nil {
+			return nil, err
+		}
 	}
 	cfg := chat.Config{
 		Identity:          id,
@@ -120,73 +120,27 @@ func (e *env) openChat(ctx context.Context, f chatFlags, online bool) (*chat.Cli
 		AllowLocalDomains: e.allowLocal(srv.domain),
 		LocalDomains:      e.localDomains(),
 		HTTPClient:        httpClient,
-		// Warnings (a rejected message, a flagged contact) are for the user.
-		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:            e.logger(f.verbose),
 	}
 	if online {
-		cfg.NATSURL = e.envOr(f.nats, "NATS_URL")
-		if cfg.NATSURL == "" {
-			return nil, errors.New("no NATS server given: set NATS_URL (or pass --nats) to your operator's NATS, e.g. nats://127.0.0.1:4222")
+		if cfg.NATSURL, err = e.natsURLFor(f); err != nil {
+			return nil, err
 		}
 	}
-	c, err := chat.Open(ctx, cfg)
-	if err != nil {
-		return nil, chatError(err)
-	}
-	return c, nil
+	return chat.Open(ctx, cfg)
 }
 
-// chatError turns a chat SDK error into a sentence for the CLI; errors.Is
-// still sees the original.
-func chatError(err error) error {
-	var kc *chat.KeyChangedError
-	var cr *chat.ChainRewrittenError
-	var nc *chat.NotContactError
-	var qe *chat.QuotaError
-	msg := err.Error()
-	switch {
-	case errors.Is(err, chat.ErrUnknownRecipient):
-		msg = "the chat-server refused the message: that key holds no handle there, so nothing was sent"
-	case errors.As(err, &qe):
-		msg = quotaSentence(qe.Limit)
-	case errors.As(err, &nc):
-		msg = fmt.Sprintf("%s is not a contact yet: run kez contacts add %s", nc.Handle, nc.Handle)
-	case errors.As(err, &kc):
-		msg = strings.TrimPrefix(kc.Error(), "chat: ") + fmt.Sprintf(" (kez contacts add %s)", kc.Handle)
-	case errors.As(err, &cr):
-		msg = strings.TrimPrefix(cr.Error(), "chat: ") + fmt.Sprintf(" (kez contacts add %s)", cr.Handle)
-	case handles.ReasonOf(err) == handles.ReasonNoDomain:
-		msg = "a bare name needs your home domain: write name@domain, or set KEZ_SERVER to your chat-server"
-	case errors.Is(err, handles.ErrForbiddenOrigin):
-		msg = forbiddenSentence(err)
-	default:
-		for _, p := range []string{"chat: ", "handles: ", "sigchain: ", "kez: ", "natsconn: "} {
-			msg = strings.TrimPrefix(msg, p)
+// unknownOrNotContact words the refusal to talk with a handle that is not
+// a contact: a handle no one holds is named as such (adding it would fail
+// too), one that exists gets the "kez contacts add" to run. Other errors
+// are returned as they are, about handle.
+func (e *env) unknownOrNotContact(ctx context.Context, handle string, err error) error {
+	if errors.Is(err, chat.ErrNotContact) {
+		if _, rerr := e.resolver(e.srv).Resolve(ctx, handle); errors.Is(rerr, handles.ErrNotFound) {
+			return worded(rerr, "no one is registered as %s, so nothing was sent", fullHandle(handle, e.srv.domain))
 		}
-		msg = withAdvice(msg, chatAdvice(err))
 	}
-	return &cliErr{msg: msg, err: err}
-}
-
-// quotaSentence says which sending limit refused a message, and what to
-// do about it.
-func quotaSentence(limit string) string {
-	switch limit {
-	case "sender":
-		return "you are sending faster than the chat-server allows; nothing was sent: wait a little and send again"
-	case "recipient":
-		return "the recipient is taking in more mail than the chat-server allows right now; nothing was sent: try again later"
-	case "unread":
-		return "the recipient has not read the many messages you already sent; nothing was sent until they read some"
-	default:
-		return "the chat-server's message store is full; nothing was sent: try again later, or tell its operator"
-	}
-}
-
-// forbiddenSentence words a refusal of the remote-origin rules.
-func forbiddenSentence(err error) string {
-	return fmt.Sprintf("kez will not contact the server this handle's domain names, because it is not public https (%v); "+
-		"if it is a development or private domain you trust, add it to KEZ_LOCAL_DOMAINS", trimSDK(err))
+	return aboutHandle(handle, err)
 }
 
 // readText returns the message text: the arguments joined by spaces, or
@@ -244,7 +198,7 @@ func runSend(ctx context.Context, e *env, cf chatFlags, handle string, args []st
 			return noReceipt
 		}
 	} else if err != nil {
-		return chatError(err)
+		return e.unknownOrNotContact(ctx, handle, err)
 	}
 	if asJSON {
 		out := sendJSON{ID: s.ID.String(), To: s.Handle, ToKey: s.To.String(), SentAt: s.SentAt.UTC(), Seq: s.Seq}

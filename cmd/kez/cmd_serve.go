@@ -7,12 +7,14 @@ import (
 	"strings"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/natsconn"
+	"github.com/nats-io/nats.go"
 )
 
 func init() {
 	register(&command{
 		name:    "serve",
-		args:    "[--listen ADDRS] [--nats URL] [--home DIR]",
+		args:    "[--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "stay online: receive messages and serve your shared files",
 		help: `
 Keeps your client online until you press Ctrl-C (or it gets SIGTERM):
@@ -26,7 +28,9 @@ Keeps your client online until you press Ctrl-C (or it gets SIGTERM):
   held messages.
 
 A shared file that changed on disk since you shared it is not sent; a
-warning names it, and "kez share" publishes the new version.
+sentence names it, and "kez share" publishes the new version. When the
+connection to NATS is lost, serve says so, keeps trying, and says when it
+is back. --verbose also prints the SDK's log lines.
 
 --listen (env KEZ_P2P_LISTEN) sets the libp2p listen addresses, comma-separated
 multiaddrs (default: every interface, TCP and QUIC, ports the system
@@ -37,10 +41,6 @@ picks). Your machine must be reachable at one of them by those who fetch.`,
 			cf.declare(fs, true)
 			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_P2P_LISTEN)")
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) > 0 {
 					return usagef("serve takes no arguments, got %q", args)
 				}
@@ -63,10 +63,10 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 	defer s.Close()
 	shared, err := s.Shared(ctx)
 	if err != nil {
-		return filesError(err)
+		return err
 	}
 	if err := s.StartServing(ctx); err != nil {
-		return filesError(err)
+		return err
 	}
 	defer s.StopServing()
 
@@ -80,6 +80,7 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 	}
 	out := &printer{w: e.stdout}
 	note := &printer{w: e.stderr}
+	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
 	out.line("Online as %s (PeerID %s), listening on %s.", me, setup.id.PublicKey().PeerID(), strings.Join(addrs, ", "))
 	out.line("Serving %d shared file(s) and receiving messages; Ctrl-C stops.", len(shared))
 
@@ -89,7 +90,7 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 		case chat.TrustTrusted:
 			out.print(m)
 			if err := c.MarkRead(ctx, m); err != nil {
-				note.line("kez serve: %v", chatError(err))
+				note.line("kez serve: %s", e.sentence(err))
 			}
 		case chat.TrustRequest:
 			note.line("A message request from %s: kez inbox --requests", m.Who())
@@ -98,11 +99,33 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 		}
 	})
 	if runErr != nil {
-		return chatError(runErr)
+		return runErr
 	}
 	if ctx.Err() == nil {
 		return fmt.Errorf("stopped receiving messages unexpectedly; run kez serve again")
 	}
 	fmt.Fprintln(e.stdout, "Offline.")
 	return nil
+}
+
+// saySessionChanges tells, in a sentence each, when the connection to NATS
+// is lost and when it is back (the client keeps trying meanwhile), for the
+// commands that stay online (serve, inbox --follow, chat). The
+// connection's own handlers still run first.
+func saySessionChanges(ctx context.Context, nc *nats.Conn, note *printer, url string) {
+	lost, back := nc.DisconnectErrHandler(), nc.ReconnectHandler()
+	nc.SetDisconnectErrHandler(func(conn *nats.Conn, err error) {
+		if lost != nil {
+			lost(conn, err)
+		}
+		if err != nil && ctx.Err() == nil { // not the goodbye of Close
+			note.line("Lost the connection to NATS at %s; trying again until it is back (meanwhile your messages wait on the server, and no one can fetch from you).", natsconn.RedactURL(url))
+		}
+	})
+	nc.SetReconnectHandler(func(conn *nats.Conn) {
+		if back != nil {
+			back(conn)
+		}
+		note.line("Connected to NATS again: receiving messages and serving files.")
+	})
 }

@@ -5,19 +5,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"strings"
 
 	"github.com/kez-lat/kez-chat/files"
-	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/libp2p/go-libp2p"
 	"github.com/nats-io/nats.go"
 )
 
 func init() {
 	register(&command{
 		name:    "share",
-		args:    "PATH [--to HANDLE]… [--name NAME] [--home DIR]",
+		args:    "PATH [--to HANDLE]… [--name NAME] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "share a file, publicly or privately with the named handles",
 		help: `
 Shares the file at PATH: it is hashed into a content address (CID),
@@ -42,10 +41,6 @@ ask you); run kez share again to publish the new version.`,
 			fs.Var(&to, "to", "share privately with this handle (repeatable)")
 			fs.StringVar(&name, "name", "", "share under this name (default: the file's name)")
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) != 1 {
 					return usagef("share takes one PATH, got %d arguments", len(args))
 				}
@@ -98,8 +93,8 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 		Domain:            srv.domain,
 		AllowLocalDomains: e.allowLocal(srv.domain),
 		HTTPClient:        httpClient,
-		// Warnings (a shared file that changed) are for the user.
-		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:            e.logger(f.verbose),
+		Libp2pOptions:     []libp2p.Option{libp2p.UserAgent(userAgent())},
 	}
 	if l := e.envOr(listen, "KEZ_P2P_LISTEN"); l != "" {
 		for _, a := range strings.Split(l, ",") {
@@ -109,29 +104,15 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 		}
 	}
 	if online && nc == nil {
-		cfg.NATSURL = e.envOr(f.nats, "NATS_URL")
-		if cfg.NATSURL == "" {
-			return nil, nil, errors.New("no NATS server given: set NATS_URL (or pass --nats) to your operator's NATS, e.g. nats://127.0.0.1:4222")
+		if cfg.NATSURL, err = e.natsURLFor(f); err != nil {
+			return nil, nil, err
 		}
 	}
 	s, err := files.Open(ctx, cfg)
 	if err != nil {
-		return nil, nil, filesError(err)
+		return nil, nil, err
 	}
 	return s, &sharingSetup{id: id, handle: prof.handleFor(id.PublicKey()), srv: srv}, nil
-}
-
-// filesError turns a files SDK error into a sentence for the CLI; errors.Is
-// still sees the original.
-func filesError(err error) error {
-	if handles.ReasonOf(err) == handles.ReasonNoDomain {
-		return &cliErr{msg: "a bare name needs your home domain: write name@domain, or set KEZ_SERVER to your chat-server", err: err}
-	}
-	msg := err.Error()
-	for _, p := range []string{"files: ", "handles: ", "sigchain: ", "kez: ", "natsconn: "} {
-		msg = strings.TrimPrefix(msg, p)
-	}
-	return &cliErr{msg: withAdvice(msg, filesAdvice(err)), err: err}
 }
 
 // humanSize writes a byte count the way people read it.
@@ -156,7 +137,7 @@ func runShare(ctx context.Context, e *env, cf chatFlags, path string, o files.Sh
 	defer s.Close()
 	sf, err := s.Share(ctx, path, o)
 	if err != nil {
-		return filesError(err)
+		return err
 	}
 	me := "@" + setup.handle
 	if setup.handle == "" {

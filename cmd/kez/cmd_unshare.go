@@ -9,7 +9,7 @@ import (
 func init() {
 	register(&command{
 		name:    "unshare",
-		args:    "NAME|CID [--home DIR]",
+		args:    "NAME|CID [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "stop sharing a file",
 		help: `
 Removes the file shared under NAME (or with the content address CID) from
@@ -22,10 +22,6 @@ stays where it is. Copies others already fetched stay theirs.
 			var cf chatFlags
 			cf.declare(fs, false)
 			return func(ctx context.Context, args []string) error {
-				args, err := interleaved(fs, args)
-				if err != nil {
-					return err
-				}
 				if len(args) != 1 {
 					return usagef("unshare takes one NAME or CID, got %d arguments", len(args))
 				}
@@ -43,7 +39,7 @@ func runUnshare(ctx context.Context, e *env, cf chatFlags, what string) error {
 	defer s.Close()
 	removed, err := s.Unshare(ctx, what)
 	if err != nil {
-		return filesError(err)
+		return err
 	}
 	for _, r := range removed {
 		name := fmt.Sprintf("%q", r.Name)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -29,7 +28,9 @@ and the answer is accepted only if the chain claims exactly that handle.
 It shows the handle, the key (the NATS user nkey), the PeerID, the
 fingerprint to compare with its owner, the X25519 encryption key, the
 chain's length and head, the owner's claims on other services and whether
-they share files.
+they share files. A claim is shown as a claim: the chain proves that its
+owner made it, not that the name on the other service is theirs; only its
+proof, which you open yourself, does.
 
 --json prints one object: {"handle","key","peer_id","fingerprint",
 "encryption_key","encryption_generation","sigchain_url","seqno","head",
@@ -97,7 +98,7 @@ func sharedFiles(seqno uint64, body []byte) *whoisSharedFile {
 	sf := &whoisSharedFile{Seqno: seqno, Bytes: len(body), Public: []whoisFile{}}
 	m, err := format.DecodeManifest(body)
 	if err != nil {
-		sf.Error = trimSDK(err).Error()
+		sf.Error = err.Error()
 		return sf
 	}
 	for _, e := range m.Public {
@@ -123,6 +124,11 @@ func (e *env) homeResolver(ctx context.Context, homeFlag string, sf serverFlags)
 	if err != nil {
 		return nil, err
 	}
+	return e.resolver(srv), nil
+}
+
+// resolver returns a resolver, without a cache, whose home is srv.
+func (e *env) resolver(srv servers) *handles.Resolver {
 	return &handles.Resolver{
 		DefaultDomain: srv.domain,
 		HomeServer:    srv.server,
@@ -130,7 +136,7 @@ func (e *env) homeResolver(ctx context.Context, homeFlag string, sf serverFlags)
 		AllowLocal:    e.allowLocal(srv.domain),
 		LocalDomains:  e.localDomains(),
 		TTL:           -1,
-	}, nil
+	}
 }
 
 func runWhois(ctx context.Context, e *env, homeFlag string, sf serverFlags, handle string, asJSON bool) error {
@@ -141,15 +147,9 @@ func runWhois(ctx context.Context, e *env, homeFlag string, sf serverFlags, hand
 	res, err := r.Resolve(ctx, handle)
 	switch {
 	case handles.ReasonOf(err) == handles.ReasonNoDomain:
-		return fmt.Errorf("%q has no domain and no home domain is known: write name@domain, or set KEZ_SERVER to your chat-server", handle)
-	case errors.Is(err, handles.ErrNotFound):
-		return fmt.Errorf("no one is registered as %s (%v)", handle, trimSDK(err))
-	case errors.Is(err, handles.ErrMismatch):
-		return fmt.Errorf("DO NOT TRUST %s: the server's answer does not match the sigchain it points to (%v)", handle, trimSDK(err))
-	case errors.Is(err, handles.ErrForbiddenOrigin):
-		return errors.New(forbiddenSentence(err))
+		return worded(err, "%q has no domain and no home domain is known: write name@domain, or set KEZ_SERVER to your chat-server", handle)
 	case err != nil:
-		return trimSDK(err)
+		return aboutHandle(handle, err)
 	}
 
 	st := res.State
@@ -191,7 +191,9 @@ func printWhois(w io.Writer, o whoisJSON) {
 		if i == 0 {
 			label = "claims:"
 		}
-		fmt.Fprintf(w, "%-14s%s: %s (proof: %s)\n", label, c.Service, c.Identity, c.Proof)
+		// The sigchain proves that its owner made the claim, not that
+		// the name on the other service is theirs: only its proof can.
+		fmt.Fprintf(w, "%-14s%s: %s, claimed, not checked by kez (its proof: %s)\n", label, c.Service, c.Identity, c.Proof)
 	}
 	switch sf := o.SharedFiles; {
 	case sf == nil:
@@ -214,4 +216,7 @@ func printWhois(w io.Writer, o whoisJSON) {
 		fmt.Fprintf(w, ", %d private (link #%d); \"kez files @%s\" lists them\n", sf.Private, sf.Seqno, o.Handle)
 	}
 	fmt.Fprintln(w, "verified:     the sigchain was checked on this machine and claims this handle;\n              compare the fingerprint with its owner before you trust it")
+	if len(o.Claims) > 0 {
+		fmt.Fprintln(w, "              (the claims on other services are theirs: open each proof to check it)")
+	}
 }

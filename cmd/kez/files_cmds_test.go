@@ -106,6 +106,27 @@ func filesJSONOf(t *testing.T, environ map[string]string, args ...string) []file
 	return out
 }
 
+// ownFilesJSONOf runs "kez files --json" (your own files), checking that
+// the documented fields are there for every file.
+func ownFilesJSONOf(t *testing.T, environ map[string]string) []ownFileJSON {
+	t.Helper()
+	r := mustRun(t, environ, "", "files", "--json")
+	var out []ownFileJSON
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("files --json: %v\n%s", err, r.stdout)
+	}
+	var raw []map[string]any
+	json.Unmarshal([]byte(r.stdout), &raw)
+	for _, f := range raw {
+		for _, k := range []string{"name", "size", "cid", "private", "media_type", "mtime", "path", "recipients"} {
+			if _, ok := f[k]; !ok {
+				t.Errorf("files --json lacks %q: %s", k, r.stdout)
+			}
+		}
+	}
+	return out
+}
+
 func TestShareFilesFetchServe(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
@@ -146,7 +167,7 @@ func TestShareFilesFetchServe(t *testing.T) {
 	if r := mustRun(t, bob, "", "files", "alice"); !strings.Contains(r.stdout, "@alice@kez.test shares 2 file(s)") || !strings.Contains(r.stdout, "kez fetch @alice@kez.test NAME") {
 		t.Errorf("files with a bare name:\n%s", r.stdout)
 	}
-	own := filesJSONOf(t, alice)
+	own := ownFilesJSONOf(t, alice)
 	if len(own) != 2 || own[0].Path != report || len(own[1].Recipients) != 1 || own[1].Recipients[0] != "bob@kez.test" {
 		t.Errorf("alice's own files: %+v", own)
 	}
@@ -154,7 +175,7 @@ func TestShareFilesFetchServe(t *testing.T) {
 	// Alice offline: a clear error, and nothing written.
 	out := filepath.Join(dir, "got.pdf")
 	r = kezCmd(t, bob, "", "fetch", "alice", "report.pdf", "-o", out)
-	if r.code != 1 || !strings.Contains(r.stderr, "alice@kez.test is offline; ask them to run kez serve, or use --wait") {
+	if r.code != 1 || !strings.Contains(r.stderr, "alice@kez.test is offline: ask them to run kez serve, or add --wait to wait until they do") {
 		t.Fatalf("fetch from an offline owner: exit %d\n%s", r.code, r.stderr)
 	}
 	if _, err := os.Stat(out); err == nil {

@@ -53,40 +53,21 @@ func loadIdentity(e *env, home string) (*kez.Identity, error) {
 	return id, nil
 }
 
-// explainLoadError turns a kez.LoadIdentity error into advice. The result
-// still matches the kez sentinels with errors.Is.
+// explainLoadError words a kez.LoadIdentity error with the folder it
+// is about. The result still matches the kez sentinels with errors.Is.
 func explainLoadError(home string, err error) error {
-	var msg string
+	path := kez.IdentityPath(home)
 	switch {
 	case errors.Is(err, kez.ErrNoIdentity):
-		msg = fmt.Sprintf("no identity in %s yet: run \"kez init\" to make one, or \"kez recover\" to restore yours from its 24 words", home)
+		return worded(err, "no identity in %s yet: run \"kez init\" to make one, or \"kez recover\" to restore yours from its 24 words", home)
 	case errors.Is(err, kez.ErrPassphraseRequired):
-		msg = fmt.Sprintf("the identity in %s is encrypted: set KEZ_PASSPHRASE_FILE (a file holding the passphrase) or KEZ_PASSPHRASE, or run on a terminal to be asked", home)
+		return worded(err, "the identity in %s is encrypted: set KEZ_PASSPHRASE_FILE (a file holding the passphrase) or KEZ_PASSPHRASE, or run on a terminal to be asked", home)
 	case errors.Is(err, kez.ErrWrongPassphrase):
-		msg = fmt.Sprintf("wrong passphrase for %s (if it is right, the file is damaged: restore it with \"kez recover --force\")", kez.IdentityPath(home))
+		return worded(err, "wrong passphrase for %s (if it is right, the file is damaged: restore it with \"kez recover --force\")", path)
+	case errors.Is(err, kez.ErrInsecurePermissions):
+		return worded(err, "%s can be read or changed by other users of this machine: run chmod 600 %s, and make a new identity if you do not trust them", path, path)
 	case errors.Is(err, kez.ErrBadIdentityFile):
-		msg = cliError(err).Error() + "; if it is damaged, restore it from your words with \"kez recover --force\""
-	default:
-		return cliError(err)
-	}
-	return &cliErr{msg: msg, err: err}
-}
-
-// cliErr is an error with a CLI-worded message that still unwraps to the
-// SDK error it explains.
-type cliErr struct {
-	msg string
-	err error
-}
-
-func (e *cliErr) Error() string { return e.msg }
-func (e *cliErr) Unwrap() error { return e.err }
-
-// cliError drops the "kez: " package prefix from an SDK error, since the CLI
-// already names the command; errors.Is and errors.As still see the original.
-func cliError(err error) error {
-	if rest, ok := strings.CutPrefix(err.Error(), "kez: "); ok {
-		return &cliErr{msg: rest, err: err}
+		return worded(err, "%s is not a KEZ identity file, or it is damaged: restore it from your words with \"kez recover --force\"", path)
 	}
 	return err
 }

@@ -2,12 +2,11 @@
 // messages and peer-to-peer file sharing from a terminal.
 //
 // Every command is a thin layer over the SDK packages. Run "kez help" for the
-// list, "kez help COMMAND" for one command. Every flag has an environment
-// twin (KEZ_HOME, KEZ_SERVER, KEZ_SIG_SERVER, NATS_URL, KEZ_P2P_LISTEN);
-// flags win.
+// list, "kez help COMMAND" for one command; "kez help" also lists the
+// environment variables it reads (flags win over them).
 //
 // Exit status: 0 on success, 1 when the command failed, 2 for a usage
-// error, 3 when "send --wait" sent the message but no delivery receipt came
+// error (bare "kez" included), 3 when "send --wait" sent the message but no delivery receipt came
 // before the timeout (so a script must not send it again).
 package main
 
@@ -23,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/term"
 )
@@ -56,6 +56,13 @@ type env struct {
 	getenv         func(string) string
 	// isTerminal reports whether stdin and stdout are a terminal.
 	isTerminal bool
+	// now is the clock of progress lines; nil: time.Now.
+	now func() time.Time
+
+	// What the command settled so far, for wording its errors: the
+	// servers (settleServers) and the NATS URL it logs in to.
+	srv     servers
+	natsURL string
 }
 
 // usageError marks an error caused by how the command was called.
@@ -123,13 +130,17 @@ func isTerminal(f *os.File) bool {
 
 // run executes one command line and returns the exit status.
 func run(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
+		printHelp(e.stderr)
+		return 2
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		if len(args) > 1 {
 			if c, ok := commands[args[1]]; ok {
 				printCommandHelp(e.stdout, c)
 				return 0
 			}
-			fmt.Fprintf(e.stderr, "kez: no command %q; run \"kez help\" for the list\n", args[1])
+			fmt.Fprintf(e.stderr, "kez: there is no command %q; run \"kez help\" for the list\n", args[1])
 			return 2
 		}
 		printHelp(e.stdout)
@@ -137,27 +148,28 @@ func run(ctx context.Context, e *env, args []string) int {
 	}
 	c, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(e.stderr, "kez: no command %q; run \"kez help\" for the list\n", args[0])
+		fmt.Fprintf(e.stderr, "kez: there is no command %q; run \"kez help\" for the list\n", args[0])
 		return 2
 	}
 	fs := flag.NewFlagSet("kez "+c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	runFn := c.flags(fs, e)
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := interleaved(fs, args[1:])
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printCommandHelp(e.stdout, c)
 			return 0
 		}
-		fmt.Fprintf(e.stderr, "kez %s: %v\nusage: kez %s %s\n", c.name, err, c.name, c.args)
+		fmt.Fprintf(e.stderr, "kez %s: %s\nusage: kez %s %s\n", c.name, flagSentence(err), c.name, c.args)
 		return 2
 	}
-	if err := runFn(ctx, fs.Args()); err != nil {
+	if err := runFn(ctx, pos); err != nil {
 		var ue *usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(e.stderr, "kez %s: %v\nusage: kez %s %s\n", c.name, err, c.name, c.args)
 			return 2
 		}
-		fmt.Fprintf(e.stderr, "kez %s: %v\n", c.name, err)
+		fmt.Fprintf(e.stderr, "kez %s: %s\n", c.name, e.sentence(err))
 		var xe *exitError
 		if errors.As(err, &xe) {
 			return xe.code
@@ -167,9 +179,81 @@ func run(ctx context.Context, e *env, args []string) int {
 	return 0
 }
 
+// interleaved parses the flags of a command line wherever they are, before,
+// between or after its arguments ("kez whois bob --json", "kez register
+// dave --server URL"), and returns the arguments in order. After "--"
+// everything is an argument, so a message may start with a dash. run
+// parses every command's flags with it; a command that parses a further
+// part of its line itself may call it too.
+func interleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			break
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+	return pos, nil
+}
+
+// flagSentence words an error of package flag (whose errors are not
+// typed, only text) as the CLI speaks: flags with their dashes, a
+// sentence that names what is wrong.
+func flagSentence(err error) string {
+	msg := err.Error()
+	dashes := func(name string) string {
+		name = strings.TrimLeft(name, "-")
+		if len(name) == 1 {
+			return "-" + name
+		}
+		return "--" + name
+	}
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		return fmt.Sprintf("there is no %s flag", dashes(name))
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		return fmt.Sprintf("%s needs a value", dashes(name))
+	}
+	if rest, ok := strings.CutPrefix(msg, "invalid value "); ok {
+		// invalid value "x" for flag -name: why
+		if val, after, ok := strings.Cut(rest, " for flag "); ok {
+			name, why, _ := strings.Cut(after, ": ")
+			return fmt.Sprintf("%s is not a valid value for %s (%s)", val, dashes(name), why)
+		}
+	}
+	if rest, ok := strings.CutPrefix(msg, "invalid boolean value "); ok {
+		if val, after, ok := strings.Cut(rest, " for "); ok {
+			name, _, _ := strings.Cut(after, ": ")
+			return fmt.Sprintf("%s takes no value (or =true, =false), not %s", dashes(name), val)
+		}
+	}
+	return msg
+}
+
+// environment is every variable the CLI reads, for "kez help" and
+// docs/cli.md; a test checks that no getenv in the commands is missing.
+var environment = []struct{ name, flag, meaning string }{
+	{"KEZ_HOME", "--home", "your state folder (default: the user config folder + /kez)"},
+	{"KEZ_SERVER", "--server", "your chat-server's base URL (default: your profile's)"},
+	{"KEZ_SIG_SERVER", "--sig-server", "the sig-server's base URL (default: the one the chat-server names)"},
+	{"KEZ_DOMAIN", "", "your home domain, which completes bare names (default: the chat-server's)"},
+	{"KEZ_LOCAL_DOMAINS", "", "handle domains whose servers may be plain http at private addresses, comma-separated"},
+	{"NATS_URL", "--nats", "your operator's NATS"},
+	{"KEZ_P2P_LISTEN", "--listen", "libp2p listen multiaddrs, comma-separated (fetch, serve)"},
+	{"KEZ_PASSPHRASE_FILE", "--passphrase-file", "a file whose first line is your identity's passphrase"},
+	{"KEZ_PASSPHRASE", "", "the passphrase itself (prefer the file)"},
+}
+
 func printHelp(w io.Writer) {
 	fmt.Fprintln(w, "kez — end-to-end encrypted chat and peer-to-peer file sharing")
-	fmt.Fprintln(w, "\nusage: kez COMMAND [flags] [args]\n\ncommands:")
+	fmt.Fprintln(w, "\nusage: kez COMMAND [args] [flags]\n\ncommands:")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)
@@ -178,7 +262,11 @@ func printHelp(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nenvironment: KEZ_HOME, KEZ_SERVER, KEZ_SIG_SERVER, NATS_URL, KEZ_P2P_LISTEN (flags win)")
+	fmt.Fprintln(w, "\nenvironment (a flag given wins over its variable, a variable over your profile):")
+	for _, v := range environment {
+		fmt.Fprintf(w, "  %-20s %-18s %s\n", v.name, v.flag, v.meaning)
+	}
+	fmt.Fprintln(w, "\nflags go before or after the arguments; \"--\" ends them.")
 	fmt.Fprintln(w, "run \"kez help COMMAND\" for one command's flags")
 }
 

@@ -1,0 +1,278 @@
+package main
+
+// How the CLI words errors. The libraries' errors are short and typed; the
+// commands return them as they come (adding, where it helps, the handle
+// they were about), and run prints env.sentence of what a command
+// returned: one sentence that says what happened and what to do, found
+// with errors.Is and errors.As, never by cutting error text.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/natsconn"
+	"github.com/kez-lat/kez-chat/sigchain"
+)
+
+// cliErr is an error the CLI worded itself: its message is printed as it
+// is. It unwraps to the error it explains, so errors.Is still sees that.
+type cliErr struct {
+	msg string
+	err error
+}
+
+func (e *cliErr) Error() string { return e.msg }
+func (e *cliErr) Unwrap() error { return e.err }
+
+// worded returns err with a message of the CLI's own.
+func worded(err error, format string, a ...any) error {
+	return &cliErr{msg: fmt.Sprintf(format, a...), err: err}
+}
+
+// handleErr marks an error of a command about one handle, so that the
+// sentence can name who ("no one is registered as zed@kez.test").
+type handleErr struct {
+	handle string
+	err    error
+}
+
+func (e *handleErr) Error() string { return e.err.Error() }
+func (e *handleErr) Unwrap() error { return e.err }
+
+// aboutHandle marks err as being about handle (as the user typed it).
+func aboutHandle(handle string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &handleErr{handle: handle, err: err}
+}
+
+// sentence words an error for the terminal. An error the CLI worded
+// itself (a *cliErr, a usage or exit error, a plain error of a command)
+// keeps its text; a library error in its chain becomes the sentence for
+// it. What no case knows is printed as it is.
+func (e *env) sentence(err error) string {
+	if e == nil {
+		e = &env{}
+	}
+	switch err.(type) {
+	case *cliErr, *usageError:
+		return err.Error()
+	case *exitError:
+		return e.sentence(errors.Unwrap(err))
+	}
+	who := ""
+	if he := new(handleErr); errors.As(err, &he) {
+		who = fullHandle(he.handle, e.srv.domain)
+	}
+	var (
+		notContact *chat.NotContactError
+		keyChanged *chat.KeyChangedError
+		rewritten  *chat.ChainRewrittenError
+		quota      *chat.QuotaError
+		offline    *files.OfflineError
+		notShared  *files.NotSharedError
+		changed    *files.ChangedError
+		pathErr    *fs.PathError
+		badHandle  *handles.HandleError
+		badWord    *kez.WordError
+		wordCount  *kez.WordCountError
+	)
+	switch {
+	case errors.As(err, &notContact):
+		return fmt.Sprintf("%s is not a contact yet: run kez contacts add %s", notContact.Handle, notContact.Handle)
+	case errors.As(err, &keyChanged):
+		k := keyChanged
+		return fmt.Sprintf("WARNING: the key of %s changed: it was %s (fingerprint %s) and is now %s (fingerprint %s). "+
+			"Someone may be impersonating them, or they made a new identity. Their messages are held and nothing is sent to them "+
+			"until you compare the new fingerprint with them in person or by voice and accept it with kez contacts add %s",
+			k.Handle, k.Pinned, k.Pinned.Fingerprint(), k.Current, k.Current.Fingerprint(), k.Handle)
+	case errors.As(err, &rewritten):
+		r := rewritten
+		return fmt.Sprintf("WARNING: the sigchain of %s (%s) no longer contains the link %d you pinned (%s): the sig-server shows a rewritten history. "+
+			"Their messages are held and nothing is sent to them until you check with them and accept the chain with kez contacts add %s",
+			r.Handle, r.Key, r.Pinned.Seqno, r.Pinned.Head, r.Handle)
+	case errors.Is(err, chat.ErrUnknownRecipient):
+		return "the chat-server refused the message: that key holds no handle there, so nothing was sent"
+	case errors.As(err, &quota):
+		return quotaSentence(quota.Limit)
+	case errors.Is(err, chat.ErrFingerprintMismatch):
+		return "that fingerprint does not match the key you pinned, so nothing changed: do not trust this contact until you have compared fingerprints again, in person or by voice"
+	case errors.Is(err, chat.ErrNoStream):
+		return "the NATS server has no inbox stream: its chat-server is not running or not connected to it; try again later, or ask its operator"
+	case errors.Is(err, natsconn.ErrNotRegistered):
+		return "the NATS server refused your key: register a handle first (kez register NAME); if you did, its chat-server may be down, so try again later or ask its operator"
+	case errors.Is(err, natsconn.ErrUnreachable):
+		where := ""
+		if e.natsURL != "" {
+			where = " at " + natsconn.RedactURL(e.natsURL)
+		}
+		return fmt.Sprintf("cannot reach NATS%s%s: check that it is running and that NATS_URL (or --nats) names it", where, cause(err))
+
+	case errors.As(err, &offline):
+		if offline.Waited > 0 {
+			return fmt.Sprintf("%s did not come online within %s: ask them to run kez serve, then run the same command again", offline.Owner, offline.Waited.Round(time.Second))
+		}
+		return fmt.Sprintf("%s is offline: ask them to run kez serve, or add --wait to wait until they do", offline.Owner)
+	case errors.As(err, &notShared):
+		if notShared.Owner == "" {
+			return fmt.Sprintf("you share no file named %q (nor with that CID): kez files lists yours", notShared.What)
+		}
+		return fmt.Sprintf("%s shares no file named %q (nor with that CID) that you may see: kez files %s lists them", notShared.Owner, notShared.What, notShared.Owner)
+	case errors.As(err, &changed):
+		if changed.Gone {
+			return fmt.Sprintf("%q is gone from %s, so it is not sent: share it again from where it is now, or kez unshare it", changed.Name, changed.Path)
+		}
+		return fmt.Sprintf("%q changed on disk since you shared it, so it is not sent: run kez share %s again to share the new version", changed.Name, changed.Path)
+	case errors.Is(err, files.ErrForbidden):
+		return fmt.Sprintf("%s shares that file privately with others, not with you, so it was not sent", orOwner(who))
+	case errors.Is(err, files.ErrNotFound):
+		list := "kez files HANDLE"
+		if who != "" {
+			list = "kez files " + who
+		}
+		return fmt.Sprintf("%s no longer has that file (it may have been unshared): %s lists what they share now", orOwner(who), list)
+	case errors.Is(err, files.ErrBusy):
+		return fmt.Sprintf("%s is busy with other transfers: run the same command again in a moment", orOwner(who))
+	case errors.Is(err, files.ErrCorrupt):
+		return fmt.Sprintf("%s sent data that does not match the file's CID, so the fetch stopped and nothing unverified was kept: try again later, and tell them if it happens again", orOwner(who))
+	case errors.Is(err, files.ErrNoNATS):
+		return "that needs NATS: set NATS_URL (or pass --nats) to your operator's NATS"
+	case errors.Is(err, files.ErrNoSigServer):
+		return "that needs the sig-server that holds your sigchain: set KEZ_SIG_SERVER (or pass --sig-server)"
+	case errors.Is(err, files.ErrNoResolver):
+		return "that needs your chat-server to look up handles: set KEZ_SERVER (or pass --server)"
+	case errors.Is(err, sigchain.ErrNotFound) && who == "":
+		return "you have no sigchain at your sig-server yet: register first (kez register NAME)"
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Sprintf("%v: set KEZ_HOME (or pass --home) to a writable folder", err)
+	case errors.Is(err, fs.ErrPermission) && !errors.As(err, &pathErr):
+		return fmt.Sprintf("%v: fix its permissions, or set KEZ_HOME (or pass --home) to a folder you may write", err)
+	case errors.Is(err, fs.ErrExist) && errors.As(err, &pathErr):
+		return fmt.Sprintf("%s already exists: name another path with -o, or add --force to replace it", pathErr.Path)
+
+	case errors.As(err, &badWord):
+		w := badWord
+		msg := fmt.Sprintf("word %d (%q) is not a backup word", w.Position, w.Word)
+		if n := len(w.Suggestions); n > 0 {
+			q := make([]string, n)
+			for i, s := range w.Suggestions {
+				q[i] = fmt.Sprintf("%q", s)
+			}
+			if n > 1 {
+				q = append(q[:n-2], q[n-2]+" or "+q[n-1])
+			}
+			msg += "; did you mean " + strings.Join(q, ", ") + "?"
+		}
+		return msg
+	case errors.As(err, &wordCount):
+		return fmt.Sprintf("a paper backup has %d words, got %d", kez.MnemonicWords, wordCount.Got)
+	case errors.Is(err, kez.ErrChecksum):
+		return "the words are all backup words but their checksum does not match: check each one against your paper backup (two swapped, or one written for another)"
+
+	case handles.ReasonOf(err) == handles.ReasonNoDomain:
+		return "a bare name needs your home domain: write name@domain, or set KEZ_SERVER to your chat-server"
+	case errors.As(err, &badHandle):
+		return fmt.Sprintf("%+q is not a valid handle: %s", badHandle.Input, badHandle.Detail)
+	case errors.Is(err, handles.ErrForbiddenOrigin):
+		return forbiddenSentence(err, who)
+	case errors.Is(err, handles.ErrNotFound) && who != "":
+		return fmt.Sprintf("no one is registered as %s", who)
+	case errors.Is(err, handles.ErrMismatch) && who != "":
+		return fmt.Sprintf("DO NOT TRUST %s: their server's answer does not match the sigchain it points to", who)
+	case errors.Is(err, handles.ErrUnreachable), errors.Is(err, sigchain.ErrUnreachable):
+		return e.unreachable(err)
+	case errors.Is(err, sigchain.ErrChainFull):
+		return "your sigchain is as large as your sig-server allows, so it takes no new link: ask its operator"
+	case errors.Is(err, sigchain.ErrConflict):
+		return "your sigchain changed at the same time (another device?): run the same command again"
+	case errors.Is(err, context.Canceled):
+		return "stopped before it finished"
+	}
+	return err.Error()
+}
+
+// orOwner is who, else "the owner".
+func orOwner(who string) string {
+	if who == "" {
+		return "the owner"
+	}
+	return who
+}
+
+// unreachable words a server that could not be reached: which one, why,
+// and where its address comes from.
+func (e *env) unreachable(err error) string {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return fmt.Sprintf("a server did not answer as it should (%v): try again later", err)
+	}
+	base := ue.URL
+	if u, perr := url.Parse(ue.URL); perr == nil {
+		base = u.Scheme + "://" + u.Host
+	}
+	under := func(s string) bool { return s != "" && (ue.URL == s || strings.HasPrefix(ue.URL, s+"/")) }
+	switch {
+	case under(e.srv.server):
+		return fmt.Sprintf("cannot reach your chat-server at %s%s: check that it is running and that KEZ_SERVER (or --server) names it", e.srv.server, cause(err))
+	case under(e.srv.sigServer):
+		return fmt.Sprintf("cannot reach your sig-server at %s%s: check that it is running and that KEZ_SIG_SERVER (or --sig-server) names it", e.srv.sigServer, cause(err))
+	}
+	return fmt.Sprintf("cannot reach the server at %s%s: it may be down; try again later", base, cause(err))
+}
+
+// cause says in a few words, in parentheses after a space, why a
+// connection failed; "" when the error does not tell.
+func cause(err error) string {
+	var dns *net.DNSError
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return " (connection refused)"
+	case errors.As(err, &dns):
+		return " (no such host)"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return " (no answer in time)"
+	}
+	return ""
+}
+
+// quotaSentence says which sending limit refused a message, and what to
+// do about it.
+func quotaSentence(limit string) string {
+	switch limit {
+	case "sender":
+		return "you are sending faster than the chat-server allows; nothing was sent: wait a little and send again"
+	case "recipient":
+		return "the recipient is taking in more mail than the chat-server allows right now; nothing was sent: try again later"
+	case "unread":
+		return "the recipient has not read the many messages you already sent; nothing was sent until they read some"
+	default:
+		return "the chat-server's message store is full; nothing was sent: try again later, or tell its operator"
+	}
+}
+
+// forbiddenSentence words a refusal of the remote-origin rules.
+func forbiddenSentence(err error, who string) string {
+	server := "the server"
+	if who != "" {
+		server = "the server " + who + "'s domain names"
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		server += " (" + ue.URL + ")"
+	}
+	return fmt.Sprintf("kez will not contact %s, because it is not public https; "+
+		"if it is a development or private domain you trust, add it to KEZ_LOCAL_DOMAINS", server)
+}
