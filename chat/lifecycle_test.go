@@ -9,27 +9,11 @@ import (
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
-// prompt bounds how long a test waits for a call that should return at
-// once (a stuck call fails the test instead of hanging it).
-const prompt = 10 * time.Second
-
 // runLoop starts c.Run with handler and returns the channel of its result.
 func runLoop(c *testClient, handler func(*Entry)) <-chan error {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(context.Background(), handler) }()
 	return done
-}
-
-// returnsPromptly waits for the result of a call that should return now.
-func returnsPromptly(t *testing.T, what string, done <-chan error) error {
-	t.Helper()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(prompt):
-		t.Fatalf("%s did not return within %v", what, prompt)
-		return nil
-	}
 }
 
 // Run returns ErrClosed promptly when the client is closed while it
@@ -45,13 +29,13 @@ func TestRunReturnsErrClosedOnClose(t *testing.T) {
 	mustSend(t, alice, "bob", "hello")
 	select {
 	case <-got:
-	case <-time.After(prompt):
+	case <-time.After(stacktest.Prompt):
 		t.Fatal("bob's Run never handed on the message")
 	}
 	if err := bob.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := returnsPromptly(t, "Run after Close", run); !errors.Is(err, ErrClosed) {
+	if err := stacktest.Returns(t, "Run after Close", run); !errors.Is(err, ErrClosed) {
 		t.Errorf("Run after Close: %v, want ErrClosed", err)
 	}
 	ctx := testCtx(t)
@@ -117,14 +101,14 @@ func TestShutdownFinishesWorkInFlight(t *testing.T) {
 	for range n {
 		select {
 		case <-got:
-		case <-time.After(prompt):
+		case <-time.After(stacktest.Prompt):
 			t.Fatal("bob's Run did not hand on every message")
 		}
 	}
 	if err := bob.Shutdown(ctx); err != nil {
 		t.Fatalf("bob's Shutdown: %v", err)
 	}
-	if err := returnsPromptly(t, "Run after Shutdown", run); !errors.Is(err, ErrClosed) {
+	if err := stacktest.Returns(t, "Run after Shutdown", run); !errors.Is(err, ErrClosed) {
 		t.Errorf("Run after Shutdown: %v, want ErrClosed", err)
 	}
 	if s := bob.Stats(); s.ReceiptsSent == 0 {
@@ -159,7 +143,7 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 	mustSend(t, alice, "bob", "hold on")
 	select {
 	case <-inHandler:
-	case <-time.After(prompt):
+	case <-time.After(stacktest.Prompt):
 		t.Fatal("bob's handler never ran")
 	}
 
@@ -167,14 +151,14 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 	shut := make(chan error, 1)
 	go func() { shut <- bob.Shutdown(ctx) }()
 	cancel()
-	if err := returnsPromptly(t, "Shutdown with an ended ctx", shut); !errors.Is(err, context.Canceled) {
+	if err := stacktest.Returns(t, "Shutdown with an ended ctx", shut); !errors.Is(err, context.Canceled) {
 		t.Errorf("Shutdown: %v, want context.Canceled", err)
 	}
 	if _, err := bob.Sync(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Sync after Shutdown: %v", err)
 	}
 	close(release)
-	if err := returnsPromptly(t, "Run after its handler returned", run); !errors.Is(err, ErrClosed) {
+	if err := stacktest.Returns(t, "Run after its handler returned", run); !errors.Is(err, ErrClosed) {
 		t.Errorf("Run: %v, want ErrClosed", err)
 	}
 }

@@ -13,22 +13,6 @@ import (
 	"github.com/kez-lat/kez-chat/natsconn"
 )
 
-// prompt bounds how long a test waits for a call that should return at
-// once (a stuck call fails the test instead of hanging it).
-const prompt = 10 * time.Second
-
-// returnsPromptly waits for the result of a call that should return now.
-func returnsPromptly(t *testing.T, what string, done <-chan error) error {
-	t.Helper()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(prompt):
-		t.Fatalf("%s did not return within %v", what, prompt)
-		return nil
-	}
-}
-
 // serve starts p.Serve and returns the channel of its result once a
 // fetch from p succeeded (so p is serving).
 func serve(t *testing.T, owner, fetcher *peer, name string) <-chan error {
@@ -36,7 +20,7 @@ func serve(t *testing.T, owner, fetcher *peer, name string) <-chan error {
 	done := make(chan error, 1)
 	go func() { done <- owner.Serve(context.Background()) }()
 	dst := filepath.Join(t.TempDir(), name)
-	if _, err := fetcher.Fetch(context.Background(), owner.handle(), name, dst, files.FetchOptions{Wait: true, WaitTimeout: prompt}); err != nil {
+	if _, err := fetcher.Fetch(context.Background(), owner.handle(), name, dst, files.FetchOptions{Wait: true, WaitTimeout: stacktest.Prompt}); err != nil {
 		t.Fatalf("fetch from a serving owner: %v", err)
 	}
 	return done
@@ -65,7 +49,7 @@ func TestServeReturnsErrClosed(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", how, err)
 			}
-			if err := returnsPromptly(t, "Serve after "+how, served); !errors.Is(err, files.ErrClosed) {
+			if err := stacktest.Returns(t, "Serve after "+how, served); !errors.Is(err, files.ErrClosed) {
 				t.Errorf("Serve after %s: %v, want ErrClosed", how, err)
 			}
 			if err := alice.Serve(ctx); !errors.Is(err, files.ErrClosed) {
@@ -119,10 +103,10 @@ func TestShutdownFinishesTransfer(t *testing.T) {
 		t.Fatalf("a fetch under way while the owner shut down: %v", err)
 	}
 	sameFile(t, src, dst)
-	if err := returnsPromptly(t, "Shutdown", shut); err != nil {
+	if err := stacktest.Returns(t, "Shutdown", shut); err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
-	if err := returnsPromptly(t, "Serve after Shutdown", served); !errors.Is(err, files.ErrClosed) {
+	if err := stacktest.Returns(t, "Serve after Shutdown", served); !errors.Is(err, files.ErrClosed) {
 		t.Errorf("Serve after Shutdown: %v, want ErrClosed", err)
 	}
 }
@@ -165,7 +149,7 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 	}()
 	select {
 	case <-waiting:
-	case <-time.After(prompt):
+	case <-time.After(stacktest.Prompt):
 		t.Fatal("the fetch never waited for bob")
 	}
 
@@ -173,10 +157,10 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 	shut := make(chan error, 1)
 	go func() { shut <- alice.Shutdown(sctx) }()
 	cancel()
-	if err := returnsPromptly(t, "Shutdown with an ended ctx", shut); !errors.Is(err, context.Canceled) {
+	if err := stacktest.Returns(t, "Shutdown with an ended ctx", shut); !errors.Is(err, context.Canceled) {
 		t.Errorf("Shutdown: %v, want context.Canceled", err)
 	}
-	if err := returnsPromptly(t, "the waiting fetch", fetched); !errors.Is(err, files.ErrClosed) {
+	if err := stacktest.Returns(t, "the waiting fetch", fetched); !errors.Is(err, files.ErrClosed) {
 		t.Errorf("the waiting fetch: %v, want ErrClosed", err)
 	}
 	if !nc.IsConnected() {
