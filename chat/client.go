@@ -376,7 +376,8 @@ func (c *Client) nextReconnect() <-chan struct{} {
 // stream acknowledged every send in flight, and closes as [Client.Close]
 // does. If ctx ends first it closes at once and returns ctx's error: sends
 // not yet acknowledged fail with ErrClosed (the stream may still store
-// them).
+// them). A Run handler that calls Shutdown waits for its own Run loop
+// until ctx ends: call it from elsewhere.
 func (c *Client) Shutdown(ctx context.Context) error {
 	c.work.Stop()
 	err := lifecycle.Wait(ctx, c.work.Idle())
