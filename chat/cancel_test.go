@@ -18,7 +18,7 @@ func TestSendCancelledMidway(t *testing.T) {
 	st.NewUser(t, "bob")
 	first := openClient(t, st, au)
 	mustAdd(t, first, "bob")
-	home := first.cfg.Home
+	home := first.cfg.Client.Home
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -26,8 +26,8 @@ func TestSendCancelledMidway(t *testing.T) {
 	t.Run("checking the contact", func(t *testing.T) {
 		tp := stacktest.StartTarpit(t)
 		alice := openClientIn(t, st, au, home, func(c *Config) {
-			c.ServerURL = "http://" + tp.Addr() // hangs whoever asks it
-			c.RefreshInterval = -1              // the contact is checked on every send
+			c.Client.ServerURL = "http://" + tp.Addr() // hangs whoever asks it
+			c.RefreshInterval = -1                     // the contact is checked on every send
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()

@@ -39,7 +39,7 @@ func TestUpdatePinDoesNotReadTheSharedPin(t *testing.T) {
 	// queue and put back followed by a second hold, so that the next
 	// batch is [updatePin's, hold].
 	done := make(chan error, 1)
-	go func() { done <- alice.updatePin(ctx, cs, pinned, links) }()
+	go func() { done <- alice.updatePin(ctx, cs, pinned, links, "") }()
 	op := <-alice.db.ops
 	gate2 := make(chan struct{})
 	alice.db.ops <- op

@@ -116,7 +116,7 @@ func TestShutdownFinishesWorkInFlight(t *testing.T) {
 	}
 
 	// The receipts were stored: alice, opened again, sees them at once.
-	again := openClientIn(t, st, au, alice.cfg.Home)
+	again := openClientIn(t, st, au, alice.cfg.Client.Home)
 	mustSync(t, again)
 	h, err := again.History(ctx, "bob", 0)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/internal/testenv/redacttest"
 	"github.com/kez-lat/kez-chat/kez"
 )
@@ -17,7 +18,7 @@ func TestSecretsDoNotPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	secrets := redacttest.Identity(id)
-	cfg := chat.Config{Identity: id, Home: t.TempDir()}
+	cfg := chat.Config{Client: client.Config{Identity: id, Home: t.TempDir()}}
 	c, err := chat.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

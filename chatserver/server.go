@@ -22,7 +22,6 @@ import (
 
 // Defaults of [Server] fields.
 const (
-	DefaultDomain  = "kez.lat"       // the placeholder handle domain
 	DefaultDBPath  = "kez-chat.db"   // the handle registry, relative to the working folder
 	DefaultKeysDir = "kez-chat-keys" // the callout keys, relative to the working folder
 )
@@ -32,17 +31,21 @@ var (
 	ErrNotStarted = errors.New("chatserver: the server is not started")
 	// ErrClosed: the server was closed.
 	ErrClosed = errors.New("chatserver: the server is closed")
+	// ErrNoDomain: Start was called without a Domain. There is no default:
+	// a forgotten domain would register users under someone else's.
+	ErrNoDomain = errors.New("chatserver: no handle domain (Server.Domain) given")
 )
 
 // Server is one KEZ chat-server: the handle registry and the NATS auth
 // callout. Set the fields, call [Server.Start], serve [Server.Handler],
 // and call [Server.Close] when done. Fields must not change after Start.
-// The zero value needs at least SigServerURL and NATSURL.
+// The zero value needs at least Domain, SigServerURL and NATSURL.
 //
 // All methods are safe for concurrent use.
 type Server struct {
 	// Domain is the handle domain this server registers, e.g. "kez.lat"
-	// (handles are alice@Domain). Default [DefaultDomain].
+	// (handles are alice@Domain). Required: without it Start returns
+	// [ErrNoDomain].
 	Domain string
 	// SigServerURL is the sig-server's base URL (KEZ_SIG_SERVER); claims
 	// are checked against the claimant's sigchain there. Required.
@@ -52,7 +55,8 @@ type Server struct {
 	// lookups, WebFinger and /v1/info tell clients.
 	PublicSigServerURL string
 	// PublicURL is this server's base URL as clients reach it, used in
-	// WebFinger aliases. Empty: taken from each request's Host.
+	// WebFinger aliases. Empty: WebFinger answers carry no aliases (none
+	// is built from a request's Host).
 	PublicURL string
 	// AllowLocal accepts development domains (localhost, IP:port) as
 	// Domain and in claims. Never in production.
@@ -128,6 +132,7 @@ type Server struct {
 	closed  bool
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the NATS loop has returned
+	watched chan struct{} // closed when logReadiness has returned
 
 	log     *slog.Logger
 	reg     *prometheus.Registry
@@ -244,10 +249,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.hs.Store(hs)
 	s.kick = make(chan struct{}, 1)
 	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel, s.done = cancel, make(chan struct{})
+	s.cancel, s.done, s.watched = cancel, make(chan struct{}), make(chan struct{})
 	s.started = true
 	s.log.Info("chat-server starting", "domain", s.Domain, "nats", natsconn.RedactURL(s.NATSURL), "registry", s.registryName(), "keys", s.KeysDir)
 	go s.runNATS(runCtx)
+	go s.logReadiness(runCtx)
 	return nil
 }
 
@@ -264,7 +270,7 @@ func (s *Server) defaults() error {
 		return errors.New("chatserver: NATSURL is required: the operator's NATS server")
 	}
 	if s.Domain == "" {
-		s.Domain = DefaultDomain
+		return ErrNoDomain
 	}
 	if s.DBPath == "" {
 		s.DBPath = DefaultDBPath
@@ -331,6 +337,7 @@ func (s *Server) Close() error {
 	s.hs.Store(nil)
 	s.cancel()
 	<-s.done
+	<-s.watched
 	var errs []error
 	if err := s.svc.Close(); err != nil {
 		errs = append(errs, err)
@@ -393,6 +400,10 @@ func (s *Server) Ready(ctx context.Context) error {
 	}
 	if !s.listening.Load() {
 		return errors.New("the callout service is not listening for authorization requests yet")
+	}
+	if err := s.svc.SealError(); err != nil {
+		return fmt.Errorf("NATS's authorization requests do not open with the xkey in %s, so every login fails: "+
+			"is nats-server older than v2.10.4 (it seals them to a zero key), or does nats.conf name another auth_callout xkey? (%w)", s.KeysDir, err)
 	}
 	nc, js := s.provConn.Load(), s.js.Load()
 	if nc == nil || js == nil || !nc.IsConnected() {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
@@ -26,16 +27,16 @@ func TestFetchCancelledMidway(t *testing.T) {
 	const size = 8 << 20
 	src := filepath.Join(t.TempDir(), "data.bin")
 	writeRandom(t, src, size, 5)
-	if _, err := alice.Share(ctx, src, files.ShareOptions{}); err != nil {
+	if _, err := alice.Share(ctx, src); err != nil {
 		t.Fatal(err)
 	}
-	fetch := func(t *testing.T, s *files.Sharing, o files.FetchOptions, cancelled func(context.CancelFunc)) string {
+	fetch := func(t *testing.T, s *files.Sharing, cancelled func(context.CancelFunc), opts ...files.FetchOption) string {
 		t.Helper()
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		cancelled(cancel)
 		dst := filepath.Join(t.TempDir(), "data.bin")
-		if _, err := s.Fetch(cctx, alice.handle(), "data.bin", dst, o); !errors.Is(err, context.Canceled) {
+		if _, err := s.Fetch(cctx, alice.handle(), "data.bin", dst, opts...); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Fetch cancelled midway: %v, want context.Canceled", err)
 		}
 		mustNotExist(t, dst)
@@ -44,16 +45,16 @@ func TestFetchCancelledMidway(t *testing.T) {
 
 	t.Run("resolving the owner", func(t *testing.T) {
 		tp := stacktest.StartTarpit(t)
-		s, err := files.Open(ctx, files.Config{
-			Identity: bob.user.Identity, Home: t.TempDir(), NATSURL: st.NATSURL,
+		s, err := files.Open(ctx, files.Config{Client: client.Config{
+			Identity: bob.user.Identity, Home: t.TempDir(), NATSURL: st.NATSURL, Domain: st.Domain, SigServerURL: st.SigServerURL,
 			Resolver: &handles.Resolver{DefaultDomain: st.Domain, HomeServer: "http://" + tp.Addr()},
 			Logger:   slog.New(slog.DiscardHandler),
-		})
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
-		fetch(t, s, files.FetchOptions{}, func(cancel context.CancelFunc) {
+		fetch(t, s, func(cancel context.CancelFunc) {
 			go func() { <-tp.Accepts(); cancel() }()
 		})
 	})
@@ -61,8 +62,8 @@ func TestFetchCancelledMidway(t *testing.T) {
 	t.Run("waiting for the owner", func(t *testing.T) {
 		var once sync.Once
 		var cancel context.CancelFunc
-		fetch(t, bob.Sharing, files.FetchOptions{Wait: true, OnWait: func(int) { once.Do(cancel) }},
-			func(c context.CancelFunc) { cancel = c })
+		fetch(t, bob.Sharing, func(c context.CancelFunc) { cancel = c },
+			files.WithWait(0, func(int) { once.Do(cancel) }))
 	})
 
 	t.Run("transferring", func(t *testing.T) {
@@ -71,12 +72,12 @@ func TestFetchCancelledMidway(t *testing.T) {
 		}
 		var cancel context.CancelFunc
 		var cut int64
-		dst := fetch(t, bob.Sharing, files.FetchOptions{Progress: func(verified, _ int64) {
+		dst := fetch(t, bob.Sharing, func(c context.CancelFunc) { cancel = c }, files.WithProgress(func(verified, _ int64) {
 			if verified > 0 && cut == 0 {
 				cut = verified
 				cancel()
 			}
-		}}, func(c context.CancelFunc) { cancel = c })
+		}))
 		if st, err := os.Stat(dst + files.PartialSuffix); err != nil || st.Size() < cut {
 			t.Errorf("the partial file after the cut: %v, want at least %d bytes", err, cut)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/natsconn"
@@ -20,7 +21,7 @@ func serve(t *testing.T, owner, fetcher *peer, name string) <-chan error {
 	done := make(chan error, 1)
 	go func() { done <- owner.Serve(context.Background()) }()
 	dst := filepath.Join(t.TempDir(), name)
-	if _, err := fetcher.Fetch(context.Background(), owner.handle(), name, dst, files.FetchOptions{Wait: true, WaitTimeout: stacktest.Prompt}); err != nil {
+	if _, err := fetcher.Fetch(context.Background(), owner.handle(), name, dst, files.WithWait(stacktest.Prompt, nil)); err != nil {
 		t.Fatalf("fetch from a serving owner: %v", err)
 	}
 	return done
@@ -36,7 +37,7 @@ func TestServeReturnsErrClosed(t *testing.T) {
 			ctx := context.Background()
 			src := filepath.Join(t.TempDir(), "notes.txt")
 			writeRandom(t, src, 1000, 1)
-			if _, err := alice.Share(ctx, src, files.ShareOptions{}); err != nil {
+			if _, err := alice.Share(ctx, src); err != nil {
 				t.Fatal(err)
 			}
 			served := serve(t, alice, bob, "notes.txt")
@@ -58,16 +59,16 @@ func TestServeReturnsErrClosed(t *testing.T) {
 			if err := alice.StartServing(ctx); !errors.Is(err, files.ErrClosed) {
 				t.Errorf("StartServing on a closed sharing: %v", err)
 			}
-			if _, err := alice.Share(ctx, src, files.ShareOptions{}); !errors.Is(err, files.ErrClosed) {
+			if _, err := alice.Share(ctx, src); !errors.Is(err, files.ErrClosed) {
 				t.Errorf("Share on a closed sharing: %v", err)
 			}
 			if _, err := alice.Unshare(ctx, "notes.txt"); !errors.Is(err, files.ErrClosed) {
 				t.Errorf("Unshare on a closed sharing: %v", err)
 			}
-			if _, err := alice.Fetch(ctx, bob.handle(), "x", t.TempDir(), files.FetchOptions{}); !errors.Is(err, files.ErrClosed) {
+			if _, err := alice.Fetch(ctx, bob.handle(), "x", t.TempDir()); !errors.Is(err, files.ErrClosed) {
 				t.Errorf("Fetch on a closed sharing: %v", err)
 			}
-			_, err = bob.Fetch(ctx, alice.handle(), "notes.txt", filepath.Join(t.TempDir(), "again"), files.FetchOptions{})
+			_, err = bob.Fetch(ctx, alice.handle(), "notes.txt", filepath.Join(t.TempDir(), "again"))
 			if !errors.Is(err, files.ErrOwnerOffline) {
 				t.Errorf("fetch from the closed owner: %v, want ErrOwnerOffline", err)
 			}
@@ -85,7 +86,7 @@ func TestShutdownFinishesTransfer(t *testing.T) {
 	const size = 16 << 20
 	src := filepath.Join(t.TempDir(), "big.bin")
 	writeRandom(t, src, size, 3)
-	if _, err := alice.Share(ctx, src, files.ShareOptions{}); err != nil {
+	if _, err := alice.Share(ctx, src); err != nil {
 		t.Fatal(err)
 	}
 	served := serve(t, alice, bob, "big.bin")
@@ -93,12 +94,10 @@ func TestShutdownFinishesTransfer(t *testing.T) {
 	shut := make(chan error, 1)
 	var once sync.Once
 	dst := filepath.Join(t.TempDir(), "big.bin")
-	_, err := bob.Fetch(ctx, alice.handle(), "big.bin", dst, files.FetchOptions{
-		// The first call comes once alice's node accepted the request.
-		Progress: func(int64, int64) {
-			once.Do(func() { go func() { shut <- alice.Shutdown(ctx) }() })
-		},
-	})
+	// The first progress call comes once alice's node accepted the request.
+	_, err := bob.Fetch(ctx, alice.handle(), "big.bin", dst, files.WithProgress(func(int64, int64) {
+		once.Do(func() { go func() { shut <- alice.Shutdown(ctx) }() })
+	}))
 	if err != nil {
 		t.Fatalf("a fetch under way while the owner shut down: %v", err)
 	}
@@ -125,8 +124,8 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	alice, err := files.Open(ctx, files.Config{
-		Identity: au.Identity, Home: au.Home, NATS: nc, SigServerURL: st.SigServerURL, Resolver: st.Resolver(),
-		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, MaxWaitInterval: 50 * time.Millisecond,
+		Client: client.Config{Identity: au.Identity, Home: au.Home, SigServerURL: st.SigServerURL, Resolver: st.Resolver()},
+		NATS:   nc, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, MaxWaitInterval: 50 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -135,16 +134,15 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 
 	src := filepath.Join(t.TempDir(), "later.txt")
 	writeRandom(t, src, 1000, 4)
-	if _, err := bob.Share(ctx, src, files.ShareOptions{}); err != nil {
+	if _, err := bob.Share(ctx, src); err != nil {
 		t.Fatal(err)
 	}
 	waiting := make(chan struct{})
 	var once sync.Once
 	fetched := make(chan error, 1)
 	go func() {
-		_, err := alice.Fetch(ctx, bob.handle(), "later.txt", t.TempDir(), files.FetchOptions{
-			Wait: true, OnWait: func(int) { once.Do(func() { close(waiting) }) },
-		})
+		_, err := alice.Fetch(ctx, bob.handle(), "later.txt", t.TempDir(),
+			files.WithWait(0, func(int) { once.Do(func() { close(waiting) }) }))
 		fetched <- err
 	}()
 	select {

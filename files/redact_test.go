@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/internal/testenv/redacttest"
@@ -19,7 +20,7 @@ func TestSecretsDoNotPrint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := files.Config{Identity: id, Home: t.TempDir()}
+	cfg := files.Config{Client: client.Config{Identity: id, Home: t.TempDir()}}
 	s, err := files.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

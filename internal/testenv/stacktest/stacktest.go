@@ -78,6 +78,9 @@ type Options struct {
 	// defaults (handles.DefaultLimits, sigchain.DefaultLimits). Off by
 	// default: every user of a stack comes from one loopback address.
 	Limits bool
+	// WrapSigServer, if set, wraps the sig-server's handler (to count or
+	// record the requests it serves, say).
+	WrapSigServer func(http.Handler) http.Handler
 }
 
 // Stack is a running deployment. Its fields are set by [Start] and must not
@@ -138,7 +141,11 @@ func Start(t testing.TB, o Options) *Stack {
 	if o.Limits {
 		sigLimits, chatLimits = sigchain.Limits{}, handles.Limits{}
 	}
-	sig := httptest.NewServer(sigchain.NewHandler(chains, sigchain.WithLogger(log.With("server", "sig")), sigchain.WithLimits(sigLimits)))
+	var sigHandler http.Handler = sigchain.NewHandler(chains, sigchain.WithLogger(log.With("server", "sig")), sigchain.WithLimits(sigLimits))
+	if o.WrapSigServer != nil {
+		sigHandler = o.WrapSigServer(sigHandler)
+	}
+	sig := httptest.NewServer(sigHandler)
 	t.Cleanup(sig.Close)
 	s.SigServerURL = sig.URL
 
