@@ -431,19 +431,19 @@ func (g *gate) ensureText(text string) error {
 	if err != nil {
 		return err
 	}
-	return g.ensure(key, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return g.ensure(ctx, key, 0)
 }
 
 // ensure makes key's consumer if this gate has not made it yet (with
 // ackWait, when that is not zero: then an existing consumer is updated to
 // it).
-func (g *gate) ensure(key kez.PublicKey, ackWait time.Duration) error {
+func (g *gate) ensure(ctx context.Context, key kez.PublicKey, ackWait time.Duration) error {
 	cfg := callout.ConsumerConfig(key, ackWait)
 	if v, ok := g.ensured.Load(cfg.Durable); ok && (ackWait == 0 || v.(time.Duration) == cfg.AckWait) {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if ackWait == 0 {
 		// Keep whatever AckWait the user asked for before.
 		if c, err := g.js.Consumer(ctx, g.stream, cfg.Durable); err == nil {
@@ -489,7 +489,12 @@ func (g *gate) onConsumer(m *nats.Msg) {
 		}
 		wait = d
 	}
-	info, err := g.consumerInfo(key, wait)
+	// Answer within the import's response threshold, an error if need
+	// be (the client asks again), rather than after nats-server dropped
+	// the way back.
+	ctx, cancel := context.WithTimeout(context.Background(), callout.ResponseThreshold-time.Second)
+	defer cancel()
+	info, err := g.consumerInfo(ctx, key, wait)
 	if err != nil {
 		g.log.Warn("gate: cannot make a user's consumer", "user", key, "err", err)
 		g.refuse("consumer", m.Reply, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
@@ -501,12 +506,10 @@ func (g *gate) onConsumer(m *nats.Msg) {
 }
 
 // consumerInfo makes key's consumer if need be and returns its state.
-func (g *gate) consumerInfo(key kez.PublicKey, ackWait time.Duration) (*jetstream.ConsumerInfo, error) {
-	if err := g.ensure(key, ackWait); err != nil {
+func (g *gate) consumerInfo(ctx context.Context, key kez.PublicKey, ackWait time.Duration) (*jetstream.ConsumerInfo, error) {
+	if err := g.ensure(ctx, key, ackWait); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	c, err := g.js.Consumer(ctx, g.stream, callout.ConsumerName(key))
 	if err != nil {
 		g.ensured.Delete(callout.ConsumerName(key)) // deleted behind the gate's back: make it again next time

@@ -316,15 +316,40 @@ type Info struct {
 	AckPending uint64 `json:"num_ack_pending"` // delivered, not yet acknowledged
 }
 
+// openAttempt bounds one consumer request: the gate answers within the
+// import's response threshold (5 s) or nats-server drops the way back.
+const openAttempt = 6 * time.Second
+
 // Open asks the gate to make the consumer of the user with key me (or
 // update it to ackWait, when not zero) and returns what it holds. A
-// refusal is returned as a *jetstream.APIError.
+// request that gets no answer in time, or that the gate answers
+// "unavailable" (JetStream busy, say electing a leader), is asked again
+// until ctx ends. A refusal is returned as a *jetstream.APIError.
 func Open(ctx context.Context, nc *nats.Conn, me string, ackWait time.Duration) (Info, error) {
+	for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
+		info, err := openOnce(ctx, nc, me, ackWait)
+		var apiErr *jetstream.APIError
+		retry := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+			errors.As(err, &apiErr) && apiErr.ErrorCode == wire.ErrCodeUnavailable
+		if !retry || ctx.Err() != nil {
+			return info, err
+		}
+		select {
+		case <-ctx.Done():
+			return info, err
+		case <-time.After(pause):
+		}
+	}
+}
+
+func openOnce(ctx context.Context, nc *nats.Conn, me string, ackWait time.Duration) (Info, error) {
 	req := nats.NewMsg(wire.ConsumerSubjectPrefix + me)
 	if ackWait > 0 {
 		req.Header.Set(wire.AckWait, ackWait.String())
 	}
-	resp, err := nc.RequestMsgWithContext(ctx, req)
+	actx, cancel := context.WithTimeout(ctx, openAttempt)
+	defer cancel()
+	resp, err := nc.RequestMsgWithContext(actx, req)
 	if err != nil {
 		return Info{}, err
 	}
