@@ -45,6 +45,11 @@ type ConfigOptions struct {
 	SigAccount   string // default [DefaultSigAccount]
 }
 
+// AdminReplyPrefix is the inbox prefix the operator's admin login must use
+// in the chat account (nats.CustomInboxPrefix, the nats CLI's
+// --inbox-prefix): AdminReplyPrefix + ".>" is all it may subscribe to.
+const AdminReplyPrefix = wire.AdminReplyPrefix
+
 // ResponseThreshold is how long nats-server keeps the mapping of a
 // request that crossed one of the chat account's service imports (a
 // consumer request, an acknowledgement), waiting for its answer: what one
@@ -93,6 +98,9 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	  AUTH { users: [ { nkey: <service key> } ] }
 //	  CHAT {
 //	    jetstream: enabled
+//	    users: [
+//	      { nkey: <admin key>, permissions: { … } }
+//	    ]
 //	    exports: [
 //	      { service: "kez.v1.consumer.>", accounts: [ USERS ], response_threshold: "5s" }
 //	      { service: "$JS.ACK.>", accounts: [ USERS ], response_threshold: "5s" }
@@ -116,7 +124,11 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	      { stream: { account: CHAT, subject: "_INBOX.>" } }
 //	    ]
 //	  }
-//	  SYS {}
+//	  SYS {
+//	    users: [
+//	      { nkey: <system key>, permissions: { … } }
+//	    ]
+//	  }
 //	}
 //	system_account: SYS
 //	authorization {
@@ -124,14 +136,14 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	  auth_callout {
 //	    issuer: <issuer key>
 //	    account: AUTH
-//	    auth_users: [ <service key> ]
+//	    auth_users: [ <service key>, <admin key>, <system key> ]
 //	    xkey: <xkey>
 //	  }
 //	}
 //	jetstream: enabled
 //
-// Every client except the service user is then sent to the callout,
-// which places users in USERS, an account without JetStream, and the
+// Every client except the users in auth_users is then sent to the
+// callout, which places users in USERS, an account without JetStream, and the
 // chat-server's own key in CHAT, where the inbox stream lives. USERS
 // reaches mail only through the chat-server's gate: sends and pulls
 // cross to it as streams (never answered on their reply subjects),
@@ -141,6 +153,26 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 // stamps every request crossing one with the account it came from (the
 // Nats-Request-Info header), which the gate checks (see [Permissions] and
 // docs/security.md).
+//
+// The admin and system keys ([Keys].Admin, [Keys].System; left out when
+// nil) are the operator's logins for the nats CLI. The admin user may
+// publish only $JS.API.INFO, $JS.API.STREAM.NAMES and $JS.API.STREAM.LIST
+// (the account's JetStream usage, the streams' sizes: "nats account info",
+// "nats stream ls"), $SYS.REQ.USER.INFO and the account's own
+// $SYS.REQ.ACCOUNT.PING.* reports, and receive only its replies, on
+// [AdminReplyPrefix] (nats --inbox-prefix _KEZ_ADMIN): no stream message,
+// subject list or consumer of the JetStream API, no KEZ subject, nothing
+// addressed to a user's or the chat-server's replies. The system
+// user may ask the servers for their monitoring reports
+// ($SYS.REQ.SERVER.PING, $SYS.REQ.SERVER.*.* (PING or a server ID, then
+// the report), $SYS.REQ.ACCOUNT.*.*: "nats server report", "nats server
+// list"), except profiles, and receive only its replies: it cannot kick a
+// client, reload a server or put one in lame-duck mode, use the JetStream
+// system API (which could purge an account) or subscribe to the system
+// account's internal traffic (which carries replicated stream data in a
+// cluster). Both still see metadata: who is connected from where,
+// subscription subjects, stream and consumer sizes.
+//
 // o.AuthJetStream adds "jetstream: enabled" to the AUTH account, and
 // o.SigServerKey adds "SIG { jetstream: enabled, users: [ { nkey: <sig-server
 // key> } ] }" and that key to auth_users: the settings of a cluster whose
@@ -202,7 +234,11 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	// subjects the gate checked are the sender's own (the chat-server's
 	// own replies use another prefix). Every export names its one
 	// importer.
-	fmt.Fprintf(&b, "  %s {\n    jetstream: enabled\n    exports: [\n", o.ChatAccount)
+	fmt.Fprintf(&b, "  %s {\n    jetstream: enabled\n", o.ChatAccount)
+	if admin := k.AdminPublicKey(); admin != "" {
+		writeUsers(&b, admin, adminPermissions)
+	}
+	fmt.Fprintf(&b, "    exports: [\n")
 	// A request with a reply subject makes nats-server keep a response
 	// mapping until the answer or the threshold (default 2 minutes);
 	// acknowledgements nobody answers would pile up.
@@ -233,7 +269,13 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 		fmt.Fprintf(&b, "  %s { jetstream: enabled, users: [ { nkey: %s } ] }\n", o.SigAccount, o.SigServerKey)
 		authUsers += ", " + o.SigServerKey
 	}
-	fmt.Fprintf(&b, "  %s {}\n", o.SystemAccount)
+	if sys := k.SystemPublicKey(); sys != "" {
+		fmt.Fprintf(&b, "  %s {\n", o.SystemAccount)
+		writeUsers(&b, sys, systemPermissions)
+		fmt.Fprintf(&b, "  }\n")
+	} else {
+		fmt.Fprintf(&b, "  %s {}\n", o.SystemAccount)
+	}
 	fmt.Fprintf(&b, "}\n")
 	fmt.Fprintf(&b, "system_account: %s\n", o.SystemAccount)
 	fmt.Fprintf(&b, "authorization {\n")
@@ -241,6 +283,11 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	fmt.Fprintf(&b, "  auth_callout {\n")
 	fmt.Fprintf(&b, "    issuer: %s\n", k.IssuerPublicKey())
 	fmt.Fprintf(&b, "    account: %s\n", o.AuthAccount)
+	for _, operator := range []string{k.AdminPublicKey(), k.SystemPublicKey()} {
+		if operator != "" {
+			authUsers += ", " + operator
+		}
+	}
 	fmt.Fprintf(&b, "    auth_users: [ %s ]\n", authUsers)
 	fmt.Fprintf(&b, "    xkey: %s\n", k.XKeyPublicKey())
 	fmt.Fprintf(&b, "  }\n")
@@ -250,6 +297,57 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 		fmt.Fprintf(&b, "jetstream: enabled\n")
 	}
 	return b.String(), nil
+}
+
+// confPermissions are a user's permissions as nats.conf writes them.
+type confPermissions struct {
+	pubAllow, pubDeny, subAllow, subDeny []string
+}
+
+// adminPermissions: the chat account's JetStream usage and stream sizes,
+// the connection's own user and account reports; replies on its own
+// prefix only, outside the users' reply namespace (_INBOX.>, which the
+// chat account exports to them) and the chat-server's (_KEZ_GATE.>).
+var adminPermissions = confPermissions{
+	pubAllow: []string{
+		"$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
+		"$SYS.REQ.USER.INFO", "$SYS.REQ.ACCOUNT.PING.CONNZ", "$SYS.REQ.ACCOUNT.PING.STATZ",
+	},
+	subAllow: []string{AdminReplyPrefix + ".>"},
+}
+
+// systemPermissions: the servers' monitoring reports, without the
+// requests that act (kick, lame duck, reload) or profile; replies on
+// _INBOX only, so none of the system account's internal subjects ($NRG,
+// $JSC, $SYS events) and none of the JetStream system API.
+var systemPermissions = confPermissions{
+	pubAllow: []string{"$SYS.REQ.SERVER.PING", "$SYS.REQ.SERVER.*.*", "$SYS.REQ.ACCOUNT.*.*", "$SYS.REQ.USER.INFO"},
+	pubDeny:  []string{"$SYS.REQ.SERVER.*.KICK", "$SYS.REQ.SERVER.*.LDM", "$SYS.REQ.SERVER.*.RELOAD", "$SYS.REQ.SERVER.*.PROFILEZ"},
+	subAllow: []string{"_INBOX.>"},
+}
+
+// writeUsers writes an account's users list holding one nkey user.
+func writeUsers(b *strings.Builder, nkey string, p confPermissions) {
+	fmt.Fprintf(b, "    users: [\n      { nkey: %s, permissions: {\n", nkey)
+	fmt.Fprintf(b, "        publish: { %s }\n", allowDeny(p.pubAllow, p.pubDeny))
+	fmt.Fprintf(b, "        subscribe: { %s }\n", allowDeny(p.subAllow, p.subDeny))
+	fmt.Fprintf(b, "      } }\n    ]\n")
+}
+
+// allowDeny renders "allow: [ … ]" and, if there is one, ", deny: [ … ]".
+func allowDeny(allow, deny []string) string {
+	quoted := func(subjects []string) string {
+		q := make([]string, len(subjects))
+		for i, s := range subjects {
+			q[i] = strconv.Quote(s)
+		}
+		return "[ " + strings.Join(q, ", ") + " ]"
+	}
+	s := "allow: " + quoted(allow)
+	if len(deny) > 0 {
+		s += ", deny: " + quoted(deny)
+	}
+	return s
 }
 
 // distinct counts the different names among names.

@@ -23,7 +23,7 @@ func TestNATSConfigForJetStreamStores(t *testing.T) {
 	sigPub, _ := sigKP.PublicKey()
 	s := newStack(t, stackOptions{config: callout.ConfigOptions{AuthJetStream: true, SigServerKey: sigPub}})
 	conf, _ := callout.NATSConfig(s.keys, callout.ConfigOptions{AuthJetStream: true, SigServerKey: sigPub})
-	if !strings.Contains(conf, "auth_users: [ "+s.keys.ServicePublicKey()+", "+sigPub+" ]") ||
+	if !strings.Contains(conf, "auth_users: [ "+s.keys.ServicePublicKey()+", "+sigPub+", ") ||
 		!strings.Contains(conf, "SIG { jetstream: enabled, users: [ { nkey: "+sigPub+" } ] }") {
 		t.Fatalf("config:\n%s", conf)
 	}

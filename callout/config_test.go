@@ -38,15 +38,30 @@ func TestNATSConfigParses(t *testing.T) {
 	}
 	ac := o.AuthCallout
 	if ac == nil || ac.Issuer != keys.IssuerPublicKey() || ac.Account != "AUTH" || ac.XKey != keys.XKeyPublicKey() ||
-		len(ac.AuthUsers) != 1 || ac.AuthUsers[0] != keys.ServicePublicKey() {
+		strings.Join(ac.AuthUsers, " ") != keys.ServicePublicKey()+" "+keys.AdminPublicKey()+" "+keys.SystemPublicKey() {
 		t.Fatalf("auth_callout %+v", ac)
 	}
 	if !o.JetStream || o.SystemAccount != "SYS" || o.AuthTimeout != 2 {
 		t.Fatalf("jetstream %v system %q timeout %v", o.JetStream, o.SystemAccount, o.AuthTimeout)
 	}
-	if len(o.Nkeys) != 1 || o.Nkeys[0].Nkey != keys.ServicePublicKey() || o.Nkeys[0].Account.Name != "AUTH" {
-		t.Fatalf("nkeys %+v", o.Nkeys)
+	accounts := map[string]string{}
+	for _, u := range o.Nkeys {
+		accounts[u.Nkey] = u.Account.Name
 	}
+	if len(o.Nkeys) != 3 || accounts[keys.ServicePublicKey()] != "AUTH" || accounts[keys.AdminPublicKey()] != "CHAT" || accounts[keys.SystemPublicKey()] != "SYS" {
+		t.Fatalf("nkeys %+v", accounts)
+	}
+
+	// Keys without the operator's two leave them out.
+	keys.Admin, keys.System = nil, nil
+	conf, err = callout.NATSConfig(keys, callout.ConfigOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(conf, "permissions") || !strings.Contains(conf, "auth_users: [ "+keys.ServicePublicKey()+" ]") || !strings.Contains(conf, "  SYS {}\n") {
+		t.Fatalf("without the admin and system keys:\n%s", conf)
+	}
+	natstest.Run(t, conf)
 }
 
 func TestStandaloneConfigRuns(t *testing.T) {

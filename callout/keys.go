@@ -21,12 +21,15 @@ const (
 	XKeyFile           = "xkey.nk"        // curve seed "SX…": opens sealed requests
 	ServiceKeyFile     = "service.nk"     // user seed "SU…": the callout service's own NATS login
 	ProvisionerKeyFile = "provisioner.nk" // user seed "SU…": the chat-server's login into the chat account
+	AdminKeyFile       = "admin.nk"       // user seed "SU…": the operator's read-only login into the chat account
+	SystemKeyFile      = "system.nk"      // user seed "SU…": the operator's monitoring login into the system account
 )
 
-// Keys are the callout's long-lived keys. The public halves of the first
-// three appear in the operator's nats.conf (see [NATSConfig]); changing
-// them means editing that file and restarting NATS, so they are generated
-// once and kept.
+// Keys are the callout's long-lived keys, and the operator's two logins
+// for the nats CLI. The public halves of all but the provisioner appear
+// in the operator's nats.conf (see [NATSConfig]); changing the first three
+// means editing that file and restarting NATS, so they are generated once
+// and kept.
 //
 // A Keys value is immutable after loading and safe for concurrent use.
 type Keys struct {
@@ -45,6 +48,18 @@ type Keys struct {
 	// with [GatePermissions] (provision the inbox stream and run the gate
 	// between users and JetStream).
 	Provisioner nkeys.KeyPair
+	// Admin is a user nkey ("U…") for the operator: listed in the chat
+	// account and in auth_users, it bypasses the callout and may read the
+	// account's JetStream usage ("nats account info") and nothing of
+	// users' mail (see [NATSConfig]). The chat-server never uses it. Nil
+	// leaves it out of the snippet.
+	Admin nkeys.KeyPair
+	// System is a user nkey ("U…") for the operator's monitoring: listed
+	// in the system account and in auth_users, it may ask the servers for
+	// their monitoring reports ("nats server report") and nothing else
+	// (see [NATSConfig]). The chat-server never uses it. Nil leaves it out
+	// of the snippet.
+	System nkeys.KeyPair
 }
 
 // GenerateKeys makes a fresh set of keys from crypto/rand.
@@ -63,6 +78,12 @@ func GenerateKeys() (*Keys, error) {
 	if k.Provisioner, err = nkeys.CreateUser(); err != nil {
 		return nil, fmt.Errorf("callout: generating the provisioner key: %w", err)
 	}
+	if k.Admin, err = nkeys.CreateUser(); err != nil {
+		return nil, fmt.Errorf("callout: generating the admin key: %w", err)
+	}
+	if k.System, err = nkeys.CreateUser(); err != nil {
+		return nil, fmt.Errorf("callout: generating the system key: %w", err)
+	}
 	return &k, nil
 }
 
@@ -78,7 +99,18 @@ func (k *Keys) files() []keyFile {
 		{XKeyFile, nkeys.PrefixByteCurve, &k.XKey},
 		{ServiceKeyFile, nkeys.PrefixByteUser, &k.Service},
 		{ProvisionerKeyFile, nkeys.PrefixByteUser, &k.Provisioner},
+		{AdminKeyFile, nkeys.PrefixByteUser, &k.Admin},
+		{SystemKeyFile, nkeys.PrefixByteUser, &k.System},
 	}
+}
+
+// renewable reports whether a missing key file may be made anew in a
+// folder that holds the others: the keys nats.conf does not need to
+// trust callout answers. The provisioner is not in nats.conf at all; the
+// admin and system keys are the operator's own logins (print the snippet
+// again to use new ones).
+func renewable(name string) bool {
+	return name == ProvisionerKeyFile || name == AdminKeyFile || name == SystemKeyFile
 }
 
 // LoadOrCreateKeys loads the keys kept in dir, or, when dir holds none of
@@ -88,8 +120,9 @@ func (k *Keys) files() []keyFile {
 //
 // If only some of the issuer, xkey and service keys exist it returns an
 // error rather than replace them: the operator's nats.conf names them.
-// A missing provisioner key alone is generated, since nats.conf does not
-// name it.
+// Missing provisioner, admin and system keys are generated beside the
+// others (a folder made by an earlier version has no admin or system
+// key), since no callout answer depends on them.
 func LoadOrCreateKeys(dir string) (*Keys, error) {
 	var k Keys
 	files := k.files()
@@ -117,8 +150,11 @@ func LoadOrCreateKeys(dir string) (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	onlyProvisioner := len(missing) == 1 && missing[0] == ProvisionerKeyFile
-	if len(present) > 0 && !onlyProvisioner {
+	onlyRenewable := true
+	for _, name := range missing {
+		onlyRenewable = onlyRenewable && renewable(name)
+	}
+	if len(present) > 0 && !onlyRenewable {
 		return nil, fmt.Errorf("callout: %s has %s but not %s; restore the missing files from a backup, or empty the folder to make new keys (and update nats.conf)",
 			dir, strings.Join(present, ", "), strings.Join(missing, ", "))
 	}
@@ -202,6 +238,21 @@ func (k *Keys) ServicePublicKey() string { return mustPublic(k.Service) }
 
 // ProvisionerPublicKey returns the provisioner user key ("U…").
 func (k *Keys) ProvisionerPublicKey() string { return mustPublic(k.Provisioner) }
+
+// AdminPublicKey returns the admin user key ("U…"), listed in the chat
+// account and in auth_callout.auth_users, or "" if k has none.
+func (k *Keys) AdminPublicKey() string { return optionalPublic(k.Admin) }
+
+// SystemPublicKey returns the system user key ("U…"), listed in the
+// system account and in auth_callout.auth_users, or "" if k has none.
+func (k *Keys) SystemPublicKey() string { return optionalPublic(k.System) }
+
+func optionalPublic(kp nkeys.KeyPair) string {
+	if kp == nil {
+		return ""
+	}
+	return mustPublic(kp)
+}
 
 // nkeyOption logs in with kp, signing the server's nonce.
 func nkeyOption(kp nkeys.KeyPair) nats.Option {

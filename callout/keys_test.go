@@ -16,7 +16,8 @@ func TestKeysPersist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{callout.IssuerKeyFile, callout.XKeyFile, callout.ServiceKeyFile, callout.ProvisionerKeyFile} {
+	names := []string{callout.IssuerKeyFile, callout.XKeyFile, callout.ServiceKeyFile, callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile}
+	for _, name := range names {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -26,15 +27,16 @@ func TestKeysPersist(t *testing.T) {
 		}
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 4 {
-		t.Errorf("folder holds %d files, want 4 (no temporary files left)", len(entries))
+	if len(entries) != len(names) {
+		t.Errorf("folder holds %d files, want %d (no temporary files left)", len(entries), len(names))
 	}
 	k2, err := callout.LoadOrCreateKeys(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if k1.IssuerPublicKey() != k2.IssuerPublicKey() || k1.XKeyPublicKey() != k2.XKeyPublicKey() ||
-		k1.ServicePublicKey() != k2.ServicePublicKey() || k1.ProvisionerPublicKey() != k2.ProvisionerPublicKey() {
+		k1.ServicePublicKey() != k2.ServicePublicKey() || k1.ProvisionerPublicKey() != k2.ProvisionerPublicKey() ||
+		k1.AdminPublicKey() != k2.AdminPublicKey() || k1.SystemPublicKey() != k2.SystemPublicKey() {
 		t.Fatal("reloading gave different keys")
 	}
 	if p := k1.IssuerPublicKey(); !nkeys.IsValidPublicAccountKey(p) {
@@ -48,21 +50,34 @@ func TestKeysPersist(t *testing.T) {
 	}
 }
 
-func TestKeysMissingProvisionerIsAdded(t *testing.T) {
+// The keys nats.conf does not need to trust callout answers are made anew
+// when missing: the provisioner, and the admin and system keys a folder
+// of an earlier version lacks.
+func TestKeysMissingRenewableAreAdded(t *testing.T) {
 	dir := t.TempDir()
 	k1, err := callout.LoadOrCreateKeys(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(filepath.Join(dir, callout.ProvisionerKeyFile)); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	k2, err := callout.LoadOrCreateKeys(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k1.IssuerPublicKey() != k2.IssuerPublicKey() || k1.ProvisionerPublicKey() == k2.ProvisionerPublicKey() {
-		t.Fatal("want the same issuer and a fresh provisioner")
+	if k1.IssuerPublicKey() != k2.IssuerPublicKey() || k1.XKeyPublicKey() != k2.XKeyPublicKey() || k1.ServicePublicKey() != k2.ServicePublicKey() {
+		t.Fatal("the keys nats.conf trusts changed")
+	}
+	if k1.ProvisionerPublicKey() == k2.ProvisionerPublicKey() || k1.AdminPublicKey() == k2.AdminPublicKey() || k1.SystemPublicKey() == k2.SystemPublicKey() {
+		t.Fatal("want a fresh provisioner, admin and system key")
+	}
+	for _, name := range []string{callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
 

@@ -22,6 +22,14 @@ const MaxRequestSize = 16 << 10
 // nats-server treats as a denial.
 var ErrMalformedRequest = errors.New("callout: malformed authorization request")
 
+// ErrCannotOpen reports a sealed authorization request that the service's
+// xkey does not open ("could not decrypt input"): nats-server sealed it to
+// another curve key. Either the xkey in nats.conf's auth_callout block is
+// not the service's, or the server is older than v2.10.4, whose nkeys
+// library (v0.4.5) seals every request to a zero key. Errors wrapping it
+// also wrap [ErrMalformedRequest].
+var ErrCannotOpen = errors.New("callout: the sealed authorization request does not open with this xkey")
+
 // ServerXKeyHeader is the header carrying the server's curve key when the
 // request is sealed.
 const ServerXKeyHeader = "Nats-Server-Xkey"
@@ -67,7 +75,7 @@ func unseal(data []byte, serverXKey string, xkp opener) ([]byte, error) {
 	}
 	opened, err := xkp.Open(data, serverXKey)
 	if err != nil {
-		return nil, fmt.Errorf("%w: cannot open the sealed request: %v", ErrMalformedRequest, err)
+		return nil, fmt.Errorf("%w: %w (%v)", ErrMalformedRequest, ErrCannotOpen, err)
 	}
 	return opened, nil
 }

@@ -163,6 +163,7 @@ type Service struct {
 	delayed, unanswered           atomic.Uint64
 	droppedFull, droppedExpired   atomic.Uint64
 	summary                       summary
+	unopened                      atomic.Uint64 // sealed requests in a row the xkey did not open
 
 	mu     sync.Mutex
 	sub    *nats.Subscription
@@ -340,6 +341,18 @@ func (s *Service) Close() error {
 	return nil
 }
 
+// SealError returns nil unless the last authorization request the service
+// received was sealed to a key its xkey does not open; then an error
+// wrapping [ErrCannotOpen] that says how many in a row were. The next
+// request that opens (or comes unsealed) clears it. While it is set,
+// logins fail.
+func (s *Service) SealError() error {
+	if n := s.unopened.Load(); n > 0 {
+		return fmt.Errorf("%w: the last %d sealed requests did not open", ErrCannotOpen, n)
+	}
+	return nil
+}
+
 // Stats returns the counters so far.
 func (s *Service) Stats() Stats {
 	st := Stats{
@@ -391,7 +404,14 @@ type request struct {
 func (s *Service) triage(m *nats.Msg) *request {
 	r := &request{m: m, serverXKey: m.Header.Get(ServerXKeyHeader), lane: LaneNew, arrived: time.Now()}
 	if r.data, r.err = unseal(m.Data, r.serverXKey, s.xbox); r.err != nil {
+		if errors.Is(r.err, ErrCannotOpen) && s.unopened.Add(1) == 1 {
+			s.log.Error("NATS's authorization requests do not open with this service's xkey; every login fails until they do. "+
+				"A nats-server older than v2.10.4 seals them to a zero key, or nats.conf names another auth_callout xkey", "err", r.err)
+		}
 		return r
+	}
+	if s.unopened.Load() != 0 && s.unopened.Swap(0) != 0 {
+		s.log.Info("NATS's authorization requests open again")
 	}
 	p, err := peek(r.data)
 	if err != nil {

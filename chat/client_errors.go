@@ -30,9 +30,9 @@ var (
 	// *[ChainRewrittenError].
 	ErrChainRewritten = errors.New("chat: the contact's sigchain was rewritten")
 
-	// ErrFingerprintMismatch reports a fingerprint that is not the
-	// contact's: the key may belong to someone else.
-	ErrFingerprintMismatch = errors.New("chat: the fingerprint does not match the contact's key")
+	// ErrFingerprintMismatch reports a fingerprint or safety number that
+	// is not the contact's: the key may belong to someone else.
+	ErrFingerprintMismatch = errors.New("chat: the fingerprint or safety number does not match the contact's key")
 
 	// ErrOffline reports a call that needs NATS on a client opened without
 	// a NATS URL.

@@ -266,12 +266,14 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	return &out, nil
 }
 
-// VerifyContact marks the contact verified when fingerprint, as the person
-// read it out, is their pinned key's fingerprint (spaces and dashes are
-// ignored). Otherwise it returns an error wrapping [ErrFingerprintMismatch]
-// and changes nothing. A flagged contact cannot be verified: accept it
-// first.
-func (c *Client) VerifyContact(ctx context.Context, handle, fingerprint string) (*Contact, error) {
+// VerifyContact marks the contact verified when digits, as the person
+// read them out, are either their pinned key's fingerprint (30 digits) or
+// the safety number of your key and theirs ([kez.SafetyNumber], 60 digits,
+// which they see with your key and theirs); only digits count. Otherwise
+// it returns an error wrapping [ErrFingerprintMismatch] and changes
+// nothing; the error never carries the expected digits, so they cannot be
+// copied from it. A flagged contact cannot be verified: accept it first.
+func (c *Client) VerifyContact(ctx context.Context, handle, digits string) (*Contact, error) {
 	cs, err := c.contact(ctx, handle)
 	if err != nil {
 		return nil, err
@@ -282,24 +284,22 @@ func (c *Client) VerifyContact(ctx context.Context, handle, fingerprint string) 
 	if err := ct.Err(); err != nil {
 		return nil, err
 	}
-	norm := func(s string) string {
-		return strings.Map(func(r rune) rune {
-			if r >= '0' && r <= '9' {
-				return r
-			}
-			return -1
-		}, s)
-	}
-	got, want := norm(fingerprint), norm(ct.Key.Fingerprint())
-	if got != want {
-		return nil, fmt.Errorf("%w: %s has fingerprint %s, you entered %q; do not trust this contact until you find out why", ErrFingerprintMismatch, ct.Handle, ct.Key.Fingerprint(), fingerprint)
+	got := onlyDigits(digits)
+	var what string
+	switch {
+	case len(got) == 60 && got == onlyDigits(kez.SafetyNumber(c.id.PublicKey(), ct.Key)):
+		what = "safety number"
+	case len(got) == 30 && got == onlyDigits(ct.Key.Fingerprint()):
+		what = "fingerprint"
+	default:
+		return nil, fmt.Errorf("%w (%s)", ErrFingerprintMismatch, ct.Handle)
 	}
 	now := c.now()
 	err = c.db.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.Exec(`UPDATE contacts SET verified_at = ? WHERE handle = ? AND key = ?`, now.UnixMilli(), ct.Handle, ct.Key.String()); err != nil {
 			return err
 		}
-		return addEvent(tx, ct.Handle, now, "verified", "fingerprint "+ct.Key.Fingerprint())
+		return addEvent(tx, ct.Handle, now, "verified", what+" of key "+ct.Key.String())
 	})
 	if err != nil {
 		return nil, fmt.Errorf("chat: saving the contact %s: %w", ct.Handle, err)
@@ -508,4 +508,14 @@ func (c *Client) pinnedState(ctx context.Context, cs *contactState) (*sigchain.S
 	}
 	c.mu.Unlock()
 	return st, nil
+}
+
+// onlyDigits drops everything but ASCII digits from s.
+func onlyDigits(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return r
+		}
+		return -1
+	}, s)
 }

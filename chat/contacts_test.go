@@ -58,7 +58,42 @@ func TestAddListVerifyContact(t *testing.T) {
 	if c, _ := alice.Contact(ctx, "bob"); c.Verified() {
 		t.Error("a wrong fingerprint verified the contact")
 	}
+	// Near misses are refused, and the refusal never shows the digits it
+	// wanted, so they cannot be copied from it.
 	fp := strings.ReplaceAll(bu.Key.Fingerprint(), " ", "-")
+	sn := kez.SafetyNumber(au.Key, bu.Key)
+	carol := stacktest.Identity("carol").PublicKey()
+	for name, digits := range map[string]string{
+		"alice's own fingerprint":         au.Key.Fingerprint(),
+		"bob's fingerprint, one digit on": bu.Key.Fingerprint() + "0",
+		"bob's fingerprint twice":         bu.Key.Fingerprint() + bu.Key.Fingerprint(),
+		"the number of carol and bob":     kez.SafetyNumber(carol, bu.Key),
+		"the number of alice and carol":   kez.SafetyNumber(au.Key, carol),
+		"the number, a digit short":       sn[:len(sn)-1],
+		"the number and the fingerprint":  sn + " " + bu.Key.Fingerprint(),
+		"nothing":                         "",
+		"no digits":                       "bob's fingerprint",
+	} {
+		_, err := alice.VerifyContact(ctx, "bob", digits)
+		if !errors.Is(err, ErrFingerprintMismatch) {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		for _, secret := range []string{bu.Key.Fingerprint(), sn, onlyDigits(sn), onlyDigits(bu.Key.Fingerprint())} {
+			if strings.Contains(err.Error(), secret) || strings.Contains(onlyDigits(err.Error()), onlyDigits(secret)) {
+				t.Errorf("%s: the error shows the expected digits: %v", name, err)
+			}
+		}
+	}
+	if c, _ := alice.Contact(ctx, "bob"); c.Verified() {
+		t.Error("a near miss verified the contact")
+	}
+	// The safety number bob reads out (his side computes it with the keys
+	// swapped), laid out in rows, verifies.
+	onBobsSide := kez.SafetyNumber(bu.Key, au.Key)
+	if v, err := alice.VerifyContact(ctx, "bob", strings.Replace(onBobsSide, " ", "\n", 3)); err != nil || !v.Verified() {
+		t.Fatalf("verify with the safety number: %+v, %v", v, err)
+	}
 	if v, err := alice.VerifyContact(ctx, "bob", fp); err != nil || !v.Verified() {
 		t.Fatalf("verify: %+v, %v", v, err)
 	}
@@ -84,7 +119,7 @@ func TestAddListVerifyContact(t *testing.T) {
 	if re := mustAdd(t, again, "bob"); !re.Verified() {
 		t.Error("re-adding an unchanged contact dropped the verified mark")
 	}
-	if got := events(t, again, "bob"); !slices.Equal(got, []string{"added", "verified", "refreshed"}) {
+	if got := events(t, again, "bob"); !slices.Equal(got, []string{"added", "verified", "verified", "refreshed"}) {
 		t.Errorf("events: %q", got)
 	}
 }

@@ -10,7 +10,8 @@
 //
 //   - [Client.AddContact] resolves a handle, verifies the key's sigchain
 //     and pins the key, chain head and encryption key; [Client.VerifyContact]
-//     marks it verified once the fingerprints were compared in person.
+//     marks it verified once the safety number ([kez.SafetyNumber]) or the
+//     fingerprint was compared in person.
 //   - [Client.Send] seals a message to a contact's pinned key and publishes
 //     it to their inbox on JetStream, returning once the stream stored it
 //     ([WaitReceipt] also waits for their signed delivery receipt);

@@ -28,7 +28,9 @@
 // chose, and holds every user to
 // [MailLimits] (docs/security.md, "Tenant isolation"). NATS may
 // come up after the chat-server: the server keeps trying, and /readyz
-// says what it is waiting for. [Server.WaitReady] blocks until it is ready.
+// says what it is waiting for (the server also logs it, within a second
+// of starting and whenever it changes). [Server.WaitReady] blocks until
+// it is ready.
 //
 // Several replicas on several machines share one registry with
 // StoreBackend [StoreJetStream]: the registry then lives in a JetStream
@@ -43,7 +45,7 @@
 //
 //	POST /v1/handles                      claim a handle (package handles)
 //	GET  /v1/handles/{name}               look one up
-//	GET  /.well-known/webfinger           RFC 7033 lookup
+//	GET  /.well-known/webfinger           RFC 7033 lookup (OPTIONS: its CORS preflight)
 //	GET  /v1/info                         {"domain","sig_server"}: what a client needs to register
 //
 // [RegistryDirectory] adapts any handles.Store to the callout's directory,

@@ -118,6 +118,7 @@ func (s *Server) Handler() http.Handler {
 		}))
 		mux.Handle("GET /v1/handles/{name}", s.api((*handles.Server).LookupHandler))
 		mux.Handle("GET /.well-known/webfinger", s.api((*handles.Server).WebFingerHandler))
+		mux.Handle("OPTIONS /.well-known/webfinger", s.api((*handles.Server).WebFingerHandler))
 		mux.Handle("GET "+InfoPath, s.api(func(hs *handles.Server) http.Handler { return hs.LimitReads(http.HandlerFunc(s.info)) }))
 		s.mu.Lock()
 		s.base()

@@ -52,7 +52,8 @@ type Server struct {
 	// lookups, WebFinger and /v1/info tell clients.
 	PublicSigServerURL string
 	// PublicURL is this server's base URL as clients reach it, used in
-	// WebFinger aliases. Empty: taken from each request's Host.
+	// WebFinger aliases. Empty: WebFinger answers carry no aliases (none
+	// is built from a request's Host).
 	PublicURL string
 	// AllowLocal accepts development domains (localhost, IP:port) as
 	// Domain and in claims. Never in production.
@@ -128,6 +129,7 @@ type Server struct {
 	closed  bool
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the NATS loop has returned
+	watched chan struct{} // closed when logReadiness has returned
 
 	log     *slog.Logger
 	reg     *prometheus.Registry
@@ -244,10 +246,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.hs.Store(hs)
 	s.kick = make(chan struct{}, 1)
 	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel, s.done = cancel, make(chan struct{})
+	s.cancel, s.done, s.watched = cancel, make(chan struct{}), make(chan struct{})
 	s.started = true
 	s.log.Info("chat-server starting", "domain", s.Domain, "nats", natsconn.RedactURL(s.NATSURL), "registry", s.registryName(), "keys", s.KeysDir)
 	go s.runNATS(runCtx)
+	go s.logReadiness(runCtx)
 	return nil
 }
 
@@ -331,6 +334,7 @@ func (s *Server) Close() error {
 	s.hs.Store(nil)
 	s.cancel()
 	<-s.done
+	<-s.watched
 	var errs []error
 	if err := s.svc.Close(); err != nil {
 		errs = append(errs, err)
@@ -393,6 +397,10 @@ func (s *Server) Ready(ctx context.Context) error {
 	}
 	if !s.listening.Load() {
 		return errors.New("the callout service is not listening for authorization requests yet")
+	}
+	if err := s.svc.SealError(); err != nil {
+		return fmt.Errorf("NATS's authorization requests do not open with the xkey in %s, so every login fails: "+
+			"is nats-server older than v2.10.4 (it seals them to a zero key), or does nats.conf name another auth_callout xkey? (%w)", s.KeysDir, err)
 	}
 	nc, js := s.provConn.Load(), s.js.Load()
 	if nc == nil || js == nil || !nc.IsConnected() {

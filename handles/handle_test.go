@@ -119,8 +119,16 @@ func FuzzWebFingerResource(f *testing.F) {
 	for _, v := range loadResourceVectors(f) {
 		f.Add(v.Resource, v.AllowLocal)
 	}
+	f.Add("https://kez.lat/alice", false)
+	f.Add("mailto:alice@kez.lat", false)
+	f.Add("http:", false)
 	f.Fuzz(func(t *testing.T, res string, allowLocal bool) {
 		h, err := ParseWebFingerResource(res, allowLocal)
+		// The server answers 404 for a well-formed URI of another scheme:
+		// never for an acct: resource, one it can parse least of all.
+		if otherScheme(res) && (err == nil || strings.HasPrefix(strings.ToLower(res), "acct:")) {
+			t.Fatalf("%q: taken for a URI of another scheme (parse error %v)", res, err)
+		}
 		if err != nil {
 			if ReasonOf(err) == "" {
 				t.Fatalf("ParseWebFingerResource(%q): untyped error %v", res, err)

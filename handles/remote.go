@@ -222,11 +222,71 @@ func (r *Resolver) ClientFor(domain, base string) (*http.Client, error) {
 	return r.remoteClient(), nil
 }
 
+// httpClient is the client for configured servers and local domains: a
+// copy of HTTPClient whose redirects must stay on https ([localRedirects]).
 func (r *Resolver) httpClient() *http.Client {
-	if r.HTTPClient != nil {
-		return r.HTTPClient
+	r.localOnce.Do(func() {
+		base := r.HTTPClient
+		if base == nil {
+			base = http.DefaultClient
+		}
+		c := *base
+		local := c.Transport
+		if local == nil {
+			local = http.DefaultTransport
+		}
+		remote := r.remoteClient().Transport
+		if remote == nil {
+			remote = http.DefaultTransport
+		}
+		c.Transport = localRedirects{local: local, remote: remote}
+		c.CheckRedirect = checkLocalRedirect
+		r.local = &c
+	})
+	return r.local
+}
+
+// localRedirects sends a request to a configured server, or a redirect
+// that stays on its host, with the configured transport, and a redirect
+// to another host with the remote client's, which dials public addresses
+// only: a server the user chose does not make the client reach one the
+// user did not.
+type localRedirects struct{ local, remote http.RoundTripper }
+
+// RoundTrip sends req with the transport its host calls for.
+func (t localRedirects) RoundTrip(req *http.Request) (*http.Response, error) {
+	if first := firstRequest(req); first != req && !sameHost(first.URL, req.URL) {
+		return t.remote.RoundTrip(req)
 	}
-	return http.DefaultClient
+	return t.local.RoundTrip(req)
+}
+
+// firstRequest returns the request a chain of redirects started with.
+func firstRequest(req *http.Request) *http.Request {
+	for req.Response != nil && req.Response.Request != nil {
+		req = req.Response.Request
+	}
+	return req
+}
+
+func sameHost(a, b *url.URL) bool { return strings.EqualFold(a.Hostname(), b.Hostname()) }
+
+// checkLocalRedirect is the CheckRedirect of a Resolver's client for
+// configured servers: at most [MaxRemoteRedirects] redirects, each to
+// https without user information; one to another host also by
+// [CheckRemoteURL] (and its address is checked when it is dialed).
+func checkLocalRedirect(req *http.Request, via []*http.Request) error {
+	switch {
+	case len(via) > MaxRemoteRedirects:
+		return fmt.Errorf("%w: more than %d redirects", ErrForbiddenOrigin, MaxRemoteRedirects)
+	case req.URL.Scheme != "https":
+		return fmt.Errorf("%w: a redirect to %s, which is not https", ErrForbiddenOrigin, redact(req.URL))
+	case req.URL.User != nil:
+		return fmt.Errorf("%w: a redirect to %s, which carries a user name or password", ErrForbiddenOrigin, redact(req.URL))
+	case !sameHost(via[0].URL, req.URL):
+		return CheckRemoteURL(req.URL)
+	}
+	return nil
 }
 
 func (r *Resolver) remoteClient() *http.Client {

@@ -56,7 +56,10 @@ type Resolver struct {
 	// (KEZ_SERVER). Empty: DefaultDomain is resolved like any other domain.
 	HomeServer string
 	// HTTPClient is used for the configured servers and for local domains;
-	// nil means http.DefaultClient. Give it a timeout.
+	// nil means http.DefaultClient. Give it a timeout. The Resolver uses
+	// a copy that follows redirects only to https, and one that leaves the
+	// server's host under the remote-origin rules, through the remote
+	// client's transport; its own CheckRedirect is not used.
 	HTTPClient *http.Client
 	// RemoteHTTPClient is used for remote origins; nil means one made by
 	// [NewRemoteClient]. One given here should refuse what that one
@@ -87,6 +90,8 @@ type Resolver struct {
 
 	remoteOnce sync.Once
 	remote     *http.Client
+	localOnce  sync.Once
+	local      *http.Client
 }
 
 type cacheEntry struct {
@@ -166,7 +171,7 @@ func chainError(h Handle, key kez.PublicKey, err error) error {
 // ask gets the key and chain URL the handle's home server gives.
 func (r *Resolver) ask(ctx context.Context, h Handle) (kez.PublicKey, string, error) {
 	if h.Domain == r.DefaultDomain && r.HomeServer != "" {
-		c := Client{BaseURL: r.HomeServer, HTTPClient: r.HTTPClient}
+		c := Client{BaseURL: r.HomeServer, HTTPClient: r.httpClient()}
 		rec, err := c.Lookup(ctx, h.Name)
 		if err != nil {
 			return kez.PublicKey{}, "", answerError(h, err)

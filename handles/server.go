@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,8 +31,9 @@ type ServerConfig struct {
 	// used in sigchain_url and WebFinger. Empty: SigServer.BaseURL.
 	PublicSigServerURL string
 	// PublicURL is this server's base URL as clients reach it (e.g.
-	// "https://kez.lat"), used in WebFinger aliases. Empty: derived from
-	// each request's Host (fine behind no proxy, or a proxy that keeps Host).
+	// "https://kez.lat"), used in WebFinger aliases. Empty: WebFinger
+	// answers have no aliases (never one built from a request's Host,
+	// which whoever sends the request chooses).
 	PublicURL string
 	// AllowLocal accepts development domains (localhost, IP:port) in
 	// Domain, claims and WebFinger resources. Never in production.
@@ -49,9 +51,10 @@ type ServerConfig struct {
 
 // Server is the chat-server's handle registry over HTTP:
 //
-//	POST /v1/handles                          claim a handle
-//	GET  /v1/handles/{name}                   look one up
-//	GET  /.well-known/webfinger?resource=acct:NAME@DOMAIN
+//	POST    /v1/handles                          claim a handle
+//	GET     /v1/handles/{name}                   look one up
+//	GET     /.well-known/webfinger?resource=acct:NAME@DOMAIN
+//	OPTIONS /.well-known/webfinger               a browser's CORS preflight
 //
 // (docs/spec/handles.md §4), with the rate limits of ServerConfig.Limits
 // (429 with Retry-After). Mount it whole (it is an http.Handler) or
@@ -111,14 +114,15 @@ func (s *Server) LookAlikeRefusals() uint64 { return s.lookAlikes.Load() }
 // Domain returns the domain the server registers.
 func (s *Server) Domain() string { return s.cfg.Domain }
 
-// Register adds the server's three routes to mux.
+// Register adds the server's routes to mux.
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("POST /v1/handles", s.ClaimHandler())
 	mux.Handle("GET /v1/handles/{name}", s.LookupHandler())
 	mux.Handle("GET /.well-known/webfinger", s.WebFingerHandler())
+	mux.Handle("OPTIONS /.well-known/webfinger", s.WebFingerHandler())
 }
 
-// ServeHTTP serves the three routes.
+// ServeHTTP serves the routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // ClaimHandler serves POST /v1/handles.
@@ -128,7 +132,9 @@ func (s *Server) ClaimHandler() http.Handler { return http.HandlerFunc(s.claim) 
 // "name", so mount it on a pattern with that wildcard.
 func (s *Server) LookupHandler() http.Handler { return http.HandlerFunc(s.lookup) }
 
-// WebFingerHandler serves GET /.well-known/webfinger.
+// WebFingerHandler serves GET (and HEAD) /.well-known/webfinger, and
+// answers an OPTIONS request there as a CORS preflight; mount it on both
+// methods.
 func (s *Server) WebFingerHandler() http.Handler { return http.HandlerFunc(s.webfinger) }
 
 // claimStatus maps a claim error to its HTTP status.
@@ -336,35 +342,53 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 	httpjson.Write(w, http.StatusOK, lookupRecord(rec, ChainURL(s.sigURL, rec.Key)))
 }
 
+// WebFinger caching: an answer may be reused for a minute (as long as a
+// Resolver keeps a result by default); an error is not stored, so a
+// handle registered a moment later is found.
+const (
+	webFingerCacheOK    = "max-age=60"
+	webFingerCacheError = "no-store"
+)
+
 func (s *Server) webfinger(w http.ResponseWriter, r *http.Request) {
+	// Every answer, refusals included, may be read by any web page: the
+	// document is public and no request carries credentials (RFC 7033 §5).
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Cache-Control", webFingerCacheError)
 	if s.readLimited(w, r) {
 		return
 	}
-	w.Header().Set("Access-Control-Allow-Origin", "*")
-	w.Header().Set("Content-Type", JRDContentType)
+	if r.Method == http.MethodOptions {
+		h.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Accept")
+		h.Set("Access-Control-Max-Age", "86400")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	h.Set("Content-Type", JRDContentType)
 	q := r.URL.Query()
 	res := q["resource"]
 	if len(res) != 1 {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("give exactly one resource parameter, acct:name@domain (got %d)", len(res)))
 		return
 	}
-	h, err := ParseWebFingerResource(res[0], s.cfg.AllowLocal)
+	hd, err := ParseWebFingerResource(res[0], s.cfg.AllowLocal)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	rec, status, err := s.record(r.Context(), h)
-	if err != nil {
+		status := http.StatusBadRequest
+		if otherScheme(res[0]) {
+			// A well-formed URI this server has no information about
+			// (RFC 7033 §4.2): not the client's mistake.
+			status = http.StatusNotFound
+			err = fmt.Errorf("%w: this server knows acct: resources only", ErrNotFound)
+		}
 		writeError(w, status, err)
 		return
 	}
-	base := s.cfg.PublicURL
-	if base == "" {
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		base = scheme + "://" + r.Host
+	rec, status, err := s.record(r.Context(), hd)
+	if err != nil {
+		writeError(w, status, err)
+		return
 	}
 	key, fp := rec.Key.String(), rec.Key.Fingerprint()
 	links := []JRDLink{
@@ -374,11 +398,20 @@ func (s *Server) webfinger(w http.ResponseWriter, r *http.Request) {
 	if rels := q["rel"]; len(rels) > 0 { // RFC 7033 §4.3: only the asked relations
 		links = filterLinks(links, rels)
 	}
-	httpjson.Write(w, http.StatusOK, JRD{
-		Subject: h.Acct(),
-		Aliases: []string{strings.TrimRight(base, "/") + "/v1/handles/" + h.Name},
-		Links:   links,
-	})
+	jrd := JRD{Subject: hd.Acct(), Links: links}
+	if s.cfg.PublicURL != "" {
+		jrd.Aliases = []string{strings.TrimRight(s.cfg.PublicURL, "/") + "/v1/handles/" + hd.Name}
+	}
+	h.Set("Cache-Control", webFingerCacheOK)
+	httpjson.Write(w, http.StatusOK, jrd)
+}
+
+// otherScheme reports whether resource is an absolute URI of a scheme
+// other than acct: (https://…, mailto:…), which WebFinger may be asked
+// about and this server has no information on.
+func otherScheme(resource string) bool {
+	u, err := url.Parse(resource)
+	return err == nil && u.Scheme != "" && !strings.EqualFold(u.Scheme, "acct") && (u.Host != "" || u.Opaque != "")
 }
 
 func filterLinks(links []JRDLink, rels []string) []JRDLink {

@@ -63,3 +63,34 @@ func ExampleParseMnemonic() {
 	// Output:
 	// kez: word 3 ("lair") is not a backup word; did you mean "liar", "hair" or "pair"?
 }
+
+// Two people compare one safety number to check each other's key: each
+// computes it from their own key and the one they hold for the other, and
+// both see the same digits.
+func ExampleSafetyNumber() {
+	alice, err := kez.FromWords("abandon amount liar amount expire adjust cage candy arch gather drum bullet absurd math era live bid rhythm alien crouch range attend journey unaware")
+	if err != nil {
+		log.Fatal(err)
+	}
+	bob, err := kez.FromWords(strings.Repeat("zoo ", 23) + "vote")
+	if err != nil {
+		log.Fatal(err)
+	}
+	onAlicesSide := kez.SafetyNumber(alice.PublicKey(), bob.PublicKey())
+	onBobsSide := kez.SafetyNumber(bob.PublicKey(), alice.PublicKey())
+	fmt.Println(onAlicesSide)
+	fmt.Println(onAlicesSide == onBobsSide)
+	// Output:
+	// 33283 76460 91579 79358 40140 00235 41943 70387 78572 29250 61130 43126
+	// true
+}
+
+// A reader that takes a backup line by line checks each word as it comes.
+func ExampleSplitMnemonic() {
+	for _, w := range kez.SplitMnemonic("1. Abandon  2) amunt  # the rest on the next line") {
+		fmt.Println(w, kez.IsWord(w), kez.SuggestWords(w, 1))
+	}
+	// Output:
+	// abandon true [abandon]
+	// amunt false [amount]
+}

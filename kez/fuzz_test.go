@@ -10,8 +10,9 @@ import (
 	"testing"
 )
 
-// loadVectorsForFuzz returns the vector file, to seed the fuzz corpora.
-func loadVectorsForFuzz(f *testing.F) vectorFile {
+// loadVectorsForFuzz returns the vector file, to seed the fuzz corpora
+// (and for tests that check values against it).
+func loadVectorsForFuzz(f testing.TB) vectorFile {
 	raw, err := os.ReadFile(vectorsPath)
 	if err != nil {
 		f.Fatal(err)
@@ -38,6 +39,21 @@ func FuzzParseMnemonic(f *testing.F) {
 	f.Add(strings.Repeat("abandon ", 23) + strings.Repeat("qé", 30))
 	f.Fuzz(func(t *testing.T, s string) {
 		m, err := ParseMnemonic(s)
+		// A reader taking the words piece by piece (SplitMnemonic) sees
+		// what ParseMnemonic sees: the same count, the same first
+		// unknown word.
+		split := SplitMnemonic(s)
+		var wc0 *WordCountError
+		var we0 *WordError
+		switch {
+		case len(s) > maxMnemonicInput:
+		case errors.As(err, &wc0) && wc0.Got != len(split):
+			t.Fatalf("ParseMnemonic counts %d words, SplitMnemonic %d", wc0.Got, len(split))
+		case errors.As(err, &we0) && (len(split) != MnemonicWords || IsWord(split[we0.Position-1])):
+			t.Fatalf("ParseMnemonic refuses word %d, SplitMnemonic gives %q", we0.Position, split)
+		case err == nil && strings.Join(split, " ") != m.String():
+			t.Fatalf("ParseMnemonic reads %q, SplitMnemonic %q", m.String(), split)
+		}
 		if err != nil {
 			var wc *WordCountError
 			var we *WordError

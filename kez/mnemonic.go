@@ -135,6 +135,18 @@ func cutWord(w string) string {
 	return w[:n]
 }
 
+// SplitMnemonic returns the words [ParseMnemonic] reads from s, in order,
+// before any is checked: lower-cased, comments dropped, numbering and
+// punctuation trimmed. A reader that takes a backup piece by piece (a word
+// or a line at a time) uses it to check each word as it comes with
+// [IsWord], then parses the whole.
+func SplitMnemonic(s string) []string {
+	if len(s) > maxMnemonicInput {
+		s = s[:maxMnemonicInput]
+	}
+	return splitWords(s)
+}
+
 // splitWords lower-cases s, drops comments ("#" to the end of the line),
 // splits it at white space and trims everything but letters from both ends
 // of each piece; a piece with no letters (a bare number) is dropped.

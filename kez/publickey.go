@@ -126,15 +126,20 @@ const fingerprintDomain = "kez/v1 fingerprint\x00"
 // "05827 33104 …". See docs/spec/identity.md.
 func (k PublicKey) Fingerprint() string {
 	h := sha256.Sum256(append([]byte(fingerprintDomain), k[:]...))
-	var b strings.Builder
-	for i := 0; i < 6; i++ {
+	return digitGroups(h[:30])
+}
+
+// digitGroups writes each 5-byte slice of b as a big-endian integer mod
+// 100000, five digits zero-padded, the groups separated by one space.
+func digitGroups(b []byte) string {
+	var s strings.Builder
+	for i := 0; i+5 <= len(b); i += 5 {
 		var buf [8]byte
-		copy(buf[3:], h[i*5:i*5+5])
-		v := binary.BigEndian.Uint64(buf[:]) % 100000
+		copy(buf[3:], b[i:i+5])
 		if i > 0 {
-			b.WriteByte(' ')
+			s.WriteByte(' ')
 		}
-		fmt.Fprintf(&b, "%05d", v)
+		fmt.Fprintf(&s, "%05d", binary.BigEndian.Uint64(buf[:])%100000)
 	}
-	return b.String()
+	return s.String()
 }

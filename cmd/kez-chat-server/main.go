@@ -195,7 +195,9 @@ func natsConfig(args []string, env servercmd.Env, stdout, stderr io.Writer) erro
 	fs := servercmd.NewFlagSet("kez-chat-server nats-config", "usage: kez-chat-server nats-config [--keys DIR] [--store sqlite|jetstream] [--sig-server-key U…]\n\n"+
 		"Prints the nats.conf snippet that sends every NATS login to this chat-server's\n"+
 		"auth callout, for the keys in DIR (made on first use, mode 0600). Add it to\n"+
-		"your NATS configuration and restart NATS. It holds public keys only.", stderr)
+		"your NATS configuration and restart NATS. It holds public keys only. It also\n"+
+		"lists your two logins for the nats CLI, DIR/admin.nk (nats account info) and\n"+
+		"DIR/system.nk (nats server report), which reach no user's mail.", stderr)
 	keysDir := fs.String("keys", env.Or("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys (env KEZ_CHAT_KEYS)")
 	backend := fs.String("store", env.Or("KEZ_CHAT_STORE", chatserver.StoreSQLite), "the chat-server's --store: jetstream gives the callout account JetStream (env KEZ_CHAT_STORE)")
 	sigKey := fs.String("sig-server-key", env.Or("KEZ_CHAT_SIG_SERVER_KEY", ""), "NATS key (U…) of a sig-server with --store jetstream, as \"kez-sig-server nats-key\" prints it (env KEZ_CHAT_SIG_SERVER_KEY)")

@@ -63,7 +63,7 @@ func TestNATSConfigSigServerKey(t *testing.T) {
 	pub, _ := kp.PublicKey()
 	keys := filepath.Join(t.TempDir(), "keys")
 	conf := natsConfigOutput(t, []string{"--keys", keys}, map[string]string{"KEZ_CHAT_SIG_SERVER_KEY": pub})
-	if !strings.Contains(conf, "SIG { jetstream: enabled, users: [ { nkey: "+pub+" } ] }") || !strings.Contains(conf, ", "+pub+" ]") {
+	if !strings.Contains(conf, "SIG { jetstream: enabled, users: [ { nkey: "+pub+" } ] }") || !strings.Contains(conf, ", "+pub+", ") {
 		t.Fatalf("snippet:\n%s", conf)
 	}
 	natstest.Run(t, conf)

@@ -66,6 +66,8 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 	os.WriteFile(words, []byte(stacktest.Words("carol").String()+"\n"), 0o600)
 	daveHome, _ := newHome(t)
 	dave := map[string]string{"KEZ_HOME": daveHome} // no KEZ_SERVER: --server says it
+	pass := filepath.Join(dir, "pass")
+	os.WriteFile(pass, []byte("pw\n"), 0o600)
 	out1, out2 := filepath.Join(dir, "fetched1.txt"), filepath.Join(dir, "fetched2.txt")
 
 	type row struct {
@@ -101,6 +103,8 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 				return r.code == 0 && string(got) == "a note from alice\n" && strings.Contains(r.stdout, "to "+out)
 			}},
 		{env: nil, before: []string{"version"}, after: []string{"version"}, same: true, check: ok("kez ")},
+		{env: map[string]string{"KEZ_PASSPHRASE": "pw"}, before: []string{"passphrase", "set", "--new-passphrase-file", pass, "--home", daveHome},
+			after: []string{"passphrase", "--home", daveHome, "--new-passphrase-file", pass, "set"}, same: true, check: ok("now encrypted")},
 	}
 	covered := map[string]bool{"serve": true} // below: it runs until stopped
 	for _, rw := range rows {
@@ -163,7 +167,8 @@ func TestEveryCommandHonoursOrRefusesJSON(t *testing.T) {
 		{s.alice, []string{"whois", "bob", "--json"}, "whois", nil},
 		{s.bob, []string{"contacts", "list", "--json"}, "contacts", nil},
 		{s.alice, []string{"contacts", "add", "bob", "--json"}, "", nil},
-		{s.alice, []string{"contacts", "verify", "bob", "12345", "--json"}, "", nil},
+		{s.alice, []string{"contacts", "verify", "bob", "--json"}, "contacts verify", nil},
+		{s.alice, []string{"passphrase", "set", "--json"}, "", nil},
 		{s.alice, []string{"send", "bob", "hello", "--json"}, "send", nil},
 		{s.bob, []string{"inbox", "--all", "--json"}, "inbox", nil},
 		{s.bob, []string{"chat", "alice", "--json"}, "", nil},

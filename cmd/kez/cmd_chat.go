@@ -148,5 +148,5 @@ func verifiedWord(ct *chat.Contact) string {
 	if ct.Verified() {
 		return "verified"
 	}
-	return "not verified: kez contacts verify " + ct.Handle + " FINGERPRINT"
+	return "not verified: \"kez contacts verify " + ct.Handle + "\" shows the safety number to compare"
 }

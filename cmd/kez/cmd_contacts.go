@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/kez"
 )
 
 func init() {
 	register(&command{
 		name:    "contacts",
-		args:    "(add HANDLE | list [--json] | verify HANDLE FINGERPRINT) [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "(add HANDLE | list [--json] | verify HANDLE [NUMBER] [--json]) [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "pin, list and verify the people you talk to",
 		help: `
 kez contacts add HANDLE
@@ -32,21 +33,31 @@ kez contacts list [--json]
     or it is flagged. --json prints [{"handle","key","fingerprint",
     "verified","flag","flag_detail","generation","added_at"}].
 
-kez contacts verify HANDLE FINGERPRINT
-    Compare fingerprints in person or by voice: they read theirs ("kez id"),
-    you type it here (spaces optional). A match marks the contact verified;
-    a mismatch changes nothing and is an error you should not ignore.`,
+kez contacts verify HANDLE
+    Shows the safety number of your key and the key pinned for HANDLE:
+    60 digits that they see too, on their side, with "kez contacts verify"
+    and your handle. Compare them in person or on a call you trust.
+
+kez contacts verify HANDLE NUMBER
+    Checks the number they read to you (spaces optional) and, if it
+    matches, marks the contact verified. Their fingerprint ("kez id" on
+    their side, 30 digits) is accepted too. A mismatch changes nothing, does
+    not show the number it expected, and is an error you should not ignore:
+    someone may be between you.
+
+    --json prints {"handle","key","fingerprint","safety_number","verified"}
+    (verify only).`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var asJSON bool
 			cf.declare(fs, false)
-			fs.BoolVar(&asJSON, "json", false, "print JSON (list)")
+			fs.BoolVar(&asJSON, "json", false, "print JSON (list, verify)")
 			return func(ctx context.Context, args []string) error {
 				if len(args) == 0 {
 					return usagef("contacts needs add, list or verify")
 				}
-				if asJSON && (args[0] == "add" || args[0] == "verify") {
-					return usagef("--json is for contacts list only")
+				if asJSON && args[0] == "add" {
+					return usagef("--json is for contacts list and verify only")
 				}
 				switch sub, rest := args[0], args[1:]; sub {
 				case "add":
@@ -60,10 +71,10 @@ kez contacts verify HANDLE FINGERPRINT
 					}
 					return runContactsList(ctx, e, cf, asJSON)
 				case "verify":
-					if len(rest) < 2 {
-						return usagef("contacts verify takes a HANDLE and the FINGERPRINT they read to you")
+					if len(rest) < 1 {
+						return usagef("contacts verify takes a HANDLE, then the NUMBER they read to you")
 					}
-					return runContactsVerify(ctx, e, cf, rest[0], strings.Join(rest[1:], " "))
+					return runContactsVerify(ctx, e, cf, rest[0], strings.Join(rest[1:], " "), asJSON)
 				default:
 					return usagef("no contacts subcommand %q: use add, list or verify", sub)
 				}
@@ -95,10 +106,8 @@ func runContactsAdd(ctx context.Context, e *env, cf chatFlags, handle string) er
 	}
 	fmt.Fprintf(e.stdout, "  key:         %s\n  fingerprint: %s\n", ct.Key, ct.Fingerprint())
 	if !ct.Verified() {
-		// The command carries a placeholder, not the fingerprint: one
-		// pasted from here would "verify" whatever key was pinned.
-		name, _, _ := strings.Cut(ct.Handle, "@")
-		fmt.Fprintf(e.stdout, "Ask them to read you their fingerprint (kez id) and compare it with the one above; if it matches, run:\n  kez contacts verify %s \"<the fingerprint %s reads to you>\"\n", ct.Handle, name)
+		// No digits to paste: verifying is comparing with what they read.
+		fmt.Fprintf(e.stdout, "Before you trust this contact, compare keys with them: \"kez contacts verify %s\" shows the safety number you both see.\n", ct.Handle)
 	}
 	return nil
 }
@@ -163,16 +172,76 @@ func printContacts(w io.Writer, list []*chat.Contact) {
 	}
 }
 
-func runContactsVerify(ctx context.Context, e *env, cf chatFlags, handle, fingerprint string) error {
+// contactVerifyJSON is the --json output of "kez contacts verify"; fields
+// may be added.
+type contactVerifyJSON struct {
+	Handle       string `json:"handle"`
+	Key          string `json:"key"`
+	Fingerprint  string `json:"fingerprint"`
+	SafetyNumber string `json:"safety_number"`
+	Verified     bool   `json:"verified"`
+}
+
+// runContactsVerify shows the safety number of the user's key and the
+// contact's (typed is empty), or checks what the contact read out (their
+// safety number or fingerprint) and marks the contact verified. A mismatch
+// never shows the expected digits, which could be copied back in.
+func runContactsVerify(ctx context.Context, e *env, cf chatFlags, handle, typed string, asJSON bool) error {
 	c, err := e.openChat(ctx, cf, false)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ct, err := c.VerifyContact(ctx, handle, fingerprint)
-	if err != nil {
-		return err
+	var ct *chat.Contact
+	if typed == "" {
+		if ct, err = c.Contact(ctx, handle); err == nil {
+			err = ct.Err()
+		}
+	} else {
+		n := 0
+		for _, r := range typed {
+			if r >= '0' && r <= '9' {
+				n++
+			}
+		}
+		if n != 30 && n != 60 {
+			return fmt.Errorf("you typed %d digits, but a safety number has 60 (a fingerprint 30): type all of what they read to you; nothing was changed", n)
+		}
+		ct, err = c.VerifyContact(ctx, handle, typed)
 	}
-	fmt.Fprintf(e.stdout, "@%s is verified: the fingerprint matches their pinned key.\n", ct.Handle)
+	if err != nil {
+		return aboutHandle(handle, err)
+	}
+	out := contactVerifyJSON{Handle: ct.Handle, Key: ct.Key.String(), Fingerprint: ct.Fingerprint(), SafetyNumber: kez.SafetyNumber(c.Key(), ct.Key), Verified: ct.Verified()}
+	switch {
+	case asJSON:
+		return json.NewEncoder(e.stdout).Encode(out)
+	case typed != "":
+		fmt.Fprintf(e.stdout, "@%s is verified: the number matches their key as pinned here.\n", ct.Handle)
+		return nil
+	}
+	mine := "YOUR-HANDLE"
+	if home, err := e.home(cf.home); err == nil {
+		if prof, err := loadProfile(home); err == nil && prof.handleFor(c.Key()) != "" {
+			mine = prof.handleFor(c.Key())
+		}
+	}
+	name, _, _ := strings.Cut(ct.Handle, "@")
+	fmt.Fprintf(e.stdout, "Safety number of your key and @%s's:\n\n%s\n", ct.Handle, indentRows(out.SafetyNumber, 4))
+	fmt.Fprintf(e.stdout, "%s sees the same number with \"kez contacts verify %s\". Compare them in person or on a call you trust;\n", name, mine)
+	fmt.Fprintf(e.stdout, "when %s reads theirs to you, type it: kez contacts verify %s \"<the number %s reads>\"\n", name, ct.Handle, name)
+	if ct.Verified() {
+		fmt.Fprintf(e.stdout, "You verified @%s on %s.\n", ct.Handle, ct.VerifiedAt.Local().Format("2 January 2006"))
+	}
 	return nil
+}
+
+// indentRows lays out space-separated groups n to a row, each row indented.
+func indentRows(groups string, n int) string {
+	f := strings.Fields(groups)
+	var b strings.Builder
+	for i := 0; i < len(f); i += n {
+		b.WriteString("    " + strings.Join(f[i:min(i+n, len(f))], " ") + "\n")
+	}
+	return b.String()
 }

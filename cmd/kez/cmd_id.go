@@ -36,7 +36,7 @@ KEZ_PASSPHRASE, or a prompt on a terminal.`,
 	})
 }
 
-// idJSON is the --json output of "kez id" (DESIGN.md); fields may be added.
+// idJSON is the --json output of "kez id" (docs/cli.md); fields may be added.
 type idJSON struct {
 	Handle      string `json:"handle"`
 	Key         string `json:"key"`

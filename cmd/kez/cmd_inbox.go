@@ -50,7 +50,7 @@ sigchain changed are held, with a warning, until you accept the change.
 	})
 }
 
-// inboxJSON is one line of "kez inbox --json" (DESIGN.md); fields may be
+// inboxJSON is one line of "kez inbox --json" (docs/cli.md); fields may be
 // added.
 type inboxJSON struct {
 	ID         string    `json:"id"`

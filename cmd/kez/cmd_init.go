@@ -23,7 +23,7 @@ var randSource io.Reader = rand.Reader
 func init() {
 	register(&command{
 		name:    "init",
-		args:    "[--words-file F] [--yes] [--force] [--home DIR] [--passphrase-file F]",
+		args:    "[--words-file F] [--yes] [--force [--discard-handle HANDLE]] [--home DIR] [--passphrase-file F]",
 		summary: "make a new identity and its 24-word paper backup",
 		help: `
 Makes a new identity: one key that is your KEZ identity, your NATS login
@@ -41,49 +41,75 @@ existing file) instead of being printed; copy them onto paper.
 The identity is saved in the state folder. It is encrypted with a
 passphrase if one is given: --passphrase-file F (a file whose first line is
 the passphrase), else KEZ_PASSPHRASE_FILE, else KEZ_PASSPHRASE, else, on a
-terminal, you are asked (Enter for none). Without a passphrase the file is
-stored unencrypted, readable only by you (mode 0600), and init says so.
-Commands that need the identity later read the same passphrase sources.
+terminal, you type one twice (for none, leave it empty and then type
+"unencrypted"). Without a passphrase the file is stored unencrypted,
+readable only by you (mode 0600), and init says so. Commands that need the
+identity later read the same passphrase sources. "kez passphrase" encrypts
+an existing identity or changes its passphrase; init is not for that.
 
-init refuses to replace an existing identity unless --force is given.`,
+init refuses to replace an existing identity unless --force is given. A
+new identity is a new key: if the old one holds a handle (as the profile
+or, when a sig-server is known, its sigchain says), the handle stays with
+the old key, and init --force refuses unless you name that handle with
+--discard-handle HANDLE, or type it when asked on a terminal.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var o initOptions
 			fs.StringVar(&o.wordsFile, "words-file", "", "write the 24 words to this new file (mode 0600) instead of printing them")
 			fs.BoolVar(&o.yes, "yes", false, "skip the recall check (for scripts)")
-			fs.BoolVar(&o.force, "force", false, "replace an existing identity (its words are then the only way back to it)")
+			fs.BoolVar(&o.force, "force", false, "replace an existing identity with a new key (its words are then the only way back to it)")
+			declareDiscardHandle(fs, &o.discardHandle)
 			fs.StringVar(&o.home, "home", "", homeFlagHelp)
 			fs.StringVar(&o.passFile, "passphrase-file", "", "encrypt the identity with the passphrase in this file (env KEZ_PASSPHRASE_FILE; or KEZ_PASSPHRASE)")
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("init takes no arguments, got %q", args)
 				}
-				return runInit(e, o)
+				return runInit(ctx, e, o)
 			}
 		},
 	})
 }
 
 type initOptions struct {
-	wordsFile, home, passFile string
-	yes, force                bool
+	wordsFile, home, passFile, discardHandle string
+	yes, force                               bool
 }
 
-func runInit(e *env, o initOptions) (err error) {
+func runInit(ctx context.Context, e *env, o initOptions) (err error) {
 	home, err := e.home(o.home)
 	if err != nil {
 		return err
 	}
-	if exists, err := kez.HasIdentity(home); err != nil {
+	if o.discardHandle != "" && !o.force {
+		return usagef("--discard-handle goes with --force")
+	}
+	in := bufio.NewReader(e.stdin)
+	exists, err := kez.HasIdentity(home)
+	if err != nil {
 		return err
-	} else if exists && !o.force {
-		return fmt.Errorf("an identity already exists in %s (\"kez id\" shows it); to replace it for good, run \"kez init --force\" (its 24 words are then the only way back to it)", home)
+	}
+	if exists && !o.force {
+		return fmt.Errorf("an identity already exists in %s (\"kez id\" shows it); \"kez passphrase set\" encrypts it or changes its passphrase. init makes a new key, and replaces this one only with --force", home)
+	}
+	var prof *profile
+	if exists {
+		if prof, err = loadProfile(home); err != nil {
+			return err
+		}
+		held, err := handleAtRisk(ctx, e, home, prof, serverFlags{}, nil)
+		if err != nil {
+			return err
+		}
+		if err := confirmDiscard(e, in, home, held, o.discardHandle, "kez init --force"); err != nil {
+			return err
+		}
 	}
 	if o.wordsFile != "" {
 		if _, err := os.Lstat(o.wordsFile); err == nil {
 			return fmt.Errorf("%s already exists; name a new file, so that no backup is overwritten", o.wordsFile)
 		}
 	}
-	pass, err := newPassphrase(e, o.passFile)
+	pass, err := newPassphrase(e, in, o.passFile)
 	if err != nil {
 		return err
 	}
@@ -117,10 +143,8 @@ func runInit(e *env, o initOptions) (err error) {
 	}
 
 	if !o.yes {
-		in := bufio.NewReader(e.stdin)
 		if e.isTerminal && o.wordsFile == "" {
-			fmt.Fprint(e.stdout, "When they are written down, press Enter.")
-			if _, err := in.ReadString('\n'); err != nil {
+			if _, err := askLine(e.stdout, in, "When they are written down, press Enter."); err != nil {
 				return errRecallUnfinished
 			}
 			fmt.Fprint(e.stdout, "\033[2J\033[3J\033[H") // clear the screen and scrollback
@@ -137,6 +161,11 @@ func runInit(e *env, o initOptions) (err error) {
 	opts = append(opts, kez.WithScryptWorkFactor(scryptWorkFactor))
 	if err := kez.SaveIdentity(home, id, pass, opts...); err != nil {
 		return err
+	}
+	if prof != nil {
+		if err := forgetHandle(home, prof); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(e.stdout, "\nIdentity saved in %s, %s.\n\n", kez.IdentityPath(home), storageNote(pass != nil))
 	printIdentity(e.stdout, "", id.PublicKey())
@@ -168,8 +197,7 @@ func checkRecall(e *env, in *bufio.Reader, words []string) error {
 	round:
 		for _, p := range positions {
 			for {
-				fmt.Fprintf(e.stdout, "Word #%d: ", p+1)
-				line, err := in.ReadString('\n')
+				line, err := askLine(e.stdout, in, "Word #%d: ", p+1)
 				if err != nil && line == "" {
 					fmt.Fprintln(e.stdout)
 					return errRecallUnfinished

@@ -7,6 +7,7 @@ package main
 // with errors.Is and errors.As, never by cutting error text.
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -108,7 +109,8 @@ func (e *env) sentence(err error) string {
 	case errors.As(err, &quota):
 		return quotaSentence(quota.Limit)
 	case errors.Is(err, chat.ErrFingerprintMismatch):
-		return "that fingerprint does not match the key you pinned, so nothing changed: do not trust this contact until you have compared fingerprints again, in person or by voice"
+		// Never the expected digits: they could be pasted back in.
+		return fmt.Sprintf("that is not the safety number (or fingerprint) of the key pinned here for %s: someone may be between you, so do not trust this contact until you know why; nothing was changed", cmp.Or(who, "this contact"))
 	case errors.Is(err, chat.ErrNoStream):
 		return "the NATS server has no inbox stream: its chat-server is not running or not connected to it; try again later, or ask its operator"
 	case errors.Is(err, natsconn.ErrNotRegistered):

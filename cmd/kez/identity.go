@@ -5,6 +5,7 @@ package main
 // and the profile store (KEZ_HOME/profile.json).
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -77,16 +78,7 @@ func explainLoadError(home string, err error) error {
 // returns nil if none is set.
 func passphraseFromEnv(e *env, fileFlag string) ([]byte, error) {
 	if f := e.envOr(fileFlag, "KEZ_PASSPHRASE_FILE"); f != "" {
-		b, err := readSmallFile(f, 1024)
-		if err != nil {
-			return nil, fmt.Errorf("reading the passphrase file: %w", err)
-		}
-		b, _, _ = bytes.Cut(b, []byte("\n")) // the first line
-		b = bytes.TrimSuffix(b, []byte("\r"))
-		if len(b) == 0 {
-			return nil, fmt.Errorf("the passphrase file %s is empty", f)
-		}
-		return b, nil
+		return readPassphraseFile(f)
 	}
 	if p := e.getenv("KEZ_PASSPHRASE"); p != "" {
 		return []byte(p), nil
@@ -94,21 +86,60 @@ func passphraseFromEnv(e *env, fileFlag string) ([]byte, error) {
 	return nil, nil
 }
 
+// readPassphraseFile returns the first line of the file f, which must not
+// be empty.
+func readPassphraseFile(f string) ([]byte, error) {
+	b, err := readSmallFile(f, 1024)
+	if err != nil {
+		return nil, fmt.Errorf("reading the passphrase file: %w", err)
+	}
+	b, _, _ = bytes.Cut(b, []byte("\n")) // the first line
+	b = bytes.TrimSuffix(b, []byte("\r"))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("the passphrase file %s is empty", f)
+	}
+	return b, nil
+}
+
 // newPassphrase decides the passphrase for a new identity file: one given
-// by flag or environment, else (on a terminal) one typed twice, else none.
-func newPassphrase(e *env, fileFlag string) ([]byte, error) {
+// by flag or environment, else (on a terminal) one typed twice, or none if
+// the user then says so explicitly, else none. in reads that answer.
+func newPassphrase(e *env, in *bufio.Reader, fileFlag string) ([]byte, error) {
 	p, err := passphraseFromEnv(e, fileFlag)
 	if err != nil || p != nil || !e.isTerminal {
 		return p, err
 	}
-	fmt.Fprintln(e.stderr, "Choose a passphrase to encrypt your identity on this machine (Enter for none).")
+	fmt.Fprintln(e.stderr, "Choose a passphrase to encrypt your identity on this machine.")
+	return askNewPassphrase(e, in)
+}
+
+// confirmUnencrypted is what the user types to store an identity without a
+// passphrase; an empty line alone never does.
+const confirmUnencrypted = "unencrypted"
+
+// askNewPassphrase asks on the terminal for a new passphrase, typed twice.
+// An empty one means none only if the user then types confirmUnencrypted
+// (read from in); with in nil an empty one is refused and asked again.
+func askNewPassphrase(e *env, in *bufio.Reader) ([]byte, error) {
 	for {
 		p, err := readSecret(e, "Passphrase: ")
 		if err != nil {
 			return nil, err
 		}
 		if len(p) == 0 {
-			return nil, nil
+			if in == nil {
+				fmt.Fprintln(e.stderr, "A passphrase cannot be empty here (\"kez passphrase remove\" stores the identity unencrypted).")
+				continue
+			}
+			line, err := askLine(e.stderr, in, "No passphrase? Then the identity is stored unencrypted, protected only by file mode 0600.\nType %q to store it so, or just Enter to choose a passphrase: ", confirmUnencrypted)
+			if err != nil && line == "" {
+				fmt.Fprintln(e.stderr)
+				return nil, errors.New("no passphrase was chosen, so nothing was saved")
+			}
+			if strings.EqualFold(strings.TrimSpace(line), confirmUnencrypted) {
+				return nil, nil
+			}
+			continue
 		}
 		again, err := readSecret(e, "Same passphrase again: ")
 		if err != nil {
@@ -128,8 +159,15 @@ var readSecret = func(e *env, prompt string) ([]byte, error) {
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil, errors.New("no terminal to ask for a passphrase on: set KEZ_PASSPHRASE_FILE or KEZ_PASSPHRASE")
 	}
-	fmt.Fprint(e.stderr, prompt)
-	b, err := term.ReadPassword(int(f.Fd()))
+	fd := int(f.Fd())
+	state, err := term.GetState(fd)
+	if err != nil {
+		return nil, fmt.Errorf("reading the passphrase: %w", err)
+	}
+	b, err := interruptible(func() { fmt.Fprint(e.stderr, prompt) }, func() ([]byte, error) { return term.ReadPassword(fd) })
+	if errors.Is(err, errInterrupted) {
+		term.Restore(fd, state) // ReadPassword turned echo off
+	}
 	fmt.Fprintln(e.stderr)
 	if err != nil {
 		return nil, fmt.Errorf("reading the passphrase: %w", err)
@@ -142,7 +180,7 @@ func storageNote(encrypted bool) string {
 	if encrypted {
 		return "encrypted with your passphrase"
 	}
-	return "NOT encrypted (protected only by file mode 0600); to encrypt it, run again with --force and a passphrase (--passphrase-file, KEZ_PASSPHRASE_FILE or KEZ_PASSPHRASE)"
+	return "NOT encrypted (protected only by file mode 0600); to encrypt it, run \"kez passphrase set\""
 }
 
 func readSmallFile(path string, max int64) ([]byte, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	mrand "math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -18,7 +19,11 @@ import (
 
 func TestMain(m *testing.M) {
 	scryptWorkFactor = 10 // keep the passphrase tests fast
-	os.Exit(m.Run())
+	code := m.Run()
+	if kezBin != "" { // built by the terminal tests
+		os.RemoveAll(filepath.Dir(kezBin))
+	}
+	os.Exit(code)
 }
 
 // result is what one CLI run printed and returned.

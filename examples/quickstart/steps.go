@@ -146,11 +146,13 @@ func (q *quick) addContacts(ctx context.Context) error {
 		}
 		q.say("      %s pinned @%s: fingerprint %s\n", me.name, ct.Handle, ct.Fingerprint())
 	}
-	// They compare fingerprints in person and mark each other verified.
-	if _, err := q.bob.chat.VerifyContact(ctx, "alice", q.alice.id.PublicKey().Fingerprint()); err != nil {
+	// They compare the safety number of their two keys in person: alice
+	// reads hers (computed with her key first), bob types it.
+	readByAlice := kez.SafetyNumber(q.alice.id.PublicKey(), q.bob.id.PublicKey())
+	if _, err := q.bob.chat.VerifyContact(ctx, "alice", readByAlice); err != nil {
 		return err
 	}
-	q.say("      bob compared alice's fingerprint with her in person: verified\n")
+	q.say("      bob compared their safety number with alice in person: verified\n")
 	return nil
 }
 

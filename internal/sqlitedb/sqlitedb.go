@@ -2,12 +2,13 @@
 // shares.db, a chat-server's registry, a sig-server's chains) the one way
 // they all need, and migrates their schemas.
 //
-//	db, err := sqlitedb.Open(path, sqlitedb.Options{FileMode: 0o600})
+//	db, err := sqlitedb.Open(path, sqlitedb.Options{})
 //	if err == nil {
 //		err = sqlitedb.Migrate(db, migrations) // migrations[i]: version i → i+1
 //	}
 //
-// [Open] sets, on every connection of the pool: a WAL journal (readers do
+// [Open] creates the file mode 0600 (its -wal and -shm files take the
+// same mode), and sets, on every connection of the pool: a WAL journal (readers do
 // not block the writer, and several processes may share the file), a busy
 // timeout of 10 s (writers wait for each other instead of failing),
 // foreign-key enforcement, synchronous NORMAL (durable against a crash of
@@ -42,9 +43,10 @@ type Options struct {
 	// loss. Without it (NORMAL), only the last commits before a power loss
 	// may be undone, and commits are cheaper.
 	FullSync bool
-	// FileMode, if not zero, creates the file with this mode before SQLite
-	// does (SQLite would create it 0644, less the umask); the -wal and -shm
-	// files take the database file's mode. An existing file keeps its mode.
+	// FileMode is the mode a new file is created with, before SQLite
+	// would create it (0644, less the umask); zero means 0600. SQLite
+	// gives the -wal and -shm files the database file's mode. An existing
+	// file keeps its mode.
 	FileMode os.FileMode
 }
 
@@ -56,13 +58,15 @@ func Open(path string, o Options) (*sql.DB, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("the database path %q is empty or has ? or #", path)
 	}
-	if o.FileMode != 0 {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, o.FileMode)
-		if err != nil {
-			return nil, fmt.Errorf("creating the database file: %w", err)
-		}
-		f.Close()
+	mode := o.FileMode
+	if mode == 0 {
+		mode = 0o600
 	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, mode)
+	if err != nil {
+		return nil, fmt.Errorf("creating the database file: %w", err)
+	}
+	f.Close()
 	sync := "NORMAL"
 	if o.FullSync {
 		sync = "FULL"

@@ -61,23 +61,46 @@ func TestOpenSettings(t *testing.T) {
 	}
 }
 
+// A new file is 0600 unless Options say otherwise, and SQLite gives its
+// -wal and -shm files the same mode; an existing file keeps its own.
 func TestOpenFileMode(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, "private.db")
-	db := open(t, path, Options{FileMode: 0o600})
-	if err := Migrate(db, twoVersions); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{path, path + "-wal", path + "-shm"} {
-		st, err := os.Stat(p)
-		if err != nil {
+	for name, tc := range map[string]struct {
+		o    Options
+		want os.FileMode
+	}{
+		"default.db": {Options{}, 0o600},
+		"chosen.db":  {Options{FileMode: 0o640}, 0o640},
+	} {
+		path := filepath.Join(dir, name)
+		db := open(t, path, tc.o)
+		if err := Migrate(db, twoVersions); err != nil {
 			t.Fatal(err)
 		}
-		if st.Mode().Perm() != 0o600 {
-			t.Errorf("%s has mode %v, want 0600", filepath.Base(p), st.Mode().Perm())
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != tc.want {
+				t.Errorf("%s has mode %v, want %v", filepath.Base(p), st.Mode().Perm(), tc.want)
+			}
 		}
 	}
-	if _, err := Open(filepath.Join(dir, "no-such-folder", "x.db"), Options{FileMode: 0o600}); err == nil {
+	existing := filepath.Join(dir, "existing.db")
+	if err := os.WriteFile(existing, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(existing, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	if err := Migrate(open(t, existing, Options{}), twoVersions); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(existing); err != nil || st.Mode().Perm() != 0o644 {
+		t.Errorf("an existing file's mode changed: %v, %v", st.Mode(), err)
+	}
+	if _, err := Open(filepath.Join(dir, "no-such-folder", "x.db"), Options{}); err == nil {
 		t.Error("a file in a missing folder was opened")
 	}
 }

@@ -20,6 +20,10 @@ const (
 	// GateReplyPrefix + key is the chat-server's own reply prefix, outside
 	// the users' reply namespace (which the chat account exports to them).
 	GateReplyPrefix = "_KEZ_GATE."
+	// AdminReplyPrefix + "." is how the reply subjects of the operator's
+	// admin login in the chat account start (its inbox prefix), outside
+	// the users' reply namespace.
+	AdminReplyPrefix = "_KEZ_ADMIN"
 )
 
 // Headers.

@@ -35,9 +35,9 @@ type procOptions struct {
 	SigEnv   []string // extra environment of kez-sig-server
 	// NATSConfExtra is appended to the nats.conf the snippet gives.
 	NATSConfExtra string
-	// Admin adds an administrator to the chat account (docs/operators.md
-	// §2: a user in CHAT and in auth_users), for tests that inspect the
-	// inbox stream as the operator can: [procStack.AdminJetStream].
+	// Admin adds a user with every right to the chat account (a user in
+	// CHAT and in auth_users, unlike the snippet's read-only admin), for
+	// tests that inspect the inbox stream: [procStack.AdminJetStream].
 	Admin bool
 	// NoHTTPLimits turns the servers' per-address HTTP rate limits off
 	// (every test client comes from loopback), for tests about something
@@ -129,7 +129,11 @@ func startProcStack(t testing.TB, o procOptions) *procStack {
 			}
 			conf := string(out)
 			if o.Admin {
-				conf = strings.Replace(conf, "  CHAT {\n    jetstream: enabled\n", "  CHAT {\n    jetstream: enabled\n    users: [ { user: admin, password: \""+adminPassword+"\" } ]\n", 1)
+				chat := "  CHAT {\n    jetstream: enabled\n    users: [\n"
+				if !strings.Contains(conf, chat) {
+					return "", fmt.Errorf("the snippet's chat account has an unexpected form:\n%s", conf)
+				}
+				conf = strings.Replace(conf, chat, chat+"      { user: admin, password: \""+adminPassword+"\" }\n", 1)
 				conf = strings.Replace(conf, "auth_users: [ ", "auth_users: [ admin, ", 1)
 			}
 			return conf + o.NATSConfExtra, nil
