@@ -25,11 +25,11 @@ import (
 // moduleRoot is the folder holding go.mod, where "go build" works.
 func moduleRoot(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || len(bytes.TrimSpace(out)) == 0 {
-		t.Fatalf("go env GOMOD: %v", err)
+	root, err := devstack.ModuleDir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return filepath.Dir(string(bytes.TrimSpace(out)))
+	return root
 }
 
 // parseEnv reads "export NAME=value" lines (values plain or single-quoted).
@@ -62,22 +62,11 @@ var (
 func binaries(t *testing.T) (devstackBin, kez string) {
 	t.Helper()
 	binsOnce.Do(func() {
-		root := moduleRoot(t)
 		if binsDir, binsErr = os.MkdirTemp("", "kez-devstack-bin"); binsErr != nil {
 			return
 		}
-		for _, b := range []struct {
-			out *string
-			pkg string
-		}{{&devBin, "./examples/devstack"}, {&kezBin, "./cmd/kez"}} {
-			*b.out = filepath.Join(binsDir, filepath.Base(b.pkg))
-			cmd := exec.Command("go", "build", "-o", *b.out, b.pkg)
-			cmd.Dir = root
-			if out, err := cmd.CombinedOutput(); err != nil {
-				binsErr = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-				return
-			}
-		}
+		devBin, kezBin = filepath.Join(binsDir, "devstack"), filepath.Join(binsDir, "kez")
+		binsErr = devstack.Build(context.Background(), moduleRoot(t), binsDir, "./examples/devstack", "./cmd/kez")
 	})
 	if binsErr != nil {
 		t.Fatal(binsErr)

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -20,9 +19,6 @@ import (
 
 // Domain is the handle domain of a stack the bench starts itself.
 const Domain = devstack.DefaultDomain
-
-// module is the module path ModuleDir must hold.
-const module = "github.com/kez-lat/kez-chat"
 
 // StackConfig shapes a stack the bench starts itself.
 type StackConfig struct {
@@ -98,8 +94,8 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	if natsBin == "" || chatBin == "" {
 		mod := cfg.ModuleDir
 		if mod == "" {
-			if mod, err = findModule(); err != nil {
-				return nil, err
+			if mod, err = devstack.ModuleDir(); err != nil {
+				return nil, fmt.Errorf("bench: nats-server and kez-chat-server are built from the module unless both binaries are given: %w", err)
 			}
 		}
 		if natsBin == "" {
@@ -111,7 +107,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		if chatBin == "" {
 			progress("building kez-chat-server")
 			chatBin = filepath.Join(dir, "bin", "kez-chat-server")
-			if err := goBuild(ctx, mod, chatBin, "./cmd/kez-chat-server"); err != nil {
+			if err := devstack.Build(ctx, mod, filepath.Dir(chatBin), "./cmd/kez-chat-server"); err != nil {
 				return nil, err
 			}
 		}
@@ -182,30 +178,6 @@ func (s *Stack) Close() error {
 	return s.dev.Close()
 }
 
-// findModule returns the kez-chat module folder containing the working
-// folder.
-func findModule() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
-			sc := bufio.NewScanner(f)
-			sc.Scan()
-			f.Close()
-			if strings.TrimSpace(sc.Text()) == "module "+module {
-				return dir, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("bench: run inside the kez-chat module (it builds nats-server and kez-chat-server from it), or pass both binaries")
-		}
-		dir = parent
-	}
-}
-
 // goToolBinary returns the binary "go tool NAME" runs, building it into
 // the Go build cache if it is not there yet.
 func goToolBinary(ctx context.Context, moduleDir, name string) (string, error) {
@@ -228,13 +200,4 @@ func goToolBinary(ctx context.Context, moduleDir, name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("bench: go tool %s ran but left no binary in the build cache; pass --nats-server-bin BIN", name)
-}
-
-func goBuild(ctx context.Context, moduleDir, out, pkg string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-	cmd.Dir = moduleDir
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("bench: go build %s: %w\n%s", pkg, err, b)
-	}
-	return nil
 }

@@ -267,19 +267,14 @@ func (s *Stack) writeNATSConfig() error {
 func (s *Stack) startSig(ctx, serveCtx context.Context, log *slog.Logger) error {
 	dbPath := filepath.Join(s.Dir, SigDB)
 	if s.cfg.SigServer != "" {
-		if err := pick(&s.ports.SigServer); err != nil {
+		var err error
+		args := append([]string{"--db", dbPath}, s.cfg.SigArgs...)
+		if s.sigProc, s.SigServerURL, err = s.startServer("sig-server", s.cfg.SigServer, &s.ports.SigServer, args, s.cfg.SigEnv, SigLogFile); err != nil {
 			return err
 		}
-		s.SigServerURL = "http://" + loopback(s.ports.SigServer)
-		args := append([]string{"--listen", loopback(s.ports.SigServer), "--db", dbPath}, s.cfg.SigArgs...)
-		p, err := startProc("sig-server", s.cfg.SigServer, args, s.cfg.SigEnv, filepath.Join(s.Dir, SigLogFile))
-		if err != nil {
-			return err
-		}
-		s.sigProc = p
 		ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 		defer cancel()
-		return p.waitHTTP(ctx, s.SigServerURL+"/readyz")
+		return s.sigProc.waitHTTP(ctx, s.SigServerURL+"/readyz")
 	}
 	ln, err := listen("sig-server", &s.ports.SigServer)
 	if err != nil {
@@ -300,20 +295,12 @@ func (s *Stack) startSig(ctx, serveCtx context.Context, log *slog.Logger) error 
 func (s *Stack) startChat(ctx, serveCtx context.Context, log *slog.Logger) error {
 	dbPath := filepath.Join(s.Dir, ChatDB)
 	if s.cfg.ChatServer != "" {
-		if err := pick(&s.ports.ChatServer); err != nil {
-			return err
-		}
-		s.ServerURL = "http://" + loopback(s.ports.ChatServer)
+		var err error
 		args := append([]string{
-			"--listen", loopback(s.ports.ChatServer), "--domain", s.Domain, "--sig-server", s.SigServerURL,
-			"--nats", s.NATSURL, "--db", dbPath, "--keys", s.KeysDir,
+			"--domain", s.Domain, "--sig-server", s.SigServerURL, "--nats", s.NATSURL, "--db", dbPath, "--keys", s.KeysDir,
 		}, s.cfg.ChatArgs...)
-		p, err := startProc("chat-server", s.cfg.ChatServer, args, s.cfg.ChatEnv, filepath.Join(s.Dir, ChatLogFile))
-		if err != nil {
-			return err
-		}
-		s.chatProc = p
-		return nil // WaitReady waits for /readyz
+		s.chatProc, s.ServerURL, err = s.startServer("chat-server", s.cfg.ChatServer, &s.ports.ChatServer, args, s.cfg.ChatEnv, ChatLogFile)
+		return err // WaitReady waits for /readyz
 	}
 	ln, err := listen("chat-server", &s.ports.ChatServer)
 	if err != nil {
@@ -338,6 +325,17 @@ func (s *Stack) startChat(ctx, serveCtx context.Context, log *slog.Logger) error
 	}
 	s.serve(serveCtx, ln, s.Chat.Handler(), log)
 	return nil
+}
+
+// startServer runs a KEZ server binary as a process with "--listen" on
+// its kept port (or a free one) and args, its output in DIR/logFile, and
+// returns it with its base URL.
+func (s *Stack) startServer(name, bin string, port *int, args, env []string, logFile string) (*proc, string, error) {
+	if err := pick(port); err != nil {
+		return nil, "", err
+	}
+	p, err := startProc(name, bin, append([]string{"--listen", loopback(*port)}, args...), env, filepath.Join(s.Dir, logFile))
+	return p, "http://" + loopback(*port), err
 }
 
 // serve serves h on ln until ctx ends.

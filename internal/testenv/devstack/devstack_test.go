@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -401,17 +400,14 @@ var (
 func serverBinaries(t *testing.T) (chat, sig string) {
 	t.Helper()
 	serversOnce.Do(func() {
-		serversDir, serversErr = os.MkdirTemp("", "kez-devstack-test-bin")
-		for _, name := range []string{"kez-chat-server", "kez-sig-server"} {
-			if serversErr != nil {
-				return
-			}
-			cmd := exec.Command("go", "build", "-o", filepath.Join(serversDir, name), "./cmd/"+name)
-			cmd.Dir = filepath.Join("..", "..", "..")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				serversErr = errors.New("building " + name + ": " + err.Error() + "\n" + string(out))
-			}
+		var root string
+		if serversDir, serversErr = os.MkdirTemp("", "kez-devstack-test-bin"); serversErr != nil {
+			return
 		}
+		if root, serversErr = ModuleDir(); serversErr != nil {
+			return
+		}
+		serversErr = Build(context.Background(), root, serversDir, "./cmd/kez-chat-server", "./cmd/kez-sig-server")
 	})
 	if serversErr != nil {
 		t.Fatal(serversErr)

@@ -14,6 +14,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
+// errInProcess: KillNATS on NATS running in this process.
+var errInProcess = errors.New("devstack: NATS runs in this process")
+
 // startNATS runs NATS with DIR/nats.conf, on the kept ports (or free
 // ones, which it records in s.ports), with its JetStream store in DIR,
 // and returns once it takes clients. The caller holds s.mu or is Start.

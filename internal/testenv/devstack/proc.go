@@ -2,7 +2,6 @@ package devstack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -107,10 +106,6 @@ func (p *proc) waitHTTP(ctx context.Context, url string) error {
 		}
 	}
 }
-
-// errInProcess: an operation that needs a process, on a server running
-// in this process.
-var errInProcess = errors.New("devstack: NATS runs in this process")
 
 func tailFile(path string, n int) string {
 	b, _ := os.ReadFile(path)

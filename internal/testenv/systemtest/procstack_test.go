@@ -72,14 +72,12 @@ func kezBinaries(t testing.TB) string {
 			return
 		}
 		binsDir = dir
-		for _, name := range []string{"kez-chat-server", "kez-sig-server"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
-			cmd.Dir = filepath.Join("..", "..", "..")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				binsErr = fmt.Errorf("building %s: %v\n%s", name, err, out)
-				return
-			}
+		root, err := devstack.ModuleDir()
+		if err != nil {
+			binsErr = err
+			return
 		}
+		binsErr = devstack.Build(context.Background(), root, dir, "./cmd/kez-chat-server", "./cmd/kez-sig-server")
 	})
 	if binsErr != nil {
 		t.Fatal(binsErr)
