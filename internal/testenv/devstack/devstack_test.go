@@ -384,6 +384,20 @@ func TestStartErrors(t *testing.T) {
 	if _, err := Start(context.Background(), Config{Dir: t.TempDir(), EditNATSConfig: func(string) (string, error) { return "", bad }}); !errors.Is(err, bad) {
 		t.Errorf("failing EditNATSConfig: %v", err)
 	}
+	// NATS in this process failing fatally (a listener it cannot open)
+	// fails Start at once, and never exits the program as nats-server's
+	// own logger would.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	leaf := func(c string) (string, error) {
+		return c + "leafnodes { listen: " + held.Addr().String() + " }\n", nil
+	}
+	if _, err := Start(context.Background(), Config{Dir: t.TempDir(), EditNATSConfig: leaf}); err == nil || !strings.Contains(err.Error(), "NATS failed") || !strings.Contains(err.Error(), held.Addr().String()) {
+		t.Errorf("a listener NATS cannot open: %v", err)
+	}
 	// A configuration NATS cannot parse.
 	if _, err := Start(context.Background(), Config{Dir: t.TempDir(), EditNATSConfig: func(c string) (string, error) { return c + "accounts {{{\n", nil }}); err == nil || !strings.Contains(err.Error(), "NATS configuration") {
 		t.Errorf("broken configuration: %v", err)

@@ -22,7 +22,7 @@ var errInProcess = errors.New("devstack: NATS runs in this process")
 // and returns once it takes clients. The caller holds s.mu or is Start.
 func (s *Stack) startNATS(ctx context.Context) error {
 	if s.cfg.NATSServer == "" {
-		return s.startNATSInProcess()
+		return s.startNATSInProcess(ctx)
 	}
 	return s.startNATSProcess(ctx)
 }
@@ -30,7 +30,7 @@ func (s *Stack) startNATS(ctx context.Context) error {
 // startNATSInProcess runs nats-server's server package in this process.
 // The configuration file is parsed exactly as the nats-server binary
 // parses it; listen addresses and the store folder are set on top.
-func (s *Stack) startNATSInProcess() error {
+func (s *Stack) startNATSInProcess(ctx context.Context) error {
 	o, err := server.ProcessConfigFile(s.natsConf)
 	if err != nil {
 		return fmt.Errorf("devstack: NATS configuration: %w", err)
@@ -59,7 +59,7 @@ func (s *Stack) startNATSInProcess() error {
 	deadline := time.Now().Add(natsReadyTimeout)
 	for !srv.ReadyForConnections(pollInterval) {
 		fatal := log.fatal()
-		if fatal == "" && time.Now().Before(deadline) {
+		if fatal == "" && ctx.Err() == nil && time.Now().Before(deadline) {
 			continue
 		}
 		srv.Shutdown()
@@ -67,6 +67,9 @@ func (s *Stack) startNATSInProcess() error {
 		log.close()
 		if fatal != "" {
 			return fmt.Errorf("devstack: NATS failed: %s", fatal)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("devstack: starting NATS: %w", ctx.Err())
 		}
 		return fmt.Errorf("devstack: NATS did not take clients within %s; the end of %s:\n%s", natsReadyTimeout, NATSLogFile, tailFile(filepath.Join(s.Dir, NATSLogFile), 4000))
 	}
