@@ -323,7 +323,7 @@ var adminPermissions = confPermissions{
 var systemPermissions = confPermissions{
 	pubAllow: []string{"$SYS.REQ.SERVER.PING", "$SYS.REQ.SERVER.*.*", "$SYS.REQ.ACCOUNT.*.*", "$SYS.REQ.USER.INFO"},
 	pubDeny:  []string{"$SYS.REQ.SERVER.*.KICK", "$SYS.REQ.SERVER.*.LDM", "$SYS.REQ.SERVER.*.RELOAD", "$SYS.REQ.SERVER.*.PROFILEZ"},
-	subAllow: []string{"_INBOX.>"},
+	subAllow: []string{wire.ReplyPrefix + ">"},
 }
 
 // writeUsers writes an account's users list holding one nkey user.

@@ -8,7 +8,7 @@ import (
 
 // Defaults for [Config] and [NATSConfig].
 const (
-	DefaultStream      = "KEZ_INBOX"   // the JetStream stream holding every inbox
+	DefaultStream      = wire.Stream   // the JetStream stream holding every inbox
 	DefaultChatAccount = "CHAT"        // the inbox stream and the chat-server's gate
 	DefaultUserAccount = "USERS"       // where users land: no JetStream
 	DefaultAuthAccount = "AUTH"        // where the callout service listens
@@ -113,10 +113,10 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 			PullSubjectPrefix + key,
 			"$JS.ACK." + stream + "." + key + ".>",
 			P2PSubjectPrefix + "*",
-			"_INBOX.*.>",
+			wire.ReplyPrefix + "*.>",
 		}},
 		Sub: jwt.Permission{Allow: jwt.StringList{
-			"_INBOX." + key + ".>",
+			wire.ReplyInbox(key) + ".>",
 			DeliverSubjectPrefix + key + ".>",
 			P2PSubjectPrefix + key,
 		}},

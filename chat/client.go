@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/inbox"
 	"github.com/kez-lat/kez-chat/internal/wire"
@@ -26,7 +27,7 @@ import (
 const (
 	// DefaultStream is the JetStream stream holding every inbox (the
 	// chat-server provisions it; see package callout).
-	DefaultStream = "KEZ_INBOX"
+	DefaultStream = wire.Stream
 	// DefaultRefreshInterval is how often a contact's handle and chain are
 	// checked again on send and receive.
 	DefaultRefreshInterval = time.Minute
@@ -46,49 +47,18 @@ func sendSubject(to, from kez.PublicKey) string {
 	return wire.SendSubjectPrefix + to.String() + "." + from.String()
 }
 
-// Config configures [Open]. Identity and Home are required; everything
-// else has a default or may be left empty for a client that only manages
-// contacts and history.
+// Config configures [Open]. Client says who the user is, where their
+// state lives and which servers they use (see package client); its
+// Identity and Home are required, and a client with only those manages
+// contacts and history offline. The other fields tune the messaging
+// client and default when zero.
 type Config struct {
-	// Identity is the user's identity (kez.LoadIdentity).
-	Identity *kez.Identity
-	// Home is the client's state folder; the database chat.db lives in it.
-	Home string
-
-	// NATSURL is the broker (NATS_URL). Empty: the client is offline and
-	// Send, Sync and Run return ErrOffline.
-	NATSURL string
-	// ServerURL is the home chat-server's base URL (KEZ_SERVER), for handle
-	// lookups of Domain.
-	ServerURL string
-	// SigServerURL is the sig-server's base URL (KEZ_SIG_SERVER): the
-	// user's own chain and the chains of senders who are not contacts.
-	SigServerURL string
-	// Domain is the home domain: it completes bare names ("bob").
-	Domain string
-	// AllowLocalDomains accepts development domains (localhost, IP:port)
-	// in handles. Never in production.
-	AllowLocalDomains bool
-	// LocalDomains are handle domains whose servers may be plain http on
-	// this machine or a private network (a dev stack, tests, a private
-	// deployment); every other domain's servers, which a stranger may
-	// choose, must be https at public addresses. The home Domain needs no
-	// marking: ServerURL and the sig-server it names are the user's own.
-	// See handles.Resolver.LocalDomains.
-	LocalDomains []string
-	// Resolver resolves handles. nil: one is made from ServerURL, Domain,
-	// AllowLocalDomains, LocalDomains, HTTPClient and Clock, caching
-	// answers for RefreshInterval.
-	Resolver *handles.Resolver
-
-	// HTTPClient is used for the sig-server and, if the Resolver is made
-	// here, the chat-servers. nil: a client with a 10 s timeout.
-	HTTPClient *http.Client
-	// Logger logs what the user does not see otherwise: rejected envelopes,
-	// flagged contacts, failed receipts. nil: slog.Default().
-	Logger *slog.Logger
-	// Clock is the time source (send times, pins, freshness). nil: time.Now.
-	Clock func() time.Time
+	// Client is the configuration the client parts share: identity,
+	// state folder (chat.db lives in Client.Home), home chat-server,
+	// broker (Client.NATSURL; empty: offline, and Send, Sync and Run
+	// return ErrOffline), resolver, HTTP client, logger and clock. Open
+	// completes it with [client.Config.Discover].
+	Client client.Config
 
 	// Stream is the inbox stream; "" means DefaultStream.
 	Stream string
@@ -133,6 +103,7 @@ type Config struct {
 // for a state folder (two would only duplicate work, never messages).
 type Client struct {
 	cfg      Config
+	cc       client.Config // cfg.Client, discovered
 	id       *kez.Identity
 	me       kez.PublicKey
 	log      *slog.Logger
@@ -153,6 +124,7 @@ type Client struct {
 	byHandle   map[string]*contactState
 	byKey      map[kez.PublicKey]*contactState
 	requesters map[kez.PublicKey]requester
+	keyChains  keyChains // chains of keys that are not contacts
 	strangers  *strangerLookups
 
 	recvMu sync.Mutex   // one batch is processed at a time
@@ -177,22 +149,24 @@ type Client struct {
 	stats clientStats
 }
 
-// Open opens the state folder (creating chat.db if needed), loads the
-// contacts, and, if cfg.NATSURL is set, logs in to NATS with the identity
+// Open completes cfg.Client ([client.Config.Discover]: the home domain and
+// sig-server from the chat-server, unless given), opens the state folder
+// (creating chat.db if needed), loads the contacts, and, if
+// cfg.Client.NATSURL is set, logs in to NATS with the identity
 // ([Connect]) and creates or updates the user's durable consumer: a pull
 // consumer named after the user's key on the inbox stream, filtered to
 // kez.v1.inbox.<key>.>, as the auth callout permits. Nothing is received
 // until [Client.Sync] or [Client.Run].
 //
-// Errors: a missing identity or folder, a database that cannot be opened,
-// ErrNotRegistered or ErrUnreachable from Connect, ErrNoStream.
+// Errors: those of Discover (client.ErrNoIdentity, client.ErrNoHome, a
+// chat-server that cannot tell its domain), a database that cannot be
+// opened, ErrNotRegistered or ErrUnreachable from Connect, ErrNoStream.
 func Open(ctx context.Context, cfg Config) (*Client, error) {
-	if cfg.Identity == nil {
-		return nil, errors.New("chat: Open needs an identity")
+	cc, err := cfg.Client.Discover(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Home == "" {
-		return nil, errors.New("chat: Open needs a state folder (Home)")
-	}
+	cfg.Client = cc
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStream
 	}
@@ -207,35 +181,17 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	cfg.setStrangerDefaults()
 	c := &Client{
-		cfg: cfg, id: cfg.Identity, me: cfg.Identity.PublicKey(),
-		log: cfg.Logger, now: cfg.Clock, httpc: cfg.HTTPClient, resolver: cfg.Resolver,
+		cfg: cfg, cc: cc, id: cc.Identity, me: cc.Identity.PublicKey(),
+		log: cc.Logger, now: cc.Clock, httpc: cc.HTTPClient, resolver: cc.Resolver,
 		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, requesters: map[kez.PublicKey]requester{},
 		waiters: map[MessageID]waiter{}, early: map[MessageID]earlyReceipt{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
 	}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
 	c.log = c.log.With("component", "chat", "me", c.me.String())
-	if c.now == nil {
-		c.now = time.Now
-	}
-	if c.httpc == nil {
-		c.httpc = &http.Client{Timeout: 10 * time.Second}
-	}
-	c.sig = &sigchain.Client{BaseURL: cfg.SigServerURL, HTTPClient: c.httpc, VerifyOptions: c.verifyOpts()}
-	if c.resolver == nil {
-		c.resolver = &handles.Resolver{
-			DefaultDomain: cfg.Domain, HomeServer: cfg.ServerURL, HTTPClient: c.httpc,
-			AllowLocal: cfg.AllowLocalDomains, LocalDomains: cfg.LocalDomains, Now: c.now, VerifyOptions: c.verifyOpts(),
-			// A contact is checked at most once per refresh interval, so
-			// the resolver need not remember answers longer.
-			TTL: cfg.RefreshInterval,
-		}
-	}
-	if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
+	c.sig = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: c.httpc, VerifyOptions: c.verifyOpts()}
+	if err := os.MkdirAll(cc.Home, 0o700); err != nil {
 		return nil, fmt.Errorf("chat: making the state folder: %w", err)
 	}
-	db, err := openStore(filepath.Join(cfg.Home, DBFileName))
+	db, err := openStore(filepath.Join(cc.Home, DBFileName))
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +205,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.startStrangers()
-	if cfg.NATSURL != "" {
+	if cc.NATSURL != "" {
 		if err := c.connect(ctx); err != nil {
 			c.stopStrangers()
 			db.close()
@@ -280,7 +236,7 @@ func (c *Client) setupOpener(ctx context.Context) error {
 		}
 		gen = uint32(n)
 	}
-	if c.cfg.SigServerURL != "" {
+	if c.cc.SigServerURL != "" {
 		fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
 		st, err := c.sig.FetchVerified(fctx, c.me, nil)
 		cancel()
@@ -326,7 +282,7 @@ func (c *Client) connect(ctx context.Context) error {
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "err", err) }),
 	}
-	nc, err := Connect(ctx, c.cfg.NATSURL, c.id, append(opts, c.cfg.NATSOptions...)...)
+	nc, err := Connect(ctx, c.cc.NATSURL, c.id, append(opts, c.cc.NATSOptions...)...)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -27,7 +28,7 @@ func ExampleOpen() {
 	defer os.RemoveAll(home)
 
 	ctx := context.Background()
-	c, err := chat.Open(ctx, chat.Config{Identity: alice, Home: home, Domain: "kez.lat"})
+	c, err := chat.Open(ctx, chat.Config{Client: client.Config{Identity: alice, Home: home, Domain: "kez.lat"}})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func ExampleOpen() {
 }
 
 // The whole flow against a deployment: pin a contact, send, receive. The
-// addresses are what KEZ_SERVER, KEZ_SIG_SERVER and NATS_URL say (see
+// addresses are what KEZ_SERVER and NATS_URL say (see
 // examples/devstack for a local one). This example is compiled, not run.
 func Example_conversation() {
 	id, err := kez.LoadIdentity(os.Getenv("KEZ_HOME"), nil)
@@ -57,14 +58,13 @@ func Example_conversation() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := chat.Open(ctx, chat.Config{
-		Identity:     id,
-		Home:         os.Getenv("KEZ_HOME"),
-		NATSURL:      os.Getenv("NATS_URL"),
-		ServerURL:    os.Getenv("KEZ_SERVER"),
-		SigServerURL: os.Getenv("KEZ_SIG_SERVER"),
-		Domain:       "kez.lat",
-	})
+	// The chat-server names the handle domain and the sig-server.
+	c, err := chat.Open(ctx, chat.Config{Client: client.Config{
+		Identity:  id,
+		Home:      os.Getenv("KEZ_HOME"),
+		NATSURL:   os.Getenv("NATS_URL"),
+		ServerURL: os.Getenv("KEZ_SERVER"),
+	}})
 	if err != nil {
 		log.Fatal(err)
 	}

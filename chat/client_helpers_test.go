@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 	"github.com/nats-io/nats.go"
@@ -34,7 +35,7 @@ func openClient(t testing.TB, st *stacktest.Stack, u *stacktest.User, opts ...cl
 func openClientIn(t testing.TB, st *stacktest.Stack, u *stacktest.User, home string, opts ...clientOpt) *testClient {
 	t.Helper()
 	logs := &testlog.Buffer{}
-	cfg := Config{
+	cfg := Config{Client: client.Config{
 		Identity:     u.Identity,
 		Home:         home,
 		NATSURL:      st.NATSURL,
@@ -43,7 +44,7 @@ func openClientIn(t testing.TB, st *stacktest.Stack, u *stacktest.User, home str
 		Domain:       st.Domain,
 		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		NATSOptions:  []nats.Option{nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(10*time.Millisecond, 10*time.Millisecond)},
-	}
+	}}
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -204,7 +204,7 @@ func TestWireCarriesNoPlaintext(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
 	rec := startRecorder(t, strings.TrimPrefix(st.NATSURL, "nats://"))
-	viaProxy := func(c *Config) { c.NATSURL = "nats://" + rec.ln.Addr().String() }
+	viaProxy := func(c *Config) { c.Client.NATSURL = "nats://" + rec.ln.Addr().String() }
 	alice, bob := openClient(t, st, au, viaProxy), openClient(t, st, bu, viaProxy)
 	mustAdd(t, alice, "bob")
 	mustAdd(t, bob, "alice")

@@ -76,9 +76,15 @@ type contactState struct {
 	lastCheck time.Time       // last refresh attempt (success or not)
 }
 
+// rules are the client's handle rules: its home domain completes bare
+// names.
+func (c *Client) rules() handles.Rules {
+	return handles.Rules{DefaultDomain: c.cc.Domain, AllowLocal: c.cc.AllowLocalDomains}
+}
+
 // parseHandle canonicalises handle text with the client's domain rules.
 func (c *Client) parseHandle(handle string) (string, error) {
-	h, err := handles.Rules{DefaultDomain: c.cfg.Domain, AllowLocal: c.cfg.AllowLocalDomains}.Parse(handle)
+	h, err := c.rules().Parse(handle)
 	if err != nil {
 		return "", err
 	}
@@ -140,43 +146,32 @@ func (c *Client) Contacts(ctx context.Context) ([]*Contact, error) {
 	return out, nil
 }
 
-// AddContact resolves handle, fetches and verifies the key's whole sigchain
-// and pins the key, the chain head, the encryption key and the handle. It
-// returns the new contact.
+// AddContact resolves handle (asking its registry now, not a cached
+// answer), which fetches and verifies the key's whole sigchain, and pins
+// the key, the chain head, the encryption key, the handle and the
+// sig-server the registry names. It returns the new contact.
 //
 // Adding a contact that exists re-pins it: this is how the user accepts a
 // changed key or a rewritten chain after checking with the person. The
 // verified mark survives only when the key stays the same. Held messages
 // and requests from the newly pinned key become trusted (and unread).
 //
-// Errors: those of handles.Resolver.Resolve (handles.ErrNotFound,
-// handles.ErrMismatch, handles.ErrUnreachable, *handles.HandleError) and of
-// fetching the chain (sigchain.ErrUnreachable, *sigchain.LinkError).
+// Errors: those of handles.Resolver.ResolveFresh (handles.ErrNotFound,
+// handles.ErrMismatch, handles.ErrUnreachable, *handles.HandleError).
 func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error) {
-	h, err := c.parseHandle(handle)
+	hh, err := c.rules().Parse(handle)
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.resolver.Resolve(ctx, h)
+	h := hh.String()
+	// Fresh, not from the resolver's cache: re-adding is how a changed
+	// key is accepted, and must pin what the servers say now. The
+	// resolution fetched and verified the whole chain; it is pinned as is.
+	res, err := c.resolver.ResolveFresh(ctx, hh, nil)
 	if err != nil {
 		return nil, fmt.Errorf("chat: resolving %s: %w", h, err)
 	}
-	sigBase := c.sigBase(res)
-	sc, err := c.sigClient(res.Handle.Domain, sigBase)
-	if err != nil {
-		return nil, fmt.Errorf("chat: the sig-server of %s: %w", h, err)
-	}
-	links, err := sc.Fetch(ctx, res.Key, 0)
-	if err != nil {
-		return nil, fmt.Errorf("chat: fetching the sigchain of %s: %w", h, err)
-	}
-	st, err := sigchain.Verify(links, c.verifyOpts()...)
-	if err != nil {
-		return nil, fmt.Errorf("chat: the sigchain of %s does not verify: %w", h, err)
-	}
-	if st.Key() != res.Key || st.Handle() != res.Handle.String() {
-		return nil, fmt.Errorf("chat: the sigchain of %s from %s is for %s claiming %q: %w", h, sigBase, st.Key(), st.Handle(), handles.ErrMismatch)
-	}
+	st, links, sigBase := res.State, res.Links, res.SigServer
 	now := c.now()
 
 	c.mu.Lock()
@@ -344,20 +339,12 @@ func (c *Client) ContactEvents(ctx context.Context, handle string) ([]ContactEve
 	return out, rows.Err()
 }
 
-// sigBase returns the sig-server base URL a resolution names.
-func (c *Client) sigBase(res *handles.Resolved) string {
-	if base, ok := strings.CutSuffix(res.SigchainURL, "/v1/chains/"+res.Key.String()); ok && base != "" {
-		return base
-	}
-	return c.cfg.SigServerURL
-}
-
 // sigClient returns a client of the sig-server at base, which an answer
 // about a handle of domain named: the user's own, or one whose HTTP client
 // follows the resolver's rules for that domain (handles.Resolver.ClientFor:
 // a stranger's domain gets public https only).
 func (c *Client) sigClient(domain, base string) (*sigchain.Client, error) {
-	if base == "" || base == c.cfg.SigServerURL {
+	if base == "" || base == c.cc.SigServerURL {
 		return c.sig, nil
 	}
 	hc, err := c.resolver.ClientFor(domain, base)

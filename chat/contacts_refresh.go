@@ -18,10 +18,17 @@ import (
 )
 
 // refreshContact checks the contact if its last check is older than the
-// refresh interval (force ignores the interval). viaHandle also resolves
-// the handle (the send path), so a handle that now names another key is
-// seen. It returns the contact's flag error if it is or becomes flagged;
-// servers that cannot be reached are logged and the pin is used as is.
+// refresh interval (force ignores the interval). It returns the contact's
+// flag error if it is or becomes flagged; servers that cannot be reached
+// are logged and the pin is used as is.
+//
+// viaHandle (the send path) asks the handle's registry now, so that a
+// handle that names another key is seen, and fetches what is new after
+// the pin from the sig-server the registry names. Otherwise (the receive
+// path) the new links come from the contact's stored sig-server, and the
+// registry is asked only if that server cannot show the pinned head: it is
+// down, or has moved, or shows less. Either way a sig-server that moved is
+// followed and remembered, and its chain must still extend the pin.
 func (c *Client) refreshContact(ctx context.Context, cs *contactState, viaHandle, force bool) error {
 	c.mu.Lock()
 	ct := cs.c
@@ -38,56 +45,75 @@ func (c *Client) refreshContact(ctx context.Context, cs *contactState, viaHandle
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
 	defer cancel()
-
-	if viaHandle {
-		if force {
-			if h, err := (handles.Rules{DefaultDomain: c.cfg.Domain, AllowLocal: c.cfg.AllowLocalDomains}).Parse(ct.Handle); err == nil {
-				c.resolver.Forget(h)
-			}
-		}
-		res, err := c.resolver.Resolve(ctx, ct.Handle)
-		switch {
-		case err == nil && res.Key != ct.Key:
-			return c.flagKeyChanged(ctx, cs, res.Key)
-		case errors.Is(err, handles.ErrUnreachable):
-			c.log.Warn("cannot reach the handle's server to check the contact; using the pinned key", "handle", ct.Handle, "err", err)
-		case err != nil:
-			return fmt.Errorf("chat: %s can no longer be confirmed at its server, so nothing is sent to the pinned key %s: %w", ct.Handle, ct.Key, err)
-		}
-	}
-
 	pinned, err := c.pinnedState(ctx, cs)
 	if err != nil {
 		return err
 	}
-	sc, err := c.sigClient(domainOf(ct.Handle), ct.SigServer)
-	var links []*sigchain.Link
-	if err == nil {
-		links, err = sc.Fetch(ctx, ct.Key, ct.Pin.Seqno-1)
+	if !viaHandle {
+		links, err := c.fetchAfterPin(ctx, ct)
+		switch {
+		case err == nil:
+			st, err := pinned.Extend(links, c.verifyOpts()...)
+			if err != nil {
+				c.log.Warn("the sig-server shows links after the pinned head that do not verify; using the pinned keys", "handle", ct.Handle, "err", err)
+				return nil
+			}
+			return c.updatePin(ctx, cs, st, links, ct.SigServer)
+		case errors.Is(err, sigchain.ErrFork):
+			// Links the key signed contradict the pin, whichever server
+			// shows them.
+			return c.flagChainRewritten(ctx, cs, err)
+		}
+		c.log.Debug("the contact's sig-server cannot show the pinned head; asking the handle's domain where the chain is", "handle", ct.Handle, "sig_server", ct.SigServer, "err", err)
 	}
-	if errors.Is(err, sigchain.ErrNotFound) {
-		err = fmt.Errorf("%w: the sig-server has no chain for %s, the pinned head is seqno %d", sigchain.ErrRollback, ct.Key, ct.Pin.Seqno)
-	} else if err == nil {
-		err = sigchain.CheckAgainst(ct.Pin, links)
+	h, err := c.rules().Parse(ct.Handle)
+	if err != nil {
+		return fmt.Errorf("chat: the contact %s: %w", ct.Handle, err)
 	}
+	res, err := c.resolver.ResolveFresh(ctx, h, pinned)
+	var le *sigchain.LinkError
 	switch {
+	case err == nil && res.Key != ct.Key:
+		return c.flagKeyChanged(ctx, cs, res.Key)
+	case err == nil:
+		return c.updatePin(ctx, cs, res.State, res.Links, res.SigServer)
 	case errors.Is(err, sigchain.ErrFork), errors.Is(err, sigchain.ErrRollback):
 		return c.flagChainRewritten(ctx, cs, err)
-	case err != nil:
-		c.log.Warn("cannot check the contact's sigchain; using the pinned keys", "handle", ct.Handle, "err", err)
+	case errors.Is(err, handles.ErrUnreachable):
+		c.log.Warn("cannot reach the handle's servers to check the contact; using the pinned keys", "handle", ct.Handle, "err", err)
+		return nil
+	case errors.As(err, &le):
+		c.log.Warn("the handle's sig-server shows links that do not verify; using the pinned keys", "handle", ct.Handle, "err", err)
 		return nil
 	}
-	st, err := pinned.Extend(links, c.verifyOpts()...)
+	return fmt.Errorf("chat: %s can no longer be confirmed at its server, so nothing is sent to the pinned key %s: %w", ct.Handle, ct.Key, err)
+}
+
+// fetchAfterPin fetches the contact's links from the pinned head on from
+// the stored sig-server and checks them against the pin: ErrFork,
+// ErrRollback (also for a server without the chain), or the fetch's error.
+func (c *Client) fetchAfterPin(ctx context.Context, ct Contact) ([]*sigchain.Link, error) {
+	sc, err := c.sigClient(domainOf(ct.Handle), ct.SigServer)
 	if err != nil {
-		c.log.Warn("the sig-server shows links after the pinned head that do not verify; using the pinned keys", "handle", ct.Handle, "err", err)
-		return nil
+		return nil, err
 	}
-	return c.updatePin(ctx, cs, st, links)
+	links, err := sc.Fetch(ctx, ct.Key, ct.Pin.Seqno-1)
+	if errors.Is(err, sigchain.ErrNotFound) {
+		return nil, fmt.Errorf("%w: the sig-server has no chain for %s, the pinned head is seqno %d", sigchain.ErrRollback, ct.Key, ct.Pin.Seqno)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := sigchain.CheckAgainst(ct.Pin, links); err != nil {
+		return nil, err
+	}
+	return links, nil
 }
 
 // updatePin records a chain that grew from the pin: new links, head, and the
-// encryption key (a rotation is recorded as an event, not flagged).
-func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.State, links []*sigchain.Link) error {
+// encryption key (a rotation is recorded as an event, not flagged), and
+// the sig-server it was fetched from (a move is recorded too).
+func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.State, links []*sigchain.Link, sigServer string) error {
 	now := c.now()
 	c.mu.Lock()
 	ct := cs.c
@@ -99,15 +125,20 @@ func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.S
 	if st.Handle() != ct.Handle {
 		events = append(events, [2]string{"chain_handle_changed", fmt.Sprintf("the chain now claims %q", st.Handle())})
 	}
+	if sigServer != "" && sigServer != ct.SigServer {
+		events = append(events, [2]string{"sig_server_moved", fmt.Sprintf("from %s to %s", ct.SigServer, sigServer)})
+		ct.SigServer = sigServer
+	}
+	pinSeqno := ct.Pin.Seqno
 	ct.EncryptionKey, ct.Generation, ct.Pin, ct.RefreshedAt = st.EncryptionKey(), st.EncryptionGeneration(), st.Pin(), now
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.Exec(`UPDATE contacts SET enc_key = ?, generation = ?, pin_seqno = ?, pin_head = ?, refreshed_at = ? WHERE handle = ? AND key = ?`,
-			ct.EncryptionKey.Bytes(), int64(ct.Generation), int64(ct.Pin.Seqno), ct.Pin.Head.String(), now.UnixMilli(), ct.Handle, ct.Key.String()); err != nil {
+		if _, err := tx.Exec(`UPDATE contacts SET enc_key = ?, generation = ?, pin_seqno = ?, pin_head = ?, refreshed_at = ?, sig_server = ? WHERE handle = ? AND key = ?`,
+			ct.EncryptionKey.Bytes(), int64(ct.Generation), int64(ct.Pin.Seqno), ct.Pin.Head.String(), now.UnixMilli(), ct.SigServer, ct.Handle, ct.Key.String()); err != nil {
 			return err
 		}
 		var fresh []*sigchain.Link
 		for _, l := range links {
-			if l.Seqno() > cs.c.Pin.Seqno {
+			if l.Seqno() > pinSeqno {
 				fresh = append(fresh, l)
 			}
 		}
@@ -126,7 +157,7 @@ func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.S
 	}
 	c.mu.Lock()
 	if cs.c.Key == ct.Key && cs.c.Flag == FlagNone {
-		cs.c.EncryptionKey, cs.c.Generation, cs.c.Pin, cs.c.RefreshedAt = ct.EncryptionKey, ct.Generation, ct.Pin, now
+		cs.c.EncryptionKey, cs.c.Generation, cs.c.Pin, cs.c.RefreshedAt, cs.c.SigServer = ct.EncryptionKey, ct.Generation, ct.Pin, now, ct.SigServer
 		cs.state = st
 	}
 	c.mu.Unlock()

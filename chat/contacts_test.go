@@ -42,7 +42,7 @@ func registerAs(t *testing.T, st *stacktest.Stack, id *kez.Identity, handle hand
 func TestAddListVerifyContact(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	alice := openClient(t, st, au, func(c *Config) { c.NATSURL = "" }) // contacts need no NATS
+	alice := openClient(t, st, au, func(c *Config) { c.Client.NATSURL = "" }) // contacts need no NATS
 	ctx := testCtx(t)
 
 	ct := mustAdd(t, alice, "@bob@kez.test")
@@ -109,9 +109,9 @@ func TestAddListVerifyContact(t *testing.T) {
 
 	// The pin survives reopening, verified mark included; re-adding an
 	// unchanged contact keeps it verified.
-	home := alice.cfg.Home
+	home := alice.cc.Home
 	alice.Close()
-	again := openClientIn(t, st, au, home, func(c *Config) { c.NATSURL = "" })
+	again := openClientIn(t, st, au, home, func(c *Config) { c.Client.NATSURL = "" })
 	list, err := again.Contacts(ctx)
 	if err != nil || len(list) != 1 || list[0].Handle != "bob@kez.test" || !list[0].Verified() || list[0].Pin != ct.Pin {
 		t.Fatalf("contacts after reopening: %+v, %v", list, err)
@@ -174,7 +174,7 @@ func TestKeyChangeIsFlagged(t *testing.T) {
 	}
 
 	// The flag survives a restart.
-	home := alice.cfg.Home
+	home := alice.cc.Home
 	alice.Close()
 	alice = openClientIn(t, st, au, home, checkEveryTime)
 	if _, err := alice.Send(ctx, "bob", "after restart"); !errors.Is(err, ErrKeyChanged) {

@@ -62,9 +62,10 @@ func (c *Client) Send(ctx context.Context, handle, text string, opts ...SendOpti
 }
 
 // SendKey is Send addressed by key. A key that is not a contact is allowed
-// (a bot answering a request, say): its chain is fetched from the
+// (a bot answering a request, say): its chain is fetched from the user's
 // sig-server and verified, and the message is sealed to the encryption key
-// it publishes, without pinning anything.
+// it publishes, without pinning anything. The verified chain is kept and
+// checked again, from its head on, once Config.RefreshInterval has passed.
 func (c *Client) SendKey(ctx context.Context, to kez.PublicKey, text string, opts ...SendOption) (Sent, error) {
 	p, err := c.SendKeyAsync(ctx, to, text, opts...)
 	if err != nil {
@@ -101,7 +102,7 @@ func (c *Client) SendKeyAsync(ctx context.Context, to kez.PublicKey, text string
 	if c.nc == nil {
 		return nil, ErrOffline
 	}
-	st, err := c.sig.FetchVerified(ctx, to, nil)
+	st, err := c.keyChain(ctx, to)
 	if err != nil {
 		return nil, fmt.Errorf("chat: fetching the sigchain of %s: %w", to, err)
 	}

@@ -9,12 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kez-lat/kez-chat/client"
 )
 
 // offlineClient opens a client with no servers: history and contacts only.
 func offlineClient(t *testing.T, home string) *Client {
 	t.Helper()
-	c, err := Open(context.Background(), Config{Identity: testID(t, "bob"), Home: home})
+	c, err := Open(context.Background(), Config{Client: client.Config{Identity: testID(t, "bob"), Home: home}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +43,7 @@ func TestStoreSchemaVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	_, err = Open(context.Background(), Config{Identity: testID(t, "bob"), Home: home})
+	_, err = Open(context.Background(), Config{Client: client.Config{Identity: testID(t, "bob"), Home: home}})
 	if err == nil || !strings.Contains(err.Error(), "schema version 99") || !strings.Contains(err.Error(), "upgrade") {
 		t.Fatalf("a newer schema: %v", err)
 	}

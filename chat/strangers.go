@@ -207,11 +207,16 @@ func (c *Client) lookupStranger(ctx context.Context, key kez.PublicKey) {
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
 	defer cancel()
 	var r requester
-	st, err := c.sig.FetchVerified(lctx, key, nil)
+	st, err := c.keyChain(lctx, key)
 	if err == nil && st.Handle() != "" {
+		// The handle the chain claims must name this key at its registry:
+		// asked now, with only what is new after st fetched again.
+		var h handles.Handle
 		var res *handles.Resolved
-		if res, err = c.resolver.Resolve(lctx, st.Handle()); err == nil && res.Key == key {
-			r.handle = res.Handle.String()
+		if h, err = c.rules().Parse(st.Handle()); err == nil {
+			if res, err = c.resolver.ResolveFresh(lctx, h, st); err == nil && res.Key == key {
+				r.handle = res.Handle.String()
+			}
 		}
 	}
 	if ctx.Err() != nil {

@@ -182,7 +182,7 @@ func TestTarpitStrangersDoNotDelayContacts(t *testing.T) {
 		domains = append(domains, tarpits[i].Addr())
 	}
 	alice := openClient(t, st, au, func(c *Config) {
-		c.AllowLocalDomains, c.LocalDomains = true, domains
+		c.Client.AllowLocalDomains, c.Client.LocalDomains = true, domains
 		c.RefreshTimeout = time.Minute // a lookup hangs as long as the test
 	})
 	bob := openClient(t, st, bu)
@@ -240,7 +240,7 @@ func TestStrangerLookupsAreBounded(t *testing.T) {
 		tarpits, domains = append(tarpits, tp), append(domains, tp.Addr())
 	}
 	alice := openClient(t, st, au, func(c *Config) {
-		c.AllowLocalDomains, c.LocalDomains = true, domains
+		c.Client.AllowLocalDomains, c.Client.LocalDomains = true, domains
 		c.RefreshTimeout, c.StrangerLookups, c.StrangerQueue = time.Minute, lookups, queue
 	})
 	for i := range n {
@@ -277,7 +277,7 @@ func TestStrangerOnLoopbackIsNotContacted(t *testing.T) {
 	// them, so the refusals below are the rules' doing.
 	home := filepath.Join(t.TempDir(), "alice")
 	control := openClientIn(t, st, au, home, func(c *Config) {
-		c.AllowLocalDomains, c.LocalDomains = true, []string{byIP.Addr(), "localhost:" + byName.Port()}
+		c.Client.AllowLocalDomains, c.Client.LocalDomains = true, []string{byIP.Addr(), "localhost:" + byName.Port()}
 		c.RefreshTimeout = 200 * time.Millisecond
 	})
 	ipStranger.send(t, au, []byte("one"))
@@ -295,8 +295,8 @@ func TestStrangerOnLoopbackIsNotContacted(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Now().UnixMilli())
 	alice := openClientIn(t, st, au, home, func(c *Config) {
-		c.AllowLocalDomains = true // the handles parse; their domains are not marked local
-		c.Clock = func() time.Time { return time.UnixMilli(now.Load()) }
+		c.Client.AllowLocalDomains = true // the handles parse; their domains are not marked local
+		c.Client.Clock = func() time.Time { return time.UnixMilli(now.Load()) }
 	})
 	ctx := testCtx(t)
 	// The two requests the control client stored are looked up again.

@@ -52,7 +52,7 @@ func Example() {
 	fmt.Println(strings.Contains(conf, "auth_callout"), strings.Contains(conf, srv.Keys().IssuerPublicKey()))
 
 	// A client learns the domain, appends its eldest link and claims.
-	info, _ := chatserver.FetchInfo(ctx, nil, web.URL)
+	info, _ := (&handles.Client{BaseURL: web.URL}).Info(ctx)
 	alice, _ := kez.FromWords("abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon art")
 	h := handles.Handle{Name: "alice", Domain: info.Domain}
 	reg, err := handles.Register(ctx, alice, h, handles.RegisterOptions{ServerURL: web.URL, SigServerURL: info.SigServer})

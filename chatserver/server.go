@@ -22,7 +22,6 @@ import (
 
 // Defaults of [Server] fields.
 const (
-	DefaultDomain  = "kez.lat"       // the placeholder handle domain
 	DefaultDBPath  = "kez-chat.db"   // the handle registry, relative to the working folder
 	DefaultKeysDir = "kez-chat-keys" // the callout keys, relative to the working folder
 )
@@ -32,17 +31,21 @@ var (
 	ErrNotStarted = errors.New("chatserver: the server is not started")
 	// ErrClosed: the server was closed.
 	ErrClosed = errors.New("chatserver: the server is closed")
+	// ErrNoDomain: Start was called without a Domain. There is no default:
+	// a forgotten domain would register users under someone else's.
+	ErrNoDomain = errors.New("chatserver: no handle domain (Server.Domain) given")
 )
 
 // Server is one KEZ chat-server: the handle registry and the NATS auth
 // callout. Set the fields, call [Server.Start], serve [Server.Handler],
 // and call [Server.Close] when done. Fields must not change after Start.
-// The zero value needs at least SigServerURL and NATSURL.
+// The zero value needs at least Domain, SigServerURL and NATSURL.
 //
 // All methods are safe for concurrent use.
 type Server struct {
 	// Domain is the handle domain this server registers, e.g. "kez.lat"
-	// (handles are alice@Domain). Default [DefaultDomain].
+	// (handles are alice@Domain). Required: without it Start returns
+	// [ErrNoDomain].
 	Domain string
 	// SigServerURL is the sig-server's base URL (KEZ_SIG_SERVER); claims
 	// are checked against the claimant's sigchain there. Required.
@@ -267,7 +270,7 @@ func (s *Server) defaults() error {
 		return errors.New("chatserver: NATSURL is required: the operator's NATS server (NATS_URL)")
 	}
 	if s.Domain == "" {
-		s.Domain = DefaultDomain
+		return ErrNoDomain
 	}
 	if s.DBPath == "" {
 		s.DBPath = DefaultDBPath

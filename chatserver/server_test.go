@@ -183,7 +183,7 @@ func TestStartBeforeNATS(t *testing.T) {
 	}
 	start(t, s)
 
-	var info chatserver.Info
+	var info handles.Info
 	if code := getJSON(t, h.URL+"/v1/info", &info); code != 200 || info.Domain != "kez.test" || info.SigServer != sig.URL {
 		t.Fatalf("/v1/info: %d %+v", code, info)
 	}
@@ -344,9 +344,9 @@ func TestRoutes(t *testing.T) {
 	if code := getJSON(t, st.ServerURL+"/.well-known/webfinger?resource=acct:alice@kez.test", &jrd); code != 200 || jrd.Subject != "acct:alice@kez.test" {
 		t.Fatalf("webfinger: %d %+v", code, jrd)
 	}
-	info, err := chatserver.FetchInfo(context.Background(), nil, st.ServerURL+"/")
+	info, err := (&handles.Client{BaseURL: st.ServerURL + "/"}).Info(context.Background())
 	if err != nil || info.Domain != st.Domain || info.SigServer != st.SigServerURL {
-		t.Fatalf("FetchInfo: %v %+v", err, info)
+		t.Fatalf("Info: %v %+v", err, info)
 	}
 	if code := getJSON(t, st.ServerURL+"/healthz", nil); code != 200 {
 		t.Fatalf("/healthz: %d", code)
@@ -381,6 +381,20 @@ func TestStartErrors(t *testing.T) {
 			s.Close()
 		})
 	}
+
+	// No domain: no default either (a forgotten one must not register
+	// users under someone else's domain), and nothing is served.
+	s := newServer(t, sig.URL, "nats://127.0.0.1:1", "")
+	s.Domain = ""
+	if err := s.Start(context.Background()); !errors.Is(err, chatserver.ErrNoDomain) {
+		t.Fatalf("Start without a domain: %v, want ErrNoDomain", err)
+	}
+	h := httptest.NewServer(s.Handler())
+	t.Cleanup(h.Close)
+	if code := getJSON(t, h.URL+chatserver.InfoPath, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("/v1/info of a server that did not start: %d", code)
+	}
+	s.Close()
 
 	// Twice, and two servers on one registry.
 	reg := prometheus.NewRegistry()

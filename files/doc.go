@@ -8,8 +8,8 @@
 //
 //   - [Sharing.Share] hashes a file, records it in the share index
 //     (KEZ_HOME/shares.db) and publishes the new manifest in the user's
-//     sigchain; with [ShareOptions].To the file is private, encrypted for
-//     the named handles only;
+//     sigchain; with [To] the file is private, encrypted for the named
+//     handles only;
 //   - [Sharing.Browse] lists what another user shares that this user may
 //     see, from their verified sigchain (it works while they are offline);
 //   - [Sharing.Fetch] finds the owner's node over NATS, downloads the file

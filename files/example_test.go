@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/kez"
@@ -69,28 +70,26 @@ func ExampleNode_Fetch() {
 
 // Alice shares a report publicly and stays online; Bob lists her files and
 // fetches it. Each program runs on its own machine; the servers are the
-// user's chat-server, sig-server and NATS (KEZ_SERVER, KEZ_SIG_SERVER,
-// NATS_URL).
+// user's chat-server and NATS (KEZ_SERVER, NATS_URL).
 func ExampleOpen() {
 	ctx := context.Background()
 	alice, _ := kez.LoadIdentity("/home/alice/.config/kez", nil)
-	sharing, err := files.Open(ctx, files.Config{
-		Identity:     alice,
-		Home:         "/home/alice/.config/kez",
-		NATSURL:      "nats://nats.kez.lat:4222",
-		SigServerURL: "https://sig.kez.lat",
-		ServerURL:    "https://kez.lat",
-		Domain:       "kez.lat",
-	})
+	// The chat-server names the handle domain and the sig-server.
+	sharing, err := files.Open(ctx, files.Config{Client: client.Config{
+		Identity:  alice,
+		Home:      "/home/alice/.config/kez",
+		NATSURL:   "nats://nats.kez.lat:4222",
+		ServerURL: "https://kez.lat",
+	}})
 	if err != nil {
 		panic(err)
 	}
 	defer sharing.Close()
-	if _, err := sharing.Share(ctx, "report.pdf", files.ShareOptions{}); err != nil {
+	if _, err := sharing.Share(ctx, "report.pdf"); err != nil {
 		panic(err)
 	}
 	// Private: only bob (and alice's own devices) can see or fetch it.
-	if _, err := sharing.Share(ctx, "salary.xlsx", files.ShareOptions{To: []string{"bob@kez.lat"}}); err != nil {
+	if _, err := sharing.Share(ctx, "salary.xlsx", files.To("bob@kez.lat")); err != nil {
 		panic(err)
 	}
 	go sharing.Serve(ctx) // answer fetchers until ctx ends
@@ -101,10 +100,9 @@ func ExampleOpen() {
 	for _, e := range list {
 		fmt.Println(e.Name, e.Size, e.Private)
 	}
-	got, err := bob.Fetch(ctx, "alice@kez.lat", "report.pdf", "", files.FetchOptions{
-		Wait:     true, // alice may not be online yet
-		Progress: func(verified, total int64) { fmt.Printf("\r%d/%d", verified, total) },
-	})
+	got, err := bob.Fetch(ctx, "alice@kez.lat", "report.pdf", "",
+		files.WithWait(0, nil), // alice may not be online yet
+		files.WithProgress(func(verified, total int64) { fmt.Printf("\r%d/%d", verified, total) }))
 	if errors.Is(err, files.ErrOwnerOffline) {
 		fmt.Println(err) // "alice@kez.lat is offline; ask them to run kez serve, or use --wait"
 	}

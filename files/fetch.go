@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/format"
@@ -30,18 +31,33 @@ const (
 // progress in the state file.
 const checkpointChunks = 256
 
-// FetchOption adjusts one [Node.Fetch].
+// FetchOption adjusts one fetch, by [Sharing.Fetch] or [Node.Fetch].
+// Options that only make sense for a fetch by handle (waiting for the
+// owner, overwriting) say so; Node.Fetch ignores them.
 type FetchOption func(*fetchConfig)
 
 type fetchConfig struct {
-	progress func(verified, total int64)
-	noSync   bool
+	progress    func(verified, total int64)
+	noSync      bool
+	wait        bool
+	waitTimeout time.Duration
+	onWait      func(attempt int)
+	overwrite   bool
+}
+
+func fetchOptions(opts []FetchOption) fetchConfig {
+	var cfg fetchConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return cfg
 }
 
 // WithProgress calls fn(verified, total) as the fetch progresses: verified
 // is the number of bytes checked against the CID and written (a resumed
-// fetch starts from what it re-verified), total the blob's size. fn runs on
-// the fetching goroutine after each chunk; keep it fast.
+// fetch starts from what it re-verified), total the blob's size (the
+// encrypted size for a private file). fn runs on the fetching goroutine
+// after each chunk; keep it fast.
 func WithProgress(fn func(verified, total int64)) FetchOption {
 	return func(c *fetchConfig) { c.progress = fn }
 }
@@ -51,6 +67,21 @@ func WithProgress(fn func(verified, total int64)) FetchOption {
 // truncated file at the destination.
 func WithoutSync() FetchOption {
 	return func(c *fetchConfig) { c.noSync = true }
+}
+
+// WithWait makes [Sharing.Fetch] keep asking the owner until they come
+// online, instead of failing with ErrOwnerOffline: until ctx ends, or
+// for at most timeout if it is positive. onWait, if not nil, is called
+// each time the owner was found offline.
+func WithWait(timeout time.Duration, onWait func(attempt int)) FetchOption {
+	return func(c *fetchConfig) { c.wait, c.waitTimeout, c.onWait = true, timeout, onWait }
+}
+
+// WithOverwrite makes [Sharing.Fetch] replace an existing file at the
+// destination; without it an existing file is a *fs.PathError naming it
+// that wraps fs.ErrExist. ([Node.Fetch] always replaces.)
+func WithOverwrite() FetchOption {
+	return func(c *fetchConfig) { c.overwrite = true }
 }
 
 // Fetch downloads blob c from owner into the file dst.
@@ -70,10 +101,7 @@ func WithoutSync() FetchOption {
 // is left as it was. Fetch is safe for concurrent use; a second fetch to a
 // destination this node is already fetching to fails at once.
 func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst string, opts ...FetchOption) error {
-	var cfg fetchConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
+	cfg := fetchOptions(opts)
 	if err := format.CheckCID(c); err != nil {
 		return err
 	}

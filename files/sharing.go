@@ -10,12 +10,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
@@ -24,46 +24,29 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Config configures [Open]. Identity and Home are required; the rest
-// depends on what the caller does:
+// Config configures [Open]. Client says who the user is, where their
+// state lives and which servers they use (see package client); its
+// Identity and Home are required. What else is needed depends on what the
+// caller does:
 //
-//   - Share and Unshare need SigServerURL (the user's own chain), and
-//     Share --to needs handle resolution (Resolver, or ServerURL/Domain);
+//   - Share and Unshare need the sig-server (the user's own chain), and
+//     Share to named people needs handle resolution (a home server, or
+//     full handles);
 //   - Browse needs handle resolution;
-//   - Fetch and Serve also need NATS (NATS, or NATSURL) and open a libp2p
-//     node on ListenAddrs.
+//   - Fetch and Serve also need NATS (NATS, or Client.NATSURL) and open a
+//     libp2p node on ListenAddrs.
 type Config struct {
-	// Identity is the user's identity; its key is their libp2p PeerID.
-	Identity *kez.Identity
-	// Home is the state folder (KEZ_HOME); the share index shares.db
-	// lives in it.
-	Home string
+	// Client is the configuration the client parts share: identity (its
+	// key is the user's libp2p PeerID), state folder (the share index
+	// shares.db lives in Client.Home), home chat-server, broker, resolver,
+	// HTTP client, logger and clock. Open completes it with
+	// [client.Config.Discover].
+	Client client.Config
 
-	// NATS is a connection logged in as Identity (e.g. chat.Client.Conn()),
-	// used for signalling. Close does not close it.
+	// NATS is a connection logged in as Client.Identity (e.g.
+	// chat.Client.Conn()), used for signalling instead of logging in to
+	// Client.NATSURL. Close does not close it.
 	NATS *nats.Conn
-	// NATSURL is the broker (NATS_URL) to log in to as Identity when NATS
-	// is nil; Close closes that connection.
-	NATSURL string
-	// NATSOptions are passed to nats.Connect after the package's own when
-	// it connects to NATSURL.
-	NATSOptions []nats.Option
-
-	// SigServerURL is the sig-server (KEZ_SIG_SERVER) that holds the
-	// user's own sigchain, where Share and Unshare append the manifest.
-	SigServerURL string
-	// Resolver resolves handles to verified chains. nil: one is made from
-	// ServerURL, Domain and AllowLocalDomains, without caching.
-	Resolver *handles.Resolver
-	// ServerURL is the home chat-server (KEZ_SERVER), Domain its handle
-	// domain, AllowLocalDomains accepts development domains (never in
-	// production); used only to make a Resolver.
-	ServerURL         string
-	Domain            string
-	AllowLocalDomains bool
-	// HTTPClient is used for the sig-server and a Resolver made here; nil:
-	// a client with a 20 s timeout.
-	HTTPClient *http.Client
 
 	// ListenAddrs are the libp2p listen addresses; empty means TCP and QUIC
 	// on every interface, on ports the system picks.
@@ -97,6 +80,7 @@ type Sharing struct {
 	idx      *index
 	sigc     *sigchain.Client
 	resolver *handles.Resolver
+	owners   ownerStates // the owners' chains as last verified
 	http     *http.Client
 	log      *slog.Logger
 	now      func() time.Time
@@ -142,43 +126,25 @@ func (e *NotSharedError) Error() string {
 // Is matches [ErrNotShared].
 func (e *NotSharedError) Is(target error) bool { return target == ErrNotShared }
 
-// Open opens the user's sharing in cfg.Home (creating the share index if
-// needed). It does not connect to anything yet: NATS and the libp2p node
-// start with the first Fetch or Serve.
+// Open completes cfg.Client ([client.Config.Discover]: the home domain and
+// sig-server from the chat-server, unless given) and opens the user's
+// sharing in its Home (creating the share index if needed). It does not
+// connect to anything else yet: NATS and the libp2p node start with the
+// first Fetch or Serve.
 func Open(ctx context.Context, cfg Config) (*Sharing, error) {
-	if cfg.Identity == nil {
-		return nil, errors.New("files: Open needs an identity")
+	cc, err := cfg.Client.Discover(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Home == "" {
-		return nil, errors.New("files: Open needs a state folder (Home)")
-	}
-	s := &Sharing{cfg: cfg, id: cfg.Identity, me: cfg.Identity.PublicKey(), http: cfg.HTTPClient, log: cfg.Logger, now: cfg.Clock}
-	if s.http == nil {
-		s.http = &http.Client{Timeout: 20 * time.Second}
-	}
-	if s.log == nil {
-		s.log = slog.Default()
-	}
-	if s.now == nil {
-		s.now = time.Now
-	}
-	if cfg.SigServerURL != "" {
-		s.sigc = &sigchain.Client{BaseURL: strings.TrimRight(cfg.SigServerURL, "/"), HTTPClient: s.http}
-	}
-	s.resolver = cfg.Resolver
-	if s.resolver == nil && (cfg.ServerURL != "" || cfg.Domain != "") {
-		s.resolver = &handles.Resolver{
-			DefaultDomain: cfg.Domain,
-			HomeServer:    strings.TrimRight(cfg.ServerURL, "/"),
-			HTTPClient:    s.http,
-			AllowLocal:    cfg.AllowLocalDomains,
-			TTL:           -1,
-		}
+	cfg.Client = cc
+	s := &Sharing{cfg: cfg, id: cc.Identity, me: cc.Identity.PublicKey(), http: cc.HTTPClient, log: cc.Logger, now: cc.Clock, resolver: cc.Resolver}
+	if cc.SigServerURL != "" {
+		s.sigc = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: s.http, VerifyOptions: cc.Resolver.VerifyOptions}
 	}
 	if cfg.NATS != nil {
 		s.nc = cfg.NATS
 	}
-	idx, err := openIndex(cfg.Home, s.log)
+	idx, err := openIndex(cc.Home, s.log)
 	if err != nil {
 		return nil, err
 	}
@@ -252,21 +218,37 @@ func (s *Sharing) Shared(ctx context.Context) ([]SharedFile, error) {
 	return out, nil
 }
 
-// ShareOptions adjust [Sharing.Share].
-type ShareOptions struct {
-	// Name is the name the file is shared under; empty: its base name.
-	Name string
-	// To lists the handles of the recipients of a private share; empty
-	// shares publicly. You are added as a recipient too, so your other
-	// devices see the entry.
-	To []string
-	// MediaType is e.g. "application/pdf"; empty: guessed from the name's
-	// extension, else from the first bytes.
-	MediaType string
+// ShareOption adjusts one [Sharing.Share].
+type ShareOption func(*shareConfig)
+
+type shareConfig struct {
+	name, mediaType string
+	to              []string
+}
+
+// To makes the share private to the people with these handles (bare names
+// take the home domain): the file is encrypted to them and its entry is
+// readable only by them. You are added as a recipient too, so your other
+// devices see the entry. Without To (or with no handles) the share is
+// public. Several To options add up.
+func To(handles ...string) ShareOption {
+	return func(c *shareConfig) { c.to = append(c.to, handles...) }
+}
+
+// Named shares the file under name instead of its base name ("" keeps the
+// base name).
+func Named(name string) ShareOption {
+	return func(c *shareConfig) { c.name = name }
+}
+
+// MediaType sets the entry's media type, e.g. "application/pdf", instead
+// of guessing it from the name's extension, else from the first bytes.
+func MediaType(mediaType string) ShareOption {
+	return func(c *shareConfig) { c.mediaType = mediaType }
 }
 
 // Share shares the file at path: it hashes it (public) or hashes its
-// encryption under a fresh file key (private, To set; the recipients' X25519
+// encryption under a fresh file key (private, with [To]; the recipients' X25519
 // keys come from their verified sigchains), records it in the share index,
 // and appends a set_shared_files link with the new manifest to the user's
 // sigchain. A file already shared under the same name is replaced. Public
@@ -275,7 +257,11 @@ type ShareOptions struct {
 // Errors: an unreadable path or a name the manifest refuses (wrapping
 // [format.ErrManifest]), a recipient that does not resolve (handles errors), a
 // manifest over its limits, or the sig-server's.
-func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*SharedFile, error) {
+func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (*SharedFile, error) {
+	var o shareConfig
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if s.sigc == nil {
 		return nil, errors.New("files: sharing needs the sig-server that holds your sigchain (KEZ_SIG_SERVER)")
 	}
@@ -295,11 +281,11 @@ func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*Shar
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("files: %s is not a regular file; share files one at a time", path)
 	}
-	name := cmp.Or(o.Name, filepath.Base(abs))
+	name := cmp.Or(o.name, filepath.Base(abs))
 	if err := format.CheckName(name); err != nil {
 		return nil, err
 	}
-	mediaType, err := guessMediaType(f, name, o.MediaType)
+	mediaType, err := guessMediaType(f, name, o.mediaType)
 	if err != nil {
 		return nil, err
 	}
@@ -312,9 +298,9 @@ func (s *Sharing) Share(ctx context.Context, path string, o ShareOptions) (*Shar
 		return nil, err
 	}
 	row := &shareRow{Name: name, Path: abs, Size: st.Size(), MTimeNs: st.ModTime().UnixNano(), MediaType: mediaType,
-		Private: len(o.To) > 0, SharedAt: s.now()}
+		Private: len(o.to) > 0, SharedAt: s.now()}
 	if row.Private {
-		if row.Recipients, row.Handles, err = s.recipients(ctx, own, o.To); err != nil {
+		if row.Recipients, row.Handles, err = s.recipients(ctx, own, o.to); err != nil {
 			return nil, err
 		}
 		if row.Key, err = format.NewFileKey(); err != nil {
@@ -503,9 +489,6 @@ func (s *Sharing) publish(ctx context.Context, edit func(m *format.Manifest, vis
 // recipients resolves the handles of a private share to keys and X25519
 // keys from their verified chains, and adds the user themselves.
 func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string) ([]format.Recipient, []string, error) {
-	if s.resolver == nil {
-		return nil, nil, errors.New("files: sharing privately needs handle lookups: set KEZ_SERVER (or a Resolver)")
-	}
 	rs := []format.Recipient{{Key: s.me, X25519: own.EncryptionKey(), Generation: own.EncryptionGeneration()}}
 	hs := []string{cmp.Or(own.Handle(), s.me.String())}
 	for _, h := range to {

@@ -7,8 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
-	"time"
+	"sync"
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/format"
@@ -33,35 +32,60 @@ type owner struct {
 	state  *sigchain.State
 }
 
-// resolveOwner resolves handle and brings its verified chain up to date
-// (the resolver may have cached it): the manifest is then the latest.
+// resolveOwner resolves handle, asking its registry now, and brings the
+// owner's verified chain up to date: the manifest is then the latest. The
+// first time an owner is resolved their whole chain is fetched and
+// verified; after that only what is new after the state kept from last
+// time (see handles.Resolver.ResolveFresh).
 func (s *Sharing) resolveOwner(ctx context.Context, handle string) (*owner, error) {
-	if s.resolver == nil {
-		return nil, errors.New("files: looking up handles needs the home chat-server: set KEZ_SERVER (or a Resolver)")
-	}
-	res, err := s.resolver.Resolve(ctx, handle)
+	h, err := handles.Rules{DefaultDomain: s.cfg.Client.Domain, AllowLocal: s.cfg.Client.AllowLocalDomains}.Parse(handle)
 	if err != nil {
 		return nil, err
 	}
-	o := &owner{handle: res.Handle.String(), key: res.Key, state: res.State}
-	if base, ok := strings.CutSuffix(res.SigchainURL, "/v1/chains/"+res.Key.String()); ok {
-		// The sig-server the handle's domain names, on the resolver's
-		// rules for that domain (public https unless it is local).
-		hc, err := s.resolver.ClientFor(res.Handle.Domain, base)
-		if err != nil {
-			return nil, fmt.Errorf("files: reading %s's sigchain: %w", o.handle, err)
+	known := s.owners.get(h)
+	res, err := s.resolver.ResolveFresh(ctx, h, known)
+	if err != nil {
+		if known != nil && (errors.Is(err, sigchain.ErrFork) || errors.Is(err, sigchain.ErrRollback)) {
+			// Not a pin: the next call verifies the chain whole again.
+			s.owners.forget(h)
 		}
-		sc := &sigchain.Client{BaseURL: base, HTTPClient: hc, VerifyOptions: s.resolver.VerifyOptions}
-		st, err := sc.FetchVerified(ctx, res.Key, res.State)
-		if err != nil {
-			return nil, fmt.Errorf("files: reading %s's sigchain: %w", o.handle, err)
-		}
-		if st.Handle() != res.Handle.String() {
-			return nil, fmt.Errorf("%w: %s's sigchain no longer claims that handle", handles.ErrMismatch, o.handle)
-		}
-		o.state = st
+		return nil, err
 	}
-	return o, nil
+	s.owners.put(h, res.State)
+	return &owner{handle: res.Handle.String(), key: res.Key, state: res.State}, nil
+}
+
+// ownerStates keeps the last verified chain of each owner browsed or
+// fetched from, so that the next look fetches only what is new.
+type ownerStates struct {
+	mu     sync.Mutex
+	states map[handles.Handle]*sigchain.State
+}
+
+// maxOwnerStates bounds the owners remembered.
+const maxOwnerStates = 1024
+
+func (o *ownerStates) get(h handles.Handle) *sigchain.State {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.states[h]
+}
+
+func (o *ownerStates) put(h handles.Handle, st *sigchain.State) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.states == nil || len(o.states) >= maxOwnerStates {
+		o.states = make(map[handles.Handle]*sigchain.State)
+	}
+	if cur := o.states[h]; cur == nil || cur.Key() != st.Key() || cur.Seqno() <= st.Seqno() {
+		o.states[h] = st
+	}
+}
+
+func (o *ownerStates) forget(h handles.Handle) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.states, h)
 }
 
 // manifest decodes the owner's latest manifest (empty if they never shared).
@@ -94,23 +118,6 @@ func (s *Sharing) Browse(ctx context.Context, handle string) ([]format.Entry, er
 	return format.Visible(m, s.id), nil
 }
 
-// FetchOptions adjust [Sharing.Fetch].
-type FetchOptions struct {
-	// Wait keeps asking the owner until they come online (or ctx ends, or
-	// WaitTimeout passes) instead of failing with ErrOwnerOffline.
-	Wait bool
-	// WaitTimeout bounds the wait for the owner; 0: until ctx ends.
-	WaitTimeout time.Duration
-	// OnWait is called each time a waiting fetch found the owner offline.
-	OnWait func(attempt int)
-	// Progress is called as verified bytes arrive (see [WithProgress]);
-	// total is the blob's size (the encrypted size for a private file).
-	Progress func(verified, total int64)
-	// Overwrite replaces an existing file at the destination; otherwise
-	// an existing file is a *fs.PathError wrapping fs.ErrExist.
-	Overwrite bool
-}
-
 // Fetched is the outcome of a [Sharing.Fetch].
 type Fetched struct {
 	format.Entry
@@ -128,14 +135,17 @@ type Fetched struct {
 // an interrupted fetch resumes from what was verified on the next call. A
 // private entry is downloaded encrypted (outPath+[EncryptedSuffix]) and
 // decrypted into place. outPath exists only once the whole file is
-// verified (and decrypted).
+// verified (and decrypted). Options: [WithWait] waits for an offline
+// owner, [WithOverwrite] replaces an existing file, [WithProgress] and
+// [WithoutSync] as for Node.Fetch.
 //
 // Errors: a *[NotSharedError] for a name or CID the viewer cannot see;
 // ErrForbidden for a private entry meant for others; an *[OfflineError]
 // (ErrOwnerOffline) if the owner does not answer; ErrNotFound, ErrCorrupt
 // and the other errors of Node.Fetch; a *fs.PathError naming the
 // destination that wraps fs.ErrExist.
-func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, o FetchOptions) (*Fetched, error) {
+func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, opts ...FetchOption) (*Fetched, error) {
+	o := fetchOptions(opts)
 	ow, err := s.resolveOwner(ctx, handle)
 	if err != nil {
 		return nil, err
@@ -148,7 +158,7 @@ func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if err != nil {
 		return nil, err
 	}
-	dst, err := destination(outPath, e.Name, o.Overwrite)
+	dst, err := destination(outPath, e.Name, o.overwrite)
 	if err != nil {
 		return nil, err
 	}
@@ -157,21 +167,17 @@ func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 		return nil, err
 	}
 	lctx := ctx
-	if o.Wait && o.WaitTimeout > 0 {
+	if o.wait && o.waitTimeout > 0 {
 		var cancel context.CancelFunc
-		lctx, cancel = context.WithTimeout(ctx, o.WaitTimeout)
+		lctx, cancel = context.WithTimeout(ctx, o.waitTimeout)
 		defer cancel()
 	}
 	info, err := signal.Locate(lctx, nc, s.me, ow.key, LocateOptions{
-		OwnerName: ow.handle, Timeout: s.cfg.LocateTimeout, Wait: o.Wait,
-		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: o.OnWait, Now: s.now,
+		OwnerName: ow.handle, Timeout: s.cfg.LocateTimeout, Wait: o.wait,
+		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: o.onWait, Now: s.now,
 	})
 	if err != nil {
 		return nil, err
-	}
-	var opts []FetchOption
-	if o.Progress != nil {
-		opts = append(opts, WithProgress(o.Progress))
 	}
 	target := dst
 	if e.Private {
@@ -292,11 +298,11 @@ func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
 		return nil, nil, ErrClosed
 	}
 	if s.nc == nil {
-		if s.cfg.NATSURL == "" {
+		if s.cfg.Client.NATSURL == "" {
 			return nil, nil, ErrNoNATS
 		}
 		opts := []nats.Option{nats.Name("kez files " + s.me.String()), natsconn.Logger(s.log)}
-		nc, err := natsconn.Connect(ctx, s.cfg.NATSURL, s.id, append(opts, s.cfg.NATSOptions...)...)
+		nc, err := natsconn.Connect(ctx, s.cfg.Client.NATSURL, s.id, append(opts, s.cfg.Client.NATSOptions...)...)
 		if err != nil {
 			return nil, nil, err
 		}

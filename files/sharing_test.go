@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
@@ -39,14 +40,16 @@ func openPeer(t testing.TB, st *stacktest.Stack, u *stacktest.User) *peer {
 	t.Helper()
 	logs := &testlog.Buffer{}
 	s, err := files.Open(context.Background(), files.Config{
-		Identity:        u.Identity,
-		Home:            u.Home,
-		NATSURL:         st.NATSURL,
-		SigServerURL:    st.SigServerURL,
-		Resolver:        st.Resolver(),
+		Client: client.Config{
+			Identity:     u.Identity,
+			Home:         u.Home,
+			NATSURL:      st.NATSURL,
+			SigServerURL: st.SigServerURL,
+			Resolver:     st.Resolver(),
+			Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		},
 		ListenAddrs:     []string{"/ip4/127.0.0.1/tcp/0"},
 		MaxWaitInterval: 50 * time.Millisecond,
-		Logger:          slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +115,7 @@ func TestShareBrowseFetch64MiB(t *testing.T) {
 	const size = 64 << 20
 	src := filepath.Join(t.TempDir(), "video.bin")
 	writeRandom(t, src, size, 1)
-	sf, err := alice.Share(ctx, src, files.ShareOptions{})
+	sf, err := alice.Share(ctx, src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +133,7 @@ func TestShareBrowseFetch64MiB(t *testing.T) {
 	}
 
 	dst := filepath.Join(t.TempDir(), "video.bin")
-	_, err = bob.Fetch(ctx, alice.handle(), "video.bin", dst, files.FetchOptions{})
+	_, err = bob.Fetch(ctx, alice.handle(), "video.bin", dst)
 	var off *files.OfflineError
 	if !errors.As(err, &off) || !errors.Is(err, files.ErrOwnerOffline) {
 		t.Fatalf("fetch from an offline owner: %v", err)
@@ -147,17 +150,16 @@ func TestShareBrowseFetch64MiB(t *testing.T) {
 	var cut int64
 	waited := make(chan struct{})
 	var once sync.Once
-	_, err = bob.Fetch(cctx, alice.handle(), "video.bin", dst, files.FetchOptions{
-		Wait: true,
-		OnWait: func(int) {
+	_, err = bob.Fetch(cctx, alice.handle(), "video.bin", dst,
+		files.WithWait(0, func(int) {
 			once.Do(func() {
 				if err := alice.StartServing(ctx); err != nil {
 					t.Error(err)
 				}
 				close(waited)
 			})
-		},
-		Progress: func(verified, total int64) {
+		}),
+		files.WithProgress(func(verified, total int64) {
 			if total != size {
 				t.Errorf("progress total %d", total)
 			}
@@ -165,8 +167,7 @@ func TestShareBrowseFetch64MiB(t *testing.T) {
 				cut = verified
 				cancel()
 			}
-		},
-	})
+		}))
 	<-waited
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cut fetch: %v", err)
@@ -183,7 +184,7 @@ func TestShareBrowseFetch64MiB(t *testing.T) {
 	if err := alice.StartServing(ctx); err != nil {
 		t.Fatal(err)
 	}
-	got, err := bob.Fetch(ctx, alice.handle(), "video.bin", dst, files.FetchOptions{})
+	got, err := bob.Fetch(ctx, alice.handle(), "video.bin", dst)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +200,7 @@ func TestShareBrowseFetch64MiB(t *testing.T) {
 	mustNotExist(t, dst+files.StateSuffix)
 
 	// Fetching again does not overwrite without being asked.
-	if _, err := bob.Fetch(ctx, alice.handle(), "video.bin", dst, files.FetchOptions{}); !errors.Is(err, fs.ErrExist) {
+	if _, err := bob.Fetch(ctx, alice.handle(), "video.bin", dst); !errors.Is(err, fs.ErrExist) {
 		t.Fatalf("fetch over an existing file: %v", err)
 	}
 }
@@ -217,7 +218,7 @@ func TestChangedFileIsNotServed(t *testing.T) {
 	const size = 4 << 20 // 16 chunks
 	src := filepath.Join(dir, "data.bin")
 	writeRandom(t, src, size, 2)
-	if _, err := alice.Share(ctx, src, files.ShareOptions{}); err != nil {
+	if _, err := alice.Share(ctx, src); err != nil {
 		t.Fatal(err)
 	}
 	if err := alice.StartServing(ctx); err != nil {
@@ -230,7 +231,7 @@ func TestChangedFileIsNotServed(t *testing.T) {
 	if err := os.Chtimes(src, later, later); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.Fetch(ctx, alice.handle(), "data.bin", filepath.Join(dir, "touched.bin"), files.FetchOptions{}); err != nil {
+	if _, err := bob.Fetch(ctx, alice.handle(), "data.bin", filepath.Join(dir, "touched.bin")); err != nil {
 		t.Fatalf("fetch of a touched file: %v", err)
 	}
 	sameFile(t, src, filepath.Join(dir, "touched.bin"))
@@ -256,7 +257,7 @@ func TestChangedFileIsNotServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst := filepath.Join(dir, "hidden.bin")
-	_, err := bob.Fetch(ctx, alice.handle(), "data.bin", dst, files.FetchOptions{})
+	_, err := bob.Fetch(ctx, alice.handle(), "data.bin", dst)
 	var ce *files.CorruptError
 	if !errors.As(err, &ce) || ce.Index != 5 || !errors.Is(err, files.ErrCorrupt) {
 		t.Fatalf("fetch of a silently changed file: %v", err)
@@ -275,7 +276,7 @@ func TestChangedFileIsNotServed(t *testing.T) {
 	os.Chtimes(src, now, now)
 	dst2 := filepath.Join(dir, "visible.bin")
 	refused := alice.Stats().Refused
-	_, err = bob.Fetch(ctx, alice.handle(), "data.bin", dst2, files.FetchOptions{})
+	_, err = bob.Fetch(ctx, alice.handle(), "data.bin", dst2)
 	if !errors.Is(err, files.ErrNotFound) || !strings.Contains(err.Error(), "changed on the owner's disk") {
 		t.Fatalf("fetch of a changed file: %v", err)
 	}
@@ -289,11 +290,11 @@ func TestChangedFileIsNotServed(t *testing.T) {
 	}
 
 	// Sharing it again publishes the new version, which is served.
-	sf, err := alice.Share(ctx, src, files.ShareOptions{})
+	sf, err := alice.Share(ctx, src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := bob.Fetch(ctx, alice.handle(), "data.bin", dst2, files.FetchOptions{})
+	got, err := bob.Fetch(ctx, alice.handle(), "data.bin", dst2)
 	if err != nil || !got.CID.Equals(sf.CID) {
 		t.Fatalf("fetch after sharing again: %v", err)
 	}
@@ -314,7 +315,7 @@ func TestSharePrivately(t *testing.T) {
 
 	src := filepath.Join(dir, "salary 2026.xlsx")
 	writeRandom(t, src, 3<<20+12345, 3)
-	sf, err := alice.Share(ctx, src, files.ShareOptions{To: []string{"bob"}})
+	sf, err := alice.Share(ctx, src, files.To("bob"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,11 +330,11 @@ func TestSharePrivately(t *testing.T) {
 	if list, err := carol.Browse(ctx, alice.handle()); err != nil || len(list) != 0 {
 		t.Fatalf("carol sees %+v (%v)", list, err)
 	}
-	_, err = carol.Fetch(ctx, alice.handle(), "salary 2026.xlsx", dir, files.FetchOptions{})
+	_, err = carol.Fetch(ctx, alice.handle(), "salary 2026.xlsx", dir)
 	if !errors.Is(err, files.ErrNotShared) {
 		t.Fatalf("carol fetch by name: %v", err)
 	}
-	if _, err := carol.Fetch(ctx, alice.handle(), sf.CID.String(), dir, files.FetchOptions{}); !errors.Is(err, files.ErrForbidden) {
+	if _, err := carol.Fetch(ctx, alice.handle(), sf.CID.String(), dir); !errors.Is(err, files.ErrForbidden) {
 		t.Fatalf("carol fetch by CID: %v", err)
 	}
 	// Going around the manifest: the owner's node refuses carol's key.
@@ -360,7 +361,7 @@ func TestSharePrivately(t *testing.T) {
 		t.Fatalf("bob sees %+v (%v)", list, err)
 	}
 	bobDir := t.TempDir()
-	got, err := bob.Fetch(ctx, alice.handle(), "salary 2026.xlsx", bobDir, files.FetchOptions{})
+	got, err := bob.Fetch(ctx, alice.handle(), "salary 2026.xlsx", bobDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,14 +388,14 @@ func TestUnshareAndErrors(t *testing.T) {
 	a, b := filepath.Join(dir, "a.txt"), filepath.Join(dir, "b.txt")
 	os.WriteFile(a, []byte("first"), 0o600)
 	os.WriteFile(b, []byte("second"), 0o600)
-	sa, err := alice.Share(ctx, a, files.ShareOptions{})
+	sa, err := alice.Share(ctx, a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if sa.MediaType != "text/plain; charset=utf-8" {
 		t.Errorf("media type %q", sa.MediaType)
 	}
-	sb, err := alice.Share(ctx, b, files.ShareOptions{Name: "renamed.txt"})
+	sb, err := alice.Share(ctx, b, files.Named("renamed.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,18 +404,18 @@ func TestUnshareAndErrors(t *testing.T) {
 	}
 
 	// Unknown names and CIDs are clear errors.
-	_, err = bob.Fetch(ctx, alice.handle(), "nope.txt", dir, files.FetchOptions{})
+	_, err = bob.Fetch(ctx, alice.handle(), "nope.txt", dir)
 	if !errors.Is(err, files.ErrNotShared) || !strings.Contains(err.Error(), `alice@kez.test shares no file named "nope.txt"`) {
 		t.Fatalf("unknown name: %v", err)
 	}
 	unknownCID := "bahrnnqibciqp6tafmhlorhwtlcah64u4yq7ahlftdyunhbs6irfgv6w6qo6eiq"
-	if _, err := bob.Fetch(ctx, alice.handle(), unknownCID, dir, files.FetchOptions{}); !errors.Is(err, files.ErrNotShared) {
+	if _, err := bob.Fetch(ctx, alice.handle(), unknownCID, dir); !errors.Is(err, files.ErrNotShared) {
 		t.Fatalf("unknown CID: %v", err)
 	}
 
 	// Re-sharing a name replaces the entry; unshare by name and by CID.
 	os.WriteFile(a, []byte("first, edited"), 0o600)
-	sa2, err := alice.Share(ctx, a, files.ShareOptions{})
+	sa2, err := alice.Share(ctx, a)
 	if err != nil || sa2.CID.Equals(sa.CID) {
 		t.Fatalf("share again: %v", err)
 	}
@@ -448,16 +449,16 @@ func TestUnshareAndErrors(t *testing.T) {
 	}
 
 	// Bad input to Share.
-	if _, err := alice.Share(ctx, dir, files.ShareOptions{}); err == nil {
+	if _, err := alice.Share(ctx, dir); err == nil {
 		t.Error("shared a folder")
 	}
-	if _, err := alice.Share(ctx, filepath.Join(dir, "missing"), files.ShareOptions{}); err == nil {
+	if _, err := alice.Share(ctx, filepath.Join(dir, "missing")); err == nil {
 		t.Error("shared a missing file")
 	}
-	if _, err := alice.Share(ctx, a, files.ShareOptions{Name: "../x"}); !errors.Is(err, format.ErrManifest) {
+	if _, err := alice.Share(ctx, a, files.Named("../x")); !errors.Is(err, format.ErrManifest) {
 		t.Errorf("shared under a path name: %v", err)
 	}
-	if _, err := alice.Share(ctx, a, files.ShareOptions{To: []string{"nobody"}}); err == nil {
+	if _, err := alice.Share(ctx, a, files.To("nobody")); err == nil {
 		t.Error("shared with an unknown handle")
 	}
 	if shared, _ := alice.Shared(ctx); len(shared) != 0 {
@@ -472,13 +473,11 @@ func TestWaitTimeout(t *testing.T) {
 	ctx := context.Background()
 	src := filepath.Join(t.TempDir(), "x")
 	os.WriteFile(src, []byte("x"), 0o600)
-	if _, err := alice.Share(ctx, src, files.ShareOptions{}); err != nil {
+	if _, err := alice.Share(ctx, src); err != nil {
 		t.Fatal(err)
 	}
 	attempts := 0
-	_, err := bob.Fetch(ctx, alice.handle(), "x", t.TempDir(), files.FetchOptions{
-		Wait: true, WaitTimeout: 300 * time.Millisecond, OnWait: func(int) { attempts++ },
-	})
+	_, err := bob.Fetch(ctx, alice.handle(), "x", t.TempDir(), files.WithWait(300*time.Millisecond, func(int) { attempts++ }))
 	var off *files.OfflineError
 	if !errors.As(err, &off) || off.Waited == 0 || !strings.Contains(err.Error(), "did not come online within") {
 		t.Fatalf("waiting fetch: %v", err)

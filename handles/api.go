@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/httpjson"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -91,13 +92,13 @@ func (j *JRD) Link(rel string) *JRDLink {
 // ChainURL returns the URL of key's chain at the sig-server with base URL
 // sigServer: sigServer + "/v1/chains/" + key.
 func ChainURL(sigServer string, key kez.PublicKey) string {
-	return strings.TrimRight(sigServer, "/") + "/v1/chains/" + key.String()
+	return strings.TrimRight(sigServer, "/") + wire.ChainsPath + key.String()
 }
 
 // sigServerOf checks that chainURL is an absolute http(s) URL of key's
 // chain (as [ChainURL] makes it) and returns the sig-server's base URL.
 func sigServerOf(chainURL string, key kez.PublicKey) (string, error) {
-	suffix := "/v1/chains/" + key.String()
+	suffix := wire.ChainsPath + key.String()
 	base, ok := strings.CutSuffix(chainURL, suffix)
 	if !ok {
 		return "", fmt.Errorf("the sigchain URL %q is not the chain of %s", chainURL, key)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 type stack struct {
 	domain string
 	sig    *httptest.Server
+	sigLog *requestLog // what the sig-server was asked
 	sigc   *sigchain.Client
 	reg    *SQLiteStore
 	server *Server
@@ -41,7 +43,8 @@ func newStack(t testing.TB, domain string) *stack {
 	t.Cleanup(func() { chains.Close() })
 	// Rate limits off: these tests are about the registry; limits_test.go
 	// turns them on.
-	sig := httptest.NewServer(sigchain.NewHandler(chains, sigchain.WithLogger(quietLog), sigchain.WithLimits(sigchain.NoLimits())))
+	sigLog := &requestLog{}
+	sig := httptest.NewServer(sigLog.wrap(sigchain.NewHandler(chains, sigchain.WithLogger(quietLog), sigchain.WithLimits(sigchain.NoLimits()))))
 	t.Cleanup(sig.Close)
 
 	reg, err := OpenSQLite(filepath.Join(dir, "handles.db"))
@@ -56,7 +59,31 @@ func newStack(t testing.TB, domain string) *stack {
 	}
 	chat := httptest.NewServer(srv)
 	t.Cleanup(chat.Close)
-	return &stack{domain: domain, sig: sig, sigc: sigc, reg: reg, server: srv, chat: chat}
+	return &stack{domain: domain, sig: sig, sigLog: sigLog, sigc: sigc, reg: reg, server: srv, chat: chat}
+}
+
+// requestLog records the requests a real server handles.
+type requestLog struct {
+	mu   sync.Mutex
+	reqs []string // "GET /v1/chains/U…?since=0"
+}
+
+func (l *requestLog) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.mu.Lock()
+		l.reqs = append(l.reqs, r.Method+" "+r.URL.RequestURI())
+		l.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// take returns the requests recorded since the last call.
+func (l *requestLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.reqs
+	l.reqs = nil
+	return out
 }
 
 // startChain appends id's eldest link naming handle (may be "") to the

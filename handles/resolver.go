@@ -21,7 +21,9 @@ const DefaultResolveTTL = time.Minute
 // maxCacheEntries bounds a resolver's cache.
 const maxCacheEntries = 4096
 
-// Resolved is a handle whose registry answer and sigchain agree.
+// Resolved is a handle whose registry answer and sigchain agree, with what
+// was verified to find it, so that a caller need not fetch or verify the
+// chain again (a contact pins State and stores Links).
 type Resolved struct {
 	Handle        Handle
 	Key           kez.PublicKey
@@ -29,6 +31,16 @@ type Resolved struct {
 	Generation    uint32          // its generation
 	State         *sigchain.State // the verified chain; pin State.Pin()
 	SigchainURL   string          // where the chain was fetched
+	// SigServer is the base URL of the sig-server the handle's registry
+	// names and the chain was fetched from (SigchainURL without the
+	// route); fetch the chain's later links there, with the HTTP client
+	// [Resolver.ClientFor] gives for the handle's domain.
+	SigServer string
+	// Links are the links fetched and verified: the whole chain, or, for
+	// [Resolver.ResolveFresh] from a known state of the same key, the
+	// links from that state's head on. Shared with the cache: do not
+	// modify them.
+	Links []*sigchain.Link
 }
 
 // Resolver turns handles into verified keys (docs/spec/handles.md §5). A
@@ -119,6 +131,23 @@ func (r *Resolver) ResolveHandle(ctx context.Context, h Handle) (*Resolved, erro
 	if res, ok := r.cached(h); ok {
 		return res, nil
 	}
+	return r.ResolveFresh(ctx, h, nil)
+}
+
+// ResolveFresh resolves h as [Resolver.ResolveHandle] does, without using
+// the cache: the registry is asked now, and the chain fetched from the
+// sig-server it names now (which may have moved since a key was pinned).
+//
+// known, if not nil, is a verified state of a chain the caller holds (a
+// pinned contact's). If the registry still gives h to known's key, only
+// the links from known's head on are fetched and verified on top of it
+// (see [sigchain.Client.FetchVerified]): a chain that forks from or rolls
+// back known fails with an error matching [sigchain.ErrFork] or
+// [sigchain.ErrRollback] (and [ErrMismatch]). If the registry gives h to
+// another key, that key's whole chain is verified and returned: compare
+// Key with known's. A full resolution (known nil, or another key) is
+// cached for later ResolveHandle calls; one from known is not.
+func (r *Resolver) ResolveFresh(ctx context.Context, h Handle, known *sigchain.State) (*Resolved, error) {
 	key, chainURL, err := r.ask(ctx, h)
 	if err != nil {
 		return nil, err
@@ -132,7 +161,26 @@ func (r *Resolver) ResolveHandle(ctx context.Context, h Handle) (*Resolved, erro
 		return nil, fmt.Errorf("handles: the sig-server named for %s: %w", h, err)
 	}
 	sc := sigchain.Client{BaseURL: sigServer, HTTPClient: hc, VerifyOptions: r.VerifyOptions}
-	st, err := sc.FetchVerified(ctx, key, nil)
+	var st *sigchain.State
+	var links []*sigchain.Link
+	if known != nil && known.Key() == key && known.Seqno() > 0 {
+		links, err = sc.Fetch(ctx, key, known.Seqno()-1)
+		if errors.Is(err, sigchain.ErrNotFound) {
+			err = fmt.Errorf("%w: the sig-server has no chain for %s, the known head is seqno %d", sigchain.ErrRollback, key, known.Seqno())
+		}
+		if err == nil {
+			err = sigchain.CheckAgainst(known.Pin(), links)
+		}
+		if err == nil {
+			st, err = known.Extend(links, r.VerifyOptions...)
+		}
+	} else {
+		known = nil
+		links, err = sc.Fetch(ctx, key, 0)
+		if err == nil {
+			st, err = sigchain.Verify(links, r.VerifyOptions...)
+		}
+	}
 	if err != nil {
 		return nil, chainError(h, key, err)
 	}
@@ -149,8 +197,12 @@ func (r *Resolver) ResolveHandle(ctx context.Context, h Handle) (*Resolved, erro
 		Generation:    st.EncryptionGeneration(),
 		State:         st,
 		SigchainURL:   chainURL,
+		SigServer:     sigServer,
+		Links:         links,
 	}
-	r.store(res)
+	if known == nil {
+		r.store(res)
+	}
 	return &res, nil
 }
 

@@ -250,3 +250,97 @@ func TestResolverFollowsRotation(t *testing.T) {
 		t.Fatalf("after rotation: %+v %v", res, err)
 	}
 }
+
+// ResolveFresh asks the registry again but fetches only what is new after
+// a known state; a known state the sig-server contradicts is an error, and
+// so is a chain that no longer claims the handle.
+func TestResolveFresh(t *testing.T) {
+	beta := newStack(t, "beta.test")
+	bob := beta.register(t, "bob")
+	ctx := context.Background()
+	chainPath := "GET /v1/chains/" + bob.PublicKey().String()
+	r := &Resolver{DefaultDomain: "beta.test", HomeServer: beta.chat.URL}
+	beta.sigLog.take()
+
+	first, err := r.Resolve(ctx, "bob")
+	if err != nil || first.SigServer != beta.sig.URL || len(first.Links) != 1 || first.Links[0].Seqno() != 1 {
+		t.Fatalf("Resolve: %v %+v", err, first)
+	}
+	if got := beta.sigLog.take(); len(got) != 1 || got[0] != chainPath+"?since=0" {
+		t.Fatalf("Resolve asked the sig-server %q", got)
+	}
+	// The cache answers Resolve; ResolveFresh asks again.
+	if _, err := r.Resolve(ctx, "bob"); err != nil || len(beta.sigLog.take()) != 0 {
+		t.Fatalf("cached Resolve: %v", err)
+	}
+
+	// Bob's chain grows: from the known state only the new link is fetched
+	// (and the known head, to check it is still there).
+	l, err := sigchain.NewLink(bob, first.State, sigchain.TypeSetEncryptionKey, sigchain.SetEncryptionKeyBody(bob.EncryptionKey(1).PublicKey(), 1), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := beta.sigc.Append(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	beta.sigLog.take()
+	h := Handle{"bob", "beta.test"}
+	res, err := r.ResolveFresh(ctx, h, first.State)
+	if err != nil || res.Generation != 1 || res.State.Seqno() != 2 || len(res.Links) != 2 || res.Links[1].Seqno() != 2 {
+		t.Fatalf("ResolveFresh from the known state: %v %+v", err, res)
+	}
+	if got := beta.sigLog.take(); len(got) != 1 || got[0] != chainPath+"?since=0" {
+		// known head is seqno 1: since=0 fetches it and what follows
+		t.Fatalf("ResolveFresh asked the sig-server %q", got)
+	}
+	res2, err := r.ResolveFresh(ctx, h, res.State)
+	if err != nil || res2.State.Seqno() != 2 || len(res2.Links) != 1 {
+		t.Fatalf("ResolveFresh with nothing new: %v %+v", err, res2)
+	}
+	if got := beta.sigLog.take(); len(got) != 1 || got[0] != chainPath+"?since=1" {
+		t.Fatalf("ResolveFresh asked the sig-server %q", got)
+	}
+	// A from-known answer does not replace the cache; a full one does.
+	if c, _ := r.Resolve(ctx, "bob"); c.State.Seqno() != 1 {
+		t.Fatalf("the cache holds seqno %d", c.State.Seqno())
+	}
+	if full, err := r.ResolveFresh(ctx, h, nil); err != nil || full.State.Seqno() != 2 || len(full.Links) != 2 {
+		t.Fatalf("full ResolveFresh: %v %+v", err, full)
+	}
+	if c, _ := r.Resolve(ctx, "bob"); c.State.Seqno() != 2 {
+		t.Fatalf("after a full ResolveFresh the cache holds seqno %d", c.State.Seqno())
+	}
+
+	// A known state the sig-server does not have (a rollback) is refused.
+	ahead, err := sigchain.NewLink(bob, res.State, sigchain.TypeSetEncryptionKey, sigchain.SetEncryptionKeyBody(bob.EncryptionKey(2).PublicKey(), 2), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	aheadState, err := res.State.Extend([]*sigchain.Link{ahead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ResolveFresh(ctx, h, aheadState); !errors.Is(err, sigchain.ErrRollback) || !errors.Is(err, ErrMismatch) {
+		t.Fatalf("a known state ahead of the sig-server: %v", err)
+	}
+	// A known state that forks from the sig-server's chain is refused.
+	fork, err := sigchain.NewLink(bob, first.State, sigchain.TypeSetEncryptionKey, sigchain.SetEncryptionKeyBody(bob.EncryptionKey(3).PublicKey(), 3), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	forkState, err := first.State.Extend([]*sigchain.Link{fork})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ResolveFresh(ctx, h, forkState); !errors.Is(err, sigchain.ErrFork) {
+		t.Fatalf("a known state that forks: %v", err)
+	}
+
+	// The known state of another key: the handle's own key is resolved in
+	// full, for the caller to see the change.
+	carla := beta.register(t, "carla")
+	carlaRes, err := r.ResolveFresh(ctx, Handle{"carla", "beta.test"}, res.State)
+	if err != nil || carlaRes.Key != carla.PublicKey() || len(carlaRes.Links) != 1 {
+		t.Fatalf("another key's known state: %v %+v", err, carlaRes)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
 )
@@ -44,7 +45,7 @@ var (
 
 // InboxPrefix returns the reply-subject prefix of key, "_INBOX.<key>": the
 // only one the auth callout lets the user subscribe to for replies.
-func InboxPrefix(key kez.PublicKey) string { return "_INBOX." + key.String() }
+func InboxPrefix(key kez.PublicKey) string { return wire.ReplyInbox(key.String()) }
 
 // Connect logs in to the NATS server at url (comma-separated URLs are tried
 // in turn) as id: the user nkey is id's public key and the server's nonce

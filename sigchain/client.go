@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/ratelimit"
 )
@@ -77,7 +78,7 @@ func (c *Client) httpClient() *http.Client {
 }
 
 func (c *Client) chainURL(key kez.PublicKey) string {
-	return strings.TrimRight(c.BaseURL, "/") + "/v1/chains/" + url.PathEscape(key.String())
+	return strings.TrimRight(c.BaseURL, "/") + wire.ChainsPath + url.PathEscape(key.String())
 }
 
 // do sends req and returns the body of a 2xx answer, or the error the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/internal/httpjson"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/ratelimit"
 )
@@ -188,6 +189,10 @@ type cached struct {
 	bytes int64
 }
 
+// ChainsPath is the prefix of every route of the sig-server API
+// ([NewHandler]): mount the handler there in a mux of your own.
+const ChainsPath = wire.ChainsPath
+
 // NewHandler returns the sig-server HTTP API (docs/spec/sigchain.md §9)
 // over store:
 //
@@ -219,8 +224,8 @@ func NewHandler(store Store, opts ...HandlerOption) *Handler {
 	h.appendsPerKey = limiter(l.AppendsPerKey, d.AppendsPerKey, "append", "key")
 	h.readsPerIP = limiter(l.ReadsPerIP, d.ReadsPerIP, "chain", "ip")
 	h.mux = http.NewServeMux()
-	h.mux.HandleFunc("POST /v1/chains/{key}/links", h.append)
-	h.mux.HandleFunc("GET /v1/chains/{key}", h.get)
+	h.mux.HandleFunc("POST "+wire.ChainsPath+"{key}/links", h.append)
+	h.mux.HandleFunc("GET "+wire.ChainsPath+"{key}", h.get)
 	return h
 }
 

@@ -87,7 +87,7 @@ func TestLoginFlagsReachTheCallout(t *testing.T) {
 	ns := natstest.Run(t, natsConfigOutput(t, []string{"--keys", keys}, nil))
 	env := map[string]string{"KEZ_SIG_SERVER": startSig(t), "NATS_URL": ns.ClientURL(), "KEZ_CHAT_DB": filepath.Join(dir, "chat.db"), "KEZ_CHAT_KEYS": keys,
 		"KEZ_CHAT_LOGIN_BACKOFF_BASE": "300ms"}
-	srv := startReady(t, []string{"--listen", "127.0.0.1:0", "--login-backoff-after", "1", "--login-backoff-max", "300ms"}, env)
+	srv := startReady(t, []string{"--listen", "127.0.0.1:0", "--domain", "chat.example", "--login-backoff-after", "1", "--login-backoff-max", "300ms"}, env)
 
 	cfg := loginflood.Config{Addr: strings.TrimPrefix(ns.ClientURL(), "nats://")}
 	for i, min := range []time.Duration{0, 300 * time.Millisecond} {

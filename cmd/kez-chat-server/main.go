@@ -3,7 +3,7 @@
 // that lets registered keys log in to the operator's NATS. It is a thin
 // wrapper around package chatserver.
 //
-//	kez-chat-server [--listen 127.0.0.1:8080] [--domain kez.lat] --sig-server URL --nats URL
+//	kez-chat-server [--listen 127.0.0.1:8080] --domain DOMAIN --sig-server URL --nats URL
 //	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--keys kez-chat-keys]
 //	                [--public-url URL] [--public-sig-server URL] [--log-format text|json] [--log-level info]
 //	                [--claims-per-ip 10/1h] [--claims-per-key 10/1h] [--reads-per-ip 1200/1m]
@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	fs := servercmd.NewFlagSet("kez-chat-server", "usage: kez-chat-server [flags]\n       kez-chat-server nats-config [--keys DIR]", stderr)
 	listen := fs.String("listen", env.Or("KEZ_LISTEN", "127.0.0.1:8080"), "address to listen on (env KEZ_LISTEN)")
-	domain := fs.String("domain", env.Or("KEZ_DOMAIN", chatserver.DefaultDomain), "handle domain this server registers: alice@DOMAIN (env KEZ_DOMAIN)")
+	domain := fs.String("domain", env.Or("KEZ_DOMAIN", ""), "handle domain this server registers: alice@DOMAIN, required (env KEZ_DOMAIN)")
 	sigServer := fs.String("sig-server", env.Or("KEZ_SIG_SERVER", ""), "base URL of the sig-server, required (env KEZ_SIG_SERVER)")
 	natsURL := fs.String("nats", env.Or("NATS_URL", ""), "URL of the operator's NATS, required (env NATS_URL)")
 	backend := fs.String("store", env.Or("KEZ_CHAT_STORE", chatserver.StoreSQLite), "where the handle registry lives: sqlite (--db) or jetstream (NATS, shared by replicas) (env KEZ_CHAT_STORE)")
@@ -151,6 +151,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if *replicas < 1 || *replicas > 5 {
 		return servercmd.Usagef("--replicas %d: want 1 to 5", *replicas)
+	}
+	if *domain == "" {
+		return servercmd.Usagef("--domain (or KEZ_DOMAIN) is required: the handle domain this server registers, e.g. example.org for alice@example.org")
 	}
 	if *sigServer == "" {
 		return servercmd.Usagef("--sig-server (or KEZ_SIG_SERVER) is required: the base URL of the sig-server, e.g. http://127.0.0.1:8081")

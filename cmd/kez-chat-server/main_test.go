@@ -199,14 +199,17 @@ func startReady(t *testing.T, args []string, env map[string]string) *ready {
 }
 
 func TestUsageErrors(t *testing.T) {
-	full := map[string]string{"KEZ_SIG_SERVER": "http://127.0.0.1:1", "NATS_URL": "nats://127.0.0.1:1"}
+	full := map[string]string{"KEZ_DOMAIN": "chat.example", "KEZ_SIG_SERVER": "http://127.0.0.1:1", "NATS_URL": "nats://127.0.0.1:1"}
 	for _, tc := range []struct {
 		args []string
 		env  map[string]string
 		want string
 	}{
-		{nil, nil, "--sig-server"},
-		{nil, map[string]string{"KEZ_SIG_SERVER": "http://x"}, "--nats"},
+		{nil, nil, "--domain"},
+		{nil, map[string]string{"KEZ_DOMAIN": ""}, "--domain"},
+		{[]string{"--domain", ""}, map[string]string{"KEZ_DOMAIN": "chat.example"}, "--domain"},
+		{[]string{"--domain", "chat.example"}, nil, "--sig-server"},
+		{nil, map[string]string{"KEZ_DOMAIN": "chat.example", "KEZ_SIG_SERVER": "http://x"}, "--nats"},
 		{[]string{"--log-format", "xml"}, full, "--log-format"},
 		{[]string{"--log-level", "loud"}, full, "--log-level"},
 		{[]string{"extra"}, full, "nats-config"},
@@ -238,7 +241,7 @@ func TestMain(m *testing.M) {
 
 func TestSIGTERM(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "--listen", "127.0.0.1:0")
+	cmd := exec.Command(os.Args[0], "--listen", "127.0.0.1:0", "--domain", "chat.example")
 	cmd.Env = append(os.Environ(), "KEZ_CHAT_SERVER_RUN_MAIN=1",
 		"KEZ_SIG_SERVER="+startSig(t), "NATS_URL=nats://127.0.0.1:1", // NATS down: the server still serves and stops
 		"KEZ_CHAT_DB="+filepath.Join(dir, "chat.db"), "KEZ_CHAT_KEYS="+filepath.Join(dir, "keys"))

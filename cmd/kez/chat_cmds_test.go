@@ -192,11 +192,11 @@ func TestSendWaitNoReceiptExits3(t *testing.T) {
 	mustRun(t, alice, "", "contacts", "add", "bob")
 
 	// Bob is offline, so no receipt can come, however long the timeout.
-	r := kezCmd(t, alice, "", "send", "--wait", "--timeout", "100ms", "bob", "first")
+	r := kezCmd(t, alice, "", "send", "--wait", "--timeout", "1s", "bob", "first")
 	if r.code != exitNoReceipt || !strings.Contains(r.stderr, "sent (message") || !strings.Contains(r.stderr, "no delivery receipt") {
 		t.Fatalf("send --wait to an offline contact: exit %d, want %d\n%s", r.code, exitNoReceipt, r.stderr)
 	}
-	r = kezCmd(t, alice, "", "send", "--wait", "--timeout", "100ms", "--json", "bob", "second")
+	r = kezCmd(t, alice, "", "send", "--wait", "--timeout", "1s", "--json", "bob", "second")
 	var sent sendJSON
 	if err := json.Unmarshal([]byte(r.stdout), &sent); r.code != exitNoReceipt || err != nil || sent.Seq == 0 || sent.DeliveredAt != nil {
 		t.Fatalf("send --wait --json to an offline contact: exit %d, %+v, %v\n%s", r.code, sent, err, r.stderr)

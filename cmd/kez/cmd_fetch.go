@@ -55,23 +55,29 @@ private file it counts the encrypted bytes, and says so).`,
 				if timeout < 0 {
 					return usagef("--timeout must not be negative")
 				}
-				return runFetch(ctx, e, cf, listen, args[0], args[1], out, files.FetchOptions{Wait: wait, WaitTimeout: timeout, Overwrite: force})
+				return runFetch(ctx, e, cf, listen, args[0], args[1], out, wait, timeout, force)
 			}
 		},
 	})
 }
 
-func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, out string, o files.FetchOptions) error {
+func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, out string, wait bool, timeout time.Duration, force bool) error {
 	s, setup, err := e.openSharing(ctx, cf, true, nil, listen)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
 	who := fullHandle(handle, setup.srv.domain)
-	o.OnWait = func(attempt int) {
-		if attempt == 1 {
-			fmt.Fprintf(e.stderr, "%s is offline; waiting for them to come online (Ctrl-C to stop)…\n", who)
-		}
+	var opts []files.FetchOption
+	if wait {
+		opts = append(opts, files.WithWait(timeout, func(attempt int) {
+			if attempt == 1 {
+				fmt.Fprintf(e.stderr, "%s is offline; waiting for them to come online (Ctrl-C to stop)…\n", who)
+			}
+		}))
+	}
+	if force {
+		opts = append(opts, files.WithOverwrite())
 	}
 	var bar *progressLine
 	if e.isTerminal {
@@ -82,13 +88,13 @@ func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, o
 	}
 	var verified, total int64
 	started := false
-	o.Progress = func(v, t int64) {
+	opts = append(opts, files.WithProgress(func(v, t int64) {
 		verified, total, started = v, t, true
 		if bar != nil {
 			bar.update(v, t)
 		}
-	}
-	got, err := s.Fetch(ctx, handle, what, out, o)
+	}))
+	got, err := s.Fetch(ctx, handle, what, out, opts...)
 	if bar != nil {
 		if err == nil && got.Private {
 			// The bar counted the encrypted blob; the line below gives

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
@@ -64,7 +63,7 @@ type servers struct {
 	server    string // chat-server base URL; "" if none is known
 	sigServer string // sig-server base URL; "" if none is known
 	domain    string // the home domain; "" if none is known
-	info      *chatserver.Info
+	info      *handles.Info
 }
 
 // httpClient is the client of every server request the CLI makes.
@@ -92,7 +91,7 @@ func (e *env) settleServers(ctx context.Context, f serverFlags, prof *profile, a
 	}
 	e.srv = s // what is known so far, for wording an error
 	if s.server != "" && (askInfo || s.sigServer == "" || s.domain == "") {
-		info, err := chatserver.FetchInfo(ctx, httpClient, s.server)
+		info, err := (&handles.Client{BaseURL: s.server, HTTPClient: httpClient}).Info(ctx)
 		switch {
 		case err == nil:
 			s.info = info

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/handles"
 )
 
@@ -104,30 +105,36 @@ func (e *env) openChatAt(ctx context.Context, f chatFlags, online, withServers b
 	if err != nil {
 		return nil, err
 	}
-	home, id, prof := acct.home, acct.id, acct.prof
 	var srv servers
 	if withServers {
-		if srv, err = e.settleServers(ctx, f.sf, prof, false); err != nil {
+		if srv, err = e.settleServers(ctx, f.sf, acct.prof, false); err != nil {
 			return nil, err
 		}
 	}
-	cfg := chat.Config{
-		Identity:          id,
-		Home:              home,
+	cfg := chat.Config{Client: e.clientConfig(acct, srv, f.verbose)}
+	if online {
+		if cfg.Client.NATSURL, err = e.natsURLFor(f); err != nil {
+			return nil, err
+		}
+	}
+	return chat.Open(ctx, cfg)
+}
+
+// clientConfig is the SDK's configuration of the user's client, for chat
+// and files alike: the account and the servers as the commands settle
+// them, the CLI's HTTP client and its logger.
+func (e *env) clientConfig(acct *account, srv servers, verbose bool) client.Config {
+	return client.Config{
+		Identity:          acct.id,
+		Home:              acct.home,
 		ServerURL:         srv.server,
 		SigServerURL:      srv.sigServer,
 		Domain:            srv.domain,
 		AllowLocalDomains: e.allowLocal(srv.domain),
 		LocalDomains:      e.localDomains(),
 		HTTPClient:        httpClient,
-		Logger:            e.logger(f.verbose),
+		Logger:            e.logger(verbose),
 	}
-	if online {
-		if cfg.NATSURL, err = e.natsURLFor(f); err != nil {
-			return nil, err
-		}
-	}
-	return chat.Open(ctx, cfg)
 }
 
 // unknownOrNotContact words the refusal to talk with a handle that is not

@@ -44,7 +44,7 @@ ask you); run kez share again to publish the new version.`,
 				if len(args) != 1 {
 					return usagef("share takes one PATH, got %d arguments", len(args))
 				}
-				return runShare(ctx, e, cf, args[0], files.ShareOptions{Name: name, To: to})
+				return runShare(ctx, e, cf, args[0], []files.ShareOption{files.To(to...), files.Named(name)})
 			}
 		},
 	})
@@ -79,22 +79,14 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	if err != nil {
 		return nil, nil, err
 	}
-	home, id, prof := acct.home, acct.id, acct.prof
-	srv, err := e.settleServers(ctx, f.sf, prof, false)
+	srv, err := e.settleServers(ctx, f.sf, acct.prof, false)
 	if err != nil {
 		return nil, nil, err
 	}
 	cfg := files.Config{
-		Identity:          id,
-		Home:              home,
-		NATS:              nc,
-		SigServerURL:      srv.sigServer,
-		ServerURL:         srv.server,
-		Domain:            srv.domain,
-		AllowLocalDomains: e.allowLocal(srv.domain),
-		HTTPClient:        httpClient,
-		Logger:            e.logger(f.verbose),
-		Libp2pOptions:     []libp2p.Option{libp2p.UserAgent(userAgent())},
+		Client:        e.clientConfig(acct, srv, f.verbose),
+		NATS:          nc,
+		Libp2pOptions: []libp2p.Option{libp2p.UserAgent(userAgent())},
 	}
 	if l := e.envOr(listen, "KEZ_P2P_LISTEN"); l != "" {
 		for _, a := range strings.Split(l, ",") {
@@ -104,7 +96,7 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 		}
 	}
 	if online && nc == nil {
-		if cfg.NATSURL, err = e.natsURLFor(f); err != nil {
+		if cfg.Client.NATSURL, err = e.natsURLFor(f); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -112,7 +104,7 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	if err != nil {
 		return nil, nil, err
 	}
-	return s, &sharingSetup{id: id, handle: prof.handleFor(id.PublicKey()), srv: srv}, nil
+	return s, &sharingSetup{id: acct.id, handle: acct.prof.handleFor(acct.id.PublicKey()), srv: srv}, nil
 }
 
 // humanSize writes a byte count the way people read it.
@@ -129,13 +121,13 @@ func humanSize(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-func runShare(ctx context.Context, e *env, cf chatFlags, path string, o files.ShareOptions) error {
+func runShare(ctx context.Context, e *env, cf chatFlags, path string, opts []files.ShareOption) error {
 	s, setup, err := e.openSharing(ctx, cf, false, nil, "")
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	sf, err := s.Share(ctx, path, o)
+	sf, err := s.Share(ctx, path, opts...)
 	if err != nil {
 		return err
 	}

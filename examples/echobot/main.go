@@ -16,6 +16,7 @@ import (
 	"os/signal"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -27,18 +28,18 @@ func main() {
 	}
 }
 
-// run answers messages until ctx ends; getenv supplies KEZ_HOME, NATS_URL,
-// KEZ_SERVER, KEZ_SIG_SERVER and KEZ_DOMAIN.
+// run answers messages until ctx ends; getenv supplies KEZ_HOME, NATS_URL
+// and KEZ_SERVER.
 func run(ctx context.Context, getenv func(string) string) error {
 	home := getenv("KEZ_HOME")
 	id, err := kez.LoadIdentity(home, nil) // nil: an identity saved without a passphrase
 	if err != nil {
 		return err
 	}
-	c, err := chat.Open(ctx, chat.Config{
-		Identity: id, Home: home, NATSURL: getenv("NATS_URL"),
-		ServerURL: getenv("KEZ_SERVER"), SigServerURL: getenv("KEZ_SIG_SERVER"), Domain: getenv("KEZ_DOMAIN"),
-	})
+	// The chat-server names the handle domain and the sig-server.
+	c, err := chat.Open(ctx, chat.Config{Client: client.Config{
+		Identity: id, Home: home, NATSURL: getenv("NATS_URL"), ServerURL: getenv("KEZ_SERVER"),
+	}})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
@@ -29,10 +30,9 @@ func TestEchoBotAnswers(t *testing.T) {
 		}
 	})
 
-	ac, err := chat.Open(ctx, chat.Config{
-		Identity: alice.Identity, Home: alice.Home, NATSURL: st.NATSURL,
-		ServerURL: st.ServerURL, SigServerURL: st.SigServerURL, Domain: st.Domain,
-	})
+	ac, err := chat.Open(ctx, chat.Config{Client: client.Config{
+		Identity: alice.Identity, Home: alice.Home, NATSURL: st.NATSURL, ServerURL: st.ServerURL,
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,7 @@ func run(ctx context.Context, c config, ready func(baseURL string)) error {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "This program hosts the KEZ domain %s.\n", chat.Domain)
 	})
-	mux.Handle("/v1/chains/", sigchain.NewHandler(chains, sigchain.WithLogger(c.Log)))
+	mux.Handle(sigchain.ChainsPath, sigchain.NewHandler(chains, sigchain.WithLogger(c.Log)))
 	// /v1/handles, /.well-known/webfinger, /v1/info, /healthz, /readyz, /metrics
 	mux.Handle("/", chat.Handler())
 

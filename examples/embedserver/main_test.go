@@ -13,6 +13,7 @@ import (
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/kez"
@@ -75,11 +76,10 @@ func TestEmbedServer(t *testing.T) {
 	}
 
 	open := func(id *kez.Identity) *chat.Client {
-		c, err := chat.Open(ctx, chat.Config{
-			Identity: id, Home: t.TempDir(), NATSURL: ns.ClientURL(),
-			ServerURL: base, Domain: "kez.test",
+		c, err := chat.Open(ctx, chat.Config{Client: client.Config{
+			Identity: id, Home: t.TempDir(), NATSURL: ns.ClientURL(), ServerURL: base,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
+		}})
 		if err != nil {
 			t.Fatalf("chat.Open: %v", err)
 		}

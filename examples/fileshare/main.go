@@ -8,8 +8,9 @@
 //	fileshare mirror HANDLE DIR              fetch every file HANDLE shares with you into DIR
 //
 // It uses the identity and servers of the kez CLI: KEZ_HOME (after "kez
-// init" and "kez register"), NATS_URL, KEZ_SERVER, KEZ_SIG_SERVER and
-// KEZ_DOMAIN (". DIR/env" of a dev stack sets the last four).
+// init" and "kez register"), NATS_URL and KEZ_SERVER (". DIR/env" of a dev
+// stack sets both); the chat-server names its handle domain and
+// sig-server.
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/kez"
 )
@@ -69,10 +71,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err != nil {
 		return err
 	}
-	s, err := files.Open(ctx, files.Config{
-		Identity: id, Home: home, NATSURL: getenv("NATS_URL"),
-		SigServerURL: getenv("KEZ_SIG_SERVER"), ServerURL: getenv("KEZ_SERVER"), Domain: getenv("KEZ_DOMAIN"),
-	})
+	s, err := files.Open(ctx, files.Config{Client: client.Config{
+		Identity: id, Home: home, NATSURL: getenv("NATS_URL"), ServerURL: getenv("KEZ_SERVER"),
+	}})
 	if err != nil {
 		return err
 	}
@@ -95,7 +96,7 @@ func publish(ctx context.Context, s *files.Sharing, dir string, to []string, out
 		if !e.Type().IsRegular() {
 			continue
 		}
-		f, err := s.Share(ctx, filepath.Join(dir, e.Name()), files.ShareOptions{To: to})
+		f, err := s.Share(ctx, filepath.Join(dir, e.Name()), files.To(to...))
 		if err != nil {
 			return err
 		}
@@ -118,7 +119,7 @@ func mirror(ctx context.Context, s *files.Sharing, owner, dir string, out io.Wri
 	}
 	for _, e := range list {
 		got, err := s.Fetch(ctx, owner, e.Name, filepath.Join(dir, e.Name),
-			files.FetchOptions{Wait: true, Overwrite: true})
+			files.WithWait(0, nil), files.WithOverwrite())
 		if err != nil {
 			return err
 		}

@@ -22,14 +22,9 @@ const (
 // client for the signalling that lets peers find each other.
 func (q *quick) openFiles(ctx context.Context, u *user) error {
 	s, err := files.Open(ctx, files.Config{
-		Identity:     u.id,
-		Home:         u.home,
-		NATS:         u.chat.Conn(),
-		SigServerURL: q.stack.SigServerURL,
-		ServerURL:    q.stack.ServerURL,
-		Domain:       q.stack.Domain,
-		ListenAddrs:  []string{"/ip4/127.0.0.1/tcp/0"}, // this machine only
-		Logger:       q.quiet,
+		Client:      u.client,
+		NATS:        u.chat.Conn(),
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, // this machine only
 	})
 	if err != nil {
 		return fmt.Errorf("%s's file sharing: %w", u.name, err)
@@ -57,12 +52,12 @@ func (q *quick) share(ctx context.Context) error {
 		}
 	}
 
-	pub, err := q.alice.files.Share(ctx, filepath.Join(dir, publicName), files.ShareOptions{})
+	pub, err := q.alice.files.Share(ctx, filepath.Join(dir, publicName))
 	if err != nil {
 		return err
 	}
 	q.say("      alice shares %s publicly (%d bytes, CID %s…)\n", pub.Name, pub.Size, pub.CID.String()[:20])
-	priv, err := q.alice.files.Share(ctx, filepath.Join(dir, privateName), files.ShareOptions{To: []string{"bob"}})
+	priv, err := q.alice.files.Share(ctx, filepath.Join(dir, privateName), files.To("bob"))
 	if err != nil {
 		return err
 	}
@@ -109,7 +104,7 @@ func (q *quick) fetch(ctx context.Context) error {
 		return err
 	}
 	for _, name := range []string{publicName, privateName} {
-		got, err := q.bob.files.Fetch(ctx, "alice", name, dst, files.FetchOptions{})
+		got, err := q.bob.files.Fetch(ctx, "alice", name, dst)
 		if err != nil {
 			return fmt.Errorf("bob fetches %s: %w", name, err)
 		}

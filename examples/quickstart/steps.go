@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/devstack"
@@ -34,8 +35,9 @@ type user struct {
 	name   string
 	id     *kez.Identity
 	handle handles.Handle
-	home   string       // KEZ_HOME: chat.db and the share index
-	chat   *chat.Client // nil while offline
+	home   string        // KEZ_HOME: chat.db and the share index
+	client client.Config // discovered once, for chat and files
+	chat   *chat.Client  // nil while offline
 	files  *files.Sharing
 }
 
@@ -112,15 +114,20 @@ func (q *quick) register(ctx context.Context) error {
 
 // online opens u's chat client: it logs in to NATS with u's key.
 func (q *quick) online(ctx context.Context, u *user) error {
-	c, err := chat.Open(ctx, chat.Config{
-		Identity:     u.id,
-		Home:         u.home,
-		NATSURL:      q.stack.NATSURL,
-		ServerURL:    q.stack.ServerURL,
-		SigServerURL: q.stack.SigServerURL,
-		Domain:       q.stack.Domain,
-		Logger:       q.quiet,
-	})
+	// One client configuration for chat and files; the chat-server
+	// names the handle domain and the sig-server.
+	cc, err := client.Config{
+		Identity:  u.id,
+		Home:      u.home,
+		NATSURL:   q.stack.NATSURL,
+		ServerURL: q.stack.ServerURL,
+		Logger:    q.quiet,
+	}.Discover(ctx)
+	if err != nil {
+		return fmt.Errorf("%s's client: %w", u.name, err)
+	}
+	u.client = cc
+	c, err := chat.Open(ctx, chat.Config{Client: cc})
 	if err != nil {
 		return fmt.Errorf("%s's client: %w", u.name, err)
 	}

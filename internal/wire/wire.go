@@ -1,8 +1,32 @@
-// Package wire holds the NATS names the chat-server and the chat client
-// must agree on: subjects, headers and the gate's error codes. Package
-// callout exports them to embedders; package chat uses them from here
-// so that the client does not import the server's packages.
+// Package wire is the one owner of the names KEZ's servers and clients
+// must agree on: the inbox stream, NATS subjects and reply prefixes,
+// headers, the gate's error codes and the sig-server's HTTP route.
+// Package callout exports the NATS names to embedders and package
+// sigchain the route; chat, files, handles, natsconn and the servers use
+// them from here, so that no client imports a server's package and no
+// name is typed twice. A test checks that no other package spells them.
 package wire
+
+// Stream is the name of the JetStream stream holding every inbox (the
+// default; an operator may name it otherwise).
+const Stream = "KEZ_INBOX"
+
+// ReplyInbox returns the reply-subject prefix of the user with this key,
+// ReplyPrefix + key ("_INBOX.<key>"), without a trailing dot: the only
+// reply namespace the auth callout lets that user subscribe to.
+func ReplyInbox(key string) string { return ReplyPrefix + key }
+
+// ChainsPath is the sig-server's route: a key's chain is at
+// ChainsPath + key, its links are appended at ChainsPath + key + "/links".
+const ChainsPath = "/v1/chains/"
+
+// InfoPath is where a chat-server describes itself (GET, JSON: its handle
+// domain and sig-server).
+const InfoPath = "/v1/info"
+
+// ChainSubjectPrefix starts the subjects of a sig-server's JetStream store
+// (package sigchain/jsstore): ChainSubjectPrefix + "." + key.
+const ChainSubjectPrefix = "kez.v1.chain"
 
 // Subjects. A key token is always the "U…" nkey form.
 const (

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/internal/jsleader"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/multiformats/go-multihash"
@@ -26,7 +27,7 @@ const (
 	DefaultStream = "KEZ_SIGCHAINS"
 	// DefaultSubjectPrefix is the subject prefix New uses unless
 	// [WithSubjectPrefix] says otherwise.
-	DefaultSubjectPrefix = "kez.v1.chain"
+	DefaultSubjectPrefix = wire.ChainSubjectPrefix
 )
 
 // parallelReads bounds the link reads Links has in flight at once.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -26,7 +27,7 @@ import (
 const (
 	// SignalSubjectPrefix + the owner's key ("U…") is the subject an
 	// owner's client listens on for locate requests.
-	SignalSubjectPrefix = "kez.v1.p2p."
+	SignalSubjectPrefix = wire.P2PSubjectPrefix
 
 	// LocateRequestSize is the exact size of a request.
 	LocateRequestSize = locateHeadLen

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -152,7 +153,7 @@ func locateOnce(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, o L
 	if err != nil {
 		return peer.AddrInfo{}, err
 	}
-	reply := "_INBOX." + me.String() + ".p2p" + hex.EncodeToString(req.Nonce[:])
+	reply := wire.ReplyInbox(me.String()) + ".p2p" + hex.EncodeToString(req.Nonce[:])
 	// A small channel of our own: SubscribeSync would allocate a 64 Ki-slot
 	// one per request. Only a flood into this one-off subject could fill it,
 	// and nobody but the owner learns the subject.
@@ -226,7 +227,7 @@ func AnswerLocates(nc *nats.Conn, signer kez.Signer, addrs func() []ma.Multiaddr
 		case req.Owner != me:
 			log.Debug("files: ignoring a locate request for another key", "owner", req.Owner)
 			return
-		case !strings.HasPrefix(m.Reply, "_INBOX."+req.Requester.String()+"."):
+		case !strings.HasPrefix(m.Reply, wire.ReplyInbox(req.Requester.String())+"."):
 			log.Debug("files: ignoring a locate request whose reply subject is not the requester's", "requester", req.Requester, "reply", m.Reply)
 			return
 		case d > MaxSignalSkew || d < -MaxSignalSkew:

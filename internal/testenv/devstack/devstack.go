@@ -109,6 +109,9 @@ type Config struct {
 	SigArgs    []string
 	SigEnv     []string
 	SigOptions []sigchain.HandlerOption
+	// WrapSigServer, if set, wraps the handler of the sig-server in this
+	// process (to count or record the requests it serves, say).
+	WrapSigServer func(http.Handler) http.Handler
 
 	// ChatServer is a kez-chat-server binary to run as a process, with
 	// --listen, --domain, --sig-server, --nats, --db and --keys set and
@@ -285,8 +288,11 @@ func (s *Stack) startSig(ctx, serveCtx context.Context, log *slog.Logger) error 
 		ln.Close()
 		return fmt.Errorf("devstack: sig-server database: %w", err)
 	}
-	opts := append([]sigchain.HandlerOption{sigchain.WithLogger(log)}, s.cfg.SigOptions...)
-	s.serve(serveCtx, ln, httpserve.Wrap(sigchain.NewHandler(s.chains, opts...), httpserve.Options{Ready: s.chains.Ping, Logger: log}), log)
+	var h http.Handler = sigchain.NewHandler(s.chains, append([]sigchain.HandlerOption{sigchain.WithLogger(log)}, s.cfg.SigOptions...)...)
+	if s.cfg.WrapSigServer != nil {
+		h = s.cfg.WrapSigServer(h)
+	}
+	s.serve(serveCtx, ln, httpserve.Wrap(h, httpserve.Options{Ready: s.chains.Ping, Logger: log}), log)
 	return nil
 }
 

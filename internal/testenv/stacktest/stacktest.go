@@ -82,6 +82,9 @@ type Options struct {
 	// defaults (handles.DefaultLimits, sigchain.DefaultLimits). Off by
 	// default: every user of a stack comes from one loopback address.
 	Limits bool
+	// WrapSigServer, if set, wraps the sig-server's handler (to count or
+	// record the requests it serves, say).
+	WrapSigServer func(http.Handler) http.Handler
 }
 
 // Stack is a running deployment. Its fields are set by [Start] and must not
@@ -122,11 +125,12 @@ func Start(t testing.TB, o Options) *Stack {
 		sigLimits, chatLimits = sigchain.Limits{}, handles.Limits{}
 	}
 	cfg := devstack.Config{
-		Dir:        dir,
-		Domain:     o.Domain,
-		AllowLocal: o.AllowLocal,
-		Logger:     log,
-		SigOptions: []sigchain.HandlerOption{sigchain.WithLimits(sigLimits)},
+		Dir:           dir,
+		Domain:        o.Domain,
+		AllowLocal:    o.AllowLocal,
+		Logger:        log,
+		SigOptions:    []sigchain.HandlerOption{sigchain.WithLimits(sigLimits)},
+		WrapSigServer: o.WrapSigServer,
 		EditChat: func(c *chatserver.Server) {
 			c.NATSOptions = []nats.Option{nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(10*time.Millisecond, 10*time.Millisecond)}
 			c.UserJWTLifetime = o.UserJWTLifetime

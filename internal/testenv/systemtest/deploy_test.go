@@ -24,6 +24,7 @@ import (
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/chatserver"
+	kezclient "github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
@@ -382,18 +383,20 @@ func (s *system) tryOpen(t testing.TB, u *user, home string) (*client, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cc, err := chat.Open(ctx, chat.Config{
-		Identity:     u.id,
-		Home:         home,
-		NATSURL:      s.natsURL,
-		ServerURL:    s.chatURL,
-		SigServerURL: s.sigURL,
-		Domain:       domain,
-		AckWait:      s.o.ackWait,
-		Logger:       slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		NATSOptions: []nats.Option{
-			nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(20*time.Millisecond, 20*time.Millisecond),
-			nats.SetCustomDialer(c.net),
+		Client: kezclient.Config{
+			Identity:     u.id,
+			Home:         home,
+			NATSURL:      s.natsURL,
+			ServerURL:    s.chatURL,
+			SigServerURL: s.sigURL,
+			Domain:       domain,
+			Logger:       slog.New(slog.NewTextHandler(c.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			NATSOptions: []nats.Option{
+				nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(20*time.Millisecond, 20*time.Millisecond),
+				nats.SetCustomDialer(c.net),
+			},
 		},
+		AckWait: s.o.ackWait,
 	})
 	if err != nil {
 		return nil, err

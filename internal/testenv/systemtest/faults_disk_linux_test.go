@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	kezclient "github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
@@ -107,14 +108,16 @@ func child(mode string, r *childReport) error {
 	home := os.Getenv("KEZ_HOME")
 	cfg := func() chat.Config {
 		return chat.Config{
-			Identity:     stacktest.Identity(os.Getenv("KEZ_TEST_USER")),
-			Home:         home,
-			NATSURL:      os.Getenv("NATS_URL"),
-			ServerURL:    os.Getenv("KEZ_SERVER"),
-			SigServerURL: os.Getenv("KEZ_SIG_SERVER"),
-			Domain:       domain,
-			Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			AckWait:      2 * time.Second, // deliveries cut short come back soon
+			Client: kezclient.Config{
+				Identity:     stacktest.Identity(os.Getenv("KEZ_TEST_USER")),
+				Home:         home,
+				NATSURL:      os.Getenv("NATS_URL"),
+				ServerURL:    os.Getenv("KEZ_SERVER"),
+				SigServerURL: os.Getenv("KEZ_SIG_SERVER"),
+				Domain:       domain,
+				Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			},
+			AckWait: 2 * time.Second, // deliveries cut short come back soon
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -365,7 +368,7 @@ func TestHomeIsAFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("not a folder"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := chat.Open(context.Background(), chat.Config{Identity: stacktest.Identity("bob"), Home: path})
+	_, err := chat.Open(context.Background(), chat.Config{Client: kezclient.Config{Identity: stacktest.Identity("bob"), Home: path}})
 	if err == nil {
 		t.Fatal("opened a file as the state folder")
 	}

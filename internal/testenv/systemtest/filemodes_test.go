@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	kezclient "github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 )
 
@@ -26,8 +27,8 @@ func TestDatabaseFileModes(t *testing.T) {
 	st.register(t, "bob")
 	ctx := testCtx(t, time.Minute)
 	home := t.TempDir()
-	c, err := chat.Open(ctx, chat.Config{Identity: alice.id, Home: home, NATSURL: st.NATSURL, ServerURL: st.ChatURL,
-		SigServerURL: st.SigURL, Domain: st.Domain, Logger: slog.New(slog.DiscardHandler)})
+	c, err := chat.Open(ctx, chat.Config{Client: kezclient.Config{Identity: alice.id, Home: home, NATSURL: st.NATSURL, ServerURL: st.ChatURL,
+		SigServerURL: st.SigURL, Domain: st.Domain, Logger: slog.New(slog.DiscardHandler)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,8 +39,8 @@ func TestDatabaseFileModes(t *testing.T) {
 	if _, err := c.Send(ctx, "bob", "hello"); err != nil {
 		t.Fatal(err)
 	}
-	sh, err := files.Open(ctx, files.Config{Identity: alice.id, Home: home, NATS: c.Conn(), SigServerURL: st.SigURL,
-		ServerURL: st.ChatURL, Domain: st.Domain, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: slog.New(slog.DiscardHandler)})
+	sh, err := files.Open(ctx, files.Config{Client: kezclient.Config{Identity: alice.id, Home: home, SigServerURL: st.SigURL,
+		ServerURL: st.ChatURL, Domain: st.Domain, Logger: slog.New(slog.DiscardHandler)}, NATS: c.Conn(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestDatabaseFileModes(t *testing.T) {
 	if err := os.WriteFile(doc, []byte("see you at noon"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sh.Share(ctx, doc, files.ShareOptions{}); err != nil {
+	if _, err := sh.Share(ctx, doc); err != nil {
 		t.Fatal(err)
 	}
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	kezclient "github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
 )
@@ -20,14 +21,16 @@ import (
 func (s *system) openSharing(t testing.TB, u *user, home string, logs *logBuffer) *files.Sharing {
 	t.Helper()
 	sh, err := files.Open(testCtx(t, 30*time.Second), files.Config{
-		Identity:     u.id,
-		Home:         home,
-		NATSURL:      s.natsURL,
-		SigServerURL: s.sigURL,
-		ServerURL:    s.chatURL,
-		Domain:       domain,
-		ListenAddrs:  []string{"/ip4/127.0.0.1/tcp/0"},
-		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Client: kezclient.Config{
+			Identity:     u.id,
+			Home:         home,
+			NATSURL:      s.natsURL,
+			SigServerURL: s.sigURL,
+			ServerURL:    s.chatURL,
+			Domain:       domain,
+			Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		},
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
 	})
 	if err != nil {
 		t.Fatalf("%s's file sharing: %v", u.name, err)
@@ -61,7 +64,7 @@ func TestPeerDisappearsMidTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice := sys.openSharing(t, au, aliceHome, logs)
-	if _, err := alice.Share(testCtx(t, 30*time.Second), src, files.ShareOptions{}); err != nil {
+	if _, err := alice.Share(testCtx(t, 30*time.Second), src); err != nil {
 		t.Fatal(err)
 	}
 	if err := alice.StartServing(testCtx(t, 30*time.Second)); err != nil {
@@ -81,15 +84,13 @@ func TestPeerDisappearsMidTransfer(t *testing.T) {
 		<-gone
 		alice.Close()
 	}()
-	_, err := bob.Fetch(testCtx(t, 60*time.Second), "alice@"+domain, "film.bin", out, files.FetchOptions{
-		Progress: func(verified, total int64) {
-			lastVerified.Store(verified)
-			if verified >= total/3 {
-				vanish.Do(func() { close(gone) })
-			}
-			time.Sleep(2 * time.Millisecond) // a slow link, so alice's exit lands mid-transfer
-		},
-	})
+	_, err := bob.Fetch(testCtx(t, 60*time.Second), "alice@"+domain, "film.bin", out, files.WithProgress(func(verified, total int64) {
+		lastVerified.Store(verified)
+		if verified >= total/3 {
+			vanish.Do(func() { close(gone) })
+		}
+		time.Sleep(2 * time.Millisecond) // a slow link, so alice's exit lands mid-transfer
+	}))
 	if err == nil {
 		t.Fatal("the fetch completed although alice went away")
 	}
@@ -110,13 +111,11 @@ func TestPeerDisappearsMidTransfer(t *testing.T) {
 	firstProgress.Store(-1)
 	done := make(chan error, 1)
 	go func() {
-		_, err := bob.Fetch(testCtx(t, 90*time.Second), "alice@"+domain, "film.bin", out, files.FetchOptions{
-			Wait: true, WaitTimeout: 60 * time.Second,
-			OnWait: func(int) { waitOnce.Do(func() { close(waiting) }) },
-			Progress: func(verified, total int64) {
+		_, err := bob.Fetch(testCtx(t, 90*time.Second), "alice@"+domain, "film.bin", out,
+			files.WithWait(60*time.Second, func(int) { waitOnce.Do(func() { close(waiting) }) }),
+			files.WithProgress(func(verified, total int64) {
 				firstProgress.CompareAndSwap(-1, verified)
-			},
-		})
+			}))
 		done <- err
 	}()
 	select {

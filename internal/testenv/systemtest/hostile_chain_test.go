@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	kezclient "github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"
@@ -18,12 +19,12 @@ import (
 func stackClient(t *testing.T, st *stacktest.Stack, u *stacktest.User) (*chat.Client, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
-	c, err := chat.Open(testCtx(t, 30*time.Second), chat.Config{
+	c, err := chat.Open(testCtx(t, 30*time.Second), chat.Config{Client: kezclient.Config{
 		Identity: u.Identity, Home: filepath.Join(t.TempDir(), u.Name),
 		NATSURL: st.NATSURL, ServerURL: st.ServerURL, SigServerURL: st.SigServerURL, Domain: st.Domain,
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		NATSOptions: []nats.Option{nats.ReconnectWait(20 * time.Millisecond)},
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

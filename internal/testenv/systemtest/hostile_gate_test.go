@@ -15,6 +15,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chat"
+	kezclient "github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/internal/inbox"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
@@ -409,8 +410,8 @@ func TestHostileFlood(t *testing.T) {
 	if err := (&sigchain.Client{BaseURL: st.SigURL}).Append(ctx, link); err != nil {
 		t.Fatal(err)
 	}
-	fc, err := chat.Open(ctx, chat.Config{Identity: flooder.id, Home: t.TempDir(), NATSURL: st.NATSURL, ServerURL: st.ChatURL,
-		SigServerURL: st.SigURL, Domain: st.Domain, Logger: slog.New(slog.DiscardHandler)})
+	fc, err := chat.Open(ctx, chat.Config{Client: kezclient.Config{Identity: flooder.id, Home: t.TempDir(), NATSURL: st.NATSURL, ServerURL: st.ChatURL,
+		SigServerURL: st.SigURL, Domain: st.Domain, Logger: slog.New(slog.DiscardHandler)}})
 	if err != nil {
 		t.Fatal(err)
 	}

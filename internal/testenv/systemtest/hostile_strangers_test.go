@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	kezclient "github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go"
@@ -92,13 +93,13 @@ func (st *procStack) victim(t *testing.T, u *user, home string, change func(*cha
 		home = filepath.Join(t.TempDir(), u.name)
 	}
 	logs := &logBuffer{}
-	cfg := chat.Config{
+	cfg := chat.Config{Client: kezclient.Config{
 		Identity: u.id, Home: home,
 		NATSURL: st.NATSURL, ServerURL: st.ChatURL, SigServerURL: st.SigURL, Domain: st.Domain,
 		AllowLocalDomains: true,
 		Logger:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		NATSOptions:       []nats.Option{nats.ReconnectWait(20 * time.Millisecond)},
-	}
+	}}
 	if change != nil {
 		change(&cfg)
 	}
@@ -148,7 +149,7 @@ func TestHostileStrangerOnLoopback(t *testing.T) {
 	trudy := st.stranger(t, "trudy", "trudy@"+nameDomain)
 
 	control, _ := st.victim(t, alice, "", func(c *chat.Config) {
-		c.LocalDomains = []string{ipDomain, nameDomain}
+		c.Client.LocalDomains = []string{ipDomain, nameDomain}
 		c.RefreshTimeout = 300 * time.Millisecond
 	})
 	mallory.mustSend(t, alice, []byte("click here"))
@@ -205,7 +206,7 @@ func TestHostileTarpitStrangers(t *testing.T) {
 		tarpits, domains = append(tarpits, tp), append(domains, tp.Addr())
 	}
 	ac, _ := st.victim(t, alice, "", func(c *chat.Config) {
-		c.LocalDomains = domains
+		c.Client.LocalDomains = domains
 		c.RefreshTimeout = time.Minute // each lookup hangs for the whole test
 	})
 	bc, _ := st.victim(t, bob, "", nil)

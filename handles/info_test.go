@@ -1,4 +1,4 @@
-package chatserver_test
+package handles_test
 
 import (
 	"context"
@@ -8,19 +8,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/handles"
 )
 
 func TestParseInfo(t *testing.T) {
-	good := map[string]chatserver.Info{
+	good := map[string]handles.Info{
 		`{"domain":"kez.lat","sig_server":"https://sig.kez.lat"}`:          {Domain: "kez.lat", SigServer: "https://sig.kez.lat"},
 		`{"domain":"KEZ.lat","sig_server":"http://127.0.0.1:8081/","x":1}`: {Domain: "kez.lat", SigServer: "http://127.0.0.1:8081"},
 		`{"domain":"127.0.0.1:8080"}`:                                      {Domain: "127.0.0.1:8080"},
 		" {\"domain\":\"a.example\"}\n":                                    {Domain: "a.example"},
 	}
 	for in, want := range good {
-		got, err := chatserver.ParseInfo([]byte(in))
+		got, err := handles.ParseInfo([]byte(in))
 		if err != nil || *got != want {
 			t.Errorf("ParseInfo(%s) = %+v, %v; want %+v", in, got, err, want)
 		}
@@ -34,10 +33,10 @@ func TestParseInfo(t *testing.T) {
 		`{"domain":"kez.lat","sig_server":"https://"}`,
 		`{"domain":"kez.lat","sig_server":"https://sig/?q=1"}`,
 		`{"domain":"kez.lat","sig_server":"sig.kez.lat"}`,
-		`{"domain":"kez.lat","pad":"` + strings.Repeat("x", chatserver.MaxInfoSize) + `"}`,
+		`{"domain":"kez.lat","pad":"` + strings.Repeat("x", handles.MaxInfoSize) + `"}`,
 	}
 	for _, in := range bad {
-		if got, err := chatserver.ParseInfo([]byte(in)); !errors.Is(err, chatserver.ErrBadInfo) {
+		if got, err := handles.ParseInfo([]byte(in)); !errors.Is(err, handles.ErrBadInfo) {
 			t.Errorf("ParseInfo(%.60q) = %+v, %v; want ErrBadInfo", in, got, err)
 		}
 	}
@@ -52,9 +51,9 @@ func FuzzParseInfo(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		in, err := chatserver.ParseInfo(b)
+		in, err := handles.ParseInfo(b)
 		if err != nil {
-			if !errors.Is(err, chatserver.ErrBadInfo) {
+			if !errors.Is(err, handles.ErrBadInfo) {
 				t.Fatalf("error without ErrBadInfo: %v", err)
 			}
 			return
@@ -70,7 +69,7 @@ func FuzzParseInfo(f *testing.F) {
 	})
 }
 
-func TestFetchInfoErrors(t *testing.T) {
+func TestClientInfoErrors(t *testing.T) {
 	for name, tc := range map[string]struct {
 		status int
 		body   string
@@ -78,17 +77,19 @@ func TestFetchInfoErrors(t *testing.T) {
 	}{
 		"404":     {404, `{"error":"nope"}`, handles.ErrNotFound},
 		"503":     {503, `{"error":"later"}`, handles.ErrUnreachable},
-		"400":     {400, `{"error":"?"}`, chatserver.ErrBadInfo},
-		"garbage": {200, `<html>`, chatserver.ErrBadInfo},
+		"400":     {400, `{"error":"?"}`, handles.ErrBadInfo},
+		"garbage": {200, `<html>`, handles.ErrBadInfo},
+		"429":     {429, `{"error":"slow down"}`, handles.ErrRateLimited},
+		"huge":    {200, `{"domain":"kez.lat","pad":"` + strings.Repeat("x", 1<<20) + `"}`, handles.ErrBadInfo},
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != chatserver.InfoPath {
+			if r.URL.Path != handles.InfoPath {
 				t.Errorf("asked for %s", r.URL.Path)
 			}
 			w.WriteHeader(tc.status)
 			w.Write([]byte(tc.body))
 		}))
-		_, err := chatserver.FetchInfo(context.Background(), srv.Client(), srv.URL)
+		_, err := (&handles.Client{BaseURL: srv.URL, HTTPClient: srv.Client()}).Info(context.Background())
 		srv.Close()
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", name, err, tc.want)
@@ -98,7 +99,7 @@ func TestFetchInfoErrors(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	url := srv.URL
 	srv.Close()
-	if _, err := chatserver.FetchInfo(context.Background(), nil, url); !errors.Is(err, handles.ErrUnreachable) {
+	if _, err := (&handles.Client{BaseURL: url}).Info(context.Background()); !errors.Is(err, handles.ErrUnreachable) {
 		t.Errorf("closed server: %v", err)
 	}
 }

@@ -1,0 +1,176 @@
+// Package client is the configuration every KEZ client part shares: the
+// user's identity and state folder, the home chat-server and what it says
+// about itself, the broker, and the HTTP client, handle resolver, clock and
+// logger the parts use. chat.Open and files.Open both take a [Config]
+// (as their Config's Client field), so a program describes the user once:
+//
+//	cc := client.Config{Identity: id, Home: dir, ServerURL: serverURL, NATSURL: natsURL}
+//	c, err := chat.Open(ctx, chat.Config{Client: cc})
+//	…
+//	s, err := files.Open(ctx, files.Config{Client: cc, NATS: c.Conn()})
+//
+// The handle domain and the sig-server need not be configured: [Config.Discover]
+// asks the chat-server (GET /v1/info, [handles.Client.Info]), and Open
+// calls it. Discover once and pass the result to both parts to share one
+// resolver (and its cache) and ask the server once.
+//
+// Why a package of its own: chat and files both import it, and it imports
+// only what sits below them (kez, handles, sigchain, nats.go), so neither
+// depends on the other and no client part imports a server's package
+// (chatserver keeps only the server side of /v1/info).
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/nats-io/nats.go"
+)
+
+// DefaultHTTPTimeout bounds one HTTP request of the client Discover makes
+// when Config.HTTPClient is nil.
+const DefaultHTTPTimeout = 20 * time.Second
+
+// Errors of [Config.Discover] for a configuration it cannot complete.
+var (
+	// ErrNoIdentity: Config.Identity is nil.
+	ErrNoIdentity = errors.New("client: no identity given")
+	// ErrNoHome: Config.Home is empty.
+	ErrNoHome = errors.New("client: no state folder (Home) given")
+)
+
+// Config describes one user's client: who they are, where their state
+// lives, and which servers they use. Identity and Home are required;
+// ServerURL is what finds the rest. Every other field has a default that
+// [Config.Discover] fills in.
+type Config struct {
+	// Identity is the user's identity (kez.LoadIdentity). Required.
+	Identity *kez.Identity
+	// Home is the user's state folder: chat.db, shares.db and the like
+	// live in it. Required; created (mode 0700) if missing.
+	Home string
+
+	// ServerURL is the base URL of the user's home chat-server: handles
+	// of its domain are looked up there, and it names the domain and the
+	// sig-server (Discover). Empty: a client without a home server, which
+	// can only work with full handles of other domains (and Domain and
+	// SigServerURL, if set).
+	ServerURL string
+	// NATSURL is the broker. Empty: the client is offline (chat's Send
+	// and Run return chat.ErrOffline; files' Fetch and Serve need a
+	// connection from elsewhere).
+	NATSURL string
+	// NATSOptions are passed to the NATS login after the client's own
+	// (e.g. nats.ReconnectWait, or a custom dialer).
+	NATSOptions []nats.Option
+
+	// Domain is the home handle domain: it completes bare names ("bob").
+	// Empty: the one the chat-server at ServerURL registers.
+	Domain string
+	// SigServerURL is the sig-server holding the user's own sigchain.
+	// Empty: the one the chat-server at ServerURL names.
+	SigServerURL string
+	// AllowLocalDomains accepts development domains (localhost, IP:port)
+	// in handles. Never in production. Discover turns it on when the home
+	// Domain is one (the user chose that server).
+	AllowLocalDomains bool
+	// LocalDomains are handle domains whose servers may be plain http on
+	// this machine or a private network (a dev stack, tests, a private
+	// deployment); every other domain's servers, which a stranger may
+	// choose, must be https at public addresses. The home Domain needs no
+	// marking: ServerURL and the sig-server it names are the user's own.
+	// See handles.Resolver.LocalDomains.
+	LocalDomains []string
+	// Resolver turns handles into verified keys. nil: Discover makes one
+	// from ServerURL, Domain, AllowLocalDomains, LocalDomains, HTTPClient
+	// and Clock, which remembers answers for handles.DefaultResolveTTL.
+	// Without ServerURL and Domain it resolves full handles of other
+	// domains only.
+	Resolver *handles.Resolver
+
+	// HTTPClient is used for the home chat-server, the sig-servers and
+	// the local domains' servers. nil: one with a [DefaultHTTPTimeout]
+	// timeout.
+	HTTPClient *http.Client
+	// Logger logs what the user does not see otherwise (rejected
+	// messages, flagged contacts, changed shared files). nil:
+	// slog.Default().
+	Logger *slog.Logger
+	// Clock is the time source (send times, pins, link times, freshness).
+	// nil: time.Now.
+	Clock func() time.Time
+}
+
+// Discover returns c completed: the required fields checked, ServerURL
+// without a trailing slash, Domain and SigServerURL asked of the
+// chat-server at ServerURL when either is empty (an explicit value wins
+// over the server's), AllowLocalDomains on if the home domain is a
+// development domain, and HTTPClient, Logger, Clock and Resolver filled
+// in. A complete Config is returned unchanged and nothing is asked.
+//
+// Errors: [ErrNoIdentity], [ErrNoHome], or those of [handles.Client.Info]
+// (handles.ErrUnreachable, handles.ErrNotFound for a server without
+// /v1/info when Domain is not given either, handles.ErrBadInfo,
+// handles.ErrRateLimited), wrapped.
+func (c Config) Discover(ctx context.Context) (Config, error) {
+	switch {
+	case c.Identity == nil:
+		return c, ErrNoIdentity
+	case c.Home == "":
+		return c, ErrNoHome
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: DefaultHTTPTimeout}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	c.ServerURL = strings.TrimRight(c.ServerURL, "/")
+	c.SigServerURL = strings.TrimRight(c.SigServerURL, "/")
+	if c.ServerURL != "" && (c.Domain == "" || c.SigServerURL == "") {
+		info, err := (&handles.Client{BaseURL: c.ServerURL, HTTPClient: c.HTTPClient}).Info(ctx)
+		switch {
+		case err == nil:
+			if c.Domain == "" {
+				c.Domain = info.Domain
+			}
+			if c.SigServerURL == "" {
+				c.SigServerURL = info.SigServer
+			}
+		case errors.Is(err, handles.ErrNotFound) && c.Domain != "":
+			// A server without /v1/info: the configured domain stands.
+		default:
+			return c, fmt.Errorf("client: asking the chat-server which domain it serves: %w", err)
+		}
+	}
+	if c.Domain != "" && IsDevelopmentDomain(c.Domain) {
+		c.AllowLocalDomains = true
+	}
+	if c.Resolver == nil {
+		c.Resolver = &handles.Resolver{
+			DefaultDomain: c.Domain, HomeServer: c.ServerURL, HTTPClient: c.HTTPClient,
+			AllowLocal: c.AllowLocalDomains, LocalDomains: c.LocalDomains,
+			Now: c.Clock, VerifyOptions: []sigchain.VerifyOption{sigchain.WithClock(c.Clock)},
+		}
+	}
+	return c, nil
+}
+
+// IsDevelopmentDomain reports whether d is a development domain (an IP
+// address, a port, localhost), which handles of a production domain
+// never are (handles.ReasonLocalDomain).
+func IsDevelopmentDomain(d string) bool {
+	_, err := handles.ParseDomain(d, false)
+	return handles.ReasonOf(err) == handles.ReasonLocalDomain
+}

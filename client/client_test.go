@@ -1,0 +1,168 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/client"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+)
+
+// counting wraps h and counts the requests it serves.
+type counting struct {
+	h http.Handler
+	n atomic.Int64
+}
+
+func (c *counting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.n.Add(1)
+	c.h.ServeHTTP(w, r)
+}
+
+// serve starts a real HTTP server with h, stopped in t.Cleanup.
+func serve(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// Against a real chat-server: the domain and the sig-server come from its
+// /v1/info, and what Discover returns resolves the stack's handles.
+func TestDiscoverFromChatServer(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	bob := st.NewUser(t, "bob")
+	cc, err := client.Config{Identity: stacktest.Identity("alice"), Home: t.TempDir(), ServerURL: st.ServerURL + "/"}.Discover(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc.Domain != st.Domain || cc.SigServerURL != st.SigServerURL || cc.ServerURL != st.ServerURL {
+		t.Fatalf("discovered domain %q, sig-server %q, server %q; want %q, %q, %q", cc.Domain, cc.SigServerURL, cc.ServerURL, st.Domain, st.SigServerURL, st.ServerURL)
+	}
+	if cc.AllowLocalDomains {
+		t.Error("kez.test turned on development domains")
+	}
+	if cc.HTTPClient == nil || cc.HTTPClient.Timeout != client.DefaultHTTPTimeout || cc.Logger == nil || cc.Clock == nil || cc.Resolver == nil {
+		t.Fatalf("defaults not filled in: %+v", cc)
+	}
+	res, err := cc.Resolver.Resolve(ctx(t), "bob")
+	if err != nil || res.Key != bob.Key {
+		t.Fatalf("the discovered resolver: %v %+v", err, res)
+	}
+	// Discovering a complete Config again changes nothing.
+	again, err := cc.Discover(ctx(t))
+	if err != nil || again.Resolver != cc.Resolver || again.HTTPClient != cc.HTTPClient || again.Domain != cc.Domain {
+		t.Fatalf("a second Discover: %v", err)
+	}
+}
+
+// Explicit settings win over the server's, and a complete Config asks
+// nothing at all.
+func TestDiscoverExplicitWins(t *testing.T) {
+	info := &counting{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"domain":"server.example","sig_server":"https://sig.server.example"}`))
+	})}
+	srv := serve(t, info)
+	base := client.Config{Identity: stacktest.Identity("alice"), Home: t.TempDir(), ServerURL: srv.URL}
+
+	cfg := base
+	cfg.Domain, cfg.SigServerURL = "mine.example", "https://sig.mine.example/"
+	cc, err := cfg.Discover(ctx(t))
+	if err != nil || cc.Domain != "mine.example" || cc.SigServerURL != "https://sig.mine.example" || info.n.Load() != 0 {
+		t.Fatalf("complete config: %v %q %q, %d requests", err, cc.Domain, cc.SigServerURL, info.n.Load())
+	}
+
+	cfg = base
+	cfg.Domain = "mine.example"
+	cc, err = cfg.Discover(ctx(t))
+	if err != nil || cc.Domain != "mine.example" || cc.SigServerURL != "https://sig.server.example" || info.n.Load() != 1 {
+		t.Fatalf("domain given: %v %q %q, %d requests", err, cc.Domain, cc.SigServerURL, info.n.Load())
+	}
+}
+
+func TestDiscoverDevelopmentDomain(t *testing.T) {
+	srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"domain":"127.0.0.1:8080","sig_server":"http://127.0.0.1:8081"}`))
+	}))
+	cc, err := client.Config{Identity: stacktest.Identity("alice"), Home: t.TempDir(), ServerURL: srv.URL}.Discover(ctx(t))
+	if err != nil || !cc.AllowLocalDomains || !cc.Resolver.AllowLocal {
+		t.Fatalf("a development home domain: %v, AllowLocalDomains %v", err, cc.AllowLocalDomains)
+	}
+	if _, err := (handles.Rules{DefaultDomain: cc.Domain, AllowLocal: cc.AllowLocalDomains}).Parse("bob"); err != nil {
+		t.Fatalf("bob at the development domain: %v", err)
+	}
+}
+
+// A server the user named may still answer badly: nothing it says is
+// taken unless it is a usable domain and an http(s) base URL.
+func TestDiscoverRefusesBadAnswers(t *testing.T) {
+	id := stacktest.Identity("alice")
+	for name, tc := range map[string]struct {
+		status int
+		body   string
+		domain string // configured
+		want   error
+	}{
+		"no info, no domain":         {404, `{"error":"not found"}`, "", handles.ErrNotFound},
+		"server error":               {503, `{"error":"later"}`, "", handles.ErrUnreachable},
+		"rate limited":               {429, `{"error":"slow down"}`, "", handles.ErrRateLimited},
+		"not JSON":                   {200, `<html>`, "", handles.ErrBadInfo},
+		"look-alike domain":          {200, `{"domain":"kеz.lat"}`, "", handles.ErrBadInfo},
+		"script sig-server":          {200, `{"domain":"kez.lat","sig_server":"javascript:alert(1)"}`, "", handles.ErrBadInfo},
+		"sig-server with a password": {200, `{"domain":"kez.lat","sig_server":"https://u:p@sig.kez.lat"}`, "", handles.ErrBadInfo},
+		"huge answer":                {200, `{"domain":"kez.lat","x":"` + strings.Repeat("x", 1<<20) + `"}`, "", handles.ErrBadInfo},
+		"bad info, domain given":     {200, `{"domain":""}`, "kez.lat", handles.ErrBadInfo},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tc.status)
+				w.Write([]byte(tc.body))
+			}))
+			cc, err := client.Config{Identity: id, Home: t.TempDir(), ServerURL: srv.URL, Domain: tc.domain}.Discover(ctx(t))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Discover = %+v, %v; want %v", cc, err, tc.want)
+			}
+		})
+	}
+
+	// An old server without /v1/info is fine when the domain is known.
+	srv := serve(t, http.NotFoundHandler())
+	cc, err := client.Config{Identity: id, Home: t.TempDir(), ServerURL: srv.URL, Domain: "kez.lat"}.Discover(ctx(t))
+	if err != nil || cc.Domain != "kez.lat" || cc.SigServerURL != "" {
+		t.Fatalf("no /v1/info, domain given: %v %+v", err, cc)
+	}
+
+	// Nobody listening.
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	if _, err := (client.Config{Identity: id, Home: t.TempDir(), ServerURL: gone.URL}).Discover(ctx(t)); !errors.Is(err, handles.ErrUnreachable) {
+		t.Fatalf("closed server: %v", err)
+	}
+}
+
+func TestDiscoverRequired(t *testing.T) {
+	if _, err := (client.Config{Home: t.TempDir()}).Discover(ctx(t)); !errors.Is(err, client.ErrNoIdentity) {
+		t.Errorf("no identity: %v", err)
+	}
+	if _, err := (client.Config{Identity: stacktest.Identity("alice")}).Discover(ctx(t)); !errors.Is(err, client.ErrNoHome) {
+		t.Errorf("no home: %v", err)
+	}
+	// Offline: no server, nothing asked, a resolver for full handles.
+	cc, err := client.Config{Identity: stacktest.Identity("alice"), Home: t.TempDir()}.Discover(ctx(t))
+	if err != nil || cc.Resolver == nil || cc.Domain != "" {
+		t.Fatalf("offline: %v %+v", err, cc)
+	}
+}
