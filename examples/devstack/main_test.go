@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -202,14 +203,10 @@ func kez(t *testing.T, env map[string]string, args ...string) string {
 	return string(b)
 }
 
-func with(env map[string]string, kv ...string) map[string]string {
-	out := map[string]string{}
-	for k, v := range env {
-		out[k] = v
-	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		out[kv[i]] = kv[i+1]
-	}
+// home is env with KEZ_HOME set to a fresh folder.
+func home(t *testing.T, env map[string]string) map[string]string {
+	out := maps.Clone(env)
+	out["KEZ_HOME"] = filepath.Join(t.TempDir(), "home")
 	return out
 }
 
@@ -224,8 +221,8 @@ func TestDevstackAsATesterUsesIt(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "stack")
 	first := startDevstack(t, dir)
-	alice := with(first.env, "KEZ_HOME", filepath.Join(t.TempDir(), "alice"))
-	bob := with(first.env, "KEZ_HOME", filepath.Join(t.TempDir(), "bob"))
+	alice := home(t, first.env)
+	bob := home(t, first.env)
 	kez(t, alice, "init", "--yes")
 	if got := kez(t, alice, "register", "alice"); !strings.Contains(got, "Claimed @alice@"+first.env["KEZ_DOMAIN"]) {
 		t.Errorf("register:\n%s", got)
