@@ -75,7 +75,7 @@ func unseal(data []byte, serverXKey string, xkp opener) ([]byte, error) {
 	}
 	opened, err := xkp.Open(data, serverXKey)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w (%v)", ErrMalformedRequest, ErrCannotOpen, err)
+		return nil, fmt.Errorf("%w: %w (%w)", ErrMalformedRequest, ErrCannotOpen, err)
 	}
 	return opened, nil
 }
@@ -84,7 +84,7 @@ func unseal(data []byte, serverXKey string, xkp opener) ([]byte, error) {
 func decodeRequest(data []byte, serverXKey, issuer string) (*jwt.AuthorizationRequestClaims, error) {
 	rc, err := jwt.DecodeAuthorizationRequestClaims(string(data))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedRequest, err)
+		return nil, fmt.Errorf("%w: %w", ErrMalformedRequest, err)
 	}
 	// Decode checked the signature by rc.Issuer and that it is a server
 	// key. The server signs with the key whose public half is its ID.

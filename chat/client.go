@@ -16,6 +16,7 @@ import (
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/inbox"
+	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -134,8 +135,9 @@ type Client struct {
 	waiters map[MessageID]waiter
 	early   map[MessageID]earlyReceipt
 
+	work    lifecycle.Gate // Send, Sync and Run calls under way; stopped by Shutdown and Close
 	sends   sync.WaitGroup // goroutines waiting for publish acks
-	closing chan struct{}
+	closing chan struct{}  // closed by Close: every wait ends
 
 	reconMu     sync.Mutex
 	reconnected chan struct{} // closed and replaced at each reconnect
@@ -323,26 +325,43 @@ func (c *Client) nextReconnect() <-chan struct{} {
 	return c.reconnected
 }
 
-// Close waits (up to a few seconds) for sends still waiting for the
-// stream's acknowledgement, logs out of NATS and closes the database. It is
+// Shutdown closes the client gracefully. It takes no new work at once
+// (Send, Sync and Run return [ErrClosed]; Run loops stop asking for
+// messages and process what was delivered to them), then waits until the
+// calls under way returned, the queued delivery receipts are sent and the
+// stream acknowledged every send in flight, and closes as [Client.Close]
+// does. If ctx ends first it closes at once and returns ctx's error: sends
+// not yet acknowledged fail with ErrClosed (the stream may still store
+// them). A Run handler that calls Shutdown waits for its own Run loop
+// until ctx ends: call it from elsewhere.
+func (c *Client) Shutdown(ctx context.Context) error {
+	c.work.Stop()
+	err := lifecycle.Wait(ctx, c.work.Idle())
+	if err == nil {
+		err = c.stopReceipts(ctx)
+	}
+	if err == nil {
+		// No send starts any more: the calls that could have ended and the
+		// receipt worker stopped.
+		acked := make(chan struct{})
+		go func() { c.sends.Wait(); close(acked) }()
+		err = lifecycle.Wait(ctx, acked)
+	}
+	return errors.Join(err, c.Close())
+}
+
+// Close closes the client at once: Run loops return [ErrClosed] without
+// processing more (what they were delivered is delivered again later),
+// sends still waiting for the stream's acknowledgement fail with
+// ErrClosed (the stream may still store them), the delivery receipts
+// queued are handed to the connection, which is closed, and so is the
+// database. Use [Client.Shutdown] to let the work under way finish. It is
 // safe to call more than once.
 func (c *Client) Close() error {
+	c.work.Stop()
 	var err error
 	c.closed.Do(func() {
-		if c.receipts != nil {
-			c.rmu.Lock()
-			c.rclosed = true
-			close(c.receipts)
-			c.rmu.Unlock()
-			<-c.receiptsDone
-		}
-		if c.js != nil {
-			select {
-			case <-c.js.PublishAsyncComplete():
-			case <-time.After(5 * time.Second):
-				c.log.Warn("closing with sends the stream has not acknowledged")
-			}
-		}
+		c.stopReceipts(context.Background())
 		close(c.closing)
 		if c.nc != nil {
 			c.nc.Close()
@@ -352,6 +371,21 @@ func (c *Client) Close() error {
 		err = c.db.close()
 	})
 	return err
+}
+
+// stopReceipts ends the receipt worker, which sends what is queued first
+// (handing it to the connection), and waits for it or for ctx.
+func (c *Client) stopReceipts(ctx context.Context) error {
+	if c.receipts == nil {
+		return nil
+	}
+	c.rmu.Lock()
+	if !c.rclosed {
+		c.rclosed = true
+		close(c.receipts)
+	}
+	c.rmu.Unlock()
+	return lifecycle.Wait(ctx, c.receiptsDone)
 }
 
 // Stats are counters of what a client did since it was opened.

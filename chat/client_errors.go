@@ -99,9 +99,9 @@ type NotContactError struct {
 	Handle string
 }
 
-// Error says that the handle is not a contact and what to do.
+// Error says that the handle is not a contact.
 func (e *NotContactError) Error() string {
-	return fmt.Sprintf("chat: %s is not a contact yet; add it first", e.Handle)
+	return fmt.Sprintf("chat: %s is not a contact", e.Handle)
 }
 
 // Is matches [ErrNotContact].

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/client"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -44,42 +45,54 @@ func ExampleOpen() {
 	fmt.Println(errors.Is(err, chat.ErrNotContact))
 	// Output:
 	// contacts: 0
-	// chat: bob@kez.lat is not a contact yet; add it first
+	// chat: bob@kez.lat is not a contact
 	// true
 }
 
-// The whole flow against a deployment: pin a contact, send, receive. The
-// addresses are what KEZ_SERVER and NATS_URL say (see
-// examples/devstack for a local one). This example is compiled, not run.
+// The whole flow: alice pins bob's key and sends; bob, online, receives
+// and answers; alice fetches the answer. A deployment of its own runs for
+// the example; a program is given the addresses (KEZ_SERVER and NATS_URL,
+// see examples/devstack for a local one) and the user's KEZ_HOME.
 func Example_conversation() {
-	id, err := kez.LoadIdentity(os.Getenv("KEZ_HOME"), nil)
-	if err != nil {
-		log.Fatal(err)
-	}
+	st, users, stop := stacktest.ForExample(stacktest.Options{}, "alice", "bob")
+	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	// The chat-server names the handle domain and the sig-server.
-	c, err := chat.Open(ctx, chat.Config{Client: client.Config{
-		Identity:  id,
-		Home:      os.Getenv("KEZ_HOME"),
-		NATSURL:   os.Getenv("NATS_URL"),
-		ServerURL: os.Getenv("KEZ_SERVER"),
-	}})
+	open := func(u *stacktest.User) *chat.Client {
+		id, err := kez.LoadIdentity(u.Home, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		// The chat-server names the handle domain and the sig-server.
+		c, err := chat.Open(ctx, chat.Config{Client: client.Config{
+			Identity: id, Home: u.Home, NATSURL: st.NATSURL, ServerURL: st.ServerURL,
+		}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return c
+	}
+	alice, bob := open(users[0]), open(users[1])
+	defer alice.Close()
+
+	// Each pins the other's key and chain (then compares fingerprints
+	// in person and calls VerifyContact).
+	ct, err := alice.AddContact(ctx, "bob")
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer c.Close()
-
-	// Pin bob's key and chain (compare ct.Fingerprint() with him, then
-	// c.VerifyContact).
-	ct, err := c.AddContact(ctx, "bob@kez.lat")
-	if err != nil {
+	fmt.Println("alice pinned", ct.Handle)
+	if _, err := bob.AddContact(ctx, "alice"); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("pinned", ct.Handle, ct.Fingerprint())
 
-	// Send and wait for his signed delivery receipt.
-	sent, err := c.Send(ctx, "bob@kez.lat", "hello bob", chat.WaitReceipt())
+	// Bob stays online: his handler sees each new message once stored.
+	got := make(chan *chat.Entry, 1)
+	running := make(chan error, 1)
+	go func() { running <- bob.Run(ctx, func(m *chat.Entry) { got <- m }) }()
+
+	// Alice sends and waits for bob's signed delivery receipt.
+	sent, err := alice.Send(ctx, "bob", "hello bob", chat.WaitReceipt())
 	var changed *chat.KeyChangedError
 	if errors.As(err, &changed) {
 		log.Fatalf("not sent: %v", err) // bob's handle now names another key
@@ -87,27 +100,34 @@ func Example_conversation() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("delivered at", sent.DeliveredAt)
+	fmt.Println("delivered:", !sent.DeliveredAt.IsZero())
+	m := <-got
+	fmt.Printf("bob got from %s: %s\n", m.Who(), m.Text())
 
-	// Fetch what arrived while offline, then print what is new.
-	if _, err := c.Sync(ctx); err != nil {
+	// Bob answers, then shuts down: his Run loop returns ErrClosed.
+	if _, err := bob.Send(ctx, "alice", "hi alice"); err != nil {
 		log.Fatal(err)
 	}
-	msgs, err := c.Inbox(ctx, false)
+	if err := bob.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("bob's Run:", <-running)
+
+	// Alice fetches what arrived, then reads what is new.
+	if _, err := alice.Sync(ctx); err != nil {
+		log.Fatal(err)
+	}
+	msgs, err := alice.Inbox(ctx, false)
 	if err != nil {
 		log.Fatal(err)
 	}
 	for _, m := range msgs {
-		fmt.Printf("%s: %s\n", m.Who(), m.Text())
+		fmt.Printf("alice got from %s: %s\n", m.Who(), m.Text())
 	}
-
-	// Or stay online: the handler sees each new message once it is stored.
-	err = c.Run(ctx, func(m *chat.Entry) {
-		if m.Trust == chat.TrustTrusted {
-			fmt.Printf("%s: %s\n", m.Who(), m.Text())
-		}
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
+	// Output:
+	// alice pinned bob@kez.test
+	// delivered: true
+	// bob got from alice@kez.test: hello bob
+	// bob's Run: chat: the client is closed
+	// alice got from bob@kez.test: hi alice
 }

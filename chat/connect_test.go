@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"testing"
 
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
 )
@@ -32,20 +34,30 @@ func TestConnectErrorsAreNatsconns(t *testing.T) {
 	}
 }
 
+// A registered key logs in; a key that holds no handle is refused.
 func ExampleConnect() {
-	id, _, err := kez.NewIdentity() // usually kez.LoadIdentity
+	// A deployment for the example; yours is the operator's NATS_URL.
+	st, users, stop := stacktest.ForExample(stacktest.Options{}, "alice")
+	defer stop()
+	alice := users[0].Identity // usually kez.LoadIdentity
+
+	ctx := context.Background()
+	nc, err := chat.Connect(ctx, st.NATSURL, alice)
 	if err != nil {
-		panic(err)
+		log.Fatal(err)
 	}
-	nc, err := chat.Connect(context.Background(), "nats://127.0.0.1:4222", id)
+	defer nc.Close()
+	fmt.Println("alice is logged in:", nc.IsConnected())
+
+	stranger, _, _ := kez.NewIdentity()
+	_, err = chat.Connect(ctx, st.NATSURL, stranger)
 	switch {
 	case errors.Is(err, chat.ErrNotRegistered):
-		fmt.Println("register a handle first")
+		fmt.Println("a key without a handle is refused: register it first")
 	case errors.Is(err, chat.ErrUnreachable):
 		fmt.Println("is NATS running?")
-	case err != nil:
-		fmt.Println(err)
-	default:
-		defer nc.Close()
 	}
+	// Output:
+	// alice is logged in: true
+	// a key without a handle is refused: register it first
 }

@@ -177,6 +177,14 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	c.mu.Lock()
 	old := c.byHandle[h]
 	other := c.byKey[res.Key] // the key pinned under another handle (a renamed handle)
+	// Copies: a refresh or a flag may change the cached contacts meanwhile.
+	var oldC, otherC Contact
+	if old != nil {
+		oldC = old.c
+	}
+	if other != nil {
+		otherC = other.c
+	}
 	c.mu.Unlock()
 
 	ct := Contact{
@@ -187,37 +195,37 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	switch {
 	case old == nil:
 		events = append(events, [2]string{"added", fmt.Sprintf("key %s, chain seqno %d", res.Key, st.Seqno())})
-	case old.c.Key != res.Key:
-		ct.AddedAt = old.c.AddedAt
-		events = append(events, [2]string{"accepted_new_key", fmt.Sprintf("key %s replaces %s", res.Key, old.c.Key)})
+	case oldC.Key != res.Key:
+		ct.AddedAt = oldC.AddedAt
+		events = append(events, [2]string{"accepted_new_key", fmt.Sprintf("key %s replaces %s", res.Key, oldC.Key)})
 	default:
-		ct.AddedAt = old.c.AddedAt
-		if err := sigchain.CheckAgainst(old.c.Pin, links); err != nil {
-			events = append(events, [2]string{"accepted_rewritten_chain", fmt.Sprintf("pinned seqno %d %s: %v", old.c.Pin.Seqno, old.c.Pin.Head, err)})
+		ct.AddedAt = oldC.AddedAt
+		if err := sigchain.CheckAgainst(oldC.Pin, links); err != nil {
+			events = append(events, [2]string{"accepted_rewritten_chain", fmt.Sprintf("pinned seqno %d %s: %v", oldC.Pin.Seqno, oldC.Pin.Head, err)})
 		} else {
-			ct.VerifiedAt = old.c.VerifiedAt
-			if old.c.Flag != FlagNone {
-				events = append(events, [2]string{"accepted", fmt.Sprintf("flag %s cleared", old.c.Flag)})
+			ct.VerifiedAt = oldC.VerifiedAt
+			if oldC.Flag != FlagNone {
+				events = append(events, [2]string{"accepted", fmt.Sprintf("flag %s cleared", oldC.Flag)})
 			} else {
 				events = append(events, [2]string{"refreshed", fmt.Sprintf("chain seqno %d", st.Seqno())})
 			}
 		}
 	}
-	if other != nil && other.c.Handle != h {
-		events = append(events, [2]string{"renamed", fmt.Sprintf("the key was pinned as %s", other.c.Handle)})
-		if !other.c.VerifiedAt.IsZero() && ct.VerifiedAt.IsZero() {
-			ct.VerifiedAt = other.c.VerifiedAt
+	if other != nil && otherC.Handle != h {
+		events = append(events, [2]string{"renamed", fmt.Sprintf("the key was pinned as %s", otherC.Handle)})
+		if !otherC.VerifiedAt.IsZero() && ct.VerifiedAt.IsZero() {
+			ct.VerifiedAt = otherC.VerifiedAt
 		}
 	}
 
 	err = c.db.write(ctx, func(tx *sql.Tx) error {
-		if old != nil && old.c.Key != res.Key {
-			if _, err := tx.Exec(`DELETE FROM chain_links WHERE key = ?`, old.c.Key.String()); err != nil {
+		if old != nil && oldC.Key != res.Key {
+			if _, err := tx.Exec(`DELETE FROM chain_links WHERE key = ?`, oldC.Key.String()); err != nil {
 				return err
 			}
 		}
-		if other != nil && other.c.Handle != h {
-			if _, err := tx.Exec(`DELETE FROM contacts WHERE handle = ?`, other.c.Handle); err != nil {
+		if other != nil && otherC.Handle != h {
+			if _, err := tx.Exec(`DELETE FROM contacts WHERE handle = ?`, otherC.Handle); err != nil {
 				return err
 			}
 		}
@@ -246,10 +254,10 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	}
 	c.mu.Lock()
 	if old != nil {
-		delete(c.byKey, old.c.Key)
+		delete(c.byKey, oldC.Key)
 	}
 	if other != nil {
-		delete(c.byHandle, other.c.Handle)
+		delete(c.byHandle, otherC.Handle)
 	}
 	cs := &contactState{c: ct, state: st, lastCheck: now}
 	c.byHandle[h], c.byKey[res.Key] = cs, cs

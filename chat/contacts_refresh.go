@@ -43,6 +43,7 @@ func (c *Client) refreshContact(ctx context.Context, cs *contactState, viaHandle
 	if !due {
 		return nil
 	}
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
 	defer cancel()
 	pinned, err := c.pinnedState(ctx, cs)
@@ -79,6 +80,8 @@ func (c *Client) refreshContact(ctx context.Context, cs *contactState, viaHandle
 		return c.updatePin(ctx, cs, res.State, res.Links, res.SigServer)
 	case errors.Is(err, sigchain.ErrFork), errors.Is(err, sigchain.ErrRollback):
 		return c.flagChainRewritten(ctx, cs, err)
+	case caller.Err() != nil: // the caller gave up
+		return fmt.Errorf("chat: checking %s: %w", ct.Handle, err)
 	case errors.Is(err, handles.ErrUnreachable):
 		c.log.Warn("cannot reach the handle's servers to check the contact; using the pinned keys", "handle", ct.Handle, "err", err)
 		return nil
@@ -129,6 +132,8 @@ func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.S
 		events = append(events, [2]string{"sig_server_moved", fmt.Sprintf("from %s to %s", ct.SigServer, sigServer)})
 		ct.SigServer = sigServer
 	}
+	// The links after the pin as it was read: the transaction runs on the
+	// database's writer, which must not read cs.c (guarded by c.mu).
 	pinSeqno := ct.Pin.Seqno
 	ct.EncryptionKey, ct.Generation, ct.Pin, ct.RefreshedAt = st.EncryptionKey(), st.EncryptionGeneration(), st.Pin(), now
 	err := c.db.write(ctx, func(tx *sql.Tx) error {

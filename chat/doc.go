@@ -5,7 +5,8 @@
 // # The client
 //
 // Call [Open] with a [Config] (the identity, a state folder, and the NATS,
-// chat-server and sig-server addresses) and Close the [Client] when done.
+// chat-server and sig-server addresses) and Close the [Client] when done
+// ([Client.Shutdown] lets the sends and receipts under way finish first).
 // Then:
 //
 //   - [Client.AddContact] resolves a handle, verifies the key's sigchain

@@ -129,7 +129,7 @@ func (o *Opener) Open(data []byte, sender kez.PublicKey) (*Message, error) {
 	}
 	r, err := hpke.NewRecipient(h.enc, key, h.suite.kdf, h.suite.aead, h.info())
 	if err != nil {
-		return nil, fmt.Errorf("%w: bad encapsulated key: %v", ErrDecrypt, err)
+		return nil, fmt.Errorf("%w: bad encapsulated key: %w", ErrDecrypt, err)
 	}
 	hdr := data[:n]
 	inner, err := r.Open(hdr, ct)

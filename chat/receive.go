@@ -23,13 +23,12 @@ const fetchBatch = 256
 // trust). It returns when the inbox has nothing more to deliver. Read them
 // with [Client.Inbox], [Client.Requests] and [Client.Held].
 func (c *Client) Sync(ctx context.Context) (int, error) {
+	if !c.work.Enter() {
+		return 0, ErrClosed
+	}
+	defer c.work.Leave()
 	if c.cons == nil {
 		return 0, ErrOffline
-	}
-	select {
-	case <-c.closing:
-		return 0, ErrClosed
-	default:
 	}
 	total := 0
 	for {
@@ -93,21 +92,22 @@ func (c *Client) waitOne(ctx context.Context, wait time.Duration) (int, error) {
 // background, and [Client.Requests] shows the confirmed handle. Run does not mark
 // anything read: call [Client.MarkRead] for what was shown.
 //
-// Run keeps receiving across broker restarts and reconnects. On return,
-// messages already delivered to this client are processed first. It
-// returns nil when ctx ended or the client was closed meanwhile, and
-// ErrClosed if it was closed before.
+// Run keeps receiving across broker restarts and reconnects. It returns
+// nil when ctx ends, once the messages already delivered to this client
+// are processed. It returns [ErrClosed] when the client is shut down (once
+// it processed what was delivered, as when ctx ends) or closed (at once:
+// what was delivered and not processed is delivered again later), and if
+// it was closed before.
 func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
+	if !c.work.Enter() {
+		return ErrClosed
+	}
+	defer c.work.Leave()
 	if c.cons == nil {
 		return ErrOffline
 	}
 	if handler == nil {
 		handler = func(*Entry) {}
-	}
-	select {
-	case <-c.closing:
-		return ErrClosed
-	default:
 	}
 	c.live.Add(1)
 	defer c.live.Add(-1)
@@ -128,6 +128,11 @@ func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
 				break fill
 			}
 		}
+		select {
+		case <-c.closing:
+			return // closed: not acknowledged, so delivered again
+		default:
+		}
 		fresh, err := c.process(ctx, batch)
 		if err != nil {
 			c.log.Warn("could not store received messages; they will be delivered again", "err", err)
@@ -136,14 +141,14 @@ func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
 			handler(e)
 		}
 	}
-	for stop := false; !stop; {
+	var result error
+	for result == nil && ctx.Err() == nil {
 		select {
 		case m := <-ch:
 			handle(m)
 		case <-ctx.Done():
-			stop = true
-		case <-c.closing:
-			stop = true
+		case <-c.work.Stopped():
+			result = ErrClosed
 		}
 	}
 	cc.Drain()
@@ -157,7 +162,7 @@ func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
 				case m := <-ch:
 					handle(m)
 				default:
-					return nil
+					return result
 				}
 			}
 		}

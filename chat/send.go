@@ -78,6 +78,10 @@ func (c *Client) SendKey(ctx context.Context, to kez.PublicKey, text string, opt
 // returns once the message is sealed and handed to the connection, so a
 // caller can keep many sends in flight. Wait on the returned Pending.
 func (c *Client) SendAsync(ctx context.Context, handle, text string, opts ...SendOption) (*Pending, error) {
+	if !c.work.Enter() {
+		return nil, ErrClosed
+	}
+	defer c.work.Leave()
 	cs, err := c.contact(ctx, handle)
 	if err != nil {
 		return nil, err
@@ -90,6 +94,10 @@ func (c *Client) SendAsync(ctx context.Context, handle, text string, opts ...Sen
 
 // SendKeyAsync is SendKey without waiting; see SendAsync.
 func (c *Client) SendKeyAsync(ctx context.Context, to kez.PublicKey, text string, opts ...SendOption) (*Pending, error) {
+	if !c.work.Enter() {
+		return nil, ErrClosed
+	}
+	defer c.work.Leave()
 	c.mu.Lock()
 	cs := c.byKey[to]
 	c.mu.Unlock()
@@ -398,6 +406,8 @@ func (c *Client) waitReceipt(ctx context.Context, id MessageID, ch chan time.Tim
 			select {
 			case at := <-ch:
 				return at, nil
+			case <-c.work.Stopped():
+				return time.Time{}, fmt.Errorf("chat: waiting for the receipt of %s: %w", id, ErrClosed)
 			case <-ctx.Done():
 				return time.Time{}, fmt.Errorf("chat: waiting for the receipt of %s: %w", id, ctx.Err())
 			}

@@ -65,6 +65,12 @@ const (
 	// maxNoWaitExpires bounds the expiry of a no-wait pull.
 	maxNoWaitExpires = time.Second
 	maxPullBody      = 1024
+	// minPullHeartbeat is the shortest idle heartbeat a pull may ask for.
+	// nats-server sets none for pulls: a heartbeat of 1 ns makes the
+	// consumer send one about every millisecond for as long as the pull
+	// waits, from the stream's outgoing queue, which carries everyone's
+	// acknowledgements and deliveries.
+	minPullHeartbeat = time.Second
 )
 
 type gate struct {
@@ -554,6 +560,9 @@ func (g *gate) onPull(m *nats.Msg) {
 		req.Expires = min(max(req.Expires, 0), int64(maxNoWaitExpires))
 	case req.Expires <= 0 || req.Expires > int64(maxPullExpires):
 		req.Expires = int64(maxPullExpires)
+	}
+	if req.Heartbeat > 0 {
+		req.Heartbeat = max(req.Heartbeat, int64(minPullHeartbeat))
 	}
 	if req.Heartbeat < 0 || req.Heartbeat > req.Expires/2 {
 		req.Heartbeat = 0

@@ -261,13 +261,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 // with s.mu held.
 func (s *Server) defaults() error {
 	if s.SigServerURL == "" {
-		return errors.New("chatserver: SigServerURL is required: the base URL of the sig-server (KEZ_SIG_SERVER)")
+		return errors.New("chatserver: SigServerURL is required: the base URL of the sig-server")
 	}
 	if !strings.HasPrefix(s.SigServerURL, "http://") && !strings.HasPrefix(s.SigServerURL, "https://") {
 		return fmt.Errorf("chatserver: SigServerURL %q: want an http:// or https:// URL", s.SigServerURL)
 	}
 	if s.NATSURL == "" {
-		return errors.New("chatserver: NATSURL is required: the operator's NATS server (NATS_URL)")
+		return errors.New("chatserver: NATSURL is required: the operator's NATS server")
 	}
 	if s.Domain == "" {
 		return ErrNoDomain

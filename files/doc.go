@@ -16,7 +16,9 @@
 //     peer to peer, verified and resumable, decrypts a private one, and
 //     moves it into place only when complete;
 //   - [Sharing.Serve] stays online: it answers fetchers and serves the
-//     shared files until its context ends;
+//     shared files until its context ends or the sharing is closed
+//     ([ErrClosed]); [Sharing.Shutdown] lets the transfers under way
+//     finish first, [Sharing.Close] stops at once;
 //   - [Sharing.Unshare] and [Sharing.Shared] manage what is shared.
 //
 // The parts are usable alone. [NewNode] starts a libp2p host whose PeerID

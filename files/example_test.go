@@ -12,6 +12,7 @@ import (
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -68,43 +69,78 @@ func ExampleNode_Fetch() {
 	// Output: report.pdf 400000 bytes, identical: true
 }
 
-// Alice shares a report publicly and stays online; Bob lists her files and
-// fetches it. Each program runs on its own machine; the servers are the
-// user's chat-server and NATS (KEZ_SERVER, NATS_URL).
+// Alice shares a report publicly and a payslip with bob only, and stays
+// online; Bob lists her files (from her sigchain) and fetches both peer to
+// peer. A deployment of its own runs for the example; a program is given
+// the addresses (KEZ_SERVER, NATS_URL) and the user's KEZ_HOME, and each
+// user runs on their own machine.
 func ExampleOpen() {
+	st, users, stop := stacktest.ForExample(stacktest.Options{}, "alice", "bob")
+	defer stop()
 	ctx := context.Background()
-	alice, _ := kez.LoadIdentity("/home/alice/.config/kez", nil)
-	// The chat-server names the handle domain and the sig-server.
-	sharing, err := files.Open(ctx, files.Config{Client: client.Config{
-		Identity:  alice,
-		Home:      "/home/alice/.config/kez",
-		NATSURL:   "nats://nats.kez.lat:4222",
-		ServerURL: "https://kez.lat",
-	}})
-	if err != nil {
-		panic(err)
+	open := func(u *stacktest.User) *files.Sharing {
+		id, err := kez.LoadIdentity(u.Home, nil)
+		if err != nil {
+			panic(err)
+		}
+		// The chat-server names the handle domain and the sig-server.
+		s, err := files.Open(ctx, files.Config{
+			Client:      client.Config{Identity: id, Home: u.Home, NATSURL: st.NATSURL, ServerURL: st.ServerURL},
+			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, // default: every interface
+		})
+		if err != nil {
+			panic(err)
+		}
+		return s
 	}
-	defer sharing.Close()
-	if _, err := sharing.Share(ctx, "report.pdf"); err != nil {
+	alice, bob := open(users[0]), open(users[1])
+	defer bob.Close()
+
+	dir, _ := os.MkdirTemp("", "files-example")
+	defer os.RemoveAll(dir)
+	report, payslip := filepath.Join(dir, "report.pdf"), filepath.Join(dir, "payslip.txt")
+	os.WriteFile(report, bytes.Repeat([]byte("report "), 1000), 0o600)
+	os.WriteFile(payslip, []byte("salary: 3000\n"), 0o600)
+	if _, err := alice.Share(ctx, report); err != nil {
 		panic(err)
 	}
 	// Private: only bob (and alice's own devices) can see or fetch it.
-	if _, err := sharing.Share(ctx, "salary.xlsx", files.To("bob@kez.lat")); err != nil {
+	if _, err := alice.Share(ctx, payslip, files.To("bob")); err != nil {
 		panic(err)
 	}
-	go sharing.Serve(ctx) // answer fetchers until ctx ends
+	serving := make(chan error, 1)
+	go func() { serving <- alice.Serve(ctx) }() // answer fetchers until ctx ends or alice closes
 
 	// On Bob's machine, with his own Sharing:
-	var bob *files.Sharing
-	list, _ := bob.Browse(ctx, "alice@kez.lat")
+	list, err := bob.Browse(ctx, "alice")
+	if err != nil {
+		panic(err)
+	}
 	for _, e := range list {
-		fmt.Println(e.Name, e.Size, e.Private)
+		fmt.Println(e.Name, e.Size, "private:", e.Private)
 	}
-	got, err := bob.Fetch(ctx, "alice@kez.lat", "report.pdf", "",
-		files.WithWait(0, nil), // alice may not be online yet
-		files.WithProgress(func(verified, total int64) { fmt.Printf("\r%d/%d", verified, total) }))
-	if errors.Is(err, files.ErrOwnerOffline) {
-		fmt.Println(err) // "alice@kez.lat is offline; ask them to run kez serve, or use --wait"
+	for _, name := range []string{"report.pdf", "payslip.txt"} {
+		got, err := bob.Fetch(ctx, "alice", name, filepath.Join(dir, "bob-"+name),
+			files.WithWait(time.Minute, nil)) // alice may not be online yet
+		if errors.Is(err, files.ErrOwnerOffline) {
+			fmt.Println(err) // "files: alice@kez.test did not come online within 1m0s"
+			return
+		}
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println("fetched", filepath.Base(got.Path), got.Size)
 	}
-	fmt.Println("saved", got.Path)
+
+	// Alice goes offline once the transfers under way are done.
+	if err := alice.Shutdown(ctx); err != nil {
+		panic(err)
+	}
+	fmt.Println("alice's Serve:", <-serving)
+	// Output:
+	// report.pdf 7000 private: false
+	// payslip.txt 13 private: true
+	// fetched bob-report.pdf 7000
+	// fetched bob-payslip.txt 13
+	// alice's Serve: files: the sharing is closed
 }

@@ -94,6 +94,7 @@ type Node struct {
 	mu       sync.Mutex
 	perPeer  map[peer.ID]int
 	total    int
+	idle     chan struct{}   // closed while total is 0
 	fetching map[string]bool // destinations of running fetches
 
 	stats struct {
@@ -138,7 +139,9 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		log:         cfg.Logger,
 		perPeer:     map[peer.ID]int{},
 		fetching:    map[string]bool{},
+		idle:        make(chan struct{}),
 	}
+	close(n.idle)
 	if n.policy == nil {
 		n.policy = allowAll
 	}

@@ -89,7 +89,7 @@ func parseRequest(b []byte) (request, error) {
 	b = b[3:]
 	c, err := format.CastCID(b[:cl])
 	if err != nil {
-		return r, fmt.Errorf("%w: %v", errBadRequest, err)
+		return r, fmt.Errorf("%w: %w", errBadRequest, err)
 	}
 	r.cid = c
 	r.start = binary.BigEndian.Uint64(b[cl:])

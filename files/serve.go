@@ -33,15 +33,27 @@ func (n *Node) acquire(p peer.ID) bool {
 	if n.total >= n.totalMax || n.perPeer[p] >= n.perPeerMax {
 		return false
 	}
+	if n.total == 0 {
+		n.idle = make(chan struct{})
+	}
 	n.total++
 	n.perPeer[p]++
 	return true
 }
 
+// transfersDone is closed once no request is being served.
+func (n *Node) transfersDone() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.idle
+}
+
 func (n *Node) release(p peer.ID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.total--
+	if n.total--; n.total == 0 {
+		close(n.idle)
+	}
 	if n.perPeer[p]--; n.perPeer[p] == 0 {
 		delete(n.perPeer, p)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/libp2p/go-libp2p"
@@ -86,6 +87,11 @@ type Sharing struct {
 	now      func() time.Time
 
 	serving atomic.Bool
+	// work counts the calls under way (Fetch, Share, Unshare,
+	// StartServing); Shutdown and Close stop it. done ends with Close.
+	work      lifecycle.Gate
+	done      context.Context
+	closeDone context.CancelFunc
 
 	mu     sync.Mutex
 	nc     *nats.Conn
@@ -102,10 +108,15 @@ var (
 	ErrNotShared = errors.New("files: no such shared file")
 
 	// ErrNoNATS reports a Fetch or Serve on a Sharing opened without NATS
-	// or NATSURL.
-	ErrNoNATS = errors.New("files: no NATS connection: set NATS_URL (signalling between peers goes through the broker)")
+	// or NATSURL (signalling between peers goes through the broker).
+	ErrNoNATS = errors.New("files: no NATS connection")
 
-	// ErrClosed reports a call after Close.
+	// ErrNoSigServer reports a Share or Unshare on a Sharing opened
+	// without SigServerURL, the sig-server that holds the user's sigchain.
+	ErrNoSigServer = errors.New("files: no sig-server")
+
+	// ErrClosed reports a call after Shutdown or Close, and a Fetch or
+	// Serve they ended.
 	ErrClosed = errors.New("files: the sharing is closed")
 )
 
@@ -115,12 +126,12 @@ type NotSharedError struct {
 	What  string // the name or CID asked for
 }
 
-// Error says whose files lack the name or CID and how to list them.
+// Error says whose files lack the name or CID.
 func (e *NotSharedError) Error() string {
 	if e.Owner == "" {
-		return fmt.Sprintf("files: you share no file named %q or with that CID; list yours with kez files", e.What)
+		return fmt.Sprintf("files: you share no file named %q or with that CID", e.What)
 	}
-	return fmt.Sprintf("files: %s shares no file named %q or with that CID that you may see; list them with kez files %s", e.Owner, e.What, e.Owner)
+	return fmt.Sprintf("files: %s shares no file named %q or with that CID that you may see", e.Owner, e.What)
 }
 
 // Is matches [ErrNotShared].
@@ -138,6 +149,7 @@ func Open(ctx context.Context, cfg Config) (*Sharing, error) {
 	}
 	cfg.Client = cc
 	s := &Sharing{cfg: cfg, id: cc.Identity, me: cc.Identity.PublicKey(), http: cc.HTTPClient, log: cc.Logger, now: cc.Clock, resolver: cc.Resolver}
+	s.done, s.closeDone = context.WithCancel(context.Background())
 	if cc.SigServerURL != "" {
 		s.sigc = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: s.http, VerifyOptions: cc.Resolver.VerifyOptions}
 	}
@@ -152,9 +164,37 @@ func Open(ctx context.Context, cfg Config) (*Sharing, error) {
 	return s, nil
 }
 
-// Close stops serving, closes the node, the NATS connection it opened
-// itself and the share index. It is safe to call more than once.
+// Shutdown goes offline gracefully: at once it answers no more locate
+// requests, accepts no new blob request and takes no new call (Fetch,
+// Share, Unshare and StartServing return [ErrClosed], Serve returns
+// ErrClosed); then it waits until the calls under way returned and the
+// requests being served were sent, and closes as [Sharing.Close] does. If
+// ctx ends first it closes at once and returns ctx's error.
+func (s *Sharing) Shutdown(ctx context.Context) error {
+	s.work.Stop()
+	s.StopServing()
+	err := lifecycle.Wait(ctx, s.work.Idle())
+	if err == nil {
+		s.mu.Lock()
+		node := s.node
+		s.mu.Unlock()
+		if node != nil {
+			err = lifecycle.Wait(ctx, node.transfersDone())
+		}
+	}
+	return errors.Join(err, s.Close())
+}
+
+// Close closes the sharing at once: it stops serving (Serve returns
+// [ErrClosed]; transfers being served are cut, and a fetcher resumes them
+// later), ends the calls under way (a Fetch returns an error wrapping
+// ErrClosed, keeping what it verified), and closes the node, the NATS
+// connection it opened itself and the share index. Use
+// [Sharing.Shutdown] to let the work under way finish. It is safe to call
+// more than once.
 func (s *Sharing) Close() error {
+	s.work.Stop()
+	s.closeDone()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -258,12 +298,16 @@ func MediaType(mediaType string) ShareOption {
 // [format.ErrManifest]), a recipient that does not resolve (handles errors), a
 // manifest over its limits, or the sig-server's.
 func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (*SharedFile, error) {
+	if !s.work.Enter() {
+		return nil, ErrClosed
+	}
+	defer s.work.Leave()
 	var o shareConfig
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if s.sigc == nil {
-		return nil, errors.New("files: sharing needs the sig-server that holds your sigchain (KEZ_SIG_SERVER)")
+		return nil, ErrNoSigServer
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -343,8 +387,12 @@ func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (
 // returns what was removed (as the user sees it). A name or CID that is
 // neither published nor in the index gives a *[NotSharedError].
 func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]format.Entry, error) {
+	if !s.work.Enter() {
+		return nil, ErrClosed
+	}
+	defer s.work.Leave()
 	if s.sigc == nil {
-		return nil, errors.New("files: unsharing needs the sig-server that holds your sigchain (KEZ_SIG_SERVER)")
+		return nil, ErrNoSigServer
 	}
 	// A CID matches in any text form ParseCID accepts: compared as a CID.
 	c, cerr := format.ParseCID(nameOrCID)
@@ -437,7 +485,7 @@ func dropEntries(m *format.Manifest, visible []format.Entry, match func(format.E
 func (s *Sharing) ownChain(ctx context.Context) (*sigchain.State, error) {
 	st, err := s.sigc.FetchVerified(ctx, s.me, nil)
 	if errors.Is(err, sigchain.ErrNotFound) {
-		return nil, fmt.Errorf("files: you have no sigchain at %s yet; register first (kez register NAME): %w", s.sigc.BaseURL, err)
+		return nil, fmt.Errorf("files: you have no sigchain at %s: %w", s.sigc.BaseURL, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("files: reading your sigchain: %w", err)

@@ -145,6 +145,22 @@ type Fetched struct {
 // and the other errors of Node.Fetch; a *fs.PathError naming the
 // destination that wraps fs.ErrExist.
 func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, opts ...FetchOption) (*Fetched, error) {
+	if !s.work.Enter() {
+		return nil, ErrClosed
+	}
+	defer s.work.Leave()
+	// Close ends the fetch: its ctx is cancelled, with ErrClosed as cause.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(s.done, func() { cancel(ErrClosed) })()
+	f, err := s.fetch(ctx, handle, nameOrCID, outPath, opts)
+	if err != nil && errors.Is(context.Cause(ctx), ErrClosed) {
+		err = fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return f, err
+}
+
+func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, opts []FetchOption) (*Fetched, error) {
 	o := fetchOptions(opts)
 	ow, err := s.resolveOwner(ctx, handle)
 	if err != nil {
@@ -341,6 +357,10 @@ func (g servingSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
 // StopServing or Close. It returns once the broker has the subscription, so
 // a fetcher asking afterwards gets an answer.
 func (s *Sharing) StartServing(ctx context.Context) error {
+	if !s.work.Enter() {
+		return ErrClosed
+	}
+	defer s.work.Leave()
 	node, nc, err := s.network(ctx)
 	if err != nil {
 		return err
@@ -385,15 +405,20 @@ func (s *Sharing) stopServingLocked() {
 	}
 }
 
-// Serve is StartServing, then waits until ctx ends and stops serving; it
-// returns nil then, or the error that kept it from starting.
+// Serve is StartServing, then serves until ctx ends (it stops serving and
+// returns nil then) or the sharing is shut down or closed (it returns
+// [ErrClosed]); or it returns the error that kept it from starting.
 func (s *Sharing) Serve(ctx context.Context) error {
 	if err := s.StartServing(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
-	s.StopServing()
-	return nil
+	select {
+	case <-ctx.Done():
+		s.StopServing()
+		return nil
+	case <-s.work.Stopped():
+		return ErrClosed
+	}
 }
 
 // Addrs returns the addresses the node listens on (nil before it started).

@@ -138,7 +138,7 @@ func TestShareBrowseFetch64MiB(t *testing.T) {
 	if !errors.As(err, &off) || !errors.Is(err, files.ErrOwnerOffline) {
 		t.Fatalf("fetch from an offline owner: %v", err)
 	}
-	if want := "alice@kez.test is offline; ask them to run kez serve, or use --wait"; err.Error() != want {
+	if want := "files: alice@kez.test is offline"; err.Error() != want {
 		t.Fatalf("offline error %q, want %q", err, want)
 	}
 	mustNotExist(t, dst)

@@ -90,7 +90,7 @@ func (c *Claim) Verify(rules Rules, domain string, now time.Time) (Handle, kez.P
 	}
 	key, err := kez.ParsePublicKey(c.Key)
 	if err != nil {
-		return Handle{}, kez.PublicKey{}, fmt.Errorf("%w: %v", ErrBadClaim, err)
+		return Handle{}, kez.PublicKey{}, fmt.Errorf("%w: %w", ErrBadClaim, err)
 	}
 	t := time.Unix(c.Timestamp, 0)
 	switch {

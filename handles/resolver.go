@@ -154,7 +154,7 @@ func (r *Resolver) ResolveFresh(ctx context.Context, h Handle, known *sigchain.S
 	}
 	sigServer, err := sigServerOf(chainURL, key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrMismatch, h, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrMismatch, h, err)
 	}
 	hc, err := r.ClientFor(h.Domain, sigServer)
 	if err != nil {
@@ -233,7 +233,7 @@ func (r *Resolver) ask(ctx context.Context, h Handle) (kez.PublicKey, string, er
 		}
 		key, err := kez.ParsePublicKey(rec.Key)
 		if err != nil {
-			return kez.PublicKey{}, "", fmt.Errorf("%w: %s: the home server's key: %v", ErrMismatch, h, err)
+			return kez.PublicKey{}, "", fmt.Errorf("%w: %s: the home server's key: %w", ErrMismatch, h, err)
 		}
 		return key, rec.SigchainURL, nil
 	}
@@ -262,7 +262,7 @@ func (r *Resolver) ask(ctx context.Context, h Handle) (kez.PublicKey, string, er
 	}
 	key, err := kez.ParsePublicKey(*kl.Properties[PropKey])
 	if err != nil {
-		return kez.PublicKey{}, "", fmt.Errorf("%w: %s: the WebFinger key: %v", ErrMismatch, h, err)
+		return kez.PublicKey{}, "", fmt.Errorf("%w: %s: the WebFinger key: %w", ErrMismatch, h, err)
 	}
 	return key, sl.Href, nil
 }

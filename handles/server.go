@@ -209,7 +209,7 @@ func (s *Server) doClaim(r *http.Request) (Record, bool, error) {
 		if errors.As(err, &mbe) {
 			return Record{}, false, fmt.Errorf("the claim is over %d bytes: %w", MaxClaimBody, err)
 		}
-		return Record{}, false, fmt.Errorf("%w: the body is not a claim object: %v", ErrBadClaim, err)
+		return Record{}, false, fmt.Errorf("%w: the body is not a claim object: %w", ErrBadClaim, err)
 	}
 	if dec.More() {
 		return Record{}, false, fmt.Errorf("%w: data after the claim object", ErrBadClaim)
@@ -291,15 +291,15 @@ func (s *Server) chainOf(ctx context.Context, key kez.PublicKey) (*sigchain.Stat
 	case errors.Is(err, sigchain.ErrNotFound):
 		return nil, fmt.Errorf("%w: the sig-server has no chain for %s; append the eldest link first", ErrChainMismatch, key)
 	case errors.Is(err, sigchain.ErrUnreachable), errors.Is(err, context.DeadlineExceeded):
-		return nil, fmt.Errorf("%w: %v", sigchain.ErrUnreachable, err)
+		return nil, fmt.Errorf("%w: %w", sigchain.ErrUnreachable, err)
 	case errors.Is(err, sigchain.ErrInvalid):
 		var se *sigchain.ServerError
 		if errors.As(err, &se) {
-			return nil, fmt.Errorf("%w: %v", errSigServer, err)
+			return nil, fmt.Errorf("%w: %w", errSigServer, err)
 		}
-		return nil, fmt.Errorf("%w: the chain of %s does not verify: %v", ErrChainMismatch, key, err)
+		return nil, fmt.Errorf("%w: the chain of %s does not verify: %w", ErrChainMismatch, key, err)
 	}
-	return nil, fmt.Errorf("%w: %v", errSigServer, err)
+	return nil, fmt.Errorf("%w: %w", errSigServer, err)
 }
 
 // record looks up a handle of this domain, mapping errors to statuses.

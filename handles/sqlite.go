@@ -162,7 +162,7 @@ func (s *SQLiteStore) Claim(ctx context.Context, rec Record) (bool, error) {
 		rec.Handle.Domain, rec.Handle.Name, Skeleton(rec.Handle.Name), rec.Key.String(),
 		rec.EncryptionKey, rec.Generation, now.UnixMilli(), now.UnixMilli())
 	if isConstraint(err) {
-		return false, fmt.Errorf("%w: %s (%v)", ErrTaken, rec.Handle, err)
+		return false, fmt.Errorf("%w: %s (%w)", ErrTaken, rec.Handle, err)
 	}
 	if err != nil {
 		return false, fmt.Errorf("handles: registry: %w", err)

@@ -19,7 +19,9 @@
 // context, for the NATS login, and it signs only nonce-shaped input. Tests
 // that need a reproducible identity use [MnemonicFromEntropy] or
 // [FromWords] with fixed words. Identities, keys and mnemonics are
-// immutable and safe for concurrent use.
+// immutable and safe for concurrent use. An Identity and a Mnemonic print
+// (fmt, log/slog) without their secrets; [Mnemonic.Phrase] spells the
+// words out.
 //
 // The package does not talk to any server, hold a keyring of other people's
 // keys, or choose where state lives: callers pass the folder.

@@ -17,7 +17,7 @@ func ExampleNewIdentity() {
 	}
 	fmt.Println(len(words.Words()), "words")
 
-	again, err := kez.FromWords(words.String())
+	again, err := kez.FromWords(words.Phrase())
 	if err != nil {
 		log.Fatal(err)
 	}

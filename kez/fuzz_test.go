@@ -51,8 +51,8 @@ func FuzzParseMnemonic(f *testing.F) {
 			t.Fatalf("ParseMnemonic counts %d words, SplitMnemonic %d", wc0.Got, len(split))
 		case errors.As(err, &we0) && (len(split) != MnemonicWords || IsWord(split[we0.Position-1])):
 			t.Fatalf("ParseMnemonic refuses word %d, SplitMnemonic gives %q", we0.Position, split)
-		case err == nil && strings.Join(split, " ") != m.String():
-			t.Fatalf("ParseMnemonic reads %q, SplitMnemonic %q", m.String(), split)
+		case err == nil && strings.Join(split, " ") != m.Phrase():
+			t.Fatalf("ParseMnemonic reads %q, SplitMnemonic %q", m.Phrase(), split)
 		}
 		if err != nil {
 			var wc *WordCountError
@@ -68,8 +68,8 @@ func FuzzParseMnemonic(f *testing.F) {
 		if len(m.Words()) != MnemonicWords {
 			t.Fatalf("%d words accepted", len(m.Words()))
 		}
-		again, err := ParseMnemonic(m.String())
-		if err != nil || again.String() != m.String() {
+		again, err := ParseMnemonic(m.Phrase())
+		if err != nil || again.Phrase() != m.Phrase() {
 			t.Fatalf("normal form does not re-parse: %v", err)
 		}
 		for _, w := range m.Words() {

@@ -59,7 +59,7 @@ func TestNewIdentity(t *testing.T) {
 	if len(m.Words()) != MnemonicWords {
 		t.Fatalf("%d words", len(m.Words()))
 	}
-	again, err := FromWords(m.String())
+	again, err := FromWords(m.Phrase())
 	if err != nil || again.PublicKey() != id.PublicKey() {
 		t.Fatalf("recovering from the words: %v", err)
 	}

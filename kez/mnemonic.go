@@ -169,14 +169,11 @@ func splitWords(s string) []string {
 // Words returns the 24 words in order.
 func (m Mnemonic) Words() []string { return append([]string(nil), m.words...) }
 
-// String returns the words separated by single spaces.
-func (m Mnemonic) String() string { return strings.Join(m.words, " ") }
-
 // IsZero reports whether m holds no words.
 func (m Mnemonic) IsZero() bool { return len(m.words) == 0 }
 
 // seed is the standard BIP-39 seed (PBKDF2-HMAC-SHA512, empty passphrase).
-func (m Mnemonic) seed() []byte { return bip39.NewSeed(m.String(), "") }
+func (m Mnemonic) seed() []byte { return bip39.NewSeed(m.Phrase(), "") }
 
 // IsWord reports whether w (any case) is a valid backup word.
 func IsWord(w string) bool {

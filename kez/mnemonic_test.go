@@ -29,8 +29,8 @@ func TestMnemonicKnownBIP39Vectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m.String() != c.words {
-			t.Errorf("entropy %02x…: got %q, want %q", c.entropy, m, c.words)
+		if m.Phrase() != c.words {
+			t.Errorf("entropy %02x…: got %q, want %q", c.entropy, m.Phrase(), c.words)
 		}
 		if _, err := ParseMnemonic(c.words); err != nil {
 			t.Errorf("ParseMnemonic(%q): %v", c.words, err)
@@ -159,8 +159,8 @@ func TestParseMnemonicLenient(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 			continue
 		}
-		if m.String() != countingWords {
-			t.Errorf("%s: normalised to %q", name, m)
+		if m.Phrase() != countingWords {
+			t.Errorf("%s: normalised to %q", name, m.Phrase())
 		}
 		id, err := FromMnemonic(m)
 		if err != nil || id.PublicKey() != want {
@@ -209,10 +209,10 @@ func TestNewMnemonicIsRandom(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := NewMnemonic()
-	if a.String() == b.String() {
+	if a.Phrase() == b.Phrase() {
 		t.Fatal("two fresh mnemonics are equal")
 	}
-	if _, err := ParseMnemonic(a.String()); err != nil {
+	if _, err := ParseMnemonic(a.Phrase()); err != nil {
 		t.Fatalf("a fresh mnemonic does not parse: %v", err)
 	}
 }

@@ -29,7 +29,7 @@ func ParsePublicKey(s string) (PublicKey, error) {
 	}
 	raw, err := nkeys.Decode(nkeys.PrefixByteUser, []byte(s))
 	if err != nil {
-		return k, fmt.Errorf("%w: %q: %v", ErrBadKey, s, err)
+		return k, fmt.Errorf("%w: %q: %w", ErrBadKey, s, err)
 	}
 	if len(raw) != ed25519.PublicKeySize {
 		return k, fmt.Errorf("%w: %q decodes to %d bytes", ErrBadKey, s, len(raw))
@@ -105,7 +105,7 @@ func (k PublicKey) PeerID() peer.ID {
 func PublicKeyFromPeerID(id peer.ID) (PublicKey, error) {
 	pk, err := id.ExtractPublicKey()
 	if err != nil {
-		return PublicKey{}, fmt.Errorf("%w: peer ID %s: %v", ErrBadKey, truncate(id.String(), 60), err)
+		return PublicKey{}, fmt.Errorf("%w: peer ID %s: %w", ErrBadKey, truncate(id.String(), 60), err)
 	}
 	if pk.Type() != crypto.Ed25519 {
 		return PublicKey{}, fmt.Errorf("%w: peer ID %s is not an ed25519 key", ErrBadKey, truncate(id.String(), 60))

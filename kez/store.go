@@ -290,7 +290,7 @@ func decodeIdentityFile(data, passphrase []byte, maxWorkFactor int) (*Identity, 
 	case bytes.HasPrefix([]byte(plainHeader), data) || bytes.HasPrefix([]byte(ageHeader), data):
 		return nil, fmt.Errorf("%w: the file is truncated", ErrBadIdentityFile)
 	case bytes.HasPrefix(data, []byte("kez-identity/")):
-		return nil, fmt.Errorf("%w: an identity file of an unknown version (%q); a newer kez wrote it", ErrBadIdentityFile, firstLine(data))
+		return nil, fmt.Errorf("%w: an identity file of an unknown version (%q), written by a newer version", ErrBadIdentityFile, firstLine(data))
 	default:
 		return nil, fmt.Errorf("%w: not a KEZ identity file (it starts with %q)", ErrBadIdentityFile, firstLine(data))
 	}
@@ -320,7 +320,7 @@ func decodePlain(data []byte) (*Identity, error) {
 	}
 	key, err := ParsePublicKey(string(keyText))
 	if err != nil {
-		return nil, fmt.Errorf("%w: damaged key line: %v", ErrBadIdentityFile, err)
+		return nil, fmt.Errorf("%w: damaged key line: %w", ErrBadIdentityFile, err)
 	}
 	seed, err := base64.StdEncoding.Strict().DecodeString(string(seedText))
 	if err != nil || len(seed) != 64 {
@@ -328,7 +328,7 @@ func decodePlain(data []byte) (*Identity, error) {
 	}
 	id, err := fromSeed(seed)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadIdentityFile, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadIdentityFile, err)
 	}
 	if id.pub != key {
 		return nil, fmt.Errorf("%w: damaged: the seed does not give the recorded key %s", ErrBadIdentityFile, key)
@@ -346,7 +346,7 @@ func decodeAge(data, passphrase []byte, maxWorkFactor int) (*Identity, error) {
 	_, err := age.Decrypt(bytes.NewReader(data), probeIdentity{})
 	var nomatch *age.NoIdentityMatchError
 	if !errors.As(err, &nomatch) {
-		return nil, fmt.Errorf("%w: damaged encrypted header: %v", ErrBadIdentityFile, err)
+		return nil, fmt.Errorf("%w: damaged encrypted header: %w", ErrBadIdentityFile, err)
 	}
 	if len(nomatch.StanzaTypes) != 1 || nomatch.StanzaTypes[0] != "scrypt" {
 		return nil, fmt.Errorf("%w: an age file not encrypted with a passphrase (recipients %q)", ErrBadIdentityFile, nomatch.StanzaTypes)
@@ -364,11 +364,11 @@ func decodeAge(data, passphrase []byte, maxWorkFactor int) (*Identity, error) {
 		return nil, ErrWrongPassphrase
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadIdentityFile, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadIdentityFile, err)
 	}
 	plain, err := io.ReadAll(io.LimitReader(r, maxIdentityFile))
 	if err != nil {
-		return nil, fmt.Errorf("%w: damaged or truncated: %v", ErrBadIdentityFile, err)
+		return nil, fmt.Errorf("%w: damaged or truncated: %w", ErrBadIdentityFile, err)
 	}
 	if !bytes.HasPrefix(plain, []byte(plainHeader)) {
 		return nil, fmt.Errorf("%w: an age file that does not hold a KEZ identity", ErrBadIdentityFile)

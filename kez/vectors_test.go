@@ -158,8 +158,8 @@ func checkIdentityVector(t *testing.T, v identityVector) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.String() != v.Words {
-		t.Errorf("words: got %q, want %q", m, v.Words)
+	if m.Phrase() != v.Words {
+		t.Errorf("words: got %q, want %q", m.Phrase(), v.Words)
 	}
 	// BIP-39 seed, independently: PBKDF2-HMAC-SHA512(words, "mnemonic", 2048).
 	seed, err := pbkdf2.Key(sha512.New, v.Words, []byte("mnemonic"), 2048, 64)
@@ -378,7 +378,7 @@ func writeVectors(t *testing.T) {
 		}
 		id, _ := FromMnemonic(m)
 		v := identityVector{
-			Name: e.name, EntropyHex: hex.EncodeToString(e.e), Words: m.String(),
+			Name: e.name, EntropyHex: hex.EncodeToString(e.e), Words: m.Phrase(),
 			BIP39SeedHex:     hex.EncodeToString(id.Seed()),
 			Ed25519SeedHex:   hex.EncodeToString(id.priv.Seed()),
 			Ed25519PublicHex: hex.EncodeToString(id.pub[:]),

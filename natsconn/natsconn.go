@@ -6,7 +6,7 @@
 //
 //	nc, err := natsconn.Connect(ctx, os.Getenv("NATS_URL"), id)
 //	switch {
-//	case errors.Is(err, natsconn.ErrNotRegistered): // register a handle first
+//	case errors.Is(err, natsconn.ErrNotRegistered): // not registered, or the chat-server is down
 //	case errors.Is(err, natsconn.ErrUnreachable): // is NATS running?
 //	}
 //
@@ -38,7 +38,7 @@ var (
 	// ErrNotRegistered reports that the NATS server refused the key: it has
 	// no registered handle, is suspended, or the server's auth service did
 	// not answer (it fails closed). The server does not tell which.
-	ErrNotRegistered = errors.New("natsconn: the NATS server refused this key; register a handle first (kez register NAME), or ask the operator whether the chat server is running")
+	ErrNotRegistered = errors.New("natsconn: the NATS server refused this key")
 	// ErrUnreachable reports that no NATS server could be reached at the URL.
 	ErrUnreachable = errors.New("natsconn: cannot reach the NATS server")
 )
@@ -103,7 +103,7 @@ func Connect(ctx context.Context, url string, id *kez.Identity, opts ...nats.Opt
 				r.nc.Close()
 			}
 		}()
-		return nil, fmt.Errorf("natsconn: connecting to NATS at %s: %w", url, ctx.Err())
+		return nil, fmt.Errorf("natsconn: connecting to NATS at %s: %w", RedactURL(url), ctx.Err())
 	}
 }
 
@@ -149,8 +149,8 @@ func classify(url string, err error) error {
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
 		return fmt.Errorf("%w (%w)", ErrNotRegistered, err)
 	case errors.Is(err, nats.ErrNoServers), errors.Is(err, nats.ErrTimeout), errors.As(err, &netErr):
-		return fmt.Errorf("%w at %s; check NATS_URL and that the server is running (%w)", ErrUnreachable, url, err)
+		return fmt.Errorf("%w at %s: %w", ErrUnreachable, RedactURL(url), err)
 	default:
-		return fmt.Errorf("natsconn: connecting to NATS at %s: %w", url, err)
+		return fmt.Errorf("natsconn: connecting to NATS at %s: %w", RedactURL(url), err)
 	}
 }

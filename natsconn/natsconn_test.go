@@ -13,6 +13,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats-server/v2/server"
@@ -214,21 +215,23 @@ func TestConnectNeedsIdentity(t *testing.T) {
 // names its connection and sends its reconnect log lines to its logger;
 // it may subscribe for replies only under InboxPrefix.
 func Example() {
-	id, _, err := kez.NewIdentity() // usually kez.LoadIdentity
-	if err != nil {
-		panic(err)
-	}
+	// A deployment for the example; yours is the operator's NATS_URL.
+	st, users, stop := stacktest.ForExample(stacktest.Options{}, "alice")
+	defer stop()
+	id := users[0].Identity // usually kez.LoadIdentity
+
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	log := slog.Default().With("program", "kez-bridge")
-	nc, err := natsconn.Connect(ctx, "nats://127.0.0.1:4222", id,
-		nats.Name("kez-bridge"), natsconn.Logger(log))
+	nc, err := natsconn.Connect(ctx, st.NATSURL, id, nats.Name("kez-bridge"), natsconn.Logger(log))
 	if err != nil {
-		log.Error("no NATS login", "err", err, "unregistered", errors.Is(err, natsconn.ErrNotRegistered))
+		fmt.Println("no NATS login; not registered:", errors.Is(err, natsconn.ErrNotRegistered))
 		return
 	}
 	defer nc.Close()
-	log.Info("logged in", "replies", natsconn.InboxPrefix(id.PublicKey())+".>")
+	fmt.Println("logged in; replies under", natsconn.InboxPrefix(id.PublicKey())+".>")
+	// Output:
+	// logged in; replies under _INBOX.UBTQFKB5TOBFFKQVSNQUQKGMKBNPRTZ2L2FSANF7IHKP223KGWCTNYAW.>
 }
 
 func TestRedactURL(t *testing.T) {

@@ -183,7 +183,7 @@ func encKeyValue(v []byte) (*ecdh.PublicKey, error) {
 	}
 	k, err := ecdh.X25519().NewPublicKey(raw)
 	if err != nil {
-		return nil, fmt.Errorf("encryption_key: %v", err)
+		return nil, fmt.Errorf("encryption_key: %w", err)
 	}
 	return k, nil
 }

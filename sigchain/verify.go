@@ -314,7 +314,7 @@ func (s *State) apply(links []*Link, offset int, cfg verifyConfig) error {
 // applyBody checks a link's body by type and applies it.
 func (s *State) applyBody(l *Link) error {
 	body := l.Body()
-	bad := func(err error) error { return fmt.Errorf("%w: %s: %v", ErrBadBody, l.typ, err) }
+	bad := func(err error) error { return fmt.Errorf("%w: %s: %w", ErrBadBody, l.typ, err) }
 	limit := MaxBodySize
 	switch l.typ {
 	case TypeSetSharedFiles:
@@ -415,7 +415,7 @@ func (s *State) applyBody(l *Link) error {
 		}
 		d, err := parseIDText([]byte(t))
 		if err != nil {
-			return bad(fmt.Errorf("claim: %v", err))
+			return bad(fmt.Errorf("claim: %w", err))
 		}
 		i := slices.IndexFunc(s.claims, func(c claim) bool { return c.id == d })
 		if i < 0 {

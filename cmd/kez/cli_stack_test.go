@@ -63,7 +63,7 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 	s := startEveryCommandStack(t)
 	dir := t.TempDir()
 	words := filepath.Join(dir, "words")
-	os.WriteFile(words, []byte(stacktest.Words("carol").String()+"\n"), 0o600)
+	os.WriteFile(words, []byte(stacktest.Words("carol").Phrase()+"\n"), 0o600)
 	daveHome, _ := newHome(t)
 	dave := map[string]string{"KEZ_HOME": daveHome} // no KEZ_SERVER: --server says it
 	pass := filepath.Join(dir, "pass")

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -307,6 +308,9 @@ func TestSentenceOfTypedErrors(t *testing.T) {
 		{aboutHandle("bob", wrap(handles.ErrMismatch)), "DO NOT TRUST bob@kez.test"},
 		{wrap(&handles.HandleError{Input: "b\u200bob", Reason: handles.ReasonInvisible, Detail: "an invisible character"}), `"b\u200bob" is not a valid handle: an invisible character`},
 		{wrap(&kez.WordError{Position: 5, Word: "abandn", Suggestions: []string{"abandon", "baron"}}), `word 5 ("abandn") is not a backup word; did you mean "abandon" or "baron"?`},
+		{wrap(files.ErrNoSigServer), "that needs the sig-server that holds your sigchain: set KEZ_SIG_SERVER"},
+		{fmt.Errorf("files: you have no sigchain at http://sig: %w", sigchain.ErrNotFound), "you have no sigchain at your sig-server yet: register first (kez register NAME)"},
+		{fmt.Errorf("chat: opening the database: %w", syscall.EROFS), "chat: opening the database: read-only file system: set KEZ_HOME (or pass --home) to a writable folder"},
 		{&exitError{code: 3, err: worded(nil, "kept as it is")}, "kept as it is"},
 	} {
 		if got := e.sentence(tc.err); !strings.HasPrefix(got, tc.want) {

@@ -151,6 +151,14 @@ func (e *env) sentence(err error) string {
 		return fmt.Sprintf("%s sent data that does not match the file's CID, so the fetch stopped and nothing unverified was kept: try again later, and tell them if it happens again", orOwner(who))
 	case errors.Is(err, files.ErrNoNATS):
 		return "that needs NATS: set NATS_URL (or pass --nats) to your operator's NATS"
+	case errors.Is(err, files.ErrNoSigServer):
+		return "that needs the sig-server that holds your sigchain: set KEZ_SIG_SERVER (or pass --sig-server)"
+	case errors.Is(err, sigchain.ErrNotFound) && who == "":
+		return "you have no sigchain at your sig-server yet: register first (kez register NAME)"
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Sprintf("%v: set KEZ_HOME (or pass --home) to a writable folder", err)
+	case errors.Is(err, fs.ErrPermission) && !errors.As(err, &pathErr):
+		return fmt.Sprintf("%v: fix its permissions, or set KEZ_HOME (or pass --home) to a folder you may write", err)
 	case errors.Is(err, fs.ErrExist) && errors.As(err, &pathErr):
 		return fmt.Sprintf("%s already exists: name another path with -o, or add --force to replace it", pathErr.Path)
 

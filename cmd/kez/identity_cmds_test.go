@@ -363,7 +363,7 @@ func TestFormatWords(t *testing.T) {
 		t.Errorf("row 1: %q", lines[0])
 	}
 	m, err := kez.ParseMnemonic(got)
-	if err != nil || m.String() != countingWords {
+	if err != nil || m.Phrase() != countingWords {
 		t.Errorf("the table does not parse back: %v", err)
 	}
 }

@@ -231,7 +231,7 @@ func TestRecoverRestoresHandle(t *testing.T) {
 	servers := st.Env(nil)
 
 	home := filepath.Join(t.TempDir(), "new-machine")
-	r := mustRun(t, servers, stacktest.Words("alice").String(), "recover", "--home", home)
+	r := mustRun(t, servers, stacktest.Words("alice").Phrase(), "recover", "--home", home)
 	if !strings.Contains(r.stdout, "Found your handle") || !strings.Contains(r.stdout, "handle:       @alice@kez.test") || strings.Contains(r.stdout, "none yet") {
 		t.Errorf("recover:\n%s", r.stdout)
 	}
@@ -244,14 +244,14 @@ func TestRecoverRestoresHandle(t *testing.T) {
 	}
 	// Flags work as well as the environment.
 	home2 := filepath.Join(t.TempDir(), "h2")
-	r = mustRun(t, nil, stacktest.Words("alice").String(), "recover", "--home", home2, "--server", st.ServerURL)
+	r = mustRun(t, nil, stacktest.Words("alice").Phrase(), "recover", "--home", home2, "--server", st.ServerURL)
 	if !strings.Contains(r.stdout, "@alice@kez.test") {
 		t.Errorf("recover --server:\n%s", r.stdout)
 	}
 
 	// recover --force with the same words over the same key keeps the
 	// handle without asking.
-	mustRun(t, servers, stacktest.Words("alice").String(), "recover", "--force", "--home", home)
+	mustRun(t, servers, stacktest.Words("alice").Phrase(), "recover", "--force", "--home", home)
 	if got := idJSONOf(t, nil, home); got.Handle != "alice@kez.test" {
 		t.Errorf("recover --force, same key: %+v", got)
 	}
@@ -276,7 +276,7 @@ func TestRecoverRestoresHandle(t *testing.T) {
 		t.Fatal(err)
 	}
 	mh := filepath.Join(t.TempDir(), "m")
-	r = mustRun(t, servers, stacktest.Words("mallory").String(), "recover", "--home", mh)
+	r = mustRun(t, servers, stacktest.Words("mallory").Phrase(), "recover", "--home", mh)
 	if !strings.Contains(r.stdout, "gives that handle to another key") || strings.Contains(r.stdout, "handle:       @alice") {
 		t.Errorf("recover of a chain claiming another's handle:\n%s", r.stdout)
 	}

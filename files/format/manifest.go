@@ -129,7 +129,7 @@ func checkEntryFields(e *Entry) error {
 		return err
 	}
 	if err := CheckCID(e.CID); err != nil {
-		return fmt.Errorf("%w: %v", ErrManifest, err)
+		return fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	return nil
 }
@@ -249,7 +249,7 @@ func (m *Manifest) Encode() ([]byte, error) {
 	for i := range m.Sealed {
 		e := &m.Sealed[i]
 		if err := CheckCID(e.CID); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrManifest, err)
+			return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 		}
 		if _, err := PlaintextSize(e.BlobSize); err != nil {
 			return nil, fmt.Errorf("%w: blob size %d is not an encrypted file's", ErrManifest, e.BlobSize)
@@ -274,7 +274,7 @@ func (m *Manifest) Encode() ([]byte, error) {
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrManifest, err)
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	if len(b) > MaxManifestSize {
 		return nil, fmt.Errorf("%w: %d bytes encoded, at most %d", ErrManifest, len(b), MaxManifestSize)
@@ -294,7 +294,7 @@ func DecodeManifest(b []byte) (*Manifest, error) {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&w); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrManifest, err)
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	if w.Version != manifestVersion {
 		return nil, fmt.Errorf("%w: unknown version %d", ErrManifest, w.Version)
@@ -339,7 +339,7 @@ func DecodeManifest(b []byte) (*Manifest, error) {
 func parseWireCID(s string) (cid.Cid, error) {
 	c, err := ParseCID(s)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("%w: %v", ErrManifest, err)
+		return cid.Undef, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	return c, nil
 }

@@ -153,7 +153,7 @@ func ParseCID(s string) (cid.Cid, error) {
 	}
 	c, err := cid.Decode(s)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("%w: %v", ErrBadCID, err)
+		return cid.Undef, fmt.Errorf("%w: %w", ErrBadCID, err)
 	}
 	if err := CheckCID(c); err != nil {
 		return cid.Undef, err
@@ -166,7 +166,7 @@ func ParseCID(s string) (cid.Cid, error) {
 func CastCID(b []byte) (cid.Cid, error) {
 	c, err := cid.Cast(b)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("%w: %v", ErrBadCID, err)
+		return cid.Undef, fmt.Errorf("%w: %w", ErrBadCID, err)
 	}
 	if err := CheckCID(c); err != nil {
 		return cid.Undef, err

@@ -193,7 +193,7 @@ func checkAnswerAddr(b []byte) error {
 	}
 	a, err := ma.NewMultiaddrBytes(b)
 	if err != nil {
-		return fmt.Errorf("%w: not a multiaddr: %v", ErrSignal, err)
+		return fmt.Errorf("%w: not a multiaddr: %w", ErrSignal, err)
 	}
 	if !bytes.Equal(a.Bytes(), b) {
 		return fmt.Errorf("%w: a multiaddr not in its canonical form", ErrSignal)

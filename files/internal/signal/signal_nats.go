@@ -34,7 +34,7 @@ const (
 )
 
 // ErrOwnerOffline reports an owner whose client did not answer: it is not
-// running kez serve (or an embedding program's Serve). It is returned as a
+// serving (files.Sharing.Serve; kez serve on the command line). It is returned as a
 // *[OfflineError].
 var ErrOwnerOffline = errors.New("files: the owner is offline")
 
@@ -44,13 +44,12 @@ type OfflineError struct {
 	Waited time.Duration // how long a waiting locate waited; 0 if it did not wait
 }
 
-// Error names the owner, how long a waiting fetch waited, and what to ask
-// of them.
+// Error names the owner and how long a waiting fetch waited.
 func (e *OfflineError) Error() string {
 	if e.Waited > 0 {
-		return fmt.Sprintf("%s did not come online within %s; ask them to run kez serve", e.Owner, e.Waited.Round(time.Second))
+		return fmt.Sprintf("files: %s did not come online within %s", e.Owner, e.Waited.Round(time.Second))
 	}
-	return fmt.Sprintf("%s is offline; ask them to run kez serve, or use --wait", e.Owner)
+	return fmt.Sprintf("files: %s is offline", e.Owner)
 }
 
 // Is matches [ErrOwnerOffline].

@@ -170,7 +170,7 @@ func TestAnswerLocatesIgnoresBadRequests(t *testing.T) {
 
 func TestOfflineErrorWording(t *testing.T) {
 	err := error(&signal.OfflineError{Owner: "alice@kez.lat"})
-	if err.Error() != "alice@kez.lat is offline; ask them to run kez serve, or use --wait" || !errors.Is(err, signal.ErrOwnerOffline) {
+	if err.Error() != "files: alice@kez.lat is offline" || !errors.Is(err, signal.ErrOwnerOffline) {
 		t.Fatalf("%v", err)
 	}
 }

@@ -1,0 +1,163 @@
+package systemtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/inbox"
+	"github.com/kez-lat/kez-chat/internal/wire"
+	"github.com/nats-io/nats.go"
+)
+
+// TestHostilePullHeartbeats: a pull request's idle heartbeat is the
+// user's choice, and nats-server sets no lower bound on it (a consumer's
+// own heartbeat must be at least 100 ms, a pull's may be 1 ns). With 1 ns
+// the consumer sends a heartbeat about every millisecond for as long as
+// the pull waits, from the stream's one outgoing queue that also carries
+// everyone's acknowledgements and deliveries; 64 such pulls (the
+// consumer's MaxWaiting) made JetStream publish tens of thousands of
+// messages a second for one user. The gate raises a heartbeat to its
+// floor (a second): over a pull of 3 s mallory hears at most 3 per pull.
+func TestHostilePullHeartbeats(t *testing.T) {
+	st := startProcStack(t, procOptions{NoHTTPLimits: true})
+	mallory := st.register(t, "mallory")
+	m := userLogin(t, st.NATSURL, mallory)
+	M := mallory.key.String()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := inbox.Open(ctx, m.nc, M, 0); err != nil {
+		t.Fatal(err)
+	}
+	const pulls, expires = 8, 3 * time.Second
+	type count struct{ beats, ends int }
+	counts := make([]count, pulls)
+	done := make(chan int, pulls)
+	for i := range pulls {
+		token := fmt.Sprintf("hb%d", i)
+		if _, err := m.nc.Subscribe(wire.DeliverSubjectPrefix+M+"."+token, func(msg *nats.Msg) {
+			switch msg.Header.Get("Status") {
+			case "100":
+				counts[i].beats++
+			default:
+				counts[i].ends++
+				done <- i
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		body, _ := json.Marshal(wire.PullRequest{Batch: 1, Expires: int64(expires), Heartbeat: 1, Deliver: token})
+		if err := m.nc.Publish(callout.PullSubjectPrefix+M, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A pull with a heartbeat a legitimate client asks for (the positive
+	// control): it still hears its heartbeats.
+	ctl := make(chan struct{}, 16)
+	if _, err := m.nc.Subscribe(wire.DeliverSubjectPrefix+M+".ctl", func(msg *nats.Msg) {
+		if msg.Header.Get("Status") == "100" {
+			ctl <- struct{}{}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(wire.PullRequest{Batch: 1, Expires: int64(expires), Heartbeat: int64(time.Second), Deliver: "ctl"})
+	if err := m.nc.Publish(callout.PullSubjectPrefix+M, body); err != nil {
+		t.Fatal(err)
+	}
+	for range pulls {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			t.Fatal("the pulls did not end")
+		}
+	}
+	select {
+	case <-ctl:
+	case <-ctx.Done():
+		t.Fatal("the positive control: a 1 s heartbeat never came")
+	}
+	total := 0 // each pull's count was written before its end was signalled
+	for i := range pulls {
+		total += counts[i].beats
+	}
+	t.Logf("%d pulls of %s with a 1 ns heartbeat: %d heartbeats", pulls, expires, total)
+	if max := pulls * int(expires/time.Second); total > max {
+		t.Errorf("%d heartbeats for %d pulls of %s, want at most %d (one a second)", total, pulls, expires, max)
+	}
+}
+
+// TestHostileAckForeignSequences: acknowledgements cross to JetStream
+// without the gate, and a consumer takes the stream sequence from the
+// acknowledgement's subject, not from what it delivered. Mallory, whose
+// consumer has read past everything, acknowledges, terminates, naks and
+// asks for more on every sequence of the stream, alice's waiting mail
+// included, on her own acknowledgement subjects: the nine-token form and
+// the longer form nats-server reads with the stream and consumer four
+// tokens in, which she names as the inbox stream and alice's consumer.
+// The interest-retention stream keeps a message while any consumer whose
+// filter takes it has not acknowledged it: alice still receives all
+// three, and her consumer is unchanged.
+func TestHostileAckForeignSequences(t *testing.T) {
+	st := startProcStack(t, procOptions{NoHTTPLimits: true, Admin: true})
+	mallory, alice, bob := st.register(t, "mallory"), st.register(t, "alice"), st.register(t, "bob")
+	m, a, b := userLogin(t, st.NATSURL, mallory), userLogin(t, st.NATSURL, alice), userLogin(t, st.NATSURL, bob)
+	S, M, A := callout.DefaultStream, mallory.key.String(), alice.key.String()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, u := range []*rawUser{m, a} {
+		if _, err := inbox.Open(ctx, u.nc, u.key.String(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		if ans := b.send(alice.key, []byte(fmt.Sprint("for alice ", i)), 10*time.Second); ans != "" {
+			t.Fatal(ans)
+		}
+		if ans := m.send(mallory.key, []byte(fmt.Sprint("for mallory ", i)), 10*time.Second); ans != "" {
+			t.Fatal(ans)
+		}
+	}
+	// Mallory reads hers: her consumer's pointer passes every sequence.
+	if got, err := inbox.NewPuller(m.nc, M, S).Fetch(ctx, 10, 0); err != nil || len(got) != 3 {
+		t.Fatalf("mallory's fetch: %d, %v", len(got), err)
+	}
+	js := st.AdminJetStream(t)
+	before := snapshot(t, js)
+	for seq := 1; seq <= 6; seq++ {
+		for _, body := range []string{"+ACK", "+TERM", "-NAK", "+WPI", `-NAK {"delay":1}`, "+NXT 5"} {
+			for _, subj := range []string{
+				fmt.Sprintf("$JS.ACK.%s.%s.1.%d.%d.1.0", S, M, seq, seq),
+				fmt.Sprintf("$JS.ACK.%s.%s.%s.%s.1.%d.%d.1.0.x", S, M, S, A, seq, seq),
+				fmt.Sprintf("$JS.ACK.%s.%s._.h.%s.%s.1.%d.%d.1.0.x", S, M, S, A, seq, seq),
+			} {
+				if err := m.nc.Publish(subj, []byte(body)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// Mallory's own messages are sequences 2, 4 and 6. Her consumer takes
+	// acknowledgements in order, so once her +ACK of 6 took effect (none
+	// of hers awaits one: the positive control) every one before it, on
+	// alice's sequences included, was handled too; the longer forms reach
+	// no consumer.
+	eventually(t, 20*time.Second, "mallory's acknowledgements", func() bool {
+		c, err := js.Consumer(ctx, S, M)
+		return err == nil && c.CachedInfo().NumAckPending == 0
+	})
+	after := snapshot(t, js)
+	if after.consumers[A] != before.consumers[A] || after.pending[A] != 3 {
+		t.Errorf("alice's consumer changed:\n before %s (%d waiting)\n after  %s (%d waiting)", before.consumers[A], before.pending[A], after.consumers[A], after.pending[A])
+	}
+	if len(after.msgs) != 3 {
+		t.Errorf("the stream holds %d messages, want alice's 3", len(after.msgs))
+	}
+	got, err := inbox.NewPuller(a.nc, A, S).Fetch(ctx, 10, 0)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("alice received %d of her 3 messages (%v)", len(got), err)
+	}
+}
