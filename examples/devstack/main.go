@@ -1,18 +1,26 @@
 // Command devstack runs a KEZ deployment on this machine for development:
-// the real NATS server (go tool nats-server, the version pinned in go.mod)
+// the real NATS server (the version pinned in go.mod, inside this program)
 // with the chat-server's auth callout configured, a sig-server and a
-// chat-server, all on free loopback ports, with their state in DIR.
+// chat-server, all on loopback ports, with their state in DIR.
 //
-//	go run ./examples/devstack --dir DIR     # from the module root; runs until Ctrl-C or SIGTERM
+//	go run ./examples/devstack --dir DIR     # runs until Ctrl-C or SIGTERM
 //
-// Once everything is ready it writes DIR/env, one "export NAME=value" line
-// each for NATS_URL, KEZ_SERVER, KEZ_SIG_SERVER and KEZ_DOMAIN, so that
-// ". DIR/env" prepares a shell for the kez CLI. On SIGINT or SIGTERM it
-// stops everything it started, removes DIR/env and exits 0. The state
-// (keys, databases, the NATS store) stays in DIR for the next run.
+// Built, the program runs from any folder; it needs neither the module nor
+// the go command. Once everything is ready it writes DIR/env, one
+// "export NAME=value" line each for NATS_URL, KEZ_SERVER, KEZ_SIG_SERVER
+// and KEZ_DOMAIN, so that ". DIR/env" prepares a shell for the kez CLI. On
+// SIGINT or SIGTERM it stops everything it started, removes DIR/env and
+// exits 0. The state (keys, databases, the NATS store) stays in DIR for
+// the next run.
+//
+// The first run picks free ports and keeps them in DIR/ports.json; later
+// runs on the same DIR listen on the same ports, so a kez profile made
+// against one run keeps working after a restart. If another program holds
+// one of them now, it says which and exits 1.
 //
 // Flags: --dir DIR (required), --domain (the handle domain, default
-// kez.test), --nats-server PATH (a nats-server binary instead of go tool).
+// kez.test), --nats-server PATH (run this nats-server binary as a process
+// instead).
 //
 // This is for development only; docs/operators.md is the production
 // recipe.
@@ -27,6 +35,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/devstack"
@@ -41,7 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "", "state folder: keys, databases, NATS store, logs and the env file (required)")
 	domain := fs.String("domain", devstack.DefaultDomain, "handle domain the chat-server registers")
-	natsBin := fs.String("nats-server", "", "nats-server binary to run (default: go tool nats-server, from the module)")
+	natsBin := fs.String("nats-server", "", "nats-server binary to run as a process (default: NATS runs inside this program)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: go run ./examples/devstack --dir DIR [--domain kez.test] [--nats-server PATH]\n\n")
 		fs.PrintDefaults()
@@ -71,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "devstack: stopped while starting")
 			return 0
 		}
-		fmt.Fprintln(stderr, "devstack:", err)
+		fmt.Fprintln(stderr, "devstack:", sentence(err, *dir))
 		return 1
 	}
 	printSummary(stdout, st)
@@ -94,6 +103,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
+// sentence words a start error for the person at the terminal.
+func sentence(err error, dir string) string {
+	ports := filepath.Join(dir, devstack.PortsFile)
+	var pe *devstack.PortError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Sprintf("the %s port %d, kept in %s from an earlier run, is taken by another program (%v). "+
+			"Stop that program (another dev stack on the same --dir?), or delete %s to start on new ports; "+
+			"kez profiles made against the old ports then need the new URLs from the env file.",
+			pe.Service, pe.Port, ports, pe.Err, ports)
+	case errors.Is(err, devstack.ErrBadPorts):
+		return fmt.Sprintf("%s; delete %s to start on new ports.", strings.TrimPrefix(err.Error(), "devstack: "), ports)
+	}
+	return strings.TrimPrefix(err.Error(), "devstack: ")
+}
+
 func printSummary(w io.Writer, st *devstack.Stack) {
 	env := filepath.Join(st.Dir, devstack.EnvFile)
 	fmt.Fprintf(w, `
@@ -111,7 +136,9 @@ In another shell:
   go run ./cmd/kez register alice
   go run ./cmd/kez whois alice
 
-Ctrl-C stops everything (the state stays for the next run).
+Ctrl-C stops everything (the state stays for the next run, which uses
+the same ports: they are kept in %s).
 `, st.Dir, st.NATSURL, st.NATSCommand, filepath.Join(st.Dir, devstack.NATSLogFile),
-		st.ServerURL, st.Domain, filepath.Join(st.Dir, devstack.ServerLog), st.SigServerURL, env, filepath.Join(st.Dir, "alice"))
+		st.ServerURL, st.Domain, filepath.Join(st.Dir, devstack.ServerLog), st.SigServerURL, env, filepath.Join(st.Dir, "alice"),
+		filepath.Join(st.Dir, devstack.PortsFile))
 }

@@ -9,8 +9,8 @@
 //	go run ./examples/quickstart
 //
 // It prints a short transcript, removes everything it made, and exits 0,
-// or 1 naming the step that failed. The first run builds nats-server from
-// the module (go tool nats-server), which takes a minute or two.
+// or 1 naming the step that failed. NATS runs inside the program (the
+// version pinned in go.mod), so nothing else needs installing.
 package main
 
 import (
@@ -39,7 +39,7 @@ func run(ctx context.Context, out io.Writer) error {
 
 // options are the knobs a test turns; the zero value is what "go run" does.
 type options struct {
-	natsServer string // a nats-server binary; "" means go tool nats-server
+	natsServer string // a nats-server binary to run as a process; "" runs NATS in this process
 	tempRoot   string // where the temporary folder is made; "" means os.TempDir()
 }
 

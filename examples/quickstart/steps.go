@@ -54,9 +54,6 @@ func (q *quick) startStack(ctx context.Context) error {
 		return err
 	}
 	q.quiet = slog.New(slog.NewTextHandler(logf, nil))
-	if q.opts.natsServer == "" {
-		q.say("      NATS runs with \"go tool nats-server\"; the first run builds it, which takes a minute or two…\n")
-	}
 	q.stack, err = devstack.Start(ctx, devstack.Config{
 		Dir:        filepath.Join(dir, "stack"),
 		NATSServer: q.opts.natsServer,

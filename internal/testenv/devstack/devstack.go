@@ -1,21 +1,36 @@
-// Package devstack runs a whole KEZ deployment on one machine for
-// development: the real NATS server as a separate process (by default
-// "go tool nats-server", the version pinned in go.mod), configured with the
-// chat-server's auth callout, plus a sig-server and a chat-server in this
-// process, all on free loopback ports, with their state in one folder.
+// Package devstack is the one launcher of a whole KEZ deployment on one
+// machine: NATS configured with the chat-server's auth callout (exactly
+// the snippet "kez-chat-server nats-config" prints), a sig-server and a
+// chat-server, on loopback ports, with all their state in one folder.
 //
 //	st, err := devstack.Start(ctx, devstack.Config{Dir: dir})
 //	defer st.Close()
 //	// st.Env() is what a client needs: NATS_URL, KEZ_SERVER, KEZ_SIG_SERVER, KEZ_DOMAIN
 //
+// Each of the three runs in this process or, when [Config] names its
+// binary, as a separate process:
+//
+//   - NATS: nats-server's server package (the version pinned in go.mod),
+//     or Config.NATSServer, a nats-server binary;
+//   - the sig-server: sigchain.NewHandler over SQLite, or Config.SigServer,
+//     a kez-sig-server binary;
+//   - the chat-server: chatserver.Server, or Config.ChatServer, a
+//     kez-chat-server binary.
+//
 // Start returns once the chat-server is ready (the callout answers and the
-// inbox stream exists) and DIR/env is written. Close stops everything
-// Start started and removes DIR/env. examples/devstack is the program
-// around it; the quickstart embeds it.
+// inbox stream exists), DIR/env is written and the ports are kept in
+// DIR/ports.json: a later Start in the same folder listens on the same
+// ports, so clients configured against one run keep working after a
+// restart; a kept port that another program holds now fails Start with a
+// [*PortError]. Close stops everything Start started and removes DIR/env.
+//
+// examples/devstack and the quickstart run it as it comes; stacktest wraps
+// it for the tests of other packages; internal/bench runs NATS and the
+// chat-server as processes to measure them; systemtest runs all three as
+// processes, as an operator does.
 //
 // It is for development and tests, never the production recipe: an
-// operator runs their own NATS (docs/operators.md). The package never
-// links nats-server; it execs it.
+// operator runs their own NATS (docs/operators.md).
 package devstack
 
 import (
@@ -26,9 +41,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,68 +51,115 @@ import (
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // DefaultDomain is the handle domain of a dev stack (.test is reserved for
 // testing, RFC 6761, so it never clashes with a real server).
 const DefaultDomain = "kez.test"
 
-// Files inside Config.Dir.
+// Files and folders inside Config.Dir.
 const (
 	EnvFile      = "env"             // the client environment, written when ready
-	NATSConfFile = "nats.conf"       // the generated NATS configuration
-	NATSLogFile  = "nats-server.log" // NATS's output
-	NATSPIDFile  = "nats-server.pid" // written by NATS itself (pid_file)
-	ServerLog    = "servers.log"     // the chat-server's and sig-server's logs
-	natsStore    = "nats"            // JetStream store folder
-	keysFolder   = "keys"            // callout keys
-	chatDB       = "chat.db"         // handle registry
-	sigDB        = "sig.db"          // sigchains
-	readyTimeout = 10 * time.Minute  // a cold "go tool" build of nats-server takes minutes on a small machine
-	stopTimeout  = 15 * time.Second  // how long NATS may take to stop before it is killed
-	pollInterval = 50 * time.Millisecond
+	NATSConfFile = "nats.conf"       // the NATS configuration
+	NATSLogFile  = "nats-server.log" // NATS's log
+	ServerLog    = "servers.log"     // the logs of the servers in this process
+	ChatLogFile  = "chat-server.log" // a kez-chat-server process's output
+	SigLogFile   = "sig-server.log"  // a kez-sig-server process's output
+	NATSStore    = "nats"            // the JetStream store folder
+	KeysFolder   = "keys"            // the chat-server's callout keys
+	ChatDB       = "chat.db"         // the handle registry
+	SigDB        = "sig.db"          // the sigchains
 )
 
-// Config shapes a dev stack.
+const (
+	natsReadyTimeout = 2 * time.Minute  // NATS recovering a large JetStream store
+	readyTimeout     = time.Minute      // the chat-server and sig-server
+	stopTimeout      = 15 * time.Second // how long a process may take to stop before it is killed
+	pollInterval     = 50 * time.Millisecond
+)
+
+// Config shapes a stack. The zero value but for Dir runs everything in
+// this process.
 type Config struct {
-	// Dir holds all state (keys, databases, NATS store, logs, env). It is
-	// created if missing and may be reused: registered users survive a
-	// restart. Required.
+	// Dir holds all state (keys, databases, NATS store, logs, ports, env).
+	// It is created if missing and may be reused: registered users and the
+	// ports survive a restart. Required.
 	Dir string
 	// Domain is the handle domain the chat-server registers. Default
 	// [DefaultDomain].
 	Domain string
-	// NATSServer is a nats-server binary to run. Empty: "go tool
-	// nats-server", run in ModuleDir.
+	// AllowLocal lets the chat-server in this process accept development
+	// domains (an IP:port Domain, for instance).
+	AllowLocal bool
+
+	// NATSServer is a nats-server binary to run as a process. Empty: NATS
+	// runs in this process.
 	NATSServer string
-	// ModuleDir is a folder inside the kez-chat module, where "go tool"
-	// finds the pinned nats-server. Empty: the working folder.
-	ModuleDir string
-	// Logger receives the servers' logs. nil: DIR/servers.log.
-	Logger *slog.Logger
-	// Progress, if set, is told what Start is waiting for (e.g. the first
-	// build of nats-server).
+	// EditNATSConfig, if set, changes the configuration text NATS runs
+	// with (the chat-server's snippet) before it is written to
+	// DIR/nats.conf.
+	EditNATSConfig func(conf string) (string, error)
+
+	// SigServer is a kez-sig-server binary to run as a process, with
+	// --listen and --db set and then SigArgs; SigEnv is added to its
+	// environment. Empty: the sig-server runs in this process, with
+	// SigOptions.
+	SigServer  string
+	SigArgs    []string
+	SigEnv     []string
+	SigOptions []sigchain.HandlerOption
+	// WrapSigServer, if set, wraps the handler of the sig-server in this
+	// process (to count or record the requests it serves, say).
+	WrapSigServer func(http.Handler) http.Handler
+
+	// ChatServer is a kez-chat-server binary to run as a process, with
+	// --listen, --domain, --sig-server, --nats, --db and --keys set and
+	// then ChatArgs (a flag given again wins); ChatEnv is added to its
+	// environment. Empty: the chat-server runs in this process, and
+	// EditChat, if set, adjusts it before it starts.
+	ChatServer string
+	ChatArgs   []string
+	ChatEnv    []string
+	EditChat   func(*chatserver.Server)
+
+	// Logger receives the logs of the servers in this process. nil: they
+	// go to DIR/servers.log at LogLevel.
+	Logger   *slog.Logger
+	LogLevel slog.Level
+	// Progress, if set, is told what Start is doing.
 	Progress func(msg string)
 }
 
-// Stack is a running dev stack. Its fields are set by Start; its methods
-// are safe for concurrent use.
+// Stack is a running stack. Its fields are set by Start and must not be
+// changed; its methods are safe for concurrent use.
 type Stack struct {
 	Dir          string
 	Domain       string
-	NATSURL      string
+	NATSURL      string // nats://127.0.0.1:PORT, the same across StartNATS and restarts of Dir
+	NATSMonitor  string // NATS's HTTP monitoring base URL
 	ServerURL    string // the chat-server (KEZ_SERVER)
 	SigServerURL string // KEZ_SIG_SERVER
-	NATSMonitor  string // NATS's HTTP monitoring base URL
-	NATSCommand  string // how NATS was started, for people
+	KeysDir      string // the chat-server's callout keys
+	NATSConfig   string // the configuration text NATS runs with
+	NATSCommand  string // how NATS runs, for people
+	// Chat is the chat-server running in this process, or nil when it
+	// runs as a process.
+	Chat *chatserver.Server
 
-	nats     *exec.Cmd
-	natsDone chan struct{} // closed when the NATS process has exited
-	natsErr  error         // its exit status, once natsDone is closed
+	cfg      Config
+	natsConf string // DIR/nats.conf
 
-	cancel  context.CancelFunc // stops the HTTP servers
+	mu       sync.Mutex // guards ports and the NATS fields
+	ports    ports
+	natsSrv  *server.Server // NATS in this process, or nil
+	natsProc *proc          // NATS as a process, or nil
+	natsDone chan struct{}  // closed when the NATS started last has exited
+
+	sigProc, chatProc *proc
+
+	cancel  context.CancelFunc // stops the HTTP servers in this process
 	serving sync.WaitGroup
-	chat    *chatserver.Server
 	chains  *sqlitestore.Store
 	logFile *os.File
 
@@ -108,9 +168,9 @@ type Stack struct {
 }
 
 // Start brings up NATS, the sig-server and the chat-server, waits until
-// the chat-server is ready and writes DIR/env. If anything fails it stops
-// what it started and returns the error. ctx bounds the start (a cold
-// build of nats-server included).
+// the chat-server is ready, keeps the ports in DIR/ports.json and writes
+// DIR/env. If anything fails it stops what it started and returns the
+// error. ctx bounds the start.
 func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("devstack: a state folder (Config.Dir) is required")
@@ -122,67 +182,63 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("devstack: making the state folder: %w", err)
 	}
-	os.Remove(filepath.Join(dir, EnvFile)) // a stale one points at dead ports
+	os.Remove(filepath.Join(dir, EnvFile)) // a stale one points at stopped servers
 	if cfg.Domain == "" {
 		cfg.Domain = DefaultDomain
 	}
-	progress := cfg.Progress
-	if progress == nil {
-		progress = func(string) {}
+	if cfg.Progress == nil {
+		cfg.Progress = func(string) {}
 	}
-	s := &Stack{Dir: dir, Domain: cfg.Domain, natsDone: make(chan struct{})}
+	s := &Stack{
+		Dir: dir, Domain: cfg.Domain, KeysDir: filepath.Join(dir, KeysFolder),
+		cfg: cfg, natsConf: filepath.Join(dir, NATSConfFile),
+	}
+	if s.ports, err = readPorts(dir); err != nil {
+		return nil, err
+	}
+	if err := s.ports.checkFree(); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
-
 	log := cfg.Logger
 	if log == nil {
-		f, err := os.OpenFile(filepath.Join(dir, ServerLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
+		if s.logFile, err = os.OpenFile(filepath.Join(dir, ServerLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
 			return nil, fmt.Errorf("devstack: server log: %w", err)
 		}
-		s.logFile = f
-		log = slog.New(slog.NewTextHandler(f, nil))
+		log = slog.New(slog.NewTextHandler(s.logFile, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	}
-
-	if err := s.startNATS(ctx, cfg, progress); err != nil {
-		return nil, err
-	}
-
 	serveCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 
-	s.chains, err = sqlitestore.Open(filepath.Join(dir, sigDB))
-	if err != nil {
-		return nil, fmt.Errorf("devstack: sig-server database: %w", err)
-	}
-	sigLog := log.With("server", "sig")
-	sigApp := sigchain.NewHandler(s.chains, sigchain.WithLogger(sigLog))
-	if s.SigServerURL, err = s.serve(serveCtx, httpserve.Wrap(sigApp, httpserve.Options{Ready: s.chains.Ping, Logger: sigLog}), sigLog); err != nil {
+	if err := s.writeNATSConfig(); err != nil {
 		return nil, err
 	}
+	cfg.Progress("starting NATS")
+	if err := s.startNATS(ctx); err != nil {
+		return nil, err
+	}
+	s.NATSURL = "nats://" + loopback(s.ports.NATS)
+	s.NATSMonitor = "http://" + loopback(s.ports.NATSMonitor)
 
-	s.chat = &chatserver.Server{
-		Domain:       cfg.Domain,
-		SigServerURL: s.SigServerURL,
-		AllowLocal:   true,
-		NATSURL:      s.NATSURL,
-		DBPath:       filepath.Join(dir, chatDB),
-		KeysDir:      filepath.Join(dir, keysFolder),
-		Logger:       log.With("server", "chat"),
-	}
-	if err := s.chat.Start(ctx); err != nil {
+	cfg.Progress("starting the sig-server")
+	if err := s.startSig(ctx, serveCtx, log.With("server", "sig")); err != nil {
 		return nil, err
 	}
-	if s.ServerURL, err = s.serve(serveCtx, s.chat.Handler(), log.With("server", "chat")); err != nil {
+	cfg.Progress("starting the chat-server")
+	if err := s.startChat(ctx, serveCtx, log.With("server", "chat")); err != nil {
 		return nil, err
 	}
-	rctx, rcancel := context.WithTimeout(ctx, time.Minute)
+	rctx, rcancel := context.WithTimeout(ctx, readyTimeout)
 	defer rcancel()
-	if err := s.chat.WaitReady(rctx); err != nil {
-		return nil, fmt.Errorf("devstack: the chat-server did not get ready: %w (see %s and %s)", err, filepath.Join(dir, ServerLog), filepath.Join(dir, NATSLogFile))
+	if err := s.WaitReady(rctx); err != nil {
+		return nil, err
+	}
+	if err := writePorts(dir, s.ports); err != nil {
+		return nil, fmt.Errorf("devstack: keeping the ports: %w", err)
 	}
 	if err := writeFileAtomic(filepath.Join(dir, EnvFile), []byte(s.Env()), 0o600); err != nil {
 		return nil, fmt.Errorf("devstack: writing the env file: %w", err)
@@ -190,92 +246,106 @@ func Start(ctx context.Context, cfg Config) (st *Stack, err error) {
 	return s, nil
 }
 
-// startNATS writes the NATS config (the chat-server's callout snippet in a
-// standalone development config), runs the server and waits until its
-// /healthz answers.
-func (s *Stack) startNATS(ctx context.Context, cfg Config, progress func(string)) error {
-	ports, err := freePorts(2)
+// writeNATSConfig writes DIR/nats.conf: the chat-server's snippet for the
+// stack's keys, as Config.EditNATSConfig changes it.
+func (s *Stack) writeNATSConfig() error {
+	conf, err := chatserver.NATSConfig(s.KeysDir, callout.ConfigOptions{})
 	if err != nil {
 		return err
 	}
-	listen, monitor := "127.0.0.1:"+strconv.Itoa(ports[0]), "127.0.0.1:"+strconv.Itoa(ports[1])
-	conf, err := chatserver.NATSConfig(filepath.Join(s.Dir, keysFolder), callout.ConfigOptions{
-		Standalone: true,
-		Listen:     listen,
-		HTTPListen: monitor,
-		StoreDir:   filepath.Join(s.Dir, natsStore),
-	})
-	if err != nil {
-		return err
-	}
-	conf += "pid_file: " + strconv.Quote(filepath.Join(s.Dir, NATSPIDFile)) + "\n"
-	confPath := filepath.Join(s.Dir, NATSConfFile)
-	if err := writeFileAtomic(confPath, []byte(conf), 0o600); err != nil {
-		return fmt.Errorf("devstack: writing %s: %w", confPath, err)
-	}
-	os.Remove(filepath.Join(s.Dir, NATSPIDFile))
-
-	var cmd *exec.Cmd
-	if cfg.NATSServer != "" {
-		cmd = exec.Command(cfg.NATSServer, "-c", confPath)
-		s.NATSCommand = cfg.NATSServer + " -c " + confPath
-	} else {
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			return errors.New("devstack: the go command is not on PATH; it runs the pinned nats-server (go tool nats-server), or pass a nats-server binary")
-		}
-		cmd = exec.Command(goBin, "tool", "nats-server", "-c", confPath)
-		cmd.Dir = cfg.ModuleDir
-		s.NATSCommand = "go tool nats-server -c " + confPath
-	}
-	logf, err := os.OpenFile(filepath.Join(s.Dir, NATSLogFile), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("devstack: NATS log: %w", err)
-	}
-	defer logf.Close() // the child has its own copy
-	cmd.Stdout, cmd.Stderr = logf, logf
-	ownProcessGroup(cmd)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("devstack: starting NATS (%s): %w", s.NATSCommand, err)
-	}
-	s.nats = cmd
-	go func() {
-		s.natsErr = cmd.Wait()
-		close(s.natsDone)
-	}()
-	s.NATSURL = "nats://" + listen
-	s.NATSMonitor = "http://" + monitor
-
-	progress("starting NATS (" + s.NATSCommand + "; the first run builds it, which takes a while)")
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	for {
-		// Polling is the only way to learn when another process is ready.
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.NATSMonitor+"/healthz", nil)
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-s.natsDone:
-			return fmt.Errorf("devstack: NATS exited while starting (%v); its output:\n%s", s.natsErr, tailFile(filepath.Join(s.Dir, NATSLogFile), 4000))
-		case <-ctx.Done():
-			return fmt.Errorf("devstack: NATS is not healthy at %s: %w; its output:\n%s", s.NATSMonitor, ctx.Err(), tailFile(filepath.Join(s.Dir, NATSLogFile), 4000))
-		case <-time.After(pollInterval):
+	if s.cfg.EditNATSConfig != nil {
+		if conf, err = s.cfg.EditNATSConfig(conf); err != nil {
+			return err
 		}
 	}
+	s.NATSConfig = conf
+	if err := writeFileAtomic(s.natsConf, []byte(conf), 0o600); err != nil {
+		return fmt.Errorf("devstack: writing %s: %w", NATSConfFile, err)
+	}
+	return nil
 }
 
-// serve serves h on a free loopback port until ctx ends and returns its
-// base URL.
-func (s *Stack) serve(ctx context.Context, h http.Handler, log *slog.Logger) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("devstack: listening: %w", err)
+// startSig starts the sig-server: in this process, serving until serveCtx
+// ends, or as a process.
+func (s *Stack) startSig(ctx, serveCtx context.Context, log *slog.Logger) error {
+	dbPath := filepath.Join(s.Dir, SigDB)
+	if s.cfg.SigServer != "" {
+		var err error
+		args := append([]string{"--db", dbPath}, s.cfg.SigArgs...)
+		if s.sigProc, s.SigServerURL, err = s.startServer("sig-server", s.cfg.SigServer, &s.ports.SigServer, args, s.cfg.SigEnv, SigLogFile); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		defer cancel()
+		return s.sigProc.waitHTTP(ctx, s.SigServerURL+"/readyz")
 	}
+	ln, err := listen("sig-server", &s.ports.SigServer)
+	if err != nil {
+		return err
+	}
+	s.SigServerURL = "http://" + ln.Addr().String()
+	if s.chains, err = sqlitestore.Open(dbPath); err != nil {
+		ln.Close()
+		return fmt.Errorf("devstack: sig-server database: %w", err)
+	}
+	var h http.Handler = sigchain.NewHandler(s.chains, append([]sigchain.HandlerOption{sigchain.WithLogger(log)}, s.cfg.SigOptions...)...)
+	if s.cfg.WrapSigServer != nil {
+		h = s.cfg.WrapSigServer(h)
+	}
+	s.serve(serveCtx, ln, httpserve.Wrap(h, httpserve.Options{Ready: s.chains.Ping, Logger: log}), log)
+	return nil
+}
+
+// startChat starts the chat-server: in this process, serving until
+// serveCtx ends, or as a process.
+func (s *Stack) startChat(ctx, serveCtx context.Context, log *slog.Logger) error {
+	dbPath := filepath.Join(s.Dir, ChatDB)
+	if s.cfg.ChatServer != "" {
+		var err error
+		args := append([]string{
+			"--domain", s.Domain, "--sig-server", s.SigServerURL, "--nats", s.NATSURL, "--db", dbPath, "--keys", s.KeysDir,
+		}, s.cfg.ChatArgs...)
+		s.chatProc, s.ServerURL, err = s.startServer("chat-server", s.cfg.ChatServer, &s.ports.ChatServer, args, s.cfg.ChatEnv, ChatLogFile)
+		return err // WaitReady waits for /readyz
+	}
+	ln, err := listen("chat-server", &s.ports.ChatServer)
+	if err != nil {
+		return err
+	}
+	s.ServerURL = "http://" + ln.Addr().String()
+	s.Chat = &chatserver.Server{
+		Domain:       s.Domain,
+		SigServerURL: s.SigServerURL,
+		AllowLocal:   s.cfg.AllowLocal,
+		NATSURL:      s.NATSURL,
+		DBPath:       dbPath,
+		KeysDir:      s.KeysDir,
+		Logger:       log,
+	}
+	if s.cfg.EditChat != nil {
+		s.cfg.EditChat(s.Chat)
+	}
+	if err := s.Chat.Start(ctx); err != nil {
+		ln.Close()
+		return err
+	}
+	s.serve(serveCtx, ln, s.Chat.Handler(), log)
+	return nil
+}
+
+// startServer runs a KEZ server binary as a process with "--listen" on
+// its kept port (or a free one) and args, its output in DIR/logFile, and
+// returns it with its base URL.
+func (s *Stack) startServer(name, bin string, port *int, args, env []string, logFile string) (*proc, string, error) {
+	if err := pick(port); err != nil {
+		return nil, "", err
+	}
+	p, err := startProc(name, bin, append([]string{"--listen", loopback(*port)}, args...), env, filepath.Join(s.Dir, logFile))
+	return p, "http://" + loopback(*port), err
+}
+
+// serve serves h on ln until ctx ends.
+func (s *Stack) serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) {
 	s.serving.Add(1)
 	go func() {
 		defer s.serving.Done()
@@ -283,7 +353,53 @@ func (s *Stack) serve(ctx context.Context, h http.Handler, log *slog.Logger) (st
 			log.Error("serving failed", "err", err)
 		}
 	}()
-	return "http://" + ln.Addr().String(), nil
+}
+
+// Ready reports whether the chat-server is ready (see
+// chatserver.Server.Ready; for a process, its /readyz).
+func (s *Stack) Ready(ctx context.Context) error {
+	if s.Chat != nil {
+		return s.Chat.Ready(ctx)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.ServerURL+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("devstack: the chat-server's /readyz answers %s", resp.Status)
+	}
+	return nil
+}
+
+// WaitReady waits until the chat-server is ready, for instance after
+// StartNATS, or until ctx ends.
+func (s *Stack) WaitReady(ctx context.Context) error {
+	if s.chatProc != nil {
+		return s.chatProc.waitHTTP(ctx, s.ServerURL+"/readyz")
+	}
+	if err := s.Chat.WaitReady(ctx); err != nil {
+		return fmt.Errorf("devstack: the chat-server is not ready: %w (see %s and %s)", err, filepath.Join(s.Dir, ServerLog), filepath.Join(s.Dir, NATSLogFile))
+	}
+	return nil
+}
+
+// ChatServerPID and SigServerPID return the process IDs of the
+// chat-server and the sig-server running as processes, or 0.
+func (s *Stack) ChatServerPID() int { return s.sigOrChatPID(s.chatProc) }
+
+// SigServerPID: see [Stack.ChatServerPID].
+func (s *Stack) SigServerPID() int { return s.sigOrChatPID(s.sigProc) }
+
+func (s *Stack) sigOrChatPID(p *proc) int {
+	if p == nil {
+		return 0
+	}
+	return p.pid()
 }
 
 // Env returns the client environment, one "export NAME=value" line each
@@ -302,28 +418,9 @@ func (s *Stack) Env() string {
 	return b.String()
 }
 
-// NATSPID returns the process ID of the NATS server as it wrote it to
-// DIR/nats-server.pid (under "go tool" it is a child of the go command),
-// or 0 if it is not known. NATS leaves the file behind when it stops.
-func (s *Stack) NATSPID() int {
-	b, err := os.ReadFile(filepath.Join(s.Dir, NATSPIDFile))
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
-}
-
-// Ready reports whether the chat-server is ready (see chatserver.Server.Ready).
-func (s *Stack) Ready() error { return s.chat.Ready(context.Background()) }
-
-// NATSExited is closed if the NATS process exits (on its own, or by
-// Close).
-func (s *Stack) NATSExited() <-chan struct{} { return s.natsDone }
-
-// Close stops the chat-server, the sig-server and NATS (gracefully, then
-// by force after 15 s), and removes DIR/env. It is idempotent and returns
-// the first error met.
+// Close stops the chat-server, the sig-server and NATS (processes
+// gracefully, then by force after 15 s), and removes DIR/env. It is
+// idempotent and returns the first error met.
 func (s *Stack) Close() error {
 	s.closeOnce.Do(func() { s.closeErr = s.close() })
 	return s.closeErr
@@ -332,72 +429,26 @@ func (s *Stack) Close() error {
 func (s *Stack) close() error {
 	var errs []error
 	os.Remove(filepath.Join(s.Dir, EnvFile))
+	for _, p := range []*proc{s.chatProc, s.sigProc} {
+		if p != nil {
+			errs = append(errs, p.stop())
+		}
+	}
 	if s.cancel != nil {
 		s.cancel()
 		s.serving.Wait()
 	}
-	if s.chat != nil {
-		if err := s.chat.Close(); err != nil {
-			errs = append(errs, err)
-		}
+	if s.Chat != nil {
+		errs = append(errs, s.Chat.Close())
 	}
 	if s.chains != nil {
-		if err := s.chains.Close(); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, s.chains.Close())
 	}
-	if s.nats != nil {
-		if err := s.stopNATS(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, s.StopNATS())
 	if s.logFile != nil {
 		s.logFile.Close()
 	}
 	return errors.Join(errs...)
-}
-
-// stopNATS asks the NATS process to stop (the go command passes the
-// signal on to nats-server and waits for it), and kills its whole process
-// group if it is not gone in time.
-func (s *Stack) stopNATS() error {
-	select {
-	case <-s.natsDone:
-		return nil // already gone
-	default:
-	}
-	if err := terminate(s.nats.Process); err != nil {
-		killGroup(s.nats.Process)
-	}
-	select {
-	case <-s.natsDone:
-		return nil
-	case <-time.After(stopTimeout):
-	}
-	killGroup(s.nats.Process)
-	<-s.natsDone
-	return fmt.Errorf("devstack: NATS did not stop within %s and was killed", stopTimeout)
-}
-
-// freePorts returns n distinct TCP ports on 127.0.0.1 that were free a
-// moment ago.
-func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("devstack: finding a free port: %w", err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // shellQuote quotes v for a POSIX shell when it holds anything beyond a
@@ -436,12 +487,4 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 		os.Remove(tmp)
 	}
 	return err
-}
-
-func tailFile(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > n {
-		return "…" + string(b[len(b)-n:])
-	}
-	return string(b)
 }

@@ -8,15 +8,14 @@ import (
 	"syscall"
 )
 
-// ownProcessGroup puts the NATS process (and, under "go tool", the
-// nats-server it starts) in its own process group, so that a Ctrl-C in the
-// terminal reaches only the dev stack, which then stops NATS in order.
+// ownProcessGroup puts a server process in its own process group, so that
+// a Ctrl-C in the terminal reaches only the program that started the
+// stack, which then stops the servers in order.
 func ownProcessGroup(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 }
 
-// terminate asks p to stop. The go command passes SIGTERM on to the tool
-// it runs and waits for it.
+// terminate asks p to stop.
 func terminate(p *os.Process) error { return p.Signal(syscall.SIGTERM) }
 
 // killGroup kills p's whole process group.

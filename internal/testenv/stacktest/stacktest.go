@@ -5,13 +5,15 @@
 //	alice := st.NewUser(t, "alice") // eldest link + handle claim, KEZ_HOME ready
 //	nc, err := chat.Connect(ctx, st.NATSURL, alice.Identity)
 //
-// Start runs a nats-server (in-process, or as a separate process with
+// Start runs the dev-stack launcher (package devstack) in t.TempDir(): a
+// nats-server (in the test process, or as a separate process with
 // Options.NATSProcess) configured with exactly the nats.conf snippet
 // "kez-chat-server nats-config" prints for the stack's keys, a sig-server
 // (sigchain.NewHandler over a SQLite file) and a chat-server
-// (chatserver.Server), each on a loopback port, waits until the chat-server
-// is ready (callout listening, inbox stream provisioned) and stops
-// everything in t.Cleanup. The servers' logs are printed if the test fails.
+// (chatserver.Server), each on a loopback port. It waits until the
+// chat-server is ready (callout listening, inbox stream provisioned) and
+// stops everything in t.Cleanup. The servers' logs are printed if the test
+// fails.
 //
 // Users are made from deterministic words ([Identity]), so a test may
 // rely on "alice" having the same key in every run. Stack.Env gives the
@@ -27,7 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -35,23 +37,25 @@ import (
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/testenv/devstack"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
-	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
 // DefaultDomain is the handle domain of a stack unless Options.Domain
 // says otherwise (.test is reserved for testing, RFC 6761).
-const DefaultDomain = "kez.test"
+const DefaultDomain = devstack.DefaultDomain
 
-// readyTimeout bounds how long the chat-server may take to become ready.
+// readyTimeout bounds how long the stack may take to start, and the
+// chat-server to become ready again.
 const readyTimeout = 60 * time.Second
 
-// Options shape a stack. The zero value is a complete stack with an
-// in-process NATS.
+// Options shape a stack. The zero value is a complete stack with NATS in
+// the test process.
 type Options struct {
 	// Domain is the handle domain the chat-server registers. Default
 	// [DefaultDomain].
@@ -59,9 +63,9 @@ type Options struct {
 	// AllowLocal lets the chat-server accept development domains (an
 	// IP:port Domain, for instance).
 	AllowLocal bool
-	// NATSProcess runs nats-server as a separate process (natstest's
-	// process variant), which a fault test can kill with SIGKILL. The
-	// binary is built once and cached; the first run takes a minute.
+	// NATSProcess runs nats-server as a separate process (the binary
+	// natstest builds once and caches; the first run takes a minute),
+	// which a fault test can kill with SIGKILL.
 	NATSProcess bool
 	// UserJWTLifetime is the chat-server's callout user JWT lifetime;
 	// default the chat-server's.
@@ -97,8 +101,7 @@ type Stack struct {
 
 	t          testing.TB
 	allowLocal bool
-	nats       *natstest.Server  // in-process NATS, or nil
-	proc       *natstest.Process // NATS as a process, or nil
+	dev        *devstack.Stack
 	log        *testlog.Buffer
 }
 
@@ -108,75 +111,53 @@ type Stack struct {
 func Start(t testing.TB, o Options) *Stack {
 	t.Helper()
 	dir := t.TempDir()
-	s := &Stack{t: t, Domain: o.Domain, KeysDir: filepath.Join(dir, "keys"), log: &testlog.Buffer{}, allowLocal: o.AllowLocal}
-	if s.Domain == "" {
-		s.Domain = DefaultDomain
-	}
+	s := &Stack{t: t, log: &testlog.Buffer{}, allowLocal: o.AllowLocal}
 	log := slog.New(slog.NewTextHandler(s.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("stacktest: chat-server and sig-server log:\n%s", s.log.Tail(16000))
+			t.Logf("stacktest: nats-server log (tail):\n%s", tail(filepath.Join(dir, devstack.NATSLogFile), 8000))
 		}
 	})
 
-	conf, err := chatserver.NATSConfig(s.KeysDir, callout.ConfigOptions{})
-	if err != nil {
-		t.Fatalf("stacktest: %v", err)
-	}
-	s.NATSConfig = conf
-	if o.NATSProcess {
-		s.proc = natstest.StartProcess(t, conf)
-		s.NATSURL = s.proc.ClientURL()
-	} else {
-		s.nats = natstest.Run(t, conf)
-		s.NATSURL = s.nats.ClientURL()
-	}
-
-	chains, err := sqlitestore.Open(filepath.Join(dir, "sig.db"))
-	if err != nil {
-		t.Fatalf("stacktest: sig-server store: %v", err)
-	}
-	t.Cleanup(func() { chains.Close() })
 	sigLimits, chatLimits := sigchain.NoLimits(), handles.NoLimits()
 	if o.Limits {
 		sigLimits, chatLimits = sigchain.Limits{}, handles.Limits{}
 	}
-	var sigHandler http.Handler = sigchain.NewHandler(chains, sigchain.WithLogger(log.With("server", "sig")), sigchain.WithLimits(sigLimits))
-	if o.WrapSigServer != nil {
-		sigHandler = o.WrapSigServer(sigHandler)
+	cfg := devstack.Config{
+		Dir:           dir,
+		Domain:        o.Domain,
+		AllowLocal:    o.AllowLocal,
+		Logger:        log,
+		SigOptions:    []sigchain.HandlerOption{sigchain.WithLimits(sigLimits)},
+		WrapSigServer: o.WrapSigServer,
+		EditChat: func(c *chatserver.Server) {
+			c.NATSOptions = []nats.Option{nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(10*time.Millisecond, 10*time.Millisecond)}
+			c.UserJWTLifetime = o.UserJWTLifetime
+			c.Inbox = o.Inbox
+			c.Authorizer = o.Authorizer
+			c.MailLimits = o.MailLimits
+			c.HTTPLimits = chatLimits
+			c.Now = o.Now
+		},
 	}
-	sig := httptest.NewServer(sigHandler)
-	t.Cleanup(sig.Close)
-	s.SigServerURL = sig.URL
-
-	s.Chat = &chatserver.Server{
-		Domain:          s.Domain,
-		SigServerURL:    sig.URL,
-		AllowLocal:      o.AllowLocal,
-		NATSURL:         s.NATSURL,
-		NATSOptions:     []nats.Option{nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(10*time.Millisecond, 10*time.Millisecond)},
-		DBPath:          filepath.Join(dir, "chat.db"),
-		KeysDir:         s.KeysDir,
-		UserJWTLifetime: o.UserJWTLifetime,
-		Inbox:           o.Inbox,
-		Authorizer:      o.Authorizer,
-		MailLimits:      o.MailLimits,
-		HTTPLimits:      chatLimits,
-		Logger:          log.With("server", "chat"),
-		Now:             o.Now,
+	if o.NATSProcess {
+		cfg.NATSServer = natstest.ServerBinary(t)
 	}
-	if err := s.Chat.Start(context.Background()); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	dev, err := devstack.Start(ctx, cfg)
+	if err != nil {
 		t.Fatalf("stacktest: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := s.Chat.Close(); err != nil {
-			t.Errorf("stacktest: closing the chat-server: %v", err)
+		if err := dev.Close(); err != nil {
+			t.Errorf("stacktest: closing the stack: %v", err)
 		}
 	})
-	chat := httptest.NewServer(s.Chat.Handler())
-	t.Cleanup(chat.Close)
-	s.ServerURL = chat.URL
-	s.WaitReady()
+	s.dev = dev
+	s.NATSURL, s.ServerURL, s.SigServerURL = dev.NATSURL, dev.ServerURL, dev.SigServerURL
+	s.Domain, s.KeysDir, s.NATSConfig, s.Chat = dev.Domain, dev.KeysDir, dev.NATSConfig, dev.Chat
 	return s
 }
 
@@ -187,8 +168,8 @@ func (s *Stack) WaitReady() {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
-	if err := s.Chat.WaitReady(ctx); err != nil {
-		s.t.Fatalf("stacktest: the chat-server is not ready: %v", err)
+	if err := s.dev.WaitReady(ctx); err != nil {
+		s.t.Fatalf("stacktest: %v", err)
 	}
 }
 
@@ -197,22 +178,61 @@ func (s *Stack) WaitReady() {
 // again. Clients with reconnects enabled come back by themselves.
 func (s *Stack) RestartNATS() {
 	s.t.Helper()
-	if s.proc != nil {
-		s.proc.Restart()
-	} else {
-		s.nats.Restart()
-	}
+	s.NATS().Restart()
 	s.WaitReady()
 }
 
-// NATS returns the in-process server (for Connz, account lookups…), or nil
-// when the stack runs NATS as a process.
-func (s *Stack) NATS() *natstest.Server { return s.nats }
+// NATS returns the stack's NATS server, to stop, kill or restart it.
+func (s *Stack) NATS() *NATS { return &NATS{s: s} }
 
-// NATSProcess returns the NATS process (to Kill, Stop or Restart it), or
-// nil when NATS runs in-process. Call [Stack.WaitReady] after starting it
-// again.
-func (s *Stack) NATSProcess() *natstest.Process { return s.proc }
+// NATS is the NATS server of a stack, running in the test process or as a
+// process (Options.NATSProcess). Its methods fail the stack's test on
+// error. After starting it again, call [Stack.WaitReady].
+type NATS struct{ s *Stack }
+
+// Server returns the server running in the test process (for Connz,
+// account lookups…), or nil when NATS runs as a process or is stopped.
+// After [NATS.Restart] it is a new value.
+func (n *NATS) Server() *server.Server { return n.s.dev.NATS() }
+
+// PID returns the process ID of NATS running as a process, or 0.
+func (n *NATS) PID() int { return n.s.dev.NATSPID() }
+
+// Shutdown stops the server gracefully and waits until it has stopped. It
+// is idempotent; [NATS.Restart] starts it again.
+func (n *NATS) Shutdown() {
+	n.s.t.Helper()
+	if err := n.s.dev.StopNATS(); err != nil {
+		n.s.t.Fatalf("stacktest: stopping NATS: %v", err)
+	}
+}
+
+// Kill ends NATS running as a process with SIGKILL, as a crash would, and
+// waits for it to exit; for NATS in the test process it fails the test.
+func (n *NATS) Kill() {
+	n.s.t.Helper()
+	if err := n.s.dev.KillNATS(); err != nil {
+		n.s.t.Fatalf("stacktest: %v", err)
+	}
+}
+
+// Restart stops the server if it runs and starts it again on the same
+// ports with the same configuration file (read again) and JetStream store.
+func (n *NATS) Restart() {
+	n.s.t.Helper()
+	n.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	if err := n.s.dev.StartNATS(ctx); err != nil {
+		n.s.t.Fatalf("stacktest: starting NATS again: %v", err)
+	}
+}
+
+// StoreDir returns the JetStream store folder.
+func (n *NATS) StoreDir() string { return filepath.Join(n.s.dev.Dir, devstack.NATSStore) }
+
+// ConfigFile returns the path of the configuration file NATS runs with.
+func (n *NATS) ConfigFile() string { return filepath.Join(n.s.dev.Dir, devstack.NATSConfFile) }
 
 // Logs returns what the chat-server and sig-server logged so far.
 func (s *Stack) Logs() string { return s.log.String() }
@@ -263,4 +283,12 @@ func Identity(name string) *kez.Identity {
 		panic(fmt.Sprintf("stacktest: identity for %q: %v", name, err))
 	}
 	return id
+}
+
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > n {
+		return "…" + string(b[len(b)-n:])
+	}
+	return string(b)
 }

@@ -125,15 +125,15 @@ func TestStackNATSProcess(t *testing.T) {
 	}
 	st := stacktest.Start(t, stacktest.Options{NATSProcess: true, Domain: "chat.example"})
 	alice, bob := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	if st.NATS() != nil || st.NATSProcess() == nil {
+	if st.NATS().Server() != nil || st.NATS().PID() == 0 {
 		t.Fatal("NATS should run as a process")
 	}
 	// A crash: the chat-server is no longer ready, then recovers.
-	st.NATSProcess().Kill()
+	st.NATS().Kill()
 	if err := st.Chat.Ready(context.Background()); err == nil {
 		t.Fatal("ready while NATS is down")
 	}
-	st.NATSProcess().Restart()
+	st.NATS().Restart()
 	st.WaitReady()
 	sendAndReceive(t, st, alice, bob, "after a crash")
 }

@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/testenv/devstack"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
 
-// dir is the stack's state folder (KeysDir's parent; see Start).
-func (s *Stack) dir() string { return filepath.Dir(s.KeysDir) }
+// dir is the stack's state folder.
+func (s *Stack) dir() string { return s.dev.Dir }
 
 // ReleaseHandle frees name in the chat-server's registry, as the operator's
 // Release does, so that another key may claim it (with a chain that claims
@@ -29,7 +30,7 @@ func (s *Stack) ReleaseHandle(t testing.TB, name string) {
 	if err != nil {
 		t.Fatalf("stacktest: %v", err)
 	}
-	reg, err := handles.OpenSQLite(filepath.Join(s.dir(), "chat.db"))
+	reg, err := handles.OpenSQLite(filepath.Join(s.dir(), devstack.ChatDB))
 	if err != nil {
 		t.Fatalf("stacktest: opening the registry: %v", err)
 	}
@@ -47,7 +48,7 @@ func (s *Stack) ReleaseHandle(t testing.TB, name string) {
 // Any failure fails the test.
 func (s *Stack) RewriteChain(t testing.TB, key kez.PublicKey, links []*sigchain.Link) {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.dir(), "sig.db")+"?_pragma=busy_timeout(10000)")
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.dir(), devstack.SigDB)+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatalf("stacktest: opening the sig-server's store: %v", err)
 	}

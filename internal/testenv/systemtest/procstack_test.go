@@ -3,18 +3,16 @@ package systemtest
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/testenv/devstack"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/nats-io/nats.go"
@@ -55,17 +53,6 @@ type procStack struct {
 	Domain  string // the handle domain, procDomain
 	Dir     string // everything the processes keep
 	KeysDir string // the chat-server's callout keys
-
-	NATS *natstest.Process
-	chat *serverProc
-	sig  *serverProc
-}
-
-// serverProc is one of the stack's KEZ server processes.
-type serverProc struct {
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
 }
 
 var (
@@ -85,14 +72,12 @@ func kezBinaries(t testing.TB) string {
 			return
 		}
 		binsDir = dir
-		for _, name := range []string{"kez-chat-server", "kez-sig-server"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
-			cmd.Dir = filepath.Join("..", "..", "..")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				binsErr = fmt.Errorf("building %s: %v\n%s", name, err, out)
-				return
-			}
+		root, err := devstack.ModuleDir()
+		if err != nil {
+			binsErr = err
+			return
 		}
+		binsErr = devstack.Build(context.Background(), root, dir, "./cmd/kez-chat-server", "./cmd/kez-sig-server")
 	})
 	if binsErr != nil {
 		t.Fatal(binsErr)
@@ -108,54 +93,65 @@ func removeBinaries() {
 }
 
 // startProcStack starts nats-server, kez-sig-server and kez-chat-server
-// as processes on loopback, waits until the chat-server is ready (logins
-// work), and stops everything in t.Cleanup. Their logs are printed when
-// the test fails.
+// as processes on loopback with the devstack launcher, waits until the
+// chat-server is ready (logins work), and stops everything in t.Cleanup.
+// Their logs are printed when the test fails.
 func startProcStack(t testing.TB, o procOptions) *procStack {
 	t.Helper()
 	needProcesses(t)
 	bins := kezBinaries(t)
-	s := &procStack{Dir: t.TempDir()}
-	s.KeysDir = filepath.Join(s.Dir, "chat-keys")
-
-	// nats.conf from the chat-server program itself, as an operator gets it.
-	out, err := exec.Command(filepath.Join(bins, "kez-chat-server"), "nats-config", "--keys", s.KeysDir).Output()
-	if err != nil {
-		t.Fatalf("kez-chat-server nats-config: %v", err)
-	}
-	conf := string(out)
-	if o.Admin {
-		chat := "  CHAT {\n    jetstream: enabled\n    users: [\n"
-		if !strings.Contains(conf, chat) {
-			t.Fatalf("the snippet's chat account has an unexpected form:\n%s", conf)
-		}
-		conf = strings.Replace(conf, chat, chat+"      { user: admin, password: \""+adminPassword+"\" }\n", 1)
-		conf = strings.Replace(conf, "auth_users: [ ", "auth_users: [ admin, ", 1)
-	}
-	s.NATS = natstest.StartProcess(t, conf+o.NATSConfExtra)
-	s.NATSURL = s.NATS.ClientURL()
-
-	ports := freeLoopbackPorts(t, 2)
-	sigAddr, chatAddr := "127.0.0.1:"+strconv.Itoa(ports[0]), "127.0.0.1:"+strconv.Itoa(ports[1])
-	s.SigURL, s.ChatURL, s.Domain = "http://"+sigAddr, "http://"+chatAddr, procDomain
-
-	sigArgs := []string{"--listen", sigAddr, "--db", filepath.Join(s.Dir, "sig.db"), "--log-level", "debug"}
-	chatArgs := []string{"--listen", chatAddr, "--domain", s.Domain, "--sig-server", s.SigURL, "--nats", s.NATSURL,
-		"--db", filepath.Join(s.Dir, "chat.db"), "--keys", s.KeysDir, "--log-level", "debug"}
+	s := &procStack{Dir: t.TempDir(), Domain: procDomain}
+	sigArgs := []string{"--log-level", "debug"}
+	chatArgs := []string{"--log-level", "debug"}
 	if o.NoHTTPLimits {
 		sigArgs = append(sigArgs, "--appends-per-ip", "off", "--chains-per-ip", "off", "--appends-per-key", "off", "--reads-per-ip", "off")
 		chatArgs = append(chatArgs, "--claims-per-ip", "off", "--claims-per-key", "off", "--reads-per-ip", "off")
 	}
-	s.sig = startServerProc(t, filepath.Join(bins, "kez-sig-server"), append(sigArgs, o.SigArgs...), o.SigEnv, filepath.Join(s.Dir, "sig-server.log"))
-	s.chat = startServerProc(t, filepath.Join(bins, "kez-chat-server"), append(chatArgs, o.ChatArgs...), o.ChatEnv, filepath.Join(s.Dir, "chat-server.log"))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("kez-chat-server log (tail):\n%s", tail(s.chatLog(), 12000))
 			t.Logf("kez-sig-server log (tail):\n%s", tail(s.sigLog(), 4000))
 		}
 	})
-	s.sig.waitHTTP(t, s.SigURL+"/readyz")
-	s.chat.waitHTTP(t, s.ChatURL+"/readyz")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dev, err := devstack.Start(ctx, devstack.Config{
+		Dir:        s.Dir,
+		Domain:     procDomain,
+		NATSServer: natstest.ServerBinary(t),
+		EditNATSConfig: func(string) (string, error) {
+			// nats.conf from the chat-server program itself, as an operator gets it.
+			out, err := exec.Command(filepath.Join(bins, "kez-chat-server"), "nats-config", "--keys", filepath.Join(s.Dir, devstack.KeysFolder)).Output()
+			if err != nil {
+				return "", fmt.Errorf("kez-chat-server nats-config: %w", err)
+			}
+			conf := string(out)
+			if o.Admin {
+				chat := "  CHAT {\n    jetstream: enabled\n    users: [\n"
+				if !strings.Contains(conf, chat) {
+					return "", fmt.Errorf("the snippet's chat account has an unexpected form:\n%s", conf)
+				}
+				conf = strings.Replace(conf, chat, chat+"      { user: admin, password: \""+adminPassword+"\" }\n", 1)
+				conf = strings.Replace(conf, "auth_users: [ ", "auth_users: [ admin, ", 1)
+			}
+			return conf + o.NATSConfExtra, nil
+		},
+		SigServer:  filepath.Join(bins, "kez-sig-server"),
+		SigArgs:    append(sigArgs, o.SigArgs...),
+		SigEnv:     o.SigEnv,
+		ChatServer: filepath.Join(bins, "kez-chat-server"),
+		ChatArgs:   append(chatArgs, o.ChatArgs...),
+		ChatEnv:    o.ChatEnv,
+	})
+	if err != nil {
+		t.Fatalf("starting the process stack: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := dev.Close(); err != nil {
+			t.Errorf("stopping the process stack: %v", err)
+		}
+	})
+	s.NATSURL, s.ChatURL, s.SigURL, s.KeysDir = dev.NATSURL, dev.ServerURL, dev.SigServerURL, dev.KeysDir
 	return s
 }
 
@@ -179,79 +175,14 @@ func (s *procStack) AdminJetStream(t testing.TB) jetstream.JetStream {
 	return js
 }
 
-// freeLoopbackPorts returns n distinct free TCP ports on 127.0.0.1.
-func freeLoopbackPorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		ports = append(ports, natstest.FreePort(t))
-	}
-	return ports
-}
+// chatLog and sigLog return what the chat-server and sig-server logged so far.
+func (s *procStack) chatLog() string { return readLog(filepath.Join(s.Dir, devstack.ChatLogFile)) }
+func (s *procStack) sigLog() string  { return readLog(filepath.Join(s.Dir, devstack.SigLogFile)) }
 
-func startServerProc(t testing.TB, bin string, args, env []string, logPath string) *serverProc {
-	t.Helper()
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("starting %s: %v", filepath.Base(bin), err)
-	}
-	p := &serverProc{cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-// waitHTTP polls url until it answers 200, the process exits, or a minute
-// passes (the process is another program: there is nothing to wait on).
-func (p *serverProc) waitHTTP(t testing.TB, url string) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited:\n%s", filepath.Base(p.cmd.Path), tail(p.log(), 4000))
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready at %s within a minute:\n%s", filepath.Base(p.cmd.Path), url, tail(p.log(), 4000))
-		}
-	}
-}
-
-func (p *serverProc) log() string {
-	b, _ := os.ReadFile(p.logPath)
+func readLog(path string) string {
+	b, _ := os.ReadFile(path)
 	return string(b)
 }
-
-// chatLog and sigLog return what the chat-server and sig-server logged so far.
-func (s *procStack) chatLog() string { return s.chat.log() }
-func (s *procStack) sigLog() string  { return s.sig.log() }
 
 // register registers name@Domain the way "kez register" does (the
 // identity of name, its eldest link at the sig-server, the handle claimed
