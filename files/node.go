@@ -91,11 +91,12 @@ type Node struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	perPeer  map[peer.ID]int
-	total    int
-	idle     chan struct{}   // closed while total is 0
-	fetching map[string]bool // destinations of running fetches
+	mu         sync.Mutex
+	perPeer    map[peer.ID]int
+	total      int
+	idle       chan struct{}   // closed while total is 0
+	busySpells int             // how many times total left 0
+	fetching   map[string]bool // destinations of running fetches
 
 	stats struct {
 		requests, refused atomic.Int64

@@ -1,6 +1,7 @@
 package files
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -35,17 +36,44 @@ func (n *Node) acquire(p peer.ID) bool {
 	}
 	if n.total == 0 {
 		n.idle = make(chan struct{})
+		n.busySpells++
 	}
 	n.total++
 	n.perPeer[p]++
 	return true
 }
 
-// transfersDone is closed once no request is being served.
-func (n *Node) transfersDone() <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.idle
+// transfersQuiet is how long a node must serve nothing before the
+// transfers under way count as done: a fetch asks for a blob in several
+// requests, one after another.
+const transfersQuiet = 500 * time.Millisecond
+
+// transfersDone returns once no request has been served for
+// transfersQuiet, or with ctx's error.
+func (n *Node) transfersDone(ctx context.Context) error {
+	for {
+		n.mu.Lock()
+		idle, spell := n.idle, n.busySpells
+		n.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		t := time.NewTimer(transfersQuiet)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		n.mu.Lock()
+		quiet := n.busySpells == spell && n.total == 0
+		n.mu.Unlock()
+		if quiet {
+			return nil
+		}
+	}
 }
 
 func (n *Node) release(p peer.ID) {

@@ -168,7 +168,9 @@ func Open(ctx context.Context, cfg Config) (*Sharing, error) {
 // requests, accepts no new blob request and takes no new call (Fetch,
 // Share, Unshare and StartServing return [ErrClosed], Serve returns
 // ErrClosed); then it waits until the calls under way returned and the
-// requests being served were sent, and closes as [Sharing.Close] does. If
+// node has served nothing for half a second (a fetch asks in several
+// requests, and what was written must reach the fetcher), and closes as
+// [Sharing.Close] does. If
 // ctx ends first it closes at once and returns ctx's error.
 func (s *Sharing) Shutdown(ctx context.Context) error {
 	s.work.Stop()
@@ -179,7 +181,7 @@ func (s *Sharing) Shutdown(ctx context.Context) error {
 		node := s.node
 		s.mu.Unlock()
 		if node != nil {
-			err = lifecycle.Wait(ctx, node.transfersDone())
+			err = node.transfersDone(ctx)
 		}
 	}
 	return errors.Join(err, s.Close())
