@@ -217,7 +217,7 @@ func TestHostileReplySweep(t *testing.T) {
 		{callout.SendSubjectPrefix + stranger + "." + M, []byte("to nobody")},
 		{callout.ConsumerSubjectPrefix + M, nil},
 		{callout.PullSubjectPrefix + M, []byte(`{"batch":5,"no_wait":true,"deliver":"t1"}`)},
-		{"$JS.ACK." + S + "." + M + ".1.1.1.1.0", []byte("+ACK")},
+		{callout.AckSubjectPrefix + M, []byte("+ACK $JS.ACK." + S + "." + M + ".1.1.1.1.0\n")},
 		{callout.P2PSubjectPrefix + A, []byte(`{}`)},
 		{"_INBOX." + A + ".x", []byte(`{}`)},
 	}

@@ -1,0 +1,90 @@
+package inbox_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/inbox"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/natsconn"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestConsumeAcksThroughGate: what a Consume handler acknowledges goes to
+// the gate in batches and reaches bob's consumer, and a Drain hands the
+// queued acknowledgements to the connection before Closed: closing the
+// connection right after loses none. A Fetch's delivery acknowledged with
+// DoubleAck reaches it too.
+func TestConsumeAcksThroughGate(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	anc, err := natsconn.Connect(ctx, st.NATSURL, alice.Identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anc.Close()
+	ajs, _ := jetstream.New(anc)
+	const n = 50
+	for i := range n + 1 {
+		if _, err := ajs.Publish(ctx, callout.SendSubjectPrefix+bob.Key.String()+"."+alice.Key.String(), fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bnc, err := natsconn.Connect(ctx, st.NATSURL, bob.Identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bnc.Close()
+	B := bob.Key.String()
+	if _, err := inbox.Open(ctx, bnc, B, 0); err != nil {
+		t.Fatal(err)
+	}
+	p := inbox.NewPuller(bnc, B, callout.DefaultStream)
+	got := make(chan struct{}, n)
+	never := make(chan struct{})
+	count := 0
+	cs := p.Consume(n, func() <-chan struct{} { return never }, func(m jetstream.Msg) {
+		if err := m.Ack(); err != nil {
+			t.Error(err)
+		}
+		if count++; count == n {
+			close(got)
+		}
+	}, func(err error) { t.Log(err) })
+	select {
+	case <-got:
+	case <-ctx.Done():
+		t.Fatal("bob did not receive his messages")
+	}
+	cs.Drain()
+	<-cs.Closed()
+	bnc.Close()
+	waitAcked := func(floor uint64) {
+		t.Helper()
+		for info := st.ConsumerInfo(t, bob.Key); info.AckFloor.Stream != floor || info.NumAckPending != 0; info = st.ConsumerInfo(t, bob.Key) {
+			if ctx.Err() != nil {
+				t.Fatalf("bob's consumer: ack floor %d, %d pending; want %d, 0", info.AckFloor.Stream, info.NumAckPending, floor)
+			}
+		}
+	}
+	waitAcked(n)
+
+	bnc, err = natsconn.Connect(ctx, st.NATSURL, bob.Identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bnc.Close()
+	msgs, err := inbox.NewPuller(bnc, B, callout.DefaultStream).Fetch(ctx, 5, 0)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("bob's fetch: %d, %v", len(msgs), err)
+	}
+	if err := msgs[0].DoubleAck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitAcked(n + 1)
+}
