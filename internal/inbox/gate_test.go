@@ -17,10 +17,12 @@ import (
 // the gate in batches and reaches bob's consumer, and a Drain hands the
 // queued acknowledgements to the connection before Closed: closing the
 // connection right after loses none. A Fetch's delivery acknowledged with
-// DoubleAck reaches it too.
+// DoubleAck reaches carol's consumer too. (Each user has one consumer; a
+// Consume's last pull may still wait there after Drain, so the Fetch is
+// carol's.)
 func TestConsumeAcksThroughGate(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
-	alice, bob := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice, bob, carol := st.NewUser(t, "alice"), st.NewUser(t, "bob"), st.NewUser(t, "carol")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	anc, err := natsconn.Connect(ctx, st.NATSURL, alice.Identity)
@@ -30,7 +32,7 @@ func TestConsumeAcksThroughGate(t *testing.T) {
 	defer anc.Close()
 	ajs, _ := jetstream.New(anc)
 	const n = 50
-	for i := range n + 1 {
+	for i := range n {
 		if _, err := ajs.Publish(ctx, callout.SendSubjectPrefix+bob.Key.String()+"."+alice.Key.String(), fmt.Appendf(nil, "m%d", i)); err != nil {
 			t.Fatal(err)
 		}
@@ -64,27 +66,34 @@ func TestConsumeAcksThroughGate(t *testing.T) {
 	cs.Drain()
 	<-cs.Closed()
 	bnc.Close()
-	waitAcked := func(floor uint64) {
+	waitAcked := func(u *stacktest.User, floor uint64) {
 		t.Helper()
-		for info := st.ConsumerInfo(t, bob.Key); info.AckFloor.Stream != floor || info.NumAckPending != 0; info = st.ConsumerInfo(t, bob.Key) {
+		for info := st.ConsumerInfo(t, u.Key); info.AckFloor.Stream != floor || info.NumAckPending != 0; info = st.ConsumerInfo(t, u.Key) {
 			if ctx.Err() != nil {
-				t.Fatalf("bob's consumer: ack floor %d, %d pending; want %d, 0", info.AckFloor.Stream, info.NumAckPending, floor)
+				t.Fatalf("%s's consumer: ack floor %d, %d pending; want %d, 0", u.Name, info.AckFloor.Stream, info.NumAckPending, floor)
 			}
 		}
 	}
-	waitAcked(n)
+	waitAcked(bob, n)
 
-	bnc, err = natsconn.Connect(ctx, st.NATSURL, bob.Identity)
+	if _, err := ajs.Publish(ctx, callout.SendSubjectPrefix+carol.Key.String()+"."+alice.Key.String(), []byte("for carol")); err != nil {
+		t.Fatal(err)
+	}
+	cnc, err := natsconn.Connect(ctx, st.NATSURL, carol.Identity)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bnc.Close()
-	msgs, err := inbox.NewPuller(bnc, B, callout.DefaultStream).Fetch(ctx, 5, 0)
+	defer cnc.Close()
+	C := carol.Key.String()
+	if _, err := inbox.Open(ctx, cnc, C, 0); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := inbox.NewPuller(cnc, C, callout.DefaultStream).Fetch(ctx, 5, 0)
 	if err != nil || len(msgs) != 1 {
-		t.Fatalf("bob's fetch: %d, %v", len(msgs), err)
+		t.Fatalf("carol's fetch: %d, %v", len(msgs), err)
 	}
 	if err := msgs[0].DoubleAck(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitAcked(n + 1)
+	waitAcked(carol, n+1)
 }

@@ -581,7 +581,7 @@ func TestHostileStepdownInCluster(t *testing.T) {
 	}
 	subjects := []string{
 		callout.SendSubjectPrefix + A + "." + M, callout.ConsumerSubjectPrefix + M, callout.PullSubjectPrefix + M,
-		"$JS.ACK." + S + "." + M + ".1.1.1.1.0", callout.P2PSubjectPrefix + A, "_INBOX." + A + ".x",
+		callout.AckSubjectPrefix + M, callout.P2PSubjectPrefix + A, "_INBOX." + A + ".x",
 	}
 	for _, subj := range subjects {
 		for _, reply := range replies {
