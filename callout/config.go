@@ -51,8 +51,8 @@ type ConfigOptions struct {
 const AdminReplyPrefix = wire.AdminReplyPrefix
 
 // ResponseThreshold is how long nats-server keeps the mapping of a
-// request that crossed one of the chat account's service imports (a
-// consumer request, an acknowledgement), waiting for its answer: what one
+// request that crossed the chat account's service import (a consumer
+// request), waiting for its answer: what one
 // user's unanswered requests can hold on the server is their rate times
 // this. A consumer request may wait on JetStream a few seconds.
 const ResponseThreshold = 5 * time.Second
@@ -103,23 +103,23 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	    ]
 //	    exports: [
 //	      { service: "kez.v1.consumer.>", accounts: [ USERS ], response_threshold: "5s" }
-//	      { service: "$JS.ACK.>", accounts: [ USERS ], response_threshold: "5s" }
 //	      { stream: "kez.v1.deliver.>", accounts: [ USERS ] }
 //	      { stream: "_INBOX.>", accounts: [ USERS ] }
 //	    ]
 //	    imports: [
 //	      { stream: { account: USERS, subject: "kez.v1.send.>" } }
 //	      { stream: { account: USERS, subject: "kez.v1.pull.>" } }
+//	      { stream: { account: USERS, subject: "kez.v1.ack.>" } }
 //	    ]
 //	  }
 //	  USERS {
 //	    exports: [
 //	      { stream: "kez.v1.send.>", accounts: [ CHAT ] }
 //	      { stream: "kez.v1.pull.>", accounts: [ CHAT ] }
+//	      { stream: "kez.v1.ack.>", accounts: [ CHAT ] }
 //	    ]
 //	    imports: [
 //	      { service: { account: CHAT, subject: "kez.v1.consumer.>" } }
-//	      { service: { account: CHAT, subject: "$JS.ACK.>" } }
 //	      { stream: { account: CHAT, subject: "kez.v1.deliver.>" } }
 //	      { stream: { account: CHAT, subject: "_INBOX.>" } }
 //	    ]
@@ -145,12 +145,12 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 // Every client except the users in auth_users is then sent to the
 // callout, which places users in USERS, an account without JetStream, and the
 // chat-server's own key in CHAT, where the inbox stream lives. USERS
-// reaches mail only through the chat-server's gate: sends and pulls
-// cross to it as streams (never answered on their reply subjects),
-// consumer requests as a service import; acknowledgements cross a service
-// import to JetStream; answers to sends and what pulls deliver come back
-// as streams. A service import rewrites the reply subject, and the server
-// stamps every request crossing one with the account it came from (the
+// reaches mail only through the chat-server's gate: sends, pulls and
+// acknowledgements cross to it as streams (never answered on their reply
+// subjects), consumer requests as a service import; answers to sends and
+// what pulls deliver come back as streams. No user subject reaches
+// JetStream without the gate. A service import rewrites the reply
+// subject, and the server stamps every request crossing one with the account it came from (the
 // Nats-Request-Info header), which the gate checks (see [Permissions] and
 // docs/security.md).
 //
@@ -223,9 +223,9 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	} else {
 		fmt.Fprintf(&b, "  %s { users: [ { nkey: %s } ] }\n", o.AuthAccount, svc)
 	}
-	// Sends and pulls cross from the user account as streams: nats-server
-	// stamps nothing on them and keeps no response mapping. The gate acts
-	// on their subjects, which only the sender may publish to; nats-server
+	// Sends, pulls and acknowledgements cross from the user account as
+	// streams: nats-server stamps nothing on them and keeps no response
+	// mapping. The gate acts on their subjects, which only the sender may publish to; nats-server
 	// never passes a message that came through a service import (an
 	// answer to a user-chosen reply included) on to a stream export, so
 	// nothing but a user's own publish reaches the gate there. Answers
@@ -241,26 +241,22 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	fmt.Fprintf(&b, "    exports: [\n")
 	// A request with a reply subject makes nats-server keep a response
 	// mapping until the answer or the threshold (default 2 minutes);
-	// acknowledgements nobody answers would pile up.
-	for _, p := range []string{ConsumerSubjectPrefix, "$JS.ACK."} {
-		fmt.Fprintf(&b, "      { service: %q, accounts: [ %s ], response_threshold: %q }\n", p+">", o.UserAccount, ResponseThreshold.String())
-	}
+	// requests nobody answers would pile up.
+	fmt.Fprintf(&b, "      { service: %q, accounts: [ %s ], response_threshold: %q }\n", ConsumerSubjectPrefix+">", o.UserAccount, ResponseThreshold.String())
 	for _, p := range []string{DeliverSubjectPrefix, wire.ReplyPrefix} {
 		fmt.Fprintf(&b, "      { stream: %q, accounts: [ %s ] }\n", p+">", o.UserAccount)
 	}
 	fmt.Fprintf(&b, "    ]\n    imports: [\n")
-	for _, p := range []string{SendSubjectPrefix, PullSubjectPrefix} {
+	for _, p := range userStreams {
 		fmt.Fprintf(&b, "      { stream: { account: %s, subject: %q } }\n", o.UserAccount, p+">")
 	}
 	fmt.Fprintf(&b, "    ]\n  }\n")
 	fmt.Fprintf(&b, "  %s {\n    exports: [\n", o.UserAccount)
-	for _, p := range []string{SendSubjectPrefix, PullSubjectPrefix} {
+	for _, p := range userStreams {
 		fmt.Fprintf(&b, "      { stream: %q, accounts: [ %s ] }\n", p+">", o.ChatAccount)
 	}
 	fmt.Fprintf(&b, "    ]\n    imports: [\n")
-	for _, p := range []string{ConsumerSubjectPrefix, "$JS.ACK."} {
-		fmt.Fprintf(&b, "      { service: { account: %s, subject: %q } }\n", o.ChatAccount, p+">")
-	}
+	fmt.Fprintf(&b, "      { service: { account: %s, subject: %q } }\n", o.ChatAccount, ConsumerSubjectPrefix+">")
 	for _, p := range []string{DeliverSubjectPrefix, wire.ReplyPrefix} {
 		fmt.Fprintf(&b, "      { stream: { account: %s, subject: %q } }\n", o.ChatAccount, p+">")
 	}
@@ -298,6 +294,10 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// userStreams are the subjects (prefixes, before ">") that cross from the
+// user account to the gate as streams: sends, pulls and acknowledgements.
+var userStreams = []string{SendSubjectPrefix, PullSubjectPrefix, AckSubjectPrefix}
 
 // confPermissions are a user's permissions as nats.conf writes them.
 type confPermissions struct {

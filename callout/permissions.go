@@ -35,6 +35,10 @@ const (
 	// which the gate passes on with the reply DeliverSubjectPrefix + key +
 	// "." + token.
 	PullSubjectPrefix = wire.PullSubjectPrefix
+	// AckSubjectPrefix + key takes a batch of that user's
+	// acknowledgements, one line each ("+ACK <reply subject of a
+	// delivery>"), which the gate checks and passes on to JetStream.
+	AckSubjectPrefix = wire.AckSubjectPrefix
 	// DeliverSubjectPrefix + key + "." + token is where the consumer
 	// delivers what a pull asked for (a stream export to the user account).
 	DeliverSubjectPrefix = wire.DeliverSubjectPrefix
@@ -50,15 +54,14 @@ func SendSubject(to, from kez.PublicKey) string {
 }
 
 // Permissions returns the exact NATS permissions a user with key k gets in
-// the user account, given the inbox stream's name (stream "" means
-// [DefaultStream]). With K = k.String() and S = the stream:
+// the user account. With K = k.String():
 //
 // Publish:
 //
 //	kez.v1.send.*.K          send to anyone, as K only (gate)
 //	kez.v1.consumer.K        have K's consumer made (gate)
 //	kez.v1.pull.K            pull from it (gate)
-//	$JS.ACK.S.K.>            acknowledge what it delivered (JetStream, through an import)
+//	kez.v1.ack.K             acknowledge what it delivered, in batches (gate)
 //	kez.v1.p2p.*             ask any peer where it listens
 //	_INBOX.*.>               answer a peer's request (see below)
 //
@@ -68,50 +71,50 @@ func SendSubject(to, from kez.PublicKey) string {
 //	kez.v1.deliver.K.>       what K's pulls deliver
 //	kez.v1.p2p.K             K's own signalling subject
 //
-// Users live in an account without JetStream. What touches mail crosses
-// into the chat account to the chat-server's gate: sends and pulls as
-// streams the user account exports to the chat account alone (the gate
-// acts on their subjects, which only K may publish to, and never uses
-// their reply subjects), consumer requests as a service import (which
-// rewrites the reply subject and is stamped with the account it came from,
+// The stream's name no longer shapes a user's grants (no user holds a
+// JetStream subject); the parameter stays for callers that pass it.
+//
+// Users live in an account without JetStream and hold no JetStream
+// subject at all. What touches mail crosses into the chat account to the
+// chat-server's gate: sends, pulls and acknowledgements as streams the
+// user account exports to the chat account alone (the gate acts on their
+// subjects, which only K may publish to, and never uses their reply
+// subjects), consumer requests as a service import (which rewrites the
+// reply subject and is stamped with the account it came from,
 // Nats-Request-Info). What comes back crosses as streams: the answers to
 // sends (on their reply subjects, which the gate takes only in K's own
 // reply namespace _INBOX.K.…) and what pulls deliver
 // (kez.v1.deliver.K.…).
 // nats-server never passes a message that came through a service import,
 // an answer to a user-chosen reply included, on to a stream export, so
-// only users' own publishes reach the gate's send and pull subjects.
-// Acknowledgements are the one import JetStream answers itself: only K may
-// publish to $JS.ACK.S.K.> (this list), and no message can be delivered
-// there on K's behalf, because nats-server refuses a client's request
-// whose reply subject starts with $JS.ACK., so no answer is ever
-// addressed to one. What the gate forwards to JetStream carries reply
-// subjects the gate chose. So no subject a user picks, reply subjects
-// included, is ever acted on with the chat account's rights, and no user
-// creates, deletes or lists consumers, reads the stream or calls the
-// JetStream API.
+// only users' own publishes reach the gate's send, pull and ack subjects.
+// The gate checks every acknowledgement line (a verb it knows, the reply
+// subject of a delivery of K's own consumer) and publishes it to
+// JetStream itself, without a reply subject; an acknowledgement that is
+// also a pull request (+NXT) never reaches JetStream. What the gate
+// forwards to JetStream carries reply subjects the gate chose. So no
+// subject a user picks, reply subjects included, is ever acted on with
+// the chat account's rights, and no user creates, deletes or lists
+// consumers, reads the stream or calls the JetStream API.
 // Each grant is necessary: the permission tests remove each one in turn.
 //
 // Why publish on _INBOX.*.> and no "allow_responses": answering a peer's
 // request means publishing to the peer's reply subject. Response
 // permissions would let K publish once to whatever reply subject a
-// sender chose, including its own kez.v1.send and $JS.ACK subjects.
+// sender chose, including its own kez.v1.send and kez.v1.ack subjects.
 // _INBOX.*.> confines answers to reply namespaces: the worst a user can
 // do is drop a message into another user's reply prefix, which that
 // user's client discards unless it is waiting for that exact (random)
 // subject, and whose content KEZ signs anyway (kez.ContextPeerAddrs).
 // Clients answer only requests whose reply subject starts with _INBOX.
 func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
-	if stream == "" {
-		stream = DefaultStream
-	}
 	key := k.String()
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: jwt.StringList{
 			SendSubjectPrefix + "*." + key,
 			ConsumerSubjectPrefix + key,
 			PullSubjectPrefix + key,
-			"$JS.ACK." + stream + "." + key + ".>",
+			AckSubjectPrefix + key,
 			P2PSubjectPrefix + "*",
 			wire.ReplyPrefix + "*.>",
 		}},
@@ -129,10 +132,12 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 //
 // Publish: $JS.API.INFO and $JS.API.STREAM.CREATE|UPDATE|INFO.S (the
 // stream); $JS.API.CONSUMER.CREATE.S.> and $JS.API.CONSUMER.INFO|MSG.NEXT.S.*
-// (users' consumers, made and pulled on their behalf); kez.v1.inbox.>
+// (users' consumers, made and pulled on their behalf); $JS.ACK.S.>
+// (users' acknowledgements, checked and passed on); kez.v1.inbox.>
 // (storing mail); _INBOX.> and _R_.> (refusals of sends, answers to
 // consumer requests).
-// Subscribe: kez.v1.send.>, kez.v1.consumer.>, kez.v1.pull.> (the gate)
+// Subscribe: kez.v1.send.>, kez.v1.consumer.>, kez.v1.pull.>,
+// kez.v1.ack.> (the gate)
 // and _KEZ_GATE.P.> (P the key: its own replies, outside the users' reply
 // namespace that the chat account exports to them).
 // Nothing deletes or purges the stream or a consumer.
@@ -149,6 +154,7 @@ func GatePermissions(provisioner, stream string) jwt.Permissions {
 			"$JS.API.CONSUMER.CREATE." + stream + ".>",
 			"$JS.API.CONSUMER.INFO." + stream + ".*",
 			"$JS.API.CONSUMER.MSG.NEXT." + stream + ".*",
+			"$JS.ACK." + stream + ".>",
 			InboxSubjects,
 			wire.ReplyPrefix + ">",
 			"_R_.>",
@@ -157,6 +163,7 @@ func GatePermissions(provisioner, stream string) jwt.Permissions {
 			SendSubjectPrefix + ">",
 			ConsumerSubjectPrefix + ">",
 			PullSubjectPrefix + ">",
+			AckSubjectPrefix + ">",
 			wire.GateReplyPrefix + provisioner + ".>",
 		}},
 	}

@@ -2,6 +2,7 @@ package callout_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,8 +124,8 @@ func TestCannotPublishAsSomeoneElse(t *testing.T) {
 }
 
 // TestNoDirectJetStream: users live in an account without JetStream and
-// hold no grant on its API: every JetStream subject, their own consumer's
-// included, is a permissions violation. (What they may do with their
+// hold no JetStream subject: every one, their own consumer's API and
+// acknowledgement subjects included, is a permissions violation. (What they may do with their
 // inbox goes through the chat-server's gate; chatserver's tests.)
 func TestNoDirectJetStream(t *testing.T) {
 	c := newChatStack(t)
@@ -147,6 +148,7 @@ func TestNoDirectJetStream(t *testing.T) {
 		"$JS.API.STREAM.LEADER.STEPDOWN." + S,
 		"$JS.API.INFO",
 		"$JS.ACK." + S + "." + c.bk + ".1.1.1.1.0",
+		"$JS.ACK." + S + "." + c.ak + ".1.1.1.1.0",
 		callout.InboxSubjectPrefix + c.bk + "." + c.ak,
 	} {
 		if err := c.aliceC.PublishRequest(subj, c.aliceC.NewRespInbox(), []byte(`{}`)); err != nil {
@@ -211,9 +213,12 @@ func TestPermissionsShape(t *testing.T) {
 		t.Fatalf("sub %v", got)
 	}
 	for _, subj := range p.Pub.Allow {
-		if strings.HasPrefix(subj, "$JS.API") || strings.HasPrefix(subj, callout.InboxSubjectPrefix) {
+		if strings.HasPrefix(subj, "$JS.") || strings.HasPrefix(subj, callout.InboxSubjectPrefix) {
 			t.Fatalf("a user may publish to %q", subj)
 		}
+	}
+	if !slices.Contains(p.Pub.Allow, callout.AckSubjectPrefix+k) {
+		t.Fatalf("a user may not acknowledge through the gate: %v", p.Pub.Allow)
 	}
 	gp := callout.GatePermissions("UPROV", "X")
 	for _, subj := range gp.Pub.Allow {
@@ -221,7 +226,7 @@ func TestPermissionsShape(t *testing.T) {
 			t.Fatalf("the gate may publish to %q", subj)
 		}
 	}
-	if gp.Sub.Allow[len(gp.Sub.Allow)-1] != "_KEZ_GATE.UPROV.>" {
+	if gp.Sub.Allow[len(gp.Sub.Allow)-1] != "_KEZ_GATE.UPROV.>" || !slices.Contains(gp.Sub.Allow, callout.AckSubjectPrefix+">") || !slices.Contains(gp.Pub.Allow, "$JS.ACK.X.>") {
 		t.Fatalf("gate %+v", gp)
 	}
 }

@@ -328,7 +328,8 @@ func (c *Client) nextReconnect() <-chan struct{} {
 // Shutdown closes the client gracefully. It takes no new work at once
 // (Send, Sync and Run return [ErrClosed]; Run loops stop asking for
 // messages and process what was delivered to them), then waits until the
-// calls under way returned, the queued delivery receipts are sent and the
+// calls under way returned, the queued delivery receipts are sent, the
+// acknowledgements of what was received reached the server and the
 // stream acknowledged every send in flight, and closes as [Client.Close]
 // does. If ctx ends first it closes at once and returns ctx's error: sends
 // not yet acknowledged fail with ErrClosed (the stream may still store
@@ -339,6 +340,15 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	err := lifecycle.Wait(ctx, c.work.Idle())
 	if err == nil {
 		err = c.stopReceipts(ctx)
+	}
+	if err == nil && c.cons != nil {
+		// What Run and Sync acknowledged is queued for the gate in
+		// batches: send it before the connection closes, or it would be
+		// delivered again (and dropped as a duplicate) next time.
+		err = c.cons.FlushAcks(ctx)
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionReconnecting) {
+			err = nil // not connected: delivered again later, as after Close
+		}
 	}
 	if err == nil {
 		// No send starts any more: the calls that could have ended and the
@@ -354,7 +364,8 @@ func (c *Client) Shutdown(ctx context.Context) error {
 // processing more (what they were delivered is delivered again later),
 // sends still waiting for the stream's acknowledgement fail with
 // ErrClosed (the stream may still store them), the delivery receipts
-// queued are handed to the connection, which is closed, and so is the
+// and the acknowledgements of what was received queued are handed to
+// the connection, which is closed, and so is the
 // database. Use [Client.Shutdown] to let the work under way finish. It is
 // safe to call more than once.
 func (c *Client) Close() error {
@@ -363,6 +374,11 @@ func (c *Client) Close() error {
 	c.closed.Do(func() {
 		c.stopReceipts(context.Background())
 		close(c.closing)
+		if c.cons != nil {
+			// Acknowledgements of what was stored are queued for the gate:
+			// hand them to the connection, whose Close sends its buffer.
+			<-c.cons.AcksHanded()
+		}
 		if c.nc != nil {
 			c.nc.Close()
 		}

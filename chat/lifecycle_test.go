@@ -3,10 +3,12 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/kez"
 )
 
 // runLoop starts c.Run with handler and returns the channel of its result.
@@ -114,6 +116,8 @@ func TestShutdownFinishesWorkInFlight(t *testing.T) {
 	if s := bob.Stats(); s.ReceiptsSent == 0 {
 		t.Errorf("bob shut down without sending the queued receipts: %+v", s)
 	}
+	// And the acknowledgements of what he stored left with him.
+	waitAcked(t, st, bu.Key)
 
 	// The receipts were stored: alice, opened again, sees them at once.
 	again := openClientIn(t, st, au, alice.cfg.Client.Home)
@@ -160,5 +164,40 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 	close(release)
 	if err := stacktest.Returns(t, "Run after its handler returned", run); !errors.Is(err, ErrClosed) {
 		t.Errorf("Run: %v, want ErrClosed", err)
+	}
+}
+
+// waitAcked waits until key's consumer has nothing waiting and nothing
+// unacknowledged: the client's acknowledgements, which go to the gate in
+// batches and from there to JetStream, arrived.
+func waitAcked(t testing.TB, st *stacktest.Stack, key kez.PublicKey) {
+	t.Helper()
+	deadline := time.Now().Add(stacktest.Prompt)
+	for info := st.ConsumerInfo(t, key); info.NumPending != 0 || info.NumAckPending != 0; info = st.ConsumerInfo(t, key) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the consumer still has %d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
+		}
+	}
+}
+
+// Close right after a Sync (what a one-shot command does) loses no
+// acknowledgement: what Sync stored and acknowledged is handed to the
+// connection before it closes, so nothing is delivered again.
+func TestCloseAfterSyncAcks(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice, bob := openClient(t, st, au), openClient(t, st, bu)
+	mustAdd(t, alice, "bob")
+	const n = 30
+	for i := range n {
+		mustSend(t, alice, "bob", fmt.Sprint("message ", i))
+	}
+	receiveN(t, bob, n)
+	if err := bob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitAcked(t, st, bu.Key)
+	if info := st.ConsumerInfo(t, bu.Key); info.AckFloor.Consumer != info.Delivered.Consumer || info.NumRedelivered != 0 {
+		t.Errorf("bob's consumer: %+v", info)
 	}
 }

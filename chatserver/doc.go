@@ -22,10 +22,10 @@
 // them) with the registry as the directory of keys, logs in as the
 // provisioner, creates or updates the JetStream inbox stream and runs the
 // gate: the only way users reach the stream. Users live in an account
-// without JetStream; the gate takes their sends and pulls (which cross to
-// it as streams, on subjects only the sender may publish to) and consumer
-// requests (a service import), never acts on a reply subject a user
-// chose, and holds every user to
+// without JetStream; the gate takes their sends, pulls and
+// acknowledgements (which cross to it as streams, on subjects only the
+// sender may publish to) and consumer requests (a service import), never
+// acts on a reply subject a user chose, and holds every user to
 // [MailLimits] (docs/security.md, "Tenant isolation"). NATS may
 // come up after the chat-server: the server keeps trying, and /readyz
 // says what it is waiting for (the server also logs it, within a second

@@ -1,9 +1,11 @@
 package chatserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -18,8 +20,9 @@ import (
 )
 
 // The gate stands between users and JetStream. Users live in an account
-// without JetStream. Their sends and pulls cross into the chat account as
-// streams (the user account exports kez.v1.send.> and kez.v1.pull.> to it
+// without JetStream and hold no JetStream subject. Their sends, pulls and
+// acknowledgements cross into the chat account as streams (the user
+// account exports kez.v1.send.>, kez.v1.pull.> and kez.v1.ack.> to it
 // alone), their consumer requests as a service import; here the gate
 //
 //   - takes the sender from the subject, where only that user may publish
@@ -42,6 +45,11 @@ import (
 //   - builds every message it forwards afresh (subject, the Nats-Msg-Id
 //     header, the body), so no other header or field a user chose
 //     reaches JetStream;
+//   - passes on an acknowledgement only when it names a delivery of the
+//     sender's own consumer ($JS.ACK.<stream>.<sender>.<five numbers>)
+//     with a verb it knows (+ACK, -NAK with or without a delay, +TERM,
+//     +WPI), without a reply subject: no +NXT (a pull request that would
+//     bypass the pull bounds below), no reasons, no other body;
 //   - stores mail only for registered recipients, whose consumer it makes
 //     first, within the sender's and the recipient's rate limits.
 //
@@ -73,6 +81,12 @@ const (
 	minPullHeartbeat = time.Second
 )
 
+// Bounds of a batch of acknowledgements (kez.v1.ack.<key>).
+const (
+	maxAckLines = wire.MaxAckLines
+	maxAckBody  = wire.MaxAckBytes
+)
+
 type gate struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
@@ -91,7 +105,8 @@ type gate struct {
 
 	subs []*nats.Subscription
 	// Counters of the hot path, looked up once.
-	sendsForwarded, pullsForwarded prometheus.Counter
+	sendsForwarded, pullsForwarded, acksForwarded prometheus.Counter
+	ackLines                                      [3]prometheus.Counter // by ackResults
 }
 
 type knownEntry struct {
@@ -101,14 +116,27 @@ type knownEntry struct {
 
 // gateMetrics are the gate's Prometheus metrics:
 //
-//	kez_chat_gate_requests_total{kind="send|consumer|pull",result="forwarded|refused|dropped"}
+//	kez_chat_gate_requests_total{kind="send|consumer|pull|ack",result="forwarded|refused|dropped"}
 //	kez_chat_gate_refusals_total{reason=…}
+//	kez_chat_gate_ack_lines_total{result="forwarded|dropped|limited"}
 //	kez_chat_gate_tracked_users
 //	kez_chat_gate_limit{name=…}   the configured limits
 type gateMetrics struct {
 	requests *prometheus.CounterVec
 	refusals *prometheus.CounterVec
+	ackLines *prometheus.CounterVec
 }
+
+// ackResults are the label values of kez_chat_gate_ack_lines_total: lines
+// passed on to JetStream, dropped as malformed or not the sender's own,
+// and dropped over the sender's acknowledgement rate.
+var ackResults = [3]string{"forwarded", "dropped", "limited"}
+
+const (
+	ackForwarded = iota
+	ackDropped
+	ackLimited
+)
 
 // Refusal reasons, the label values of kez_chat_gate_refusals_total.
 const (
@@ -120,6 +148,7 @@ const (
 	reasonRecipientQuota = "recipient_quota"
 	reasonSenderUnread   = "sender_unread"
 	reasonAPIQuota       = "pull_quota"
+	reasonAckQuota       = "ack_quota" // every line of a batch over the acknowledgement rate (dropped)
 	reasonUnavailable    = "unavailable"
 )
 
@@ -127,19 +156,26 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 	m := &gateMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kez_chat_gate_requests_total",
-			Help: "Requests users made through the gate, by kind (send, consumer, pull) and result (forwarded, refused with an answer, dropped without one).",
+			Help: "Requests users made through the gate, by kind (send, consumer, pull, ack: a batch of acknowledgements) and result (forwarded, refused with an answer, dropped without one; a batch is forwarded when any of its lines was).",
 		}, []string{"kind", "result"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kez_chat_gate_refusals_total",
 			Help: "Requests the gate refused or dropped, by reason.",
 		}, []string{"reason"}),
+		ackLines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kez_chat_gate_ack_lines_total",
+			Help: "Acknowledgement lines users sent to the gate, by result: forwarded to JetStream, dropped (malformed, not the sender's own consumer, or in a batch over the size limits) or limited (over the sender's acknowledgement rate).",
+		}, []string{"result"}),
 	}
-	for _, k := range []string{"send", "consumer", "pull"} {
+	for _, r := range ackResults {
+		m.ackLines.WithLabelValues(r)
+	}
+	for _, k := range []string{"send", "consumer", "pull", "ack"} {
 		for _, r := range []string{"forwarded", "refused", "dropped"} {
 			m.requests.WithLabelValues(k, r)
 		}
 	}
-	for _, r := range []string{reasonForged, reasonReply, reasonBadRequest, reasonUnknown, reasonSenderQuota, reasonRecipientQuota, reasonSenderUnread, reasonAPIQuota, reasonUnavailable} {
+	for _, r := range []string{reasonForged, reasonReply, reasonBadRequest, reasonUnknown, reasonSenderQuota, reasonRecipientQuota, reasonSenderUnread, reasonAPIQuota, reasonAckQuota, reasonUnavailable} {
 		m.refusals.WithLabelValues(r)
 	}
 	limit := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -152,11 +188,12 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 		"recipient_rate": lim.RecipientRate, "recipient_burst": lim.RecipientBurst,
 		"recipient_bytes_rate": lim.RecipientBytesRate, "recipient_bytes_burst": lim.RecipientBytesBurst,
 		"api_rate": lim.APIRate, "api_burst": lim.APIBurst, "max_tracked": float64(lim.MaxTracked),
+		"ack_rate": lim.AckRate, "ack_burst": lim.AckBurst,
 		"sender_unread": float64(lim.SenderUnread),
 	} {
 		limit.WithLabelValues(name).Set(v)
 	}
-	cs := []prometheus.Collector{m.requests, m.refusals, limit,
+	cs := []prometheus.Collector{m.requests, m.refusals, m.ackLines, limit,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "kez_chat_gate_tracked_users",
 			Help: "Users whose rate buckets the gate keeps.",
@@ -174,6 +211,10 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 func (g *gate) listen() error {
 	g.sendsForwarded = g.m.requests.WithLabelValues("send", "forwarded")
 	g.pullsForwarded = g.m.requests.WithLabelValues("pull", "forwarded")
+	g.acksForwarded = g.m.requests.WithLabelValues("ack", "forwarded")
+	for i, r := range ackResults {
+		g.ackLines[i] = g.m.ackLines.WithLabelValues(r)
+	}
 	for _, h := range []struct {
 		subject string
 		f       nats.MsgHandler
@@ -181,6 +222,7 @@ func (g *gate) listen() error {
 		{callout.SendSubjectPrefix + "*.*", g.onSend},
 		{callout.ConsumerSubjectPrefix + "*", g.onConsumer},
 		{callout.PullSubjectPrefix + "*", g.onPull},
+		{callout.AckSubjectPrefix + "*", g.onAck},
 	} {
 		sub, err := g.nc.QueueSubscribe(h.subject, gateQueue, h.f)
 		if err != nil {
@@ -583,6 +625,124 @@ func (g *gate) onPull(m *nats.Msg) {
 		return
 	}
 	g.pullsForwarded.Inc()
+}
+
+// onAck handles kez.v1.ack.<key>: a batch of the user's acknowledgements,
+// one line each, "<verb> <ack subject>" (wire.AckSubjectPrefix). Each line
+// naming a delivery of the user's own consumer with a verb the gate knows
+// is published to its subject, with the body JetStream reads and no reply
+// subject; any other line is dropped and counted. Lines beyond the user's
+// acknowledgement bucket are dropped too (JetStream delivers those
+// messages again after the ack wait). It is not answered. It crossed from
+// the user account as a stream: its reply subject, if any, is not used.
+func (g *gate) onAck(m *nats.Msg) {
+	t, ok := subjectKey(m.Subject, callout.AckSubjectPrefix)
+	now := g.now()
+	if !ok || !g.senderKey(t, now) {
+		g.drop("ack", reasonForged)
+		return
+	}
+	body := m.Data
+	if len(body) > 0 && body[len(body)-1] == '\n' {
+		body = body[:len(body)-1] // the last line's end
+	}
+	n := bytes.Count(body, []byte{'\n'}) + 1
+	if len(m.Data) == 0 || len(m.Data) > maxAckBody || n > maxAckLines {
+		if len(m.Data) > 0 {
+			g.ackLines[ackDropped].Add(float64(n))
+		}
+		g.drop("ack", reasonBadRequest)
+		return
+	}
+	var allowed int
+	g.users.with(t, now, func(b *userBuckets) { allowed = b.acks.takeUpTo(now, g.lim.AckRate, g.lim.AckBurst, n) })
+	prefix := "$JS.ACK." + g.stream + "." + t + "."
+	var counts [3]int
+	for i := range n {
+		var line []byte
+		line, body, _ = bytes.Cut(body, []byte{'\n'})
+		if i >= allowed {
+			counts[ackLimited] = n - i
+			break
+		}
+		subject, verb, ok := ackLine(line, prefix)
+		if !ok {
+			counts[ackDropped]++
+			continue
+		}
+		if err := g.nc.Publish(subject, verb); err != nil {
+			counts[ackDropped]++
+			continue
+		}
+		counts[ackForwarded]++
+	}
+	for i, c := range counts {
+		if c > 0 {
+			g.ackLines[i].Add(float64(c))
+		}
+	}
+	switch {
+	case counts[ackForwarded] > 0:
+		g.acksForwarded.Inc()
+	case counts[ackLimited] > 0:
+		g.drop("ack", reasonAckQuota)
+	default:
+		g.drop("ack", reasonBadRequest)
+	}
+}
+
+// ackLine parses one acknowledgement line, "<verb> <subject>", where the
+// subject must be prefix (the sender's own consumer's "$JS.ACK.<stream>.
+// <key>.") followed by five numbers (delivered, stream and consumer
+// sequence, time, pending): the nine-token form nats-server delivers with.
+// It returns the subject and the body JetStream reads: +ACK, -NAK, -NAK
+// {"delay":ns} for "-NAK <Go duration>" (a positive one), +TERM or +WPI.
+func ackLine(line []byte, prefix string) (subject string, body []byte, ok bool) {
+	verb, rest, _ := bytes.Cut(line, []byte{' '})
+	switch string(verb) {
+	case wire.AckVerbAck, wire.AckVerbTerm, wire.AckVerbProgress:
+		body = verb
+	case wire.AckVerbNak:
+		body = verb
+		if d, subj, found := bytes.Cut(rest, []byte{' '}); found {
+			delay, err := time.ParseDuration(string(d))
+			if err != nil || delay < 0 {
+				return "", nil, false
+			}
+			if delay > 0 {
+				body = fmt.Appendf(nil, `%s {"delay":%d}`, wire.AckVerbNak, delay.Nanoseconds())
+			}
+			rest = subj
+		}
+	default:
+		return "", nil, false
+	}
+	if !bytes.HasPrefix(rest, []byte(prefix)) || !ackNumbers(rest[len(prefix):]) {
+		return "", nil, false
+	}
+	return string(rest), body, true
+}
+
+// ackNumbers reports whether s is five dot-separated decimal numbers of
+// 1 to 20 digits each.
+func ackNumbers(s []byte) bool {
+	tokens, digits := 1, 0
+	for _, c := range s {
+		switch {
+		case c == '.':
+			if digits == 0 {
+				return false
+			}
+			tokens, digits = tokens+1, 0
+		case '0' <= c && c <= '9':
+			if digits++; digits > 20 {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return tokens == 5 && digits > 0
 }
 
 // maxReply bounds a send's reply subject.

@@ -42,6 +42,14 @@ type MailLimits struct {
 	// consumer inspections). Defaults 100/s and 1,000.
 	APIRate  float64
 	APIBurst float64
+	// AckRate and AckBurst bound one user's acknowledgements (lines of
+	// its batches to the gate, kez.v1.ack.<key>, valid or not): the lines
+	// over the bucket are dropped, and JetStream delivers those messages
+	// again after the consumer's AckWait. A user acknowledges at most what
+	// was delivered to it, so the defaults are generous: 2,000/s and
+	// 10,000.
+	AckRate  float64
+	AckBurst float64
 	// MaxTracked bounds how many users' buckets and recipient look-ups
 	// the gate keeps; the oldest are forgotten first. Default 100,000.
 	MaxTracked int
@@ -57,6 +65,7 @@ var DefaultMailLimits = MailLimits{
 	RecipientRate: 20, RecipientBurst: 200,
 	RecipientBytesRate: 1 << 20, RecipientBytesBurst: 16 << 20,
 	APIRate: 100, APIBurst: 1000,
+	AckRate: 2000, AckBurst: 10_000,
 	SenderUnread: 2000,
 	MaxTracked:   100_000,
 	KnownTTL:     time.Minute,
@@ -64,7 +73,7 @@ var DefaultMailLimits = MailLimits{
 
 // NoMailLimits turns every rate limit of the gate off (benchmarks only).
 var NoMailLimits = MailLimits{
-	SenderRate: -1, SenderBytesRate: -1, RecipientRate: -1, RecipientBytesRate: -1, APIRate: -1, SenderUnread: -1,
+	SenderRate: -1, SenderBytesRate: -1, RecipientRate: -1, RecipientBytesRate: -1, APIRate: -1, AckRate: -1, SenderUnread: -1,
 }
 
 func (l MailLimits) withDefaults() MailLimits {
@@ -84,6 +93,8 @@ func (l MailLimits) withDefaults() MailLimits {
 	pick(&l.RecipientBytesBurst, d.RecipientBytesBurst)
 	pick(&l.APIRate, d.APIRate)
 	pick(&l.APIBurst, d.APIBurst)
+	pick(&l.AckRate, d.AckRate)
+	pick(&l.AckBurst, d.AckBurst)
 	if l.SenderUnread == 0 {
 		l.SenderUnread = d.SenderUnread
 	}
@@ -121,13 +132,27 @@ func (b *bucket) take(now time.Time, rate, burst, n float64) bool {
 	return true
 }
 
-// userBuckets are one user's buckets, as sender and API caller, and the
-// count of its unread messages.
+// takeUpTo removes up to n tokens from b, refilling it first as take
+// does, and returns how many whole tokens it removed (n when rate < 0).
+func (b *bucket) takeUpTo(now time.Time, rate, burst float64, n int) int {
+	if rate < 0 {
+		return n
+	}
+	if b.take(now, rate, burst, float64(n)) {
+		return n
+	}
+	k := int(b.tokens) // take refilled b and found fewer than n
+	b.tokens -= float64(k)
+	return k
+}
+
+// userBuckets are one user's buckets, as sender, API caller and
+// acknowledger, and the count of its unread messages.
 type userBuckets struct {
-	sendMsgs, sendBytes, api bucket
-	unread                   int       // as last counted, plus what was stored since
-	unreadAt                 time.Time // when last counted; zero: never
-	checked                  bool      // the key's text form was checked
+	sendMsgs, sendBytes, api, acks bucket
+	unread                         int       // as last counted, plus what was stored since
+	unreadAt                       time.Time // when last counted; zero: never
+	checked                        bool      // the key's text form was checked
 }
 
 // pairBuckets are one sender's buckets for one recipient.

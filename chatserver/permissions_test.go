@@ -47,7 +47,7 @@ func TestEveryGrantIsNecessary(t *testing.T) {
 		"kez.v1.send.*.K":        "send",
 		"kez.v1.consumer.K":      "consumer",
 		"kez.v1.pull.K":          "receive",
-		"$JS.ACK.KEZ_INBOX.K.>":  "ack",
+		"kez.v1.ack.K":           "ack",
 		"kez.v1.p2p.*":           "ask a peer",
 		"_INBOX.*.>":             "answer a peer",
 		"sub _INBOX.K.>":         "consumer",

@@ -101,6 +101,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{"recipient-bytes-burst", "KEZ_CHAT_RECIPIENT_BYTES_BURST", &lim.RecipientBytesBurst, "bytes one sender may store for one recipient at once"},
 		{"pull-rate", "KEZ_CHAT_PULL_RATE", &lim.APIRate, "pull and consumer requests per second of one user; -1 turns the limit off"},
 		{"pull-burst", "KEZ_CHAT_PULL_BURST", &lim.APIBurst, "pull and consumer requests of one user at once"},
+		{"ack-rate", "KEZ_CHAT_ACK_RATE", &lim.AckRate, "acknowledgements per second of one user, on average (lines of its batches; those over are dropped and redelivered later); -1 turns the limit off"},
+		{"ack-burst", "KEZ_CHAT_ACK_BURST", &lim.AckBurst, "acknowledgements of one user at once"},
 	}
 	for _, f := range floats {
 		fs.Float64Var(f.v, f.flag, *f.v, f.usage+" (env "+f.env+")")

@@ -4,9 +4,10 @@
 // asks the gate to make its consumer (kez.v1.consumer.<key>), sends pull
 // requests (kez.v1.pull.<key>) naming a token, and receives what they
 // deliver on kez.v1.deliver.<key>.<token>, a subject only it may
-// subscribe to. Acknowledgements go to the delivered messages' $JS.ACK
-// reply subjects, which the user account maps to the gate. See
-// docs/spec/chat.md. Package chat and the benchmarks use it.
+// subscribe to. Acknowledgements go to the gate too, in batches
+// (kez.v1.ack.<key>, one line each naming the delivery's reply subject),
+// which checks each and passes it on to JetStream. See docs/spec/chat.md.
+// Package chat and the benchmarks use it.
 package inbox
 
 import (
@@ -17,6 +18,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,14 +26,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// A user reaches the inbox stream only through the chat-server's gate:
-// it asks the gate to make its consumer (kez.v1.consumer.<key>), sends
-// pull requests (kez.v1.pull.<key>) naming a token, and receives what
-// they deliver on kez.v1.deliver.<key>.<token>, a subject only it may
-// subscribe to. Acknowledgements go to the delivered messages' $JS.ACK
-// reply subjects, which the user account maps to the gate. See
-// docs/spec/chat.md.
 
 // pullExpires is how long one pull of [Puller.Consume] waits for messages.
 const pullExpires = 30 * time.Second
@@ -46,7 +40,9 @@ const noWaitGrace = 50 * time.Millisecond
 const pullHeartbeat = 5 * time.Second
 
 // Puller sends pull requests for one user and hands out what they
-// deliver. It is safe for concurrent use; each pull has its own token.
+// deliver; what it delivers is acknowledged through the gate, in batches
+// (see [Puller.FlushAcks]). It is safe for concurrent use; each pull has
+// its own token.
 type Puller struct {
 	nc     *nats.Conn
 	me     string // the user's key
@@ -54,13 +50,26 @@ type Puller struct {
 	ackPre string // $JS.ACK.<stream>.<me>.: how this user's deliveries' replies start
 	next   atomic.Uint64
 	base   string // unique per puller: tokens are base + counter
+	acks   *acker
 }
 
 // NewPuller returns a Puller for the user with key me (its "U…" form),
 // logged in on nc, and the inbox stream's name.
 func NewPuller(nc *nats.Conn, me, stream string) *Puller {
-	return &Puller{nc: nc, me: me, stream: stream, ackPre: "$JS.ACK." + stream + "." + me + ".", base: rand.Text()[:12]}
+	return &Puller{nc: nc, me: me, stream: stream, ackPre: "$JS.ACK." + stream + "." + me + ".", base: rand.Text()[:12], acks: newAcker(nc, me)}
 }
+
+// FlushAcks waits until the acknowledgements of this Puller's deliveries
+// made so far are sent to the gate and the server has read them (a round
+// trip on the connection; with no deadline in ctx, up to 10 s), or for
+// ctx. The gate confirms nothing: this is as sure as an acknowledgement
+// gets.
+func (p *Puller) FlushAcks(ctx context.Context) error { return p.acks.flush(ctx) }
+
+// AcksHanded returns a channel closed once the acknowledgements queued so
+// far are handed to the connection (whose Close still sends what it
+// buffered); it does not wait on the server.
+func (p *Puller) AcksHanded() <-chan struct{} { return p.acks.handed() }
 
 // pull is one pull request in flight: its deliveries arrive on ch.
 type pull struct {
@@ -154,14 +163,21 @@ func (p *Puller) delivery(m *nats.Msg) *delivery {
 	if m.Header.Get("Status") != "" || !strings.HasPrefix(m.Reply, p.ackPre) {
 		return nil
 	}
-	return &delivery{m: m, nc: p.nc}
+	return &delivery{m: m, p: p}
 }
 
 // delivery is a message from the inbox stream, acknowledged through the
-// gate. It implements jetstream.Msg.
+// gate: its acknowledgements are queued on the Puller's batcher, which
+// sends them to kez.v1.ack.<me> (a nil error means queued, not
+// delivered). It implements jetstream.Msg: once Ack, Nak or Term (in any
+// form) was queued, the next returns jetstream.ErrMsgAlreadyAckd;
+// InProgress may be repeated until then.
 type delivery struct {
-	m  *nats.Msg
-	nc *nats.Conn
+	m *nats.Msg
+	p *Puller
+
+	mu   sync.Mutex
+	ackd bool
 }
 
 var _ jetstream.Msg = (*delivery)(nil)
@@ -170,21 +186,46 @@ func (d *delivery) Data() []byte         { return d.m.Data }
 func (d *delivery) Headers() nats.Header { return d.m.Header }
 func (d *delivery) Subject() string      { return d.m.Subject }
 func (d *delivery) Reply() string        { return d.m.Reply }
-func (d *delivery) Ack() error           { return d.nc.Publish(d.m.Reply, []byte("+ACK")) }
-func (d *delivery) Nak() error           { return d.nc.Publish(d.m.Reply, []byte("-NAK")) }
-func (d *delivery) InProgress() error    { return d.nc.Publish(d.m.Reply, []byte("+WPI")) }
-func (d *delivery) Term() error          { return d.nc.Publish(d.m.Reply, []byte("+TERM")) }
+func (d *delivery) Ack() error           { return d.ack(wire.AckVerbAck, true) }
+func (d *delivery) Nak() error           { return d.ack(wire.AckVerbNak, true) }
+func (d *delivery) InProgress() error    { return d.ack(wire.AckVerbProgress, false) }
+func (d *delivery) Term() error          { return d.ack(wire.AckVerbTerm, true) }
 
-// DoubleAck acknowledges; the gate does not confirm acknowledgements.
-func (d *delivery) DoubleAck(context.Context) error { return d.Ack() }
+// ack queues the acknowledgement verb; final marks the delivery as
+// acknowledged.
+func (d *delivery) ack(verb string, final bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ackd {
+		return jetstream.ErrMsgAlreadyAckd
+	}
+	if err := d.p.acks.add(verb, d.m.Reply); err != nil {
+		return err
+	}
+	d.ackd = final
+	return nil
+}
 
-// NakWithDelay asks for redelivery after delay.
+// DoubleAck acknowledges and flushes the acknowledgements queued
+// ([Puller.FlushAcks]); the gate does not confirm acknowledgements.
+func (d *delivery) DoubleAck(ctx context.Context) error {
+	if err := d.Ack(); err != nil {
+		return err
+	}
+	return d.p.FlushAcks(ctx)
+}
+
+// NakWithDelay asks for redelivery after delay (at once when delay is
+// not positive).
 func (d *delivery) NakWithDelay(delay time.Duration) error {
-	return d.nc.Publish(d.m.Reply, fmt.Appendf(nil, `-NAK {"delay":%d}`, delay.Nanoseconds()))
+	if delay <= 0 {
+		return d.Nak()
+	}
+	return d.ack(wire.AckVerbNak+" "+delay.String(), true)
 }
 
 // TermWithReason stops redelivery. The reason stays here: the gate
-// passes on at most 64 bytes and JetStream only logs it.
+// passes on none (JetStream would only log it).
 func (d *delivery) TermWithReason(string) error { return d.Term() }
 
 // Metadata parses the acknowledgement subject:
@@ -214,7 +255,8 @@ type Consumer struct {
 	closed chan struct{}
 }
 
-// Drain stops asking for more; what was delivered is still handed on
+// Drain stops asking for more; what was delivered is still handed on,
+// and the acknowledgements queued by then are handed to the connection,
 // before Closed is closed.
 func (cs *Consumer) Drain() {
 	select {
@@ -236,6 +278,9 @@ func (p *Puller) Consume(batch int, reconnected func() <-chan struct{}, handler 
 	cs := &Consumer{stop: make(chan struct{}), closed: make(chan struct{})}
 	go func() {
 		defer close(cs.closed)
+		// Runs before closed is closed: what the handler acknowledged is
+		// handed to the connection (the acker never waits on the server).
+		defer func() { <-p.acks.handed() }()
 		var pl *pull
 		defer func() {
 			if pl != nil {

@@ -35,6 +35,7 @@ const (
 	SendSubjectPrefix     = "kez.v1.send."     // + recipient + "." + sender: a send request to the gate
 	ConsumerSubjectPrefix = "kez.v1.consumer." // + key: a request to the gate to make that user's consumer
 	PullSubjectPrefix     = "kez.v1.pull."     // + key: a pull request to the gate for that user's consumer
+	AckSubjectPrefix      = "kez.v1.ack."      // + key: a batch of acknowledgements to the gate for that user's consumer
 	DeliverSubjectPrefix  = "kez.v1.deliver."  // + key + "." + token: where a pull delivers
 	P2PSubjectPrefix      = "kez.v1.p2p."      // + key: file-peer signalling
 	// ReplyPrefix + key + "." is how every reply subject of that user
@@ -68,6 +69,21 @@ const (
 	ErrCodeRecipientQuota   = 21430
 	ErrCodeSenderUnread     = 21431
 	ErrCodeUnavailable      = 21503
+)
+
+// Acknowledgements to the gate: the body of a message to AckSubjectPrefix
+// + key is one line per acknowledgement, "<verb> <ack subject>\n", the
+// verb one of AckVerbAck, AckVerbNak (optionally followed by a space and a
+// Go duration, the redelivery delay), AckVerbTerm, AckVerbProgress, the
+// subject the reply subject of a delivery of that user's consumer. At
+// most MaxAckLines lines and MaxAckBytes bytes per message.
+const (
+	AckVerbAck      = "+ACK"
+	AckVerbNak      = "-NAK"
+	AckVerbTerm     = "+TERM"
+	AckVerbProgress = "+WPI"
+	MaxAckLines     = 1024
+	MaxAckBytes     = 128 << 10
 )
 
 // PullRequest is the body of a pull request to the gate: JetStream's

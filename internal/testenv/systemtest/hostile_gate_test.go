@@ -217,7 +217,7 @@ func TestHostileReplySweep(t *testing.T) {
 		{callout.SendSubjectPrefix + stranger + "." + M, []byte("to nobody")},
 		{callout.ConsumerSubjectPrefix + M, nil},
 		{callout.PullSubjectPrefix + M, []byte(`{"batch":5,"no_wait":true,"deliver":"t1"}`)},
-		{"$JS.ACK." + S + "." + M + ".1.1.1.1.0", []byte("+ACK")},
+		{callout.AckSubjectPrefix + M, []byte("+ACK $JS.ACK." + S + "." + M + ".1.1.1.1.0\n")},
 		{callout.P2PSubjectPrefix + A, []byte(`{}`)},
 		{"_INBOX." + A + ".x", []byte(`{}`)},
 	}
@@ -581,7 +581,7 @@ func TestHostileStepdownInCluster(t *testing.T) {
 	}
 	subjects := []string{
 		callout.SendSubjectPrefix + A + "." + M, callout.ConsumerSubjectPrefix + M, callout.PullSubjectPrefix + M,
-		"$JS.ACK." + S + "." + M + ".1.1.1.1.0", callout.P2PSubjectPrefix + A, "_INBOX." + A + ".x",
+		callout.AckSubjectPrefix + M, callout.P2PSubjectPrefix + A, "_INBOX." + A + ".x",
 	}
 	for _, subj := range subjects {
 		for _, reply := range replies {

@@ -69,7 +69,7 @@ func TestPermissionMatrix(t *testing.T) {
 		"kez.v1.send." + B + "." + A,  // send as alice
 		"kez.v1.pull." + A,            // pull alice's consumer through the gate
 		"kez.v1.consumer." + A,        // remake alice's consumer through the gate
-		"kez.v1.ack." + S + "." + A + ".1.1.1.1.0",
+		"kez.v1.ack." + A,             // acknowledge as alice through the gate
 		"kez.v1.inbox." + A + "." + A,
 		"$JS.API.CONSUMER.CREATE." + S + "." + A + ".kez.v1.inbox." + A + ".>", // replace alice's consumer
 		"$JS.API.CONSUMER.CREATE." + S + "." + M + ".kez.v1.inbox." + A + ".>", // own name, alice's filter
