@@ -1,11 +1,15 @@
 package chatserver_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/internal/inbox"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/nats-io/nats.go"
@@ -224,5 +228,53 @@ func TestSnippetSystemUser(t *testing.T) {
 	}
 	if !alice.nc.IsConnected() {
 		t.Fatal("alice was disconnected")
+	}
+}
+
+// The admin may not publish on a KEZ subject, but it may name one as the
+// reply subject of what it may ask ($JS.API.INFO, $SYS.REQ.USER.INFO, …),
+// and the answer is then published there inside the chat account, where
+// the gate listens: nothing tells it from a user's own publish. The
+// answer is not the admin's to choose (JSON, one line), so the gate drops
+// it; but it must cost the user named in the subject nothing. Before the
+// gate charged acknowledgement lines only once they parse, each such
+// answer on kez.v1.ack.<bob> took one of bob's acknowledgements, and an
+// admin asking faster than --ack-rate kept every one of bob's dropped.
+func TestSnippetAdminAnswersCostUsersNothing(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{AckRate: 0.001, AckBurst: 5}})
+	alice, bob := gateLogin(t, st, "alice"), gateLogin(t, st, "bob")
+	if code, _ := gateCode(t, alice.send(t, bob.key, []byte("sealed for bob"))); code != 0 {
+		t.Fatalf("send: %d", code)
+	}
+	got, err := inbox.NewPuller(bob.nc, bob.key.String(), callout.DefaultStream).Fetch(context.Background(), 1, 5*time.Second)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("bob's fetch: %d, %v", len(got), err)
+	}
+	admin, _ := operatorLogin(t, st, callout.DefaultChatAccount)
+	const junk = 10 // twice bob's burst
+	for i := range junk {
+		subj := "$JS.API.INFO"
+		if i%2 == 1 {
+			subj = "$SYS.REQ.USER.INFO"
+		}
+		if err := admin.nc.PublishRequest(subj, callout.AckSubjectPrefix+bob.key.String(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The answers reach the gate (and are dropped: no line is an
+	// acknowledgement) ...
+	waitMetric(t, st, `kez_chat_gate_requests_total{kind="ack",result="dropped"}`, fmt.Sprint(junk))
+	if got := metricValue(t, st, `kez_chat_gate_ack_lines_total{result="forwarded"}`); got != "" && got != "0" {
+		t.Fatalf("%s lines of the admin's answers were forwarded", got)
+	}
+	// ... and bob's own acknowledgement still goes through.
+	bob.ackBatch(t, "+ACK "+got[0].Reply())
+	deadline := time.Now().Add(10 * time.Second)
+	for st.ConsumerInfo(t, bob.key).NumAckPending != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's acknowledgement was dropped after the admin's answers (limited lines: %s)",
+				metricValue(t, st, `kez_chat_gate_ack_lines_total{result="limited"}`))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -29,8 +29,13 @@ import (
 //     (callout.Permissions). Nothing else reaches these subjects in the
 //     chat account: nats-server never passes a message that came through
 //     a service import (an answer to a reply subject a user chose, say)
-//     on to a stream export, and only the chat-server's own key lives in
-//     the chat account. A consumer request, a service import, must also
+//     on to a stream export, and only the chat-server's own key and the
+//     operator's admin login live in the chat account. The admin may
+//     publish none of these subjects, but may name one as the reply
+//     subject of a request it may make, and the server's answer (JSON it
+//     does not choose) then lands here: the gate drops it before it costs
+//     the user named anything (an acknowledgement line is charged only
+//     once it parses). A consumer request, a service import, must also
 //     carry the user account's stamp (Nats-Request-Info), which
 //     nats-server writes on every request crossing an import;
 //   - never answers on a subject outside the sender's own: a send is
@@ -631,8 +636,9 @@ func (g *gate) onPull(m *nats.Msg) {
 // one line each, "<verb> <ack subject>" (wire.AckSubjectPrefix). Each line
 // naming a delivery of the user's own consumer with a verb the gate knows
 // is published to its subject, with the body JetStream reads and no reply
-// subject; any other line is dropped and counted. Lines beyond the user's
-// acknowledgement bucket are dropped too (JetStream delivers those
+// subject; any other line is dropped and counted, at no cost to the
+// user's acknowledgement bucket. Acknowledgements beyond the bucket are
+// dropped too (JetStream delivers those
 // messages again after the ack wait). It is not answered. It crossed from
 // the user account as a stream: its reply subject, if any, is not used.
 func (g *gate) onAck(m *nats.Msg) {
@@ -654,23 +660,34 @@ func (g *gate) onAck(m *nats.Msg) {
 		g.drop("ack", reasonBadRequest)
 		return
 	}
-	var allowed int
-	g.users.with(t, now, func(b *userBuckets) { allowed = b.acks.takeUpTo(now, g.lim.AckRate, g.lim.AckBurst, n) })
+	// Only lines that are acknowledgements cost the user a token: what
+	// reaches this subject is not always the user's own (the operator's
+	// admin login may name it as a reply subject, and the server's answer
+	// lands here), and junk must not spend the user's allowance.
 	prefix := "$JS.ACK." + g.stream + "." + t + "."
 	var counts [3]int
-	for i := range n {
+	type ack struct {
+		subject string
+		verb    []byte
+	}
+	acks := make([]ack, 0, n)
+	for range n {
 		var line []byte
 		line, body, _ = bytes.Cut(body, []byte{'\n'})
-		if i >= allowed {
-			counts[ackLimited] = n - i
-			break
-		}
 		subject, verb, ok := ackLine(line, prefix)
 		if !ok {
 			counts[ackDropped]++
 			continue
 		}
-		if err := g.nc.Publish(subject, verb); err != nil {
+		acks = append(acks, ack{subject, verb})
+	}
+	var allowed int
+	if len(acks) > 0 {
+		g.users.with(t, now, func(b *userBuckets) { allowed = b.acks.takeUpTo(now, g.lim.AckRate, g.lim.AckBurst, len(acks)) })
+	}
+	counts[ackLimited] = len(acks) - allowed
+	for _, a := range acks[:allowed] {
+		if err := g.nc.Publish(a.subject, a.verb); err != nil {
 			counts[ackDropped]++
 			continue
 		}
