@@ -670,7 +670,7 @@ func (g *gate) onAck(m *nats.Msg) {
 		subject string
 		verb    []byte
 	}
-	acks := make([]ack, 0, n)
+	var acks []ack // grown only for valid lines: junk allocates nothing
 	for range n {
 		var line []byte
 		line, body, _ = bytes.Cut(body, []byte{'\n'})
