@@ -76,16 +76,7 @@ func TestStraysIgnored(t *testing.T) {
 // form) refuses another with jetstream.ErrMsgAlreadyAckd, InProgress may
 // repeat until then. FlushAcks returns once the server has them.
 func TestAckLines(t *testing.T) {
-	ns := natstest.Run(t, "")
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	sub, err := nc.SubscribeSync(wire.AckSubjectPrefix + "UBOB")
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, sub := ackListener(t)
 	p := NewPuller(nc, "UBOB", "KEZ_INBOX")
 	d := func(seq int) *delivery {
 		return p.delivery(&nats.Msg{Subject: "kez.v1.inbox.UBOB.UAL", Reply: fmt.Sprintf("$JS.ACK.KEZ_INBOX.UBOB.1.%d.%d.1.0", seq, seq)})
@@ -157,16 +148,7 @@ func TestAckLines(t *testing.T) {
 // within the gate's bounds (wire.MaxAckLines lines, wire.MaxAckBytes
 // bytes), all of them, in order.
 func TestAckBatches(t *testing.T) {
-	ns := natstest.Run(t, "")
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	sub, err := nc.SubscribeSync(wire.AckSubjectPrefix + "UBOB")
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, sub := ackListener(t)
 	sub.SetPendingLimits(-1, -1)
 	// A long stream name makes the byte bound bite before the line bound.
 	stream := strings.Repeat("S", 100)
@@ -204,4 +186,22 @@ func TestAckBatches(t *testing.T) {
 	if next != total || n >= total {
 		t.Fatalf("%d acknowledgements in %d messages, want %d in fewer", next, n, total)
 	}
+}
+
+// ackListener connects to a fresh nats-server and subscribes to the
+// acknowledgement subject of the user UBOB, where the gate would listen.
+// The connection is closed at the end of the test.
+func ackListener(t *testing.T) (*nats.Conn, *nats.Subscription) {
+	t.Helper()
+	ns := natstest.Run(t, "")
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	sub, err := nc.SubscribeSync(wire.AckSubjectPrefix + "UBOB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, sub
 }

@@ -1,0 +1,254 @@
+package chatserver
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/wire"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// maxMsgID bounds the Nats-Msg-Id the gate passes on.
+const maxMsgID = 128
+
+// onSend handles kez.v1.send.<recipient>.<sender>, which crossed from the
+// user account as a stream: its reply subject, if any, is not used.
+func (g *gate) onSend(m *nats.Msg) {
+	// The subject's tokens are the keys' text form: the hot path keeps
+	// them as text (the recipient is parsed when it is looked up).
+	rest, _ := strings.CutPrefix(m.Subject, callout.SendSubjectPrefix)
+	rcpt, sender, ok := strings.Cut(rest, ".")
+	now := g.now()
+	if !ok || strings.IndexByte(sender, '.') >= 0 || !g.senderKey(sender, now) {
+		g.drop("send", reasonForged)
+		return
+	}
+	// The answer goes to the send's reply subject, which must be in the
+	// sender's own reply namespace (_INBOX.<sender>.…): the stream answers
+	// there directly, and the chat account passes it on to the users.
+	answer := m.Reply
+	if !ownReply(answer, sender) {
+		g.drop("send", reasonReply)
+		return
+	}
+	size := float64(len(m.Data))
+	allowed := true
+	g.users.with(sender, now, func(b *userBuckets) {
+		allowed = b.sendMsgs.take(now, g.lim.SenderRate, g.lim.SenderBurst, 1) &&
+			b.sendBytes.take(now, g.lim.SenderBytesRate, g.lim.SenderBytesBurst, size)
+	})
+	if !allowed {
+		g.refuse("send", answer, reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit")
+		return
+	}
+	registered, err := g.registered(rcpt, now)
+	switch {
+	case errors.Is(err, errNotAKey):
+		g.refuse("send", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, "the recipient is not a key")
+		return
+	case err != nil:
+		g.log.Warn("gate: cannot look up a recipient", "recipient", rcpt, "err", err)
+		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "registry unavailable")
+		return
+	case !registered:
+		g.refuse("send", answer, reasonUnknown, 404, callout.ErrCodeUnknownRecipient, "recipient not registered")
+		return
+	}
+	g.pairs.with(rest, now, func(b *pairBuckets) {
+		allowed = b.msgs.take(now, g.lim.RecipientRate, g.lim.RecipientBurst, 1) &&
+			b.bytes.take(now, g.lim.RecipientBytesRate, g.lim.RecipientBytesBurst, size)
+	})
+	if !allowed {
+		g.refuse("send", answer, reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "over the rate limit for this recipient")
+		return
+	}
+	if !g.underUnread(sender, now) {
+		g.refuse("send", answer, reasonSenderUnread, 429, callout.ErrCodeSenderUnread, "sender has too many unread messages")
+		return
+	}
+	if err := g.ensureText(rcpt); err != nil {
+		g.log.Warn("gate: cannot make a recipient's consumer", "recipient", rcpt, "err", err)
+		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
+		return
+	}
+	out := &nats.Msg{Subject: callout.InboxSubjectPrefix + rcpt + "." + sender, Reply: answer, Data: m.Data}
+	if id := m.Header.Get(jetstream.MsgIDHeader); id != "" && len(id) <= maxMsgID {
+		// The stream's duplicate window is shared by everyone: the
+		// sender's key keeps one sender's IDs from shadowing another's.
+		out.Header = nats.Header{jetstream.MsgIDHeader: {sender + "-" + id}}
+	}
+	if err := g.nc.PublishMsg(out); err != nil {
+		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
+		return
+	}
+	g.sendsForwarded.Inc()
+}
+
+// underUnread reports whether from may store one more message under its
+// cap of unread messages in all inboxes, and counts it. The gate keeps an
+// estimate (the last count plus what it stored since) and counts in the
+// stream only when the estimate reaches half the cap: then at most every
+// 10 s, and while over the cap at most once a second. A failed count lets
+// the message through (the rate limits still hold) and is logged.
+func (g *gate) underUnread(from string, now time.Time) bool {
+	limit := g.lim.SenderUnread
+	if limit < 0 {
+		return true
+	}
+	ok, count := false, false
+	g.users.with(from, now, func(b *userBuckets) {
+		switch {
+		case b.unread < limit/2 || b.unread < limit && now.Sub(b.unreadAt) < 10*time.Second:
+			b.unread++
+			ok = true
+		case b.unread >= limit && now.Sub(b.unreadAt) < time.Second:
+		default:
+			count = true
+		}
+	})
+	if !count {
+		return ok
+	}
+	n, err := g.countUnread(from)
+	if err != nil {
+		g.log.Warn("gate: cannot count a sender's unread messages", "sender", from, "err", err)
+		return true
+	}
+	g.users.with(from, now, func(b *userBuckets) {
+		b.unread, b.unreadAt = n, now
+		if ok = n < limit; ok {
+			b.unread++
+		}
+	})
+	return ok
+}
+
+// countUnread counts the messages of the sender with key from (its "U…"
+// form) in the stream: its subjects in every inbox, kez.v1.inbox.*.<from>.
+func (g *gate) countUnread(from string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := g.js.Stream(ctx, g.stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(callout.InboxSubjectPrefix+"*."+from))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n, nil
+}
+
+// errNotAKey: a recipient token that is not a key.
+var errNotAKey = errors.New("not a key")
+
+// registered reports whether the key with text form text holds a handle,
+// from a short-lived cache; errNotAKey if text is not a key.
+func (g *gate) registered(text string, now time.Time) (bool, error) {
+	var hit, registered bool
+	g.known.with(text, now, func(e *knownEntry) {
+		if now.Before(e.until) {
+			hit, registered = true, e.registered
+		}
+	})
+	if hit {
+		return registered, nil
+	}
+	key, err := kez.ParsePublicKey(text)
+	if err != nil {
+		return false, errNotAKey
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = g.dir.Lookup(ctx, key)
+	switch {
+	case errors.Is(err, callout.ErrUnknownKey):
+		registered = false
+	case err != nil:
+		return false, err
+	default:
+		registered = true
+	}
+	ttl := g.lim.KnownTTL
+	if !registered {
+		ttl /= 10
+	}
+	g.known.with(text, now, func(e *knownEntry) { *e = knownEntry{registered, now.Add(ttl)} })
+	return registered, nil
+}
+
+// ensureText is ensure(key, 0) for a registered key's text form, without
+// parsing it when this gate made the consumer already.
+func (g *gate) ensureText(text string) error {
+	if _, ok := g.ensured.Load(text); ok {
+		return nil
+	}
+	key, err := kez.ParsePublicKey(text)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return g.ensure(ctx, key, 0)
+}
+
+// ensure makes key's consumer if this gate has not made it yet (with
+// ackWait, when that is not zero: then an existing consumer is updated to
+// it).
+func (g *gate) ensure(ctx context.Context, key kez.PublicKey, ackWait time.Duration) error {
+	cfg := callout.ConsumerConfig(key, ackWait)
+	if v, ok := g.ensured.Load(cfg.Durable); ok && (ackWait == 0 || v.(time.Duration) == cfg.AckWait) {
+		return nil
+	}
+	if ackWait == 0 {
+		// Keep whatever AckWait the user asked for before.
+		if c, err := g.js.Consumer(ctx, g.stream, cfg.Durable); err == nil {
+			g.ensured.Store(cfg.Durable, c.CachedInfo().Config.AckWait)
+			return nil
+		} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return err
+		}
+	}
+	if _, err := g.js.CreateOrUpdateConsumer(ctx, g.stream, cfg); err != nil {
+		return err
+	}
+	g.ensured.Store(cfg.Durable, cfg.AckWait)
+	return nil
+}
+
+// maxReply bounds a send's reply subject.
+const maxReply = 160
+
+// ownReply reports whether reply is a subject in the reply namespace of
+// the user with key text key: _INBOX.<key>.<tokens>, no wildcard, no
+// white space, no empty token.
+func ownReply(reply, key string) bool {
+	rest, ok := strings.CutPrefix(reply, wire.ReplyPrefix)
+	if !ok || len(reply) > maxReply {
+		return false
+	}
+	rest, ok = strings.CutPrefix(rest, key)
+	if !ok || len(rest) < 2 || rest[0] != '.' {
+		return false
+	}
+	prev := byte('.')
+	for _, c := range []byte(rest[1:]) {
+		switch {
+		case c == '*' || c == '>' || c <= ' ' || c == 0x7f:
+			return false
+		case c == '.' && prev == '.':
+			return false
+		}
+		prev = c
+	}
+	return prev != '.'
+}
