@@ -131,7 +131,9 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 // stream and runs the gate that stands between users and JetStream.
 //
 // Publish: $JS.API.INFO and $JS.API.STREAM.CREATE|UPDATE|INFO.S (the
-// stream); $JS.API.CONSUMER.CREATE.S.> and $JS.API.CONSUMER.INFO|MSG.NEXT.S.*
+// stream); $JS.API.STREAM.PURGE.S (removing read mail: the gate purges
+// only one recipient's subjects at or below that recipient's consumer's
+// acknowledgement floor); $JS.API.CONSUMER.CREATE.S.> and $JS.API.CONSUMER.INFO|MSG.NEXT.S.*
 // (users' consumers, made and pulled on their behalf); $JS.ACK.S.>
 // (users' acknowledgements, checked and passed on); kez.v1.inbox.>
 // (storing mail); _INBOX.> and _R_.> (refusals of sends, answers to
@@ -140,7 +142,7 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 // kez.v1.ack.> (the gate)
 // and _KEZ_GATE.P.> (P the key: its own replies, outside the users' reply
 // namespace that the chat account exports to them).
-// Nothing deletes or purges the stream or a consumer.
+// Nothing deletes the stream, a consumer or a single message.
 func GatePermissions(provisioner, stream string) jwt.Permissions {
 	if stream == "" {
 		stream = DefaultStream
@@ -151,6 +153,7 @@ func GatePermissions(provisioner, stream string) jwt.Permissions {
 			"$JS.API.STREAM.CREATE." + stream,
 			"$JS.API.STREAM.UPDATE." + stream,
 			"$JS.API.STREAM.INFO." + stream,
+			"$JS.API.STREAM.PURGE." + stream,
 			"$JS.API.CONSUMER.CREATE." + stream + ".>",
 			"$JS.API.CONSUMER.INFO." + stream + ".*",
 			"$JS.API.CONSUMER.MSG.NEXT." + stream + ".*",

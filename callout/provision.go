@@ -19,6 +19,12 @@ type InboxConfig struct {
 	MaxMsgsPerSubject int64         // unread messages per recipient and sender; default 1 000
 	Duplicates        time.Duration // Nats-Msg-Id window; default 2 minutes
 	Replicas          int           // default 1; use 3 in a cluster
+	// MaxConsumers bounds the consumers on the stream: one per user the
+	// gate has made one for. Default 1,000,000. (nats-server caps a stream
+	// that sets no limit at its default_max_consumers, 1,000 unless the
+	// operator's nats.conf says otherwise: the 1,001st user would get no
+	// inbox.)
+	MaxConsumers int
 }
 
 func (c InboxConfig) withDefaults() InboxConfig {
@@ -43,22 +49,32 @@ func (c InboxConfig) withDefaults() InboxConfig {
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
+	if c.MaxConsumers == 0 {
+		c.MaxConsumers = DefaultMaxConsumers
+	}
 	return c
 }
+
+// DefaultMaxConsumers is [InboxConfig.MaxConsumers]'s default.
+const DefaultMaxConsumers = 1_000_000
 
 // StreamConfig returns the JetStream configuration [ProvisionInbox]
 // applies: subjects [InboxSubjects], file storage, and the limits of c
 // (defaults filled in).
 //
-// Nothing a user does may evict another user's mail, so the stream keeps
-// unread mail only and never discards old messages to make room:
+// Nothing a user does may evict another user's mail, so the stream never
+// discards old messages to make room, and read mail leaves it:
 //
-//   - Retention is interest: a message goes once its recipient's
-//     consumer has acknowledged it (the gate makes that consumer before
-//     it stores the first message for a recipient, so no message meets
-//     a stream without interest).
+//   - Retention is limits, and the chat-server's gate removes what each
+//     recipient has acknowledged (everything of theirs at or below their
+//     consumer's acknowledgement floor, a purge filtered to their inbox)
+//     soon after the acknowledgements, in batches. Interest retention
+//     would remove it by itself, but nats-server then checks every
+//     consumer of the stream on every acknowledgement: with one consumer
+//     per user, an acknowledgement costs time in proportion to the users
+//     (docs/performance.md).
 //   - Discard is new: a full stream refuses new messages instead of
-//     dropping acknowledged ones.
+//     dropping stored ones.
 //   - MaxMsgsPerSubject with DiscardNewPerSubject: one sender holds at
 //     most that many unread messages in one recipient's inbox; more are
 //     refused to that sender alone.
@@ -71,7 +87,7 @@ func (c InboxConfig) StreamConfig() jetstream.StreamConfig {
 		Name:                 c.Name,
 		Description:          "KEZ chat inboxes: kez.v1.inbox.<recipient key>.<sender key>, end-to-end encrypted",
 		Subjects:             []string{InboxSubjects},
-		Retention:            jetstream.InterestPolicy,
+		Retention:            jetstream.LimitsPolicy,
 		Storage:              jetstream.FileStorage,
 		Discard:              jetstream.DiscardNew,
 		DiscardNewPerSubject: true,
@@ -80,11 +96,11 @@ func (c InboxConfig) StreamConfig() jetstream.StreamConfig {
 		MaxMsgSize:           c.MaxMsgSize,
 		MaxMsgsPerSubject:    c.MaxMsgsPerSubject,
 		MaxMsgs:              -1,
-		MaxConsumers:         -1,
+		MaxConsumers:         c.MaxConsumers,
 		Duplicates:           c.Duplicates,
 		Replicas:             c.Replicas,
 		DenyDelete:           true,
-		DenyPurge:            true,
+		DenyPurge:            false, // the gate removes read mail with filtered purges
 		AllowDirect:          false,
 	}
 }
@@ -103,8 +119,8 @@ func ConsumerName(k kez.PublicKey) string { return k.String() }
 // the gate makes for the user with key k: all of k's inbox, explicit
 // acknowledgement, redelivery after ackWait (clamped to [MinAckWait,
 // MaxAckWait]; 0 means [DefaultAckWait]), at most 1,024 unacknowledged
-// messages, and no inactivity limit (under interest retention a missing
-// consumer would let the stream drop k's mail).
+// messages, and no inactivity limit (a consumer made again would deliver
+// again what k acknowledged but the gate has not removed yet).
 func ConsumerConfig(k kez.PublicKey, ackWait time.Duration) jetstream.ConsumerConfig {
 	if ackWait == 0 {
 		ackWait = DefaultAckWait
@@ -132,11 +148,29 @@ func ConsumerConfig(k kez.PublicKey, ackWait time.Duration) jetstream.ConsumerCo
 // [Keys.ProvisionerOptions]: the callout itself authorizes that key with
 // [GatePermissions], so the operator's nats.conf needs no second
 // user and the stream rights stay in this package.
+//
+// A stream made by a release before limits retention denies purges, which
+// JetStream never lets a stream give up: ProvisionInbox keeps such a
+// stream on interest retention (JetStream removes read mail itself, at a
+// cost per acknowledgement that grows with the users) and updates the
+// rest; [RemovesReadMail] tells the gate apart. docs/operators.md
+// describes moving to a new stream.
 func ProvisionInbox(ctx context.Context, js jetstream.JetStream, c InboxConfig) (jetstream.Stream, error) {
 	cfg := c.StreamConfig()
+	if old, err := js.Stream(ctx, cfg.Name); err == nil && old.CachedInfo().Config.DenyPurge {
+		cfg.Retention, cfg.DenyPurge = jetstream.InterestPolicy, true
+	}
 	st, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("callout: provisioning stream %s: %w", cfg.Name, err)
 	}
 	return st, nil
+}
+
+// RemovesReadMail reports whether the gate must remove read mail from the
+// inbox stream with configuration cfg: true under limits retention, false
+// for an earlier release's stream kept on interest retention (see
+// [ProvisionInbox]).
+func RemovesReadMail(cfg jetstream.StreamConfig) bool {
+	return cfg.Retention == jetstream.LimitsPolicy && !cfg.DenyPurge
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
@@ -76,6 +77,9 @@ type gate struct {
 	pairs   *tracker[pairBuckets] // recipient + "." + sender
 	known   *tracker[knownEntry]
 	ensured sync.Map // consumer name → time.Duration (the AckWait it was made with)
+	read    *readRemover
+	readM   readMetrics
+	purges  atomic.Bool // the stream needs the gate to remove read mail (callout.RemovesReadMail)
 
 	subs []*nats.Subscription
 	// Counters of the hot path, looked up once.
@@ -152,7 +156,9 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 		"recipient_bytes_rate": lim.RecipientBytesRate, "recipient_bytes_burst": lim.RecipientBytesBurst,
 		"api_rate": lim.APIRate, "api_burst": lim.APIBurst, "max_tracked": float64(lim.MaxTracked),
 		"ack_rate": lim.AckRate, "ack_burst": lim.AckBurst,
-		"sender_unread": float64(lim.SenderUnread),
+		"sender_unread":     float64(lim.SenderUnread),
+		"remove_read_after": float64(lim.RemoveReadAfter), "remove_read_every_seconds": lim.RemoveReadEvery.Seconds(),
+		"remove_read_rate": lim.RemoveReadRate,
 	} {
 		limit.WithLabelValues(name).Set(v)
 	}

@@ -31,7 +31,8 @@ const (
 // one line each, "<verb> <ack subject>" (wire.AckSubjectPrefix). Each line
 // naming a delivery of the user's own consumer with a verb the gate knows
 // is published to its subject, with the body JetStream reads and no reply
-// subject; any other line is dropped and counted, at no cost to the
+// subject (and a +ACK or +TERM noted for the removal of read mail,
+// gate_read.go); any other line is dropped and counted, at no cost to the
 // user's acknowledgement bucket. Acknowledgements beyond the bucket are
 // dropped too (JetStream delivers those
 // messages again after the ack wait). It is not answered. It crossed from
@@ -81,12 +82,21 @@ func (g *gate) onAck(m *nats.Msg) {
 		g.users.with(t, now, func(b *userBuckets) { allowed = b.acks.takeUpTo(now, g.lim.AckRate, g.lim.AckBurst, len(acks)) })
 	}
 	counts[ackLimited] = len(acks) - allowed
+	var done int
+	var top uint64
 	for _, a := range acks[:allowed] {
 		if err := g.nc.Publish(a.subject, a.verb); err != nil {
 			counts[ackDropped]++
 			continue
 		}
 		counts[ackForwarded]++
+		if seq, ok := ackedSeq(a.subject, prefix, a.verb); ok {
+			done++
+			top = max(top, seq)
+		}
+	}
+	if done > 0 {
+		g.noteRead(t, done, top)
 	}
 	for i, c := range counts {
 		if c > 0 {

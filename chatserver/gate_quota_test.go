@@ -147,11 +147,12 @@ func TestGateSenderUnreadCap(t *testing.T) {
 
 // TestStreamKeepsUnreadMailOnly: a full stream refuses new mail instead
 // of evicting stored mail, and a message goes once its recipient
-// acknowledged it (interest retention), which makes room again.
+// acknowledged it (the gate removes read mail), which makes room again.
 func TestStreamKeepsUnreadMailOnly(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{Inbox: callout.InboxConfig{MaxBytes: 16 << 10}, MailLimits: chatserver.NoMailLimits})
+	st := stacktest.Start(t, stacktest.Options{Inbox: callout.InboxConfig{MaxBytes: 16 << 10}, MailLimits: noLimitsRemovingRead})
 	mallory, bob := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob")
-	if code, _ := gateCode(t, bob.send(t, bob.key, []byte("first"))); code != 0 {
+	first := append([]byte("first"), bytes.Repeat([]byte{'x'}, 1024)...)
+	if code, _ := gateCode(t, bob.send(t, bob.key, first)); code != 0 {
 		t.Fatal("refused")
 	}
 	var desc string
@@ -163,7 +164,7 @@ func TestStreamKeepsUnreadMailOnly(t *testing.T) {
 	}
 	ctx := context.Background()
 	msgs, err := inbox.NewPuller(bob.nc, bob.key.String(), callout.DefaultStream).Fetch(ctx, 1, 0)
-	if err != nil || len(msgs) != 1 || string(msgs[0].Data()) != "first" {
+	if err != nil || len(msgs) != 1 || !bytes.Equal(msgs[0].Data(), first) {
 		t.Fatalf("the first message was evicted: %d, %v", len(msgs), err)
 	}
 	if err := msgs[0].Ack(); err != nil {
@@ -171,7 +172,7 @@ func TestStreamKeepsUnreadMailOnly(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		code, _ := gateCode(t, mallory.send(t, bob.key, []byte("after bob read")))
+		code, _ := gateCode(t, mallory.send(t, bob.key, bytes.Repeat([]byte{'y'}, 1024)))
 		if code == 0 {
 			break
 		}
@@ -180,3 +181,11 @@ func TestStreamKeepsUnreadMailOnly(t *testing.T) {
 		}
 	}
 }
+
+// noLimitsRemovingRead turns the gate's limits off and removes read mail
+// at once.
+var noLimitsRemovingRead = func() chatserver.MailLimits {
+	l := chatserver.NoMailLimits
+	l.RemoveReadAfter = 1
+	return l
+}()

@@ -12,8 +12,9 @@ import (
 // turns that bucket off (benchmarks; never in production).
 //
 // The stream adds one limit of its own: one sender holds at most
-// callout.InboxConfig.MaxMsgsPerSubject unread messages in one
-// recipient's inbox.
+// callout.InboxConfig.MaxMsgsPerSubject stored messages in one
+// recipient's inbox. What a recipient has read counts until the gate
+// removes it (the RemoveRead fields).
 type MailLimits struct {
 	// SenderRate and SenderBurst bound the messages one user sends, to
 	// anyone, refused or not. Defaults 50/s and 500.
@@ -56,6 +57,16 @@ type MailLimits struct {
 	// KnownTTL is how long the gate trusts a look-up of a recipient in the
 	// registry (a refusal is trusted for a tenth of it). Default 1 minute.
 	KnownTTL time.Duration
+
+	// The gate removes read mail from the stream: once a user has
+	// acknowledged RemoveReadAfter messages (default 256), or at the
+	// latest RemoveReadEvery after an acknowledgement (default 10 s), it
+	// purges that user's inbox up to its consumer's acknowledgement floor.
+	// RemoveReadRate bounds these removals for all users together (each
+	// costs two JetStream API requests); default 200/s, -1 no bound.
+	RemoveReadAfter int
+	RemoveReadEvery time.Duration
+	RemoveReadRate  float64
 }
 
 // DefaultMailLimits are the limits a zero [MailLimits] gets.
@@ -69,11 +80,16 @@ var DefaultMailLimits = MailLimits{
 	SenderUnread: 2000,
 	MaxTracked:   100_000,
 	KnownTTL:     time.Minute,
+
+	RemoveReadAfter: 256,
+	RemoveReadEvery: 10 * time.Second,
+	RemoveReadRate:  200,
 }
 
 // NoMailLimits turns every rate limit of the gate off (benchmarks only).
 var NoMailLimits = MailLimits{
 	SenderRate: -1, SenderBytesRate: -1, RecipientRate: -1, RecipientBytesRate: -1, APIRate: -1, AckRate: -1, SenderUnread: -1,
+	RemoveReadRate: -1,
 }
 
 func (l MailLimits) withDefaults() MailLimits {
@@ -104,6 +120,13 @@ func (l MailLimits) withDefaults() MailLimits {
 	if l.KnownTTL <= 0 {
 		l.KnownTTL = d.KnownTTL
 	}
+	if l.RemoveReadAfter <= 0 {
+		l.RemoveReadAfter = d.RemoveReadAfter
+	}
+	if l.RemoveReadEvery <= 0 {
+		l.RemoveReadEvery = d.RemoveReadEvery
+	}
+	pick(&l.RemoveReadRate, d.RemoveReadRate)
 	return l
 }
 

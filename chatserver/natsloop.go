@@ -77,6 +77,12 @@ func (s *Server) runNATS(ctx context.Context) {
 			return
 		}
 	}
+	removing := make(chan struct{})
+	go func() {
+		defer close(removing)
+		s.gate.removeRead(ctx)
+	}()
+	defer func() { <-removing }()
 	s.js.Store(&js)
 	s.provConn.Store(provConn)
 	if provConn.IsConnected() {
@@ -93,9 +99,14 @@ func (s *Server) runNATS(ctx context.Context) {
 				return
 			}
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := callout.ProvisionInbox(pctx, js, s.Inbox)
+			st, err := callout.ProvisionInbox(pctx, js, s.Inbox)
 			cancel()
 			if err == nil {
+				purges := callout.RemovesReadMail(st.CachedInfo().Config)
+				s.gate.purges.Store(purges)
+				if !purges && !s.legacyWarned.Swap(true) {
+					s.log.Warn("the inbox stream was made by an earlier release and denies purges, so it stays on interest retention, where every acknowledgement costs time in proportion to the users; docs/operators.md tells how to move to a new stream", "stream", s.stream)
+				}
 				s.log.Info("inbox stream ready", "stream", s.stream)
 				break
 			}

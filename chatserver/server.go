@@ -149,7 +149,10 @@ type Server struct {
 	provConn  atomic.Pointer[nats.Conn]
 	js        atomic.Pointer[jetstream.JetStream]
 	listening atomic.Bool
-	kick      chan struct{} // asks the NATS loop to (re)provision the stream
+	// legacyWarned: the warning about an earlier release's inbox stream
+	// was logged.
+	legacyWarned atomic.Bool
+	kick         chan struct{} // asks the NATS loop to (re)provision the stream
 
 	handlerOnce sync.Once
 	handler     http.Handler
@@ -236,7 +239,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
 	g.pairs = newTracker[pairBuckets](g.lim.MaxTracked)
+	g.read = newReadRemover()
 	if g.m, err = newGateMetrics(s.reg, g.lim, g.users.len); err != nil {
+		return fmt.Errorf("chatserver: registering the gate's metrics: %w", err)
+	}
+	if g.readM, err = registerReadMetrics(s.reg, g.read); err != nil {
 		return fmt.Errorf("chatserver: registering the gate's metrics: %w", err)
 	}
 	s.gate = g

@@ -103,6 +103,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{"pull-burst", "KEZ_CHAT_PULL_BURST", &lim.APIBurst, "pull and consumer requests of one user at once"},
 		{"ack-rate", "KEZ_CHAT_ACK_RATE", &lim.AckRate, "acknowledgements per second of one user, on average (lines of its batches; those over are dropped and redelivered later); -1 turns the limit off"},
 		{"ack-burst", "KEZ_CHAT_ACK_BURST", &lim.AckBurst, "acknowledgements of one user at once"},
+		{"remove-read-rate", "KEZ_CHAT_REMOVE_READ_RATE", &lim.RemoveReadRate, "removals of read mail per second, all users together (each purges one user's acknowledged messages); -1 turns the limit off"},
 	}
 	for _, f := range floats {
 		fs.Float64Var(f.v, f.flag, *f.v, f.usage+" (env "+f.env+")")
@@ -110,6 +111,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&maxUnread, "max-unread-per-inbox", maxUnread, "unread messages one sender may leave in one inbox (env KEZ_CHAT_MAX_UNREAD_PER_INBOX)")
 	fs.IntVar(&lim.SenderUnread, "max-unread-per-sender", lim.SenderUnread, "unread messages one sender may have in all inboxes together; -1 turns the limit off (env KEZ_CHAT_MAX_UNREAD_PER_SENDER)")
 	fs.IntVar(&inboxBytes, "inbox-max-bytes", inboxBytes, "bytes the inbox stream holds in all; when full it refuses new mail and evicts none (env KEZ_CHAT_INBOX_MAX_BYTES)")
+	fs.IntVar(&inbox.MaxConsumers, "inbox-max-consumers", callout.DefaultMaxConsumers, "consumers the inbox stream holds: one per user (env KEZ_CHAT_INBOX_MAX_CONSUMERS)")
+	fs.IntVar(&lim.RemoveReadAfter, "remove-read-after", lim.RemoveReadAfter, "acknowledgements of one user after which the gate removes its read mail at once (env KEZ_CHAT_REMOVE_READ_AFTER)")
+	fs.DurationVar(&lim.RemoveReadEvery, "remove-read-every", lim.RemoveReadEvery, "the longest read mail waits for removal (env KEZ_CHAT_REMOVE_READ_EVERY)")
 	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-config; see --help"); !ok {
 		return err
 	}
@@ -136,6 +140,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := env.Int(fs, "inbox-max-bytes", "KEZ_CHAT_INBOX_MAX_BYTES", &inboxBytes); err != nil {
 		return err
+	}
+	if err := env.Int(fs, "inbox-max-consumers", "KEZ_CHAT_INBOX_MAX_CONSUMERS", &inbox.MaxConsumers); err != nil {
+		return err
+	}
+	if err := env.Int(fs, "remove-read-after", "KEZ_CHAT_REMOVE_READ_AFTER", &lim.RemoveReadAfter); err != nil {
+		return err
+	}
+	if err := env.Duration(fs, "remove-read-every", "KEZ_CHAT_REMOVE_READ_EVERY", &lim.RemoveReadEvery); err != nil {
+		return err
+	}
+	if inbox.MaxConsumers < 1 || lim.RemoveReadAfter < 1 || lim.RemoveReadEvery <= 0 {
+		return servercmd.Usagef("--inbox-max-consumers and --remove-read-after must be at least 1, --remove-read-every positive")
 	}
 	if maxUnread < 1 || inboxBytes < 1<<20 || lim.SenderUnread == 0 || lim.SenderUnread < -1 {
 		return servercmd.Usagef("--max-unread-per-inbox and --max-unread-per-sender must be at least 1 (or -1: off, for the latter), --inbox-max-bytes at least 1 MiB")

@@ -145,7 +145,7 @@ func snapshot(t testing.TB, js jetstream.JetStream) *streamSnapshot {
 // (issue 13, finding 1). Her attempts to make more consumers leave her
 // one (finding 3).
 func TestHostileReplySweep(t *testing.T) {
-	st := startProcStack(t, procOptions{Admin: true, NoHTTPLimits: true, ChatArgs: []string{"--send-burst", "100000", "--pull-burst", "100000"}})
+	st := startProcStack(t, procOptions{Admin: true, NoHTTPLimits: true, ChatArgs: []string{"--send-burst", "100000", "--pull-burst", "100000", "--remove-read-after", "1"}})
 	alice, bob, mallory := st.register(t, "alice"), st.register(t, "bob"), st.register(t, "mallory")
 	a, b, m := userLogin(t, st.NATSURL, alice), userLogin(t, st.NATSURL, bob), userLogin(t, st.NATSURL, mallory)
 	S, A, B, M := callout.DefaultStream, alice.key.String(), bob.key.String(), mallory.key.String()
@@ -173,9 +173,10 @@ func TestHostileReplySweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	js := st.AdminJetStream(t)
-	eventually(t, 20*time.Second, "alice's acknowledgement", func() bool {
+	eventually(t, 20*time.Second, "alice's acknowledgement, and the gate's removal of what she read", func() bool {
 		c, err := js.Consumer(ctx, S, A)
-		return err == nil && c.CachedInfo().AckFloor.Stream > 0
+		st, serr := js.Stream(ctx, S)
+		return err == nil && c.CachedInfo().AckFloor.Stream > 0 && serr == nil && st.CachedInfo().State.Msgs == 7
 	})
 	before := snapshot(t, js)
 	if len(before.consumers) != 2 || len(before.msgs) != 7 {

@@ -107,7 +107,7 @@ func TestHostilePullHeartbeats(t *testing.T) {
 // message while any consumer whose filter takes it has not acknowledged
 // it: alice still receives all three, and her consumer is unchanged.
 func TestHostileAckForeignSequences(t *testing.T) {
-	st := startProcStack(t, procOptions{NoHTTPLimits: true, Admin: true})
+	st := startProcStack(t, procOptions{NoHTTPLimits: true, Admin: true, ChatArgs: []string{"--remove-read-after", "1"}})
 	mallory, alice, bob := st.register(t, "mallory"), st.register(t, "alice"), st.register(t, "bob")
 	m, a, b := userLogin(t, st.NATSURL, mallory), userLogin(t, st.NATSURL, alice), userLogin(t, st.NATSURL, bob)
 	S, M, A := callout.DefaultStream, mallory.key.String(), alice.key.String()
@@ -178,6 +178,12 @@ func TestHostileAckForeignSequences(t *testing.T) {
 	eventually(t, 20*time.Second, "mallory's acknowledgements", func() bool {
 		c, err := js.Consumer(ctx, S, M)
 		return err == nil && c.CachedInfo().NumAckPending == 0
+	})
+	// What mallory acknowledged of her own leaves the stream (the gate
+	// removes read mail); nothing of alice's does.
+	eventually(t, 20*time.Second, "the removal of mallory's read mail", func() bool {
+		st, err := js.Stream(ctx, S)
+		return err == nil && st.CachedInfo().State.Msgs == 3
 	})
 	after := snapshot(t, js)
 	if after.consumers[A] != before.consumers[A] || after.pending[A] != 3 {
