@@ -16,9 +16,10 @@ import (
 // t0 is the clock of the tests.
 var t0 = time.Date(2026, 5, 4, 12, 30, 15, 123_000_000, time.UTC)
 
-// testWords returns the fixed 24-word paper backup of a test identity.
+// testWords returns the fixed 24-word paper backup of a test identity, the
+// same as the envelope vectors' (chat/testdata/envelope-vectors.json).
 func testWords(name string) string {
-	e := sha256.Sum256([]byte("kez session test identity " + name))
+	e := sha256.Sum256([]byte("kez envelope test identity " + name))
 	w, err := bip39.NewMnemonic(e[:])
 	if err != nil {
 		panic(err)
