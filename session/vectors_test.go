@@ -176,7 +176,7 @@ func TestSessionVectors(t *testing.T) {
 
 // replay checks the identities, the prekey and the transcript, and returns
 // the states after each step.
-func replay(t *testing.T, vf *vectorFile) *transcript {
+func replay(t testing.TB, vf *vectorFile) *transcript {
 	tr := &transcript{tb: t, vf: vf, ids: map[string]*kez.Identity{}, sessions: map[string]*Session{}, now: parseTime(t, vf.Now)}
 	for _, vi := range vf.Identities {
 		id, err := kez.FromWords(vi.Words)
