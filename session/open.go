@@ -228,10 +228,17 @@ func skipKeys(add []skippedKey, ck *[keyLen]byte, dh [keyLen]byte, from, to uint
 func (s *Session) received(nowMS int64) {
 	s.established = true
 	s.prefix = nil
-	keep := s.skipped[:0]
-	for _, k := range s.skipped {
-		if nowMS-k.at <= SkippedKeyLifetime.Milliseconds() {
-			keep = append(keep, k)
+	keep := s.skipped
+	// Keys are stored in time order, so the first is the oldest; only
+	// when it expired are the others looked at. (After the clock went
+	// back a key may outlive its time here, but never opens: the lookup
+	// checks its age.)
+	if len(keep) > 0 && nowMS-keep[0].at > SkippedKeyLifetime.Milliseconds() {
+		keep = keep[:0]
+		for _, k := range s.skipped {
+			if nowMS-k.at <= SkippedKeyLifetime.Milliseconds() {
+				keep = append(keep, k)
+			}
 		}
 	}
 	if over := len(keep) - MaxSkippedKeys; over > 0 {
