@@ -24,7 +24,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 2
+const schemaVersion = 3
 
 var migrations = []string{
 	// 0 → 1
@@ -96,6 +96,52 @@ CREATE TABLE meta (
 	// 1 → 2: message requests are counted against their caps in every
 	// received batch that holds one.
 	`CREATE INDEX messages_requests ON messages (from_key) WHERE trust = 'request';`,
+	// 2 → 3: sessions (format v2, docs/spec/chat.md §6). A sent message is
+	// stored with its sealed envelope before it is published, in the
+	// transaction that stores the session state its sealing produced.
+	`
+ALTER TABLE messages ADD COLUMN envelope BLOB;                    -- sent, not yet acknowledged by the stream: the exact bytes published
+ALTER TABLE messages ADD COLUMN resends INTEGER NOT NULL DEFAULT 0; -- times sealed again under a newer session (after the recipient's reset)
+CREATE INDEX messages_pending ON messages (to_key) WHERE incoming = 0 AND state = 'pending';
+
+-- One Double Ratchet session with one peer (package session), its state
+-- serialised. updated_at: Unix ms of the last message opened from the peer
+-- under it, or of its creation; the newest established session is the one
+-- used for sending.
+CREATE TABLE sessions (
+	peer        TEXT    NOT NULL,
+	id          BLOB    NOT NULL,  -- session ID, 16 bytes
+	state       BLOB    NOT NULL,
+	updated_at  INTEGER NOT NULL,
+	established INTEGER NOT NULL,  -- 1 once a message from the peer was opened under it
+	PRIMARY KEY (peer, id)
+) STRICT;
+
+-- This device's prekeys (private halves, never leave the device).
+CREATE TABLE prekeys (
+	id      INTEGER PRIMARY KEY,  -- prekey ID
+	private BLOB    NOT NULL,
+	created INTEGER NOT NULL,     -- Unix ms
+	expires INTEGER NOT NULL      -- Unix ms
+) STRICT;
+
+-- Messages that could not be decrypted (no session: this device lost its
+-- state), per sender, and whether a new session to them is still due.
+CREATE TABLE undecryptable (
+	peer      TEXT    PRIMARY KEY,
+	count     INTEGER NOT NULL,
+	last_at   INTEGER NOT NULL,
+	reset_due INTEGER NOT NULL
+) STRICT;
+
+-- Peers that started a new session while one with them was established
+-- (they lost theirs): what was sent to them without a receipt is due to
+-- be sent again.
+CREATE TABLE resend_due (
+	peer TEXT    PRIMARY KEY,
+	at   INTEGER NOT NULL
+) STRICT;
+`,
 }
 
 // ErrClosed reports a call on a [Client] after [Client.Close].
@@ -166,6 +212,12 @@ type statements struct {
 	insert    *sql.Stmt // insertEntry
 	sentState *sql.Stmt // a send's outcome
 	delivered *sql.Stmt // a receipt
+
+	sessByID        *sql.Stmt // sessionByID
+	sessSending     *sql.Stmt // sendingSession
+	sessNewest      *sql.Stmt // saveSession
+	sessPut         *sql.Stmt // saveSession
+	sessEstablished *sql.Stmt // establishedWith
 }
 
 func (s *store) prepare() error {
@@ -179,9 +231,18 @@ func (s *store) prepare() error {
 		return st
 	}
 	s.stmts = statements{
-		insert:    prep(`INSERT INTO messages (` + entryColumns + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
-		sentState: prep(`UPDATE messages SET state = ?, stream_seq = ? WHERE from_key = ? AND id = ?`),
+		insert: prep(`INSERT INTO messages (` + entryColumns + `, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
+		// A send's outcome applies to the envelope it published: not to
+		// one sealed again meanwhile (resends).
+		sentState: prep(`UPDATE messages SET state = ?, stream_seq = ?, envelope = NULL WHERE from_key = ? AND id = ? AND resends = ?`),
 		delivered: prep(`UPDATE messages SET delivered_at = ? WHERE from_key = ? AND id = ? AND to_key = ? AND incoming = 0 AND delivered_at IS NULL`),
+
+		sessByID:    prep(`SELECT id, state, updated_at FROM sessions WHERE peer = ? AND id = ?`),
+		sessSending: prep(`SELECT id, state, updated_at FROM sessions WHERE peer = ? ORDER BY established DESC, updated_at DESC, rowid DESC LIMIT 1`),
+		sessNewest:  prep(`SELECT COALESCE(MAX(updated_at), 0) FROM sessions WHERE peer = ? AND id != ?`),
+		sessPut: prep(`INSERT INTO sessions (peer, id, state, updated_at, established) VALUES (?,?,?,?,?)
+			ON CONFLICT (peer, id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, established = excluded.established`),
+		sessEstablished: prep(`SELECT EXISTS (SELECT 1 FROM sessions WHERE peer = ? AND established = 1)`),
 	}
 	if err != nil {
 		s.stmts.close()
@@ -190,7 +251,7 @@ func (s *store) prepare() error {
 }
 
 func (st *statements) close() {
-	for _, s := range []*sql.Stmt{st.insert, st.sentState, st.delivered} {
+	for _, s := range []*sql.Stmt{st.insert, st.sentState, st.delivered, st.sessByID, st.sessSending, st.sessNewest, st.sessPut, st.sessEstablished} {
 		if s != nil {
 			s.Close()
 		}
