@@ -29,25 +29,32 @@ import (
 // out, or refused with -NAK) goes once the gap closes.
 //
 // What a user decides here: only that its own inbox is looked at, at most
-// once per RemoveReadAfter of its acknowledgements and once per sweep, and
-// all users together at most RemoveReadRate times a second. The floor
-// comes from JetStream and the subjects from the user's key, so no one's
-// acknowledgements, forged or not, remove another user's mail.
+// maxReadMisses times (the removal and its retries) per RemoveReadAfter of
+// its acknowledgements and per sweep, and all users together at most
+// RemoveReadRate times a second. The floor comes from JetStream and the
+// subjects from the user's key, so no one's acknowledgements, forged or
+// not, remove another user's mail.
 
 // readMail is what the gate knows of one user's read mail.
 type readMail struct {
-	acks   int    // acknowledgements passed on since the last removal
-	top    uint64 // the highest stream sequence they named
-	floor  uint64 // the consumer's acknowledgement floor the last removal saw
-	queued bool   // waiting in readRemover.queue
-	misses int    // removals in a row that found the floor below top and not moved
+	acks   int         // acknowledgements passed on since the last removal
+	top    uint64      // the highest stream sequence they named
+	floor  uint64      // the consumer's acknowledgement floor the last removal saw
+	queued bool        // waiting in readRemover.queue
+	retry  *time.Timer // queues the user again (retryLocked); at most one
+	misses int         // removals since the last trigger that found the floor below top
 }
 
 // A removal that finds the consumer's floor below the highest sequence
-// acknowledged (the acknowledgements not applied yet, or a gap) and not
-// moved since the last is tried again after readRetry, doubled each time,
-// up to maxReadMisses times; then the gate forgets the user until its
-// next acknowledgement.
+// acknowledged (the acknowledgements not applied yet, or a gap) is tried
+// again after readRetry, doubled each time (after readRetry again when
+// the floor moved), until maxReadMisses removals since the last trigger
+// (RemoveReadAfter acknowledgements, or a sweep) have missed; then the
+// gate forgets the user until its next acknowledgement. Acknowledgements
+// in between do not add retries: otherwise one line after each removal
+// (the same acknowledgement again, with a gap of the user's own below it,
+// or a sequence never delivered) kept a user's removals going every
+// readRetry for as long as the user liked.
 const (
 	readRetry     = 50 * time.Millisecond
 	maxReadMisses = 4
@@ -124,8 +131,11 @@ func (g *gate) noteRead(key string, n int, top uint64) {
 	}
 	m.acks += n
 	m.top = max(m.top, top)
-	m.misses = 0 // these may close a gap
-	due := m.acks >= g.lim.RemoveReadAfter && r.enqueueLocked(key, m)
+	due := false
+	if m.acks >= g.lim.RemoveReadAfter {
+		m.misses = 0 // a trigger: a removal and its retries
+		due = r.enqueueLocked(key, m)
+	}
 	r.mu.Unlock()
 	if due {
 		signal(r.wake)
@@ -150,6 +160,7 @@ func (g *gate) removeRead(ctx context.Context) {
 	r := g.read
 	sweep := time.NewTicker(g.lim.RemoveReadEvery)
 	defer sweep.Stop()
+	defer r.stopRetries()
 	for {
 		select {
 		case <-ctx.Done():
@@ -158,6 +169,7 @@ func (g *gate) removeRead(ctx context.Context) {
 		case <-sweep.C:
 			r.mu.Lock()
 			for key, m := range r.users {
+				m.misses = 0 // a trigger, as in noteRead
 				r.enqueueLocked(key, m)
 			}
 			r.mu.Unlock()
@@ -205,16 +217,17 @@ func (g *gate) removeUserRead(ctx context.Context, key string) {
 		return
 	}
 	m.queued, m.acks = false, 0
+	m.stopRetry() // this removal is the one it would have queued
 	r.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var floor, removed uint64
+	var floor, delivered, removed uint64
 	// The consumer is named after the key (callout.ConsumerName), the
 	// token onAck checked.
 	c, err := g.js.Consumer(ctx, g.stream, key)
 	if err == nil {
-		floor = c.CachedInfo().AckFloor.Stream
+		floor, delivered = c.CachedInfo().AckFloor.Stream, c.CachedInfo().Delivered.Stream
 		if floor > 0 {
 			removed, err = g.purgeInbox(ctx, key, floor+1)
 		}
@@ -233,40 +246,67 @@ func (g *gate) removeUserRead(ctx context.Context, key string) {
 		return
 	}
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		m.stopRetry()
 		delete(r.users, key)
 		return
 	}
-	switch {
-	case err == nil && floor >= m.top:
+	// A sequence above what the consumer delivered was never delivered
+	// (or not to this consumer): no acknowledgement of it will move the
+	// floor, so it is no reason to look again.
+	done := err == nil && floor >= min(m.top, delivered)
+	if done {
 		m.misses = 0
-	case err == nil && floor > m.floor:
-		m.misses = 0 // moving: look again soon
-		r.retryLocked(key, readRetry)
-	default:
+	} else if m.misses++; m.misses < maxReadMisses {
 		// Not applied yet, a gap, or JetStream unreachable.
-		if m.misses++; m.misses < maxReadMisses {
-			r.retryLocked(key, readRetry<<m.misses)
+		d := readRetry << m.misses
+		if err == nil && floor > m.floor {
+			d = readRetry // moving: look again soon
 		}
+		r.retryLocked(key, m, d)
 	}
 	if err == nil {
 		m.floor = max(m.floor, floor)
 	}
-	if m.acks == 0 && !m.queued && (m.misses == 0 && floor >= m.top || m.misses >= maxReadMisses) {
+	if m.acks == 0 && !m.queued && m.retry == nil && (done || m.misses >= maxReadMisses) {
 		delete(r.users, key)
 	}
 }
 
-// retryLocked queues key again after d, unless it is queued by then.
-func (r *readRemover) retryLocked(key string, d time.Duration) {
-	time.AfterFunc(d, func() {
+// retryLocked queues key (whose entry is m) again after d, unless it is
+// queued by then, in place of a retry m had waiting.
+func (r *readRemover) retryLocked(key string, m *readMail, d time.Duration) {
+	m.stopRetry()
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
 		r.mu.Lock()
-		m := r.users[key]
-		due := m != nil && r.enqueueLocked(key, m)
+		due := false
+		if r.users[key] == m && m.retry == t {
+			m.retry = nil
+			due = r.enqueueLocked(key, m)
+		}
 		r.mu.Unlock()
 		if due {
 			signal(r.wake)
 		}
 	})
+	m.retry = t
+}
+
+// stopRetry stops m's waiting retry, if any. r.mu must be held.
+func (m *readMail) stopRetry() {
+	if m.retry != nil {
+		m.retry.Stop()
+		m.retry = nil
+	}
+}
+
+// stopRetries stops every waiting retry (the gate is stopping).
+func (r *readRemover) stopRetries() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.users {
+		m.stopRetry()
+	}
 }
 
 // purgeInbox purges key's inbox below the stream sequence below and
