@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"os"
@@ -15,20 +16,32 @@ import (
 	"github.com/kez-lat/kez-chat/session"
 )
 
-// lastEnvelope returns the envelope the stream holds last from `from` to
-// `to`, read as the operator can.
-func lastEnvelope(t *testing.T, st *stacktest.Stack, to, from kez.PublicKey) []byte {
+// deliver receives as receiveN does, until n new messages are stored, and
+// returns the wire form (wireForm) of every delivery it processed, in
+// order.
+func deliver(t *testing.T, c *testClient, n int) []string {
 	t.Helper()
-	ctx := testCtx(t)
-	s, err := st.JetStream(t).Stream(ctx, DefaultStream)
-	if err != nil {
-		t.Fatal(err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var forms []string
+	for stored := 0; stored < n; {
+		msgs, err := c.cons.Fetch(ctx, fetchBatch, time.Second)
+		if err != nil && ctx.Err() == nil {
+			t.Fatalf("%s fetches: %v", c.user.Name, err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s: %d of %d messages before the deadline (stats %+v)", c.user.Name, stored, n, c.Stats())
+		}
+		for _, m := range msgs {
+			forms = append(forms, wireForm(m.Data()))
+		}
+		fresh, err := c.process(ctx, msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored += len(fresh)
 	}
-	m, err := s.GetLastMsgForSubject(ctx, inboxPrefix+to.String()+"."+from.String())
-	if err != nil {
-		t.Fatalf("the last message from %s to %s: %v", from, to, err)
-	}
-	return m.Data
+	return forms
 }
 
 // wireForm says what an envelope is: "v1", "v2 handshake", "v2 message".
@@ -101,25 +114,23 @@ func TestSessionsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := wireForm(lastEnvelope(t, st, bu.Key, au.Key)); f != "v2 handshake" {
-		t.Errorf("alice's first message is %s", f)
+	if f := deliver(t, bob, 1); !slices.Equal(f, []string{"v2 handshake"}) {
+		t.Errorf("alice's first message is %q", f)
 	}
-	receiveN(t, bob, 1)
-	s, err := p.Wait(ctx)
+	s, err := p.Wait(ctx) // alice gets bob's receipt
 	if err != nil || s.DeliveredAt.IsZero() {
 		t.Fatalf("alice's send: %+v, %v", s, err)
 	}
 
 	mustSend(t, bob, "alice", "hello alice")
-	if f := wireForm(lastEnvelope(t, st, au.Key, bu.Key)); f != "v2 message" {
-		t.Errorf("bob's answer is %s", f)
+	if f := deliver(t, alice, 1); !slices.Equal(f, []string{"v2 message"}) {
+		t.Errorf("bob's answer is %q", f)
 	}
-	receiveN(t, alice, 1)
 	mustSend(t, alice, "bob", "and again")
-	if f := wireForm(lastEnvelope(t, st, bu.Key, au.Key)); f != "v2 message" {
-		t.Errorf("alice's message after the answer is %s", f)
+	// With it, alice's receipt of the answer.
+	if f := deliver(t, bob, 1); len(f) != 2 || f[0] != "v2 message" || f[1] != "v2 message" {
+		t.Errorf("alice's messages after the answer: %q", f)
 	}
-	receiveN(t, bob, 1)
 	if in := mustInbox(t, bob, true); !slices.Equal(texts(in), []string{"hello bob", "and again"}) {
 		t.Errorf("bob's inbox: %q", texts(in))
 	}
@@ -151,16 +162,12 @@ func TestV1BeforeUpgradeOpensDowngradeRefused(t *testing.T) {
 
 	mustSend(t, alice, "bob", "v1 one")
 	mustSend(t, alice, "bob", "v1 two")
-	if f := wireForm(lastEnvelope(t, st, bu.Key, au.Key)); f != "v1" {
-		t.Fatalf("to a peer with no prekey: %s", f)
-	}
 	bob := openClient(t, st, bu) // publishes bob's prekey
 	mustAdd(t, bob, "alice")
 	mustSend(t, alice, "bob", "v2 three")
-	if f := wireForm(lastEnvelope(t, st, bu.Key, au.Key)); f != "v2 handshake" {
-		t.Fatalf("once bob has a prekey: %s", f)
+	if f := deliver(t, bob, 3); !slices.Equal(f, []string{"v1", "v1", "v2 handshake"}) {
+		t.Fatalf("bob got %q", f)
 	}
-	receiveN(t, bob, 3)
 	if in := mustInbox(t, bob, false); !slices.Equal(texts(in), []string{"v1 one", "v1 two", "v2 three"}) {
 		t.Fatalf("bob's inbox: %q", texts(in))
 	}
@@ -330,7 +337,8 @@ func TestSessionResetLosesNothing(t *testing.T) {
 	delivered("a1", "a2")
 	mustSend(t, bob, "alice", "b1")
 	receiveN(t, alice, 1)
-	// In flight when bob's state is lost.
+	// In flight when bob's state is lost: alice's receipt of b1, and a3.
+	receiveUntil(t, alice, "the receipt of b1 sent", func(int) bool { return alice.Stats().ReceiptsSent >= 1 })
 	mustSend(t, alice, "bob", "a3")
 
 	if err := bob.Close(); err != nil {
@@ -345,7 +353,7 @@ func TestSessionResetLosesNothing(t *testing.T) {
 	mustAdd(t, bob, "alice")
 	mustSend(t, alice, "bob", "a4") // in the old session: alice does not know yet
 
-	receiveUntil(t, bob, "the undecryptable messages", func(int) bool { return bob.Stats().Undecryptable >= 2 })
+	receiveUntil(t, bob, "the undecryptable messages", func(int) bool { return bob.Stats().Undecryptable >= 3 })
 	if s := bob.Stats(); s.SessionResets != 1 {
 		t.Errorf("bob started %d new sessions, want 1", s.SessionResets)
 	}
@@ -358,8 +366,8 @@ func TestSessionResetLosesNothing(t *testing.T) {
 		total += r.Count
 	}
 	mu.Unlock()
-	if total != 2 {
-		t.Errorf("the notices count %d undecryptable messages, want 2", total)
+	if total != 3 {
+		t.Errorf("the notices count %d undecryptable messages, want 3 (a receipt, a3, a4)", total)
 	}
 
 	// Alice takes bob's new session as a reset and sends again a3 and a4.
@@ -380,7 +388,7 @@ func TestSessionResetLosesNothing(t *testing.T) {
 	if s := alice.Stats(); s.Resent != 2 {
 		t.Errorf("alice sent %d messages again, want 2", s.Resent)
 	}
-	if s := bob.Stats(); s.Duplicates != 0 || s.Rejected != 0 || s.Undecryptable != 2 {
+	if s := bob.Stats(); s.Duplicates != 0 || s.Rejected != 0 || s.Undecryptable != 3 {
 		t.Errorf("bob's stats: %+v", s)
 	}
 	if n := countRows(t, bob, `SELECT COUNT(*) FROM undecryptable WHERE reset_due = 1`); n != 0 {
