@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 
@@ -171,7 +172,12 @@ type store struct {
 // openStore opens (creating if needed) the database at path and migrates it
 // to schemaVersion.
 func openStore(path string) (*store, error) {
-	// The history is private: the file is made 0600 like the identity.
+	// The history, the session states and the private prekeys are
+	// secret: the file is made 0600 like the identity, and a file (or its
+	// -wal and -shm) that others may read is made 0600 again.
+	if err := privateFiles(path); err != nil {
+		return nil, fmt.Errorf("chat: the database %s: %w", path, err)
+	}
 	db, err := sqlitedb.Open(path, sqlitedb.Options{FileMode: 0o600})
 	if err != nil {
 		return nil, fmt.Errorf("chat: opening the database %s: %w", path, explainStoreError(filepath.Dir(path), err))
@@ -188,6 +194,26 @@ func openStore(path string) (*store, error) {
 	s.wg.Add(1)
 	go s.writer()
 	return s, nil
+}
+
+// privateFiles makes the database file at path and its -wal and -shm
+// files, those that exist, readable by their owner only.
+func privateFiles(path string) error {
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		st, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, st.Mode().Perm()&0o700); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // close stops the writer after it committed everything queued, then closes
