@@ -433,3 +433,81 @@ func TestTwoProcessesShareSessions(t *testing.T) {
 		t.Errorf("bob's stats: %+v", s)
 	}
 }
+
+// A running client rotates its prekey by the ring's policy: a new one is
+// published once the current one is a week old, a handshake made to the
+// previous one still opens during its grace period, and a private prekey
+// past it is deleted from chat.db.
+func TestPrekeysRotate(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu, cu := st.NewUser(t, "alice"), st.NewUser(t, "bob"), st.NewUser(t, "carol")
+	start := time.Now()
+	var mu sync.Mutex
+	clock := start.Add(-10 * 24 * time.Hour)
+	setClock := func(t time.Time) { mu.Lock(); clock = t; mu.Unlock() }
+	bob := openClient(t, st, bu, func(c *Config) {
+		c.Client.Clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	})
+	ctx := testCtx(t)
+	published := func() uint32 {
+		t.Helper()
+		pk, err := bob.sig.FetchPrekey(ctx, bu.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pk.ID
+	}
+	stored := func() []uint32 {
+		t.Helper()
+		rows, err := bob.db.db.Query(`SELECT id FROM prekeys ORDER BY created`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var ids []uint32
+		for rows.Next() {
+			var id int64
+			rows.Scan(&id)
+			ids = append(ids, uint32(id))
+		}
+		return ids
+	}
+	k1 := published()
+	if ids := stored(); !slices.Equal(ids, []uint32{k1}) {
+		t.Fatalf("stored %v, published %d", ids, k1)
+	}
+	// Alice starts a session with k1; bob reads it only after rotating.
+	alice := openClient(t, st, au)
+	mustAdd(t, alice, "bob")
+	mustSend(t, alice, "bob", "to the first prekey")
+
+	setClock(start)
+	if err := bob.rotatePrekeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k2 := published()
+	if ids := stored(); k2 == k1 || !slices.Equal(ids, []uint32{k1, k2}) {
+		t.Fatalf("after a week: stored %v, published %d (first %d)", ids, k2, k1)
+	}
+	carol := openClient(t, st, cu)
+	mustAdd(t, carol, "bob")
+	mustSend(t, carol, "bob", "to the second prekey")
+	receiveN(t, bob, 2)
+	reqs, err := bob.Requests(ctx)
+	if err != nil || !slices.Equal(texts(reqs), []string{"to the first prekey", "to the second prekey"}) {
+		t.Fatalf("bob's requests: %q, %v", texts(reqs), err)
+	}
+
+	// Past k1's expiry and grace: its private key is deleted. (The prekey
+	// made then is dated in the sig-server's future: it refuses it.)
+	setClock(start.Add(4*24*time.Hour + 7*24*time.Hour + time.Hour))
+	if err := bob.rotatePrekeys(ctx); err == nil {
+		t.Error("the sig-server took a prekey dated 11 days ahead of it")
+	}
+	if ids := stored(); len(ids) != 2 || ids[0] != k2 || slices.Contains(ids, k1) {
+		t.Fatalf("after the grace period: stored %v (first %d, second %d)", ids, k1, k2)
+	}
+	if got := published(); got != k2 {
+		t.Errorf("the sig-server holds %d, want %d", got, k2)
+	}
+}
