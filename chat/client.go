@@ -427,7 +427,9 @@ func (c *Client) Shutdown(ctx context.Context) error {
 // Close closes the client at once: Run loops return [ErrClosed] without
 // processing more (what they were delivered is delivered again later),
 // sends still waiting for the stream's acknowledgement fail with
-// ErrClosed (the stream may still store them), the delivery receipts
+// ErrClosed (the stream may still store them; they stay pending in the
+// history and are published again, as sealed, when a client of this
+// state folder next connects), the delivery receipts
 // and the acknowledgements of what was received queued are handed to
 // the connection, which is closed, and so is the
 // database. Use [Client.Shutdown] to let the work under way finish. It is

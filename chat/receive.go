@@ -294,7 +294,12 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 				}
 				continue
 			case KindSessionReset:
+				// The peer lost its state: what it did not acknowledge is
+				// sent again, whichever session it was sent in.
 				r.control = true
+				if r.v2 {
+					bs.reset[r.from] = true
+				}
 				continue
 			}
 			r.entry = &Entry{

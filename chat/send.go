@@ -411,7 +411,7 @@ func retryable(err error) bool {
 
 // finish records a send's outcome in the history (state sent or failed,
 // with the stream sequence; the envelope is not kept) and completes p once
-// it is there.
+// it is there. A send cut short by Close stays pending.
 func (c *Client) finish(p *Pending, ack *jetstream.PubAck, err error) {
 	if ack != nil {
 		p.sent.Seq, p.sent.Duplicate = ack.Sequence, ack.Duplicate
@@ -422,7 +422,10 @@ func (c *Client) finish(p *Pending, ack *jetstream.PubAck, err error) {
 		c.dropWaiter(p.sent.ID)
 	}
 	e := p.entry
-	if e == nil {
+	if e == nil || errors.Is(err, ErrClosed) {
+		// Closed before the stream answered: the message stays pending,
+		// with its envelope, and is published again (as is) when the
+		// client next connects.
 		close(p.done)
 		return
 	}

@@ -511,3 +511,88 @@ func TestPrekeysRotate(t *testing.T) {
 		t.Errorf("the sig-server holds %d, want %d", got, k2)
 	}
 }
+
+// The first message of a session, to a prekey the recipient lost before
+// it read it (its state folder wiped), is not lost either: the recipient
+// starts a new session with a session-reset message, and the sender,
+// though no message of the recipient's had been opened in its session,
+// sends again what got no receipt.
+func TestSessionResetOfUnansweredSession(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice := openClient(t, st, au)
+	bobHome := filepath.Join(t.TempDir(), "bob")
+	bob := openClientIn(t, st, bu, bobHome)
+	mustAdd(t, alice, "bob")
+	mustSend(t, alice, "bob", "first words")
+	if err := bob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(bobHome); err != nil {
+		t.Fatal(err)
+	}
+	bob = openClientIn(t, st, bu, bobHome)
+	mustAdd(t, bob, "alice")
+	receiveUntil(t, bob, "the undecryptable handshake", func(int) bool { return bob.Stats().Undecryptable >= 1 })
+	if !contains(bob.log.String(), ErrUnknownSession.Error()) {
+		t.Error("the log does not say the session is unknown")
+	}
+	receiveUntil(t, alice, "the resend", func(int) bool { return alice.Stats().Resent >= 1 })
+	receiveN(t, bob, 1)
+	if in := mustInbox(t, bob, true); !slices.Equal(texts(in), []string{"first words"}) {
+		t.Errorf("bob's inbox: %q", texts(in))
+	}
+	if s := alice.Stats(); s.Received != 0 {
+		t.Errorf("the session-reset message was stored: %+v", s)
+	}
+}
+
+// A send cut short by Close (no answer from the stream yet) stays pending
+// with its sealed envelope, and the next client of the state folder
+// publishes those very bytes: the message arrives once, and no message
+// key seals a second message.
+func TestPendingSendPublishedAtNextStart(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	home := filepath.Join(t.TempDir(), "alice")
+	alice, bob := openClientIn(t, st, au, home), openClient(t, st, bu)
+	mustAdd(t, alice, "bob")
+	mustAdd(t, bob, "alice")
+	mustSend(t, alice, "bob", "before")
+	receiveN(t, bob, 1)
+	ctx := testCtx(t)
+
+	st.NATS().Shutdown()
+	p, err := alice.SendAsync(ctx, "bob", "while the broker was down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sealed []byte
+	id := p.ID()
+	if err := alice.db.db.QueryRow(`SELECT envelope FROM messages WHERE id = ? AND state = 'pending'`, id[:]).Scan(&sealed); err != nil || len(sealed) == 0 {
+		t.Fatalf("the pending message's envelope: %v", err)
+	}
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("the send cut short: %v, want ErrClosed", err)
+	}
+	st.RestartNATS()
+
+	alice = openClientIn(t, st, au, home)
+	msgs, err := bob.cons.Fetch(ctx, 1, 10*time.Second)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("bob's delivery: %d, %v", len(msgs), err)
+	}
+	if !slices.Equal(msgs[0].Data(), sealed) {
+		t.Error("the envelope published at the next start is not the one stored")
+	}
+	if fresh, err := bob.process(ctx, msgs); err != nil || len(fresh) != 1 || fresh[0].Text() != "while the broker was down" {
+		t.Fatalf("bob stored %v, %v", fresh, err)
+	}
+	receiveUntil(t, alice, "the message acknowledged", func(int) bool {
+		e, err := alice.Message(ctx, au.Key, p.ID())
+		return err == nil && e.State == StateSent
+	})
+}
