@@ -95,6 +95,15 @@ type Config struct {
 	// NATSOptions are passed to Connect after the client's own (e.g.
 	// nats.ReconnectWait, or a custom dialer).
 	NATSOptions []nats.Option
+
+	// OnSessionReset, if set, is told each time messages from a peer
+	// could not be decrypted because this client has no session for them
+	// (its state was lost: a wiped state folder, a device restored from
+	// the words). The client starts a new session with that peer at once
+	// (a contact; anyone else once added as one) and the peer sends
+	// again what got no receipt. It is called after the batch holding
+	// them was stored, from the goroutine receiving; it must not block.
+	OnSessionReset func(SessionReset)
 }
 
 // Client is a KEZ chat user's messaging client: it keeps contacts, sends and
@@ -133,7 +142,13 @@ type Client struct {
 
 	waitMu  sync.Mutex
 	waiters map[MessageID]waiter
-	early   map[MessageID]earlyReceipt
+
+	peerPrekeys peerPrekeys // peers whose sig-server had no prekey
+	resets      resets      // sessions being reset
+
+	bg       lifecycle.Gate // background jobs (prekey rotation, session resets, resends)
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 
 	work    lifecycle.Gate // Send, Sync and Run calls under way; stopped by Shutdown and Close
 	sends   sync.WaitGroup // goroutines waiting for publish acks
@@ -186,8 +201,9 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		cfg: cfg, cc: cc, id: cc.Identity, me: cc.Identity.PublicKey(),
 		log: cc.Logger, now: cc.Clock, httpc: cc.HTTPClient, resolver: cc.Resolver,
 		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, requesters: map[kez.PublicKey]requester{},
-		waiters: map[MessageID]waiter{}, early: map[MessageID]earlyReceipt{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
+		waiters: map[MessageID]waiter{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
 	}
+	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.log = c.log.With("component", "chat", "me", c.me.String())
 	c.sig = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: c.httpc, VerifyOptions: c.verifyOpts()}
 	if err := os.MkdirAll(cc.Home, 0o700); err != nil {
@@ -213,8 +229,53 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 			db.close()
 			return nil, err
 		}
+		c.startSessions(ctx)
 	}
 	return c, nil
+}
+
+// startSessions makes and publishes this device's prekey if due, keeps
+// rotating it while the client runs, and publishes again, as sealed, the
+// messages stored but not acknowledged by the stream before the client
+// last stopped.
+func (c *Client) startSessions(ctx context.Context) {
+	if c.cc.SigServerURL != "" {
+		if err := c.rotatePrekeys(ctx); err != nil {
+			c.log.Warn("your prekey could not be made or published; peers send you format v1 until it is", "err", err)
+		}
+		c.background(c.prekeyLoop)
+	}
+	if err := c.republishPending(ctx); err != nil {
+		c.log.Warn("publishing the messages left pending", "err", err)
+	}
+	c.background(c.runDue)
+}
+
+// background runs job on its own goroutine until it returns; Shutdown and
+// Close cancel its ctx and wait for it. It reports false (and does not
+// run job) once the client is closing.
+func (c *Client) background(job func(ctx context.Context)) bool {
+	if !c.bg.Enter() {
+		return false
+	}
+	go func() {
+		defer c.bg.Leave()
+		job(c.bgCtx)
+	}()
+	return true
+}
+
+// stopBackground starts no more background jobs and waits for those
+// under way to end (the prekey rotation ends at once), or, once ctx ends,
+// cancels them.
+func (c *Client) stopBackground(ctx context.Context) error {
+	c.bg.Stop()
+	err := lifecycle.Wait(ctx, c.bg.Idle())
+	c.bgCancel()
+	if err != nil {
+		<-c.bg.Idle()
+	}
+	return err
 }
 
 // Key returns the user's key.
@@ -339,6 +400,9 @@ func (c *Client) Shutdown(ctx context.Context) error {
 	c.work.Stop()
 	err := lifecycle.Wait(ctx, c.work.Idle())
 	if err == nil {
+		err = c.stopBackground(ctx)
+	}
+	if err == nil {
 		err = c.stopReceipts(ctx)
 	}
 	if err == nil && c.cons != nil {
@@ -363,7 +427,9 @@ func (c *Client) Shutdown(ctx context.Context) error {
 // Close closes the client at once: Run loops return [ErrClosed] without
 // processing more (what they were delivered is delivered again later),
 // sends still waiting for the stream's acknowledgement fail with
-// ErrClosed (the stream may still store them), the delivery receipts
+// ErrClosed (the stream may still store them; they stay pending in the
+// history and are published again, as sealed, when a client of this
+// state folder next connects), the delivery receipts
 // and the acknowledgements of what was received queued are handed to
 // the connection, which is closed, and so is the
 // database. Use [Client.Shutdown] to let the work under way finish. It is
@@ -372,6 +438,9 @@ func (c *Client) Close() error {
 	c.work.Stop()
 	var err error
 	c.closed.Do(func() {
+		c.bg.Stop()
+		c.bgCancel()
+		<-c.bg.Idle()
 		c.stopReceipts(context.Background())
 		close(c.closing)
 		if c.cons != nil {
@@ -425,11 +494,25 @@ type Stats struct {
 	StrangerLookups        uint64
 	StrangerLookupsFailed  uint64
 	StrangerLookupsSkipped uint64
+	// Undecryptable counts deliveries dropped because this client had no
+	// session (or prekey) to open them with (see Config.OnSessionReset);
+	// they are not in Rejected. Downgrades counts format v1 envelopes
+	// refused from peers with an established session (ErrDowngrade); they
+	// are in Rejected too.
+	Undecryptable uint64
+	Downgrades    uint64
+	// SessionResets counts new sessions this client started because
+	// messages could not be decrypted; Resent counts messages sent again
+	// because a peer started a new session (it lost its state) before
+	// their receipt came.
+	SessionResets uint64
+	Resent        uint64
 }
 
 type clientStats struct {
 	sent, received, duplicates, rejected, held, requests, receiptsSent, receiptsReceived, flagged atomic.Uint64
 	requestsDropped, lookups, lookupsFailed, lookupsSkipped                                       atomic.Uint64
+	undecryptable, downgrades, sessionResets, resent                                              atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -441,5 +524,7 @@ func (c *Client) Stats() Stats {
 		ReceiptsReceived: s.receiptsReceived.Load(), Flagged: s.flagged.Load(),
 		RequestsDropped: s.requestsDropped.Load(), StrangerLookups: s.lookups.Load(),
 		StrangerLookupsFailed: s.lookupsFailed.Load(), StrangerLookupsSkipped: s.lookupsSkipped.Load(),
+		Undecryptable: s.undecryptable.Load(), Downgrades: s.downgrades.Load(),
+		SessionResets: s.sessionResets.Load(), Resent: s.resent.Load(),
 	}
 }

@@ -254,6 +254,9 @@ func TestCrashBeforeStoreLosesNothing(t *testing.T) {
 	if len(msgs) != 1 {
 		t.Fatal("no delivery")
 	}
+	if f := wireForm(msgs[0].Data()); f != "v2 handshake" {
+		t.Fatalf("the delivery is %s, want the handshake of a session", f)
+	}
 	if _, err := bob.Message(ctx, au.Key, s.ID); !errors.Is(err, ErrNoMessage) {
 		t.Fatalf("stored before processing: %v", err)
 	}
@@ -263,10 +266,14 @@ func TestCrashBeforeStoreLosesNothing(t *testing.T) {
 		t.Fatalf("after redelivery: %+v, %v", e, err)
 	}
 	// The first delivery, processed late (stored, but its ack was lost),
-	// is a duplicate: not new, not shown again.
+	// is a duplicate: its message key is used up; not new, not shown
+	// again.
 	fresh, err := bob.process(ctx, msgs)
 	if err != nil || len(fresh) != 0 {
 		t.Fatalf("processing the stale delivery: %d new, %v", len(fresh), err)
+	}
+	if s := bob.Stats(); s.Duplicates != 1 || s.Rejected != 0 || s.Received != 1 {
+		t.Errorf("bob's stats: %+v", s)
 	}
 	if in := mustInbox(t, bob, true); len(in) != 1 {
 		t.Errorf("inbox: %q", texts(in))

@@ -265,6 +265,9 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	for _, ev := range events {
 		c.log.Info("contact "+strings.ReplaceAll(ev[0], "_", " "), "handle", h, "detail", ev[1])
 	}
+	// Their messages that could not be decrypted before (no session): a
+	// new session with them, so they send them again.
+	c.resetIfDue(ctx, res.Key)
 	out := ct
 	return &out, nil
 }

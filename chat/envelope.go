@@ -76,6 +76,10 @@ const (
 	// KindReceipt acknowledges the message named by Ref; its body is
 	// empty or a short status such as "read".
 	KindReceipt Kind = "receipt"
+	// KindSessionReset opens a new session with a peer whose messages
+	// could not be decrypted (this client lost its session state); its
+	// body is empty. The client sends it and never shows or stores it.
+	KindSessionReset Kind = "session-reset"
 )
 
 // Message is the signed inner message of an envelope. [Opener.Open]

@@ -56,3 +56,24 @@ var (
 	// future than [OpenOptions.MaxSkew] allows.
 	ErrClockSkew = errors.New("chat: message send time is in the future")
 )
+
+// Errors of format v2 (sessions), besides the ones above, which a v2
+// envelope that is malformed, tampered with or misaddressed also wraps
+// (together with the error of package session).
+var (
+	// ErrDowngrade reports a format v1 envelope from a peer with whom a
+	// session is established (a message from them was opened under v2):
+	// their client sends v2 only, so a v1 envelope is refused.
+	ErrDowngrade = errors.New("chat: a format v1 envelope from a peer with an established session")
+
+	// ErrUnknownSession reports a v2 envelope for a session (or a prekey)
+	// this client does not have: its state was lost (a wiped state folder,
+	// a device restored from the words) or deleted. The client counts
+	// these per sender and starts a new session to them (see
+	// [SessionReset]).
+	ErrUnknownSession = errors.New("chat: no session to decrypt the envelope")
+
+	// ErrReplay reports a v2 envelope whose message key was already used
+	// or dropped: a redelivery of a message already stored, or a replay.
+	ErrReplay = errors.New("chat: the envelope's message key was already used")
+)

@@ -145,6 +145,12 @@ func appendInner(b []byte, m *Message) []byte {
 	b = append(b, m.ID[:]...)
 	b = append(b, m.From[:]...)
 	b = append(b, m.To[:]...)
+	return appendInnerTail(b, m)
+}
+
+// appendInnerTail appends the inner fields from sent_at on: sent_at, kind,
+// reference and body.
+func appendInnerTail(b []byte, m *Message) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(m.SentAt.UnixMilli()))
 	b = append(b, byte(len(m.Kind)))
 	b = append(b, m.Kind...)
@@ -180,13 +186,24 @@ func parseInner(b []byte) (*Message, []byte, []byte, error) {
 	copy(m.ID[:], r[:idLen])
 	copy(m.From[:], r[idLen:idLen+keyLen])
 	copy(m.To[:], r[idLen+keyLen:idLen+2*keyLen])
-	r = r[idLen+2*keyLen:]
+	if err := parseInnerTail(r[idLen+2*keyLen:], m); err != nil {
+		return nil, nil, nil, err
+	}
+	return m, signed, sig, nil
+}
+
+// parseInnerTail parses the inner fields from sent_at to the end of r
+// into m (Body aliases r) and checks the rules of [validate].
+func parseInnerTail(r []byte, m *Message) error {
+	if len(r) < 8+1 {
+		return fmt.Errorf("%w: the inner message is truncated (%d bytes after the keys)", ErrMalformed, len(r))
+	}
 	m.SentAt = time.UnixMilli(int64(binary.BigEndian.Uint64(r))).UTC()
 	r = r[8:]
 	kl := int(r[0])
 	r = r[1:]
 	if kl == 0 || kl > maxKind || len(r) < kl+1+4 {
-		return nil, nil, nil, fmt.Errorf("%w: bad kind length %d", ErrMalformed, kl)
+		return fmt.Errorf("%w: bad kind length %d", ErrMalformed, kl)
 	}
 	m.Kind = Kind(r[:kl])
 	r = r[kl:]
@@ -195,29 +212,26 @@ func parseInner(b []byte) (*Message, []byte, []byte, error) {
 		r = r[1:]
 	case 1:
 		if len(r) < 1+idLen+4 {
-			return nil, nil, nil, fmt.Errorf("%w: the reference is truncated", ErrMalformed)
+			return fmt.Errorf("%w: the reference is truncated", ErrMalformed)
 		}
 		copy(m.Ref[:], r[1:1+idLen])
 		if m.Ref.IsZero() {
-			return nil, nil, nil, fmt.Errorf("%w: a present reference must not be the zero ID", ErrMalformed)
+			return fmt.Errorf("%w: a present reference must not be the zero ID", ErrMalformed)
 		}
 		r = r[1+idLen:]
 	default:
-		return nil, nil, nil, fmt.Errorf("%w: reference flag %d (want 0 or 1)", ErrMalformed, r[0])
+		return fmt.Errorf("%w: reference flag %d (want 0 or 1)", ErrMalformed, r[0])
 	}
 	bl := binary.BigEndian.Uint32(r)
 	r = r[4:]
 	if bl > MaxBodySize {
-		return nil, nil, nil, fmt.Errorf("%w: the body is %d bytes, at most %d allowed", ErrTooLarge, bl, MaxBodySize)
+		return fmt.Errorf("%w: the body is %d bytes, at most %d allowed", ErrTooLarge, bl, MaxBodySize)
 	}
 	if uint32(len(r)) != bl {
-		return nil, nil, nil, fmt.Errorf("%w: body length %d does not match the %d bytes that follow", ErrMalformed, bl, len(r))
+		return fmt.Errorf("%w: body length %d does not match the %d bytes that follow", ErrMalformed, bl, len(r))
 	}
 	m.Body = r
-	if err := m.validate(); err != nil {
-		return nil, nil, nil, err
-	}
-	return m, signed, sig, nil
+	return m.validate()
 }
 
 // validate checks the rules every inner message keeps, on both sides.

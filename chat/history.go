@@ -32,7 +32,8 @@ const (
 )
 
 // SendState is the outcome of a sent message. A message is recorded in the
-// history once the stream answered its publish.
+// history, pending, before it is published, and gets its outcome once the
+// stream answered.
 type SendState string
 
 // Send states.
@@ -41,6 +42,9 @@ const (
 	StateSent SendState = "sent"
 	// StateFailed: the stream refused it or the publish failed.
 	StateFailed SendState = "failed"
+	// StatePending: sealed and stored, not yet acknowledged by the stream
+	// (it is published again, as sealed, when the client next connects).
+	StatePending SendState = "pending"
 )
 
 // Entry is one message in the local history, sent or received.
@@ -169,10 +173,16 @@ func boolInt(b bool) int {
 // insertEntry stores e unless a message with the same sender and ID is
 // already stored; it reports whether e was new.
 func (s *store) insertEntry(tx *sql.Tx, e *Entry) (bool, error) {
+	return s.insertSent(tx, e, nil)
+}
+
+// insertSent is insertEntry for a sent message with the envelope to
+// publish (nil for none).
+func (s *store) insertSent(tx *sql.Tx, e *Entry, envelope []byte) (bool, error) {
 	res, err := tx.Stmt(s.stmts.insert).Exec(
 		e.ID[:], boolInt(e.Incoming), e.Peer.String(), e.PeerHandle, e.From.String(), e.To.String(),
 		e.SentAt.UnixMilli(), e.ReceivedAt.UnixMilli(), string(e.Kind), refBytes(e.Ref), e.Body, int64(e.Seq),
-		string(e.Trust), string(e.State), boolInt(e.Read), nullMillis(e.DeliveredAt))
+		string(e.Trust), string(e.State), boolInt(e.Read), nullMillis(e.DeliveredAt), envelope)
 	if err != nil {
 		return false, fmt.Errorf("chat: storing message %s: %w", e.ID, err)
 	}

@@ -171,24 +171,37 @@ func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
 
 // received is one delivery being processed.
 type received struct {
-	jm      jetstream.Msg
-	entry   *Entry   // a message to store
-	receipt *Receipt // or a receipt to apply
-	from    kez.PublicKey
-	sentAt  time.Time
-	lookup  bool // a request whose sender's handle is to be looked up
+	jm     jetstream.Msg
+	from   kez.PublicKey // the sender: the subject's, which the envelope matched
+	m      *Message      // v1: opened before the transaction; v2: opened in it
+	v2     bool
+	seq    uint64
+	trust  Trust // the sender's classification
+	handle string
+	lookup bool // a request whose sender's handle is to be looked up
+
+	// What the transaction made of it (set again each time it runs).
+	entry   *Entry   // a message stored (or a duplicate)
+	receipt *Receipt // a receipt applied
+	control bool     // a control message (session-reset): nothing to store
+	err     error    // refused: v2 that did not open, or a downgrade
+	dropped string   // the request cap it is over, or ""
+	isNew   bool     // entry was not stored before
 }
 
 // process opens, classifies and stores a batch of deliveries, then
-// acknowledges them. It returns the entries that were new. Deliveries that
-// do not open are terminated (never delivered again) and logged. If storing
-// fails, nothing is acknowledged and the batch is delivered again later.
+// acknowledges them. It returns the entries that were new. Format v1
+// envelopes are opened first, in parallel; session (v2) envelopes are
+// opened in the transaction that stores them and the session state they
+// leave (see sessions.go). Deliveries that do not open are terminated
+// (never delivered again) and logged. If storing fails, nothing is
+// acknowledged and the batch is delivered again later.
 func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, error) {
 	c.recvMu.Lock()
 	defer c.recvMu.Unlock()
 	// Classifying may ask servers; storing must not be cut short.
 	store := context.WithoutCancel(ctx)
-	var accepted []received
+	var items []*received
 	// An unknown key generation may mean our own chain rotated since the
 	// opener was made: rebuild it once per batch, then retry with it.
 	refreshedGens, refreshErr := false, error(nil)
@@ -204,114 +217,180 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 				m, err = c.opener.Load().Open(jm.Data(), from)
 			}
 		}
-		if err == nil && m.Kind == KindReceipt {
-			var r Receipt
-			if r, err = ParseReceipt(m); err == nil {
-				accepted = append(accepted, received{jm: jm, receipt: &r, from: m.From, sentAt: m.SentAt})
-				continue
-			}
-		}
 		if err != nil {
 			c.reject(jm, err)
 			continue
 		}
-		var seq uint64
+		r := &received{jm: jm, m: m, v2: opened[i].v2, from: opened[i].from}
 		if md, err := jm.Metadata(); err == nil {
-			seq = md.Sequence.Stream
+			r.seq = md.Sequence.Stream
 		}
-		trust, handle, lookup := c.classify(ctx, m.From)
-		accepted = append(accepted, received{jm: jm, from: m.From, lookup: lookup, entry: &Entry{
-			ID: m.ID, Incoming: true, Peer: m.From, PeerHandle: handle, From: m.From, To: m.To,
-			SentAt: m.SentAt, ReceivedAt: c.now(), Kind: m.Kind, Ref: m.Ref, Body: m.Body, Seq: seq, Trust: trust,
-		}})
+		items = append(items, r)
 	}
-	if len(accepted) == 0 {
+	if len(items) == 0 {
 		return nil, nil
+	}
+	// Classify each sender once (a contact's chain may be checked): before
+	// the transaction, which must not wait for servers.
+	type class struct {
+		trust  Trust
+		handle string
+		lookup bool
+	}
+	classes := map[kez.PublicKey]class{}
+	for _, r := range items {
+		if r.m != nil && r.m.Kind == KindReceipt {
+			continue // v1 receipts are applied, never stored
+		}
+		cl, ok := classes[r.from]
+		if !ok {
+			cl.trust, cl.handle, cl.lookup = c.classify(ctx, r.from)
+			classes[r.from] = cl
+		}
+		r.trust, r.handle, r.lookup = cl.trust, cl.handle, cl.lookup
 	}
 
 	var fresh []*Entry
-	type receiptOf struct {
-		id   MessageID
-		from kez.PublicKey
-		at   time.Time
-	}
-	var receipts, early []receiptOf
-	dropped := make([]string, len(accepted)) // the cap a request is over, or ""
+	var bs *batchSessions
+	undecryptable := map[kez.PublicKey]int{}
+	now := c.now()
 	err := c.db.write(store, func(tx *sql.Tx) error {
-		fresh, receipts, early = fresh[:0], receipts[:0], early[:0]
-		clear(dropped)
+		fresh, bs = fresh[:0], newBatchSessions()
+		clear(undecryptable)
 		setDelivered := tx.Stmt(c.db.stmts.delivered)
 		quota := c.newRequestQuota(tx)
-		for i, r := range accepted {
-			if r.entry != nil {
-				isRequest := r.entry.Trust == TrustRequest
-				if isRequest {
-					over, err := quota.admit(r.entry)
-					if err != nil {
-						return err
+		for _, r := range items {
+			r.entry, r.receipt, r.control, r.err, r.dropped, r.isNew = nil, nil, false, nil, "", false
+			if r.v2 {
+				var err error
+				if r.m, err = c.openV2(tx, bs, r.jm.Data(), r.from, now); err != nil {
+					if errors.Is(err, ErrUnknownSession) {
+						undecryptable[r.from]++
+					} else if !isRefusal(err) {
+						return err // the database failed: the batch is delivered again
 					}
-					if dropped[i] = over; over != "" {
-						continue
-					}
+					r.err = err
+					continue
 				}
-				isNew, err := c.db.insertEntry(tx, r.entry)
+			} else if established, err := bs.established(tx, c.db, r.from); err != nil {
+				return err
+			} else if established {
+				r.err = fmt.Errorf("%w: %s", ErrDowngrade, r.from)
+				continue
+			}
+			m := r.m
+			switch m.Kind {
+			case KindReceipt:
+				rc, err := ParseReceipt(m)
 				if err != nil {
-					return err
+					r.err = err
+					continue
 				}
-				if isNew {
-					fresh = append(fresh, r.entry)
-				} else if isRequest {
-					quota.unadmit(r.entry)
+				r.receipt = &rc
+				for _, id := range rc.IDs {
+					if _, err := setDelivered.Exec(m.SentAt.UnixMilli(), c.me.String(), id[:], r.from.String()); err != nil {
+						return fmt.Errorf("chat: applying a receipt: %w", err)
+					}
+				}
+				continue
+			case KindSessionReset:
+				// The peer lost its state: what it did not acknowledge is
+				// sent again, whichever session it was sent in.
+				r.control = true
+				if r.v2 {
+					bs.reset[r.from] = true
 				}
 				continue
 			}
-			for _, id := range r.receipt.IDs {
-				ro := receiptOf{id, r.from, r.sentAt}
-				receipts = append(receipts, ro)
-				res, err := setDelivered.Exec(r.sentAt.UnixMilli(), c.me.String(), id[:], r.from.String())
+			r.entry = &Entry{
+				ID: m.ID, Incoming: true, Peer: m.From, PeerHandle: r.handle, From: m.From, To: m.To,
+				SentAt: m.SentAt, ReceivedAt: now, Kind: m.Kind, Ref: m.Ref, Body: m.Body, Seq: r.seq, Trust: r.trust,
+			}
+			isRequest := r.entry.Trust == TrustRequest
+			if isRequest {
+				over, err := quota.admit(r.entry)
 				if err != nil {
-					return fmt.Errorf("chat: applying a receipt: %w", err)
+					return err
 				}
-				if n, _ := res.RowsAffected(); n == 0 {
-					early = append(early, ro)
+				if r.dropped = over; over != "" {
+					continue
 				}
 			}
+			isNew, err := c.db.insertEntry(tx, r.entry)
+			if err != nil {
+				return err
+			}
+			if r.isNew = isNew; isNew {
+				fresh = append(fresh, r.entry)
+			} else if isRequest {
+				quota.unadmit(r.entry)
+			}
 		}
-		return nil
+		for peer, n := range undecryptable {
+			if err := c.db.countUndecryptable(tx, peer, n, now); err != nil {
+				return err
+			}
+		}
+		for peer := range bs.reset {
+			if err := c.db.markResendDue(tx, peer, now); err != nil {
+				return err
+			}
+		}
+		return bs.save(tx, c.db, now)
 	})
 	if err != nil {
-		for _, r := range accepted {
+		for _, r := range items {
 			_ = r.jm.NakWithDelay(time.Second)
 		}
 		return nil, fmt.Errorf("chat: storing received messages: %w", err)
 	}
 	// Stored: now the server may forget them. A lost ack only means a
-	// redelivery, which the (sender, ID) key drops. Requests over a cap
-	// were not stored: they are terminated, so never delivered again.
+	// redelivery, which the (sender, ID) key, or the session, drops.
+	// Requests over a cap were not stored, and deliveries that did not
+	// open cannot be: they are terminated, so never delivered again.
 	lookups := map[kez.PublicKey]bool{}
-	nDropped := 0
-	for i, r := range accepted {
-		if over := dropped[i]; over != "" {
-			nDropped++
+	for _, r := range items {
+		switch {
+		case r.err != nil && errors.Is(r.err, ErrReplay):
+			// A redelivery of a message stored before (its key is used
+			// up), or a replay: dropped as a duplicate.
+			c.stats.duplicates.Add(1)
+			c.log.Debug("dropped a message whose key was already used", "from", r.from, "err", r.err)
+			c.ack(r.jm)
+		case r.err != nil && errors.Is(r.err, ErrUnknownSession):
+			c.stats.undecryptable.Add(1)
+			c.log.Warn("could not decrypt a message: no session for it (this client lost its state)", "from", r.from, "err", r.err)
+			if err := r.jm.TermWithReason("undecryptable: no session"); err != nil {
+				c.log.Debug("terminating a delivery", "err", err)
+			}
+		case r.err != nil:
+			if errors.Is(r.err, ErrDowngrade) {
+				c.stats.downgrades.Add(1)
+			}
+			c.reject(r.jm, r.err)
+		case r.dropped != "":
 			c.stats.requestsDropped.Add(1)
-			c.log.Debug("dropped a message request over the cap", "cap", over, "from", r.from, "id", r.entry.ID, "bytes", len(r.entry.Body))
+			c.log.Debug("dropped a message request over the cap", "cap", r.dropped, "from", r.from, "id", r.entry.ID, "bytes", len(r.entry.Body))
 			if err := r.jm.TermWithReason("over the recipient's cap on message requests"); err != nil {
 				c.log.Debug("terminating a delivery", "err", err)
 			}
-			continue
-		}
-		if err := r.jm.Ack(); err != nil {
-			c.log.Debug("acknowledging a delivery", "err", err)
-		}
-		if r.receipt != nil {
-			c.stats.receiptsReceived.Add(1)
-		}
-		if r.lookup {
-			lookups[r.from] = true
+		default:
+			c.ack(r.jm)
+			switch {
+			case r.receipt != nil:
+				c.stats.receiptsReceived.Add(1)
+				for _, id := range r.receipt.IDs {
+					c.notifyReceipt(id, r.from, r.m.SentAt)
+				}
+			case r.entry != nil && !r.isNew:
+				c.stats.duplicates.Add(1)
+			}
+			if r.entry != nil && r.isNew && r.lookup {
+				lookups[r.from] = true
+			}
 		}
 	}
 	c.lookupStored(store, lookups)
-	c.stats.duplicates.Add(uint64(len(accepted) - len(fresh) - countReceipts(accepted) - nDropped))
 	for _, e := range fresh {
 		c.stats.received.Add(1)
 		switch e.Trust {
@@ -321,32 +400,55 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			c.stats.requests.Add(1)
 		}
 	}
-	for _, r := range early {
-		c.rememberEarlyReceipt(r.id, r.from, r.at)
-	}
-	for _, r := range receipts {
-		c.notifyReceipt(r.id, r.from, r.at)
-	}
 	c.queueReceipts(fresh)
+	c.afterSessions(store, undecryptable, bs.reset)
 	return fresh, nil
 }
 
-// opened is the outcome of opening one delivery.
-type opened struct {
-	m   *Message
-	err error
+func (c *Client) ack(jm jetstream.Msg) {
+	if err := jm.Ack(); err != nil {
+		c.log.Debug("acknowledging a delivery", "err", err)
+	}
 }
 
-// openAll opens a batch of deliveries, expecting each subject's sender
-// token as the sender, on up to GOMAXPROCS goroutines: opening (one X25519
-// and one ed25519 verification each) is most of the cost of receiving.
+// isRefusal reports an error that refuses a delivery (wrapping one of the
+// envelope errors), as opposed to a failure of the database.
+func isRefusal(err error) bool {
+	for _, s := range refusals {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+var refusals = []error{ErrMalformed, ErrUnsupportedVersion, ErrUnsupportedSuite, ErrNotForMe, ErrWrongRecipient, ErrDecrypt,
+	ErrBadSignature, ErrSenderMismatch, ErrTooLarge, ErrDowngrade, ErrUnknownSession, ErrReplay}
+
+// opened is the outcome of opening one delivery.
+type opened struct {
+	from kez.PublicKey // the subject's sender
+	m    *Message
+	v2   bool // a session envelope: opened later, in the transaction
+	err  error
+}
+
+// openAll opens a batch of format v1 deliveries, expecting each subject's
+// sender token as the sender, on up to GOMAXPROCS goroutines: opening (one
+// X25519 and one ed25519 verification each) is most of the cost of
+// receiving v1. Session (v2) envelopes are only marked.
 func (c *Client) openAll(msgs []jetstream.Msg) []opened {
 	out := make([]opened, len(msgs))
 	o := c.opener.Load()
 	one := func(i int) {
 		from, err := c.senderOf(msgs[i].Subject())
+		out[i].from = from
 		if err == nil {
-			out[i].m, err = o.Open(msgs[i].Data(), from)
+			if data := msgs[i].Data(); envelopeVersionOf(data) == envelopeV2 {
+				out[i].v2 = true
+			} else {
+				out[i].m, err = o.Open(data, from)
+			}
 		}
 		out[i].err = err
 	}
@@ -372,16 +474,6 @@ func (c *Client) openAll(msgs []jetstream.Msg) []opened {
 
 // minPerWorker is the smallest share of a batch worth another goroutine.
 const minPerWorker = 4
-
-func countReceipts(rs []received) int {
-	n := 0
-	for _, r := range rs {
-		if r.receipt != nil {
-			n++
-		}
-	}
-	return n
-}
 
 // senderOf returns the sender token of an inbox subject addressed to this
 // user: kez.v1.inbox.<me>.<sender>.
@@ -523,14 +615,14 @@ func (c *Client) sendReceipts(ctx context.Context, fresh []*Entry) {
 		if cs == nil || ct.Flag != FlagNone {
 			continue
 		}
-		rcpt := Recipient{Key: ct.Key, EncryptionKey: ct.EncryptionKey, Generation: ct.Generation}
+		t := contactTarget(&ct)
 		ids := bySender[from]
 		for len(ids) > 0 {
 			n := min(len(ids), MaxReceiptIDs)
 			m, err := Receipt{Status: ReceiptDelivered, IDs: ids[:n]}.message()
 			ids = ids[n:]
 			if err == nil {
-				_, err = c.publish(context.WithoutCancel(ctx), rcpt, ct.Handle, m, false, nil)
+				_, err = c.publish(context.WithoutCancel(ctx), t, m, false, nil)
 			}
 			if err != nil {
 				c.log.Warn("could not send a delivery receipt", "to", ct.Handle, "err", err)

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/kez-lat/kez-chat/internal/inbox"
+	"strconv"
 	"time"
+
+	"github.com/kez-lat/kez-chat/internal/inbox"
 
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
@@ -110,12 +112,21 @@ func (c *Client) SendKeyAsync(ctx context.Context, to kez.PublicKey, text string
 	if c.nc == nil {
 		return nil, ErrOffline
 	}
+	t, err := c.strangerTarget(ctx, to)
+	if err != nil {
+		return nil, err
+	}
+	return c.publish(ctx, t, Message{Kind: KindText, Body: []byte(text)}, true, opts)
+}
+
+// strangerTarget is the target of a key that is not a contact: its chain
+// from the user's sig-server, verified.
+func (c *Client) strangerTarget(ctx context.Context, to kez.PublicKey) (target, error) {
 	st, err := c.keyChain(ctx, to)
 	if err != nil {
-		return nil, fmt.Errorf("chat: fetching the sigchain of %s: %w", to, err)
+		return target{}, fmt.Errorf("chat: fetching the sigchain of %s: %w", to, err)
 	}
-	rcpt := Recipient{Key: to, EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration()}
-	return c.publish(ctx, rcpt, "", Message{Kind: KindText, Body: []byte(text)}, true, opts)
+	return target{rcpt: Recipient{Key: to, EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration()}}, nil
 }
 
 func (c *Client) sendTo(ctx context.Context, cs *contactState, text string, opts []SendOption) (*Pending, error) {
@@ -125,19 +136,28 @@ func (c *Client) sendTo(ctx context.Context, cs *contactState, text string, opts
 	if err := ct.Err(); err != nil {
 		return nil, err
 	}
-	rcpt := Recipient{Key: ct.Key, EncryptionKey: ct.EncryptionKey, Generation: ct.Generation}
-	return c.publish(ctx, rcpt, ct.Handle, Message{Kind: KindText, Body: []byte(text)}, true, opts)
+	return c.publish(ctx, contactTarget(&ct), Message{Kind: KindText, Body: []byte(text)}, true, opts)
+}
+
+// contactTarget is the target of a contact: their pinned key and
+// encryption key, and their sig-server for the prekey.
+func contactTarget(ct *Contact) target {
+	return target{
+		rcpt:   Recipient{Key: ct.Key, EncryptionKey: ct.EncryptionKey, Generation: ct.Generation},
+		handle: ct.Handle, sigBase: ct.SigServer,
+	}
 }
 
 // Pending is a send in flight. Its methods are safe for concurrent use.
 type Pending struct {
-	c      *Client
-	entry  *Entry // recorded in the history once the stream answered
-	done   chan struct{}
-	sent   Sent
-	err    error
-	wait   bool
-	result chan time.Time // receipt, if waited for
+	c       *Client
+	entry   *Entry // recorded in the history (pending) before it was published
+	resends int    // the entry's resends when this envelope was sealed
+	done    chan struct{}
+	sent    Sent
+	err     error
+	wait    bool
+	result  chan time.Time // receipt, if waited for
 }
 
 // Done is closed once the stream acknowledged the message (and it is in
@@ -165,9 +185,16 @@ func (p *Pending) Wait(ctx context.Context) (Sent, error) {
 	return s, err
 }
 
-// publish seals m to rcpt and publishes it asynchronously. record keeps it
-// in the history (text messages, not receipts) once the stream answered.
-func (c *Client) publish(ctx context.Context, rcpt Recipient, handle string, m Message, record bool, opts []SendOption) (*Pending, error) {
+// publish seals m to t and publishes it asynchronously. record keeps it
+// in the history (text messages, not receipts). The envelope, the session
+// state its sealing left and (with record) the message, pending, are
+// stored in one transaction before anything is published (docs/spec/chat.md
+// §7). fresh starts a new session with t even if one exists.
+func (c *Client) publish(ctx context.Context, t target, m Message, record bool, opts []SendOption) (*Pending, error) {
+	return c.publishIn(ctx, t, m, record, false, opts)
+}
+
+func (c *Client) publishIn(ctx context.Context, t target, m Message, record, fresh bool, opts []SendOption) (*Pending, error) {
 	if c.nc == nil {
 		return nil, ErrOffline
 	}
@@ -178,33 +205,126 @@ func (c *Client) publish(ctx context.Context, rcpt Recipient, handle string, m M
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	rcpt := t.rcpt
 	m.ID, m.SentAt = NewMessageID(), c.now().Truncate(time.Millisecond)
-	env, err := Seal(c.id, rcpt, m)
+	m.From, m.To = c.me, rcpt.Key
+	if err := m.validate(); err != nil {
+		return nil, err
+	}
+	plan, err := c.planSeal(ctx, t, &m, fresh)
 	if err != nil {
 		return nil, err
 	}
 	p := &Pending{c: c, done: make(chan struct{}), wait: sc.waitReceipt,
-		sent: Sent{ID: m.ID, To: rcpt.Key, Handle: handle, SentAt: m.SentAt}}
+		sent: Sent{ID: m.ID, To: rcpt.Key, Handle: t.handle, SentAt: m.SentAt}}
+	if record {
+		p.entry = &Entry{
+			ID: m.ID, Peer: rcpt.Key, PeerHandle: t.handle, From: c.me, To: rcpt.Key, SentAt: m.SentAt, ReceivedAt: c.now(),
+			Kind: m.Kind, Ref: m.Ref, Body: m.Body, Trust: TrustTrusted, Read: true, State: StatePending,
+		}
+	}
+	var env []byte
+	err = c.db.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		if env, err = c.sealTx(tx, t, plan, &m); err != nil {
+			return err
+		}
+		if record {
+			_, err = c.db.insertSent(tx, p.entry, env)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
 	if sc.waitReceipt {
 		p.result = c.addWaiter(m.ID, rcpt.Key)
 	}
-	if record {
-		p.entry = &Entry{
-			ID: m.ID, Peer: rcpt.Key, PeerHandle: handle, From: c.me, To: rcpt.Key, SentAt: m.SentAt,
-			Kind: m.Kind, Ref: m.Ref, Body: m.Body, Trust: TrustTrusted, Read: true,
-		}
+	// Stored: it is published now whatever ctx says, or it would stay
+	// pending until the client next connects.
+	if err := c.publishEnvelope(p, rcpt.Key, env, publishID(m.ID, 0)); err != nil {
+		return nil, err
 	}
-	msg := nats.NewMsg(sendSubject(rcpt.Key, c.me))
+	return p, nil
+}
+
+// publishID is the Nats-Msg-Id of a message's envelope: its ID, followed
+// by the number of times it was sealed again (the stream drops a second
+// publish of one ID, and a message sealed again is a new envelope).
+func publishID(id MessageID, resends int) string {
+	if resends == 0 {
+		return id.String()
+	}
+	return id.String() + "." + strconv.Itoa(resends)
+}
+
+// publishEnvelope publishes a stored envelope and completes p once the
+// stream answered. If it cannot be sent at all it completes p at once
+// and returns p's error.
+func (c *Client) publishEnvelope(p *Pending, to kez.PublicKey, env []byte, id string) error {
+	msg := nats.NewMsg(sendSubject(to, c.me))
 	msg.Data = env
-	msg.Header.Set(jetstream.MsgIDHeader, m.ID.String())
+	msg.Header.Set(jetstream.MsgIDHeader, id)
 	fut, err := c.js.PublishMsgAsync(msg)
 	if err != nil {
-		c.finish(p, nil, fmt.Errorf("chat: publishing message %s: %w", m.ID, err))
-		return nil, p.err
+		err = fmt.Errorf("chat: publishing message %s: %w", p.sent.ID, err)
+		c.finish(p, nil, err)
+		return err
 	}
 	c.sends.Add(1)
 	go c.awaitAck(p, msg, fut)
-	return p, nil
+	return nil
+}
+
+// republishPending publishes again the envelopes stored but not
+// acknowledged by the stream (the client stopped before the answer came):
+// the same bytes with the same Nats-Msg-Id, so the stream, or the
+// recipient, drops a copy it already has. A message key is never used to
+// seal a second message.
+func (c *Client) republishPending(ctx context.Context) error {
+	rows, err := c.db.db.QueryContext(ctx, `SELECT id, to_key, envelope, resends FROM messages
+		WHERE incoming = 0 AND state = 'pending' AND envelope IS NOT NULL ORDER BY sent_at, received_at`)
+	if err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	type pending struct {
+		id      MessageID
+		to      kez.PublicKey
+		env     []byte
+		resends int
+	}
+	var ps []pending
+	for rows.Next() {
+		var p pending
+		var id []byte
+		var to string
+		if err := rows.Scan(&id, &to, &p.env, &p.resends); err != nil {
+			rows.Close()
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		k, err := kez.ParsePublicKey(to)
+		if err != nil || len(id) != len(p.id) {
+			continue
+		}
+		copy(p.id[:], id)
+		p.to = k
+		ps = append(ps, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	for _, rp := range ps {
+		p := &Pending{c: c, done: make(chan struct{}), resends: rp.resends, sent: Sent{ID: rp.id, To: rp.to},
+			entry: &Entry{ID: rp.id, To: rp.to}}
+		if err := c.publishEnvelope(p, rp.to, rp.env, publishID(rp.id, rp.resends)); err != nil {
+			return err
+		}
+	}
+	if len(ps) > 0 {
+		c.log.Info("published again the messages left pending", "n", len(ps))
+	}
+	return nil
 }
 
 // awaitAck waits for the stream's acknowledgement of a publish. When none
@@ -289,8 +409,9 @@ func retryable(err error) bool {
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
 
-// finish records a send's outcome in the history (state sent or failed, in
-// one write) and completes p once it is there.
+// finish records a send's outcome in the history (state sent or failed,
+// with the stream sequence; the envelope is not kept) and completes p once
+// it is there. A send cut short by Close stays pending.
 func (c *Client) finish(p *Pending, ack *jetstream.PubAck, err error) {
 	if ack != nil {
 		p.sent.Seq, p.sent.Duplicate = ack.Sequence, ack.Duplicate
@@ -301,28 +422,25 @@ func (c *Client) finish(p *Pending, ack *jetstream.PubAck, err error) {
 		c.dropWaiter(p.sent.ID)
 	}
 	e := p.entry
-	if e == nil {
+	if e == nil || errors.Is(err, ErrClosed) {
+		// Closed before the stream answered: the message stays pending,
+		// with its envelope, and is published again (as is) when the
+		// client next connects.
 		close(p.done)
 		return
 	}
-	e.State, e.Seq, e.ReceivedAt = StateSent, p.sent.Seq, c.now()
+	state := StateSent
 	if err != nil {
-		e.State = StateFailed
+		state = StateFailed
 	}
 	c.db.writeAsync(func(tx *sql.Tx) error {
-		if _, err := c.db.insertEntry(tx, e); err != nil {
-			return err
-		}
-		// A receipt that came before this record (it is rare: receipts
-		// are gathered for a while) is applied now.
-		if r, ok := c.takeEarlyReceipt(e.ID, e.To); ok {
-			_, err := tx.Stmt(c.db.stmts.delivered).Exec(r.UnixMilli(), c.me.String(), e.ID[:], e.To.String())
-			return err
+		if _, err := tx.Stmt(c.db.stmts.sentState).Exec(string(state), int64(p.sent.Seq), c.me.String(), e.ID[:], p.resends); err != nil {
+			return fmt.Errorf("chat: recording the outcome of message %s: %w", e.ID, err)
 		}
 		return nil
 	}, func(werr error) {
 		if werr != nil && p.err == nil {
-			c.log.Warn("the stream stored a message but recording it in the history failed", "id", e.ID, "err", werr)
+			c.log.Warn("the stream stored a message but recording that in the history failed", "id", e.ID, "err", werr)
 		}
 		close(p.done)
 	})
@@ -360,36 +478,6 @@ func (c *Client) notifyReceipt(id MessageID, from kez.PublicKey, at time.Time) {
 	if ok && w.to == from {
 		w.ch <- at
 	}
-}
-
-// maxEarlyReceipts bounds the receipts kept for messages not yet recorded.
-const maxEarlyReceipts = 4096
-
-// rememberEarlyReceipt keeps a receipt whose message is not in the history
-// (yet), to apply when its send is recorded.
-func (c *Client) rememberEarlyReceipt(id MessageID, from kez.PublicKey, at time.Time) {
-	c.waitMu.Lock()
-	defer c.waitMu.Unlock()
-	if len(c.early) >= maxEarlyReceipts {
-		clear(c.early)
-	}
-	c.early[id] = earlyReceipt{from: from, at: at}
-}
-
-func (c *Client) takeEarlyReceipt(id MessageID, to kez.PublicKey) (time.Time, bool) {
-	c.waitMu.Lock()
-	defer c.waitMu.Unlock()
-	r, ok := c.early[id]
-	if !ok || r.from != to {
-		return time.Time{}, false
-	}
-	delete(c.early, id)
-	return r.at, true
-}
-
-type earlyReceipt struct {
-	from kez.PublicKey
-	at   time.Time
 }
 
 // waitReceipt waits for the receipt of id. Without a Run loop it fetches

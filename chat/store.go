@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 
@@ -24,7 +25,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 2
+const schemaVersion = 3
 
 var migrations = []string{
 	// 0 → 1
@@ -96,6 +97,52 @@ CREATE TABLE meta (
 	// 1 → 2: message requests are counted against their caps in every
 	// received batch that holds one.
 	`CREATE INDEX messages_requests ON messages (from_key) WHERE trust = 'request';`,
+	// 2 → 3: sessions (format v2, docs/spec/chat.md §6). A sent message is
+	// stored with its sealed envelope before it is published, in the
+	// transaction that stores the session state its sealing produced.
+	`
+ALTER TABLE messages ADD COLUMN envelope BLOB;                    -- sent, not yet acknowledged by the stream: the exact bytes published
+ALTER TABLE messages ADD COLUMN resends INTEGER NOT NULL DEFAULT 0; -- times sealed again under a newer session (after the recipient's reset)
+CREATE INDEX messages_pending ON messages (to_key) WHERE incoming = 0 AND state = 'pending';
+
+-- One Double Ratchet session with one peer (package session), its state
+-- serialised. updated_at: Unix ms of the last message opened from the peer
+-- under it, or of its creation; the newest established session is the one
+-- used for sending.
+CREATE TABLE sessions (
+	peer        TEXT    NOT NULL,
+	id          BLOB    NOT NULL,  -- session ID, 16 bytes
+	state       BLOB    NOT NULL,
+	updated_at  INTEGER NOT NULL,
+	established INTEGER NOT NULL,  -- 1 once a message from the peer was opened under it
+	PRIMARY KEY (peer, id)
+) STRICT;
+
+-- This device's prekeys (private halves, never leave the device).
+CREATE TABLE prekeys (
+	id      INTEGER PRIMARY KEY,  -- prekey ID
+	private BLOB    NOT NULL,
+	created INTEGER NOT NULL,     -- Unix ms
+	expires INTEGER NOT NULL      -- Unix ms
+) STRICT;
+
+-- Messages that could not be decrypted (no session: this device lost its
+-- state), per sender, and whether a new session to them is still due.
+CREATE TABLE undecryptable (
+	peer      TEXT    PRIMARY KEY,
+	count     INTEGER NOT NULL,
+	last_at   INTEGER NOT NULL,
+	reset_due INTEGER NOT NULL
+) STRICT;
+
+-- Peers that started a new session while one with them was established
+-- (they lost theirs): what was sent to them without a receipt is due to
+-- be sent again.
+CREATE TABLE resend_due (
+	peer TEXT    PRIMARY KEY,
+	at   INTEGER NOT NULL
+) STRICT;
+`,
 }
 
 // ErrClosed reports a call on a [Client] after [Client.Close].
@@ -125,7 +172,12 @@ type store struct {
 // openStore opens (creating if needed) the database at path and migrates it
 // to schemaVersion.
 func openStore(path string) (*store, error) {
-	// The history is private: the file is made 0600 like the identity.
+	// The history, the session states and the private prekeys are
+	// secret: the file is made 0600 like the identity, and a file (or its
+	// -wal and -shm) that others may read is made 0600 again.
+	if err := privateFiles(path); err != nil {
+		return nil, fmt.Errorf("chat: the database %s: %w", path, err)
+	}
 	db, err := sqlitedb.Open(path, sqlitedb.Options{FileMode: 0o600})
 	if err != nil {
 		return nil, fmt.Errorf("chat: opening the database %s: %w", path, explainStoreError(filepath.Dir(path), err))
@@ -142,6 +194,26 @@ func openStore(path string) (*store, error) {
 	s.wg.Add(1)
 	go s.writer()
 	return s, nil
+}
+
+// privateFiles makes the database file at path and its -wal and -shm
+// files, those that exist, readable by their owner only.
+func privateFiles(path string) error {
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		st, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, st.Mode().Perm()&0o700); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // close stops the writer after it committed everything queued, then closes
@@ -166,6 +238,12 @@ type statements struct {
 	insert    *sql.Stmt // insertEntry
 	sentState *sql.Stmt // a send's outcome
 	delivered *sql.Stmt // a receipt
+
+	sessByID        *sql.Stmt // sessionByID
+	sessSending     *sql.Stmt // sendingSession
+	sessNewest      *sql.Stmt // saveSession
+	sessPut         *sql.Stmt // saveSession
+	sessEstablished *sql.Stmt // establishedWith
 }
 
 func (s *store) prepare() error {
@@ -179,9 +257,18 @@ func (s *store) prepare() error {
 		return st
 	}
 	s.stmts = statements{
-		insert:    prep(`INSERT INTO messages (` + entryColumns + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
-		sentState: prep(`UPDATE messages SET state = ?, stream_seq = ? WHERE from_key = ? AND id = ?`),
+		insert: prep(`INSERT INTO messages (` + entryColumns + `, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
+		// A send's outcome applies to the envelope it published: not to
+		// one sealed again meanwhile (resends).
+		sentState: prep(`UPDATE messages SET state = ?, stream_seq = ?, envelope = NULL WHERE from_key = ? AND id = ? AND resends = ?`),
 		delivered: prep(`UPDATE messages SET delivered_at = ? WHERE from_key = ? AND id = ? AND to_key = ? AND incoming = 0 AND delivered_at IS NULL`),
+
+		sessByID:    prep(`SELECT id, state, updated_at FROM sessions WHERE peer = ? AND id = ?`),
+		sessSending: prep(`SELECT id, state, updated_at FROM sessions WHERE peer = ? ORDER BY established DESC, updated_at DESC, rowid DESC LIMIT 1`),
+		sessNewest:  prep(`SELECT COALESCE(MAX(updated_at), 0) FROM sessions WHERE peer = ? AND id != ?`),
+		sessPut: prep(`INSERT INTO sessions (peer, id, state, updated_at, established) VALUES (?,?,?,?,?)
+			ON CONFLICT (peer, id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, established = excluded.established`),
+		sessEstablished: prep(`SELECT EXISTS (SELECT 1 FROM sessions WHERE peer = ? AND established = 1)`),
 	}
 	if err != nil {
 		s.stmts.close()
@@ -190,7 +277,7 @@ func (s *store) prepare() error {
 }
 
 func (st *statements) close() {
-	for _, s := range []*sql.Stmt{st.insert, st.sentState, st.delivered} {
+	for _, s := range []*sql.Stmt{st.insert, st.sentState, st.delivered, st.sessByID, st.sessSending, st.sessNewest, st.sessPut, st.sessEstablished} {
 		if s != nil {
 			s.Close()
 		}

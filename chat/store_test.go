@@ -171,3 +171,31 @@ func TestStoreFileIsPrivate(t *testing.T) {
 		t.Fatalf("chat.db has mode %o, want 600", perm)
 	}
 }
+
+// A chat.db others could read (made by hand, or copied with a loose
+// umask) is made private again when it is opened: it holds the session
+// states and the private prekeys.
+func TestStoreFileMadePrivate(t *testing.T) {
+	home := t.TempDir()
+	offlineClient(t, home).Close()
+	if err := os.Chmod(filepath.Join(home, DBFileName), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A -wal file left by a process that crashed (empty: nothing to replay).
+	if err := os.WriteFile(filepath.Join(home, DBFileName+"-wal"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := offlineClient(t, home)
+	if v, err := c.db.getMeta(context.Background(), "none"); err != nil || v != "" {
+		t.Fatalf("the database after it was made private: %q, %v", v, err)
+	}
+	for _, f := range []string{DBFileName, DBFileName + "-wal"} {
+		st, err := os.Stat(filepath.Join(home, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := st.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s has mode %o after opening, want 600", f, perm)
+		}
+	}
+}

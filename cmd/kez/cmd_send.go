@@ -116,8 +116,18 @@ func (e *env) openChatAt(ctx context.Context, f chatFlags, online, withServers b
 		if cfg.Client.NATSURL, err = e.natsURLFor(f); err != nil {
 			return nil, err
 		}
+		cfg.OnSessionReset = func(r chat.SessionReset) { fmt.Fprintln(e.stderr, sessionResetLine(r)) }
 	}
 	return chat.Open(ctx, cfg)
+}
+
+// sessionResetLine is the notice of messages that could not be decrypted
+// because this device lost its sessions (docs/cli.md).
+func sessionResetLine(r chat.SessionReset) string {
+	if r.Reset {
+		return r.String() + "; a new session was started and they will be sent again"
+	}
+	return r.String() + `; add the sender as a contact ("kez contacts add") to have them sent again`
 }
 
 // clientConfig is the SDK's configuration of the user's client, for chat

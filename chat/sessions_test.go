@@ -1,0 +1,598 @@
+package chat
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/session"
+)
+
+// deliver receives as receiveN does, until n new messages are stored, and
+// returns the wire form (wireForm) of every delivery it processed, in
+// order.
+func deliver(t *testing.T, c *testClient, n int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var forms []string
+	for stored := 0; stored < n; {
+		msgs, err := c.cons.Fetch(ctx, fetchBatch, time.Second)
+		if err != nil && ctx.Err() == nil {
+			t.Fatalf("%s fetches: %v", c.user.Name, err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s: %d of %d messages before the deadline (stats %+v)", c.user.Name, stored, n, c.Stats())
+		}
+		for _, m := range msgs {
+			forms = append(forms, wireForm(m.Data()))
+		}
+		fresh, err := c.process(ctx, msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored += len(fresh)
+	}
+	return forms
+}
+
+// wireForm says what an envelope is: "v1", "v2 handshake", "v2 message".
+func wireForm(env []byte) string {
+	switch v := envelopeVersionOf(env); {
+	case v == 1:
+		return "v1"
+	case v == envelopeV2 && len(env) > 5 && env[5] == 1:
+		return "v2 handshake"
+	case v == envelopeV2 && len(env) > 5 && env[5] == 2:
+		return "v2 message"
+	}
+	return "unknown"
+}
+
+func countRows(t *testing.T, c *testClient, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := c.db.db.QueryRow(query, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// sealV2 seals text for the contact `to` as a send does (in the newest
+// session, or a new one; the state is stored) but does not publish it.
+func sealV2(t *testing.T, c *testClient, to, text string) []byte {
+	t.Helper()
+	ctx := testCtx(t)
+	cs, err := c.contact(ctx, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt := contactTarget(&cs.c)
+	m := Message{ID: NewMessageID(), From: c.me, To: tgt.key(), SentAt: time.Now().Truncate(time.Millisecond), Kind: KindText, Body: []byte(text)}
+	plan, err := c.planSeal(ctx, tgt, &m, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env []byte
+	if err := c.db.write(ctx, func(tx *sql.Tx) error {
+		env, err = c.sealTx(tx, tgt, plan, &m)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if envelopeVersionOf(env) != envelopeV2 {
+		t.Fatalf("sealed %s, want v2", wireForm(env))
+	}
+	return env
+}
+
+// Two clients talk in format v2 both ways: the first message is the
+// handshake of a session, the answers and everything after are messages
+// in it, receipts come back, and each side ends with one session.
+func TestSessionsRoundTrip(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice, bob := openClient(t, st, au), openClient(t, st, bu)
+	mustAdd(t, alice, "bob")
+	mustAdd(t, bob, "alice")
+	ctx := testCtx(t)
+
+	for _, c := range []*testClient{alice, bob} {
+		if n := countRows(t, c, `SELECT COUNT(*) FROM prekeys`); n != 1 {
+			t.Fatalf("%s has %d prekeys, want 1", c.user.Name, n)
+		}
+	}
+	p, err := alice.SendAsync(ctx, "bob", "hello bob", WaitReceipt())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := deliver(t, bob, 1); !slices.Equal(f, []string{"v2 handshake"}) {
+		t.Errorf("alice's first message is %q", f)
+	}
+	s, err := p.Wait(ctx) // alice gets bob's receipt
+	if err != nil || s.DeliveredAt.IsZero() {
+		t.Fatalf("alice's send: %+v, %v", s, err)
+	}
+
+	mustSend(t, bob, "alice", "hello alice")
+	if f := deliver(t, alice, 1); !slices.Equal(f, []string{"v2 message"}) {
+		t.Errorf("bob's answer is %q", f)
+	}
+	mustSend(t, alice, "bob", "and again")
+	// With it, alice's receipt of the answer.
+	if f := deliver(t, bob, 1); len(f) != 2 || f[0] != "v2 message" || f[1] != "v2 message" {
+		t.Errorf("alice's messages after the answer: %q", f)
+	}
+	if in := mustInbox(t, bob, true); !slices.Equal(texts(in), []string{"hello bob", "and again"}) {
+		t.Errorf("bob's inbox: %q", texts(in))
+	}
+	if in := mustInbox(t, alice, true); !slices.Equal(texts(in), []string{"hello alice"}) {
+		t.Errorf("alice's inbox: %q", texts(in))
+	}
+	for _, c := range []*testClient{alice, bob} {
+		if n := countRows(t, c, `SELECT COUNT(*) FROM sessions WHERE established = 1`); n != 1 {
+			t.Errorf("%s has %d established sessions, want 1", c.user.Name, n)
+		}
+		if n := countRows(t, c, `SELECT COUNT(*) FROM messages WHERE envelope IS NOT NULL OR state = 'pending'`); n != 0 {
+			t.Errorf("%s keeps %d envelopes of acknowledged messages", c.user.Name, n)
+		}
+		if s := c.Stats(); s.Rejected != 0 || s.Undecryptable != 0 || s.Duplicates != 0 {
+			t.Errorf("%s's stats: %+v", c.user.Name, s)
+		}
+	}
+}
+
+// A peer that publishes no prekey yet (it never ran a client of this
+// release) is sent format v1; those envelopes still open once it has
+// upgraded, and the next message is v2. Once a v2 message from a peer was
+// opened, a v1 envelope from them is refused (ErrDowngrade).
+func TestV1BeforeUpgradeOpensDowngradeRefused(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice := openClient(t, st, au, func(c *Config) { c.RefreshInterval = -1 })
+	mustAdd(t, alice, "bob")
+
+	mustSend(t, alice, "bob", "v1 one")
+	mustSend(t, alice, "bob", "v1 two")
+	bob := openClient(t, st, bu) // publishes bob's prekey
+	mustAdd(t, bob, "alice")
+	mustSend(t, alice, "bob", "v2 three")
+	if f := deliver(t, bob, 3); !slices.Equal(f, []string{"v1", "v1", "v2 handshake"}) {
+		t.Fatalf("bob got %q", f)
+	}
+	if in := mustInbox(t, bob, false); !slices.Equal(texts(in), []string{"v1 one", "v1 two", "v2 three"}) {
+		t.Fatalf("bob's inbox: %q", texts(in))
+	}
+
+	// A v1 envelope from alice now: her client would not make one.
+	env, err := Seal(au.Identity, recipientOf(bu.Identity, 0), Message{Kind: KindText, Body: []byte("downgraded")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPublishRaw(t, alice, sendSubject(bu.Key, au.Key), env)
+	receiveUntil(t, bob, "the downgrade refused", func(int) bool { return bob.Stats().Downgrades >= 1 })
+	if s := bob.Stats(); s.Downgrades != 1 || s.Rejected != 1 || s.Received != 3 {
+		t.Errorf("bob's stats: %+v", s)
+	}
+	if !contains(bob.log.String(), ErrDowngrade.Error()) {
+		t.Error("the log does not say why the v1 envelope was refused")
+	}
+	if in := mustInbox(t, bob, true); len(in) != 3 {
+		t.Errorf("the downgraded message reached the inbox: %q", texts(in))
+	}
+	waitAcked(t, st, bu.Key)
+}
+
+// Crafted session envelopes, published within what the broker allows,
+// are refused with typed errors and counted, and change no session: the
+// genuine message still opens after its tampered copy was refused.
+func TestV2RefusalsTypedAndCounted(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu, cu, mu := st.NewUser(t, "alice"), st.NewUser(t, "bob"), st.NewUser(t, "carol"), st.NewUser(t, "mallory")
+	alice, bob, mallory := openClient(t, st, au), openClient(t, st, bu), openClient(t, st, mu)
+	openClient(t, st, cu) // publishes carol's prekey
+	mustAdd(t, alice, "bob")
+	mustAdd(t, alice, "carol")
+	mustAdd(t, bob, "alice")
+	mustAdd(t, bob, "mallory")
+	fromAlice := sendSubject(bu.Key, au.Key)
+	rejected := func(want uint64, why, logged string) {
+		t.Helper()
+		receiveUntil(t, bob, why+" refused", func(int) bool { return bob.Stats().Rejected >= want })
+		if !contains(bob.log.String(), logged) {
+			t.Errorf("%s: the log does not say %q", why, logged)
+		}
+	}
+
+	genuine := sealV2(t, alice, "bob", "the genuine one")
+	tampered := slices.Clone(genuine)
+	tampered[len(tampered)-3] ^= 0x40
+	mustPublishRaw(t, alice, fromAlice, tampered)
+	rejected(1, "tampered", "does not decrypt")
+
+	mustPublishRaw(t, alice, fromAlice, genuine)
+	receiveN(t, bob, 1)
+	// The same envelope again (a replay, under a new Nats-Msg-Id): its key
+	// is used up.
+	mustPublishRaw(t, alice, fromAlice, genuine)
+	receiveUntil(t, bob, "the replay dropped", func(int) bool { return bob.Stats().Duplicates >= 1 })
+
+	// Sealed to carol, dropped in bob's inbox by alice.
+	mustPublishRaw(t, alice, fromAlice, sealV2(t, alice, "carol", "for carol"))
+	rejected(2, "another recipient's", "addressed to someone else")
+
+	// Alice's genuine envelope under mallory's sender token.
+	mustPublishRaw(t, mallory, sendSubject(bu.Key, mu.Key), sealV2(t, alice, "bob", "alice's words"))
+	rejected(3, "another sender's", "sender does not match")
+
+	// Truncated.
+	mustPublishRaw(t, alice, fromAlice, sealV2(t, alice, "bob", "cut")[:60])
+	rejected(4, "truncated", "malformed")
+
+	if in := mustInbox(t, bob, true); !slices.Equal(texts(in), []string{"the genuine one"}) {
+		t.Errorf("bob's inbox: %q", texts(in))
+	}
+	if s := bob.Stats(); s.Rejected != 4 || s.Duplicates != 1 || s.Received != 1 || s.Undecryptable != 0 {
+		t.Errorf("bob's stats: %+v", s)
+	}
+	waitAcked(t, st, bu.Key)
+
+	// The same refusals, as errors: each wraps this package's sentinel
+	// and package session's. Rolled back, so bob's sessions do not change.
+	next := sealV2(t, alice, "bob", "next")
+	flipped := slices.Clone(next)
+	flipped[len(flipped)-1] ^= 1
+	for _, c := range []struct {
+		name       string
+		env        []byte
+		from       kez.PublicKey
+		want, also error
+	}{
+		{"tampered", flipped, au.Key, ErrDecrypt, session.ErrDecrypt},
+		{"replayed", genuine, au.Key, ErrReplay, session.ErrReplay},
+		{"another sender", next, mu.Key, ErrSenderMismatch, ErrSenderMismatch},
+		{"truncated", next[:60], au.Key, ErrMalformed, session.ErrMalformed},
+	} {
+		if err := openRolledBack(t, bob, c.env, c.from); !errors.Is(err, c.want) || !errors.Is(err, c.also) {
+			t.Errorf("%s: %v, want %v and %v", c.name, err, c.want, c.also)
+		}
+	}
+	// A message in a session alice does not have (bob's answers are
+	// messages in the session alice started; another session ID).
+	answer := sealV2(t, bob, "alice", "an answer")
+	if f := wireForm(answer); f != "v2 message" {
+		t.Fatalf("bob's answer is %s", f)
+	}
+	answer[70] ^= 1 // the session ID: "KEZM" 2 2 | sender | recipient | session_id
+	if err := openRolledBack(t, alice, answer, bu.Key); !errors.Is(err, ErrUnknownSession) {
+		t.Errorf("a message of an unknown session: %v, want ErrUnknownSession", err)
+	}
+	if m, err := OpenEnvelope(bu.Identity, next, au.Key, nil); m != nil || !errors.Is(err, ErrUnsupportedVersion) {
+		t.Errorf("a v2 envelope opened as v1: %v", err)
+	}
+}
+
+// openRolledBack opens env as c in a transaction that is rolled back, and
+// returns the error.
+func openRolledBack(t *testing.T, c *testClient, env []byte, from kez.PublicKey) error {
+	t.Helper()
+	errRollback := errors.New("rolled back")
+	var openErr error
+	err := c.db.write(testCtx(t), func(tx *sql.Tx) error {
+		_, openErr = c.openV2(tx, newBatchSessions(), env, from, time.Now())
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+	return openErr
+}
+
+// A device that lost its state (chat.db wiped mid-conversation) cannot
+// decrypt what was sent in the old session: it says so, starts a new
+// session at once, and the sender sends again everything without a
+// receipt. Every message arrives, once.
+func TestSessionResetLosesNothing(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	var mu sync.Mutex
+	var notices []SessionReset
+	onReset := func(c *Config) {
+		c.OnSessionReset = func(r SessionReset) { mu.Lock(); notices = append(notices, r); mu.Unlock() }
+	}
+	alice := openClient(t, st, au)
+	bobHome := filepath.Join(t.TempDir(), "bob")
+	bob := openClientIn(t, st, bu, bobHome, onReset)
+	mustAdd(t, alice, "bob")
+	mustAdd(t, bob, "alice")
+	ctx := testCtx(t)
+
+	delivered := func(want ...string) {
+		t.Helper()
+		receiveUntil(t, alice, "receipts", func(int) bool {
+			h, err := alice.History(ctx, "bob", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range h {
+				if !e.Incoming && !e.DeliveredAt.IsZero() {
+					got = append(got, e.Text())
+				}
+			}
+			return slices.Equal(got, want)
+		})
+	}
+	mustSend(t, alice, "bob", "a1")
+	mustSend(t, alice, "bob", "a2")
+	receiveN(t, bob, 2)
+	delivered("a1", "a2")
+	mustSend(t, bob, "alice", "b1")
+	receiveN(t, alice, 1)
+	// In flight when bob's state is lost: alice's receipt of b1, and a3.
+	receiveUntil(t, alice, "the receipt of b1 sent", func(int) bool { return alice.Stats().ReceiptsSent >= 1 })
+	mustSend(t, alice, "bob", "a3")
+
+	if err := bob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{DBFileName, DBFileName + "-wal", DBFileName + "-shm"} {
+		if err := os.Remove(filepath.Join(bobHome, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	bob = openClientIn(t, st, bu, bobHome, onReset)
+	mustAdd(t, bob, "alice")
+	mustSend(t, alice, "bob", "a4") // in the old session: alice does not know yet
+
+	receiveUntil(t, bob, "the undecryptable messages", func(int) bool { return bob.Stats().Undecryptable >= 3 })
+	if s := bob.Stats(); s.SessionResets != 1 {
+		t.Errorf("bob started %d new sessions, want 1", s.SessionResets)
+	}
+	mu.Lock()
+	total := 0
+	for _, r := range notices {
+		if r.Peer != au.Key || r.Handle != au.Handle.String() || !r.Reset || !contains(r.String(), "could not be decrypted (session reset)") {
+			t.Errorf("notice %+v: %s", r, r)
+		}
+		total += r.Count
+	}
+	mu.Unlock()
+	if total != 3 {
+		t.Errorf("the notices count %d undecryptable messages, want 3 (a receipt, a3, a4)", total)
+	}
+
+	// Alice takes bob's new session as a reset and sends again a3 and a4.
+	receiveUntil(t, alice, "the resends", func(int) bool { return alice.Stats().Resent >= 2 })
+	receiveN(t, bob, 2)
+	delivered("a1", "a2", "a3", "a4")
+	mustSend(t, alice, "bob", "a5")
+	receiveN(t, bob, 1)
+	mustSend(t, bob, "alice", "b2")
+	receiveN(t, alice, 1)
+
+	if in := mustInbox(t, bob, true); !slices.Equal(texts(in), []string{"a3", "a4", "a5"}) {
+		t.Errorf("bob's inbox after the reset: %q", texts(in))
+	}
+	if in := mustInbox(t, alice, true); !slices.Equal(texts(in), []string{"b1", "b2"}) {
+		t.Errorf("alice's inbox: %q", texts(in))
+	}
+	if s := alice.Stats(); s.Resent != 2 {
+		t.Errorf("alice sent %d messages again, want 2", s.Resent)
+	}
+	if s := bob.Stats(); s.Duplicates != 0 || s.Rejected != 0 || s.Undecryptable != 3 {
+		t.Errorf("bob's stats: %+v", s)
+	}
+	if n := countRows(t, bob, `SELECT COUNT(*) FROM undecryptable WHERE reset_due = 1`); n != 0 {
+		t.Errorf("%d resets still due", n)
+	}
+	if n := countRows(t, alice, `SELECT COUNT(*) FROM resend_due`); n != 0 {
+		t.Errorf("%d resends still due", n)
+	}
+}
+
+// Two processes sending from one state folder never seal with the same
+// message key: the state is read and written in each sending transaction.
+// Every message opens at the recipient.
+func TestTwoProcessesShareSessions(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	bob := openClient(t, st, bu)
+	home := filepath.Join(t.TempDir(), "alice")
+	a1 := openClientIn(t, st, au, home)
+	a2 := openClientIn(t, st, au, home)
+	mustAdd(t, a1, "bob")
+	if _, err := a2.AddContact(testCtx(t), "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if n := countRows(t, a1, `SELECT COUNT(*) FROM prekeys`); n != 1 {
+		t.Errorf("two processes made %d prekeys", n)
+	}
+	const n = 20
+	var wg sync.WaitGroup
+	for i, c := range []*testClient{a1, a2} {
+		wg.Go(func() {
+			for j := range n {
+				if _, err := c.Send(testCtx(t), "bob", string(rune('a'+i))+string(rune('a'+j))); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	receiveN(t, bob, 2*n)
+	if s := bob.Stats(); s.Received != 2*n || s.Rejected != 0 || s.Duplicates != 0 || s.Undecryptable != 0 {
+		t.Errorf("bob's stats: %+v", s)
+	}
+}
+
+// A running client rotates its prekey by the ring's policy: a new one is
+// published once the current one is a week old, a handshake made to the
+// previous one still opens during its grace period, and a private prekey
+// past it is deleted from chat.db.
+func TestPrekeysRotate(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu, cu := st.NewUser(t, "alice"), st.NewUser(t, "bob"), st.NewUser(t, "carol")
+	start := time.Now()
+	var mu sync.Mutex
+	clock := start.Add(-10 * 24 * time.Hour)
+	setClock := func(t time.Time) { mu.Lock(); clock = t; mu.Unlock() }
+	bob := openClient(t, st, bu, func(c *Config) {
+		c.Client.Clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	})
+	ctx := testCtx(t)
+	published := func() uint32 {
+		t.Helper()
+		pk, err := bob.sig.FetchPrekey(ctx, bu.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pk.ID
+	}
+	stored := func() []uint32 {
+		t.Helper()
+		rows, err := bob.db.db.Query(`SELECT id FROM prekeys ORDER BY created`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var ids []uint32
+		for rows.Next() {
+			var id int64
+			rows.Scan(&id)
+			ids = append(ids, uint32(id))
+		}
+		return ids
+	}
+	k1 := published()
+	if ids := stored(); !slices.Equal(ids, []uint32{k1}) {
+		t.Fatalf("stored %v, published %d", ids, k1)
+	}
+	// Alice starts a session with k1; bob reads it only after rotating.
+	alice := openClient(t, st, au)
+	mustAdd(t, alice, "bob")
+	mustSend(t, alice, "bob", "to the first prekey")
+
+	setClock(start)
+	if err := bob.rotatePrekeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k2 := published()
+	if ids := stored(); k2 == k1 || !slices.Equal(ids, []uint32{k1, k2}) {
+		t.Fatalf("after a week: stored %v, published %d (first %d)", ids, k2, k1)
+	}
+	carol := openClient(t, st, cu)
+	mustAdd(t, carol, "bob")
+	mustSend(t, carol, "bob", "to the second prekey")
+	receiveN(t, bob, 2)
+	reqs, err := bob.Requests(ctx)
+	if err != nil || !slices.Equal(texts(reqs), []string{"to the first prekey", "to the second prekey"}) {
+		t.Fatalf("bob's requests: %q, %v", texts(reqs), err)
+	}
+
+	// Past k1's expiry and grace: its private key is deleted. (The prekey
+	// made then is dated in the sig-server's future: it refuses it.)
+	setClock(start.Add(4*24*time.Hour + 7*24*time.Hour + time.Hour))
+	if err := bob.rotatePrekeys(ctx); err == nil {
+		t.Error("the sig-server took a prekey dated 11 days ahead of it")
+	}
+	if ids := stored(); len(ids) != 2 || ids[0] != k2 || slices.Contains(ids, k1) {
+		t.Fatalf("after the grace period: stored %v (first %d, second %d)", ids, k1, k2)
+	}
+	if got := published(); got != k2 {
+		t.Errorf("the sig-server holds %d, want %d", got, k2)
+	}
+}
+
+// The first message of a session, to a prekey the recipient lost before
+// it read it (its state folder wiped), is not lost either: the recipient
+// starts a new session with a session-reset message, and the sender,
+// though no message of the recipient's had been opened in its session,
+// sends again what got no receipt.
+func TestSessionResetOfUnansweredSession(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice := openClient(t, st, au)
+	bobHome := filepath.Join(t.TempDir(), "bob")
+	bob := openClientIn(t, st, bu, bobHome)
+	mustAdd(t, alice, "bob")
+	mustSend(t, alice, "bob", "first words")
+	if err := bob.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(bobHome); err != nil {
+		t.Fatal(err)
+	}
+	bob = openClientIn(t, st, bu, bobHome)
+	mustAdd(t, bob, "alice")
+	receiveUntil(t, bob, "the undecryptable handshake", func(int) bool { return bob.Stats().Undecryptable >= 1 })
+	if !contains(bob.log.String(), ErrUnknownSession.Error()) {
+		t.Error("the log does not say the session is unknown")
+	}
+	receiveUntil(t, alice, "the resend", func(int) bool { return alice.Stats().Resent >= 1 })
+	receiveN(t, bob, 1)
+	if in := mustInbox(t, bob, true); !slices.Equal(texts(in), []string{"first words"}) {
+		t.Errorf("bob's inbox: %q", texts(in))
+	}
+	if s := alice.Stats(); s.Received != 0 {
+		t.Errorf("the session-reset message was stored: %+v", s)
+	}
+}
+
+// A send cut short by Close (no answer from the stream yet) stays pending
+// with its sealed envelope, and the next client of the state folder
+// publishes those very bytes: the message arrives once, and no message
+// key seals a second message.
+func TestPendingSendPublishedAtNextStart(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	home := filepath.Join(t.TempDir(), "alice")
+	alice, bob := openClientIn(t, st, au, home), openClient(t, st, bu)
+	mustAdd(t, alice, "bob")
+	mustAdd(t, bob, "alice")
+	mustSend(t, alice, "bob", "before")
+	receiveN(t, bob, 1)
+	ctx := testCtx(t)
+
+	st.NATS().Shutdown()
+	p, err := alice.SendAsync(ctx, "bob", "while the broker was down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sealed []byte
+	id := p.ID()
+	if err := alice.db.db.QueryRow(`SELECT envelope FROM messages WHERE id = ? AND state = 'pending'`, id[:]).Scan(&sealed); err != nil || len(sealed) == 0 {
+		t.Fatalf("the pending message's envelope: %v", err)
+	}
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("the send cut short: %v, want ErrClosed", err)
+	}
+	st.RestartNATS()
+
+	alice = openClientIn(t, st, au, home)
+	msgs, err := bob.cons.Fetch(ctx, 1, 10*time.Second)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("bob's delivery: %d, %v", len(msgs), err)
+	}
+	if !slices.Equal(msgs[0].Data(), sealed) {
+		t.Error("the envelope published at the next start is not the one stored")
+	}
+	if fresh, err := bob.process(ctx, msgs); err != nil || len(fresh) != 1 || fresh[0].Text() != "while the broker was down" {
+		t.Fatalf("bob stored %v, %v", fresh, err)
+	}
+	receiveUntil(t, alice, "the message acknowledged", func(int) bool {
+		e, err := alice.Message(ctx, au.Key, p.ID())
+		return err == nil && e.State == StateSent
+	})
+}
