@@ -98,10 +98,10 @@ func TestGateUnreadCapPerSender(t *testing.T) {
 }
 
 // TestGateSenderUnreadCap: one sender has at most SenderUnread messages
-// waiting in all inboxes together; once recipients read, it may send
-// again.
+// waiting in all inboxes together; once recipients read (and the gate
+// removed what they read), it may send again.
 func TestGateSenderUnreadCap(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{SenderUnread: 5, SenderRate: -1, RecipientRate: -1}})
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{SenderUnread: 5, SenderRate: -1, RecipientRate: -1, RemoveReadAfter: 1}})
 	mallory, bob, carol := gateLogin(t, st, "mallory"), gateLogin(t, st, "bob"), gateLogin(t, st, "carol")
 	for i := range 5 {
 		to := bob.key

@@ -38,14 +38,18 @@ func (e *ServerError) Error() string {
 	return fmt.Sprintf("sigchain: the sig-server answered %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
 }
 
-// Is matches [ErrMalformed] for 400 and 413, [ErrChainFull] for a 413
-// with a cap's reason, and [ErrInvalid] for 422.
+// Is matches [ErrMalformed] for 400, 413 and 415, [ErrChainFull] for a
+// 413 with a cap's reason, [ErrInvalid] for 422 and [ErrStalePrekey] for
+// a 409 with the reason [ReasonPrekeyNotNewer].
 func (e *ServerError) Is(target error) bool {
 	if e.StatusCode == http.StatusRequestEntityTooLarge && (e.Reason == ReasonChainLinks || e.Reason == ReasonChainBytes) {
 		return target == ErrChainFull
 	}
+	if e.StatusCode == http.StatusConflict && e.Reason == ReasonPrekeyNotNewer {
+		return target == ErrStalePrekey
+	}
 	switch e.StatusCode {
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
 		return target == ErrMalformed
 	case http.StatusUnprocessableEntity:
 		return target == ErrInvalid
@@ -107,6 +111,12 @@ func (c *Client) do(req *http.Request, limit int64) ([]byte, int, error) {
 	}
 	if json.Unmarshal(body, &e) != nil || e.Error == "" {
 		e.Error = strings.TrimSpace(string(body[:min(len(body), 200)]))
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotFound && e.Reason == ReasonNoPrekey:
+		return nil, resp.StatusCode, fmt.Errorf("%w: %s", ErrNoPrekey, e.Error)
+	case resp.StatusCode == http.StatusConflict && e.Reason == ReasonPrekeyNotNewer:
+		return nil, resp.StatusCode, &ServerError{StatusCode: resp.StatusCode, Message: e.Error, Reason: e.Reason}
 	}
 	switch resp.StatusCode {
 	case http.StatusNotFound:

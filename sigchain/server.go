@@ -124,6 +124,17 @@ type Limits struct {
 	AppendsPerKey ratelimit.Limit
 	// ReadsPerIP bounds the chain reads (GET) of one client address.
 	ReadsPerIP ratelimit.Limit
+	// PrekeysPerIP bounds the prekey records (PUT) one client address
+	// sends, whatever becomes of them.
+	PrekeysPerIP ratelimit.Limit
+	// PrekeysPerKey bounds the prekey records stored for one key. Only
+	// valid new records count: a record that does not verify, is not
+	// newer than the stored one or is the stored one again spends nothing,
+	// so no one but the key's holder can use up its bucket.
+	PrekeysPerKey ratelimit.Limit
+	// PrekeyReadsPerIP bounds the prekey reads (GET) of one client
+	// address.
+	PrekeyReadsPerIP ratelimit.Limit
 	// MaxLinks caps the links of one chain; an append past it is refused
 	// with 413 and matches [ErrChainFull]. Negative: no cap.
 	MaxLinks int
@@ -149,12 +160,17 @@ var DefaultLimits = Limits{
 	ReadsPerIP:    ratelimit.Limit{N: 1200, Per: time.Minute},
 	MaxLinks:      4096,
 	MaxBytes:      4 << 20,
+
+	PrekeysPerIP:     ratelimit.Limit{N: 600, Per: time.Hour},
+	PrekeysPerKey:    ratelimit.Limit{N: 30, Per: time.Hour},
+	PrekeyReadsPerIP: ratelimit.Limit{N: 1200, Per: time.Minute},
 }
 
 // NoLimits returns Limits with every rate and cap off.
 func NoLimits() Limits {
 	u := ratelimit.Unlimited
-	return Limits{AppendsPerIP: u, ChainsPerIP: u, AppendsPerKey: u, ReadsPerIP: u, MaxLinks: -1, MaxBytes: -1}
+	return Limits{AppendsPerIP: u, ChainsPerIP: u, AppendsPerKey: u, ReadsPerIP: u, MaxLinks: -1, MaxBytes: -1,
+		PrekeysPerIP: u, PrekeysPerKey: u, PrekeyReadsPerIP: u}
 }
 
 // WithLimits sets the handler's abuse limits (default [DefaultLimits]).
@@ -179,6 +195,10 @@ type Handler struct {
 	appendsPerIP, chainsPerIP, appendsPerKey, readsPerIP *ratelimit.Limiter
 	tooManyLinks, tooManyBytes                           atomic.Uint64
 
+	prekeys                                       PrekeyStore // nil: no prekey directory
+	prekeysPerIP, prekeysPerKey, prekeyReadsPerIP *ratelimit.Limiter
+	prekeyCount                                   prekeyCounters
+
 	mu    sync.Mutex
 	cache map[kez.PublicKey]*cached
 }
@@ -198,6 +218,12 @@ const ChainsPath = wire.ChainsPath
 //
 //	POST /v1/chains/{key}/links   append one signed link (201, 400, 409, 413, 422, 429)
 //	GET  /v1/chains/{key}?since=N the links after N (200, 400, 404, 429)
+//
+// and, if store is also a [PrekeyStore], the prekey directory
+// (docs/spec/sigchain.md §9, "Prekeys"; 501 over another store):
+//
+//	PUT  /v1/prekeys/{key}        publish the key's signed prekey record (201, 200, 400, 404, 409, 413, 415, 422, 429)
+//	GET  /v1/prekeys/{key}        the key's current record (200, 400, 404, 429)
 //
 // Every append is verified in full on top of the stored head; the handler
 // keeps recently verified chain states in memory and re-reads the store
@@ -223,9 +249,20 @@ func NewHandler(store Store, opts ...HandlerOption) *Handler {
 	h.chainsPerIP = limiter(l.ChainsPerIP, d.ChainsPerIP, "append", "new_chain")
 	h.appendsPerKey = limiter(l.AppendsPerKey, d.AppendsPerKey, "append", "key")
 	h.readsPerIP = limiter(l.ReadsPerIP, d.ReadsPerIP, "chain", "ip")
+	h.prekeysPerIP = limiter(l.PrekeysPerIP, d.PrekeysPerIP, "prekey_put", "ip")
+	h.prekeysPerKey = limiter(l.PrekeysPerKey, d.PrekeysPerKey, "prekey_put", "key")
+	h.prekeyReadsPerIP = limiter(l.PrekeyReadsPerIP, d.PrekeyReadsPerIP, "prekey_get", "ip")
 	h.mux = http.NewServeMux()
 	h.mux.HandleFunc("POST "+wire.ChainsPath+"{key}/links", h.append)
 	h.mux.HandleFunc("GET "+wire.ChainsPath+"{key}", h.get)
+	put, get := h.putPrekey, h.getPrekey
+	if ps, ok := store.(PrekeyStore); ok {
+		h.prekeys = ps
+	} else {
+		put, get = noPrekeys, noPrekeys
+	}
+	h.mux.HandleFunc("PUT "+wire.PrekeysPath+"{key}", put)
+	h.mux.HandleFunc("GET "+wire.PrekeysPath+"{key}", get)
 	return h
 }
 
@@ -235,19 +272,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 // HandlerStats are a handler's counters, for metrics.
 type HandlerStats struct {
 	// Limiters has one entry per rate limit: endpoint "append" with
-	// reason "ip", "new_chain" or "key", and endpoint "chain" (reads)
-	// with reason "ip".
+	// reason "ip", "new_chain" or "key", endpoint "chain" (reads) with
+	// reason "ip", endpoint "prekey_put" with reason "ip" or "key", and
+	// endpoint "prekey_get" with reason "ip".
 	Limiters []ratelimit.Stats
 	// TooManyLinks and TooManyBytes count appends refused by the caps.
 	TooManyLinks, TooManyBytes uint64
+	// Prekeys are the prekey directory's counters.
+	Prekeys PrekeyStats
 }
 
 // Stats returns the handler's counters.
 func (h *Handler) Stats() HandlerStats {
 	return HandlerStats{
-		Limiters:     []ratelimit.Stats{h.appendsPerIP.Stats(), h.chainsPerIP.Stats(), h.appendsPerKey.Stats(), h.readsPerIP.Stats()},
+		Limiters: []ratelimit.Stats{h.appendsPerIP.Stats(), h.chainsPerIP.Stats(), h.appendsPerKey.Stats(), h.readsPerIP.Stats(),
+			h.prekeysPerIP.Stats(), h.prekeysPerKey.Stats(), h.prekeyReadsPerIP.Stats()},
 		TooManyLinks: h.tooManyLinks.Load(),
 		TooManyBytes: h.tooManyBytes.Load(),
+		Prekeys:      h.prekeyCount.stats(),
 	}
 }
 
@@ -256,6 +298,7 @@ func (h *Handler) Limits() Limits {
 	l := h.limits
 	l.AppendsPerIP, l.ChainsPerIP = h.appendsPerIP.Limit(), h.chainsPerIP.Limit()
 	l.AppendsPerKey, l.ReadsPerIP = h.appendsPerKey.Limit(), h.readsPerIP.Limit()
+	l.PrekeysPerIP, l.PrekeysPerKey, l.PrekeyReadsPerIP = h.prekeysPerIP.Limit(), h.prekeysPerKey.Limit(), h.prekeyReadsPerIP.Limit()
 	return l
 }
 

@@ -60,6 +60,8 @@ func (c *collector) run(ctx context.Context) {
 //	kez_sig_chain_refusals_total{reason="links|bytes"}  appends refused by a cap
 //	kez_sig_chains_collected_total                      orphan chains deleted
 //	kez_sig_collection_failures_total                   collections that failed
+//	kez_sig_prekeys_stored_total                        prekey records stored
+//	kez_sig_prekey_refusals_total{reason}               prekey records refused: malformed, invalid, not_newer, no_chain
 func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector) {
 	stats := func() sigchain.HandlerStats {
 		if h := ch.app(); h != nil {
@@ -86,5 +88,24 @@ func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector) {
 			Name: "kez_sig_collection_failures_total",
 			Help: "Collections of orphan chains that failed (see the log).",
 		}, func() float64 { return float64(gc.failed.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kez_sig_prekeys_stored_total",
+			Help: "Signed prekey records stored (PUT /v1/prekeys/{key} answered 201).",
+		}, func() float64 { return float64(stats().Prekeys.Stored) }),
 	)
+	for _, r := range []struct {
+		reason string
+		read   func(sigchain.PrekeyStats) uint64
+	}{
+		{"malformed", func(s sigchain.PrekeyStats) uint64 { return s.Malformed }},
+		{"invalid", func(s sigchain.PrekeyStats) uint64 { return s.Invalid }},
+		{"not_newer", func(s sigchain.PrekeyStats) uint64 { return s.NotNewer }},
+		{"no_chain", func(s sigchain.PrekeyStats) uint64 { return s.NoChain }},
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "kez_sig_prekey_refusals_total",
+			Help:        "Prekey records refused: malformed (not a record, too large, wrong content type), invalid (does not verify for the key, expired, future, valid too long), not_newer (a rollback), no_chain (no chain for the key).",
+			ConstLabels: prometheus.Labels{"reason": r.reason},
+		}, func() float64 { return float64(r.read(stats().Prekeys)) }))
+	}
 }

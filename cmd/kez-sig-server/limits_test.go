@@ -110,6 +110,65 @@ func TestLimitFlags(t *testing.T) {
 	}
 }
 
+// TestPrekeyFlags runs the program with the prekey limits from flags and
+// their environment twins: a key's third new record within the hour is
+// refused with 429 (the flag wins over the environment), an address's
+// reads past its limit too, and /metrics counts the outcomes.
+func TestPrekeyFlags(t *testing.T) {
+	ctx := context.Background()
+	url, _, logs := start(t, []string{"--listen", "127.0.0.1:0", "--prekeys-per-key", "2/1h", "--trusted-proxies", "127.0.0.1,::1",
+		"--db", filepath.Join(t.TempDir(), "sig.db")},
+		map[string]string{"KEZ_SIG_PREKEYS_PER_KEY": "100/1h", "KEZ_SIG_PREKEY_READS_PER_IP": "3/1m", "KEZ_SIG_PREKEYS_PER_IP": "50/1h"})
+	id := storetest.Identity(t, 1)
+	_, l := eldestLink(t, id, "alice@kez.lat")
+	c := clientFrom(url, "198.51.100.1")
+	if err := c.Append(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PublishPrekey(ctx, storetest.Prekey(t, storetest.Identity(t, 2), 1, time.Now(), time.Hour)); !errors.Is(err, sigchain.ErrNotFound) {
+		t.Fatalf("a prekey for a key without a chain: %v", err)
+	}
+	now := time.Now()
+	for i := range 2 {
+		if err := c.PublishPrekey(ctx, storetest.Prekey(t, id, uint32(i), now.Add(time.Duration(i-5)*time.Second), time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rl *sigchain.RateLimitedError
+	if err := c.PublishPrekey(ctx, storetest.Prekey(t, id, 3, now, time.Hour)); !errors.As(err, &rl) || rl.RetryAfter != 30*time.Minute {
+		t.Fatalf("the 3rd new prekey with --prekeys-per-key 2/1h: %v", err)
+	}
+	if err := c.PublishPrekey(ctx, storetest.Prekey(t, id, 4, now.Add(-time.Minute), time.Hour)); !errors.Is(err, sigchain.ErrStalePrekey) {
+		t.Fatalf("an older prekey: %v", err)
+	}
+	for range 3 {
+		if _, err := c.FetchPrekey(ctx, id.PublicKey()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.FetchPrekey(ctx, id.PublicKey()); !errors.As(err, &rl) || rl.RetryAfter != 20*time.Second {
+		t.Fatalf("the 4th read with KEZ_SIG_PREKEY_READS_PER_IP 3/1m: %v", err)
+	}
+	m := metrics(t, url)
+	for _, want := range []string{
+		`kez_http_limited_total{endpoint="prekey_put",reason="key"} 1`,
+		`kez_http_limited_total{endpoint="prekey_put",reason="ip"} 0`,
+		`kez_http_limited_total{endpoint="prekey_get",reason="ip"} 1`,
+		`kez_sig_prekeys_stored_total 2`,
+		`kez_sig_prekey_refusals_total{reason="no_chain"} 1`,
+		`kez_sig_prekey_refusals_total{reason="not_newer"} 1`,
+		`kez_sig_prekey_refusals_total{reason="invalid"} 0`,
+		`kez_sig_prekey_refusals_total{reason="malformed"} 0`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if !strings.Contains(logs.String(), "prekeys_per_key=2/1h") || !strings.Contains(logs.String(), "prekeys_per_ip=50/1h") {
+		t.Errorf("the prekey limits are not logged:\n%s", logs)
+	}
+}
+
 // TestCollectsOrphans runs the program with a short --orphan-ttl: a chain
 // that never named a handle disappears, one that did stays, and
 // /metrics counts the collection.
@@ -156,6 +215,8 @@ func TestLimitUsageErrors(t *testing.T) {
 		{[]string{"--gc-interval", "0s"}, nil, "gc-interval"},
 		{[]string{"--trusted-proxies", "10.0.0.300"}, nil, "trusted-proxies"},
 		{[]string{"--limit-max-keys", "-5"}, nil, "limit-max-keys"},
+		{[]string{"--prekeys-per-key", "many"}, nil, "prekeys-per-key"},
+		{nil, map[string]string{"KEZ_SIG_PREKEY_READS_PER_IP": "5"}, "KEZ_SIG_PREKEY_READS_PER_IP"},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), tc.args, func(k string) string { return tc.env[k] }, &out, &out, nil)

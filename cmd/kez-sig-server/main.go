@@ -1,13 +1,15 @@
 // Command kez-sig-server is the reference KEZ sig-server: it stores users'
-// sigchains in a SQLite file, or in the operator's NATS JetStream so that
-// several replicas share them, and serves them over HTTP, verifying every
-// appended link (docs/spec/sigchain.md §9).
+// sigchains and their signed prekeys in a SQLite file, or in the
+// operator's NATS JetStream so that several replicas share them, and
+// serves them over HTTP, verifying every appended link and published
+// prekey (docs/spec/sigchain.md §9).
 //
 //	kez-sig-server [--listen 127.0.0.1:8081] [--store sqlite|jetstream] [--db kez-sig.db]
 //	               [--nats URL] [--nats-key kez-sig-nats.nk] [--replicas 1]
 //	               [--log-format text|json] [--log-level info]
 //	               [--appends-per-ip 600/1h] [--chains-per-ip 10/1h] [--appends-per-key 120/1h]
 //	               [--reads-per-ip 1200/1m] [--max-chain-links 4096] [--max-chain-bytes 4194304]
+//	               [--prekeys-per-ip 600/1h] [--prekeys-per-key 30/1h] [--prekey-reads-per-ip 1200/1m]
 //	               [--orphan-ttl 24h] [--gc-interval 1h] [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	kez-sig-server nats-key [--nats-key kez-sig-nats.nk]
 //
@@ -21,6 +23,7 @@
 // KEZ_SIG_DB, NATS_URL, KEZ_SIG_NATS_KEY, KEZ_SIG_REPLICAS,
 // KEZ_SIG_APPENDS_PER_IP, KEZ_SIG_CHAINS_PER_IP, KEZ_SIG_APPENDS_PER_KEY,
 // KEZ_SIG_READS_PER_IP, KEZ_SIG_MAX_CHAIN_LINKS, KEZ_SIG_MAX_CHAIN_BYTES,
+// KEZ_SIG_PREKEYS_PER_IP, KEZ_SIG_PREKEYS_PER_KEY, KEZ_SIG_PREKEY_READS_PER_IP,
 // KEZ_SIG_ORPHAN_TTL, KEZ_SIG_GC_INTERVAL, KEZ_SIG_TRUSTED_PROXIES,
 // KEZ_SIG_LIMIT_MAX_KEYS, KEZ_SIG_LOG_FORMAT, KEZ_SIG_LOG_LEVEL); flags
 // win. Requests over the rate limits are refused with 429 and
@@ -72,6 +75,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{Name: "chains-per-ip", Env: "KEZ_SIG_CHAINS_PER_IP", Limit: &limits.ChainsPerIP, Default: d.ChainsPerIP, Usage: "new chains one client address may start"},
 		{Name: "appends-per-key", Env: "KEZ_SIG_APPENDS_PER_KEY", Limit: &limits.AppendsPerKey, Default: d.AppendsPerKey, Usage: "links stored in one chain, counting valid new links only"},
 		{Name: "reads-per-ip", Env: "KEZ_SIG_READS_PER_IP", Limit: &limits.ReadsPerIP, Default: d.ReadsPerIP, Usage: "chain reads one client address may send"},
+		{Name: "prekeys-per-ip", Env: "KEZ_SIG_PREKEYS_PER_IP", Limit: &limits.PrekeysPerIP, Default: d.PrekeysPerIP, Usage: "prekey records one client address may send"},
+		{Name: "prekeys-per-key", Env: "KEZ_SIG_PREKEYS_PER_KEY", Limit: &limits.PrekeysPerKey, Default: d.PrekeysPerKey, Usage: "prekey records stored for one key, counting valid new records only"},
+		{Name: "prekey-reads-per-ip", Env: "KEZ_SIG_PREKEY_READS_PER_IP", Limit: &limits.PrekeyReadsPerIP, Default: d.PrekeyReadsPerIP, Usage: "prekey reads one client address may send"},
 	}
 	servercmd.DeclareLimits(fs, limitFlags)
 	maxLinks := fs.Int("max-chain-links", d.MaxLinks, "links one chain may hold; -1: no cap (env KEZ_SIG_MAX_CHAIN_LINKS)")
@@ -120,6 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	h := httpserve.Wrap(chains.handler, httpserve.Options{Ready: chains.ready, Registry: reg, Logger: log})
 	log.Info("limits", "appends_per_ip", limits.AppendsPerIP, "chains_per_ip", limits.ChainsPerIP, "appends_per_key", limits.AppendsPerKey,
 		"reads_per_ip", limits.ReadsPerIP, "max_chain_links", limits.MaxLinks, "max_chain_bytes", limits.MaxBytes,
+		"prekeys_per_ip", limits.PrekeysPerIP, "prekeys_per_key", limits.PrekeysPerKey, "prekey_reads_per_ip", limits.PrekeyReadsPerIP,
 		"orphan_ttl", *orphanTTL, "trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	if *backend == storeJetStream {
 		log.Info("kez-sig-server starting", "store", *backend, "nats", natsconn.RedactURL(*natsURL), "nats_key", *natsKey)

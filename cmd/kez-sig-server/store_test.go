@@ -17,6 +17,7 @@ import (
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/sigchain/storetest"
 )
 
 // natsKey runs "kez-sig-server nats-key" and returns what it printed.
@@ -103,6 +104,19 @@ func TestJetStreamStore(t *testing.T) {
 	if err := (&sigchain.Client{BaseURL: b}).Append(ctx, l2); !errors.As(err, &ce) {
 		t.Fatalf("a competing first link: %v", err)
 	}
+	// A prekey published at one replica is served by the other; an older
+	// one is refused there.
+	pk := storetest.Prekey(t, id, 1, time.Now(), 14*24*time.Hour)
+	if err := (&sigchain.Client{BaseURL: a}).PublishPrekey(ctx, pk); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := (&sigchain.Client{BaseURL: b}).FetchPrekey(ctx, id.PublicKey()); err != nil || got.ID != 1 {
+		t.Fatalf("the prekey at the other replica: %v %v", got, err)
+	}
+	older := storetest.Prekey(t, id, 2, pk.Created.Add(-time.Second), 14*24*time.Hour)
+	if err := (&sigchain.Client{BaseURL: b}).PublishPrekey(ctx, older); !errors.Is(err, sigchain.ErrStalePrekey) {
+		t.Fatalf("an older prekey at the other replica: %v", err)
+	}
 	if err := stopA(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +124,9 @@ func TestJetStreamStore(t *testing.T) {
 	readyz(t, c, 200)
 	if got, err := (&sigchain.Client{BaseURL: c}).FetchVerified(ctx, id.PublicKey(), st); err != nil || got.Pin() != st.Pin() {
 		t.Fatalf("after a restart: %v %v", got, err)
+	}
+	if got, err := (&sigchain.Client{BaseURL: c}).FetchPrekey(ctx, id.PublicKey()); err != nil || got.ID != 1 {
+		t.Fatalf("the prekey after a restart: %v %v", got, err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package jsstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -231,20 +229,15 @@ func (s *Store) get(ctx context.Context, key string) (got, error) {
 		return got{}, nil
 	}
 	g := got{value: m.Data, rev: m.Seq, time: m.Time, found: true}
-	if len(m.Header) > 0 && bytes.Contains(m.Header, []byte(kvOperation)) {
-		h, err := nats.DecodeHeadersMsg(m.Header)
-		if err != nil {
-			return got{}, fmt.Errorf("jsstore: reading %s: bad headers: %w", key, err)
-		}
-		if op := h.Get(kvOperation); op == "DEL" || op == "PURGE" {
-			g.value, g.found = nil, false
-		}
+	removed, err := m.KVRemoved()
+	if err != nil {
+		return got{}, fmt.Errorf("jsstore: %w", err)
+	}
+	if removed {
+		g.value, g.found = nil, false
 	}
 	return g, nil
 }
-
-// kvOperation is the header in which the KV marks deletes and purges.
-const kvOperation = "KV-Operation"
 
 // put writes value at key if the key's revision is still rev (0: the key
 // does not exist), and returns the new revision. errConflict means it moved.

@@ -12,6 +12,7 @@
 package jsleader
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -115,4 +116,22 @@ func (g *Getter) Last(ctx context.Context, subject string) (*Msg, error) {
 		return nil, fmt.Errorf("reading %s: JetStream answered without a message", subject)
 	}
 	return &Msg{Subject: m.Subject, Seq: m.Seq, Header: m.Header, Data: m.Data, Time: m.Time}, nil
+}
+
+// kvOperation is the header in which a JetStream KV bucket marks deletes
+// and purges.
+const kvOperation = "KV-Operation"
+
+// KVRemoved reports whether m, read from a KV bucket's stream, is the
+// marker of a deleted or purged key rather than a value.
+func (m *Msg) KVRemoved() (bool, error) {
+	if len(m.Header) == 0 || !bytes.Contains(m.Header, []byte(kvOperation)) {
+		return false, nil
+	}
+	h, err := nats.DecodeHeadersMsg(m.Header)
+	if err != nil {
+		return false, fmt.Errorf("reading %s: bad headers: %w", m.Subject, err)
+	}
+	op := h.Get(kvOperation)
+	return op == "DEL" || op == "PURGE", nil
 }

@@ -20,6 +20,10 @@ func ReplyInbox(key string) string { return ReplyPrefix + key }
 // ChainsPath + key, its links are appended at ChainsPath + key + "/links".
 const ChainsPath = "/v1/chains/"
 
+// PrekeysPath is the sig-server's prekey directory: a key's signed
+// prekey record is at PrekeysPath + key (PUT to publish, GET to fetch).
+const PrekeysPath = "/v1/prekeys/"
+
 // InfoPath is where a chat-server describes itself (GET, JSON: its handle
 // domain and sig-server).
 const InfoPath = "/v1/info"

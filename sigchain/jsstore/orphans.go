@@ -129,6 +129,9 @@ func (s *Store) collect(ctx context.Context, key kez.PublicKey, marker uint64) (
 	if err := s.purge(ctx, s.chainFilter(key), ack.Sequence+1); err != nil {
 		return false, err
 	}
+	if err := s.purgePrekey(ctx, key); err != nil {
+		return false, err
+	}
 	return true, s.purge(ctx, s.orphanSubject(key), ack.Sequence+1)
 }
 

@@ -28,6 +28,9 @@ const (
 	// DefaultSubjectPrefix is the subject prefix New uses unless
 	// [WithSubjectPrefix] says otherwise.
 	DefaultSubjectPrefix = wire.ChainSubjectPrefix
+	// DefaultPrekeyBucket is the KV bucket of the prekey directory New
+	// uses unless [WithPrekeyBucket] says otherwise.
+	DefaultPrekeyBucket = "KEZ_PREKEYS"
 )
 
 // parallelReads bounds the link reads Links has in flight at once.
@@ -37,8 +40,8 @@ const parallelReads = 16
 type Option func(*config)
 
 type config struct {
-	stream, prefix string
-	replicas       int
+	stream, prefix, prekeys string
+	replicas                int
 }
 
 // WithStream sets the stream's name (default [DefaultStream]).
@@ -48,6 +51,11 @@ func WithStream(name string) Option { return func(c *config) { c.stream = name }
 // [DefaultSubjectPrefix]); links go to <prefix>.<key>.<seqno>. Two stores
 // in one NATS account need two prefixes and two streams.
 func WithSubjectPrefix(p string) Option { return func(c *config) { c.prefix = p } }
+
+// WithPrekeyBucket sets the KV bucket of the prekey directory (default
+// [DefaultPrekeyBucket]). Two stores in one NATS account need two
+// buckets.
+func WithPrekeyBucket(name string) Option { return func(c *config) { c.prekeys = name } }
 
 // WithReplicas sets how many JetStream servers keep a copy of the stream
 // when New creates it: 1 (the default) on a single server, 3 on a cluster
@@ -68,9 +76,16 @@ type Store struct {
 	directGet string           // any replica's direct get
 	batches   *batches
 	timeout   time.Duration
+
+	prekeys       jetstream.KeyValue
+	prekeyLeader  *jsleader.Getter // reads of the prekey bucket's stream leader
+	prekeySubject string           // "$KV.<bucket>."
 }
 
-var _ sigchain.OrphanCollector = (*Store)(nil)
+var (
+	_ sigchain.OrphanCollector = (*Store)(nil)
+	_ sigchain.PrekeyStore     = (*Store)(nil)
+)
 
 // New opens the chain store in the stream of js's account, creating the
 // stream if it does not exist. js must come from a connection allowed to
@@ -79,7 +94,7 @@ var _ sigchain.OrphanCollector = (*Store)(nil)
 // connection's inbox prefix for its batch reads; it ends with the
 // connection.
 func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
-	cfg := config{stream: DefaultStream, prefix: DefaultSubjectPrefix, replicas: 1}
+	cfg := config{stream: DefaultStream, prefix: DefaultSubjectPrefix, prekeys: DefaultPrekeyBucket, replicas: 1}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -113,6 +128,20 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	if subj := st.CachedInfo().Config.Subjects; !slices.Contains(subj, filter) {
 		return nil, fmt.Errorf("jsstore: the stream %s exists but takes %q, not %q; choose another stream name or prefix", cfg.stream, subj, filter)
 	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:       cfg.prekeys,
+		Description:  "KEZ chat prekey directory: <key> holds the key's signed prekey record",
+		History:      1,
+		MaxValueSize: sigchain.MaxPrekeySize,
+		Storage:      jetstream.FileStorage,
+		Replicas:     cfg.replicas,
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = js.KeyValue(ctx, cfg.prekeys)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: opening the KV bucket %s: %w", cfg.prekeys, err)
+	}
 	api, timeout := jsleader.API(js)
 	b, err := newBatches(js.Conn())
 	if err != nil {
@@ -129,6 +158,10 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 		leader:    jsleader.NewGetter(js, cfg.stream),
 		directGet: api + "DIRECT.GET." + cfg.stream,
 		timeout:   timeout,
+
+		prekeys:       kv,
+		prekeyLeader:  jsleader.NewGetter(js, "KV_"+cfg.prekeys),
+		prekeySubject: "$KV." + cfg.prekeys + ".",
 	}, nil
 }
 

@@ -18,13 +18,13 @@ import (
 
 var streams atomic.Int64
 
-// opener returns a storetest.Open whose every store is a fresh stream
-// (and subject prefix) on the server at url, each handle on its own
-// connection.
+// opener returns a storetest.Open whose every store is a fresh stream,
+// subject prefix and prekey bucket on the server at url, each handle on
+// its own connection.
 func opener(url string, opts ...Option) storetest.Open {
 	return func(t *testing.T) (sigchain.Store, func() sigchain.Store) {
 		n := streams.Add(1)
-		opts := append([]Option{WithStream(fmt.Sprintf("T%d", n)), WithSubjectPrefix(fmt.Sprintf("t%d.chain", n))}, opts...)
+		opts := append([]Option{WithStream(fmt.Sprintf("T%d", n)), WithSubjectPrefix(fmt.Sprintf("t%d.chain", n)), WithPrekeyBucket(fmt.Sprintf("T%d_PREKEYS", n))}, opts...)
 		open := func() sigchain.Store {
 			s, err := New(context.Background(), natstest.ConnectJetStream(t, url), opts...)
 			if err != nil {

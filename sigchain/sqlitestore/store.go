@@ -30,6 +30,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/session"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
 
@@ -60,7 +61,17 @@ INSERT INTO orphans (chain, since)
 	           AND json_extract(CAST(link AS TEXT), '$.body.handle') != '') = 0;
 `
 
-// Store is a SQLite-backed [sigchain.Store] and
+// prekeys is version 3: the prekey directory, one signed record per key
+// that has a chain.
+const prekeys = `
+CREATE TABLE prekeys (
+	chain      TEXT    NOT NULL PRIMARY KEY, -- the owner's key, nkey text (U…)
+	created_ms INTEGER NOT NULL,             -- the record's creation time, Unix milliseconds
+	record     BLOB    NOT NULL              -- the record's exact bytes
+) WITHOUT ROWID;
+`
+
+// Store is a SQLite-backed [sigchain.Store], [sigchain.PrekeyStore] and
 // [sigchain.OrphanCollector]. It is safe for concurrent use.
 type Store struct {
 	db  *sql.DB
@@ -68,7 +79,10 @@ type Store struct {
 	now func() time.Time
 }
 
-var _ sigchain.OrphanCollector = (*Store)(nil)
+var (
+	_ sigchain.OrphanCollector = (*Store)(nil)
+	_ sigchain.PrekeyStore     = (*Store)(nil)
+)
 
 // Option configures [Open].
 type Option func(*Store)
@@ -84,7 +98,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: opening %s: %w", path, err)
 	}
-	if err := sqlitedb.Migrate(db, []string{schema, orphans}); err != nil {
+	if err := sqlitedb.Migrate(db, []string{schema, orphans, prekeys}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlitestore: preparing %s: %w", path, err)
 	}
@@ -252,9 +266,53 @@ func (s *Store) collectBatch(ctx context.Context, cutoff int64) (int, error) {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM orphans WHERE chain = ?", c); err != nil {
 			return 0, fmt.Errorf("sqlitestore: deleting an orphan chain: %w", err)
 		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM prekeys WHERE chain = ?", c); err != nil {
+			return 0, fmt.Errorf("sqlitestore: deleting an orphan chain's prekey: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("sqlitestore: deleting orphan chains: %w", err)
 	}
 	return len(chains), nil
+}
+
+// Prekey implements [sigchain.PrekeyStore].
+func (s *Store) Prekey(ctx context.Context, key kez.PublicKey) ([]byte, error) {
+	var rec []byte
+	err := s.db.QueryRowContext(ctx, "SELECT record FROM prekeys WHERE chain = ?", key.String()).Scan(&rec)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, sigchain.ErrNoPrekey
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: reading a prekey: %w", err)
+	}
+	return rec, nil
+}
+
+// PutPrekey implements [sigchain.PrekeyStore] in one statement, which
+// stores the record only if the owner has a chain and the record is
+// newer than the stored one.
+func (s *Store) PutPrekey(ctx context.Context, p *session.Prekey) error {
+	rec, err := p.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("sqlitestore: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := p.Owner.String()
+	res, err := s.db.ExecContext(ctx, `INSERT INTO prekeys (chain, created_ms, record)
+		SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM links WHERE chain = ?1)
+		ON CONFLICT (chain) DO UPDATE SET created_ms = excluded.created_ms, record = excluded.record
+		WHERE excluded.created_ms > prekeys.created_ms`, k, p.Created.UnixMilli(), rec)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: storing a prekey: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	// Nothing stored: say why.
+	if _, err := head(ctx, s.db, k); err != nil {
+		return err // sigchain.ErrNotFound, or a read error
+	}
+	return sigchain.ErrStalePrekey
 }

@@ -250,3 +250,39 @@ func TestMigrationListsOrphans(t *testing.T) {
 		t.Fatalf("the chain that named a handle after the migration: %v", err)
 	}
 }
+
+// TestMigrationAddsPrekeys opens a file of schema version 2 (made by an
+// earlier version) holding a chain: the migration adds the prekey table,
+// the chain is kept, and its key can publish a prekey at once.
+func TestMigrationAddsPrekeys(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schema + orphans + "PRAGMA user_version = 2;"); err != nil {
+		t.Fatal(err)
+	}
+	id := storetest.Identity(t, 1)
+	l := storetest.Chain(t, id, 1)[0]
+	if _, err := db.Exec("INSERT INTO links (chain, seqno, id, link) VALUES (?, ?, ?, ?)", l.Key().String(), l.Seqno(), l.ID().String(), l.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s := open(t, path)
+	var version int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != 3 {
+		t.Fatalf("schema version %d, %v; want 3", version, err)
+	}
+	if h, err := s.Head(ctx, id.PublicKey()); err != nil || h.Seqno != 1 {
+		t.Fatalf("the chain after the migration: %v, %v", h, err)
+	}
+	p := storetest.Prekey(t, id, 1, time.Now(), time.Hour)
+	if err := s.PutPrekey(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prekey(ctx, id.PublicKey()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -13,7 +13,9 @@
 // (sigchain/jsstore) both run it. It also checks the sig-server's caps on
 // a chain's size through [sigchain.NewHandler] over the store, and, for
 // a store that is a [sigchain.OrphanCollector], the collection of orphan
-// chains. [Chain] builds valid chains for tests
+// chains, and for a [sigchain.PrekeyStore] the prekey directory, through
+// the handler too (records of others, forged, expired, rolled back,
+// oversized and junk, floods). [Chain] builds valid chains for tests
 // and benchmarks. Use it only from tests.
 package storetest
 
@@ -48,6 +50,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("Caps", func(t *testing.T) { testCaps(t, open) })
 	t.Run("Orphans", func(t *testing.T) { testOrphans(t, open) })
 	t.Run("OrphanRace", func(t *testing.T) { testOrphanRace(t, open) })
+	runPrekeys(t, open)
 }
 
 // Identity returns a fixed identity for i: the same i gives the same keys.
