@@ -213,7 +213,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.db = db
+	c.db, db.log = db, c.log
 	if err := c.loadContacts(ctx); err != nil {
 		db.close()
 		return nil, err

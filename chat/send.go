@@ -377,6 +377,14 @@ func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut *inbox.Future) {
 				}
 				err = perr
 			}
+			select {
+			case <-c.closing:
+				// Closed while the publish was retried: the outcome is
+				// unknown, as below.
+				c.finish(p, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", p.sent.ID, ErrClosed))
+				return
+			default:
+			}
 			c.finish(p, nil, fmt.Errorf("chat: the stream did not store message %s: %w", p.sent.ID, refusal(err)))
 			return
 		case <-c.closing:

@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -160,6 +161,7 @@ type writeOp struct {
 
 // store is the client's database.
 type store struct {
+	log    *slog.Logger // may be nil
 	db     *sql.DB
 	stmts  statements
 	ops    chan writeOp
