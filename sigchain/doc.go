@@ -12,6 +12,12 @@
 // [Client.Append]. [NewHandler] is the sig-server's HTTP API over a
 // [Store]; sigchain/sqlitestore is its SQLite store.
 //
+// The sig-server is also the directory of signed prekeys, the records
+// ([session.Prekey]) that start format v2 sessions: a key with a chain
+// publishes its current one with [Client.PublishPrekey] and anyone fetches
+// it, verified, with [Client.FetchPrekey]. A store that is a
+// [PrekeyStore] (both of this module's are) keeps them.
+//
 // Every link has exactly one byte form (canonical JSON, fixed field order)
 // and its ID is a CIDv1 (raw, sha2-256) of those bytes; [ParseLink] rejects
 // every other form. In v1 every link is signed by the eldest key: the

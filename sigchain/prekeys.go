@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -94,16 +93,6 @@ func (c *prekeyCounters) stats() PrekeyStats {
 	return PrekeyStats{Stored: c.stored.Load(), Malformed: c.malformed.Load(), Invalid: c.invalid.Load(), NotNewer: c.notNewer.Load(), NoChain: c.noChain.Load()}
 }
 
-// prekeyKey parses the key in a prekey route.
-func prekeyKey(w http.ResponseWriter, r *http.Request) (kez.PublicKey, bool) {
-	k, err := kez.ParsePublicKey(r.PathValue("key"))
-	if err != nil {
-		httpjson.Error(w, http.StatusBadRequest, "the key in the path is not a KEZ public key (56 characters, U…)")
-		return k, false
-	}
-	return k, true
-}
-
 func refuseWith(w http.ResponseWriter, status int, reason, msg string) {
 	httpjson.Write(w, status, map[string]string{"error": msg, "reason": reason})
 }
@@ -114,7 +103,7 @@ func (h *Handler) putPrekey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &h.prekeyCount
-	key, ok := prekeyKey(w, r)
+	key, ok := h.pathKey(w, r)
 	if !ok {
 		c.malformed.Add(1)
 		return
@@ -124,15 +113,9 @@ func (h *Handler) putPrekey(w http.ResponseWriter, r *http.Request) {
 		httpjson.Error(w, http.StatusUnsupportedMediaType, "a prekey record is sent as application/octet-stream")
 		return
 	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxPrekeySize))
-	if err != nil {
+	data, ok := readBody(w, r, MaxPrekeySize, "a prekey record")
+	if !ok {
 		c.malformed.Add(1)
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			httpjson.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a prekey record is at most %d bytes", MaxPrekeySize))
-			return
-		}
-		httpjson.Error(w, http.StatusBadRequest, "could not read the request body: "+err.Error())
 		return
 	}
 	p, err := session.ParsePrekey(data)
@@ -243,7 +226,7 @@ func (h *Handler) getPrekey(w http.ResponseWriter, r *http.Request) {
 	if limited(w, h.prekeyReadsPerIP, h.limits.ClientIP.Key(r), "too many prekey reads from your address; wait and try again") {
 		return
 	}
-	key, ok := prekeyKey(w, r)
+	key, ok := h.pathKey(w, r)
 	if !ok {
 		return
 	}

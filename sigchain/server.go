@@ -312,10 +312,26 @@ func headText(h Head) string {
 func (h *Handler) pathKey(w http.ResponseWriter, r *http.Request) (kez.PublicKey, bool) {
 	k, err := kez.ParsePublicKey(r.PathValue("key"))
 	if err != nil {
-		httpjson.Error(w, http.StatusBadRequest, "the chain key in the path is not a KEZ public key (56 characters, U…)")
+		httpjson.Error(w, http.StatusBadRequest, "the key in the path is not a KEZ public key (56 characters, U…)")
 		return k, false
 	}
 	return k, true
+}
+
+// readBody reads a request body of at most limit bytes, or answers 413
+// (naming what the body is) or 400 and reports false.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, what string) ([]byte, bool) {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpjson.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s is at most %d bytes", what, limit))
+			return nil, false
+		}
+		httpjson.Error(w, http.StatusBadRequest, "could not read the request body: "+err.Error())
+		return nil, false
+	}
+	return data, true
 }
 
 // limited answers 429 if l has no token for key.
@@ -388,14 +404,8 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxLinkSize))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			httpjson.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a link is at most %d bytes", MaxLinkSize))
-			return
-		}
-		httpjson.Error(w, http.StatusBadRequest, "could not read the request body: "+err.Error())
+	data, ok := readBody(w, r, MaxLinkSize, "a link")
+	if !ok {
 		return
 	}
 	link, err := ParseLink(data)

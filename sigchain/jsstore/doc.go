@@ -63,6 +63,17 @@
 // it lacks is read from the leader. A stream without direct gets (an
 // operator's own) is read from the leader alone.
 //
+// # Prekeys
+//
+// The store is also a [sigchain.PrekeyStore]: a KV bucket (default
+// [DefaultPrekeyBucket], "KEZ_PREKEYS", one revision per key, values at
+// most [sigchain.MaxPrekeySize] bytes, the same replicas as the stream)
+// maps each key ("U…") to its signed prekey record. PutPrekey reads the
+// stored record from the bucket's stream leader and writes on condition
+// that the key's revision has not moved (a KV update), so of concurrent
+// publishers the newest record wins and none goes back. Collecting an
+// orphan chain purges its key's record.
+//
 // While a JetStream node is down, the others keep serving; if the
 // stream's leader was on it, reads and appends fail for the few seconds
 // the remaining nodes need to elect a new leader (Raft election timeout,

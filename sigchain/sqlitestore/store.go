@@ -15,8 +15,13 @@
 // The store keeps a table of orphan chains (none of whose links named a
 // handle, see [sigchain.OrphanCollector]) with the time each was made,
 // updated in the transaction of each append, and [Store.CollectOrphans]
-// deletes the old ones. Opening a file of schema version 1 lists its
-// existing orphans as made at that moment.
+// deletes the old ones (with their prekeys). Opening a file of schema
+// version 1 lists its existing orphans as made at that moment.
+//
+// It is also a [sigchain.PrekeyStore]: a table of one signed prekey
+// record per key (schema version 3), written only for a key with a chain
+// and only with a newer record, both checked in the statement that
+// writes.
 package sqlitestore
 
 import (
