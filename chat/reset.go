@@ -123,6 +123,13 @@ func (s *store) markResendDue(tx *sql.Tx, peer kez.PublicKey, now time.Time) err
 // that reset. What it cannot finish stays due (in chat.db) and is done
 // when the client next starts.
 func (c *Client) afterSessions(ctx context.Context, undecryptable map[kez.PublicKey]int, reset map[kez.PublicKey]bool) {
+	if len(undecryptable) == 0 && len(reset) == 0 {
+		return
+	}
+	// Receiving waits for this: bounded (a broker or sig-server that does
+	// not answer leaves it due).
+	ctx, cancel := context.WithTimeout(ctx, 2*c.cfg.RefreshTimeout)
+	defer cancel()
 	for peer, n := range undecryptable {
 		ct, isContact := c.trustedContact(peer)
 		// A stranger is reported once per client run: it chooses what it
