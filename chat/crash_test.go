@@ -151,25 +151,10 @@ func envelopeKeyOf(env []byte) (string, bool) {
 func TestCrashWhileSendingLosesNothing(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	home := filepath.Join(t.TempDir(), "alice")
-	setup := openClientIn(t, st, au, home)
-	mustAdd(t, setup, "bob")
-	if err := setup.Close(); err != nil {
-		t.Fatal(err)
-	}
+	home, rng := crashSetup(t, st, au, "bob")
 	bob := openClient(t, st, bu)
 	mustAdd(t, bob, "alice")
-
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, seed>>1))
-	child := func(mode, tag string) *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), envCrashChild+"="+mode, "KEZ_TEST_USER=alice", "KEZ_HOME="+home, "KEZ_TAG="+tag,
-			"NATS_URL="+st.NATSURL, "KEZ_SERVER="+st.ServerURL, "KEZ_SIG_SERVER="+st.SigServerURL, "KEZ_DOMAIN="+st.Domain)
-		cmd.Stderr = &testWriter{t: t, prefix: "alice " + tag + ": "}
-		return cmd
-	}
+	child := func(mode, tag string) *exec.Cmd { return crashCmd(t, st, "alice", home, mode, "KEZ_TAG="+tag) }
 	const rounds = 6
 	for round := range rounds {
 		cmd := child("send", strconv.Itoa(round))
@@ -266,25 +251,10 @@ func TestCrashWhileSendingLosesNothing(t *testing.T) {
 func TestCrashWhileReceivingLosesNothing(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{SenderRate: -1, RecipientRate: -1}})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	home := filepath.Join(t.TempDir(), "bob")
-	setup := openClientIn(t, st, bu, home)
-	mustAdd(t, setup, "alice")
-	if err := setup.Close(); err != nil {
-		t.Fatal(err)
-	}
+	home, rng := crashSetup(t, st, bu, "alice")
 	alice := openClient(t, st, au)
 	mustAdd(t, alice, "bob")
-
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, seed>>1))
-	child := func(mode string) *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), envCrashChild+"="+mode, "KEZ_TEST_USER=bob", "KEZ_HOME="+home,
-			"NATS_URL="+st.NATSURL, "KEZ_SERVER="+st.ServerURL, "KEZ_SIG_SERVER="+st.SigServerURL, "KEZ_DOMAIN="+st.Domain)
-		cmd.Stderr = &testWriter{t: t, prefix: "bob " + mode + ": "}
-		return cmd
-	}
+	child := func(mode string) *exec.Cmd { return crashCmd(t, st, "bob", home, mode) }
 	shown, stored := map[string]int{}, map[string]int{}
 	record := func(line string) {
 		if id, ok := strings.CutPrefix(line, "shown "); ok {
@@ -360,6 +330,31 @@ func TestCrashWhileReceivingLosesNothing(t *testing.T) {
 		t.Errorf("bob stored %d messages, alice sent %d", len(stored), len(sent))
 	}
 	t.Logf("%d messages sent, %d shown live, %d stored, over %d rounds", len(sent), len(shown), len(stored), rounds)
+}
+
+// crashSetup makes u's state folder, with contact as a contact, for the
+// child processes, and the test's random source (its seed logged).
+func crashSetup(t *testing.T, st *stacktest.Stack, u *stacktest.User, contact string) (string, *rand.Rand) {
+	t.Helper()
+	home := filepath.Join(t.TempDir(), u.Name)
+	setup := openClientIn(t, st, u, home)
+	mustAdd(t, setup, contact)
+	if err := setup.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	return home, rand.New(rand.NewPCG(seed, seed>>1))
+}
+
+// crashCmd is this test binary run as the crash child of user in home.
+func crashCmd(t *testing.T, st *stacktest.Stack, user, home, mode string, env ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envCrashChild+"="+mode, "KEZ_TEST_USER="+user, "KEZ_HOME="+home,
+		"NATS_URL="+st.NATSURL, "KEZ_SERVER="+st.ServerURL, "KEZ_SIG_SERVER="+st.SigServerURL, "KEZ_DOMAIN="+st.Domain)
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stderr = &testWriter{t: t, prefix: user + " " + mode + ": "}
+	return cmd
 }
 
 // testWriter writes a child's stderr to the test log, line by line.
