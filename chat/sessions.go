@@ -334,11 +334,21 @@ func (c *Client) fetchPrekey(ctx context.Context, t target) (*session.Prekey, er
 	if errors.Is(err, sigchain.ErrNoPrekey) || errors.Is(err, sigchain.ErrNotFound) {
 		return nil, nil
 	}
+	if errors.Is(err, sigchain.ErrUnreachable) {
+		// The last record fetched, if it is still valid: sending to a
+		// pinned contact never needed their sig-server.
+		if cached, cerr := c.db.peerPrekey(ctx, key, c.now()); cerr == nil && cached != nil {
+			return cached, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("chat: fetching the prekey of %s: %w", key, err)
 	}
 	if pk.Owner != key {
 		return nil, fmt.Errorf("chat: fetching the prekey of %s: %w: it is signed by %s", key, session.ErrPrekeyOwner, pk.Owner)
+	}
+	if err := c.db.savePeerPrekey(ctx, pk, c.now()); err != nil {
+		c.log.Debug("cannot keep a peer's prekey", "peer", key, "err", err)
 	}
 	return pk, nil
 }
