@@ -272,7 +272,7 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	// while their sig-server is unreachable (best effort: a send fetches
 	// it again anyway).
 	if ok, err := c.db.hasSession(ctx, res.Key); err == nil && !ok {
-		c.peerPrekey(ctx, contactTarget(&ct))
+		c.fetchPrekey(ctx, contactTarget(&ct)) // kept if there is one; "none" is not remembered here
 	}
 	out := ct
 	return &out, nil

@@ -26,7 +26,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 3
+const schemaVersion = 4
 
 var migrations = []string{
 	// 0 → 1
