@@ -213,7 +213,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.db = db
+	c.db, db.log = db, c.log
 	if err := c.loadContacts(ctx); err != nil {
 		db.close()
 		return nil, err
@@ -229,20 +229,26 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 			db.close()
 			return nil, err
 		}
+	}
+	if cc.SigServerURL != "" {
+		// Also offline (contacts, history): a user whose client has run
+		// once can be sent messages in sessions.
+		if err := c.rotatePrekeys(ctx); err != nil {
+			c.log.Warn("your prekey could not be made or published; peers that have no session with you send format v1 until it is", "err", err)
+		}
+	}
+	if c.nc != nil {
 		c.startSessions(ctx)
 	}
 	return c, nil
 }
 
-// startSessions makes and publishes this device's prekey if due, keeps
-// rotating it while the client runs, and publishes again, as sealed, the
-// messages stored but not acknowledged by the stream before the client
-// last stopped.
+// startSessions keeps rotating this device's prekey while the client runs,
+// publishes again, as sealed, the messages stored but not acknowledged by
+// the stream before the client last stopped, and does the resets and
+// resends left due.
 func (c *Client) startSessions(ctx context.Context) {
 	if c.cc.SigServerURL != "" {
-		if err := c.rotatePrekeys(ctx); err != nil {
-			c.log.Warn("your prekey could not be made or published; peers send you format v1 until it is", "err", err)
-		}
 		c.background(c.prekeyLoop)
 	}
 	if err := c.republishPending(ctx); err != nil {

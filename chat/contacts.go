@@ -268,6 +268,12 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	// Their messages that could not be decrypted before (no session): a
 	// new session with them, so they send them again.
 	c.resetIfDue(ctx, res.Key)
+	// Their prekey, kept, so that a first message can start a session
+	// while their sig-server is unreachable (best effort: a send fetches
+	// it again anyway).
+	if ok, err := c.db.hasSession(ctx, res.Key); err == nil && !ok {
+		c.peerPrekey(ctx, contactTarget(&ct))
+	}
 	out := ct
 	return &out, nil
 }

@@ -13,10 +13,11 @@
 //     and pins the key, chain head and encryption key; [Client.VerifyContact]
 //     marks it verified once the safety number ([kez.SafetyNumber]) or the
 //     fingerprint was compared in person.
-//   - [Client.Send] seals a message to a contact's pinned key and publishes
-//     it to their inbox on JetStream, returning once the stream stored it
-//     ([WaitReceipt] also waits for their signed delivery receipt);
-//     [Client.SendAsync] keeps many sends in flight.
+//   - [Client.Send] seals a message in a session with a contact's pinned
+//     key, stores it and publishes it to their inbox on JetStream,
+//     returning once the stream stored it ([WaitReceipt] also waits for
+//     their delivery receipt); [Client.SendAsync] keeps many sends in
+//     flight.
 //   - [Client.Sync] fetches what waited while offline; [Client.Inbox] lists
 //     what is new, once; [Client.Run] receives live and calls a handler.
 //     Every message is opened, verified against the sender the broker
@@ -33,7 +34,23 @@
 // contact again accepts the change. The wire rules, the receipt body and
 // the pinning rules are in docs/spec/chat.md.
 //
-// # The envelope
+// # Sessions
+//
+// Messages between two clients travel in sessions (package session,
+// docs/spec/session.md: a post-quantum hybrid handshake to the
+// recipient's signed prekey, then a Double Ratchet; envelope format 2).
+// The client makes, publishes and rotates the device's prekey, keeps the
+// session states in chat.db and updates them in the transaction that
+// stores the message they sealed or opened, before a sent message is
+// published or a received one acknowledged. A format 1 envelope (below)
+// from a peer with an established session is refused ([ErrDowngrade]); a
+// peer that publishes no prekey yet is sent format 1. Messages this
+// client cannot decrypt because it lost its state ([ErrUnknownSession])
+// are reported ([SessionReset]) and make it start a new session, and the
+// sender sends again what got no receipt. The rules are in
+// docs/spec/chat.md §7.
+//
+// # The envelope (format 1)
 //
 // [Seal] signs a [Message] with the sender's identity (any [kez.Signer])
 // and encrypts it to the recipient's X25519 key (HPKE, RFC 9180;

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/session"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
@@ -147,4 +148,37 @@ func (c *Client) prekeyLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// peerPrekey returns the last prekey record fetched for peer, verified
+// again at now; nil if there is none or it no longer verifies (expired).
+func (s *store) peerPrekey(ctx context.Context, peer kez.PublicKey, now time.Time) (*session.Prekey, error) {
+	var rec []byte
+	err := s.db.QueryRowContext(ctx, `SELECT record FROM peer_prekeys WHERE peer = ?`, peer.String()).Scan(&rec)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chat: database: %w", err)
+	}
+	pk, err := session.ParsePrekey(rec)
+	if err != nil || pk.Verify(peer, now) != nil {
+		return nil, nil
+	}
+	return pk, nil
+}
+
+// savePeerPrekey keeps pk, fetched and verified at now, as its owner's
+// last prekey record.
+func (s *store) savePeerPrekey(ctx context.Context, pk *session.Prekey, now time.Time) error {
+	rec, err := pk.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO peer_prekeys (peer, record, fetched_at) VALUES (?, ?, ?)
+			ON CONFLICT (peer) DO UPDATE SET record = excluded.record, fetched_at = excluded.fetched_at`,
+			pk.Owner.String(), rec, now.UnixMilli())
+		return err
+	})
 }

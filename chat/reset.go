@@ -67,10 +67,31 @@ const (
 	resetRetry = 10 * time.Minute
 )
 
-// resets keeps two resets of one peer from running at once.
+// resets keeps two resets of one peer from running at once, spaces the
+// resends to one peer, and remembers the strangers already reported.
 type resets struct {
 	mu        sync.Mutex
 	resetting map[kez.PublicKey]bool
+	resent    map[kez.PublicKey]time.Time // the last resend to a peer
+	told      map[kez.PublicKey]bool      // strangers whose undecryptable messages were reported
+	delayed   map[kez.PublicKey]bool      // a resend waits for resendInterval
+}
+
+// resendInterval spaces the resends to one peer: a peer that starts
+// session after session cannot make this client publish its unacknowledged
+// messages again and again (a resend asked sooner stays due, for the next
+// one or the next start).
+const resendInterval = time.Minute
+
+// maxRemembered bounds the peers the resets remember in memory.
+const maxRemembered = 4096
+
+// mark sets m[k] to v in a map bounded by maxRemembered.
+func mark[V any](m *map[kez.PublicKey]V, k kez.PublicKey, v V) {
+	if *m == nil || len(*m) >= maxRemembered {
+		*m = map[kez.PublicKey]V{}
+	}
+	(*m)[k] = v
 }
 
 // countUndecryptable records n undecryptable messages from peer in tx:
@@ -102,9 +123,25 @@ func (s *store) markResendDue(tx *sql.Tx, peer kez.PublicKey, now time.Time) err
 // that reset. What it cannot finish stays due (in chat.db) and is done
 // when the client next starts.
 func (c *Client) afterSessions(ctx context.Context, undecryptable map[kez.PublicKey]int, reset map[kez.PublicKey]bool) {
+	if len(undecryptable) == 0 && len(reset) == 0 {
+		return
+	}
+	// Receiving waits for this: bounded (a broker or sig-server that does
+	// not answer leaves it due).
+	ctx, cancel := context.WithTimeout(ctx, 2*c.cfg.RefreshTimeout)
+	defer cancel()
 	for peer, n := range undecryptable {
 		ct, isContact := c.trustedContact(peer)
-		if c.cfg.OnSessionReset != nil {
+		// A stranger is reported once per client run: it chooses what it
+		// sends, and could fill the notices with junk.
+		rs := &c.resets
+		rs.mu.Lock()
+		tell := isContact || ct.Handle != "" || !rs.told[peer]
+		if !isContact {
+			mark(&rs.told, peer, true)
+		}
+		rs.mu.Unlock()
+		if tell && c.cfg.OnSessionReset != nil {
 			c.cfg.OnSessionReset(SessionReset{Peer: peer, Handle: ct.Handle, Count: n, At: c.now(), Reset: isContact})
 		}
 		if isContact {
@@ -237,6 +274,35 @@ func (c *Client) resend(ctx context.Context, peer kez.PublicKey) error {
 	if c.nc == nil {
 		return ErrOffline
 	}
+	rs := &c.resets
+	rs.mu.Lock()
+	if last, ok := rs.resent[peer]; ok && c.now().Sub(last) < resendInterval && !c.now().Before(last) {
+		later := !rs.delayed[peer]
+		if later {
+			mark(&rs.delayed, peer, true)
+		}
+		rs.mu.Unlock()
+		if !later {
+			return nil // one is waiting already
+		}
+		c.log.Info("a resend to this peer was done less than a minute ago; this one is done a minute later", "peer", peer)
+		c.background(func(ctx context.Context) {
+			defer func() { rs.mu.Lock(); delete(rs.delayed, peer); rs.mu.Unlock() }()
+			t := time.NewTimer(resendInterval)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				if err := c.resend(ctx, peer); err != nil && ctx.Err() == nil {
+					c.log.Warn("could not send again the messages without a receipt", "peer", peer, "err", err)
+				}
+			case <-ctx.Done():
+			case <-c.bg.Stopped():
+			}
+		})
+		return nil
+	}
+	mark(&rs.resent, peer, c.now())
+	rs.mu.Unlock()
 	type out struct {
 		id      MessageID
 		resends int

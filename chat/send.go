@@ -52,9 +52,13 @@ const maxPublishAttempts = 5
 // Config.RefreshInterval); a flagged contact gets its *KeyChangedError or
 // *ChainRewrittenError and nothing is sent.
 //
-// The message is sealed to the contact's pinned encryption key, published
-// to kez.v1.inbox.<their key>.<your key> with Nats-Msg-Id set to the
-// message ID, and recorded in the history before Send returns.
+// The message is sealed in a session with the contact's pinned key (or,
+// for a contact that publishes no prekey yet, to their pinned encryption
+// key; see docs/spec/chat.md §7), recorded in the history with the
+// session state the sealing left, then published to
+// kez.v1.inbox.<their key>.<your key> with Nats-Msg-Id set to the message
+// ID. Errors include those of fetching the contact's prekey from their
+// sig-server (a prekey that does not verify is an error, never skipped).
 func (c *Client) Send(ctx context.Context, handle, text string, opts ...SendOption) (Sent, error) {
 	p, err := c.SendAsync(ctx, handle, text, opts...)
 	if err != nil {
@@ -65,8 +69,9 @@ func (c *Client) Send(ctx context.Context, handle, text string, opts ...SendOpti
 
 // SendKey is Send addressed by key. A key that is not a contact is allowed
 // (a bot answering a request, say): its chain is fetched from the user's
-// sig-server and verified, and the message is sealed to the encryption key
-// it publishes, without pinning anything. The verified chain is kept and
+// sig-server and verified, and the message is sealed in a session with
+// the key (its prekey, verified, from the user's sig-server), without
+// pinning anything. The verified chain is kept and
 // checked again, from its head on, once Config.RefreshInterval has passed.
 func (c *Client) SendKey(ctx context.Context, to kez.PublicKey, text string, opts ...SendOption) (Sent, error) {
 	p, err := c.SendKeyAsync(ctx, to, text, opts...)
@@ -77,8 +82,9 @@ func (c *Client) SendKey(ctx context.Context, to kez.PublicKey, text string, opt
 }
 
 // SendAsync is Send without waiting for the stream's acknowledgement: it
-// returns once the message is sealed and handed to the connection, so a
-// caller can keep many sends in flight. Wait on the returned Pending.
+// returns once the message is sealed, stored and handed to the
+// connection, so a caller can keep many sends in flight. Wait on the
+// returned Pending.
 func (c *Client) SendAsync(ctx context.Context, handle, text string, opts ...SendOption) (*Pending, error) {
 	if !c.work.Enter() {
 		return nil, ErrClosed
@@ -370,6 +376,14 @@ func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut *inbox.Future) {
 					continue
 				}
 				err = perr
+			}
+			select {
+			case <-c.closing:
+				// Closed while the publish was retried: the outcome is
+				// unknown, as below.
+				c.finish(p, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", p.sent.ID, ErrClosed))
+				return
+			default:
 			}
 			c.finish(p, nil, fmt.Errorf("chat: the stream did not store message %s: %w", p.sent.ID, refusal(err)))
 			return

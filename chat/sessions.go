@@ -34,45 +34,84 @@ type sessRow struct {
 	updated int64 // Unix ms: the last message opened from the peer under it, or its creation
 	opened  bool  // a message was opened under it in this transaction
 	dirty   bool  // its state changed in this transaction
+	isNew   bool  // not stored yet
 }
 
-// loadSessionRow scans one row of (id, state, updated_at).
+// errBadState reports a stored session state that does not parse (written
+// by a newer program, or damaged): it cannot seal or open anything.
+var errBadState = errors.New("chat: a stored session state does not parse")
+
+// loadSessionRow scans one row of (id, state, updated_at). A state that
+// does not parse is returned with errBadState (and row's peer and id).
 func loadSessionRow(peer kez.PublicKey, r scanner) (*sessRow, error) {
 	var id, state []byte
 	row := &sessRow{peer: peer}
 	if err := r.Scan(&id, &state, &row.updated); err != nil {
 		return nil, err
 	}
-	if len(id) != len(row.id) {
-		return nil, fmt.Errorf("chat: database: a session ID is not %d bytes", len(row.id))
-	}
 	copy(row.id[:], id)
 	s, err := session.ParseSession(state)
-	if err != nil {
-		return nil, fmt.Errorf("chat: database: the session %x with %s: %w", id, peer, err)
+	if err != nil || len(id) != len(row.id) {
+		return row, fmt.Errorf("%w: the session %x with %s: %w", errBadState, id, peer, err)
 	}
 	row.s = s
 	return row, nil
 }
 
+// loadOrDrop runs load until it gives a session that parses, or none: a
+// stored state that does not parse is deleted in tx (and logged), as if
+// the session were lost. Its peer's messages in it are then undecryptable,
+// which starts a new session.
+func (s *store) loadOrDrop(tx *sql.Tx, load func() (*sessRow, error)) (*sessRow, error) {
+	for {
+		row, err := load()
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil, nil
+		case errors.Is(err, errBadState):
+			if _, derr := tx.Exec(`DELETE FROM sessions WHERE peer = ? AND id = ?`, row.peer.String(), row.id[:]); derr != nil {
+				return nil, fmt.Errorf("chat: database: %w", derr)
+			}
+			if s.log != nil {
+				s.log.Warn("deleted a session whose stored state does not parse", "err", err)
+			}
+			continue
+		}
+		return row, err
+	}
+}
+
 // sessionByID returns the session (peer, id), or nil.
 func (s *store) sessionByID(tx *sql.Tx, peer kez.PublicKey, id [16]byte) (*sessRow, error) {
-	row, err := loadSessionRow(peer, tx.Stmt(s.stmts.sessByID).QueryRow(peer.String(), id[:]))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	return row, err
+	return s.loadOrDrop(tx, func() (*sessRow, error) {
+		return loadSessionRow(peer, tx.Stmt(s.stmts.sessByID).QueryRow(peer.String(), id[:]))
+	})
 }
 
 // sendingSession returns the session to seal the next message to peer
 // with: the newest established one, else the newest this client started
 // (docs/spec/chat.md §7), or nil if there is none.
 func (s *store) sendingSession(tx *sql.Tx, peer kez.PublicKey) (*sessRow, error) {
-	row, err := loadSessionRow(peer, tx.Stmt(s.stmts.sessSending).QueryRow(peer.String()))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
+	return s.loadOrDrop(tx, func() (*sessRow, error) {
+		return loadSessionRow(peer, tx.Stmt(s.stmts.sessSending).QueryRow(peer.String()))
+	})
+}
+
+// maxSessionsPerPeer bounds the sessions kept with one peer: a new one
+// beyond it replaces the one a message of theirs was opened in longest
+// ago (a peer, or a stranger, cannot grow chat.db by opening sessions).
+const maxSessionsPerPeer = 8
+
+// pruneSessions deletes peer's sessions beyond maxSessionsPerPeer, oldest
+// (by updated_at) first, in tx.
+func (s *store) pruneSessions(tx *sql.Tx, peer kez.PublicKey) error {
+	_, err := tx.Exec(`DELETE FROM sessions WHERE peer = ? AND id NOT IN
+		(SELECT id FROM sessions WHERE peer = ? ORDER BY updated_at DESC, rowid DESC LIMIT ?)`,
+		peer.String(), peer.String(), maxSessionsPerPeer)
+	if err != nil {
+		return fmt.Errorf("chat: database: %w", err)
 	}
-	return row, err
+	return nil
 }
 
 // saveSession stores row's state. A session a message was opened under
@@ -94,7 +133,12 @@ func (s *store) saveSession(tx *sql.Tx, row *sessRow, now time.Time) error {
 	if _, err := tx.Stmt(s.stmts.sessPut).Exec(row.peer.String(), row.id[:], state, row.updated, boolInt(row.s.Established())); err != nil {
 		return fmt.Errorf("chat: storing the session with %s: %w", row.peer, err)
 	}
-	row.dirty = false
+	if row.isNew {
+		if err := s.pruneSessions(tx, row.peer); err != nil {
+			return err
+		}
+	}
+	row.dirty, row.isNew = false, false
 	return nil
 }
 
@@ -199,7 +243,7 @@ func (c *Client) sealTx(tx *sql.Tx, t target, plan *sealPlan, m *Message) ([]byt
 	if err != nil {
 		return nil, fmt.Errorf("chat: starting a session with %s: %w", t.key(), err)
 	}
-	return c.sealIn(tx, &sessRow{peer: t.key(), id: s.ID(), s: s, updated: now.UnixMilli()}, m, now)
+	return c.sealIn(tx, &sessRow{peer: t.key(), id: s.ID(), s: s, updated: now.UnixMilli(), isNew: true}, m, now)
 }
 
 // sealIn seals m in row's session and stores the state it leaves.
@@ -290,11 +334,21 @@ func (c *Client) fetchPrekey(ctx context.Context, t target) (*session.Prekey, er
 	if errors.Is(err, sigchain.ErrNoPrekey) || errors.Is(err, sigchain.ErrNotFound) {
 		return nil, nil
 	}
+	if errors.Is(err, sigchain.ErrUnreachable) {
+		// The last record fetched, if it is still valid: sending to a
+		// pinned contact never needed their sig-server.
+		if cached, cerr := c.db.peerPrekey(ctx, key, c.now()); cerr == nil && cached != nil {
+			return cached, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("chat: fetching the prekey of %s: %w", key, err)
 	}
 	if pk.Owner != key {
 		return nil, fmt.Errorf("chat: fetching the prekey of %s: %w: it is signed by %s", key, session.ErrPrekeyOwner, pk.Owner)
+	}
+	if err := c.db.savePeerPrekey(ctx, pk, c.now()); err != nil {
+		c.log.Debug("cannot keep a peer's prekey", "peer", key, "err", err)
 	}
 	return pk, nil
 }
@@ -398,7 +452,7 @@ func (c *Client) openV2(tx *sql.Tx, bs *batchSessions, data []byte, from kez.Pub
 		if err != nil {
 			return nil, sessionError(err)
 		}
-		row = &sessRow{peer: from, id: s.ID(), s: s}
+		row = &sessRow{peer: from, id: s.ID(), s: s, isNew: true}
 		bs.add(row)
 		if had {
 			bs.reset[from] = true

@@ -70,6 +70,12 @@ func countRows(t *testing.T, c *testClient, query string, args ...any) int {
 // session, or a new one; the state is stored) but does not publish it.
 func sealV2(t *testing.T, c *testClient, to, text string) []byte {
 	t.Helper()
+	return sealV2In(t, c, to, text, false)
+}
+
+// sealV2In is sealV2; fresh starts a new session.
+func sealV2In(t *testing.T, c *testClient, to, text string, fresh bool) []byte {
+	t.Helper()
 	ctx := testCtx(t)
 	cs, err := c.contact(ctx, to)
 	if err != nil {
@@ -77,7 +83,7 @@ func sealV2(t *testing.T, c *testClient, to, text string) []byte {
 	}
 	tgt := contactTarget(&cs.c)
 	m := Message{ID: NewMessageID(), From: c.me, To: tgt.key(), SentAt: time.Now().Truncate(time.Millisecond), Kind: KindText, Body: []byte(text)}
-	plan, err := c.planSeal(ctx, tgt, &m, false)
+	plan, err := c.planSeal(ctx, tgt, &m, fresh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -595,4 +601,93 @@ func TestPendingSendPublishedAtNextStart(t *testing.T) {
 		e, err := alice.Message(ctx, au.Key, p.ID())
 		return err == nil && e.State == StateSent
 	})
+}
+
+// A stranger cannot grow the recipient's chat.db by opening session after
+// session (at most maxSessionsPerPeer are kept), nor fill the notices or
+// make it answer: messages in sessions it never had are counted, reported
+// once, and start no session with a stranger.
+func TestStrangerSessionsBounded(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	bu, mu := st.NewUser(t, "bob"), st.NewUser(t, "mallory")
+	var notices sync.Map
+	var calls int
+	var callsMu sync.Mutex
+	bob := openClient(t, st, bu, func(c *Config) {
+		c.OnSessionReset = func(r SessionReset) {
+			callsMu.Lock()
+			calls++
+			callsMu.Unlock()
+			notices.Store(r.Peer, r)
+		}
+	})
+	mallory := openClient(t, st, mu)
+	mustAdd(t, mallory, "bob")
+	toBob := sendSubject(bu.Key, mu.Key)
+	const handshakes = maxSessionsPerPeer + 4
+	for i := range handshakes {
+		mustPublishRaw(t, mallory, toBob, sealV2In(t, mallory, "bob", "session "+string(rune('a'+i)), true))
+	}
+	receiveN(t, bob, handshakes)
+	if n := countRows(t, bob, `SELECT COUNT(*) FROM sessions WHERE peer = ?`, mu.Key.String()); n != maxSessionsPerPeer {
+		t.Errorf("bob keeps %d sessions with mallory, want %d", n, maxSessionsPerPeer)
+	}
+	// Messages in sessions bob never had: well-formed headers, random
+	// session IDs.
+	const junk = 5
+	for range junk {
+		env := []byte("KEZM\x02\x02")
+		env = append(env, mu.Key[:]...)
+		env = append(env, bu.Key[:]...)
+		id := NewMessageID()
+		env = append(env, id[:]...)
+		env = append(env, make([]byte, 32+4+4+32)...)
+		mustPublishRaw(t, mallory, toBob, env)
+	}
+	receiveUntil(t, bob, "the junk counted", func(int) bool { return bob.Stats().Undecryptable >= junk })
+	s := bob.Stats()
+	if s.Undecryptable != junk || s.SessionResets != 0 || s.Rejected != 0 {
+		t.Errorf("bob's stats: %+v", s)
+	}
+	callsMu.Lock()
+	if calls != 1 {
+		t.Errorf("the stranger was reported %d times, want once", calls)
+	}
+	callsMu.Unlock()
+	if r, ok := notices.Load(mu.Key); !ok || r.(SessionReset).Reset || r.(SessionReset).Handle != "" {
+		t.Errorf("the notice: %+v", r)
+	}
+	if n := countRows(t, bob, `SELECT count FROM undecryptable WHERE peer = ? AND reset_due = 1`, mu.Key.String()); n != junk {
+		t.Errorf("undecryptable count %d, want %d (due once mallory is a contact)", n, junk)
+	}
+	waitAcked(t, st, bu.Key)
+}
+
+// A stored session state that no longer parses (damaged, or written by a
+// newer program) does not stop receiving: it is deleted as lost, the
+// message in it is undecryptable, and the reset brings it again.
+func TestDamagedSessionStateRecovers(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice, bob := openClient(t, st, au), openClient(t, st, bu)
+	mustAdd(t, alice, "bob")
+	mustAdd(t, bob, "alice")
+	mustSend(t, alice, "bob", "one")
+	receiveN(t, bob, 1)
+	mustSend(t, bob, "alice", "hi")
+	receiveN(t, alice, 1) // alice's next message is no handshake
+	receiveUntil(t, bob, "the receipt sent", func(int) bool { return bob.Stats().ReceiptsSent >= 1 })
+	if _, err := bob.db.db.Exec(`UPDATE sessions SET state = X'00' WHERE peer = ?`, au.Key.String()); err != nil {
+		t.Fatal(err)
+	}
+	mustSend(t, alice, "bob", "two")
+	receiveUntil(t, bob, "the undecryptable message", func(int) bool { return bob.Stats().Undecryptable >= 1 })
+	if !contains(bob.log.String(), "does not parse") {
+		t.Error("the log does not say the state was damaged")
+	}
+	receiveUntil(t, alice, "the resend", func(int) bool { return alice.Stats().Resent >= 1 })
+	receiveN(t, bob, 1)
+	if in := mustInbox(t, bob, true); !slices.Equal(texts(in), []string{"one", "two"}) {
+		t.Errorf("bob's inbox: %q", texts(in))
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -143,6 +144,16 @@ CREATE TABLE resend_due (
 	at   INTEGER NOT NULL
 ) STRICT;
 `,
+	// 3 → 4: the last prekey record fetched for each peer (verified when
+	// fetched), so that a session can start while the peer's sig-server is
+	// unreachable, as sending to a pinned contact never needed it.
+	`
+CREATE TABLE peer_prekeys (
+	peer       TEXT    PRIMARY KEY,
+	record     BLOB    NOT NULL,
+	fetched_at INTEGER NOT NULL
+) STRICT;
+`,
 }
 
 // ErrClosed reports a call on a [Client] after [Client.Close].
@@ -160,6 +171,7 @@ type writeOp struct {
 
 // store is the client's database.
 type store struct {
+	log    *slog.Logger // may be nil
 	db     *sql.DB
 	stmts  statements
 	ops    chan writeOp

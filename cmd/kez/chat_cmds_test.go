@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -207,6 +210,35 @@ func TestSendWaitNoReceiptExits3(t *testing.T) {
 	got := inboxLines(t, mustRun(t, bob, "", "inbox", "--json").stdout)
 	if len(got) != 2 || got[0].Text != "first" || got[1].Text != "second" || got[1].ID != sent.ID {
 		t.Errorf("bob's inbox: %+v", got)
+	}
+}
+
+// A state folder that lost chat.db cannot decrypt what was sent in its
+// old sessions: kez inbox says how many messages and that a new session
+// was started, and they come on the next inbox.
+func TestInboxSaysSessionReset(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice, bob := st.Env(au), st.Env(bu)
+	mustRun(t, alice, "", "contacts", "add", "bob")
+	mustRun(t, bob, "", "inbox") // publishes bob's prekey
+	mustRun(t, alice, "", "send", "bob", "sent before the loss")
+	for _, f := range []string{"chat.db", "chat.db-wal", "chat.db-shm"} {
+		if err := os.Remove(filepath.Join(bu.Home, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	mustRun(t, bob, "", "contacts", "add", "alice")
+	r := mustRun(t, bob, "", "inbox")
+	if want := "@alice@kez.test: 1 message could not be decrypted (session reset); a new session was started and they will be sent again"; !strings.Contains(r.stderr, want) {
+		t.Errorf("inbox after losing chat.db:\n%s\nwant %q", r.stderr, want)
+	}
+	mustRun(t, alice, "", "inbox") // takes bob's new session, sends again
+	deadline := time.Now().Add(20 * time.Second)
+	for r = mustRun(t, bob, "", "inbox"); !strings.Contains(r.stdout, "sent before the loss"); r = mustRun(t, bob, "", "inbox") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the message never came again; last inbox:\n%s\n%s", r.stdout, r.stderr)
+		}
 	}
 }
 
