@@ -443,32 +443,34 @@ func (r *msgRig) message(mode int32, s, to *msgUser, body []byte) (*nats.Msg, er
 // floor seals and opens total messages (senders and receivers as in the
 // throughput run) with GOMAXPROCS goroutines and no network.
 func (r *msgRig) floor(body []byte, total int) (time.Duration, error) {
-	workers := runtime.GOMAXPROCS(0)
+	return parallel(runtime.GOMAXPROCS(0), total, func(_, k int) error {
+		s := r.senders[k%len(r.senders)]
+		to := r.receivers[k%len(r.receivers)]
+		env, err := chat.Seal(s.Identity, to.rcpt, chat.Message{ID: chat.NewMessageID(), Kind: chat.KindText, Body: body})
+		if err == nil {
+			_, err = to.opener.Open(env, s.Key)
+		}
+		return err
+	})
+}
+
+// parallel runs op for k = 0 … total-1 on workers goroutines, each call
+// told its worker's number, and returns the time they took. It stops at
+// the first error.
+func parallel(workers, total int, op func(worker, k int) error) (time.Duration, error) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var ferr lastError
 	start := time.Now()
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				k := int(next.Add(1) - 1)
-				if k >= total {
-					return
-				}
-				s := r.senders[k%len(r.senders)]
-				to := r.receivers[k%len(r.receivers)]
-				env, err := chat.Seal(s.Identity, to.rcpt, chat.Message{ID: chat.NewMessageID(), Kind: chat.KindText, Body: body})
-				if err == nil {
-					_, err = to.opener.Open(env, s.Key)
-				}
-				if err != nil {
+	for w := range workers {
+		wg.Go(func() {
+			for k := int(next.Add(1) - 1); k < total; k = int(next.Add(1) - 1) {
+				if err := op(w, k); err != nil {
 					ferr.set(err)
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if err := ferr.get(); err != nil {

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -159,32 +158,18 @@ func (r *msgRig) openSession(mu *msgUser, m jetstream.Msg) {
 func (r *msgRig) sessionFloor(body []byte, total int) (time.Duration, error) {
 	pt := sessionPlaintext(chat.NewMessageID(), body)
 	now := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var ferr lastError
-	start := time.Now()
-	for _, p := range r.floorPairs {
-		wg.Go(func() {
-			for next.Add(1) <= int64(total) {
-				env, err := p.a.Seal(nil, pt)
-				if err == nil {
-					var got []byte
-					if got, err = p.b.Open(env, now); err == nil && len(got) != len(pt) {
-						err = fmt.Errorf("opened %d bytes of %d", len(got), len(pt))
-					}
-				}
-				if err != nil {
-					ferr.set(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := ferr.get(); err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
+	return parallel(len(r.floorPairs), total, func(w, _ int) error {
+		p := r.floorPairs[w]
+		env, err := p.a.Seal(nil, pt)
+		if err != nil {
+			return err
+		}
+		got, err := p.b.Open(env, now)
+		if err == nil && len(got) != len(pt) {
+			err = fmt.Errorf("opened %d bytes of %d", len(got), len(pt))
+		}
+		return err
+	})
 }
 
 // cpuRun runs op n times on this goroutine and adds the process CPU and
