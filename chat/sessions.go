@@ -331,15 +331,18 @@ func (c *Client) fetchPrekey(ctx context.Context, t target) (*session.Prekey, er
 	pk, err := sc.FetchPrekey(fctx, key)
 	cancel()
 	// ErrNotFound: a sig-server of an earlier release, without prekeys.
-	if errors.Is(err, sigchain.ErrNoPrekey) || errors.Is(err, sigchain.ErrNotFound) {
-		return nil, nil
-	}
-	if errors.Is(err, sigchain.ErrUnreachable) {
+	none := errors.Is(err, sigchain.ErrNoPrekey) || errors.Is(err, sigchain.ErrNotFound)
+	if none || errors.Is(err, sigchain.ErrUnreachable) {
 		// The last record fetched, if it is still valid: sending to a
-		// pinned contact never needed their sig-server.
+		// pinned contact never needed their sig-server, and a sig-server
+		// that withholds a record it served cannot make this client
+		// send format v1.
 		if cached, cerr := c.db.peerPrekey(ctx, key, c.now()); cerr == nil && cached != nil {
 			return cached, nil
 		}
+	}
+	if none {
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chat: fetching the prekey of %s: %w", key, err)
