@@ -350,6 +350,10 @@ func (c *Client) fetchPrekey(ctx context.Context, t target) (*session.Prekey, er
 	if pk.Owner != key {
 		return nil, fmt.Errorf("chat: fetching the prekey of %s: %w: it is signed by %s", key, session.ErrPrekeyOwner, pk.Owner)
 	}
+	// No rollback: a record older than one kept (still valid) loses to it.
+	if kept, kerr := c.db.peerPrekey(ctx, key, c.now()); kerr == nil && kept != nil && kept.Created.After(pk.Created) {
+		return kept, nil
+	}
 	if err := c.db.savePeerPrekey(ctx, pk, c.now()); err != nil {
 		c.log.Debug("cannot keep a peer's prekey", "peer", key, "err", err)
 	}

@@ -1,13 +1,16 @@
 package chat
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/internal/wire"
+	"github.com/kez-lat/kez-chat/session"
 )
 
 // A hostile sig-server that served bob's prekey record once (when alice
@@ -67,5 +70,51 @@ func TestRepeatedHandshakesResendOnce(t *testing.T) {
 	}
 	if !contains(bob.log.String(), "done a minute later") {
 		t.Error("the log does not say a resend was put off")
+	}
+}
+
+// A sig-server that serves an older record of bob's, still valid, after
+// alice kept a newer one, does not roll her back: the newer one is used.
+func TestOlderPrekeyRecordLosesToKept(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	openClient(t, st, bu) // publishes bob's record, made now
+	alice := openClient(t, st, au)
+	ct := mustAdd(t, alice, "bob")
+	ctx := context.Background()
+	newer, err := session.NewPrekey(nil, bu.Identity, 7, time.Now().Add(time.Minute), 14*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.db.savePeerPrekey(ctx, &newer.Public, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := alice.fetchPrekey(ctx, contactTarget(ct))
+	if err != nil || got == nil || got.ID != 7 {
+		t.Fatalf("alice starts with %+v (%v), want the newer record she kept", got, err)
+	}
+}
+
+// A message already sealed again maxResendsPerMessage times is not sent
+// again after a further reset: a contact who never sends receipts and
+// starts a session every minute cannot keep this client republishing it.
+func TestResendsPerMessageBounded(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	bu, mu := st.NewUser(t, "bob"), st.NewUser(t, "mallory")
+	bob, mallory := openClient(t, st, bu), openClient(t, st, mu)
+	mustAdd(t, bob, "mallory")
+	mustAdd(t, mallory, "bob")
+	toBob := sendSubject(bu.Key, mu.Key)
+	mustPublishRaw(t, mallory, toBob, sealV2(t, mallory, "bob", "hello"))
+	receiveN(t, bob, 1)
+	mustSend(t, bob, "mallory", "worn out")
+	mustSend(t, bob, "mallory", "fresh")
+	if _, err := bob.db.db.Exec(`UPDATE messages SET resends = ? WHERE incoming = 0 AND body = ?`, maxResendsPerMessage, []byte("worn out")); err != nil {
+		t.Fatal(err)
+	}
+	mustPublishRaw(t, mallory, toBob, sealV2In(t, mallory, "bob", "again", true))
+	receiveN(t, bob, 1)
+	if s := bob.Stats(); s.Resent != 1 {
+		t.Errorf("bob sent %d messages again, want 1 (the one not yet sent again %d times)", s.Resent, maxResendsPerMessage)
 	}
 }
