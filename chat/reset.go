@@ -59,6 +59,10 @@ func (r SessionReset) String() string {
 const (
 	// maxResend is how many messages without a receipt are sent again.
 	maxResend = 1000
+	// maxResendsPerMessage is how often one message is sealed again: a
+	// contact who never sends receipts and starts a session every minute
+	// must not make this client republish the same mail forever.
+	maxResendsPerMessage = 3
 	// resendWindow is how old they may be: the inbox stream does not keep
 	// mail longer.
 	resendWindow = 30 * 24 * time.Hour
@@ -323,8 +327,8 @@ func (c *Client) resend(ctx context.Context, peer kez.PublicKey) error {
 		}
 		rows, err := tx.Query(`SELECT `+entryColumns+`, resends FROM messages
 			WHERE peer_key = ? AND incoming = 0 AND to_key = ? AND delivered_at IS NULL AND state IN ('sent', 'pending')
-			AND kind != ? AND sent_at >= ?`+orderBy+` LIMIT ?`,
-			peer.String(), peer.String(), string(KindReceipt), since, maxResend)
+			AND kind != ? AND sent_at >= ? AND resends < ?`+orderBy+` LIMIT ?`,
+			peer.String(), peer.String(), string(KindReceipt), since, maxResendsPerMessage, maxResend)
 		if err != nil {
 			return fmt.Errorf("chat: database: %w", err)
 		}

@@ -331,21 +331,28 @@ func (c *Client) fetchPrekey(ctx context.Context, t target) (*session.Prekey, er
 	pk, err := sc.FetchPrekey(fctx, key)
 	cancel()
 	// ErrNotFound: a sig-server of an earlier release, without prekeys.
-	if errors.Is(err, sigchain.ErrNoPrekey) || errors.Is(err, sigchain.ErrNotFound) {
-		return nil, nil
-	}
-	if errors.Is(err, sigchain.ErrUnreachable) {
+	none := errors.Is(err, sigchain.ErrNoPrekey) || errors.Is(err, sigchain.ErrNotFound)
+	if none || errors.Is(err, sigchain.ErrUnreachable) {
 		// The last record fetched, if it is still valid: sending to a
-		// pinned contact never needed their sig-server.
+		// pinned contact never needed their sig-server, and a sig-server
+		// that withholds a record it served cannot make this client
+		// send format v1.
 		if cached, cerr := c.db.peerPrekey(ctx, key, c.now()); cerr == nil && cached != nil {
 			return cached, nil
 		}
+	}
+	if none {
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chat: fetching the prekey of %s: %w", key, err)
 	}
 	if pk.Owner != key {
 		return nil, fmt.Errorf("chat: fetching the prekey of %s: %w: it is signed by %s", key, session.ErrPrekeyOwner, pk.Owner)
+	}
+	// No rollback: a record older than one kept (still valid) loses to it.
+	if kept, kerr := c.db.peerPrekey(ctx, key, c.now()); kerr == nil && kept != nil && kept.Created.After(pk.Created) {
+		return kept, nil
 	}
 	if err := c.db.savePeerPrekey(ctx, pk, c.now()); err != nil {
 		c.log.Debug("cannot keep a peer's prekey", "peer", key, "err", err)

@@ -308,3 +308,32 @@ func TestGateReadKeepsRedeliveredMail(t *testing.T) {
 	bob.ackBatch(t, term, "+ACK "+got[1].Reply())
 	waitStreamMsgs(t, st, 0)
 }
+
+// TestGateRemovesReadMailWithinAMinute: with the default settings, a
+// message its recipient acknowledged is gone from the stream within a
+// minute (RemoveReadEvery, 10 s by default, is the bound; one
+// acknowledgement alone never reaches RemoveReadAfter).
+func TestGateRemovesReadMailWithinAMinute(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the default sweep (up to 10 s)")
+	}
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob := gateLogin(t, st, "alice"), gateLogin(t, st, "bob")
+	if code, _ := gateCode(t, alice.send(t, bob.key, []byte("read me"))); code != 0 {
+		t.Fatal("refused")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	got, err := inbox.NewPuller(bob.nc, bob.key.String(), callout.DefaultStream).Fetch(ctx, 1, 0)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("bob's fetch: %d, %v", len(got), err)
+	}
+	acked := time.Now()
+	bob.ackBatch(t, "+ACK "+got[0].Reply())
+	for streamMsgs(t, st) != 0 {
+		if time.Since(acked) > time.Minute {
+			t.Fatal("the acknowledged message is still stored after a minute")
+		}
+	}
+	t.Logf("gone %v after the acknowledgement", time.Since(acked).Round(time.Millisecond))
+}

@@ -76,7 +76,6 @@ const (
 	handshakeContext = "kez/v2 handshake" // the signature context, and the HPKE info label
 	rootExportLabel  = "kez/v2 root"
 	ratchetInfo      = "kez/v2 ratchet"
-	messageInfo      = "kez/v2 message"
 	adLabel          = "kez/v2\x00"
 )
 

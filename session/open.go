@@ -259,8 +259,10 @@ func (s *Session) findSkipped(dh *[keyLen]byte, n uint32) int {
 
 // decrypt opens the message's ciphertext with its message key.
 func decrypt(mk *[keyLen]byte, p *parsed) ([]byte, error) {
-	aead, nonce := messageAEAD(mk)
-	pt, err := aead.Open(nil, nonce, p.ct, associatedData(p.sender[:], p.recipient[:], p.header))
+	// One allocation holds the associated data (§6), then the plaintext.
+	ad := make([]byte, 0, adLen+len(p.header)+len(p.ct)-tagLen)
+	ad = appendAssociatedData(ad, p.sender[:], p.recipient[:], p.header)
+	pt, err := messageAEAD(mk).Open(ad[len(ad):], messageNonce[:], p.ct, ad)
 	if err != nil {
 		return nil, fmt.Errorf("%w: message %d", ErrDecrypt, p.n)
 	}

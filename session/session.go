@@ -201,19 +201,23 @@ func (s *Session) Seal(rand io.Reader, plaintext []byte) ([]byte, error) {
 	}
 	next, mk := kdfCK(&cks)
 
-	out := make([]byte, 0, hl+len(plaintext)+tagLen)
+	// One allocation holds the associated data (§6), whose tail is the
+	// header, followed by the ciphertext: ad = buf[:adLen+hl] and the
+	// envelope is buf[adLen:].
+	buf := make([]byte, 0, adLen+hl+len(plaintext)+tagLen)
+	buf = appendAssociatedData(buf, s.me[:], s.peer[:], nil)
 	if handshake {
-		out = append(out, s.prefix...)
+		buf = append(buf, s.prefix...)
 	} else {
-		out = append(out, magic...)
-		out = append(out, version, TypeMessage)
-		out = append(out, s.me[:]...)
-		out = append(out, s.peer[:]...)
-		out = append(out, s.hsHash[:sidLen]...)
+		buf = append(buf, magic...)
+		buf = append(buf, version, TypeMessage)
+		buf = append(buf, s.me[:]...)
+		buf = append(buf, s.peer[:]...)
+		buf = append(buf, s.hsHash[:sidLen]...)
 	}
-	out = appendRatchetHeader(out, &dhsPub, s.pn, s.ns)
-	aead, nonce := messageAEAD(&mk)
-	out = aead.Seal(out, nonce, plaintext, associatedData(s.me[:], s.peer[:], out))
+	buf = appendRatchetHeader(buf, &dhsPub, s.pn, s.ns)
+	buf = messageAEAD(&mk).Seal(buf, messageNonce[:], plaintext, buf)
+	out := buf[adLen:]
 	clear(mk[:])
 
 	if dhsPriv != s.dhsPriv {

@@ -1,6 +1,7 @@
 // Command kez-bench measures KEZ against its physical limits and prints
 // each figure beside its baseline, measured in the same run: sealed
-// messaging against the crypto floor and raw JetStream, callout logins
+// messaging (format v1, and v2 in established sessions) against the
+// crypto floor and raw JetStream, a session handshake's CPU, callout logins
 // against plain nkey logins, registered users' logins during a bogus-login
 // flood against the same logins without it, sigchain verification against raw
 // ed25519.Verify, verified P2P fetches against a raw libp2p stream, raw
@@ -68,6 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	sizes := fs.String("sizes", "256,4096", "messaging: message body sizes in bytes, comma-separated")
 	msgs := fs.Int("msgs", 0, "messaging: messages per size and kind (default 30000; --quick 4000)")
 	latMsgs := fs.Int("latency-msgs", 0, "messaging: one-at-a-time messages per size and kind (default 400; --quick 100)")
+	handshakes := fs.Int("handshakes", 0, "messaging: session handshakes timed, and as many of each comparison (default 400; --quick 100)")
 	workers := fs.Int("workers", def.ConnectWorkers, "logins at once")
 	duration := fs.Duration("duration", 0, "each timed round of connects and sigchains (default 2s; --quick 500ms)")
 	rounds := fs.Int("rounds", 0, "rounds alternating figure and baseline, each figure the median (default 5; --quick 3)")
@@ -98,6 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	cfg.Senders, cfg.Receivers, cfg.ConnectWorkers, cfg.ChainLinks, cfg.Users = *senders, *receivers, *workers, *links, *users
 	setIf(&cfg.Messages, *msgs)
 	setIf(&cfg.LatencyMessages, *latMsgs)
+	setIf(&cfg.Handshakes, *handshakes)
 	setIf(&cfg.Rounds, *rounds)
 	if *duration > 0 {
 		cfg.Duration = *duration

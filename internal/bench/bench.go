@@ -8,7 +8,10 @@
 //   - messaging: N senders → M receivers through the JetStream inbox
 //     stream, sealed (chat.Seal, chat.Opener) against the crypto floor
 //     (the same seals and opens without any network) and against the same
-//     traffic raw; p50/p99 latency of one message at a time;
+//     traffic raw; the same traffic in established sessions (format v2,
+//     package session) against the same raw rounds, and the sessions'
+//     crypto CPU per message; p50/p99 latency of one message at a time;
+//     the CPU of a new session's hybrid handshake;
 //   - connects: logins through the auth callout against plain nkey logins
 //     of a key listed in nats.conf; registered users' logins during a
 //     flood of bogus logins (1,000/s from 64 connections) against the same
@@ -55,6 +58,7 @@ type Config struct {
 	Sizes           []int `json:"sizes"`            // messaging: message body sizes
 	Messages        int   `json:"messages"`         // messaging: per size and kind, over all rounds
 	LatencyMessages int   `json:"latency_messages"` // messaging: one at a time, per size and kind
+	Handshakes      int   `json:"handshakes"`       // messaging: new sessions (and each comparison) timed
 
 	ConnectWorkers int           `json:"connect_workers"` // logins at once (connects, memory)
 	Duration       time.Duration `json:"duration_ns"`     // each timed round of connects and sigchains
@@ -80,7 +84,7 @@ type Config struct {
 // Default is the full run (about two minutes on 2 vCPUs).
 func Default() Config {
 	return Config{
-		Senders: 4, Receivers: 2, Sizes: []int{256, 4096}, Messages: 30000, LatencyMessages: 400,
+		Senders: 4, Receivers: 2, Sizes: []int{256, 4096}, Messages: 30000, LatencyMessages: 400, Handshakes: 400,
 		ConnectWorkers: 4, Duration: 2 * time.Second, Rounds: 5,
 		FloodRate: 1000, FloodConns: 64, FloodDuration: 10 * time.Second, FloodUsers: 20,
 		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000,
@@ -90,7 +94,7 @@ func Default() Config {
 // Quick is a run that finishes in under a minute, at smaller sizes.
 func Quick() Config {
 	c := Default()
-	c.Messages, c.LatencyMessages = 4000, 100
+	c.Messages, c.LatencyMessages, c.Handshakes = 4000, 100, 100
 	c.Duration, c.Rounds = 500*time.Millisecond, 3
 	c.FloodDuration = 4 * time.Second
 	c.BlobSize = 64 << 20
@@ -101,7 +105,7 @@ func Quick() Config {
 func Smoke() Config {
 	c := Default()
 	c.Senders, c.Receivers = 2, 1
-	c.Messages, c.LatencyMessages = 60, 5
+	c.Messages, c.LatencyMessages, c.Handshakes = 60, 5, 5
 	c.ConnectWorkers, c.Duration, c.Rounds = 2, 100*time.Millisecond, 1
 	c.FloodRate, c.FloodConns, c.FloodDuration, c.FloodUsers = 100, 8, 500*time.Millisecond, 3
 	c.ChainLinks, c.BlobSize, c.Users = 5, 2<<20, 20
@@ -121,8 +125,8 @@ func (c Config) check() error {
 		return errors.New("bench: messaging needs at least one sender and one receiver")
 	case len(c.Sizes) == 0:
 		return errors.New("bench: messaging needs at least one message size")
-	case c.Messages < 1 || c.LatencyMessages < 1:
-		return errors.New("bench: messaging needs at least one message of each kind")
+	case c.Messages < 1 || c.LatencyMessages < 1 || c.Handshakes < 1:
+		return errors.New("bench: messaging needs at least one message of each kind and one handshake")
 	case c.ConnectWorkers < 1 || c.Duration <= 0 || c.Rounds < 1:
 		return errors.New("bench: workers, duration and rounds must be positive")
 	case c.FloodRate <= 0 || c.FloodConns < 1 || c.FloodDuration < floodInterval || c.FloodUsers < 1:

@@ -40,7 +40,9 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("registering the same users again: %v", err)
 	}
 
-	want := map[string]int{"messaging": 4 * len(cfg.Sizes), "connects": 4, "sigchains": 1, "files": 4, "memory": 1}
+	// Per size: v1 against the floor and raw, p50, p99; sessions against
+	// raw, p50, p99, crypto CPU. Then the handshake and its KEM.
+	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "connects": 4, "sigchains": 1, "files": 4, "memory": 1}
 	got := map[string]int{}
 	for _, f := range rep.Figures {
 		got[f.Group]++
@@ -64,6 +66,31 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("group %s: %d figures, want %d", g, got[g], n)
 		}
 	}
+
+	// The session figures exist, with the targets at 256 B only.
+	for _, size := range cfg.Sizes {
+		label := sizeLabel(size)
+		for _, name := range []string{"session " + label + " 2→1", "session " + label + " p50", "session " + label + " p99", "session " + label + " crypto CPU"} {
+			f := rep.Figure("messaging", name)
+			switch {
+			case f == nil:
+				t.Errorf("no figure %q", name)
+			case strings.HasSuffix(name, "p99"):
+			case (f.Pass != nil) != (size == sessionTargetSize):
+				t.Errorf("%s: verdict %v, want one only at %d B", name, f.Pass, sessionTargetSize)
+			}
+		}
+	}
+	for _, name := range []string{"session handshake, hybrid, 256 B", "handshake KEM, MLKEM768-X25519"} {
+		if rep.Figure("messaging", name) == nil {
+			t.Errorf("no figure %q", name)
+		}
+	}
+	if f := rep.Figure("messaging", "session 256 B 2→1"); f != nil && !strings.Contains(f.Note, "kez.v1.send.<receiver>.<sender>") {
+		t.Errorf("the session figure's note does not say what the raw baseline is: %s", f.Note)
+	}
+
+	t.Run("session rig", func(t *testing.T) { testSessionRig(ctx, t, st) })
 
 	var table, js bytes.Buffer
 	if err := rep.WriteTable(&table); err != nil {
@@ -91,6 +118,7 @@ func TestConfigCheck(t *testing.T) {
 	for name, mod := range map[string]func(*Config){
 		"unknown group": func(c *Config) { c.Only = []string{"nope"} },
 		"no senders":    func(c *Config) { c.Senders = 0 },
+		"no handshakes": func(c *Config) { c.Handshakes = 0 },
 		"no sizes":      func(c *Config) { c.Sizes = nil },
 		"huge message":  func(c *Config) { c.Sizes = []int{1 << 20} },
 		"short chain":   func(c *Config) { c.ChainLinks = 1 },
@@ -149,3 +177,28 @@ func TestNum(t *testing.T) {
 }
 
 func osGetpid() int { return os.Getpid() }
+
+func TestGoals(t *testing.T) {
+	for _, c := range []struct {
+		goal              Goal
+		value, base, want float64
+		pass              bool
+	}{
+		{MinRatio, 5, 10, 0.5, true},
+		{MinRatio, 4, 10, 0.5, false},
+		{MaxRatio, 13, 10, 1.3, true},
+		{MaxRatio, 14, 10, 1.3, false},
+		{MaxRatio, 1, 0, 1.3, false}, // no baseline: no ratio to meet
+		{MaxValue, 5, 0, 5, true},
+		{MaxValue, 5.1, 0, 5, false},
+	} {
+		f := Figure{Value: c.value, Base: c.base, Goal: c.goal, Target: c.want}
+		f.finish()
+		if f.Pass == nil || *f.Pass != c.pass {
+			t.Errorf("%s %v of %v against %v: pass %v, want %v", c.goal, c.value, c.base, c.want, f.Pass, c.pass)
+		}
+		if c.goal == MaxRatio && targetText(f) != "≤ 1.30" {
+			t.Errorf("target text %q", targetText(f))
+		}
+	}
+}

@@ -19,6 +19,8 @@ type Goal string
 const (
 	// MinRatio: the figure over its baseline must be at least Target.
 	MinRatio Goal = "min_ratio"
+	// MaxRatio: the figure over its baseline must be at most Target.
+	MaxRatio Goal = "max_ratio"
 	// MaxValue: the figure itself must be at most Target (in its unit).
 	MaxValue Goal = "max_value"
 	// MinValue: the figure itself must be at least Target (in its unit).
@@ -62,6 +64,8 @@ func (f *Figure) finish() {
 	switch f.Goal {
 	case MinRatio:
 		ok = f.Base > 0 && f.Ratio >= f.Target
+	case MaxRatio:
+		ok = f.Base > 0 && f.Ratio <= f.Target
 	case MaxValue:
 		ok = f.Value <= f.Target
 	case MinValue:
@@ -173,6 +177,8 @@ func targetText(f Figure) string {
 			return fmt.Sprintf("≥ %.0f×", f.Target)
 		}
 		return fmt.Sprintf("≥ %.2f", f.Target)
+	case MaxRatio:
+		return fmt.Sprintf("≤ %.2f", f.Target)
 	case MaxValue:
 		return fmt.Sprintf("≤ %s %s", num(f.Target), f.Unit)
 	case MinValue:
