@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 )
@@ -190,7 +191,7 @@ func openStore(path string) (*store, error) {
 	if err := privateFiles(path); err != nil {
 		return nil, fmt.Errorf("chat: the database %s: %w", path, err)
 	}
-	db, err := sqlitedb.Open(path, sqlitedb.Options{FileMode: 0o600})
+	db, err := sqlitedb.Open(path, sqlitedb.Options{FileMode: 0o600, SecureDelete: true})
 	if err != nil {
 		return nil, fmt.Errorf("chat: opening the database %s: %w", path, explainStoreError(filepath.Dir(path), err))
 	}
@@ -331,19 +332,31 @@ func (s *store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return <-ch
 }
 
-// writer commits queued operations in batches until close.
+// writer commits queued operations in batches until close, and scrubs
+// the write-ahead log once writes pause (scrubWAL).
 func (s *store) writer() {
 	defer s.wg.Done()
 	batch := make([]writeOp, 0, maxBatchOps)
+	scrub := time.NewTimer(0)
+	scrub.Stop()
+	var first time.Time // the first batch not scrubbed yet, if any
 	for {
 		select {
 		case op := <-s.ops:
 			batch = append(batch, op)
+		case <-scrub.C:
+			if s.scrubWAL() {
+				first = time.Time{}
+			} else {
+				scrub.Reset(scrubIdle)
+			}
+			continue
 		case <-s.stop:
 			// close holds mu, so nothing more is queued: commit the rest.
 			for {
 				batch = s.fill(batch)
 				if len(batch) == 0 {
+					s.scrubWAL()
 					return
 				}
 				s.commit(batch)
@@ -353,7 +366,36 @@ func (s *store) writer() {
 		batch = s.fill(batch)
 		s.commit(batch)
 		batch = batch[:0]
+		now := time.Now()
+		if first.IsZero() {
+			first = now
+		}
+		scrub.Reset(max(0, min(scrubIdle, first.Add(scrubMax).Sub(now))))
 	}
+}
+
+// The write-ahead log is scrubbed once no write came for scrubIdle, and
+// at least every scrubMax while writes keep coming.
+const (
+	scrubIdle = 100 * time.Millisecond
+	scrubMax  = time.Second
+)
+
+// scrubWAL moves the write-ahead log into the database file and truncates
+// it to nothing, and reports whether it could. Until then the log holds
+// every page as it was before each transaction since the last
+// checkpoint, and with it the session states and private prekeys that
+// forward secrecy says are gone: a copy of the files would open what was
+// sent before (TestWireForwardSecrecy). The database file, written with
+// secure_delete, keeps no earlier version of a row. A checkpoint costs
+// two fsyncs, so it waits for a pause in the writes (scrubIdle) rather
+// than following each transaction, but no longer than scrubMax. It fails
+// while another connection reads an older snapshot (or another process
+// writes): the writer tries again.
+func (s *store) scrubWAL() bool {
+	var busy, frames, moved int
+	err := s.db.QueryRow(`PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &moved)
+	return err == nil && busy == 0
 }
 
 // fill adds queued operations to batch without waiting, up to maxBatchOps.

@@ -48,6 +48,11 @@ type Options struct {
 	// gives the -wal and -shm files the database file's mode. An existing
 	// file keeps its mode.
 	FileMode os.FileMode
+	// SecureDelete overwrites with zeros what a write deletes or replaces
+	// (PRAGMA secure_delete = ON), so that the database file keeps no
+	// earlier version of a row once the write-ahead log is checkpointed:
+	// for files holding keys that must be forgotten.
+	SecureDelete bool
 }
 
 // Open opens the SQLite file at path, creating it if needed, with the
@@ -78,6 +83,9 @@ func Open(path string, o Options) (*sql.DB, error) {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous("+sync+")")
 	q.Add("_pragma", "foreign_keys(ON)")
+	if o.SecureDelete {
+		q.Add("_pragma", "secure_delete(ON)")
+	}
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
