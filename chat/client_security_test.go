@@ -4,11 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"net"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -128,82 +124,13 @@ func TestCraftedEnvelopesRejected(t *testing.T) {
 	waitAcked(t, st, bu.Key)
 }
 
-// recorder is a TCP proxy that keeps every byte it forwards, both ways.
-type recorder struct {
-	ln  net.Listener
-	mu  sync.Mutex
-	buf bytes.Buffer
-	wg  sync.WaitGroup
-}
-
-func startRecorder(t *testing.T, target string) *recorder {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &recorder{ln: ln}
-	var conns []net.Conn
-	var connsMu sync.Mutex
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			connsMu.Lock()
-			conns = append(conns, c, up)
-			connsMu.Unlock()
-			r.wg.Add(2)
-			go r.copy(up, c)
-			go r.copy(c, up)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		connsMu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		connsMu.Unlock()
-		r.wg.Wait()
-	})
-	return r
-}
-
-func (r *recorder) copy(dst, src net.Conn) {
-	defer r.wg.Done()
-	defer dst.Close()
-	io.Copy(dst, io.TeeReader(src, r))
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.Write(p)
-}
-
-func (r *recorder) bytes() []byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return bytes.Clone(r.buf.Bytes())
-}
-
 // The broker only ever sees ciphertext: a recording proxy between both
 // clients and nats-server never carries the message text.
 func TestWireCarriesNoPlaintext(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	rec := startRecorder(t, strings.TrimPrefix(st.NATSURL, "nats://"))
-	viaProxy := func(c *Config) { c.Client.NATSURL = "nats://" + rec.ln.Addr().String() }
-	alice, bob := openClient(t, st, au, viaProxy), openClient(t, st, bu, viaProxy)
+	rec := startWiretap(t, st)
+	alice, bob := openClient(t, st, au, via(rec)), openClient(t, st, bu, via(rec))
 	mustAdd(t, alice, "bob")
 	mustAdd(t, bob, "alice")
 
@@ -222,7 +149,7 @@ func TestWireCarriesNoPlaintext(t *testing.T) {
 	if len(in) != 1 || in[0].Text() != marker || s.DeliveredAt.IsZero() {
 		t.Fatalf("bob got %q, receipt %v", texts(in), s.DeliveredAt)
 	}
-	wire := rec.bytes()
+	wire := rec.Bytes()
 	if !bytes.Contains(wire, []byte(sendSubject(bu.Key, au.Key))) || !bytes.Contains(wire, []byte(envelopeMagic)) {
 		t.Fatalf("the proxy did not see the traffic (%d bytes)", len(wire))
 	}
