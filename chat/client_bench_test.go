@@ -21,12 +21,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/callout"
-	"github.com/kez-lat/kez-chat/chatserver"
-	"github.com/kez-lat/kez-chat/internal/inbox"
-	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/internal/cputime"
+	"github.com/kez-lat/kez-chat/internal/inbox"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
 var messagingSizes = []int{256, 4096}
@@ -170,7 +172,7 @@ func BenchmarkMessaging(b *testing.B) {
 			pending := make([]*Pending, 0, chunk)
 			for done := 0; done < b.N; {
 				n := min(chunk, b.N-done)
-				cpu0, ok0 := processCPU()
+				cpu0, ok0 := cputime.Process()
 				start := time.Now()
 				pending = pending[:0]
 				for range n {
@@ -187,7 +189,7 @@ func BenchmarkMessaging(b *testing.B) {
 					}
 				}
 				sealedTime += time.Since(start)
-				cpu1, ok1 := processCPU()
+				cpu1, ok1 := cputime.Process()
 				start = time.Now()
 				for range n {
 					e, err := Seal(au.Identity, rcpt, m)
@@ -199,7 +201,7 @@ func BenchmarkMessaging(b *testing.B) {
 					}
 				}
 				floorTime += time.Since(start)
-				cpu2, ok2 := processCPU()
+				cpu2, ok2 := cputime.Process()
 				sealedCPU, floorCPU = sealedCPU+cpu1-cpu0, floorCPU+cpu2-cpu1
 				cpuOK = cpuOK && ok0 && ok1 && ok2
 				done += n

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 )
 
 // The envelope benchmarks run beside BenchmarkFloor, the raw public-key and
@@ -26,7 +28,7 @@ import (
 var benchSizes = []int{256, 4096}
 
 func BenchmarkSeal(b *testing.B) {
-	alice, bob := testID(b, "alice"), testID(b, "bob")
+	alice, bob := vectorid.Identity(b, "alice"), vectorid.Identity(b, "bob")
 	to := recipientOf(bob, 0)
 	for _, n := range benchSizes {
 		m := Message{Kind: "bench", Body: make([]byte, n)}
@@ -43,7 +45,7 @@ func BenchmarkSeal(b *testing.B) {
 }
 
 func BenchmarkOpen(b *testing.B) {
-	alice, bob := testID(b, "alice"), testID(b, "bob")
+	alice, bob := vectorid.Identity(b, "alice"), vectorid.Identity(b, "bob")
 	o := mustOpener(b, bob)
 	for _, n := range benchSizes {
 		env := mustSeal(b, alice, recipientOf(bob, 0), Message{Kind: "bench", Body: make([]byte, n)})
@@ -150,7 +152,7 @@ func BenchmarkFloor(b *testing.B) {
 // so both see the same machine load, and reports each one's time and their
 // ratio.
 func BenchmarkOverhead(b *testing.B) {
-	alice, bob := testID(b, "alice"), testID(b, "bob")
+	alice, bob := vectorid.Identity(b, "alice"), vectorid.Identity(b, "bob")
 	to := recipientOf(bob, 0)
 	o := mustOpener(b, bob)
 	_, edPriv, _ := ed25519.GenerateKey(rand.Reader)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -25,7 +26,7 @@ func addVectorSeeds(f *testing.F) {
 // with every field inside the format's limits.
 func FuzzOpen(f *testing.F) {
 	addVectorSeeds(f)
-	alice, bob := testID(f, "alice"), testID(f, "bob")
+	alice, bob := vectorid.Identity(f, "alice"), vectorid.Identity(f, "bob")
 	f.Add(mustSeal(f, alice, recipientOf(bob, 1), Message{SentAt: t0, Kind: KindText, Body: []byte("seed")}))
 	o := mustOpener(f, bob, 0, 1)
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -74,7 +75,7 @@ func FuzzParseHeader(f *testing.F) {
 // message that parses re-encodes to exactly its bytes (the encoding is
 // canonical, so the signature covers one meaning only).
 func FuzzParseInner(f *testing.F) {
-	alice, bob := testID(f, "alice"), testID(f, "bob")
+	alice, bob := vectorid.Identity(f, "alice"), vectorid.Identity(f, "bob")
 	for _, m := range []Message{
 		{Kind: KindText, Body: []byte("hello")},
 		{Kind: KindReceipt, Ref: MessageID{1}, Body: nil},

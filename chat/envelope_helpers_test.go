@@ -3,45 +3,10 @@ package chat
 import (
 	"crypto/ecdh"
 	"crypto/hpke"
-	"crypto/sha256"
-	"sync"
 	"testing"
 
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/tyler-smith/go-bip39"
 )
-
-// testWords returns the fixed paper backup of a named test identity: the
-// BIP-39 words of SHA-256("kez envelope test identity " + name).
-func testWords(name string) string {
-	e := sha256.Sum256([]byte("kez envelope test identity " + name))
-	w, err := bip39.NewMnemonic(e[:])
-	if err != nil {
-		panic(err)
-	}
-	return w
-}
-
-var (
-	testIDsMu sync.Mutex
-	testIDs   = map[string]*kez.Identity{}
-)
-
-// testID returns the deterministic identity of name (alice, bob, carol, …).
-func testID(tb testing.TB, name string) *kez.Identity {
-	tb.Helper()
-	testIDsMu.Lock()
-	defer testIDsMu.Unlock()
-	if id, ok := testIDs[name]; ok {
-		return id
-	}
-	id, err := kez.FromWords(testWords(name))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	testIDs[name] = id
-	return id
-}
 
 // recipientOf is what a sender reads from id's verified sigchain.
 func recipientOf(id *kez.Identity, gen uint32) Recipient {

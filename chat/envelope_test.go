@@ -12,13 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
 var t0 = time.Date(2026, 5, 4, 12, 30, 15, 123_000_000, time.UTC)
 
 func TestSealOpenRoundTrip(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	ref := NewMessageID()
 	cases := []Message{
 		{Kind: KindText, Body: []byte("hello bob")},
@@ -66,7 +67,7 @@ func TestSealOpenRoundTrip(t *testing.T) {
 }
 
 func TestSealTwiceDiffers(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	m := Message{ID: NewMessageID(), SentAt: t0, Kind: KindText, Body: []byte("same")}
 	a := mustSeal(t, alice, recipientOf(bob, 0), m)
 	b := mustSeal(t, alice, recipientOf(bob, 0), m)
@@ -76,7 +77,7 @@ func TestSealTwiceDiffers(t *testing.T) {
 }
 
 func TestSealRejectsBadInput(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	to := recipientOf(bob, 0)
 	p256, _ := ecdh.P256().GenerateKey(rand.Reader)
 	ok := Message{Kind: KindText, Body: []byte("hi")}
@@ -117,7 +118,7 @@ func TestSealRejectsBadInput(t *testing.T) {
 // TestOpenTamperedEveryByte flips each byte of an envelope in turn. Every
 // copy must fail, with the error the region of the byte calls for.
 func TestOpenTamperedEveryByte(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	env := mustSeal(t, alice, recipientOf(bob, 0), Message{SentAt: t0, Kind: KindText, Body: []byte("tamper with me")})
 	o := mustOpener(t, bob, 0, 1)
 	for i := range env {
@@ -164,7 +165,7 @@ func isOneOf(err error, want []error) bool {
 }
 
 func TestOpenTruncatedEveryLength(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	env := mustSeal(t, alice, recipientOf(bob, 0), Message{SentAt: t0, Kind: KindText, Body: []byte("cut me short")})
 	o := mustOpener(t, bob)
 	for n := 0; n < len(env); n++ {
@@ -180,7 +181,7 @@ func TestOpenTruncatedEveryLength(t *testing.T) {
 }
 
 func TestOpenNotForMe(t *testing.T) {
-	alice, bob, carol := testID(t, "alice"), testID(t, "bob"), testID(t, "carol")
+	alice, bob, carol := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob"), vectorid.Identity(t, "carol")
 	env := mustSeal(t, alice, recipientOf(bob, 0), Message{Kind: KindText, Body: []byte("for bob")})
 	if _, err := OpenEnvelope(carol, env, alice.PublicKey(), nil); !errors.Is(err, ErrNotForMe) {
 		t.Fatalf("carol opening bob's envelope: err = %v, want ErrNotForMe", err)
@@ -195,7 +196,7 @@ func TestOpenNotForMe(t *testing.T) {
 }
 
 func TestOpenSenderMismatch(t *testing.T) {
-	alice, bob, carol := testID(t, "alice"), testID(t, "bob"), testID(t, "carol")
+	alice, bob, carol := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob"), vectorid.Identity(t, "carol")
 	env := mustSeal(t, alice, recipientOf(bob, 0), Message{Kind: KindText, Body: []byte("from alice")})
 	if _, err := OpenEnvelope(bob, env, carol.PublicKey(), nil); !errors.Is(err, ErrSenderMismatch) {
 		t.Fatalf("expected carol, envelope from alice: err = %v, want ErrSenderMismatch", err)
@@ -216,7 +217,7 @@ func TestOpenSenderMismatch(t *testing.T) {
 // TestRewrap: a recipient who decrypted a signed message cannot pass it
 // off to someone else, nor lift it into a fresh envelope.
 func TestRewrap(t *testing.T) {
-	alice, bob, carol := testID(t, "alice"), testID(t, "bob"), testID(t, "carol")
+	alice, bob, carol := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob"), vectorid.Identity(t, "carol")
 	toCarol := mustSeal(t, alice, recipientOf(carol, 0), Message{Kind: KindText, Body: []byte("for carol only")})
 	inner := decryptInner(t, carol, toCarol)
 
@@ -239,7 +240,7 @@ func TestRewrap(t *testing.T) {
 }
 
 func TestOpenBadSignature(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	for _, off := range []int{1, 32, 64} { // bytes from the end of the signature
 		r := rawEnvelope{from: alice.PublicKey(), to: bob.PublicKey(), encKey: bob.EncryptionKey(0).PublicKey(), signer: alice,
 			msg:    Message{ID: NewMessageID(), From: alice.PublicKey(), To: bob.PublicKey(), SentAt: t0, Kind: KindText, Body: []byte("x")},
@@ -251,7 +252,7 @@ func TestOpenBadSignature(t *testing.T) {
 }
 
 func TestGenerations(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	env := mustSeal(t, alice, recipientOf(bob, 1), Message{Kind: KindText, Body: []byte("to gen 1")})
 	if _, err := OpenEnvelope(bob, env, alice.PublicKey(), nil); !errors.Is(err, ErrUnknownGeneration) {
 		t.Fatalf("default opener, generation 1: err = %v, want ErrUnknownGeneration", err)
@@ -271,7 +272,7 @@ func TestGenerations(t *testing.T) {
 }
 
 func TestFreshness(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	env := mustSeal(t, alice, recipientOf(bob, 0), Message{SentAt: t0, Kind: KindText})
 	at := func(now time.Time) *OpenOptions {
 		return &OpenOptions{MaxAge: time.Hour, MaxSkew: 5 * time.Minute, Now: func() time.Time { return now }}
@@ -300,7 +301,7 @@ func TestFreshness(t *testing.T) {
 }
 
 func TestOpenTooLarge(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	env := mustSeal(t, alice, recipientOf(bob, 0), Message{Kind: KindText, Body: []byte("x")})
 	big := append(env, make([]byte, MaxEnvelopeSize+1-len(env))...)
 	if _, err := OpenEnvelope(bob, big, alice.PublicKey(), nil); !errors.Is(err, ErrTooLarge) {
@@ -319,7 +320,7 @@ func TestOpenTooLarge(t *testing.T) {
 }
 
 func TestOpenMalformedInner(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	base := Message{ID: NewMessageID(), From: alice.PublicKey(), To: bob.PublicKey(), SentAt: t0, Kind: KindText, Body: []byte("ok")}
 	with := func(f func(*Message)) Message { m := base; f(&m); return m }
 	cases := map[string]rawEnvelope{
@@ -349,7 +350,7 @@ func TestOpenMalformedInner(t *testing.T) {
 }
 
 func TestOpenGarbage(t *testing.T) {
-	bob := testID(t, "bob")
+	bob := vectorid.Identity(t, "bob")
 	o := mustOpener(t, bob, 0, 1)
 	prefix := append([]byte(envelopeMagic), envelopeVersion, 0, 0x20, 0, 1, 0, 3)
 	buf := make([]byte, 512)
@@ -387,7 +388,7 @@ func TestNewOpenerNil(t *testing.T) {
 }
 
 func TestOpenerConcurrent(t *testing.T) {
-	alice, bob, carol := testID(t, "alice"), testID(t, "bob"), testID(t, "carol")
+	alice, bob, carol := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob"), vectorid.Identity(t, "carol")
 	o := mustOpener(t, bob, 0, 1)
 	envs := [][]byte{
 		mustSeal(t, alice, recipientOf(bob, 0), Message{Kind: KindText, Body: []byte("a")}),
@@ -429,7 +430,7 @@ func TestMessageIDText(t *testing.T) {
 // TestLargestEnvelope pins the size the spec gives for the largest
 // version-1 envelope, and that it fits the stream's message limit.
 func TestLargestEnvelope(t *testing.T) {
-	alice, bob := testID(t, "alice"), testID(t, "bob")
+	alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 	m := Message{Kind: Kind(strings.Repeat("k", maxKind)), Ref: NewMessageID(), Body: make([]byte, MaxBodySize)}
 	env := mustSeal(t, alice, recipientOf(bob, 0), m)
 	if len(env) != 49487 || len(env) > MaxEnvelopeSize {

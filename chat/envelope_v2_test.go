@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 )
 
 // v2Seeds are inner messages v2 of every shape: plain text, a reference,
@@ -21,7 +23,7 @@ func v2Seeds() []Message {
 // The inner message v2 round-trips, takes its keys from the envelope, and
 // refuses every truncation and any byte after the body.
 func TestInnerV2RoundTrip(t *testing.T) {
-	alice, bob := testID(t, "alice").PublicKey(), testID(t, "bob").PublicKey()
+	alice, bob := vectorid.Identity(t, "alice").PublicKey(), vectorid.Identity(t, "bob").PublicKey()
 	for _, m := range v2Seeds() {
 		b := marshalInnerV2(&m)
 		got, err := parseInnerV2(b, alice, bob)
@@ -65,7 +67,7 @@ func FuzzParseInnerV2(f *testing.F) {
 	for _, m := range v2Seeds() {
 		f.Add(marshalInnerV2(&m))
 	}
-	alice, bob := testID(f, "alice").PublicKey(), testID(f, "bob").PublicKey()
+	alice, bob := vectorid.Identity(f, "alice").PublicKey(), vectorid.Identity(f, "bob").PublicKey()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := parseInnerV2(data, alice, bob)
 		if err != nil {

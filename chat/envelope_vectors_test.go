@@ -13,6 +13,7 @@ import (
 	"testing/cryptotest"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -220,7 +221,7 @@ func TestSpecShowsVector(t *testing.T) {
 // randomness.
 func writeVectors(t *testing.T) {
 	cryptotest.SetGlobalRandom(t, 9180)
-	alice, bob, carol := testID(t, "alice"), testID(t, "bob"), testID(t, "carol")
+	alice, bob, carol := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob"), vectorid.Identity(t, "carol")
 	name := map[kez.PublicKey]string{alice.PublicKey(): "alice", bob.PublicKey(): "bob", carol.PublicKey(): "carol"}
 	vf := &vectorFile{Comment: []string{
 		"Test vectors for the KEZ chat envelope, docs/spec/envelope.md.",
@@ -229,7 +230,7 @@ func writeVectors(t *testing.T) {
 		"A vector with `message` must open to exactly it; a fail_ vector must be rejected with `error`.",
 	}}
 	for _, id := range []*kez.Identity{alice, bob, carol} {
-		vi := vectorIdentity{Name: name[id.PublicKey()], Words: testWords(name[id.PublicKey()]), Key: id.PublicKey().String()}
+		vi := vectorIdentity{Name: name[id.PublicKey()], Words: vectorid.Words(name[id.PublicKey()]), Key: id.PublicKey().String()}
 		for g := uint32(0); g < 2; g++ {
 			vi.EncryptionKeys = append(vi.EncryptionKeys, hex.EncodeToString(id.EncryptionKey(g).PublicKey().Bytes()))
 		}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 )
 
 type receiptVector struct {
@@ -76,7 +78,7 @@ func TestReceiptVectors(t *testing.T) {
 				t.Fatalf("marshal: %q, %v; want %q", body, err, v.Body)
 			}
 			// Through a real envelope too.
-			alice, bob := testID(t, "alice"), testID(t, "bob")
+			alice, bob := vectorid.Identity(t, "alice"), vectorid.Identity(t, "bob")
 			m, err := r.message()
 			if err != nil {
 				t.Fatal(err)

@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/client"
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 )
 
 // offlineClient opens a client with no servers: history and contacts only.
 func offlineClient(t *testing.T, home string) *Client {
 	t.Helper()
-	c, err := Open(context.Background(), Config{Client: client.Config{Identity: testID(t, "bob"), Home: home}})
+	c, err := Open(context.Background(), Config{Client: client.Config{Identity: vectorid.Identity(t, "bob"), Home: home}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func TestStoreSchemaVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	_, err = Open(context.Background(), Config{Client: client.Config{Identity: testID(t, "bob"), Home: home}})
+	_, err = Open(context.Background(), Config{Client: client.Config{Identity: vectorid.Identity(t, "bob"), Home: home}})
 	if err == nil || !strings.Contains(err.Error(), "schema version 99") || !strings.Contains(err.Error(), "upgrade") {
 		t.Fatalf("a newer schema: %v", err)
 	}
@@ -55,7 +56,7 @@ func TestStoreSchemaVersion(t *testing.T) {
 func TestHistoryOrderAndInbox(t *testing.T) {
 	c := offlineClient(t, t.TempDir())
 	ctx := context.Background()
-	alice, carol := testID(t, "alice").PublicKey(), testID(t, "carol").PublicKey()
+	alice, carol := vectorid.Identity(t, "alice").PublicKey(), vectorid.Identity(t, "carol").PublicKey()
 	base := time.UnixMilli(1_780_000_000_000)
 	mk := func(from, to string, sent time.Duration, seq uint64, text string) *Entry {
 		e := &Entry{ID: NewMessageID(), Incoming: true, Peer: alice, From: alice, To: c.me, SentAt: base.Add(sent), ReceivedAt: base,
@@ -136,7 +137,7 @@ func mustInboxOf(t *testing.T, c *Client, all bool) []*Entry {
 func TestStoreCloseCommitsQueuedWrites(t *testing.T) {
 	home := t.TempDir()
 	c := offlineClient(t, home)
-	alice := testID(t, "alice").PublicKey()
+	alice := vectorid.Identity(t, "alice").PublicKey()
 	done := make(chan error, 100)
 	for i := 0; i < 100; i++ {
 		e := &Entry{ID: NewMessageID(), Incoming: true, Peer: alice, From: alice, To: c.me, SentAt: time.UnixMilli(int64(i)), ReceivedAt: time.Now(), Kind: KindText, Body: []byte("x"), Trust: TrustTrusted}

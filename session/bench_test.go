@@ -5,6 +5,9 @@ import (
 	"crypto/hpke"
 	"fmt"
 	"testing"
+
+	"github.com/kez-lat/kez-chat/internal/cputime"
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 )
 
 // The session benchmarks: the steady-state cost of a message, and the
@@ -21,11 +24,11 @@ import (
 // cpuLoop runs op b.N times and reports the process CPU time per op.
 func cpuLoop(b *testing.B, op func()) {
 	b.Helper()
-	cpu0, ok0 := processCPU()
+	cpu0, ok0 := cputime.Process()
 	for b.Loop() {
 		op()
 	}
-	if cpu1, ok1 := processCPU(); ok0 && ok1 {
+	if cpu1, ok1 := cputime.Process(); ok0 && ok1 {
 		b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
 	}
 }
@@ -61,7 +64,7 @@ var x25519Suite = &kemSuite{id: 0x0020, encLen: 32, kem: hpke.DHKEM(ecdh.X25519(
 // Accept (signature verification, decapsulation, the first DH step, the
 // message), with a 256-byte message.
 func BenchmarkHandshake(b *testing.B) {
-	alice, bob := testID(b, "alice"), testID(b, "bob")
+	alice, bob := vectorid.Identity(b, "alice"), vectorid.Identity(b, "bob")
 	prekey := testPrekey(b, bob, 7)
 	msg := make([]byte, 256)
 	var ratchetPriv, ratchetPub [keyLen]byte

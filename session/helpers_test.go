@@ -5,48 +5,15 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/tyler-smith/go-bip39"
 )
 
 // t0 is the clock of the tests.
 var t0 = time.Date(2026, 5, 4, 12, 30, 15, 123_000_000, time.UTC)
-
-// testWords returns the fixed 24-word paper backup of a test identity, the
-// same as the envelope vectors' (chat/testdata/envelope-vectors.json).
-func testWords(name string) string {
-	e := sha256.Sum256([]byte("kez envelope test identity " + name))
-	w, err := bip39.NewMnemonic(e[:])
-	if err != nil {
-		panic(err)
-	}
-	return w
-}
-
-var (
-	testIDsMu sync.Mutex
-	testIDs   = map[string]*kez.Identity{}
-)
-
-// testID returns the identity of testWords(name), derived once.
-func testID(tb testing.TB, name string) *kez.Identity {
-	tb.Helper()
-	testIDsMu.Lock()
-	defer testIDsMu.Unlock()
-	if id, ok := testIDs[name]; ok {
-		return id
-	}
-	id, err := kez.FromWords(testWords(name))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	testIDs[name] = id
-	return id
-}
 
 // seededReader is a deterministic byte stream for test randomness
 // (SHA-256 in counter mode over a label).
@@ -108,7 +75,7 @@ type pair struct {
 // newPair starts a session from alice to bob; bob has not accepted yet.
 func newPair(tb testing.TB) *pair {
 	tb.Helper()
-	p := &pair{tb: tb, alice: testID(tb, "alice"), bob: testID(tb, "bob"), rnd: newSeeded(tb.Name())}
+	p := &pair{tb: tb, alice: vectorid.Identity(tb, "alice"), bob: vectorid.Identity(tb, "bob"), rnd: newSeeded(tb.Name())}
 	p.prekey = testPrekey(tb, p.bob, 7)
 	a, err := Initiate(p.rnd, p.alice, &p.prekey.Public, t0)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"slices"
 	"testing"
+
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 )
 
 // The attacker of these tests holds a party's whole stored state (and its
@@ -142,7 +144,7 @@ func TestForwardSecrecy(t *testing.T) {
 	// With prekey 7 rotated out and deleted, the handshake is unreadable
 	// with everything bob has: his words (the identity), his newer prekey,
 	// and his state (above).
-	rotated := testPrekey(t, testID(t, "bob"), 8)
+	rotated := testPrekey(t, vectorid.Identity(t, "bob"), 8)
 	if _, _, err := Accept(p.bob, hs, lookupOf(rotated), t0); !errors.Is(err, ErrUnknownPrekey) {
 		t.Fatalf("the handshake to a deleted prekey: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -416,7 +417,7 @@ func TestTamperedHandshake(t *testing.T) {
 
 func TestHandshakeSignedByAnotherKey(t *testing.T) {
 	p := newPair(t)
-	carol := testID(t, "carol")
+	carol := vectorid.Identity(t, "carol")
 	hs := p.seal(p.a, "from alice?")
 	pl := hybridSuite.prefixLen()
 	sig, err := carol.Sign(handshakeContext, hs[:pl-sigLen])
@@ -441,7 +442,7 @@ func TestUnknownPrekey(t *testing.T) {
 	p := newPair(t)
 	hs := p.seal(p.a, "to prekey 7")
 	other := testPrekey(t, p.bob, 8)
-	carols := testPrekey(t, testID(t, "carol"), 7)
+	carols := testPrekey(t, vectorid.Identity(t, "carol"), 7)
 	for name, lookup := range map[string]func(uint32) (*PrekeyPrivate, bool){
 		"nil lookup":           nil,
 		"deleted":              lookupOf(other),
@@ -467,7 +468,7 @@ func TestUnknownPrekey(t *testing.T) {
 func TestWrongParties(t *testing.T) {
 	p := newPair(t)
 	p.establish()
-	carol := testID(t, "carol")
+	carol := vectorid.Identity(t, "carol")
 
 	// A handshake to bob, accepted by carol.
 	hs := p.seal(newPair(t).a, "for bob")

@@ -16,6 +16,7 @@ import (
 	"testing/cryptotest"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/testenv/vectorid"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -364,8 +365,8 @@ func writeVectors(t *testing.T) {
 		"Each fail_ vector must be refused with `error` by `party`: `op` accept, or open with the party's state after step `after_step`.",
 	}}
 	for _, n := range names {
-		ids[n] = testID(t, n)
-		vf.Identities = append(vf.Identities, vectorIdentity{Name: n, Words: testWords(n), Key: ids[n].PublicKey().String()})
+		ids[n] = vectorid.Identity(t, n)
+		vf.Identities = append(vf.Identities, vectorIdentity{Name: n, Words: vectorid.Words(n), Key: ids[n].PublicKey().String()})
 	}
 	alice, bob, carol := ids["alice"], ids["bob"], ids["carol"]
 	now := t0
