@@ -30,17 +30,24 @@ const prekeyCheckInterval = time.Hour
 const metaPrekeyPublished = "prekey_published"
 
 // prekey returns the private prekey with this ID from chat.db, read in tx
-// (another process sharing the state folder may have made it).
-func (s *store) prekey(tx *sql.Tx, id uint32) (*session.PrekeyPrivate, bool) {
+// (another process sharing the state folder may have made it): false if
+// there is none, an error if the database could not be read (the batch
+// is then tried again, rather than the handshake taken for one to an
+// unknown prekey).
+func (s *store) prekey(tx *sql.Tx, id uint32) (*session.PrekeyPrivate, bool, error) {
 	var b []byte
-	if err := tx.QueryRow(`SELECT private FROM prekeys WHERE id = ?`, int64(id)).Scan(&b); err != nil {
-		return nil, false
+	err := tx.QueryRow(`SELECT private FROM prekeys WHERE id = ?`, int64(id)).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("chat: database: %w", err)
 	}
 	k, err := session.ParsePrekeyPrivate(b)
 	if err != nil || k.Public.ID != id {
-		return nil, false
+		return nil, false, nil
 	}
-	return k, true
+	return k, true, nil
 }
 
 // loadPrekeys returns every stored private prekey, read in tx.

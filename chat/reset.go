@@ -79,6 +79,7 @@ type resets struct {
 	resent    map[kez.PublicKey]time.Time // the last resend to a peer
 	told      map[kez.PublicKey]bool      // strangers whose undecryptable messages were reported
 	delayed   map[kez.PublicKey]bool      // a resend waits for resendInterval
+	started   map[kez.PublicKey]time.Time // the last reset handshake the stream acknowledged
 }
 
 // resendInterval spaces the resends to one peer: a peer that starts
@@ -236,7 +237,15 @@ func (c *Client) resetSession(ctx context.Context, peer kez.PublicKey) error {
 	var established, updated int64
 	err := c.db.db.QueryRowContext(ctx, `SELECT established, updated_at FROM sessions WHERE peer = ?
 		ORDER BY established DESC, updated_at DESC, rowid DESC LIMIT 1`, peer.String()).Scan(&established, &updated)
-	waiting := err == nil && established == 0 && c.now().Sub(time.UnixMilli(updated)) < resetRetry
+	// A session this client started and the stream took, not answered
+	// yet, stands for the reset. One whose handshake never reached the
+	// stream (the publish failed, or the client stopped) does not: the
+	// reset is sent again.
+	rs.mu.Lock()
+	sent, ok := rs.started[peer]
+	rs.mu.Unlock()
+	waiting := err == nil && established == 0 && c.now().Sub(time.UnixMilli(updated)) < resetRetry &&
+		ok && c.now().Sub(sent) < resetRetry
 	if !waiting {
 		p, err := c.publishIn(ctx, contactTarget(&ct), Message{Kind: KindSessionReset, Body: []byte{}}, false, true, nil)
 		if err != nil {
@@ -245,6 +254,9 @@ func (c *Client) resetSession(ctx context.Context, peer kez.PublicKey) error {
 		if _, err := p.Wait(ctx); err != nil {
 			return err
 		}
+		rs.mu.Lock()
+		mark(&rs.started, peer, c.now())
+		rs.mu.Unlock()
 		c.stats.sessionResets.Add(1)
 		c.log.Info("started a new session after undecryptable messages", "peer", ct.Handle)
 	}

@@ -230,7 +230,7 @@ func (c *Client) publishIn(ctx context.Context, t target, m Message, record, fre
 		}
 	}
 	var env []byte
-	err = c.db.write(ctx, func(tx *sql.Tx) error {
+	seal := func(tx *sql.Tx) error {
 		var err error
 		if env, err = c.sealTx(tx, t, plan, &m); err != nil {
 			return err
@@ -239,7 +239,16 @@ func (c *Client) publishIn(ctx context.Context, t target, m Message, record, fre
 			_, err = c.db.insertSent(tx, p.entry, env)
 		}
 		return err
-	})
+	}
+	err = c.db.write(ctx, seal)
+	if errors.Is(err, errNoSession) && !fresh {
+		// The only session stored did not parse (it is dropped in the
+		// transaction that finds it so): start a new one instead.
+		if plan, err = c.planSeal(ctx, t, &m, true); err != nil {
+			return nil, err
+		}
+		err = c.db.write(ctx, seal)
+	}
 	if err != nil {
 		return nil, err
 	}

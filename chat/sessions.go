@@ -455,7 +455,17 @@ func (c *Client) openV2(tx *sql.Tx, bs *batchSessions, data []byte, from kez.Pub
 			return nil, err
 		}
 		var s *session.Session
-		s, pt, err = session.Accept(c.id, data, func(id uint32) (*session.PrekeyPrivate, bool) { return c.db.prekey(tx, id) }, now)
+		var dbErr error
+		s, pt, err = session.Accept(c.id, data, func(id uint32) (*session.PrekeyPrivate, bool) {
+			k, ok, err := c.db.prekey(tx, id)
+			if err != nil {
+				dbErr = err
+			}
+			return k, ok
+		}, now)
+		if dbErr != nil {
+			return nil, dbErr
+		}
 		if err != nil {
 			return nil, sessionError(err)
 		}

@@ -691,3 +691,24 @@ func TestDamagedSessionStateRecovers(t *testing.T) {
 		t.Errorf("bob's inbox: %q", texts(in))
 	}
 }
+
+// A sender whose only stored session with a peer no longer parses still
+// sends: it starts a new session (a send used to fail for good, as the
+// transaction that dropped the damaged state rolled back with the
+// failure).
+func TestDamagedSessionStateStillSends(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice, bob := openClient(t, st, au), openClient(t, st, bu)
+	mustAdd(t, alice, "bob")
+	mustAdd(t, bob, "alice")
+	mustSend(t, alice, "bob", "one")
+	receiveN(t, bob, 1)
+	if _, err := alice.db.db.Exec(`UPDATE sessions SET state = X'00' WHERE peer = ?`, bu.Key.String()); err != nil {
+		t.Fatal(err)
+	}
+	mustSend(t, alice, "bob", "two")
+	receiveUntil(t, bob, "the second message", func(int) bool {
+		return slices.Contains(texts(mustInbox(t, bob, true)), "two")
+	})
+}

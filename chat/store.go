@@ -348,7 +348,10 @@ func (s *store) writer() {
 			if s.scrubWAL() {
 				first = time.Time{}
 			} else {
-				scrub.Reset(scrubIdle)
+				// A reader holds an older snapshot: try again in a
+				// while, not after every batch meanwhile.
+				first = time.Now()
+				scrub.Reset(scrubMax)
 			}
 			continue
 		case <-s.stop:

@@ -267,7 +267,11 @@ func (g *gate) removeUserRead(ctx context.Context, key string) {
 	if err == nil {
 		m.floor = max(m.floor, floor)
 	}
-	if m.acks == 0 && !m.queued && m.retry == nil && (done || m.misses >= maxReadMisses) {
+	// A user whose removal failed (JetStream unreachable, a leader
+	// election) stays for the next sweep, however many tries missed; one
+	// whose floor stays below a gap of its own is forgotten until its
+	// next acknowledgement.
+	if m.acks == 0 && !m.queued && m.retry == nil && (done || err == nil && m.misses >= maxReadMisses) {
 		delete(r.users, key)
 	}
 }
