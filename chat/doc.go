@@ -44,8 +44,9 @@
 // stores the message they sealed or opened, before a sent message is
 // published or a received one acknowledged; a replaced state, and a
 // prekey deleted by the rotation, leave chat.db's files within about a
-// second (secure_delete, and the write-ahead log truncated once writes
-// pause), so a copy of the files opens nothing sent before. A format 1 envelope (below)
+// second unless another connection holds an older read snapshot
+// (secure_delete, and the write-ahead log truncated once writes pause),
+// so a copy of the files opens nothing sent before. A format 1 envelope (below)
 // from a peer with an established session is refused ([ErrDowngrade]); a
 // peer that publishes no prekey yet is sent format 1. Messages this
 // client cannot decrypt because it lost its state ([ErrUnknownSession])
