@@ -165,6 +165,7 @@ func (h *Handler) putPrekey(w http.ResponseWriter, r *http.Request) {
 		h.noChain(w, key)
 		return
 	case err != nil:
+		h.prekeysPerKey.Refund(key.String()) // nothing stored
 		h.internal(w, r, "storing the prekey", err)
 		return
 	}

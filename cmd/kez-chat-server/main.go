@@ -9,6 +9,8 @@
 //	                [--claims-per-ip 10/1h] [--claims-per-key 10/1h] [--reads-per-ip 1200/1m]
 //	                [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	                [--login-… limits of the auth callout under a login flood, see --help]
+//	                [--send-…, --recipient-…, --pull-…, --ack-…, --max-unread-…, --inbox-max-…,
+//	                 --remove-read-… limits and settings of the gate, see --help]
 //	kez-chat-server nats-config [--keys kez-chat-keys] [--store sqlite|jetstream] [--sig-server-key U…]
 //
 // Every flag has an environment twin (KEZ_LISTEN, KEZ_DOMAIN,
@@ -16,8 +18,10 @@
 // KEZ_CHAT_KEYS, KEZ_CHAT_PUBLIC_URL, KEZ_CHAT_PUBLIC_SIG_SERVER,
 // KEZ_CHAT_CLAIMS_PER_IP, KEZ_CHAT_CLAIMS_PER_KEY, KEZ_CHAT_READS_PER_IP,
 // KEZ_CHAT_TRUSTED_PROXIES, KEZ_CHAT_LIMIT_MAX_KEYS,
-// KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL, and KEZ_CHAT_LOGIN_… for the
-// --login-… flags; for nats-config also
+// KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL, KEZ_CHAT_LOGIN_… for the
+// --login-… flags, and KEZ_CHAT_SEND_…, _RECIPIENT_…, _PULL_…, _ACK_…,
+// _MAX_UNREAD_…, _INBOX_MAX_…, _REMOVE_READ_… for the gate's; for
+// nats-config also
 // KEZ_CHAT_SIG_SERVER_KEY); flags win. "nats-config" prints the nats.conf
 // snippet for the keys folder, creating the keys on first use; add it to
 // the NATS server's configuration and restart NATS (docs/operators.md).
