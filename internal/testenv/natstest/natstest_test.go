@@ -187,3 +187,16 @@ func TestJetStreamHelpers(t *testing.T) {
 	nc.Close()
 	stop()
 }
+
+// TestFreePortNeverRepeats: FreePort never hands out a port twice in one
+// process, although the kernel may offer a port it just took back.
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := map[int]bool{}
+	for range 500 {
+		p := natstest.FreePort(t)
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}
