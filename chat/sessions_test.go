@@ -1,10 +1,7 @@
 package chat
 
 import (
-	"context"
-	"database/sql"
 	"errors"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -15,90 +12,6 @@ import (
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/session"
 )
-
-// deliver receives as receiveN does, until n new messages are stored, and
-// returns the wire form (wireForm) of every delivery it processed, in
-// order.
-func deliver(t *testing.T, c *testClient, n int) []string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var forms []string
-	for stored := 0; stored < n; {
-		msgs, err := c.cons.Fetch(ctx, fetchBatch, time.Second)
-		if err != nil && ctx.Err() == nil {
-			t.Fatalf("%s fetches: %v", c.user.Name, err)
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("%s: %d of %d messages before the deadline (stats %+v)", c.user.Name, stored, n, c.Stats())
-		}
-		for _, m := range msgs {
-			forms = append(forms, wireForm(m.Data()))
-		}
-		fresh, err := c.process(ctx, msgs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		stored += len(fresh)
-	}
-	return forms
-}
-
-// wireForm says what an envelope is: "v1", "v2 handshake", "v2 message".
-func wireForm(env []byte) string {
-	switch v := envelopeVersionOf(env); {
-	case v == 1:
-		return "v1"
-	case v == envelopeV2 && len(env) > 5 && env[5] == 1:
-		return "v2 handshake"
-	case v == envelopeV2 && len(env) > 5 && env[5] == 2:
-		return "v2 message"
-	}
-	return "unknown"
-}
-
-func countRows(t *testing.T, c *testClient, query string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := c.db.db.QueryRow(query, args...).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// sealV2 seals text for the contact `to` as a send does (in the newest
-// session, or a new one; the state is stored) but does not publish it.
-func sealV2(t *testing.T, c *testClient, to, text string) []byte {
-	t.Helper()
-	return sealV2In(t, c, to, text, false)
-}
-
-// sealV2In is sealV2; fresh starts a new session.
-func sealV2In(t *testing.T, c *testClient, to, text string, fresh bool) []byte {
-	t.Helper()
-	ctx := testCtx(t)
-	cs, err := c.contact(ctx, to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tgt := contactTarget(&cs.c)
-	m := Message{ID: NewMessageID(), From: c.me, To: tgt.key(), SentAt: time.Now().Truncate(time.Millisecond), Kind: KindText, Body: []byte(text)}
-	plan, err := c.planSeal(ctx, tgt, &m, fresh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var env []byte
-	if err := c.db.write(ctx, func(tx *sql.Tx) error {
-		env, err = c.sealTx(tx, tgt, plan, &m)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if envelopeVersionOf(env) != envelopeV2 {
-		t.Fatalf("sealed %s, want v2", wireForm(env))
-	}
-	return env
-}
 
 // Two clients talk in format v2 both ways: the first message is the
 // handshake of a session, the answers and everything after are messages
@@ -286,125 +199,6 @@ func TestV2RefusalsTypedAndCounted(t *testing.T) {
 	}
 }
 
-// openRolledBack opens env as c in a transaction that is rolled back, and
-// returns the error.
-func openRolledBack(t *testing.T, c *testClient, env []byte, from kez.PublicKey) error {
-	t.Helper()
-	errRollback := errors.New("rolled back")
-	var openErr error
-	err := c.db.write(testCtx(t), func(tx *sql.Tx) error {
-		_, openErr = c.openV2(tx, newBatchSessions(), env, from, time.Now())
-		return errRollback
-	})
-	if !errors.Is(err, errRollback) {
-		t.Fatal(err)
-	}
-	return openErr
-}
-
-// A device that lost its state (chat.db wiped mid-conversation) cannot
-// decrypt what was sent in the old session: it says so, starts a new
-// session at once, and the sender sends again everything without a
-// receipt. Every message arrives, once.
-func TestSessionResetLosesNothing(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	var mu sync.Mutex
-	var notices []SessionReset
-	onReset := func(c *Config) {
-		c.OnSessionReset = func(r SessionReset) { mu.Lock(); notices = append(notices, r); mu.Unlock() }
-	}
-	alice := openClient(t, st, au)
-	bobHome := filepath.Join(t.TempDir(), "bob")
-	bob := openClientIn(t, st, bu, bobHome, onReset)
-	mustAdd(t, alice, "bob")
-	mustAdd(t, bob, "alice")
-	ctx := testCtx(t)
-
-	delivered := func(want ...string) {
-		t.Helper()
-		receiveUntil(t, alice, "receipts", func(int) bool {
-			h, err := alice.History(ctx, "bob", 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, e := range h {
-				if !e.Incoming && !e.DeliveredAt.IsZero() {
-					got = append(got, e.Text())
-				}
-			}
-			return slices.Equal(got, want)
-		})
-	}
-	mustSend(t, alice, "bob", "a1")
-	mustSend(t, alice, "bob", "a2")
-	receiveN(t, bob, 2)
-	delivered("a1", "a2")
-	mustSend(t, bob, "alice", "b1")
-	receiveN(t, alice, 1)
-	// In flight when bob's state is lost: alice's receipt of b1, and a3.
-	receiveUntil(t, alice, "the receipt of b1 sent", func(int) bool { return alice.Stats().ReceiptsSent >= 1 })
-	mustSend(t, alice, "bob", "a3")
-
-	if err := bob.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{DBFileName, DBFileName + "-wal", DBFileName + "-shm"} {
-		if err := os.Remove(filepath.Join(bobHome, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Fatal(err)
-		}
-	}
-	bob = openClientIn(t, st, bu, bobHome, onReset)
-	mustAdd(t, bob, "alice")
-	mustSend(t, alice, "bob", "a4") // in the old session: alice does not know yet
-
-	receiveUntil(t, bob, "the undecryptable messages", func(int) bool { return bob.Stats().Undecryptable >= 3 })
-	if s := bob.Stats(); s.SessionResets != 1 {
-		t.Errorf("bob started %d new sessions, want 1", s.SessionResets)
-	}
-	mu.Lock()
-	total := 0
-	for _, r := range notices {
-		if r.Peer != au.Key || r.Handle != au.Handle.String() || !r.Reset || !contains(r.String(), "could not be decrypted (session reset)") {
-			t.Errorf("notice %+v: %s", r, r)
-		}
-		total += r.Count
-	}
-	mu.Unlock()
-	if total != 3 {
-		t.Errorf("the notices count %d undecryptable messages, want 3 (a receipt, a3, a4)", total)
-	}
-
-	// Alice takes bob's new session as a reset and sends again a3 and a4.
-	receiveUntil(t, alice, "the resends", func(int) bool { return alice.Stats().Resent >= 2 })
-	receiveN(t, bob, 2)
-	delivered("a1", "a2", "a3", "a4")
-	mustSend(t, alice, "bob", "a5")
-	receiveN(t, bob, 1)
-	mustSend(t, bob, "alice", "b2")
-	receiveN(t, alice, 1)
-
-	if in := mustInbox(t, bob, true); !slices.Equal(texts(in), []string{"a3", "a4", "a5"}) {
-		t.Errorf("bob's inbox after the reset: %q", texts(in))
-	}
-	if in := mustInbox(t, alice, true); !slices.Equal(texts(in), []string{"b1", "b2"}) {
-		t.Errorf("alice's inbox: %q", texts(in))
-	}
-	if s := alice.Stats(); s.Resent != 2 {
-		t.Errorf("alice sent %d messages again, want 2", s.Resent)
-	}
-	if s := bob.Stats(); s.Duplicates != 0 || s.Rejected != 0 || s.Undecryptable != 3 {
-		t.Errorf("bob's stats: %+v", s)
-	}
-	if n := countRows(t, bob, `SELECT COUNT(*) FROM undecryptable WHERE reset_due = 1`); n != 0 {
-		t.Errorf("%d resets still due", n)
-	}
-	if n := countRows(t, alice, `SELECT COUNT(*) FROM resend_due`); n != 0 {
-		t.Errorf("%d resends still due", n)
-	}
-}
-
 // Two processes sending from one state folder never seal with the same
 // message key: the state is read and written in each sending transaction.
 // Every message opens at the recipient.
@@ -518,41 +312,6 @@ func TestPrekeysRotate(t *testing.T) {
 	}
 }
 
-// The first message of a session, to a prekey the recipient lost before
-// it read it (its state folder wiped), is not lost either: the recipient
-// starts a new session with a session-reset message, and the sender,
-// though no message of the recipient's had been opened in its session,
-// sends again what got no receipt.
-func TestSessionResetOfUnansweredSession(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	alice := openClient(t, st, au)
-	bobHome := filepath.Join(t.TempDir(), "bob")
-	bob := openClientIn(t, st, bu, bobHome)
-	mustAdd(t, alice, "bob")
-	mustSend(t, alice, "bob", "first words")
-	if err := bob.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(bobHome); err != nil {
-		t.Fatal(err)
-	}
-	bob = openClientIn(t, st, bu, bobHome)
-	mustAdd(t, bob, "alice")
-	receiveUntil(t, bob, "the undecryptable handshake", func(int) bool { return bob.Stats().Undecryptable >= 1 })
-	if !contains(bob.log.String(), ErrUnknownSession.Error()) {
-		t.Error("the log does not say the session is unknown")
-	}
-	receiveUntil(t, alice, "the resend", func(int) bool { return alice.Stats().Resent >= 1 })
-	receiveN(t, bob, 1)
-	if in := mustInbox(t, bob, true); !slices.Equal(texts(in), []string{"first words"}) {
-		t.Errorf("bob's inbox: %q", texts(in))
-	}
-	if s := alice.Stats(); s.Received != 0 {
-		t.Errorf("the session-reset message was stored: %+v", s)
-	}
-}
-
 // A send cut short by Close (no answer from the stream yet) stays pending
 // with its sealed envelope, and the next client of the state folder
 // publishes those very bytes: the message arrives once, and no message
@@ -661,54 +420,4 @@ func TestStrangerSessionsBounded(t *testing.T) {
 		t.Errorf("undecryptable count %d, want %d (due once mallory is a contact)", n, junk)
 	}
 	waitAcked(t, st, bu.Key)
-}
-
-// A stored session state that no longer parses (damaged, or written by a
-// newer program) does not stop receiving: it is deleted as lost, the
-// message in it is undecryptable, and the reset brings it again.
-func TestDamagedSessionStateRecovers(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	alice, bob := openClient(t, st, au), openClient(t, st, bu)
-	mustAdd(t, alice, "bob")
-	mustAdd(t, bob, "alice")
-	mustSend(t, alice, "bob", "one")
-	receiveN(t, bob, 1)
-	mustSend(t, bob, "alice", "hi")
-	receiveN(t, alice, 1) // alice's next message is no handshake
-	receiveUntil(t, bob, "the receipt sent", func(int) bool { return bob.Stats().ReceiptsSent >= 1 })
-	if _, err := bob.db.db.Exec(`UPDATE sessions SET state = X'00' WHERE peer = ?`, au.Key.String()); err != nil {
-		t.Fatal(err)
-	}
-	mustSend(t, alice, "bob", "two")
-	receiveUntil(t, bob, "the undecryptable message", func(int) bool { return bob.Stats().Undecryptable >= 1 })
-	if !contains(bob.log.String(), "does not parse") {
-		t.Error("the log does not say the state was damaged")
-	}
-	receiveUntil(t, alice, "the resend", func(int) bool { return alice.Stats().Resent >= 1 })
-	receiveN(t, bob, 1)
-	if in := mustInbox(t, bob, true); !slices.Equal(texts(in), []string{"one", "two"}) {
-		t.Errorf("bob's inbox: %q", texts(in))
-	}
-}
-
-// A sender whose only stored session with a peer no longer parses still
-// sends: it starts a new session (a send used to fail for good, as the
-// transaction that dropped the damaged state rolled back with the
-// failure).
-func TestDamagedSessionStateStillSends(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	alice, bob := openClient(t, st, au), openClient(t, st, bu)
-	mustAdd(t, alice, "bob")
-	mustAdd(t, bob, "alice")
-	mustSend(t, alice, "bob", "one")
-	receiveN(t, bob, 1)
-	if _, err := alice.db.db.Exec(`UPDATE sessions SET state = X'00' WHERE peer = ?`, bu.Key.String()); err != nil {
-		t.Fatal(err)
-	}
-	mustSend(t, alice, "bob", "two")
-	receiveUntil(t, bob, "the second message", func(int) bool {
-		return slices.Contains(texts(mustInbox(t, bob, true)), "two")
-	})
 }
