@@ -153,19 +153,11 @@ func TestSessionResetOfUnansweredSession(t *testing.T) {
 // newer program) does not stop receiving: it is deleted as lost, the
 // message in it is undecryptable, and the reset brings it again.
 func TestDamagedSessionStateRecovers(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	alice, bob := openClient(t, st, au), openClient(t, st, bu)
-	mustAdd(t, alice, "bob")
-	mustAdd(t, bob, "alice")
-	mustSend(t, alice, "bob", "one")
-	receiveN(t, bob, 1)
+	au, _, alice, bob := befriendedAfterOne(t)
 	mustSend(t, bob, "alice", "hi")
 	receiveN(t, alice, 1) // alice's next message is no handshake
 	receiveUntil(t, bob, "the receipt sent", func(int) bool { return bob.Stats().ReceiptsSent >= 1 })
-	if _, err := bob.db.db.Exec(`UPDATE sessions SET state = X'00' WHERE peer = ?`, au.Key.String()); err != nil {
-		t.Fatal(err)
-	}
+	damageSessions(t, bob, au.Key)
 	mustSend(t, alice, "bob", "two")
 	receiveUntil(t, bob, "the undecryptable message", func(int) bool { return bob.Stats().Undecryptable >= 1 })
 	if !contains(bob.log.String(), "does not parse") {
@@ -183,16 +175,8 @@ func TestDamagedSessionStateRecovers(t *testing.T) {
 // transaction that dropped the damaged state rolled back with the
 // failure).
 func TestDamagedSessionStateStillSends(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	alice, bob := openClient(t, st, au), openClient(t, st, bu)
-	mustAdd(t, alice, "bob")
-	mustAdd(t, bob, "alice")
-	mustSend(t, alice, "bob", "one")
-	receiveN(t, bob, 1)
-	if _, err := alice.db.db.Exec(`UPDATE sessions SET state = X'00' WHERE peer = ?`, bu.Key.String()); err != nil {
-		t.Fatal(err)
-	}
+	_, bu, alice, bob := befriendedAfterOne(t)
+	damageSessions(t, alice, bu.Key)
 	mustSend(t, alice, "bob", "two")
 	receiveUntil(t, bob, "the second message", func(int) bool {
 		return slices.Contains(texts(mustInbox(t, bob, true)), "two")

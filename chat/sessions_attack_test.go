@@ -47,14 +47,7 @@ func TestWithheldPrekeyAfterOneSeenNoDowngrade(t *testing.T) {
 // victim publish its messages without a receipt again and again: they are
 // sent again once, and a later resend waits for resendInterval.
 func TestRepeatedHandshakesResendOnce(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	bu, mu := st.NewUser(t, "bob"), st.NewUser(t, "mallory")
-	bob, mallory := openClient(t, st, bu), openClient(t, st, mu)
-	mustAdd(t, bob, "mallory")
-	mustAdd(t, mallory, "bob")
-	toBob := sendSubject(bu.Key, mu.Key)
-	mustPublishRaw(t, mallory, toBob, sealV2(t, mallory, "bob", "hello"))
-	receiveN(t, bob, 1)
+	bob, mallory, toBob := malloryGreetedBob(t)
 	// Three messages mallory never receipts (she never receives).
 	const unreceipted = 3
 	for range unreceipted {
@@ -99,14 +92,7 @@ func TestOlderPrekeyRecordLosesToKept(t *testing.T) {
 // again after a further reset: a contact who never sends receipts and
 // starts a session every minute cannot keep this client republishing it.
 func TestResendsPerMessageBounded(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	bu, mu := st.NewUser(t, "bob"), st.NewUser(t, "mallory")
-	bob, mallory := openClient(t, st, bu), openClient(t, st, mu)
-	mustAdd(t, bob, "mallory")
-	mustAdd(t, mallory, "bob")
-	toBob := sendSubject(bu.Key, mu.Key)
-	mustPublishRaw(t, mallory, toBob, sealV2(t, mallory, "bob", "hello"))
-	receiveN(t, bob, 1)
+	bob, mallory, toBob := malloryGreetedBob(t)
 	mustSend(t, bob, "mallory", "worn out")
 	mustSend(t, bob, "mallory", "fresh")
 	if _, err := bob.db.db.Exec(`UPDATE messages SET resends = ? WHERE incoming = 0 AND body = ?`, maxResendsPerMessage, []byte("worn out")); err != nil {
@@ -117,4 +103,20 @@ func TestResendsPerMessageBounded(t *testing.T) {
 	if s := bob.Stats(); s.Resent != 1 {
 		t.Errorf("bob sent %d messages again, want 1 (the one not yet sent again %d times)", s.Resent, maxResendsPerMessage)
 	}
+}
+
+// malloryGreetedBob starts a stack with two clients, bob and mallory, each
+// the other's contact, and has bob store mallory's first message, the
+// handshake of a session. toBob is the subject mallory publishes to bob on.
+func malloryGreetedBob(t *testing.T) (bob, mallory *testClient, toBob string) {
+	t.Helper()
+	st := stacktest.Start(t, stacktest.Options{})
+	bu, mu := st.NewUser(t, "bob"), st.NewUser(t, "mallory")
+	bob, mallory = openClient(t, st, bu), openClient(t, st, mu)
+	mustAdd(t, bob, "mallory")
+	mustAdd(t, mallory, "bob")
+	toBob = sendSubject(bu.Key, mu.Key)
+	mustPublishRaw(t, mallory, toBob, sealV2(t, mallory, "bob", "hello"))
+	receiveN(t, bob, 1)
+	return bob, mallory, toBob
 }

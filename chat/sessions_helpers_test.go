@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -108,4 +109,35 @@ func openRolledBack(t *testing.T, c *testClient, env []byte, from kez.PublicKey)
 		t.Fatal(err)
 	}
 	return openErr
+}
+
+// befriended starts a stack with two clients, alice and bob, each the
+// other's contact.
+func befriended(t *testing.T) (au, bu *stacktest.User, alice, bob *testClient) {
+	t.Helper()
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu = st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice, bob = openClient(t, st, au), openClient(t, st, bu)
+	mustAdd(t, alice, "bob")
+	mustAdd(t, bob, "alice")
+	return au, bu, alice, bob
+}
+
+// befriendedAfterOne is befriended, once bob stored alice's first message,
+// "one".
+func befriendedAfterOne(t *testing.T) (au, bu *stacktest.User, alice, bob *testClient) {
+	t.Helper()
+	au, bu, alice, bob = befriended(t)
+	mustSend(t, alice, "bob", "one")
+	receiveN(t, bob, 1)
+	return au, bu, alice, bob
+}
+
+// damageSessions overwrites every session state c stores with peer by one
+// that does not parse.
+func damageSessions(t *testing.T, c *testClient, peer kez.PublicKey) {
+	t.Helper()
+	if _, err := c.db.db.Exec(`UPDATE sessions SET state = X'00' WHERE peer = ?`, peer.String()); err != nil {
+		t.Fatal(err)
+	}
 }

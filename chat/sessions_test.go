@@ -17,11 +17,7 @@ import (
 // handshake of a session, the answers and everything after are messages
 // in it, receipts come back, and each side ends with one session.
 func TestSessionsRoundTrip(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	alice, bob := openClient(t, st, au), openClient(t, st, bu)
-	mustAdd(t, alice, "bob")
-	mustAdd(t, bob, "alice")
+	_, _, alice, bob := befriended(t)
 	ctx := testCtx(t)
 
 	for _, c := range []*testClient{alice, bob} {
