@@ -18,7 +18,7 @@ import (
 // envelopeV2 is the version byte of a session envelope.
 const envelopeV2 = 2
 
-// envelopeVersion returns an envelope's version byte (the one after the
+// envelopeVersionOf returns an envelope's version byte (the one after the
 // magic), or 0 when data is too short or not an envelope.
 func envelopeVersionOf(data []byte) byte {
 	if len(data) < 5 || string(data[:4]) != envelopeMagic {
@@ -51,32 +51,30 @@ func parseInnerV2(b []byte, from, to kez.PublicKey) (*Message, error) {
 	return m, nil
 }
 
+// sessionSentinels maps the errors of package session to the matching
+// sentinels of this package, first match wins.
+var sessionSentinels = []struct{ session, chat error }{
+	{session.ErrTooLarge, ErrTooLarge},
+	{session.ErrUnsupportedVersion, ErrUnsupportedVersion},
+	{session.ErrWrongRecipient, ErrNotForMe},
+	{session.ErrWrongSender, ErrSenderMismatch},
+	{session.ErrBadSignature, ErrBadSignature},
+	{session.ErrReplay, ErrReplay},
+	{session.ErrUnknownPrekey, ErrUnknownSession},
+	{session.ErrDecrypt, ErrDecrypt},
+	{session.ErrTooFarAhead, ErrDecrypt},
+	{session.ErrWrongSession, ErrDecrypt},
+	{session.ErrMalformed, ErrMalformed},
+}
+
 // sessionError wraps an error of package session with the matching
 // sentinel of this package, so that errors.Is works with either: a
 // tampered v2 envelope is chat.ErrDecrypt as a tampered v1 one is.
 func sessionError(err error) error {
-	var sentinel error
-	switch {
-	case errors.Is(err, session.ErrTooLarge):
-		sentinel = ErrTooLarge
-	case errors.Is(err, session.ErrUnsupportedVersion):
-		sentinel = ErrUnsupportedVersion
-	case errors.Is(err, session.ErrWrongRecipient):
-		sentinel = ErrNotForMe
-	case errors.Is(err, session.ErrWrongSender):
-		sentinel = ErrSenderMismatch
-	case errors.Is(err, session.ErrBadSignature):
-		sentinel = ErrBadSignature
-	case errors.Is(err, session.ErrReplay):
-		sentinel = ErrReplay
-	case errors.Is(err, session.ErrUnknownPrekey):
-		sentinel = ErrUnknownSession
-	case errors.Is(err, session.ErrDecrypt), errors.Is(err, session.ErrTooFarAhead), errors.Is(err, session.ErrWrongSession):
-		sentinel = ErrDecrypt
-	case errors.Is(err, session.ErrMalformed):
-		sentinel = ErrMalformed
-	default:
-		return err
+	for _, s := range sessionSentinels {
+		if errors.Is(err, s.session) {
+			return fmt.Errorf("%w: %w", s.chat, err)
+		}
 	}
-	return fmt.Errorf("%w: %w", sentinel, err)
+	return err
 }

@@ -325,7 +325,6 @@ func (c *Client) resend(ctx context.Context, peer kez.PublicKey) error {
 		env     []byte
 	}
 	var outs []out
-	t := target{rcpt: Recipient{Key: peer}}
 	since := c.now().Add(-resendWindow).UnixMilli()
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		outs = outs[:0]
@@ -359,10 +358,22 @@ func (c *Client) resend(ctx context.Context, peer kez.PublicKey) error {
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("chat: database: %w", err)
 		}
-		plan := &sealPlan{}
+		if len(es) == 0 {
+			return nil
+		}
+		// One session seals them all: loaded (and parsed) once, not once
+		// per message.
+		row, err := c.db.sendingSession(tx, peer)
+		if err != nil {
+			return err
+		}
+		if row == nil {
+			return errNoSession
+		}
+		now := c.now()
 		for i, e := range es {
 			m := Message{ID: e.ID, From: c.me, To: peer, SentAt: e.SentAt, Kind: e.Kind, Ref: e.Ref, Body: e.Body}
-			env, err := c.sealTx(tx, t, plan, &m)
+			env, err := c.sealIn(tx, row, &m, now)
 			if err != nil {
 				return err
 			}

@@ -369,6 +369,9 @@ type batchSessions struct {
 	// established (they lost theirs): what was sent to them without a
 	// receipt is sent again once the transaction committed.
 	reset map[kez.PublicKey]bool
+	// stored: whether a stored session with a peer is established, read
+	// once per transaction (the rows above are only stored at its end).
+	stored map[kez.PublicKey]bool
 }
 
 type sessKey struct {
@@ -377,7 +380,7 @@ type sessKey struct {
 }
 
 func newBatchSessions() *batchSessions {
-	return &batchSessions{rows: map[sessKey]*sessRow{}, reset: map[kez.PublicKey]bool{}}
+	return &batchSessions{rows: map[sessKey]*sessRow{}, reset: map[kez.PublicKey]bool{}, stored: map[kez.PublicKey]bool{}}
 }
 
 func (bs *batchSessions) get(tx *sql.Tx, db *store, peer kez.PublicKey, id [16]byte) (*sessRow, error) {
@@ -386,6 +389,7 @@ func (bs *batchSessions) get(tx *sql.Tx, db *store, peer kez.PublicKey, id [16]b
 		return row, nil
 	}
 	row, err := db.sessionByID(tx, peer, id)
+	delete(bs.stored, peer) // loading may have dropped a state that does not parse
 	if err != nil || row == nil {
 		return nil, err
 	}
@@ -406,7 +410,14 @@ func (bs *batchSessions) established(tx *sql.Tx, db *store, peer kez.PublicKey) 
 			return true, nil
 		}
 	}
-	return db.establishedWith(tx, peer)
+	if ok, seen := bs.stored[peer]; seen {
+		return ok, nil
+	}
+	ok, err := db.establishedWith(tx, peer)
+	if err == nil {
+		bs.stored[peer] = ok
+	}
+	return ok, err
 }
 
 // save stores every session whose state changed.
@@ -449,7 +460,7 @@ func (c *Client) openV2(tx *sql.Tx, bs *batchSessions, data []byte, from kez.Pub
 		if pt, err = row.s.Open(data, now); err != nil {
 			return nil, sessionError(err)
 		}
-	case h.Type == 1:
+	case h.Type == session.TypeHandshake:
 		had, err := bs.established(tx, c.db, from)
 		if err != nil {
 			return nil, err
@@ -478,10 +489,7 @@ func (c *Client) openV2(tx *sql.Tx, bs *batchSessions, data []byte, from kez.Pub
 		return nil, fmt.Errorf("%w: session %x with %s", ErrUnknownSession, h.SessionID, from)
 	}
 	row.opened, row.dirty = true, true
-	m, err := parseInnerV2(pt, h.Sender, h.Recipient)
-	if err != nil {
-		// The session authenticated it: its key is used up either way.
-		return nil, err
-	}
-	return m, nil
+	// The session authenticated it: its key is used up even if it does
+	// not parse.
+	return parseInnerV2(pt, h.Sender, h.Recipient)
 }
