@@ -104,10 +104,22 @@ func metricValue(t testing.TB, st *stacktest.Stack, sample string) string {
 // waitMetric polls the chat-server's metrics until sample has value want.
 func waitMetric(t testing.TB, st *stacktest.Stack, sample, want string) {
 	t.Helper()
+	if got, ok := poll(func() string { return metricValue(t, st, sample) }, func(got string) bool { return got == want }); !ok {
+		t.Fatalf("%s is %q, want %s", sample, got, want)
+	}
+}
+
+// poll calls get until done holds for what it returns, for at most 10 s,
+// and returns the last value and whether done held for it.
+func poll[T any](get func() T, done func(T) bool) (T, bool) {
 	deadline := time.Now().Add(10 * time.Second)
-	for got := metricValue(t, st, sample); got != want; got = metricValue(t, st, sample) {
+	for {
+		got := get()
+		if done(got) {
+			return got, true
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s is %q, want %s", sample, got, want)
+			return got, false
 		}
 	}
 }

@@ -227,7 +227,8 @@ func (g *gate) removeUserRead(ctx context.Context, key string) {
 	// token onAck checked.
 	c, err := g.js.Consumer(ctx, g.stream, key)
 	if err == nil {
-		floor, delivered = c.CachedInfo().AckFloor.Stream, c.CachedInfo().Delivered.Stream
+		info := c.CachedInfo()
+		floor, delivered = info.AckFloor.Stream, info.Delivered.Stream
 		if floor > 0 {
 			removed, err = g.purgeInbox(ctx, key, floor+1)
 		}

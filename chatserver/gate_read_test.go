@@ -17,11 +17,8 @@ import (
 // waitStreamMsgs polls the inbox stream until it holds want messages.
 func waitStreamMsgs(t testing.TB, st *stacktest.Stack, want uint64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for got := streamMsgs(t, st); got != want; got = streamMsgs(t, st) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the stream holds %d messages, want %d", got, want)
-		}
+	if got, ok := poll(func() uint64 { return streamMsgs(t, st) }, func(n uint64) bool { return n == want }); !ok {
+		t.Fatalf("the stream holds %d messages, want %d", got, want)
 	}
 }
 
@@ -221,11 +218,8 @@ func TestGateReadRetriesBounded(t *testing.T) {
 // least n removals.
 func waitRemovals(t testing.TB, st *stacktest.Stack, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for got := removals(t, st); got < n; got = removals(t, st) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d removals, want %d", got, n)
-		}
+	if got, ok := poll(func() int { return removals(t, st) }, func(got int) bool { return got >= n }); !ok {
+		t.Fatalf("%d removals, want %d", got, n)
 	}
 }
 

@@ -224,10 +224,7 @@ func noPrekeys(w http.ResponseWriter, _ *http.Request) {
 
 // getPrekey serves GET /v1/prekeys/{key}.
 func (h *Handler) getPrekey(w http.ResponseWriter, r *http.Request) {
-	if limited(w, h.prekeyReadsPerIP, h.limits.ClientIP.Key(r), "too many prekey reads from your address; wait and try again") {
-		return
-	}
-	key, ok := h.pathKey(w, r)
+	key, ok := h.readKey(w, r, h.prekeyReadsPerIP, "too many prekey reads from your address; wait and try again")
 	if !ok {
 		return
 	}

@@ -343,11 +343,17 @@ func limited(w http.ResponseWriter, l *ratelimit.Limiter, key, msg string) bool 
 	return !ok
 }
 
-func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
-	if limited(w, h.readsPerIP, h.limits.ClientIP.Key(r), "too many chain reads from your address; wait and try again") {
-		return
+// readKey answers 429 if l has no token for the client's address, and
+// otherwise returns the key in the path (answering 400 if it is none).
+func (h *Handler) readKey(w http.ResponseWriter, r *http.Request, l *ratelimit.Limiter, msg string) (kez.PublicKey, bool) {
+	if limited(w, l, h.limits.ClientIP.Key(r), msg) {
+		return kez.PublicKey{}, false
 	}
-	key, ok := h.pathKey(w, r)
+	return h.pathKey(w, r)
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
+	key, ok := h.readKey(w, r, h.readsPerIP, "too many chain reads from your address; wait and try again")
 	if !ok {
 		return
 	}

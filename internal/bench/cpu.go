@@ -5,7 +5,20 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kez-lat/kez-chat/internal/cputime"
 )
+
+// selfCPU returns the CPU time (user and system) this process has used so
+// far: to the microsecond where [cputime.Process] reads it (the figures
+// of a few milliseconds of work, a session's seal and open, need more
+// than /proc's clock ticks), else as well as [processCPU] can tell.
+func selfCPU() time.Duration {
+	if d, ok := cputime.Process(); ok {
+		return d
+	}
+	return processCPU(os.Getpid())
+}
 
 // clockTick is the unit of the CPU times in /proc/PID/stat (USER_HZ,
 // 100 on Linux).
