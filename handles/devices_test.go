@@ -246,7 +246,6 @@ func TestDevicesAttacks(t *testing.T) {
 	check("an oversized body", bytes.Repeat([]byte("a"), MaxDeviceLinkBody+1), 413, ErrBadClaim)
 }
 
-
 // requestOf returns the link request inside an add_device link.
 func requestOf(t testing.TB, link []byte) *sigchain.LinkRequest {
 	t.Helper()
