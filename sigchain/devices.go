@@ -36,11 +36,11 @@ var ErrLinkRequestsFull = errors.New("sigchain: the sig-server holds as many lin
 
 // Reasons in the "reason" field of the device routes' refusals.
 const (
-	ReasonDeviceKnown   = "device_known"   // 409 to POST /v1/links, 422 to an add_device append
-	ReasonDeviceRevoked = "device_revoked" // 422 to a prekey PUT of a revoked device
-	ReasonNoDevice      = "no_device"      // 404 to GET /v1/devices/{key}
+	ReasonDeviceKnown   = "device_known"    // 409 to POST /v1/links, 422 to an add_device append
+	ReasonDeviceRevoked = "device_revoked"  // 422 to a prekey PUT of a revoked device
+	ReasonNoDevice      = "no_device"       // 404 to GET /v1/devices/{key}
 	ReasonNoLinkRequest = "no_link_request" // 404 to GET /v1/links/{code}
-	ReasonLinkRequests  = "link_requests"  // 429 to POST /v1/links: the cap on pending requests
+	ReasonLinkRequests  = "link_requests"   // 429 to POST /v1/links: the cap on pending requests
 )
 
 // LinksPath is the route of link requests: POST LinksPath, GET
@@ -108,11 +108,11 @@ type LinkRequestStore interface {
 	SweepLinkRequests(ctx context.Context, now time.Time) (int, error)
 }
 
-// DeviceChange returns the device an add_device or revoke_device link
+// NamedDevice returns the device an add_device or revoke_device link
 // names, and whether it revokes it; ok is false for every other type and
 // for a body that does not parse (only verified links reach a store).
 // Stores use it to keep the device index ([DeviceStore]).
-func (l *Link) DeviceChange() (device kez.PublicKey, revoke, ok bool) {
+func (l *Link) NamedDevice() (device kez.PublicKey, revoke, ok bool) {
 	var v [][]byte
 	var err error
 	switch l.typ {

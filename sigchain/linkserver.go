@@ -82,7 +82,7 @@ func (h *Handler) knownDevice(ctx context.Context, link *Link) (string, error) {
 		}
 		return "", nil
 	}
-	d, revoke, ok := link.DeviceChange()
+	d, revoke, ok := link.NamedDevice()
 	if !ok || revoke {
 		return "", nil
 	}

@@ -219,10 +219,10 @@ type Handler struct {
 	prekeysPerIP, prekeysPerKey, prekeyReadsPerIP *ratelimit.Limiter
 	prekeyCount                                   prekeyCounters
 
-	devices                                          DeviceStore      // nil: no device index
-	links                                            LinkRequestStore // nil: no link requests
+	devices                                             DeviceStore      // nil: no device index
+	links                                               LinkRequestStore // nil: no link requests
 	linkRequestsPerIP, linkReadsPerIP, deviceReadsPerIP *ratelimit.Limiter
-	linkCount                                        linkCounters
+	linkCount                                           linkCounters
 
 	mu    sync.Mutex
 	cache map[kez.PublicKey]*cached

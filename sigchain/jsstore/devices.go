@@ -183,7 +183,7 @@ func (s *Store) chainDevices(ctx context.Context, key kez.PublicKey) ([]kez.Publ
 		if err != nil {
 			return nil, fmt.Errorf("jsstore: link %d of %s is unreadable: %w", seqno, key, err)
 		}
-		if d, _, ok := l.DeviceChange(); ok {
+		if d, _, ok := l.NamedDevice(); ok {
 			out = append(out, d)
 		}
 	}

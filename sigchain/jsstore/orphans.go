@@ -122,7 +122,7 @@ func (s *Store) collect(ctx context.Context, key kez.PublicKey, marker uint64) (
 			if l.NamedHandle() != "" {
 				return false, s.purge(ctx, s.orphanSubject(key), marker+1)
 			}
-			if d, _, ok := l.DeviceChange(); ok {
+			if d, _, ok := l.NamedDevice(); ok {
 				devices = append(devices, d)
 			}
 		}

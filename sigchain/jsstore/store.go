@@ -95,7 +95,7 @@ type Store struct {
 }
 
 var (
-	_ sigchain.OrphanCollector = (*Store)(nil)
+	_ sigchain.OrphanCollector  = (*Store)(nil)
 	_ sigchain.PrekeyStore      = (*Store)(nil)
 	_ sigchain.DeviceStore      = (*Store)(nil)
 	_ sigchain.LinkRequestStore = (*Store)(nil)
@@ -346,7 +346,7 @@ func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 			return err
 		}
 	}
-	if d, revoke, ok := link.DeviceChange(); ok {
+	if d, revoke, ok := link.NamedDevice(); ok {
 		return s.appendDevice(ctx, link, seq, d, revoke)
 	}
 	_, err = s.js.PublishMsg(ctx, &nats.Msg{Subject: s.linkSubject(key, link.Seqno()), Data: link.Bytes()},

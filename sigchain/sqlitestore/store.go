@@ -108,8 +108,8 @@ type Store struct {
 }
 
 var (
-	_ sigchain.OrphanCollector = (*Store)(nil)
-	_ sigchain.PrekeyStore     = (*Store)(nil)
+	_ sigchain.OrphanCollector  = (*Store)(nil)
+	_ sigchain.PrekeyStore      = (*Store)(nil)
 	_ sigchain.DeviceStore      = (*Store)(nil)
 	_ sigchain.LinkRequestStore = (*Store)(nil)
 )
@@ -255,7 +255,7 @@ func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 // indexDevice updates the device index for link, inside the append's
 // transaction.
 func indexDevice(ctx context.Context, tx *sql.Tx, link *sigchain.Link) error {
-	d, revoke, ok := link.DeviceChange()
+	d, revoke, ok := link.NamedDevice()
 	if !ok {
 		return nil
 	}
