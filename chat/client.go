@@ -207,7 +207,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		log: cc.Logger, now: cc.Clock, httpc: cc.HTTPClient, resolver: cc.Resolver,
 		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, byDevice: map[kez.PublicKey]*contactState{},
 		requesters: map[kez.PublicKey]requester{},
-		waiters: map[MessageID]waiter{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
+		waiters:    map[MessageID]waiter{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.initDevices()

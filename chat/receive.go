@@ -182,13 +182,13 @@ type received struct {
 	lookup bool // a request whose sender's handle is to be looked up
 
 	// What the transaction made of it (set again each time it runs).
-	entry   *Entry   // a message stored (or a duplicate)
-	receipt *Receipt // a receipt applied
-	control bool     // a control message (session-reset, sync): nothing to store
-	syncContact bool // a sync-contact queued, to apply once stored
-	err     error    // refused: v2 that did not open, or a downgrade
-	dropped string   // the request cap it is over, or ""
-	isNew   bool     // entry was not stored before
+	entry       *Entry   // a message stored (or a duplicate)
+	receipt     *Receipt // a receipt applied
+	control     bool     // a control message (session-reset, sync): nothing to store
+	syncContact bool     // a sync-contact queued, to apply once stored
+	err         error    // refused: v2 that did not open, or a downgrade
+	dropped     string   // the request cap it is over, or ""
+	isNew       bool     // entry was not stored before
 }
 
 // process opens, classifies and stores a batch of deliveries, then
