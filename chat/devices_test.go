@@ -367,3 +367,31 @@ func TestDevicesSendCostBounded(t *testing.T) {
 		t.Fatalf("two sends made %d sessions", n)
 	}
 }
+
+// A contact links a device after alice pinned his chain: its first
+// message makes alice check his chain once, and it is his (trusted,
+// stored under his key); the new device is a contact event, not a flag.
+func TestDevicesNewDeviceOfContact(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob := newPerson(t, st, "alice", 1), newPerson(t, st, "bob", 1)
+	a, b := alice.devices[0], bob.devices[0]
+	mustAdd(t, a, "bob")
+	mustAdd(t, b, "alice")
+	dev := newDevice(t, st, bob.user, "bob-phone")
+	phone := openDevice(t, st, bob.user, dev, "phone")
+	mustAdd(t, phone, "alice") // linked after bob pinned her: it pins her itself
+	mustSend(t, phone, "alice", "from my new phone")
+	receiveN(t, a, 1)
+	in := mustInbox(t, a, true)
+	if len(in) != 1 || in[0].From != bob.user.Key || in[0].Trust != TrustTrusted {
+		t.Fatalf("alice's inbox: %+v", in)
+	}
+	ct, err := a.Contact(testCtx(t), "bob")
+	if err != nil || len(ct.Devices) != 2 || ct.Flag != FlagNone {
+		t.Fatalf("bob as alice sees him: %d devices, flag %q, %v", len(ct.Devices), ct.Flag, err)
+	}
+	evs, err := a.ContactEvents(testCtx(t), "bob")
+	if err != nil || !slices.ContainsFunc(evs, func(e ContactEvent) bool { return e.Event == "device_added" && contains(e.Detail, dev.PublicKey().String()) }) {
+		t.Fatalf("alice's events of bob: %+v, %v", evs, err)
+	}
+}
