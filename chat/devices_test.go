@@ -281,6 +281,9 @@ func TestDevicesPendingCopiesPublishedAtNextStart(t *testing.T) {
 	a1 := openClientIn(t, st, alice.user, home)
 	mustAdd(t, a1, "bob")
 	mustAdd(t, bob.devices[0], "alice")
+	for _, d := range bob.devices[1:] {
+		waitContact(t, d, "alice", func(*Contact) bool { return true })
+	}
 	ctx := testCtx(t)
 
 	st.NATS().Shutdown()
