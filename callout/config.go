@@ -236,7 +236,7 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	// importer.
 	fmt.Fprintf(&b, "  %s {\n    jetstream: enabled\n", o.ChatAccount)
 	if admin := k.AdminPublicKey(); admin != "" {
-		writeUsers(&b, admin, adminPermissions)
+		writeUsers(&b, confUser{admin, adminPermissions})
 	}
 	fmt.Fprintf(&b, "    exports: [\n")
 	// A request with a reply subject makes nats-server keep a response
@@ -265,9 +265,16 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 		fmt.Fprintf(&b, "  %s { jetstream: enabled, users: [ { nkey: %s } ] }\n", o.SigAccount, o.SigServerKey)
 		authUsers += ", " + o.SigServerKey
 	}
+	var sysUsers []confUser
 	if sys := k.SystemPublicKey(); sys != "" {
+		sysUsers = append(sysUsers, confUser{sys, systemPermissions})
+	}
+	if kicker := k.KickerPublicKey(); kicker != "" {
+		sysUsers = append(sysUsers, confUser{kicker, kickerPermissions(o.UserAccount)})
+	}
+	if len(sysUsers) > 0 {
 		fmt.Fprintf(&b, "  %s {\n", o.SystemAccount)
-		writeUsers(&b, sys, systemPermissions)
+		writeUsers(&b, sysUsers...)
 		fmt.Fprintf(&b, "  }\n")
 	} else {
 		fmt.Fprintf(&b, "  %s {}\n", o.SystemAccount)
@@ -279,7 +286,7 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	fmt.Fprintf(&b, "  auth_callout {\n")
 	fmt.Fprintf(&b, "    issuer: %s\n", k.IssuerPublicKey())
 	fmt.Fprintf(&b, "    account: %s\n", o.AuthAccount)
-	for _, operator := range []string{k.AdminPublicKey(), k.SystemPublicKey()} {
+	for _, operator := range []string{k.AdminPublicKey(), k.SystemPublicKey(), k.KickerPublicKey()} {
 		if operator != "" {
 			authUsers += ", " + operator
 		}
@@ -326,12 +333,39 @@ var systemPermissions = confPermissions{
 	subAllow: []string{wire.ReplyPrefix + ">"},
 }
 
-// writeUsers writes an account's users list holding one nkey user.
-func writeUsers(b *strings.Builder, nkey string, p confPermissions) {
-	fmt.Fprintf(b, "    users: [\n      { nkey: %s, permissions: {\n", nkey)
-	fmt.Fprintf(b, "        publish: { %s }\n", allowDeny(p.pubAllow, p.pubDeny))
-	fmt.Fprintf(b, "        subscribe: { %s }\n", allowDeny(p.subAllow, p.subDeny))
-	fmt.Fprintf(b, "      } }\n    ]\n")
+// KickReplyPrefix is the inbox prefix of the chat-server's kicker login
+// in the system account: KickReplyPrefix + ".>" is all it may subscribe
+// to.
+const KickReplyPrefix = "_KEZ_KICK"
+
+// kickerPermissions: the user account's connections on every server
+// ($SYS.REQ.ACCOUNT.<users>.CONNZ, to find a revoked device's) and a
+// server's kick of one connection by its ID ($SYS.REQ.SERVER.<id>.KICK);
+// replies on its own prefix only. nats-server has no finer kick: the
+// request names a connection ID, any connection on that server.
+func kickerPermissions(userAccount string) confPermissions {
+	return confPermissions{
+		pubAllow: []string{"$SYS.REQ.ACCOUNT." + userAccount + ".CONNZ", "$SYS.REQ.SERVER.*.KICK"},
+		subAllow: []string{KickReplyPrefix + ".>"},
+	}
+}
+
+// confUser is one nkey user of an account in nats.conf.
+type confUser struct {
+	nkey string
+	p    confPermissions
+}
+
+// writeUsers writes an account's users list.
+func writeUsers(b *strings.Builder, users ...confUser) {
+	fmt.Fprintf(b, "    users: [\n")
+	for _, u := range users {
+		fmt.Fprintf(b, "      { nkey: %s, permissions: {\n", u.nkey)
+		fmt.Fprintf(b, "        publish: { %s }\n", allowDeny(u.p.pubAllow, u.p.pubDeny))
+		fmt.Fprintf(b, "        subscribe: { %s }\n", allowDeny(u.p.subAllow, u.p.subDeny))
+		fmt.Fprintf(b, "      } }\n")
+	}
+	fmt.Fprintf(b, "    ]\n")
 }
 
 // allowDeny renders "allow: [ … ]" and, if there is one, ", deny: [ … ]".
