@@ -336,7 +336,7 @@ var systemPermissions = confPermissions{
 // KickReplyPrefix is the inbox prefix of the chat-server's kicker login
 // in the system account: KickReplyPrefix + ".>" is all it may subscribe
 // to.
-const KickReplyPrefix = "_KEZ_KICK"
+const KickReplyPrefix = wire.KickReplyPrefix
 
 // kickerPermissions: the user account's connections on every server
 // ($SYS.REQ.ACCOUNT.<users>.CONNZ, to find a revoked device's) and a
