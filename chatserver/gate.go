@@ -75,9 +75,9 @@ type gate struct {
 	// own key only.
 	devices func(ctx context.Context, person kez.PublicKey) ([]kez.PublicKey, error)
 	lim     MailLimits
-	now         func() time.Time
-	log         *slog.Logger
-	m           *gateMetrics
+	now     func() time.Time
+	log     *slog.Logger
+	m       *gateMetrics
 
 	users   *tracker[userBuckets]
 	pairs   *tracker[pairBuckets] // recipient + "." + sender

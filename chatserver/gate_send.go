@@ -175,7 +175,6 @@ func (g *gate) countUnread(from string) (int, error) {
 	return n, nil
 }
 
-
 // ensureText is ensure(key, 0) for a registered key's text form, without
 // parsing it when this gate made the consumer already.
 func (g *gate) ensureText(text string) error {
