@@ -110,8 +110,8 @@ func deviceLogin(t testing.TB, url string, id *kez.Identity) *deviceConn {
 	return d
 }
 
-// replicas runs NATS with the snippet and two chat-servers sharing the
-// keys and a JetStream registry. The second one's kicker key is not the
+// replicas runs NATS with the snippet and one or two chat-servers sharing
+// the keys and a JetStream registry. The second one's kicker key is not the
 // one nats.conf lists, so it cannot close connections: a revocation it
 // stores reaches the first only through the gate's notice.
 type replicas struct {
@@ -121,7 +121,7 @@ type replicas struct {
 	sigURL  string
 }
 
-func startReplicas(t *testing.T, lim chatserver.MailLimits) *replicas {
+func startReplicas(t *testing.T, n int, lim chatserver.MailLimits) *replicas {
 	t.Helper()
 	sig := sigServer(t)
 	keysDir := t.TempDir()
@@ -141,7 +141,7 @@ func startReplicas(t *testing.T, lim chatserver.MailLimits) *replicas {
 		}
 	}
 	r := &replicas{natsURL: ns.ClientURL(), sigURL: sig.URL}
-	for i, dir := range []string{keysDir, otherKeys} {
+	for i, dir := range []string{keysDir, otherKeys}[:n] {
 		s := newServer(t, sig.URL, ns.ClientURL(), dir)
 		s.StoreBackend = chatserver.StoreJetStream
 		s.HTTPLimits = handles.NoLimits()
@@ -162,7 +162,7 @@ func startReplicas(t *testing.T, lim chatserver.MailLimits) *replicas {
 // its inbox and makes it no recipient. The times from the revocation to
 // the close and to the refused login are logged.
 func TestDeviceRevocationBites(t *testing.T) {
-	r := startReplicas(t, chatserver.MailLimits{})
+	r := startReplicas(t, 2, chatserver.MailLimits{})
 	alice := newDevicePerson(t, r.sigURL, r.urls[0], "alice")
 	bobID := register(t, r.sigURL, r.urls[0], "bob")
 	phone := alice.addDevice(t, r.urls[0], "phone")
@@ -267,7 +267,7 @@ func adminJetStream(t testing.TB, r *replicas) jetstream.JetStream {
 // device, still connected, may no longer send, pull, ask for its consumer
 // or acknowledge, however recently this gate admitted it.
 func TestDeviceRevokedElsewhere(t *testing.T) {
-	r := startReplicas(t, chatserver.MailLimits{})
+	r := startReplicas(t, 2, chatserver.MailLimits{})
 	alice := newDevicePerson(t, r.sigURL, r.urls[0], "alice")
 	bobID := register(t, r.sigURL, r.urls[0], "bob")
 	laptop := alice.addDevice(t, r.urls[0], "laptop")
@@ -370,7 +370,7 @@ func atoi(s string) int {
 // TestDeviceSenderAllowanceIsThePersons: a person's devices share one
 // sender allowance: adding devices does not multiply it.
 func TestDeviceSenderAllowanceIsThePersons(t *testing.T) {
-	r := startReplicas(t, chatserver.MailLimits{SenderRate: 0.001, SenderBurst: 3})
+	r := startReplicas(t, 1, chatserver.MailLimits{SenderRate: 0.001, SenderBurst: 3}) // one gate, one set of buckets
 	alice := newDevicePerson(t, r.sigURL, r.urls[0], "alice")
 	bobID := register(t, r.sigURL, r.urls[0], "bob")
 	var conns []*deviceConn
@@ -378,7 +378,6 @@ func TestDeviceSenderAllowanceIsThePersons(t *testing.T) {
 	for _, name := range []string{"phone", "laptop", "tablet"} {
 		conns = append(conns, deviceLogin(t, r.natsURL, alice.addDevice(t, r.urls[0], name)))
 	}
-	r.servers[1].Close() // one gate, one set of buckets
 	var codes []int
 	for _, c := range conns {
 		code, _ := gateCode(t, c.send(t, bobID.PublicKey(), []byte("hi")))

@@ -59,7 +59,7 @@ func TestNATSConfigIsWhatTheStackRuns(t *testing.T) {
 	for _, want := range []string{
 		"issuer: " + keys.IssuerPublicKey(),
 		"xkey: " + keys.XKeyPublicKey(),
-		"auth_users: [ " + keys.ServicePublicKey() + ", " + keys.AdminPublicKey() + ", " + keys.SystemPublicKey() + " ]",
+		"auth_users: [ " + keys.ServicePublicKey() + ", " + keys.AdminPublicKey() + ", " + keys.SystemPublicKey() + ", " + keys.KickerPublicKey() + " ]",
 		"nkey: " + keys.ServicePublicKey(),
 		"account: AUTH",
 		"  CHAT {\n    jetstream: enabled\n",
