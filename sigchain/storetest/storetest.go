@@ -15,7 +15,11 @@
 // a store that is a [sigchain.OrphanCollector], the collection of orphan
 // chains, and for a [sigchain.PrekeyStore] the prekey directory, through
 // the handler too (records of others, forged, expired, rolled back,
-// oversized and junk, floods). [Chain] builds valid chains for tests
+// oversized and junk, floods), and for a [sigchain.DeviceStore] and
+// [sigchain.LinkRequestStore] the device index and the link requests
+// (devices claimed by two chains, revoked devices' prekeys, forged,
+// expired and future requests, guessed codes, floods). [NewPerson]
+// builds chains with devices. [Chain] builds valid chains for tests
 // and benchmarks. Use it only from tests.
 package storetest
 
@@ -51,6 +55,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("Orphans", func(t *testing.T) { testOrphans(t, open) })
 	t.Run("OrphanRace", func(t *testing.T) { testOrphanRace(t, open) })
 	runPrekeys(t, open)
+	runDevices(t, open)
 }
 
 // Identity returns a fixed identity for i: the same i gives the same keys.
