@@ -127,6 +127,7 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	  SYS {
 //	    users: [
 //	      { nkey: <system key>, permissions: { … } }
+//	      { nkey: <kicker key>, permissions: { … } }
 //	    ]
 //	  }
 //	}
@@ -136,7 +137,7 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	  auth_callout {
 //	    issuer: <issuer key>
 //	    account: AUTH
-//	    auth_users: [ <service key>, <admin key>, <system key> ]
+//	    auth_users: [ <service key>, <admin key>, <system key>, <kicker key> ]
 //	    xkey: <xkey>
 //	  }
 //	}
@@ -171,7 +172,11 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 // system API (which could purge an account) or subscribe to the system
 // account's internal traffic (which carries replicated stream data in a
 // cluster). Both still see metadata: who is connected from where,
-// subscription subjects, stream and consumer sizes.
+// subscription subjects, stream and consumer sizes. The kicker key
+// ([Keys].Kicker, left out when nil) is the chat-server's own login in the
+// system account: it may publish only $SYS.REQ.ACCOUNT.<user
+// account>.CONNZ and $SYS.REQ.SERVER.*.KICK and receive only its replies
+// on [KickReplyPrefix], to close a revoked device's connections.
 //
 // o.AuthJetStream adds "jetstream: enabled" to the AUTH account, and
 // o.SigServerKey adds "SIG { jetstream: enabled, users: [ { nkey: <sig-server
