@@ -394,7 +394,9 @@ func TestDevicesNewDeviceOfContact(t *testing.T) {
 		t.Fatalf("bob as alice sees him: %d devices, flag %q, %v", len(ct.Devices), ct.Flag, err)
 	}
 	evs, err := a.ContactEvents(testCtx(t), "bob")
-	if err != nil || !slices.ContainsFunc(evs, func(e ContactEvent) bool { return e.Event == "device_added" && contains(e.Detail, dev.PublicKey().String()) }) {
+	if err != nil || !slices.ContainsFunc(evs, func(e ContactEvent) bool {
+		return e.Event == "device_added" && contains(e.Detail, dev.PublicKey().String())
+	}) {
 		t.Fatalf("alice's events of bob: %+v, %v", evs, err)
 	}
 }
