@@ -15,7 +15,7 @@ import (
 
 // TestDeviceLayout: an add_device link and the device's index entry land
 // together, the entry on kez.v1.chain.devices.<device>; a revocation
-// rewrites the entry.
+// rewrites the entry. Every eldest link comes with its orphan marker.
 func TestDeviceLayout(t *testing.T) {
 	ctx := context.Background()
 	s, js := newStore(t)
@@ -47,12 +47,19 @@ func TestDeviceLayout(t *testing.T) {
 		}
 		return e, m.Sequence
 	}
+	if m, err := st.GetLastMsgForSubject(ctx, "kez.v1.chain."+p.ID.PublicKey().String()); err != nil {
+		t.Fatalf("the marker of a chain with a handle: %v", err)
+	} else if eldest, err := st.GetLastMsgForSubject(ctx, "kez.v1.chain."+p.ID.PublicKey().String()+".1"); err != nil || eldest.Sequence != m.Sequence+1 {
+		t.Fatalf("the eldest link at %v (%v), its marker at %d", eldest, err, m.Sequence)
+	}
 	e, seq := entry()
 	link, err := st.GetLastMsgForSubject(ctx, "kez.v1.chain."+p.ID.PublicKey().String()+".2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e != (deviceEntry{Person: p.ID.PublicKey().String()}) || seq != link.Sequence+1 {
+	// The add's batch: the link, the entry, and the entry again on
+	// condition that the device has no chain.
+	if e != (deviceEntry{Person: p.ID.PublicKey().String()}) || seq != link.Sequence+2 {
 		t.Fatalf("entry %+v at %d, the link at %d", e, seq, link.Sequence)
 	}
 	if err := s.Append(ctx, p.RevokeDevice(t, dev.PublicKey(), now)); err != nil {
