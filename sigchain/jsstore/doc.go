@@ -54,7 +54,9 @@
 // chain). JetStream stores the message only if no other message reached
 // that chain meanwhile, so of several appends at one seqno exactly one
 // wins, across any number of sig-server replicas; the others get a
-// *[sigchain.ConflictError] with the new head.
+// *[sigchain.ConflictError] with the new head. An eldest link and a link
+// that adds or revokes a device go in an atomic batch with the same
+// check (below).
 //
 // The head is read from the stream leader (a JetStream message get), not
 // from any replica, so a link is readable from every sig-server replica
