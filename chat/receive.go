@@ -672,7 +672,7 @@ func (c *Client) sendReceipts(ctx context.Context, fresh []*Entry) {
 		if cs == nil || ct.Flag != FlagNone {
 			continue
 		}
-		ts := contactTargets(&ct, devs)
+		ts := c.contactTargets(&ct, devs)
 		ids := bySender[from]
 		for len(ids) > 0 {
 			n := min(len(ids), MaxReceiptIDs)
