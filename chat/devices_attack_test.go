@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/session"
@@ -285,5 +286,52 @@ func TestDevicesPrekeysFetchedTogether(t *testing.T) {
 	}
 	if got := countRows(t, a, `SELECT COUNT(*) FROM sessions`); got != n {
 		t.Fatalf("the send sealed to %d of bob's %d devices", got, n)
+	}
+}
+
+// A resend the stream refuses does not make a message sent before
+// failed: bob (a contact) has one of his devices start a new session
+// with alice, then revokes it at the chat-server before her resend to
+// it arrives. What the stream stored for bob's other devices stands.
+func TestDevicesRefusedResendKeepsSent(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob := newPerson(t, st, "alice", 1), newPerson(t, st, "bob", 2)
+	a, d := alice.devices[0], bob.devices[1]
+	ctx := testCtx(t)
+	mustAdd(t, a, "bob") // bob does not add alice: no receipts
+	s := mustSend(t, a, "bob", "one")
+	receiveN(t, d, 1)
+
+	ts, err := d.strangerTargets(ctx, alice.user.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := d.publishIn(ctx, ts, Message{Kind: KindSessionReset, Body: []byte{}}, false, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Revoked at the chat-server only: alice's pinned chain of bob still
+	// lists the device as current.
+	sc := &sigchain.Client{BaseURL: st.SigServerURL}
+	state, err := sc.FetchVerified(ctx, bob.user.Key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := sigchain.NewLink(bob.user.Identity, state, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(d.DeviceKey()), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := (&handles.Client{BaseURL: st.ServerURL}).RegisterDevice(ctx, l.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	receiveUntil(t, a, "the resend answered", func(int) bool {
+		return a.Stats().Resent >= 1 && countRows(t, a, `SELECT COUNT(*) FROM outbox`) == 0
+	})
+	e, err := a.Message(ctx, alice.user.Key, s.ID)
+	if err != nil || e.State != StateSent {
+		t.Fatalf("alice's message to bob after the refused resend: %v, %v", e.State, err)
 	}
 }
