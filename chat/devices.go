@@ -9,10 +9,12 @@ package chat
 //     (a contact's pinned chain, a key's fetched one), and a sent copy to
 //     each of the user's own other devices (their chain, refreshed once
 //     per refresh interval);
-//   - a delivery from device S is from the contact whose pinned chain
-//     lists S, or from the user (S is one of their own devices: sync
-//     messages only), or from the person the user's sig-server names for
-//     S, whose chain must list S as current. A revoked device is refused.
+//   - a delivery from device S is from the user (S is one of their own
+//     devices: sync messages only; their chain wins over any other), or
+//     from the contact whose pinned chain lists S (two contacts' chains
+//     listing S: it is no one's, refused), or from the person the user's
+//     sig-server names for S, whose chain must list S as current. A
+//     revoked device is refused.
 //     Looking up a device no chain known here lists is rate limited, so a
 //     stranger cannot make the client fetch chains at will: over the
 //     budget, the delivery waits and is delivered again later.
