@@ -14,6 +14,10 @@ const (
 	ContextHandleClaim  = "kez/v1 handle claim"
 	ContextMessage      = "kez/v1 message"
 	ContextPeerAddrs    = "kez/v1 p2p addresses"
+	// ContextDeviceLinkRequest signs a sigchain device link request: a new
+	// device key asks to be added to a person's chain
+	// (docs/spec/sigchain.md, "Devices").
+	ContextDeviceLinkRequest = "kez/v1 device link request"
 )
 
 // signPrefix starts every signed message. Its NUL bytes mean a signed KEZ

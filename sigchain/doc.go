@@ -8,9 +8,18 @@
 // later fetches with [CheckAgainst]; [Client.FetchVerified] does all of
 // this against a sig-server. Writers build links with [NewLink] and the
 // typed body constructors ([EldestBody], [SetEncryptionKeyBody],
-// [AddClaimBody], [RevokeClaimBody], [SetHandleBody]) and send them with
+// [AddClaimBody], [RevokeClaimBody], [SetHandleBody], [AddDeviceBody],
+// [RevokeDeviceBody]) and send them with
 // [Client.Append]. [NewHandler] is the sig-server's HTTP API over a
 // [Store]; sigchain/sqlitestore is its SQLite store.
+//
+// A person may use several devices, each with its own key. The chain's
+// key is the first; a new device signs a [LinkRequest] (shown to the
+// person as a short [LinkCode]) and the person certifies it with an
+// add_device link ([AddDeviceBody]) or removes it for good with a
+// revoke_device link ([RevokeDeviceBody]). [State.CurrentDevices] lists
+// the devices that may send and receive for the person; servers that
+// hold no chain check one device link with [VerifyDeviceLink].
 //
 // The sig-server is also the directory of signed prekeys, the records
 // ([session.Prekey]) that start format v2 sessions: a key with a chain

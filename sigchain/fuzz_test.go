@@ -3,8 +3,10 @@ package sigchain
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -122,6 +124,100 @@ func FuzzCanonicalize(f *testing.F) {
 		}
 		if c2, err := Canonicalize(c); err != nil || !bytes.Equal(c2, c) {
 			t.Fatalf("Canonicalize is not idempotent: %q → %q, %v", c, c2, err)
+		}
+	})
+}
+
+// linkCodeSeeds returns the link code vectors (testdata/link_codes.json).
+func linkCodeSeeds(f *testing.F) *linkCodeVectors {
+	data, err := os.ReadFile(linkCodeVectorFile)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var v linkCodeVectors
+	if err := json.Unmarshal(data, &v); err != nil {
+		f.Fatal(err)
+	}
+	return &v
+}
+
+func FuzzParseLinkRequest(f *testing.F) {
+	for _, c := range linkCodeSeeds(f).Codes {
+		if c.Request != "" {
+			f.Add([]byte(c.Request))
+		}
+	}
+	// The requests inside the device vectors' add_device bodies.
+	for _, links := range vectorSeeds(f) {
+		for _, b := range links {
+			if l, err := ParseLink(b); err == nil && l.Type() == TypeAddDevice {
+				if i := bytes.Index(l.Body(), []byte(`"request":`)); i >= 0 {
+					f.Add(l.Body()[i+len(`"request":`) : len(l.Body())-1])
+				}
+			}
+		}
+	}
+	f.Add([]byte(`{"created":0,"device":"","expires":1,"name":"a","nonce":"","sig":""}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseLinkRequest(b)
+		if err != nil {
+			if !errors.Is(err, ErrBadLinkRequest) {
+				t.Fatalf("error %v does not match ErrBadLinkRequest", err)
+			}
+			return
+		}
+		if !bytes.Equal(r.Bytes(), b) {
+			t.Fatal("Bytes differ from the parsed input")
+		}
+		if err := CheckDeviceName(r.Name()); err != nil {
+			t.Fatalf("accepted name %q: %v", r.Name(), err)
+		}
+		if d := r.Expires().Sub(r.Created()); d <= 0 || d > LinkRequestTTL {
+			t.Fatalf("accepted validity %v", d)
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, b); err != nil || !bytes.Equal(compact.Bytes(), b) {
+			t.Fatalf("encoding/json changes an accepted request: %v", err)
+		}
+		// An accepted request fits an add_device body and its code reads back.
+		if n := len(AddDeviceBody(r)); n > MaxBodySize {
+			t.Fatalf("add_device body of %d bytes", n)
+		}
+		c, err := ParseLinkCode(r.Code().String())
+		if err != nil || c != r.Code() {
+			t.Fatalf("code round trip: %v", err)
+		}
+	})
+}
+
+func FuzzParseLinkCode(f *testing.F) {
+	v := linkCodeSeeds(f)
+	for _, c := range v.Codes {
+		f.Add(c.Code)
+	}
+	for _, e := range v.Equivalent {
+		f.Add(e.Text)
+	}
+	for _, b := range v.Bad {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseLinkCode(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadLinkCode) {
+				t.Fatalf("error %v does not match ErrBadLinkCode", err)
+			}
+			return
+		}
+		text := c.String()
+		if again, err := ParseLinkCode(text); err != nil || again != c {
+			t.Fatalf("%q → %s does not read back: %v", s, text, err)
+		}
+		// Text that is already canonical is what String writes.
+		canonical := len(s) == 21 && s[4] == '-' && s[9] == '-' && s[14] == '-' && s[19] == '-' &&
+			strings.Count(s, "-") == 4 && strings.ToUpper(s) == s && !strings.ContainsAny(s, "OIL \t")
+		if canonical && s != text {
+			t.Fatalf("canonical %q written as %q", s, text)
 		}
 	})
 }

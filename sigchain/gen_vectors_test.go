@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kez-lat/kez-chat/kez"
 )
 
 // entry stores a link's exact bytes in a vector: as itself when it is
@@ -170,7 +173,63 @@ func generateVectors(t *testing.T) []*vector {
 	fail("fail_trailing_newline", "A newline after the link.", "malformed", l1.Bytes(), append(bytes.Clone(m), '\n'))
 	fail("fail_link_too_large", "A link over 64 KiB.", "too_large", l1.Bytes(),
 		rawLink(t, alice, 2, quoteID(l1), vectorNow-3000, ak, "x_ext", true, `{"a":"`+strings.Repeat("a", 64<<10)+`"}`))
+
+	// Devices. Device n is the identity of the 64-byte seed of n repeated.
+	d1, d2, d3 := testDevice(t, 1), testDevice(t, 2), testDevice(t, 3)
+	dv := newBuilder(t, alice, "alice@kez.lat")
+	dv.addDevice(d1, "laptop")
+	dv.addDevice(d2, "phone <work> & ü")
+	dv.add(TypeRevokeDevice, RevokeDeviceBody(d1.PublicKey()))
+	valid("valid_devices", "Two devices added (each add_device carries the device's own signed link request, made 30 seconds before the link), then the first revoked.", dv.links)
+
+	// The failing chains: eldest, add laptop (d1), revoke it; link 4 breaks a rule.
+	db := newBuilder(t, alice, "alice@kez.lat")
+	db.addDevice(d1, "laptop")
+	db.add(TypeRevokeDevice, RevokeDeviceBody(d1.PublicKey()))
+	head := db.links[len(db.links)-1]
+	ct := db.ctime
+	devFail := func(name, desc string, typ, body string) {
+		fail(name, desc, "bad_body", append(bytesOf(db.links), rawLink(t, alice, 4, quoteID(head), ct, ak, typ, false, body))...)
+	}
+	req2 := testRequest(t, d2, "phone", ct-30, 40)
+	devFail("fail_device_bad_counter_signature", "The add_device link's request has one bit of its signature (by the device key) flipped.", TypeAddDevice,
+		strings.Replace(string(AddDeviceBody(req2)), string(req2.Bytes()), string(flipRequestSig(t, req2.Bytes())), 1))
+	devFail("fail_device_request_other_device", "The body names device 3, the request is device 2's.", TypeAddDevice,
+		`{"device":"`+d3.PublicKey().String()+`","name":"phone","request":`+string(req2.Bytes())+`}`)
+	devFail("fail_device_request_other_name", "The body names the device \"tablet\", its request \"phone\".", TypeAddDevice,
+		`{"device":"`+d2.PublicKey().String()+`","name":"tablet","request":`+string(req2.Bytes())+`}`)
+	devFail("fail_device_request_expired", "The request expired one second before the link's ctime.", TypeAddDevice,
+		string(AddDeviceBody(testRequest(t, d2, "phone", ct-601, 41))))
+	devFail("fail_device_readd_revoked", "Device 1, revoked at seqno 3, is added again with a new request.", TypeAddDevice,
+		string(AddDeviceBody(testRequest(t, d1, "laptop", ct-30, 42))))
+	devFail("fail_device_add_primary", "The chain's own key is added as a device (with a request it signed).", TypeAddDevice,
+		string(AddDeviceBody(testRequest(t, alice, "me", ct-30, 43))))
+	devFail("fail_device_revoke_unknown", "revoke_device names device 3, never added.", TypeRevokeDevice, string(RevokeDeviceBody(d3.PublicKey())))
+	devFail("fail_device_revoke_last", "revoke_device names the primary key, the last current device.", TypeRevokeDevice, string(RevokeDeviceBody(ak)))
+	shortNonce := rawRequest(t, d2, `{"created":`+strconv.FormatInt(ct-30, 10)+`,"device":"`+d2.PublicKey().String()+`","expires":`+strconv.FormatInt(ct+570, 10)+`,"name":"phone","nonce":"AAAAAAAAAAAAAAAA"}`)
+	devFail("fail_device_malformed_request", "The request is signed by its device but its nonce is 12 bytes, not 16.", TypeAddDevice,
+		`{"device":"`+d2.PublicKey().String()+`","name":"phone","request":`+string(shortNonce)+`}`)
+
+	many := newBuilder(t, alice, "")
+	for i := range MaxDevices - 1 {
+		many.addDevice(testDevice(t, byte(10+i)), "device "+strconv.Itoa(10+i))
+	}
+	last := many.links[len(many.links)-1]
+	fail("fail_device_too_many", "The primary and 31 added devices are current; link 33 adds a 33rd (device 100).", "bad_body",
+		append(bytesOf(many.links), rawLink(t, alice, last.seqno+1, quoteID(last), many.ctime, ak, TypeAddDevice, false,
+			string(AddDeviceBody(testRequest(t, testDevice(t, 100), "one too many", many.ctime-30, 44)))))...)
 	return vs
+}
+
+// rawRequest signs a link request payload (without "sig", canonical) with
+// dev and returns the request's bytes, without any check.
+func rawRequest(t testing.TB, dev kez.Signer, payload string) []byte {
+	t.Helper()
+	sig, err := dev.Sign(kez.ContextDeviceLinkRequest, []byte(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []byte(payload[:len(payload)-1] + `,"sig":"` + b64.EncodeToString(sig) + `"}`)
 }
 
 // resign replaces a link's signature with sign(payload).

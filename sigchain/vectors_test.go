@@ -40,6 +40,17 @@ type vectorState struct {
 	Claims               []vectorClaim   `json:"claims"`
 	SharedFiles          json.RawMessage `json:"shared_files"`
 	SharedFilesSeqno     uint64          `json:"shared_files_seqno"`
+	Devices              []vectorDevice  `json:"devices"`
+}
+
+// vectorDevice is one entry of State.Devices: every device the chain ever
+// had, the primary first.
+type vectorDevice struct {
+	Key          string `json:"key"`
+	Name         string `json:"name"`
+	Primary      bool   `json:"primary"`
+	AddedSeqno   uint64 `json:"added_seqno"`
+	RevokedSeqno uint64 `json:"revoked_seqno"`
 }
 
 type vectorClaim struct {
@@ -107,6 +118,9 @@ func stateOf(s *State) *vectorState {
 	}
 	for _, c := range s.Claims() {
 		vs.Claims = append(vs.Claims, vectorClaim{c.ID.String(), c.Service, c.Identity, c.Proof})
+	}
+	for _, d := range s.Devices() {
+		vs.Devices = append(vs.Devices, vectorDevice{d.Key.String(), d.Name, d.Primary, d.AddedSeqno, d.RevokedSeqno})
 	}
 	if sf := s.SharedFiles(); sf != nil {
 		vs.SharedFiles = sf

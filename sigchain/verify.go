@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -123,6 +124,9 @@ type State struct {
 	seqno       uint64
 	head        [32]byte
 	ctime       int64
+	devices     []device              // primary first, then in add order
+	deviceIdx   map[kez.PublicKey]int // index into devices
+	current     int                   // devices not revoked
 }
 
 // Key returns the chain's primary key (the eldest link's key).
@@ -235,6 +239,8 @@ func (s *State) Extend(links []*Link, opts ...VerifyOption) (*State, error) {
 	}
 	n := *s
 	n.claims = slices.Clone(s.claims)
+	n.devices = slices.Clone(s.devices)
+	n.deviceIdx = maps.Clone(s.deviceIdx)
 	if err := n.apply(links, offset, newConfig(opts)); err != nil {
 		return nil, err
 	}
@@ -258,6 +264,13 @@ var signPrefix = func() []byte {
 	}
 	return p
 }()
+
+// verifySignature reports whether the link's signature verifies with its
+// own key. buf is scratch space, returned for reuse.
+func (l *Link) verifySignature(buf []byte) ([]byte, bool) {
+	buf = append(append(append(buf[:0], signPrefix...), l.raw[:l.sigStart]...), '}')
+	return buf, ed25519.Verify(l.key[:], buf, l.sig[:])
+}
 
 // apply verifies and applies links to s in place.
 func (s *State) apply(links []*Link, offset int, cfg verifyConfig) error {
@@ -299,8 +312,8 @@ func (s *State) apply(links []*Link, offset int, cfg verifyConfig) error {
 		if l.ctime > limit {
 			return fail(ErrBadCtime, "ctime %s is more than %s in the future", l.Ctime().Format(time.RFC3339), cfg.maxFuture)
 		}
-		msg = append(append(append(msg[:0], signPrefix...), l.raw[:l.sigStart]...), '}')
-		if !ed25519.Verify(l.key[:], msg, l.sig[:]) {
+		var ok bool
+		if msg, ok = l.verifySignature(msg); !ok {
 			return fail(ErrBadSignature, "the signature does not verify with key %s", l.key)
 		}
 		if err := s.applyBody(l); err != nil {
@@ -319,7 +332,7 @@ func (s *State) applyBody(l *Link) error {
 	switch l.typ {
 	case TypeSetSharedFiles:
 		limit = MaxSharedFilesBodySize
-	case TypeEldest, TypeSetEncryptionKey, TypeAddClaim, TypeRevokeClaim, TypeSetHandle:
+	case TypeEldest, TypeSetEncryptionKey, TypeAddClaim, TypeRevokeClaim, TypeSetHandle, TypeAddDevice, TypeRevokeDevice:
 	default:
 		if !l.ignore {
 			return fmt.Errorf("%w: %q is not known to this version and the link is not marked ignore_if_unsupported", ErrUnsupported, l.typ)
@@ -358,6 +371,7 @@ func (s *State) applyBody(l *Link) error {
 			return bad(fmt.Errorf("primary_key %q is not the link's key %s", pk, l.key))
 		}
 		s.key, s.enc, s.encGen, s.handle = l.key, enc, gen, h
+		s.addDevice(device{key: l.key, name: PrimaryDeviceName, addedSeqno: l.seqno, added: l.ctime})
 	case TypeSetEncryptionKey:
 		v, err := bodyFields(l.typ, body, "encryption_generation", "encryption_key")
 		if err != nil {
@@ -437,6 +451,8 @@ func (s *State) applyBody(l *Link) error {
 		s.handle = h
 	case TypeSetSharedFiles:
 		s.shared, s.sharedSeqno = body, l.seqno
+	case TypeAddDevice, TypeRevokeDevice:
+		return s.applyDevice(l, bad)
 	}
 	return nil
 }
