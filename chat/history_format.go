@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"compress/flate"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -19,14 +18,10 @@ import (
 	"github.com/kez-lat/kez-chat/sigchain"
 )
 
-// KindSyncHistory is the kind of the messages that carry history from one
-// of the person's devices to another (docs/spec/chat.md §9). They are
-// never shown as messages.
-const KindSyncHistory Kind = "sync-history"
-
 // ErrBadHistoryChunk reports a sync-history body that does not parse or
-// breaks a rule of the format; nothing of it was applied.
-var ErrBadHistoryChunk = errors.New("chat: malformed history chunk")
+// breaks a rule of the format; nothing of it was applied. It wraps
+// [ErrMalformed].
+var ErrBadHistoryChunk = fmt.Errorf("%w: a history chunk", ErrMalformed)
 
 const (
 	historyMagic = "KZH1"
@@ -416,10 +411,6 @@ func (r *historyReader) message(me kez.PublicKey) *Entry {
 	}
 	return e
 }
-
-// isSyncKind reports whether k is one of the kinds a person's devices
-// send each other (sync-…), never history themselves.
-func isSyncKind(k Kind) bool { return len(k) > 5 && k[:5] == "sync-" }
 
 // verifyContactChain verifies the links of a contact item and returns
 // the parsed links and their state.

@@ -308,22 +308,42 @@ func packHistory(items []*historyItem, transfer [16]byte, index uint32) (int, []
 	return lo, b
 }
 
-// importHistory applies one sync-history body from device, a current
-// device of this person other than this one (the receiving path checks
-// that before calling). The chunk is checked whole first: a malformed one
-// changes nothing. Then everything is applied in one transaction:
-// contacts this device does not have are added with their verified
+// importHistory applies one sync-history body from device in a
+// transaction of its own (see applyHistoryTx) and updates the cached
+// contacts.
+func (c *Client) importHistory(ctx context.Context, device kez.PublicKey, body []byte) (HistoryImport, error) {
+	var res HistoryImport
+	var cached []*contactState
+	err := c.db.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		res, cached, err = c.applyHistoryTx(tx, device, body, c.now())
+		return err
+	})
+	if err != nil {
+		return HistoryImport{}, err
+	}
+	c.cacheImported(cached)
+	return res, nil
+}
+
+// applyHistoryTx applies, in tx, one sync-history body from device, a
+// current device of this person other than this one (the receiving path
+// checks that before). The chunk is checked whole first: a malformed one
+// changes nothing (errors wrap ErrBadHistoryChunk, and ErrMalformed).
+// Then contacts this device does not have are added with their verified
 // chains; a contact it pins to the same key moves forward to a longer
 // chain that extends its pin and takes a verification it lacks (its own
-// decisions are kept); a contact it pins to another key is left as it
-// is. Messages are stored unless stored already (by sender and message
-// ID); one already stored only gains a read mark or a delivery time it
-// lacked. Applying a chunk twice changes nothing the second time.
-func (c *Client) importHistory(ctx context.Context, device kez.PublicKey, body []byte) (HistoryImport, error) {
+// decisions are kept); a contact it pins to another key, or whose key it
+// pins under another handle, is left as it is. Messages are stored
+// unless stored already (by sender and message ID); one already stored
+// only gains a read mark or a delivery time it lacked. Applying a chunk
+// twice changes nothing the second time. It returns the contacts to
+// cache once tx committed (cacheImported).
+func (c *Client) applyHistoryTx(tx *sql.Tx, device kez.PublicKey, body []byte, now time.Time) (HistoryImport, []*contactState, error) {
 	var res HistoryImport
 	ch, err := decodeHistoryBody(body, c.me)
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	res.Transfer, res.Index, res.LastOfTransfer = ch.Transfer, ch.Index, ch.Last
 	type verified struct {
@@ -335,145 +355,155 @@ func (c *Client) importHistory(ctx context.Context, device kez.PublicKey, body [
 	for i := range ch.Contacts {
 		hc := &ch.Contacts[i]
 		if h, err := c.parseHandle(hc.Handle); err != nil || h != hc.Handle {
-			return res, fmt.Errorf("%w: %q is not a canonical handle", ErrBadHistoryChunk, hc.Handle)
+			return res, nil, fmt.Errorf("%w: %q is not a canonical handle", ErrBadHistoryChunk, hc.Handle)
 		}
 		links, st, err := verifyContactChain(hc)
 		if err != nil {
-			return res, err
+			return res, nil, err
 		}
 		if st.Key() == c.me {
-			return res, fmt.Errorf("%w: a contact %q with this person's own key", ErrBadHistoryChunk, hc.Handle)
+			return res, nil, fmt.Errorf("%w: a contact %q with this person's own key", ErrBadHistoryChunk, hc.Handle)
 		}
 		vs = append(vs, verified{hc, links, st})
 	}
-	now := c.now()
-	var added []*contactState
-	var releasedKeys []kez.PublicKey
-	err = c.db.write(ctx, func(tx *sql.Tx) error {
-		added, releasedKeys = added[:0], releasedKeys[:0]
-		res.Contacts, res.ContactsKept, res.Messages = 0, 0, 0
-		for _, v := range vs {
-			hc, st := v.hc, v.st
-			ct := Contact{
-				Handle: hc.Handle, Key: st.Key(), EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration(),
-				SigServer: hc.SigServer, Pin: st.Pin(), AddedAt: hc.AddedAt, RefreshedAt: hc.Refreshed,
-				VerifiedAt: hc.VerifiedAt, Flag: hc.Flag, FlagDetail: hc.FlagDetail, FlagKey: hc.FlagKey, FlaggedAt: hc.FlaggedAt,
+	var cached []*contactState
+	for _, v := range vs {
+		hc, st := v.hc, v.st
+		devs := chainDevices(st)
+		ct := Contact{
+			Handle: hc.Handle, Key: st.Key(), EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration(),
+			SigServer: hc.SigServer, Pin: st.Pin(), AddedAt: hc.AddedAt, RefreshedAt: hc.Refreshed,
+			VerifiedAt: hc.VerifiedAt, Flag: hc.Flag, FlagDetail: hc.FlagDetail, FlagKey: hc.FlagKey, FlaggedAt: hc.FlaggedAt,
+			Devices: devs,
+		}
+		var oldKey string
+		var oldSeqno int64
+		var oldVerified sql.NullInt64
+		err := tx.QueryRow(`SELECT key, pin_seqno, verified_at FROM contacts WHERE handle = ?`, hc.Handle).Scan(&oldKey, &oldSeqno, &oldVerified)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			var other int
+			if err := tx.QueryRow(`SELECT COUNT(*) FROM contacts WHERE key = ?`, ct.Key.String()).Scan(&other); err != nil {
+				return res, nil, err
 			}
-			var oldKey string
-			var oldSeqno int64
-			var oldVerified sql.NullInt64
-			err := tx.QueryRow(`SELECT key, pin_seqno, verified_at FROM contacts WHERE handle = ?`, hc.Handle).Scan(&oldKey, &oldSeqno, &oldVerified)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				var other int
-				if err := tx.QueryRow(`SELECT COUNT(*) FROM contacts WHERE key = ?`, ct.Key.String()).Scan(&other); err != nil {
-					return err
-				}
-				if other > 0 { // pinned here under another handle: kept
-					res.ContactsKept++
-					continue
-				}
-				if err := putContact(tx, &ct); err != nil {
-					return err
-				}
-				if err := putLinks(tx, ct.Key, v.links, true); err != nil {
-					return err
-				}
-				if err := addEvent(tx, ct.Handle, now, "synced", fmt.Sprintf("from device %s: key %s, chain seqno %d", device, ct.Key, ct.Pin.Seqno)); err != nil {
-					return err
-				}
-				if ct.Flag == FlagNone {
-					releasedKeys = append(releasedKeys, ct.Key)
-				}
-			case err != nil:
-				return err
-			case oldKey != ct.Key.String():
+			if other > 0 { // pinned here under another handle: kept
 				res.ContactsKept++
 				continue
-			default:
-				moved := false
-				if uint64(oldSeqno) < ct.Pin.Seqno {
-					old, err := c.storedPin(tx, ct.Key, uint64(oldSeqno))
-					if err != nil {
-						return err
-					}
-					if sigchain.CheckAgainst(old, v.links) == nil {
-						if _, err := tx.Exec(`UPDATE contacts SET enc_key = ?, generation = ?, pin_seqno = ?, pin_head = ? WHERE handle = ?`,
-							ct.EncryptionKey.Bytes(), int64(ct.Generation), int64(ct.Pin.Seqno), ct.Pin.Head.String(), ct.Handle); err != nil {
-							return err
-						}
-						if err := putLinks(tx, ct.Key, v.links, true); err != nil {
-							return err
-						}
-						moved = true
-					}
+			}
+			if err := putContact(tx, &ct); err != nil {
+				return res, nil, err
+			}
+			if err := addEvent(tx, ct.Handle, now, "synced", fmt.Sprintf("from device %s: key %s, chain seqno %d", device, ct.Key, ct.Pin.Seqno)); err != nil {
+				return res, nil, err
+			}
+			if ct.Flag == FlagNone {
+				// As when pinned here: what the key sent this device while
+				// it was not a contact here becomes trusted.
+				if _, err := tx.Exec(`UPDATE messages SET trust = ?, peer_handle = ?, read = 0 WHERE incoming = 1 AND from_key = ? AND trust = ?`,
+					string(TrustTrusted), ct.Handle, ct.Key.String(), string(TrustRequest)); err != nil {
+					return res, nil, err
 				}
-				if !oldVerified.Valid && !ct.VerifiedAt.IsZero() {
-					if _, err := tx.Exec(`UPDATE contacts SET verified_at = ? WHERE handle = ?`, ct.VerifiedAt.UnixMilli(), ct.Handle); err != nil {
-						return err
-					}
-					if err := addEvent(tx, ct.Handle, now, "verified", "on another device ("+device.String()+")"); err != nil {
-						return err
+			}
+		case err != nil:
+			return res, nil, err
+		case oldKey != ct.Key.String():
+			res.ContactsKept++
+			continue
+		default:
+			moved := false
+			if uint64(oldSeqno) < ct.Pin.Seqno {
+				old, err := storedPin(tx, ct.Key, uint64(oldSeqno))
+				if err != nil {
+					return res, nil, err
+				}
+				if sigchain.CheckAgainst(old, v.links) == nil {
+					if _, err := tx.Exec(`UPDATE contacts SET enc_key = ?, generation = ?, pin_seqno = ?, pin_head = ? WHERE handle = ?`,
+						ct.EncryptionKey.Bytes(), int64(ct.Generation), int64(ct.Pin.Seqno), ct.Pin.Head.String(), ct.Handle); err != nil {
+						return res, nil, err
 					}
 					moved = true
 				}
+			}
+			if !oldVerified.Valid && !ct.VerifiedAt.IsZero() {
+				if _, err := tx.Exec(`UPDATE contacts SET verified_at = ? WHERE handle = ?`, ct.VerifiedAt.UnixMilli(), ct.Handle); err != nil {
+					return res, nil, err
+				}
+				if err := addEvent(tx, ct.Handle, now, "verified", "on another of your devices ("+device.String()+")"); err != nil {
+					return res, nil, err
+				}
 				if !moved {
+					res.Contacts++
+					cached = append(cached, &contactState{c: Contact{Handle: ct.Handle, Key: ct.Key, VerifiedAt: ct.VerifiedAt}})
 					continue
 				}
-				if err := addEvent(tx, ct.Handle, now, "synced", fmt.Sprintf("from device %s: chain seqno %d", device, ct.Pin.Seqno)); err != nil {
-					return err
-				}
 			}
-			res.Contacts++
-			added = append(added, &contactState{c: ct, state: v.st, lastCheck: now})
-		}
-		for _, k := range releasedKeys {
-			// As AddContact does: what the key sent this device while it
-			// was not a contact here becomes trusted.
-			if _, err := tx.Exec(`UPDATE messages SET trust = ?, read = 0 WHERE incoming = 1 AND from_key = ? AND trust = ?`,
-				string(TrustTrusted), k.String(), string(TrustRequest)); err != nil {
-				return err
+			if !moved {
+				continue
+			}
+			if err := addEvent(tx, ct.Handle, now, "synced", fmt.Sprintf("from device %s: chain seqno %d", device, ct.Pin.Seqno)); err != nil {
+				return res, nil, err
 			}
 		}
-		for _, e := range ch.Messages {
-			r, err := tx.Exec(`INSERT INTO messages (`+entryColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-				ON CONFLICT (from_key, id) DO UPDATE SET read = MAX(read, excluded.read), delivered_at = COALESCE(delivered_at, excluded.delivered_at)
-				WHERE read < excluded.read OR (delivered_at IS NULL AND excluded.delivered_at IS NOT NULL)`,
-				e.ID[:], boolInt(e.Incoming), e.Peer.String(), e.PeerHandle, e.From.String(), e.To.String(),
-				e.SentAt.UnixMilli(), e.ReceivedAt.UnixMilli(), string(e.Kind), refBytes(e.Ref), e.Body, int64(0),
-				string(e.Trust), string(e.State), boolInt(e.Read), nullMillis(e.DeliveredAt))
-			if err != nil {
-				return fmt.Errorf("chat: storing message %s: %w", e.ID, err)
-			}
-			if n, _ := r.RowsAffected(); n > 0 {
-				res.Messages++
-			}
+		if err := putLinks(tx, ct.Key, v.links, true); err != nil {
+			return res, nil, err
 		}
-		return nil
-	})
-	if err != nil {
-		return HistoryImport{}, err
+		if err := putDevices(tx, ct.Key, devs); err != nil {
+			return res, nil, err
+		}
+		if err := deleteDeviceState(tx, revokedIn(devs)); err != nil {
+			return res, nil, err
+		}
+		res.Contacts++
+		cs := &contactState{c: ct, state: st, lastCheck: now}
+		cs.setDevices(devs)
+		cached = append(cached, cs)
 	}
+	for _, e := range ch.Messages {
+		r, err := tx.Exec(`INSERT INTO messages (`+entryColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+			ON CONFLICT (from_key, id) DO UPDATE SET read = MAX(read, excluded.read), delivered_at = COALESCE(delivered_at, excluded.delivered_at)
+			WHERE read < excluded.read OR (delivered_at IS NULL AND excluded.delivered_at IS NOT NULL)`,
+			e.ID[:], boolInt(e.Incoming), e.Peer.String(), e.PeerHandle, e.From.String(), e.To.String(),
+			e.SentAt.UnixMilli(), e.ReceivedAt.UnixMilli(), string(e.Kind), refBytes(e.Ref), e.Body, int64(0),
+			string(e.Trust), string(e.State), boolInt(e.Read), nullMillis(e.DeliveredAt))
+		if err != nil {
+			return res, nil, fmt.Errorf("chat: storing message %s: %w", e.ID, err)
+		}
+		if n, _ := r.RowsAffected(); n > 0 {
+			res.Messages++
+		}
+	}
+	return res, cached, nil
+}
+
+// cacheImported puts in the contacts cache what applyHistoryTx changed,
+// once committed: a new contact whole; for a contact cached already, the
+// longer pin (a state without a chain carries only a verification).
+func (c *Client) cacheImported(cached []*contactState) {
 	c.mu.Lock()
-	for _, cs := range added {
-		if old := c.byHandle[cs.c.Handle]; old != nil {
-			// Keep what this device decided; take the longer pin.
-			old.c.EncryptionKey, old.c.Generation, old.c.Pin = cs.c.EncryptionKey, cs.c.Generation, cs.c.Pin
+	defer c.mu.Unlock()
+	for _, cs := range cached {
+		old := c.byHandle[cs.c.Handle]
+		switch {
+		case old != nil && old.c.Key != cs.c.Key:
+		case old != nil:
 			if old.c.VerifiedAt.IsZero() {
 				old.c.VerifiedAt = cs.c.VerifiedAt
 			}
-			old.state = cs.state
-			continue
+			if cs.state != nil && cs.state.Seqno() > old.c.Pin.Seqno {
+				old.c.EncryptionKey, old.c.Generation, old.c.Pin, old.state = cs.c.EncryptionKey, cs.c.Generation, cs.c.Pin, cs.state
+				prev := old.devices
+				old.setDevices(cs.devices)
+				c.indexDevices(old, prev)
+			}
+		case cs.state != nil:
+			c.byHandle[cs.c.Handle], c.byKey[cs.c.Key] = cs, cs
+			c.indexDevices(cs, nil)
 		}
-		c.byHandle[cs.c.Handle], c.byKey[cs.c.Key] = cs, cs
 	}
-	c.mu.Unlock()
-	c.log.Info("history chunk applied", "device", device, "index", res.Index, "contacts", res.Contacts, "messages", res.Messages, "last", res.LastOfTransfer)
-	return res, nil
 }
 
 // storedPin returns the pin of key's stored chain at seqno.
-func (c *Client) storedPin(tx *sql.Tx, key kez.PublicKey, seqno uint64) (sigchain.Pin, error) {
+func storedPin(tx *sql.Tx, key kez.PublicKey, seqno uint64) (sigchain.Pin, error) {
 	var b []byte
 	if err := tx.QueryRow(`SELECT link FROM chain_links WHERE key = ? AND seqno = ?`, key.String(), int64(seqno)).Scan(&b); err != nil {
 		return sigchain.Pin{}, fmt.Errorf("chat: the stored chain of %s: %w", key, err)
@@ -483,4 +513,29 @@ func (c *Client) storedPin(tx *sql.Tx, key kez.PublicKey, seqno uint64) (sigchai
 		return sigchain.Pin{}, fmt.Errorf("chat: the stored chain of %s is damaged: %w", key, err)
 	}
 	return sigchain.Pin{Key: key, Seqno: seqno, Head: l.ID()}, nil
+}
+
+// checkOwnDevice checks, on the user's chain fetched now, that device is
+// a current device of this person other than this one.
+func (c *Client) checkOwnDevice(ctx context.Context, device kez.PublicKey) error {
+	if device == c.devKey {
+		return fmt.Errorf("%w: %s is this device", ErrNotOwnDevice, device)
+	}
+	for _, k := range currentDevices(c.ownDevices(ctx, true), c.me) {
+		if k == device {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s is not a current device on your chain", ErrNotOwnDevice, device)
+}
+
+// sendToOwnDevice seals one message of kind to another device of this
+// person, publishes it and waits for the stream to store it.
+func (c *Client) sendToOwnDevice(ctx context.Context, device kez.PublicKey, kind Kind, body []byte) error {
+	p, err := c.publishIn(ctx, []target{c.ownTarget(device)}, Message{Kind: kind, Body: body}, false, false, false, nil)
+	if err != nil {
+		return err
+	}
+	_, err = p.Wait(ctx)
+	return err
 }

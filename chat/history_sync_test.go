@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"crypto/rand"
+	"database/sql"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // offline makes a test client that is not logged in to NATS.
@@ -188,7 +191,7 @@ func TestHistoryImportKeepsLocal(t *testing.T) {
 		t.Fatal("the verification made on the other device was not taken")
 	}
 	evs, _ := fresh.ContactEvents(ctx, "bob")
-	if evs[0].Event != "added" || evs[len(evs)-1].Event != "synced" {
+	if evs[0].Event != "added" || evs[len(evs)-1].Event != "verified" {
 		t.Fatalf("bob's events: %+v", evs)
 	}
 }
@@ -312,4 +315,151 @@ func TestHistoryChunking(t *testing.T) {
 		t.Fatalf("%d messages came out of the chunks, want %d in order", len(got), len(want))
 	}
 	t.Logf("%d messages in %d bytes of chunks", len(got), total)
+}
+
+// linkDevice makes a device key for u's person, certifies it with an
+// add_device link appended at the stack's sig-server, registers it at the
+// chat-server, and opens a client of it (logged in with the device key).
+func linkDevice(t *testing.T, st *stacktest.Stack, u *stacktest.User, name string) *testClient {
+	t.Helper()
+	ctx := testCtx(t)
+	dev, _, err := kez.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := sigchain.NewLinkRequest(dev, name, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &sigchain.Client{BaseURL: st.SigServerURL}
+	chain, err := sc.FetchVerified(ctx, u.Key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := sigchain.NewLink(u.Identity, chain, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Append(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := (&handles.Client{BaseURL: st.ServerURL}).RegisterDevice(ctx, l.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	return openClient(t, st, u, func(c *Config) {
+		c.Client.Identity, c.Client.Device, c.Client.Person = nil, dev, u.Key
+	})
+}
+
+// seedHistory stores n messages between c and peer in c's history, as
+// if exchanged (every tenth sent by c, the last ten unread).
+func seedHistory(t *testing.T, c *testClient, peer kez.PublicKey, handle string, n int) {
+	t.Helper()
+	me := c.Key()
+	err := c.db.write(testCtx(t), func(tx *sql.Tx) error {
+		for i := range n {
+			at := t0.Add(time.Duration(i) * time.Second)
+			e := &Entry{ID: NewMessageID(), Incoming: true, Peer: peer, PeerHandle: handle, From: peer, To: me, SentAt: at, ReceivedAt: at,
+				Kind: KindText, Body: []byte(fmt.Sprintf("message %d: the quick brown fox jumps over the lazy dog", i)), Trust: TrustTrusted, Read: i < n-10}
+			if i%10 == 0 {
+				e.Incoming, e.From, e.To, e.State, e.Read = false, me, peer, StateSent, true
+			}
+			if _, err := c.db.insertEntry(tx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHistoryTransfer links a device to alice and sends it 10,000
+// messages of history over the stack: the new device ends with the same
+// contacts and messages, and the transfer time is logged.
+func TestHistoryTransfer(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice, bob := openClient(t, st, au), openClient(t, st, bu)
+	mustAdd(t, alice, "bob")
+	mustAdd(t, bob, "alice")
+	const n = 10000
+	seedHistory(t, alice, bu.Key, bu.Handle.String(), n)
+	laptop := linkDevice(t, st, au, "laptop")
+	ctx := testCtx(t)
+
+	// Not to a key that is no device of alice's, nor to itself.
+	if _, err := alice.SendHistory(ctx, bu.Key, HistoryOptions{}); !errors.Is(err, ErrNotOwnDevice) {
+		t.Fatalf("history to bob: %v", err)
+	}
+	if _, err := alice.SendHistory(ctx, alice.DeviceKey(), HistoryOptions{}); !errors.Is(err, ErrNotOwnDevice) {
+		t.Fatalf("history to itself: %v", err)
+	}
+
+	start := time.Now()
+	stats, err := alice.SendHistory(ctx, laptop.DeviceKey(), HistoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Since(start)
+	if stats.Messages != n || stats.Contacts != 1 || stats.MessagesSkipped+stats.ContactsSkipped != 0 {
+		t.Fatalf("stats %+v", stats)
+	}
+	receiveUntil(t, laptop, "the history", func(int) bool {
+		return countRows(t, laptop, `SELECT COUNT(*) FROM messages`) == n
+	})
+	applied := time.Since(start)
+	t.Logf("history of %d messages: %d chunks, %d bytes, %d waits; sent in %s, applied on the new device %s after the start",
+		n, stats.Chunks, stats.Bytes, stats.Waits, sent.Round(time.Millisecond), applied.Round(time.Millisecond))
+	if got, want := dump(t, laptop, true), dump(t, alice, true); got != want {
+		t.Fatalf("the new device's history differs from the primary's")
+	}
+	if ct, err := laptop.Contact(ctx, "bob"); err != nil || ct.Key != bu.Key {
+		t.Fatalf("bob on the laptop: %v", err)
+	}
+
+	// Sending it again changes nothing.
+	before := dump(t, laptop, true)
+	if _, err := alice.SendHistory(ctx, laptop.DeviceKey(), HistoryOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mustSend(t, alice, "bob", "marker") // its sent copy follows the chunks
+	receiveUntil(t, laptop, "the sent copy", func(int) bool {
+		return countRows(t, laptop, `SELECT COUNT(*) FROM messages`) == n+1
+	})
+	if after := dump(t, laptop, true); !strings.HasPrefix(after, before[:strings.Index(before, "message ")]) || strings.Count(after, "\nmessage ") != n+1 {
+		t.Fatal("the history sent twice changed the new device's history")
+	}
+}
+
+// TestHistoryOnlyFromOwnDevices: a sync-history chunk that bob's device
+// seals to alice's device is refused: nothing of it is stored.
+func TestHistoryOnlyFromOwnDevices(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice, bob := openClient(t, st, au), openClient(t, st, bu)
+	mustAdd(t, alice, "bob")
+	laptop := linkDevice(t, st, au, "laptop")
+	mustAdd(t, bob, "alice") // pins alice's chain with the laptop
+	ctx := testCtx(t)
+	// bob builds a chunk that would plant a message "from alice" on her
+	// laptop (his own history, written as alice's).
+	w := &historyWriter{}
+	w.message(&Entry{ID: NewMessageID(), From: au.Key, To: bu.Key, SentAt: t0, ReceivedAt: t0, Kind: KindText, Body: []byte("planted"), Trust: TrustTrusted, State: StateSent, Read: true})
+	body := encodeHistoryBody(chunkPayload([]*historyItem{{enc: w.b}}, [16]byte{}, 0, true))
+	p, err := bob.publishIn(ctx, []target{{rcpt: Recipient{Key: laptop.DeviceKey()}, person: au.Key}}, Message{Kind: KindSyncHistory, Body: body}, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustSend(t, bob, "alice", "after the chunk")
+	receiveUntil(t, laptop, "bob's message", func(int) bool {
+		return countRows(t, laptop, `SELECT COUNT(*) FROM messages WHERE incoming = 1`) == 1
+	})
+	if n := countRows(t, laptop, `SELECT COUNT(*) FROM messages WHERE body = ?`, []byte("planted")); n != 0 {
+		t.Fatal("a history chunk from another person's device was applied")
+	}
 }
