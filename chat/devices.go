@@ -22,6 +22,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -360,8 +361,11 @@ func (c *Client) lookupDevice(ctx context.Context, dev kez.PublicKey) deviceAnsw
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
 	defer cancel()
 	person, revoked, err := c.devicePerson(lctx, dev)
+	var se *sigchain.ServerError
 	switch {
-	case errors.Is(err, sigchain.ErrNotFound):
+	case errors.Is(err, sigchain.ErrNotFound), errors.Is(err, sigchain.ErrNoDevice), errors.As(err, &se) && se.StatusCode == http.StatusNotImplemented:
+		// No chain lists it (or a sig-server of an earlier release, which
+		// keeps no devices): a person's own key.
 		return deviceAnswer{person: dev}
 	case err != nil:
 		return deviceAnswer{err: err}
@@ -385,6 +389,10 @@ func (c *Client) lookupDevice(ctx context.Context, dev kez.PublicKey) deviceAnsw
 		c.mu.Unlock()
 	default:
 		st, err := c.keyChain(lctx, person)
+		var le *sigchain.LinkError
+		if errors.Is(err, sigchain.ErrNotFound) || errors.As(err, &le) {
+			return deviceAnswer{person: person, err: fmt.Errorf("%w: %s claims to be a device of %s, whose chain: %w", ErrUnknownDevice, dev, person, err)}
+		}
 		if err != nil {
 			return deviceAnswer{err: err}
 		}
