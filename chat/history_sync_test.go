@@ -6,9 +6,12 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -461,5 +464,42 @@ func TestHistoryOnlyFromOwnDevices(t *testing.T) {
 	})
 	if n := countRows(t, laptop, `SELECT COUNT(*) FROM messages WHERE body = ?`, []byte("planted")); n != 0 {
 		t.Fatal("a history chunk from another person's device was applied")
+	}
+}
+
+// TestHistorySpecVector checks the vector of docs/spec/chat.md §9.3.
+func TestHistorySpecVector(t *testing.T) {
+	spec, err := os.ReadFile("../docs/spec/chat.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)Its body without compression:\n\n```\n(.*?)```").FindSubmatch(spec)
+	if m == nil {
+		t.Fatal("no history vector in chat.md")
+	}
+	want, err := hex.DecodeString(strings.ReplaceAll(string(m[1]), "\n", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := kez.ParsePublicKey("UBEZRRVSGPSBY27Q4OUWJ2U276ERUCM7QPE5Y5BAWKI7BGJHDCPONM47")
+	b, _ := kez.ParsePublicKey("UBVBZNUTHDTVHMOZSAYLL6QRMPIF2VSCE5XXKBYZLM267E6TX3JHCCAR")
+	var id MessageID
+	for i := range id {
+		id[i] = byte(i)
+	}
+	at := time.UnixMilli(1767225600000)
+	e := &Entry{ID: id, From: b, To: a, Incoming: true, Read: true, PeerHandle: "bob@kez.lat", SentAt: at, ReceivedAt: at.Add(time.Second), Kind: KindText, Body: []byte("hello"), Trust: TrustTrusted}
+	w := &historyWriter{}
+	w.message(e)
+	transfer := [16]byte(bytes.Repeat([]byte{0xaa}, 16))
+	p := chunkPayload([]*historyItem{{enc: w.b}}, transfer, 0, true)
+	if got := append([]byte("KZH1\x00"), p...); !bytes.Equal(got, want) {
+		t.Fatalf("chat.md shows\n%x\nthe code writes\n%x", want, got)
+	}
+	for _, body := range [][]byte{want, encodeHistoryBody(p)} {
+		ch, err := decodeHistoryBody(body, a)
+		if err != nil || len(ch.Messages) != 1 || !ch.Last || ch.Transfer != transfer || ch.Messages[0].Text() != "hello" || ch.Messages[0].Peer != b {
+			t.Fatalf("the vector decodes to %+v, %v", ch, err)
+		}
 	}
 }
