@@ -23,8 +23,13 @@ type HistoryOptions struct {
 	// the counts so far.
 	Progress func(HistoryStats)
 	// MaxWait bounds how long one chunk waits for room in the device's
-	// inbox (see SendHistory); 0 means until ctx ends.
+	// inbox, or for the device to publish its first prekey (see
+	// SendHistory); 0 means until ctx ends.
 	MaxWait time.Duration
+	// OnWait, if set, is called the first time the transfer waits, with
+	// the reason (a *QuotaError, or ErrNoPrekey while the device has not
+	// come online yet).
+	OnWait func(error)
 }
 
 // HistoryStats counts what a history transfer sent.
@@ -65,9 +70,10 @@ const historyBodyLimit = MaxBodySize
 // harmless.
 //
 // When the device's inbox is full (a *[QuotaError], as when it is not
-// online to take what arrives) the transfer waits and tries the same
-// chunk again, waiting longer each time up to a few seconds, until
-// opts.MaxWait or ctx ends. It returns what was sent, also on error.
+// online to take what arrives), or it has not published a prekey yet
+// ([ErrNoPrekey]: it has not come online since it was linked), the
+// transfer waits and tries the same chunk again, waiting longer each time
+// up to a few seconds, until opts.MaxWait or ctx ends. It returns what was sent, also on error.
 func (c *Client) SendHistory(ctx context.Context, device kez.PublicKey, opts HistoryOptions) (HistoryStats, error) {
 	start := time.Now()
 	var stats HistoryStats
@@ -82,7 +88,7 @@ func (c *Client) SendHistory(ctx context.Context, device kez.PublicKey, opts His
 		return stats, err
 	}
 	err := c.historyChunks(ctx, &stats, func(body []byte) error {
-		if err := c.sendHistoryChunk(ctx, device, body, opts.MaxWait, &stats); err != nil {
+		if err := c.sendHistoryChunk(ctx, device, body, opts, &stats); err != nil {
 			return err
 		}
 		stats.Chunks++
@@ -148,7 +154,8 @@ func dropOversize(items []*historyItem, stats *HistoryStats) []*historyItem {
 
 // sendHistoryChunk sends one chunk, waiting while the device's inbox is
 // full.
-func (c *Client) sendHistoryChunk(ctx context.Context, device kez.PublicKey, body []byte, maxWait time.Duration, stats *HistoryStats) error {
+func (c *Client) sendHistoryChunk(ctx context.Context, device kez.PublicKey, body []byte, opts HistoryOptions, stats *HistoryStats) error {
+	maxWait := opts.MaxWait
 	wait := 100 * time.Millisecond
 	var deadline <-chan time.Time
 	if maxWait > 0 {
@@ -159,16 +166,27 @@ func (c *Client) sendHistoryChunk(ctx context.Context, device kez.PublicKey, bod
 	for {
 		err := c.sendToOwnDevice(ctx, device, KindSyncHistory, body)
 		var qe *QuotaError
-		if !errors.As(err, &qe) {
+		switch {
+		case errors.As(err, &qe):
+		case errors.Is(err, ErrNoPrekey):
+			// The device has not come online yet to publish its prekey:
+			// ask again after the wait, not after the refresh interval.
+			c.peerPrekeys.mu.Lock()
+			delete(c.peerPrekeys.none, device)
+			c.peerPrekeys.mu.Unlock()
+		default:
 			return err
 		}
 		stats.Waits++
+		if opts.OnWait != nil && stats.Waits == 1 {
+			opts.OnWait(err)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-deadline:
 			t.Stop()
-			return fmt.Errorf("chat: the history waited %s for room in the device's inbox: %w", maxWait, err)
+			return fmt.Errorf("chat: the history waited %s for the device: %w", maxWait, err)
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
