@@ -173,19 +173,22 @@ func makeOwnDevice(ctx context.Context, e *env, home string, id *kez.Identity, p
 	if err != nil {
 		return err
 	}
-	fail := func(err error, what string) error {
+	// What cannot be done now is said, not failed: the identity is
+	// restored; the install only does not log in until it is a device.
+	fail := func(why string) error {
 		prof.NeedsDevice = true
-		if serr := saveProfile(home, prof); serr != nil {
-			return serr
+		if err := saveProfile(home, prof); err != nil {
+			return err
 		}
-		return worded(err, "your identity is restored, but this install could not be made a device of its own (%s: %s), so it does not log in yet; run \"kez recover --force\" with your words again once your servers answer", what, e.sentence(err))
+		fmt.Fprintf(e.stdout, "\nThis install could not be made a device of its own (%s), so it does not log in yet: it would take the messages of your other install. Run \"kez recover --force\" with your words again once your servers answer.\n", why)
+		return nil
 	}
 	srv, err := e.settleServers(ctx, o.sf, prof, false)
-	if err != nil || srv.sigServer == "" {
-		if err == nil {
-			err = errors.New("no server is known")
-		}
-		return fail(err, "no servers")
+	if err != nil {
+		return fail(e.sentence(err))
+	}
+	if srv.sigServer == "" {
+		return fail("no server is known here: give --server URL or set KEZ_SERVER")
 	}
 	sc := &sigchain.Client{BaseURL: srv.sigServer, HTTPClient: httpClient}
 	st, err := sc.FetchVerified(ctx, id.PublicKey(), nil)
@@ -193,7 +196,7 @@ func makeOwnDevice(ctx context.Context, e *env, home string, id *kez.Identity, p
 		return nil // no chain: this install is the primary device
 	}
 	if err != nil {
-		return fail(err, "reading your sigchain")
+		return fail("reading your sigchain: " + e.sentence(err))
 	}
 	name := o.name
 	if name == "" {
@@ -209,13 +212,13 @@ func makeOwnDevice(ctx context.Context, e *env, home string, id *kez.Identity, p
 	}
 	l, err := sigchain.NewLink(id, st, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req), e.clock())
 	if err != nil {
-		return fail(err, "certifying the device")
+		return fail("certifying the device: " + e.sentence(err))
 	}
 	if _, _, err := (&handles.Client{BaseURL: srv.server, HTTPClient: httpClient}).RegisterDevice(ctx, l.Bytes()); err != nil {
-		return fail(err, "registering it at the chat-server")
+		return fail("registering it at the chat-server: " + e.sentence(err))
 	}
 	if err := sc.Append(ctx, l); err != nil {
-		return fail(err, "adding it to your sigchain")
+		return fail("adding it to your sigchain: " + e.sentence(err))
 	}
 	if err := kez.SaveDevice(home, dev, id.PublicKey(), pass, kez.Overwrite(), kez.WithScryptWorkFactor(scryptWorkFactor)); err != nil {
 		return err
