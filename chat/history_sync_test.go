@@ -17,10 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // offline makes a test client that is not logged in to NATS.
@@ -320,38 +318,11 @@ func TestHistoryChunking(t *testing.T) {
 	t.Logf("%d messages in %d bytes of chunks", len(got), total)
 }
 
-// linkDevice makes a device key for u's person, certifies it with an
-// add_device link appended at the stack's sig-server, registers it at the
-// chat-server, and opens a client of it (logged in with the device key).
+// linkDevice links a new device to u's person (newDevice) and opens a
+// client of it.
 func linkDevice(t *testing.T, st *stacktest.Stack, u *stacktest.User, name string) *testClient {
 	t.Helper()
-	ctx := testCtx(t)
-	dev, _, err := kez.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := sigchain.NewLinkRequest(dev, name, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := &sigchain.Client{BaseURL: st.SigServerURL}
-	chain, err := sc.FetchVerified(ctx, u.Key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := sigchain.NewLink(u.Identity, chain, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sc.Append(ctx, l); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := (&handles.Client{BaseURL: st.ServerURL}).RegisterDevice(ctx, l.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	return openClient(t, st, u, func(c *Config) {
-		c.Client.Identity, c.Client.Device, c.Client.Person = nil, dev, u.Key
-	})
+	return openDevice(t, st, u, newDevice(t, st, u, name), name)
 }
 
 // seedHistory stores n messages between c and peer in c's history, as

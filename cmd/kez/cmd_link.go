@@ -72,6 +72,20 @@ func (e *env) clock() time.Time {
 	return time.Now()
 }
 
+// newDeviceKey makes a device key (words never shown) and its link
+// request, named name (default: the host name).
+func newDeviceKey(e *env, name string) (*kez.Identity, *sigchain.LinkRequest, error) {
+	if name == "" {
+		name = defaultDeviceName()
+	}
+	dev, _, err := kez.NewIdentity()
+	if err != nil {
+		return nil, nil, err
+	}
+	req, err := sigchain.NewLinkRequest(dev, name, e.clock())
+	return dev, req, err
+}
+
 // defaultDeviceName is the host name, cut to a valid device name.
 func defaultDeviceName() string {
 	h, err := os.Hostname()
@@ -108,11 +122,7 @@ func runLink(ctx context.Context, e *env, o linkOptions) error {
 		return errors.New("no server to link through: give your chat-server with --server URL (or KEZ_SERVER)")
 	}
 	sc := &sigchain.Client{BaseURL: srv.sigServer, HTTPClient: httpClient}
-	dev, _, err := kez.NewIdentity()
-	if err != nil {
-		return err
-	}
-	req, err := sigchain.NewLinkRequest(dev, name, e.clock())
+	dev, req, err := newDeviceKey(e, name)
 	if err != nil {
 		return err
 	}

@@ -198,18 +198,11 @@ func makeOwnDevice(ctx context.Context, e *env, home string, id *kez.Identity, p
 	if err != nil {
 		return fail("reading your sigchain: " + e.sentence(err))
 	}
-	name := o.name
-	if name == "" {
-		name = defaultDeviceName()
-	}
-	dev, _, err := kez.NewIdentity()
+	dev, req, err := newDeviceKey(e, o.name)
 	if err != nil {
 		return err
 	}
-	req, err := sigchain.NewLinkRequest(dev, name, e.clock())
-	if err != nil {
-		return err
-	}
+	name := req.Name()
 	l, err := sigchain.NewLink(id, st, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req), e.clock())
 	if err != nil {
 		return fail("certifying the device: " + e.sentence(err))
