@@ -14,7 +14,7 @@ import (
 const InfoPath = handles.InfoPath
 
 // Handler returns the server's HTTP handler: the handle registry (claim,
-// lookup, WebFinger), GET /v1/info, and /healthz, /readyz (see
+// lookup, WebFinger, devices), GET /v1/info, and /healthz, /readyz (see
 // [Server.Ready]) and Prometheus /metrics, with request metrics and
 // logging. It may be called before Start; until Start has succeeded, and
 // after Close, the API answers 503. Every call returns the same handler.
@@ -25,6 +25,8 @@ func (s *Server) Handler() http.Handler {
 			return s.metrics.countClaims(hs.ClaimHandler())
 		}))
 		mux.Handle("GET /v1/handles/{name}", s.api((*handles.Server).LookupHandler))
+		mux.Handle("POST "+handles.DevicesPath, s.api((*handles.Server).DevicesHandler))
+		mux.Handle("GET "+handles.DevicesPath+"/{key}", s.api((*handles.Server).DeviceLookupHandler))
 		mux.Handle("GET /.well-known/webfinger", s.api((*handles.Server).WebFingerHandler))
 		mux.Handle("OPTIONS /.well-known/webfinger", s.api((*handles.Server).WebFingerHandler))
 		mux.Handle("GET "+InfoPath, s.api(func(hs *handles.Server) http.Handler { return hs.LimitReads(http.HandlerFunc(s.info)) }))

@@ -139,3 +139,27 @@ func (s *Server) openJetStreamRegistry(ctx context.Context, nc *nats.Conn) bool 
 		}
 	}
 }
+
+func (l lazyStore) AddDevice(ctx context.Context, d handles.DeviceRecord) (bool, error) {
+	r, err := l.get()
+	if err != nil {
+		return false, err
+	}
+	return r.AddDevice(ctx, d)
+}
+
+func (l lazyStore) RevokeDevice(ctx context.Context, person, device kez.PublicKey, at time.Time) error {
+	r, err := l.get()
+	if err != nil {
+		return err
+	}
+	return r.RevokeDevice(ctx, person, device, at)
+}
+
+func (l lazyStore) Devices(ctx context.Context, person kez.PublicKey) ([]handles.DeviceRecord, error) {
+	r, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return r.Devices(ctx, person)
+}

@@ -36,9 +36,14 @@ type Client struct {
 // A 400 about the handle itself is returned as a *[HandleError] instead,
 // and a 409 that names the handle held as a *[TakenError],
 // and a 429 as a *[RateLimitedError] matching [ErrRateLimited].
+//
+// A refusal of a device registration carries a reason and matches its
+// error instead: [ErrDeviceRevoked], [ErrDeviceTaken], [ErrTooManyDevices]
+// or [ErrBadDeviceLink].
 type ServerError struct {
 	StatusCode int
 	Message    string // the server's "error" text
+	Reason     Reason // the server's "reason", if any
 }
 
 // Error gives the status and the server's message.
@@ -48,6 +53,16 @@ func (e *ServerError) Error() string {
 
 // Is maps the status to the package's sentinel errors.
 func (e *ServerError) Is(target error) bool {
+	switch e.Reason {
+	case ReasonDeviceRevoked:
+		return target == ErrDeviceRevoked
+	case ReasonDeviceTaken:
+		return target == ErrDeviceTaken
+	case ReasonTooManyDevices:
+		return target == ErrTooManyDevices
+	case ReasonBadDeviceLink:
+		return target == ErrBadDeviceLink
+	}
 	switch e.StatusCode {
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 		return target == ErrBadClaim
@@ -178,7 +193,7 @@ func (c *Client) do(req *http.Request, input string, out any) (int, error) {
 		if te := takenAnswer(resp.StatusCode, e, input); te != nil {
 			return 0, te
 		}
-		return 0, &ServerError{StatusCode: resp.StatusCode, Message: e.Error}
+		return 0, &ServerError{StatusCode: resp.StatusCode, Message: e.Error, Reason: e.Reason}
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return 0, fmt.Errorf("handles: %s answered with something that is not the expected JSON: %w", req.URL.Host, err)

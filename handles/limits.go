@@ -20,8 +20,14 @@ type Limits struct {
 	// use up its bucket.
 	ClaimsPerKey ratelimit.Limit
 	// ReadsPerIP bounds the lookups and WebFinger queries of one client
-	// address (and the chat-server's /v1/info).
+	// address (and the chat-server's /v1/info, and device lookups).
 	ReadsPerIP ratelimit.Limit
+	// DevicesPerIP bounds the device links (POST /v1/devices) one client
+	// address sends, whatever becomes of them.
+	DevicesPerIP ratelimit.Limit
+	// DevicesPerKey bounds the device links signed by one person's key,
+	// counted once the signature verifies.
+	DevicesPerKey ratelimit.Limit
 	// ClientIP says how a request's client address is known: the TCP
 	// peer, or X-Forwarded-For from trusted proxies only.
 	ClientIP ratelimit.ClientIP
@@ -39,12 +45,16 @@ var DefaultLimits = Limits{
 	ClaimsPerIP:  ratelimit.Limit{N: 10, Per: time.Hour},
 	ClaimsPerKey: ratelimit.Limit{N: 10, Per: time.Hour},
 	ReadsPerIP:   ratelimit.Limit{N: 1200, Per: time.Minute},
+	// A person links a handful of devices in a lifetime; a retry loop
+	// gets a few dozen tries.
+	DevicesPerIP:  ratelimit.Limit{N: 30, Per: time.Hour},
+	DevicesPerKey: ratelimit.Limit{N: 30, Per: time.Hour},
 }
 
 // NoLimits returns Limits with every rate off.
 func NoLimits() Limits {
 	u := ratelimit.Unlimited
-	return Limits{ClaimsPerIP: u, ClaimsPerKey: u, ReadsPerIP: u}
+	return Limits{ClaimsPerIP: u, ClaimsPerKey: u, ReadsPerIP: u, DevicesPerIP: u, DevicesPerKey: u}
 }
 
 // ErrRateLimited reports a request a chat-server or sig-server refused
@@ -57,9 +67,10 @@ type RateLimitedError = ratelimit.Error
 
 // limiters are a Server's rate limits.
 type limiters struct {
-	ip                        ratelimit.ClientIP
-	claimsPerIP, claimsPerKey *ratelimit.Limiter
-	readsPerIP                *ratelimit.Limiter
+	ip                          ratelimit.ClientIP
+	claimsPerIP, claimsPerKey   *ratelimit.Limiter
+	readsPerIP                  *ratelimit.Limiter
+	devicesPerIP, devicesPerKey *ratelimit.Limiter
 }
 
 func newLimiters(l Limits, now func() time.Time) *limiters {
@@ -71,10 +82,12 @@ func newLimiters(l Limits, now func() time.Time) *limiters {
 		return ratelimit.New(lim.Or(def), ratelimit.Options{Endpoint: endpoint, Reason: reason, MaxKeys: l.MaxTracked, Now: now})
 	}
 	return &limiters{
-		ip:           l.ClientIP,
-		claimsPerIP:  limiter(l.ClaimsPerIP, d.ClaimsPerIP, "claim", "ip"),
-		claimsPerKey: limiter(l.ClaimsPerKey, d.ClaimsPerKey, "claim", "key"),
-		readsPerIP:   limiter(l.ReadsPerIP, d.ReadsPerIP, "read", "ip"),
+		ip:            l.ClientIP,
+		claimsPerIP:   limiter(l.ClaimsPerIP, d.ClaimsPerIP, "claim", "ip"),
+		claimsPerKey:  limiter(l.ClaimsPerKey, d.ClaimsPerKey, "claim", "key"),
+		readsPerIP:    limiter(l.ReadsPerIP, d.ReadsPerIP, "read", "ip"),
+		devicesPerIP:  limiter(l.DevicesPerIP, d.DevicesPerIP, "device", "ip"),
+		devicesPerKey: limiter(l.DevicesPerKey, d.DevicesPerKey, "device", "key"),
 	}
 }
 
@@ -116,18 +129,21 @@ func (s *Server) LimitReads(h http.Handler) http.Handler {
 // Limits returns the rate limits in force, defaults filled in.
 func (s *Server) Limits() Limits {
 	return Limits{
-		ClaimsPerIP:  s.limits.claimsPerIP.Limit(),
-		ClaimsPerKey: s.limits.claimsPerKey.Limit(),
-		ReadsPerIP:   s.limits.readsPerIP.Limit(),
-		ClientIP:     s.limits.ip,
-		MaxTracked:   s.cfg.Limits.MaxTracked,
-		Now:          s.cfg.Limits.Now,
+		ClaimsPerIP:   s.limits.claimsPerIP.Limit(),
+		ClaimsPerKey:  s.limits.claimsPerKey.Limit(),
+		ReadsPerIP:    s.limits.readsPerIP.Limit(),
+		DevicesPerIP:  s.limits.devicesPerIP.Limit(),
+		DevicesPerKey: s.limits.devicesPerKey.Limit(),
+		ClientIP:      s.limits.ip,
+		MaxTracked:    s.cfg.Limits.MaxTracked,
+		Now:           s.cfg.Limits.Now,
 	}
 }
 
 // LimitStats returns the counters of the server's rate limits, for
-// metrics: endpoint "claim" with reason "ip" and "key", endpoint "read"
-// with reason "ip".
+// metrics: endpoints "claim" and "device" with reason "ip" and "key",
+// endpoint "read" with reason "ip".
 func (s *Server) LimitStats() []ratelimit.Stats {
-	return []ratelimit.Stats{s.limits.claimsPerIP.Stats(), s.limits.claimsPerKey.Stats(), s.limits.readsPerIP.Stats()}
+	return []ratelimit.Stats{s.limits.claimsPerIP.Stats(), s.limits.claimsPerKey.Stats(), s.limits.readsPerIP.Stats(),
+		s.limits.devicesPerIP.Stats(), s.limits.devicesPerKey.Stats()}
 }

@@ -47,12 +47,19 @@ type ServerConfig struct {
 	// Limits are the rate limits on claims and reads (zero fields:
 	// [DefaultLimits]).
 	Limits Limits
+	// DeviceRevoked, if set, is called after a revoke_device link was
+	// stored (again for a revocation sent again), before the answer: the
+	// chat-server closes the device's connections and empties its inbox
+	// there. ctx is the request's.
+	DeviceRevoked func(ctx context.Context, person, device kez.PublicKey)
 }
 
 // Server is the chat-server's handle registry over HTTP:
 //
 //	POST    /v1/handles                          claim a handle
 //	GET     /v1/handles/{name}                   look one up
+//	POST    /v1/devices                          add or revoke a device (one link)
+//	GET     /v1/devices/{key}                    whose device a key is
 //	GET     /.well-known/webfinger?resource=acct:NAME@DOMAIN
 //	OPTIONS /.well-known/webfinger               a browser's CORS preflight
 //
@@ -118,6 +125,8 @@ func (s *Server) Domain() string { return s.cfg.Domain }
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("POST /v1/handles", s.ClaimHandler())
 	mux.Handle("GET /v1/handles/{name}", s.LookupHandler())
+	mux.Handle("POST "+DevicesPath, s.DevicesHandler())
+	mux.Handle("GET "+DevicesPath+"/{key}", s.DeviceLookupHandler())
 	mux.Handle("GET /.well-known/webfinger", s.WebFingerHandler())
 	mux.Handle("OPTIONS /.well-known/webfinger", s.WebFingerHandler())
 }
@@ -257,12 +266,20 @@ func (s *Server) doClaim(r *http.Request) (Record, bool, error) {
 }
 
 func (s *Server) precheck(ctx context.Context, h Handle, key kez.PublicKey) error {
-	if held, err := s.cfg.Store.LookupKey(ctx, key); err == nil && held.Handle != h {
+	held, err := s.cfg.Store.LookupKey(ctx, key)
+	var re *DeviceRevokedError
+	if errors.As(err, &re) {
+		held, err = re.Record, nil
+	}
+	switch {
+	case err == nil && held.Key != key:
+		return fmt.Errorf("%w: it is a device of %s", ErrKeyHasHandle, held.Key)
+	case err == nil && held.Handle != h:
 		return fmt.Errorf("%w: it holds %s", ErrKeyHasHandle, held.Handle)
-	} else if err != nil && !errors.Is(err, ErrNotFound) {
+	case err != nil && !errors.Is(err, ErrNotFound):
 		return err
 	}
-	held, err := s.cfg.Store.Lookup(ctx, h)
+	held, err = s.cfg.Store.Lookup(ctx, h)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return nil

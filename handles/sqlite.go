@@ -18,7 +18,7 @@ type SQLiteStore struct {
 	db *sql.DB
 	// Lookups run once per NATS login (the auth callout asks by key):
 	// prepared once, they skip SQLite's parse and plan on every call.
-	byKey, byName *sql.Stmt
+	byKey, byName, byDevice *sql.Stmt
 }
 
 var _ Store = (*SQLiteStore)(nil)
@@ -54,6 +54,20 @@ CREATE TABLE skeleton_rule (version INTEGER NOT NULL) STRICT;
 INSERT INTO skeleton_rule (version) VALUES (1);
 `
 
+// schemaV3 adds the devices of persons (docs/spec/handles.md, "Devices"):
+// one row per device key, revoked_at set once revoked (a person's own key
+// has a row only once revoked as a device).
+const schemaV3 = `
+CREATE TABLE devices (
+	device     TEXT    NOT NULL PRIMARY KEY,
+	person     TEXT    NOT NULL,
+	name       TEXT    NOT NULL,
+	added_at   INTEGER NOT NULL,
+	revoked_at INTEGER
+) STRICT;
+CREATE INDEX devices_person ON devices (person);
+`
+
 // OpenSQLite opens (creating if needed) the registry in the SQLite file at
 // path. Close it when done.
 func OpenSQLite(path string) (*SQLiteStore, error) {
@@ -62,7 +76,7 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		return nil, fmt.Errorf("handles: opening registry %s: %w", path, err)
 	}
 	s := &SQLiteStore{db: db}
-	if err := sqlitedb.Migrate(db, []string{schema, schemaV2}); err != nil {
+	if err := sqlitedb.Migrate(db, []string{schema, schemaV2, schemaV3}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("handles: preparing registry %s: %w", path, err)
 	}
@@ -72,6 +86,9 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 	}
 	if s.byKey, err = db.Prepare(`SELECT ` + recordColumns + ` FROM handles WHERE key = ?`); err == nil {
 		s.byName, err = db.Prepare(`SELECT ` + recordColumns + ` FROM handles WHERE domain = ? AND name = ?`)
+	}
+	if err == nil {
+		s.byDevice, err = db.Prepare(`SELECT ` + deviceColumns + ` FROM devices WHERE device = ?`)
 	}
 	if err != nil {
 		db.Close()
@@ -84,6 +101,7 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 func (s *SQLiteStore) Close() error {
 	s.byKey.Close()
 	s.byName.Close()
+	s.byDevice.Close()
 	return s.db.Close()
 }
 
@@ -138,6 +156,11 @@ func (s *SQLiteStore) Claim(ctx context.Context, rec Record) (bool, error) {
 		}
 		return false, commit(tx)
 	}
+	if d, err := scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE device = ?`, rec.Key.String()).Scan); err == nil && d.Person != rec.Key {
+		return false, fmt.Errorf("%w: it is a device of %s", ErrKeyHasHandle, d.Person)
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
+		return false, err
+	}
 	for _, held := range holders {
 		if held.Key == rec.Key {
 			return false, fmt.Errorf("%w: it holds %s", ErrKeyHasHandle, held.Handle)
@@ -182,9 +205,193 @@ func (s *SQLiteStore) Lookup(ctx context.Context, h Handle) (Record, error) {
 	return scanRecord(s.byName.QueryRowContext(ctx, h.Domain, h.Name))
 }
 
-// LookupKey implements [Store.LookupKey].
+// LookupKey implements [Store.LookupKey]: the device table first, then
+// the handles.
 func (s *SQLiteStore) LookupKey(ctx context.Context, key kez.PublicKey) (Record, error) {
-	return scanRecord(s.byKey.QueryRowContext(ctx, key.String()))
+	d, err := scanDevice(s.byDevice.QueryRowContext(ctx, key.String()).Scan)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return scanRecord(s.byKey.QueryRowContext(ctx, key.String()))
+	case err != nil:
+		return Record{}, err
+	}
+	return deviceLookup(d, func() (Record, error) { return scanRecord(s.byKey.QueryRowContext(ctx, d.Person.String())) })
+}
+
+// deviceLookup is LookupKey's answer for a key with the device record d:
+// the person's entry (read by person) with Device set, or a
+// *DeviceRevokedError.
+func deviceLookup(d DeviceRecord, person func() (Record, error)) (Record, error) {
+	rec, err := person()
+	if err != nil && !(d.Revoked && errors.Is(err, ErrNotFound)) {
+		return Record{}, err
+	}
+	rec.Key, rec.Device = d.Person, d.Device
+	if d.Revoked {
+		return Record{}, &DeviceRevokedError{Record: rec}
+	}
+	return rec, nil
+}
+
+// AddDevice implements [Store.AddDevice] in one write transaction.
+func (s *SQLiteStore) AddDevice(ctx context.Context, d DeviceRecord) (bool, error) {
+	if err := d.Check(); err != nil {
+		return false, err
+	}
+	if d.Added.IsZero() {
+		d.Added = time.Now()
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("handles: registry: %w", err)
+	}
+	defer tx.Rollback()
+	if err := s.holdsHandle(ctx, tx, d.Person, true); err != nil {
+		return false, err
+	}
+	switch err := s.holdsHandle(ctx, tx, d.Device, false); {
+	case err == nil:
+		return false, fmt.Errorf("%w: %s holds a handle", ErrDeviceTaken, d.Device)
+	case !errors.Is(err, ErrNotFound):
+		return false, err
+	}
+	old, err := scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE device = ?`, d.Device.String()).Scan)
+	switch {
+	case err == nil && old.Person != d.Person:
+		return false, fmt.Errorf("%w: %s is a device of another person", ErrDeviceTaken, d.Device)
+	case err == nil && old.Revoked:
+		return false, fmt.Errorf("%w: %s", ErrDeviceRevoked, d.Device)
+	case err == nil:
+		return false, nil
+	case !errors.Is(err, ErrNotFound):
+		return false, err
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx,
+		`SELECT (SELECT COUNT(*) FROM devices WHERE person = ?1 AND device != ?1 AND revoked_at IS NULL) +
+		        (SELECT COUNT(*) = 0 FROM devices WHERE device = ?1)`, d.Person.String()).Scan(&n); err != nil {
+		return false, fmt.Errorf("handles: registry: %w", err)
+	}
+	if n >= MaxDevices {
+		return false, fmt.Errorf("%w: %s has %d current devices", ErrTooManyDevices, d.Person, n)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO devices (device, person, name, added_at) VALUES (?, ?, ?, ?)`,
+		d.Device.String(), d.Person.String(), d.Name, d.Added.UnixMilli()); err != nil {
+		return false, fmt.Errorf("handles: registry: %w", err)
+	}
+	return true, commit(tx)
+}
+
+// holdsHandle returns nil when key holds a handle, [ErrNotFound] when it
+// does not, and with person set, [ErrSuspended] when its entry is
+// suspended.
+func (s *SQLiteStore) holdsHandle(ctx context.Context, tx *sql.Tx, key kez.PublicKey, person bool) error {
+	rec, err := scanRecord(tx.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM handles WHERE key = ?`, key.String()))
+	switch {
+	case err != nil:
+		return err
+	case person && rec.Suspended:
+		return fmt.Errorf("%w: %s", ErrSuspended, rec.Handle)
+	}
+	return nil
+}
+
+// RevokeDevice implements [Store.RevokeDevice] in one write transaction.
+// A device this registry never saw added is recorded as revoked too, so
+// that its add link, posted later, is refused.
+func (s *SQLiteStore) RevokeDevice(ctx context.Context, person, device kez.PublicKey, at time.Time) error {
+	if person.IsZero() || device.IsZero() {
+		return errors.New("handles: a revocation needs a person and a device key")
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("handles: registry: %w", err)
+	}
+	defer tx.Rollback()
+	if err := s.holdsHandle(ctx, tx, person, false); err != nil {
+		return err
+	}
+	if device != person {
+		switch err := s.holdsHandle(ctx, tx, device, false); {
+		case err == nil:
+			return fmt.Errorf("%w: %s holds a handle, it is no device of %s", ErrNotFound, device, person)
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+	}
+	old, err := scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE device = ?`, device.String()).Scan)
+	switch {
+	case err == nil && old.Person != person:
+		return fmt.Errorf("%w: %s is a device of another person", ErrNotFound, device)
+	case err == nil && old.Revoked:
+		return nil
+	case err == nil:
+		_, err = tx.ExecContext(ctx, `UPDATE devices SET revoked_at = ? WHERE device = ?`, at.UnixMilli(), device.String())
+	case errors.Is(err, ErrNotFound):
+		name := ""
+		if device == person {
+			name = PrimaryName
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO devices (device, person, name, added_at, revoked_at) VALUES (?, ?, ?, ?, ?)`,
+			device.String(), person.String(), name, at.UnixMilli(), at.UnixMilli())
+	}
+	if err != nil {
+		return fmt.Errorf("handles: registry: %w", err)
+	}
+	return commit(tx)
+}
+
+// Devices implements [Store.Devices]: every record, revoked ones included.
+func (s *SQLiteStore) Devices(ctx context.Context, person kez.PublicKey) ([]DeviceRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE person = ? ORDER BY added_at, rowid`, person.String())
+	if err != nil {
+		return nil, fmt.Errorf("handles: registry: %w", err)
+	}
+	defer rows.Close()
+	var out []DeviceRecord
+	for rows.Next() {
+		d, err := scanDevice(rows.Scan)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("handles: registry: %w", err)
+	}
+	return out, nil
+}
+
+const deviceColumns = `device, person, name, added_at, revoked_at`
+
+func scanDevice(scan func(...any) error) (DeviceRecord, error) {
+	var (
+		d              DeviceRecord
+		device, person string
+		added          int64
+		revoked        sql.NullInt64
+	)
+	err := scan(&device, &person, &d.Name, &added, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return DeviceRecord{}, ErrNotFound
+	}
+	if err != nil {
+		return DeviceRecord{}, fmt.Errorf("handles: registry: %w", err)
+	}
+	if d.Device, err = kez.ParsePublicKey(device); err != nil {
+		return DeviceRecord{}, fmt.Errorf("handles: registry holds a bad device key: %w", err)
+	}
+	if d.Person, err = kez.ParsePublicKey(person); err != nil {
+		return DeviceRecord{}, fmt.Errorf("handles: registry holds a bad person key for %s: %w", device, err)
+	}
+	d.Added = time.UnixMilli(added)
+	if revoked.Valid {
+		d.Revoked, d.RevokedAt = true, time.UnixMilli(revoked.Int64)
+	}
+	return d, nil
 }
 
 // SetSuspended implements [Store.SetSuspended].

@@ -19,6 +19,9 @@ type Record struct {
 	ClaimedAt     time.Time // first claim
 	UpdatedAt     time.Time // last claim or change
 	Suspended     bool      // set by the operator; a suspended key may not connect
+	// Device is the device key [Store.LookupKey] was asked about when it
+	// is one of Key's devices; zero for Key itself and for other lookups.
+	Device kez.PublicKey
 }
 
 // Store is a handle registry. Implementations must be safe for concurrent
@@ -45,11 +48,37 @@ type Store interface {
 	// Lookup returns the entry of h, or [ErrNotFound].
 	Lookup(ctx context.Context, h Handle) (Record, error)
 	// LookupKey returns the entry held by key, or [ErrNotFound]. The NATS
-	// auth callout uses it to admit a connecting key.
+	// auth callout uses it to admit a connecting key. For a current
+	// device of a person it returns the person's entry with Device set to
+	// key; for a revoked device (the person's own key included, once
+	// revoked as a device) a *[DeviceRevokedError] matching
+	// [ErrDeviceRevoked].
 	LookupKey(ctx context.Context, key kez.PublicKey) (Record, error)
 	// SetSuspended suspends or reinstates h ([ErrNotFound] if unknown).
 	SetSuspended(ctx context.Context, h Handle, suspended bool) error
 	// Release deletes the entry of h, freeing the name and the key
-	// ([ErrNotFound] if unknown). It is an operator action.
+	// ([ErrNotFound] if unknown). It is an operator action. The
+	// person's device records stay (a released key's devices find no
+	// entry, so they may not log in).
 	Release(ctx context.Context, h Handle) error
+
+	// AddDevice records d.Device as a current device of d.Person, which
+	// must hold a handle ([ErrNotFound] otherwise). It returns
+	// created=false when the device is already the person's and current.
+	// Errors: [ErrDeviceRevoked] (the device was revoked: that is
+	// permanent), [ErrDeviceTaken] (another person's device, or a key
+	// holding a handle), [ErrTooManyDevices] (the person has [MaxDevices]
+	// current devices, its own key counted unless revoked),
+	// [ErrSuspended]. Of two adds at once that would pass the bound, one
+	// fails.
+	AddDevice(ctx context.Context, d DeviceRecord) (created bool, err error)
+	// RevokeDevice marks device, a device of person or person itself (its
+	// primary device), as revoked at at, permanently. Revoking a revoked
+	// device again is no error. [ErrNotFound]: device is not person's.
+	RevokeDevice(ctx context.Context, person, device kez.PublicKey, at time.Time) error
+	// Devices returns person's device records, current and revoked,
+	// oldest first (a store may keep only the latest revoked ones; see
+	// its documentation). The person's own key appears only once
+	// revoked.
+	Devices(ctx context.Context, person kez.PublicKey) ([]DeviceRecord, error)
 }

@@ -40,8 +40,14 @@ func (e *ServerError) Error() string {
 
 // Is matches [ErrMalformed] for 400, 413 and 415, [ErrChainFull] for a
 // 413 with a cap's reason, [ErrInvalid] for 422 and [ErrStalePrekey] for
-// a 409 with the reason [ReasonPrekeyNotNewer].
+// a 409 with the reason [ReasonPrekeyNotNewer]. An answer with the
+// reason [ReasonDeviceKnown], [ReasonDeviceRevoked], [ReasonLinkExpired]
+// or [ReasonLinkNotYetValid] also matches [ErrDeviceKnown],
+// [ErrDeviceRevoked], [ErrLinkExpired] or [ErrLinkNotYetValid].
 func (e *ServerError) Is(target error) bool {
+	if r := reasonErrors[e.Reason]; r != nil && target == r {
+		return true
+	}
 	if e.StatusCode == http.StatusRequestEntityTooLarge && (e.Reason == ReasonChainLinks || e.Reason == ReasonChainBytes) {
 		return target == ErrChainFull
 	}
@@ -55,6 +61,14 @@ func (e *ServerError) Is(target error) bool {
 		return target == ErrInvalid
 	}
 	return false
+}
+
+// reasonErrors are the errors that refusals with these reasons match.
+var reasonErrors = map[string]error{
+	ReasonDeviceKnown:     ErrDeviceKnown,
+	ReasonDeviceRevoked:   ErrDeviceRevoked,
+	ReasonLinkExpired:     ErrLinkExpired,
+	ReasonLinkNotYetValid: ErrLinkNotYetValid,
 }
 
 // maxResponse bounds one GET response: a full page of maximum-size links
@@ -115,7 +129,11 @@ func (c *Client) do(req *http.Request, limit int64) ([]byte, int, error) {
 	switch {
 	case resp.StatusCode == http.StatusNotFound && e.Reason == ReasonNoPrekey:
 		return nil, resp.StatusCode, fmt.Errorf("%w: %s", ErrNoPrekey, e.Error)
-	case resp.StatusCode == http.StatusConflict && e.Reason == ReasonPrekeyNotNewer:
+	case resp.StatusCode == http.StatusNotFound && e.Reason == ReasonNoLinkRequest:
+		return nil, resp.StatusCode, fmt.Errorf("%w: %s", ErrNoLinkRequest, e.Error)
+	case resp.StatusCode == http.StatusNotFound && e.Reason == ReasonNoDevice:
+		return nil, resp.StatusCode, fmt.Errorf("%w: %s", ErrNoDevice, e.Error)
+	case resp.StatusCode == http.StatusConflict && (e.Reason == ReasonPrekeyNotNewer || e.Reason == ReasonDeviceKnown):
 		return nil, resp.StatusCode, &ServerError{StatusCode: resp.StatusCode, Message: e.Error, Reason: e.Reason}
 	}
 	switch resp.StatusCode {

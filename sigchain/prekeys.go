@@ -58,7 +58,9 @@ type PrekeyStore interface {
 	// newer (p.Created later than the stored record's Created); else it
 	// stores nothing and returns [ErrStalePrekey]. It returns
 	// [ErrNotFound], storing nothing, when the store holds no chain for
-	// p.Owner (atomically where the store can).
+	// p.Owner (atomically where the store can); a [DeviceStore] also
+	// takes a current device of a stored chain, and returns
+	// [ErrDeviceRevoked] for a revoked one.
 	PutPrekey(ctx context.Context, p *session.Prekey) error
 }
 
@@ -70,7 +72,7 @@ func (h *Handler) now() time.Time { return newConfig(h.verify).now() }
 
 // prekeyCounters count the prekey directory's outcomes, for metrics.
 type prekeyCounters struct {
-	stored, malformed, invalid, notNewer, noChain counter
+	stored, malformed, invalid, notNewer, noChain, revoked counter
 }
 
 // PrekeyStats are the prekey directory's counters.
@@ -87,10 +89,12 @@ type PrekeyStats struct {
 	NotNewer uint64
 	// NoChain counts records for keys without a chain here (404).
 	NoChain uint64
+	// Revoked counts records of revoked devices (422).
+	Revoked uint64
 }
 
 func (c *prekeyCounters) stats() PrekeyStats {
-	return PrekeyStats{Stored: c.stored.Load(), Malformed: c.malformed.Load(), Invalid: c.invalid.Load(), NotNewer: c.notNewer.Load(), NoChain: c.noChain.Load()}
+	return PrekeyStats{Stored: c.stored.Load(), Malformed: c.malformed.Load(), Invalid: c.invalid.Load(), NotNewer: c.notNewer.Load(), NoChain: c.noChain.Load(), Revoked: c.revoked.Load()}
 }
 
 func refuseWith(w http.ResponseWriter, status int, reason, msg string) {
@@ -135,12 +139,15 @@ func (h *Handler) putPrekey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if _, err := h.store.Head(ctx, key); err != nil {
-		if errors.Is(err, ErrNotFound) {
+	if err := h.prekeyOwner(ctx, key); err != nil {
+		switch {
+		case errors.Is(err, ErrNotFound):
 			h.noChain(w, key)
-			return
+		case errors.Is(err, ErrDeviceRevoked):
+			h.deviceRevoked(w, key)
+		default:
+			h.internal(w, r, "reading the chain", err)
 		}
-		h.internal(w, r, "reading the chain", err)
 		return
 	}
 	if stored, done := h.storedPrekey(w, r, p, data); done {
@@ -163,6 +170,10 @@ func (h *Handler) putPrekey(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrNotFound): // the chain was collected meanwhile
 		h.prekeysPerKey.Refund(key.String())
 		h.noChain(w, key)
+		return
+	case errors.Is(err, ErrDeviceRevoked): // revoked meanwhile
+		h.prekeysPerKey.Refund(key.String())
+		h.deviceRevoked(w, key)
 		return
 	case err != nil:
 		h.prekeysPerKey.Refund(key.String()) // nothing stored
@@ -207,6 +218,11 @@ func (h *Handler) noChain(w http.ResponseWriter, key kez.PublicKey) {
 	refuseWith(w, http.StatusNotFound, ReasonNoChain, "this server has no chain for "+key.String()+"; a key publishes a prekey only once its chain is here")
 }
 
+func (h *Handler) deviceRevoked(w http.ResponseWriter, key kez.PublicKey) {
+	h.prekeyCount.revoked.Add(1)
+	refuseWith(w, http.StatusUnprocessableEntity, ReasonDeviceRevoked, "the device "+key.String()+" was revoked on its chain; it publishes no prekeys")
+}
+
 func (h *Handler) notNewer(w http.ResponseWriter, stored *session.Prekey) {
 	h.prekeyCount.notNewer.Add(1)
 	created := "an unknown time"
@@ -232,8 +248,9 @@ func (h *Handler) getPrekey(w http.ResponseWriter, r *http.Request) {
 	raw, err := h.prekeys.Prekey(ctx, key)
 	if err == nil {
 		// A record outlives its chain only in a race with the collection
-		// of orphan chains; it is not served then.
-		if _, err = h.store.Head(ctx, key); errors.Is(err, ErrNotFound) {
+		// of orphan chains, and a revoked device's only in a race with
+		// its revocation; it is not served then.
+		if err = h.prekeyOwner(ctx, key); errors.Is(err, ErrNotFound) || errors.Is(err, ErrDeviceRevoked) {
 			err = ErrNoPrekey
 		}
 	}

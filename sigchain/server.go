@@ -135,6 +135,20 @@ type Limits struct {
 	// PrekeyReadsPerIP bounds the prekey reads (GET) of one client
 	// address.
 	PrekeyReadsPerIP ratelimit.Limit
+	// LinkRequestsPerIP bounds the device link requests (POST /v1/links)
+	// one client address sends, whatever becomes of them.
+	LinkRequestsPerIP ratelimit.Limit
+	// LinkReadsPerIP bounds the link request reads (GET
+	// /v1/links/{code}) of one client address: a new device polls with
+	// them, and a guesser of codes is held to this pace.
+	LinkReadsPerIP ratelimit.Limit
+	// DeviceReadsPerIP bounds the device index reads (GET
+	// /v1/devices/{key}) of one client address.
+	DeviceReadsPerIP ratelimit.Limit
+	// MaxPendingLinkRequests caps the link requests stored and not
+	// expired, from all addresses together; a request past it is
+	// refused with 429 (reason [ReasonLinkRequests]). Negative: no cap.
+	MaxPendingLinkRequests int
 	// MaxLinks caps the links of one chain; an append past it is refused
 	// with 413 and matches [ErrChainFull]. Negative: no cap.
 	MaxLinks int
@@ -164,13 +178,19 @@ var DefaultLimits = Limits{
 	PrekeysPerIP:     ratelimit.Limit{N: 600, Per: time.Hour},
 	PrekeysPerKey:    ratelimit.Limit{N: 30, Per: time.Hour},
 	PrekeyReadsPerIP: ratelimit.Limit{N: 1200, Per: time.Minute},
+
+	LinkRequestsPerIP:      ratelimit.Limit{N: 30, Per: time.Hour},
+	LinkReadsPerIP:         ratelimit.Limit{N: 300, Per: time.Minute},
+	DeviceReadsPerIP:       ratelimit.Limit{N: 1200, Per: time.Minute},
+	MaxPendingLinkRequests: 10000,
 }
 
 // NoLimits returns Limits with every rate and cap off.
 func NoLimits() Limits {
 	u := ratelimit.Unlimited
 	return Limits{AppendsPerIP: u, ChainsPerIP: u, AppendsPerKey: u, ReadsPerIP: u, MaxLinks: -1, MaxBytes: -1,
-		PrekeysPerIP: u, PrekeysPerKey: u, PrekeyReadsPerIP: u}
+		PrekeysPerIP: u, PrekeysPerKey: u, PrekeyReadsPerIP: u,
+		LinkRequestsPerIP: u, LinkReadsPerIP: u, DeviceReadsPerIP: u, MaxPendingLinkRequests: -1}
 }
 
 // WithLimits sets the handler's abuse limits (default [DefaultLimits]).
@@ -199,6 +219,11 @@ type Handler struct {
 	prekeysPerIP, prekeysPerKey, prekeyReadsPerIP *ratelimit.Limiter
 	prekeyCount                                   prekeyCounters
 
+	devices                                             DeviceStore      // nil: no device index
+	links                                               LinkRequestStore // nil: no link requests
+	linkRequestsPerIP, linkReadsPerIP, deviceReadsPerIP *ratelimit.Limiter
+	linkCount                                           linkCounters
+
 	mu    sync.Mutex
 	cache map[kez.PublicKey]*cached
 }
@@ -225,6 +250,14 @@ const ChainsPath = wire.ChainsPath
 //	PUT  /v1/prekeys/{key}        publish the key's signed prekey record (201, 200, 400, 404, 409, 413, 415, 422, 429)
 //	GET  /v1/prekeys/{key}        the key's current record (200, 400, 404, 429)
 //
+// and, if store is also a [DeviceStore] and a [LinkRequestStore], the
+// device routes (docs/spec/sigchain.md §9, "Devices"; 501 over another
+// store):
+//
+//	POST /v1/links                store a device link request until it expires (201, 200, 400, 409, 413, 415, 422, 429)
+//	GET  /v1/links/{code}         the request of a link code, and its person once added (200, 400, 404, 429)
+//	GET  /v1/devices/{key}        the person of a device key (200, 400, 404, 429)
+//
 // Every append is verified in full on top of the stored head; the handler
 // keeps recently verified chain states in memory and re-reads the store
 // when another writer moved a head. It applies [Limits] (rates per client
@@ -242,6 +275,9 @@ func NewHandler(store Store, opts ...HandlerOption) *Handler {
 	if l.MaxBytes == 0 {
 		l.MaxBytes = d.MaxBytes
 	}
+	if l.MaxPendingLinkRequests == 0 {
+		l.MaxPendingLinkRequests = d.MaxPendingLinkRequests
+	}
 	limiter := func(lim, def ratelimit.Limit, endpoint, reason string) *ratelimit.Limiter {
 		return ratelimit.New(lim.Or(def), ratelimit.Options{Endpoint: endpoint, Reason: reason, MaxKeys: l.MaxTracked, Now: l.Now})
 	}
@@ -252,6 +288,9 @@ func NewHandler(store Store, opts ...HandlerOption) *Handler {
 	h.prekeysPerIP = limiter(l.PrekeysPerIP, d.PrekeysPerIP, "prekey_put", "ip")
 	h.prekeysPerKey = limiter(l.PrekeysPerKey, d.PrekeysPerKey, "prekey_put", "key")
 	h.prekeyReadsPerIP = limiter(l.PrekeyReadsPerIP, d.PrekeyReadsPerIP, "prekey_get", "ip")
+	h.linkRequestsPerIP = limiter(l.LinkRequestsPerIP, d.LinkRequestsPerIP, "link_post", "ip")
+	h.linkReadsPerIP = limiter(l.LinkReadsPerIP, d.LinkReadsPerIP, "link_get", "ip")
+	h.deviceReadsPerIP = limiter(l.DeviceReadsPerIP, d.DeviceReadsPerIP, "device_get", "ip")
 	h.mux = http.NewServeMux()
 	h.mux.HandleFunc("POST "+wire.ChainsPath+"{key}/links", h.append)
 	h.mux.HandleFunc("GET "+wire.ChainsPath+"{key}", h.get)
@@ -263,6 +302,18 @@ func NewHandler(store Store, opts ...HandlerOption) *Handler {
 	}
 	h.mux.HandleFunc("PUT "+wire.PrekeysPath+"{key}", put)
 	h.mux.HandleFunc("GET "+wire.PrekeysPath+"{key}", get)
+	h.devices, _ = store.(DeviceStore)
+	h.links, _ = store.(LinkRequestStore)
+	postLink, getLink, getDevice := h.postLinkRequest, h.getLinkRequest, h.getDevice
+	if h.links == nil || h.devices == nil {
+		postLink, getLink = noLinkRequests, noLinkRequests
+	}
+	if h.devices == nil {
+		getDevice = noLinkRequests
+	}
+	h.mux.HandleFunc("POST "+LinksPath, postLink)
+	h.mux.HandleFunc("GET "+LinksPath+"/{code}", getLink)
+	h.mux.HandleFunc("GET "+DevicesPath+"{key}", getDevice)
 	return h
 }
 
@@ -274,22 +325,27 @@ type HandlerStats struct {
 	// Limiters has one entry per rate limit: endpoint "append" with
 	// reason "ip", "new_chain" or "key", endpoint "chain" (reads) with
 	// reason "ip", endpoint "prekey_put" with reason "ip" or "key", and
-	// endpoint "prekey_get" with reason "ip".
+	// endpoint "prekey_get" with reason "ip", and endpoints "link_post",
+	// "link_get" and "device_get" with reason "ip".
 	Limiters []ratelimit.Stats
 	// TooManyLinks and TooManyBytes count appends refused by the caps.
 	TooManyLinks, TooManyBytes uint64
 	// Prekeys are the prekey directory's counters.
 	Prekeys PrekeyStats
+	// LinkRequests are the device link requests' counters.
+	LinkRequests LinkRequestStats
 }
 
 // Stats returns the handler's counters.
 func (h *Handler) Stats() HandlerStats {
 	return HandlerStats{
 		Limiters: []ratelimit.Stats{h.appendsPerIP.Stats(), h.chainsPerIP.Stats(), h.appendsPerKey.Stats(), h.readsPerIP.Stats(),
-			h.prekeysPerIP.Stats(), h.prekeysPerKey.Stats(), h.prekeyReadsPerIP.Stats()},
+			h.prekeysPerIP.Stats(), h.prekeysPerKey.Stats(), h.prekeyReadsPerIP.Stats(),
+			h.linkRequestsPerIP.Stats(), h.linkReadsPerIP.Stats(), h.deviceReadsPerIP.Stats()},
 		TooManyLinks: h.tooManyLinks.Load(),
 		TooManyBytes: h.tooManyBytes.Load(),
 		Prekeys:      h.prekeyCount.stats(),
+		LinkRequests: h.linkCount.stats(),
 	}
 }
 
@@ -299,6 +355,7 @@ func (h *Handler) Limits() Limits {
 	l.AppendsPerIP, l.ChainsPerIP = h.appendsPerIP.Limit(), h.chainsPerIP.Limit()
 	l.AppendsPerKey, l.ReadsPerIP = h.appendsPerKey.Limit(), h.readsPerIP.Limit()
 	l.PrekeysPerIP, l.PrekeysPerKey, l.PrekeyReadsPerIP = h.prekeysPerIP.Limit(), h.prekeysPerKey.Limit(), h.prekeyReadsPerIP.Limit()
+	l.LinkRequestsPerIP, l.LinkReadsPerIP, l.DeviceReadsPerIP = h.linkRequestsPerIP.Limit(), h.linkReadsPerIP.Limit(), h.deviceReadsPerIP.Limit()
 	return l
 }
 
@@ -458,6 +515,13 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 		h.tooLarge(w, ReasonChainBytes, fmt.Sprintf("the chain holds %d bytes; with this link's %d it would pass the %d this sig-server keeps for one key", c.bytes, len(link.Bytes()), h.limits.MaxBytes))
 		return
 	}
+	if refused, err := h.knownDevice(ctx, link); err != nil {
+		h.internal(w, r, "reading the device index", err)
+		return
+	} else if refused != "" {
+		h.deviceKnown(w, refused)
+		return
+	}
 	if link.Seqno() == 1 && limited(w, h.chainsPerIP, ip, "too many new chains from your address; wait and try again") {
 		return
 	}
@@ -469,6 +533,11 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &ce) {
 			h.appendsPerKey.Refund(key.String()) // lost a race: nothing stored
 			h.conflict(w, ce.Head, ce.Error())
+			return
+		}
+		if errors.Is(err, ErrDeviceKnown) { // another chain added the device meanwhile
+			h.appendsPerKey.Refund(key.String())
+			h.deviceKnown(w, "the device is already on a chain here")
 			return
 		}
 		h.internal(w, r, "storing the link", err)

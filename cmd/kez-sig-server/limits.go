@@ -54,6 +54,41 @@ func (c *collector) run(ctx context.Context) {
 	}
 }
 
+// linkSweepInterval is how often the sweeper deletes expired link
+// requests.
+const linkSweepInterval = time.Minute
+
+// sweeper deletes expired device link requests
+// (sigchain.LinkRequestStore) every interval, until ctx ends.
+type sweeper struct {
+	chains   *chains
+	interval time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+	swept    atomic.Uint64
+}
+
+func (s *sweeper) run(ctx context.Context) {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lr, ok := s.chains.store().(sigchain.LinkRequestStore)
+		if !ok {
+			continue
+		}
+		n, err := lr.SweepLinkRequests(ctx, s.now())
+		s.swept.Add(uint64(n))
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("sweeping expired link requests failed; trying again later", "err", err, "retry_in", s.interval)
+		}
+	}
+}
+
 // registerMetrics adds the sig-server's own metrics to reg:
 //
 //	kez_http_limited_total{endpoint,reason} … (internal/limitmetrics)
@@ -61,8 +96,11 @@ func (c *collector) run(ctx context.Context) {
 //	kez_sig_chains_collected_total                      orphan chains deleted
 //	kez_sig_collection_failures_total                   collections that failed
 //	kez_sig_prekeys_stored_total                        prekey records stored
-//	kez_sig_prekey_refusals_total{reason}               prekey records refused: malformed, invalid, not_newer, no_chain
-func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector) {
+//	kez_sig_prekey_refusals_total{reason}               prekey records refused: malformed, invalid, not_newer, no_chain, device_revoked
+//	kez_sig_link_requests_stored_total                  device link requests stored
+//	kez_sig_link_request_refusals_total{reason}         link requests refused: malformed, invalid, expired, device_known, full
+//	kez_sig_link_requests_swept_total                   expired link requests deleted
+func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector, sw *sweeper) {
 	stats := func() sigchain.HandlerStats {
 		if h := ch.app(); h != nil {
 			return h.Stats()
@@ -101,11 +139,38 @@ func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector) {
 		{"invalid", func(s sigchain.PrekeyStats) uint64 { return s.Invalid }},
 		{"not_newer", func(s sigchain.PrekeyStats) uint64 { return s.NotNewer }},
 		{"no_chain", func(s sigchain.PrekeyStats) uint64 { return s.NoChain }},
+		{"device_revoked", func(s sigchain.PrekeyStats) uint64 { return s.Revoked }},
 	} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "kez_sig_prekey_refusals_total",
-			Help:        "Prekey records refused: malformed (not a record, too large, wrong content type), invalid (does not verify for the key, expired, future, valid too long), not_newer (a rollback), no_chain (no chain for the key).",
+			Help:        "Prekey records refused: malformed (not a record, too large, wrong content type), invalid (does not verify for the key, expired, future, valid too long), not_newer (a rollback), no_chain (no chain for the key, which is no current device either), device_revoked (a revoked device).",
 			ConstLabels: prometheus.Labels{"reason": r.reason},
 		}, func() float64 { return float64(r.read(stats().Prekeys)) }))
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kez_sig_link_requests_stored_total",
+			Help: "Device link requests stored (POST /v1/links answered 201).",
+		}, func() float64 { return float64(stats().LinkRequests.Stored) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kez_sig_link_requests_swept_total",
+			Help: "Expired device link requests deleted by the sweeper (a JetStream store drops them by itself).",
+		}, func() float64 { return float64(sw.swept.Load()) }),
+	)
+	for _, r := range []struct {
+		reason string
+		read   func(sigchain.LinkRequestStats) uint64
+	}{
+		{"malformed", func(s sigchain.LinkRequestStats) uint64 { return s.Malformed }},
+		{"invalid", func(s sigchain.LinkRequestStats) uint64 { return s.Invalid }},
+		{"expired", func(s sigchain.LinkRequestStats) uint64 { return s.Expired }},
+		{"device_known", func(s sigchain.LinkRequestStats) uint64 { return s.DeviceKnown }},
+		{"full", func(s sigchain.LinkRequestStats) uint64 { return s.Full }},
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "kez_sig_link_request_refusals_total",
+			Help:        "Device link requests refused: malformed (too large, wrong content type), invalid (not a validly signed request), expired (expired or made in the future), device_known (the device is on a chain here), full (--max-pending-link-requests reached).",
+			ConstLabels: prometheus.Labels{"reason": r.reason},
+		}, func() float64 { return float64(r.read(stats().LinkRequests)) }))
 	}
 }

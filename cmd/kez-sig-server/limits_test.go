@@ -171,6 +171,72 @@ func TestPrekeyFlags(t *testing.T) {
 	}
 }
 
+// TestLinkFlags runs the program with the device link limits from flags
+// and their environment twins: an address's third request within the
+// hour is refused with 429 (the flag wins), the cap on pending requests
+// refuses others past it, reads past their limit are refused, and
+// /metrics counts the outcomes.
+func TestLinkFlags(t *testing.T) {
+	ctx := context.Background()
+	url, _, logs := start(t, []string{"--listen", "127.0.0.1:0", "--link-requests-per-ip", "2/1h", "--max-pending-link-requests", "3",
+		"--trusted-proxies", "127.0.0.1,::1", "--db", filepath.Join(t.TempDir(), "sig.db")},
+		map[string]string{"KEZ_SIG_LINK_REQUESTS_PER_IP": "100/1h", "KEZ_SIG_LINK_READS_PER_IP": "3/1m", "KEZ_SIG_DEVICE_READS_PER_IP": "1/1m"})
+	now := time.Now()
+	reqs := make([]*sigchain.LinkRequest, 5)
+	for i := range reqs {
+		reqs[i] = storetest.LinkRequest(t, storetest.Identity(t, 10+i), "phone", now)
+	}
+	c := clientFrom(url, "198.51.100.1")
+	for i := range 2 {
+		if err := c.PostLinkRequest(ctx, reqs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rl *sigchain.RateLimitedError
+	if err := c.PostLinkRequest(ctx, reqs[2]); !errors.As(err, &rl) || rl.RetryAfter <= 29*time.Minute || rl.RetryAfter > 30*time.Minute {
+		t.Fatalf("the 3rd request with --link-requests-per-ip 2/1h: %v", err)
+	}
+	other := clientFrom(url, "198.51.100.2")
+	if err := other.PostLinkRequest(ctx, reqs[2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.PostLinkRequest(ctx, reqs[3]); !errors.As(err, &rl) || rl.RetryAfter != time.Minute {
+		t.Fatalf("a 4th pending request with --max-pending-link-requests 3: %v", err)
+	}
+	for range 3 {
+		if _, _, err := c.FetchLinkRequest(ctx, reqs[0].Code()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := c.FetchLinkRequest(ctx, reqs[0].Code()); !errors.As(err, &rl) {
+		t.Fatalf("the 4th read with KEZ_SIG_LINK_READS_PER_IP 3/1m: %v", err)
+	}
+	if _, _, err := c.DevicePerson(ctx, reqs[0].Device()); !errors.Is(err, sigchain.ErrNoDevice) {
+		t.Fatal(err)
+	}
+	if _, _, err := c.DevicePerson(ctx, reqs[0].Device()); !errors.As(err, &rl) {
+		t.Fatalf("the 2nd device read with KEZ_SIG_DEVICE_READS_PER_IP 1/1m: %v", err)
+	}
+	m := metrics(t, url)
+	for _, want := range []string{
+		`kez_http_limited_total{endpoint="link_post",reason="ip"} 1`,
+		`kez_http_limited_total{endpoint="link_get",reason="ip"} 1`,
+		`kez_http_limited_total{endpoint="device_get",reason="ip"} 1`,
+		`kez_sig_link_requests_stored_total 3`,
+		`kez_sig_link_request_refusals_total{reason="full"} 1`,
+		`kez_sig_link_request_refusals_total{reason="device_known"} 0`,
+		`kez_sig_link_requests_swept_total 0`,
+		`kez_sig_prekey_refusals_total{reason="device_revoked"} 0`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if !strings.Contains(logs.String(), "link_requests_per_ip=2/1h") || !strings.Contains(logs.String(), "max_pending_link_requests=3") {
+		t.Errorf("the link limits are not logged:\n%s", logs)
+	}
+}
+
 // TestCollectsOrphans runs the program with a short --orphan-ttl: a chain
 // that never named a handle disappears, one that did stays, and
 // /metrics counts the collection.
@@ -219,6 +285,10 @@ func TestLimitUsageErrors(t *testing.T) {
 		{[]string{"--limit-max-keys", "-5"}, nil, "limit-max-keys"},
 		{[]string{"--prekeys-per-key", "many"}, nil, "prekeys-per-key"},
 		{nil, map[string]string{"KEZ_SIG_PREKEY_READS_PER_IP": "5"}, "KEZ_SIG_PREKEY_READS_PER_IP"},
+		{[]string{"--link-requests-per-ip", "lots"}, nil, "link-requests-per-ip"},
+		{nil, map[string]string{"KEZ_SIG_LINK_READS_PER_IP": "5"}, "KEZ_SIG_LINK_READS_PER_IP"},
+		{[]string{"--max-pending-link-requests", "0"}, nil, "max-pending-link-requests"},
+		{nil, map[string]string{"KEZ_SIG_MAX_PENDING_LINK_REQUESTS": "-2"}, "max-pending-link-requests"},
 	} {
 		var out bytes.Buffer
 		err := run(context.Background(), tc.args, func(k string) string { return tc.env[k] }, &out, &out, nil)

@@ -10,6 +10,8 @@
 //	               [--appends-per-ip 600/1h] [--chains-per-ip 10/1h] [--appends-per-key 120/1h]
 //	               [--reads-per-ip 1200/1m] [--max-chain-links 4096] [--max-chain-bytes 4194304]
 //	               [--prekeys-per-ip 600/1h] [--prekeys-per-key 30/1h] [--prekey-reads-per-ip 1200/1m]
+//	               [--link-requests-per-ip 30/1h] [--link-reads-per-ip 300/1m] [--device-reads-per-ip 1200/1m]
+//	               [--max-pending-link-requests 10000]
 //	               [--orphan-ttl 24h] [--gc-interval 1h] [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	kez-sig-server nats-key [--nats-key kez-sig-nats.nk]
 //
@@ -24,6 +26,8 @@
 // KEZ_SIG_APPENDS_PER_IP, KEZ_SIG_CHAINS_PER_IP, KEZ_SIG_APPENDS_PER_KEY,
 // KEZ_SIG_READS_PER_IP, KEZ_SIG_MAX_CHAIN_LINKS, KEZ_SIG_MAX_CHAIN_BYTES,
 // KEZ_SIG_PREKEYS_PER_IP, KEZ_SIG_PREKEYS_PER_KEY, KEZ_SIG_PREKEY_READS_PER_IP,
+// KEZ_SIG_LINK_REQUESTS_PER_IP, KEZ_SIG_LINK_READS_PER_IP,
+// KEZ_SIG_DEVICE_READS_PER_IP, KEZ_SIG_MAX_PENDING_LINK_REQUESTS,
 // KEZ_SIG_ORPHAN_TTL, KEZ_SIG_GC_INTERVAL, KEZ_SIG_TRUSTED_PROXIES,
 // KEZ_SIG_LIMIT_MAX_KEYS, KEZ_SIG_LOG_FORMAT, KEZ_SIG_LOG_LEVEL); flags
 // win. Requests over the rate limits are refused with 429 and
@@ -78,10 +82,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{Name: "prekeys-per-ip", Env: "KEZ_SIG_PREKEYS_PER_IP", Limit: &limits.PrekeysPerIP, Default: d.PrekeysPerIP, Usage: "prekey records one client address may send"},
 		{Name: "prekeys-per-key", Env: "KEZ_SIG_PREKEYS_PER_KEY", Limit: &limits.PrekeysPerKey, Default: d.PrekeysPerKey, Usage: "prekey records stored for one key, counting valid new records only"},
 		{Name: "prekey-reads-per-ip", Env: "KEZ_SIG_PREKEY_READS_PER_IP", Limit: &limits.PrekeyReadsPerIP, Default: d.PrekeyReadsPerIP, Usage: "prekey reads one client address may send"},
+		{Name: "link-requests-per-ip", Env: "KEZ_SIG_LINK_REQUESTS_PER_IP", Limit: &limits.LinkRequestsPerIP, Default: d.LinkRequestsPerIP, Usage: "device link requests one client address may send"},
+		{Name: "link-reads-per-ip", Env: "KEZ_SIG_LINK_READS_PER_IP", Limit: &limits.LinkReadsPerIP, Default: d.LinkReadsPerIP, Usage: "link request reads (by code) one client address may send"},
+		{Name: "device-reads-per-ip", Env: "KEZ_SIG_DEVICE_READS_PER_IP", Limit: &limits.DeviceReadsPerIP, Default: d.DeviceReadsPerIP, Usage: "device index reads one client address may send"},
 	}
 	servercmd.DeclareLimits(fs, limitFlags)
 	maxLinks := fs.Int("max-chain-links", d.MaxLinks, "links one chain may hold; -1: no cap (env KEZ_SIG_MAX_CHAIN_LINKS)")
 	maxBytes := fs.Int("max-chain-bytes", int(d.MaxBytes), "bytes one chain's links may take together; -1: no cap (env KEZ_SIG_MAX_CHAIN_BYTES)")
+	maxPending := fs.Int("max-pending-link-requests", d.MaxPendingLinkRequests, "device link requests stored and not expired, from all addresses; -1: no cap (env KEZ_SIG_MAX_PENDING_LINK_REQUESTS)")
 	orphanTTL := fs.Duration("orphan-ttl", 24*time.Hour, "delete chains that never named a handle this long after they were started; 0: never (env KEZ_SIG_ORPHAN_TTL)")
 	gcInterval := fs.Duration("gc-interval", time.Hour, "how often to look for such chains (env KEZ_SIG_GC_INTERVAL)")
 	var cf servercmd.ClientIPFlags
@@ -97,7 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := env.Limits(fs, limitFlags); err != nil {
 		return err
 	}
-	if err := parseCaps(fs, env, &limits, maxLinks, maxBytes, orphanTTL, gcInterval); err != nil {
+	if err := parseCaps(fs, env, &limits, maxLinks, maxBytes, maxPending, orphanTTL, gcInterval); err != nil {
 		return err
 	}
 	var err error
@@ -119,14 +127,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	reg := servercmd.NewRegistry()
 	gc := &collector{chains: chains, ttl: *orphanTTL, interval: *gcInterval, now: time.Now, log: log}
-	registerMetrics(reg, chains, gc)
+	sw := &sweeper{chains: chains, interval: linkSweepInterval, now: time.Now, log: log}
+	registerMetrics(reg, chains, gc, sw)
 	if *orphanTTL > 0 {
 		go gc.run(storeCtx)
 	}
+	go sw.run(storeCtx)
 	h := httpserve.Wrap(chains.handler, httpserve.Options{Ready: chains.ready, Registry: reg, Logger: log})
 	log.Info("limits", "appends_per_ip", limits.AppendsPerIP, "chains_per_ip", limits.ChainsPerIP, "appends_per_key", limits.AppendsPerKey,
 		"reads_per_ip", limits.ReadsPerIP, "max_chain_links", limits.MaxLinks, "max_chain_bytes", limits.MaxBytes,
 		"prekeys_per_ip", limits.PrekeysPerIP, "prekeys_per_key", limits.PrekeysPerKey, "prekey_reads_per_ip", limits.PrekeyReadsPerIP,
+		"link_requests_per_ip", limits.LinkRequestsPerIP, "link_reads_per_ip", limits.LinkReadsPerIP, "device_reads_per_ip", limits.DeviceReadsPerIP,
+		"max_pending_link_requests", limits.MaxPendingLinkRequests,
 		"orphan_ttl", *orphanTTL, "trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	if *backend == storeJetStream {
 		log.Info("kez-sig-server starting", "store", *backend, "nats", natsconn.RedactURL(*natsURL), "nats_key", *natsKey)
@@ -138,11 +150,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // parseCaps reads the environment twins of the caps and the collection
 // (flags win) and checks the values.
-func parseCaps(fs *flag.FlagSet, env servercmd.Env, l *sigchain.Limits, maxLinks, maxBytes *int, orphanTTL, gcInterval *time.Duration) error {
+func parseCaps(fs *flag.FlagSet, env servercmd.Env, l *sigchain.Limits, maxLinks, maxBytes, maxPending *int, orphanTTL, gcInterval *time.Duration) error {
 	for _, f := range []struct {
 		flag, env string
 		v         *int
-	}{{"max-chain-links", "KEZ_SIG_MAX_CHAIN_LINKS", maxLinks}, {"max-chain-bytes", "KEZ_SIG_MAX_CHAIN_BYTES", maxBytes}} {
+	}{{"max-chain-links", "KEZ_SIG_MAX_CHAIN_LINKS", maxLinks}, {"max-chain-bytes", "KEZ_SIG_MAX_CHAIN_BYTES", maxBytes},
+		{"max-pending-link-requests", "KEZ_SIG_MAX_PENDING_LINK_REQUESTS", maxPending}} {
 		if err := env.Int(fs, f.flag, f.env, f.v); err != nil {
 			return err
 		}
@@ -153,7 +166,7 @@ func parseCaps(fs *flag.FlagSet, env servercmd.Env, l *sigchain.Limits, maxLinks
 	if *maxBytes > 0 && *maxBytes < sigchain.MaxLinkSize {
 		return servercmd.Usagef("--max-chain-bytes %d: want at least %d, the size of one link", *maxBytes, sigchain.MaxLinkSize)
 	}
-	l.MaxLinks, l.MaxBytes = *maxLinks, int64(*maxBytes)
+	l.MaxLinks, l.MaxBytes, l.MaxPendingLinkRequests = *maxLinks, int64(*maxBytes), *maxPending
 	if err := env.Duration(fs, "orphan-ttl", "KEZ_SIG_ORPHAN_TTL", orphanTTL); err != nil {
 		return err
 	}

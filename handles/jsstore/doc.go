@@ -22,6 +22,8 @@
 //	name.<domain>.<skeleton>  the entry: {"v":1,"domain","name","key","enc_key",
 //	                          "gen","claimed_at","updated_at","suspended"}
 //	key.<U…>                  the key's index: {"v":1,"domain","name"}
+//	device.<U…>               a device's record: {"v":1,"person","name","added","revoked_at"}
+//	devices.<U…>              a person's devices: {"v":1,"current":[…],"revoked":[…],"primary_revoked"}
 //	meta.skeleton_rule        the skeleton rule of the name keys: {"v":1,"rule":2}
 //
 // The skeleton is [handles.Skeleton] of the name, so look-alike names

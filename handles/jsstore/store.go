@@ -147,6 +147,11 @@ func (s *Store) Claim(ctx context.Context, rec handles.Record) (bool, error) {
 	if now.IsZero() {
 		now = s.now()
 	}
+	if d, _, err := s.deviceOf(ctx, rec.Key); err != nil {
+		return false, err
+	} else if d != nil && d.person != rec.Key {
+		return false, fmt.Errorf("%w: it is a device of %s", handles.ErrKeyHasHandle, d.Person)
+	}
 	for range maxAttempts {
 		// A name claimed under an older skeleton rule may live at its old
 		// key (a twin): it is the name itself, so its holder may renew it
@@ -470,29 +475,26 @@ func (s *Store) Lookup(ctx context.Context, h handles.Handle) (handles.Record, e
 	return e.record(), nil
 }
 
-// LookupKey implements [handles.Store.LookupKey]: two reads, the key's
-// index and then the entry it names.
+// LookupKey implements [handles.Store.LookupKey]: the key's device
+// record, then (for a person, or a device's person) two reads, the
+// key's index and then the entry it names.
 func (s *Store) LookupKey(ctx context.Context, key kez.PublicKey) (handles.Record, error) {
-	ik := indexKey(key)
-	cur, err := s.get(ctx, ik)
+	d, _, err := s.deviceOf(ctx, key)
 	if err != nil {
 		return handles.Record{}, err
 	}
-	if !cur.found {
-		return handles.Record{}, handles.ErrNotFound
+	if d == nil {
+		return s.personRecord(ctx, key)
 	}
-	ix, err := decodeIndex(cur.value)
-	if err != nil {
-		return handles.Record{}, fmt.Errorf("jsstore: the index %s is unreadable: %w", ik, err)
-	}
-	e, _, _, err := s.entryOf(ctx, ix.handle())
-	if err != nil {
+	rec, err := s.personRecord(ctx, d.person)
+	if err != nil && !(d.RevokedAt != 0 && errors.Is(err, handles.ErrNotFound)) {
 		return handles.Record{}, err
 	}
-	if e == nil || e.key != key {
-		return handles.Record{}, handles.ErrNotFound // a stale index
+	rec.Key, rec.Device = d.person, key
+	if d.RevokedAt != 0 {
+		return handles.Record{}, &handles.DeviceRevokedError{Record: rec}
 	}
-	return e.record(), nil
+	return rec, nil
 }
 
 // SetSuspended implements [handles.Store.SetSuspended].

@@ -47,6 +47,9 @@ func Run(t *testing.T, open Open) {
 	t.Run("ConcurrentClaimsLookAlikes", func(t *testing.T) { testConcurrentLookAlikes(t, open) })
 	t.Run("ConcurrentClaimsOneKey", func(t *testing.T) { testConcurrentOneKey(t, open) })
 	t.Run("ConcurrentReplays", func(t *testing.T) { testConcurrentReplays(t, open) })
+	t.Run("Devices", func(t *testing.T) { testDevices(t, open) })
+	t.Run("DeviceLimit", func(t *testing.T) { testDeviceLimit(t, open) })
+	t.Run("ConcurrentDevices", func(t *testing.T) { testConcurrentDevices(t, open) })
 }
 
 // Key returns a fixed public key for i: the same i gives the same key.

@@ -85,6 +85,13 @@ func (s *Store) collect(ctx context.Context, key kez.PublicKey, marker uint64) (
 	h, seq, err := s.headAt(ctx, key)
 	if errors.Is(err, sigchain.ErrNotFound) {
 		if seq > 0 { // the fence of a collection that stopped midway
+			devices, err := s.chainDevices(ctx, key)
+			if err != nil {
+				return false, err
+			}
+			if err := s.dropDevices(ctx, devices, seq+1); err != nil {
+				return false, err
+			}
 			if err := s.purge(ctx, s.chainFilter(key), seq+1); err != nil {
 				return false, err
 			}
@@ -94,6 +101,7 @@ func (s *Store) collect(ctx context.Context, key kez.PublicKey, marker uint64) (
 	if err != nil {
 		return false, err
 	}
+	var devices []kez.PublicKey
 	for since := uint64(0); since < h.Seqno; {
 		raw, now, err := s.Links(ctx, key, since, sigchain.MaxLinksPerResponse)
 		switch {
@@ -114,6 +122,9 @@ func (s *Store) collect(ctx context.Context, key kez.PublicKey, marker uint64) (
 			if l.NamedHandle() != "" {
 				return false, s.purge(ctx, s.orphanSubject(key), marker+1)
 			}
+			if d, _, ok := l.NamedDevice(); ok {
+				devices = append(devices, d)
+			}
 		}
 		since += uint64(len(raw))
 	}
@@ -125,6 +136,11 @@ func (s *Store) collect(ctx context.Context, key kez.PublicKey, marker uint64) (
 	}
 	if err != nil {
 		return false, fmt.Errorf("jsstore: fencing the orphan chain of %s: %w", key, err)
+	}
+	// The devices first: a collection that stops midway finds them again
+	// in the fenced chain.
+	if err := s.dropDevices(ctx, devices, ack.Sequence+1); err != nil {
+		return false, err
 	}
 	if err := s.purge(ctx, s.chainFilter(key), ack.Sequence+1); err != nil {
 		return false, err

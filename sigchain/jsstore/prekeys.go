@@ -51,16 +51,18 @@ func (s *Store) Prekey(ctx context.Context, key kez.PublicKey) ([]byte, error) {
 // PutPrekey implements [sigchain.PrekeyStore]. It reads the stored
 // record, compares the creation times and writes on condition that the
 // key's revision is still the one read (a KV update), so of concurrent
-// writers the newest record wins. The chain is checked before, not
-// atomically with the write: a record written while its orphan chain is
-// collected outlives the chain, and the sig-server does not serve it.
+// writers the newest record wins. The chain (or the device's index
+// entry) is checked before, not atomically with the write: a record
+// written while its orphan chain is collected outlives the chain, and
+// the sig-server does not serve it; a record written while its device is
+// revoked is purged once the write sees the revocation.
 func (s *Store) PutPrekey(ctx context.Context, p *session.Prekey) error {
 	rec, err := p.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("jsstore: %w", err)
 	}
-	if _, _, err := s.headAt(ctx, p.Owner); err != nil {
-		return err // sigchain.ErrNotFound, or a read error
+	if err := s.prekeyOwner(ctx, p.Owner); err != nil {
+		return err // sigchain.ErrNotFound, ErrDeviceRevoked, or a read error
 	}
 	for range prekeyTries {
 		stored, rev, err := s.prekeyAt(ctx, p.Owner)
@@ -78,6 +80,14 @@ func (s *Store) PutPrekey(ctx context.Context, p *session.Prekey) error {
 		}
 		_, err = s.prekeys.Update(ctx, p.Owner.String(), rec, rev)
 		if err == nil {
+			// A revocation that raced the write purged before it; purge
+			// after it too.
+			if e, err := s.Device(ctx, p.Owner); err == nil && e.Revoked {
+				if err := s.purgePrekey(ctx, p.Owner); err != nil {
+					return err
+				}
+				return sigchain.ErrDeviceRevoked
+			}
 			return nil
 		}
 		if !isKVConflict(err) {

@@ -31,6 +31,9 @@ const (
 	// DefaultPrekeyBucket is the KV bucket of the prekey directory New
 	// uses unless [WithPrekeyBucket] says otherwise.
 	DefaultPrekeyBucket = "KEZ_PREKEYS"
+	// DefaultLinkRequestBucket is the KV bucket of pending device link
+	// requests New uses unless [WithLinkRequestBucket] says otherwise.
+	DefaultLinkRequestBucket = "KEZ_LINK_REQUESTS"
 )
 
 // parallelReads bounds the link reads Links has in flight at once.
@@ -40,8 +43,8 @@ const parallelReads = 16
 type Option func(*config)
 
 type config struct {
-	stream, prefix, prekeys string
-	replicas                int
+	stream, prefix, prekeys, links string
+	replicas                       int
 }
 
 // WithStream sets the stream's name (default [DefaultStream]).
@@ -56,6 +59,11 @@ func WithSubjectPrefix(p string) Option { return func(c *config) { c.prefix = p 
 // [DefaultPrekeyBucket]). Two stores in one NATS account need two
 // buckets.
 func WithPrekeyBucket(name string) Option { return func(c *config) { c.prekeys = name } }
+
+// WithLinkRequestBucket sets the KV bucket of pending device link
+// requests (default [DefaultLinkRequestBucket]). Two stores in one NATS
+// account need two buckets.
+func WithLinkRequestBucket(name string) Option { return func(c *config) { c.links = name } }
 
 // WithReplicas sets how many JetStream servers keep a copy of the stream
 // when New creates it: 1 (the default) on a single server, 3 on a cluster
@@ -80,11 +88,17 @@ type Store struct {
 	prekeys       jetstream.KeyValue
 	prekeyLeader  *jsleader.Getter // reads of the prekey bucket's stream leader
 	prekeySubject string           // "$KV.<bucket>."
+
+	linkRequests       jetstream.KeyValue
+	linkLeader         *jsleader.Getter // reads of the link request bucket's stream leader
+	linkRequestSubject string           // "$KV.<bucket>."
 }
 
 var (
-	_ sigchain.OrphanCollector = (*Store)(nil)
-	_ sigchain.PrekeyStore     = (*Store)(nil)
+	_ sigchain.OrphanCollector  = (*Store)(nil)
+	_ sigchain.PrekeyStore      = (*Store)(nil)
+	_ sigchain.DeviceStore      = (*Store)(nil)
+	_ sigchain.LinkRequestStore = (*Store)(nil)
 )
 
 // New opens the chain store in the stream of js's account, creating the
@@ -94,7 +108,7 @@ var (
 // connection's inbox prefix for its batch reads; it ends with the
 // connection.
 func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
-	cfg := config{stream: DefaultStream, prefix: DefaultSubjectPrefix, prekeys: DefaultPrekeyBucket, replicas: 1}
+	cfg := config{stream: DefaultStream, prefix: DefaultSubjectPrefix, prekeys: DefaultPrekeyBucket, links: DefaultLinkRequestBucket, replicas: 1}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -107,7 +121,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	filter := cfg.prefix + ".>"
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.stream,
-		Description: "KEZ chat sigchains: " + cfg.prefix + ".<key>.<seqno>, one link a message, append-only; " + cfg.prefix + ".<key> marks an orphan chain",
+		Description: "KEZ chat sigchains: " + cfg.prefix + ".<key>.<seqno>, one link a message, append-only; " + cfg.prefix + ".<key> marks an orphan chain; " + cfg.prefix + ".devices.<key> indexes a device",
 		Subjects:    []string{filter},
 		Retention:   jetstream.LimitsPolicy,
 		MaxMsgs:     -1,
@@ -118,6 +132,9 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 		Replicas:    cfg.replicas,
 		DenyDelete:  true,
 		AllowDirect: true, // for Links; see there
+		// For appends that add or revoke a device: the link and the
+		// device's index entry in one batch.
+		AllowAtomicPublish: true,
 	})
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		st, err = js.Stream(ctx, cfg.stream)
@@ -127,6 +144,12 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	}
 	if subj := st.CachedInfo().Config.Subjects; !slices.Contains(subj, filter) {
 		return nil, fmt.Errorf("jsstore: the stream %s exists but takes %q, not %q; choose another stream name or prefix", cfg.stream, subj, filter)
+	}
+	if sc := st.CachedInfo().Config; !sc.AllowAtomicPublish { // made by an earlier version
+		sc.AllowAtomicPublish = true
+		if st, err = js.UpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("jsstore: allowing atomic batches on the stream %s: %w", cfg.stream, err)
+		}
 	}
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:       cfg.prekeys,
@@ -141,6 +164,21 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	}
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: opening the KV bucket %s: %w", cfg.prekeys, err)
+	}
+	lr, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:       cfg.links,
+		Description:  "KEZ chat device link requests: <code> holds a pending signed request until it expires",
+		History:      1,
+		TTL:          linkRequestAge,
+		MaxValueSize: sigchain.MaxLinkRequestSize,
+		Storage:      jetstream.FileStorage,
+		Replicas:     cfg.replicas,
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		lr, err = js.KeyValue(ctx, cfg.links)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: opening the KV bucket %s: %w", cfg.links, err)
 	}
 	api, timeout := jsleader.API(js)
 	b, err := newBatches(js.Conn())
@@ -162,6 +200,10 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 		prekeys:       kv,
 		prekeyLeader:  jsleader.NewGetter(js, "KV_"+cfg.prekeys),
 		prekeySubject: "$KV." + cfg.prekeys + ".",
+
+		linkRequests:       lr,
+		linkLeader:         jsleader.NewGetter(js, "KV_"+cfg.links),
+		linkRequestSubject: "$KV." + cfg.links + ".",
 	}, nil
 }
 
@@ -303,6 +345,9 @@ func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 		if err := s.markOrphan(ctx, key); err != nil {
 			return err
 		}
+	}
+	if d, revoke, ok := link.NamedDevice(); ok {
+		return s.appendDevice(ctx, link, seq, d, revoke)
 	}
 	_, err = s.js.PublishMsg(ctx, &nats.Msg{Subject: s.linkSubject(key, link.Seqno()), Data: link.Bytes()},
 		jetstream.WithExpectStream(s.stream),

@@ -24,7 +24,7 @@ var streams atomic.Int64
 func opener(url string, opts ...Option) storetest.Open {
 	return func(t *testing.T) (sigchain.Store, func() sigchain.Store) {
 		n := streams.Add(1)
-		opts := append([]Option{WithStream(fmt.Sprintf("T%d", n)), WithSubjectPrefix(fmt.Sprintf("t%d.chain", n)), WithPrekeyBucket(fmt.Sprintf("T%d_PREKEYS", n))}, opts...)
+		opts := append([]Option{WithStream(fmt.Sprintf("T%d", n)), WithSubjectPrefix(fmt.Sprintf("t%d.chain", n)), WithPrekeyBucket(fmt.Sprintf("T%d_PREKEYS", n)), WithLinkRequestBucket(fmt.Sprintf("T%d_LINKS", n))}, opts...)
 		open := func() sigchain.Store {
 			s, err := New(context.Background(), natstest.ConnectJetStream(t, url), opts...)
 			if err != nil {

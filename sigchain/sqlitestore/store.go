@@ -20,8 +20,14 @@
 //
 // It is also a [sigchain.PrekeyStore]: a table of one signed prekey
 // record per key (schema version 3), written only for a key with a chain
-// and only with a newer record, both checked in the statement that
-// writes.
+// (or a current device of one) and only with a newer record, both
+// checked in the statement that writes.
+//
+// And it is a [sigchain.DeviceStore] and a [sigchain.LinkRequestStore]
+// (schema version 4): a table of device key → person, revoked, written
+// in the transaction of the append that adds or revokes the device, and
+// a table of pending link requests by code, which
+// [Store.SweepLinkRequests] empties of expired ones.
 package sqlitestore
 
 import (
@@ -76,8 +82,25 @@ CREATE TABLE prekeys (
 ) WITHOUT ROWID;
 `
 
-// Store is a SQLite-backed [sigchain.Store], [sigchain.PrekeyStore] and
-// [sigchain.OrphanCollector]. It is safe for concurrent use.
+// devices is version 4: the device index and the pending link requests.
+const devices = `
+CREATE TABLE devices (
+	device  TEXT    NOT NULL PRIMARY KEY, -- the device key, nkey text (U…)
+	person  TEXT    NOT NULL,             -- the key of the chain that added (or revoked) it
+	revoked INTEGER NOT NULL              -- 1 once a revoke_device link named it
+) WITHOUT ROWID;
+CREATE INDEX devices_person ON devices (person);
+CREATE TABLE link_requests (
+	code    TEXT    NOT NULL PRIMARY KEY, -- the link code's text
+	expires INTEGER NOT NULL,             -- the request's expiry, Unix seconds
+	request BLOB    NOT NULL              -- the request's exact bytes
+) WITHOUT ROWID;
+CREATE INDEX link_requests_expires ON link_requests (expires);
+`
+
+// Store is a SQLite-backed [sigchain.Store], [sigchain.PrekeyStore],
+// [sigchain.OrphanCollector], [sigchain.DeviceStore] and
+// [sigchain.LinkRequestStore]. It is safe for concurrent use.
 type Store struct {
 	db  *sql.DB
 	mu  sync.Mutex // serialises this process's writers; SQLite locks across processes
@@ -85,8 +108,10 @@ type Store struct {
 }
 
 var (
-	_ sigchain.OrphanCollector = (*Store)(nil)
-	_ sigchain.PrekeyStore     = (*Store)(nil)
+	_ sigchain.OrphanCollector  = (*Store)(nil)
+	_ sigchain.PrekeyStore      = (*Store)(nil)
+	_ sigchain.DeviceStore      = (*Store)(nil)
+	_ sigchain.LinkRequestStore = (*Store)(nil)
 )
 
 // Option configures [Open].
@@ -103,7 +128,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: opening %s: %w", path, err)
 	}
-	if err := sqlitedb.Migrate(db, []string{schema, orphans, prekeys}); err != nil {
+	if err := sqlitedb.Migrate(db, []string{schema, orphans, prekeys, devices}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlitestore: preparing %s: %w", path, err)
 	}
@@ -181,10 +206,12 @@ func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limi
 	return out, h, nil
 }
 
-// Append implements [sigchain.Store]: inside one IMMEDIATE transaction it
-// reads the head, checks that link follows it, inserts, and lists a new
-// chain without a handle as an orphan or takes a chain whose link names a
-// handle off the list.
+// Append implements [sigchain.Store] and keeps the device index
+// ([sigchain.DeviceStore]): inside one IMMEDIATE transaction it reads the
+// head, checks that link follows it, inserts, lists a new chain without a
+// handle as an orphan or takes a chain whose link names a handle off the
+// list, and adds a device to the index (refusing one already there with
+// [sigchain.ErrDeviceKnown]) or marks it revoked and deletes its prekey.
 func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -216,10 +243,61 @@ func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 	if err != nil {
 		return fmt.Errorf("sqlitestore: storing link: %w", err)
 	}
+	if err := indexDevice(ctx, tx, link); err != nil {
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlitestore: storing link: %w", err)
 	}
 	return nil
+}
+
+// indexDevice updates the device index for link, inside the append's
+// transaction.
+func indexDevice(ctx context.Context, tx *sql.Tx, link *sigchain.Link) error {
+	d, revoke, ok := link.NamedDevice()
+	if !ok {
+		return nil
+	}
+	dk, person := d.String(), link.Key().String()
+	if revoke {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (device, person, revoked) VALUES (?, ?, 1)
+			ON CONFLICT (device) DO UPDATE SET revoked = 1 WHERE devices.person = excluded.person`, dk, person); err != nil {
+			return fmt.Errorf("sqlitestore: revoking a device: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM prekeys WHERE chain = ?", dk); err != nil {
+			return fmt.Errorf("sqlitestore: deleting a revoked device's prekey: %w", err)
+		}
+		return nil
+	}
+	res, err := tx.ExecContext(ctx, "INSERT INTO devices (device, person, revoked) VALUES (?, ?, 0) ON CONFLICT (device) DO NOTHING", dk, person)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: adding a device: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlitestore: adding a device: %w", err)
+	} else if n == 0 {
+		return fmt.Errorf("sqlitestore: adding %s: %w", dk, sigchain.ErrDeviceKnown)
+	}
+	return nil
+}
+
+// Device implements [sigchain.DeviceStore].
+func (s *Store) Device(ctx context.Context, device kez.PublicKey) (sigchain.DeviceEntry, error) {
+	var person string
+	var revoked bool
+	err := s.db.QueryRowContext(ctx, "SELECT person, revoked FROM devices WHERE device = ?", device.String()).Scan(&person, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return sigchain.DeviceEntry{}, sigchain.ErrNoDevice
+	}
+	if err != nil {
+		return sigchain.DeviceEntry{}, fmt.Errorf("sqlitestore: reading a device: %w", err)
+	}
+	p, err := kez.ParsePublicKey(person)
+	if err != nil {
+		return sigchain.DeviceEntry{}, fmt.Errorf("sqlitestore: the stored person of %s: %w", device, err)
+	}
+	return sigchain.DeviceEntry{Person: p, Revoked: revoked}, nil
 }
 
 // collectBatch bounds the chains one transaction of CollectOrphans
@@ -265,6 +343,12 @@ func (s *Store) collectBatch(ctx context.Context, cutoff int64) (int, error) {
 		return 0, fmt.Errorf("sqlitestore: listing orphans: %w", err)
 	}
 	for _, c := range chains {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM prekeys WHERE chain IN (SELECT device FROM devices WHERE person = ?)", c); err != nil {
+			return 0, fmt.Errorf("sqlitestore: deleting an orphan chain's devices: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM devices WHERE person = ?", c); err != nil {
+			return 0, fmt.Errorf("sqlitestore: deleting an orphan chain's devices: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM links WHERE chain = ?", c); err != nil {
 			return 0, fmt.Errorf("sqlitestore: deleting an orphan chain: %w", err)
 		}
@@ -295,8 +379,9 @@ func (s *Store) Prekey(ctx context.Context, key kez.PublicKey) ([]byte, error) {
 }
 
 // PutPrekey implements [sigchain.PrekeyStore] in one statement, which
-// stores the record only if the owner has a chain and the record is
-// newer than the stored one.
+// stores the record only if the owner has a chain or is a current device
+// of one, is not a revoked device, and the record is newer than the
+// stored one.
 func (s *Store) PutPrekey(ctx context.Context, p *session.Prekey) error {
 	rec, err := p.MarshalBinary()
 	if err != nil {
@@ -306,7 +391,8 @@ func (s *Store) PutPrekey(ctx context.Context, p *session.Prekey) error {
 	defer s.mu.Unlock()
 	k := p.Owner.String()
 	res, err := s.db.ExecContext(ctx, `INSERT INTO prekeys (chain, created_ms, record)
-		SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM links WHERE chain = ?1)
+		SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM devices WHERE device = ?1 AND revoked)
+			AND (EXISTS (SELECT 1 FROM links WHERE chain = ?1) OR EXISTS (SELECT 1 FROM devices WHERE device = ?1))
 		ON CONFLICT (chain) DO UPDATE SET created_ms = excluded.created_ms, record = excluded.record
 		WHERE excluded.created_ms > prekeys.created_ms`, k, p.Created.UnixMilli(), rec)
 	if err != nil {
@@ -316,8 +402,66 @@ func (s *Store) PutPrekey(ctx context.Context, p *session.Prekey) error {
 		return err
 	}
 	// Nothing stored: say why.
+	switch e, err := s.Device(ctx, p.Owner); {
+	case err == nil && e.Revoked:
+		return sigchain.ErrDeviceRevoked
+	case err == nil:
+		return sigchain.ErrStalePrekey
+	case !errors.Is(err, sigchain.ErrNoDevice):
+		return err
+	}
 	if _, err := head(ctx, s.db, k); err != nil {
 		return err // sigchain.ErrNotFound, or a read error
 	}
 	return sigchain.ErrStalePrekey
+}
+
+// PutLinkRequest implements [sigchain.LinkRequestStore] in one
+// statement, which counts the pending requests and inserts.
+func (s *Store) PutLinkRequest(ctx context.Context, req *sigchain.LinkRequest, now time.Time, max int) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	code := req.Code().String()
+	res, err := s.db.ExecContext(ctx, `INSERT INTO link_requests (code, expires, request)
+		SELECT ?1, ?2, ?3 WHERE ?5 < 0 OR (SELECT COUNT(*) FROM link_requests WHERE expires >= ?4) < ?5
+		ON CONFLICT (code) DO NOTHING`, code, req.Expires().Unix(), req.Bytes(), now.Unix(), max)
+	if err != nil {
+		return false, fmt.Errorf("sqlitestore: storing a link request: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return false, fmt.Errorf("sqlitestore: storing a link request: %w", err)
+	} else if n == 1 {
+		return true, nil
+	}
+	if _, err := s.LinkRequest(ctx, req.Code()); err == nil {
+		return false, nil
+	} else if !errors.Is(err, sigchain.ErrNoLinkRequest) {
+		return false, err
+	}
+	return false, sigchain.ErrLinkRequestsFull
+}
+
+// LinkRequest implements [sigchain.LinkRequestStore].
+func (s *Store) LinkRequest(ctx context.Context, code sigchain.LinkCode) ([]byte, error) {
+	var req []byte
+	err := s.db.QueryRowContext(ctx, "SELECT request FROM link_requests WHERE code = ?", code.String()).Scan(&req)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, sigchain.ErrNoLinkRequest
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlitestore: reading a link request: %w", err)
+	}
+	return req, nil
+}
+
+// SweepLinkRequests implements [sigchain.LinkRequestStore].
+func (s *Store) SweepLinkRequests(ctx context.Context, now time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res, err := s.db.ExecContext(ctx, "DELETE FROM link_requests WHERE expires < ?", now.Unix())
+	if err != nil {
+		return 0, fmt.Errorf("sqlitestore: sweeping link requests: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
 }

@@ -272,8 +272,8 @@ func TestMigrationAddsPrekeys(t *testing.T) {
 	db.Close()
 	s := open(t, path)
 	var version int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != 3 {
-		t.Fatalf("schema version %d, %v; want 3", version, err)
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != 4 {
+		t.Fatalf("schema version %d, %v; want 4", version, err)
 	}
 	if h, err := s.Head(ctx, id.PublicKey()); err != nil || h.Seqno != 1 {
 		t.Fatalf("the chain after the migration: %v, %v", h, err)
@@ -284,5 +284,49 @@ func TestMigrationAddsPrekeys(t *testing.T) {
 	}
 	if _, err := s.Prekey(ctx, id.PublicKey()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMigrationAddsDevices opens a file of schema version 3 (made by an
+// earlier version) holding a chain with a prekey: the migration adds the
+// device index and the link requests, and the chain adds a device whose
+// revocation deletes the device's prekey.
+func TestMigrationAddsDevices(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schema + orphans + prekeys + "PRAGMA user_version = 3;"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	p := storetest.NewPerson(t, storetest.Identity(t, 1), "alice@kez.lat", now)
+	l := p.Links[0]
+	if _, err := db.Exec("INSERT INTO links (chain, seqno, id, link) VALUES (?, ?, ?, ?)", l.Key().String(), l.Seqno(), l.ID().String(), l.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s := open(t, path)
+	dev := storetest.Identity(t, 2)
+	if err := s.Append(ctx, p.AddDevice(t, dev, now)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutPrekey(ctx, storetest.Prekey(t, dev, 1, now, time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(ctx, p.RevokeDevice(t, dev.PublicKey(), now)); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := s.Device(ctx, dev.PublicKey()); err != nil || !e.Revoked || e.Person != p.ID.PublicKey() {
+		t.Fatalf("%+v, %v", e, err)
+	}
+	if _, err := s.Prekey(ctx, dev.PublicKey()); !errors.Is(err, sigchain.ErrNoPrekey) {
+		t.Fatalf("the revoked device's prekey: %v", err)
+	}
+	req := storetest.LinkRequest(t, storetest.Identity(t, 3), "phone", now)
+	if created, err := s.PutLinkRequest(ctx, req, now, 10); !created || err != nil {
+		t.Fatalf("%v, %v", created, err)
 	}
 }

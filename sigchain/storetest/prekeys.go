@@ -251,7 +251,14 @@ func (s *prekeyServer) client(ip string) *sigchain.Client {
 // and the answer's reason.
 func (s *prekeyServer) put(t *testing.T, ip, key, contentType string, body io.Reader) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPut, s.url+sigchain.PrekeysPath+key, body)
+	return s.send(t, http.MethodPut, sigchain.PrekeysPath+key, ip, contentType, body)
+}
+
+// send sends body to path with method as ip and returns the status and
+// the answer's reason.
+func (s *prekeyServer) send(t *testing.T, method, path, ip, contentType string, body io.Reader) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, s.url+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}

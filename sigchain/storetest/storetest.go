@@ -51,6 +51,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("Orphans", func(t *testing.T) { testOrphans(t, open) })
 	t.Run("OrphanRace", func(t *testing.T) { testOrphanRace(t, open) })
 	runPrekeys(t, open)
+	runDevices(t, open)
 }
 
 // Identity returns a fixed identity for i: the same i gives the same keys.
