@@ -1,7 +1,10 @@
 // Command kez-bench measures KEZ against its physical limits and prints
 // each figure beside its baseline, measured in the same run: sealed
 // messaging (format v1, and v2 in established sessions) against the
-// crypto floor and raw JetStream, a session handshake's CPU, callout logins
+// crypto floor and raw JetStream, a session handshake's CPU, messages from
+// a person with several devices to another against one device to one, the
+// time to link a device with its history and from a revocation to the
+// revoked device's refusal, callout logins
 // against plain nkey logins, registered users' logins during a bogus-login
 // flood against the same logins without it, sigchain verification against raw
 // ed25519.Verify, verified P2P fetches against a raw libp2p stream, raw
@@ -80,6 +83,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	links := fs.Int("chain-links", def.ChainLinks, "sigchains: links in the verified chain")
 	blobMiB := fs.Int("blob-mib", 0, "files: blob size in MiB (default 256; --quick 64)")
 	users := fs.Int("users", def.Users, "memory: users logged in at once")
+	senderDevs := fs.Int("sender-devices", def.SenderDevices, "devices: the sending person's devices")
+	recipientDevs := fs.Int("recipient-devices", def.RecipientDevices, "devices: the recipient person's devices")
+	deviceMsgs := fs.Int("device-msgs", 0, "devices: logical messages of the fan-out, and as many of its baseline (default 6000; --quick 1500)")
+	historyMsgs := fs.Int("history-msgs", def.HistoryMessages, "devices: messages of history a linked device receives")
+	revocations := fs.Int("revocations", 0, "devices: revocations timed (default 5; --quick 3)")
+	revokeWait := fs.Duration("revoke-wait", def.RevokeWait, "devices: how long a revoked device may keep its connection or logins before the run fails")
 	croc := fs.String("croc", "", `croc binary (default: croc on PATH); "off" skips croc`)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of kez-bench itself to this file")
 	natsProf := fs.Int("nats-prof-port", 0, "serve nats-server's pprof endpoints on this port (own stack only)")
@@ -102,6 +111,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	setIf(&cfg.LatencyMessages, *latMsgs)
 	setIf(&cfg.Handshakes, *handshakes)
 	setIf(&cfg.Rounds, *rounds)
+	cfg.SenderDevices, cfg.RecipientDevices, cfg.HistoryMessages, cfg.RevokeWait = *senderDevs, *recipientDevs, *historyMsgs, *revokeWait
+	setIf(&cfg.DeviceMessages, *deviceMsgs)
+	setIf(&cfg.Revocations, *revocations)
 	if *duration > 0 {
 		cfg.Duration = *duration
 	}
@@ -209,7 +221,7 @@ func needsStack(cfg bench.Config) bool {
 		return true
 	}
 	for _, g := range cfg.Only {
-		if g == "messaging" || g == "connects" || g == "memory" {
+		if g == "messaging" || g == "devices" || g == "connects" || g == "memory" {
 			return true
 		}
 	}

@@ -1,0 +1,325 @@
+package bench
+
+// The devices group (docs/performance.md, "Devices"): a person with
+// several devices, each its own key, NATS login, consumer and sessions
+// (docs/spec/chat.md, "Devices"). This file registers devices through the
+// servers' APIs, as "kez link" and "kez devices add" do, and measures the
+// fan-out of one logical message to every device of its recipient plus the
+// sent copies to the sender's other devices, against one device to one
+// device in the same rig and the same rounds.
+
+import (
+	"context"
+	"crypto/sha512"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// fanoutTarget is the least the fan-out figure's ratio should be: one
+// logical message is (recipient devices) + (sender devices − 1)
+// envelopes, 7 in the default shape (5 and 3), so a ratio of 1/7 ≈ 0.14
+// is what a rig limited by the work per envelope reaches; the target
+// allows 30% more than that per envelope.
+const fanoutTarget = 0.10
+
+// syncSentOverhead is what a sent copy's plaintext carries beyond the
+// message's own inner message (docs/spec/chat.md, "sync-sent"): the
+// recipient person's key, the original kind's length and the kind, and
+// the longer kind of the copy itself.
+const syncSentOverhead = len(kez.PublicKey{}) + 1 + len(chat.KindText) + len("sync-sent") - len(chat.KindText)
+
+// apiClients returns clients of the stack's sig-server and chat-server.
+func (s *Stack) apiClients() (*sigchain.Client, *handles.Client) {
+	hc := &http.Client{Timeout: 30 * time.Second}
+	return &sigchain.Client{BaseURL: s.SigServerURL, HTTPClient: hc}, &handles.Client{BaseURL: s.ServerURL, HTTPClient: hc}
+}
+
+// deviceIdentity returns the deterministic key of a bench device, so a
+// run against an external stack finds the devices of earlier runs.
+func deviceIdentity(name string) (*kez.Identity, error) {
+	seed := sha512.Sum512([]byte("kez-bench device " + name))
+	return kez.FromSeed(seed[:])
+}
+
+// Linked is how [Stack.LinkDevice] linked a device: the add_device link
+// it appended and the time each step took.
+type Linked struct {
+	Link *sigchain.Link
+	// Request: the device's link request posted to the sig-server and
+	// fetched back by its code (what "kez link" and the approver's
+	// "kez devices add CODE" do before anything is signed).
+	Request time.Duration
+	// Chain: the person's chain fetched and verified, and the add_device
+	// link appended to it at the sig-server.
+	Chain time.Duration
+	// Registry: the link registered at the chat-server (POST /v1/devices),
+	// after which the device may log in.
+	Registry time.Duration
+}
+
+// LinkDevice makes dev a device of person u through the servers' APIs:
+// dev signs a link request named name, posted to the sig-server
+// (POST /v1/links) and fetched back by its link code (GET /v1/links/{code},
+// checked against the code); u's primary key appends the add_device link
+// to its chain at the sig-server, then registers it at the chat-server
+// (POST /v1/devices), which lets dev log in as itself. A device the chain
+// already lists as current is left as it is (Link is nil): a run against
+// an external stack reuses the devices of earlier runs. Links of one
+// person must not be made concurrently.
+func (s *Stack) LinkDevice(ctx context.Context, u *User, dev *kez.Identity, name string) (*Linked, error) {
+	sigc, hands := s.apiClients()
+	out := &Linked{}
+	t0 := time.Now()
+	st, err := sigc.FetchVerified(ctx, u.Key, nil)
+	if err != nil {
+		return nil, fmt.Errorf("bench: fetching the chain of %s: %w", u.Name, err)
+	}
+	if d, ok := st.DeviceOf(dev.PublicKey()); ok {
+		if d.Revoked {
+			return nil, fmt.Errorf("bench: device %s of %s was revoked", name, u.Name)
+		}
+		return out, nil
+	}
+	req, err := sigchain.NewLinkRequest(dev, name, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := sigc.PostLinkRequest(ctx, req); err != nil {
+		return nil, fmt.Errorf("bench: posting the link request of %s: %w", name, err)
+	}
+	code := req.Code()
+	t1 := time.Now()
+	got, _, err := sigc.FetchLinkRequest(ctx, code)
+	if err != nil {
+		return nil, fmt.Errorf("bench: fetching link request %s: %w", code, err)
+	}
+	if got.Code() != code || got.Device() != dev.PublicKey() {
+		return nil, fmt.Errorf("bench: link code %s fetched another request", code)
+	}
+	out.Request = time.Since(t1) + t1.Sub(t0)
+	t2 := time.Now()
+	if out.Link, err = s.appendLink(ctx, sigc, u, sigchain.TypeAddDevice, sigchain.AddDeviceBody(got)); err != nil {
+		return nil, err
+	}
+	t3 := time.Now()
+	out.Chain = t3.Sub(t2)
+	if _, _, err := hands.RegisterDevice(ctx, out.Link.Bytes()); err != nil {
+		return nil, fmt.Errorf("bench: registering device %s at the chat-server: %w", name, err)
+	}
+	out.Registry = time.Since(t3)
+	return out, nil
+}
+
+// RevokeDevice revokes device dev of person u: the revoke_device link
+// appended to u's chain at the sig-server, then registered at the
+// chat-server (POST /v1/devices). It returns when the chat-server has
+// answered, the moment the revocation is registered there.
+func (s *Stack) RevokeDevice(ctx context.Context, u *User, dev kez.PublicKey) (*sigchain.Link, error) {
+	sigc, hands := s.apiClients()
+	link, err := s.appendLink(ctx, sigc, u, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(dev))
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := hands.RegisterDevice(ctx, link.Bytes()); err != nil {
+		return nil, fmt.Errorf("bench: registering the revocation of %s at the chat-server: %w", dev, err)
+	}
+	return link, nil
+}
+
+// appendLink appends a link of type typ to u's chain, as fetched and
+// verified now.
+func (s *Stack) appendLink(ctx context.Context, sigc *sigchain.Client, u *User, typ string, body []byte) (*sigchain.Link, error) {
+	st, err := sigc.FetchVerified(ctx, u.Key, nil)
+	if err != nil {
+		return nil, fmt.Errorf("bench: fetching the chain of %s: %w", u.Name, err)
+	}
+	link, err := sigchain.NewLink(u.Identity, st, typ, body, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := sigc.Append(ctx, link); err != nil {
+		return nil, fmt.Errorf("bench: appending %s to the chain of %s: %w", typ, u.Name, err)
+	}
+	return link, nil
+}
+
+// devicesOf returns person u as its primary device followed by n-1 linked
+// devices named after u (deterministic keys, see [deviceIdentity]), each
+// as a *User of its own (Key the device key) to log in with.
+func (s *Stack) devicesOf(ctx context.Context, u *User, n int) ([]*User, error) {
+	out := []*User{u}
+	for i := 1; i < n; i++ {
+		name := fmt.Sprintf("%s-d%d", u.Name, i)
+		id, err := deviceIdentity(name)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.LinkDevice(ctx, u, id, name); err != nil {
+			return nil, err
+		}
+		out = append(out, &User{Name: name, Identity: id, Key: id.PublicKey()})
+	}
+	return out, nil
+}
+
+// fanoutRig is the messaging rig for devices: the sending device first
+// among the rig's senders (the only one that publishes), its person's
+// other devices and the recipient person's devices among its receivers,
+// each logged in with its own key and pulling from its own consumer, and
+// an established session from the sending device to each of them.
+type fanoutRig struct {
+	*msgRig
+	from       *msgUser
+	recipients []*msgUser // the recipient person's devices, primary first
+	own        []*msgUser // the sender's other devices
+}
+
+// newFanoutRig logs the devices in and sets up the sessions.
+func newFanoutRig(ctx context.Context, st *Stack, sender, recipient []*User) (*fanoutRig, error) {
+	users := append([]*User{sender[0]}, recipient...)
+	users = append(users, sender[1:]...)
+	rig, err := newMsgRig(ctx, st, 1, users)
+	if err != nil {
+		return nil, err
+	}
+	if err := rig.setupSessions(time.Now()); err != nil {
+		rig.close()
+		return nil, fmt.Errorf("setting up the device sessions: %w", err)
+	}
+	return &fanoutRig{msgRig: rig, from: rig.senders[0], recipients: rig.receivers[:len(recipient)], own: rig.receivers[len(recipient):]}, nil
+}
+
+// fanout sends n logical messages from the sending device: each sealed in
+// its own session to every device of to and, as a sent copy (a plaintext
+// the size of chat's sync-sent copy), to every device of own, each copy
+// published on kez.v1.send.<device>.<sending device> with the Nats-Msg-Id
+// chat.Client gives it (the message ID, "-", the device). It returns the
+// time from the first seal until every copy was received and opened.
+func (f *fanoutRig) fanout(ctx context.Context, to, own []*msgUser, body []byte, n int) (time.Duration, error) {
+	r := f.msgRig
+	copies := len(to) + len(own)
+	r.mode.Store(modeSession)
+	r.received.Store(0)
+	r.target.Store(int64(n * copies))
+	errs0, opened0 := r.pubErrs.Load(), r.opened.Load()
+	sent := make([]byte, syncSentOverhead+len(body))
+	copy(sent[syncSentOverhead:], body)
+	start := time.Now()
+	for range n {
+		id := chat.NewMessageID()
+		for k, d := range append(to, own...) {
+			msg := nats.NewMsg(callout.SendSubjectPrefix + d.Key.String() + "." + f.from.Key.String())
+			msg.Header.Set(jetstream.MsgIDHeader, id.String()+"-"+d.Key.String())
+			pt := cond(k < len(to), body, sent)
+			env, err := f.from.seals[d.Key].Seal(nil, sessionPlaintext(id, pt))
+			if err != nil {
+				return 0, err
+			}
+			msg.Data = env
+			if _, err := f.from.js.PublishMsgAsync(msg); err != nil {
+				return 0, err
+			}
+		}
+	}
+	<-f.from.js.PublishAsyncComplete()
+	if k := r.pubErrs.Load() - errs0; k > 0 {
+		return 0, fmt.Errorf("%d publishes failed: %v", k, r.lastErr.get())
+	}
+	select {
+	case <-r.done:
+		d := time.Since(start)
+		if k := r.opened.Load() - opened0; k != int64(n*copies) {
+			return 0, fmt.Errorf("%d of %d device copies opened; last error: %v", k, n*copies, r.lastErr.get())
+		}
+		return d, nil
+	case <-time.After(2 * time.Minute):
+		return 0, fmt.Errorf("received %d of %d device copies within 2 minutes", r.received.Load(), n*copies)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// measureFanout measures logical messages per second from a person with
+// cfg.SenderDevices devices to one with cfg.RecipientDevices devices,
+// against one device to one device (the same sending device to the
+// recipient's primary, nothing else), alternating in rounds.
+func measureFanout(ctx context.Context, st *Stack, cfg Config, sender, recipient *User) ([]Figure, error) {
+	sdevs, err := st.devicesOf(ctx, sender, cfg.SenderDevices)
+	if err != nil {
+		return nil, err
+	}
+	rdevs, err := st.devicesOf(ctx, recipient, cfg.RecipientDevices)
+	if err != nil {
+		return nil, err
+	}
+	rig, err := newFanoutRig(ctx, st, sdevs, rdevs)
+	if err != nil {
+		return nil, err
+	}
+	defer rig.close()
+	body := []byte(strings.Repeat("k", sessionTargetSize))
+	rounds := max(1, cfg.Rounds)
+	per := max(1, cfg.DeviceMessages/rounds)
+	var one, fan phaseTime
+	var cpuOne, cpuFan = make([]time.Duration, 3), make([]time.Duration, 3)
+	var names []string
+	for range rounds {
+		m := st.cpuMeter()
+		d, err := rig.fanout(ctx, rig.recipients[:1], nil, body, per)
+		if err != nil {
+			return nil, fmt.Errorf("1 device → 1 device: %w", err)
+		}
+		one.add(per, d)
+		addCPU(cpuOne, m.used())
+		m = st.cpuMeter()
+		if d, err = rig.fanout(ctx, rig.recipients, rig.own, body, per); err != nil {
+			return nil, fmt.Errorf("%d devices → %d devices: %w", len(sdevs), len(rdevs), err)
+		}
+		fan.add(per, d)
+		addCPU(cpuFan, m.used())
+		names = m.names
+	}
+	if n := rig.failed.Load(); n > 0 {
+		return nil, fmt.Errorf("%d device copies did not open; last error: %v", n, rig.lastErr.get())
+	}
+	copies := len(rig.recipients) + len(rig.own)
+	return []Figure{{
+		Group: "devices", Name: fmt.Sprintf("messages, %d devices → %d devices, %s", len(sdevs), len(rdevs), sizeLabel(len(body))), Unit: "msgs/s",
+		Value: fan.rate(), Baseline: "1 device → 1 device", Base: one.rate(), Goal: MinRatio, Target: fanoutTarget,
+		CPURatio: cpuRatio(cpuOne, one.n, cpuFan, fan.n),
+		Note: fmt.Sprintf("the messaging rig's sessions (format v2, package session), not chat.Client: a logical message from one device of a person with %d devices "+
+			"to a person with %d devices is %d envelopes, each sealed in the session of its device pair and published on kez.v1.send.<device>.<sending device> "+
+			"(Nats-Msg-Id <id>-<device>, as chat.Client does): one to each of the recipient's devices and a sent copy (%d B more plaintext) to each of the sender's other devices; "+
+			"every device logs in with its own key (linked with add_device at the sig-server and POST /v1/devices at the chat-server) and pulls, opens and checks its copy. "+
+			"Timed until every copy was opened: %s envelopes/s. Baseline, alternating rounds: the same sending device to the recipient's primary device only. "+
+			"1/%d = %.2f is the ratio of a rig limited by the work per envelope. CPU per logical message, fan-out / 1→1: %s / %s",
+			len(sdevs), len(rdevs), copies, syncSentOverhead, num(fan.rate()*float64(copies)), copies, 1/float64(copies),
+			perOp(names, cpuFan, fan.n), perOp(names, cpuOne, one.n)),
+	}}, nil
+}
+
+// measureDevices registers the persons of the devices group (kbd0 sends
+// to kbd1; kbd2 links a device with history; kbd3 revokes devices) and
+// measures the group's figures.
+func measureDevices(ctx context.Context, st *Stack, cfg Config) ([]Figure, error) {
+	users, err := st.Register(ctx, "kbd", 4, 4)
+	if err != nil {
+		return nil, err
+	}
+	out, err := measureFanout(ctx, st, cfg, users[0], users[1])
+	if err != nil {
+		return out, err
+	}
+	figs, err := measureRevocation(ctx, st, cfg, users[3])
+	return append(out, figs...), err
+}
