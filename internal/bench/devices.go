@@ -309,10 +309,10 @@ func measureFanout(ctx context.Context, st *Stack, cfg Config, sender, recipient
 }
 
 // measureDevices registers the persons of the devices group (kbd0 sends
-// to kbd1; kbd2 links a device with history; kbd3 revokes devices) and
-// measures the group's figures.
+// to kbd1; kbd2 links a device with its history with kbd4; kbd3 revokes
+// devices) and measures the group's figures.
 func measureDevices(ctx context.Context, st *Stack, cfg Config) ([]Figure, error) {
-	users, err := st.Register(ctx, "kbd", 4, 4)
+	users, err := st.Register(ctx, "kbd", 5, 5)
 	if err != nil {
 		return nil, err
 	}
@@ -320,6 +320,10 @@ func measureDevices(ctx context.Context, st *Stack, cfg Config) ([]Figure, error
 	if err != nil {
 		return out, err
 	}
-	figs, err := measureRevocation(ctx, st, cfg, users[3])
+	figs, err := measureHistory(ctx, st, cfg, users[2], users[4])
+	if out = append(out, figs...); err != nil {
+		return out, err
+	}
+	figs, err = measureRevocation(ctx, st, cfg, users[3])
 	return append(out, figs...), err
 }
