@@ -250,10 +250,12 @@ func (f *fanoutRig) fanout(ctx context.Context, to, own []*msgUser, body []byte,
 }
 
 // measureFanout measures logical messages per second from a person with
-// cfg.SenderDevices devices to one with cfg.RecipientDevices devices,
-// against one device to one device (the same sending device to the
-// recipient's primary, nothing else), alternating in rounds.
-func measureFanout(ctx context.Context, st *Stack, cfg Config, sender, recipient *User) ([]Figure, error) {
+// cfg.SenderDevices devices to one with cfg.RecipientDevices devices:
+// through chat.Client against one chat.Client to another (of persons one
+// and to), then in the messaging rig's sessions against one device to one
+// device (the same sending device to the recipient's primary, nothing
+// else), each alternating with its baseline in rounds.
+func measureFanout(ctx context.Context, st *Stack, cfg Config, sender, recipient, one, to *User) ([]Figure, error) {
 	sdevs, err := st.devicesOf(ctx, sender, cfg.SenderDevices)
 	if err != nil {
 		return nil, err
@@ -262,6 +264,19 @@ func measureFanout(ctx context.Context, st *Stack, cfg Config, sender, recipient
 	if err != nil {
 		return nil, err
 	}
+	cf, err := measureClientFanout(ctx, st, cfg, sdevs, rdevs, one, to)
+	if err != nil {
+		return nil, fmt.Errorf("through chat.Client: %w", err)
+	}
+	rf, err := measureRigFanout(ctx, st, cfg, sdevs, rdevs)
+	if err != nil {
+		return []Figure{*cf}, err
+	}
+	return []Figure{*cf, *rf}, nil
+}
+
+// measureRigFanout is measureFanout's figure in the messaging rig.
+func measureRigFanout(ctx context.Context, st *Stack, cfg Config, sdevs, rdevs []*User) (*Figure, error) {
 	rig, err := newFanoutRig(ctx, st, sdevs, rdevs)
 	if err != nil {
 		return nil, err
@@ -270,7 +285,7 @@ func measureFanout(ctx context.Context, st *Stack, cfg Config, sender, recipient
 	body := []byte(strings.Repeat("k", sessionTargetSize))
 	rounds := max(1, cfg.Rounds)
 	per := max(1, cfg.DeviceMessages/rounds)
-	var one, fan phaseTime
+	var base, fan phaseTime
 	var cpuOne, cpuFan = make([]time.Duration, 3), make([]time.Duration, 3)
 	var names []string
 	for range rounds {
@@ -279,7 +294,7 @@ func measureFanout(ctx context.Context, st *Stack, cfg Config, sender, recipient
 		if err != nil {
 			return nil, fmt.Errorf("1 device → 1 device: %w", err)
 		}
-		one.add(per, d)
+		base.add(per, d)
 		addCPU(cpuOne, m.used())
 		m = st.cpuMeter()
 		if d, err = rig.fanout(ctx, rig.recipients, rig.own, body, per); err != nil {
@@ -293,10 +308,10 @@ func measureFanout(ctx context.Context, st *Stack, cfg Config, sender, recipient
 		return nil, fmt.Errorf("%d device copies did not open; last error: %v", n, rig.lastErr.get())
 	}
 	copies := len(rig.recipients) + len(rig.own)
-	return []Figure{{
-		Group: "devices", Name: fmt.Sprintf("messages, %d devices → %d devices, %s", len(sdevs), len(rdevs), sizeLabel(len(body))), Unit: "msgs/s",
-		Value: fan.rate(), Baseline: "1 device → 1 device", Base: one.rate(), Goal: MinRatio, Target: fanoutTarget,
-		CPURatio: cpuRatio(cpuOne, one.n, cpuFan, fan.n),
+	return &Figure{
+		Group: "devices", Name: fmt.Sprintf("session messages, %d devices → %d devices, %s", len(sdevs), len(rdevs), sizeLabel(len(body))), Unit: "msgs/s",
+		Value: fan.rate(), Baseline: "session 1 device → 1 device", Base: base.rate(), Goal: MinRatio, Target: fanoutTarget,
+		CPURatio: cpuRatio(cpuOne, base.n, cpuFan, fan.n),
 		Note: fmt.Sprintf("the messaging rig's sessions (format v2, package session), not chat.Client: a logical message from one device of a person with %d devices "+
 			"to a person with %d devices is %d envelopes, each sealed in the session of its device pair and published on kez.v1.send.<device>.<sending device> "+
 			"(Nats-Msg-Id <id>-<device>, as chat.Client does): one to each of the recipient's devices and a sent copy (%d B more plaintext) to each of the sender's other devices; "+
@@ -304,19 +319,20 @@ func measureFanout(ctx context.Context, st *Stack, cfg Config, sender, recipient
 			"Timed until every copy was opened: %s envelopes/s. Baseline, alternating rounds: the same sending device to the recipient's primary device only. "+
 			"1/%d = %.2f is the ratio of a rig limited by the work per envelope. CPU per logical message, fan-out / 1→1: %s / %s",
 			len(sdevs), len(rdevs), copies, syncSentOverhead, num(fan.rate()*float64(copies)), copies, 1/float64(copies),
-			perOp(names, cpuFan, fan.n), perOp(names, cpuOne, one.n)),
-	}}, nil
+			perOp(names, cpuFan, fan.n), perOp(names, cpuOne, base.n)),
+	}, nil
 }
 
 // measureDevices registers the persons of the devices group (kbd0 sends
-// to kbd1; kbd2 links a device with its history with kbd4; kbd3 revokes
-// devices) and measures the group's figures.
+// to kbd1, kbd5 to kbd6 for the baseline; kbd2 links a device with its
+// history with kbd4; kbd3 revokes devices) and measures the group's
+// figures.
 func measureDevices(ctx context.Context, st *Stack, cfg Config) ([]Figure, error) {
-	users, err := st.Register(ctx, "kbd", 5, 5)
+	users, err := st.Register(ctx, "kbd", 7, 4)
 	if err != nil {
 		return nil, err
 	}
-	out, err := measureFanout(ctx, st, cfg, users[0], users[1])
+	out, err := measureFanout(ctx, st, cfg, users[0], users[1], users[5], users[6])
 	if err != nil {
 		return out, err
 	}

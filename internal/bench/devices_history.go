@@ -27,7 +27,7 @@ const historyBodySize = sessionTargetSize
 // under dir.
 func (s *Stack) openClient(ctx context.Context, dir string, person *User, dev *kez.Identity) (*chat.Client, error) {
 	cc := client.Config{Identity: person.Identity, Home: dir, ServerURL: s.ServerURL, NATSURL: s.NATSURL,
-		SigServerURL: s.SigServerURL, Domain: s.Domain, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		SigServerURL: s.SigServerURL, Domain: s.Domain, Logger: slog.New(slog.NewTextHandler(cond(os.Getenv("KBDEBUG") != "", io.Writer(os.Stderr), io.Discard), nil)).With("dir", filepath.Base(dir))}
 	if dev != nil {
 		cc.Identity, cc.Device, cc.Person = nil, dev, person.Key
 	}
