@@ -42,7 +42,7 @@ type Contact struct {
 	// current one. A device added or revoked on the chain is recorded as
 	// a contact event (device_added, device_revoked), not a flag: the
 	// primary key signed it.
-	Devices []Device
+	Devices []sigchain.Device
 
 	Flag       ContactFlag   // FlagNone while trusted
 	FlagDetail string        // what was seen
@@ -87,7 +87,7 @@ type contactState struct {
 // setDevices sets cs's devices, and Contact.Devices (c.mu held).
 func (cs *contactState) setDevices(devs []chainDevice) {
 	cs.devices = devs
-	cs.c.Devices = publicDevices(devs)
+	cs.c.Devices = devs
 }
 
 // rules are the client's handle rules: its home domain completes bare
@@ -218,7 +218,7 @@ func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handle
 	devs := chainDevices(st)
 	ct := Contact{
 		Handle: h, Key: res.Key, EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration(),
-		SigServer: sigBase, Pin: st.Pin(), AddedAt: now, RefreshedAt: now, Devices: publicDevices(devs),
+		SigServer: sigBase, Pin: st.Pin(), AddedAt: now, RefreshedAt: now, Devices: devs,
 	}
 	var events [][2]string
 	switch {

@@ -22,7 +22,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
+	"net/http"
 	"sync"
 	"time"
 
@@ -34,7 +34,7 @@ import (
 // maxDevices bounds the devices one person is sealed to: a chain lists at
 // most this many current devices (sigchain's rule); a send never seals
 // more copies to one person than this.
-const maxDevices = 32
+const maxDevices = sigchain.MaxDevices
 
 // Errors of a delivery refused because of the device it came from.
 var (
@@ -54,7 +54,7 @@ var (
 var (
 	// unknownDeviceLookups bounds how often the user's sig-server is asked
 	// whose a device is that no chain known here lists.
-	unknownDeviceLookups = ratelimit.Limit{N: 30, Per: time.Minute}
+	unknownDeviceLookups = ratelimit.Limit{N: 256, Per: time.Minute}
 	// deviceRefreshes bounds how often one person's chain is fetched
 	// again because a message came from a device it did not list.
 	deviceRefreshes = ratelimit.Limit{N: 2, Per: time.Minute}
@@ -230,7 +230,7 @@ func (c *Client) otherOwnDevices(ctx context.Context) []kez.PublicKey {
 // returns its devices (primary first, revoked ones included). Sessions
 // with devices it shows revoked are deleted, and no copy is sealed to
 // them any more: call it after revoking a device.
-func (c *Client) OwnDevices(ctx context.Context) ([]Device, error) {
+func (c *Client) OwnDevices(ctx context.Context) ([]sigchain.Device, error) {
 	if c.cc.SigServerURL == "" {
 		return nil, fmt.Errorf("chat: no sig-server to fetch your chain from")
 	}
@@ -245,30 +245,11 @@ func (c *Client) OwnDevices(ctx context.Context) ([]Device, error) {
 		return nil, fmt.Errorf("chat: fetching your own chain: %w", err)
 	}
 	c.setOwnChain(ctx, nst)
-	return publicDevices(chainDevices(nst)), nil
+	return chainDevices(nst), nil
 }
 
 // DeviceKey returns the key this client logs in with (its device).
 func (c *Client) DeviceKey() kez.PublicKey { return c.devKey }
-
-// Device is a device a chain lists: its key and name, whether it is the
-// person's primary key, the chain seqno that added it, and whether it was
-// revoked.
-type Device struct {
-	Key        kez.PublicKey
-	Name       string
-	Primary    bool
-	AddedSeqno uint64
-	Revoked    bool
-}
-
-func publicDevices(devs []chainDevice) []Device {
-	out := make([]Device, len(devs))
-	for i, d := range devs {
-		out[i] = Device(d)
-	}
-	return out
-}
 
 // sender is whom a delivery came from: the device its subject names and
 // that device's person.
@@ -380,8 +361,11 @@ func (c *Client) lookupDevice(ctx context.Context, dev kez.PublicKey) deviceAnsw
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
 	defer cancel()
 	person, revoked, err := c.devicePerson(lctx, dev)
+	var se *sigchain.ServerError
 	switch {
-	case errors.Is(err, sigchain.ErrNotFound):
+	case errors.Is(err, sigchain.ErrNotFound), errors.Is(err, sigchain.ErrNoDevice), errors.As(err, &se) && se.StatusCode == http.StatusNotImplemented:
+		// No chain lists it (or a sig-server of an earlier release, which
+		// keeps no devices): a person's own key.
 		return deviceAnswer{person: dev}
 	case err != nil:
 		return deviceAnswer{err: err}
@@ -405,6 +389,10 @@ func (c *Client) lookupDevice(ctx context.Context, dev kez.PublicKey) deviceAnsw
 		c.mu.Unlock()
 	default:
 		st, err := c.keyChain(lctx, person)
+		var le *sigchain.LinkError
+		if errors.Is(err, sigchain.ErrNotFound) || errors.As(err, &le) {
+			return deviceAnswer{person: person, err: fmt.Errorf("%w: %s claims to be a device of %s, whose chain: %w", ErrUnknownDevice, dev, person, err)}
+		}
 		if err != nil {
 			return deviceAnswer{err: err}
 		}
@@ -528,5 +516,3 @@ func deviceEvents(old, devs []chainDevice, seqno uint64) [][2]string {
 	return events
 }
 
-// devicesChanged reports whether two device lists differ.
-func devicesChanged(a, b []chainDevice) bool { return !slices.Equal(a, b) }

@@ -1,7 +1,7 @@
 package chat
 
 // What the client reads of a person's devices from their verified chain,
-// and the sig-server's device index, behind two small functions.
+// and the sig-server's device index.
 
 import (
 	"context"
@@ -11,22 +11,15 @@ import (
 )
 
 // chainDevice is one device a verified chain lists.
-type chainDevice struct {
-	Key        kez.PublicKey
-	Name       string
-	Primary    bool
-	AddedSeqno uint64
-	Revoked    bool
-}
+type chainDevice = sigchain.Device
 
 // chainDevices returns every device st lists, primary first, revoked ones
 // included.
-func chainDevices(st *sigchain.State) []chainDevice {
-	return []chainDevice{{Key: st.Key(), Name: "primary", Primary: true, AddedSeqno: 1}}
-}
+func chainDevices(st *sigchain.State) []chainDevice { return st.Devices() }
 
 // devicePerson asks the user's sig-server which person's chain lists the
-// device key dev: sigchain.ErrNotFound if none does.
+// device key dev (GET /v1/devices/{key}): sigchain.ErrNotFound if none
+// does.
 func (c *Client) devicePerson(ctx context.Context, dev kez.PublicKey) (person kez.PublicKey, revoked bool, err error) {
-	return kez.PublicKey{}, false, sigchain.ErrNotFound
+	return c.sig.DevicePerson(ctx, dev)
 }

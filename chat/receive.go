@@ -473,7 +473,8 @@ func isRefusal(err error) bool {
 }
 
 var refusals = []error{ErrMalformed, ErrUnsupportedVersion, ErrUnsupportedSuite, ErrNotForMe, ErrWrongRecipient, ErrDecrypt,
-	ErrBadSignature, ErrSenderMismatch, ErrTooLarge, ErrDowngrade, ErrUnknownSession, ErrReplay}
+	ErrBadSignature, ErrSenderMismatch, ErrTooLarge, ErrDowngrade, ErrUnknownSession, ErrReplay,
+	ErrDeviceRevoked, ErrUnknownDevice, ErrNotOwnDevice}
 
 // opened is the outcome of opening one delivery.
 type opened struct {
