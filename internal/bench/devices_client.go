@@ -136,17 +136,21 @@ func measureClientFanout(ctx context.Context, st *Stack, cfg Config, sdevs, rdev
 	rctx, cancel := context.WithCancel(ctx)
 	f.cancel = cancel
 
+	// Every client is opened (which publishes its device's prekey) before
+	// any adds a contact (which tells the person's other devices).
+	type pending struct {
+		c       *chat.Client
+		dev     *User
+		contact string
+		receive bool
+	}
+	var opened []pending
 	open := func(person, dev, contact *User, receive bool) (*chat.Client, error) {
 		c, err := f.open(ctx, st, dir, person, dev)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := c.AddContact(ctx, contact.Name+"@"+st.Domain); err != nil {
-			return nil, fmt.Errorf("%s adding %s: %w", dev.Name, contact.Name, err)
-		}
-		if receive {
-			f.receive(rctx, c)
-		}
+		opened = append(opened, pending{c, dev, contact.Name + "@" + st.Domain, receive})
 		return c, nil
 	}
 	sender, recipient := sdevs[0], rdevs[0]
@@ -170,6 +174,15 @@ func measureClientFanout(ctx context.Context, st *Stack, cfg Config, sdevs, rdev
 	}
 	if _, err := open(to, to, one, true); err != nil {
 		return nil, err
+	}
+
+	for _, p := range opened {
+		if _, err := p.c.AddContact(ctx, p.contact); err != nil {
+			return nil, fmt.Errorf("%s adding %s: %w", p.dev.Name, p.contact, err)
+		}
+		if p.receive {
+			f.receive(rctx, p.c)
+		}
 	}
 
 	copies := len(rdevs) + len(sdevs) - 1
