@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
 	"strconv"
 	"time"
@@ -115,14 +114,8 @@ func (h *Handler) postLinkRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &h.linkCount
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/octet-stream" {
-		c.malformed.Add(1)
-		httpjson.Error(w, http.StatusUnsupportedMediaType, "a link request is sent as application/octet-stream")
-		return
-	}
-	data, ok := readBody(w, r, MaxLinkRequestBody, "a link request")
+	data, ok := readOctets(w, r, MaxLinkRequestBody, "a link request", &c.malformed)
 	if !ok {
-		c.malformed.Add(1)
 		return
 	}
 	req, err := ParseLinkRequest(data)

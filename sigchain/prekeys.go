@@ -97,6 +97,22 @@ func (c *prekeyCounters) stats() PrekeyStats {
 	return PrekeyStats{Stored: c.stored.Load(), Malformed: c.malformed.Load(), Invalid: c.invalid.Load(), NotNewer: c.notNewer.Load(), NoChain: c.noChain.Load(), Revoked: c.revoked.Load()}
 }
 
+// readOctets reads a body of at most limit bytes sent as
+// application/octet-stream, or answers 415, 413 or 400, counts the
+// refusal in bad and reports false.
+func readOctets(w http.ResponseWriter, r *http.Request, limit int64, what string, bad *counter) ([]byte, bool) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/octet-stream" {
+		bad.Add(1)
+		httpjson.Error(w, http.StatusUnsupportedMediaType, what+" is sent as application/octet-stream")
+		return nil, false
+	}
+	data, ok := readBody(w, r, limit, what)
+	if !ok {
+		bad.Add(1)
+	}
+	return data, ok
+}
+
 func refuseWith(w http.ResponseWriter, status int, reason, msg string) {
 	httpjson.Write(w, status, map[string]string{"error": msg, "reason": reason})
 }
@@ -112,14 +128,8 @@ func (h *Handler) putPrekey(w http.ResponseWriter, r *http.Request) {
 		c.malformed.Add(1)
 		return
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/octet-stream" {
-		c.malformed.Add(1)
-		httpjson.Error(w, http.StatusUnsupportedMediaType, "a prekey record is sent as application/octet-stream")
-		return
-	}
-	data, ok := readBody(w, r, MaxPrekeySize, "a prekey record")
+	data, ok := readOctets(w, r, MaxPrekeySize, "a prekey record", &c.malformed)
 	if !ok {
-		c.malformed.Add(1)
 		return
 	}
 	p, err := session.ParsePrekey(data)

@@ -18,12 +18,7 @@ import (
 // rewrites the entry.
 func TestDeviceLayout(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, natstest.JetStreamConf)
-	js := natstest.ConnectJetStream(t, srv.ClientURL())
-	s, err := New(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, js := newStore(t)
 	now := time.Now()
 	p := storetest.NewPerson(t, storetest.Identity(t, 1), "alice@kez.lat", now)
 	dev := storetest.Identity(t, 2)
@@ -95,12 +90,7 @@ func TestOldStreamAllowsBatches(t *testing.T) {
 // and drops them, so they may join another chain.
 func TestCollectDevicesAfterAStop(t *testing.T) {
 	ctx := context.Background()
-	srv := natstest.Run(t, natstest.JetStreamConf)
-	js := natstest.ConnectJetStream(t, srv.ClientURL())
-	s, err := New(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, js := newStore(t)
 	now := time.Now()
 	orphan := storetest.NewPerson(t, storetest.Identity(t, 1), "", now)
 	dev := storetest.Identity(t, 2)
@@ -126,4 +116,16 @@ func TestCollectDevicesAfterAStop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// newStore opens a store with the default names on a fresh server.
+func newStore(t *testing.T) (*Store, jetstream.JetStream) {
+	t.Helper()
+	srv := natstest.Run(t, natstest.JetStreamConf)
+	js := natstest.ConnectJetStream(t, srv.ClientURL())
+	s, err := New(context.Background(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, js
 }

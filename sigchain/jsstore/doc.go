@@ -74,6 +74,26 @@
 // publishers the newest record wins and none goes back. Collecting an
 // orphan chain purges its key's record.
 //
+// # Devices
+//
+// The store is also a [sigchain.DeviceStore]: the entry of a device key
+// is the last message on kez.v1.chain.devices.<device>, a JSON object
+// {"person":"U…","revoked":false}. Append stores an add_device or
+// revoke_device link and the device's new entry in one JetStream atomic
+// batch (the stream allows them; a stream made by an earlier version is
+// updated to): the link with the chain's expected-last-sequence check,
+// the entry on condition that the device's subject is still where it was
+// read (empty, for an add). So the two land together or not at all, and
+// of two chains adding one device at once exactly one succeeds. A
+// revocation then purges the device's prekey. Collecting an orphan chain
+// purges its devices' entries and prekeys, after its fence and before its
+// links, so a collection that stops midway finds them again.
+//
+// And a [sigchain.LinkRequestStore]: a KV bucket (default
+// [DefaultLinkRequestBucket], "KEZ_LINK_REQUESTS") maps a link code's
+// text to its pending request; the bucket's age limit (15 minutes, the
+// longest a request lives plus its clock skew) drops requests by itself.
+//
 // While a JetStream node is down, the others keep serving; if the
 // stream's leader was on it, reads and appends fail for the few seconds
 // the remaining nodes need to elect a new leader (Raft election timeout,

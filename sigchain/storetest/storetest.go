@@ -15,7 +15,11 @@
 // a store that is a [sigchain.OrphanCollector], the collection of orphan
 // chains, and for a [sigchain.PrekeyStore] the prekey directory, through
 // the handler too (records of others, forged, expired, rolled back,
-// oversized and junk, floods). [Chain] builds valid chains for tests
+// oversized and junk, floods), and for a [sigchain.DeviceStore] and
+// [sigchain.LinkRequestStore] the device index and the link requests
+// (devices claimed by two chains, revoked devices' prekeys, forged,
+// expired and future requests, guessed codes, floods). [NewPerson]
+// builds chains with devices. [Chain] builds valid chains for tests
 // and benchmarks. Use it only from tests.
 package storetest
 
