@@ -127,6 +127,7 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	  SYS {
 //	    users: [
 //	      { nkey: <system key>, permissions: { … } }
+//	      { nkey: <kicker key>, permissions: { … } }
 //	    ]
 //	  }
 //	}
@@ -136,7 +137,7 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	  auth_callout {
 //	    issuer: <issuer key>
 //	    account: AUTH
-//	    auth_users: [ <service key>, <admin key>, <system key> ]
+//	    auth_users: [ <service key>, <admin key>, <system key>, <kicker key> ]
 //	    xkey: <xkey>
 //	  }
 //	}
@@ -171,7 +172,11 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 // system API (which could purge an account) or subscribe to the system
 // account's internal traffic (which carries replicated stream data in a
 // cluster). Both still see metadata: who is connected from where,
-// subscription subjects, stream and consumer sizes.
+// subscription subjects, stream and consumer sizes. The kicker key
+// ([Keys].Kicker, left out when nil) is the chat-server's own login in the
+// system account: it may publish only $SYS.REQ.ACCOUNT.<user
+// account>.CONNZ and $SYS.REQ.SERVER.*.KICK and receive only its replies
+// on [KickReplyPrefix], to close a revoked device's connections.
 //
 // o.AuthJetStream adds "jetstream: enabled" to the AUTH account, and
 // o.SigServerKey adds "SIG { jetstream: enabled, users: [ { nkey: <sig-server
@@ -236,7 +241,7 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	// importer.
 	fmt.Fprintf(&b, "  %s {\n    jetstream: enabled\n", o.ChatAccount)
 	if admin := k.AdminPublicKey(); admin != "" {
-		writeUsers(&b, admin, adminPermissions)
+		writeUsers(&b, confUser{admin, adminPermissions})
 	}
 	fmt.Fprintf(&b, "    exports: [\n")
 	// A request with a reply subject makes nats-server keep a response
@@ -265,9 +270,16 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 		fmt.Fprintf(&b, "  %s { jetstream: enabled, users: [ { nkey: %s } ] }\n", o.SigAccount, o.SigServerKey)
 		authUsers += ", " + o.SigServerKey
 	}
+	var sysUsers []confUser
 	if sys := k.SystemPublicKey(); sys != "" {
+		sysUsers = append(sysUsers, confUser{sys, systemPermissions})
+	}
+	if kicker := k.KickerPublicKey(); kicker != "" {
+		sysUsers = append(sysUsers, confUser{kicker, kickerPermissions(o.UserAccount)})
+	}
+	if len(sysUsers) > 0 {
 		fmt.Fprintf(&b, "  %s {\n", o.SystemAccount)
-		writeUsers(&b, sys, systemPermissions)
+		writeUsers(&b, sysUsers...)
 		fmt.Fprintf(&b, "  }\n")
 	} else {
 		fmt.Fprintf(&b, "  %s {}\n", o.SystemAccount)
@@ -279,7 +291,7 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 	fmt.Fprintf(&b, "  auth_callout {\n")
 	fmt.Fprintf(&b, "    issuer: %s\n", k.IssuerPublicKey())
 	fmt.Fprintf(&b, "    account: %s\n", o.AuthAccount)
-	for _, operator := range []string{k.AdminPublicKey(), k.SystemPublicKey()} {
+	for _, operator := range []string{k.AdminPublicKey(), k.SystemPublicKey(), k.KickerPublicKey()} {
 		if operator != "" {
 			authUsers += ", " + operator
 		}
@@ -326,12 +338,39 @@ var systemPermissions = confPermissions{
 	subAllow: []string{wire.ReplyPrefix + ">"},
 }
 
-// writeUsers writes an account's users list holding one nkey user.
-func writeUsers(b *strings.Builder, nkey string, p confPermissions) {
-	fmt.Fprintf(b, "    users: [\n      { nkey: %s, permissions: {\n", nkey)
-	fmt.Fprintf(b, "        publish: { %s }\n", allowDeny(p.pubAllow, p.pubDeny))
-	fmt.Fprintf(b, "        subscribe: { %s }\n", allowDeny(p.subAllow, p.subDeny))
-	fmt.Fprintf(b, "      } }\n    ]\n")
+// KickReplyPrefix is the inbox prefix of the chat-server's kicker login
+// in the system account: KickReplyPrefix + ".>" is all it may subscribe
+// to.
+const KickReplyPrefix = wire.KickReplyPrefix
+
+// kickerPermissions: the user account's connections on every server
+// ($SYS.REQ.ACCOUNT.<users>.CONNZ, to find a revoked device's) and a
+// server's kick of one connection by its ID ($SYS.REQ.SERVER.<id>.KICK);
+// replies on its own prefix only. nats-server has no finer kick: the
+// request names a connection ID, any connection on that server.
+func kickerPermissions(userAccount string) confPermissions {
+	return confPermissions{
+		pubAllow: []string{"$SYS.REQ.ACCOUNT." + userAccount + ".CONNZ", "$SYS.REQ.SERVER.*.KICK"},
+		subAllow: []string{KickReplyPrefix + ".>"},
+	}
+}
+
+// confUser is one nkey user of an account in nats.conf.
+type confUser struct {
+	nkey string
+	p    confPermissions
+}
+
+// writeUsers writes an account's users list.
+func writeUsers(b *strings.Builder, users ...confUser) {
+	fmt.Fprintf(b, "    users: [\n")
+	for _, u := range users {
+		fmt.Fprintf(b, "      { nkey: %s, permissions: {\n", u.nkey)
+		fmt.Fprintf(b, "        publish: { %s }\n", allowDeny(u.p.pubAllow, u.p.pubDeny))
+		fmt.Fprintf(b, "        subscribe: { %s }\n", allowDeny(u.p.subAllow, u.p.subDeny))
+		fmt.Fprintf(b, "      } }\n")
+	}
+	fmt.Fprintf(b, "    ]\n")
 }
 
 // allowDeny renders "allow: [ … ]" and, if there is one, ", deny: [ … ]".

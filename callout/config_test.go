@@ -38,7 +38,7 @@ func TestNATSConfigParses(t *testing.T) {
 	}
 	ac := o.AuthCallout
 	if ac == nil || ac.Issuer != keys.IssuerPublicKey() || ac.Account != "AUTH" || ac.XKey != keys.XKeyPublicKey() ||
-		strings.Join(ac.AuthUsers, " ") != keys.ServicePublicKey()+" "+keys.AdminPublicKey()+" "+keys.SystemPublicKey() {
+		strings.Join(ac.AuthUsers, " ") != keys.ServicePublicKey()+" "+keys.AdminPublicKey()+" "+keys.SystemPublicKey()+" "+keys.KickerPublicKey() {
 		t.Fatalf("auth_callout %+v", ac)
 	}
 	if !o.JetStream || o.SystemAccount != "SYS" || o.AuthTimeout != 2 {
@@ -48,12 +48,13 @@ func TestNATSConfigParses(t *testing.T) {
 	for _, u := range o.Nkeys {
 		accounts[u.Nkey] = u.Account.Name
 	}
-	if len(o.Nkeys) != 3 || accounts[keys.ServicePublicKey()] != "AUTH" || accounts[keys.AdminPublicKey()] != "CHAT" || accounts[keys.SystemPublicKey()] != "SYS" {
+	if len(o.Nkeys) != 4 || accounts[keys.ServicePublicKey()] != "AUTH" || accounts[keys.AdminPublicKey()] != "CHAT" ||
+		accounts[keys.SystemPublicKey()] != "SYS" || accounts[keys.KickerPublicKey()] != "SYS" {
 		t.Fatalf("nkeys %+v", accounts)
 	}
 
-	// Keys without the operator's two leave them out.
-	keys.Admin, keys.System = nil, nil
+	// Keys without the operator's two and the kicker leave them out.
+	keys.Admin, keys.System, keys.Kicker = nil, nil, nil
 	conf, err = callout.NATSConfig(keys, callout.ConfigOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -12,11 +12,20 @@ import (
 // registered handle. The callout denies such a login.
 var ErrUnknownKey = errors.New("callout: no handle is registered for this key")
 
+// ErrRevokedKey is returned by a [Directory] for a device key its person
+// revoked. The callout denies such a login ([DenyRevoked]); the
+// chat-server's gate refuses mail to and from it.
+var ErrRevokedKey = errors.New("callout: the key is a revoked device")
+
 // Entry is what the callout needs to know about a registered key.
 type Entry struct {
-	// Handle is the registered handle (for example "alice@kez.lat"). It
-	// becomes the NATS user name, shown in the server's connection lists.
+	// Handle is the registered handle (for example "alice@kez.lat") of
+	// the key's person.
 	Handle string
+	// Person is the key of the person the key is a device of (docs/spec/
+	// handles.md, "Devices"): the key itself for the person's own key.
+	// The zero value means the key itself.
+	Person kez.PublicKey
 	// Suspended denies the login while keeping the registration.
 	Suspended bool
 }
@@ -25,7 +34,8 @@ type Entry struct {
 // implements it; [StaticDirectory] is a map-backed one.
 //
 // Lookup must return [ErrUnknownKey] (possibly wrapped) for a key that is
-// not registered, and another error when it cannot tell (the store is
+// not registered, [ErrRevokedKey] for a revoked device, and another error
+// when it cannot tell (the store is
 // down); both deny the login but only the second is logged as an error.
 // It is called concurrently and must return within the context's
 // deadline, which is shorter than the server's auth timeout.

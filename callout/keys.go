@@ -23,6 +23,7 @@ const (
 	ProvisionerKeyFile = "provisioner.nk" // user seed "SU…": the chat-server's login into the chat account
 	AdminKeyFile       = "admin.nk"       // user seed "SU…": the operator's read-only login into the chat account
 	SystemKeyFile      = "system.nk"      // user seed "SU…": the operator's monitoring login into the system account
+	KickerKeyFile      = "kicker.nk"      // user seed "SU…": the chat-server's login into the system account, to close revoked devices' connections
 )
 
 // Keys are the callout's long-lived keys, and the operator's two logins
@@ -60,6 +61,14 @@ type Keys struct {
 	// (see [NATSConfig]). The chat-server never uses it. Nil leaves it out
 	// of the snippet.
 	System nkeys.KeyPair
+	// Kicker is the user nkey ("U…") the chat-server logs in to the
+	// system account with, to close the connections of a revoked device:
+	// listed there and in auth_users, it may list the user account's
+	// connections and kick a connection by its ID, nothing else (see
+	// [NATSConfig], [KickerOptions]). Nil leaves it out of the snippet,
+	// and revoked devices stay connected until their user JWT expires
+	// (refused by the gate meanwhile).
+	Kicker nkeys.KeyPair
 }
 
 // GenerateKeys makes a fresh set of keys from crypto/rand.
@@ -84,6 +93,9 @@ func GenerateKeys() (*Keys, error) {
 	if k.System, err = nkeys.CreateUser(); err != nil {
 		return nil, fmt.Errorf("callout: generating the system key: %w", err)
 	}
+	if k.Kicker, err = nkeys.CreateUser(); err != nil {
+		return nil, fmt.Errorf("callout: generating the kicker key: %w", err)
+	}
 	return &k, nil
 }
 
@@ -101,16 +113,18 @@ func (k *Keys) files() []keyFile {
 		{ProvisionerKeyFile, nkeys.PrefixByteUser, &k.Provisioner},
 		{AdminKeyFile, nkeys.PrefixByteUser, &k.Admin},
 		{SystemKeyFile, nkeys.PrefixByteUser, &k.System},
+		{KickerKeyFile, nkeys.PrefixByteUser, &k.Kicker},
 	}
 }
 
 // renewable reports whether a missing key file may be made anew in a
 // folder that holds the others: the keys nats.conf does not need to
 // trust callout answers. The provisioner is not in nats.conf at all; the
-// admin and system keys are the operator's own logins (print the snippet
-// again to use new ones).
+// admin and system keys are the operator's own logins, and the kicker
+// the chat-server's way to close revoked devices' connections (print the
+// snippet again to use new ones).
 func renewable(name string) bool {
-	return name == ProvisionerKeyFile || name == AdminKeyFile || name == SystemKeyFile
+	return name == ProvisionerKeyFile || name == AdminKeyFile || name == SystemKeyFile || name == KickerKeyFile
 }
 
 // LoadOrCreateKeys loads the keys kept in dir, or, when dir holds none of
@@ -120,9 +134,9 @@ func renewable(name string) bool {
 //
 // If only some of the issuer, xkey and service keys exist it returns an
 // error rather than replace them: the operator's nats.conf names them.
-// Missing provisioner, admin and system keys are generated beside the
-// others (a folder made by an earlier version has no admin or system
-// key), since no callout answer depends on them.
+// Missing provisioner, admin, system and kicker keys are generated beside
+// the others (a folder made by an earlier version has no admin, system or
+// kicker key), since no callout answer depends on them.
 func LoadOrCreateKeys(dir string) (*Keys, error) {
 	var k Keys
 	files := k.files()
@@ -247,6 +261,10 @@ func (k *Keys) AdminPublicKey() string { return optionalPublic(k.Admin) }
 // system account and in auth_callout.auth_users, or "" if k has none.
 func (k *Keys) SystemPublicKey() string { return optionalPublic(k.System) }
 
+// KickerPublicKey returns the kicker user key ("U…"), listed in the
+// system account and in auth_callout.auth_users, or "" if k has none.
+func (k *Keys) KickerPublicKey() string { return optionalPublic(k.Kicker) }
+
 func optionalPublic(kp nkeys.KeyPair) string {
 	if kp == nil {
 		return ""
@@ -276,5 +294,17 @@ func (k *Keys) ProvisionerOptions() []nats.Option {
 		nats.CustomInboxPrefix(wire.GateReplyPrefix + k.ProvisionerPublicKey()),
 		nats.Name("kez-provisioner"),
 		nats.Timeout(5 * time.Second), // longer than the server's auth timeout
+	}
+}
+
+// KickerOptions returns the nats.go options that log in as the kicker
+// in the system account: its nkey, its own reply prefix
+// ([KickReplyPrefix], the only subjects it may subscribe to) and a name.
+// k.Kicker must not be nil.
+func (k *Keys) KickerOptions() []nats.Option {
+	return []nats.Option{
+		nkeyOption(k.Kicker),
+		nats.CustomInboxPrefix(KickReplyPrefix),
+		nats.Name("kez-kicker"),
 	}
 }

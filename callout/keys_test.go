@@ -16,7 +16,7 @@ func TestKeysPersist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := []string{callout.IssuerKeyFile, callout.XKeyFile, callout.ServiceKeyFile, callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile}
+	names := []string{callout.IssuerKeyFile, callout.XKeyFile, callout.ServiceKeyFile, callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile, callout.KickerKeyFile}
 	for _, name := range names {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
@@ -59,7 +59,7 @@ func TestKeysMissingRenewableAreAdded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile} {
+	for _, name := range []string{callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile, callout.KickerKeyFile} {
 		if err := os.Remove(filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +74,7 @@ func TestKeysMissingRenewableAreAdded(t *testing.T) {
 	if k1.ProvisionerPublicKey() == k2.ProvisionerPublicKey() || k1.AdminPublicKey() == k2.AdminPublicKey() || k1.SystemPublicKey() == k2.SystemPublicKey() {
 		t.Fatal("want a fresh provisioner, admin and system key")
 	}
-	for _, name := range []string{callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile} {
+	for _, name := range []string{callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile, callout.KickerKeyFile} {
 		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v", name, err)
 		}

@@ -134,15 +134,19 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 // stream); $JS.API.STREAM.PURGE.S (removing read mail: the gate purges
 // only one recipient's subjects at or below that recipient's consumer's
 // acknowledgement floor); $JS.API.CONSUMER.CREATE.S.> and $JS.API.CONSUMER.INFO|MSG.NEXT.S.*
-// (users' consumers, made and pulled on their behalf); $JS.ACK.S.>
+// (users' consumers, made and pulled on their behalf);
+// $JS.API.CONSUMER.DELETE.S.* (the consumer of a device its person
+// revoked); $JS.ACK.S.>
 // (users' acknowledgements, checked and passed on); kez.v1.inbox.>
 // (storing mail); _INBOX.> and _R_.> (refusals of sends, answers to
-// consumer requests).
+// consumer requests); kez.v1.revoked (telling the other chat-servers of a
+// revocation).
 // Subscribe: kez.v1.send.>, kez.v1.consumer.>, kez.v1.pull.>,
-// kez.v1.ack.> (the gate)
+// kez.v1.ack.> (the gate), kez.v1.revoked
 // and _KEZ_GATE.P.> (P the key: its own replies, outside the users' reply
 // namespace that the chat account exports to them).
-// Nothing deletes the stream, a consumer or a single message.
+// Nothing deletes the stream or a single message; a consumer only when
+// its device was revoked.
 func GatePermissions(provisioner, stream string) jwt.Permissions {
 	if stream == "" {
 		stream = DefaultStream
@@ -157,16 +161,19 @@ func GatePermissions(provisioner, stream string) jwt.Permissions {
 			"$JS.API.CONSUMER.CREATE." + stream + ".>",
 			"$JS.API.CONSUMER.INFO." + stream + ".*",
 			"$JS.API.CONSUMER.MSG.NEXT." + stream + ".*",
+			"$JS.API.CONSUMER.DELETE." + stream + ".*",
 			"$JS.ACK." + stream + ".>",
 			InboxSubjects,
 			wire.ReplyPrefix + ">",
 			"_R_.>",
+			wire.RevokedSubject,
 		}},
 		Sub: jwt.Permission{Allow: jwt.StringList{
 			SendSubjectPrefix + ">",
 			ConsumerSubjectPrefix + ">",
 			PullSubjectPrefix + ">",
 			AckSubjectPrefix + ">",
+			wire.RevokedSubject,
 			wire.GateReplyPrefix + provisioner + ".>",
 		}},
 	}
@@ -182,6 +189,8 @@ const (
 	ErrCodeRecipientQuota   = wire.ErrCodeRecipientQuota   // the recipient takes no more mail for now
 	ErrCodeSenderUnread     = wire.ErrCodeSenderUnread     // the sender has too many unread messages in all inboxes
 	ErrCodeUnavailable      = wire.ErrCodeUnavailable      // the gate cannot reach JetStream or the registry
+	ErrCodeSenderRevoked    = wire.ErrCodeSenderRevoked    // the sender is a revoked device
+	ErrCodeRecipientRevoked = wire.ErrCodeRecipientRevoked // the recipient is a revoked device
 )
 
 // RequestInfoHeader is the header nats-server stamps on a request that

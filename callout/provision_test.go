@@ -109,7 +109,7 @@ func TestProvisionerHasNoOtherRights(t *testing.T) {
 	for _, subj := range []string{
 		"$JS.API.STREAM.DELETE." + S, "$JS.API.STREAM.PURGE.OTHER", "$JS.API.STREAM.MSG.GET." + S, "$JS.API.STREAM.MSG.DELETE." + S,
 		"$JS.API.DIRECT.GET." + S, "$JS.API.CONSUMER.CREATE.OTHER.x", "$JS.API.STREAM.CREATE.OTHER",
-		"$JS.API.CONSUMER.DELETE." + S + ".x", "$JS.API.STREAM.LEADER.STEPDOWN." + S, "kez.v1.deliver.x.y",
+		"$JS.API.CONSUMER.DELETE.OTHER.x", "$JS.API.CONSUMER.DELETE." + S + ".x.y", "$JS.API.STREAM.LEADER.STEPDOWN." + S, "kez.v1.deliver.x.y",
 	} {
 		if err := nc.PublishRequest(subj, nc.NewRespInbox(), []byte("{}")); err != nil {
 			t.Fatal(err)

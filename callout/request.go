@@ -132,6 +132,8 @@ const (
 	DenyBadSignature DenyCode = "bad_signature"
 	// DenySuspended: the key's handle is suspended.
 	DenySuspended DenyCode = "suspended"
+	// DenyRevoked: the key is a device its person revoked.
+	DenyRevoked DenyCode = "revoked"
 	// DenyPolicy: the [Authorizer] refused the login.
 	DenyPolicy DenyCode = "policy"
 	// DenyFailed: the service could not decide (the directory failed);
@@ -140,7 +142,7 @@ const (
 )
 
 // DenyCodes lists every [DenyCode], in a fixed order.
-var DenyCodes = []DenyCode{DenyCredentials, DenyUnknownKey, DenyBadSignature, DenySuspended, DenyPolicy, DenyFailed}
+var DenyCodes = []DenyCode{DenyCredentials, DenyUnknownKey, DenyBadSignature, DenySuspended, DenyRevoked, DenyPolicy, DenyFailed}
 
 // DenyError is a reason a login was refused. The reason goes into the
 // response (nats-server logs it); the client only learns "authorization

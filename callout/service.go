@@ -542,6 +542,8 @@ func (s *Service) authorize(rc *jwt.AuthorizationRequestClaims) (string, string,
 		switch {
 		case errors.Is(err, ErrUnknownKey):
 			return "", "", key, deny(DenyUnknownKey, "%s is not registered", key)
+		case errors.Is(err, ErrRevokedKey):
+			return "", "", key, deny(DenyRevoked, "%s is a revoked device", key)
 		case err != nil:
 			return "", "", key, fmt.Errorf("looking up %s: %w", key, err)
 		}

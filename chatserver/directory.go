@@ -10,9 +10,10 @@ import (
 	"github.com/kez-lat/kez-chat/kez"
 )
 
-// RegistryDirectory is the handle registry seen by the NATS auth callout:
-// a key may log in when it holds a handle, under that handle as its NATS
-// user name, and is refused while the handle is suspended. It is safe for
+// RegistryDirectory is the handle registry seen by the NATS auth callout
+// and the gate: a key may log in when it holds a handle or is a current
+// device of a person who does, and is refused while the handle is
+// suspended or once the device is revoked. It is safe for
 // concurrent use when Store is (every handles.Store is).
 type RegistryDirectory struct {
 	Store handles.Store
@@ -21,15 +22,18 @@ type RegistryDirectory struct {
 var _ callout.Directory = RegistryDirectory{}
 
 // Lookup implements [callout.Directory]. A key without a handle gives an
-// error wrapping [callout.ErrUnknownKey]; a registry failure is returned
-// as is (the callout denies the login and logs it as an error).
+// error wrapping [callout.ErrUnknownKey], a revoked device one wrapping
+// [callout.ErrRevokedKey]; a registry failure is returned as is (the
+// callout denies the login and logs it as an error).
 func (d RegistryDirectory) Lookup(ctx context.Context, key kez.PublicKey) (callout.Entry, error) {
 	rec, err := d.Store.LookupKey(ctx, key)
 	switch {
 	case errors.Is(err, handles.ErrNotFound):
 		return callout.Entry{}, callout.ErrUnknownKey
+	case errors.Is(err, handles.ErrDeviceRevoked):
+		return callout.Entry{}, fmt.Errorf("%w: %w", callout.ErrRevokedKey, err)
 	case err != nil:
 		return callout.Entry{}, fmt.Errorf("chatserver: looking up %s in the handle registry: %w", key, err)
 	}
-	return callout.Entry{Handle: rec.Handle.String(), Suspended: rec.Suspended}, nil
+	return callout.Entry{Handle: rec.Handle.String(), Person: rec.Key, Suspended: rec.Suspended}, nil
 }

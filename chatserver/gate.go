@@ -1,6 +1,7 @@
 package chatserver
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -68,10 +70,14 @@ type gate struct {
 	stream      string
 	userAccount string
 	dir         callout.Directory
-	lim         MailLimits
-	now         func() time.Time
-	log         *slog.Logger
-	m           *gateMetrics
+	// devices lists a person's current devices (the person's own key
+	// first), for counting what the person has unread; nil: the person's
+	// own key only.
+	devices func(ctx context.Context, person kez.PublicKey) ([]kez.PublicKey, error)
+	lim     MailLimits
+	now     func() time.Time
+	log     *slog.Logger
+	m       *gateMetrics
 
 	users   *tracker[userBuckets]
 	pairs   *tracker[pairBuckets] // recipient + "." + sender
@@ -87,10 +93,23 @@ type gate struct {
 	ackLines                                      [3]prometheus.Counter // by ackResults
 }
 
+// knownEntry is what the registry said of a key, until when the gate
+// trusts it.
 type knownEntry struct {
-	registered bool
-	until      time.Time
+	state  keyState
+	person string // the key's person (the key itself for a person); "" unless registered
+	until  time.Time
 }
+
+// keyState is a key in the registry: unknown, a person or a current
+// device of one, or a revoked device.
+type keyState uint8
+
+const (
+	keyUnknown keyState = iota
+	keyRegistered
+	keyRevoked
+)
 
 // gateMetrics are the gate's Prometheus metrics:
 //
@@ -117,6 +136,8 @@ const (
 	reasonAPIQuota       = "pull_quota"
 	reasonAckQuota       = "ack_quota" // every line of a batch over the acknowledgement rate (dropped)
 	reasonUnavailable    = "unavailable"
+	reasonRevoked        = "revoked_device" // a revoked device sent, pulled or acknowledged
+	reasonRevokedRcpt    = "revoked_recipient"
 )
 
 func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int) (*gateMetrics, error) {
@@ -142,7 +163,7 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 			m.requests.WithLabelValues(k, r)
 		}
 	}
-	for _, r := range []string{reasonForged, reasonReply, reasonBadRequest, reasonUnknown, reasonSenderQuota, reasonRecipientQuota, reasonSenderUnread, reasonAPIQuota, reasonAckQuota, reasonUnavailable} {
+	for _, r := range []string{reasonForged, reasonReply, reasonBadRequest, reasonUnknown, reasonSenderQuota, reasonRecipientQuota, reasonSenderUnread, reasonAPIQuota, reasonAckQuota, reasonUnavailable, reasonRevoked, reasonRevokedRcpt} {
 		m.refusals.WithLabelValues(r)
 	}
 	limit := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -206,6 +227,13 @@ func (g *gate) listen() error {
 		}
 		g.subs = append(g.subs, sub)
 	}
+	// Every replica hears of every revocation: no queue group.
+	sub, err := g.nc.Subscribe(wire.RevokedSubject, g.onRevoked)
+	if err != nil {
+		g.close()
+		return err
+	}
+	g.subs = append(g.subs, sub)
 	return nil
 }
 

@@ -44,6 +44,10 @@ func (g *gate) onAck(m *nats.Msg) {
 		g.drop("ack", reasonForged)
 		return
 	}
+	if g.revoked(t, now) {
+		g.drop("ack", reasonRevoked)
+		return
+	}
 	body := m.Data
 	if len(body) > 0 && body[len(body)-1] == '\n' {
 		body = body[:len(body)-1] // the last line's end

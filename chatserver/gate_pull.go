@@ -44,6 +44,10 @@ func (g *gate) onConsumer(m *nats.Msg) {
 		g.drop("consumer", reasonForged)
 		return
 	}
+	if g.revoked(t, g.now()) {
+		g.refuse("consumer", m.Reply, reasonRevoked, 403, callout.ErrCodeSenderRevoked, "a revoked device")
+		return
+	}
 	if !g.takePull(key) {
 		g.refuse("consumer", m.Reply, reasonAPIQuota, 429, callout.ErrCodeSenderQuota, "too many consumer requests")
 		return
@@ -108,8 +112,13 @@ func (g *gate) takePull(key kez.PublicKey) bool {
 // user account as a stream: its reply subject, if any, is not used.
 func (g *gate) onPull(m *nats.Msg) {
 	t, ok := subjectKey(m.Subject, callout.PullSubjectPrefix)
-	if !ok || !g.senderKey(t, g.now()) {
+	now := g.now()
+	if !ok || !g.senderKey(t, now) {
 		g.drop("pull", reasonForged)
+		return
+	}
+	if g.revoked(t, now) {
+		g.drop("pull", reasonRevoked)
 		return
 	}
 	key, _ := kez.ParsePublicKey(t)

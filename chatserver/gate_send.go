@@ -36,9 +36,17 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.drop("send", reasonReply)
 		return
 	}
+	// The sender's buckets are its person's: a person with several
+	// devices has one allowance, which each copy of a message (one per
+	// device it is sealed to) draws on.
+	from, ok := g.senderPerson(sender, now)
+	if !ok {
+		g.refuse("send", answer, reasonRevoked, 403, callout.ErrCodeSenderRevoked, "the sender is a revoked device")
+		return
+	}
 	size := float64(len(m.Data))
 	allowed := true
-	g.users.with(sender, now, func(b *userBuckets) {
+	g.users.with(from, now, func(b *userBuckets) {
 		allowed = b.sendMsgs.take(now, g.lim.SenderRate, g.lim.SenderBurst, 1) &&
 			b.sendBytes.take(now, g.lim.SenderBytesRate, g.lim.SenderBytesBurst, size)
 	})
@@ -46,7 +54,7 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", answer, reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit")
 		return
 	}
-	registered, err := g.registered(rcpt, now)
+	rec, err := g.lookup(rcpt, now)
 	switch {
 	case errors.Is(err, errNotAKey):
 		g.refuse("send", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, "the recipient is not a key")
@@ -55,11 +63,15 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.log.Warn("gate: cannot look up a recipient", "recipient", rcpt, "err", err)
 		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "registry unavailable")
 		return
-	case !registered:
+	case rec.state == keyRevoked:
+		g.refuse("send", answer, reasonRevokedRcpt, 410, callout.ErrCodeRecipientRevoked, "the recipient is a revoked device")
+		return
+	case rec.state != keyRegistered:
 		g.refuse("send", answer, reasonUnknown, 404, callout.ErrCodeUnknownRecipient, "recipient not registered")
 		return
 	}
-	g.pairs.with(rest, now, func(b *pairBuckets) {
+	// One bucket per recipient device and sending person.
+	g.pairs.with(rcpt+"."+from, now, func(b *pairBuckets) {
 		allowed = b.msgs.take(now, g.lim.RecipientRate, g.lim.RecipientBurst, 1) &&
 			b.bytes.take(now, g.lim.RecipientBytesRate, g.lim.RecipientBytesBurst, size)
 	})
@@ -67,7 +79,7 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", answer, reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "over the rate limit for this recipient")
 		return
 	}
-	if !g.underUnread(sender, now) {
+	if !g.underUnread(from, now) {
 		g.refuse("send", answer, reasonSenderUnread, 429, callout.ErrCodeSenderUnread, "sender has too many unread messages")
 		return
 	}
@@ -89,8 +101,9 @@ func (g *gate) onSend(m *nats.Msg) {
 	g.sendsForwarded.Inc()
 }
 
-// underUnread reports whether from may store one more message under its
-// cap of unread messages in all inboxes, and counts it. The gate keeps an
+// underUnread reports whether the person from may store one more
+// message under its cap of unread messages in all inboxes (what all its
+// devices sent together), and counts it. The gate keeps an
 // estimate (the last count plus what it stored since) and counts in the
 // stream only when the estimate reaches half the cap: then at most every
 // 10 s, and while over the cap at most once a second. A failed count lets
@@ -128,62 +141,38 @@ func (g *gate) underUnread(from string, now time.Time) bool {
 	return ok
 }
 
-// countUnread counts the messages of the sender with key from (its "U…"
-// form) in the stream: its subjects in every inbox, kez.v1.inbox.*.<from>.
+// countUnread counts the messages of the person with key from (its "U…"
+// form) in the stream: the subjects of each of its current devices in
+// every inbox, kez.v1.inbox.*.<device>.
 func (g *gate) countUnread(from string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	devices := []string{from}
+	if person, err := kez.ParsePublicKey(from); err == nil && g.devices != nil {
+		keys, err := g.devices(ctx, person)
+		if err != nil {
+			return 0, err
+		}
+		devices = devices[:0]
+		for _, k := range keys {
+			devices = append(devices, k.String())
+		}
+	}
 	st, err := g.js.Stream(ctx, g.stream)
 	if err != nil {
 		return 0, err
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(callout.InboxSubjectPrefix+"*."+from))
-	if err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, c := range info.State.Subjects {
-		n += int(c)
+	for _, d := range devices {
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(callout.InboxSubjectPrefix+"*."+d))
+		if err != nil {
+			return 0, err
+		}
+		for _, c := range info.State.Subjects {
+			n += int(c)
+		}
 	}
 	return n, nil
-}
-
-// errNotAKey: a recipient token that is not a key.
-var errNotAKey = errors.New("not a key")
-
-// registered reports whether the key with text form text holds a handle,
-// from a short-lived cache; errNotAKey if text is not a key.
-func (g *gate) registered(text string, now time.Time) (bool, error) {
-	var hit, registered bool
-	g.known.with(text, now, func(e *knownEntry) {
-		if now.Before(e.until) {
-			hit, registered = true, e.registered
-		}
-	})
-	if hit {
-		return registered, nil
-	}
-	key, err := kez.ParsePublicKey(text)
-	if err != nil {
-		return false, errNotAKey
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err = g.dir.Lookup(ctx, key)
-	switch {
-	case errors.Is(err, callout.ErrUnknownKey):
-		registered = false
-	case err != nil:
-		return false, err
-	default:
-		registered = true
-	}
-	ttl := g.lim.KnownTTL
-	if !registered {
-		ttl /= 10
-	}
-	g.known.with(text, now, func(e *knownEntry) { *e = knownEntry{registered, now.Add(ttl)} })
-	return registered, nil
 }
 
 // ensureText is ensure(key, 0) for a registered key's text form, without

@@ -85,6 +85,15 @@ func (s *Server) runNATS(ctx context.Context) {
 	defer func() { <-removing }()
 	s.js.Store(&js)
 	s.provConn.Store(provConn)
+	if s.keys.Kicker != nil {
+		kickConn, err := s.dial("kicker", s.keys.KickerOptions(), nil, nil,
+			"revoked devices stay connected until their login expires (the gate refuses them meanwhile): add the kicker to nats.conf by printing the snippet \"kez-chat-server nats-config\" prints again, and restart NATS")
+		if err != nil {
+			s.log.Error("cannot use the NATS URL; fix it and restart", "nats", natsconn.RedactURL(s.NATSURL), "err", err)
+			return
+		}
+		s.kickConn.Store(kickConn)
+	}
 	if provConn.IsConnected() {
 		s.provision()
 	}

@@ -147,6 +147,9 @@ type Server struct {
 
 	svcConn   atomic.Pointer[nats.Conn]
 	provConn  atomic.Pointer[nats.Conn]
+	kickConn  atomic.Pointer[nats.Conn] // the kicker, in the system account
+	runCtx    context.Context           // ends at Close
+	bg        sync.WaitGroup            // revocations' second sweeps
 	js        atomic.Pointer[jetstream.JetStream]
 	listening atomic.Bool
 	// legacyWarned: the warning about an earlier release's inbox stream
@@ -211,6 +214,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Now:                s.Now,
 		Logger:             s.log,
 		Limits:             s.HTTPLimits,
+		DeviceRevoked:      s.deviceRevoked,
 	})
 	if err != nil {
 		return fmt.Errorf("chatserver: %w", err)
@@ -235,7 +239,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	g := &gate{
 		stream: s.stream, userAccount: callout.DefaultUserAccount,
-		dir: RegistryDirectory{Store: store}, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
+		dir: RegistryDirectory{Store: store}, devices: s.currentDevices, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
 	}
 	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
 	g.pairs = newTracker[pairBuckets](g.lim.MaxTracked)
@@ -256,7 +260,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.hs.Store(hs)
 	s.kick = make(chan struct{}, 1)
 	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel, s.done, s.watched = cancel, make(chan struct{}), make(chan struct{})
+	s.cancel, s.done, s.watched, s.runCtx = cancel, make(chan struct{}), make(chan struct{}), runCtx
 	s.started = true
 	s.log.Info("chat-server starting", "domain", s.Domain, "nats", natsconn.RedactURL(s.NATSURL), "registry", s.registryName(), "keys", s.KeysDir)
 	go s.runNATS(runCtx)
@@ -345,11 +349,12 @@ func (s *Server) Close() error {
 	s.cancel()
 	<-s.done
 	<-s.watched
+	s.bg.Wait()
 	var errs []error
 	if err := s.svc.Close(); err != nil {
 		errs = append(errs, err)
 	}
-	for _, p := range []*atomic.Pointer[nats.Conn]{&s.provConn, &s.svcConn} {
+	for _, p := range []*atomic.Pointer[nats.Conn]{&s.kickConn, &s.provConn, &s.svcConn} {
 		if nc := p.Load(); nc != nil {
 			nc.Close()
 		}

@@ -434,7 +434,7 @@ func TestRegistryDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, err := d.Lookup(ctx, alice)
-	if err != nil || e != (callout.Entry{Handle: "alice@kez.test"}) {
+	if err != nil || e != (callout.Entry{Handle: "alice@kez.test", Person: alice}) {
 		t.Fatalf("registered: %+v %v", e, err)
 	}
 	store.SetSuspended(ctx, h, true)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -359,4 +360,29 @@ func postFrom(t testing.TB, url, ip string, body []byte) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// FuzzDeviceLinkBody posts arbitrary bodies to POST /v1/devices: the
+// server never fails (500) nor panics, and nothing but a verified device
+// link of a person holding a handle changes the registry.
+func FuzzDeviceLinkBody(f *testing.F) {
+	s := newStack(f, "kez.lat")
+	alice := s.person(f, "alice")
+	_, link := s.addDevice(f, alice, "laptop")
+	f.Add(link)
+	f.Add(s.appendLink(f, alice, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(alice.id.PublicKey())))
+	f.Add([]byte(`{"type":"add_device"}`))
+	f.Add(bytes.Replace(link, []byte("add_device"), []byte("revoke_device"), 1))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rec := httptest.NewRecorder()
+		s.server.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, DevicesPath, bytes.NewReader(b)))
+		switch rec.Code {
+		case http.StatusOK, http.StatusCreated:
+			if _, err := sigchain.VerifyDeviceLink(bytes.TrimSpace(b)); err != nil {
+				t.Fatalf("accepted %q, which does not verify: %v", b, err)
+			}
+		case http.StatusInternalServerError:
+			t.Fatalf("500 for %q: %s", b, rec.Body)
+		}
+	})
 }

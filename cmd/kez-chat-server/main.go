@@ -7,6 +7,7 @@
 //	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--keys kez-chat-keys]
 //	                [--public-url URL] [--public-sig-server URL] [--log-format text|json] [--log-level info]
 //	                [--claims-per-ip 10/1h] [--claims-per-key 10/1h] [--reads-per-ip 1200/1m]
+//	                [--devices-per-ip 30/1h] [--devices-per-key 30/1h]
 //	                [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	                [--login-… limits of the auth callout under a login flood, see --help]
 //	                [--send-…, --recipient-…, --pull-…, --ack-…, --max-unread-…, --inbox-max-…,
@@ -17,6 +18,7 @@
 // KEZ_SIG_SERVER, NATS_URL, KEZ_CHAT_STORE, KEZ_CHAT_DB, KEZ_CHAT_REPLICAS,
 // KEZ_CHAT_KEYS, KEZ_CHAT_PUBLIC_URL, KEZ_CHAT_PUBLIC_SIG_SERVER,
 // KEZ_CHAT_CLAIMS_PER_IP, KEZ_CHAT_CLAIMS_PER_KEY, KEZ_CHAT_READS_PER_IP,
+// KEZ_CHAT_DEVICES_PER_IP, KEZ_CHAT_DEVICES_PER_KEY,
 // KEZ_CHAT_TRUSTED_PROXIES, KEZ_CHAT_LIMIT_MAX_KEYS,
 // KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL, KEZ_CHAT_LOGIN_… for the
 // --login-… flags, and KEZ_CHAT_SEND_…, _RECIPIENT_…, _PULL_…, _ACK_…,
@@ -80,6 +82,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{Name: "claims-per-ip", Env: "KEZ_CHAT_CLAIMS_PER_IP", Limit: &limits.ClaimsPerIP, Default: d.ClaimsPerIP, Usage: "handle claims (registrations, renewals) one client address may send"},
 		{Name: "claims-per-key", Env: "KEZ_CHAT_CLAIMS_PER_KEY", Limit: &limits.ClaimsPerKey, Default: d.ClaimsPerKey, Usage: "handle claims one key may make, counted once the signature verifies"},
 		{Name: "reads-per-ip", Env: "KEZ_CHAT_READS_PER_IP", Limit: &limits.ReadsPerIP, Default: d.ReadsPerIP, Usage: "lookups, WebFinger and /v1/info requests one client address may send"},
+		{Name: "devices-per-ip", Env: "KEZ_CHAT_DEVICES_PER_IP", Limit: &limits.DevicesPerIP, Default: d.DevicesPerIP, Usage: "device links (POST /v1/devices) one client address may send"},
+		{Name: "devices-per-key", Env: "KEZ_CHAT_DEVICES_PER_KEY", Limit: &limits.DevicesPerKey, Default: d.DevicesPerKey, Usage: "device links one person's key may sign, counted once the signature verifies"},
 	}
 	servercmd.DeclareLimits(fs, limitFlags)
 	var cf servercmd.ClientIPFlags
@@ -210,6 +214,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log.Info("rate limits", "claims_per_ip", limits.ClaimsPerIP, "claims_per_key", limits.ClaimsPerKey, "reads_per_ip", limits.ReadsPerIP,
+		"devices_per_ip", limits.DevicesPerIP, "devices_per_key", limits.DevicesPerKey,
 		"trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	defer srv.Close()
 	return httpserve.ListenAndServe(ctx, *listen, srv.Handler(), log, onListen)

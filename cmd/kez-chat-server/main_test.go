@@ -59,7 +59,7 @@ func TestNATSConfigIsWhatTheStackRuns(t *testing.T) {
 	for _, want := range []string{
 		"issuer: " + keys.IssuerPublicKey(),
 		"xkey: " + keys.XKeyPublicKey(),
-		"auth_users: [ " + keys.ServicePublicKey() + ", " + keys.AdminPublicKey() + ", " + keys.SystemPublicKey() + " ]",
+		"auth_users: [ " + keys.ServicePublicKey() + ", " + keys.AdminPublicKey() + ", " + keys.SystemPublicKey() + ", " + keys.KickerPublicKey() + " ]",
 		"nkey: " + keys.ServicePublicKey(),
 		"account: AUTH",
 		"  CHAT {\n    jetstream: enabled\n",
@@ -83,7 +83,7 @@ func TestNATSConfigIsWhatTheStackRuns(t *testing.T) {
 func TestNATSConfigCreatesKeysOnce(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "keys")
 	first := natsConfigOutput(t, nil, map[string]string{"KEZ_CHAT_KEYS": dir})
-	for _, f := range []string{callout.IssuerKeyFile, callout.XKeyFile, callout.ServiceKeyFile, callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile} {
+	for _, f := range []string{callout.IssuerKeyFile, callout.XKeyFile, callout.ServiceKeyFile, callout.ProvisionerKeyFile, callout.AdminKeyFile, callout.SystemKeyFile, callout.KickerKeyFile} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)

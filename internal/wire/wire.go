@@ -53,6 +53,13 @@ const (
 	// admin login in the chat account start (its inbox prefix), outside
 	// the users' reply namespace.
 	AdminReplyPrefix = "_KEZ_ADMIN"
+	// KickReplyPrefix + "." is how the reply subjects of the chat-server's
+	// kicker login in the system account start (its inbox prefix).
+	KickReplyPrefix = "_KEZ_KICK"
+	// RevokedSubject is where a chat-server tells the others, in the chat
+	// account, that a device was revoked (the body: its key), so that
+	// their gates look it up again at once.
+	RevokedSubject = "kez.v1.revoked"
 )
 
 // Headers.
@@ -73,6 +80,11 @@ const (
 	ErrCodeRecipientQuota   = 21430
 	ErrCodeSenderUnread     = 21431
 	ErrCodeUnavailable      = 21503
+	// ErrCodeSenderRevoked: the sender is a device its person revoked.
+	ErrCodeSenderRevoked = 21403
+	// ErrCodeRecipientRevoked: the recipient is a device its person
+	// revoked; it receives nothing any more.
+	ErrCodeRecipientRevoked = 21410
 )
 
 // Acknowledgements to the gate: the body of a message to AckSubjectPrefix
