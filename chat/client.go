@@ -174,10 +174,11 @@ type Client struct {
 // Open completes cfg.Client ([client.Config.Discover]: the home domain and
 // sig-server from the chat-server, unless given), opens the state folder
 // (creating chat.db if needed), loads the contacts, and, if
-// cfg.Client.NATSURL is set, logs in to NATS with the identity
-// ([Connect]) and creates or updates the user's durable consumer: a pull
-// consumer named after the user's key on the inbox stream, filtered to
-// kez.v1.inbox.<key>.>, as the auth callout permits. Nothing is received
+// cfg.Client.NATSURL is set, logs in to NATS with the device's identity
+// (cfg.Client.Device, else the primary Identity; [Connect]) and creates or
+// updates the device's durable consumer: a pull consumer named after the
+// device key on the inbox stream, filtered to kez.v1.inbox.<device>.>,
+// as the auth callout permits. Nothing is received
 // until [Client.Sync] or [Client.Run].
 //
 // Errors: those of Discover (client.ErrNoIdentity, client.ErrNoHome, a
@@ -207,7 +208,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		log: cc.Logger, now: cc.Clock, httpc: cc.HTTPClient, resolver: cc.Resolver,
 		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, byDevice: map[kez.PublicKey]*contactState{},
 		requesters: map[kez.PublicKey]requester{},
-		waiters: map[MessageID]waiter{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
+		waiters:    map[MessageID]waiter{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.initDevices()

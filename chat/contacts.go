@@ -313,8 +313,10 @@ func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handle
 		c.log.Info("contact "+strings.ReplaceAll(ev[0], "_", " "), "handle", h, "detail", ev[1])
 	}
 	// Their messages that could not be decrypted before (no session): a
-	// new session with them, so they send them again.
-	c.resetIfDue(ctx, res.Key)
+	// new session with each of their devices, so they send them again.
+	for _, d := range currentDevices(devs, res.Key) {
+		c.resetIfDue(ctx, d)
+	}
 	// Their prekey, kept, so that a first message can start a session
 	// while their sig-server is unreachable (best effort: a send fetches
 	// it again anyway).

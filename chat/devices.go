@@ -515,4 +515,3 @@ func deviceEvents(old, devs []chainDevice, seqno uint64) [][2]string {
 	}
 	return events
 }
-

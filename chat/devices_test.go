@@ -1,14 +1,20 @@
 package chat
 
 import (
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/session"
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // Alice uses 3 devices, bob 5, on a real stack. A contact added on one
@@ -261,5 +267,131 @@ func TestDevicesClaimingAnotherPersonRefused(t *testing.T) {
 	}
 	if !contains(a.log.String(), ErrUnknownDevice.Error()) {
 		t.Error("the log does not say why the message was refused")
+	}
+}
+
+// A crash between sealing and publishing: the copies to every device of
+// bob and the sent copies to alice's other devices were sealed and
+// stored, none acknowledged. The next client of the state folder
+// publishes each of them, as sealed: every device gets the message once.
+func TestDevicesPendingCopiesPublishedAtNextStart(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob := newPerson(t, st, "alice", 2), newPerson(t, st, "bob", 3)
+	home := filepath.Join(t.TempDir(), "alice-primary")
+	a1 := openClientIn(t, st, alice.user, home)
+	mustAdd(t, a1, "bob")
+	mustAdd(t, bob.devices[0], "alice")
+	ctx := testCtx(t)
+
+	st.NATS().Shutdown()
+	p, err := a1.SendAsync(ctx, "bob", "sealed before the crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := p.ID()
+	if n := countRows(t, a1, `SELECT COUNT(*) FROM outbox WHERE msg_id = ?`, id[:]); n != 3+1 {
+		t.Fatalf("%d envelopes wait in the outbox, want 3 to bob's devices and 1 sent copy", n)
+	}
+	if err := a1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("the send cut short: %v, want ErrClosed", err)
+	}
+	st.RestartNATS()
+
+	a1 = openClientIn(t, st, alice.user, home)
+	for _, d := range bob.devices {
+		receiveN(t, d, 1)
+		if in := mustInbox(t, d, true); len(in) != 1 || in[0].Text() != "sealed before the crash" || in[0].ID != p.ID() {
+			t.Fatalf("a device of bob holds %q", texts(in))
+		}
+		if s := d.Stats(); s.Rejected != 0 || s.Undecryptable != 0 {
+			t.Errorf("a device of bob: %+v", s)
+		}
+	}
+	receiveUntil(t, alice.devices[1], "the sent copy", func(int) bool {
+		h, err := alice.devices[1].History(ctx, "bob", 0)
+		return err == nil && len(h) == 1 && h[0].ID == p.ID()
+	})
+	receiveUntil(t, a1, "the message acknowledged", func(int) bool {
+		e, err := a1.Message(ctx, alice.user.Key, p.ID())
+		return err == nil && e.State == StateSent && countRows(t, a1, `SELECT COUNT(*) FROM outbox`) == 0
+	})
+}
+
+// A contact whose chain lists the most devices a chain may (32) costs
+// one send 32 seals, never more; their chain cannot list a 33rd.
+func TestDevicesSendCostBounded(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	a := newPerson(t, st, "alice", 1).devices[0]
+	bu := st.NewUser(t, "bob")
+	ctx := testCtx(t)
+	sc := &sigchain.Client{BaseURL: st.SigServerURL}
+	for i := 1; i < sigchain.MaxDevices; i++ {
+		dev := newDevice(t, st, bu, fmt.Sprintf("bob-%d", i+1))
+		// Each device has published its prekey, as its client does.
+		pk, err := session.NewPrekey(rand.Reader, dev, uint32(i), time.Now(), 24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sc.PublishPrekey(ctx, &pk.Public); err != nil {
+			t.Fatal(err)
+		}
+	}
+	openClient(t, st, bu) // bob's primary device publishes its prekey
+	ct := mustAdd(t, a, "bob")
+	if len(ct.Devices) != sigchain.MaxDevices {
+		t.Fatalf("bob has %d devices", len(ct.Devices))
+	}
+	dev, _, _ := kez.NewIdentity()
+	req, err := sigchain.NewLinkRequest(dev, "one too many", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := sc.FetchVerified(ctx, bu.Key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := sigchain.NewLink(bu.Identity, state, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req), time.Now()); err == nil {
+		if err := sc.Append(ctx, l); err == nil {
+			t.Fatal("the sig-server took a 33rd device")
+		}
+	}
+	mustSend(t, a, "bob", "one message")
+	if n := countRows(t, a, `SELECT COUNT(*) FROM sessions`); n != sigchain.MaxDevices {
+		t.Fatalf("one send sealed in %d sessions, want one per device (%d)", n, sigchain.MaxDevices)
+	}
+	mustSend(t, a, "bob", "another")
+	if n := countRows(t, a, `SELECT COUNT(*) FROM sessions`); n != sigchain.MaxDevices {
+		t.Fatalf("two sends made %d sessions", n)
+	}
+}
+
+// A contact links a device after alice pinned his chain: its first
+// message makes alice check his chain once, and it is his (trusted,
+// stored under his key); the new device is a contact event, not a flag.
+func TestDevicesNewDeviceOfContact(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob := newPerson(t, st, "alice", 1), newPerson(t, st, "bob", 1)
+	a, b := alice.devices[0], bob.devices[0]
+	mustAdd(t, a, "bob")
+	mustAdd(t, b, "alice")
+	dev := newDevice(t, st, bob.user, "bob-phone")
+	phone := openDevice(t, st, bob.user, dev, "phone")
+	mustAdd(t, phone, "alice") // linked after bob pinned her: it pins her itself
+	mustSend(t, phone, "alice", "from my new phone")
+	receiveN(t, a, 1)
+	in := mustInbox(t, a, true)
+	if len(in) != 1 || in[0].From != bob.user.Key || in[0].Trust != TrustTrusted {
+		t.Fatalf("alice's inbox: %+v", in)
+	}
+	ct, err := a.Contact(testCtx(t), "bob")
+	if err != nil || len(ct.Devices) != 2 || ct.Flag != FlagNone {
+		t.Fatalf("bob as alice sees him: %d devices, flag %q, %v", len(ct.Devices), ct.Flag, err)
+	}
+	evs, err := a.ContactEvents(testCtx(t), "bob")
+	if err != nil || !slices.ContainsFunc(evs, func(e ContactEvent) bool { return e.Event == "device_added" && contains(e.Detail, dev.PublicKey().String()) }) {
+		t.Fatalf("alice's events of bob: %+v, %v", evs, err)
 	}
 }

@@ -89,8 +89,10 @@ func (c *Client) waitOne(ctx context.Context, wait time.Duration) (int, error) {
 // Entry.Trust before showing it). Handler calls are sequential, in the
 // order messages arrived; a slow handler slows receiving. A request comes
 // without PeerHandle: its sender is looked up afterwards, in the
-// background, and [Client.Requests] shows the confirmed handle. Run does not mark
-// anything read: call [Client.MarkRead] for what was shown.
+// background, and [Client.Requests] shows the confirmed handle. A message
+// the user sent from another of their devices (its sent copy) comes with
+// Entry.Incoming false. Run does not mark anything read: call
+// [Client.MarkRead] for what was shown.
 //
 // Run keeps receiving across broker restarts and reconnects. It returns
 // nil when ctx ends, once the messages already delivered to this client
@@ -182,13 +184,13 @@ type received struct {
 	lookup bool // a request whose sender's handle is to be looked up
 
 	// What the transaction made of it (set again each time it runs).
-	entry   *Entry   // a message stored (or a duplicate)
-	receipt *Receipt // a receipt applied
-	control bool     // a control message (session-reset, sync): nothing to store
-	syncContact bool // a sync-contact queued, to apply once stored
-	err     error    // refused: v2 that did not open, or a downgrade
-	dropped string   // the request cap it is over, or ""
-	isNew   bool     // entry was not stored before
+	entry       *Entry   // a message stored (or a duplicate)
+	receipt     *Receipt // a receipt applied
+	control     bool     // a control message (session-reset, sync): nothing to store
+	syncContact bool     // a sync-contact queued, to apply once stored
+	err         error    // refused: v2 that did not open, or a downgrade
+	dropped     string   // the request cap it is over, or ""
+	isNew       bool     // entry was not stored before
 }
 
 // process opens, classifies and stores a batch of deliveries, then

@@ -284,7 +284,7 @@ func (c *Client) publishIn(ctx context.Context, targets []target, m Message, rec
 		return nil, err
 	}
 	if len(targets) == 0 {
-		return nil, fmt.Errorf("chat: %w", ErrNoDevice)
+		return nil, ErrNoDevice
 	}
 	person := targets[0].person
 	m.ID, m.SentAt = NewMessageID(), c.now().Truncate(time.Millisecond)
@@ -349,7 +349,7 @@ func (c *Client) publishIn(ctx context.Context, targets []target, m Message, rec
 }
 
 // ErrNoDevice reports a person with no current device to seal to.
-var ErrNoDevice = errors.New("no current device of the recipient")
+var ErrNoDevice = errors.New("chat: the recipient has no current device")
 
 // outCopy is one envelope of a message: to one device.
 type outCopy struct {
