@@ -136,6 +136,8 @@ func sessionResetLine(r chat.SessionReset) string {
 func (e *env) clientConfig(acct *account, srv servers, verbose bool) client.Config {
 	return client.Config{
 		Identity:          acct.id,
+		Device:            acct.dev,
+		Person:            acct.person,
 		Home:              acct.home,
 		ServerURL:         srv.server,
 		SigServerURL:      srv.sigServer,

@@ -104,7 +104,7 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	if err != nil {
 		return nil, nil, err
 	}
-	return s, &sharingSetup{id: acct.id, handle: acct.prof.handleFor(acct.id.PublicKey()), srv: srv}, nil
+	return s, &sharingSetup{id: acct.device(), handle: acct.prof.handleFor(acct.person), srv: srv}, nil
 }
 
 // humanSize writes a byte count the way people read it.
