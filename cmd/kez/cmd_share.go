@@ -95,6 +95,9 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 			}
 		}
 	}
+	if online && acct.prof.NeedsDevice && acct.dev == nil {
+		return nil, nil, errNeedsDevice
+	}
 	if online && nc == nil {
 		if cfg.Client.NATSURL, err = e.natsURLFor(f); err != nil {
 			return nil, nil, err

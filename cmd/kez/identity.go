@@ -210,6 +210,11 @@ type profile struct {
 	Domain    string `json:"domain,omitempty"`     // the home server's domain
 	Server    string `json:"server,omitempty"`     // chat-server base URL
 	SigServer string `json:"sig_server,omitempty"` // sig-server base URL
+	// NeedsDevice: "kez recover" restored the primary key of a person
+	// whose sigchain exists, but could not make this install a device of
+	// its own; until it is one, it does not log in (it would read the
+	// primary device's queue).
+	NeedsDevice bool `json:"needs_device,omitempty"`
 }
 
 const profileFileName = "profile.json"
