@@ -51,35 +51,15 @@ func deviceIdentity(name string) (*kez.Identity, error) {
 	return kez.FromSeed(seed[:])
 }
 
-// Linked is how [Stack.LinkDevice] linked a device: the add_device link
-// it appended and the time each step took.
-type Linked struct {
-	Link *sigchain.Link
-	// Request: the device's link request posted to the sig-server and
-	// fetched back by its code (what "kez link" and the approver's
-	// "kez devices add CODE" do before anything is signed).
-	Request time.Duration
-	// Chain: the person's chain fetched and verified, and the add_device
-	// link appended to it at the sig-server.
-	Chain time.Duration
-	// Registry: the link registered at the chat-server (POST /v1/devices),
-	// after which the device may log in.
-	Registry time.Duration
-}
-
-// LinkDevice makes dev a device of person u through the servers' APIs:
-// dev signs a link request named name, posted to the sig-server
-// (POST /v1/links) and fetched back by its link code (GET /v1/links/{code},
-// checked against the code); u's primary key appends the add_device link
-// to its chain at the sig-server, then registers it at the chat-server
-// (POST /v1/devices), which lets dev log in as itself. A device the chain
-// already lists as current is left as it is (Link is nil): a run against
-// an external stack reuses the devices of earlier runs. Links of one
-// person must not be made concurrently.
-func (s *Stack) LinkDevice(ctx context.Context, u *User, dev *kez.Identity, name string) (*Linked, error) {
-	sigc, hands := s.apiClients()
-	out := &Linked{}
-	t0 := time.Now()
+// LinkDevice makes dev a device of person u through the servers' APIs, as
+// "kez link" and "kez devices add" do: dev's signed link request, named
+// name, is posted to the sig-server (POST /v1/links), then approved
+// ([Stack.ApproveLink]). A device the chain already lists as current is
+// left as it is (the link returned is nil): a run against an external
+// stack reuses the devices of earlier runs. Links of one person must not
+// be made concurrently.
+func (s *Stack) LinkDevice(ctx context.Context, u *User, dev *kez.Identity, name string) (*sigchain.Link, error) {
+	sigc, _ := s.apiClients()
 	st, err := sigc.FetchVerified(ctx, u.Key, nil)
 	if err != nil {
 		return nil, fmt.Errorf("bench: fetching the chain of %s: %w", u.Name, err)
@@ -88,8 +68,19 @@ func (s *Stack) LinkDevice(ctx context.Context, u *User, dev *kez.Identity, name
 		if d.Revoked {
 			return nil, fmt.Errorf("bench: device %s of %s was revoked", name, u.Name)
 		}
-		return out, nil
+		return nil, nil
 	}
+	req, err := s.RequestLink(ctx, dev, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.ApproveLink(ctx, u, req.Code())
+}
+
+// RequestLink is the new device's half of linking ("kez link"): dev signs
+// a link request named name and posts it to the sig-server.
+func (s *Stack) RequestLink(ctx context.Context, dev *kez.Identity, name string) (*sigchain.LinkRequest, error) {
+	sigc, _ := s.apiClients()
 	req, err := sigchain.NewLinkRequest(dev, name, time.Now())
 	if err != nil {
 		return nil, err
@@ -97,60 +88,82 @@ func (s *Stack) LinkDevice(ctx context.Context, u *User, dev *kez.Identity, name
 	if err := sigc.PostLinkRequest(ctx, req); err != nil {
 		return nil, fmt.Errorf("bench: posting the link request of %s: %w", name, err)
 	}
-	code := req.Code()
-	t1 := time.Now()
-	got, _, err := sigc.FetchLinkRequest(ctx, code)
+	return req, nil
+}
+
+// ApproveLink is the approving half ("kez devices add CODE"): the request
+// is fetched by its code from the sig-server and checked against it, u's
+// primary key signs the add_device link on u's chain as fetched and
+// verified now, the link is registered at the chat-server
+// (POST /v1/devices), which lets the device log in as itself, and
+// appended to the chain at the sig-server, in that order.
+func (s *Stack) ApproveLink(ctx context.Context, u *User, code sigchain.LinkCode) (*sigchain.Link, error) {
+	sigc, hands := s.apiClients()
+	req, _, err := sigc.FetchLinkRequest(ctx, code)
 	if err != nil {
 		return nil, fmt.Errorf("bench: fetching link request %s: %w", code, err)
 	}
-	if got.Code() != code || got.Device() != dev.PublicKey() {
+	if req.Code() != code {
 		return nil, fmt.Errorf("bench: link code %s fetched another request", code)
 	}
-	out.Request = time.Since(t1) + t1.Sub(t0)
-	t2 := time.Now()
-	if out.Link, err = s.appendLink(ctx, sigc, u, sigchain.TypeAddDevice, sigchain.AddDeviceBody(got)); err != nil {
+	if err := req.CheckFresh(time.Now()); err != nil {
 		return nil, err
 	}
-	t3 := time.Now()
-	out.Chain = t3.Sub(t2)
-	if _, _, err := hands.RegisterDevice(ctx, out.Link.Bytes()); err != nil {
-		return nil, fmt.Errorf("bench: registering device %s at the chat-server: %w", name, err)
-	}
-	out.Registry = time.Since(t3)
-	return out, nil
-}
-
-// RevokeDevice revokes device dev of person u: the revoke_device link
-// appended to u's chain at the sig-server, then registered at the
-// chat-server (POST /v1/devices). It returns when the chat-server has
-// answered, the moment the revocation is registered there.
-func (s *Stack) RevokeDevice(ctx context.Context, u *User, dev kez.PublicKey) (*sigchain.Link, error) {
-	sigc, hands := s.apiClients()
-	link, err := s.appendLink(ctx, sigc, u, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(dev))
+	link, err := s.newLink(ctx, sigc, u, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req))
 	if err != nil {
 		return nil, err
 	}
 	if _, _, err := hands.RegisterDevice(ctx, link.Bytes()); err != nil {
-		return nil, fmt.Errorf("bench: registering the revocation of %s at the chat-server: %w", dev, err)
+		return nil, fmt.Errorf("bench: registering device %s at the chat-server: %w", req.Name(), err)
+	}
+	if err := sigc.Append(ctx, link); err != nil {
+		return nil, fmt.Errorf("bench: appending the add_device link of %s: %w", req.Name(), err)
 	}
 	return link, nil
 }
 
-// appendLink appends a link of type typ to u's chain, as fetched and
-// verified now.
-func (s *Stack) appendLink(ctx context.Context, sigc *sigchain.Client, u *User, typ string, body []byte) (*sigchain.Link, error) {
+// RevokeDevice revokes device dev of person u as "kez devices revoke"
+// does: the revoke_device link appended to u's chain at the sig-server,
+// then registered at the chat-server (POST /v1/devices). It returns when
+// the chat-server has answered, the moment the revocation is registered
+// there.
+func (s *Stack) RevokeDevice(ctx context.Context, u *User, dev kez.PublicKey) (*sigchain.Link, error) {
+	r, err := s.revoke(ctx, u, dev)
+	return r.link, err
+}
+
+// revoked is a revocation [Stack.revoke] made: its link, and when its
+// POST /v1/devices was sent and answered.
+type revoked struct {
+	link           *sigchain.Link
+	sent, answered time.Time
+}
+
+func (s *Stack) revoke(ctx context.Context, u *User, dev kez.PublicKey) (revoked, error) {
+	sigc, hands := s.apiClients()
+	link, err := s.newLink(ctx, sigc, u, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(dev))
+	if err != nil {
+		return revoked{}, err
+	}
+	if err := sigc.Append(ctx, link); err != nil {
+		return revoked{}, fmt.Errorf("bench: appending the revocation of %s: %w", dev, err)
+	}
+	r := revoked{link: link, sent: time.Now()}
+	if _, _, err := hands.RegisterDevice(ctx, link.Bytes()); err != nil {
+		return revoked{}, fmt.Errorf("bench: registering the revocation of %s at the chat-server: %w", dev, err)
+	}
+	r.answered = time.Now()
+	return r, nil
+}
+
+// newLink signs a link of type typ on u's chain, as fetched and verified
+// now.
+func (s *Stack) newLink(ctx context.Context, sigc *sigchain.Client, u *User, typ string, body []byte) (*sigchain.Link, error) {
 	st, err := sigc.FetchVerified(ctx, u.Key, nil)
 	if err != nil {
 		return nil, fmt.Errorf("bench: fetching the chain of %s: %w", u.Name, err)
 	}
-	link, err := sigchain.NewLink(u.Identity, st, typ, body, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	if err := sigc.Append(ctx, link); err != nil {
-		return nil, fmt.Errorf("bench: appending %s to the chain of %s: %w", typ, u.Name, err)
-	}
-	return link, nil
+	return sigchain.NewLink(u.Identity, st, typ, body, time.Now())
 }
 
 // devicesOf returns person u as its primary device followed by n-1 linked
