@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	senderDevs := fs.Int("sender-devices", def.SenderDevices, "devices: the sending person's devices")
 	recipientDevs := fs.Int("recipient-devices", def.RecipientDevices, "devices: the recipient person's devices")
 	deviceMsgs := fs.Int("device-msgs", 0, "devices: logical messages of the fan-out, and as many of its baseline (default 6000; --quick 1500)")
-	historyMsgs := fs.Int("history-msgs", def.HistoryMessages, "devices: messages of history a linked device receives")
+	historyMsgs := fs.Int("history-msgs", 0, "devices: messages of history a linked device receives (default 10000; --quick 2000)")
 	revocations := fs.Int("revocations", 0, "devices: revocations timed (default 5; --quick 3)")
 	revokeWait := fs.Duration("revoke-wait", def.RevokeWait, "devices: how long a revoked device may keep its connection or logins before the run fails")
 	croc := fs.String("croc", "", `croc binary (default: croc on PATH); "off" skips croc`)
@@ -111,8 +111,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	setIf(&cfg.LatencyMessages, *latMsgs)
 	setIf(&cfg.Handshakes, *handshakes)
 	setIf(&cfg.Rounds, *rounds)
-	cfg.SenderDevices, cfg.RecipientDevices, cfg.HistoryMessages, cfg.RevokeWait = *senderDevs, *recipientDevs, *historyMsgs, *revokeWait
+	cfg.SenderDevices, cfg.RecipientDevices, cfg.RevokeWait = *senderDevs, *recipientDevs, *revokeWait
 	setIf(&cfg.DeviceMessages, *deviceMsgs)
+	setIf(&cfg.HistoryMessages, *historyMsgs)
 	setIf(&cfg.Revocations, *revocations)
 	if *duration > 0 {
 		cfg.Duration = *duration

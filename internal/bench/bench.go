@@ -114,7 +114,7 @@ func Quick() Config {
 	c.Duration, c.Rounds = 500*time.Millisecond, 3
 	c.FloodDuration = 4 * time.Second
 	c.BlobSize = 64 << 20
-	c.DeviceMessages, c.Revocations = 1500, 3
+	c.DeviceMessages, c.HistoryMessages, c.Revocations = 1500, 2000, 3
 	return c
 }
 

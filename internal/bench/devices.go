@@ -92,19 +92,23 @@ func (s *Stack) RequestLink(ctx context.Context, dev *kez.Identity, name string)
 }
 
 // ApproveLink is the approving half ("kez devices add CODE"): the request
-// is fetched by its code from the sig-server and checked against it, u's
+// is fetched by its code from the sig-server and checked against it (and
+// refused if a chain already took its device), u's
 // primary key signs the add_device link on u's chain as fetched and
 // verified now, the link is registered at the chat-server
 // (POST /v1/devices), which lets the device log in as itself, and
 // appended to the chain at the sig-server, in that order.
 func (s *Stack) ApproveLink(ctx context.Context, u *User, code sigchain.LinkCode) (*sigchain.Link, error) {
 	sigc, hands := s.apiClients()
-	req, _, err := sigc.FetchLinkRequest(ctx, code)
+	req, person, err := sigc.FetchLinkRequest(ctx, code)
 	if err != nil {
 		return nil, fmt.Errorf("bench: fetching link request %s: %w", code, err)
 	}
 	if req.Code() != code {
 		return nil, fmt.Errorf("bench: link code %s fetched another request", code)
+	}
+	if !person.IsZero() {
+		return nil, fmt.Errorf("bench: link code %s was used already, by %s", code, person)
 	}
 	if err := req.CheckFresh(time.Now()); err != nil {
 		return nil, err

@@ -7,11 +7,9 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,7 +30,7 @@ const historyTarget = 1.0
 // under dir.
 func (s *Stack) openClient(ctx context.Context, dir string, person *User, dev *kez.Identity) (*chat.Client, error) {
 	cc := client.Config{Identity: person.Identity, Home: dir, ServerURL: s.ServerURL, NATSURL: s.NATSURL,
-		SigServerURL: s.SigServerURL, Domain: s.Domain, Logger: slog.New(slog.NewTextHandler(cond(os.Getenv("KBDEBUG") != "", io.Writer(os.Stderr), io.Discard), nil)).With("dir", filepath.Base(dir))}
+		SigServerURL: s.SigServerURL, Domain: s.Domain, Logger: slog.New(slog.DiscardHandler)}
 	if dev != nil {
 		cc.Identity, cc.Device, cc.Person = nil, dev, person.Key
 	}
