@@ -10,8 +10,8 @@
 // ed25519.Verify, verified P2P fetches against a raw libp2p stream, raw
 // TCP and croc, and the chat-server's memory with 1,000 users logged in.
 //
-//	go run ./cmd/kez-bench            # full run, about two minutes on 2 vCPUs
-//	go run ./cmd/kez-bench --quick    # under a minute
+//	go run ./cmd/kez-bench            # full run, a few minutes on 2 vCPUs
+//	go run ./cmd/kez-bench --quick    # about a minute
 //	go run ./cmd/kez-bench --json     # the report as JSON on stdout
 //
 // Unless pointed at a running deployment (--nats, --server, --sig-server),
@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	fs := flag.NewFlagSet("kez-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	def := bench.Default()
-	quick := fs.Bool("quick", false, "smaller sizes: finishes in under a minute")
+	quick := fs.Bool("quick", false, "smaller sizes: finishes in about a minute")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
 	only := fs.String("only", "", "comma-separated groups to run: "+strings.Join(bench.Groups, ","))
 	failOnTarget := fs.Bool("fail-on-target", false, "exit 3 when a figure misses its target")
@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	users := fs.Int("users", def.Users, "memory: users logged in at once")
 	senderDevs := fs.Int("sender-devices", def.SenderDevices, "devices: the sending person's devices")
 	recipientDevs := fs.Int("recipient-devices", def.RecipientDevices, "devices: the recipient person's devices")
-	deviceMsgs := fs.Int("device-msgs", 0, "devices: logical messages of the fan-out, and as many of its baseline (default 6000; --quick 1500)")
+	deviceMsgs := fs.Int("device-msgs", 0, "devices: logical messages of the fan-out, and as many of its baseline (default 3000; --quick 600)")
 	historyMsgs := fs.Int("history-msgs", 0, "devices: messages of history a linked device receives (default 10000; --quick 2000)")
 	revocations := fs.Int("revocations", 0, "devices: revocations timed (default 5; --quick 3)")
 	revokeWait := fs.Duration("revoke-wait", def.RevokeWait, "devices: how long a revoked device may keep its connection or logins before the run fails")

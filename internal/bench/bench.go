@@ -96,25 +96,25 @@ type Config struct {
 	Progress func(string) `json:"-"`
 }
 
-// Default is the full run (about two minutes on 2 vCPUs).
+// Default is the full run (a few minutes on 2 vCPUs).
 func Default() Config {
 	return Config{
 		Senders: 4, Receivers: 2, Sizes: []int{256, 4096}, Messages: 30000, LatencyMessages: 400, Handshakes: 400,
 		ConnectWorkers: 4, Duration: 2 * time.Second, Rounds: 5,
 		FloodRate: 1000, FloodConns: 64, FloodDuration: 10 * time.Second, FloodUsers: 20,
 		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000,
-		SenderDevices: 3, RecipientDevices: 5, DeviceMessages: 6000, HistoryMessages: 10000, Revocations: 5, RevokeWait: 30 * time.Second,
+		SenderDevices: 3, RecipientDevices: 5, DeviceMessages: 3000, HistoryMessages: 10000, Revocations: 5, RevokeWait: 30 * time.Second,
 	}
 }
 
-// Quick is a run that finishes in under a minute, at smaller sizes.
+// Quick is a run that finishes in about a minute, at smaller sizes.
 func Quick() Config {
 	c := Default()
 	c.Messages, c.LatencyMessages, c.Handshakes = 4000, 100, 100
 	c.Duration, c.Rounds = 500*time.Millisecond, 3
 	c.FloodDuration = 4 * time.Second
 	c.BlobSize = 64 << 20
-	c.DeviceMessages, c.HistoryMessages, c.Revocations = 1500, 2000, 3
+	c.DeviceMessages, c.HistoryMessages, c.Revocations = 600, 2000, 3
 	return c
 }
 

@@ -26,8 +26,8 @@ const historyBodySize = sessionTargetSize
 const historyTarget = 1.0
 
 // openClient opens a chat.Client of the stack for a device of person
-// (dev nil: the person's primary, holding its identity) in a state folder
-// under dir.
+// (dev nil: the person's primary, holding its identity) with state folder
+// dir.
 func (s *Stack) openClient(ctx context.Context, dir string, person *User, dev *kez.Identity) (*chat.Client, error) {
 	cc := client.Config{Identity: person.Identity, Home: dir, ServerURL: s.ServerURL, NATSURL: s.NATSURL,
 		SigServerURL: s.SigServerURL, Domain: s.Domain, Logger: slog.New(slog.DiscardHandler)}
