@@ -281,6 +281,9 @@ func TestDevicesPendingCopiesPublishedAtNextStart(t *testing.T) {
 	a1 := openClientIn(t, st, alice.user, home)
 	mustAdd(t, a1, "bob")
 	mustAdd(t, bob.devices[0], "alice")
+	for _, d := range bob.devices[1:] {
+		waitContact(t, d, "alice", func(*Contact) bool { return true })
+	}
 	ctx := testCtx(t)
 
 	st.NATS().Shutdown()
@@ -391,7 +394,9 @@ func TestDevicesNewDeviceOfContact(t *testing.T) {
 		t.Fatalf("bob as alice sees him: %d devices, flag %q, %v", len(ct.Devices), ct.Flag, err)
 	}
 	evs, err := a.ContactEvents(testCtx(t), "bob")
-	if err != nil || !slices.ContainsFunc(evs, func(e ContactEvent) bool { return e.Event == "device_added" && contains(e.Detail, dev.PublicKey().String()) }) {
+	if err != nil || !slices.ContainsFunc(evs, func(e ContactEvent) bool {
+		return e.Event == "device_added" && contains(e.Detail, dev.PublicKey().String())
+	}) {
 		t.Fatalf("alice's events of bob: %+v, %v", evs, err)
 	}
 }
