@@ -270,7 +270,7 @@ func (a *account) primary(what string) (*kez.Identity, error) {
 // who names the person: their handle, else their key.
 func (a *account) who() string {
 	if h := a.prof.handleFor(a.person); h != "" {
-		return h
+		return "@" + h
 	}
 	return a.person.String()
 }
