@@ -38,6 +38,7 @@ func (a *arrivals) add(e *chat.Entry) {
 // clientFleet is the chat.Clients of the fan-out figure, each receiving
 // (Run) in a goroutine of its own.
 type clientFleet struct {
+	dir     string // the clients' state folders
 	arr     arrivals
 	clients []*chat.Client
 	cancel  context.CancelFunc
@@ -45,22 +46,34 @@ type clientFleet struct {
 	runErr  lastError
 }
 
-func (f *clientFleet) close() {
-	if f.cancel != nil {
-		f.cancel()
+// newClientFleet makes a fleet whose state folders are in a new
+// temporary folder named after pattern, and the context its clients
+// receive with until it is closed.
+func newClientFleet(ctx context.Context, pattern string) (*clientFleet, context.Context, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return nil, nil, err
 	}
+	rctx, cancel := context.WithCancel(ctx)
+	return &clientFleet{dir: dir, arr: arrivals{done: make(chan struct{}, 1)}, cancel: cancel}, rctx, nil
+}
+
+// close stops the clients and removes their state folders.
+func (f *clientFleet) close() {
+	f.cancel()
 	f.wg.Wait()
 	for _, c := range f.clients {
 		c.Close()
 	}
+	os.RemoveAll(f.dir)
 }
 
 // open opens a chat.Client for device dev of person (dev == person: its
-// primary) in a state folder of its own under dir.
-func (f *clientFleet) open(ctx context.Context, st *Stack, dir string, person, dev *User) (*chat.Client, error) {
+// primary) in a state folder of its own.
+func (f *clientFleet) open(ctx context.Context, st *Stack, person, dev *User) (*chat.Client, error) {
 	var c *chat.Client
 	var err error
-	home := filepath.Join(dir, dev.Name)
+	home := filepath.Join(f.dir, dev.Name)
 	if dev == person {
 		c, err = st.openClient(ctx, home, person, nil)
 	} else {
@@ -126,15 +139,11 @@ func (f *clientFleet) send(ctx context.Context, c *chat.Client, handle string, n
 // one chat.Client to another of two persons with one device each (one, to),
 // alternating in rounds.
 func measureClientFanout(ctx context.Context, st *Stack, cfg Config, sdevs, rdevs []*User, one, to *User) (*Figure, error) {
-	dir, err := os.MkdirTemp("", "kez-bench-devices-")
+	f, rctx, err := newClientFleet(ctx, "kez-bench-devices-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	f := &clientFleet{arr: arrivals{done: make(chan struct{}, 1)}}
 	defer f.close()
-	rctx, cancel := context.WithCancel(ctx)
-	f.cancel = cancel
 
 	// Every client is opened (which publishes its device's prekey) before
 	// any adds a contact (which tells the person's other devices).
@@ -146,7 +155,7 @@ func measureClientFanout(ctx context.Context, st *Stack, cfg Config, sdevs, rdev
 	}
 	var opened []pending
 	open := func(person, dev, contact *User, receive bool) (*chat.Client, error) {
-		c, err := f.open(ctx, st, dir, person, dev)
+		c, err := f.open(ctx, st, person, dev)
 		if err != nil {
 			return nil, err
 		}

@@ -66,20 +66,16 @@ func historyMessage(i int) string {
 // "kez link" does), has imported everything. The device is revoked at
 // the end, so that runs against one stack do not pile up devices.
 func measureHistory(ctx context.Context, st *Stack, cfg Config, p, c *User) (_ []Figure, err error) {
-	dir, err := os.MkdirTemp("", "kez-bench-history-")
+	f, rctx, err := newClientFleet(ctx, "kez-bench-history-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	f := &clientFleet{arr: arrivals{done: make(chan struct{}, 1)}}
 	defer f.close()
-	rctx, cancel := context.WithCancel(ctx)
-	f.cancel = cancel
-	pc, err := f.open(ctx, st, dir, p, p)
+	pc, err := f.open(ctx, st, p, p)
 	if err != nil {
 		return nil, err
 	}
-	cc, err := f.open(ctx, st, dir, c, c)
+	cc, err := f.open(ctx, st, c, c)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +132,7 @@ func measureHistory(ctx context.Context, st *Stack, cfg Config, p, c *User) (_ [
 		stats, err := pc.SendHistory(ctx, dev.PublicKey(), chat.HistoryOptions{MaxWait: 2 * time.Minute})
 		done <- sent{stats, err}
 	}()
-	dc, err := f.open(ctx, st, dir, p, &User{Name: "linked", Identity: dev, Key: dev.PublicKey()})
+	dc, err := f.open(ctx, st, p, &User{Name: "linked", Identity: dev, Key: dev.PublicKey()})
 	if err != nil {
 		<-done
 		return nil, err
