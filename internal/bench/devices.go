@@ -13,6 +13,7 @@ import (
 	"crypto/sha512"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -234,7 +235,7 @@ func (f *fanoutRig) fanout(ctx context.Context, to, own []*msgUser, body []byte,
 	start := time.Now()
 	for range n {
 		id := chat.NewMessageID()
-		for k, d := range append(to, own...) {
+		for k, d := range slices.Concat(to, own) {
 			msg := nats.NewMsg(callout.SendSubjectPrefix + d.Key.String() + "." + f.from.Key.String())
 			msg.Header.Set(jetstream.MsgIDHeader, id.String()+"-"+d.Key.String())
 			pt := cond(k < len(to), body, sent)
