@@ -250,15 +250,7 @@ func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handle
 		}
 	}
 
-	// Revoked: its sessions and what waits for it go, unless another
-	// chain known here lists it too (a replay cannot make this client
-	// forget a device of the user's, or of another contact's).
-	var gone []kez.PublicKey
-	for _, k := range revokedIn(devs) {
-		if !c.claimedByOther(k, res.Key) {
-			gone = append(gone, k)
-		}
-	}
+	gone := c.revokedOnlyBy(res.Key, devs)
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		if old != nil && oldC.Key != res.Key {
 			if _, err := tx.Exec(`DELETE FROM chain_links WHERE key = ?`, oldC.Key.String()); err != nil {

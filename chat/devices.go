@@ -407,6 +407,20 @@ func (c *Client) claimedByOther(dev, person kez.PublicKey) bool {
 	return false
 }
 
+// revokedOnlyBy returns the devices devs (person's chain) shows revoked
+// that no other chain known here lists: those whose sessions and queued
+// copies person's revocation deletes. A contact's chain cannot make this
+// client forget a device of the user's, or of another contact's.
+func (c *Client) revokedOnlyBy(person kez.PublicKey, devs []chainDevice) []kez.PublicKey {
+	var out []kez.PublicKey
+	for _, k := range revokedIn(devs) {
+		if !c.claimedByOther(k, person) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // onlyTheirs returns the keys of person's devices no other chain known
 // here lists (claimedByOther); the others are left out, logged.
 func (c *Client) onlyTheirs(person kez.PublicKey, keys []kez.PublicKey) []kez.PublicKey {

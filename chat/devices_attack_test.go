@@ -335,3 +335,49 @@ func TestDevicesRefusedResendKeepsSent(t *testing.T) {
 		t.Fatalf("alice's message to bob after the refused resend: %v, %v", e.State, err)
 	}
 }
+
+// The history a device takes from another of the user's brings the
+// contacts' chains; one that lists a device of the user's as revoked
+// (mallory replays alice's phone on her chain, then revokes it there)
+// does not make the new device forget its session with that phone, so
+// the phone's next sent copy still opens.
+func TestDevicesHistoryKeepsOwnDeviceSessions(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob, mallory := newPerson(t, st, "alice", 2), newPerson(t, st, "bob", 1), newPerson(t, st, "mallory", 1)
+	a1, phone := alice.devices[0], alice.devices[1]
+	ctx := testCtx(t)
+	replayDevice(t, st, alice.user, phone.DeviceKey(), mallory.user, true)
+	mustAdd(t, a1, "bob")
+	mustAdd(t, a1, "mallory")
+	mustAdd(t, bob.devices[0], "alice")
+	waitContact(t, phone, "bob", func(*Contact) bool { return true })
+
+	laptop := linkDevice(t, st, alice.user, "laptop")
+	if _, err := phone.OwnDevices(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s1 := mustSend(t, phone, "bob", "first from the phone")
+	receiveUntil(t, laptop, "the phone's first sent copy", func(int) bool {
+		_, err := laptop.Message(ctx, alice.user.Key, s1.ID)
+		return err == nil
+	})
+	// The laptop answers in that session, so the phone seals its next
+	// message as a plain message of it, not a handshake.
+	laptop.syncRead(ctx, []*Entry{{Incoming: true, From: bob.user.Key, ID: NewMessageID()}})
+	receiveUntil(t, phone, "the laptop's answer", func(int) bool {
+		return countRows(t, phone, `SELECT COUNT(*) FROM sessions WHERE peer = ? AND established = 1`, laptop.DeviceKey().String()) == 1
+	})
+	if _, err := a1.SendHistory(ctx, laptop.DeviceKey(), HistoryOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitContact(t, laptop, "mallory", func(*Contact) bool { return true })
+
+	s2 := mustSend(t, phone, "bob", "second from the phone")
+	receiveUntil(t, laptop, "the phone's second sent copy", func(int) bool {
+		_, err := laptop.Message(ctx, alice.user.Key, s2.ID)
+		return err == nil
+	})
+	if s := laptop.Stats(); s.Undecryptable != 0 || s.Rejected != 0 {
+		t.Errorf("the laptop: %+v", s)
+	}
+}
