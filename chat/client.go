@@ -114,8 +114,10 @@ type Config struct {
 type Client struct {
 	cfg      Config
 	cc       client.Config // cfg.Client, discovered
-	id       *kez.Identity
-	me       kez.PublicKey
+	id       *kez.Identity // the primary identity; nil on a linked device
+	dev      *kez.Identity // this device's: login, sessions, prekeys
+	devKey   kez.PublicKey
+	me       kez.PublicKey // the person
 	log      *slog.Logger
 	now      func() time.Time
 	httpc    *http.Client
@@ -133,11 +135,14 @@ type Client struct {
 	mu         sync.Mutex // guards the maps below and every contactState
 	byHandle   map[string]*contactState
 	byKey      map[kez.PublicKey]*contactState
+	byDevice   map[kez.PublicKey]*contactState // every device of every contact's pinned chain
 	requesters map[kez.PublicKey]requester
 	keyChains  keyChains // chains of keys that are not contacts
+	devs       deviceState
 	strangers  *strangerLookups
 
 	recvMu sync.Mutex   // one batch is processed at a time
+	syncMu sync.Mutex   // the queued sync-contact messages are applied by one goroutine
 	live   atomic.Int32 // Run loops receiving
 
 	waitMu  sync.Mutex
@@ -169,10 +174,11 @@ type Client struct {
 // Open completes cfg.Client ([client.Config.Discover]: the home domain and
 // sig-server from the chat-server, unless given), opens the state folder
 // (creating chat.db if needed), loads the contacts, and, if
-// cfg.Client.NATSURL is set, logs in to NATS with the identity
-// ([Connect]) and creates or updates the user's durable consumer: a pull
-// consumer named after the user's key on the inbox stream, filtered to
-// kez.v1.inbox.<key>.>, as the auth callout permits. Nothing is received
+// cfg.Client.NATSURL is set, logs in to NATS with the device's identity
+// (cfg.Client.Device, else the primary Identity; [Connect]) and creates or
+// updates the device's durable consumer: a pull consumer named after the
+// device key on the inbox stream, filtered to kez.v1.inbox.<device>.>,
+// as the auth callout permits. Nothing is received
 // until [Client.Sync] or [Client.Run].
 //
 // Errors: those of Discover (client.ErrNoIdentity, client.ErrNoHome, a
@@ -198,13 +204,18 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	cfg.setStrangerDefaults()
 	c := &Client{
-		cfg: cfg, cc: cc, id: cc.Identity, me: cc.Identity.PublicKey(),
+		cfg: cfg, cc: cc, id: cc.Identity, dev: cc.DeviceIdentity(), devKey: cc.DeviceKey(), me: cc.PersonKey(),
 		log: cc.Logger, now: cc.Clock, httpc: cc.HTTPClient, resolver: cc.Resolver,
-		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, requesters: map[kez.PublicKey]requester{},
-		waiters: map[MessageID]waiter{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
+		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, byDevice: map[kez.PublicKey]*contactState{},
+		requesters: map[kez.PublicKey]requester{},
+		waiters:    map[MessageID]waiter{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
+	c.initDevices()
 	c.log = c.log.With("component", "chat", "me", c.me.String())
+	if c.devKey != c.me {
+		c.log = c.log.With("device", c.devKey.String())
+	}
 	c.sig = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: c.httpc, VerifyOptions: c.verifyOpts()}
 	if err := os.MkdirAll(cc.Home, 0o700); err != nil {
 		return nil, fmt.Errorf("chat: making the state folder: %w", err)
@@ -284,16 +295,18 @@ func (c *Client) stopBackground(ctx context.Context) error {
 	return err
 }
 
-// Key returns the user's key.
+// Key returns the user's key: the person's primary key, which contacts
+// pin and the history is kept under (see DeviceKey for this device's).
 func (c *Client) Key() kez.PublicKey { return c.me }
 
 // Conn returns the NATS connection (nil for an offline client), for
 // embedders that also use it for other things. Do not close it.
 func (c *Client) Conn() *nats.Conn { return c.nc }
 
-// setupOpener accepts the user's encryption key generations 0 to the one
-// their chain publishes (or the last one known, if the sig-server cannot be
-// reached).
+// setupOpener reads the user's own chain (its devices), and, on an install
+// that holds the primary key, accepts format 1 envelopes sealed to the
+// encryption key generations 0 to the one the chain publishes (or the
+// last one known, if the sig-server cannot be reached).
 func (c *Client) setupOpener(ctx context.Context) error {
 	var gen uint32
 	if v, err := c.db.getMeta(ctx, "own_generation"); err != nil {
@@ -309,6 +322,9 @@ func (c *Client) setupOpener(ctx context.Context) error {
 		fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
 		st, err := c.sig.FetchVerified(fctx, c.me, nil)
 		cancel()
+		if err == nil {
+			c.setOwnChain(ctx, st)
+		}
 		switch {
 		case err == nil && st.EncryptionGeneration() > gen:
 			gen = st.EncryptionGeneration()
@@ -323,6 +339,11 @@ func (c *Client) setupOpener(ctx context.Context) error {
 }
 
 func (c *Client) setGenerations(max uint32) error {
+	if c.id == nil || c.devKey != c.me {
+		// Format 1 travels only to and from a person's primary device.
+		c.gens.Store(max)
+		return nil
+	}
 	gens := make([]uint32, 0, max+1)
 	for g := uint32(0); g <= max; g++ {
 		gens = append(gens, g)
@@ -351,26 +372,26 @@ func (c *Client) connect(ctx context.Context) error {
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "err", err) }),
 	}
-	nc, err := Connect(ctx, c.cc.NATSURL, c.id, append(opts, c.cc.NATSOptions...)...)
+	nc, err := Connect(ctx, c.cc.NATSURL, c.dev, append(opts, c.cc.NATSOptions...)...)
 	if err != nil {
 		return err
 	}
 	// Users reach the inbox stream only through the chat-server's gate
 	// (see pull.go); JetStream's publish acknowledgements come back
 	// through it too.
-	js, err := inbox.NewPublisher(nc, c.me.String(), 1024, 30*time.Second)
+	js, err := inbox.NewPublisher(nc, c.devKey.String(), 1024, 30*time.Second)
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("chat: subscribing to your sends' answers: %w", err)
 	}
-	if _, err := inbox.Open(ctx, nc, c.me.String(), c.cfg.AckWait); err != nil {
+	if _, err := inbox.Open(ctx, nc, c.devKey.String(), c.cfg.AckWait); err != nil {
 		nc.Close()
 		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("%w: %s (is the chat server running and connected to this NATS?)", ErrNoStream, c.cfg.Stream)
 		}
 		return fmt.Errorf("chat: opening your inbox on %s: %w", c.cfg.Stream, refusal(err))
 	}
-	cons := inbox.NewPuller(nc, c.me.String(), c.cfg.Stream)
+	cons := inbox.NewPuller(nc, c.devKey.String(), c.cfg.Stream)
 	c.nc, c.js, c.cons = nc, js, cons
 	c.receipts, c.receiptsDone = make(chan []*Entry, 64), make(chan struct{})
 	go c.receiptWorker()

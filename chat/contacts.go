@@ -37,6 +37,13 @@ type Contact struct {
 	RefreshedAt   time.Time // the last time the chain was checked
 	VerifiedAt    time.Time // when the user confirmed the fingerprint; zero if never
 
+	// Devices are the devices the pinned chain lists, primary first,
+	// revoked ones included: a message to the contact is sealed to each
+	// current one. A device added or revoked on the chain is recorded as
+	// a contact event (device_added, device_revoked), not a flag: the
+	// primary key signed it.
+	Devices []sigchain.Device
+
 	Flag       ContactFlag   // FlagNone while trusted
 	FlagDetail string        // what was seen
 	FlagKey    kez.PublicKey // FlagKeyChanged: the key the handle names now
@@ -74,6 +81,13 @@ type contactState struct {
 	c         Contact
 	state     *sigchain.State // rebuilt from chain_links on first use
 	lastCheck time.Time       // last refresh attempt (success or not)
+	devices   []chainDevice   // of the pinned chain; empty for a contact pinned by an earlier release
+}
+
+// setDevices sets cs's devices, and Contact.Devices (c.mu held).
+func (cs *contactState) setDevices(devs []chainDevice) {
+	cs.devices = devs
+	cs.c.Devices = devs
 }
 
 // rules are the client's handle rules: its home domain completes bare
@@ -171,6 +185,19 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	if err != nil {
 		return nil, fmt.Errorf("chat: resolving %s: %w", h, err)
 	}
+	ct, err := c.pinResolved(ctx, hh, res)
+	if err != nil {
+		return nil, err
+	}
+	// The user's other devices pin it too (docs/spec/chat.md §8.4).
+	c.syncContactOut(ctx, syncContactPinned, ct)
+	return ct, nil
+}
+
+// pinResolved pins what a fresh resolution of hh verified (AddContact
+// after resolving; a sync-contact from another of the user's devices).
+func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handles.Resolved) (*Contact, error) {
+	h := hh.String()
 	st, links, sigBase := res.State, res.Links, res.SigServer
 	now := c.now()
 
@@ -179,17 +206,19 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	other := c.byKey[res.Key] // the key pinned under another handle (a renamed handle)
 	// Copies: a refresh or a flag may change the cached contacts meanwhile.
 	var oldC, otherC Contact
+	var oldDevs []chainDevice
 	if old != nil {
-		oldC = old.c
+		oldC, oldDevs = old.c, old.devices
 	}
 	if other != nil {
 		otherC = other.c
 	}
 	c.mu.Unlock()
 
+	devs := chainDevices(st)
 	ct := Contact{
 		Handle: h, Key: res.Key, EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration(),
-		SigServer: sigBase, Pin: st.Pin(), AddedAt: now, RefreshedAt: now,
+		SigServer: sigBase, Pin: st.Pin(), AddedAt: now, RefreshedAt: now, Devices: devs,
 	}
 	var events [][2]string
 	switch {
@@ -209,6 +238,9 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 			} else {
 				events = append(events, [2]string{"refreshed", fmt.Sprintf("chain seqno %d", st.Seqno())})
 			}
+			if len(oldDevs) > 0 {
+				events = append(events, deviceEvents(oldDevs, devs, st.Seqno())...)
+			}
 		}
 	}
 	if other != nil && otherC.Handle != h {
@@ -218,7 +250,7 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 		}
 	}
 
-	err = c.db.write(ctx, func(tx *sql.Tx) error {
+	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		if old != nil && oldC.Key != res.Key {
 			if _, err := tx.Exec(`DELETE FROM chain_links WHERE key = ?`, oldC.Key.String()); err != nil {
 				return err
@@ -233,6 +265,17 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 			return err
 		}
 		if err := putLinks(tx, res.Key, links, true); err != nil {
+			return err
+		}
+		if old != nil && oldC.Key != res.Key {
+			if _, err := tx.Exec(`DELETE FROM contact_devices WHERE person = ?`, oldC.Key.String()); err != nil {
+				return err
+			}
+		}
+		if err := putDevices(tx, res.Key, devs); err != nil {
+			return err
+		}
+		if err := deleteDeviceState(tx, revokedIn(devs)); err != nil {
 			return err
 		}
 		for _, ev := range events {
@@ -255,19 +298,25 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	c.mu.Lock()
 	if old != nil {
 		delete(c.byKey, oldC.Key)
+		c.unindexDevices(old)
 	}
 	if other != nil {
 		delete(c.byHandle, otherC.Handle)
+		c.unindexDevices(other)
 	}
 	cs := &contactState{c: ct, state: st, lastCheck: now}
+	cs.setDevices(devs)
 	c.byHandle[h], c.byKey[res.Key] = cs, cs
+	c.indexDevices(cs, nil)
 	c.mu.Unlock()
 	for _, ev := range events {
 		c.log.Info("contact "+strings.ReplaceAll(ev[0], "_", " "), "handle", h, "detail", ev[1])
 	}
 	// Their messages that could not be decrypted before (no session): a
-	// new session with them, so they send them again.
-	c.resetIfDue(ctx, res.Key)
+	// new session with each of their devices, so they send them again.
+	for _, d := range currentDevices(devs, res.Key) {
+		c.resetIfDue(ctx, d)
+	}
 	// Their prekey, kept, so that a first message can start a session
 	// while their sig-server is unreachable (best effort: a send fetches
 	// it again anyway).
@@ -306,12 +355,22 @@ func (c *Client) VerifyContact(ctx context.Context, handle, digits string) (*Con
 	default:
 		return nil, fmt.Errorf("%w (%s)", ErrFingerprintMismatch, ct.Handle)
 	}
+	out, err := c.markVerified(ctx, cs, ct, what+" of key "+ct.Key.String())
+	if err != nil {
+		return nil, err
+	}
+	c.syncContactOut(ctx, syncContactVerified, out)
+	return out, nil
+}
+
+// markVerified records that the contact ct (cs's) was verified.
+func (c *Client) markVerified(ctx context.Context, cs *contactState, ct Contact, detail string) (*Contact, error) {
 	now := c.now()
-	err = c.db.write(ctx, func(tx *sql.Tx) error {
+	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.Exec(`UPDATE contacts SET verified_at = ? WHERE handle = ? AND key = ?`, now.UnixMilli(), ct.Handle, ct.Key.String()); err != nil {
 			return err
 		}
-		return addEvent(tx, ct.Handle, now, "verified", what+" of key "+ct.Key.String())
+		return addEvent(tx, ct.Handle, now, "verified", detail)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("chat: saving the contact %s: %w", ct.Handle, err)
@@ -424,6 +483,10 @@ func addEvent(tx *sql.Tx, handle string, at time.Time, event, detail string) err
 
 // loadContacts reads every contact into the cache.
 func (c *Client) loadContacts(ctx context.Context) error {
+	devices, err := c.db.loadDevices(ctx)
+	if err != nil {
+		return err
+	}
 	rows, err := c.db.db.QueryContext(ctx, `SELECT handle, key, enc_key, generation, sig_server, pin_seqno, pin_head, added_at, refreshed_at, verified_at, flag, flag_detail, flag_key, flagged_at FROM contacts`)
 	if err != nil {
 		return fmt.Errorf("chat: reading contacts: %w", err)
@@ -466,7 +529,9 @@ func (c *Client) loadContacts(ctx context.Context) error {
 		}
 		ct.Flag = ContactFlag(flag)
 		cs := &contactState{c: ct}
+		cs.setDevices(devices[ct.Key])
 		c.byHandle[ct.Handle], c.byKey[ct.Key] = cs, cs
+		c.indexDevices(cs, nil)
 	}
 	return rows.Err()
 }

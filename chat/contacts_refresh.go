@@ -119,9 +119,20 @@ func (c *Client) fetchAfterPin(ctx context.Context, ct Contact) ([]*sigchain.Lin
 func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.State, links []*sigchain.Link, sigServer string) error {
 	now := c.now()
 	c.mu.Lock()
-	ct := cs.c
+	ct, oldDevs := cs.c, cs.devices
 	c.mu.Unlock()
-	var events [][2]string
+	devs := chainDevices(st)
+	base := oldDevs
+	if len(base) == 0 { // pinned by an earlier release: the primary alone
+		base = []chainDevice{{Key: ct.Key, Name: "primary", Primary: true, AddedSeqno: 1}}
+	}
+	events := deviceEvents(base, devs, st.Seqno())
+	var gone []kez.PublicKey
+	for _, k := range revokedIn(devs) {
+		if d, ok := findDevice(oldDevs, k); !ok || !d.Revoked {
+			gone = append(gone, k)
+		}
+	}
 	if st.EncryptionGeneration() != ct.Generation || !st.EncryptionKey().Equal(ct.EncryptionKey) {
 		events = append(events, [2]string{"encryption_key_rotated", fmt.Sprintf("generation %d to %d at chain seqno %d", ct.Generation, st.EncryptionGeneration(), st.Seqno())})
 	}
@@ -150,6 +161,13 @@ func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.S
 		if err := putLinks(tx, ct.Key, fresh, false); err != nil {
 			return err
 		}
+		if err := putDevices(tx, ct.Key, devs); err != nil {
+			return err
+		}
+		// Revoked: nothing is sealed to it any more, and its sessions go.
+		if err := deleteDeviceState(tx, gone); err != nil {
+			return err
+		}
 		for _, ev := range events {
 			if err := addEvent(tx, ct.Handle, now, ev[0], ev[1]); err != nil {
 				return err
@@ -164,6 +182,9 @@ func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.S
 	if cs.c.Key == ct.Key && cs.c.Flag == FlagNone {
 		cs.c.EncryptionKey, cs.c.Generation, cs.c.Pin, cs.c.RefreshedAt, cs.c.SigServer = ct.EncryptionKey, ct.Generation, ct.Pin, now, ct.SigServer
 		cs.state = st
+		prev := cs.devices
+		cs.setDevices(devs)
+		c.indexDevices(cs, prev)
 	}
 	c.mu.Unlock()
 	for _, ev := range events {

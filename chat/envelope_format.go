@@ -224,8 +224,8 @@ func parseInnerTail(r []byte, m *Message) error {
 	}
 	bl := binary.BigEndian.Uint32(r)
 	r = r[4:]
-	if bl > MaxBodySize {
-		return fmt.Errorf("%w: the body is %d bytes, at most %d allowed", ErrTooLarge, bl, MaxBodySize)
+	if bl > uint32(maxBodyOf(m.Kind)) {
+		return fmt.Errorf("%w: the body is %d bytes, at most %d allowed", ErrTooLarge, bl, maxBodyOf(m.Kind))
 	}
 	if uint32(len(r)) != bl {
 		return fmt.Errorf("%w: body length %d does not match the %d bytes that follow", ErrMalformed, bl, len(r))
@@ -242,8 +242,8 @@ func (m *Message) validate() error {
 	if err := m.Kind.check(); err != nil {
 		return err
 	}
-	if len(m.Body) > MaxBodySize {
-		return fmt.Errorf("%w: the body is %d bytes, at most %d allowed", ErrTooLarge, len(m.Body), MaxBodySize)
+	if len(m.Body) > maxBodyOf(m.Kind) {
+		return fmt.Errorf("%w: the body is %d bytes, at most %d allowed", ErrTooLarge, len(m.Body), maxBodyOf(m.Kind))
 	}
 	switch m.Kind {
 	case KindText:

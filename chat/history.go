@@ -229,12 +229,13 @@ func (c *Client) Unread(ctx context.Context) ([]*Entry, error) {
 	return queryEntries(ctx, c.db.db, `SELECT `+entryColumns+` FROM messages WHERE read = 0 AND trust = ?`+orderBy, string(TrustTrusted))
 }
 
-// MarkRead marks the received messages with these IDs as shown.
+// MarkRead marks the received messages with these IDs as shown, here and
+// (a sync-read message) on the user's other devices.
 func (c *Client) MarkRead(ctx context.Context, entries ...*Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	return c.db.write(ctx, func(tx *sql.Tx) error {
+	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		for _, e := range entries {
 			if _, err := tx.Exec(`UPDATE messages SET read = 1 WHERE from_key = ? AND id = ?`, e.From.String(), e.ID[:]); err != nil {
 				return fmt.Errorf("chat: marking %s read: %w", e.ID, err)
@@ -242,6 +243,10 @@ func (c *Client) MarkRead(ctx context.Context, entries ...*Entry) error {
 		}
 		return nil
 	})
+	if err == nil {
+		c.syncRead(ctx, entries)
+	}
+	return err
 }
 
 // Inbox returns the trusted received messages for the user to see, oldest

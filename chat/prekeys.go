@@ -90,7 +90,7 @@ func (c *Client) rotatePrekeys(ctx context.Context) error {
 		if err := ring.Load(keys...); err != nil {
 			return fmt.Errorf("chat: database: the stored prekeys: %w", err)
 		}
-		made, deleted, err := ring.Rotate(rand.Reader, c.id, c.now())
+		made, deleted, err := ring.Rotate(rand.Reader, c.dev, c.now())
 		if err != nil {
 			return fmt.Errorf("chat: rotating the prekeys: %w", err)
 		}

@@ -89,8 +89,10 @@ func (c *Client) waitOne(ctx context.Context, wait time.Duration) (int, error) {
 // Entry.Trust before showing it). Handler calls are sequential, in the
 // order messages arrived; a slow handler slows receiving. A request comes
 // without PeerHandle: its sender is looked up afterwards, in the
-// background, and [Client.Requests] shows the confirmed handle. Run does not mark
-// anything read: call [Client.MarkRead] for what was shown.
+// background, and [Client.Requests] shows the confirmed handle. A message
+// the user sent from another of their devices (its sent copy) comes with
+// Entry.Incoming false. Run does not mark anything read: call
+// [Client.MarkRead] for what was shown.
 //
 // Run keeps receiving across broker restarts and reconnects. It returns
 // nil when ctx ends, once the messages already delivered to this client
@@ -172,7 +174,8 @@ func (c *Client) Run(ctx context.Context, handler func(*Entry)) error {
 // received is one delivery being processed.
 type received struct {
 	jm     jetstream.Msg
-	from   kez.PublicKey // the sender: the subject's, which the envelope matched
+	from   kez.PublicKey // the sending device: the subject's, which the envelope matched
+	who    sender        // the device's person
 	m      *Message      // v1: opened before the transaction; v2: opened in it
 	v2     bool
 	seq    uint64
@@ -181,12 +184,13 @@ type received struct {
 	lookup bool // a request whose sender's handle is to be looked up
 
 	// What the transaction made of it (set again each time it runs).
-	entry   *Entry   // a message stored (or a duplicate)
-	receipt *Receipt // a receipt applied
-	control bool     // a control message (session-reset): nothing to store
-	err     error    // refused: v2 that did not open, or a downgrade
-	dropped string   // the request cap it is over, or ""
-	isNew   bool     // entry was not stored before
+	entry       *Entry   // a message stored (or a duplicate)
+	receipt     *Receipt // a receipt applied
+	control     bool     // a control message (session-reset, sync): nothing to store
+	syncContact bool     // a sync-contact queued, to apply once stored
+	err         error    // refused: v2 that did not open, or a downgrade
+	dropped     string   // the request cap it is over, or ""
+	isNew       bool     // entry was not stored before
 }
 
 // process opens, classifies and stores a batch of deliveries, then
@@ -212,9 +216,9 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			if !refreshedGens {
 				refreshedGens, refreshErr = true, c.setupOpener(store)
 			}
-			if refreshErr == nil {
+			if o := c.opener.Load(); refreshErr == nil && o != nil {
 				from, _ := c.senderOf(jm.Subject())
-				m, err = c.opener.Load().Open(jm.Data(), from)
+				m, err = o.Open(jm.Data(), from)
 			}
 		}
 		if err != nil {
@@ -230,24 +234,53 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	if len(items) == 0 {
 		return nil, nil
 	}
-	// Classify each sender once (a contact's chain may be checked): before
-	// the transaction, which must not wait for servers.
+	// Map each sending device to its person, and classify each person
+	// once (a contact's chain may be checked): before the transaction,
+	// which must not wait for servers. A delivery from a revoked device,
+	// or one its claimed person's chain does not list, is refused; one
+	// whose device cannot be looked up now waits and comes again.
 	type class struct {
 		trust  Trust
 		handle string
 		lookup bool
 	}
+	senders := map[kez.PublicKey]sender{}
 	classes := map[kez.PublicKey]class{}
+	kept := items[:0]
 	for _, r := range items {
-		if r.m != nil && r.m.Kind == KindReceipt {
-			continue // v1 receipts are applied, never stored
-		}
-		cl, ok := classes[r.from]
+		who, ok := senders[r.from]
 		if !ok {
-			cl.trust, cl.handle, cl.lookup = c.classify(ctx, r.from)
-			classes[r.from] = cl
+			who = c.whoSent(ctx, r.from)
+			senders[r.from] = who
+		}
+		switch {
+		case who.later:
+			c.log.Debug("a delivery from a device not known yet waits", "device", r.from)
+			_ = r.jm.NakWithDelay(laterDelay)
+			continue
+		case who.err != nil:
+			c.reject(r.jm, who.err)
+			continue
+		case !r.v2 && who.person != r.from:
+			// Format 1 travels only between persons' primary devices.
+			c.reject(r.jm, fmt.Errorf("%w: a format 1 envelope from %s, a device of %s", ErrNotForMe, r.from, who.person))
+			continue
+		}
+		r.who = who
+		kept = append(kept, r)
+		if who.own || r.m != nil && r.m.Kind == KindReceipt {
+			continue // v1 receipts are applied, never stored; own devices send sync messages
+		}
+		cl, ok := classes[who.person]
+		if !ok {
+			cl.trust, cl.handle, cl.lookup = c.classify(ctx, who.person)
+			classes[who.person] = cl
 		}
 		r.trust, r.handle, r.lookup = cl.trust, cl.handle, cl.lookup
+	}
+	items = kept
+	if len(items) == 0 {
+		return nil, nil
 	}
 
 	var fresh []*Entry
@@ -279,6 +312,13 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 				continue
 			}
 			m := r.m
+			person := r.who.person
+			if isSyncKind(m.Kind) != r.who.own {
+				// Sync messages come from the user's own devices, and
+				// those send nothing else.
+				r.err = fmt.Errorf("%w: kind %q from %s (a device of %s)", ErrNotOwnDevice, m.Kind, r.from, person)
+				continue
+			}
 			switch m.Kind {
 			case KindReceipt:
 				rc, err := ParseReceipt(m)
@@ -288,7 +328,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 				}
 				r.receipt = &rc
 				for _, id := range rc.IDs {
-					if _, err := setDelivered.Exec(m.SentAt.UnixMilli(), c.me.String(), id[:], r.from.String()); err != nil {
+					if _, err := setDelivered.Exec(m.SentAt.UnixMilli(), c.me.String(), id[:], person.String()); err != nil {
 						return fmt.Errorf("chat: applying a receipt: %w", err)
 					}
 				}
@@ -301,9 +341,20 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 					bs.reset[r.from] = true
 				}
 				continue
+			case KindSyncSent, KindSyncRead, KindSyncContact, KindSyncHistory:
+				if err := c.applySync(tx, r, now); err != nil {
+					if !isRefusal(err) {
+						return err
+					}
+					r.err = err
+				}
+				if r.entry != nil && r.isNew {
+					fresh = append(fresh, r.entry)
+				}
+				continue
 			}
 			r.entry = &Entry{
-				ID: m.ID, Incoming: true, Peer: m.From, PeerHandle: r.handle, From: m.From, To: m.To,
+				ID: m.ID, Incoming: true, Peer: person, PeerHandle: r.handle, From: person, To: c.me,
 				SentAt: m.SentAt, ReceivedAt: now, Kind: m.Kind, Ref: m.Ref, Body: m.Body, Seq: r.seq, Trust: r.trust,
 			}
 			isRequest := r.entry.Trust == TrustRequest
@@ -380,13 +431,13 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			case r.receipt != nil:
 				c.stats.receiptsReceived.Add(1)
 				for _, id := range r.receipt.IDs {
-					c.notifyReceipt(id, r.from, r.m.SentAt)
+					c.notifyReceipt(id, r.who.person, r.m.SentAt)
 				}
 			case r.entry != nil && !r.isNew:
 				c.stats.duplicates.Add(1)
 			}
 			if r.entry != nil && r.isNew && r.lookup {
-				lookups[r.from] = true
+				lookups[r.who.person] = true
 			}
 		}
 	}
@@ -402,6 +453,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	}
 	c.queueReceipts(fresh)
 	c.afterSessions(store, undecryptable, bs.reset)
+	c.afterSync(items)
 	return fresh, nil
 }
 
@@ -423,7 +475,8 @@ func isRefusal(err error) bool {
 }
 
 var refusals = []error{ErrMalformed, ErrUnsupportedVersion, ErrUnsupportedSuite, ErrNotForMe, ErrWrongRecipient, ErrDecrypt,
-	ErrBadSignature, ErrSenderMismatch, ErrTooLarge, ErrDowngrade, ErrUnknownSession, ErrReplay}
+	ErrBadSignature, ErrSenderMismatch, ErrTooLarge, ErrDowngrade, ErrUnknownSession, ErrReplay,
+	ErrDeviceRevoked, ErrUnknownDevice, ErrNotOwnDevice}
 
 // opened is the outcome of opening one delivery.
 type opened struct {
@@ -446,6 +499,8 @@ func (c *Client) openAll(msgs []jetstream.Msg) []opened {
 		if err == nil {
 			if data := msgs[i].Data(); envelopeVersionOf(data) == envelopeV2 {
 				out[i].v2 = true
+			} else if o == nil {
+				err = fmt.Errorf("%w: a format 1 envelope to a device that is not its person's primary one", ErrNotForMe)
 			} else {
 				out[i].m, err = o.Open(data, from)
 			}
@@ -476,9 +531,9 @@ func (c *Client) openAll(msgs []jetstream.Msg) []opened {
 const minPerWorker = 4
 
 // senderOf returns the sender token of an inbox subject addressed to this
-// user: kez.v1.inbox.<me>.<sender>.
+// device: kez.v1.inbox.<device>.<sending device>.
 func (c *Client) senderOf(subject string) (kez.PublicKey, error) {
-	rest, ok := strings.CutPrefix(subject, inboxPrefix+c.me.String()+".")
+	rest, ok := strings.CutPrefix(subject, inboxPrefix+c.devKey.String()+".")
 	if !ok || strings.Contains(rest, ".") {
 		return kez.PublicKey{}, fmt.Errorf("%w: subject %q is not an inbox subject of this user", ErrMalformed, subject)
 	}
@@ -546,7 +601,7 @@ func (c *Client) classify(ctx context.Context, from kez.PublicKey) (trust Trust,
 func (c *Client) queueReceipts(fresh []*Entry) {
 	var due []*Entry
 	for _, e := range fresh {
-		if e.Trust == TrustTrusted && e.Kind == KindText {
+		if e.Incoming && e.Trust == TrustTrusted && e.Kind == KindText {
 			due = append(due, e)
 		}
 	}
@@ -590,13 +645,14 @@ func (c *Client) receiptWorker() {
 
 // sendReceipts sends one delivery receipt per sender (per MaxReceiptIDs
 // messages) for the new trusted text messages, to contacts only (a
-// stranger does not learn that the address is read). Failures are logged:
-// a receipt is a courtesy.
+// stranger does not learn that the address is read), sealed to each of
+// the sender person's current devices. Failures are logged: a receipt is
+// a courtesy.
 func (c *Client) sendReceipts(ctx context.Context, fresh []*Entry) {
 	bySender := map[kez.PublicKey][]MessageID{}
 	var order []kez.PublicKey
 	for _, e := range fresh {
-		if e.Trust != TrustTrusted || e.Kind != KindText {
+		if !e.Incoming || e.Trust != TrustTrusted || e.Kind != KindText {
 			continue
 		}
 		if _, ok := bySender[e.From]; !ok {
@@ -608,21 +664,22 @@ func (c *Client) sendReceipts(ctx context.Context, fresh []*Entry) {
 		c.mu.Lock()
 		cs := c.byKey[from]
 		var ct Contact
+		var devs []chainDevice
 		if cs != nil {
-			ct = cs.c
+			ct, devs = cs.c, cs.devices
 		}
 		c.mu.Unlock()
 		if cs == nil || ct.Flag != FlagNone {
 			continue
 		}
-		t := contactTarget(&ct)
+		ts := contactTargets(&ct, devs)
 		ids := bySender[from]
 		for len(ids) > 0 {
 			n := min(len(ids), MaxReceiptIDs)
 			m, err := Receipt{Status: ReceiptDelivered, IDs: ids[:n]}.message()
 			ids = ids[n:]
 			if err == nil {
-				_, err = c.publish(context.WithoutCancel(ctx), t, m, false, nil)
+				_, err = c.publish(context.WithoutCancel(ctx), ts, m, false, nil)
 			}
 			if err != nil {
 				c.log.Warn("could not send a delivery receipt", "to", ct.Handle, "err", err)

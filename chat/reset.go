@@ -136,7 +136,8 @@ func (c *Client) afterSessions(ctx context.Context, undecryptable map[kez.Public
 	ctx, cancel := context.WithTimeout(ctx, 2*c.cfg.RefreshTimeout)
 	defer cancel()
 	for peer, n := range undecryptable {
-		ct, isContact := c.trustedContact(peer)
+		_, isContact := c.deviceTarget(peer)
+		ct, _ := c.trustedContact(c.personOf(peer))
 		// A stranger is reported once per client run: it chooses what it
 		// sends, and could fill the notices with junk.
 		rs := &c.resets
@@ -195,7 +196,7 @@ func (c *Client) runDue(ctx context.Context) {
 		return out
 	}
 	for _, peer := range peers(`SELECT peer FROM undecryptable WHERE reset_due = 1`) {
-		if _, ok := c.trustedContact(peer); ok {
+		if _, ok := c.deviceTarget(peer); ok {
 			if err := c.resetSession(ctx, peer); err != nil && ctx.Err() == nil {
 				c.log.Warn("could not start a new session after undecryptable messages", "peer", peer, "err", err)
 			}
@@ -208,13 +209,27 @@ func (c *Client) runDue(ctx context.Context) {
 	}
 }
 
-// resetSession starts a new session with the contact peer by sending them
-// a session-reset message and waiting for the stream to store it, unless
-// a session this client started is waiting for their answer (started
-// less than resetRetry ago), then records that the reset is no longer
-// due.
+// deviceTarget returns the target of the device peer: a device of a
+// trusted contact, or one of the user's own; false for anyone else.
+func (c *Client) deviceTarget(peer kez.PublicKey) (target, bool) {
+	person := c.personOf(peer)
+	if person == c.me {
+		return c.ownTarget(peer), peer != c.devKey
+	}
+	ct, ok := c.trustedContact(person)
+	if !ok {
+		return target{}, false
+	}
+	return deviceTarget(&ct, peer), true
+}
+
+// resetSession starts a new session with the device peer (of a contact,
+// or one of the user's own) by sending it a session-reset message and
+// waiting for the stream to store it, unless a session this client
+// started is waiting for its answer (started less than resetRetry ago),
+// then records that the reset is no longer due.
 func (c *Client) resetSession(ctx context.Context, peer kez.PublicKey) error {
-	ct, ok := c.trustedContact(peer)
+	t, ok := c.deviceTarget(peer)
 	if !ok || c.nc == nil {
 		return nil // due once they are a contact again
 	}
@@ -247,7 +262,7 @@ func (c *Client) resetSession(ctx context.Context, peer kez.PublicKey) error {
 	waiting := err == nil && established == 0 && c.now().Sub(time.UnixMilli(updated)) < resetRetry &&
 		ok && c.now().Sub(sent) < resetRetry
 	if !waiting {
-		p, err := c.publishIn(ctx, contactTarget(&ct), Message{Kind: KindSessionReset, Body: []byte{}}, false, true, nil)
+		p, err := c.publishIn(ctx, []target{t}, Message{Kind: KindSessionReset, Body: []byte{}}, false, true, false, nil)
 		if err != nil {
 			return err
 		}
@@ -258,7 +273,7 @@ func (c *Client) resetSession(ctx context.Context, peer kez.PublicKey) error {
 		mark(&rs.started, peer, c.now())
 		rs.mu.Unlock()
 		c.stats.sessionResets.Add(1)
-		c.log.Info("started a new session after undecryptable messages", "peer", ct.Handle)
+		c.log.Info("started a new session after undecryptable messages", "peer", t.handle, "device", peer)
 	}
 	return c.db.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.Exec(`UPDATE undecryptable SET reset_due = 0 WHERE peer = ?`, peer.String())
@@ -281,11 +296,12 @@ func (c *Client) resetIfDue(ctx context.Context, peer kez.PublicKey) {
 	}
 }
 
-// resend seals again, if that is due, under the newest session with peer,
-// every message sent to them that has no receipt (at most maxResend, sent within
-// resendWindow), in one transaction that also stores the session state
-// and the new envelopes, then publishes them, each under a new
-// Nats-Msg-Id.
+// resend seals again, if that is due, under the newest session with the
+// device peer, every message sent to its person that has no receipt (at
+// most maxResend, sent within resendWindow), in one transaction that also
+// stores the session state and the new envelopes (in the outbox), then
+// publishes them, each under a new Nats-Msg-Id. The user's own devices
+// get nothing again: sent copies and sync messages are not resent.
 func (c *Client) resend(ctx context.Context, peer kez.PublicKey) error {
 	if c.nc == nil {
 		return ErrOffline
@@ -319,10 +335,12 @@ func (c *Client) resend(ctx context.Context, peer kez.PublicKey) error {
 	}
 	mark(&rs.resent, peer, c.now())
 	rs.mu.Unlock()
+	person := c.personOf(peer)
 	type out struct {
 		id      MessageID
 		resends int
 		env     []byte
+		pubID   string
 	}
 	var outs []out
 	since := c.now().Add(-resendWindow).UnixMilli()
@@ -333,13 +351,13 @@ func (c *Client) resend(ctx context.Context, peer kez.PublicKey) error {
 		if err != nil {
 			return fmt.Errorf("chat: database: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if n, _ := res.RowsAffected(); n == 0 || person == c.me {
 			return nil
 		}
 		rows, err := tx.Query(`SELECT `+entryColumns+`, resends FROM messages
 			WHERE peer_key = ? AND incoming = 0 AND to_key = ? AND delivered_at IS NULL AND state IN ('sent', 'pending')
 			AND kind != ? AND sent_at >= ? AND resends < ?`+orderBy+` LIMIT ?`,
-			peer.String(), peer.String(), string(KindReceipt), since, maxResendsPerMessage, maxResend)
+			person.String(), person.String(), string(KindReceipt), since, maxResendsPerMessage, maxResend)
 		if err != nil {
 			return fmt.Errorf("chat: database: %w", err)
 		}
@@ -372,17 +390,21 @@ func (c *Client) resend(ctx context.Context, peer kez.PublicKey) error {
 		}
 		now := c.now()
 		for i, e := range es {
-			m := Message{ID: e.ID, From: c.me, To: peer, SentAt: e.SentAt, Kind: e.Kind, Ref: e.Ref, Body: e.Body}
+			m := Message{ID: e.ID, From: c.me, To: person, SentAt: e.SentAt, Kind: e.Kind, Ref: e.Ref, Body: e.Body}
 			env, err := c.sealIn(tx, row, &m, now)
 			if err != nil {
 				return err
 			}
 			n := resends[i] + 1
-			if _, err := tx.Exec(`UPDATE messages SET envelope = ?, state = ?, resends = ? WHERE from_key = ? AND id = ?`,
-				env, string(StatePending), n, c.me.String(), e.ID[:]); err != nil {
+			if _, err := tx.Exec(`UPDATE messages SET state = ?, resends = ? WHERE from_key = ? AND id = ?`,
+				string(StatePending), n, c.me.String(), e.ID[:]); err != nil {
 				return fmt.Errorf("chat: database: %w", err)
 			}
-			outs = append(outs, out{id: e.ID, resends: n, env: env})
+			pubID := publishID(e.ID, n, peer, peer == person)
+			if err := putOutbox(tx, e.ID, peer, env, pubID, true, now); err != nil {
+				return err
+			}
+			outs = append(outs, out{id: e.ID, resends: n, env: env, pubID: pubID})
 		}
 		return nil
 	})
@@ -390,8 +412,9 @@ func (c *Client) resend(ctx context.Context, peer kez.PublicKey) error {
 		return err
 	}
 	for _, o := range outs {
-		p := &Pending{c: c, done: make(chan struct{}), resends: o.resends, sent: Sent{ID: o.id, To: peer}, entry: &Entry{ID: o.id, To: peer}}
-		if err := c.publishEnvelope(p, peer, o.env, publishID(o.id, o.resends)); err != nil {
+		p := &Pending{c: c, done: make(chan struct{}), left: 1, sent: Sent{ID: o.id, To: person}}
+		f := &flight{p: p, msgID: o.id, device: peer, pubID: o.pubID, counts: true, durable: true}
+		if err := c.publishEnvelope(f, o.env); err != nil {
 			return err
 		}
 		c.stats.resent.Add(1)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/inbox"
@@ -118,52 +119,81 @@ func (c *Client) SendKeyAsync(ctx context.Context, to kez.PublicKey, text string
 	if c.nc == nil {
 		return nil, ErrOffline
 	}
-	t, err := c.strangerTarget(ctx, to)
+	ts, err := c.strangerTargets(ctx, to)
 	if err != nil {
 		return nil, err
 	}
-	return c.publish(ctx, t, Message{Kind: KindText, Body: []byte(text)}, true, opts)
+	return c.publish(ctx, ts, Message{Kind: KindText, Body: []byte(text)}, true, opts)
 }
 
-// strangerTarget is the target of a key that is not a contact: its chain
-// from the user's sig-server, verified.
-func (c *Client) strangerTarget(ctx context.Context, to kez.PublicKey) (target, error) {
+// strangerTargets are the devices of a key that is not a contact: the
+// current devices of its chain from the user's sig-server, verified.
+func (c *Client) strangerTargets(ctx context.Context, to kez.PublicKey) ([]target, error) {
 	st, err := c.keyChain(ctx, to)
 	if err != nil {
-		return target{}, fmt.Errorf("chat: fetching the sigchain of %s: %w", to, err)
+		return nil, fmt.Errorf("chat: fetching the sigchain of %s: %w", to, err)
 	}
-	return target{rcpt: Recipient{Key: to, EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration()}}, nil
+	keys := currentDevices(chainDevices(st), to)
+	ts := make([]target, len(keys))
+	for i, k := range keys {
+		ts[i] = target{rcpt: Recipient{Key: k, EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration()}, person: to}
+	}
+	return ts, nil
 }
 
 func (c *Client) sendTo(ctx context.Context, cs *contactState, text string, opts []SendOption) (*Pending, error) {
 	c.mu.Lock()
-	ct := cs.c
+	ct, devs := cs.c, cs.devices
 	c.mu.Unlock()
 	if err := ct.Err(); err != nil {
 		return nil, err
 	}
-	return c.publish(ctx, contactTarget(&ct), Message{Kind: KindText, Body: []byte(text)}, true, opts)
+	return c.publish(ctx, contactTargets(&ct, devs), Message{Kind: KindText, Body: []byte(text)}, true, opts)
 }
 
-// contactTarget is the target of a contact: their pinned key and
-// encryption key, and their sig-server for the prekey.
-func contactTarget(ct *Contact) target {
+// contactTarget is the target of a contact's primary device: their pinned
+// key and encryption key, and their sig-server for the prekey.
+func contactTarget(ct *Contact) target { return deviceTarget(ct, ct.Key) }
+
+// deviceTarget is the target of one of a contact's devices.
+func deviceTarget(ct *Contact, dev kez.PublicKey) target {
 	return target{
-		rcpt:   Recipient{Key: ct.Key, EncryptionKey: ct.EncryptionKey, Generation: ct.Generation},
-		handle: ct.Handle, sigBase: ct.SigServer,
+		rcpt:   Recipient{Key: dev, EncryptionKey: ct.EncryptionKey, Generation: ct.Generation},
+		person: ct.Key, handle: ct.Handle, sigBase: ct.SigServer,
 	}
+}
+
+// contactTargets are the targets of a contact's current devices (devs, as
+// their pinned chain lists them).
+func contactTargets(ct *Contact, devs []chainDevice) []target {
+	keys := currentDevices(devs, ct.Key)
+	ts := make([]target, len(keys))
+	for i, k := range keys {
+		ts[i] = deviceTarget(ct, k)
+	}
+	return ts
+}
+
+// ownTarget is the target of one of the user's own devices.
+func (c *Client) ownTarget(dev kez.PublicKey) target {
+	return target{rcpt: Recipient{Key: dev}, person: c.me}
 }
 
 // Pending is a send in flight. Its methods are safe for concurrent use.
 type Pending struct {
-	c       *Client
-	entry   *Entry // recorded in the history (pending) before it was published
-	resends int    // the entry's resends when this envelope was sealed
-	done    chan struct{}
-	sent    Sent
-	err     error
-	wait    bool
-	result  chan time.Time // receipt, if waited for
+	c      *Client
+	entry  *Entry // recorded in the history (pending) before it was published
+	done   chan struct{}
+	sent   Sent
+	err    error
+	wait   bool
+	result chan time.Time // receipt, if waited for
+
+	mu     sync.Mutex
+	left   int   // copies to the recipient's devices not answered yet
+	stored int   // of which the stream stored
+	dups   int   // of which were duplicates
+	failed error // the first failure
 }
 
 // Done is closed once the stream acknowledged the message (and it is in
@@ -191,16 +221,58 @@ func (p *Pending) Wait(ctx context.Context) (Sent, error) {
 	return s, err
 }
 
-// publish seals m to t and publishes it asynchronously. record keeps it
-// in the history (text messages, not receipts). The envelope, the session
-// state its sealing left and (with record) the message, pending, are
-// stored in one transaction before anything is published (docs/spec/chat.md
-// §7). fresh starts a new session with t even if one exists.
-func (c *Client) publish(ctx context.Context, t target, m Message, record bool, opts []SendOption) (*Pending, error) {
-	return c.publishIn(ctx, t, m, record, false, opts)
+// copyFinished records the outcome of one copy of p; p is done once every
+// copy to the recipient's devices was answered: sent if the stream stored
+// at least one of them, else failed with the first failure.
+func (p *Pending) copyFinished(f *flight, ack *jetstream.PubAck, err error) {
+	if !f.counts {
+		return
+	}
+	p.mu.Lock()
+	if ack != nil {
+		if p.stored == 0 {
+			p.sent.Seq = ack.Sequence
+		}
+		p.stored++
+		if ack.Duplicate {
+			p.dups++
+		}
+	} else if p.failed == nil {
+		p.failed = err
+	}
+	p.left--
+	last := p.left == 0
+	p.mu.Unlock()
+	if !last {
+		return
+	}
+	if p.stored > 0 {
+		p.sent.Duplicate = p.dups == p.stored
+		p.c.stats.sent.Add(1)
+	} else {
+		p.err = p.failed
+		if p.result != nil {
+			p.c.dropWaiter(p.sent.ID)
+		}
+	}
+	close(p.done)
 }
 
-func (c *Client) publishIn(ctx context.Context, t target, m Message, record, fresh bool, opts []SendOption) (*Pending, error) {
+// publish seals m to each of targets (the devices of one person) and
+// publishes the copies asynchronously. record keeps m in the history
+// (text messages, not receipts) and sends a sent copy (sync-sent) to each
+// of the user's other devices. The envelopes, the session states their
+// sealing left and (with record) the message, pending, are stored in one
+// transaction before anything is published (docs/spec/chat.md §7, §8).
+func (c *Client) publish(ctx context.Context, targets []target, m Message, record bool, opts []SendOption) (*Pending, error) {
+	return c.publishIn(ctx, targets, m, record, false, record, opts)
+}
+
+// publishIn is publish; fresh starts a new session with each target even
+// if one exists, durable keeps each envelope in the outbox until the
+// stream acknowledged it (a client that stops before publishes it again
+// when it next starts).
+func (c *Client) publishIn(ctx context.Context, targets []target, m Message, record, fresh, durable bool, opts []SendOption) (*Pending, error) {
 	if c.nc == nil {
 		return nil, ErrOffline
 	}
@@ -211,83 +283,225 @@ func (c *Client) publishIn(ctx context.Context, t target, m Message, record, fre
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	rcpt := t.rcpt
+	if len(targets) == 0 {
+		return nil, ErrNoDevice
+	}
+	person := targets[0].person
 	m.ID, m.SentAt = NewMessageID(), c.now().Truncate(time.Millisecond)
-	m.From, m.To = c.me, rcpt.Key
+	m.From, m.To = c.me, person
 	if err := m.validate(); err != nil {
 		return nil, err
 	}
-	plan, err := c.planSeal(ctx, t, &m, fresh)
-	if err != nil {
-		return nil, err
+	copies := make([]*outCopy, 0, len(targets))
+	for _, t := range targets {
+		copies = append(copies, &outCopy{t: t, m: m, counts: true})
+	}
+	if record {
+		if own := c.otherOwnDevices(ctx); len(own) > 0 {
+			sm := Message{ID: m.ID, From: c.me, To: c.me, SentAt: m.SentAt, Kind: KindSyncSent, Ref: m.Ref, Body: marshalSyncSent(person, &m)}
+			for _, d := range own {
+				copies = append(copies, &outCopy{t: c.ownTarget(d), m: sm})
+			}
+		}
 	}
 	p := &Pending{c: c, done: make(chan struct{}), wait: sc.waitReceipt,
-		sent: Sent{ID: m.ID, To: rcpt.Key, Handle: t.handle, SentAt: m.SentAt}}
+		sent: Sent{ID: m.ID, To: person, Handle: targets[0].handle, SentAt: m.SentAt}}
 	if record {
 		p.entry = &Entry{
-			ID: m.ID, Peer: rcpt.Key, PeerHandle: t.handle, From: c.me, To: rcpt.Key, SentAt: m.SentAt, ReceivedAt: c.now(),
+			ID: m.ID, Peer: person, PeerHandle: targets[0].handle, From: c.me, To: person, SentAt: m.SentAt, ReceivedAt: c.now(),
 			Kind: m.Kind, Ref: m.Ref, Body: m.Body, Trust: TrustTrusted, Read: true, State: StatePending,
 		}
 	}
-	var env []byte
-	seal := func(tx *sql.Tx) error {
-		var err error
-		if env, err = c.sealTx(tx, t, plan, &m); err != nil {
-			return err
-		}
-		if record {
-			_, err = c.db.insertSent(tx, p.entry, env)
-		}
-		return err
-	}
-	err = c.db.write(ctx, seal)
-	if errors.Is(err, errNoSession) && !fresh {
-		// The only session stored did not parse (it is dropped in the
-		// transaction that finds it so): start a new one instead.
-		if plan, err = c.planSeal(ctx, t, &m, true); err != nil {
-			return nil, err
-		}
-		err = c.db.write(ctx, seal)
-	}
-	if err != nil {
+	if err := c.sealCopies(ctx, p, copies, fresh, durable); err != nil {
 		return nil, err
 	}
 	if sc.waitReceipt {
-		p.result = c.addWaiter(m.ID, rcpt.Key)
+		p.result = c.addWaiter(m.ID, person)
 	}
 	// Stored: it is published now whatever ctx says, or it would stay
 	// pending until the client next connects.
-	if err := c.publishEnvelope(p, rcpt.Key, env, publishID(m.ID, 0)); err != nil {
-		return nil, err
+	var live []*flight
+	for _, cp := range copies {
+		if cp.env == nil {
+			continue
+		}
+		f := &flight{p: p, msgID: m.ID, device: cp.t.key(), pubID: cp.pubID, counts: cp.counts, durable: durable, env: cp.env}
+		if f.counts {
+			p.left++
+		}
+		live = append(live, f)
+	}
+	var handed bool
+	var firstErr error
+	for _, f := range live {
+		if err := c.publishEnvelope(f, f.env); err != nil {
+			if f.counts && firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		handed = handed || f.counts
+	}
+	if !handed {
+		return nil, firstErr
 	}
 	return p, nil
 }
 
-// publishID is the Nats-Msg-Id of a message's envelope: its ID, followed
-// by the number of times it was sealed again (the stream drops a second
-// publish of one ID, and a message sealed again is a new envelope).
-func publishID(id MessageID, resends int) string {
-	if resends == 0 {
-		return id.String()
-	}
-	return id.String() + "." + strconv.Itoa(resends)
+// ErrNoDevice reports a person with no current device to seal to.
+var ErrNoDevice = errors.New("chat: the recipient has no current device")
+
+// outCopy is one envelope of a message: to one device.
+type outCopy struct {
+	t      target
+	m      Message // as sealed to this device (a sent copy's kind and body differ)
+	counts bool    // to the recipient: the send's outcome is theirs
+	plan   *sealPlan
+	env    []byte
+	pubID  string
+	replan bool // its session was gone: planned again as a new one
 }
 
-// publishEnvelope publishes a stored envelope and completes p once the
-// stream answered. If it cannot be sent at all it completes p at once
-// and returns p's error.
-func (c *Client) publishEnvelope(p *Pending, to kez.PublicKey, env []byte, id string) error {
-	msg := nats.NewMsg(sendSubject(to, c.me))
+// sealCopies plans and seals each copy, and stores in one transaction the
+// session states, the envelopes (durable: in the outbox) and p's entry.
+// A copy that cannot be planned (its device's prekey cannot be fetched)
+// is left out and logged; if no copy to the recipient is left, the
+// first error is returned and nothing is stored.
+func (c *Client) sealCopies(ctx context.Context, p *Pending, copies []*outCopy, fresh, durable bool) error {
+	var firstErr error
+	plan := func(cps []*outCopy, fresh bool) bool {
+		ok := false
+		for _, cp := range cps {
+			var err error
+			if cp.plan, err = c.planSeal(ctx, cp.t, &cp.m, fresh); err != nil {
+				cp.plan = nil
+				if cp.counts && firstErr == nil {
+					firstErr = err
+				}
+				c.log.Warn("cannot seal a copy of a message to a device", "device", cp.t.key(), "person", cp.t.person, "err", err)
+				continue
+			}
+			ok = ok || cp.counts
+		}
+		return ok
+	}
+	if !plan(copies, fresh) {
+		return firstErr
+	}
+	entry := p.entry
+	write := func(cps []*outCopy, withEntry bool) error {
+		return c.db.write(ctx, func(tx *sql.Tx) error {
+			now := c.now()
+			for _, cp := range cps {
+				cp.env, cp.replan = nil, false
+				if cp.plan == nil {
+					continue
+				}
+				env, err := c.sealTx(tx, cp.t, cp.plan, &cp.m)
+				if errors.Is(err, errNoSession) && !cp.plan.fresh {
+					// The only session stored did not parse (it is dropped
+					// in the transaction that finds it so): a new one.
+					cp.replan = true
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				cp.env = env
+				cp.pubID = publishID(cp.m.ID, 0, cp.t.key(), cp.counts && cp.t.key() == cp.t.person)
+				if durable {
+					if err := putOutbox(tx, cp.m.ID, cp.t.key(), env, cp.pubID, cp.counts, now); err != nil {
+						return err
+					}
+				}
+			}
+			if withEntry && entry != nil {
+				_, err := c.db.insertSent(tx, entry, nil)
+				return err
+			}
+			return nil
+		})
+	}
+	if err := write(copies, true); err != nil {
+		return err
+	}
+	var again []*outCopy
+	for _, cp := range copies {
+		if cp.replan {
+			again = append(again, cp)
+		}
+	}
+	if len(again) > 0 && plan(again, true) {
+		if err := write(again, false); err != nil {
+			return err
+		}
+	}
+	for _, cp := range copies {
+		if cp.env != nil && cp.counts {
+			return nil
+		}
+	}
+	if firstErr == nil {
+		firstErr = errNoSession
+	}
+	return firstErr
+}
+
+// putOutbox stores, in tx, an envelope to publish to a device.
+func putOutbox(tx *sql.Tx, id MessageID, device kez.PublicKey, env []byte, pubID string, counts bool, now time.Time) error {
+	_, err := tx.Exec(`INSERT INTO outbox (msg_id, device, envelope, publish_id, counts, created_at) VALUES (?,?,?,?,?,?)
+		ON CONFLICT (msg_id, device) DO UPDATE SET envelope = excluded.envelope, publish_id = excluded.publish_id, counts = excluded.counts`,
+		id[:], device.String(), env, pubID, boolInt(counts), now.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("chat: storing an envelope to publish: %w", err)
+	}
+	return nil
+}
+
+// publishID is the Nats-Msg-Id of a message's envelope to a device: its
+// ID, followed by the number of times it was sealed again to that device
+// (the stream drops a second publish of one ID, and a message sealed
+// again is a new envelope), and, unless it is the copy to the recipient
+// person's primary device (plain), by "-" and the device key: the gate
+// prefixes only the sender, so the copies to a person's devices need
+// IDs of their own.
+func publishID(id MessageID, resends int, device kez.PublicKey, plain bool) string {
+	s := id.String()
+	if resends > 0 {
+		s += "." + strconv.Itoa(resends)
+	}
+	if !plain {
+		s += "-" + device.String()
+	}
+	return s
+}
+
+// flight is one envelope being published: to one device.
+type flight struct {
+	p       *Pending
+	msgID   MessageID
+	device  kez.PublicKey
+	pubID   string
+	counts  bool // a copy to the recipient: p's outcome
+	durable bool // kept in the outbox until answered
+	env     []byte
+}
+
+// publishEnvelope publishes an envelope to f's device; the outcome is
+// recorded once the stream answered. If it cannot be sent at all the
+// outcome is recorded at once and the error returned.
+func (c *Client) publishEnvelope(f *flight, env []byte) error {
+	msg := nats.NewMsg(sendSubject(f.device, c.devKey))
 	msg.Data = env
-	msg.Header.Set(jetstream.MsgIDHeader, id)
+	msg.Header.Set(jetstream.MsgIDHeader, f.pubID)
 	fut, err := c.js.PublishMsgAsync(msg)
 	if err != nil {
-		err = fmt.Errorf("chat: publishing message %s: %w", p.sent.ID, err)
-		c.finish(p, nil, err)
+		err = fmt.Errorf("chat: publishing message %s: %w", f.msgID, err)
+		c.copyDone(f, nil, err)
 		return err
 	}
 	c.sends.Add(1)
-	go c.awaitAck(p, msg, fut)
+	go c.awaitAck(f, msg, fut)
 	return nil
 }
 
@@ -297,23 +511,23 @@ func (c *Client) publishEnvelope(p *Pending, to kez.PublicKey, env []byte, id st
 // recipient, drops a copy it already has. A message key is never used to
 // seal a second message.
 func (c *Client) republishPending(ctx context.Context) error {
-	rows, err := c.db.db.QueryContext(ctx, `SELECT id, to_key, envelope, resends FROM messages
-		WHERE incoming = 0 AND state = 'pending' AND envelope IS NOT NULL ORDER BY sent_at, received_at`)
+	rows, err := c.db.db.QueryContext(ctx, `SELECT msg_id, device, envelope, publish_id, counts FROM outbox ORDER BY created_at, rowid`)
 	if err != nil {
 		return fmt.Errorf("chat: database: %w", err)
 	}
 	type pending struct {
-		id      MessageID
-		to      kez.PublicKey
-		env     []byte
-		resends int
+		id     MessageID
+		to     kez.PublicKey
+		env    []byte
+		pubID  string
+		counts bool
 	}
 	var ps []pending
 	for rows.Next() {
 		var p pending
 		var id []byte
 		var to string
-		if err := rows.Scan(&id, &to, &p.env, &p.resends); err != nil {
+		if err := rows.Scan(&id, &to, &p.env, &p.pubID, &p.counts); err != nil {
 			rows.Close()
 			return fmt.Errorf("chat: database: %w", err)
 		}
@@ -330,9 +544,14 @@ func (c *Client) republishPending(ctx context.Context) error {
 		return fmt.Errorf("chat: database: %w", err)
 	}
 	for _, rp := range ps {
-		p := &Pending{c: c, done: make(chan struct{}), resends: rp.resends, sent: Sent{ID: rp.id, To: rp.to},
-			entry: &Entry{ID: rp.id, To: rp.to}}
-		if err := c.publishEnvelope(p, rp.to, rp.env, publishID(rp.id, rp.resends)); err != nil {
+		p := &Pending{c: c, done: make(chan struct{}), left: 1, sent: Sent{ID: rp.id, To: c.personOf(rp.to)}}
+		f := &flight{p: p, msgID: rp.id, device: rp.to, pubID: rp.pubID, counts: true, durable: true}
+		if !rp.counts {
+			// A sent copy or a sync message: its outcome is nobody's.
+			f.counts = false
+			close(p.done)
+		}
+		if err := c.publishEnvelope(f, rp.env); err != nil {
 			return err
 		}
 	}
@@ -346,14 +565,14 @@ func (c *Client) republishPending(ctx context.Context) error {
 // comes (a timeout, or the connection dropped and the pending acks were
 // cancelled) it publishes again with the same Nats-Msg-Id, once connected,
 // so the stream stores the message once; then it records the outcome.
-func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut *inbox.Future) {
+func (c *Client) awaitAck(f *flight, msg *nats.Msg, fut *inbox.Future) {
 	defer c.sends.Done()
 	started := time.Now()
 	for attempt := 1; ; attempt++ {
 		recon := c.nextReconnect()
 		select {
 		case ack := <-fut.Ok():
-			c.finish(p, ack, nil)
+			c.copyDone(f, ack, nil)
 			return
 		case err := <-fut.Err():
 			if streamBusy(err) && time.Since(started) < inProcessBudget {
@@ -390,14 +609,14 @@ func (c *Client) awaitAck(p *Pending, msg *nats.Msg, fut *inbox.Future) {
 			case <-c.closing:
 				// Closed while the publish was retried: the outcome is
 				// unknown, as below.
-				c.finish(p, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", p.sent.ID, ErrClosed))
+				c.copyDone(f, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", f.msgID, ErrClosed))
 				return
 			default:
 			}
-			c.finish(p, nil, fmt.Errorf("chat: the stream did not store message %s: %w", p.sent.ID, refusal(err)))
+			c.copyDone(f, nil, fmt.Errorf("chat: the stream did not store message %s: %w", f.msgID, refusal(err)))
 			return
 		case <-c.closing:
-			c.finish(p, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", p.sent.ID, ErrClosed))
+			c.copyDone(f, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", f.msgID, ErrClosed))
 			return
 		}
 	}
@@ -432,46 +651,47 @@ func retryable(err error) bool {
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
 
-// finish records a send's outcome in the history (state sent or failed,
-// with the stream sequence; the envelope is not kept) and completes p once
-// it is there. A send cut short by Close stays pending.
-func (c *Client) finish(p *Pending, ack *jetstream.PubAck, err error) {
-	if ack != nil {
-		p.sent.Seq, p.sent.Duplicate = ack.Sequence, ack.Duplicate
-		c.stats.sent.Add(1)
-	}
-	p.err = err
-	if err != nil && p.result != nil {
-		c.dropWaiter(p.sent.ID)
-	}
-	e := p.entry
-	if e == nil || errors.Is(err, ErrClosed) {
-		// Closed before the stream answered: the message stays pending,
-		// with its envelope, and is published again (as is) when the
-		// client next connects.
-		close(p.done)
+// copyDone records the outcome of one envelope: it leaves the outbox
+// (unless the client closed before the stream answered: it is published
+// again at the next start), and for a copy to the recipient the message's
+// state in the history becomes sent (the stream stored a copy) or failed
+// (no copy to the recipient is left and none was stored); then f's
+// Pending learns it.
+func (c *Client) copyDone(f *flight, ack *jetstream.PubAck, err error) {
+	if !f.durable || errors.Is(err, ErrClosed) {
+		f.p.copyFinished(f, ack, err)
 		return
 	}
-	state := StateSent
-	if err != nil {
-		state = StateFailed
-	}
 	c.db.writeAsync(func(tx *sql.Tx) error {
-		if _, err := tx.Stmt(c.db.stmts.sentState).Exec(string(state), int64(p.sent.Seq), c.me.String(), e.ID[:], p.resends); err != nil {
-			return fmt.Errorf("chat: recording the outcome of message %s: %w", e.ID, err)
+		if _, err := tx.Exec(`DELETE FROM outbox WHERE msg_id = ? AND device = ? AND publish_id = ?`, f.msgID[:], f.device.String(), f.pubID); err != nil {
+			return fmt.Errorf("chat: recording the outcome of message %s: %w", f.msgID, err)
+		}
+		if !f.counts {
+			return nil
+		}
+		var err error
+		if ack != nil {
+			_, err = tx.Exec(`UPDATE messages SET state = 'sent', stream_seq = CASE WHEN state = 'sent' AND stream_seq != 0 THEN stream_seq ELSE ? END
+				WHERE from_key = ? AND id = ? AND incoming = 0`, int64(ack.Sequence), c.me.String(), f.msgID[:])
+		} else {
+			_, err = tx.Exec(`UPDATE messages SET state = 'failed' WHERE from_key = ? AND id = ? AND incoming = 0 AND state = 'pending'
+				AND NOT EXISTS (SELECT 1 FROM outbox WHERE msg_id = ? AND counts = 1)`, c.me.String(), f.msgID[:], f.msgID[:])
+		}
+		if err != nil {
+			return fmt.Errorf("chat: recording the outcome of message %s: %w", f.msgID, err)
 		}
 		return nil
 	}, func(werr error) {
-		if werr != nil && p.err == nil {
-			c.log.Warn("the stream stored a message but recording that in the history failed", "id", e.ID, "err", werr)
+		if werr != nil && err == nil {
+			c.log.Warn("the stream stored a message but recording that in the history failed", "id", f.msgID, "err", werr)
 		}
-		close(p.done)
+		f.p.copyFinished(f, ack, err)
 	})
 }
 
 // waiter is a Send waiting for the receipt of its message.
 type waiter struct {
-	to kez.PublicKey // only a receipt signed by the recipient counts
+	to kez.PublicKey // only a receipt from a device of the recipient person counts
 	ch chan time.Time
 }
 
@@ -489,8 +709,8 @@ func (c *Client) dropWaiter(id MessageID) {
 	c.waitMu.Unlock()
 }
 
-// notifyReceipt wakes whoever waits for the receipt of id, if from is the
-// message's recipient.
+// notifyReceipt wakes whoever waits for the receipt of id, if from (a
+// person) is the message's recipient.
 func (c *Client) notifyReceipt(id MessageID, from kez.PublicKey, at time.Time) {
 	c.waitMu.Lock()
 	w, ok := c.waiters[id]

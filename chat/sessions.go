@@ -161,12 +161,14 @@ func (s *store) hasSession(ctx context.Context, peer kez.PublicKey) (bool, error
 	return n != 0, nil
 }
 
-// target is whom a message is sealed to: the key, what sealing v1 needs
-// (for a peer that publishes no prekey yet), and where their prekey is.
+// target is the device a message is sealed to: the device key (rcpt.Key),
+// what sealing v1 needs (for a person's primary device that publishes no
+// prekey yet), its person, and where its prekey is.
 type target struct {
 	rcpt    Recipient
-	handle  string // the contact's handle, or "" for a key that is no contact
-	sigBase string // the contact's sig-server; "" the user's own
+	person  kez.PublicKey // the device's person (rcpt.Key for a primary device)
+	handle  string        // the contact's handle, or "" for a key that is no contact
+	sigBase string        // the contact's sig-server; "" the user's own
 }
 
 func (t target) key() kez.PublicKey { return t.rcpt.Key }
@@ -205,14 +207,23 @@ func (c *Client) planSeal(ctx context.Context, t target, m *Message, fresh bool)
 	if pk != nil {
 		return &sealPlan{prekey: pk, fresh: fresh}, nil
 	}
-	if fresh {
+	if fresh || !c.mayV1(t) {
 		return nil, fmt.Errorf("chat: starting a session with %s: %w", t.key(), ErrNoPrekey)
 	}
-	env, err := Seal(c.id, t.rcpt, *m)
+	v1 := *m
+	v1.From, v1.To = c.me, t.key()
+	env, err := Seal(c.id, t.rcpt, v1)
 	if err != nil {
 		return nil, err
 	}
 	return &sealPlan{v1: env}, nil
+}
+
+// mayV1 reports whether a message to t may be sealed as format 1: only
+// between two persons' primary devices (the format names persons' keys
+// and seals to the chain's encryption key).
+func (c *Client) mayV1(t target) bool {
+	return c.id != nil && c.devKey == c.me && t.key() == t.person && t.rcpt.EncryptionKey != nil
 }
 
 // ErrNoPrekey reports a peer whose sig-server holds no prekey: a session
@@ -239,7 +250,7 @@ func (c *Client) sealTx(tx *sql.Tx, t target, plan *sealPlan, m *Message) ([]byt
 		}
 		return nil, errNoSession
 	}
-	s, err := session.Initiate(rand.Reader, c.id, plan.prekey, now)
+	s, err := session.Initiate(rand.Reader, c.dev, plan.prekey, now)
 	if err != nil {
 		return nil, fmt.Errorf("chat: starting a session with %s: %w", t.key(), err)
 	}
@@ -444,8 +455,8 @@ func (c *Client) openV2(tx *sql.Tx, bs *batchSessions, data []byte, from kez.Pub
 	if err != nil {
 		return nil, sessionError(err)
 	}
-	if h.Recipient != c.me {
-		return nil, fmt.Errorf("%w: it is for %s, not %s", ErrNotForMe, h.Recipient, c.me)
+	if h.Recipient != c.devKey {
+		return nil, fmt.Errorf("%w: it is for %s, not %s", ErrNotForMe, h.Recipient, c.devKey)
 	}
 	if h.Sender != from {
 		return nil, fmt.Errorf("%w: the envelope says it is from %s, but it came from %s", ErrSenderMismatch, h.Sender, from)
@@ -467,7 +478,7 @@ func (c *Client) openV2(tx *sql.Tx, bs *batchSessions, data []byte, from kez.Pub
 		}
 		var s *session.Session
 		var dbErr error
-		s, pt, err = session.Accept(c.id, data, func(id uint32) (*session.PrekeyPrivate, bool) {
+		s, pt, err = session.Accept(c.dev, data, func(id uint32) (*session.PrekeyPrivate, bool) {
 			k, ok, err := c.db.prekey(tx, id)
 			if err != nil {
 				dbErr = err

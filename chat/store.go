@@ -27,7 +27,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 4
+const schemaVersion = 5
 
 var migrations = []string{
 	// 0 → 1
@@ -155,6 +155,43 @@ CREATE TABLE peer_prekeys (
 	fetched_at INTEGER NOT NULL
 ) STRICT;
 `,
+	// 4 → 5: devices (docs/spec/chat.md §8). A message is sealed to each
+	// device of its recipient, and a sent copy to each of the user's
+	// other devices: every envelope sealed and not yet acknowledged by
+	// the stream waits in the outbox (the pending envelopes of the
+	// messages table move there). The devices of each contact's pinned
+	// chain; the sync-contact messages not yet applied.
+	`
+CREATE TABLE outbox (
+	msg_id     BLOB    NOT NULL,  -- the message ID (of a history message, or of a message not kept: a sync message)
+	device     TEXT    NOT NULL,  -- the device it is sealed to: the send subject's recipient
+	envelope   BLOB    NOT NULL,  -- the exact bytes to publish
+	publish_id TEXT    NOT NULL,  -- its Nats-Msg-Id
+	counts     INTEGER NOT NULL,  -- 1: a copy to the message's recipient, whose outcome is the message's
+	created_at INTEGER NOT NULL,  -- Unix ms
+	PRIMARY KEY (msg_id, device)
+) STRICT;
+INSERT INTO outbox (msg_id, device, envelope, publish_id, counts, created_at)
+	SELECT id, to_key, envelope, lower(hex(id)) || CASE WHEN resends > 0 THEN '.' || resends ELSE '' END, 1, received_at
+	FROM messages WHERE incoming = 0 AND state = 'pending' AND envelope IS NOT NULL;
+UPDATE messages SET envelope = NULL WHERE envelope IS NOT NULL;
+
+CREATE TABLE contact_devices (
+	person         TEXT    NOT NULL,  -- the contact's primary key
+	device         TEXT    NOT NULL,
+	name           TEXT    NOT NULL,
+	primary_device INTEGER NOT NULL,
+	added_seqno    INTEGER NOT NULL,
+	revoked        INTEGER NOT NULL,
+	PRIMARY KEY (person, device)
+) STRICT;
+
+CREATE TABLE contact_sync (
+	id   INTEGER PRIMARY KEY,
+	body BLOB    NOT NULL,  -- a sync-contact body from one of the user's devices
+	at   INTEGER NOT NULL
+) STRICT;
+`,
 }
 
 // ErrClosed reports a call on a [Client] after [Client.Close].
@@ -249,7 +286,6 @@ func (s *store) close() error {
 // database/sql pool keeps them prepared per connection).
 type statements struct {
 	insert    *sql.Stmt // insertEntry
-	sentState *sql.Stmt // a send's outcome
 	delivered *sql.Stmt // a receipt
 
 	sessByID        *sql.Stmt // sessionByID
@@ -270,10 +306,7 @@ func (s *store) prepare() error {
 		return st
 	}
 	s.stmts = statements{
-		insert: prep(`INSERT INTO messages (` + entryColumns + `, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
-		// A send's outcome applies to the envelope it published: not to
-		// one sealed again meanwhile (resends).
-		sentState: prep(`UPDATE messages SET state = ?, stream_seq = ?, envelope = NULL WHERE from_key = ? AND id = ? AND resends = ?`),
+		insert:    prep(`INSERT INTO messages (` + entryColumns + `, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
 		delivered: prep(`UPDATE messages SET delivered_at = ? WHERE from_key = ? AND id = ? AND to_key = ? AND incoming = 0 AND delivered_at IS NULL`),
 
 		sessByID:    prep(`SELECT id, state, updated_at FROM sessions WHERE peer = ? AND id = ?`),
@@ -290,7 +323,7 @@ func (s *store) prepare() error {
 }
 
 func (st *statements) close() {
-	for _, s := range []*sql.Stmt{st.insert, st.sentState, st.delivered, st.sessByID, st.sessSending, st.sessNewest, st.sessPut, st.sessEstablished} {
+	for _, s := range []*sql.Stmt{st.insert, st.delivered, st.sessByID, st.sessSending, st.sessNewest, st.sessPut, st.sessEstablished} {
 		if s != nil {
 			s.Close()
 		}

@@ -41,19 +41,41 @@ const DefaultHTTPTimeout = 20 * time.Second
 
 // Errors of [Config.Discover] for a configuration it cannot complete.
 var (
-	// ErrNoIdentity: Config.Identity is nil.
+	// ErrNoIdentity: Config.Identity is nil, and Device and Person do
+	// not name a linked device either.
 	ErrNoIdentity = errors.New("client: no identity given")
+	// ErrDevicePerson: Config.Person is not the key of Config.Identity,
+	// or Config.Device is set without a Person while Identity is nil.
+	ErrDevicePerson = errors.New("client: the device's person does not match the identity")
 	// ErrNoHome: Config.Home is empty.
 	ErrNoHome = errors.New("client: no state folder (Home) given")
 )
 
 // Config describes one user's client: who they are, where their state
-// lives, and which servers they use. Identity and Home are required;
-// ServerURL is what finds the rest. Every other field has a default that
-// [Config.Discover] fills in.
+// lives, and which servers they use. Identity (or Device and Person) and
+// Home are required; ServerURL is what finds the rest. Every other field
+// has a default that [Config.Discover] fills in.
+//
+// A person may use several devices (docs/spec/chat.md, "Devices"): the
+// person is their primary key (Identity, from the 24 words), which signs
+// their sigchain and is what contacts pin; each device logs in to the
+// broker with a key of its own, which the person's chain lists. The
+// install that holds the primary key and has no device key of its own
+// uses the primary key as its device (Device nil): every install made
+// before devices existed is such a primary device. A linked device holds
+// only its device key: Identity nil, Device and Person set.
 type Config struct {
-	// Identity is the user's identity (kez.LoadIdentity). Required.
+	// Identity is the user's primary identity (kez.LoadIdentity). Required
+	// unless Device and Person are set (a linked device, which does not
+	// hold the primary key).
 	Identity *kez.Identity
+	// Device is the key this install logs in with, seals and opens
+	// sessions with and publishes a prekey for. nil: Identity itself (the
+	// primary device).
+	Device *kez.Identity
+	// Person is the primary key of the person this install belongs to.
+	// Zero: Identity's key. When Identity is set too it must be its key.
+	Person kez.PublicKey
 	// Home is the user's state folder: chat.db, shares.db and the like
 	// live in it. Required; created (mode 0700) if missing.
 	Home string
@@ -116,17 +138,22 @@ type Config struct {
 // development domain, and HTTPClient, Logger, Clock and Resolver filled
 // in. A complete Config is returned unchanged and nothing is asked.
 //
-// Errors: [ErrNoIdentity], [ErrNoHome], or those of [handles.Client.Info]
+// Person is filled in with Identity's key when zero.
+//
+// Errors: [ErrNoIdentity], [ErrDevicePerson], [ErrNoHome], or those of [handles.Client.Info]
 // (handles.ErrUnreachable, handles.ErrNotFound for a server without
 // /v1/info when Domain is not given either, handles.ErrBadInfo,
 // handles.ErrRateLimited), wrapped.
 func (c Config) Discover(ctx context.Context) (Config, error) {
 	switch {
-	case c.Identity == nil:
+	case c.Identity == nil && (c.Device == nil || c.Person.IsZero()):
 		return c, ErrNoIdentity
+	case c.Identity != nil && !c.Person.IsZero() && c.Person != c.Identity.PublicKey():
+		return c, ErrDevicePerson
 	case c.Home == "":
 		return c, ErrNoHome
 	}
+	c.Person = c.PersonKey()
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: DefaultHTTPTimeout}
 	}
@@ -165,6 +192,45 @@ func (c Config) Discover(ctx context.Context) (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// DeviceKey returns the key this install logs in with: Device's, else
+// Identity's (the primary device). Zero if neither is set.
+func (c *Config) DeviceKey() kez.PublicKey {
+	switch {
+	case c.Device != nil:
+		return c.Device.PublicKey()
+	case c.Identity != nil:
+		return c.Identity.PublicKey()
+	}
+	return kez.PublicKey{}
+}
+
+// DeviceIdentity returns the identity this install logs in with: Device,
+// else Identity (the primary device).
+func (c *Config) DeviceIdentity() *kez.Identity {
+	if c.Device != nil {
+		return c.Device
+	}
+	return c.Identity
+}
+
+// PersonKey returns the person's primary key: Person, else Identity's.
+// Zero if neither is set.
+func (c *Config) PersonKey() kez.PublicKey {
+	switch {
+	case !c.Person.IsZero():
+		return c.Person
+	case c.Identity != nil:
+		return c.Identity.PublicKey()
+	}
+	return kez.PublicKey{}
+}
+
+// IsPrimaryDevice reports whether this install's device is the primary
+// key itself (Device nil, or the primary identity).
+func (c *Config) IsPrimaryDevice() bool {
+	return c.DeviceKey() == c.PersonKey()
 }
 
 // IsDevelopmentDomain reports whether d is a development domain (an IP

@@ -166,3 +166,39 @@ func TestDiscoverRequired(t *testing.T) {
 		t.Fatalf("offline: %v %+v", err, cc)
 	}
 }
+
+// A linked device: Device and Person without the primary Identity. A
+// Person that is not the Identity's key, or a device without its person,
+// is refused before anything is asked.
+func TestDiscoverDevices(t *testing.T) {
+	alice, dev := stacktest.Identity("alice"), stacktest.Identity("alice-phone")
+	base := client.Config{Home: t.TempDir(), Domain: "kez.test", SigServerURL: "https://sig.kez.test"}
+
+	linked := base
+	linked.Device, linked.Person = dev, alice.PublicKey()
+	cc, err := linked.Discover(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc.DeviceKey() != dev.PublicKey() || cc.PersonKey() != alice.PublicKey() || cc.DeviceIdentity() != dev || cc.IsPrimaryDevice() {
+		t.Fatalf("a linked device: device %s, person %s", cc.DeviceKey(), cc.PersonKey())
+	}
+
+	primary := base
+	primary.Identity = alice
+	cc, err = primary.Discover(ctx(t))
+	if err != nil || cc.Person != alice.PublicKey() || cc.DeviceKey() != alice.PublicKey() || !cc.IsPrimaryDevice() {
+		t.Fatalf("the primary device: %v, person %s, device %s", err, cc.Person, cc.DeviceKey())
+	}
+
+	wrong := primary
+	wrong.Person = dev.PublicKey()
+	if _, err := wrong.Discover(ctx(t)); !errors.Is(err, client.ErrDevicePerson) {
+		t.Fatalf("a person that is not the identity's: %v", err)
+	}
+	orphan := base
+	orphan.Device = dev
+	if _, err := orphan.Discover(ctx(t)); !errors.Is(err, client.ErrNoIdentity) {
+		t.Fatalf("a device without its person: %v", err)
+	}
+}

@@ -1,0 +1,124 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// newDevice makes a device key for u the way "kez link" and "kez devices
+// add" do: a link request signed by the new key, the add_device link the
+// primary key appends to u's chain at the sig-server, and the link
+// registered with the chat-server (so the device may log in).
+func newDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, name string) *kez.Identity {
+	t.Helper()
+	dev, _, err := kez.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := sigchain.NewLinkRequest(dev, name, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendDeviceLink(t, st, u, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req))
+	return dev
+}
+
+// revokeDevice appends a revoke_device link for dev to u's chain and
+// registers it with the chat-server.
+func revokeDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, dev kez.PublicKey) {
+	t.Helper()
+	appendDeviceLink(t, st, u, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(dev))
+}
+
+func appendDeviceLink(t testing.TB, st *stacktest.Stack, u *stacktest.User, typ string, body []byte) {
+	t.Helper()
+	ctx := testCtx(t)
+	sc := &sigchain.Client{BaseURL: st.SigServerURL}
+	state, err := sc.FetchVerified(ctx, u.Key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := sigchain.NewLink(u.Identity, state, typ, body, time.Now())
+	if err != nil {
+		t.Fatalf("%s of %s: %v", typ, u.Name, err)
+	}
+	if err := sc.Append(ctx, l); err != nil {
+		t.Fatalf("appending %s to %s's chain: %v", typ, u.Name, err)
+	}
+	if _, _, err := (&handles.Client{BaseURL: st.ServerURL}).RegisterDevice(ctx, l.Bytes()); err != nil {
+		t.Fatalf("registering %s of %s with the chat-server: %v", typ, u.Name, err)
+	}
+}
+
+// openDevice opens a client of u's linked device dev (it holds no primary
+// key), in a fresh state folder.
+func openDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, dev *kez.Identity, name string, opts ...clientOpt) *testClient {
+	t.Helper()
+	all := append([]clientOpt{func(c *Config) {
+		c.Client.Identity, c.Client.Device, c.Client.Person = nil, dev, u.Key
+	}}, opts...)
+	tc := openClientIn(t, st, u, filepath.Join(t.TempDir(), u.Name+"-"+name), all...)
+	return tc
+}
+
+// person is a user with several devices, each with its client; devices[0]
+// is the primary.
+type person struct {
+	user    *stacktest.User
+	devices []*testClient
+}
+
+// newPerson registers name with n devices (the primary and n-1 linked
+// ones) and opens a client for each.
+func newPerson(t testing.TB, st *stacktest.Stack, name string, n int, opts ...clientOpt) *person {
+	t.Helper()
+	u := st.NewUser(t, name)
+	var devs []*kez.Identity
+	for i := 1; i < n; i++ {
+		devs = append(devs, newDevice(t, st, u, fmt.Sprintf("%s-%d", name, i+1)))
+	}
+	p := &person{user: u, devices: []*testClient{openClient(t, st, u, opts...)}}
+	for i, d := range devs {
+		p.devices = append(p.devices, openDevice(t, st, u, d, fmt.Sprint(i+2), opts...))
+	}
+	return p
+}
+
+// waitContact receives on c until its contact handle is pinned (sent
+// over from another of its person's devices) and cond holds for it.
+func waitContact(t testing.TB, c *testClient, handle string, cond func(*Contact) bool) *Contact {
+	t.Helper()
+	var ct *Contact
+	receiveUntil(t, c, "the contact "+handle, func(int) bool {
+		var err error
+		ct, err = c.Contact(testCtx(t), handle)
+		return err == nil && cond(ct)
+	})
+	return ct
+}
+
+// storedOn returns how many messages the inbox stream holds under
+// subject.
+func storedOn(t testing.TB, js jetstream.JetStream, subject string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[subject]
+}
