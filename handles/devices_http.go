@@ -111,7 +111,7 @@ func (s *Server) doDevice(ctx context.Context, body io.Reader) (*DeviceInfo, boo
 	if err := limitedError(s.limits.devicesPerKey, ch.Person.String(), "too many device registrations for this person; wait and try again"); err != nil {
 		return nil, false, err
 	}
-	rec, err := s.personEntry(ctx, ch.Person)
+	rec, err := s.personEntry(ctx, ch.Person, ch.Revoke)
 	if err != nil {
 		return nil, false, err
 	}
@@ -200,8 +200,11 @@ func (s *Server) isDeviceOf(ctx context.Context, person, device kez.PublicKey) b
 }
 
 // personEntry returns the entry of the handle person holds here (also
-// when the person's own key was revoked as a device), or ErrNotFound.
-func (s *Server) personEntry(ctx context.Context, person kez.PublicKey) (Record, error) {
+// when the person's own key was revoked as a device), or ErrNotFound;
+// ErrSuspended for a suspended entry unless revoking, which only takes
+// away (a person suspended because a stolen device misbehaved revokes it
+// at once, not after being reinstated).
+func (s *Server) personEntry(ctx context.Context, person kez.PublicKey, revoking bool) (Record, error) {
 	rec, err := s.cfg.Store.LookupKey(ctx, person)
 	var re *DeviceRevokedError
 	if errors.As(err, &re) && re.Record.Key == person {
@@ -214,7 +217,7 @@ func (s *Server) personEntry(ctx context.Context, person kez.PublicKey) (Record,
 		return Record{}, err
 	case rec.Key != person || rec.Handle.IsZero():
 		return Record{}, fmt.Errorf("%w: %s is a device, not a person holding a handle", ErrNotFound, person)
-	case rec.Suspended:
+	case rec.Suspended && !revoking:
 		return Record{}, fmt.Errorf("%w: %s", ErrSuspended, rec.Handle)
 	}
 	return rec, nil

@@ -203,3 +203,43 @@ func TestDevicesStaleRequestReplay(t *testing.T) {
 		t.Fatalf("alice's phone: %+v %v", got, err)
 	}
 }
+
+// TestDevicesRevokeWhileSuspended: an operator suspends alice's handle
+// (her stolen laptop was sending spam, say). She may still revoke the
+// laptop: otherwise the registry would learn of it only if she sent the
+// revocation again after being reinstated, and the laptop would log in
+// again meanwhile. She may not add a device while suspended.
+func TestDevicesRevokeWhileSuspended(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, "kez.lat")
+	hooked := s.hookedServer(t, time.Now)
+	c := s.client()
+	alice := s.person(t, "alice")
+	laptop, link := s.addDevice(t, alice, "laptop")
+	if _, _, err := c.RegisterDevice(ctx, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.reg.SetSuspended(ctx, Handle{"alice", "kez.lat"}, true); err != nil {
+		t.Fatal(err)
+	}
+	rlink := s.appendLink(t, alice, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(laptop.PublicKey()))
+	if info, _, err := c.RegisterDevice(ctx, rlink); err != nil || !info.Revoked {
+		t.Fatalf("revoking while suspended: %+v %v", info, err)
+	}
+	if n := hooked.Load(); n != 1 {
+		t.Fatalf("the revocation hook ran %d times, want 1", n)
+	}
+	if err := s.reg.SetSuspended(ctx, Handle{"alice", "kez.lat"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.reg.LookupKey(ctx, laptop.PublicKey()); !errors.Is(err, ErrDeviceRevoked) {
+		t.Fatalf("the laptop after alice was reinstated: %v, want ErrDeviceRevoked", err)
+	}
+	if err := s.reg.SetSuspended(ctx, Handle{"alice", "kez.lat"}, true); err != nil {
+		t.Fatal(err)
+	}
+	_, add := s.addDevice(t, alice, "phone")
+	if _, _, err := c.RegisterDevice(ctx, add); !errors.Is(err, ErrSuspended) {
+		t.Fatalf("adding while suspended: %v, want ErrSuspended", err)
+	}
+}
