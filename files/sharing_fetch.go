@@ -175,6 +175,11 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 		return nil, err
 	}
 	e, err := findEntry(ow.handle, m, format.Visible(m, s.primary), nameOrCID)
+	if errors.Is(err, ErrForbidden) && s.primary == nil {
+		// Its wraps may well be to this device's person: they open only
+		// with the person's key, which a linked device does not hold.
+		return nil, fmt.Errorf("%w: %s shares %s privately; private files open only on an install that holds the primary key", ErrForbidden, ow.handle, nameOrCID)
+	}
 	if err != nil {
 		return nil, err
 	}
