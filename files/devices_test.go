@@ -246,6 +246,16 @@ func TestRecoveredInstallShares(t *testing.T) {
 
 	fetchSame(t, bob, alice.handle(), "photo.jpg", src)
 	fetchSame(t, bob, alice.handle(), "plan.txt", secret)
+	// While it is not serving, the fetcher is told which device to wait for.
+	alice.StopServing()
+	_, err = bob.Fetch(ctx, alice.handle(), "photo.jpg", filepath.Join(t.TempDir(), "p.jpg"))
+	var off *files.OfflineError
+	if !errors.As(err, &off) || off.Owner != alice.handle()+`'s device "recovered"` {
+		t.Fatalf("fetching from the device while it is offline: %v", err)
+	}
+	if err := alice.StartServing(ctx); err != nil {
+		t.Fatal(err)
+	}
 	fetchSame(t, bobRecovered, alice.handle(), "plan.txt", secret)
 	if _, err := carol.Fetch(ctx, alice.handle(), priv.CID.String(), filepath.Join(t.TempDir(), "x")); !errors.Is(err, files.ErrForbidden) {
 		t.Fatalf("carol fetching the private file: %v", err)

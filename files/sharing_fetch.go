@@ -88,6 +88,15 @@ func (o *ownerStates) forget(h handles.Handle) {
 	delete(o.states, h)
 }
 
+// deviceName names the owner's device dev in errors: the handle for the
+// primary key, else `handle's device "name"`.
+func (o *owner) deviceName(dev kez.PublicKey) string {
+	if d, ok := o.state.DeviceOf(dev); ok && !d.Primary {
+		return fmt.Sprintf("%s's device %q", o.handle, d.Name)
+	}
+	return o.handle
+}
+
 // manifest decodes the owner's latest manifest (empty if they never shared).
 func (o *owner) manifest() (*format.Manifest, error) {
 	body := o.state.SharedFiles()
@@ -202,7 +211,7 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 		defer cancel()
 	}
 	info, err := signal.Locate(lctx, nc, s.devKey, dev, LocateOptions{
-		OwnerName: ow.handle, Timeout: s.cfg.LocateTimeout, Wait: o.wait,
+		OwnerName: ow.deviceName(dev), Timeout: s.cfg.LocateTimeout, Wait: o.wait,
 		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: o.onWait, Now: s.now,
 	})
 	if err != nil {
@@ -308,7 +317,7 @@ func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (p
 		return peer.AddrInfo{}, err
 	}
 	if o.OwnerName == "" {
-		o.OwnerName = ow.handle
+		o.OwnerName = ow.deviceName(dev)
 	}
 	if o.Timeout == 0 {
 		o.Timeout = s.cfg.LocateTimeout

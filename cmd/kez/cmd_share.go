@@ -133,7 +133,7 @@ func runShare(ctx context.Context, e *env, cf chatFlags, path string, opts []fil
 	}
 	me := "@" + setup.handle
 	if setup.handle == "" {
-		me = setup.id.PublicKey().String()
+		me = s.Key().String()
 	}
 	how := "publicly"
 	if sf.Private {
