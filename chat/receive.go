@@ -184,13 +184,14 @@ type received struct {
 	lookup bool // a request whose sender's handle is to be looked up
 
 	// What the transaction made of it (set again each time it runs).
-	entry       *Entry   // a message stored (or a duplicate)
-	receipt     *Receipt // a receipt applied
-	control     bool     // a control message (session-reset, sync): nothing to store
-	syncContact bool     // a sync-contact queued, to apply once stored
-	err         error    // refused: v2 that did not open, or a downgrade
-	dropped     string   // the request cap it is over, or ""
-	isNew       bool     // entry was not stored before
+	entry       *Entry          // a message stored (or a duplicate)
+	receipt     *Receipt        // a receipt applied
+	control     bool            // a control message (session-reset, sync): nothing to store
+	syncContact bool            // a sync-contact queued, to apply once stored
+	history     []*contactState // contacts a sync-history chunk changed, to cache once stored
+	err         error           // refused: v2 that did not open, or a downgrade
+	dropped     string          // the request cap it is over, or ""
+	isNew       bool            // entry was not stored before
 }
 
 // process opens, classifies and stores a batch of deliveries, then
@@ -293,7 +294,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		setDelivered := tx.Stmt(c.db.stmts.delivered)
 		quota := c.newRequestQuota(tx)
 		for _, r := range items {
-			r.entry, r.receipt, r.control, r.err, r.dropped, r.isNew = nil, nil, false, nil, "", false
+			r.entry, r.receipt, r.control, r.err, r.dropped, r.isNew, r.history = nil, nil, false, nil, "", false, nil
 			if r.v2 {
 				var err error
 				if r.m, err = c.openV2(tx, bs, r.jm.Data(), r.from, now); err != nil {

@@ -105,12 +105,16 @@ func (c *Client) applySync(tx *sql.Tx, r *received, now time.Time) error {
 	return fmt.Errorf("%w: sync kind %q", ErrMalformed, m.Kind)
 }
 
-// applySyncHistory applies a sync-history chunk. This release takes
-// history only through the transfer that links a device; a chunk outside
-// it is dropped.
-func (c *Client) applySyncHistory(_ *sql.Tx, r *received, _ time.Time) error {
+// applySyncHistory applies a sync-history chunk (history_sync.go); the
+// contacts it changed are cached once the batch is stored (afterSync).
+func (c *Client) applySyncHistory(tx *sql.Tx, r *received, now time.Time) error {
 	r.control = true
-	c.log.Debug("dropped a sync-history chunk outside a device link", "device", r.from)
+	res, cached, err := c.applyHistoryTx(tx, r.from, r.m.Body, now)
+	if err != nil {
+		return err
+	}
+	r.history = cached
+	c.log.Info("history chunk applied", "device", r.from, "index", res.Index, "contacts", res.Contacts, "messages", res.Messages, "last", res.LastOfTransfer)
 	return nil
 }
 
@@ -127,6 +131,11 @@ func (c *Client) handleOf(k kez.PublicKey) string {
 // afterSync starts applying the sync-contact messages a stored batch
 // queued.
 func (c *Client) afterSync(items []*received) {
+	for _, r := range items {
+		if r.history != nil && r.err == nil {
+			c.cacheImported(r.history)
+		}
+	}
 	for _, r := range items {
 		if r.syncContact && r.err == nil {
 			c.background(c.applyContactSyncs)

@@ -144,3 +144,40 @@ func FuzzDecodeIdentityFile(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeDeviceFile feeds the device file decoder, as
+// FuzzDecodeIdentityFile feeds the identity file's.
+func FuzzDecodeDeviceFile(f *testing.F) {
+	dev := mustIdentity(f, countingWords)
+	person := mustIdentity(f, zooWords).PublicKey()
+	plain := encodeDevicePlain(dev, person)
+	enc, err := EncodeDeviceFile(dev, person, []byte("pw"), 8)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(plain)
+	f.Add(enc)
+	f.Add(encodePlain(dev))
+	f.Add([]byte(deviceHeader))
+	f.Add(plain[:len(plain)-3])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, p, err := decodeDeviceFile(data, []byte("pw"), 10)
+		if err != nil {
+			if !errors.Is(err, ErrBadIdentityFile) && !errors.Is(err, ErrWrongPassphrase) && !errors.Is(err, ErrPassphraseRequired) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		if p == got.PublicKey() || p.IsZero() {
+			t.Fatalf("accepted a device whose person is %s", p)
+		}
+		again := encodeDevicePlain(got, p)
+		if bytes.HasPrefix(data, []byte(deviceHeader)) && !bytes.Equal(again, data) {
+			t.Fatalf("non-canonical plain file accepted:\n%q\nre-encodes as\n%q", data, again)
+		}
+		d2, p2, err := DecodeDeviceFile(again, nil)
+		if err != nil || d2.PublicKey() != got.PublicKey() || p2 != p {
+			t.Fatalf("re-encoded file does not open: %v", err)
+		}
+	})
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"filippo.io/age"
 )
@@ -111,18 +112,18 @@ func SaveIdentity(dir string, id *Identity, passphrase []byte, opts ...SaveOptio
 			return fmt.Errorf("%w (%s); keep it, or replace it on purpose", ErrIdentityExists, path)
 		}
 	}
-	return writeFileAtomic(path, data, cfg.overwrite)
+	return writeFileAtomic(path, data, cfg.overwrite, ErrIdentityExists)
 }
 
 // writeFileAtomic writes data to path with mode 0600 through a synced
 // temporary file in the same folder. Without overwrite it links the
 // temporary file into place, which fails if path exists even when another
-// process races us.
-func writeFileAtomic(path string, data []byte, overwrite bool) (err error) {
+// process races us; the error then wraps exists.
+func writeFileAtomic(path string, data []byte, overwrite bool, exists error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("kez: writing the identity: %w", err)
+		return fmt.Errorf("kez: writing %s: %w", path, err)
 	}
 	tmp := f.Name()
 	defer func() {
@@ -132,28 +133,28 @@ func writeFileAtomic(path string, data []byte, overwrite bool) (err error) {
 		}
 	}()
 	if err = f.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
-		return fmt.Errorf("kez: writing the identity: %w", err)
+		return fmt.Errorf("kez: writing %s: %w", path, err)
 	}
 	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("kez: writing the identity: %w", err)
+		return fmt.Errorf("kez: writing %s: %w", path, err)
 	}
 	if err = f.Sync(); err != nil {
-		return fmt.Errorf("kez: writing the identity: %w", err)
+		return fmt.Errorf("kez: writing %s: %w", path, err)
 	}
 	if err = f.Close(); err != nil {
-		return fmt.Errorf("kez: writing the identity: %w", err)
+		return fmt.Errorf("kez: writing %s: %w", path, err)
 	}
 	if overwrite {
 		err = os.Rename(tmp, path)
 	} else {
 		err = os.Link(tmp, path)
 		if errors.Is(err, fs.ErrExist) {
-			err = fmt.Errorf("%w (%s)", ErrIdentityExists, path)
+			err = fmt.Errorf("%w (%s)", exists, path)
 		} else if err != nil {
 			// Hard links are not available everywhere; fall back to a rename,
 			// re-checking for a file first.
 			if _, serr := os.Lstat(path); serr == nil {
-				err = fmt.Errorf("%w (%s)", ErrIdentityExists, path)
+				err = fmt.Errorf("%w (%s)", exists, path)
 			} else {
 				err = os.Rename(tmp, path)
 			}
@@ -162,8 +163,8 @@ func writeFileAtomic(path string, data []byte, overwrite bool) (err error) {
 		}
 	}
 	if err != nil {
-		if !errors.Is(err, ErrIdentityExists) {
-			err = fmt.Errorf("kez: writing the identity: %w", err)
+		if !errors.Is(err, exists) {
+			err = fmt.Errorf("kez: writing %s: %w", path, err)
 		}
 		return err
 	}
@@ -187,17 +188,36 @@ func syncDir(dir string) {
 // can read or write is refused, as ssh does, with the chmod to run).
 func LoadIdentity(dir string, passphrase []byte) (*Identity, error) {
 	path := IdentityPath(dir)
-	f, err := os.Open(path)
+	data, err := readKeyFile(path, "identity")
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w (%s)", ErrNoIdentity, dir)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kez: reading the identity: %w", err)
+		return nil, err
+	}
+	id, err := DecodeIdentityFile(data, passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s)", err, path)
+	}
+	return id, nil
+}
+
+// readKeyFile reads a file holding a private key (an identity or a device
+// file, named by what in errors): a regular file, open to its owner only,
+// of at most maxIdentityFile bytes (one more is read, so the decoder can
+// tell). A missing file is an error wrapping fs.ErrNotExist.
+func readKeyFile(path, what string) ([]byte, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kez: reading the %s: %w", what, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("kez: reading the identity: %w", err)
+		return nil, fmt.Errorf("kez: reading the %s: %w", what, err)
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%w: %s is not a regular file", ErrBadIdentityFile, path)
@@ -207,13 +227,9 @@ func LoadIdentity(dir string, passphrase []byte) (*Identity, error) {
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxIdentityFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("kez: reading the identity: %w", err)
+		return nil, fmt.Errorf("kez: reading the %s: %w", what, err)
 	}
-	id, err := DecodeIdentityFile(data, passphrase)
-	if err != nil {
-		return nil, fmt.Errorf("%w (%s)", err, path)
-	}
-	return id, nil
+	return data, nil
 }
 
 // EncodeIdentityFile returns the bytes of an identity file (see
@@ -231,7 +247,12 @@ func encodeIdentityFile(id *Identity, passphrase []byte, workFactor int) ([]byte
 	if id == nil || len(id.seed) != 64 {
 		return nil, errors.New("kez: no identity to save")
 	}
-	plain := encodePlain(id)
+	return encryptIfAsked(encodePlain(id), passphrase, workFactor)
+}
+
+// encryptIfAsked returns plain as it is without a passphrase, else an age
+// file encrypted to one scrypt recipient with that passphrase.
+func encryptIfAsked(plain, passphrase []byte, workFactor int) ([]byte, error) {
 	if len(passphrase) == 0 {
 		return plain, nil
 	}
@@ -240,19 +261,19 @@ func encodeIdentityFile(id *Identity, passphrase []byte, workFactor int) ([]byte
 	}
 	r, err := age.NewScryptRecipient(string(passphrase))
 	if err != nil {
-		return nil, fmt.Errorf("kez: encrypting the identity: %w", err)
+		return nil, fmt.Errorf("kez: encrypting the key file: %w", err)
 	}
 	r.SetWorkFactor(workFactor)
 	var buf bytes.Buffer
 	w, err := age.Encrypt(&buf, r)
 	if err != nil {
-		return nil, fmt.Errorf("kez: encrypting the identity: %w", err)
+		return nil, fmt.Errorf("kez: encrypting the key file: %w", err)
 	}
 	if _, err := w.Write(plain); err != nil {
-		return nil, fmt.Errorf("kez: encrypting the identity: %w", err)
+		return nil, fmt.Errorf("kez: encrypting the key file: %w", err)
 	}
 	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("kez: encrypting the identity: %w", err)
+		return nil, fmt.Errorf("kez: encrypting the key file: %w", err)
 	}
 	return buf.Bytes(), nil
 }
@@ -277,23 +298,50 @@ func DecodeIdentityFile(data, passphrase []byte) (*Identity, error) {
 // decodeIdentityFile is DecodeIdentityFile with a bound on the scrypt work
 // factor it will run (fuzzing uses a small one).
 func decodeIdentityFile(data, passphrase []byte, maxWorkFactor int) (*Identity, error) {
-	if len(data) > maxIdentityFile {
-		return nil, fmt.Errorf("%w: larger than %d bytes, so not an identity file", ErrBadIdentityFile, maxIdentityFile)
+	plain, err := openKeyFile(data, passphrase, maxWorkFactor, plainHeader, "identity")
+	if err != nil {
+		return nil, err
 	}
+	return decodePlain(plain)
+}
+
+// openKeyFile returns the plain form of a key file whose plain form starts
+// with header (what names the kind of file in errors): data itself, or
+// the payload of an age file encrypted with passphrase.
+func openKeyFile(data, passphrase []byte, maxWorkFactor int, header, what string) ([]byte, error) {
+	if len(data) > maxIdentityFile {
+		return nil, fmt.Errorf("%w: larger than %d bytes, so not %s file", ErrBadIdentityFile, maxIdentityFile, article(what))
+	}
+	version, _, _ := strings.Cut(header, "/")
 	switch {
-	case bytes.HasPrefix(data, []byte(plainHeader)):
-		return decodePlain(data)
+	case bytes.HasPrefix(data, []byte(header)):
+		return data, nil
 	case bytes.HasPrefix(data, []byte(ageHeader)):
-		return decodeAge(data, passphrase, maxWorkFactor)
+		plain, err := decryptAge(data, passphrase, maxWorkFactor)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.HasPrefix(plain, []byte(header)) {
+			return nil, fmt.Errorf("%w: an age file that does not hold a KEZ %s", ErrBadIdentityFile, what)
+		}
+		return plain, nil
 	case len(data) == 0:
 		return nil, fmt.Errorf("%w: the file is empty", ErrBadIdentityFile)
-	case bytes.HasPrefix([]byte(plainHeader), data) || bytes.HasPrefix([]byte(ageHeader), data):
+	case bytes.HasPrefix([]byte(header), data) || bytes.HasPrefix([]byte(ageHeader), data):
 		return nil, fmt.Errorf("%w: the file is truncated", ErrBadIdentityFile)
-	case bytes.HasPrefix(data, []byte("kez-identity/")):
-		return nil, fmt.Errorf("%w: an identity file of an unknown version (%q), written by a newer version", ErrBadIdentityFile, firstLine(data))
+	case bytes.HasPrefix(data, []byte(version+"/")):
+		return nil, fmt.Errorf("%w: %s file of an unknown version (%q), written by a newer version", ErrBadIdentityFile, article(what), firstLine(data))
 	default:
-		return nil, fmt.Errorf("%w: not a KEZ identity file (it starts with %q)", ErrBadIdentityFile, firstLine(data))
+		return nil, fmt.Errorf("%w: not a KEZ %s file (it starts with %q)", ErrBadIdentityFile, what, firstLine(data))
 	}
+}
+
+// article puts "a" or "an" before what.
+func article(what string) string {
+	if strings.ContainsRune("aeiou", rune(what[0])) {
+		return "an " + what
+	}
+	return "a " + what
 }
 
 func firstLine(b []byte) string {
@@ -304,36 +352,45 @@ func firstLine(b []byte) string {
 }
 
 func decodePlain(data []byte) (*Identity, error) {
-	rest := data[len(plainHeader):]
-	keyLine, rest, ok1 := bytes.Cut(rest, []byte("\n"))
-	seedLine, rest, ok2 := bytes.Cut(rest, []byte("\n"))
-	if !ok1 || !ok2 {
-		return nil, fmt.Errorf("%w: the file is truncated", ErrBadIdentityFile)
+	id, rest, err := decodeKeyLines(data[len(plainHeader):])
+	if err != nil {
+		return nil, err
 	}
 	if len(rest) != 0 {
 		return nil, fmt.Errorf("%w: unexpected text after the seed line", ErrBadIdentityFile)
 	}
+	return id, nil
+}
+
+// decodeKeyLines parses the "key: " and "seed: " lines that follow the
+// header of a key file, and returns the identity and what follows them.
+func decodeKeyLines(rest []byte) (*Identity, []byte, error) {
+	keyLine, rest, ok1 := bytes.Cut(rest, []byte("\n"))
+	seedLine, rest, ok2 := bytes.Cut(rest, []byte("\n"))
+	if !ok1 || !ok2 {
+		return nil, nil, fmt.Errorf("%w: the file is truncated", ErrBadIdentityFile)
+	}
 	keyText, ok1 := bytes.CutPrefix(keyLine, []byte("key: "))
 	seedText, ok2 := bytes.CutPrefix(seedLine, []byte("seed: "))
 	if !ok1 || !ok2 {
-		return nil, fmt.Errorf("%w: want a \"key: \" line then a \"seed: \" line", ErrBadIdentityFile)
+		return nil, nil, fmt.Errorf("%w: want a \"key: \" line then a \"seed: \" line", ErrBadIdentityFile)
 	}
 	key, err := ParsePublicKey(string(keyText))
 	if err != nil {
-		return nil, fmt.Errorf("%w: damaged key line: %w", ErrBadIdentityFile, err)
+		return nil, nil, fmt.Errorf("%w: damaged key line: %w", ErrBadIdentityFile, err)
 	}
 	seed, err := base64.StdEncoding.Strict().DecodeString(string(seedText))
 	if err != nil || len(seed) != 64 {
-		return nil, fmt.Errorf("%w: damaged seed line (want 64 bytes in base64)", ErrBadIdentityFile)
+		return nil, nil, fmt.Errorf("%w: damaged seed line (want 64 bytes in base64)", ErrBadIdentityFile)
 	}
 	id, err := fromSeed(seed)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadIdentityFile, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrBadIdentityFile, err)
 	}
 	if id.pub != key {
-		return nil, fmt.Errorf("%w: damaged: the seed does not give the recorded key %s", ErrBadIdentityFile, key)
+		return nil, nil, fmt.Errorf("%w: damaged: the seed does not give the recorded key %s", ErrBadIdentityFile, key)
 	}
-	return id, nil
+	return id, rest, nil
 }
 
 // probeIdentity lets age parse a header without doing any key work, to tell
@@ -342,7 +399,9 @@ type probeIdentity struct{}
 
 func (probeIdentity) Unwrap([]*age.Stanza) ([]byte, error) { return nil, age.ErrIncorrectIdentity }
 
-func decodeAge(data, passphrase []byte, maxWorkFactor int) (*Identity, error) {
+// decryptAge opens an age file encrypted with a passphrase and returns its
+// payload (at most maxIdentityFile bytes are read).
+func decryptAge(data, passphrase []byte, maxWorkFactor int) ([]byte, error) {
 	_, err := age.Decrypt(bytes.NewReader(data), probeIdentity{})
 	var nomatch *age.NoIdentityMatchError
 	if !errors.As(err, &nomatch) {
@@ -370,8 +429,5 @@ func decodeAge(data, passphrase []byte, maxWorkFactor int) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: damaged or truncated: %w", ErrBadIdentityFile, err)
 	}
-	if !bytes.HasPrefix(plain, []byte(plainHeader)) {
-		return nil, fmt.Errorf("%w: an age file that does not hold a KEZ identity", ErrBadIdentityFile)
-	}
-	return decodePlain(plain)
+	return plain, nil
 }

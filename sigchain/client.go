@@ -161,7 +161,10 @@ func (c *Client) do(req *http.Request, limit int64) ([]byte, int, error) {
 // it (also when the identical link was already stored), a *[ConflictError]
 // when the chain's head moved, or another error: [ErrChainFull] (the
 // chain is at the server's cap), [ErrRateLimited] (a *[RateLimitedError]
-// with the server's Retry-After), [ServerError], [ErrUnreachable].
+// with the server's Retry-After), [ServerError] (a 422 also matches
+// [ErrInvalid]; one refusing an add_device link matches [ErrDeviceKnown]
+// for a device the server knows, or [ErrLinkExpired] when the device's
+// request expired too long ago), [ErrUnreachable].
 func (c *Client) Append(ctx context.Context, link *Link) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.chainURL(link.Key())+"/links", bytes.NewReader(link.Bytes()))
 	if err != nil {

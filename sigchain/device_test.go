@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/kez-lat/kez-chat/kez"
 )
@@ -413,5 +414,25 @@ func TestVerifyDeviceLink(t *testing.T) {
 		string(AddDeviceBody(testRequest(t, testDevice(t, 2), "old", vectorNow-601, 1))))
 	if _, err := VerifyDeviceLink(stale); !errors.Is(err, ErrBadBody) {
 		t.Errorf("stale: %v", err)
+	}
+}
+
+// TestDeviceNameUnicodeVersion: device names are checked against the
+// Unicode 15.0.0 character database (docs/spec/sigchain.md, "Link
+// request"), so that every verifier accepts the same chains. Characters
+// assigned only in Unicode 16.0 are refused. If this fails after a Go
+// upgrade, unicode.IsPrint moved to newer tables: chains with such names
+// would verify for new clients and fail for old ones. Freeze the tables
+// (or change the spec's version for every verifier) before shipping.
+func TestDeviceNameUnicodeVersion(t *testing.T) {
+	for _, name := range []string{"phone \U0001FAE9", "\u1C89", "tablet \u2427"} { // Unicode 16.0: face with bags under eyes, Cyrillic capital tje, a control picture
+		if err := CheckDeviceName(name); err == nil {
+			t.Errorf("%+q is accepted: it was assigned after Unicode 15.0.0 (Go's tables are %s)", name, unicode.Version)
+		}
+	}
+	for _, name := range []string{"phone \U0001FAE8", "ноутбук", "tablet \u2426"} { // assigned by 15.0
+		if err := CheckDeviceName(name); err != nil {
+			t.Errorf("%+q: %v", name, err)
+		}
 	}
 }

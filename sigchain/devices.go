@@ -70,8 +70,10 @@ type DeviceEntry struct {
 // implements it keeps the index in the transaction of [Store.Append]:
 //
 //   - an add_device link naming a device already in the index (of any
-//     chain, revoked or not) is refused, storing nothing, with an error
-//     matching [ErrDeviceKnown];
+//     chain, revoked or not) or a key that has a chain is refused,
+//     storing nothing, with an error matching [ErrDeviceKnown], and so
+//     is an eldest link of a key in the index (the handler checks
+//     first; the store makes it hold for appends racing each other);
 //   - a revoke_device link marks its device revoked and deletes the
 //     device's prekey record, if the store is a [PrekeyStore];
 //   - a [PrekeyStore] takes a record for a current device of a stored

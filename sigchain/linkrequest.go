@@ -185,8 +185,8 @@ func (r *LinkRequest) signedPayload(sigStart int) []byte {
 // CheckDeviceName reports whether name is acceptable as a device name: 1
 // to [MaxDeviceNameLen] bytes of valid UTF-8, every character printable
 // (Unicode letters, marks, numbers, punctuation, symbols and the ASCII
-// space; no control, format or other space characters), no leading or
-// trailing space.
+// space; no control, format or other space characters) by the Unicode
+// 15.0.0 tables the spec names, no leading or trailing space.
 func CheckDeviceName(name string) error {
 	if name == "" || len(name) > MaxDeviceNameLen {
 		return fmt.Errorf("a device name is 1 to %d bytes", MaxDeviceNameLen)

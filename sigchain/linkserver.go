@@ -15,7 +15,9 @@ import (
 )
 
 // Reasons in the "reason" field of a 422 to POST /v1/links for a
-// request that is valid but not now.
+// request that is valid but not now, and (ReasonLinkExpired) of a 422 to
+// an append of an add_device link that came more than [LinkRequestSkew]
+// after its request expired.
 const (
 	ReasonLinkExpired     = "link_expired"       // the request's expiry has passed
 	ReasonLinkNotYetValid = "link_not_yet_valid" // the request was made more than LinkRequestSkew ahead
@@ -62,6 +64,26 @@ func noLinkRequests(w http.ResponseWriter, _ *http.Request) {
 
 func (h *Handler) deviceKnown(w http.ResponseWriter, msg string) {
 	refuseWith(w, http.StatusUnprocessableEntity, ReasonDeviceKnown, msg)
+}
+
+// lateRequest returns why an add_device link may not be stored now ("" if
+// it may): its request expired more than [LinkRequestSkew] ago by the
+// handler's clock. The chain's rule bounds the link's ctime by the
+// request's validity, but a ctime is its signer's word: without this, a
+// request read from any chain could be replayed into a new chain, dated
+// back, at any time.
+func (h *Handler) lateRequest(link *Link) string {
+	if link.Type() != TypeAddDevice {
+		return ""
+	}
+	req, err := addDevice(link)
+	if err != nil {
+		return "" // unreachable: the link was verified
+	}
+	if h.now().Unix() > req.expires+int64(LinkRequestSkew/time.Second) {
+		return fmt.Sprintf("the device's link request expired at %s; this sig-server stores an add_device link only until %s after its request expired", req.Expires().Format(time.RFC3339), LinkRequestSkew)
+	}
+	return ""
 }
 
 // knownDevice returns why link may not be stored because of the device

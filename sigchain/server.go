@@ -515,6 +515,10 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 		h.tooLarge(w, ReasonChainBytes, fmt.Sprintf("the chain holds %d bytes; with this link's %d it would pass the %d this sig-server keeps for one key", c.bytes, len(link.Bytes()), h.limits.MaxBytes))
 		return
 	}
+	if why := h.lateRequest(link); why != "" {
+		refuseWith(w, http.StatusUnprocessableEntity, ReasonLinkExpired, why)
+		return
+	}
 	if refused, err := h.knownDevice(ctx, link); err != nil {
 		h.internal(w, r, "reading the device index", err)
 		return

@@ -1,14 +1,17 @@
 // Command kez-bench measures KEZ against its physical limits and prints
 // each figure beside its baseline, measured in the same run: sealed
 // messaging (format v1, and v2 in established sessions) against the
-// crypto floor and raw JetStream, a session handshake's CPU, callout logins
+// crypto floor and raw JetStream, a session handshake's CPU, messages from
+// a person with several devices to another against one device to one, the
+// time to link a device with its history and from a revocation to the
+// revoked device's refusal, callout logins
 // against plain nkey logins, registered users' logins during a bogus-login
 // flood against the same logins without it, sigchain verification against raw
 // ed25519.Verify, verified P2P fetches against a raw libp2p stream, raw
 // TCP and croc, and the chat-server's memory with 1,000 users logged in.
 //
-//	go run ./cmd/kez-bench            # full run, about two minutes on 2 vCPUs
-//	go run ./cmd/kez-bench --quick    # under a minute
+//	go run ./cmd/kez-bench            # full run, a few minutes on 2 vCPUs
+//	go run ./cmd/kez-bench --quick    # about a minute
 //	go run ./cmd/kez-bench --json     # the report as JSON on stdout
 //
 // Unless pointed at a running deployment (--nats, --server, --sig-server),
@@ -49,7 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	fs := flag.NewFlagSet("kez-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	def := bench.Default()
-	quick := fs.Bool("quick", false, "smaller sizes: finishes in under a minute")
+	quick := fs.Bool("quick", false, "smaller sizes: finishes in about a minute")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
 	only := fs.String("only", "", "comma-separated groups to run: "+strings.Join(bench.Groups, ","))
 	failOnTarget := fs.Bool("fail-on-target", false, "exit 3 when a figure misses its target")
@@ -80,6 +83,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	links := fs.Int("chain-links", def.ChainLinks, "sigchains: links in the verified chain")
 	blobMiB := fs.Int("blob-mib", 0, "files: blob size in MiB (default 256; --quick 64)")
 	users := fs.Int("users", def.Users, "memory: users logged in at once")
+	senderDevs := fs.Int("sender-devices", def.SenderDevices, "devices: the sending person's devices")
+	recipientDevs := fs.Int("recipient-devices", def.RecipientDevices, "devices: the recipient person's devices")
+	deviceMsgs := fs.Int("device-msgs", 0, "devices: logical messages of the fan-out, and as many of its baseline (default 3000; --quick 600)")
+	historyMsgs := fs.Int("history-msgs", 0, "devices: messages of history a linked device receives (default 10000; --quick 2000)")
+	revocations := fs.Int("revocations", 0, "devices: revocations timed (default 5; --quick 3)")
+	revokeWait := fs.Duration("revoke-wait", def.RevokeWait, "devices: how long a revoked device may keep its connection or logins before the run fails")
 	croc := fs.String("croc", "", `croc binary (default: croc on PATH); "off" skips croc`)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of kez-bench itself to this file")
 	natsProf := fs.Int("nats-prof-port", 0, "serve nats-server's pprof endpoints on this port (own stack only)")
@@ -102,6 +111,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	setIf(&cfg.LatencyMessages, *latMsgs)
 	setIf(&cfg.Handshakes, *handshakes)
 	setIf(&cfg.Rounds, *rounds)
+	cfg.SenderDevices, cfg.RecipientDevices, cfg.RevokeWait = *senderDevs, *recipientDevs, *revokeWait
+	setIf(&cfg.DeviceMessages, *deviceMsgs)
+	setIf(&cfg.HistoryMessages, *historyMsgs)
+	setIf(&cfg.Revocations, *revocations)
 	if *duration > 0 {
 		cfg.Duration = *duration
 	}
@@ -209,7 +222,7 @@ func needsStack(cfg bench.Config) bool {
 		return true
 	}
 	for _, g := range cfg.Only {
-		if g == "messaging" || g == "connects" || g == "memory" {
+		if g == "messaging" || g == "devices" || g == "connects" || g == "memory" {
 			return true
 		}
 	}

@@ -48,6 +48,9 @@ func TestRunRejects(t *testing.T) {
 		{"extra"},
 		{"--no-such-flag"},
 		{"--only", "sigchains", "--flood-rate", "0"},
+		{"--only", "sigchains", "--recipient-devices", "0"},
+		{"--only", "sigchains", "--sender-devices", "33"},
+		{"--only", "sigchains", "--revocations", "-1", "--revoke-wait", "0s"},
 	} {
 		var out, errb bytes.Buffer
 		if code, err := run(context.Background(), args, &out, &errb); code == 0 || err == nil && !strings.Contains(errb.String(), "flag") {

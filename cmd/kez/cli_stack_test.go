@@ -103,10 +103,13 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 				return r.code == 0 && string(got) == "a note from alice\n" && strings.Contains(r.stdout, "to "+out)
 			}},
 		{env: nil, before: []string{"version"}, after: []string{"version"}, same: true, check: ok("kez ")},
+		{env: s.alice, before: []string{"devices", "list", "--json"}, after: []string{"devices", "--json", "list"}, same: true, check: ok(`"name":"primary"`)},
 		{env: map[string]string{"KEZ_PASSPHRASE": "pw"}, before: []string{"passphrase", "set", "--new-passphrase-file", pass, "--home", daveHome},
 			after: []string{"passphrase", "--home", daveHome, "--new-passphrase-file", pass, "set"}, same: true, check: ok("now encrypted")},
 	}
-	covered := map[string]bool{"serve": true} // below: it runs until stopped
+	// serve: below, it runs until stopped; link waits for an approval
+	// (devices_cmds_test.go runs it with its flag after the command).
+	covered := map[string]bool{"serve": true, "link": true}
 	for _, rw := range rows {
 		covered[rw.before[0]] = true
 		var got [2]result
@@ -179,6 +182,9 @@ func TestEveryCommandHonoursOrRefusesJSON(t *testing.T) {
 		{s.bob, []string{"fetch", "alice", "note.txt", "-o", filepath.Join(dir, "f"), "--json"}, "", nil},
 		{s.bob, []string{"serve", "--json"}, "", nil},
 		{nil, []string{"version", "--json"}, "", nil},
+		{s.alice, []string{"devices", "--json"}, "devices", nil},
+		{s.alice, []string{"devices", "add", "7KQ2-M9XD-4HTA-PW3R-K", "--json"}, "", nil},
+		{nil, []string{"link", "--json"}, "", nil},
 	} {
 		cmdline := "kez " + strings.Join(tc.args, " ")
 		r := kezCmd(t, tc.env, "", tc.args...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 )
 
 func init() {
@@ -42,6 +43,7 @@ type idJSON struct {
 	Key         string `json:"key"`
 	PeerID      string `json:"peer_id"`
 	Fingerprint string `json:"fingerprint"`
+	Device      string `json:"device"` // the key this install logs in with (key itself on the install made by "kez init")
 }
 
 func runID(e *env, homeFlag string, asJSON bool) error {
@@ -49,12 +51,20 @@ func runID(e *env, homeFlag string, asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	id, prof := acct.id, acct.prof
-	k := id.PublicKey()
-	handle := prof.handleFor(k)
+	k := acct.person
+	handle := acct.prof.handleFor(k)
+	dev := acct.device().PublicKey()
 	if asJSON {
-		return json.NewEncoder(e.stdout).Encode(idJSON{Handle: handle, Key: k.String(), PeerID: k.PeerID().String(), Fingerprint: k.Fingerprint()})
+		out := idJSON{Handle: handle, Key: k.String(), PeerID: k.PeerID().String(), Fingerprint: k.Fingerprint(), Device: dev.String()}
+		return json.NewEncoder(e.stdout).Encode(out)
 	}
 	printIdentity(e.stdout, handle, k)
+	if dev != k {
+		fmt.Fprintf(e.stdout, "\nThis install is a device of that key with its own key %s (fingerprint %s)", dev, dev.Fingerprint())
+		if acct.id == nil {
+			fmt.Fprint(e.stdout, "; it does not hold the primary key")
+		}
+		fmt.Fprintln(e.stdout, ".")
+	}
 	return nil
 }

@@ -84,6 +84,11 @@ func runInit(ctx context.Context, e *env, o initOptions) (err error) {
 		return usagef("--discard-handle goes with --force")
 	}
 	in := bufio.NewReader(e.stdin)
+	if dev, err := kez.HasDevice(home); err != nil {
+		return err
+	} else if dev {
+		return fmt.Errorf("%s holds a device key: this install is a device of a person already (\"kez id\" shows whose), and init would make another person here; use another --home for a new identity", home)
+	}
 	exists, err := kez.HasIdentity(home)
 	if err != nil {
 		return err

@@ -86,6 +86,19 @@ func runPassphraseRemove(e *env, homeFlag string) error {
 // resave writes the loaded identity again with pass (nil: unencrypted),
 // replacing the file in one step.
 func resave(e *env, acct *account, pass []byte) error {
+	if acct.dev != nil {
+		// The device key first: a failure between the two leaves the
+		// identity as it was, and the device key under the new
+		// passphrase, which the next run asks for.
+		err := kez.SaveDevice(acct.home, acct.dev, acct.person, pass, kez.Overwrite(), kez.WithScryptWorkFactor(scryptWorkFactor))
+		if err != nil {
+			return worded(err, "could not save the device key in %s, so the old file is unchanged: %v", kez.DevicePath(acct.home), err)
+		}
+		fmt.Fprintf(e.stdout, "The device key in %s is now %s.\n", kez.DevicePath(acct.home), storageNote(pass != nil))
+	}
+	if acct.id == nil {
+		return nil
+	}
 	err := kez.SaveIdentity(acct.home, acct.id, pass, kez.Overwrite(), kez.WithScryptWorkFactor(scryptWorkFactor))
 	if err != nil {
 		return worded(err, "could not save the identity in %s, so the old file is unchanged: %v", kez.IdentityPath(acct.home), err)

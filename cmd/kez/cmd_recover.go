@@ -9,13 +9,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 func init() {
 	register(&command{
 		name:    "recover",
-		args:    "[--words-file F] [--force [--discard-handle HANDLE]] [--home DIR] [--passphrase-file F] [--server URL] [--sig-server URL]",
+		args:    "[--words-file F] [--force [--discard-handle HANDLE]] [--name NAME] [--home DIR] [--passphrase-file F] [--server URL] [--sig-server URL]",
 		summary: "restore your identity from its 24 words",
 		help: `
 Restores an identity from its 24-word paper backup: the same words give the
@@ -38,6 +40,14 @@ them. The servers are --server and --sig-server, else KEZ_SERVER and
 KEZ_SIG_SERVER, else the profile's; without any, recover says how to
 restore the handle later.
 
+If your sigchain exists, this install then becomes a new device of yours:
+it makes a device key of its own, which your primary key certifies with
+an add_device link (--name names it, default: the host name), registered
+at your chat-server. It logs in with that key and has an inbox of its own,
+so it never takes the messages of your other devices. If that cannot be
+done now (the servers do not answer), it does not log in until "kez
+recover --force" is run again.
+
 recover refuses to replace an existing identity unless --force is given;
 if that identity is another key that holds a handle, it also wants that
 handle named (--discard-handle HANDLE, or typed on a terminal).`,
@@ -46,6 +56,7 @@ handle named (--discard-handle HANDLE, or typed on a terminal).`,
 			fs.StringVar(&o.wordsFile, "words-file", "", "read the words from this file instead of standard input")
 			fs.BoolVar(&o.force, "force", false, "replace an existing identity")
 			declareDiscardHandle(fs, &o.discardHandle)
+			fs.StringVar(&o.name, "name", "", "this device's name (default: the host name)")
 			fs.StringVar(&o.home, "home", "", homeFlagHelp)
 			fs.StringVar(&o.passFile, "passphrase-file", "", "encrypt the identity with the passphrase in this file (env KEZ_PASSPHRASE_FILE; or KEZ_PASSPHRASE)")
 			o.sf.declare(fs)
@@ -60,9 +71,9 @@ handle named (--discard-handle HANDLE, or typed on a terminal).`,
 }
 
 type recoverOptions struct {
-	wordsFile, home, passFile, discardHandle string
-	force                                    bool
-	sf                                       serverFlags
+	wordsFile, home, passFile, discardHandle, name string
+	force                                          bool
+	sf                                             serverFlags
 }
 
 // maxWordsInput bounds what recover reads; kez.ParseMnemonic refuses more
@@ -80,6 +91,11 @@ func runRecover(ctx context.Context, e *env, o recoverOptions) error {
 	exists, err := kez.HasIdentity(home)
 	if err != nil {
 		return err
+	}
+	if dev, err := kez.HasDevice(home); err != nil {
+		return err
+	} else if dev && !exists {
+		return fmt.Errorf("%s holds the device key of a linked install: recover restores an identity in a folder of its own (use another --home)", home)
 	}
 	if exists && !o.force {
 		return fmt.Errorf("an identity already exists in %s (\"kez id\" shows it); to replace it with the one from your words, run \"kez recover --force\"", home)
@@ -144,6 +160,69 @@ func runRecover(ctx context.Context, e *env, o recoverOptions) error {
 		handle = restoreHandle(ctx, e, home, prof, o.sf, key)
 	}
 	printIdentity(e.stdout, handle, key)
+	return makeOwnDevice(ctx, e, home, id, pass, o)
+}
+
+// makeOwnDevice makes a restored install a new device of its person,
+// with a device key of its own certified by an add_device link, so that
+// it never logs in as the primary key (whose queue another install may
+// read). A person without a sigchain yet needs none: the install is their
+// primary device, as after "kez init".
+func makeOwnDevice(ctx context.Context, e *env, home string, id *kez.Identity, pass []byte, o recoverOptions) error {
+	prof, err := loadProfile(home)
+	if err != nil {
+		return err
+	}
+	// What cannot be done now is said, not failed: the identity is
+	// restored; the install only does not log in until it is a device.
+	fail := func(why string) error {
+		prof.NeedsDevice = true
+		if err := saveProfile(home, prof); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "\nThis install could not be made a device of its own (%s), so it does not log in yet: it would take the messages of your other install. Run \"kez recover --force\" with your words again once your servers answer.\n", why)
+		return nil
+	}
+	srv, err := e.settleServers(ctx, o.sf, prof, false)
+	if err != nil {
+		return fail(e.sentence(err))
+	}
+	if srv.sigServer == "" {
+		return fail("no server is known here: give --server URL or set KEZ_SERVER")
+	}
+	sc := &sigchain.Client{BaseURL: srv.sigServer, HTTPClient: httpClient}
+	st, err := sc.FetchVerified(ctx, id.PublicKey(), nil)
+	if errors.Is(err, sigchain.ErrNotFound) {
+		return nil // no chain: this install is the primary device
+	}
+	if err != nil {
+		return fail("reading your sigchain: " + e.sentence(err))
+	}
+	dev, req, err := newDeviceKey(e, o.name)
+	if err != nil {
+		return err
+	}
+	name := req.Name()
+	l, err := sigchain.NewLink(id, st, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req), e.clock())
+	if err != nil {
+		return fail("certifying the device: " + e.sentence(err))
+	}
+	if _, _, err := (&handles.Client{BaseURL: srv.server, HTTPClient: httpClient}).RegisterDevice(ctx, l.Bytes()); err != nil {
+		return fail("registering it at the chat-server: " + e.sentence(err))
+	}
+	if err := sc.Append(ctx, l); err != nil {
+		return fail("adding it to your sigchain: " + e.sentence(err))
+	}
+	if err := kez.SaveDevice(home, dev, id.PublicKey(), pass, kez.Overwrite(), kez.WithScryptWorkFactor(scryptWorkFactor)); err != nil {
+		return err
+	}
+	if prof.NeedsDevice {
+		prof.NeedsDevice = false
+		if err := saveProfile(home, prof); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(e.stdout, "\nThis install is a new device of yours, %q (key fingerprint %s): it has its own inbox and never reads another device's. Your contacts and history are not on it: \"kez devices add\" on another device sends them only to a linked one, so add your contacts here again.\n", name, dev.PublicKey().Fingerprint())
 	return nil
 }
 

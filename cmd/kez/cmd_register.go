@@ -145,7 +145,11 @@ func runRegister(ctx context.Context, e *env, homeFlag string, sf serverFlags, n
 	if err != nil {
 		return err
 	}
-	home, id, prof := acct.home, acct.id, acct.prof
+	id, err := acct.primary("kez register")
+	if err != nil {
+		return err
+	}
+	home, prof := acct.home, acct.prof
 	srv, err := e.settleServers(ctx, sf, prof, true)
 	if err != nil {
 		return err

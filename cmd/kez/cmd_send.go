@@ -112,6 +112,9 @@ func (e *env) openChatAt(ctx context.Context, f chatFlags, online, withServers b
 		}
 	}
 	cfg := chat.Config{Client: e.clientConfig(acct, srv, f.verbose)}
+	if online && acct.prof.NeedsDevice && acct.dev == nil {
+		return nil, errNeedsDevice
+	}
 	if online {
 		if cfg.Client.NATSURL, err = e.natsURLFor(f); err != nil {
 			return nil, err
@@ -120,6 +123,10 @@ func (e *env) openChatAt(ctx context.Context, f chatFlags, online, withServers b
 	}
 	return chat.Open(ctx, cfg)
 }
+
+// errNeedsDevice refuses to log in with the primary key on an install
+// "kez recover" restored without a device key of its own.
+var errNeedsDevice = errors.New("this install was restored from your words but is not a device of yours yet, so it does not log in (it would take your other device's messages): run \"kez recover --force\" again once your servers answer")
 
 // sessionResetLine is the notice of messages that could not be decrypted
 // because this device lost its sessions (docs/cli.md).
@@ -136,6 +143,8 @@ func sessionResetLine(r chat.SessionReset) string {
 func (e *env) clientConfig(acct *account, srv servers, verbose bool) client.Config {
 	return client.Config{
 		Identity:          acct.id,
+		Device:            acct.dev,
+		Person:            acct.person,
 		Home:              acct.home,
 		ServerURL:         srv.server,
 		SigServerURL:      srv.sigServer,

@@ -95,6 +95,9 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 			}
 		}
 	}
+	if online && acct.prof.NeedsDevice && acct.dev == nil {
+		return nil, nil, errNeedsDevice
+	}
 	if online && nc == nil {
 		if cfg.Client.NATSURL, err = e.natsURLFor(f); err != nil {
 			return nil, nil, err
@@ -104,7 +107,7 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	if err != nil {
 		return nil, nil, err
 	}
-	return s, &sharingSetup{id: acct.id, handle: acct.prof.handleFor(acct.id.PublicKey()), srv: srv}, nil
+	return s, &sharingSetup{id: acct.device(), handle: acct.prof.handleFor(acct.person), srv: srv}, nil
 }
 
 // humanSize writes a byte count the way people read it.

@@ -28,13 +28,16 @@ and the answer is accepted only if the chain claims exactly that handle.
 It shows the handle, the key (the NATS user nkey), the PeerID, the
 fingerprint to compare with its owner, the X25519 encryption key, the
 chain's length and head, the owner's claims on other services and whether
-they share files. A claim is shown as a claim: the chain proves that its
+they share files, and the devices the chain lists (its primary key
+itself, and each device it added, revoked or not: messages to this person
+are sealed to each current one). A claim is shown as a claim: the chain proves that its
 owner made it, not that the name on the other service is theirs; only its
 proof, which you open yourself, does.
 
 --json prints one object: {"handle","key","peer_id","fingerprint",
 "encryption_key","encryption_generation","sigchain_url","seqno","head",
-"claims":[{"id","service","identity","proof"}],"shared_files"} where
+"claims":[{"id","service","identity","proof"}],"shared_files","devices":
+[{"name","key","fingerprint","primary","added_seqno","revoked"}]} where
 shared_files is null or {"seqno","bytes","public":[{"name","size","cid"}],
 "private"} (private: how many entries only their recipients can read).
 
@@ -70,6 +73,17 @@ type whoisJSON struct {
 	Head                 string           `json:"head"`
 	Claims               []whoisClaim     `json:"claims"`
 	SharedFiles          *whoisSharedFile `json:"shared_files"`
+	Devices              []whoisDevice    `json:"devices"`
+}
+
+// whoisDevice is one device the sigchain lists.
+type whoisDevice struct {
+	Name        string `json:"name"`
+	Key         string `json:"key"`
+	Fingerprint string `json:"fingerprint"`
+	Primary     bool   `json:"primary"`
+	AddedSeqno  uint64 `json:"added_seqno"`
+	Revoked     bool   `json:"revoked"`
 }
 
 type whoisClaim struct {
@@ -164,9 +178,13 @@ func runWhois(ctx context.Context, e *env, homeFlag string, sf serverFlags, hand
 		Seqno:                st.Seqno(),
 		Head:                 st.Head().String(),
 		Claims:               []whoisClaim{},
+		Devices:              []whoisDevice{},
 	}
 	for _, c := range st.Claims() {
 		out.Claims = append(out.Claims, whoisClaim{ID: c.ID.String(), Service: c.Service, Identity: c.Identity, Proof: c.Proof})
+	}
+	for _, d := range st.Devices() {
+		out.Devices = append(out.Devices, whoisDevice{Name: d.Name, Key: d.Key.String(), Fingerprint: d.Key.Fingerprint(), Primary: d.Primary, AddedSeqno: d.AddedSeqno, Revoked: d.Revoked})
 	}
 	if n := st.SharedFilesSeqno(); n > 0 {
 		out.SharedFiles = sharedFiles(n, st.SharedFiles())
@@ -194,6 +212,20 @@ func printWhois(w io.Writer, o whoisJSON) {
 		// The sigchain proves that its owner made the claim, not that
 		// the name on the other service is theirs: only its proof can.
 		fmt.Fprintf(w, "%-14s%s: %s, claimed, not checked by kez (its proof: %s)\n", label, c.Service, c.Identity, c.Proof)
+	}
+	for i, d := range o.Devices {
+		label := ""
+		if i == 0 {
+			label = "devices:"
+		}
+		state := fmt.Sprintf("added by link #%d", d.AddedSeqno)
+		switch {
+		case d.Primary:
+			state = "the key itself"
+		case d.Revoked:
+			state += ", revoked"
+		}
+		fmt.Fprintf(w, "%-14s%q %s (%s)\n", label, d.Name, d.Fingerprint, state)
 	}
 	switch sf := o.SharedFiles; {
 	case sf == nil:

@@ -210,6 +210,11 @@ type profile struct {
 	Domain    string `json:"domain,omitempty"`     // the home server's domain
 	Server    string `json:"server,omitempty"`     // chat-server base URL
 	SigServer string `json:"sig_server,omitempty"` // sig-server base URL
+	// NeedsDevice: "kez recover" restored the primary key of a person
+	// whose sigchain exists, but could not make this install a device of
+	// its own; until it is one, it does not log in (it would read the
+	// primary device's queue).
+	NeedsDevice bool `json:"needs_device,omitempty"`
 }
 
 const profileFileName = "profile.json"
@@ -232,30 +237,133 @@ func loadProfile(home string) (*profile, error) {
 	return &p, nil
 }
 
-// account is what most commands load first: the state folder, the
-// identity in it and its profile.
+// account is what most commands load first: the state folder, the keys
+// in it and its profile. An install made by "kez init" holds the person's
+// primary key (id) and uses it as its device (dev nil); one made by "kez
+// recover" holds id and a device key of its own (dev); one made by "kez
+// link" holds only its device key (id nil).
 type account struct {
-	home string
-	id   *kez.Identity
-	prof *profile
+	home   string
+	id     *kez.Identity // the primary key, or nil on a linked device
+	dev    *kez.Identity // this install's own device key, or nil: id is
+	person kez.PublicKey // the person's primary key
+	prof   *profile
+}
+
+// device returns the key this install logs in with.
+func (a *account) device() *kez.Identity {
+	if a.dev != nil {
+		return a.dev
+	}
+	return a.id
+}
+
+// primary returns the primary key, or an error worded for a command that
+// needs it (what) on an install that only holds a device key.
+func (a *account) primary(what string) (*kez.Identity, error) {
+	if a.id == nil {
+		return nil, fmt.Errorf("this install is a linked device of %s and does not hold your primary key: %s needs it; run it on the install made by \"kez init\" or \"kez recover\"", a.who(), what)
+	}
+	return a.id, nil
+}
+
+// who names the person: their handle, else their key.
+func (a *account) who() string {
+	if h := a.prof.handleFor(a.person); h != "" {
+		return "@" + h
+	}
+	return a.person.String()
 }
 
 // loadAccount settles the state folder (flag, KEZ_HOME, default) and loads
-// the identity (asking for its passphrase if needed) and the profile.
+// the keys (asking for their passphrase if needed) and the profile.
 func (e *env) loadAccount(homeFlag string) (*account, error) {
 	home, err := e.home(homeFlag)
 	if err != nil {
 		return nil, err
 	}
-	id, err := loadIdentity(e, home)
+	a := &account{home: home}
+	hasDev, err := kez.HasDevice(home)
 	if err != nil {
 		return nil, err
 	}
-	prof, err := loadProfile(home)
+	var pass []byte
+	if hasDev {
+		if a.dev, a.person, pass, err = loadDevice(e, home); err != nil {
+			return nil, err
+		}
+	}
+	hasID, err := kez.HasIdentity(home)
 	if err != nil {
 		return nil, err
 	}
-	return &account{home: home, id: id, prof: prof}, nil
+	if hasID || !hasDev {
+		if pass != nil {
+			a.id, err = kez.LoadIdentity(home, pass)
+			if err != nil && !errors.Is(err, kez.ErrWrongPassphrase) {
+				return nil, explainLoadError(home, err)
+			}
+		}
+		if a.id == nil {
+			if a.id, err = loadIdentity(e, home); err != nil {
+				return nil, err
+			}
+		}
+		if !hasDev {
+			a.person = a.id.PublicKey()
+		} else if a.person != a.id.PublicKey() {
+			return nil, fmt.Errorf("the device key in %s belongs to %s, but the identity beside it is %s: one of the two files is not this install's", home, a.person, a.id.PublicKey())
+		}
+	}
+	if a.prof, err = loadProfile(home); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// loadDevice loads the device file in home as loadIdentity loads the
+// identity, and returns the passphrase that opened it (nil for a plain
+// file), which opens the identity beside it too.
+func loadDevice(e *env, home string) (*kez.Identity, kez.PublicKey, []byte, error) {
+	pass, err := passphraseFromEnv(e, "")
+	if err != nil {
+		return nil, kez.PublicKey{}, nil, err
+	}
+	dev, person, err := kez.LoadDevice(home, pass)
+	if errors.Is(err, kez.ErrPassphraseRequired) && e.isTerminal {
+		for try := 0; try < 3; try++ {
+			pass, err = readSecret(e, fmt.Sprintf("Passphrase for the keys in %s: ", home))
+			if err != nil {
+				return nil, kez.PublicKey{}, nil, err
+			}
+			dev, person, err = kez.LoadDevice(home, pass)
+			if !errors.Is(err, kez.ErrWrongPassphrase) {
+				break
+			}
+			fmt.Fprintln(e.stderr, "That passphrase does not open it.")
+		}
+	}
+	if err != nil {
+		return nil, kez.PublicKey{}, nil, explainDeviceError(home, err)
+	}
+	return dev, person, pass, nil
+}
+
+// explainDeviceError words a kez.LoadDevice error as explainLoadError
+// words the identity's.
+func explainDeviceError(home string, err error) error {
+	path := kez.DevicePath(home)
+	switch {
+	case errors.Is(err, kez.ErrPassphraseRequired):
+		return worded(err, "the device key in %s is encrypted: set KEZ_PASSPHRASE_FILE (a file holding the passphrase) or KEZ_PASSPHRASE, or run on a terminal to be asked", home)
+	case errors.Is(err, kez.ErrWrongPassphrase):
+		return worded(err, "wrong passphrase for %s", path)
+	case errors.Is(err, kez.ErrInsecurePermissions):
+		return worded(err, "%s can be read or changed by other users of this machine: run chmod 600 %s, and revoke this device (\"kez devices revoke\") if you do not trust them", path, path)
+	case errors.Is(err, kez.ErrBadIdentityFile):
+		return worded(err, "%s is not a KEZ device key, or it is damaged: revoke this device from another one (\"kez devices revoke\") and link this install again", path)
+	}
+	return err
 }
 
 // handleFor returns the profile's handle if it belongs to key, else "".

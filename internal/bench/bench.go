@@ -12,6 +12,12 @@
 //     package session) against the same raw rounds, and the sessions'
 //     crypto CPU per message; p50/p99 latency of one message at a time;
 //     the CPU of a new session's hybrid handshake;
+//   - devices: logical messages per second from a person with 3 devices
+//     to one with 5 (a copy to each device, sent copies to the sender's
+//     other devices) against one device to one device; the time to link a
+//     device with 10,000 messages of history, and the transfer's size; the
+//     time from a revocation to the revoked device's open connection
+//     closed and its next login refused;
 //   - connects: logins through the auth callout against plain nkey logins
 //     of a key listed in nats.conf; registered users' logins during a
 //     flood of bogus logins (1,000/s from 64 connections) against the same
@@ -42,10 +48,12 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // Groups of figures, in the order Run measures them.
-var Groups = []string{"sigchains", "messaging", "connects", "memory", "files"}
+var Groups = []string{"sigchains", "messaging", "devices", "connects", "memory", "files"}
 
 // Config sizes a run. [Default] is the full run; [Quick] finishes in under
 // a minute; [Smoke] is for tests.
@@ -71,6 +79,13 @@ type Config struct {
 
 	ChainLinks int `json:"chain_links"` // sigchains: links in the verified chain
 
+	SenderDevices    int           `json:"sender_devices"`    // devices: the sending person's devices
+	RecipientDevices int           `json:"recipient_devices"` // devices: the recipient person's devices
+	DeviceMessages   int           `json:"device_messages"`   // devices: logical messages, over all rounds, of the fan-out and of its baseline each
+	HistoryMessages  int           `json:"history_messages"`  // devices: messages of history a linked device receives
+	Revocations      int           `json:"revocations"`       // devices: revocations timed (each figure the median)
+	RevokeWait       time.Duration `json:"revoke_wait_ns"`    // devices: how long a revoked device may keep its connection or logins before the run fails
+
 	BlobSize int64  `json:"blob_size"` // files: bytes of the blob
 	Croc     string `json:"croc,omitempty"`
 	CrocSkip string `json:"-"` // why Croc is empty
@@ -81,23 +96,25 @@ type Config struct {
 	Progress func(string) `json:"-"`
 }
 
-// Default is the full run (about two minutes on 2 vCPUs).
+// Default is the full run (a few minutes on 2 vCPUs).
 func Default() Config {
 	return Config{
 		Senders: 4, Receivers: 2, Sizes: []int{256, 4096}, Messages: 30000, LatencyMessages: 400, Handshakes: 400,
 		ConnectWorkers: 4, Duration: 2 * time.Second, Rounds: 5,
 		FloodRate: 1000, FloodConns: 64, FloodDuration: 10 * time.Second, FloodUsers: 20,
 		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000,
+		SenderDevices: 3, RecipientDevices: 5, DeviceMessages: 3000, HistoryMessages: 10000, Revocations: 5, RevokeWait: 30 * time.Second,
 	}
 }
 
-// Quick is a run that finishes in under a minute, at smaller sizes.
+// Quick is a run that finishes in about a minute, at smaller sizes.
 func Quick() Config {
 	c := Default()
 	c.Messages, c.LatencyMessages, c.Handshakes = 4000, 100, 100
 	c.Duration, c.Rounds = 500*time.Millisecond, 3
 	c.FloodDuration = 4 * time.Second
 	c.BlobSize = 64 << 20
+	c.DeviceMessages, c.HistoryMessages, c.Revocations = 600, 2000, 3
 	return c
 }
 
@@ -109,6 +126,7 @@ func Smoke() Config {
 	c.ConnectWorkers, c.Duration, c.Rounds = 2, 100*time.Millisecond, 1
 	c.FloodRate, c.FloodConns, c.FloodDuration, c.FloodUsers = 100, 8, 500*time.Millisecond, 3
 	c.ChainLinks, c.BlobSize, c.Users = 5, 2<<20, 20
+	c.DeviceMessages, c.HistoryMessages, c.Revocations = 20, 30, 1
 	return c
 }
 
@@ -133,6 +151,10 @@ func (c Config) check() error {
 		return fmt.Errorf("bench: the login flood needs a rate, connections, users and a duration of at least %s", floodInterval)
 	case c.ChainLinks < 2:
 		return errors.New("bench: a measured chain needs at least 2 links")
+	case c.SenderDevices < 1 || c.RecipientDevices < 1 || c.SenderDevices > sigchain.MaxDevices || c.RecipientDevices > sigchain.MaxDevices:
+		return fmt.Errorf("bench: devices: a person has 1 to %d devices", sigchain.MaxDevices)
+	case c.DeviceMessages < 1 || c.HistoryMessages < 1 || c.Revocations < 1 || c.RevokeWait <= 0:
+		return errors.New("bench: devices needs at least one message, one message of history, one revocation and a wait")
 	case c.BlobSize < 1:
 		return errors.New("bench: the blob must not be empty")
 	case c.Users < 1:
@@ -159,9 +181,9 @@ func Run(ctx context.Context, st *Stack, cfg Config) (*Report, error) {
 	}
 	rep := &Report{Started: time.Now(), Machine: thisMachine(), Config: cfg, Stack: "own"}
 	defer func() { rep.Duration = time.Since(rep.Started) }()
-	needStack := cfg.runs("messaging") || cfg.runs("connects") || cfg.runs("memory")
+	needStack := cfg.runs("messaging") || cfg.runs("devices") || cfg.runs("connects") || cfg.runs("memory")
 	if needStack && st == nil {
-		return nil, errors.New("bench: messaging, connects and memory need a stack")
+		return nil, errors.New("bench: messaging, devices, connects and memory need a stack")
 	}
 	if st != nil && st.External {
 		rep.Stack = "external"
@@ -200,6 +222,8 @@ func Run(ctx context.Context, st *Stack, cfg Config) (*Report, error) {
 			figs, err = measureSigchains(cfg)
 		case "messaging":
 			figs, err = measureMessaging(ctx, st, cfg, users)
+		case "devices":
+			figs, err = measureDevices(ctx, st, cfg)
 		case "connects":
 			if figs, err = measureConnects(ctx, st, cfg, users); err == nil {
 				var fusers []*User

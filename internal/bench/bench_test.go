@@ -42,7 +42,9 @@ func TestSmoke(t *testing.T) {
 
 	// Per size: v1 against the floor and raw, p50, p99; sessions against
 	// raw, p50, p99, crypto CPU. Then the handshake and its KEM.
-	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "connects": 4, "sigchains": 1, "files": 4, "memory": 1}
+	// Devices: the fan-out through chat.Client and in sessions, the link
+	// with history and its transfer, the two revocation figures.
+	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "devices": 6, "connects": 4, "sigchains": 1, "files": 4, "memory": 1}
 	got := map[string]int{}
 	for _, f := range rep.Figures {
 		got[f.Group]++
@@ -90,7 +92,18 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("the session figure's note does not say what the raw baseline is: %s", f.Note)
 	}
 
+	for _, name := range []string{
+		"chat.Client messages, 3 devices → 5 devices, 256 B", "session messages, 3 devices → 5 devices, 256 B",
+		"link a device, 30 messages of history", "link a device, 30 messages of history, transfer",
+		"revocation → open connection closed", "revocation → next login refused",
+	} {
+		if rep.Figure("devices", name) == nil {
+			t.Errorf("no figure %q", name)
+		}
+	}
+
 	t.Run("session rig", func(t *testing.T) { testSessionRig(ctx, t, st) })
+	t.Run("devices rig", func(t *testing.T) { testDevicesRig(ctx, t, st) })
 
 	var table, js bytes.Buffer
 	if err := rep.WriteTable(&table); err != nil {
@@ -119,6 +132,10 @@ func TestConfigCheck(t *testing.T) {
 		"unknown group": func(c *Config) { c.Only = []string{"nope"} },
 		"no senders":    func(c *Config) { c.Senders = 0 },
 		"no handshakes": func(c *Config) { c.Handshakes = 0 },
+		"no devices":    func(c *Config) { c.RecipientDevices = 0 },
+		"33 devices":    func(c *Config) { c.SenderDevices = 33 },
+		"no history":    func(c *Config) { c.HistoryMessages = 0 },
+		"no revocation": func(c *Config) { c.Revocations = 0 },
 		"no sizes":      func(c *Config) { c.Sizes = nil },
 		"huge message":  func(c *Config) { c.Sizes = []int{1 << 20} },
 		"short chain":   func(c *Config) { c.ChainLinks = 1 },

@@ -32,9 +32,9 @@ const (
 // Figure is one measured figure beside the baseline measured in the same
 // run.
 type Figure struct {
-	Group    string  `json:"group"`           // messaging, connects, sigchains, files, memory
+	Group    string  `json:"group"`           // one of Groups
 	Name     string  `json:"name"`            // what was measured
-	Unit     string  `json:"unit"`            // msgs/s, µs, connects/s, links/s, MB/s, MiB
+	Unit     string  `json:"unit"`            // msgs/s, µs, ms, s, connects/s, links/s, MB/s, MiB, KiB
 	Value    float64 `json:"value"`           // the figure
 	Baseline string  `json:"baseline"`        // what it is compared with
 	Base     float64 `json:"baseline_value"`  // the baseline, same unit (0: none)

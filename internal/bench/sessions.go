@@ -145,7 +145,10 @@ func (r *msgRig) openSession(mu *msgUser, m jetstream.Msg) {
 		return
 	}
 	hex.Encode(id[:], pt[:len(chat.MessageID{})])
-	if msgID := m.Headers().Get(jetstream.MsgIDHeader); !strings.HasSuffix(msgID, string(id[:])) {
+	// A copy to one of a person's devices carries "-<device>" after the
+	// ID (devices.go), as chat.Client's copies do: it must name this one.
+	if msgID := m.Headers().Get(jetstream.MsgIDHeader); !strings.HasSuffix(msgID, string(id[:])) &&
+		!strings.HasSuffix(msgID, string(id[:])+"-"+mu.Key.String()) {
 		r.fail(fmt.Errorf("a session message holds ID %s, its publish was %q", id[:], msgID))
 		return
 	}

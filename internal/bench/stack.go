@@ -140,6 +140,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		ChatServer: chatBin,
 		ChatArgs: []string{
 			"--log-level", "warn", "--claims-per-ip", "off", "--claims-per-key", "off", "--reads-per-ip", "off",
+			"--devices-per-ip", "off", "--devices-per-key", "off",
 			// The bench's few users send far more than people do: the per-user
 			// rate limits and the unread cap are off, the gate's path is not.
 			"--send-rate", "-1", "--send-bytes-rate", "-1", "--recipient-rate", "-1", "--recipient-bytes-rate", "-1",

@@ -85,7 +85,17 @@ func (s *Store) appendDevice(ctx context.Context, link *sigchain.Link, seq uint6
 	lm.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, s.chainFilter(key))
 	dm := &nats.Msg{Subject: s.deviceSubject(device), Data: entry, Header: nats.Header{}}
 	dm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(dseq, 10))
-	err = s.publishBatch(ctx, lm, dm)
+	msgs := []*nats.Msg{lm, dm}
+	if !revoke {
+		// The entry once more, on condition that the device has no chain
+		// (a batch message checks one subject): a key never is both a
+		// person and a device, also when its eldest link races the add.
+		om := &nats.Msg{Subject: s.deviceSubject(device), Data: entry, Header: nats.Header{}}
+		om.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		om.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, s.chainFilter(device))
+		msgs = append(msgs, om)
+	}
+	err = s.publishBatch(ctx, msgs...)
 	if isConflict(err) {
 		h, hseq, herr := s.headAt(ctx, key)
 		switch {
@@ -96,7 +106,8 @@ func (s *Store) appendDevice(ctx context.Context, link *sigchain.Link, seq uint6
 		case hseq != seq:
 			return &sigchain.ConflictError{Head: h}
 		}
-		// The chain did not move: the device's entry did.
+		// The chain did not move: the device's entry did, or (an add)
+		// the device has a chain.
 		if !revoke {
 			return fmt.Errorf("jsstore: adding %s: %w", device, sigchain.ErrDeviceKnown)
 		}
@@ -107,6 +118,45 @@ func (s *Store) appendDevice(ctx context.Context, link *sigchain.Link, seq uint6
 	}
 	if revoke {
 		return s.purgePrekey(ctx, device)
+	}
+	return nil
+}
+
+// appendEldest stores link, an eldest link of a chain whose subjects are
+// empty up to stream sequence seq (0, or a collection's fence), and the
+// chain's orphan marker in one atomic batch: the link on condition that
+// the chain's subjects did not move, the marker on condition that the
+// key is not in the device index (a device key never starts a chain of
+// its own, also when an add_device link naming it races this append).
+// A chain that names a handle gets the marker too; the next collection
+// finds the handle and drops it.
+func (s *Store) appendEldest(ctx context.Context, link *sigchain.Link, seq uint64) error {
+	key := link.Key()
+	mm := &nats.Msg{Subject: s.orphanSubject(key), Header: nats.Header{}}
+	mm.Header.Set(jetstream.ExpectedStreamHeader, s.stream)
+	mm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+	mm.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, s.deviceSubject(key))
+	lm := &nats.Msg{Subject: s.linkSubject(key, 1), Data: link.Bytes(), Header: nats.Header{}}
+	lm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10))
+	lm.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, s.chainFilter(key))
+	err := s.publishBatch(ctx, mm, lm)
+	if isConflict(err) {
+		h, _, herr := s.headAt(ctx, key)
+		switch {
+		case herr == nil:
+			return &sigchain.ConflictError{Head: h} // another eldest link won
+		case !errors.Is(herr, sigchain.ErrNotFound):
+			return fmt.Errorf("jsstore: the append was refused, and reading the head failed: %w", herr)
+		}
+		if _, dseq, derr := s.deviceAt(ctx, key); derr != nil {
+			return fmt.Errorf("jsstore: the append was refused, and reading the device index failed: %w", derr)
+		} else if dseq != 0 {
+			return fmt.Errorf("jsstore: a chain of %s: %w", key, sigchain.ErrDeviceKnown)
+		}
+		return &sigchain.ConflictError{} // a racing append was in flight: try again
+	}
+	if err != nil {
+		return fmt.Errorf("jsstore: storing link 1 of %s: %w", key, err)
 	}
 	return nil
 }

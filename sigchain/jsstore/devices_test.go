@@ -4,18 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/storetest"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestDeviceLayout: an add_device link and the device's index entry land
 // together, the entry on kez.v1.chain.devices.<device>; a revocation
-// rewrites the entry.
+// rewrites the entry. Every eldest link comes with its orphan marker.
 func TestDeviceLayout(t *testing.T) {
 	ctx := context.Background()
 	s, js := newStore(t)
@@ -47,12 +49,19 @@ func TestDeviceLayout(t *testing.T) {
 		}
 		return e, m.Sequence
 	}
+	if m, err := st.GetLastMsgForSubject(ctx, "kez.v1.chain."+p.ID.PublicKey().String()); err != nil {
+		t.Fatalf("the marker of a chain with a handle: %v", err)
+	} else if eldest, err := st.GetLastMsgForSubject(ctx, "kez.v1.chain."+p.ID.PublicKey().String()+".1"); err != nil || eldest.Sequence != m.Sequence+1 {
+		t.Fatalf("the eldest link at %v (%v), its marker at %d", eldest, err, m.Sequence)
+	}
 	e, seq := entry()
 	link, err := st.GetLastMsgForSubject(ctx, "kez.v1.chain."+p.ID.PublicKey().String()+".2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e != (deviceEntry{Person: p.ID.PublicKey().String()}) || seq != link.Sequence+1 {
+	// The add's batch: the link, the entry, and the entry again on
+	// condition that the device has no chain.
+	if e != (deviceEntry{Person: p.ID.PublicKey().String()}) || seq != link.Sequence+2 {
 		t.Fatalf("entry %+v at %d, the link at %d", e, seq, link.Sequence)
 	}
 	if err := s.Append(ctx, p.RevokeDevice(t, dev.PublicKey(), now)); err != nil {
@@ -128,4 +137,54 @@ func newStore(t *testing.T) (*Store, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return s, js
+}
+
+// TestAbandonedBatch: a writer that stops inside an atomic batch (its
+// first message staged, no commit: a crash, a lost connection) leaves
+// nothing in the stream, neither the link nor the device's entry, and
+// holds nothing up: the same add is stored afterwards, and so is an
+// eldest link whose batch was abandoned the same way.
+func TestAbandonedBatch(t *testing.T) {
+	ctx := context.Background()
+	s, js := newStore(t)
+	now := time.Now()
+	p := storetest.NewPerson(t, storetest.Identity(t, 1), "alice@kez.lat", now)
+	if err := s.Append(ctx, p.Links[0]); err != nil {
+		t.Fatal(err)
+	}
+	dev := storetest.Identity(t, 2)
+	add := p.AddDevice(t, dev, now)
+	other := storetest.NewPerson(t, storetest.Identity(t, 3), "", now).Links[0]
+	nc := js.Conn()
+	for i, m := range []*nats.Msg{
+		{Subject: "kez.v1.chain." + p.ID.PublicKey().String() + ".2", Data: add.Bytes(), Header: nats.Header{}},
+		{Subject: "kez.v1.chain." + other.Key().String(), Header: nats.Header{}},
+	} {
+		m.Header.Set("Nats-Batch-Id", fmt.Sprintf("abandoned%d", i))
+		m.Header.Set("Nats-Batch-Sequence", "1")
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 2 { // alice's marker and eldest link
+		t.Fatalf("after the abandoned batches: %+v, %v", info.State, err)
+	}
+	if _, err := s.Device(ctx, dev.PublicKey()); !errors.Is(err, sigchain.ErrNoDevice) {
+		t.Fatalf("the device of an abandoned batch: %v", err)
+	}
+	for _, l := range []*sigchain.Link{add, other} {
+		if err := s.Append(ctx, l); err != nil {
+			t.Fatalf("appending after an abandoned batch: %v", err)
+		}
+	}
+	if e, err := s.Device(ctx, dev.PublicKey()); err != nil || e.Person != p.ID.PublicKey() {
+		t.Fatalf("%+v, %v", e, err)
+	}
 }

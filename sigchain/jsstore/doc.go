@@ -31,9 +31,11 @@
 //
 // # Orphan chains
 //
-// Before an eldest link that names no handle, Append publishes an empty
+// With every eldest link, in one atomic batch, Append publishes an empty
 // marker on kez.v1.chain.<key> (outside the chain's filter): the chain is
-// an orphan candidate from then on. [Store.CollectOrphans] lists the
+// an orphan candidate from then on. The marker is published on condition
+// that the key has no entry in the device index (below), so a device key
+// never starts a chain of its own. [Store.CollectOrphans] lists the
 // markers, and for each one stored before the cutoff reads the chain
 // again; if no link names a handle, it publishes a fence,
 // kez.v1.chain.<key>.gc, on condition that the chain's head is still the
@@ -52,7 +54,9 @@
 // chain). JetStream stores the message only if no other message reached
 // that chain meanwhile, so of several appends at one seqno exactly one
 // wins, across any number of sig-server replicas; the others get a
-// *[sigchain.ConflictError] with the new head.
+// *[sigchain.ConflictError] with the new head. An eldest link and a link
+// that adds or revokes a device go in an atomic batch with the same
+// check (below).
 //
 // The head is read from the stream leader (a JetStream message get), not
 // from any replica, so a link is readable from every sig-server replica
@@ -83,8 +87,11 @@
 // batch (the stream allows them; a stream made by an earlier version is
 // updated to): the link with the chain's expected-last-sequence check,
 // the entry on condition that the device's subject is still where it was
-// read (empty, for an add). So the two land together or not at all, and
-// of two chains adding one device at once exactly one succeeds. A
+// read (empty, for an add), and for an add the entry once more on
+// condition that the device has no chain (a batch message checks one
+// subject; readers take the last entry). So they land together or not
+// at all, of two chains adding one device at once exactly one succeeds,
+// and of a key's eldest link and an add naming it exactly one does. A
 // revocation then purges the device's prekey. Collecting an orphan chain
 // purges its devices' entries and prekeys, after its fence and before its
 // links, so a collection that stops midway finds them again.

@@ -26,20 +26,10 @@ const fenceToken = "gc"
 // outside the chain's filter <prefix>.<key>.>.
 func (s *Store) orphanSubject(k kez.PublicKey) string { return s.prefix + k.String() }
 
-// markOrphan publishes the marker that lists key's chain as an orphan
-// from now on. Append calls it before storing an eldest link without a
-// handle: a marker whose chain never came, or came with a handle, is
-// dropped by the next collection.
-func (s *Store) markOrphan(ctx context.Context, key kez.PublicKey) error {
-	if _, err := s.js.Publish(ctx, s.orphanSubject(key), nil, jetstream.WithExpectStream(s.stream)); err != nil {
-		return fmt.Errorf("jsstore: listing the new chain of %s as an orphan: %w", key, err)
-	}
-	return nil
-}
-
 // CollectOrphans implements [sigchain.OrphanCollector]. Chains are listed
-// as orphans by a marker message on <prefix>.<key>, published before
-// their eldest link; a chain is collected when its marker was stored
+// as orphans by a marker message on <prefix>.<key>, published with
+// their eldest link (a chain that names a handle has one too, dropped
+// here when found); a chain is collected when its marker was stored
 // before cutoff and, read again now, none of its links names a handle.
 // Then a fence message (<prefix>.<key>.gc) is published on condition that
 // the chain's head is still the one just read, so an append racing the

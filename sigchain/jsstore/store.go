@@ -341,10 +341,8 @@ func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 	if !follows {
 		return &sigchain.ConflictError{Head: h}
 	}
-	if link.Seqno() == 1 && link.NamedHandle() == "" {
-		if err := s.markOrphan(ctx, key); err != nil {
-			return err
-		}
+	if link.Seqno() == 1 {
+		return s.appendEldest(ctx, link, seq)
 	}
 	if d, revoke, ok := link.NamedDevice(); ok {
 		return s.appendDevice(ctx, link, seq, d, revoke)

@@ -210,8 +210,10 @@ func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limi
 // ([sigchain.DeviceStore]): inside one IMMEDIATE transaction it reads the
 // head, checks that link follows it, inserts, lists a new chain without a
 // handle as an orphan or takes a chain whose link names a handle off the
-// list, and adds a device to the index (refusing one already there with
-// [sigchain.ErrDeviceKnown]) or marks it revoked and deletes its prekey.
+// list, and adds a device to the index (refusing one already there, or
+// one that has a chain, with [sigchain.ErrDeviceKnown]) or marks it
+// revoked and deletes its prekey; an eldest link of a key in the index is
+// refused with [sigchain.ErrDeviceKnown].
 func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -229,6 +231,13 @@ func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 		h.Seqno > 0 && link.Seqno() == h.Seqno+1 && link.Prev() == h.ID
 	if !follows {
 		return &sigchain.ConflictError{Head: h}
+	}
+	if link.Seqno() == 1 { // a device key never starts a chain of its own
+		if known, err := exists(ctx, tx, "SELECT 1 FROM devices WHERE device = ?", k); err != nil {
+			return fmt.Errorf("sqlitestore: reading the device index: %w", err)
+		} else if known {
+			return fmt.Errorf("sqlitestore: a chain of %s: %w", k, sigchain.ErrDeviceKnown)
+		}
 	}
 	if _, err := tx.ExecContext(ctx, "INSERT INTO links (chain, seqno, id, link) VALUES (?, ?, ?, ?)",
 		k, int64(link.Seqno()), link.ID().String(), link.Bytes()); err != nil {
@@ -270,6 +279,11 @@ func indexDevice(ctx context.Context, tx *sql.Tx, link *sigchain.Link) error {
 		}
 		return nil
 	}
+	if own, err := exists(ctx, tx, "SELECT 1 FROM links WHERE chain = ? LIMIT 1", dk); err != nil {
+		return fmt.Errorf("sqlitestore: adding a device: %w", err)
+	} else if own {
+		return fmt.Errorf("sqlitestore: adding %s, which has a chain: %w", dk, sigchain.ErrDeviceKnown)
+	}
 	res, err := tx.ExecContext(ctx, "INSERT INTO devices (device, person, revoked) VALUES (?, ?, 0) ON CONFLICT (device) DO NOTHING", dk, person)
 	if err != nil {
 		return fmt.Errorf("sqlitestore: adding a device: %w", err)
@@ -280,6 +294,16 @@ func indexDevice(ctx context.Context, tx *sql.Tx, link *sigchain.Link) error {
 		return fmt.Errorf("sqlitestore: adding %s: %w", dk, sigchain.ErrDeviceKnown)
 	}
 	return nil
+}
+
+// exists reports whether query finds a row.
+func exists(ctx context.Context, tx *sql.Tx, query string, args ...any) (bool, error) {
+	var one int
+	err := tx.QueryRowContext(ctx, query, args...).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // Device implements [sigchain.DeviceStore].

@@ -25,6 +25,8 @@ func runDevices(t *testing.T, open Open) {
 	t.Run("LinkFloods", func(t *testing.T) { testLinkFloods(t, open) })
 	t.Run("DeviceAppendAbuse", func(t *testing.T) { testDeviceAppendAbuse(t, open) })
 	t.Run("DevicePrekeys", func(t *testing.T) { testDevicePrekeys(t, open) })
+	t.Run("DeviceReplay", func(t *testing.T) { testDeviceReplay(t, open) })
+	t.Run("DeviceOwnChain", func(t *testing.T) { testDeviceOwnChain(t, open) })
 }
 
 // deviceStore returns s as a DeviceStore or skips the test.
