@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -80,26 +81,10 @@ func dropRevoked(m *format.Manifest, st *sigchain.State) int {
 		}
 		return st.IsCurrentDevice(d)
 	}
-	n := 0
-	pub := m.Public[:0]
-	for _, e := range m.Public {
-		if current(e.Device) {
-			pub = append(pub, e)
-		} else {
-			n++
-		}
-	}
-	m.Public = pub
-	sealed := m.Sealed[:0]
-	for _, e := range m.Sealed {
-		if current(e.Device) {
-			sealed = append(sealed, e)
-		} else {
-			n++
-		}
-	}
-	m.Sealed = sealed
-	return n
+	n := len(m.Public) + len(m.Sealed)
+	m.Public = slices.DeleteFunc(m.Public, func(e format.Entry) bool { return !current(e.Device) })
+	m.Sealed = slices.DeleteFunc(m.Sealed, func(e format.SealedEntry) bool { return !current(e.Device) })
+	return n - len(m.Public) - len(m.Sealed)
 }
 
 // deviceRefresh is how long the serving node trusts a recipient's chain

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -14,9 +13,7 @@ import (
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
-	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
-	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -32,87 +29,20 @@ func devCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// addDevice makes a device key for u the way "kez link" and "kez devices
-// add" (or "kez recover") do: a link request signed by the new key, the
-// add_device link u's primary key appends at the sig-server, and the link
-// registered with the chat-server (so the device may log in to NATS).
-func addDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, name string) *kez.Identity {
-	t.Helper()
-	dev, _, err := kez.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := sigchain.NewLinkRequest(dev, name, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendOwnLink(t, st, u, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req), true)
-	return dev
-}
-
-// revokeDevice revokes dev on u's chain, at the sig-server and the
-// chat-server.
-func revokeDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, dev kez.PublicKey) {
-	t.Helper()
-	appendOwnLink(t, st, u, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(dev), true)
-}
-
-// appendOwnLink appends a link of type typ to u's chain, signed by u's
-// primary key, and (for device links) registers it with the chat-server.
-func appendOwnLink(t testing.TB, st *stacktest.Stack, u *stacktest.User, typ string, body []byte, register bool) {
-	t.Helper()
-	ctx := devCtx(t)
-	sc := &sigchain.Client{BaseURL: st.SigServerURL}
-	state, err := sc.FetchVerified(ctx, u.Key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := sigchain.NewLink(u.Identity, state, typ, body, time.Now())
-	if err != nil {
-		t.Fatalf("%s of %s: %v", typ, u.Name, err)
-	}
-	if err := sc.Append(ctx, l); err != nil {
-		t.Fatalf("appending %s to %s's chain: %v", typ, u.Name, err)
-	}
-	if register {
-		if _, _, err := (&handles.Client{BaseURL: st.ServerURL}).RegisterDevice(ctx, l.Bytes()); err != nil {
-			t.Fatalf("registering %s of %s with the chat-server: %v", typ, u.Name, err)
-		}
-	}
-}
-
 // openInstall opens the sharing of one install of u in a fresh state
 // folder: a linked device (primary false: it holds only dev) or a
 // recovered install (primary true: it holds u's primary key and logs in
 // with dev).
 func openInstall(t testing.TB, st *stacktest.Stack, u *stacktest.User, dev *kez.Identity, primary bool, opts ...func(*client.Config)) *peer {
 	t.Helper()
-	logs := &testlog.Buffer{}
-	cc := client.Config{
-		Device:       dev,
-		Person:       u.Key,
-		Home:         filepath.Join(t.TempDir(), "kez-home"),
-		NATSURL:      st.NATSURL,
-		SigServerURL: st.SigServerURL,
-		Resolver:     st.Resolver(),
-		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	}
+	cc := client.Config{Device: dev, Person: u.Key, Home: filepath.Join(t.TempDir(), "kez-home")}
 	if primary {
 		cc.Identity = u.Identity
 	}
 	for _, o := range opts {
 		o(&cc)
 	}
-	s, err := files.Open(context.Background(), files.Config{
-		Client:          cc,
-		ListenAddrs:     []string{"/ip4/127.0.0.1/tcp/0"},
-		MaxWaitInterval: 50 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return &peer{Sharing: s, user: u, log: logs}
+	return openWith(t, st, u, cc)
 }
 
 // writeFile writes data to a fresh file called name and returns its path.
@@ -157,7 +87,7 @@ func TestLinkedDeviceFetches(t *testing.T) {
 	ctx := devCtx(t)
 	alice := newPeer(t, st, "alice")
 	bobUser := st.NewUser(t, "bob")
-	bobLaptop := openInstall(t, st, bobUser, addDevice(t, st, bobUser, "laptop"), false)
+	bobLaptop := openInstall(t, st, bobUser, st.AddDevice(t, bobUser, "laptop"), false)
 	if bobLaptop.Key() != bobUser.Key || bobLaptop.DeviceKey() == bobUser.Key {
 		t.Fatalf("linked device: person %s device %s", bobLaptop.Key(), bobLaptop.DeviceKey())
 	}
@@ -218,10 +148,10 @@ func TestRecoveredInstallShares(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	ctx := devCtx(t)
 	aliceUser := st.NewUser(t, "alice")
-	aliceDev := addDevice(t, st, aliceUser, "recovered")
+	aliceDev := st.AddDevice(t, aliceUser, "recovered")
 	alice := openInstall(t, st, aliceUser, aliceDev, true)
 	bob := newPeer(t, st, "bob")
-	bobRecovered := openInstall(t, st, bob.user, addDevice(t, st, bob.user, "desktop"), true)
+	bobRecovered := openInstall(t, st, bob.user, st.AddDevice(t, bob.user, "desktop"), true)
 	carol := newPeer(t, st, "carol")
 
 	src := writeFile(t, "photo.jpg", testBytes(700<<10))
@@ -300,7 +230,7 @@ func TestRevokedServingDeviceRefused(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	ctx := devCtx(t)
 	aliceUser := st.NewUser(t, "alice")
-	aliceDev := addDevice(t, st, aliceUser, "old laptop")
+	aliceDev := st.AddDevice(t, aliceUser, "old laptop")
 	old := openInstall(t, st, aliceUser, aliceDev, true)
 	bob := newPeer(t, st, "bob")
 
@@ -314,7 +244,7 @@ func TestRevokedServingDeviceRefused(t *testing.T) {
 	fetchSame(t, bob, old.handle(), "notes.txt", src)
 	served := old.Stats()
 
-	revokeDevice(t, st, aliceUser, aliceDev.PublicKey())
+	st.RevokeDevice(t, aliceUser, aliceDev.PublicKey())
 	_, err := bob.Fetch(ctx, old.handle(), "notes.txt", filepath.Join(t.TempDir(), "notes.txt"))
 	var de *files.DeviceError
 	if !errors.Is(err, files.ErrDeviceRevoked) || errors.Is(err, files.ErrNotOwnersDevice) || !errors.As(err, &de) ||
@@ -348,10 +278,10 @@ func TestForeignServingDeviceRefused(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	ctx := devCtx(t)
 	aliceUser := st.NewUser(t, "alice")
-	aliceDev := addDevice(t, st, aliceUser, "laptop")
+	aliceDev := st.AddDevice(t, aliceUser, "laptop")
 	alice := openInstall(t, st, aliceUser, aliceDev, true)
 	malUser := st.NewUser(t, "mallory")
-	malDev := addDevice(t, st, malUser, "phone")
+	malDev := st.AddDevice(t, malUser, "phone")
 	mallory := openInstall(t, st, malUser, malDev, true)
 	bob := newPeer(t, st, "bob")
 
@@ -382,7 +312,7 @@ func TestForeignServingDeviceRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	appendOwnLink(t, st, aliceUser, sigchain.TypeSetSharedFiles, body, false)
+	st.AppendLink(t, aliceUser, sigchain.TypeSetSharedFiles, body)
 	_, err = bob.Fetch(ctx, alice.handle(), "contract.pdf", filepath.Join(t.TempDir(), "c.pdf"))
 	var de *files.DeviceError
 	if !errors.Is(err, files.ErrNotOwnersDevice) || errors.Is(err, files.ErrDeviceRevoked) || !errors.As(err, &de) || de.Device != malDev.PublicKey() {
@@ -433,7 +363,7 @@ func TestRecipientsRevokedDeviceRefused(t *testing.T) {
 	clock := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
 	alice := openInstall(t, st, st.NewUser(t, "alice"), nil, true, func(c *client.Config) { c.Clock = clock })
 	bob := newPeer(t, st, "bob")
-	desk := addDevice(t, st, bob.user, "desk")
+	desk := st.AddDevice(t, bob.user, "desk")
 	bobDesk := openInstall(t, st, bob.user, desk, true)
 	eve := newPeer(t, st, "eve")
 
@@ -466,7 +396,7 @@ func TestRecipientsRevokedDeviceRefused(t *testing.T) {
 		t.Fatalf("20 requests from a stranger fetched bob's chain %d times", len(got))
 	}
 
-	revokeDevice(t, st, bob.user, desk.PublicKey())
+	st.RevokeDevice(t, bob.user, desk.PublicKey())
 	ahead.Store(int64(61 * time.Second))
 	node, err := bobDesk.Node()
 	if err != nil {
