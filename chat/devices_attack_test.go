@@ -2,7 +2,6 @@ package chat
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net/http"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/kez-lat/kez-chat/session"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
 
@@ -190,16 +188,8 @@ func TestDevicesRevokedOwnDeviceRefused(t *testing.T) {
 	mustSend(t, a1, "bob", "before")
 
 	// Revoked on the chain only.
-	sc := &sigchain.Client{BaseURL: st.SigServerURL}
-	state, err := sc.FetchVerified(ctx, alice.user.Key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := sigchain.NewLink(alice.user.Identity, state, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(stolen.DeviceKey()), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sc.Append(ctx, l); err != nil {
+	l := deviceLink(t, st, alice.user, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(stolen.DeviceKey()))
+	if err := (&sigchain.Client{BaseURL: st.SigServerURL}).Append(ctx, l); err != nil {
 		t.Fatal(err)
 	}
 	forged := Message{Kind: KindSyncSent, Body: marshalSyncSent(bob.user.Key, &Message{Kind: KindText, Body: []byte("I never sent this")})}
@@ -254,17 +244,9 @@ func TestDevicesPrekeysFetchedTogether(t *testing.T) {
 	a := newPerson(t, st, "alice", 1, func(c *Config) { c.RefreshTimeout = time.Second }).devices[0]
 	bu := st.NewUser(t, "bob")
 	ctx := testCtx(t)
-	sc := &sigchain.Client{BaseURL: st.SigServerURL}
 	keys := map[string]bool{bu.Key.String(): true}
 	for i := 1; i < n; i++ {
-		dev := newDevice(t, st, bu, fmt.Sprintf("bob-%d", i+1))
-		pk, err := session.NewPrekey(rand.Reader, dev, uint32(i), time.Now(), 24*time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sc.PublishPrekey(ctx, &pk.Public); err != nil {
-			t.Fatal(err)
-		}
+		dev := newDeviceWithPrekey(t, st, bu, fmt.Sprintf("bob-%d", i+1), uint32(i))
 		keys[dev.PublicKey().String()] = true
 	}
 	openClient(t, st, bu)
@@ -315,15 +297,7 @@ func TestDevicesRefusedResendKeepsSent(t *testing.T) {
 	}
 	// Revoked at the chat-server only: alice's pinned chain of bob still
 	// lists the device as current.
-	sc := &sigchain.Client{BaseURL: st.SigServerURL}
-	state, err := sc.FetchVerified(ctx, bob.user.Key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := sigchain.NewLink(bob.user.Identity, state, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(d.DeviceKey()), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := deviceLink(t, st, bob.user, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(d.DeviceKey()))
 	if _, _, err := (&handles.Client{BaseURL: st.ServerURL}).RegisterDevice(ctx, l.Bytes()); err != nil {
 		t.Fatal(err)
 	}
