@@ -477,7 +477,7 @@ func isRefusal(err error) bool {
 
 var refusals = []error{ErrMalformed, ErrUnsupportedVersion, ErrUnsupportedSuite, ErrNotForMe, ErrWrongRecipient, ErrDecrypt,
 	ErrBadSignature, ErrSenderMismatch, ErrTooLarge, ErrDowngrade, ErrUnknownSession, ErrReplay,
-	ErrDeviceRevoked, ErrUnknownDevice, ErrNotOwnDevice}
+	ErrDeviceRevoked, ErrUnknownDevice, ErrDeviceAmbiguous, ErrNotOwnDevice}
 
 // opened is the outcome of opening one delivery.
 type opened struct {
