@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
@@ -306,11 +305,7 @@ func runDevicesRevoke(ctx context.Context, e *env, o devicesOptions, name string
 		return revokeAgain(ctx, e, srv, st, name)
 	case 1:
 	default:
-		var keys []string
-		for _, d := range match {
-			keys = append(keys, d.Key.String())
-		}
-		return fmt.Errorf("%d devices are named %q: give the key of the one to revoke (%s); nothing was changed", len(match), name, strings.Join(keys, ", "))
+		return sameNameError(match, name, "revoke", "nothing was changed")
 	}
 	d := match[0]
 	if cur := st.CurrentDevices(); len(cur) == 1 {

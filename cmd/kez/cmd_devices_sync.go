@@ -21,6 +21,16 @@ func devicesNamed(st *sigchain.State, name string, revoked bool) []sigchain.Devi
 	return match
 }
 
+// sameNameError says that several devices answer to name: the one to
+// what (e.g. "revoke") must be given by its key; outcome ends the sentence.
+func sameNameError(match []sigchain.Device, name, what, outcome string) error {
+	keys := make([]string, len(match))
+	for i, d := range match {
+		keys[i] = d.Key.String()
+	}
+	return fmt.Errorf("%d devices are named %q: give the key of the one to %s (%s); %s", len(match), name, what, strings.Join(keys, ", "), outcome)
+}
+
 // runDevicesSync sends this device's contacts and history to another
 // current device of the same person, named name: for an install that did
 // not get them through "kez devices add" (a recovered one, or one added
@@ -44,11 +54,7 @@ func runDevicesSync(ctx context.Context, e *env, o devicesOptions, name string) 
 		}
 		return fmt.Errorf("no current device of yours is named %q (\"kez devices\" lists them); nothing was sent", name)
 	default:
-		var keys []string
-		for _, d := range match {
-			keys = append(keys, d.Key.String())
-		}
-		return fmt.Errorf("%d devices are named %q: give the key of the one to send to (%s); nothing was sent", len(match), name, strings.Join(keys, ", "))
+		return sameNameError(match, name, "send to", "nothing was sent")
 	}
 	d := match[0]
 	if d.Key == acct.device().PublicKey() {

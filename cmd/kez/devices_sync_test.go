@@ -75,8 +75,8 @@ func inboxLastSeq(t *testing.T, st *stacktest.Stack) uint64 {
 // stack: a recovered install has no history and says how to get it; "kez
 // devices sync" on the primary sends it, and the recovered install has
 // alice's contacts and messages. Syncing to this device, an unknown name,
-// another person's device or a revoked one is a sentence, exit 1, and
-// stores nothing in the inbox stream.
+// a name two devices have, another person's device or a revoked one is a
+// sentence, exit 1, and stores nothing in the inbox stream.
 func TestDevicesSyncToRecoveredInstall(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
@@ -124,6 +124,9 @@ func TestDevicesSyncToRecoveredInstall(t *testing.T) {
 
 	// Refusals: each a sentence, exit 1, nothing stored in any inbox.
 	mustRun(t, alice, "", "devices", "revoke", "restored")
+	for _, h := range []string{"twin1", "twin2"} {
+		mustRun(t, with(st.Env(au), "KEZ_HOME", filepath.Join(t.TempDir(), h)), stacktest.Words("alice").Phrase()+"\n", "recover", "--name", "twin")
+	}
 	mustRun(t, bob, "", "inbox")
 	seq := inboxLastSeq(t, st)
 	for _, tc := range []struct {
@@ -135,6 +138,7 @@ func TestDevicesSyncToRecoveredInstall(t *testing.T) {
 		{"revoked", alice, "restored", `"restored" was revoked: a revoked device gets nothing`},
 		{"this device", alice, "primary", `"primary" is this device`},
 		{"unknown", alice, "tablet", `no current device of yours is named "tablet"`},
+		{"two of that name", alice, "twin", `2 devices are named "twin": give the key of the one to send to`},
 		{"another person's device", alice, bu.Key.String(), bu.Key.String() + " is not a device of yours"},
 		{"another person's device by name", bob, "restored", `no current device of yours is named "restored"`},
 	} {
