@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/session"
@@ -16,22 +15,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// newDevice makes a device key for u the way "kez link" and "kez devices
-// add" do: a link request signed by the new key, the add_device link the
-// primary key appends to u's chain at the sig-server, and the link
-// registered with the chat-server (so the device may log in).
+// newDevice makes a device key for u as "kez link" and "kez devices add"
+// do (stacktest's AddDevice).
 func newDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, name string) *kez.Identity {
 	t.Helper()
-	dev, _, err := kez.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := sigchain.NewLinkRequest(dev, name, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendDeviceLink(t, st, u, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req))
-	return dev
+	return st.AddDevice(t, u, name)
 }
 
 // newDeviceWithPrekey is newDevice, and the device publishes a prekey
@@ -64,24 +52,11 @@ func deviceLink(t testing.TB, st *stacktest.Stack, u *stacktest.User, typ string
 	return l
 }
 
-// revokeDevice appends a revoke_device link for dev to u's chain and
-// registers it with the chat-server.
+// revokeDevice revokes u's device dev at the sig-server and the
+// chat-server (stacktest's RevokeDevice).
 func revokeDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, dev kez.PublicKey) {
 	t.Helper()
-	appendDeviceLink(t, st, u, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(dev))
-}
-
-func appendDeviceLink(t testing.TB, st *stacktest.Stack, u *stacktest.User, typ string, body []byte) {
-	t.Helper()
-	ctx := testCtx(t)
-	sc := &sigchain.Client{BaseURL: st.SigServerURL}
-	l := deviceLink(t, st, u, typ, body)
-	if err := sc.Append(ctx, l); err != nil {
-		t.Fatalf("appending %s to %s's chain: %v", typ, u.Name, err)
-	}
-	if _, _, err := (&handles.Client{BaseURL: st.ServerURL}).RegisterDevice(ctx, l.Bytes()); err != nil {
-		t.Fatalf("registering %s of %s with the chat-server: %v", typ, u.Name, err)
-	}
+	st.RevokeDevice(t, u, dev)
 }
 
 // openDevice opens a client of u's linked device dev (it holds no primary
