@@ -82,6 +82,7 @@ type gate struct {
 	users   *tracker[userBuckets]
 	pairs   *tracker[pairBuckets] // recipient + "." + sender
 	known   *tracker[knownEntry]
+	seen    *tracker[seenEntry] // person → their devices' consumer information (gate_seen.go)
 	ensured sync.Map // consumer name → time.Duration (the AckWait it was made with)
 	read    *readRemover
 	readM   readMetrics
