@@ -83,7 +83,7 @@ type gate struct {
 	pairs   *tracker[pairBuckets] // recipient + "." + sender
 	known   *tracker[knownEntry]
 	seen    *tracker[seenEntry] // person → their devices' consumer information (gate_seen.go)
-	ensured sync.Map // consumer name → time.Duration (the AckWait it was made with)
+	ensured sync.Map            // consumer name → time.Duration (the AckWait it was made with)
 	read    *readRemover
 	readM   readMetrics
 	purges  atomic.Bool // the stream needs the gate to remove read mail (callout.RemovesReadMail)
