@@ -28,6 +28,10 @@ import (
 //
 // Sending the revocation link again does it all again.
 
+// kickPageSize is how many of a device's connections the kicker asks
+// each server for at a time.
+var kickPageSize = 1024
+
 // kickAgainAfter is how long after a revocation its connections are
 // looked for a second time: longer than a login takes from the callout's
 // registry lookup to the connection's registration (the callout's lookup
@@ -94,23 +98,42 @@ type connz struct {
 // account's connections of that user ($SYS.REQ.ACCOUNT.<users>.CONNZ,
 // answered by each server) and kicks each one on its server as its answer
 // comes ($SYS.REQ.SERVER.<id>.KICK), waiting for answers while they keep
-// coming.
+// coming. While a server answers with a full page (a device holding more
+// connections than kickPageSize, to outlast the kick), it asks again, up
+// to maxKickRounds times.
 func (s *Server) kickDevice(ctx context.Context, device kez.PublicKey) (int, error) {
 	nc := s.kickConn.Load()
 	if nc == nil || !nc.IsConnected() {
 		return 0, errNoKicker
 	}
+	kicked := 0
+	for range maxKickRounds {
+		n, more, err := s.kickRound(ctx, nc, device)
+		kicked += n
+		if err != nil || !more || n == 0 {
+			return kicked, err
+		}
+	}
+	return kicked, fmt.Errorf("%s still holds connections after %d rounds of %d kicks", device, maxKickRounds, kickPageSize)
+}
+
+// maxKickRounds bounds the rounds of one kickDevice.
+const maxKickRounds = 64
+
+// kickRound is one round of kickDevice: it returns how many connections
+// it closed and whether a server listed a full page (there may be more).
+func (s *Server) kickRound(ctx context.Context, nc *nats.Conn, device kez.PublicKey) (int, bool, error) {
 	inbox := nc.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer sub.Unsubscribe()
-	req, _ := json.Marshal(map[string]any{"user": device.String(), "acc": callout.DefaultUserAccount, "auth": true, "limit": 1024})
+	req, _ := json.Marshal(map[string]any{"user": device.String(), "acc": callout.DefaultUserAccount, "auth": true, "limit": kickPageSize})
 	if err := nc.PublishRequest("$SYS.REQ.ACCOUNT."+callout.DefaultUserAccount+".CONNZ", inbox, req); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	kicked, answers := 0, 0
+	kicked, answers, more := 0, 0, false
 	var errs []error
 	wait := 2 * time.Second // for the first answer
 	for {
@@ -127,6 +150,9 @@ func (s *Server) kickDevice(ctx context.Context, device kez.PublicKey) (int, err
 			errs = append(errs, fmt.Errorf("a connection list that is not one: %.200s", m.Data))
 			continue
 		}
+		if len(a.Data.Conns) >= kickPageSize {
+			more = true
+		}
 		for _, c := range a.Data.Conns {
 			if c.User != device.String() {
 				continue // not asked for: never kick it
@@ -141,7 +167,7 @@ func (s *Server) kickDevice(ctx context.Context, device kez.PublicKey) (int, err
 	if answers == 0 {
 		errs = append(errs, errors.New("no NATS server answered the connection list request"))
 	}
-	return kicked, errors.Join(errs...)
+	return kicked, more, errors.Join(errs...)
 }
 
 // kick closes connection cid on the server with ID server.

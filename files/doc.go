@@ -22,11 +22,19 @@
 //   - [Sharing.Unshare] and [Sharing.Shared] manage what is shared.
 //
 // The parts are usable alone. [NewNode] starts a libp2p host whose PeerID
-// is the user's key and serves a [BlobSource] under a [Policy];
+// is the device's key and serves a [BlobSource] under a [Policy];
 // [Node.Fetch] downloads a blob checking every chunk against its CID before
 // writing it (docs/spec/blobs.md). [Sharing.Locate] is the signalling: a
-// fetcher asks on kez.v1.p2p.<owner key> and the owner's [Sharing.Serve]
-// answers with its addresses, signed (docs/spec/signalling.md).
+// fetcher asks on kez.v1.p2p.<device key> and that device's
+// [Sharing.Serve] answers with its addresses, signed
+// (docs/spec/signalling.md).
+//
+// A person may use several devices (docs/spec/manifest.md §6). Only an
+// install holding the primary key publishes (Share, Unshare; a linked
+// device gets [ErrNotPrimary]); each entry names the device that serves
+// it, and Fetch refuses a device that is not a current device of the
+// owner's chain ([DeviceError]). Each install serves its own share index,
+// with its own device key.
 //
 // The formats are in package [github.com/kez-lat/kez-chat/files/format]:
 // CIDs and hash trees, encrypted private files and their keys, and the

@@ -422,6 +422,30 @@ func (x *index) Allow(peer kez.PublicKey, c cid.Cid) bool {
 	return !known || public || recipient
 }
 
+// recipientsOf returns the recipients of the private rows of blob c,
+// each once.
+func (x *index) recipientsOf(ctx context.Context, c cid.Cid) ([]recipient, error) {
+	rs, err := x.db.QueryContext(ctx, `SELECT r.key, MIN(r.handle) FROM shares s JOIN recipients r ON r.share_id = s.id
+		WHERE s.cid = ? AND s.private = 1 GROUP BY r.key ORDER BY MIN(r.rowid)`, c.String())
+	if err != nil {
+		return nil, fmt.Errorf("files: reading the share index: %w", err)
+	}
+	defer rs.Close()
+	var out []recipient
+	for rs.Next() {
+		var ks, h string
+		if err := rs.Scan(&ks, &h); err != nil {
+			return nil, fmt.Errorf("files: reading the share index: %w", err)
+		}
+		k, err := kez.ParsePublicKey(ks)
+		if err != nil {
+			return nil, fmt.Errorf("files: the share index holds a bad recipient key: %w", err)
+		}
+		out = append(out, recipient{key: k, handle: h})
+	}
+	return out, rs.Err()
+}
+
 // indexBlob is an open shared file (or its encryption).
 type indexBlob struct {
 	io.ReaderAt

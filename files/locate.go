@@ -8,7 +8,9 @@ import "github.com/kez-lat/kez-chat/files/internal/signal"
 var ErrOwnerOffline = signal.ErrOwnerOffline
 
 // OfflineError is [ErrOwnerOffline] with who was asked: Owner (their
-// handle) and, for a waiting fetch, Waited (how long). It matches
+// handle, or `alice@kez.lat's device "laptop"` when the entry is served
+// by a device other than their primary key) and, for a waiting fetch,
+// Waited (how long). It matches
 // [ErrOwnerOffline] with errors.Is.
 type OfflineError = signal.OfflineError
 

@@ -27,24 +27,26 @@ import (
 
 // Config configures [Open]. Client says who the user is, where their
 // state lives and which servers they use (see package client); its
-// Identity and Home are required. What else is needed depends on what the
-// caller does:
+// Identity (or, on a linked device, Device and Person) and Home are
+// required. What else is needed depends on what the caller does:
 //
-//   - Share and Unshare need the sig-server (the user's own chain), and
-//     Share to named people needs handle resolution (a home server, or
-//     full handles);
+//   - Share and Unshare need the primary key (Client.Identity; a linked
+//     device gets [ErrNotPrimary]) and the sig-server (the user's own
+//     chain), and Share to named people needs handle resolution (a home
+//     server, or full handles);
 //   - Browse needs handle resolution;
 //   - Fetch and Serve also need NATS (NATS, or Client.NATSURL) and open a
 //     libp2p node on ListenAddrs.
 type Config struct {
-	// Client is the configuration the client parts share: identity (its
-	// key is the user's libp2p PeerID), state folder (the share index
-	// shares.db lives in Client.Home), home chat-server, broker, resolver,
-	// HTTP client, logger and clock. Open completes it with
-	// [client.Config.Discover].
+	// Client is the configuration the client parts share: identity (the
+	// device key, [client.Config.DeviceIdentity], is the node's libp2p
+	// PeerID and the signalling key; the primary key signs the manifest),
+	// state folder (the share index shares.db lives in Client.Home), home
+	// chat-server, broker, resolver, HTTP client, logger and clock. Open
+	// completes it with [client.Config.Discover].
 	Client client.Config
 
-	// NATS is a connection logged in as Client.Identity (e.g.
+	// NATS is a connection logged in as the device key (e.g.
 	// chat.Client.Conn()), used for signalling instead of logging in to
 	// Client.NATSURL. Close does not close it.
 	NATS *nats.Conn
@@ -76,9 +78,12 @@ type Config struct {
 // share made by one is served at once by another that is serving).
 type Sharing struct {
 	cfg      Config
-	id       *kez.Identity
-	me       kez.PublicKey
+	dev      *kez.Identity // the device key: node, NATS login, signalling
+	devKey   kez.PublicKey
+	primary  *kez.Identity // the person's primary key; nil on a linked device
+	me       kez.PublicKey // the person's key
 	idx      *index
+	chains   recipientChains // private files' recipients' chains
 	sigc     *sigchain.Client
 	resolver *handles.Resolver
 	owners   ownerStates // the owners' chains as last verified
@@ -148,7 +153,8 @@ func Open(ctx context.Context, cfg Config) (*Sharing, error) {
 		return nil, err
 	}
 	cfg.Client = cc
-	s := &Sharing{cfg: cfg, id: cc.Identity, me: cc.Identity.PublicKey(), http: cc.HTTPClient, log: cc.Logger, now: cc.Clock, resolver: cc.Resolver}
+	s := &Sharing{cfg: cfg, dev: cc.DeviceIdentity(), devKey: cc.DeviceKey(), primary: cc.Identity, me: cc.PersonKey(),
+		http: cc.HTTPClient, log: cc.Logger, now: cc.Clock, resolver: cc.Resolver}
 	s.done, s.closeDone = context.WithCancel(context.Background())
 	if cc.SigServerURL != "" {
 		s.sigc = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: s.http, VerifyOptions: cc.Resolver.VerifyOptions}
@@ -215,8 +221,14 @@ func (s *Sharing) Close() error {
 	return errors.Join(errs...)
 }
 
-// Key returns the user's key.
+// Key returns the user's (person's) key: the key of their sigchain, which
+// others fetch from by handle.
 func (s *Sharing) Key() kez.PublicKey { return s.me }
+
+// DeviceKey returns this install's device key: its node's PeerID, the key
+// its entries name as their serving device, and the key it signals with
+// (the person's key on the primary device).
+func (s *Sharing) DeviceKey() kez.PublicKey { return s.devKey }
 
 // SharedFile is one file in the user's share index.
 type SharedFile struct {
@@ -295,10 +307,13 @@ func MediaType(mediaType string) ShareOption {
 // and appends a set_shared_files link with the new manifest to the user's
 // sigchain. A file already shared under the same name is replaced. Public
 // files are not copied; private ones are encrypted on the fly when served.
+// The entry names this install's device as the one that serves it (see
+// [Sharing.DeviceKey]), so it is fetched from here.
 //
-// Errors: an unreadable path or a name the manifest refuses (wrapping
-// [format.ErrManifest]), a recipient that does not resolve (handles errors), a
-// manifest over its limits, or the sig-server's.
+// Errors: [ErrNotPrimary] on a linked device, an unreadable path or a name
+// the manifest refuses (wrapping [format.ErrManifest]), a recipient that
+// does not resolve (handles errors), a manifest over its limits, or the
+// sig-server's.
 func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (*SharedFile, error) {
 	if !s.work.Enter() {
 		return nil, ErrClosed
@@ -307,6 +322,9 @@ func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (
 	var o shareConfig
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if s.primary == nil {
+		return nil, ErrNotPrimary
 	}
 	if s.sigc == nil {
 		return nil, ErrNoSigServer
@@ -366,6 +384,9 @@ func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (
 		return nil, err
 	}
 	entry := format.Entry{Name: name, Size: row.Size, CID: row.CID, MediaType: mediaType, ModTime: st.ModTime(), Key: row.Key}
+	if s.devKey != s.me {
+		entry.Device = s.devKey
+	}
 	var replaced []format.Entry
 	err = s.publish(ctx, func(m *format.Manifest, visible []format.Entry) error {
 		replaced = dropEntries(m, visible, func(e format.Entry) bool { return e.Name == name })
@@ -387,12 +408,16 @@ func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (
 // Unshare removes every entry named nameOrCID, or whose blob has that CID,
 // from the manifest in the user's sigchain and from the share index, and
 // returns what was removed (as the user sees it). A name or CID that is
-// neither published nor in the index gives a *[NotSharedError].
+// neither published nor in the index gives a *[NotSharedError]; a linked
+// device gets [ErrNotPrimary].
 func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]format.Entry, error) {
 	if !s.work.Enter() {
 		return nil, ErrClosed
 	}
 	defer s.work.Leave()
+	if s.primary == nil {
+		return nil, ErrNotPrimary
+	}
 	if s.sigc == nil {
 		return nil, ErrNoSigServer
 	}
@@ -499,9 +524,10 @@ func (s *Sharing) ownChain(ctx context.Context) (*sigchain.State, error) {
 // another append to the same chain.
 const maxPublishTries = 5
 
-// publish reads the user's latest manifest, lets edit change it, and
-// appends it as a set_shared_files link, starting again from the new head
-// if another append got there first.
+// publish reads the user's latest manifest, drops the entries of devices
+// no longer current, lets edit change it, and appends it as a
+// set_shared_files link, starting again from the new head if another
+// append got there first.
 func (s *Sharing) publish(ctx context.Context, edit func(m *format.Manifest, visible []format.Entry) error) error {
 	for try := 1; ; try++ {
 		st, err := s.ownChain(ctx)
@@ -514,14 +540,17 @@ func (s *Sharing) publish(ctx context.Context, edit func(m *format.Manifest, vis
 				return fmt.Errorf("files: the shared-files list in your sigchain cannot be read by this version, so it is left alone: %w", err)
 			}
 		}
-		if err := edit(m, format.Visible(m, s.id)); err != nil {
+		if n := dropRevoked(m, st); n > 0 {
+			s.log.Info("files: dropping the shared files of revoked devices from your list", "entries", n)
+		}
+		if err := edit(m, format.Visible(m, s.primary)); err != nil {
 			return err
 		}
 		body, err := m.Encode()
 		if err != nil {
 			return fmt.Errorf("%w (unshare something first)", err)
 		}
-		link, err := sigchain.NewLink(s.id, st, sigchain.TypeSetSharedFiles, body, s.now())
+		link, err := sigchain.NewLink(s.primary, st, sigchain.TypeSetSharedFiles, body, s.now())
 		if err != nil {
 			return fmt.Errorf("files: making the set_shared_files link: %w", err)
 		}

@@ -88,6 +88,15 @@ func (o *ownerStates) forget(h handles.Handle) {
 	delete(o.states, h)
 }
 
+// deviceName names the owner's device dev in errors: the handle for the
+// primary key, else `handle's device "name"`.
+func (o *owner) deviceName(dev kez.PublicKey) string {
+	if d, ok := o.state.DeviceOf(dev); ok && !d.Primary {
+		return fmt.Sprintf("%s's device %q", o.handle, d.Name)
+	}
+	return o.handle
+}
+
 // manifest decodes the owner's latest manifest (empty if they never shared).
 func (o *owner) manifest() (*format.Manifest, error) {
 	body := o.state.SharedFiles()
@@ -115,7 +124,7 @@ func (s *Sharing) Browse(ctx context.Context, handle string) ([]format.Entry, er
 	if err != nil {
 		return nil, err
 	}
-	return format.Visible(m, s.id), nil
+	return format.Visible(m, s.primary), nil
 }
 
 // Fetched is the outcome of a [Sharing.Fetch].
@@ -128,9 +137,11 @@ type Fetched struct {
 // to outPath: a file path, a folder to put it in under its shared name, or
 // "" for its shared name in the current folder.
 //
-// It reads the owner's verified manifest, asks the owner's client over NATS
-// where it listens (a signed answer, see [Sharing.Locate]), dials the owner's
-// PeerID and downloads the blob with [Node.Fetch]: every chunk is verified
+// It reads the owner's verified manifest, checks that the device the entry
+// names (else the owner's primary key) is a current device of the owner's
+// chain, asks that device's client over NATS where it listens (a signed
+// answer, see [Sharing.Locate]), dials that device's PeerID and downloads
+// the blob with [Node.Fetch]: every chunk is verified
 // against the CID before it is written, into outPath+[PartialSuffix], and
 // an interrupted fetch resumes from what was verified on the next call. A
 // private entry is downloaded encrypted (outPath+[EncryptedSuffix]) and
@@ -140,7 +151,9 @@ type Fetched struct {
 // [WithoutSync] as for Node.Fetch.
 //
 // Errors: a *[NotSharedError] for a name or CID the viewer cannot see;
-// ErrForbidden for a private entry meant for others; an *[OfflineError]
+// ErrForbidden for a private entry meant for others; a *[DeviceError]
+// (ErrDeviceRevoked, ErrNotOwnersDevice) for an entry served by a device
+// that is not a current device of the owner's chain; an *[OfflineError]
 // (ErrOwnerOffline) if the owner does not answer; ErrNotFound, ErrCorrupt
 // and the other errors of Node.Fetch; a *fs.PathError naming the
 // destination that wraps fs.ErrExist.
@@ -170,7 +183,16 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if err != nil {
 		return nil, err
 	}
-	e, err := findEntry(ow.handle, m, format.Visible(m, s.id), nameOrCID)
+	e, err := findEntry(ow.handle, m, format.Visible(m, s.primary), nameOrCID)
+	if errors.Is(err, ErrForbidden) && s.primary == nil {
+		// Its wraps may well be to this device's person: they open only
+		// with the person's key, which a linked device does not hold.
+		return nil, fmt.Errorf("%w: %s shares %s privately; private files open only on an install that holds the primary key", ErrForbidden, ow.handle, nameOrCID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	dev, err := servingDevice(ow.handle, ow.state, e.Device)
 	if err != nil {
 		return nil, err
 	}
@@ -188,8 +210,8 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 		lctx, cancel = context.WithTimeout(ctx, o.waitTimeout)
 		defer cancel()
 	}
-	info, err := signal.Locate(lctx, nc, s.me, ow.key, LocateOptions{
-		OwnerName: ow.handle, Timeout: s.cfg.LocateTimeout, Wait: o.wait,
+	info, err := signal.Locate(lctx, nc, s.devKey, dev, LocateOptions{
+		OwnerName: ow.deviceName(dev), Timeout: s.cfg.LocateTimeout, Wait: o.wait,
 		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: o.onWait, Now: s.now,
 	})
 	if err != nil {
@@ -275,11 +297,18 @@ func explainFetch(handle string, e format.Entry, err error) error {
 	return fmt.Errorf("files: fetching %q from %s: %w", e.Name, handle, err)
 }
 
-// Locate asks handle's client where its node listens and returns the
-// verified answer (docs/spec/signalling.md), for callers that drive a
-// [Node] themselves.
+// Locate asks one of handle's devices where its node listens and returns
+// the verified answer (docs/spec/signalling.md), for callers that drive a
+// [Node] themselves: o.Device, or the owner's primary key if zero (an
+// entry's [format.Entry.Device] says which device serves it). The device
+// must be a current device of the owner's verified chain, else a
+// *[DeviceError].
 func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (peer.AddrInfo, error) {
 	ow, err := s.resolveOwner(ctx, handle)
+	if err != nil {
+		return peer.AddrInfo{}, err
+	}
+	dev, err := servingDevice(ow.handle, ow.state, o.Device)
 	if err != nil {
 		return peer.AddrInfo{}, err
 	}
@@ -288,7 +317,7 @@ func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (p
 		return peer.AddrInfo{}, err
 	}
 	if o.OwnerName == "" {
-		o.OwnerName = ow.handle
+		o.OwnerName = ow.deviceName(dev)
 	}
 	if o.Timeout == 0 {
 		o.Timeout = s.cfg.LocateTimeout
@@ -296,7 +325,7 @@ func (s *Sharing) Locate(ctx context.Context, handle string, o LocateOptions) (p
 	if o.Now == nil {
 		o.Now = s.now
 	}
-	return signal.Locate(ctx, nc, s.me, ow.key, o)
+	return signal.Locate(ctx, nc, s.devKey, dev, o)
 }
 
 // Node returns the sharing's libp2p node, starting it (and NATS) if needed.
@@ -317,8 +346,8 @@ func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
 		if s.cfg.Client.NATSURL == "" {
 			return nil, nil, ErrNoNATS
 		}
-		opts := []nats.Option{nats.Name("kez files " + s.me.String()), natsconn.Logger(s.log)}
-		nc, err := natsconn.Connect(ctx, s.cfg.Client.NATSURL, s.id, append(opts, s.cfg.Client.NATSOptions...)...)
+		opts := []nats.Option{nats.Name("kez files " + s.devKey.String()), natsconn.Logger(s.log)}
+		nc, err := natsconn.Connect(ctx, s.cfg.Client.NATSURL, s.dev, append(opts, s.cfg.Client.NATSOptions...)...)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -326,10 +355,10 @@ func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
 	}
 	if s.node == nil {
 		n, err := NewNode(NodeConfig{
-			Identity:      s.id,
+			Identity:      s.dev,
 			ListenAddrs:   s.cfg.ListenAddrs,
 			Source:        servingSource{s},
-			Policy:        s.idx,
+			Policy:        servePolicy{s},
 			Logger:        s.log,
 			Libp2pOptions: s.cfg.Libp2pOptions,
 		})
@@ -353,7 +382,8 @@ func (g servingSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
 }
 
 // StartServing goes online: it starts the node if needed, answers locate
-// requests for the user's key and serves the shared files, until
+// requests for this install's device key and serves the files of its
+// share index, until
 // StopServing or Close. It returns once the broker has the subscription, so
 // a fetcher asking afterwards gets an answer.
 func (s *Sharing) StartServing(ctx context.Context) error {
@@ -373,7 +403,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	if s.sub != nil {
 		return nil
 	}
-	sub, err := signal.AnswerLocates(nc, s.id, func() []ma.Multiaddr { return node.Addrs() }, signal.AnswerOptions{Logger: s.log, Now: s.now})
+	sub, err := signal.AnswerLocates(nc, s.dev, func() []ma.Multiaddr { return node.Addrs() }, signal.AnswerOptions{Logger: s.log, Now: s.now})
 	if err != nil {
 		return fmt.Errorf("files: listening for fetchers on NATS: %w", err)
 	}

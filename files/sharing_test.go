@@ -38,16 +38,18 @@ func newPeer(t testing.TB, st *stacktest.Stack, name string) *peer {
 // openPeer opens (again) the sharing of u in u.Home.
 func openPeer(t testing.TB, st *stacktest.Stack, u *stacktest.User) *peer {
 	t.Helper()
+	return openWith(t, st, u, client.Config{Identity: u.Identity, Home: u.Home})
+}
+
+// openWith opens a sharing of u with cc (its keys and Home; the stack's
+// servers, a captured log and loopback TCP are filled in).
+func openWith(t testing.TB, st *stacktest.Stack, u *stacktest.User, cc client.Config) *peer {
+	t.Helper()
 	logs := &testlog.Buffer{}
+	cc.NATSURL, cc.SigServerURL, cc.Resolver = st.NATSURL, st.SigServerURL, st.Resolver()
+	cc.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s, err := files.Open(context.Background(), files.Config{
-		Client: client.Config{
-			Identity:     u.Identity,
-			Home:         u.Home,
-			NATSURL:      st.NATSURL,
-			SigServerURL: st.SigServerURL,
-			Resolver:     st.Resolver(),
-			Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		},
+		Client:          cc,
 		ListenAddrs:     []string{"/ip4/127.0.0.1/tcp/0"},
 		MaxWaitInterval: 50 * time.Millisecond,
 	})

@@ -32,8 +32,9 @@ type Blob interface {
 	Tree() *format.Tree
 }
 
-// Policy decides which peer may fetch which blob. A share index allows a
-// public blob to everyone and a private one only to its recipients.
+// Policy decides which peer may fetch which blob. A Sharing's node allows
+// a public blob to everyone and a private one only to its recipients (their
+// person keys and their chains' current devices).
 // Implementations must be safe for concurrent use.
 type Policy interface {
 	// Allow reports whether the peer with the given key may fetch blob c.

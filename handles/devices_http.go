@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/kez"
@@ -56,6 +57,10 @@ func deviceStatus(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, ErrDeviceRevoked), errors.Is(err, ErrDeviceTaken), errors.Is(err, ErrTooManyDevices):
 		return http.StatusConflict
+	case errors.Is(err, sigchain.ErrUnreachable):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, errSigServer):
+		return http.StatusBadGateway
 	}
 	return http.StatusInternalServerError
 }
@@ -106,11 +111,14 @@ func (s *Server) doDevice(ctx context.Context, body io.Reader) (*DeviceInfo, boo
 	if err := limitedError(s.limits.devicesPerKey, ch.Person.String(), "too many device registrations for this person; wait and try again"); err != nil {
 		return nil, false, err
 	}
-	rec, err := s.personEntry(ctx, ch.Person)
+	rec, err := s.personEntry(ctx, ch.Person, ch.Revoke)
 	if err != nil {
 		return nil, false, err
 	}
 	info := &DeviceInfo{Person: ch.Person.String(), Handle: rec.Handle.String(), Device: ch.Device.String(), Name: ch.Name}
+	if err := s.checkDeviceLink(ctx, ch); err != nil {
+		return nil, false, err
+	}
 	if ch.Revoke {
 		if err := s.cfg.Store.RevokeDevice(ctx, ch.Person, ch.Device, s.cfg.Now()); err != nil {
 			return nil, false, err
@@ -130,9 +138,73 @@ func (s *Server) doDevice(ctx context.Context, body io.Reader) (*DeviceInfo, boo
 	return info, created, nil
 }
 
+// checkDeviceLink refuses the device links that would let one person take
+// or block another's device key, which the link alone cannot show (its
+// signer says what it likes about any key; a device's link request is
+// public once on a chain, and says nothing of the person):
+//
+//   - a revocation of a key the registry has never seen as the signer's
+//     device is taken only when the signer's chain at the sig-server shows
+//     that key revoked (else anyone could block any key here for good,
+//     another's device or a person not registered yet);
+//   - an add whose link request expired (LinkRequestSkew of grace) is
+//     taken only for a device already the signer's here, or one the
+//     signer's chain at the sig-server lists as current (else a request
+//     copied off a chain would take the device for the copier).
+//
+// Clients register an add before appending it (the request is fresh
+// then, and on no chain yet) and a revocation after appending it.
+func (s *Server) checkDeviceLink(ctx context.Context, ch *sigchain.DeviceChange) error {
+	if ch.Device == ch.Person {
+		return nil // the person's own key as its primary device
+	}
+	if !ch.Revoke {
+		now := s.cfg.Now()
+		if !now.After(ch.Request.Expires().Add(sigchain.LinkRequestSkew)) && !ch.Request.Created().After(now.Add(sigchain.LinkRequestSkew)) {
+			return nil
+		}
+	}
+	if s.isDeviceOf(ctx, ch.Person, ch.Device) {
+		return nil
+	}
+	st, err := s.chainOf(ctx, ch.Person)
+	switch {
+	case errors.Is(err, ErrChainMismatch):
+		st = nil
+	case err != nil:
+		return err
+	}
+	var d sigchain.Device
+	known := false
+	if st != nil {
+		d, known = st.DeviceOf(ch.Device)
+	}
+	switch {
+	case ch.Revoke && (!known || !d.Revoked):
+		return fmt.Errorf("%w: %s is no device of %s here, and its sigchain does not show it revoked", ErrNotFound, ch.Device, ch.Person)
+	case !ch.Revoke && (!known || d.Revoked):
+		return fmt.Errorf("%w: the link request of %s expired at %s, and the sigchain of %s does not list it as a current device", ErrBadDeviceLink, ch.Device, ch.Request.Expires().UTC().Format(time.RFC3339), ch.Person)
+	}
+	return nil
+}
+
+// isDeviceOf reports whether the registry holds device as person's
+// device, current or revoked.
+func (s *Server) isDeviceOf(ctx context.Context, person, device kez.PublicKey) bool {
+	rec, err := s.cfg.Store.LookupKey(ctx, device)
+	var re *DeviceRevokedError
+	if errors.As(err, &re) {
+		rec, err = re.Record, nil
+	}
+	return err == nil && rec.Key == person && rec.Device == device
+}
+
 // personEntry returns the entry of the handle person holds here (also
-// when the person's own key was revoked as a device), or ErrNotFound.
-func (s *Server) personEntry(ctx context.Context, person kez.PublicKey) (Record, error) {
+// when the person's own key was revoked as a device), or ErrNotFound;
+// ErrSuspended for a suspended entry unless revoking, which only takes
+// away (a person suspended because a stolen device misbehaved revokes it
+// at once, not after being reinstated).
+func (s *Server) personEntry(ctx context.Context, person kez.PublicKey, revoking bool) (Record, error) {
 	rec, err := s.cfg.Store.LookupKey(ctx, person)
 	var re *DeviceRevokedError
 	if errors.As(err, &re) && re.Record.Key == person {
@@ -145,7 +217,7 @@ func (s *Server) personEntry(ctx context.Context, person kez.PublicKey) (Record,
 		return Record{}, err
 	case rec.Key != person || rec.Handle.IsZero():
 		return Record{}, fmt.Errorf("%w: %s is a device, not a person holding a handle", ErrNotFound, person)
-	case rec.Suspended:
+	case rec.Suspended && !revoking:
 		return Record{}, fmt.Errorf("%w: %s", ErrSuspended, rec.Handle)
 	}
 	return rec, nil
@@ -189,10 +261,14 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
 // person's chain (its exact bytes, [sigchain.Link.Bytes]), to the
 // registry, which then lets the device log in (or never again). It
 // returns the registry's answer and created=true when the device is new
-// there. Sending a link again is harmless. Errors: a *[ServerError]
-// matching [ErrBadDeviceLink], [ErrNotFound] (the person holds no handle
-// here, or revokes another's device), [ErrDeviceRevoked] (adding a
-// revoked device), [ErrDeviceTaken], [ErrTooManyDevices], [ErrSuspended],
+// there. Sending a link again is harmless. Send an add before appending
+// it to the chain (its link request expires in minutes), a revocation
+// after (the registry checks the chain for a device it never saw).
+// Errors: a *[ServerError] matching [ErrBadDeviceLink] (also for an
+// expired request of a device the chain does not list), [ErrNotFound]
+// (the person holds no handle here, or revokes another's device, or one
+// its chain does not show revoked), [ErrDeviceRevoked] (adding a revoked
+// device), [ErrDeviceTaken], [ErrTooManyDevices], [ErrSuspended],
 // [ErrUnreachable], or a *[RateLimitedError].
 func (c *Client) RegisterDevice(ctx context.Context, link []byte) (*DeviceInfo, bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.BaseURL, "/")+DevicesPath, bytes.NewReader(link))

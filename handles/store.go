@@ -75,6 +75,10 @@ type Store interface {
 	// RevokeDevice marks device, a device of person or person itself (its
 	// primary device), as revoked at at, permanently. Revoking a revoked
 	// device again is no error. [ErrNotFound]: device is not person's.
+	// A device the store never saw is recorded as person's, revoked:
+	// callers check that person's chain shows it revoked first (the
+	// registry's server does), since that record blocks the key here for
+	// good.
 	RevokeDevice(ctx context.Context, person, device kez.PublicKey, at time.Time) error
 	// Devices returns person's device records, current and revoked,
 	// oldest first (a store may keep only the latest revoked ones; see

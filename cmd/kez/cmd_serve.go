@@ -72,7 +72,7 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 
 	me := "@" + setup.handle
 	if setup.handle == "" {
-		me = setup.id.PublicKey().String()
+		me = s.Key().String()
 	}
 	var addrs []string
 	for _, a := range s.Addrs() {
@@ -81,7 +81,7 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 	out := &printer{w: e.stdout}
 	note := &printer{w: e.stderr}
 	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
-	out.line("Online as %s (PeerID %s), listening on %s.", me, setup.id.PublicKey().PeerID(), strings.Join(addrs, ", "))
+	out.line("Online as %s (PeerID %s), listening on %s.", me, s.DeviceKey().PeerID(), strings.Join(addrs, ", "))
 	out.line("Serving %d shared file(s) and receiving messages; Ctrl-C stops.", len(shared))
 
 	// Messages are received until ctx ends; files are served meanwhile.

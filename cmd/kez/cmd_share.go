@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/kez-lat/kez-chat/files"
-	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p"
 	"github.com/nats-io/nats.go"
 )
@@ -65,7 +64,6 @@ func (l *stringList) Set(v string) error {
 
 // sharingSetup is what the file commands need besides the Sharing.
 type sharingSetup struct {
-	id     *kez.Identity
 	handle string // the user's own handle ("" if not registered)
 	srv    servers
 }
@@ -107,7 +105,7 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	if err != nil {
 		return nil, nil, err
 	}
-	return s, &sharingSetup{id: acct.device(), handle: acct.prof.handleFor(acct.person), srv: srv}, nil
+	return s, &sharingSetup{handle: acct.prof.handleFor(acct.person), srv: srv}, nil
 }
 
 // humanSize writes a byte count the way people read it.
@@ -136,7 +134,7 @@ func runShare(ctx context.Context, e *env, cf chatFlags, path string, opts []fil
 	}
 	me := "@" + setup.handle
 	if setup.handle == "" {
-		me = setup.id.PublicKey().String()
+		me = s.Key().String()
 	}
 	how := "publicly"
 	if sf.Private {

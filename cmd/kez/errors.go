@@ -85,6 +85,7 @@ func (e *env) sentence(err error) string {
 		offline    *files.OfflineError
 		notShared  *files.NotSharedError
 		changed    *files.ChangedError
+		device     *files.DeviceError
 		pathErr    *fs.PathError
 		badHandle  *handles.HandleError
 		badWord    *kez.WordError
@@ -137,6 +138,12 @@ func (e *env) sentence(err error) string {
 			return fmt.Sprintf("%q is gone from %s, so it is not sent: share it again from where it is now, or kez unshare it", changed.Name, changed.Path)
 		}
 		return fmt.Sprintf("%q changed on disk since you shared it, so it is not sent: run kez share %s again to share the new version", changed.Name, changed.Path)
+	case errors.As(err, &device) && device.Revoked:
+		return fmt.Sprintf("that file is served by %s's device %q, which they revoked, so nothing was fetched: ask them to share it again from a device they use", device.Owner, device.Name)
+	case errors.As(err, &device):
+		return fmt.Sprintf("the device named to serve that file (%s) is not one of %s's devices, so nothing was fetched from it: their list of shared files is wrong (a faulty client, or someone else's device); tell them", device.Device, device.Owner)
+	case errors.Is(err, files.ErrNotPrimary):
+		return "sharing and unsharing need your primary key, which this linked device does not hold: run the command on the install made by \"kez init\" or \"kez recover\" (this one can still list and fetch files)"
 	case errors.Is(err, files.ErrForbidden):
 		return fmt.Sprintf("%s shares that file privately with others, not with you, so it was not sent", orOwner(who))
 	case errors.Is(err, files.ErrNotFound):

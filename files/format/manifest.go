@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/kez"
 )
 
 // Manifest limits. A manifest travels in a sigchain link, so it is small
@@ -46,6 +47,11 @@ type Entry struct {
 	Private  bool
 	Key      FileKey
 	BlobSize int64
+
+	// Device is the key of the device whose node serves the blob; zero
+	// means the owner's own (primary) key. A fetcher must check that it
+	// is a current device of the owner's chain (docs/spec/manifest.md §6).
+	Device kez.PublicKey
 }
 
 // SealedEntry is a private entry as everyone sees it: the blob's CID and
@@ -55,6 +61,7 @@ type SealedEntry struct {
 	CID      cid.Cid
 	BlobSize int64
 	Wraps    []Wrap
+	Device   kez.PublicKey // as in Entry: zero for the owner's own key
 }
 
 // Wrap is the entry's secrets sealed with HPKE to one recipient's X25519
@@ -164,7 +171,7 @@ func (m *Manifest) AddPublic(e Entry) error {
 	}
 	m.Public = append(m.Public, Entry{
 		Name: e.Name, Size: e.Size, CID: e.CID, MediaType: e.MediaType,
-		ModTime: time.Unix(e.ModTime.Unix(), 0).UTC(), BlobSize: e.Size,
+		ModTime: time.Unix(e.ModTime.Unix(), 0).UTC(), BlobSize: e.Size, Device: e.Device,
 	})
 	return nil
 }
@@ -205,6 +212,7 @@ type wireManifest struct {
 
 type wirePublic struct {
 	CID       string `json:"cid"`
+	Device    string `json:"device,omitempty"`
 	MediaType string `json:"media_type"`
 	MTime     int64  `json:"mtime"`
 	Name      string `json:"name"`
@@ -214,6 +222,7 @@ type wirePublic struct {
 type wirePrivate struct {
 	BlobSize int64      `json:"blob_size"`
 	CID      string     `json:"cid"`
+	Device   string     `json:"device,omitempty"`
 	Wraps    []wireWrap `json:"wraps"`
 }
 
@@ -242,7 +251,7 @@ func (m *Manifest) Encode() ([]byte, error) {
 			return nil, fmt.Errorf("%w: two public entries are named %q", ErrManifest, e.Name)
 		}
 		names[e.Name] = true
-		w.Public = append(w.Public, wirePublic{CID: e.CID.String(), MediaType: e.MediaType,
+		w.Public = append(w.Public, wirePublic{CID: e.CID.String(), Device: wireDevice(e.Device), MediaType: e.MediaType,
 			MTime: e.ModTime.Unix(), Name: e.Name, Size: e.Size})
 	}
 	wraps := 0
@@ -260,7 +269,7 @@ func (m *Manifest) Encode() ([]byte, error) {
 		if wraps += len(e.Wraps); wraps > MaxWraps {
 			return nil, fmt.Errorf("%w: a manifest holds at most %d recipient wraps in all", ErrManifest, MaxWraps)
 		}
-		wp := wirePrivate{BlobSize: e.BlobSize, CID: e.CID.String()}
+		wp := wirePrivate{BlobSize: e.BlobSize, CID: e.CID.String(), Device: wireDevice(e.Device)}
 		for _, wr := range e.Wraps {
 			if !validSealedLen(len(wr.Sealed)) {
 				return nil, fmt.Errorf("%w: a wrap of %d bytes", ErrManifest, len(wr.Sealed))
@@ -308,15 +317,23 @@ func DecodeManifest(b []byte) (*Manifest, error) {
 		if err != nil {
 			return nil, err
 		}
+		dev, err := parseWireDevice(wp.Device)
+		if err != nil {
+			return nil, err
+		}
 		m.Public = append(m.Public, Entry{Name: wp.Name, Size: wp.Size, CID: c, MediaType: wp.MediaType,
-			ModTime: time.Unix(wp.MTime, 0).UTC(), BlobSize: wp.Size})
+			ModTime: time.Unix(wp.MTime, 0).UTC(), BlobSize: wp.Size, Device: dev})
 	}
 	for _, wp := range w.Private {
 		c, err := parseWireCID(wp.CID)
 		if err != nil {
 			return nil, err
 		}
-		se := SealedEntry{CID: c, BlobSize: wp.BlobSize}
+		dev, err := parseWireDevice(wp.Device)
+		if err != nil {
+			return nil, err
+		}
+		se := SealedEntry{CID: c, BlobSize: wp.BlobSize, Device: dev}
 		for _, ww := range wp.Wraps {
 			sealed, err := b64.DecodeString(ww.Sealed)
 			if err != nil {
@@ -342,4 +359,26 @@ func parseWireCID(s string) (cid.Cid, error) {
 		return cid.Undef, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	return c, nil
+}
+
+// wireDevice is the device key's text, "" for none (the key left out).
+func wireDevice(k kez.PublicKey) string {
+	if k.IsZero() {
+		return ""
+	}
+	return k.String()
+}
+
+// parseWireDevice reads an entry's device: "" (absent) is the zero key;
+// anything else must be a valid key (an explicit "" is refused by the
+// canonical comparison, as the encoder leaves the key out).
+func parseWireDevice(s string) (kez.PublicKey, error) {
+	if s == "" {
+		return kez.PublicKey{}, nil
+	}
+	k, err := kez.ParsePublicKey(s)
+	if err != nil {
+		return kez.PublicKey{}, fmt.Errorf("%w: an entry's device: %w", ErrManifest, err)
+	}
+	return k, nil
 }

@@ -47,6 +47,7 @@ type entryJSON struct {
 	Private   bool   `json:"private"`
 	Key       string `json:"key,omitempty"`
 	BlobSize  int64  `json:"blob_size"`
+	Device    string `json:"device,omitempty"`
 }
 
 type manifestVector struct {
@@ -99,7 +100,7 @@ func toJSON(es []Entry) []entryJSON {
 	out := []entryJSON{}
 	for _, e := range es {
 		j := entryJSON{Name: e.Name, Size: e.Size, CID: e.CID.String(), MediaType: e.MediaType,
-			ModTime: e.ModTime.Unix(), Private: e.Private, BlobSize: e.BlobSize}
+			ModTime: e.ModTime.Unix(), Private: e.Private, BlobSize: e.BlobSize, Device: wireDevice(e.Device)}
 		if e.Private {
 			j.Key = hex.EncodeToString(e.Key[:])
 		}
@@ -202,7 +203,36 @@ func makeManifestVectors(t *testing.T) manifestVectors {
 	mut("fail_wrap_length", "a wrap 3 bytes short", "wrap of", once(gs, st, st[:len(st)-4]))
 	mut("fail_wrap_padded_base64", "", "base64url", once(gs, st, base64.URLEncoding.EncodeToString(sealed[:len(sealed)-1])))
 	mut("fail_wrap_std_base64", "", "base64url", once(gs, st, "+"+st[1:]))
+
+	// Entries served by devices other than the owner's key.
+	dev5, dev6 := testIdentity(t, seedDevice5).PublicKey(), testIdentity(t, seedDevice6).PublicKey()
+	m3 := Manifest{Public: append([]Entry(nil), m1.Public...), Sealed: []SealedEntry{m2.Sealed[1]}}
+	m3.Public[0].Device = dev5
+	m3.Sealed[0].Device = dev6
+	add(&m3, "with_devices", true, "report.pdf is served by the device of seed 0x05, x (sealed to owner, generation 1) by that of 0x06")
+	ds, _ := m3.Encode()
+	dj := string(ds)
+	d5 := `"device":"` + dev5.String() + `",`
+	mut("fail_device_empty", "", "canonical", once(dj, d5, `"device":"",`))
+	mut("fail_device_not_key", "a seed in place of the key", "device", once(dj, dev5.String(), "S"+dev5.String()[1:]))
+	mut("fail_device_bad_checksum", "one character of the key changed", "device", once(dj, dev5.String(), dev5.String()[:20]+flipBase32(dev5.String()[20])+dev5.String()[21:]))
+	cidField := `"cid":"` + m3.Public[0].CID.String() + `",`
+	mut("fail_device_key_order", "device before cid", "canonical", once(dj, cidField+d5, d5+cidField))
 	return v
+}
+
+// Device keys of the with_devices vectors.
+const (
+	seedDevice5 = 0x05
+	seedDevice6 = 0x06
+)
+
+// flipBase32 returns another base32 letter than c.
+func flipBase32(c byte) string {
+	if c == 'A' {
+		return "B"
+	}
+	return "A"
 }
 
 func mustBase58(t *testing.T, c cid.Cid) string {

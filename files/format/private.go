@@ -97,7 +97,7 @@ func (m *Manifest) AddPrivate(e Entry, recipients []Recipient) error {
 	pt = append(pt, e.MediaType...)
 	pt = append(pt, make([]byte, paddedLen(len(pt))-len(pt))...)
 	info := wrapInfoFor(e.CID, blobSize)
-	se := SealedEntry{CID: e.CID, BlobSize: blobSize}
+	se := SealedEntry{CID: e.CID, BlobSize: blobSize, Device: e.Device}
 	for _, r := range recipients {
 		if r.X25519 == nil || r.X25519.Curve() != ecdh.X25519() {
 			return fmt.Errorf("%w: recipient %s has no X25519 key", ErrManifest, r.Key)
@@ -127,7 +127,7 @@ func openWrap(pt []byte, se *SealedEntry) (Entry, error) {
 	if r.u8() != wrapVersion {
 		return Entry{}, errWrap
 	}
-	e := Entry{CID: se.CID, BlobSize: se.BlobSize, Private: true}
+	e := Entry{CID: se.CID, BlobSize: se.BlobSize, Private: true, Device: se.Device}
 	copy(e.Key[:], r.take(32))
 	e.Size = int64(r.u64())
 	e.ModTime = time.Unix(int64(r.u64()), 0).UTC()

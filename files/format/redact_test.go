@@ -35,6 +35,6 @@ func ExampleEntry_Format() {
 	fmt.Printf("%+v\n", e)
 	fmt.Printf("%#v\n", e.Key)
 	// Output:
-	// {Name:salary.xlsx Size:1000 CID:b MediaType: ModTime:0001-01-01 00:00:00 +0000 UTC Private:true Key:format.FileKey(redacted) BlobSize:1016}
+	// {Name:salary.xlsx Size:1000 CID:b MediaType: ModTime:0001-01-01 00:00:00 +0000 UTC Private:true Key:format.FileKey(redacted) BlobSize:1016 Device:UAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABET7}
 	// format.FileKey(redacted)
 }

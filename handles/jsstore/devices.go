@@ -174,8 +174,9 @@ func (s *Store) holds(ctx context.Context, key kez.PublicKey, person bool) error
 // AddDevice implements [handles.Store.AddDevice]. The person's list is
 // written first (a compare-and-set, which keeps the bound), then the
 // device's record (a create, which keeps a device to one person); a
-// device listed without a record (a crash in between, or a lost create)
-// is dropped from the list when the list is full.
+// device listed without a record (a crash in between, or an add still on
+// its way) is dropped from the list when the list is full, its record
+// created revoked so that the add cannot finish beyond the bound.
 func (s *Store) AddDevice(ctx context.Context, d handles.DeviceRecord) (bool, error) {
 	if err := d.Check(); err != nil {
 		return false, err
@@ -225,7 +226,16 @@ func (s *Store) AddDevice(ctx context.Context, d handles.DeviceRecord) (bool, er
 			list = pruned
 		}
 		if !slices.Contains(list.Current, dk) {
-			if old == nil && list.count() >= handles.MaxDevices {
+			if old != nil && list.count() >= handles.MaxDevices {
+				// A current record the list lost: listed again only
+				// within the bound.
+				pruned, err := s.prune(ctx, d.Person, list)
+				if err != nil {
+					return false, err
+				}
+				list = pruned
+			}
+			if list.count() >= handles.MaxDevices {
 				return false, fmt.Errorf("%w: %s has %d current devices", handles.ErrTooManyDevices, d.Person, list.count())
 			}
 			list.Current = append(list.Current, dk)
@@ -250,7 +260,12 @@ func (s *Store) AddDevice(ctx context.Context, d handles.DeviceRecord) (bool, er
 }
 
 // prune drops from list the devices whose record is missing, revoked or
-// another person's, writing the list back; it returns what it kept.
+// another person's; it returns what it kept, for the caller to write with
+// its compare-and-set. A missing record is an add cut short, or one still
+// on its way: prune creates it revoked (a compare-and-set too), so that
+// the add's own create fails rather than make a current device the list
+// no longer counts (a device beyond the bound). That add answers
+// ErrDeviceRevoked; its device links again with a new key.
 func (s *Store) prune(ctx context.Context, person kez.PublicKey, list personDevices) (personDevices, error) {
 	kept := list.Current[:0:0]
 	for _, t := range list.Current {
@@ -261,6 +276,19 @@ func (s *Store) prune(ctx context.Context, person kez.PublicKey, list personDevi
 		d, _, err := s.deviceOf(ctx, k)
 		if err != nil {
 			return list, err
+		}
+		if d == nil {
+			at := s.now().UnixMilli()
+			tomb := device{V: formatVersion, Person: person.String(), Added: at, RevokedAt: at}
+			switch _, err := s.put(ctx, deviceKey(k), tomb.encode(), 0); {
+			case errors.Is(err, errConflict):
+				// The add finished first: judge its record.
+				if d, _, err = s.deviceOf(ctx, k); err != nil {
+					return list, err
+				}
+			case err != nil:
+				return list, err
+			}
 		}
 		if d != nil && d.person == person && d.RevokedAt == 0 {
 			kept = append(kept, t)

@@ -73,6 +73,10 @@ type LocateOptions struct {
 	OnWait func(attempt int)
 	// Now is the clock for request and answer times; nil means time.Now.
 	Now func() time.Time
+	// Device is, for files.Sharing.Locate, which of the owner's devices
+	// to locate; zero means the owner's primary key. Locate itself asks
+	// its owner argument and ignores it.
+	Device kez.PublicKey
 }
 
 // Locate asks owner's client, over the NATS connection nc, where its node
