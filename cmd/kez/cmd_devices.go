@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
@@ -18,8 +17,8 @@ import (
 func init() {
 	register(&command{
 		name:    "devices",
-		args:    "[list [--json] | add CODE [--name NAME] [--no-history] | revoke NAME] [--home DIR] [--server URL] [--sig-server URL] [--nats URL] [--verbose]",
-		summary: "list, add and revoke the devices of your person",
+		args:    "[list [--json] | add CODE [--name NAME] [--no-history] | revoke NAME | sync NAME] [--home DIR] [--server URL] [--sig-server URL] [--nats URL] [--verbose]",
+		summary: "list, add, revoke and sync the devices of your person",
 		help: `
 kez devices [list] [--json]
     Lists your devices as your sigchain names them: name, key fingerprint,
@@ -48,7 +47,15 @@ kez devices revoke NAME
     NAME (or the one whose key starts with NAME) for good with a
     revoke_device link. The chat-server refuses it at once and closes its
     connections; your contacts stop sealing to it at their next check.
-    The last current device cannot be revoked.`,
+    The last current device cannot be revoked.
+
+kez devices sync NAME
+    On any of your devices that has your history: sends its contacts and
+    history to your current device named NAME (or whose key starts with
+    NAME), as "devices add" does, for an install that did not get them:
+    one "kez recover" made, or one added with --no-history. A revoked
+    device, this one, or a key your sigchain does not list is refused
+    and nothing is sent.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var o devicesOptions
 			o.cf.declare(fs, true)
@@ -82,8 +89,13 @@ kez devices revoke NAME
 						return usagef("devices revoke takes the NAME of one device")
 					}
 					return runDevicesRevoke(ctx, e, o, rest[0])
+				case "sync":
+					if len(rest) != 1 {
+						return usagef("devices sync takes the NAME of the device to send your history to")
+					}
+					return runDevicesSync(ctx, e, o, rest[0])
 				default:
-					return usagef("no devices subcommand %q: use list, add or revoke", sub)
+					return usagef("no devices subcommand %q: use list, add, revoke or sync", sub)
 				}
 			}
 		},
@@ -314,10 +326,10 @@ func runDevicesAdd(ctx context.Context, e *env, o devicesOptions, codeText strin
 	}
 	fmt.Fprintf(e.stdout, "Added %q (key fingerprint %s) as a device of %s: your primary key signed it into your sigchain, and your chat-server lets it log in.\n", req.Name(), devKey.Fingerprint(), acct.who())
 	if o.noHistory {
-		fmt.Fprintln(e.stdout, "Your contacts and history were not sent to it (--no-history); it receives what is sent from now on.")
+		fmt.Fprintf(e.stdout, "Your contacts and history were not sent to it (--no-history); it receives what is sent from now on, and \"kez devices sync %s\" sends them later.\n", req.Name())
 		return nil
 	}
-	return sendHistory(ctx, e, o, devKey, req.Name())
+	return sendHistory(ctx, e, o, devKey, req.Name(), true)
 }
 
 // historyWait bounds how long "devices add" waits for the new device to
@@ -325,11 +337,16 @@ func runDevicesAdd(ctx context.Context, e *env, o devicesOptions, codeText strin
 // the history.
 var historyWait = 10 * time.Minute
 
-// sendHistory sends this device's contacts and history to devKey.
-func sendHistory(ctx context.Context, e *env, o devicesOptions, devKey kez.PublicKey, name string) error {
+// sendHistory sends this device's contacts and history to devKey, named
+// name; added: the device was just added (errors say so).
+func sendHistory(ctx context.Context, e *env, o devicesOptions, devKey kez.PublicKey, name string, added bool) error {
+	failed := fmt.Sprintf("your history could not be sent to %q", name)
+	if added {
+		failed = "the device was added, but " + failed
+	}
 	c, err := e.openChat(ctx, o.cf, true)
 	if err != nil {
-		return worded(err, "the device was added, but your history could not be sent: %s", e.sentence(err))
+		return worded(err, "%s: %s", failed, e.sentence(err))
 	}
 	defer c.Close()
 	fmt.Fprintf(e.stdout, "Sending your contacts and history to %q, end-to-end encrypted…\n", name)
@@ -344,7 +361,11 @@ func sendHistory(ctx context.Context, e *env, o devicesOptions, devKey kez.Publi
 		},
 	})
 	if err != nil {
-		return worded(err, "the device was added, but sending your history stopped after %d messages: %s", stats.Messages, e.sentence(err))
+		return worded(err, "%s: sending stopped after %d messages (%s); \"kez devices sync %s\" starts again, and what arrived already is kept once", failed, stats.Messages, e.sentence(err), name)
+	}
+	if stats.Chunks == 0 && stats.ContactsSkipped+stats.MessagesSkipped == 0 {
+		fmt.Fprintf(e.stdout, "This device has no contacts or messages yet, so nothing was sent to %q.\n", name)
+		return nil
 	}
 	fmt.Fprintf(e.stdout, "Sent %d contacts and %d messages in %d chunks (%s) in %s.\n", stats.Contacts, stats.Messages, stats.Chunks, humanSize(int64(stats.Bytes)), stats.Elapsed.Round(time.Millisecond))
 	if n := stats.ContactsSkipped + stats.MessagesSkipped; n > 0 {
@@ -362,22 +383,13 @@ func runDevicesRevoke(ctx context.Context, e *env, o devicesOptions, name string
 	if err != nil {
 		return err
 	}
-	var match []sigchain.Device
-	for _, d := range st.Devices() {
-		if !d.Revoked && (d.Name == name || strings.HasPrefix(d.Key.String(), name) && len(name) >= 8) {
-			match = append(match, d)
-		}
-	}
+	match := devicesNamed(st, name, false)
 	switch len(match) {
 	case 0:
 		return revokeAgain(ctx, e, srv, st, name)
 	case 1:
 	default:
-		var keys []string
-		for _, d := range match {
-			keys = append(keys, d.Key.String())
-		}
-		return fmt.Errorf("%d devices are named %q: give the key of the one to revoke (%s); nothing was changed", len(match), name, strings.Join(keys, ", "))
+		return sameNameError(match, name, "revoke", "nothing was changed")
 	}
 	d := match[0]
 	if cur := st.CurrentDevices(); len(cur) == 1 {
