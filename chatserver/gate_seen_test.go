@@ -3,37 +3,18 @@ package chatserver_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/internal/inbox"
+	"github.com/kez-lat/kez-chat/internal/testenv/limittest"
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// seenClock is the servers' clock in the last-seen tests: the time the
-// test started, moved on only by the test.
-type seenClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *seenClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *seenClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // askDevices makes a consumer request with the Kez-Devices header as d.
 func askDevices(t testing.TB, d *deviceConn) ([]wire.DeviceSeen, error) {
@@ -86,8 +67,8 @@ func pullOne(t testing.TB, d *deviceConn, token string) {
 // at once and, still connected to a replica that did not kick it, is
 // refused; a malformed header is refused.
 func TestGateDevicesSeen(t *testing.T) {
-	clock := &seenClock{t: time.Now().Truncate(time.Second)}
-	r := startReplicasAt(t, 2, chatserver.MailLimits{}, clock.now)
+	clock := &limittest.Clock{}
+	r := startReplicasAt(t, 2, chatserver.MailLimits{}, clock.Now)
 	alice := newDevicePerson(t, r.sigURL, r.urls[0], "alice")
 	bobID := register(t, r.sigURL, r.urls[0], "bob")
 	phone := alice.addDevice(t, r.urls[0], "phone")
@@ -103,7 +84,7 @@ func TestGateDevicesSeen(t *testing.T) {
 	}
 	pulled := time.Now().Unix()
 	pullOne(t, p, "t1")
-	clock.add(3 * time.Minute)
+	clock.Add(3 * time.Minute)
 
 	devs, err := askDevices(t, a)
 	if err != nil {
@@ -112,17 +93,17 @@ func TestGateDevicesSeen(t *testing.T) {
 	if !sameKeys(devs, alice.id.PublicKey(), phone.PublicKey(), laptop.PublicKey()) {
 		t.Fatalf("alice's devices: %v", seenKeys(devs))
 	}
-	if devs[0].LastActive != clock.now().Unix() {
-		t.Errorf("the asking device seen at %d, want now %d", devs[0].LastActive, clock.now().Unix())
+	if devs[0].LastActive != clock.Now().Unix() {
+		t.Errorf("the asking device seen at %d, want now %d", devs[0].LastActive, clock.Now().Unix())
 	}
-	if devs[1].LastActive < pulled || devs[1].LastActive > clock.now().Unix() {
-		t.Errorf("the phone seen at %d, want from %d to %d", devs[1].LastActive, pulled, clock.now().Unix())
+	if devs[1].LastActive < pulled || devs[1].LastActive > clock.Now().Unix() {
+		t.Errorf("the phone seen at %d, want from %d to %d", devs[1].LastActive, pulled, clock.Now().Unix())
 	}
 	if devs[2].LastActive != 0 {
 		t.Errorf("the laptop, which never pulled, seen at %d", devs[2].LastActive)
 	}
 	// The phone asks too: the same devices, itself seen now.
-	if devs, err = askDevices(t, p); err != nil || !sameKeys(devs, alice.id.PublicKey(), phone.PublicKey(), laptop.PublicKey()) || devs[1].LastActive != clock.now().Unix() {
+	if devs, err = askDevices(t, p); err != nil || !sameKeys(devs, alice.id.PublicKey(), phone.PublicKey(), laptop.PublicKey()) || devs[1].LastActive != clock.Now().Unix() {
 		t.Fatalf("the phone's answer: %+v %v", devs, err)
 	}
 
@@ -179,9 +160,9 @@ func TestGateDevicesSeen(t *testing.T) {
 // flood costs JetStream one round of look-ups per person at most and
 // then runs out of tokens.
 func TestGateDevicesSeenCost(t *testing.T) {
-	clock := &seenClock{t: time.Now().Truncate(time.Second)}
+	clock := &limittest.Clock{}
 	// Four tokens a device, refilled one per 1000 s.
-	r := startReplicasAt(t, 1, chatserver.MailLimits{APIRate: 0.001, APIBurst: 4}, clock.now)
+	r := startReplicasAt(t, 1, chatserver.MailLimits{APIRate: 0.001, APIBurst: 4}, clock.Now)
 	alice := newDevicePerson(t, r.sigURL, r.urls[0], "alice")
 	phone := alice.addDevice(t, r.urls[0], "phone")
 	laptop := alice.addDevice(t, r.urls[0], "laptop")
@@ -207,7 +188,7 @@ func TestGateDevicesSeenCost(t *testing.T) {
 	}
 	// Ten seconds on, the look-ups are made again, and charged again: its
 	// 2 tokens do not pay for them.
-	clock.add(11 * time.Second)
+	clock.Add(11 * time.Second)
 	if _, err := askDevices(t, l); !isCode(err, callout.ErrCodeSenderQuota) {
 		t.Fatalf("fresh look-ups over the bucket: %v", err)
 	}

@@ -25,6 +25,20 @@ func linkPhone(t *testing.T, st *stacktest.Stack, u *stacktest.User, name string
 	return phone
 }
 
+// contactsOnStack starts a stack where alice and bob are each other's
+// contacts and alice fetched her inbox once.
+func contactsOnStack(t *testing.T) (st *stacktest.Stack, bu *stacktest.User, alice, bob map[string]string) {
+	t.Helper()
+	st = stacktest.Start(t, stacktest.Options{})
+	au := st.NewUser(t, "alice")
+	bu = st.NewUser(t, "bob")
+	alice, bob = st.Env(au), st.Env(bu)
+	mustRun(t, alice, "", "contacts", "add", "bob")
+	mustRun(t, bob, "", "contacts", "add", "alice")
+	mustRun(t, alice, "", "inbox")
+	return st, bu, alice, bob
+}
+
 // TestDevicesLastSeen: "kez devices" says when the chat-server last saw
 // each device: this one now, another that fetched its messages a moment
 // ago "just now", a revoked one "-"; --json has last_seen. With the
@@ -72,12 +86,7 @@ func TestDevicesLastSeen(t *testing.T) {
 // "kez contacts list" keeps it; when he revokes it, her "kez chat" tells
 // her at once (it checks the contact).
 func TestContactDeviceNotices(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	alice, bob := st.Env(au), st.Env(bu)
-	mustRun(t, alice, "", "contacts", "add", "bob")
-	mustRun(t, bob, "", "contacts", "add", "alice")
-	mustRun(t, alice, "", "inbox")
+	st, bu, alice, bob := contactsOnStack(t)
 	if r := mustRun(t, bob, "", "inbox"); strings.Contains(r.stderr, "a device") {
 		t.Fatalf("a notice with no device change:\n%s", r.stderr)
 	}
@@ -124,12 +133,7 @@ func TestContactDeviceNotices(t *testing.T) {
 // while alice talks with bob in "kez chat", bob writes from a phone he
 // just linked; her screen shows the notice, then his message.
 func TestTerminalChatDeviceNotice(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	alice, bob := st.Env(au), st.Env(bu)
-	mustRun(t, alice, "", "contacts", "add", "bob")
-	mustRun(t, bob, "", "contacts", "add", "alice")
-	mustRun(t, alice, "", "inbox")
+	st, bu, alice, _ := contactsOnStack(t)
 	tm := startTerminal(t, alice, "chat", "bob")
 	tm.waitFor("-- talking with @bob@kez.test")
 
