@@ -142,7 +142,7 @@ type Client struct {
 	mu         sync.Mutex // guards the maps below and every contactState
 	byHandle   map[string]*contactState
 	byKey      map[kez.PublicKey]*contactState
-	byDevice   map[kez.PublicKey]*contactState // every device of every contact's pinned chain
+	byDevice   map[kez.PublicKey][]*contactState // every device of every contact's pinned chain: the contacts listing it
 	requesters map[kez.PublicKey]requester
 	keyChains  keyChains // chains of keys that are not contacts
 	devs       deviceState
@@ -213,7 +213,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{
 		cfg: cfg, cc: cc, id: cc.Identity, dev: cc.DeviceIdentity(), devKey: cc.DeviceKey(), me: cc.PersonKey(),
 		log: cc.Logger, now: cc.Clock, httpc: cc.HTTPClient, resolver: cc.Resolver,
-		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, byDevice: map[kez.PublicKey]*contactState{},
+		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, byDevice: map[kez.PublicKey][]*contactState{},
 		requesters: map[kez.PublicKey]requester{},
 		waiters:    map[MessageID]waiter{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
 	}
