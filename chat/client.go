@@ -104,6 +104,13 @@ type Config struct {
 	// again what got no receipt. It is called after the batch holding
 	// them was stored, from the goroutine receiving; it must not block.
 	OnSessionReset func(SessionReset)
+	// OnContactDevice, if set, is told of each device a check of a
+	// contact found added to or revoked from the contact's chain (a
+	// send, a receive, CheckContact or AddContact checks; see
+	// ContactDeviceEvents). It is news, not a warning: the contact's
+	// primary key signed it. It is called after the check was stored,
+	// from the goroutine that checked; it must not block.
+	OnContactDevice func(ContactDevice)
 }
 
 // Client is a KEZ chat user's messaging client: it keeps contacts, sends and

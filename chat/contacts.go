@@ -313,6 +313,7 @@ func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handle
 	for _, ev := range events {
 		c.log.Info("contact "+strings.ReplaceAll(ev[0], "_", " "), "handle", h, "detail", ev[1])
 	}
+	c.tellDevices(h, res.Key, now, events)
 	// Their messages that could not be decrypted before (no session): a
 	// new session with each of their devices, so they send them again.
 	for _, d := range currentDevices(devs, res.Key) {

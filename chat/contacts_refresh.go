@@ -190,6 +190,7 @@ func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.S
 	for _, ev := range events {
 		c.log.Info("contact "+ev[0], "handle", ct.Handle, "detail", ev[1])
 	}
+	c.tellDevices(ct.Handle, ct.Key, now, events)
 	return nil
 }
 

@@ -599,9 +599,9 @@ func deviceEvents(old, devs []chainDevice, seqno uint64) [][2]string {
 		o, had := findDevice(old, d.Key)
 		switch {
 		case !had && !d.Primary && !d.Revoked:
-			events = append(events, [2]string{"device_added", fmt.Sprintf("device %s (%q) at chain seqno %d", d.Key, d.Name, d.AddedSeqno)})
+			events = append(events, [2]string{eventDeviceAdded, deviceDetail(d, false, seqno)})
 		case d.Revoked && (!had || !o.Revoked):
-			events = append(events, [2]string{"device_revoked", fmt.Sprintf("device %s (%q) by chain seqno %d", d.Key, d.Name, seqno)})
+			events = append(events, [2]string{eventDeviceRevoked, deviceDetail(d, true, seqno)})
 		}
 	}
 	return events

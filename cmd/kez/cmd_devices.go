@@ -22,10 +22,12 @@ func init() {
 		help: `
 kez devices [list] [--json]
     Lists your devices as your sigchain names them: name, key fingerprint,
-    when it was added, whether it was revoked, and when the chat-server
-    last saw it log in where it says; this device is marked. --json prints
-    [{"name","key","fingerprint","primary","this","added_at","revoked",
-    "revoked_at"}].
+    when your chat-server last saw it fetch its messages ("now (this
+    device)", "2 minutes ago", "not seen": never, or not since the servers
+    restarted), when it was added and whether it was revoked; this device
+    is marked. --json prints [{"name","key","fingerprint","primary","this",
+    "added_at","revoked","revoked_at","last_seen"}] (last_seen: null when
+    not seen).
 
 kez devices add CODE [--name NAME] [--no-history]
     On an install that holds your primary key: approves the new device
@@ -117,6 +119,7 @@ type deviceJSON struct {
 	AddedAt     time.Time  `json:"added_at"`
 	Revoked     bool       `json:"revoked"`
 	RevokedAt   *time.Time `json:"revoked_at"`
+	LastSeen    *time.Time `json:"last_seen"` // null: not seen, or unknown
 }
 
 // ownChain loads the account and fetches and verifies its person's chain.
@@ -125,43 +128,84 @@ func (e *env) ownChain(ctx context.Context, cf chatFlags) (*account, servers, *s
 	if err != nil {
 		return nil, servers{}, nil, err
 	}
+	srv, st, err := e.ownChainOf(ctx, cf, acct)
+	return acct, srv, st, err
+}
+
+// ownChainOf fetches and verifies the chain of acct's person.
+func (e *env) ownChainOf(ctx context.Context, cf chatFlags, acct *account) (servers, *sigchain.State, error) {
 	srv, err := e.settleServers(ctx, cf.sf, acct.prof, false)
 	if err != nil {
-		return nil, servers{}, nil, err
+		return servers{}, nil, err
 	}
 	if srv.sigServer == "" {
-		return nil, servers{}, nil, errors.New("no sig-server is known here: give your chat-server with --server URL (or KEZ_SERVER)")
+		return servers{}, nil, errors.New("no sig-server is known here: give your chat-server with --server URL (or KEZ_SERVER)")
 	}
 	st, err := (&sigchain.Client{BaseURL: srv.sigServer, HTTPClient: httpClient}).FetchVerified(ctx, acct.person, nil)
 	if err != nil {
-		return nil, servers{}, nil, worded(err, "your sigchain at %s could not be read and checked: %s", srv.sigServer, e.sentence(err))
+		return servers{}, nil, worded(err, "your sigchain at %s could not be read and checked: %s", srv.sigServer, e.sentence(err))
 	}
-	return acct, srv, st, nil
+	return srv, st, nil
+}
+
+// deviceStatus returns acct's devices with when the chat-server last saw
+// each; when it cannot ask the chat-server (it is down, this install does
+// not log in), the chain's devices and, in unknown, why the times are
+// unknown.
+func (e *env) deviceStatus(ctx context.Context, cf chatFlags, acct *account) (devs []chat.DeviceStatus, unknown string, err error) {
+	c, err := e.openChatAs(ctx, cf, acct, true, true)
+	if err == nil {
+		defer c.Close()
+		if devs, err = c.DeviceStatus(ctx); err == nil {
+			return devs, "", nil
+		}
+	}
+	unknown = e.sentence(err)
+	_, st, err := e.ownChainOf(ctx, cf, acct)
+	if err != nil {
+		return nil, "", err
+	}
+	this := acct.device().PublicKey()
+	for _, d := range st.Devices() {
+		devs = append(devs, chat.DeviceStatus{Device: d, This: d.Key == this})
+	}
+	return devs, unknown, nil
 }
 
 func runDevicesList(ctx context.Context, e *env, o devicesOptions) error {
-	acct, _, st, err := e.ownChain(ctx, o.cf)
+	acct, err := e.loadAccount(o.cf.home)
 	if err != nil {
 		return err
 	}
-	this := acct.device().PublicKey()
-	devs := st.Devices()
+	devs, unknown, err := e.deviceStatus(ctx, o.cf, acct)
+	if err != nil {
+		return err
+	}
+	if unknown != "" {
+		fmt.Fprintf(e.stderr, "kez devices: when your devices were last seen is unknown: %s\n", unknown)
+	}
 	if o.asJSON {
 		out := make([]deviceJSON, 0, len(devs))
 		for _, d := range devs {
-			j := deviceJSON{Name: d.Name, Key: d.Key.String(), Fingerprint: d.Key.Fingerprint(), Primary: d.Primary, This: d.Key == this, AddedAt: d.Added.UTC(), Revoked: d.Revoked}
+			j := deviceJSON{Name: d.Name, Key: d.Key.String(), Fingerprint: d.Key.Fingerprint(), Primary: d.Primary, This: d.This, AddedAt: d.Added.UTC(), Revoked: d.Revoked}
 			if d.Revoked {
 				at := d.RevokedAt.UTC()
 				j.RevokedAt = &at
+			}
+			if !d.LastSeen.IsZero() {
+				at := d.LastSeen.UTC()
+				j.LastSeen = &at
 			}
 			out = append(out, j)
 		}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
+	now := e.clock()
 	fmt.Fprintf(e.stdout, "Devices of %s:\n", acct.who())
+	fmt.Fprintf(e.stdout, "  %-16s %-35s  %s\n", "NAME", "FINGERPRINT", "LAST SEEN")
 	for _, d := range devs {
 		mark := "  "
-		if d.Key == this {
+		if d.This {
 			mark = "* "
 		}
 		state := "added " + d.Added.Local().Format("2006-01-02 15:04")
@@ -171,10 +215,50 @@ func runDevicesList(ctx context.Context, e *env, o devicesOptions) error {
 		if d.Revoked {
 			state += ", revoked " + d.RevokedAt.Local().Format("2006-01-02 15:04")
 		}
-		fmt.Fprintf(e.stdout, "%s%-16s %s  %s\n", mark, d.Name, d.Key.Fingerprint(), state)
+		fmt.Fprintf(e.stdout, "%s%-16s %-35s  %-22s  %s\n", mark, d.Name, d.Key.Fingerprint(), lastSeenWords(d, unknown != "", now), state)
 	}
-	fmt.Fprintln(e.stdout, "(* this device)")
+	fmt.Fprintln(e.stdout, "(* this device; last seen: when it last fetched its messages, as your chat-server knows)")
 	return nil
+}
+
+// lastSeenWords says when the chat-server last saw d: "now (this
+// device)", "2 minutes ago", "not seen" (never, or not since the servers
+// restarted), "-" for a revoked device, "unknown" when the chat-server
+// could not be asked.
+func lastSeenWords(d chat.DeviceStatus, unknown bool, now time.Time) string {
+	switch {
+	case d.Revoked:
+		return "-"
+	case d.This:
+		return "now (this device)"
+	case unknown:
+		return "unknown"
+	case d.LastSeen.IsZero():
+		return "not seen"
+	}
+	return agoWords(now.Sub(d.LastSeen), d.LastSeen)
+}
+
+// agoWords words the time since t, ago long: "just now", "1 minute ago",
+// "3 hours ago", "5 days ago", then the date.
+func agoWords(ago time.Duration, t time.Time) string {
+	plural := func(n int, unit string) string {
+		if n == 1 {
+			return "1 " + unit + " ago"
+		}
+		return fmt.Sprintf("%d %ss ago", n, unit)
+	}
+	switch {
+	case ago < time.Minute:
+		return "just now"
+	case ago < time.Hour:
+		return plural(int(ago/time.Minute), "minute")
+	case ago < 48*time.Hour:
+		return plural(int(ago/time.Hour), "hour")
+	case ago < 60*24*time.Hour:
+		return plural(int(ago/(24*time.Hour)), "day")
+	}
+	return "on " + t.Local().Format("2006-01-02")
 }
 
 // linkCodeError words a code that cannot be used; nothing was changed.
