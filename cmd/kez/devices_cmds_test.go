@@ -72,7 +72,7 @@ func TestLinkDeviceWithHistory(t *testing.T) {
 
 	start := time.Now()
 	r := mustRun(t, alice, "", "devices", "add", code, "--name", "laptop")
-	for _, want := range []string{`Added "laptop"`, "as a device of @alice@kez.test", "Sent 1 contacts and 2 messages"} {
+	for _, want := range []string{`Added "laptop"`, "as a device of @alice@kez.test", "Sent 1 contact and 2 messages"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("devices add says:\n%s\nwant %q", r.stdout, want)
 		}

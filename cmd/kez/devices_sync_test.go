@@ -99,7 +99,7 @@ func TestDevicesSyncToRecoveredInstall(t *testing.T) {
 	}
 
 	r = mustRunBin(t, alice, "", "devices", "sync", "restored")
-	for _, want := range []string{`Sending your contacts and history to "restored", end-to-end encrypted`, "Sent 1 contacts and 2 messages in 1 chunks"} {
+	for _, want := range []string{`Sending your contacts and history to "restored", end-to-end encrypted`, "Sent 1 contact and 2 messages in 1 chunk"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("devices sync says:\n%s\nwant %q", r.stdout, want)
 		}
