@@ -122,8 +122,8 @@ func TestLinkDeviceWithHistory(t *testing.T) {
 	if !strings.Contains(r.stdout, `Revoked "laptop"`) {
 		t.Errorf("revoke says:\n%s", r.stdout)
 	}
-	if r := kezCmd(t, laptop, "", "inbox"); r.code != 1 {
-		t.Errorf("the revoked laptop still reads its inbox: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	if r := kezCmd(t, laptop, "", "inbox"); r.code != 1 || !strings.Contains(r.stderr, "this device was revoked by @alice@kez.test, so it can no longer log in") {
+		t.Errorf("the revoked laptop's inbox: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if r := mustRun(t, alice, "", "devices", "revoke", "laptop"); !strings.Contains(r.stdout, "revoked already") {
 		t.Errorf("revoking again: %s", r.stdout)
