@@ -56,9 +56,9 @@ func linkStore(t *testing.T, s sigchain.Store) sigchain.LinkRequestStore {
 // Person is a chain under construction for tests: an identity and the
 // verified state of the links made so far.
 type Person struct {
-	ID    *kez.Identity
-	State *sigchain.State
-	Links []*sigchain.Link
+	ID    *kez.Identity    // the chain's key
+	State *sigchain.State  // the verified state after Links
+	Links []*sigchain.Link // the links made so far, in order
 }
 
 // NewPerson makes the eldest link of id's chain (naming handle, which
