@@ -337,11 +337,7 @@ func TestDevicesSendCostBounded(t *testing.T) {
 	if len(ct.Devices) != sigchain.MaxDevices {
 		t.Fatalf("bob has %d devices", len(ct.Devices))
 	}
-	dev, _, _ := kez.NewIdentity()
-	req, err := sigchain.NewLinkRequest(dev, "one too many", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, req := stacktest.NewDeviceRequest(t, "one too many")
 	state, err := sc.FetchVerified(ctx, bu.Key, nil)
 	if err != nil {
 		t.Fatal(err)
