@@ -141,9 +141,12 @@ func (c *Client) setOwnChain(ctx context.Context, st *sigchain.State) {
 		ds.mu.Unlock()
 		return
 	}
-	old := ds.ownDevs
+	old, changed := ds.ownDevs, ds.own != nil && ds.own.Seqno() < st.Seqno()
 	ds.own, ds.ownDevs, ds.checked = st, devs, c.now()
 	ds.mu.Unlock()
+	if changed {
+		c.keysChanged()
+	}
 	if err := c.forgetRevoked(ctx, old, devs); err != nil {
 		c.log.Warn("deleting the sessions with revoked devices", "err", err)
 	}
