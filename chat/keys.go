@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -387,23 +388,53 @@ func (c *Client) keysChanged() {
 	}
 }
 
-// distributeJob distributes the keys while a change is due.
+// keysRetry is the first wait before a distribution that could not reach
+// every device is tried again; the wait doubles up to keysRetryMax.
+const (
+	keysRetry    = 5 * time.Second
+	keysRetryMax = 5 * time.Minute
+)
+
+// distributeJob distributes the keys while a change is due, and, while the
+// client runs, again after a wait when a device could not be sent them
+// (it had not come online yet).
 func (c *Client) distributeJob(ctx context.Context) {
-	for c.keysDue.Swap(false) && ctx.Err() == nil {
+	defer func() {
+		c.keysRunning.Store(false)
+		if c.keysDue.Load() && ctx.Err() == nil {
+			c.keysChanged() // set while this job was ending
+		}
+	}()
+	wait := keysRetry
+	for {
+		if !c.keysDue.Swap(false) {
+			return
+		}
 		if !c.work.Enter() {
-			break
+			return
 		}
 		n, err := c.distributeKeys(ctx, false)
 		c.work.Leave()
-		if err != nil {
-			c.log.Info("your encryption keys could not reach every device of yours yet", "sent", n, "err", err)
-		} else if n > 0 {
-			c.log.Info("sent your encryption keys to your other devices", "devices", n)
+		if err == nil {
+			if n > 0 {
+				c.log.Info("sent your encryption keys to your other devices", "devices", n)
+			}
+			wait = keysRetry
+			continue
 		}
-	}
-	c.keysRunning.Store(false)
-	if c.keysDue.Load() && ctx.Err() == nil {
-		c.keysChanged()
+		c.log.Info("your encryption keys could not reach every device of yours yet; trying again later", "sent", n, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-c.bg.Stopped():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, keysRetryMax)
+		c.keysDue.Store(true)
 	}
 }
 
