@@ -361,6 +361,13 @@ func (c *Client) distribute(ctx context.Context, st *sigchain.State) (sent, fail
 			body = marshalSyncKeys(c.keyRecords(st))
 		}
 		if err := c.sendToOwnDevice(ctx, d, KindSyncKeys, body); err != nil {
+			if errors.Is(err, ErrNoPrekey) {
+				// Not online yet: this attempt must not make the other
+				// messages to it wait for the refresh interval.
+				c.peerPrekeys.mu.Lock()
+				delete(c.peerPrekeys.none, d)
+				c.peerPrekeys.mu.Unlock()
+			}
 			errs = append(errs, fmt.Errorf("chat: sending your keys to %s: %w", d, err))
 			failed++
 			continue

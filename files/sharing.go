@@ -587,7 +587,14 @@ func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []stri
 	rs := []format.Recipient{{Key: s.me, X25519: own.EncryptionKey(), Generation: own.EncryptionGeneration()}}
 	hs := []string{cmp.Or(own.Handle(), s.me.String())}
 	for _, h := range to {
-		res, err := s.resolver.Resolve(ctx, h)
+		// Not from the cache: a recipient who revoked a device rotated
+		// their encryption key, and the revoked device must not open
+		// what is shared from then on (docs/spec/chat.md §8.6).
+		hh, err := (handles.Rules{DefaultDomain: s.resolver.DefaultDomain, AllowLocal: s.resolver.AllowLocal}).Parse(h)
+		if err != nil {
+			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
+		}
+		res, err := s.resolver.ResolveFresh(ctx, hh, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
 		}
