@@ -187,7 +187,7 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if errors.Is(err, ErrForbidden) && s.primary == nil {
 		// Its wraps may well be to this device's person, of a generation
 		// this linked device was not sent (yet).
-		return nil, fmt.Errorf("%w: %s shares %s privately, and this device holds no key of yours that opens it (an install with your primary key sends your keys to your devices; they arrive with your messages)", ErrForbidden, ow.handle, nameOrCID)
+		return nil, fmt.Errorf("%w: %w: %s shares %s privately", ErrForbidden, ErrNoKey, ow.handle, nameOrCID)
 	}
 	if err != nil {
 		return nil, err

@@ -46,6 +46,9 @@ kez devices revoke NAME
     NAME (or the one whose key starts with NAME) for good with a
     revoke_device link. The chat-server refuses it at once and closes its
     connections; your contacts stop sealing to it at their next check.
+    Your encryption key is then rotated (a set_encryption_key link) and
+    the new one sent to your remaining devices only, so files shared
+    with you from then on do not open on the revoked device.
     The last current device cannot be revoked.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var o devicesOptions
