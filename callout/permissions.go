@@ -202,3 +202,8 @@ const RequestInfoHeader = wire.RequestInfo
 // the consumer's AckWait (a Go duration, clamped to [MinAckWait,
 // MaxAckWait]).
 const AckWaitHeader = wire.AckWait
+
+// DevicesHeader, set to "1" on a user's consumer request, asks the gate
+// for when each current device of the user's person was last seen
+// (docs/spec/chat.md §1).
+const DevicesHeader = wire.Devices

@@ -104,6 +104,13 @@ type Config struct {
 	// again what got no receipt. It is called after the batch holding
 	// them was stored, from the goroutine receiving; it must not block.
 	OnSessionReset func(SessionReset)
+	// OnContactDevice, if set, is told of each device a check of a
+	// contact found added to or revoked from the contact's chain (a
+	// send, a receive, CheckContact or AddContact checks; see
+	// ContactDeviceEvents). It is news, not a warning: the contact's
+	// primary key signed it. It is called after the check was stored,
+	// from the goroutine that checked; it must not block.
+	OnContactDevice func(ContactDevice)
 }
 
 // Client is a KEZ chat user's messaging client: it keeps contacts, sends and
@@ -140,7 +147,7 @@ type Client struct {
 	mu         sync.Mutex // guards the maps below and every contactState
 	byHandle   map[string]*contactState
 	byKey      map[kez.PublicKey]*contactState
-	byDevice   map[kez.PublicKey]*contactState // every device of every contact's pinned chain
+	byDevice   map[kez.PublicKey][]*contactState // every device of every contact's pinned chain: the contacts listing it
 	requesters map[kez.PublicKey]requester
 	keyChains  keyChains // chains of keys that are not contacts
 	devs       deviceState
@@ -211,7 +218,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{
 		cfg: cfg, cc: cc, id: cc.Identity, dev: cc.DeviceIdentity(), devKey: cc.DeviceKey(), me: cc.PersonKey(),
 		log: cc.Logger, now: cc.Clock, httpc: cc.HTTPClient, resolver: cc.Resolver,
-		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, byDevice: map[kez.PublicKey]*contactState{},
+		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, byDevice: map[kez.PublicKey][]*contactState{},
 		requesters: map[kez.PublicKey]requester{},
 		waiters:    map[MessageID]waiter{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
 	}

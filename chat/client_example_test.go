@@ -131,3 +131,13 @@ func Example_conversation() {
 	// bob's Run: chat: the client is closed
 	// alice got from bob@kez.test: hi alice
 }
+
+// A contact's device added or revoked, as Config.OnContactDevice is told
+// of it and a person reads it.
+func ExampleContactDevice_String() {
+	fmt.Println(chat.ContactDevice{Handle: "bob@kez.lat", Name: "phone"})
+	fmt.Println(chat.ContactDevice{Handle: "bob@kez.lat", Name: "old laptop", Revoked: true})
+	// Output:
+	// @bob@kez.lat added a device, "phone" (signed by their key).
+	// @bob@kez.lat revoked a device, "old laptop" (signed by their key).
+}

@@ -137,7 +137,14 @@ func receiveN(t testing.TB, c *testClient, n int) int {
 // deadline.
 func receiveUntil(t testing.TB, c *testClient, what string, done func(newMessages int) bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	receiveUntilWithin(t, c, what, 20*time.Second, done)
+}
+
+// receiveUntilWithin is receiveUntil with another deadline (for large
+// transfers).
+func receiveUntilWithin(t testing.TB, c *testClient, what string, limit time.Duration, done func(newMessages int) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	for {
 		n, err := c.Sync(ctx)

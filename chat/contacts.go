@@ -250,6 +250,7 @@ func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handle
 		}
 	}
 
+	gone := c.revokedOnlyBy(res.Key, devs)
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		if old != nil && oldC.Key != res.Key {
 			if _, err := tx.Exec(`DELETE FROM chain_links WHERE key = ?`, oldC.Key.String()); err != nil {
@@ -275,7 +276,7 @@ func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handle
 		if err := putDevices(tx, res.Key, devs); err != nil {
 			return err
 		}
-		if err := deleteDeviceState(tx, revokedIn(devs)); err != nil {
+		if err := deleteDeviceState(tx, gone); err != nil {
 			return err
 		}
 		for _, ev := range events {
@@ -312,6 +313,7 @@ func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handle
 	for _, ev := range events {
 		c.log.Info("contact "+strings.ReplaceAll(ev[0], "_", " "), "handle", h, "detail", ev[1])
 	}
+	c.tellDevices(h, res.Key, now, events)
 	// Their messages that could not be decrypted before (no session): a
 	// new session with each of their devices, so they send them again.
 	for _, d := range currentDevices(devs, res.Key) {

@@ -128,7 +128,7 @@ func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.S
 	}
 	events := deviceEvents(base, devs, st.Seqno())
 	var gone []kez.PublicKey
-	for _, k := range revokedIn(devs) {
+	for _, k := range c.revokedOnlyBy(ct.Key, devs) {
 		if d, ok := findDevice(oldDevs, k); !ok || !d.Revoked {
 			gone = append(gone, k)
 		}
@@ -190,6 +190,7 @@ func (c *Client) updatePin(ctx context.Context, cs *contactState, st *sigchain.S
 	for _, ev := range events {
 		c.log.Info("contact "+ev[0], "handle", ct.Handle, "detail", ev[1])
 	}
+	c.tellDevices(ct.Handle, ct.Key, now, events)
 	return nil
 }
 

@@ -9,10 +9,12 @@ package chat
 //     (a contact's pinned chain, a key's fetched one), and a sent copy to
 //     each of the user's own other devices (their chain, refreshed once
 //     per refresh interval);
-//   - a delivery from device S is from the contact whose pinned chain
-//     lists S, or from the user (S is one of their own devices: sync
-//     messages only), or from the person the user's sig-server names for
-//     S, whose chain must list S as current. A revoked device is refused.
+//   - a delivery from device S is from the user (S is one of their own
+//     devices: sync messages only; their chain wins over any other), or
+//     from the contact whose pinned chain lists S (two contacts' chains
+//     listing S: it is no one's, refused), or from the person the user's
+//     sig-server names for S, whose chain must list S as current. A
+//     revoked device is refused.
 //     Looking up a device no chain known here lists is rate limited, so a
 //     stranger cannot make the client fetch chains at will: over the
 //     budget, the delivery waits and is delivered again later.
@@ -23,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,6 +47,10 @@ var (
 	// ErrUnknownDevice: the sending device is not a current device of the
 	// person it claims (the chain the sig-server shows does not list it).
 	ErrUnknownDevice = errors.New("chat: the sending device is not listed by its person's chain")
+	// ErrDeviceAmbiguous: the sending device is listed by the chains of
+	// two persons (one of them replayed the other's link request): it is
+	// no one's.
+	ErrDeviceAmbiguous = errors.New("chat: the sending device is listed by the chains of two persons")
 	// ErrNotOwnDevice: a sync message (sync-*) from a device that is not
 	// one of the user's own, or a message of another kind from one of
 	// them.
@@ -267,7 +274,15 @@ type sender struct {
 // whoSent maps the device dev to its person (see the top of this file).
 func (c *Client) whoSent(ctx context.Context, dev kez.PublicKey) sender {
 	s := sender{device: dev}
-	if p, ok, err := c.knownSender(dev); ok || err != nil {
+	p, ok, err := c.knownSender(dev)
+	if ok && p == c.me && dev != c.devKey {
+		// One of the user's own devices: their chain is checked again
+		// when due, as a contact's is, so a device revoked from another
+		// one is refused here too.
+		c.ownDevices(ctx, false)
+		p, ok, err = c.knownSender(dev)
+	}
+	if ok || err != nil {
 		s.person, s.err = p, err
 		s.own = p == c.me && err == nil
 		return s
@@ -314,43 +329,113 @@ func (c *Client) whoSent(ctx context.Context, dev kez.PublicKey) sender {
 	return s
 }
 
-// knownSender maps dev with what is known without asking a server: a
-// contact's device (pinned chain), a contact's primary key, or one of the
-// user's own devices as last fetched. ok is false when dev is none of
-// those; err is set for a revoked device.
-func (c *Client) knownSender(dev kez.PublicKey) (person kez.PublicKey, ok bool, err error) {
-	c.mu.Lock()
-	cs := c.byDevice[dev]
-	var d chainDevice
-	var listed bool
-	var owner kez.PublicKey
-	if cs != nil {
-		d, listed = findDevice(cs.devices, dev)
-		owner = cs.c.Key
-	} else if pc := c.byKey[dev]; pc != nil && len(pc.devices) == 0 {
-		owner, listed, d = dev, true, chainDevice{Key: dev}
-	}
-	c.mu.Unlock()
-	if listed {
-		if d.Revoked {
-			return owner, false, fmt.Errorf("%w: %s of %s", ErrDeviceRevoked, dev, owner)
-		}
-		return owner, true, nil
-	}
+// claim is a person whose chain, as known here, lists a device.
+type claim struct {
+	person kez.PublicKey
+	dev    chainDevice
+}
+
+// claimsOf returns the persons whose chains known here list dev: the
+// user (their own chain as last fetched; this device and the user's
+// primary key are theirs too), first, then each contact whose pinned
+// chain lists it (or whose key it is, for a contact pinned by an earlier
+// release, whose chain lists no devices). A link request names no
+// person, so a dishonest sig-server can serve a device's add_device
+// replayed on a second chain: a device may have several claims.
+func (c *Client) claimsOf(dev kez.PublicKey) []claim {
+	var out []claim
 	ds := &c.devs
 	ds.mu.Lock()
-	own := ds.ownDevs
+	if d, ok := findDevice(ds.ownDevs, dev); ok {
+		out = append(out, claim{c.me, d})
+	} else if dev == c.devKey || dev == c.me {
+		out = append(out, claim{c.me, chainDevice{Key: dev, Primary: dev == c.me}})
+	}
 	ds.mu.Unlock()
-	if d, found := findDevice(own, dev); found {
-		if d.Revoked {
-			return c.me, false, fmt.Errorf("%w: %s is a revoked device of yours", ErrDeviceRevoked, dev)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	add := func(cl claim) {
+		if !slices.ContainsFunc(out, func(o claim) bool { return o.person == cl.person }) {
+			out = append(out, cl)
 		}
-		return c.me, true, nil
 	}
-	if dev == c.devKey {
-		return c.me, true, nil
+	for _, cs := range c.byDevice[dev] {
+		if d, ok := findDevice(cs.devices, dev); ok {
+			add(claim{cs.c.Key, d})
+		}
 	}
-	return kez.PublicKey{}, false, nil
+	if pc := c.byKey[dev]; pc != nil && len(pc.devices) == 0 {
+		add(claim{dev, chainDevice{Key: dev, Primary: true}})
+	}
+	return out
+}
+
+// knownSender maps dev with what is known without asking a server: one
+// of the user's own devices (their chain is theirs to trust: it wins over
+// any contact's claim), a contact's device (pinned chain), or a
+// contact's primary key. ok is false when dev is none of those; err is
+// set for a revoked device, and for one the chains of two contacts list
+// (ErrDeviceAmbiguous: it is no one's, whichever was pinned first).
+func (c *Client) knownSender(dev kez.PublicKey) (person kez.PublicKey, ok bool, err error) {
+	cl := c.claimsOf(dev)
+	switch {
+	case len(cl) == 0:
+		return kez.PublicKey{}, false, nil
+	case len(cl) > 1 && cl[0].person != c.me:
+		return kez.PublicKey{}, false, fmt.Errorf("%w: %s is listed by the chains of %s and %s", ErrDeviceAmbiguous, dev, cl[0].person, cl[1].person)
+	}
+	owner, d := cl[0].person, cl[0].dev
+	if d.Revoked {
+		if owner == c.me {
+			return owner, false, fmt.Errorf("%w: %s is a revoked device of yours", ErrDeviceRevoked, dev)
+		}
+		return owner, false, fmt.Errorf("%w: %s of %s", ErrDeviceRevoked, dev, owner)
+	}
+	return owner, true, nil
+}
+
+// claimedByOther reports whether a chain known here other than person's
+// lists dev (the user's own, or another contact's): such a device is
+// sealed nothing meant for person, and person's chain revoking it deletes
+// nothing of it. The user's own chain is theirs: nothing overrides it.
+func (c *Client) claimedByOther(dev, person kez.PublicKey) bool {
+	if person == c.me {
+		return false
+	}
+	for _, cl := range c.claimsOf(dev) {
+		if cl.person != person {
+			return true
+		}
+	}
+	return false
+}
+
+// revokedOnlyBy returns the devices devs (person's chain) shows revoked
+// that no other chain known here lists: those whose sessions and queued
+// copies person's revocation deletes. A contact's chain cannot make this
+// client forget a device of the user's, or of another contact's.
+func (c *Client) revokedOnlyBy(person kez.PublicKey, devs []chainDevice) []kez.PublicKey {
+	var out []kez.PublicKey
+	for _, k := range revokedIn(devs) {
+		if !c.claimedByOther(k, person) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// onlyTheirs returns the keys of person's devices no other chain known
+// here lists (claimedByOther); the others are left out, logged.
+func (c *Client) onlyTheirs(person kez.PublicKey, keys []kez.PublicKey) []kez.PublicKey {
+	out := make([]kez.PublicKey, 0, len(keys))
+	for _, k := range keys {
+		if c.claimedByOther(k, person) {
+			c.log.Warn("a device another chain lists too is sealed nothing", "device", k, "person", person)
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
 }
 
 // lookupDevice asks the user's sig-server whose device dev is, and checks
@@ -443,15 +528,21 @@ func (c *Client) personOf(dev kez.PublicKey) kez.PublicKey {
 }
 
 // indexDevices puts cs's devices in the device index (c.mu held),
-// replacing those of old.
+// replacing those of old. A device several contacts' chains list is
+// indexed under each of them.
 func (c *Client) indexDevices(cs *contactState, old []chainDevice) {
 	for _, d := range old {
-		if c.byDevice[d.Key] == cs {
+		rest := slices.DeleteFunc(c.byDevice[d.Key], func(o *contactState) bool { return o == cs })
+		if len(rest) == 0 {
 			delete(c.byDevice, d.Key)
+		} else {
+			c.byDevice[d.Key] = rest
 		}
 	}
 	for _, d := range cs.devices {
-		c.byDevice[d.Key] = cs
+		if !slices.Contains(c.byDevice[d.Key], cs) {
+			c.byDevice[d.Key] = append(c.byDevice[d.Key], cs)
+		}
 	}
 }
 
@@ -511,9 +602,9 @@ func deviceEvents(old, devs []chainDevice, seqno uint64) [][2]string {
 		o, had := findDevice(old, d.Key)
 		switch {
 		case !had && !d.Primary && !d.Revoked:
-			events = append(events, [2]string{"device_added", fmt.Sprintf("device %s (%q) at chain seqno %d", d.Key, d.Name, d.AddedSeqno)})
+			events = append(events, [2]string{eventDeviceAdded, deviceDetail(d, false, seqno)})
 		case d.Revoked && (!had || !o.Revoked):
-			events = append(events, [2]string{"device_revoked", fmt.Sprintf("device %s (%q) by chain seqno %d", d.Key, d.Name, seqno)})
+			events = append(events, [2]string{eventDeviceRevoked, deviceDetail(d, true, seqno)})
 		}
 	}
 	return events

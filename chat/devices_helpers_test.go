@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/session"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -32,6 +34,36 @@ func newDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, name string
 	return dev
 }
 
+// newDeviceWithPrekey is newDevice, and the device publishes a prekey
+// (id) at the sig-server, as its client does when it first runs.
+func newDeviceWithPrekey(t testing.TB, st *stacktest.Stack, u *stacktest.User, name string, id uint32) *kez.Identity {
+	t.Helper()
+	dev := newDevice(t, st, u, name)
+	pk, err := session.NewPrekey(rand.Reader, dev, id, time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&sigchain.Client{BaseURL: st.SigServerURL}).PublishPrekey(testCtx(t), &pk.Public); err != nil {
+		t.Fatal(err)
+	}
+	return dev
+}
+
+// deviceLink returns a link of u's chain (as the sig-server holds it now)
+// of type typ, signed, neither appended nor registered.
+func deviceLink(t testing.TB, st *stacktest.Stack, u *stacktest.User, typ string, body []byte) *sigchain.Link {
+	t.Helper()
+	state, err := (&sigchain.Client{BaseURL: st.SigServerURL}).FetchVerified(testCtx(t), u.Key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := sigchain.NewLink(u.Identity, state, typ, body, time.Now())
+	if err != nil {
+		t.Fatalf("%s of %s: %v", typ, u.Name, err)
+	}
+	return l
+}
+
 // revokeDevice appends a revoke_device link for dev to u's chain and
 // registers it with the chat-server.
 func revokeDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, dev kez.PublicKey) {
@@ -43,14 +75,7 @@ func appendDeviceLink(t testing.TB, st *stacktest.Stack, u *stacktest.User, typ 
 	t.Helper()
 	ctx := testCtx(t)
 	sc := &sigchain.Client{BaseURL: st.SigServerURL}
-	state, err := sc.FetchVerified(ctx, u.Key, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := sigchain.NewLink(u.Identity, state, typ, body, time.Now())
-	if err != nil {
-		t.Fatalf("%s of %s: %v", typ, u.Name, err)
-	}
+	l := deviceLink(t, st, u, typ, body)
 	if err := sc.Append(ctx, l); err != nil {
 		t.Fatalf("appending %s to %s's chain: %v", typ, u.Name, err)
 	}

@@ -1,7 +1,6 @@
 package chat
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/kez-lat/kez-chat/session"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
 
@@ -332,15 +330,7 @@ func TestDevicesSendCostBounded(t *testing.T) {
 	ctx := testCtx(t)
 	sc := &sigchain.Client{BaseURL: st.SigServerURL}
 	for i := 1; i < sigchain.MaxDevices; i++ {
-		dev := newDevice(t, st, bu, fmt.Sprintf("bob-%d", i+1))
-		// Each device has published its prekey, as its client does.
-		pk, err := session.NewPrekey(rand.Reader, dev, uint32(i), time.Now(), 24*time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sc.PublishPrekey(ctx, &pk.Public); err != nil {
-			t.Fatal(err)
-		}
+		newDeviceWithPrekey(t, st, bu, fmt.Sprintf("bob-%d", i+1), uint32(i))
 	}
 	openClient(t, st, bu) // bob's primary device publishes its prekey
 	ct := mustAdd(t, a, "bob")

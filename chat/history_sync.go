@@ -485,7 +485,7 @@ func (c *Client) applyHistoryTx(tx *sql.Tx, device kez.PublicKey, body []byte, n
 		if err := putDevices(tx, ct.Key, devs); err != nil {
 			return res, nil, err
 		}
-		if err := deleteDeviceState(tx, revokedIn(devs)); err != nil {
+		if err := deleteDeviceState(tx, c.revokedOnlyBy(ct.Key, devs)); err != nil {
 			return res, nil, err
 		}
 		res.Contacts++

@@ -358,7 +358,13 @@ func TestHistoryTransfer(t *testing.T) {
 	alice, bob := openClient(t, st, au), openClient(t, st, bu)
 	mustAdd(t, alice, "bob")
 	mustAdd(t, bob, "alice")
-	const n = 10000
+	// 10,000 messages as the issue asks; under the race detector (CI),
+	// whose SQLite is many times slower, 2,000 (kez-bench's devices group
+	// measures 10,000).
+	n := 10000
+	if raceEnabled {
+		n = 2000
+	}
 	seedHistory(t, alice, bu.Key, bu.Handle.String(), n)
 	laptop := linkDevice(t, st, au, "laptop")
 	ctx := testCtx(t)
@@ -380,7 +386,7 @@ func TestHistoryTransfer(t *testing.T) {
 	if stats.Messages != n || stats.Contacts != 1 || stats.MessagesSkipped+stats.ContactsSkipped != 0 {
 		t.Fatalf("stats %+v", stats)
 	}
-	receiveUntil(t, laptop, "the history", func(int) bool {
+	receiveUntilWithin(t, laptop, "the history", 2*time.Minute, func(int) bool {
 		return countRows(t, laptop, `SELECT COUNT(*) FROM messages`) == n
 	})
 	applied := time.Since(start)

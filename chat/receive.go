@@ -480,7 +480,7 @@ func isRefusal(err error) bool {
 
 var refusals = []error{ErrMalformed, ErrUnsupportedVersion, ErrUnsupportedSuite, ErrNotForMe, ErrWrongRecipient, ErrDecrypt,
 	ErrBadSignature, ErrSenderMismatch, ErrTooLarge, ErrDowngrade, ErrUnknownSession, ErrReplay,
-	ErrDeviceRevoked, ErrUnknownDevice, ErrNotOwnDevice, ErrKeyMismatch}
+	ErrDeviceRevoked, ErrUnknownDevice, ErrDeviceAmbiguous, ErrNotOwnDevice, ErrKeyMismatch}
 
 // opened is the outcome of opening one delivery.
 type opened struct {
@@ -676,7 +676,7 @@ func (c *Client) sendReceipts(ctx context.Context, fresh []*Entry) {
 		if cs == nil || ct.Flag != FlagNone {
 			continue
 		}
-		ts := contactTargets(&ct, devs)
+		ts := c.contactTargets(&ct, devs)
 		ids := bySender[from]
 		for len(ids) > 0 {
 			n := min(len(ids), MaxReceiptIDs)

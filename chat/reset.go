@@ -396,8 +396,12 @@ func (c *Client) resend(ctx context.Context, peer kez.PublicKey) error {
 				return err
 			}
 			n := resends[i] + 1
-			if _, err := tx.Exec(`UPDATE messages SET state = ?, resends = ? WHERE from_key = ? AND id = ?`,
-				string(StatePending), n, c.me.String(), e.ID[:]); err != nil {
+			// A message the stream stored stays sent: a copy sealed
+			// again that the stream refuses (the device revoked at the
+			// chat-server meanwhile, its inbox full) does not make it
+			// failed.
+			if _, err := tx.Exec(`UPDATE messages SET resends = ? WHERE from_key = ? AND id = ?`,
+				n, c.me.String(), e.ID[:]); err != nil {
 				return fmt.Errorf("chat: database: %w", err)
 			}
 			pubID := publishID(e.ID, n, peer, peer == person)

@@ -133,7 +133,7 @@ func (c *Client) strangerTargets(ctx context.Context, to kez.PublicKey) ([]targe
 	if err != nil {
 		return nil, fmt.Errorf("chat: fetching the sigchain of %s: %w", to, err)
 	}
-	keys := currentDevices(chainDevices(st), to)
+	keys := c.onlyTheirs(to, currentDevices(chainDevices(st), to))
 	ts := make([]target, len(keys))
 	for i, k := range keys {
 		ts[i] = target{rcpt: Recipient{Key: k, EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration()}, person: to}
@@ -148,7 +148,7 @@ func (c *Client) sendTo(ctx context.Context, cs *contactState, text string, opts
 	if err := ct.Err(); err != nil {
 		return nil, err
 	}
-	return c.publish(ctx, contactTargets(&ct, devs), Message{Kind: KindText, Body: []byte(text)}, true, opts)
+	return c.publish(ctx, c.contactTargets(&ct, devs), Message{Kind: KindText, Body: []byte(text)}, true, opts)
 }
 
 // contactTarget is the target of a contact's primary device: their pinned
@@ -164,9 +164,10 @@ func deviceTarget(ct *Contact, dev kez.PublicKey) target {
 }
 
 // contactTargets are the targets of a contact's current devices (devs, as
-// their pinned chain lists them).
-func contactTargets(ct *Contact, devs []chainDevice) []target {
-	keys := currentDevices(devs, ct.Key)
+// their pinned chain lists them), but for a device another chain known
+// here lists too (see claimedByOther).
+func (c *Client) contactTargets(ct *Contact, devs []chainDevice) []target {
+	keys := c.onlyTheirs(ct.Key, currentDevices(devs, ct.Key))
 	ts := make([]target, len(keys))
 	for i, k := range keys {
 		ts[i] = deviceTarget(ct, k)
@@ -366,14 +367,26 @@ type outCopy struct {
 // session states, the envelopes (durable: in the outbox) and p's entry.
 // A copy that cannot be planned (its device's prekey cannot be fetched)
 // is left out and logged; if no copy to the recipient is left, the
-// first error is returned and nothing is stored.
+// first error is returned and nothing is stored. The copies are planned
+// at once, so a send waits for one prekey fetch, not one per device.
 func (c *Client) sealCopies(ctx context.Context, p *Pending, copies []*outCopy, fresh, durable bool) error {
 	var firstErr error
 	plan := func(cps []*outCopy, fresh bool) bool {
+		// At once: a device's plan may wait for its prekey (bounded by
+		// RefreshTimeout), and a person has up to maxDevices of them.
+		errs := make([]error, len(cps))
+		if len(cps) == 1 {
+			cps[0].plan, errs[0] = c.planSeal(ctx, cps[0].t, &cps[0].m, fresh)
+		} else {
+			var wg sync.WaitGroup
+			for i, cp := range cps {
+				wg.Go(func() { cp.plan, errs[i] = c.planSeal(ctx, cp.t, &cp.m, fresh) })
+			}
+			wg.Wait()
+		}
 		ok := false
-		for _, cp := range cps {
-			var err error
-			if cp.plan, err = c.planSeal(ctx, cp.t, &cp.m, fresh); err != nil {
+		for i, cp := range cps {
+			if err := errs[i]; err != nil {
 				cp.plan = nil
 				if cp.counts && firstErr == nil {
 					firstErr = err

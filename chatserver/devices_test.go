@@ -123,6 +123,13 @@ type replicas struct {
 
 func startReplicas(t *testing.T, n int, lim chatserver.MailLimits) *replicas {
 	t.Helper()
+	return startReplicasAt(t, n, lim, nil)
+}
+
+// startReplicasAt is startReplicas with the servers' clock now (nil: the
+// time).
+func startReplicasAt(t *testing.T, n int, lim chatserver.MailLimits, now func() time.Time) *replicas {
+	t.Helper()
 	sig := sigServer(t)
 	keysDir := t.TempDir()
 	conf, err := chatserver.NATSConfig(keysDir, callout.ConfigOptions{AuthJetStream: true})
@@ -146,6 +153,7 @@ func startReplicas(t *testing.T, n int, lim chatserver.MailLimits) *replicas {
 		s.StoreBackend = chatserver.StoreJetStream
 		s.HTTPLimits = handles.NoLimits()
 		s.MailLimits = lim
+		s.Now = now
 		start(t, s)
 		h := httptest.NewServer(s.Handler())
 		t.Cleanup(h.Close)

@@ -82,7 +82,8 @@ type gate struct {
 	users   *tracker[userBuckets]
 	pairs   *tracker[pairBuckets] // recipient + "." + sender
 	known   *tracker[knownEntry]
-	ensured sync.Map // consumer name → time.Duration (the AckWait it was made with)
+	seen    *tracker[seenEntry] // person → their devices' consumer information (gate_seen.go)
+	ensured sync.Map            // consumer name → time.Duration (the AckWait it was made with)
 	read    *readRemover
 	readM   readMetrics
 	purges  atomic.Bool // the stream needs the gate to remove read mail (callout.RemovesReadMail)

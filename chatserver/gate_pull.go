@@ -3,6 +3,7 @@ package chatserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"time"
 
@@ -61,6 +62,14 @@ func (g *gate) onConsumer(m *nats.Msg) {
 		}
 		wait = d
 	}
+	withDevices := false
+	switch v := m.Header.Values(callout.DevicesHeader); {
+	case len(v) == 1 && v[0] == "1":
+		withDevices = true
+	case len(v) != 0:
+		g.refuse("consumer", m.Reply, reasonBadRequest, 400, callout.ErrCodeBadRequest, "bad "+callout.DevicesHeader)
+		return
+	}
 	// Answer within the import's response threshold, an error if need
 	// be (the client asks again), rather than after nats-server dropped
 	// the way back.
@@ -72,9 +81,30 @@ func (g *gate) onConsumer(m *nats.Msg) {
 		g.refuse("consumer", m.Reply, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
 		return
 	}
-	body, _ := json.Marshal(map[string]uint64{"num_pending": info.NumPending, "num_ack_pending": uint64(info.NumAckPending)})
+	answer := consumerAnswer{Pending: info.NumPending, AckPending: uint64(info.NumAckPending)}
+	if withDevices {
+		devs, err := g.devicesSeen(ctx, key, g.now())
+		switch {
+		case errors.Is(err, errSeenQuota):
+			g.refuse("consumer", m.Reply, reasonAPIQuota, 429, callout.ErrCodeSenderQuota, "too many consumer requests")
+			return
+		case err != nil:
+			g.log.Warn("gate: cannot tell when a person's devices were seen", "user", key, "err", err)
+			g.refuse("consumer", m.Reply, reasonUnavailable, 503, callout.ErrCodeUnavailable, "devices unavailable")
+			return
+		}
+		answer.Devices = devs
+	}
+	body, _ := json.Marshal(answer)
 	g.nc.Publish(m.Reply, body)
 	g.forwarded("consumer")
+}
+
+// consumerAnswer is the gate's answer to a consumer request.
+type consumerAnswer struct {
+	Pending    uint64            `json:"num_pending"`
+	AckPending uint64            `json:"num_ack_pending"`
+	Devices    []wire.DeviceSeen `json:"devices,omitempty"` // asked for with the Kez-Devices header
 }
 
 // consumerInfo makes key's consumer if need be and returns its state.
@@ -101,7 +131,11 @@ func subjectKey(subject, prefix string) (string, bool) {
 func (g *gate) takePull(key kez.PublicKey) bool {
 	now := g.now()
 	allowed := true
-	g.users.with(key.String(), now, func(b *userBuckets) { allowed = b.api.take(now, g.lim.APIRate, g.lim.APIBurst, 1) })
+	g.users.with(key.String(), now, func(b *userBuckets) {
+		if allowed = b.api.take(now, g.lim.APIRate, g.lim.APIBurst, 1); allowed {
+			b.pulledAt = now // the device is seen: it pulls, or asks for its consumer
+		}
+	})
 	return allowed
 }
 

@@ -176,6 +176,7 @@ type userBuckets struct {
 	unread                         int       // as last counted, plus what was stored since
 	unreadAt                       time.Time // when last counted; zero: never
 	checked                        bool      // the key's text form was checked
+	pulledAt                       time.Time // the last pull or consumer request of this device forwarded; zero: none
 }
 
 // pairBuckets are one sender's buckets for one recipient.
@@ -214,6 +215,16 @@ func (t *tracker[V]) with(key string, now time.Time, f func(v *V)) {
 	}
 	e.seen = now
 	f(&e.v)
+}
+
+// peek calls f with the entry of key, if there is one, under the lock,
+// without making it or counting it as seen.
+func (t *tracker[V]) peek(key string, f func(v *V)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.m[key]; e != nil {
+		f(&e.v)
+	}
 }
 
 // evict forgets the least recently seen tenth of the entries. Called

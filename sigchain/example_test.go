@@ -133,3 +133,15 @@ func ExampleParseLinkCode() {
 	// 33CE-NQ8B-SMH4-W1GF-9 <nil>
 	// true
 }
+
+// What a QR code of a link code holds, and reading it back: a scanner's
+// text is a code too.
+func ExampleLinkCode_URI() {
+	c, _ := sigchain.ParseLinkCode("33CE-NQ8B-SMH4-W1GF-9")
+	fmt.Println(c.URI())
+	back, err := sigchain.ParseLinkCode(c.URI())
+	fmt.Println(back == c, err)
+	// Output:
+	// KEZ-LINK:33CE-NQ8B-SMH4-W1GF-9
+	// true <nil>
+}

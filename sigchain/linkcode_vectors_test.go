@@ -34,7 +34,7 @@ type codeSpelling struct {
 
 func generateLinkCodeVectors(t *testing.T) *linkCodeVectors {
 	v := &linkCodeVectors{
-		Description: "Each request's code is the first 10 bytes of SHA-256(\"kez/v1 device link code\\u0000\" || the request's exact bytes), written as 16 Crockford base32 characters and a check character (docs/spec/sigchain.md, \"Devices\"). Requests are JSON strings holding the request's exact bytes. Each equivalent text parses to its code; each bad text is refused.",
+		Description: "Each request's code is the first 10 bytes of SHA-256(\"kez/v1 device link code\\u0000\" || the request's exact bytes), written as 16 Crockford base32 characters and a check character (docs/spec/sigchain.md, \"Devices\"). Requests are JSON strings holding the request's exact bytes. Each equivalent text parses to its code (a QR code holds \"KEZ-LINK:\" and the code's text); each bad text is refused.",
 	}
 	for i, name := range []string{"laptop", "phone <work> & ü", "Küchen-Tablet"} {
 		r := testRequest(t, testDevice(t, byte(i+1)), name, vectorNow-int64(i)*60, byte(16*i))
@@ -55,6 +55,8 @@ func generateLinkCodeVectors(t *testing.T) *linkCodeVectors {
 		{plain, c},
 		{plain[:4] + " " + plain[4:8] + " " + plain[8:12] + " " + plain[12:16] + " " + plain[16:], c},
 		{strings.ReplaceAll(zero.String(), "0", "o"), zero.String()},
+		{LinkCodeURIPrefix + c, c},
+		{strings.ToLower(LinkCodeURIPrefix) + plain, c},
 	}
 	typo := []byte(plain)
 	typo[3] = crockford[(strings.IndexByte(crockford, typo[3])+1)%32]
@@ -65,7 +67,7 @@ func generateLinkCodeVectors(t *testing.T) *linkCodeVectors {
 			break
 		}
 	}
-	v.Bad = []string{"", plain[:16], plain + "0", string(typo), string(swap), "U" + plain[1:], plain[:8] + "_" + plain[8:]}
+	v.Bad = []string{"", plain[:16], plain + "0", string(typo), string(swap), "U" + plain[1:], plain[:8] + "_" + plain[8:], LinkCodeURIPrefix, LinkCodeURIPrefix + LinkCodeURIPrefix + c, "KEZ-LINK " + c, "kez:" + c}
 	return v
 }
 

@@ -367,6 +367,16 @@ func (c LinkCode) String() string {
 	return b.String()
 }
 
+// LinkCodeURIPrefix starts the text a QR code of a link code holds:
+// "KEZ-LINK:" and the code's text ([LinkCode.URI]). It is a URI of scheme
+// kez-link, written in upper case so that all of it fits QR's
+// alphanumeric mode (upper-case letters, digits, "-" and ":").
+const LinkCodeURIPrefix = "KEZ-LINK:"
+
+// URI returns what a QR code of c holds: [LinkCodeURIPrefix] and c's
+// text, e.g. "KEZ-LINK:7KQ2-M9XD-4HTA-PW3R-K". [ParseLinkCode] reads it.
+func (c LinkCode) URI() string { return LinkCodeURIPrefix + c.String() }
+
 // MarshalText implements encoding.TextMarshaler with [LinkCode.String].
 func (c LinkCode) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
 
@@ -404,11 +414,16 @@ func crockfordValue(r byte) (byte, bool) {
 }
 
 // ParseLinkCode reads the text of a link code as people type it: either
-// case, with or without dashes and spaces, O read as 0 and I, L as 1. Text
-// that is not 17 Crockford base32 characters, and a check character that
-// does not match (a typo), are errors wrapping [ErrBadLinkCode].
+// case, with or without dashes and spaces, O read as 0 and I, L as 1, and
+// with or without [LinkCodeURIPrefix] (in either case) in front, as a QR
+// code holds it. Text that is not 17 Crockford base32 characters, and a
+// check character that does not match (a typo), are errors wrapping
+// [ErrBadLinkCode].
 func ParseLinkCode(s string) (LinkCode, error) {
 	var c LinkCode
+	if len(s) >= len(LinkCodeURIPrefix) && strings.EqualFold(s[:len(LinkCodeURIPrefix)], LinkCodeURIPrefix) {
+		s = s[len(LinkCodeURIPrefix):]
+	}
 	var sym [linkCodeSymbols]byte
 	n := 0
 	for i := 0; i < len(s); i++ {

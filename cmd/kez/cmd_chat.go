@@ -25,7 +25,8 @@ type. Each line you enter is sent as one message. /quit (or end of input,
 Ctrl-D) leaves.
 
 Messages from other people arrive too; kez chat only says that they came
-(read them with "kez inbox").`,
+(read them with "kez inbox"). A device the contact's sigchain added or
+revoked is told as news, not a warning: their primary key signed it.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			cf.declare(fs, true)

@@ -30,8 +30,11 @@ kez contacts add HANDLE
 
 kez contacts list [--json]
     Shows every contact: handle, fingerprint, and whether you verified it
-    or it is flagged. --json prints [{"handle","key","fingerprint",
-    "verified","flag","flag_detail","generation","added_at"}].
+    or it is flagged; under it, the latest devices its sigchain added or
+    revoked since you pinned it (news, not a warning: their key signed
+    them). --json prints [{"handle","key","fingerprint","verified","flag",
+    "flag_detail","generation","added_at","device_events":[{"at","device",
+    "name","revoked","seqno"}]}].
 
 kez contacts verify HANDLE
     Shows the safety number of your key and the key pinned for HANDLE:
@@ -123,6 +126,18 @@ type contactJSON struct {
 	FlagDetail  string    `json:"flag_detail"`
 	Generation  uint32    `json:"generation"`
 	AddedAt     time.Time `json:"added_at"`
+	// DeviceEvents are the devices its chain added or revoked since it
+	// was pinned, oldest first.
+	DeviceEvents []deviceEventJSON `json:"device_events"`
+}
+
+// deviceEventJSON is a contact's device added or revoked, as kez found it.
+type deviceEventJSON struct {
+	At      time.Time `json:"at"`
+	Device  string    `json:"device"`
+	Name    string    `json:"name"`
+	Revoked bool      `json:"revoked"`
+	Seqno   uint64    `json:"seqno"`
 }
 
 func runContactsList(ctx context.Context, e *env, cf chatFlags, asJSON bool) error {
@@ -135,21 +150,36 @@ func runContactsList(ctx context.Context, e *env, cf chatFlags, asJSON bool) err
 	if err != nil {
 		return err
 	}
+	events := make(map[string][]chat.ContactDevice, len(list))
+	for _, ct := range list {
+		if events[ct.Handle], err = c.ContactDeviceEvents(ctx, ct.Handle); err != nil {
+			return err
+		}
+	}
 	if asJSON {
 		out := make([]contactJSON, 0, len(list))
 		for _, ct := range list {
-			out = append(out, contactJSON{
+			j := contactJSON{
 				Handle: ct.Handle, Key: ct.Key.String(), Fingerprint: ct.Fingerprint(), Verified: ct.Verified(),
 				Flag: string(ct.Flag), FlagDetail: ct.FlagDetail, Generation: ct.Generation, AddedAt: ct.AddedAt.UTC(),
-			})
+				DeviceEvents: []deviceEventJSON{},
+			}
+			for _, d := range events[ct.Handle] {
+				j.DeviceEvents = append(j.DeviceEvents, deviceEventJSON{At: d.At.UTC(), Device: d.Device.String(), Name: d.Name, Revoked: d.Revoked, Seqno: d.Seqno})
+			}
+			out = append(out, j)
 		}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
-	printContacts(e.stdout, list)
+	printContacts(e.stdout, list, events)
 	return nil
 }
 
-func printContacts(w io.Writer, list []*chat.Contact) {
+// maxDeviceNews is how many of a contact's latest device events "kez
+// contacts list" shows.
+const maxDeviceNews = 3
+
+func printContacts(w io.Writer, list []*chat.Contact, events map[string][]chat.ContactDevice) {
 	if len(list) == 0 {
 		fmt.Fprintln(w, "No contacts yet: kez contacts add HANDLE")
 		return
@@ -169,6 +199,15 @@ func printContacts(w io.Writer, list []*chat.Contact) {
 			status = "verified"
 		}
 		fmt.Fprintf(w, "%-*s  %s  %s\n", width, "@"+ct.Handle, ct.Fingerprint(), status)
+		// A device their key added or revoked: news, not a warning.
+		evs := events[ct.Handle]
+		if n := len(evs) - maxDeviceNews; n > 0 {
+			fmt.Fprintf(w, "    (%d earlier device changes: kez contacts list --json)\n", n)
+			evs = evs[n:]
+		}
+		for _, d := range evs {
+			fmt.Fprintf(w, "    %s %s\n", d.At.Local().Format("2006-01-02 15:04"), d)
+		}
 	}
 }
 

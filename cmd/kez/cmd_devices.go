@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
@@ -18,15 +17,17 @@ import (
 func init() {
 	register(&command{
 		name:    "devices",
-		args:    "[list [--json] | add CODE [--name NAME] [--no-history] | revoke NAME] [--home DIR] [--server URL] [--sig-server URL] [--nats URL] [--verbose]",
-		summary: "list, add and revoke the devices of your person",
+		args:    "[list [--json] | add CODE [--name NAME] [--no-history] | revoke NAME | sync NAME] [--home DIR] [--server URL] [--sig-server URL] [--nats URL] [--verbose]",
+		summary: "list, add, revoke and sync the devices of your person",
 		help: `
 kez devices [list] [--json]
     Lists your devices as your sigchain names them: name, key fingerprint,
-    when it was added, whether it was revoked, and when the chat-server
-    last saw it log in where it says; this device is marked. --json prints
-    [{"name","key","fingerprint","primary","this","added_at","revoked",
-    "revoked_at"}].
+    when your chat-server last saw it fetch its messages ("now (this
+    device)", "2 minutes ago", "not seen": never, or not since the servers
+    restarted), when it was added and whether it was revoked; this device
+    is marked. --json prints [{"name","key","fingerprint","primary","this",
+    "added_at","revoked","revoked_at","last_seen"}] (last_seen: null when
+    not seen).
 
 kez devices add CODE [--name NAME] [--no-history]
     On an install that holds your primary key: approves the new device
@@ -49,7 +50,15 @@ kez devices revoke NAME
     Your encryption key is then rotated (a set_encryption_key link) and
     the new one sent to your remaining devices only, so files shared
     with you from then on do not open on the revoked device.
-    The last current device cannot be revoked.`,
+    The last current device cannot be revoked.
+
+kez devices sync NAME
+    On any of your devices that has your history: sends its contacts and
+    history to your current device named NAME (or whose key starts with
+    NAME), as "devices add" does, for an install that did not get them:
+    one "kez recover" made, or one added with --no-history. A revoked
+    device, this one, or a key your sigchain does not list is refused
+    and nothing is sent.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var o devicesOptions
 			o.cf.declare(fs, true)
@@ -83,8 +92,13 @@ kez devices revoke NAME
 						return usagef("devices revoke takes the NAME of one device")
 					}
 					return runDevicesRevoke(ctx, e, o, rest[0])
+				case "sync":
+					if len(rest) != 1 {
+						return usagef("devices sync takes the NAME of the device to send your history to")
+					}
+					return runDevicesSync(ctx, e, o, rest[0])
 				default:
-					return usagef("no devices subcommand %q: use list, add or revoke", sub)
+					return usagef("no devices subcommand %q: use list, add, revoke or sync", sub)
 				}
 			}
 		},
@@ -108,6 +122,7 @@ type deviceJSON struct {
 	AddedAt     time.Time  `json:"added_at"`
 	Revoked     bool       `json:"revoked"`
 	RevokedAt   *time.Time `json:"revoked_at"`
+	LastSeen    *time.Time `json:"last_seen"` // null: not seen, or unknown
 }
 
 // ownChain loads the account and fetches and verifies its person's chain.
@@ -116,43 +131,84 @@ func (e *env) ownChain(ctx context.Context, cf chatFlags) (*account, servers, *s
 	if err != nil {
 		return nil, servers{}, nil, err
 	}
+	srv, st, err := e.ownChainOf(ctx, cf, acct)
+	return acct, srv, st, err
+}
+
+// ownChainOf fetches and verifies the chain of acct's person.
+func (e *env) ownChainOf(ctx context.Context, cf chatFlags, acct *account) (servers, *sigchain.State, error) {
 	srv, err := e.settleServers(ctx, cf.sf, acct.prof, false)
 	if err != nil {
-		return nil, servers{}, nil, err
+		return servers{}, nil, err
 	}
 	if srv.sigServer == "" {
-		return nil, servers{}, nil, errors.New("no sig-server is known here: give your chat-server with --server URL (or KEZ_SERVER)")
+		return servers{}, nil, errors.New("no sig-server is known here: give your chat-server with --server URL (or KEZ_SERVER)")
 	}
 	st, err := (&sigchain.Client{BaseURL: srv.sigServer, HTTPClient: httpClient}).FetchVerified(ctx, acct.person, nil)
 	if err != nil {
-		return nil, servers{}, nil, worded(err, "your sigchain at %s could not be read and checked: %s", srv.sigServer, e.sentence(err))
+		return servers{}, nil, worded(err, "your sigchain at %s could not be read and checked: %s", srv.sigServer, e.sentence(err))
 	}
-	return acct, srv, st, nil
+	return srv, st, nil
+}
+
+// deviceStatus returns acct's devices with when the chat-server last saw
+// each; when it cannot ask the chat-server (it is down, this install does
+// not log in), the chain's devices and, in unknown, why the times are
+// unknown.
+func (e *env) deviceStatus(ctx context.Context, cf chatFlags, acct *account) (devs []chat.DeviceStatus, unknown string, err error) {
+	c, err := e.openChatAs(ctx, cf, acct, true, true)
+	if err == nil {
+		defer c.Close()
+		if devs, err = c.DeviceStatus(ctx); err == nil {
+			return devs, "", nil
+		}
+	}
+	unknown = e.sentence(err)
+	_, st, err := e.ownChainOf(ctx, cf, acct)
+	if err != nil {
+		return nil, "", err
+	}
+	this := acct.device().PublicKey()
+	for _, d := range st.Devices() {
+		devs = append(devs, chat.DeviceStatus{Device: d, This: d.Key == this})
+	}
+	return devs, unknown, nil
 }
 
 func runDevicesList(ctx context.Context, e *env, o devicesOptions) error {
-	acct, _, st, err := e.ownChain(ctx, o.cf)
+	acct, err := e.loadAccount(o.cf.home)
 	if err != nil {
 		return err
 	}
-	this := acct.device().PublicKey()
-	devs := st.Devices()
+	devs, unknown, err := e.deviceStatus(ctx, o.cf, acct)
+	if err != nil {
+		return err
+	}
+	if unknown != "" {
+		fmt.Fprintf(e.stderr, "kez devices: when your devices were last seen is unknown: %s\n", unknown)
+	}
 	if o.asJSON {
 		out := make([]deviceJSON, 0, len(devs))
 		for _, d := range devs {
-			j := deviceJSON{Name: d.Name, Key: d.Key.String(), Fingerprint: d.Key.Fingerprint(), Primary: d.Primary, This: d.Key == this, AddedAt: d.Added.UTC(), Revoked: d.Revoked}
+			j := deviceJSON{Name: d.Name, Key: d.Key.String(), Fingerprint: d.Key.Fingerprint(), Primary: d.Primary, This: d.This, AddedAt: d.Added.UTC(), Revoked: d.Revoked}
 			if d.Revoked {
 				at := d.RevokedAt.UTC()
 				j.RevokedAt = &at
+			}
+			if !d.LastSeen.IsZero() {
+				at := d.LastSeen.UTC()
+				j.LastSeen = &at
 			}
 			out = append(out, j)
 		}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
+	now := e.clock()
 	fmt.Fprintf(e.stdout, "Devices of %s:\n", acct.who())
+	fmt.Fprintf(e.stdout, "  %-16s %-35s  %s\n", "NAME", "FINGERPRINT", "LAST SEEN")
 	for _, d := range devs {
 		mark := "  "
-		if d.Key == this {
+		if d.This {
 			mark = "* "
 		}
 		state := "added " + d.Added.Local().Format("2006-01-02 15:04")
@@ -162,10 +218,50 @@ func runDevicesList(ctx context.Context, e *env, o devicesOptions) error {
 		if d.Revoked {
 			state += ", revoked " + d.RevokedAt.Local().Format("2006-01-02 15:04")
 		}
-		fmt.Fprintf(e.stdout, "%s%-16s %s  %s\n", mark, d.Name, d.Key.Fingerprint(), state)
+		fmt.Fprintf(e.stdout, "%s%-16s %-35s  %-22s  %s\n", mark, d.Name, d.Key.Fingerprint(), lastSeenWords(d, unknown != "", now), state)
 	}
-	fmt.Fprintln(e.stdout, "(* this device)")
+	fmt.Fprintln(e.stdout, "(* this device; last seen: when it last fetched its messages, as your chat-server knows)")
 	return nil
+}
+
+// lastSeenWords says when the chat-server last saw d: "now (this
+// device)", "2 minutes ago", "not seen" (never, or not since the servers
+// restarted), "-" for a revoked device, "unknown" when the chat-server
+// could not be asked.
+func lastSeenWords(d chat.DeviceStatus, unknown bool, now time.Time) string {
+	switch {
+	case d.Revoked:
+		return "-"
+	case d.This:
+		return "now (this device)"
+	case unknown:
+		return "unknown"
+	case d.LastSeen.IsZero():
+		return "not seen"
+	}
+	return agoWords(now.Sub(d.LastSeen), d.LastSeen)
+}
+
+// agoWords words the time since t, ago long: "just now", "1 minute ago",
+// "3 hours ago", "5 days ago", then the date.
+func agoWords(ago time.Duration, t time.Time) string {
+	plural := func(n int, unit string) string {
+		if n == 1 {
+			return "1 " + unit + " ago"
+		}
+		return fmt.Sprintf("%d %ss ago", n, unit)
+	}
+	switch {
+	case ago < time.Minute:
+		return "just now"
+	case ago < time.Hour:
+		return plural(int(ago/time.Minute), "minute")
+	case ago < 48*time.Hour:
+		return plural(int(ago/time.Hour), "hour")
+	case ago < 60*24*time.Hour:
+		return plural(int(ago/(24*time.Hour)), "day")
+	}
+	return "on " + t.Local().Format("2006-01-02")
 }
 
 // linkCodeError words a code that cannot be used; nothing was changed.
@@ -233,10 +329,10 @@ func runDevicesAdd(ctx context.Context, e *env, o devicesOptions, codeText strin
 	}
 	fmt.Fprintf(e.stdout, "Added %q (key fingerprint %s) as a device of %s: your primary key signed it into your sigchain, and your chat-server lets it log in.\n", req.Name(), devKey.Fingerprint(), acct.who())
 	if o.noHistory {
-		fmt.Fprintln(e.stdout, "Your contacts and history were not sent to it (--no-history); it receives what is sent from now on.")
+		fmt.Fprintf(e.stdout, "Your contacts and history were not sent to it (--no-history); it receives what is sent from now on, and \"kez devices sync %s\" sends them later.\n", req.Name())
 		return nil
 	}
-	return sendHistory(ctx, e, o, devKey, req.Name())
+	return sendHistory(ctx, e, o, devKey, req.Name(), true)
 }
 
 // historyWait bounds how long "devices add" waits for the new device to
@@ -244,11 +340,16 @@ func runDevicesAdd(ctx context.Context, e *env, o devicesOptions, codeText strin
 // the history.
 var historyWait = 10 * time.Minute
 
-// sendHistory sends this device's contacts and history to devKey.
-func sendHistory(ctx context.Context, e *env, o devicesOptions, devKey kez.PublicKey, name string) error {
+// sendHistory sends this device's contacts and history to devKey, named
+// name; added: the device was just added (errors say so).
+func sendHistory(ctx context.Context, e *env, o devicesOptions, devKey kez.PublicKey, name string, added bool) error {
+	failed := fmt.Sprintf("your history could not be sent to %q", name)
+	if added {
+		failed = "the device was added, but " + failed
+	}
 	c, err := e.openChat(ctx, o.cf, true)
 	if err != nil {
-		return worded(err, "the device was added, but your history could not be sent: %s", e.sentence(err))
+		return worded(err, "%s: %s", failed, e.sentence(err))
 	}
 	defer c.Close()
 	fmt.Fprintf(e.stdout, "Sending your contacts and history to %q, end-to-end encrypted…\n", name)
@@ -263,7 +364,11 @@ func sendHistory(ctx context.Context, e *env, o devicesOptions, devKey kez.Publi
 		},
 	})
 	if err != nil {
-		return worded(err, "the device was added, but sending your history stopped after %d messages: %s", stats.Messages, e.sentence(err))
+		return worded(err, "%s: sending stopped after %d messages (%s); \"kez devices sync %s\" starts again, and what arrived already is kept once", failed, stats.Messages, e.sentence(err), name)
+	}
+	if stats.Chunks == 0 && stats.ContactsSkipped+stats.MessagesSkipped == 0 {
+		fmt.Fprintf(e.stdout, "This device has no contacts or messages yet, so nothing was sent to %q.\n", name)
+		return nil
 	}
 	fmt.Fprintf(e.stdout, "Sent %d contacts and %d messages in %d chunks (%s) in %s.\n", stats.Contacts, stats.Messages, stats.Chunks, humanSize(int64(stats.Bytes)), stats.Elapsed.Round(time.Millisecond))
 	if n := stats.ContactsSkipped + stats.MessagesSkipped; n > 0 {
@@ -280,22 +385,13 @@ func runDevicesRevoke(ctx context.Context, e *env, o devicesOptions, name string
 	if _, err := acct.primary("kez devices revoke"); err != nil {
 		return err
 	}
-	var match []sigchain.Device
-	for _, d := range st.Devices() {
-		if !d.Revoked && (d.Name == name || strings.HasPrefix(d.Key.String(), name) && len(name) >= 8) {
-			match = append(match, d)
-		}
-	}
+	match := devicesNamed(st, name, false)
 	switch len(match) {
 	case 0:
 		return revokeAgain(ctx, e, srv, st, name)
 	case 1:
 	default:
-		var keys []string
-		for _, d := range match {
-			keys = append(keys, d.Key.String())
-		}
-		return fmt.Errorf("%d devices are named %q: give the key of the one to revoke (%s); nothing was changed", len(match), name, strings.Join(keys, ", "))
+		return sameNameError(match, name, "revoke", "nothing was changed")
 	}
 	d := match[0]
 	if cur := st.CurrentDevices(); len(cur) == 1 {

@@ -28,6 +28,9 @@ Messages from people who are not your contacts are message requests: they
 are verified but kept apart; --requests prints them ("kez contacts add
 HANDLE" moves them to your inbox). Messages from a contact whose key or
 sigchain changed are held, with a warning, until you accept the change.
+A device a contact's sigchain added or revoked is told once on stderr, as
+news, not a warning ("@bob@kez.lat added a device, "phone" (signed by
+their key)."): their primary key signed it.
 
 --follow keeps running and prints messages as they arrive (Ctrl-C stops).
 --json prints one object a line: {"id","from","text","sent_at"} plus

@@ -17,13 +17,15 @@ import (
 func init() {
 	register(&command{
 		name:    "link",
-		args:    "[--name NAME] [--home DIR] [--passphrase-file F] [--server URL] [--sig-server URL] [--nats URL]",
+		args:    "[--name NAME] [--no-qr] [--home DIR] [--passphrase-file F] [--server URL] [--sig-server URL] [--nats URL]",
 		summary: "make this new install a device of your person",
 		help: `
 Makes this install, which holds no key yet, a new device of a person who
 already uses KEZ elsewhere: it makes a device key (its own; your 24 words
 stay on your other install), posts a link request signed by it to your
-sig-server and shows its code, e.g. 7KQ2-M9XD-4HTA-PW3R-K. On an install
+sig-server and shows its code, e.g. 7KQ2-M9XD-4HTA-PW3R-K, and on a
+terminal a QR code of it too (KEZ-LINK:7KQ2-M9XD-4HTA-PW3R-K, for an app
+with a camera; --no-qr leaves it out). On an install
 that holds your primary key (made by "kez init" or "kez recover"), run
 "kez devices add CODE". The code names this device's key: no one else can
 answer it with their own device, and it works once, for 10 minutes.
@@ -42,6 +44,7 @@ login waits for your next online command).`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var o linkOptions
 			fs.StringVar(&o.name, "name", "", "this device's name (default: the host name)")
+			fs.BoolVar(&o.noQR, "no-qr", false, "do not draw the code as a QR code")
 			fs.StringVar(&o.home, "home", "", homeFlagHelp)
 			fs.StringVar(&o.passFile, "passphrase-file", "", "encrypt the device key with the passphrase in this file (env KEZ_PASSPHRASE_FILE; or KEZ_PASSPHRASE)")
 			o.sf.declare(fs)
@@ -58,6 +61,7 @@ login waits for your next online command).`,
 
 type linkOptions struct {
 	name, home, passFile, nats string
+	noQR                       bool
 	sf                         serverFlags
 }
 
@@ -131,6 +135,13 @@ func runLink(ctx context.Context, e *env, o linkOptions) error {
 	}
 	code := req.Code()
 	fmt.Fprintf(e.stdout, "To make this install a device of yours, run on an install that holds your primary key:\n\n    kez devices add %s\n\n", code)
+	if e.stdoutTerminal && !o.noQR {
+		fmt.Fprintf(e.stdout, "The same code as a QR code (%s), for an app with a camera:\n\n", code.URI())
+		if err := writeQR(e.stdout, code.URI(), "    "); err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout)
+	}
 	fmt.Fprintf(e.stdout, "The code names this device (%q, key fingerprint %s) and works once, until %s.\n", name, dev.PublicKey().Fingerprint(), req.Expires().Local().Format("15:04:05"))
 	fmt.Fprintln(e.stdout, "Waiting for the approval (Ctrl-C to give up)…")
 

@@ -44,9 +44,11 @@ If your sigchain exists, this install then becomes a new device of yours:
 it makes a device key of its own, which your primary key certifies with
 an add_device link (--name names it, default: the host name), registered
 at your chat-server. It logs in with that key and has an inbox of its own,
-so it never takes the messages of your other devices. If that cannot be
-done now (the servers do not answer), it does not log in until "kez
-recover --force" is run again.
+so it never takes the messages of your other devices. Your contacts and
+history are not on it: run "kez devices sync NAME" (NAME: this device's)
+on another of your devices to send them. If that cannot be done now (the
+servers do not answer), it does not log in until "kez recover --force"
+is run again.
 
 recover refuses to replace an existing identity unless --force is given;
 if that identity is another key that holds a handle, it also wants that
@@ -222,7 +224,7 @@ func makeOwnDevice(ctx context.Context, e *env, home string, id *kez.Identity, p
 			return err
 		}
 	}
-	fmt.Fprintf(e.stdout, "\nThis install is a new device of yours, %q (key fingerprint %s): it has its own inbox and never reads another device's. Your contacts and history are not on it: \"kez devices add\" on another device sends them only to a linked one, so add your contacts here again.\n", name, dev.PublicKey().Fingerprint())
+	fmt.Fprintf(e.stdout, "\nThis install is a new device of yours, %q (key fingerprint %s): it has its own inbox and never reads another device's.\nYour contacts and history are not on it yet: run \"kez devices sync %s\" on your other device to send them here, then \"kez inbox\" here takes them.\n", name, dev.PublicKey().Fingerprint(), name)
 	return nil
 }
 

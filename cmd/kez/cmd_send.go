@@ -105,6 +105,12 @@ func (e *env) openChatAt(ctx context.Context, f chatFlags, online, withServers b
 	if err != nil {
 		return nil, err
 	}
+	return e.openChatAs(ctx, f, acct, online, withServers)
+}
+
+// openChatAs is openChatAt for an account already loaded.
+func (e *env) openChatAs(ctx context.Context, f chatFlags, acct *account, online, withServers bool) (*chat.Client, error) {
+	var err error
 	var srv servers
 	if withServers {
 		if srv, err = e.settleServers(ctx, f.sf, acct.prof, false); err != nil {
@@ -112,6 +118,9 @@ func (e *env) openChatAt(ctx context.Context, f chatFlags, online, withServers b
 		}
 	}
 	cfg := chat.Config{Client: e.clientConfig(acct, srv, f.verbose)}
+	// A contact's device added or revoked: news, not a warning (the
+	// contact's primary key signed it), told when a check finds it.
+	cfg.OnContactDevice = func(d chat.ContactDevice) { fmt.Fprintln(e.stderr, d.String()) }
 	if online && acct.prof.NeedsDevice && acct.dev == nil {
 		return nil, errNeedsDevice
 	}

@@ -56,6 +56,9 @@ type env struct {
 	getenv         func(string) string
 	// isTerminal reports whether stdin and stdout are a terminal.
 	isTerminal bool
+	// stdoutTerminal reports whether stdout is a terminal (what is drawn
+	// for eyes only, as the QR code of "kez link", needs no more).
+	stdoutTerminal bool
 	// now is the clock of progress lines; nil: time.Now.
 	now func() time.Time
 
@@ -117,7 +120,7 @@ func (e *env) envOr(flagValue, name string) string {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, isTerminal: isTerminal(os.Stdin) && isTerminal(os.Stdout)}
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, isTerminal: isTerminal(os.Stdin) && isTerminal(os.Stdout), stdoutTerminal: isTerminal(os.Stdout)}
 	os.Exit(run(ctx, e, os.Args[1:]))
 }
 

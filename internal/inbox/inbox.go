@@ -371,42 +371,63 @@ const openAttempt = 6 * time.Second
 // "unavailable" (JetStream busy, say electing a leader), is asked again
 // until ctx ends. A refusal is returned as a *jetstream.APIError.
 func Open(ctx context.Context, nc *nats.Conn, me string, ackWait time.Duration) (Info, error) {
+	a, err := ask(ctx, nc, me, ackWait, false)
+	return a.Info, err
+}
+
+// Devices asks the gate, with a consumer request of the user with key
+// me (its header wire.Devices), when each current device of the user's
+// person was last seen. It is asked again, and refused, as Open is. A
+// gate of an earlier release answers without the list: nil.
+func Devices(ctx context.Context, nc *nats.Conn, me string) ([]wire.DeviceSeen, error) {
+	a, err := ask(ctx, nc, me, 0, true)
+	return a.Devices, err
+}
+
+// answer is the gate's answer to a consumer request.
+type answer struct {
+	Info
+	Devices []wire.DeviceSeen   `json:"devices"`
+	Error   *jetstream.APIError `json:"error"`
+}
+
+func ask(ctx context.Context, nc *nats.Conn, me string, ackWait time.Duration, devices bool) (answer, error) {
 	for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
-		info, err := openOnce(ctx, nc, me, ackWait)
+		a, err := askOnce(ctx, nc, me, ackWait, devices)
 		var apiErr *jetstream.APIError
 		retry := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 			errors.As(err, &apiErr) && apiErr.ErrorCode == wire.ErrCodeUnavailable
 		if !retry || ctx.Err() != nil {
-			return info, err
+			return a, err
 		}
 		select {
 		case <-ctx.Done():
-			return info, err
+			return a, err
 		case <-time.After(pause):
 		}
 	}
 }
 
-func openOnce(ctx context.Context, nc *nats.Conn, me string, ackWait time.Duration) (Info, error) {
+func askOnce(ctx context.Context, nc *nats.Conn, me string, ackWait time.Duration, devices bool) (answer, error) {
 	req := nats.NewMsg(wire.ConsumerSubjectPrefix + me)
 	if ackWait > 0 {
 		req.Header.Set(wire.AckWait, ackWait.String())
+	}
+	if devices {
+		req.Header.Set(wire.Devices, "1")
 	}
 	actx, cancel := context.WithTimeout(ctx, openAttempt)
 	defer cancel()
 	resp, err := nc.RequestMsgWithContext(actx, req)
 	if err != nil {
-		return Info{}, err
+		return answer{}, err
 	}
-	var r struct {
-		Info
-		Error *jetstream.APIError `json:"error"`
-	}
+	var r answer
 	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return Info{}, fmt.Errorf("inbox: the gate's answer: %w", err)
+		return answer{}, fmt.Errorf("inbox: the gate's answer: %w", err)
 	}
 	if r.Error != nil {
-		return Info{}, r.Error
+		return answer{}, r.Error
 	}
-	return r.Info, nil
+	return r, nil
 }

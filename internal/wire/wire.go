@@ -70,7 +70,20 @@ const (
 	// AckWait, on a consumer request to the gate, asks for that AckWait
 	// (a Go duration).
 	AckWait = "Kez-Ack-Wait"
+	// Devices, set to "1" on a consumer request to the gate, asks for
+	// when each current device of the requester's person was last seen
+	// (DeviceSeen).
+	Devices = "Kez-Devices"
 )
+
+// DeviceSeen is one device in the gate's answer to a consumer request
+// with the Devices header: its key ("U…") and when the chat-server last
+// saw it pull from its inbox or ask for it (Unix seconds; 0: it does not
+// know, or never).
+type DeviceSeen struct {
+	Key        string `json:"key"`
+	LastActive int64  `json:"last_active,omitempty"`
+}
 
 // Error codes of the gate, in the JetStream API error shape.
 const (
