@@ -241,20 +241,10 @@ func (c *Client) otherOwnDevices(ctx context.Context) []kez.PublicKey {
 // with devices it shows revoked are deleted, and no copy is sealed to
 // them any more: call it after revoking a device.
 func (c *Client) OwnDevices(ctx context.Context) ([]sigchain.Device, error) {
-	if c.cc.SigServerURL == "" {
-		return nil, fmt.Errorf("chat: no sig-server to fetch your chain from")
-	}
-	ds := &c.devs
-	ds.mu.Lock()
-	st := ds.own
-	ds.mu.Unlock()
-	fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
-	nst, err := c.sig.FetchVerified(fctx, c.me, st)
-	cancel()
+	nst, err := c.freshOwnChain(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("chat: fetching your own chain: %w", err)
+		return nil, err
 	}
-	c.setOwnChain(ctx, nst)
 	return chainDevices(nst), nil
 }
 

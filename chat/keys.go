@@ -347,8 +347,8 @@ func (c *Client) distribute(ctx context.Context, st *sigchain.State) (sent, fail
 	var body []byte
 	var errs []error
 	for _, d := range st.CurrentDevices() {
-		if d == c.devKey {
-			continue
+		if d == c.devKey || d == c.me {
+			continue // this one; the primary device, which holds the words
 		}
 		g, err := c.keysSentTo(ctx, d)
 		if err != nil {
@@ -578,7 +578,7 @@ func (c *Client) RevokeDevice(ctx context.Context, device kez.PublicKey) (Revoca
 	}
 	if c.nc == nil {
 		for _, d := range st.CurrentDevices() {
-			if d != c.devKey {
+			if d != c.devKey && d != c.me {
 				rv.KeysPending++
 			}
 		}
