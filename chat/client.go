@@ -139,6 +139,11 @@ type Client struct {
 	opener atomic.Pointer[Opener]
 	gens   atomic.Uint32 // the highest own encryption generation accepted
 
+	keyring     atomic.Pointer[Keyring] // the person's encryption keys other devices sent (keys.go)
+	keysMu      sync.Mutex              // one rotation or distribution at a time
+	keysDue     atomic.Bool             // a distribution is due
+	keysRunning atomic.Bool             // the background distribution runs
+
 	mu         sync.Mutex // guards the maps below and every contactState
 	byHandle   map[string]*contactState
 	byKey      map[kez.PublicKey]*contactState
@@ -232,6 +237,10 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.db, db.log = db, c.log
+	if err := c.loadKeyring(ctx); err != nil {
+		db.close()
+		return nil, err
+	}
 	if err := c.loadContacts(ctx); err != nil {
 		db.close()
 		return nil, err
@@ -241,6 +250,9 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.startStrangers()
+	if cc.SigServerURL != "" {
+		c.background(c.applyQueuedKeys)
+	}
 	if cc.NATSURL != "" {
 		if err := c.connect(ctx); err != nil {
 			c.stopStrangers()
@@ -273,6 +285,7 @@ func (c *Client) startSessions(ctx context.Context) {
 		c.log.Warn("publishing the messages left pending", "err", err)
 	}
 	c.background(c.runDue)
+	c.keysChanged()
 }
 
 // background runs job on its own goroutine until it returns; Shutdown and

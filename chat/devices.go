@@ -148,9 +148,12 @@ func (c *Client) setOwnChain(ctx context.Context, st *sigchain.State) {
 		ds.mu.Unlock()
 		return
 	}
-	old := ds.ownDevs
+	old, changed := ds.ownDevs, ds.own != nil && ds.own.Seqno() < st.Seqno()
 	ds.own, ds.ownDevs, ds.checked = st, devs, c.now()
 	ds.mu.Unlock()
+	if changed {
+		c.keysChanged()
+	}
 	if err := c.forgetRevoked(ctx, old, devs); err != nil {
 		c.log.Warn("deleting the sessions with revoked devices", "err", err)
 	}
@@ -238,20 +241,10 @@ func (c *Client) otherOwnDevices(ctx context.Context) []kez.PublicKey {
 // with devices it shows revoked are deleted, and no copy is sealed to
 // them any more: call it after revoking a device.
 func (c *Client) OwnDevices(ctx context.Context) ([]sigchain.Device, error) {
-	if c.cc.SigServerURL == "" {
-		return nil, fmt.Errorf("chat: no sig-server to fetch your chain from")
-	}
-	ds := &c.devs
-	ds.mu.Lock()
-	st := ds.own
-	ds.mu.Unlock()
-	fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
-	nst, err := c.sig.FetchVerified(fctx, c.me, st)
-	cancel()
+	nst, err := c.freshOwnChain(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("chat: fetching your own chain: %w", err)
+		return nil, err
 	}
-	c.setOwnChain(ctx, nst)
 	return chainDevices(nst), nil
 }
 

@@ -69,6 +69,11 @@ const historyBodyLimit = MaxBodySize
 // device applies each chunk on its own, idempotently, so sending again is
 // harmless.
 //
+// On an install that holds the primary key it first sends the device the
+// person's encryption key generations (a sync-keys message,
+// docs/spec/chat.md §8.6), so that it opens private files shared with the
+// person.
+//
 // When the device's inbox is full (a *[QuotaError], as when it is not
 // online to take what arrives), or it has not published a prekey yet
 // ([ErrNoPrekey]: it has not come online since it was linked), the
@@ -86,6 +91,12 @@ func (c *Client) SendHistory(ctx context.Context, device kez.PublicKey, opts His
 	}
 	if err := c.checkOwnDevice(ctx, device); err != nil {
 		return stats, err
+	}
+	if c.id != nil {
+		// The person's encryption keys first (docs/spec/chat.md §8.6).
+		if err := c.sendKeysWaiting(ctx, device, opts, &stats); err != nil {
+			return stats, err
+		}
 	}
 	err := c.historyChunks(ctx, &stats, func(body []byte) error {
 		if err := c.sendHistoryChunk(ctx, device, body, opts, &stats); err != nil {
@@ -155,6 +166,12 @@ func dropOversize(items []*historyItem, stats *HistoryStats) []*historyItem {
 // sendHistoryChunk sends one chunk, waiting while the device's inbox is
 // full.
 func (c *Client) sendHistoryChunk(ctx context.Context, device kez.PublicKey, body []byte, opts HistoryOptions, stats *HistoryStats) error {
+	return c.sendWaiting(ctx, device, KindSyncHistory, body, opts, stats)
+}
+
+// sendWaiting sends one sync message of kind to device, waiting while its
+// inbox is full or it has published no prekey yet (opts.MaxWait, ctx).
+func (c *Client) sendWaiting(ctx context.Context, device kez.PublicKey, kind Kind, body []byte, opts HistoryOptions, stats *HistoryStats) error {
 	maxWait := opts.MaxWait
 	wait := 100 * time.Millisecond
 	var deadline <-chan time.Time
@@ -164,7 +181,7 @@ func (c *Client) sendHistoryChunk(ctx context.Context, device kez.PublicKey, bod
 		deadline = t.C
 	}
 	for {
-		err := c.sendToOwnDevice(ctx, device, KindSyncHistory, body)
+		err := c.sendToOwnDevice(ctx, device, kind, body)
 		var qe *QuotaError
 		switch {
 		case errors.As(err, &qe):
@@ -186,7 +203,7 @@ func (c *Client) sendHistoryChunk(ctx context.Context, device kez.PublicKey, bod
 		case <-t.C:
 		case <-deadline:
 			t.Stop()
-			return fmt.Errorf("chat: the history waited %s for the device: %w", maxWait, err)
+			return fmt.Errorf("chat: %s waited %s for the device: %w", kind, maxWait, err)
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()

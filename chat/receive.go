@@ -188,6 +188,8 @@ type received struct {
 	receipt     *Receipt        // a receipt applied
 	control     bool            // a control message (session-reset, sync): nothing to store
 	syncContact bool            // a sync-contact queued, to apply once stored
+	syncKeys    bool            // a sync-keys queued, to check against a fresher chain
+	keysStored  bool            // a sync-keys stored
 	history     []*contactState // contacts a sync-history chunk changed, to cache once stored
 	err         error           // refused: v2 that did not open, or a downgrade
 	dropped     string          // the request cap it is over, or ""
@@ -295,6 +297,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		quota := c.newRequestQuota(tx)
 		for _, r := range items {
 			r.entry, r.receipt, r.control, r.err, r.dropped, r.isNew, r.history = nil, nil, false, nil, "", false, nil
+			r.syncKeys, r.keysStored = false, false
 			if r.v2 {
 				var err error
 				if r.m, err = c.openV2(tx, bs, r.jm.Data(), r.from, now); err != nil {
@@ -342,7 +345,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 					bs.reset[r.from] = true
 				}
 				continue
-			case KindSyncSent, KindSyncRead, KindSyncContact, KindSyncHistory:
+			case KindSyncSent, KindSyncRead, KindSyncContact, KindSyncHistory, KindSyncKeys:
 				if err := c.applySync(tx, r, now); err != nil {
 					if !isRefusal(err) {
 						return err
@@ -477,7 +480,7 @@ func isRefusal(err error) bool {
 
 var refusals = []error{ErrMalformed, ErrUnsupportedVersion, ErrUnsupportedSuite, ErrNotForMe, ErrWrongRecipient, ErrDecrypt,
 	ErrBadSignature, ErrSenderMismatch, ErrTooLarge, ErrDowngrade, ErrUnknownSession, ErrReplay,
-	ErrDeviceRevoked, ErrUnknownDevice, ErrDeviceAmbiguous, ErrNotOwnDevice}
+	ErrDeviceRevoked, ErrUnknownDevice, ErrDeviceAmbiguous, ErrNotOwnDevice, ErrKeyMismatch}
 
 // opened is the outcome of opening one delivery.
 type opened struct {

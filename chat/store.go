@@ -27,7 +27,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 5
+const schemaVersion = 6
 
 var migrations = []string{
 	// 0 → 1
@@ -190,6 +190,32 @@ CREATE TABLE contact_sync (
 	id   INTEGER PRIMARY KEY,
 	body BLOB    NOT NULL,  -- a sync-contact body from one of the user's devices
 	at   INTEGER NOT NULL
+) STRICT;
+`,
+	// 5 → 6: the person's encryption keys on every device
+	// (docs/spec/chat.md §8.6): those this device received, the
+	// sync-keys bodies waiting for a fresher chain, and (on an install
+	// holding the primary key) the generation sent to each device.
+	`
+CREATE TABLE encryption_keys (
+	generation  INTEGER PRIMARY KEY,
+	private     BLOB    NOT NULL,  -- X25519 private key, 32 bytes
+	public      BLOB    NOT NULL,  -- its public key, as the chain published it
+	from_device TEXT    NOT NULL,  -- the device that sent it
+	received_at INTEGER NOT NULL   -- Unix ms
+) STRICT;
+
+CREATE TABLE keys_sync (
+	id     INTEGER PRIMARY KEY,
+	device TEXT    NOT NULL,
+	body   BLOB    NOT NULL,  -- a sync-keys body naming a generation newer than the chain known
+	at     INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE keys_sent (
+	device     TEXT    PRIMARY KEY,
+	generation INTEGER NOT NULL,  -- the highest generation sent to it
+	at         INTEGER NOT NULL
 ) STRICT;
 `,
 }

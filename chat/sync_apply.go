@@ -101,6 +101,8 @@ func (c *Client) applySync(tx *sql.Tx, r *received, now time.Time) error {
 		return nil
 	case KindSyncHistory:
 		return c.applySyncHistory(tx, r, now)
+	case KindSyncKeys:
+		return c.applySyncKeys(tx, r, now.UnixMilli())
 	}
 	return fmt.Errorf("%w: sync kind %q", ErrMalformed, m.Kind)
 }
@@ -128,13 +130,24 @@ func (c *Client) handleOf(k kez.PublicKey) string {
 	return ""
 }
 
-// afterSync starts applying the sync-contact messages a stored batch
-// queued.
+// afterSync starts applying the sync-contact and sync-keys messages a
+// stored batch queued, and reads the keys it stored.
 func (c *Client) afterSync(items []*received) {
+	var keys, queuedKeys bool
 	for _, r := range items {
 		if r.history != nil && r.err == nil {
 			c.cacheImported(r.history)
 		}
+		keys = keys || r.keysStored && r.err == nil
+		queuedKeys = queuedKeys || r.syncKeys && r.err == nil
+	}
+	if keys {
+		if err := c.loadKeyring(context.Background()); err != nil {
+			c.log.Warn("reading the encryption keys", "err", err)
+		}
+	}
+	if queuedKeys {
+		c.background(c.applyQueuedKeys)
 	}
 	for _, r := range items {
 		if r.syncContact && r.err == nil {

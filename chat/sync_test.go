@@ -30,6 +30,15 @@ type syncVector struct {
 	Seqno   uint64   `json:"seqno,omitempty"`
 	Head    string   `json:"head,omitempty"`
 	Handle  string   `json:"handle,omitempty"`
+	Keys    []keyVec `json:"keys,omitempty"`
+}
+
+// keyVec is one record of a sync-keys vector: the generation, and the
+// private and public keys in hex.
+type keyVec struct {
+	Generation uint32 `json:"generation"`
+	Private    string `json:"private"`
+	Public     string `json:"public"`
 }
 
 type syncVectors struct {
@@ -68,6 +77,8 @@ func parseSync(k Kind, body []byte) (any, error) {
 		return parseSyncRead(body)
 	case KindSyncContact:
 		return parseSyncContact(body)
+	case KindSyncKeys:
+		return parseSyncKeys(body)
 	}
 	return nil, errors.New("no such sync kind")
 }
@@ -116,6 +127,17 @@ func TestSyncVectors(t *testing.T) {
 					t.Fatalf("parsed %+v", s)
 				}
 				back = marshalSyncContact(s)
+			case []keyRecord:
+				if len(s) != len(v.Keys) {
+					t.Fatalf("%d records, want %d", len(s), len(v.Keys))
+				}
+				for i, r := range s {
+					w := v.Keys[i]
+					if r.Generation != w.Generation || hex.EncodeToString(r.Private[:]) != w.Private || hex.EncodeToString(r.publicKey().Bytes()) != w.Public {
+						t.Fatalf("record %d: generation %d private %x public %x", i, r.Generation, r.Private, r.publicKey().Bytes())
+					}
+				}
+				back = marshalSyncKeys(s)
 			}
 			if !bytes.Equal(back, body) {
 				t.Fatalf("written back as %x", back)
@@ -132,7 +154,7 @@ func FuzzSyncBodies(f *testing.F) {
 		f.Add(mustHex(f, v.Body))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, k := range []Kind{KindSyncSent, KindSyncRead, KindSyncContact} {
+		for _, k := range []Kind{KindSyncSent, KindSyncRead, KindSyncContact, KindSyncKeys} {
 			got, err := parseSync(k, data)
 			if err != nil {
 				if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTooLarge) {
@@ -148,6 +170,8 @@ func FuzzSyncBodies(f *testing.F) {
 				back = marshalSyncRead(s)
 			case syncContact:
 				back = marshalSyncContact(s)
+			case []keyRecord:
+				back = marshalSyncKeys(s)
 			}
 			if !bytes.Equal(back, data) {
 				t.Fatalf("%s: %x parsed and wrote back as %x", k, data, back)
@@ -175,11 +199,30 @@ func TestSyncVectorsGenerate(t *testing.T) {
 	}
 	pinned := syncContact{Op: syncContactPinned, Key: k2, Seqno: 7, Head: head, Handle: "bob@kez.lat"}
 	verified := syncContact{Op: syncContactVerified, Key: k2, Handle: "bob@kez.lat"}
+	// sync-keys: generations 0 and 1 of the identity of entropy 32 × 00
+	// (docs/spec/identity.md §7).
+	zero, err := kez.FromWords("abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon art")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []keyRecord
+	var kvs []keyVec
+	for g := range uint32(2) {
+		r := keyRecord{Generation: g}
+		copy(r.Private[:], zero.EncryptionKey(g).Bytes())
+		recs = append(recs, r)
+		kvs = append(kvs, keyVec{Generation: g, Private: hex.EncodeToString(r.Private[:]), Public: hex.EncodeToString(zero.EncryptionKey(g).PublicKey().Bytes())})
+	}
+	keysHex := func(rs ...keyRecord) string { return hex.EncodeToString(marshalSyncKeys(rs)) }
+	many := make([]keyRecord, maxKeyRecords+1)
+	for i := range many {
+		many[i] = keyRecord{Generation: uint32(i), Private: recs[0].Private}
+	}
 	vs := syncVectors{
 		Comment: []string{
-			"Test vectors for the bodies of the sync messages between one person's devices, docs/spec/chat.md section 8.4.",
+			"Test vectors for the bodies of the sync messages between one person's devices, docs/spec/chat.md sections 8.4 and 8.6.",
 			"`kind` is the message kind, `body` its body in hex.",
-			"An ok_ vector must parse to the fields it gives (keys in nkey text form, message IDs and bodies in hex, the head as a CID string) and write back to `body` byte for byte.",
+			"An ok_ vector must parse to the fields it gives (keys in nkey text form, message IDs and bodies in hex, the head as a CID string; a sync-keys record's private key and the X25519 public key it makes in hex) and write back to `body` byte for byte.",
 			"A fail_ vector must be refused (the error wraps chat.ErrMalformed).",
 		},
 		Vectors: []syncVector{
@@ -205,6 +248,14 @@ func TestSyncVectorsGenerate(t *testing.T) {
 			{Name: "fail_contact_pinned_without_head", Kind: KindSyncContact, Body: hex.EncodeToString(append([]byte{1}, marshalSyncContact(verified)[1:]...))},
 			{Name: "fail_contact_trailing_byte", Kind: KindSyncContact, Body: hex.EncodeToString(append(marshalSyncContact(verified), 0))},
 			{Name: "fail_contact_empty_handle", Kind: KindSyncContact, Body: hex.EncodeToString(marshalSyncContact(syncContact{Op: 2, Key: k2}))},
+			{Name: "ok_keys_two", Kind: KindSyncKeys, Body: keysHex(recs...), Keys: kvs},
+			{Name: "ok_keys_one", Kind: KindSyncKeys, Body: keysHex(recs[1]), Keys: kvs[1:]},
+			{Name: "fail_keys_empty", Kind: KindSyncKeys, Body: ""},
+			{Name: "fail_keys_short_record", Kind: KindSyncKeys, Body: keysHex(recs...)[:2*(2*keyRecordLen-1)]},
+			{Name: "fail_keys_trailing_byte", Kind: KindSyncKeys, Body: keysHex(recs...) + "00"},
+			{Name: "fail_keys_repeated_generation", Kind: KindSyncKeys, Body: keysHex(recs[0], recs[0])},
+			{Name: "fail_keys_decreasing", Kind: KindSyncKeys, Body: keysHex(recs[1], recs[0])},
+			{Name: "fail_keys_257_records", Kind: KindSyncKeys, Body: keysHex(many...)},
 		},
 	}
 	b, err := json.MarshalIndent(vs, "", "  ")

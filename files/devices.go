@@ -27,6 +27,12 @@ var (
 	// revoked: it is not fetched from. Returned as a *[DeviceError].
 	ErrDeviceRevoked = errors.New("files: the device that shares this file was revoked")
 
+	// ErrNoKey reports a private entry on a linked device that holds no
+	// key of its person opening it (the keys come from an install that
+	// holds the primary key, docs/spec/chat.md §8.6; Config.Keys). It is
+	// returned together with ErrForbidden.
+	ErrNoKey = errors.New("files: this device holds no encryption key of its person that opens this file")
+
 	// ErrNotOwnersDevice reports an entry whose serving device is not a
 	// device of the owner's chain (even if it is someone else's): it is
 	// not fetched from. Returned as a *[DeviceError].

@@ -46,6 +46,15 @@ type Config struct {
 	// completes it with [client.Config.Discover].
 	Client client.Config
 
+	// Keys are the person's encryption keys on a linked device, which
+	// holds no primary key: a chat.Client (or chat.ReadKeyring's
+	// Keyring) gives those the person's other devices sent it
+	// (docs/spec/chat.md §8.6), with which private entries shared with
+	// the person open. Ignored when Client.Identity is set (its words
+	// derive every generation); nil on a linked device: only public
+	// entries show.
+	Keys format.Keys
+
 	// NATS is a connection logged in as the device key (e.g.
 	// chat.Client.Conn()), used for signalling instead of logging in to
 	// Client.NATSURL. Close does not close it.
@@ -81,6 +90,7 @@ type Sharing struct {
 	dev      *kez.Identity // the device key: node, NATS login, signalling
 	devKey   kez.PublicKey
 	primary  *kez.Identity // the person's primary key; nil on a linked device
+	keys     format.Keys   // the person's encryption keys (primary, else Config.Keys); nil: none
 	me       kez.PublicKey // the person's key
 	idx      *index
 	chains   recipientChains // private files' recipients' chains
@@ -156,6 +166,12 @@ func Open(ctx context.Context, cfg Config) (*Sharing, error) {
 	s := &Sharing{cfg: cfg, dev: cc.DeviceIdentity(), devKey: cc.DeviceKey(), primary: cc.Identity, me: cc.PersonKey(),
 		http: cc.HTTPClient, log: cc.Logger, now: cc.Clock, resolver: cc.Resolver}
 	s.done, s.closeDone = context.WithCancel(context.Background())
+	switch {
+	case cc.Identity != nil:
+		s.keys = cc.Identity
+	case cfg.Keys != nil:
+		s.keys = cfg.Keys
+	}
 	if cc.SigServerURL != "" {
 		s.sigc = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: s.http, VerifyOptions: cc.Resolver.VerifyOptions}
 	}
@@ -571,7 +587,14 @@ func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []stri
 	rs := []format.Recipient{{Key: s.me, X25519: own.EncryptionKey(), Generation: own.EncryptionGeneration()}}
 	hs := []string{cmp.Or(own.Handle(), s.me.String())}
 	for _, h := range to {
-		res, err := s.resolver.Resolve(ctx, h)
+		// Not from the cache: a recipient who revoked a device rotated
+		// their encryption key, and the revoked device must not open
+		// what is shared from then on (docs/spec/chat.md §8.6).
+		hh, err := (handles.Rules{DefaultDomain: s.resolver.DefaultDomain, AllowLocal: s.resolver.AllowLocal}).Parse(h)
+		if err != nil {
+			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
+		}
+		res, err := s.resolver.ResolveFresh(ctx, hh, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
 		}

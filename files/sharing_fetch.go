@@ -124,7 +124,7 @@ func (s *Sharing) Browse(ctx context.Context, handle string) ([]format.Entry, er
 	if err != nil {
 		return nil, err
 	}
-	return format.Visible(m, s.primary), nil
+	return format.VisibleTo(m, s.keys), nil
 }
 
 // Fetched is the outcome of a [Sharing.Fetch].
@@ -183,11 +183,11 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if err != nil {
 		return nil, err
 	}
-	e, err := findEntry(ow.handle, m, format.Visible(m, s.primary), nameOrCID)
+	e, err := findEntry(ow.handle, m, format.VisibleTo(m, s.keys), nameOrCID)
 	if errors.Is(err, ErrForbidden) && s.primary == nil {
-		// Its wraps may well be to this device's person: they open only
-		// with the person's key, which a linked device does not hold.
-		return nil, fmt.Errorf("%w: %s shares %s privately; private files open only on an install that holds the primary key", ErrForbidden, ow.handle, nameOrCID)
+		// Its wraps may well be to this device's person, of a generation
+		// this linked device was not sent (yet).
+		return nil, fmt.Errorf("%w: %w: %s shares %s privately", ErrForbidden, ErrNoKey, ow.handle, nameOrCID)
 	}
 	if err != nil {
 		return nil, err

@@ -43,16 +43,20 @@ func openPeer(t testing.TB, st *stacktest.Stack, u *stacktest.User) *peer {
 
 // openWith opens a sharing of u with cc (its keys and Home; the stack's
 // servers, a captured log and loopback TCP are filled in).
-func openWith(t testing.TB, st *stacktest.Stack, u *stacktest.User, cc client.Config) *peer {
+func openWith(t testing.TB, st *stacktest.Stack, u *stacktest.User, cc client.Config, opts ...func(*files.Config)) *peer {
 	t.Helper()
 	logs := &testlog.Buffer{}
 	cc.NATSURL, cc.SigServerURL, cc.Resolver = st.NATSURL, st.SigServerURL, st.Resolver()
 	cc.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	s, err := files.Open(context.Background(), files.Config{
+	fc := files.Config{
 		Client:          cc,
 		ListenAddrs:     []string{"/ip4/127.0.0.1/tcp/0"},
 		MaxWaitInterval: 50 * time.Millisecond,
-	})
+	}
+	for _, o := range opts {
+		o(&fc)
+	}
+	s, err := files.Open(context.Background(), fc)
 	if err != nil {
 		t.Fatal(err)
 	}

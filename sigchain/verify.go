@@ -2,6 +2,7 @@ package sigchain
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"encoding/json"
@@ -117,6 +118,7 @@ type State struct {
 	key         kez.PublicKey
 	enc         *ecdh.PublicKey
 	encGen      uint32
+	encKeys     []EncryptionKey // every generation published, in order
 	handle      string
 	claims      []claim
 	shared      []byte
@@ -137,6 +139,30 @@ func (s *State) EncryptionKey() *ecdh.PublicKey { return s.enc }
 
 // EncryptionGeneration returns the generation of [State.EncryptionKey].
 func (s *State) EncryptionGeneration() uint32 { return s.encGen }
+
+// EncryptionKey is one generation of a chain's X25519 encryption key: the
+// eldest link's or a set_encryption_key link's.
+type EncryptionKey struct {
+	Generation uint32
+	Key        *ecdh.PublicKey
+	Seqno      uint64 // the link that published it
+}
+
+// EncryptionKeys returns every encryption key generation the chain
+// published, oldest first (so the current one last). A device that holds
+// the private halves of these can open what was sealed to its person
+// (docs/spec/chat.md §8.6).
+func (s *State) EncryptionKeys() []EncryptionKey { return slices.Clone(s.encKeys) }
+
+// EncryptionKeyOf returns the key of generation gen, if the chain
+// published it.
+func (s *State) EncryptionKeyOf(gen uint32) (EncryptionKey, bool) {
+	i, ok := slices.BinarySearchFunc(s.encKeys, gen, func(k EncryptionKey, g uint32) int { return cmp.Compare(k.Generation, g) })
+	if !ok {
+		return EncryptionKey{}, false
+	}
+	return s.encKeys[i], true
+}
 
 // Handle returns the current handle ("alice@kez.lat"), or "" if none.
 func (s *State) Handle() string { return s.handle }
@@ -239,6 +265,7 @@ func (s *State) Extend(links []*Link, opts ...VerifyOption) (*State, error) {
 	}
 	n := *s
 	n.claims = slices.Clone(s.claims)
+	n.encKeys = slices.Clip(s.encKeys)
 	n.devices = slices.Clone(s.devices)
 	n.deviceIdx = maps.Clone(s.deviceIdx)
 	if err := n.apply(links, offset, newConfig(opts)); err != nil {
@@ -371,6 +398,7 @@ func (s *State) applyBody(l *Link) error {
 			return bad(fmt.Errorf("primary_key %q is not the link's key %s", pk, l.key))
 		}
 		s.key, s.enc, s.encGen, s.handle = l.key, enc, gen, h
+		s.encKeys = append(s.encKeys, EncryptionKey{Generation: gen, Key: enc, Seqno: l.seqno})
 		s.addDevice(device{key: l.key, name: PrimaryDeviceName, addedSeqno: l.seqno, added: l.ctime})
 	case TypeSetEncryptionKey:
 		v, err := bodyFields(l.typ, body, "encryption_generation", "encryption_key")
@@ -389,6 +417,7 @@ func (s *State) applyBody(l *Link) error {
 			return bad(err)
 		}
 		s.enc, s.encGen = enc, gen
+		s.encKeys = append(s.encKeys, EncryptionKey{Generation: gen, Key: enc, Seqno: l.seqno})
 	case TypeAddClaim:
 		v, err := bodyFields(l.typ, body, "identity", "proof", "service")
 		if err != nil {

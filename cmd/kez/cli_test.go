@@ -294,6 +294,7 @@ func TestSentenceOfTypedErrors(t *testing.T) {
 		want string
 	}{
 		{aboutHandle("alice", wrap(files.ErrForbidden)), "alice@kez.test shares that file privately with others, not with you"},
+		{aboutHandle("alice", fmt.Errorf("%w: %w: x", files.ErrForbidden, files.ErrNoKey)), "alice@kez.test shares that file privately, and this linked device holds none of your encryption keys that open it yet: run kez inbox here"},
 		{aboutHandle("alice", wrap(files.ErrBusy)), "alice@kez.test is busy with other transfers: run the same command again in a moment"},
 		{aboutHandle("alice", wrap(&files.CorruptError{Index: 3})), "alice@kez.test sent data that does not match the file's CID"},
 		{wrap(files.ErrNotFound), "the owner no longer has that file (it may have been unshared): kez files HANDLE lists"},

@@ -47,6 +47,9 @@ kez devices revoke NAME
     NAME (or the one whose key starts with NAME) for good with a
     revoke_device link. The chat-server refuses it at once and closes its
     connections; your contacts stop sealing to it at their next check.
+    Your encryption key is then rotated (a set_encryption_key link) and
+    the new one sent to your remaining devices only, so files shared
+    with you from then on do not open on the revoked device.
     The last current device cannot be revoked.
 
 kez devices sync NAME
@@ -380,8 +383,7 @@ func runDevicesRevoke(ctx context.Context, e *env, o devicesOptions, name string
 	if err != nil {
 		return err
 	}
-	id, err := acct.primary("kez devices revoke")
-	if err != nil {
+	if _, err := acct.primary("kez devices revoke"); err != nil {
 		return err
 	}
 	match := devicesNamed(st, name, false)
@@ -396,23 +398,44 @@ func runDevicesRevoke(ctx context.Context, e *env, o devicesOptions, name string
 	if cur := st.CurrentDevices(); len(cur) == 1 {
 		return fmt.Errorf("%q is your last current device, and revoking it would leave you none; nothing was changed", d.Name)
 	}
-	l, err := sigchain.NewLink(id, st, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(d.Key), e.clock())
-	if err != nil {
+	rv, err := revokeWithChat(ctx, e, o, d.Key)
+	if rv.Link == nil {
 		return worded(err, "%q cannot be revoked: %s; nothing was changed", d.Name, e.sentence(err))
 	}
-	sc := &sigchain.Client{BaseURL: srv.sigServer, HTTPClient: httpClient}
-	if err := sc.Append(ctx, l); err != nil {
-		return worded(err, "your sig-server did not take the revocation (%s); nothing was changed", e.sentence(err))
-	}
 	hc := &handles.Client{BaseURL: srv.server, HTTPClient: httpClient}
-	if _, _, err := hc.RegisterDevice(ctx, l.Bytes()); err != nil {
-		return worded(err, "your sigchain revokes %q, but the chat-server did not take it yet (%s): run \"kez devices revoke %s\" again to tell it", d.Name, e.sentence(err), name)
+	if _, _, rerr := hc.RegisterDevice(ctx, rv.Link.Bytes()); rerr != nil {
+		return worded(rerr, "your sigchain revokes %q, but the chat-server did not take it yet (%s): run \"kez devices revoke %s\" again to tell it", d.Name, e.sentence(rerr), name)
 	}
 	fmt.Fprintf(e.stdout, "Revoked %q (key fingerprint %s) for good: your sigchain says so, your chat-server refuses it and closed its connections, and your contacts stop sealing to it at their next check.\n", d.Name, d.Key.Fingerprint())
+	switch {
+	case err != nil:
+		fmt.Fprintf(e.stdout, "Your encryption key was not rotated yet (%s): the next online command of this install rotates it, so that files shared with you from then on stay closed to %q.\n", e.sentence(err), d.Name)
+	case rv.KeysPending > 0:
+		fmt.Fprintf(e.stdout, "Your encryption key is rotated to generation %d, which %q never gets; %d of your other devices got it, %d get it when this install is next online and they have logged in.\n", rv.Generation, d.Name, rv.KeysSent, rv.KeysPending)
+	case rv.KeysSent > 0:
+		fmt.Fprintf(e.stdout, "Your encryption key is rotated to generation %d, which %q never gets; your %d other devices got it.\n", rv.Generation, d.Name, rv.KeysSent)
+	default:
+		fmt.Fprintf(e.stdout, "Your encryption key is rotated to generation %d, which %q never gets.\n", rv.Generation, d.Name)
+	}
 	if d.Key == acct.device().PublicKey() {
 		fmt.Fprintln(e.stdout, "That was this device: it can no longer send or receive.")
 	}
 	return nil
+}
+
+// revokeWithChat revokes key with the chat client (the revocation, the
+// encryption key's rotation, the new key to the remaining devices); a
+// broker that cannot be reached leaves the keys to be sent later.
+func revokeWithChat(ctx context.Context, e *env, o devicesOptions, key kez.PublicKey) (chat.Revocation, error) {
+	c, err := e.openChat(ctx, o.cf, true)
+	if err != nil {
+		c, err = e.openChat(ctx, o.cf, false)
+	}
+	if err != nil {
+		return chat.Revocation{}, err
+	}
+	defer c.Close()
+	return c.RevokeDevice(ctx, key)
 }
 
 // revokeAgain handles a NAME that names no current device: if it names a

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/libp2p/go-libp2p"
 	"github.com/nats-io/nats.go"
@@ -95,6 +96,13 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	}
 	if online && acct.prof.NeedsDevice && acct.dev == nil {
 		return nil, nil, errNeedsDevice
+	}
+	if cfg.Client.Identity == nil {
+		// A linked device: the person's encryption keys its other devices
+		// sent it open the private files shared with the person.
+		if cfg.Keys, err = chat.ReadKeyring(ctx, cfg.Client.Home); err != nil {
+			return nil, nil, err
+		}
 	}
 	if online && nc == nil {
 		if cfg.Client.NATSURL, err = e.natsURLFor(f); err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -93,6 +94,11 @@ func TestLinkDeviceWithHistory(t *testing.T) {
 	if r := mustRun(t, laptop, "", "contacts", "list"); !strings.Contains(r.stdout, "bob@kez.test") {
 		t.Errorf("the laptop's contacts:\n%s", r.stdout)
 	}
+	// So did alice's encryption key (before the history), checked against
+	// her chain.
+	if k, err := chat.ReadKeyring(t.Context(), laptopHome); err != nil || !k.EncryptionKey(0).Equal(au.Identity.EncryptionKey(0)) {
+		t.Errorf("the laptop's keys: %v %v", k, err)
+	}
 	// Who is who.
 	id := idJSONOf(t, laptop, laptopHome)
 	if id.Key != au.Key.String() || id.Device == id.Key || id.Handle != "alice@kez.test" {
@@ -119,8 +125,11 @@ func TestLinkDeviceWithHistory(t *testing.T) {
 
 	// Revoked: for good, and it cannot log in any more.
 	r = mustRun(t, alice, "", "devices", "revoke", "laptop")
-	if !strings.Contains(r.stdout, `Revoked "laptop"`) {
+	if !strings.Contains(r.stdout, `Revoked "laptop"`) || !strings.Contains(r.stdout, `Your encryption key is rotated to generation 1, which "laptop" never gets.`) {
 		t.Errorf("revoke says:\n%s", r.stdout)
+	}
+	if s, err := (&sigchain.Client{BaseURL: st.SigServerURL}).FetchVerified(t.Context(), au.Key, nil); err != nil || s.EncryptionGeneration() != 1 {
+		t.Errorf("alice's chain after the revocation: %v", err)
 	}
 	if r := kezCmd(t, laptop, "", "inbox"); r.code != 1 || !strings.Contains(r.stderr, "this device was revoked by @alice@kez.test, so it can no longer log in") {
 		t.Errorf("the revoked laptop's inbox: exit %d\n%s%s", r.code, r.stdout, r.stderr)

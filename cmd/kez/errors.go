@@ -144,6 +144,8 @@ func (e *env) sentence(err error) string {
 		return fmt.Sprintf("the device named to serve that file (%s) is not one of %s's devices, so nothing was fetched from it: their list of shared files is wrong (a faulty client, or someone else's device); tell them", device.Device, device.Owner)
 	case errors.Is(err, files.ErrNotPrimary):
 		return "sharing and unsharing need your primary key, which this linked device does not hold: run the command on the install made by \"kez init\" or \"kez recover\" (this one can still list and fetch files)"
+	case errors.Is(err, files.ErrNoKey):
+		return fmt.Sprintf("%s shares that file privately, and this linked device holds none of your encryption keys that open it yet: run kez inbox here to take the keys an install holding your primary key sent (it sends them whenever it is online)", orOwner(who))
 	case errors.Is(err, files.ErrForbidden):
 		return fmt.Sprintf("%s shares that file privately with others, not with you, so it was not sent", orOwner(who))
 	case errors.Is(err, files.ErrNotFound):

@@ -150,12 +150,31 @@ func openWrap(pt []byte, se *SealedEntry) (Entry, error) {
 // maxGeneration bounds the key generation a viewer derives for a wrap.
 const maxGeneration = 1 << 16
 
+// Keys gives a viewer's X25519 private encryption key of a generation,
+// or nil when the viewer does not hold that generation. A
+// [*kez.Identity] derives every generation from the words; a linked
+// device holds those its person's other devices sent it (chat.Keyring,
+// chat.Client).
+type Keys interface {
+	EncryptionKey(generation uint32) *ecdh.PrivateKey
+}
+
 // Visible returns the entries of m that viewer may see: every public entry,
 // then each private entry sealed to one of viewer's encryption keys, with
 // its real name and its file key. A nil viewer sees the public entries.
 // Wraps that do not open for viewer are skipped silently (they are someone
 // else's). The cost is one X25519 operation per wrap, bounded by [MaxWraps].
 func Visible(m *Manifest, viewer *kez.Identity) []Entry {
+	if viewer == nil {
+		return VisibleTo(m, nil)
+	}
+	return VisibleTo(m, viewer)
+}
+
+// VisibleTo is [Visible] for a viewer given by its keys: a private entry
+// shows when one of its wraps opens with the key of that wrap's
+// generation. Nil keys see the public entries.
+func VisibleTo(m *Manifest, viewer Keys) []Entry {
 	out := append([]Entry(nil), m.Public...)
 	if viewer == nil {
 		return out
@@ -170,12 +189,13 @@ func Visible(m *Manifest, viewer *kez.Identity) []Entry {
 			}
 			k, ok := keys[w.Generation]
 			if !ok {
-				var err error
-				k, err = hpke.NewDHKEMPrivateKey(viewer.EncryptionKey(w.Generation))
-				if err != nil {
-					continue
+				if x := viewer.EncryptionKey(w.Generation); x != nil {
+					k, _ = hpke.NewDHKEMPrivateKey(x)
 				}
-				keys[w.Generation] = k
+				keys[w.Generation] = k // nil: not held, not asked again
+			}
+			if k == nil {
+				continue
 			}
 			pt, err := hpke.Open(k, wrapKDF, wrapAEAD, info, w.Sealed)
 			if err != nil {
