@@ -15,18 +15,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// newDevice makes a device key for u as "kez link" and "kez devices add"
-// do (stacktest's AddDevice).
-func newDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, name string) *kez.Identity {
-	t.Helper()
-	return st.AddDevice(t, u, name)
-}
-
-// newDeviceWithPrekey is newDevice, and the device publishes a prekey
-// (id) at the sig-server, as its client does when it first runs.
+// newDeviceWithPrekey is stacktest's AddDevice, and the device publishes
+// a prekey (id) at the sig-server, as its client does when it first runs.
 func newDeviceWithPrekey(t testing.TB, st *stacktest.Stack, u *stacktest.User, name string, id uint32) *kez.Identity {
 	t.Helper()
-	dev := newDevice(t, st, u, name)
+	dev := st.AddDevice(t, u, name)
 	pk, err := session.NewPrekey(rand.Reader, dev, id, time.Now(), 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -50,13 +43,6 @@ func deviceLink(t testing.TB, st *stacktest.Stack, u *stacktest.User, typ string
 		t.Fatalf("%s of %s: %v", typ, u.Name, err)
 	}
 	return l
-}
-
-// revokeDevice revokes u's device dev at the sig-server and the
-// chat-server (stacktest's RevokeDevice).
-func revokeDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, dev kez.PublicKey) {
-	t.Helper()
-	st.RevokeDevice(t, u, dev)
 }
 
 // openDevice opens a client of u's linked device dev (it holds no primary
@@ -84,7 +70,7 @@ func newPerson(t testing.TB, st *stacktest.Stack, name string, n int, opts ...cl
 	u := st.NewUser(t, name)
 	var devs []*kez.Identity
 	for i := 1; i < n; i++ {
-		devs = append(devs, newDevice(t, st, u, fmt.Sprintf("%s-%d", name, i+1)))
+		devs = append(devs, st.AddDevice(t, u, fmt.Sprintf("%s-%d", name, i+1)))
 	}
 	p := &person{user: u, devices: []*testClient{openClient(t, st, u, opts...)}}
 	for i, d := range devs {

@@ -337,7 +337,7 @@ func TestHistoryChunking(t *testing.T) {
 // client of it.
 func linkDevice(t *testing.T, st *stacktest.Stack, u *stacktest.User, name string) *testClient {
 	t.Helper()
-	return openDevice(t, st, u, newDevice(t, st, u, name), name)
+	return openDevice(t, st, u, st.AddDevice(t, u, name), name)
 }
 
 // seedHistory stores n messages between c and peer in c's history, as
