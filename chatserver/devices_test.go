@@ -270,6 +270,13 @@ func TestDeviceRevokedElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The kicker's gauge: up at the replica whose kicker nats.conf lists,
+	// 0 at the other, whose kicker login NATS refuses.
+	waitMetricURL(t, r.urls[0], "kez_chat_kicker_connected", 1)
+	if body := fetch(t, r.urls[1]+"/metrics"); !strings.Contains(body, "\nkez_chat_kicker_connected 0\n") {
+		t.Errorf("the replica without a kicker login: %s", grepLines(body, "kez_chat_kicker"))
+	}
+
 	start := time.Now()
 	alice.revoke(t, r.urls[1], laptop.PublicKey())
 	r.servers[1].Close() // only the first replica's gate answers now
