@@ -100,6 +100,24 @@ func (s *State) IsCurrentDevice(k kez.PublicKey) bool {
 	return ok && s.devices[i].revokedSeqno == 0
 }
 
+// RotationDue reports whether a revoke_device link follows the link that
+// published the chain's current encryption key: the revoked device may
+// hold that key's private half (docs/spec/chat.md §8.6), so nothing
+// should be sealed to it until a set_encryption_key link rotates it
+// (docs/spec/sigchain.md, "Rotation on revocation").
+func (s *State) RotationDue() bool {
+	if len(s.encKeys) == 0 {
+		return false
+	}
+	cur := s.encKeys[len(s.encKeys)-1].Seqno
+	for i := range s.devices {
+		if s.devices[i].revokedSeqno > cur {
+			return true
+		}
+	}
+	return false
+}
+
 // AddDeviceBody returns the body of an add_device link that certifies the
 // device of req. The link must be made within the request's validity
 // (its ctime no earlier than [LinkRequestSkew] before the request was

@@ -133,7 +133,7 @@ func (e *env) openChatAs(ctx context.Context, f chatFlags, acct *account, online
 		cfg.OnSessionReset = func(r chat.SessionReset) { fmt.Fprintln(e.stderr, sessionResetLine(r)) }
 	}
 	c, err := chat.Open(ctx, cfg)
-	if errors.Is(err, chat.ErrNotRegistered) && acct.dev != nil {
+	if errors.Is(err, chat.ErrNotRegistered) {
 		if werr := e.revokedDevice(ctx, acct, cmp.Or(srv.sigServer, acct.prof.SigServer), err); werr != nil {
 			return nil, werr
 		}
@@ -151,12 +151,15 @@ func (e *env) revokedDevice(ctx context.Context, acct *account, sigServer string
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	person, revoked, lerr := (&sigchain.Client{BaseURL: sigServer, HTTPClient: httpClient}).DevicePerson(ctx, acct.dev.PublicKey())
+	person, revoked, lerr := (&sigchain.Client{BaseURL: sigServer, HTTPClient: httpClient}).DevicePerson(ctx, acct.device().PublicKey())
 	if lerr != nil || !revoked || person != acct.person {
 		return nil
 	}
-	return worded(err, "this device was revoked by %s, so it can no longer log in and nothing sent from now on reaches it; "+
-		"to use this machine again, run \"kez link\" with another --home and approve it from the install that holds your primary key", acct.who())
+	again := "to use this machine again, run \"kez link\" with another --home and approve it from the install that holds your primary key"
+	if acct.id != nil {
+		again = "this install holds your words, so \"kez recover --force\" here makes it a new device"
+	}
+	return worded(err, "this device was revoked by %s, so it can no longer log in and nothing sent from now on reaches it; %s", acct.who(), again)
 }
 
 // errNeedsDevice refuses to log in with the primary key on an install
