@@ -62,7 +62,7 @@ func TestKeysNotSentToDeviceRevokedMeanwhile(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	ctx := testCtx(t)
 	bob := st.NewUser(t, "bob")
-	phoneKey := newDevice(t, st, bob, "phone")
+	phoneKey := st.AddDevice(t, bob, "phone")
 	phone := openDevice(t, st, bob, phoneKey, "phone")
 	flaky := newFlakySigServer(t, st)
 	primary := openClient(t, st, bob, func(c *Config) { c.Client.SigServerURL = flaky.URL })
@@ -121,7 +121,7 @@ func TestHistoryStopsAtRevocation(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	ctx := testCtx(t)
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	phoneKey := newDevice(t, st, au, "phone")
+	phoneKey := st.AddDevice(t, au, "phone")
 	phone := openDevice(t, st, au, phoneKey, "phone")
 	alice := openClient(t, st, au)
 	const n = 200
