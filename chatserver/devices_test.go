@@ -222,6 +222,28 @@ func TestDeviceRevocationBites(t *testing.T) {
 	if code, _ := gateCode(t, bob.send(t, alice.id.PublicKey(), []byte("to alice"))); code != 0 {
 		t.Fatalf("send to the person: %d", code)
 	}
+
+	// The metrics: the replica that stored the revocation counts it and
+	// the connection it closed (the second sweep, seconds later, finds
+	// none); the other replica counts the notice it received, and the
+	// first not its own notice, which NATS echoes back to it.
+	waitMetricURL(t, r.urls[1], "kez_chat_device_revocation_notices_total", 1)
+	for _, c := range []struct{ url, sample, want string }{
+		{r.urls[0], "kez_chat_devices_registered_total", "2"},
+		{r.urls[0], "kez_chat_device_revocations_total", "1"},
+		{r.urls[0], `kez_chat_device_kicks_total{result="closed"}`, "1"},
+		{r.urls[0], `kez_chat_device_kicks_total{result="failed"}`, "0"},
+		{r.urls[0], `kez_chat_device_kicks_total{result="unavailable"}`, "0"},
+		{r.urls[0], "kez_chat_device_revocation_notices_total", "0"},
+		{r.urls[1], "kez_chat_devices_registered_total", "0"},
+		{r.urls[1], "kez_chat_device_revocations_total", "0"},
+		{r.urls[1], `kez_chat_device_kicks_total{result="closed"}`, "0"},
+		{r.urls[1], "kez_chat_device_revocation_notices_total", "1"},
+	} {
+		if got := metricAt(t, c.url, c.sample); got != c.want {
+			t.Errorf("%s at replica %s: %q, want %s", c.sample, c.url, got, c.want)
+		}
+	}
 }
 
 // adminJetStream reaches the inbox stream as the chat-server does, through

@@ -78,6 +78,8 @@ type gate struct {
 	now     func() time.Time
 	log     *slog.Logger
 	m       *gateMetrics
+	notices prometheus.Counter // revocation notices from other chat-servers
+	self    string             // this Start's ID in its own revocation notices
 
 	users   *tracker[userBuckets]
 	pairs   *tracker[pairBuckets] // recipient + "." + sender

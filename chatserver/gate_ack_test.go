@@ -93,7 +93,14 @@ func (g *gateUser) ackBatch(t testing.TB, lines ...string) {
 // missing).
 func metricValue(t testing.TB, st *stacktest.Stack, sample string) string {
 	t.Helper()
-	for _, l := range strings.Split(fetch(t, st.ServerURL+"/metrics"), "\n") {
+	return metricAt(t, st.ServerURL, sample)
+}
+
+// metricAt reads one sample of the metrics of the chat-server at url (""
+// when missing).
+func metricAt(t testing.TB, url, sample string) string {
+	t.Helper()
+	for _, l := range strings.Split(fetch(t, url+"/metrics"), "\n") {
 		if v, ok := strings.CutPrefix(l, sample+" "); ok {
 			return v
 		}

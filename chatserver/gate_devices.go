@@ -119,6 +119,9 @@ func (g *gate) onRevoked(m *nats.Msg) {
 	if err != nil {
 		return
 	}
+	if g.notices != nil && m.Header.Get(revokedFromHeader) != g.self {
+		g.notices.Inc()
+	}
 	now := g.now()
 	g.known.with(k.String(), now, func(e *knownEntry) { *e = knownEntry{} })
 	g.ensured.Delete(callout.ConsumerName(k))

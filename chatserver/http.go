@@ -25,7 +25,9 @@ func (s *Server) Handler() http.Handler {
 			return s.metrics.countClaims(hs.ClaimHandler())
 		}))
 		mux.Handle("GET /v1/handles/{name}", s.api((*handles.Server).LookupHandler))
-		mux.Handle("POST "+handles.DevicesPath, s.api((*handles.Server).DevicesHandler))
+		mux.Handle("POST "+handles.DevicesPath, s.api(func(hs *handles.Server) http.Handler {
+			return s.metrics.countDevices(hs.DevicesHandler())
+		}))
 		mux.Handle("GET "+handles.DevicesPath+"/{key}", s.api((*handles.Server).DeviceLookupHandler))
 		mux.Handle("GET /.well-known/webfinger", s.api((*handles.Server).WebFingerHandler))
 		mux.Handle("OPTIONS /.well-known/webfinger", s.api((*handles.Server).WebFingerHandler))

@@ -19,21 +19,59 @@ import (
 //	kez_chat_handle_lookalikes_refused_total   claims refused as look-alikes
 //	kez_chat_nats_connected   1 while both NATS logins are up
 //	kez_chat_kicker_connected 1 while the kicker's login is up (it closes revoked devices' connections)
+//	kez_chat_devices_registered_total   devices added (POST /v1/devices answered 201)
+//	kez_chat_device_revocations_total   revocations this server stored (again for one sent again)
+//	kez_chat_device_kicks_total{result="closed|failed|unavailable"}
+//	    revoked devices' connections closed, kicks that failed, and sweeps
+//	    that could not list connections (no kicker login, no NATS answer)
+//	kez_chat_device_revocation_notices_total   revocations other chat-servers announced
 //	kez_http_limited_total{endpoint,reason}, kez_http_limiter_keys{…},
 //	kez_http_limiter_evictions_total{…}  the rate limits (internal/limitmetrics)
 //
 // and the callout's flood limits (see loginCollector).
 type metrics struct {
-	claims *prometheus.CounterVec
+	claims      *prometheus.CounterVec
+	registered  prometheus.Counter
+	revocations prometheus.Counter
+	kicks       *prometheus.CounterVec
+	notices     prometheus.Counter
 }
 
+// Results of kez_chat_device_kicks_total.
+const (
+	kickClosed      = "closed"      // a revoked device's connection was closed
+	kickFailed      = "failed"      // a kick a NATS server refused or did not answer
+	kickUnavailable = "unavailable" // a sweep that could not list the connections
+)
+
 func newMetrics(reg prometheus.Registerer, s *Server, svc *callout.Service) (*metrics, error) {
-	m := &metrics{claims: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "kez_chat_handle_claims_total",
-		Help: "Handle claims answered, by result: created (a new handle), renewed (the key already held it), refused (4xx), failed (5xx).",
-	}, []string{"result"})}
+	m := &metrics{
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kez_chat_handle_claims_total",
+			Help: "Handle claims answered, by result: created (a new handle), renewed (the key already held it), refused (4xx), failed (5xx).",
+		}, []string{"result"}),
+		registered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kez_chat_devices_registered_total",
+			Help: "Devices added to the registry (add_device links stored for the first time).",
+		}),
+		revocations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kez_chat_device_revocations_total",
+			Help: "Device revocations this chat-server stored and acted on (a revocation sent again counts again: it repeats the kicks and the purge).",
+		}),
+		kicks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kez_chat_device_kicks_total",
+			Help: "Revoked devices' NATS connections by result: closed (kicked), failed (a kick refused or unanswered), unavailable (a sweep that could not list connections: no kicker login or no NATS server answered).",
+		}, []string{"result"}),
+		notices: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kez_chat_device_revocation_notices_total",
+			Help: "Revocation notices received from other chat-servers (kez.v1.revoked; this server's own are not counted).",
+		}),
+	}
 	for _, r := range []string{"created", "renewed", "refused", "failed"} {
 		m.claims.WithLabelValues(r) // export zeros
+	}
+	for _, r := range []string{kickClosed, kickFailed, kickUnavailable} {
+		m.kicks.WithLabelValues(r)
 	}
 	auth := func(result string, read func() uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -43,7 +81,7 @@ func newMetrics(reg prometheus.Registerer, s *Server, svc *callout.Service) (*me
 		}, func() float64 { return float64(read()) })
 	}
 	cs := []prometheus.Collector{
-		m.claims,
+		m.claims, m.registered, m.revocations, m.kicks, m.notices,
 		newLoginCollector(svc),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "kez_chat_handle_lookalikes_refused_total",
@@ -113,6 +151,17 @@ func (m *metrics) countClaims(h http.Handler) http.Handler {
 			result = "failed"
 		}
 		m.claims.WithLabelValues(result).Inc()
+	})
+}
+
+// countDevices counts the devices the device handler added (201).
+func (m *metrics) countDevices(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		if rec.status == http.StatusCreated {
+			m.registered.Inc()
+		}
 	})
 }
 

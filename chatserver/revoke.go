@@ -46,9 +46,13 @@ var errNoKicker = errors.New("the kicker is not logged in to NATS (is nats.conf'
 // revocation was stored.
 func (s *Server) deviceRevoked(ctx context.Context, person, device kez.PublicKey) {
 	start := time.Now()
+	s.metrics.revocations.Inc()
 	s.gate.markRevoked(device, s.Now())
 	if nc := s.provConn.Load(); nc != nil {
-		if err := nc.Publish(wire.RevokedSubject, []byte(device.String())); err != nil {
+		m := nats.NewMsg(wire.RevokedSubject)
+		m.Data = []byte(device.String())
+		m.Header.Set(revokedFromHeader, s.gate.self)
+		if err := nc.PublishMsg(m); err != nil {
 			s.log.Warn("cannot tell the other chat-servers of a revocation", "device", device, "err", err)
 		}
 	}
@@ -77,6 +81,12 @@ func (s *Server) deviceRevoked(ctx context.Context, person, device kez.PublicKey
 	}()
 }
 
+// revokedFromHeader names, in a revocation notice, the chat-server that
+// sent it (a random ID per Start), so that a server does not count its
+// own notices, which NATS echoes back to it, as another's. It only sorts
+// a metric: nothing else is trusted from it.
+const revokedFromHeader = "Kez-Revoked-By"
+
 // connz is the part of a CONNZ answer the kicker reads.
 type connz struct {
 	Server struct {
@@ -104,6 +114,7 @@ type connz struct {
 func (s *Server) kickDevice(ctx context.Context, device kez.PublicKey) (int, error) {
 	nc := s.kickConn.Load()
 	if nc == nil || !nc.IsConnected() {
+		s.metrics.kicks.WithLabelValues(kickUnavailable).Inc()
 		return 0, errNoKicker
 	}
 	kicked := 0
@@ -158,13 +169,16 @@ func (s *Server) kickRound(ctx context.Context, nc *nats.Conn, device kez.Public
 				continue // not asked for: never kick it
 			}
 			if err := s.kickConnection(ctx, nc, a.Server.ID, c.Cid); err != nil {
+				s.metrics.kicks.WithLabelValues(kickFailed).Inc()
 				errs = append(errs, err)
 				continue
 			}
+			s.metrics.kicks.WithLabelValues(kickClosed).Inc()
 			kicked++
 		}
 	}
 	if answers == 0 {
+		s.metrics.kicks.WithLabelValues(kickUnavailable).Inc()
 		errs = append(errs, errors.New("no NATS server answered the connection list request"))
 	}
 	return kicked, more, errors.Join(errs...)

@@ -2,6 +2,7 @@ package chatserver
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -240,6 +241,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	g := &gate{
 		stream: s.stream, userAccount: callout.DefaultUserAccount,
 		dir: RegistryDirectory{Store: store}, devices: s.currentDevices, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
+		notices: m.notices, self: rand.Text(),
 	}
 	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
 	g.pairs = newTracker[pairBuckets](g.lim.MaxTracked)
