@@ -42,10 +42,14 @@ type HistoryStats struct {
 	// device does not get them.
 	ContactsSkipped int
 	MessagesSkipped int
-	Chunks          int           // sync-history messages sent
-	Bytes           int           // their bodies' bytes
-	Waits           int           // times a full inbox made the transfer wait
-	Elapsed         time.Duration // from the start to the last chunk stored
+	// KeyGenerations lists the person's encryption key generations
+	// sent to the device before the history (a sync-keys message), oldest
+	// first; empty on an install that does not hold the primary key.
+	KeyGenerations []uint32
+	Chunks         int           // sync-history messages sent
+	Bytes          int           // their bodies' bytes
+	Waits          int           // times a full inbox made the transfer wait
+	Elapsed        time.Duration // from the start to the last chunk stored
 }
 
 // HistoryImport counts what one received chunk changed.

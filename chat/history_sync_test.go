@@ -398,7 +398,8 @@ func TestHistoryTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := time.Since(start)
-	if stats.Messages != n || stats.Contacts != 1 || stats.MessagesSkipped+stats.ContactsSkipped != 0 {
+	if stats.Messages != n || stats.Contacts != 1 || stats.MessagesSkipped+stats.ContactsSkipped != 0 ||
+		len(stats.KeyGenerations) != 1 || stats.KeyGenerations[0] != 0 {
 		t.Fatalf("stats %+v", stats)
 	}
 	receiveUntilWithin(t, laptop, "the history", 2*time.Minute, func(int) bool {

@@ -292,8 +292,12 @@ func (c *Client) sendKeysWaiting(ctx context.Context, device kez.PublicKey, opts
 	if !st.IsCurrentDevice(device) {
 		return fmt.Errorf("%w: %s is not a current device on your chain", ErrNotOwnDevice, device)
 	}
-	if err := c.sendWaiting(ctx, device, KindSyncKeys, marshalSyncKeys(c.keyRecords(st)), opts, stats); err != nil {
+	recs := c.keyRecords(st)
+	if err := c.sendWaiting(ctx, device, KindSyncKeys, marshalSyncKeys(recs), opts, stats); err != nil {
 		return err
+	}
+	for _, r := range recs {
+		stats.KeyGenerations = append(stats.KeyGenerations, r.Generation)
 	}
 	return c.markKeysSent(ctx, device, st.EncryptionGeneration())
 }

@@ -39,14 +39,17 @@ kez devices add CODE [--name NAME] [--no-history]
     code is refused and changes nothing. --name is the name you expect:
     a request for another name is refused. Then your contacts and
     history are sent to the new device, end-to-end encrypted through the
-    broker (it may be offline: they wait in its inbox); --no-history
-    skips that.
+    broker (it may be offline: they wait in its inbox), after your
+    encryption keys, so that it opens the private files shared with you
+    (it says which generations); --no-history skips both (the keys
+    follow at this install's next online command).
 
 kez devices revoke NAME
     On an install that holds your primary key: revokes the device named
-    NAME (or the one whose key starts with NAME) for good with a
-    revoke_device link. The chat-server refuses it at once and closes its
-    connections; your contacts stop sealing to it at their next check.
+    NAME (or the one whose key, "U…" as "kez devices --json" shows it,
+    starts with NAME: at least 8 characters) for good with a revoke_device
+    link. The chat-server refuses it at once and closes its connections;
+    your contacts stop sealing to it at their next check.
     Your encryption key is then rotated (a set_encryption_key link) and
     the new one sent to your remaining devices only, so files shared
     with you from then on do not open on the revoked device.
@@ -55,8 +58,10 @@ kez devices revoke NAME
 kez devices sync NAME
     On any of your devices that has your history: sends its contacts and
     history to your current device named NAME (or whose key starts with
-    NAME), as "devices add" does, for an install that did not get them:
-    one "kez recover" made, or one added with --no-history. A revoked
+    NAME: at least 8 characters), as "devices add" does, for an install
+    that did not get them: one "kez recover" made, or one added with
+    --no-history. On an install that holds your primary key, your
+    encryption keys go first, as with "devices add". A revoked
     device, this one, or a key your sigchain does not list is refused
     and nothing is sent.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
@@ -366,8 +371,11 @@ func sendHistory(ctx context.Context, e *env, o devicesOptions, devKey kez.Publi
 	if err != nil {
 		return worded(err, "%s: sending stopped after %d messages (%s); \"kez devices sync %s\" starts again, and what arrived already is kept once", failed, stats.Messages, e.sentence(err), name)
 	}
+	if g := stats.KeyGenerations; len(g) > 0 {
+		fmt.Fprintf(e.stdout, "Sent your encryption keys (%s), so that it opens the private files shared with you.\n", generations(g))
+	}
 	if stats.Chunks == 0 && stats.ContactsSkipped+stats.MessagesSkipped == 0 {
-		fmt.Fprintf(e.stdout, "This device has no contacts or messages yet, so nothing was sent to %q.\n", name)
+		fmt.Fprintf(e.stdout, "This device has no contacts or messages yet, so no history was sent to %q.\n", name)
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "Sent %s and %s in %s (%s) in %s.\n", counted(stats.Contacts, "contact"), counted(stats.Messages, "message"),
@@ -376,6 +384,15 @@ func sendHistory(ctx context.Context, e *env, o devicesOptions, devKey kez.Publi
 		fmt.Fprintf(e.stdout, "%s and %s were too large to send; add those contacts again there.\n", counted(stats.ContactsSkipped, "contact"), counted(stats.MessagesSkipped, "message"))
 	}
 	return nil
+}
+
+// generations words the key generations sent, oldest first:
+// "generation 0", "generations 0–2".
+func generations(g []uint32) string {
+	if len(g) == 1 {
+		return fmt.Sprintf("generation %d", g[0])
+	}
+	return fmt.Sprintf("generations %d–%d", g[0], g[len(g)-1])
 }
 
 func runDevicesRevoke(ctx context.Context, e *env, o devicesOptions, name string) error {

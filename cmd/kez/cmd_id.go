@@ -14,11 +14,15 @@ func init() {
 		summary: "show your handle, key, PeerID and fingerprint",
 		help: `
 Shows who you are: your handle (once "kez register" has claimed one), your
-key (the NATS user nkey, "U…"), your libp2p PeerID and your fingerprint,
-the six groups of digits a contact compares with you to verify your key.
+key (the NATS user nkey, "U…"), your fingerprint, the six groups of digits
+a contact compares with you to verify your key, and this install's libp2p
+PeerID (the one "kez serve" listens as). On an install with a device key of
+its own (made by "kez link" or "kez recover") it also shows that device
+key, and the PeerID is the device's.
 
---json prints {"handle","key","peer_id","fingerprint"} (handle is "" until
-you register).
+--json prints {"handle","key","peer_id","fingerprint","device"} (handle is
+"" until you register; device is the key this install logs in with, key
+itself on the install "kez init" made; peer_id is the device's).
 
 An encrypted identity needs its passphrase: KEZ_PASSPHRASE_FILE,
 KEZ_PASSPHRASE, or a prompt on a terminal.`,
@@ -41,7 +45,7 @@ KEZ_PASSPHRASE, or a prompt on a terminal.`,
 type idJSON struct {
 	Handle      string `json:"handle"`
 	Key         string `json:"key"`
-	PeerID      string `json:"peer_id"`
+	PeerID      string `json:"peer_id"` // this install's libp2p PeerID: the device's
 	Fingerprint string `json:"fingerprint"`
 	Device      string `json:"device"` // the key this install logs in with (key itself on the install made by "kez init")
 }
@@ -55,16 +59,19 @@ func runID(e *env, homeFlag string, asJSON bool) error {
 	handle := acct.prof.handleFor(k)
 	dev := acct.device().PublicKey()
 	if asJSON {
-		out := idJSON{Handle: handle, Key: k.String(), PeerID: k.PeerID().String(), Fingerprint: k.Fingerprint(), Device: dev.String()}
+		out := idJSON{Handle: handle, Key: k.String(), PeerID: dev.PeerID().String(), Fingerprint: k.Fingerprint(), Device: dev.String()}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
-	printIdentity(e.stdout, handle, k)
-	if dev != k {
-		fmt.Fprintf(e.stdout, "\nThis install is a device of that key with its own key %s (fingerprint %s)", dev, dev.Fingerprint())
-		if acct.id == nil {
-			fmt.Fprint(e.stdout, "; it does not hold the primary key")
-		}
-		fmt.Fprintln(e.stdout, ".")
+	if dev == k {
+		printIdentity(e.stdout, handle, k)
+		return nil
 	}
+	printHandle(e.stdout, handle)
+	holds := "it also holds your primary key"
+	if acct.id == nil {
+		holds = "it does not hold your primary key"
+	}
+	fmt.Fprintf(e.stdout, "key:          %s\nfingerprint:  %s\ndevice key:   %s (this install's own; %s)\npeer id:      %s (this device's)\n",
+		k, k.Fingerprint(), dev, holds, dev.PeerID())
 	return nil
 }

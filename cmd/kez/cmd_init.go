@@ -246,12 +246,17 @@ func writeWordsFile(path string, id *kez.Identity, words []string) error {
 	return nil
 }
 
-// printIdentity prints the human form of "kez id".
-func printIdentity(w io.Writer, handle string, k kez.PublicKey) {
+// printHandle prints the handle line of "kez id".
+func printHandle(w io.Writer, handle string) {
 	if handle == "" {
 		fmt.Fprintln(w, "handle:       (none yet: run \"kez register NAME\")")
 	} else {
 		fmt.Fprintf(w, "handle:       @%s\n", handle)
 	}
+}
+
+// printIdentity prints the human form of "kez id".
+func printIdentity(w io.Writer, handle string, k kez.PublicKey) {
+	printHandle(w, handle)
 	fmt.Fprintf(w, "key:          %s\npeer id:      %s\nfingerprint:  %s\n", k, k.PeerID(), k.Fingerprint())
 }

@@ -52,6 +52,39 @@ func chainSeqno(t *testing.T, st *stacktest.Stack, key kez.PublicKey) uint64 {
 	return s.Seqno()
 }
 
+// checkDeviceID checks "kez id" on an install with a device key of its
+// own: the PeerID is the device's (what "kez serve" listens as), in the
+// JSON id and in the text, which also shows the device key and whether
+// the install holds the primary key (holds).
+func checkDeviceID(t *testing.T, environ map[string]string, home string, id idJSON, holds string) {
+	t.Helper()
+	dev, err := kez.ParsePublicKey(id.Device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	person, err := kez.ParsePublicKey(id.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.PeerID != dev.PeerID().String() {
+		t.Errorf("kez id --json: peer_id %s, want the device's %s", id.PeerID, dev.PeerID())
+	}
+	r := mustRun(t, environ, "", "id", "--home", home)
+	for _, want := range []string{
+		"key:          " + person.String() + "\n",
+		"fingerprint:  " + person.Fingerprint() + "\n",
+		"device key:   " + dev.String() + " (this install's own; " + holds + ")\n",
+		"peer id:      " + dev.PeerID().String() + " (this device's)\n",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("kez id says:\n%s\nwant %q", r.stdout, want)
+		}
+	}
+	if strings.Contains(r.stdout, person.PeerID().String()) {
+		t.Errorf("kez id on a device shows the person's PeerID:\n%s", r.stdout)
+	}
+}
+
 // TestLinkDeviceWithHistory: a new install links with "kez link", the
 // primary approves it with "kez devices add", and the new device has
 // alice's contacts and history; devices, id and whois show it; revoking
@@ -73,7 +106,7 @@ func TestLinkDeviceWithHistory(t *testing.T) {
 
 	start := time.Now()
 	r := mustRun(t, alice, "", "devices", "add", code, "--name", "laptop")
-	for _, want := range []string{`Added "laptop"`, "as a device of @alice@kez.test", "Sent 1 contact and 2 messages"} {
+	for _, want := range []string{`Added "laptop"`, "as a device of @alice@kez.test", "Sent your encryption keys (generation 0)", "Sent 1 contact and 2 messages"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("devices add says:\n%s\nwant %q", r.stdout, want)
 		}
@@ -104,6 +137,7 @@ func TestLinkDeviceWithHistory(t *testing.T) {
 	if id.Key != au.Key.String() || id.Device == id.Key || id.Handle != "alice@kez.test" {
 		t.Errorf("kez id on the laptop: %+v", id)
 	}
+	checkDeviceID(t, laptop, laptopHome, id, "it does not hold your primary key")
 	var devs []deviceJSON
 	if err := json.Unmarshal([]byte(mustRun(t, laptop, "", "devices", "--json").stdout), &devs); err != nil {
 		t.Fatal(err)
@@ -253,6 +287,7 @@ func TestRecoverMakesANewDevice(t *testing.T) {
 	if id.Key != au.Key.String() || id.Device == id.Key {
 		t.Fatalf("kez id after recover: %+v", id)
 	}
+	checkDeviceID(t, restored, home, id, "it also holds your primary key")
 	mustRun(t, restored, "", "contacts", "add", "bob")
 	mustRun(t, bob, "", "contacts", "add", "alice") // pins alice's chain with the new device
 	mustRun(t, bob, "", "send", "alice", "to both")

@@ -99,7 +99,7 @@ func TestDevicesSyncToRecoveredInstall(t *testing.T) {
 	}
 
 	r = mustRunBin(t, alice, "", "devices", "sync", "restored")
-	for _, want := range []string{`Sending your contacts and history to "restored", end-to-end encrypted`, "Sent 1 contact and 2 messages in 1 chunk"} {
+	for _, want := range []string{`Sending your contacts and history to "restored", end-to-end encrypted`, "Sent your encryption keys (generation 0)", "Sent 1 contact and 2 messages in 1 chunk"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("devices sync says:\n%s\nwant %q", r.stdout, want)
 		}
@@ -124,8 +124,10 @@ func TestDevicesSyncToRecoveredInstall(t *testing.T) {
 
 	// Refusals: each a sentence, exit 1, nothing stored in any inbox.
 	mustRun(t, alice, "", "devices", "revoke", "restored")
+	var twinEnv map[string]string
 	for _, h := range []string{"twin1", "twin2"} {
-		mustRun(t, with(st.Env(au), "KEZ_HOME", filepath.Join(t.TempDir(), h)), stacktest.Words("alice").Phrase()+"\n", "recover", "--name", "twin")
+		twinEnv = with(st.Env(au), "KEZ_HOME", filepath.Join(t.TempDir(), h))
+		mustRun(t, twinEnv, stacktest.Words("alice").Phrase()+"\n", "recover", "--name", "twin")
 	}
 	mustRun(t, bob, "", "inbox")
 	seq := inboxLastSeq(t, st)
@@ -161,6 +163,19 @@ func TestDevicesSyncToRecoveredInstall(t *testing.T) {
 	}
 	mustRun(t, restored, stacktest.Words("alice").Phrase()+"\n", "recover", "--force", "--name", "restored-again")
 	mustRun(t, restored, "", "inbox")
+	// Of the two named "twin", one by its key: 7 characters are no name,
+	// 8 are enough. The primary sends both generations (1 since the
+	// revocation) first.
+	twin := idJSONOf(t, twinEnv, twinEnv["KEZ_HOME"]).Device
+	mustRun(t, twinEnv, "", "inbox") // its prekey is published
+	if r := kezBinRun(t, alice, "", "devices", "sync", twin[:7]); r.code != 1 || !strings.Contains(r.stderr, "no current device of yours is named") {
+		t.Errorf("sync to a 7-character key prefix: exit %d\n%s", r.code, r.stderr)
+	}
+	r = mustRunBin(t, alice, "", "devices", "sync", twin[:8])
+	if !strings.Contains(r.stdout, `Sending your contacts and history to "twin"`) ||
+		!strings.Contains(r.stdout, "Sent your encryption keys (generations 0–1), so that it opens the private files shared with you.") {
+		t.Errorf("sync after a rotation says:\n%s", r.stdout)
+	}
 	for _, args := range [][]string{{"devices", "sync"}, {"devices", "sync", "a", "b"}, {"devices", "sync", "restored", "--json"}, {"devices", "sync", "restored", "--no-history"}} {
 		if r := kezCmd(t, alice, "", args...); r.code != 2 {
 			t.Errorf("kez %s: exit %d, want 2 (usage)\n%s", strings.Join(args, " "), r.code, r.stderr)
