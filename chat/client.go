@@ -151,6 +151,7 @@ type Client struct {
 	requesters map[kez.PublicKey]requester
 	keyChains  keyChains // chains of keys that are not contacts
 	devs       deviceState
+	ownPin     ownPin // the user's own chain as pinned here (ownchain.go)
 	strangers  *strangerLookups
 
 	recvMu sync.Mutex   // one batch is processed at a time
@@ -242,6 +243,10 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	if err := c.loadContacts(ctx); err != nil {
+		db.close()
+		return nil, err
+	}
+	if err := c.loadOwnChain(ctx); err != nil {
 		db.close()
 		return nil, err
 	}
@@ -339,21 +344,21 @@ func (c *Client) setupOpener(ctx context.Context) error {
 		gen = uint32(n)
 	}
 	if c.cc.SigServerURL != "" {
-		fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
-		st, err := c.sig.FetchVerified(fctx, c.me, nil)
-		cancel()
-		if err == nil {
-			c.setOwnChain(ctx, st)
-		}
+		st, err := c.fetchOwnChain(ctx)
 		switch {
 		case err == nil && st.EncryptionGeneration() > gen:
 			gen = st.EncryptionGeneration()
 			if err := c.db.setMeta(ctx, "own_generation", strconv.FormatUint(uint64(gen), 10)); err != nil {
 				return err
 			}
+		case errors.Is(err, ErrOwnChainRewritten):
+			// Logged by fetchOwnChain; the pinned chain stays.
 		case err != nil && !errors.Is(err, sigchain.ErrNotFound):
 			c.log.Warn("cannot fetch your own sigchain; accepting the encryption keys known so far", "err", err)
 		}
+	}
+	if st := c.pinnedOwnChain(); st != nil {
+		gen = max(gen, st.EncryptionGeneration())
 	}
 	return c.setGenerations(gen)
 }

@@ -209,11 +209,9 @@ func (c *Client) ownDevices(ctx context.Context, force bool) []chainDevice {
 	}
 	ds.mu.Unlock()
 	if due && c.cc.SigServerURL != "" {
-		fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
-		nst, err := c.sig.FetchVerified(fctx, c.me, st)
-		cancel()
-		if err == nil {
-			c.setOwnChain(ctx, nst)
+		// Checked against the pin: a rolled back or forked chain leaves
+		// the devices pinned (ownchain.go).
+		if _, err := c.fetchOwnChain(ctx); err == nil {
 			ds.mu.Lock()
 			devs = ds.ownDevs
 			ds.mu.Unlock()

@@ -27,7 +27,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 6
+const schemaVersion = 7
 
 var migrations = []string{
 	// 0 → 1
@@ -216,6 +216,15 @@ CREATE TABLE keys_sent (
 	device     TEXT    PRIMARY KEY,
 	generation INTEGER NOT NULL,  -- the highest generation sent to it
 	at         INTEGER NOT NULL
+) STRICT;
+`,
+	// 6 → 7: the user's own chain, pinned (docs/spec/chat.md §8.7): the
+	// newest state of it this install verified or appended, link by link
+	// (exact canonical bytes), which every later fetch must extend.
+	`
+CREATE TABLE own_chain_links (
+	seqno INTEGER PRIMARY KEY,
+	link  BLOB    NOT NULL
 ) STRICT;
 `,
 }

@@ -1,0 +1,194 @@
+package chat
+
+// The user's own chain, pinned (docs/spec/chat.md §8.7). A contact's chain
+// is pinned and every later fetch of it must extend the pin; so is the
+// user's own: the newest state of it this install verified or appended
+// is kept in chat.db, link by link, and a sig-server that serves an older
+// prefix of it (rollback) or a different history (fork) is not believed.
+// The pinned state is kept: its devices are those sent to (never one it
+// shows revoked), nothing is appended to the chain (no rotation, no
+// revocation) until a fetch extends the pin again.
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/kez-lat/kez-chat/sigchain"
+)
+
+// ErrOwnChainRewritten reports that the user's sig-server served an older
+// or a different history of the user's own chain than the one this
+// install verified or appended before (sigchain.ErrRollback,
+// sigchain.ErrFork). It is returned as an *[OwnChainRewrittenError].
+var ErrOwnChainRewritten = errors.New("chat: your sig-server served an older or a different history of your own chain")
+
+// OwnChainRewrittenError is [ErrOwnChainRewritten] with the details.
+type OwnChainRewrittenError struct {
+	Pinned sigchain.Pin // the head this install verified or appended
+	Err    error        // sigchain.ErrRollback or sigchain.ErrFork, with the server's details
+}
+
+// Error names the pinned head and what the server showed.
+func (e *OwnChainRewrittenError) Error() string {
+	return fmt.Sprintf("%v (pinned seqno %d %s): %v", ErrOwnChainRewritten, e.Pinned.Seqno, e.Pinned.Head, e.Err)
+}
+
+// Is matches [ErrOwnChainRewritten].
+func (e *OwnChainRewrittenError) Is(target error) bool { return target == ErrOwnChainRewritten }
+
+// Unwrap returns the sigchain error (ErrRollback or ErrFork).
+func (e *OwnChainRewrittenError) Unwrap() error { return e.Err }
+
+// ownPin serialises the fetches of the user's chain and the appends to it,
+// so that the pin only moves along verified extensions of itself.
+type ownPin struct {
+	mu  sync.Mutex
+	err error // the last fetch found a rollback or fork; nil once one extends the pin
+}
+
+// loadOwnChain rebuilds the pinned state of the user's chain from
+// own_chain_links, if any.
+func (c *Client) loadOwnChain(ctx context.Context) error {
+	rows, err := c.db.db.QueryContext(ctx, `SELECT link FROM own_chain_links ORDER BY seqno`)
+	if err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	defer rows.Close()
+	var links []*sigchain.Link
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		l, err := sigchain.ParseLink(b)
+		if err != nil {
+			return fmt.Errorf("chat: your stored chain is damaged: %w", err)
+		}
+		links = append(links, l)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	if len(links) == 0 {
+		return nil
+	}
+	// Verified when stored; their times are irrelevant now.
+	st, err := sigchain.Verify(links, sigchain.WithMaxFuture(1<<62))
+	if err != nil {
+		return fmt.Errorf("chat: your stored chain does not verify: %w", err)
+	}
+	if st.Key() != c.me {
+		return fmt.Errorf("chat: the chain stored here is of %s, not of %s", st.Key(), c.me)
+	}
+	ds := &c.devs
+	ds.mu.Lock()
+	ds.own, ds.ownDevs = st, chainDevices(st)
+	ds.mu.Unlock()
+	return nil
+}
+
+// pinnedOwnChain returns the user's chain as pinned here (nil: none yet).
+func (c *Client) pinnedOwnChain() *sigchain.State {
+	c.devs.mu.Lock()
+	defer c.devs.mu.Unlock()
+	return c.devs.own
+}
+
+// fetchOwnChain fetches the user's chain and checks it against the pin:
+// it must extend it. The links it adds are recorded (the pin moves on);
+// a rollback or fork is an *OwnChainRewrittenError, logged, and the pin
+// is kept.
+func (c *Client) fetchOwnChain(ctx context.Context) (*sigchain.State, error) {
+	c.ownPin.mu.Lock()
+	defer c.ownPin.mu.Unlock()
+	return c.fetchOwnLocked(ctx)
+}
+
+// fetchOwnLocked is fetchOwnChain with c.ownPin.mu held.
+func (c *Client) fetchOwnLocked(ctx context.Context) (*sigchain.State, error) {
+	pinned := c.pinnedOwnChain()
+	fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
+	defer cancel()
+	var since uint64
+	if pinned != nil {
+		since = pinned.Seqno() - 1
+	}
+	links, err := c.sig.Fetch(fctx, c.me, since)
+	switch {
+	case pinned == nil && err != nil:
+		return nil, err
+	case pinned == nil:
+		st, err := sigchain.Verify(links, c.verifyOpts()...)
+		if err != nil {
+			return nil, err
+		}
+		if st.Key() != c.me {
+			return nil, fmt.Errorf("%w: asked for the chain of %s, got the chain of %s", sigchain.ErrWrongKey, c.me, st.Key())
+		}
+		if err := c.recordOwnChain(ctx, st, links); err != nil {
+			return nil, err
+		}
+		return st, nil
+	case errors.Is(err, sigchain.ErrNotFound):
+		err = fmt.Errorf("%w: the sig-server has no chain, the pinned head is seqno %d", sigchain.ErrRollback, pinned.Seqno())
+	case err != nil:
+		return nil, err
+	default:
+		err = sigchain.CheckAgainst(pinned.Pin(), links)
+	}
+	if errors.Is(err, sigchain.ErrRollback) || errors.Is(err, sigchain.ErrFork) {
+		rw := &OwnChainRewrittenError{Pinned: pinned.Pin(), Err: err}
+		c.ownPin.err = rw
+		c.log.Warn("your sig-server served an older or a different history of your own chain; keeping the one verified here, appending nothing and sending nothing to the devices it does not list as current", "err", rw)
+		return nil, rw
+	}
+	if err != nil {
+		return nil, err
+	}
+	st, err := pinned.Extend(links, c.verifyOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	c.ownPin.err = nil
+	if err := c.recordOwnChain(ctx, st, links[pinned.Seqno()-links[0].Seqno()+1:]); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// recordOwnChain stores links, which extend the pinned chain (or are the
+// whole chain) to st, and makes st the user's chain (c.ownPin.mu held).
+func (c *Client) recordOwnChain(ctx context.Context, st *sigchain.State, links []*sigchain.Link) error {
+	if len(links) > 0 {
+		err := c.db.write(ctx, func(tx *sql.Tx) error {
+			for _, l := range links {
+				if _, err := tx.Exec(`INSERT INTO own_chain_links (seqno, link) VALUES (?, ?)`, int64(l.Seqno()), l.Bytes()); err != nil {
+					return fmt.Errorf("chat: database: %w", err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	c.setOwnChain(ctx, st)
+	return nil
+}
+
+// OwnChain fetches the user's chain from their sig-server now, checks it
+// against the one this install pinned (it must extend it: else an
+// *[OwnChainRewrittenError], and the pin is kept), records it, and
+// returns it. Sessions with devices it shows revoked are deleted.
+func (c *Client) OwnChain(ctx context.Context) (*sigchain.State, error) {
+	if c.cc.SigServerURL == "" {
+		return nil, errNoSigServer
+	}
+	return c.fetchOwnChain(ctx)
+}
+
+// errNoSigServer: the client was opened without a sig-server.
+var errNoSigServer = errors.New("chat: no sig-server to fetch your chain from")
