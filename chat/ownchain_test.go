@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
@@ -77,6 +78,7 @@ func chainAt(t testing.TB, st *stacktest.Stack, key kez.PublicKey) []*sigchain.L
 // ownAttack is bob after ownChainAttack.
 type ownAttack struct {
 	st       *stacktest.Stack
+	home     string      // the state folder of bob's primary install
 	b        *testClient // bob's primary install, opened again
 	phoneKey kez.PublicKey
 	phone    *testClient
@@ -105,8 +107,8 @@ func ownChainAttack(t *testing.T, serve func(t *testing.T, bob *stacktest.User, 
 	a := &ownAttack{st: st, phone: openDevice(t, st, bob, phoneID, "phone"), phoneKey: phoneID.PublicKey()}
 	record := prekeyRecord(t, st, a.phoneKey)
 
-	home := filepath.Join(t.TempDir(), "bob")
-	b1 := openClientIn(t, st, bob, home)
+	a.home = filepath.Join(t.TempDir(), "bob")
+	b1 := openClientIn(t, st, bob, a.home)
 	mustAdd(t, b1, "alice")
 	// Revoked by the client, which does not tell the chat-server.
 	for _, d := range []kez.PublicKey{tabletID.PublicKey(), a.phoneKey} {
@@ -131,7 +133,7 @@ func ownChainAttack(t *testing.T, serve func(t *testing.T, bob *stacktest.User, 
 	a.served = serve(t, bob, a.pinned, a.phoneKey)
 	st.RewriteChain(t, bob.Key, a.served)
 	lying := replayPrekeys(t, st, a.phoneKey, record)
-	a.b = openClientIn(t, st, bob, home, func(c *Config) { c.Client.SigServerURL = lying })
+	a.b = openClientIn(t, st, bob, a.home, func(c *Config) { c.Client.SigServerURL = lying })
 	return a
 }
 
@@ -202,6 +204,27 @@ func TestOwnChainRollbackKeepsPin(t *testing.T) {
 		return links[:len(links)-3]
 	})
 	a.checkKept(t, sigchain.ErrRollback)
+
+	// A program that opens no client (files) checks the same pin.
+	ctx := testCtx(t)
+	bob := a.b.user
+	cfg := client.Config{Identity: bob.Identity, Home: a.home, SigServerURL: a.st.SigServerURL}
+	if _, err := FetchOwnChain(ctx, cfg); !errors.Is(err, ErrOwnChainRewritten) || !errors.Is(err, sigchain.ErrRollback) {
+		t.Fatalf("FetchOwnChain from the rolled back sig-server: %v", err)
+	}
+	// The sig-server gets the chain back: the pin holds again, and the
+	// client acts on its chain again.
+	a.st.RewriteChain(t, bob.Key, a.pinned)
+	if st, err := FetchOwnChain(ctx, cfg); err != nil || st.Pin() != (sigchain.Pin{Key: bob.Key, Seqno: uint64(len(a.pinned)), Head: a.pinned[len(a.pinned)-1].ID()}) {
+		t.Fatalf("FetchOwnChain once the chain is back: %v", err)
+	}
+	b := openClientIn(t, a.st, bob, a.home)
+	if _, err := b.OwnChain(ctx); err != nil {
+		t.Fatalf("the own chain once it is back: %v", err)
+	}
+	if _, err := b.DistributeKeys(ctx); err != nil {
+		t.Fatalf("distributing the keys once the chain is back: %v", err)
+	}
 }
 
 // A sig-server that serves a fork of bob's chain signed by his key (links
