@@ -154,6 +154,9 @@ func (e *env) ownChainOf(ctx context.Context, cf chatFlags, acct *account) (serv
 	defer c.Close()
 	st, err := c.OwnChain(ctx)
 	if errors.Is(err, chat.ErrOwnChainRewritten) {
+		if e.ownChainWarned.Load() { // told when the chat state was opened
+			return servers{}, nil, worded(err, "nothing was changed, because of the warning above")
+		}
 		return servers{}, nil, worded(err, "%s; nothing was changed", e.sentence(err))
 	}
 	if err != nil {
