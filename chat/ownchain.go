@@ -101,7 +101,16 @@ func (s *store) ownChain(ctx context.Context, me kez.PublicKey) (*sigchain.State
 		return nil, fmt.Errorf("chat: your stored chain does not verify: %w", err)
 	}
 	if st.Key() != me {
-		return nil, fmt.Errorf("chat: the chain stored here is of %s, not of %s", st.Key(), me)
+		// The state folder was given another identity ("kez init
+		// --force"): its chain is pinned anew.
+		err := s.write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec(`DELETE FROM own_chain_links`)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("chat: database: %w", err)
+		}
+		return nil, nil
 	}
 	return st, nil
 }

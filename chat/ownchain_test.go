@@ -260,3 +260,23 @@ func TestOwnChainForkKeepsPin(t *testing.T) {
 	})
 	a.checkKept(t, sigchain.ErrFork)
 }
+
+// A state folder given another identity (kez init --force) pins the new
+// person's chain anew instead of refusing to open.
+func TestOwnChainOtherIdentityPinnedAnew(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	home := filepath.Join(t.TempDir(), "home")
+	a := openClientIn(t, st, alice, home)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := openClientIn(t, st, bob, home)
+	got, err := b.OwnChain(testCtx(t))
+	if err != nil || got.Key() != bob.Key {
+		t.Fatalf("bob's chain in alice's old folder: %v", err)
+	}
+	if n := countRows(t, b, `SELECT COUNT(*) FROM own_chain_links`); n != int(got.Seqno()) {
+		t.Fatalf("%d links pinned, bob's chain has %d", n, got.Seqno())
+	}
+}
