@@ -72,33 +72,12 @@ func (c *Client) loadOwnChain(ctx context.Context) error {
 // ownChain rebuilds the user's chain as pinned in own_chain_links (nil:
 // nothing pinned yet); me is the person's key.
 func (s *store) ownChain(ctx context.Context, me kez.PublicKey) (*sigchain.State, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT link FROM own_chain_links ORDER BY seqno`)
+	st, err := s.storedChain(ctx, `SELECT link FROM own_chain_links ORDER BY seqno`)
 	if err != nil {
-		return nil, fmt.Errorf("chat: database: %w", err)
+		return nil, fmt.Errorf("chat: your stored chain: %w", err)
 	}
-	defer rows.Close()
-	var links []*sigchain.Link
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			return nil, fmt.Errorf("chat: database: %w", err)
-		}
-		l, err := sigchain.ParseLink(b)
-		if err != nil {
-			return nil, fmt.Errorf("chat: your stored chain is damaged: %w", err)
-		}
-		links = append(links, l)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("chat: database: %w", err)
-	}
-	if len(links) == 0 {
+	if st == nil {
 		return nil, nil
-	}
-	// Verified when stored; their times are irrelevant now.
-	st, err := sigchain.Verify(links, sigchain.WithMaxFuture(1<<62))
-	if err != nil {
-		return nil, fmt.Errorf("chat: your stored chain does not verify: %w", err)
 	}
 	if st.Key() != me {
 		// The state folder was given another identity ("kez init
@@ -111,6 +90,40 @@ func (s *store) ownChain(ctx context.Context, me kez.PublicKey) (*sigchain.State
 			return nil, fmt.Errorf("chat: database: %w", err)
 		}
 		return nil, nil
+	}
+	return st, nil
+}
+
+// storedChain rebuilds a chain stored link by link (the link column of
+// query's rows, in seqno order); nil if there are none. The links were
+// verified when stored: their times are not checked again.
+func (s *store) storedChain(ctx context.Context, query string, args ...any) (*sigchain.State, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("chat: database: %w", err)
+	}
+	defer rows.Close()
+	var links []*sigchain.Link
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("chat: database: %w", err)
+		}
+		l, err := sigchain.ParseLink(b)
+		if err != nil {
+			return nil, fmt.Errorf("damaged: %w", err)
+		}
+		links = append(links, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("chat: database: %w", err)
+	}
+	if len(links) == 0 {
+		return nil, nil
+	}
+	st, err := sigchain.Verify(links, sigchain.WithMaxFuture(1<<62))
+	if err != nil {
+		return nil, fmt.Errorf("it does not verify: %w", err)
 	}
 	return st, nil
 }
