@@ -180,11 +180,11 @@ func (c *Client) forgetRevoked(ctx context.Context, old, devs []chainDevice) err
 }
 
 // deleteDeviceState deletes, in tx, the sessions with the devices and
-// what is queued for them.
+// what is queued or due for them.
 func deleteDeviceState(tx *sql.Tx, devices []kez.PublicKey) error {
 	for _, k := range devices {
 		for _, q := range []string{`DELETE FROM sessions WHERE peer = ?`, `DELETE FROM outbox WHERE device = ?`,
-			`DELETE FROM undecryptable WHERE peer = ?`, `DELETE FROM resend_due WHERE peer = ?`} {
+			`DELETE FROM undecryptable WHERE peer = ?`, `DELETE FROM resend_due WHERE peer = ?`, `DELETE FROM copies_due WHERE device = ?`} {
 			if _, err := tx.Exec(q, k.String()); err != nil {
 				return fmt.Errorf("chat: database: %w", err)
 			}
