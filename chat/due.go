@@ -118,14 +118,15 @@ func openedFrom(items []*received) []kez.PublicKey {
 	return out
 }
 
-// putDue records in tx that the copy of message id to t's device is due.
-// A device that has copies due already keeps its wait. The oldest copies
+// putDue records in tx that the copy of message id to t's device is due:
+// tried again after dueRetry (the send's fetch was the first attempt),
+// unless the device has copies due already and keeps their wait. The oldest copies
 // beyond the bounds per device and per person are dropped; it returns how
 // many.
 func (c *Client) putDue(tx *sql.Tx, id MessageID, t target, counts bool, now time.Time) (int64, error) {
 	dev, person := t.key().String(), t.person.String()
 	_, err := tx.Exec(`INSERT INTO copies_due (msg_id, device, person, counts, created_at, attempts, next_at)
-		SELECT ?, ?, ?, ?, ?, COALESCE(MAX(attempts), 0), MAX(COALESCE(MAX(next_at), 0), ?) FROM copies_due WHERE device = ?
+		SELECT ?, ?, ?, ?, ?, COALESCE(MAX(attempts), 1), MAX(COALESCE(MAX(next_at), 0), ?) FROM copies_due WHERE device = ?
 		ON CONFLICT (msg_id, device) DO NOTHING`,
 		id[:], dev, person, boolInt(counts), now.UnixMilli(), now.Add(dueRetry).UnixMilli(), dev)
 	if err != nil {
