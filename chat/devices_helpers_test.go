@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/session"
@@ -16,29 +15,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// newDevice makes a device key for u the way "kez link" and "kez devices
-// add" do: a link request signed by the new key, the add_device link the
-// primary key appends to u's chain at the sig-server, and the link
-// registered with the chat-server (so the device may log in).
-func newDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, name string) *kez.Identity {
-	t.Helper()
-	dev, _, err := kez.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := sigchain.NewLinkRequest(dev, name, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendDeviceLink(t, st, u, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req))
-	return dev
-}
-
-// newDeviceWithPrekey is newDevice, and the device publishes a prekey
-// (id) at the sig-server, as its client does when it first runs.
+// newDeviceWithPrekey is stacktest's AddDevice, and the device publishes
+// a prekey (id) at the sig-server, as its client does when it first runs.
 func newDeviceWithPrekey(t testing.TB, st *stacktest.Stack, u *stacktest.User, name string, id uint32) *kez.Identity {
 	t.Helper()
-	dev := newDevice(t, st, u, name)
+	dev := st.AddDevice(t, u, name)
 	pk, err := session.NewPrekey(rand.Reader, dev, id, time.Now(), 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -62,26 +43,6 @@ func deviceLink(t testing.TB, st *stacktest.Stack, u *stacktest.User, typ string
 		t.Fatalf("%s of %s: %v", typ, u.Name, err)
 	}
 	return l
-}
-
-// revokeDevice appends a revoke_device link for dev to u's chain and
-// registers it with the chat-server.
-func revokeDevice(t testing.TB, st *stacktest.Stack, u *stacktest.User, dev kez.PublicKey) {
-	t.Helper()
-	appendDeviceLink(t, st, u, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(dev))
-}
-
-func appendDeviceLink(t testing.TB, st *stacktest.Stack, u *stacktest.User, typ string, body []byte) {
-	t.Helper()
-	ctx := testCtx(t)
-	sc := &sigchain.Client{BaseURL: st.SigServerURL}
-	l := deviceLink(t, st, u, typ, body)
-	if err := sc.Append(ctx, l); err != nil {
-		t.Fatalf("appending %s to %s's chain: %v", typ, u.Name, err)
-	}
-	if _, _, err := (&handles.Client{BaseURL: st.ServerURL}).RegisterDevice(ctx, l.Bytes()); err != nil {
-		t.Fatalf("registering %s of %s with the chat-server: %v", typ, u.Name, err)
-	}
 }
 
 // openDevice opens a client of u's linked device dev (it holds no primary
@@ -109,7 +70,7 @@ func newPerson(t testing.TB, st *stacktest.Stack, name string, n int, opts ...cl
 	u := st.NewUser(t, name)
 	var devs []*kez.Identity
 	for i := 1; i < n; i++ {
-		devs = append(devs, newDevice(t, st, u, fmt.Sprintf("%s-%d", name, i+1)))
+		devs = append(devs, st.AddDevice(t, u, fmt.Sprintf("%s-%d", name, i+1)))
 	}
 	p := &person{user: u, devices: []*testClient{openClient(t, st, u, opts...)}}
 	for i, d := range devs {

@@ -23,7 +23,7 @@ func TestDeviceStatus(t *testing.T) {
 	ctx := testCtx(t)
 	before := time.Now().Add(-time.Second)
 	mustSync(t, a2) // a pull: the chat-server sees it
-	revokeDevice(t, st, alice.user, a3.DeviceKey())
+	st.RevokeDevice(t, alice.user, a3.DeviceKey())
 
 	devs, err := a1.DeviceStatus(ctx)
 	if err != nil {
@@ -95,7 +95,7 @@ func TestContactDeviceEvents(t *testing.T) {
 		t.Fatalf("adding bob with two devices told %+v", got)
 	}
 
-	dev := newDevice(t, st, bob.user, "bob's \"phone\"\u00e9")
+	dev := st.AddDevice(t, bob.user, "bob's \"phone\"\u00e9")
 	phone := openDevice(t, st, bob.user, dev, "phone")
 	mustAdd(t, phone, "alice")
 	mustSend(t, phone, "alice", "from my phone")
@@ -109,7 +109,7 @@ func TestContactDeviceEvents(t *testing.T) {
 		t.Errorf("worded %q, want %q", got[0].String(), want)
 	}
 
-	revokeDevice(t, st, bob.user, dev.PublicKey())
+	st.RevokeDevice(t, bob.user, dev.PublicKey())
 	if ct, err := a.CheckContact(ctx, "bob"); err != nil || ct.Flag != FlagNone {
 		t.Fatalf("checking bob: %v", err)
 	}

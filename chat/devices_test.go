@@ -135,7 +135,7 @@ func TestDevicesRevokedGetsNothing(t *testing.T) {
 	if n := countRows(t, a, `SELECT COUNT(*) FROM sessions WHERE peer = ?`, goneKey.String()); n != 1 {
 		t.Fatalf("alice has %d sessions with bob's third device", n)
 	}
-	revokeDevice(t, st, bob.user, goneKey)
+	st.RevokeDevice(t, bob.user, goneKey)
 	ctx := testCtx(t)
 	ct, err := a.CheckContact(ctx, "bob")
 	if err != nil || ct.Flag != FlagNone {
@@ -337,11 +337,7 @@ func TestDevicesSendCostBounded(t *testing.T) {
 	if len(ct.Devices) != sigchain.MaxDevices {
 		t.Fatalf("bob has %d devices", len(ct.Devices))
 	}
-	dev, _, _ := kez.NewIdentity()
-	req, err := sigchain.NewLinkRequest(dev, "one too many", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, req := stacktest.NewDeviceRequest(t, "one too many")
 	state, err := sc.FetchVerified(ctx, bu.Key, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -370,7 +366,7 @@ func TestDevicesNewDeviceOfContact(t *testing.T) {
 	a, b := alice.devices[0], bob.devices[0]
 	mustAdd(t, a, "bob")
 	mustAdd(t, b, "alice")
-	dev := newDevice(t, st, bob.user, "bob-phone")
+	dev := st.AddDevice(t, bob.user, "bob-phone")
 	phone := openDevice(t, st, bob.user, dev, "phone")
 	mustAdd(t, phone, "alice") // linked after bob pinned her: it pins her itself
 	mustSend(t, phone, "alice", "from my new phone")

@@ -23,7 +23,7 @@ import (
 //
 // Generation uses a fixed random source, so the file only changes when the
 // format, the test cases or Go's use of randomness change.
-var updateVectors = flag.Bool("update-vectors", false, "rewrite testdata/envelope-vectors.json")
+var updateVectors = flag.Bool("update-vectors", false, "rewrite the test vectors under testdata/")
 
 const vectorsFile = "testdata/envelope-vectors.json"
 

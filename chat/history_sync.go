@@ -565,8 +565,17 @@ func (c *Client) checkOwnDevice(ctx context.Context, device kez.PublicKey) error
 }
 
 // sendToOwnDevice seals one message of kind to another device of this
-// person, publishes it and waits for the stream to store it.
+// person, publishes it and waits for the stream to store it. A device
+// that the user's chain, as last fetched, does not show current is
+// refused (ErrNotOwnDevice): revoked since the caller checked it, it gets
+// nothing more (a history transfer stops at its next chunk).
 func (c *Client) sendToOwnDevice(ctx context.Context, device kez.PublicKey, kind Kind, body []byte) error {
+	c.devs.mu.Lock()
+	st := c.devs.own
+	c.devs.mu.Unlock()
+	if st != nil && !st.IsCurrentDevice(device) {
+		return fmt.Errorf("%w: %s is not a current device on your chain", ErrNotOwnDevice, device)
+	}
 	p, err := c.publishIn(ctx, []target{c.ownTarget(device)}, Message{Kind: kind, Body: body}, false, false, false, nil)
 	if err != nil {
 		return err

@@ -221,9 +221,24 @@ func TestHistoryRefusesMalformed(t *testing.T) {
 	tampered := bytes.Clone(payload)
 	tampered[i+10] ^= 1
 	bad["tampered link"] = append([]byte("KZH1\x00"), tampered...)
+	// A few KiB that inflate past the 1 MiB bound: refused at the bound,
+	// not read to the end.
+	var bomb bytes.Buffer
+	fw, err := flate.NewWriter(&bomb, flate.BestCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.Write(make([]byte, 16*maxHistoryPayload))
+	fw.Close()
+	if bomb.Len() > MaxBodySize {
+		t.Fatalf("the bomb is %d bytes, over a body's %d", bomb.Len(), MaxBodySize)
+	}
+	bad["inflates too far"] = append([]byte("KZH1\x01"), bomb.Bytes()...)
 	for name, b := range bad {
 		if _, err := fresh.importHistory(ctx, kez.PublicKey{1}, b); !errors.Is(err, ErrBadHistoryChunk) {
 			t.Errorf("%s: %v", name, err)
+		} else if name == "inflates too far" && !strings.Contains(err.Error(), "once inflated") {
+			t.Errorf("%s: refused for another reason: %v", name, err)
 		}
 	}
 	// Another person's history: alice's chunk applied by bob's device is
@@ -322,7 +337,7 @@ func TestHistoryChunking(t *testing.T) {
 // client of it.
 func linkDevice(t *testing.T, st *stacktest.Stack, u *stacktest.User, name string) *testClient {
 	t.Helper()
-	return openDevice(t, st, u, newDevice(t, st, u, name), name)
+	return openDevice(t, st, u, st.AddDevice(t, u, name), name)
 }
 
 // seedHistory stores n messages between c and peer in c's history, as

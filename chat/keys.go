@@ -286,6 +286,12 @@ func (c *Client) sendKeysWaiting(ctx context.Context, device kez.PublicKey, opts
 	if err != nil {
 		return err
 	}
+	// The generations sent are those of a chain on which device is
+	// current: a rotation that follows its revocation is never among
+	// them, whatever an earlier check of the device found.
+	if !st.IsCurrentDevice(device) {
+		return fmt.Errorf("%w: %s is not a current device on your chain", ErrNotOwnDevice, device)
+	}
 	if err := c.sendWaiting(ctx, device, KindSyncKeys, marshalSyncKeys(c.keyRecords(st)), opts, stats); err != nil {
 		return err
 	}
@@ -330,7 +336,7 @@ func (c *Client) distributeKeys(ctx context.Context, fresh bool) (int, error) {
 			return 0, err
 		}
 	}
-	if rotationDue(st) {
+	if st.RotationDue() {
 		var err error
 		if st, _, err = c.rotate(ctx, st); err != nil {
 			return 0, err
@@ -445,19 +451,6 @@ func (c *Client) distributeJob(ctx context.Context) {
 	}
 }
 
-// rotationDue reports whether st's latest revoke_device follows the link
-// that published its current encryption key.
-func rotationDue(st *sigchain.State) bool {
-	ks := st.EncryptionKeys()
-	cur := ks[len(ks)-1].Seqno
-	for _, d := range st.Devices() {
-		if d.Revoked && d.RevokedSeqno > cur {
-			return true
-		}
-	}
-	return false
-}
-
 // appendOwn signs a link of typ with the primary key, following the
 // user's chain, and appends it at the sig-server; a head that moved (a
 // share from another install) is fetched and the link made again, up to
@@ -495,7 +488,7 @@ func (c *Client) appendOwn(ctx context.Context, st *sigchain.State, typ string, 
 // derived from the words, and starts accepting it (c.keysMu held).
 func (c *Client) rotate(ctx context.Context, st *sigchain.State) (*sigchain.State, *sigchain.Link, error) {
 	st, l, err := c.appendOwn(ctx, st, sigchain.TypeSetEncryptionKey, func(st *sigchain.State) ([]byte, error) {
-		if !rotationDue(st) {
+		if !st.RotationDue() {
 			return nil, errRotated
 		}
 		gen := st.EncryptionGeneration() + 1

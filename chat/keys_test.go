@@ -56,8 +56,8 @@ func TestKeysReachLinkedDevicesAndRotate(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	ctx := testCtx(t)
 	bob := st.NewUser(t, "bob")
-	laptopKey := newDevice(t, st, bob, "laptop")
-	phoneKey := newDevice(t, st, bob, "phone")
+	laptopKey := st.AddDevice(t, bob, "laptop")
+	phoneKey := st.AddDevice(t, bob, "phone")
 	laptopHome := t.TempDir()
 	laptop := openClientIn(t, st, bob, laptopHome, func(c *Config) {
 		c.Client.Identity, c.Client.Device, c.Client.Person = nil, laptopKey, bob.Key
@@ -148,8 +148,8 @@ func TestKeysForgedRefused(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	ctx := testCtx(t)
 	bob := st.NewUser(t, "bob")
-	laptopKey := newDevice(t, st, bob, "laptop")
-	phoneKey := newDevice(t, st, bob, "phone")
+	laptopKey := st.AddDevice(t, bob, "laptop")
+	phoneKey := st.AddDevice(t, bob, "phone")
 	laptop := openDevice(t, st, bob, laptopKey, "laptop")
 	phone := openDevice(t, st, bob, phoneKey, "phone")
 	carol := openClient(t, st, st.NewUser(t, "carol"))

@@ -180,12 +180,10 @@ func FuzzSyncBodies(f *testing.F) {
 	})
 }
 
-// TestSyncVectorsGenerate writes the vector file when KEZ_WRITE_VECTORS
-// is set (the vectors are fixed: regenerating gives the same file).
+// TestSyncVectorsGenerate makes the vectors (they are fixed: making them
+// again gives the same bytes) and checks the file holds exactly them.
+// Regenerate with: go test ./chat -run TestSyncVectorsGenerate -update-vectors
 func TestSyncVectorsGenerate(t *testing.T) {
-	if os.Getenv("KEZ_WRITE_VECTORS") == "" {
-		t.Skip("set KEZ_WRITE_VECTORS=1 to write " + syncVectorFile)
-	}
 	var k1, k2 kez.PublicKey
 	for i := range k1 {
 		k1[i], k2[i] = byte(i+1), byte(0xa0+i)
@@ -264,7 +262,14 @@ func TestSyncVectorsGenerate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(syncVectorFile, append(b, '\n'), 0o644); err != nil {
-		t.Fatal(err)
+	b = append(b, '\n')
+	if *updateVectors {
+		if err := os.WriteFile(syncVectorFile, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if file, err := os.ReadFile(syncVectorFile); err != nil || !bytes.Equal(file, b) {
+		t.Fatalf("%s is not what the generator makes (%v); run the test with -update-vectors after a change of format", syncVectorFile, err)
 	}
 }

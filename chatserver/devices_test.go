@@ -23,54 +23,25 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// devicePerson is a registered person whose chain the test extends.
+// devicePerson is a registered person whose chain the test extends, at
+// the sig-server sigURL.
 type devicePerson struct {
-	id  *kez.Identity
-	st  *sigchain.State
-	sig *sigchain.Client
+	id     *kez.Identity
+	sigURL string
 }
 
 func newDevicePerson(t testing.TB, sigURL, serverURL, name string) *devicePerson {
 	t.Helper()
-	id := register(t, sigURL, serverURL, name)
-	sig := &sigchain.Client{BaseURL: sigURL}
-	st, err := sig.FetchVerified(context.Background(), id.PublicKey(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &devicePerson{id: id, st: st, sig: sig}
-}
-
-// link appends a link of p's chain at the sig-server and returns its bytes.
-func (p *devicePerson) link(t testing.TB, typ string, body []byte) []byte {
-	t.Helper()
-	l, err := sigchain.NewLink(p.id, p.st, typ, body, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.sig.Append(context.Background(), l); err != nil {
-		t.Fatal(err)
-	}
-	if p.st, err = p.st.Extend([]*sigchain.Link{l}); err != nil {
-		t.Fatal(err)
-	}
-	return l.Bytes()
+	return &devicePerson{id: register(t, sigURL, serverURL, name), sigURL: sigURL}
 }
 
 // addDevice links a new device key to p and registers it at serverURL.
 func (p *devicePerson) addDevice(t testing.TB, serverURL, name string) *kez.Identity {
 	t.Helper()
-	dev, _, err := kez.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := sigchain.NewLinkRequest(dev, name, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := p.link(t, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req))
-	if _, created, err := (&handles.Client{BaseURL: serverURL}).RegisterDevice(context.Background(), link); err != nil || !created {
-		t.Fatalf("registering %s: %v %v", name, created, err)
+	dev, req := stacktest.NewDeviceRequest(t, name)
+	l := stacktest.AppendLinkAt(t, p.sigURL, p.id, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req))
+	if _, created := stacktest.RegisterDeviceLinkAt(t, serverURL, l); !created {
+		t.Fatalf("registering %s: not created", name)
 	}
 	return dev
 }
@@ -78,9 +49,9 @@ func (p *devicePerson) addDevice(t testing.TB, serverURL, name string) *kez.Iden
 // revoke appends and registers a revoke_device link for dev at serverURL.
 func (p *devicePerson) revoke(t testing.TB, serverURL string, dev kez.PublicKey) {
 	t.Helper()
-	link := p.link(t, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(dev))
-	if info, _, err := (&handles.Client{BaseURL: serverURL}).RegisterDevice(context.Background(), link); err != nil || !info.Revoked {
-		t.Fatalf("revoking: %+v %v", info, err)
+	l := stacktest.AppendLinkAt(t, p.sigURL, p.id, sigchain.TypeRevokeDevice, sigchain.RevokeDeviceBody(dev))
+	if info, _ := stacktest.RegisterDeviceLinkAt(t, serverURL, l); !info.Revoked {
+		t.Fatalf("revoking: %+v", info)
 	}
 }
 
@@ -297,6 +268,13 @@ func TestDeviceRevokedElsewhere(t *testing.T) {
 	delivered, err := sub.NextMsg(5 * time.Second)
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	// The kicker's gauge: up at the replica whose kicker nats.conf lists,
+	// 0 at the other, whose kicker login NATS refuses.
+	waitMetricURL(t, r.urls[0], "kez_chat_kicker_connected", 1)
+	if body := fetch(t, r.urls[1]+"/metrics"); !strings.Contains(body, "\nkez_chat_kicker_connected 0\n") {
+		t.Errorf("the replica without a kicker login: %s", grepLines(body, "kez_chat_kicker"))
 	}
 
 	start := time.Now()

@@ -8,7 +8,7 @@ import (
 // loginCollector exports what the auth callout's flood limits did
 // (callout.Stats), read once per scrape:
 //
-//	kez_chat_login_denials_total{reason="credentials|unknown_key|bad_signature|suspended|policy|error"}
+//	kez_chat_login_denials_total{reason="credentials|unknown_key|bad_signature|suspended|revoked|policy|error"}
 //	kez_chat_login_backoffs_total{action="delayed|unanswered"}
 //	kez_chat_login_dropped_total{reason="queue_full|expired|slow_consumer"}
 //	kez_chat_login_queue_depth{lane="known|new|suspect"}

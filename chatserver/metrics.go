@@ -18,6 +18,7 @@ import (
 //	kez_chat_handle_claims_total{result="created|renewed|refused|failed"}
 //	kez_chat_handle_lookalikes_refused_total   claims refused as look-alikes
 //	kez_chat_nats_connected   1 while both NATS logins are up
+//	kez_chat_kicker_connected 1 while the kicker's login is up (it closes revoked devices' connections)
 //	kez_http_limited_total{endpoint,reason}, kez_http_limiter_keys{…},
 //	kez_http_limiter_evictions_total{…}  the rate limits (internal/limitmetrics)
 //
@@ -68,6 +69,15 @@ func newMetrics(reg prometheus.Registerer, s *Server, svc *callout.Service) (*me
 		}, func() float64 {
 			a, b := s.svcConn.Load(), s.provConn.Load()
 			if a != nil && b != nil && a.IsConnected() && b.IsConnected() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kez_chat_kicker_connected",
+			Help: "1 while the chat-server's kicker login (system account, closes revoked devices' connections) is connected, else 0: 0 for long means nats.conf lacks the kicker.",
+		}, func() float64 {
+			if k := s.kickConn.Load(); k != nil && k.IsConnected() {
 				return 1
 			}
 			return 0

@@ -33,11 +33,33 @@ var (
 	// returned together with ErrForbidden.
 	ErrNoKey = errors.New("files: this device holds no encryption key of its person that opens this file")
 
+	// ErrKeyNotRotated reports a private share to a recipient whose
+	// chain revokes a device after the link that published their current
+	// encryption key: the revoked device holds that key, so nothing is
+	// wrapped to it until the recipient's client appends the rotation
+	// (docs/spec/sigchain.md, "Rotation on revocation"). Returned as a
+	// *[RotationError].
+	ErrKeyNotRotated = errors.New("files: the recipient revoked a device and has not rotated their encryption key yet")
+
 	// ErrNotOwnersDevice reports an entry whose serving device is not a
 	// device of the owner's chain (even if it is someone else's): it is
 	// not fetched from. Returned as a *[DeviceError].
 	ErrNotOwnersDevice = errors.New("files: the device named to serve this file is not the owner's")
 )
+
+// RotationError is [ErrKeyNotRotated] for one recipient of a private
+// share; errors.Is matches ErrKeyNotRotated.
+type RotationError struct {
+	Handle string // the recipient's handle
+}
+
+// Error names the recipient.
+func (e *RotationError) Error() string {
+	return fmt.Sprintf("files: %s revoked a device and has not rotated their encryption key yet", e.Handle)
+}
+
+// Is matches ErrKeyNotRotated.
+func (e *RotationError) Is(target error) bool { return target == ErrKeyNotRotated }
 
 // DeviceError is [ErrDeviceRevoked] or [ErrNotOwnersDevice] with the
 // details; errors.Is matches the one that applies.

@@ -13,6 +13,7 @@ import (
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // linkedInstall is one linked device of a person: its chat client, which
@@ -169,5 +170,76 @@ func TestLinkedDeviceOpensPrivateFiles(t *testing.T) {
 	}
 	if seen != 2 {
 		t.Fatalf("the laptop sees %d private files", seen)
+	}
+}
+
+// opensWith reports whether the entry cid of owner's manifest opens with
+// id's key of generation gen alone.
+func opensWith(t testing.TB, st *stacktest.Stack, owner *stacktest.User, cid string, id *kez.Identity, gen uint32) bool {
+	t.Helper()
+	m, err := format.DecodeManifest(manifestOf(t, st, owner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range format.VisibleTo(m, chat.Keyring{gen: id.EncryptionKey(gen)}) {
+		if e.CID.String() == cid {
+			return true
+		}
+	}
+	return false
+}
+
+// A revocation whose rotation is not on the chain yet (the sig-server
+// failed between the two links): the revoked device holds the current
+// generation. A private share to that person is refused until the
+// rotation is there, rather than wrapped to a key the revoked device
+// holds; the sharer's own revocation left unrotated is rotated by the
+// share itself, before it wraps anything to the sharer.
+func TestShareWaitsForRotation(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	ctx := devCtx(t)
+	alice := newPeer(t, st, "alice")
+	bob := st.NewUser(t, "bob")
+	phone := st.AddDevice(t, bob, "phone")
+	st.RevokeDevice(t, bob, phone.PublicKey()) // no set_encryption_key after it
+
+	f := writeFile(t, "plan.txt", testBytes(10<<10))
+	if _, err := alice.Share(ctx, f, files.To("bob")); !errors.Is(err, files.ErrKeyNotRotated) {
+		t.Fatalf("a private share to bob before his rotation: %v", err)
+	}
+	if m, err := format.DecodeManifest(manifestOf(t, st, alice.user)); err == nil && len(m.Sealed) != 0 {
+		t.Fatal("the refused share is in alice's list")
+	}
+	// A public share wraps nothing: it goes on.
+	if _, err := alice.Share(ctx, writeFile(t, "public.txt", testBytes(1<<10))); err != nil {
+		t.Fatal(err)
+	}
+	// Bob's install rotates: the share goes to generation 1 alone.
+	st.AppendLink(t, bob, sigchain.TypeSetEncryptionKey, sigchain.SetEncryptionKeyBody(bob.Identity.EncryptionKey(1).PublicKey(), 1))
+	sf, err := alice.Share(ctx, f, files.To("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opensWith(t, st, alice.user, sf.CID.String(), bob.Identity, 0) || !opensWith(t, st, alice.user, sf.CID.String(), bob.Identity, 1) {
+		t.Fatal("the share after bob's rotation is not wrapped to his generation 1 alone")
+	}
+
+	// Alice revokes her own tablet and her rotation fails: her next
+	// private share rotates her key first, and wraps hers to the new one.
+	tablet := st.AddDevice(t, alice.user, "tablet")
+	st.RevokeDevice(t, alice.user, tablet.PublicKey())
+	sf2, err := alice.Share(ctx, writeFile(t, "notes.txt", testBytes(2<<10)), files.To("bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := (&sigchain.Client{BaseURL: st.SigServerURL}).FetchVerified(ctx, alice.user.Key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state.EncryptionGeneration() != 1 || !state.EncryptionKey().Equal(alice.user.Identity.EncryptionKey(1).PublicKey()) {
+		t.Fatalf("alice's chain after her share: generation %d", state.EncryptionGeneration())
+	}
+	if opensWith(t, st, alice.user, sf2.CID.String(), alice.user.Identity, 0) || !opensWith(t, st, alice.user, sf2.CID.String(), alice.user.Identity, 1) {
+		t.Fatal("alice's own wrap is not to her generation 1 alone")
 	}
 }

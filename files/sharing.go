@@ -377,6 +377,11 @@ func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (
 	if err != nil {
 		return nil, err
 	}
+	if len(o.to) > 0 {
+		if own, err = s.rotateIfDue(ctx, own); err != nil {
+			return nil, err
+		}
+	}
 	row := &shareRow{Name: name, Path: abs, Size: st.Size(), MTimeNs: st.ModTime().UnixNano(), MediaType: mediaType,
 		Private: len(o.to) > 0, SharedAt: s.now()}
 	if row.Private {
@@ -581,6 +586,32 @@ func (s *Sharing) publish(ctx context.Context, edit func(m *format.Manifest, vis
 	}
 }
 
+// rotateIfDue appends the rotation of the user's encryption key that a
+// revocation left undone (the sig-server failed between the two links),
+// so that the revoked device, which holds the current generation, cannot
+// open the user's own wrap of a private share (docs/spec/sigchain.md,
+// "Rotation on revocation"). The new generation reaches the user's other
+// devices when their chat client next runs on an install holding the
+// primary key. It returns the chain as it is then.
+func (s *Sharing) rotateIfDue(ctx context.Context, st *sigchain.State) (*sigchain.State, error) {
+	for try := 1; st.RotationDue(); try++ {
+		gen := st.EncryptionGeneration() + 1
+		body := sigchain.SetEncryptionKeyBody(s.primary.EncryptionKey(gen).PublicKey(), gen)
+		link, err := sigchain.NewLink(s.primary, st, sigchain.TypeSetEncryptionKey, body, s.now())
+		if err != nil {
+			return nil, fmt.Errorf("files: making the set_encryption_key link: %w", err)
+		}
+		err = s.sigc.Append(ctx, link)
+		if err != nil && !(errors.Is(err, sigchain.ErrConflict) && try < maxPublishTries) {
+			return nil, fmt.Errorf("files: rotating your encryption key at the sig-server: %w", err)
+		}
+		if st, err = s.ownChain(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
 // recipients resolves the handles of a private share to keys and X25519
 // keys from their verified chains, and adds the user themselves.
 func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string) ([]format.Recipient, []string, error) {
@@ -597,6 +628,9 @@ func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []stri
 		res, err := s.resolver.ResolveFresh(ctx, hh, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
+		}
+		if res.State.RotationDue() {
+			return nil, nil, &RotationError{Handle: res.Handle.String()}
 		}
 		dup := false
 		for _, r := range rs {

@@ -30,7 +30,7 @@ type DeviceInfo struct {
 	Handle  string `json:"handle"`         // the handle the person holds here
 	Device  string `json:"device"`         // the device's key
 	Name    string `json:"name,omitempty"` // from its add_device link ("primary" for the person's own key)
-	Revoked bool   `json:"revoked"`
+	Revoked bool   `json:"revoked"`        // its person revoked it, for good
 }
 
 // DevicesHandler serves POST /v1/devices: the body is one add_device or

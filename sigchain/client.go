@@ -152,7 +152,11 @@ func (c *Client) do(req *http.Request, limit int64) ([]byte, int, error) {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return nil, resp.StatusCode, fmt.Errorf("%w: %d %s", ErrUnreachable, resp.StatusCode, e.Error)
 	case http.StatusTooManyRequests:
-		return nil, resp.StatusCode, fmt.Errorf("sigchain: the sig-server refused: %w", ratelimit.FromResponse(resp, body, time.Now()))
+		rl := ratelimit.FromResponse(resp, body, time.Now())
+		if e.Reason == ReasonLinkRequests {
+			return nil, resp.StatusCode, fmt.Errorf("sigchain: the sig-server refused: %w (%w)", rl, ErrLinkRequestsFull)
+		}
+		return nil, resp.StatusCode, fmt.Errorf("sigchain: the sig-server refused: %w", rl)
 	}
 	return nil, resp.StatusCode, &ServerError{StatusCode: resp.StatusCode, Message: e.Error, Reason: e.Reason}
 }

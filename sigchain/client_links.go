@@ -27,7 +27,8 @@ func (c *Client) base() string { return strings.TrimRight(c.BaseURL, "/") }
 // key is on a chain already, or was revoked), [ErrLinkExpired] or
 // [ErrLinkNotYetValid] (by the server's clock), [ErrInvalid] (the server
 // found the request invalid), [ErrRateLimited] (too many requests from
-// this address, or the server holds as many as it allows), [ServerError]
+// this address; or the server holds as many as it allows, an error that
+// also matches [ErrLinkRequestsFull]), [ServerError]
 // (501: the server keeps no devices), [ErrUnreachable].
 func (c *Client) PostLinkRequest(ctx context.Context, req *LinkRequest) error {
 	r, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base()+LinksPath, bytes.NewReader(req.Bytes()))

@@ -32,14 +32,14 @@ var ErrNotDeviceLink = errors.New("sigchain: not a device link")
 // Device is one device of a chain: the primary key, or a key an
 // add_device link certified.
 type Device struct {
-	Key          kez.PublicKey
-	Name         string    // "primary" for the primary key
-	Primary      bool      // the chain's own key
-	AddedSeqno   uint64    // the add_device link's seqno (1 for the primary)
-	Added        time.Time // that link's ctime
-	Revoked      bool
-	RevokedSeqno uint64    // the revoke_device link's seqno, or 0
-	RevokedAt    time.Time // that link's ctime, or the zero time
+	Key          kez.PublicKey // the device's key (the chain's own for the primary)
+	Name         string        // "primary" for the primary key
+	Primary      bool          // the chain's own key
+	AddedSeqno   uint64        // the add_device link's seqno (1 for the primary)
+	Added        time.Time     // that link's ctime
+	Revoked      bool          // a revoke_device link named it
+	RevokedSeqno uint64        // the revoke_device link's seqno, or 0
+	RevokedAt    time.Time     // that link's ctime, or the zero time
 }
 
 type device struct {
@@ -98,6 +98,24 @@ func (s *State) DeviceOf(k kez.PublicKey) (Device, bool) {
 func (s *State) IsCurrentDevice(k kez.PublicKey) bool {
 	i, ok := s.deviceIdx[k]
 	return ok && s.devices[i].revokedSeqno == 0
+}
+
+// RotationDue reports whether a revoke_device link follows the link that
+// published the chain's current encryption key: the revoked device may
+// hold that key's private half (docs/spec/chat.md §8.6), so nothing
+// should be sealed to it until a set_encryption_key link rotates it
+// (docs/spec/sigchain.md, "Rotation on revocation").
+func (s *State) RotationDue() bool {
+	if len(s.encKeys) == 0 {
+		return false
+	}
+	cur := s.encKeys[len(s.encKeys)-1].Seqno
+	for i := range s.devices {
+		if s.devices[i].revokedSeqno > cur {
+			return true
+		}
+	}
+	return false
 }
 
 // AddDeviceBody returns the body of an add_device link that certifies the
@@ -214,8 +232,8 @@ type DeviceChange struct {
 	Device  kez.PublicKey // the device added or revoked
 	Name    string        // the device's name (add_device only)
 	Revoke  bool          // a revoke_device link
-	Link    *Link
-	Request *LinkRequest // the device's link request (add_device only)
+	Link    *Link         // the link itself, verified
+	Request *LinkRequest  // the device's link request (add_device only)
 }
 
 // VerifyDeviceLink parses one add_device or revoke_device link from its

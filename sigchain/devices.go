@@ -31,7 +31,9 @@ var ErrNoLinkRequest = errors.New("sigchain: no link request for this code")
 
 // ErrLinkRequestsFull reports a link request refused because the store
 // holds as many pending requests as the sig-server allows
-// ([Limits].MaxPendingLinkRequests). The handler answers 429.
+// ([Limits].MaxPendingLinkRequests). The handler answers 429 with reason
+// [ReasonLinkRequests], and [Client.PostLinkRequest] returns an error
+// that matches both it and [ErrRateLimited].
 var ErrLinkRequestsFull = errors.New("sigchain: the sig-server holds as many link requests as it allows")
 
 // Reasons in the "reason" field of the device routes' refusals.

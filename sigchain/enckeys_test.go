@@ -53,3 +53,29 @@ func TestEncryptionKeys(t *testing.T) {
 		t.Fatal("Extend changed the state it extended")
 	}
 }
+
+// TestRotationDue: due once a revoke_device follows the link of the
+// current encryption key, not after the rotation, nor for a revocation
+// the rotation follows.
+func TestRotationDue(t *testing.T) {
+	alice := testIdentity(t, aliceWords)
+	d1, d2 := testDevice(t, 1), testDevice(t, 2)
+	b := newBuilder(t, alice, "alice@kez.lat")
+	b.addDevice(d1, "laptop")
+	b.addDevice(d2, "phone")
+	if b.st.RotationDue() {
+		t.Fatal("due without a revocation")
+	}
+	b.add(TypeRevokeDevice, RevokeDeviceBody(d1.PublicKey()))
+	if !b.st.RotationDue() {
+		t.Fatal("not due after a revocation")
+	}
+	b.add(TypeSetEncryptionKey, SetEncryptionKeyBody(alice.EncryptionKey(1).PublicKey(), 1))
+	if b.st.RotationDue() {
+		t.Fatal("due after the rotation")
+	}
+	b.add(TypeRevokeDevice, RevokeDeviceBody(d2.PublicKey()))
+	if !b.st.RotationDue() {
+		t.Fatal("not due after a second revocation")
+	}
+}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/kez"
-	"github.com/kez-lat/kez-chat/ratelimit"
 )
 
 // Reasons in the "reason" field of a 422 to POST /v1/links for a
@@ -168,7 +167,13 @@ func (h *Handler) postLinkRequest(w http.ResponseWriter, r *http.Request) {
 	created, err := h.links.PutLinkRequest(ctx, req, now, h.limits.MaxPendingLinkRequests)
 	if errors.Is(err, ErrLinkRequestsFull) {
 		c.full.Add(1)
-		ratelimit.Refuse(w, linkRequestsFullRetry, "this sig-server holds as many link requests as it allows; try again in a minute")
+		secs := int64(linkRequestsFullRetry / time.Second)
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		httpjson.Write(w, http.StatusTooManyRequests, map[string]any{
+			"error":       "this sig-server holds as many link requests as it allows; try again in a minute",
+			"retry_after": secs,
+			"reason":      ReasonLinkRequests,
+		})
 		return
 	}
 	if err != nil {

@@ -312,6 +312,7 @@ func TestSentenceOfTypedErrors(t *testing.T) {
 		{wrap(files.ErrNoSigServer), "that needs the sig-server that holds your sigchain: set KEZ_SIG_SERVER"},
 		{wrap(files.ErrNotPrimary), "sharing and unsharing need your primary key, which this linked device does not hold: run the command on the install made by \"kez init\" or \"kez recover\""},
 		{wrap(&files.DeviceError{Owner: "alice@kez.test", Device: bob, Name: "old laptop", Revoked: true}), `that file is served by alice@kez.test's device "old laptop", which they revoked, so nothing was fetched`},
+		{wrap(&files.RotationError{Handle: "bob@kez.test"}), "nothing was shared: bob@kez.test revoked one of their devices and their encryption key was not rotated after it"},
 		{wrap(&files.DeviceError{Owner: "alice@kez.test", Device: bob}), "the device named to serve that file (" + bob.String() + ") is not one of alice@kez.test's devices, so nothing was fetched from it"},
 		{fmt.Errorf("files: you have no sigchain at http://sig: %w", sigchain.ErrNotFound), "you have no sigchain at your sig-server yet: register first (kez register NAME)"},
 		{fmt.Errorf("chat: opening the database: %w", syscall.EROFS), "chat: opening the database: read-only file system: set KEZ_HOME (or pass --home) to a writable folder"},

@@ -370,9 +370,10 @@ func sendHistory(ctx context.Context, e *env, o devicesOptions, devKey kez.Publi
 		fmt.Fprintf(e.stdout, "This device has no contacts or messages yet, so nothing was sent to %q.\n", name)
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "Sent %d contacts and %d messages in %d chunks (%s) in %s.\n", stats.Contacts, stats.Messages, stats.Chunks, humanSize(int64(stats.Bytes)), stats.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(e.stdout, "Sent %s and %s in %s (%s) in %s.\n", counted(stats.Contacts, "contact"), counted(stats.Messages, "message"),
+		counted(stats.Chunks, "chunk"), humanSize(int64(stats.Bytes)), stats.Elapsed.Round(time.Millisecond))
 	if n := stats.ContactsSkipped + stats.MessagesSkipped; n > 0 {
-		fmt.Fprintf(e.stdout, "%d contacts and %d messages were too large to send; add those contacts again there.\n", stats.ContactsSkipped, stats.MessagesSkipped)
+		fmt.Fprintf(e.stdout, "%s and %s were too large to send; add those contacts again there.\n", counted(stats.ContactsSkipped, "contact"), counted(stats.MessagesSkipped, "message"))
 	}
 	return nil
 }

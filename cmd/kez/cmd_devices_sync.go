@@ -62,3 +62,12 @@ func runDevicesSync(ctx context.Context, e *env, o devicesOptions, name string) 
 	}
 	return sendHistory(ctx, e, o, d.Key, d.Name, false)
 }
+
+// counted words n of a thing with a regular plural: "1 contact",
+// "2 contacts", "0 contacts".
+func counted(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 func init() {
@@ -130,7 +132,34 @@ func (e *env) openChatAs(ctx context.Context, f chatFlags, acct *account, online
 		}
 		cfg.OnSessionReset = func(r chat.SessionReset) { fmt.Fprintln(e.stderr, sessionResetLine(r)) }
 	}
-	return chat.Open(ctx, cfg)
+	c, err := chat.Open(ctx, cfg)
+	if errors.Is(err, chat.ErrNotRegistered) {
+		if werr := e.revokedDevice(ctx, acct, cmp.Or(srv.sigServer, acct.prof.SigServer), err); werr != nil {
+			return nil, werr
+		}
+	}
+	return c, err
+}
+
+// revokedDevice words a login refusal of this install's device key when
+// the sig-server says the person revoked it (the generic sentence would
+// ask to register a handle); nil when it does not say so or cannot be
+// asked.
+func (e *env) revokedDevice(ctx context.Context, acct *account, sigServer string, err error) error {
+	if sigServer == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	person, revoked, lerr := (&sigchain.Client{BaseURL: sigServer, HTTPClient: httpClient}).DevicePerson(ctx, acct.device().PublicKey())
+	if lerr != nil || !revoked || person != acct.person {
+		return nil
+	}
+	again := "to use this machine again, run \"kez link\" with another --home and approve it from the install that holds your primary key"
+	if acct.id != nil {
+		again = "this install holds your words, so \"kez recover --force\" here makes it a new device"
+	}
+	return worded(err, "this device was revoked by %s, so it can no longer log in and nothing sent from now on reaches it; %s", acct.who(), again)
 }
 
 // errNeedsDevice refuses to log in with the primary key on an install

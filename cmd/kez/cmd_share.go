@@ -28,8 +28,11 @@ Others fetch it from your machine, peer to peer, while you run "kez serve".
 --to HANDLE (repeatable) shares it privately: it is encrypted with a fresh
 key that only those handles (and you) can unwrap; everyone else sees
 neither its name nor its contents, and your machine sends it to their
-keys only. --name NAME shares it under another name (default: the file's
-own). Sharing a name you already share replaces that file.
+keys only. A handle that revoked a device and has not rotated its
+encryption key since is refused (that device could open the file); your
+own key, in that state, is rotated first. --name NAME shares it under
+another name (default: the file's own). Sharing a name you already share
+replaces that file.
 
 If the file changes on disk, it is no longer served (fetchers are told to
 ask you); run kez share again to publish the new version.`,

@@ -99,7 +99,7 @@ func TestDevicesSyncToRecoveredInstall(t *testing.T) {
 	}
 
 	r = mustRunBin(t, alice, "", "devices", "sync", "restored")
-	for _, want := range []string{`Sending your contacts and history to "restored", end-to-end encrypted`, "Sent 1 contacts and 2 messages in 1 chunks"} {
+	for _, want := range []string{`Sending your contacts and history to "restored", end-to-end encrypted`, "Sent 1 contact and 2 messages in 1 chunk"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("devices sync says:\n%s\nwant %q", r.stdout, want)
 		}
@@ -153,6 +153,14 @@ func TestDevicesSyncToRecoveredInstall(t *testing.T) {
 	if r := mustRun(t, bob, "", "inbox", "--json"); strings.TrimSpace(r.stdout) != "" {
 		t.Errorf("bob got something from the refused syncs:\n%s", r.stdout)
 	}
+	// The revoked install holds the words: it is told so, and recover
+	// --force makes it a new device that logs in again.
+	if r := kezCmd(t, restored, "", "inbox"); r.code != 1 || !strings.Contains(r.stderr, `this device was revoked by @alice@kez.test`) ||
+		!strings.Contains(r.stderr, `"kez recover --force" here makes it a new device`) {
+		t.Errorf("the revoked restored install's inbox: exit %d\n%s", r.code, r.stderr)
+	}
+	mustRun(t, restored, stacktest.Words("alice").Phrase()+"\n", "recover", "--force", "--name", "restored-again")
+	mustRun(t, restored, "", "inbox")
 	for _, args := range [][]string{{"devices", "sync"}, {"devices", "sync", "a", "b"}, {"devices", "sync", "restored", "--json"}, {"devices", "sync", "restored", "--no-history"}} {
 		if r := kezCmd(t, alice, "", args...); r.code != 2 {
 			t.Errorf("kez %s: exit %d, want 2 (usage)\n%s", strings.Join(args, " "), r.code, r.stderr)

@@ -86,6 +86,7 @@ func (e *env) sentence(err error) string {
 		notShared  *files.NotSharedError
 		changed    *files.ChangedError
 		device     *files.DeviceError
+		rotation   *files.RotationError
 		pathErr    *fs.PathError
 		badHandle  *handles.HandleError
 		badWord    *kez.WordError
@@ -142,6 +143,8 @@ func (e *env) sentence(err error) string {
 		return fmt.Sprintf("that file is served by %s's device %q, which they revoked, so nothing was fetched: ask them to share it again from a device they use", device.Owner, device.Name)
 	case errors.As(err, &device):
 		return fmt.Sprintf("the device named to serve that file (%s) is not one of %s's devices, so nothing was fetched from it: their list of shared files is wrong (a faulty client, or someone else's device); tell them", device.Device, device.Owner)
+	case errors.As(err, &rotation):
+		return fmt.Sprintf("nothing was shared: %s revoked one of their devices and their encryption key was not rotated after it, so that device could still open the file; try again once their kez has been online (it rotates the key then)", rotation.Handle)
 	case errors.Is(err, files.ErrNotPrimary):
 		return "sharing and unsharing need your primary key, which this linked device does not hold: run the command on the install made by \"kez init\" or \"kez recover\" (this one can still list and fetch files)"
 	case errors.Is(err, files.ErrNoKey):

@@ -40,7 +40,7 @@ const (
 func qrModules(text string) ([][]bool, error) {
 	q, err := qrcode.EncodeText(text, qrcode.Medium)
 	if err != nil {
-		return nil, fmt.Errorf("QR code of %q: %w", text, err)
+		return nil, fmt.Errorf("%q could not be drawn as a QR code (%w); --no-qr leaves it out", text, err)
 	}
 	n := q.Size() + 2*qrQuietZone
 	rows := make([][]bool, n)

@@ -29,7 +29,10 @@ func runDevices(t *testing.T, open Open) {
 	t.Run("DeviceOwnChain", func(t *testing.T) { testDeviceOwnChain(t, open) })
 }
 
-// deviceStore returns s as a DeviceStore or skips the test.
+// deviceStore returns s as a DeviceStore or skips the test: the
+// interface is optional (sigchain.NewHandler serves chains over a store
+// without it and answers 501 on the device routes), so a store that does
+// not keep the index has nothing here to pass or fail.
 func deviceStore(t *testing.T, s sigchain.Store) sigchain.DeviceStore {
 	t.Helper()
 	ds, ok := s.(sigchain.DeviceStore)
@@ -39,7 +42,8 @@ func deviceStore(t *testing.T, s sigchain.Store) sigchain.DeviceStore {
 	return ds
 }
 
-// linkStore returns s as a LinkRequestStore or skips the test.
+// linkStore returns s as a LinkRequestStore or skips the test: like
+// DeviceStore, the interface is optional.
 func linkStore(t *testing.T, s sigchain.Store) sigchain.LinkRequestStore {
 	t.Helper()
 	ls, ok := s.(sigchain.LinkRequestStore)
@@ -52,9 +56,9 @@ func linkStore(t *testing.T, s sigchain.Store) sigchain.LinkRequestStore {
 // Person is a chain under construction for tests: an identity and the
 // verified state of the links made so far.
 type Person struct {
-	ID    *kez.Identity
-	State *sigchain.State
-	Links []*sigchain.Link
+	ID    *kez.Identity    // the chain's key
+	State *sigchain.State  // the verified state after Links
+	Links []*sigchain.Link // the links made so far, in order
 }
 
 // NewPerson makes the eldest link of id's chain (naming handle, which

@@ -284,7 +284,11 @@ func testLinkFloods(t *testing.T, open Open) {
 			t.Fatal(err)
 		}
 	}
-	wantLimited(t, "the address's fourth request", flooder.PostLinkRequest(ctx, reqs[3]), 20*time.Minute)
+	err := flooder.PostLinkRequest(ctx, reqs[3])
+	wantLimited(t, "the address's fourth request", err, 20*time.Minute)
+	if errors.Is(err, sigchain.ErrLinkRequestsFull) {
+		t.Fatalf("the address's limit reads as the cap on pending requests: %v", err)
+	}
 	if status, _ := s.postLink(t, "203.0.113.66", "", []byte("junk")); status != 429 {
 		t.Fatalf("junk past the limit: %d, want 429 before anything is read", status)
 	}
@@ -294,11 +298,18 @@ func testLinkFloods(t *testing.T, open Open) {
 			t.Fatal(err)
 		}
 	}
-	wantLimited(t, "a request past the cap", s.client("198.51.100.2").PostLinkRequest(ctx, reqs[5]), time.Minute)
+	err = s.client("198.51.100.2").PostLinkRequest(ctx, reqs[5])
+	wantLimited(t, "a request past the cap", err, time.Minute)
+	if !errors.Is(err, sigchain.ErrLinkRequestsFull) {
+		t.Fatalf("a request past the cap: %v, want ErrLinkRequestsFull", err)
+	}
+	if status, reason := s.postLink(t, "198.51.100.4", "application/octet-stream", reqs[6].Bytes()); status != 429 || reason != sigchain.ReasonLinkRequests {
+		t.Fatalf("past the cap: %d %s, want 429 with reason %s", status, reason, sigchain.ReasonLinkRequests)
+	}
 	if err := s.client("198.51.100.3").PostLinkRequest(ctx, reqs[0]); err != nil {
 		t.Fatalf("a stored request again, at the cap: %v", err)
 	}
-	if stats := s.handler.Stats().LinkRequests; stats.Stored != 5 || stats.Full != 1 {
+	if stats := s.handler.Stats().LinkRequests; stats.Stored != 5 || stats.Full != 2 {
 		t.Fatalf("stats %+v", stats)
 	}
 
@@ -311,7 +322,7 @@ func testLinkFloods(t *testing.T, open Open) {
 			t.Fatal(err)
 		}
 	}
-	_, _, err := guesser.FetchLinkRequest(ctx, reqs[0].Code())
+	_, _, err = guesser.FetchLinkRequest(ctx, reqs[0].Code())
 	wantLimited(t, "the fifth read", err, 15*time.Second)
 	if _, _, err := s.client("203.0.113.78").FetchLinkRequest(ctx, reqs[0].Code()); err != nil {
 		t.Fatalf("another address reading: %v", err)
