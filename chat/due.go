@@ -9,10 +9,10 @@ package chat
 // sealed later from the message as the history keeps it, in a new step
 // of the device's session (never with a message key used before), under
 // the Nats-Msg-Id the copy would have had, so the receiver keeps it
-// once. A copy due is tried again while the client runs (after a wait
-// that doubles per device), at every start, and at once when a message
-// from the device was opened or a copy to it was sealed (its prekey, or a
-// session with it, is there now). It is dropped when its device is no
+// once. A copy due is tried again after a wait that doubles per device
+// (kept in chat.db: a start tries those whose wait is over), and at once
+// when a message from the device was opened or a copy to it was sealed
+// (its prekey, or a session with it, is there now). It is dropped when its device is no
 // current device of its person any more (revoked), when the message is
 // gone from the history, after dueWindow, and beyond the bounds per
 // device and per person.
@@ -186,22 +186,23 @@ func (c *Client) copiesDue(copies []*outCopy, keep bool, trimmed int64) {
 	c.wakeDue()
 }
 
-// dueLoop tries the copies due while the client runs: every device once
-// at the start, then each when its wait is over or it is kicked.
+// dueLoop tries the copies due while the client runs: at the start, then
+// each device when its wait (kept in chat.db, so across restarts) is over
+// or it is kicked.
 func (c *Client) dueLoop(ctx context.Context) {
-	force := true
+	first := true
 	for {
 		var next time.Time
 		if c.work.Enter() {
 			var err error
-			if next, _, err = c.duePass(ctx, force); err != nil && ctx.Err() == nil {
+			if next, _, err = c.duePass(ctx, false); err != nil && ctx.Err() == nil {
 				c.log.Debug("sending the copies due", "err", err)
 			}
 			c.work.Leave()
 		}
-		if force {
+		if first {
 			close(c.due.first)
-			force = false
+			first = false
 		}
 		wait := dueRetryMax // none due: until one is recorded (a wake)
 		if !next.IsZero() {
@@ -308,6 +309,9 @@ func (c *Client) duePass(ctx context.Context, force bool) (next time.Time, sent 
 	sem := make(chan struct{}, dueParallel)
 	var wg sync.WaitGroup
 	for _, dd := range ready {
+		if c.closingDown() {
+			break // Shutdown waits for this pass: the rest wait for the next start
+		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -332,6 +336,16 @@ func (c *Client) duePass(ctx context.Context, force bool) (next time.Time, sent 
 		next = time.UnixMilli(first.Int64)
 	}
 	return next, sent, errors.Join(errs...)
+}
+
+// closingDown reports whether Shutdown or Close began.
+func (c *Client) closingDown() bool {
+	select {
+	case <-c.work.Stopped():
+		return true
+	default:
+		return false
+	}
 }
 
 // dueDevices lists the devices with copies due, the one due first first.

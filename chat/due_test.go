@@ -218,14 +218,17 @@ func TestDueOnMessageFromDevice(t *testing.T) {
 }
 
 // A client that stops (crashes) while a copy is due loses nothing: the
-// copy was stored with the message, and the next start seals it.
+// copy was stored with the message, with its wait, and the first start
+// after the wait seals it.
 func TestDueSurvivesRestart(t *testing.T) {
 	setDue(t, time.Hour, 1000, 4000)
 	st := stacktest.Start(t, stacktest.Options{})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
 	phoneKey := st.AddDevice(t, bu, "phone")
 	home := filepath.Join(t.TempDir(), "alice")
-	a := openClientIn(t, st, au, home)
+	clock := &testClock{t: time.Now()}
+	withClock := func(c *Config) { c.Client.Clock = clock.Now }
+	a := openClientIn(t, st, au, home, withClock)
 	mustAdd(t, a, "bob")
 	s := mustSend(t, a, "bob", "sent before a crash")
 	if n := countRows(t, a, `SELECT COUNT(*) FROM copies_due`); n != 1 {
@@ -235,7 +238,8 @@ func TestDueSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	phone := openDevice(t, st, bu, phoneKey, "phone")
-	a = openClientIn(t, st, au, home) // its first pass seals the copy
+	clock.Set(clock.Now().Add(dueRetry))         // the wait is over
+	a = openClientIn(t, st, au, home, withClock) // its first pass seals the copy
 	receiveUntil(t, phone, "the copy due before the restart", func(int) bool {
 		e, err := phone.Message(testCtx(t), au.Key, s.ID)
 		return err == nil && e.Text() == "sent before a crash"
