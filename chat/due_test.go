@@ -89,17 +89,34 @@ func inboxOf(t testing.TB, st *stacktest.Stack, to, from kez.PublicKey) uint64 {
 	return storedOn(t, st.JetStream(t), wire.InboxSubjectPrefix+to.String()+"."+from.String())
 }
 
+// sleepingPhone is a stack where bob linked a phone that has not run yet
+// (it publishes no prekey), and alice and bob (their primary devices)
+// added each other.
+type sleepingPhone struct {
+	st     *stacktest.Stack
+	au, bu *stacktest.User
+	phone  *kez.Identity
+	a, b   *testClient
+}
+
+func newSleepingPhone(t *testing.T) *sleepingPhone {
+	t.Helper()
+	sp := &sleepingPhone{st: stacktest.Start(t, stacktest.Options{})}
+	sp.au, sp.bu = sp.st.NewUser(t, "alice"), sp.st.NewUser(t, "bob")
+	sp.phone = sp.st.AddDevice(t, sp.bu, "phone")
+	sp.a, sp.b = openClient(t, sp.st, sp.au), openClient(t, sp.st, sp.bu)
+	mustAdd(t, sp.a, "bob")
+	mustAdd(t, sp.b, "alice")
+	return sp
+}
+
 // Bob links a phone that has not run yet (no prekey) before alice sends:
 // the send succeeds (his laptop has it), the phone's copy is due, and it
 // reaches the phone exactly once after the phone published its prekey.
 func TestDueDeviceWithoutPrekey(t *testing.T) {
 	setDue(t, time.Hour, 1000, 4000) // no retry by the clock: this test does them
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	phoneKey := st.AddDevice(t, bu, "phone")
-	a, b := openClient(t, st, au), openClient(t, st, bu)
-	mustAdd(t, a, "bob")
-	mustAdd(t, b, "alice")
+	sp := newSleepingPhone(t)
+	st, au, bu, phoneKey, a, b := sp.st, sp.au, sp.bu, sp.phone, sp.a, sp.b
 	waitFirstDuePass(t, a)
 	ctx := testCtx(t)
 
@@ -194,12 +211,8 @@ func TestDueSigServerRefusesPrekey(t *testing.T) {
 // at once (in the session it started), not at the end of their wait.
 func TestDueOnMessageFromDevice(t *testing.T) {
 	setDue(t, time.Hour, 1000, 4000)
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	phoneKey := st.AddDevice(t, bu, "phone")
-	a, b := openClient(t, st, au), openClient(t, st, bu)
-	mustAdd(t, a, "bob")
-	mustAdd(t, b, "alice")
+	sp := newSleepingPhone(t)
+	st, bu, phoneKey, a := sp.st, sp.bu, sp.phone, sp.a
 	s := mustSend(t, a, "bob", "before your phone ran")
 	if a.Stats().CopiesDue != 1 {
 		t.Fatalf("alice's stats: %+v", a.Stats())
@@ -258,12 +271,8 @@ func TestDueSurvivesRestart(t *testing.T) {
 // changes nothing.
 func TestDueRevokedDropped(t *testing.T) {
 	setDue(t, time.Hour, 1000, 4000)
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
-	phoneKey := st.AddDevice(t, bu, "phone")
-	a, b := openClient(t, st, au), openClient(t, st, bu)
-	mustAdd(t, a, "bob")
-	mustAdd(t, b, "alice")
+	sp := newSleepingPhone(t)
+	st, au, bu, phoneKey, a := sp.st, sp.au, sp.bu, sp.phone, sp.a
 	mustSend(t, a, "bob", "one")
 	mustSend(t, a, "bob", "two")
 	if n := countRows(t, a, `SELECT COUNT(*) FROM copies_due`); n != 2 {
