@@ -439,6 +439,17 @@ type dueCopy struct {
 // dueBatch; if there are more, it has the next pass come at once), or,
 // if the device's prekey cannot be had, makes it wait longer.
 func (c *Client) sendDue(ctx context.Context, dd dueDevice) (int, error) {
+	n, err := c.sealDue(ctx, dd)
+	if err != nil && ctx.Err() == nil {
+		// Whatever failed (the database, sealing), the device waits as
+		// after a fetch in vain: never tried in a loop.
+		err = errors.Join(err, c.dueLater(ctx, dd.device))
+	}
+	return n, err
+}
+
+// sealDue is sendDue but for the wait after an error.
+func (c *Client) sealDue(ctx context.Context, dd dueDevice) (int, error) {
 	dev := dd.device
 	t, verdict := c.dueTarget(ctx, dd)
 	switch verdict {
@@ -533,12 +544,20 @@ func (c *Client) sendDue(ctx context.Context, dd dueDevice) (int, error) {
 // for one of the user's devices, its sent copy. Copies whose message is
 // gone from the history are dropped.
 func (c *Client) loadDue(ctx context.Context, dev kez.PublicKey) ([]dueCopy, error) {
+	var gone int64
 	if err := c.db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.Exec(`DELETE FROM copies_due WHERE device = ? AND NOT EXISTS
+		res, err := tx.Exec(`DELETE FROM copies_due WHERE device = ? AND NOT EXISTS
 			(SELECT 1 FROM messages WHERE from_key = ? AND id = copies_due.msg_id AND incoming = 0)`, dev.String(), c.me.String())
+		if err == nil {
+			gone, _ = res.RowsAffected()
+		}
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("chat: database: %w", err)
+	}
+	if gone > 0 {
+		c.stats.dueDropped.Add(uint64(gone))
+		c.log.Info("dropped copies due whose messages are no longer in the history", "device", dev, "n", gone)
 	}
 	rows, err := c.db.db.QueryContext(ctx, `SELECT d.counts, `+prefixed("m.", entryColumns)+` FROM copies_due d
 		JOIN messages m ON m.from_key = ? AND m.id = d.msg_id AND m.incoming = 0
