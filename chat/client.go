@@ -181,6 +181,8 @@ type Client struct {
 	receiptsDone chan struct{}
 	closed       sync.Once
 
+	due dueWork // copies due (due.go)
+
 	stats clientStats
 }
 
@@ -225,6 +227,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.initDevices()
+	c.initDue()
 	c.log = c.log.With("component", "chat", "me", c.me.String())
 	if c.devKey != c.me {
 		c.log = c.log.With("device", c.devKey.String())
@@ -290,6 +293,7 @@ func (c *Client) startSessions(ctx context.Context) {
 		c.log.Warn("publishing the messages left pending", "err", err)
 	}
 	c.background(c.runDue)
+	c.background(c.dueLoop)
 	c.keysChanged()
 }
 
@@ -559,12 +563,21 @@ type Stats struct {
 	// their receipt came.
 	SessionResets uint64
 	Resent        uint64
+	// CopiesDue counts copies of messages this client could not seal to
+	// one of their devices when they were sent (the device's prekey could
+	// not be had) and recorded as due; DueSent counts copies due it sealed
+	// and published later; DueDropped counts copies due it dropped (their
+	// device revoked, too old, over a bound). See [Client.SendDueCopies].
+	CopiesDue  uint64
+	DueSent    uint64
+	DueDropped uint64
 }
 
 type clientStats struct {
 	sent, received, duplicates, rejected, held, requests, receiptsSent, receiptsReceived, flagged atomic.Uint64
 	requestsDropped, lookups, lookupsFailed, lookupsSkipped                                       atomic.Uint64
 	undecryptable, downgrades, sessionResets, resent                                              atomic.Uint64
+	copiesDue, dueSent, dueDropped                                                                atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -578,5 +591,6 @@ func (c *Client) Stats() Stats {
 		StrangerLookupsFailed: s.lookupsFailed.Load(), StrangerLookupsSkipped: s.lookupsSkipped.Load(),
 		Undecryptable: s.undecryptable.Load(), Downgrades: s.downgrades.Load(),
 		SessionResets: s.sessionResets.Load(), Resent: s.resent.Load(),
+		CopiesDue: s.copiesDue.Load(), DueSent: s.dueSent.Load(), DueDropped: s.dueDropped.Load(),
 	}
 }
