@@ -151,6 +151,7 @@ type Client struct {
 	requesters map[kez.PublicKey]requester
 	keyChains  keyChains // chains of keys that are not contacts
 	devs       deviceState
+	ownPin     ownPin // the user's own chain as pinned here (ownchain.go)
 	strangers  *strangerLookups
 
 	recvMu sync.Mutex   // one batch is processed at a time
@@ -179,6 +180,8 @@ type Client struct {
 	rclosed      bool
 	receiptsDone chan struct{}
 	closed       sync.Once
+
+	due dueWork // copies due (due.go)
 
 	stats clientStats
 }
@@ -224,6 +227,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.initDevices()
+	c.initDue()
 	c.log = c.log.With("component", "chat", "me", c.me.String())
 	if c.devKey != c.me {
 		c.log = c.log.With("device", c.devKey.String())
@@ -242,6 +246,10 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	if err := c.loadContacts(ctx); err != nil {
+		db.close()
+		return nil, err
+	}
+	if err := c.loadOwnChain(ctx); err != nil {
 		db.close()
 		return nil, err
 	}
@@ -285,6 +293,7 @@ func (c *Client) startSessions(ctx context.Context) {
 		c.log.Warn("publishing the messages left pending", "err", err)
 	}
 	c.background(c.runDue)
+	c.background(c.dueLoop)
 	c.keysChanged()
 }
 
@@ -339,21 +348,21 @@ func (c *Client) setupOpener(ctx context.Context) error {
 		gen = uint32(n)
 	}
 	if c.cc.SigServerURL != "" {
-		fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
-		st, err := c.sig.FetchVerified(fctx, c.me, nil)
-		cancel()
-		if err == nil {
-			c.setOwnChain(ctx, st)
-		}
+		st, err := c.fetchOwnChain(ctx)
 		switch {
 		case err == nil && st.EncryptionGeneration() > gen:
 			gen = st.EncryptionGeneration()
 			if err := c.db.setMeta(ctx, "own_generation", strconv.FormatUint(uint64(gen), 10)); err != nil {
 				return err
 			}
+		case errors.Is(err, ErrOwnChainRewritten):
+			// Logged by fetchOwnChain; the pinned chain stays.
 		case err != nil && !errors.Is(err, sigchain.ErrNotFound):
 			c.log.Warn("cannot fetch your own sigchain; accepting the encryption keys known so far", "err", err)
 		}
+	}
+	if st := c.pinnedOwnChain(); st != nil {
+		gen = max(gen, st.EncryptionGeneration())
 	}
 	return c.setGenerations(gen)
 }
@@ -554,12 +563,21 @@ type Stats struct {
 	// their receipt came.
 	SessionResets uint64
 	Resent        uint64
+	// CopiesDue counts copies of messages this client could not seal to
+	// one of their devices when they were sent (the device's prekey could
+	// not be had) and recorded as due; DueSent counts copies due it sealed
+	// and published later; DueDropped counts copies due it dropped (their
+	// device revoked, too old, over a bound). See [Client.SendDueCopies].
+	CopiesDue  uint64
+	DueSent    uint64
+	DueDropped uint64
 }
 
 type clientStats struct {
 	sent, received, duplicates, rejected, held, requests, receiptsSent, receiptsReceived, flagged atomic.Uint64
 	requestsDropped, lookups, lookupsFailed, lookupsSkipped                                       atomic.Uint64
 	undecryptable, downgrades, sessionResets, resent                                              atomic.Uint64
+	copiesDue, dueSent, dueDropped                                                                atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -573,5 +591,6 @@ func (c *Client) Stats() Stats {
 		StrangerLookupsFailed: s.lookupsFailed.Load(), StrangerLookupsSkipped: s.lookupsSkipped.Load(),
 		Undecryptable: s.undecryptable.Load(), Downgrades: s.downgrades.Load(),
 		SessionResets: s.sessionResets.Load(), Resent: s.resent.Load(),
+		CopiesDue: s.copiesDue.Load(), DueSent: s.dueSent.Load(), DueDropped: s.dueDropped.Load(),
 	}
 }

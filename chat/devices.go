@@ -180,13 +180,14 @@ func (c *Client) forgetRevoked(ctx context.Context, old, devs []chainDevice) err
 }
 
 // deleteDeviceState deletes, in tx, the sessions with the devices, what
-// is queued for them, and the copy kept of their prekeys (which would
-// start a new session with a revoked device the sig-server no longer
-// serves a prekey for).
+// is queued or due for them, and the copy kept of their prekeys (which
+// would start a new session with a revoked device the sig-server no
+// longer serves a prekey for).
 func deleteDeviceState(tx *sql.Tx, devices []kez.PublicKey) error {
 	for _, k := range devices {
 		for _, q := range []string{`DELETE FROM sessions WHERE peer = ?`, `DELETE FROM outbox WHERE device = ?`,
-			`DELETE FROM undecryptable WHERE peer = ?`, `DELETE FROM resend_due WHERE peer = ?`, `DELETE FROM peer_prekeys WHERE peer = ?`} {
+			`DELETE FROM undecryptable WHERE peer = ?`, `DELETE FROM resend_due WHERE peer = ?`, `DELETE FROM peer_prekeys WHERE peer = ?`,
+			`DELETE FROM copies_due WHERE device = ?`} {
 			if _, err := tx.Exec(q, k.String()); err != nil {
 				return fmt.Errorf("chat: database: %w", err)
 			}
@@ -209,11 +210,9 @@ func (c *Client) ownDevices(ctx context.Context, force bool) []chainDevice {
 	}
 	ds.mu.Unlock()
 	if due && c.cc.SigServerURL != "" {
-		fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
-		nst, err := c.sig.FetchVerified(fctx, c.me, st)
-		cancel()
-		if err == nil {
-			c.setOwnChain(ctx, nst)
+		// Checked against the pin: a rolled back or forked chain leaves
+		// the devices pinned (ownchain.go).
+		if _, err := c.fetchOwnChain(ctx); err == nil {
 			ds.mu.Lock()
 			devs = ds.ownDevs
 			ds.mu.Unlock()

@@ -226,21 +226,16 @@ func (c *Client) applyQueuedKeys(ctx context.Context) {
 	}
 }
 
-// freshOwnChain fetches and verifies the user's chain now, and records it.
+// freshOwnChain fetches the user's chain now, checks it against the pin
+// and records it (ownchain.go).
 func (c *Client) freshOwnChain(ctx context.Context) (*sigchain.State, error) {
 	if c.cc.SigServerURL == "" {
-		return nil, fmt.Errorf("chat: no sig-server to fetch your chain from")
+		return nil, errNoSigServer
 	}
-	c.devs.mu.Lock()
-	known := c.devs.own
-	c.devs.mu.Unlock()
-	fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
-	st, err := c.sig.FetchVerified(fctx, c.me, known)
-	cancel()
+	st, err := c.fetchOwnChain(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("chat: fetching your own chain: %w", err)
 	}
-	c.setOwnChain(ctx, st)
 	return st, nil
 }
 
@@ -456,10 +451,24 @@ func (c *Client) distributeJob(ctx context.Context) {
 }
 
 // appendOwn signs a link of typ with the primary key, following the
-// user's chain, and appends it at the sig-server; a head that moved (a
-// share from another install) is fetched and the link made again, up to
-// three times. It returns the chain with the link and the link.
+// user's chain as pinned here, and appends it at the sig-server; a head
+// that moved (a share from another install) is fetched, checked against
+// the pin, and the link made again, up to three times. It returns the
+// chain with the link (recorded as the pin) and the link. While the last
+// fetch of the chain found it rolled back or forked, nothing is appended
+// (ErrOwnChainRewritten). On an error the chain returned is the last
+// one known.
 func (c *Client) appendOwn(ctx context.Context, st *sigchain.State, typ string, body func(*sigchain.State) ([]byte, error)) (*sigchain.State, *sigchain.Link, error) {
+	c.ownPin.mu.Lock()
+	defer c.ownPin.mu.Unlock()
+	if err := c.ownPin.err; err != nil {
+		return st, nil, fmt.Errorf("chat: appending %s to your chain: %w", typ, err)
+	}
+	// The pin moves only along verified extensions of itself, so a
+	// newer one extends st.
+	if p := c.pinnedOwnChain(); p != nil && p.Seqno() > st.Seqno() {
+		st = p
+	}
 	for try := 0; ; try++ {
 		b, err := body(st)
 		if err != nil {
@@ -471,9 +480,11 @@ func (c *Client) appendOwn(ctx context.Context, st *sigchain.State, typ string, 
 		}
 		err = c.sig.Append(ctx, l)
 		if errors.Is(err, sigchain.ErrConflict) && try < 2 {
-			if st, err = c.freshOwnChain(ctx); err != nil {
-				return st, nil, err
+			nst, err := c.fetchOwnLocked(ctx)
+			if err != nil {
+				return st, nil, fmt.Errorf("chat: fetching your own chain: %w", err)
 			}
+			st = nst
 			continue
 		}
 		if err != nil {
@@ -483,7 +494,9 @@ func (c *Client) appendOwn(ctx context.Context, st *sigchain.State, typ string, 
 		if err != nil {
 			return st, nil, err
 		}
-		c.setOwnChain(ctx, nst)
+		if err := c.recordOwnChain(ctx, nst, []*sigchain.Link{l}); err != nil {
+			return nst, l, err
+		}
 		return nst, l, nil
 	}
 }

@@ -458,6 +458,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	c.queueReceipts(fresh)
 	c.afterSessions(store, undecryptable, bs.reset)
 	c.afterSync(items)
+	c.dueKick(openedFrom(items)...)
 	return fresh, nil
 }
 

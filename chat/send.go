@@ -220,7 +220,7 @@ func (p *Pending) Wait(ctx context.Context) (Sent, error) {
 // copy to the recipient's devices was answered: sent if the stream stored
 // at least one of them, else failed with the first failure.
 func (p *Pending) copyFinished(f *flight, ack *jetstream.PubAck, err error) {
-	if !f.counts {
+	if !f.counts || f.late {
 		return
 	}
 	p.mu.Lock()

@@ -22,7 +22,10 @@ type flight struct {
 	pubID   string
 	counts  bool // a copy to the recipient: p's outcome
 	durable bool // kept in the outbox until answered
-	env     []byte
+	// late: a copy that was due, sealed after its message was sent
+	// (due.go): its outcome changes the message's state, not p's.
+	late bool
+	env  []byte
 }
 
 // publishEnvelope publishes an envelope to f's device; the outcome is

@@ -114,16 +114,22 @@ type outCopy struct {
 	env    []byte
 	pubID  string
 	replan bool // its session was gone: planned again as a new one
+	due    bool // could not be planned: recorded as due (due.go)
 }
 
 // sealCopies plans and seals each copy, and stores in one transaction the
 // session states, the envelopes (durable: in the outbox) and p's entry.
 // A copy that cannot be planned (its device's prekey cannot be fetched)
-// is left out and logged; if no copy to the recipient is left, the
-// first error is returned and nothing is stored. The copies are planned
-// at once, so a send waits for one prekey fetch, not one per device.
+// is left out and logged, and, for a message kept in the history
+// (durable, with p's entry), recorded as due in the same transaction:
+// it is sealed later, from the history (due.go). If no copy to the
+// recipient can be planned, the first error is returned and nothing is
+// stored. The copies are planned at once, so a send waits for one
+// prekey fetch, not one per device.
 func (c *Client) sealCopies(ctx context.Context, p *Pending, copies []*outCopy, fresh, durable bool) error {
 	var firstErr error
+	entry := p.entry
+	keep := durable && entry != nil // a copy that cannot be sealed now is due
 	plan := func(cps []*outCopy, fresh bool) bool {
 		// At once: a device's plan may wait for its prekey (bounded by
 		// RefreshTimeout), and a person has up to maxDevices of them.
@@ -144,7 +150,8 @@ func (c *Client) sealCopies(ctx context.Context, p *Pending, copies []*outCopy, 
 				if cp.counts && firstErr == nil {
 					firstErr = err
 				}
-				c.log.Warn("cannot seal a copy of a message to a device", "device", cp.t.key(), "person", cp.t.person, "err", err)
+				cp.due = keep
+				c.log.Warn("cannot seal a copy of a message to a device", "device", cp.t.key(), "person", cp.t.person, "due", keep, "err", err)
 				continue
 			}
 			ok = ok || cp.counts
@@ -154,24 +161,48 @@ func (c *Client) sealCopies(ctx context.Context, p *Pending, copies []*outCopy, 
 	if !plan(copies, fresh) {
 		return firstErr
 	}
-	entry := p.entry
+	var trimmed int64 // copies due dropped over a bound
 	write := func(cps []*outCopy, withEntry bool) error {
 		return c.db.write(ctx, func(tx *sql.Tx) error {
 			now := c.now()
+			if withEntry {
+				trimmed = 0
+			}
+			due := func(cp *outCopy) error {
+				n, err := c.putDue(tx, cp.m.ID, cp.t, cp.counts, now)
+				trimmed += n
+				return err
+			}
 			for _, cp := range cps {
 				cp.env, cp.replan = nil, false
 				if cp.plan == nil {
+					if cp.due && withEntry {
+						if err := due(cp); err != nil {
+							return err
+						}
+					}
 					continue
 				}
 				env, err := c.sealTx(tx, cp.t, cp.plan, &cp.m)
 				if errors.Is(err, errNoSession) && !cp.plan.fresh {
 					// The only session stored did not parse (it is dropped
-					// in the transaction that finds it so): a new one.
+					// in the transaction that finds it so): a new one. Due
+					// until then, so a crash loses no copy.
 					cp.replan = true
+					if keep && withEntry {
+						if err := due(cp); err != nil {
+							return err
+						}
+					}
 					continue
 				}
 				if err != nil {
 					return err
+				}
+				if keep && !withEntry {
+					if err := clearDue(tx, cp.m.ID, cp.t.key()); err != nil {
+						return err
+					}
 				}
 				cp.env = env
 				cp.pubID = publishID(cp.m.ID, 0, cp.t.key(), cp.counts && cp.t.key() == cp.t.person)
@@ -197,11 +228,13 @@ func (c *Client) sealCopies(ctx context.Context, p *Pending, copies []*outCopy, 
 			again = append(again, cp)
 		}
 	}
-	if len(again) > 0 && plan(again, true) {
+	if len(again) > 0 {
+		plan(again, true)
 		if err := write(again, false); err != nil {
 			return err
 		}
 	}
+	c.copiesDue(copies, keep, trimmed)
 	for _, cp := range copies {
 		if cp.env != nil && cp.counts {
 			return nil

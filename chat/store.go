@@ -27,7 +27,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 6
+const schemaVersion = 8
 
 var migrations = []string{
 	// 0 → 1
@@ -216,6 +216,33 @@ CREATE TABLE keys_sent (
 	device     TEXT    PRIMARY KEY,
 	generation INTEGER NOT NULL,  -- the highest generation sent to it
 	at         INTEGER NOT NULL
+) STRICT;
+`,
+	// 6 → 7: copies due (docs/spec/chat.md §8.1): a copy of a message in
+	// the history that could not be sealed to one of the devices it was
+	// for (its prekey could not be fetched), recorded in the transaction
+	// that stores the message, and sealed from the history once it can be.
+	`
+CREATE TABLE copies_due (
+	msg_id     BLOB    NOT NULL,  -- the message ID (a message this user sent: from_key is the user's)
+	device     TEXT    NOT NULL,  -- the device the copy is for
+	person     TEXT    NOT NULL,  -- that device's person (the user's own key: a sent copy)
+	counts     INTEGER NOT NULL,  -- 1: a copy to the message's recipient, whose outcome is the message's
+	created_at INTEGER NOT NULL,  -- Unix ms
+	attempts   INTEGER NOT NULL,  -- the device's prekey was fetched this many times in vain
+	next_at    INTEGER NOT NULL,  -- Unix ms: when it is tried again
+	PRIMARY KEY (msg_id, device)
+) STRICT;
+CREATE INDEX copies_due_device ON copies_due (device, created_at);
+CREATE INDEX copies_due_person ON copies_due (person, created_at);
+`,
+	// 7 → 8: the user's own chain, pinned (docs/spec/chat.md §8.7): the
+	// newest state of it this install verified or appended, link by link
+	// (exact canonical bytes), which every later fetch must extend.
+	`
+CREATE TABLE own_chain_links (
+	seqno INTEGER PRIMARY KEY,
+	link  BLOB    NOT NULL
 ) STRICT;
 `,
 }

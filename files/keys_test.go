@@ -1,6 +1,7 @@
 package files_test
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"path/filepath"
@@ -241,5 +242,52 @@ func TestShareWaitsForRotation(t *testing.T) {
 	}
 	if opensWith(t, st, alice.user, sf2.CID.String(), alice.user.Identity, 0) || !opensWith(t, st, alice.user, sf2.CID.String(), alice.user.Identity, 1) {
 		t.Fatal("alice's own wrap is not to her generation 1 alone")
+	}
+}
+
+// A sig-server that serves alice's chain rolled back to before the
+// rotation that followed her tablet's revocation: with Config.OwnChain
+// (chat.FetchOwnChain) her sharing checks the chain against the one her
+// install pinned, refuses, and appends nothing: neither the rotation
+// that would be due on what it served (a fork signed by her key) nor the
+// list of shares (docs/spec/chat.md §8.7).
+func TestShareRefusesRolledBackOwnChain(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	ctx := devCtx(t)
+	au := st.NewUser(t, "alice")
+	st.NewUser(t, "bob")
+	tablet := st.AddDevice(t, au, "tablet")
+	st.RevokeDevice(t, au, tablet.PublicKey())
+	st.AppendLink(t, au, sigchain.TypeSetEncryptionKey, sigchain.SetEncryptionKeyBody(au.Identity.EncryptionKey(1).PublicKey(), 1))
+	cc := client.Config{Identity: au.Identity, Home: au.Home, SigServerURL: st.SigServerURL}
+	alice := openWith(t, st, au, cc, func(fc *files.Config) {
+		fc.OwnChain = func(ctx context.Context) (*sigchain.State, error) { return chat.FetchOwnChain(ctx, cc) }
+	})
+	if _, err := alice.Share(ctx, writeFile(t, "public.txt", testBytes(1<<10))); err != nil {
+		t.Fatal(err)
+	}
+	sc := &sigchain.Client{BaseURL: st.SigServerURL}
+	links, err := sc.Fetch(ctx, au.Key, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The share's own link is pinned by the next check.
+	if _, err := chat.FetchOwnChain(ctx, cc); err != nil {
+		t.Fatal(err)
+	}
+	served := links[:3] // eldest, add tablet, revoke tablet: a rotation is due
+	st.RewriteChain(t, au.Key, served)
+
+	for _, to := range [][]files.ShareOption{{files.To("bob")}, nil} {
+		if _, err := alice.Share(ctx, writeFile(t, "plan.txt", testBytes(2<<10)), to...); !errors.Is(err, chat.ErrOwnChainRewritten) || !errors.Is(err, sigchain.ErrRollback) {
+			t.Fatalf("a share on the rolled back chain: %v", err)
+		}
+	}
+	now, err := sc.Fetch(ctx, au.Key, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(now) != len(served) {
+		t.Fatalf("alice's sharing appended to the rolled back chain: %d links, %d served", len(now), len(served))
 	}
 }

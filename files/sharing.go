@@ -55,6 +55,14 @@ type Config struct {
 	// entries show.
 	Keys format.Keys
 
+	// OwnChain, if set, returns the user's own chain checked against the
+	// one this install pinned (chat.FetchOwnChain does, from the chat
+	// database in Client.Home): a sig-server that serves an older or a
+	// different history of it is then not believed, and nothing is
+	// appended after what it served. nil: the chain is fetched from the
+	// sig-server and verified as it stands.
+	OwnChain func(ctx context.Context) (*sigchain.State, error)
+
 	// NATS is a connection logged in as the device key (e.g.
 	// chat.Client.Conn()), used for signalling instead of logging in to
 	// Client.NATSURL. Close does not close it.
@@ -529,9 +537,16 @@ func dropEntries(m *format.Manifest, visible []format.Entry, match func(format.E
 	return out
 }
 
-// ownChain fetches and verifies the user's own sigchain.
+// ownChain fetches and verifies the user's own sigchain (checked against
+// the pin by Config.OwnChain, if set).
 func (s *Sharing) ownChain(ctx context.Context) (*sigchain.State, error) {
-	st, err := s.sigc.FetchVerified(ctx, s.me, nil)
+	var st *sigchain.State
+	var err error
+	if s.cfg.OwnChain != nil {
+		st, err = s.cfg.OwnChain(ctx)
+	} else {
+		st, err = s.sigc.FetchVerified(ctx, s.me, nil)
+	}
 	if errors.Is(err, sigchain.ErrNotFound) {
 		return nil, fmt.Errorf("files: you have no sigchain at %s: %w", s.sigc.BaseURL, err)
 	}

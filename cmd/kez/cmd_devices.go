@@ -140,7 +140,10 @@ func (e *env) ownChain(ctx context.Context, cf chatFlags) (*account, servers, *s
 	return acct, srv, st, err
 }
 
-// ownChainOf fetches and verifies the chain of acct's person.
+// ownChainOf fetches and verifies the chain of acct's person, checked
+// against the one this install pinned in its chat state (it must extend
+// it: a sig-server that serves an older or a different history is not
+// believed, and nothing is done with what it served).
 func (e *env) ownChainOf(ctx context.Context, cf chatFlags, acct *account) (servers, *sigchain.State, error) {
 	srv, err := e.settleServers(ctx, cf.sf, acct.prof, false)
 	if err != nil {
@@ -149,7 +152,18 @@ func (e *env) ownChainOf(ctx context.Context, cf chatFlags, acct *account) (serv
 	if srv.sigServer == "" {
 		return servers{}, nil, errors.New("no sig-server is known here: give your chat-server with --server URL (or KEZ_SERVER)")
 	}
-	st, err := (&sigchain.Client{BaseURL: srv.sigServer, HTTPClient: httpClient}).FetchVerified(ctx, acct.person, nil)
+	c, err := e.openChatAs(ctx, cf, acct, false, true)
+	if err != nil {
+		return servers{}, nil, worded(err, "your sigchain could not be checked against the one this install verified before: %s; nothing was changed", e.sentence(err))
+	}
+	defer c.Close()
+	st, err := c.OwnChain(ctx)
+	if errors.Is(err, chat.ErrOwnChainRewritten) {
+		if e.ownChainWarned.Load() { // told when the chat state was opened
+			return servers{}, nil, worded(err, "nothing was changed, because of the warning above")
+		}
+		return servers{}, nil, worded(err, "%s; nothing was changed", e.sentence(err))
+	}
 	if err != nil {
 		return servers{}, nil, worded(err, "your sigchain at %s could not be read and checked: %s", srv.sigServer, e.sentence(err))
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/libp2p/go-libp2p"
 	"github.com/nats-io/nats.go"
 )
@@ -100,6 +101,10 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	if online && acct.prof.NeedsDevice && acct.dev == nil {
 		return nil, nil, errNeedsDevice
 	}
+	// The chain a share appends to is checked against the one pinned in
+	// the chat state (docs/spec/chat.md §8.7).
+	cc := cfg.Client
+	cfg.OwnChain = func(ctx context.Context) (*sigchain.State, error) { return chat.FetchOwnChain(ctx, cc) }
 	if cfg.Client.Identity == nil {
 		// A linked device: the person's encryption keys its other devices
 		// sent it open the private files shared with the person.

@@ -81,6 +81,7 @@ func (e *env) sentence(err error) string {
 		notContact *chat.NotContactError
 		keyChanged *chat.KeyChangedError
 		rewritten  *chat.ChainRewrittenError
+		ownChain   *chat.OwnChainRewrittenError
 		quota      *chat.QuotaError
 		offline    *files.OfflineError
 		notShared  *files.NotSharedError
@@ -106,6 +107,8 @@ func (e *env) sentence(err error) string {
 		return fmt.Sprintf("WARNING: the sigchain of %s (%s) no longer contains the link %d you pinned (%s): the sig-server shows a rewritten history. "+
 			"Their messages are held and nothing is sent to them until you check with them and accept the chain with kez contacts add %s",
 			r.Handle, r.Key, r.Pinned.Seqno, r.Pinned.Head, r.Handle)
+	case errors.As(err, &ownChain):
+		return ownChainSentence(ownChain)
 	case errors.Is(err, chat.ErrUnknownRecipient):
 		return "the chat-server refused the message: that key holds no handle there, so nothing was sent"
 	case errors.As(err, &quota):
@@ -287,4 +290,18 @@ func forbiddenSentence(err error, who string) string {
 	}
 	return fmt.Sprintf("kez will not contact %s, because it is not public https; "+
 		"if it is a development or private domain you trust, add it to KEZ_LOCAL_DOMAINS", server)
+}
+
+// ownChainSentence is the warning of a sig-server that served an older or
+// a different history of the user's own sigchain than this install
+// verified (chat.ErrOwnChainRewritten).
+func ownChainSentence(e *chat.OwnChainRewrittenError) string {
+	what := "an older"
+	if errors.Is(e.Err, sigchain.ErrFork) {
+		what = "a different"
+	}
+	return fmt.Sprintf("WARNING: your sig-server served %s history of your own sigchain than this install verified (up to link %d, %s): "+
+		"it lost data, or someone is trying to bring back a device you revoked. This install keeps the history it verified: "+
+		"it appends nothing to your sigchain and sends nothing to a device that history shows revoked until the sig-server serves it again; tell its operator",
+		what, e.Pinned.Seqno, e.Pinned.Head)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/files"
 )
 
@@ -32,6 +33,13 @@ func (h sentenceHandler) Handle(_ context.Context, r slog.Record) error {
 		var changed *files.ChangedError
 		if ok && errors.As(err, &changed) {
 			fmt.Fprintln(h.e.stderr, capitalized(h.e.sentence(changed)+"."))
+			return false
+		}
+		var own *chat.OwnChainRewrittenError
+		if ok && errors.As(err, &own) {
+			if !h.e.ownChainWarned.Swap(true) { // once per command
+				fmt.Fprintln(h.e.stderr, ownChainSentence(own)+".")
+			}
 			return false
 		}
 		return true

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,6 +67,8 @@ type env struct {
 	// servers (settleServers) and the NATS URL it logs in to.
 	srv     servers
 	natsURL string
+	// ownChainWarned: the warning of a rewritten own sigchain was shown.
+	ownChainWarned atomic.Bool
 }
 
 // usageError marks an error caused by how the command was called.

@@ -26,13 +26,52 @@ func opener(url string, opts ...Option) storetest.Open {
 		n := streams.Add(1)
 		opts := append([]Option{WithStream(fmt.Sprintf("T%d", n)), WithSubjectPrefix(fmt.Sprintf("t%d.chain", n)), WithPrekeyBucket(fmt.Sprintf("T%d_PREKEYS", n)), WithLinkRequestBucket(fmt.Sprintf("T%d_LINKS", n))}, opts...)
 		open := func() sigchain.Store {
-			s, err := New(context.Background(), natstest.ConnectJetStream(t, url), opts...)
+			js := natstest.ConnectJetStream(t, url)
+			s, err := openPlaced(t, js, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return s
 		}
-		return open(), open
+		first := open()
+		// Each store is a stream and two buckets (replicated three times
+		// in a cluster): removed when the subtest ends, so a run of the
+		// contract does not pile up raft groups on a small machine.
+		js := natstest.ConnectJetStream(t, url)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for _, name := range []string{fmt.Sprintf("T%d", n), fmt.Sprintf("KV_T%d_PREKEYS", n), fmt.Sprintf("KV_T%d_LINKS", n)} {
+				_ = js.DeleteStream(ctx, name) // best effort: the server goes with the test
+			}
+		})
+		return first, open
+	}
+}
+
+// jsNoPeers is nats-server's error code for a stream no peers can take
+// (JSClusterNoPeersErrF).
+const jsNoPeers = 10005
+
+// openPlaced opens a store, asking again while the cluster has no peers
+// for a new stream (a node that missed heartbeats on a loaded machine is
+// "offline" for a moment): what the test waits for is the cluster's own
+// answer, within a minute.
+func openPlaced(t *testing.T, js jetstream.JetStream, opts ...Option) (*Store, error) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		s, err := New(context.Background(), js, opts...)
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != jsNoPeers || time.Now().After(deadline) {
+			return s, err
+		}
+		t.Logf("no peers for placement yet (%v): asking again", err)
+		select {
+		case <-time.After(250 * time.Millisecond):
+		case <-t.Context().Done():
+			return nil, err
+		}
 	}
 }
 
