@@ -191,6 +191,7 @@ const (
 	ErrCodeUnavailable      = wire.ErrCodeUnavailable      // the gate cannot reach JetStream or the registry
 	ErrCodeSenderRevoked    = wire.ErrCodeSenderRevoked    // the sender is a revoked device
 	ErrCodeRecipientRevoked = wire.ErrCodeRecipientRevoked // the recipient is a revoked device
+	ErrCodeDevicesChanged   = wire.ErrCodeDevicesChanged   // the send's Kez-Devices header names other devices than the registry's
 )
 
 // RequestInfoHeader is the header nats-server stamps on a request that

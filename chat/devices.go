@@ -118,6 +118,7 @@ type deviceState struct {
 	answers  map[kez.PublicKey]deviceAnswer
 	lookups  *ratelimit.Limiter // unknown devices, one bucket
 	refresh  *ratelimit.Limiter // per person
+	stale    *ratelimit.Limiter // per person: refreshes after the gate found a send's devices stale
 	inflight map[kez.PublicKey]chan struct{}
 }
 
@@ -134,6 +135,7 @@ func (c *Client) initDevices() {
 	ds.answers = map[kez.PublicKey]deviceAnswer{}
 	ds.lookups = ratelimit.New(unknownDeviceLookups, ratelimit.Options{Now: c.now, MaxKeys: 1})
 	ds.refresh = ratelimit.New(deviceRefreshes, ratelimit.Options{Now: c.now, MaxKeys: maxKeyChains})
+	ds.stale = ratelimit.New(staleRefreshes, ratelimit.Options{Now: c.now, MaxKeys: maxKeyChains})
 	ds.inflight = map[kez.PublicKey]chan struct{}{}
 }
 

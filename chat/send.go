@@ -127,10 +127,11 @@ func (c *Client) strangerTargets(ctx context.Context, to kez.PublicKey) ([]targe
 	if err != nil {
 		return nil, fmt.Errorf("chat: fetching the sigchain of %s: %w", to, err)
 	}
-	keys := c.onlyTheirs(to, currentDevices(chainDevices(st), to))
+	cur := currentDevices(chainDevices(st), to)
+	keys := c.onlyTheirs(to, cur)
 	ts := make([]target, len(keys))
 	for i, k := range keys {
-		ts[i] = target{rcpt: Recipient{Key: k, EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration()}, person: to}
+		ts[i] = target{rcpt: Recipient{Key: k, EncryptionKey: st.EncryptionKey(), Generation: st.EncryptionGeneration()}, person: to, chain: cur}
 	}
 	return ts, nil
 }
@@ -161,10 +162,16 @@ func deviceTarget(ct *Contact, dev kez.PublicKey) target {
 // their pinned chain lists them), but for a device another chain known
 // here lists too (see claimedByOther).
 func (c *Client) contactTargets(ct *Contact, devs []chainDevice) []target {
-	keys := c.onlyTheirs(ct.Key, currentDevices(devs, ct.Key))
+	cur := currentDevices(devs, ct.Key)
+	keys := c.onlyTheirs(ct.Key, cur)
 	ts := make([]target, len(keys))
 	for i, k := range keys {
 		ts[i] = deviceTarget(ct, k)
+		if len(devs) > 0 {
+			// A contact pinned by an earlier release has no device list:
+			// its copies carry no digest.
+			ts[i].chain = cur
+		}
 	}
 	return ts
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/inbox"
+	"github.com/kez-lat/kez-chat/internal/wire"
 
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
@@ -26,6 +27,13 @@ type flight struct {
 	// (due.go): its outcome changes the message's state, not p's.
 	late bool
 	env  []byte
+	// person and chain: the recipient person and their current devices as
+	// the chain f was sealed with lists them; the publish carries their
+	// digest (nil chain: no digest). restaled: published again once after
+	// the gate found them stale (send_stale.go).
+	person   kez.PublicKey
+	chain    []kez.PublicKey
+	restaled bool
 }
 
 // publishEnvelope publishes an envelope to f's device; the outcome is
@@ -35,6 +43,9 @@ func (c *Client) publishEnvelope(f *flight, env []byte) error {
 	msg := nats.NewMsg(sendSubject(f.device, c.devKey))
 	msg.Data = env
 	msg.Header.Set(jetstream.MsgIDHeader, f.pubID)
+	if f.chain != nil {
+		msg.Header.Set(wire.Devices, devicesDigest(f.chain))
+	}
 	fut, err := c.js.PublishMsgAsync(msg)
 	if err != nil {
 		err = fmt.Errorf("chat: publishing message %s: %w", f.msgID, err)
@@ -116,6 +127,23 @@ func (c *Client) awaitAck(f *flight, msg *nats.Msg, fut *inbox.Future) {
 			c.copyDone(f, ack, nil)
 			return
 		case err := <-fut.Err():
+			if !f.restaled && devicesChanged(err) {
+				// The recipient's devices changed since their chain was
+				// fetched: refresh it, have the new devices get the
+				// message, and publish this copy again (once).
+				f.restaled = true
+				if !c.restale(f, msg) {
+					c.copyDone(f, nil, fmt.Errorf("chat: message %s to %s: %w", f.msgID, f.device, ErrDeviceRevoked))
+					return
+				}
+				if nf, perr := c.js.PublishMsgAsync(msg); perr == nil {
+					fut = nf
+					attempt--
+					continue
+				} else {
+					err = perr
+				}
+			}
 			if streamBusy(err) && time.Since(started) < inProcessBudget {
 				// The stream is still storing the first copy (a clustered
 				// stream committing it), or has no leader for a moment (an

@@ -80,6 +80,9 @@ func (c *Client) publishIn(ctx context.Context, targets []target, m Message, rec
 			continue
 		}
 		f := &flight{p: p, msgID: m.ID, device: cp.t.key(), pubID: cp.pubID, counts: cp.counts, durable: durable, env: cp.env}
+		if cp.counts && cp.t.chain != nil {
+			f.person, f.chain = cp.t.person, cp.t.chain
+		}
 		if f.counts {
 			p.left++
 		}

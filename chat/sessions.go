@@ -169,6 +169,10 @@ type target struct {
 	person  kez.PublicKey // the device's person (rcpt.Key for a primary device)
 	handle  string        // the contact's handle, or "" for a key that is no contact
 	sigBase string        // the contact's sig-server; "" the user's own
+	// chain: the person's current devices as the chain the copy is
+	// sealed with lists them (nil: unknown); sent with the copy as its
+	// digest, the Kez-Devices header (send_stale.go).
+	chain []kez.PublicKey
 }
 
 func (t target) key() kez.PublicKey { return t.rcpt.Key }

@@ -85,6 +85,7 @@ type gate struct {
 	pairs   *tracker[pairBuckets] // recipient + "." + sender
 	known   *tracker[knownEntry]
 	seen    *tracker[seenEntry] // person → their devices' consumer information (gate_seen.go)
+	digests *tracker[digestEntry] // person → the digest of their current devices (gate_digest.go)
 	ensured sync.Map            // consumer name → time.Duration (the AckWait it was made with)
 	read    *readRemover
 	readM   readMetrics
@@ -141,6 +142,7 @@ const (
 	reasonUnavailable    = "unavailable"
 	reasonRevoked        = "revoked_device" // a revoked device sent, pulled or acknowledged
 	reasonRevokedRcpt    = "revoked_recipient"
+	reasonDevices        = "devices_changed"
 )
 
 func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int) (*gateMetrics, error) {
@@ -166,7 +168,7 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 			m.requests.WithLabelValues(k, r)
 		}
 	}
-	for _, r := range []string{reasonForged, reasonReply, reasonBadRequest, reasonUnknown, reasonSenderQuota, reasonRecipientQuota, reasonSenderUnread, reasonAPIQuota, reasonAckQuota, reasonUnavailable, reasonRevoked, reasonRevokedRcpt} {
+	for _, r := range []string{reasonForged, reasonReply, reasonBadRequest, reasonUnknown, reasonSenderQuota, reasonRecipientQuota, reasonSenderUnread, reasonAPIQuota, reasonAckQuota, reasonUnavailable, reasonRevoked, reasonRevokedRcpt, reasonDevices} {
 		m.refusals.WithLabelValues(r)
 	}
 	limit := prometheus.NewGaugeVec(prometheus.GaugeOpts{

@@ -125,6 +125,7 @@ func (g *gate) onRevoked(m *nats.Msg) {
 	now := g.now()
 	g.known.with(k.String(), now, func(e *knownEntry) { *e = knownEntry{} })
 	g.ensured.Delete(callout.ConsumerName(k))
+	g.forgetDigests("")
 	g.log.Debug("gate: a device was revoked elsewhere", "device", k)
 }
 

@@ -70,6 +70,18 @@ func (g *gate) onSend(m *nats.Msg) {
 		g.refuse("send", answer, reasonUnknown, 404, callout.ErrCodeUnknownRecipient, "recipient not registered")
 		return
 	}
+	if want := m.Header.Get(wire.Devices); want != "" {
+		have, err := g.devicesDigest(rec.person, now)
+		switch {
+		case err != nil:
+			g.log.Warn("gate: cannot list a recipient's devices", "recipient", rcpt, "err", err)
+			g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "registry unavailable")
+			return
+		case want != have:
+			g.refuse("send", answer, reasonDevices, 409, callout.ErrCodeDevicesChanged, "the recipient's devices changed")
+			return
+		}
+	}
 	// One bucket per recipient device and sending person.
 	g.pairs.with(rcpt+"."+from, now, func(b *pairBuckets) {
 		allowed = b.msgs.take(now, g.lim.RecipientRate, g.lim.RecipientBurst, 1) &&

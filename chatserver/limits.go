@@ -285,3 +285,10 @@ func (t *tracker[V]) len() int {
 	defer t.mu.Unlock()
 	return len(t.m)
 }
+
+// clear forgets every entry.
+func (t *tracker[V]) clear() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	clear(t.m)
+}

@@ -145,7 +145,11 @@ func (l lazyStore) AddDevice(ctx context.Context, d handles.DeviceRecord) (bool,
 	if err != nil {
 		return false, err
 	}
-	return r.AddDevice(ctx, d)
+	created, err := r.AddDevice(ctx, d)
+	if err == nil {
+		l.s.gate.forgetDigests(d.Person.String())
+	}
+	return created, err
 }
 
 func (l lazyStore) RevokeDevice(ctx context.Context, person, device kez.PublicKey, at time.Time) error {
@@ -153,7 +157,11 @@ func (l lazyStore) RevokeDevice(ctx context.Context, person, device kez.PublicKe
 	if err != nil {
 		return err
 	}
-	return r.RevokeDevice(ctx, person, device, at)
+	err = r.RevokeDevice(ctx, person, device, at)
+	if err == nil {
+		l.s.gate.forgetDigests(person.String())
+	}
+	return err
 }
 
 func (l lazyStore) Devices(ctx context.Context, person kez.PublicKey) ([]handles.DeviceRecord, error) {

@@ -246,6 +246,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
 	g.pairs = newTracker[pairBuckets](g.lim.MaxTracked)
 	g.seen = newTracker[seenEntry](g.lim.MaxTracked)
+	g.digests = newTracker[digestEntry](g.lim.MaxTracked)
 	g.read = newReadRemover()
 	if g.m, err = newGateMetrics(s.reg, g.lim, g.users.len); err != nil {
 		return fmt.Errorf("chatserver: registering the gate's metrics: %w", err)

@@ -7,6 +7,13 @@
 // name is typed twice. A test checks that no other package spells them.
 package wire
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strings"
+)
+
 // Stream is the name of the JetStream stream holding every inbox (the
 // default; an operator may name it otherwise).
 const Stream = "KEZ_INBOX"
@@ -72,9 +79,22 @@ const (
 	AckWait = "Kez-Ack-Wait"
 	// Devices, set to "1" on a consumer request to the gate, asks for
 	// when each current device of the requester's person was last seen
-	// (DeviceSeen).
+	// (DeviceSeen). On a send, set to DevicesDigest of the recipient
+	// person's current devices as the sender's copy of their chain lists
+	// them: the gate refuses the send with ErrCodeDevicesChanged if the
+	// registry lists others.
 	Devices = "Kez-Devices"
 )
+
+// DevicesDigest is the value of the Devices header on a send: the first
+// 8 bytes, in lowercase hex, of SHA-256 over a person's current device
+// keys (their "U…" text), sorted and joined by "\n".
+func DevicesDigest(keys []string) string {
+	ks := slices.Clone(keys)
+	slices.Sort(ks)
+	sum := sha256.Sum256([]byte(strings.Join(ks, "\n")))
+	return hex.EncodeToString(sum[:8])
+}
 
 // DeviceSeen is one device in the gate's answer to a consumer request
 // with the Devices header: its key ("U…") and when the chat-server last
@@ -98,6 +118,10 @@ const (
 	// ErrCodeRecipientRevoked: the recipient is a device its person
 	// revoked; it receives nothing any more.
 	ErrCodeRecipientRevoked = 21410
+	// ErrCodeDevicesChanged: the send's Devices header does not match the
+	// recipient person's current devices in the registry; nothing was
+	// stored.
+	ErrCodeDevicesChanged = 21409
 )
 
 // Acknowledgements to the gate: the body of a message to AckSubjectPrefix
