@@ -84,3 +84,26 @@ func TestReplyInbox(t *testing.T) {
 		t.Errorf("ReplyInbox = %q", got)
 	}
 }
+
+// The vectors of docs/spec/chat.md §1 (Kez-Devices on a send): the keys
+// are sorted before hashing, so their order does not matter.
+func TestDevicesDigest(t *testing.T) {
+	const p, d = "UBTQFKB5TOBFFKQVSNQUQKGMKBNPRTZ2L2FSANF7IHKP223KGWCTNYAW", "UDFITYLFE5QKMYSQLLTIQYTKWEQFVSEF5TQVZNW4IN7PRIWK27QGI6SH"
+	for _, c := range []struct {
+		keys []string
+		want string
+	}{
+		{[]string{p}, "226c69a2f66e50a4"},
+		{[]string{p, d}, "04c183bc9e0635aa"},
+		{[]string{d, p}, "04c183bc9e0635aa"},
+	} {
+		if got := DevicesDigest(c.keys); got != c.want {
+			t.Errorf("DevicesDigest(%q) = %s, want %s", c.keys, got, c.want)
+		}
+	}
+	keys := []string{d, p}
+	DevicesDigest(keys)
+	if keys[0] != d {
+		t.Error("DevicesDigest sorted its argument")
+	}
+}
