@@ -241,6 +241,12 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.db, db.log = db, c.log
+	if changed, err := db.adoptDevice(ctx, c.devKey, c.me); err != nil {
+		db.close()
+		return nil, err
+	} else if changed {
+		c.log.Info("this state folder is now another device: the sessions and prekeys of the one before were dropped, its unpublished copies are sealed again")
+	}
 	if err := c.loadKeyring(ctx); err != nil {
 		db.close()
 		return nil, err
