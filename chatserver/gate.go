@@ -84,9 +84,9 @@ type gate struct {
 	users   *tracker[userBuckets]
 	pairs   *tracker[pairBuckets] // recipient + "." + sender
 	known   *tracker[knownEntry]
-	seen    *tracker[seenEntry] // person → their devices' consumer information (gate_seen.go)
+	seen    *tracker[seenEntry]   // person → their devices' consumer information (gate_seen.go)
 	digests *tracker[digestEntry] // person → the digest of their current devices (gate_digest.go)
-	ensured sync.Map            // consumer name → time.Duration (the AckWait it was made with)
+	ensured sync.Map              // consumer name → time.Duration (the AckWait it was made with)
 	read    *readRemover
 	readM   readMetrics
 	purges  atomic.Bool // the stream needs the gate to remove read mail (callout.RemovesReadMail)
