@@ -55,6 +55,7 @@ func devicesChanged(err error) bool {
 func (c *Client) restale(f *flight, msg *nats.Msg) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RefreshTimeout)
 	defer cancel()
+	c.log.Debug("the gate refused a copy: the recipient's devices changed since their chain was fetched", "id", f.msgID, "device", f.device, "person", f.person)
 	cur, ok := c.staleChain(ctx, f.person)
 	if !ok {
 		msg.Header.Del(wire.Devices)

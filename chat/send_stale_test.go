@@ -1,10 +1,12 @@
 package chat
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // A long-running contact whose pin of alice is fresh (so it would not
@@ -28,6 +30,9 @@ func TestStaleDevicesNewDeviceGetsTheMessage(t *testing.T) {
 	sent := mustSend(t, b, "alice", "hello, both of you")
 	if ct, err := b.Contact(testCtx(t), "alice"); err != nil || len(ct.Devices) != 2 {
 		t.Fatalf("bob did not fetch alice's chain again after the refusal: %+v, %v", ct, err)
+	}
+	if !strings.Contains(b.log.String(), "the recipient's devices changed") {
+		t.Fatal("the gate did not refuse bob's digest")
 	}
 	if s := b.Stats(); s.CopiesDue != 1 {
 		t.Fatalf("copies due: %d, want 1 (the phone's)", s.CopiesDue)
@@ -66,5 +71,38 @@ func TestStaleDevicesNewDeviceGetsTheMessage(t *testing.T) {
 	mustSend(t, b, "alice", "again")
 	if s := b.Stats(); s.CopiesDue != 1 {
 		t.Fatalf("copies due after the second send: %d", s.CopiesDue)
+	}
+}
+
+// The registry learns of a device before the chain shows it (the link
+// was registered at the chat-server, not yet appended at the
+// sig-server): the gate refuses bob's digest, his refreshed chain shows
+// no change, and he publishes the copy again without a digest, as an
+// older client does. The message is stored once, sent.
+func TestStaleDevicesRegistryAheadOfChain(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	hour := func(c *Config) { c.RefreshInterval = time.Hour }
+	alice, bob := newPerson(t, st, "alice", 1), newPerson(t, st, "bob", 1, hour)
+	a, b := alice.devices[0], bob.devices[0]
+	mustAdd(t, a, "bob")
+	mustAdd(t, b, "alice")
+	_, req := stacktest.NewDeviceRequest(t, "alice-phone")
+	st.RegisterDeviceLink(t, deviceLink(t, st, alice.user, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req)))
+	sent := mustSend(t, b, "alice", "to the device I know")
+	if sent.Duplicate {
+		t.Fatal("a duplicate")
+	}
+	if ct, err := b.Contact(testCtx(t), "alice"); err != nil || len(ct.Devices) > 1 {
+		t.Fatalf("bob's pin of alice: %+v, %v", ct, err)
+	}
+	if !strings.Contains(b.log.String(), "the recipient's devices changed") {
+		t.Fatal("the gate did not refuse bob's digest")
+	}
+	if s := b.Stats(); s.CopiesDue != 0 {
+		t.Fatalf("copies due: %d", s.CopiesDue)
+	}
+	receiveN(t, a, 1)
+	if in := mustInbox(t, a, true); len(in) != 1 || in[0].ID != sent.ID {
+		t.Fatalf("alice's inbox: %+v", in)
 	}
 }
