@@ -16,12 +16,7 @@ import (
 // and publishes the refused copy again. Each of her devices gets the
 // message exactly once.
 func TestStaleDevicesNewDeviceGetsTheMessage(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	hour := func(c *Config) { c.RefreshInterval = time.Hour }
-	alice, bob := newPerson(t, st, "alice", 1), newPerson(t, st, "bob", 1, hour)
-	a, b := alice.devices[0], bob.devices[0]
-	mustAdd(t, a, "bob")
-	mustAdd(t, b, "alice")
+	st, alice, a, b := pinnedForAnHour(t)
 	dev := st.AddDevice(t, alice.user, "alice-phone")
 	phone := openDevice(t, st, alice.user, dev, "phone")
 	if ct, err := b.Contact(testCtx(t), "alice"); err != nil || len(ct.Devices) > 1 {
@@ -80,12 +75,7 @@ func TestStaleDevicesNewDeviceGetsTheMessage(t *testing.T) {
 // no change, and he publishes the copy again without a digest, as an
 // older client does. The message is stored once, sent.
 func TestStaleDevicesRegistryAheadOfChain(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	hour := func(c *Config) { c.RefreshInterval = time.Hour }
-	alice, bob := newPerson(t, st, "alice", 1), newPerson(t, st, "bob", 1, hour)
-	a, b := alice.devices[0], bob.devices[0]
-	mustAdd(t, a, "bob")
-	mustAdd(t, b, "alice")
+	st, alice, a, b := pinnedForAnHour(t)
 	_, req := stacktest.NewDeviceRequest(t, "alice-phone")
 	st.RegisterDeviceLink(t, deviceLink(t, st, alice.user, sigchain.TypeAddDevice, sigchain.AddDeviceBody(req)))
 	sent := mustSend(t, b, "alice", "to the device I know")
@@ -105,4 +95,17 @@ func TestStaleDevicesRegistryAheadOfChain(t *testing.T) {
 	if in := mustInbox(t, a, true); len(in) != 1 || in[0].ID != sent.ID {
 		t.Fatalf("alice's inbox: %+v", in)
 	}
+}
+
+// pinnedForAnHour starts a stack with alice and bob, each the other's
+// contact; bob's client checks his contacts' chains once an hour.
+func pinnedForAnHour(t *testing.T) (st *stacktest.Stack, alice *person, a, b *testClient) {
+	t.Helper()
+	st = stacktest.Start(t, stacktest.Options{})
+	hour := func(c *Config) { c.RefreshInterval = time.Hour }
+	alice, bob := newPerson(t, st, "alice", 1), newPerson(t, st, "bob", 1, hour)
+	a, b = alice.devices[0], bob.devices[0]
+	mustAdd(t, a, "bob")
+	mustAdd(t, b, "alice")
+	return st, alice, a, b
 }
