@@ -23,30 +23,47 @@ var streams atomic.Int64
 // its own connection.
 func opener(url string, opts ...Option) storetest.Open {
 	return func(t *testing.T) (sigchain.Store, func() sigchain.Store) {
-		n := streams.Add(1)
-		opts := append([]Option{WithStream(fmt.Sprintf("T%d", n)), WithSubjectPrefix(fmt.Sprintf("t%d.chain", n)), WithPrekeyBucket(fmt.Sprintf("T%d_PREKEYS", n)), WithLinkRequestBucket(fmt.Sprintf("T%d_LINKS", n))}, opts...)
-		open := func() sigchain.Store {
-			js := natstest.ConnectJetStream(t, url)
-			s, err := openPlaced(t, js, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		}
+		open, _ := openFresh(t, url, opts...)
+		return open(), open
+	}
+}
+
+// clusterOpener is opener for a cluster, where each store is a stream and
+// two buckets replicated three times: they are removed when the subtest
+// ends, so that a run of the contract does not pile up raft groups on a
+// small machine. (TestCluster keeps a stream of its own on every node:
+// a node removes the account's folder once its last stream goes, while
+// the next subtest may be making a stream in it. A single server keeps
+// its stores.)
+func clusterOpener(url string, opts ...Option) storetest.Open {
+	return func(t *testing.T) (sigchain.Store, func() sigchain.Store) {
+		open, n := openFresh(t, url, opts...)
 		first := open()
-		// Each store is a stream and two buckets (replicated three times
-		// in a cluster): removed when the subtest ends, so a run of the
-		// contract does not pile up raft groups on a small machine.
 		js := natstest.ConnectJetStream(t, url)
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			for _, name := range []string{fmt.Sprintf("T%d", n), fmt.Sprintf("KV_T%d_PREKEYS", n), fmt.Sprintf("KV_T%d_LINKS", n)} {
-				_ = js.DeleteStream(ctx, name) // best effort: the server goes with the test
+				_ = js.DeleteStream(ctx, name) // best effort: the cluster goes with the test
 			}
 		})
 		return first, open
 	}
+}
+
+// openFresh names a fresh stream, subject prefix and buckets and returns
+// what opens a store on them (on a connection of its own each time) and
+// their number.
+func openFresh(t *testing.T, url string, opts ...Option) (func() sigchain.Store, int64) {
+	n := streams.Add(1)
+	opts = append([]Option{WithStream(fmt.Sprintf("T%d", n)), WithSubjectPrefix(fmt.Sprintf("t%d.chain", n)), WithPrekeyBucket(fmt.Sprintf("T%d_PREKEYS", n)), WithLinkRequestBucket(fmt.Sprintf("T%d_LINKS", n))}, opts...)
+	return func() sigchain.Store {
+		s, err := openPlaced(t, natstest.ConnectJetStream(t, url), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}, n
 }
 
 // jsNoPeers is nats-server's error code for a stream no peers can take
