@@ -459,8 +459,10 @@ func (c *Client) distributeJob(ctx context.Context) {
 // (ErrOwnChainRewritten). On an error the chain returned is the last
 // one known.
 func (c *Client) appendOwn(ctx context.Context, st *sigchain.State, typ string, body func(*sigchain.State) ([]byte, error)) (*sigchain.State, *sigchain.Link, error) {
-	c.ownPin.mu.Lock()
-	defer c.ownPin.mu.Unlock()
+	if err := c.ownPin.lock(ctx); err != nil {
+		return st, nil, fmt.Errorf("chat: appending %s to your chain: %w", typ, err)
+	}
+	defer c.ownPin.unlock()
 	if err := c.ownPin.err; err != nil {
 		return st, nil, fmt.Errorf("chat: appending %s to your chain: %w", typ, err)
 	}

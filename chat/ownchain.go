@@ -50,10 +50,28 @@ func (e *OwnChainRewrittenError) Unwrap() error { return e.Err }
 
 // ownPin serialises the fetches of the user's chain and the appends to it,
 // so that the pin only moves along verified extensions of itself.
+// It is held across requests to the sig-server (an append may take
+// several), so a waiter gives up when its context ends: the receive path
+// checks a new device of the user's within RefreshTimeout.
 type ownPin struct {
-	mu  sync.Mutex
-	err error // the last fetch found a rollback or fork; nil once one extends the pin
+	once sync.Once
+	sem  chan struct{} // holds a token while the pin is held
+	err  error         // the last fetch found a rollback or fork; nil once one extends the pin
 }
+
+// lock takes the pin, or returns ctx's error if it ends first.
+func (p *ownPin) lock(ctx context.Context) error {
+	p.once.Do(func() { p.sem = make(chan struct{}, 1) })
+	select {
+	case p.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// unlock releases the pin lock took.
+func (p *ownPin) unlock() { <-p.sem }
 
 // loadOwnChain rebuilds the pinned state of the user's chain from
 // own_chain_links, if any.
@@ -211,12 +229,14 @@ func (c *Client) pinnedOwnChain() *sigchain.State {
 // a rollback or fork is an *OwnChainRewrittenError, logged, and the pin
 // is kept.
 func (c *Client) fetchOwnChain(ctx context.Context) (*sigchain.State, error) {
-	c.ownPin.mu.Lock()
-	defer c.ownPin.mu.Unlock()
+	if err := c.ownPin.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer c.ownPin.unlock()
 	return c.fetchOwnLocked(ctx)
 }
 
-// fetchOwnLocked is fetchOwnChain with c.ownPin.mu held.
+// fetchOwnLocked is fetchOwnChain with c.ownPin held.
 func (c *Client) fetchOwnLocked(ctx context.Context) (*sigchain.State, error) {
 	fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
 	defer cancel()
@@ -237,7 +257,7 @@ func (c *Client) fetchOwnLocked(ctx context.Context) (*sigchain.State, error) {
 }
 
 // recordOwnChain stores links, which extend the pinned chain (or are the
-// whole chain) to st, and makes st the user's chain (c.ownPin.mu held).
+// whole chain) to st, and makes st the user's chain (c.ownPin held).
 func (c *Client) recordOwnChain(ctx context.Context, st *sigchain.State, links []*sigchain.Link) error {
 	if err := c.db.putOwnLinks(ctx, links); err != nil {
 		return err

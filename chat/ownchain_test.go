@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -278,5 +279,38 @@ func TestOwnChainOtherIdentityPinnedAnew(t *testing.T) {
 	}
 	if n := countRows(t, b, `SELECT COUNT(*) FROM own_chain_links`); n != int(got.Seqno()) {
 		t.Fatalf("%d links pinned, bob's chain has %d", n, got.Seqno())
+	}
+}
+
+// A fetch of the user's own chain waits for another (or for an append,
+// which may take several requests to the sig-server) only as long as its
+// context lets it: the receive path, which checks a new device of the
+// user's within RefreshTimeout, is not held up by a slow rotation.
+func TestOwnChainPinWaitBoundedByContext(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	a := openClient(t, st, st.NewUser(t, "alice"))
+	if err := a.ownPin.lock(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.fetchOwnChain(ctx)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("fetch while the pin is busy: %v, want the context's deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		a.ownPin.unlock()
+		<-done
+		t.Fatal("a fetch of the own chain waited past its context for the pin")
+	}
+	a.ownPin.unlock()
+	if _, err := a.fetchOwnChain(testCtx(t)); err != nil {
+		t.Fatalf("fetch once the pin is free: %v", err)
 	}
 }
