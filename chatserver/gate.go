@@ -86,10 +86,13 @@ type gate struct {
 	known   *tracker[knownEntry]
 	seen    *tracker[seenEntry]   // person → their devices' consumer information (gate_seen.go)
 	digests *tracker[digestEntry] // person → the digest of their current devices (gate_digest.go)
-	ensured sync.Map              // consumer name → time.Duration (the AckWait it was made with)
-	read    *readRemover
-	readM   readMetrics
-	purges  atomic.Bool // the stream needs the gate to remove read mail (callout.RemovesReadMail)
+	// digestEpoch moves each time digests are forgotten: a lookup that
+	// began before keeps its answer out of the cache (gate_digest.go).
+	digestEpoch atomic.Uint64
+	ensured     sync.Map // consumer name → time.Duration (the AckWait it was made with)
+	read        *readRemover
+	readM       readMetrics
+	purges      atomic.Bool // the stream needs the gate to remove read mail (callout.RemovesReadMail)
 
 	subs []*nats.Subscription
 	// Counters of the hot path, looked up once.

@@ -40,6 +40,7 @@ func (g *gate) devicesDigest(person string, now time.Time) (string, error) {
 	if d != "" {
 		return d, nil
 	}
+	epoch := g.digestEpoch.Load()
 	keys := []string{person}
 	if g.devices != nil {
 		p, err := kez.ParsePublicKey(person)
@@ -58,7 +59,11 @@ func (g *gate) devicesDigest(person string, now time.Time) (string, error) {
 		}
 	}
 	d = wire.DevicesDigest(keys)
-	g.digests.with(person, now, func(e *digestEntry) { *e = digestEntry{digest: d, until: now.Add(digestTTL)} })
+	// A device stored (or a revocation noticed) while the registry was
+	// asked may be missing from this answer: it is used once, not kept.
+	if g.digestEpoch.Load() == epoch {
+		g.digests.with(person, now, func(e *digestEntry) { *e = digestEntry{digest: d, until: now.Add(digestTTL)} })
+	}
 	return d, nil
 }
 
@@ -68,6 +73,7 @@ func (g *gate) forgetDigests(person string) {
 	if g == nil || g.digests == nil {
 		return
 	}
+	g.digestEpoch.Add(1)
 	if person == "" {
 		g.digests.clear()
 		return
