@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"database/sql"
 	"path/filepath"
 	"testing"
 
@@ -25,7 +26,23 @@ func TestFolderTakenOverByNewDevice(t *testing.T) {
 	bob := openClient(t, st, bu, func(c *Config) { c.RefreshInterval = -1 })
 	mustAdd(t, alice, "bob")
 	mustAdd(t, bob, "alice")
-	mustSend(t, alice, "bob", "before")
+	before := mustSend(t, alice, "bob", "before")
+	// Two envelopes the old device sealed and never published: a copy of
+	// a sent message (due again after the takeover) and a receipt (not
+	// kept in the history: dropped).
+	receipt := NewMessageID()
+	err := alice.db.write(testCtx(t), func(tx *sql.Tx) error {
+		for _, id := range []MessageID{before.ID, receipt} {
+			if _, err := tx.Exec(`INSERT INTO outbox (msg_id, device, envelope, publish_id, counts, created_at) VALUES (?, ?, x'00', 'x', 1, 0)`,
+				id[:], bu.Key.String()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := alice.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +77,17 @@ func TestFolderTakenOverByNewDevice(t *testing.T) {
 	}()
 	if len(keys) != 1 || keys[0] != dev.PublicKey().String() {
 		t.Fatalf("prekeys of %v, want only the new device's %s", keys, dev.PublicKey())
+	}
+
+	if n := countRows(t, restored, `SELECT COUNT(*) FROM outbox`); n != 0 {
+		t.Fatalf("%d envelopes of the old device left to publish", n)
+	}
+	if n := countRows(t, restored, `SELECT COUNT(*) FROM copies_due WHERE msg_id = ? AND device = ? AND person = ? AND counts = 1`,
+		before.ID[:], bu.Key.String(), bu.Key.String()); n != 1 {
+		t.Fatalf("the sent message's unpublished copy is not due again (%d)", n)
+	}
+	if n := countRows(t, restored, `SELECT COUNT(*) FROM copies_due WHERE msg_id = ?`, receipt[:]); n != 0 {
+		t.Fatal("a receipt became a copy due")
 	}
 
 	mustSend(t, bob, "alice", "after")
