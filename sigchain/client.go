@@ -96,7 +96,7 @@ func (c *Client) httpClient() *http.Client {
 }
 
 func (c *Client) chainURL(key kez.PublicKey) string {
-	return strings.TrimRight(c.BaseURL, "/") + wire.ChainsPath + url.PathEscape(key.String())
+	return c.base() + wire.ChainsPath + url.PathEscape(key.String())
 }
 
 // do sends req and returns the body of a 2xx answer, or the error the

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
@@ -15,7 +14,7 @@ import (
 )
 
 func (c *Client) prekeyURL(key kez.PublicKey) string {
-	return strings.TrimRight(c.BaseURL, "/") + wire.PrekeysPath + url.PathEscape(key.String())
+	return c.base() + wire.PrekeysPath + url.PathEscape(key.String())
 }
 
 // PublishPrekey sends p, signed by its owner, to the sig-server's prekey
