@@ -3,6 +3,7 @@ package chatserver
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
@@ -109,7 +110,7 @@ func (g *gate) lookUpSeen(ctx context.Context, key, person kez.PublicKey, now ti
 		}
 		devices = ds
 	}
-	if person != key && !containsKey(devices, key) {
+	if person != key && !slices.Contains(devices, key) {
 		// The registry answered the two look-ups differently (a device
 		// revoked between them): tell nothing.
 		devices = []kez.PublicKey{key}
@@ -149,13 +150,4 @@ func consumerSeen(info *jetstream.ConsumerInfo) time.Time {
 		}
 	}
 	return last
-}
-
-func containsKey(keys []kez.PublicKey, k kez.PublicKey) bool {
-	for _, x := range keys {
-		if x == k {
-			return true
-		}
-	}
-	return false
 }
