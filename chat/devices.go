@@ -306,8 +306,8 @@ func (c *Client) whoSent(ctx context.Context, dev kez.PublicKey) sender {
 	a = c.lookupDevice(ctx, dev)
 	a.expires = now.Add(max(c.cfg.RefreshInterval, time.Second))
 	if a.err != nil && !isRefusal(a.err) {
-		// A server that could not answer: try again later, not refused.
-		a.expires = now.Add(laterDelay)
+		// A server that could not answer: try again later, not refused
+		// (nothing is cached).
 		c.log.Debug("cannot look up the person of a device", "device", dev, "err", a.err)
 		s.later = true
 		return s
