@@ -10,7 +10,6 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/format"
-	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
@@ -208,7 +207,7 @@ func (s *Sharing) recipientChain(ctx context.Context, r recipient, known *sigcha
 	if r.key == s.me && s.sigc != nil {
 		return s.sigc.FetchVerified(ctx, r.key, known)
 	}
-	h, err := handles.Rules{DefaultDomain: s.cfg.Client.Domain, AllowLocal: s.cfg.Client.AllowLocalDomains}.Parse(r.handle)
+	h, err := s.rules().Parse(r.handle)
 	if err != nil {
 		return nil, err
 	}

@@ -32,13 +32,19 @@ type owner struct {
 	state  *sigchain.State
 }
 
+// rules are the handle rules of the user's client: its home domain
+// completes bare names.
+func (s *Sharing) rules() handles.Rules {
+	return handles.Rules{DefaultDomain: s.cfg.Client.Domain, AllowLocal: s.cfg.Client.AllowLocalDomains}
+}
+
 // resolveOwner resolves handle, asking its registry now, and brings the
 // owner's verified chain up to date: the manifest is then the latest. The
 // first time an owner is resolved their whole chain is fetched and
 // verified; after that only what is new after the state kept from last
 // time (see handles.Resolver.ResolveFresh).
 func (s *Sharing) resolveOwner(ctx context.Context, handle string) (*owner, error) {
-	h, err := handles.Rules{DefaultDomain: s.cfg.Client.Domain, AllowLocal: s.cfg.Client.AllowLocalDomains}.Parse(handle)
+	h, err := s.rules().Parse(handle)
 	if err != nil {
 		return nil, err
 	}

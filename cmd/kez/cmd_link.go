@@ -68,7 +68,7 @@ type linkOptions struct {
 // linkPoll is how often link asks whether its request was approved.
 var linkPoll = time.Second
 
-// now returns the command's clock.
+// clock returns the command's clock (e.now, else the time now).
 func (e *env) clock() time.Time {
 	if e.now != nil {
 		return e.now()

@@ -175,7 +175,7 @@ func medianMS(ds []time.Duration) float64 {
 	if len(ds)%2 == 0 {
 		m = (ds[len(ds)/2-1] + m) / 2
 	}
-	return float64(m.Nanoseconds()) / 1e6
+	return ms(m)
 }
 
 // maxMS returns the largest of ds in ms.
@@ -183,5 +183,5 @@ func maxMS(ds []time.Duration) float64 {
 	if len(ds) == 0 {
 		return 0
 	}
-	return float64(slices.Max(ds).Nanoseconds()) / 1e6
+	return ms(slices.Max(ds))
 }
