@@ -59,6 +59,10 @@ func newCast(t testing.TB) *cast {
 
 const testGroup = "friends@kez.lat"
 
+// oldDeviceRevoked is when alice's device 0x12 is revoked in the tests and
+// vectors: after the fourth link of a chain made by newChain.
+const oldDeviceRevoked = vectorNow - 3600 + 200
+
 func handleOf(name string) string { return name + "@kez.lat" }
 
 // chain builds a valid chain link by link, failing the test on any error.
@@ -82,7 +86,7 @@ func newChain(t testing.TB, owner *kez.Identity, title string) *chain {
 
 func (c *chain) push(l *Link) {
 	c.t.Helper()
-	st, err := c.st.Extend(context.Background(), [][]byte{l.Bytes()}, allDevices, fixedClock(vectorNow))
+	st, err := c.st.Extend(context.Background(), [][]byte{l.Bytes()}, allDevices, fixedClock(max(vectorNow, c.ctime)))
 	if err != nil {
 		c.t.Fatalf("Extend %s: %v", l, err)
 	}
