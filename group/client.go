@@ -218,7 +218,10 @@ func (c *Client) Fetch(ctx context.Context, name string, since uint64) ([][]byte
 			last = id
 			out = append(out, links...)
 		}
-		if len(links) == 0 || since >= hd.Seqno {
+		if len(links) == 0 && since < hd.Seqno {
+			return nil, Head{}, fmt.Errorf("%w: no links after %d of %s, whose head is %d", ErrBadAnswer, since, name, hd.Seqno)
+		}
+		if since >= hd.Seqno {
 			if hd.Seqno == since && last.Defined() && !hd.ID.Equals(last) {
 				return nil, Head{}, fmt.Errorf("%w: the head %s is not the last link %s", ErrBadAnswer, hd.ID, last)
 			}
