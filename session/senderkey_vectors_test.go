@@ -9,7 +9,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"regexp"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -17,8 +20,8 @@ import (
 	"github.com/kez-lat/kez-chat/kez"
 )
 
-// The test vectors of docs/spec/senderkeys.md §11, rewritten with the
-// session vectors by
+// The test vectors of docs/spec/senderkeys.md §13 (the file, and the
+// values printed on the page), rewritten with the session vectors by
 //
 //	go test ./session -run TestSenderKeyVectors -update-vectors
 //
@@ -100,7 +103,7 @@ func writeSenderKeyVectors(t *testing.T) {
 	dist, _ := k.Distribution().MarshalBinary()
 	vf := skVectorFile{
 		Comment: []string{
-			"Test vectors for KEZ sender keys and group envelopes (format v3), docs/spec/senderkeys.md §11.",
+			"Test vectors for KEZ sender keys and group envelopes (format v3), docs/spec/senderkeys.md §13.",
 			"A sender key made from `chain_key` and `signing_seed` for `gid`, `epoch` and `device` seals iterations 0 to 5;",
 			"`messages` are iterations 0, 1 and 5 (2 to 4 carry \"skipped\" and are not given). `chain` gives every",
 			"intermediate key. A receiver key made from `distribution` (iteration 0) opens the messages in order;",
@@ -324,6 +327,8 @@ func TestSenderKeyVectors(t *testing.T) {
 		t.Fatalf("receiver_key_after:\n%x", rk)
 	}
 
+	checkSenderKeyPage(t, vf)
+
 	if len(vf.Failures) < 15 {
 		t.Fatalf("only %d fail_ vectors", len(vf.Failures))
 	}
@@ -340,4 +345,79 @@ func TestSenderKeyVectors(t *testing.T) {
 			}
 		})
 	}
+}
+
+const senderKeySpec = "../docs/spec/senderkeys.md"
+
+var senderKeyBlock = regexp.MustCompile("(?s)(<!-- senderkey vectors -->\\s*```\\n)(.*?)(```)")
+
+// checkSenderKeyPage checks that the page prints the vectors' values
+// exactly (and rewrites them with -update-vectors).
+func checkSenderKeyPage(t *testing.T, vf *skVectorFile) {
+	spec, err := os.ReadFile(senderKeySpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := senderKeyBlock.FindSubmatchIndex(spec)
+	if m == nil {
+		t.Fatalf("%s has no senderkey vectors block", senderKeySpec)
+	}
+	want := renderSenderKeyVectors(t, vf)
+	if *updateVectors {
+		out := append(bytes.Clone(spec[:m[4]]), want...)
+		out = append(out, spec[m[5]:]...)
+		if err := os.WriteFile(senderKeySpec, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if got := string(spec[m[4]:m[5]]); got != want {
+		t.Fatalf("%s §13 prints other values than the vectors; want\n%s", senderKeySpec, want)
+	}
+}
+
+// renderSenderKeyVectors is the page's block: every input and
+// intermediate key, and each message's parts.
+func renderSenderKeyVectors(t *testing.T, vf *skVectorFile) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("chain_key       %s", vf.ChainKey)
+	p("signing_seed    %s", vf.SigningSeed)
+	p("signing_public  %s", vf.SigningPublic)
+	p("gid             %s", vf.GID)
+	p("epoch           %d", vf.Epoch)
+	p("device          %s", vf.Device)
+	p("                = %s", vf.DeviceHex)
+	p("")
+	d := vf.Distribution
+	p("distribution (iteration 0, %d bytes)", len(d)/2)
+	p("  version       %s", d[:2])
+	p("  gid           %s", d[2:66])
+	p("  epoch         %s", d[66:82])
+	p("  device        %s", d[82:146])
+	p("  iteration     %s", d[146:154])
+	p("  chain_key     %s", d[154:218])
+	p("  signing       %s", d[218:])
+	for _, c := range vf.Chain {
+		p("")
+		p("iteration %d", c.Iteration)
+		p("  CK            %s", c.ChainKey)
+		p("  mk            %s", c.MessageKey)
+		p("  aead key      %s", c.AEADKey)
+		p("  nonce         %s", c.Nonce)
+	}
+	for _, m := range vf.Messages {
+		h := m.Header
+		p("")
+		p("message %d: %q (%d bytes), envelope of %d bytes", m.Iteration, m.Plaintext, len(m.Plaintext), len(m.Envelope)/2)
+		p("  header        %s %s %s", h[:8], h[8:10], h[10:12])
+		p("                %s", h[12:76])
+		p("                %s", h[76:92])
+		p("                %s", h[92:156])
+		p("                %s", h[156:])
+		p("  ciphertext    %s", m.Ciphertext)
+		p("  signature     %s", m.Signature[:64])
+		p("                %s", m.Signature[64:])
+	}
+	return b.String()
 }
