@@ -94,6 +94,24 @@ func skVectorInputs(tb testing.TB) (ck, seed, gid [32]byte, epoch uint64, device
 	return ck, seed, gid, 3, d
 }
 
+// sealSenderKeyVectors seals iterations 0 to 5 with k: the vectors'
+// plaintexts, or skippedPlaintext.
+func sealSenderKeyVectors(t *testing.T, k *SenderKey) [][]byte {
+	var envs [][]byte
+	for i := range uint32(6) {
+		pt, ok := skVectorMessages[i]
+		if !ok {
+			pt = skippedPlaintext
+		}
+		env, err := k.Seal([]byte(pt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs = append(envs, env)
+	}
+	return envs
+}
+
 func writeSenderKeyVectors(t *testing.T) {
 	ck, seed, gid, epoch, device := skVectorInputs(t)
 	k, err := NewSenderKey(bytes.NewReader(append(ck[:], seed[:]...)), gid, epoch, device)
@@ -116,25 +134,20 @@ func writeSenderKeyVectors(t *testing.T) {
 		Distribution: hex.EncodeToString(dist),
 	}
 	c := ck
-	envs := map[uint32][]byte{}
 	for i := range uint32(6) {
 		next, mk := kdfCK(&c)
 		okm, _ := hkdf.Key(sha256.New, mk[:], nil, groupMessageInfo, groupAEADLen)
 		vf.Chain = append(vf.Chain, skVectorChain{Iteration: i, ChainKey: hex.EncodeToString(c[:]), MessageKey: hex.EncodeToString(mk[:]),
 			AEADKey: hex.EncodeToString(okm[:32]), Nonce: hex.EncodeToString(okm[32:])})
 		c = next
+	}
+	envs := sealSenderKeyVectors(t, k)
+	for i := range uint32(6) {
 		pt, ok := skVectorMessages[i]
-		if !ok {
-			pt = skippedPlaintext
-		}
-		env, err := k.Seal([]byte(pt))
-		if err != nil {
-			t.Fatal(err)
-		}
-		envs[i] = env
 		if !ok {
 			continue
 		}
+		env := envs[i]
 		end := len(env) - sigLen
 		vf.Messages = append(vf.Messages, skVectorMessage{Iteration: i, Plaintext: pt, Header: hex.EncodeToString(env[:GroupHeaderLen]),
 			Ciphertext: hex.EncodeToString(env[GroupHeaderLen:end]), Signature: hex.EncodeToString(env[end:]), Envelope: hex.EncodeToString(env)})
@@ -298,19 +311,14 @@ func TestSenderKeyVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := NewReceiverKey(d0)
+	envs := sealSenderKeyVectors(t, k)
 	mi := 0
 	for i := range uint32(6) {
 		pt, ok := skVectorMessages[i]
 		if !ok {
-			pt = skippedPlaintext
-		}
-		env, err := k.Seal([]byte(pt))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
 			continue
 		}
+		env := envs[i]
 		if m := vf.Messages[mi]; m.Envelope != hex.EncodeToString(env) {
 			t.Fatalf("Seal of iteration %d:\n%x\nthe vector is\n%s", i, env, m.Envelope)
 		}
