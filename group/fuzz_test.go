@@ -50,7 +50,9 @@ func FuzzParseLink(f *testing.F) {
 	})
 }
 
-func sigOfBytes(t *testing.T, b []byte) []byte {
+// sigOfBytes returns the signature of a link's bytes.
+func sigOfBytes(t testing.TB, b []byte) []byte {
+	t.Helper()
 	i := bytes.LastIndex(b, []byte(`,"sig":"`))
 	sig, err := b64.DecodeString(string(b[i+8 : len(b)-2]))
 	if err != nil {
