@@ -332,6 +332,10 @@ func TestReplay(t *testing.T) {
 			t.Fatalf("replay of %d: %d %v", l.Seqno(), a.status, a.body)
 		}
 	}
+	f.clock.Advance(time.Hour) // a stored link is answered 200 however old
+	if a := f.post(f.team.Links[0].Bytes(), ""); a.status != http.StatusOK {
+		t.Fatalf("an hour-old replay: %d %v", a.status, a.body)
+	}
 	if got := f.srv.Handler.Stats().Stored; got != stored {
 		t.Fatalf("replays stored %d links", got-stored)
 	}
