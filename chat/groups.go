@@ -80,10 +80,10 @@ type GroupEvent struct {
 	Detail string
 }
 
-// groupState is a pinned group, cached in memory (guarded by its mu and,
-// for the maps holding it, Client.gmu).
+// groupState is a pinned group, cached in memory.
 type groupState struct {
-	mu        sync.Mutex // one fetch or change at a time
+	fetch     sync.Mutex // one fetch of the chain (and pinning of what it adds) at a time
+	mu        sync.Mutex // guards st, left, broken and refreshed: held briefly, never across a server or the database
 	name      string
 	gid       [32]byte
 	sigServer string

@@ -244,55 +244,66 @@ func addHandles(hs map[kez.PublicKey]string, l *group.Link) {
 // less than groupRefreshEvery ago and force is false), verifies and pins
 // what it adds, and records what changed. A fork marks the group broken
 // (ErrGroupBroken); a rollback is returned as group.ErrRollback and the
-// pin stays.
+// pin stays. One fetch of a group runs at a time (gs.fetch); gs.mu is
+// held only to read and set gs's fields, never across a server or the
+// database.
 func (c *Client) refreshGroup(ctx context.Context, gs *groupState, force bool) error {
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	if gs.broken != "" {
-		return fmt.Errorf("%w: %s: %s", ErrGroupBroken, gs.name, gs.broken)
-	}
-	if gs.left {
-		return nil
-	}
+	gs.fetch.Lock()
+	defer gs.fetch.Unlock()
 	now := c.now()
-	if !force && now.Sub(gs.refreshed) < groupRefreshEvery {
+	gs.mu.Lock()
+	pinned, left, broken, last := gs.st, gs.left, gs.broken, gs.refreshed
+	due := force || now.Sub(last) >= groupRefreshEvery
+	if due && broken == "" && !left {
+		gs.refreshed = now
+	}
+	gs.mu.Unlock()
+	switch {
+	case broken != "":
+		return fmt.Errorf("%w: %s: %s", ErrGroupBroken, gs.name, broken)
+	case left || !due:
 		return nil
 	}
-	gs.refreshed = now
 	gc, err := c.groupClient(gs.name, gs.sigServer)
 	if err != nil {
 		return err
 	}
-	st, links, err := c.fetchLinks(ctx, gc, gs.name, gs.st)
+	st, links, err := c.fetchLinks(ctx, gc, gs.name, pinned)
 	switch {
 	case errors.Is(err, group.ErrFork):
-		return c.markBroken(ctx, gs, err)
+		return c.markBroken(ctx, gs, pinned, err)
+	case errors.Is(err, group.ErrNotFound):
+		return fmt.Errorf("chat: fetching the group %s: %w: the sig-server has no such group, seqno %d is pinned", gs.name, group.ErrRollback, pinned.Seqno())
 	case err != nil:
 		return fmt.Errorf("chat: fetching the group %s: %w", gs.name, err)
 	case len(links) == 0:
 		return nil
 	}
 	if st.ID() != gs.gid {
-		return c.markBroken(ctx, gs, fmt.Errorf("%w: the chain's group ID changed", group.ErrFork))
+		return c.markBroken(ctx, gs, pinned, fmt.Errorf("%w: the chain's group ID changed", group.ErrFork))
 	}
-	return c.pinGroupLinks(ctx, gs, st, links)
+	return c.pinGroupLinks(ctx, gs, pinned, st, links)
 }
 
-// markBroken marks gs broken after a fork (gs.mu held): loudly.
-func (c *Client) markBroken(ctx context.Context, gs *groupState, cause error) error {
-	detail := fmt.Sprintf("pinned seqno %d head %s; %v", gs.st.Seqno(), gs.st.Head(), cause)
+// markBroken marks gs broken after a fork of its pinned chain, loudly
+// (gs.fetch held).
+func (c *Client) markBroken(ctx context.Context, gs *groupState, pinned *group.State, cause error) error {
+	detail := fmt.Sprintf("pinned seqno %d head %s; %v", pinned.Seqno(), pinned.Head(), cause)
 	c.log.Error("THE SIG-SERVER SHOWS A FORK OF A GROUP'S MEMBERSHIP CHAIN: two histories of one group exist; nothing is sent to it or opened for it any more", "group", gs.name, "detail", detail)
+	now := c.now()
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.Exec(`UPDATE groups SET broken = ? WHERE name = ?`, detail, gs.name); err != nil {
 			return fmt.Errorf("chat: database: %w", err)
 		}
-		return addGroupEvent(tx, gs.name, c.now(), gs.st.Seqno(), "fork", detail)
+		return addGroupEvent(tx, gs.name, now, pinned.Seqno(), "fork", detail)
 	})
 	if err != nil {
 		return err
 	}
+	gs.mu.Lock()
 	gs.broken = detail
-	c.tellGroup(GroupEvent{Group: gs.name, At: c.now(), Seqno: gs.st.Seqno(), Event: "fork", Detail: detail})
+	gs.mu.Unlock()
+	c.tellGroup(GroupEvent{Group: gs.name, At: now, Seqno: pinned.Seqno(), Event: "fork", Detail: detail})
 	return fmt.Errorf("%w: %s: %s", ErrGroupBroken, gs.name, detail)
 }
 
@@ -303,12 +314,12 @@ func (c *Client) tellGroup(e GroupEvent) {
 	}
 }
 
-// pinGroupLinks stores the links st added to gs's pinned state and what
-// they changed (gs.mu held), and takes st.
-func (c *Client) pinGroupLinks(ctx context.Context, gs *groupState, st *group.State, links [][]byte) error {
+// pinGroupLinks stores the links st added to the pinned state old and
+// what they changed, and takes st (gs.fetch held).
+func (c *Client) pinGroupLinks(ctx context.Context, gs *groupState, old, st *group.State, links [][]byte) error {
 	now := c.now()
-	events := groupDiff(gs.st, st, c.me)
-	_, wasMember := gs.st.Member(c.me)
+	events := groupDiff(old, st, c.me)
+	_, wasMember := old.Member(c.me)
 	_, isMember := st.Member(c.me)
 	left := wasMember && !isMember
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
@@ -335,10 +346,10 @@ func (c *Client) pinGroupLinks(ctx context.Context, gs *groupState, st *group.St
 	if err != nil {
 		return err
 	}
+	gs.mu.Lock()
 	gs.st = st
-	if left {
-		gs.left = true
-	}
+	gs.left = gs.left || left
+	gs.mu.Unlock()
 	for _, e := range events {
 		c.tellGroup(GroupEvent{Group: gs.name, At: now, Seqno: st.Seqno(), Event: e[0], Detail: e[1]})
 	}

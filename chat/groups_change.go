@@ -183,14 +183,14 @@ func (c *Client) changeGroup(ctx context.Context, name string, make func(*group.
 		if err != nil {
 			return fmt.Errorf("chat: changing the group %s: %w", gs.name, err)
 		}
-		gs.mu.Lock()
-		nst, err := st.Extend(ctx, [][]byte{l.Bytes()}, pinnedDevices)
-		if err == nil {
-			err = c.pinGroupLinks(ctx, gs, nst, [][]byte{l.Bytes()})
-		}
-		gs.mu.Unlock()
-		if err != nil {
+		// Pinned from the sig-server, which now shows it (and whatever
+		// came after), verified like any link.
+		if err := c.refreshGroup(ctx, gs, true); err != nil {
 			return err
+		}
+		nst, _, _ := gs.snapshot()
+		if nst.Seqno() < l.Seqno() {
+			return fmt.Errorf("chat: changing the group %s: the sig-server took link %d but shows %d", gs.name, l.Seqno(), nst.Seqno())
 		}
 		c.announce(ctx, gs, st, nst)
 		return nil
