@@ -361,3 +361,51 @@ func TestGroupSendRepublishedAfterCrash(t *testing.T) {
 		t.Fatalf("the group outbox holds %d (%v)", n, err)
 	}
 }
+
+// A group message that arrives before its sender's key is held, not
+// refused, and opened once the key comes; one of a newer epoch than the
+// receiver pinned makes it fetch the chain first.
+func TestGroupHeldUntilKey(t *testing.T) {
+	tr := newTrio(t, stacktest.Options{})
+	ctx := testCtx(t)
+	gs, err := tr.b.pinnedGroup(tr.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, _ := gs.snapshot()
+	// Bob's key is made, its distribution kept for later.
+	var dist []byte
+	if err := tr.b.db.write(ctx, func(tx *sql.Tx) error {
+		sk, err := tr.b.senderKey(tx, st.ID(), st.Epoch())
+		if err == nil {
+			dist, err = sk.Distribution().MarshalBinary()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := Message{ID: NewMessageID(), SentAt: time.Now().Truncate(time.Millisecond), From: tr.b.Key(), Kind: KindText, Body: []byte("before my key")}
+	env, err := tr.b.sealGroup(ctx, gs, st, &m, []kez.PublicKey{tr.a.DeviceKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendRaw(t, tr.b, env, tr.a.DeviceKey())
+	waitStat(t, tr.a, "the message held", func(s Stats) bool { return s.GroupHeld >= 1 })
+	if got := groupTexts(t, tr.a, tr.name); len(got) != 0 {
+		t.Fatalf("alice stored %q without bob's key", got)
+	}
+	sendPairwise(t, tr.b, tr.alice.user.Key, "alice@"+tr.st.Domain, KindGroupKey, dist)
+	waitGroupText(t, tr.a, tr.name, "before my key")
+
+	// Alice adds dave (epoch 3) and writes at once; carol, who has not
+	// received since, gets the update, the key and the message together.
+	tr.st.NewUser(t, "dave")
+	if err := tr.a.AddGroupMembers(ctx, "club", "dave"); err != nil {
+		t.Fatal(err)
+	}
+	mustGroupSend(t, tr.a, tr.name, "epoch 3 already")
+	e := waitGroupText(t, tr.c, tr.name, "epoch 3 already")
+	if e.From != tr.alice.user.Key {
+		t.Fatalf("carol stored %+v", e)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -172,9 +171,8 @@ func (c *Client) fetchLinks(ctx context.Context, gc *group.Client, name string, 
 	if err != nil {
 		return nil, nil, err
 	}
-	check := c.deviceChecker(c.handlesOf(prev))
 	if prev == nil {
-		st, err := group.Verify(fctx, links, c.creatorChecker(links, check), group.WithClock(c.now))
+		st, err := group.Verify(fctx, links, c.linksChecker(nil, links), group.WithClock(c.now))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -194,29 +192,17 @@ func (c *Client) fetchLinks(ctx context.Context, gc *group.Client, name string, 
 	if len(links) == 0 {
 		return prev, nil, nil
 	}
-	st, err := prev.Extend(fctx, links, c.extendChecker(prev, links, check))
+	st, err := prev.Extend(fctx, links, c.linksChecker(prev, links), group.WithClock(c.now))
 	if err != nil {
 		return nil, nil, err
 	}
 	return st, links, nil
 }
 
-// creatorChecker adds the creator's handle (from the create link) to
-// what check knows, for a chain verified from its start.
-func (c *Client) creatorChecker(links [][]byte, _ group.DeviceChecker) group.DeviceChecker {
-	hs := map[kez.PublicKey]string{}
-	for _, b := range links {
-		l, err := group.ParseLink(b)
-		if err != nil {
-			break
-		}
-		addHandles(hs, l)
-	}
-	return c.deviceChecker(hs)
-}
-
-// extendChecker is check, knowing the handles the new links name too.
-func (c *Client) extendChecker(prev *group.State, links [][]byte, _ group.DeviceChecker) group.DeviceChecker {
+// linksChecker is the client's DeviceChecker for links on top of prev
+// (nil: a whole chain), knowing the handles of prev's members and of the
+// persons the links create or add.
+func (c *Client) linksChecker(prev *group.State, links [][]byte) group.DeviceChecker {
 	hs := c.handlesOf(prev)
 	for _, b := range links {
 		if l, err := group.ParseLink(b); err == nil {
@@ -229,11 +215,11 @@ func (c *Client) extendChecker(prev *group.State, links [][]byte, _ group.Device
 // addHandles records the handles a create or add link names.
 func addHandles(hs map[kez.PublicKey]string, l *group.Link) {
 	switch l.Type() {
-	case "create":
+	case group.TypeCreate:
 		if h, err := createHandle(l.Body()); err == nil {
 			hs[l.By()] = h
 		}
-	case "add":
+	case group.TypeAdd:
 		for _, m := range addedMembers(l.Body()) {
 			hs[m.Key] = m.Handle
 		}
@@ -488,25 +474,4 @@ func (c *Client) pinNewGroup(ctx context.Context, st *group.State, links [][]byt
 	c.groups.put(gs)
 	c.tellGroup(GroupEvent{Group: gs.name, At: now, Seqno: st.Seqno(), Event: event})
 	return nil
-}
-
-// memberKeys returns the persons of st's current members.
-func memberKeys(st *group.State) []kez.PublicKey {
-	var out []kez.PublicKey
-	for _, m := range st.Members() {
-		out = append(out, m.Key)
-	}
-	return out
-}
-
-// removedSince returns the persons that were members in old and are not
-// in st.
-func removedSince(old, st *group.State) []group.Member {
-	var out []group.Member
-	for _, m := range old.Members() {
-		if _, ok := st.Member(m.Key); !ok {
-			out = append(out, m)
-		}
-	}
-	return slices.Clip(out)
 }

@@ -78,7 +78,7 @@ func (c *Client) AddGroupMembers(ctx context.Context, name string, handles ...st
 		nms = append(nms, group.NewMember{Key: res.Key, Handle: hh.String(), Role: group.RoleMember})
 	}
 	return c.changeGroup(ctx, name, func(*group.State) (string, []byte, error) {
-		return "add", group.AddBody(nms), nil
+		return group.TypeAdd, group.AddBody(nms), nil
 	})
 }
 
@@ -97,7 +97,7 @@ func (c *Client) RemoveGroupMembers(ctx context.Context, name string, handles ..
 			}
 			keys = append(keys, k)
 		}
-		return "remove", group.RemoveBody(keys...), nil
+		return group.TypeRemove, group.RemoveBody(keys...), nil
 	})
 }
 
@@ -109,14 +109,14 @@ func (c *Client) SetGroupRole(ctx context.Context, name, handle string, role gro
 		if err != nil {
 			return "", nil, err
 		}
-		return "role", group.RoleBody(k, role), nil
+		return group.TypeRole, group.RoleBody(k, role), nil
 	})
 }
 
 // SetGroupTitle renames the group (its address stays).
 func (c *Client) SetGroupTitle(ctx context.Context, name, title string) error {
 	return c.changeGroup(ctx, name, func(*group.State) (string, []byte, error) {
-		return "title", group.TitleBody(title), nil
+		return group.TypeTitle, group.TitleBody(title), nil
 	})
 }
 
@@ -124,7 +124,7 @@ func (c *Client) SetGroupTitle(ctx context.Context, name, title string) error {
 // transfer the ownership first). The group stays listed, Left.
 func (c *Client) LeaveGroup(ctx context.Context, name string) error {
 	return c.changeGroup(ctx, name, func(*group.State) (string, []byte, error) {
-		return "remove", group.RemoveBody(c.me), nil
+		return group.TypeRemove, group.RemoveBody(c.me), nil
 	})
 }
 

@@ -29,11 +29,6 @@ const (
 	KindGroupRead Kind = "group-read"
 )
 
-// isGroupKind reports whether k is one of the group kinds.
-func isGroupKind(k Kind) bool {
-	return k == KindGroupUpdate || k == KindGroupKey || k == KindGroupRead
-}
-
 // maxGroupReadIDs bounds the message IDs of one group-read.
 const maxGroupReadIDs = 256
 
