@@ -17,10 +17,10 @@ import (
 )
 
 // The gate stands between users and JetStream. Users live in an account
-// without JetStream and hold no JetStream subject. Their sends, pulls and
-// acknowledgements cross into the chat account as streams (the user
-// account exports kez.v1.send.>, kez.v1.pull.> and kez.v1.ack.> to it
-// alone), their consumer requests as a service import; here the gate
+// without JetStream and hold no JetStream subject. Their sends (one to
+// one and multi-recipient), pulls and acknowledgements cross into the
+// chat account as streams (the user account exports kez.v1.send.>,
+// kez.v1.msend.>, kez.v1.pull.> and kez.v1.ack.> to it alone), their consumer requests as a service import; here the gate
 //
 //   - takes the sender from the subject, where only that user may publish
 //     (callout.Permissions). Nothing else reaches these subjects in the
@@ -53,7 +53,9 @@ import (
 //     +WPI), without a reply subject: no +NXT (a pull request that would
 //     bypass the pull bounds below), no reasons, no other body;
 //   - stores mail only for registered recipients, whose consumer it makes
-//     first, within the sender's and the recipient's rate limits.
+//     first, within the sender's and the recipient's rate limits; a
+//     multi-recipient send (gate_msend.go) is checked per recipient
+//     exactly as a send is, and answered once.
 //
 // docs/security.md explains the design; docs/spec/chat.md the wire.
 // gateQueue is the queue group the gate's subscriptions share across

@@ -37,18 +37,8 @@ const copyTimeout = 10 * time.Second
 func (g *gate) onMultiSend(m *nats.Msg) {
 	sender, _ := strings.CutPrefix(m.Subject, callout.MultiSendSubjectPrefix)
 	now := g.now()
-	if strings.IndexByte(sender, '.') >= 0 || !g.senderKey(sender, now) {
-		g.drop("msend", reasonForged)
-		return
-	}
-	answer := m.Reply
-	if !ownReply(answer, sender) {
-		g.drop("msend", reasonReply)
-		return
-	}
-	from, ok := g.senderPerson(sender, now)
+	answer, from, ok := g.admitSender("msend", m, sender, now)
 	if !ok {
-		g.refuse("msend", answer, reasonRevoked, 403, callout.ErrCodeSenderRevoked, "the sender is a revoked device")
 		return
 	}
 	self, err := kez.ParsePublicKey(sender) // checked by senderKey
@@ -65,14 +55,8 @@ func (g *gate) onMultiSend(m *nats.Msg) {
 		g.refuse("msend", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, "the payload is larger than the stream's messages may be")
 		return
 	}
-	n, size := float64(len(devices)), float64(len(payload))
-	allowed := true
-	g.users.with(from, now, func(b *userBuckets) {
-		allowed = b.sendMsgs.take(now, g.lim.SenderRate, g.lim.SenderBurst, 1) &&
-			b.sendCopies.take(now, g.lim.SenderCopyRate, g.lim.SenderCopyBurst, n) &&
-			b.sendBytes.take(now, g.lim.SenderBytesRate, g.lim.SenderBytesBurst, n*size)
-	})
-	if !allowed {
+	size := float64(len(payload))
+	if !g.takeSender(from, now, float64(len(devices)), size) {
 		g.refuse("msend", answer, reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit")
 		return
 	}

@@ -24,34 +24,16 @@ func (g *gate) onSend(m *nats.Msg) {
 	rest, _ := strings.CutPrefix(m.Subject, callout.SendSubjectPrefix)
 	rcpt, sender, ok := strings.Cut(rest, ".")
 	now := g.now()
-	if !ok || strings.IndexByte(sender, '.') >= 0 || !g.senderKey(sender, now) {
+	if !ok {
 		g.drop("send", reasonForged)
 		return
 	}
-	// The answer goes to the send's reply subject, which must be in the
-	// sender's own reply namespace (_INBOX.<sender>.…): the stream answers
-	// there directly, and the chat account passes it on to the users.
-	answer := m.Reply
-	if !ownReply(answer, sender) {
-		g.drop("send", reasonReply)
-		return
-	}
-	// The sender's buckets are its person's: a person with several
-	// devices has one allowance, which each copy of a message (one per
-	// device it is sealed to) draws on.
-	from, ok := g.senderPerson(sender, now)
+	answer, from, ok := g.admitSender("send", m, sender, now)
 	if !ok {
-		g.refuse("send", answer, reasonRevoked, 403, callout.ErrCodeSenderRevoked, "the sender is a revoked device")
 		return
 	}
 	size := float64(len(m.Data))
-	allowed := true
-	g.users.with(from, now, func(b *userBuckets) {
-		allowed = b.sendMsgs.take(now, g.lim.SenderRate, g.lim.SenderBurst, 1) &&
-			b.sendCopies.take(now, g.lim.SenderCopyRate, g.lim.SenderCopyBurst, 1) &&
-			b.sendBytes.take(now, g.lim.SenderBytesRate, g.lim.SenderBytesBurst, size)
-	})
-	if !allowed {
+	if !g.takeSender(from, now, 1, size) {
 		g.refuse("send", answer, reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit")
 		return
 	}
@@ -70,6 +52,44 @@ func (g *gate) onSend(m *nats.Msg) {
 		return
 	}
 	g.sendsForwarded.Inc()
+}
+
+// admitSender checks what a send and a multi-recipient send check first
+// of their sender, the user whose key text the subject names: it is a
+// key (else the request is dropped as forged); the reply subject is in
+// its own reply namespace _INBOX.<sender>.…, where the answer goes and
+// the chat account passes it on to the users (else dropped unanswered);
+// it is no revoked device (else refused, 21403). It returns the answer
+// subject and the sender's person, whose buckets the request draws on
+// (a person with several devices has one allowance); ok is false when
+// the request was dropped or refused.
+func (g *gate) admitSender(kind string, m *nats.Msg, sender string, now time.Time) (answer, from string, ok bool) {
+	if strings.IndexByte(sender, '.') >= 0 || !g.senderKey(sender, now) {
+		g.drop(kind, reasonForged)
+		return "", "", false
+	}
+	answer = m.Reply
+	if !ownReply(answer, sender) {
+		g.drop(kind, reasonReply)
+		return "", "", false
+	}
+	if from, ok = g.senderPerson(sender, now); !ok {
+		g.refuse(kind, answer, reasonRevoked, 403, callout.ErrCodeSenderRevoked, "the sender is a revoked device")
+	}
+	return answer, from, ok
+}
+
+// takeSender takes from the buckets of the sending person from one
+// message, copies copies and copies × size bytes, and reports whether
+// all of them could pay (refused requests count too).
+func (g *gate) takeSender(from string, now time.Time, copies, size float64) bool {
+	allowed := true
+	g.users.with(from, now, func(b *userBuckets) {
+		allowed = b.sendMsgs.take(now, g.lim.SenderRate, g.lim.SenderBurst, 1) &&
+			b.sendCopies.take(now, g.lim.SenderCopyRate, g.lim.SenderCopyBurst, copies) &&
+			b.sendBytes.take(now, g.lim.SenderBytesRate, g.lim.SenderBytesBurst, copies*size)
+	})
+	return allowed
 }
 
 // denial is why the gate stores nothing for one recipient: the label of
