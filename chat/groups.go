@@ -42,9 +42,13 @@ const groupRefreshEvery = time.Second
 
 // GroupMember is a current member of a group.
 type GroupMember struct {
-	Key    kez.PublicKey // the person's primary key
-	Handle string        // as the add link names it
-	Role   group.Role
+	Key kez.PublicKey // the person's primary key
+	// Handle is the handle the add link names: the adder's word, until
+	// HandleChecked says the handle resolves to Key (a contact's, or
+	// checked by Client.Group).
+	Handle        string
+	HandleChecked bool
+	Role          group.Role
 	// Devices are the member's current devices as their chain lists them
 	// (filled by Client.Group; nil when the chain could not be had).
 	Devices []kez.PublicKey
@@ -246,13 +250,22 @@ func (c *Client) Group(ctx context.Context, name string) (*Group, error) {
 		c.log.Warn("cannot fetch a group's chain; showing the pinned one", "group", gs.name, "err", err)
 	}
 	devs := map[kez.PublicKey][]kez.PublicKey{}
+	checked := map[kez.PublicKey]bool{}
 	st, _, _ := gs.snapshot()
 	for _, m := range st.Members() {
-		if mi, err := c.memberDevices(ctx, m.Key, m.Handle); err == nil {
-			devs[m.Key] = currentDevices(mi.devs, m.Key)
+		mi, err := c.memberDevices(ctx, m.Key, m.Handle)
+		if err != nil {
+			c.log.Warn("a group member's chain or handle does not check out", "group", gs.name, "member", m.Key, "handle", m.Handle, "err", err)
+			continue
 		}
+		devs[m.Key] = currentDevices(mi.devs, m.Key)
+		checked[m.Key] = m.Key == c.me || mi.handle == m.Handle
 	}
-	return c.groupView(gs, devs), nil
+	g := c.groupView(gs, devs)
+	for i := range g.Members {
+		g.Members[i].HandleChecked = checked[g.Members[i].Key]
+	}
+	return g, nil
 }
 
 // groupView is the exported view of gs.

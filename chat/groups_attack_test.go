@@ -409,3 +409,49 @@ func TestGroupHeldUntilKey(t *testing.T) {
 		t.Fatalf("carol stored %+v", e)
 	}
 }
+
+// An admin's add link names mallory's key with dave's handle (the adder's
+// word): bob's clients show the handle only once it resolves to the key,
+// so mallory's messages come with no handle (not dave's), and Group says the handle
+// does not check out.
+func TestGroupLyingHandle(t *testing.T) {
+	tr := newTrio(t, stacktest.Options{})
+	mal := openClient(t, tr.st, tr.st.NewUser(t, "mallory"))
+	tr.st.NewUser(t, "dave") // the handle the lie names is real
+	ctx := testCtx(t)
+	links, _, err := group.NewClient(tr.st.SigServerURL, nil).Fetch(ctx, tr.name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := group.Verify(ctx, links, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lie := group.AddBody([]group.NewMember{{Key: mal.Key(), Handle: "dave@" + tr.st.Domain, Role: group.RoleMember}})
+	l, err := group.NewLink(tr.alice.user.Identity, tr.alice.user.Key, st, group.TypeAdd, lie, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := group.NewClient(tr.st.SigServerURL, nil).Append(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	g, err := tr.c.Group(ctx, tr.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range g.Members {
+		if m.HandleChecked != (m.Key != mal.Key()) {
+			t.Errorf("member %s %s: checked %v", m.Handle, m.Key, m.HandleChecked)
+		}
+	}
+	// Mallory learns of the group the way a member does and writes.
+	u := groupUpdate{Group: tr.name, Head: l.ID(), Seqno: l.Seqno(), SigServer: tr.st.SigServerURL}
+	if err := mal.joinGroup(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	mustGroupSend(t, mal, tr.name, "trust me, I am dave")
+	e := waitGroupText(t, tr.c, tr.name, "trust me, I am dave")
+	if e.From != mal.Key() || e.PeerHandle != "" {
+		t.Fatalf("carol stored %+v", e)
+	}
+}

@@ -34,15 +34,18 @@ type memberChains struct {
 
 type memberChain struct {
 	st      *sigchain.State
+	handle  string // the handle that resolved to the chain's key
 	sigBase string
 	checked time.Time
 }
 
 // memberDevices returns the devices of the person key, whose handle the
-// group chain names: the user's own chain, a contact's pinned chain
-// (checked again when due), or the chain of a key that is no contact (the
-// user's sig-server for a handle of the user's domain, else the one its
-// handle resolves to, whose key must be key).
+// group chain names (the adder's word): the user's own chain, a
+// contact's pinned chain (checked again when due), or, for a key that is
+// no contact, the chain its handle resolves to, which must be key's (a
+// handle the chain does not name is never shown nor used: the handle of
+// the answer is the one checked). With no handle, the chain of key at the
+// user's sig-server, and no handle.
 func (c *Client) memberDevices(ctx context.Context, key kez.PublicKey, handle string) (memberInfo, error) {
 	if key == c.me {
 		return memberInfo{devs: c.ownDevices(ctx, false)}, nil
@@ -59,19 +62,15 @@ func (c *Client) memberDevices(ctx context.Context, key kez.PublicKey, handle st
 		}
 		return memberInfo{devs: devs, handle: ct.Handle, sigBase: ct.SigServer}, nil
 	}
-	if handle == "" || domainOf(handle) == c.cc.Domain {
+	if handle == "" {
 		st, err := c.keyChain(ctx, key)
 		if err != nil {
 			return memberInfo{}, err
 		}
-		return memberInfo{devs: chainDevices(st), handle: handle}, nil
+		return memberInfo{devs: chainDevices(st)}, nil
 	}
-	mc := &c.members
-	mc.mu.Lock()
-	e, ok := mc.chains[key]
-	mc.mu.Unlock()
-	if ok && c.now().Sub(e.checked) < c.cfg.RefreshInterval {
-		return memberInfo{devs: chainDevices(e.st), handle: handle, sigBase: e.sigBase}, nil
+	if mi, ok := c.members.verified(key, handle, c.now(), c.cfg.RefreshInterval); ok {
+		return mi, nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
 	defer cancel()
@@ -82,13 +81,39 @@ func (c *Client) memberDevices(ctx context.Context, key kez.PublicKey, handle st
 	if res.Key != key {
 		return memberInfo{}, fmt.Errorf("chat: the member %s: %w: the handle names %s, the group %s", handle, ErrKeyChanged, res.Key, key)
 	}
+	base := res.SigServer
+	if domainOf(handle) == c.cc.Domain {
+		base = "" // the user's own sig-server
+	}
+	mc := &c.members
 	mc.mu.Lock()
 	if mc.chains == nil || len(mc.chains) >= maxKeyChains {
 		mc.chains = map[kez.PublicKey]memberChain{}
 	}
-	mc.chains[key] = memberChain{st: res.State, sigBase: res.SigServer, checked: c.now()}
+	mc.chains[key] = memberChain{st: res.State, handle: res.Handle.String(), sigBase: base, checked: c.now()}
 	mc.mu.Unlock()
-	return memberInfo{devs: chainDevices(res.State), handle: handle, sigBase: res.SigServer}, nil
+	return memberInfo{devs: chainDevices(res.State), handle: res.Handle.String(), sigBase: base}, nil
+}
+
+// verified returns the member chain of key cached for handle, checked
+// less than every ago.
+func (mc *memberChains) verified(key kez.PublicKey, handle string, now time.Time, every time.Duration) (memberInfo, bool) {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	e, ok := mc.chains[key]
+	if !ok || e.handle != handle || now.Sub(e.checked) >= every {
+		return memberInfo{}, false
+	}
+	return memberInfo{devs: chainDevices(e.st), handle: e.handle, sigBase: e.sigBase}, true
+}
+
+// handleOf returns the checked handle of key if one is known here
+// without asking a server (a contact's, a member's resolved before), or
+// "".
+func (mc *memberChains) handleOf(key kez.PublicKey) string {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	return mc.chains[key].handle
 }
 
 // deviceChecker is the group DeviceChecker of a client (§10.1): device
@@ -97,6 +122,11 @@ func (c *Client) memberDevices(ctx context.Context, key kez.PublicKey, handle st
 func (c *Client) deviceChecker(handles map[kez.PublicKey]string) group.DeviceChecker {
 	return func(ctx context.Context, person, device kez.PublicKey, at time.Time) error {
 		mi, err := c.memberDevices(ctx, person, handles[person])
+		if err != nil && handles[person] != "" {
+			// A handle that does not check out names no devices; the
+			// person's own chain still does.
+			mi, err = c.memberDevices(ctx, person, "")
+		}
 		if err != nil {
 			return fmt.Errorf("%w: the chain of %s: %w", group.ErrDeviceNotAllowed, person, err)
 		}

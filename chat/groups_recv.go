@@ -171,11 +171,10 @@ func (c *Client) groupEntry(gs *groupState, m *Message, person kez.PublicKey, se
 		e.From, e.Trust, e.State, e.Read, e.PeerHandle = c.me, TrustTrusted, StateSent, true, gs.name
 		return e
 	}
-	st, _, _ := gs.snapshot()
 	e.Incoming, e.From, e.Peer, e.To, e.Trust = true, person, person, c.me, TrustTrusted
-	if mb, ok := st.Member(person); ok {
-		e.PeerHandle = mb.Handle
-	}
+	// The add link's handle is the adder's word: shown only once it
+	// resolved to the person (nameGroupSenders), or a contact's.
+	e.PeerHandle = c.members.handleOf(person)
 	if cs := c.contactByKey(person); cs != nil {
 		c.mu.Lock()
 		ct := cs.c
@@ -493,4 +492,42 @@ func (c *Client) openHeld(ctx context.Context, gs *groupState) ([]*Entry, error)
 		c.stats.received.Add(1)
 	}
 	return out, err
+}
+
+// nameGroupSenders gives the new group messages from senders whose
+// handle was not checked yet the handle their chain confirms: each
+// sender's handle (as the group names it) is resolved once and must
+// name their key (memberDevices); the stored messages are updated.
+func (c *Client) nameGroupSenders(ctx context.Context, fresh []*Entry) {
+	names := map[kez.PublicKey]string{}
+	for _, e := range fresh {
+		if e.Group == "" || !e.Incoming || e.PeerHandle != "" {
+			continue
+		}
+		h, ok := names[e.From]
+		if !ok {
+			if gs := c.groups.get(e.Group); gs != nil {
+				st, _, _ := gs.snapshot()
+				if m, ok := st.Member(e.From); ok {
+					if mi, err := c.memberDevices(ctx, e.From, m.Handle); err == nil {
+						h = mi.handle
+					} else {
+						c.log.Warn("a group member's handle does not check out; showing the key", "group", e.Group, "member", e.From, "handle", m.Handle, "err", err)
+					}
+				}
+			}
+			names[e.From] = h
+		}
+		if h == "" {
+			continue
+		}
+		e.PeerHandle = h
+		err := c.db.write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec(`UPDATE messages SET peer_handle = ? WHERE from_key = ? AND id = ?`, h, e.From.String(), e.ID[:])
+			return err
+		})
+		if err != nil {
+			c.log.Warn("naming a group message's sender", "err", err)
+		}
+	}
 }

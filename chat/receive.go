@@ -473,6 +473,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	}
 	c.lookupStored(store, lookups)
 	fresh = append(fresh, c.afterGroups(store, gb)...)
+	c.nameGroupSenders(store, fresh)
 	for _, e := range fresh {
 		c.stats.received.Add(1)
 		switch e.Trust {
