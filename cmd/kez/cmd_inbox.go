@@ -34,7 +34,9 @@ their key)."): their primary key signed it.
 
 --follow keeps running and prints messages as they arrive (Ctrl-C stops).
 --json prints one object a line: {"id","from","text","sent_at"} plus
-"from_key","kind","trust","received_at".`,
+"from_key","kind","trust","received_at", and for a message to a group
+"group" (NAME@domain) and, for one you sent, "read_by" (the keys of the
+members who read it).`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var follow, asJSON, all, requests bool
@@ -64,6 +66,8 @@ type inboxJSON struct {
 	Kind       string    `json:"kind"`
 	Trust      string    `json:"trust"`
 	ReceivedAt time.Time `json:"received_at"`
+	Group      string    `json:"group,omitempty"`   // a group message's group
+	ReadBy     *[]string `json:"read_by,omitempty"` // a sent group message: who read it (keys)
 }
 
 // printer writes messages for one command run; it is safe for concurrent
@@ -72,6 +76,7 @@ type printer struct {
 	mu     sync.Mutex
 	w      io.Writer
 	asJSON bool
+	group  string // the group on screen (kez chat --group): its messages need not name it
 }
 
 func (p *printer) print(m *chat.Entry) {
@@ -82,10 +87,18 @@ func (p *printer) print(m *chat.Entry) {
 		text = fmt.Sprintf("(a %q message this kez does not show)", m.Kind)
 	}
 	if p.asJSON {
-		json.NewEncoder(p.w).Encode(inboxJSON{
+		j := inboxJSON{
 			ID: m.ID.String(), From: m.Who(), Text: text, SentAt: m.SentAt.UTC(), FromKey: m.From.String(),
-			Kind: string(m.Kind), Trust: string(m.Trust), ReceivedAt: m.ReceivedAt.UTC(),
-		})
+			Kind: string(m.Kind), Trust: string(m.Trust), ReceivedAt: m.ReceivedAt.UTC(), Group: m.Group,
+		}
+		if m.Group != "" && !m.Incoming {
+			by := make([]string, 0, len(m.ReadBy))
+			for _, k := range m.ReadBy {
+				by = append(by, k.String())
+			}
+			j.ReadBy = &by
+		}
+		json.NewEncoder(p.w).Encode(j)
 		return
 	}
 	who := "@" + m.PeerHandle
@@ -94,6 +107,14 @@ func (p *printer) print(m *chat.Entry) {
 	}
 	if !m.Incoming {
 		who = "you"
+	}
+	if m.Group != "" {
+		if m.Group != p.group {
+			who += " in " + m.Group
+		}
+		if !m.Incoming && len(m.ReadBy) > 0 {
+			text += fmt.Sprintf(" (read by %d)", len(m.ReadBy))
+		}
 	}
 	fmt.Fprintf(p.w, "[%s] %s: %s\n", m.SentAt.Local().Format("2006-01-02 15:04"), who, text)
 }
