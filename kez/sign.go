@@ -18,6 +18,9 @@ const (
 	// device key asks to be added to a person's chain
 	// (docs/spec/sigchain.md, "Devices").
 	ContextDeviceLinkRequest = "kez/v1 device link request"
+	// ContextGroupLink signs a link of a group's membership chain
+	// (docs/spec/group.md §2).
+	ContextGroupLink = "kez/v1 group link"
 )
 
 // signPrefix starts every signed message. Its NUL bytes mean a signed KEZ
