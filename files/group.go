@@ -3,7 +3,7 @@ package files
 import (
 	"context"
 	"encoding/hex"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,7 +11,9 @@ import (
 
 	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/group"
+	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // ErrNotGroupMember reports a share to a group ([ToGroup]) by a user who
@@ -104,8 +106,8 @@ func (s *Sharing) groupTarget(ctx context.Context, g Group) (*group.State, *grou
 }
 
 // loadGroup reads the chain of the group ref names from its sig-server
-// and verifies it (from known on, if given), checking the members'
-// devices against their own verified sigchains.
+// and verifies it (from known on, if given), checking the devices that
+// signed links against their persons' own verified sigchains.
 func (s *Sharing) loadGroup(ctx context.Context, ref *groupRef, known *group.State) (*group.State, error) {
 	h, err := s.rules().Parse(ref.name)
 	if err != nil {
@@ -115,11 +117,80 @@ func (s *Sharing) loadGroup(ctx context.Context, ref *groupRef, known *group.Sta
 	if err != nil {
 		return nil, fmt.Errorf("files: the sig-server of group %s: %w", ref.name, err)
 	}
-	st, err := group.NewClient(ref.sigServer, hc).Load(ctx, ref.name, known, s.deviceChecker())
+	var since uint64
+	if known != nil {
+		since = known.Seqno()
+	}
+	links, _, err := group.NewClient(ref.sigServer, hc).Fetch(ctx, ref.name, since)
 	if err != nil {
 		return nil, fmt.Errorf("files: reading group %s: %w", ref.name, err)
 	}
+	check := group.ChainDeviceChecker(s.personChain(known, links))
+	var st *group.State
+	if known == nil {
+		st, err = group.Verify(ctx, links, check)
+	} else {
+		st, err = known.Extend(ctx, links, check)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("files: group %s: %w", ref.name, err)
+	}
 	return st, nil
+}
+
+// personChain returns the lookup of a group's [group.ChainDeviceChecker]:
+// a person's verified sigchain, found by the handle the group gave them
+// (in known, or in an add or create link of links), which must still name
+// their key; the user's own from their sig-server.
+func (s *Sharing) personChain(known *group.State, links [][]byte) func(context.Context, kez.PublicKey) (*sigchain.State, error) {
+	hs := map[kez.PublicKey]string{}
+	if known != nil {
+		for _, m := range known.Members() {
+			hs[m.Key] = m.Handle
+		}
+	}
+	for _, b := range links {
+		l, err := group.ParseLink(b)
+		if err != nil {
+			continue // verification says why
+		}
+		var body struct {
+			Handle  string
+			Members []struct{ Handle, Key string }
+		}
+		if json.Unmarshal(l.Body(), &body) != nil {
+			continue
+		}
+		if l.Type() == group.TypeCreate {
+			hs[l.By()] = body.Handle
+		}
+		for _, m := range body.Members {
+			if k, err := kez.ParsePublicKey(m.Key); err == nil {
+				hs[k] = m.Handle
+			}
+		}
+	}
+	return func(ctx context.Context, person kez.PublicKey) (*sigchain.State, error) {
+		if person == s.me {
+			return s.ownChain(ctx)
+		}
+		handle, ok := hs[person]
+		if !ok {
+			return nil, fmt.Errorf("files: %s is not named in the group's chain", person)
+		}
+		h, err := s.rules().Parse(handle)
+		if err != nil {
+			return nil, err
+		}
+		res, err := s.resolver.ResolveFresh(ctx, h, nil)
+		if err != nil {
+			return nil, err
+		}
+		if res.Key != person {
+			return nil, fmt.Errorf("%w: the group names %s with the key %s, the handle now names %s", handles.ErrMismatch, handle, person, res.Key)
+		}
+		return res.State, nil
+	}
 }
 
 // memberHandles returns the handles and keys of the current members of
@@ -191,9 +262,7 @@ func (gs *groupStates) stillMember(ctx context.Context, s *Sharing, g *groupRef,
 		st, err := s.groupFor(ctx, g, e.st)
 		if err != nil {
 			s.log.Warn("files: reading a group's chain to check a member", "group", g.name, "err", err)
-			if errors.Is(err, group.ErrFork) || errors.Is(err, group.ErrRollback) {
-				e.st = nil // read it whole next time
-			}
+			e.st = nil // read it whole next time
 		} else {
 			e.st, e.ok = st, true
 		}

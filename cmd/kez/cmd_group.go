@@ -112,7 +112,16 @@ removed, so that they learn it).`,
 }
 
 func runGroup(ctx context.Context, e *env, cf chatFlags, sub string, args []string, title string, asJSON bool) error {
-	c, err := e.openChat(ctx, cf, sub != "list")
+	var c *chat.Client
+	var err error
+	switch sub {
+	case "list": // this install's groups: no server is asked
+		c, err = e.openLocalChat(ctx, cf)
+	case "show": // the chain, over HTTP
+		c, err = e.openChat(ctx, cf, false)
+	default: // a change, announced over NATS
+		c, err = e.openChat(ctx, cf, true)
+	}
 	if err != nil {
 		return err
 	}
