@@ -184,16 +184,16 @@ func runGroup(ctx context.Context, e *env, cf chatFlags, sub string, args []stri
 // groupJSON is one group in "kez group list --json" and, with its
 // members, "kez group show --json"; fields may be added.
 type groupJSON struct {
-	Name    string             `json:"name"`
-	Title   string             `json:"title"`
-	ID      string             `json:"id"`
-	Role    string             `json:"role"`
-	Members any                `json:"members"` // a count (list), the members (show)
-	Epoch   uint64             `json:"epoch"`
-	Seqno   uint64             `json:"seqno"`
-	Head    string             `json:"head"`
-	Left    bool               `json:"left"`
-	Broken  bool               `json:"broken"`
+	Name    string `json:"name"`
+	Title   string `json:"title"`
+	ID      string `json:"id"`
+	Role    string `json:"role"`
+	Members any    `json:"members"` // a count (list), the members (show)
+	Epoch   uint64 `json:"epoch"`
+	Seqno   uint64 `json:"seqno"`
+	Head    string `json:"head"`
+	Left    bool   `json:"left"`
+	Broken  bool   `json:"broken"`
 }
 
 // groupMemberJSON is one member in "kez group show --json".
