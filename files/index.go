@@ -83,15 +83,17 @@ CREATE TABLE recipients (
 // indexSchemaGroups (schema version 2) records the group a private share
 // went to (docs/spec/manifest.md §7): its address, ID and chain at share
 // time (seqno and head, which later reads must extend), and the
-// sig-server its chain is read from.
+// sig-server its chain is read from. Its columns are named apart from
+// those of shares, so that a condition on shares stays unambiguous when
+// the two are joined.
 const indexSchemaGroups = `
 CREATE TABLE share_groups (
-	share_id   INTEGER PRIMARY KEY REFERENCES shares(id) ON DELETE CASCADE,
-	name       TEXT    NOT NULL,
-	gid        BLOB    NOT NULL,
-	seqno      INTEGER NOT NULL,
-	head       TEXT    NOT NULL,
-	sig_server TEXT    NOT NULL
+	share_id         INTEGER PRIMARY KEY REFERENCES shares(id) ON DELETE CASCADE,
+	group_name       TEXT    NOT NULL,
+	group_id         BLOB    NOT NULL,
+	group_seqno      INTEGER NOT NULL,
+	group_head       TEXT    NOT NULL,
+	group_sig_server TEXT    NOT NULL
 );
 `
 
@@ -183,7 +185,7 @@ func (x *index) insert(ctx context.Context, r *shareRow, t *format.Tree) (int64,
 		}
 	}
 	if g := r.Group; g != nil {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO share_groups (share_id, name, gid, seqno, head, sig_server) VALUES (?, ?, ?, ?, ?, ?)`,
+		if _, err := tx.ExecContext(ctx, `INSERT INTO share_groups (share_id, group_name, group_id, group_seqno, group_head, group_sig_server) VALUES (?, ?, ?, ?, ?, ?)`,
 			id, g.name, g.id[:], int64(g.seqno), g.head, g.sigServer); err != nil {
 			return 0, fmt.Errorf("files: recording the share: %w", err)
 		}
@@ -211,7 +213,7 @@ func (x *index) deleteIDs(ctx context.Context, ids ...int64) error {
 // their recipients if asked, in sharing order.
 func (x *index) rows(ctx context.Context, withRecipients bool, where string, args ...any) ([]*shareRow, error) {
 	q := `SELECT id, name, path, cid, size, mtime_ns, media_type, private, file_key, shared_at,
-		g.name, g.gid, g.seqno, g.head, g.sig_server FROM shares LEFT JOIN share_groups g ON g.share_id = shares.id`
+		group_name, group_id, group_seqno, group_head, group_sig_server FROM shares LEFT JOIN share_groups ON share_id = id`
 	if where != "" {
 		q += " WHERE " + where
 	}
@@ -456,9 +458,9 @@ func (x *index) Allow(peer kez.PublicKey, c cid.Cid) bool {
 // recipientsOf returns the recipients of the private rows of blob c,
 // each once per group (a share to a group names it).
 func (x *index) recipientsOf(ctx context.Context, c cid.Cid) ([]recipient, error) {
-	rs, err := x.db.QueryContext(ctx, `SELECT r.key, MIN(r.handle), g.name, g.gid, g.seqno, g.head, g.sig_server
+	rs, err := x.db.QueryContext(ctx, `SELECT r.key, MIN(r.handle), g.group_name, g.group_id, g.group_seqno, g.group_head, g.group_sig_server
 		FROM shares s JOIN recipients r ON r.share_id = s.id LEFT JOIN share_groups g ON g.share_id = s.id
-		WHERE s.cid = ? AND s.private = 1 GROUP BY r.key, g.name, g.gid, g.seqno ORDER BY MIN(r.rowid)`, c.String())
+		WHERE s.cid = ? AND s.private = 1 GROUP BY r.key, g.share_id ORDER BY MIN(r.rowid)`, c.String())
 	if err != nil {
 		return nil, fmt.Errorf("files: reading the share index: %w", err)
 	}
