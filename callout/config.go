@@ -108,6 +108,7 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	    ]
 //	    imports: [
 //	      { stream: { account: USERS, subject: "kez.v1.send.>" } }
+//	      { stream: { account: USERS, subject: "kez.v1.msend.>" } }
 //	      { stream: { account: USERS, subject: "kez.v1.pull.>" } }
 //	      { stream: { account: USERS, subject: "kez.v1.ack.>" } }
 //	    ]
@@ -115,6 +116,7 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	  USERS {
 //	    exports: [
 //	      { stream: "kez.v1.send.>", accounts: [ CHAT ] }
+//	      { stream: "kez.v1.msend.>", accounts: [ CHAT ] }
 //	      { stream: "kez.v1.pull.>", accounts: [ CHAT ] }
 //	      { stream: "kez.v1.ack.>", accounts: [ CHAT ] }
 //	    ]
@@ -308,8 +310,9 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 }
 
 // userStreams are the subjects (prefixes, before ">") that cross from the
-// user account to the gate as streams: sends, pulls and acknowledgements.
-var userStreams = []string{SendSubjectPrefix, PullSubjectPrefix, AckSubjectPrefix}
+// user account to the gate as streams: sends (one-to-one and
+// multi-recipient), pulls and acknowledgements.
+var userStreams = []string{SendSubjectPrefix, MultiSendSubjectPrefix, PullSubjectPrefix, AckSubjectPrefix}
 
 // confPermissions are a user's permissions as nats.conf writes them.
 type confPermissions struct {

@@ -28,6 +28,11 @@ const (
 	// a message: a request the gate checks and stores under the inbox
 	// subject, answered with the stream's acknowledgement or a refusal.
 	SendSubjectPrefix = wire.SendSubjectPrefix
+	// MultiSendSubjectPrefix + sender is where a user sends one payload
+	// to many recipient devices at once (a body of wire.EncodeMultiSend):
+	// a request the gate checks per recipient as it checks a send, stores
+	// once per recipient under its inbox subject and answers once.
+	MultiSendSubjectPrefix = wire.MultiSendSubjectPrefix
 	// ConsumerSubjectPrefix + key asks the gate to make (or update) that
 	// user's durable consumer.
 	ConsumerSubjectPrefix = wire.ConsumerSubjectPrefix
@@ -59,6 +64,7 @@ func SendSubject(to, from kez.PublicKey) string {
 // Publish:
 //
 //	kez.v1.send.*.K          send to anyone, as K only (gate)
+//	kez.v1.msend.K           send one payload to many, as K only (gate)
 //	kez.v1.consumer.K        have K's consumer made (gate)
 //	kez.v1.pull.K            pull from it (gate)
 //	kez.v1.ack.K             acknowledge what it delivered, in batches (gate)
@@ -112,6 +118,7 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 	return jwt.Permissions{
 		Pub: jwt.Permission{Allow: jwt.StringList{
 			SendSubjectPrefix + "*." + key,
+			MultiSendSubjectPrefix + key,
 			ConsumerSubjectPrefix + key,
 			PullSubjectPrefix + key,
 			AckSubjectPrefix + key,
@@ -141,7 +148,7 @@ func Permissions(k kez.PublicKey, stream string) jwt.Permissions {
 // (storing mail); _INBOX.> and _R_.> (refusals of sends, answers to
 // consumer requests); kez.v1.revoked (telling the other chat-servers of a
 // revocation).
-// Subscribe: kez.v1.send.>, kez.v1.consumer.>, kez.v1.pull.>,
+// Subscribe: kez.v1.send.>, kez.v1.msend.>, kez.v1.consumer.>, kez.v1.pull.>,
 // kez.v1.ack.> (the gate), kez.v1.revoked
 // and _KEZ_GATE.P.> (P the key: its own replies, outside the users' reply
 // namespace that the chat account exports to them).
@@ -170,6 +177,7 @@ func GatePermissions(provisioner, stream string) jwt.Permissions {
 		}},
 		Sub: jwt.Permission{Allow: jwt.StringList{
 			SendSubjectPrefix + ">",
+			MultiSendSubjectPrefix + ">",
 			ConsumerSubjectPrefix + ">",
 			PullSubjectPrefix + ">",
 			AckSubjectPrefix + ">",

@@ -112,6 +112,12 @@ func TestCannotPublishAsSomeoneElse(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.aliceC.wantViolation(t, subj)
+	for _, subj := range []string{callout.MultiSendSubjectPrefix + c.bk, callout.MultiSendSubjectPrefix + c.ak + "." + c.bk, callout.MultiSendSubjectPrefix + "*"} {
+		if err := c.aliceC.Publish(subj, []byte("KZMS")); err != nil {
+			t.Fatal(err)
+		}
+		c.aliceC.wantViolation(t, subj)
+	}
 	// Nothing reached the stream.
 	st := provision(t, c.stack, callout.InboxConfig{})
 	info, err := st.Info(ctx(t))
@@ -216,6 +222,9 @@ func TestPermissionsShape(t *testing.T) {
 		if strings.HasPrefix(subj, "$JS.") || strings.HasPrefix(subj, callout.InboxSubjectPrefix) {
 			t.Fatalf("a user may publish to %q", subj)
 		}
+	}
+	if !slices.Contains(p.Pub.Allow, callout.MultiSendSubjectPrefix+k) || slices.Contains(p.Pub.Allow, callout.MultiSendSubjectPrefix+"*") {
+		t.Fatalf("a user's multi-recipient sends are not its own only: %v", p.Pub.Allow)
 	}
 	if !slices.Contains(p.Pub.Allow, callout.AckSubjectPrefix+k) {
 		t.Fatalf("a user may not acknowledge through the gate: %v", p.Pub.Allow)

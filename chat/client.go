@@ -111,6 +111,11 @@ type Config struct {
 	// primary key signed it. It is called after the check was stored,
 	// from the goroutine that checked; it must not block.
 	OnContactDevice func(ContactDevice)
+	// OnGroupEvent, if set, is told of each change to a group the client
+	// sees (docs/spec/chat.md §10.5), a fork ("fork") above all, which is
+	// also logged as an error. It is called after the change was stored,
+	// from the goroutine that saw it; it must not block.
+	OnGroupEvent func(GroupEvent)
 }
 
 // Client is a KEZ chat user's messaging client: it keeps contacts, sends and
@@ -182,6 +187,10 @@ type Client struct {
 	closed       sync.Once
 
 	due dueWork // copies due (due.go)
+
+	groups  groupsIndex  // the pinned groups (groups.go)
+	members memberChains // chains of group members who are no contacts
+	gsend   sync.Mutex   // one group send's sender key work at a time
 
 	stats clientStats
 }
@@ -259,6 +268,10 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		db.close()
 		return nil, err
 	}
+	if err := c.loadGroups(ctx); err != nil {
+		db.close()
+		return nil, err
+	}
 	if err := c.setupOpener(ctx); err != nil {
 		db.close()
 		return nil, err
@@ -300,6 +313,7 @@ func (c *Client) startSessions(ctx context.Context) {
 	}
 	c.background(c.runDue)
 	c.background(c.dueLoop)
+	c.background(c.republishGroups)
 	c.keysChanged()
 }
 
@@ -577,6 +591,13 @@ type Stats struct {
 	CopiesDue  uint64
 	DueSent    uint64
 	DueDropped uint64
+	// GroupStale counts group messages refused for a stale epoch (one a
+	// removal came after, ErrStaleEpoch); GroupHeld counts group messages
+	// held for a key or a fresher chain; GroupKeysRefused counts group
+	// keys refused (not a member's, naming another device, malformed).
+	GroupStale       uint64
+	GroupHeld        uint64
+	GroupKeysRefused uint64
 }
 
 type clientStats struct {
@@ -584,6 +605,7 @@ type clientStats struct {
 	requestsDropped, lookups, lookupsFailed, lookupsSkipped                                       atomic.Uint64
 	undecryptable, downgrades, sessionResets, resent                                              atomic.Uint64
 	copiesDue, dueSent, dueDropped                                                                atomic.Uint64
+	groupStale, groupHeld, groupKeysRefused                                                       atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -598,5 +620,6 @@ func (c *Client) Stats() Stats {
 		Undecryptable: s.undecryptable.Load(), Downgrades: s.downgrades.Load(),
 		SessionResets: s.sessionResets.Load(), Resent: s.resent.Load(),
 		CopiesDue: s.copiesDue.Load(), DueSent: s.dueSent.Load(), DueDropped: s.dueDropped.Load(),
+		GroupStale: s.groupStale.Load(), GroupHeld: s.groupHeld.Load(), GroupKeysRefused: s.groupKeysRefused.Load(),
 	}
 }

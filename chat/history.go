@@ -66,6 +66,13 @@ type Entry struct {
 	// DeliveredAt is, for a sent message, the time the recipient's signed
 	// delivery receipt gives (zero until a receipt arrives).
 	DeliveredAt time.Time
+	// Group is, for a group message, the group's name ("team@kez.lat");
+	// "" for a message between two persons. A sent group message has the
+	// zero key as To and Peer: it is to the group.
+	Group string
+	// ReadBy lists, for a sent group message (GroupHistory), the members
+	// whose group-read receipts say they read it.
+	ReadBy []kez.PublicKey
 }
 
 // Text returns the body as text, with invalid UTF-8 replaced.
@@ -84,7 +91,7 @@ func (e *Entry) Who() string {
 	return e.Peer.String()
 }
 
-const entryColumns = `id, incoming, peer_key, peer_handle, from_key, to_key, sent_at, received_at, kind, ref, body, stream_seq, trust, state, read, delivered_at`
+const entryColumns = `id, incoming, peer_key, peer_handle, from_key, to_key, sent_at, received_at, kind, ref, body, stream_seq, trust, state, read, delivered_at, grp`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -99,7 +106,7 @@ func scanEntry(r scanner) (*Entry, error) {
 		incoming, read       int64
 		seq                  int64
 	)
-	if err := r.Scan(&id, &incoming, &peer, &e.PeerHandle, &from, &to, &sent, &received, &kind, &ref, &e.Body, &seq, &trust, &state, &read, &delivered); err != nil {
+	if err := r.Scan(&id, &incoming, &peer, &e.PeerHandle, &from, &to, &sent, &received, &kind, &ref, &e.Body, &seq, &trust, &state, &read, &delivered, &e.Group); err != nil {
 		return nil, err
 	}
 	if len(id) != len(e.ID) || (ref != nil && len(ref) != len(e.Ref)) {
@@ -182,7 +189,7 @@ func (s *store) insertSent(tx *sql.Tx, e *Entry, envelope []byte) (bool, error) 
 	res, err := tx.Stmt(s.stmts.insert).Exec(
 		e.ID[:], boolInt(e.Incoming), e.Peer.String(), e.PeerHandle, e.From.String(), e.To.String(),
 		e.SentAt.UnixMilli(), e.ReceivedAt.UnixMilli(), string(e.Kind), refBytes(e.Ref), e.Body, int64(e.Seq),
-		string(e.Trust), string(e.State), boolInt(e.Read), nullMillis(e.DeliveredAt), envelope)
+		string(e.Trust), string(e.State), boolInt(e.Read), nullMillis(e.DeliveredAt), e.Group, envelope)
 	if err != nil {
 		return false, fmt.Errorf("chat: storing message %s: %w", e.ID, err)
 	}
@@ -204,7 +211,7 @@ func (c *Client) History(ctx context.Context, peer string, limit int) ([]*Entry,
 	if err != nil {
 		return nil, err
 	}
-	q := `SELECT ` + entryColumns + ` FROM messages WHERE peer_key = ?`
+	q := `SELECT ` + entryColumns + ` FROM messages WHERE peer_key = ? AND grp = ''`
 	if limit > 0 {
 		q = `SELECT * FROM (` + q + ` ORDER BY sent_at DESC, stream_seq DESC, received_at DESC, id DESC LIMIT ?)` + orderBy
 		return queryEntries(ctx, c.db.db, q, key.String(), limit)
@@ -245,6 +252,7 @@ func (c *Client) MarkRead(ctx context.Context, entries ...*Entry) error {
 	})
 	if err == nil {
 		c.syncRead(ctx, entries)
+		c.sendGroupReads(entries)
 	}
 	return err
 }

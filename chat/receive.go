@@ -176,8 +176,9 @@ type received struct {
 	jm     jetstream.Msg
 	from   kez.PublicKey // the sending device: the subject's, which the envelope matched
 	who    sender        // the device's person
-	m      *Message      // v1: opened before the transaction; v2: opened in it
+	m      *Message      // v1: opened before the transaction; v2 and v3: opened in it
 	v2     bool
+	v3     bool // a group envelope (groups_recv.go)
 	seq    uint64
 	trust  Trust // the sender's classification
 	handle string
@@ -228,7 +229,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			c.reject(jm, err)
 			continue
 		}
-		r := &received{jm: jm, m: m, v2: opened[i].v2, from: opened[i].from}
+		r := &received{jm: jm, m: m, v2: opened[i].v2, v3: opened[i].v3, from: opened[i].from}
 		if md, err := jm.Metadata(); err == nil {
 			r.seq = md.Sequence.Stream
 		}
@@ -264,7 +265,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		case who.err != nil:
 			c.reject(r.jm, who.err)
 			continue
-		case !r.v2 && who.person != r.from:
+		case !r.v2 && !r.v3 && who.person != r.from:
 			// Format 1 travels only between persons' primary devices.
 			c.reject(r.jm, fmt.Errorf("%w: a format 1 envelope from %s, a device of %s", ErrNotForMe, r.from, who.person))
 			continue
@@ -288,16 +289,26 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 
 	var fresh []*Entry
 	var bs *batchSessions
+	var gb *groupBatch
 	undecryptable := map[kez.PublicKey]int{}
 	now := c.now()
 	err := c.db.write(store, func(tx *sql.Tx) error {
-		fresh, bs = fresh[:0], newBatchSessions()
+		fresh, bs, gb = fresh[:0], newBatchSessions(), newGroupBatch()
 		clear(undecryptable)
 		setDelivered := tx.Stmt(c.db.stmts.delivered)
 		quota := c.newRequestQuota(tx)
 		for _, r := range items {
 			r.entry, r.receipt, r.control, r.err, r.dropped, r.isNew, r.history = nil, nil, false, nil, "", false, nil
 			r.syncKeys, r.keysStored = false, false
+			if r.v3 {
+				if err := c.receiveGroupTx(tx, gb, r, now); err != nil {
+					return err
+				}
+				if r.entry != nil && r.isNew {
+					fresh = append(fresh, r.entry)
+				}
+				continue
+			}
 			if r.v2 {
 				var err error
 				if r.m, err = c.openV2(tx, bs, r.jm.Data(), r.from, now); err != nil {
@@ -317,7 +328,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			}
 			m := r.m
 			person := r.who.person
-			if isSyncKind(m.Kind) != r.who.own {
+			if isSyncKind(m.Kind) != r.who.own && !(r.who.own && (m.Kind == KindGroupKey || m.Kind == KindGroupUpdate)) {
 				// Sync messages come from the user's own devices, and
 				// those send nothing else.
 				r.err = fmt.Errorf("%w: kind %q from %s (a device of %s)", ErrNotOwnDevice, m.Kind, r.from, person)
@@ -343,6 +354,15 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 				r.control = true
 				if r.v2 {
 					bs.reset[r.from] = true
+				}
+				continue
+			case KindGroupKey, KindGroupUpdate, KindGroupRead:
+				r.control = true
+				if err := c.applyGroupKind(tx, gb, r, now); err != nil {
+					if !isRefusal(err) {
+						return err
+					}
+					r.err = err
 				}
 				continue
 			case KindSyncSent, KindSyncRead, KindSyncContact, KindSyncHistory, KindSyncKeys:
@@ -391,6 +411,9 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 				return err
 			}
 		}
+		if err := gb.save(tx); err != nil {
+			return err
+		}
 		return bs.save(tx, c.db, now)
 	})
 	if err != nil {
@@ -422,6 +445,9 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			if errors.Is(r.err, ErrDowngrade) {
 				c.stats.downgrades.Add(1)
 			}
+			if errors.Is(r.err, ErrStaleEpoch) {
+				c.stats.groupStale.Add(1)
+			}
 			c.reject(r.jm, r.err)
 		case r.dropped != "":
 			c.stats.requestsDropped.Add(1)
@@ -446,6 +472,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		}
 	}
 	c.lookupStored(store, lookups)
+	fresh = append(fresh, c.afterGroups(store, gb)...)
 	for _, e := range fresh {
 		c.stats.received.Add(1)
 		switch e.Trust {
@@ -481,13 +508,15 @@ func isRefusal(err error) bool {
 
 var refusals = []error{ErrMalformed, ErrUnsupportedVersion, ErrUnsupportedSuite, ErrNotForMe, ErrWrongRecipient, ErrDecrypt,
 	ErrBadSignature, ErrSenderMismatch, ErrTooLarge, ErrDowngrade, ErrUnknownSession, ErrReplay,
-	ErrDeviceRevoked, ErrUnknownDevice, ErrDeviceAmbiguous, ErrNotOwnDevice, ErrKeyMismatch}
+	ErrDeviceRevoked, ErrUnknownDevice, ErrDeviceAmbiguous, ErrNotOwnDevice, ErrKeyMismatch,
+	ErrUnknownGroup, ErrNotGroupMember, ErrStaleEpoch, ErrGroupBroken}
 
 // opened is the outcome of opening one delivery.
 type opened struct {
 	from kez.PublicKey // the subject's sender
 	m    *Message
 	v2   bool // a session envelope: opened later, in the transaction
+	v3   bool // a group envelope: likewise
 	err  error
 }
 
@@ -504,6 +533,8 @@ func (c *Client) openAll(msgs []jetstream.Msg) []opened {
 		if err == nil {
 			if data := msgs[i].Data(); envelopeVersionOf(data) == envelopeV2 {
 				out[i].v2 = true
+			} else if envelopeVersionOf(data) == envelopeV3 {
+				out[i].v3 = true
 			} else if o == nil {
 				err = fmt.Errorf("%w: a format 1 envelope to a device that is not its person's primary one", ErrNotForMe)
 			} else {
@@ -606,7 +637,7 @@ func (c *Client) classify(ctx context.Context, from kez.PublicKey) (trust Trust,
 func (c *Client) queueReceipts(fresh []*Entry) {
 	var due []*Entry
 	for _, e := range fresh {
-		if e.Incoming && e.Trust == TrustTrusted && e.Kind == KindText {
+		if e.Incoming && e.Trust == TrustTrusted && e.Kind == KindText && e.Group == "" {
 			due = append(due, e)
 		}
 	}
@@ -657,7 +688,7 @@ func (c *Client) sendReceipts(ctx context.Context, fresh []*Entry) {
 	bySender := map[kez.PublicKey][]MessageID{}
 	var order []kez.PublicKey
 	for _, e := range fresh {
-		if !e.Incoming || e.Trust != TrustTrusted || e.Kind != KindText {
+		if !e.Incoming || e.Trust != TrustTrusted || e.Kind != KindText || e.Group != "" {
 			continue
 		}
 		if _, ok := bySender[e.From]; !ok {

@@ -27,24 +27,31 @@ func (c *Client) publish(ctx context.Context, targets []target, m Message, recor
 // stream acknowledged it (a client that stops before publishes it again
 // when it next starts).
 func (c *Client) publishIn(ctx context.Context, targets []target, m Message, record, fresh, durable bool, opts []SendOption) (*Pending, error) {
+	p, _, err := c.publishCopies(ctx, targets, m, record, fresh, durable, opts)
+	return p, err
+}
+
+// publishCopies is publishIn, and also returns the copies: those with an
+// envelope were sealed (and, durable, stored in the outbox).
+func (c *Client) publishCopies(ctx context.Context, targets []target, m Message, record, fresh, durable bool, opts []SendOption) (*Pending, []*outCopy, error) {
 	if c.nc == nil {
-		return nil, ErrOffline
+		return nil, nil, ErrOffline
 	}
 	var sc sendConfig
 	for _, o := range opts {
 		o(&sc)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(targets) == 0 {
-		return nil, ErrNoDevice
+		return nil, nil, ErrNoDevice
 	}
 	person := targets[0].person
 	m.ID, m.SentAt = NewMessageID(), c.now().Truncate(time.Millisecond)
 	m.From, m.To = c.me, person
 	if err := m.validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	copies := make([]*outCopy, 0, len(targets))
 	for _, t := range targets {
@@ -67,7 +74,7 @@ func (c *Client) publishIn(ctx context.Context, targets []target, m Message, rec
 		}
 	}
 	if err := c.sealCopies(ctx, p, copies, fresh, durable); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if sc.waitReceipt {
 		p.result = c.addWaiter(m.ID, person)
@@ -100,9 +107,9 @@ func (c *Client) publishIn(ctx context.Context, targets []target, m Message, rec
 		handed = handed || f.counts
 	}
 	if !handed {
-		return nil, firstErr
+		return nil, nil, firstErr
 	}
-	return p, nil
+	return p, copies, nil
 }
 
 // ErrNoDevice reports a person with no current device to seal to.

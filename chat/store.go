@@ -27,7 +27,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 8
+const schemaVersion = 9
 
 var migrations = []string{
 	// 0 → 1
@@ -245,6 +245,94 @@ CREATE TABLE own_chain_links (
 	link  BLOB    NOT NULL
 ) STRICT;
 `,
+	// 8 → 9: groups (docs/spec/chat.md §10): the pinned membership
+	// chains, this device's sender keys and where they went, the
+	// receiving keys, envelopes waiting for a key, group sends not yet
+	// answered and read receipts.
+	`
+ALTER TABLE messages ADD COLUMN grp TEXT NOT NULL DEFAULT ''; -- a group message: the group's name
+CREATE INDEX messages_group ON messages (grp, sent_at, stream_seq) WHERE grp != '';
+
+CREATE TABLE groups (
+	name         TEXT    PRIMARY KEY,         -- name@domain
+	gid          BLOB    NOT NULL UNIQUE,     -- 32 bytes
+	sig_server   TEXT    NOT NULL,
+	left_at      INTEGER,                     -- Unix ms: the user was removed or left
+	broken       TEXT    NOT NULL DEFAULT '', -- a fork: both heads
+	refreshed_at INTEGER NOT NULL,
+	joined_at    INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE group_links (
+	name  TEXT    NOT NULL,
+	seqno INTEGER NOT NULL,
+	link  BLOB    NOT NULL,
+	PRIMARY KEY (name, seqno)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE group_events (
+	name   TEXT    NOT NULL,
+	at     INTEGER NOT NULL,
+	seqno  INTEGER NOT NULL,
+	event  TEXT    NOT NULL,
+	detail TEXT    NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX group_events_name ON group_events (name, at);
+
+CREATE TABLE group_skeys (
+	gid     BLOB    NOT NULL,
+	epoch   INTEGER NOT NULL,
+	state   BLOB    NOT NULL,  -- session.SenderKey, stored form
+	created INTEGER NOT NULL,
+	PRIMARY KEY (gid, epoch)
+) STRICT;
+
+CREATE TABLE group_skey_sent (
+	gid    BLOB    NOT NULL,
+	epoch  INTEGER NOT NULL,
+	device TEXT    NOT NULL,
+	PRIMARY KEY (gid, epoch, device)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE group_rkeys (
+	gid      BLOB    NOT NULL,
+	epoch    INTEGER NOT NULL,
+	device   TEXT    NOT NULL,
+	person   TEXT    NOT NULL,
+	signing  BLOB    NOT NULL,  -- the sender key's signing key
+	state    BLOB    NOT NULL,  -- session.ReceiverKey, stored form
+	checked  INTEGER NOT NULL,  -- 0: waits for a fresher chain
+	at       INTEGER NOT NULL,
+	PRIMARY KEY (gid, epoch, device)
+) STRICT;
+
+CREATE TABLE group_held (
+	id       INTEGER PRIMARY KEY,
+	gid      BLOB    NOT NULL,
+	epoch    INTEGER NOT NULL,
+	device   TEXT    NOT NULL,
+	person   TEXT    NOT NULL,
+	envelope BLOB    NOT NULL,
+	seq      INTEGER NOT NULL,
+	at       INTEGER NOT NULL
+) STRICT;
+CREATE INDEX group_held_key ON group_held (gid, epoch, device);
+
+CREATE TABLE group_outbox (
+	msg_id     BLOB    PRIMARY KEY,
+	name       TEXT    NOT NULL,
+	envelope   BLOB    NOT NULL,
+	devices    TEXT    NOT NULL,  -- the recipient devices, U… separated by spaces
+	created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE group_reads (
+	msg_id BLOB    NOT NULL,
+	reader TEXT    NOT NULL,
+	at     INTEGER NOT NULL,
+	PRIMARY KEY (msg_id, reader)
+) STRICT, WITHOUT ROWID;
+`,
 }
 
 // ErrClosed reports a call on a [Client] after [Client.Close].
@@ -359,7 +447,7 @@ func (s *store) prepare() error {
 		return st
 	}
 	s.stmts = statements{
-		insert:    prep(`INSERT INTO messages (` + entryColumns + `, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
+		insert:    prep(`INSERT INTO messages (` + entryColumns + `, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
 		delivered: prep(`UPDATE messages SET delivered_at = ? WHERE from_key = ? AND id = ? AND to_key = ? AND incoming = 0 AND delivered_at IS NULL`),
 
 		sessByID:    prep(`SELECT id, state, updated_at FROM sessions WHERE peer = ? AND id = ?`),

@@ -67,6 +67,12 @@ const respPrefix = "_R_."
 type gate struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
+	// copiesJS stores the copies of multi-recipient sends: at most
+	// lim.CopiesInFlight wait for the stream's answer at once.
+	copiesJS jetstream.JetStream
+	// maxCopy is the stream's largest message (its MaxMsgSize): a
+	// multi-recipient send with a larger payload is refused whole.
+	maxCopy int
 	stream      string
 	userAccount string
 	dir         callout.Directory
@@ -120,8 +126,10 @@ const (
 
 // gateMetrics are the gate's Prometheus metrics:
 //
-//	kez_chat_gate_requests_total{kind="send|consumer|pull|ack",result="forwarded|refused|dropped"}
-//	kez_chat_gate_refusals_total{reason=…}
+//	kez_chat_gate_requests_total{kind="send|msend|consumer|pull|ack",result="forwarded|refused|dropped"}
+//	kez_chat_gate_refusals_total{reason=…}   requests, and copies of multi-recipient sends, refused
+//	kez_chat_gate_msend_copies_total{result="stored|duplicate|refused"}
+//	kez_chat_gate_msends_in_flight   multi-recipient sends waiting for the stream's answers
 //	kez_chat_gate_ack_lines_total{result="forwarded|dropped|limited"}
 //	kez_chat_gate_tracked_users
 //	kez_chat_gate_limit{name=…}   the configured limits
@@ -129,6 +137,8 @@ type gateMetrics struct {
 	requests *prometheus.CounterVec
 	refusals *prometheus.CounterVec
 	ackLines *prometheus.CounterVec
+	copies   *prometheus.CounterVec
+	inFlight prometheus.Gauge
 }
 
 // Refusal reasons, the label values of kez_chat_gate_refusals_total.
@@ -146,18 +156,27 @@ const (
 	reasonRevoked        = "revoked_device" // a revoked device sent, pulled or acknowledged
 	reasonRevokedRcpt    = "revoked_recipient"
 	reasonDevices        = "devices_changed"
+	reasonStream         = "stream_refused" // the stream refused a copy of a multi-recipient send, or did not answer
 )
 
 func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int) (*gateMetrics, error) {
 	m := &gateMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kez_chat_gate_requests_total",
-			Help: "Requests users made through the gate, by kind (send, consumer, pull, ack: a batch of acknowledgements) and result (forwarded, refused with an answer, dropped without one; a batch is forwarded when any of its lines was).",
+			Help: "Requests users made through the gate, by kind (send, msend: a multi-recipient send, consumer, pull, ack: a batch of acknowledgements) and result (forwarded, refused with an answer, dropped without one; a batch, or a multi-recipient send, is forwarded when any of its lines or copies was).",
 		}, []string{"kind", "result"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kez_chat_gate_refusals_total",
-			Help: "Requests the gate refused or dropped, by reason.",
+			Help: "Requests the gate refused or dropped, and copies of multi-recipient sends it refused, by reason.",
 		}, []string{"reason"}),
+		copies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kez_chat_gate_msend_copies_total",
+			Help: "Copies of multi-recipient sends (one per recipient device), by result: stored, duplicate (the stream had it already) or refused (by the gate, reasons in kez_chat_gate_refusals_total, or by the stream).",
+		}, []string{"result"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kez_chat_gate_msends_in_flight",
+			Help: "Multi-recipient sends whose copies the gate sent to the stream and whose answers it still waits for.",
+		}),
 		ackLines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kez_chat_gate_ack_lines_total",
 			Help: "Acknowledgement lines users sent to the gate, by result: forwarded to JetStream, dropped (malformed, not the sender's own consumer, or in a batch over the size limits) or limited (over the sender's acknowledgement rate).",
@@ -166,12 +185,15 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 	for _, r := range ackResults {
 		m.ackLines.WithLabelValues(r)
 	}
-	for _, k := range []string{"send", "consumer", "pull", "ack"} {
+	for _, r := range copyResults {
+		m.copies.WithLabelValues(r)
+	}
+	for _, k := range []string{"send", "msend", "consumer", "pull", "ack"} {
 		for _, r := range []string{"forwarded", "refused", "dropped"} {
 			m.requests.WithLabelValues(k, r)
 		}
 	}
-	for _, r := range []string{reasonForged, reasonReply, reasonBadRequest, reasonUnknown, reasonSenderQuota, reasonRecipientQuota, reasonSenderUnread, reasonAPIQuota, reasonAckQuota, reasonUnavailable, reasonRevoked, reasonRevokedRcpt, reasonDevices} {
+	for _, r := range []string{reasonForged, reasonReply, reasonBadRequest, reasonUnknown, reasonSenderQuota, reasonRecipientQuota, reasonSenderUnread, reasonAPIQuota, reasonAckQuota, reasonUnavailable, reasonRevoked, reasonRevokedRcpt, reasonDevices, reasonStream} {
 		m.refusals.WithLabelValues(r)
 	}
 	limit := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -180,6 +202,7 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 	}, []string{"name"})
 	for name, v := range map[string]float64{
 		"sender_rate": lim.SenderRate, "sender_burst": lim.SenderBurst,
+		"sender_copy_rate": lim.SenderCopyRate, "sender_copy_burst": lim.SenderCopyBurst, "copies_in_flight": float64(lim.CopiesInFlight),
 		"sender_bytes_rate": lim.SenderBytesRate, "sender_bytes_burst": lim.SenderBytesBurst,
 		"recipient_rate": lim.RecipientRate, "recipient_burst": lim.RecipientBurst,
 		"recipient_bytes_rate": lim.RecipientBytesRate, "recipient_bytes_burst": lim.RecipientBytesBurst,
@@ -191,7 +214,7 @@ func newGateMetrics(reg prometheus.Registerer, lim MailLimits, users func() int)
 	} {
 		limit.WithLabelValues(name).Set(v)
 	}
-	cs := []prometheus.Collector{m.requests, m.refusals, m.ackLines, limit,
+	cs := []prometheus.Collector{m.requests, m.refusals, m.ackLines, m.copies, m.inFlight, limit,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "kez_chat_gate_tracked_users",
 			Help: "Users whose rate buckets the gate keeps.",
@@ -218,6 +241,7 @@ func (g *gate) listen() error {
 		f       nats.MsgHandler
 	}{
 		{callout.SendSubjectPrefix + "*.*", g.onSend},
+		{callout.MultiSendSubjectPrefix + "*", g.onMultiSend},
 		{callout.ConsumerSubjectPrefix + "*", g.onConsumer},
 		{callout.PullSubjectPrefix + "*", g.onPull},
 		{callout.AckSubjectPrefix + "*", g.onAck},

@@ -48,56 +48,15 @@ func (g *gate) onSend(m *nats.Msg) {
 	allowed := true
 	g.users.with(from, now, func(b *userBuckets) {
 		allowed = b.sendMsgs.take(now, g.lim.SenderRate, g.lim.SenderBurst, 1) &&
+			b.sendCopies.take(now, g.lim.SenderCopyRate, g.lim.SenderCopyBurst, 1) &&
 			b.sendBytes.take(now, g.lim.SenderBytesRate, g.lim.SenderBytesBurst, size)
 	})
 	if !allowed {
 		g.refuse("send", answer, reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit")
 		return
 	}
-	rec, err := g.lookup(rcpt, now)
-	switch {
-	case errors.Is(err, errNotAKey):
-		g.refuse("send", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, "the recipient is not a key")
-		return
-	case err != nil:
-		g.log.Warn("gate: cannot look up a recipient", "recipient", rcpt, "err", err)
-		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "registry unavailable")
-		return
-	case rec.state == keyRevoked:
-		g.refuse("send", answer, reasonRevokedRcpt, 410, callout.ErrCodeRecipientRevoked, "the recipient is a revoked device")
-		return
-	case rec.state != keyRegistered:
-		g.refuse("send", answer, reasonUnknown, 404, callout.ErrCodeUnknownRecipient, "recipient not registered")
-		return
-	}
-	if want := m.Header.Get(wire.Devices); want != "" {
-		have, err := g.devicesDigest(rec.person, now)
-		switch {
-		case err != nil:
-			g.log.Warn("gate: cannot list a recipient's devices", "recipient", rcpt, "err", err)
-			g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "registry unavailable")
-			return
-		case want != have:
-			g.refuse("send", answer, reasonDevices, 409, callout.ErrCodeDevicesChanged, "the recipient's devices changed")
-			return
-		}
-	}
-	// One bucket per recipient device and sending person.
-	g.pairs.with(rcpt+"."+from, now, func(b *pairBuckets) {
-		allowed = b.msgs.take(now, g.lim.RecipientRate, g.lim.RecipientBurst, 1) &&
-			b.bytes.take(now, g.lim.RecipientBytesRate, g.lim.RecipientBytesBurst, size)
-	})
-	if !allowed {
-		g.refuse("send", answer, reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "over the rate limit for this recipient")
-		return
-	}
-	if !g.underUnread(from, now) {
-		g.refuse("send", answer, reasonSenderUnread, 429, callout.ErrCodeSenderUnread, "sender has too many unread messages")
-		return
-	}
-	if err := g.ensureText(rcpt); err != nil {
-		g.log.Warn("gate: cannot make a recipient's consumer", "recipient", rcpt, "err", err)
-		g.refuse("send", answer, reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable")
+	if d := g.admit(rcpt, from, m.Header.Get(wire.Devices), size, now); d != nil {
+		g.refuse("send", answer, d.reason, d.status, d.code, d.desc)
 		return
 	}
 	out := &nats.Msg{Subject: callout.InboxSubjectPrefix + rcpt + "." + sender, Reply: answer, Data: m.Data}
@@ -111,6 +70,77 @@ func (g *gate) onSend(m *nats.Msg) {
 		return
 	}
 	g.sendsForwarded.Inc()
+}
+
+// denial is why the gate stores nothing for one recipient: the label of
+// kez_chat_gate_refusals_total, the HTTP-like status and the code of the
+// JetStream-style answer, and its description.
+type denial struct {
+	reason       string
+	status, code int
+	desc         string
+}
+
+var (
+	denyNotAKey  = &denial{reasonBadRequest, 400, callout.ErrCodeBadRequest, "the recipient is not a key"}
+	denyRegistry = &denial{reasonUnavailable, 503, callout.ErrCodeUnavailable, "registry unavailable"}
+	denyRevoked  = &denial{reasonRevokedRcpt, 410, callout.ErrCodeRecipientRevoked, "the recipient is a revoked device"}
+	denyUnknown  = &denial{reasonUnknown, 404, callout.ErrCodeUnknownRecipient, "recipient not registered"}
+	denyDevices  = &denial{reasonDevices, 409, callout.ErrCodeDevicesChanged, "the recipient's devices changed"}
+	denyPair     = &denial{reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "over the rate limit for this recipient"}
+	denyUnread   = &denial{reasonSenderUnread, 429, callout.ErrCodeSenderUnread, "sender has too many unread messages"}
+	denyInbox    = &denial{reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable"}
+)
+
+// admit checks one recipient device (its "U…" text) of a copy of size
+// bytes from the person from (its "U…" text), the same for a send and for
+// each recipient of a multi-recipient send: it is a registered key, a
+// person or a current device (not a revoked one); when digest (a send's
+// Devices header) is set, it matches the recipient person's current
+// devices; the sender's bucket for that recipient takes the copy; the
+// sender is under its cap of unread messages, which counts the copy; the
+// recipient's consumer exists. It returns nil when the copy may be
+// stored.
+func (g *gate) admit(rcpt, from, digest string, size float64, now time.Time) *denial {
+	rec, err := g.lookup(rcpt, now)
+	switch {
+	case errors.Is(err, errNotAKey):
+		return denyNotAKey
+	case err != nil:
+		g.log.Warn("gate: cannot look up a recipient", "recipient", rcpt, "err", err)
+		return denyRegistry
+	case rec.state == keyRevoked:
+		return denyRevoked
+	case rec.state != keyRegistered:
+		return denyUnknown
+	}
+	if digest != "" {
+		have, err := g.devicesDigest(rec.person, now)
+		switch {
+		case err != nil:
+			g.log.Warn("gate: cannot list a recipient's devices", "recipient", rcpt, "err", err)
+			return denyRegistry
+		case digest != have:
+			return denyDevices
+		}
+	}
+	// One bucket per recipient device and sending person.
+	allowed := true
+	g.pairs.with(rcpt+"."+from, now, func(b *pairBuckets) {
+		allowed = b.msgs.take(now, g.lim.RecipientRate, g.lim.RecipientBurst, 1) &&
+			b.bytes.take(now, g.lim.RecipientBytesRate, g.lim.RecipientBytesBurst, size)
+	})
+	if !allowed {
+		return denyPair
+	}
+	if !g.underUnread(from, now) {
+		return denyUnread
+	}
+	if err := g.ensureText(rcpt); err != nil {
+		g.log.Warn("gate: cannot make a recipient's consumer", "recipient", rcpt, "err", err)
+		return denyInbox
+	}
+	return nil
 }
 
 // underUnread reports whether the person from may store one more

@@ -20,7 +20,14 @@ type MailLimits struct {
 	// anyone, refused or not. Defaults 50/s and 500.
 	SenderRate  float64
 	SenderBurst float64
-	// SenderBytesRate and SenderBytesBurst bound the bytes one user sends.
+	// SenderCopyRate and SenderCopyBurst bound the copies one user has
+	// stored: a send is one copy, a multi-recipient send one per
+	// recipient device (and one message of the bucket above). Defaults
+	// 2,000/s and 20,000.
+	SenderCopyRate  float64
+	SenderCopyBurst float64
+	// SenderBytesRate and SenderBytesBurst bound the bytes one user sends,
+	// a multi-recipient send counting its payload once per recipient.
 	// Defaults 2 MiB/s and 32 MiB.
 	SenderBytesRate  float64
 	SenderBytesBurst float64
@@ -51,6 +58,12 @@ type MailLimits struct {
 	// 10,000.
 	AckRate  float64
 	AckBurst float64
+	// CopiesInFlight bounds the copies of multi-recipient sends the gate
+	// has sent to the stream without its answer yet, for all users
+	// together: past it the gate takes no more multi-recipient sends
+	// until answers come (each of them waits; one-to-one sends are not
+	// held up). Default 4,096.
+	CopiesInFlight int
 	// MaxTracked bounds how many users' buckets and recipient look-ups
 	// the gate keeps; the oldest are forgotten first. Default 100,000.
 	MaxTracked int
@@ -72,14 +85,16 @@ type MailLimits struct {
 // DefaultMailLimits are the limits a zero [MailLimits] gets.
 var DefaultMailLimits = MailLimits{
 	SenderRate: 50, SenderBurst: 500,
+	SenderCopyRate: 2000, SenderCopyBurst: 20_000,
 	SenderBytesRate: 2 << 20, SenderBytesBurst: 32 << 20,
 	RecipientRate: 20, RecipientBurst: 200,
 	RecipientBytesRate: 1 << 20, RecipientBytesBurst: 16 << 20,
 	APIRate: 100, APIBurst: 1000,
 	AckRate: 2000, AckBurst: 10_000,
-	SenderUnread: 2000,
-	MaxTracked:   100_000,
-	KnownTTL:     time.Minute,
+	SenderUnread:   2000,
+	CopiesInFlight: 4096,
+	MaxTracked:     100_000,
+	KnownTTL:       time.Minute,
 
 	RemoveReadAfter: 256,
 	RemoveReadEvery: 10 * time.Second,
@@ -88,7 +103,7 @@ var DefaultMailLimits = MailLimits{
 
 // NoMailLimits turns every rate limit of the gate off (benchmarks only).
 var NoMailLimits = MailLimits{
-	SenderRate: -1, SenderBytesRate: -1, RecipientRate: -1, RecipientBytesRate: -1, APIRate: -1, AckRate: -1, SenderUnread: -1,
+	SenderRate: -1, SenderCopyRate: -1, SenderBytesRate: -1, RecipientRate: -1, RecipientBytesRate: -1, APIRate: -1, AckRate: -1, SenderUnread: -1,
 	RemoveReadRate: -1,
 }
 
@@ -101,6 +116,8 @@ func (l MailLimits) withDefaults() MailLimits {
 	}
 	pick(&l.SenderRate, d.SenderRate)
 	pick(&l.SenderBurst, d.SenderBurst)
+	pick(&l.SenderCopyRate, d.SenderCopyRate)
+	pick(&l.SenderCopyBurst, d.SenderCopyBurst)
 	pick(&l.SenderBytesRate, d.SenderBytesRate)
 	pick(&l.SenderBytesBurst, d.SenderBytesBurst)
 	pick(&l.RecipientRate, d.RecipientRate)
@@ -113,6 +130,9 @@ func (l MailLimits) withDefaults() MailLimits {
 	pick(&l.AckBurst, d.AckBurst)
 	if l.SenderUnread == 0 {
 		l.SenderUnread = d.SenderUnread
+	}
+	if l.CopiesInFlight <= 0 {
+		l.CopiesInFlight = d.CopiesInFlight
 	}
 	if l.MaxTracked <= 0 {
 		l.MaxTracked = d.MaxTracked
@@ -172,11 +192,11 @@ func (b *bucket) takeUpTo(now time.Time, rate, burst float64, n int) int {
 // userBuckets are one user's buckets, as sender, API caller and
 // acknowledger, and the count of its unread messages.
 type userBuckets struct {
-	sendMsgs, sendBytes, api, acks bucket
-	unread                         int       // as last counted, plus what was stored since
-	unreadAt                       time.Time // when last counted; zero: never
-	checked                        bool      // the key's text form was checked
-	pulledAt                       time.Time // the last pull or consumer request of this device forwarded; zero: none
+	sendMsgs, sendCopies, sendBytes, api, acks bucket
+	unread                                     int       // as last counted, plus what was stored since
+	unreadAt                                   time.Time // when last counted; zero: never
+	checked                                    bool      // the key's text form was checked
+	pulledAt                                   time.Time // the last pull or consumer request of this device forwarded; zero: none
 }
 
 // pairBuckets are one sender's buckets for one recipient.

@@ -63,7 +63,12 @@ func (s *Server) runNATS(ctx context.Context) {
 		s.log.Error("cannot use JetStream", "err", err)
 		return
 	}
-	s.gate.nc, s.gate.js = provConn, js
+	copiesJS, err := jetstream.New(provConn, jetstream.WithPublishAsyncMaxPending(s.gate.lim.CopiesInFlight), jetstream.WithPublishAsyncTimeout(copyTimeout))
+	if err != nil {
+		s.log.Error("cannot use JetStream", "err", err)
+		return
+	}
+	s.gate.nc, s.gate.js, s.gate.copiesJS = provConn, js, copiesJS
 	for retry := minRetry; ; retry = min(2*retry, maxRetry) {
 		if !waitUp(ctx, provConn, nil) {
 			return

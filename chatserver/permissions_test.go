@@ -45,6 +45,7 @@ func TestEveryGrantIsNecessary(t *testing.T) {
 	full := callout.Permissions(stacktest.Identity("x").PublicKey(), "")
 	need := map[string]string{ // grant (with K for the key) → step
 		"kez.v1.send.*.K":        "send",
+		"kez.v1.msend.K":         "msend",
 		"kez.v1.consumer.K":      "consumer",
 		"kez.v1.pull.K":          "receive",
 		"kez.v1.ack.K":           "ack",

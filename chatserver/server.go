@@ -241,7 +241,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	g := &gate{
 		stream: s.stream, userAccount: callout.DefaultUserAccount,
 		dir: RegistryDirectory{Store: store}, devices: s.currentDevices, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
-		notices: m.notices, self: rand.Text(),
+		notices: m.notices, self: rand.Text(), maxCopy: int(s.Inbox.StreamConfig().MaxMsgSize),
 	}
 	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
 	g.pairs = newTracker[pairBuckets](g.lim.MaxTracked)

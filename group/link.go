@@ -135,7 +135,7 @@ func malformed(format string, a ...any) error {
 // [ErrBadSignature]. The link keeps its own copy of b.
 func ParseLink(b []byte) (*Link, error) {
 	if len(b) > MaxLinkSize {
-		return nil, malformed("%v: the link is %d bytes, the limit is %d", ErrTooLarge, len(b), MaxLinkSize)
+		return nil, fmt.Errorf("%w: %w: %w: the link is %d bytes, the limit is %d", ErrInvalid, ErrMalformed, ErrTooLarge, len(b), MaxLinkSize)
 	}
 	var e envelope
 	if err := json.Unmarshal(b, &e); err != nil {
@@ -184,7 +184,7 @@ func ParseLink(b []byte) (*Link, error) {
 	l.sigStart = len(head)
 	l.body = l.raw[len(head)-len(e.Body) : len(head)]
 	if err := l.parseBody(); err != nil {
-		return nil, malformed("%s body: %v", l.typ, err)
+		return nil, fmt.Errorf("%w: %w: %s body: %w", ErrInvalid, ErrMalformed, l.typ, err)
 	}
 	if err := l.key.Verify(kez.ContextGroupLink, l.SignedPayload(), sig); err != nil {
 		return nil, fmt.Errorf("%w: %w: the signature does not verify with key %s", ErrInvalid, ErrBadSignature, l.key)
@@ -301,8 +301,8 @@ func (l *Link) parseBody() error {
 		if err := json.Unmarshal(l.body, &v); err != nil {
 			return err
 		}
-		if n := len(v.Members); n == 0 || n > MaxMembersPerLink {
-			return fmt.Errorf("%w: a remove names 1 to %d members, not %d", ErrTooManyMembers, MaxMembersPerLink, n)
+		if err := checkCount(len(v.Members)); err != nil {
+			return err
 		}
 		l.keys = make([]kez.PublicKey, len(v.Members))
 		for i, s := range v.Members {
@@ -345,6 +345,17 @@ func (l *Link) parseBody() error {
 	}
 	if !bytes.Equal(canon, l.body) {
 		return fmt.Errorf("not the canonical form (%s)", firstDiff(canon, l.body))
+	}
+	return nil
+}
+
+// checkCount checks the number of members an add or remove link names.
+func checkCount(n int) error {
+	switch {
+	case n == 0:
+		return errors.New("no member is named")
+	case n > MaxMembersPerLink:
+		return fmt.Errorf("%w: %d members are named, at most %d", ErrTooManyMembers, n, MaxMembersPerLink)
 	}
 	return nil
 }

@@ -31,6 +31,11 @@ const ChainsPath = "/v1/chains/"
 // prekey record is at PrekeysPath + key (PUT to publish, GET to fetch).
 const PrekeysPath = "/v1/prekeys/"
 
+// GroupsPath is the sig-server's group route: POST GroupsPath appends a
+// link of a group's membership chain, GET GroupsPath + "/" + name reads
+// the chain.
+const GroupsPath = "/v1/groups"
+
 // InfoPath is where a chat-server describes itself (GET, JSON: its handle
 // domain and sig-server).
 const InfoPath = "/v1/info"

@@ -14,7 +14,7 @@ import (
 
 // The names this package owns, as they would appear in a string literal
 // that spells one by hand.
-var owned = []string{"kez.v1.", "_INBOX.", Stream, "/v1/chains", "/v1/prekeys", InfoPath}
+var owned = []string{"kez.v1.", "_INBOX.", Stream, "/v1/chains", "/v1/prekeys", InfoPath, GroupsPath}
 
 // TestNamesHaveOneOwner fails when a package other than this one spells a
 // wire name in a string literal of its (non-test) code: every such name

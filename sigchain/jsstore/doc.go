@@ -101,6 +101,22 @@
 // text to its pending request; the bucket's age limit (15 minutes, the
 // longest a request lives plus its clock skew) drops requests by itself.
 //
+// # Groups
+//
+// [Store.Groups] is the [group.Store] of the sig-server's groups, in the
+// same stream: a group's membership chain is the messages on
+//
+//	kez.v1.chain.groups.<name>.<seqno>
+//
+// the name ("team@kez.lat") in lower-case hex, since a subject token
+// has no dots. Appends and reads work as for chains: the head is the
+// last message on kez.v1.chain.groups.<name>.> read from the leader, an
+// append is published on condition that no message reached that filter
+// since (so of racing appends at one seqno exactly one wins), and the
+// links come in one direct batch get. A create link goes in one atomic
+// batch with an empty marker on kez.v1.chain.groupsby.<person>.<name>,
+// and [Groups.CreatedBy] counts a person's markers.
+//
 // While a JetStream node is down, the others keep serving; if the
 // stream's leader was on it, reads and appends fail for the few seconds
 // the remaining nodes need to elect a new leader (Raft election timeout,

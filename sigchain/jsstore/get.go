@@ -3,13 +3,13 @@ package jsstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
 )
 
@@ -82,14 +82,15 @@ func (b *batches) open(size int) (reply string, ch <-chan *nats.Msg, done func()
 	}
 }
 
-// directLinks fills out[i] with link first+i of key's chain, as one
-// replica has them, in one direct batch get (multi_last over the links'
-// literal subjects). Links the replica lacks stay nil. A stream without
-// direct gets leaves them all nil.
-func (s *Store) directLinks(ctx context.Context, key kez.PublicKey, first uint64, out [][]byte) error {
+// directLinks fills out[i] with the message on prefix+(first+i) (link
+// first+i of a chain whose subjects start with prefix), as one replica
+// has them, in one direct batch get (multi_last over the links' literal
+// subjects); what names the chain in errors. Links the replica lacks
+// stay nil. A stream without direct gets leaves them all nil.
+func (s *Store) directLinks(ctx context.Context, prefix, what string, first uint64, out [][]byte) error {
 	subjects := make([]string, len(out))
 	for i := range out {
-		subjects[i] = s.linkSubject(key, first+uint64(i))
+		subjects[i] = prefix + strconv.FormatUint(first+uint64(i), 10)
 	}
 	// No up_to_seq: these subjects hold nothing newer than the head
 	// anyway, and a bound below the stream's last sequence makes the
@@ -106,15 +107,14 @@ func (s *Store) directLinks(ctx context.Context, key kez.PublicKey, first uint64
 	reply, answers, done := s.batches.open(len(out) + 1) // the links and the end marker
 	defer done()
 	if err := s.nc.PublishRequest(s.directGet, reply, req); err != nil {
-		return fmt.Errorf("jsstore: reading links of %s: %w", key, err)
+		return fmt.Errorf("jsstore: reading links of %s: %w", what, err)
 	}
-	prefix := s.prefix + key.String() + "."
 	for got := 0; got < len(out); {
 		var m *nats.Msg
 		select {
 		case m = <-answers:
 		case <-ctx.Done():
-			return fmt.Errorf("jsstore: reading links of %s: %w", key, ctx.Err())
+			return fmt.Errorf("jsstore: reading links of %s: %w", what, ctx.Err())
 		}
 		if m.Header.Get("Status") != "" {
 			// 204: the end of the batch; 404: none of them; 503: no
@@ -124,7 +124,7 @@ func (s *Store) directLinks(ctx context.Context, key kez.PublicKey, first uint64
 		subj := m.Header.Get("Nats-Subject")
 		seqno, err := strconv.ParseUint(strings.TrimPrefix(subj, prefix), 10, 64)
 		if !strings.HasPrefix(subj, prefix) || err != nil || seqno < first || seqno >= first+uint64(len(out)) {
-			return fmt.Errorf("jsstore: reading links of %s: a direct get answered with %q", key, subj)
+			return fmt.Errorf("jsstore: reading links of %s: a direct get answered with %q", what, subj)
 		}
 		if out[seqno-first] == nil {
 			got++
@@ -132,4 +132,52 @@ func (s *Store) directLinks(ctx context.Context, key kez.PublicKey, first uint64
 		out[seqno-first] = m.Data
 	}
 	return nil
+}
+
+// seqLinks returns the n messages on prefix+seqno for seqno since+1 …
+// since+n, all below the head seqno head: one direct batch from any
+// replica, and what it lacks from the stream leader; what names the
+// chain in errors.
+func (s *Store) seqLinks(ctx context.Context, prefix, what string, since, head uint64, n int) ([][]byte, error) {
+	out := make([][]byte, n)
+	if err := s.directLinks(ctx, prefix, what, since+1, out); err != nil {
+		return nil, err
+	}
+	var missing []int
+	for i, b := range out {
+		if b == nil {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	errs := make([]error, len(missing))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, parallelReads)
+	var wg sync.WaitGroup
+	for j, i := range missing {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			seqno := since + 1 + uint64(i)
+			m, err := s.last(ctx, prefix+strconv.FormatUint(seqno, 10))
+			switch {
+			case err != nil:
+				errs[j] = err
+				cancel()
+			case m == nil:
+				errs[j] = fmt.Errorf("jsstore: link %d of %s is missing from the stream below its head %d", seqno, what, head)
+				cancel()
+			default:
+				out[i] = m.data
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

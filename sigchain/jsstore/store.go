@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -121,7 +120,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 	filter := cfg.prefix + ".>"
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.stream,
-		Description: "KEZ chat sigchains: " + cfg.prefix + ".<key>.<seqno>, one link a message, append-only; " + cfg.prefix + ".<key> marks an orphan chain; " + cfg.prefix + ".devices.<key> indexes a device",
+		Description: "KEZ chat sigchains: " + cfg.prefix + ".<key>.<seqno>, one link a message, append-only; " + cfg.prefix + ".<key> marks an orphan chain; " + cfg.prefix + ".devices.<key> indexes a device; " + cfg.prefix + ".groups.<name>.<seqno> holds a group's link",
 		Subjects:    []string{filter},
 		Retention:   jetstream.LimitsPolicy,
 		MaxMsgs:     -1,
@@ -286,44 +285,8 @@ func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limi
 		return nil, h, nil
 	}
 	n := int(min(h.Seqno-since, uint64(limit)))
-	out := make([][]byte, n)
-	if err := s.directLinks(ctx, key, since+1, out); err != nil {
-		return nil, sigchain.Head{}, err
-	}
-	var missing []int
-	for i, b := range out {
-		if b == nil {
-			missing = append(missing, i)
-		}
-	}
-	if len(missing) == 0 {
-		return out, h, nil
-	}
-	errs := make([]error, len(missing))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, parallelReads)
-	var wg sync.WaitGroup
-	for j, i := range missing {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			seqno := since + 1 + uint64(i)
-			m, err := s.last(ctx, s.linkSubject(key, seqno))
-			switch {
-			case err != nil:
-				errs[j] = err
-				cancel()
-			case m == nil:
-				errs[j] = fmt.Errorf("jsstore: link %d of %s is missing from the stream below its head %d", seqno, key, h.Seqno)
-				cancel()
-			default:
-				out[i] = m.data
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	out, err := s.seqLinks(ctx, s.prefix+key.String()+".", key.String(), since, h.Seqno, n)
+	if err != nil {
 		return nil, sigchain.Head{}, err
 	}
 	return out, h, nil

@@ -28,6 +28,9 @@
 // in the transaction of the append that adds or revokes the device, and
 // a table of pending link requests by code, which
 // [Store.SweepLinkRequests] empties of expired ones.
+//
+// [Store.Groups] is the [group.Store] of the same file (schema version
+// 5): the groups' membership chains and who created each group.
 package sqlitestore
 
 import (
@@ -128,7 +131,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlitestore: opening %s: %w", path, err)
 	}
-	if err := sqlitedb.Migrate(db, []string{schema, orphans, prekeys, devices}); err != nil {
+	if err := sqlitedb.Migrate(db, []string{schema, orphans, prekeys, devices, groups}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlitestore: preparing %s: %w", path, err)
 	}

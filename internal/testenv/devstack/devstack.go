@@ -48,6 +48,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
+	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
@@ -289,6 +290,13 @@ func (s *Stack) startSig(ctx, serveCtx context.Context, log *slog.Logger) error 
 		return fmt.Errorf("devstack: sig-server database: %w", err)
 	}
 	var h http.Handler = sigchain.NewHandler(s.chains, append([]sigchain.HandlerOption{sigchain.WithLogger(log)}, s.cfg.SigOptions...)...)
+	// The group API beside the chains, as kez-sig-server mounts it.
+	gh := group.NewHandler(s.chains.Groups(), s.chains, group.WithLogger(log), group.WithLimits(group.NoLimits()))
+	mux := http.NewServeMux()
+	mux.Handle(group.GroupsPath, gh)
+	mux.Handle(group.GroupsPath+"/", gh)
+	mux.Handle("/", h)
+	h = mux
 	if s.cfg.WrapSigServer != nil {
 		h = s.cfg.WrapSigServer(h)
 	}

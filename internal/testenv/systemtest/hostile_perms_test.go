@@ -56,6 +56,7 @@ func TestPermissionMatrix(t *testing.T) {
 		"kez.v1.deliver." + A + ".>",    // what alice's pulls deliver
 		"kez.v1.deliver.>",              // what everyone's deliver
 		"kez.v1.send.>",                 // everyone's sends
+		"kez.v1.msend.>",                // everyone's multi-recipient sends
 		"kez.v1.ack.>",                  // the gate's side of acknowledgements
 		"$JS.API.>",                     // JetStream API traffic
 		"$JS.EVENT.>",                   // JetStream advisories
@@ -67,6 +68,7 @@ func TestPermissionMatrix(t *testing.T) {
 		"kez.v1.inbox." + B + "." + A, // store as alice, past the gate
 		"kez.v1.inbox." + A + "." + M, // store as herself, past the gate
 		"kez.v1.send." + B + "." + A,  // send as alice
+		"kez.v1.msend." + A,           // send to many as alice
 		"kez.v1.pull." + A,            // pull alice's consumer through the gate
 		"kez.v1.consumer." + A,        // remake alice's consumer through the gate
 		"kez.v1.ack." + A,             // acknowledge as alice through the gate

@@ -1,0 +1,501 @@
+package chat
+
+// Fetching, checking and pinning group chains (docs/spec/chat.md §10.1,
+// §10.5), and the members' devices.
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kez-lat/kez-chat/group"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+)
+
+// memberInfo is what sending to a member needs: their devices as their
+// verified chain lists them, and where their prekeys are.
+type memberInfo struct {
+	devs    []chainDevice
+	handle  string
+	sigBase string // "" the user's own sig-server
+}
+
+// memberChains caches the chains of members who are no contacts and of
+// another domain, resolved by handle.
+type memberChains struct {
+	mu     sync.Mutex
+	chains map[kez.PublicKey]memberChain
+}
+
+type memberChain struct {
+	st      *sigchain.State
+	sigBase string
+	checked time.Time
+}
+
+// memberDevices returns the devices of the person key, whose handle the
+// group chain names: the user's own chain, a contact's pinned chain
+// (checked again when due), or the chain of a key that is no contact (the
+// user's sig-server for a handle of the user's domain, else the one its
+// handle resolves to, whose key must be key).
+func (c *Client) memberDevices(ctx context.Context, key kez.PublicKey, handle string) (memberInfo, error) {
+	if key == c.me {
+		return memberInfo{devs: c.ownDevices(ctx, false)}, nil
+	}
+	if cs := c.contactByKey(key); cs != nil {
+		if err := c.refreshContact(ctx, cs, false, false); err != nil && (errors.Is(err, ErrKeyChanged) || errors.Is(err, ErrChainRewritten)) {
+			return memberInfo{}, err
+		}
+		c.mu.Lock()
+		ct, devs := cs.c, cs.devices
+		c.mu.Unlock()
+		if len(devs) == 0 {
+			devs = []chainDevice{{Key: ct.Key, Primary: true}}
+		}
+		return memberInfo{devs: devs, handle: ct.Handle, sigBase: ct.SigServer}, nil
+	}
+	if handle == "" || domainOf(handle) == c.cc.Domain {
+		st, err := c.keyChain(ctx, key)
+		if err != nil {
+			return memberInfo{}, err
+		}
+		return memberInfo{devs: chainDevices(st), handle: handle}, nil
+	}
+	mc := &c.members
+	mc.mu.Lock()
+	e, ok := mc.chains[key]
+	mc.mu.Unlock()
+	if ok && c.now().Sub(e.checked) < c.cfg.RefreshInterval {
+		return memberInfo{devs: chainDevices(e.st), handle: handle, sigBase: e.sigBase}, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
+	defer cancel()
+	res, err := c.resolver.Resolve(rctx, handle)
+	if err != nil {
+		return memberInfo{}, fmt.Errorf("chat: resolving the member %s: %w", handle, err)
+	}
+	if res.Key != key {
+		return memberInfo{}, fmt.Errorf("chat: the member %s: %w: the handle names %s, the group %s", handle, ErrKeyChanged, res.Key, key)
+	}
+	mc.mu.Lock()
+	if mc.chains == nil || len(mc.chains) >= maxKeyChains {
+		mc.chains = map[kez.PublicKey]memberChain{}
+	}
+	mc.chains[key] = memberChain{st: res.State, sigBase: res.SigServer, checked: c.now()}
+	mc.mu.Unlock()
+	return memberInfo{devs: chainDevices(res.State), handle: handle, sigBase: res.SigServer}, nil
+}
+
+// deviceChecker is the group DeviceChecker of a client (§10.1): device
+// must be a device person's chain added, and did not revoke before at.
+// handles names the persons the chain knows (members, the creator).
+func (c *Client) deviceChecker(handles map[kez.PublicKey]string) group.DeviceChecker {
+	return func(ctx context.Context, person, device kez.PublicKey, at time.Time) error {
+		mi, err := c.memberDevices(ctx, person, handles[person])
+		if err != nil {
+			return fmt.Errorf("%w: the chain of %s: %w", group.ErrDeviceNotAllowed, person, err)
+		}
+		d, ok := findDevice(mi.devs, device)
+		if !ok {
+			return fmt.Errorf("%w: %s is no device of %s", group.ErrDeviceNotAllowed, device, person)
+		}
+		if d.Revoked && !d.RevokedAt.After(at) {
+			return fmt.Errorf("%w: %s was revoked by %s before the link", group.ErrDeviceNotAllowed, device, person)
+		}
+		return nil
+	}
+}
+
+// handlesOf maps the members of st (and the user) to their handles.
+func (c *Client) handlesOf(st *group.State) map[kez.PublicKey]string {
+	m := map[kez.PublicKey]string{}
+	if st != nil {
+		for _, mb := range st.Members() {
+			m[mb.Key] = mb.Handle
+		}
+	}
+	return m
+}
+
+// groupClient returns a client of the group's sig-server.
+func (c *Client) groupClient(name, base string) (*group.Client, error) {
+	if base == "" || base == c.cc.SigServerURL {
+		return group.NewClient(c.cc.SigServerURL, c.httpc), nil
+	}
+	hc, err := c.resolver.ClientFor(domainOf(name), base)
+	if err != nil {
+		return nil, err
+	}
+	return group.NewClient(base, hc), nil
+}
+
+// groupSigServer returns the sig-server of a group's domain (§10.1): the
+// user's own for the user's domain; else the one the resolver names for
+// the handle of the chain's creator, which must be hint.
+func (c *Client) groupSigServer(ctx context.Context, name, hint string, creator string) (string, error) {
+	if domainOf(name) == c.cc.Domain {
+		return c.cc.SigServerURL, nil
+	}
+	if domainOf(creator) != domainOf(name) {
+		return "", fmt.Errorf("chat: the group %s was created by %s, of another domain", name, creator)
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
+	defer cancel()
+	res, err := c.resolver.Resolve(rctx, creator)
+	if err != nil {
+		return "", fmt.Errorf("chat: resolving the creator of %s: %w", name, err)
+	}
+	if strings.TrimSuffix(res.SigServer, "/") != strings.TrimSuffix(hint, "/") {
+		return "", fmt.Errorf("chat: the group %s is at %s, not %s", name, res.SigServer, hint)
+	}
+	return res.SigServer, nil
+}
+
+// fetchLinks fetches the links of the group after seqno since (all when
+// 0), verified on top of prev (nil: from the start), and returns the new
+// state and the links it added. A chain that does not contain prev's head
+// is group.ErrFork or group.ErrRollback.
+func (c *Client) fetchLinks(ctx context.Context, gc *group.Client, name string, prev *group.State) (*group.State, [][]byte, error) {
+	fctx, cancel := context.WithTimeout(ctx, c.cfg.RefreshTimeout)
+	defer cancel()
+	var since uint64
+	if prev != nil {
+		since = prev.Seqno() - 1 // the pinned head again, to compare
+	}
+	links, head, err := gc.Fetch(fctx, name, since)
+	if err != nil {
+		return nil, nil, err
+	}
+	check := c.deviceChecker(c.handlesOf(prev))
+	if prev == nil {
+		st, err := group.Verify(fctx, links, c.creatorChecker(links, check), group.WithClock(c.now))
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, links, nil
+	}
+	if head.Seqno < prev.Seqno() || len(links) == 0 {
+		return nil, nil, fmt.Errorf("%w: the sig-server shows %d links, %d are pinned", group.ErrRollback, head.Seqno, prev.Seqno())
+	}
+	first, err := group.ParseLink(links[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	if first.Seqno() != prev.Seqno() || first.ID() != prev.Head() {
+		return nil, nil, fmt.Errorf("%w: at seqno %d the sig-server shows %s, %s is pinned", group.ErrFork, prev.Seqno(), first.ID(), prev.Head())
+	}
+	links = links[1:]
+	if len(links) == 0 {
+		return prev, nil, nil
+	}
+	st, err := prev.Extend(fctx, links, c.extendChecker(prev, links, check))
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, links, nil
+}
+
+// creatorChecker adds the creator's handle (from the create link) to
+// what check knows, for a chain verified from its start.
+func (c *Client) creatorChecker(links [][]byte, _ group.DeviceChecker) group.DeviceChecker {
+	hs := map[kez.PublicKey]string{}
+	for _, b := range links {
+		l, err := group.ParseLink(b)
+		if err != nil {
+			break
+		}
+		addHandles(hs, l)
+	}
+	return c.deviceChecker(hs)
+}
+
+// extendChecker is check, knowing the handles the new links name too.
+func (c *Client) extendChecker(prev *group.State, links [][]byte, _ group.DeviceChecker) group.DeviceChecker {
+	hs := c.handlesOf(prev)
+	for _, b := range links {
+		if l, err := group.ParseLink(b); err == nil {
+			addHandles(hs, l)
+		}
+	}
+	return c.deviceChecker(hs)
+}
+
+// addHandles records the handles a create or add link names.
+func addHandles(hs map[kez.PublicKey]string, l *group.Link) {
+	switch l.Type() {
+	case "create":
+		if h, err := createHandle(l.Body()); err == nil {
+			hs[l.By()] = h
+		}
+	case "add":
+		for _, m := range addedMembers(l.Body()) {
+			hs[m.Key] = m.Handle
+		}
+	}
+}
+
+// refreshGroup fetches gs's chain from the pin on (unless it was fetched
+// less than groupRefreshEvery ago and force is false), verifies and pins
+// what it adds, and records what changed. A fork marks the group broken
+// (ErrGroupBroken); a rollback is returned as group.ErrRollback and the
+// pin stays.
+func (c *Client) refreshGroup(ctx context.Context, gs *groupState, force bool) error {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if gs.broken != "" {
+		return fmt.Errorf("%w: %s: %s", ErrGroupBroken, gs.name, gs.broken)
+	}
+	if gs.left {
+		return nil
+	}
+	now := c.now()
+	if !force && now.Sub(gs.refreshed) < groupRefreshEvery {
+		return nil
+	}
+	gs.refreshed = now
+	gc, err := c.groupClient(gs.name, gs.sigServer)
+	if err != nil {
+		return err
+	}
+	st, links, err := c.fetchLinks(ctx, gc, gs.name, gs.st)
+	switch {
+	case errors.Is(err, group.ErrFork):
+		return c.markBroken(ctx, gs, err)
+	case err != nil:
+		return fmt.Errorf("chat: fetching the group %s: %w", gs.name, err)
+	case len(links) == 0:
+		return nil
+	}
+	if st.ID() != gs.gid {
+		return c.markBroken(ctx, gs, fmt.Errorf("%w: the chain's group ID changed", group.ErrFork))
+	}
+	return c.pinGroupLinks(ctx, gs, st, links)
+}
+
+// markBroken marks gs broken after a fork (gs.mu held): loudly.
+func (c *Client) markBroken(ctx context.Context, gs *groupState, cause error) error {
+	detail := fmt.Sprintf("pinned seqno %d head %s; %v", gs.st.Seqno(), gs.st.Head(), cause)
+	c.log.Error("THE SIG-SERVER SHOWS A FORK OF A GROUP'S MEMBERSHIP CHAIN: two histories of one group exist; nothing is sent to it or opened for it any more", "group", gs.name, "detail", detail)
+	err := c.db.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`UPDATE groups SET broken = ? WHERE name = ?`, detail, gs.name); err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		return addGroupEvent(tx, gs.name, c.now(), gs.st.Seqno(), "fork", detail)
+	})
+	if err != nil {
+		return err
+	}
+	gs.broken = detail
+	c.tellGroup(GroupEvent{Group: gs.name, At: c.now(), Seqno: gs.st.Seqno(), Event: "fork", Detail: detail})
+	return fmt.Errorf("%w: %s: %s", ErrGroupBroken, gs.name, detail)
+}
+
+// tellGroup hands an event to Config.OnGroupEvent.
+func (c *Client) tellGroup(e GroupEvent) {
+	if c.cfg.OnGroupEvent != nil {
+		c.cfg.OnGroupEvent(e)
+	}
+}
+
+// pinGroupLinks stores the links st added to gs's pinned state and what
+// they changed (gs.mu held), and takes st.
+func (c *Client) pinGroupLinks(ctx context.Context, gs *groupState, st *group.State, links [][]byte) error {
+	now := c.now()
+	events := groupDiff(gs.st, st, c.me)
+	_, wasMember := gs.st.Member(c.me)
+	_, isMember := st.Member(c.me)
+	left := wasMember && !isMember
+	err := c.db.write(ctx, func(tx *sql.Tx) error {
+		for i, l := range links {
+			if _, err := tx.Exec(`INSERT OR REPLACE INTO group_links (name, seqno, link) VALUES (?,?,?)`, gs.name, st.Seqno()-uint64(len(links)-1-i), l); err != nil {
+				return fmt.Errorf("chat: database: %w", err)
+			}
+		}
+		if _, err := tx.Exec(`UPDATE groups SET refreshed_at = ? WHERE name = ?`, now.UnixMilli(), gs.name); err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		for _, e := range events {
+			if err := addGroupEvent(tx, gs.name, now, st.Seqno(), e[0], e[1]); err != nil {
+				return err
+			}
+		}
+		if left {
+			if err := leaveTx(tx, gs, now); err != nil {
+				return err
+			}
+		}
+		return dropStaleKeys(tx, gs.gid, st)
+	})
+	if err != nil {
+		return err
+	}
+	gs.st = st
+	if left {
+		gs.left = true
+	}
+	for _, e := range events {
+		c.tellGroup(GroupEvent{Group: gs.name, At: now, Seqno: st.Seqno(), Event: e[0], Detail: e[1]})
+	}
+	return nil
+}
+
+// leaveTx marks gs left in tx and deletes its keys: the user can read
+// nothing sent to it from now on.
+func leaveTx(tx *sql.Tx, gs *groupState, now time.Time) error {
+	for _, q := range []string{`DELETE FROM group_skeys WHERE gid = ?`, `DELETE FROM group_skey_sent WHERE gid = ?`,
+		`DELETE FROM group_rkeys WHERE gid = ?`, `DELETE FROM group_held WHERE gid = ?`} {
+		if _, err := tx.Exec(q, gs.gid[:]); err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+	}
+	if _, err := tx.Exec(`UPDATE groups SET left_at = ? WHERE name = ?`, now.UnixMilli(), gs.name); err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	return nil
+}
+
+// dropStaleKeys deletes the keys of epochs a removal came after: they
+// are never used again.
+func dropStaleKeys(tx *sql.Tx, gid [32]byte, st *group.State) error {
+	rows, err := tx.Query(`SELECT DISTINCT epoch FROM group_rkeys WHERE gid = ? AND epoch < ? UNION SELECT epoch FROM group_skeys WHERE gid = ? AND epoch < ?`,
+		gid[:], st.Epoch(), gid[:], st.Epoch())
+	if err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	var stale []uint64
+	for rows.Next() {
+		var e uint64
+		if err := rows.Scan(&e); err != nil {
+			rows.Close()
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		if st.RemovalSince(e) {
+			stale = append(stale, e)
+		}
+	}
+	rows.Close()
+	for _, e := range stale {
+		for _, q := range []string{`DELETE FROM group_rkeys WHERE gid = ? AND epoch = ?`, `DELETE FROM group_skeys WHERE gid = ? AND epoch = ?`,
+			`DELETE FROM group_skey_sent WHERE gid = ? AND epoch = ?`, `DELETE FROM group_held WHERE gid = ? AND epoch = ?`} {
+			if _, err := tx.Exec(q, gid[:], e); err != nil {
+				return fmt.Errorf("chat: database: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// groupDiff lists what changed from old to st, as events: added,
+// removed, role, title (joined and left for the user).
+func groupDiff(old, st *group.State, me kez.PublicKey) [][2]string {
+	var out [][2]string
+	for _, m := range st.Members() {
+		om, ok := old.Member(m.Key)
+		switch {
+		case !ok || om.Since != m.Since:
+			if m.Key == me {
+				out = append(out, [2]string{"joined", fmt.Sprintf("added as %s", m.Role)})
+			} else {
+				out = append(out, [2]string{"added", fmt.Sprintf("%s %s as %s", m.Handle, m.Key, m.Role)})
+			}
+		case om.Role != m.Role:
+			out = append(out, [2]string{"role", fmt.Sprintf("%s %s is %s (was %s)", m.Handle, m.Key, m.Role, om.Role)})
+		}
+	}
+	for _, om := range old.Members() {
+		if m, ok := st.Member(om.Key); !ok || m.Since != om.Since {
+			if om.Key == me {
+				out = append(out, [2]string{"left", "you are no member any more"})
+			} else {
+				out = append(out, [2]string{"removed", fmt.Sprintf("%s %s", om.Handle, om.Key)})
+			}
+		}
+	}
+	if old.Title() != st.Title() {
+		out = append(out, [2]string{"title", fmt.Sprintf("%q", st.Title())})
+	}
+	return out
+}
+
+// joinGroup pins a group the user was added to, told by a group-update:
+// its chain, fetched whole from the group's sig-server (checked, §10.1),
+// must list the user as a current member.
+func (c *Client) joinGroup(ctx context.Context, u groupUpdate) error {
+	if _, err := c.groupName(u.Group); err != nil {
+		return err
+	}
+	gc, err := c.groupClient(u.Group, u.SigServer)
+	if err != nil {
+		return err
+	}
+	st, links, err := c.fetchLinks(ctx, gc, u.Group, nil)
+	if err != nil {
+		return fmt.Errorf("chat: fetching the group %s: %w", u.Group, err)
+	}
+	if _, ok := st.Member(c.me); !ok {
+		return fmt.Errorf("%w: %s", ErrNotGroupMember, u.Group)
+	}
+	creator := ""
+	if l, err := group.ParseLink(links[0]); err == nil {
+		creator, _ = createHandle(l.Body())
+	}
+	base, err := c.groupSigServer(ctx, u.Group, u.SigServer, creator)
+	if err != nil {
+		return err
+	}
+	return c.pinNewGroup(ctx, st, links, base, "joined")
+}
+
+// pinNewGroup pins a group not pinned before (created, or joined).
+func (c *Client) pinNewGroup(ctx context.Context, st *group.State, links [][]byte, base, event string) error {
+	now := c.now()
+	gs := &groupState{name: st.Name(), gid: st.ID(), sigServer: base, st: st, refreshed: now}
+	if other := c.groups.get(gs.name); other != nil {
+		return nil // pinned meanwhile
+	}
+	err := c.db.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`INSERT INTO groups (name, gid, sig_server, refreshed_at, joined_at) VALUES (?,?,?,?,?)`,
+			gs.name, gs.gid[:], base, now.UnixMilli(), now.UnixMilli()); err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		for i, l := range links {
+			if _, err := tx.Exec(`INSERT INTO group_links (name, seqno, link) VALUES (?,?,?)`, gs.name, i+1, l); err != nil {
+				return fmt.Errorf("chat: database: %w", err)
+			}
+		}
+		return addGroupEvent(tx, gs.name, now, st.Seqno(), event, fmt.Sprintf("seqno %d head %s", st.Seqno(), st.Head()))
+	})
+	if err != nil {
+		return err
+	}
+	c.groups.put(gs)
+	c.tellGroup(GroupEvent{Group: gs.name, At: now, Seqno: st.Seqno(), Event: event})
+	return nil
+}
+
+// memberKeys returns the persons of st's current members.
+func memberKeys(st *group.State) []kez.PublicKey {
+	var out []kez.PublicKey
+	for _, m := range st.Members() {
+		out = append(out, m.Key)
+	}
+	return out
+}
+
+// removedSince returns the persons that were members in old and are not
+// in st.
+func removedSince(old, st *group.State) []group.Member {
+	var out []group.Member
+	for _, m := range old.Members() {
+		if _, ok := st.Member(m.Key); !ok {
+			out = append(out, m)
+		}
+	}
+	return slices.Clip(out)
+}

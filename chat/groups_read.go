@@ -1,0 +1,53 @@
+package chat
+
+// Read receipts of group messages (docs/spec/chat.md §10.6).
+
+import (
+	"context"
+
+	"github.com/kez-lat/kez-chat/kez"
+)
+
+// sendGroupReads sends, for the group messages among entries the user
+// was shown, one group-read per group and sender person to that person's
+// current devices, in the background. Failures are logged: a receipt is a
+// courtesy.
+func (c *Client) sendGroupReads(entries []*Entry) {
+	type key struct {
+		group string
+		from  kez.PublicKey
+	}
+	ids := map[key][]MessageID{}
+	for _, e := range entries {
+		if e.Group != "" && e.Incoming && e.From != c.me {
+			k := key{e.Group, e.From}
+			ids[k] = append(ids[k], e.ID)
+		}
+	}
+	if len(ids) == 0 || c.nc == nil {
+		return
+	}
+	c.background(func(ctx context.Context) {
+		for k, list := range ids {
+			gs := c.groups.get(k.group)
+			if gs == nil {
+				continue
+			}
+			st, left, broken := gs.snapshot()
+			m, ok := st.Member(k.from)
+			if left || broken != "" || !ok {
+				continue
+			}
+			ts, err := c.memberTargets(ctx, k.from, m.Handle)
+			for err == nil && len(list) > 0 {
+				n := min(len(list), maxGroupReadIDs)
+				body := marshalGroupRead(groupRead{Group: k.group, IDs: list[:n]})
+				list = list[n:]
+				_, err = c.publishIn(ctx, ts, Message{Kind: KindGroupRead, Body: body}, false, false, false, nil)
+			}
+			if err != nil {
+				c.log.Warn("could not send a group read receipt", "group", k.group, "to", m.Handle, "err", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,496 @@
+package chat
+
+// Receiving for groups (docs/spec/chat.md §10.4): format 3 envelopes,
+// group-key, group-update and group-read messages inside the receiving
+// transaction; after it, the chains to fetch, the keys to check and the
+// envelopes held for a key.
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kez-lat/kez-chat/group"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/session"
+)
+
+// envelopeV3 is the version byte of a group envelope.
+const envelopeV3 = 3
+
+// Bounds of the envelopes held for a key (§10.4).
+const (
+	maxHeldPerGroup = 1000
+	maxHeldUnknown  = 1000
+	maxHeldAge      = 24 * time.Hour
+	// maxGroupJoins bounds the groups not pinned here a received batch
+	// makes the client fetch (group-update).
+	maxGroupJoins = 16
+	// maxUncheckedKeys bounds the distributions kept for groups not
+	// pinned here, or of epochs newer than the pinned chain's.
+	maxUncheckedKeys = 1000
+)
+
+// rkeyID names a receiving key.
+type rkeyID struct {
+	gid    [32]byte
+	epoch  uint64
+	device kez.PublicKey
+}
+
+// rkeyRow is a receiving key loaded in a transaction.
+type rkeyRow struct {
+	rk      *session.ReceiverKey
+	checked bool
+	dirty   bool
+}
+
+// groupBatch is what one receiving transaction did for groups.
+type groupBatch struct {
+	rkeys   map[rkeyID]*rkeyRow
+	touched map[[32]byte]bool      // groups whose keys or held envelopes changed
+	refresh map[string]bool        // groups to fetch after the transaction
+	updates map[string]groupUpdate // group-updates to follow
+}
+
+func newGroupBatch() *groupBatch {
+	return &groupBatch{rkeys: map[rkeyID]*rkeyRow{}, touched: map[[32]byte]bool{}, refresh: map[string]bool{}, updates: map[string]groupUpdate{}}
+}
+
+// rkey loads the receiving key id in tx (nil: none).
+func (gb *groupBatch) rkey(tx *sql.Tx, id rkeyID) (*rkeyRow, error) {
+	if row, ok := gb.rkeys[id]; ok {
+		return row, nil
+	}
+	var b []byte
+	var checked bool
+	err := tx.QueryRow(`SELECT state, checked FROM group_rkeys WHERE gid = ? AND epoch = ? AND device = ?`, id.gid[:], id.epoch, id.device.String()).Scan(&b, &checked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chat: database: %w", err)
+	}
+	rk, err := session.ParseReceiverKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("chat: database: a receiving key: %w", err)
+	}
+	row := &rkeyRow{rk: rk, checked: checked}
+	gb.rkeys[id] = row
+	return row, nil
+}
+
+// save stores the receiving keys whose state changed.
+func (gb *groupBatch) save(tx *sql.Tx) error {
+	for id, row := range gb.rkeys {
+		if !row.dirty {
+			continue
+		}
+		b, err := row.rk.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`UPDATE group_rkeys SET state = ? WHERE gid = ? AND epoch = ? AND device = ?`, b, id.gid[:], id.epoch, id.device.String()); err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+	}
+	return nil
+}
+
+// memberAt reports whether person is a current member of st whose
+// membership began at or before epoch, and epoch is not stale.
+func memberAt(st *group.State, person kez.PublicKey, epoch uint64) error {
+	if epoch < st.Epoch() && st.RemovalSince(epoch) {
+		return fmt.Errorf("%w: epoch %d of %s, a member was removed since", ErrStaleEpoch, epoch, st.Name())
+	}
+	m, ok := st.Member(person)
+	if !ok || m.Since > epoch {
+		return fmt.Errorf("%w: %s in %s at epoch %d", ErrNotGroupMember, person, st.Name(), epoch)
+	}
+	return nil
+}
+
+// groupOpen opens a format 3 envelope from the device from, of person,
+// in tx. hold: it cannot be opened yet (no key, an unknown group, a newer
+// epoch); err: it is refused.
+func (c *Client) groupOpen(tx *sql.Tx, gb *groupBatch, data []byte, from, person kez.PublicKey) (m *Message, gs *groupState, hold bool, err error) {
+	h, err := session.ParseGroupHeader(data)
+	if err != nil {
+		return nil, nil, false, sessionError(err)
+	}
+	if h.Device != from {
+		return nil, nil, false, fmt.Errorf("%w: the group envelope says it is from %s, but it came from %s", ErrSenderMismatch, h.Device, from)
+	}
+	gs = c.groups.byGID(h.GID)
+	if gs == nil {
+		return nil, nil, true, nil
+	}
+	st, left, broken := gs.snapshot()
+	switch {
+	case left:
+		return nil, gs, false, fmt.Errorf("%w: you left %s", ErrNotGroupMember, gs.name)
+	case broken != "":
+		return nil, gs, false, fmt.Errorf("%w: %s", ErrGroupBroken, gs.name)
+	case h.Epoch > st.Epoch():
+		gb.refresh[gs.name] = true
+		return nil, gs, true, nil
+	}
+	if err := memberAt(st, person, h.Epoch); err != nil {
+		return nil, gs, false, err
+	}
+	row, err := gb.rkey(tx, rkeyID{h.GID, h.Epoch, from})
+	if err != nil {
+		return nil, gs, false, err
+	}
+	if row == nil || !row.checked {
+		return nil, gs, true, nil
+	}
+	pt, err := row.rk.Open(data)
+	if err != nil {
+		return nil, gs, false, sessionError(err)
+	}
+	row.dirty = true
+	m, err = parseInnerV2(pt, person, c.me)
+	if err != nil {
+		return nil, gs, false, err
+	}
+	if m.Kind != KindText {
+		return nil, gs, false, fmt.Errorf("%w: a group message of kind %q", ErrMalformed, m.Kind)
+	}
+	return m, gs, false, nil
+}
+
+// groupEntry is the history entry of a group message m from person.
+func (c *Client) groupEntry(gs *groupState, m *Message, person kez.PublicKey, seq uint64, now time.Time) *Entry {
+	e := &Entry{ID: m.ID, SentAt: m.SentAt, ReceivedAt: now, Kind: m.Kind, Body: m.Body, Seq: seq, Group: gs.name}
+	if person == c.me {
+		// The sent copy from another of the user's devices.
+		e.From, e.Trust, e.State, e.Read, e.PeerHandle = c.me, TrustTrusted, StateSent, true, gs.name
+		return e
+	}
+	st, _, _ := gs.snapshot()
+	e.Incoming, e.From, e.Peer, e.To, e.Trust = true, person, person, c.me, TrustTrusted
+	if mb, ok := st.Member(person); ok {
+		e.PeerHandle = mb.Handle
+	}
+	if cs := c.contactByKey(person); cs != nil {
+		c.mu.Lock()
+		ct := cs.c
+		c.mu.Unlock()
+		e.PeerHandle = ct.Handle
+		if ct.Flag != FlagNone {
+			e.Trust = TrustHeld
+		}
+	}
+	return e
+}
+
+// receiveGroupTx handles a format 3 delivery in the receiving
+// transaction: opened and stored, held, or refused (r.err).
+func (c *Client) receiveGroupTx(tx *sql.Tx, gb *groupBatch, r *received, now time.Time) error {
+	m, gs, hold, err := c.groupOpen(tx, gb, r.jm.Data(), r.from, r.who.person)
+	if err != nil {
+		if !isRefusal(err) {
+			return err
+		}
+		r.err = err
+		return nil
+	}
+	if hold {
+		r.control = true
+		h, _ := session.ParseGroupHeader(r.jm.Data())
+		return c.holdGroup(tx, h, r.who.person, r.jm.Data(), r.seq, now)
+	}
+	r.m = m
+	r.entry = c.groupEntry(gs, m, r.who.person, r.seq, now)
+	isNew, err := c.db.insertEntry(tx, r.entry)
+	if err != nil {
+		return err
+	}
+	r.isNew = isNew
+	return nil
+}
+
+// holdGroup keeps an envelope that cannot be opened yet, within the
+// bounds of §10.4.
+func (c *Client) holdGroup(tx *sql.Tx, h session.GroupHeader, person kez.PublicKey, env []byte, seq uint64, now time.Time) error {
+	c.stats.groupHeld.Add(1)
+	if _, err := tx.Exec(`DELETE FROM group_held WHERE at < ?`, now.Add(-maxHeldAge).UnixMilli()); err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	if _, err := tx.Exec(`INSERT INTO group_held (gid, epoch, device, person, envelope, seq, at) VALUES (?,?,?,?,?,?,?)`,
+		h.GID[:], h.Epoch, h.Device.String(), person.String(), env, int64(seq), now.UnixMilli()); err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	bound, where, args := maxHeldPerGroup, `gid = ?`, []any{h.GID[:]}
+	if c.groups.byGID(h.GID) == nil {
+		bound, where, args = maxHeldUnknown, `gid NOT IN (SELECT gid FROM groups)`, nil
+	}
+	_, err := tx.Exec(`DELETE FROM group_held WHERE id IN (SELECT id FROM group_held WHERE `+where+` ORDER BY id DESC LIMIT -1 OFFSET ?)`, append(args, bound)...)
+	if err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	return nil
+}
+
+// applyGroupKind applies a group-key, group-update or group-read message
+// in the receiving transaction.
+func (c *Client) applyGroupKind(tx *sql.Tx, gb *groupBatch, r *received, now time.Time) error {
+	m, person := r.m, r.who.person
+	switch m.Kind {
+	case KindGroupUpdate:
+		u, err := parseGroupUpdate(m.Body)
+		if err != nil {
+			return err
+		}
+		if _, ok := gb.updates[u.Group]; ok || len(gb.updates) < maxGroupJoins || c.groups.get(u.Group) != nil {
+			gb.updates[u.Group] = u
+		}
+		return nil
+	case KindGroupRead:
+		if person == c.me {
+			return nil // the user's own devices mark read with sync-read
+		}
+		gr, err := parseGroupRead(m.Body)
+		if err != nil {
+			return err
+		}
+		gs := c.groups.get(gr.Group)
+		if gs == nil {
+			return fmt.Errorf("%w: %s", ErrUnknownGroup, gr.Group)
+		}
+		st, _, _ := gs.snapshot()
+		if _, ok := st.Member(person); !ok {
+			return fmt.Errorf("%w: %s in %s", ErrNotGroupMember, person, gs.name)
+		}
+		for _, id := range gr.IDs {
+			if _, err := tx.Exec(`INSERT OR IGNORE INTO group_reads (msg_id, reader, at)
+				SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE from_key = ? AND id = ? AND grp = ? AND incoming = 0)`,
+				id[:], person.String(), m.SentAt.UnixMilli(), c.me.String(), id[:], gs.name); err != nil {
+				return fmt.Errorf("chat: database: %w", err)
+			}
+		}
+		return nil
+	}
+	d, err := session.ParseSenderKeyDistribution(m.Body)
+	if err != nil {
+		c.stats.groupKeysRefused.Add(1)
+		return sessionError(err)
+	}
+	if d.Device != r.from {
+		c.stats.groupKeysRefused.Add(1)
+		return fmt.Errorf("%w: a group key of device %s sent by %s", ErrSenderMismatch, d.Device, r.from)
+	}
+	checked := false
+	if gs := c.groups.byGID(d.GID); gs != nil {
+		st, left, broken := gs.snapshot()
+		switch {
+		case left:
+			c.stats.groupKeysRefused.Add(1)
+			return fmt.Errorf("%w: you left %s", ErrNotGroupMember, gs.name)
+		case broken != "":
+			return fmt.Errorf("%w: %s", ErrGroupBroken, gs.name)
+		case d.Epoch > st.Epoch():
+			gb.refresh[gs.name] = true
+		default:
+			if err := memberAt(st, person, d.Epoch); err != nil {
+				c.stats.groupKeysRefused.Add(1)
+				return err
+			}
+			checked = true
+			gb.touched[d.GID] = true
+		}
+	}
+	if !checked {
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM group_rkeys WHERE checked = 0`).Scan(&n); err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		if n >= maxUncheckedKeys {
+			return fmt.Errorf("%w: too many group keys wait for their group", ErrNotGroupMember)
+		}
+	}
+	return c.putReceiverKey(tx, gb, d, person, checked, now)
+}
+
+// putReceiverKey stores the receiving key of d, unless one with the same
+// signing key is stored (a distribution cannot wind a key back).
+func (c *Client) putReceiverKey(tx *sql.Tx, gb *groupBatch, d *session.SenderKeyDistribution, person kez.PublicKey, checked bool, now time.Time) error {
+	id := rkeyID{d.GID, d.Epoch, d.Device}
+	var signing []byte
+	err := tx.QueryRow(`SELECT signing FROM group_rkeys WHERE gid = ? AND epoch = ? AND device = ?`, d.GID[:], d.Epoch, d.Device.String()).Scan(&signing)
+	if err == nil && bytes.Equal(signing, d.SigningKey[:]) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	rk := session.NewReceiverKey(d)
+	b, err := rk.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(`INSERT INTO group_rkeys (gid, epoch, device, person, signing, state, checked, at) VALUES (?,?,?,?,?,?,?,?)
+		ON CONFLICT (gid, epoch, device) DO UPDATE SET person = excluded.person, signing = excluded.signing, state = excluded.state, checked = excluded.checked, at = excluded.at`,
+		d.GID[:], d.Epoch, d.Device.String(), person.String(), d.SigningKey[:], b, boolInt(checked), now.UnixMilli()); err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	gb.rkeys[id] = &rkeyRow{rk: rk, checked: checked}
+	return nil
+}
+
+// afterGroups does, once a batch is stored, what needs a server: follow
+// the group-updates, fetch the chains of groups a newer epoch was seen
+// of, check the keys that waited for them, and open the envelopes held
+// for a key. It returns the messages opened.
+func (c *Client) afterGroups(ctx context.Context, gb *groupBatch) []*Entry {
+	if gb == nil {
+		return nil
+	}
+	touched := map[[32]byte]bool{}
+	for id := range gb.touched {
+		touched[id] = true
+	}
+	for name, u := range gb.updates {
+		if gs := c.groups.get(name); gs != nil {
+			if err := c.refreshGroup(ctx, gs, true); err != nil {
+				c.log.Warn("following a group change", "group", name, "err", err)
+			}
+			touched[gs.gid] = true
+			continue
+		}
+		if err := c.joinGroup(ctx, u); err != nil {
+			c.log.Info("a group-update names a group this client does not follow", "group", name, "err", err)
+			continue
+		}
+		if gs := c.groups.get(name); gs != nil {
+			touched[gs.gid] = true
+		}
+	}
+	for name := range gb.refresh {
+		if gs := c.groups.get(name); gs != nil {
+			if err := c.refreshGroup(ctx, gs, false); err != nil {
+				c.log.Warn("fetching a group's chain for a newer epoch", "group", name, "err", err)
+			}
+			touched[gs.gid] = true
+		}
+	}
+	var out []*Entry
+	for gid := range touched {
+		if gs := c.groups.byGID(gid); gs != nil {
+			es, err := c.openHeld(ctx, gs)
+			if err != nil {
+				c.log.Warn("opening the group messages held for a key", "group", gs.name, "err", err)
+			}
+			out = append(out, es...)
+		}
+	}
+	return out
+}
+
+// openHeld checks gs's keys that waited for its chain, then opens the
+// envelopes held for gs whose key is there now, in one transaction.
+func (c *Client) openHeld(ctx context.Context, gs *groupState) ([]*Entry, error) {
+	var out []*Entry
+	now := c.now()
+	err := c.db.write(context.WithoutCancel(ctx), func(tx *sql.Tx) error {
+		out = out[:0]
+		st, _, _ := gs.snapshot()
+		gb := newGroupBatch()
+		// Keys that waited: checked now, or refused.
+		rows, err := tx.Query(`SELECT epoch, device, person FROM group_rkeys WHERE gid = ? AND checked = 0 AND epoch <= ?`, gs.gid[:], st.Epoch())
+		if err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		type waiting struct {
+			epoch          uint64
+			device, person string
+		}
+		var ws []waiting
+		for rows.Next() {
+			var w waiting
+			if err := rows.Scan(&w.epoch, &w.device, &w.person); err != nil {
+				rows.Close()
+				return fmt.Errorf("chat: database: %w", err)
+			}
+			ws = append(ws, w)
+		}
+		rows.Close()
+		for _, w := range ws {
+			p, perr := kez.ParsePublicKey(w.person)
+			q := `UPDATE group_rkeys SET checked = 1 WHERE gid = ? AND epoch = ? AND device = ?`
+			if perr != nil || memberAt(st, p, w.epoch) != nil {
+				c.stats.groupKeysRefused.Add(1)
+				q = `DELETE FROM group_rkeys WHERE gid = ? AND epoch = ? AND device = ?`
+			}
+			if _, err := tx.Exec(q, gs.gid[:], w.epoch, w.device); err != nil {
+				return fmt.Errorf("chat: database: %w", err)
+			}
+		}
+		// Held envelopes.
+		type held struct {
+			id             int64
+			device, person string
+			env            []byte
+			seq            int64
+		}
+		var hs []held
+		hrows, err := tx.Query(`SELECT id, device, person, envelope, seq FROM group_held WHERE gid = ? ORDER BY id`, gs.gid[:])
+		if err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		for hrows.Next() {
+			var h held
+			if err := hrows.Scan(&h.id, &h.device, &h.person, &h.env, &h.seq); err != nil {
+				hrows.Close()
+				return fmt.Errorf("chat: database: %w", err)
+			}
+			hs = append(hs, h)
+		}
+		hrows.Close()
+		for _, h := range hs {
+			dev, err1 := kez.ParsePublicKey(h.device)
+			person, err2 := kez.ParsePublicKey(h.person)
+			var m *Message
+			var hold bool
+			var err error
+			if err1 == nil && err2 == nil {
+				m, _, hold, err = c.groupOpen(tx, gb, h.env, dev, person)
+			}
+			if hold {
+				continue
+			}
+			if err != nil && !isRefusal(err) {
+				return err
+			}
+			if err != nil {
+				c.log.Info("a held group message is refused", "group", gs.name, "device", dev, "err", err)
+				if errors.Is(err, ErrStaleEpoch) {
+					c.stats.groupStale.Add(1)
+				}
+			}
+			if _, err := tx.Exec(`DELETE FROM group_held WHERE id = ?`, h.id); err != nil {
+				return fmt.Errorf("chat: database: %w", err)
+			}
+			if m == nil {
+				continue
+			}
+			e := c.groupEntry(gs, m, person, uint64(h.seq), now)
+			isNew, err := c.db.insertEntry(tx, e)
+			if err != nil {
+				return err
+			}
+			if isNew {
+				out = append(out, e)
+			}
+		}
+		return gb.save(tx)
+	})
+	for range out {
+		c.stats.received.Add(1)
+	}
+	return out, err
+}

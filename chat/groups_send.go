@@ -1,0 +1,396 @@
+package chat
+
+// Sending to a group (docs/spec/chat.md §10.3): this device's sender key
+// for the group's epoch, distributed pairwise to the member devices that
+// lack it, then one format 3 envelope published to every member device
+// through kez.v1.msend.
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kez-lat/kez-chat/group"
+	"github.com/kez-lat/kez-chat/internal/wire"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/session"
+)
+
+// groupMemberFetches bounds the members whose chains (or prekeys) a group
+// send asks for at once.
+const groupMemberFetches = 8
+
+// SendGroup sends text to the group (NAME or NAME@domain) and returns
+// once the gate stored it for at least one member device. Sent.To is the
+// zero key (the message is to the group) and Sent.Handle the group's
+// name. Errors: ErrUnknownGroup, ErrNotGroupMember (the user left or was
+// removed), ErrGroupBroken (a fork), group.ErrRollback (the sig-server
+// shows fewer links than pinned), and those of publishing.
+func (c *Client) SendGroup(ctx context.Context, name, text string, _ ...SendOption) (Sent, error) {
+	if !c.work.Enter() {
+		return Sent{}, ErrClosed
+	}
+	defer c.work.Leave()
+	if c.nc == nil {
+		return Sent{}, ErrOffline
+	}
+	gs, err := c.pinnedGroup(name)
+	if err != nil {
+		return Sent{}, err
+	}
+	if err := c.refreshGroup(ctx, gs, false); err != nil {
+		if errors.Is(err, ErrGroupBroken) || errors.Is(err, group.ErrRollback) {
+			return Sent{}, err
+		}
+		c.log.Warn("cannot fetch a group's chain; sending on the pinned one", "group", gs.name, "err", err)
+	}
+	st, left, broken := gs.snapshot()
+	if broken != "" {
+		return Sent{}, fmt.Errorf("%w: %s", ErrGroupBroken, gs.name)
+	}
+	if _, ok := st.Member(c.me); left || !ok {
+		return Sent{}, fmt.Errorf("%w: %s", ErrNotGroupMember, gs.name)
+	}
+	members := c.groupDevices(ctx, st)
+	if err := c.distributeKey(ctx, gs, st, members); err != nil {
+		return Sent{}, err
+	}
+	m := Message{ID: NewMessageID(), SentAt: c.now().Truncate(time.Millisecond), From: c.me, Kind: KindText, Body: []byte(text)}
+	if err := m.validate(); err != nil {
+		return Sent{}, err
+	}
+	var devices []kez.PublicKey
+	for _, mi := range members {
+		for _, d := range mi.current {
+			if d != c.devKey {
+				devices = append(devices, d)
+			}
+		}
+	}
+	env, err := c.sealGroup(ctx, gs, st, &m, devices)
+	if err != nil {
+		return Sent{}, err
+	}
+	sent := Sent{ID: m.ID, Handle: gs.name, SentAt: m.SentAt}
+	if len(devices) == 0 {
+		// The user's only device in a group of one.
+		return sent, c.groupOutcome(ctx, m.ID, &wire.MultiAnswer{Stored: 1}, nil)
+	}
+	ans, err := c.publishMulti(ctx, devices, env, m.ID.String())
+	if oerr := c.groupOutcome(ctx, m.ID, &ans, err); oerr != nil {
+		return Sent{}, oerr
+	}
+	if err != nil {
+		return Sent{}, err
+	}
+	sent.Duplicate = ans.Stored == 0 && ans.Duplicates > 0
+	c.stats.sent.Add(1)
+	return sent, nil
+}
+
+// groupMember is a member with their current devices, and the targets to
+// seal pairwise messages to them.
+type groupMember struct {
+	m       group.Member
+	current []kez.PublicKey
+	targets []target // this device excluded
+}
+
+// groupDevices takes the current devices of every member of st, at most
+// groupMemberFetches at once. A member whose chain cannot be had now is
+// left out (logged).
+func (c *Client) groupDevices(ctx context.Context, st *group.State) []*groupMember {
+	ms := st.Members()
+	out := make([]*groupMember, len(ms))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, groupMemberFetches)
+	for i, m := range ms {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ts, err := c.memberTargets(ctx, m.Key, m.Handle)
+			if err != nil {
+				c.log.Warn("cannot have a group member's devices now; they get this message later or not", "group", st.Name(), "member", m.Handle, "err", err)
+				return
+			}
+			gm := &groupMember{m: m, targets: ts}
+			for _, t := range ts {
+				gm.current = append(gm.current, t.key())
+			}
+			if m.Key == c.me {
+				gm.current = append(gm.current, c.devKey)
+			}
+			out[i] = gm
+		})
+	}
+	wg.Wait()
+	kept := out[:0]
+	for _, gm := range out {
+		if gm != nil {
+			kept = append(kept, gm)
+		}
+	}
+	return kept
+}
+
+// senderKey loads (or makes and stores) this device's sender key of the
+// group at the epoch, in tx.
+func (c *Client) senderKey(tx *sql.Tx, gid [32]byte, epoch uint64) (*session.SenderKey, error) {
+	var b []byte
+	err := tx.QueryRow(`SELECT state FROM group_skeys WHERE gid = ? AND epoch = ?`, gid[:], epoch).Scan(&b)
+	if err == nil {
+		sk, err := session.ParseSenderKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("chat: database: a sender key: %w", err)
+		}
+		return sk, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("chat: database: %w", err)
+	}
+	sk, err := session.NewSenderKey(rand.Reader, gid, epoch, c.devKey)
+	if err != nil {
+		return nil, err
+	}
+	// A new epoch: the keys of earlier ones are never sent with again.
+	if _, err := tx.Exec(`DELETE FROM group_skeys WHERE gid = ? AND epoch < ?`, gid[:], epoch); err != nil {
+		return nil, fmt.Errorf("chat: database: %w", err)
+	}
+	return sk, c.saveSenderKey(tx, sk)
+}
+
+func (c *Client) saveSenderKey(tx *sql.Tx, sk *session.SenderKey) error {
+	b, err := sk.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	gid := sk.GID()
+	_, err = tx.Exec(`INSERT INTO group_skeys (gid, epoch, state, created) VALUES (?,?,?,?)
+		ON CONFLICT (gid, epoch) DO UPDATE SET state = excluded.state`, gid[:], sk.Epoch(), b, c.now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	return nil
+}
+
+// distributeKey sends this device's sender key of st's epoch, at the
+// iteration it stands at, to every member device that has not had it
+// (group-key, pairwise), and waits for the stream's answers.
+func (c *Client) distributeKey(ctx context.Context, gs *groupState, st *group.State, members []*groupMember) error {
+	c.gsend.Lock()
+	defer c.gsend.Unlock()
+	gid, epoch := st.ID(), st.Epoch()
+	var dist []byte
+	had := map[kez.PublicKey]bool{}
+	err := c.db.write(ctx, func(tx *sql.Tx) error {
+		sk, err := c.senderKey(tx, gid, epoch)
+		if err != nil {
+			return err
+		}
+		if dist, err = sk.Distribution().MarshalBinary(); err != nil {
+			return err
+		}
+		rows, err := tx.Query(`SELECT device FROM group_skey_sent WHERE gid = ? AND epoch = ?`, gid[:], epoch)
+		if err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		defer rows.Close()
+		clear(had)
+		for rows.Next() {
+			var d string
+			if err := rows.Scan(&d); err != nil {
+				return fmt.Errorf("chat: database: %w", err)
+			}
+			if k, err := kez.ParsePublicKey(d); err == nil {
+				had[k] = true
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, groupMemberFetches)
+	for _, gm := range members {
+		var ts []target
+		for _, t := range gm.targets {
+			if !had[t.key()] {
+				ts = append(ts, t)
+			}
+		}
+		if len(ts) == 0 {
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			p, copies, err := c.publishCopies(ctx, ts, Message{Kind: KindGroupKey, Body: dist}, false, false, true, nil)
+			if err != nil {
+				c.log.Warn("cannot send a group key to a member", "group", gs.name, "member", gm.m.Handle, "err", err)
+				return
+			}
+			var sealed []kez.PublicKey
+			for _, cp := range copies {
+				if cp.env != nil {
+					sealed = append(sealed, cp.t.key())
+				}
+			}
+			err = c.db.write(ctx, func(tx *sql.Tx) error {
+				for _, d := range sealed {
+					if _, err := tx.Exec(`INSERT OR IGNORE INTO group_skey_sent (gid, epoch, device) VALUES (?,?,?)`, gid[:], epoch, d.String()); err != nil {
+						return fmt.Errorf("chat: database: %w", err)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				c.log.Warn("recording a group key sent", "err", err)
+			}
+			if _, err := p.Wait(ctx); err != nil {
+				c.log.Warn("the stream did not store a group key for a member", "group", gs.name, "member", gm.m.Handle, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// sealGroup seals m with the sender key of st's epoch and stores, in one
+// transaction, the key's new state, the message (pending) and the
+// envelope to publish to devices (the group outbox).
+func (c *Client) sealGroup(ctx context.Context, gs *groupState, st *group.State, m *Message, devices []kez.PublicKey) ([]byte, error) {
+	c.gsend.Lock()
+	defer c.gsend.Unlock()
+	var env []byte
+	now := c.now()
+	e := &Entry{
+		ID: m.ID, From: c.me, SentAt: m.SentAt, ReceivedAt: now, Kind: m.Kind, Body: m.Body,
+		Trust: TrustTrusted, Read: true, State: StatePending, Group: gs.name, PeerHandle: gs.name,
+	}
+	err := c.db.write(ctx, func(tx *sql.Tx) error {
+		sk, err := c.senderKey(tx, st.ID(), st.Epoch())
+		if err != nil {
+			return err
+		}
+		if env, err = sk.Seal(marshalInnerV2(m)); err != nil {
+			return fmt.Errorf("chat: sealing a group message: %w", err)
+		}
+		if err := c.saveSenderKey(tx, sk); err != nil {
+			return err
+		}
+		if _, err := c.db.insertSent(tx, e, nil); err != nil {
+			return err
+		}
+		_, err = tx.Exec(`INSERT INTO group_outbox (msg_id, name, envelope, devices, created_at) VALUES (?,?,?,?,?)`,
+			m.ID[:], gs.name, env, keysText(devices), now.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		return nil
+	})
+	return env, err
+}
+
+// keysText joins keys with spaces; parseKeysText reads it back.
+func keysText(keys []kez.PublicKey) string {
+	s := make([]string, len(keys))
+	for i, k := range keys {
+		s[i] = k.String()
+	}
+	return strings.Join(s, " ")
+}
+
+func parseKeysText(s string) []kez.PublicKey {
+	var out []kez.PublicKey
+	for _, f := range strings.Fields(s) {
+		if k, err := kez.ParsePublicKey(f); err == nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// groupOutcome records what the gate answered a group send: sent if it
+// stored a copy (or had it), failed if it refused every one or the send
+// was refused whole. An error that leaves the outcome unknown (the
+// client closed, the connection dropped) leaves the envelope in the group
+// outbox, published again at the next start.
+func (c *Client) groupOutcome(ctx context.Context, id MessageID, ans *wire.MultiAnswer, perr error) error {
+	if perr != nil && !isFinal(perr) {
+		return nil
+	}
+	state := StateFailed
+	if perr == nil && ans.Stored+ans.Duplicates > 0 {
+		state = StateSent
+	}
+	for _, r := range ans.Refused {
+		c.log.Info("the gate refused a copy of a group message", "id", id, "device", r.Device, "code", r.Code)
+	}
+	return c.db.write(context.WithoutCancel(ctx), func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`DELETE FROM group_outbox WHERE msg_id = ?`, id[:]); err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		_, err := tx.Exec(`UPDATE messages SET state = ? WHERE from_key = ? AND id = ? AND incoming = 0`, string(state), c.me.String(), id[:])
+		if err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		return nil
+	})
+}
+
+// isFinal reports a publish error after which publishing the same
+// envelope again cannot help: a refusal.
+func isFinal(err error) bool {
+	return !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !retryable(err)
+}
+
+// republishGroups publishes again the group envelopes stored but not
+// answered before the client last stopped: the same bytes and
+// Nats-Msg-Id, so the stream and the receivers keep each once.
+func (c *Client) republishGroups(ctx context.Context) {
+	type pending struct {
+		id      MessageID
+		env     []byte
+		devices []kez.PublicKey
+	}
+	rows, err := c.db.db.QueryContext(ctx, `SELECT msg_id, envelope, devices FROM group_outbox ORDER BY created_at`)
+	if err != nil {
+		c.log.Warn("reading the group outbox", "err", err)
+		return
+	}
+	var ps []pending
+	for rows.Next() {
+		var p pending
+		var id []byte
+		var devs string
+		if err := rows.Scan(&id, &p.env, &devs); err != nil || len(id) != len(p.id) {
+			continue
+		}
+		copy(p.id[:], id)
+		p.devices = parseKeysText(devs)
+		ps = append(ps, p)
+	}
+	rows.Close()
+	for _, p := range ps {
+		if len(p.devices) == 0 {
+			_ = c.groupOutcome(ctx, p.id, &wire.MultiAnswer{Stored: 1}, nil)
+			continue
+		}
+		ans, err := c.publishMulti(ctx, p.devices, p.env, p.id.String())
+		if oerr := c.groupOutcome(ctx, p.id, &ans, err); oerr != nil {
+			c.log.Warn("recording the outcome of a group message", "id", p.id, "err", oerr)
+		}
+		if err != nil {
+			c.log.Warn("publishing a group message left pending", "id", p.id, "err", err)
+		}
+	}
+	if len(ps) > 0 {
+		c.log.Info("published again the group messages left pending", "n", len(ps))
+	}
+}
