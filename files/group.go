@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -117,21 +118,35 @@ func (s *Sharing) loadGroup(ctx context.Context, ref *groupRef, known *group.Sta
 	if err != nil {
 		return nil, fmt.Errorf("files: the sig-server of group %s: %w", ref.name, err)
 	}
+	// As group.Client.Load, with the handles the links name at hand for
+	// the device checks: from the known head on (it must still be
+	// there), else the whole chain.
 	var since uint64
 	if known != nil {
-		since = known.Seqno()
+		since = known.Seqno() - 1
 	}
-	links, _, err := group.NewClient(ref.sigServer, hc).Fetch(ctx, ref.name, since)
-	if err != nil {
+	links, hd, err := group.NewClient(ref.sigServer, hc).Fetch(ctx, ref.name, since)
+	switch {
+	case known != nil && errors.Is(err, group.ErrNotFound):
+		return nil, fmt.Errorf("files: group %s: %w: its sig-server no longer has it", ref.name, group.ErrRollback)
+	case err != nil:
 		return nil, fmt.Errorf("files: reading group %s: %w", ref.name, err)
 	}
 	check := group.ChainDeviceChecker(s.personChain(known, links))
-	var st *group.State
 	if known == nil {
-		st, err = group.Verify(ctx, links, check)
-	} else {
-		st, err = known.Extend(ctx, links, check)
+		st, err := group.Verify(ctx, links, check)
+		if err != nil {
+			return nil, fmt.Errorf("files: group %s: %w", ref.name, err)
+		}
+		return st, nil
 	}
+	if len(links) == 0 || hd.Seqno < known.Seqno() {
+		return nil, fmt.Errorf("files: group %s: %w: its sig-server's head is link %d, the one read before %d", ref.name, group.ErrRollback, hd.Seqno, known.Seqno())
+	}
+	if l, err := group.ParseLink(links[0]); err != nil || !l.ID().Equals(known.Head()) {
+		return nil, fmt.Errorf("files: group %s: %w: its sig-server shows another link %d than the one read before", ref.name, group.ErrFork, known.Seqno())
+	}
+	st, err := known.Extend(ctx, links[1:], check)
 	if err != nil {
 		return nil, fmt.Errorf("files: group %s: %w", ref.name, err)
 	}
