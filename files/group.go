@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
@@ -66,7 +66,7 @@ type groupRef struct {
 
 // pin is the chain at share time, which every later read must extend.
 func (g *groupRef) pin() (group.Pin, error) {
-	c, err := format.ParseCID(g.head)
+	c, err := cid.Decode(g.head)
 	if err != nil {
 		return group.Pin{}, fmt.Errorf("files: the share index holds a bad group head %q: %w", g.head, err)
 	}
@@ -78,7 +78,7 @@ func (g *groupRef) key() string { return g.name + " " + hex.EncodeToString(g.id[
 // groupTarget reads and verifies the chain of the group g for a share and
 // returns it with what the index records.
 func (s *Sharing) groupTarget(ctx context.Context, g Group) (*group.State, *groupRef, error) {
-	h, err := s.rules().Parse(g.Name)
+	h, err := s.resolverRules().Parse(g.Name)
 	if err != nil {
 		return nil, nil, fmt.Errorf("files: group %s: %w", g.Name, err)
 	}
@@ -110,7 +110,7 @@ func (s *Sharing) groupTarget(ctx context.Context, g Group) (*group.State, *grou
 // and verifies it (from known on, if given), checking the devices that
 // signed links against their persons' own verified sigchains.
 func (s *Sharing) loadGroup(ctx context.Context, ref *groupRef, known *group.State) (*group.State, error) {
-	h, err := s.rules().Parse(ref.name)
+	h, err := s.resolverRules().Parse(ref.name)
 	if err != nil {
 		return nil, fmt.Errorf("files: group %s: %w", ref.name, err)
 	}
@@ -193,7 +193,7 @@ func (s *Sharing) personChain(known *group.State, links [][]byte) func(context.C
 		if !ok {
 			return nil, fmt.Errorf("files: %s is not named in the group's chain", person)
 		}
-		h, err := s.rules().Parse(handle)
+		h, err := s.resolverRules().Parse(handle)
 		if err != nil {
 			return nil, err
 		}

@@ -666,7 +666,7 @@ func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []stri
 		// Not from the cache: a recipient who revoked a device rotated
 		// their encryption key, and the revoked device must not open
 		// what is shared from then on (docs/spec/chat.md §8.6).
-		hh, err := (handles.Rules{DefaultDomain: s.resolver.DefaultDomain, AllowLocal: s.resolver.AllowLocal}).Parse(h)
+		hh, err := s.resolverRules().Parse(h)
 		if err != nil {
 			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
 		}
@@ -694,6 +694,12 @@ func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []stri
 		return nil, nil, fmt.Errorf("%w: a private file goes to at most %d recipients (you included), not %d", format.ErrManifest, format.MaxRecipients, len(rs))
 	}
 	return rs, hs, nil
+}
+
+// resolverRules are the handle rules of the resolver: its default domain
+// completes bare names of recipients and groups.
+func (s *Sharing) resolverRules() handles.Rules {
+	return handles.Rules{DefaultDomain: s.resolver.DefaultDomain, AllowLocal: s.resolver.AllowLocal}
 }
 
 // guessMediaType returns given, else the type of name's extension, else
