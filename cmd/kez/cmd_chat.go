@@ -58,7 +58,7 @@ func runChat(ctx context.Context, e *env, cf chatFlags, handle string) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer shutdownChat(c)
 	ct, err := c.CheckContact(ctx, handle)
 	if err != nil {
 		return e.unknownOrNotContact(ctx, handle, err)
@@ -178,7 +178,7 @@ func runChatGroup(ctx context.Context, e *env, cf chatFlags, name string) error 
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer shutdownChat(c)
 	if _, err := c.Sync(ctx); err != nil {
 		return err
 	}

@@ -145,7 +145,7 @@ func runGroup(ctx context.Context, e *env, cf chatFlags, sub string, args []stri
 		fmt.Fprintf(e.stdout, "Added %s to %s (%s).\n", atHandles(e, args[1:]), g.Name, memberCount(len(g.Members)))
 	case "remove":
 		if err := c.RemoveGroupMembers(ctx, args[0], args[1:]...); err != nil {
-			return aboutGroupMember(args[0], args[1:], err)
+			return e.memberError(ctx, c, args[0], args[1:], err)
 		}
 		g, err := c.Group(ctx, args[0])
 		if err != nil {
@@ -154,7 +154,7 @@ func runGroup(ctx context.Context, e *env, cf chatFlags, sub string, args []stri
 		fmt.Fprintf(e.stdout, "Removed %s from %s (%s): nothing sent to the group from now on reaches them.\n", atHandles(e, args[1:]), g.Name, memberCount(len(g.Members)))
 	case "role":
 		if err := c.SetGroupRole(ctx, args[0], args[1], group.Role(args[2])); err != nil {
-			return aboutGroupMember(args[0], args[1:2], err)
+			return e.memberError(ctx, c, args[0], args[1:2], err)
 		}
 		fmt.Fprintf(e.stdout, "%s is now %s of %s.\n", atHandles(e, args[1:2]), roleWord(group.Role(args[2])), fullGroup(args[0], e.srv.domain))
 	case "leave":
@@ -330,4 +330,16 @@ func (e *env) groupTarget(ctx context.Context, cf chatFlags, name string) (files
 		return files.Group{}, aboutGroup(name, groupUnusable(g))
 	}
 	return files.Group{Name: g.Name, SigServer: g.SigServer, Pin: group.Pin{Group: g.Name, ID: g.ID, Seqno: g.Seqno, Head: g.Head}}, nil
+}
+
+// memberError words the error of a change naming members: chat says
+// ErrNotGroupMember both for the user and for a member named, so a user
+// still in the group means that a handle named is not a member.
+func (e *env) memberError(ctx context.Context, c *chat.Client, name string, hs []string, err error) error {
+	if errors.Is(err, chat.ErrNotGroupMember) {
+		if g, gerr := c.Group(ctx, name); gerr == nil && !g.Left {
+			return worded(err, "%s: not a member of %s, so nothing was changed", atHandles(e, hs), g.Name)
+		}
+	}
+	return aboutGroupMember(name, hs, err)
 }

@@ -15,7 +15,7 @@ import (
 func init() {
 	register(&command{
 		name:    "inbox",
-		args:    "[--follow] [--json] [--all] [--requests] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "[--follow] [--json] [--all] [--requests] [--group NAME] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "print received messages, including those that came while you were offline",
 		help: `
 Fetches everything waiting for you on the NATS server (messages sent while
@@ -36,11 +36,17 @@ their key)."): their primary key signed it.
 --json prints one object a line: {"id","from","text","sent_at"} plus
 "from_key","kind","trust","received_at", and for a message to a group
 "group" (NAME@domain) and, for one you sent, "read_by" (the keys of the
-members who read it).`,
+members who read it).
+
+--group NAME prints the conversation of a group you are in (or were):
+every message, yours included (with who read them), oldest first; with
+--follow, the group's new messages as they arrive.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var follow, asJSON, all, requests bool
+			var grp string
 			cf.declare(fs, true)
+			fs.StringVar(&grp, "group", "", "print the conversation of this group")
 			fs.BoolVar(&follow, "follow", false, "keep printing messages as they arrive")
 			fs.BoolVar(&asJSON, "json", false, "print one JSON object a line")
 			fs.BoolVar(&all, "all", false, "print every message from your contacts, not only new ones")
@@ -48,6 +54,12 @@ members who read it).`,
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("inbox takes no arguments, got %q", args)
+				}
+				if grp != "" && (requests || all) {
+					return usagef("--group prints the whole conversation of a group: it takes neither --requests nor --all")
+				}
+				if grp != "" {
+					return runInboxGroup(ctx, e, cf, grp, follow, asJSON)
 				}
 				return runInbox(ctx, e, cf, follow, asJSON, all, requests)
 			}
@@ -134,7 +146,7 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer shutdownChat(c)
 	if _, err := c.Sync(ctx); err != nil {
 		return err
 	}
@@ -222,4 +234,67 @@ func noteSetAside(ctx context.Context, c *chat.Client, note *printer, requests b
 		}
 	}
 	return nil
+}
+
+// runInboxGroup prints the conversation of a group and, with follow, its
+// new messages as they arrive.
+func runInboxGroup(ctx context.Context, e *env, cf chatFlags, name string, follow, asJSON bool) error {
+	c, err := e.openChat(ctx, cf, true)
+	if err != nil {
+		return err
+	}
+	defer shutdownChat(c)
+	if _, err := c.Sync(ctx); err != nil {
+		return err
+	}
+	g, err := c.Group(ctx, name)
+	if err != nil {
+		return aboutGroup(name, err)
+	}
+	out := &printer{w: e.stdout, asJSON: asJSON, group: g.Name}
+	note := &printer{w: e.stderr}
+	hist, err := c.GroupHistory(ctx, g.Name, 0)
+	if err != nil {
+		return err
+	}
+	var unread []*chat.Entry
+	for _, m := range hist {
+		out.print(m)
+		if !m.Read {
+			unread = append(unread, m)
+		}
+	}
+	if err := c.MarkRead(ctx, unread...); err != nil {
+		return err
+	}
+	if len(hist) == 0 && !asJSON && !follow {
+		out.line("No messages in %s yet.", g.Name)
+	}
+	if !follow {
+		return nil
+	}
+	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
+	return c.Run(ctx, func(m *chat.Entry) {
+		if m.Group != g.Name || m.Trust != chat.TrustTrusted {
+			return
+		}
+		out.print(m)
+		if err := c.MarkRead(ctx, m); err != nil {
+			note.line("kez inbox: %s", e.sentence(err))
+		}
+	})
+}
+
+// shutdownTimeout bounds how long a command that showed messages waits,
+// as it ends, for what they caused to be sent (group read receipts).
+const shutdownTimeout = 10 * time.Second
+
+// shutdownChat closes c once the work it started in the background is
+// done (a group read receipt is sent so, after the messages were shown),
+// or after shutdownTimeout.
+func shutdownChat(c *chat.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	c.Shutdown(ctx)
+	c.Close()
 }

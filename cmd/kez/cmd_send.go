@@ -44,7 +44,7 @@ when it exits 3 (with "delivered_at": null).
 for a group of your domain): encrypted once, with this device's key for
 the group, and delivered to every current member's devices. --json then
 prints {"id","group","sent_at"}; --wait is for one-to-one messages only
-(read receipts of group messages show in "kez group show").
+(read receipts of group messages show in "kez inbox --group NAME").
 
 NATS_URL (or --nats) is your operator's NATS server; KEZ_SERVER and
 KEZ_SIG_SERVER (or your profile) name the chat-server and sig-server.`,

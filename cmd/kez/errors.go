@@ -362,8 +362,12 @@ func (e *env) groupSentence(ge *groupErr) string {
 		return fmt.Sprintf("you are not a member of %s, so nothing was shared", name)
 	case errors.Is(err, chat.ErrNotGroupMember):
 		return fmt.Sprintf("you are not a member of %s (any more), so nothing was sent or changed", name)
-	case errors.Is(err, group.ErrNotMember):
-		return fmt.Sprintf("%s: not a member of %s, so nothing was changed", whom, name)
+	case errors.Is(err, group.ErrNotMember), errors.Is(err, group.ErrAlreadyMember):
+		what := "not a member"
+		if errors.Is(err, group.ErrAlreadyMember) {
+			what = "already a member (or already in that role)"
+		}
+		return fmt.Sprintf("%s: %s of %s, so nothing was changed", whom, what, name)
 	case errors.Is(err, group.ErrNotAllowed):
 		return fmt.Sprintf("your role in %s does not allow that (owner and admins add and remove members; only the owner adds admins, removes an admin or changes roles), so nothing was changed: kez group show %s lists the roles", name, name)
 	case errors.Is(err, group.ErrTooManyMembers):
