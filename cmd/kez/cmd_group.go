@@ -13,6 +13,7 @@ import (
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/group"
+	"github.com/kez-lat/kez-chat/handles"
 )
 
 func init() {
@@ -136,7 +137,7 @@ func runGroup(ctx context.Context, e *env, cf chatFlags, sub string, args []stri
 		fmt.Fprintf(e.stdout, "Add people with: kez group add %s HANDLE…\n", g.Name)
 	case "add":
 		if err := c.AddGroupMembers(ctx, args[0], args[1:]...); err != nil {
-			return aboutGroupMember(args[0], args[1:], err)
+			return aboutGroupMember(args[0], e.unregistered(ctx, args[1:], err), err)
 		}
 		g, err := c.Group(ctx, args[0])
 		if err != nil {
@@ -342,4 +343,23 @@ func (e *env) memberError(ctx context.Context, c *chat.Client, name string, hs [
 		}
 	}
 	return aboutGroupMember(name, hs, err)
+}
+
+// unregistered returns, for an error that says a handle is not
+// registered, the handles of hs that no one holds (all of hs if none is
+// found so); hs otherwise.
+func (e *env) unregistered(ctx context.Context, hs []string, err error) []string {
+	if !errors.Is(err, handles.ErrNotFound) {
+		return hs
+	}
+	var out []string
+	for _, h := range hs {
+		if _, rerr := e.resolver(e.srv).Resolve(ctx, h); errors.Is(rerr, handles.ErrNotFound) {
+			out = append(out, h)
+		}
+	}
+	if len(out) == 0 {
+		return hs
+	}
+	return out
 }

@@ -350,7 +350,14 @@ func (e *env) groupSentence(ge *groupErr) string {
 		whom = atHandles(e, ge.handles)
 	}
 	err := ge.err
+	var badHandle *handles.HandleError
 	switch {
+	case errors.As(err, &badHandle) && badHandle.Input == ge.group:
+		return fmt.Sprintf("%+q is not a valid group name: %s", badHandle.Input, badHandle.Detail)
+	case errors.Is(err, handles.ErrNotFound) && len(ge.handles) > 0:
+		return fmt.Sprintf("no one is registered as %s, so nothing was changed", orList(ge.handles, e.srv.domain))
+	case errors.Is(err, group.ErrMalformed):
+		return fmt.Sprintf("that is not a valid change of %s (a title is at most 64 bytes of printable text), so nothing was changed", name)
 	case errors.Is(err, chat.ErrGroupBroken), errors.Is(err, group.ErrFork):
 		return fmt.Sprintf("WARNING: the sig-server of %s showed two different histories of who is in it: someone may be trying to slip people in or keep people out. "+
 			"This install sends nothing to the group and opens nothing received for it; kez group show %s names both heads: tell its owner", name, name)
@@ -376,4 +383,13 @@ func (e *env) groupSentence(ge *groupErr) string {
 		return fmt.Sprintf("the name %s is taken on its sig-server: choose another name", name)
 	}
 	return ""
+}
+
+// orList names handles as "a@d", "a@d or b@d".
+func orList(hs []string, domain string) string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = fullHandle(h, domain)
+	}
+	return strings.Join(out, " or ")
 }

@@ -118,6 +118,9 @@ func TestGroupCommands(t *testing.T) {
 	}
 
 	// Refusals: sentences, nothing changed.
+	dir := t.TempDir()
+	plan := filepath.Join(dir, "plan.txt")
+	os.WriteFile(plan, []byte("the team's plan"), 0o600)
 	for _, tc := range []struct {
 		env  map[string]string
 		args []string
@@ -129,6 +132,14 @@ func TestGroupCommands(t *testing.T) {
 		{dave, []string{"send", "--group", "team@kez.test", "hi"}, "you are in no group named team@kez.test"},
 		{alice, []string{"group", "remove", "team", "dave"}, "@dave@kez.test: not a member of team@kez.test"},
 		{alice, []string{"group", "add", "team", "bob"}, "@bob@kez.test: already a member (or already in that role) of team@kez.test"},
+		{alice, []string{"group", "add", "team", "zed", "dave"}, "no one is registered as zed@kez.test, so nothing was changed"},
+		{alice, []string{"group", "create", "Bad Name"}, `"Bad Name" is not a valid group name`},
+		{alice, []string{"group", "create", "../etc"}, `"../etc" is not a valid group name`},
+		{alice, []string{"group", "create", "crew", "--title", "a\x01b"}, "that is not a valid change of crew@kez.test"},
+		{dave, []string{"group", "create", "team"}, "the name team@kez.test is taken on its sig-server: choose another name"},
+		{dave, []string{"group", "show", "team@kez.test"}, "you are in no group named team@kez.test"},
+		{dave, []string{"chat", "--group", "team@kez.test"}, "you are in no group named team@kez.test"},
+		{dave, []string{"share", plan, "--group", "team@kez.test"}, "you are in no group named team@kez.test"},
 	} {
 		r := kezCmd(t, tc.env, "", tc.args...)
 		if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
@@ -142,9 +153,6 @@ func TestGroupCommands(t *testing.T) {
 	}
 
 	// A file shared to the group: bob and carol see it; dave does not.
-	dir := t.TempDir()
-	plan := filepath.Join(dir, "plan.txt")
-	os.WriteFile(plan, []byte("the team's plan"), 0o600)
 	r = mustRun(t, alice, "", "share", plan, "--group", "team")
 	if !strings.Contains(r.stdout, `Shared "plan.txt" privately with the 3 members of team@kez.test`) {
 		t.Errorf("share --group:\n%s", r.stdout)
