@@ -86,7 +86,7 @@ func newChain(t testing.TB, owner *kez.Identity, title string) *chain {
 
 func (c *chain) push(l *Link) {
 	c.t.Helper()
-	st, err := c.st.Extend(context.Background(), [][]byte{l.Bytes()}, allDevices, fixedClock(vectorNow))
+	st, err := c.st.Extend(context.Background(), [][]byte{l.Bytes()}, allDevices, fixedClock(max(vectorNow, c.ctime)))
 	if err != nil {
 		c.t.Fatalf("Extend %s: %v", l, err)
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
-	"github.com/multiformats/go-multihash"
 )
 
 // Version is the link format version this package writes and reads.
@@ -452,27 +451,10 @@ func TitleBody(title string) []byte {
 }
 
 // cidOf returns the link ID with SHA-256 digest d: CIDv1, codec raw.
-func cidOf(d [32]byte) cid.Cid {
-	mh, err := multihash.Encode(d[:], multihash.SHA2_256)
-	if err != nil {
-		panic("group: multihash: " + err.Error()) // unreachable: fixed size
-	}
-	return cid.NewCidV1(cid.Raw, mh)
-}
+func cidOf(d [32]byte) cid.Cid { return sigchain.IDFromDigest(d) }
 
 // digestOf returns the SHA-256 digest inside a link ID.
-func digestOf(c cid.Cid) ([32]byte, bool) {
-	var d [32]byte
-	if !c.Defined() || c.Version() != 1 || c.Prefix().Codec != cid.Raw {
-		return d, false
-	}
-	dm, err := multihash.Decode(c.Hash())
-	if err != nil || dm.Code != multihash.SHA2_256 || len(dm.Digest) != 32 {
-		return d, false
-	}
-	copy(d[:], dm.Digest)
-	return d, true
-}
+func digestOf(c cid.Cid) ([32]byte, bool) { return sigchain.DigestOf(c) }
 
 // parseID parses the one text form of a link ID (sigchain's).
 func parseID(s string) ([32]byte, error) {

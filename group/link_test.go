@@ -34,19 +34,9 @@ func TestParseLinkRoundTrip(t *testing.T) {
 	if !bytes.Equal(AddBody(members(c.bob, c.carol)), l.Body()) {
 		t.Fatalf("body %s", l.Body())
 	}
-	if err := c.alice.PublicKey().Verify(kez.ContextGroupLink, l.SignedPayload(), sigOf(t, l)); err != nil {
+	if err := c.alice.PublicKey().Verify(kez.ContextGroupLink, l.SignedPayload(), sigOfBytes(t, l.Bytes())); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func sigOf(t *testing.T, l *Link) []byte {
-	t.Helper()
-	s := l.Bytes()[l.sigStart+len(`,"sig":"`) : len(l.Bytes())-2]
-	sig, err := b64.DecodeString(string(s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sig
 }
 
 // TestParseLinkRejects edits valid links in every way a forger or a
@@ -141,10 +131,7 @@ func entry(t *testing.T, name, key, role string) string {
 func flipSig(t *testing.T, b []byte) []byte {
 	t.Helper()
 	i := bytes.LastIndex(b, []byte(`,"sig":"`))
-	sig, err := b64.DecodeString(string(b[i+8 : len(b)-2]))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sig := sigOfBytes(t, b)
 	sig[10] ^= 1
 	return appendSig(bytes.Clone(b[:i]), sig)
 }

@@ -53,8 +53,8 @@ func (p *Pin) UnmarshalJSON(b []byte) error {
 // s is another group (another name or ID) or has another link at the
 // pinned seqno; and one wrapping [ErrRollback] when s is shorter.
 func (s *State) CheckPin(p Pin) error {
-	if p.Group != s.name || p.ID != s.ID() {
-		return fmt.Errorf("%w: the pin is of group %s with ID %x, the chain of %s with ID %x", ErrFork, p.Group, p.ID[:8], s.name, s.ids[0][:8])
+	if id := s.ID(); p.Group != s.name || p.ID != id {
+		return fmt.Errorf("%w: the pin is of group %s with ID %x, the chain of %s with ID %x", ErrFork, p.Group, p.ID[:8], s.name, id[:8])
 	}
 	if p.Seqno == 0 {
 		return fmt.Errorf("%w: the pin has seqno 0", ErrInvalid)

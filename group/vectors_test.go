@@ -309,7 +309,7 @@ func generateVectors(t *testing.T) []*vector {
 
 	good := tm.next(c.alice, ak, TypeTitle, TitleBody("x"))
 	fail("fail_bad_signature", "a title link with one bit of its signature flipped.", "bad_signature",
-		with(tm, flipSigOf(t, good)), nil)
+		with(tm, flipSig(t, good)), nil)
 	l, err := ParseLink(good)
 	if err != nil {
 		t.Fatal(err)
@@ -338,8 +338,6 @@ func generateVectors(t *testing.T) []*vector {
 		with(big, big.next(c.alice, ak, TypeAdd, AddBody(members(c.mal)))), nil)
 	return vs
 }
-
-func flipSigOf(t *testing.T, b []byte) []byte { return flipSig(t, b) }
 
 func encodeVector(t *testing.T, v *vector) []byte {
 	var b bytes.Buffer

@@ -138,8 +138,14 @@ func (s *State) Name() string { return s.name }
 // Title returns the current title.
 func (s *State) Title() string { return s.title }
 
-// ID returns the group ID: the SHA-256 digest in the create link's ID.
-func (s *State) ID() [32]byte { return s.ids[0] }
+// ID returns the group ID: the SHA-256 digest in the create link's ID
+// (zero for a State not made by [Verify]).
+func (s *State) ID() [32]byte {
+	if len(s.ids) == 0 {
+		return [32]byte{}
+	}
+	return s.ids[0]
+}
 
 // Seqno returns the seqno of the head (the chain's length).
 func (s *State) Seqno() uint64 { return s.seqno }

@@ -13,7 +13,7 @@ import (
 
 // team is a chain where alice owns, bob is an admin and carol, dave are
 // members.
-func team(t *testing.T, c *cast) *chain {
+func team(t testing.TB, c *cast) *chain {
 	t.Helper()
 	ch := newChain(t, c.alice, "Team")
 	ak := c.alice.PublicKey()

@@ -16,6 +16,9 @@ import (
 //
 //	go test ./session -run '^$' -bench . -benchmem
 //
+// BenchmarkSenderKeySeal and BenchmarkSenderKeyOpen are the same for a
+// group message (format v3), which is sealed once for the whole group.
+//
 // BenchmarkSealOpen is one Seal and one Open of the same message in an
 // established session (no DH step): the whole crypto CPU per message.
 // Every benchmark also reports cpu-ns/op, the process's CPU time per
@@ -53,6 +56,42 @@ func BenchmarkSealOpen(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkSenderKeySeal is one group message sealed with a sender key
+// (docs/spec/senderkeys.md): the chain step, the AEAD and an ed25519
+// signature, once for every member; compare BenchmarkSealOpen, paid once
+// per member device.
+func BenchmarkSenderKeySeal(b *testing.B) {
+	k := newTestSenderKey(b, "alice", 1)
+	msg := make([]byte, 256)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	cpuLoop(b, func() {
+		if _, err := k.Seal(msg); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// BenchmarkSenderKeyOpen is one group message opened by a member: the
+// signature check, the chain step and the AEAD, each time from the same
+// receiver state.
+func BenchmarkSenderKeyOpen(b *testing.B) {
+	k := newTestSenderKey(b, "alice", 1)
+	base := NewReceiverKey(k.Distribution())
+	env, err := k.Seal(make([]byte, 256))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(256)
+	b.ReportAllocs()
+	cpuLoop(b, func() {
+		r := *base
+		if _, err := r.Open(env); err != nil {
+			b.Fatal(err)
+		}
+	})
 }
 
 // x25519Suite is DHKEM(X25519, HKDF-SHA256), for the comparison only:

@@ -26,7 +26,8 @@ var (
 	ErrWrongRecipient = errors.New("session: envelope is addressed to someone else")
 
 	// ErrWrongSender reports an envelope whose sender is not the session's
-	// peer.
+	// peer, or a group envelope from another device than its receiver
+	// key's.
 	ErrWrongSender = errors.New("session: envelope is from someone other than the session's peer")
 
 	// ErrWrongSession reports an envelope of another session than the one

@@ -13,7 +13,7 @@ import (
 
 // sentinels are the errors a refusal must wrap one of.
 var sentinels = []error{ErrMalformed, ErrUnsupportedVersion, ErrWrongRecipient, ErrWrongSender, ErrWrongSession,
-	ErrUnknownPrekey, ErrBadSignature, ErrDecrypt, ErrReplay, ErrTooFarAhead, ErrTooLarge}
+	ErrUnknownPrekey, ErrBadSignature, ErrDecrypt, ErrReplay, ErrTooFarAhead, ErrTooLarge, ErrWrongGroup, ErrOlderThanKey}
 
 func isSentinel(err error) bool {
 	for _, s := range sentinels {

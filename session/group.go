@@ -67,7 +67,7 @@ type GroupHeader struct {
 }
 
 // ParseGroupHeader reads the cleartext header of a version-3 envelope and
-// checks its structure (docs/spec/senderkeys.md §7, checks 1–4) without
+// checks its structure (docs/spec/senderkeys.md §7, checks 1–5) without
 // any key: to find the group and the receiver key that opens it. Errors
 // wrap [ErrTooLarge], [ErrMalformed] or [ErrUnsupportedVersion].
 func ParseGroupHeader(envelope []byte) (GroupHeader, error) {

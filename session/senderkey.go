@@ -292,8 +292,10 @@ func (r *ReceiverKey) Open(envelope []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.skipped[i] = groupSkipped{} // the key is used: erase it
-		r.skipped = append(r.skipped[:i], r.skipped[i+1:]...)
+		last := len(r.skipped) - 1
+		copy(r.skipped[i:], r.skipped[i+1:])
+		r.skipped[last] = groupSkipped{} // the key is used: erase it
+		r.skipped = r.skipped[:last]
 		return pt, nil
 	case n-r.next > MaxSenderKeySkip:
 		return nil, fmt.Errorf("%w: message %d, %d ahead of %d (at most %d)", ErrTooFarAhead, n, n-r.next, r.next, MaxSenderKeySkip)
@@ -321,9 +323,10 @@ func (r *ReceiverKey) Open(envelope []byte) ([]byte, error) {
 	}
 	r.ck, r.next = next, n+1
 	r.skipped = append(r.skipped, add...)
-	if over := len(r.skipped) - MaxSenderKeySkip; over > 0 {
-		clear(r.skipped[:over])
-		r.skipped = append(r.skipped[:0], r.skipped[over:]...)
+	if over := len(r.skipped) - MaxSenderKeySkip; over > 0 { // drop the lowest
+		n := copy(r.skipped, r.skipped[over:])
+		clear(r.skipped[n:]) // erase the dropped keys and the moved copies
+		r.skipped = r.skipped[:n]
 	}
 	return pt, nil
 }

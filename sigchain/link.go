@@ -320,6 +320,14 @@ func digestOf(c cid.Cid) ([32]byte, bool) {
 	return d, true
 }
 
+// IDFromDigest returns the link ID (§4 of docs/spec/sigchain.md) whose
+// SHA-256 digest is d. Group chains name their links the same way.
+func IDFromDigest(d [32]byte) cid.Cid { return idFromDigest(d) }
+
+// DigestOf returns the SHA-256 digest inside a link ID, and false if c is
+// not a CIDv1 with codec raw and a sha2-256 multihash.
+func DigestOf(c cid.Cid) ([32]byte, bool) { return digestOf(c) }
+
 func appendIDText(dst []byte, d [32]byte) []byte {
 	var buf [36]byte
 	copy(buf[:], cidPrefix)
