@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
-	"github.com/kez-lat/kez-chat/kez"
 )
 
 // groupTexts returns the texts of the group's messages in c's history.
@@ -140,5 +139,4 @@ func TestGroupConversation(t *testing.T) {
 	if h, err := a.History(ctx, bob.user.Key.String(), 0); err != nil || len(h) != 0 {
 		t.Fatalf("alice's conversation with bob: %v %v", h, err)
 	}
-	_ = kez.PublicKey{}
 }

@@ -65,14 +65,14 @@ const gateQueue = "kez-gate"
 const respPrefix = "_R_."
 
 type gate struct {
-	nc          *nats.Conn
-	js          jetstream.JetStream
+	nc *nats.Conn
+	js jetstream.JetStream
 	// copiesJS stores the copies of multi-recipient sends: at most
 	// lim.CopiesInFlight wait for the stream's answer at once.
 	copiesJS jetstream.JetStream
 	// maxCopy is the stream's largest message (its MaxMsgSize): a
 	// multi-recipient send with a larger payload is refused whole.
-	maxCopy int
+	maxCopy     int
 	stream      string
 	userAccount string
 	dir         callout.Directory

@@ -2,6 +2,7 @@ package chatserver_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
@@ -167,6 +168,15 @@ func TestEveryGrantIsNecessary(t *testing.T) {
 					return err
 				}
 			})
+			var msendErr error
+			step("msend", func(ctx context.Context) error {
+				a, err := inbox.MultiSend(ctx, nc, m.id.PublicKey(), []kez.PublicKey{bobID.PublicKey()}, []byte("to bob"), "")
+				if err == nil && a.Stored != 1 {
+					err = fmt.Errorf("answer %+v", a)
+				}
+				msendErr = err
+				return err
+			})
 			var got []jetstream.Msg
 			if _, err := bjs.Publish(ctx, callout.SendSubjectPrefix+k+"."+bobKey, []byte("from bob")); err != nil {
 				t.Fatalf("bob's send: %v", err)
@@ -219,6 +229,10 @@ func TestEveryGrantIsNecessary(t *testing.T) {
 				t.Fatalf("with every grant, these steps failed: %v", failed)
 			case m.without != nil && !failed[m.without.step]:
 				t.Fatalf("without the grant for %q, that step still worked (failed: %v)", m.without.step, failed)
+			case m.without != nil && m.without.step == "msend" && !errors.Is(msendErr, inbox.ErrMultiSendUnsupported):
+				// As from a chat-server before multi-recipient sends: a
+				// clean error at once, not a timeout.
+				t.Fatalf("without the msend grant: %v", msendErr)
 			}
 		})
 	}
@@ -250,4 +264,53 @@ func quoteList(l []string) string {
 		q[i] = fmt.Sprintf("%q", s)
 	}
 	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// TestMultiSendWithoutExport: a nats.conf written before multi-recipient
+// sends (no kez.v1.msend.> stream between the accounts) leaves a client's
+// multi-recipient send with no one to take it: the client gets
+// inbox.ErrMultiSendUnsupported at once, and one-to-one sends still work.
+func TestMultiSendWithoutExport(t *testing.T) {
+	keysDir := t.TempDir()
+	conf, err := chatserver.NATSConfig(keysDir, callout.ConfigOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old []string
+	for _, line := range strings.Split(conf, "\n") {
+		if !strings.Contains(line, callout.MultiSendSubjectPrefix) {
+			old = append(old, line)
+		}
+	}
+	if len(old) != strings.Count(conf, "\n")+1-2 {
+		t.Fatalf("the rendered nats.conf does not have the two msend lines:\n%s", conf)
+	}
+	ns := natstest.Run(t, strings.Join(old, "\n"))
+	chains, err := sqlitestore.Open(filepath.Join(t.TempDir(), "sig.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { chains.Close() })
+	sig := httptest.NewServer(sigchain.NewHandler(chains, sigchain.WithLogger(quiet), sigchain.WithLimits(sigchain.NoLimits())))
+	t.Cleanup(sig.Close)
+	srv := newServer(t, sig.URL, ns.ClientURL(), keysDir)
+	start(t, srv)
+	waitReady(t, srv)
+	api := httptest.NewServer(srv.Handler())
+	t.Cleanup(api.Close)
+	alice, bob := register(t, sig.URL, api.URL, "alice"), register(t, sig.URL, api.URL, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, err := natsconn.Connect(ctx, ns.ClientURL(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if _, err := inbox.MultiSend(ctx, nc, alice.PublicKey(), []kez.PublicKey{bob.PublicKey()}, []byte("x"), ""); !errors.Is(err, inbox.ErrMultiSendUnsupported) || !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("msend through an old nats.conf: %v", err)
+	}
+	js, _ := jetstream.New(nc)
+	if _, err := js.Publish(ctx, callout.SendSubject(bob.PublicKey(), alice.PublicKey()), []byte("x")); err != nil {
+		t.Fatalf("a send through the same nats.conf: %v", err)
+	}
 }

@@ -209,35 +209,57 @@ func (c *Client) Fetch(ctx context.Context, name string, since uint64) ([][]byte
 		if err != nil {
 			return nil, Head{}, err
 		}
-		var p page
-		if err := json.Unmarshal(body, &p); err != nil {
-			return nil, Head{}, fmt.Errorf("%w: %w", ErrBadAnswer, err)
-		}
-		hd, err := p.Head.parse()
+		links, id, hd, err := readPage(body, name, since)
 		if err != nil {
 			return nil, Head{}, err
 		}
-		for _, raw := range p.Links {
-			l, err := ParseLink(raw)
-			if err != nil {
-				return nil, Head{}, fmt.Errorf("%w: link %d: %w", ErrBadAnswer, since+1, err)
-			}
-			if l.Group() != name || l.Seqno() != since+1 || l.Seqno() > hd.Seqno {
-				return nil, Head{}, fmt.Errorf("%w: asked for link %d of %s up to its head %d, got link %d of %s", ErrBadAnswer, since+1, name, hd.Seqno, l.Seqno(), l.Group())
-			}
-			if since == MaxLinks {
-				return nil, Head{}, fmt.Errorf("%w: more than %d links", ErrBadAnswer, MaxLinks)
-			}
-			since, last = l.Seqno(), l.ID()
-			out = append(out, l.Bytes())
+		if len(links) > 0 {
+			since += uint64(len(links))
+			last = id
+			out = append(out, links...)
 		}
-		if len(p.Links) == 0 || since >= hd.Seqno {
+		if len(links) == 0 && since < hd.Seqno {
+			return nil, Head{}, fmt.Errorf("%w: no links after %d of %s, whose head is %d", ErrBadAnswer, since, name, hd.Seqno)
+		}
+		if since >= hd.Seqno {
 			if hd.Seqno == since && last.Defined() && !hd.ID.Equals(last) {
 				return nil, Head{}, fmt.Errorf("%w: the head %s is not the last link %s", ErrBadAnswer, hd.ID, last)
 			}
 			return out, hd, nil
 		}
 	}
+}
+
+// readPage reads one GET answer for the links of name after since: the
+// links' exact bytes, the ID of the last one, and the page's head. Each
+// link must parse, be of name and carry the next seqno, at most the
+// head's and [MaxLinks].
+func readPage(body []byte, name string, since uint64) ([][]byte, cid.Cid, Head, error) {
+	var p page
+	if err := json.Unmarshal(body, &p); err != nil {
+		return nil, cid.Undef, Head{}, fmt.Errorf("%w: %w", ErrBadAnswer, err)
+	}
+	hd, err := p.Head.parse()
+	if err != nil {
+		return nil, cid.Undef, Head{}, err
+	}
+	if len(p.Links) > MaxLinksPerResponse {
+		return nil, cid.Undef, Head{}, fmt.Errorf("%w: %d links in one answer, at most %d", ErrBadAnswer, len(p.Links), MaxLinksPerResponse)
+	}
+	out := make([][]byte, 0, len(p.Links))
+	last := cid.Undef
+	for _, raw := range p.Links {
+		l, err := ParseLink(raw)
+		if err != nil {
+			return nil, cid.Undef, Head{}, fmt.Errorf("%w: link %d: %w", ErrBadAnswer, since+1, err)
+		}
+		if l.Group() != name || l.Seqno() != since+1 || l.Seqno() > hd.Seqno || l.Seqno() > MaxLinks {
+			return nil, cid.Undef, Head{}, fmt.Errorf("%w: asked for link %d of %s up to its head %d, got link %d of %s", ErrBadAnswer, since+1, name, hd.Seqno, l.Seqno(), l.Group())
+		}
+		since, last = l.Seqno(), l.ID()
+		out = append(out, l.Bytes())
+	}
+	return out, last, hd, nil
 }
 
 // linkCID is the ID of a link's bytes that parsed before.

@@ -356,10 +356,6 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if now, at := h.now(), link.Ctime(); at.Before(now.Add(-MaxClockSkew)) || at.After(now.Add(MaxClockSkew)) {
-		h.refuse(w, http.StatusUnprocessableEntity, ReasonClock, fmt.Sprintf("the link's ctime %s is more than %v from the server's clock %s", at.Format(time.RFC3339), MaxClockSkew, now.UTC().Format(time.RFC3339)))
-		return
-	}
 	name := link.Group()
 	c, hd, err := h.current(ctx, name)
 	if err != nil {
@@ -377,6 +373,10 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 		default:
 			h.conflict(w, ReasonConflict, hd, (&ConflictError{Head: hd}).Error())
 		}
+		return
+	}
+	if now, at := h.now(), link.Ctime(); at.Before(now.Add(-MaxClockSkew)) || at.After(now.Add(MaxClockSkew)) {
+		h.refuse(w, http.StatusUnprocessableEntity, ReasonClock, fmt.Sprintf("the link's ctime %s is more than %v from the server's clock %s", at.Format(time.RFC3339), MaxClockSkew, now.UTC().Format(time.RFC3339)))
 		return
 	}
 	size := c.bytes + int64(len(link.Bytes()))

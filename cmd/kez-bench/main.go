@@ -89,6 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	historyMsgs := fs.Int("history-msgs", 0, "devices: messages of history a linked device receives (default 10000; --quick 2000)")
 	revocations := fs.Int("revocations", 0, "devices: revocations timed (default 5; --quick 3)")
 	revokeWait := fs.Duration("revoke-wait", def.RevokeWait, "devices: how long a revoked device may keep its connection or logins before the run fails")
+	groupSize := fs.Int("group-size", def.GroupSize, "groups: members (1 device each) a measured group message goes to")
+	groupMsgs := fs.Int("group-msgs", 0, "groups: group messages, and as many rounds of one-to-one sends (default 50; --quick 15)")
+	rekeyMembers := fs.Int("rekey-members", def.RekeyMembers, "groups: the group's size (owner included) when a member is removed and the sender rekeys")
 	croc := fs.String("croc", "", `croc binary (default: croc on PATH); "off" skips croc`)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of kez-bench itself to this file")
 	natsProf := fs.Int("nats-prof-port", 0, "serve nats-server's pprof endpoints on this port (own stack only)")
@@ -115,6 +118,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	setIf(&cfg.DeviceMessages, *deviceMsgs)
 	setIf(&cfg.HistoryMessages, *historyMsgs)
 	setIf(&cfg.Revocations, *revocations)
+	cfg.GroupSize, cfg.RekeyMembers = *groupSize, *rekeyMembers
+	setIf(&cfg.GroupMessages, *groupMsgs)
 	if *duration > 0 {
 		cfg.Duration = *duration
 	}
@@ -222,7 +227,7 @@ func needsStack(cfg bench.Config) bool {
 		return true
 	}
 	for _, g := range cfg.Only {
-		if g == "messaging" || g == "devices" || g == "connects" || g == "memory" {
+		if g == "messaging" || g == "devices" || g == "connects" || g == "memory" || g == "groups" {
 			return true
 		}
 	}

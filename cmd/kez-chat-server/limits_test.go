@@ -30,7 +30,8 @@ func TestLimitFlags(t *testing.T) {
 	sigURL := startSig(t)
 	env := map[string]string{"KEZ_SIG_SERVER": sigURL, "NATS_URL": ns.ClientURL(), "KEZ_CHAT_DB": filepath.Join(dir, "chat.db"), "KEZ_CHAT_KEYS": keys,
 		"KEZ_CHAT_READS_PER_IP": "3/1m", "KEZ_CHAT_CLAIMS_PER_IP": "50/1h", "KEZ_CHAT_TRUSTED_PROXIES": "10.0.0.1"}
-	srv := startReady(t, []string{"--listen", "127.0.0.1:0", "--domain", "chat.example", "--claims-per-ip", "2/1h", "--trusted-proxies", "127.0.0.1, ::1"}, env)
+	env["KEZ_CHAT_COPY_BURST"], env["KEZ_CHAT_COPIES_IN_FLIGHT"] = "300", "77"
+	srv := startReady(t, []string{"--listen", "127.0.0.1:0", "--domain", "chat.example", "--claims-per-ip", "2/1h", "--trusted-proxies", "127.0.0.1, ::1", "--copy-rate", "30"}, env)
 	ctx := context.Background()
 	register := func(name, ip string) error {
 		_, err := handles.Register(ctx, stacktest.Identity(name), handles.Handle{Name: name, Domain: "chat.example"},
@@ -65,6 +66,9 @@ func TestLimitFlags(t *testing.T) {
 		`kez_http_limited_total{endpoint="claim",reason="key"} 0`,
 		`kez_http_limiter_keys{endpoint="claim",reason="ip"} 2`,
 		`kez_chat_handle_claims_total{result="refused"} 1`,
+		`kez_chat_gate_limit{name="sender_copy_rate"} 30`,
+		`kez_chat_gate_limit{name="sender_copy_burst"} 300`,
+		`kez_chat_gate_limit{name="copies_in_flight"} 77`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
@@ -96,6 +100,10 @@ func TestLimitUsageErrors(t *testing.T) {
 		{nil, with("KEZ_CHAT_TRUSTED_PROXIES", "10.0.0.0/40"), "trusted-proxies"},
 		{[]string{"--limit-max-keys", "0"}, full, "limit-max-keys"},
 		{nil, with("KEZ_CHAT_LIMIT_MAX_KEYS", "many"), "KEZ_CHAT_LIMIT_MAX_KEYS"},
+		{[]string{"--copy-rate", "0"}, full, "copy-rate"},
+		{nil, with("KEZ_CHAT_COPY_BURST", "-5"), "copy-burst"},
+		{[]string{"--copies-in-flight", "0"}, full, "copies-in-flight"},
+		{nil, with("KEZ_CHAT_COPIES_IN_FLIGHT", "lots"), "KEZ_CHAT_COPIES_IN_FLIGHT"},
 	} {
 		var errb bytes.Buffer
 		err := run(context.Background(), tc.args, getenvFrom(tc.env), io.Discard, &errb, nil)

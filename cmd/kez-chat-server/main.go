@@ -101,6 +101,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}{
 		{"send-rate", "KEZ_CHAT_SEND_RATE", &lim.SenderRate, "messages per second one user may send, on average; -1 turns the limit off"},
 		{"send-burst", "KEZ_CHAT_SEND_BURST", &lim.SenderBurst, "messages one user may send at once"},
+		{"copy-rate", "KEZ_CHAT_COPY_RATE", &lim.SenderCopyRate, "copies per second one user may have stored, on average (one per recipient device of a multi-recipient send, one per send); -1 turns the limit off"},
+		{"copy-burst", "KEZ_CHAT_COPY_BURST", &lim.SenderCopyBurst, "copies one user may have stored at once"},
 		{"send-bytes-rate", "KEZ_CHAT_SEND_BYTES_RATE", &lim.SenderBytesRate, "bytes per second one user may send, on average; -1 turns the limit off"},
 		{"send-bytes-burst", "KEZ_CHAT_SEND_BYTES_BURST", &lim.SenderBytesBurst, "bytes one user may send at once"},
 		{"recipient-rate", "KEZ_CHAT_RECIPIENT_RATE", &lim.RecipientRate, "messages per second one sender may store for one recipient; -1 turns the limit off"},
@@ -120,6 +122,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&lim.SenderUnread, "max-unread-per-sender", lim.SenderUnread, "unread messages one sender may have in all inboxes together; -1 turns the limit off (env KEZ_CHAT_MAX_UNREAD_PER_SENDER)")
 	fs.IntVar(&inboxBytes, "inbox-max-bytes", inboxBytes, "bytes the inbox stream holds in all; when full it refuses new mail and evicts none (env KEZ_CHAT_INBOX_MAX_BYTES)")
 	fs.IntVar(&inbox.MaxConsumers, "inbox-max-consumers", callout.DefaultMaxConsumers, "consumers the inbox stream holds: one per user (env KEZ_CHAT_INBOX_MAX_CONSUMERS)")
+	fs.IntVar(&lim.CopiesInFlight, "copies-in-flight", lim.CopiesInFlight, "copies of multi-recipient sends the gate waits for the stream to store at once, all users together (env KEZ_CHAT_COPIES_IN_FLIGHT)")
 	fs.IntVar(&lim.RemoveReadAfter, "remove-read-after", lim.RemoveReadAfter, "acknowledgements of one user after which the gate removes its read mail at once (env KEZ_CHAT_REMOVE_READ_AFTER)")
 	fs.DurationVar(&lim.RemoveReadEvery, "remove-read-every", lim.RemoveReadEvery, "the longest read mail waits for removal (env KEZ_CHAT_REMOVE_READ_EVERY)")
 	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-config; see --help"); !ok {
@@ -154,6 +157,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := env.Int(fs, "remove-read-after", "KEZ_CHAT_REMOVE_READ_AFTER", &lim.RemoveReadAfter); err != nil {
 		return err
+	}
+	if err := env.Int(fs, "copies-in-flight", "KEZ_CHAT_COPIES_IN_FLIGHT", &lim.CopiesInFlight); err != nil {
+		return err
+	}
+	if lim.CopiesInFlight <= 0 {
+		return servercmd.Usagef("--copies-in-flight %d: want a positive number", lim.CopiesInFlight)
 	}
 	if err := env.Duration(fs, "remove-read-every", "KEZ_CHAT_REMOVE_READ_EVERY", &lim.RemoveReadEvery); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/internal/limitmetrics"
 	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -100,12 +101,20 @@ func (s *sweeper) run(ctx context.Context) {
 //	kez_sig_link_requests_stored_total                  device link requests stored
 //	kez_sig_link_request_refusals_total{reason}         link requests refused: malformed, invalid, expired, device_known, full
 //	kez_sig_link_requests_swept_total                   expired link requests deleted
+//	kez_sig_group_links_stored_total                    group links stored
+//	kez_sig_group_refusals_total{reason}                group links refused, by the API's reason
 func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector, sw *sweeper) {
 	stats := func() sigchain.HandlerStats {
 		if h := ch.app(); h != nil {
 			return h.Stats()
 		}
 		return sigchain.HandlerStats{}
+	}
+	groups := func() group.HandlerStats {
+		if h := ch.groups(); h != nil {
+			return h.Stats()
+		}
+		return group.HandlerStats{}
 	}
 	refusals := func(reason string, read func(sigchain.HandlerStats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -115,7 +124,7 @@ func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector, sw *s
 		}, func() float64 { return float64(read(stats())) })
 	}
 	reg.MustRegister(
-		limitmetrics.New(func() []ratelimit.Stats { return stats().Limiters }),
+		limitmetrics.New(func() []ratelimit.Stats { return append(stats().Limiters, groups().Limiters...) }),
 		refusals("links", func(s sigchain.HandlerStats) uint64 { return s.TooManyLinks }),
 		refusals("bytes", func(s sigchain.HandlerStats) uint64 { return s.TooManyBytes }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -172,5 +181,16 @@ func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector, sw *s
 			Help:        "Device link requests refused: malformed (too large, wrong content type), invalid (not a validly signed request), expired (expired or made in the future), device_known (the device is on a chain here), full (--max-pending-link-requests reached).",
 			ConstLabels: prometheus.Labels{"reason": r.reason},
 		}, func() float64 { return float64(r.read(stats().LinkRequests)) }))
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "kez_sig_group_links_stored_total",
+		Help: "Links of groups' membership chains stored (POST /v1/groups answered 201).",
+	}, func() float64 { return float64(groups().Stored) }))
+	for _, reason := range group.RefusalReasons {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "kez_sig_group_refusals_total",
+			Help:        "Group links refused, by reason (docs/spec/group.md §7): malformed, invalid, not_allowed, not_member, too_many_members, device_unknown, device_not_allowed, not_local, clock, name_taken, conflict, no_group, groups_per_key, group_links, group_bytes.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(groups().Refused[reason]) }))
 	}
 }

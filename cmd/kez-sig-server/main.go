@@ -12,6 +12,8 @@
 //	               [--prekeys-per-ip 600/1h] [--prekeys-per-key 30/1h] [--prekey-reads-per-ip 1200/1m]
 //	               [--link-requests-per-ip 30/1h] [--link-reads-per-ip 300/1m] [--device-reads-per-ip 1200/1m]
 //	               [--max-pending-link-requests 10000]
+//	               [--group-appends-per-ip 600/1h] [--group-reads-per-ip 1200/1m] [--groups-per-key 64]
+//	               [--group-domains DOMAIN,…]
 //	               [--orphan-ttl 24h] [--gc-interval 1h] [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	kez-sig-server nats-key [--nats-key kez-sig-nats.nk]
 //
@@ -28,12 +30,15 @@
 // KEZ_SIG_PREKEYS_PER_IP, KEZ_SIG_PREKEYS_PER_KEY, KEZ_SIG_PREKEY_READS_PER_IP,
 // KEZ_SIG_LINK_REQUESTS_PER_IP, KEZ_SIG_LINK_READS_PER_IP,
 // KEZ_SIG_DEVICE_READS_PER_IP, KEZ_SIG_MAX_PENDING_LINK_REQUESTS,
+// KEZ_SIG_GROUP_APPENDS_PER_IP, KEZ_SIG_GROUP_READS_PER_IP,
+// KEZ_SIG_GROUPS_PER_KEY, KEZ_SIG_GROUP_DOMAINS,
 // KEZ_SIG_ORPHAN_TTL, KEZ_SIG_GC_INTERVAL, KEZ_SIG_TRUSTED_PROXIES,
 // KEZ_SIG_LIMIT_MAX_KEYS, KEZ_SIG_LOG_FORMAT, KEZ_SIG_LOG_LEVEL); flags
 // win. Requests over the rate limits are refused with 429 and
 // Retry-After, appends past a chain's caps with 413; chains that never
 // named a handle are deleted after --orphan-ttl (docs/operators.md,
-// "Limits"). Besides the chain API
+// "Limits"). Beside the chain API it serves the groups' membership
+// chains (package group, docs/spec/group.md §7) from the same store, and
 // it serves /healthz, /readyz and Prometheus /metrics, and shuts down
 // gracefully on SIGTERM or SIGINT.
 package main
@@ -44,8 +49,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/group"
+	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/natsconn"
@@ -73,7 +81,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	natsKey := fs.String("nats-key", env.Or("KEZ_SIG_NATS_KEY", defaultNATSKey), "file of the sig-server's NATS nkey seed, made on first use, with --store jetstream (env KEZ_SIG_NATS_KEY)")
 	replicas := fs.Int("replicas", 1, "JetStream replicas of the chain stream when this server creates it: 3 in a cluster (env KEZ_SIG_REPLICAS)")
 	var limits sigchain.Limits
-	d := sigchain.DefaultLimits
+	var glimits group.Limits
+	d, gd := sigchain.DefaultLimits, group.DefaultLimits
 	limitFlags := []servercmd.LimitFlag{
 		{Name: "appends-per-ip", Env: "KEZ_SIG_APPENDS_PER_IP", Limit: &limits.AppendsPerIP, Default: d.AppendsPerIP, Usage: "links one client address may send"},
 		{Name: "chains-per-ip", Env: "KEZ_SIG_CHAINS_PER_IP", Limit: &limits.ChainsPerIP, Default: d.ChainsPerIP, Usage: "new chains one client address may start"},
@@ -85,11 +94,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{Name: "link-requests-per-ip", Env: "KEZ_SIG_LINK_REQUESTS_PER_IP", Limit: &limits.LinkRequestsPerIP, Default: d.LinkRequestsPerIP, Usage: "device link requests one client address may send"},
 		{Name: "link-reads-per-ip", Env: "KEZ_SIG_LINK_READS_PER_IP", Limit: &limits.LinkReadsPerIP, Default: d.LinkReadsPerIP, Usage: "link request reads (by code) one client address may send"},
 		{Name: "device-reads-per-ip", Env: "KEZ_SIG_DEVICE_READS_PER_IP", Limit: &limits.DeviceReadsPerIP, Default: d.DeviceReadsPerIP, Usage: "device index reads one client address may send"},
+		{Name: "group-appends-per-ip", Env: "KEZ_SIG_GROUP_APPENDS_PER_IP", Limit: &glimits.AppendsPerIP, Default: gd.AppendsPerIP, Usage: "group links one client address may send"},
+		{Name: "group-reads-per-ip", Env: "KEZ_SIG_GROUP_READS_PER_IP", Limit: &glimits.ReadsPerIP, Default: gd.ReadsPerIP, Usage: "group chain reads one client address may send"},
 	}
 	servercmd.DeclareLimits(fs, limitFlags)
 	maxLinks := fs.Int("max-chain-links", d.MaxLinks, "links one chain may hold; -1: no cap (env KEZ_SIG_MAX_CHAIN_LINKS)")
 	maxBytes := fs.Int("max-chain-bytes", int(d.MaxBytes), "bytes one chain's links may take together; -1: no cap (env KEZ_SIG_MAX_CHAIN_BYTES)")
 	maxPending := fs.Int("max-pending-link-requests", d.MaxPendingLinkRequests, "device link requests stored and not expired, from all addresses; -1: no cap (env KEZ_SIG_MAX_PENDING_LINK_REQUESTS)")
+	groupsPerKey := fs.Int("groups-per-key", gd.GroupsPerKey, "groups one person may create here; -1: no cap (env KEZ_SIG_GROUPS_PER_KEY)")
+	groupDomains := fs.String("group-domains", env.Or("KEZ_SIG_GROUP_DOMAINS", ""), "comma-separated handle domains whose groups this server keeps; empty: the domain of each creator's handle here (env KEZ_SIG_GROUP_DOMAINS)")
 	orphanTTL := fs.Duration("orphan-ttl", 24*time.Hour, "delete chains that never named a handle this long after they were started; 0: never (env KEZ_SIG_ORPHAN_TTL)")
 	gcInterval := fs.Duration("gc-interval", time.Hour, "how often to look for such chains (env KEZ_SIG_GC_INTERVAL)")
 	var cf servercmd.ClientIPFlags
@@ -108,10 +121,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := parseCaps(fs, env, &limits, maxLinks, maxBytes, maxPending, orphanTTL, gcInterval); err != nil {
 		return err
 	}
-	var err error
+	domains, err := parseGroups(fs, env, &glimits, groupsPerKey, *groupDomains)
+	if err != nil {
+		return err
+	}
 	if limits.ClientIP, limits.MaxTracked, err = cf.Parse(fs); err != nil {
 		return err
 	}
+	glimits.ClientIP, glimits.MaxTracked = limits.ClientIP, limits.MaxTracked
 	log, err := lf.Logger(stderr)
 	if err != nil {
 		return err
@@ -119,7 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	storeCtx, stopStore := context.WithCancel(ctx)
 	defer stopStore()
-	chains, err := openChains(storeCtx, storeConfig{backend: *backend, dbPath: *dbPath, natsURL: *natsURL, natsKey: *natsKey, replicas: *replicas, limits: limits}, log)
+	chains, err := openChains(storeCtx, storeConfig{backend: *backend, dbPath: *dbPath, natsURL: *natsURL, natsKey: *natsKey, replicas: *replicas, limits: limits, groupLimits: glimits, groupDomains: domains}, log)
 	if err != nil {
 		return err
 	}
@@ -139,6 +156,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"prekeys_per_ip", limits.PrekeysPerIP, "prekeys_per_key", limits.PrekeysPerKey, "prekey_reads_per_ip", limits.PrekeyReadsPerIP,
 		"link_requests_per_ip", limits.LinkRequestsPerIP, "link_reads_per_ip", limits.LinkReadsPerIP, "device_reads_per_ip", limits.DeviceReadsPerIP,
 		"max_pending_link_requests", limits.MaxPendingLinkRequests,
+		"group_appends_per_ip", glimits.AppendsPerIP, "group_reads_per_ip", glimits.ReadsPerIP, "groups_per_key", glimits.GroupsPerKey,
+		"group_domains", strings.Join(domains, ","),
 		"orphan_ttl", *orphanTTL, "trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	if *backend == storeJetStream {
 		log.Info("kez-sig-server starting", "store", *backend, "nats", natsconn.RedactURL(*natsURL), "nats_key", *natsKey)
@@ -146,6 +165,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info("kez-sig-server starting", "store", *backend, "db", *dbPath)
 	}
 	return httpserve.ListenAndServe(ctx, *listen, h, log, onListen)
+}
+
+// parseGroups reads the environment twin of --groups-per-key (the flag
+// wins), checks it and the domains of --group-domains, and returns those.
+func parseGroups(fs *flag.FlagSet, env servercmd.Env, l *group.Limits, perKey *int, domains string) ([]string, error) {
+	if err := env.Int(fs, "groups-per-key", "KEZ_SIG_GROUPS_PER_KEY", perKey); err != nil {
+		return nil, err
+	}
+	if *perKey == 0 || *perKey < -1 {
+		return nil, servercmd.Usagef("--groups-per-key %d: want a positive number, or -1 for no cap", *perKey)
+	}
+	l.GroupsPerKey = *perKey
+	var out []string
+	for d := range strings.SplitSeq(domains, ",") {
+		if d = strings.TrimSpace(d); d == "" {
+			continue
+		}
+		h, err := handles.Rules{AllowLocal: true}.Parse("kez@" + d)
+		if err != nil || h.Domain != d {
+			return nil, servercmd.Usagef("--group-domains: %q is not a handle domain in lower case", d)
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // parseCaps reads the environment twins of the caps and the collection

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/natsconn"
@@ -38,17 +39,40 @@ type storeConfig struct {
 	natsKey  string // jetstream: the nkey seed file
 	replicas int    // jetstream: stream replicas when this server creates it
 	limits   sigchain.Limits
+
+	groupLimits  group.Limits
+	groupDomains []string // none: any
+}
+
+// groupOptions are the options of the group API the flags say.
+func (c storeConfig) groupOptions(log *slog.Logger) []group.HandlerOption {
+	opts := []group.HandlerOption{group.WithLogger(log), group.WithLimits(c.groupLimits)}
+	if len(c.groupDomains) > 0 {
+		opts = append(opts, group.WithDomains(c.groupDomains...))
+	}
+	return opts
+}
+
+// api routes the group API (group.GroupsPath) to groups and everything
+// else to chains.
+func api(chains, groups http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", chains)
+	mux.Handle(group.GroupsPath, groups)
+	mux.Handle(group.GroupsPath+"/", groups)
+	return mux
 }
 
 // chains is the opened chain store as the HTTP side sees it: the API
-// handler (503 until the store is open), the readiness check, a close
-// function, and the API and store once open (nil before), for metrics and
-// the collection of orphan chains.
+// handler (chains and groups; 503 until the store is open), the
+// readiness check, a close function, and the APIs and store once open
+// (nil before), for metrics and the collection of orphan chains.
 type chains struct {
 	handler http.Handler
 	ready   func(context.Context) error
 	close   func()
 	app     func() *sigchain.Handler
+	groups  func() *group.Handler
 	store   func() sigchain.OrphanCollector
 }
 
@@ -63,11 +87,13 @@ func openChains(ctx context.Context, c storeConfig, log *slog.Logger) (*chains, 
 			return nil, err
 		}
 		h := sigchain.NewHandler(st, sigchain.WithLogger(log), sigchain.WithLimits(c.limits))
+		gh := group.NewHandler(st.Groups(), st, c.groupOptions(log)...)
 		return &chains{
-			handler: h,
+			handler: api(h, gh),
 			ready:   st.Ping,
 			close:   func() { st.Close() },
 			app:     func() *sigchain.Handler { return h },
+			groups:  func() *group.Handler { return gh },
 			store:   func() sigchain.OrphanCollector { return st },
 		}, nil
 	case storeJetStream:
@@ -138,6 +164,8 @@ func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chain
 	var (
 		store   atomic.Pointer[jsstore.Store]
 		handler atomic.Pointer[sigchain.Handler]
+		groups  atomic.Pointer[group.Handler]
+		routes  atomic.Pointer[http.Handler]
 	)
 	go func() {
 		for retry := 50 * time.Millisecond; ctx.Err() == nil; retry = min(2*retry, 5*time.Second) {
@@ -149,7 +177,12 @@ func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chain
 				}
 				cancel()
 				if err == nil {
-					handler.Store(sigchain.NewHandler(st, sigchain.WithLogger(log), sigchain.WithLimits(c.limits)))
+					h := sigchain.NewHandler(st, sigchain.WithLogger(log), sigchain.WithLimits(c.limits))
+					gh := group.NewHandler(st.Groups(), st, c.groupOptions(log)...)
+					both := api(h, gh)
+					handler.Store(h)
+					groups.Store(gh)
+					routes.Store(&both)
 					store.Store(st)
 					log.Info("sigchain store open", "stream", jsstore.DefaultStream, "replicas", c.replicas)
 					return
@@ -166,14 +199,15 @@ func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chain
 	}()
 	return &chains{
 		handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			h := handler.Load()
+			h := routes.Load()
 			if h == nil {
 				httpjson.Error(w, http.StatusServiceUnavailable, "the sigchain store is not open yet (it lives in NATS JetStream); try again shortly")
 				return
 			}
-			h.ServeHTTP(w, r)
+			(*h).ServeHTTP(w, r)
 		}),
-		app: handler.Load,
+		app:    handler.Load,
+		groups: groups.Load,
 		store: func() sigchain.OrphanCollector {
 			if st := store.Load(); st != nil {
 				return st

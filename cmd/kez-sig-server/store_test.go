@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/kez"
@@ -117,6 +118,23 @@ func TestJetStreamStore(t *testing.T) {
 	if err := (&sigchain.Client{BaseURL: b}).PublishPrekey(ctx, older); !errors.Is(err, sigchain.ErrStalePrekey) {
 		t.Fatalf("an older prekey at the other replica: %v", err)
 	}
+	// A group created at one replica is served by the other, which
+	// refuses another create of its name.
+	create, err := group.NewCreate(id, id.PublicKey(), "team@kez.lat", "alice@kez.lat", "Team", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := group.NewClient(a, nil).Append(ctx, create); err != nil {
+		t.Fatal(err)
+	}
+	team, err := group.NewClient(b, nil).Load(ctx, "team@kez.lat", nil, nil)
+	if err != nil || team.Title() != "Team" {
+		t.Fatalf("the group at the other replica: %v", err)
+	}
+	again, _ := group.NewCreate(id, id.PublicKey(), "team@kez.lat", "alice@kez.lat", "Other", time.Now())
+	if err := group.NewClient(b, nil).Append(ctx, again); !errors.Is(err, group.ErrNameTaken) {
+		t.Fatalf("another create of the name at the other replica: %v", err)
+	}
 	if err := stopA(); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +145,9 @@ func TestJetStreamStore(t *testing.T) {
 	}
 	if got, err := (&sigchain.Client{BaseURL: c}).FetchPrekey(ctx, id.PublicKey()); err != nil || got.ID != 1 {
 		t.Fatalf("the prekey after a restart: %v %v", got, err)
+	}
+	if got, err := group.NewClient(c, nil).Load(ctx, "team@kez.lat", team, nil); err != nil || got.Pin() != team.Pin() {
+		t.Fatalf("the group after a restart: %v", err)
 	}
 }
 

@@ -20,6 +20,8 @@ package storetest
 import (
 	"context"
 	"crypto/sha512"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -110,6 +112,39 @@ func (b *Builder) Next(t testing.TB, id *kez.Identity, typ string, body []byte) 
 	return l
 }
 
+// Forge makes, without keeping it, the next link signed by signer for
+// by without checking any rule of the chain: the link a stranger, a
+// member without the role or a stolen key would send. It is canonical
+// and validly signed, so only the rules refuse it.
+func (b *Builder) Forge(t testing.TB, signer kez.Signer, by kez.PublicKey, typ string, body []byte) *group.Link {
+	t.Helper()
+	cb, err := sigchain.Canonicalize(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	str := func(s string) string { j, _ := json.Marshal(s); return string(j) }
+	head := fmt.Sprintf(`{"v":1,"group":%s,"seqno":%d,"prev":"%s","ctime":%d,"by":"%s","key":"%s","type":%s,"body":%s`,
+		str(b.State.Name()), b.State.Seqno()+1, b.State.Head(), b.Now.Add(time.Second).Unix(), by, signer.PublicKey(), str(typ), cb)
+	sig, err := signer.Sign(kez.ContextGroupLink, []byte(head+"}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := group.ParseLink([]byte(head + `,"sig":"` + base64.RawURLEncoding.EncodeToString(sig) + `"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// NextAs makes and keeps the next link signed by signer (a device) for
+// by; the device rule is not checked here.
+func (b *Builder) NextAs(t testing.TB, signer kez.Signer, by kez.PublicKey, typ string, body []byte) *group.Link {
+	t.Helper()
+	l := b.Make(t, signer, by, typ, body)
+	b.keep(t, l)
+	return l
+}
+
 // Add adds ids (handles h<i>@kez.lat, role member) to the group, signed by by.
 func (b *Builder) Add(t testing.TB, by *kez.Identity, ids ...*kez.Identity) *group.Link {
 	t.Helper()
@@ -120,9 +155,11 @@ func (b *Builder) Add(t testing.TB, by *kez.Identity, ids ...*kez.Identity) *gro
 	return b.Next(t, by, group.TypeAdd, group.AddBody(ms))
 }
 
+func anyDevice(context.Context, kez.PublicKey, kez.PublicKey, time.Time) error { return nil }
+
 func (b *Builder) keep(t testing.TB, l *group.Link) {
 	t.Helper()
-	st, err := b.State.Extend(context.Background(), [][]byte{l.Bytes()}, nil, group.WithClock(func() time.Time { return l.Ctime() }))
+	st, err := b.State.Extend(context.Background(), [][]byte{l.Bytes()}, anyDevice, group.WithClock(func() time.Time { return l.Ctime() }))
 	if err != nil {
 		t.Fatal(err)
 	}

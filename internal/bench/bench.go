@@ -26,7 +26,12 @@
 //     ed25519.Verify;
 //   - files: a verified P2P fetch (files.Node) against a raw libp2p stream
 //     and raw TCP, a private (encrypted) fetch, and croc;
-//   - memory: the chat-server's RSS with 1,000 users logged in.
+//   - memory: the chat-server's RSS with 1,000 users logged in;
+//   - groups: a 256 B message to a group of 100 (one sender-key envelope,
+//     one multi-recipient send) against the same message sent one to one
+//     to each member; the rekey of a group of 1,000 after a removal (time
+//     and bytes of one sender's redistribution); the time for a new member
+//     to read.
 //
 // Most programs call [StartStack] (or [ExternalStack]) and [Run], then
 // print the [Report]; cmd/kez-bench is that program:
@@ -49,11 +54,12 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // Groups of figures, in the order Run measures them.
-var Groups = []string{"sigchains", "messaging", "devices", "connects", "memory", "files"}
+var Groups = []string{"sigchains", "messaging", "devices", "connects", "memory", "files", "groups"}
 
 // Config sizes a run. [Default] is the full run; [Quick] finishes in under
 // a minute; [Smoke] is for tests.
@@ -92,6 +98,10 @@ type Config struct {
 
 	Users int `json:"users"` // memory: users logged in at once
 
+	GroupSize     int `json:"group_size"`     // groups: members (1 device each) the measured message goes to
+	GroupMessages int `json:"group_messages"` // groups: messages of each kind, over all rounds
+	RekeyMembers  int `json:"rekey_members"`  // groups: the group's size (the owner included) when one member is removed
+
 	// Progress is told what is being measured; nil: nothing.
 	Progress func(string) `json:"-"`
 }
@@ -104,6 +114,7 @@ func Default() Config {
 		FloodRate: 1000, FloodConns: 64, FloodDuration: 10 * time.Second, FloodUsers: 20,
 		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000,
 		SenderDevices: 3, RecipientDevices: 5, DeviceMessages: 3000, HistoryMessages: 10000, Revocations: 5, RevokeWait: 30 * time.Second,
+		GroupSize: 100, GroupMessages: 50, RekeyMembers: 1000,
 	}
 }
 
@@ -115,6 +126,7 @@ func Quick() Config {
 	c.FloodDuration = 4 * time.Second
 	c.BlobSize = 64 << 20
 	c.DeviceMessages, c.HistoryMessages, c.Revocations = 600, 2000, 3
+	c.GroupMessages = 15
 	return c
 }
 
@@ -127,6 +139,7 @@ func Smoke() Config {
 	c.FloodRate, c.FloodConns, c.FloodDuration, c.FloodUsers = 100, 8, 500*time.Millisecond, 3
 	c.ChainLinks, c.BlobSize, c.Users = 5, 2<<20, 20
 	c.DeviceMessages, c.HistoryMessages, c.Revocations = 20, 30, 1
+	c.GroupSize, c.GroupMessages, c.RekeyMembers = 3, 2, 5
 	return c
 }
 
@@ -159,6 +172,8 @@ func (c Config) check() error {
 		return errors.New("bench: the blob must not be empty")
 	case c.Users < 1:
 		return errors.New("bench: memory needs at least one user")
+	case c.GroupSize < 1 || c.GroupMessages < 1 || c.RekeyMembers < c.GroupSize+2 || c.RekeyMembers > group.MaxMembers:
+		return fmt.Errorf("bench: groups: a group of at least one member, one message, and a rekeyed group of %d+2 to %d", c.GroupSize, group.MaxMembers)
 	}
 	for _, s := range c.Sizes {
 		if s < 1 || s > 48<<10 {
@@ -181,9 +196,9 @@ func Run(ctx context.Context, st *Stack, cfg Config) (*Report, error) {
 	}
 	rep := &Report{Started: time.Now(), Machine: thisMachine(), Config: cfg, Stack: "own"}
 	defer func() { rep.Duration = time.Since(rep.Started) }()
-	needStack := cfg.runs("messaging") || cfg.runs("devices") || cfg.runs("connects") || cfg.runs("memory")
+	needStack := cfg.runs("messaging") || cfg.runs("devices") || cfg.runs("connects") || cfg.runs("memory") || cfg.runs("groups")
 	if needStack && st == nil {
-		return nil, errors.New("bench: messaging, devices, connects and memory need a stack")
+		return nil, errors.New("bench: messaging, devices, connects, memory and groups need a stack")
 	}
 	if st != nil && st.External {
 		rep.Stack = "external"
@@ -235,6 +250,8 @@ func Run(ctx context.Context, st *Stack, cfg Config) (*Report, error) {
 			}
 		case "memory":
 			figs, err = measureMemory(ctx, st, cfg, idle)
+		case "groups":
+			figs, err = measureGroups(ctx, st, cfg)
 		case "files":
 			dir, cleanup, derr := memDir()
 			if derr != nil {

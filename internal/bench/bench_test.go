@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -44,7 +45,7 @@ func TestSmoke(t *testing.T) {
 	// raw, p50, p99, crypto CPU. Then the handshake and its KEM.
 	// Devices: the fan-out through chat.Client and in sessions, the link
 	// with history and its transfer, the two revocation figures.
-	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "devices": 6, "connects": 4, "sigchains": 1, "files": 4, "memory": 1}
+	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "devices": 6, "connects": 4, "sigchains": 1, "files": 4, "memory": 1, "groups": 3}
 	got := map[string]int{}
 	for _, f := range rep.Figures {
 		got[f.Group]++
@@ -102,6 +103,18 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 
+	for _, name := range []string{
+		fmt.Sprintf("a 256 B message to a group of %d (1 device each)", cfg.GroupSize),
+		fmt.Sprintf("rekey of a group of %d after a removal", cfg.RekeyMembers), "time for a new member to read",
+	} {
+		if rep.Figure("groups", name) == nil {
+			t.Errorf("no figure %q", name)
+		}
+	}
+	if f := rep.Figure("groups", fmt.Sprintf("rekey of a group of %d after a removal", cfg.RekeyMembers)); f != nil && !strings.Contains(f.Note, "KiB uploaded by the sender") {
+		t.Errorf("the rekey figure has no bytes: %s", f.Note)
+	}
+
 	t.Run("session rig", func(t *testing.T) { testSessionRig(ctx, t, st) })
 	t.Run("devices rig", func(t *testing.T) { testDevicesRig(ctx, t, st) })
 
@@ -141,6 +154,9 @@ func TestConfigCheck(t *testing.T) {
 		"short chain":   func(c *Config) { c.ChainLinks = 1 },
 		"empty blob":    func(c *Config) { c.BlobSize = 0 },
 		"no duration":   func(c *Config) { c.Duration = 0 },
+		"rekey small":   func(c *Config) { c.RekeyMembers = c.GroupSize + 1 },
+		"rekey huge":    func(c *Config) { c.RekeyMembers = 1025 },
+		"no group msgs": func(c *Config) { c.GroupMessages = 0 },
 	} {
 		c := Smoke()
 		mod(&c)

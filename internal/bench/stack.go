@@ -143,7 +143,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 			"--devices-per-ip", "off", "--devices-per-key", "off",
 			// The bench's few users send far more than people do: the per-user
 			// rate limits and the unread cap are off, the gate's path is not.
-			"--send-rate", "-1", "--send-bytes-rate", "-1", "--recipient-rate", "-1", "--recipient-bytes-rate", "-1",
+			"--send-rate", "-1", "--copy-rate", "-1", "--send-bytes-rate", "-1", "--recipient-rate", "-1", "--recipient-bytes-rate", "-1",
 			"--pull-rate", "-1", "--ack-rate", "-1", "--max-unread-per-inbox", "1000000000", "--max-unread-per-sender", "-1", "--inbox-max-bytes", strconv.Itoa(8 << 30),
 		},
 		LogLevel: slog.LevelWarn,

@@ -68,11 +68,14 @@ func MultiSend(ctx context.Context, nc *nats.Conn, me kez.PublicKey, devices []k
 	}
 	for {
 		resp, err := sub.NextMsgWithContext(ctx)
+		if err == nil && resp.Header.Get("Status") == "503" {
+			err = nats.ErrNoResponders
+		}
+		if errors.Is(err, nats.ErrNoResponders) {
+			return wire.MultiAnswer{}, fmt.Errorf("%w: %w", ErrMultiSendUnsupported, err)
+		}
 		if err != nil {
 			return wire.MultiAnswer{}, err
-		}
-		if resp.Header.Get("Status") == "503" {
-			return wire.MultiAnswer{}, fmt.Errorf("%w: %w", ErrMultiSendUnsupported, nats.ErrNoResponders)
 		}
 		a, err := wire.ParseMultiAnswer(resp.Data, devices)
 		if errors.Is(err, wire.ErrMultiSend) {

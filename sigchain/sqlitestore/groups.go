@@ -73,21 +73,9 @@ func (g *Groups) Links(ctx context.Context, name string, since uint64, limit int
 	if err != nil {
 		return nil, group.Head{}, err
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT link FROM group_links WHERE grp = ? AND seqno > ? ORDER BY seqno LIMIT ?", name, int64(min(since, 1<<62)), max(limit, 0))
+	out, err := readLinks(ctx, tx, "SELECT link FROM group_links WHERE grp = ? AND seqno > ? ORDER BY seqno LIMIT ?", name, since, limit)
 	if err != nil {
-		return nil, group.Head{}, fmt.Errorf("sqlitestore: reading group links: %w", err)
-	}
-	defer rows.Close()
-	var out [][]byte
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			return nil, group.Head{}, fmt.Errorf("sqlitestore: reading group links: %w", err)
-		}
-		out = append(out, b)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, group.Head{}, fmt.Errorf("sqlitestore: reading group links: %w", err)
+		return nil, group.Head{}, err
 	}
 	return out, h, nil
 }

@@ -272,8 +272,8 @@ func TestMigrationAddsPrekeys(t *testing.T) {
 	db.Close()
 	s := open(t, path)
 	var version int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != 4 {
-		t.Fatalf("schema version %d, %v; want 4", version, err)
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != 5 {
+		t.Fatalf("schema version %d, %v; want 5", version, err)
 	}
 	if h, err := s.Head(ctx, id.PublicKey()); err != nil || h.Seqno != 1 {
 		t.Fatalf("the chain after the migration: %v, %v", h, err)
