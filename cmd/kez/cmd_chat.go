@@ -73,24 +73,14 @@ func runChat(ctx context.Context, e *env, cf chatFlags, handle string) error {
 	if err != nil {
 		return err
 	}
-	var unread []*chat.Entry
-	for _, m := range hist {
-		out.print(m)
-		if !m.Read {
-			unread = append(unread, m)
-		}
-	}
-	if err := c.MarkRead(ctx, unread...); err != nil {
+	if err := showRead(ctx, c, out, hist); err != nil {
 		return err
 	}
 	out.line("-- talking with @%s (%s); /quit leaves --", ct.Handle, verifiedWord(ct))
 	return chatLoop(ctx, e, c, note, func(ctx context.Context, m *chat.Entry) {
 		switch {
 		case m.Peer == ct.Key && m.Group == "" && m.Trust == chat.TrustTrusted:
-			out.print(m)
-			if err := c.MarkRead(ctx, m); err != nil {
-				note.line("kez chat: %s", e.sentence(err))
-			}
+			e.showArrived(ctx, c, out, note, "chat", m)
 		default:
 			noteOther(note, m)
 		}
@@ -105,6 +95,27 @@ func runChat(ctx context.Context, e *env, cf chatFlags, handle string) error {
 		}
 		return nil
 	})
+}
+
+// showRead prints messages and marks those not read yet as read.
+func showRead(ctx context.Context, c *chat.Client, out *printer, ms []*chat.Entry) error {
+	var unread []*chat.Entry
+	for _, m := range ms {
+		out.print(m)
+		if !m.Read {
+			unread = append(unread, m)
+		}
+	}
+	return c.MarkRead(ctx, unread...)
+}
+
+// showArrived prints a message that arrived and marks it read (the
+// command's name words a failure).
+func (e *env) showArrived(ctx context.Context, c *chat.Client, out, note *printer, cmd string, m *chat.Entry) {
+	out.print(m)
+	if err := c.MarkRead(ctx, m); err != nil {
+		note.line("kez %s: %s", cmd, e.sentence(err))
+	}
 }
 
 // noteOther tells on stderr about a message that is not of the
@@ -173,19 +184,31 @@ loop:
 	return sendErr
 }
 
-func runChatGroup(ctx context.Context, e *env, cf chatFlags, name string) error {
+// openGroup opens the chat client online, takes what waits, and returns
+// the group name (refreshed from its sig-server).
+func (e *env) openGroup(ctx context.Context, cf chatFlags, name string) (*chat.Client, *chat.Group, error) {
 	c, err := e.openChat(ctx, cf, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		shutdownChat(c)
+		return nil, nil, err
+	}
+	g, err := c.Group(ctx, name)
+	if err != nil {
+		shutdownChat(c)
+		return nil, nil, aboutGroup(name, err)
+	}
+	return c, g, nil
+}
+
+func runChatGroup(ctx context.Context, e *env, cf chatFlags, name string) error {
+	c, g, err := e.openGroup(ctx, cf, name)
 	if err != nil {
 		return err
 	}
 	defer shutdownChat(c)
-	if _, err := c.Sync(ctx); err != nil {
-		return err
-	}
-	g, err := c.Group(ctx, name)
-	if err != nil {
-		return aboutGroup(name, err)
-	}
 	if g.Left || g.Broken {
 		return aboutGroup(name, groupUnusable(g))
 	}
@@ -196,24 +219,14 @@ func runChatGroup(ctx context.Context, e *env, cf chatFlags, name string) error 
 	if err != nil {
 		return err
 	}
-	var unread []*chat.Entry
-	for _, m := range hist {
-		out.print(m)
-		if !m.Read {
-			unread = append(unread, m)
-		}
-	}
-	if err := c.MarkRead(ctx, unread...); err != nil {
+	if err := showRead(ctx, c, out, hist); err != nil {
 		return err
 	}
 	out.line("-- talking in %s%s (%s); /quit leaves --", g.Name, titled(g.Title), memberCount(len(g.Members)))
 	return chatLoop(ctx, e, c, note, func(ctx context.Context, m *chat.Entry) {
 		switch {
 		case m.Group == g.Name && m.Trust == chat.TrustTrusted:
-			out.print(m)
-			if err := c.MarkRead(ctx, m); err != nil {
-				note.line("kez chat: %s", e.sentence(err))
-			}
+			e.showArrived(ctx, c, out, note, "chat", m)
 		default:
 			noteOther(note, m)
 		}

@@ -239,32 +239,18 @@ func noteSetAside(ctx context.Context, c *chat.Client, note *printer, requests b
 // runInboxGroup prints the conversation of a group and, with follow, its
 // new messages as they arrive.
 func runInboxGroup(ctx context.Context, e *env, cf chatFlags, name string, follow, asJSON bool) error {
-	c, err := e.openChat(ctx, cf, true)
+	c, g, err := e.openGroup(ctx, cf, name)
 	if err != nil {
 		return err
 	}
 	defer shutdownChat(c)
-	if _, err := c.Sync(ctx); err != nil {
-		return err
-	}
-	g, err := c.Group(ctx, name)
-	if err != nil {
-		return aboutGroup(name, err)
-	}
 	out := &printer{w: e.stdout, asJSON: asJSON, group: g.Name}
 	note := &printer{w: e.stderr}
 	hist, err := c.GroupHistory(ctx, g.Name, 0)
 	if err != nil {
 		return err
 	}
-	var unread []*chat.Entry
-	for _, m := range hist {
-		out.print(m)
-		if !m.Read {
-			unread = append(unread, m)
-		}
-	}
-	if err := c.MarkRead(ctx, unread...); err != nil {
+	if err := showRead(ctx, c, out, hist); err != nil {
 		return err
 	}
 	if len(hist) == 0 && !asJSON && !follow {
@@ -275,12 +261,8 @@ func runInboxGroup(ctx context.Context, e *env, cf chatFlags, name string, follo
 	}
 	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
 	return c.Run(ctx, func(m *chat.Entry) {
-		if m.Group != g.Name || m.Trust != chat.TrustTrusted {
-			return
-		}
-		out.print(m)
-		if err := c.MarkRead(ctx, m); err != nil {
-			note.line("kez inbox: %s", e.sentence(err))
+		if m.Group == g.Name && m.Trust == chat.TrustTrusted {
+			e.showArrived(ctx, c, out, note, "inbox", m)
 		}
 	})
 }

@@ -238,6 +238,15 @@ func readText(e *env, args []string) (string, error) {
 	return s, nil
 }
 
+// readMessage is readText for a message: a blank one is a usage error.
+func readMessage(e *env, args []string) (string, error) {
+	text, err := readText(e, args)
+	if err == nil && strings.TrimSpace(text) == "" {
+		err = usagef("nothing to send: give TEXT or pipe it in")
+	}
+	return text, err
+}
+
 // sendJSON is the --json output of "kez send"; fields may be added.
 type sendJSON struct {
 	ID          string     `json:"id"`
@@ -249,12 +258,9 @@ type sendJSON struct {
 }
 
 func runSend(ctx context.Context, e *env, cf chatFlags, handle string, args []string, wait bool, timeout time.Duration, asJSON bool) error {
-	text, err := readText(e, args)
+	text, err := readMessage(e, args)
 	if err != nil {
 		return err
-	}
-	if strings.TrimSpace(text) == "" {
-		return usagef("nothing to send: give TEXT or pipe it in")
 	}
 	c, err := e.openChat(ctx, cf, true)
 	if err != nil {
@@ -305,12 +311,9 @@ type sendGroupJSON struct {
 }
 
 func runSendGroup(ctx context.Context, e *env, cf chatFlags, name string, args []string, asJSON bool) error {
-	text, err := readText(e, args)
+	text, err := readMessage(e, args)
 	if err != nil {
 		return err
-	}
-	if strings.TrimSpace(text) == "" {
-		return usagef("nothing to send: give TEXT or pipe it in")
 	}
 	c, err := e.openChat(ctx, cf, true)
 	if err != nil {
