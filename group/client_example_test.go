@@ -14,6 +14,7 @@ import (
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
+	"github.com/kez-lat/kez-chat/sigchain/sqlitestore/groupstore"
 )
 
 // A sig-server keeps a group's membership chain beside its people's
@@ -29,7 +30,7 @@ func ExampleClient() {
 		panic(err)
 	}
 	defer st.Close()
-	srv := httptest.NewServer(group.NewHandler(st.Groups(), st, group.WithLogger(slog.New(slog.DiscardHandler))))
+	srv := httptest.NewServer(group.NewHandler(groupstore.New(st), st, group.WithLogger(slog.New(slog.DiscardHandler))))
 	defer srv.Close()
 	c := group.NewClient(srv.URL, srv.Client())
 

@@ -14,6 +14,7 @@ import (
 	"github.com/kez-lat/kez-chat/group"
 	gtest "github.com/kez-lat/kez-chat/group/storetest"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
+	"github.com/kez-lat/kez-chat/sigchain/sqlitestore/groupstore"
 	sigtest "github.com/kez-lat/kez-chat/sigchain/storetest"
 )
 
@@ -27,7 +28,7 @@ func server(t *testing.T, alice *sigtest.Person) *gtest.Server {
 	}
 	t.Cleanup(func() { st.Close() })
 	gtest.StoreChain(t, st, alice.Links...)
-	return gtest.StartServer(t, gtest.Stores{Groups: st.Groups(), Chains: st}, group.WithLimits(group.NoLimits()), group.WithMaxLinksPerResponse(2))
+	return gtest.StartServer(t, gtest.Stores{Groups: groupstore.New(st), Chains: st}, group.WithLimits(group.NoLimits()), group.WithMaxLinksPerResponse(2))
 }
 
 // TestClientLoadPins: Load verifies a whole chain, then only what

@@ -383,7 +383,12 @@ func CheckName(name string) error {
 }
 
 // CheckTitle reports whether t may be a group's title: at most
-// [MaxTitleLen] bytes of valid UTF-8 without control characters.
+// [MaxTitleLen] bytes of valid UTF-8, every character printable as Go's
+// unicode.IsPrint says with the Unicode 15.0.0 tables (letters, marks,
+// numbers, punctuation, symbols and U+0020), the rule of device names
+// ([sigchain.CheckDeviceName]). Control and format characters (bidi
+// overrides, zero-width characters), line and paragraph separators and
+// other spaces are refused: a title is shown to every member.
 func CheckTitle(t string) error {
 	if len(t) > MaxTitleLen {
 		return fmt.Errorf("title is %d bytes, at most %d", len(t), MaxTitleLen)
@@ -391,8 +396,9 @@ func CheckTitle(t string) error {
 	if !utf8.ValidString(t) {
 		return errors.New("title is not valid UTF-8")
 	}
-	if strings.ContainsFunc(t, unicode.IsControl) {
-		return errors.New("title contains a control character")
+	if i := strings.IndexFunc(t, func(r rune) bool { return !unicode.IsPrint(r) }); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(t[i:])
+		return fmt.Errorf("title contains %U, which is not printable (a control, format, separator or unassigned character, or a space other than U+0020)", r)
 	}
 	return nil
 }

@@ -42,9 +42,9 @@ func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
 // Store keeps membership chains for the sig-server, by group name
 // ("name@domain"). Implementations must be safe for concurrent use and
-// make Append atomic; sigchain/sqlitestore and sigchain/jsstore implement
-// it, and group/storetest is the contract they keep. A Store never
-// verifies: [NewHandler] does.
+// make Append atomic; sigchain/sqlitestore/groupstore and
+// sigchain/jsstore implement it, and group/storetest is the contract
+// they keep. A Store never verifies: [NewHandler] does.
 type Store interface {
 	// Head returns the group's head, or [ErrNotFound].
 	Head(ctx context.Context, name string) (Head, error)

@@ -83,7 +83,38 @@ func ParseSenderKeyDistribution(b []byte) (*SenderKeyDistribution, error) {
 	if d.Device.IsZero() {
 		return nil, fmt.Errorf("%w: sender key distribution without a device", ErrMalformed)
 	}
+	if smallOrder(&d.SigningKey) {
+		return nil, fmt.Errorf("%w: sender key distribution with a small-order signing key", ErrMalformed)
+	}
 	return d, nil
+}
+
+// smallOrderKeys are the encodings of the ed25519 points of order 1, 2, 4
+// and 8, with y = p and y = p+1 (non-canonical 0 and 1), the sign bit
+// cleared: libsodium's blocklist. Under such a key one fixed signature
+// verifies every message (the identity, s = 0), so it authenticates
+// nothing.
+var smallOrderKeys = [...][32]byte{
+	{0x00}, // 0, order 4
+	{0x01}, // 1, order 1 (the identity)
+	{0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05}, // order 8
+	{0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a}, // order 8
+	{0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, // p-1, order 2
+	{0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, // p = 0
+	{0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, // p+1 = 1
+}
+
+// smallOrder reports whether k encodes a point of small order (any sign
+// bit), a signing key that authenticates nothing.
+func smallOrder(k *[ed25519.PublicKeySize]byte) bool {
+	c := *k
+	c[31] &= 0x7f
+	for i := range smallOrderKeys {
+		if c == smallOrderKeys[i] {
+			return true
+		}
+	}
+	return false
 }
 
 // SenderKey is this device's sending state in one group at one epoch: the
@@ -275,6 +306,9 @@ func (r *ReceiverKey) Open(envelope []byte) ([]byte, error) {
 	if h.Device != r.device {
 		return nil, fmt.Errorf("%w: the envelope is from %s, the sender key's device is %s", ErrWrongSender, h.Device, r.device)
 	}
+	if smallOrder(&r.signing) {
+		return nil, fmt.Errorf("%w: the sender key's signing key has small order", ErrBadSignature)
+	}
 	end := len(envelope) - sigLen
 	if err := kez.PublicKey(r.signing).Verify(groupSigContext, envelope[:end], envelope[end:]); err != nil {
 		return nil, fmt.Errorf("%w: group message %d: %w", ErrBadSignature, h.Iteration, err)
@@ -400,6 +434,8 @@ func ParseReceiverKey(b []byte) (*ReceiverKey, error) {
 	switch {
 	case r.device.IsZero():
 		return nil, fmt.Errorf("%w: stored receiver key without a device", ErrMalformed)
+	case smallOrder(&r.signing):
+		return nil, fmt.Errorf("%w: stored receiver key with a small-order signing key", ErrMalformed)
 	case r.next < r.first:
 		return nil, fmt.Errorf("%w: stored receiver key at %d, before its first iteration %d", ErrMalformed, r.next, r.first)
 	case count > MaxSenderKeySkip:

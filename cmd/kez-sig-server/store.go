@@ -20,6 +20,7 @@ import (
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/jsstore"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
+	"github.com/kez-lat/kez-chat/sigchain/sqlitestore/groupstore"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
@@ -87,7 +88,7 @@ func openChains(ctx context.Context, c storeConfig, log *slog.Logger) (*chains, 
 			return nil, err
 		}
 		h := sigchain.NewHandler(st, sigchain.WithLogger(log), sigchain.WithLimits(c.limits))
-		gh := group.NewHandler(st.Groups(), st, c.groupOptions(log)...)
+		gh := group.NewHandler(groupstore.New(st), st, c.groupOptions(log)...)
 		return &chains{
 			handler: api(h, gh),
 			ready:   st.Ping,

@@ -4,13 +4,13 @@
 //	func TestGroupContract(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) (storetest.Stores, func() storetest.Stores) {
 //			path := filepath.Join(t.TempDir(), "sig.db")
-//			open := func() storetest.Stores { s, _ := sqlitestore.Open(path); ...; return storetest.Stores{s.Groups(), s} }
+//			open := func() storetest.Stores { s, _ := sqlitestore.Open(path); ...; return storetest.Stores{groupstore.New(s), s} }
 //			return open(), open
 //		})
 //	}
 //
-// The SQLite store (sigchain/sqlitestore) and the JetStream store
-// (sigchain/jsstore) both run it. Besides the store's own contract
+// The SQLite store (sigchain/sqlitestore/groupstore) and the JetStream
+// store (sigchain/jsstore) both run it. Besides the store's own contract
 // (atomic compare-and-append, forks, paging, the creators' count), it
 // drives [group.NewHandler] over the stores: creates, replays,
 // conflicts and the groups-per-key cap. [Builder] makes valid chains for

@@ -29,8 +29,9 @@
 // a table of pending link requests by code, which
 // [Store.SweepLinkRequests] empties of expired ones.
 //
-// [Store.Groups] is the [group.Store] of the same file (schema version
-// 5): the groups' membership chains and who created each group.
+// The file also holds the groups' membership chains (schema version 5),
+// which package sigchain/sqlitestore/groupstore keeps through
+// [Store.ReadTx] and [Store.WriteTx].
 package sqlitestore
 
 import (
@@ -101,6 +102,25 @@ CREATE TABLE link_requests (
 CREATE INDEX link_requests_expires ON link_requests (expires);
 `
 
+// groups is version 5: the groups' membership chains (package group),
+// one row a link like the chains' links, and the creator of each group,
+// for the sig-server's cap on the groups one person creates. Package
+// groupstore reads and writes them.
+const groups = `
+CREATE TABLE group_links (
+	grp   TEXT    NOT NULL, -- the group's name, name@domain
+	seqno INTEGER NOT NULL,
+	id    TEXT    NOT NULL, -- link ID, CID text
+	link  BLOB    NOT NULL, -- the link's exact canonical bytes
+	PRIMARY KEY (grp, seqno)
+) WITHOUT ROWID;
+CREATE TABLE group_creators (
+	grp     TEXT NOT NULL PRIMARY KEY, -- the group's name
+	creator TEXT NOT NULL              -- the person key that signed its create link, nkey text (U…)
+) WITHOUT ROWID;
+CREATE INDEX group_creators_creator ON group_creators (creator);
+`
+
 // Store is a SQLite-backed [sigchain.Store], [sigchain.PrekeyStore],
 // [sigchain.OrphanCollector], [sigchain.DeviceStore] and
 // [sigchain.LinkRequestStore]. It is safe for concurrent use.
@@ -140,6 +160,40 @@ func Open(path string, opts ...Option) (*Store, error) {
 		o(s)
 	}
 	return s, nil
+}
+
+// ReadTx runs f in one read-only transaction on the store's file: for
+// the stores of other records kept in the same file (package
+// sigchain/sqlitestore/groupstore), whose tables this package's schema
+// makes.
+func (s *Store) ReadTx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("sqlitestore: %w", err)
+	}
+	defer tx.Rollback()
+	return f(tx)
+}
+
+// WriteTx runs f in one write transaction on the store's file,
+// serialised with the store's own writers, and commits it if f returns
+// nil: for the stores of other records kept in the same file, like
+// [Store.ReadTx].
+func (s *Store) WriteTx(ctx context.Context, f func(*sql.Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlitestore: %w", err)
+	}
+	defer tx.Rollback()
+	if err := f(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlitestore: committing: %w", err)
+	}
+	return nil
 }
 
 // Close closes the database.

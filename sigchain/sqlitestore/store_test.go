@@ -330,3 +330,43 @@ func TestMigrationAddsDevices(t *testing.T) {
 		t.Fatalf("%v, %v", created, err)
 	}
 }
+
+// TestMigrationAddsGroups opens a file of schema version 4 (made by an
+// earlier version) holding a chain: the migration keeps the chain and
+// adds the empty group tables, which take a group's link and creator.
+func TestMigrationAddsGroups(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schema + orphans + prekeys + devices + "PRAGMA user_version = 4;"); err != nil {
+		t.Fatal(err)
+	}
+	l := chain(t, 1)[0]
+	if _, err := db.Exec("INSERT INTO links (chain, seqno, id, link) VALUES (?, ?, ?, ?)", l.Key().String(), l.Seqno(), l.ID().String(), l.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s := open(t, path)
+	if h, err := s.Head(ctx, l.Key()); err != nil || h.Seqno != 1 || h.ID != l.ID() {
+		t.Fatalf("the chain after the migration: %v, %v", h, err)
+	}
+	err = s.WriteTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec("INSERT INTO group_links (grp, seqno, id, link) VALUES ('team@kez.lat', 1, 'b', x'7b7d')"); err != nil {
+			return err
+		}
+		_, err := tx.Exec("INSERT INTO group_creators (grp, creator) VALUES ('team@kez.lat', ?)", l.Key().String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := s.ReadTx(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRow("SELECT COUNT(*) FROM group_links JOIN group_creators USING (grp)").Scan(&n)
+	}); err != nil || n != 1 {
+		t.Fatalf("%d group rows, %v", n, err)
+	}
+}
