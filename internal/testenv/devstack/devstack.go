@@ -52,6 +52,7 @@ import (
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
+	"github.com/kez-lat/kez-chat/sigchain/sqlitestore/groupstore"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -291,7 +292,7 @@ func (s *Stack) startSig(ctx, serveCtx context.Context, log *slog.Logger) error 
 	}
 	var h http.Handler = sigchain.NewHandler(s.chains, append([]sigchain.HandlerOption{sigchain.WithLogger(log)}, s.cfg.SigOptions...)...)
 	// The group API beside the chains, as kez-sig-server mounts it.
-	gh := group.NewHandler(s.chains.Groups(), s.chains, group.WithLogger(log), group.WithLimits(group.NoLimits()))
+	gh := group.NewHandler(groupstore.New(s.chains), s.chains, group.WithLogger(log), group.WithLimits(group.NoLimits()))
 	mux := http.NewServeMux()
 	mux.Handle(group.GroupsPath, gh)
 	mux.Handle(group.GroupsPath+"/", gh)
