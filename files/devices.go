@@ -124,7 +124,8 @@ const maxRecipientChains = 1024
 // servePolicy is the node's Policy: the share index's (public rows to
 // everyone, private ones to their recipients' person keys) and, for a
 // private blob asked for by another key, the current devices of its
-// recipients' verified chains (docs/spec/manifest.md §6).
+// recipients' verified chains (docs/spec/manifest.md §6); a recipient of
+// a share to a group only while still a member of it (§7).
 type servePolicy struct{ s *Sharing }
 
 // Allow implements Policy.
@@ -141,7 +142,7 @@ func (p servePolicy) Allow(peer kez.PublicKey, c cid.Cid) bool {
 		return false
 	}
 	for _, r := range rcs {
-		if s.chains.isDevice(ctx, s, r, peer) {
+		if (r.key == peer || s.chains.isDevice(ctx, s, r, peer)) && (r.group == nil || s.groups.stillMember(ctx, s, r.group, r.key)) {
 			return true
 		}
 	}
@@ -193,11 +194,13 @@ func (rc *recipientChains) isDevice(ctx context.Context, s *Sharing, r recipient
 	return e.st != nil && e.st.Key() == r.key && e.st.IsCurrentDevice(peer)
 }
 
-// recipient is one recipient of a private row: their person key and the
-// handle recorded when it was shared.
+// recipient is one recipient of a private row: their person key, the
+// handle recorded when it was shared and, for a share to a group, that
+// group.
 type recipient struct {
 	key    kez.PublicKey
 	handle string
+	group  *groupRef
 }
 
 // recipientChain fetches and verifies the chain of r: the user's own from

@@ -12,6 +12,7 @@ import (
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 )
@@ -143,4 +144,72 @@ func ExampleOpen() {
 	// fetched bob-report.pdf 7000
 	// fetched bob-payslip.txt 13
 	// alice's Serve: files: the sharing is closed
+}
+
+// Alice makes a group with bob, shares a plan with its members, and
+// serves it; bob, a member, sees it and fetches it. Someone added to the
+// group later, or removed from it, would be refused the file.
+func ExampleToGroup() {
+	st, users, stop := stacktest.ForExample(stacktest.Options{}, "alice", "bob")
+	defer stop()
+	ctx := context.Background()
+	open := func(u *stacktest.User) *files.Sharing {
+		s, err := files.Open(ctx, files.Config{
+			Client:      client.Config{Identity: u.Identity, Home: u.Home, NATSURL: st.NATSURL, ServerURL: st.ServerURL},
+			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		})
+		if err != nil {
+			panic(err)
+		}
+		return s
+	}
+	alice, bob := open(users[0]), open(users[1])
+	defer alice.Close()
+	defer bob.Close()
+
+	// The group's chain (a chat client does this: chat.Client.CreateGroup
+	// and AddGroupMembers).
+	gc := group.NewClient(st.SigServerURL, nil)
+	create, err := group.NewCreate(users[0].Identity, users[0].Key, "team@kez.test", "alice@kez.test", "", time.Now())
+	if err != nil {
+		panic(err)
+	}
+	if err := gc.Append(ctx, create); err != nil {
+		panic(err)
+	}
+	g, err := group.Verify(ctx, [][]byte{create.Bytes()}, nil)
+	if err != nil {
+		panic(err)
+	}
+	add, err := group.NewLink(users[0].Identity, users[0].Key, g, group.TypeAdd,
+		group.AddBody([]group.NewMember{{Key: users[1].Key, Handle: "bob@kez.test", Role: group.RoleMember}}), time.Now())
+	if err != nil {
+		panic(err)
+	}
+	if err := gc.Append(ctx, add); err != nil {
+		panic(err)
+	}
+
+	dir, _ := os.MkdirTemp("", "files-example")
+	defer os.RemoveAll(dir)
+	plan := filepath.Join(dir, "plan.txt")
+	os.WriteFile(plan, []byte("meet at noon\n"), 0o600)
+	sf, err := alice.Share(ctx, plan, files.ToGroup(files.Group{Name: "team"}))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("shared", sf.Name, "with", sf.Group, sf.Recipients)
+	if err := alice.StartServing(ctx); err != nil {
+		panic(err)
+	}
+
+	got, err := bob.Fetch(ctx, "alice", "plan.txt", filepath.Join(dir, "bob-plan.txt"))
+	if err != nil {
+		panic(err)
+	}
+	b, _ := os.ReadFile(got.Path)
+	fmt.Printf("bob fetched %s: %q\n", got.Name, b)
+	// Output:
+	// shared plan.txt with team@kez.test [bob@kez.test]
+	// bob fetched plan.txt: "meet at noon\n"
 }

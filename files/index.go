@@ -53,7 +53,7 @@ func (e *ChangedError) Is(target error) bool { return target == ErrChanged }
 // without re-hashing; mtime_ns and size detect a change before serving.
 // stale_* remember a stat that was already found changed, so a changed
 // file is re-hashed once, not on every request. It is schema version 1; a
-// change is a second migration (see sqlitedb.Migrate), not an edit.
+// change is a further migration (see sqlitedb.Migrate), not an edit.
 const indexSchema = `
 CREATE TABLE shares (
 	id             INTEGER PRIMARY KEY,
@@ -77,6 +77,23 @@ CREATE TABLE recipients (
 	key      TEXT    NOT NULL,
 	handle   TEXT    NOT NULL,
 	PRIMARY KEY (share_id, key)
+);
+`
+
+// indexSchemaGroups (schema version 2) records the group a private share
+// went to (docs/spec/manifest.md §7): its address, ID and chain at share
+// time (seqno and head, which later reads must extend), and the
+// sig-server its chain is read from. Its columns are named apart from
+// those of shares, so that a condition on shares stays unambiguous when
+// the two are joined.
+const indexSchemaGroups = `
+CREATE TABLE share_groups (
+	share_id         INTEGER PRIMARY KEY REFERENCES shares(id) ON DELETE CASCADE,
+	group_name       TEXT    NOT NULL,
+	group_id         BLOB    NOT NULL,
+	group_seqno      INTEGER NOT NULL,
+	group_head       TEXT    NOT NULL,
+	group_sig_server TEXT    NOT NULL
 );
 `
 
@@ -108,6 +125,7 @@ type shareRow struct {
 	SharedAt   time.Time
 	Recipients []format.Recipient // private rows: who may fetch (keys only)
 	Handles    []string           // their handles, parallel to Recipients
+	Group      *groupRef          // the group of a private share to one; nil otherwise
 
 	ownerKey kez.PublicKey // set by the Sharing, for listing
 }
@@ -122,7 +140,7 @@ func openIndex(home string, log *slog.Logger) (*index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("files: opening the share index %s: %w", path, err)
 	}
-	if err := sqlitedb.Migrate(db, []string{indexSchema}); err != nil {
+	if err := sqlitedb.Migrate(db, []string{indexSchema, indexSchemaGroups}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("files: preparing the share index %s: %w", path, err)
 	}
@@ -166,6 +184,12 @@ func (x *index) insert(ctx context.Context, r *shareRow, t *format.Tree) (int64,
 			return 0, fmt.Errorf("files: recording the share: %w", err)
 		}
 	}
+	if g := r.Group; g != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO share_groups (share_id, group_name, group_id, group_seqno, group_head, group_sig_server) VALUES (?, ?, ?, ?, ?, ?)`,
+			id, g.name, g.id[:], int64(g.seqno), g.head, g.sigServer); err != nil {
+			return 0, fmt.Errorf("files: recording the share: %w", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("files: recording the share: %w", err)
 	}
@@ -188,7 +212,8 @@ func (x *index) deleteIDs(ctx context.Context, ids ...int64) error {
 // rows returns the rows matching where (a SQL condition on shares), with
 // their recipients if asked, in sharing order.
 func (x *index) rows(ctx context.Context, withRecipients bool, where string, args ...any) ([]*shareRow, error) {
-	q := `SELECT id, name, path, cid, size, mtime_ns, media_type, private, file_key, shared_at FROM shares`
+	q := `SELECT id, name, path, cid, size, mtime_ns, media_type, private, file_key, shared_at,
+		group_name, group_id, group_seqno, group_head, group_sig_server FROM shares LEFT JOIN share_groups ON share_id = id`
 	if where != "" {
 		q += " WHERE " + where
 	}
@@ -204,8 +229,13 @@ func (x *index) rows(ctx context.Context, withRecipients bool, where string, arg
 		var cs string
 		var key []byte
 		var at int64
-		if err := rs.Scan(&r.id, &r.Name, &r.Path, &cs, &r.Size, &r.MTimeNs, &r.MediaType, &r.Private, &key, &at); err != nil {
+		var gs groupScan
+		if err := rs.Scan(&r.id, &r.Name, &r.Path, &cs, &r.Size, &r.MTimeNs, &r.MediaType, &r.Private, &key, &at,
+			&gs.name, &gs.id, &gs.seqno, &gs.head, &gs.sigServer); err != nil {
 			return nil, fmt.Errorf("files: reading the share index: %w", err)
+		}
+		if r.Group, err = gs.ref(); err != nil {
+			return nil, err
 		}
 		c, err := format.ParseCID(cs)
 		if err != nil {
@@ -407,13 +437,16 @@ func (x *index) recheck(ctx context.Context, r *shareRow, f *os.File, st os.File
 
 // Allow implements Policy: a blob the index does not know is left to
 // OpenBlob (which answers "not found"), a public one is allowed to
-// everyone, a private one only to its recipients. A database error refuses.
+// everyone, a private one to its recipients (those of a share to a group
+// are left to the Sharing's policy, which checks they are still members).
+// A database error refuses.
 func (x *index) Allow(peer kez.PublicKey, c cid.Cid) bool {
 	var known, public, recipient bool
 	err := x.db.QueryRow(`SELECT
 		EXISTS (SELECT 1 FROM shares WHERE cid = ?1),
 		EXISTS (SELECT 1 FROM shares WHERE cid = ?1 AND private = 0),
-		EXISTS (SELECT 1 FROM shares s JOIN recipients r ON r.share_id = s.id WHERE s.cid = ?1 AND r.key = ?2)`,
+		EXISTS (SELECT 1 FROM shares s JOIN recipients r ON r.share_id = s.id WHERE s.cid = ?1 AND r.key = ?2
+			AND NOT EXISTS (SELECT 1 FROM share_groups g WHERE g.share_id = s.id))`,
 		c.String(), peer.String()).Scan(&known, &public, &recipient)
 	if err != nil {
 		x.log.Error("files: reading the share index", "err", err)
@@ -423,10 +456,11 @@ func (x *index) Allow(peer kez.PublicKey, c cid.Cid) bool {
 }
 
 // recipientsOf returns the recipients of the private rows of blob c,
-// each once.
+// each once per group (a share to a group names it).
 func (x *index) recipientsOf(ctx context.Context, c cid.Cid) ([]recipient, error) {
-	rs, err := x.db.QueryContext(ctx, `SELECT r.key, MIN(r.handle) FROM shares s JOIN recipients r ON r.share_id = s.id
-		WHERE s.cid = ? AND s.private = 1 GROUP BY r.key ORDER BY MIN(r.rowid)`, c.String())
+	rs, err := x.db.QueryContext(ctx, `SELECT r.key, MIN(r.handle), g.group_name, g.group_id, g.group_seqno, g.group_head, g.group_sig_server
+		FROM shares s JOIN recipients r ON r.share_id = s.id LEFT JOIN share_groups g ON g.share_id = s.id
+		WHERE s.cid = ? AND s.private = 1 GROUP BY r.key, g.share_id ORDER BY MIN(r.rowid)`, c.String())
 	if err != nil {
 		return nil, fmt.Errorf("files: reading the share index: %w", err)
 	}
@@ -434,16 +468,39 @@ func (x *index) recipientsOf(ctx context.Context, c cid.Cid) ([]recipient, error
 	var out []recipient
 	for rs.Next() {
 		var ks, h string
-		if err := rs.Scan(&ks, &h); err != nil {
+		var gs groupScan
+		if err := rs.Scan(&ks, &h, &gs.name, &gs.id, &gs.seqno, &gs.head, &gs.sigServer); err != nil {
 			return nil, fmt.Errorf("files: reading the share index: %w", err)
 		}
 		k, err := kez.ParsePublicKey(ks)
 		if err != nil {
 			return nil, fmt.Errorf("files: the share index holds a bad recipient key: %w", err)
 		}
-		out = append(out, recipient{key: k, handle: h})
+		g, err := gs.ref()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recipient{key: k, handle: h, group: g})
 	}
 	return out, rs.Err()
+}
+
+// groupScan reads the share_groups columns of a LEFT JOIN.
+type groupScan struct {
+	name, head, sigServer sql.NullString
+	id                    []byte
+	seqno                 sql.NullInt64
+}
+
+// ref is the group scanned, nil for a row without one.
+func (g *groupScan) ref() (*groupRef, error) {
+	if !g.name.Valid {
+		return nil, nil
+	}
+	if len(g.id) != 32 || g.seqno.Int64 < 1 {
+		return nil, fmt.Errorf("files: the share index holds a damaged group for %s", g.name.String)
+	}
+	return &groupRef{name: g.name.String, id: [32]byte(g.id), seqno: uint64(g.seqno.Int64), head: g.head.String, sigServer: g.sigServer.String}, nil
 }
 
 // indexBlob is an open shared file (or its encryption).

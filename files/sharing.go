@@ -102,6 +102,7 @@ type Sharing struct {
 	me       kez.PublicKey // the person's key
 	idx      *index
 	chains   recipientChains // private files' recipients' chains
+	groups   groupStates     // the chains of the groups private files went to
 	sigc     *sigchain.Client
 	resolver *handles.Resolver
 	owners   ownerStates // the owners' chains as last verified
@@ -141,6 +142,10 @@ var (
 	// ErrClosed reports a call after Shutdown or Close, and a Fetch or
 	// Serve they ended.
 	ErrClosed = errors.New("files: the sharing is closed")
+
+	// ErrGroupAndHandles reports a Share given both [ToGroup] and [To]: a
+	// private share goes to a group or to handles, not both.
+	ErrGroupAndHandles = errors.New("files: a share goes to a group or to handles, not both")
 )
 
 // NotSharedError is [ErrNotShared] with the details.
@@ -266,12 +271,18 @@ type SharedFile struct {
 	// Recipients are the handles a private file is shared with (yourself
 	// not included).
 	Recipients []string
-	SharedAt   time.Time
+	// Group is the group (NAME@domain) a private file was shared with
+	// ([ToGroup]); Recipients are its members then. "" otherwise.
+	Group    string
+	SharedAt time.Time
 }
 
 func (r *shareRow) shared() SharedFile {
 	sf := SharedFile{Name: r.Name, Path: r.Path, CID: r.CID, Size: r.Size, ModTime: time.Unix(0, r.MTimeNs).Truncate(time.Second),
 		MediaType: r.MediaType, Private: r.Private, SharedAt: r.SharedAt, Recipients: []string{}}
+	if r.Group != nil {
+		sf.Group = r.Group.name
+	}
 	for i, rc := range r.Recipients {
 		if rc.Key != r.ownerKey {
 			sf.Recipients = append(sf.Recipients, r.Handles[i])
@@ -302,6 +313,7 @@ type ShareOption func(*shareConfig)
 type shareConfig struct {
 	name, mediaType string
 	to              []string
+	group           *Group
 }
 
 // To makes the share private to the people with these handles (bare names
@@ -337,7 +349,10 @@ func MediaType(mediaType string) ShareOption {
 // Errors: [ErrNotPrimary] on a linked device, an unreadable path or a name
 // the manifest refuses (wrapping [format.ErrManifest]), a recipient that
 // does not resolve (handles errors), a manifest over its limits, or the
-// sig-server's.
+// sig-server's; with [ToGroup] also [ErrNotGroupMember], the group
+// package's errors (its chain failing to verify, group.ErrFork,
+// group.ErrRollback against Group.Pin) and handles.ErrMismatch for a
+// member whose handle names another key than the group lists.
 func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (*SharedFile, error) {
 	if !s.work.Enter() {
 		return nil, ErrClosed
@@ -352,6 +367,9 @@ func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (
 	}
 	if s.sigc == nil {
 		return nil, ErrNoSigServer
+	}
+	if o.group != nil && len(o.to) > 0 {
+		return nil, ErrGroupAndHandles
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -385,15 +403,26 @@ func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (
 	if err != nil {
 		return nil, err
 	}
-	if len(o.to) > 0 {
+	to, keys := o.to, []kez.PublicKey(nil)
+	var gref *groupRef
+	if o.group != nil {
+		gst, ref, err := s.groupTarget(ctx, *o.group)
+		if err != nil {
+			return nil, err
+		}
+		gref = ref
+		to, keys = s.memberHandles(gst)
+	}
+	private := len(to) > 0 || gref != nil
+	if private {
 		if own, err = s.rotateIfDue(ctx, own); err != nil {
 			return nil, err
 		}
 	}
 	row := &shareRow{Name: name, Path: abs, Size: st.Size(), MTimeNs: st.ModTime().UnixNano(), MediaType: mediaType,
-		Private: len(o.to) > 0, SharedAt: s.now()}
+		Private: private, SharedAt: s.now(), Group: gref}
 	if row.Private {
-		if row.Recipients, row.Handles, err = s.recipients(ctx, own, o.to); err != nil {
+		if row.Recipients, row.Handles, err = s.recipients(ctx, own, to, keys); err != nil {
 			return nil, err
 		}
 		if row.Key, err = format.NewFileKey(); err != nil {
@@ -628,21 +657,25 @@ func (s *Sharing) rotateIfDue(ctx context.Context, st *sigchain.State) (*sigchai
 }
 
 // recipients resolves the handles of a private share to keys and X25519
-// keys from their verified chains, and adds the user themselves.
-func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string) ([]format.Recipient, []string, error) {
+// keys from their verified chains, and adds the user themselves. keys, if
+// not nil, are the keys the handles must name (a group's members).
+func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string, keys []kez.PublicKey) ([]format.Recipient, []string, error) {
 	rs := []format.Recipient{{Key: s.me, X25519: own.EncryptionKey(), Generation: own.EncryptionGeneration()}}
 	hs := []string{cmp.Or(own.Handle(), s.me.String())}
-	for _, h := range to {
+	for i, h := range to {
 		// Not from the cache: a recipient who revoked a device rotated
 		// their encryption key, and the revoked device must not open
 		// what is shared from then on (docs/spec/chat.md §8.6).
-		hh, err := (handles.Rules{DefaultDomain: s.resolver.DefaultDomain, AllowLocal: s.resolver.AllowLocal}).Parse(h)
+		hh, err := s.resolverRules().Parse(h)
 		if err != nil {
 			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
 		}
 		res, err := s.resolver.ResolveFresh(ctx, hh, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
+		}
+		if keys != nil && res.Key != keys[i] {
+			return nil, nil, fmt.Errorf("%w: the group lists %s with the key %s, and the handle now names %s", handles.ErrMismatch, h, keys[i], res.Key)
 		}
 		if res.State.RotationDue() {
 			return nil, nil, &RotationError{Handle: res.Handle.String()}
@@ -661,6 +694,12 @@ func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []stri
 		return nil, nil, fmt.Errorf("%w: a private file goes to at most %d recipients (you included), not %d", format.ErrManifest, format.MaxRecipients, len(rs))
 	}
 	return rs, hs, nil
+}
+
+// resolverRules are the handle rules of the resolver: its default domain
+// completes bare names of recipients and groups.
+func (s *Sharing) resolverRules() handles.Rules {
+	return handles.Rules{DefaultDomain: s.resolver.DefaultDomain, AllowLocal: s.resolver.AllowLocal}
 }
 
 // guessMediaType returns given, else the type of name's extension, else

@@ -104,6 +104,7 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 			}},
 		{env: nil, before: []string{"version"}, after: []string{"version"}, same: true, check: ok("kez ")},
 		{env: s.alice, before: []string{"devices", "list", "--json"}, after: []string{"devices", "--json", "list"}, same: true, check: ok(`"name":"primary"`)},
+		{env: s.alice, before: []string{"group", "list", "--json", "--verbose"}, after: []string{"group", "--verbose", "list", "--json"}, same: true, check: ok(`[`)},
 		{env: map[string]string{"KEZ_PASSPHRASE": "pw"}, before: []string{"passphrase", "set", "--new-passphrase-file", pass, "--home", daveHome},
 			after: []string{"passphrase", "--home", daveHome, "--new-passphrase-file", pass, "set"}, same: true, check: ok("now encrypted")},
 	}
@@ -157,6 +158,7 @@ func TestEveryCommandHonoursOrRefusesJSON(t *testing.T) {
 	s := startEveryCommandStack(t)
 	doc := cliDoc(t)
 	dir := t.TempDir()
+	mustRun(t, s.alice, "", "group", "create", "crew")
 	for _, tc := range []struct {
 		env   map[string]string
 		args  []string
@@ -185,6 +187,8 @@ func TestEveryCommandHonoursOrRefusesJSON(t *testing.T) {
 		{s.alice, []string{"devices", "--json"}, "devices", nil},
 		{s.alice, []string{"devices", "add", "7KQ2-M9XD-4HTA-PW3R-K", "--json"}, "", nil},
 		{nil, []string{"link", "--json"}, "", nil},
+		{s.alice, []string{"group", "list", "--json"}, "group", nil},
+		{s.alice, []string{"group", "create", "crew2", "--json"}, "", nil},
 	} {
 		cmdline := "kez " + strings.Join(tc.args, " ")
 		r := kezCmd(t, tc.env, "", tc.args...)

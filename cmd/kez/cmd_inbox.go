@@ -15,7 +15,7 @@ import (
 func init() {
 	register(&command{
 		name:    "inbox",
-		args:    "[--follow] [--json] [--all] [--requests] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "[--follow] [--json] [--all] [--requests] [--group NAME] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "print received messages, including those that came while you were offline",
 		help: `
 Fetches everything waiting for you on the NATS server (messages sent while
@@ -34,11 +34,19 @@ their key)."): their primary key signed it.
 
 --follow keeps running and prints messages as they arrive (Ctrl-C stops).
 --json prints one object a line: {"id","from","text","sent_at"} plus
-"from_key","kind","trust","received_at".`,
+"from_key","kind","trust","received_at", and for a message to a group
+"group" (NAME@domain) and, for one you sent, "read_by" (the keys of the
+members who read it).
+
+--group NAME prints the conversation of a group you are in (or were):
+every message, yours included (with who read them), oldest first; with
+--follow, the group's new messages as they arrive.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var follow, asJSON, all, requests bool
+			var grp string
 			cf.declare(fs, true)
+			fs.StringVar(&grp, "group", "", "print the conversation of this group")
 			fs.BoolVar(&follow, "follow", false, "keep printing messages as they arrive")
 			fs.BoolVar(&asJSON, "json", false, "print one JSON object a line")
 			fs.BoolVar(&all, "all", false, "print every message from your contacts, not only new ones")
@@ -46,6 +54,12 @@ their key)."): their primary key signed it.
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("inbox takes no arguments, got %q", args)
+				}
+				if grp != "" && (requests || all) {
+					return usagef("--group prints the whole conversation of a group: it takes neither --requests nor --all")
+				}
+				if grp != "" {
+					return runInboxGroup(ctx, e, cf, grp, follow, asJSON)
 				}
 				return runInbox(ctx, e, cf, follow, asJSON, all, requests)
 			}
@@ -64,6 +78,8 @@ type inboxJSON struct {
 	Kind       string    `json:"kind"`
 	Trust      string    `json:"trust"`
 	ReceivedAt time.Time `json:"received_at"`
+	Group      string    `json:"group,omitempty"`   // a group message's group
+	ReadBy     *[]string `json:"read_by,omitempty"` // a sent group message: who read it (keys)
 }
 
 // printer writes messages for one command run; it is safe for concurrent
@@ -72,6 +88,7 @@ type printer struct {
 	mu     sync.Mutex
 	w      io.Writer
 	asJSON bool
+	group  string // the group on screen (kez chat --group): its messages need not name it
 }
 
 func (p *printer) print(m *chat.Entry) {
@@ -82,10 +99,18 @@ func (p *printer) print(m *chat.Entry) {
 		text = fmt.Sprintf("(a %q message this kez does not show)", m.Kind)
 	}
 	if p.asJSON {
-		json.NewEncoder(p.w).Encode(inboxJSON{
+		j := inboxJSON{
 			ID: m.ID.String(), From: m.Who(), Text: text, SentAt: m.SentAt.UTC(), FromKey: m.From.String(),
-			Kind: string(m.Kind), Trust: string(m.Trust), ReceivedAt: m.ReceivedAt.UTC(),
-		})
+			Kind: string(m.Kind), Trust: string(m.Trust), ReceivedAt: m.ReceivedAt.UTC(), Group: m.Group,
+		}
+		if m.Group != "" && !m.Incoming {
+			by := make([]string, 0, len(m.ReadBy))
+			for _, k := range m.ReadBy {
+				by = append(by, k.String())
+			}
+			j.ReadBy = &by
+		}
+		json.NewEncoder(p.w).Encode(j)
 		return
 	}
 	who := "@" + m.PeerHandle
@@ -94,6 +119,14 @@ func (p *printer) print(m *chat.Entry) {
 	}
 	if !m.Incoming {
 		who = "you"
+	}
+	if m.Group != "" {
+		if m.Group != p.group {
+			who += " in " + m.Group
+		}
+		if !m.Incoming && len(m.ReadBy) > 0 {
+			text += fmt.Sprintf(" (read by %d)", len(m.ReadBy))
+		}
 	}
 	fmt.Fprintf(p.w, "[%s] %s: %s\n", m.SentAt.Local().Format("2006-01-02 15:04"), who, text)
 }
@@ -113,7 +146,7 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer shutdownChat(c)
 	if _, err := c.Sync(ctx); err != nil {
 		return err
 	}
@@ -201,4 +234,49 @@ func noteSetAside(ctx context.Context, c *chat.Client, note *printer, requests b
 		}
 	}
 	return nil
+}
+
+// runInboxGroup prints the conversation of a group and, with follow, its
+// new messages as they arrive.
+func runInboxGroup(ctx context.Context, e *env, cf chatFlags, name string, follow, asJSON bool) error {
+	c, g, err := e.openGroup(ctx, cf, name)
+	if err != nil {
+		return err
+	}
+	defer shutdownChat(c)
+	out := &printer{w: e.stdout, asJSON: asJSON, group: g.Name}
+	note := &printer{w: e.stderr}
+	hist, err := c.GroupHistory(ctx, g.Name, 0)
+	if err != nil {
+		return err
+	}
+	if err := showRead(ctx, c, out, hist); err != nil {
+		return err
+	}
+	if len(hist) == 0 && !asJSON && !follow {
+		out.line("No messages in %s yet.", g.Name)
+	}
+	if !follow {
+		return nil
+	}
+	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
+	return c.Run(ctx, func(m *chat.Entry) {
+		if m.Group == g.Name && m.Trust == chat.TrustTrusted {
+			e.showArrived(ctx, c, out, note, "inbox", m)
+		}
+	})
+}
+
+// shutdownTimeout bounds how long a command that showed messages waits,
+// as it ends, for what they caused to be sent (group read receipts).
+const shutdownTimeout = 10 * time.Second
+
+// shutdownChat closes c once the work it started in the background is
+// done (a group read receipt is sent so, after the messages were shown),
+// or after shutdownTimeout.
+func shutdownChat(c *chat.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	c.Shutdown(ctx)
+	c.Close()
 }

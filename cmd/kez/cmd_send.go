@@ -20,8 +20,8 @@ import (
 func init() {
 	register(&command{
 		name:    "send",
-		args:    "HANDLE [TEXT] [--wait [--timeout D]] [--json] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
-		summary: "send an end-to-end encrypted message to a contact",
+		args:    "(HANDLE | --group NAME) [TEXT] [--wait [--timeout D]] [--json] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		summary: "send an end-to-end encrypted message to a contact or a group",
 		help: `
 Sends TEXT (or, without TEXT, everything on standard input, at most 48 KiB)
 to HANDLE, which must be one of your contacts ("kez contacts add HANDLE"
@@ -40,19 +40,33 @@ again.
 --json prints {"id","to","to_key","sent_at","seq","delivered_at"}, also
 when it exits 3 (with "delivered_at": null).
 
+--group NAME sends TEXT to a group you are in instead (NAME@domain, or NAME
+for a group of your domain): encrypted once, with this device's key for
+the group, and delivered to every current member's devices. --json then
+prints {"id","group","sent_at"}; --wait is for one-to-one messages only
+(read receipts of group messages show in "kez inbox --group NAME").
+
 NATS_URL (or --nats) is your operator's NATS server; KEZ_SERVER and
 KEZ_SIG_SERVER (or your profile) name the chat-server and sig-server.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var wait, asJSON bool
 			var timeout time.Duration
+			var grp string
 			cf.declare(fs, true)
+			fs.StringVar(&grp, "group", "", "send to this group instead of a contact")
 			fs.BoolVar(&wait, "wait", false, "wait for the delivery receipt")
 			fs.DurationVar(&timeout, "timeout", 30*time.Second, "how long --wait waits")
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
 			return func(ctx context.Context, args []string) error {
+				if grp != "" {
+					if wait {
+						return usagef("--wait is for messages to one contact, not to a group")
+					}
+					return runSendGroup(ctx, e, cf, grp, args, asJSON)
+				}
 				if len(args) == 0 {
-					return usagef("send needs a HANDLE")
+					return usagef("send needs a HANDLE (or --group NAME)")
 				}
 				return runSend(ctx, e, cf, args[0], args[1:], wait, timeout, asJSON)
 			}
@@ -224,6 +238,15 @@ func readText(e *env, args []string) (string, error) {
 	return s, nil
 }
 
+// readMessage is readText for a message: a blank one is a usage error.
+func readMessage(e *env, args []string) (string, error) {
+	text, err := readText(e, args)
+	if err == nil && strings.TrimSpace(text) == "" {
+		err = usagef("nothing to send: give TEXT or pipe it in")
+	}
+	return text, err
+}
+
 // sendJSON is the --json output of "kez send"; fields may be added.
 type sendJSON struct {
 	ID          string     `json:"id"`
@@ -235,12 +258,9 @@ type sendJSON struct {
 }
 
 func runSend(ctx context.Context, e *env, cf chatFlags, handle string, args []string, wait bool, timeout time.Duration, asJSON bool) error {
-	text, err := readText(e, args)
+	text, err := readMessage(e, args)
 	if err != nil {
 		return err
-	}
-	if strings.TrimSpace(text) == "" {
-		return usagef("nothing to send: give TEXT or pipe it in")
 	}
 	c, err := e.openChat(ctx, cf, true)
 	if err != nil {
@@ -279,5 +299,35 @@ func runSend(ctx context.Context, e *env, cf chatFlags, handle string, args []st
 	if !s.DeliveredAt.IsZero() {
 		fmt.Fprintf(e.stdout, "Delivered at %s.\n", s.DeliveredAt.Local().Format("2006-01-02 15:04:05"))
 	}
+	return nil
+}
+
+// sendGroupJSON is the --json output of "kez send --group"; fields may be
+// added.
+type sendGroupJSON struct {
+	ID     string    `json:"id"`
+	Group  string    `json:"group"`
+	SentAt time.Time `json:"sent_at"`
+}
+
+func runSendGroup(ctx context.Context, e *env, cf chatFlags, name string, args []string, asJSON bool) error {
+	text, err := readMessage(e, args)
+	if err != nil {
+		return err
+	}
+	c, err := e.openChat(ctx, cf, true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	s, err := c.SendGroup(ctx, name, text)
+	if err != nil {
+		return aboutGroup(name, err)
+	}
+	g := fullGroup(name, e.srv.domain)
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(sendGroupJSON{ID: s.ID.String(), Group: g, SentAt: s.SentAt.UTC()})
+	}
+	fmt.Fprintf(e.stdout, "Sent to the group %s (message %s).\n", g, s.ID)
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 func init() {
 	register(&command{
 		name:    "share",
-		args:    "PATH [--to HANDLE]… [--name NAME] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "PATH [--to HANDLE]… [--group NAME] [--name NAME] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "share a file, publicly or privately with the named handles",
 		help: `
 Shares the file at PATH: it is hashed into a content address (CID),
@@ -35,20 +35,32 @@ own key, in that state, is rotated first. --name NAME shares it under
 another name (default: the file's own). Sharing a name you already share
 replaces that file.
 
+--group NAME shares it privately with the people who are members of that
+group now (NAME@domain, or NAME for a group of your domain; you must be
+one of them): encrypted to each of them as with --to, at most 31 besides
+you. Your machine sends it only to those who are still members: someone
+added later cannot see it, and someone removed is refused from the
+removal on (within a minute). --group and --to do not combine.
+
 If the file changes on disk, it is no longer served (fetchers are told to
 ask you); run kez share again to publish the new version.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var name string
 			var to stringList
+			var grp string
 			cf.declare(fs, false)
 			fs.Var(&to, "to", "share privately with this handle (repeatable)")
+			fs.StringVar(&grp, "group", "", "share privately with the members of this group")
 			fs.StringVar(&name, "name", "", "share under this name (default: the file's name)")
 			return func(ctx context.Context, args []string) error {
 				if len(args) != 1 {
 					return usagef("share takes one PATH, got %d arguments", len(args))
 				}
-				return runShare(ctx, e, cf, args[0], []files.ShareOption{files.To(to...), files.Named(name)})
+				if grp != "" && len(to) > 0 {
+					return usagef("--group and --to do not combine: share to a group or to handles")
+				}
+				return runShare(ctx, e, cf, args[0], grp, []files.ShareOption{files.To(to...), files.Named(name)})
 			}
 		},
 	})
@@ -138,7 +150,14 @@ func humanSize(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-func runShare(ctx context.Context, e *env, cf chatFlags, path string, opts []files.ShareOption) error {
+func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, opts []files.ShareOption) error {
+	if grp != "" {
+		g, err := e.groupTarget(ctx, cf, grp)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, files.ToGroup(g))
+	}
 	s, setup, err := e.openSharing(ctx, cf, false, nil, "")
 	if err != nil {
 		return err
@@ -146,6 +165,9 @@ func runShare(ctx context.Context, e *env, cf chatFlags, path string, opts []fil
 	defer s.Close()
 	sf, err := s.Share(ctx, path, opts...)
 	if err != nil {
+		if grp != "" {
+			return aboutGroup(grp, err)
+		}
 		return err
 	}
 	me := "@" + setup.handle
@@ -153,7 +175,10 @@ func runShare(ctx context.Context, e *env, cf chatFlags, path string, opts []fil
 		me = s.Key().String()
 	}
 	how := "publicly"
-	if sf.Private {
+	switch {
+	case sf.Group != "":
+		how = fmt.Sprintf("privately with the %s of %s (encrypted; later members and removed ones cannot fetch it)", memberCount(len(sf.Recipients)+1), sf.Group)
+	case sf.Private:
 		how = "privately with @" + strings.Join(sf.Recipients, ", @") + " (encrypted; no one else can see its name or contents)"
 	}
 	fmt.Fprintf(e.stdout, "Shared %q %s: %s, CID %s.\n", sf.Name, how, humanSize(sf.Size), sf.CID)

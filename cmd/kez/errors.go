@@ -20,6 +20,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
@@ -59,6 +60,35 @@ func aboutHandle(handle string, err error) error {
 	return &handleErr{handle: handle, err: err}
 }
 
+// groupErr marks an error of a command about one group, so that the
+// sentence can name it, and the handles it named, if any.
+type groupErr struct {
+	group   string
+	handles []string
+	err     error
+}
+
+func (e *groupErr) Error() string { return e.err.Error() }
+func (e *groupErr) Unwrap() error { return e.err }
+
+// aboutGroup marks err as being about the group name (as the user typed
+// it).
+func aboutGroup(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &groupErr{group: name, err: err}
+}
+
+// aboutGroupMember marks err as being about the group name and the
+// handles the command named.
+func aboutGroupMember(name string, hs []string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &groupErr{group: name, handles: hs, err: err}
+}
+
 // sentence words an error for the terminal. An error the CLI worded
 // itself (a *cliErr, a usage or exit error, a plain error of a command)
 // keeps its text; a library error in its chain becomes the sentence for
@@ -76,6 +106,11 @@ func (e *env) sentence(err error) string {
 	who := ""
 	if he := new(handleErr); errors.As(err, &he) {
 		who = fullHandle(he.handle, e.srv.domain)
+	}
+	if ge := new(groupErr); errors.As(err, &ge) {
+		if s := e.groupSentence(ge); s != "" {
+			return s
+		}
 	}
 	var (
 		notContact *chat.NotContactError
@@ -304,4 +339,57 @@ func ownChainSentence(e *chat.OwnChainRewrittenError) string {
 		"it lost data, or someone is trying to bring back a device you revoked. This install keeps the history it verified: "+
 		"it appends nothing to your sigchain and sends nothing to a device that history shows revoked until the sig-server serves it again; tell its operator",
 		what, e.Pinned.Seqno, e.Pinned.Head)
+}
+
+// groupSentence words the errors about a group (chat's and package
+// group's); "" for one that is not.
+func (e *env) groupSentence(ge *groupErr) string {
+	name := fullGroup(ge.group, e.srv.domain)
+	whom := "them"
+	if len(ge.handles) > 0 {
+		whom = atHandles(e, ge.handles)
+	}
+	err := ge.err
+	var badHandle *handles.HandleError
+	switch {
+	case errors.As(err, &badHandle) && badHandle.Input == ge.group:
+		return fmt.Sprintf("%+q is not a valid group name: %s", badHandle.Input, badHandle.Detail)
+	case errors.Is(err, handles.ErrNotFound) && len(ge.handles) > 0:
+		return fmt.Sprintf("no one is registered as %s, so nothing was changed", orList(ge.handles, e.srv.domain))
+	case errors.Is(err, group.ErrMalformed):
+		return fmt.Sprintf("that is not a valid change of %s (a title is at most 64 bytes of printable text), so nothing was changed", name)
+	case errors.Is(err, chat.ErrGroupBroken), errors.Is(err, group.ErrFork):
+		return fmt.Sprintf("WARNING: the sig-server of %s showed two different histories of who is in it: someone may be trying to slip people in or keep people out. "+
+			"This install sends nothing to the group and opens nothing received for it; kez group show %s names both heads: tell its owner", name, name)
+	case errors.Is(err, group.ErrRollback):
+		return fmt.Sprintf("WARNING: the sig-server of %s served an older history of who is in it than this install verified (it lost data, or someone is trying to bring back a removed member); nothing was sent or changed: try again later, and tell its operator if it lasts", name)
+	case errors.Is(err, chat.ErrUnknownGroup):
+		return fmt.Sprintf("you are in no group named %s: kez group list shows yours, and kez group create makes one", name)
+	case errors.Is(err, files.ErrNotGroupMember):
+		return fmt.Sprintf("you are not a member of %s, so nothing was shared", name)
+	case errors.Is(err, chat.ErrNotGroupMember):
+		return fmt.Sprintf("you are not a member of %s (any more), so nothing was sent or changed", name)
+	case errors.Is(err, group.ErrNotMember), errors.Is(err, group.ErrAlreadyMember):
+		what := "not a member"
+		if errors.Is(err, group.ErrAlreadyMember) {
+			what = "already a member (or already in that role)"
+		}
+		return fmt.Sprintf("%s: %s of %s, so nothing was changed", whom, what, name)
+	case errors.Is(err, group.ErrNotAllowed):
+		return fmt.Sprintf("your role in %s does not allow that (owner and admins add and remove members; only the owner adds admins, removes an admin or changes roles), so nothing was changed: kez group show %s lists the roles", name, name)
+	case errors.Is(err, group.ErrTooManyMembers):
+		return fmt.Sprintf("%s would have more than the %d members a group may have, so nothing was changed", name, group.MaxMembers)
+	case errors.Is(err, group.ErrNameTaken):
+		return fmt.Sprintf("the name %s is taken on its sig-server: choose another name", name)
+	}
+	return ""
+}
+
+// orList names handles as "a@d", "a@d or b@d".
+func orList(hs []string, domain string) string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = fullHandle(h, domain)
+	}
+	return strings.Join(out, " or ")
 }

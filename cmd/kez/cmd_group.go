@@ -1,0 +1,365 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/group"
+	"github.com/kez-lat/kez-chat/handles"
+)
+
+func init() {
+	register(&command{
+		name:    "group",
+		args:    "(create NAME [--title T] | add NAME HANDLE… | remove NAME HANDLE… | role NAME HANDLE ROLE | leave NAME | list [--json] | show NAME [--json]) [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		summary: "make group conversations and manage who is in them",
+		help: `
+A group is a conversation among people, addressed NAME@domain (NAME alone
+is a group of your own domain). Who is in it is a chain of links its
+members sign, kept on the sig-server of its domain and checked by every
+member's kez; messages to it ("kez send --group", "kez chat --group") are
+encrypted once and reach every current member's devices. Someone removed
+reads nothing sent after the removal; someone added reads nothing sent
+before.
+
+kez group create NAME [--title T]
+    Makes the group NAME@YOUR-DOMAIN with you as its owner (--title: a
+    title of up to 64 bytes, shown beside it).
+
+kez group add NAME HANDLE…
+    Adds people (owner and admins only). Each handle is resolved and its
+    sigchain verified first.
+
+kez group remove NAME HANDLE…
+    Removes people (owner and admins; an admin removes members only). From
+    then on nothing sent to the group reaches them.
+
+kez group role NAME HANDLE ROLE
+    Gives a member the role member, admin or owner (owner only; giving
+    owner hands the group over and makes you an admin).
+
+kez group leave NAME
+    Takes you out of the group (the owner hands it over first).
+
+kez group list [--json]
+    The groups you are in or were in. --json prints [{"name","title",
+    "id","role","members","epoch","seqno","head","left","broken"}].
+
+kez group show NAME [--json]
+    The group's members and roles and its chain's head, fetched afresh.
+    --json prints {"name","title","id","role","epoch","seqno","head",
+    "left","broken","members":[{"handle","key","role","devices"}]}.
+
+Every change is a link signed by this device for you, appended at the
+group's sig-server and announced to every member's devices (and to those
+removed, so that they learn it).`,
+		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
+			var cf chatFlags
+			var asJSON bool
+			var title string
+			cf.declare(fs, true)
+			fs.BoolVar(&asJSON, "json", false, "print JSON (list, show)")
+			fs.StringVar(&title, "title", "", "the group's title (create)")
+			return func(ctx context.Context, args []string) error {
+				if len(args) == 0 {
+					return usagef("group needs create, add, remove, role, leave, list or show")
+				}
+				sub, rest := args[0], args[1:]
+				if asJSON && sub != "list" && sub != "show" {
+					return usagef("--json is for group list and show only")
+				}
+				if title != "" && sub != "create" {
+					return usagef("--title is for group create only")
+				}
+				switch sub {
+				case "create":
+					if len(rest) != 1 {
+						return usagef("group create takes one NAME")
+					}
+				case "add", "remove":
+					if len(rest) < 2 {
+						return usagef("group %s takes a NAME, then one or more HANDLEs", sub)
+					}
+				case "role":
+					if len(rest) != 3 {
+						return usagef("group role takes a NAME, a HANDLE and a ROLE (member, admin or owner)")
+					}
+					if r := group.Role(rest[2]); r != group.RoleMember && r != group.RoleAdmin && r != group.RoleOwner {
+						return usagef("%q is not a role: use member, admin or owner", rest[2])
+					}
+				case "leave", "show":
+					if len(rest) != 1 {
+						return usagef("group %s takes one NAME", sub)
+					}
+				case "list":
+					if len(rest) != 0 {
+						return usagef("group list takes no arguments")
+					}
+				default:
+					return usagef("no group subcommand %q: use create, add, remove, role, leave, list or show", sub)
+				}
+				return runGroup(ctx, e, cf, sub, rest, title, asJSON)
+			}
+		},
+	})
+}
+
+func runGroup(ctx context.Context, e *env, cf chatFlags, sub string, args []string, title string, asJSON bool) error {
+	var c *chat.Client
+	var err error
+	switch sub {
+	case "list": // this install's groups: no server is asked
+		c, err = e.openLocalChat(ctx, cf)
+	case "show": // the chain, over HTTP
+		c, err = e.openChat(ctx, cf, false)
+	default: // a change, announced over NATS
+		c, err = e.openChat(ctx, cf, true)
+	}
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	switch sub {
+	case "create":
+		g, err := c.CreateGroup(ctx, args[0], title)
+		if err != nil {
+			return aboutGroup(args[0], err)
+		}
+		fmt.Fprintf(e.stdout, "Created the group %s; you are its owner.\n", g.Name)
+		fmt.Fprintf(e.stdout, "Add people with: kez group add %s HANDLE…\n", g.Name)
+	case "add":
+		if err := c.AddGroupMembers(ctx, args[0], args[1:]...); err != nil {
+			return aboutGroupMember(args[0], e.unregistered(ctx, args[1:], err), err)
+		}
+		g, err := c.Group(ctx, args[0])
+		if err != nil {
+			return aboutGroup(args[0], err)
+		}
+		fmt.Fprintf(e.stdout, "Added %s to %s (%s).\n", atHandles(e, args[1:]), g.Name, memberCount(len(g.Members)))
+	case "remove":
+		if err := c.RemoveGroupMembers(ctx, args[0], args[1:]...); err != nil {
+			return e.memberError(ctx, c, args[0], args[1:], err)
+		}
+		g, err := c.Group(ctx, args[0])
+		if err != nil {
+			return aboutGroup(args[0], err)
+		}
+		fmt.Fprintf(e.stdout, "Removed %s from %s (%s): nothing sent to the group from now on reaches them.\n", atHandles(e, args[1:]), g.Name, memberCount(len(g.Members)))
+	case "role":
+		if err := c.SetGroupRole(ctx, args[0], args[1], group.Role(args[2])); err != nil {
+			return e.memberError(ctx, c, args[0], args[1:2], err)
+		}
+		fmt.Fprintf(e.stdout, "%s is now %s of %s.\n", atHandles(e, args[1:2]), roleWord(group.Role(args[2])), fullGroup(args[0], e.srv.domain))
+	case "leave":
+		if err := c.LeaveGroup(ctx, args[0]); err != nil {
+			if errors.Is(err, group.ErrNotAllowed) {
+				return worded(err, "you own %s, and its owner cannot leave it: hand it over first (kez group role %s HANDLE owner)", fullGroup(args[0], e.srv.domain), args[0])
+			}
+			return aboutGroup(args[0], err)
+		}
+		fmt.Fprintf(e.stdout, "You left %s: nothing sent to it from now on reaches you.\n", fullGroup(args[0], e.srv.domain))
+	case "list":
+		gs, err := c.Groups(ctx)
+		if err != nil {
+			return err
+		}
+		return printGroups(e.stdout, gs, asJSON)
+	case "show":
+		g, err := c.Group(ctx, args[0])
+		if err != nil {
+			return aboutGroup(args[0], err)
+		}
+		return printGroup(e.stdout, g, asJSON)
+	}
+	return nil
+}
+
+// groupJSON is one group in "kez group list --json" and, with its
+// members, "kez group show --json"; fields may be added.
+type groupJSON struct {
+	Name    string `json:"name"`
+	Title   string `json:"title"`
+	ID      string `json:"id"`
+	Role    string `json:"role"`
+	Members any    `json:"members"` // a count (list), the members (show)
+	Epoch   uint64 `json:"epoch"`
+	Seqno   uint64 `json:"seqno"`
+	Head    string `json:"head"`
+	Left    bool   `json:"left"`
+	Broken  bool   `json:"broken"`
+}
+
+// groupMemberJSON is one member in "kez group show --json".
+type groupMemberJSON struct {
+	Handle  string   `json:"handle"`
+	Key     string   `json:"key"`
+	Role    string   `json:"role"`
+	Devices []string `json:"devices"`
+}
+
+func groupOf(g *chat.Group) groupJSON {
+	role := string(g.Role)
+	if g.Left {
+		role = ""
+	}
+	return groupJSON{Name: g.Name, Title: g.Title, ID: hex.EncodeToString(g.ID[:]), Role: role, Members: len(g.Members),
+		Epoch: g.Epoch, Seqno: g.Seqno, Head: g.Head.String(), Left: g.Left, Broken: g.Broken}
+}
+
+func printGroups(w io.Writer, gs []*chat.Group, asJSON bool) error {
+	if asJSON {
+		out := make([]groupJSON, 0, len(gs))
+		for _, g := range gs {
+			out = append(out, groupOf(g))
+		}
+		return json.NewEncoder(w).Encode(out)
+	}
+	if len(gs) == 0 {
+		fmt.Fprintln(w, "You are in no group yet: kez group create NAME makes one.")
+		return nil
+	}
+	for _, g := range gs {
+		fmt.Fprintf(w, "%s%s  %s  %s\n", g.Name, titled(g.Title), memberCount(len(g.Members)), groupStatus(g))
+	}
+	return nil
+}
+
+func printGroup(w io.Writer, g *chat.Group, asJSON bool) error {
+	if asJSON {
+		out := groupOf(g)
+		ms := make([]groupMemberJSON, 0, len(g.Members))
+		for _, m := range g.Members {
+			devs := make([]string, 0, len(m.Devices))
+			for _, d := range m.Devices {
+				devs = append(devs, d.String())
+			}
+			ms = append(ms, groupMemberJSON{Handle: m.Handle, Key: m.Key.String(), Role: string(m.Role), Devices: devs})
+		}
+		out.Members = ms
+		return json.NewEncoder(w).Encode(out)
+	}
+	fmt.Fprintf(w, "%s%s\n", g.Name, titled(g.Title))
+	fmt.Fprintf(w, "  you:      %s\n", groupStatus(g))
+	fmt.Fprintf(w, "  chain:    link %d, head %s (epoch %d)\n", g.Seqno, g.Head, g.Epoch)
+	fmt.Fprintf(w, "  id:       %s\n", hex.EncodeToString(g.ID[:]))
+	fmt.Fprintf(w, "  %s:\n", memberCount(len(g.Members)))
+	for _, m := range g.Members {
+		fmt.Fprintf(w, "    @%-30s %-7s %s\n", m.Handle, m.Role, m.Key)
+	}
+	return nil
+}
+
+// groupStatus says the user's place in g.
+func groupStatus(g *chat.Group) string {
+	switch {
+	case g.Broken:
+		return "BROKEN: its sig-server showed two histories of it (kez group show " + g.Name + ")"
+	case g.Left:
+		return "no longer a member"
+	}
+	return string(g.Role)
+}
+
+func titled(title string) string {
+	if title == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (%q)", title)
+}
+
+func memberCount(n int) string {
+	if n == 1 {
+		return "1 member"
+	}
+	return fmt.Sprintf("%d members", n)
+}
+
+func roleWord(r group.Role) string {
+	switch r {
+	case group.RoleOwner:
+		return "the owner"
+	case group.RoleAdmin:
+		return "an admin"
+	}
+	return "a member"
+}
+
+// atHandles lists handles as people read them: "@bob@d, @carol@d".
+func atHandles(e *env, hs []string) string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = "@" + fullHandle(h, e.srv.domain)
+	}
+	return strings.Join(out, ", ")
+}
+
+// fullGroup completes a group NAME with the home domain.
+func fullGroup(name, domain string) string {
+	return fullHandle(name, domain)
+}
+
+// groupUnusable is the error of talking in a group the user left, or
+// one marked broken.
+func groupUnusable(g *chat.Group) error {
+	if g.Broken {
+		return chat.ErrGroupBroken
+	}
+	return chat.ErrNotGroupMember
+}
+
+// groupTarget is the group a share goes to: the one pinned in the chat
+// state, refreshed, so that the share checks its chain against that pin.
+func (e *env) groupTarget(ctx context.Context, cf chatFlags, name string) (files.Group, error) {
+	c, err := e.openChat(ctx, cf, false)
+	if err != nil {
+		return files.Group{}, err
+	}
+	defer c.Close()
+	g, err := c.Group(ctx, name)
+	if err != nil {
+		return files.Group{}, aboutGroup(name, err)
+	}
+	if g.Left || g.Broken {
+		return files.Group{}, aboutGroup(name, groupUnusable(g))
+	}
+	return files.Group{Name: g.Name, SigServer: g.SigServer, Pin: group.Pin{Group: g.Name, ID: g.ID, Seqno: g.Seqno, Head: g.Head}}, nil
+}
+
+// memberError words the error of a change naming members: chat says
+// ErrNotGroupMember both for the user and for a member named, so a user
+// still in the group means that a handle named is not a member.
+func (e *env) memberError(ctx context.Context, c *chat.Client, name string, hs []string, err error) error {
+	if errors.Is(err, chat.ErrNotGroupMember) {
+		if g, gerr := c.Group(ctx, name); gerr == nil && !g.Left {
+			return worded(err, "%s: not a member of %s, so nothing was changed", atHandles(e, hs), g.Name)
+		}
+	}
+	return aboutGroupMember(name, hs, err)
+}
+
+// unregistered returns, for an error that says a handle is not
+// registered, the handles of hs that no one holds (all of hs if none is
+// found so); hs otherwise.
+func (e *env) unregistered(ctx context.Context, hs []string, err error) []string {
+	if !errors.Is(err, handles.ErrNotFound) {
+		return hs
+	}
+	var out []string
+	for _, h := range hs {
+		if _, rerr := e.resolver(e.srv).Resolve(ctx, h); errors.Is(rerr, handles.ErrNotFound) {
+			out = append(out, h)
+		}
+	}
+	if len(out) == 0 {
+		return hs
+	}
+	return out
+}
