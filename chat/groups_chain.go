@@ -457,7 +457,15 @@ func (c *Client) joinGroup(ctx context.Context, u groupUpdate) error {
 	if _, err := c.groupName(u.Group); err != nil {
 		return err
 	}
-	gc, err := c.groupClient(u.Group, u.SigServer)
+	hint := u.SigServer
+	if domainOf(u.Group) == c.cc.Domain {
+		// The user's own domain: its groups are on the user's sig-server,
+		// whatever the update says (a stranger's server would be asked
+		// with the client kept for the user's own servers, and a chain it
+		// made up would squat the name here).
+		hint = ""
+	}
+	gc, err := c.groupClient(u.Group, hint)
 	if err != nil {
 		return err
 	}
