@@ -4,6 +4,8 @@ package chat
 // from a stranger holding one registered key and from members.
 
 import (
+	"crypto/rand"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/session"
 )
 
 // chainServer serves one group chain, whatever is asked, and counts the
@@ -86,4 +90,87 @@ func TestGroupUpdateOwnDomainForeignServer(t *testing.T) {
 			t.Fatalf("bob pinned a chain of %s served by a stranger's server: %+v", name, g)
 		}
 	}
+}
+
+// setHeldBounds sets the bounds of held envelopes for one test.
+func setHeldBounds(t *testing.T, perGroup, unknown int, bytes int64) {
+	g, u, b := maxHeldPerGroup, maxHeldUnknown, maxHeldBytes
+	maxHeldPerGroup, maxHeldUnknown, maxHeldBytes = perGroup, unknown, bytes
+	t.Cleanup(func() { maxHeldPerGroup, maxHeldUnknown, maxHeldBytes = g, u, b })
+}
+
+// heldBy counts the envelopes c holds from device.
+func heldBy(t *testing.T, c *testClient, device kez.PublicKey) int {
+	t.Helper()
+	var n int
+	if err := c.db.db.QueryRow(`SELECT count(*) FROM group_held WHERE device = ?`, device.String()).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A stranger floods a member's held envelopes: for a group the member is
+// in, envelopes of an epoch the chain does not have yet are held before
+// anyone checks the sender (the chain is fetched first), and envelopes of
+// a group not known yet are held too. A bob envelope held for his key
+// must not be pushed out by them (it was: the oldest went first), and the
+// held bytes stay within their bound.
+func TestGroupHeldFloodKeepsMembers(t *testing.T) {
+	tr := newTrio(t, stacktest.Options{})
+	ctx := testCtx(t)
+	setHeldBounds(t, 4, 4, 6000)
+	gs, err := tr.b.pinnedGroup(tr.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, _ := gs.snapshot()
+	var dist []byte
+	if err := tr.b.db.write(ctx, func(tx *sql.Tx) error {
+		sk, err := tr.b.senderKey(tx, st.ID(), st.Epoch())
+		if err == nil {
+			dist, err = sk.Distribution().MarshalBinary()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := Message{ID: NewMessageID(), SentAt: time.Now().Truncate(time.Millisecond), From: tr.b.Key(), Kind: KindText, Body: []byte("held for my key")}
+	env, err := tr.b.sealGroup(ctx, gs, st, &m, []kez.PublicKey{tr.a.DeviceKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendRaw(t, tr.b, env, tr.a.DeviceKey())
+	waitStat(t, tr.a, "bob's message held", func(s Stats) bool { return s.GroupHeld >= 1 })
+
+	mal := newPerson(t, tr.st, "mal", 1)
+	md := mal.devices[0]
+	var other [32]byte
+	other[0] = 7
+	for i, gid := range [][32]byte{st.ID(), other} {
+		sk, err := session.NewSenderKey(rand.Reader, gid, 99, md.DeviceKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := 0; j < 6; j++ {
+			env, err := sk.Seal(innerText(strings.Repeat("x", 1000)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sendRaw(t, md, env, tr.a.DeviceKey())
+		}
+		want := uint64(1 + 6*(i+1))
+		waitStat(t, tr.a, "mal's envelopes held", func(s Stats) bool { return s.GroupHeld >= want })
+	}
+	if n := heldBy(t, tr.a, tr.b.DeviceKey()); n != 1 {
+		t.Fatalf("alice holds %d of bob's envelopes after mal's flood, want 1", n)
+	}
+	var size int64
+	if err := tr.a.db.db.QueryRow(`SELECT coalesce(sum(length(envelope)), 0) FROM group_held WHERE gid = ?`, other[:]).Scan(&size); err != nil {
+		t.Fatal(err)
+	}
+	if n := heldBy(t, tr.a, md.DeviceKey()); n > 8 || size > 6000 {
+		t.Fatalf("alice holds %d of mal's envelopes, %d bytes of the unknown group", n, size)
+	}
+	sendPairwise(t, tr.b, tr.alice.user.Key, "alice@"+tr.st.Domain, KindGroupKey, dist)
+	waitGroupText(t, tr.a, tr.name, "held for my key")
 }
