@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -173,4 +174,28 @@ func TestGroupHeldFloodKeepsMembers(t *testing.T) {
 	}
 	sendPairwise(t, tr.b, tr.alice.user.Key, "alice@"+tr.st.Domain, KindGroupKey, dist)
 	waitGroupText(t, tr.a, tr.name, "held for my key")
+}
+
+// Carol is removed, alice writes in the gap, and carol is added again:
+// carol never reads the gap (no key of its epoch reached her, and the
+// envelope was not sent to her), and reads what is sent after she is
+// back.
+func TestGroupReaddedGap(t *testing.T) {
+	tr := newTrio(t, stacktest.Options{})
+	ctx := testCtx(t)
+	if err := tr.a.RemoveGroupMembers(ctx, "club", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	waitGroup(t, tr.c, tr.name, func(g *Group) bool { return g.Left })
+	mustGroupSend(t, tr.a, tr.name, "in the gap")
+	waitGroupText(t, tr.b, tr.name, "in the gap")
+	if err := tr.a.AddGroupMembers(ctx, "club", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	waitGroup(t, tr.c, tr.name, func(g *Group) bool { return !g.Left && g.Epoch == 4 })
+	mustGroupSend(t, tr.a, tr.name, "welcome back")
+	waitGroupText(t, tr.c, tr.name, "welcome back")
+	if got := groupTexts(t, tr.c, tr.name); slices.Contains(got, "in the gap") {
+		t.Fatalf("carol, added again, reads the gap: %q", got)
+	}
 }
