@@ -92,6 +92,12 @@ type Config struct {
 	MaxRequestBytesPerSender int64
 	MaxRequests              int
 	MaxRequestBytes          int64
+	// GroupUpdateInterval bounds the fetches of a pinned group's chain
+	// that group-updates (anyone may send one) make: at most one per
+	// group per interval, later ones kept and followed once it is over
+	// (docs/spec/chat.md §10.10). 0 means DefaultGroupUpdateInterval, a
+	// negative value no bound.
+	GroupUpdateInterval time.Duration
 	// NATSOptions are passed to Connect after the client's own (e.g.
 	// nats.ReconnectWait, or a custom dialer).
 	NATSOptions []nats.Option
@@ -598,6 +604,12 @@ type Stats struct {
 	GroupStale       uint64
 	GroupHeld        uint64
 	GroupKeysRefused uint64
+	// GroupInvitations counts groups pinned as invitations (the user was
+	// added by someone who is no contact; those over the request caps are
+	// in RequestsDropped); GroupUpdatesDeferred counts group-updates whose
+	// fetch waited for Config.GroupUpdateInterval.
+	GroupInvitations     uint64
+	GroupUpdatesDeferred uint64
 }
 
 type clientStats struct {
@@ -606,6 +618,7 @@ type clientStats struct {
 	undecryptable, downgrades, sessionResets, resent                                              atomic.Uint64
 	copiesDue, dueSent, dueDropped                                                                atomic.Uint64
 	groupStale, groupHeld, groupKeysRefused                                                       atomic.Uint64
+	groupInvitations, groupUpdatesDeferred                                                        atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -621,5 +634,6 @@ func (c *Client) Stats() Stats {
 		SessionResets: s.sessionResets.Load(), Resent: s.resent.Load(),
 		CopiesDue: s.copiesDue.Load(), DueSent: s.dueSent.Load(), DueDropped: s.dueDropped.Load(),
 		GroupStale: s.groupStale.Load(), GroupHeld: s.groupHeld.Load(), GroupKeysRefused: s.groupKeysRefused.Load(),
+		GroupInvitations: s.groupInvitations.Load(), GroupUpdatesDeferred: s.groupUpdatesDeferred.Load(),
 	}
 }

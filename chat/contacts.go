@@ -284,8 +284,9 @@ func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handle
 				return err
 			}
 		}
-		// Release what the newly pinned key sent while it was not trusted.
-		_, err := tx.Exec(`UPDATE messages SET trust = ?, peer_handle = ?, read = 0 WHERE incoming = 1 AND from_key = ? AND trust IN (?, ?)`,
+		// Release what the newly pinned key sent while it was not trusted
+		// (but for groups the user has not accepted: docs/spec/chat.md §10.9).
+		_, err := tx.Exec(`UPDATE messages SET trust = ?, peer_handle = ?, read = 0 WHERE incoming = 1 AND from_key = ? AND trust IN (?, ?) AND `+notInvitation,
 			string(TrustTrusted), h, res.Key.String(), string(TrustHeld), string(TrustRequest))
 		if err != nil {
 			return err

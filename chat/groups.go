@@ -71,6 +71,12 @@ type Group struct {
 	Broken       bool
 	BrokenDetail string
 	Members      []GroupMember
+	// Invited: the user was added by someone who is no contact and has
+	// not accepted yet (docs/spec/chat.md §10.9); InvitedBy is that
+	// person's key. Its messages are requests; AcceptGroup joins it,
+	// LeaveGroup declines it.
+	Invited   bool
+	InvitedBy kez.PublicKey
 }
 
 // GroupEvent is a change to a group the client saw (docs/spec/chat.md
@@ -95,6 +101,11 @@ type groupState struct {
 	left      bool
 	broken    string
 	refreshed time.Time // the last fetch (tried)
+	// invitedBy: an invitation, added by that person (groups_invite.go);
+	// zero once accepted. updates: the fetches group-updates make
+	// (groups_updates.go).
+	invitedBy kez.PublicKey
+	updates   updateLimit
 }
 
 // groupsIndex holds the pinned groups.
@@ -170,7 +181,7 @@ func (c *Client) pinnedGroup(name string) (*groupState, error) {
 // verified when they were pinned; their device signatures are not checked
 // again (the devices' chains may have moved on since).
 func (c *Client) loadGroups(ctx context.Context) error {
-	rows, err := c.db.db.QueryContext(ctx, `SELECT name, gid, sig_server, left_at IS NOT NULL, broken, refreshed_at FROM groups`)
+	rows, err := c.db.db.QueryContext(ctx, `SELECT name, gid, sig_server, left_at IS NOT NULL, broken, refreshed_at, invited_by FROM groups`)
 	if err != nil {
 		return fmt.Errorf("chat: database: %w", err)
 	}
@@ -179,11 +190,18 @@ func (c *Client) loadGroups(ctx context.Context) error {
 		gs := &groupState{}
 		var gid []byte
 		var refreshed int64
-		if err := rows.Scan(&gs.name, &gid, &gs.sigServer, &gs.left, &gs.broken, &refreshed); err != nil {
+		var invitedBy string
+		if err := rows.Scan(&gs.name, &gid, &gs.sigServer, &gs.left, &gs.broken, &refreshed, &invitedBy); err != nil {
 			rows.Close()
 			return fmt.Errorf("chat: database: %w", err)
 		}
 		copy(gs.gid[:], gid)
+		if invitedBy != "" {
+			if gs.invitedBy, err = kez.ParsePublicKey(invitedBy); err != nil {
+				rows.Close()
+				return fmt.Errorf("chat: database: a group's inviter: %w", err)
+			}
+		}
 		gss = append(gss, gs)
 	}
 	rows.Close()
@@ -274,6 +292,9 @@ func (c *Client) groupView(gs *groupState, devs map[kez.PublicKey][]kez.PublicKe
 	g := &Group{
 		Name: gs.name, Title: st.Title(), ID: st.ID(), Epoch: st.Epoch(), Seqno: st.Seqno(), Head: st.Head(),
 		SigServer: gs.sigServer, Left: left, Broken: broken != "", BrokenDetail: broken,
+	}
+	if by := gs.invitation(); !by.IsZero() {
+		g.Invited, g.InvitedBy = true, by
 	}
 	if m, ok := st.Member(c.me); ok && !left {
 		g.Role = m.Role

@@ -49,6 +49,8 @@ func newTrio(t *testing.T, o stacktest.Options, opts ...clientOpt) *trio {
 	}
 	waitGroup(t, tr.b, tr.name, func(g *Group) bool { return g.Epoch == 2 })
 	waitGroup(t, tr.c, tr.name, func(g *Group) bool { return g.Epoch == 2 })
+	mustAccept(t, tr.b, tr.name) // alice is no contact of theirs: an invitation
+	mustAccept(t, tr.c, tr.name)
 	return tr
 }
 
@@ -188,6 +190,7 @@ func TestGroupForgedKeyAndReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGroup(t, tr.b, tr.name, func(g *Group) bool { return g.Epoch == 2 })
+	mustAccept(t, tr.b, tr.name)
 	g, err := tr.a.Group(ctx, tr.name)
 	if err != nil {
 		t.Fatal(err)
@@ -204,6 +207,7 @@ func TestGroupForgedKeyAndReplay(t *testing.T) {
 	env, _ := forged.Seal(innerText("in carol's name"))
 	sendRaw(t, tr.b, env, tr.a.DeviceKey())
 	waitGroup(t, tr.c, tr.name, func(g *Group) bool { return g.Epoch == 2 })
+	mustAccept(t, tr.c, tr.name)
 	mustGroupSend(t, tr.c, tr.name, "carol herself")
 	waitGroupText(t, tr.a, tr.name, "carol herself")
 	if got := groupTexts(t, tr.a, tr.name); slices.Contains(got, "in carol's name") {
@@ -446,9 +450,10 @@ func TestGroupLyingHandle(t *testing.T) {
 	}
 	// Mallory learns of the group the way a member does and writes.
 	u := groupUpdate{Group: tr.name, Head: l.ID(), Seqno: l.Seqno(), SigServer: tr.st.SigServerURL}
-	if err := mal.joinGroup(ctx, u); err != nil {
+	if err := mal.joinGroup(ctx, u, false); err != nil {
 		t.Fatal(err)
 	}
+	mustAccept(t, mal, tr.name)
 	mustGroupSend(t, mal, tr.name, "trust me, I am dave")
 	e := waitGroupText(t, tr.c, tr.name, "trust me, I am dave")
 	if e.From != mal.Key() || e.PeerHandle != "" {

@@ -342,8 +342,35 @@ func (c *Client) pinGroupLinks(ctx context.Context, gs *groupState, old, st *gro
 	left := wasMember && !isMember
 	gs.mu.Lock()
 	back := gs.left && isMember // added again after leaving
+	inviter := gs.invitedBy
 	gs.mu.Unlock()
+	// An invitation the user is no member of any more is forgotten; one
+	// added again by someone who is no contact is an invitation again
+	// (§10.9).
+	forget := left && !inviter.IsZero()
+	var reinviter kez.PublicKey
+	if back {
+		var err error
+		if reinviter, err = c.inviterOf(st, links, st.Seqno()-uint64(len(links))+1, false); err != nil {
+			return err
+		}
+		if !reinviter.IsZero() {
+			for i := range events {
+				if events[i][0] == "joined" {
+					events[i] = [2]string{"invited", fmt.Sprintf("by %s, %s", reinviter, events[i][1])}
+				}
+			}
+		}
+	}
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
+		if forget {
+			return forgetTx(tx, gs.name, gs.gid)
+		}
+		if !inviter.IsZero() {
+			if err := c.invitationRoom(tx, inviter, 0, links); err != nil {
+				return err
+			}
+		}
 		for i, l := range links {
 			if _, err := tx.Exec(`INSERT OR REPLACE INTO group_links (name, seqno, link) VALUES (?,?,?)`, gs.name, st.Seqno()-uint64(len(links)-1-i), l); err != nil {
 				return fmt.Errorf("chat: database: %w", err)
@@ -363,7 +390,7 @@ func (c *Client) pinGroupLinks(ctx context.Context, gs *groupState, old, st *gro
 			}
 		}
 		if back {
-			if _, err := tx.Exec(`UPDATE groups SET left_at = NULL WHERE name = ?`, gs.name); err != nil {
+			if _, err := tx.Exec(`UPDATE groups SET left_at = NULL, invited_by = ? WHERE name = ?`, keyText(reinviter), gs.name); err != nil {
 				return fmt.Errorf("chat: database: %w", err)
 			}
 		}
@@ -372,10 +399,19 @@ func (c *Client) pinGroupLinks(ctx context.Context, gs *groupState, old, st *gro
 	if err != nil {
 		return err
 	}
+	if forget {
+		c.groups.drop(gs)
+	}
 	gs.mu.Lock()
 	gs.st = st
 	gs.left = (gs.left || left) && !back
+	if back {
+		gs.invitedBy = reinviter
+	}
 	gs.mu.Unlock()
+	if back && !reinviter.IsZero() {
+		c.stats.groupInvitations.Add(1)
+	}
 	for _, e := range events {
 		c.tellGroup(GroupEvent{Group: gs.name, At: now, Seqno: st.Seqno(), Event: e[0], Detail: e[1]})
 	}
@@ -460,10 +496,12 @@ func groupDiff(old, st *group.State, me kez.PublicKey) [][2]string {
 	return out
 }
 
-// joinGroup pins a group the user was added to, told by a group-update:
-// its chain, fetched whole from the group's sig-server (checked, §10.1),
-// must list the user as a current member.
-func (c *Client) joinGroup(ctx context.Context, u groupUpdate) error {
+// joinGroup pins a group the user was added to, told by a group-update
+// (own: from one of the user's own devices): its chain, fetched whole
+// from the group's sig-server (checked, §10.1), must list the user as a
+// current member. It is an invitation unless the user joins at once
+// (§10.9).
+func (c *Client) joinGroup(ctx context.Context, u groupUpdate, own bool) error {
 	if _, err := c.groupName(u.Group); err != nil {
 		return err
 	}
@@ -475,7 +513,7 @@ func (c *Client) joinGroup(ctx context.Context, u groupUpdate) error {
 		// made up would squat the name here).
 		hint = ""
 	}
-	gc, err := c.groupClient(u.Group, hint)
+	gc, err := c.joinClient(u.Group, hint)
 	if err != nil {
 		return err
 	}
@@ -494,19 +532,33 @@ func (c *Client) joinGroup(ctx context.Context, u groupUpdate) error {
 	if err != nil {
 		return err
 	}
-	return c.pinNewGroup(ctx, st, links, base, "joined")
+	inviter, err := c.inviterOf(st, links, 1, own)
+	if err != nil {
+		return err
+	}
+	event := "joined"
+	if !inviter.IsZero() {
+		event = "invited"
+	}
+	return c.pinNewGroup(ctx, st, links, base, event, inviter)
 }
 
-// pinNewGroup pins a group not pinned before (created, or joined).
-func (c *Client) pinNewGroup(ctx context.Context, st *group.State, links [][]byte, base, event string) error {
+// pinNewGroup pins a group not pinned before (created, or joined): an
+// invitation of inviter unless that is the zero key.
+func (c *Client) pinNewGroup(ctx context.Context, st *group.State, links [][]byte, base, event string, inviter kez.PublicKey) error {
 	now := c.now()
-	gs := &groupState{name: st.Name(), gid: st.ID(), sigServer: base, st: st, refreshed: now}
+	gs := &groupState{name: st.Name(), gid: st.ID(), sigServer: base, st: st, refreshed: now, invitedBy: inviter}
 	if other := c.groups.get(gs.name); other != nil {
 		return nil // pinned meanwhile
 	}
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.Exec(`INSERT INTO groups (name, gid, sig_server, refreshed_at, joined_at) VALUES (?,?,?,?,?)`,
-			gs.name, gs.gid[:], base, now.UnixMilli(), now.UnixMilli()); err != nil {
+		if !inviter.IsZero() {
+			if err := c.invitationRoom(tx, inviter, 1, links); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(`INSERT INTO groups (name, gid, sig_server, refreshed_at, joined_at, invited_by) VALUES (?,?,?,?,?,?)`,
+			gs.name, gs.gid[:], base, now.UnixMilli(), now.UnixMilli(), keyText(inviter)); err != nil {
 			return fmt.Errorf("chat: database: %w", err)
 		}
 		for i, l := range links {
@@ -520,6 +572,9 @@ func (c *Client) pinNewGroup(ctx context.Context, st *group.State, links [][]byt
 		return err
 	}
 	c.groups.put(gs)
+	if !inviter.IsZero() {
+		c.stats.groupInvitations.Add(1)
+	}
 	c.tellGroup(GroupEvent{Group: gs.name, At: now, Seqno: st.Seqno(), Event: event})
 	return nil
 }

@@ -52,7 +52,7 @@ func (c *Client) CreateGroup(ctx context.Context, name, title string) (*Group, e
 	if err != nil {
 		return nil, err
 	}
-	if err := c.pinNewGroup(ctx, st, [][]byte{l.Bytes()}, c.cc.SigServerURL, "created"); err != nil {
+	if err := c.pinNewGroup(ctx, st, [][]byte{l.Bytes()}, c.cc.SigServerURL, "created", kez.PublicKey{}); err != nil {
 		return nil, err
 	}
 	gs := c.groups.get(n)
@@ -121,8 +121,17 @@ func (c *Client) SetGroupTitle(ctx context.Context, name, title string) error {
 }
 
 // LeaveGroup removes the user from the group (the owner cannot leave:
-// transfer the ownership first). The group stays listed, Left.
+// transfer the ownership first). The group stays listed, Left. On an
+// invitation (Group.Invited) it declines it: only the user's other
+// devices are told, and the group is no longer listed.
 func (c *Client) LeaveGroup(ctx context.Context, name string) error {
+	if gs, err := c.pinnedGroup(name); err == nil && !gs.invitation().IsZero() {
+		if !c.work.Enter() {
+			return ErrClosed
+		}
+		defer c.work.Leave()
+		return c.declineGroup(ctx, gs)
+	}
 	return c.changeGroup(ctx, name, func(*group.State) (string, []byte, error) {
 		return group.TypeRemove, group.RemoveBody(c.me), nil
 	})
@@ -162,6 +171,9 @@ func (c *Client) changeGroup(ctx context.Context, name string, make func(*group.
 		st, left, _ := gs.snapshot()
 		if left {
 			return fmt.Errorf("%w: %s", ErrNotGroupMember, gs.name)
+		}
+		if err := gs.mustBeAccepted(); err != nil {
+			return err
 		}
 		typ, body, err := make(st)
 		if err != nil {

@@ -14,7 +14,9 @@ import (
 
 // Alice creates a group, adds bob and writes to it; bob's client learns
 // of the group from alice's group-update (and verifies its chain) and
-// receives the message.
+// receives the message. Alice is a contact of bob's, so he is in the
+// group at once (see ExampleClient_AcceptGroup for a group from someone
+// who is not).
 func ExampleClient_SendGroup() {
 	st, users, stop := stacktest.ForExample(stacktest.Options{}, "alice", "bob")
 	defer stop()
@@ -36,6 +38,9 @@ func ExampleClient_SendGroup() {
 	alice, bob := open(users[0]), open(users[1])
 	defer alice.Close()
 	defer bob.Close()
+	if _, err := bob.AddContact(ctx, "alice"); err != nil {
+		log.Fatal(err)
+	}
 
 	g, err := alice.CreateGroup(ctx, "team", "The team")
 	if err != nil {

@@ -19,7 +19,8 @@ func (c *Client) sendGroupReads(entries []*Entry) {
 	}
 	ids := map[key][]MessageID{}
 	for _, e := range entries {
-		if e.Group != "" && e.Incoming && e.From != c.me {
+		// None for requests: an invitation's messages (§10.9).
+		if e.Group != "" && e.Incoming && e.From != c.me && e.Trust == TrustTrusted {
 			k := key{e.Group, e.From}
 			ids[k] = append(ids[k], e.ID)
 		}
@@ -35,7 +36,7 @@ func (c *Client) sendGroupReads(entries []*Entry) {
 			}
 			st, left, broken := gs.snapshot()
 			m, ok := st.Member(k.from)
-			if left || broken != "" || !ok {
+			if left || broken != "" || !ok || gs.mustBeAccepted() != nil {
 				continue
 			}
 			ts, err := c.memberTargets(ctx, k.from, m.Handle)

@@ -57,12 +57,15 @@ type rkeyRow struct {
 type groupBatch struct {
 	rkeys   map[rkeyID]*rkeyRow
 	touched map[[32]byte]bool      // groups whose keys or held envelopes changed
-	refresh map[string]bool        // groups to fetch after the transaction
+	refresh map[string]bool        // groups to fetch after the transaction: true, a member saw a newer epoch (groups_updates.go)
 	updates map[string]groupUpdate // group-updates to follow
+	own     map[string]bool        // group-updates from the user's own devices
+	quota   *requestQuota          // the requests stored (an invitation's messages, groups_invite.go)
 }
 
 func newGroupBatch() *groupBatch {
-	return &groupBatch{rkeys: map[rkeyID]*rkeyRow{}, touched: map[[32]byte]bool{}, refresh: map[string]bool{}, updates: map[string]groupUpdate{}}
+	return &groupBatch{rkeys: map[rkeyID]*rkeyRow{}, touched: map[[32]byte]bool{}, refresh: map[string]bool{}, updates: map[string]groupUpdate{},
+		own: map[string]bool{}}
 }
 
 // rkey loads the receiving key id in tx (nil: none).
@@ -140,7 +143,7 @@ func (c *Client) groupOpen(tx *sql.Tx, gb *groupBatch, data []byte, from, person
 	case broken != "":
 		return nil, gs, false, fmt.Errorf("%w: %s", ErrGroupBroken, gs.name)
 	case h.Epoch > st.Epoch():
-		gb.refresh[gs.name] = true
+		gb.wantRefresh(gs.name, st, person)
 		return nil, gs, true, nil
 	}
 	if err := memberAt(st, person, h.Epoch); err != nil {
@@ -189,6 +192,7 @@ func (c *Client) groupEntry(gs *groupState, m *Message, person kez.PublicKey, se
 			e.Trust = TrustHeld
 		}
 	}
+	c.asRequest(gs, e)
 	return e
 }
 
@@ -210,6 +214,9 @@ func (c *Client) receiveGroupTx(tx *sql.Tx, gb *groupBatch, r *received, now tim
 	}
 	r.m = m
 	r.entry = c.groupEntry(gs, m, r.who.person, r.seq, now)
+	if r.dropped, err = gb.admitGroupRequest(c, tx, r.entry); err != nil || r.dropped != "" {
+		return err
+	}
 	isNew, err := c.db.insertEntry(tx, r.entry)
 	if err != nil {
 		return err
@@ -273,6 +280,9 @@ func (c *Client) applyGroupKind(tx *sql.Tx, gb *groupBatch, r *received, now tim
 		}
 		if _, ok := gb.updates[u.Group]; ok || len(gb.updates) < maxGroupJoins || c.groups.get(u.Group) != nil {
 			gb.updates[u.Group] = u
+			if person == c.me {
+				gb.own[u.Group] = true
+			}
 		}
 		return nil
 	case KindGroupRead:
@@ -319,7 +329,7 @@ func (c *Client) applyGroupKind(tx *sql.Tx, gb *groupBatch, r *received, now tim
 		case broken != "":
 			return fmt.Errorf("%w: %s", ErrGroupBroken, gs.name)
 		case d.Epoch > st.Epoch():
-			gb.refresh[gs.name] = true
+			gb.wantRefresh(gs.name, st, person)
 		default:
 			if err := memberAt(st, person, d.Epoch); err != nil {
 				c.stats.groupKeysRefused.Add(1)
@@ -379,30 +389,8 @@ func (c *Client) afterGroups(ctx context.Context, gb *groupBatch) []*Entry {
 	for id := range gb.touched {
 		touched[id] = true
 	}
-	for name, u := range gb.updates {
-		if gs := c.groups.get(name); gs != nil {
-			if err := c.refreshGroup(ctx, gs, true); err != nil {
-				c.log.Warn("following a group change", "group", name, "err", err)
-			}
-			touched[gs.gid] = true
-			continue
-		}
-		if err := c.joinGroup(ctx, u); err != nil {
-			c.log.Info("a group-update names a group this client does not follow", "group", name, "err", err)
-			continue
-		}
-		if gs := c.groups.get(name); gs != nil {
-			touched[gs.gid] = true
-		}
-	}
-	for name := range gb.refresh {
-		if gs := c.groups.get(name); gs != nil {
-			if err := c.refreshGroup(ctx, gs, false); err != nil {
-				c.log.Warn("fetching a group's chain for a newer epoch", "group", name, "err", err)
-			}
-			touched[gs.gid] = true
-		}
-	}
+	c.followDeferred(ctx, touched)
+	c.followUpdates(ctx, gb, touched)
 	var out []*Entry
 	for gid := range touched {
 		if gs := c.groups.byGID(gid); gs != nil {
@@ -491,6 +479,19 @@ func (c *Client) openHeld(ctx context.Context, gs *groupState) ([]*Entry, error)
 			if err != nil && !isRefusal(err) {
 				return err
 			}
+			var e *Entry
+			over := ""
+			if m != nil {
+				e = c.groupEntry(gs, m, person, uint64(h.seq), now)
+				if over, err = gb.admitGroupRequest(c, tx, e); err != nil {
+					return err
+				}
+			}
+			if over != "" {
+				c.stats.requestsDropped.Add(1)
+				c.log.Debug("dropped a held group message of an invitation over the cap on requests", "cap", over, "group", gs.name, "from", person)
+				m = nil
+			}
 			if err != nil {
 				c.log.Info("a held group message is refused", "group", gs.name, "device", dev, "err", err)
 				if errors.Is(err, ErrStaleEpoch) {
@@ -503,7 +504,6 @@ func (c *Client) openHeld(ctx context.Context, gs *groupState) ([]*Entry, error)
 			if m == nil {
 				continue
 			}
-			e := c.groupEntry(gs, m, person, uint64(h.seq), now)
 			isNew, err := c.db.insertEntry(tx, e)
 			if err != nil {
 				return err
@@ -526,8 +526,16 @@ func (c *Client) openHeld(ctx context.Context, gs *groupState) ([]*Entry, error)
 // name their key (memberDevices); the stored messages are updated.
 func (c *Client) nameGroupSenders(ctx context.Context, fresh []*Entry) {
 	names := map[kez.PublicKey]string{}
+	strangers := map[kez.PublicKey]bool{}
+	defer func() { c.lookupStored(ctx, strangers) }()
 	for _, e := range fresh {
-		if e.Group == "" || !e.Incoming || e.PeerHandle != "" {
+		if e.Group != "" && e.Incoming && e.Trust == TrustRequest && e.PeerHandle == "" && c.contactByKey(e.From) == nil {
+			// An invitation's (§10.9): looked up as a stranger, off the
+			// receiving path.
+			strangers[e.From] = true
+			continue
+		}
+		if e.Group == "" || !e.Incoming || e.PeerHandle != "" || e.Trust == TrustRequest {
 			continue
 		}
 		h, ok := names[e.From]

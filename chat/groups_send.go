@@ -56,6 +56,9 @@ func (c *Client) SendGroup(ctx context.Context, name, text string, _ ...SendOpti
 	if _, ok := st.Member(c.me); left || !ok {
 		return Sent{}, fmt.Errorf("%w: %s", ErrNotGroupMember, gs.name)
 	}
+	if err := gs.mustBeAccepted(); err != nil {
+		return Sent{}, err
+	}
 	members := c.groupDevices(ctx, st)
 	if err := c.distributeKey(ctx, gs, st, members); err != nil {
 		return Sent{}, err

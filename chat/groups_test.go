@@ -57,6 +57,14 @@ func waitGroupText(t testing.TB, c *testClient, name, text string) *Entry {
 	return e
 }
 
+// mustAccept accepts on c the invitation to the group.
+func mustAccept(t testing.TB, c *testClient, name string) {
+	t.Helper()
+	if err := c.AcceptGroup(testCtx(t), name); err != nil {
+		t.Fatalf("%s accepts the group %s: %v", c.user.Name, name, err)
+	}
+}
+
 func mustGroupSend(t testing.TB, c *testClient, name, text string) Sent {
 	t.Helper()
 	s, err := c.SendGroup(testCtx(t), name, text)
@@ -67,9 +75,11 @@ func mustGroupSend(t testing.TB, c *testClient, name, text string) Sent {
 }
 
 // TestGroupConversation: alice creates a group and adds bob (two
-// devices) and carol; each member's devices pin it from the group-update,
-// read alice's message and one bob sends from his linked device (his
-// other device gets it as sent); carol's read receipt reaches alice.
+// devices) and carol; each member's devices pin it from the group-update
+// as an invitation (alice is no contact of theirs); bob accepts on one
+// device (the other follows) and carol accepts; they read alice's
+// message and one bob sends from his linked device (his other device
+// gets it as sent); carol's read receipt reaches alice.
 func TestGroupConversation(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	alice := newPerson(t, st, "alice", 1)
@@ -91,10 +101,13 @@ func TestGroupConversation(t *testing.T) {
 	}
 	for _, d := range []*testClient{b1, b2, c} {
 		got := waitGroup(t, d, name, func(g *Group) bool { return len(g.Members) == 3 })
-		if got.Epoch != 2 || got.Role != "member" || got.Title != "The team" {
+		if got.Epoch != 2 || got.Role != "member" || got.Title != "The team" || !got.Invited || got.InvitedBy != alice.user.Key {
 			t.Fatalf("%s sees %+v", d.user.Name, got)
 		}
 	}
+	mustAccept(t, b1, name)
+	mustAccept(t, c, name)
+	waitGroup(t, b2, name, func(g *Group) bool { return !g.Invited }) // accepted on bob's other device
 
 	mustGroupSend(t, a, "team", "hello team")
 	for _, d := range []*testClient{b1, b2, c} {

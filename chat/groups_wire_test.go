@@ -129,6 +129,8 @@ func TestGroupWireRemovalAndJoin(t *testing.T) {
 	}
 	waitGroup(t, b, name, func(g *Group) bool { return g.Epoch == 2 })
 	waitGroup(t, c, name, func(g *Group) bool { return g.Epoch == 2 })
+	mustAccept(t, b, name)
+	mustAccept(t, c, name)
 	mustGroupSend(t, a, name, "before-1 alice")
 	mustGroupSend(t, b, name, "before-2 bob")
 	mustGroupSend(t, c, name, "before-3 carol")
@@ -162,6 +164,7 @@ func TestGroupWireRemovalAndJoin(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGroup(t, d, name, func(g *Group) bool { return g.Epoch == 4 })
+	mustAccept(t, d, name)
 	waitGroup(t, b, name, func(g *Group) bool { return g.Epoch == 4 })
 	mustGroupSend(t, a, name, "joined-1 alice")
 	mustGroupSend(t, b, name, "joined-2 bob")

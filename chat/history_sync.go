@@ -439,7 +439,7 @@ func (c *Client) applyHistoryTx(tx *sql.Tx, device kez.PublicKey, body []byte, n
 			if ct.Flag == FlagNone {
 				// As when pinned here: what the key sent this device while
 				// it was not a contact here becomes trusted.
-				if _, err := tx.Exec(`UPDATE messages SET trust = ?, peer_handle = ?, read = 0 WHERE incoming = 1 AND from_key = ? AND trust = ?`,
+				if _, err := tx.Exec(`UPDATE messages SET trust = ?, peer_handle = ?, read = 0 WHERE incoming = 1 AND from_key = ? AND trust = ? AND `+notInvitation,
 					string(TrustTrusted), ct.Handle, ct.Key.String(), string(TrustRequest)); err != nil {
 					return res, nil, err
 				}

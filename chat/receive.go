@@ -297,6 +297,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		clear(undecryptable)
 		setDelivered := tx.Stmt(c.db.stmts.delivered)
 		quota := c.newRequestQuota(tx)
+		gb.quota = quota // an invitation's group messages are requests too
 		for _, r := range items {
 			r.entry, r.receipt, r.control, r.err, r.dropped, r.isNew, r.history = nil, nil, false, nil, "", false, nil
 			r.syncKeys, r.keysStored = false, false

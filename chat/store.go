@@ -27,7 +27,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 9
+const schemaVersion = 10
 
 var migrations = []string{
 	// 0 → 1
@@ -332,6 +332,11 @@ CREATE TABLE group_reads (
 	at     INTEGER NOT NULL,
 	PRIMARY KEY (msg_id, reader)
 ) STRICT, WITHOUT ROWID;
+`,
+	// 9 → 10: group invitations (docs/spec/chat.md §10.9): who added the
+	// user to a group it has not accepted yet.
+	`
+ALTER TABLE groups ADD COLUMN invited_by TEXT NOT NULL DEFAULT ''; -- U…: an invitation not accepted yet
 `,
 }
 

@@ -377,11 +377,18 @@ func (c *Client) ResolveRequests(ctx context.Context) error {
 
 // DeleteRequests deletes the stored message requests from the given keys,
 // or all of them if none is given, and returns how many it deleted. It
-// makes room under the request caps (Config.MaxRequests…).
+// makes room under the request caps (Config.MaxRequests…). It forgets the
+// group invitations of those keys (all, with none given) as well, here
+// only: nothing is appended to their chains (docs/spec/chat.md §10.9).
 func (c *Client) DeleteRequests(ctx context.Context, from ...kez.PublicKey) (int, error) {
 	var n int64
+	var forgotten []*groupState
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		n = 0
+		var err error
+		if forgotten, err = c.forgetInvitationsTx(tx, from); err != nil {
+			return err
+		}
 		if len(from) == 0 {
 			res, err := tx.Exec(`DELETE FROM messages WHERE incoming = 1 AND trust = 'request'`)
 			if err != nil {
@@ -403,6 +410,7 @@ func (c *Client) DeleteRequests(ctx context.Context, from ...kez.PublicKey) (int
 	if err != nil {
 		return 0, fmt.Errorf("chat: deleting message requests: %w", err)
 	}
+	c.groups.drop(forgotten...)
 	return int(n), nil
 }
 
@@ -423,49 +431,77 @@ func (c *Client) newRequestQuota(tx *sql.Tx) *requestQuota {
 	return &requestQuota{c: c, tx: tx, perSender: map[kez.PublicKey]*usage{}}
 }
 
-// query reads the requests stored (from key, or all with key zero).
+// query reads the requests stored (from key, or all with key zero): the
+// messages, and the group invitations of that key (each one request,
+// its pinned links its bytes; docs/spec/chat.md §10.9).
 func (q *requestQuota) query(key kez.PublicKey) (*usage, error) {
-	u := &usage{}
+	u, inv := &usage{}, &usage{}
 	var err error
+	const invitations = `SELECT COUNT(*), COALESCE(SUM((SELECT SUM(LENGTH(link)) FROM group_links l WHERE l.name = g.name)), 0) FROM groups g WHERE invited_by != ''`
 	if key.IsZero() {
 		err = q.tx.QueryRow(`SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM messages WHERE trust = 'request'`).Scan(&u.n, &u.bytes)
+		if err == nil {
+			err = q.tx.QueryRow(invitations).Scan(&inv.n, &inv.bytes)
+		}
 	} else {
 		err = q.tx.QueryRow(`SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM messages WHERE trust = 'request' AND from_key = ?`, key.String()).Scan(&u.n, &u.bytes)
+		if err == nil {
+			err = q.tx.QueryRow(invitations+` AND invited_by = ?`, key.String()).Scan(&inv.n, &inv.bytes)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chat: counting message requests: %w", err)
 	}
+	u.n, u.bytes = u.n+inv.n, u.bytes+inv.bytes
 	return u, nil
 }
 
-// admit reports whether e, a request, fits under the caps, and if so
-// counts it. A request already stored (a redelivery) always fits: storing
-// it again changes nothing. It returns the cap e is over, or "".
-func (q *requestQuota) admit(e *Entry) (string, error) {
+// room returns the cap that n more requests from key, of size bytes in
+// all, would go over, or "". n may be 0 (more bytes of a request stored:
+// an invitation's chain that grew).
+func (q *requestQuota) room(from kez.PublicKey, n, size int64) (string, error) {
 	var err error
 	if q.total == nil {
 		if q.total, err = q.query(kez.PublicKey{}); err != nil {
 			return "", err
 		}
 	}
-	ps := q.perSender[e.From]
+	ps := q.perSender[from]
 	if ps == nil {
-		if ps, err = q.query(e.From); err != nil {
+		if ps, err = q.query(from); err != nil {
 			return "", err
 		}
-		q.perSender[e.From] = ps
+		q.perSender[from] = ps
 	}
-	cfg, size := &q.c.cfg, int64(len(e.Body))
-	over := ""
+	cfg := &q.c.cfg
 	switch {
-	case cfg.MaxRequestsPerSender >= 0 && ps.n+1 > int64(cfg.MaxRequestsPerSender):
-		over = "requests per sender"
+	case n > 0 && cfg.MaxRequestsPerSender >= 0 && ps.n+n > int64(cfg.MaxRequestsPerSender):
+		return "requests per sender", nil
 	case cfg.MaxRequestBytesPerSender >= 0 && ps.bytes+size > cfg.MaxRequestBytesPerSender:
-		over = "request bytes per sender"
-	case cfg.MaxRequests >= 0 && q.total.n+1 > int64(cfg.MaxRequests):
-		over = "requests"
+		return "request bytes per sender", nil
+	case n > 0 && cfg.MaxRequests >= 0 && q.total.n+n > int64(cfg.MaxRequests):
+		return "requests", nil
 	case cfg.MaxRequestBytes >= 0 && q.total.bytes+size > cfg.MaxRequestBytes:
-		over = "request bytes"
+		return "request bytes", nil
+	}
+	return "", nil
+}
+
+// count adds n requests from key, of size bytes, to what room checks.
+func (q *requestQuota) count(from kez.PublicKey, n, size int64) {
+	ps := q.perSender[from]
+	ps.n, ps.bytes = ps.n+n, ps.bytes+size
+	q.total.n, q.total.bytes = q.total.n+n, q.total.bytes+size
+}
+
+// admit reports whether e, a request, fits under the caps, and if so
+// counts it. A request already stored (a redelivery) always fits: storing
+// it again changes nothing. It returns the cap e is over, or "".
+func (q *requestQuota) admit(e *Entry) (string, error) {
+	size := int64(len(e.Body))
+	over, err := q.room(e.From, 1, size)
+	if err != nil {
+		return "", err
 	}
 	if over != "" {
 		var one int
@@ -478,8 +514,7 @@ func (q *requestQuota) admit(e *Entry) (string, error) {
 		}
 		return over, nil
 	}
-	ps.n, ps.bytes = ps.n+1, ps.bytes+size
-	q.total.n, q.total.bytes = q.total.n+1, q.total.bytes+size
+	q.count(e.From, 1, size)
 	return "", nil
 }
 

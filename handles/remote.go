@@ -289,6 +289,11 @@ func checkLocalRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
+// RemoteClient returns the client for remote origins: RemoteHTTPClient,
+// or one made by [NewRemoteClient] (made once). Check a URL a stranger
+// chose with [CheckRemoteURL] before asking it.
+func (r *Resolver) RemoteClient() *http.Client { return r.remoteClient() }
+
 func (r *Resolver) remoteClient() *http.Client {
 	if r.RemoteHTTPClient != nil {
 		return r.RemoteHTTPClient
