@@ -25,13 +25,17 @@ import (
 // real libp2p hosts on loopback, a real stack and the group's chain on
 // its real sig-server.
 
-// groupReads counts the reads of groups' chains at the sig-server.
-type groupReads struct{ n atomic.Int64 }
+// groupReads counts the reads of groups' chains (n) and the device-index
+// lookups (devices) at the sig-server.
+type groupReads struct{ n, devices atomic.Int64 }
 
 func (g *groupReads) Wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/groups/") {
 			g.n.Add(1)
+		}
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, sigchain.DevicesPath) {
+			g.devices.Add(1)
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -204,8 +208,9 @@ func TestGroupShare(t *testing.T) {
 	fetchOffer(t, bobPhone, alice.handle(), offer, secret)
 
 	// A flood from dave, carol and erin reads the chain at most once a
-	// minute: not at all within this minute, once in the next.
-	before := reads.n.Load()
+	// minute: not at all within this minute, once in the next; and asks
+	// the device index at most once per key a minute.
+	before, devBefore := reads.n.Load(), reads.devices.Load()
 	for range 10 {
 		refused(dave, "a removed member")
 		refused(carol, "a later member")
@@ -213,6 +218,9 @@ func TestGroupShare(t *testing.T) {
 	}
 	if n := reads.n.Load() - before; n != 0 {
 		t.Fatalf("30 refused requests within the minute read the group's chain %d times", n)
+	}
+	if n := reads.devices.Load() - devBefore; n < 1 || n > 3 {
+		t.Fatalf("30 refused requests from 3 keys within the minute asked the device index %d times", n)
 	}
 	ahead.Store(int64(183 * time.Second))
 	for range 10 {
