@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -355,4 +356,53 @@ func TestGroupShareRefusals(t *testing.T) {
 	if m := manifestOf(t, st, alice.user); m != nil {
 		t.Fatalf("alice's chain has a manifest after the refusals: %s", m)
 	}
+}
+
+// lyingDeviceIndex answers every device-index lookup with one person's
+// key: a sig-server that lies about whose device a key is.
+type lyingDeviceIndex struct {
+	person atomic.Pointer[kez.PublicKey]
+	asked  atomic.Int64
+}
+
+func (l *lyingDeviceIndex) Wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := l.person.Load(); p != nil && r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, sigchain.DevicesPath) {
+			l.asked.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"person":%q,"revoked":false}`, p.String())
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// The device index only says whose chain to read: a sig-server that
+// names bob as the person of every key (erin's, a stranger's, among
+// them) does not get erin served, since bob's chain does not list her
+// key; bob's real linked device is still served.
+func TestGroupShareDeviceIndexLies(t *testing.T) {
+	var lie lyingDeviceIndex
+	st := stacktest.Start(t, stacktest.Options{WrapSigServer: lie.Wrap})
+	ctx := devCtx(t)
+	alice, bob, erin := newPeer(t, st, "alice"), newPeer(t, st, "bob"), newPeer(t, st, "erin")
+	bobPhone := openInstall(t, st, bob.user, st.AddDevice(t, bob.user, "phone"), false)
+	g := newTestGroup(t, st, alice.user, "team")
+	g.add(bob.user)
+	secret := writeFile(t, "plan.txt", testBytes(5000))
+	sf, err := alice.Share(ctx, secret, files.ToGroup(files.Group{Name: "team"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.StartServing(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lie.person.Store(&bob.user.Key)
+	if _, err := erin.Fetch(ctx, alice.handle(), sf.Offer.Name, filepath.Join(t.TempDir(), "e"), files.WithFileKey(*sf.Offer)); !errors.Is(err, files.ErrForbidden) {
+		t.Fatalf("erin, whom the device index calls bob: %v, want ErrForbidden", err)
+	}
+	if lie.asked.Load() == 0 {
+		t.Fatal("the device index was not asked about erin")
+	}
+	fetchOffer(t, bobPhone, alice.handle(), *sf.Offer, secret)
 }
