@@ -109,9 +109,10 @@ func (c *Client) SendGroupFile(ctx context.Context, name string, f format.GroupF
 }
 
 // GroupFiles returns the files offered in the group (NAME or NAME@domain),
-// the user's own offers included, oldest first. A later offer of the same
-// name does not hide an earlier one: the owner's manifest says which is
-// still shared.
+// the user's own offers included, oldest first; not those of a sender
+// whose messages are held (a contact whose key or chain changed, until
+// the change is accepted). A later offer of the same name does not hide
+// an earlier one: the owner's manifest says which is still shared.
 func (c *Client) GroupFiles(ctx context.Context, name string) ([]GroupFile, error) {
 	n, err := c.groupName(name)
 	if err != nil {
@@ -130,6 +131,9 @@ func (c *Client) GroupFiles(ctx context.Context, name string) ([]GroupFile, erro
 	}
 	out := make([]GroupFile, 0, len(es))
 	for _, e := range es {
+		if e.Trust == TrustHeld {
+			continue
+		}
 		f, err := e.GroupFile()
 		if err != nil {
 			c.log.Warn("a stored group file offer does not parse", "group", n, "id", e.ID, "err", err)
