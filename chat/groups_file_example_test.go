@@ -39,6 +39,12 @@ func ExampleClient_SendGroupFile() {
 	alice, bob := open(users[0]), open(users[1])
 	defer alice.Close()
 	defer bob.Close()
+	// Alice is bob's contact: he is in her group at once (a group from
+	// someone else is an invitation, whose offers are not listed until
+	// bob accepts it).
+	if _, err := bob.AddContact(ctx, "alice"); err != nil {
+		log.Fatal(err)
+	}
 	if _, err := alice.CreateGroup(ctx, "team", ""); err != nil {
 		log.Fatal(err)
 	}

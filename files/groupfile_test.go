@@ -127,6 +127,13 @@ func TestGroupFile40Members(t *testing.T) {
 	if err != nil || len(g.Members) != 40 {
 		t.Fatalf("the group: %+v, %v", g, err)
 	}
+	// Alice is no contact of theirs: bob and dave accept her invitation.
+	for _, m := range []*member{bob, dave} {
+		m.sync(t)
+		if err := m.chat.AcceptGroup(ctx, g.Name); err != nil {
+			t.Fatalf("%s accepts the group: %v", m.user.Name, err)
+		}
+	}
 
 	secret := writeFile(t, "plan.txt", testBytes(300<<10))
 	sf, err := alice.share.Share(ctx, secret, files.ToGroup(files.Group{Name: g.Name, SigServer: g.SigServer,
