@@ -179,7 +179,8 @@ func TestGroupHeldFloodKeepsMembers(t *testing.T) {
 // Carol is removed, alice writes in the gap, and carol is added again:
 // carol never reads the gap (no key of its epoch reached her, and the
 // envelope was not sent to her), and reads what is sent after she is
-// back.
+// back. Alice is no contact of carol's: being added again is an
+// invitation again (chat.md §10.9), which carol accepts.
 func TestGroupReaddedGap(t *testing.T) {
 	tr := newTrio(t, stacktest.Options{})
 	ctx := testCtx(t)
@@ -192,9 +193,12 @@ func TestGroupReaddedGap(t *testing.T) {
 	if err := tr.a.AddGroupMembers(ctx, "club", "carol"); err != nil {
 		t.Fatal(err)
 	}
-	waitGroup(t, tr.c, tr.name, func(g *Group) bool { return !g.Left && g.Epoch == 4 })
+	waitGroup(t, tr.c, tr.name, func(g *Group) bool { return !g.Left && g.Epoch == 4 && g.Invited && g.InvitedBy == tr.alice.user.Key })
+	mustAccept(t, tr.c, tr.name)
 	mustGroupSend(t, tr.a, tr.name, "welcome back")
-	waitGroupText(t, tr.c, tr.name, "welcome back")
+	if e := waitGroupText(t, tr.c, tr.name, "welcome back"); e.Trust != TrustTrusted {
+		t.Fatalf("carol stored %+v", e)
+	}
 	if got := groupTexts(t, tr.c, tr.name); slices.Contains(got, "in the gap") {
 		t.Fatalf("carol, added again, reads the gap: %q", got)
 	}

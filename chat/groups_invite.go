@@ -201,11 +201,9 @@ func (c *Client) AcceptGroup(ctx context.Context, name string) error {
 	if gs.invitation().IsZero() {
 		return nil
 	}
-	if err := c.refreshGroup(ctx, gs, true); err != nil {
-		if errors.Is(err, ErrGroupBroken) {
-			return err
-		}
-		c.log.Warn("cannot fetch a group's chain; accepting the pinned one", "group", gs.name, "err", err)
+	fetchErr := c.refreshGroup(ctx, gs, true)
+	if errors.Is(fetchErr, ErrGroupBroken) {
+		return fetchErr
 	}
 	if c.groups.get(gs.name) != gs {
 		return fmt.Errorf("%w: %s (you were removed from it)", ErrUnknownGroup, gs.name)
@@ -216,6 +214,14 @@ func (c *Client) AcceptGroup(ctx context.Context, name string) error {
 	}
 	if err := c.acceptInvitation(ctx, gs, st, "accepted"); err != nil {
 		return err
+	}
+	if fetchErr != nil {
+		// Links over the request caps were not pinned while it was an
+		// invitation; they are now.
+		if err := c.refreshGroup(ctx, gs, true); err != nil {
+			c.log.Warn("cannot fetch a group's chain; accepted the pinned one", "group", gs.name, "err", err)
+		}
+		st, _, _ = gs.snapshot()
 	}
 	c.announceOwn(ctx, gs, st)
 	return nil
