@@ -223,6 +223,14 @@ func (c *Client) AcceptGroup(ctx context.Context, name string) error {
 		}
 		st, _, _ = gs.snapshot()
 	}
+	// The senders of its messages, strangers until now, are named as
+	// members are (their handles checked).
+	unnamed, err := queryEntries(ctx, c.db.db, `SELECT `+entryColumns+` FROM messages WHERE grp = ? AND incoming = 1 AND trust = ? AND peer_handle = ''`,
+		gs.name, string(TrustTrusted))
+	if err != nil {
+		return err
+	}
+	c.nameGroupSenders(ctx, unnamed)
 	c.announceOwn(ctx, gs, st)
 	return nil
 }

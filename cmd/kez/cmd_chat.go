@@ -209,8 +209,8 @@ func runChatGroup(ctx context.Context, e *env, cf chatFlags, name string) error 
 		return err
 	}
 	defer shutdownChat(c)
-	if g.Left || g.Broken {
-		return aboutGroup(name, groupUnusable(g))
+	if err := groupUnusable(g); err != nil {
+		return aboutGroup(name, err)
 	}
 	out := &printer{w: e.stdout, group: g.Name}
 	note := &printer{w: e.stderr}

@@ -18,7 +18,7 @@ import (
 func init() {
 	register(&command{
 		name:    "group",
-		args:    "(create NAME [--title T] | add NAME HANDLE… | remove NAME HANDLE… | role NAME HANDLE ROLE | leave NAME | list [--json] | show NAME [--json]) [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "(create NAME [--title T] | add NAME HANDLE… | remove NAME HANDLE… | role NAME HANDLE ROLE | leave NAME | accept NAME | list [--json] | show NAME [--json]) [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "make group conversations and manage who is in them",
 		help: `
 A group is a conversation among people, addressed NAME@domain (NAME alone
@@ -46,16 +46,25 @@ kez group role NAME HANDLE ROLE
     owner hands the group over and makes you an admin).
 
 kez group leave NAME
-    Takes you out of the group (the owner hands it over first).
+    Takes you out of the group (the owner hands it over first). On an
+    invitation, declines it.
+
+kez group accept NAME
+    Accepts an invitation: a group someone who is not your contact added
+    you to. Until you accept, its messages are message requests (kez
+    inbox --requests), and you send nothing to it, not even read
+    receipts. A group a contact adds you to needs no accepting.
 
 kez group list [--json]
-    The groups you are in or were in. --json prints [{"name","title",
-    "id","role","members","epoch","seqno","head","left","broken"}].
+    The groups you are in or were in, and your invitations. --json
+    prints [{"name","title","id","role","members","epoch","seqno",
+    "head","left","broken","invited","invited_by"}].
 
 kez group show NAME [--json]
-    The group's members and roles and its chain's head, fetched afresh.
-    --json prints {"name","title","id","role","epoch","seqno","head",
-    "left","broken","members":[{"handle","key","role","devices"}]}.
+    The group's members and roles and its chain's head, fetched afresh,
+    and who invited you. --json prints {"name","title","id","role",
+    "epoch","seqno","head","left","broken","invited","invited_by",
+    "members":[{"handle","key","role","devices"}]}.
 
 Every change is a link signed by this device for you, appended at the
 group's sig-server and announced to every member's devices (and to those
@@ -69,7 +78,7 @@ removed, so that they learn it).`,
 			fs.StringVar(&title, "title", "", "the group's title (create)")
 			return func(ctx context.Context, args []string) error {
 				if len(args) == 0 {
-					return usagef("group needs create, add, remove, role, leave, list or show")
+					return usagef("group needs create, add, remove, role, leave, accept, list or show")
 				}
 				sub, rest := args[0], args[1:]
 				if asJSON && sub != "list" && sub != "show" {
@@ -94,7 +103,7 @@ removed, so that they learn it).`,
 					if r := group.Role(rest[2]); r != group.RoleMember && r != group.RoleAdmin && r != group.RoleOwner {
 						return usagef("%q is not a role: use member, admin or owner", rest[2])
 					}
-				case "leave", "show":
+				case "leave", "accept", "show":
 					if len(rest) != 1 {
 						return usagef("group %s takes one NAME", sub)
 					}
@@ -103,7 +112,7 @@ removed, so that they learn it).`,
 						return usagef("group list takes no arguments")
 					}
 				default:
-					return usagef("no group subcommand %q: use create, add, remove, role, leave, list or show", sub)
+					return usagef("no group subcommand %q: use create, add, remove, role, leave, accept, list or show", sub)
 				}
 				return runGroup(ctx, e, cf, sub, rest, title, asJSON)
 			}
@@ -158,13 +167,34 @@ func runGroup(ctx context.Context, e *env, cf chatFlags, sub string, args []stri
 		}
 		fmt.Fprintf(e.stdout, "%s is now %s of %s.\n", atHandles(e, args[1:2]), roleWord(group.Role(args[2])), fullGroup(args[0], e.srv.domain))
 	case "leave":
+		invited := invitation(ctx, c, args[0], e.srv.domain) != nil
 		if err := c.LeaveGroup(ctx, args[0]); err != nil {
 			if errors.Is(err, group.ErrNotAllowed) {
 				return worded(err, "you own %s, and its owner cannot leave it: hand it over first (kez group role %s HANDLE owner)", fullGroup(args[0], e.srv.domain), args[0])
 			}
 			return aboutGroup(args[0], err)
 		}
+		if invited {
+			fmt.Fprintf(e.stdout, "You declined the invitation to %s: it is gone from your groups; its messages stay among your message requests (kez inbox --requests).\n", fullGroup(args[0], e.srv.domain))
+			return nil
+		}
 		fmt.Fprintf(e.stdout, "You left %s: nothing sent to it from now on reaches you.\n", fullGroup(args[0], e.srv.domain))
+	case "accept":
+		name := fullGroup(args[0], e.srv.domain)
+		if _, err := c.Sync(ctx); err != nil { // an invitation just sent
+			return err
+		}
+		if invitation(ctx, c, args[0], e.srv.domain) == nil {
+			if _, err := c.Group(ctx, args[0]); err != nil {
+				return aboutGroup(args[0], err)
+			}
+			fmt.Fprintf(e.stdout, "You are in %s already: there is no invitation to accept.\n", name)
+			return nil
+		}
+		if err := c.AcceptGroup(ctx, args[0]); err != nil {
+			return aboutGroup(args[0], err)
+		}
+		fmt.Fprintf(e.stdout, "You accepted the invitation to %s: its messages are in your inbox (kez inbox), and kez send --group %s writes to it.\n", name, name)
 	case "list":
 		gs, err := c.Groups(ctx)
 		if err != nil {
@@ -194,6 +224,10 @@ type groupJSON struct {
 	Head    string `json:"head"`
 	Left    bool   `json:"left"`
 	Broken  bool   `json:"broken"`
+	// Invited: an invitation not accepted yet, from the person whose key
+	// is InvitedBy.
+	Invited   bool   `json:"invited"`
+	InvitedBy string `json:"invited_by,omitempty"`
 }
 
 // groupMemberJSON is one member in "kez group show --json".
@@ -209,8 +243,12 @@ func groupOf(g *chat.Group) groupJSON {
 	if g.Left {
 		role = ""
 	}
-	return groupJSON{Name: g.Name, Title: g.Title, ID: hex.EncodeToString(g.ID[:]), Role: role, Members: len(g.Members),
-		Epoch: g.Epoch, Seqno: g.Seqno, Head: g.Head.String(), Left: g.Left, Broken: g.Broken}
+	j := groupJSON{Name: g.Name, Title: g.Title, ID: hex.EncodeToString(g.ID[:]), Role: role, Members: len(g.Members),
+		Epoch: g.Epoch, Seqno: g.Seqno, Head: g.Head.String(), Left: g.Left, Broken: g.Broken, Invited: g.Invited}
+	if g.Invited {
+		j.InvitedBy = g.InvitedBy.String()
+	}
+	return j
 }
 
 func printGroups(w io.Writer, gs []*chat.Group, asJSON bool) error {
@@ -247,6 +285,9 @@ func printGroup(w io.Writer, g *chat.Group, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "%s%s\n", g.Name, titled(g.Title))
 	fmt.Fprintf(w, "  you:      %s\n", groupStatus(g))
+	if g.Invited {
+		fmt.Fprintf(w, "  invited:  by %s\n", inviter(g))
+	}
 	fmt.Fprintf(w, "  chain:    link %d, head %s (epoch %d)\n", g.Seqno, g.Head, g.Epoch)
 	fmt.Fprintf(w, "  id:       %s\n", hex.EncodeToString(g.ID[:]))
 	fmt.Fprintf(w, "  %s:\n", memberCount(len(g.Members)))
@@ -263,8 +304,36 @@ func groupStatus(g *chat.Group) string {
 		return "BROKEN: its sig-server showed two histories of it (kez group show " + g.Name + ")"
 	case g.Left:
 		return "no longer a member"
+	case g.Invited:
+		return "INVITED, not accepted (kez group accept " + g.Name + ", or kez group leave " + g.Name + " to decline); its messages are message requests"
 	}
 	return string(g.Role)
+}
+
+// inviter names who invited the user to g: the key, and the handle if
+// it checked out (kez group show checks members' handles).
+func inviter(g *chat.Group) string {
+	for _, m := range g.Members {
+		if m.Key == g.InvitedBy && m.HandleChecked {
+			return fmt.Sprintf("@%s (%s)", m.Handle, m.Key)
+		}
+	}
+	return g.InvitedBy.String() + " (no handle of theirs checks out)"
+}
+
+// invitation returns the pinned group name if it is an invitation, nil
+// otherwise (no server is asked).
+func invitation(ctx context.Context, c *chat.Client, name, domain string) *chat.Group {
+	gs, err := c.Groups(ctx)
+	if err != nil {
+		return nil
+	}
+	for _, g := range gs {
+		if g.Name == fullGroup(name, domain) && g.Invited {
+			return g
+		}
+	}
+	return nil
 }
 
 func titled(title string) string {
@@ -305,13 +374,19 @@ func fullGroup(name, domain string) string {
 	return fullHandle(name, domain)
 }
 
-// groupUnusable is the error of talking in a group the user left, or
-// one marked broken.
+// groupUnusable is the error of talking in a group the user left, one
+// marked broken, or one the user has not accepted; nil for a group the
+// user may talk in.
 func groupUnusable(g *chat.Group) error {
-	if g.Broken {
+	switch {
+	case g.Broken:
 		return chat.ErrGroupBroken
+	case g.Left:
+		return chat.ErrNotGroupMember
+	case g.Invited:
+		return chat.ErrGroupInvitation
 	}
-	return chat.ErrNotGroupMember
+	return nil
 }
 
 // memberError words the error of a change naming members: chat says

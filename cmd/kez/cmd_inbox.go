@@ -223,8 +223,18 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 	return nil
 }
 
-// noteSetAside tells, on stderr, about requests and held messages.
+// noteSetAside tells, on stderr, about requests, group invitations and
+// held messages.
 func noteSetAside(ctx context.Context, c *chat.Client, note *printer, requests bool) error {
+	gs, err := c.Groups(ctx)
+	if err != nil {
+		return err
+	}
+	for _, g := range gs {
+		if g.Invited {
+			note.line("An invitation to the group %s from %s, who is not your contact: kez group accept %s joins it (kez group leave %s declines it); until then its messages are message requests", g.Name, g.InvitedBy, g.Name, g.Name)
+		}
+	}
 	if requests {
 		reqs, err := c.Requests(ctx)
 		if err != nil {

@@ -191,8 +191,8 @@ func runShareGroup(ctx context.Context, e *env, cf chatFlags, path, grp string, 
 		return err
 	}
 	defer shutdownChat(c)
-	if g.Left || g.Broken {
-		return aboutGroup(grp, groupUnusable(g))
+	if err := groupUnusable(g); err != nil {
+		return aboutGroup(grp, err)
 	}
 	opts = append(opts, files.ToGroup(files.Group{Name: g.Name, SigServer: g.SigServer, Pin: group.Pin{Group: g.Name, ID: g.ID, Seqno: g.Seqno, Head: g.Head}}))
 	s, _, err := e.openSharing(ctx, cf, false, c.Conn(), "")

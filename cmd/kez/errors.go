@@ -367,6 +367,8 @@ func (e *env) groupSentence(ge *groupErr) string {
 			"This install sends nothing to the group and opens nothing received for it; kez group show %s names both heads: tell its owner", name, name)
 	case errors.Is(err, group.ErrRollback):
 		return fmt.Sprintf("WARNING: the sig-server of %s served an older history of who is in it than this install verified (it lost data, or someone is trying to bring back a removed member); nothing was sent or changed: try again later, and tell its operator if it lasts", name)
+	case errors.Is(err, chat.ErrGroupInvitation):
+		return fmt.Sprintf("you have not accepted the invitation to %s, so nothing was sent or changed: kez group accept %s joins it (kez group leave %s declines it)", name, name, name)
 	case errors.Is(err, chat.ErrUnknownGroup):
 		return fmt.Sprintf("you are in no group named %s: kez group list shows yours, and kez group create makes one", name)
 	case errors.Is(err, files.ErrNotGroupMember):

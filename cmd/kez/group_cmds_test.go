@@ -85,15 +85,42 @@ func TestGroupCommands(t *testing.T) {
 	}
 
 	// A message to the group reaches both members; bob learns of the
-	// group from the news of the change.
+	// group from the news of the change. Alice is no contact of bob's or
+	// carol's: the group is an invitation, its message a request, until
+	// they accept it.
 	if r := mustRun(t, alice, "", "send", "--group", "team", "hello", "team"); !strings.Contains(r.stdout, "Sent to the group team@kez.test") {
 		t.Errorf("send --group:\n%s", r.stdout)
+	}
+	r = mustRun(t, bob, "", "inbox", "--json")
+	if got := groupTexts(t, r.stdout, "team@kez.test"); len(got) != 0 || !strings.Contains(r.stderr, "An invitation to the group team@kez.test from "+au.Key.String()) {
+		t.Fatalf("bob's inbox before accepting: %v\n%s\n%s", got, r.stdout, r.stderr)
+	}
+	if gs := groupsOf(t, bob); len(gs) != 1 || !gs[0].Invited || gs[0].InvitedBy != au.Key.String() {
+		t.Fatalf("bob's group list: %+v", gs)
+	}
+	if r := mustRun(t, bob, "", "inbox", "--requests"); !strings.Contains(r.stdout, "in team@kez.test: hello team") {
+		t.Errorf("bob's requests:\n%s", r.stdout)
+	}
+	if r := mustRun(t, bob, "", "group", "show", "team@kez.test"); !strings.Contains(r.stdout, "INVITED, not accepted") ||
+		!strings.Contains(r.stdout, "invited:  by @alice@kez.test ("+au.Key.String()+")") {
+		t.Errorf("bob's group show before accepting:\n%s", r.stdout)
+	}
+	if r := kezCmd(t, bob, "", "send", "--group", "team@kez.test", "who?"); r.code != 1 || !strings.Contains(r.stderr, "you have not accepted the invitation to team@kez.test") {
+		t.Errorf("bob sends before accepting: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, u := range []map[string]string{bob, carol} {
+		if r := mustRun(t, u, "", "group", "accept", "team@kez.test"); !strings.Contains(r.stdout, "You accepted the invitation to team@kez.test") {
+			t.Errorf("group accept:\n%s", r.stdout)
+		}
+	}
+	if r := mustRun(t, bob, "", "group", "accept", "team@kez.test"); !strings.Contains(r.stdout, "You are in team@kez.test already") {
+		t.Errorf("group accept again:\n%s", r.stdout)
 	}
 	r = mustRun(t, bob, "", "inbox", "--json")
 	if got := groupTexts(t, r.stdout, "team@kez.test"); len(got) != 1 || got[0] != "hello team" {
 		t.Fatalf("bob's inbox: %v\n%s", got, r.stdout)
 	}
-	if gs := groupsOf(t, bob); len(gs) != 1 || gs[0].Role != "member" {
+	if gs := groupsOf(t, bob); len(gs) != 1 || gs[0].Role != "member" || gs[0].Invited {
 		t.Fatalf("bob's group list: %+v", gs)
 	}
 	if r := mustRun(t, carol, "", "inbox"); !strings.Contains(r.stdout, "@alice@kez.test in team@kez.test: hello team") {
@@ -262,13 +289,27 @@ func TestGroupCommands(t *testing.T) {
 	if r := mustRun(t, alice, "", "group", "leave", "team"); !strings.Contains(r.stdout, "You left team@kez.test") {
 		t.Errorf("group leave:\n%s", r.stdout)
 	}
+
+	// Dave, no contact of bob's, adds him to a group of his: bob declines.
+	mustRun(t, dave, "", "group", "create", "ads")
+	mustRun(t, dave, "", "group", "add", "ads", "bob")
+	mustRun(t, bob, "", "inbox")
+	if gs := groupsOf(t, bob); !slices.ContainsFunc(gs, func(g groupJSON) bool { return g.Name == "ads@kez.test" && g.Invited }) {
+		t.Fatalf("bob's groups: %+v", gs)
+	}
+	if r := mustRun(t, bob, "", "group", "leave", "ads@kez.test"); !strings.Contains(r.stdout, "You declined the invitation to ads@kez.test") {
+		t.Errorf("group leave of an invitation:\n%s", r.stdout)
+	}
+	if gs := groupsOf(t, bob); slices.ContainsFunc(gs, func(g groupJSON) bool { return g.Name == "ads@kez.test" }) {
+		t.Errorf("bob lists the declined group: %+v", gs)
+	}
 }
 
 func TestGroupCommandsUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"group"}, {"group", "nope"}, {"group", "create"}, {"group", "create", "a", "b"}, {"group", "add", "team"},
 		{"group", "remove", "team"}, {"group", "role", "team", "bob"}, {"group", "role", "team", "bob", "boss"},
-		{"group", "leave"}, {"group", "list", "x"}, {"group", "show"}, {"group", "add", "team", "bob", "--json"},
+		{"group", "leave"}, {"group", "accept"}, {"group", "accept", "a", "b"}, {"group", "list", "x"}, {"group", "show"}, {"group", "add", "team", "bob", "--json"},
 		{"group", "list", "--title", "x"}, {"send", "--group", "team", "--wait", "hi"}, {"chat", "bob", "--group", "team"},
 		{"inbox", "--group", "team", "--all"}, {"inbox", "--group", "team", "--requests"},
 	} {
@@ -288,7 +329,7 @@ func TestTerminalGroupChat(t *testing.T) {
 	mustRun(t, alice, "", "group", "create", "team")
 	mustRun(t, alice, "", "group", "add", "team", "bob")
 	mustRun(t, alice, "", "send", "--group", "team", "before you came in")
-	mustRun(t, bob, "", "inbox")
+	mustRun(t, bob, "", "group", "accept", "team@kez.test") // alice is no contact of his
 
 	tm := startTerminal(t, bob, "chat", "--group", "team@kez.test")
 	tm.waitFor("before you came in")
