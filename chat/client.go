@@ -190,7 +190,7 @@ type Client struct {
 
 	groups  groupsIndex  // the pinned groups (groups.go)
 	members memberChains // chains of group members who are no contacts
-	gsend   sync.Mutex   // one group send's sender key work at a time
+	gjoin   sync.Mutex   // one group joined (from a group-update) at a time
 
 	stats clientStats
 }

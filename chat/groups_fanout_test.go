@@ -1,0 +1,168 @@
+package chat
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/session"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// memberWithPrekey registers a user who runs no client but published a
+// prekey, as a client that ran once leaves it.
+func memberWithPrekey(t testing.TB, st *stacktest.Stack, name string) *stacktest.User {
+	t.Helper()
+	u := st.NewUser(t, name)
+	pk, err := session.NewPrekey(rand.Reader, u.Identity, 1, time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &sigchain.Client{BaseURL: st.SigServerURL}
+	if err := sc.PublishPrekey(testCtx(t), &pk.Public); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// inboxCopies returns what the stream holds in to's inbox from the
+// device from: each message's data and Nats-Msg-Id, fetched as the
+// operator could (not acknowledged).
+func inboxCopies(t testing.TB, st *stacktest.Stack, to, from kez.PublicKey) (data [][]byte, ids []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := st.JetStream(t).Consumer(ctx, callout.DefaultStream, callout.ConsumerName(to))
+	if err != nil {
+		t.Fatalf("the consumer of %s: %v", to, err)
+	}
+	batch, err := c.FetchNoWait(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if m.Subject() == callout.InboxSubjectPrefix+to.String()+"."+from.String() {
+			data = append(data, m.Data())
+			ids = append(ids, m.Headers().Get(jetstream.MsgIDHeader))
+		}
+	}
+	if err := batch.Error(); err != nil {
+		t.Fatal(err)
+	}
+	return data, ids
+}
+
+// outboxMulti returns the envelopes of messages to many devices waiting
+// in c's outbox, by device.
+func outboxMulti(t testing.TB, c *Client) map[kez.PublicKey][]byte {
+	t.Helper()
+	rows, err := c.db.db.Query(`SELECT device, envelope FROM outbox WHERE multi = 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[kez.PublicKey][]byte{}
+	for rows.Next() {
+		var d string
+		var env []byte
+		if err := rows.Scan(&d, &env); err != nil {
+			t.Fatal(err)
+		}
+		k, err := kez.ParsePublicKey(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[k] = env
+	}
+	return out
+}
+
+// TestGroupFanOutSurvivesACrash: the envelopes of a message to many
+// devices are in the outbox once sealed; a client that stops before
+// publishing them publishes them when it next starts, the same bytes,
+// each stored once under <device>-<id>-<recipient>, which is also the ID
+// a one-to-one send of that envelope would be stored under: a copy is
+// never stored twice, whichever way it went.
+func TestGroupFanOutSurvivesACrash(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au := st.NewUser(t, "alice")
+	home := filepath.Join(t.TempDir(), "alice")
+	alice := openClientIn(t, st, au, home)
+	bob, carol := memberWithPrekey(t, st, "bob"), memberWithPrekey(t, st, "carol")
+	ctx := testCtx(t)
+	var ts []target
+	for _, u := range []*stacktest.User{bob, carol} {
+		pts, err := alice.memberTargets(ctx, u.Key, u.Handle.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, pts...)
+	}
+	head, err := cid.Parse(testHead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := marshalGroupUpdate(groupUpdate{Group: "team@" + st.Domain, Head: head, Seqno: 2, SigServer: st.SigServerURL})
+	id, copies, err := alice.sealFan(ctx, ts, Message{Kind: KindGroupUpdate, Body: body}, nil)
+	if err != nil || len(copies) != 2 {
+		t.Fatalf("sealFan: %d copies, %v", len(copies), err)
+	}
+	sealed := outboxMulti(t, alice.Client)
+	if len(sealed) != 2 {
+		t.Fatalf("the outbox holds %d", len(sealed))
+	}
+	// The crash: the client goes before publishing anything.
+	if err := alice.Close(); err != nil {
+		t.Fatal(err)
+	}
+	js := st.JetStream(t)
+	for _, u := range []*stacktest.User{bob, carol} {
+		if n := storedOn(t, js, "kez.v1.inbox."+u.Key.String()+"."+au.Key.String()); n != 0 {
+			t.Fatalf("%s holds %d before the restart", u.Name, n)
+		}
+	}
+	again := openClientIn(t, st, au, home)
+	// The start publishes the outbox in the background; this publishes
+	// whatever it has not yet, and returns once the gate answered.
+	again.republishMulti(ctx)
+	if left := outboxMulti(t, again.Client); len(left) != 0 {
+		t.Fatalf("%d envelopes left in the outbox", len(left))
+	}
+	for _, u := range []*stacktest.User{bob, carol} {
+		data, ids := inboxCopies(t, st, u.Key, au.Key)
+		want := au.Key.String() + "-" + id.String() + "-" + u.Key.String()
+		if len(data) != 1 || !bytes.Equal(data[0], sealed[u.Key]) || ids[0] != want {
+			t.Fatalf("%s holds %d copies, IDs %q (want %q), the sealed bytes: %v", u.Name, len(data), ids, want, len(data) == 1 && bytes.Equal(data[0], sealed[u.Key]))
+		}
+	}
+	// The one-to-one path with the outbox's publish ID: a duplicate.
+	m := nats.NewMsg(sendSubject(bob.Key, au.Key))
+	m.Data = sealed[bob.Key]
+	m.Header.Set(jetstream.MsgIDHeader, publishID(id, 0, bob.Key, false))
+	fut, err := again.js.PublishMsgAsync(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ack := <-fut.Ok():
+		if !ack.Duplicate {
+			t.Fatalf("a one-to-one publish of the same envelope was stored again: %+v", ack)
+		}
+	case err := <-fut.Err():
+		t.Fatal(err)
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	if n := storedOn(t, js, "kez.v1.inbox."+bob.Key.String()+"."+au.Key.String()); n != 1 {
+		t.Fatalf("bob holds %d", n)
+	}
+}
