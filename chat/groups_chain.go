@@ -280,14 +280,16 @@ func (c *Client) refreshGroup(ctx context.Context, gs *groupState, force bool) e
 	gs.mu.Lock()
 	pinned, left, broken, last := gs.st, gs.left, gs.broken, gs.refreshed
 	due := force || now.Sub(last) >= groupRefreshEvery
-	if due && broken == "" && !left {
+	// A group left is fetched only when a group-update says it changed:
+	// the user may have been added again.
+	if due && broken == "" && (!left || force) {
 		gs.refreshed = now
 	}
 	gs.mu.Unlock()
 	switch {
 	case broken != "":
 		return fmt.Errorf("%w: %s: %s", ErrGroupBroken, gs.name, broken)
-	case left || !due:
+	case !due || left && !force:
 		return nil
 	}
 	gc, err := c.groupClient(gs.name, gs.sigServer)
@@ -348,6 +350,9 @@ func (c *Client) pinGroupLinks(ctx context.Context, gs *groupState, old, st *gro
 	_, wasMember := old.Member(c.me)
 	_, isMember := st.Member(c.me)
 	left := wasMember && !isMember
+	gs.mu.Lock()
+	back := gs.left && isMember // added again after leaving
+	gs.mu.Unlock()
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		for i, l := range links {
 			if _, err := tx.Exec(`INSERT OR REPLACE INTO group_links (name, seqno, link) VALUES (?,?,?)`, gs.name, st.Seqno()-uint64(len(links)-1-i), l); err != nil {
@@ -367,6 +372,11 @@ func (c *Client) pinGroupLinks(ctx context.Context, gs *groupState, old, st *gro
 				return err
 			}
 		}
+		if back {
+			if _, err := tx.Exec(`UPDATE groups SET left_at = NULL WHERE name = ?`, gs.name); err != nil {
+				return fmt.Errorf("chat: database: %w", err)
+			}
+		}
 		return dropStaleKeys(tx, gs.gid, st)
 	})
 	if err != nil {
@@ -374,7 +384,7 @@ func (c *Client) pinGroupLinks(ctx context.Context, gs *groupState, old, st *gro
 	}
 	gs.mu.Lock()
 	gs.st = st
-	gs.left = gs.left || left
+	gs.left = (gs.left || left) && !back
 	gs.mu.Unlock()
 	for _, e := range events {
 		c.tellGroup(GroupEvent{Group: gs.name, At: now, Seqno: st.Seqno(), Event: e[0], Detail: e[1]})
@@ -467,7 +477,15 @@ func (c *Client) joinGroup(ctx context.Context, u groupUpdate) error {
 	if _, err := c.groupName(u.Group); err != nil {
 		return err
 	}
-	gc, err := c.groupClient(u.Group, u.SigServer)
+	hint := u.SigServer
+	if domainOf(u.Group) == c.cc.Domain {
+		// The user's own domain: its groups are on the user's sig-server,
+		// whatever the update says (a stranger's server would be asked
+		// with the client kept for the user's own servers, and a chain it
+		// made up would squat the name here).
+		hint = ""
+	}
+	gc, err := c.groupClient(u.Group, hint)
 	if err != nil {
 		return err
 	}

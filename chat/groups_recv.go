@@ -21,11 +21,16 @@ import (
 // envelopeV3 is the version byte of a group envelope.
 const envelopeV3 = 3
 
-// Bounds of the envelopes held for a key (§10.4).
+// Bounds of the envelopes held for a key (§10.4): per group, and for all
+// unknown groups together, a number and a size. Variables for the tests.
+var (
+	maxHeldPerGroup       = 1000
+	maxHeldUnknown        = 1000
+	maxHeldBytes    int64 = 16 << 20
+)
+
 const (
-	maxHeldPerGroup = 1000
-	maxHeldUnknown  = 1000
-	maxHeldAge      = 24 * time.Hour
+	maxHeldAge = 24 * time.Hour
 	// maxGroupJoins bounds the groups not pinned here a received batch
 	// makes the client fetch (group-update).
 	maxGroupJoins = 16
@@ -228,11 +233,32 @@ func (c *Client) holdGroup(tx *sql.Tx, h session.GroupHeader, person kez.PublicK
 	if c.groups.byGID(h.GID) == nil {
 		bound, where, args = maxHeldUnknown, `gid NOT IN (SELECT gid FROM groups)`, nil
 	}
-	_, err := tx.Exec(`DELETE FROM group_held WHERE id IN (SELECT id FROM group_held WHERE `+where+` ORDER BY id DESC LIMIT -1 OFFSET ?)`, append(args, bound)...)
-	if err != nil {
-		return fmt.Errorf("chat: database: %w", err)
+	// Over a bound, the sender person holding the most (envelopes, or
+	// bytes when over the size) loses its oldest: one who floods a group
+	// (a stranger's envelopes of a made-up epoch or group wait too)
+	// pushes out its own, not the members' waiting for a key.
+	for {
+		var n, size int64
+		if err := tx.QueryRow(`SELECT count(*), coalesce(sum(length(envelope)), 0) FROM group_held WHERE `+where, args...).Scan(&n, &size); err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		if n <= int64(bound) && size <= maxHeldBytes {
+			return nil
+		}
+		most := `count(*)`
+		if size > maxHeldBytes {
+			most = `sum(length(envelope))`
+		}
+		res, err := tx.Exec(`DELETE FROM group_held WHERE id = (SELECT min(id) FROM group_held WHERE `+where+` AND person =
+			(SELECT person FROM group_held WHERE `+where+` GROUP BY person ORDER BY `+most+` DESC, max(id) DESC LIMIT 1))`,
+			append(append([]any{}, args...), args...)...)
+		if err != nil {
+			return fmt.Errorf("chat: database: %w", err)
+		}
+		if k, err := res.RowsAffected(); err != nil || k == 0 {
+			return err
+		}
 	}
-	return nil
 }
 
 // applyGroupKind applies a group-key, group-update or group-read message

@@ -189,7 +189,8 @@ type page struct {
 // Fetch returns the exact bytes of the links of the group name with
 // seqno > since, in order, reading as many pages as the server needs,
 // and the head of the last page. Each link must parse ([ParseLink]),
-// be of the group and carry the next seqno; nothing else is verified
+// be of the group and carry the next seqno, [MaxChainBytes] of links in
+// all at most; nothing else is verified
 // (see [Client.Load]). Errors: [ErrNotFound] (no such group),
 // [ErrBadAnswer], [ErrRateLimited], [ErrUnreachable].
 func (c *Client) Fetch(ctx context.Context, name string, since uint64) ([][]byte, Head, error) {
@@ -199,6 +200,7 @@ func (c *Client) Fetch(ctx context.Context, name string, since uint64) ([][]byte
 	var (
 		out  [][]byte
 		last cid.Cid
+		size int // the links' bytes: at most MaxChainBytes
 	)
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+GroupsPath+"/"+url.PathEscape(name)+"?since="+strconv.FormatUint(since, 10), nil)
@@ -212,6 +214,12 @@ func (c *Client) Fetch(ctx context.Context, name string, since uint64) ([][]byte
 		links, id, hd, err := readPage(body, name, since)
 		if err != nil {
 			return nil, Head{}, err
+		}
+		for _, l := range links {
+			size += len(l)
+		}
+		if size > MaxChainBytes {
+			return nil, Head{}, fmt.Errorf("%w: over %d bytes of links of %s", ErrBadAnswer, MaxChainBytes, name)
 		}
 		if len(links) > 0 {
 			since += uint64(len(links))

@@ -33,6 +33,10 @@ const (
 	MaxMembersPerLink = 256
 	// MaxLinks bounds the links of one chain (the highest seqno).
 	MaxLinks = 100_000
+	// MaxChainBytes bounds the links of one chain together, in bytes:
+	// what a client fetches ([Client.Fetch]) and verifies ([Verify],
+	// [State.Extend]) whatever a sig-server serves.
+	MaxChainBytes = 16 << 20
 	// MaxTitleLen bounds a group's title in bytes.
 	MaxTitleLen = 64
 )

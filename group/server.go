@@ -90,7 +90,7 @@ var DefaultLimits = Limits{
 	ReadsPerIP:   ratelimit.Limit{N: 1200, Per: time.Minute},
 	GroupsPerKey: 64,
 	MaxLinks:     MaxLinks,
-	MaxBytes:     16 << 20,
+	MaxBytes:     MaxChainBytes,
 }
 
 // NoLimits returns Limits with every rate and cap off (MaxLinks stays

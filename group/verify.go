@@ -130,6 +130,7 @@ type State struct {
 	ids        [][32]byte            // ids[i]: digest of link i+1
 	epochs     []uint64              // seqnos of create, add and remove links
 	lastRemove uint64
+	size       int64 // the links' bytes together
 }
 
 // Name returns the group's address, "name@domain".
@@ -278,6 +279,9 @@ func (s *State) apply(ctx context.Context, links [][]byte, offset int, check Dev
 		if err != nil {
 			return &LinkError{Seqno: s.seqno + 1, Index: offset + i, Err: err}
 		}
+		if s.size+int64(len(b)) > MaxChainBytes {
+			return &LinkError{Seqno: l.seqno, Index: offset + i, Err: fmt.Errorf("%w: the chain is over %d bytes", ErrBrokenChain, MaxChainBytes)}
+		}
 		if err := s.applyLink(ctx, l, limit, check); err != nil {
 			if r, ok := err.(ruleError); ok {
 				return &LinkError{Seqno: l.seqno, Index: offset + i, Err: r.error}
@@ -346,6 +350,7 @@ func (s *State) applyLink(ctx context.Context, l *Link, limit int64, check Devic
 	}
 	s.seqno, s.head, s.ctime = l.seqno, l.id, l.ctime
 	s.ids = append(s.ids, l.id)
+	s.size += int64(len(l.Bytes()))
 	return nil
 }
 
