@@ -36,7 +36,8 @@ func memberWithPrekey(t testing.TB, st *stacktest.Stack, name string) *stacktest
 
 // inboxCopies returns what the stream holds in to's inbox from the
 // device from: each message's data and Nats-Msg-Id, fetched as the
-// operator could (not acknowledged).
+// operator could, and handed back (NAK: the recipient's client gets them
+// at once).
 func inboxCopies(t testing.TB, st *stacktest.Stack, to, from kez.PublicKey) (data [][]byte, ids []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -53,6 +54,9 @@ func inboxCopies(t testing.TB, st *stacktest.Stack, to, from kez.PublicKey) (dat
 		if m.Subject() == callout.InboxSubjectPrefix+to.String()+"."+from.String() {
 			data = append(data, m.Data())
 			ids = append(ids, m.Headers().Get(jetstream.MsgIDHeader))
+		}
+		if err := m.Nak(); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if err := batch.Error(); err != nil {
@@ -164,5 +168,49 @@ func TestGroupFanOutSurvivesACrash(t *testing.T) {
 	}
 	if n := storedOn(t, js, "kez.v1.inbox."+bob.Key.String()+"."+au.Key.String()); n != 1 {
 		t.Fatalf("bob holds %d", n)
+	}
+}
+
+// TestGroupMemberWithoutPrekey: a member whose client never ran (no
+// prekey published) gets the group-update and the group key as format 1
+// envelopes sealed to their person's key, as a one-to-one message would
+// be; when their client first starts it joins the group and reads what
+// was sent before.
+func TestGroupMemberWithoutPrekey(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice := openClient(t, st, st.NewUser(t, "alice"))
+	carol := openClient(t, st, st.NewUser(t, "carol"))
+	bu := st.NewUser(t, "bob") // registered, never ran a client
+	ctx := testCtx(t)
+	name := "team@" + st.Domain
+	if _, err := alice.CreateGroup(ctx, "team", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.AddGroupMembers(ctx, "team", "bob", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	mustGroupSend(t, alice, name, "before bob ever ran")
+	waitGroupText(t, carol, name, "before bob ever ran")
+	// bob's inbox: the group-update and the key in format 1, then the
+	// group envelope.
+	data, _ := inboxCopies(t, st, bu.Key, alice.DeviceKey())
+	var forms []string
+	for _, d := range data {
+		forms = append(forms, wireForm(d))
+	}
+	if len(forms) != 3 || forms[0] != "v1" || forms[1] != "v1" || envelopeVersionOf(data[2]) != envelopeV3 {
+		t.Fatalf("bob's inbox holds %q", forms)
+	}
+	bob := openClient(t, st, bu)
+	g := waitGroup(t, bob, name, func(g *Group) bool { return len(g.Members) == 3 })
+	if g.Left || g.Role != "member" {
+		t.Fatalf("bob sees %+v", g)
+	}
+	e := waitGroupText(t, bob, name, "before bob ever ran")
+	if e.From != alice.user.Key || !e.Incoming {
+		t.Fatalf("bob stored %+v", e)
+	}
+	if s := bob.Stats(); s.Rejected != 0 {
+		t.Fatalf("bob's stats %+v", s)
 	}
 }
