@@ -314,6 +314,7 @@ func (c *Client) startSessions(ctx context.Context) {
 	c.background(c.runDue)
 	c.background(c.dueLoop)
 	c.background(c.republishGroups)
+	c.background(c.followRecorded)
 	c.keysChanged()
 }
 

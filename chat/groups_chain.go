@@ -477,6 +477,13 @@ func (c *Client) joinGroup(ctx context.Context, u groupUpdate) error {
 	if _, err := c.groupName(u.Group); err != nil {
 		return err
 	}
+	// One join at a time: the updates recorded before a restart and
+	// those of a batch received meanwhile may name the same group.
+	c.gjoin.Lock()
+	defer c.gjoin.Unlock()
+	if c.groups.get(u.Group) != nil {
+		return nil // pinned meanwhile
+	}
 	hint := u.SigServer
 	if domainOf(u.Group) == c.cc.Domain {
 		// The user's own domain: its groups are on the user's sig-server,

@@ -14,8 +14,11 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/group"
+	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/kez-lat/kez-chat/session"
+	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // envelopeV3 is the version byte of a group envelope.
@@ -273,6 +276,7 @@ func (c *Client) applyGroupKind(tx *sql.Tx, gb *groupBatch, r *received, now tim
 		}
 		if _, ok := gb.updates[u.Group]; ok || len(gb.updates) < maxGroupJoins || c.groups.get(u.Group) != nil {
 			gb.updates[u.Group] = u
+			return c.recordUpdate(tx, u, m.Body, now)
 		}
 		return nil
 	case KindGroupRead:
@@ -379,22 +383,7 @@ func (c *Client) afterGroups(ctx context.Context, gb *groupBatch) []*Entry {
 	for id := range gb.touched {
 		touched[id] = true
 	}
-	for name, u := range gb.updates {
-		if gs := c.groups.get(name); gs != nil {
-			if err := c.refreshGroup(ctx, gs, true); err != nil {
-				c.log.Warn("following a group change", "group", name, "err", err)
-			}
-			touched[gs.gid] = true
-			continue
-		}
-		if err := c.joinGroup(ctx, u); err != nil {
-			c.log.Info("a group-update names a group this client does not follow", "group", name, "err", err)
-			continue
-		}
-		if gs := c.groups.get(name); gs != nil {
-			touched[gs.gid] = true
-		}
-	}
+	c.followUpdates(ctx, gb.updates, touched)
 	for name := range gb.refresh {
 		if gs := c.groups.get(name); gs != nil {
 			if err := c.refreshGroup(ctx, gs, false); err != nil {
@@ -403,6 +392,11 @@ func (c *Client) afterGroups(ctx context.Context, gb *groupBatch) []*Entry {
 			touched[gs.gid] = true
 		}
 	}
+	return c.openTouched(ctx, touched)
+}
+
+// openTouched opens the envelopes held for the groups touched.
+func (c *Client) openTouched(ctx context.Context, touched map[[32]byte]bool) []*Entry {
 	var out []*Entry
 	for gid := range touched {
 		if gs := c.groups.byGID(gid); gs != nil {
@@ -414,6 +408,119 @@ func (c *Client) afterGroups(ctx context.Context, gb *groupBatch) []*Entry {
 		}
 	}
 	return out
+}
+
+// Bounds of the group-updates recorded until they are acted on (§10.5).
+const (
+	// maxRecordedJoins bounds those of groups not pinned here (anyone
+	// may send one); beyond it the oldest is dropped.
+	maxRecordedJoins = 64
+	// maxUpdateAge: one not acted on (a server unreachable) by then is
+	// dropped.
+	maxUpdateAge = 24 * time.Hour
+)
+
+// recordUpdate keeps, in the receiving transaction, the group-update u
+// (body) until the client acted on it (followUpdates): a crash after the
+// batch is stored, and acknowledged, loses no group-update. One is kept
+// per group, the last received.
+func (c *Client) recordUpdate(tx *sql.Tx, u groupUpdate, body []byte, now time.Time) error {
+	if _, err := tx.Exec(`INSERT INTO group_updates (name, body, at) VALUES (?,?,?)
+		ON CONFLICT (name) DO UPDATE SET body = excluded.body, at = excluded.at`, u.Group, body, now.UnixMilli()); err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	if c.groups.get(u.Group) != nil {
+		return nil
+	}
+	_, err := tx.Exec(`DELETE FROM group_updates WHERE name IN (SELECT name FROM group_updates WHERE name NOT IN (SELECT name FROM groups)
+		ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?)`, maxRecordedJoins)
+	if err != nil {
+		return fmt.Errorf("chat: database: %w", err)
+	}
+	return nil
+}
+
+// followUpdates acts on group-updates: a pinned group's chain is fetched
+// again, a group not pinned is joined if its chain lists the user
+// (joinGroup); the groups it pinned or changed are added to touched.
+// Each update's record is deleted once acted on, unless what failed may
+// work later (a server unreachable, the client stopping): then it is
+// acted on again when the client next starts.
+func (c *Client) followUpdates(ctx context.Context, updates map[string]groupUpdate, touched map[[32]byte]bool) {
+	for name, u := range updates {
+		var err error
+		if gs := c.groups.get(name); gs != nil {
+			if err = c.refreshGroup(ctx, gs, true); err != nil {
+				c.log.Warn("following a group change", "group", name, "err", err)
+			}
+			touched[gs.gid] = true
+		} else if err = c.joinGroup(ctx, u); err != nil {
+			c.log.Info("a group-update names a group this client does not follow", "group", name, "err", err)
+		} else if gs := c.groups.get(name); gs != nil {
+			touched[gs.gid] = true
+		}
+		if err != nil && retryLater(err) {
+			continue
+		}
+		werr := c.db.write(context.WithoutCancel(ctx), func(tx *sql.Tx) error {
+			// Only the update acted on: one received meanwhile stays.
+			_, err := tx.Exec(`DELETE FROM group_updates WHERE name = ? AND body = ?`, name, marshalGroupUpdate(u))
+			return err
+		})
+		if werr != nil {
+			c.log.Warn("recording a group-update acted on", "group", name, "err", werr)
+		}
+	}
+}
+
+// retryLater reports an error after which acting on a group-update again
+// later may succeed: a server that could not be reached or asked to wait,
+// or the client stopping.
+func retryLater(err error) bool {
+	return errors.Is(err, group.ErrUnreachable) || errors.Is(err, sigchain.ErrUnreachable) || errors.Is(err, handles.ErrUnreachable) ||
+		errors.Is(err, ratelimit.ErrLimited) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrClosed)
+}
+
+// followRecorded acts, when the client starts, on the group-updates
+// received before it last stopped and not acted on yet, and opens what
+// waited for the groups they pin or change.
+func (c *Client) followRecorded(ctx context.Context) {
+	updates := map[string]groupUpdate{}
+	err := c.db.write(ctx, func(tx *sql.Tx) error {
+		clear(updates)
+		if _, err := tx.Exec(`DELETE FROM group_updates WHERE at < ?`, c.now().Add(-maxUpdateAge).UnixMilli()); err != nil {
+			return err
+		}
+		rows, err := tx.Query(`SELECT name, body FROM group_updates ORDER BY at`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var body []byte
+			if err := rows.Scan(&name, &body); err != nil {
+				return err
+			}
+			if u, err := parseGroupUpdate(body); err == nil && u.Group == name {
+				updates[name] = u
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		c.log.Warn("reading the group-updates not acted on", "err", err)
+		return
+	}
+	if len(updates) == 0 {
+		return
+	}
+	touched := map[[32]byte]bool{}
+	c.followUpdates(ctx, updates, touched)
+	if es := c.openTouched(ctx, touched); len(es) > 0 {
+		c.log.Info("opened the group messages that waited for a group-update", "n", len(es))
+	}
+	c.log.Info("acted on the group-updates received before the client stopped", "n", len(updates))
 }
 
 // openHeld checks gs's keys that waited for its chain, then opens the
