@@ -4,12 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/session"
@@ -212,5 +217,61 @@ func TestGroupMemberWithoutPrekey(t *testing.T) {
 	}
 	if s := bob.Stats(); s.Rejected != 0 {
 		t.Fatalf("bob's stats %+v", s)
+	}
+}
+
+// gateRefusals reads the chat-server's count of refusals for reason.
+func gateRefusals(t testing.TB, st *stacktest.Stack, reason string) string {
+	t.Helper()
+	resp, err := http.Get(st.ServerURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := `kez_chat_gate_refusals_total{reason="` + reason + `"} `
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			return v
+		}
+	}
+	return "0"
+}
+
+// TestGroupKeyRefusedIsSentAgain: a member device whose copy of the
+// group key the gate refused (here: alice's bucket for it is spent) is
+// not recorded as having the key: the next send distributes it to that
+// device again, where a recorded device would get nothing.
+func TestGroupKeyRefusedIsSentAgain(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{RecipientRate: 0.001, RecipientBurst: 1}})
+	alice := openClient(t, st, st.NewUser(t, "alice"))
+	bu := memberWithPrekey(t, st, "bob")
+	ctx := testCtx(t)
+	if _, err := alice.CreateGroup(ctx, "team", ""); err != nil {
+		t.Fatal(err)
+	}
+	// The group-update takes alice's one copy to bob.
+	if err := alice.AddGroupMembers(ctx, "team", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	had := func() int {
+		var n int
+		if err := alice.db.db.QueryRow(`SELECT count(*) FROM group_skey_sent WHERE device = ?`, bu.Key.String()).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for i, want := range []string{"2", "4"} {
+		// The key and the message are refused for bob.
+		alice.SendGroup(ctx, "team", fmt.Sprint("message ", i))
+		if got := gateRefusals(t, st, "recipient_quota"); got != want || had() != 0 {
+			t.Fatalf("after send %d: %s refusals (want %s: the key tried again), bob recorded %d times", i, got, want, had())
+		}
+		if left := outboxMulti(t, alice.Client); len(left) != 0 {
+			t.Fatalf("the outbox holds %d", len(left))
+		}
 	}
 }
