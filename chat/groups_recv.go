@@ -165,8 +165,8 @@ func (c *Client) groupOpen(tx *sql.Tx, gb *groupBatch, data []byte, from, person
 	if err != nil {
 		return nil, gs, false, err
 	}
-	if m.Kind != KindText {
-		return nil, gs, false, fmt.Errorf("%w: a group message of kind %q", ErrMalformed, m.Kind)
+	if err := checkGroupKind(m, h.GID, person); err != nil {
+		return nil, gs, false, err
 	}
 	return m, gs, false, nil
 }

@@ -32,6 +32,12 @@ const groupMemberFetches = 8
 // removed), ErrGroupBroken (a fork), group.ErrRollback (the sig-server
 // shows fewer links than pinned), and those of publishing.
 func (c *Client) SendGroup(ctx context.Context, name, text string, _ ...SendOption) (Sent, error) {
+	return c.sendGroup(ctx, name, KindText, []byte(text))
+}
+
+// sendGroup sends a group message of the kind (text, group-file) with
+// body: SendGroup's steps.
+func (c *Client) sendGroup(ctx context.Context, name string, kind Kind, body []byte) (Sent, error) {
 	if !c.work.Enter() {
 		return Sent{}, ErrClosed
 	}
@@ -60,7 +66,7 @@ func (c *Client) SendGroup(ctx context.Context, name, text string, _ ...SendOpti
 	if err := c.distributeKey(ctx, gs, st, members); err != nil {
 		return Sent{}, err
 	}
-	m := Message{ID: NewMessageID(), SentAt: c.now().Truncate(time.Millisecond), From: c.me, Kind: KindText, Body: []byte(text)}
+	m := Message{ID: NewMessageID(), SentAt: c.now().Truncate(time.Millisecond), From: c.me, Kind: kind, Body: body}
 	if err := m.validate(); err != nil {
 		return Sent{}, err
 	}

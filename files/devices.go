@@ -118,14 +118,16 @@ func dropRevoked(m *format.Manifest, st *sigchain.State) int {
 // it fetched, and the least time between two fetches of it.
 const deviceRefresh = time.Minute
 
-// maxRecipientChains bounds the recipients' chains the node keeps.
-const maxRecipientChains = 1024
+// maxRecipientChains bounds the recipients' chains the node keeps (the
+// members of a few groups of group.MaxMembers).
+const maxRecipientChains = 4096
 
 // servePolicy is the node's Policy: the share index's (public rows to
 // everyone, private ones to their recipients' person keys) and, for a
 // private blob asked for by another key, the current devices of its
-// recipients' verified chains (docs/spec/manifest.md §6); a recipient of
-// a share to a group only while still a member of it (§7).
+// recipients' verified chains (docs/spec/manifest.md §6); for a share to
+// a group, the sharer's devices and the members since the share, and
+// their current devices (§7).
 type servePolicy struct{ s *Sharing }
 
 // Allow implements Policy.
@@ -141,8 +143,20 @@ func (p servePolicy) Allow(peer kez.PublicKey, c cid.Cid) bool {
 		s.log.Error("files: reading the share index", "err", err)
 		return false
 	}
+	groups := map[string]*groupRef{}
 	for _, r := range rcs {
-		if (r.key == peer || s.chains.isDevice(ctx, s, r, peer)) && (r.group == nil || s.groups.stillMember(ctx, s, r.group, r.key)) {
+		if r.group != nil {
+			groups[r.group.key()] = r.group
+			if r.key != s.me {
+				continue // a group's members are checked against its chain
+			}
+		}
+		if r.key == peer || s.chains.isDevice(ctx, s, r, peer) {
+			return true
+		}
+	}
+	for _, g := range groups {
+		if s.allowsGroup(ctx, g, peer) {
 			return true
 		}
 	}
@@ -174,6 +188,20 @@ func (rc *recipientChains) get(k kez.PublicKey) *recipientChain {
 		rc.m[k] = e
 	}
 	return e
+}
+
+// cached returns the chain of the recipient k as last fetched, nil if
+// none; it fetches nothing.
+func (rc *recipientChains) cached(k kez.PublicKey) *sigchain.State {
+	rc.mu.Lock()
+	e := rc.m[k]
+	rc.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.st
 }
 
 // isDevice reports whether peer is a current device of the recipient r's

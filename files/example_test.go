@@ -147,8 +147,11 @@ func ExampleOpen() {
 }
 
 // Alice makes a group with bob, shares a plan with its members, and
-// serves it; bob, a member, sees it and fetches it. Someone added to the
-// group later, or removed from it, would be refused the file.
+// serves it; bob, a member, fetches it with the offer (the file's key,
+// which a chat client sends to the group, chat.Client.SendGroupFile, and
+// lists on the members' side, chat.Client.GroupFiles). Someone added to
+// the group later never reads the offer and, like someone removed from
+// it, would be refused the file.
 func ExampleToGroup() {
 	st, users, stop := stacktest.ForExample(stacktest.Options{}, "alice", "bob")
 	defer stop()
@@ -198,18 +201,23 @@ func ExampleToGroup() {
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println("shared", sf.Name, "with", sf.Group, sf.Recipients)
+	fmt.Println("shared", sf.Name, "with", sf.Group, "offering", sf.Offer.Name, sf.Offer.Size, "bytes")
 	if err := alice.StartServing(ctx); err != nil {
 		panic(err)
 	}
 
-	got, err := bob.Fetch(ctx, "alice", "plan.txt", filepath.Join(dir, "bob-plan.txt"))
+	// Without the offer, bob does not even see the file.
+	list, _ := bob.Browse(ctx, "alice")
+	fmt.Println("bob browses", len(list), "files")
+	offer := *sf.Offer // what bob's chat client would have read in the group
+	got, err := bob.Fetch(ctx, "alice", offer.Name, filepath.Join(dir, "bob-plan.txt"), files.WithFileKey(offer))
 	if err != nil {
 		panic(err)
 	}
 	b, _ := os.ReadFile(got.Path)
 	fmt.Printf("bob fetched %s: %q\n", got.Name, b)
 	// Output:
-	// shared plan.txt with team@kez.test [bob@kez.test]
+	// shared plan.txt with team@kez.test offering plan.txt 13 bytes
+	// bob browses 0 files
 	// bob fetched plan.txt: "meet at noon\n"
 }

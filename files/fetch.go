@@ -43,6 +43,7 @@ type fetchConfig struct {
 	waitTimeout time.Duration
 	onWait      func(attempt int)
 	overwrite   bool
+	offer       *format.GroupFile
 }
 
 func fetchOptions(opts []FetchOption) fetchConfig {
@@ -82,6 +83,18 @@ func WithWait(timeout time.Duration, onWait func(attempt int)) FetchOption {
 // that wraps fs.ErrExist. ([Node.Fetch] always replaces.)
 func WithOverwrite() FetchOption {
 	return func(c *fetchConfig) { c.overwrite = true }
+}
+
+// WithFileKey makes [Sharing.Fetch] fetch a file shared with a group with
+// the key its offer gave (docs/spec/manifest.md §7; chat.Client.GroupFiles
+// lists the offers a member read): the owner's handle must name
+// offer.Owner, nameOrCID must be the offer's name or CID, and the owner's
+// manifest must list that CID as shared with offer.Group, for a file of
+// offer.Size bytes, else [ErrOfferMismatch] and nothing is fetched; an
+// owner who no longer shares it gives a *[NotSharedError]. The file is
+// saved under the offer's name. ([Node.Fetch] ignores it.)
+func WithFileKey(offer format.GroupFile) FetchOption {
+	return func(c *fetchConfig) { c.offer = &offer }
 }
 
 // Fetch downloads blob c from owner into the file dst.

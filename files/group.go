@@ -22,6 +22,18 @@ import (
 // group.ErrNotMember.
 var ErrNotGroupMember = fmt.Errorf("files: you are not a member of that group: %w", group.ErrNotMember)
 
+// ErrOfferMismatch reports a fetch with a group file offer
+// ([WithFileKey]) that the owner's manifest does not confirm: the owner's
+// handle names another key than the offer's, the name or CID asked for is
+// not the offer's, or the owner's entry for that CID is not shared with
+// the offer's group (or is for another size). Nothing is fetched.
+var ErrOfferMismatch = errors.New("files: the owner's shared files do not match the group's offer")
+
+// ErrSharedWithGroup reports a fetch (without [WithFileKey]) of an entry
+// shared with a group: its key comes with the offer in the group. It is
+// returned together with ErrForbidden.
+var ErrSharedWithGroup = errors.New("files: the file is shared with a group, and its key comes with the offer in the group")
+
 // Group names the group a private share goes to (see [ToGroup]).
 type Group struct {
 	// Name is the group's address, NAME@domain; a bare NAME takes the
@@ -38,18 +50,19 @@ type Group struct {
 	Pin group.Pin
 }
 
-// ToGroup makes the share private to the people who are current members
-// of the group g when it is shared (docs/spec/manifest.md §7): its
-// membership chain is read from the group's sig-server and verified, and
-// the file is encrypted to the members' keys as a private share to their
-// handles is ([To]), the user included. The share index records the
-// group, and the serving node sends the blob only to a current device of
-// a recipient who is still a member: someone added later has no wrap and
-// is refused, someone removed is refused from the removal on (within the
-// minute the node keeps a group's chain). The user must be a current
-// member ([ErrNotGroupMember]); a group of more people than a private
-// entry has wraps (format.MaxRecipients, the user included) is refused.
-// ToGroup and [To] do not combine.
+// ToGroup makes the share private to the people who are members of the
+// group g when it is shared (docs/spec/manifest.md §7): its membership
+// chain is read from the group's sig-server and verified, the user must
+// be a current member ([ErrNotGroupMember]), and the file is encrypted
+// under a fresh key that is not wrapped in the manifest: the entry names
+// the group by its ID, and the key goes to the members in the group, as
+// the offer Share returns (SharedFile.Offer, for
+// chat.Client.SendGroupFile), so a group of any size is reached. The
+// share index records the group, and the serving node sends the blob only
+// to a current device of a member since the share (or before it):
+// someone added later read no offer and is refused, someone removed is
+// refused from the removal on (within the minute the node keeps a
+// group's chain). ToGroup and [To] do not combine.
 func ToGroup(g Group) ShareOption {
 	return func(c *shareConfig) { c.group = &g }
 }
@@ -208,20 +221,6 @@ func (s *Sharing) personChain(known *group.State, links [][]byte) func(context.C
 	}
 }
 
-// memberHandles returns the handles and keys of the current members of
-// st, the user aside, in the order they were added.
-func (s *Sharing) memberHandles(st *group.State) ([]string, []kez.PublicKey) {
-	var hs []string
-	var keys []kez.PublicKey
-	for _, m := range st.Members() {
-		if m.Key != s.me {
-			hs = append(hs, m.Handle)
-			keys = append(keys, m.Key)
-		}
-	}
-	return hs, keys
-}
-
 // groupRefresh is how long the serving node trusts a group's chain it
 // read, and the least time between two reads of it.
 const groupRefresh = time.Minute
@@ -257,17 +256,13 @@ func (gs *groupStates) get(key string) *groupState {
 	return e
 }
 
-// stillMember reports whether the recipient r of a private share to a
-// group is still a member of it: a member since the share (or before it)
-// in the group's chain as read at most groupRefresh ago. The chain is read
-// again at most once per groupRefresh whatever the requests; a read that
-// fails, or a chain that does not extend the one recorded at share time
-// (another group under the name, a fork, a rollback), refuses everyone
-// but the sharer until the next read.
-func (gs *groupStates) stillMember(ctx context.Context, s *Sharing, g *groupRef, r kez.PublicKey) bool {
-	if r == s.me {
-		return true // the sharer's own devices
-	}
+// current returns the chain of the group g as read at most groupRefresh
+// ago, nil if it cannot be trusted now. The chain is read again at most
+// once per groupRefresh whatever the requests; a read that fails, or a
+// chain that does not extend the one recorded at share time (another
+// group under the name, a fork, a rollback), gives nil until the next
+// read: everyone but the sharer is refused.
+func (gs *groupStates) current(ctx context.Context, s *Sharing, g *groupRef) *group.State {
 	e := gs.get(g.key())
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -283,10 +278,9 @@ func (gs *groupStates) stillMember(ctx context.Context, s *Sharing, g *groupRef,
 		}
 	}
 	if !e.ok {
-		return false
+		return nil
 	}
-	m, ok := e.st.Member(r)
-	return ok && m.Since <= g.seqno
+	return e.st
 }
 
 // groupFor reads the chain of g (from known on) and checks it against

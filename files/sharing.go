@@ -103,6 +103,7 @@ type Sharing struct {
 	idx      *index
 	chains   recipientChains // private files' recipients' chains
 	groups   groupStates     // the chains of the groups private files went to
+	refused  refusedKeys     // keys a share to a group refused lately
 	sigc     *sigchain.Client
 	resolver *handles.Resolver
 	owners   ownerStates // the owners' chains as last verified
@@ -272,8 +273,14 @@ type SharedFile struct {
 	// not included).
 	Recipients []string
 	// Group is the group (NAME@domain) a private file was shared with
-	// ([ToGroup]); Recipients are its members then. "" otherwise.
-	Group    string
+	// ([ToGroup]), GroupID its ID; "" and zero otherwise.
+	Group   string
+	GroupID [32]byte
+	// Offer, for a share to a group, is what the group's members are to
+	// be sent (chat.Client.SendGroupFile): the file key with the owner,
+	// the blob and the file's details (docs/spec/manifest.md §7). nil
+	// otherwise. It holds the key: do not show it.
+	Offer    *format.GroupFile
 	SharedAt time.Time
 }
 
@@ -281,7 +288,9 @@ func (r *shareRow) shared() SharedFile {
 	sf := SharedFile{Name: r.Name, Path: r.Path, CID: r.CID, Size: r.Size, ModTime: time.Unix(0, r.MTimeNs).Truncate(time.Second),
 		MediaType: r.MediaType, Private: r.Private, SharedAt: r.SharedAt, Recipients: []string{}}
 	if r.Group != nil {
-		sf.Group = r.Group.name
+		sf.Group, sf.GroupID = r.Group.name, r.Group.id
+		sf.Offer = &format.GroupFile{Group: r.Group.id, Owner: r.ownerKey, CID: r.CID, Key: r.Key, Name: r.Name,
+			Size: r.Size, MediaType: r.MediaType, ModTime: time.Unix(0, r.MTimeNs).Truncate(time.Second).UTC()}
 	}
 	for i, rc := range r.Recipients {
 		if rc.Key != r.ownerKey {
@@ -349,10 +358,13 @@ func MediaType(mediaType string) ShareOption {
 // Errors: [ErrNotPrimary] on a linked device, an unreadable path or a name
 // the manifest refuses (wrapping [format.ErrManifest]), a recipient that
 // does not resolve (handles errors), a manifest over its limits, or the
-// sig-server's; with [ToGroup] also [ErrNotGroupMember], the group
+// sig-server's; with [ToGroup] also [ErrNotGroupMember] and the group
 // package's errors (its chain failing to verify, group.ErrFork,
-// group.ErrRollback against Group.Pin) and handles.ErrMismatch for a
-// member whose handle names another key than the group lists.
+// group.ErrRollback against Group.Pin).
+//
+// With [ToGroup] the entry names the group and holds no key: send
+// SharedFile.Offer to the group (chat.Client.SendGroupFile) once Share
+// returned, so that its members can fetch the file.
 func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (*SharedFile, error) {
 	if !s.work.Enter() {
 		return nil, ErrClosed
@@ -403,31 +415,39 @@ func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (
 	if err != nil {
 		return nil, err
 	}
-	to, keys := o.to, []kez.PublicKey(nil)
 	var gref *groupRef
 	if o.group != nil {
-		gst, ref, err := s.groupTarget(ctx, *o.group)
-		if err != nil {
+		if _, gref, err = s.groupTarget(ctx, *o.group); err != nil {
 			return nil, err
 		}
-		gref = ref
-		to, keys = s.memberHandles(gst)
 	}
-	private := len(to) > 0 || gref != nil
-	if private {
+	private := len(o.to) > 0 || gref != nil
+	row := &shareRow{Name: name, Path: abs, Size: st.Size(), MTimeNs: st.ModTime().UnixNano(), MediaType: mediaType,
+		Private: private, SharedAt: s.now(), Group: gref}
+	switch {
+	case gref != nil:
+		// Nothing is wrapped: the members get the key in the group. The
+		// sharer is the recipient the index records (their devices).
+		row.Recipients = []format.Recipient{{Key: s.me}}
+		row.Handles = []string{cmp.Or(own.Handle(), s.me.String())}
+	case private:
 		if own, err = s.rotateIfDue(ctx, own); err != nil {
 			return nil, err
 		}
-	}
-	row := &shareRow{Name: name, Path: abs, Size: st.Size(), MTimeNs: st.ModTime().UnixNano(), MediaType: mediaType,
-		Private: private, SharedAt: s.now(), Group: gref}
-	if row.Private {
-		if row.Recipients, row.Handles, err = s.recipients(ctx, own, to, keys); err != nil {
+		if row.Recipients, row.Handles, err = s.recipients(ctx, own, o.to); err != nil {
 			return nil, err
 		}
+	}
+	if row.Private {
 		if row.Key, err = format.NewFileKey(); err != nil {
 			return nil, err
 		}
+	}
+	// This install's shares of the name: a share to a group is not
+	// visible in the manifest, so it is replaced by its CID.
+	sameName, err := s.idx.rows(ctx, false, "name = ?", name)
+	if err != nil {
+		return nil, err
 	}
 	tree, err := hashShare(f, row.Size, row.Private, row.Key)
 	if err != nil {
@@ -448,7 +468,11 @@ func (s *Sharing) Share(ctx context.Context, path string, opts ...ShareOption) (
 	var replaced []format.Entry
 	err = s.publish(ctx, func(m *format.Manifest, visible []format.Entry) error {
 		replaced = dropEntries(m, visible, func(e format.Entry) bool { return e.Name == name })
-		if row.Private {
+		replaced = append(replaced, dropGroupEntries(m, sameName, func(r *shareRow) bool { return true })...)
+		switch {
+		case gref != nil:
+			return m.AddGroup(entry, gref.id)
+		case row.Private:
 			return m.AddPrivate(entry, row.Recipients)
 		}
 		return m.AddPublic(entry)
@@ -483,10 +507,17 @@ func (s *Sharing) Unshare(ctx context.Context, nameOrCID string) ([]format.Entry
 	c, cerr := format.ParseCID(nameOrCID)
 	isCID := func(x cid.Cid) bool { return cerr == nil && x.Equals(c) }
 	match := func(e format.Entry) bool { return e.Name == nameOrCID || isCID(e.CID) }
+	// This install's shares of the name: those to a group are not
+	// visible in the manifest, so they are found by their CID.
+	named, err := s.idx.rows(ctx, false, "name = ?", nameOrCID)
+	if err != nil {
+		return nil, err
+	}
 	var dropped []format.Entry
 	errNothing := errors.New("nothing to unshare")
-	err := s.publish(ctx, func(m *format.Manifest, visible []format.Entry) error {
+	err = s.publish(ctx, func(m *format.Manifest, visible []format.Entry) error {
 		dropped = dropEntries(m, visible, match)
+		dropped = append(dropped, dropGroupEntries(m, named, func(r *shareRow) bool { return r.Name == nameOrCID })...)
 		// A private entry this user cannot open (shared from elsewhere
 		// without themselves): by CID only.
 		for i := 0; i < len(m.Sealed); i++ {
@@ -561,6 +592,23 @@ func dropEntries(m *format.Manifest, visible []format.Entry, match func(format.E
 		if e.Private && match(e) {
 			out = append(out, e)
 			m.Remove(e.CID) // a private CID is unique to its entry (fresh key)
+		}
+	}
+	return out
+}
+
+// dropGroupEntries removes from m the entries shared with a group whose
+// blob is that of one of rows that match, and returns them as the rows
+// describe them.
+func dropGroupEntries(m *format.Manifest, rows []*shareRow, match func(*shareRow) bool) []format.Entry {
+	var out []format.Entry
+	for _, r := range rows {
+		if !match(r) {
+			continue
+		}
+		if se, ok := m.GroupEntry(r.CID); ok {
+			m.Remove(se.CID)
+			out = append(out, format.Entry{Name: r.Name, Size: r.Size, CID: r.CID, MediaType: r.MediaType, Private: true, BlobSize: se.BlobSize, Device: se.Device})
 		}
 	}
 	return out
@@ -657,12 +705,11 @@ func (s *Sharing) rotateIfDue(ctx context.Context, st *sigchain.State) (*sigchai
 }
 
 // recipients resolves the handles of a private share to keys and X25519
-// keys from their verified chains, and adds the user themselves. keys, if
-// not nil, are the keys the handles must name (a group's members).
-func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string, keys []kez.PublicKey) ([]format.Recipient, []string, error) {
+// keys from their verified chains, and adds the user themselves.
+func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string) ([]format.Recipient, []string, error) {
 	rs := []format.Recipient{{Key: s.me, X25519: own.EncryptionKey(), Generation: own.EncryptionGeneration()}}
 	hs := []string{cmp.Or(own.Handle(), s.me.String())}
-	for i, h := range to {
+	for _, h := range to {
 		// Not from the cache: a recipient who revoked a device rotated
 		// their encryption key, and the revoked device must not open
 		// what is shared from then on (docs/spec/chat.md §8.6).
@@ -673,9 +720,6 @@ func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []stri
 		res, err := s.resolver.ResolveFresh(ctx, hh, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
-		}
-		if keys != nil && res.Key != keys[i] {
-			return nil, nil, fmt.Errorf("%w: the group lists %s with the key %s, and the handle now names %s", handles.ErrMismatch, h, keys[i], res.Key)
 		}
 		if res.State.RotationDue() {
 			return nil, nil, &RotationError{Handle: res.Handle.String()}

@@ -153,11 +153,15 @@ type Fetched struct {
 // private entry is downloaded encrypted (outPath+[EncryptedSuffix]) and
 // decrypted into place. outPath exists only once the whole file is
 // verified (and decrypted). Options: [WithWait] waits for an offline
-// owner, [WithOverwrite] replaces an existing file, [WithProgress] and
-// [WithoutSync] as for Node.Fetch.
+// owner, [WithOverwrite] replaces an existing file, [WithFileKey] fetches
+// a file shared with a group with the key its offer gave, [WithProgress]
+// and [WithoutSync] as for Node.Fetch.
 //
 // Errors: a *[NotSharedError] for a name or CID the viewer cannot see;
-// ErrForbidden for a private entry meant for others; a *[DeviceError]
+// ErrForbidden for a private entry meant for others (with
+// [ErrSharedWithGroup] for one shared with a group, fetched without its
+// offer); [ErrOfferMismatch] for an offer the owner's manifest does not
+// confirm; a *[DeviceError]
 // (ErrDeviceRevoked, ErrNotOwnersDevice) for an entry served by a device
 // that is not a current device of the owner's chain; an *[OfflineError]
 // (ErrOwnerOffline) if the owner does not answer; ErrNotFound, ErrCorrupt
@@ -189,8 +193,13 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if err != nil {
 		return nil, err
 	}
-	e, err := findEntry(ow.handle, m, format.VisibleTo(m, s.keys), nameOrCID)
-	if errors.Is(err, ErrForbidden) && s.primary == nil {
+	var e format.Entry
+	if o.offer != nil {
+		e, err = offerEntry(ow, m, o.offer, nameOrCID)
+	} else {
+		e, err = findEntry(ow.handle, m, format.VisibleTo(m, s.keys), nameOrCID)
+	}
+	if errors.Is(err, ErrForbidden) && !errors.Is(err, ErrSharedWithGroup) && s.primary == nil {
 		// Its wraps may well be to this device's person, of a generation
 		// this linked device was not sent (yet).
 		return nil, fmt.Errorf("%w: %w: %s shares %s privately", ErrForbidden, ErrNoKey, ow.handle, nameOrCID)
@@ -263,11 +272,45 @@ func findEntry(handle string, m *format.Manifest, visible []format.Entry, nameOr
 		}
 	}
 	for _, se := range m.Sealed {
+		if se.CID.Equals(c) && se.Group != ([32]byte{}) {
+			return format.Entry{}, fmt.Errorf("%w: %w: %s shares %s with a group", ErrForbidden, ErrSharedWithGroup, handle, nameOrCID)
+		}
 		if se.CID.Equals(c) {
 			return format.Entry{}, fmt.Errorf("%w: %s shares %s privately with others, not with you", ErrForbidden, handle, nameOrCID)
 		}
 	}
 	return format.Entry{}, &NotSharedError{Owner: handle, What: nameOrCID}
+}
+
+// offerEntry is the entry a group file offer f describes, once the
+// owner's manifest m confirms it (see [WithFileKey]).
+func offerEntry(ow *owner, m *format.Manifest, f *format.GroupFile, nameOrCID string) (format.Entry, error) {
+	if ow.key != f.Owner {
+		return format.Entry{}, fmt.Errorf("%w: %w: the offer is from %s, and %s names %s", ErrOfferMismatch, handles.ErrMismatch, f.Owner, ow.handle, ow.key)
+	}
+	if c, err := format.ParseCID(nameOrCID); nameOrCID != f.Name && (err != nil || !c.Equals(f.CID)) {
+		return format.Entry{}, fmt.Errorf("%w: the offer is for %q (%s), not %q", ErrOfferMismatch, f.Name, f.CID, nameOrCID)
+	}
+	for _, se := range m.Sealed {
+		if !se.CID.Equals(f.CID) {
+			continue
+		}
+		if se.Group != f.Group {
+			return format.Entry{}, fmt.Errorf("%w: %s shares %s, but not with the group the offer came in", ErrOfferMismatch, ow.handle, f.CID)
+		}
+		if se.BlobSize != format.EncryptedSize(f.Size) {
+			return format.Entry{}, fmt.Errorf("%w: %s's entry for %s is a blob of %d bytes, not the encryption of the %d bytes offered", ErrOfferMismatch, ow.handle, f.CID, se.BlobSize, f.Size)
+		}
+		e := f.Entry()
+		e.Device = se.Device
+		return e, nil
+	}
+	for _, e := range m.Public {
+		if e.CID.Equals(f.CID) {
+			return format.Entry{}, fmt.Errorf("%w: %s shares %s publicly, not with a group", ErrOfferMismatch, ow.handle, f.CID)
+		}
+	}
+	return format.Entry{}, &NotSharedError{Owner: ow.handle, What: f.Name}
 }
 
 // destination decides where a fetch writes.

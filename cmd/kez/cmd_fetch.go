@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
 )
@@ -16,7 +17,7 @@ import (
 func init() {
 	register(&command{
 		name:    "fetch",
-		args:    "HANDLE NAME|CID [-o PATH] [--wait [--timeout D]] [--force] [--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "(HANDLE NAME|CID | --group GROUP NAME|CID) [-o PATH] [--wait [--timeout D]] [--force] [--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "download a file someone shares, peer to peer, verified",
 		help: `
 Downloads the file HANDLE shares under NAME (or with content address CID)
@@ -36,10 +37,18 @@ press Ctrl-C).
 -o PATH is where to save it (a folder puts it there under its shared name;
 default: its shared name in the current folder). An existing file is kept
 unless you pass --force. A progress line is shown on a terminal (for a
-private file it counts the encrypted bytes, and says so).`,
+private file it counts the encrypted bytes, and says so).
+
+--group GROUP fetches a file someone shared with the group GROUP (kez
+share --group): NAME or CID names one of the files offered in the group
+("kez files --group GROUP" lists them; of several offers of one name, the
+latest). Your kez first takes what waits for you, reads the offer (which
+holds the file's key and its owner) and fetches the file from its
+owner's machine, which sends it only to people who were members when it
+was shared and still are.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
-			var out, listen string
+			var out, listen, grp string
 			var wait, force bool
 			var timeout time.Duration
 			cf.declare(fs, true)
@@ -47,13 +56,20 @@ private file it counts the encrypted bytes, and says so).`,
 			fs.BoolVar(&wait, "wait", false, "wait for the owner to come online")
 			fs.DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (0: never)")
 			fs.BoolVar(&force, "force", false, "replace an existing file at the path")
+			fs.StringVar(&grp, "group", "", "fetch a file shared with this group (then give only NAME or CID)")
 			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_P2P_LISTEN; default: all interfaces, TCP and QUIC)")
 			return func(ctx context.Context, args []string) error {
-				if len(args) != 2 {
-					return usagef("fetch takes a HANDLE and a NAME or CID, got %d arguments", len(args))
-				}
 				if timeout < 0 {
 					return usagef("--timeout must not be negative")
+				}
+				if grp != "" {
+					if len(args) != 1 {
+						return usagef("fetch --group takes one NAME or CID (the owner is the one who offered it), got %d arguments", len(args))
+					}
+					return runFetchGroup(ctx, e, cf, listen, grp, args[0], out, wait, timeout, force)
+				}
+				if len(args) != 2 {
+					return usagef("fetch takes a HANDLE and a NAME or CID, got %d arguments", len(args))
 				}
 				return runFetch(ctx, e, cf, listen, args[0], args[1], out, wait, timeout, force)
 			}
@@ -67,8 +83,71 @@ func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, o
 		return err
 	}
 	defer s.Close()
+	return fetchReport(ctx, e, s, setup, handle, what, out, wait, timeout, force, nil)
+}
+
+// runFetchGroup fetches the file offered in the group grp under the name
+// (or with the CID) what, with the key its offer gave.
+func runFetchGroup(ctx context.Context, e *env, cf chatFlags, listen, grp, what, out string, wait bool, timeout time.Duration, force bool) error {
+	c, g, err := e.openGroup(ctx, cf, grp)
+	if err != nil {
+		return err
+	}
+	defer shutdownChat(c)
+	offers, err := c.GroupFiles(ctx, g.Name)
+	if err != nil {
+		return err
+	}
+	f, ok := pickOffer(offers, what)
+	if !ok {
+		return worded(nil, "no file named %q (nor with that CID) was offered in %s to you: kez files --group %s lists those that were", what, g.Name, g.Name)
+	}
+	if f.OwnerHandle == "" {
+		return worded(nil, "the one who offered %q (%s) is no longer in %s, and their handle is not known here, so it cannot be fetched", f.Offer.Name, f.Offer.Owner, g.Name)
+	}
+	s, setup, err := e.openSharing(ctx, cf, true, c.Conn(), listen)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	err = fetchReport(ctx, e, s, setup, f.OwnerHandle, f.Offer.CID.String(), out, wait, timeout, force, &f)
+	if errors.Is(err, files.ErrForbidden) {
+		return worded(err, "%s will not send %q to you: it goes only to people who were members of %s when it was shared and still are", f.OwnerHandle, f.Offer.Name, g.Name)
+	}
+	if errors.Is(err, files.ErrOfferMismatch) || errors.Is(err, files.ErrNotShared) {
+		return worded(err, "%s does not share %q with %s (any more): their list of shared files does not have what the offer says, so nothing was fetched", f.OwnerHandle, f.Offer.Name, g.Name)
+	}
+	return err
+}
+
+// pickOffer returns the latest offer named what, else the latest with
+// that CID.
+func pickOffer(offers []chat.GroupFile, what string) (chat.GroupFile, bool) {
+	for i := len(offers) - 1; i >= 0; i-- {
+		if offers[i].Offer.Name == what {
+			return offers[i], true
+		}
+	}
+	c, err := format.ParseCID(what)
+	if err != nil {
+		return chat.GroupFile{}, false
+	}
+	for i := len(offers) - 1; i >= 0; i-- {
+		if offers[i].Offer.CID.Equals(c) {
+			return offers[i], true
+		}
+	}
+	return chat.GroupFile{}, false
+}
+
+// fetchReport fetches what from handle with s (with the key of offer, if
+// given) and reports it.
+func fetchReport(ctx context.Context, e *env, s *files.Sharing, setup *sharingSetup, handle, what, out string, wait bool, timeout time.Duration, force bool, offer *chat.GroupFile) error {
 	who := fullHandle(handle, setup.srv.domain)
 	var opts []files.FetchOption
+	if offer != nil {
+		opts = append(opts, files.WithFileKey(offer.Offer))
+	}
 	if wait {
 		opts = append(opts, files.WithWait(timeout, func(attempt int) {
 			if attempt == 1 {
@@ -81,7 +160,11 @@ func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, o
 	}
 	var bar *progressLine
 	if e.isTerminal {
-		bar = &progressLine{w: e.stderr, name: what, now: e.now}
+		name := what
+		if offer != nil {
+			name = offer.Offer.Name
+		}
+		bar = &progressLine{w: e.stderr, name: name, now: e.now}
 		if bar.now == nil {
 			bar.now = time.Now
 		}
@@ -114,6 +197,8 @@ func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, o
 			return worded(err, "the fetch %s before any of it was verified: run the same command to start again", how)
 		}
 		return worded(err, "the fetch %s with %s of %s verified, which is kept: run the same command to resume", how, humanSize(verified), humanSize(total))
+	case offer != nil && (errors.Is(err, files.ErrForbidden) || errors.Is(err, files.ErrOfferMismatch) || errors.Is(err, files.ErrNotShared)):
+		return err // worded by the caller, about the group
 	default:
 		return aboutHandle(handle, err)
 	}

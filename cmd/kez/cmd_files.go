@@ -16,7 +16,7 @@ import (
 func init() {
 	register(&command{
 		name:    "files",
-		args:    "[HANDLE] [--json] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "[HANDLE | --group GROUP] [--json] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "list the files someone shares (or, without HANDLE, yours)",
 		help: `
 Lists the files HANDLE shares that you may see: every public file, and the
@@ -27,15 +27,31 @@ offline; "kez fetch HANDLE NAME" downloads one (they must be online then).
 Without HANDLE it lists what you share from this machine: name, size,
 who a private file is for, and where the file is on disk.
 
+--group GROUP lists the files shared with the group GROUP that were
+offered to you there (kez share --group; your own included), oldest
+first: your kez takes what waits for you first. A file offered before
+you joined is not among them. "kez fetch --group GROUP NAME" downloads
+one.
+
 --json prints an array of {"name","size","cid","private"} plus
-"media_type","mtime" (RFC 3339); for your own files also "path" and
-"recipients".`,
+"media_type","mtime" (RFC 3339); for your own files also "path",
+"recipients" and, for a file shared with a group, "group"; with --group
+also "from" (the handle of who shared it), "from_key", "offered_at" and
+"id" (the offer's message ID).`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var asJSON bool
-			cf.declare(fs, false)
+			var grp string
+			cf.declare(fs, true)
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
+			fs.StringVar(&grp, "group", "", "list the files shared with this group")
 			return func(ctx context.Context, args []string) error {
+				if grp != "" {
+					if len(args) != 0 {
+						return usagef("files --group takes no HANDLE, got %d arguments", len(args))
+					}
+					return runGroupFiles(ctx, e, cf, grp, asJSON)
+				}
 				switch len(args) {
 				case 0:
 					return runOwnFiles(ctx, e, cf, asJSON)
@@ -65,6 +81,17 @@ type ownFileJSON struct {
 	fileJSON
 	Path       string   `json:"path"`
 	Recipients []string `json:"recipients"`
+	Group      string   `json:"group,omitempty"` // a file shared with a group
+}
+
+// groupFileJSON is one element of "kez files --group GROUP --json"; fields
+// may be added.
+type groupFileJSON struct {
+	fileJSON
+	From      string    `json:"from"` // handle, or key when none is known
+	FromKey   string    `json:"from_key"`
+	OfferedAt time.Time `json:"offered_at"`
+	ID        string    `json:"id"`
 }
 
 func runFiles(ctx context.Context, e *env, cf chatFlags, handle string, asJSON bool) error {
@@ -115,6 +142,7 @@ func runOwnFiles(ctx context.Context, e *env, cf chatFlags, asJSON bool) error {
 			fileJSON:   fileJSON{Name: f.Name, Size: f.Size, CID: f.CID.String(), Private: f.Private, MediaType: f.MediaType, ModTime: f.ModTime.UTC()},
 			Path:       f.Path,
 			Recipients: append([]string{}, f.Recipients...),
+			Group:      f.Group,
 		})
 	}
 	if asJSON {
@@ -138,7 +166,10 @@ func printFiles(w io.Writer, list []ownFileJSON) {
 		kind := "public"
 		if f.Private {
 			kind = "private"
-			if own {
+			switch {
+			case own && f.Group != "":
+				kind = "private: group " + f.Group
+			case own:
 				kind = "private: @" + strings.Join(f.Recipients, ", @")
 			}
 		}
@@ -160,4 +191,48 @@ func fullHandle(handle, domain string) string {
 		return strings.TrimPrefix(handle, "@")
 	}
 	return h.String()
+}
+
+// runGroupFiles lists the files offered in the group grp.
+func runGroupFiles(ctx context.Context, e *env, cf chatFlags, grp string, asJSON bool) error {
+	c, g, err := e.openGroup(ctx, cf, grp)
+	if err != nil {
+		return err
+	}
+	defer shutdownChat(c)
+	offers, err := c.GroupFiles(ctx, g.Name)
+	if err != nil {
+		return err
+	}
+	out := make([]groupFileJSON, 0, len(offers))
+	for _, f := range offers {
+		from := f.OwnerHandle
+		if from == "" {
+			from = f.Offer.Owner.String()
+		}
+		out = append(out, groupFileJSON{
+			fileJSON: fileJSON{Name: f.Offer.Name, Size: f.Offer.Size, CID: f.Offer.CID.String(), Private: true,
+				MediaType: f.Offer.MediaType, ModTime: f.Offer.ModTime.UTC()},
+			From: from, FromKey: f.Offer.Owner.String(), OfferedAt: f.Message.SentAt.UTC(), ID: f.Message.ID.String(),
+		})
+	}
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintf(e.stdout, "No file was shared with %s since you joined it; kez share --group %s PATH shares one.\n", g.Name, g.Name)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%d file(s) were shared with %s:\n", len(out), g.Name)
+	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+	for _, f := range out {
+		who := f.From
+		if who != f.FromKey {
+			who = "@" + who
+		}
+		fmt.Fprintf(tw, "  %s\t%s\tfrom %s\t%s\n", f.Name, humanSize(f.Size), who, f.OfferedAt.Local().Format("2006-01-02 15:04"))
+	}
+	tw.Flush()
+	fmt.Fprintf(e.stdout, "Fetch one with: kez fetch --group %s NAME\n", g.Name)
+	return nil
 }

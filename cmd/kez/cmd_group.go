@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/kez-lat/kez-chat/chat"
-	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/handles"
 )
@@ -313,24 +312,6 @@ func groupUnusable(g *chat.Group) error {
 		return chat.ErrGroupBroken
 	}
 	return chat.ErrNotGroupMember
-}
-
-// groupTarget is the group a share goes to: the one pinned in the chat
-// state, refreshed, so that the share checks its chain against that pin.
-func (e *env) groupTarget(ctx context.Context, cf chatFlags, name string) (files.Group, error) {
-	c, err := e.openChat(ctx, cf, false)
-	if err != nil {
-		return files.Group{}, err
-	}
-	defer c.Close()
-	g, err := c.Group(ctx, name)
-	if err != nil {
-		return files.Group{}, aboutGroup(name, err)
-	}
-	if g.Left || g.Broken {
-		return files.Group{}, aboutGroup(name, groupUnusable(g))
-	}
-	return files.Group{Name: g.Name, SigServer: g.SigServer, Pin: group.Pin{Group: g.Name, ID: g.ID, Seqno: g.Seqno, Head: g.Head}}, nil
 }
 
 // memberError words the error of a change naming members: chat says

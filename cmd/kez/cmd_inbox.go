@@ -36,7 +36,9 @@ their key)."): their primary key signed it.
 --json prints one object a line: {"id","from","text","sent_at"} plus
 "from_key","kind","trust","received_at", and for a message to a group
 "group" (NAME@domain) and, for one you sent, "read_by" (the keys of the
-members who read it).
+members who read it). A file shared with a group is a message of kind
+"group-file" with "file": {"name","size","cid","private","media_type",
+"mtime"} ("kez fetch --group GROUP NAME" fetches it).
 
 --group NAME prints the conversation of a group you are in (or were):
 every message, yours included (with who read them), oldest first; with
@@ -80,6 +82,7 @@ type inboxJSON struct {
 	ReceivedAt time.Time `json:"received_at"`
 	Group      string    `json:"group,omitempty"`   // a group message's group
 	ReadBy     *[]string `json:"read_by,omitempty"` // a sent group message: who read it (keys)
+	File       *fileJSON `json:"file,omitempty"`    // a group-file message: the file offered (never its key)
 }
 
 // printer writes messages for one command run; it is safe for concurrent
@@ -95,13 +98,24 @@ func (p *printer) print(m *chat.Entry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	text := m.Text()
-	if m.Kind != chat.KindText {
+	var file *fileJSON
+	switch m.Kind {
+	case chat.KindText:
+	case chat.KindGroupFile:
+		f, err := m.GroupFile()
+		if err != nil {
+			text = "(a file offer this kez cannot read)"
+			break
+		}
+		file = &fileJSON{Name: f.Name, Size: f.Size, CID: f.CID.String(), Private: true, MediaType: f.MediaType, ModTime: f.ModTime.UTC()}
+		text = fmt.Sprintf("shared the file %q (%s): kez fetch --group %s %q", f.Name, humanSize(f.Size), m.Group, f.Name)
+	default:
 		text = fmt.Sprintf("(a %q message this kez does not show)", m.Kind)
 	}
 	if p.asJSON {
 		j := inboxJSON{
 			ID: m.ID.String(), From: m.Who(), Text: text, SentAt: m.SentAt.UTC(), FromKey: m.From.String(),
-			Kind: string(m.Kind), Trust: string(m.Trust), ReceivedAt: m.ReceivedAt.UTC(), Group: m.Group,
+			Kind: string(m.Kind), Trust: string(m.Trust), ReceivedAt: m.ReceivedAt.UTC(), Group: m.Group, File: file,
 		}
 		if m.Group != "" && !m.Incoming {
 			by := make([]string, 0, len(m.ReadBy))

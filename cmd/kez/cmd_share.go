@@ -9,6 +9,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/libp2p/go-libp2p"
 	"github.com/nats-io/nats.go"
@@ -17,7 +18,7 @@ import (
 func init() {
 	register(&command{
 		name:    "share",
-		args:    "PATH [--to HANDLE]… [--group NAME] [--name NAME] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "PATH [--to HANDLE]… [--group NAME] [--name NAME] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "share a file, publicly or privately with the named handles",
 		help: `
 Shares the file at PATH: it is hashed into a content address (CID),
@@ -37,10 +38,14 @@ replaces that file.
 
 --group NAME shares it privately with the people who are members of that
 group now (NAME@domain, or NAME for a group of your domain; you must be
-one of them): encrypted to each of them as with --to, at most 31 besides
-you. Your machine sends it only to those who are still members: someone
-added later cannot see it, and someone removed is refused from the
-removal on (within a minute). --group and --to do not combine.
+one of them), however many: it is encrypted with a fresh key, your
+sigchain lists it for the group without its name, and the key, with its
+name, goes to the members in the group (a message only the present
+members can read; "kez files --group NAME" lists what was shared there,
+"kez fetch --group NAME FILE" fetches it). Your machine sends it only to
+those who are still members: someone added later never gets the key and
+is refused, and someone removed is refused from the removal on (within
+a minute). --group and --to do not combine.
 
 If the file changes on disk, it is no longer served (fetchers are told to
 ask you); run kez share again to publish the new version.`,
@@ -49,7 +54,7 @@ ask you); run kez share again to publish the new version.`,
 			var name string
 			var to stringList
 			var grp string
-			cf.declare(fs, false)
+			cf.declare(fs, true) // --nats: a share to a group sends its key there
 			fs.Var(&to, "to", "share privately with this handle (repeatable)")
 			fs.StringVar(&grp, "group", "", "share privately with the members of this group")
 			fs.StringVar(&name, "name", "", "share under this name (default: the file's name)")
@@ -152,11 +157,7 @@ func humanSize(n int64) string {
 
 func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, opts []files.ShareOption) error {
 	if grp != "" {
-		g, err := e.groupTarget(ctx, cf, grp)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, files.ToGroup(g))
+		return runShareGroup(ctx, e, cf, path, grp, opts)
 	}
 	s, setup, err := e.openSharing(ctx, cf, false, nil, "")
 	if err != nil {
@@ -165,9 +166,6 @@ func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, opts 
 	defer s.Close()
 	sf, err := s.Share(ctx, path, opts...)
 	if err != nil {
-		if grp != "" {
-			return aboutGroup(grp, err)
-		}
 		return err
 	}
 	me := "@" + setup.handle
@@ -175,14 +173,44 @@ func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, opts 
 		me = s.Key().String()
 	}
 	how := "publicly"
-	switch {
-	case sf.Group != "":
-		how = fmt.Sprintf("privately with the %s of %s (encrypted; later members and removed ones cannot fetch it)", memberCount(len(sf.Recipients)+1), sf.Group)
-	case sf.Private:
+	if sf.Private {
 		how = "privately with @" + strings.Join(sf.Recipients, ", @") + " (encrypted; no one else can see its name or contents)"
 	}
 	fmt.Fprintf(e.stdout, "Shared %q %s: %s, CID %s.\n", sf.Name, how, humanSize(sf.Size), sf.CID)
 	fmt.Fprintf(e.stdout, "It is listed in your sigchain (kez files %s) and fetched from this machine while you run kez serve:\n", me)
 	fmt.Fprintf(e.stdout, "  kez fetch %s %q\n", me, sf.Name)
+	return nil
+}
+
+// runShareGroup shares the file with the group grp (its chain as the chat
+// state pinned and refreshed it) and sends its offer to the group
+// (docs/spec/manifest.md §7).
+func runShareGroup(ctx context.Context, e *env, cf chatFlags, path, grp string, opts []files.ShareOption) error {
+	c, g, err := e.openGroup(ctx, cf, grp)
+	if err != nil {
+		return err
+	}
+	defer shutdownChat(c)
+	if g.Left || g.Broken {
+		return aboutGroup(grp, groupUnusable(g))
+	}
+	opts = append(opts, files.ToGroup(files.Group{Name: g.Name, SigServer: g.SigServer, Pin: group.Pin{Group: g.Name, ID: g.ID, Seqno: g.Seqno, Head: g.Head}}))
+	s, _, err := e.openSharing(ctx, cf, false, c.Conn(), "")
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	sf, err := s.Share(ctx, path, opts...)
+	if err != nil {
+		return aboutGroup(grp, err)
+	}
+	if _, err := c.SendGroupFile(ctx, g.Name, *sf.Offer); err != nil {
+		return worded(err, "%q is listed in your sigchain for %s, but its key could not be sent to the group (%s), so no one can fetch it yet: run the same command again to share it anew",
+			sf.Name, g.Name, e.sentence(aboutGroup(grp, err)))
+	}
+	fmt.Fprintf(e.stdout, "Shared %q privately with the %s of %s (its key went to them in the group; later members and removed ones cannot fetch it): %s, CID %s.\n",
+		sf.Name, memberCount(len(g.Members)), g.Name, humanSize(sf.Size), sf.CID)
+	fmt.Fprintf(e.stdout, "They fetch it from this machine while you run kez serve:\n")
+	fmt.Fprintf(e.stdout, "  kez fetch --group %s %q\n", g.Name, sf.Name)
 	return nil
 }

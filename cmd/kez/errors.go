@@ -187,6 +187,10 @@ func (e *env) sentence(err error) string {
 		return "sharing and unsharing need your primary key, which this linked device does not hold: run the command on the install made by \"kez init\" or \"kez recover\" (this one can still list and fetch files)"
 	case errors.Is(err, files.ErrNoKey):
 		return fmt.Sprintf("%s shares that file privately, and this linked device holds none of your encryption keys that open it yet: run kez inbox here to take the keys an install holding your primary key sent (it sends them whenever it is online)", orOwner(who))
+	case errors.Is(err, files.ErrSharedWithGroup):
+		return fmt.Sprintf("%s shares that file with a group, and its key comes with the offer in the group: if you are in it, kez files --group GROUP lists what was shared there and kez fetch --group GROUP NAME fetches it", orOwner(who))
+	case errors.Is(err, files.ErrOfferMismatch):
+		return fmt.Sprintf("%s's list of shared files does not have what the group's offer says (another owner, group, name or size), so nothing was fetched", orOwner(who))
 	case errors.Is(err, files.ErrForbidden):
 		return fmt.Sprintf("%s shares that file privately with others, not with you, so it was not sent", orOwner(who))
 	case errors.Is(err, files.ErrNotFound):

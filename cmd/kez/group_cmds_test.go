@@ -152,21 +152,73 @@ func TestGroupCommands(t *testing.T) {
 		}
 	}
 
-	// A file shared to the group: bob and carol see it; dave does not.
+	// A file shared to the group: its key goes to bob and carol in the
+	// group; they list it, see it in their inbox and fetch it.
 	r = mustRun(t, alice, "", "share", plan, "--group", "team")
-	if !strings.Contains(r.stdout, `Shared "plan.txt" privately with the 3 members of team@kez.test`) {
+	if !strings.Contains(r.stdout, `Shared "plan.txt" privately with the 3 members of team@kez.test`) ||
+		!strings.Contains(r.stdout, `kez fetch --group team@kez.test "plan.txt"`) {
 		t.Errorf("share --group:\n%s", r.stdout)
 	}
 	if r := kezCmd(t, alice, "", "share", plan, "--group", "team", "--to", "bob"); r.code != 2 {
 		t.Errorf("share --group --to: exit %d\n%s", r.code, r.stderr)
 	}
+	var own []ownFileJSON
+	if err := json.Unmarshal([]byte(mustRun(t, alice, "", "files", "--json").stdout), &own); err != nil || len(own) != 1 || own[0].Group != "team@kez.test" || !own[0].Private {
+		t.Fatalf("alice's files: %+v, %v", own, err)
+	}
+	var offered []groupFileJSON
+	if err := json.Unmarshal([]byte(mustRun(t, carol, "", "files", "--group", "team", "--json").stdout), &offered); err != nil ||
+		len(offered) != 1 || offered[0].Name != "plan.txt" || offered[0].Size != int64(len("the team's plan")) || offered[0].From != "alice@kez.test" ||
+		offered[0].FromKey != au.Key.String() || offered[0].CID == "" || offered[0].ID == "" {
+		t.Fatalf("carol's files --group: %+v, %v", offered, err)
+	}
+	if r := mustRun(t, carol, "", "files", "--group", "team"); !strings.Contains(r.stdout, "1 file(s) were shared with team@kez.test:") || !strings.Contains(r.stdout, "from @alice@kez.test") {
+		t.Errorf("files --group:\n%s", r.stdout)
+	}
+	r = mustRun(t, bob, "", "inbox", "--json")
+	var fileLine *inboxJSON
+	for _, m := range inboxLines(t, r.stdout) {
+		if m.Kind == "group-file" {
+			fileLine = &m
+		}
+	}
+	if fileLine == nil || fileLine.Group != "team@kez.test" || fileLine.File == nil || fileLine.File.Name != "plan.txt" || fileLine.File.CID != offered[0].CID ||
+		fileLine.FromKey != au.Key.String() || strings.Contains(r.stdout, `"key"`) {
+		t.Fatalf("bob's inbox --json: %+v\n%s", fileLine, r.stdout)
+	}
+	if r := mustRun(t, carol, "", "inbox", "--group", "team"); !strings.Contains(r.stdout, `@alice@kez.test: shared the file "plan.txt" (15 B): kez fetch --group team@kez.test "plan.txt"`) {
+		t.Errorf("carol's inbox --group:\n%s", r.stdout)
+	}
 	aout, aerr := newWatchWriter("Online as"), newWatchWriter()
 	background(t, alice, aout, aerr, "serve")
 	aout.await(t, "Online as")
 	bobDir := t.TempDir()
-	mustRun(t, bob, "", "fetch", "alice", "plan.txt", "-o", bobDir)
+	if r := mustRun(t, bob, "", "fetch", "--group", "team", "plan.txt", "-o", bobDir); !strings.Contains(r.stdout, `Saved "plan.txt"`) {
+		t.Errorf("fetch --group:\n%s", r.stdout)
+	}
 	if got, _ := os.ReadFile(filepath.Join(bobDir, "plan.txt")); string(got) != "the team's plan" {
 		t.Fatalf("bob fetched %q", got)
+	}
+	carolDir := t.TempDir()
+	mustRun(t, carol, "", "fetch", "--group", "team@kez.test", offered[0].CID, "-o", carolDir)
+	if got, _ := os.ReadFile(filepath.Join(carolDir, "plan.txt")); string(got) != "the team's plan" {
+		t.Fatalf("carol fetched %q", got)
+	}
+	// Without the offer: the name is nowhere, the CID is the group's.
+	if r := kezCmd(t, bob, "", "fetch", "alice", offered[0].CID, "-o", t.TempDir()); r.code != 1 || !strings.Contains(r.stderr, "shares that file with a group") {
+		t.Errorf("bob fetches the CID without --group: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"fetch", "--group", "team", "nosuch.txt"}, `no file named "nosuch.txt" (nor with that CID) was offered in team@kez.test to you`},
+		{[]string{"fetch", "--group", "team", "alice", "plan.txt"}, "fetch --group takes one NAME or CID"},
+		{[]string{"files", "--group", "team", "alice"}, "files --group takes no HANDLE"},
+	} {
+		if r := kezCmd(t, bob, "", tc.args...); r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("kez %s: exit %d\n%s", strings.Join(tc.args, " "), r.code, r.stderr)
+		}
 	}
 
 	// Carol is removed: she hears of it, reads nothing sent after, and
@@ -192,6 +244,12 @@ func TestGroupCommands(t *testing.T) {
 	mustRun(t, dave, "", "inbox")
 	if r := kezCmd(t, dave, "", "fetch", "alice", "plan.txt", "-o", t.TempDir()); r.code != 1 || !strings.Contains(r.stderr, `shares no file named "plan.txt"`) {
 		t.Errorf("dave, added after the share, fetches: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := kezCmd(t, dave, "", "fetch", "--group", "team", "plan.txt", "-o", t.TempDir()); r.code != 1 || !strings.Contains(r.stderr, `no file named "plan.txt" (nor with that CID) was offered in team@kez.test to you`) {
+		t.Errorf("dave, added after the share, fetches --group: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := mustRun(t, dave, "", "files", "--group", "team"); !strings.Contains(r.stdout, "No file was shared with team@kez.test since you joined it") {
+		t.Errorf("dave's files --group:\n%s", r.stdout)
 	}
 
 	// Roles: bob made admin may add; the owner hands the group over.

@@ -3,6 +3,7 @@ package format
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,7 +29,15 @@ const (
 	maxMTime = 1<<53 - 1 // JSON integers stay exact
 )
 
-const manifestVersion = 1
+// Manifest versions: 1 without group entries, 2 with at least one
+// (docs/spec/manifest.md §7). A manifest is written with the lowest
+// version that holds it, so one without group entries is byte for byte
+// what readers before groups wrote, and those readers refuse one with
+// them whole (an unknown version) rather than misread it.
+const (
+	manifestVersion       = 1
+	manifestVersionGroups = 2
+)
 
 // ErrManifest reports bytes that are not a valid manifest, or an entry
 // that cannot go into one.
@@ -56,12 +65,16 @@ type Entry struct {
 
 // SealedEntry is a private entry as everyone sees it: the blob's CID and
 // size, and the file key, name, media type, size and time sealed to each
-// recipient.
+// recipient; or, for a share to a group, no wraps and the group's ID (the
+// key travels in the group, see [GroupFile]).
 type SealedEntry struct {
 	CID      cid.Cid
 	BlobSize int64
 	Wraps    []Wrap
 	Device   kez.PublicKey // as in Entry: zero for the owner's own key
+	// Group is the ID of the group a share to a group went to (its
+	// entry has no wraps); zero for an entry with wraps.
+	Group [32]byte
 }
 
 // Wrap is the entry's secrets sealed with HPKE to one recipient's X25519
@@ -223,6 +236,7 @@ type wirePrivate struct {
 	BlobSize int64      `json:"blob_size"`
 	CID      string     `json:"cid"`
 	Device   string     `json:"device,omitempty"`
+	Group    string     `json:"group,omitempty"`
 	Wraps    []wireWrap `json:"wraps"`
 }
 
@@ -240,7 +254,7 @@ func (m *Manifest) Encode() ([]byte, error) {
 	if len(m.Public)+len(m.Sealed) > MaxEntries {
 		return nil, fmt.Errorf("%w: %d entries, at most %d", ErrManifest, len(m.Public)+len(m.Sealed), MaxEntries)
 	}
-	w := wireManifest{Private: []wirePrivate{}, Public: []wirePublic{}, Version: manifestVersion}
+	w := wireManifest{Private: []wirePrivate{}, Public: []wirePublic{}, Version: m.version()}
 	names := map[string]bool{}
 	for i := range m.Public {
 		e := &m.Public[i]
@@ -263,13 +277,19 @@ func (m *Manifest) Encode() ([]byte, error) {
 		if _, err := PlaintextSize(e.BlobSize); err != nil {
 			return nil, fmt.Errorf("%w: blob size %d is not an encrypted file's", ErrManifest, e.BlobSize)
 		}
-		if len(e.Wraps) == 0 || len(e.Wraps) > MaxRecipients {
+		if e.Group != ([32]byte{}) && len(e.Wraps) > 0 {
+			return nil, fmt.Errorf("%w: an entry shared with a group has no wraps, got %d", ErrManifest, len(e.Wraps))
+		}
+		if e.Group == ([32]byte{}) && (len(e.Wraps) == 0 || len(e.Wraps) > MaxRecipients) {
 			return nil, fmt.Errorf("%w: a private entry has 1 to %d recipients, got %d", ErrManifest, MaxRecipients, len(e.Wraps))
 		}
 		if wraps += len(e.Wraps); wraps > MaxWraps {
 			return nil, fmt.Errorf("%w: a manifest holds at most %d recipient wraps in all", ErrManifest, MaxWraps)
 		}
-		wp := wirePrivate{BlobSize: e.BlobSize, CID: e.CID.String(), Device: wireDevice(e.Device)}
+		wp := wirePrivate{BlobSize: e.BlobSize, CID: e.CID.String(), Device: wireDevice(e.Device), Wraps: []wireWrap{}}
+		if e.Group != ([32]byte{}) {
+			wp.Group = hex.EncodeToString(e.Group[:])
+		}
 		for _, wr := range e.Wraps {
 			if !validSealedLen(len(wr.Sealed)) {
 				return nil, fmt.Errorf("%w: a wrap of %d bytes", ErrManifest, len(wr.Sealed))
@@ -305,7 +325,7 @@ func DecodeManifest(b []byte) (*Manifest, error) {
 	if err := d.Decode(&w); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
-	if w.Version != manifestVersion {
+	if w.Version != manifestVersion && w.Version != manifestVersionGroups {
 		return nil, fmt.Errorf("%w: unknown version %d", ErrManifest, w.Version)
 	}
 	if n := len(w.Public) + len(w.Private); n > MaxEntries {
@@ -334,6 +354,9 @@ func DecodeManifest(b []byte) (*Manifest, error) {
 			return nil, err
 		}
 		se := SealedEntry{CID: c, BlobSize: wp.BlobSize, Device: dev}
+		if se.Group, err = parseWireGroup(wp.Group); err != nil {
+			return nil, err
+		}
 		for _, ww := range wp.Wraps {
 			sealed, err := b64.DecodeString(ww.Sealed)
 			if err != nil {
@@ -342,6 +365,10 @@ func DecodeManifest(b []byte) (*Manifest, error) {
 			se.Wraps = append(se.Wraps, Wrap{Generation: ww.Generation, Sealed: sealed})
 		}
 		m.Sealed = append(m.Sealed, se)
+	}
+	if v := m.version(); v != w.Version {
+		return nil, fmt.Errorf("%w: version %d with group entries in %d of its private entries (a group entry needs version %d, and only it)",
+			ErrManifest, w.Version, m.groupEntries(), manifestVersionGroups)
 	}
 	again, err := m.Encode() // checks every rule and limit
 	if err != nil {
@@ -359,6 +386,44 @@ func parseWireCID(s string) (cid.Cid, error) {
 		return cid.Undef, fmt.Errorf("%w: %w", ErrManifest, err)
 	}
 	return c, nil
+}
+
+// version is the manifest version m is written with: 2 if it has a
+// group entry, else 1.
+func (m *Manifest) version() int {
+	if m.groupEntries() > 0 {
+		return manifestVersionGroups
+	}
+	return manifestVersion
+}
+
+func (m *Manifest) groupEntries() int {
+	n := 0
+	for _, e := range m.Sealed {
+		if e.Group != ([32]byte{}) {
+			n++
+		}
+	}
+	return n
+}
+
+// parseWireGroup reads an entry's group: "" (absent) is none; anything
+// else must be 64 hex digits naming a group ID that is not zero (upper
+// case is refused by the canonical comparison).
+func parseWireGroup(s string) ([32]byte, error) {
+	var g [32]byte
+	if s == "" {
+		return g, nil
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(g) {
+		return g, fmt.Errorf("%w: an entry's group is not 64 hex digits", ErrManifest)
+	}
+	copy(g[:], b)
+	if g == ([32]byte{}) {
+		return g, fmt.Errorf("%w: an entry's group ID is zero", ErrManifest)
+	}
+	return g, nil
 }
 
 // wireDevice is the device key's text, "" for none (the key left out).

@@ -174,7 +174,7 @@ func makeManifestVectors(t *testing.T) manifestVectors {
 	firstCID := m1.Public[0].CID.String()
 	mut("fail_empty", "no bytes", "EOF", "")
 	mut("fail_not_an_object", "", "cannot unmarshal", "[]")
-	mut("fail_version", "", "unknown version", once(ps, `"version":1`, `"version":2`))
+	mut("fail_version", "", "unknown version", once(ps, `"version":1`, `"version":3`))
 	mut("fail_no_version", "", "unknown version", once(ps, `,"version":1`, ``))
 	mut("fail_unknown_key", "", "unknown field", once(ps, `"version":1`, `"version":1,"x":1`))
 	mut("fail_whitespace", "a space after a colon", "canonical", once(ps, `"version":1`, `"version": 1`))
@@ -218,8 +218,31 @@ func makeManifestVectors(t *testing.T) manifestVectors {
 	mut("fail_device_bad_checksum", "one character of the key changed", "device", once(dj, dev5.String(), dev5.String()[:20]+flipBase32(dev5.String()[20])+dev5.String()[21:]))
 	cidField := `"cid":"` + m3.Public[0].CID.String() + `",`
 	mut("fail_device_key_order", "device before cid", "canonical", once(dj, cidField+d5, d5+cidField))
+
+	// A share to a group: no wraps, the group's ID, version 2.
+	m4 := Manifest{Public: append([]Entry(nil), m1.Public...), Sealed: []SealedEntry{m2.Sealed[1]}}
+	must(t, m4.AddGroup(Entry{Name: "salary 2026.xlsx", Size: plain, CID: priv.CID, ModTime: mtime, Device: dev5}, vectorGroup))
+	add(&m4, "with_group", true, "x (sealed to owner, generation 1), and salary 2026.xlsx shared with the group "+
+		"whose ID is 32 bytes of 0xc7, served by the device of seed 0x05: no one sees it in the manifest")
+	gb, _ := m4.Encode()
+	gj := string(gb)
+	gid := hex.EncodeToString(vectorGroup[:])
+	gf := `"group":"` + gid + `",`
+	mut("fail_group_version_1", "a group entry in a version 1 manifest", "version 1 with group entries", once(gj, `"version":2`, `"version":1`))
+	mut("fail_version_2_without_group", "version 2 and no group entry", "version 2 with group entries in 0", once(ps, `"version":1`, `"version":2`))
+	mut("fail_group_with_wraps", "the group entry given the wraps of x", "has no wraps",
+		once(gj, gf+`"wraps":[]`, gf+`"wraps":`+gj[strings.Index(gj, `"wraps":[{`)+len(`"wraps":`):strings.Index(gj, `}]`)+2]))
+	mut("fail_group_upper_hex", "", "canonical", once(gj, gid, strings.ToUpper(gid)))
+	mut("fail_group_zero", "", "group ID is zero", once(gj, gid, strings.Repeat("0", 64)))
+	mut("fail_group_short", "63 hex digits", "not 64 hex digits", once(gj, gid, gid[1:]))
+	mut("fail_group_empty", `"group":"" (no group: then version 2 is wrong)`, "version 2 with group entries in 0", once(gj, gf, `"group":"",`))
+	mut("fail_group_key_order", "group before device", "canonical", once(gj, d5+gf, gf+d5))
 	return v
 }
+
+// vectorGroup is the group ID of the with_group vectors.
+var vectorGroup = [32]byte{0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7,
+	0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7, 0xc7}
 
 // Device keys of the with_devices vectors.
 const (
