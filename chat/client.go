@@ -196,7 +196,7 @@ type Client struct {
 
 	groups  groupsIndex  // the pinned groups (groups.go)
 	members memberChains // chains of group members who are no contacts
-	gsend   sync.Mutex   // one group send's sender key work at a time
+	gjoin   sync.Mutex   // one group joined (from a group-update) at a time
 
 	stats clientStats
 }
@@ -320,6 +320,7 @@ func (c *Client) startSessions(ctx context.Context) {
 	c.background(c.runDue)
 	c.background(c.dueLoop)
 	c.background(c.republishGroups)
+	c.background(c.followRecorded)
 	c.keysChanged()
 }
 

@@ -93,6 +93,7 @@ type GroupEvent struct {
 // groupState is a pinned group, cached in memory.
 type groupState struct {
 	fetch     sync.Mutex // one fetch of the chain (and pinning of what it adds) at a time
+	send      sync.Mutex // one send's sender key work (distributing, sealing) at a time: other groups send meanwhile
 	mu        sync.Mutex // guards st, left, broken and refreshed: held briefly, never across a server or the database
 	name      string
 	gid       [32]byte

@@ -5,6 +5,7 @@ package chat
 
 import (
 	"context"
+	"crypto/ecdh"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -23,6 +24,15 @@ type memberInfo struct {
 	devs    []chainDevice
 	handle  string
 	sigBase string // "" the user's own sig-server
+	// enc and gen: the person's encryption key as their chain gives it,
+	// for format 1 to a member who publishes no prekey (nil: unknown).
+	enc *ecdh.PublicKey
+	gen uint32
+}
+
+// chainInfo is the memberInfo of a person's verified chain st.
+func chainInfo(st *sigchain.State, handle, sigBase string) memberInfo {
+	return memberInfo{devs: chainDevices(st), handle: handle, sigBase: sigBase, enc: st.EncryptionKey(), gen: st.EncryptionGeneration()}
 }
 
 // memberChains caches the chains of members who are no contacts and of
@@ -60,14 +70,14 @@ func (c *Client) memberDevices(ctx context.Context, key kez.PublicKey, handle st
 		if len(devs) == 0 {
 			devs = []chainDevice{{Key: ct.Key, Primary: true}}
 		}
-		return memberInfo{devs: devs, handle: ct.Handle, sigBase: ct.SigServer}, nil
+		return memberInfo{devs: devs, handle: ct.Handle, sigBase: ct.SigServer, enc: ct.EncryptionKey, gen: ct.Generation}, nil
 	}
 	if handle == "" {
 		st, err := c.keyChain(ctx, key)
 		if err != nil {
 			return memberInfo{}, err
 		}
-		return memberInfo{devs: chainDevices(st)}, nil
+		return chainInfo(st, "", ""), nil
 	}
 	if mi, ok := c.members.verified(key, handle, c.now(), c.cfg.RefreshInterval); ok {
 		return mi, nil
@@ -92,7 +102,7 @@ func (c *Client) memberDevices(ctx context.Context, key kez.PublicKey, handle st
 	}
 	mc.chains[key] = memberChain{st: res.State, handle: res.Handle.String(), sigBase: base, checked: c.now()}
 	mc.mu.Unlock()
-	return memberInfo{devs: chainDevices(res.State), handle: res.Handle.String(), sigBase: base}, nil
+	return chainInfo(res.State, res.Handle.String(), base), nil
 }
 
 // verified returns the member chain of key cached for handle, checked
@@ -104,7 +114,7 @@ func (mc *memberChains) verified(key kez.PublicKey, handle string, now time.Time
 	if !ok || e.handle != handle || now.Sub(e.checked) >= every {
 		return memberInfo{}, false
 	}
-	return memberInfo{devs: chainDevices(e.st), handle: e.handle, sigBase: e.sigBase}, true
+	return chainInfo(e.st, e.handle, e.sigBase), true
 }
 
 // handleOf returns the checked handle of key if one is known here
@@ -504,6 +514,13 @@ func groupDiff(old, st *group.State, me kez.PublicKey) [][2]string {
 func (c *Client) joinGroup(ctx context.Context, u groupUpdate, own bool) error {
 	if _, err := c.groupName(u.Group); err != nil {
 		return err
+	}
+	// One join at a time: the updates recorded before a restart and
+	// those of a batch received meanwhile may name the same group.
+	c.gjoin.Lock()
+	defer c.gjoin.Unlock()
+	if c.groups.get(u.Group) != nil {
+		return nil // pinned meanwhile
 	}
 	hint := u.SigServer
 	if domainOf(u.Group) == c.cc.Domain {

@@ -211,8 +211,10 @@ func (c *Client) changeGroup(ctx context.Context, name string, make func(*group.
 
 // announce sends a group-update for nst's head to every current device
 // of every member of nst and of old (the removed learn of it), but this
-// device. Failures are logged: each member fetches the chain anyway when
-// a message of a newer epoch reaches it.
+// device, sealed pairwise, all of them through fanOut (one
+// multi-recipient send for up to 1024 devices). Failures are logged:
+// each member fetches the chain anyway when a message of a newer epoch
+// reaches it.
 func (c *Client) announce(ctx context.Context, gs *groupState, old, nst *group.State) {
 	body := marshalGroupUpdate(groupUpdate{Group: gs.name, Head: nst.Head(), Seqno: nst.Seqno(), SigServer: gs.sigServer})
 	persons := map[kez.PublicKey]string{}
@@ -221,26 +223,28 @@ func (c *Client) announce(ctx context.Context, gs *groupState, old, nst *group.S
 			persons[m.Key] = m.Handle
 		}
 	}
+	var mu sync.Mutex
+	var ts []target
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	sem := make(chan struct{}, groupMemberFetches)
 	for k, h := range persons {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			ts, err := c.memberTargets(ctx, k, h)
-			if err == nil && len(ts) > 0 {
-				var p *Pending
-				p, err = c.publishIn(ctx, ts, Message{Kind: KindGroupUpdate, Body: body}, false, false, true, nil)
-				if err == nil {
-					_, err = p.Wait(ctx)
-				}
-			}
-			if err != nil && !errors.Is(err, ErrNoDevice) {
+			pts, err := c.memberTargets(ctx, k, h)
+			if err != nil {
 				c.log.Warn("could not tell a member of a group change", "group", gs.name, "member", h, "err", err)
+				return
 			}
+			mu.Lock()
+			ts = append(ts, pts...)
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
+	if _, err := c.fanOut(ctx, ts, Message{Kind: KindGroupUpdate, Body: body}, nil); err != nil {
+		c.log.Warn("could not tell every member device of a group change", "group", gs.name, "devices", len(ts), "err", err)
+	}
 }
 
 // memberTargets are the targets of the current devices of the person key
@@ -259,7 +263,9 @@ func (c *Client) memberTargets(ctx context.Context, key kez.PublicKey, handle st
 			ts = append(ts, c.ownTarget(d))
 			continue
 		}
-		t := target{rcpt: Recipient{Key: d}, person: key, handle: mi.handle, sigBase: mi.sigBase}
+		// The person's encryption key: format 1 for a member whose
+		// client never published a prekey (planSeal).
+		t := target{rcpt: Recipient{Key: d, EncryptionKey: mi.enc, Generation: mi.gen}, person: key, handle: mi.handle, sigBase: mi.sigBase}
 		if cs := c.contactByKey(key); cs != nil {
 			c.mu.Lock()
 			ct := cs.c

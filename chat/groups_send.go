@@ -189,10 +189,14 @@ func (c *Client) saveSenderKey(tx *sql.Tx, sk *session.SenderKey) error {
 
 // distributeKey sends this device's sender key of st's epoch, at the
 // iteration it stands at, to every member device that has not had it
-// (group-key, pairwise), and waits for the stream's answers.
+// (group-key, sealed pairwise), all of them through fanOut: one
+// multi-recipient send for up to 1024 devices, and waits for the gate's
+// answer. A device is recorded as having had the key in the transaction
+// that seals its copy; one the gate refused is recorded no more, so the
+// next send tries it again.
 func (c *Client) distributeKey(ctx context.Context, gs *groupState, st *group.State, members []*groupMember) error {
-	c.gsend.Lock()
-	defer c.gsend.Unlock()
+	gs.send.Lock()
+	defer gs.send.Unlock()
 	gid, epoch := st.ID(), st.Epoch()
 	var dist []byte
 	had := map[kez.PublicKey]bool{}
@@ -224,49 +228,43 @@ func (c *Client) distributeKey(ctx context.Context, gs *groupState, st *group.St
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, groupMemberFetches)
+	var ts []target
 	for _, gm := range members {
-		var ts []target
 		for _, t := range gm.targets {
 			if !had[t.key()] {
 				ts = append(ts, t)
 			}
 		}
-		if len(ts) == 0 {
-			continue
-		}
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			p, copies, err := c.publishCopies(ctx, ts, Message{Kind: KindGroupKey, Body: dist}, false, false, true, nil)
-			if err != nil {
-				c.log.Warn("cannot send a group key to a member", "group", gs.name, "member", gm.m.Handle, "err", err)
-				return
-			}
-			var sealed []kez.PublicKey
-			for _, cp := range copies {
-				if cp.env != nil {
-					sealed = append(sealed, cp.t.key())
-				}
-			}
-			err = c.db.write(ctx, func(tx *sql.Tx) error {
-				for _, d := range sealed {
-					if _, err := tx.Exec(`INSERT OR IGNORE INTO group_skey_sent (gid, epoch, device) VALUES (?,?,?)`, gid[:], epoch, d.String()); err != nil {
-						return fmt.Errorf("chat: database: %w", err)
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				c.log.Warn("recording a group key sent", "err", err)
-			}
-			if _, err := p.Wait(ctx); err != nil {
-				c.log.Warn("the stream did not store a group key for a member", "group", gs.name, "member", gm.m.Handle, "err", err)
-			}
-		})
 	}
-	wg.Wait()
+	if len(ts) == 0 {
+		return nil
+	}
+	out, err := c.fanOut(ctx, ts, Message{Kind: KindGroupKey, Body: dist}, func(tx *sql.Tx, sealed []kez.PublicKey) error {
+		for _, d := range sealed {
+			if _, err := tx.Exec(`INSERT OR IGNORE INTO group_skey_sent (gid, epoch, device) VALUES (?,?,?)`, gid[:], epoch, d.String()); err != nil {
+				return fmt.Errorf("chat: database: %w", err)
+			}
+		}
+		return nil
+	})
+	if len(out.answer.Refused) > 0 {
+		werr := c.db.write(context.WithoutCancel(ctx), func(tx *sql.Tx) error {
+			for _, r := range out.answer.Refused {
+				if _, err := tx.Exec(`DELETE FROM group_skey_sent WHERE gid = ? AND epoch = ? AND device = ?`, gid[:], epoch, r.Device.String()); err != nil {
+					return fmt.Errorf("chat: database: %w", err)
+				}
+			}
+			return nil
+		})
+		if werr != nil {
+			c.log.Warn("recording the group keys the gate refused", "group", gs.name, "err", werr)
+		}
+	}
+	if err != nil {
+		// The message goes on: who lacks the key holds it until the
+		// next send brings the key (or the outbox, at the next start).
+		c.log.Warn("cannot send the group key to every member device", "group", gs.name, "devices", len(ts), "err", err)
+	}
 	return ctx.Err()
 }
 
@@ -274,8 +272,8 @@ func (c *Client) distributeKey(ctx context.Context, gs *groupState, st *group.St
 // transaction, the key's new state, the message (pending) and the
 // envelope to publish to devices (the group outbox).
 func (c *Client) sealGroup(ctx context.Context, gs *groupState, st *group.State, m *Message, devices []kez.PublicKey) ([]byte, error) {
-	c.gsend.Lock()
-	defer c.gsend.Unlock()
+	gs.send.Lock()
+	defer gs.send.Unlock()
 	var env []byte
 	now := c.now()
 	e := &Entry{
@@ -359,10 +357,12 @@ func isFinal(err error) bool {
 	return !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !retryable(err)
 }
 
-// republishGroups publishes again the group envelopes stored but not
-// answered before the client last stopped: the same bytes and
-// Nats-Msg-Id, so the stream and the receivers keep each once.
+// republishGroups publishes again the group keys and updates, then the
+// group envelopes, stored but not answered before the client last
+// stopped: the same bytes and Nats-Msg-Id, so the stream and the
+// receivers keep each once.
 func (c *Client) republishGroups(ctx context.Context) {
+	c.republishMulti(ctx)
 	type pending struct {
 		id      MessageID
 		env     []byte

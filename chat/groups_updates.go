@@ -59,38 +59,13 @@ func (gb *groupBatch) wantRefresh(name string, st *group.State, person kez.Publi
 	gb.refresh[name] = gb.refresh[name] || member
 }
 
-// followUpdates follows the batch's group-updates (joining the groups not
-// pinned here, §10.5, §10.9) and fetches the chains of the groups a newer
-// epoch was seen of. touched gets the groups whose held envelopes may
-// open now.
-func (c *Client) followUpdates(ctx context.Context, gb *groupBatch, touched map[[32]byte]bool) {
-	for name, u := range gb.updates {
-		own := gb.own[name]
-		gs := c.groups.get(name)
-		if gs == nil {
-			if err := c.joinGroup(ctx, u, own); err != nil {
-				c.log.Info("a group-update names a group this client does not follow", "group", name, "err", err)
-				continue
-			}
-			if gs := c.groups.get(name); gs != nil {
-				touched[gs.gid] = true
-			}
-			continue
-		}
-		var err error
-		if own {
-			// The user's own change, or acceptance, on another device.
-			err = c.refreshGroup(ctx, gs, true)
-			c.acceptFromOwnDevice(ctx, gs, err)
-		} else {
-			err = c.followUpdate(ctx, gs, &u)
-		}
-		if err != nil {
-			c.log.Warn("following a group change", "group", name, "err", err)
-		}
-		touched[gs.gid] = true
-	}
-	for name, member := range gb.refresh {
+// followRefresh fetches the chains of the groups a delivery showed a
+// newer epoch of: at once (at most once a second) if its sender is a
+// member of the pinned chain, under the limit of group-updates otherwise
+// (refresh: name → member). touched gets the groups whose held envelopes
+// may open now.
+func (c *Client) followRefresh(ctx context.Context, refresh map[string]bool, touched map[[32]byte]bool) {
+	for name, member := range refresh {
 		gs := c.groups.get(name)
 		if gs == nil {
 			continue
@@ -99,7 +74,7 @@ func (c *Client) followUpdates(ctx context.Context, gb *groupBatch, touched map[
 		if member {
 			err = c.refreshGroup(ctx, gs, false)
 		} else {
-			err = c.followUpdate(ctx, gs, nil)
+			_, err = c.followUpdate(ctx, gs, nil)
 		}
 		if err != nil {
 			c.log.Warn("fetching a group's chain for a newer epoch", "group", name, "err", err)
@@ -110,15 +85,15 @@ func (c *Client) followUpdates(ctx context.Context, gb *groupBatch, touched map[
 
 // followUpdate fetches gs's chain for the group-update u (nil: a newer
 // epoch seen from someone who is no member), unless u names what is
-// pinned, at most once per interval: within it, u is kept and followed
-// once the interval is over.
-func (c *Client) followUpdate(ctx context.Context, gs *groupState, u *groupUpdate) error {
+// pinned, at most once per interval: within it, u is kept (kept true; its
+// record stays) and followed once the interval is over.
+func (c *Client) followUpdate(ctx context.Context, gs *groupState, u *groupUpdate) (kept bool, err error) {
 	now, every := c.now(), c.groupUpdateEvery()
 	gs.mu.Lock()
 	lim := &gs.updates
 	if u != nil && gs.st != nil && (u.Seqno < gs.st.Seqno() || u.Seqno == gs.st.Seqno() && u.Head == gs.st.Head()) {
 		gs.mu.Unlock()
-		return nil // what is pinned, or older
+		return false, nil // what is pinned, or older
 	}
 	if every > 0 && !lim.last.IsZero() && now.Sub(lim.last) < every {
 		if !lim.pending {
@@ -130,11 +105,15 @@ func (c *Client) followUpdate(ctx context.Context, gs *groupState, u *groupUpdat
 		c.armUpdateTimer(gs, lim.last.Add(every).Sub(now))
 		gs.mu.Unlock()
 		c.stats.groupUpdatesDeferred.Add(1)
-		return nil
+		return true, nil
 	}
+	old := lim.hint
 	lim.last, lim.pending, lim.hint = now, false, groupUpdate{}
 	gs.mu.Unlock()
-	return c.refreshGroup(ctx, gs, true)
+	if old.Group != "" && (u == nil || old != *u) {
+		c.updateDone(ctx, gs.name, old) // answered by this fetch
+	}
+	return false, c.refreshGroup(ctx, gs, true)
 }
 
 // followDeferred follows the kept updates whose interval is over, of
@@ -178,13 +157,16 @@ func (c *Client) followKept(ctx context.Context, gs *groupState) bool {
 		lim.last = now
 	}
 	gs.mu.Unlock()
-	if answered {
-		return false
+	var err error
+	if !answered {
+		if err = c.refreshGroup(ctx, gs, true); err != nil {
+			c.log.Warn("following a group change kept for the interval", "group", gs.name, "seqno", hint.Seqno, "err", err)
+		}
 	}
-	if err := c.refreshGroup(ctx, gs, true); err != nil {
-		c.log.Warn("following a group change kept for the interval", "group", gs.name, "seqno", hint.Seqno, "err", err)
+	if hint.Group != "" && (err == nil || !retryLater(err)) {
+		c.updateDone(ctx, gs.name, hint)
 	}
-	return true
+	return !answered
 }
 
 // armUpdateTimer has gs's kept update followed in wait, unless a timer is

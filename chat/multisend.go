@@ -47,6 +47,76 @@ func (c *Client) publishMulti(ctx context.Context, devices []kez.PublicKey, payl
 	return total, nil
 }
 
+// maxMultiBody bounds the body of one multi-recipient send with a payload
+// per recipient, below the connection's maximum payload: the user
+// connections' default (callout.DefaultMaxPayload, 128 KiB) less room for
+// the headers, whatever larger maximum the server announces.
+const maxMultiBody = 127 << 10
+
+// publishMultiEach stores each copy's payload in its device's inbox
+// through the gate's multi-recipient send with a payload per recipient
+// (kez.v1.msend, "KZMP"), in requests of at most wire.MaxMultiRecipients
+// copies and maxMultiBody bytes, each with the Nats-Msg-Id msgID (the
+// gate stores each copy as <device key>-<msgID>-<recipient>, what a
+// one-to-one send with the ID <msgID>-<recipient> stores: the copies of
+// the outbox are kept once whichever way they go). A request that gets
+// no answer (a timeout, a dropped connection) is sent again, the same
+// bytes, up to maxPublishAttempts times. It returns the answers summed;
+// when a request fails for good, the error (mapped as publishMulti's)
+// and the copies of that request and the ones after it, whose outcome is
+// unknown.
+func (c *Client) publishMultiEach(ctx context.Context, copies []wire.MultiCopy, msgID string) (wire.MultiAnswer, []wire.MultiCopy, error) {
+	var total wire.MultiAnswer
+	if c.nc == nil {
+		return total, copies, ErrOffline
+	}
+	maxBody := maxMultiBody
+	if mp := int(c.nc.MaxPayload()) - 1<<10; mp > 0 && mp < maxBody {
+		maxBody = mp
+	}
+	runs := wire.SplitMultiPayload(copies, maxBody)
+	for i, run := range runs {
+		a, err := c.multiEachAttempts(ctx, run, msgID)
+		if err != nil {
+			var left []wire.MultiCopy
+			for _, r := range runs[i:] {
+				left = append(left, r...)
+			}
+			return total, left, fmt.Errorf("chat: sending to %d devices: %w", len(run), err)
+		}
+		total.Stored += a.Stored
+		total.Duplicates += a.Duplicates
+		total.Refused = append(total.Refused, a.Refused...)
+	}
+	return total, nil, nil
+}
+
+// multiEachAttempts sends one request of publishMultiEach, again while
+// its outcome is unknown and the client is not closing.
+func (c *Client) multiEachAttempts(ctx context.Context, run []wire.MultiCopy, msgID string) (wire.MultiAnswer, error) {
+	for attempt := 1; ; attempt++ {
+		recon := c.nextReconnect()
+		a, err := inbox.MultiSendEach(ctx, c.nc, c.devKey, run, msgID)
+		switch {
+		case err == nil:
+			return a, nil
+		case errors.Is(err, inbox.ErrMultiSendUnsupported):
+			return a, fmt.Errorf("%w: %w", ErrMultiSendUnsupported, err)
+		case attempt >= maxPublishAttempts || ctx.Err() != nil || !retryable(err) && !errors.Is(err, context.DeadlineExceeded):
+			return a, refusal(err)
+		}
+		if !c.nc.IsConnected() {
+			select {
+			case <-recon:
+			case <-c.closing:
+				return a, fmt.Errorf("%w: %w", ErrClosed, err)
+			case <-ctx.Done():
+				return a, ctx.Err()
+			}
+		}
+	}
+}
+
 // multiRefusalError is the client's typed error for a device the gate
 // refused in a multi-recipient send's answer, with its code: the error a
 // one-to-one send to it would have returned.

@@ -61,9 +61,10 @@ func (c *Client) publishEnvelope(f *flight, env []byte) error {
 // acknowledged by the stream (the client stopped before the answer came):
 // the same bytes with the same Nats-Msg-Id, so the stream, or the
 // recipient, drops a copy it already has. A message key is never used to
-// seal a second message.
+// seal a second message. The envelopes of a message to many devices
+// (multi) go again as they went, by republishMulti.
 func (c *Client) republishPending(ctx context.Context) error {
-	rows, err := c.db.db.QueryContext(ctx, `SELECT msg_id, device, envelope, publish_id, counts FROM outbox ORDER BY created_at, rowid`)
+	rows, err := c.db.db.QueryContext(ctx, `SELECT msg_id, device, envelope, publish_id, counts FROM outbox WHERE multi = 0 ORDER BY created_at, rowid`)
 	if err != nil {
 		return fmt.Errorf("chat: database: %w", err)
 	}

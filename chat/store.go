@@ -27,7 +27,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 10
+const schemaVersion = 11
 
 var migrations = []string{
 	// 0 → 1
@@ -333,7 +333,21 @@ CREATE TABLE group_reads (
 	PRIMARY KEY (msg_id, reader)
 ) STRICT, WITHOUT ROWID;
 `,
-	// 9 → 10: group invitations (docs/spec/chat.md §10.9): who added the
+	// 9 → 10: groups that scale (docs/spec/chat.md §10.3, §10.5): the
+	// envelopes of a pairwise message to many devices (a group key, a
+	// group-update) published with one multi-recipient send wait in the
+	// outbox marked multi, and each group-update received waits in
+	// group_updates until the client acted on it.
+	`
+ALTER TABLE outbox ADD COLUMN multi INTEGER NOT NULL DEFAULT 0; -- 1: published with a multi-recipient send, a payload per recipient; publish_id is <msg id>-<device>
+
+CREATE TABLE group_updates (
+	name TEXT    PRIMARY KEY,  -- the group, name@domain
+	body BLOB    NOT NULL,     -- the last group-update body received for it
+	at   INTEGER NOT NULL      -- Unix ms: received
+) STRICT;
+`,
+	// 10 → 11: group invitations (docs/spec/chat.md §10.9): who added the
 	// user to a group it has not accepted yet.
 	`
 ALTER TABLE groups ADD COLUMN invited_by TEXT NOT NULL DEFAULT ''; -- U…: an invitation not accepted yet

@@ -25,15 +25,18 @@ const copyStallWait = 5 * time.Second
 const copyTimeout = 10 * time.Second
 
 // onMultiSend handles kez.v1.msend.<sender>, which crossed from the user
-// account as a stream: one payload for up to wire.MaxMultiRecipients
-// recipient devices (wire.ParseMultiSend). The sender's buckets take one
-// message, one copy per recipient and the payload's bytes per recipient;
-// each recipient is checked as a send's is (admit); each admitted copy is
-// stored under kez.v1.inbox.<recipient>.<sender>, and one answer
-// (wire.MultiAnswer) goes to the reply subject, which must be in the
-// sender's own reply namespace, once every copy is settled. A request
-// that fails before any copy is tried is refused whole, in the JetStream
-// API error shape, as a send is.
+// account as a stream: up to wire.MaxMultiRecipients recipient devices,
+// either with one payload for all (wire.ParseMultiSend: a group message)
+// or with a payload each (wire.ParseMultiPayload: pairwise-sealed
+// messages, such as a group key sent to every member device). The
+// sender's buckets take one message, one copy per recipient and the
+// bytes of every copy; each recipient is checked as a send's is (admit,
+// with its own copy's size); each admitted copy is stored under
+// kez.v1.inbox.<recipient>.<sender>, and one answer (wire.MultiAnswer)
+// goes to the reply subject, which must be in the sender's own reply
+// namespace, once every copy is settled. A request that fails before any
+// copy is tried is refused whole, in the JetStream API error shape, as a
+// send is.
 func (g *gate) onMultiSend(m *nats.Msg) {
 	sender, _ := strings.CutPrefix(m.Subject, callout.MultiSendSubjectPrefix)
 	now := g.now()
@@ -46,17 +49,20 @@ func (g *gate) onMultiSend(m *nats.Msg) {
 		g.drop("msend", reasonForged)
 		return
 	}
-	devices, payload, err := wire.ParseMultiSend(m.Data, self)
+	copies, err := parseMulti(m.Data, self)
 	if err != nil {
 		g.refuse("msend", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, err.Error())
 		return
 	}
-	if g.maxCopy > 0 && len(payload) > g.maxCopy {
-		g.refuse("msend", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, "the payload is larger than the stream's messages may be")
-		return
+	var size float64
+	for _, c := range copies {
+		if g.maxCopy > 0 && len(c.Payload) > g.maxCopy {
+			g.refuse("msend", answer, reasonBadRequest, 400, callout.ErrCodeBadRequest, "a payload is larger than the stream's messages may be")
+			return
+		}
+		size += float64(len(c.Payload))
 	}
-	size := float64(len(payload))
-	if !g.takeSender(from, now, float64(len(devices)), size) {
+	if !g.takeSender(from, now, float64(len(copies)), size) {
 		g.refuse("msend", answer, reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit")
 		return
 	}
@@ -74,13 +80,14 @@ func (g *gate) onMultiSend(m *nats.Msg) {
 		res.Refused = append(res.Refused, wire.MultiRefusal{Device: d, Code: code})
 		g.m.refusals.WithLabelValues(reason).Inc()
 	}
-	for _, d := range devices {
+	for _, c := range copies {
+		d := c.Device
 		rcpt := d.String()
-		if den := g.admit(rcpt, from, "", size, now); den != nil {
+		if den := g.admit(rcpt, from, "", float64(len(c.Payload)), now); den != nil {
 			refused(d, den.reason, den.code)
 			continue
 		}
-		out := &nats.Msg{Subject: callout.InboxSubjectPrefix + rcpt + "." + sender, Data: payload}
+		out := &nats.Msg{Subject: callout.InboxSubjectPrefix + rcpt + "." + sender, Data: c.Payload}
 		if id != "" {
 			// Each copy has its own ID: the stream deduplicates a
 			// copy sent again, never one recipient's against another's.
@@ -123,6 +130,23 @@ func (g *gate) onMultiSend(m *nats.Msg) {
 		}
 		g.answerMulti("msend", answer, res, "forwarded")
 	}()
+}
+
+// parseMulti parses the body of a multi-recipient send from sender, of
+// either form, into its copies (a shared payload is each copy's).
+func parseMulti(b []byte, sender kez.PublicKey) ([]wire.MultiCopy, error) {
+	if len(b) >= len(wire.MultiPayloadMagic) && string(b[:len(wire.MultiPayloadMagic)]) == wire.MultiPayloadMagic {
+		return wire.ParseMultiPayload(b, sender)
+	}
+	devices, payload, err := wire.ParseMultiSend(b, sender)
+	if err != nil {
+		return nil, err
+	}
+	copies := make([]wire.MultiCopy, len(devices))
+	for i, d := range devices {
+		copies[i] = wire.MultiCopy{Device: d, Payload: payload}
+	}
+	return copies, nil
 }
 
 // copyCode is the code of a copy the stream refused: the sender's cap of

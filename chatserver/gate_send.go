@@ -80,14 +80,15 @@ func (g *gate) admitSender(kind string, m *nats.Msg, sender string, now time.Tim
 }
 
 // takeSender takes from the buckets of the sending person from one
-// message, copies copies and copies × size bytes, and reports whether
-// all of them could pay (refused requests count too).
+// message, copies copies and size bytes (of all the copies together),
+// and reports whether all of them could pay (refused requests count
+// too).
 func (g *gate) takeSender(from string, now time.Time, copies, size float64) bool {
 	allowed := true
 	g.users.with(from, now, func(b *userBuckets) {
 		allowed = b.sendMsgs.take(now, g.lim.SenderRate, g.lim.SenderBurst, 1) &&
 			b.sendCopies.take(now, g.lim.SenderCopyRate, g.lim.SenderCopyBurst, copies) &&
-			b.sendBytes.take(now, g.lim.SenderBytesRate, g.lim.SenderBytesBurst, copies*size)
+			b.sendBytes.take(now, g.lim.SenderBytesRate, g.lim.SenderBytesBurst, size)
 	})
 	return allowed
 }

@@ -235,8 +235,9 @@ func measureGroupSend(ctx context.Context, st *Stack, cfg Config, oc *chat.Clien
 // measureRekey grows the group to cfg.RekeyMembers, sends once to it
 // (sessions and the sender key), then times one plain message and, after
 // removing one member, the next message: the sender's new sender key
-// distributed pairwise to every remaining member device (the lazy rekey)
-// and the message. The bytes are what the sender's connection uploaded,
+// distributed pairwise to every remaining member device (the lazy rekey;
+// the envelopes in multi-recipient sends with a payload per device) and
+// the message. The bytes are what the sender's connection uploaded,
 // from NATS's monitoring, less the plain message's.
 func measureRekey(ctx context.Context, st *Stack, cfg Config, oc *chat.Client, owner *User, name string, members []*User) (*Figure, error) {
 	if err := addMembers(ctx, oc, name, members[cfg.GroupSize:]); err != nil {
@@ -281,7 +282,7 @@ func measureRekey(ctx context.Context, st *Stack, cfg Config, oc *chat.Client, o
 		Group: "groups", Name: fmt.Sprintf("rekey of a group of %d after a removal", len(members)+1), Unit: "ms",
 		Value: float64(rekeyD.Microseconds()) / 1000, Baseline: "the same message before the removal", Base: float64(plainD.Microseconds()) / 1000,
 		Note: fmt.Sprintf("one sender's first message after removing a member: a new sender key (epoch) distributed pairwise (group-key, "+
-			"in the existing sessions) to the %d remaining member devices, then the message; %s", len(members)-1, bytes),
+			"in the existing sessions; the envelopes in multi-recipient sends with a payload per device, up to 127 KiB each) to the %d remaining member devices, then the message; %s", len(members)-1, bytes),
 	}, nil
 }
 

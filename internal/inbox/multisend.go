@@ -37,6 +37,30 @@ func MultiSend(ctx context.Context, nc *nats.Conn, me kez.PublicKey, devices []k
 	if err != nil {
 		return wire.MultiAnswer{}, err
 	}
+	return multiRequest(ctx, nc, me, body, devices, msgID)
+}
+
+// MultiSendEach sends each copy's payload to its device (at most
+// wire.MaxMultiRecipients copies, to distinct devices, not me) in one
+// multi-recipient send with a payload per recipient, as the user with key
+// me on nc, with the Nats-Msg-Id msgID (the gate stores each copy with
+// its own ID, <me>-<msgID>-<device>), and returns the gate's answer. The
+// body must fit nc's maximum payload. Errors are MultiSend's.
+func MultiSendEach(ctx context.Context, nc *nats.Conn, me kez.PublicKey, copies []wire.MultiCopy, msgID string) (wire.MultiAnswer, error) {
+	body, err := wire.EncodeMultiPayload(copies)
+	if err != nil {
+		return wire.MultiAnswer{}, err
+	}
+	devices := make([]kez.PublicKey, len(copies))
+	for i, c := range copies {
+		devices[i] = c.Device
+	}
+	return multiRequest(ctx, nc, me, body, devices, msgID)
+}
+
+// multiRequest publishes the multi-recipient send body to devices and
+// waits for the gate's answer.
+func multiRequest(ctx context.Context, nc *nats.Conn, me kez.PublicKey, body []byte, devices []kez.PublicKey, msgID string) (wire.MultiAnswer, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultMultiSendTimeout)
