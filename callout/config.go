@@ -2,6 +2,7 @@ package callout
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -43,6 +44,16 @@ type ConfigOptions struct {
 	// reach the chains through NATS.
 	SigServerKey string
 	SigAccount   string // default [DefaultSigAccount]
+
+	// UserMaxPayload and UserMaxSubscriptions are the user account's
+	// limits (its "limits" block), which bound every user connection:
+	// defaults [DefaultMaxPayload] and [DefaultMaxSubscriptions]. They
+	// are what holds: nats-server does not apply the limits of a user JWT
+	// an auth callout issues (it clears the JWT before it sets a
+	// connection's limits), so keep them equal to [Config].MaxPayload and
+	// [Config].MaxSubscriptions.
+	UserMaxPayload       int64
+	UserMaxSubscriptions int64
 }
 
 // AdminReplyPrefix is the inbox prefix the operator's admin login must use
@@ -88,6 +99,12 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 	if o.SigAccount == "" {
 		o.SigAccount = DefaultSigAccount
 	}
+	if o.UserMaxPayload == 0 {
+		o.UserMaxPayload = DefaultMaxPayload
+	}
+	if o.UserMaxSubscriptions == 0 {
+		o.UserMaxSubscriptions = DefaultMaxSubscriptions
+	}
 	return o
 }
 
@@ -114,6 +131,7 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 //	    ]
 //	  }
 //	  USERS {
+//	    limits: { max_payload: 131072, max_subs: 256 }
 //	    exports: [
 //	      { stream: "kez.v1.send.>", accounts: [ CHAT ] }
 //	      { stream: "kez.v1.msend.>", accounts: [ CHAT ] }
@@ -156,6 +174,11 @@ func (o ConfigOptions) withDefaults() ConfigOptions {
 // subject, and the server stamps every request crossing one with the account it came from (the
 // Nats-Request-Info header), which the gate checks (see [Permissions] and
 // docs/security.md).
+//
+// The user account's limits block bounds each user connection
+// (o.UserMaxPayload, o.UserMaxSubscriptions): nats-server closes a
+// connection that publishes more than max_payload and refuses a
+// subscription over max_subs.
 //
 // The admin and system keys ([Keys].Admin, [Keys].System; left out when
 // nil) are the operator's logins for the nats CLI. The admin user may
@@ -204,6 +227,9 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 		if distinct(o.ChatAccount, o.UserAccount, o.AuthAccount, o.SystemAccount, o.SigAccount) != 5 {
 			return "", fmt.Errorf("callout: the sig-server account must differ from the chat, user, auth and system accounts")
 		}
+	}
+	if o.UserMaxPayload < 0 || o.UserMaxPayload > math.MaxInt32 || o.UserMaxSubscriptions < 0 || o.UserMaxSubscriptions > math.MaxInt32 {
+		return "", fmt.Errorf("callout: user limits %d, %d: out of range", o.UserMaxPayload, o.UserMaxSubscriptions)
 	}
 	if o.AuthTimeout < time.Second || o.AuthTimeout%time.Second != 0 {
 		return "", fmt.Errorf("callout: auth timeout %s: use whole seconds", o.AuthTimeout)
@@ -258,7 +284,9 @@ func NATSConfig(k *Keys, o ConfigOptions) (string, error) {
 		fmt.Fprintf(&b, "      { stream: { account: %s, subject: %q } }\n", o.UserAccount, p+">")
 	}
 	fmt.Fprintf(&b, "    ]\n  }\n")
-	fmt.Fprintf(&b, "  %s {\n    exports: [\n", o.UserAccount)
+	// nats-server ignores a callout-issued user JWT's limits: the
+	// account's are what bound a user connection.
+	fmt.Fprintf(&b, "  %s {\n    limits: { max_payload: %d, max_subs: %d }\n    exports: [\n", o.UserAccount, o.UserMaxPayload, o.UserMaxSubscriptions)
 	for _, p := range userStreams {
 		fmt.Fprintf(&b, "      { stream: %q, accounts: [ %s ] }\n", p+">", o.ChatAccount)
 	}

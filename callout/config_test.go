@@ -103,6 +103,9 @@ func TestNATSConfigRejects(t *testing.T) {
 		"same accounts":    {ChatAccount: "AUTH"},
 		"fractional":       {AuthTimeout: 1500 * time.Millisecond},
 		"standalone store": {Standalone: true},
+		"negative payload": {UserMaxPayload: -1},
+		"huge payload":     {UserMaxPayload: 1 << 31},
+		"negative subs":    {UserMaxSubscriptions: -1},
 	} {
 		if _, err := callout.NATSConfig(keys, o); err == nil {
 			t.Errorf("%s: accepted", name)

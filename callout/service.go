@@ -61,11 +61,15 @@ type Config struct {
 	// default [DefaultLookupTimeout]. Keep it below the server's auth
 	// timeout (2 s by default).
 	LookupTimeout time.Duration
-	// MaxPayload and MaxSubscriptions limit each user connection; defaults
-	// [DefaultMaxPayload] and [DefaultMaxSubscriptions]. The server closes
-	// a connection that publishes more than MaxPayload, so keep it above
-	// the inbox stream's message size limit (64 KiB): JetStream then
-	// refuses an oversized message with an error instead.
+	// MaxPayload and MaxSubscriptions go into the user JWTs the service
+	// issues; defaults [DefaultMaxPayload] and [DefaultMaxSubscriptions].
+	// nats-server does not apply a callout-issued JWT's limits: what
+	// bounds a user connection is the user account's limits block that
+	// [NATSConfig] renders ([ConfigOptions].UserMaxPayload and
+	// UserMaxSubscriptions), so keep the two equal. The server closes a
+	// connection that publishes more than that maximum payload, so keep it
+	// above the inbox stream's message size limit (64 KiB): JetStream
+	// then refuses an oversized message with an error instead.
 	MaxPayload       int64
 	MaxSubscriptions int64
 

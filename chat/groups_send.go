@@ -30,7 +30,10 @@ const groupMemberFetches = 8
 // zero key (the message is to the group) and Sent.Handle the group's
 // name. Errors: ErrUnknownGroup, ErrNotGroupMember (the user left or was
 // removed), ErrGroupBroken (a fork), group.ErrRollback (the sig-server
-// shows fewer links than pinned), and those of publishing.
+// shows fewer links than pinned), and those of publishing; when the gate
+// refused every copy (the message is recorded as failed), one error per
+// reason, as a one-to-one send to such a device would return
+// (*QuotaError, ErrUnknownRecipient, …), joined.
 func (c *Client) SendGroup(ctx context.Context, name, text string, _ ...SendOption) (Sent, error) {
 	return c.sendGroup(ctx, name, KindText, []byte(text))
 }
@@ -96,6 +99,9 @@ func (c *Client) sendGroup(ctx context.Context, name string, kind Kind, body []b
 	}
 	if err != nil {
 		return Sent{}, err
+	}
+	if ans.Stored+ans.Duplicates == 0 {
+		return Sent{}, noCopyStored(ans.Refused)
 	}
 	sent.Duplicate = ans.Stored == 0 && ans.Duplicates > 0
 	c.stats.sent.Add(1)
@@ -350,6 +356,27 @@ func (c *Client) groupOutcome(ctx context.Context, id MessageID, ans *wire.Multi
 		return nil
 	})
 }
+
+// noCopyStored is the error of a group send the gate refused for every
+// device: the error a one-to-one send would return, once per refusal
+// code, joined.
+func noCopyStored(refused []wire.MultiRefusal) error {
+	seen := map[int]bool{}
+	var errs []error
+	for _, r := range refused {
+		if !seen[r.Code] {
+			seen[r.Code] = true
+			errs = append(errs, multiRefusalError(r))
+		}
+	}
+	if len(errs) == 0 {
+		return errNoCopyStored
+	}
+	return fmt.Errorf("%w: %w", errNoCopyStored, errors.Join(errs...))
+}
+
+// errNoCopyStored is the cause of noCopyStored's error.
+var errNoCopyStored = errors.New("chat: no member device took the group message")
 
 // isFinal reports a publish error after which publishing the same
 // envelope again cannot help: a refusal.

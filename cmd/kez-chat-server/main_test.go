@@ -63,7 +63,7 @@ func TestNATSConfigIsWhatTheStackRuns(t *testing.T) {
 		"nkey: " + keys.ServicePublicKey(),
 		"account: AUTH",
 		"  CHAT {\n    jetstream: enabled\n",
-		"  USERS {\n    exports: [\n",
+		"  USERS {\n    limits: { max_payload: 131072, max_subs: 256 }\n    exports: [\n",
 		"system_account: SYS",
 	} {
 		if !strings.Contains(printed, want) {
