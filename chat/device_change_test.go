@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/session"
@@ -33,8 +34,8 @@ func TestFolderTakenOverByNewDevice(t *testing.T) {
 	receipt := NewMessageID()
 	err := alice.db.write(testCtx(t), func(tx *sql.Tx) error {
 		for _, id := range []MessageID{before.ID, receipt} {
-			if _, err := tx.Exec(`INSERT INTO outbox (msg_id, device, envelope, publish_id, counts, created_at) VALUES (?, ?, x'00', 'x', 1, 0)`,
-				id[:], bu.Key.String()); err != nil {
+			if _, err := tx.Exec(`INSERT INTO outbox (msg_id, device, envelope, publish_id, counts, created_at) VALUES (?, ?, x'00', 'x', 1, ?)`,
+				id[:], bu.Key.String(), time.Now().UnixMilli()); err != nil {
 				return err
 			}
 		}

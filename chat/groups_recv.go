@@ -541,6 +541,7 @@ func (c *Client) followRecorded(ctx context.Context) {
 	touched := map[[32]byte]bool{}
 	c.followUpdates(ctx, updates, nil, touched)
 	if es := c.openTouched(ctx, touched); len(es) > 0 {
+		c.nameGroupSenders(ctx, es)
 		c.log.Info("opened the group messages that waited for a group-update", "n", len(es))
 	}
 	c.log.Info("acted on the group-updates received before the client stopped", "n", len(updates))
