@@ -147,7 +147,7 @@ func measureGroups(ctx context.Context, st *Stack, cfg Config) ([]Figure, error)
 		return out, err
 	}
 	out = append(out, *rekey)
-	join, err := measureJoin(ctx, rctx, st, f, oc, name, newcomer)
+	join, err := measureJoin(ctx, rctx, st, f, oc, owner, name, newcomer)
 	if err != nil {
 		return out, err
 	}
@@ -289,15 +289,20 @@ func measureRekey(ctx context.Context, st *Stack, cfg Config, oc *chat.Client, o
 // measureJoin times a new member, whose client runs, from the owner's add
 // to the new member's client storing the owner's next message (which
 // needs the new epoch's sender key, distributed to every member device).
-func measureJoin(ctx, rctx context.Context, st *Stack, f *clientFleet, oc *chat.Client, name string, newcomer *User) (*Figure, error) {
+func measureJoin(ctx, rctx context.Context, st *Stack, f *clientFleet, oc *chat.Client, owner *User, name string, newcomer *User) (*Figure, error) {
 	nc, err := f.open(ctx, st, newcomer, newcomer)
 	if err != nil {
 		return nil, err
 	}
+	// The new member knows the owner: the group is joined at once, not
+	// kept as an invitation (docs/spec/chat.md §10.9).
+	if _, err := nc.AddContact(ctx, owner.Name); err != nil {
+		return nil, fmt.Errorf("the new member adding the owner: %w", err)
+	}
 	got := make(chan struct{}, 1)
 	f.wg.Go(func() {
 		err := nc.Run(rctx, func(e *chat.Entry) {
-			if e.Kind == chat.KindText && e.Group != "" {
+			if e.Kind == chat.KindText && e.Group != "" && e.Trust == chat.TrustTrusted {
 				select {
 				case got <- struct{}{}:
 				default:
