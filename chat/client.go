@@ -194,9 +194,10 @@ type Client struct {
 
 	due dueWork // copies due (due.go)
 
-	groups  groupsIndex  // the pinned groups (groups.go)
-	members memberChains // chains of group members who are no contacts
-	gjoin   sync.Mutex   // one group joined (from a group-update) at a time
+	groups  groupsIndex    // the pinned groups (groups.go)
+	members memberChains   // chains of group members who are no contacts
+	unnamed unnamedSenders // group senders not named yet (nameStoredGroupSenders)
+	gjoin   sync.Mutex     // one group joined (from a group-update) at a time
 
 	stats clientStats
 }

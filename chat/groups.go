@@ -347,6 +347,7 @@ func (c *Client) GroupHistory(ctx context.Context, name string, limit int) ([]*E
 	if err != nil {
 		return nil, err
 	}
+	c.nameStoredGroupSenders(ctx)
 	q := `SELECT ` + entryColumns + ` FROM messages WHERE grp = ?`
 	var es []*Entry
 	if limit > 0 {

@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/kez-lat/kez-chat/group"
@@ -683,16 +684,7 @@ func (c *Client) nameGroupSenders(ctx context.Context, fresh []*Entry) {
 		}
 		h, ok := names[e.From]
 		if !ok {
-			if gs := c.groups.get(e.Group); gs != nil {
-				st, _, _ := gs.snapshot()
-				if m, ok := st.Member(e.From); ok {
-					if mi, err := c.memberDevices(ctx, e.From, m.Handle); err == nil {
-						h = mi.handle
-					} else {
-						c.log.Warn("a group member's handle does not check out; showing the key", "group", e.Group, "member", e.From, "handle", m.Handle, "err", err)
-					}
-				}
-			}
+			h = c.groupSenderHandle(ctx, e.Group, e.From)
 			names[e.From] = h
 		}
 		if h == "" {
@@ -701,6 +693,95 @@ func (c *Client) nameGroupSenders(ctx context.Context, fresh []*Entry) {
 		e.PeerHandle = h
 		err := c.db.write(ctx, func(tx *sql.Tx) error {
 			_, err := tx.Exec(`UPDATE messages SET peer_handle = ? WHERE from_key = ? AND id = ?`, h, e.From.String(), e.ID[:])
+			return err
+		})
+		if err != nil {
+			c.log.Warn("naming a group message's sender", "err", err)
+		}
+	}
+}
+
+// groupSenderHandle returns the handle the group names its member from
+// by once it resolved to from (memberDevices), or "".
+func (c *Client) groupSenderHandle(ctx context.Context, group string, from kez.PublicKey) string {
+	gs := c.groups.get(group)
+	if gs == nil {
+		return ""
+	}
+	st, _, _ := gs.snapshot()
+	m, ok := st.Member(from)
+	if !ok {
+		return ""
+	}
+	mi, err := c.memberDevices(ctx, from, m.Handle)
+	if err != nil {
+		c.log.Warn("a group member's handle does not check out; showing the key", "group", group, "member", from, "handle", m.Handle, "err", err)
+		return ""
+	}
+	return mi.handle
+}
+
+// maxUnnamedSenders bounds the senders nameStoredGroupSenders checks at
+// once.
+const maxUnnamedSenders = 32
+
+// unnamedSenders remembers when nameStoredGroupSenders last checked a
+// group message sender it could not name.
+type unnamedSenders struct {
+	mu    sync.Mutex
+	tried map[unnamedSender]time.Time
+}
+
+type unnamedSender struct {
+	from  kez.PublicKey
+	group string
+}
+
+// nameStoredGroupSenders names the stored group messages still shown by
+// their sender's key: those whose sender could not be checked when they
+// were stored (a resolve that failed or timed out, a server away), or
+// that were stored by another path (a group-update followed at start)
+// while the caller read the inbox. Each sender is checked at most once
+// per RefreshInterval and group here (a cached check costs no resolve).
+func (c *Client) nameStoredGroupSenders(ctx context.Context) {
+	var us []unnamedSender
+	rows, err := c.db.db.QueryContext(ctx, `SELECT DISTINCT from_key, grp FROM messages WHERE incoming = 1 AND grp != '' AND peer_handle = '' LIMIT ?`, maxUnnamedSenders)
+	if err != nil {
+		c.log.Warn("reading the group messages shown by key", "err", err)
+		return
+	}
+	for rows.Next() {
+		var from, group string
+		if err := rows.Scan(&from, &group); err != nil {
+			break
+		}
+		if k, err := kez.ParsePublicKey(from); err == nil {
+			us = append(us, unnamedSender{k, group})
+		}
+	}
+	rows.Close()
+	now := c.now()
+	un := &c.unnamed
+	for _, u := range us {
+		un.mu.Lock()
+		if un.tried == nil || len(un.tried) >= maxKeyChains {
+			un.tried = map[unnamedSender]time.Time{}
+		}
+		if at, ok := un.tried[u]; ok && now.Sub(at) < c.cfg.RefreshInterval {
+			un.mu.Unlock()
+			continue
+		}
+		un.tried[u] = now
+		un.mu.Unlock()
+		h := c.groupSenderHandle(ctx, u.group, u.from)
+		if h == "" {
+			continue
+		}
+		un.mu.Lock()
+		delete(un.tried, u)
+		un.mu.Unlock()
+		err := c.db.write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec(`UPDATE messages SET peer_handle = ? WHERE incoming = 1 AND from_key = ? AND grp = ? AND peer_handle = ''`, h, u.from.String(), u.group)
 			return err
 		})
 		if err != nil {

@@ -233,6 +233,7 @@ func (c *Client) peerKey(ctx context.Context, peer string) (kez.PublicKey, error
 
 // Unread returns the trusted received messages not yet shown, oldest first.
 func (c *Client) Unread(ctx context.Context) ([]*Entry, error) {
+	c.nameStoredGroupSenders(ctx)
 	return queryEntries(ctx, c.db.db, `SELECT `+entryColumns+` FROM messages WHERE read = 0 AND trust = ?`+orderBy, string(TrustTrusted))
 }
 
@@ -263,6 +264,7 @@ func (c *Client) MarkRead(ctx context.Context, entries ...*Entry) error {
 // [Client.Held] and [Client.Requests]. Call [Client.Sync] first to fetch what
 // waits on the server.
 func (c *Client) Inbox(ctx context.Context, all bool) ([]*Entry, error) {
+	c.nameStoredGroupSenders(ctx)
 	q := `SELECT ` + entryColumns + ` FROM messages WHERE incoming = 1 AND trust = ?`
 	if !all {
 		q += ` AND read = 0`

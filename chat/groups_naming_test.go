@@ -1,0 +1,75 @@
+package chat
+
+import (
+	"errors"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+)
+
+// awayTransport fails every request while away is set, as a home server
+// that does not answer; otherwise the real server answers.
+type awayTransport struct{ away *atomic.Bool }
+
+func (t awayTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.away.Load() {
+		return nil, errors.New("the home server is away")
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestGroupSenderNamedOnceResolved: carol, who is not alice's contact,
+// stores alice's group message while her home server cannot resolve
+// alice's handle, so it is stored by key; once the server answers again,
+// her inbox and the group's history show the handle alice's chain
+// confirms, not the key for ever.
+func TestGroupSenderNamedOnceResolved(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice := newPerson(t, st, "alice", 1)
+	var away atomic.Bool
+	carol := newPerson(t, st, "carol", 1, func(cfg *Config) {
+		r := st.Resolver()
+		r.HTTPClient = &http.Client{Transport: awayTransport{&away}, Timeout: r.HTTPClient.Timeout}
+		cfg.Client.Resolver = r
+	})
+	a, c := alice.devices[0], carol.devices[0]
+	ctx := testCtx(t)
+	name := "team@" + st.Domain
+
+	if _, err := a.CreateGroup(ctx, "team", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AddGroupMembers(ctx, "team", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	away.Store(true)
+	waitGroup(t, c, name, func(g *Group) bool { return len(g.Members) == 2 })
+	s := mustGroupSend(t, a, "team", "hello team")
+	var e *Entry
+	receiveUntil(t, c, "alice's group message", func(int) bool {
+		var err error
+		e, err = c.Message(ctx, alice.user.Key, s.ID)
+		return err == nil
+	})
+	if e.PeerHandle != "" {
+		t.Fatalf("stored with the handle %q although it could not be checked", e.PeerHandle)
+	}
+
+	away.Store(false)
+	want := "alice@" + st.Domain
+	var got *Entry
+	for _, x := range mustInbox(t, c, false) {
+		if x.ID == s.ID {
+			got = x
+		}
+	}
+	if got == nil || got.PeerHandle != want {
+		t.Fatalf("carol's inbox shows %+v, want the sender %s", got, want)
+	}
+	es, err := c.GroupHistory(ctx, name, 0)
+	if err != nil || len(es) != 1 || es[0].PeerHandle != want {
+		t.Fatalf("carol's group history: %+v %v", es, err)
+	}
+}
