@@ -44,8 +44,13 @@ func TestGroupSenderNamedOnceResolved(t *testing.T) {
 	if err := a.AddGroupMembers(ctx, "team", "carol"); err != nil {
 		t.Fatal(err)
 	}
-	away.Store(true)
 	waitGroup(t, c, name, func(g *Group) bool { return len(g.Members) == 2 })
+	// alice is no contact of carol's: the group is an invitation until
+	// carol accepts it (docs/spec/chat.md §10.9).
+	if err := c.AcceptGroup(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	away.Store(true)
 	s := mustGroupSend(t, a, "team", "hello team")
 	var e *Entry
 	receiveUntil(t, c, "alice's group message", func(int) bool {

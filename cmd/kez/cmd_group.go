@@ -227,7 +227,7 @@ type groupJSON struct {
 	// Invited: an invitation not accepted yet, from the person whose key
 	// is InvitedBy.
 	Invited   bool   `json:"invited"`
-	InvitedBy string `json:"invited_by,omitempty"`
+	InvitedBy string `json:"invited_by"`
 }
 
 // groupMemberJSON is one member in "kez group show --json".
