@@ -244,33 +244,23 @@ func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limi
 	if err != nil {
 		return nil, sigchain.Head{}, err
 	}
-	out, err := readLinks(ctx, tx, "SELECT link FROM links WHERE chain = ? AND seqno > ? ORDER BY seqno LIMIT ?", k, since, limit)
+	rows, err := tx.QueryContext(ctx, "SELECT link FROM links WHERE chain = ? AND seqno > ? ORDER BY seqno LIMIT ?", k, int64(min(since, 1<<62)), max(limit, 0))
 	if err != nil {
-		return nil, sigchain.Head{}, err
-	}
-	return out, h, nil
-}
-
-// readLinks runs query, which selects the links of one chain (key)
-// after since, at most limit of them, and returns their bytes.
-func readLinks(ctx context.Context, tx *sql.Tx, query, key string, since uint64, limit int) ([][]byte, error) {
-	rows, err := tx.QueryContext(ctx, query, key, int64(min(since, 1<<62)), max(limit, 0))
-	if err != nil {
-		return nil, fmt.Errorf("sqlitestore: reading links: %w", err)
+		return nil, sigchain.Head{}, fmt.Errorf("sqlitestore: reading links: %w", err)
 	}
 	defer rows.Close()
 	var out [][]byte
 	for rows.Next() {
 		var b []byte
 		if err := rows.Scan(&b); err != nil {
-			return nil, fmt.Errorf("sqlitestore: reading links: %w", err)
+			return nil, sigchain.Head{}, fmt.Errorf("sqlitestore: reading links: %w", err)
 		}
 		out = append(out, b)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlitestore: reading links: %w", err)
+		return nil, sigchain.Head{}, fmt.Errorf("sqlitestore: reading links: %w", err)
 	}
-	return out, nil
+	return out, h, nil
 }
 
 // Append implements [sigchain.Store] and keeps the device index
