@@ -290,7 +290,7 @@ func (r *shareRow) shared() SharedFile {
 	if r.Group != nil {
 		sf.Group, sf.GroupID = r.Group.name, r.Group.id
 		sf.Offer = &format.GroupFile{Group: r.Group.id, Owner: r.ownerKey, CID: r.CID, Key: r.Key, Name: r.Name,
-			Size: r.Size, MediaType: r.MediaType, ModTime: time.Unix(0, r.MTimeNs).Truncate(time.Second).UTC()}
+			Size: r.Size, MediaType: r.MediaType, ModTime: sf.ModTime.UTC()}
 	}
 	for i, rc := range r.Recipients {
 		if rc.Key != r.ownerKey {
