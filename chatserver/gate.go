@@ -20,7 +20,8 @@ import (
 // without JetStream and hold no JetStream subject. Their sends (one to
 // one and multi-recipient), pulls and acknowledgements cross into the
 // chat account as streams (the user account exports kez.v1.send.>,
-// kez.v1.msend.>, kez.v1.pull.> and kez.v1.ack.> to it alone), their consumer requests as a service import; here the gate
+// kez.v1.msend.>, kez.v1.pull.> and kez.v1.ack.> to it alone), their
+// consumer requests as a service import; here the gate
 //
 //   - takes the sender from the subject, where only that user may publish
 //     (callout.Permissions). Nothing else reaches these subjects in the

@@ -24,9 +24,9 @@ const MultiSendMagic = "KZMS"
 // send. A client with more splits them over several sends.
 const MaxMultiRecipients = 1024
 
-// multiHeader is the size of the fixed part of a multi-recipient send:
-// the magic and the count.
-const multiHeader = len(MultiSendMagic) + 2
+// MultiHeaderSize is the fixed part of a multi-recipient send body, of
+// either form: the magic and the count.
+const MultiHeaderSize = len(MultiSendMagic) + 2
 
 // ErrMultiSend reports a multi-recipient send body, or its answer, that
 // does not follow the format.
@@ -41,7 +41,7 @@ func EncodeMultiSend(devices []kez.PublicKey, payload []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %d recipients, want 1 to %d", ErrMultiSend, len(devices), MaxMultiRecipients)
 	}
 	seen := make(map[kez.PublicKey]struct{}, len(devices))
-	b := make([]byte, 0, multiHeader+32*len(devices)+len(payload))
+	b := make([]byte, 0, MultiHeaderSize+32*len(devices)+len(payload))
 	b = append(b, MultiSendMagic...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(devices)))
 	for _, d := range devices {
@@ -61,14 +61,14 @@ func EncodeMultiSend(devices []kez.PublicKey, payload []byte) ([]byte, error) {
 // devices are recipients like any). The payload may be empty; it aliases
 // b. Errors wrap [ErrMultiSend].
 func ParseMultiSend(b []byte, sender kez.PublicKey) ([]kez.PublicKey, []byte, error) {
-	if len(b) < multiHeader || string(b[:len(MultiSendMagic)]) != MultiSendMagic {
+	if len(b) < MultiHeaderSize || string(b[:len(MultiSendMagic)]) != MultiSendMagic {
 		return nil, nil, fmt.Errorf("%w: no %s header", ErrMultiSend, MultiSendMagic)
 	}
 	n := int(binary.BigEndian.Uint16(b[len(MultiSendMagic):]))
 	if n == 0 || n > MaxMultiRecipients {
 		return nil, nil, fmt.Errorf("%w: %d recipients, want 1 to %d", ErrMultiSend, n, MaxMultiRecipients)
 	}
-	keys := b[multiHeader:]
+	keys := b[MultiHeaderSize:]
 	if len(keys) < 32*n {
 		return nil, nil, fmt.Errorf("%w: %d recipients need %d bytes of keys, the body has %d", ErrMultiSend, n, 32*n, len(keys))
 	}

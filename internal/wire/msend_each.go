@@ -18,10 +18,6 @@ const MultiPayloadMagic = "KZMP"
 // length.
 const MultiCopyOverhead = 32 + 4
 
-// MultiHeaderSize is the fixed part of a multi-recipient send body: the
-// magic and the count.
-const MultiHeaderSize = multiHeader
-
 // MultiCopy is one recipient device of a multi-recipient send with a
 // payload per recipient, and its payload.
 type MultiCopy struct {
@@ -74,14 +70,14 @@ func EncodeMultiPayload(copies []MultiCopy) ([]byte, error) {
 // listed twice and the sender's own key. A payload may be empty; the
 // payloads alias b. Errors wrap [ErrMultiSend].
 func ParseMultiPayload(b []byte, sender kez.PublicKey) ([]MultiCopy, error) {
-	if len(b) < multiHeader || string(b[:len(MultiPayloadMagic)]) != MultiPayloadMagic {
+	if len(b) < MultiHeaderSize || string(b[:len(MultiPayloadMagic)]) != MultiPayloadMagic {
 		return nil, fmt.Errorf("%w: no %s header", ErrMultiSend, MultiPayloadMagic)
 	}
 	n := int(binary.BigEndian.Uint16(b[len(MultiPayloadMagic):]))
 	if n == 0 || n > MaxMultiRecipients {
 		return nil, fmt.Errorf("%w: %d recipients, want 1 to %d", ErrMultiSend, n, MaxMultiRecipients)
 	}
-	rest := b[multiHeader:]
+	rest := b[MultiHeaderSize:]
 	if len(rest) < MultiCopyOverhead*n {
 		return nil, fmt.Errorf("%w: %d recipients need at least %d bytes, the body has %d", ErrMultiSend, n, MultiCopyOverhead*n, len(rest))
 	}
