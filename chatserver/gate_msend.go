@@ -80,10 +80,24 @@ func (g *gate) onMultiSend(m *nats.Msg) {
 		res.Refused = append(res.Refused, wire.MultiRefusal{Device: d, Code: code})
 		g.m.refusals.WithLabelValues(reason).Inc()
 	}
+	over := false // the sender could not pay for a recipient no one holds
 	for _, c := range copies {
 		d := c.Device
 		rcpt := d.String()
+		if over {
+			refused(d, denySender.reason, denySender.code)
+			continue
+		}
 		if den := g.admit(rcpt, from, "", float64(len(c.Payload)), now); den != nil {
+			// A recipient that holds no handle costs the sender one
+			// message of its send rate, as a send to it would: looking
+			// up unknown keys costs no more through a multi-recipient
+			// send than through sends. Once it cannot pay, the rest of
+			// the request is refused unlooked-up.
+			if den == denyUnknown && !g.takeUnknown(from, now) {
+				over = true
+				den = denySender
+			}
 			refused(d, den.reason, den.code)
 			continue
 		}

@@ -376,3 +376,35 @@ func reportCPU(b *testing.B) func() {
 		}
 	}
 }
+
+// TestGateMultiSendUnknownFlood: recipients that hold no handle cost the
+// sender one message of its send rate each, as sends to them would, so a
+// multi-recipient send of 1,024 made-up keys looks up no more of them
+// than the sender's message bucket holds; the rest is refused (21429)
+// without a look-up, a registered recipient after them included.
+func TestGateMultiSendUnknownFlood(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{SenderRate: 0.001, SenderBurst: 5}})
+	mallory, carol := gateLogin(t, st, "mallory"), gateLogin(t, st, "carol")
+	to := make([]kez.PublicKey, 0, 1024)
+	for i := range 1023 {
+		to = append(to, stacktest.Identity(fmt.Sprintf("nobody%d", i)).PublicKey())
+	}
+	to = append(to, carol.key)
+	a, code := mallory.msend(t, to, []byte("hi"), "")
+	if code != 0 || a.Stored != 0 || len(a.Refused) != len(to) {
+		t.Fatalf("answer: stored %d, refused %d, code %d", a.Stored, len(a.Refused), code)
+	}
+	// The request took one message; four unknown recipients took the
+	// other four.
+	codes := map[int]int{}
+	for _, r := range a.Refused {
+		codes[r.Code]++
+	}
+	if codes[callout.ErrCodeUnknownRecipient] != 4 || codes[callout.ErrCodeSenderQuota] != len(to)-4 {
+		t.Fatalf("refusals by code: %v", codes)
+	}
+	wantMetrics(t, st, `kez_chat_gate_refusals_total{reason="unknown_recipient"} 4`)
+	if n := inboxCount(t, st, carol.key, mallory.key); n != 0 {
+		t.Fatalf("carol got %d", n)
+	}
+}

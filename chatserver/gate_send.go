@@ -93,6 +93,16 @@ func (g *gate) takeSender(from string, now time.Time, copies, size float64) bool
 	return allowed
 }
 
+// takeUnknown charges the person from one message of its send rate for
+// a multi-recipient send's recipient that holds no handle.
+func (g *gate) takeUnknown(from string, now time.Time) bool {
+	allowed := true
+	g.users.with(from, now, func(b *userBuckets) {
+		allowed = b.sendMsgs.take(now, g.lim.SenderRate, g.lim.SenderBurst, 1)
+	})
+	return allowed
+}
+
 // denial is why the gate stores nothing for one recipient: the label of
 // kez_chat_gate_refusals_total, the HTTP-like status and the code of the
 // JetStream-style answer, and its description.
@@ -111,6 +121,7 @@ var (
 	denyPair     = &denial{reasonRecipientQuota, 429, callout.ErrCodeRecipientQuota, "over the rate limit for this recipient"}
 	denyUnread   = &denial{reasonSenderUnread, 429, callout.ErrCodeSenderUnread, "sender has too many unread messages"}
 	denyInbox    = &denial{reasonUnavailable, 503, callout.ErrCodeUnavailable, "inbox unavailable"}
+	denySender   = &denial{reasonSenderQuota, 429, callout.ErrCodeSenderQuota, "sender over its rate limit"}
 )
 
 // admit checks one recipient device (its "U…" text) of a copy of size
