@@ -387,14 +387,10 @@ func (c *Client) afterGroups(ctx context.Context, gb *groupBatch) []*Entry {
 	if gb == nil {
 		return nil
 	}
-	touched := map[[32]byte]bool{}
-	for id := range gb.touched {
-		touched[id] = true
-	}
-	c.followDeferred(ctx, touched)
-	c.followUpdates(ctx, gb.updates, gb.own, touched)
-	c.followRefresh(ctx, gb.refresh, touched)
-	return c.openTouched(ctx, touched)
+	c.followDeferred(ctx, gb.touched)
+	c.followUpdates(ctx, gb.updates, gb.own, gb.touched)
+	c.followRefresh(ctx, gb.refresh, gb.touched)
+	return c.openTouched(ctx, gb.touched)
 }
 
 // name their key (memberDevices); the stored messages are updated.
