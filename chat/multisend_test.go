@@ -17,7 +17,11 @@ import (
 // refusal of the whole to the typed errors.
 func TestPublishMulti(t *testing.T) {
 	const strangers = wire.MaxMultiRecipients + 5
-	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{SenderCopyRate: 0.001, SenderCopyBurst: strangers + 2}})
+	st := stacktest.Start(t, stacktest.Options{MailLimits: chatserver.MailLimits{
+		SenderCopyRate: 0.001, SenderCopyBurst: strangers + 2,
+		// Each stranger (no handle) costs a message too (docs/spec/chat.md §1).
+		SenderBurst: 2 * strangers,
+	}})
 	alice, bob := openClient(t, st, st.NewUser(t, "alice")), st.NewUser(t, "bob")
 	devices := []kez.PublicKey{bob.Key}
 	for i := range strangers {
