@@ -22,7 +22,7 @@ func TestSecretsDoNotPrint(t *testing.T) {
 	}
 	// The words as a list; two of them, since one quoted word alone may
 	// be a log key ("time" and "level" are BIP-39 words).
-	secrets = append(secrets, `"`+words[0]+`","`+words[1]+`"`)
+	secrets = append(secrets, `"`+words[0]+`","`+words[1]+`"`, `"`+words[0]+`" "`+words[1]+`"`)
 	redacttest.Check(t, id, secrets...)
 	redacttest.Check(t, m, secrets...)
 
