@@ -11,6 +11,7 @@ import (
 	"fmt"
 
 	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
@@ -123,13 +124,11 @@ func (c *Client) GroupFiles(ctx context.Context, name string) ([]GroupFile, erro
 	if err != nil {
 		return nil, err
 	}
-	handles := map[kez.PublicKey]string{}
+	var st *group.State
 	if gs := c.groups.get(n); gs != nil {
-		st, _, _ := gs.snapshot()
-		for _, m := range st.Members() {
-			handles[m.Key] = m.Handle
-		}
+		st, _, _ = gs.snapshot()
 	}
+	handles := c.handlesOf(st)
 	out := make([]GroupFile, 0, len(es))
 	for _, e := range es {
 		if e.Trust == TrustHeld || e.Trust == TrustRequest {
