@@ -18,7 +18,6 @@ import (
 
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/session"
-	"github.com/kez-lat/kez-chat/sigchain"
 )
 
 // groupMessageSize is the size of the measured group message's text.
@@ -35,7 +34,7 @@ const groupAddBatch = 256
 // on its first start, so that the sender's first message to each opens a
 // session (format 2) instead of falling back to format 1.
 func (s *Stack) publishPrekeys(ctx context.Context, users []*User) error {
-	sigc := &sigchain.Client{BaseURL: s.SigServerURL, HTTPClient: &http.Client{Timeout: 30 * time.Second}}
+	sigc, _ := s.apiClients()
 	var wg sync.WaitGroup
 	var errs lastError
 	sem := make(chan struct{}, 8)
