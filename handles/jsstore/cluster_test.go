@@ -21,11 +21,11 @@ func TestCluster(t *testing.T) {
 		t.Skip("runs a 3-node cluster; elections take seconds")
 	}
 	c := natstest.StartCluster(t, "")
+	js := c.ConnectPlaced(t)
 	t.Run("Contract", func(t *testing.T) { storetest.Run(t, opener(c.ClientURLs(), WithReplicas(3))) })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	js := natstest.ConnectJetStream(t, c.ClientURLs())
 	s, err := New(ctx, js, WithReplicas(3))
 	if err != nil {
 		t.Fatal(err)

@@ -23,7 +23,7 @@ func TestCluster(t *testing.T) {
 	c := natstest.StartCluster(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	js := natstest.ConnectJetStream(t, c.ClientURLs())
+	js := c.ConnectPlaced(t)
 	// A stream on every node that stays: the contract's stores are
 	// deleted as each subtest ends, and a node removes the account's
 	// folder once its last stream goes, under the next store's feet.

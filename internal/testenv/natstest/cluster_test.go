@@ -20,7 +20,7 @@ func TestCluster(t *testing.T) {
 	if c.MetaLeader() == "" {
 		t.Fatal("no meta leader")
 	}
-	js := natstest.ConnectJetStream(t, c.ClientURLs())
+	js := c.ConnectPlaced(t)
 	if nc := js.Conn(); nc.MaxPayload() != 2<<20 {
 		t.Fatalf("max payload %d: the extra configuration was not applied", nc.MaxPayload())
 	}

@@ -2,6 +2,7 @@ package natstest
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -95,4 +96,35 @@ func StartForExample() (url string, stop func()) {
 		panic("natstest: nats-server did not start")
 	}
 	return ns.ClientURL(), func() { ns.Shutdown(); ns.WaitForShutdown(); os.RemoveAll(dir) }
+}
+
+// ConnectPlaced connects to the cluster like [ConnectJetStream] and
+// returns once the meta leader can place a stream on every node. A node
+// counts for placement only after the leader has its statistics, which
+// arrive some time after the election (and again after a route is
+// re-made, as happens while the nodes dial each other at start), so a
+// replicated stream created right after [StartCluster] may be refused
+// with "no suitable peers for placement". ConnectPlaced creates a
+// stream with [ClusterSize] replicas, retrying with [Eventually], and
+// deletes it. The connection needs the right to use the JetStream API.
+func (c *Cluster) ConnectPlaced(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	js := ConnectJetStream(t, c.ClientURLs())
+	ctx, cancel := context.WithTimeout(context.Background(), clusterReadyTimeout)
+	defer cancel()
+	Eventually(t, ctx, func(ctx context.Context) error {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "NATSTEST_PLACEMENT", Subjects: []string{"natstest.placement"}, Replicas: ClusterSize, Storage: jetstream.MemoryStorage})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			err = nil // an earlier attempt was placed but its answer lost
+		}
+		return err
+	})
+	Eventually(t, ctx, func(ctx context.Context) error {
+		err := js.DeleteStream(ctx, "NATSTEST_PLACEMENT")
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			err = nil
+		}
+		return err
+	})
+	return js
 }
