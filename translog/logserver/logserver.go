@@ -278,22 +278,59 @@ func (l *Log) Info() translog.LogInfo { return l.info }
 // may still be in the log, and appending it again is safe (an identical
 // duplicate entry).
 func (l *Log) Append(ctx context.Context, e translog.Entry) (uint64, error) {
-	data := e.Marshal()
-	if _, err := translog.ParseEntry(data); err != nil {
+	idx, err := l.AppendAll(ctx, []translog.Entry{e})
+	if err != nil {
 		return 0, err
 	}
+	return idx[0], nil
+}
+
+// AppendAll appends es in order, each at a higher index than the one
+// before it, and returns their leaf indexes once a published checkpoint
+// covers them all; it waits for one publication, not one per entry. Like
+// [Log.Append], a failure may leave some of them in the log.
+func (l *Log) AppendAll(ctx context.Context, es []translog.Entry) ([]uint64, error) {
+	for _, e := range es {
+		if _, err := translog.ParseEntry(e.Marshal()); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
-	idx, _, err := l.awaiter.Await(ctx, l.add(ctx, tessera.NewEntry(data)))
-	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	idx := make([]uint64, len(es))
+	var last tessera.IndexFuture
+	for i, e := range es {
+		// Each entry is sequenced before the next is added, so the log
+		// keeps their order whatever tessera's batches do.
+		last = l.add(ctx, tessera.NewEntry(e.Marshal()))
+		x, err := last()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		idx[i] = x.Index
+	}
+	if len(es) == 0 {
+		return idx, nil
+	}
+	if _, _, err := l.awaiter.Await(ctx, last); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	l.appendT.Observe(time.Since(start).Seconds())
-	l.entries.Inc()
-	if _, err := l.db.ExecContext(ctx, `INSERT OR IGNORE INTO entries (idx, key, seqno, id) VALUES (?, ?, ?, ?)`,
-		int64(idx.Index), e.Key.String(), int64(e.Seqno), e.ID); err != nil {
-		return 0, fmt.Errorf("%w: recording the entry: %w", ErrUnavailable, err)
+	l.entries.Add(float64(len(es)))
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: recording the entries: %w", ErrUnavailable, err)
 	}
-	return idx.Index, nil
+	defer tx.Rollback()
+	for i, e := range es {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO entries (idx, key, seqno, id) VALUES (?, ?, ?, ?)`,
+			int64(idx[i]), e.Key.String(), int64(e.Seqno), e.ID); err != nil {
+			return nil, fmt.Errorf("%w: recording the entries: %w", ErrUnavailable, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("%w: recording the entries: %w", ErrUnavailable, err)
+	}
+	return idx, nil
 }
 
 // Logged returns the newest entry logged for key and its leaf index, or
