@@ -552,7 +552,7 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 		var ce *ConflictError
 		if errors.As(err, &ce) {
 			h.appendsPerKey.Refund(key.String()) // lost a race: nothing stored
-			if h.alreadyStored(ctx, link) { // to the same link, sent twice at once
+			if h.alreadyStored(ctx, link) {      // to the same link, sent twice at once
 				if h.logged(w, r, key) {
 					httpjson.Write(w, http.StatusOK, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
 				}
