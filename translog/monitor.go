@@ -146,7 +146,7 @@ func (m *Monitor) CheckHead(ctx context.Context, server string, e Entry, p *Head
 	if err != nil {
 		return err
 	}
-	hashes, err := decodeHashes(p.Proof)
+	hashes, err := DecodeHashes(p.Proof)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadProof, err)
 	}
@@ -318,7 +318,7 @@ func (m *Monitor) consistent(ctx context.Context, server string, small, big *Che
 	if cp.From != small.Size || cp.To != big.Size {
 		return fmt.Errorf("%w: %s answered a proof from %d to %d", ErrInconsistent, server, cp.From, cp.To)
 	}
-	hashes, err := decodeHashes(cp.Proof)
+	hashes, err := DecodeHashes(cp.Proof)
 	if err == nil {
 		err = VerifyConsistency(small, big, hashes)
 	}
