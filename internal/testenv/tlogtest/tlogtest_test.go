@@ -46,7 +46,7 @@ func TestLog(t *testing.T) {
 		"/v1/log/consistency?from=0&to=3": 400,
 		"/v1/log/consistency?from=2&to=4": 400,
 		"/v1/log/tile/0/x000/000.p/3":     400,
-		"/v1/log/tile/0/../../etc":        400,
+		"/v1/log/tile/0/../../etc":        404,
 		"/v1/log/tile/entries/000.p/03":   400,
 		"/v1/log/tile/64/000":             400,
 	} {
