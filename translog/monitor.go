@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -256,10 +257,35 @@ func (m *Monitor) parse(ctx context.Context, server string, li LogInfo, signed [
 	if err == nil && (info == nil || *info != li) {
 		return nil, m.keyChanged(server, li, info)
 	}
-	if origin, _, _ := bytes.Cut(signed, []byte("\n")); string(origin) != li.Origin {
-		return nil, m.keyChanged(server, li, &LogInfo{Origin: string(origin)})
+	if other, ok := otherLog(signed, li); ok {
+		return nil, m.keyChanged(server, li, &other)
 	}
 	return nil, perr
+}
+
+// otherLog reports whether signed is a checkpoint signed (by its
+// signature lines; the signature is not verified) by a key named as its
+// origin that is not the pinned one: a checkpoint of another log.
+func otherLog(signed []byte, li LogInfo) (LogInfo, bool) {
+	var text log.Checkpoint
+	_, err := note.Open(signed, note.VerifierList())
+	var unverified *note.UnverifiedNoteError
+	if !errors.As(err, &unverified) {
+		return LogInfo{}, false
+	}
+	if _, err := text.Unmarshal([]byte(unverified.Note.Text)); err != nil {
+		return LogInfo{}, false
+	}
+	pinned, err := note.NewVerifier(li.Key)
+	if err != nil {
+		return LogInfo{}, false
+	}
+	for _, sig := range unverified.Note.UnverifiedSigs {
+		if sig.Name == text.Origin && (sig.Name != pinned.Name() || sig.Hash != pinned.KeyHash()) {
+			return LogInfo{Origin: text.Origin, Key: fmt.Sprintf("%s+%08x", sig.Name, sig.Hash)}, true
+		}
+	}
+	return LogInfo{}, false
 }
 
 func (m *Monitor) keyChanged(server string, pinned LogInfo, now *LogInfo) error {
