@@ -322,17 +322,18 @@ func (m *Monitor) accept(ctx context.Context, server string, li LogInfo, cp *Che
 		}
 		return nil
 	case cp.Size > old.Size:
-		if err := m.consistent(ctx, server, old, cp); err != nil {
+		if err := m.consistent(ctx, server, old, cp, old, cp); err != nil {
 			return err
 		}
 		return m.pins.SetLatest(ctx, cp.Origin, cp.Note)
 	default:
-		return m.consistent(ctx, server, cp, old)
+		return m.consistent(ctx, server, cp, old, old, cp)
 	}
 }
 
-// consistent fetches and checks the consistency proof from small to big.
-func (m *Monitor) consistent(ctx context.Context, server string, small, big *Checkpoint) error {
+// consistent fetches and checks the consistency proof from small to big;
+// a proof that does not verify is a split view between ours and theirs.
+func (m *Monitor) consistent(ctx context.Context, server string, small, big, ours, theirs *Checkpoint) error {
 	if small.Size == 0 {
 		return nil // every tree extends the empty one
 	}
@@ -349,17 +350,17 @@ func (m *Monitor) consistent(ctx context.Context, server string, small, big *Che
 		err = VerifyConsistency(small, big, hashes)
 	}
 	if err != nil {
-		return m.split(small, big, "no valid consistency proof: "+err.Error())
+		return m.split(ours, theirs, "no valid consistency proof: "+err.Error())
 	}
 	return nil
 }
 
 // split reports (and logs) a split view between our accepted checkpoint
-// and another; a and b are in size order.
-func (m *Monitor) split(a, b *Checkpoint, reason string) error {
-	e := &SplitViewError{Origin: a.Origin, Ours: a.Note, Theirs: b.Note, Reason: reason}
+// and theirs.
+func (m *Monitor) split(ours, theirs *Checkpoint, reason string) error {
+	e := &SplitViewError{Origin: ours.Origin, Ours: ours.Note, Theirs: theirs.Note, Reason: reason}
 	m.logger().Error("split view: the sig-server's log signed two histories", "origin", e.Origin,
-		"reason", reason, "checkpoint_a", string(a.Note), "checkpoint_b", string(b.Note))
+		"reason", reason, "ours", string(ours.Note), "theirs", string(theirs.Note))
 	return e
 }
 

@@ -184,6 +184,18 @@ func TestSplitViewBigger(t *testing.T) {
 	if n, _ := m.Latest(ctx, s.URL); !bytes.Equal(n, ours) {
 		t.Fatal("an unproven checkpoint was accepted")
 	}
+
+	// The other way round: bob accepted the bigger tree; alice's smaller
+	// checkpoint reaches him in a message.
+	s.on("/v1/log/consistency", nil)
+	bob := newMonitor(nil)
+	if err := bob.CheckHead(ctx, s.URL, alice, b.HeadProof(t, 0)); err != nil {
+		t.Fatal(err)
+	}
+	err = bob.Witness(ctx, s.URL, ours)
+	if !errors.As(err, &sv) || !bytes.Equal(sv.Ours, b.Checkpoint(t).Note) || !bytes.Equal(sv.Theirs, ours) {
+		t.Fatalf("smaller checkpoint of another tree: %v", err)
+	}
 }
 
 // TestLogKeyChanged: a pinned server that names another log key or origin
