@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/tlogtest"
 	"github.com/kez-lat/kez-chat/translog"
@@ -61,24 +60,6 @@ func (s *sigServer) on(path string, h http.HandlerFunc) {
 	} else {
 		s.override[path] = h
 	}
-}
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func newMonitor(pins translog.Pins) *translog.Monitor {

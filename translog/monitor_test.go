@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/testenv/limittest"
 	"github.com/kez-lat/kez-chat/internal/testenv/tlogtest"
 	"github.com/kez-lat/kez-chat/translog"
 )
@@ -241,7 +242,7 @@ func TestLogKeyChanged(t *testing.T) {
 func TestNoLog(t *testing.T) {
 	ctx := context.Background()
 	s := newSigServer(t, nil)
-	clock := &fakeClock{now: time.Unix(1767222000, 0)}
+	clock := &limittest.Clock{}
 	m := newMonitor(nil)
 	m.Clock = clock.Now
 	alice := chainEntries("alice", 1)[0]
@@ -253,7 +254,7 @@ func TestNoLog(t *testing.T) {
 	if n := s.infoHits.Load(); n != 1 {
 		t.Fatalf("%d /v1/info requests, want 1 (cached)", n)
 	}
-	clock.Advance(11 * time.Minute)
+	clock.Add(11 * time.Minute)
 	if err := m.CheckHead(ctx, s.URL, alice, nil); err != nil || s.infoHits.Load() != 2 {
 		t.Fatalf("after 11 minutes: %v, %d requests", err, s.infoHits.Load())
 	}
