@@ -3,7 +3,6 @@ package storetest
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,6 +45,9 @@ type logServer struct {
 	log   *logserver.Log
 	url   string
 	c     *sigchain.Client
+	// monitor checks the proofs as a client does (a pinned log key,
+	// consistency with the checkpoints it saw before).
+	monitor *translog.Monitor
 }
 
 // openLog opens (or reopens) the log in dir, closed by t.Cleanup.
@@ -74,7 +76,8 @@ func startLog(t *testing.T, s sigchain.Store, lg *logserver.Log) *logServer {
 	mux.Handle(logserver.LogPath, lh)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &logServer{store: s, log: lg, url: srv.URL, c: &sigchain.Client{BaseURL: srv.URL, HTTPClient: srv.Client()}}
+	return &logServer{store: s, log: lg, url: srv.URL, c: &sigchain.Client{BaseURL: srv.URL, HTTPClient: srv.Client()},
+		monitor: &translog.Monitor{Pins: translog.NewMemPins(), HTTPClient: srv.Client(), RequireLog: true}}
 }
 
 // page is a chain GET answer with its "log".
@@ -112,18 +115,8 @@ func (ls *logServer) wantProven(t *testing.T, what string, want *sigchain.Link) 
 	if p.Log == nil {
 		t.Fatalf("%s: the page has no \"log\"", what)
 	}
-	cp, err := translog.ParseCheckpoint([]byte(p.Log.Checkpoint), ls.log.Info().Key)
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	hashes := make([][]byte, len(p.Log.Proof))
-	for i, h := range p.Log.Proof {
-		if hashes[i], err = base64.StdEncoding.DecodeString(h); err != nil {
-			t.Fatal(err)
-		}
-	}
 	e := translog.Entry{Key: want.Key(), Seqno: want.Seqno(), ID: want.ID().String()}
-	if err := translog.VerifyInclusion(e, p.Log.Index, hashes, cp); err != nil {
+	if err := ls.monitor.CheckHead(context.Background(), ls.url, e, p.Log); err != nil {
 		t.Fatalf("%s: the head's proof: %v", what, err)
 	}
 }

@@ -2,7 +2,6 @@ package logserver
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -16,13 +15,9 @@ import (
 
 func decode(t testing.TB, in []string) [][]byte {
 	t.Helper()
-	out := make([][]byte, len(in))
-	for i, s := range in {
-		b, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[i] = b
+	out, err := translog.DecodeHashes(in)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

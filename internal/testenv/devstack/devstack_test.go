@@ -3,7 +3,6 @@ package devstack
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net"
@@ -117,17 +116,9 @@ func wantLogged(t *testing.T, url, origin string, id *kez.Identity) {
 	if page.Log == nil {
 		t.Fatal("the chain has no proof")
 	}
-	cp, err := translog.ParseCheckpoint([]byte(page.Log.Checkpoint), info.Log.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var proof [][]byte
-	for _, h := range page.Log.Proof {
-		b, _ := base64.StdEncoding.DecodeString(h)
-		proof = append(proof, b)
-	}
+	m := &translog.Monitor{Pins: translog.NewMemPins(), RequireLog: true}
 	e := translog.Entry{Key: id.PublicKey(), Seqno: page.HeadSeqno, ID: page.Head}
-	if err := translog.VerifyInclusion(e, page.Log.Index, proof, cp); err != nil {
+	if err := m.CheckHead(context.Background(), url, e, page.Log); err != nil {
 		t.Fatalf("the head's proof: %v", err)
 	}
 }
