@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/testenv/limittest"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip19"
@@ -430,7 +431,8 @@ func TestForgedStaleRevokedWrongKey(t *testing.T) {
 
 func TestCache(t *testing.T) {
 	srv := newDNSServer(t)
-	clock := &fakeClock{now: t0.Add(time.Hour)}
+	clock := &limittest.Clock{}
+	clock.Add(t0.Add(time.Hour).Sub(clock.Now()))
 	ch := &Checker{DNSServer: srv.Addr, Clock: clock.Now}
 	c := newChain(t, zeroIdentity(t))
 	st := c.statement(ServiceDNS, "example.com")

@@ -251,21 +251,3 @@ func (s *httpsServer) client() *http.Client {
 	base.TLSClientConfig.MinVersion = tls.VersionTLS12
 	return &http.Client{Transport: base}
 }
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
