@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kez-lat/kez-chat/claims"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 )
@@ -96,6 +97,10 @@ type Resolver struct {
 	Now func() time.Time
 	// VerifyOptions are passed to sigchain verification (e.g. a clock).
 	VerifyOptions []sigchain.VerifyOption
+	// Claims checks the identity claims of resolved chains
+	// ([Resolver.CheckClaims]); nil means one made on first use with
+	// LocalDomains.
+	Claims *claims.Checker
 
 	mu    sync.Mutex
 	cache map[Handle]cacheEntry
@@ -104,6 +109,8 @@ type Resolver struct {
 	remote     *http.Client
 	localOnce  sync.Once
 	local      *http.Client
+	claimsOnce sync.Once
+	claims     *claims.Checker
 }
 
 type cacheEntry struct {
