@@ -240,3 +240,43 @@ func TestOpenErrors(t *testing.T) {
 		}
 	}
 }
+
+// AppendAll keeps the order it was given, even with other appends racing
+// it, and records every entry.
+func TestAppendAllKeepsOrder(t *testing.T) {
+	ctx := context.Background()
+	l, _ := openTest(t, t.TempDir())
+	var chain []translog.Entry
+	for i := range 30 {
+		chain = append(chain, entry(t, 7, uint64(i+1), fmt.Sprint("o", i)))
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if _, err := l.Append(ctx, entry(t, 8, uint64(i+1), fmt.Sprint("r", i))); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	idx, err := l.AppendAll(ctx, chain)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range idx {
+		if i > 0 && idx[i] <= idx[i-1] {
+			t.Fatalf("entry %d at %d, after entry %d at %d", i, idx[i], i-1, idx[i-1])
+		}
+		checkProof(t, l, chain[i], idx[i])
+	}
+	if got, x, ok, _ := l.Logged(ctx, chain[0].Key); !ok || got != chain[29] || x != idx[29] {
+		t.Fatalf("Logged = %v at %d", got, x)
+	}
+	if idx, err := l.AppendAll(ctx, nil); err != nil || len(idx) != 0 {
+		t.Fatalf("AppendAll(nil) = %v %v", idx, err)
+	}
+	bad := append(chain[:1:1], translog.Entry{Key: chain[0].Key, Seqno: 2})
+	if _, err := l.AppendAll(ctx, bad); !errors.Is(err, translog.ErrBadEntry) {
+		t.Fatalf("a bad entry among good ones: %v", err)
+	}
+}
