@@ -105,6 +105,7 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 		{env: nil, before: []string{"version"}, after: []string{"version"}, same: true, check: ok("kez ")},
 		{env: s.alice, before: []string{"devices", "list", "--json"}, after: []string{"devices", "--json", "list"}, same: true, check: ok(`"name":"primary"`)},
 		{env: s.alice, before: []string{"group", "list", "--json", "--verbose"}, after: []string{"group", "--verbose", "list", "--json"}, same: true, check: ok(`[`)},
+		{env: s.alice, before: []string{"claim", "list", "--json"}, after: []string{"claim", "--json", "list"}, same: true, check: ok(`[`)},
 		{env: map[string]string{"KEZ_PASSPHRASE": "pw"}, before: []string{"passphrase", "set", "--new-passphrase-file", pass, "--home", daveHome},
 			after: []string{"passphrase", "--home", daveHome, "--new-passphrase-file", pass, "set"}, same: true, check: ok("now encrypted")},
 	}
@@ -189,6 +190,7 @@ func TestEveryCommandHonoursOrRefusesJSON(t *testing.T) {
 		{nil, []string{"link", "--json"}, "", nil},
 		{s.alice, []string{"group", "list", "--json"}, "group", nil},
 		{s.alice, []string{"group", "create", "crew2", "--json"}, "", nil},
+		{s.alice, []string{"claim", "dns", "alice.example", "--json"}, "", nil},
 	} {
 		cmdline := "kez " + strings.Join(tc.args, " ")
 		r := kezCmd(t, tc.env, "", tc.args...)

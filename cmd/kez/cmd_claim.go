@@ -203,11 +203,16 @@ func runClaimAdd(ctx context.Context, e *env, o claimOptions, service, arg strin
 				return err
 			}
 		case o.eventFile != "":
-			b, err := readSmallFile(o.eventFile, sigchain.MaxProofLen)
+			b, err := readSmallFile(o.eventFile, 2*sigchain.MaxProofLen)
 			if err != nil {
 				return fmt.Errorf("reading the event file: %w", err)
 			}
-			proof = string(bytes.TrimSpace(b))
+			// As a nostr client wrote it: the proof is its canonical form.
+			c, err := sigchain.Canonicalize(bytes.TrimSpace(b))
+			if err != nil {
+				return worded(err, "%s does not hold a nostr event's JSON (one object, as your nostr client shows it); nothing was changed", o.eventFile)
+			}
+			proof = string(c)
 		default:
 			fmt.Fprintf(e.stdout, "Post this as a kind-1 nostr note from %s, with the tag [\"kez\", %q], and save the signed event's JSON in a file:\n\n%s\n\n"+
 				"then run \"%s --event FILE\" (or let kez sign it: \"%s --nsec-file FILE\").\n", identity, acct.person.String(), stmt.Text(), again, again)
