@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,9 +33,10 @@ import (
 // txtServer is a real DNS server (miekg/dns, UDP on loopback) answering
 // TXT queries from a map the test changes.
 type txtServer struct {
-	addr string
-	mu   sync.Mutex
-	txt  map[string][]string // fully qualified name → the strings of one record
+	addr    string
+	mu      sync.Mutex
+	txt     map[string][]string // fully qualified name → the strings of one record
+	onQuery func()              // if set, called (once) before the next answer
 }
 
 func startTXTServer(t *testing.T) *txtServer {
@@ -45,6 +50,13 @@ func startTXTServer(t *testing.T) *txtServer {
 	srv := &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) }, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(q)
+		s.mu.Lock()
+		hook := s.onQuery
+		s.onQuery = nil
+		s.mu.Unlock()
+		if hook != nil {
+			hook()
+		}
 		if len(q.Question) == 1 && q.Question[0].Qtype == dns.TypeTXT {
 			name := strings.ToLower(q.Question[0].Name)
 			s.mu.Lock()
@@ -323,6 +335,41 @@ func TestClaimDNSAndHTTPS(t *testing.T) {
 	if c, _ := claimOf(whoisClaims(t, bob, "alice"), "https", site.host); c.Status != "failed" {
 		t.Errorf("https claim with no file: %+v", c)
 	}
+
+	// The chain moves while the record is checked (another install
+	// appends a link): the sig-server refuses the claim's link (409), and
+	// kez says to publish the new statement, which it then prints.
+	const moving = "moving.example"
+	seq, head = chainHead(t, st, au.Key)
+	ns.set("_kez."+moving, claims.NewStatement(au.Identity, "dns", moving, seq+1, head).Text())
+	moved := make(chan error, 1)
+	ns.mu.Lock()
+	ns.onQuery = func() {
+		sc := &sigchain.Client{BaseURL: st.SigServerURL}
+		cur, err := sc.FetchVerified(t.Context(), au.Key, nil)
+		if err == nil {
+			var l *sigchain.Link
+			if l, err = sigchain.NewLink(au.Identity, cur, sigchain.TypeAddClaim, sigchain.AddClaimBody("github", "alice", "https://gist.example/alice"), time.Now()); err == nil {
+				err = sc.Append(t.Context(), l)
+			}
+		}
+		moved <- err
+	}
+	ns.mu.Unlock()
+	r = kezBinRun(t, alice, "", "claim", "dns", moving)
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
+	if r.code != 1 || !strings.Contains(r.stderr, "your sigchain changed while the claim was being added") || !strings.Contains(r.stderr, "publish the new statement it prints") {
+		t.Errorf("a claim whose place was taken: exit %d\n%s", r.code, r.stderr)
+	}
+	if n, _ := chainHead(t, st, au.Key); n != seq+1 {
+		t.Errorf("the chain is %d links long, want %d (the other install's link only)", n, seq+1)
+	}
+	r = kezBinRun(t, alice, "", "claim", "dns", moving)
+	if next := printedStatement(t, r, au.Key, "dns", moving); r.code != 1 || next.Seqno != seq+2 {
+		t.Errorf("after the chain moved: exit %d, a statement for seqno %d, want %d", r.code, next.Seqno, seq+2)
+	}
 }
 
 // nostrKey is a fixed nostr key pair: its hex secret, nsec and npub.
@@ -481,4 +528,69 @@ func TestClaimUsage(t *testing.T) {
 			t.Errorf("kez %s: exit %d\n%s", strings.Join(args, " "), r.code, r.stderr)
 		}
 	}
+}
+
+// Every reason a claim fails has its words, as "kez whois" shows them
+// after "failed: "; found through wrapping, as the claims package returns
+// them.
+func TestClaimReasons(t *testing.T) {
+	dnsClaim := sigchain.Claim{Service: "dns", Identity: "a.example", Proof: "p"}
+	web := sigchain.Claim{Service: "https", Identity: "a.example", Proof: "p"}
+	gh := sigchain.Claim{Service: "github", Identity: "a", Proof: "https://gist.example/a"}
+	nos := sigchain.Claim{Service: "nostr", Identity: "npub1x", Proof: "{}"}
+	wrap := func(err error) error { return fmt.Errorf("claims: x: %w: y", err) }
+	for _, tc := range []struct {
+		c    sigchain.Claim
+		err  error
+		want string
+	}{
+		{dnsClaim, wrap(claims.ErrNotFound), "the TXT record at _kez.a.example does not hold its statement"},
+		{web, wrap(claims.ErrNotFound), "https://a.example/.well-known/kez-claim does not hold its statement"},
+		{dnsClaim, wrap(claims.ErrWrongKey), "its statement names another KEZ key, so it proves nothing for this one"},
+		{dnsClaim, wrap(claims.ErrStale), "its statement was made for another place in the sigchain (an older or revoked claim's), not for this claim"},
+		{dnsClaim, wrap(claims.ErrBadSignature), "the signature of its statement does not verify"},
+		{nos, wrap(claims.ErrBadSignature), "its nostr event or statement is not signed by the key it names"},
+		{dnsClaim, wrap(claims.ErrBadStatement), "its proof is not a kez claim statement"},
+		{dnsClaim, wrap(claims.ErrBadIdentity), `"a.example" is not a valid dns name`},
+		{web, wrap(claims.ErrForbidden), "kez does not contact a.example, which is not a public address (KEZ_LOCAL_DOMAINS lists the hosts of this machine or network it may contact)"},
+		{gh, wrap(claims.ErrUnsupported), "kez does not check github claims (its proof: https://gist.example/a)"},
+		{web, wrap(claims.ErrUnavailable), "https://a.example/.well-known/kez-claim could not be read (an error answer, a redirect or a file too large); it may work later"},
+		{dnsClaim, fmt.Errorf("%w: %w", claims.ErrUnavailable, syscall.ECONNREFUSED), "the TXT record at _kez.a.example could not be read (connection refused); it may work later"},
+		{dnsClaim, wrap(context.DeadlineExceeded), "the TXT record at _kez.a.example did not answer in time"},
+	} {
+		if got := claimReason(tc.c, tc.err); got != tc.want {
+			t.Errorf("%v:\ngot:  %s\nwant: %s", tc.err, got, tc.want)
+		}
+		if got := claimReason(tc.c, tc.err); strings.Contains(got, "claims:") {
+			t.Errorf("a package prefix in %q", got)
+		}
+	}
+}
+
+// FuzzClaimIdentity: whatever a user types as the argument of a claim,
+// an accepted identity is one the claims package accepts, and the same
+// argument always gives the same identity.
+func FuzzClaimIdentity(f *testing.F) {
+	for _, s := range []string{"example.com", "Example.COM.", "https://example.com/", "https://127.0.0.1:8443", "example.com/.well-known/kez-claim",
+		"http://example.com", "https://u@example.com", "https://[::1]:443", "npub16vktjdkmpa77zgd9xrjmjux35p7wq6e7vtjr9kdz6pfvwg6csnnq2gtjtp", "nsec1abc", "", "a..b", "xn--bcher-kva.example"} {
+		for _, svc := range []string{"dns", "https", "nostr"} {
+			f.Add(svc, s)
+		}
+	}
+	f.Fuzz(func(t *testing.T, service, arg string) {
+		id, err := claimIdentity(service, arg)
+		if err != nil {
+			var ue *usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("%s %q: not a usage error: %v", service, arg, err)
+			}
+			return
+		}
+		if cerr := claims.CheckIdentity(service, id); cerr != nil {
+			t.Fatalf("%s %q gave %q, which the claims package refuses: %v", service, arg, id, cerr)
+		}
+		if again, _ := claimIdentity(service, arg); again != id {
+			t.Fatalf("%s %q: %q then %q", service, arg, id, again)
+		}
+	})
 }

@@ -264,6 +264,12 @@ func (e *env) sentence(err error) string {
 		return "the proof of the claim is not a kez claim statement (a line that starts with kez-claim=v1)"
 	case errors.Is(err, claims.ErrUnsupported):
 		return "kez does not check claims of that service: it checks dns, https and nostr"
+	case errors.Is(err, claims.ErrBadIdentity):
+		return "that is not a name of the claim's service (a domain name, https://HOST, an npub1… key)"
+	case errors.Is(err, claims.ErrForbidden):
+		return "kez does not contact that host for a claim, because it is not at a public address: if it is yours, on this machine or network, add it to KEZ_LOCAL_DOMAINS"
+	case errors.Is(err, claims.ErrUnavailable):
+		return "the place of the claim's proof could not be read (its DNS or web server failed, redirected or did not answer): try again later"
 	case errors.Is(err, context.Canceled):
 		return "stopped before it finished"
 	}
