@@ -116,6 +116,11 @@ func ParseStatement(text, service, identity string) (Statement, error) {
 	if len(text) > MaxStatementLen {
 		return bad("%d bytes, the limit is %d", len(text), MaxStatementLen)
 	}
+	for i := 0; i < len(text); i++ {
+		if text[i] < 0x20 || text[i] > 0x7e {
+			return bad("a byte 0x%02x that is not printable ASCII", text[i])
+		}
+	}
 	f := strings.Split(text, " ")
 	if len(f) != 5 || f[0] != textPrefix {
 		return bad("want %q and four fields separated by single spaces", textPrefix)
@@ -141,7 +146,7 @@ func ParseStatement(text, service, identity string) (Statement, error) {
 // CheckIdentity reports whether identity is valid for service: for dns a
 // DNS name of lower-case letters, digits and hyphens (labels of 1 to 63
 // bytes, not starting or ending with a hyphen; at most 253 bytes, no
-// trailing dot); for https such a name or an IPv4 or bracketed IPv6
+// trailing dot, the last label not all digits); for https such a name or an IPv4 or bracketed IPv6
 // address in its canonical form, optionally followed by ":port" (IP
 // addresses and ports are accepted only for local domains when checked);
 // for nostr an npub (bech32 of a valid 32-byte x-only key, lower case).
@@ -165,9 +170,13 @@ func CheckIdentity(service, identity string) error {
 }
 
 // validDNSName reports whether s is lower-case LDH labels, at most 253
-// bytes.
+// bytes, the last one not all digits (so that no name looks like an IPv4
+// address).
 func validDNSName(s string) bool {
 	if s == "" || len(s) > 253 {
+		return false
+	}
+	if strings.Trim(s[strings.LastIndexByte(s, '.')+1:], "0123456789") == "" {
 		return false
 	}
 	for l := range strings.SplitSeq(s, ".") {
