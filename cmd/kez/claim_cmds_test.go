@@ -319,9 +319,12 @@ func TestClaimDNSAndHTTPS(t *testing.T) {
 
 	// claim list shows alice's own claims with their check.
 	var list []whoisClaim
-	if err := json.Unmarshal([]byte(mustRunBin(t, alice, "", "claim", "list", "--json").stdout), &list); err != nil {
+	listOut := mustRunBin(t, alice, "", "claim", "list", "--json").stdout
+	if err := json.Unmarshal([]byte(listOut), &list); err != nil {
 		t.Fatal(err)
 	}
+	fields, _ := jsonTemplate(t, cliDoc(t), "claim list")
+	checkJSONFields(t, "kez claim list --json", listOut, fields)
 	if c, ok := claimOf(list, "https", site.host); !ok || c.Status != "failed" {
 		t.Errorf("claim list --json: %+v", list)
 	}
