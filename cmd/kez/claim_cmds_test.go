@@ -106,6 +106,7 @@ type claimSite struct {
 	caFile string
 	mu     sync.Mutex
 	body   string
+	broken bool // answer 500
 }
 
 func startClaimSite(t *testing.T) *claimSite {
@@ -115,8 +116,12 @@ func startClaimSite(t *testing.T) *claimSite {
 		switch r.URL.Path {
 		case "/.well-known/kez-claim":
 			s.mu.Lock()
-			body := s.body
+			body, broken := s.body, s.broken
 			s.mu.Unlock()
+			if broken {
+				http.Error(w, "down", http.StatusInternalServerError)
+				return
+			}
 			if body == "" {
 				http.NotFound(w, r)
 				return
@@ -243,7 +248,18 @@ func TestClaimDNSAndHTTPS(t *testing.T) {
 		t.Errorf("claiming twice: exit %d\n%s", r.code, r.stderr)
 	}
 
-	// https: the statement served as a line of the well-known file.
+	// https: the statement served as a line of the well-known file. A
+	// site that fails still gets the statement to publish.
+	site.mu.Lock()
+	site.broken = true
+	site.mu.Unlock()
+	r = kezBinRun(t, alice, "", "claim", "https", "https://"+site.host)
+	if r.code != 1 || statementRE.FindString(r.stdout) == "" || !strings.Contains(r.stderr, "https://"+site.host+"/.well-known/kez-claim could not be read (an error answer, a redirect or a file too large); it may work later; nothing was changed") {
+		t.Errorf("https claim at a failing site: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	site.mu.Lock()
+	site.broken = false
+	site.mu.Unlock()
 	r = kezBinRun(t, alice, "", "claim", "https", "https://"+site.host)
 	if r.code != 1 || !strings.Contains(r.stdout, "Serve this line in the file https://"+site.host+"/.well-known/kez-claim") {
 		t.Fatalf("https claim without the file: exit %d\n%s%s", r.code, r.stdout, r.stderr)

@@ -230,13 +230,21 @@ func runClaimAdd(ctx context.Context, e *env, o claimOptions, service, arg strin
 	res := e.checkOwnClaim(ctx, next, link)
 	switch {
 	case res.Status == claims.Verified:
-	case errors.Is(res.Err, claims.ErrNotFound) && service != "nostr":
+	case service != claims.ServiceNostr && (res.Status == claims.Unchecked || errors.Is(res.Err, claims.ErrNotFound) || errors.Is(res.Err, claims.ErrUnavailable)):
+		// Not there (yet), or the place cannot be read: what to publish.
 		what := "Publish this TXT record at _kez." + identity
-		if service == "https" {
+		if service == claims.ServiceHTTPS {
 			what = "Serve this line in the file https://" + identity + claims.WellKnownPath
 		}
 		fmt.Fprintf(e.stdout, "%s, then run \"%s\" again:\n\n%s\n\n", what, again, stmt.Text())
-		return &exitError{code: 1, err: worded(res.Err, "%s does not hold the statement of this claim yet; nothing was changed", claimWhere(service, identity))}
+		why := claimWhere(service, identity) + " does not hold the statement of this claim yet"
+		switch {
+		case res.Status == claims.Unchecked:
+			why = claimWhere(service, identity) + " could not be checked in time"
+		case !errors.Is(res.Err, claims.ErrNotFound):
+			why = claimReason(res.Claim, res.Err)
+		}
+		return &exitError{code: 1, err: worded(res.Err, "%s; nothing was changed", why)}
 	case res.Status == claims.Failed:
 		return worded(res.Err, "the proof of the claim does not hold: %s; nothing was changed", claimReason(res.Claim, res.Err))
 	default:
