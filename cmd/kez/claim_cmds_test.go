@@ -389,6 +389,11 @@ func TestClaimDNSAndHTTPS(t *testing.T) {
 	if next := printedStatement(t, r, au.Key, "dns", moving); r.code != 1 || next.Seqno != seq+2 {
 		t.Errorf("after the chain moved: exit %d, a statement for seqno %d, want %d", r.code, next.Seqno, seq+2)
 	}
+	// A claim of a service kez does not check is revoked all the same.
+	mustRunBin(t, alice, "", "claim", "revoke", "github", "alice")
+	if _, ok := claimOf(whoisClaims(t, bob, "alice"), "github", "alice"); ok {
+		t.Error("whois still lists the revoked github claim")
+	}
 }
 
 // nostrKey is a fixed nostr key pair: its hex secret, nsec and npub.

@@ -299,11 +299,7 @@ func nostrProof(nsecFile string, stmt claims.Statement) (string, error) {
 func runClaimRevoke(ctx context.Context, e *env, o claimOptions, service, arg string) error {
 	identity, err := claimIdentity(service, arg)
 	if err != nil {
-		var ue *usageError
-		if !errors.As(err, &ue) {
-			return err
-		}
-		identity = arg // an identity this kez would not claim may still be in the chain
+		identity = arg // a claim this kez would not make (github, say) may still be in the chain
 	}
 	acct, srv, st, err := e.ownChain(ctx, o.cf)
 	if err != nil {
