@@ -36,6 +36,7 @@ func runLog(t *testing.T, open Open) {
 	t.Run("LogDeletion", func(t *testing.T) { testLogDeletion(t, open) })
 	t.Run("LogConcurrent", func(t *testing.T) { testLogConcurrent(t, open) })
 	t.Run("LogUnavailable", func(t *testing.T) { testLogUnavailable(t, open) })
+	t.Run("LogClientGone", func(t *testing.T) { testLogClientGone(t, open) })
 }
 
 // logServer is a sig-server handler with a log over a store, and the
@@ -367,4 +368,35 @@ func testLogUnavailable(t *testing.T, open Open) {
 	}
 	ls2.wantEntries(t, "after the retry", ents(links...)...)
 	ls2.wantProven(t, "after the retry", links[1])
+}
+
+// testLogClientGone: clients that hang up while their append or read is
+// being logged leave no duplicate entries: the logging goes on without
+// them.
+func testLogClientGone(t *testing.T, open Open) {
+	s, _ := open(t)
+	ls := startLog(t, s, openLog(t, t.TempDir()))
+	links := Chain(t, Identity(t, 68), 3)
+	appendAll(t, s, links[:2]) // stored, not logged
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i)*time.Millisecond)
+			defer cancel()
+			if i%2 == 0 {
+				ls.c.Append(ctx, links[2]) // errors are expected: the client hangs up
+				return
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ls.url+sigchain.ChainsPath+links[0].Key().String(), nil)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if err := ls.c.Append(context.Background(), links[2]); err != nil {
+		t.Fatal(err)
+	}
+	ls.wantEntries(t, "after clients hung up", ents(links...)...)
+	ls.wantProven(t, "after clients hung up", links[2])
 }
