@@ -70,8 +70,10 @@ func (f *logFlags) open(ctx context.Context, backend, dbPath string, domains []s
 	}
 	dir := f.dir
 	if dir == "" {
-		if backend == storeJetStream {
-			log.Warn("no transparency log: with --store jetstream, give one replica --log-dir (or say --no-log)")
+		if backend != storeSQLite { // an unknown store is refused next
+			if backend == storeJetStream {
+				log.Warn("no transparency log: with --store jetstream, give one replica --log-dir (or say --no-log)")
+			}
 			return nil, nil
 		}
 		dir = dbPath + ".log"
