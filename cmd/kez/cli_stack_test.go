@@ -104,6 +104,7 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 				return r.code == 0 && string(got) == "a note from alice\n" && strings.Contains(r.stdout, "to "+out)
 			}},
 		{env: nil, before: []string{"version"}, after: []string{"version"}, same: true, check: ok("kez ")},
+		{env: s.alice, before: []string{"audit", "--json", "--server", s.st.SigServerURL}, after: []string{"audit", "--server", s.st.SigServerURL, "--json"}, check: ok(`"findings":[]`)},
 		{env: s.alice, before: []string{"devices", "list", "--json"}, after: []string{"devices", "--json", "list"}, same: true, check: ok(`"name":"primary"`)},
 		{env: s.alice, before: []string{"group", "list", "--json", "--verbose"}, after: []string{"group", "--verbose", "list", "--json"}, same: true, check: ok(`[`)},
 		{env: s.alice, before: []string{"claim", "list", "--json"}, after: []string{"claim", "--json", "list"}, same: true, check: ok(`[`)},
@@ -188,6 +189,7 @@ func TestEveryCommandHonoursOrRefusesJSON(t *testing.T) {
 		{s.bob, []string{"fetch", "alice", "note.txt", "-o", filepath.Join(dir, "f"), "--json"}, "", nil},
 		{s.bob, []string{"serve", "--json"}, "", nil},
 		{nil, []string{"version", "--json"}, "", nil},
+		{s.bob, []string{"audit", "--json"}, "audit", nil},
 		{s.alice, []string{"devices", "--json"}, "devices", nil},
 		{s.alice, []string{"devices", "add", "7KQ2-M9XD-4HTA-PW3R-K", "--json"}, "", nil},
 		{nil, []string{"link", "--json"}, "", nil},
