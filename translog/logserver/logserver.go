@@ -117,6 +117,11 @@ type Log struct {
 
 	cp atomic.Pointer[translog.Checkpoint] // the newest published checkpoint read
 
+	newest     newestEntries // the newest entry of keys, as index.db says
+	records    chan *record  // to the index writer (writeIndex)
+	quit       chan struct{} // closed by Close: the index writer stops
+	writerDone chan struct{} // closed when the index writer stopped
+
 	entries  prometheus.Counter
 	appendT  prometheus.Histogram
 	requests *prometheus.CounterVec
@@ -192,6 +197,8 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("logserver: %w", err)
 	}
+	db.SetMaxOpenConns(indexConns)
+	db.SetMaxIdleConns(indexConns)
 	if err := sqlitedb.Migrate(db, migrations); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("logserver: %s: %w", IndexFile, err)
@@ -228,6 +235,7 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	l := &Log{
 		cfg: c, info: info, db: db, add: app.Add, shutdown: shutdown, reader: reader, cancel: cancel, log: c.Logger,
 		awaiter: tessera.NewPublicationAwaiter(bg, reader.ReadCheckpoint, awaitPoll),
+		records: make(chan *record), quit: make(chan struct{}), writerDone: make(chan struct{}),
 		entries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kez_sig_log_entries_total",
 			Help: "Entries appended to the transparency log (links and deletion entries).",
@@ -257,6 +265,7 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 			return fail(fmt.Errorf("logserver: metrics: %w", err))
 		}
 	}
+	go l.writeIndex(bg)
 	return l, nil
 }
 
@@ -275,6 +284,8 @@ func registerAll(r prometheus.Registerer, cs ...prometheus.Collector) error {
 func (l *Log) Close(ctx context.Context) error {
 	l.closeOnce.Do(func() {
 		err := l.shutdown(ctx)
+		close(l.quit)
+		<-l.writerDone
 		l.cancel()
 		l.closeErr = errors.Join(err, l.db.Close())
 	})
@@ -329,36 +340,10 @@ func (l *Log) AppendAll(ctx context.Context, es []translog.Entry) ([]uint64, err
 	}
 	l.appendT.Observe(time.Since(start).Seconds())
 	l.entries.Add(float64(len(es)))
-	tx, err := l.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: recording the entries: %w", ErrUnavailable, err)
-	}
-	defer tx.Rollback()
-	for i, e := range es {
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO entries (idx, key, seqno, id) VALUES (?, ?, ?, ?)`,
-			int64(idx[i]), e.Key.String(), int64(e.Seqno), e.ID); err != nil {
-			return nil, fmt.Errorf("%w: recording the entries: %w", ErrUnavailable, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
+	if err := l.recordRows(ctx, es, idx); err != nil {
 		return nil, fmt.Errorf("%w: recording the entries: %w", ErrUnavailable, err)
 	}
 	return idx, nil
-}
-
-// Logged returns the newest entry logged for key and its leaf index, or
-// false if the log holds none.
-func (l *Log) Logged(ctx context.Context, key kez.PublicKey) (translog.Entry, uint64, bool, error) {
-	var idx, seqno int64
-	var id string
-	err := l.db.QueryRowContext(ctx, `SELECT idx, seqno, id FROM entries WHERE key = ? ORDER BY idx DESC LIMIT 1`, key.String()).Scan(&idx, &seqno, &id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return translog.Entry{}, 0, false, nil
-	}
-	if err != nil {
-		return translog.Entry{}, 0, false, fmt.Errorf("logserver: reading %s: %w", IndexFile, err)
-	}
-	return translog.Entry{Key: key, Seqno: uint64(seqno), ID: id}, uint64(idx), true, nil
 }
 
 // published returns the newest published checkpoint, verified.
