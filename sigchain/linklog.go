@@ -35,8 +35,8 @@ type LinkLog interface {
 // stored and a retry is answered 200 once it is logged), and a GET whose
 // page reaches the head carries the head's inclusion proof in "log".
 // Links stored without the handler knowing (before the log existed, by
-// another writer, or before a crash) are logged by the next append or GET
-// of their chain, in order; a chain the store no longer holds as logged
+// another writer, or before a crash) are logged by the next GET of their
+// chain or the next append of a link after them, in order; a chain the store no longer holds as logged
 // (an orphan deleted) gets a deletion entry first.
 //
 // If l also has a method AppendAll(ctx, []translog.Entry) ([]uint64,
@@ -108,6 +108,48 @@ func (h *Handler) ensureLogged(ctx context.Context, key kez.PublicKey) error {
 	if err != nil {
 		return err
 	}
+	return h.logChain(ctx, key, last, logged)
+}
+
+// logLink logs the stored link l for an append that stored it or found
+// it stored. When the newest logged entry of l's chain is l's predecessor
+// (seqno − 1 and l's prev; for an eldest link, no entry or a deletion
+// entry), it appends l's entry alone, without reading the store again: l
+// was stored on top of that predecessor, and the entry's continuity with
+// the log is l's own signed seqno and prev. When l is the newest logged
+// entry already, there is nothing to do. Everything else (links stored
+// behind the log's back, a chain deleted meanwhile) goes through
+// ensureLogged's general rules.
+func (h *Handler) logLink(ctx context.Context, l *Link) error {
+	if h.linkLog == nil {
+		return nil
+	}
+	key := l.Key()
+	defer h.logLocks.lock(key)()
+	last, _, logged, err := h.linkLog.Logged(ctx, key)
+	if err != nil {
+		return err
+	}
+	e := translog.Entry{Key: key, Seqno: l.Seqno(), ID: l.ID().String()}
+	var follows bool
+	switch {
+	case logged && last == e:
+		return nil
+	case l.Seqno() == 1:
+		follows = !logged || last.IsDeletion()
+	default:
+		follows = logged && !last.IsDeletion() && last.Seqno == l.Seqno()-1 && l.hasPrev && last.ID == l.Prev().String()
+	}
+	if follows {
+		_, err := h.linkLog.Append(ctx, e)
+		return err
+	}
+	return h.logChain(ctx, key, last, logged)
+}
+
+// logChain is ensureLogged under key's lock, last being the newest
+// logged entry of key if logged.
+func (h *Handler) logChain(ctx context.Context, key kez.PublicKey, last translog.Entry, logged bool) error {
 	head, err := h.store.Head(ctx, key)
 	if errors.Is(err, ErrNotFound) {
 		head = Head{}
@@ -204,16 +246,16 @@ func logContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), logTimeout)
 }
 
-// logged logs key's chain (ensureLogged) and reports true, or answers 503
-// with reason [ReasonLogUnavailable] and reports false.
-func (h *Handler) logged(w http.ResponseWriter, r *http.Request, key kez.PublicKey) bool {
+// logged logs the stored link l (logLink) and reports true, or answers
+// 503 with reason [ReasonLogUnavailable] and reports false.
+func (h *Handler) logged(w http.ResponseWriter, r *http.Request, l *Link) bool {
 	ctx, cancel := logContext(r.Context())
 	defer cancel()
-	err := h.ensureLogged(ctx, key)
+	err := h.logLink(ctx, l)
 	if err == nil {
 		return true
 	}
-	h.log.ErrorContext(r.Context(), "sigchain: logging the chain failed", "key", key.String(), "err", err)
+	h.log.ErrorContext(r.Context(), "sigchain: logging the chain failed", "key", l.Key().String(), "err", err)
 	refuseWith(w, http.StatusServiceUnavailable, ReasonLogUnavailable, "the link is stored, but the server could not log it yet; send it again shortly")
 	return false
 }

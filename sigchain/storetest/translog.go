@@ -37,6 +37,8 @@ func runLog(t *testing.T, open Open) {
 	t.Run("LogConcurrent", func(t *testing.T) { testLogConcurrent(t, open) })
 	t.Run("LogUnavailable", func(t *testing.T) { testLogUnavailable(t, open) })
 	t.Run("LogClientGone", func(t *testing.T) { testLogClientGone(t, open) })
+	t.Run("LogFollows", func(t *testing.T) { testLogFollows(t, open) })
+	t.Run("LogRaces", func(t *testing.T) { testLogRaces(t, open) })
 }
 
 // logServer is a sig-server handler with a log over a store, and the
@@ -399,4 +401,134 @@ func testLogClientGone(t *testing.T, open Open) {
 	}
 	ls.wantEntries(t, "after clients hung up", ents(links...)...)
 	ls.wantProven(t, "after clients hung up", links[2])
+}
+
+// orphanChain returns a chain of n links of id that never names a
+// handle, its eldest link of encryption generation g.
+func orphanChain(t *testing.T, id *kez.Identity, g uint32, n int) []*sigchain.Link {
+	st, l := next(t, id, nil, sigchain.TypeEldest, sigchain.EldestBody(id.PublicKey(), id.EncryptionKey(g).PublicKey(), g, ""))
+	out := []*sigchain.Link{l}
+	for i := 1; i < n; i++ {
+		st, l = next(t, id, st, sigchain.TypeAddClaim, sigchain.AddClaimBody("web", fmt.Sprintf("https://example.com/%d/%d", g, i), "p"))
+		out = append(out, l)
+	}
+	return out
+}
+
+// testLogFollows: an append is logged alone only on top of its own
+// predecessor. A chain replaced behind the log's back (collected, then
+// another eldest link stored through the store) and extended by an
+// append logs the deletion and the whole new chain, not the appended
+// link on top of the old chain's entry at the same seqno; an eldest link
+// appended after a deletion entry is logged alone.
+func testLogFollows(t *testing.T, open Open) {
+	ctx := context.Background()
+	s, _ := open(t)
+	c := collector(t, s)
+	ls := startLog(t, s, openLog(t, t.TempDir()))
+	id := Identity(t, 70)
+	a, b, d := orphanChain(t, id, 0, 1), orphanChain(t, id, 1, 2), orphanChain(t, id, 2, 1)
+	if err := ls.c.Append(ctx, a[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.CollectOrphans(ctx, time.Now().Add(time.Hour)); n != 1 || err != nil {
+		t.Fatalf("collected %d, %v", n, err)
+	}
+	appendAll(t, s, b[:1])
+	if err := ls.c.Append(ctx, b[1]); err != nil {
+		t.Fatal(err)
+	}
+	ls.wantEntries(t, "a link appended on a replaced chain", ent(a[0]), deletion(id.PublicKey()), ent(b[0]), ent(b[1]))
+	if n, err := c.CollectOrphans(ctx, time.Now().Add(time.Hour)); n != 1 || err != nil {
+		t.Fatalf("collected %d, %v", n, err)
+	}
+	ls.get(t, id.PublicKey())
+	if err := ls.c.Append(ctx, d[0]); err != nil {
+		t.Fatal(err)
+	}
+	ls.wantEntries(t, "an eldest link after a deletion", ent(a[0]), deletion(id.PublicKey()), ent(b[0]), ent(b[1]), deletion(id.PublicKey()), ent(d[0]))
+	ls.wantProven(t, "an eldest link after a deletion", d[0])
+}
+
+// testLogRaces: appends of several chains of one key racing each other
+// (each link logged alone when the log's newest entry is its predecessor)
+// and orphan collections deleting the chain under them leave the log
+// with a history the key's chain had: each entry an eldest link after no
+// entry or a deletion entry, a link following the entry before it (seqno
+// and prev), or a deletion entry after a link; no entry twice in a row;
+// and after a GET the history ends at the stored head (a deletion entry
+// or nothing when the chain is gone).
+func testLogRaces(t *testing.T, open Open) {
+	ctx := context.Background()
+	s, _ := open(t)
+	c := collector(t, s)
+	ls := startLog(t, s, openLog(t, t.TempDir()))
+	id := Identity(t, 69)
+	key := id.PublicKey()
+	byID := map[string]*sigchain.Link{}
+	var chains [][]*sigchain.Link
+	for g := range uint32(3) {
+		chains = append(chains, orphanChain(t, id, g, 3))
+		for _, l := range chains[g] {
+			byID[l.ID().String()] = l
+		}
+	}
+	for range 6 {
+		var wg sync.WaitGroup
+		for _, ch := range chains {
+			wg.Go(func() {
+				for _, l := range ch {
+					ls.c.Append(ctx, l) // conflicts are expected
+				}
+			})
+		}
+		wg.Go(func() {
+			if _, err := c.CollectOrphans(ctx, time.Now().Add(time.Hour)); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Wait()
+	}
+	ls.get(t, key)
+	var prev *sigchain.Link // the chain's head as the log tells it
+	var before translog.Entry
+	for i, e := range ls.entries(t) {
+		if e.Key != key {
+			continue
+		}
+		if i > 0 && e == before {
+			t.Fatalf("entry %d: %v logged twice in a row", i, e)
+		}
+		before = e
+		if e.IsDeletion() {
+			if prev == nil {
+				t.Fatalf("entry %d: a deletion entry with no chain logged", i)
+			}
+			prev = nil
+			continue
+		}
+		l := byID[e.ID]
+		switch {
+		case l == nil || l.Seqno() != e.Seqno:
+			t.Fatalf("entry %d: %v is no link of the test", i, e)
+		case prev == nil && e.Seqno != 1:
+			t.Fatalf("entry %d: %v follows no link", i, e)
+		case prev != nil && (e.Seqno != prev.Seqno()+1 || l.Prev() != prev.ID()):
+			t.Fatalf("entry %d: %v does not follow %s at seqno %d", i, e, prev.ID(), prev.Seqno())
+		}
+		prev = l
+	}
+	h, err := s.Head(ctx, key)
+	switch {
+	case errors.Is(err, sigchain.ErrNotFound):
+		if prev != nil {
+			t.Fatalf("the chain is gone, the log's history ends at %s", prev.ID())
+		}
+	case err != nil:
+		t.Fatal(err)
+	case prev == nil || head(prev) != h:
+		t.Fatalf("the log's history ends at %v, the store's head is %v", prev, h)
+	default:
+		ls.wantProven(t, "after the races", prev)
+	}
 }
