@@ -15,7 +15,7 @@
 //	               [--group-appends-per-ip 600/1h] [--group-reads-per-ip 1200/1m] [--groups-per-key 64]
 //	               [--group-domains DOMAIN,…]
 //	               [--log-dir DIR] [--no-log] [--log-key FILE] [--log-origin ORIGIN]
-//	               [--log-checkpoint-interval 500ms] [--log-reads-per-ip 1200/1m]
+//	               [--log-checkpoint-interval 100ms] [--log-reads-per-ip 1200/1m]
 //	               [--orphan-ttl 24h] [--gc-interval 1h] [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	kez-sig-server nats-key [--nats-key kez-sig-nats.nk]
 //

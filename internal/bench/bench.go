@@ -126,7 +126,7 @@ func Default() Config {
 		ConnectWorkers: 4, Duration: 2 * time.Second, Rounds: 5,
 		FloodRate: 1000, FloodConns: 64, FloodDuration: 10 * time.Second, FloodUsers: 20,
 		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000,
-		LogEntries: 100_000, LogAppenders: 256, LogLinks: 4, LogLatencyAppends: 10,
+		LogEntries: 100_000, LogAppenders: 1024, LogLinks: 4, LogLatencyAppends: 10,
 		SenderDevices: 3, RecipientDevices: 5, DeviceMessages: 3000, HistoryMessages: 10000, Revocations: 5, RevokeWait: 30 * time.Second,
 		GroupSize: 100, GroupMessages: 50, RekeyMembers: 1000,
 	}

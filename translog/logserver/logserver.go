@@ -44,8 +44,8 @@ import (
 
 // Defaults of [Config].
 const (
-	DefaultCheckpointInterval = 500 * time.Millisecond
-	DefaultBatchMaxAge        = 10 * time.Millisecond
+	DefaultCheckpointInterval = 100 * time.Millisecond
+	DefaultBatchMaxAge        = 25 * time.Millisecond
 	// MinCheckpointInterval is the shortest checkpoint interval tessera's
 	// POSIX storage allows.
 	MinCheckpointInterval = 100 * time.Millisecond
@@ -58,7 +58,7 @@ const IndexFile = "index.db"
 const batchMaxSize = 256
 
 // awaitPoll is how often the publication awaiter reads the checkpoint.
-const awaitPoll = 5 * time.Millisecond
+const awaitPoll = 10 * time.Millisecond
 
 var (
 	// ErrUnavailable reports an append the log could not complete: the
