@@ -53,6 +53,9 @@ func ParseCheckpoint(signed []byte, vkey string) (*Checkpoint, error) {
 	if !bytes.HasPrefix(signed, canon) || !bytes.HasPrefix(signed[len(canon):], []byte("\n")) {
 		return nil, fmt.Errorf("%w: not in canonical form", ErrBadCheckpoint)
 	}
+	if lc.Size == 0 && !bytes.Equal(lc.Hash, rfc6962.DefaultHasher.EmptyRoot()) {
+		return nil, fmt.Errorf("%w: an empty tree with a root other than the empty hash", ErrBadCheckpoint)
+	}
 	cp := &Checkpoint{Origin: lc.Origin, Size: lc.Size, Note: bytes.Clone(signed)}
 	copy(cp.Root[:], lc.Hash)
 	return cp, nil
