@@ -132,6 +132,7 @@ type Config struct {
 type Client struct {
 	cfg      Config
 	cc       client.Config // cfg.Client, discovered
+	ownLog   bool          // Open's Discover made cc.Log: Close closes it
 	id       *kez.Identity // the primary identity; nil on a linked device
 	dev      *kez.Identity // this device's: login, sessions, prekeys
 	devKey   kez.PublicKey
@@ -215,10 +216,19 @@ type Client struct {
 // Errors: those of Discover (client.ErrNoIdentity, client.ErrNoHome, a
 // chat-server that cannot tell its domain), a database that cannot be
 // opened, ErrNotRegistered or ErrUnreachable from Connect, ErrNoStream.
-func Open(ctx context.Context, cfg Config) (*Client, error) {
+func Open(ctx context.Context, cfg Config) (c *Client, err error) {
+	discovered := cfg.Client.Log == nil
 	cc, err := cfg.Client.Discover(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if discovered {
+		// The log pins Discover opened are this client's to close.
+		defer func() {
+			if err != nil {
+				cc.Close()
+			}
+		}()
 	}
 	cfg.Client = cc
 	if cfg.Stream == "" {
@@ -234,8 +244,9 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.AckWait = DefaultAckWait
 	}
 	cfg.setStrangerDefaults()
-	c := &Client{
-		cfg: cfg, cc: cc, id: cc.Identity, dev: cc.DeviceIdentity(), devKey: cc.DeviceKey(), me: cc.PersonKey(),
+	c = &Client{
+		ownLog: discovered,
+		cfg:    cfg, cc: cc, id: cc.Identity, dev: cc.DeviceIdentity(), devKey: cc.DeviceKey(), me: cc.PersonKey(),
 		log: cc.Logger, now: cc.Clock, httpc: cc.HTTPClient, resolver: cc.Resolver,
 		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, byDevice: map[kez.PublicKey][]*contactState{},
 		requesters: map[kez.PublicKey]requester{},
@@ -248,7 +259,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if c.devKey != c.me {
 		c.log = c.log.With("device", c.devKey.String())
 	}
-	c.sig = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: c.httpc, VerifyOptions: c.verifyOpts()}
+	c.sig = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: c.httpc, VerifyOptions: c.verifyOpts(), Log: cc.Log}
 	if err := os.MkdirAll(cc.Home, 0o700); err != nil {
 		return nil, fmt.Errorf("chat: making the state folder: %w", err)
 	}
@@ -516,8 +527,9 @@ func (c *Client) Shutdown(ctx context.Context) error {
 // state folder next connects), the delivery receipts
 // and the acknowledgements of what was received queued are handed to
 // the connection, which is closed, and so is the
-// database. Use [Client.Shutdown] to let the work under way finish. It is
-// safe to call more than once.
+// database, and the log pins Open opened (client.Config.Close). Use
+// [Client.Shutdown] to let the work under way finish. It is safe to call
+// more than once.
 func (c *Client) Close() error {
 	c.work.Stop()
 	var err error
@@ -538,6 +550,9 @@ func (c *Client) Close() error {
 		c.sends.Wait()
 		c.stopStrangers()
 		err = c.db.close()
+		if c.ownLog {
+			err = errors.Join(err, c.cc.Close())
+		}
 	})
 	return err
 }
