@@ -122,6 +122,13 @@ type Config struct {
 	// also logged as an error. It is called after the change was stored,
 	// from the goroutine that saw it; it must not block.
 	OnGroupEvent func(GroupEvent)
+	// OnSplitView, if set, is told of each split view the client records
+	// (see [Client.SplitViews]): a sig-server's log, or a contact's own
+	// chain head, that contradicts what this client was shown. It is
+	// also logged as an error, with both checkpoints. It is called after
+	// the split view was stored, from the goroutine that found it; it
+	// must not block.
+	OnSplitView func(SplitView)
 }
 
 // Client is a KEZ chat user's messaging client: it keeps contacts, sends and
@@ -194,6 +201,8 @@ type Client struct {
 	closed       sync.Once
 
 	due dueWork // copies due (due.go)
+
+	logViews logViews // log views sent and received (logview.go)
 
 	groups  groupsIndex    // the pinned groups (groups.go)
 	members memberChains   // chains of group members who are no contacts
@@ -627,6 +636,15 @@ type Stats struct {
 	// fetch waited for Config.GroupUpdateInterval.
 	GroupInvitations     uint64
 	GroupUpdatesDeferred uint64
+	// LogViewsSent counts log views sent to contacts; LogViews counts
+	// contacts' log views checked, LogViewsDropped those dropped (more
+	// than one per contact per minute, or from someone who is no
+	// contact); SplitViews counts split views recorded (docs/spec/chat.md
+	// §11).
+	LogViewsSent    uint64
+	LogViews        uint64
+	LogViewsDropped uint64
+	SplitViews      uint64
 }
 
 type clientStats struct {
@@ -636,6 +654,7 @@ type clientStats struct {
 	copiesDue, dueSent, dueDropped                                                                atomic.Uint64
 	groupStale, groupHeld, groupKeysRefused                                                       atomic.Uint64
 	groupInvitations, groupUpdatesDeferred                                                        atomic.Uint64
+	logViewsSent, logViews, logViewsDropped, splitViews                                           atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -652,5 +671,7 @@ func (c *Client) Stats() Stats {
 		CopiesDue: s.copiesDue.Load(), DueSent: s.dueSent.Load(), DueDropped: s.dueDropped.Load(),
 		GroupStale: s.groupStale.Load(), GroupHeld: s.groupHeld.Load(), GroupKeysRefused: s.groupKeysRefused.Load(),
 		GroupInvitations: s.groupInvitations.Load(), GroupUpdatesDeferred: s.groupUpdatesDeferred.Load(),
+		LogViewsSent: s.logViewsSent.Load(), LogViews: s.logViews.Load(), LogViewsDropped: s.logViewsDropped.Load(),
+		SplitViews: s.splitViews.Load(),
 	}
 }

@@ -247,6 +247,7 @@ func (c *Client) fetchOwnLocked(ctx context.Context) (*sigchain.State, error) {
 		return nil, err
 	}
 	if err != nil {
+		c.noteSplit(ctx, err, nil)
 		return nil, err
 	}
 	c.ownPin.err = nil
