@@ -13,6 +13,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -67,26 +70,31 @@ func (s SplitView) String() string {
 // is any, the user's sig-server (or a contact's) has been caught showing
 // people different histories; see docs/spec/chat.md §11.
 func (c *Client) SplitViews(ctx context.Context) ([]SplitView, error) {
-	rows, err := c.db.db.QueryContext(ctx, `SELECT origin, ours, theirs, contact, handle, at, reason FROM split_views ORDER BY at, rowid`)
+	return c.db.splitViews(ctx)
+}
+
+// splitViews reads the split views recorded, oldest first.
+func (s *store) splitViews(ctx context.Context) ([]SplitView, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT origin, ours, theirs, contact, handle, at, reason FROM split_views ORDER BY at, rowid`)
 	if err != nil {
 		return nil, fmt.Errorf("chat: database: %w", err)
 	}
 	defer rows.Close()
 	var out []SplitView
 	for rows.Next() {
-		var s SplitView
+		var sv SplitView
 		var contact string
 		var at int64
-		if err := rows.Scan(&s.Origin, &s.Ours, &s.Theirs, &contact, &s.Handle, &at, &s.Reason); err != nil {
+		if err := rows.Scan(&sv.Origin, &sv.Ours, &sv.Theirs, &contact, &sv.Handle, &at, &sv.Reason); err != nil {
 			return nil, fmt.Errorf("chat: database: %w", err)
 		}
 		if contact != "" {
-			if s.Contact, err = kez.ParsePublicKey(contact); err != nil {
+			if sv.Contact, err = kez.ParsePublicKey(contact); err != nil {
 				return nil, fmt.Errorf("chat: database: split view contact %q: %w", contact, err)
 			}
 		}
-		s.At = time.UnixMilli(at)
-		out = append(out, s)
+		sv.At = time.UnixMilli(at)
+		out = append(out, sv)
 	}
 	return out, rows.Err()
 }
@@ -415,4 +423,20 @@ func (c *Client) pinnedLinkID(ctx context.Context, ct Contact, seqno uint64) (ci
 		return cid.Undef, fmt.Errorf("chat: database: the pinned link %d of %s: %w", seqno, ct.Handle, err)
 	}
 	return l.ID(), nil
+}
+
+// RecordedSplitViews returns the split views recorded in the chat
+// database of the state folder home (see [Client.SplitViews]), for a
+// program that opens no Client; none if the folder has no database.
+func RecordedSplitViews(ctx context.Context, home string) ([]SplitView, error) {
+	path := filepath.Join(home, DBFileName)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	db, err := openStore(path)
+	if err != nil {
+		return nil, err
+	}
+	defer db.close()
+	return db.splitViews(ctx)
 }
