@@ -224,6 +224,9 @@ type Handler struct {
 	linkRequestsPerIP, linkReadsPerIP, deviceReadsPerIP *ratelimit.Limiter
 	linkCount                                           linkCounters
 
+	linkLog  LinkLog // nil: no transparency log
+	logLocks keyLocks
+
 	mu    sync.Mutex
 	cache map[kez.PublicKey]*cached
 }
@@ -424,12 +427,18 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 		since = v
 	}
 	links, head, err := h.store.Links(r.Context(), key, since, h.page)
-	if errors.Is(err, ErrNotFound) {
-		httpjson.Error(w, http.StatusNotFound, "this server has no chain for "+key.String())
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		h.internal(w, r, "reading chain", err)
 		return
 	}
-	if err != nil {
-		h.internal(w, r, "reading chain", err)
+	var proof []byte
+	if h.linkLog != nil {
+		// Logged after reading, so the log covers at least this head;
+		// it also logs a deletion when the chain is gone.
+		proof = h.headProof(r.Context(), key, head, since+uint64(len(links)) >= head.Seqno && err == nil)
+	}
+	if errors.Is(err, ErrNotFound) {
+		httpjson.Error(w, http.StatusNotFound, "this server has no chain for "+key.String())
 		return
 	}
 	var b bytes.Buffer
@@ -440,7 +449,12 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 		}
 		b.Write(l) // canonical JSON, stored only after verification
 	}
-	b.WriteString("]}\n")
+	b.WriteByte(']')
+	if proof != nil {
+		b.WriteString(`,"log":`)
+		b.Write(proof)
+	}
+	b.WriteString("}\n")
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(b.Bytes())
 }
@@ -488,7 +502,9 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 	}
 	if link.Seqno() != head.Seqno+1 {
 		if link.Seqno() <= head.Seqno && h.alreadyStored(ctx, link) {
-			httpjson.Write(w, http.StatusOK, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
+			if h.logged(w, r, key) {
+				httpjson.Write(w, http.StatusOK, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
+			}
 			return
 		}
 		h.conflict(w, head, (&ConflictError{Head: head}).Error())
@@ -536,6 +552,12 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 		var ce *ConflictError
 		if errors.As(err, &ce) {
 			h.appendsPerKey.Refund(key.String()) // lost a race: nothing stored
+			if h.alreadyStored(ctx, link) { // to the same link, sent twice at once
+				if h.logged(w, r, key) {
+					httpjson.Write(w, http.StatusOK, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
+				}
+				return
+			}
 			h.conflict(w, ce.Head, ce.Error())
 			return
 		}
@@ -549,6 +571,9 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 	}
 	h.remember(&cached{st: next, bytes: size})
 	h.log.InfoContext(ctx, "sigchain: appended", "key", key.String(), "seqno", link.Seqno(), "type", link.Type())
+	if !h.logged(w, r, key) {
+		return
+	}
 	httpjson.Write(w, http.StatusCreated, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
 }
 

@@ -19,8 +19,11 @@
 // [sigchain.LinkRequestStore] the device index and the link requests
 // (devices claimed by two chains, revoked devices' prekeys, forged,
 // expired and future requests, guessed codes, floods). [NewPerson]
-// builds chains with devices. [Chain] builds valid chains for tests
-// and benchmarks. Use it only from tests.
+// builds chains with devices. With a transparency log (sigchain.WithLog
+// over a translog/logserver log) it checks that appends, repairs of links
+// stored behind the log's back, deletions and racing appends are logged.
+// [Chain] builds valid chains for tests and benchmarks. Use it only from
+// tests.
 package storetest
 
 import (
@@ -56,6 +59,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("OrphanRace", func(t *testing.T) { testOrphanRace(t, open) })
 	runPrekeys(t, open)
 	runDevices(t, open)
+	runLog(t, open)
 }
 
 // Identity returns a fixed identity for i: the same i gives the same keys.

@@ -1,0 +1,202 @@
+package sigchain
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/translog"
+)
+
+// LinkLog is the transparency log a [Handler] logs every stored link in
+// (docs/spec/translog.md): package translog/logserver implements it over
+// tessera. Its methods must be safe for concurrent use.
+type LinkLog interface {
+	// Append appends e and returns its leaf index once a published
+	// checkpoint covers it.
+	Append(ctx context.Context, e translog.Entry) (uint64, error)
+	// Logged returns the newest entry logged for key and its leaf index,
+	// or false if there is none.
+	Logged(ctx context.Context, key kez.PublicKey) (translog.Entry, uint64, bool, error)
+	// Proof returns the inclusion proof of the newest entry of (key,
+	// seqno) at the log's published checkpoint.
+	Proof(ctx context.Context, key kez.PublicKey, seqno uint64) (*translog.HeadProof, error)
+}
+
+// WithLog makes the handler log every link it stores, or finds stored, in
+// l before it answers: an append is answered once its link is logged (503
+// with reason [ReasonLogUnavailable] if logging fails; the link stays
+// stored and a retry is answered 200 once it is logged), and a GET whose
+// page reaches the head carries the head's inclusion proof in "log".
+// Links stored without the handler knowing (before the log existed, by
+// another writer, or before a crash) are logged by the next append or GET
+// of their chain, in order; a chain the store no longer holds as logged
+// (an orphan deleted) gets a deletion entry first.
+//
+// If l also has a method AppendAll(ctx, []translog.Entry) ([]uint64,
+// error) that appends entries in order with one wait for publication (as
+// translog/logserver's Log has), the missing links of a chain are logged
+// with one call.
+func WithLog(l LinkLog) HandlerOption { return func(h *Handler) { h.linkLog = l } }
+
+// ReasonLogUnavailable is the "reason" of a 503 answer to an append whose
+// link is stored but could not be logged yet.
+const ReasonLogUnavailable = "log_unavailable"
+
+// keyLocks is one mutex per key, held by the requests logging the key's
+// chain.
+type keyLocks struct {
+	mu sync.Mutex
+	m  map[kez.PublicKey]*keyLock
+}
+
+type keyLock struct {
+	sync.Mutex
+	users int
+}
+
+// lock locks key's mutex and returns its unlock.
+func (k *keyLocks) lock(key kez.PublicKey) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[kez.PublicKey]*keyLock{}
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyLock{}
+		k.m[key] = l
+	}
+	l.users++
+	k.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		k.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// storedID returns the ID text of a stored link's bytes.
+func storedID(b []byte) string { return string(appendIDText(nil, sha256.Sum256(b))) }
+
+// batchLog is a [LinkLog] that appends several entries in order with
+// one wait for publication.
+type batchLog interface {
+	AppendAll(ctx context.Context, es []translog.Entry) ([]uint64, error)
+}
+
+// ensureLogged logs what the store holds of key's chain and the log
+// lacks: if the store no longer holds the newest logged link (the chain
+// is shorter, or has another link at that seqno), a deletion entry and
+// then every stored link from seqno 1; else the stored links after the
+// newest logged one, in order.
+func (h *Handler) ensureLogged(ctx context.Context, key kez.PublicKey) error {
+	if h.linkLog == nil {
+		return nil
+	}
+	defer h.logLocks.lock(key)()
+	last, _, logged, err := h.linkLog.Logged(ctx, key)
+	if err != nil {
+		return err
+	}
+	head, err := h.store.Head(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		head = Head{}
+	} else if err != nil {
+		return err
+	}
+	var missing []translog.Entry
+	since := uint64(0) // log the stored links after this seqno
+	if logged && !last.IsDeletion() {
+		held := false
+		switch {
+		case head.Seqno == last.Seqno:
+			held = head.ID.String() == last.ID
+		case head.Seqno > last.Seqno:
+			links, _, err := h.store.Links(ctx, key, last.Seqno-1, 1)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			held = len(links) == 1 && storedID(links[0]) == last.ID
+		}
+		if held {
+			since = last.Seqno
+		} else {
+			missing = append(missing, translog.Entry{Key: key})
+			h.log.InfoContext(ctx, "sigchain: logging the deletion of a chain", "key", key.String(), "logged_seqno", last.Seqno, "stored_seqno", head.Seqno)
+		}
+	}
+	for since < head.Seqno {
+		links, _, err := h.store.Links(ctx, key, since, MaxLinksPerResponse)
+		if errors.Is(err, ErrNotFound) {
+			break // deleted meanwhile: the next request logs the deletion
+		}
+		if err != nil {
+			return err
+		}
+		if len(links) == 0 {
+			return fmt.Errorf("store reports head %d but has no links after %d", head.Seqno, since)
+		}
+		for _, b := range links {
+			since++
+			missing = append(missing, translog.Entry{Key: key, Seqno: since, ID: storedID(b)})
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if b, ok := h.linkLog.(batchLog); ok {
+		_, err := b.AppendAll(ctx, missing)
+		return err
+	}
+	for _, e := range missing {
+		if _, err := h.linkLog.Append(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// logged logs key's chain (ensureLogged) and reports true, or answers 503
+// with reason [ReasonLogUnavailable] and reports false.
+func (h *Handler) logged(w http.ResponseWriter, r *http.Request, key kez.PublicKey) bool {
+	err := h.ensureLogged(r.Context(), key)
+	if err == nil {
+		return true
+	}
+	h.log.ErrorContext(r.Context(), "sigchain: logging the chain failed", "key", key.String(), "err", err)
+	refuseWith(w, http.StatusServiceUnavailable, ReasonLogUnavailable, "the link is stored, but the server could not log it yet; send it again shortly")
+	return false
+}
+
+// headProof logs key's chain (ensureLogged) and, if withProof, returns
+// the JSON of the inclusion proof of head, or nil when the log cannot
+// give one now (the page is served without it; clients that pinned the
+// log refuse such a page).
+func (h *Handler) headProof(ctx context.Context, key kez.PublicKey, head Head, withProof bool) []byte {
+	if err := h.ensureLogged(ctx, key); err != nil {
+		h.log.ErrorContext(ctx, "sigchain: logging the chain failed", "key", key.String(), "err", err)
+		return nil
+	}
+	if !withProof || head.Seqno == 0 {
+		return nil
+	}
+	p, err := h.linkLog.Proof(ctx, key, head.Seqno)
+	if err != nil {
+		h.log.ErrorContext(ctx, "sigchain: no inclusion proof for the head", "key", key.String(), "seqno", head.Seqno, "err", err)
+		return nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil
+	}
+	return b
+}
