@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kez-lat/kez-chat/claims"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/translog"
@@ -102,6 +103,10 @@ type Resolver struct {
 	// prove fails the resolution with an error wrapping translog's (and
 	// [ErrMismatch]).
 	Log *translog.Monitor
+	// Claims checks the identity claims of resolved chains
+	// ([Resolver.CheckClaims]); nil means one made on first use with
+	// LocalDomains.
+	Claims *claims.Checker
 
 	mu    sync.Mutex
 	cache map[Handle]cacheEntry
@@ -110,6 +115,8 @@ type Resolver struct {
 	remote     *http.Client
 	localOnce  sync.Once
 	local      *http.Client
+	claimsOnce sync.Once
+	claims     *claims.Checker
 }
 
 type cacheEntry struct {

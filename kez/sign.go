@@ -21,6 +21,9 @@ const (
 	// ContextGroupLink signs a link of a group's membership chain
 	// (docs/spec/group.md §2).
 	ContextGroupLink = "kez/v1 group link"
+	// ContextClaim signs an identity claim's statement: the chain's key
+	// says it is an identity on another service (docs/spec/claims.md).
+	ContextClaim = "kez/v1 identity claim"
 )
 
 // signPrefix starts every signed message. Its NUL bytes mean a signed KEZ

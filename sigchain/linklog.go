@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/translog"
@@ -165,10 +166,23 @@ func (h *Handler) ensureLogged(ctx context.Context, key kez.PublicKey) error {
 	return nil
 }
 
+// logTimeout bounds the logging a request starts.
+const logTimeout = 30 * time.Second
+
+// logContext is the context of the logging a request starts: it goes on
+// when the client goes away (an entry half-logged would be appended again
+// by the next request, so a client hanging up at will would fill the log
+// with duplicates), bounded by logTimeout.
+func logContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), logTimeout)
+}
+
 // logged logs key's chain (ensureLogged) and reports true, or answers 503
 // with reason [ReasonLogUnavailable] and reports false.
 func (h *Handler) logged(w http.ResponseWriter, r *http.Request, key kez.PublicKey) bool {
-	err := h.ensureLogged(r.Context(), key)
+	ctx, cancel := logContext(r.Context())
+	defer cancel()
+	err := h.ensureLogged(ctx, key)
 	if err == nil {
 		return true
 	}
@@ -182,6 +196,8 @@ func (h *Handler) logged(w http.ResponseWriter, r *http.Request, key kez.PublicK
 // give one now (the page is served without it; clients that pinned the
 // log refuse such a page).
 func (h *Handler) headProof(ctx context.Context, key kez.PublicKey, head Head, withProof bool) []byte {
+	ctx, cancel := logContext(ctx)
+	defer cancel()
 	if err := h.ensureLogged(ctx, key); err != nil {
 		h.log.ErrorContext(ctx, "sigchain: logging the chain failed", "key", key.String(), "err", err)
 		return nil

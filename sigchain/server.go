@@ -551,8 +551,10 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 	if err := h.store.Append(ctx, link); err != nil {
 		var ce *ConflictError
 		if errors.As(err, &ce) {
-			h.appendsPerKey.Refund(key.String()) // lost a race: nothing stored
-			if h.alreadyStored(ctx, link) { // to the same link, sent twice at once
+			// Lost a race: nothing stored. To the same link, sent twice at
+			// once, the answer is the retry's.
+			h.appendsPerKey.Refund(key.String())
+			if h.alreadyStored(ctx, link) {
 				if h.logged(w, r, key) {
 					httpjson.Write(w, http.StatusOK, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
 				}

@@ -96,6 +96,7 @@ func WithMaxFuture(d time.Duration) VerifyOption {
 type Claim struct {
 	ID       cid.Cid   // the add_claim link's ID; revoke_claim names it
 	Seqno    uint64    // the add_claim link's seqno
+	Prev     string    // the add_claim link's prev: the ID text of the link before it
 	Ctime    time.Time // the add_claim link's ctime
 	Service  string    // e.g. "github", "nostr", "dns"
 	Identity string    // the name on that service
@@ -104,6 +105,7 @@ type Claim struct {
 
 type claim struct {
 	id       [32]byte
+	prev     [32]byte
 	seqno    uint64
 	ctime    int64
 	service  string
@@ -171,7 +173,7 @@ func (s *State) Handle() string { return s.handle }
 func (s *State) Claims() []Claim {
 	out := make([]Claim, len(s.claims))
 	for i, c := range s.claims {
-		out[i] = Claim{ID: idFromDigest(c.id), Seqno: c.seqno, Ctime: time.Unix(c.ctime, 0).UTC(),
+		out[i] = Claim{ID: idFromDigest(c.id), Seqno: c.seqno, Prev: idFromDigest(c.prev).String(), Ctime: time.Unix(c.ctime, 0).UTC(),
 			Service: c.service, Identity: c.identity, Proof: c.proof}
 	}
 	return out
@@ -445,7 +447,7 @@ func (s *State) applyBody(l *Link) error {
 		if len(s.claims) >= MaxClaims {
 			return bad(fmt.Errorf("a chain may have at most %d active claims; revoke one first", MaxClaims))
 		}
-		c.id, c.seqno, c.ctime = l.id, l.seqno, l.ctime
+		c.id, c.prev, c.seqno, c.ctime = l.id, l.prev, l.seqno, l.ctime
 		s.claims = append(s.claims, c)
 	case TypeRevokeClaim:
 		v, err := bodyFields(l.typ, body, "claim")

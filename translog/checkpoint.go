@@ -61,8 +61,9 @@ func ParseCheckpoint(signed []byte, vkey string) (*Checkpoint, error) {
 	return cp, nil
 }
 
-// decodeHashes decodes base64 hashes of 32 bytes each.
-func decodeHashes(in []string) ([][]byte, error) {
+// DecodeHashes decodes the hashes of a proof ([HeadProof.Proof],
+// [ConsistencyProof.Proof]): standard base64, 32 bytes each, at most 64.
+func DecodeHashes(in []string) ([][]byte, error) {
 	if len(in) > 64 {
 		return nil, fmt.Errorf("%d hashes", len(in))
 	}
@@ -77,8 +78,9 @@ func decodeHashes(in []string) ([][]byte, error) {
 	return out, nil
 }
 
-// encodeHashes is the inverse of decodeHashes.
-func encodeHashes(in [][]byte) []string {
+// EncodeHashes encodes the hashes of a proof in standard base64, the
+// inverse of [DecodeHashes].
+func EncodeHashes(in [][]byte) []string {
 	out := make([]string, len(in))
 	for i, h := range in {
 		out[i] = base64.StdEncoding.EncodeToString(h)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -146,7 +147,7 @@ func (m *Monitor) CheckHead(ctx context.Context, server string, e Entry, p *Head
 	if err != nil {
 		return err
 	}
-	hashes, err := decodeHashes(p.Proof)
+	hashes, err := DecodeHashes(p.Proof)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadProof, err)
 	}
@@ -256,10 +257,35 @@ func (m *Monitor) parse(ctx context.Context, server string, li LogInfo, signed [
 	if err == nil && (info == nil || *info != li) {
 		return nil, m.keyChanged(server, li, info)
 	}
-	if origin, _, _ := bytes.Cut(signed, []byte("\n")); string(origin) != li.Origin {
-		return nil, m.keyChanged(server, li, &LogInfo{Origin: string(origin)})
+	if other, ok := otherLog(signed, li); ok {
+		return nil, m.keyChanged(server, li, &other)
 	}
 	return nil, perr
+}
+
+// otherLog reports whether signed is a checkpoint signed (by its
+// signature lines; the signature is not verified) by a key named as its
+// origin that is not the pinned one: a checkpoint of another log.
+func otherLog(signed []byte, li LogInfo) (LogInfo, bool) {
+	var text log.Checkpoint
+	_, err := note.Open(signed, note.VerifierList())
+	var unverified *note.UnverifiedNoteError
+	if !errors.As(err, &unverified) {
+		return LogInfo{}, false
+	}
+	if _, err := text.Unmarshal([]byte(unverified.Note.Text)); err != nil {
+		return LogInfo{}, false
+	}
+	pinned, err := note.NewVerifier(li.Key)
+	if err != nil {
+		return LogInfo{}, false
+	}
+	for _, sig := range unverified.Note.UnverifiedSigs {
+		if sig.Name == text.Origin && (sig.Name != pinned.Name() || sig.Hash != pinned.KeyHash()) {
+			return LogInfo{Origin: text.Origin, Key: fmt.Sprintf("%s+%08x", sig.Name, sig.Hash)}, true
+		}
+	}
+	return LogInfo{}, false
 }
 
 func (m *Monitor) keyChanged(server string, pinned LogInfo, now *LogInfo) error {
@@ -296,17 +322,18 @@ func (m *Monitor) accept(ctx context.Context, server string, li LogInfo, cp *Che
 		}
 		return nil
 	case cp.Size > old.Size:
-		if err := m.consistent(ctx, server, old, cp); err != nil {
+		if err := m.consistent(ctx, server, old, cp, old, cp); err != nil {
 			return err
 		}
 		return m.pins.SetLatest(ctx, cp.Origin, cp.Note)
 	default:
-		return m.consistent(ctx, server, cp, old)
+		return m.consistent(ctx, server, cp, old, old, cp)
 	}
 }
 
-// consistent fetches and checks the consistency proof from small to big.
-func (m *Monitor) consistent(ctx context.Context, server string, small, big *Checkpoint) error {
+// consistent fetches and checks the consistency proof from small to big;
+// a proof that does not verify is a split view between ours and theirs.
+func (m *Monitor) consistent(ctx context.Context, server string, small, big, ours, theirs *Checkpoint) error {
 	if small.Size == 0 {
 		return nil // every tree extends the empty one
 	}
@@ -318,22 +345,22 @@ func (m *Monitor) consistent(ctx context.Context, server string, small, big *Che
 	if cp.From != small.Size || cp.To != big.Size {
 		return fmt.Errorf("%w: %s answered a proof from %d to %d", ErrInconsistent, server, cp.From, cp.To)
 	}
-	hashes, err := decodeHashes(cp.Proof)
+	hashes, err := DecodeHashes(cp.Proof)
 	if err == nil {
 		err = VerifyConsistency(small, big, hashes)
 	}
 	if err != nil {
-		return m.split(small, big, "no valid consistency proof: "+err.Error())
+		return m.split(ours, theirs, "no valid consistency proof: "+err.Error())
 	}
 	return nil
 }
 
 // split reports (and logs) a split view between our accepted checkpoint
-// and another; a and b are in size order.
-func (m *Monitor) split(a, b *Checkpoint, reason string) error {
-	e := &SplitViewError{Origin: a.Origin, Ours: a.Note, Theirs: b.Note, Reason: reason}
+// and theirs.
+func (m *Monitor) split(ours, theirs *Checkpoint, reason string) error {
+	e := &SplitViewError{Origin: ours.Origin, Ours: ours.Note, Theirs: theirs.Note, Reason: reason}
 	m.logger().Error("split view: the sig-server's log signed two histories", "origin", e.Origin,
-		"reason", reason, "checkpoint_a", string(a.Note), "checkpoint_b", string(b.Note))
+		"reason", reason, "ours", string(ours.Note), "theirs", string(theirs.Note))
 	return e
 }
 

@@ -103,7 +103,9 @@ func (s *sweeper) run(ctx context.Context) {
 //	kez_sig_link_requests_swept_total                   expired link requests deleted
 //	kez_sig_group_links_stored_total                    group links stored
 //	kez_sig_group_refusals_total{reason}                group links refused, by the API's reason
-func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector, sw *sweeper) {
+//
+// (the transparency log registers its own: package translog/logserver).
+func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector, sw *sweeper, logStats func() []ratelimit.Stats) {
 	stats := func() sigchain.HandlerStats {
 		if h := ch.app(); h != nil {
 			return h.Stats()
@@ -124,7 +126,9 @@ func registerMetrics(reg prometheus.Registerer, ch *chains, gc *collector, sw *s
 		}, func() float64 { return float64(read(stats())) })
 	}
 	reg.MustRegister(
-		limitmetrics.New(func() []ratelimit.Stats { return append(stats().Limiters, groups().Limiters...) }),
+		limitmetrics.New(func() []ratelimit.Stats {
+			return append(append(stats().Limiters, groups().Limiters...), logStats()...)
+		}),
 		refusals("links", func(s sigchain.HandlerStats) uint64 { return s.TooManyLinks }),
 		refusals("bytes", func(s sigchain.HandlerStats) uint64 { return s.TooManyBytes }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -14,6 +14,8 @@
 //	               [--max-pending-link-requests 10000]
 //	               [--group-appends-per-ip 600/1h] [--group-reads-per-ip 1200/1m] [--groups-per-key 64]
 //	               [--group-domains DOMAIN,…]
+//	               [--log-dir DIR] [--no-log] [--log-key FILE] [--log-origin ORIGIN]
+//	               [--log-checkpoint-interval 500ms] [--log-reads-per-ip 1200/1m]
 //	               [--orphan-ttl 24h] [--gc-interval 1h] [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	kez-sig-server nats-key [--nats-key kez-sig-nats.nk]
 //
@@ -31,7 +33,9 @@
 // KEZ_SIG_LINK_REQUESTS_PER_IP, KEZ_SIG_LINK_READS_PER_IP,
 // KEZ_SIG_DEVICE_READS_PER_IP, KEZ_SIG_MAX_PENDING_LINK_REQUESTS,
 // KEZ_SIG_GROUP_APPENDS_PER_IP, KEZ_SIG_GROUP_READS_PER_IP,
-// KEZ_SIG_GROUPS_PER_KEY, KEZ_SIG_GROUP_DOMAINS,
+// KEZ_SIG_GROUPS_PER_KEY, KEZ_SIG_GROUP_DOMAINS, KEZ_SIG_LOG_DIR,
+// KEZ_SIG_NO_LOG, KEZ_SIG_LOG_KEY, KEZ_SIG_LOG_ORIGIN,
+// KEZ_SIG_LOG_CHECKPOINT_INTERVAL, KEZ_SIG_LOG_READS_PER_IP,
 // KEZ_SIG_ORPHAN_TTL, KEZ_SIG_GC_INTERVAL, KEZ_SIG_TRUSTED_PROXIES,
 // KEZ_SIG_LIMIT_MAX_KEYS, KEZ_SIG_LOG_FORMAT, KEZ_SIG_LOG_LEVEL); flags
 // win. Requests over the rate limits are refused with 429 and
@@ -41,6 +45,13 @@
 // chains (package group, docs/spec/group.md §7) from the same store, and
 // it serves /healthz, /readyz and Prometheus /metrics, and shuts down
 // gracefully on SIGTERM or SIGINT.
+//
+// It logs every link it stores in a transparency log (package
+// translog/logserver, docs/spec/translog.md) in --log-dir (default the
+// --db file's name + ".log"; with --store jetstream only when given), signed
+// with the key in --log-key (made on first start), and serves its
+// /v1/info, checkpoints, tiles and consistency proofs; --no-log turns it
+// off.
 package main
 
 import (
@@ -48,6 +59,7 @@ import (
 	"flag"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -57,7 +69,9 @@ import (
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 	"github.com/kez-lat/kez-chat/natsconn"
+	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/translog/logserver"
 )
 
 func main() {
@@ -97,7 +111,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		{Name: "group-appends-per-ip", Env: "KEZ_SIG_GROUP_APPENDS_PER_IP", Limit: &glimits.AppendsPerIP, Default: gd.AppendsPerIP, Usage: "group links one client address may send"},
 		{Name: "group-reads-per-ip", Env: "KEZ_SIG_GROUP_READS_PER_IP", Limit: &glimits.ReadsPerIP, Default: gd.ReadsPerIP, Usage: "group chain reads one client address may send"},
 	}
-	servercmd.DeclareLimits(fs, limitFlags)
 	maxLinks := fs.Int("max-chain-links", d.MaxLinks, "links one chain may hold; -1: no cap (env KEZ_SIG_MAX_CHAIN_LINKS)")
 	maxBytes := fs.Int("max-chain-bytes", int(d.MaxBytes), "bytes one chain's links may take together; -1: no cap (env KEZ_SIG_MAX_CHAIN_BYTES)")
 	maxPending := fs.Int("max-pending-link-requests", d.MaxPendingLinkRequests, "device link requests stored and not expired, from all addresses; -1: no cap (env KEZ_SIG_MAX_PENDING_LINK_REQUESTS)")
@@ -105,6 +118,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	groupDomains := fs.String("group-domains", env.Or("KEZ_SIG_GROUP_DOMAINS", ""), "comma-separated handle domains whose groups this server keeps; empty: the domain of each creator's handle here (env KEZ_SIG_GROUP_DOMAINS)")
 	orphanTTL := fs.Duration("orphan-ttl", 24*time.Hour, "delete chains that never named a handle this long after they were started; 0: never (env KEZ_SIG_ORPHAN_TTL)")
 	gcInterval := fs.Duration("gc-interval", time.Hour, "how often to look for such chains (env KEZ_SIG_GC_INTERVAL)")
+	logReads := servercmd.LimitFlag{Name: "log-reads-per-ip", Env: "KEZ_SIG_LOG_READS_PER_IP", Limit: new(ratelimit.Limit), Default: logserver.DefaultLimits.ReadsPerIP, Usage: "transparency log reads (/v1/info, /v1/log/…) one client address may send"}
+	limitFlags = append(limitFlags, logReads)
+	servercmd.DeclareLimits(fs, limitFlags)
+	var tf logFlags
+	tf.declare(fs, env)
 	var cf servercmd.ClientIPFlags
 	cf.Declare(fs, env, "KEZ_SIG")
 	var lf servercmd.LogFlags
@@ -125,32 +143,61 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if err := tf.parse(fs, env); err != nil {
+		return err
+	}
 	if limits.ClientIP, limits.MaxTracked, err = cf.Parse(fs); err != nil {
 		return err
 	}
+	logLimits := logserver.Limits{ReadsPerIP: *logReads.Limit, ClientIP: limits.ClientIP, MaxTracked: limits.MaxTracked}
 	glimits.ClientIP, glimits.MaxTracked = limits.ClientIP, limits.MaxTracked
 	log, err := lf.Logger(stderr)
 	if err != nil {
 		return err
 	}
 
+	reg := servercmd.NewRegistry()
+	lg, err := tf.open(ctx, *backend, *dbPath, domains, log, reg)
+	if err != nil {
+		return err
+	}
+	sc := storeConfig{backend: *backend, dbPath: *dbPath, natsURL: *natsURL, natsKey: *natsKey, replicas: *replicas, limits: limits, groupLimits: glimits, groupDomains: domains}
+	if lg != nil {
+		// Closed last, once the HTTP server has stopped: every append it
+		// took is published.
+		defer lg.Close(context.WithoutCancel(ctx))
+		sc.linkLog = lg
+	}
 	storeCtx, stopStore := context.WithCancel(ctx)
 	defer stopStore()
-	chains, err := openChains(storeCtx, storeConfig{backend: *backend, dbPath: *dbPath, natsURL: *natsURL, natsKey: *natsKey, replicas: *replicas, limits: limits, groupLimits: glimits, groupDomains: domains}, log)
+	chains, err := openChains(storeCtx, sc, log)
 	if err != nil {
 		return err
 	}
 	defer chains.close()
 
-	reg := servercmd.NewRegistry()
+	logH := lg.Handler(logLimits) // a nil lg: /v1/info says there is no log
 	gc := &collector{chains: chains, ttl: *orphanTTL, interval: *gcInterval, now: time.Now, log: log}
 	sw := &sweeper{chains: chains, interval: linkSweepInterval, now: time.Now, log: log}
-	registerMetrics(reg, chains, gc, sw)
+	registerMetrics(reg, chains, gc, sw, logH.Stats)
 	if *orphanTTL > 0 {
 		go gc.run(storeCtx)
 	}
 	go sw.run(storeCtx)
-	h := httpserve.Wrap(chains.handler, httpserve.Options{Ready: chains.ready, Registry: reg, Logger: log})
+	ready := chains.ready
+	if lg != nil {
+		ready = func(ctx context.Context) error {
+			if err := chains.ready(ctx); err != nil {
+				return err
+			}
+			return lg.Ready(ctx)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", chains.handler)
+	mux.Handle(logserver.InfoPath, logH)
+	mux.Handle(logserver.LogPath, logH)
+	h := httpserve.Wrap(mux, httpserve.Options{Ready: ready, Registry: reg, Logger: log})
 	log.Info("limits", "appends_per_ip", limits.AppendsPerIP, "chains_per_ip", limits.ChainsPerIP, "appends_per_key", limits.AppendsPerKey,
 		"reads_per_ip", limits.ReadsPerIP, "max_chain_links", limits.MaxLinks, "max_chain_bytes", limits.MaxBytes,
 		"prekeys_per_ip", limits.PrekeysPerIP, "prekeys_per_key", limits.PrekeysPerKey, "prekey_reads_per_ip", limits.PrekeyReadsPerIP,
@@ -158,6 +205,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"max_pending_link_requests", limits.MaxPendingLinkRequests,
 		"group_appends_per_ip", glimits.AppendsPerIP, "group_reads_per_ip", glimits.ReadsPerIP, "groups_per_key", glimits.GroupsPerKey,
 		"group_domains", strings.Join(domains, ","),
+		"log_reads_per_ip", logH.Limits().ReadsPerIP,
 		"orphan_ttl", *orphanTTL, "trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	if *backend == storeJetStream {
 		log.Info("kez-sig-server starting", "store", *backend, "nats", natsconn.RedactURL(*natsURL), "nats_key", *natsKey)

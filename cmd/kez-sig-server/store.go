@@ -43,6 +43,17 @@ type storeConfig struct {
 
 	groupLimits  group.Limits
 	groupDomains []string // none: any
+
+	linkLog sigchain.LinkLog // nil: no transparency log
+}
+
+// chainOptions are the options of the chain API the flags say.
+func (c storeConfig) chainOptions(log *slog.Logger) []sigchain.HandlerOption {
+	opts := []sigchain.HandlerOption{sigchain.WithLogger(log), sigchain.WithLimits(c.limits)}
+	if c.linkLog != nil {
+		opts = append(opts, sigchain.WithLog(c.linkLog))
+	}
+	return opts
 }
 
 // groupOptions are the options of the group API the flags say.
@@ -87,7 +98,7 @@ func openChains(ctx context.Context, c storeConfig, log *slog.Logger) (*chains, 
 		if err != nil {
 			return nil, err
 		}
-		h := sigchain.NewHandler(st, sigchain.WithLogger(log), sigchain.WithLimits(c.limits))
+		h := sigchain.NewHandler(st, c.chainOptions(log)...)
 		gh := group.NewHandler(groupstore.New(st), st, c.groupOptions(log)...)
 		return &chains{
 			handler: api(h, gh),
@@ -178,7 +189,7 @@ func openJetStream(ctx context.Context, c storeConfig, log *slog.Logger) (*chain
 				}
 				cancel()
 				if err == nil {
-					h := sigchain.NewHandler(st, sigchain.WithLogger(log), sigchain.WithLimits(c.limits))
+					h := sigchain.NewHandler(st, c.chainOptions(log)...)
 					gh := group.NewHandler(st.Groups(), st, c.groupOptions(log)...)
 					both := api(h, gh)
 					handler.Store(h)

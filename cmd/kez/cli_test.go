@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/claims"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
@@ -317,6 +318,15 @@ func TestSentenceOfTypedErrors(t *testing.T) {
 		{fmt.Errorf("files: you have no sigchain at http://sig: %w", sigchain.ErrNotFound), "you have no sigchain at your sig-server yet: register first (kez register NAME)"},
 		{fmt.Errorf("chat: opening the database: %w", syscall.EROFS), "chat: opening the database: read-only file system: set KEZ_HOME (or pass --home) to a writable folder"},
 		{&exitError{code: 3, err: worded(nil, "kept as it is")}, "kept as it is"},
+		{wrap(claims.ErrNotFound), "the statement of the claim is not where its proof should be"},
+		{wrap(claims.ErrWrongKey), "the statement of the claim names another KEZ key"},
+		{wrap(claims.ErrStale), "the statement of the claim was made for another place in the sigchain"},
+		{wrap(claims.ErrBadSignature), "the proof of the claim is not signed by the key it names"},
+		{wrap(claims.ErrBadStatement), "the proof of the claim is not a kez claim statement"},
+		{wrap(claims.ErrUnsupported), "kez does not check claims of that service"},
+		{wrap(claims.ErrBadIdentity), "that is not a name of the claim's service"},
+		{wrap(claims.ErrForbidden), "kez does not contact that host for a claim, because it is not at a public address"},
+		{wrap(claims.ErrUnavailable), "the place of the claim's proof could not be read"},
 	} {
 		if got := e.sentence(tc.err); !strings.HasPrefix(got, tc.want) {
 			t.Errorf("%v\ngot:  %s\nwant: %s…", tc.err, got, tc.want)

@@ -241,7 +241,7 @@ func TestWhoisShowsClaimsAndShares(t *testing.T) {
 		t.Errorf("shared files: %+v (seqno %d)", out.SharedFiles, out.Seqno)
 	}
 	r := mustRun(t, env, "", "whois", "bob")
-	for _, want := range []string{"@bob@kez.test", bob.Key.String(), bob.Key.Fingerprint(), "github: bob, claimed, not checked by kez (its proof: https://gist.example/bob)", `1 public ("report.pdf"), 0 private (link #3)`, "3 link(s)"} {
+	for _, want := range []string{"@bob@kez.test", bob.Key.String(), bob.Key.Fingerprint(), "github bob  not checked: kez does not check github claims (its proof: https://gist.example/bob)", `1 public ("report.pdf"), 0 private (link #3)`, "3 link(s)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("whois text lacks %q:\n%s", want, r.stdout)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/handles"
@@ -30,16 +31,23 @@ fingerprint to compare with its owner, the X25519 encryption key, the
 chain's length and head, the owner's claims on other services and whether
 they share files, and the devices the chain lists (its primary key
 itself, and each device it added, revoked or not: messages to this person
-are sealed to each current one). A claim is shown as a claim: the chain proves that its
-owner made it, not that the name on the other service is theirs; only its
-proof, which you open yourself, does.
+are sealed to each current one). Each claim (dns, https, nostr) is
+checked live: "verified" when its proof, a statement signed by this key
+for this claim, is where the claim says (the TXT record at _kez.DOMAIN,
+https://HOST/.well-known/kez-claim, a nostr event signed by the npub);
+"failed: REASON" when it is not, or names another key or another claim;
+"not checked yet" when the check did not finish. A claim of a service kez
+does not check is only its owner's word.
 
 --json prints one object: {"handle","key","peer_id","fingerprint",
 "encryption_key","encryption_generation","sigchain_url","seqno","head",
-"claims":[{"id","service","identity","proof"}],"shared_files","devices":
+"claims":[{"id","service","identity","proof","status","reason",
+"checked_at"}],"shared_files","devices":
 [{"name","key","fingerprint","primary","added_seqno","revoked"}]} where
 shared_files is null or {"seqno","bytes","public":[{"name","size","cid"}],
-"private"} (private: how many entries only their recipients can read).
+"private"} (private: how many entries only their recipients can read);
+a claim's status is verified, failed or unchecked, its reason says why it
+failed, checked_at is null when it was not checked.
 
 A bare name takes your home domain: KEZ_DOMAIN, else your profile's, else
 the one your chat-server (--server or KEZ_SERVER) serves.`,
@@ -86,11 +94,15 @@ type whoisDevice struct {
 	Revoked     bool   `json:"revoked"`
 }
 
+// whoisClaim is one claim of a chain with its live check.
 type whoisClaim struct {
-	ID       string `json:"id"`
-	Service  string `json:"service"`
-	Identity string `json:"identity"`
-	Proof    string `json:"proof"`
+	ID        string     `json:"id"`
+	Service   string     `json:"service"`
+	Identity  string     `json:"identity"`
+	Proof     string     `json:"proof"`
+	Status    string     `json:"status"`     // verified, failed or unchecked
+	Reason    string     `json:"reason"`     // why it failed; "" otherwise
+	CheckedAt *time.Time `json:"checked_at"` // null: not checked
 }
 
 type whoisSharedFile struct {
@@ -154,6 +166,7 @@ func (e *env) resolver(srv servers) *handles.Resolver {
 		AllowLocal:    e.allowLocal(srv.domain),
 		LocalDomains:  e.localDomains(),
 		TTL:           -1,
+		Claims:        e.claimChecker(),
 	}
 }
 
@@ -185,8 +198,10 @@ func runWhois(ctx context.Context, e *env, homeFlag string, sf serverFlags, hand
 		Claims:               []whoisClaim{},
 		Devices:              []whoisDevice{},
 	}
-	for _, c := range st.Claims() {
-		out.Claims = append(out.Claims, whoisClaim{ID: c.ID.String(), Service: c.Service, Identity: c.Identity, Proof: c.Proof})
+	if len(st.Claims()) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, claimCheckTimeout)
+		out.Claims = claimsJSON(r.CheckClaims(cctx, st))
+		cancel()
 	}
 	for _, d := range st.Devices() {
 		out.Devices = append(out.Devices, whoisDevice{Name: d.Name, Key: d.Key.String(), Fingerprint: d.Key.Fingerprint(), Primary: d.Primary, AddedSeqno: d.AddedSeqno, Revoked: d.Revoked})
@@ -214,9 +229,7 @@ func printWhois(w io.Writer, o whoisJSON) {
 		if i == 0 {
 			label = "claims:"
 		}
-		// The sigchain proves that its owner made the claim, not that
-		// the name on the other service is theirs: only its proof can.
-		fmt.Fprintf(w, "%-14s%s: %s, claimed, not checked by kez (its proof: %s)\n", label, c.Service, c.Identity, c.Proof)
+		fmt.Fprintf(w, "%-14s%s %s  %s\n", label, c.Service, c.Identity, c.statusWords())
 	}
 	for i, d := range o.Devices {
 		label := ""
@@ -254,6 +267,6 @@ func printWhois(w io.Writer, o whoisJSON) {
 	}
 	fmt.Fprintln(w, "verified:     the sigchain was checked on this machine and claims this handle;\n              compare the fingerprint with its owner before you trust it")
 	if len(o.Claims) > 0 {
-		fmt.Fprintln(w, "              (the claims on other services are theirs: open each proof to check it)")
+		fmt.Fprintln(w, "              (a verified claim's proof was checked just now, signed by this key for this claim)")
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/claims"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/handles"
@@ -258,6 +259,24 @@ func (e *env) sentence(err error) string {
 		return "your sigchain is as large as your sig-server allows, so it takes no new link: ask its operator"
 	case errors.Is(err, sigchain.ErrConflict):
 		return "your sigchain changed at the same time (another device?): run the same command again"
+	case errors.Is(err, claims.ErrNotFound):
+		return "the statement of the claim is not where its proof should be (the TXT record, the file on the website): publish it, then run the command again"
+	case errors.Is(err, claims.ErrWrongKey):
+		return "the statement of the claim names another KEZ key, so it proves nothing for this one"
+	case errors.Is(err, claims.ErrStale):
+		return "the statement of the claim was made for another place in the sigchain (an older or a revoked claim's): publish the one kez prints now"
+	case errors.Is(err, claims.ErrBadSignature):
+		return "the proof of the claim is not signed by the key it names"
+	case errors.Is(err, claims.ErrBadStatement):
+		return "the proof of the claim is not a kez claim statement (a line that starts with kez-claim=v1)"
+	case errors.Is(err, claims.ErrUnsupported):
+		return "kez does not check claims of that service: it checks dns, https and nostr"
+	case errors.Is(err, claims.ErrBadIdentity):
+		return "that is not a name of the claim's service (a domain name, https://HOST, an npub1… key)"
+	case errors.Is(err, claims.ErrForbidden):
+		return "kez does not contact that host for a claim, because it is not at a public address: if it is yours, on this machine or network, add it to KEZ_LOCAL_DOMAINS"
+	case errors.Is(err, claims.ErrUnavailable):
+		return "the place of the claim's proof could not be read (its DNS or web server failed, redirected or did not answer): try again later"
 	case errors.Is(err, context.Canceled):
 		return "stopped before it finished"
 	}

@@ -254,6 +254,7 @@ var environment = []struct{ name, flag, meaning string }{
 	{"KEZ_SIG_SERVER", "--sig-server", "the sig-server's base URL (default: the one the chat-server names)"},
 	{"KEZ_DOMAIN", "", "your home domain, which completes bare names (default: the chat-server's)"},
 	{"KEZ_LOCAL_DOMAINS", "", "handle domains whose servers may be plain http at private addresses, comma-separated"},
+	{"KEZ_DNS_SERVER", "", "the DNS server (host:port) asked for the TXT records of dns claims (default: the system's)"},
 	{"NATS_URL", "--nats", "your operator's NATS"},
 	{"KEZ_P2P_LISTEN", "--listen", "libp2p listen multiaddrs, comma-separated (fetch, serve)"},
 	{"KEZ_PASSPHRASE_FILE", "--passphrase-file", "a file whose first line is your identity's passphrase"},

@@ -3,7 +3,6 @@ package storetest
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +36,7 @@ func runLog(t *testing.T, open Open) {
 	t.Run("LogDeletion", func(t *testing.T) { testLogDeletion(t, open) })
 	t.Run("LogConcurrent", func(t *testing.T) { testLogConcurrent(t, open) })
 	t.Run("LogUnavailable", func(t *testing.T) { testLogUnavailable(t, open) })
+	t.Run("LogClientGone", func(t *testing.T) { testLogClientGone(t, open) })
 }
 
 // logServer is a sig-server handler with a log over a store, and the
@@ -46,6 +46,9 @@ type logServer struct {
 	log   *logserver.Log
 	url   string
 	c     *sigchain.Client
+	// monitor checks the proofs as a client does (a pinned log key,
+	// consistency with the checkpoints it saw before).
+	monitor *translog.Monitor
 }
 
 // openLog opens (or reopens) the log in dir, closed by t.Cleanup.
@@ -74,7 +77,8 @@ func startLog(t *testing.T, s sigchain.Store, lg *logserver.Log) *logServer {
 	mux.Handle(logserver.LogPath, lh)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &logServer{store: s, log: lg, url: srv.URL, c: &sigchain.Client{BaseURL: srv.URL, HTTPClient: srv.Client()}}
+	return &logServer{store: s, log: lg, url: srv.URL, c: &sigchain.Client{BaseURL: srv.URL, HTTPClient: srv.Client()},
+		monitor: &translog.Monitor{Pins: translog.NewMemPins(), HTTPClient: srv.Client(), RequireLog: true}}
 }
 
 // page is a chain GET answer with its "log".
@@ -112,18 +116,8 @@ func (ls *logServer) wantProven(t *testing.T, what string, want *sigchain.Link) 
 	if p.Log == nil {
 		t.Fatalf("%s: the page has no \"log\"", what)
 	}
-	cp, err := translog.ParseCheckpoint([]byte(p.Log.Checkpoint), ls.log.Info().Key)
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	hashes := make([][]byte, len(p.Log.Proof))
-	for i, h := range p.Log.Proof {
-		if hashes[i], err = base64.StdEncoding.DecodeString(h); err != nil {
-			t.Fatal(err)
-		}
-	}
 	e := translog.Entry{Key: want.Key(), Seqno: want.Seqno(), ID: want.ID().String()}
-	if err := translog.VerifyInclusion(e, p.Log.Index, hashes, cp); err != nil {
+	if err := ls.monitor.CheckHead(context.Background(), ls.url, e, p.Log); err != nil {
 		t.Fatalf("%s: the head's proof: %v", what, err)
 	}
 }
@@ -374,4 +368,35 @@ func testLogUnavailable(t *testing.T, open Open) {
 	}
 	ls2.wantEntries(t, "after the retry", ents(links...)...)
 	ls2.wantProven(t, "after the retry", links[1])
+}
+
+// testLogClientGone: clients that hang up while their append or read is
+// being logged leave no duplicate entries: the logging goes on without
+// them.
+func testLogClientGone(t *testing.T, open Open) {
+	s, _ := open(t)
+	ls := startLog(t, s, openLog(t, t.TempDir()))
+	links := Chain(t, Identity(t, 68), 3)
+	appendAll(t, s, links[:2]) // stored, not logged
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i)*time.Millisecond)
+			defer cancel()
+			if i%2 == 0 {
+				ls.c.Append(ctx, links[2]) // errors are expected: the client hangs up
+				return
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ls.url+sigchain.ChainsPath+links[0].Key().String(), nil)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if err := ls.c.Append(context.Background(), links[2]); err != nil {
+		t.Fatal(err)
+	}
+	ls.wantEntries(t, "after clients hung up", ents(links...)...)
+	ls.wantProven(t, "after clients hung up", links[2])
 }

@@ -54,7 +54,7 @@ type Handler struct {
 //	GET /v1/log/consistency?from=M&to=N    a translog.ConsistencyProof, 0 < M ≤ N ≤ the published size
 //
 // Tile paths are parsed by the tlog-tiles grammar, in its canonical form
-// only, and must lie within the published tree (else 404); the files are
+// only (else 400), and must lie within the published tree (else 404); the files are
 // read through tessera, never by a path built from the URL. Full tiles
 // and bundles are cached as immutable. Every endpoint counts against
 // lim.ReadsPerIP (429 with Retry-After past it).
@@ -170,7 +170,7 @@ func (h *Handler) tile(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := parseTilePath(r.PathValue("path"))
 	if err != nil {
-		httpjson.Error(w, http.StatusNotFound, "not a tile path (C2SP tlog-tiles: tile/L/N[.p/W] or tile/entries/N[.p/W], N as x001/x234/067)")
+		httpjson.Error(w, http.StatusBadRequest, "not a tile path (C2SP tlog-tiles: tile/L/N[.p/W] or tile/entries/N[.p/W], N as x001/x234/067)")
 		return
 	}
 	cp, err := h.log.published(r.Context())

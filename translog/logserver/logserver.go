@@ -22,7 +22,6 @@ package logserver
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -397,7 +396,7 @@ func (l *Log) Proof(ctx context.Context, key kez.PublicKey, seqno uint64) (*tran
 	if err := translog.VerifyInclusion(translog.Entry{Key: key, Seqno: seqno, ID: id}, uint64(idx), hashes, cp); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	return &translog.HeadProof{Checkpoint: string(cp.Note), Index: uint64(idx), Proof: encodeHashes(hashes)}, nil
+	return &translog.HeadProof{Checkpoint: string(cp.Note), Index: uint64(idx), Proof: translog.EncodeHashes(hashes)}, nil
 }
 
 // Consistency returns the consistency proof between the trees of sizes
@@ -418,7 +417,7 @@ func (l *Log) Consistency(ctx context.Context, from, to uint64) (*translog.Consi
 	if err != nil {
 		return nil, fmt.Errorf("%w: consistency proof: %w", ErrUnavailable, err)
 	}
-	return &translog.ConsistencyProof{From: from, To: to, Proof: encodeHashes(hashes)}, nil
+	return &translog.ConsistencyProof{From: from, To: to, Proof: translog.EncodeHashes(hashes)}, nil
 }
 
 // Ready reports whether the log can serve: its checkpoint is readable and
@@ -428,12 +427,4 @@ func (l *Log) Ready(ctx context.Context) error {
 		return err
 	}
 	return l.db.PingContext(ctx)
-}
-
-func encodeHashes(in [][]byte) []string {
-	out := make([]string, len(in))
-	for i, h := range in {
-		out[i] = base64.StdEncoding.EncodeToString(h)
-	}
-	return out
 }

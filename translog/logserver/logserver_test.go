@@ -2,7 +2,6 @@ package logserver
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -16,13 +15,9 @@ import (
 
 func decode(t testing.TB, in []string) [][]byte {
 	t.Helper()
-	out := make([][]byte, len(in))
-	for i, s := range in {
-		b, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[i] = b
+	out, err := translog.DecodeHashes(in)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
@@ -87,16 +82,16 @@ func TestAppendProofConsistency(t *testing.T) {
 		t.Fatalf("Logged = %v %d %v %v, want %v at 4", got, idx, ok, err, entries[4])
 	}
 	last := cps[len(cps)-1]
-	for _, old := range cps {
-		if old.Size == last.Size {
-			continue
-		}
-		p, err := l.Consistency(ctx, old.Size, last.Size)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := translog.VerifyConsistency(old, last, decode(t, p.Proof)); err != nil {
-			t.Fatalf("consistency %d → %d: %v", old.Size, last.Size, err)
+	// Between every two checkpoints seen, also older ones than the newest.
+	for i, old := range cps {
+		for _, nu := range cps[i:] {
+			p, err := l.Consistency(ctx, old.Size, nu.Size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := translog.VerifyConsistency(old, nu, decode(t, p.Proof)); err != nil {
+				t.Fatalf("consistency %d → %d: %v", old.Size, nu.Size, err)
+			}
 		}
 	}
 	for _, r := range [][2]uint64{{0, 1}, {0, 0}, {3, 2}, {1, last.Size + 1}, {^uint64(0), ^uint64(0)}} {
@@ -243,5 +238,45 @@ func TestOpenErrors(t *testing.T) {
 			l.Close(ctx)
 			t.Errorf("%s: Open succeeded", name)
 		}
+	}
+}
+
+// AppendAll keeps the order it was given, even with other appends racing
+// it, and records every entry.
+func TestAppendAllKeepsOrder(t *testing.T) {
+	ctx := context.Background()
+	l, _ := openTest(t, t.TempDir())
+	var chain []translog.Entry
+	for i := range 30 {
+		chain = append(chain, entry(t, 7, uint64(i+1), fmt.Sprint("o", i)))
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if _, err := l.Append(ctx, entry(t, 8, uint64(i+1), fmt.Sprint("r", i))); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	idx, err := l.AppendAll(ctx, chain)
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range idx {
+		if i > 0 && idx[i] <= idx[i-1] {
+			t.Fatalf("entry %d at %d, after entry %d at %d", i, idx[i], i-1, idx[i-1])
+		}
+		checkProof(t, l, chain[i], idx[i])
+	}
+	if got, x, ok, _ := l.Logged(ctx, chain[0].Key); !ok || got != chain[29] || x != idx[29] {
+		t.Fatalf("Logged = %v at %d", got, x)
+	}
+	if idx, err := l.AppendAll(ctx, nil); err != nil || len(idx) != 0 {
+		t.Fatalf("AppendAll(nil) = %v %v", idx, err)
+	}
+	bad := append(chain[:1:1], translog.Entry{Key: chain[0].Key, Seqno: 2})
+	if _, err := l.AppendAll(ctx, bad); !errors.Is(err, translog.ErrBadEntry) {
+		t.Fatalf("a bad entry among good ones: %v", err)
 	}
 }

@@ -12,8 +12,10 @@
 //
 //   - NATS: nats-server's server package (the version pinned in go.mod),
 //     or Config.NATSServer, a nats-server binary;
-//   - the sig-server: sigchain.NewHandler over SQLite, or Config.SigServer,
-//     a kez-sig-server binary;
+//   - the sig-server: sigchain.NewHandler over SQLite with a transparency
+//     log (translog/logserver, checkpoints every 100 ms, its /v1/info and
+//     /v1/log/ served beside the chains), or Config.SigServer, a
+//     kez-sig-server binary (its log in the same folder);
 //   - the chat-server: chatserver.Server, or Config.ChatServer, a
 //     kez-chat-server binary.
 //
@@ -50,9 +52,11 @@ import (
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
+	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore/groupstore"
+	"github.com/kez-lat/kez-chat/translog/logserver"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -72,7 +76,12 @@ const (
 	KeysFolder   = "keys"            // the chat-server's callout keys
 	ChatDB       = "chat.db"         // the handle registry
 	SigDB        = "sig.db"          // the sigchains
+	SigLogDir    = SigDB + ".log"    // the sig-server's transparency log (as kez-sig-server's default)
 )
+
+// SigLogCheckpointInterval is how often the stack's sig-server publishes a
+// checkpoint of its log (tessera's minimum): an append waits for the next.
+const SigLogCheckpointInterval = logserver.MinCheckpointInterval
 
 const (
 	natsReadyTimeout = 2 * time.Minute  // NATS recovering a large JetStream store
@@ -111,6 +120,9 @@ type Config struct {
 	SigArgs    []string
 	SigEnv     []string
 	SigOptions []sigchain.HandlerOption
+	// SigNoLog runs the sig-server without a transparency log (in this
+	// process; a process gets --no-log).
+	SigNoLog bool
 	// WrapSigServer, if set, wraps the handler of the sig-server in this
 	// process (to count or record the requests it serves, say).
 	WrapSigServer func(http.Handler) http.Handler
@@ -148,6 +160,9 @@ type Stack struct {
 	// Chat is the chat-server running in this process, or nil when it
 	// runs as a process.
 	Chat *chatserver.Server
+	// SigLog is the transparency log of the sig-server running in this
+	// process, or nil (a process, or Config.SigNoLog).
+	SigLog *logserver.Log
 
 	cfg      Config
 	natsConf string // DIR/nats.conf
@@ -273,7 +288,11 @@ func (s *Stack) startSig(ctx, serveCtx context.Context, log *slog.Logger) error 
 	dbPath := filepath.Join(s.Dir, SigDB)
 	if s.cfg.SigServer != "" {
 		var err error
-		args := append([]string{"--db", dbPath}, s.cfg.SigArgs...)
+		args := []string{"--db", dbPath, "--log-checkpoint-interval", SigLogCheckpointInterval.String()}
+		if s.cfg.SigNoLog {
+			args = append(args, "--no-log")
+		}
+		args = append(args, s.cfg.SigArgs...)
 		if s.sigProc, s.SigServerURL, err = s.startServer("sig-server", s.cfg.SigServer, &s.ports.SigServer, args, s.cfg.SigEnv, SigLogFile); err != nil {
 			return err
 		}
@@ -290,19 +309,58 @@ func (s *Stack) startSig(ctx, serveCtx context.Context, log *slog.Logger) error 
 		ln.Close()
 		return fmt.Errorf("devstack: sig-server database: %w", err)
 	}
-	var h http.Handler = sigchain.NewHandler(s.chains, append([]sigchain.HandlerOption{sigchain.WithLogger(log)}, s.cfg.SigOptions...)...)
-	// The group API beside the chains, as kez-sig-server mounts it.
+	opts := []sigchain.HandlerOption{sigchain.WithLogger(log)}
+	ready := s.chains.Ping
+	if !s.cfg.SigNoLog {
+		if s.SigLog, err = s.openSigLog(ctx, log); err != nil {
+			ln.Close()
+			return err
+		}
+		opts = append(opts, sigchain.WithLog(s.SigLog))
+		ready = func(ctx context.Context) error {
+			if err := s.chains.Ping(ctx); err != nil {
+				return err
+			}
+			return s.SigLog.Ready(ctx)
+		}
+	}
+	var h http.Handler = sigchain.NewHandler(s.chains, append(opts, s.cfg.SigOptions...)...)
+	// The group API and the log's beside the chains, as kez-sig-server
+	// mounts them.
 	gh := group.NewHandler(groupstore.New(s.chains), s.chains, group.WithLogger(log), group.WithLimits(group.NoLimits()))
+	lh := s.SigLog.Handler(logserver.Limits{ReadsPerIP: ratelimit.Unlimited}) // nil SigLog: "no log"
 	mux := http.NewServeMux()
 	mux.Handle(group.GroupsPath, gh)
 	mux.Handle(group.GroupsPath+"/", gh)
+	mux.Handle(logserver.InfoPath, lh)
+	mux.Handle(logserver.LogPath, lh)
 	mux.Handle("/", h)
 	h = mux
 	if s.cfg.WrapSigServer != nil {
 		h = s.cfg.WrapSigServer(h)
 	}
-	s.serve(serveCtx, ln, httpserve.Wrap(h, httpserve.Options{Ready: s.chains.Ping, Logger: log}), log)
+	s.serve(serveCtx, ln, httpserve.Wrap(h, httpserve.Options{Ready: ready, Logger: log}), log)
 	return nil
+}
+
+// openSigLog opens the sig-server's transparency log in DIR/sig.db.log,
+// its key made on first start and named after the stack's domain.
+func (s *Stack) openSigLog(ctx context.Context, log *slog.Logger) (*logserver.Log, error) {
+	dir := filepath.Join(s.Dir, SigLogDir)
+	keyFile := filepath.Join(dir, "log.key")
+	origin := s.Domain + "/sigchain-log"
+	if _, err := os.Stat(keyFile); err == nil {
+		origin = "" // an existing key keeps its name
+	}
+	signer, _, err := logserver.LoadOrCreateKey(keyFile, origin)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: the sig-server's log key: %w", err)
+	}
+	lg, err := logserver.Open(ctx, logserver.Config{Dir: dir, Signer: signer, CheckpointInterval: SigLogCheckpointInterval, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("devstack: the sig-server's log: %w", err)
+	}
+	return lg, nil
 }
 
 // startChat starts the chat-server: in this process, serving until
@@ -449,6 +507,11 @@ func (s *Stack) close() error {
 	}
 	if s.Chat != nil {
 		errs = append(errs, s.Chat.Close())
+	}
+	if s.SigLog != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		errs = append(errs, s.SigLog.Close(ctx))
+		cancel()
 	}
 	if s.chains != nil {
 		errs = append(errs, s.chains.Close())

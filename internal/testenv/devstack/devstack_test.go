@@ -3,6 +3,7 @@ package devstack
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -19,6 +20,9 @@ import (
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/translog"
+	"github.com/kez-lat/kez-chat/translog/logserver"
 	"github.com/nats-io/nats.go"
 )
 
@@ -83,6 +87,42 @@ func register(t *testing.T, st *Stack, name string) *kez.Identity {
 	return id
 }
 
+// wantLogged checks that the sig-server at url keeps a log named origin
+// and proves id's chain head with it.
+func wantLogged(t *testing.T, url, origin string, id *kez.Identity) {
+	t.Helper()
+	get := func(path string, v any) {
+		t.Helper()
+		resp, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+	}
+	var info translog.Info
+	get(logserver.InfoPath, &info)
+	if info.Log == nil || info.Log.Origin != origin {
+		t.Fatalf("/v1/info: %+v, want a log named %s", info.Log, origin)
+	}
+	var page struct {
+		HeadSeqno uint64              `json:"head_seqno"`
+		Head      string              `json:"head"`
+		Log       *translog.HeadProof `json:"log"`
+	}
+	get(sigchain.ChainsPath+id.PublicKey().String(), &page)
+	if page.Log == nil {
+		t.Fatal("the chain has no proof")
+	}
+	m := &translog.Monitor{Pins: translog.NewMemPins(), RequireLog: true}
+	e := translog.Entry{Key: id.PublicKey(), Seqno: page.HeadSeqno, ID: page.Head}
+	if err := m.CheckHead(context.Background(), url, e, page.Log); err != nil {
+		t.Fatalf("the head's proof: %v", err)
+	}
+}
+
 // login logs id in to NATS at url through the callout, as a client does.
 func login(t *testing.T, url string, id *kez.Identity) error {
 	t.Helper()
@@ -131,6 +171,7 @@ func TestInProcess(t *testing.T) {
 	if err := login(t, st.NATSURL, alice); err != nil {
 		t.Fatalf("alice's NATS login: %v", err)
 	}
+	wantLogged(t, st.SigServerURL, "dev.example/sigchain-log", alice)
 	if err := login(t, st.NATSURL, identity(t, "stranger")); !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("a key without a handle logged in: %v", err)
 	}
@@ -460,9 +501,11 @@ func TestAllProcesses(t *testing.T) {
 	if st.Chat != nil || st.NATS() != nil {
 		t.Fatal("something runs in this process")
 	}
-	if err := login(t, st.NATSURL, register(t, st, "alice")); err != nil {
+	alice := register(t, st, "alice")
+	if err := login(t, st.NATSURL, alice); err != nil {
 		t.Fatal(err)
 	}
+	wantLogged(t, st.SigServerURL, "localhost/sigchain-log", alice)
 	if log, _ := os.ReadFile(filepath.Join(dir, ChatLogFile)); !strings.Contains(string(log), "level=DEBUG") {
 		t.Error("ChatArgs did not reach the chat-server (no debug lines)")
 	}

@@ -9,8 +9,8 @@
 // nats-server (in the test process, or as a separate process with
 // Options.NATSProcess) configured with exactly the nats.conf snippet
 // "kez-chat-server nats-config" prints for the stack's keys, a sig-server
-// (sigchain.NewHandler over a SQLite file) and a chat-server
-// (chatserver.Server), each on a loopback port. It waits until the
+// (sigchain.NewHandler over a SQLite file, with a transparency log) and a
+// chat-server (chatserver.Server), each on a loopback port. It waits until the
 // chat-server is ready (callout listening, inbox stream provisioned) and
 // stops everything in t.Cleanup. The servers' logs are printed if the test
 // fails.
@@ -42,6 +42,7 @@ import (
 	"github.com/kez-lat/kez-chat/internal/testenv/testlog"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/translog/logserver"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -85,6 +86,10 @@ type Options struct {
 	// WrapSigServer, if set, wraps the sig-server's handler (to count or
 	// record the requests it serves, say).
 	WrapSigServer func(http.Handler) http.Handler
+	// NoSigLog runs the sig-server without its transparency log (by
+	// default it keeps one, checkpoints every 100 ms, and every chain GET
+	// carries a proof).
+	NoSigLog bool
 }
 
 // Stack is a running deployment. Its fields are set by [Start] and must not
@@ -98,6 +103,7 @@ type Stack struct {
 	KeysDir      string // the chat-server's callout keys
 	NATSConfig   string // the nats.conf snippet NATS runs with, as rendered for KeysDir
 	Chat         *chatserver.Server
+	SigLog       *logserver.Log // the sig-server's transparency log; nil with Options.NoSigLog
 
 	t          testing.TB
 	allowLocal bool
@@ -131,6 +137,7 @@ func Start(t testing.TB, o Options) *Stack {
 		Logger:        log,
 		SigOptions:    []sigchain.HandlerOption{sigchain.WithLimits(sigLimits)},
 		WrapSigServer: o.WrapSigServer,
+		SigNoLog:      o.NoSigLog,
 		EditChat: func(c *chatserver.Server) {
 			c.NATSOptions = []nats.Option{nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(10*time.Millisecond, 10*time.Millisecond)}
 			c.UserJWTLifetime = o.UserJWTLifetime
@@ -157,7 +164,7 @@ func Start(t testing.TB, o Options) *Stack {
 	})
 	s.dev = dev
 	s.NATSURL, s.ServerURL, s.SigServerURL = dev.NATSURL, dev.ServerURL, dev.SigServerURL
-	s.Domain, s.KeysDir, s.NATSConfig, s.Chat = dev.Domain, dev.KeysDir, dev.NATSConfig, dev.Chat
+	s.Domain, s.KeysDir, s.NATSConfig, s.Chat, s.SigLog = dev.Domain, dev.KeysDir, dev.NATSConfig, dev.Chat, dev.SigLog
 	return s
 }
 
