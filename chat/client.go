@@ -37,6 +37,9 @@ const (
 	// DefaultAckWait is how long the server waits for this client to
 	// acknowledge a delivered message before delivering it again.
 	DefaultAckWait = 30 * time.Second
+	// DefaultLogViewInterval is how often an unchanged log view is sent
+	// again to a contact.
+	DefaultLogViewInterval = time.Hour
 )
 
 // inboxPrefix starts every inbox subject: kez.v1.inbox.<to>.<from>.
@@ -122,6 +125,11 @@ type Config struct {
 	// also logged as an error. It is called after the change was stored,
 	// from the goroutine that saw it; it must not block.
 	OnGroupEvent func(GroupEvent)
+	// LogViewInterval is how often an unchanged log view is sent again
+	// to a contact (docs/spec/chat.md §11; a changed one goes once a
+	// minute at most): 0 means DefaultLogViewInterval, a negative value
+	// sends none (contacts' log views are still checked).
+	LogViewInterval time.Duration
 	// OnSplitView, if set, is told of each split view the client records
 	// (see [Client.SplitViews]): a sig-server's log, or a contact's own
 	// chain head, that contradicts what this client was shown. It is
@@ -251,6 +259,9 @@ func Open(ctx context.Context, cfg Config) (c *Client, err error) {
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = DefaultAckWait
+	}
+	if cfg.LogViewInterval == 0 {
+		cfg.LogViewInterval = DefaultLogViewInterval
 	}
 	cfg.setStrangerDefaults()
 	c = &Client{

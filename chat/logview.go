@@ -28,8 +28,6 @@ import (
 
 // Timing of log views.
 const (
-	// logViewEvery: a view that did not change is sent again after this.
-	logViewEvery = time.Hour
 	// logViewMin: at most one view per contact per this, sent or received.
 	logViewMin = time.Minute
 	// maxSplitViews bounds the split views recorded.
@@ -216,10 +214,10 @@ func distinct(ss ...string) []string {
 
 // sendLogView sends the user's log view to the contact's devices ts
 // before a message, if it is due: it changed since the last one sent
-// to the contact and logViewMin passed, or logViewEvery passed. Failures
+// to the contact and logViewMin passed, or Config.LogViewInterval passed. Failures
 // are logged: the message is sent anyway.
 func (c *Client) sendLogView(ctx context.Context, ct *Contact, ts []target) {
-	if c.cc.Log == nil || len(ts) == 0 {
+	if c.cc.Log == nil || len(ts) == 0 || c.cfg.LogViewInterval < 0 {
 		return
 	}
 	now := c.now()
@@ -255,7 +253,7 @@ func (c *Client) sendLogView(ctx context.Context, ct *Contact, ts []target) {
 	}
 	body := c.ownView(ctx, ct)
 	digest := sha256.Sum256(body)
-	if body == nil || digest == st.digest && now.Sub(st.sentAt) < logViewEvery || now.Sub(st.sentAt) < logViewMin {
+	if body == nil || digest == st.digest && now.Sub(st.sentAt) < c.cfg.LogViewInterval || now.Sub(st.sentAt) < logViewMin {
 		lv.mu.Unlock()
 		return
 	}

@@ -51,14 +51,7 @@ func startViewStack(t *testing.T, split bool) *viewStack {
 	key := filepath.Join(t.TempDir(), "log.key")
 	vs := &viewStack{honest: logtest.Start(t, logtest.Options{KeyFile: key}), liar: logtest.Start(t, logtest.Options{KeyFile: key})}
 	vs.st = stacktest.Start(t, stacktest.Options{WrapSigServer: vs.route})
-	vs.alice, vs.bob = vs.st.NewUser(t, "alice"), vs.st.NewUser(t, "bob")
-	for _, u := range []*stacktest.User{vs.alice, vs.bob} {
-		links, err := vs.honest.Client(nil).Fetch(testCtx(t), u.Key, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		appendChainAt(t, vs.liar, links)
-	}
+	vs.register(t)
 	if split {
 		vs.st.NewUser(t, "carol")
 		_, req := stacktest.NewDeviceRequest(t, "evil")
@@ -70,6 +63,20 @@ func startViewStack(t *testing.T, split bool) *viewStack {
 		vs.evil = l
 	}
 	return vs
+}
+
+// register registers alice and bob at the stack (the honest server) and
+// copies their chains to the liar.
+func (vs *viewStack) register(t *testing.T) {
+	t.Helper()
+	vs.alice, vs.bob = vs.st.NewUser(t, "alice"), vs.st.NewUser(t, "bob")
+	for _, u := range []*stacktest.User{vs.alice, vs.bob} {
+		links, err := vs.honest.Client(nil).Fetch(testCtx(t), u.Key, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendChainAt(t, vs.liar, links)
+	}
 }
 
 // route is the stack's sig-server: the honest server, but for a "liar"
@@ -95,12 +102,18 @@ func appendChainAt(t *testing.T, s *logtest.Server, links []*sigchain.Link) {
 	}
 }
 
-// shownTo opens a client that the sig-server shows view ("liar" or "").
+// shownTo opens a client (sending log views) that the sig-server shows
+// view ("liar" or "").
 func shownTo(view string) clientOpt {
 	return func(c *Config) {
+		withLogViews(c)
 		c.Client.HTTPClient = &http.Client{Transport: viewTransport{view}, Timeout: 20 * time.Second}
 	}
 }
+
+// withLogViews makes a test client send log views (openClientIn turns
+// them off).
+func withLogViews(c *Config) { c.LogViewInterval = 0 }
 
 // onSplit records the split views a client reports.
 type onSplit struct {
@@ -282,7 +295,7 @@ func TestLogViewFlood(t *testing.T) {
 func TestLogViewSendTiming(t *testing.T) {
 	vs := startViewStack(t, false)
 	var offset atomic.Int64
-	a := openClient(t, vs.st, vs.alice, func(c *Config) {
+	a := openClient(t, vs.st, vs.alice, withLogViews, func(c *Config) {
 		c.Client.Clock = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	})
 	b := openClient(t, vs.st, vs.bob)
@@ -328,14 +341,7 @@ func TestLogViewSendTiming(t *testing.T) {
 func TestLogViewHeadMismatch(t *testing.T) {
 	vs := &viewStack{honest: logtest.Start(t, logtest.Options{Origin: "a.test/sigchain-log"}), liar: logtest.Start(t, logtest.Options{Origin: "b.test/sigchain-log"})}
 	vs.st = stacktest.Start(t, stacktest.Options{WrapSigServer: vs.route})
-	vs.alice, vs.bob = vs.st.NewUser(t, "alice"), vs.st.NewUser(t, "bob")
-	for _, u := range []*stacktest.User{vs.alice, vs.bob} {
-		links, err := vs.honest.Client(nil).Fetch(testCtx(t), u.Key, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		appendChainAt(t, vs.liar, links)
-	}
+	vs.register(t)
 	// Alice's own new device at the honest server, an attacker's at the
 	// liar.
 	_, req := stacktest.NewDeviceRequest(t, "laptop")
