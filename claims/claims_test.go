@@ -10,6 +10,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/internal/testenv/limittest"
 	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/miekg/dns"
 	"github.com/nbd-wtf/go-nostr"
 	"github.com/nbd-wtf/go-nostr/nip19"
 )
@@ -538,4 +539,41 @@ func TestClaimPrev(t *testing.T) {
 	if err := CheckPosition(st, c.st.Key(), cl); !errors.Is(err, ErrStale) {
 		t.Fatalf("another prev: %v", err)
 	}
+}
+
+// TestCheckDNSAnswerNames: only TXT records of the name asked (or of the
+// names its CNAME chain in the answer leads to) count; a record of another
+// name in the answer proves nothing.
+func TestCheckDNSAnswerNames(t *testing.T) {
+	srv := newDNSServer(t)
+	c := newChain(t, zeroIdentity(t))
+	txt := func(owner, text string) dns.RR {
+		return &dns.TXT{Hdr: dns.RR_Header{Name: dns.Fqdn(owner), Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{text}}
+	}
+	cname := func(owner, target string) dns.RR {
+		return &dns.CNAME{Hdr: dns.RR_Header{Name: dns.Fqdn(owner), Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: dns.Fqdn(target)}
+	}
+	check := func(identity string, answer func(text string) []dns.RR, want error) {
+		t.Helper()
+		st := c.statement(ServiceDNS, identity)
+		srv.setAnswer("_kez."+identity, answer(st.Text())...)
+		c.claim(ServiceDNS, identity, st.Text())
+		wantErr(t, checkLast(t, &Checker{DNSServer: srv.Addr}, c), want)
+	}
+	// The statement, but as the record of another name.
+	check("alice.example.org", func(s string) []dns.RR { return []dns.RR{txt("_kez.mallory.example", s)} }, ErrNotFound)
+	// A CNAME to a name whose record is not in the answer, and an
+	// unrelated record that holds it.
+	check("bob.example.org", func(s string) []dns.RR {
+		return []dns.RR{cname("_kez.bob.example.org", "proofs.example.net"), txt("other.example.net", s)}
+	}, ErrNotFound)
+	// Delegation through a CNAME chain, in any order and case: verified.
+	check("carol.example.org", func(s string) []dns.RR {
+		return []dns.RR{txt("Proofs.Example.NET", s), cname("_kez.proofs.example.com", "proofs.example.net"),
+			cname("_KEZ.carol.example.org", "_kez.proofs.example.com")}
+	}, nil)
+	// A CNAME loop ends.
+	check("loop.example.org", func(s string) []dns.RR {
+		return []dns.RR{cname("_kez.loop.example.org", "a.example"), cname("a.example", "_kez.loop.example.org"), txt("b.example", s)}
+	}, ErrNotFound)
 }

@@ -82,9 +82,21 @@ func (c *Checker) lookupTXT(ctx context.Context, name string) ([]string, error) 
 	if r.Truncated {
 		return nil, fmt.Errorf("%w: the DNS answer for %s is truncated", ErrUnavailable, name)
 	}
+	// Only records of the name asked count, or of the names its CNAME
+	// chain in the answer leads to: a record of any other name in the
+	// answer proves nothing for this one.
+	owners := map[string]bool{strings.ToLower(m.Question[0].Name): true}
+	for grew := true; grew; {
+		grew = false
+		for _, rr := range r.Answer {
+			if cn, ok := rr.(*dns.CNAME); ok && owners[strings.ToLower(cn.Hdr.Name)] && !owners[strings.ToLower(cn.Target)] {
+				owners[strings.ToLower(cn.Target)], grew = true, true
+			}
+		}
+	}
 	var out []string
 	for _, rr := range r.Answer {
-		if t, ok := rr.(*dns.TXT); ok && rr.Header().Class == dns.ClassINET {
+		if t, ok := rr.(*dns.TXT); ok && rr.Header().Class == dns.ClassINET && owners[strings.ToLower(t.Hdr.Name)] {
 			out = append(out, strings.Join(t.Txt, ""))
 		}
 	}

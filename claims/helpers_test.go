@@ -110,6 +110,7 @@ type dnsServer struct {
 
 	mu       sync.Mutex
 	txt      map[string][][]string // lower-case FQDN → records, each a list of strings
+	rrs      map[string][]dns.RR   // lower-case FQDN → the whole answer section, as given
 	truncate bool                  // answer UDP queries with TC set and no records
 	rcode    int
 	udp, tcp int // queries seen per transport
@@ -117,7 +118,7 @@ type dnsServer struct {
 
 func newDNSServer(t testing.TB) *dnsServer {
 	t.Helper()
-	s := &dnsServer{txt: map[string][][]string{}}
+	s := &dnsServer{txt: map[string][][]string{}, rrs: map[string][]dns.RR{}}
 	var (
 		pc  net.PacketConn
 		ln  net.Listener
@@ -154,6 +155,14 @@ func (s *dnsServer) set(name string, records ...[]string) {
 	s.txt[dns.Fqdn(strings.ToLower(name))] = records
 }
 
+// setAnswer makes the answer to a query for name exactly rrs, whatever
+// names and types they carry (a lying or sloppy server).
+func (s *dnsServer) setAnswer(name string, rrs ...dns.RR) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rrs[dns.Fqdn(strings.ToLower(name))] = rrs
+}
+
 func (s *dnsServer) setTruncate(v bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -180,9 +189,12 @@ func (s *dnsServer) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	}
 	name := strings.ToLower(q.Question[0].Name)
 	recs, ok := s.txt[name]
+	rrs, given := s.rrs[name]
 	switch {
 	case s.rcode != 0:
 		m.Rcode = s.rcode
+	case given:
+		m.Answer = rrs
 	case !ok:
 		m.Rcode = dns.RcodeNameError
 	case isUDP && s.truncate:

@@ -116,6 +116,7 @@ func (h *Handler) ensureLogged(ctx context.Context, key kez.PublicKey) error {
 	}
 	var missing []translog.Entry
 	since := uint64(0) // log the stored links after this seqno
+	prevID := ""       // the ID of the link at since
 	if logged && !last.IsDeletion() {
 		held := false
 		switch {
@@ -129,7 +130,7 @@ func (h *Handler) ensureLogged(ctx context.Context, key kez.PublicKey) error {
 			held = len(links) == 1 && storedID(links[0]) == last.ID
 		}
 		if held {
-			since = last.Seqno
+			since, prevID = last.Seqno, last.ID
 		} else {
 			missing = append(missing, translog.Entry{Key: key})
 			h.log.InfoContext(ctx, "sigchain: logging the deletion of a chain", "key", key.String(), "logged_seqno", last.Seqno, "stored_seqno", head.Seqno)
@@ -148,7 +149,16 @@ func (h *Handler) ensureLogged(ctx context.Context, key kez.PublicKey) error {
 		}
 		for _, b := range links {
 			since++
-			missing = append(missing, translog.Entry{Key: key, Seqno: since, ID: storedID(b)})
+			// The store's reads are not one snapshot: a chain deleted and
+			// made again between them would log one chain's links on top
+			// of the other's, a history no chain had. Each link must
+			// follow the one before it; if not, the next request logs the
+			// chain again, with its deletion.
+			if err := follows(b, since, prevID); err != nil {
+				return fmt.Errorf("the chain changed while it was logged: %w", err)
+			}
+			prevID = storedID(b)
+			missing = append(missing, translog.Entry{Key: key, Seqno: since, ID: prevID})
 		}
 	}
 	if len(missing) == 0 {
@@ -162,6 +172,23 @@ func (h *Handler) ensureLogged(ctx context.Context, key kez.PublicKey) error {
 		if _, err := h.linkLog.Append(ctx, e); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// follows checks that the stored link b is at seqno and follows the link
+// of ID prevID ("" at seqno 1).
+func follows(b []byte, seqno uint64, prevID string) error {
+	l, err := ParseLink(b)
+	if err != nil {
+		return err
+	}
+	var prev string
+	if l.Prev().Defined() {
+		prev = l.Prev().String()
+	}
+	if l.Seqno() != seqno || prev != prevID {
+		return fmt.Errorf("link %s at seqno %d does not follow %q at seqno %d", l.ID(), l.Seqno(), prevID, seqno-1)
 	}
 	return nil
 }

@@ -20,17 +20,22 @@ import (
 
 // Pins persists what a client learned of logs: each sig-server's log
 // (origin and note key, trusted on first use) and the newest checkpoint it
-// accepted per origin. Implementations are safe for concurrent use.
+// accepted per log. A log is named by its verifier key text
+// ([LogInfo].Key, "origin+hash+base64key"), not by its origin alone: a
+// server that names another log's origin with its own key must not make
+// its checkpoints stand in for that log's. Implementations are safe for
+// concurrent use.
 type Pins interface {
 	// LogOf returns the log pinned for the sig-server at base URL server.
 	LogOf(ctx context.Context, server string) (LogInfo, bool, error)
 	// SetLogOf pins the log of server.
 	SetLogOf(ctx context.Context, server string, li LogInfo) error
 	// Latest returns the newest accepted checkpoint (a signed note) of the
-	// log origin.
-	Latest(ctx context.Context, origin string) ([]byte, bool, error)
-	// SetLatest records note as the newest accepted checkpoint of origin.
-	SetLatest(ctx context.Context, origin string, note []byte) error
+	// log whose verifier key text is log.
+	Latest(ctx context.Context, log string) ([]byte, bool, error)
+	// SetLatest records note as the newest accepted checkpoint of the log
+	// whose verifier key text is log.
+	SetLatest(ctx context.Context, log string, note []byte) error
 }
 
 // Monitor checks the log proofs of chain heads a client fetches and the
@@ -57,7 +62,7 @@ type Monitor struct {
 	once   sync.Once
 	pins   Pins
 	mu     sync.Mutex
-	locks  map[string]*sync.Mutex // per server ("s:") and per origin ("o:")
+	locks  map[string]*sync.Mutex // per server ("s:") and per log key ("o:")
 	noLogs map[string]time.Time   // server → when it said it keeps no log
 }
 
@@ -185,7 +190,7 @@ func (m *Monitor) Latest(ctx context.Context, server string) ([]byte, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
-	n, _, err := m.pins.Latest(ctx, li.Origin)
+	n, _, err := m.pins.Latest(ctx, li.Key)
 	return n, err
 }
 
@@ -298,22 +303,20 @@ func (m *Monitor) keyChanged(server string, pinned LogInfo, now *LogInfo) error 
 	return fmt.Errorf("%w: %s: pinned %s", ErrLogKeyChanged, server, pinned.Key)
 }
 
-// accept checks cp against the newest accepted checkpoint of its origin
-// (rule 4) and keeps it if it is newer.
+// accept checks cp, verified with li.Key, against the newest accepted
+// checkpoint of that log (rule 4) and keeps it if it is newer.
 func (m *Monitor) accept(ctx context.Context, server string, li LogInfo, cp *Checkpoint) error {
-	defer m.lock("o:" + cp.Origin)()
-	oldNote, ok, err := m.pins.Latest(ctx, cp.Origin)
+	defer m.lock("o:" + li.Key)()
+	oldNote, ok, err := m.pins.Latest(ctx, li.Key)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return m.pins.SetLatest(ctx, cp.Origin, cp.Note)
+		return m.pins.SetLatest(ctx, li.Key, cp.Note)
 	}
 	old, err := ParseCheckpoint(oldNote, li.Key)
 	if err != nil {
-		// The newest accepted checkpoint of this origin was signed by
-		// another key: two servers claim one origin.
-		return fmt.Errorf("%w: origin %q: %w", ErrLogKeyChanged, cp.Origin, err)
+		return fmt.Errorf("%w: the accepted checkpoint of %s: %w", ErrBadCheckpoint, li.Key, err)
 	}
 	switch {
 	case cp.Size == old.Size:
@@ -325,7 +328,7 @@ func (m *Monitor) accept(ctx context.Context, server string, li LogInfo, cp *Che
 		if err := m.consistent(ctx, server, old, cp, old, cp); err != nil {
 			return err
 		}
-		return m.pins.SetLatest(ctx, cp.Origin, cp.Note)
+		return m.pins.SetLatest(ctx, li.Key, cp.Note)
 	default:
 		return m.consistent(ctx, server, cp, old, old, cp)
 	}
@@ -419,16 +422,16 @@ func (p *memPins) SetLogOf(_ context.Context, server string, li LogInfo) error {
 	return nil
 }
 
-func (p *memPins) Latest(_ context.Context, origin string) ([]byte, bool, error) {
+func (p *memPins) Latest(_ context.Context, log string) ([]byte, bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n, ok := p.latest[origin]
+	n, ok := p.latest[log]
 	return bytes.Clone(n), ok, nil
 }
 
-func (p *memPins) SetLatest(_ context.Context, origin string, n []byte) error {
+func (p *memPins) SetLatest(_ context.Context, log string, n []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.latest[origin] = bytes.Clone(n)
+	p.latest[log] = bytes.Clone(n)
 	return nil
 }

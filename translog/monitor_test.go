@@ -396,3 +396,41 @@ func TestMonitorConcurrent(t *testing.T) {
 		t.Errorf("%d /v1/info requests", s.infoHits.Load())
 	}
 }
+
+// TestOriginSquat: another sig-server that names the origin of a log it
+// does not hold (with its own key) cannot lock a client out of the real
+// log: the accepted checkpoints are kept per log (origin and key), so the
+// squatter's checkpoint, seen first, does not stand in for the real log's.
+func TestOriginSquat(t *testing.T) {
+	ctx := context.Background()
+	real := tlogtest.New(t, tlogtest.Options{})
+	squat := tlogtest.New(t, tlogtest.Options{Seed: "squatter"}) // same origin, another key
+	if real.Info.Origin != squat.Info.Origin || real.Info.Key == squat.Info.Key {
+		t.Fatal("want one origin, two keys")
+	}
+	rs, ss := newSigServer(t, real), newSigServer(t, squat)
+	alice := chainEntries("alice", 1)[0]
+	real.Append(t, alice)
+	squat.Append(t, chainEntries("mallory", 2)...)
+	m := newMonitor(translog.NewMemPins())
+	if err := m.CheckHead(ctx, ss.URL, chainEntries("mallory", 2)[1], squat.HeadProof(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CheckHead(ctx, rs.URL, alice, real.HeadProof(t, 0)); err != nil {
+		t.Fatalf("the real log after a squatter of its origin: %v", err)
+	}
+	for url, want := range map[string]*tlogtest.Log{rs.URL: real, ss.URL: squat} {
+		n, err := m.Latest(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := translog.ParseCheckpoint(n, want.Info.Key); err != nil {
+			t.Errorf("latest of %s: %v", url, err)
+		}
+	}
+	// Each log's own history is still checked: a witnessed checkpoint of
+	// the squatter's log does not verify as the real one's.
+	if err := m.Witness(ctx, rs.URL, []byte(squat.HeadProof(t, 1).Checkpoint)); !errors.Is(err, translog.ErrBadCheckpoint) {
+		t.Errorf("squatter's checkpoint witnessed for the real server: %v", err)
+	}
+}

@@ -618,3 +618,68 @@ func FuzzClaimIdentity(f *testing.F) {
 		}
 	})
 }
+
+// TestClaimDisplayInjection: a chain's claims are text its owner chose;
+// "kez whois" and "kez claim list" show them so that they can neither
+// move the terminal (C1 controls, bidi overrides, line separators) nor
+// push the status of the claim out of sight (runs of spaces, length), nor
+// pass for a verified claim.
+func TestClaimDisplayInjection(t *testing.T) {
+	id, _, err := kez.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	l, err := sigchain.NewLink(id, nil, sigchain.TypeEldest, sigchain.EldestBody(id.PublicKey(), id.EncryptionKey(0).PublicKey(), 0, ""), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sigchain.Verify([]*sigchain.Link{l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat(" ", 150)
+	hostile := [][3]string{
+		{"dns", "alice.example.org  verified" + pad + "\u202e", "x"},
+		{"https", "alice.example.org\u0085https alice.example.org  verified", "x"},
+		{"github", "alice  verified" + pad, "\u009b2J\u202egro.elpmaxe.ecila" + pad + "x"},
+		{"nostr", "npub1\u2028" + strings.Repeat("q", 200), "{}"},
+	}
+	for _, c := range hostile {
+		if l, err = sigchain.NewLink(id, st, sigchain.TypeAddClaim, sigchain.AddClaimBody(c[0], c[1], c[2]), now); err != nil {
+			t.Fatal(err)
+		}
+		if st, err = st.Extend([]*sigchain.Link{l}); err != nil {
+			t.Fatalf("%q: %v", c[1], err)
+		}
+	}
+	cs := claimsJSON((&claims.Checker{}).Check(context.Background(), st))
+	var b strings.Builder
+	printWhois(&b, whoisJSON{Claims: cs})
+	for _, c := range cs {
+		b.WriteString(claimLine(c) + "\n") // as "kez claim list" prints it
+	}
+	out := b.String()
+	for i := 0; i < len(out); i++ {
+		if c := out[i]; c != '\n' && (c < 0x20 || c > 0x7e) {
+			t.Fatalf("byte 0x%02x at %d of the output:\n%s", c, i, out)
+		}
+	}
+	n := 0
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.Contains(line, "alice") && !strings.Contains(line, "npub1") {
+			continue
+		}
+		n++
+		i := strings.Index(line, "  failed: ")
+		if j := strings.Index(line, "  not checked: "); i < 0 || (j >= 0 && j < i) {
+			i = j
+		}
+		if i < 0 || i > 120 {
+			t.Errorf("the status is at byte %d of the line:\n%s", i, line)
+		}
+	}
+	if n != 2*len(hostile) {
+		t.Errorf("%d claim lines, want %d:\n%s", n, 2*len(hostile), out)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -348,9 +349,51 @@ func runClaimList(ctx context.Context, e *env, o claimOptions) error {
 		return nil
 	}
 	for _, c := range out {
-		fmt.Fprintf(e.stdout, "%s %s  %s\n", c.Service, c.Identity, c.statusWords())
+		fmt.Fprintln(e.stdout, claimLine(c))
 	}
 	return nil
+}
+
+// claimLine words a claim and its check on one line, as "kez claim list"
+// and "kez whois" show it: "SERVICE IDENTITY  STATUS".
+// The identity is shown as it is only if it is valid for its service (or
+// short and visible ASCII); else quoted and cut (displayText), so that a
+// chain cannot move the terminal nor push the status out of sight.
+func claimLine(c whoisClaim) string {
+	id := c.Identity
+	if claims.CheckIdentity(c.Service, id) != nil {
+		id = displayText(id)
+	}
+	return c.Service + " " + id + "  " + c.statusWords()
+}
+
+// maxDisplayText bounds the text of a chain (an identity, a proof) shown
+// as it is; longer text is quoted and cut.
+const maxDisplayText = 64
+
+// displayText returns s as it is if it is 1 to maxDisplayText bytes of
+// visible ASCII (no space), else displayQuoted(s).
+func displayText(s string) string {
+	if s == "" || len(s) > maxDisplayText {
+		return displayQuoted(s)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return displayQuoted(s)
+		}
+	}
+	return s
+}
+
+// displayQuoted quotes the first maxDisplayText characters of s in
+// printable ASCII (Go escapes for the others: controls, bidi overrides,
+// line separators, look-alikes), "..." after the quote if s was cut.
+func displayQuoted(s string) string {
+	r := []rune(s)
+	if len(r) > maxDisplayText {
+		return strconv.QuoteToASCII(string(r[:maxDisplayText])) + "..."
+	}
+	return strconv.QuoteToASCII(s)
 }
 
 // claimsJSON turns the results of the checks of a chain's claims into
@@ -395,7 +438,7 @@ func (c whoisClaim) statusWords() string {
 func claimReason(c sigchain.Claim, err error) string {
 	switch {
 	case errors.Is(err, claims.ErrUnsupported):
-		return fmt.Sprintf("kez does not check %s claims (its proof: %s)", c.Service, c.Proof)
+		return fmt.Sprintf("kez does not check %s claims (its proof: %s)", c.Service, displayText(c.Proof))
 	case errors.Is(err, claims.ErrNotFound):
 		return claimWhere(c.Service, c.Identity) + " does not hold its statement"
 	case errors.Is(err, claims.ErrWrongKey):
@@ -409,7 +452,7 @@ func claimReason(c sigchain.Claim, err error) string {
 	case errors.Is(err, claims.ErrBadStatement):
 		return "its proof is not a kez claim statement"
 	case errors.Is(err, claims.ErrBadIdentity):
-		return fmt.Sprintf("%q is not a valid %s name", c.Identity, c.Service)
+		return fmt.Sprintf("%s is not a valid %s name", displayQuoted(c.Identity), c.Service)
 	case errors.Is(err, claims.ErrForbidden):
 		return fmt.Sprintf("kez does not contact %s, which is not a public address (KEZ_LOCAL_DOMAINS lists the hosts of this machine or network it may contact)", c.Identity)
 	case errors.Is(err, context.DeadlineExceeded):

@@ -229,7 +229,7 @@ func printWhois(w io.Writer, o whoisJSON) {
 		if i == 0 {
 			label = "claims:"
 		}
-		fmt.Fprintf(w, "%-14s%s %s  %s\n", label, c.Service, c.Identity, c.statusWords())
+		fmt.Fprintf(w, "%-14s%s\n", label, claimLine(c))
 	}
 	for i, d := range o.Devices {
 		label := ""

@@ -178,10 +178,13 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	}
 	info := translog.LogInfo{Origin: c.Signer.Name(), Key: c.VerifierKey}
 	// The key of a log never changes: clients pinned it.
+	var published uint64 // the size of the published checkpoint
 	if old, err := os.ReadFile(filepath.Join(c.Dir, layout.CheckpointPath)); err == nil {
-		if _, err := translog.ParseCheckpoint(old, info.Key); err != nil {
+		cp, err := translog.ParseCheckpoint(old, info.Key)
+		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrKeyMismatch, err)
 		}
+		published = cp.Size
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("logserver: reading the checkpoint: %w", err)
 	}
@@ -192,6 +195,17 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	if err := sqlitedb.Migrate(db, migrations); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("logserver: %s: %w", IndexFile, err)
+	}
+	// Rows are written only once a published checkpoint covers them: rows
+	// at or past the published size are of leaves the log no longer holds
+	// (its files restored from an older copy, or their last writes lost).
+	// They would stand for the leaves appended next at those indexes.
+	if res, err := db.ExecContext(ctx, `DELETE FROM entries WHERE idx >= ?`, int64(published)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("logserver: %s: %w", IndexFile, err)
+	} else if n, _ := res.RowsAffected(); n > 0 {
+		c.Logger.Warn("logserver: the index had entries past the log's published checkpoint; dropped them (they are logged again when their chains are next read)",
+			"size", published, "dropped", n)
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	fail := func(err error) (*Log, error) {

@@ -1,7 +1,8 @@
 // Package sqlitepins keeps a client's [translog.Pins] in a SQLite file
 // (by convention "log.db" in the client's home directory): each
-// sig-server's pinned log and the newest checkpoint accepted per log
-// origin. Several processes may share the file.
+// sig-server's pinned log and the newest checkpoint accepted per log (named
+// by its verifier key text, see [translog.Pins]). Several processes may
+// share the file.
 package sqlitepins
 
 import (
@@ -27,7 +28,7 @@ CREATE TABLE logs (
 	vkey   TEXT NOT NULL
 );
 CREATE TABLE latest (
-	origin TEXT PRIMARY KEY,
+	origin TEXT PRIMARY KEY, -- the log's verifier key text (translog.Pins)
 	size   INTEGER NOT NULL,
 	note   BLOB NOT NULL
 );`}
@@ -80,7 +81,8 @@ func (p *Pins) SetLogOf(ctx context.Context, server string, li translog.LogInfo)
 	return nil
 }
 
-// Latest returns the newest accepted checkpoint of origin.
+// Latest returns the newest accepted checkpoint of the log whose verifier
+// key text is origin.
 func (p *Pins) Latest(ctx context.Context, origin string) ([]byte, bool, error) {
 	var n []byte
 	err := p.db.QueryRowContext(ctx, `SELECT note FROM latest WHERE origin = ?`, origin).Scan(&n)
@@ -93,7 +95,8 @@ func (p *Pins) Latest(ctx context.Context, origin string) ([]byte, bool, error) 
 	return n, true, nil
 }
 
-// SetLatest records note as the newest accepted checkpoint of origin. A
+// SetLatest records note as the newest accepted checkpoint of the log
+// whose verifier key text is origin. A
 // note of a smaller tree than the one recorded (another process accepted a
 // newer one meanwhile) leaves the record as it is.
 func (p *Pins) SetLatest(ctx context.Context, origin string, note []byte) error {
