@@ -7,7 +7,10 @@
 // revoked device's refusal, callout logins
 // against plain nkey logins, registered users' logins during a bogus-login
 // flood against the same logins without it, sigchain verification against raw
-// ed25519.Verify, verified P2P fetches against a raw libp2p stream, raw
+// ed25519.Verify, the transparency log (a head's inclusion proof against
+// the chain's verification, a sig-server's appends with its log against
+// the same without, an audit of the log against fetching it unchecked),
+// verified P2P fetches against a raw libp2p stream, raw
 // TCP and croc, and the chat-server's memory with 1,000 users logged in.
 //
 //	go run ./cmd/kez-bench            # full run, a few minutes on 2 vCPUs
@@ -80,7 +83,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	floodConns := fs.Int("flood-conns", def.FloodConns, "connects: the login flood's connections at once")
 	floodDur := fs.Duration("flood-duration", 0, "connects: how long the login flood, and the same logins without it, last (default 10s; --quick 4s)")
 	floodUsers := fs.Int("flood-users", def.FloodUsers, "connects: registered users logging in during the flood")
-	links := fs.Int("chain-links", def.ChainLinks, "sigchains: links in the verified chain")
+	links := fs.Int("chain-links", def.ChainLinks, "sigchains: links in the verified chain (and in the chain whose head proof log checks)")
+	logEntries := fs.Int("log-entries", def.LogEntries, "log: entries in the log the head proof is checked against")
+	logAppenders := fs.Int("log-appenders", def.LogAppenders, "log: appenders at once, each on its own chain")
+	logLinks := fs.Int("log-links", 0, "log: links each appender appends per round (default 4; --quick 2)")
+	logLatency := fs.Int("log-latency-appends", 0, "log: appends timed one at a time, with the log and without (default 10; --quick 5)")
+	logInterval := fs.Duration("log-checkpoint-interval", 0, "log: the log's checkpoint interval (default: the sig-server's, 500ms)")
+	logBatchAge := fs.Duration("log-batch-age", 0, "log: how long an entry waits to be sequenced with others (default: the sig-server's, 10ms)")
 	blobMiB := fs.Int("blob-mib", 0, "files: blob size in MiB (default 256; --quick 64)")
 	users := fs.Int("users", def.Users, "memory: users logged in at once")
 	senderDevs := fs.Int("sender-devices", def.SenderDevices, "devices: the sending person's devices")
@@ -119,6 +128,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	setIf(&cfg.HistoryMessages, *historyMsgs)
 	setIf(&cfg.Revocations, *revocations)
 	cfg.GroupSize, cfg.RekeyMembers = *groupSize, *rekeyMembers
+	cfg.LogEntries, cfg.LogAppenders = *logEntries, *logAppenders
+	setIf(&cfg.LogLinks, *logLinks)
+	setIf(&cfg.LogLatencyAppends, *logLatency)
+	cfg.LogCheckpointInterval, cfg.LogBatchMaxAge = *logInterval, *logBatchAge
 	setIf(&cfg.GroupMessages, *groupMsgs)
 	if *duration > 0 {
 		cfg.Duration = *duration

@@ -24,6 +24,11 @@
 //     logins without it: the share within 2 s, p50 and p99;
 //   - sigchains: links verified (parse + sigchain.Verify) against raw
 //     ed25519.Verify;
+//   - log: the transparency log's inclusion proof a client checks per
+//     chain fetch against the chain's own verification; a sig-server's
+//     appends with its log against the same without it, and one
+//     append's latency; an audit of that log (translog/audit) against
+//     fetching its entry bundles unchecked;
 //   - files: a verified P2P fetch (files.Node) against a raw libp2p stream
 //     and raw TCP, a private (encrypted) fetch, and croc;
 //   - memory: the chat-server's RSS with 1,000 users logged in;
@@ -56,10 +61,11 @@ import (
 
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/translog/logserver"
 )
 
 // Groups of figures, in the order Run measures them.
-var Groups = []string{"sigchains", "messaging", "devices", "connects", "memory", "files", "groups"}
+var Groups = []string{"sigchains", "log", "messaging", "devices", "connects", "memory", "files", "groups"}
 
 // Config sizes a run. [Default] is the full run; [Quick] finishes in under
 // a minute; [Smoke] is for tests.
@@ -83,7 +89,14 @@ type Config struct {
 	FloodDuration time.Duration `json:"flood_duration_ns"` // connects: how long the flood (and its baseline) lasts
 	FloodUsers    int           `json:"flood_users"`       // connects: registered users logging in meanwhile
 
-	ChainLinks int `json:"chain_links"` // sigchains: links in the verified chain
+	ChainLinks int `json:"chain_links"` // sigchains: links in the verified chain (and in the chain whose head proof log checks)
+
+	LogEntries            int           `json:"log_entries"`                    // log: entries in the log the head proof is checked against
+	LogAppenders          int           `json:"log_appenders"`                  // log: appenders at once, each on its own chain
+	LogLinks              int           `json:"log_links"`                      // log: links each appender appends per round
+	LogLatencyAppends     int           `json:"log_latency_appends"`            // log: appends timed one at a time, with the log and without
+	LogCheckpointInterval time.Duration `json:"log_checkpoint_interval_ns"`     // log: the log's checkpoint interval (0: the sig-server's default)
+	LogBatchMaxAge        time.Duration `json:"log_batch_max_age_ns,omitempty"` // log: the log's batch age (0: the sig-server's default)
 
 	SenderDevices    int           `json:"sender_devices"`    // devices: the sending person's devices
 	RecipientDevices int           `json:"recipient_devices"` // devices: the recipient person's devices
@@ -113,6 +126,7 @@ func Default() Config {
 		ConnectWorkers: 4, Duration: 2 * time.Second, Rounds: 5,
 		FloodRate: 1000, FloodConns: 64, FloodDuration: 10 * time.Second, FloodUsers: 20,
 		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000,
+		LogEntries: 100_000, LogAppenders: 256, LogLinks: 4, LogLatencyAppends: 10,
 		SenderDevices: 3, RecipientDevices: 5, DeviceMessages: 3000, HistoryMessages: 10000, Revocations: 5, RevokeWait: 30 * time.Second,
 		GroupSize: 100, GroupMessages: 50, RekeyMembers: 1000,
 	}
@@ -127,6 +141,7 @@ func Quick() Config {
 	c.BlobSize = 64 << 20
 	c.DeviceMessages, c.HistoryMessages, c.Revocations = 600, 2000, 3
 	c.GroupMessages = 15
+	c.LogLinks, c.LogLatencyAppends = 2, 5
 	return c
 }
 
@@ -140,6 +155,7 @@ func Smoke() Config {
 	c.ChainLinks, c.BlobSize, c.Users = 5, 2<<20, 20
 	c.DeviceMessages, c.HistoryMessages, c.Revocations = 20, 30, 1
 	c.GroupSize, c.GroupMessages, c.RekeyMembers = 3, 2, 5
+	c.LogEntries, c.LogAppenders, c.LogLinks, c.LogLatencyAppends = 1000, 4, 2, 2
 	return c
 }
 
@@ -164,6 +180,12 @@ func (c Config) check() error {
 		return fmt.Errorf("bench: the login flood needs a rate, connections, users and a duration of at least %s", floodInterval)
 	case c.ChainLinks < 2:
 		return errors.New("bench: a measured chain needs at least 2 links")
+	case c.LogEntries < 1 || c.LogAppenders < 1 || c.LogLinks < 1 || c.LogLatencyAppends < 1:
+		return errors.New("bench: log needs at least one entry, one appender, one link a round and one timed append")
+	case max(c.Rounds*c.LogLinks, c.LogLatencyAppends) > sigchain.MaxClaims:
+		return fmt.Errorf("bench: log: a chain takes at most %d claims: the rounds' links (%d×%d) and the timed appends (%d) each make one a link", sigchain.MaxClaims, c.Rounds, c.LogLinks, c.LogLatencyAppends)
+	case c.LogCheckpointInterval != 0 && c.LogCheckpointInterval < logserver.MinCheckpointInterval || c.LogBatchMaxAge < 0:
+		return fmt.Errorf("bench: log: the checkpoint interval is at least %s and the batch age is not negative", logserver.MinCheckpointInterval)
 	case c.SenderDevices < 1 || c.RecipientDevices < 1 || c.SenderDevices > sigchain.MaxDevices || c.RecipientDevices > sigchain.MaxDevices:
 		return fmt.Errorf("bench: devices: a person has 1 to %d devices", sigchain.MaxDevices)
 	case c.DeviceMessages < 1 || c.HistoryMessages < 1 || c.Revocations < 1 || c.RevokeWait <= 0:
@@ -184,7 +206,7 @@ func (c Config) check() error {
 }
 
 // Run measures every group cfg selects against st (which may be nil when
-// only sigchains and files run) and returns the report. It stops at the
+// only sigchains, log and files run) and returns the report. It stops at the
 // first group that fails, returning the figures so far with the error.
 func Run(ctx context.Context, st *Stack, cfg Config) (*Report, error) {
 	if err := cfg.check(); err != nil {
@@ -235,6 +257,8 @@ func Run(ctx context.Context, st *Stack, cfg Config) (*Report, error) {
 		switch g {
 		case "sigchains":
 			figs, err = measureSigchains(cfg)
+		case "log":
+			figs, err = measureLog(ctx, cfg)
 		case "messaging":
 			figs, err = measureMessaging(ctx, st, cfg, users)
 		case "devices":

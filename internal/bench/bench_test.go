@@ -45,7 +45,7 @@ func TestSmoke(t *testing.T) {
 	// raw, p50, p99, crypto CPU. Then the handshake and its KEM.
 	// Devices: the fan-out through chat.Client and in sessions, the link
 	// with history and its transfer, the two revocation figures.
-	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "devices": 6, "connects": 4, "sigchains": 1, "files": 4, "memory": 1, "groups": 3}
+	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "devices": 6, "connects": 4, "sigchains": 1, "log": 4, "files": 4, "memory": 1, "groups": 3}
 	got := map[string]int{}
 	for _, f := range rep.Figures {
 		got[f.Group]++
@@ -157,6 +157,14 @@ func TestConfigCheck(t *testing.T) {
 		"rekey small":   func(c *Config) { c.RekeyMembers = c.GroupSize + 1 },
 		"rekey huge":    func(c *Config) { c.RekeyMembers = 1025 },
 		"no group msgs": func(c *Config) { c.GroupMessages = 0 },
+		"empty log":     func(c *Config) { c.LogEntries = 0 },
+		"no appenders":  func(c *Config) { c.LogAppenders = -1 },
+		"no log links":  func(c *Config) { c.LogLinks = 0 },
+		"no latency":    func(c *Config) { c.LogLatencyAppends = 0 },
+		"claims past":   func(c *Config) { c.Rounds, c.LogLinks = 2, 129 },
+		"latency past":  func(c *Config) { c.LogLatencyAppends = 257 },
+		"fast log":      func(c *Config) { c.LogCheckpointInterval = 99 * time.Millisecond },
+		"negative age":  func(c *Config) { c.LogBatchMaxAge = -time.Millisecond },
 	} {
 		c := Smoke()
 		mod(&c)

@@ -79,29 +79,13 @@ func measureSigchains(cfg Config) ([]Figure, error) {
 // buildChain returns the bytes of a chain of n links: the eldest, then
 // add_claim links.
 func buildChain(id *kez.Identity, n int) ([][]byte, error) {
-	t0 := time.Now().Add(-time.Duration(n) * time.Second).Truncate(time.Second)
-	key := id.PublicKey()
-	eldest, err := sigchain.NewLink(id, nil, sigchain.TypeEldest,
-		sigchain.EldestBody(key, id.EncryptionKey(0).PublicKey(), 0, "chain@"+Domain), t0)
+	links, err := (&chainWriter{id: id, name: "chain"}).next(n)
 	if err != nil {
 		return nil, err
 	}
-	st, err := sigchain.Verify([]*sigchain.Link{eldest})
-	if err != nil {
-		return nil, err
-	}
-	out := [][]byte{eldest.Bytes()}
-	for i := 1; i < n; i++ {
-		l, err := sigchain.NewLink(id, st, sigchain.TypeAddClaim,
-			sigchain.AddClaimBody("web", fmt.Sprintf("https://example.com/%d", i), fmt.Sprintf("https://example.com/%d/proof", i)),
-			t0.Add(time.Duration(i)*time.Second))
-		if err != nil {
-			return nil, err
-		}
-		if st, err = st.Extend([]*sigchain.Link{l}); err != nil {
-			return nil, err
-		}
-		out = append(out, l.Bytes())
+	out := make([][]byte, len(links))
+	for i, l := range links {
+		out[i] = l.Bytes()
 	}
 	return out, nil
 }
