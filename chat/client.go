@@ -37,6 +37,9 @@ const (
 	// DefaultAckWait is how long the server waits for this client to
 	// acknowledge a delivered message before delivering it again.
 	DefaultAckWait = 30 * time.Second
+	// DefaultLogViewInterval is how often an unchanged log view is sent
+	// again to a contact.
+	DefaultLogViewInterval = time.Hour
 )
 
 // inboxPrefix starts every inbox subject: kez.v1.inbox.<to>.<from>.
@@ -122,6 +125,18 @@ type Config struct {
 	// also logged as an error. It is called after the change was stored,
 	// from the goroutine that saw it; it must not block.
 	OnGroupEvent func(GroupEvent)
+	// LogViewInterval is how often an unchanged log view is sent again
+	// to a contact (docs/spec/chat.md §11; a changed one goes once a
+	// minute at most): 0 means DefaultLogViewInterval, a negative value
+	// sends none (contacts' log views are still checked).
+	LogViewInterval time.Duration
+	// OnSplitView, if set, is told of each split view the client records
+	// (see [Client.SplitViews]): a sig-server's log, or a contact's own
+	// chain head, that contradicts what this client was shown. It is
+	// also logged as an error, with both checkpoints. It is called after
+	// the split view was stored, from the goroutine that found it; it
+	// must not block.
+	OnSplitView func(SplitView)
 }
 
 // Client is a KEZ chat user's messaging client: it keeps contacts, sends and
@@ -132,6 +147,7 @@ type Config struct {
 type Client struct {
 	cfg      Config
 	cc       client.Config // cfg.Client, discovered
+	ownLog   bool          // Open's Discover made cc.Log: Close closes it
 	id       *kez.Identity // the primary identity; nil on a linked device
 	dev      *kez.Identity // this device's: login, sessions, prekeys
 	devKey   kez.PublicKey
@@ -194,6 +210,8 @@ type Client struct {
 
 	due dueWork // copies due (due.go)
 
+	logViews logViews // log views sent and received (logview.go)
+
 	groups  groupsIndex    // the pinned groups (groups.go)
 	members memberChains   // chains of group members who are no contacts
 	unnamed unnamedSenders // group senders not named yet (nameStoredGroupSenders)
@@ -215,10 +233,19 @@ type Client struct {
 // Errors: those of Discover (client.ErrNoIdentity, client.ErrNoHome, a
 // chat-server that cannot tell its domain), a database that cannot be
 // opened, ErrNotRegistered or ErrUnreachable from Connect, ErrNoStream.
-func Open(ctx context.Context, cfg Config) (*Client, error) {
+func Open(ctx context.Context, cfg Config) (c *Client, err error) {
+	discovered := cfg.Client.Log == nil
 	cc, err := cfg.Client.Discover(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if discovered {
+		// The log pins Discover opened are this client's to close.
+		defer func() {
+			if err != nil {
+				cc.Close()
+			}
+		}()
 	}
 	cfg.Client = cc
 	if cfg.Stream == "" {
@@ -233,9 +260,13 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = DefaultAckWait
 	}
+	if cfg.LogViewInterval == 0 {
+		cfg.LogViewInterval = DefaultLogViewInterval
+	}
 	cfg.setStrangerDefaults()
-	c := &Client{
-		cfg: cfg, cc: cc, id: cc.Identity, dev: cc.DeviceIdentity(), devKey: cc.DeviceKey(), me: cc.PersonKey(),
+	c = &Client{
+		ownLog: discovered,
+		cfg:    cfg, cc: cc, id: cc.Identity, dev: cc.DeviceIdentity(), devKey: cc.DeviceKey(), me: cc.PersonKey(),
 		log: cc.Logger, now: cc.Clock, httpc: cc.HTTPClient, resolver: cc.Resolver,
 		byHandle: map[string]*contactState{}, byKey: map[kez.PublicKey]*contactState{}, byDevice: map[kez.PublicKey][]*contactState{},
 		requesters: map[kez.PublicKey]requester{},
@@ -248,7 +279,7 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 	if c.devKey != c.me {
 		c.log = c.log.With("device", c.devKey.String())
 	}
-	c.sig = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: c.httpc, VerifyOptions: c.verifyOpts()}
+	c.sig = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: c.httpc, VerifyOptions: c.verifyOpts(), Log: cc.Log}
 	if err := os.MkdirAll(cc.Home, 0o700); err != nil {
 		return nil, fmt.Errorf("chat: making the state folder: %w", err)
 	}
@@ -516,8 +547,9 @@ func (c *Client) Shutdown(ctx context.Context) error {
 // state folder next connects), the delivery receipts
 // and the acknowledgements of what was received queued are handed to
 // the connection, which is closed, and so is the
-// database. Use [Client.Shutdown] to let the work under way finish. It is
-// safe to call more than once.
+// database, and the log pins Open opened (client.Config.Close). Use
+// [Client.Shutdown] to let the work under way finish. It is safe to call
+// more than once.
 func (c *Client) Close() error {
 	c.work.Stop()
 	var err error
@@ -538,6 +570,9 @@ func (c *Client) Close() error {
 		c.sends.Wait()
 		c.stopStrangers()
 		err = c.db.close()
+		if c.ownLog {
+			err = errors.Join(err, c.cc.Close())
+		}
 	})
 	return err
 }
@@ -612,6 +647,15 @@ type Stats struct {
 	// fetch waited for Config.GroupUpdateInterval.
 	GroupInvitations     uint64
 	GroupUpdatesDeferred uint64
+	// LogViewsSent counts log views sent to contacts; LogViews counts
+	// contacts' log views checked, LogViewsDropped those dropped (more
+	// than one per contact per minute, or from someone who is no
+	// contact); SplitViews counts split views recorded (docs/spec/chat.md
+	// §11).
+	LogViewsSent    uint64
+	LogViews        uint64
+	LogViewsDropped uint64
+	SplitViews      uint64
 }
 
 type clientStats struct {
@@ -621,6 +665,7 @@ type clientStats struct {
 	copiesDue, dueSent, dueDropped                                                                atomic.Uint64
 	groupStale, groupHeld, groupKeysRefused                                                       atomic.Uint64
 	groupInvitations, groupUpdatesDeferred                                                        atomic.Uint64
+	logViewsSent, logViews, logViewsDropped, splitViews                                           atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -637,5 +682,7 @@ func (c *Client) Stats() Stats {
 		CopiesDue: s.copiesDue.Load(), DueSent: s.dueSent.Load(), DueDropped: s.dueDropped.Load(),
 		GroupStale: s.groupStale.Load(), GroupHeld: s.groupHeld.Load(), GroupKeysRefused: s.groupKeysRefused.Load(),
 		GroupInvitations: s.groupInvitations.Load(), GroupUpdatesDeferred: s.groupUpdatesDeferred.Load(),
+		LogViewsSent: s.logViewsSent.Load(), LogViews: s.logViews.Load(), LogViewsDropped: s.logViewsDropped.Load(),
+		SplitViews: s.splitViews.Load(),
 	}
 }

@@ -430,7 +430,7 @@ func (c *Client) sigClient(domain, base string) (*sigchain.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sigchain.Client{BaseURL: base, HTTPClient: hc, VerifyOptions: c.verifyOpts()}, nil
+	return &sigchain.Client{BaseURL: base, HTTPClient: hc, VerifyOptions: c.verifyOpts(), Log: c.cc.Log}, nil
 }
 
 // domainOf returns the domain of a canonical handle ("bob@kez.lat").

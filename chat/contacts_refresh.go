@@ -65,6 +65,7 @@ func (c *Client) refreshContact(ctx context.Context, cs *contactState, viaHandle
 			// shows them.
 			return c.flagChainRewritten(ctx, cs, err)
 		}
+		c.noteSplit(ctx, err, &ct)
 		c.log.Debug("the contact's sig-server cannot show the pinned head; asking the handle's domain where the chain is", "handle", ct.Handle, "sig_server", ct.SigServer, "err", err)
 	}
 	h, err := c.rules().Parse(ct.Handle)
@@ -72,6 +73,7 @@ func (c *Client) refreshContact(ctx context.Context, cs *contactState, viaHandle
 		return fmt.Errorf("chat: the contact %s: %w", ct.Handle, err)
 	}
 	res, err := c.resolver.ResolveFresh(ctx, h, pinned)
+	c.noteSplit(ctx, err, &ct)
 	var le *sigchain.LinkError
 	switch {
 	case err == nil && res.Key != ct.Key:

@@ -247,6 +247,7 @@ func (c *Client) fetchOwnLocked(ctx context.Context) (*sigchain.State, error) {
 		return nil, err
 	}
 	if err != nil {
+		c.noteSplit(ctx, err, nil)
 		return nil, err
 	}
 	c.ownPin.err = nil
@@ -285,7 +286,8 @@ var errNoSigServer = errors.New("chat: no sig-server to fetch your chain from")
 // from cfg.SigServerURL, checks it against the one pinned in the chat
 // database of cfg.Home (creating it if needed), records what it adds, and
 // returns it; a rollback or fork is an *[OwnChainRewrittenError] and
-// leaves the pin as it was.
+// leaves the pin as it was. With cfg.Log set, the chain's head must be
+// in the sig-server's log (sigchain.Client.Log).
 func FetchOwnChain(ctx context.Context, cfg client.Config) (*sigchain.State, error) {
 	if cfg.SigServerURL == "" {
 		return nil, errNoSigServer
@@ -307,7 +309,7 @@ func FetchOwnChain(ctx context.Context, cfg client.Config) (*sigchain.State, err
 	if now == nil {
 		now = time.Now
 	}
-	sc := &sigchain.Client{BaseURL: cfg.SigServerURL, HTTPClient: cfg.HTTPClient}
+	sc := &sigchain.Client{BaseURL: cfg.SigServerURL, HTTPClient: cfg.HTTPClient, Log: cfg.Log}
 	fctx, cancel := context.WithTimeout(ctx, DefaultRefreshTimeout)
 	defer cancel()
 	st, links, err := checkOwnChain(fctx, sc, me, pinned, []sigchain.VerifyOption{sigchain.WithClock(now)})

@@ -188,6 +188,7 @@ type received struct {
 	syncKeys    bool            // a sync-keys queued, to check against a fresher chain
 	keysStored  bool            // a sync-keys stored
 	history     []*contactState // contacts a sync-history chunk changed, to cache once stored
+	logView     *logView        // a contact's log view, to check once stored
 	err         error           // refused: v2 that did not open, or a downgrade
 	dropped     string          // the request cap it is over, or ""
 	isNew       bool            // entry was not stored before
@@ -296,6 +297,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		gb.quota = quota // an invitation's group messages are requests too
 		for _, r := range items {
 			r.entry, r.receipt, r.control, r.err, r.dropped, r.isNew, r.history = nil, nil, false, nil, "", false, nil
+			r.logView = nil
 			r.syncKeys, r.keysStored = false, false
 			if r.v3 {
 				if err := c.receiveGroupTx(tx, gb, r, now); err != nil {
@@ -352,6 +354,20 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 				if r.v2 {
 					bs.reset[r.from] = true
 				}
+				continue
+			case KindLogView:
+				// Checked once stored (afterLogViews): only a contact's.
+				r.control = true
+				if r.trust == TrustRequest {
+					c.stats.logViewsDropped.Add(1)
+					continue
+				}
+				v, err := parseLogView(m.Body)
+				if err != nil {
+					r.err = err
+					continue
+				}
+				r.logView = &v
 				continue
 			case KindGroupKey, KindGroupUpdate, KindGroupRead:
 				r.control = true
@@ -483,6 +499,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	c.queueReceipts(fresh)
 	c.afterSessions(store, undecryptable, bs.reset)
 	c.afterSync(items)
+	c.afterLogViews(store, items)
 	c.dueKick(openedFrom(items)...)
 	return fresh, nil
 }

@@ -143,7 +143,9 @@ func (c *Client) sendTo(ctx context.Context, cs *contactState, text string, opts
 	if err := ct.Err(); err != nil {
 		return nil, err
 	}
-	return c.publish(ctx, c.contactTargets(&ct, devs), Message{Kind: KindText, Body: []byte(text)}, true, opts)
+	ts := c.contactTargets(&ct, devs)
+	c.sendLogView(ctx, &ct, ts)
+	return c.publish(ctx, ts, Message{Kind: KindText, Body: []byte(text)}, true, opts)
 }
 
 // contactTarget is the target of a contact's primary device: their pinned

@@ -27,7 +27,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 11
+const schemaVersion = 12
 
 var migrations = []string{
 	// 0 → 1
@@ -351,6 +351,26 @@ CREATE TABLE group_updates (
 	// user to a group it has not accepted yet.
 	`
 ALTER TABLE groups ADD COLUMN invited_by TEXT NOT NULL DEFAULT ''; -- U…: an invitation not accepted yet
+`,
+	// 11 → 12: log views (docs/spec/chat.md §11): the last one sent to
+	// each contact, and the split views recorded.
+	`
+CREATE TABLE log_views_sent (
+	peer    TEXT    PRIMARY KEY,  -- the contact's primary key, U…
+	digest  BLOB    NOT NULL,     -- SHA-256 of the body last sent
+	sent_at INTEGER NOT NULL      -- Unix ms
+) STRICT;
+
+CREATE TABLE split_views (
+	origin  TEXT    NOT NULL,             -- the log
+	ours    BLOB    NOT NULL,             -- the checkpoint this client had accepted (signed note)
+	theirs  BLOB    NOT NULL,             -- the one that contradicts it
+	contact TEXT    NOT NULL DEFAULT '',  -- U…: the contact whose log-view showed it; '': this client's own fetch
+	handle  TEXT    NOT NULL DEFAULT '',
+	at      INTEGER NOT NULL,             -- Unix ms
+	reason  TEXT    NOT NULL,
+	PRIMARY KEY (origin, ours, theirs)
+) STRICT;
 `,
 }
 

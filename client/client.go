@@ -15,7 +15,7 @@
 // resolver (and its cache) and ask the server once.
 //
 // Why a package of its own: chat and files both import it, and it imports
-// only what sits below them (kez, handles, sigchain, nats.go), so neither
+// only what sits below them (kez, handles, sigchain, translog, nats.go), so neither
 // depends on the other and no client part imports a server's package
 // (chatserver keeps only the server side of /v1/info).
 package client
@@ -24,14 +24,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/translog"
+	"github.com/kez-lat/kez-chat/translog/sqlitepins"
 	"github.com/nats-io/nats.go"
 )
 
@@ -112,11 +118,20 @@ type Config struct {
 	// See handles.Resolver.LocalDomains.
 	LocalDomains []string
 	// Resolver turns handles into verified keys. nil: Discover makes one
-	// from ServerURL, Domain, AllowLocalDomains, LocalDomains, HTTPClient
-	// and Clock, which remembers answers for handles.DefaultResolveTTL.
+	// from ServerURL, Domain, AllowLocalDomains, LocalDomains, HTTPClient,
+	// Clock and Log, which remembers answers for handles.DefaultResolveTTL.
 	// Without ServerURL and Domain it resolves full handles of other
 	// domains only.
 	Resolver *handles.Resolver
+	// Log checks that every sigchain the parts fetch is in its
+	// sig-server's transparency log and that the logs' checkpoints agree
+	// (docs/spec/translog.md): chat and files give it to every
+	// sigchain.Client they make. nil: Discover makes one whose pins live
+	// in Home/log.db (translog/sqlitepins), which [Config.Close] closes;
+	// it asks the user's own servers, and those that are not public
+	// https (those of local domains), with HTTPClient, and every other
+	// sig-server with the resolver's client for remote origins.
+	Log *translog.Monitor
 
 	// HTTPClient is used for the home chat-server, the sig-servers and
 	// the local domains' servers. nil: one with a [DefaultHTTPTimeout]
@@ -129,6 +144,9 @@ type Config struct {
 	// Clock is the time source (send times, pins, link times, freshness).
 	// nil: time.Now.
 	Clock func() time.Time
+
+	// logPins is the pins file Discover opened for Log, if it did.
+	logPins io.Closer
 }
 
 // Discover returns c completed: the required fields checked, ServerURL
@@ -136,11 +154,13 @@ type Config struct {
 // chat-server at ServerURL when either is empty (an explicit value wins
 // over the server's), AllowLocalDomains on if the home domain is a
 // development domain, and HTTPClient, Logger, Clock and Resolver filled
-// in. A complete Config is returned unchanged and nothing is asked.
+// in, and Log made over Home/log.db (Home is created, mode 0700, if
+// missing). A complete Config is returned unchanged and nothing is asked.
 //
 // Person is filled in with Identity's key when zero.
 //
-// Errors: [ErrNoIdentity], [ErrDevicePerson], [ErrNoHome], or those of [handles.Client.Info]
+// Errors: [ErrNoIdentity], [ErrDevicePerson], [ErrNoHome], a state
+// folder or log pins file that cannot be made or opened, or those of [handles.Client.Info]
 // (handles.ErrUnreachable, handles.ErrNotFound for a server without
 // /v1/info when Domain is not given either, handles.ErrBadInfo,
 // handles.ErrRateLimited), wrapped.
@@ -184,14 +204,86 @@ func (c Config) Discover(ctx context.Context) (Config, error) {
 	if c.Domain != "" && IsDevelopmentDomain(c.Domain) {
 		c.AllowLocalDomains = true
 	}
+	var ownResolver *handles.Resolver
 	if c.Resolver == nil {
-		c.Resolver = &handles.Resolver{
+		ownResolver = &handles.Resolver{
 			DefaultDomain: c.Domain, HomeServer: c.ServerURL, HTTPClient: c.HTTPClient,
 			AllowLocal: c.AllowLocalDomains, LocalDomains: c.LocalDomains,
 			Now: c.Clock, VerifyOptions: []sigchain.VerifyOption{sigchain.WithClock(c.Clock)},
 		}
+		c.Resolver = ownResolver
+	}
+	if c.Log == nil {
+		if err := os.MkdirAll(c.Home, 0o700); err != nil {
+			return c, fmt.Errorf("client: making the state folder: %w", err)
+		}
+		pins, err := sqlitepins.Open(filepath.Join(c.Home, sqlitepins.FileName))
+		if err != nil {
+			return c, fmt.Errorf("client: opening the log pins: %w", err)
+		}
+		c.logPins = pins
+		c.Log = &translog.Monitor{Pins: pins, HTTPClient: c.logHTTPClient(), Clock: c.Clock, Logger: c.Logger}
+	}
+	if ownResolver != nil {
+		ownResolver.Log = c.Log
 	}
 	return c, nil
+}
+
+// Close closes what [Config.Discover] opened for c: the pins file of the
+// Log it made (a Log the caller set is left alone). chat.Client's and
+// files.Sharing's Close call it when their Open discovered the Config;
+// a program that calls Discover itself and gives the result to several
+// parts calls it once they are all closed. It is safe to call more than
+// once.
+func (c *Config) Close() error {
+	if c.logPins == nil {
+		return nil
+	}
+	return c.logPins.Close()
+}
+
+// logHTTPClient is the Log's HTTP client: the configured one for the
+// user's own servers and for those that are not public https (a
+// sig-server is only ever asked for a chain, and so reaches the Log, once
+// the resolver's rules allowed it: such a server is a local domain's),
+// the resolver's client for remote origins for every other. It follows
+// no redirects.
+func (c *Config) logHTTPClient() *http.Client {
+	own := map[string]bool{}
+	for _, s := range []string{c.ServerURL, c.SigServerURL} {
+		if u, err := url.Parse(s); err == nil && u.Host != "" {
+			own[strings.ToLower(u.Host)] = true
+		}
+	}
+	local := c.HTTPClient.Transport
+	if local == nil {
+		local = http.DefaultTransport
+	}
+	timeout := c.HTTPClient.Timeout
+	if timeout <= 0 {
+		timeout = DefaultHTTPTimeout
+	}
+	return &http.Client{
+		Transport:     logTransport{own: own, local: local, remote: c.Resolver.RemoteClient},
+		Timeout:       timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// logTransport sends the Log's requests: see logHTTPClient.
+type logTransport struct {
+	own    map[string]bool // hosts of the user's own servers
+	local  http.RoundTripper
+	remote func() *http.Client
+}
+
+// RoundTrip sends req with the local transport or the remote client's.
+func (t logTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.own[strings.ToLower(req.URL.Host)] || handles.CheckRemoteURL(req.URL) != nil {
+		return t.local.RoundTrip(req)
+	}
+	return t.remote().Transport.RoundTrip(req)
 }
 
 // DeviceKey returns the key this install logs in with: Device's, else

@@ -110,7 +110,7 @@ func (s *Sharing) deviceIndexes(ctx context.Context, st *group.State, g *groupRe
 			s.log.Info("files: a sig-server of a group's members", "group", g.name, "sig_server", base, "err", err)
 			return
 		}
-		out = append(out, &sigchain.Client{BaseURL: base, HTTPClient: hc})
+		out = append(out, &sigchain.Client{BaseURL: base, HTTPClient: hc, Log: s.cfg.Client.Log})
 	}
 	gh, err := s.resolverRules().Parse(g.name)
 	if err != nil {

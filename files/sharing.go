@@ -95,6 +95,7 @@ type Config struct {
 // share made by one is served at once by another that is serving).
 type Sharing struct {
 	cfg      Config
+	ownLog   bool          // Open's Discover made cfg.Client.Log: Close closes it
 	dev      *kez.Identity // the device key: node, NATS login, signalling
 	devKey   kez.PublicKey
 	primary  *kez.Identity // the person's primary key; nil on a linked device
@@ -172,6 +173,7 @@ func (e *NotSharedError) Is(target error) bool { return target == ErrNotShared }
 // connect to anything else yet: NATS and the libp2p node start with the
 // first Fetch or Serve.
 func Open(ctx context.Context, cfg Config) (*Sharing, error) {
+	discovered := cfg.Client.Log == nil
 	cc, err := cfg.Client.Discover(ctx)
 	if err != nil {
 		return nil, err
@@ -187,16 +189,19 @@ func Open(ctx context.Context, cfg Config) (*Sharing, error) {
 		s.keys = cfg.Keys
 	}
 	if cc.SigServerURL != "" {
-		s.sigc = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: s.http, VerifyOptions: cc.Resolver.VerifyOptions}
+		s.sigc = &sigchain.Client{BaseURL: cc.SigServerURL, HTTPClient: s.http, VerifyOptions: cc.Resolver.VerifyOptions, Log: cc.Log}
 	}
 	if cfg.NATS != nil {
 		s.nc = cfg.NATS
 	}
 	idx, err := openIndex(cc.Home, s.log)
 	if err != nil {
+		if discovered {
+			cc.Close()
+		}
 		return nil, err
 	}
-	s.idx = idx
+	s.idx, s.ownLog = idx, discovered
 	return s, nil
 }
 
@@ -227,7 +232,8 @@ func (s *Sharing) Shutdown(ctx context.Context) error {
 // [ErrClosed]; transfers being served are cut, and a fetcher resumes them
 // later), ends the calls under way (a Fetch returns an error wrapping
 // ErrClosed, keeping what it verified), and closes the node, the NATS
-// connection it opened itself and the share index. Use
+// connection it opened itself, the share index and the log pins Open
+// opened (client.Config.Close). Use
 // [Sharing.Shutdown] to let the work under way finish. It is safe to call
 // more than once.
 func (s *Sharing) Close() error {
@@ -248,6 +254,9 @@ func (s *Sharing) Close() error {
 		s.nc.Close()
 	}
 	errs = append(errs, s.idx.close())
+	if s.ownLog {
+		errs = append(errs, s.cfg.Client.Close())
+	}
 	return errors.Join(errs...)
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/kez-lat/kez-chat/claims"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/translog"
 )
 
 // DefaultResolveTTL is how long a [Resolver] keeps a result when its TTL
@@ -97,6 +98,11 @@ type Resolver struct {
 	Now func() time.Time
 	// VerifyOptions are passed to sigchain verification (e.g. a clock).
 	VerifyOptions []sigchain.VerifyOption
+	// Log, if set, checks every chain fetched against its sig-server's
+	// transparency log (sigchain.Client.Log): a head the log does not
+	// prove fails the resolution with an error wrapping translog's (and
+	// [ErrMismatch]).
+	Log *translog.Monitor
 	// Claims checks the identity claims of resolved chains
 	// ([Resolver.CheckClaims]); nil means one made on first use with
 	// LocalDomains.
@@ -167,7 +173,7 @@ func (r *Resolver) ResolveFresh(ctx context.Context, h Handle, known *sigchain.S
 	if err != nil {
 		return nil, fmt.Errorf("handles: the sig-server named for %s: %w", h, err)
 	}
-	sc := sigchain.Client{BaseURL: sigServer, HTTPClient: hc, VerifyOptions: r.VerifyOptions}
+	sc := sigchain.Client{BaseURL: sigServer, HTTPClient: hc, VerifyOptions: r.VerifyOptions, Log: r.Log}
 	var st *sigchain.State
 	var links []*sigchain.Link
 	if known != nil && known.Key() == key && known.Seqno() > 0 {
@@ -223,6 +229,9 @@ func chainError(h Handle, key kez.PublicKey, err error) error {
 		return fmt.Errorf("%w: the sig-server of %s: %w", ErrUnreachable, h, err)
 	case errors.Is(err, sigchain.ErrNotFound):
 		return fmt.Errorf("%w: the registry gives %s to %s, but the sig-server it names has no chain for it", ErrMismatch, h, key)
+	case errors.Is(err, translog.ErrNotLogged), errors.Is(err, translog.ErrBadProof), errors.Is(err, translog.ErrBadCheckpoint),
+		errors.Is(err, translog.ErrInconsistent), errors.Is(err, translog.ErrSplitView), errors.Is(err, translog.ErrLogKeyChanged):
+		return fmt.Errorf("%w: the sig-server of %s does not prove the chain of %s is in its log: %w", ErrMismatch, h, key, err)
 	}
 	return fmt.Errorf("%w: the chain of %s (%s) does not verify: %w", ErrMismatch, h, key, err)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/ratelimit"
+	"github.com/kez-lat/kez-chat/translog"
 )
 
 // ErrUnreachable reports that the sig-server could not be reached or
@@ -86,6 +87,12 @@ type Client struct {
 	// VerifyOptions are passed to [Verify] and [State.Extend] by
 	// [Client.FetchVerified], e.g. [WithClock].
 	VerifyOptions []VerifyOption
+	// Log, if set, checks that the head of every chain fetched is in the
+	// sig-server's transparency log (docs/spec/translog.md): [Client.Fetch]
+	// passes the page that reaches the head to [translog.Monitor.CheckHead]
+	// with BaseURL as the server. nil: heads are not checked (a server
+	// is trusted to show everyone the same chain).
+	Log *translog.Monitor
 }
 
 func (c *Client) httpClient() *http.Client {
@@ -184,6 +191,9 @@ type chainPage struct {
 	HeadSeqno uint64  `json:"head_seqno"`
 	Head      string  `json:"head"`
 	Links     []*Link `json:"links"`
+	// Log is the inclusion proof of the head's log entry, on the page
+	// that reaches the head, from a sig-server that keeps a log.
+	Log *translog.HeadProof `json:"log"`
 }
 
 // Fetch returns the links of key's chain with seqno > since, in order,
@@ -191,6 +201,12 @@ type chainPage struct {
 // and must be signed by key; nothing else is verified (use
 // [Client.FetchVerified]). It returns [ErrNotFound] when the server has no
 // chain for key.
+//
+// With Log set, the page that reaches the head must prove the head is in
+// the sig-server's log ([translog.Monitor.CheckHead]), and the last link
+// returned must be that head; the errors then wrap translog's
+// ([translog.ErrNotLogged], [translog.ErrBadProof], [translog.ErrSplitView],
+// [translog.ErrLogKeyChanged], …).
 func (c *Client) Fetch(ctx context.Context, key kez.PublicKey, since uint64) ([]*Link, error) {
 	var out []*Link
 	for {
@@ -220,9 +236,33 @@ func (c *Client) Fetch(ctx context.Context, key kez.PublicKey, since uint64) ([]
 			out = append(out, l)
 		}
 		if len(p.Links) == 0 || since >= p.HeadSeqno {
+			if err := c.checkHead(ctx, key, &p); err != nil {
+				return nil, err
+			}
 			return out, nil
 		}
 	}
+}
+
+// checkHead checks, with Log set, that the page p reaching the head of
+// key's chain proves the head is logged, and that its last link, if it
+// has any, is that head.
+func (c *Client) checkHead(ctx context.Context, key kez.PublicKey, p *chainPage) error {
+	if c.Log == nil || p.HeadSeqno == 0 {
+		return nil
+	}
+	if n := len(p.Links); n > 0 {
+		last := p.Links[n-1]
+		if last.Seqno() != p.HeadSeqno || last.ID().String() != p.Head {
+			return fmt.Errorf("sigchain: the sig-server names head %d %q but its last link is %d %s: %w",
+				p.HeadSeqno, p.Head, last.Seqno(), last.ID(), translog.ErrBadProof)
+		}
+	}
+	e := translog.Entry{Key: key, Seqno: p.HeadSeqno, ID: p.Head}
+	if err := c.Log.CheckHead(ctx, c.base(), e, p.Log); err != nil {
+		return fmt.Errorf("sigchain: the head of %s (seqno %d) against the sig-server's log: %w", key, p.HeadSeqno, err)
+	}
+	return nil
 }
 
 // FetchVerified fetches and verifies key's chain. With pinned nil it

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"io"
 	"log/slog"
 	"net/http"
@@ -233,7 +234,7 @@ func (m *Monitor) logOf(ctx context.Context, server string, fresh bool) (LogInfo
 // none (a 404 is an older server without a log).
 func (m *Monitor) fetchInfo(ctx context.Context, server string) (*LogInfo, error) {
 	var info Info
-	status, err := m.getJSON(ctx, server+"/v1/info", &info)
+	status, err := m.getJSON(ctx, server+wire.InfoPath, &info)
 	if status == http.StatusNotFound {
 		return nil, nil
 	}

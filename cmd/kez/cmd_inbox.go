@@ -164,6 +164,9 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 	if _, err := c.Sync(ctx); err != nil {
 		return err
 	}
+	if svs, err := c.SplitViews(ctx); err == nil {
+		printSplitViews(e.stderr, svs)
+	}
 	out := &printer{w: e.stdout, asJSON: asJSON}
 	note := &printer{w: e.stderr}
 	var shown []*chat.Entry

@@ -150,7 +150,11 @@ func (e *env) homeResolver(ctx context.Context, homeFlag string, sf serverFlags)
 	if err != nil {
 		return nil, err
 	}
-	return e.resolver(srv), nil
+	r := e.resolver(srv)
+	if r.Log, err = e.accountLog(home); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // resolver returns a resolver, without a cache, whose home is srv.
@@ -167,6 +171,7 @@ func (e *env) resolver(srv servers) *handles.Resolver {
 }
 
 func runWhois(ctx context.Context, e *env, homeFlag string, sf serverFlags, handle string, asJSON bool) error {
+	e.warnSplitViews(ctx, homeFlag)
 	r, err := e.homeResolver(ctx, homeFlag, sf)
 	if err != nil {
 		return err

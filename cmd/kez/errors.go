@@ -26,6 +26,7 @@ import (
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/kez-lat/kez-chat/translog"
 )
 
 // cliErr is an error the CLI worded itself: its message is printed as it
@@ -244,6 +245,12 @@ func (e *env) sentence(err error) string {
 		return forbiddenSentence(err, who)
 	case errors.Is(err, handles.ErrNotFound) && who != "":
 		return fmt.Sprintf("no one is registered as %s", who)
+	case errors.Is(err, translog.ErrSplitView):
+		return fmt.Sprintf("WARNING: the sig-server's transparency log contradicts what it showed before (a split view: it shows different histories to different people), so %s was not trusted: tell the server's operator, and compare fingerprints in person before you trust the keys it serves", cmp.Or(who, "the sigchain"))
+	case errors.Is(err, translog.ErrLogKeyChanged):
+		return fmt.Sprintf("WARNING: the sig-server now signs its transparency log with another key than the one pinned here, so %s was not trusted: ask its operator why", cmp.Or(who, "the sigchain"))
+	case errors.Is(err, translog.ErrNotLogged), errors.Is(err, translog.ErrBadProof), errors.Is(err, translog.ErrBadCheckpoint), errors.Is(err, translog.ErrInconsistent):
+		return fmt.Sprintf("the sig-server did not prove that %s is in its transparency log, so it was not trusted", cmp.Or(who, "the sigchain"))
 	case errors.Is(err, handles.ErrMismatch) && who != "":
 		return fmt.Sprintf("DO NOT TRUST %s: their server's answer does not match the sigchain it points to", who)
 	case errors.Is(err, handles.ErrUnreachable), errors.Is(err, sigchain.ErrUnreachable):

@@ -69,6 +69,8 @@ type env struct {
 	natsURL string
 	// ownChainWarned: the warning of a rewritten own sigchain was shown.
 	ownChainWarned atomic.Bool
+	// closers are closed when the command ends (closeAll).
+	closers []io.Closer
 }
 
 // usageError marks an error caused by how the command was called.
@@ -169,6 +171,7 @@ func run(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "kez %s: %s\nusage: kez %s %s\n", c.name, flagSentence(err), c.name, c.args)
 		return 2
 	}
+	defer e.closeAll()
 	if err := runFn(ctx, pos); err != nil {
 		var ue *usageError
 		if errors.As(err, &ue) {

@@ -114,8 +114,11 @@ func (q *quick) register(ctx context.Context) error {
 
 // online opens u's chat client: it logs in to NATS with u's key.
 func (q *quick) online(ctx context.Context, u *user) error {
-	// One client configuration for chat and files; the chat-server
-	// names the handle domain and the sig-server.
+	// One client configuration for chat and files, discovered once; the
+	// chat-server names the handle domain and the sig-server.
+	if u.client.Home != "" {
+		return q.openChat(ctx, u)
+	}
 	cc, err := client.Config{
 		Identity:  u.id,
 		Home:      u.home,
@@ -127,7 +130,12 @@ func (q *quick) online(ctx context.Context, u *user) error {
 		return fmt.Errorf("%s's client: %w", u.name, err)
 	}
 	u.client = cc
-	c, err := chat.Open(ctx, chat.Config{Client: cc})
+	return q.openChat(ctx, u)
+}
+
+// openChat opens u's chat client with u's discovered configuration.
+func (q *quick) openChat(ctx context.Context, u *user) error {
+	c, err := chat.Open(ctx, chat.Config{Client: u.client})
 	if err != nil {
 		return fmt.Errorf("%s's client: %w", u.name, err)
 	}
@@ -269,6 +277,11 @@ func (q *quick) cleanup() error {
 	for _, u := range []*user{q.alice, q.bob, q.carol} {
 		if u != nil && u.chat != nil {
 			errs = append(errs, q.offlineUser(u))
+		}
+	}
+	for _, u := range []*user{q.alice, q.bob, q.carol} {
+		if u != nil {
+			errs = append(errs, u.client.Close()) // the log pins Discover opened
 		}
 	}
 	if q.stack != nil {

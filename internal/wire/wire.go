@@ -37,7 +37,8 @@ const PrekeysPath = "/v1/prekeys/"
 const GroupsPath = "/v1/groups"
 
 // InfoPath is where a chat-server describes itself (GET, JSON: its handle
-// domain and sig-server).
+// domain and sig-server), and a sig-server names its transparency log
+// (docs/spec/translog.md).
 const InfoPath = "/v1/info"
 
 // ChainSubjectPrefix starts the subjects of a sig-server's JetStream store

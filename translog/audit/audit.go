@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"log/slog"
 	"net/http"
 	"os"
@@ -283,7 +284,7 @@ func (a *auditor) checkpoint(ctx context.Context, ls *logState) (*translog.Check
 
 // info returns the log the server names in /v1/info, nil if none.
 func (a *auditor) info(ctx context.Context) (*translog.LogInfo, error) {
-	body, err := a.get(ctx, "/v1/info", maxInfo)
+	body, err := a.get(ctx, wire.InfoPath, maxInfo)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -292,7 +293,7 @@ func (a *auditor) info(ctx context.Context) (*translog.LogInfo, error) {
 	}
 	li, err := parseInfo(body)
 	if err != nil {
-		return nil, &AnswerError{Path: "/v1/info", StatusCode: http.StatusOK, Reason: err.Error()}
+		return nil, &AnswerError{Path: wire.InfoPath, StatusCode: http.StatusOK, Reason: err.Error()}
 	}
 	return li, nil
 }

@@ -2,6 +2,7 @@ package logserver
 
 import (
 	"errors"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"net/http"
 	"os"
 	"strconv"
@@ -15,7 +16,7 @@ import (
 
 // Paths of the log's HTTP API ([Log.Handler]).
 const (
-	InfoPath = "/v1/info"
+	InfoPath = wire.InfoPath
 	LogPath  = "/v1/log/" // checkpoint, tile/…, consistency
 )
 
