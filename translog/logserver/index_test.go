@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -145,20 +144,7 @@ func TestCacheAfterOpenCleanup(t *testing.T) {
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(filepath.Join(logDir, IndexFile), filepath.Join(dir, IndexFile)); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(logDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(backup, logDir); err != nil {
-		t.Fatal(err)
-	}
-	os.Remove(filepath.Join(logDir, IndexFile+"-wal"))
-	os.Remove(filepath.Join(logDir, IndexFile+"-shm"))
-	if err := os.Rename(filepath.Join(dir, IndexFile), filepath.Join(logDir, IndexFile)); err != nil {
-		t.Fatal(err)
-	}
+	restoreKeepingIndex(t, dir, logDir, backup)
 	l, _ = openTest(t, dir)
 	if e, x, ok, err := l.Logged(ctx, a.Key); err != nil || !ok || e != a || x != 0 {
 		t.Fatalf("Logged(a) after the restore = %v at %d %v %v, want %v at 0", e, x, ok, err, a)

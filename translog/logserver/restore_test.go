@@ -37,20 +37,7 @@ func TestIndexAheadOfLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Restore the tessera files of size 1, keep index.db (rows 0-2).
-	if err := os.Rename(filepath.Join(logDir, IndexFile), filepath.Join(dir, IndexFile)); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(logDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(backup, logDir); err != nil {
-		t.Fatal(err)
-	}
-	os.Remove(filepath.Join(logDir, IndexFile+"-wal"))
-	os.Remove(filepath.Join(logDir, IndexFile+"-shm"))
-	if err := os.Rename(filepath.Join(dir, IndexFile), filepath.Join(logDir, IndexFile)); err != nil {
-		t.Fatal(err)
-	}
+	restoreKeepingIndex(t, dir, logDir, backup)
 
 	l, _ = openTest(t, dir)
 	b := entry(t, 2, 1, "b1")
@@ -67,5 +54,26 @@ func TestIndexAheadOfLog(t *testing.T) {
 	checkProof(t, l, b, 1)
 	if e, _, ok, err := l.Logged(ctx, entry(t, 1, 1, "a1").Key); err != nil || !ok || e.Seqno != 1 {
 		t.Errorf("Logged(a) = %+v %v %v, want seqno 1: the rows past the log are gone", e, ok, err)
+	}
+}
+
+// restoreKeepingIndex replaces the log folder logDir (in dir) by its copy
+// backup, all but index.db, which is kept as it is: tessera's files
+// restored from an older copy while the index was not.
+func restoreKeepingIndex(t *testing.T, dir, logDir, backup string) {
+	t.Helper()
+	if err := os.Rename(filepath.Join(logDir, IndexFile), filepath.Join(dir, IndexFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(logDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(backup, logDir); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(logDir, IndexFile+"-wal"))
+	os.Remove(filepath.Join(logDir, IndexFile+"-shm"))
+	if err := os.Rename(filepath.Join(dir, IndexFile), filepath.Join(logDir, IndexFile)); err != nil {
+		t.Fatal(err)
 	}
 }
