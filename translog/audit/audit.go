@@ -168,7 +168,7 @@ func Run(ctx context.Context, c Config) (*Summary, error) {
 	}
 	defer st.close()
 	a := &auditor{server: server, http: c.HTTPClient, log: c.Logger, now: c.Clock, st: st,
-		factory: &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}, held: map[string]bool{}}
+		factory: &compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}, held: map[string]bool{}, checked: map[string]bool{}}
 	if a.http == nil {
 		a.http = &http.Client{Timeout: 30 * time.Second}
 	}
@@ -190,6 +190,7 @@ type auditor struct {
 	factory *compact.RangeFactory
 	sum     Summary
 	held    map[string]bool // keys whose findings wait for the final check
+	checked map[string]bool // keys compared with the chain endpoint in this run
 }
 
 // inconsistent records a KindInconsistent finding.
@@ -556,7 +557,10 @@ func (a *auditor) checkPending(ctx context.Context, final bool) error {
 			default:
 				delete(a.held, k)
 				found = append(found, fs...)
-				a.sum.Keys++
+				if !a.checked[k] { // a chain in several batches is compared after each
+					a.checked[k] = true
+					a.sum.Keys++
+				}
 			}
 		}()
 	}
