@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/servercmd"
@@ -38,12 +37,8 @@ func (f *logFlags) declare(fs *flag.FlagSet, env servercmd.Env) {
 // parse reads the environment twins the flag package cannot (flags win)
 // and checks the values.
 func (f *logFlags) parse(fs *flag.FlagSet, env servercmd.Env) error {
-	if v := env("KEZ_SIG_NO_LOG"); v != "" && !givenFlag(fs, "no-log") {
-		off, err := strconv.ParseBool(v)
-		if err != nil {
-			return servercmd.Usagef("KEZ_SIG_NO_LOG %q: want true or false", v)
-		}
-		f.off = off
+	if err := env.Bool(fs, "no-log", "KEZ_SIG_NO_LOG", &f.off); err != nil {
+		return err
 	}
 	if err := env.Duration(fs, "log-checkpoint-interval", "KEZ_SIG_LOG_CHECKPOINT_INTERVAL", &f.interval); err != nil {
 		return err
@@ -52,13 +47,6 @@ func (f *logFlags) parse(fs *flag.FlagSet, env servercmd.Env) error {
 		return servercmd.Usagef("--log-checkpoint-interval %v: want at least %v", f.interval, logserver.MinCheckpointInterval)
 	}
 	return nil
-}
-
-// givenFlag reports whether the flag name was set on the command line.
-func givenFlag(fs *flag.FlagSet, name string) bool {
-	found := false
-	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
-	return found
 }
 
 // open opens the log the flags say, or returns nil when the server keeps

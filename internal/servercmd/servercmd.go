@@ -107,6 +107,11 @@ func envValue[T any](e Env, fs *flag.FlagSet, flagName, name string, v *T, parse
 	return nil
 }
 
+// Bool is [Env.Int] for a bool flag (strconv.ParseBool's values).
+func (e Env) Bool(fs *flag.FlagSet, flagName, name string, v *bool) error {
+	return envValue(e, fs, flagName, name, v, strconv.ParseBool, "true or false")
+}
+
 // Float is [Env.Int] for a float64 flag.
 func (e Env) Float(fs *flag.FlagSet, flagName, name string, v *float64) error {
 	s := e(name)
