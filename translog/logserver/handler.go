@@ -2,7 +2,6 @@ package logserver
 
 import (
 	"errors"
-	"github.com/kez-lat/kez-chat/internal/wire"
 	"net/http"
 	"os"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/httpjson"
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/kez-lat/kez-chat/translog"
 )
