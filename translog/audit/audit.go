@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/kez-lat/kez-chat/internal/wire"
 	"log/slog"
 	"net/http"
 	"os"
@@ -36,6 +35,7 @@ import (
 	"github.com/transparency-dev/tessera/client"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/kez-lat/kez-chat/sigchain"
