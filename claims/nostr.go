@@ -2,7 +2,6 @@ package claims
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -164,8 +163,7 @@ func lowerHex(s string, n int) bool {
 			return false
 		}
 	}
-	_, err := hex.DecodeString(s)
-	return err == nil
+	return true
 }
 
 // CheckNostrEvent checks a parsed nostr claim event against the claim of
