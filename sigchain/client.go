@@ -248,8 +248,8 @@ func (c *Client) Fetch(ctx context.Context, key kez.PublicKey, since uint64) ([]
 // key's chain proves the head is logged, and that its last link, if it
 // has any, is that head.
 func (c *Client) checkHead(ctx context.Context, key kez.PublicKey, p *chainPage) error {
-	if c.Log == nil || p.HeadSeqno == 0 {
-		return nil
+	if c.Log == nil || (p.HeadSeqno == 0 && len(p.Links) == 0) {
+		return nil // nothing to prove; links under a head of 0 fail below
 	}
 	if n := len(p.Links); n > 0 {
 		last := p.Links[n-1]

@@ -194,6 +194,12 @@ func TestFetchLogLyingPages(t *testing.T) {
 			p["log"] = rawJSON(hp)
 		},
 		"no checkpoint": func(p map[string]json.RawMessage) { p["log"] = rawJSON(translog.HeadProof{}) },
+		// A head of 0 names no chain, so there would be nothing to prove:
+		// links must not come with it.
+		"head 0 with links": func(p map[string]json.RawMessage) {
+			p["head"], p["head_seqno"] = rawJSON(""), rawJSON(0)
+			delete(p, "log")
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			srv := rewrite(t, s.Logged, edit)
