@@ -39,9 +39,14 @@ import (
 	"syscall"
 
 	"github.com/kez-lat/kez-chat/internal/bench"
+	"k8s.io/klog/v2"
 )
 
 func main() {
+	// The log group's sig-servers keep tessera logs, which log through
+	// klog; the report is the output.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	code, err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)

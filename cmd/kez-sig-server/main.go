@@ -58,6 +58,7 @@ import (
 	"context"
 	"flag"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -72,9 +73,18 @@ import (
 	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/translog/logserver"
+	"k8s.io/klog/v2"
 )
 
+// routeLibraryLog, set by main only, hands the server's logger to the
+// libraries that log through a process-wide logger of their own
+// (tessera's klog), so that their lines come in the server's format.
+// Tests run the server in process and leave it nil: setting that global
+// logger is not safe while other goroutines log.
+var routeLibraryLog func(*slog.Logger)
+
 func main() {
+	routeLibraryLog = klog.SetSlogLogger
 	servercmd.Main("kez-sig-server", func(ctx context.Context) error {
 		return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil)
 	})
@@ -154,6 +164,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log, err := lf.Logger(stderr)
 	if err != nil {
 		return err
+	}
+	if routeLibraryLog != nil {
+		routeLibraryLog(log)
 	}
 
 	reg := servercmd.NewRegistry()
