@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kez-lat/kez-chat/internal/httpjson"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/translog"
 )
@@ -258,6 +259,14 @@ func (h *Handler) logged(w http.ResponseWriter, r *http.Request, l *Link) bool {
 	h.log.ErrorContext(r.Context(), "sigchain: logging the chain failed", "key", l.Key().String(), "err", err)
 	refuseWith(w, http.StatusServiceUnavailable, ReasonLogUnavailable, "the link is stored, but the server could not log it yet; send it again shortly")
 	return false
+}
+
+// answerLogged answers an append of the stored link l with status and
+// l's seqno and ID once l is logged (see logged).
+func (h *Handler) answerLogged(w http.ResponseWriter, r *http.Request, l *Link, status int) {
+	if h.logged(w, r, l) {
+		httpjson.Write(w, status, map[string]any{"seqno": l.Seqno(), "id": l.ID().String()})
+	}
 }
 
 // headProof logs key's chain (ensureLogged) and, if withProof, returns

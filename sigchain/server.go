@@ -502,9 +502,7 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 	}
 	if link.Seqno() != head.Seqno+1 {
 		if link.Seqno() <= head.Seqno && h.alreadyStored(ctx, link) {
-			if h.logged(w, r, link) {
-				httpjson.Write(w, http.StatusOK, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
-			}
+			h.answerLogged(w, r, link, http.StatusOK)
 			return
 		}
 		h.conflict(w, head, (&ConflictError{Head: head}).Error())
@@ -555,9 +553,7 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 			// once, the answer is the retry's.
 			h.appendsPerKey.Refund(key.String())
 			if h.alreadyStored(ctx, link) {
-				if h.logged(w, r, link) {
-					httpjson.Write(w, http.StatusOK, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
-				}
+				h.answerLogged(w, r, link, http.StatusOK)
 				return
 			}
 			h.conflict(w, ce.Head, ce.Error())
@@ -573,10 +569,7 @@ func (h *Handler) append(w http.ResponseWriter, r *http.Request) {
 	}
 	h.remember(&cached{st: next, bytes: size})
 	h.log.InfoContext(ctx, "sigchain: appended", "key", key.String(), "seqno", link.Seqno(), "type", link.Type())
-	if !h.logged(w, r, link) {
-		return
-	}
-	httpjson.Write(w, http.StatusCreated, map[string]any{"seqno": link.Seqno(), "id": link.ID().String()})
+	h.answerLogged(w, r, link, http.StatusCreated)
 }
 
 // alreadyStored reports whether the identical link is stored, so that a
