@@ -184,21 +184,12 @@ func (c *Client) ownView(ctx context.Context, ct *Contact) []byte {
 			c.log.Debug("reading the newest checkpoint of a log", "server", server, "err", err)
 			continue
 		}
-		if len(n) == 0 || len(n) > maxLogViewNoteSize || len(v.Checkpoints) == maxLogViewNotes || containsNote(v.Checkpoints, n) {
+		if len(n) == 0 || len(n) > maxLogViewNoteSize || len(v.Checkpoints) == maxLogViewNotes || slices.ContainsFunc(v.Checkpoints, func(o []byte) bool { return bytes.Equal(o, n) }) {
 			continue
 		}
 		v.Checkpoints = append(v.Checkpoints, n)
 	}
 	return marshalLogView(v)
-}
-
-func containsNote(notes [][]byte, n []byte) bool {
-	for _, o := range notes {
-		if bytes.Equal(o, n) {
-			return true
-		}
-	}
-	return false
 }
 
 // distinct returns the non-empty strings of ss, each once, in order.
