@@ -171,7 +171,7 @@ func (r *Resolver) ClientFor(domain, base string) (*http.Client, error) {
 	if err := CheckRemoteURL(u); err != nil {
 		return nil, err
 	}
-	return r.remoteClient(), nil
+	return r.RemoteClient(), nil
 }
 
 // httpClient is the client for configured servers and local domains: a
@@ -187,7 +187,7 @@ func (r *Resolver) httpClient() *http.Client {
 		if local == nil {
 			local = http.DefaultTransport
 		}
-		remote := r.remoteClient().Transport
+		remote := r.RemoteClient().Transport
 		if remote == nil {
 			remote = http.DefaultTransport
 		}
@@ -244,9 +244,7 @@ func checkLocalRedirect(req *http.Request, via []*http.Request) error {
 // RemoteClient returns the client for remote origins: RemoteHTTPClient,
 // or one made by [NewRemoteClient] (made once). Check a URL a stranger
 // chose with [CheckRemoteURL] before asking it.
-func (r *Resolver) RemoteClient() *http.Client { return r.remoteClient() }
-
-func (r *Resolver) remoteClient() *http.Client {
+func (r *Resolver) RemoteClient() *http.Client {
 	if r.RemoteHTTPClient != nil {
 		return r.RemoteHTTPClient
 	}

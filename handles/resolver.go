@@ -261,7 +261,7 @@ func (r *Resolver) ask(ctx context.Context, h Handle) (kez.PublicKey, string, er
 			if err := CheckRemoteURL(&url.URL{Scheme: "https", Host: h.Domain}); err != nil {
 				return kez.PublicKey{}, "", fmt.Errorf("handles: the domain of %s: %w", h, err)
 			}
-			hc = r.remoteClient()
+			hc = r.RemoteClient()
 		}
 	}
 	c := Client{BaseURL: base, HTTPClient: hc}
