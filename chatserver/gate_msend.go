@@ -1,6 +1,7 @@
 package chatserver
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -149,7 +150,7 @@ func (g *gate) onMultiSend(m *nats.Msg) {
 // parseMulti parses the body of a multi-recipient send from sender, of
 // either form, into its copies (a shared payload is each copy's).
 func parseMulti(b []byte, sender kez.PublicKey) ([]wire.MultiCopy, error) {
-	if len(b) >= len(wire.MultiPayloadMagic) && string(b[:len(wire.MultiPayloadMagic)]) == wire.MultiPayloadMagic {
+	if bytes.HasPrefix(b, []byte(wire.MultiPayloadMagic)) {
 		return wire.ParseMultiPayload(b, sender)
 	}
 	devices, payload, err := wire.ParseMultiSend(b, sender)
