@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"unicode"
 
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/proof"
@@ -33,6 +34,14 @@ type Checkpoint struct {
 func ParseCheckpoint(signed []byte, vkey string) (*Checkpoint, error) {
 	if len(signed) > MaxNoteSize {
 		return nil, fmt.Errorf("%w: %d bytes", ErrBadCheckpoint, len(signed))
+	}
+	// A checkpoint is shown to people as evidence (kez audit, split-view
+	// warnings): no control, format or line-separator character anywhere,
+	// cosignature lines included.
+	for _, r := range string(signed) {
+		if r != '\n' && !unicode.IsPrint(r) {
+			return nil, fmt.Errorf("%w: the character %+q", ErrBadCheckpoint, r)
+		}
 	}
 	v, err := note.NewVerifier(vkey)
 	if err != nil {

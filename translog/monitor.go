@@ -244,9 +244,8 @@ func (m *Monitor) fetchInfo(ctx context.Context, server string) (*LogInfo, error
 	if info.Log == nil {
 		return nil, nil
 	}
-	v, err := note.NewVerifier(info.Log.Key)
-	if err != nil || v.Name() != info.Log.Origin {
-		return nil, fmt.Errorf("%w: %s names a log key that is not a note key of its origin", ErrBadCheckpoint, server)
+	if err := info.Log.Check(); err != nil {
+		return nil, fmt.Errorf("%s names a log that cannot be pinned: %w", server, err)
 	}
 	return info.Log, nil
 }

@@ -33,7 +33,6 @@ import (
 	"github.com/transparency-dev/tessera/api"
 	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/client"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
@@ -307,8 +306,8 @@ func parseInfo(body []byte) (*translog.LogInfo, error) {
 		return nil, errors.New("not JSON")
 	}
 	if li := info.Log; li != nil {
-		if v, err := note.NewVerifier(li.Key); err != nil || v.Name() != li.Origin {
-			return nil, fmt.Errorf("the log key %q is not a note key named %q", li.Key, li.Origin)
+		if err := li.Check(); err != nil {
+			return nil, err
 		}
 	}
 	return info.Log, nil
