@@ -283,7 +283,11 @@ func (t logTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.own[strings.ToLower(req.URL.Host)] || handles.CheckRemoteURL(req.URL) != nil {
 		return t.local.RoundTrip(req)
 	}
-	return t.remote().Transport.RoundTrip(req)
+	rt := t.remote().Transport
+	if rt == nil { // as http.Client does with a nil Transport
+		rt = http.DefaultTransport
+	}
+	return rt.RoundTrip(req)
 }
 
 // DeviceKey returns the key this install logs in with: Device's, else
