@@ -68,23 +68,23 @@ func TestParseInfoRelays(t *testing.T) {
 	}
 	long := "/dns4/" + strings.Repeat("a", handles.MaxRelayLen) + "/tcp/1/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"
 	for name, relays := range map[string]string{
-		"too many":          strings.Join(many, ","),
-		"too long":          `"` + long + `"`,
-		"empty":             `""`,
-		"not a multiaddr":   `"relay.kez.lat:4002"`,
-		"unknown protocol":  `"/ip4/192.0.2.1/tcp/4002/kez/1/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"`,
-		"no /p2p":           `"/ip4/192.0.2.1/tcp/4002"`,
-		"only /p2p":         `"/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"`,
-		"/p2p not last":     `"/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8/ip4/192.0.2.1/tcp/4002"`,
-		"a circuit":         `"` + relayA + `/p2p-circuit/p2p/QmcgpsyWgH8Y8ajJz1Cu72KnS5uo2Aa2LpzU7kinSupNKC"`,
-		"two peer ids":      `"` + relayA + `/p2p/QmcgpsyWgH8Y8ajJz1Cu72KnS5uo2Aa2LpzU7kinSupNKC"`,
-		"bad peer id":       `"/ip4/192.0.2.1/tcp/4002/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh9x"`,
+		"too many":         strings.Join(many, ","),
+		"too long":         `"` + long + `"`,
+		"empty":            `""`,
+		"not a multiaddr":  `"relay.kez.lat:4002"`,
+		"unknown protocol": `"/ip4/192.0.2.1/tcp/4002/kez/1/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"`,
+		"no /p2p":          `"/ip4/192.0.2.1/tcp/4002"`,
+		"only /p2p":        `"/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"`,
+		"/p2p not last":    `"/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8/ip4/192.0.2.1/tcp/4002"`,
+		"a circuit":        `"` + relayA + `/p2p-circuit/p2p/QmcgpsyWgH8Y8ajJz1Cu72KnS5uo2Aa2LpzU7kinSupNKC"`,
+		"two peer ids":     `"` + relayA + `/p2p/QmcgpsyWgH8Y8ajJz1Cu72KnS5uo2Aa2LpzU7kinSupNKC"`,
+		"bad peer id":      `"/ip4/192.0.2.1/tcp/4002/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh9x"`,
 		"control character": `"/dns4/relay
 kez.lat/tcp/4002/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"`,
-		"escape sequence":   `"/dns4/relay[2J.kez.lat/tcp/4002/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"`,
-		"non-ASCII":         `"/dns4/rеlay.kez.lat/tcp/4002/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"`,
-		"twice":             `"` + relayA + `","` + relayA + `"`,
-		"not a string":      `1`,
+		"escape sequence": `"/dns4/relay[2J.kez.lat/tcp/4002/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"`,
+		"non-ASCII":       `"/dns4/rеlay.kez.lat/tcp/4002/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"`,
+		"twice":           `"` + relayA + `","` + relayA + `"`,
+		"not a string":    `1`,
 	} {
 		if in, err := handles.ParseInfo([]byte(`{"domain":"kez.lat","relays":[` + relays + `]}`)); !errors.Is(err, handles.ErrBadInfo) {
 			t.Errorf("%s: ParseInfo = %+v, %v; want ErrBadInfo", name, in, err)
