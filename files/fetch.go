@@ -16,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // Suffixes of the files a fetch keeps beside its destination until it
@@ -271,7 +270,7 @@ func (fx *fetcher) progress() {
 // including the verified leaf hashes, which it leaves in fx.leaves.
 func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
 	var h respHeader
-	s, err := fx.n.host.NewStream(fx.ctx, fx.owner, protocol.ID(protocolID))
+	s, err := fx.n.newStream(fx.ctx, fx.owner)
 	if err != nil {
 		if fx.ctx.Err() != nil {
 			return nil, h, fx.ctx.Err()

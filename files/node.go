@@ -118,6 +118,8 @@ type Node struct {
 	log         *slog.Logger
 
 	punched       *punchedConns // connections hole punching made
+	conns         connWatch     // wakes connect's waiters on new connections
+	rsv           *reservations // nil without relays
 	holePunchWait time.Duration // < 0: do not wait
 	dialTimeout   time.Duration
 
@@ -199,12 +201,20 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(protocol.ID(protocolID), n.handleStream)
+	n.watchConns()
+	if len(cfg.Relays) > 0 {
+		n.rsv = newReservations(n, cfg.Relays)
+		n.rsv.start(n.ctx)
+	}
 	return n, nil
 }
 
 // Close stops serving, closes every connection and the host.
 func (n *Node) Close() error {
 	n.cancel()
+	if n.rsv != nil {
+		n.rsv.done.Wait()
+	}
 	n.host.RemoveStreamHandler(protocol.ID(protocolID))
 	return n.host.Close()
 }
@@ -212,13 +222,26 @@ func (n *Node) Close() error {
 // ID returns the node's libp2p PeerID (the user's key as a PeerID).
 func (n *Node) ID() peer.ID { return n.host.ID() }
 
-// Addrs returns the addresses the node listens on.
-func (n *Node) Addrs() []ma.Multiaddr { return n.host.Addrs() }
+// Addrs returns the addresses the node can be reached at: those it
+// listens on and, with [NodeConfig.Relays], its circuit addresses through
+// the relays it holds a reservation with.
+func (n *Node) Addrs() []ma.Multiaddr {
+	relayed, _ := n.rsv.addrs()
+	return append(n.host.Addrs(), relayed...)
+}
+
+// RelayAddrs returns the node's circuit addresses
+// (<relay address>/p2p/<relay>/p2p-circuit, one per address of each relay
+// of [NodeConfig.Relays] it holds a reservation with; nil without relays)
+// and a channel closed when that list next changes (nil without relays).
+func (n *Node) RelayAddrs() (addrs []ma.Multiaddr, changed <-chan struct{}) {
+	return n.rsv.addrs()
+}
 
 // AddrInfo returns the node's PeerID and addresses, what a fetcher needs to
 // dial it.
 func (n *Node) AddrInfo() peer.AddrInfo {
-	return peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()}
+	return peer.AddrInfo{ID: n.host.ID(), Addrs: n.Addrs()}
 }
 
 // Host returns the underlying libp2p host, for signalling and diagnostics.

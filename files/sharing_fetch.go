@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/ipfs/go-cid"
@@ -137,6 +138,12 @@ func (s *Sharing) Browse(ctx context.Context, handle string) ([]format.Entry, er
 type Fetched struct {
 	format.Entry
 	Path string // where the file now is
+
+	// Route is the route that carried the most bytes (the connection's
+	// route when nothing had to be fetched), Routes the bytes received
+	// over each route used.
+	Route  Route
+	Routes map[Route]int64
 }
 
 // Fetch downloads the file handle shares under the name (or CID) nameOrCID
@@ -219,19 +226,12 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if err != nil {
 		return nil, err
 	}
-	lctx := ctx
-	if o.wait && o.waitTimeout > 0 {
-		var cancel context.CancelFunc
-		lctx, cancel = context.WithTimeout(ctx, o.waitTimeout)
-		defer cancel()
-	}
-	info, err := signal.Locate(lctx, nc, s.devKey, dev, LocateOptions{
-		OwnerName: ow.deviceName(dev), Timeout: s.cfg.LocateTimeout, Wait: o.wait,
-		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: o.onWait, Now: s.now,
-	})
+	info, route, err := s.reach(ctx, node, nc, ow, dev, o)
 	if err != nil {
 		return nil, err
 	}
+	var tally routeTally
+	opts = append(slices.Clip(opts), tally.option(o.routes))
 	target := dst
 	if e.Private {
 		target = dst + EncryptedSuffix
@@ -250,7 +250,9 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 			return nil, fmt.Errorf("files: %q from %s decrypted to %d bytes, not the %d its entry says", e.Name, ow.handle, n, e.Size)
 		}
 	}
-	return &Fetched{Entry: e, Path: dst}, nil
+	f := &Fetched{Entry: e, Path: dst}
+	f.Route, f.Routes = tally.result(route)
+	return f, nil
 }
 
 // findEntry picks the entry named nameOrCID among those the viewer sees,
@@ -403,7 +405,12 @@ func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
 		s.nc, s.ownNC = nc, true
 	}
 	if s.node == nil {
+		relays, err := ParseRelays(s.cfg.Client.Relays)
+		if err != nil {
+			return nil, nil, err
+		}
 		n, err := NewNode(NodeConfig{
+			Relays:        relays,
 			Identity:      s.dev,
 			ListenAddrs:   s.cfg.ListenAddrs,
 			Source:        servingSource{s},
