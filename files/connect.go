@@ -167,3 +167,15 @@ func circuitRelay(a ma.Multiaddr) (peer.ID, bool) {
 	id, err := peer.IDFromBytes(a[len(a)-2].RawValue())
 	return id, err == nil
 }
+
+// relayOf returns the relay of a relayed connection to p
+// (<relay address>/p2p/<relay>), nil if there is none.
+func (n *Node) relayOf(p peer.ID) ma.Multiaddr {
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		a := c.RemoteMultiaddr()
+		if i := slices.IndexFunc(a, func(c ma.Component) bool { return c.Code() == ma.P_CIRCUIT }); i > 0 {
+			return slices.Clone(a[:i])
+		}
+	}
+	return nil
+}

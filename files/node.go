@@ -102,6 +102,10 @@ type NodeConfig struct {
 	// (every address, relays included) before it fails with an
 	// *[UnreachableError]. Zero means 15 s.
 	DialTimeout time.Duration
+
+	// reserveLater: reservations wait for Node.reserve (a Sharing makes
+	// them once it serves, not for a fetch).
+	reserveLater bool
 }
 
 // Node is a libp2p host that serves blobs over the blob exchange protocol
@@ -120,6 +124,7 @@ type Node struct {
 	punched       *punchedConns // connections hole punching made
 	conns         connWatch     // wakes connect's waiters on new connections
 	rsv           *reservations // nil without relays
+	reserveOnce   sync.Once
 	holePunchWait time.Duration // < 0: do not wait
 	dialTimeout   time.Duration
 
@@ -204,9 +209,18 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	n.watchConns()
 	if len(cfg.Relays) > 0 {
 		n.rsv = newReservations(n, cfg.Relays)
-		n.rsv.start(n.ctx)
+		if !cfg.reserveLater {
+			n.reserve()
+		}
 	}
 	return n, nil
+}
+
+// reserve starts keeping the reservations with the node's relays, once.
+func (n *Node) reserve() {
+	if n.rsv != nil {
+		n.reserveOnce.Do(func() { n.rsv.start(n.ctx) })
+	}
 }
 
 // Close stops serving, closes every connection and the host.

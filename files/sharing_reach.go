@@ -34,9 +34,17 @@ func (s *Sharing) reach(ctx context.Context, node *Node, nc *nats.Conn, ow *owne
 		lctx, cancel = context.WithTimeout(ctx, o.waitTimeout)
 		defer cancel()
 	}
+	// One count of waits, whether the owner was offline or unreachable.
+	waits := 0
+	onWait := func(int) {
+		waits++
+		if o.onWait != nil {
+			o.onWait(waits)
+		}
+	}
 	lo := LocateOptions{
 		OwnerName: ow.deviceName(dev), Timeout: s.cfg.LocateTimeout, Wait: o.wait,
-		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: o.onWait, Now: s.now,
+		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: onWait, Now: s.now,
 	}
 	var last *UnreachableError
 	var tried []ma.Multiaddr
@@ -71,9 +79,7 @@ func (s *Sharing) reach(ctx context.Context, node *Node, nc *nats.Conn, ow *owne
 		var d time.Duration
 		switch {
 		case o.wait:
-			if o.onWait != nil {
-				o.onWait(attempt)
-			}
+			onWait(attempt)
 			d = pause
 			pause = min(2*pause, maxWait)
 		case attempt == 1:
