@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files/internal/addrs"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
@@ -16,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // connWatch tells waiters that the node's connections changed: a channel
@@ -69,6 +71,7 @@ func (n *Node) connect(ctx context.Context, owner peer.AddrInfo, name string) (R
 	}
 	dctx, cancel := context.WithTimeout(ctx, n.dialTimeout)
 	defer cancel()
+	n.readyToPunch(dctx, owner)
 	dctx = network.WithAllowLimitedConn(dctx, "kez blobs")
 	if err := n.host.Connect(dctx, peer.AddrInfo{ID: owner.ID}); err != nil {
 		if ctx.Err() != nil {
@@ -86,12 +89,65 @@ func (n *Node) connect(ctx context.Context, owner peer.AddrInfo, name string) (R
 	return n.RouteOf(c), ctx.Err()
 }
 
+// readyToPunch prepares a dial to an owner that lists circuit addresses,
+// so that DCUtR can upgrade the relayed connection: the owner starts the
+// hole punch as soon as the connection is identified, and this node
+// answers it only once its DCUtR handler is set, which go-libp2p does once
+// the node knows a public address of its own (observed by a peer such as
+// the relay). So it connects to the relays those addresses name first and
+// waits, up to the hole punch wait, for that handler. It does nothing when
+// the handler is set, hole punching is off, or no address is a circuit
+// through a relay at a public address (only such a relay can tell this
+// node a public address of its own).
+func (n *Node) readyToPunch(ctx context.Context, owner peer.AddrInfo) {
+	if n.punched == nil || n.holePunchWait <= 0 || n.speaksDCUtR() {
+		return
+	}
+	var relays []peer.AddrInfo
+	for _, a := range owner.Addrs {
+		id, ok := circuitRelay(a)
+		if !ok || !manet.IsPublicAddr(a[:len(a)-2]) {
+			continue
+		}
+		if i := slices.IndexFunc(relays, func(r peer.AddrInfo) bool { return r.ID == id }); i >= 0 {
+			relays[i].Addrs = append(relays[i].Addrs, a[:len(a)-2])
+		} else {
+			relays = append(relays, peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{a[:len(a)-2]}})
+		}
+	}
+	if len(relays) == 0 {
+		return
+	}
+	sub, err := n.host.EventBus().Subscribe(new(event.EvtLocalProtocolsUpdated))
+	if err != nil {
+		return
+	}
+	defer sub.Close()
+	wctx, cancel := context.WithTimeout(ctx, n.holePunchWait)
+	defer cancel()
+	for _, r := range relays {
+		go n.host.Connect(wctx, r) // the circuit dial uses this connection
+	}
+	for !n.speaksDCUtR() {
+		select {
+		case <-sub.Out():
+		case <-wctx.Done():
+			return
+		}
+	}
+}
+
+// speaksDCUtR reports whether the node's DCUtR handler is set.
+func (n *Node) speaksDCUtR() bool {
+	return slices.Contains(n.host.Mux().Protocols(), protocol.ID(holepunch.Protocol))
+}
+
 // canHolePunch reports whether DCUtR may upgrade the relayed connection c:
 // this node runs it (its handler is set once the node knows a public
 // address of its own) and the far end speaks it (known after identify,
 // which this waits for, within the hole punch wait).
 func (n *Node) canHolePunch(ctx context.Context, c network.Conn) bool {
-	if n.punched == nil || !slices.Contains(n.host.Mux().Protocols(), protocol.ID(holepunch.Protocol)) {
+	if n.punched == nil || !n.speaksDCUtR() {
 		return false
 	}
 	if ids, ok := n.host.(interface{ IDService() identify.IDService }); ok {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
@@ -282,5 +283,37 @@ func TestUnreachableErrorText(t *testing.T) {
 	var err error = &UnreachableError{Owner: "a", Err: cause}
 	if !errors.Is(err, ErrUnreachable) || !errors.Is(err, cause) {
 		t.Error("UnreachableError does not match ErrUnreachable and its cause")
+	}
+}
+
+// A fetch whose only connection is relayed waits for a direct one, woken
+// by the connection itself (no polling); the tracer's record of a hole
+// punch makes that connection's route hole-punched.
+func TestWaitDirectAndHolePunchedRoute(t *testing.T) {
+	relay := startRelay(t, nil)
+	owner := startNode(t, NodeConfig{Identity: testIdentity(t, 1), Source: NewFileSource(), Relays: []peer.AddrInfo{relay.info()},
+		Libp2pOptions: []libp2p.Option{noDirectAddrs}}, "tcp")
+	fetcher := startNode(t, NodeConfig{Identity: testIdentity(t, 2), HolePunchWait: time.Minute}, "tcp")
+	circuits := reserved(t, owner)
+	ctx := context.Background()
+	if r, err := fetcher.connect(ctx, peer.AddrInfo{ID: owner.ID(), Addrs: circuits}, ""); err != nil || r != RouteRelayed {
+		t.Fatalf("connect: %v, %q", err, r)
+	}
+	relayed := fetcher.bestConn(owner.ID())
+
+	got := make(chan network.Conn, 1)
+	go func() { got <- fetcher.waitDirect(ctx, owner.ID(), relayed) }()
+	// The owner dials the fetcher directly, as a hole punch ends.
+	must(t, owner.host.Connect(network.WithForceDirectDial(ctx, "test"), peer.AddrInfo{ID: fetcher.ID(), Addrs: fetcher.host.Addrs()}))
+	c := <-got
+	if fetcher.RouteOf(c) != RouteDirect {
+		t.Fatalf("waitDirect returned a %q connection", fetcher.RouteOf(c))
+	}
+	fetcher.punched.HolePunchFinished("receiver", 1, nil, nil, c)
+	if fetcher.RouteOf(c) != RouteHolePunched || fetcher.RouteOf(relayed) != RouteRelayed {
+		t.Fatalf("routes %q and %q", fetcher.RouteOf(c), fetcher.RouteOf(relayed))
+	}
+	if fetcher.bestConn(owner.ID()) == relayed {
+		t.Error("the relayed connection is preferred to the direct one")
 	}
 }

@@ -164,8 +164,11 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		libp2p.Transport(quic.NewTransport),
 		libp2p.DisableMetrics(),
 	}
-	punched := newPunchedConns()
-	opts = append(opts, natOptions(cfg, punched)...)
+	var punched *punchedConns // nil: no hole punching
+	if !cfg.NoHolePunching {
+		punched = newPunchedConns()
+	}
+	opts = append(opts, natOptions(punched)...)
 	opts = append(opts, cfg.Libp2pOptions...)
 	h, err := libp2p.New(opts...)
 	if err != nil {

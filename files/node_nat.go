@@ -7,15 +7,16 @@ import (
 
 // natOptions are the libp2p options of a node's NAT traversal: the relay
 // transport (dialling and accepting circuit connections), DCUtR hole
-// punching unless cfg.NoHolePunching (its tracer records the connections
-// it makes, for [Node.RouteOf]) and AutoNAT v2 (which of the node's
-// addresses others can reach).
-func natOptions(cfg NodeConfig, punched *punchedConns) []libp2p.Option {
+// punching when punched is not nil (its tracer, which records the
+// connections hole punching makes, for [Node.RouteOf]) and AutoNAT v2
+// (which of the node's addresses others can reach). The reservations with
+// the node's relays are kept by the node itself (see reservations).
+func natOptions(punched *punchedConns) []libp2p.Option {
 	opts := []libp2p.Option{
 		libp2p.EnableRelay(),
 		libp2p.EnableAutoNATv2(),
 	}
-	if !cfg.NoHolePunching {
+	if punched != nil {
 		opts = append(opts, libp2p.EnableHolePunching(holepunch.WithMetricsTracer(punched)))
 	}
 	return opts

@@ -102,6 +102,9 @@ func (p *punchedConns) has(c network.Conn) bool {
 
 // forget drops a closed connection.
 func (p *punchedConns) forget(c network.Conn) {
+	if p == nil {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.conns, c)
