@@ -54,6 +54,9 @@ const (
 	DefaultCircuitDuration      = time.Hour
 	DefaultCircuitData          = 4 << 30 // bytes each way
 	DefaultReservationTTL       = time.Hour
+	// MinReservationTTL is the shortest ReservationTTL: peers renew their
+	// reservation before it ends.
+	MinReservationTTL = time.Minute
 	// DefaultRegistryCacheTTL is how long an answer of the registry is
 	// kept: a known key for this long, an unknown one for a tenth of it.
 	DefaultRegistryCacheTTL = 10 * time.Minute
@@ -276,8 +279,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("%w: a circuit duration over %v", ErrConfig, math.MaxUint32*time.Second)
 	case c.CircuitRate < 0, c.TotalRate < 0:
 		return fmt.Errorf("%w: a negative rate", ErrConfig)
-	case c.ReservationTTL < time.Second, c.RegistryCacheTTL < 0:
-		return fmt.Errorf("%w: a reservation TTL under a second, or a negative cache TTL", ErrConfig)
+	case c.ReservationTTL < MinReservationTTL, c.RegistryCacheTTL < 0:
+		return fmt.Errorf("%w: a reservation TTL under %v, or a negative cache TTL", ErrConfig, MinReservationTTL)
 	}
 	if c.Registry != "" {
 		u, err := url.Parse(c.Registry)
