@@ -7,12 +7,12 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/internal/testenv/limittest"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/kez-lat/kez-chat/relay"
@@ -20,24 +20,6 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
 )
-
-// clock is a fake clock for the registry cache.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // With a registry, only keys a real chat-server knows may reserve: a
 // registered person's key may, a stranger's may not; answers are cached;
@@ -61,7 +43,7 @@ func TestRegistry(t *testing.T) {
 	}))
 	t.Cleanup(registry.Close)
 
-	clk := &clock{now: time.Now()}
+	clk := &limittest.Clock{}
 	r, base := startRelay(t, relay.Config{Registry: registry.URL, Clock: clk.Now, RegistryLookupsPerIP: ratelimit.Limit{N: 5, Per: time.Hour}})
 
 	a := newPeer(t, alice.Identity.Ed25519PrivateKey())
