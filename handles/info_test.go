@@ -172,3 +172,29 @@ func TestClientInfoErrors(t *testing.T) {
 		t.Errorf("closed server: %v", err)
 	}
 }
+
+func FuzzParseRelay(f *testing.F) {
+	for _, s := range []string{
+		relayA, relayB, strings.Replace(relayB, "/p2p/", "/ipfs/", 1),
+		"/ip4/192.0.2.1/tcp/4002", "/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8",
+		relayA + "/p2p-circuit", "/dns4/a\x00b/tcp/1/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8",
+		"/ip6/::1/udp/1/quic-v1/webtransport/p2p/QmcgpsyWgH8Y8ajJz1Cu72KnS5uo2Aa2LpzU7kinSupNKC", "", "/",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := handles.ParseRelay(s)
+		if err != nil {
+			if !errors.Is(err, handles.ErrBadRelay) {
+				t.Fatalf("error without ErrBadRelay: %v", err)
+			}
+			return
+		}
+		// Canonical: it parses to itself, within the bounds, ends in the
+		// peer id and names nothing after it.
+		again, err := handles.ParseRelay(c)
+		if err != nil || again != c || len(c) > handles.MaxRelayLen || !strings.Contains(c, "/p2p/") || strings.Contains(c, "/p2p-circuit") {
+			t.Fatalf("ParseRelay(%q) = %q, which gives %q, %v", s, c, again, err)
+		}
+	})
+}
