@@ -58,6 +58,9 @@ and --relay none uses none.`,
 				if len(args) > 0 {
 					return usagef("serve takes no arguments, got %q", args)
 				}
+				if _, err := e.relayList(); err != nil {
+					return err
+				}
 				return runServe(ctx, e, cf, listen)
 			}
 		},
