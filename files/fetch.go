@@ -77,9 +77,10 @@ func WithoutSync() FetchOption {
 }
 
 // WithWait makes [Sharing.Fetch] keep asking the owner until they come
-// online, instead of failing with ErrOwnerOffline: until ctx ends, or
-// for at most timeout if it is positive. onWait, if not nil, is called
-// each time the owner was found offline.
+// online and can be reached, instead of failing with ErrOwnerOffline or
+// ErrUnreachable: until ctx ends, or for at most timeout if it is
+// positive. onWait, if not nil, is called each time the owner was found
+// offline or unreachable (attempt counts both).
 func WithWait(timeout time.Duration, onWait func(attempt int)) FetchOption {
 	return func(c *fetchConfig) { c.wait, c.waitTimeout, c.onWait = true, timeout, onWait }
 }

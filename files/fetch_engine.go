@@ -12,7 +12,6 @@ import (
 	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // maxBreaks is how many times in a row a source's stream may break
@@ -157,8 +156,7 @@ func (fx *fetcher) maybeCheckpoint(kept int) {
 // the first answer gives the blob's size, and sp is clipped to it.
 func (fx *fetcher) request(w *worker, p peer.ID, req request, sp *span) (network.Stream, respHeader, error) {
 	var h respHeader
-	ctx := network.WithAllowLimitedConn(fx.ctx, "kez blobs")
-	s, err := fx.n.host.NewStream(ctx, p, protocol.ID(protocolID))
+	s, err := fx.n.newStream(fx.ctx, p)
 	if err != nil {
 		if fx.ctx.Err() != nil {
 			return nil, h, context.Cause(fx.ctx)

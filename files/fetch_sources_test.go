@@ -12,6 +12,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -317,4 +318,30 @@ func TestFetchGivesUpAfterThreeBreaks(t *testing.T) {
 		t.Errorf("the partial file holds %d bytes", len(part))
 	}
 	noFile(t, dst)
+}
+
+// Over a relayed connection a request asks for at most 64 chunks, so that
+// the next one can take a direct connection once there is one.
+func TestFetchRelayedWindows(t *testing.T) {
+	const size = 130 * format.ChunkSize
+	relay := startRelay(t, nil)
+	src := NewFileSource()
+	owner := startNode(t, NodeConfig{Identity: testIdentity(t, 1), Source: src, Relays: []peer.AddrInfo{relay.info()},
+		NoHolePunching: true, Libp2pOptions: []libp2p.Option{noDirectAddrs}}, "tcp")
+	fetcher := startNode(t, NodeConfig{Identity: testIdentity(t, 2), NoHolePunching: true}, "tcp")
+	reserved(t, owner)
+	dir := t.TempDir()
+	path := writePattern(t, dir, "src", size)
+	tree, err := src.AddFile(path)
+	must(t, err)
+	var got byPeer
+	dst := filepath.Join(dir, "dst")
+	must(t, fetcher.Fetch(context.Background(), owner.AddrInfo(), tree.CID(), dst, got.option()))
+	sameFile(t, path, dst)
+	if st := owner.Stats(); st.Requests != 3 || st.BytesServed != size {
+		t.Errorf("owner stats %+v, want 3 requests (64, 64 and 2 chunks)", st)
+	}
+	if got.routes[RouteRelayed] != size {
+		t.Errorf("bytes per route %v", got.routes)
+	}
 }
