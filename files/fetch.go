@@ -63,8 +63,9 @@ func fetchOptions(opts []FetchOption) fetchConfig {
 // WithProgress calls fn(verified, total) as the fetch progresses: verified
 // is the number of bytes checked against the CID and written (a resumed
 // fetch starts from what it re-verified), total the blob's size (the
-// encrypted size for a private file). fn runs on the fetching goroutine
-// after each chunk; keep it fast.
+// encrypted size for a private file). fn is called after each chunk, one
+// call at a time, from the goroutines of the fetch (one per source); keep
+// it fast.
 func WithProgress(fn func(verified, total int64)) FetchOption {
 	return func(c *fetchConfig) { c.progress = fn }
 }

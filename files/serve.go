@@ -12,6 +12,7 @@ import (
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
 )
 
 // changedText is what a fetcher is told about a shared file that changed
@@ -239,4 +240,13 @@ func (n *Node) send(s network.Stream, b []byte) error {
 		b = b[k:]
 	}
 	return nil
+}
+
+// MaxUploadRate returns the node's cap on the chunk bytes it sends, in
+// bytes per second ([NodeConfig.MaxUploadRate]); 0 means none.
+func (n *Node) MaxUploadRate() int64 {
+	if l, ok := n.upload.(*rate.Limiter); ok {
+		return int64(l.Limit())
+	}
+	return 0
 }

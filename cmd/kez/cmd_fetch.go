@@ -27,8 +27,9 @@ listens (a signed answer), connects to their key's PeerID (the connection
 itself proves it is them), and checks every 256 KiB chunk against the CID
 before writing it. The file appears at its path only once all of it is
 verified (and, if it was shared privately with you, decrypted); until then
-it grows in PATH.kez-partial (a private file in PATH.kez-encrypted.kez-partial,
-decrypted at the end). If the transfer is interrupted (Ctrl-C, lost
+it grows in PATH.kez-partial (a private file is decrypted as it arrives,
+each chunk checked first, so PATH.kez-partial holds plaintext and no
+encrypted copy is kept). If the transfer is interrupted (Ctrl-C, lost
 connection), run the same command again: it resumes where it stopped.
 
 The connection is direct when their machine can be dialled; behind home

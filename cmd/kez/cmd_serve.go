@@ -16,7 +16,7 @@ import (
 func init() {
 	register(&command{
 		name:    "serve",
-		args:    "[--listen ADDRS] [--relay ADDR]... [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "[--listen ADDRS] [--relay ADDR]... [--max-upload-rate RATE] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "stay online: receive messages and serve your shared files",
 		help: `
 Keeps your client online until you press Ctrl-C (or it gets SIGTERM):
@@ -47,12 +47,18 @@ whom and how much, never the files: the connection is encrypted end to
 end between your key and theirs. The relays are those your chat-server
 offers; --relay ADDR (repeatable; env KEZ_RELAYS, comma-separated) names
 your own instead, each a multiaddr ending in /p2p/<the relay's peer id>,
-and --relay none uses none.`,
+and --relay none uses none.
+
+--max-upload-rate RATE (env KEZ_MAX_UPLOAD_RATE) caps how fast serve sends
+your files, in bytes per second over everyone fetching at once: a number
+with k, M or G for 1024, 1024², 1024³ (e.g. 2M). Default: no cap.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var listen string
 			cf.declare(fs, true)
 			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_P2P_LISTEN)")
+			var maxRate string
+			fs.StringVar(&maxRate, "max-upload-rate", "", "bytes per second serve sends at most, e.g. 2M (env KEZ_MAX_UPLOAD_RATE; default: no cap)")
 			fs.Var(&e.relays, "relay", "a relay to keep a slot with, multiaddr ending in /p2p/<peer id>; repeat for more, or none (env KEZ_RELAYS; default: those your chat-server offers)")
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
@@ -61,6 +67,11 @@ and --relay none uses none.`,
 				if _, err := e.relayList(); err != nil {
 					return err
 				}
+				rate, err := e.uploadRate(maxRate)
+				if err != nil {
+					return err
+				}
+				e.maxUploadRate = rate
 				return runServe(ctx, e, cf, listen)
 			}
 		},
@@ -100,6 +111,9 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
 	out.line("Online as %s (PeerID %s), listening on %s.", me, s.DeviceKey().PeerID(), strings.Join(addrs, ", "))
 	out.line("Serving %d shared file(s) and receiving messages; Ctrl-C stops.", len(shared))
+	if node, err := s.Node(); err == nil && node.MaxUploadRate() > 0 {
+		out.line("Sending your files at %s/s at most.", humanSize(node.MaxUploadRate()))
+	}
 	if node, err := s.Node(); err == nil {
 		go sayRelays(ctx, node, out)
 	}

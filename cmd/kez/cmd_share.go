@@ -107,6 +107,7 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 		Client:        e.clientConfig(acct, srv, f.verbose),
 		NATS:          nc,
 		Libp2pOptions: []libp2p.Option{libp2p.UserAgent(userAgent())},
+		MaxUploadRate: e.maxUploadRate,
 	}
 	if cfg.Client.Relays, err = e.relayList(); err != nil {
 		return nil, nil, err

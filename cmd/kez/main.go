@@ -73,6 +73,8 @@ type env struct {
 	closers []io.Closer
 	// relays are the --relay flags of kez serve (see relayList).
 	relays stringList
+	// maxUploadRate is kez serve's --max-upload-rate (see uploadRate).
+	maxUploadRate int64
 }
 
 // usageError marks an error caused by how the command was called.
