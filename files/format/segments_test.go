@@ -53,3 +53,29 @@ func TestSegmentOpener(t *testing.T) {
 		t.Errorf("an impossible size: %v", err)
 	}
 }
+
+// FuzzSegmentOpener: any bytes at any index and size either open (only
+// what Encrypt made under the key) or fail with ErrDecrypt, never panic.
+func FuzzSegmentOpener(f *testing.F) {
+	key := FileKey{7}
+	var enc bytes.Buffer
+	if _, err := Encrypt(&enc, bytes.NewReader(bytes.Repeat([]byte{1}, SegmentSize+10)), key); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(enc.Bytes()[:EncSegmentSize], int64(0), int64(enc.Len()))
+	f.Add(enc.Bytes()[EncSegmentSize:], int64(1), int64(enc.Len()))
+	f.Add([]byte{}, int64(0), int64(SegmentOverhead))
+	f.Add(make([]byte, SegmentOverhead), int64(-1), int64(EncSegmentSize))
+	f.Fuzz(func(t *testing.T, seg []byte, i, encSize int64) {
+		o, err := NewSegmentOpener(key, encSize)
+		if err != nil {
+			if !errors.Is(err, ErrDecrypt) {
+				t.Fatalf("size %d: %v", encSize, err)
+			}
+			return
+		}
+		if _, err := o.Open(bytes.Clone(seg), i); err != nil && !errors.Is(err, ErrDecrypt) {
+			t.Fatalf("segment %d: %v", i, err)
+		}
+	})
+}
