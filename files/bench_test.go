@@ -171,18 +171,7 @@ func BenchmarkTransfer(b *testing.B) {
 				if !disk {
 					dir = memDir(b)
 				}
-				dst := filepath.Join(dir, "dst")
-				b.SetBytes(benchBlobSize)
-				cpu := startCPU(b)
-				for i := 0; i < b.N; i++ {
-					if err := p.fetcher.Fetch(ctx, p.owner.AddrInfo(), tree.CID(), dst, opts...); err != nil {
-						b.Fatal(err)
-					}
-					cpu.pause(b)
-					os.Remove(dst)
-					cpu.resume(b)
-				}
-				cpu.report(b, benchBlobSize)
+				fetchRounds(b, p, tree, filepath.Join(dir, "dst"), opts)
 			})
 		}
 	}
@@ -271,8 +260,13 @@ func benchFetch(b *testing.B, private bool) {
 	if err := p.fetcher.Host().Connect(ctx, p.owner.AddrInfo()); err != nil {
 		b.Fatal(err)
 	}
-	dst := filepath.Join(memDir(b), "dst")
-	opts = append(opts, WithoutSync())
+	fetchRounds(b, p, tree, filepath.Join(memDir(b), "dst"), append(opts, WithoutSync()))
+}
+
+// fetchRounds fetches tree's blob to dst b.N times, timed, and reports the
+// CPU used.
+func fetchRounds(b *testing.B, p pair, tree *format.Tree, dst string, opts []FetchOption) {
+	ctx := context.Background()
 	b.SetBytes(benchBlobSize)
 	cpu := startCPU(b)
 	for i := 0; i < b.N; i++ {

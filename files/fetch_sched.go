@@ -145,11 +145,15 @@ func (s *sched) giveBack(sp span, from int) {
 	if s.size < 0 { // the size never came: the probe is over
 		s.probing = false
 	} else if from < sp.end {
-		rest := span{from, sp.end}
-		i, _ := slices.BinarySearchFunc(s.back, rest, func(a, b span) int { return a.start - b.start })
-		s.back = slices.Insert(s.back, i, rest)
+		s.putBackLocked(span{from, sp.end})
 	}
 	s.cond.Broadcast()
+}
+
+// putBackLocked queues a span given back, keeping the queue sorted.
+func (s *sched) putBackLocked(rest span) {
+	i, _ := slices.BinarySearchFunc(s.back, rest, func(a, b span) int { return a.start - b.start })
+	s.back = slices.Insert(s.back, i, rest)
 }
 
 // shrink gives back the chunks of a claimed span from end on, keeping the
@@ -164,9 +168,7 @@ func (s *sched) shrink(sp *span, end int) {
 		sp.end = end // the probe: nothing was handed out past it
 		return
 	}
-	rest := span{end, sp.end}
-	i, _ := slices.BinarySearchFunc(s.back, rest, func(a, b span) int { return a.start - b.start })
-	s.back = slices.Insert(s.back, i, rest)
+	s.putBackLocked(span{end, sp.end})
 	sp.end = end
 	s.cond.Broadcast()
 }

@@ -37,27 +37,50 @@ func (g *gatedSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
 	return g.BlobSource.OpenBlob(ctx, c)
 }
 
-// flipSource serves a blob with one byte of every chunk flipped.
-type flipSource struct{ BlobSource }
+// readerSource serves its blobs through readAt, which reads from the real
+// blob and may change what it gives.
+type readerSource struct {
+	BlobSource
+	readAt func(b Blob, p []byte, off int64) (int, error)
+}
 
-func (f flipSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
-	b, err := f.BlobSource.OpenBlob(ctx, c)
+func (r readerSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
+	b, err := r.BlobSource.OpenBlob(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	return flipBlob{b}, nil
+	return readerBlob{b, r.readAt}, nil
 }
 
-type flipBlob struct{ Blob }
+type readerBlob struct {
+	Blob
+	readAt func(b Blob, p []byte, off int64) (int, error)
+}
 
-func (f flipBlob) ReadAt(p []byte, off int64) (int, error) {
-	n, err := f.Blob.ReadAt(p, off)
-	for i := range n {
-		if (off+int64(i))%format.ChunkSize == 7 {
-			p[i] ^= 0x80
+func (r readerBlob) ReadAt(p []byte, off int64) (int, error) { return r.readAt(r.Blob, p, off) }
+
+// flipSource serves a blob with one byte of every chunk flipped.
+func flipSource(s BlobSource) BlobSource {
+	return readerSource{s, func(b Blob, p []byte, off int64) (int, error) {
+		n, err := b.ReadAt(p, off)
+		for i := range n {
+			if (off+int64(i))%format.ChunkSize == 7 {
+				p[i] ^= 0x80
+			}
 		}
-	}
-	return n, err
+		return n, err
+	}}
+}
+
+// brokenSource fails to read its blob from chunk 6 on, so every stream
+// from there breaks off.
+func brokenSource(s BlobSource) BlobSource {
+	return readerSource{s, func(b Blob, p []byte, off int64) (int, error) {
+		if off+int64(len(p)) > 6*format.ChunkSize {
+			return 0, errors.New("disk on fire")
+		}
+		return b.ReadAt(p, off)
+	}}
 }
 
 // swarm is an owner and other sources that each hold the same blob, and
@@ -87,7 +110,7 @@ func newSwarm(t *testing.T, n int, size int64, bad ...int) *swarm {
 		var s BlobSource = fs
 		for _, b := range bad {
 			if b == i {
-				s = flipSource{fs}
+				s = flipSource(fs)
 			}
 		}
 		g := &gatedSource{BlobSource: s}
@@ -272,27 +295,6 @@ func TestFetchPathChange(t *testing.T) {
 	}
 }
 
-// brokenSource fails to read its blob from chunk 6 on, so every stream
-// from there breaks off.
-type brokenSource struct{ BlobSource }
-
-func (b brokenSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
-	bl, err := b.BlobSource.OpenBlob(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	return brokenBlob{bl}, nil
-}
-
-type brokenBlob struct{ Blob }
-
-func (b brokenBlob) ReadAt(p []byte, off int64) (int, error) {
-	if off+int64(len(p)) > 6*format.ChunkSize {
-		return 0, errors.New("disk on fire")
-	}
-	return b.Blob.ReadAt(p, off)
-}
-
 // A stream that keeps breaking without progress is reopened three times,
 // then the fetch fails and keeps what was verified.
 func TestFetchGivesUpAfterThreeBreaks(t *testing.T) {
@@ -302,7 +304,7 @@ func TestFetchGivesUpAfterThreeBreaks(t *testing.T) {
 	fs := NewFileSource()
 	tree, err := fs.AddFile(src)
 	must(t, err)
-	owner := startNode(t, NodeConfig{Identity: testIdentity(t, 1), Source: brokenSource{fs}}, "tcp")
+	owner := startNode(t, NodeConfig{Identity: testIdentity(t, 1), Source: brokenSource(fs)}, "tcp")
 	fetcher := startNode(t, NodeConfig{Identity: testIdentity(t, 2)}, "tcp")
 	dst := filepath.Join(dir, "dst")
 	err = fetcher.Fetch(context.Background(), owner.AddrInfo(), tree.CID(), dst)
