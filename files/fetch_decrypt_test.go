@@ -79,7 +79,7 @@ func TestFetchDecryptingResumes(t *testing.T) {
 		t.Fatalf("the partial file holds %d bytes, want the %d of %d whole segments", len(part), len(want), segs)
 	}
 	kept := int(segs * format.EncSegmentSize / format.ChunkSize)
-	before := b.owner.Stats().BytesServed
+	before := servedWhenIdle(t, b.owner)
 	first := int64(-1)
 	must(t, b.fetch(context.Background(), dst, WithProgress(func(v, _ int64) {
 		if first < 0 {

@@ -3,7 +3,6 @@ package files
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -72,14 +71,11 @@ func flipSource(s BlobSource) BlobSource {
 	}}
 }
 
-// brokenSource fails to read its blob from chunk 6 on, so every stream
-// from there breaks off.
+// brokenSource cannot read its blobs' bytes, so every stream breaks off
+// after the leaf hashes.
 func brokenSource(s BlobSource) BlobSource {
-	return readerSource{s, func(b Blob, p []byte, off int64) (int, error) {
-		if off+int64(len(p)) > 6*format.ChunkSize {
-			return 0, errors.New("disk on fire")
-		}
-		return b.ReadAt(p, off)
+	return readerSource{s, func(Blob, []byte, int64) (int, error) {
+		return 0, errors.New("disk on fire")
 	}}
 }
 
@@ -296,11 +292,10 @@ func TestFetchPathChange(t *testing.T) {
 }
 
 // A stream that keeps breaking without progress is reopened three times,
-// then the fetch fails and keeps what was verified.
+// then the fetch fails, leaving nothing behind.
 func TestFetchGivesUpAfterThreeBreaks(t *testing.T) {
-	const size = 32 * format.ChunkSize
 	dir := t.TempDir()
-	src := writePattern(t, dir, "src", size)
+	src := writePattern(t, dir, "src", 32*format.ChunkSize)
 	fs := NewFileSource()
 	tree, err := fs.AddFile(src)
 	must(t, err)
@@ -308,18 +303,16 @@ func TestFetchGivesUpAfterThreeBreaks(t *testing.T) {
 	fetcher := startNode(t, NodeConfig{Identity: testIdentity(t, 2)}, "tcp")
 	dst := filepath.Join(dir, "dst")
 	err = fetcher.Fetch(context.Background(), owner.AddrInfo(), tree.CID(), dst)
-	if err == nil || !strings.Contains(err.Error(), "broke off") {
-		t.Fatalf("err = %v, want the transfer broke off", err)
+	var be *brokenError // the reset may come before or after the leaf hashes
+	if !errors.As(err, &be) {
+		t.Fatalf("err = %v, want a broken stream", err)
 	}
 	if st := owner.Stats(); st.Requests != 1+maxBreaks {
 		t.Errorf("owner stats %+v, want %d requests", st, 1+maxBreaks)
 	}
-	part, err := os.ReadFile(dst + PartialSuffix)
-	must(t, err)
-	if int64(len(part)) > 6*format.ChunkSize || len(part)%format.ChunkSize != 0 {
-		t.Errorf("the partial file holds %d bytes", len(part))
-	}
 	noFile(t, dst)
+	noFile(t, dst+PartialSuffix)
+	noFile(t, dst+StateSuffix)
 }
 
 // Over a relayed connection a request asks for at most 64 chunks, so that
@@ -346,4 +339,20 @@ func TestFetchRelayedWindows(t *testing.T) {
 	if got.routes[RouteRelayed] != size {
 		t.Errorf("bytes per route %v", got.routes)
 	}
+}
+
+// servedWhenIdle returns the bytes n served, once it serves nothing: a
+// stream the fetcher reset may still be counting what it wrote after the
+// fetch returned.
+func servedWhenIdle(t *testing.T, n *Node) int64 {
+	t.Helper()
+	n.mu.Lock()
+	idle := n.idle
+	n.mu.Unlock()
+	select {
+	case <-idle:
+	case <-t.Context().Done():
+		t.Fatal("the node stays busy")
+	}
+	return n.Stats().BytesServed
 }

@@ -196,7 +196,7 @@ func TestFetchCorrupt(t *testing.T) {
 	}
 	// Once the owner's file is right again, the fetch resumes and completes.
 	writePattern(t, p.dir, "src", 8*format.ChunkSize+100)
-	before := p.owner.Stats().BytesServed
+	before := servedWhenIdle(t, p.owner)
 	if err := p.fetcher.Fetch(context.Background(), p.owner.AddrInfo(), tree.CID(), dst); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestFetchResume(t *testing.T) {
 	if err != nil || part.Size() != atCancel {
 		t.Fatalf("partial file: %v, %v; want %d bytes", part, err, atCancel)
 	}
-	before := p.owner.Stats().BytesServed
+	before := servedWhenIdle(t, p.owner)
 	var first int64 = -1
 	err = p.fetcher.Fetch(context.Background(), p.owner.AddrInfo(), tree.CID(), dst, WithProgress(func(v, total int64) {
 		if first < 0 {

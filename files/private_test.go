@@ -156,7 +156,7 @@ func TestResumeIgnoresForeignState(t *testing.T) {
 	// A partial file full of junk, with a state file claiming it is all verified.
 	must(t, os.WriteFile(dst+PartialSuffix, bytes.Repeat([]byte{7}, 3*format.ChunkSize), 0o600))
 	writeState(dst+StateSuffix, tree.CID(), tree.Size(), 3)
-	before := p.owner.Stats().BytesServed
+	before := servedWhenIdle(t, p.owner)
 	must(t, p.fetcher.Fetch(context.Background(), p.owner.AddrInfo(), tree.CID(), dst))
 	sameFile(t, src, dst)
 	if got := p.owner.Stats().BytesServed - before; got != 3*format.ChunkSize {
