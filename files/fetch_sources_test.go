@@ -79,9 +79,9 @@ func brokenSource(s BlobSource) BlobSource {
 	}}
 }
 
-// swarm is an owner and other sources that each hold the same blob, and
+// sourceSet is an owner and other sources that each hold the same blob, and
 // a fetcher.
-type swarm struct {
+type sourceSet struct {
 	nodes   []*Node // nodes[0] is the owner
 	fetcher *Node
 	src     string
@@ -92,10 +92,10 @@ type swarm struct {
 // newSwarm starts n sources of a size-byte blob; bad says which serve a
 // flipped byte in every chunk. Every source gets at least one task of a
 // fetch (see gatedSource).
-func newSwarm(t *testing.T, n int, size int64, bad ...int) *swarm {
+func newSwarm(t *testing.T, n int, size int64, bad ...int) *sourceSet {
 	t.Helper()
 	dir := t.TempDir()
-	sw := &swarm{dir: dir, src: writePattern(t, dir, "src", size)}
+	sw := &sourceSet{dir: dir, src: writePattern(t, dir, "src", size)}
 	fs := NewFileSource()
 	tree, err := fs.AddFile(sw.src)
 	must(t, err)
@@ -121,7 +121,7 @@ func newSwarm(t *testing.T, n int, size int64, bad ...int) *swarm {
 	return sw
 }
 
-func (sw *swarm) holders() []peer.AddrInfo {
+func (sw *sourceSet) holders() []peer.AddrInfo {
 	var hs []peer.AddrInfo
 	for _, n := range sw.nodes[1:] {
 		hs = append(hs, n.AddrInfo())
