@@ -3,6 +3,8 @@ package files
 import (
 	"errors"
 	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Errors a fetch reports; callers branch on them with [errors.Is].
@@ -37,6 +39,23 @@ func (e *CorruptError) Error() string {
 
 // Is makes errors.Is(err, ErrCorrupt) true.
 func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// SourceError reports a source of a fetch from several peers (see
+// [WithSources]) that was dropped: it sent a bad chunk, refused, or could
+// not be reached. A fetch that lost every source returns the first
+// source's. It unwraps to the cause.
+type SourceError struct {
+	Peer peer.ID // the source
+	Err  error   // why it was dropped
+}
+
+// Error names the source and the cause.
+func (e *SourceError) Error() string {
+	return fmt.Sprintf("files: source %s: %v", e.Peer, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *SourceError) Unwrap() error { return e.Err }
 
 // RemoteError is an error reported by the owner that has no sentinel
 // (a malformed request or an internal failure on their side).

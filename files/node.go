@@ -66,6 +66,11 @@ type NodeConfig struct {
 	// send its request or to accept more data. Zero means 30 s.
 	IdleTimeout time.Duration
 
+	// MaxUploadRate bounds the chunk bytes the node sends, in bytes per
+	// second over all the streams it serves (a token bucket with a burst of
+	// one chunk's worth of serving). Zero means unlimited.
+	MaxUploadRate int64
+
 	// Logger receives serving errors; nil discards them.
 	Logger *slog.Logger
 
