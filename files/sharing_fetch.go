@@ -232,6 +232,9 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if err != nil {
 		return nil, err
 	}
+	if !e.Private {
+		opts = append(opts[:len(opts):len(opts)], WithSources(s.askHolders(ctx, nc, dev, e.CID)...))
+	}
 	target := dst
 	if e.Private {
 		target = dst + EncryptedSuffix
@@ -249,6 +252,8 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 			os.Remove(dst)
 			return nil, fmt.Errorf("files: %q from %s decrypted to %d bytes, not the %d its entry says", e.Name, ow.handle, n, e.Size)
 		}
+	} else {
+		s.recordFetch(ctx, ow, dev, e, dst)
 	}
 	return &Fetched{Entry: e, Path: dst}, nil
 }
@@ -427,7 +432,11 @@ func (g servingSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
 	if !g.s.serving.Load() {
 		return nil, ErrNotFound
 	}
-	return g.s.idx.OpenBlob(ctx, c)
+	b, err := g.s.idx.OpenBlob(ctx, c)
+	if err != nil {
+		return g.s.openReshared(ctx, c, err)
+	}
+	return b, nil
 }
 
 // StartServing goes online: it starts the node if needed, answers locate
@@ -452,7 +461,10 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	if s.sub != nil {
 		return nil
 	}
-	sub, err := signal.AnswerLocates(nc, s.dev, func() []ma.Multiaddr { return node.Addrs() }, signal.AnswerOptions{Logger: s.log, Now: s.now})
+	sub, err := signal.AnswerLocates(nc, s.dev, func() []ma.Multiaddr { return node.Addrs() }, signal.AnswerOptions{
+		Logger: s.log, Now: s.now, OnHave: s.onHave,
+		Holders: func(c cid.Cid) [][]byte { return s.holders.list(c, s.now()) },
+	})
 	if err != nil {
 		return fmt.Errorf("files: listening for fetchers on NATS: %w", err)
 	}
@@ -464,6 +476,12 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	}
 	s.sub = sub
 	s.serving.Store(true)
+	if s.cfg.Reshare {
+		actx, stop := context.WithCancel(s.done)
+		done := make(chan struct{})
+		s.stopAnnounce = func() { stop(); <-done }
+		go func() { defer close(done); s.announce(actx, nc, node) }()
+	}
 	return nil
 }
 
@@ -478,6 +496,10 @@ func (s *Sharing) StopServing() {
 
 func (s *Sharing) stopServingLocked() {
 	s.serving.Store(false)
+	if s.stopAnnounce != nil {
+		s.stopAnnounce()
+		s.stopAnnounce = nil
+	}
 	if s.sub != nil {
 		s.sub.Unsubscribe()
 		s.sub = nil
@@ -515,7 +537,9 @@ func (s *Sharing) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.node == nil {
-		return Stats{}
+		return Stats{Holders: s.holders.stats()}
 	}
-	return s.node.Stats()
+	st := s.node.Stats()
+	st.Holders = s.holders.stats()
+	return st
 }
