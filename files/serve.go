@@ -210,6 +210,9 @@ func (n *Node) serve(s network.Stream, blob Blob, t *format.Tree, start, end int
 		if k, err := blob.ReadAt(buf[:m], off); k < m {
 			return fmt.Errorf("reading the blob at %d: %w", off, err)
 		}
+		if err := n.paceUpload(m); err != nil {
+			return err
+		}
 		s.SetWriteDeadline(time.Now().Add(n.idleTimeout))
 		if _, err := s.Write(buf[:m]); err != nil {
 			return err
@@ -217,6 +220,22 @@ func (n *Node) serve(s network.Stream, blob Blob, t *format.Tree, start, end int
 		n.stats.bytes.Add(int64(m))
 		n.stats.chunks.Add(int64((m + format.ChunkSize - 1) / format.ChunkSize))
 		off += int64(m)
+	}
+	return nil
+}
+
+// paceUpload waits until the upload limit lets m more chunk bytes go,
+// taking them from the token bucket a chunk at a time.
+func (n *Node) paceUpload(m int) error {
+	if n.upload == nil {
+		return nil
+	}
+	for m > 0 {
+		k := min(m, format.ChunkSize)
+		if err := n.upload.WaitN(n.ctx, k); err != nil {
+			return err
+		}
+		m -= k
 	}
 	return nil
 }
