@@ -83,3 +83,41 @@ func statusError(status byte, text string) error {
 	}
 	return &RemoteError{Status: status, Text: text}
 }
+
+// ErrUnreachable: the owner answered where it listens, but no connection
+// to it could be made within the node's DialTimeout, directly or through
+// a relay. The error is an *[UnreachableError].
+var ErrUnreachable = errors.New("files: cannot reach the owner's device")
+
+// UnreachableError is [ErrUnreachable] with who could not be reached and
+// what was tried. It matches ErrUnreachable with errors.Is and unwraps to
+// the last dial error.
+type UnreachableError struct {
+	Owner  string // the owner's handle, or their PeerID when no handle is known
+	Device string // the device's name when it is not the owner's primary key
+	Addrs  int    // addresses tried, circuit addresses included
+	Relays int    // distinct relays among them
+	Err    error  // the dial's error
+}
+
+// Error names the device and what was tried.
+func (e *UnreachableError) Error() string {
+	who := e.Owner + "'s device"
+	if e.Device != "" {
+		who = fmt.Sprintf("%s %q", who, e.Device)
+	}
+	via := ""
+	switch {
+	case e.Relays == 1:
+		via = ", through 1 relay"
+	case e.Relays > 1:
+		via = fmt.Sprintf(", through %d relays", e.Relays)
+	}
+	return fmt.Sprintf("files: cannot reach %s: no address answered (tried %d%s)", who, e.Addrs, via)
+}
+
+// Is makes errors.Is(err, ErrUnreachable) true.
+func (e *UnreachableError) Is(target error) bool { return target == ErrUnreachable }
+
+// Unwrap returns the dial's error.
+func (e *UnreachableError) Unwrap() error { return e.Err }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/files/internal/addrs"
 	"github.com/kez-lat/kez-chat/kez"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -46,7 +47,7 @@ const (
 	// maxCIDLen bounds the binary form of a CID; a KEZ blob CID is 39 bytes.
 	maxCIDLen = 64
 	// maxHaveAddrLen bounds the binary form of one address of a have.
-	maxHaveAddrLen = 255
+	maxHaveAddrLen = addrs.MaxLen
 )
 
 // Have is a holder's signed statement that its node serves a blob: sent
@@ -59,7 +60,7 @@ type Have struct {
 	Nonce  [locateNonceLen]byte
 	Time   time.Time // the holder's clock, milliseconds
 	CID    cid.Cid
-	Addrs  []ma.Multiaddr // the holder's node's addresses, without /p2p
+	Addrs  []ma.Multiaddr // the holder's node's addresses (addrs.Check: circuit ones too)
 
 	Signature []byte
 	raw       []byte // the whole message as parsed or signed
@@ -91,14 +92,6 @@ type HoldersAnswer struct {
 	Signature []byte
 
 	signed []byte
-}
-
-// checkHaveAddr checks the binary form of an address in a have.
-func checkHaveAddr(b []byte) error {
-	if len(b) > maxHaveAddrLen {
-		return fmt.Errorf("%w: an address is 1 to %d bytes, got %d", ErrSignal, maxHaveAddrLen, len(b))
-	}
-	return checkAnswerAddr(b)
 }
 
 func appendCID(b []byte, c cid.Cid) ([]byte, error) {
@@ -143,7 +136,7 @@ func SignHave(signer kez.Signer, h *Have) ([]byte, error) {
 	}
 	b = append(b, byte(len(h.Addrs)))
 	for _, a := range h.Addrs {
-		if err := checkHaveAddr(a.Bytes()); err != nil {
+		if _, err := checkAnswerAddr(a.Bytes()); err != nil {
 			return nil, err
 		}
 		b = append(b, byte(len(a.Bytes())))
@@ -187,10 +180,10 @@ func ParseHave(b []byte) (*Have, error) {
 			return nil, fmt.Errorf("%w: address %d runs past the end", ErrSignal, i)
 		}
 		l := int(rest[0])
-		if err := checkHaveAddr(rest[1 : 1+l]); err != nil {
+		a, err := checkAnswerAddr(rest[1 : 1+l])
+		if err != nil {
 			return nil, err
 		}
-		a, _ := ma.NewMultiaddrBytes(rest[1 : 1+l]) // checked above
 		h.Addrs = append(h.Addrs, a)
 		rest = rest[1+l:]
 	}

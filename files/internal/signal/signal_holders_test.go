@@ -86,6 +86,8 @@ func buildHolderVectors(t testing.TB, owner, bob *kez.Identity, nonce [locateNon
 		return append(b, sig...)
 	}
 	one := mustAddrs(t, addrs[0])[0].Bytes()
+	circuit := "/ip4/198.51.100.7/udp/4002/quic-v1/p2p/" + testIdentity(t, seedRelay).PublicKey().PeerID().String() + "/p2p-circuit"
+	notLast := mustAddrs(t, circuit+"/ip4/192.0.2.1/tcp/4001")[0].Bytes()
 	p2p := mustAddrs(t, addrs[0]+"/p2p/"+carol.PublicKey().PeerID().String())[0].Bytes()
 	rawCID, _ := mh.Sum([]byte("x"), mh.SHA2_256, -1)
 	notKEZ := cid.NewCidV1(cid.Raw, rawCID).Bytes()
@@ -101,6 +103,7 @@ func buildHolderVectors(t testing.TB, owner, bob *kez.Identity, nonce [locateNon
 	}
 	v.Haves = []signalVector{
 		{Name: "valid", Hex: hexs(hb), Expect: "ok", Addrs: addrs},
+		{Name: "valid_circuit", Hex: hexs(have(carol, owner.PublicKey(), c, at, circuit)), Expect: "ok", Addrs: []string{circuit}, Comment: "a circuit address through the relay 0x05"},
 		{Name: "fail_truncated", Hex: mod(hb, func(b []byte) []byte { return b[:len(b)-1] }), Expect: "parse_error"},
 		{Name: "fail_extended", Hex: mod(hb, func(b []byte) []byte { return append(b, 0) }), Expect: "parse_error"},
 		{Name: "fail_kind", Hex: mod(hb, func(b []byte) []byte { b[5] = kindLocate; return b }), Expect: "parse_error"},
@@ -111,6 +114,7 @@ func buildHolderVectors(t testing.TB, owner, bob *kez.Identity, nonce [locateNon
 		{Name: "fail_too_many_addrs", Hex: hexs(rawHave(c.Bytes(), MaxHaveAddrs+1, seventeen...)), Expect: "parse_error"},
 		{Name: "fail_addr_names_peer", Hex: hexs(rawHave(c.Bytes(), 1, p2p)), Expect: "parse_error"},
 		{Name: "fail_addr_count_mismatch", Hex: hexs(rawHave(c.Bytes(), 2, one)), Expect: "parse_error"},
+		{Name: "fail_circuit_not_last", Hex: hexs(rawHave(c.Bytes(), 1, notLast)), Expect: "parse_error"},
 		{Name: "fail_bad_signature", Hex: mod(hb, func(b []byte) []byte { b[len(b)-1] ^= 1; return b }), Expect: "verify_error"},
 		{Name: "fail_tampered_cid", Hex: otherCID, Expect: "verify_error", Comment: "the CID replaced by another blob's after signing"},
 		{Name: "fail_signed_by_other_key", Hex: hexs(forged), Expect: "verify_error", Comment: "the holder field says carol, dave signed"},
@@ -170,7 +174,7 @@ func buildHolderVectors(t testing.TB, owner, bob *kez.Identity, nonce [locateNon
 	var wrongNonce, redirected = *req, *req
 	wrongNonce.Nonce[0] ^= 1
 	redirected.Requester = carol.PublicKey()
-	mallory := testIdentity(t, 0x05)
+	mallory := testIdentity(t, 0x06)
 	ok := func(name, h string, holders ...*kez.Identity) holderAnswerVector {
 		var ks []string
 		for _, id := range holders {
@@ -192,7 +196,7 @@ func buildHolderVectors(t testing.TB, owner, bob *kez.Identity, nonce [locateNon
 		bad("fail_record_malformed", hexs(rawAnswer(1, hb[:len(hb)-1])), "parse_error", "a record one byte short, framed as such"),
 		bad("fail_record_past_end", hexs(rawAnswer(2, hb)), "parse_error", "two records announced, one present"),
 		bad("fail_bad_signature", mod(ab, func(b []byte) []byte { b[len(b)-1] ^= 1; return b }), "verify_error", ""),
-		bad("fail_signed_by_other_key", hexs(answer(mallory, req, at, hb)), "verify_error", "the owner field says owner, 0x05 signed"),
+		bad("fail_signed_by_other_key", hexs(answer(mallory, req, at, hb)), "verify_error", "the owner field says owner, 0x06 signed"),
 		bad("fail_replayed_nonce", hexs(answer(owner, &wrongNonce, at, hb)), "verify_error", "an answer to another request"),
 		bad("fail_redirected", hexs(answer(owner, &redirected, at, hb)), "verify_error", "an answer to carol's request with the same nonce"),
 		bad("fail_stale", hexs(answer(owner, req, at.Add(-MaxSignalSkew), hb)), "verify_error", "signed 5 min 1.5 s before now"),
