@@ -4,9 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"
 )
@@ -14,7 +16,7 @@ import (
 func init() {
 	register(&command{
 		name:    "serve",
-		args:    "[--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "[--reshare] [--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "stay online: receive messages and serve your shared files",
 		help: `
 Keeps your client online until you press Ctrl-C (or it gets SIGTERM):
@@ -32,31 +34,46 @@ sentence names it, and "kez share" publishes the new version. When the
 connection to NATS is lost, serve says so, keeps trying, and says when it
 is back. --verbose also prints the SDK's log lines.
 
+--reshare (env KEZ_RESHARE=1) also serves, to anyone, the public files you
+fetched ("kez files --fetched" lists them) while they are unchanged on
+disk, and tells their owners' machines, which name you to the next
+fetchers so that they pull from you too. Their owners and those fetchers
+learn that you hold the file and where your machine listens. Private
+files are never re-served.
+
 --listen (env KEZ_P2P_LISTEN) sets the libp2p listen addresses, comma-separated
 multiaddrs (default: every interface, TCP and QUIC, ports the system
 picks). Your machine must be reachable at one of them by those who fetch.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var listen string
+			var reshare bool
 			cf.declare(fs, true)
+			fs.BoolVar(&reshare, "reshare", false, "also serve the public files you fetched, to anyone (env KEZ_RESHARE)")
 			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_P2P_LISTEN)")
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("serve takes no arguments, got %q", args)
 				}
-				return runServe(ctx, e, cf, listen)
+				if !reshare && e.getenv("KEZ_RESHARE") != "" {
+					var err error
+					if reshare, err = strconv.ParseBool(e.getenv("KEZ_RESHARE")); err != nil {
+						return usagef("KEZ_RESHARE is %q; set it to 1 or 0", e.getenv("KEZ_RESHARE"))
+					}
+				}
+				return runServe(ctx, e, cf, listen, reshare)
 			}
 		},
 	})
 }
 
-func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
+func runServe(ctx context.Context, e *env, cf chatFlags, listen string, reshare bool) error {
 	c, err := e.openChat(ctx, cf, true)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	s, setup, err := e.openSharing(ctx, cf, true, c.Conn(), listen)
+	s, setup, err := e.openSharing(ctx, cf, true, c.Conn(), listen, func(c *files.Config) { c.Reshare = reshare })
 	if err != nil {
 		return err
 	}
@@ -82,6 +99,19 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 	note := &printer{w: e.stderr}
 	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
 	out.line("Online as %s (PeerID %s), listening on %s.", me, s.DeviceKey().PeerID(), strings.Join(addrs, ", "))
+	if reshare {
+		fetched, err := s.Fetched(ctx)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, f := range fetched {
+			if !f.Changed {
+				n++
+			}
+		}
+		out.line("Re-serving %d public file(s) you fetched, to anyone who asks.", n)
+	}
 	out.line("Serving %d shared file(s) and receiving messages; Ctrl-C stops.", len(shared))
 
 	// Messages are received until ctx ends; files are served meanwhile.

@@ -257,6 +257,7 @@ var environment = []struct{ name, flag, meaning string }{
 	{"KEZ_DNS_SERVER", "", "the DNS server (host:port) asked for the TXT records of dns claims (default: the system's)"},
 	{"NATS_URL", "--nats", "your operator's NATS"},
 	{"KEZ_P2P_LISTEN", "--listen", "libp2p listen multiaddrs, comma-separated (fetch, serve)"},
+	{"KEZ_RESHARE", "--reshare", "1 re-serves the public files you fetched (serve)"},
 	{"KEZ_PASSPHRASE_FILE", "--passphrase-file", "a file whose first line is your identity's passphrase"},
 	{"KEZ_PASSPHRASE", "", "the passphrase itself (prefer the file)"},
 }
