@@ -45,7 +45,7 @@ func TestSmoke(t *testing.T) {
 	// raw, p50, p99, crypto CPU. Then the handshake and its KEM.
 	// Devices: the fan-out through chat.Client and in sessions, the link
 	// with history and its transfer, the two revocation figures.
-	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "devices": 6, "connects": 4, "sigchains": 1, "log": 4, "files": 4, "memory": 1, "groups": 3}
+	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "devices": 6, "connects": 4, "sigchains": 1, "log": 4, "files": 4, "sources": 1, "memory": 1, "groups": 3}
 	got := map[string]int{}
 	for _, f := range rep.Figures {
 		got[f.Group]++
