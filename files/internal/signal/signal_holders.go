@@ -343,21 +343,5 @@ func ParseHoldersAnswer(b []byte) (*HoldersAnswer, error) {
 // [ContextHolders]. It does not check the records. Errors wrap
 // [ErrSignal].
 func (a *HoldersAnswer) Verify(owner, requester kez.PublicKey, nonce [locateNonceLen]byte, now time.Time) error {
-	switch {
-	case a.signed == nil:
-		return fmt.Errorf("%w: the answer was not parsed from bytes", ErrSignal)
-	case a.Owner != owner:
-		return fmt.Errorf("%w: the answer is about %s, not %s", ErrSignal, a.Owner, owner)
-	case a.Requester != requester:
-		return fmt.Errorf("%w: the answer is meant for %s, not %s", ErrSignal, a.Requester, requester)
-	case a.Nonce != nonce:
-		return fmt.Errorf("%w: the answer is to another request", ErrSignal)
-	}
-	if d := a.Time.Sub(now); d > MaxSignalSkew || d < -MaxSignalSkew {
-		return fmt.Errorf("%w: the answer's time %s is %s away from this clock", ErrSignal, a.Time.Format(time.RFC3339), d.Round(time.Second))
-	}
-	if err := owner.Verify(ContextHolders, a.signed, a.Signature); err != nil {
-		return fmt.Errorf("%w: %w", ErrSignal, err)
-	}
-	return nil
+	return signedAnswer{a.Owner, a.Requester, a.Nonce, a.Time, a.signed, a.Signature}.verify(ContextHolders, owner, requester, nonce, now)
 }
