@@ -210,11 +210,7 @@ func (n *Node) serve(s network.Stream, blob Blob, t *format.Tree, start, end int
 		if k, err := blob.ReadAt(buf[:m], off); k < m {
 			return fmt.Errorf("reading the blob at %d: %w", off, err)
 		}
-		if err := n.paceUpload(m); err != nil {
-			return err
-		}
-		s.SetWriteDeadline(time.Now().Add(n.idleTimeout))
-		if _, err := s.Write(buf[:m]); err != nil {
+		if err := n.send(s, buf[:m]); err != nil {
 			return err
 		}
 		n.stats.bytes.Add(int64(m))
@@ -224,18 +220,26 @@ func (n *Node) serve(s network.Stream, blob Blob, t *format.Tree, start, end int
 	return nil
 }
 
-// paceUpload waits until the upload limit lets m more chunk bytes go,
-// taking them from the token bucket a chunk at a time.
-func (n *Node) paceUpload(m int) error {
-	if n.upload == nil {
-		return nil
+// send writes chunk bytes to s: at once, or, under an upload limit
+// ([NodeConfig.MaxUploadRate]), a chunk at a time, each once the token
+// bucket lets it go.
+func (n *Node) send(s network.Stream, b []byte) error {
+	step := len(b)
+	if n.upload != nil {
+		step = format.ChunkSize
 	}
-	for m > 0 {
-		k := min(m, format.ChunkSize)
-		if err := n.upload.WaitN(n.ctx, k); err != nil {
+	for len(b) > 0 {
+		k := min(len(b), step)
+		if n.upload != nil {
+			if err := n.upload.WaitN(n.ctx, k); err != nil {
+				return err
+			}
+		}
+		s.SetWriteDeadline(time.Now().Add(n.idleTimeout))
+		if _, err := s.Write(b[:k]); err != nil {
 			return err
 		}
-		m -= k
+		b = b[k:]
 	}
 	return nil
 }

@@ -402,6 +402,7 @@ func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
 			Policy:        servePolicy{s},
 			Logger:        s.log,
 			Libp2pOptions: s.cfg.Libp2pOptions,
+			MaxUploadRate: s.cfg.MaxUploadRate,
 		})
 		if err != nil {
 			return nil, nil, err
