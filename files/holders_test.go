@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ type holdersStack struct {
 	mallory, bob   *stacktest.User
 	mnc, bnc       *nats.Conn
 	pubSrc, pubDst string
+	now            func() time.Time // alice's clock; nil: time.Now
 }
 
 func login(t testing.TB, st *stacktest.Stack, id *kez.Identity) *nats.Conn {
@@ -112,7 +114,11 @@ func (h *holdersStack) publish(t *testing.T, b []byte) {
 func (h *holdersStack) ask(t *testing.T, c cid.Cid) []byte {
 	t.Helper()
 	noErr(t, h.mnc.Flush())
-	req := signal.HoldersRequest{Owner: h.alice.DeviceKey(), Requester: h.bob.Key, Time: time.Now(), CID: c}
+	now := time.Now
+	if h.now != nil {
+		now = h.now
+	}
+	req := signal.HoldersRequest{Owner: h.alice.DeviceKey(), Requester: h.bob.Key, Time: now(), CID: c}
 	b, err := req.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -241,29 +247,54 @@ func testKey(t testing.TB, i byte) *kez.Identity {
 	return id
 }
 
-// The limits are the owner's Config: one holder per blob here, and the
-// newest wins.
+// The limits are the owner's Config: one holder per blob and one blob
+// here, and the newest wins; a have lives for Life on the owner's clock.
 func TestOwnerHolderLimits(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	u := st.NewUser(t, "alice")
-	alice := openWith(t, st, u, client.Config{Identity: u.Identity, Home: u.Home}, func(c *files.Config) {
-		c.Holders = files.HolderLimits{PerBlob: 1, Life: time.Hour}
+	base := time.Now()
+	var offset atomic.Int64
+	clock := func() time.Time { return base.Add(time.Duration(offset.Load())) }
+	alice := openWith(t, st, u, client.Config{Identity: u.Identity, Home: u.Home, Clock: clock}, func(c *files.Config) {
+		c.Holders = files.HolderLimits{PerBlob: 1, Blobs: 1, Life: 10 * time.Minute}
 	})
-	h := &holdersStack{st: st, alice: alice, mallory: st.NewUser(t, "mallory"), bob: st.NewUser(t, "bob")}
-	src := filepath.Join(t.TempDir(), "f")
-	writeRandom(t, src, 10, 1)
-	var err error
-	h.pub, err = alice.Share(context.Background(), src)
-	noErr(t, err)
+	h := &holdersStack{st: st, alice: alice, mallory: st.NewUser(t, "mallory"), bob: st.NewUser(t, "bob"), now: clock}
+	var pubs []*files.SharedFile
+	for i := range 2 {
+		src := filepath.Join(t.TempDir(), fmt.Sprint("f", i))
+		writeRandom(t, src, 10, uint64(i))
+		sf, err := alice.Share(context.Background(), src)
+		noErr(t, err)
+		pubs = append(pubs, sf)
+	}
+	h.pub = pubs[0]
 	noErr(t, alice.StartServing(context.Background()))
 	h.mnc, h.bnc = login(t, st, h.mallory.Identity), login(t, st, h.bob.Identity)
 	c1, c2 := testKey(t, 1), testKey(t, 2)
 	for i, id := range []*kez.Identity{c1, c2} {
 		h.fetchWhole(t, id, h.pub.CID)
-		h.publish(t, h.have(t, id, h.pub.CID, time.Now().Add(time.Duration(i-2)*time.Minute)))
+		h.publish(t, h.have(t, id, h.pub.CID, base.Add(time.Duration(i-2)*time.Minute)))
 	}
 	if got := h.holders(t, h.pub.CID); !slices.Equal(got, []kez.PublicKey{c2.PublicKey()}) {
 		t.Fatalf("holders %v, want only the newest", got)
+	}
+	// A second blob: over the limit of one.
+	h.fetchWhole(t, c1, pubs[1].CID)
+	h.publish(t, h.have(t, c1, pubs[1].CID, base))
+	if got := h.holders(t, pubs[1].CID); len(got) != 0 {
+		t.Fatalf("holders of a second blob: %v", got)
+	}
+	if s := alice.Stats().Holders; s.Kept != 2 || s.Evicted != 1 || s.Full != 1 {
+		t.Fatalf("holder stats %+v", s)
+	}
+	// 10 minutes after its time, c2's have is gone.
+	offset.Store(int64(9*time.Minute - time.Second))
+	if got := h.holders(t, h.pub.CID); len(got) != 1 {
+		t.Fatalf("holders before the have's life ends: %v", got)
+	}
+	offset.Store(int64(9*time.Minute + time.Second))
+	if got := h.holders(t, h.pub.CID); len(got) != 0 {
+		t.Fatalf("holders after the have's life: %v", got)
 	}
 }
 
