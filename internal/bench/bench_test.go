@@ -153,6 +153,7 @@ func TestConfigCheck(t *testing.T) {
 		"huge message":  func(c *Config) { c.Sizes = []int{1 << 20} },
 		"short chain":   func(c *Config) { c.ChainLinks = 1 },
 		"empty blob":    func(c *Config) { c.BlobSize = 0 },
+		"no source cap": func(c *Config) { c.SourcesRate = 0 },
 		"no duration":   func(c *Config) { c.Duration = 0 },
 		"rekey small":   func(c *Config) { c.RekeyMembers = c.GroupSize + 1 },
 		"rekey huge":    func(c *Config) { c.RekeyMembers = 1025 },
