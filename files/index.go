@@ -140,7 +140,7 @@ func openIndex(home string, log *slog.Logger) (*index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("files: opening the share index %s: %w", path, err)
 	}
-	if err := sqlitedb.Migrate(db, []string{indexSchema, indexSchemaGroups}); err != nil {
+	if err := sqlitedb.Migrate(db, []string{indexSchema, indexSchemaGroups, indexSchemaFetched}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("files: preparing the share index %s: %w", path, err)
 	}
@@ -301,6 +301,12 @@ func (x *index) tree(ctx context.Context, id int64, c cid.Cid, blobSize int64) (
 	if err := x.db.QueryRowContext(ctx, `SELECT leaves FROM shares WHERE id = ?`, id).Scan(&b); err != nil {
 		return nil, fmt.Errorf("files: reading the share index: %w", err)
 	}
+	return x.treeOfLeaves(b, c, blobSize)
+}
+
+// treeOfLeaves makes (and caches) the tree of blob c from its stored leaf
+// hashes, checking that they make c.
+func (x *index) treeOfLeaves(b []byte, c cid.Cid, blobSize int64) (*format.Tree, error) {
 	if len(b)%format.HashSize != 0 {
 		return nil, fmt.Errorf("files: the share index holds damaged leaf hashes for %s", c)
 	}
@@ -453,6 +459,16 @@ func (x *index) Allow(peer kez.PublicKey, c cid.Cid) bool {
 		return false
 	}
 	return !known || public || recipient
+}
+
+// isPublic reports whether blob c is a public file of the index.
+func (x *index) isPublic(ctx context.Context, c cid.Cid) (bool, error) {
+	var public bool
+	err := x.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM shares WHERE cid = ? AND private = 0)`, c.String()).Scan(&public)
+	if err != nil {
+		return false, fmt.Errorf("files: reading the share index: %w", err)
+	}
+	return public, nil
 }
 
 // recipientsOf returns the recipients of the private rows of blob c,

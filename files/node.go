@@ -147,6 +147,7 @@ type Node struct {
 	idle       chan struct{}   // closed while total is 0
 	busySpells int             // how many times total left 0
 	fetching   map[string]bool // destinations of running fetches
+	served     servedSet       // who was sent the last chunk of which blob
 
 	stats struct {
 		requests, refused atomic.Int64
@@ -295,6 +296,9 @@ type Stats struct {
 	Refused      int64 // requests refused (policy, not found, busy, malformed)
 	ChunksServed int64 // chunks sent
 	BytesServed  int64 // chunk bytes sent (not counting hashes and framing)
+	// Holders counts the haves and holders requests a Sharing's serving
+	// handled (docs/spec/signalling.md §6); zero for a bare Node.
+	Holders HolderStats
 }
 
 // Stats returns the node's serving counters.

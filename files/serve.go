@@ -171,6 +171,9 @@ func (n *Node) handleStream(s network.Stream) {
 		s.Reset()
 		return
 	}
+	if end == nc && !req.hashesOnly {
+		n.served.add(remote, req.cid, time.Now()) // a holder may say so (holders.go)
+	}
 	s.Close()
 }
 

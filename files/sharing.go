@@ -86,6 +86,20 @@ type Config struct {
 	LocateTimeout   time.Duration
 	MaxWaitInterval time.Duration
 
+	// Reshare makes Serve also serve, to anyone, the public files this
+	// install fetched (every completed fetch of a public entry is recorded
+	// in the share index), while they are unchanged on disk, and tell each
+	// owner's device so every 10 minutes, so that other fetchers pull from
+	// here too (docs/spec/signalling.md §6). Private files are never
+	// re-served.
+	Reshare bool
+	// Holders bounds what Serve keeps of the haves re-sharers send about
+	// this install's public files; the zero value means the defaults.
+	Holders HolderLimits
+	// HoldersTimeout bounds a fetch's wait for the owner's list of
+	// holders of a public file; 0 means 1 s.
+	HoldersTimeout time.Duration
+
 	// Logger receives what the user does not see otherwise: changed shared
 	// files, ignored signalling, serving errors. nil: slog.Default().
 	Logger *slog.Logger
@@ -118,6 +132,7 @@ type Sharing struct {
 	now      func() time.Time
 
 	serving atomic.Bool
+	holders holderTable // the haves kept about this install's public files
 	// work counts the calls under way (Fetch, Share, Unshare,
 	// StartServing); Shutdown and Close stop it. done ends with Close.
 	work      lifecycle.Gate
@@ -130,6 +145,8 @@ type Sharing struct {
 	node   *Node
 	sub    *nats.Subscription
 	closed bool
+	// stopAnnounce ends the haves of a re-sharing Serve and waits.
+	stopAnnounce func()
 }
 
 // Errors of [Sharing]. Callers branch with errors.Is.
@@ -187,6 +204,7 @@ func Open(ctx context.Context, cfg Config) (*Sharing, error) {
 	s := &Sharing{cfg: cfg, dev: cc.DeviceIdentity(), devKey: cc.DeviceKey(), primary: cc.Identity, me: cc.PersonKey(),
 		http: cc.HTTPClient, log: cc.Logger, now: cc.Clock, resolver: cc.Resolver}
 	s.done, s.closeDone = context.WithCancel(context.Background())
+	s.holders.lim = cfg.Holders.withDefaults()
 	switch {
 	case cc.Identity != nil:
 		s.keys = cc.Identity

@@ -239,12 +239,17 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	opts = append(slices.Clip(opts), tally.option(o.routes))
 	if e.Private {
 		opts = append(opts, WithDecryption(e.Key, e.Size))
+	} else {
+		opts = append(opts, WithSources(s.askHolders(ctx, nc, dev, e.CID)...))
 	}
 	if err := node.Fetch(ctx, info, e.CID, dst, opts...); err != nil {
 		if errors.Is(err, format.ErrDecrypt) {
 			return nil, fmt.Errorf("files: %q from %s was received intact but does not decrypt with the key shared with you (the owner's mistake, or a forgery): %w", e.Name, ow.handle, err)
 		}
 		return nil, explainFetch(ow.handle, e, err)
+	}
+	if !e.Private {
+		s.recordFetch(ctx, ow, dev, e, dst)
 	}
 	f := &Fetched{Entry: e, Path: dst}
 	f.Route, f.Routes = tally.result(route)
@@ -437,7 +442,11 @@ func (g servingSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
 	if !g.s.serving.Load() {
 		return nil, ErrNotFound
 	}
-	return g.s.idx.OpenBlob(ctx, c)
+	b, err := g.s.idx.OpenBlob(ctx, c)
+	if err != nil {
+		return g.s.openReshared(ctx, c, err)
+	}
+	return b, nil
 }
 
 // StartServing goes online: it starts the node if needed, answers locate
@@ -462,7 +471,10 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	if s.sub != nil {
 		return nil
 	}
-	sub, err := signal.AnswerLocates(nc, s.dev, func() []ma.Multiaddr { return node.Addrs() }, signal.AnswerOptions{Logger: s.log, Now: s.now})
+	sub, err := signal.AnswerLocates(nc, s.dev, func() []ma.Multiaddr { return node.Addrs() }, signal.AnswerOptions{
+		Logger: s.log, Now: s.now, OnHave: s.onHave,
+		Holders: func(c cid.Cid) [][]byte { return s.holders.list(c, s.now()) },
+	})
 	if err != nil {
 		return fmt.Errorf("files: listening for fetchers on NATS: %w", err)
 	}
@@ -475,6 +487,12 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	s.sub = sub
 	s.serving.Store(true)
 	node.reserve()
+	if s.cfg.Reshare {
+		actx, stop := context.WithCancel(s.done)
+		done := make(chan struct{})
+		s.stopAnnounce = func() { stop(); <-done }
+		go func() { defer close(done); s.announce(actx, nc, node) }()
+	}
 	return nil
 }
 
@@ -489,6 +507,10 @@ func (s *Sharing) StopServing() {
 
 func (s *Sharing) stopServingLocked() {
 	s.serving.Store(false)
+	if s.stopAnnounce != nil {
+		s.stopAnnounce()
+		s.stopAnnounce = nil
+	}
 	if s.sub != nil {
 		s.sub.Unsubscribe()
 		s.sub = nil
@@ -526,7 +548,9 @@ func (s *Sharing) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.node == nil {
-		return Stats{}
+		return Stats{Holders: s.holders.stats()}
 	}
-	return s.node.Stats()
+	st := s.node.Stats()
+	st.Holders = s.holders.stats()
+	return st
 }

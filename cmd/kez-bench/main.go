@@ -96,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	logInterval := fs.Duration("log-checkpoint-interval", 0, "log: the log's checkpoint interval (default: the sig-server's, 100ms)")
 	logBatchAge := fs.Duration("log-batch-age", 0, "log: how long an entry waits to be sequenced with others (default: the sig-server's, 25ms)")
 	blobMiB := fs.Int("blob-mib", 0, "files: blob size in MiB (default 256; --quick 64)")
+	sourcesMiB := fs.Int("sources-mib", 0, "sources: blob size in MiB (default 64)")
+	sourcesRate := fs.Float64("sources-rate", 0, "sources: each source's upload cap in MB/s (default 20)")
 	users := fs.Int("users", def.Users, "memory: users logged in at once")
 	senderDevs := fs.Int("sender-devices", def.SenderDevices, "devices: the sending person's devices")
 	recipientDevs := fs.Int("recipient-devices", def.RecipientDevices, "devices: the recipient person's devices")
@@ -144,6 +146,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	cfg.FloodRate, cfg.FloodConns, cfg.FloodUsers = *floodRate, *floodConns, *floodUsers
 	if *floodDur > 0 {
 		cfg.FloodDuration = *floodDur
+	}
+	if *sourcesMiB > 0 {
+		cfg.SourcesBlob = int64(*sourcesMiB) << 20
+	}
+	if *sourcesRate > 0 {
+		cfg.SourcesRate = int64(*sourcesRate * 1e6)
 	}
 	if *blobMiB > 0 {
 		cfg.BlobSize = int64(*blobMiB) << 20

@@ -16,7 +16,7 @@ import (
 func init() {
 	register(&command{
 		name:    "files",
-		args:    "[HANDLE | --group GROUP] [--json] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "[HANDLE | --group GROUP | --fetched] [--json] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "list the files someone shares (or, without HANDLE, yours)",
 		help: `
 Lists the files HANDLE shares that you may see: every public file, and the
@@ -33,19 +33,32 @@ first: your kez takes what waits for you first. A file offered before
 you joined is not among them. "kez fetch --group GROUP NAME" downloads
 one.
 
+--fetched lists the public files you fetched, oldest first: what "kez
+serve --reshare" re-serves (a file changed on disk since is marked and not
+re-served).
+
 --json prints an array of {"name","size","cid","private"} plus
 "media_type","mtime" (RFC 3339); for your own files also "path",
 "recipients" and, for a file shared with a group, "group"; with --group
 also "from" (the handle of who shared it), "from_key", "offered_at" and
-"id" (the offer's message ID).`,
+"id" (the offer's message ID); with --fetched {"name","size","cid","path",
+"owner","owner_key","fetched_at","mtime","changed"}.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var asJSON bool
 			var grp string
+			var fetched bool
 			cf.declare(fs, true)
+			fs.BoolVar(&fetched, "fetched", false, "list the public files you fetched")
 			fs.BoolVar(&asJSON, "json", false, "print JSON")
 			fs.StringVar(&grp, "group", "", "list the files shared with this group")
 			return func(ctx context.Context, args []string) error {
+				if fetched {
+					if len(args) != 0 || grp != "" {
+						return usagef("files --fetched takes no HANDLE nor --group")
+					}
+					return runFetchedFiles(ctx, e, cf, asJSON)
+				}
 				if grp != "" {
 					if len(args) != 0 {
 						return usagef("files --group takes no HANDLE, got %d arguments", len(args))
@@ -235,4 +248,53 @@ func runGroupFiles(ctx context.Context, e *env, cf chatFlags, grp string, asJSON
 	tw.Flush()
 	fmt.Fprintf(e.stdout, "Fetch one with: kez fetch --group %s NAME\n", g.Name)
 	return nil
+}
+
+// fetchedFileJSON is one element of "kez files --fetched --json"; fields
+// may be added.
+type fetchedFileJSON struct {
+	Name      string    `json:"name"`
+	Size      int64     `json:"size"`
+	CID       string    `json:"cid"`
+	Path      string    `json:"path"`
+	Owner     string    `json:"owner"`
+	OwnerKey  string    `json:"owner_key"`
+	FetchedAt time.Time `json:"fetched_at"`
+	ModTime   time.Time `json:"mtime"`
+	Changed   bool      `json:"changed"`
+}
+
+// runFetchedFiles lists the public files this install fetched.
+func runFetchedFiles(ctx context.Context, e *env, cf chatFlags, asJSON bool) error {
+	s, _, err := e.openSharing(ctx, cf, false, nil, "")
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	list, err := s.Fetched(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		out := make([]fetchedFileJSON, 0, len(list))
+		for _, f := range list {
+			out = append(out, fetchedFileJSON{Name: f.Name, Size: f.Size, CID: f.CID.String(), Path: f.Path, Owner: f.Owner,
+				OwnerKey: f.OwnerKey.String(), FetchedAt: f.FetchedAt.UTC(), ModTime: f.ModTime.UTC(), Changed: f.Changed})
+		}
+		return json.NewEncoder(e.stdout).Encode(out)
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(e.stdout, "You fetched no public files on this machine.")
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "You fetched %d public file(s) on this machine (kez serve --reshare serves them to others):\n", len(list))
+	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+	for _, f := range list {
+		state := "from @" + f.Owner
+		if f.Changed {
+			state += ", changed on disk since: not re-served"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", f.Name, humanSize(f.Size), state, f.FetchedAt.Local().Format("2006-01-02 15:04"), f.Path)
+	}
+	return tw.Flush()
 }

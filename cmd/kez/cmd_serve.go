@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/kez-lat/kez-chat/chat"
@@ -16,7 +17,7 @@ import (
 func init() {
 	register(&command{
 		name:    "serve",
-		args:    "[--listen ADDRS] [--relay ADDR]... [--max-upload-rate RATE] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "[--reshare] [--listen ADDRS] [--relay ADDR]... [--max-upload-rate RATE] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "stay online: receive messages and serve your shared files",
 		help: `
 Keeps your client online until you press Ctrl-C (or it gets SIGTERM):
@@ -33,6 +34,13 @@ A shared file that changed on disk since you shared it is not sent; a
 sentence names it, and "kez share" publishes the new version. When the
 connection to NATS is lost, serve says so, keeps trying, and says when it
 is back. --verbose also prints the SDK's log lines.
+
+--reshare (env KEZ_RESHARE=1) also serves, to anyone, the public files you
+fetched ("kez files --fetched" lists them) while they are unchanged on
+disk, and tells their owners' machines, which name you to the next
+fetchers so that they pull from you too. Their owners and those fetchers
+learn that you hold the file and where your machine listens. Private
+files are never re-served.
 
 --listen (env KEZ_P2P_LISTEN) sets the libp2p listen addresses, comma-separated
 multiaddrs (default: every interface, TCP and QUIC, ports the system
@@ -55,7 +63,9 @@ with k, M or G for 1024, 1024², 1024³ (e.g. 2M). Default: no cap.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var listen string
+			var reshare bool
 			cf.declare(fs, true)
+			fs.BoolVar(&reshare, "reshare", false, "also serve the public files you fetched, to anyone (env KEZ_RESHARE)")
 			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_P2P_LISTEN)")
 			var maxRate string
 			fs.StringVar(&maxRate, "max-upload-rate", "", "bytes per second serve sends at most, e.g. 2M (env KEZ_MAX_UPLOAD_RATE; default: no cap)")
@@ -72,19 +82,25 @@ with k, M or G for 1024, 1024², 1024³ (e.g. 2M). Default: no cap.`,
 					return err
 				}
 				e.maxUploadRate = rate
-				return runServe(ctx, e, cf, listen)
+				if !reshare && e.getenv("KEZ_RESHARE") != "" {
+					var err error
+					if reshare, err = strconv.ParseBool(e.getenv("KEZ_RESHARE")); err != nil {
+						return usagef("KEZ_RESHARE is %q; set it to 1 or 0", e.getenv("KEZ_RESHARE"))
+					}
+				}
+				return runServe(ctx, e, cf, listen, reshare)
 			}
 		},
 	})
 }
 
-func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
+func runServe(ctx context.Context, e *env, cf chatFlags, listen string, reshare bool) error {
 	c, err := e.openChat(ctx, cf, true)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	s, setup, err := e.openSharing(ctx, cf, true, c.Conn(), listen)
+	s, setup, err := e.openSharing(ctx, cf, true, c.Conn(), listen, func(c *files.Config) { c.Reshare = reshare })
 	if err != nil {
 		return err
 	}
@@ -110,6 +126,19 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 	note := &printer{w: e.stderr}
 	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
 	out.line("Online as %s (PeerID %s), listening on %s.", me, s.DeviceKey().PeerID(), strings.Join(addrs, ", "))
+	if reshare {
+		fetched, err := s.Fetched(ctx)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, f := range fetched {
+			if !f.Changed {
+				n++
+			}
+		}
+		out.line("Re-serving %d public file(s) you fetched, to anyone who asks.", n)
+	}
 	out.line("Serving %d shared file(s) and receiving messages; Ctrl-C stops.", len(shared))
 	if node, err := s.Node(); err == nil && node.MaxUploadRate() > 0 {
 		out.line("Sending your files at %s/s at most.", humanSize(node.MaxUploadRate()))

@@ -94,7 +94,7 @@ type sharingSetup struct {
 // as the other commands settle them, the share index in the state folder.
 // With nc it signals over that connection; otherwise, when online, it logs
 // in to NATS_URL (or --nats) itself on the first fetch or serve.
-func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nats.Conn, listen string) (*files.Sharing, *sharingSetup, error) {
+func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nats.Conn, listen string, opts ...func(*files.Config)) (*files.Sharing, *sharingSetup, error) {
 	acct, err := e.loadAccount(f.home)
 	if err != nil {
 		return nil, nil, err
@@ -137,6 +137,9 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 		if cfg.Client.NATSURL, err = e.natsURLFor(f); err != nil {
 			return nil, nil, err
 		}
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	s, err := files.Open(ctx, cfg)
 	if err != nil {

@@ -31,6 +31,8 @@
 //     fetching its entry bundles unchecked;
 //   - files: a verified P2P fetch (files.Node) against a raw libp2p stream
 //     and raw TCP, a private (encrypted) fetch, and croc;
+//   - sources: a fetch from 3 sources each capped at the same upload rate
+//     against the same fetch from one of them;
 //   - memory: the chat-server's RSS with 1,000 users logged in;
 //   - groups: a 256 B message to a group of 100 (one sender-key envelope,
 //     one multi-recipient send) against the same message sent one to one
@@ -65,7 +67,7 @@ import (
 )
 
 // Groups of figures, in the order Run measures them.
-var Groups = []string{"sigchains", "log", "messaging", "devices", "connects", "memory", "files", "groups"}
+var Groups = []string{"sigchains", "log", "messaging", "devices", "connects", "memory", "files", "sources", "groups"}
 
 // Config sizes a run. [Default] is the full run; [Quick] finishes in under
 // a minute; [Smoke] is for tests.
@@ -109,6 +111,9 @@ type Config struct {
 	Croc     string `json:"croc,omitempty"`
 	CrocSkip string `json:"-"` // why Croc is empty
 
+	SourcesBlob int64 `json:"sources_blob"` // sources: bytes of the blob fetched from 1 and from 3 sources
+	SourcesRate int64 `json:"sources_rate"` // sources: each source's upload cap, bytes/s
+
 	Users int `json:"users"` // memory: users logged in at once
 
 	GroupSize     int `json:"group_size"`     // groups: members (1 device each) the measured message goes to
@@ -125,7 +130,7 @@ func Default() Config {
 		Senders: 4, Receivers: 2, Sizes: []int{256, 4096}, Messages: 30000, LatencyMessages: 400, Handshakes: 400,
 		ConnectWorkers: 4, Duration: 2 * time.Second, Rounds: 5,
 		FloodRate: 1000, FloodConns: 64, FloodDuration: 10 * time.Second, FloodUsers: 20,
-		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000,
+		ChainLinks: 100, BlobSize: 256 << 20, Users: 1000, SourcesBlob: 64 << 20, SourcesRate: 20e6,
 		LogEntries: 100_000, LogAppenders: 1024, LogLinks: 4, LogLatencyAppends: 10,
 		SenderDevices: 3, RecipientDevices: 5, DeviceMessages: 3000, HistoryMessages: 10000, Revocations: 5, RevokeWait: 30 * time.Second,
 		GroupSize: 100, GroupMessages: 50, RekeyMembers: 1000,
@@ -153,6 +158,7 @@ func Smoke() Config {
 	c.ConnectWorkers, c.Duration, c.Rounds = 2, 100*time.Millisecond, 1
 	c.FloodRate, c.FloodConns, c.FloodDuration, c.FloodUsers = 100, 8, 500*time.Millisecond, 3
 	c.ChainLinks, c.BlobSize, c.Users = 5, 2<<20, 20
+	c.SourcesBlob, c.SourcesRate = 12<<20, 20e6
 	c.DeviceMessages, c.HistoryMessages, c.Revocations = 20, 30, 1
 	c.GroupSize, c.GroupMessages, c.RekeyMembers = 3, 2, 5
 	c.LogEntries, c.LogAppenders, c.LogLinks, c.LogLatencyAppends = 1000, 4, 2, 2
@@ -192,6 +198,8 @@ func (c Config) check() error {
 		return errors.New("bench: devices needs at least one message, one message of history, one revocation and a wait")
 	case c.BlobSize < 1:
 		return errors.New("bench: the blob must not be empty")
+	case c.SourcesBlob < 1 || c.SourcesRate < 1:
+		return errors.New("bench: sources needs a blob and an upload rate")
 	case c.Users < 1:
 		return errors.New("bench: memory needs at least one user")
 	case c.GroupSize < 1 || c.GroupMessages < 1 || c.RekeyMembers < c.GroupSize+2 || c.RekeyMembers > group.MaxMembers:
@@ -206,7 +214,7 @@ func (c Config) check() error {
 }
 
 // Run measures every group cfg selects against st (which may be nil when
-// only sigchains, log and files run) and returns the report. It stops at the
+// only sigchains, log, files and sources run) and returns the report. It stops at the
 // first group that fails, returning the figures so far with the error.
 func Run(ctx context.Context, st *Stack, cfg Config) (*Report, error) {
 	if err := cfg.check(); err != nil {
@@ -282,6 +290,13 @@ func Run(ctx context.Context, st *Stack, cfg Config) (*Report, error) {
 				return rep, derr
 			}
 			figs, err = measureFiles(ctx, cfg, dir)
+			cleanup()
+		case "sources":
+			dir, cleanup, derr := memDir()
+			if derr != nil {
+				return rep, derr
+			}
+			figs, err = measureSources(ctx, cfg, dir)
 			cleanup()
 		}
 		add(figs)

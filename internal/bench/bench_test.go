@@ -45,7 +45,7 @@ func TestSmoke(t *testing.T) {
 	// raw, p50, p99, crypto CPU. Then the handshake and its KEM.
 	// Devices: the fan-out through chat.Client and in sessions, the link
 	// with history and its transfer, the two revocation figures.
-	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "devices": 6, "connects": 4, "sigchains": 1, "log": 4, "files": 5, "memory": 1, "groups": 3}
+	want := map[string]int{"messaging": 8*len(cfg.Sizes) + 2, "devices": 6, "connects": 4, "sigchains": 1, "log": 4, "files": 5, "sources": 1, "memory": 1, "groups": 3}
 	got := map[string]int{}
 	for _, f := range rep.Figures {
 		got[f.Group]++
@@ -153,6 +153,7 @@ func TestConfigCheck(t *testing.T) {
 		"huge message":  func(c *Config) { c.Sizes = []int{1 << 20} },
 		"short chain":   func(c *Config) { c.ChainLinks = 1 },
 		"empty blob":    func(c *Config) { c.BlobSize = 0 },
+		"no source cap": func(c *Config) { c.SourcesRate = 0 },
 		"no duration":   func(c *Config) { c.Duration = 0 },
 		"rekey small":   func(c *Config) { c.RekeyMembers = c.GroupSize + 1 },
 		"rekey huge":    func(c *Config) { c.RekeyMembers = 1025 },

@@ -174,7 +174,7 @@ func targetText(f Figure) string {
 	switch f.Goal {
 	case MinRatio:
 		if f.Target >= 2 {
-			return fmt.Sprintf("≥ %.0f×", f.Target)
+			return fmt.Sprintf("≥ %g×", f.Target)
 		}
 		return fmt.Sprintf("≥ %.2f", f.Target)
 	case MaxRatio:

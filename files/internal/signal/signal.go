@@ -244,20 +244,35 @@ func ParseLocateAnswer(b []byte) (*LocateAnswer, error) {
 // read from the owner's verified sigchain). Errors wrap [ErrSignal] (a bad
 // signature also wraps [kez.ErrBadSignature]).
 func (a *LocateAnswer) Verify(owner, requester kez.PublicKey, nonce [locateNonceLen]byte, now time.Time) error {
+	return signedAnswer{a.Owner, a.Requester, a.Nonce, a.Time, a.signed, a.Signature}.verify(kez.ContextPeerAddrs, owner, requester, nonce, now)
+}
+
+// signedAnswer is what an answer's check looks at: its head, the bytes
+// its signature covers and the signature.
+type signedAnswer struct {
+	owner, requester kez.PublicKey
+	nonce            [locateNonceLen]byte
+	time             time.Time
+	signed, sig      []byte
+}
+
+// verify checks an answer against the request it should answer (owner,
+// requester, nonce), the clock now and its signature under context.
+func (a signedAnswer) verify(context string, owner, requester kez.PublicKey, nonce [locateNonceLen]byte, now time.Time) error {
 	switch {
 	case a.signed == nil:
 		return fmt.Errorf("%w: the answer was not parsed from bytes", ErrSignal)
-	case a.Owner != owner:
-		return fmt.Errorf("%w: the answer is about %s, not %s", ErrSignal, a.Owner, owner)
-	case a.Requester != requester:
-		return fmt.Errorf("%w: the answer is meant for %s, not %s", ErrSignal, a.Requester, requester)
-	case a.Nonce != nonce:
+	case a.owner != owner:
+		return fmt.Errorf("%w: the answer is about %s, not %s", ErrSignal, a.owner, owner)
+	case a.requester != requester:
+		return fmt.Errorf("%w: the answer is meant for %s, not %s", ErrSignal, a.requester, requester)
+	case a.nonce != nonce:
 		return fmt.Errorf("%w: the answer is to another request", ErrSignal)
 	}
-	if d := a.Time.Sub(now); d > MaxSignalSkew || d < -MaxSignalSkew {
-		return fmt.Errorf("%w: the answer's time %s is %s away from this clock", ErrSignal, a.Time.Format(time.RFC3339), d.Round(time.Second))
+	if d := a.time.Sub(now); d > MaxSignalSkew || d < -MaxSignalSkew {
+		return fmt.Errorf("%w: the answer's time %s is %s away from this clock", ErrSignal, a.time.Format(time.RFC3339), d.Round(time.Second))
 	}
-	if err := owner.Verify(kez.ContextPeerAddrs, a.signed, a.Signature); err != nil {
+	if err := owner.Verify(context, a.signed, a.sig); err != nil {
 		return fmt.Errorf("%w: %w", ErrSignal, err)
 	}
 	return nil

@@ -9,9 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"strings"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/internal/addrs"
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
@@ -155,41 +155,54 @@ func locateOnce(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, o L
 	if err != nil {
 		return peer.AddrInfo{}, err
 	}
-	reply := wire.ReplyInbox(me.String()) + ".p2p" + hex.EncodeToString(req.Nonce[:])
+	var info peer.AddrInfo
+	err = exchange(ctx, nc, me, owner, req.Nonce, body, o.Timeout, "p2p", func(b []byte) bool {
+		a, err := ParseLocateAnswer(b)
+		if err != nil || a.Verify(owner, me, req.Nonce, o.Now()) != nil {
+			return false
+		}
+		info = peer.AddrInfo{ID: owner.PeerID(), Addrs: a.Addrs}
+		return true
+	})
+	return info, err
+}
+
+// exchange publishes body to owner's subject with a fresh reply subject
+// under me's inbox (_INBOX.<me>.<tag><hex of nonce>) and reads what comes
+// back until accept takes a message: anything else is ignored, as anyone
+// may publish into _INBOX.<me>.>. It returns errNoAnswer after timeout or
+// if nobody listens on owner's subject.
+func exchange(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, nonce [locateNonceLen]byte, body []byte, timeout time.Duration, tag string, accept func([]byte) bool) error {
+	reply := wire.ReplyInbox(me.String()) + "." + tag + hex.EncodeToString(nonce[:])
 	// A small channel of our own: SubscribeSync would allocate a 64 Ki-slot
 	// one per request. Only a flood into this one-off subject could fill it,
 	// and nobody but the owner learns the subject.
 	ch := make(chan *nats.Msg, answerQueue)
 	sub, err := nc.ChanSubscribe(reply, ch)
 	if err != nil {
-		return peer.AddrInfo{}, fmt.Errorf("files: listening for the owner's answer: %w", err)
+		return fmt.Errorf("files: listening for the owner's answer: %w", err)
 	}
 	defer sub.Unsubscribe()
 	if err := nc.PublishMsg(&nats.Msg{Subject: SignalSubjectPrefix + owner.String(), Reply: reply, Data: body}); err != nil {
-		return peer.AddrInfo{}, fmt.Errorf("files: asking the owner where they listen: %w", err)
+		return fmt.Errorf("files: asking the owner: %w", err)
 	}
-	timer := time.NewTimer(o.Timeout)
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		var m *nats.Msg
 		select {
 		case <-ctx.Done():
-			return peer.AddrInfo{}, ctx.Err()
+			return ctx.Err()
 		case <-timer.C:
-			return peer.AddrInfo{}, errNoAnswer
+			return errNoAnswer
 		case m = <-ch:
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-			return peer.AddrInfo{}, errNoAnswer // no responders: nobody listens on the owner's subject
+			return errNoAnswer // no responders: nobody listens on the owner's subject
 		}
-		a, err := ParseLocateAnswer(m.Data)
-		if err != nil {
-			continue // junk: anyone may publish into _INBOX.<me>.>
+		if accept(m.Data) {
+			return nil
 		}
-		if err := a.Verify(owner, me, req.Nonce, o.Now()); err != nil {
-			continue
-		}
-		return peer.AddrInfo{ID: owner.PeerID(), Addrs: a.Addrs}, nil
 	}
 }
 
@@ -200,6 +213,14 @@ type AnswerOptions struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Holders, if set, answers holders requests (§6): it returns the
+	// haves kept for a blob, at most MaxHolders, as they came. nil: holders
+	// requests are ignored.
+	Holders func(c cid.Cid) [][]byte
+	// OnHave, if set, receives each have sent to this key: verified
+	// (signature, owner, freshness) with err nil, or with the reason it
+	// was refused (h nil if it did not parse). nil: haves are ignored.
+	OnHave func(h *Have, err error)
 }
 
 // AnswerLocates answers the locate requests for signer's key that arrive on
@@ -207,7 +228,9 @@ type AnswerOptions struct {
 // at that moment, until the returned subscription is unsubscribed or nc
 // closes. Requests that are malformed, for another key, older or newer
 // than [MaxSignalSkew], or whose reply subject is not under the
-// requester's own inbox (_INBOX.<requester>.) are ignored.
+// requester's own inbox (_INBOX.<requester>.) are ignored. The same
+// subject carries haves and holders requests (§6), handed to o.OnHave and
+// answered from o.Holders.
 func AnswerLocates(nc *nats.Conn, signer kez.Signer, addrs func() []ma.Multiaddr, o AnswerOptions) (*nats.Subscription, error) {
 	log := o.Logger
 	if log == nil {
@@ -219,21 +242,18 @@ func AnswerLocates(nc *nats.Conn, signer kez.Signer, addrs func() []ma.Multiaddr
 	}
 	me := signer.PublicKey()
 	return nc.Subscribe(SignalSubjectPrefix+me.String(), func(m *nats.Msg) {
+		if len(m.Data) > 5 && m.Data[5] != kindLocate {
+			answerHolders(m, signer, o, log, now)
+			return
+		}
 		req, err := ParseLocateRequest(m.Data)
 		if err != nil {
 			log.Debug("files: ignoring a malformed locate request", "err", err)
 			return
 		}
 		t := now()
-		switch d := req.Time.Sub(t); {
-		case req.Owner != me:
-			log.Debug("files: ignoring a locate request for another key", "owner", req.Owner)
-			return
-		case !strings.HasPrefix(m.Reply, wire.ReplyInbox(req.Requester.String())+"."):
-			log.Debug("files: ignoring a locate request whose reply subject is not the requester's", "requester", req.Requester, "reply", m.Reply)
-			return
-		case d > MaxSignalSkew || d < -MaxSignalSkew:
-			log.Debug("files: ignoring a stale locate request", "requester", req.Requester, "skew", d)
+		if why := refusal(me, req.Owner, req.Requester, req.Time, t, m.Reply); why != "" {
+			log.Debug("files: ignoring a locate request "+why, "requester", req.Requester)
 			return
 		}
 		list := AnnounceAddrs(addrs())

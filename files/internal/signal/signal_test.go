@@ -39,6 +39,8 @@ type signalVectors struct {
 	NowMs     int64          `json:"now_ms"`
 	Requests  []signalVector `json:"requests"`
 	Answers   []signalVector `json:"answers"`
+	// The holders messages of §6 (signal_holders_test.go).
+	Holders holderVectors `json:"holders"`
 }
 
 const vectorTimeMs = 1767225600000
@@ -158,6 +160,7 @@ func buildSignalVectors(t testing.TB) signalVectors {
 		{Name: "fail_stale", Hex: hex.EncodeToString(sign(owner, req, mustAddrs(t, addrs...), at.Add(-MaxSignalSkew-time.Second))), Expect: "verify_error", Comment: "signed 5 min 2.5 s before now"},
 		{Name: "fail_future", Hex: hex.EncodeToString(sign(owner, req, mustAddrs(t, addrs...), at.Add(MaxSignalSkew+2*time.Second))), Expect: "verify_error", Comment: "signed 5 min 0.5 s after now"},
 	}
+	v.Holders = buildHolderVectors(t, owner, bob, req.Nonce, at)
 	return v
 }
 
