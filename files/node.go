@@ -98,6 +98,8 @@ type Node struct {
 	busySpells int             // how many times total left 0
 	fetching   map[string]bool // destinations of running fetches
 
+	watching atomic.Bool // a Sharing records its addresses (recordServing)
+
 	stats struct {
 		requests, refused atomic.Int64
 		chunks, bytes     atomic.Int64

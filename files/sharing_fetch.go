@@ -386,6 +386,12 @@ func (s *Sharing) Node() (*Node, error) {
 // network starts the libp2p node and logs in to NATS (with natsconn, as
 // chat does) if not done yet.
 func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
+	return s.startNetwork(ctx, false)
+}
+
+// startNetwork is network; a node started to serve listens on the ports
+// recorded in the Home (see stableListen).
+func (s *Sharing) startNetwork(ctx context.Context, serve bool) (*Node, *nats.Conn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -403,14 +409,15 @@ func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
 		s.nc, s.ownNC = nc, true
 	}
 	if s.node == nil {
-		n, err := NewNode(NodeConfig{
+		nc := NodeConfig{
 			Identity:      s.dev,
 			ListenAddrs:   s.cfg.ListenAddrs,
 			Source:        servingSource{s},
 			Policy:        servePolicy{s},
 			Logger:        s.log,
 			Libp2pOptions: s.cfg.Libp2pOptions,
-		})
+		}
+		n, err := s.newServingNode(nc, serve)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -440,7 +447,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 		return ErrClosed
 	}
 	defer s.work.Leave()
-	node, nc, err := s.network(ctx)
+	node, nc, err := s.startNetwork(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -464,6 +471,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	}
 	s.sub = sub
 	s.serving.Store(true)
+	s.recordServing(node)
 	return nil
 }
 
