@@ -44,6 +44,15 @@ type fetchConfig struct {
 	onWait      func(attempt int)
 	overwrite   bool
 	offer       *format.GroupFile
+	sources     []peer.AddrInfo
+	decrypt     *decryption
+	routes      func(p peer.ID, r Route, bytes int64)
+}
+
+// decryption is what [WithDecryption] asked for.
+type decryption struct {
+	key       format.FileKey
+	plainSize int64
 }
 
 func fetchOptions(opts []FetchOption) fetchConfig {
@@ -95,6 +104,33 @@ func WithOverwrite() FetchOption {
 // saved under the offer's name. ([Node.Fetch] ignores it.)
 func WithFileKey(offer format.GroupFile) FetchOption {
 	return func(c *fetchConfig) { c.offer = &offer }
+}
+
+// WithSources adds more peers that hold the same blob: [Node.Fetch] pulls
+// different chunks from the owner and each of them at once, each chunk
+// verified against the CID before it is written, and drops a source on its
+// first bad chunk (its chunks are fetched from the others). With
+// [WithDecryption] only the owner is used: decryption needs the chunks in
+// order. [Sharing.Fetch] adds the holders the owner names on its own.
+func WithSources(holders ...peer.AddrInfo) FetchOption {
+	return func(c *fetchConfig) { c.sources = append(c.sources, holders...) }
+}
+
+// WithDecryption makes [Node.Fetch] decrypt a private file's blob as it
+// streams in: dst receives the plaintext (plainSize bytes) and no
+// ciphertext is kept. Every chunk is still verified against the CID before
+// it is decrypted; a resumed fetch re-verifies the plaintext it has by
+// encrypting it again. A blob that does not decrypt with key is an error
+// wrapping [format.ErrDecrypt], and no plaintext is left at dst.
+func WithDecryption(key format.FileKey, plainSize int64) FetchOption {
+	return func(c *fetchConfig) { c.decrypt = &decryption{key: key, plainSize: plainSize} }
+}
+
+// WithRoutes calls fn as verified chunks land, with the source that sent
+// them, the route of the connection they came over and their size in
+// bytes. fn runs on the fetch's goroutines; keep it fast.
+func WithRoutes(fn func(p peer.ID, r Route, bytes int64)) FetchOption {
+	return func(c *fetchConfig) { c.routes = fn }
 }
 
 // Fetch downloads blob c from owner into the file dst.

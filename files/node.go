@@ -1,6 +1,7 @@
 package files
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,8 @@ const (
 	defaultMaxStreamsPerPeer = 8
 	defaultMaxStreams        = 64
 	defaultIdleTimeout       = 30 * time.Second
+	defaultHolePunchWait     = 5 * time.Second
+	defaultDialTimeout       = 15 * time.Second
 )
 
 // defaultListenAddrs are the listen addresses of a [Node] whose
@@ -66,13 +69,39 @@ type NodeConfig struct {
 	// send its request or to accept more data. Zero means 30 s.
 	IdleTimeout time.Duration
 
+	// MaxUploadRate bounds the chunk bytes the node sends, in bytes per
+	// second over all the streams it serves (a token bucket with a burst of
+	// one chunk's worth of serving). Zero means unlimited.
+	MaxUploadRate int64
+
 	// Logger receives serving errors; nil discards them.
 	Logger *slog.Logger
 
 	// Libp2pOptions are appended to the node's libp2p options (e.g. NAT
-	// port mapping or hole punching). Options that change the identity or
-	// transports break the node's contract.
+	// port mapping). Options that change the identity or transports break
+	// the node's contract.
 	Libp2pOptions []libp2p.Option
+
+	// Relays are circuit relay v2 relays (each with its addresses) the
+	// node keeps a reservation with, so that peers that cannot dial it
+	// directly reach it through them; its circuit addresses are then among
+	// [Node.Addrs]. Empty: no reservations (the node still dials other
+	// peers' circuit addresses).
+	Relays []peer.AddrInfo
+
+	// NoHolePunching turns DCUtR hole punching off: a relayed connection
+	// then stays relayed.
+	NoHolePunching bool
+
+	// HolePunchWait is how long a fetch whose only connection to the owner
+	// is relayed waits for hole punching to give a direct one before it
+	// moves data over the relay. Zero means 5 s; negative means not at all.
+	HolePunchWait time.Duration
+
+	// DialTimeout bounds how long a fetch tries to connect to the owner
+	// (every address, relays included) before it fails with an
+	// *[UnreachableError]. Zero means 15 s.
+	DialTimeout time.Duration
 }
 
 // Node is a libp2p host that serves blobs over the blob exchange protocol
@@ -87,6 +116,10 @@ type Node struct {
 	totalMax    int
 	idleTimeout time.Duration
 	log         *slog.Logger
+
+	punched       *punchedConns // connections hole punching made
+	holePunchWait time.Duration // < 0: do not wait
+	dialTimeout   time.Duration
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -126,6 +159,8 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		libp2p.Transport(quic.NewTransport),
 		libp2p.DisableMetrics(),
 	}
+	punched := newPunchedConns()
+	opts = append(opts, natOptions(cfg, punched)...)
 	opts = append(opts, cfg.Libp2pOptions...)
 	h, err := libp2p.New(opts...)
 	if err != nil {
@@ -143,6 +178,10 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		perPeer:     map[peer.ID]int{},
 		fetching:    map[string]bool{},
 		idle:        make(chan struct{}),
+
+		punched:       punched,
+		holePunchWait: cmp.Or(cfg.HolePunchWait, defaultHolePunchWait),
+		dialTimeout:   cmp.Or(cfg.DialTimeout, defaultDialTimeout),
 	}
 	close(n.idle)
 	if n.policy == nil {
