@@ -1,7 +1,6 @@
 package files
 
 import (
-	"bytes"
 	"encoding/base32"
 	"encoding/binary"
 	"errors"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/files/internal/addrs"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -27,8 +27,8 @@ const (
 	DefaultTicketTTL = 7 * 24 * time.Hour
 	// MaxTicketAddrs bounds the addresses of a ticket, MaxTicketAddrLen
 	// the bytes of each (a multiaddr's binary form).
-	MaxTicketAddrs   = 16
-	MaxTicketAddrLen = 255
+	MaxTicketAddrs   = addrs.MaxAddrs
+	MaxTicketAddrLen = addrs.MaxLen
 	// MaxTicketURLLen bounds the sig-server URL of a ticket.
 	MaxTicketURLLen = 255
 	// MaxTicketSize is the largest binary ticket, MaxTicketLen the
@@ -183,32 +183,12 @@ func checkTicketURL(s string) error {
 	return nil
 }
 
-// checkTicketAddr checks one address in binary form: 1 to
-// MaxTicketAddrLen bytes of a canonical multiaddr with no /p2p component
-// except, for a circuit address, the relay's, right before a final
-// /p2p-circuit (docs/spec/signalling.md §2).
+// checkTicketAddr checks one address in binary form under the rules of
+// signalling answers (files/internal/addrs: canonical, at most 255 bytes,
+// no /p2p except a circuit address's relay).
 func checkTicketAddr(b []byte) error {
-	if len(b) == 0 || len(b) > MaxTicketAddrLen {
-		return fmt.Errorf("%w: an address of %d bytes", ErrTicketMalformed, len(b))
-	}
-	a, err := ma.NewMultiaddrBytes(b)
-	if err != nil {
-		return fmt.Errorf("%w: an address that is not a multiaddr: %w", ErrTicketMalformed, err)
-	}
-	if !bytes.Equal(a.Bytes(), b) {
-		return fmt.Errorf("%w: an address not in canonical form", ErrTicketMalformed)
-	}
-	for i, c := range a {
-		switch c.Code() {
-		case ma.P_P2P:
-			if i != len(a)-2 || i == 0 || a[i+1].Code() != ma.P_CIRCUIT {
-				return fmt.Errorf("%w: an address names a peer (%s); only a relay's may precede /p2p-circuit", ErrTicketMalformed, a)
-			}
-		case ma.P_CIRCUIT:
-			if i != len(a)-1 || i < 2 {
-				return fmt.Errorf("%w: /p2p-circuit is not the end of the relay's address (%s)", ErrTicketMalformed, a)
-			}
-		}
+	if _, err := addrs.Check(b); err != nil {
+		return fmt.Errorf("%w: %w", ErrTicketMalformed, err)
 	}
 	return nil
 }

@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/files/internal/addrs"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 // ErrTicketStale reports a ticket that the owner's current manifest
@@ -45,6 +48,11 @@ type TicketFetchConfig struct {
 	// ListenAddrs are the fetcher's libp2p listen addresses (hole punching
 	// needs one); empty: TCP and QUIC on every interface.
 	ListenAddrs []string
+	// Relays are circuit relay v2 relays the fetcher's node may reserve a
+	// slot at ([NodeConfig.Relays]): they help hole punching when both
+	// sides are behind NAT. The ticket's circuit addresses are dialled
+	// without them.
+	Relays []peer.AddrInfo
 	// Libp2pOptions are passed to the fetcher's node
 	// ([NodeConfig.Libp2pOptions]).
 	Libp2pOptions []libp2p.Option
@@ -78,8 +86,8 @@ type TicketFetchConfig struct {
 //
 // Errors: a *[TicketExpiredError]; a *[DeviceError]; ErrForbidden; a
 // *[NotSharedError] for a private entry the owner no longer lists;
-// [ErrTicketStale]; an *[OfflineError] (ErrOwnerOffline) when no address
-// answers; the errors of [Node.Fetch]; sigchain's errors for the
+// [ErrTicketStale]; an *[UnreachableError] (ErrUnreachable) when no
+// address answers (with WithWait: until the wait ends); the errors of [Node.Fetch]; sigchain's errors for the
 // sig-server.
 func FetchTicket(ctx context.Context, t *Ticket, dst string, cfg TicketFetchConfig, opts ...FetchOption) (*Fetched, error) {
 	o := fetchOptions(opts)
@@ -124,7 +132,8 @@ func FetchTicket(ctx context.Context, t *Ticket, dst string, cfg TicketFetchConf
 			return nil, err
 		}
 	}
-	node, err := NewNode(NodeConfig{Identity: id, ListenAddrs: cfg.ListenAddrs, Logger: log, Libp2pOptions: cfg.Libp2pOptions})
+	node, err := NewNode(NodeConfig{Identity: id, ListenAddrs: cfg.ListenAddrs, Logger: log, Libp2pOptions: cfg.Libp2pOptions,
+		Relays: cfg.Relays, DialTimeout: cfg.DialTimeout})
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +211,6 @@ func reachTicket(ctx context.Context, node *Node, t *Ticket, cfg TicketFetchConf
 	if timeout <= 0 {
 		timeout = ticketDialTimeout
 	}
-	start := time.Now()
 	wctx := ctx
 	if o.wait && o.waitTimeout > 0 {
 		var cancel context.CancelFunc
@@ -220,12 +228,14 @@ func reachTicket(ctx context.Context, node *Node, t *Ticket, cfg TicketFetchConf
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		off := &OfflineError{Owner: who}
+		ue := unreachable(t, who, err)
 		if !o.wait || wctx.Err() != nil {
-			if o.wait {
-				off.Waited = time.Since(start)
-			}
-			return fmt.Errorf("%w: %w", off, err)
+			return ue
+		}
+		// The next attempt dials again rather than stopping at the
+		// swarm's back-off from this one.
+		if sw, ok := node.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+			sw.Backoff().Clear(t.Device.PeerID())
 		}
 		if o.onWait != nil {
 			o.onWait(attempt)
@@ -238,9 +248,19 @@ func reachTicket(ctx context.Context, node *Node, t *Ticket, cfg TicketFetchConf
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			off.Waited = time.Since(start)
-			return fmt.Errorf("%w: %w", off, err)
+			return ue
 		}
 		pause = min(2*pause, ticketWaitInterval)
 	}
+}
+
+// unreachable describes a failed dial of t's device.
+func unreachable(t *Ticket, who string, err error) *UnreachableError {
+	relays := map[string]bool{}
+	for _, a := range t.Addrs {
+		if addrs.IsCircuit(a) {
+			relays[a[len(a)-2].Value()] = true
+		}
+	}
+	return &UnreachableError{Owner: who, Addrs: len(t.Addrs), Relays: len(relays), Err: err}
 }

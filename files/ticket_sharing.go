@@ -14,10 +14,10 @@ import (
 
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/files/internal/addrs"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p/core/event"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // Files in the state folder (client.Config.Home) about the node
@@ -115,7 +115,7 @@ func (s *Sharing) ticketAddrs(dev kez.PublicKey) ([]ma.Multiaddr, error) {
 			}
 		}
 	}
-	as = ticketOrder(as)
+	as = addrs.Order(as)
 	if len(as) == 0 {
 		as = relayCircuits(s.cfg.Client.Relays)
 	}
@@ -139,41 +139,6 @@ func relayCircuits(relays []string) []ma.Multiaddr {
 		}
 	}
 	return out
-}
-
-// ticketOrder keeps the addresses a ticket may carry (no unspecified
-// address, within the rules of checkTicketAddr), once each, ordered
-// public direct, private direct, loopback, then circuit, at most
-// MaxTicketAddrs.
-func ticketOrder(as []ma.Multiaddr) []ma.Multiaddr {
-	rank := func(a ma.Multiaddr) int {
-		switch {
-		case isCircuit(a):
-			return 3
-		case manet.IsIPLoopback(a):
-			return 2
-		case manet.IsPublicAddr(a):
-			return 0
-		}
-		return 1
-	}
-	var out []ma.Multiaddr
-	for _, a := range as {
-		if a == nil || manet.IsIPUnspecified(a) || checkTicketAddr(a.Bytes()) != nil ||
-			slices.ContainsFunc(out, func(b ma.Multiaddr) bool { return a.Equal(b) }) {
-			continue
-		}
-		out = append(out, a)
-	}
-	slices.SortStableFunc(out, func(a, b ma.Multiaddr) int { return rank(a) - rank(b) })
-	if len(out) > MaxTicketAddrs {
-		out = out[:MaxTicketAddrs]
-	}
-	return out
-}
-
-func isCircuit(a ma.Multiaddr) bool {
-	return len(a) > 0 && a[len(a)-1].Code() == ma.P_CIRCUIT
 }
 
 // readAddrsFile reads a file of multiaddrs, one a line, skipping lines
@@ -272,7 +237,7 @@ func (s *Sharing) recordServing(n *Node) {
 }
 
 func (s *Sharing) writeAddrs(n *Node) {
-	if err := writeAddrsFile(filepath.Join(s.cfg.Client.Home, AddrsFile), ticketOrder(n.Addrs())); err != nil {
+	if err := writeAddrsFile(filepath.Join(s.cfg.Client.Home, AddrsFile), addrs.Order(n.Addrs())); err != nil {
 		s.log.Warn("files: recording the serving addresses", "err", err)
 	}
 }

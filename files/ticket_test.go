@@ -260,8 +260,8 @@ func TestTicketStablePorts(t *testing.T) {
 	}
 	cfg := loopback()
 	cfg.DialTimeout = time.Second
-	if _, err := files.FetchTicket(devCtx(t), tk, t.TempDir(), cfg); !errors.Is(err, files.ErrOwnerOffline) {
-		t.Fatalf("old ticket: %v, want ErrOwnerOffline", err)
+	if _, err := files.FetchTicket(devCtx(t), tk, t.TempDir(), cfg); !errors.Is(err, files.ErrUnreachable) {
+		t.Fatalf("old ticket: %v, want ErrUnreachable", err)
 	}
 	_, tk2 := ticketFor(t, alice, "notes.txt")
 	got, err = files.FetchTicket(devCtx(t), tk2, t.TempDir(), loopback())
