@@ -142,7 +142,7 @@ func (t *Ticket) check() error {
 			return fmt.Errorf("%w: a private ticket names no sig-server", ErrTicketMalformed)
 		}
 	} else if err := format.CheckName(t.Name); err != nil {
-		return fmt.Errorf("%w: %w", ErrTicketMalformed, err)
+		return fmt.Errorf("%w: %s", ErrTicketMalformed, strings.TrimPrefix(err.Error(), format.ErrManifest.Error()+": "))
 	}
 	if t.Device != t.Owner && t.SigServer == "" {
 		return fmt.Errorf("%w: a ticket naming a device other than the owner's key names no sig-server", ErrTicketMalformed)
