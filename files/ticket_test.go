@@ -201,6 +201,16 @@ func TestTicketRefusals(t *testing.T) {
 	}
 }
 
+// A linked device holds no primary key, so it makes no ticket.
+func TestTicketNeedsPrimary(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	u := st.NewUser(t, "alice")
+	laptop := openInstall(t, st, u, st.AddDevice(t, u, "laptop"), false)
+	if _, err := laptop.Ticket(devCtx(t), "notes.txt", 0); !errors.Is(err, files.ErrNotPrimary) {
+		t.Fatalf("got %v, want ErrNotPrimary", err)
+	}
+}
+
 // With no serving address, a ticket names circuit addresses through the
 // client's relays.
 func TestTicketRelayAddresses(t *testing.T) {
