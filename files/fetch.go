@@ -8,15 +8,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/format"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // Suffixes of the files a fetch keeps beside its destination until it
@@ -140,15 +137,26 @@ func WithRoutes(fn func(p peer.ID, r Route, bytes int64)) FetchOption {
 // once complete. An interrupted fetch (cancelled ctx, lost connection,
 // crash) keeps the verified prefix and a state file; a later Fetch of the
 // same c to the same dst re-verifies that prefix against the owner's leaf
-// hashes and fetches only the rest.
+// hashes and fetches only the rest. A stream that breaks mid-transfer (a
+// connection replaced by a better one, say) is reopened from what was
+// verified, up to 3 times in a row without progress.
+//
+// [WithSources] adds peers that hold the same blob: chunks are then pulled
+// from all of them at once, in tasks of 16 chunks, and a source is dropped
+// on its first bad chunk or refusal. Chunks verified beyond the contiguous
+// prefix are written but not recorded in the state file, so a crash costs
+// fetching them again. [WithDecryption] writes the plaintext of a private
+// file instead of its blob, decrypting as the chunks arrive.
 //
 // Errors: [ErrNotFound], [ErrForbidden], [ErrBusy] (the owner's answer), a
 // *[CorruptError] matching [ErrCorrupt] if the owner sends bytes that do not
 // match c (the bad chunk is not written, dst does not exist), ctx.Err() if
-// cancelled, [format.ErrBadCID] for a c that is not a KEZ blob CID. If the owner
-// cannot be reached before an earlier partial file is re-verified, that file
-// is left as it was. Fetch is safe for concurrent use; a second fetch to a
-// destination this node is already fetching to fails at once.
+// cancelled, [format.ErrBadCID] for a c that is not a KEZ blob CID. With
+// several sources the error is the owner's, as a *[SourceError], once
+// every source was dropped. If the owner cannot be reached before an
+// earlier partial file is re-verified, that file is left as it was. Fetch
+// is safe for concurrent use; a second fetch to a destination this node is
+// already fetching to fails at once.
 func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst string, opts ...FetchOption) error {
 	cfg := fetchOptions(opts)
 	if err := format.CheckCID(c); err != nil {
@@ -157,8 +165,16 @@ func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst st
 	if owner.ID == n.host.ID() {
 		return errors.New("files: cannot fetch a blob from this node itself")
 	}
-	if len(owner.Addrs) > 0 {
-		n.host.Peerstore().AddAddrs(owner.ID, owner.Addrs, peerstore.TempAddrTTL)
+	sources := []peer.ID{owner.ID}
+	seen := map[peer.ID]bool{owner.ID: true, n.host.ID(): true}
+	for _, ai := range append([]peer.AddrInfo{owner}, cfg.sources...) {
+		if len(ai.Addrs) > 0 && ai.ID != n.host.ID() {
+			n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
+		}
+		if !seen[ai.ID] && cfg.decrypt == nil { // decryption needs the chunks in order: one source
+			seen[ai.ID] = true
+			sources = append(sources, ai.ID)
+		}
 	}
 	release, err := n.claimDest(dst)
 	if err != nil {
@@ -170,13 +186,19 @@ func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst st
 	if err != nil {
 		return fmt.Errorf("files: creating the partial file: %w", err)
 	}
-	fx := &fetcher{n: n, ctx: ctx, owner: owner.ID, c: c, f: f, statePath: statePath, cfg: cfg, size: -1}
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	fx := &fetcher{n: n, ctx: fctx, cancel: cancel, sources: sources, c: c, f: f, statePath: statePath, cfg: cfg}
+	fx.sch.init(fctx, len(sources))
 	err = fx.run()
 	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		switch {
 		case fx.pristine: // an earlier partial file not yet re-verified: leave it as it was
 			f.Close()
-		case fx.verified == 0: // nothing worth keeping
+		case errors.Is(err, format.ErrDecrypt), fx.keptChunks() == 0: // nothing worth keeping
 			f.Close()
 			os.Remove(part)
 			os.Remove(statePath)
@@ -213,269 +235,25 @@ func (n *Node) claimDest(dst string) (func(), error) {
 	}, nil
 }
 
-// fetcher is the state of one Fetch.
-type fetcher struct {
-	n         *Node
-	ctx       context.Context
-	owner     peer.ID
-	c         cid.Cid
-	f         *os.File
-	statePath string
-	cfg       fetchConfig
-
-	pristine bool  // an earlier partial file exists and is not re-verified yet
-	size     int64 // -1 until the owner said (verified against c)
-	verified int   // chunks [0, verified) are verified and written
-	leaves   []format.Hash
-	hbuf     []byte
-	bufs     [][]byte // pipeline buffers, ChunkSize each
-	lh       format.LeafHasher
-}
-
-func (fx *fetcher) run() error {
-	fx.leaves = make([]format.Hash, maxChunksPerRequest)
-	fx.hbuf = make([]byte, (maxProofHashes+maxChunksPerRequest)*format.HashSize)
-	fx.lh = format.NewLeafHasher()
-	hint, hintSize := readState(fx.statePath, fx.c)
-	if hint > 0 {
-		fx.pristine = true
-		if err := fx.reverify(hint, hintSize); err != nil {
-			return err
-		}
-		fx.pristine = false
-	} else if err := fx.f.Truncate(0); err != nil {
-		return fmt.Errorf("files: clearing the partial file: %w", err)
-	}
-	for fx.size < 0 || fx.verified < format.NumChunks(fx.size) {
-		if err := fx.window(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (fx *fetcher) verifiedBytes() int64 {
-	if fx.size < 0 {
-		return 0
-	}
-	return min(int64(fx.verified)*format.ChunkSize, fx.size)
-}
-
-func (fx *fetcher) progress() {
-	if fx.cfg.progress != nil {
-		fx.cfg.progress(fx.verifiedBytes(), fx.size)
-	}
-}
-
-// open sends req on a new stream and reads the response up to and
-// including the verified leaf hashes, which it leaves in fx.leaves.
-func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
-	var h respHeader
-	s, err := fx.n.host.NewStream(fx.ctx, fx.owner, protocol.ID(protocolID))
-	if err != nil {
-		if fx.ctx.Err() != nil {
-			return nil, h, fx.ctx.Err()
-		}
-		return nil, h, fmt.Errorf("files: cannot reach the owner %s: %w", fx.owner, err)
-	}
-	fail := func(err error) (network.Stream, respHeader, error) {
-		s.Reset()
-		if fx.ctx.Err() != nil {
-			return nil, h, fx.ctx.Err()
-		}
-		return nil, h, err
-	}
-	stop := context.AfterFunc(fx.ctx, func() { s.Reset() })
-	defer stop()
-	if _, err := s.Write(appendRequest(make([]byte, 0, maxRequestSize), req)); err != nil {
-		return fail(fmt.Errorf("files: sending the request to the owner: %w", err))
-	}
-	s.CloseWrite()
-	var hb [respHeaderLen]byte
-	if _, err := io.ReadFull(s, hb[:1]); err != nil {
-		return fail(fmt.Errorf("files: reading the owner's answer: %w", err))
-	}
-	if hb[0] != statusOK {
-		var tl [1]byte
-		text := []byte(nil)
-		if _, err := io.ReadFull(s, tl[:]); err == nil {
-			text = make([]byte, tl[0])
-			if _, err := io.ReadFull(s, text); err != nil {
-				text = nil
-			}
-		}
-		s.Close()
-		return nil, h, statusError(hb[0], errorText(text))
-	}
-	if _, err := io.ReadFull(s, hb[1:]); err != nil {
-		return fail(fmt.Errorf("files: reading the owner's answer: %w", err))
-	}
-	h, err = parseRespHeader(hb[1:], req)
-	if err != nil {
-		return fail(err)
-	}
-	if fx.size >= 0 && h.size != fx.size {
-		return fail(&CorruptError{Index: h.start, Reason: "the owner changed the blob's size"})
-	}
-	hb2 := fx.hbuf[:(h.nproof+h.count)*format.HashSize]
-	if _, err := io.ReadFull(s, hb2); err != nil {
-		return fail(fmt.Errorf("files: reading the leaf hashes: %w", err))
-	}
-	proof := make([]format.Hash, h.nproof)
-	for i := range proof {
-		copy(proof[i][:], hb2[i*format.HashSize:])
-	}
-	hb2 = hb2[h.nproof*format.HashSize:]
-	leaves := fx.leaves[:h.count]
-	for i := range leaves {
-		copy(leaves[i][:], hb2[i*format.HashSize:])
-	}
-	if err := format.VerifyRange(fx.c, h.size, h.start, leaves, proof); err != nil {
-		return fail(&CorruptError{Index: h.start, Reason: "the leaf hashes or size do not match the CID"})
-	}
-	fx.size = h.size
-	return s, h, nil
-}
-
-// reverify checks the partial file's first hint chunks against the owner's
-// leaf hashes and sets fx.verified to the length of the prefix that holds.
-func (fx *fetcher) reverify(hint int, hintSize int64) error {
-	buf := make([]byte, format.ChunkSize)
-	for fx.verified < hint {
-		req := request{cid: fx.c, start: uint64(fx.verified), count: uint32(min(hint-fx.verified, maxChunksPerRequest)), hashesOnly: true}
-		s, h, err := fx.open(req)
-		var re *RemoteError
-		if errors.As(err, &re) { // the state file was wrong about the blob
-			fx.verified = 0
-			break
-		}
-		if err != nil {
-			return err
-		}
-		s.Close()
-		if h.size != hintSize {
-			break // the state file was not about this blob after all
-		}
-		for i := 0; i < h.count; i++ {
-			idx := h.start + i
-			b := buf[:format.ChunkLen(h.size, idx)]
-			if k, _ := fx.f.ReadAt(b, int64(idx)*format.ChunkSize); k < len(b) || fx.lh.Sum(b) != fx.leaves[i] {
-				hint = idx // damaged from here on: fetch it again
-				break
-			}
-			fx.verified++
-		}
-	}
-	fx.progress()
-	return nil
-}
-
-// pipelineDepth is how many chunks a fetch reads ahead of the one it is
-// verifying and writing, so the network and the hashing overlap.
-const pipelineDepth = 16
-
-type readChunk struct {
-	buf []byte
-	err error
-}
-
-// window fetches the next request's worth of chunks. A reader goroutine
-// fills buffers from the stream while this one verifies and writes them.
-func (fx *fetcher) window() error {
-	req := request{cid: fx.c, start: uint64(fx.verified), count: maxChunksPerRequest}
-	s, h, err := fx.open(req)
-	if err != nil {
-		return err
-	}
-	stop := context.AfterFunc(fx.ctx, func() { s.Reset() })
-	defer stop()
-	if fx.verified == 0 {
-		fx.progress()
-	}
-	if fx.bufs == nil {
-		fx.bufs = make([][]byte, pipelineDepth)
-		for i := range fx.bufs {
-			fx.bufs[i] = make([]byte, format.ChunkSize)
-		}
-	}
-	free := make(chan []byte, pipelineDepth)
-	for _, b := range fx.bufs {
-		free <- b
-	}
-	full := make(chan readChunk, pipelineDepth)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // reader: never blocks on full, which holds every buffer
-		defer wg.Done()
-		for i := 0; i < h.count; i++ {
-			var b []byte
-			select {
-			case b = <-free:
-			case <-done:
-				return
-			}
-			b = b[:format.ChunkLen(h.size, h.start+i)]
-			_, err := io.ReadFull(s, b)
-			full <- readChunk{buf: b, err: err}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	abort := func(err error) error {
-		s.Reset()
-		close(done)
-		wg.Wait()
-		if fx.ctx.Err() != nil {
-			return fx.ctx.Err()
-		}
-		return err
-	}
-	for i := 0; i < h.count; i++ {
-		if err := fx.ctx.Err(); err != nil {
-			return abort(err)
-		}
-		idx := h.start + i
-		rc := <-full
-		if rc.err != nil {
-			return abort(fmt.Errorf("files: the transfer broke off at chunk %d: %w", idx, rc.err))
-		}
-		if fx.lh.Sum(rc.buf) != fx.leaves[i] {
-			return abort(&CorruptError{Index: idx, Reason: "its bytes do not match its leaf hash"})
-		}
-		if _, err := fx.f.WriteAt(rc.buf, int64(idx)*format.ChunkSize); err != nil {
-			return abort(fmt.Errorf("files: writing the partial file: %w", err))
-		}
-		free <- rc.buf[:cap(rc.buf)]
-		fx.verified++
-		fx.progress()
-		if fx.verified%checkpointChunks == 0 {
-			fx.checkpoint(false)
-		}
-	}
-	close(done)
-	wg.Wait()
-	s.Close()
-	return nil
-}
-
 // checkpoint records progress in the state file. On failure it also cuts
 // the partial file back to the verified prefix, so nothing unverified stays.
 func (fx *fetcher) checkpoint(failed bool) {
+	fx.ckMu.Lock()
+	defer fx.ckMu.Unlock()
+	size := fx.sch.blobSize()
 	if failed {
-		fx.f.Truncate(fx.verifiedBytes())
+		fx.f.Truncate(fx.keptBytes())
 	}
-	if fx.size < 0 {
+	if size < 0 {
 		os.Remove(fx.statePath)
 		return
 	}
-	writeState(fx.statePath, fx.c, fx.size, fx.verified)
+	writeState(fx.statePath, fx.c, size, fx.keptChunks())
 }
 
 // finish moves the complete, verified blob into place.
 func (fx *fetcher) finish(dst string) error {
-	if err := fx.f.Truncate(fx.size); err != nil {
+	if err := fx.f.Truncate(fx.finalSize()); err != nil {
 		return fmt.Errorf("files: finishing the partial file: %w", err)
 	}
 	if !fx.cfg.noSync {

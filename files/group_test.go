@@ -287,15 +287,16 @@ func TestGroupShareForgedOffers(t *testing.T) {
 	if _, err := bob.Fetch(ctx, alice.handle(), "other.txt", filepath.Join(t.TempDir(), "x"), files.WithFileKey(good)); !errors.Is(err, files.ErrOfferMismatch) {
 		t.Errorf("a name that is not the offer's: %v", err)
 	}
-	// The right entry, a wrong key: the blob comes, verified, and does
-	// not decrypt; nothing is left behind.
+	// The right entry, a wrong key: the first segment does not decrypt;
+	// nothing is left behind, no plaintext and no partial file.
 	dst := filepath.Join(t.TempDir(), "plan.txt")
 	wrong := forge(func(f *format.GroupFile) { f.Key[0] ^= 1 })
 	if _, err := bob.Fetch(ctx, alice.handle(), good.CID.String(), dst, files.WithFileKey(wrong)); !errors.Is(err, format.ErrDecrypt) {
 		t.Fatalf("a wrong key: %v, want format.ErrDecrypt", err)
 	}
 	mustNotExist(t, dst)
-	mustNotExist(t, dst+files.EncryptedSuffix)
+	mustNotExist(t, dst+files.PartialSuffix)
+	mustNotExist(t, dst+files.StateSuffix)
 	// Shared again under the name: the new share replaces the group
 	// entry, and the old offer finds nothing.
 	sf2, err := alice.Share(ctx, secret, files.ToGroup(files.Group{Name: "team"}))

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -19,7 +20,14 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/time/rate"
 )
+
+// uploadLimiter paces the chunk bytes a node sends ([NodeConfig.MaxUploadRate]):
+// a *rate.Limiter.
+type uploadLimiter interface {
+	WaitN(ctx context.Context, n int) error
+}
 
 // Defaults of [NodeConfig].
 const (
@@ -70,8 +78,9 @@ type NodeConfig struct {
 	IdleTimeout time.Duration
 
 	// MaxUploadRate bounds the chunk bytes the node sends, in bytes per
-	// second over all the streams it serves (a token bucket with a burst of
-	// one chunk's worth of serving). Zero means unlimited.
+	// second over all the streams it serves: a token bucket holding one
+	// chunk (256 KiB), taken from before each chunk is sent. Zero means
+	// unlimited.
 	MaxUploadRate int64
 
 	// Logger receives serving errors; nil discards them.
@@ -116,6 +125,7 @@ type Node struct {
 	totalMax    int
 	idleTimeout time.Duration
 	log         *slog.Logger
+	upload      uploadLimiter // nil: unlimited
 
 	punched       *punchedConns // connections hole punching made
 	holePunchWait time.Duration // < 0: do not wait
@@ -184,6 +194,13 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		dialTimeout:   cmp.Or(cfg.DialTimeout, defaultDialTimeout),
 	}
 	close(n.idle)
+	if cfg.MaxUploadRate < 0 {
+		h.Close()
+		return nil, fmt.Errorf("files: a negative upload rate (%d bytes/s)", cfg.MaxUploadRate)
+	}
+	if cfg.MaxUploadRate > 0 {
+		n.upload = rate.NewLimiter(rate.Limit(cfg.MaxUploadRate), format.ChunkSize)
+	}
 	if n.policy == nil {
 		n.policy = allowAll
 	}

@@ -207,13 +207,36 @@ func (n *Node) serve(s network.Stream, blob Blob, t *format.Tree, start, end int
 		if k, err := blob.ReadAt(buf[:m], off); k < m {
 			return fmt.Errorf("reading the blob at %d: %w", off, err)
 		}
-		s.SetWriteDeadline(time.Now().Add(n.idleTimeout))
-		if _, err := s.Write(buf[:m]); err != nil {
+		if err := n.send(s, buf[:m]); err != nil {
 			return err
 		}
 		n.stats.bytes.Add(int64(m))
 		n.stats.chunks.Add(int64((m + format.ChunkSize - 1) / format.ChunkSize))
 		off += int64(m)
+	}
+	return nil
+}
+
+// send writes chunk bytes to s: at once, or, under an upload limit
+// ([NodeConfig.MaxUploadRate]), a chunk at a time, each once the token
+// bucket lets it go.
+func (n *Node) send(s network.Stream, b []byte) error {
+	step := len(b)
+	if n.upload != nil {
+		step = format.ChunkSize
+	}
+	for len(b) > 0 {
+		k := min(len(b), step)
+		if n.upload != nil {
+			if err := n.upload.WaitN(n.ctx, k); err != nil {
+				return err
+			}
+		}
+		s.SetWriteDeadline(time.Now().Add(n.idleTimeout))
+		if _, err := s.Write(b[:k]); err != nil {
+			return err
+		}
+		b = b[k:]
 	}
 	return nil
 }

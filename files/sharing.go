@@ -74,6 +74,9 @@ type Config struct {
 	// Libp2pOptions are passed to the node (see
 	// [NodeConfig.Libp2pOptions]).
 	Libp2pOptions []libp2p.Option
+	// MaxUploadRate caps the bytes per second the node sends of the files
+	// it serves (see [NodeConfig.MaxUploadRate]); 0 means unlimited.
+	MaxUploadRate int64
 
 	// LocateTimeout bounds the wait for the owner's answer to one locate
 	// request; 0 means 3 s. MaxWaitInterval caps the pause between

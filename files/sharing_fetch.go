@@ -21,10 +21,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// EncryptedSuffix is the suffix of the file a private fetch downloads the
-// encrypted blob into, beside its destination, before decrypting it there.
-const EncryptedSuffix = ".kez-encrypted"
-
 // owner is a resolved owner with a fresh, verified chain.
 type owner struct {
 	handle string
@@ -150,9 +146,9 @@ type Fetched struct {
 // the blob with [Node.Fetch]: every chunk is verified
 // against the CID before it is written, into outPath+[PartialSuffix], and
 // an interrupted fetch resumes from what was verified on the next call. A
-// private entry is downloaded encrypted (outPath+[EncryptedSuffix]) and
-// decrypted into place. outPath exists only once the whole file is
-// verified (and decrypted). Options: [WithWait] waits for an offline
+// private entry is decrypted as it streams in ([WithDecryption]): the
+// partial file holds plaintext, and no ciphertext is stored. outPath
+// exists only once the whole file is verified (and decrypted). Options: [WithWait] waits for an offline
 // owner, [WithOverwrite] replaces an existing file, [WithFileKey] fetches
 // a file shared with a group with the key its offer gave, [WithProgress]
 // and [WithoutSync] as for Node.Fetch.
@@ -232,23 +228,14 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if err != nil {
 		return nil, err
 	}
-	target := dst
 	if e.Private {
-		target = dst + EncryptedSuffix
+		opts = append(opts[:len(opts):len(opts)], WithDecryption(e.Key, e.Size))
 	}
-	if err := node.Fetch(ctx, info, e.CID, target, opts...); err != nil {
-		return nil, explainFetch(ow.handle, e, err)
-	}
-	if e.Private {
-		n, err := format.DecryptFile(dst, target, e.Key)
-		os.Remove(target)
-		if err != nil {
+	if err := node.Fetch(ctx, info, e.CID, dst, opts...); err != nil {
+		if errors.Is(err, format.ErrDecrypt) {
 			return nil, fmt.Errorf("files: %q from %s was received intact but does not decrypt with the key shared with you (the owner's mistake, or a forgery): %w", e.Name, ow.handle, err)
 		}
-		if n != e.Size {
-			os.Remove(dst)
-			return nil, fmt.Errorf("files: %q from %s decrypted to %d bytes, not the %d its entry says", e.Name, ow.handle, n, e.Size)
-		}
+		return nil, explainFetch(ow.handle, e, err)
 	}
 	return &Fetched{Entry: e, Path: dst}, nil
 }
@@ -416,6 +403,7 @@ func (s *Sharing) startNetwork(ctx context.Context, serve bool) (*Node, *nats.Co
 			Policy:        servePolicy{s},
 			Logger:        s.log,
 			Libp2pOptions: s.cfg.Libp2pOptions,
+			MaxUploadRate: s.cfg.MaxUploadRate,
 		}
 		n, err := s.newServingNode(nc, serve)
 		if err != nil {

@@ -375,7 +375,7 @@ func TestSharePrivately(t *testing.T) {
 		t.Fatalf("fetched to %s", got.Path)
 	}
 	sameFile(t, src, got.Path)
-	mustNotExist(t, got.Path+files.EncryptedSuffix)
+	mustNotExist(t, got.Path+files.PartialSuffix)
 	if ents, _ := os.ReadDir(bobDir); len(ents) != 1 {
 		t.Errorf("left behind: %v", ents)
 	}

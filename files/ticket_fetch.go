@@ -16,7 +16,7 @@ import (
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	lswarm "github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 // ErrTicketStale reports a ticket that the owner's current manifest
@@ -141,27 +141,18 @@ func FetchTicket(ctx context.Context, t *Ticket, dst string, cfg TicketFetchConf
 	if err := reachTicket(ctx, node, t, cfg, o, who); err != nil {
 		return nil, err
 	}
-	target := out
 	if t.Private {
-		target = out + EncryptedSuffix
+		opts = append(opts[:len(opts):len(opts)], WithDecryption(e.Key, e.Size))
 	}
-	if err := node.Fetch(ctx, t.AddrInfo(), t.CID, target, opts...); err != nil {
-		return nil, explainFetch(who, e, err)
-	}
-	if st, err := os.Stat(target); err != nil || st.Size() != t.Size {
-		os.Remove(target)
-		return nil, fmt.Errorf("%w: the blob is not the %d bytes the ticket says", ErrTicketStale, t.Size)
-	}
-	if t.Private {
-		n, err := format.DecryptFile(out, target, e.Key)
-		os.Remove(target)
-		if err != nil {
+	if err := node.Fetch(ctx, t.AddrInfo(), t.CID, out, opts...); err != nil {
+		if errors.Is(err, format.ErrDecrypt) {
 			return nil, fmt.Errorf("files: %q was received intact but does not decrypt with the key shared with you: %w", e.Name, err)
 		}
-		if n != e.Size {
-			os.Remove(out)
-			return nil, fmt.Errorf("files: %q decrypted to %d bytes, not the %d its entry says", e.Name, n, e.Size)
-		}
+		return nil, explainFetch(who, e, err)
+	}
+	if st, err := os.Stat(out); err != nil || st.Size() != e.Size {
+		os.Remove(out)
+		return nil, fmt.Errorf("%w: the file is not the %d bytes the ticket says", ErrTicketStale, e.Size)
 	}
 	return &Fetched{Entry: e, Path: out}, nil
 }
@@ -234,7 +225,7 @@ func reachTicket(ctx context.Context, node *Node, t *Ticket, cfg TicketFetchConf
 		}
 		// The next attempt dials again rather than stopping at the
 		// swarm's back-off from this one.
-		if sw, ok := node.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+		if sw, ok := node.host.Network().(interface{ Backoff() *lswarm.DialBackoff }); ok {
 			sw.Backoff().Clear(t.Device.PeerID())
 		}
 		if o.onWait != nil {

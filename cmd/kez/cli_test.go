@@ -250,7 +250,7 @@ func checkJSONFields(t *testing.T, what, out string, fields []string) {
 // The partial file a fetch grows is the one docs/cli.md names.
 func TestPartialFileNameIsDocumented(t *testing.T) {
 	doc := cliDoc(t)
-	for _, name := range []string{"PATH" + files.PartialSuffix, "PATH" + files.EncryptedSuffix + files.PartialSuffix} {
+	for _, name := range []string{"PATH" + files.PartialSuffix} {
 		if !strings.Contains(doc, "`"+name+"`") {
 			t.Errorf("docs/cli.md does not name %s", name)
 		}
