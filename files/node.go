@@ -149,6 +149,8 @@ type Node struct {
 	fetching   map[string]bool // destinations of running fetches
 	served     servedSet       // who was sent the last chunk of which blob
 
+	watching atomic.Bool // a Sharing records its addresses (recordServing)
+
 	stats struct {
 		requests, refused atomic.Int64
 		chunks, bytes     atomic.Int64

@@ -394,6 +394,12 @@ func (s *Sharing) Node() (*Node, error) {
 // network starts the libp2p node and logs in to NATS (with natsconn, as
 // chat does) if not done yet.
 func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
+	return s.startNetwork(ctx, false)
+}
+
+// startNetwork is network; a node started to serve listens on the ports
+// recorded in the Home (see stableListen).
+func (s *Sharing) startNetwork(ctx context.Context, serve bool) (*Node, *nats.Conn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -415,7 +421,7 @@ func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		n, err := NewNode(NodeConfig{
+		nc := NodeConfig{
 			Relays:        relays,
 			reserveLater:  true,
 			Identity:      s.dev,
@@ -425,7 +431,8 @@ func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
 			Logger:        s.log,
 			Libp2pOptions: s.cfg.Libp2pOptions,
 			MaxUploadRate: s.cfg.MaxUploadRate,
-		})
+		}
+		n, err := s.newServingNode(nc, serve)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -459,7 +466,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 		return ErrClosed
 	}
 	defer s.work.Leave()
-	node, nc, err := s.network(ctx)
+	node, nc, err := s.startNetwork(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -493,6 +500,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 		s.stopAnnounce = func() { stop(); <-done }
 		go func() { defer close(done); s.announce(actx, nc, node) }()
 	}
+	s.recordServing(node)
 	return nil
 }
 

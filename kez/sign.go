@@ -24,6 +24,9 @@ const (
 	// ContextClaim signs an identity claim's statement: the chain's key
 	// says it is an identity on another service (docs/spec/claims.md).
 	ContextClaim = "kez/v1 identity claim"
+	// ContextTicket signs a file ticket: an owner says where and until
+	// when their file may be fetched (docs/spec/ticket.md).
+	ContextTicket = "kez/v1 file ticket"
 )
 
 // signPrefix starts every signed message. Its NUL bytes mean a signed KEZ

@@ -29,7 +29,7 @@ func TestSignatureContextSeparation(t *testing.T) {
 	id := mustIdentity(t, countingWords)
 	k := id.PublicKey()
 	msg := []byte("claim alice@kez.lat")
-	ctxs := []string{ContextSigchainLink, ContextHandleClaim, ContextMessage, ContextPeerAddrs, ContextDeviceLinkRequest, ContextGroupLink, ContextClaim, "kez/v1 other"}
+	ctxs := []string{ContextSigchainLink, ContextHandleClaim, ContextMessage, ContextPeerAddrs, ContextDeviceLinkRequest, ContextGroupLink, ContextClaim, ContextTicket, "kez/v1 other"}
 	for _, c := range ctxs {
 		sig, err := id.Sign(c, msg)
 		if err != nil {

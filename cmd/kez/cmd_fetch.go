@@ -18,7 +18,7 @@ import (
 func init() {
 	register(&command{
 		name:    "fetch",
-		args:    "(HANDLE NAME|CID | --group GROUP NAME|CID) [-o PATH] [--wait [--timeout D]] [--force] [--json] [--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "(HANDLE NAME|CID | --group GROUP NAME|CID | TICKET) [-o PATH] [--wait [--timeout D]] [--force] [--json] [--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "download a file someone shares, peer to peer, verified",
 		help: `
 Downloads the file HANDLE shares under NAME (or with content address CID)
@@ -56,7 +56,16 @@ share --group): NAME or CID names one of the files offered in the group
 latest). Your kez first takes what waits for you, reads the offer (which
 holds the file's key and its owner) and fetches the file from its
 owner's machine, which sends it only to people who were members when it
-was shared and still are.`,
+was shared and still are.
+
+TICKET (a line starting "kezt1", from kez share --ticket or kez ticket)
+fetches the file it names without NATS, without being the owner's
+contact, and without kez init: the ticket says where the owner's machine
+listens and is signed by the owner, and a ticket that expired or was
+changed is refused with the reason. Without a KEZ identity the fetch uses
+a key made for it, and nothing is written in the state folder. A ticket
+for a private file works only for its recipients (run it where your KEZ
+identity is).`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var out, listen, grp string
@@ -80,8 +89,11 @@ was shared and still are.`,
 					}
 					return runFetchGroup(ctx, e, cf, listen, grp, args[0], fetchFlags{out, wait, timeout, force, asJSON})
 				}
+				if len(args) == 1 && isTicket(args[0]) {
+					return runFetchTicket(ctx, e, cf, listen, args[0], out, wait, timeout, force)
+				}
 				if len(args) != 2 {
-					return usagef("fetch takes a HANDLE and a NAME or CID, got %d arguments", len(args))
+					return usagef("fetch takes a HANDLE and a NAME or CID (or one TICKET), got %d arguments", len(args))
 				}
 				return runFetch(ctx, e, cf, listen, args[0], args[1], fetchFlags{out, wait, timeout, force, asJSON})
 			}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/files"
@@ -18,7 +19,7 @@ import (
 func init() {
 	register(&command{
 		name:    "share",
-		args:    "PATH [--to HANDLE]… [--group NAME] [--name NAME] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "PATH [--to HANDLE]… [--group NAME] [--name NAME] [--ticket [--ticket-ttl D]] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "share a file, publicly or privately with the named handles",
 		help: `
 Shares the file at PATH: it is hashed into a content address (CID),
@@ -48,13 +49,21 @@ is refused, and someone removed is refused from the removal on (within
 a minute). --group and --to do not combine.
 
 If the file changes on disk, it is no longer served (fetchers are told to
-ask you); run kez share again to publish the new version.`,
+ask you); run kez share again to publish the new version.
+
+--ticket also prints a ticket for the file (see kez help ticket): a line
+that lets anyone (for a private file: its recipients) fetch it with
+"kez fetch TICKET", without an account, for --ticket-ttl (default 168h).`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var name string
 			var to stringList
 			var grp string
+			var ticket bool
+			var ticketTTL time.Duration
 			cf.declare(fs, true) // --nats: a share to a group sends its key there
+			fs.BoolVar(&ticket, "ticket", false, "also print a ticket to fetch the file without an account")
+			fs.DurationVar(&ticketTTL, "ticket-ttl", files.DefaultTicketTTL, "how long the --ticket works (at most 8760h)")
 			fs.Var(&to, "to", "share privately with this handle (repeatable)")
 			fs.StringVar(&grp, "group", "", "share privately with the members of this group")
 			fs.StringVar(&name, "name", "", "share under this name (default: the file's name)")
@@ -65,7 +74,15 @@ ask you); run kez share again to publish the new version.`,
 				if grp != "" && len(to) > 0 {
 					return usagef("--group and --to do not combine: share to a group or to handles")
 				}
-				return runShare(ctx, e, cf, args[0], grp, []files.ShareOption{files.To(to...), files.Named(name)})
+				if ticket && grp != "" {
+					return usagef("--ticket and --group do not combine: the group's members fetch with kez fetch --group")
+				}
+				if !ticket {
+					ticketTTL = 0
+				} else if err := checkTTL(ticketTTL, "--ticket-ttl"); err != nil {
+					return err
+				}
+				return runShare(ctx, e, cf, args[0], grp, ticketTTL, []files.ShareOption{files.To(to...), files.Named(name)})
 			}
 		},
 	})
@@ -162,7 +179,8 @@ func humanSize(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, opts []files.ShareOption) error {
+// runShare shares path; with ticketTTL > 0 it prints a ticket for it too.
+func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, ticketTTL time.Duration, opts []files.ShareOption) error {
 	if grp != "" {
 		return runShareGroup(ctx, e, cf, path, grp, opts)
 	}
@@ -186,6 +204,9 @@ func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, opts 
 	fmt.Fprintf(e.stdout, "Shared %q %s: %s, CID %s.\n", sf.Name, how, humanSize(sf.Size), sf.CID)
 	fmt.Fprintf(e.stdout, "It is listed in your sigchain (kez files %s) and fetched from this machine while you run kez serve:\n", me)
 	fmt.Fprintf(e.stdout, "  kez fetch %s %q\n", me, sf.Name)
+	if ticketTTL > 0 {
+		return printTicket(ctx, e, s, sf.Name, ticketTTL, false)
+	}
 	return nil
 }
 

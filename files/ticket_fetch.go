@@ -1,0 +1,257 @@
+package files
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/files/internal/addrs"
+	"github.com/kez-lat/kez-chat/kez"
+	"github.com/kez-lat/kez-chat/sigchain"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	lswarm "github.com/libp2p/go-libp2p/p2p/net/swarm"
+)
+
+// ErrTicketStale reports a ticket that the owner's current manifest
+// contradicts: its entry has another size or serving device now (the file
+// was shared again since).
+var ErrTicketStale = errors.New("files: the owner's list of shared files no longer matches the ticket")
+
+// Defaults of [FetchTicket].
+const (
+	ticketDialTimeout  = 15 * time.Second
+	ticketWaitFirst    = 250 * time.Millisecond
+	ticketWaitInterval = 5 * time.Second
+)
+
+// TicketFetchConfig configures [FetchTicket]. The zero value fetches a
+// public ticket with a throw-away key.
+type TicketFetchConfig struct {
+	// Identity is the fetcher's key, its node's PeerID: a private file is
+	// sent only to a recipient's key or one of their devices. nil: a key
+	// made for this fetch and forgotten after it (enough for a public
+	// file).
+	Identity *kez.Identity
+	// Keys open private entries (a linked device's keyring, see
+	// [Config.Keys]); nil: Identity's.
+	Keys format.Keys
+	// HTTPClient reads the owner's sigchain from the ticket's sig-server;
+	// nil: http.DefaultClient.
+	HTTPClient *http.Client
+	// ListenAddrs are the fetcher's libp2p listen addresses (hole punching
+	// needs one); empty: TCP and QUIC on every interface.
+	ListenAddrs []string
+	// Relays are circuit relay v2 relays the fetcher's node may reserve a
+	// slot at ([NodeConfig.Relays]): they help hole punching when both
+	// sides are behind NAT. The ticket's circuit addresses are dialled
+	// without them.
+	Relays []peer.AddrInfo
+	// Libp2pOptions are passed to the fetcher's node
+	// ([NodeConfig.Libp2pOptions]).
+	Libp2pOptions []libp2p.Option
+	// DialTimeout bounds one attempt to reach the owner's device; 0: 15 s.
+	DialTimeout time.Duration
+	// Logger receives what the caller does not see otherwise; nil
+	// discards it.
+	Logger *slog.Logger
+	// Clock is the time source (the ticket's expiry, chain verification);
+	// nil: time.Now.
+	Clock func() time.Time
+}
+
+// FetchTicket fetches the file a ticket names (docs/spec/ticket.md §5)
+// to dst: a file path, a folder to put it in under its name, or "" for
+// its name in the current folder. It needs no NATS, no account and no
+// registration: the fetcher's node dials the ticket's device at the
+// ticket's addresses (relayed ones included) and verifies every chunk
+// against the CID, as [Sharing.Fetch] does, resuming an interrupted
+// fetch on the next call.
+//
+// If the device is not the owner's key, it must be a current device of
+// the owner's chain, read from the ticket's sig-server and verified
+// against the owner's key. A private ticket needs cfg.Identity (or Keys)
+// of a recipient: the owner's manifest, read the same way, must hold an
+// entry for the CID that those keys open, which gives the name and key;
+// else ErrForbidden, before anything is dialled.
+//
+// Options: [WithWait] retries while the device cannot be reached,
+// [WithOverwrite], [WithProgress], [WithoutSync].
+//
+// Errors: a *[TicketExpiredError]; a *[DeviceError]; ErrForbidden; a
+// *[NotSharedError] for a private entry the owner no longer lists;
+// [ErrTicketStale]; an *[UnreachableError] (ErrUnreachable) when no
+// address answers (with WithWait: until the wait ends); the errors of [Node.Fetch]; sigchain's errors for the
+// sig-server.
+func FetchTicket(ctx context.Context, t *Ticket, dst string, cfg TicketFetchConfig, opts ...FetchOption) (*Fetched, error) {
+	o := fetchOptions(opts)
+	now := time.Now
+	if cfg.Clock != nil {
+		now = cfg.Clock
+	}
+	if !now().Before(t.Expires) {
+		return nil, &TicketExpiredError{Expires: t.Expires}
+	}
+	if err := t.check(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	who := t.Owner.String()
+	e := format.Entry{Name: t.Name, Size: t.Size, CID: t.CID}
+	if t.Device != t.Owner || t.Private {
+		sc := &sigchain.Client{BaseURL: t.SigServer, HTTPClient: cfg.HTTPClient, VerifyOptions: []sigchain.VerifyOption{sigchain.WithClock(now)}}
+		st, err := sc.FetchVerified(ctx, t.Owner, nil)
+		if err != nil {
+			return nil, fmt.Errorf("files: reading the ticket owner's sigchain at %s: %w", t.SigServer, err)
+		}
+		if _, err := servingDevice(who, st, t.Device); err != nil {
+			return nil, err
+		}
+		if t.Private {
+			if e, err = ticketEntry(t, st, cfg, who); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out, err := destination(dst, e.Name, o.overwrite)
+	if err != nil {
+		return nil, err
+	}
+	id := cfg.Identity
+	if id == nil {
+		if id, _, err = kez.NewIdentity(); err != nil {
+			return nil, err
+		}
+	}
+	node, err := NewNode(NodeConfig{Identity: id, ListenAddrs: cfg.ListenAddrs, Logger: log, Libp2pOptions: cfg.Libp2pOptions,
+		Relays: cfg.Relays, DialTimeout: cfg.DialTimeout})
+	if err != nil {
+		return nil, err
+	}
+	defer node.Close()
+	if err := reachTicket(ctx, node, t, cfg, o, who); err != nil {
+		return nil, err
+	}
+	if t.Private {
+		opts = append(opts[:len(opts):len(opts)], WithDecryption(e.Key, e.Size))
+	}
+	if err := node.Fetch(ctx, t.AddrInfo(), t.CID, out, opts...); err != nil {
+		if errors.Is(err, format.ErrDecrypt) {
+			return nil, fmt.Errorf("files: %q was received intact but does not decrypt with the key shared with you: %w", e.Name, err)
+		}
+		return nil, explainFetch(who, e, err)
+	}
+	if st, err := os.Stat(out); err != nil || st.Size() != e.Size {
+		os.Remove(out)
+		return nil, fmt.Errorf("%w: the file is not the %d bytes the ticket says", ErrTicketStale, e.Size)
+	}
+	return &Fetched{Entry: e, Path: out}, nil
+}
+
+// ticketEntry finds the private entry of t in the owner's manifest on st
+// among those the fetcher's keys open.
+func ticketEntry(t *Ticket, st *sigchain.State, cfg TicketFetchConfig, who string) (format.Entry, error) {
+	keys := cfg.Keys
+	if keys == nil && cfg.Identity != nil {
+		keys = cfg.Identity
+	}
+	m := &format.Manifest{}
+	if body := st.SharedFiles(); body != nil {
+		var err error
+		if m, err = format.DecodeManifest(body); err != nil {
+			return format.Entry{}, fmt.Errorf("files: %s's list of shared files cannot be read by this version: %w", who, err)
+		}
+	}
+	if keys != nil {
+		for _, e := range format.VisibleTo(m, keys) {
+			if !e.CID.Equals(t.CID) {
+				continue
+			}
+			dev := e.Device
+			if dev.IsZero() {
+				dev = t.Owner
+			}
+			if !e.Private || format.EncryptedSize(e.Size) != t.Size || dev != t.Device {
+				return format.Entry{}, fmt.Errorf("%w: %s's entry for %s is another blob size or device now", ErrTicketStale, who, t.CID)
+			}
+			return e, nil
+		}
+	}
+	for _, se := range m.Sealed {
+		if se.CID.Equals(t.CID) {
+			return format.Entry{}, fmt.Errorf("%w: %s shares this file privately with others, not with this key", ErrForbidden, who)
+		}
+	}
+	return format.Entry{}, &NotSharedError{Owner: who, What: t.CID.String()}
+}
+
+// reachTicket connects node to the ticket's device; with WithWait it
+// tries again, after pauses growing to 5 s, until it answers or ctx ends
+// (or the wait's timeout passes).
+func reachTicket(ctx context.Context, node *Node, t *Ticket, cfg TicketFetchConfig, o fetchConfig, who string) error {
+	timeout := cfg.DialTimeout
+	if timeout <= 0 {
+		timeout = ticketDialTimeout
+	}
+	wctx := ctx
+	if o.wait && o.waitTimeout > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, o.waitTimeout)
+		defer cancel()
+	}
+	pause := ticketWaitFirst
+	for attempt := 1; ; attempt++ {
+		dctx, cancel := context.WithTimeout(wctx, timeout)
+		err := node.host.Connect(dctx, t.AddrInfo())
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		ue := unreachable(t, who, err)
+		if !o.wait || wctx.Err() != nil {
+			return ue
+		}
+		// The next attempt dials again rather than stopping at the
+		// swarm's back-off from this one.
+		if sw, ok := node.host.Network().(interface{ Backoff() *lswarm.DialBackoff }); ok {
+			sw.Backoff().Clear(t.Device.PeerID())
+		}
+		if o.onWait != nil {
+			o.onWait(attempt)
+		}
+		tm := time.NewTimer(pause/2 + rand.N(pause/2+1))
+		select {
+		case <-tm.C:
+		case <-wctx.Done():
+			tm.Stop()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return ue
+		}
+		pause = min(2*pause, ticketWaitInterval)
+	}
+}
+
+// unreachable describes a failed dial of t's device.
+func unreachable(t *Ticket, who string, err error) *UnreachableError {
+	relays := map[string]bool{}
+	for _, a := range t.Addrs {
+		if addrs.IsCircuit(a) {
+			relays[a[len(a)-2].Value()] = true
+		}
+	}
+	return &UnreachableError{Owner: who, Addrs: len(t.Addrs), Relays: len(relays), Err: err}
+}
