@@ -47,8 +47,9 @@ const natTable = "kezlab"
 
 // ruleset returns the router's nftables rules for mode, the outside
 // interface being wan: the table is replaced whole in one transaction.
-// Behind a NAT, flows from outside reach inside hosts only as replies
-// (conntrack), as a home router's firewall does; NoNAT forwards all.
+// Behind a NAT, flows from outside reach the router and inside hosts only
+// as replies (conntrack), as a home router's firewall does; NoNAT
+// forwards all.
 func ruleset(wan string, mode NAT) string {
 	var b strings.Builder
 	// Declaring the table first makes the delete valid when it is absent.
@@ -60,7 +61,13 @@ func ruleset(wan string, mode NAT) string {
 		fmt.Fprintf(&b, "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname %q masquerade fully-random\n  }\n", wan)
 	}
 	if mode != NoNAT {
-		fmt.Fprintf(&b, "  chain forward {\n    type filter hook forward priority filter; policy accept;\n    ct state established,related accept\n    iifname %q drop\n  }\n", wan)
+		// Dropping the new flows from outside also keeps conntrack from
+		// recording them: a peer's punch that arrives before the host's
+		// own would otherwise hold the tuple the host's mapping needs,
+		// and Linux would map the host's flow to another port.
+		for _, hook := range []string{"forward", "input"} {
+			fmt.Fprintf(&b, "  chain %s {\n    type filter hook %s priority filter; policy accept;\n    ct state established,related accept\n    iifname %q drop\n  }\n", hook, hook, wan)
+		}
 	}
 	b.WriteString("}\n")
 	return b.String()

@@ -2,6 +2,7 @@ package netlab
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -83,6 +84,42 @@ func (p *Proc) Err() error {
 // Output returns what the program wrote so far (its last MiB).
 func (p *Proc) Output() string { return p.out.kept() }
 
+// WaitLine waits until the program has written a whole line containing
+// s and returns the first such line. It fails when the program exits
+// without writing one, or when ctx ends.
+func (p *Proc) WaitLine(ctx context.Context, s string) (string, error) {
+	for {
+		next := p.out.lineWait()
+		lines := strings.Split(p.out.kept(), "\n")
+		for _, line := range lines[:len(lines)-1] { // the last is unfinished
+			if strings.Contains(line, s) {
+				return line, nil
+			}
+		}
+		select {
+		case <-next:
+		case <-p.done:
+			if line, ok := p.doneLine(s); ok {
+				return line, nil
+			}
+			return "", fmt.Errorf("%s exited (%v) without writing %q", p.Name, p.err, s)
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s has not written %q: %w", p.Name, s, ctx.Err())
+		}
+	}
+}
+
+// doneLine looks for s in the output of an exited program, whose last
+// line may lack its newline.
+func (p *Proc) doneLine(s string) (string, bool) {
+	for _, line := range strings.Split(p.out.kept(), "\n") {
+		if strings.Contains(line, s) {
+			return line, true
+		}
+	}
+	return "", false
+}
+
 // Stop sends SIGTERM to the program's process group and waits for it to
 // exit; after 10 s it kills the group. Stopping an exited program does
 // nothing. The error says only that it had to be killed.
@@ -117,9 +154,10 @@ type logWriter struct {
 	t      testing.TB
 	prefix string
 
-	mu   sync.Mutex
-	line []byte       // an unfinished line
-	all  bytes.Buffer // everything, trimmed to maxKept
+	mu      sync.Mutex
+	line    []byte        // an unfinished line
+	all     bytes.Buffer  // everything, trimmed to maxKept
+	newLine chan struct{} // closed (and replaced) when a line ends
 }
 
 func (w *logWriter) Write(b []byte) (int, error) {
@@ -139,6 +177,10 @@ func (w *logWriter) Write(b []byte) (int, error) {
 		}
 		w.t.Logf("[%s] %s", w.prefix, w.line[:i])
 		w.line = w.line[i+1:]
+		if w.newLine != nil {
+			close(w.newLine)
+			w.newLine = nil
+		}
 	}
 	return len(b), nil
 }
@@ -150,6 +192,16 @@ func (w *logWriter) flush() {
 		w.t.Logf("[%s] %s", w.prefix, w.line)
 		w.line = nil
 	}
+}
+
+// lineWait returns a channel closed when the next line ends.
+func (w *logWriter) lineWait() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.newLine == nil {
+		w.newLine = make(chan struct{})
+	}
+	return w.newLine
 }
 
 func (w *logWriter) kept() string {

