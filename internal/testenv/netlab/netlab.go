@@ -145,7 +145,7 @@ func (l *Lab) Link(a *Namespace, aIf, aCIDR string, b *Namespace, bIf, bCIDR str
 	l.t.Helper()
 	run(l.t, "ip", "link", "add", "name", aIf, "netns", a.Name, "type", "veth", "peer", "name", bIf, "netns", b.Name)
 	for _, e := range []struct {
-		ns         *Namespace
+		ns        *Namespace
 		ifc, cidr string
 	}{{a, aIf, aCIDR}, {b, bIf, bCIDR}} {
 		if e.cidr != "" {
