@@ -15,7 +15,7 @@ import (
 
 // startChild runs this test binary as a plain libp2p host with role in
 // ns, and waits for it to say READY.
-func startChild(t *testing.T, ns *netlab.Namespace, name, role string, env ...string) *netlab.Proc {
+func startChild(t testing.TB, ns *netlab.Namespace, name, role string, env ...string) *netlab.Proc {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -36,7 +36,7 @@ func startChild(t *testing.T, ns *netlab.Namespace, name, role string, env ...st
 
 // dial runs a dialer in site b connecting to a listener in site a through
 // a relay in Pub and returns what it saw.
-func dial(t *testing.T, tp *netlab.Topology, wait time.Duration) dialResult {
+func dial(t testing.TB, tp *netlab.Topology, wait time.Duration) dialResult {
 	t.Helper()
 	relayAddr := "/ip4/" + netlab.PubAddr + "/udp/" + p2pPort + "/quic-v1/p2p/" + hostID("relay").String()
 	startChild(t, tp.Pub, "relay", "relay", envSeed+"=relay", envListen+"="+netlab.PubAddr)
@@ -44,17 +44,25 @@ func dial(t *testing.T, tp *netlab.Topology, wait time.Duration) dialResult {
 	startChild(t, a.Host, "listener", "listener", envSeed+"=listener", envListen+"="+a.HostIP, envRelay+"="+relayAddr)
 	d := startChild(t, b.Host, "dialer", "dialer", envSeed+"=dialer", envListen+"="+b.HostIP, envRelay+"="+relayAddr,
 		envTarget+"="+hostID("listener").String(), envWait+"="+wait.String())
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+wait)
+	res := waitResult(t, d)
+	t.Logf("dialer: %+v", res)
+	return res
+}
+
+// waitResult waits for a dialer's result.
+func waitResult(t testing.TB, d *netlab.Proc) dialResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	line, err := d.WaitLine(ctx, "RESULT ")
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, js, _ := strings.Cut(line, "RESULT ")
 	var res dialResult
-	if err := json.Unmarshal([]byte(strings.TrimPrefix(line[strings.Index(line, "RESULT "):], "RESULT ")), &res); err != nil {
+	if err := json.Unmarshal([]byte(js), &res); err != nil {
 		t.Fatalf("the dialer's result %q: %v", line, err)
 	}
-	t.Logf("dialer: %+v", res)
 	return res
 }
 

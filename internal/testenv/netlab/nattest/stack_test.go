@@ -99,7 +99,7 @@ type stackOptions struct {
 
 // startStack starts the servers and waits until each is ready; t.Cleanup
 // stops them.
-func startStack(t *testing.T, tp *netlab.Topology, o stackOptions) *stack {
+func startStack(t testing.TB, tp *netlab.Topology, o stackOptions) *stack {
 	t.Helper()
 	s := &stack{tp: tp, bins: binaries(t), dir: t.TempDir()}
 	natsBin := natstest.ServerBinary(t)
@@ -150,7 +150,7 @@ var relayIDPattern = regexp.MustCompile(`/p2p/(12D3Koo[1-9A-HJ-NP-Za-km-z]+)`)
 
 // StartRelay starts kez-relay (again, after StopRelay, with the same key
 // and ports) and waits until it is ready.
-func (s *stack) StartRelay(t *testing.T) {
+func (s *stack) StartRelay(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -165,7 +165,7 @@ func (s *stack) StartRelay(t *testing.T) {
 }
 
 // StopRelay stops kez-relay.
-func (s *stack) StopRelay(t *testing.T) {
+func (s *stack) StopRelay(t testing.TB) {
 	t.Helper()
 	if err := s.relay.Stop(); err != nil {
 		t.Error(err)
@@ -174,7 +174,7 @@ func (s *stack) StopRelay(t *testing.T) {
 
 // RelayBytes returns the bytes the relay has carried through circuits,
 // both directions (kez_relay_bytes_total in its /metrics).
-func (s *stack) RelayBytes(t *testing.T) float64 {
+func (s *stack) RelayBytes(t testing.TB) float64 {
 	t.Helper()
 	resp, err := s.tp.Pub.HTTPClient().Get(s.url(relayHTTP) + "/metrics")
 	if err != nil {
@@ -201,7 +201,7 @@ func (s *stack) RelayBytes(t *testing.T) float64 {
 // waitHTTP polls url from inside Pub until it answers 200 (polling is
 // the only way to learn that another process is ready), p exits, or ctx
 // ends.
-func (s *stack) waitHTTP(t *testing.T, ctx context.Context, p *netlab.Proc, url string) {
+func (s *stack) waitHTTP(t testing.TB, ctx context.Context, p *netlab.Proc, url string) {
 	t.Helper()
 	client := s.tp.Pub.HTTPClient()
 	client.Timeout = time.Second
@@ -236,7 +236,7 @@ type user struct {
 }
 
 // NewUser makes name's install in ns with the kez CLI (init, register).
-func (s *stack) NewUser(t *testing.T, name string, ns *netlab.Namespace) *user {
+func (s *stack) NewUser(t testing.TB, name string, ns *netlab.Namespace) *user {
 	t.Helper()
 	u := &user{name: name, ns: ns, home: filepath.Join(t.TempDir(), name), bin: filepath.Join(s.bins, "kez")}
 	u.env = append(os.Environ(),
@@ -260,7 +260,7 @@ type result struct {
 
 // Run runs kez with args in the user's namespace and waits for it (at
 // most timeout).
-func (u *user) Run(t *testing.T, timeout time.Duration, args ...string) result {
+func (u *user) Run(t testing.TB, timeout time.Duration, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -294,7 +294,7 @@ func (u *user) Run(t *testing.T, timeout time.Duration, args ...string) result {
 }
 
 // MustRun is Run that fails the test unless kez exits 0.
-func (u *user) MustRun(t *testing.T, args ...string) result {
+func (u *user) MustRun(t testing.TB, args ...string) result {
 	t.Helper()
 	r := u.Run(t, time.Minute, args...)
 	if r.code != 0 {
@@ -304,7 +304,7 @@ func (u *user) MustRun(t *testing.T, args ...string) result {
 }
 
 // Start runs kez with args in the background (until t ends or Stop).
-func (u *user) Start(t *testing.T, args ...string) *netlab.Proc {
+func (u *user) Start(t testing.TB, args ...string) *netlab.Proc {
 	t.Helper()
 	cmd := u.ns.Command(u.bin, args...)
 	cmd.Env = u.env
@@ -312,7 +312,7 @@ func (u *user) Start(t *testing.T, args ...string) *netlab.Proc {
 }
 
 // Serve runs "kez serve" and waits until it is online.
-func (u *user) Serve(t *testing.T, args ...string) *netlab.Proc {
+func (u *user) Serve(t testing.TB, args ...string) *netlab.Proc {
 	t.Helper()
 	p := u.Start(t, append([]string{"serve"}, args...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -325,7 +325,7 @@ func (u *user) Serve(t *testing.T, args ...string) *netlab.Proc {
 
 // writeFile writes size pseudo-random bytes (fixed by seed) to a new file
 // and returns its path.
-func writeFile(t *testing.T, name string, size int, seed byte) string {
+func writeFile(t testing.TB, name string, size int, seed byte) string {
 	t.Helper()
 	b := make([]byte, size)
 	x := uint32(seed) + 1
@@ -343,7 +343,7 @@ func writeFile(t *testing.T, name string, size int, seed byte) string {
 }
 
 // sameFile fails the test unless the files hold the same bytes.
-func sameFile(t *testing.T, want, got string) {
+func sameFile(t testing.TB, want, got string) {
 	t.Helper()
 	a, err := os.ReadFile(want)
 	if err != nil {
