@@ -62,5 +62,5 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	if sig == "" {
 		sig = s.SigServerURL
 	}
-	httpjson.Write(w, http.StatusOK, handles.Info{Domain: s.Domain, SigServer: strings.TrimRight(sig, "/")})
+	httpjson.Write(w, http.StatusOK, handles.Info{Domain: s.Domain, SigServer: strings.TrimRight(sig, "/"), Relays: s.relays})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,11 @@ type Server struct {
 	// AllowLocal accepts development domains (localhost, IP:port) as
 	// Domain and in claims. Never in production.
 	AllowLocal bool
+	// Relays are the libp2p relays (kez-relay, or any circuit relay v2)
+	// /v1/info offers the users for file sharing behind NAT: each a
+	// multiaddr ending in /p2p/<peer id> ([handles.ParseRelay]), at most
+	// [handles.MaxRelays]. Empty: none.
+	Relays []string
 
 	// NATSURL is the operator's NATS (NATS_URL); several comma-separated
 	// URLs of one cluster are fine. Required.
@@ -127,6 +133,8 @@ type Server struct {
 	HTTPClient *http.Client
 	// Now is the clock for claims and user JWTs. Default time.Now.
 	Now func() time.Time
+
+	relays []string // Relays checked, in canonical form; set by Start
 
 	mu      sync.Mutex
 	started bool
@@ -287,6 +295,21 @@ func (s *Server) defaults() error {
 	if s.Domain == "" {
 		return ErrNoDomain
 	}
+	if len(s.Relays) > handles.MaxRelays {
+		return fmt.Errorf("chatserver: %d Relays: at most %d", len(s.Relays), handles.MaxRelays)
+	}
+	relays := make([]string, 0, len(s.Relays))
+	for _, r := range s.Relays {
+		c, err := handles.ParseRelay(r)
+		if err != nil {
+			return fmt.Errorf("chatserver: Relays: %w", err)
+		}
+		if slices.Contains(relays, c) {
+			return fmt.Errorf("chatserver: Relays: %q twice", c)
+		}
+		relays = append(relays, c)
+	}
+	s.relays = relays
 	if s.DBPath == "" {
 		s.DBPath = DefaultDBPath
 	}

@@ -32,6 +32,12 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// Two relay addresses with real peer ids.
+const (
+	relay1 = "/ip4/192.0.2.1/tcp/4002/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"
+	relay2 = "/ip4/192.0.2.2/udp/4002/quic-v1/p2p/QmcgpsyWgH8Y8ajJz1Cu72KnS5uo2Aa2LpzU7kinSupNKC"
+)
+
 // syncBuffer collects log text from concurrent writers and tells waiters
 // about each write.
 type syncBuffer struct {
@@ -172,6 +178,7 @@ func TestStartBeforeNATS(t *testing.T) {
 	port := natstest.FreePort(t)
 	url := "nats://127.0.0.1:" + itoa(port)
 	s := newServer(t, sig.URL, url, "")
+	s.Relays = []string{relay1, strings.Replace(relay2, "/p2p/", "/ipfs/", 1)}
 	h := httptest.NewServer(s.Handler()) // before Start: 503
 	t.Cleanup(h.Close)
 	var e struct{ Error string }
@@ -184,7 +191,8 @@ func TestStartBeforeNATS(t *testing.T) {
 	start(t, s)
 
 	var info handles.Info
-	if code := getJSON(t, h.URL+"/v1/info", &info); code != 200 || info.Domain != "kez.test" || info.SigServer != sig.URL {
+	if code := getJSON(t, h.URL+"/v1/info", &info); code != 200 || info.Domain != "kez.test" || info.SigServer != sig.URL ||
+		len(info.Relays) != 2 || info.Relays[0] != relay1 || info.Relays[1] != relay2 {
 		t.Fatalf("/v1/info: %d %+v", code, info)
 	}
 	if code := getJSON(t, h.URL+"/readyz", &e); code != http.StatusServiceUnavailable || !strings.Contains(e.Error, "not logged in to NATS at "+url) || !strings.Contains(e.Error, "nats-config") {
@@ -359,11 +367,18 @@ func TestStartErrors(t *testing.T) {
 		mutate func(*chatserver.Server)
 		want   string
 	}{
-		"no sig-server":  {func(s *chatserver.Server) { s.SigServerURL = "" }, "SigServerURL is required"},
-		"bad sig-server": {func(s *chatserver.Server) { s.SigServerURL = "ftp://x" }, "http:// or https://"},
-		"no NATS":        {func(s *chatserver.Server) { s.NATSURL = "" }, "NATSURL is required"},
-		"bad domain":     {func(s *chatserver.Server) { s.Domain = "localhost:1" }, "development"},
-		"keys not a dir": {func(s *chatserver.Server) { s.KeysDir = sig.URL }, "callout keys"},
+		"no sig-server":         {func(s *chatserver.Server) { s.SigServerURL = "" }, "SigServerURL is required"},
+		"bad sig-server":        {func(s *chatserver.Server) { s.SigServerURL = "ftp://x" }, "http:// or https://"},
+		"no NATS":               {func(s *chatserver.Server) { s.NATSURL = "" }, "NATSURL is required"},
+		"bad domain":            {func(s *chatserver.Server) { s.Domain = "localhost:1" }, "development"},
+		"keys not a dir":        {func(s *chatserver.Server) { s.KeysDir = sig.URL }, "callout keys"},
+		"relay without peer id": {func(s *chatserver.Server) { s.Relays = []string{"/ip4/192.0.2.1/tcp/4002"} }, "not a relay address"},
+		"relay twice":           {func(s *chatserver.Server) { s.Relays = []string{relay1, relay1} }, "twice"},
+		"too many relays": {func(s *chatserver.Server) {
+			for range handles.MaxRelays + 1 {
+				s.Relays = append(s.Relays, relay1)
+			}
+		}, "at most 8"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := newServer(t, sig.URL, "nats://127.0.0.1:1", "")

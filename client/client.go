@@ -30,6 +30,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,6 +107,14 @@ type Config struct {
 	// SigServerURL is the sig-server holding the user's own sigchain.
 	// Empty: the one the chat-server at ServerURL names.
 	SigServerURL string
+	// Relays are the libp2p relays (circuit relay v2, e.g. kez-relay)
+	// file sharing uses to reach peers and be reached behind NAT: each a
+	// multiaddr ending in /p2p/<the relay's peer id>
+	// ([handles.ParseRelay]). Empty: those the chat-server at ServerURL
+	// offers in /v1/info (Discover). A single [NoRelays] ("none"): no
+	// relays. After Discover it is the list to use: checked, in canonical
+	// form, "none" gone.
+	Relays []string
 	// AllowLocalDomains accepts development domains (localhost, IP:port)
 	// in handles. Never in production. Discover turns it on when the home
 	// Domain is one (the user chose that server).
@@ -147,12 +156,21 @@ type Config struct {
 
 	// logPins is the pins file Discover opened for Log, if it did.
 	logPins io.Closer
+	// relaysSettled: Discover has settled Relays (an empty list stays
+	// empty on the next Discover).
+	relaysSettled bool
 }
+
+// NoRelays, alone in [Config.Relays], means the client uses no relays,
+// whatever its chat-server offers.
+const NoRelays = "none"
 
 // Discover returns c completed: the required fields checked, ServerURL
 // without a trailing slash, Domain and SigServerURL asked of the
 // chat-server at ServerURL when either is empty (an explicit value wins
-// over the server's), AllowLocalDomains on if the home domain is a
+// over the server's), Relays taken from the same answer when empty (asked
+// for them alone, a server that cannot answer leaves the client without
+// relays and is no error) and checked when given, AllowLocalDomains on if the home domain is a
 // development domain, and HTTPClient, Logger, Clock and Resolver filled
 // in, and Log made over Home/log.db (Home is created, mode 0700, if
 // missing). A complete Config is returned unchanged and nothing is asked.
@@ -163,7 +181,8 @@ type Config struct {
 // folder or log pins file that cannot be made or opened, or those of [handles.Client.Info]
 // (handles.ErrUnreachable, handles.ErrNotFound for a server without
 // /v1/info when Domain is not given either, handles.ErrBadInfo,
-// handles.ErrRateLimited), wrapped.
+// handles.ErrRateLimited), wrapped; a relay address
+// [handles.ParseRelay] refuses (handles.ErrBadRelay).
 func (c Config) Discover(ctx context.Context) (Config, error) {
 	switch {
 	case c.Identity == nil && (c.Device == nil || c.Person.IsZero()):
@@ -185,7 +204,9 @@ func (c Config) Discover(ctx context.Context) (Config, error) {
 	}
 	c.ServerURL = strings.TrimRight(c.ServerURL, "/")
 	c.SigServerURL = strings.TrimRight(c.SigServerURL, "/")
-	if c.ServerURL != "" && (c.Domain == "" || c.SigServerURL == "") {
+	needInfo := c.Domain == "" || c.SigServerURL == ""
+	askRelays := len(c.Relays) == 0 && !c.relaysSettled
+	if c.ServerURL != "" && (needInfo || askRelays) {
 		info, err := (&handles.Client{BaseURL: c.ServerURL, HTTPClient: c.HTTPClient}).Info(ctx)
 		switch {
 		case err == nil:
@@ -195,11 +216,20 @@ func (c Config) Discover(ctx context.Context) (Config, error) {
 			if c.SigServerURL == "" {
 				c.SigServerURL = info.SigServer
 			}
+			if askRelays {
+				c.Relays = info.Relays
+			}
 		case errors.Is(err, handles.ErrNotFound) && c.Domain != "":
 			// A server without /v1/info: the configured domain stands.
+		case !needInfo:
+			// Only the relays were asked for: the client works without.
+			c.Logger.Info("the chat-server did not say which relays it offers; file sharing goes without", "err", err)
 		default:
 			return c, fmt.Errorf("client: asking the chat-server which domain it serves: %w", err)
 		}
+	}
+	if err := c.settleRelays(); err != nil {
+		return c, err
 	}
 	if c.Domain != "" && IsDevelopmentDomain(c.Domain) {
 		c.AllowLocalDomains = true
@@ -228,6 +258,32 @@ func (c Config) Discover(ctx context.Context) (Config, error) {
 		ownResolver.Log = c.Log
 	}
 	return c, nil
+}
+
+// settleRelays checks Relays and puts them in canonical form; a lone
+// [NoRelays] becomes none.
+func (c *Config) settleRelays() error {
+	if c.relaysSettled {
+		return nil
+	}
+	if len(c.Relays) == 1 && c.Relays[0] == NoRelays {
+		c.Relays = nil
+	}
+	out := make([]string, 0, len(c.Relays))
+	for _, r := range c.Relays {
+		a, err := handles.ParseRelay(r)
+		if err != nil {
+			return fmt.Errorf("client: Relays: %w", err)
+		}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		out = nil
+	}
+	c.Relays, c.relaysSettled = out, true
+	return nil
 }
 
 // Close closes what [Config.Discover] opened for c: the pins file of the

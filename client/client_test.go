@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -43,11 +44,14 @@ func ctx(t *testing.T) context.Context {
 // Against a real chat-server: the domain and the sig-server come from its
 // /v1/info, and what Discover returns resolves the stack's handles.
 func TestDiscoverFromChatServer(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
+	st := stacktest.Start(t, stacktest.Options{Relays: []string{relayA, relayB}})
 	bob := st.NewUser(t, "bob")
 	cc, err := client.Config{Identity: stacktest.Identity("alice"), Home: t.TempDir(), ServerURL: st.ServerURL + "/"}.Discover(ctx(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !slices.Equal(cc.Relays, []string{relayA, relayB}) {
+		t.Fatalf("discovered relays %q", cc.Relays)
 	}
 	if cc.Domain != st.Domain || cc.SigServerURL != st.SigServerURL || cc.ServerURL != st.ServerURL {
 		t.Fatalf("discovered domain %q, sig-server %q, server %q; want %q, %q, %q", cc.Domain, cc.SigServerURL, cc.ServerURL, st.Domain, st.SigServerURL, st.ServerURL)
@@ -79,10 +83,10 @@ func TestDiscoverExplicitWins(t *testing.T) {
 	base := client.Config{Identity: stacktest.Identity("alice"), Home: t.TempDir(), ServerURL: srv.URL}
 
 	cfg := base
-	cfg.Domain, cfg.SigServerURL = "mine.example", "https://sig.mine.example/"
+	cfg.Domain, cfg.SigServerURL, cfg.Relays = "mine.example", "https://sig.mine.example/", []string{client.NoRelays}
 	cc, err := cfg.Discover(ctx(t))
-	if err != nil || cc.Domain != "mine.example" || cc.SigServerURL != "https://sig.mine.example" || info.n.Load() != 0 {
-		t.Fatalf("complete config: %v %q %q, %d requests", err, cc.Domain, cc.SigServerURL, info.n.Load())
+	if err != nil || cc.Domain != "mine.example" || cc.SigServerURL != "https://sig.mine.example" || cc.Relays != nil || info.n.Load() != 0 {
+		t.Fatalf("complete config: %v %q %q %q, %d requests", err, cc.Domain, cc.SigServerURL, cc.Relays, info.n.Load())
 	}
 
 	cfg = base
@@ -90,6 +94,75 @@ func TestDiscoverExplicitWins(t *testing.T) {
 	cc, err = cfg.Discover(ctx(t))
 	if err != nil || cc.Domain != "mine.example" || cc.SigServerURL != "https://sig.server.example" || info.n.Load() != 1 {
 		t.Fatalf("domain given: %v %q %q, %d requests", err, cc.Domain, cc.SigServerURL, info.n.Load())
+	}
+}
+
+// Two relay addresses with real peer ids.
+const (
+	relayA = "/ip4/192.0.2.1/tcp/4002/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"
+	relayB = "/ip4/192.0.2.2/udp/4002/quic-v1/p2p/QmcgpsyWgH8Y8ajJz1Cu72KnS5uo2Aa2LpzU7kinSupNKC"
+)
+
+// Relays: the server's when none are given (asked for even when the
+// domain and sig-server are known, once), the user's when given, none for
+// "none"; a server that cannot say leaves the client without relays.
+func TestDiscoverRelays(t *testing.T) {
+	info := &counting{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"domain":"server.example","relays":["` + relayA + `"]}`))
+	})}
+	srv := serve(t, info)
+	base := client.Config{Identity: stacktest.Identity("alice"), Home: t.TempDir(), ServerURL: srv.URL, Domain: "kez.lat", SigServerURL: "https://sig.kez.lat"}
+
+	cc, err := base.Discover(ctx(t))
+	if err != nil || !slices.Equal(cc.Relays, []string{relayA}) || info.n.Load() != 1 {
+		t.Fatalf("the server's relays: %v %q, %d requests", err, cc.Relays, info.n.Load())
+	}
+	if again, err := cc.Discover(ctx(t)); err != nil || !slices.Equal(again.Relays, cc.Relays) || info.n.Load() != 1 {
+		t.Fatalf("a second Discover: %v %q, %d requests", err, again.Relays, info.n.Load())
+	}
+
+	cfg := base
+	cfg.Relays = []string{strings.Replace(relayB, "/p2p/", "/ipfs/", 1), relayB}
+	cc, err = cfg.Discover(ctx(t))
+	if err != nil || !slices.Equal(cc.Relays, []string{relayB}) || info.n.Load() != 1 {
+		t.Fatalf("the user's relays: %v %q, %d requests", err, cc.Relays, info.n.Load())
+	}
+	cfg.Relays = []string{client.NoRelays}
+	cc, err = cfg.Discover(ctx(t))
+	if err != nil || cc.Relays != nil || info.n.Load() != 1 {
+		t.Fatalf("none: %v %q, %d requests", err, cc.Relays, info.n.Load())
+	}
+	// Then nothing is asked on a second Discover either.
+	if cc, err = cc.Discover(ctx(t)); err != nil || cc.Relays != nil || info.n.Load() != 1 {
+		t.Fatalf("none again: %v %q, %d requests", err, cc.Relays, info.n.Load())
+	}
+
+	for _, bad := range [][]string{{"/ip4/192.0.2.1/tcp/4002"}, {relayA, "none"}, {""}, {relayA + "/p2p-circuit"}} {
+		cfg.Relays = bad
+		if _, err := cfg.Discover(ctx(t)); !errors.Is(err, handles.ErrBadRelay) {
+			t.Errorf("Relays %q: %v, want ErrBadRelay", bad, err)
+		}
+	}
+
+	// A server that cannot answer costs the relays only.
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	cfg = base
+	cfg.ServerURL = gone.URL
+	if cc, err := cfg.Discover(ctx(t)); err != nil || cc.Relays != nil {
+		t.Fatalf("server down, relays only: %v %q", err, cc.Relays)
+	}
+	// One that names bad relays likewise, when the domain is known;
+	// without it, the answer is refused whole.
+	liar := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"domain":"kez.lat","relays":["/ip4/192.0.2.1/tcp/4002"]}`))
+	}))
+	cfg.ServerURL = liar.URL
+	if cc, err := cfg.Discover(ctx(t)); err != nil || cc.Relays != nil {
+		t.Fatalf("bad relays, relays only: %v %q", err, cc.Relays)
+	}
+	if _, err := (client.Config{Identity: stacktest.Identity("alice"), Home: t.TempDir(), ServerURL: liar.URL}).Discover(ctx(t)); !errors.Is(err, handles.ErrBadInfo) {
+		t.Fatalf("bad relays, domain asked: %v", err)
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // Suffixes of the files a fetch keeps beside its destination until it
@@ -44,6 +43,15 @@ type fetchConfig struct {
 	onWait      func(attempt int)
 	overwrite   bool
 	offer       *format.GroupFile
+	sources     []peer.AddrInfo
+	decrypt     *decryption
+	routes      func(p peer.ID, r Route, bytes int64)
+}
+
+// decryption is what [WithDecryption] asked for.
+type decryption struct {
+	key       format.FileKey
+	plainSize int64
 }
 
 func fetchOptions(opts []FetchOption) fetchConfig {
@@ -71,9 +79,10 @@ func WithoutSync() FetchOption {
 }
 
 // WithWait makes [Sharing.Fetch] keep asking the owner until they come
-// online, instead of failing with ErrOwnerOffline: until ctx ends, or
-// for at most timeout if it is positive. onWait, if not nil, is called
-// each time the owner was found offline.
+// online and can be reached, instead of failing with ErrOwnerOffline or
+// ErrUnreachable: until ctx ends, or for at most timeout if it is
+// positive. onWait, if not nil, is called each time the owner was found
+// offline or unreachable (attempt counts both).
 func WithWait(timeout time.Duration, onWait func(attempt int)) FetchOption {
 	return func(c *fetchConfig) { c.wait, c.waitTimeout, c.onWait = true, timeout, onWait }
 }
@@ -95,6 +104,33 @@ func WithOverwrite() FetchOption {
 // saved under the offer's name. ([Node.Fetch] ignores it.)
 func WithFileKey(offer format.GroupFile) FetchOption {
 	return func(c *fetchConfig) { c.offer = &offer }
+}
+
+// WithSources adds more peers that hold the same blob: [Node.Fetch] pulls
+// different chunks from the owner and each of them at once, each chunk
+// verified against the CID before it is written, and drops a source on its
+// first bad chunk (its chunks are fetched from the others). With
+// [WithDecryption] only the owner is used: decryption needs the chunks in
+// order. [Sharing.Fetch] adds the holders the owner names on its own.
+func WithSources(holders ...peer.AddrInfo) FetchOption {
+	return func(c *fetchConfig) { c.sources = append(c.sources, holders...) }
+}
+
+// WithDecryption makes [Node.Fetch] decrypt a private file's blob as it
+// streams in: dst receives the plaintext (plainSize bytes) and no
+// ciphertext is kept. Every chunk is still verified against the CID before
+// it is decrypted; a resumed fetch re-verifies the plaintext it has by
+// encrypting it again. A blob that does not decrypt with key is an error
+// wrapping [format.ErrDecrypt], and no plaintext is left at dst.
+func WithDecryption(key format.FileKey, plainSize int64) FetchOption {
+	return func(c *fetchConfig) { c.decrypt = &decryption{key: key, plainSize: plainSize} }
+}
+
+// WithRoutes calls fn as verified chunks land, with the source that sent
+// them, the route of the connection they came over and their size in
+// bytes. fn runs on the fetch's goroutines; keep it fast.
+func WithRoutes(fn func(p peer.ID, r Route, bytes int64)) FetchOption {
+	return func(c *fetchConfig) { c.routes = fn }
 }
 
 // Fetch downloads blob c from owner into the file dst.
@@ -235,7 +271,7 @@ func (fx *fetcher) progress() {
 // including the verified leaf hashes, which it leaves in fx.leaves.
 func (fx *fetcher) open(req request) (network.Stream, respHeader, error) {
 	var h respHeader
-	s, err := fx.n.host.NewStream(fx.ctx, fx.owner, protocol.ID(protocolID))
+	s, err := fx.n.newStream(fx.ctx, fx.owner)
 	if err != nil {
 		if fx.ctx.Err() != nil {
 			return nil, h, fx.ctx.Err()

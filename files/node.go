@@ -1,6 +1,7 @@
 package files
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,8 @@ const (
 	defaultMaxStreamsPerPeer = 8
 	defaultMaxStreams        = 64
 	defaultIdleTimeout       = 30 * time.Second
+	defaultHolePunchWait     = 5 * time.Second
+	defaultDialTimeout       = 15 * time.Second
 )
 
 // defaultListenAddrs are the listen addresses of a [Node] whose
@@ -66,13 +69,43 @@ type NodeConfig struct {
 	// send its request or to accept more data. Zero means 30 s.
 	IdleTimeout time.Duration
 
+	// MaxUploadRate bounds the chunk bytes the node sends, in bytes per
+	// second over all the streams it serves (a token bucket with a burst of
+	// one chunk's worth of serving). Zero means unlimited.
+	MaxUploadRate int64
+
 	// Logger receives serving errors; nil discards them.
 	Logger *slog.Logger
 
 	// Libp2pOptions are appended to the node's libp2p options (e.g. NAT
-	// port mapping or hole punching). Options that change the identity or
-	// transports break the node's contract.
+	// port mapping). Options that change the identity or transports break
+	// the node's contract.
 	Libp2pOptions []libp2p.Option
+
+	// Relays are circuit relay v2 relays (each with its addresses) the
+	// node keeps a reservation with, so that peers that cannot dial it
+	// directly reach it through them; its circuit addresses are then among
+	// [Node.Addrs]. Empty: no reservations (the node still dials other
+	// peers' circuit addresses).
+	Relays []peer.AddrInfo
+
+	// NoHolePunching turns DCUtR hole punching off: a relayed connection
+	// then stays relayed.
+	NoHolePunching bool
+
+	// HolePunchWait is how long a fetch whose only connection to the owner
+	// is relayed waits for hole punching to give a direct one before it
+	// moves data over the relay. Zero means 5 s; negative means not at all.
+	HolePunchWait time.Duration
+
+	// DialTimeout bounds how long a fetch tries to connect to the owner
+	// (every address, relays included) before it fails with an
+	// *[UnreachableError]. Zero means 15 s.
+	DialTimeout time.Duration
+
+	// reserveLater: reservations wait for Node.reserve (a Sharing makes
+	// them once it serves, not for a fetch).
+	reserveLater bool
 }
 
 // Node is a libp2p host that serves blobs over the blob exchange protocol
@@ -87,6 +120,13 @@ type Node struct {
 	totalMax    int
 	idleTimeout time.Duration
 	log         *slog.Logger
+
+	punched       *punchedConns // connections hole punching made
+	conns         connWatch     // wakes connect's waiters on new connections
+	rsv           *reservations // nil without relays
+	reserveOnce   sync.Once
+	holePunchWait time.Duration // < 0: do not wait
+	dialTimeout   time.Duration
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -124,6 +164,11 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		libp2p.Transport(quic.NewTransport),
 		libp2p.DisableMetrics(),
 	}
+	var punched *punchedConns // nil: no hole punching
+	if !cfg.NoHolePunching {
+		punched = newPunchedConns()
+	}
+	opts = append(opts, natOptions(punched)...)
 	opts = append(opts, cfg.Libp2pOptions...)
 	h, err := libp2p.New(opts...)
 	if err != nil {
@@ -141,6 +186,10 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		perPeer:     map[peer.ID]int{},
 		fetching:    map[string]bool{},
 		idle:        make(chan struct{}),
+
+		punched:       punched,
+		holePunchWait: cmp.Or(cfg.HolePunchWait, defaultHolePunchWait),
+		dialTimeout:   cmp.Or(cfg.DialTimeout, defaultDialTimeout),
 	}
 	close(n.idle)
 	if n.policy == nil {
@@ -160,12 +209,29 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(protocol.ID(protocolID), n.handleStream)
+	n.watchConns()
+	if len(cfg.Relays) > 0 {
+		n.rsv = newReservations(n, cfg.Relays)
+		if !cfg.reserveLater {
+			n.reserve()
+		}
+	}
 	return n, nil
+}
+
+// reserve starts keeping the reservations with the node's relays, once.
+func (n *Node) reserve() {
+	if n.rsv != nil {
+		n.reserveOnce.Do(func() { n.rsv.start(n.ctx) })
+	}
 }
 
 // Close stops serving, closes every connection and the host.
 func (n *Node) Close() error {
 	n.cancel()
+	if n.rsv != nil {
+		n.rsv.done.Wait()
+	}
 	n.host.RemoveStreamHandler(protocol.ID(protocolID))
 	return n.host.Close()
 }
@@ -173,13 +239,26 @@ func (n *Node) Close() error {
 // ID returns the node's libp2p PeerID (the user's key as a PeerID).
 func (n *Node) ID() peer.ID { return n.host.ID() }
 
-// Addrs returns the addresses the node listens on.
-func (n *Node) Addrs() []ma.Multiaddr { return n.host.Addrs() }
+// Addrs returns the addresses the node can be reached at: those it
+// listens on and, with [NodeConfig.Relays], its circuit addresses through
+// the relays it holds a reservation with.
+func (n *Node) Addrs() []ma.Multiaddr {
+	relayed, _ := n.rsv.addrs()
+	return append(n.host.Addrs(), relayed...)
+}
+
+// RelayAddrs returns the node's circuit addresses
+// (<relay address>/p2p/<relay>/p2p-circuit, one per address of each relay
+// of [NodeConfig.Relays] it holds a reservation with; nil without relays)
+// and a channel closed when that list next changes (nil without relays).
+func (n *Node) RelayAddrs() (addrs []ma.Multiaddr, changed <-chan struct{}) {
+	return n.rsv.addrs()
+}
 
 // AddrInfo returns the node's PeerID and addresses, what a fetcher needs to
 // dial it.
 func (n *Node) AddrInfo() peer.AddrInfo {
-	return peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()}
+	return peer.AddrInfo{ID: n.host.ID(), Addrs: n.Addrs()}
 }
 
 // Host returns the underlying libp2p host, for signalling and diagnostics.

@@ -36,7 +36,9 @@ import (
 //     server, or full handles);
 //   - Browse needs handle resolution;
 //   - Fetch and Serve also need NATS (NATS, or Client.NATSURL) and open a
-//     libp2p node on ListenAddrs.
+//     libp2p node on ListenAddrs; while serving, the node keeps a
+//     reservation with each relay of Client.Relays ([ParseRelays],
+//     [NodeConfig.Relays]), so that fetchers behind NAT reach it.
 type Config struct {
 	// Client is the configuration the client parts share: identity (the
 	// device key, [client.Config.DeviceIdentity], is the node's libp2p

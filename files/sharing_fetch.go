@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/ipfs/go-cid"
@@ -137,6 +138,14 @@ func (s *Sharing) Browse(ctx context.Context, handle string) ([]format.Entry, er
 type Fetched struct {
 	format.Entry
 	Path string // where the file now is
+
+	// Route is the route that carried the most bytes (the connection's
+	// route when nothing had to be fetched), Routes the bytes received
+	// over each route used, and Relay the relay (its address, ending in
+	// /p2p/<relay>) when one carried bytes or the connection.
+	Route  Route
+	Routes map[Route]int64
+	Relay  ma.Multiaddr
 }
 
 // Fetch downloads the file handle shares under the name (or CID) nameOrCID
@@ -146,7 +155,10 @@ type Fetched struct {
 // It reads the owner's verified manifest, checks that the device the entry
 // names (else the owner's primary key) is a current device of the owner's
 // chain, asks that device's client over NATS where it listens (a signed
-// answer, see [Sharing.Locate]), dials that device's PeerID and downloads
+// answer, see [Sharing.Locate]), dials that device's PeerID (directly,
+// else through a relay the device holds a reservation with, waiting a
+// little for hole punching to make a relayed connection direct;
+// [Fetched.Route] says which) and downloads
 // the blob with [Node.Fetch]: every chunk is verified
 // against the CID before it is written, into outPath+[PartialSuffix], and
 // an interrupted fetch resumes from what was verified on the next call. A
@@ -164,7 +176,10 @@ type Fetched struct {
 // confirm; a *[DeviceError]
 // (ErrDeviceRevoked, ErrNotOwnersDevice) for an entry served by a device
 // that is not a current device of the owner's chain; an *[OfflineError]
-// (ErrOwnerOffline) if the owner does not answer; ErrNotFound, ErrCorrupt
+// (ErrOwnerOffline) if the owner does not answer; an *[UnreachableError]
+// (ErrUnreachable) if none of the addresses it answered connects within
+// the node's dial timeout (it is asked once more, 2 s later, in case it
+// has just made its relay reservation); ErrNotFound, ErrCorrupt
 // and the other errors of Node.Fetch; a *fs.PathError naming the
 // destination that wraps fs.ErrExist.
 func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, opts ...FetchOption) (*Fetched, error) {
@@ -219,19 +234,13 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if err != nil {
 		return nil, err
 	}
-	lctx := ctx
-	if o.wait && o.waitTimeout > 0 {
-		var cancel context.CancelFunc
-		lctx, cancel = context.WithTimeout(ctx, o.waitTimeout)
-		defer cancel()
-	}
-	info, err := signal.Locate(lctx, nc, s.devKey, dev, LocateOptions{
-		OwnerName: ow.deviceName(dev), Timeout: s.cfg.LocateTimeout, Wait: o.wait,
-		MaxWaitInterval: s.cfg.MaxWaitInterval, OnWait: o.onWait, Now: s.now,
-	})
+	info, route, err := s.reach(ctx, node, nc, ow, dev, o)
 	if err != nil {
 		return nil, err
 	}
+	relay := node.relayOf(info.ID)
+	var tally routeTally
+	opts = append(slices.Clip(opts), tally.option(o.routes))
 	target := dst
 	if e.Private {
 		target = dst + EncryptedSuffix
@@ -250,7 +259,14 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 			return nil, fmt.Errorf("files: %q from %s decrypted to %d bytes, not the %d its entry says", e.Name, ow.handle, n, e.Size)
 		}
 	}
-	return &Fetched{Entry: e, Path: dst}, nil
+	f := &Fetched{Entry: e, Path: dst}
+	f.Route, f.Routes = tally.result(route)
+	if f.Route == RouteRelayed || f.Routes[RouteRelayed] > 0 {
+		if f.Relay = node.relayOf(info.ID); f.Relay == nil {
+			f.Relay = relay
+		}
+	}
+	return f, nil
 }
 
 // findEntry picks the entry named nameOrCID among those the viewer sees,
@@ -403,7 +419,13 @@ func (s *Sharing) network(ctx context.Context) (*Node, *nats.Conn, error) {
 		s.nc, s.ownNC = nc, true
 	}
 	if s.node == nil {
+		relays, err := ParseRelays(s.cfg.Client.Relays)
+		if err != nil {
+			return nil, nil, err
+		}
 		n, err := NewNode(NodeConfig{
+			Relays:        relays,
+			reserveLater:  true,
 			Identity:      s.dev,
 			ListenAddrs:   s.cfg.ListenAddrs,
 			Source:        servingSource{s},
@@ -464,6 +486,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	}
 	s.sub = sub
 	s.serving.Store(true)
+	node.reserve()
 	return nil
 }
 

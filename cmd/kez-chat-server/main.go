@@ -5,7 +5,7 @@
 //
 //	kez-chat-server [--listen 127.0.0.1:8080] --domain DOMAIN --sig-server URL --nats URL
 //	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--keys kez-chat-keys]
-//	                [--public-url URL] [--public-sig-server URL] [--log-format text|json] [--log-level info]
+//	                [--public-url URL] [--public-sig-server URL] [--relay MULTIADDR]… [--log-format text|json] [--log-level info]
 //	                [--claims-per-ip 10/1h] [--claims-per-key 10/1h] [--reads-per-ip 1200/1m]
 //	                [--devices-per-ip 30/1h] [--devices-per-key 30/1h]
 //	                [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
@@ -17,6 +17,7 @@
 // Every flag has an environment twin (KEZ_LISTEN, KEZ_DOMAIN,
 // KEZ_SIG_SERVER, NATS_URL, KEZ_CHAT_STORE, KEZ_CHAT_DB, KEZ_CHAT_REPLICAS,
 // KEZ_CHAT_KEYS, KEZ_CHAT_PUBLIC_URL, KEZ_CHAT_PUBLIC_SIG_SERVER,
+// KEZ_RELAYS (comma-separated),
 // KEZ_CHAT_CLAIMS_PER_IP, KEZ_CHAT_CLAIMS_PER_KEY, KEZ_CHAT_READS_PER_IP,
 // KEZ_CHAT_DEVICES_PER_IP, KEZ_CHAT_DEVICES_PER_KEY,
 // KEZ_CHAT_TRUSTED_PROXIES, KEZ_CHAT_LIMIT_MAX_KEYS,
@@ -33,7 +34,8 @@
 // account of a sig-server that keeps its chains in JetStream. Requests
 // over the rate limits are refused with 429 and Retry-After; the client
 // address is the TCP peer unless it is one of --trusted-proxies
-// (docs/operators.md, "Limits"). The server serves
+// (docs/operators.md, "Limits"). --relay names libp2p relays (kez-relay)
+// that /v1/info offers the users for file sharing behind NAT. The server serves
 // /healthz, /readyz and Prometheus /metrics, and shuts down gracefully on
 // SIGTERM or SIGINT.
 package main
@@ -43,6 +45,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
@@ -76,6 +80,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	keysDir := fs.String("keys", env.Or("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys, made on first use (env KEZ_CHAT_KEYS)")
 	publicURL := fs.String("public-url", env.Or("KEZ_CHAT_PUBLIC_URL", ""), "this server's base URL as clients reach it, if a proxy changes Host (env KEZ_CHAT_PUBLIC_URL)")
 	publicSig := fs.String("public-sig-server", env.Or("KEZ_CHAT_PUBLIC_SIG_SERVER", ""), "the sig-server's base URL as clients reach it, if not --sig-server (env KEZ_CHAT_PUBLIC_SIG_SERVER)")
+	var relays []string
+	fs.Func("relay", "a libp2p relay (kez-relay) /v1/info offers for file sharing behind NAT: its multiaddr ending in /p2p/<peer id>; repeat for more, up to 8 (env KEZ_RELAYS, comma-separated)", func(s string) error {
+		relays = append(relays, s)
+		return nil
+	})
 	var limits handles.Limits
 	d := handles.DefaultLimits
 	limitFlags := []servercmd.LimitFlag{
@@ -196,6 +205,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *natsURL == "" {
 		return servercmd.Usagef("--nats (or NATS_URL) is required: the URL of your NATS server, e.g. nats://127.0.0.1:4222")
 	}
+	if relays, err = relayFlags(relays, env); err != nil {
+		return err
+	}
 	log, err := lf.Logger(stderr)
 	if err != nil {
 		return err
@@ -206,6 +218,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		SigServerURL:       *sigServer,
 		PublicSigServerURL: *publicSig,
 		PublicURL:          *publicURL,
+		Relays:             relays,
 		NATSURL:            *natsURL,
 		StoreBackend:       *backend,
 		StoreReplicas:      *replicas,
@@ -227,6 +240,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	defer srv.Close()
 	return httpserve.ListenAndServe(ctx, *listen, srv.Handler(), log, onListen)
+}
+
+// relayFlags returns the --relay flags, else the relays of KEZ_RELAYS,
+// checked: a bad or repeated address, or more than handles.MaxRelays, is
+// a usage error.
+func relayFlags(flags []string, env servercmd.Env) ([]string, error) {
+	name := "--relay"
+	if len(flags) == 0 {
+		name = "KEZ_RELAYS"
+		for _, r := range strings.Split(env("KEZ_RELAYS"), ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				flags = append(flags, r)
+			}
+		}
+	}
+	if len(flags) > handles.MaxRelays {
+		return nil, servercmd.Usagef("%s: %d relays, at most %d", name, len(flags), handles.MaxRelays)
+	}
+	var out []string
+	for _, r := range flags {
+		c, err := handles.ParseRelay(r)
+		if err != nil {
+			return nil, servercmd.Usagef("%s %q: want a relay's multiaddr ending in /p2p/<peer id>, as kez-relay prints it at start", name, r)
+		}
+		if slices.Contains(out, c) {
+			return nil, servercmd.Usagef("%s %q: given twice", name, r)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 // natsConfig prints the nats.conf snippet for the keys folder.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,6 +28,12 @@ import (
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/sqlitestore"
 	"github.com/nats-io/nats.go"
+)
+
+// Two relay addresses with real peer ids.
+const (
+	relay1 = "/ip4/192.0.2.1/tcp/4002/p2p/12D3KooWGRUVh7J9thJ9ik9tEBE1pEpZeLD1W5z4GxqzPMxB5Nh8"
+	relay2 = "/ip4/192.0.2.2/udp/4002/quic-v1/p2p/QmcgpsyWgH8Y8ajJz1Cu72KnS5uo2Aa2LpzU7kinSupNKC"
 )
 
 func getenvFrom(env map[string]string) func(string) string {
@@ -214,6 +221,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--log-level", "loud"}, full, "--log-level"},
 		{[]string{"extra"}, full, "nats-config"},
 		{[]string{"--nope"}, full, "nope"},
+		{[]string{"--relay", "/ip4/192.0.2.1/tcp/4002"}, full, "/p2p/<peer id>"},
+		{[]string{"--relay", relay1, "--relay", relay1}, full, "twice"},
+		{nil, map[string]string{"KEZ_DOMAIN": "chat.example", "KEZ_SIG_SERVER": "http://x", "NATS_URL": "nats://x", "KEZ_RELAYS": relay1 + ",relay.example:4002"}, "KEZ_RELAYS \"relay.example:4002\""},
+		{nil, map[string]string{"KEZ_DOMAIN": "chat.example", "KEZ_SIG_SERVER": "http://x", "NATS_URL": "nats://x", "KEZ_RELAYS": strings.Repeat(relay1+",", 9)}, "at most 8"},
 		{[]string{"nats-config", "extra"}, nil, "unexpected"},
 		{[]string{"nats-config", "--nope"}, nil, "nope"},
 	} {
@@ -241,8 +252,8 @@ func TestMain(m *testing.M) {
 
 func TestSIGTERM(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "--listen", "127.0.0.1:0", "--domain", "chat.example")
-	cmd.Env = append(os.Environ(), "KEZ_CHAT_SERVER_RUN_MAIN=1",
+	cmd := exec.Command(os.Args[0], "--listen", "127.0.0.1:0", "--domain", "chat.example", "--relay", relay1, "--relay", relay2)
+	cmd.Env = append(os.Environ(), "KEZ_CHAT_SERVER_RUN_MAIN=1", "KEZ_RELAYS=/ip4/192.0.2.9/tcp/1/p2p/QmcgpsyWgH8Y8ajJz1Cu72KnS5uo2Aa2LpzU7kinSupNKC", // the flags win
 		"KEZ_SIG_SERVER="+startSig(t), "NATS_URL=nats://127.0.0.1:1", // NATS down: the server still serves and stops
 		"KEZ_CHAT_DB="+filepath.Join(dir, "chat.db"), "KEZ_CHAT_KEYS="+filepath.Join(dir, "keys"))
 	stderr, err := cmd.StderrPipe()
@@ -269,6 +280,10 @@ func TestSIGTERM(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz without NATS: %d", resp.StatusCode)
+	}
+	info, err := (&handles.Client{BaseURL: "http://" + addr}).Info(context.Background())
+	if err != nil || !slices.Equal(info.Relays, []string{relay1, relay2}) {
+		t.Fatalf("/v1/info: %+v %v", info, err)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,7 +18,7 @@ import (
 func init() {
 	register(&command{
 		name:    "fetch",
-		args:    "(HANDLE NAME|CID | --group GROUP NAME|CID) [-o PATH] [--wait [--timeout D]] [--force] [--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "(HANDLE NAME|CID | --group GROUP NAME|CID) [-o PATH] [--wait [--timeout D]] [--force] [--json] [--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "download a file someone shares, peer to peer, verified",
 		help: `
 Downloads the file HANDLE shares under NAME (or with content address CID)
@@ -30,14 +31,23 @@ it grows in PATH.kez-partial (a private file in PATH.kez-encrypted.kez-partial,
 decrypted at the end). If the transfer is interrupted (Ctrl-C, lost
 connection), run the same command again: it resumes where it stopped.
 
-HANDLE must be online (running kez serve). If they are not, --wait keeps
-asking until they come online, for at most --timeout (default: until you
-press Ctrl-C).
+The connection is direct when their machine can be dialled; behind home
+routers it is made through a relay their kez holds a slot with (one
+their chat-server offers, or kez serve --relay), and hole punching then
+tries to make it direct. The last line says which path the file took:
+"directly", "over a hole-punched connection" or "through the relay
+ADDR" (a relay forwards only encrypted bytes).
+
+HANDLE must be online (running kez serve) and reachable. If they are not,
+--wait keeps asking until they are, for at most --timeout (default: until
+you press Ctrl-C).
 
 -o PATH is where to save it (a folder puts it there under its shared name;
 default: its shared name in the current folder). An existing file is kept
 unless you pass --force. A progress line is shown on a terminal (for a
-private file it counts the encrypted bytes, and says so).
+private file it counts the encrypted bytes, and says so). --json prints
+what was fetched as JSON instead of sentences (name, size, cid, private,
+path, owner, route, routes: bytes per route, relay).
 
 --group GROUP fetches a file someone shared with the group GROUP (kez
 share --group): NAME or CID names one of the files offered in the group
@@ -49,13 +59,14 @@ was shared and still are.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var out, listen, grp string
-			var wait, force bool
+			var wait, force, asJSON bool
 			var timeout time.Duration
 			cf.declare(fs, true)
 			fs.StringVar(&out, "o", "", "save to this path or folder (default: the shared name, here)")
 			fs.BoolVar(&wait, "wait", false, "wait for the owner to come online")
 			fs.DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (0: never)")
 			fs.BoolVar(&force, "force", false, "replace an existing file at the path")
+			fs.BoolVar(&asJSON, "json", false, "print JSON")
 			fs.StringVar(&grp, "group", "", "fetch a file shared with this group (then give only NAME or CID)")
 			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_P2P_LISTEN; default: all interfaces, TCP and QUIC)")
 			return func(ctx context.Context, args []string) error {
@@ -66,29 +77,38 @@ was shared and still are.`,
 					if len(args) != 1 {
 						return usagef("fetch --group takes one NAME or CID (the owner is the one who offered it), got %d arguments", len(args))
 					}
-					return runFetchGroup(ctx, e, cf, listen, grp, args[0], out, wait, timeout, force)
+					return runFetchGroup(ctx, e, cf, listen, grp, args[0], fetchFlags{out, wait, timeout, force, asJSON})
 				}
 				if len(args) != 2 {
 					return usagef("fetch takes a HANDLE and a NAME or CID, got %d arguments", len(args))
 				}
-				return runFetch(ctx, e, cf, listen, args[0], args[1], out, wait, timeout, force)
+				return runFetch(ctx, e, cf, listen, args[0], args[1], fetchFlags{out, wait, timeout, force, asJSON})
 			}
 		},
 	})
 }
 
-func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what, out string, wait bool, timeout time.Duration, force bool) error {
+// fetchFlags are the flags of kez fetch that shape one fetch and its report.
+type fetchFlags struct {
+	out     string
+	wait    bool
+	timeout time.Duration
+	force   bool
+	asJSON  bool
+}
+
+func runFetch(ctx context.Context, e *env, cf chatFlags, listen, handle, what string, ff fetchFlags) error {
 	s, setup, err := e.openSharing(ctx, cf, true, nil, listen)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	return fetchReport(ctx, e, s, setup, handle, what, out, wait, timeout, force, nil)
+	return fetchReport(ctx, e, s, setup, handle, what, ff, nil)
 }
 
 // runFetchGroup fetches the file offered in the group grp under the name
 // (or with the CID) what, with the key its offer gave.
-func runFetchGroup(ctx context.Context, e *env, cf chatFlags, listen, grp, what, out string, wait bool, timeout time.Duration, force bool) error {
+func runFetchGroup(ctx context.Context, e *env, cf chatFlags, listen, grp, what string, ff fetchFlags) error {
 	c, g, err := e.openGroup(ctx, cf, grp)
 	if err != nil {
 		return err
@@ -110,7 +130,7 @@ func runFetchGroup(ctx context.Context, e *env, cf chatFlags, listen, grp, what,
 		return err
 	}
 	defer s.Close()
-	err = fetchReport(ctx, e, s, setup, f.OwnerHandle, f.Offer.CID.String(), out, wait, timeout, force, &f)
+	err = fetchReport(ctx, e, s, setup, f.OwnerHandle, f.Offer.CID.String(), ff, &f)
 	if errors.Is(err, files.ErrForbidden) {
 		return worded(err, "%s will not send %q to you: it goes only to people who were members of %s when it was shared and still are", f.OwnerHandle, f.Offer.Name, g.Name)
 	}
@@ -142,20 +162,20 @@ func pickOffer(offers []chat.GroupFile, what string) (chat.GroupFile, bool) {
 
 // fetchReport fetches what from handle with s (with the key of offer, if
 // given) and reports it.
-func fetchReport(ctx context.Context, e *env, s *files.Sharing, setup *sharingSetup, handle, what, out string, wait bool, timeout time.Duration, force bool, offer *chat.GroupFile) error {
+func fetchReport(ctx context.Context, e *env, s *files.Sharing, setup *sharingSetup, handle, what string, ff fetchFlags, offer *chat.GroupFile) error {
 	who := fullHandle(handle, setup.srv.domain)
 	var opts []files.FetchOption
 	if offer != nil {
 		opts = append(opts, files.WithFileKey(offer.Offer))
 	}
-	if wait {
-		opts = append(opts, files.WithWait(timeout, func(attempt int) {
+	if ff.wait {
+		opts = append(opts, files.WithWait(ff.timeout, func(attempt int) {
 			if attempt == 1 {
-				fmt.Fprintf(e.stderr, "%s is offline; waiting for them to come online (Ctrl-C to stop)…\n", who)
+				fmt.Fprintf(e.stderr, "%s is offline or cannot be reached; waiting for them (Ctrl-C to stop)…\n", who)
 			}
 		}))
 	}
-	if force {
+	if ff.force {
 		opts = append(opts, files.WithOverwrite())
 	}
 	var bar *progressLine
@@ -177,7 +197,7 @@ func fetchReport(ctx context.Context, e *env, s *files.Sharing, setup *sharingSe
 			bar.update(v, t)
 		}
 	}))
-	got, err := s.Fetch(ctx, handle, what, out, opts...)
+	got, err := s.Fetch(ctx, handle, what, ff.out, opts...)
 	if bar != nil {
 		if err == nil && got.Private {
 			// The bar counted the encrypted blob; the line below gives
@@ -202,11 +222,15 @@ func fetchReport(ctx context.Context, e *env, s *files.Sharing, setup *sharingSe
 	default:
 		return aboutHandle(handle, err)
 	}
+	if ff.asJSON {
+		return json.NewEncoder(e.stdout).Encode(fetchedJSONOf(got, who))
+	}
 	how := "verified against its CID"
 	if got.Private {
 		how = "verified and decrypted"
 	}
 	fmt.Fprintf(e.stdout, "Saved %q (%s, %s) to %s\n", got.Name, humanSize(got.Size), how, got.Path)
+	fmt.Fprintln(e.stdout, pathSentence(got, who))
 	return nil
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"
 )
@@ -14,7 +16,7 @@ import (
 func init() {
 	register(&command{
 		name:    "serve",
-		args:    "[--listen ADDRS] [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
+		args:    "[--listen ADDRS] [--relay ADDR]... [--nats URL] [--server URL] [--sig-server URL] [--home DIR] [--verbose]",
 		summary: "stay online: receive messages and serve your shared files",
 		help: `
 Keeps your client online until you press Ctrl-C (or it gets SIGTERM):
@@ -34,15 +36,30 @@ is back. --verbose also prints the SDK's log lines.
 
 --listen (env KEZ_P2P_LISTEN) sets the libp2p listen addresses, comma-separated
 multiaddrs (default: every interface, TCP and QUIC, ports the system
-picks). Your machine must be reachable at one of them by those who fetch.`,
+picks).
+
+Behind a home router or carrier NAT, those who fetch cannot dial you: serve
+then keeps a slot with a relay (circuit relay v2, e.g. kez-relay) and
+announces its address too; it prints "Reachable through the relay ADDR."
+once it has one. Fetchers connect through the relay, and hole punching
+then tries to make the connection direct. The relay sees who talks to
+whom and how much, never the files: the connection is encrypted end to
+end between your key and theirs. The relays are those your chat-server
+offers; --relay ADDR (repeatable; env KEZ_RELAYS, comma-separated) names
+your own instead, each a multiaddr ending in /p2p/<the relay's peer id>,
+and --relay none uses none.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var listen string
 			cf.declare(fs, true)
 			fs.StringVar(&listen, "listen", "", "libp2p listen addresses, comma-separated (env KEZ_P2P_LISTEN)")
+			fs.Var(&e.relays, "relay", "a relay to keep a slot with, multiaddr ending in /p2p/<peer id>; repeat for more, or none (env KEZ_RELAYS; default: those your chat-server offers)")
 			return func(ctx context.Context, args []string) error {
 				if len(args) > 0 {
 					return usagef("serve takes no arguments, got %q", args)
+				}
+				if _, err := e.relayList(); err != nil {
+					return err
 				}
 				return runServe(ctx, e, cf, listen)
 			}
@@ -83,6 +100,9 @@ func runServe(ctx context.Context, e *env, cf chatFlags, listen string) error {
 	saySessionChanges(ctx, c.Conn(), note, e.natsURL)
 	out.line("Online as %s (PeerID %s), listening on %s.", me, s.DeviceKey().PeerID(), strings.Join(addrs, ", "))
 	out.line("Serving %d shared file(s) and receiving messages; Ctrl-C stops.", len(shared))
+	if node, err := s.Node(); err == nil {
+		go sayRelays(ctx, node, out)
+	}
 
 	// Messages are received until ctx ends; files are served meanwhile.
 	runErr := c.Run(ctx, func(m *chat.Entry) {
@@ -128,4 +148,36 @@ func saySessionChanges(ctx context.Context, nc *nats.Conn, note *printer, url st
 		}
 		note.line("Connected to NATS again: receiving messages and serving files.")
 	})
+}
+
+// sayRelays prints the node's circuit addresses whenever they change: once
+// it holds a reservation with a relay ("Reachable through the relay …"),
+// and when it lost every one.
+func sayRelays(ctx context.Context, node *files.Node, out *printer) {
+	var said []string
+	for {
+		as, changed := node.RelayAddrs()
+		if changed == nil {
+			return // no relays
+		}
+		var now []string
+		for _, a := range as {
+			now = append(now, a.String())
+		}
+		switch {
+		case slices.Equal(now, said):
+		case len(now) == 0:
+			out.line("Lost the slot with the relay; trying again (meanwhile only those who can dial you directly can fetch from you).")
+		case len(now) == 1:
+			out.line("Reachable through the relay %s.", now[0])
+		default:
+			out.line("Reachable through the relays %s.", strings.Join(now, ", "))
+		}
+		said = now
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
 }

@@ -108,6 +108,9 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 		NATS:          nc,
 		Libp2pOptions: []libp2p.Option{libp2p.UserAgent(userAgent())},
 	}
+	if cfg.Client.Relays, err = e.relayList(); err != nil {
+		return nil, nil, err
+	}
 	if l := e.envOr(listen, "KEZ_P2P_LISTEN"); l != "" {
 		for _, a := range strings.Split(l, ",") {
 			if a = strings.TrimSpace(a); a != "" {

@@ -121,6 +121,7 @@ func (e *env) sentence(err error) string {
 		ownChain   *chat.OwnChainRewrittenError
 		quota      *chat.QuotaError
 		offline    *files.OfflineError
+		unreach    *files.UnreachableError
 		notShared  *files.NotSharedError
 		changed    *files.ChangedError
 		device     *files.DeviceError
@@ -169,6 +170,8 @@ func (e *env) sentence(err error) string {
 			return fmt.Sprintf("%s did not come online within %s: ask them to run kez serve, then run the same command again", offline.Owner, offline.Waited.Round(time.Second))
 		}
 		return fmt.Sprintf("%s is offline: ask them to run kez serve, or add --wait to wait until they do", offline.Owner)
+	case errors.As(err, &unreach):
+		return unreachableSentence(unreach)
 	case errors.As(err, &notShared):
 		if notShared.Owner == "" {
 			return fmt.Sprintf("you share no file named %q (nor with that CID): kez files lists yours", notShared.What)

@@ -183,16 +183,17 @@ func TestShareFilesFetchServe(t *testing.T) {
 	}
 
 	// bob waits; alice comes online once he said he is waiting.
-	bout, berr := newWatchWriter(), newWatchWriter("is offline; waiting")
+	bout, berr := newWatchWriter(), newWatchWriter("is offline or cannot be reached; waiting")
 	_, fetched := background(t, bob, bout, berr, "fetch", "--wait", "alice", "report.pdf", "-o", out)
-	berr.await(t, "is offline; waiting")
+	berr.await(t, "is offline or cannot be reached; waiting")
 	aout, aerr := newWatchWriter("Online as @alice@kez.test"), newWatchWriter("A message request from")
 	stopAlice, served := background(t, alice, aout, aerr, "serve")
 	aout.await(t, "Online as @alice@kez.test")
 	if code := fetched(); code != 0 {
 		t.Fatalf("fetch --wait: exit %d\n%s\n%s", code, bout.String(), berr.String())
 	}
-	if !strings.Contains(bout.String(), `Saved "report.pdf" (3.0 MiB, verified against its CID) to `+out) {
+	if !strings.Contains(bout.String(), `Saved "report.pdf" (3.0 MiB, verified against its CID) to `+out) ||
+		!strings.HasSuffix(bout.String(), "Fetched \"report.pdf\" (3.0 MiB) from alice@kez.test directly.\n") {
 		t.Errorf("fetch output:\n%s", bout.String())
 	}
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
@@ -212,7 +213,16 @@ func TestShareFilesFetchServe(t *testing.T) {
 	if r := kezCmd(t, bob, "", "fetch", "alice", "report.pdf", "-o", out); r.code != 1 || !strings.Contains(r.stderr, "already exists") {
 		t.Errorf("fetch over an existing file: exit %d\n%s", r.code, r.stderr)
 	}
-	mustRun(t, bob, "", "fetch", "alice", "report.pdf", "-o", out, "--force")
+	r = mustRun(t, bob, "", "fetch", "alice", "report.pdf", "-o", out, "--force", "--json")
+	var fj struct {
+		Name, Path, Owner, Route string
+		Size                     int64
+		Routes                   map[string]int64
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &fj); err != nil || fj.Name != "report.pdf" || fj.Path != out || fj.Owner != "alice@kez.test" ||
+		fj.Route != "direct" || fj.Size != int64(len(data)) || fj.Routes == nil {
+		t.Errorf("fetch --json: %v\n%s", err, r.stdout)
+	}
 
 	// Unknown names are clear errors.
 	if r := kezCmd(t, bob, "", "fetch", "alice", "nope.pdf"); r.code != 1 || !strings.Contains(r.stderr, `alice@kez.test shares no file named "nope.pdf"`) {

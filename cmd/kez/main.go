@@ -71,6 +71,8 @@ type env struct {
 	ownChainWarned atomic.Bool
 	// closers are closed when the command ends (closeAll).
 	closers []io.Closer
+	// relays are the --relay flags of kez serve (see relayList).
+	relays stringList
 }
 
 // usageError marks an error caused by how the command was called.

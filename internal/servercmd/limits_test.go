@@ -65,3 +65,34 @@ func TestClientIPFlags(t *testing.T) {
 		t.Fatalf("%v %d %v", ip, n, err)
 	}
 }
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{
+		"0": 0, "1048576": 1 << 20, "512k": 512 << 10, "512K": 512 << 10, "4G": 4 << 30, "4GiB": 4 << 30,
+		"4GB": 4 << 30, "1T": 1 << 40, "10B": 10, "8M": 8 << 20,
+	} {
+		if got, err := ParseBytes(in); err != nil || got != want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "k", "-1", "+1", " 1", "1.5G", "1x", "1iB", "4g", "9223372036854775807k", "99999999999999999999", "1 G", "0x10"} {
+		if got, err := ParseBytes(in); err == nil {
+			t.Errorf("ParseBytes(%q) = %d, want an error", in, got)
+		}
+	}
+	fs := NewFlagSet("x", "usage: x", &bytes.Buffer{})
+	var n int64
+	BytesVar(fs, &n, "n", 4<<30, "")
+	if ok, err := Parse(fs, nil, ""); !ok || err != nil {
+		t.Fatal(err)
+	}
+	if err := envOf(map[string]string{"N": "2M"}).Bytes(fs, "n", "N", &n); err != nil || n != 2<<20 {
+		t.Errorf("the twin: %d %v", n, err)
+	}
+	if err := envOf(map[string]string{"N": "lots"}).Bytes(fs, "n", "N", &n); !errors.As(err, new(UsageError)) {
+		t.Errorf("a bad twin: %v", err)
+	}
+	if err := fs.Set("n", "3k"); err != nil || n != 3<<10 {
+		t.Errorf("the flag: %d %v", n, err)
+	}
+}

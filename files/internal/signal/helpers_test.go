@@ -17,6 +17,7 @@ const (
 	seedBob   = 0x02
 	seedCarol = 0x03
 	seedDave  = 0x04
+	seedRelay = 0x05
 )
 
 // testIdentity returns a deterministic identity; i picks which.

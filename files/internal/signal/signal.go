@@ -1,12 +1,12 @@
 package signal
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/kez-lat/kez-chat/files/internal/addrs"
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	ma "github.com/multiformats/go-multiaddr"
@@ -32,9 +32,9 @@ const (
 	// LocateRequestSize is the exact size of a request.
 	LocateRequestSize = locateHeadLen
 	// MaxLocateAddrs bounds the addresses of one answer.
-	MaxLocateAddrs = 16
+	MaxLocateAddrs = addrs.MaxAddrs
 	// MaxLocateAddrLen bounds the binary form of one address.
-	MaxLocateAddrLen = 128
+	MaxLocateAddrLen = addrs.MaxLen
 	// MaxLocateAnswerSize bounds an answer on the wire.
 	MaxLocateAnswerSize = locateHeadLen + 1 + MaxLocateAddrs*(1+MaxLocateAddrLen) + signatureLen
 
@@ -44,15 +44,14 @@ const (
 )
 
 const (
-	signalMagic      = "kezp"
-	signalVersion    = 1
-	kindLocate       = 1
-	kindAnswer       = 2
-	locateNonceLen   = 16
-	locateHeadLen    = len(signalMagic) + 1 + 1 + 32 + 32 + locateNonceLen + 8
-	signatureLen     = 64
-	maxSignalTimeMs  = 1<<53 - 1
-	multiaddrCodeP2P = ma.P_P2P
+	signalMagic     = "kezp"
+	signalVersion   = 1
+	kindLocate      = 1
+	kindAnswer      = 2
+	locateNonceLen  = 16
+	locateHeadLen   = len(signalMagic) + 1 + 1 + 32 + 32 + locateNonceLen + 8
+	signatureLen    = 64
+	maxSignalTimeMs = 1<<53 - 1
 )
 
 // ErrSignal reports bytes that are not a well-formed signalling message,
@@ -77,7 +76,7 @@ type LocateAnswer struct {
 	Requester kez.PublicKey
 	Nonce     [locateNonceLen]byte // the request's nonce
 	Time      time.Time            // the owner's clock, milliseconds
-	Addrs     []ma.Multiaddr       // transport addresses, without /p2p
+	Addrs     []ma.Multiaddr       // transport addresses (without /p2p) and circuit addresses
 	Signature []byte
 
 	signed []byte // the bytes the signature covers
@@ -154,24 +153,25 @@ func ParseLocateRequest(b []byte) (*LocateRequest, error) {
 	return &r, nil
 }
 
-// SignLocateAnswer returns the wire form of the answer to req: addrs
-// (at least one, at most [MaxLocateAddrs], each a transport address without
-// /p2p) signed by signer, whose key must be req.Owner, at time now.
-func SignLocateAnswer(signer kez.Signer, req *LocateRequest, addrs []ma.Multiaddr, now time.Time) ([]byte, error) {
+// SignLocateAnswer returns the wire form of the answer to req: list
+// (at least one, at most [MaxLocateAddrs], each one [addrs.Check] accepts:
+// a transport address without /p2p, or a circuit address through a relay)
+// signed by signer, whose key must be req.Owner, at time now.
+func SignLocateAnswer(signer kez.Signer, req *LocateRequest, list []ma.Multiaddr, now time.Time) ([]byte, error) {
 	if signer.PublicKey() != req.Owner {
 		return nil, fmt.Errorf("files: the request asks for %s, not this key %s", req.Owner, signer.PublicKey())
 	}
-	if len(addrs) == 0 || len(addrs) > MaxLocateAddrs {
-		return nil, fmt.Errorf("files: an answer carries 1 to %d addresses, got %d", MaxLocateAddrs, len(addrs))
+	if len(list) == 0 || len(list) > MaxLocateAddrs {
+		return nil, fmt.Errorf("files: an answer carries 1 to %d addresses, got %d", MaxLocateAddrs, len(list))
 	}
 	if err := checkSignalTime(now); err != nil {
 		return nil, err
 	}
 	b := make([]byte, 0, MaxLocateAnswerSize)
 	b = appendHead(b, kindAnswer, req.Owner, req.Requester, req.Nonce, now)
-	b = append(b, byte(len(addrs)))
-	for _, a := range addrs {
-		if err := checkAnswerAddr(a.Bytes()); err != nil {
+	b = append(b, byte(len(list)))
+	for _, a := range list {
+		if _, err := checkAnswerAddr(a.Bytes()); err != nil {
 			return nil, err
 		}
 		b = append(b, byte(len(a.Bytes())))
@@ -184,26 +184,16 @@ func SignLocateAnswer(signer kez.Signer, req *LocateRequest, addrs []ma.Multiadd
 	return append(b, sig...), nil
 }
 
-// checkAnswerAddr checks the binary form of one address: a canonical
-// multiaddr of at most MaxLocateAddrLen bytes with no /p2p component (the
-// PeerID comes from the owner's key, never from the answer).
-func checkAnswerAddr(b []byte) error {
-	if len(b) == 0 || len(b) > MaxLocateAddrLen {
-		return fmt.Errorf("%w: an address is 1 to %d bytes, got %d", ErrSignal, MaxLocateAddrLen, len(b))
-	}
-	a, err := ma.NewMultiaddrBytes(b)
+// checkAnswerAddr checks the binary form of one address with
+// [addrs.Check]: a canonical multiaddr of at most MaxLocateAddrLen bytes
+// with no /p2p component but a circuit address's relay (the peer is the
+// owner's key, never something the answer says).
+func checkAnswerAddr(b []byte) (ma.Multiaddr, error) {
+	a, err := addrs.Check(b)
 	if err != nil {
-		return fmt.Errorf("%w: not a multiaddr: %w", ErrSignal, err)
+		return nil, fmt.Errorf("%w: %w", ErrSignal, err)
 	}
-	if !bytes.Equal(a.Bytes(), b) {
-		return fmt.Errorf("%w: a multiaddr not in its canonical form", ErrSignal)
-	}
-	for _, c := range a {
-		if c.Code() == multiaddrCodeP2P {
-			return fmt.Errorf("%w: an address names a peer (%s); the peer is the owner's key", ErrSignal, a)
-		}
-	}
-	return nil
+	return a, nil
 }
 
 // ParseLocateAnswer decodes an answer from untrusted bytes (at most
@@ -233,10 +223,10 @@ func ParseLocateAnswer(b []byte) (*LocateAnswer, error) {
 			return nil, fmt.Errorf("%w: address %d runs past the end", ErrSignal, i)
 		}
 		l := int(rest[0])
-		if err := checkAnswerAddr(rest[1 : 1+l]); err != nil {
+		addr, err := checkAnswerAddr(rest[1 : 1+l])
+		if err != nil {
 			return nil, err
 		}
-		addr, _ := ma.NewMultiaddrBytes(rest[1 : 1+l]) // checked above
 		a.Addrs = append(a.Addrs, addr)
 		rest = rest[1+l:]
 	}

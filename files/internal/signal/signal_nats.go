@@ -9,15 +9,14 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/kez-lat/kez-chat/files/internal/addrs"
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/nats-io/nats.go"
 )
 
@@ -254,29 +253,10 @@ func AnswerLocates(nc *nats.Conn, signer kez.Signer, addrs func() []ma.Multiaddr
 }
 
 // AnnounceAddrs picks the addresses an owner announces from its node's
-// listen addresses: no unspecified (0.0.0.0, ::) or /p2p addresses, none
-// longer than [MaxLocateAddrLen], public ones first, then private, then
-// loopback, at most [MaxLocateAddrs].
+// addresses with [addrs.Order]: no unspecified (0.0.0.0, ::) addresses and
+// only those [addrs.Check] accepts (no /p2p but a circuit address's
+// relay, at most [MaxLocateAddrLen] bytes), public direct ones first, then
+// private, loopback and circuit addresses, at most [MaxLocateAddrs].
 func AnnounceAddrs(all []ma.Multiaddr) []ma.Multiaddr {
-	rank := func(a ma.Multiaddr) int {
-		switch {
-		case manet.IsPublicAddr(a):
-			return 0
-		case manet.IsIPLoopback(a):
-			return 2
-		}
-		return 1
-	}
-	var out []ma.Multiaddr
-	for _, a := range all {
-		if manet.IsIPUnspecified(a) || checkAnswerAddr(a.Bytes()) != nil || ma.Contains(out, a) {
-			continue
-		}
-		out = append(out, a)
-	}
-	slices.SortStableFunc(out, func(a, b ma.Multiaddr) int { return rank(a) - rank(b) })
-	if len(out) > MaxLocateAddrs {
-		out = out[:MaxLocateAddrs]
-	}
-	return out
+	return addrs.Order(all)
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // The signalling vectors of docs/spec/signalling.md: owner is seed 0x01,
-// requester (bob) 0x02, carol 0x03; nonce 00 01 … 0f; time 1767225600000 ms.
+// requester (bob) 0x02, carol 0x03, a relay 0x05; nonce 00 01 … 0f; time 1767225600000 ms.
 
 const signalVectorsPath = "testdata/signal_vectors.json"
 
@@ -121,6 +121,12 @@ func buildSignalVectors(t testing.TB) signalVectors {
 	for i := 0; i < MaxLocateAddrs+1; i++ {
 		seventeen = append(seventeen, one)
 	}
+	// Circuit addresses: through a relay whose key is seed 0x05.
+	relay := testIdentity(t, seedRelay).PublicKey().PeerID().String()
+	circuit := "/ip4/198.51.100.7/udp/4002/quic-v1/p2p/" + relay + "/p2p-circuit"
+	circuitAddrs := []string{addrs[0], circuit}
+	notLast := mustAddrs(t, circuit+"/ip4/192.0.2.1/tcp/4001")[0].Bytes()
+	twoCircuits := mustAddrs(t, circuit+"/p2p/"+relay+"/p2p-circuit")[0].Bytes()
 	other := *req
 	other.Requester = carol.PublicKey()
 	wrongNonce := *req
@@ -129,6 +135,7 @@ func buildSignalVectors(t testing.TB) signalVectors {
 	v.Answers = []signalVector{
 		{Name: "valid", Hex: hex.EncodeToString(ab), Expect: "ok", Addrs: addrs},
 		{Name: "valid_one_addr", Hex: hex.EncodeToString(raw(1, one)), Expect: "ok", Addrs: addrs[:1]},
+		{Name: "valid_circuit", Hex: hex.EncodeToString(sign(owner, req, mustAddrs(t, circuitAddrs...), at.Add(time.Second))), Expect: "ok", Addrs: circuitAddrs, Comment: "a direct address and a circuit address through the relay 0x05"},
 		{Name: "fail_truncated", Hex: mod(ab, func(b []byte) []byte { return b[:len(b)-1] }), Expect: "parse_error"},
 		{Name: "fail_extended", Hex: mod(ab, func(b []byte) []byte { return append(b, 0) }), Expect: "parse_error"},
 		{Name: "fail_kind_request", Hex: mod(ab, func(b []byte) []byte { b[5] = kindLocate; return b }), Expect: "parse_error"},
@@ -138,6 +145,8 @@ func buildSignalVectors(t testing.TB) signalVectors {
 		{Name: "fail_addr_not_canonical", Hex: hex.EncodeToString(raw(1, nonMinimal)), Expect: "parse_error"},
 		{Name: "fail_addr_garbage", Hex: hex.EncodeToString(raw(1, []byte{0xff, 0xff, 0xff})), Expect: "parse_error"},
 		{Name: "fail_addr_count_mismatch", Hex: hex.EncodeToString(raw(2, one)), Expect: "parse_error"},
+		{Name: "fail_circuit_not_last", Hex: hex.EncodeToString(raw(1, notLast)), Expect: "parse_error", Comment: "/p2p-circuit followed by another address"},
+		{Name: "fail_two_circuits", Hex: hex.EncodeToString(raw(1, twoCircuits)), Expect: "parse_error", Comment: "a circuit through a circuit"},
 		{Name: "fail_bad_signature", Hex: mod(ab, func(b []byte) []byte { b[len(b)-1] ^= 1; return b }), Expect: "verify_error", Comment: "one bit of the signature flipped"},
 		{Name: "fail_tampered_addr", Hex: mod(ab, func(b []byte) []byte { b[locateHeadLen+1+1+4] ^= 1; return b }), Expect: "verify_error", Comment: "the first address's IP changed after signing"},
 		{Name: "fail_replayed_nonce", Hex: hex.EncodeToString(sign(owner, &wrongNonce, mustAddrs(t, addrs...), at)), Expect: "verify_error", Comment: "a valid answer to another request"},
@@ -297,13 +306,14 @@ func TestSignLocateAnswerRefuses(t *testing.T) {
 }
 
 func TestAnnounceAddrs(t *testing.T) {
-	in := mustAddrs(t, "/ip4/127.0.0.1/tcp/1", "/ip4/0.0.0.0/tcp/2", "/ip4/192.168.1.2/tcp/3", "/ip4/8.8.8.8/tcp/4",
+	circuit := "/ip4/198.51.100.7/tcp/4002/p2p/" + testIdentity(t, seedRelay).PublicKey().PeerID().String() + "/p2p-circuit"
+	in := mustAddrs(t, circuit, "/ip4/127.0.0.1/tcp/1", "/ip4/0.0.0.0/tcp/2", "/ip4/192.168.1.2/tcp/3", "/ip4/8.8.8.8/tcp/4",
 		"/ip4/127.0.0.1/tcp/1", "/ip4/127.0.0.1/tcp/5/p2p/"+testIdentity(t, 1).PublicKey().PeerID().String())
 	var got []string
 	for _, a := range AnnounceAddrs(in) {
 		got = append(got, a.String())
 	}
-	want := []string{"/ip4/8.8.8.8/tcp/4", "/ip4/192.168.1.2/tcp/3", "/ip4/127.0.0.1/tcp/1"}
+	want := []string{"/ip4/8.8.8.8/tcp/4", "/ip4/192.168.1.2/tcp/3", "/ip4/127.0.0.1/tcp/1", circuit}
 	if len(got) != len(want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}

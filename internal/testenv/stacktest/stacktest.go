@@ -90,6 +90,9 @@ type Options struct {
 	// default it keeps one, checkpoints every 100 ms, and every chain GET
 	// carries a proof).
 	NoSigLog bool
+	// Relays are the relay addresses the chat-server's /v1/info offers
+	// (chatserver.Server.Relays).
+	Relays []string
 }
 
 // Stack is a running deployment. Its fields are set by [Start] and must not
@@ -146,6 +149,7 @@ func Start(t testing.TB, o Options) *Stack {
 			c.MailLimits = o.MailLimits
 			c.HTTPLimits = chatLimits
 			c.Now = o.Now
+			c.Relays = o.Relays
 		},
 	}
 	if o.NATSProcess {
