@@ -54,13 +54,13 @@ func (p *people) fetch(t testing.TB, timeout time.Duration, name string, args ..
 func TestFetchHolePunched(t *testing.T) {
 	p := startPeople(t, stackOptions{}, netlab.EndpointIndependent, netlab.EndpointIndependent)
 	file := p.share(t, "big.bin", 32<<20, 1)
-	p.alice.Serve(t)
+	p.alice.ServeRelayed(t)
 	before := p.s.RelayBytes(t)
 	r, out := p.fetch(t, 2*time.Minute, "big.bin")
 	if r.code != 0 {
 		t.Fatalf("kez fetch: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	t.Logf("kez fetch (%s): %s", r.took, r.stdout)
+	t.Logf("kez fetch (%s): %s%s", r.took, r.stdout, r.stderr)
 	sameFile(t, file, out)
 	if !strings.Contains(r.stdout, "over a hole-punched connection") {
 		t.Errorf("kez fetch does not say the connection was hole-punched:\n%s", r.stdout)
@@ -90,7 +90,7 @@ func TestFetchThroughRelay(t *testing.T) {
 	p := startPeople(t, stackOptions{RelayArgs: []string{"--circuit-rate", "4M"}}, netlab.EndpointIndependent, netlab.Symmetric)
 	small := p.share(t, "small.bin", 2<<20, 2)
 	big := p.share(t, "big.bin", 24<<20, 3)
-	p.serve = p.alice.Serve(t)
+	p.serve = p.alice.ServeRelayed(t)
 
 	t.Run("symmetric NAT: relayed", func(t *testing.T) {
 		before := p.s.RelayBytes(t)
@@ -110,7 +110,7 @@ func TestFetchThroughRelay(t *testing.T) {
 	t.Run("relay down: a clear error, and --wait waits for it", func(t *testing.T) {
 		p.s.StopRelay(t)
 		r, _ := p.fetch(t, 2*time.Minute, "small.bin")
-		if r.code != 1 || !strings.Contains(r.stderr, "cannot reach alice@kez.test's device") || strings.Contains(r.stderr, "\n\n") {
+		if r.code != 1 || !strings.Contains(r.stderr, "alice@kez.test's device is online but cannot be reached") || strings.Contains(r.stderr, "\n\n") {
 			t.Errorf("kez fetch with the relay down: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 		}
 		if r.took > time.Minute {

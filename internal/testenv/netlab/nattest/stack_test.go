@@ -57,11 +57,7 @@ func binaries(t testing.TB) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		pkgs := []string{"./cmd/kez", "./cmd/kez-chat-server", "./cmd/kez-sig-server"}
-		if _, err := os.Stat(filepath.Join(root, "cmd", "kez-relay")); err == nil { // TODO(lab): always, once RELAY lands
-			pkgs = append(pkgs, "./cmd/kez-relay")
-		}
-		binsErr = devstack.Build(ctx, root, binsDir, pkgs...)
+		binsErr = devstack.Build(ctx, root, binsDir, "./cmd/kez", "./cmd/kez-chat-server", "./cmd/kez-sig-server", "./cmd/kez-relay")
 	})
 	if binsErr != nil {
 		t.Fatal(binsErr)
@@ -79,6 +75,7 @@ func removeBinaries() {
 // stack is NATS, the sig-server, the chat-server and kez-relay running in
 // a topology's Pub namespace.
 type stack struct {
+	t    testing.TB // the test that started the stack: the servers end with it
 	tp   *netlab.Topology
 	bins string
 	dir  string
@@ -101,7 +98,7 @@ type stackOptions struct {
 // stops them.
 func startStack(t testing.TB, tp *netlab.Topology, o stackOptions) *stack {
 	t.Helper()
-	s := &stack{tp: tp, bins: binaries(t), dir: t.TempDir()}
+	s := &stack{t: t, tp: tp, bins: binaries(t), dir: t.TempDir()}
 	natsBin := natstest.ServerBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -113,9 +110,7 @@ func startStack(t testing.TB, tp *netlab.Topology, o stackOptions) *stack {
 		"--listen", "/ip4/" + netlab.PubAddr + "/tcp/" + relayPort + ",/ip4/" + netlab.PubAddr + "/udp/" + relayPort + "/quic-v1",
 		"--http", netlab.PubAddr + ":" + relayHTTP,
 	}, o.RelayArgs...)
-	if _, err := os.Stat(filepath.Join(s.bins, "kez-relay")); err == nil { // TODO(lab): always
-		s.StartRelay(t)
-	}
+	s.StartRelay(t)
 
 	keys := filepath.Join(s.dir, "keys")
 	conf, err := exec.Command(filepath.Join(s.bins, "kez-chat-server"), "nats-config", "--keys", keys).Output()
@@ -139,9 +134,9 @@ func startStack(t testing.TB, tp *netlab.Topology, o stackOptions) *stack {
 	chat := tp.Pub.Start(t, "chat-server", filepath.Join(s.bins, "kez-chat-server"),
 		"--listen", netlab.PubAddr+":"+chatPort, "--domain", domain, "--sig-server", s.url(sigPort),
 		"--nats", "nats://"+netlab.PubAddr+":"+natsPort, "--db", filepath.Join(s.dir, "chat.db"), "--keys", keys,
+		"--relay", s.RelayAddr,
 		"--claims-per-ip", "off", "--claims-per-key", "off", "--reads-per-ip", "off")
 	s.waitHTTP(t, ctx, chat, s.url(chatPort)+"/readyz")
-	_ = chat
 	return s
 }
 
@@ -149,12 +144,13 @@ func startStack(t testing.TB, tp *netlab.Topology, o stackOptions) *stack {
 var relayIDPattern = regexp.MustCompile(`/p2p/(12D3Koo[1-9A-HJ-NP-Za-km-z]+)`)
 
 // StartRelay starts kez-relay (again, after StopRelay, with the same key
-// and ports) and waits until it is ready.
+// and ports) and waits until it is ready. It runs until StopRelay or the
+// end of the test that started the stack (not t's, a subtest's).
 func (s *stack) StartRelay(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s.relay = s.tp.Pub.Start(t, "relay", filepath.Join(s.bins, "kez-relay"), s.relayArgs...)
+	s.relay = s.tp.Pub.Start(s.t, "relay", filepath.Join(s.bins, "kez-relay"), s.relayArgs...)
 	s.waitHTTP(t, ctx, s.relay, s.url(relayHTTP)+"/readyz")
 	line, err := s.relay.WaitLine(ctx, "/p2p/12D3Koo")
 	if err != nil {
@@ -312,12 +308,24 @@ func (u *user) Start(t testing.TB, args ...string) *netlab.Proc {
 }
 
 // Serve runs "kez serve" and waits until it is online.
-func (u *user) Serve(t testing.TB, args ...string) *netlab.Proc {
+func (u *user) Serve(t testing.TB) *netlab.Proc {
 	t.Helper()
-	p := u.Start(t, append([]string{"serve"}, args...)...)
+	return u.serveUntil(t, "Online as")
+}
+
+// ServeRelayed runs "kez serve" and waits until it is reachable through
+// the relay.
+func (u *user) ServeRelayed(t testing.TB) *netlab.Proc {
+	t.Helper()
+	return u.serveUntil(t, "Reachable through the relay")
+}
+
+func (u *user) serveUntil(t testing.TB, line string) *netlab.Proc {
+	t.Helper()
+	p := u.Start(t, "serve")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := p.WaitLine(ctx, "Online as"); err != nil {
+	if _, err := p.WaitLine(ctx, line); err != nil {
 		t.Fatal(err)
 	}
 	return p
