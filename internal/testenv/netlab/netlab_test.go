@@ -122,7 +122,15 @@ func TestNATMappings(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pc.Close()
+		_, local, _ := net.SplitHostPort(pc.LocalAddr().String())
 		var ps []string
+		if s.nat == EndpointIndependent {
+			defer func() {
+				if ps[0] != local {
+					t.Errorf("site %s behind an endpoint-independent NAT: local port %s is seen as %s", s.Name, local, ps[0])
+				}
+			}()
+		}
 		for _, a := range observed(t, pc, servers...) {
 			host, port, _ := net.SplitHostPort(a)
 			if host != s.PublicIP {
@@ -147,6 +155,27 @@ func TestNATMappings(t *testing.T) {
 	}
 	if p := ports(b); p[0] != p[1] {
 		t.Errorf("after SetNAT(EndpointIndependent) one socket is seen at ports %v", p)
+	}
+
+	// A flow tracked under the old rules keeps its mapping until the
+	// router forgets it.
+	pc, err := a.Host.ListenPacket("udp4", a.HostIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	_, local, _ := net.SplitHostPort(pc.LocalAddr().String())
+	first := observed(t, pc, servers[0])[0]
+	a.SetNAT(EndpointIndependent)
+	if again := observed(t, pc, servers[0])[0]; again != first {
+		t.Errorf("a tracked flow changed its mapping from %s to %s with the rules", first, again)
+	}
+	if !strings.Contains(a.Router.Conntrack(), "sport="+local+" ") {
+		t.Errorf("the router's flows do not list the host's port %s:\n%s", local, a.Router.Conntrack())
+	}
+	a.Router.FlushConntrack()
+	if _, port, _ := net.SplitHostPort(observed(t, pc, servers[0])[0]); port != local {
+		t.Errorf("after a flush the flow is seen at port %s, want the host's %s (endpoint-independent)", port, local)
 	}
 }
 

@@ -46,6 +46,7 @@ type Site struct {
 
 	pub  *Namespace
 	link string // the router's link's name in Pub
+	nat  NAT    // the router's NAT now
 }
 
 // NewTopology builds a topology with one site per entry of nats, named
@@ -78,7 +79,7 @@ func NewTopology(t testing.TB, nats ...NAT) *Topology {
 		tp.Pub.Enslave(s.link, "br0")
 		lab.Link(s.Router, "lan", s.RouterIP+"/24", s.Host, "eth0", s.HostIP+"/24")
 		s.Host.DefaultRoute(s.RouterIP)
-		s.Router.SetNAT("wan", mode)
+		s.SetNAT(mode)
 		tp.Sites = append(tp.Sites, s)
 	}
 	return tp
@@ -88,7 +89,11 @@ func NewTopology(t testing.TB, nats ...NAT) *Topology {
 func (s *Site) SetNAT(mode NAT) {
 	s.Router.lab.t.Helper()
 	s.Router.SetNAT("wan", mode)
+	s.nat = mode
 }
+
+// NAT returns the site's NAT now.
+func (s *Site) NAT() NAT { return s.nat }
 
 // Limit shapes the site's link to the public net to bytesPerSec each way
 // (tbf on both ends; 0 removes the limits), as a home connection.
