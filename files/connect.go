@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
@@ -69,6 +70,7 @@ func (n *Node) connect(ctx context.Context, owner peer.AddrInfo, name string) (R
 	if c := n.bestConn(owner.ID); c != nil && n.RouteOf(c) != RouteRelayed {
 		return n.RouteOf(c), nil
 	}
+	n.clearBackoff(owner)
 	dctx, cancel := context.WithTimeout(ctx, n.dialTimeout)
 	defer cancel()
 	n.readyToPunch(dctx, owner)
@@ -87,6 +89,23 @@ func (n *Node) connect(ctx context.Context, owner peer.AddrInfo, name string) (R
 		c = n.waitDirect(ctx, owner.ID, c)
 	}
 	return n.RouteOf(c), ctx.Err()
+}
+
+// clearBackoff forgets the failed dials to the owner and to the relays of
+// its circuit addresses: libp2p skips an address that failed lately (for
+// up to minutes), and a fetch that asks again (or waits with --wait) must
+// try them again, as a relay that was down may be back.
+func (n *Node) clearBackoff(owner peer.AddrInfo) {
+	sw, ok := n.host.Network().(interface{ Backoff() *swarm.DialBackoff })
+	if !ok {
+		return
+	}
+	sw.Backoff().Clear(owner.ID)
+	for _, a := range owner.Addrs {
+		if id, ok := circuitRelay(a); ok {
+			sw.Backoff().Clear(id)
+		}
+	}
 }
 
 // readyToPunch prepares a dial to an owner that lists circuit addresses,

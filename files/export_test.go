@@ -29,3 +29,7 @@ func AnnounceForTest(addrs ...string) libp2p.Option {
 		return out
 	})
 }
+
+// ReservedForTest waits until n holds a relay reservation and returns its
+// circuit addresses.
+func ReservedForTest(t testing.TB, n *Node) []ma.Multiaddr { return reserved(t, n) }

@@ -31,19 +31,7 @@ func waitReserved(t *testing.T, p *peer) []ma.Multiaddr {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for {
-		as, changed := node.RelayAddrs()
-		if len(as) > 0 {
-			return as
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			t.Fatal("no reservation with the relay")
-		}
-	}
+	return files.ReservedForTest(t, node)
 }
 
 // Alice's machine cannot be dialled (it announces no address of its own)

@@ -2,6 +2,7 @@ package files
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -25,9 +27,10 @@ type testRelay struct {
 
 // startRelay starts a relay with go-libp2p's defaults changed by res (nil:
 // defaults with room for a test's bytes).
-func startRelay(t testing.TB, res func(*relayv2.Resources)) *testRelay {
+func startRelay(t testing.TB, res func(*relayv2.Resources), opts ...libp2p.Option) *testRelay {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics(), libp2p.DisableRelay())
+	opts = append([]libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics(), libp2p.DisableRelay()}, opts...)
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,13 +215,18 @@ func TestHostileCircuitAddrs(t *testing.T) {
 }
 
 // The owner's relay is down: the circuit address through it fails at once
-// with the clear error.
+// with the clear error. When the relay is back (same key, same address),
+// the owner reserves again and the fetcher, asking again, gets through
+// (its earlier failed dial does not hold it back).
 func TestRelayDown(t *testing.T) {
-	relay := startRelay(t, nil)
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	must(t, err)
+	relay := startRelay(t, nil, libp2p.Identity(key))
 	owner := startNode(t, NodeConfig{Identity: testIdentity(t, 1), Source: NewFileSource(), Relays: []peer.AddrInfo{relay.info()},
 		Libp2pOptions: []libp2p.Option{noDirectAddrs}}, "tcp")
 	fetcher := startNode(t, NodeConfig{Identity: testIdentity(t, 2), DialTimeout: 5 * time.Second}, "tcp")
 	circuits := reserved(t, owner)
+	relayAddrs := relay.host.Addrs()
 	relay.close()
 	// The owner notices: its circuit addresses go.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -237,6 +245,14 @@ func TestRelayDown(t *testing.T) {
 	ue := unreachableTo(t, fetcher, peer.AddrInfo{ID: owner.ID(), Addrs: circuits})
 	if ue.Relays != 1 || !strings.Contains(ue.Error(), "through 1 relay") {
 		t.Fatalf("error %v", ue)
+	}
+
+	startRelay(t, nil, libp2p.Identity(key), libp2p.ListenAddrs(relayAddrs...))
+	if again := reserved(t, owner); !sameAddrs(again, circuits) {
+		t.Fatalf("circuit addresses %v after the relay came back, were %v", again, circuits)
+	}
+	if r, err := fetcher.connect(context.Background(), peer.AddrInfo{ID: owner.ID(), Addrs: circuits}, ""); err != nil || r != RouteRelayed {
+		t.Fatalf("connect after the relay came back: %v, %q", err, r)
 	}
 }
 

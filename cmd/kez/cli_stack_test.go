@@ -186,7 +186,7 @@ func TestEveryCommandHonoursOrRefusesJSON(t *testing.T) {
 		{s.alice, []string{"unshare", "note.txt", "--json"}, "", nil},
 		{s.bob, []string{"files", "alice", "--json"}, "files", nil},
 		{s.alice, []string{"files", "--json"}, "files", []string{"path", "recipients"}},
-		{s.bob, []string{"fetch", "alice", "note.txt", "-o", filepath.Join(dir, "f"), "--json"}, "", nil},
+		{s.bob, []string{"fetch", "alice", "note.txt", "-o", filepath.Join(dir, "f"), "--json"}, "fetch", nil},
 		{s.bob, []string{"serve", "--json"}, "", nil},
 		{nil, []string{"version", "--json"}, "", nil},
 		{s.bob, []string{"audit", "--json"}, "audit", nil},

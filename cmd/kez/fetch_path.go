@@ -19,8 +19,8 @@ type fetchedJSON struct {
 	Path    string                `json:"path"`
 	Owner   string                `json:"owner"`
 	Route   files.Route           `json:"route"`
-	Routes  map[files.Route]int64 `json:"routes"`          // bytes received over each route
-	Relay   string                `json:"relay,omitempty"` // the relay, when one carried bytes
+	Routes  map[files.Route]int64 `json:"routes"` // bytes received over each route
+	Relay   string                `json:"relay"`  // the relay, when one carried bytes; "" otherwise
 }
 
 func fetchedJSONOf(f *files.Fetched, who string) fetchedJSON {

@@ -259,6 +259,7 @@ var environment = []struct{ name, flag, meaning string }{
 	{"KEZ_DNS_SERVER", "", "the DNS server (host:port) asked for the TXT records of dns claims (default: the system's)"},
 	{"NATS_URL", "--nats", "your operator's NATS"},
 	{"KEZ_P2P_LISTEN", "--listen", "libp2p listen multiaddrs, comma-separated (fetch, serve)"},
+	{"KEZ_RELAYS", "--relay", "relays kez serve keeps a slot with, comma-separated multiaddrs, or none (default: the chat-server's)"},
 	{"KEZ_PASSPHRASE_FILE", "--passphrase-file", "a file whose first line is your identity's passphrase"},
 	{"KEZ_PASSPHRASE", "", "the passphrase itself (prefer the file)"},
 }
