@@ -30,6 +30,7 @@ const (
 	Symmetric
 )
 
+// String names the NAT for people ("symmetric NAT").
 func (m NAT) String() string {
 	switch m {
 	case NoNAT:

@@ -75,6 +75,18 @@ func probeUnshare() error {
 	return <-errc
 }
 
+// Require skips the test when the kernel refuses network namespaces,
+// saying why, and fails it when ip, tc or nft is missing (see
+// [Available]).
+func Require(t testing.TB) {
+	t.Helper()
+	if err := Available(); errors.Is(err, ErrRefused) {
+		t.Skipf("no network namespaces here: %v", err)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Lab is a set of network namespaces that one test builds and t.Cleanup
 // removes. Its methods fail the test (t.Fatal) when a command fails: call
 // them from the test's goroutine.
@@ -92,11 +104,7 @@ type Lab struct {
 // namespaces of earlier labs whose test binary has died.
 func New(t testing.TB) *Lab {
 	t.Helper()
-	if err := Available(); errors.Is(err, ErrRefused) {
-		t.Skipf("no network namespaces here: %v", err)
-	} else if err != nil {
-		t.Fatal(err)
-	}
+	Require(t)
 	sweepStale(t)
 	b := make([]byte, 4)
 	rand.Read(b)

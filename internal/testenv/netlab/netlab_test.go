@@ -283,9 +283,7 @@ func TestLimitShapesALink(t *testing.T) {
 // A lab's processes are stopped and its namespaces deleted when its test
 // ends, even a failed one; two labs at once share no name.
 func TestCleanupAndIsolation(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	Require(t)
 	var (
 		mu    sync.Mutex
 		names []string
@@ -331,9 +329,7 @@ func TestCleanupAndIsolation(t *testing.T) {
 // A namespace left by a test binary that died is deleted by the next
 // lab; one of a running binary is kept.
 func TestNewSweepsStaleNamespaces(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	Require(t)
 	dead := exec.Command("true")
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
@@ -367,9 +363,7 @@ func TestAvailableNamesItsCause(t *testing.T) {
 }
 
 func TestRoleIsChecked(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	Require(t)
 	// A role with a path separator or a space would make a name ip
 	// refuses or a file outside /run/netns.
 	ft := &fatalRecorder{TB: t}
@@ -396,3 +390,51 @@ func (f *fatalRecorder) Fatalf(format string, args ...any) {
 }
 
 func (f *fatalRecorder) Helper() {}
+
+// envChild makes TestChildNew build a lab (run by TestNotRootSkips).
+const envChild = "KEZ_NETLAB_CHILD"
+
+func TestChildNew(t *testing.T) {
+	if os.Getenv(envChild) == "" {
+		t.Skip("run by TestNotRootSkips")
+	}
+	New(t)
+	t.Error("New did not skip")
+}
+
+// A user who is not root gets a skip that says why, not a failure: this
+// test binary, copied where anyone may run it, runs New as nobody.
+func TestNotRootSkips(t *testing.T) {
+	Require(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("no setpriv to drop root with")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "netlab-nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := dir + "/netlab.test"
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", bin, "-test.run=^TestChildNew$", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), envChild+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- SKIP: TestChildNew") || !strings.Contains(string(out), "making one needs root") {
+		t.Errorf("New as nobody: %v\n%s", err, out)
+	}
+}
