@@ -1,7 +1,6 @@
 package netlab
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -287,7 +286,7 @@ func TestCleanupAndIsolation(t *testing.T) {
 	var (
 		mu    sync.Mutex
 		names []string
-		pids  []int
+		ended []<-chan struct{} // closed when each process has exited
 	)
 	t.Run("labs", func(t *testing.T) {
 		for _, name := range []string{"one", "two"} {
@@ -302,10 +301,14 @@ func TestCleanupAndIsolation(t *testing.T) {
 				if err := orphan.Start(); err != nil {
 					t.Fatal(err)
 				}
-				go orphan.Wait()
+				orphanDone := make(chan struct{})
+				go func() {
+					orphan.Wait()
+					close(orphanDone)
+				}()
 				mu.Lock()
 				names = append(names, a.Name, b.Name)
-				pids = append(pids, p.PID(), orphan.Process.Pid)
+				ended = append(ended, p.Done(), orphanDone)
 				mu.Unlock()
 			})
 		}
@@ -319,9 +322,12 @@ func TestCleanupAndIsolation(t *testing.T) {
 			t.Errorf("namespace %s is still there", n)
 		}
 	}
-	for _, pid := range pids {
-		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil && !bytes.Contains(b, []byte(") Z ")) {
-			t.Errorf("process %d still runs", pid)
+	// The orphan's Wait returns once killAll's SIGKILL has reached it.
+	for i, done := range ended {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("process %d still runs after its lab was removed", i)
 		}
 	}
 }
