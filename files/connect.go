@@ -183,6 +183,10 @@ func (n *Node) canHolePunch(ctx context.Context, c network.Conn) bool {
 	return err == nil && len(p) > 0
 }
 
+// punchRecordWait bounds how long waitDirect waits for DCUtR to record a
+// direct connection that appeared while it punched.
+const punchRecordWait = time.Second
+
 // waitDirect waits up to the hole punch wait for a direct connection to p
 // (hole-punched, or dialled by the far end), woken by the node's
 // connection events; it returns the best connection then.
@@ -192,6 +196,18 @@ func (n *Node) waitDirect(ctx context.Context, p peer.ID, relayed network.Conn) 
 	for {
 		changed, punched := n.conns.wait(), n.punched.wait()
 		if c := n.bestConn(p); c != nil && n.RouteOf(c) != RouteRelayed {
+			if n.RouteOf(c) == RouteDirect {
+				// The swarm announces a hole-punched connection before DCUtR
+				// returns and records it: give the record a moment, so that
+				// the route says hole-punched.
+				g := time.NewTimer(punchRecordWait)
+				select {
+				case <-punched:
+				case <-g.C:
+				case <-ctx.Done():
+				}
+				g.Stop()
+			}
 			return c
 		}
 		select {
