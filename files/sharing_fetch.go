@@ -252,12 +252,7 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 		s.recordFetch(ctx, ow, dev, e, dst)
 	}
 	f := &Fetched{Entry: e, Path: dst}
-	f.Route, f.Routes = tally.result(route)
-	if f.Route == RouteRelayed || f.Routes[RouteRelayed] > 0 {
-		if f.Relay = node.relayOf(info.ID); f.Relay == nil {
-			f.Relay = relay
-		}
-	}
+	tally.fill(f, route, node, info.ID, relay)
 	return f, nil
 }
 

@@ -160,3 +160,16 @@ func (t *routeTally) result(fallback Route) (Route, map[Route]int64) {
 	}
 	return best, maps.Clone(t.routes)
 }
+
+// fill sets f's Route and Routes from the tally (route, the connection's,
+// when no bytes were counted) and, when a relay carried bytes or the
+// connection, f.Relay: the relay of node's connection to p now, else
+// relay (the one it had before the fetch).
+func (t *routeTally) fill(f *Fetched, route Route, node *Node, p peer.ID, relay ma.Multiaddr) {
+	f.Route, f.Routes = t.result(route)
+	if f.Route == RouteRelayed || f.Routes[RouteRelayed] > 0 {
+		if f.Relay = node.relayOf(p); f.Relay == nil {
+			f.Relay = relay
+		}
+	}
+}

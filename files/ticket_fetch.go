@@ -8,15 +8,14 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/kez-lat/kez-chat/files/format"
-	"github.com/kez-lat/kez-chat/files/internal/addrs"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
-	lswarm "github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 // ErrTicketStale reports a ticket that the owner's current manifest
@@ -26,7 +25,6 @@ var ErrTicketStale = errors.New("files: the owner's list of shared files no long
 
 // Defaults of [FetchTicket].
 const (
-	ticketDialTimeout  = 15 * time.Second
 	ticketWaitFirst    = 250 * time.Millisecond
 	ticketWaitInterval = 5 * time.Second
 )
@@ -70,9 +68,11 @@ type TicketFetchConfig struct {
 // to dst: a file path, a folder to put it in under its name, or "" for
 // its name in the current folder. It needs no NATS, no account and no
 // registration: the fetcher's node dials the ticket's device at the
-// ticket's addresses (relayed ones included) and verifies every chunk
-// against the CID, as [Sharing.Fetch] does, resuming an interrupted
-// fetch on the next call.
+// ticket's addresses as [Sharing.Fetch] dials an owner (directly, else
+// through a relay of a circuit address, waiting a little for hole
+// punching to make a relayed connection direct; [Fetched.Route], Routes
+// and Relay say which path the bytes took) and verifies every chunk
+// against the CID, resuming an interrupted fetch on the next call.
 //
 // If the device is not the owner's key, it must be a current device of
 // the owner's chain, read from the ticket's sig-server and verified
@@ -82,12 +82,13 @@ type TicketFetchConfig struct {
 // else ErrForbidden, before anything is dialled.
 //
 // Options: [WithWait] retries while the device cannot be reached,
-// [WithOverwrite], [WithProgress], [WithoutSync].
+// [WithOverwrite], [WithProgress], [WithRoutes], [WithoutSync].
 //
 // Errors: a *[TicketExpiredError]; a *[DeviceError]; ErrForbidden; a
 // *[NotSharedError] for a private entry the owner no longer lists;
 // [ErrTicketStale]; an *[UnreachableError] (ErrUnreachable) when no
-// address answers (with WithWait: until the wait ends); the errors of [Node.Fetch]; sigchain's errors for the
+// address answers within the dial timeout (with WithWait: until the wait
+// ends); the errors of [Node.Fetch]; sigchain's errors for the
 // sig-server.
 func FetchTicket(ctx context.Context, t *Ticket, dst string, cfg TicketFetchConfig, opts ...FetchOption) (*Fetched, error) {
 	o := fetchOptions(opts)
@@ -138,11 +139,15 @@ func FetchTicket(ctx context.Context, t *Ticket, dst string, cfg TicketFetchConf
 		return nil, err
 	}
 	defer node.Close()
-	if err := reachTicket(ctx, node, t, cfg, o, who); err != nil {
+	route, err := reachTicket(ctx, node, t, o, who)
+	if err != nil {
 		return nil, err
 	}
+	relay := node.relayOf(t.Device.PeerID())
+	var tally routeTally
+	opts = append(slices.Clip(opts), tally.option(o.routes))
 	if t.Private {
-		opts = append(opts[:len(opts):len(opts)], WithDecryption(e.Key, e.Size))
+		opts = append(opts, WithDecryption(e.Key, e.Size))
 	}
 	if err := node.Fetch(ctx, t.AddrInfo(), t.CID, out, opts...); err != nil {
 		if errors.Is(err, format.ErrDecrypt) {
@@ -154,7 +159,9 @@ func FetchTicket(ctx context.Context, t *Ticket, dst string, cfg TicketFetchConf
 		os.Remove(out)
 		return nil, fmt.Errorf("%w: the file is not the %d bytes the ticket says", ErrTicketStale, e.Size)
 	}
-	return &Fetched{Entry: e, Path: out}, nil
+	f := &Fetched{Entry: e, Path: out}
+	tally.fill(f, route, node, t.Device.PeerID(), relay)
+	return f, nil
 }
 
 // ticketEntry finds the private entry of t in the owner's manifest on st
@@ -194,39 +201,38 @@ func ticketEntry(t *Ticket, st *sigchain.State, cfg TicketFetchConfig, who strin
 	return format.Entry{}, &NotSharedError{Owner: who, What: t.CID.String()}
 }
 
-// reachTicket connects node to the ticket's device; with WithWait it
-// tries again, after pauses growing to 5 s, until it answers or ctx ends
-// (or the wait's timeout passes).
-func reachTicket(ctx context.Context, node *Node, t *Ticket, cfg TicketFetchConfig, o fetchConfig, who string) error {
-	timeout := cfg.DialTimeout
-	if timeout <= 0 {
-		timeout = ticketDialTimeout
-	}
+// reachTicket connects node to the ticket's device as a handle's fetch
+// does ([Node.connect]: direct addresses before circuit ones, then a
+// little wait for hole punching to make a relayed connection direct) and
+// returns the connection's route. With WithWait it tries again, after
+// pauses growing to 5 s, until the device answers or ctx ends (or the
+// wait's timeout passes).
+func reachTicket(ctx context.Context, node *Node, t *Ticket, o fetchConfig, who string) (Route, error) {
 	wctx := ctx
 	if o.wait && o.waitTimeout > 0 {
 		var cancel context.CancelFunc
 		wctx, cancel = context.WithTimeout(ctx, o.waitTimeout)
 		defer cancel()
 	}
+	info := t.AddrInfo()
 	pause := ticketWaitFirst
 	for attempt := 1; ; attempt++ {
-		dctx, cancel := context.WithTimeout(wctx, timeout)
-		err := node.host.Connect(dctx, t.AddrInfo())
-		cancel()
-		if err == nil {
-			return nil
+		route, err := node.connect(wctx, info, who)
+		switch {
+		case err == nil:
+			return route, nil
+		case ctx.Err() != nil:
+			return "", ctx.Err()
+		case route != "":
+			return route, nil // connected; the wait's time ran out while hole punching
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		var ue *UnreachableError
+		if !errors.As(err, &ue) {
+			// The wait's time ran out while dialling.
+			return "", node.unreachable(info, who, err)
 		}
-		ue := unreachable(t, who, err)
 		if !o.wait || wctx.Err() != nil {
-			return ue
-		}
-		// The next attempt dials again rather than stopping at the
-		// swarm's back-off from this one.
-		if sw, ok := node.host.Network().(interface{ Backoff() *lswarm.DialBackoff }); ok {
-			sw.Backoff().Clear(t.Device.PeerID())
+			return "", ue
 		}
 		if o.onWait != nil {
 			o.onWait(attempt)
@@ -237,21 +243,10 @@ func reachTicket(ctx context.Context, node *Node, t *Ticket, cfg TicketFetchConf
 		case <-wctx.Done():
 			tm.Stop()
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return "", ctx.Err()
 			}
-			return ue
+			return "", ue
 		}
 		pause = min(2*pause, ticketWaitInterval)
 	}
-}
-
-// unreachable describes a failed dial of t's device.
-func unreachable(t *Ticket, who string, err error) *UnreachableError {
-	relays := map[string]bool{}
-	for _, a := range t.Addrs {
-		if addrs.IsCircuit(a) {
-			relays[a[len(a)-2].Value()] = true
-		}
-	}
-	return &UnreachableError{Owner: who, Addrs: len(t.Addrs), Relays: len(relays), Err: err}
 }
