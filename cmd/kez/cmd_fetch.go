@@ -31,6 +31,9 @@ it grows in PATH.kez-partial (a private file is decrypted as it arrives,
 each chunk checked first, so PATH.kez-partial holds plaintext and no
 encrypted copy is kept). If the transfer is interrupted (Ctrl-C, lost
 connection), run the same command again: it resumes where it stopped.
+A public file also comes from people who re-serve it (kez serve
+--reshare) whom the owner's machine names: different chunks from each at
+once, each checked against the CID.
 
 The connection is direct when their machine can be dialled; behind home
 routers it is made through a relay their kez holds a slot with (one
@@ -65,7 +68,8 @@ listens and is signed by the owner, and a ticket that expired or was
 changed is refused with the reason. Without a KEZ identity the fetch uses
 a key made for it, and nothing is written in the state folder. A ticket
 for a private file works only for its recipients (run it where your KEZ
-identity is).`,
+identity is). The connection, the progress line, resuming and --json are
+as above; --json's owner is then the owner's key.`,
 		flags: func(fs *flag.FlagSet, e *env) func(context.Context, []string) error {
 			var cf chatFlags
 			var out, listen, grp string
@@ -90,7 +94,7 @@ identity is).`,
 					return runFetchGroup(ctx, e, cf, listen, grp, args[0], fetchFlags{out, wait, timeout, force, asJSON})
 				}
 				if len(args) == 1 && isTicket(args[0]) {
-					return runFetchTicket(ctx, e, cf, listen, args[0], out, wait, timeout, force)
+					return runFetchTicket(ctx, e, cf, listen, args[0], fetchFlags{out, wait, timeout, force, asJSON})
 				}
 				if len(args) != 2 {
 					return usagef("fetch takes a HANDLE and a NAME or CID (or one TICKET), got %d arguments", len(args))
@@ -178,13 +182,50 @@ func pickOffer(offers []chat.GroupFile, what string) (chat.GroupFile, bool) {
 func fetchReport(ctx context.Context, e *env, s *files.Sharing, setup *sharingSetup, handle, what string, ff fetchFlags, offer *chat.GroupFile) error {
 	who := fullHandle(handle, setup.srv.domain)
 	var opts []files.FetchOption
+	name := what
 	if offer != nil {
 		opts = append(opts, files.WithFileKey(offer.Offer))
+		name = offer.Offer.Name
 	}
+	return reportFetch(e, ff, fetchRun{
+		name: name, who: who, owner: who,
+		waiting: who + " is offline or cannot be reached; waiting for them (Ctrl-C to stop)…",
+		fetch: func(more []files.FetchOption) (*files.Fetched, error) {
+			return s.Fetch(ctx, handle, what, ff.out, append(opts, more...)...)
+		},
+		refused: func(err error) error {
+			if offer != nil && (errors.Is(err, files.ErrForbidden) || errors.Is(err, files.ErrOfferMismatch) || errors.Is(err, files.ErrNotShared)) {
+				return err // worded by the caller, about the group
+			}
+			return aboutHandle(handle, err)
+		},
+	})
+}
+
+// fetchRun is one fetch for reportFetch: by handle, in a group, or with
+// a ticket.
+type fetchRun struct {
+	name    string // what the progress line calls the file
+	who     string // the owner in the path sentence
+	owner   string // the owner in --json
+	waiting string // printed when --wait starts waiting
+	// fetch fetches with the options reportFetch adds (wait, overwrite,
+	// progress).
+	fetch func(opts []files.FetchOption) (*files.Fetched, error)
+	// refused words an error that is not a transfer cut short.
+	refused func(err error) error
+}
+
+// reportFetch runs r with the options of ff, drawing a progress line on a
+// terminal, and reports the outcome: the saved file and the path its
+// bytes took (or --json), how to resume a transfer cut short, else
+// r.refused's sentence.
+func reportFetch(e *env, ff fetchFlags, r fetchRun) error {
+	var opts []files.FetchOption
 	if ff.wait {
 		opts = append(opts, files.WithWait(ff.timeout, func(attempt int) {
 			if attempt == 1 {
-				fmt.Fprintf(e.stderr, "%s is offline or cannot be reached; waiting for them (Ctrl-C to stop)…\n", who)
+				fmt.Fprintln(e.stderr, r.waiting)
 			}
 		}))
 	}
@@ -193,11 +234,7 @@ func fetchReport(ctx context.Context, e *env, s *files.Sharing, setup *sharingSe
 	}
 	var bar *progressLine
 	if e.isTerminal {
-		name := what
-		if offer != nil {
-			name = offer.Offer.Name
-		}
-		bar = &progressLine{w: e.stderr, name: name, now: e.now}
+		bar = &progressLine{w: e.stderr, name: r.name, now: e.now}
 		if bar.now == nil {
 			bar.now = time.Now
 		}
@@ -210,7 +247,7 @@ func fetchReport(ctx context.Context, e *env, s *files.Sharing, setup *sharingSe
 			bar.update(v, t)
 		}
 	}))
-	got, err := s.Fetch(ctx, handle, what, ff.out, opts...)
+	got, err := r.fetch(opts)
 	if bar != nil {
 		if err == nil && got.Private {
 			// The bar counted the encrypted blob; the line below gives
@@ -230,20 +267,18 @@ func fetchReport(ctx context.Context, e *env, s *files.Sharing, setup *sharingSe
 			return worded(err, "the fetch %s before any of it was verified: run the same command to start again", how)
 		}
 		return worded(err, "the fetch %s with %s of %s verified, which is kept: run the same command to resume", how, humanSize(verified), humanSize(total))
-	case offer != nil && (errors.Is(err, files.ErrForbidden) || errors.Is(err, files.ErrOfferMismatch) || errors.Is(err, files.ErrNotShared)):
-		return err // worded by the caller, about the group
 	default:
-		return aboutHandle(handle, err)
+		return r.refused(err)
 	}
 	if ff.asJSON {
-		return json.NewEncoder(e.stdout).Encode(fetchedJSONOf(got, who))
+		return json.NewEncoder(e.stdout).Encode(fetchedJSONOf(got, r.owner))
 	}
 	how := "verified against its CID"
 	if got.Private {
 		how = "verified and decrypted"
 	}
-	fmt.Fprintf(e.stdout, "Saved %q (%s, %s) to %s\n", got.Name, humanSize(got.Size), how, got.Path)
-	fmt.Fprintln(e.stdout, pathSentence(got, who))
+	fmt.Fprintf(e.stdout, "Saved %q (%s, %s) to %s\n", got.Name, humanSize(got.Size), how, visiblePath(got.Path))
+	fmt.Fprintln(e.stdout, pathSentence(got, r.who))
 	return nil
 }
 

@@ -127,7 +127,7 @@ func isTicket(arg string) bool {
 // runFetchTicket fetches the file a ticket names. It needs no kez init:
 // without an identity in the state folder the fetch uses a key made for
 // it, and nothing is written there.
-func runFetchTicket(ctx context.Context, e *env, cf chatFlags, listen, text, out string, wait bool, timeout time.Duration, force bool) error {
+func runFetchTicket(ctx context.Context, e *env, cf chatFlags, listen, text string, ff fetchFlags) error {
 	t, err := files.ParseTicket(strings.TrimSpace(text), time.Now())
 	if err != nil {
 		return ticketSentence(err)
@@ -145,52 +145,14 @@ func runFetchTicket(ctx context.Context, e *env, cf chatFlags, listen, text, out
 			return err
 		}
 	}
-	var opts []files.FetchOption
-	if wait {
-		opts = append(opts, files.WithWait(timeout, func(attempt int) {
-			if attempt == 1 {
-				fmt.Fprintf(e.stderr, "The owner's device does not answer; waiting for it (Ctrl-C to stop)…\n")
-			}
-		}))
-	}
-	if force {
-		opts = append(opts, files.WithOverwrite())
-	}
-	var bar *progressLine
-	if e.isTerminal {
-		bar = &progressLine{w: e.stderr, name: cmpName(t), now: e.now}
-		if bar.now == nil {
-			bar.now = time.Now
-		}
-	}
-	var verified, total int64
-	started := false
-	opts = append(opts, files.WithProgress(func(v, tt int64) {
-		verified, total, started = v, tt, true
-		if bar != nil {
-			bar.update(v, tt)
-		}
-	}))
-	got, err := files.FetchTicket(ctx, t, out, cfg, opts...)
-	if bar != nil {
-		bar.finish()
-	}
-	switch {
-	case err == nil:
-	case started && verified < total && resumable(err):
-		if verified == 0 {
-			return worded(err, "the fetch broke off before any of it was verified: run the same command to start again")
-		}
-		return worded(err, "the fetch broke off with %s of %s verified, which is kept: run the same command to resume", humanSize(verified), humanSize(total))
-	default:
-		return ticketSentence(err)
-	}
-	how := "verified against its CID"
-	if got.Private {
-		how = "verified and decrypted"
-	}
-	fmt.Fprintf(e.stdout, "Saved %q (%s, %s) to %s\n", got.Name, humanSize(got.Size), how, visiblePath(got.Path))
-	return nil
+	return reportFetch(e, ff, fetchRun{
+		name: cmpName(t), who: "its owner", owner: t.Owner.String(),
+		waiting: "The owner's device does not answer; waiting for it (Ctrl-C to stop)…",
+		fetch: func(opts []files.FetchOption) (*files.Fetched, error) {
+			return files.FetchTicket(ctx, t, ff.out, cfg, opts...)
+		},
+		refused: ticketSentence,
+	})
 }
 
 // visiblePath returns p as it is, or quoted if it has characters that

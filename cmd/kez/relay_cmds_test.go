@@ -7,20 +7,13 @@ import (
 	"testing"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
-	"github.com/kez-lat/kez-chat/relay"
-	ma "github.com/multiformats/go-multiaddr"
 )
 
 // kez serve --relay keeps a slot with a real kez relay and says so with
 // its circuit address; bad --relay values are usage errors.
 func TestServeRelay(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
-	r, err := relay.New(relay.Config{Listen: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	relayAddr := r.Addrs()[0].String()
+	relayAddr := loopbackRelay(t)
 
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
 	loopback := "/ip4/127.0.0.1/tcp/0"
