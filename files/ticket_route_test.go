@@ -2,6 +2,7 @@ package files_test
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,7 +25,8 @@ import (
 // says so (route, bytes per route, the relay), the caller's WithRoutes
 // seeing the same bytes. A ticket whose circuit address names a relay
 // alice holds no slot with (signed by her, so it parses) fails with the
-// clear error, counting that relay, rather than hanging.
+// clear error, counting that relay, rather than hanging. The serving
+// node records its circuit address in the Home as soon as it has one.
 func TestTicketFetchThroughRelay(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	relay, _ := files.RelayForTest(t)
@@ -36,7 +38,21 @@ func TestTicketFetchThroughRelay(t *testing.T) {
 	_, err := alice.Share(devCtx(t), src)
 	must(t, err)
 	must(t, alice.StartServing(devCtx(t)))
-	waitReserved(t, alice)
+	circuit := waitReserved(t, alice)[0].String()
+	// The serving node records its circuit address for the tickets other
+	// processes of this Home make (kez ticket beside kez serve); it
+	// writes the file as the reservation comes, so this looks until then.
+	recorded := filepath.Join(u.Home, files.AddrsFile)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for b, _ := os.ReadFile(recorded); !strings.Contains(string(b), circuit); b, _ = os.ReadFile(recorded) {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("%s holds %q, not the circuit address %s", files.AddrsFile, b, circuit)
+		}
+	}
 
 	_, tk := ticketFor(t, alice, "notes.txt")
 	for _, a := range tk.Addrs {

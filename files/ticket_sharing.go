@@ -202,8 +202,9 @@ func writeAddrsFile(path string, as []ma.Multiaddr) error {
 }
 
 // recordServing writes the node's addresses and listen addresses in the
-// Home (AddrsFile, ListenFile), and keeps AddrsFile up to date while the
-// node lives and this Sharing serves.
+// Home (AddrsFile, ListenFile), and keeps AddrsFile up to date (its own
+// addresses and its circuit addresses) while the node lives and this
+// Sharing serves.
 func (s *Sharing) recordServing(n *Node) {
 	home := s.cfg.Client.Home
 	s.writeAddrs(n)
@@ -220,6 +221,12 @@ func (s *Sharing) recordServing(n *Node) {
 	}
 	go func() {
 		defer sub.Close()
+		// The circuit addresses change with the node's own reservations,
+		// of which libp2p's address events say nothing.
+		_, relays := n.RelayAddrs()
+		if s.serving.Load() {
+			s.writeAddrs(n) // the reservations may have changed since
+		}
 		for {
 			select {
 			case <-n.ctx.Done():
@@ -228,9 +235,11 @@ func (s *Sharing) recordServing(n *Node) {
 				if !ok {
 					return
 				}
-				if s.serving.Load() {
-					s.writeAddrs(n)
-				}
+			case <-relays:
+				_, relays = n.RelayAddrs()
+			}
+			if s.serving.Load() {
+				s.writeAddrs(n)
 			}
 		}
 	}()

@@ -51,7 +51,8 @@ func (p *people) fetch(t testing.TB, timeout time.Duration, name string, args ..
 // Both sites behind endpoint-independent NATs: kez fetch meets alice
 // through the relay, DCUtR punches a hole, and the file's bytes flow over
 // the hole-punched connection: the relay carries a few kilobytes of the
-// 32 MiB, and its byte counter stays still once the fetch is done.
+// 32 MiB, and its byte counter stays still once the fetch is done. A
+// stranger behind bob's NAT fetches it with alice's ticket.
 func TestFetchHolePunched(t *testing.T) {
 	p := startPeople(t, stackOptions{}, netlab.EndpointIndependent, netlab.EndpointIndependent)
 	file := p.share(t, "big.bin", 32<<20, 1)
@@ -80,13 +81,15 @@ func TestFetchHolePunched(t *testing.T) {
 	if carried := p.s.RelayBytes(t) - after; carried > 1<<20 {
 		t.Errorf("the relay carried %s of the second fetch", fmtBytes(carried))
 	}
+	t.Run("a stranger's ticket", func(t *testing.T) { p.fetchTicketAsStranger(t, "big.bin", file, "hole-punched") })
 }
 
 // Bob behind a symmetric NAT: the punch cannot work, the relay carries the
-// file (the path says so), the relay down makes the fetch fail with a
-// sentence after the dial timeout, --wait waits for the relay to come
-// back, and a fetch interrupted over the relay resumes over a
-// hole-punched connection once bob's NAT turns endpoint-independent.
+// file (the path says so; a stranger's ticket fetch from there too), the
+// relay down makes the fetch fail with a sentence after the dial timeout,
+// --wait waits for the relay to come back, and a fetch interrupted over
+// the relay resumes over a hole-punched connection once bob's NAT turns
+// endpoint-independent.
 func TestFetchThroughRelay(t *testing.T) {
 	p := startPeople(t, stackOptions{RelayArgs: []string{"--circuit-rate", "1M"}}, netlab.EndpointIndependent, netlab.Symmetric)
 	small := p.share(t, "small.bin", 2<<20, 2)
@@ -107,6 +110,8 @@ func TestFetchThroughRelay(t *testing.T) {
 			t.Errorf("the relay carried %s of a 2 MiB relayed fetch", fmtBytes(carried))
 		}
 	})
+
+	t.Run("symmetric NAT: a stranger's ticket, relayed", func(t *testing.T) { p.fetchTicketAsStranger(t, "small.bin", small, "relayed") })
 
 	t.Run("relay down: a clear error, and --wait waits for it", func(t *testing.T) {
 		p.s.StopRelay(t)
