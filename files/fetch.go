@@ -44,6 +44,7 @@ type fetchConfig struct {
 	sources     []peer.AddrInfo
 	decrypt     *decryption
 	routes      func(p peer.ID, r Route, bytes int64)
+	onWrite     func(idx int) // tests: called before each chunk is written
 }
 
 // decryption is what [WithDecryption] asked for.
