@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/format"
@@ -46,6 +48,23 @@ type brokenError struct{ err error }
 
 func (e *brokenError) Error() string { return e.err.Error() }
 func (e *brokenError) Unwrap() error { return e.err }
+
+// brokeOff wraps a failed read of a source's stream as a brokenError,
+// counting it in Stats.Stalls if the source went silent for the node's
+// StallTimeout (the read deadline passed).
+func (fx *fetcher) brokeOff(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		fx.n.stats.stalls.Add(1)
+	}
+	return &brokenError{err}
+}
+
+// quietFor sets the deadline by which the next read from s must return: a
+// source that sends nothing for the node's StallTimeout loses the stream.
+func (fx *fetcher) quietFor(s network.Stream) {
+	s.SetReadDeadline(time.Now().Add(fx.n.stallTimeout))
+}
 
 func (fx *fetcher) run() error {
 	if d := fx.cfg.decrypt; d != nil {
@@ -176,13 +195,14 @@ func (fx *fetcher) request(w *worker, p peer.ID, req request, sp *span) (network
 	}
 	stop := context.AfterFunc(fx.ctx, func() { s.Reset() })
 	defer stop()
+	fx.quietFor(s) // the answer and its hashes; window renews it for each chunk
 	if _, err := s.Write(appendRequest(make([]byte, 0, maxRequestSize), req)); err != nil {
 		return fail(&brokenError{fmt.Errorf("files: sending the request to the owner: %w", err)})
 	}
 	s.CloseWrite()
 	var hb [respHeaderLen]byte
 	if _, err := io.ReadFull(s, hb[:1]); err != nil {
-		return fail(&brokenError{fmt.Errorf("files: reading the owner's answer: %w", err)})
+		return fail(fx.brokeOff(fmt.Errorf("files: reading the owner's answer: %w", err)))
 	}
 	if hb[0] != statusOK {
 		var tl [1]byte
@@ -197,7 +217,7 @@ func (fx *fetcher) request(w *worker, p peer.ID, req request, sp *span) (network
 		return nil, h, statusError(hb[0], errorText(text))
 	}
 	if _, err := io.ReadFull(s, hb[1:]); err != nil {
-		return fail(&brokenError{fmt.Errorf("files: reading the owner's answer: %w", err)})
+		return fail(fx.brokeOff(fmt.Errorf("files: reading the owner's answer: %w", err)))
 	}
 	h, err = parseRespHeader(hb[1:], req)
 	if err != nil {
@@ -205,7 +225,7 @@ func (fx *fetcher) request(w *worker, p peer.ID, req request, sp *span) (network
 	}
 	hb2 := w.hbuf[:(h.nproof+h.count)*format.HashSize]
 	if _, err := io.ReadFull(s, hb2); err != nil {
-		return fail(&brokenError{fmt.Errorf("files: reading the leaf hashes: %w", err)})
+		return fail(fx.brokeOff(fmt.Errorf("files: reading the leaf hashes: %w", err)))
 	}
 	proof := make([]format.Hash, h.nproof)
 	for i := range proof {

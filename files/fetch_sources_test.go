@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/format"
@@ -355,4 +356,64 @@ func servedWhenIdle(t *testing.T, n *Node) int64 {
 		t.Fatal("the node stays busy")
 	}
 	return n.Stats().BytesServed
+}
+
+// stallSource serves its blobs' requests but, where stall says, goes
+// silent until stop is closed: before its answer (opening the blob) or
+// after the leaf hashes (reading the bytes).
+type stallSource struct {
+	BlobSource
+	beforeAnswer bool
+	stop         <-chan struct{}
+}
+
+func (s stallSource) OpenBlob(ctx context.Context, c cid.Cid) (Blob, error) {
+	if s.beforeAnswer {
+		<-s.stop
+	}
+	b, err := s.BlobSource.OpenBlob(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return readerBlob{b, func(b Blob, p []byte, off int64) (int, error) {
+		<-s.stop
+		return b.ReadAt(p, off)
+	}}, nil
+}
+
+// A holder that takes a task and then goes silent, before its answer or
+// after its leaf hashes, delays the fetch by at most twice the fetcher's
+// StallTimeout (its first stream and one fresh one): its task goes to the
+// owner, nothing of it is kept, and the stalls are counted.
+func TestFetchSilentHolder(t *testing.T) {
+	for _, before := range []bool{true, false} {
+		t.Run(map[bool]string{true: "before the answer", false: "after the leaf hashes"}[before], func(t *testing.T) {
+			const size = 40 * format.ChunkSize
+			dir := t.TempDir()
+			src := writePattern(t, dir, "src", size)
+			fs := NewFileSource()
+			tree, err := fs.AddFile(src)
+			must(t, err)
+			stop := make(chan struct{})
+			var others sync.WaitGroup
+			others.Add(1)
+			owner := startNode(t, NodeConfig{Identity: testIdentity(t, 10), Source: &gatedSource{BlobSource: fs, others: &others}}, "tcp")
+			silent := startNode(t, NodeConfig{Identity: testIdentity(t, 11), Source: &gatedSource{
+				BlobSource: stallSource{fs, before, stop}, once: new(sync.Once), done: others.Done}}, "tcp")
+			fetcher := startNode(t, NodeConfig{Identity: testIdentity(t, 9), StallTimeout: 300 * time.Millisecond}, "tcp")
+			t.Cleanup(func() { close(stop) })                               // runs before the nodes close
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second) // a guard: unbounded before the fix
+			defer cancel()
+			var got byPeer
+			dst := filepath.Join(dir, "dst")
+			must(t, fetcher.Fetch(ctx, owner.AddrInfo(), tree.CID(), dst, WithSources(silent.AddrInfo()), got.option()))
+			sameFile(t, src, dst)
+			if got.bytes[silent.ID()] != 0 || got.bytes[owner.ID()] != size {
+				t.Errorf("bytes by source %v; want all from the owner", got.bytes)
+			}
+			if st := fetcher.Stats(); st.Stalls != 2 {
+				t.Errorf("fetcher stats %+v, want 2 stalls (a stream and one fresh one)", st)
+			}
+		})
+	}
 }

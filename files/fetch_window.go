@@ -128,6 +128,7 @@ func (w *worker) window(p peer.ID, sp span) (int, error) {
 				return
 			}
 			b = b[:format.ChunkLen(h.size, h.start+i)]
+			fx.quietFor(s)
 			_, err := io.ReadFull(s, b)
 			full <- readChunk{buf: b, err: err}
 			if err != nil {
@@ -156,7 +157,7 @@ func (w *worker) window(p peer.ID, sp span) (int, error) {
 		rc := <-full
 		if rc.err != nil {
 			free <- rc.buf[:format.ChunkSize]
-			return abort(i, &brokenError{fmt.Errorf("files: the transfer broke off at chunk %d: %w", idx, rc.err)})
+			return abort(i, fx.brokeOff(fmt.Errorf("files: the transfer broke off at chunk %d: %w", idx, rc.err)))
 		}
 		if w.lh.Sum(rc.buf) != w.leaves[i] {
 			free <- rc.buf[:format.ChunkSize]

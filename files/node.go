@@ -36,6 +36,7 @@ const (
 	defaultIdleTimeout       = 30 * time.Second
 	defaultHolePunchWait     = 5 * time.Second
 	defaultDialTimeout       = 15 * time.Second
+	defaultStallTimeout      = 30 * time.Second
 )
 
 // defaultListenAddrs are the listen addresses of a [Node] whose
@@ -107,6 +108,14 @@ type NodeConfig struct {
 	// moves data over the relay. Zero means 5 s; negative means not at all.
 	HolePunchWait time.Duration
 
+	// StallTimeout bounds how long a fetch waits for a source's answer,
+	// and then for each chunk: a source silent for longer (or trickling
+	// less than a chunk in that time) has its stream given up, counted in
+	// [Stats.Stalls], and is asked again on a fresh stream as after a
+	// broken one, then dropped; its chunks go to the other sources. Zero
+	// means 30 s.
+	StallTimeout time.Duration
+
 	// DialTimeout bounds how long a fetch tries to connect to the owner
 	// (every address, relays included) before it fails with an
 	// *[UnreachableError]. Zero means 15 s.
@@ -137,6 +146,7 @@ type Node struct {
 	reserveOnce   sync.Once
 	holePunchWait time.Duration // < 0: do not wait
 	dialTimeout   time.Duration
+	stallTimeout  time.Duration
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -154,6 +164,7 @@ type Node struct {
 	stats struct {
 		requests, refused atomic.Int64
 		chunks, bytes     atomic.Int64
+		stalls            atomic.Int64
 	}
 }
 
@@ -203,6 +214,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		punched:       punched,
 		holePunchWait: cmp.Or(cfg.HolePunchWait, defaultHolePunchWait),
 		dialTimeout:   cmp.Or(cfg.DialTimeout, defaultDialTimeout),
+		stallTimeout:  cfg.StallTimeout,
 	}
 	close(n.idle)
 	if cfg.MaxUploadRate < 0 {
@@ -223,6 +235,9 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	}
 	if n.idleTimeout <= 0 {
 		n.idleTimeout = defaultIdleTimeout
+	}
+	if n.stallTimeout <= 0 {
+		n.stallTimeout = defaultStallTimeout
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -298,6 +313,9 @@ type Stats struct {
 	Refused      int64 // requests refused (policy, not found, busy, malformed)
 	ChunksServed int64 // chunks sent
 	BytesServed  int64 // chunk bytes sent (not counting hashes and framing)
+	// Stalls counts the streams this node's fetches gave up on because the
+	// source sent nothing for [NodeConfig.StallTimeout].
+	Stalls int64
 	// Holders counts the haves and holders requests a Sharing's serving
 	// handled (docs/spec/signalling.md §6); zero for a bare Node.
 	Holders HolderStats
@@ -310,5 +328,6 @@ func (n *Node) Stats() Stats {
 		Refused:      n.stats.refused.Load(),
 		ChunksServed: n.stats.chunks.Load(),
 		BytesServed:  n.stats.bytes.Load(),
+		Stalls:       n.stats.stalls.Load(),
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	"golang.org/x/time/rate"
 )
 
@@ -27,12 +28,23 @@ const (
 // stream and writing the other, so limiting reads limits the circuit.
 type limitedHost struct {
 	host.Host
-	lim *limiter
+	lim   *limiter
+	slots *circuitSlots // the hop protocol's requests to connect
 }
 
-// SetStreamHandler wraps each incoming stream before handler sees it.
+// SetStreamHandler wraps each incoming stream before handler sees it,
+// and holds a request to connect from an address over its circuit
+// limits ([circuitSlots]).
 func (h limitedHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {
-	h.Host.SetStreamHandler(pid, func(s network.Stream) { handler(h.lim.wrap(s, dirToTarget)) })
+	h.Host.SetStreamHandler(pid, func(s network.Stream) {
+		s = h.lim.wrap(s, dirToTarget)
+		if pid == proto.ProtoIDv2Hop {
+			if s = h.slots.admit(s); s == nil {
+				return
+			}
+		}
+		handler(s)
+	})
 }
 
 // NewStream wraps the stream it opens.

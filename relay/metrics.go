@@ -23,6 +23,9 @@ const (
 	ReasonReservationLimit = "reservation_limit"
 	// ReasonCircuitLimit: over MaxCircuits, or out of resources.
 	ReasonCircuitLimit = "circuit_limit"
+	// ReasonCircuitIPLimit: over MaxCircuitsPerIP or
+	// MaxCircuitsPerIPToPeer (the connecting peer's address).
+	ReasonCircuitIPLimit = "circuit_ip_limit"
 	// ReasonNoReservation: a connection to a peer holding no reservation.
 	ReasonNoReservation = "no_reservation"
 )
@@ -53,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, d := range []string{dirToTarget, dirFromTarget} {
 		m.bytes.WithLabelValues(d)
 	}
-	for _, r := range []string{ReasonNotRegistered, ReasonRegistryUnreachable, ReasonRegistryRate, ReasonReservationLimit, ReasonCircuitLimit, ReasonNoReservation} {
+	for _, r := range []string{ReasonNotRegistered, ReasonRegistryUnreachable, ReasonRegistryRate, ReasonReservationLimit, ReasonCircuitLimit, ReasonCircuitIPLimit, ReasonNoReservation} {
 		m.refused.WithLabelValues(r)
 	}
 	return m

@@ -14,7 +14,6 @@ import (
 	"github.com/kez-lat/kez-chat/ratelimit"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // registryACL lets only keys a KEZ chat-server knows reserve a slot: it
@@ -138,12 +137,4 @@ func (a *registryACL) store(key kez.PublicKey, allowed bool, ttl time.Duration) 
 		a.lru.Remove(old)
 		delete(a.cache, old.Value.(*answer).key)
 	}
-}
-
-// ipKey is the IP address of a peer's connection, or the whole address.
-func ipKey(a ma.Multiaddr) string {
-	if ip, err := manet.ToIP(a); err == nil {
-		return ip.String()
-	}
-	return a.String()
 }

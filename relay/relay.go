@@ -51,9 +51,13 @@ const (
 	DefaultMaxReservations      = 128
 	DefaultMaxReservationsPerIP = 8
 	DefaultMaxCircuits          = 16
-	DefaultCircuitDuration      = time.Hour
-	DefaultCircuitData          = 4 << 30 // bytes each way
-	DefaultReservationTTL       = time.Hour
+	DefaultMaxCircuitsPerIP     = 64
+	// DefaultMaxCircuitsPerIPToPeer leaves three quarters of a target's
+	// DefaultMaxCircuits to other addresses.
+	DefaultMaxCircuitsPerIPToPeer = 4
+	DefaultCircuitDuration        = time.Hour
+	DefaultCircuitData            = 4 << 30 // bytes each way
+	DefaultReservationTTL         = time.Hour
 	// MinReservationTTL is the shortest ReservationTTL: peers renew their
 	// reservation before it ends.
 	MinReservationTTL = time.Minute
@@ -110,6 +114,14 @@ type Config struct {
 	// MaxCircuits bounds the circuits open at once to or from one peer;
 	// 0: [DefaultMaxCircuits].
 	MaxCircuits int
+	// MaxCircuitsPerIP bounds the circuits that peers connecting from one
+	// IP address (an IPv6 /64) hold open at once, to all targets; 0:
+	// [DefaultMaxCircuitsPerIP].
+	MaxCircuitsPerIP int
+	// MaxCircuitsPerIPToPeer bounds those to one target; 0:
+	// [DefaultMaxCircuitsPerIPToPeer]. MaxCircuits alone counts per peer
+	// id, which costs nothing: one address could hold all of a target's.
+	MaxCircuitsPerIPToPeer int
 	// CircuitDuration is how long a circuit may stay open before the
 	// relay cuts it; 0: [DefaultCircuitDuration]; [Unlimited]: no limit.
 	CircuitDuration time.Duration
@@ -231,7 +243,7 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.Registry != "" {
 		ropts = append(ropts, relayv2.WithACL(newRegistryACL(cfg, m)))
 	}
-	svc, err := relayv2.New(limitedHost{h, r.lim}, ropts...)
+	svc, err := relayv2.New(limitedHost{h, r.lim, newCircuitSlots(cfg.MaxCircuitsPerIP, cfg.MaxCircuitsPerIPToPeer, m)}, ropts...)
 	if err != nil {
 		cancel()
 		h.Close()
@@ -252,6 +264,8 @@ func (c *Config) defaults() error {
 	def(&c.MaxReservations, DefaultMaxReservations)
 	def(&c.MaxReservationsPerIP, DefaultMaxReservationsPerIP)
 	def(&c.MaxCircuits, DefaultMaxCircuits)
+	def(&c.MaxCircuitsPerIP, DefaultMaxCircuitsPerIP)
+	def(&c.MaxCircuitsPerIPToPeer, DefaultMaxCircuitsPerIPToPeer)
 	def(&c.RegistryCacheSize, DefaultRegistryCacheSize)
 	if c.CircuitDuration == 0 {
 		c.CircuitDuration = DefaultCircuitDuration
@@ -271,7 +285,7 @@ func (c *Config) defaults() error {
 	switch {
 	case c.Key != nil && len(c.Key) != ed25519.PrivateKeySize:
 		return fmt.Errorf("%w: the key is %d bytes, not an ed25519 private key", ErrConfig, len(c.Key))
-	case c.MaxReservations < 0, c.MaxReservationsPerIP < 0, c.MaxCircuits < 0, c.RegistryCacheSize < 0:
+	case c.MaxReservations < 0, c.MaxReservationsPerIP < 0, c.MaxCircuits < 0, c.MaxCircuitsPerIP < 0, c.MaxCircuitsPerIPToPeer < 0, c.RegistryCacheSize < 0:
 		return fmt.Errorf("%w: a negative count limit", ErrConfig)
 	case c.CircuitDuration < 0 && c.CircuitDuration != Unlimited, c.CircuitData < 0 && c.CircuitData != Unlimited:
 		return fmt.Errorf("%w: a negative circuit limit (Unlimited turns it off)", ErrConfig)

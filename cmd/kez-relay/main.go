@@ -7,6 +7,7 @@
 //	kez-relay [--listen /ip4/0.0.0.0/tcp/4002,/ip4/0.0.0.0/udp/4002/quic-v1] [--announce MULTIADDR,…]
 //	          [--key kez-relay.key] [--http 127.0.0.1:9102]
 //	          [--max-reservations 128] [--max-reservations-per-ip 8] [--max-circuits 16]
+//	          [--max-circuits-per-ip 64] [--max-circuits-per-ip-to-peer 4]
 //	          [--circuit-duration 1h] [--circuit-data 4G] [--circuit-rate 0] [--total-rate 0]
 //	          [--reservation-ttl 1h] [--registry URL] [--registry-lookups-per-ip 30/1m]
 //	          [--log-format text|json] [--log-level info]
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	maxRes := fs.Int("max-reservations", relay.DefaultMaxReservations, "slots peers may reserve at once (env KEZ_RELAY_MAX_RESERVATIONS)")
 	maxResIP := fs.Int("max-reservations-per-ip", relay.DefaultMaxReservationsPerIP, "slots one IP address may hold (env KEZ_RELAY_MAX_RESERVATIONS_PER_IP)")
 	maxCircuits := fs.Int("max-circuits", relay.DefaultMaxCircuits, "circuits open at once to or from one peer (env KEZ_RELAY_MAX_CIRCUITS)")
+	maxCircuitsIP := fs.Int("max-circuits-per-ip", relay.DefaultMaxCircuitsPerIP, "circuits peers at one IP address (an IPv6 /64) may hold open at once (env KEZ_RELAY_MAX_CIRCUITS_PER_IP)")
+	maxCircuitsIPPeer := fs.Int("max-circuits-per-ip-to-peer", relay.DefaultMaxCircuitsPerIPToPeer, "circuits peers at one IP address may hold open at once to one peer (env KEZ_RELAY_MAX_CIRCUITS_PER_IP_TO_PEER)")
 	duration := fs.Duration("circuit-duration", relay.DefaultCircuitDuration, "how long a circuit may stay open; 0: no limit (env KEZ_RELAY_CIRCUIT_DURATION)")
 	ttl := fs.Duration("reservation-ttl", relay.DefaultReservationTTL, "how long a reservation lasts before the peer renews it (env KEZ_RELAY_RESERVATION_TTL)")
 	var data, circuitRate, totalRate int64
@@ -81,7 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	for _, f := range []struct {
 		flag, env string
 		v         *int
-	}{{"max-reservations", "KEZ_RELAY_MAX_RESERVATIONS", maxRes}, {"max-reservations-per-ip", "KEZ_RELAY_MAX_RESERVATIONS_PER_IP", maxResIP}, {"max-circuits", "KEZ_RELAY_MAX_CIRCUITS", maxCircuits}} {
+	}{{"max-reservations", "KEZ_RELAY_MAX_RESERVATIONS", maxRes}, {"max-reservations-per-ip", "KEZ_RELAY_MAX_RESERVATIONS_PER_IP", maxResIP}, {"max-circuits", "KEZ_RELAY_MAX_CIRCUITS", maxCircuits}, {"max-circuits-per-ip", "KEZ_RELAY_MAX_CIRCUITS_PER_IP", maxCircuitsIP}, {"max-circuits-per-ip-to-peer", "KEZ_RELAY_MAX_CIRCUITS_PER_IP_TO_PEER", maxCircuitsIPPeer}} {
 		if err := env.Int(fs, f.flag, f.env, f.v); err != nil {
 			return err
 		}
@@ -137,6 +140,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cfg := relay.Config{
 		Key: key, Listen: listenAddrs, Announce: announceAddrs,
 		MaxReservations: *maxRes, MaxReservationsPerIP: *maxResIP, MaxCircuits: *maxCircuits,
+		MaxCircuitsPerIP: *maxCircuitsIP, MaxCircuitsPerIPToPeer: *maxCircuitsIPPeer,
 		CircuitDuration: unlimited(*duration), CircuitData: unlimited(data),
 		CircuitRate: circuitRate, TotalRate: totalRate, ReservationTTL: *ttl,
 		Registry: *registry, RegistryLookupsPerIP: lookups,

@@ -103,6 +103,7 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 				got, _ := os.ReadFile(out)
 				return r.code == 0 && string(got) == "a note from alice\n" && strings.Contains(r.stdout, "to "+out)
 			}},
+		{env: s.alice, before: []string{"ticket", "note.txt", "--json", "--ttl", "1h"}, after: []string{"ticket", "--ttl", "1h", "--json", "note.txt"}, check: ok(`"ticket":"kezt1`)},
 		{env: nil, before: []string{"version"}, after: []string{"version"}, same: true, check: ok("kez ")},
 		{env: s.alice, before: []string{"audit", "--json", "--server", s.st.SigServerURL}, after: []string{"audit", "--server", s.st.SigServerURL, "--json"}, check: ok(`"findings":[]`)},
 		{env: s.alice, before: []string{"devices", "list", "--json"}, after: []string{"devices", "--json", "list"}, same: true, check: ok(`"name":"primary"`)},
