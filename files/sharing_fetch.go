@@ -240,7 +240,7 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if e.Private {
 		opts = append(opts, WithDecryption(e.Key, e.Size))
 	} else {
-		opts = append(opts, WithSources(s.askHolders(ctx, nc, dev, e.CID)...))
+		opts = append(opts, WithSources(s.askHolders(ctx, nc, dev, e.CID, info.Addrs)...))
 	}
 	if err := node.Fetch(ctx, info, e.CID, dst, opts...); err != nil {
 		if errors.Is(err, format.ErrDecrypt) {
