@@ -195,10 +195,20 @@ func (t *holderTable) list(c cid.Cid, now time.Time) [][]byte {
 	return out
 }
 
+// holds reports whether a live have of holder for blob c is kept: the
+// holder proved once that it fetched the blob (onHave).
+func (t *holderTable) holds(holder kez.PublicKey, c cid.Cid, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.ContainsFunc(t.prune(c.KeyString(), now), func(x heldHave) bool { return x.holder == holder })
+}
+
 // onHave is the serving device's handler of the haves sent to it: it
 // keeps one only if it verified (signal did that), names a public file
-// this device serves, and this node sent the holder the whole blob within
-// the last day.
+// this device serves, and this node sent the holder the last chunk of the
+// blob within the last day, or a have of that holder for the blob is
+// kept already (a refresh: the holder proved itself once, and the served
+// pairs, which strangers can push out, are not asked again).
 func (s *Sharing) onHave(h *signal.Have, err error) {
 	t := &s.holders
 	if err != nil {
@@ -222,7 +232,7 @@ func (s *Sharing) onHave(h *signal.Have, err error) {
 	node := s.node
 	s.mu.Unlock()
 	now := s.now()
-	if node == nil || !node.served.has(h.Holder.PeerID(), h.CID, now) {
+	if !t.holds(h.Holder, h.CID, now) && (node == nil || !node.served.has(h.Holder.PeerID(), h.CID, now)) {
 		t.notFetched.Add(1)
 		s.log.Debug("files: dropping a have from a key this node did not send the blob to", "holder", h.Holder, "cid", h.CID)
 		return
