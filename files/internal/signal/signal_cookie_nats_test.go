@@ -3,11 +3,11 @@ package signal_test
 import (
 	"context"
 	"crypto/rand"
-	"github.com/ipfs/go-cid"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/files/internal/signal"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/internal/wire"
