@@ -329,6 +329,10 @@ type Stats struct {
 	// Holders counts the haves and holders requests a Sharing's serving
 	// handled (docs/spec/signalling.md §6); zero for a bare Node.
 	Holders HolderStats
+	// Signalling counts the requests a Sharing's serving answered,
+	// cookied and dropped (docs/spec/signalling.md §7); zero for a bare
+	// Node.
+	Signalling SignallingStats
 }
 
 // Stats returns the node's serving counters.

@@ -481,6 +481,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	sub, err := signal.AnswerLocates(nc, s.dev, func() []ma.Multiaddr { return node.Addrs() }, signal.AnswerOptions{
 		Logger: s.log, Now: s.now, OnHave: s.onHave,
 		Holders: func(c cid.Cid) [][]byte { return s.holders.list(c, s.now()) },
+		Budget:  s.cfg.Answers.budget(), Counters: &s.answers,
 	})
 	if err != nil {
 		return fmt.Errorf("files: listening for fetchers on NATS: %w", err)
@@ -556,9 +557,10 @@ func (s *Sharing) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.node == nil {
-		return Stats{Holders: s.holders.stats()}
+		return Stats{Holders: s.holders.stats(), Signalling: signallingStats(&s.answers)}
 	}
 	st := s.node.Stats()
 	st.Holders = s.holders.stats()
+	st.Signalling = signallingStats(&s.answers)
 	return st
 }
