@@ -7,6 +7,15 @@ import (
 	"github.com/kez-lat/kez-chat/files/format"
 )
 
+// newSched returns a scheduler for workers workers, ended with the test.
+func newSched(t *testing.T, workers int) *sched {
+	s := new(sched)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s.init(ctx, workers)
+	return s
+}
+
 // takeAll takes and verifies chunks [from, to) for t.
 func takeAll(t *testing.T, s *sched, tk *task, from, to int) {
 	t.Helper()
@@ -22,10 +31,7 @@ func takeAll(t *testing.T, s *sched, tk *task, from, to int) {
 // the size is known, then tasks in order; given-back chunks (a broken
 // stream, a relayed connection's shorter window) come first, lowest first.
 func TestSched(t *testing.T) {
-	var s sched
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.init(ctx, 2)
+	s := newSched(t, 2)
 	probe := s.claim(0, taskChunks)
 	if probe == nil || probe.sp != (span{0, taskChunks}) {
 		t.Fatalf("probe %v", probe)
@@ -56,11 +62,11 @@ func TestSched(t *testing.T) {
 	if s.sized(41*format.ChunkSize, a) {
 		t.Error("a second size was accepted")
 	}
-	takeAll(t, &s, probe, 0, 39)
+	takeAll(t, s, probe, 0, 39)
 	if b, prefix, all := s.status(); prefix != 39 || all || b != 39*format.ChunkSize {
 		t.Fatalf("status %d %d %v", b, prefix, all)
 	}
-	takeAll(t, &s, last, 39, 40)
+	takeAll(t, s, last, 39, 40)
 	if c := s.claim(0, taskChunks); c != nil {
 		t.Errorf("a claim after every chunk was verified: %v", c.sp)
 	}
@@ -69,10 +75,7 @@ func TestSched(t *testing.T) {
 // Until the size is known only the first source asks; once its worker
 // stopped, another may.
 func TestSchedProbeFirstSource(t *testing.T) {
-	var s sched
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.init(ctx, 2)
+	s := newSched(t, 2)
 	got := make(chan *task)
 	go func() { got <- s.claim(1, taskChunks) }()
 	p := s.claim(0, taskChunks)
@@ -93,22 +96,19 @@ func TestSchedProbeFirstSource(t *testing.T) {
 // whose every chunk another copy took is lost; a chunk whose write failed
 // goes back.
 func TestSchedEndGame(t *testing.T) {
-	var s sched
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.init(ctx, 3)
+	s := newSched(t, 3)
 	a := s.claim(0, taskChunks)
 	s.sized(40*format.ChunkSize, a)
 	b, c := s.claim(1, taskChunks), s.claim(2, taskChunks) // [16,32) [32,40)
-	takeAll(t, &s, a, 0, 16)
+	takeAll(t, s, a, 0, 16)
 	s.finished(a)
-	takeAll(t, &s, c, 32, 35) // c has 5 missing, b 16
+	takeAll(t, s, c, 32, 35) // c has 5 missing, b 16
 
 	ab := s.claim(0, taskChunks) // the idle first source copies b
 	if ab == nil || ab.sp != b.sp {
 		t.Fatalf("first copy %v, want %v", ab, b.sp)
 	}
-	takeAll(t, &s, b, 16, 18)
+	takeAll(t, s, b, 16, 18)
 	ac := s.claim(0, taskChunks) // b has two copies now: c next, from its first missing chunk
 	if ac == nil || ac.sp != (span{35, 40}) {
 		t.Fatalf("second copy %v", ac)
@@ -160,7 +160,7 @@ func TestSchedEndGame(t *testing.T) {
 		s.verified(i)
 	}
 	// c's own worker wins the rest: the copy is lost.
-	takeAll(t, &s, c, 35, 40)
+	takeAll(t, s, c, 35, 40)
 	if !s.isLost(ac) || s.isLost(c) {
 		t.Fatal("c's copy should be lost, c not")
 	}
