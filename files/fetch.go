@@ -44,6 +44,7 @@ type fetchConfig struct {
 	sources     []peer.AddrInfo
 	decrypt     *decryption
 	routes      func(p peer.ID, r Route, bytes int64)
+	onWrite     func(idx int) // tests: called before each chunk is written
 }
 
 // decryption is what [WithDecryption] asked for.
@@ -145,7 +146,11 @@ func WithRoutes(fn func(p peer.ID, r Route, bytes int64)) FetchOption {
 //
 // [WithSources] adds peers that hold the same blob: chunks are then pulled
 // from all of them at once, in tasks of 16 chunks, and a source is dropped
-// on its first bad chunk or refusal. Chunks verified beyond the contiguous
+// on its first bad chunk or refusal. Once every task is handed out, a
+// source with nothing left to do copies the rest of a slower source's
+// task (the end game): the first verified copy of each chunk is written,
+// the other dropped, so a silent or slow source delays the fetch by no
+// more than the others need for its task. Chunks verified beyond the contiguous
 // prefix are written but not recorded in the state file, so a crash costs
 // fetching them again. [WithDecryption] writes the plaintext of a private
 // file instead of its blob, decrypting as the chunks arrive.

@@ -107,7 +107,7 @@ func (d *decrypter) stop() error {
 	if d.err != nil {
 		return d.err
 	}
-	if _, _, all := d.fx.sch.state(); all && d.next != d.op.NumSegments() {
+	if _, _, all := d.fx.sch.status(); all && d.next != d.op.NumSegments() {
 		return fmt.Errorf("%w: the blob ends inside segment %d", format.ErrDecrypt, d.next)
 	}
 	return nil

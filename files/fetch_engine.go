@@ -93,11 +93,14 @@ func (fx *fetcher) run() error {
 	var wg sync.WaitGroup
 	for i, p := range fx.sources {
 		wg.Go(func() {
-			defer fx.sch.exit()
-			errs[i] = fx.worker(p)
+			defer fx.sch.exit(i)
+			errs[i] = fx.worker(i, p)
 		})
 	}
 	wg.Wait()
+	copies, dropped := fx.sch.endGame()
+	fx.n.stats.copies.Add(copies)
+	fx.n.stats.duplicates.Add(dropped)
 	if fx.dec != nil {
 		if err := fx.dec.stop(); err != nil {
 			return err
@@ -106,7 +109,7 @@ func (fx *fetcher) run() error {
 	if err := context.Cause(fx.ctx); err != nil {
 		return err
 	}
-	if _, _, all := fx.sch.state(); all {
+	if _, _, all := fx.sch.status(); all {
 		return nil
 	}
 	if len(fx.sources) == 1 {
@@ -121,7 +124,7 @@ func (fx *fetcher) keptChunks() int {
 	if fx.dec != nil {
 		return fx.dec.keptChunks()
 	}
-	_, prefix, _ := fx.sch.state()
+	_, prefix, _ := fx.sch.status()
 	return prefix
 }
 
@@ -150,7 +153,7 @@ func (fx *fetcher) progress() {
 	fx.progMu.Lock()
 	defer fx.progMu.Unlock()
 	if size := fx.sch.blobSize(); size >= 0 {
-		b, _, _ := fx.sch.state()
+		b, _, _ := fx.sch.status()
 		fx.cfg.progress(b, size)
 	}
 }
@@ -169,31 +172,52 @@ func (fx *fetcher) maybeCheckpoint(kept int) {
 	}
 }
 
+// errLost ends a worker's task when other copies of it took its every
+// chunk first (the end game): the source is not to blame.
+var errLost = errors.New("files: another source sent the task's chunks first")
+
+// ended returns the fetch's cause if it ended, errLost if task t (nil
+// for none) was lost, else nil.
+func (fx *fetcher) ended(t *task) error {
+	if fx.ctx.Err() != nil {
+		return context.Cause(fx.ctx)
+	}
+	if t != nil && fx.sch.isLost(t) {
+		return errLost
+	}
+	return nil
+}
+
 // request sends req to source p on a new stream and reads the answer up to
 // and including the leaf hashes, which it verifies against the CID and
-// leaves in w.leaves. sp, when not nil, is the claimed span req asks for:
-// the first answer gives the blob's size, and sp is clipped to it.
-func (fx *fetcher) request(w *worker, p peer.ID, req request, sp *span) (network.Stream, respHeader, error) {
+// leaves in w.leaves. t, when not nil, is the task req asks for: the
+// first answer gives the blob's size, t is clipped to it, and the stream
+// is reset when t is lost.
+func (fx *fetcher) request(w *worker, p peer.ID, req request, t *task) (network.Stream, respHeader, error) {
 	var h respHeader
-	s, err := fx.n.newStream(fx.ctx, p)
+	ctx := fx.ctx
+	if t != nil {
+		ctx = t.ctx
+	}
+	s, err := fx.n.newStream(ctx, p)
 	if err != nil {
-		if fx.ctx.Err() != nil {
-			return nil, h, context.Cause(fx.ctx)
+		if e := fx.ended(t); e != nil {
+			return nil, h, e
 		}
 		return nil, h, fmt.Errorf("files: cannot reach the owner %s: %w", p, err)
 	}
-	if sp != nil && fx.isRelayed(s) {
-		fx.sch.shrink(sp, sp.start+relayedWindow)
-		req.count = uint32(sp.end - sp.start)
+	if t != nil && fx.isRelayed(s) {
+		fx.sch.shrink(t, t.sp.start+relayedWindow)
+		req.count = uint32(t.sp.end - t.sp.start)
 	}
 	fail := func(err error) (network.Stream, respHeader, error) {
 		s.Reset()
-		if fx.ctx.Err() != nil {
-			return nil, h, context.Cause(fx.ctx)
+		if e := fx.ended(t); e != nil {
+			return nil, h, e
 		}
 		return nil, h, err
 	}
-	stop := context.AfterFunc(fx.ctx, func() { s.Reset() })
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
 	fx.quietFor(s) // the answer and its hashes; window renews it for each chunk
 	if _, err := s.Write(appendRequest(make([]byte, 0, maxRequestSize), req)); err != nil {
@@ -242,11 +266,11 @@ func (fx *fetcher) request(w *worker, p peer.ID, req request, sp *span) (network
 	if fx.dec != nil && h.size != format.EncryptedSize(fx.dec.plainSize) {
 		return fail(fmt.Errorf("%w: the blob is %d bytes, not the encryption of %d bytes", format.ErrDecrypt, h.size, fx.dec.plainSize))
 	}
-	if sp != nil {
-		if !fx.sch.sized(h.size, sp) {
+	if t != nil {
+		if !fx.sch.sized(h.size, t) {
 			return fail(&CorruptError{Index: h.start, Reason: "the owner changed the blob's size"})
 		}
-		if h.count > sp.end-sp.start {
+		if h.count > t.sp.end-t.sp.start {
 			return fail(&CorruptError{Index: h.start, Reason: "the owner sent more chunks than were asked for"})
 		}
 	}

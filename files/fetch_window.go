@@ -50,11 +50,12 @@ type readChunk struct {
 	err error
 }
 
-// worker fetches spans from source p until every chunk is verified, the
-// fetch ends, or p is dropped: it refused, could not be reached, sent a
-// bad chunk, or its stream broke too many times in a row. It returns why
-// p was dropped (nil if it was not).
-func (fx *fetcher) worker(p peer.ID) error {
+// worker fetches tasks from source p, the fetch's w-th, until every chunk
+// is verified, the fetch ends, or p is dropped: it refused, could not be
+// reached, sent a bad chunk, or its stream broke too many times in a row.
+// A task lost to other copies in the end game is no fault of p's. It
+// returns why p was dropped (nil if it was not).
+func (fx *fetcher) worker(wi int, p peer.ID) error {
 	nbufs := pipelineDepth
 	if fx.dec != nil {
 		nbufs += decryptDepth // buffers wait for the decryption too
@@ -66,15 +67,15 @@ func (fx *fetcher) worker(p peer.ID) error {
 		if fx.sch.workers() > 1 {
 			window = taskChunks
 		}
-		sp, ok := fx.sch.claim(window)
-		if !ok {
+		t := fx.sch.claim(wi, window)
+		if t == nil {
 			return nil
 		}
-		got, err := w.window(p, sp)
+		got, err := w.window(p, t)
 		if got > 0 {
 			breaks = 0
 		}
-		if err == nil {
+		if err == nil || errors.Is(err, errLost) {
 			continue
 		}
 		if fx.ctx.Err() != nil {
@@ -97,21 +98,23 @@ func (fx *fetcher) worker(p peer.ID) error {
 	}
 }
 
-// window fetches the claimed span sp from p: a reader goroutine fills
-// buffers from the stream while this one verifies and writes them (or
-// hands them to the decryption). It returns how many chunks it verified;
-// what it did not verify goes back to the scheduler.
-func (w *worker) window(p peer.ID, sp span) (int, error) {
+// window fetches task t from p: a reader goroutine fills buffers from the
+// stream while this one verifies and writes them (or hands them to the
+// decryption). A verified chunk another copy of the task took first is
+// dropped, and once every chunk of t is taken the stream is reset and
+// the window ends with errLost. It returns how many chunks it verified;
+// what nobody took goes back to the scheduler.
+func (w *worker) window(p peer.ID, t *task) (int, error) {
 	fx := w.fx
-	req := request{cid: fx.c, start: uint64(sp.start), count: uint32(sp.end - sp.start)}
-	s, h, err := fx.request(w, p, req, &sp)
+	req := request{cid: fx.c, start: uint64(t.sp.start), count: uint32(t.sp.end - t.sp.start)}
+	s, h, err := fx.request(w, p, req, t)
 	if err != nil {
-		fx.sch.giveBack(sp, sp.start)
+		fx.sch.giveBack(t, t.sp.start)
 		return 0, err
 	}
-	stop := context.AfterFunc(fx.ctx, func() { s.Reset() })
+	stop := context.AfterFunc(t.ctx, func() { s.Reset() })
 	defer stop()
-	if sp.start == 0 {
+	if t.sp.start == 0 {
 		fx.progress()
 	}
 	route := fx.n.RouteOf(s.Conn())
@@ -143,14 +146,15 @@ func (w *worker) window(p peer.ID, sp span) (int, error) {
 		for len(full) > 0 {
 			free <- (<-full).buf[:format.ChunkSize]
 		}
-		fx.sch.giveBack(sp, h.start+i)
-		if fx.ctx.Err() != nil {
-			return i, context.Cause(fx.ctx)
+		fx.sch.giveBack(t, h.start+i)
+		var ce *CorruptError
+		if e := fx.ended(t); e != nil && !errors.As(err, &ce) {
+			return i, e // the reset was ours
 		}
 		return i, err
 	}
 	for i := 0; i < h.count; i++ {
-		if fx.ctx.Err() != nil {
+		if t.ctx.Err() != nil {
 			return abort(i, nil)
 		}
 		idx := h.start + i
@@ -163,23 +167,40 @@ func (w *worker) window(p peer.ID, sp span) (int, error) {
 			free <- rc.buf[:format.ChunkSize]
 			return abort(i, &CorruptError{Index: idx, Reason: "its bytes do not match its leaf hash"})
 		}
-		if err := w.keep(idx, rc.buf); err != nil {
+		won, complete := fx.sch.take(t, idx)
+		if !won { // another copy of the task kept it
+			free <- rc.buf[:format.ChunkSize]
+		} else if err := w.kept(p, route, idx, rc.buf); err != nil {
 			return abort(i, err)
 		}
-		if fx.cfg.routes != nil {
-			fx.cfg.routes(p, route, int64(len(rc.buf)))
-		}
-		_, prefix := fx.sch.verified(idx)
-		fx.progress()
-		if fx.dec == nil {
-			fx.maybeCheckpoint(prefix)
+		if complete && i < h.count-1 {
+			return abort(i+1, errLost)
 		}
 	}
 	close(done)
 	wg.Wait()
 	s.Close()
-	fx.sch.finished()
+	fx.sch.finished(t)
 	return h.count, nil
+}
+
+// kept writes verified chunk idx, which this worker took, and counts it.
+func (w *worker) kept(p peer.ID, route Route, idx int, b []byte) error {
+	fx := w.fx
+	n := int64(len(b))
+	if err := w.keep(idx, b); err != nil {
+		fx.sch.release(idx)
+		return err
+	}
+	if fx.cfg.routes != nil {
+		fx.cfg.routes(p, route, n)
+	}
+	_, prefix := fx.sch.verified(idx)
+	fx.progress()
+	if fx.dec == nil {
+		fx.maybeCheckpoint(prefix)
+	}
+	return nil
 }
 
 // keep writes verified chunk idx at its offset, or hands it to the
@@ -187,6 +208,9 @@ func (w *worker) window(p peer.ID, sp span) (int, error) {
 func (w *worker) keep(idx int, b []byte) error {
 	if w.fx.dec != nil {
 		return w.fx.dec.add(idx, b, w.free)
+	}
+	if w.fx.cfg.onWrite != nil {
+		w.fx.cfg.onWrite(idx)
 	}
 	_, err := w.fx.f.WriteAt(b, int64(idx)*format.ChunkSize)
 	w.free <- b[:format.ChunkSize]

@@ -11,6 +11,8 @@ import (
 	"github.com/kez-lat/kez-chat/files/internal/signal"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/nats-io/nats.go"
 )
 
@@ -193,10 +195,20 @@ func (t *holderTable) list(c cid.Cid, now time.Time) [][]byte {
 	return out
 }
 
+// holds reports whether a live have of holder for blob c is kept: the
+// holder proved once that it fetched the blob (onHave).
+func (t *holderTable) holds(holder kez.PublicKey, c cid.Cid, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.ContainsFunc(t.prune(c.KeyString(), now), func(x heldHave) bool { return x.holder == holder })
+}
+
 // onHave is the serving device's handler of the haves sent to it: it
 // keeps one only if it verified (signal did that), names a public file
-// this device serves, and this node sent the holder the whole blob within
-// the last day.
+// this device serves, and this node sent the holder the last chunk of the
+// blob within the last day, or a have of that holder for the blob is
+// kept already (a refresh: the holder proved itself once, and the served
+// pairs, which strangers can push out, are not asked again).
 func (s *Sharing) onHave(h *signal.Have, err error) {
 	t := &s.holders
 	if err != nil {
@@ -220,7 +232,7 @@ func (s *Sharing) onHave(h *signal.Have, err error) {
 	node := s.node
 	s.mu.Unlock()
 	now := s.now()
-	if node == nil || !node.served.has(h.Holder.PeerID(), h.CID, now) {
+	if !t.holds(h.Holder, h.CID, now) && (node == nil || !node.served.has(h.Holder.PeerID(), h.CID, now)) {
 		t.notFetched.Add(1)
 		s.log.Debug("files: dropping a have from a key this node did not send the blob to", "holder", h.Holder, "cid", h.CID)
 		return
@@ -232,7 +244,7 @@ func (s *Sharing) onHave(h *signal.Have, err error) {
 // c and returns them as fetch sources: the records that verified, each
 // dialled by its holder key's PeerID. A failure gives none: holders are
 // an extra.
-func (s *Sharing) askHolders(ctx context.Context, nc *nats.Conn, dev kez.PublicKey, c cid.Cid) []peer.AddrInfo {
+func (s *Sharing) askHolders(ctx context.Context, nc *nats.Conn, dev kez.PublicKey, c cid.Cid, ownerAddrs []ma.Multiaddr) []peer.AddrInfo {
 	hs, err := signal.AskHolders(ctx, nc, s.devKey, dev, c, signal.HoldersOptions{Timeout: s.cfg.HoldersTimeout, Now: s.now})
 	if err != nil {
 		s.log.Debug("files: asking for the holders of a blob", "cid", c, "err", err)
@@ -240,7 +252,63 @@ func (s *Sharing) askHolders(ctx context.Context, nc *nats.Conn, dev kez.PublicK
 	}
 	out := make([]peer.AddrInfo, 0, len(hs))
 	for _, h := range hs {
-		out = append(out, peer.AddrInfo{ID: h.Holder.PeerID(), Addrs: h.Addrs})
+		if as := holderAddrs(h.Addrs, ownerAddrs); len(as) > 0 {
+			out = append(out, peer.AddrInfo{ID: h.Holder.PeerID(), Addrs: as})
+		}
+	}
+	return out
+}
+
+// maxHolderAddrs bounds the addresses of one holder a fetcher dials.
+const maxHolderAddrs = 4
+
+// Address scopes of holderAddrs.
+const (
+	scopeOther = iota // a name to resolve, a unix socket…: never dialled
+	scopePublic
+	scopePrivate
+	scopeLoopback
+)
+
+// addrScope is the scope of a's IP (a circuit address's: its relay's).
+func addrScope(a ma.Multiaddr) int {
+	if len(a) == 0 || (a[0].Code() != ma.P_IP4 && a[0].Code() != ma.P_IP6) {
+		return scopeOther
+	}
+	switch {
+	case manet.IsIPLoopback(a):
+		return scopeLoopback
+	case manet.IsPrivateAddr(a):
+		return scopePrivate
+	case manet.IsPublicAddr(a):
+		return scopePublic
+	}
+	return scopeOther
+}
+
+// holderAddrs keeps the addresses of a holder's have record that a
+// fetcher dials. A holder is a stranger the fetcher did not choose (the
+// owner names whoever fetched the file from it), so its addresses are
+// kept only if they are IP addresses (no name to resolve) of the public
+// internet, or of a private or loopback range the owner's own answer
+// used too (a LAN or one machine, where holders are on it as well); at
+// most maxHolderAddrs, so that a holder cannot point the fetcher's dials
+// at its network or at a third party in bulk.
+func holderAddrs(as, owner []ma.Multiaddr) []ma.Multiaddr {
+	ok := map[int]bool{scopePublic: true}
+	for _, a := range owner {
+		if sc := addrScope(a); sc == scopePrivate || sc == scopeLoopback {
+			ok[sc] = true
+		}
+	}
+	var out []ma.Multiaddr
+	for _, a := range as {
+		if len(out) == maxHolderAddrs {
+			break
+		}
+		if sc := addrScope(a); sc != scopeOther && ok[sc] && !ma.Contains(out, a) {
+			out = append(out, a)
+		}
 	}
 	return out
 }

@@ -247,18 +247,25 @@ func testKey(t testing.TB, i byte) *kez.Identity {
 	return id
 }
 
+// startClocked starts alice with holder limits lim on a clock the test
+// moves (offset from base); she neither shares nor serves yet.
+func startClocked(t *testing.T, lim files.HolderLimits) (h *holdersStack, offset *atomic.Int64, base time.Time) {
+	t.Helper()
+	st := stacktest.Start(t, stacktest.Options{})
+	u := st.NewUser(t, "alice")
+	base, offset = time.Now(), new(atomic.Int64)
+	clock := func() time.Time { return base.Add(time.Duration(offset.Load())) }
+	alice := openWith(t, st, u, client.Config{Identity: u.Identity, Home: u.Home, Clock: clock}, func(c *files.Config) {
+		c.Holders = lim
+	})
+	return &holdersStack{st: st, alice: alice, mallory: st.NewUser(t, "mallory"), bob: st.NewUser(t, "bob"), now: clock}, offset, base
+}
+
 // The limits are the owner's Config: one holder per blob and one blob
 // here, and the newest wins; a have lives for Life on the owner's clock.
 func TestOwnerHolderLimits(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	u := st.NewUser(t, "alice")
-	base := time.Now()
-	var offset atomic.Int64
-	clock := func() time.Time { return base.Add(time.Duration(offset.Load())) }
-	alice := openWith(t, st, u, client.Config{Identity: u.Identity, Home: u.Home, Clock: clock}, func(c *files.Config) {
-		c.Holders = files.HolderLimits{PerBlob: 1, Blobs: 1, Life: 10 * time.Minute}
-	})
-	h := &holdersStack{st: st, alice: alice, mallory: st.NewUser(t, "mallory"), bob: st.NewUser(t, "bob"), now: clock}
+	h, offset, base := startClocked(t, files.HolderLimits{PerBlob: 1, Blobs: 1, Life: 10 * time.Minute})
+	alice := h.alice
 	var pubs []*files.SharedFile
 	for i := range 2 {
 		src := filepath.Join(t.TempDir(), fmt.Sprint("f", i))
@@ -269,7 +276,7 @@ func TestOwnerHolderLimits(t *testing.T) {
 	}
 	h.pub = pubs[0]
 	noErr(t, alice.StartServing(context.Background()))
-	h.mnc, h.bnc = login(t, st, h.mallory.Identity), login(t, st, h.bob.Identity)
+	h.mnc, h.bnc = login(t, h.st, h.mallory.Identity), login(t, h.st, h.bob.Identity)
 	c1, c2 := testKey(t, 1), testKey(t, 2)
 	for i, id := range []*kez.Identity{c1, c2} {
 		h.fetchWhole(t, id, h.pub.CID)
@@ -295,6 +302,49 @@ func TestOwnerHolderLimits(t *testing.T) {
 	offset.Store(int64(9*time.Minute + time.Second))
 	if got := h.holders(t, h.pub.CID); len(got) != 0 {
 		t.Fatalf("holders after the have's life: %v", got)
+	}
+}
+
+// A holder whose have is kept refreshes it without the served-pairs
+// check: that memory forgets (after 24 hours, or pushed out by strangers
+// asking for the last chunk under fresh keys), the kept have proves the
+// holder fetched the file. A key whose pair is forgotten and whose have
+// is not kept is dropped, and so is a refresh once the kept have expired.
+func TestOwnerKeepsRefreshedHave(t *testing.T) {
+	h, offset, base := startClocked(t, files.HolderLimits{Life: 48 * time.Hour})
+	alice, clock := h.alice, h.now
+	src := filepath.Join(t.TempDir(), "f")
+	writeRandom(t, src, 3<<20, 9)
+	var err error
+	h.pub, err = alice.Share(context.Background(), src)
+	noErr(t, err)
+	noErr(t, alice.StartServing(context.Background()))
+	h.mnc, h.bnc = login(t, h.st, h.mallory.Identity), login(t, h.st, h.bob.Identity)
+	carol, dave := testKey(t, 0x31), testKey(t, 0x32)
+	h.fetchWhole(t, carol, h.pub.CID)
+	h.fetchWhole(t, dave, h.pub.CID)
+	h.publish(t, h.have(t, carol, h.pub.CID, base))
+
+	if got := h.holders(t, h.pub.CID); len(got) != 1 { // handled before the clock moves
+		t.Fatalf("holders %v", got)
+	}
+	offset.Store(int64(25 * time.Hour)) // neither pair is remembered now
+	h.publish(t, h.have(t, carol, h.pub.CID, clock()))
+	h.publish(t, h.have(t, dave, h.pub.CID, clock()))
+	if got := h.holders(t, h.pub.CID); !slices.Equal(got, []kez.PublicKey{carol.PublicKey()}) {
+		t.Fatalf("holders %v, want carol's refreshed have alone", got)
+	}
+	if s := alice.Stats().Holders; s.Kept != 2 || s.NotFetched != 1 {
+		t.Fatalf("holder stats %+v, want carol's two haves kept and dave's dropped", s)
+	}
+
+	offset.Store(int64(74 * time.Hour)) // carol's have, of hour 25, lived 48 hours
+	h.publish(t, h.have(t, carol, h.pub.CID, clock()))
+	if got := h.holders(t, h.pub.CID); len(got) != 0 {
+		t.Fatalf("holders %v after the kept have expired", got)
+	}
+	if s := alice.Stats().Holders; s.Kept != 2 || s.NotFetched != 2 {
+		t.Fatalf("holder stats %+v, want the late refresh dropped", s)
 	}
 }
 

@@ -165,6 +165,8 @@ type Node struct {
 		requests, refused atomic.Int64
 		chunks, bytes     atomic.Int64
 		stalls            atomic.Int64
+		copies            atomic.Int64
+		duplicates        atomic.Int64
 	}
 }
 
@@ -316,18 +318,32 @@ type Stats struct {
 	// Stalls counts the streams this node's fetches gave up on because the
 	// source sent nothing for [NodeConfig.StallTimeout].
 	Stalls int64
+	// EndGameCopies counts the tasks this node's fetches copied in their
+	// end game (docs/spec/blobs.md §7): a source with nothing left to do
+	// fetching the rest of another source's task, the first verified copy
+	// of each chunk kept.
+	EndGameCopies int64
+	// DuplicateChunks counts the verified chunks those copies received
+	// after another copy was kept, dropped unwritten.
+	DuplicateChunks int64
 	// Holders counts the haves and holders requests a Sharing's serving
 	// handled (docs/spec/signalling.md §6); zero for a bare Node.
 	Holders HolderStats
+	// Signalling counts the requests a Sharing's serving answered,
+	// cookied and dropped (docs/spec/signalling.md §7); zero for a bare
+	// Node.
+	Signalling SignallingStats
 }
 
 // Stats returns the node's serving counters.
 func (n *Node) Stats() Stats {
 	return Stats{
-		Requests:     n.stats.requests.Load(),
-		Refused:      n.stats.refused.Load(),
-		ChunksServed: n.stats.chunks.Load(),
-		BytesServed:  n.stats.bytes.Load(),
-		Stalls:       n.stats.stalls.Load(),
+		Requests:        n.stats.requests.Load(),
+		Refused:         n.stats.refused.Load(),
+		ChunksServed:    n.stats.chunks.Load(),
+		BytesServed:     n.stats.bytes.Load(),
+		Stalls:          n.stats.stalls.Load(),
+		EndGameCopies:   n.stats.copies.Load(),
+		DuplicateChunks: n.stats.duplicates.Load(),
 	}
 }

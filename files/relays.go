@@ -122,9 +122,18 @@ func (r *reservations) disconnected(nw network.Network, c network.Conn) {
 	}
 }
 
-// keep holds a reservation with one relay until ctx ends.
+// keep holds a reservation with one relay until ctx ends. A reservation
+// whose connection closes counts as a failure unless it lasted
+// maxRelayRetry: a relay that grants slots and drops them at once is
+// retried with the same growing pauses as one that is down, never in a
+// loop (TestHostileRelayDropsAfterReserving).
 func (r *reservations) keep(ctx context.Context, ai peer.AddrInfo) {
 	retry := firstRelayRetry
+	backoff := func() time.Duration {
+		d := retry
+		retry = min(2*retry, maxRelayRetry)
+		return spread(d)
+	}
 	for ctx.Err() == nil {
 		select {
 		case <-r.lost[ai.ID]: // news of an older connection
@@ -133,34 +142,40 @@ func (r *reservations) keep(ctx context.Context, ai peer.AddrInfo) {
 		rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
 		rsvp, err := circuit.Reserve(rctx, r.n.host, ai)
 		cancel()
-		var wait time.Duration
 		if err != nil {
 			r.set(ai.ID, false)
 			if ctx.Err() != nil {
 				return
 			}
+			wait := backoff()
 			var re circuit.ReservationError
 			if errors.As(err, &re) && re.Status == pbv2.Status_RESERVATION_REFUSED {
 				r.n.log.Warn("files: the relay refused a reservation", "relay", ai.ID, "reason", re.Reason)
-				wait = refusedRelayRetry
+				wait = spread(refusedRelayRetry)
 			} else {
 				r.n.log.Debug("files: no reservation with the relay", "relay", ai.ID, "err", err)
-				wait = retry
-				retry = min(2*retry, maxRelayRetry)
 			}
-			wait = wait/2 + rand.N(wait/2+1) // spread many nodes' retries
-		} else {
-			retry = firstRelayRetry
-			r.set(ai.ID, true)
-			wait = max(time.Until(rsvp.Expiration)-reservationRenew, time.Second)
+			r.sleep(ctx, nil, wait)
+			continue
 		}
-		if !r.sleep(ctx, r.lost[ai.ID], wait) {
+		r.set(ai.ID, true)
+		got := time.Now()
+		held := r.sleep(ctx, r.lost[ai.ID], max(time.Until(rsvp.Expiration)-reservationRenew, time.Second))
+		if time.Since(got) >= maxRelayRetry {
+			retry = firstRelayRetry
+		}
+		if !held {
 			// The relay's connection closed: the reservation went with it.
 			r.set(ai.ID, false)
+			r.sleep(ctx, nil, backoff())
 		}
 	}
 	r.set(ai.ID, false)
 }
+
+// spread draws a pause from the upper half of d, so that many nodes'
+// retries spread out.
+func spread(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 
 // sleep waits d, ctx's end, or the relay's connection closing (false).
 func (r *reservations) sleep(ctx context.Context, lost <-chan struct{}, d time.Duration) bool {

@@ -17,6 +17,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/files/internal/signal"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/kez"
@@ -99,6 +100,10 @@ type Config struct {
 	// HoldersTimeout bounds a fetch's wait for the owner's list of
 	// holders of a public file; 0 means 1 s.
 	HoldersTimeout time.Duration
+	// Answers bounds the locate and holders requests Serve answers
+	// (signed) per second before it asks for a cookie round trip
+	// (docs/spec/signalling.md §7); the zero value means the defaults.
+	Answers AnswerLimits
 
 	// Logger receives what the user does not see otherwise: changed shared
 	// files, ignored signalling, serving errors. nil: slog.Default().
@@ -132,7 +137,8 @@ type Sharing struct {
 	now      func() time.Time
 
 	serving atomic.Bool
-	holders holderTable // the haves kept about this install's public files
+	holders holderTable           // the haves kept about this install's public files
+	answers signal.AnswerCounters // what serving did with signalling requests
 	// work counts the calls under way (Fetch, Share, Unshare,
 	// StartServing); Shutdown and Close stop it. done ends with Close.
 	work      lifecycle.Gate

@@ -240,7 +240,7 @@ func (s *Sharing) fetch(ctx context.Context, handle, nameOrCID, outPath string, 
 	if e.Private {
 		opts = append(opts, WithDecryption(e.Key, e.Size))
 	} else {
-		opts = append(opts, WithSources(s.askHolders(ctx, nc, dev, e.CID)...))
+		opts = append(opts, WithSources(s.askHolders(ctx, nc, dev, e.CID, info.Addrs)...))
 	}
 	if err := node.Fetch(ctx, info, e.CID, dst, opts...); err != nil {
 		if errors.Is(err, format.ErrDecrypt) {
@@ -476,6 +476,7 @@ func (s *Sharing) StartServing(ctx context.Context) error {
 	sub, err := signal.AnswerLocates(nc, s.dev, func() []ma.Multiaddr { return node.Addrs() }, signal.AnswerOptions{
 		Logger: s.log, Now: s.now, OnHave: s.onHave,
 		Holders: func(c cid.Cid) [][]byte { return s.holders.list(c, s.now()) },
+		Budget:  s.cfg.Answers.budget(), Counters: &s.answers,
 	})
 	if err != nil {
 		return fmt.Errorf("files: listening for fetchers on NATS: %w", err)
@@ -551,9 +552,10 @@ func (s *Sharing) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.node == nil {
-		return Stats{Holders: s.holders.stats()}
+		return Stats{Holders: s.holders.stats(), Signalling: signallingStats(&s.answers)}
 	}
 	st := s.node.Stats()
 	st.Holders = s.holders.stats()
+	st.Signalling = signallingStats(&s.answers)
 	return st
 }

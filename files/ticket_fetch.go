@@ -41,8 +41,16 @@ type TicketFetchConfig struct {
 	// [Config.Keys]); nil: Identity's.
 	Keys format.Keys
 	// HTTPClient reads the owner's sigchain from the ticket's sig-server;
-	// nil: http.DefaultClient.
+	// nil: a client that follows no redirect, ignores proxy settings,
+	// gives up after [TicketHTTPTimeout] and, unless AllowLocal, dials
+	// only public addresses. A client given here is used as it is.
 	HTTPClient *http.Client
+	// AllowLocal lets the ticket make the fetcher contact its own machine
+	// or network: a sig-server or addresses (a circuit's relay included,
+	// DNS names once resolved) that are loopback, private, link-local or
+	// in the other ranges of internal/netguard. Off: such addresses are
+	// skipped, and a ticket with no other is ErrLocalAddress.
+	AllowLocal bool
 	// ListenAddrs are the fetcher's libp2p listen addresses (hole punching
 	// needs one); empty: TCP and QUIC on every interface.
 	ListenAddrs []string
@@ -84,7 +92,7 @@ type TicketFetchConfig struct {
 // Options: [WithWait] retries while the device cannot be reached,
 // [WithOverwrite], [WithProgress], [WithRoutes], [WithoutSync].
 //
-// Errors: a *[TicketExpiredError]; a *[DeviceError]; ErrForbidden; a
+// Errors: a *[TicketExpiredError]; [ErrLocalAddress] (see AllowLocal); a *[DeviceError]; ErrForbidden; a
 // *[NotSharedError] for a private entry the owner no longer lists;
 // [ErrTicketStale]; an *[UnreachableError] (ErrUnreachable) when no
 // address answers within the dial timeout (with WithWait: until the wait
@@ -102,6 +110,10 @@ func FetchTicket(ctx context.Context, t *Ticket, dst string, cfg TicketFetchConf
 	if err := t.check(); err != nil {
 		return nil, err
 	}
+	t, err := publicTicket(t, &cfg)
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -109,7 +121,7 @@ func FetchTicket(ctx context.Context, t *Ticket, dst string, cfg TicketFetchConf
 	who := t.Owner.String()
 	e := format.Entry{Name: t.Name, Size: t.Size, CID: t.CID}
 	if t.Device != t.Owner || t.Private {
-		sc := &sigchain.Client{BaseURL: t.SigServer, HTTPClient: cfg.HTTPClient, VerifyOptions: []sigchain.VerifyOption{sigchain.WithClock(now)}}
+		sc := &sigchain.Client{BaseURL: t.SigServer, HTTPClient: ticketHTTPClient(&cfg), VerifyOptions: []sigchain.VerifyOption{sigchain.WithClock(now)}}
 		st, err := sc.FetchVerified(ctx, t.Owner, nil)
 		if err != nil {
 			return nil, fmt.Errorf("files: reading the ticket owner's sigchain at %s: %w", t.SigServer, err)
@@ -133,7 +145,11 @@ func FetchTicket(ctx context.Context, t *Ticket, dst string, cfg TicketFetchConf
 			return nil, err
 		}
 	}
-	node, err := NewNode(NodeConfig{Identity: id, ListenAddrs: cfg.ListenAddrs, Logger: log, Libp2pOptions: cfg.Libp2pOptions,
+	lopts := cfg.Libp2pOptions
+	if !cfg.AllowLocal {
+		lopts = append(lopts[:len(lopts):len(lopts)], libp2p.ConnectionGater(newTicketGater(cfg.Relays)))
+	}
+	node, err := NewNode(NodeConfig{Identity: id, ListenAddrs: cfg.ListenAddrs, Logger: log, Libp2pOptions: lopts,
 		Relays: cfg.Relays, DialTimeout: cfg.DialTimeout})
 	if err != nil {
 		return nil, err

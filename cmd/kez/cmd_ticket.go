@@ -132,7 +132,10 @@ func runFetchTicket(ctx context.Context, e *env, cf chatFlags, listen, text stri
 	if err != nil {
 		return ticketSentence(err)
 	}
-	cfg := files.TicketFetchConfig{HTTPClient: httpClient, Logger: e.logger(cf.verbose)}
+	// files' own HTTP client: public addresses only, no redirect, no
+	// proxy, unless KEZ_TICKET_LOCAL=1 lets the ticket reach this machine
+	// or network (its sig-server and addresses).
+	cfg := files.TicketFetchConfig{Logger: e.logger(cf.verbose), AllowLocal: e.getenv("KEZ_TICKET_LOCAL") == "1"}
 	if l := e.envOr(listen, "KEZ_P2P_LISTEN"); l != "" {
 		for _, a := range strings.Split(l, ",") {
 			if a = strings.TrimSpace(a); a != "" {
@@ -228,6 +231,8 @@ func ticketSentence(err error) error {
 		return worded(err, "the owner no longer shares this file (or is not serving it now)")
 	case errors.Is(err, files.ErrTicketStale):
 		return worded(err, "the owner shared this file anew since the ticket was made; ask them for a new ticket")
+	case errors.Is(err, files.ErrLocalAddress):
+		return worded(err, "this ticket points at this machine or its local network, which kez does not contact for a ticket unless KEZ_TICKET_LOCAL=1 is set")
 	case errors.As(err, &ue):
 		return worded(err, "the owner's device did not answer at any of the ticket's %d addresses; it may be offline: try again later, or with --wait", ue.Addrs)
 	}

@@ -36,7 +36,7 @@ func TestTicketCommands(t *testing.T) {
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
 	loopback := "/ip4/127.0.0.1/tcp/0"
 	alice := with(st.Env(au), "KEZ_P2P_LISTEN", loopback)
-	bob := with(st.Env(bu), "KEZ_P2P_LISTEN", loopback)
+	bob := with(st.Env(bu), "KEZ_P2P_LISTEN", loopback, "KEZ_TICKET_LOCAL", "1")
 	dir := t.TempDir()
 	notes := filepath.Join(dir, "notes.txt")
 	os.WriteFile(notes, bytes.Repeat([]byte("notes "), 100000), 0o600)
@@ -70,7 +70,7 @@ func TestTicketCommands(t *testing.T) {
 	}
 
 	// The real binary, no kez init: nothing is made under KEZ_HOME.
-	stranger := map[string]string{"KEZ_HOME": filepath.Join(t.TempDir(), "never-made"), "KEZ_P2P_LISTEN": loopback}
+	stranger := map[string]string{"KEZ_HOME": filepath.Join(t.TempDir(), "never-made"), "KEZ_P2P_LISTEN": loopback, "KEZ_TICKET_LOCAL": "1"}
 	out := filepath.Join(t.TempDir(), "got.txt")
 	r = kezBinRun(t, stranger, "", "fetch", ticket, "-o", out)
 	if r.code != 0 || !strings.Contains(r.stdout, `Saved "notes.txt" (585.9 KiB, verified against its CID) to `+out) {
@@ -111,7 +111,7 @@ func TestTicketRefusedCommands(t *testing.T) {
 	au := st.NewUser(t, "alice")
 	loopback := "/ip4/127.0.0.1/tcp/0"
 	alice := with(st.Env(au), "KEZ_P2P_LISTEN", loopback)
-	stranger := map[string]string{"KEZ_HOME": filepath.Join(t.TempDir(), "none"), "KEZ_P2P_LISTEN": loopback}
+	stranger := map[string]string{"KEZ_HOME": filepath.Join(t.TempDir(), "none"), "KEZ_P2P_LISTEN": loopback, "KEZ_TICKET_LOCAL": "1"}
 	dir := t.TempDir()
 	src := filepath.Join(dir, "a.txt")
 	os.WriteFile(src, []byte("hello"), 0o600)

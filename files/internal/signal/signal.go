@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,7 +30,8 @@ const (
 	// owner's client listens on for locate requests.
 	SignalSubjectPrefix = wire.P2PSubjectPrefix
 
-	// LocateRequestSize is the exact size of a request.
+	// LocateRequestSize is the exact size of a request without a cookie;
+	// one that carries a cookie (§7) is [CookieLen] bytes longer.
 	LocateRequestSize = locateHeadLen
 	// MaxLocateAddrs bounds the addresses of one answer.
 	MaxLocateAddrs = addrs.MaxAddrs
@@ -67,6 +69,9 @@ type LocateRequest struct {
 	Requester kez.PublicKey
 	Nonce     [locateNonceLen]byte // fresh random bytes per request
 	Time      time.Time            // the requester's clock, milliseconds
+	// Cookie is nil, or the [CookieLen] bytes of the owner's cookie reply
+	// to the same request (docs/spec/signalling.md §7).
+	Cookie []byte
 }
 
 // LocateAnswer is an owner's signed answer to a [LocateRequest]: the
@@ -103,7 +108,11 @@ func (r *LocateRequest) Marshal() ([]byte, error) {
 	if err := checkSignalTime(r.Time); err != nil {
 		return nil, err
 	}
-	return appendHead(make([]byte, 0, locateHeadLen), kindLocate, r.Owner, r.Requester, r.Nonce, r.Time), nil
+	if err := checkCookieLen(r.Cookie); err != nil {
+		return nil, err
+	}
+	b := appendHead(make([]byte, 0, locateHeadLen+CookieLen), kindLocate, r.Owner, r.Requester, r.Nonce, r.Time)
+	return append(b, r.Cookie...), nil
 }
 
 // parseHead decodes the common head of both messages.
@@ -138,17 +147,20 @@ func parseHead(b []byte, kind byte) (owner, requester kez.PublicKey, nonce [loca
 }
 
 // ParseLocateRequest decodes a request from untrusted bytes: exactly
-// [LocateRequestSize] bytes of the form in docs/spec/signalling.md. Errors
-// wrap [ErrSignal].
+// [LocateRequestSize] bytes of the form in docs/spec/signalling.md, or
+// [CookieLen] more with a cookie (§7). Errors wrap [ErrSignal].
 func ParseLocateRequest(b []byte) (*LocateRequest, error) {
-	if len(b) != locateHeadLen {
-		return nil, fmt.Errorf("%w: a request is %d bytes, got %d", ErrSignal, locateHeadLen, len(b))
+	if len(b) != locateHeadLen && len(b) != locateHeadLen+CookieLen {
+		return nil, fmt.Errorf("%w: a request is %d or %d bytes, got %d", ErrSignal, locateHeadLen, locateHeadLen+CookieLen, len(b))
 	}
 	var r LocateRequest
 	var err error
 	r.Owner, r.Requester, r.Nonce, r.Time, err = parseHead(b, kindLocate)
 	if err != nil {
 		return nil, err
+	}
+	if len(b) > locateHeadLen {
+		r.Cookie = bytes.Clone(b[locateHeadLen:])
 	}
 	return &r, nil
 }

@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -78,6 +79,9 @@ type HoldersRequest struct {
 	Nonce     [locateNonceLen]byte
 	Time      time.Time
 	CID       cid.Cid
+	// Cookie is nil, or the [CookieLen] bytes of the owner's cookie reply
+	// to the same request (docs/spec/signalling.md §7).
+	Cookie []byte
 }
 
 // HoldersAnswer is an owner's signed answer to a [HoldersRequest]: the
@@ -236,15 +240,22 @@ func (r *HoldersRequest) Marshal() ([]byte, error) {
 	if err := checkSignalTime(r.Time); err != nil {
 		return nil, err
 	}
-	b := appendHead(make([]byte, 0, HoldersRequestSize), kindHoldersRequest, r.Owner, r.Requester, r.Nonce, r.Time)
-	return appendCID(b, r.CID)
+	if err := checkCookieLen(r.Cookie); err != nil {
+		return nil, err
+	}
+	b := appendHead(make([]byte, 0, HoldersRequestSize+CookieLen), kindHoldersRequest, r.Owner, r.Requester, r.Nonce, r.Time)
+	b, err := appendCID(b, r.CID)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, r.Cookie...), nil
 }
 
-// ParseHoldersRequest decodes a holders request from untrusted bytes.
-// Errors wrap [ErrSignal].
+// ParseHoldersRequest decodes a holders request from untrusted bytes,
+// with or without a cookie (§7). Errors wrap [ErrSignal].
 func ParseHoldersRequest(b []byte) (*HoldersRequest, error) {
-	if len(b) > HoldersRequestSize {
-		return nil, fmt.Errorf("%w: %d bytes is more than the %d a holders request may have", ErrSignal, len(b), HoldersRequestSize)
+	if len(b) > HoldersRequestSize+CookieLen {
+		return nil, fmt.Errorf("%w: %d bytes is more than the %d a holders request may have", ErrSignal, len(b), HoldersRequestSize+CookieLen)
 	}
 	var r HoldersRequest
 	var err error
@@ -256,7 +267,11 @@ func ParseHoldersRequest(b []byte) (*HoldersRequest, error) {
 	if r.CID, rest, err = parseCID(rest); err != nil {
 		return nil, err
 	}
-	if len(rest) != 0 {
+	switch len(rest) {
+	case 0:
+	case CookieLen:
+		r.Cookie = bytes.Clone(rest)
+	default:
 		return nil, fmt.Errorf("%w: %d bytes after the CID", ErrSignal, len(rest))
 	}
 	return &r, nil

@@ -101,11 +101,16 @@ func AskHolders(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, c c
 // answerHolders handles a message of another kind than a locate request
 // on the owner's subject: a have (kind 3) goes to o.OnHave, a holders
 // request (kind 4) is answered from o.Holders; anything else is ignored.
-func answerHolders(m *nats.Msg, signer kez.Signer, o AnswerOptions, log *slog.Logger, now func() time.Time) {
+func answerHolders(m *nats.Msg, signer kez.Signer, o AnswerOptions, g *gate, log *slog.Logger, now func() time.Time) {
 	me := signer.PublicKey()
 	switch m.Data[5] {
 	case kindHave:
 		if o.OnHave == nil {
+			g.drop()
+			return
+		}
+		if !g.have(now()) {
+			log.Debug("files: dropping a have over the answer budget")
 			return
 		}
 		h, err := ParseHave(m.Data)
@@ -123,16 +128,22 @@ func answerHolders(m *nats.Msg, signer kez.Signer, o AnswerOptions, log *slog.Lo
 		o.OnHave(h, nil)
 	case kindHoldersRequest:
 		if o.Holders == nil {
+			g.drop()
 			return
 		}
 		req, err := ParseHoldersRequest(m.Data)
 		if err != nil {
+			g.drop()
 			log.Debug("files: ignoring a malformed holders request", "err", err)
 			return
 		}
 		t := now()
 		if why := refusal(me, req.Owner, req.Requester, req.Time, t, m.Reply); why != "" {
+			g.drop()
 			log.Debug("files: ignoring a holders request "+why, "requester", req.Requester)
+			return
+		}
+		if !g.admit(m, kindHoldersRequest, req.Owner, req.Requester, req.Nonce, req.Cookie, t, log) {
 			return
 		}
 		ans, err := SignHoldersAnswer(signer, req, o.Holders(req.CID), t)
@@ -144,6 +155,7 @@ func answerHolders(m *nats.Msg, signer kez.Signer, o AnswerOptions, log *slog.Lo
 			log.Warn("files: answering a holders request", "requester", req.Requester, "err", err)
 		}
 	default:
+		g.drop()
 		log.Debug("files: ignoring a signalling message of unknown kind", "kind", m.Data[5])
 	}
 }

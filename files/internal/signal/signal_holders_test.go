@@ -395,7 +395,8 @@ func FuzzParseHave(f *testing.F) {
 }
 
 func FuzzParseHoldersRequest(f *testing.F) {
-	for _, tv := range loadSignalVectors(f).Holders.Requests {
+	v := loadSignalVectors(f)
+	for _, tv := range append(v.Holders.Requests, v.Cookies.Requests...) {
 		b, _ := hex.DecodeString(tv.Hex)
 		f.Add(b)
 	}

@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -170,8 +171,9 @@ func locateOnce(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, o L
 // exchange publishes body to owner's subject with a fresh reply subject
 // under me's inbox (_INBOX.<me>.<tag><hex of nonce>) and reads what comes
 // back until accept takes a message: anything else is ignored, as anyone
-// may publish into _INBOX.<me>.>. It returns errNoAnswer after timeout or
-// if nobody listens on owner's subject.
+// may publish into _INBOX.<me>.>. A cookie reply to this request (§7)
+// makes it publish body again with the cookie, once. It returns
+// errNoAnswer after timeout or if nobody listens on owner's subject.
 func exchange(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, nonce [locateNonceLen]byte, body []byte, timeout time.Duration, tag string, accept func([]byte) bool) error {
 	reply := wire.ReplyInbox(me.String()) + "." + tag + hex.EncodeToString(nonce[:])
 	// A small channel of our own: SubscribeSync would allocate a 64 Ki-slot
@@ -188,6 +190,7 @@ func exchange(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, nonce
 	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	cookied := false
 	for {
 		var m *nats.Msg
 		select {
@@ -199,6 +202,18 @@ func exchange(ctx context.Context, nc *nats.Conn, me, owner kez.PublicKey, nonce
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
 			return errNoAnswer // no responders: nobody listens on the owner's subject
+		}
+		if c, err := ParseCookieReply(m.Data); err == nil {
+			// A busy owner's cookie (§7): the same request again, with
+			// it, at once; once per request.
+			if !cookied && c.Owner == owner && c.Requester == me && c.Nonce == nonce && c.Kind == body[5] {
+				cookied = true
+				again := append(bytes.Clone(body), c.Cookie[:]...)
+				if err := nc.PublishMsg(&nats.Msg{Subject: SignalSubjectPrefix + owner.String(), Reply: reply, Data: again}); err != nil {
+					return fmt.Errorf("files: asking the owner: %w", err)
+				}
+			}
+			continue
 		}
 		if accept(m.Data) {
 			return nil
@@ -221,6 +236,12 @@ type AnswerOptions struct {
 	// (signature, owner, freshness) with err nil, or with the reason it
 	// was refused (h nil if it did not parse). nil: haves are ignored.
 	OnHave func(h *Have, err error)
+	// Budget bounds the answers signed and haves checked (§7); the zero
+	// value means the defaults (50 answers/s, burst 100; 5/s, burst 10 per
+	// requester key with a cookie).
+	Budget AnswerBudget
+	// Counters, if set, counts what was answered, cookied and dropped.
+	Counters *AnswerCounters
 }
 
 // AnswerLocates answers the locate requests for signer's key that arrive on
@@ -241,19 +262,25 @@ func AnswerLocates(nc *nats.Conn, signer kez.Signer, addrs func() []ma.Multiaddr
 		now = time.Now
 	}
 	me := signer.PublicKey()
+	g := newGate(o.Budget, o.Counters, now())
 	return nc.Subscribe(SignalSubjectPrefix+me.String(), func(m *nats.Msg) {
 		if len(m.Data) > 5 && m.Data[5] != kindLocate {
-			answerHolders(m, signer, o, log, now)
+			answerHolders(m, signer, o, g, log, now)
 			return
 		}
 		req, err := ParseLocateRequest(m.Data)
 		if err != nil {
+			g.drop()
 			log.Debug("files: ignoring a malformed locate request", "err", err)
 			return
 		}
 		t := now()
 		if why := refusal(me, req.Owner, req.Requester, req.Time, t, m.Reply); why != "" {
+			g.drop()
 			log.Debug("files: ignoring a locate request "+why, "requester", req.Requester)
+			return
+		}
+		if !g.admit(m, kindLocate, req.Owner, req.Requester, req.Nonce, req.Cookie, t, log) {
 			return
 		}
 		list := AnnounceAddrs(addrs())

@@ -41,6 +41,8 @@ type signalVectors struct {
 	Answers   []signalVector `json:"answers"`
 	// The holders messages of §6 (signal_holders_test.go).
 	Holders holderVectors `json:"holders"`
+	// The cookies of §7 (signal_cookie_test.go).
+	Cookies cookieVectors `json:"cookies"`
 }
 
 const vectorTimeMs = 1767225600000
@@ -161,6 +163,7 @@ func buildSignalVectors(t testing.TB) signalVectors {
 		{Name: "fail_future", Hex: hex.EncodeToString(sign(owner, req, mustAddrs(t, addrs...), at.Add(MaxSignalSkew+2*time.Second))), Expect: "verify_error", Comment: "signed 5 min 0.5 s after now"},
 	}
 	v.Holders = buildHolderVectors(t, owner, bob, req.Nonce, at)
+	v.Cookies = buildCookieVectors(t, req)
 	return v
 }
 
@@ -374,7 +377,7 @@ func FuzzParseLocateAnswer(f *testing.F) {
 // FuzzParseLocateRequest checks the request decoder on untrusted bytes.
 func FuzzParseLocateRequest(f *testing.F) {
 	v := loadSignalVectors(f)
-	for _, tv := range v.Requests {
+	for _, tv := range append(v.Requests, v.Cookies.Requests...) {
 		b, _ := hex.DecodeString(tv.Hex)
 		f.Add(b)
 	}

@@ -17,7 +17,9 @@
 // # Requirements
 //
 // The package needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN), the ip and
-// tc programs (iproute2) and nft (nftables). [Available] says which is
+// tc programs (iproute2) and nft (nftables); as root on a machine with
+// apt-get, [Available] installs the missing packages itself (so that "go
+// test ./..." works on a fresh Debian machine), and says which is still
 // missing. [New] skips the test when the kernel refuses to make a network
 // namespace (not root, or a sandbox without the capability) and says so;
 // a missing program fails the test instead, so that a CI machine without

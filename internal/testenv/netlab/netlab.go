@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,8 @@ var (
 	// ErrRefused: the kernel refuses to make a network namespace for this
 	// process (not Linux, not root, or no CAP_SYS_ADMIN in a sandbox).
 	ErrRefused = errors.New("netlab: the kernel refuses network namespaces")
-	// ErrMissingProgram: ip, tc or nft is not installed.
+	// ErrMissingProgram: ip, tc or nft is not installed (and apt-get
+	// could not install it).
 	ErrMissingProgram = errors.New("netlab: a required program is missing")
 )
 
@@ -56,12 +58,45 @@ func available() error {
 	if err := probeUnshare(); err != nil {
 		return fmt.Errorf("%w: unshare(CLONE_NEWNET): %w", ErrRefused, err)
 	}
+	if missing := missingPackages(); len(missing) > 0 {
+		// As root on Debian, the lab installs what it needs, as .ci/run
+		// does, so that "go test ./..." works on a fresh machine.
+		installPackages(missing)
+	}
 	for _, p := range programs {
 		if _, err := exec.LookPath(p[0]); err != nil {
 			return fmt.Errorf("%w: %s (Debian package %s)", ErrMissingProgram, p[0], p[1])
 		}
 	}
 	return nil
+}
+
+// missingPackages lists the Debian packages of the programs not found.
+func missingPackages() []string {
+	var pkgs []string
+	for _, p := range programs {
+		if _, err := exec.LookPath(p[0]); err != nil && !slices.Contains(pkgs, p[1]) {
+			pkgs = append(pkgs, p[1])
+		}
+	}
+	return pkgs
+}
+
+// installPackages installs pkgs with apt-get where there is one (the
+// caller is root), waiting for another install's lock: the lab's test
+// packages run at once. A failure shows as the missing program.
+func installPackages(pkgs []string) {
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		return
+	}
+	lock := "DPkg::Lock::Timeout=300"
+	install := append([]string{"-o", lock, "install", "-y", "-qq"}, pkgs...)
+	if exec.Command("apt-get", install...).Run() == nil {
+		return
+	}
+	if exec.Command("apt-get", "-o", lock, "update", "-qq").Run() == nil {
+		exec.Command("apt-get", install...).Run()
+	}
 }
 
 // probeUnshare asks the kernel for a new network namespace on a thread of
