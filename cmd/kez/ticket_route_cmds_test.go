@@ -61,7 +61,7 @@ func TestTicketFetchRoute(t *testing.T) {
 	aout.await(t, want)
 	t.Cleanup(func() { stop(); served() })
 
-	stranger := map[string]string{"KEZ_HOME": filepath.Join(t.TempDir(), "never-made"), "KEZ_P2P_LISTEN": loopback}
+	stranger := map[string]string{"KEZ_HOME": filepath.Join(t.TempDir(), "never-made"), "KEZ_P2P_LISTEN": loopback, "KEZ_TICKET_LOCAL": "1"}
 	out := filepath.Join(t.TempDir(), "got.txt")
 	res := kezBinRun(t, stranger, "", "fetch", ticket, "-o", out, "--json")
 	var fj fetchedJSON
