@@ -22,8 +22,8 @@ import (
 const punchAttempts = 7
 
 // BenchmarkNATHolePunchTime: the time from a relayed connection to a
-// working hole-punched one between two go-libp2p hosts configured as
-// files' node (relay client, AutoRelay, DCUtR), each behind an
+// working hole-punched one between two files' nodes (files.NewNode, the
+// listener holding a reservation with the relay), each behind an
 // endpoint-independent NAT; the median over punchAttempts dialers.
 func BenchmarkNATHolePunchTime(b *testing.B) {
 	tp := netlab.NewTopology(b, netlab.EndpointIndependent, netlab.EndpointIndependent)

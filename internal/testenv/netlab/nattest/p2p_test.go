@@ -13,7 +13,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 )
 
-// startChild runs this test binary as a plain libp2p host with role in
+// startChild runs this test binary as a libp2p host with role in
 // ns, and waits for it to say READY.
 func startChild(t testing.TB, ns *netlab.Namespace, name, role string, env ...string) *netlab.Proc {
 	t.Helper()
@@ -66,10 +66,10 @@ func waitResult(t testing.TB, d *netlab.Proc) dialResult {
 	return res
 }
 
-// Two plain go-libp2p hosts behind endpoint-independent NATs, configured
-// as files' node is with a relay, meet through the relay and DCUtR gives
-// them a direct connection to the other site's public address: the
-// topology and its addresses let hole punching work.
+// Two files' nodes behind endpoint-independent NATs, without the rest of
+// kez, meet through the relay and DCUtR gives them a direct connection to
+// the other site's public address: the topology and its addresses let
+// hole punching work.
 func TestLibp2pHolePunchThroughEndpointIndependentNATs(t *testing.T) {
 	tp := netlab.NewTopology(t, netlab.EndpointIndependent, netlab.EndpointIndependent)
 	res := dial(t, tp, 20*time.Second)

@@ -13,25 +13,29 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// The test binary runs as a plain libp2p host inside a namespace when
+// The test binary runs as a libp2p host inside a namespace when
 // envChild names a role: "relay" (circuit relay v2 service), "listener"
 // (behind NAT, reserving a slot at the relay, hole punching) or "dialer"
 // (behind NAT, connecting to the listener through the relay and waiting
-// for DCUtR to give a direct connection). The hosts are configured as
-// files' node is with relays: relay client, AutoRelay with a static relay,
-// hole punching, reachability private.
+// for DCUtR to give a direct connection). The listener and the dialer are
+// files' own node (files.NewNode, whose libp2p host they use): relay
+// client, DCUtR hole punching, AutoNAT v2, and for the listener the
+// node's own reservation with the relay (go-libp2p's circuit v2 client,
+// not AutoRelay), as kez serve keeps it; the dialer reserves nothing, as
+// kez fetch does not.
 const (
 	envChild  = "KEZ_NATTEST_CHILD"
 	envSeed   = "KEZ_NATTEST_SEED"   // the host key's seed
@@ -41,7 +45,7 @@ const (
 	envWait   = "KEZ_NATTEST_WAIT"   // how long the dialer waits for a direct connection
 )
 
-// p2pPort is the TCP and UDP port every plain host listens on.
+// p2pPort is the TCP and UDP port every child host listens on.
 const p2pPort = "4001"
 
 // echoProto echoes a stream back.
@@ -57,24 +61,27 @@ type dialResult struct {
 	Err         string `json:"err,omitempty"`
 }
 
-// hostKey derives a host key from a seed, so the parent knows the peer
-// IDs in advance.
+// hostIdentity derives a host's KEZ identity from a seed, so the parent
+// knows the peer IDs in advance.
+func hostIdentity(seed string) *kez.Identity {
+	a, b := sha256.Sum256([]byte("kezlab host "+seed)), sha256.Sum256([]byte("kezlab host 2 "+seed))
+	id, err := kez.FromSeed(append(a[:], b[:]...))
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+// hostKey is the host key of seed in libp2p's form.
 func hostKey(seed string) crypto.PrivKey {
-	s := sha256.Sum256([]byte("kezlab host " + seed))
-	k, _, err := crypto.GenerateEd25519Key(bytes.NewReader(s[:]))
+	k, err := crypto.UnmarshalEd25519PrivateKey(hostIdentity(seed).Ed25519PrivateKey())
 	if err != nil {
 		panic(err)
 	}
 	return k
 }
 
-func hostID(seed string) peer.ID {
-	id, err := peer.IDFromPrivateKey(hostKey(seed))
-	if err != nil {
-		panic(err)
-	}
-	return id
-}
+func hostID(seed string) peer.ID { return hostIdentity(seed).PublicKey().PeerID() }
 
 func listenAddrs(ip string) libp2p.Option {
 	return libp2p.ListenAddrStrings("/ip4/"+ip+"/tcp/"+p2pPort, "/ip4/"+ip+"/udp/"+p2pPort+"/quic-v1")
@@ -121,60 +128,56 @@ func runRelay(ctx context.Context) error {
 	return nil
 }
 
-// natHost starts a host as files' node is configured behind a NAT.
-func natHost() (host.Host, peer.AddrInfo, error) {
+// natNode starts files' node behind a NAT, keeping a reservation with
+// the relay if reserve.
+func natNode(reserve bool) (*files.Node, peer.AddrInfo, error) {
 	ri, err := peer.AddrInfoFromString(os.Getenv(envRelay))
 	if err != nil {
 		return nil, peer.AddrInfo{}, err
 	}
-	h, err := libp2p.New(libp2p.Identity(hostKey(os.Getenv(envSeed))), listenAddrs(os.Getenv(envListen)),
-		libp2p.EnableRelay(),
-		libp2p.EnableAutoRelayWithStaticRelays([]peer.AddrInfo{*ri}, autorelay.WithBootDelay(0)),
-		libp2p.EnableHolePunching(holepunch.WithTracer(printTracer{})),
-		libp2p.ForceReachabilityPrivate())
-	return h, *ri, err
-}
-
-type printTracer struct{}
-
-func (printTracer) Trace(e *holepunch.Event) {
-	b, _ := json.Marshal(e.Evt)
-	fmt.Println("HOLEPUNCH", e.Type, string(b))
+	ip := os.Getenv(envListen)
+	cfg := files.NodeConfig{Identity: hostIdentity(os.Getenv(envSeed)),
+		ListenAddrs: []string{"/ip4/" + ip + "/tcp/" + p2pPort, "/ip4/" + ip + "/udp/" + p2pPort + "/quic-v1"}}
+	if reserve {
+		cfg.Relays = []peer.AddrInfo{*ri}
+	}
+	n, err := files.NewNode(cfg)
+	return n, *ri, err
 }
 
 func runListener(ctx context.Context) error {
-	h, _, err := natHost()
+	n, _, err := natNode(true)
 	if err != nil {
 		return err
 	}
-	defer h.Close()
-	h.SetStreamHandler(echoProto, func(s network.Stream) {
+	defer n.Close()
+	n.Host().SetStreamHandler(echoProto, func(s network.Stream) {
 		io.Copy(s, s)
 		s.Close()
 	})
-	// Ready once AutoRelay has a reservation: a circuit address.
+	// Ready once the node holds its reservation: a circuit address.
 	for {
-		for _, a := range h.Addrs() {
-			if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err == nil {
-				fmt.Println("READY", a)
-				<-ctx.Done()
-				return nil
-			}
+		as, changed := n.RelayAddrs()
+		if len(as) > 0 {
+			fmt.Println("READY", as[0])
+			<-ctx.Done()
+			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return errors.New("stopped before a reservation")
-		case <-time.After(100 * time.Millisecond):
+		case <-changed:
 		}
 	}
 }
 
 func runDialer(ctx context.Context) error {
-	h, ri, err := natHost()
+	n, ri, err := natNode(false)
 	if err != nil {
 		return err
 	}
-	defer h.Close()
+	defer n.Close()
+	h := n.Host()
 	target, err := peer.Decode(os.Getenv(envTarget))
 	if err != nil {
 		return err
