@@ -23,6 +23,17 @@ func relayString(ai libp2ppeer.AddrInfo) string {
 	return ai.Addrs[0].Encapsulate(ma.StringCast("/p2p/" + ai.ID.String())).String()
 }
 
+// behindRelay opens u's sharing on a machine that cannot be dialled (it
+// announces no address of its own) with a real relay of its own, which
+// it returns.
+func behindRelay(t *testing.T, st *stacktest.Stack, u *stacktest.User) (*peer, libp2ppeer.AddrInfo) {
+	t.Helper()
+	relay, _ := files.RelayForTest(t)
+	p := openWith(t, st, u, client.Config{Identity: u.Identity, Home: u.Home, Relays: []string{relayString(relay)}},
+		func(c *files.Config) { c.Libp2pOptions = []libp2p.Option{files.NoDirectAddrsForTest} })
+	return p, relay
+}
+
 // waitReserved waits until the serving sharing holds a relay reservation
 // and returns its circuit addresses.
 func waitReserved(t *testing.T, p *peer) []ma.Multiaddr {
@@ -39,10 +50,7 @@ func waitReserved(t *testing.T, p *peer) []ma.Multiaddr {
 // and says so.
 func TestSharingFetchThroughRelay(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
-	relay, _ := files.RelayForTest(t)
-	u := st.NewUser(t, "alice")
-	alice := openWith(t, st, u, client.Config{Identity: u.Identity, Home: u.Home, Relays: []string{relayString(relay)}},
-		func(c *files.Config) { c.Libp2pOptions = []libp2p.Option{files.NoDirectAddrsForTest} })
+	alice, relay := behindRelay(t, st, st.NewUser(t, "alice"))
 	bob := newPeer(t, st, "bob")
 	ctx := context.Background()
 

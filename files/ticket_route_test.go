@@ -9,11 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
-	"github.com/libp2p/go-libp2p"
 	libp2ppeer "github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -29,10 +27,8 @@ import (
 // node records its circuit address in the Home as soon as it has one.
 func TestTicketFetchThroughRelay(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
-	relay, _ := files.RelayForTest(t)
 	u := st.NewUser(t, "alice")
-	alice := openWith(t, st, u, client.Config{Identity: u.Identity, Home: u.Home, Relays: []string{relayString(relay)}},
-		func(c *files.Config) { c.Libp2pOptions = []libp2p.Option{files.NoDirectAddrsForTest} })
+	alice, relay := behindRelay(t, st, u)
 	const size = 3*format.ChunkSize + 99
 	src := srcFile(t, "notes.txt", size)
 	_, err := alice.Share(devCtx(t), src)
