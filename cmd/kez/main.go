@@ -264,6 +264,7 @@ var environment = []struct{ name, flag, meaning string }{
 	{"KEZ_RELAYS", "--relay", "relays kez serve keeps a slot with, comma-separated multiaddrs, or none (default: the chat-server's)"},
 	{"KEZ_MAX_UPLOAD_RATE", "--max-upload-rate", "bytes per second kez serve sends at most, e.g. 2M (default: no cap)"},
 	{"KEZ_RESHARE", "--reshare", "1 re-serves the public files you fetched (serve)"},
+	{"KEZ_TICKET_LOCAL", "", "1 lets kez fetch TICKET contact this machine or its network (default: public addresses only)"},
 	{"KEZ_PASSPHRASE_FILE", "--passphrase-file", "a file whose first line is your identity's passphrase"},
 	{"KEZ_PASSPHRASE", "", "the passphrase itself (prefer the file)"},
 }
