@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -36,7 +37,7 @@ func LoadKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("%w: %s has mode %v; only its owner may read it (chmod 600)", ErrKeyFile, path, st.Mode().Perm())
 	}
 	blk, rest := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" || len(rest) > 0 && len(pemTrim(rest)) > 0 {
+	if blk == nil || blk.Type != "PRIVATE KEY" || len(bytes.TrimLeft(rest, "\n\r \t")) > 0 {
 		return nil, fmt.Errorf("%w: %s is not one PEM PRIVATE KEY block", ErrKeyFile, path)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
@@ -48,14 +49,6 @@ func LoadKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("%w: %s holds a %T, not an ed25519 key", ErrKeyFile, path, k)
 	}
 	return priv, nil
-}
-
-// pemTrim drops the white space after a PEM block.
-func pemTrim(b []byte) []byte {
-	for len(b) > 0 && (b[0] == '\n' || b[0] == '\r' || b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	return b
 }
 
 // createKey makes a new key at path, which must not exist.
