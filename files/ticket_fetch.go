@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
@@ -253,7 +252,7 @@ func reachTicket(ctx context.Context, node *Node, t *Ticket, o fetchConfig, who 
 		if o.onWait != nil {
 			o.onWait(attempt)
 		}
-		tm := time.NewTimer(pause/2 + rand.N(pause/2+1))
+		tm := time.NewTimer(spread(pause))
 		select {
 		case <-tm.C:
 		case <-wctx.Done():
