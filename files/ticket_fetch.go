@@ -186,12 +186,9 @@ func ticketEntry(t *Ticket, st *sigchain.State, cfg TicketFetchConfig, who strin
 	if keys == nil && cfg.Identity != nil {
 		keys = cfg.Identity
 	}
-	m := &format.Manifest{}
-	if body := st.SharedFiles(); body != nil {
-		var err error
-		if m, err = format.DecodeManifest(body); err != nil {
-			return format.Entry{}, fmt.Errorf("files: %s's list of shared files cannot be read by this version: %w", who, err)
-		}
+	m, err := (&owner{handle: who, state: st}).manifest()
+	if err != nil {
+		return format.Entry{}, err
 	}
 	if keys != nil {
 		for _, e := range format.VisibleTo(m, keys) {
