@@ -3,7 +3,6 @@ package files
 import (
 	"sync"
 
-	"github.com/kez-lat/kez-chat/files/internal/addrs"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -33,7 +32,7 @@ func (n *Node) RouteOf(c network.Conn) Route {
 	if c == nil {
 		return ""
 	}
-	if addrs.IsCircuit(c.RemoteMultiaddr()) || hasCircuit(c.RemoteMultiaddr()) {
+	if hasCircuit(c.RemoteMultiaddr()) {
 		return RouteRelayed
 	}
 	if n.punched.has(c) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
@@ -187,12 +186,9 @@ func ticketEntry(t *Ticket, st *sigchain.State, cfg TicketFetchConfig, who strin
 	if keys == nil && cfg.Identity != nil {
 		keys = cfg.Identity
 	}
-	m := &format.Manifest{}
-	if body := st.SharedFiles(); body != nil {
-		var err error
-		if m, err = format.DecodeManifest(body); err != nil {
-			return format.Entry{}, fmt.Errorf("files: %s's list of shared files cannot be read by this version: %w", who, err)
-		}
+	m, err := (&owner{handle: who, state: st}).manifest()
+	if err != nil {
+		return format.Entry{}, err
 	}
 	if keys != nil {
 		for _, e := range format.VisibleTo(m, keys) {
@@ -253,7 +249,7 @@ func reachTicket(ctx context.Context, node *Node, t *Ticket, o fetchConfig, who 
 		if o.onWait != nil {
 			o.onWait(attempt)
 		}
-		tm := time.NewTimer(pause/2 + rand.N(pause/2+1))
+		tm := time.NewTimer(spread(pause))
 		select {
 		case <-tm.C:
 		case <-wctx.Done():
