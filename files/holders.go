@@ -104,7 +104,7 @@ type HolderStats struct {
 	Kept       int64 // haves kept (a new holder, or a newer have of one)
 	Invalid    int64 // dropped: malformed, for another device, stale or future, bad signature
 	NotPublic  int64 // dropped: not the CID of a public file this device serves
-	NotFetched int64 // dropped: the holder was not sent the whole blob from here in the last 24 h
+	NotFetched int64 // dropped: this node did not send the holder the blob's last chunk in the last 24 h
 	Replayed   int64 // dropped: not newer than the have kept from that holder
 	Full       int64 // dropped: the blob limit is reached
 	Evicted    int64 // kept haves pushed out by newer ones (the per-blob limit)

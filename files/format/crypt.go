@@ -27,7 +27,10 @@ const (
 	// SegmentOverhead is the AEAD tag added to each segment.
 	SegmentOverhead = chacha20poly1305.Overhead
 
-	encSegmentSize  = SegmentSize + SegmentOverhead
+	// EncSegmentSize is the size of every segment of an encrypted file
+	// but the last: [SegmentSize] bytes of plaintext and the AEAD tag.
+	EncSegmentSize = SegmentSize + SegmentOverhead
+
 	payloadKeyLabel = "kez/v1 private file payload"
 )
 
@@ -90,8 +93,8 @@ func PlaintextSize(enc int64) (int64, error) {
 	if enc < SegmentOverhead || enc > MaxBlobSize {
 		return 0, fmt.Errorf("%w: %d bytes is not the size of an encrypted file", ErrDecrypt, enc)
 	}
-	nseg := (enc + encSegmentSize - 1) / encSegmentSize
-	last := enc - (nseg-1)*encSegmentSize
+	nseg := (enc + EncSegmentSize - 1) / EncSegmentSize
+	last := enc - (nseg-1)*EncSegmentSize
 	if last == SegmentOverhead && nseg > 1 {
 		return 0, fmt.Errorf("%w: %d bytes is not the size of an encrypted file", ErrDecrypt, enc)
 	}
@@ -102,7 +105,7 @@ func PlaintextSize(enc int64) (int64, error) {
 // number of plaintext bytes read.
 func Encrypt(dst io.Writer, src io.Reader, key FileKey) (int64, error) {
 	a := key.aead()
-	buf := make([]byte, SegmentSize+1, encSegmentSize+1) // one byte of look-ahead
+	buf := make([]byte, SegmentSize+1, EncSegmentSize+1) // one byte of look-ahead
 	var nonce [chacha20poly1305.NonceSize]byte
 	var total int64
 	n, err := io.ReadFull(src, buf[:SegmentSize+1])
@@ -137,8 +140,8 @@ func Encrypt(dst io.Writer, src io.Reader, key FileKey) (int64, error) {
 // wrapping [ErrDecrypt], after writing the segments before the damage.
 func Decrypt(dst io.Writer, src io.Reader, key FileKey) (int64, error) {
 	a := key.aead()
-	br := bufio.NewReaderSize(src, encSegmentSize+1)
-	buf := make([]byte, encSegmentSize)
+	br := bufio.NewReaderSize(src, EncSegmentSize+1)
+	buf := make([]byte, EncSegmentSize)
 	var nonce [chacha20poly1305.NonceSize]byte
 	var total int64
 	for counter := uint64(0); ; counter++ {
@@ -149,7 +152,7 @@ func Decrypt(dst io.Writer, src io.Reader, key FileKey) (int64, error) {
 			}
 			return total, fmt.Errorf("files: reading the encrypted file: %w", err)
 		}
-		last := n < encSegmentSize
+		last := n < EncSegmentSize
 		if !last {
 			if _, perr := br.Peek(1); perr == io.EOF {
 				last = true
@@ -191,7 +194,7 @@ func NewDecryptReader(src io.ReaderAt, encSize int64, key FileKey) (*DecryptRead
 		return nil, err
 	}
 	r := &DecryptReader{src: src, a: key.aead(), enc: encSize, size: size, nseg: numSegments(size)}
-	buf := make([]byte, encSegmentSize)
+	buf := make([]byte, EncSegmentSize)
 	if _, err := r.segment(buf, r.nseg-1); err != nil {
 		return nil, err
 	}
@@ -201,10 +204,10 @@ func NewDecryptReader(src io.ReaderAt, encSize int64, key FileKey) (*DecryptRead
 // Size returns the plaintext size.
 func (r *DecryptReader) Size() int64 { return r.size }
 
-// segment decrypts segment i into buf (of encSegmentSize bytes).
+// segment decrypts segment i into buf (of EncSegmentSize bytes).
 func (r *DecryptReader) segment(buf []byte, i int64) ([]byte, error) {
-	off := i * encSegmentSize
-	n := min(int64(encSegmentSize), r.enc-off)
+	off := i * EncSegmentSize
+	n := min(int64(EncSegmentSize), r.enc-off)
 	if k, err := r.src.ReadAt(buf[:n], off); int64(k) < n {
 		return nil, fmt.Errorf("files: reading the encrypted file: %w", err)
 	}
@@ -225,7 +228,7 @@ func (r *DecryptReader) ReadAt(p []byte, off int64) (int, error) {
 	if off >= r.size {
 		return 0, io.EOF
 	}
-	buf := make([]byte, encSegmentSize)
+	buf := make([]byte, EncSegmentSize)
 	n := 0
 	for n < len(p) && off < r.size {
 		seg := off / SegmentSize
@@ -259,7 +262,7 @@ func EncryptFile(dst, src string) (FileKey, int64, error) {
 	if err != nil {
 		return key, 0, err
 	}
-	bw := bufio.NewWriterSize(out, 4*encSegmentSize)
+	bw := bufio.NewWriterSize(out, 4*EncSegmentSize)
 	n, err := Encrypt(bw, in, key)
 	if err == nil {
 		err = bw.Flush()

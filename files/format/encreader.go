@@ -24,7 +24,7 @@ type EncryptReader struct {
 	nseg int64
 }
 
-var segBufs = sync.Pool{New: func() any { b := make([]byte, encSegmentSize); return &b }}
+var segBufs = sync.Pool{New: func() any { b := make([]byte, EncSegmentSize); return &b }}
 
 // NewEncryptReader returns a reader of the encryption under key of the
 // size plaintext bytes src holds.
@@ -54,7 +54,7 @@ func (r *EncryptReader) ReadAt(p []byte, off int64) (int, error) {
 	var nonce [chacha20poly1305.NonceSize]byte
 	n := 0
 	for n < len(p) && off < r.enc {
-		seg := off / encSegmentSize
+		seg := off / EncSegmentSize
 		plen := int(min(SegmentSize, r.size-seg*SegmentSize))
 		if k, err := r.src.ReadAt(buf[:plen], seg*SegmentSize); k < plen {
 			if err == nil || err == io.EOF {
@@ -64,7 +64,7 @@ func (r *EncryptReader) ReadAt(p []byte, off int64) (int, error) {
 		}
 		segmentNonce(&nonce, uint64(seg), seg == r.nseg-1)
 		ct := r.a.Seal(buf[:0], nonce[:], buf[:plen], nil)
-		k := copy(p[n:], ct[off-seg*encSegmentSize:])
+		k := copy(p[n:], ct[off-seg*EncSegmentSize:])
 		n += k
 		off += int64(k)
 	}

@@ -371,12 +371,12 @@ func checkDecryptFailures(t *testing.T, key FileKey, enc []byte) {
 	cases["fail_flipped_byte"] = flip
 	cases["fail_truncated_by_one"] = enc[:len(enc)-1]
 	cases["fail_empty_input"] = nil
-	if len(enc) > encSegmentSize {
-		cases["fail_final_segment_dropped"] = enc[:encSegmentSize]
-		cases["fail_extended"] = append(append([]byte(nil), enc...), enc[:encSegmentSize]...)
-		sw := append([]byte(nil), enc[encSegmentSize:min(2*encSegmentSize, len(enc))]...)
-		sw = append(sw, enc[:encSegmentSize]...)
-		sw = append(sw, enc[min(2*encSegmentSize, len(enc)):]...)
+	if len(enc) > EncSegmentSize {
+		cases["fail_final_segment_dropped"] = enc[:EncSegmentSize]
+		cases["fail_extended"] = append(append([]byte(nil), enc...), enc[:EncSegmentSize]...)
+		sw := append([]byte(nil), enc[EncSegmentSize:min(2*EncSegmentSize, len(enc))]...)
+		sw = append(sw, enc[:EncSegmentSize]...)
+		sw = append(sw, enc[min(2*EncSegmentSize, len(enc)):]...)
 		cases["fail_segments_swapped"] = sw
 	}
 	for name, b := range cases {

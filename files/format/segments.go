@@ -7,10 +7,6 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// EncSegmentSize is the size of every segment of an encrypted file but the
-// last: [SegmentSize] bytes of plaintext and the AEAD tag.
-const EncSegmentSize = SegmentSize + SegmentOverhead
-
 // SegmentOpener decrypts an encrypted file one segment at a time, for a
 // reader that receives the file in order and decrypts it as it arrives (a
 // fetch that never stores the ciphertext). Segment i is the encrypted
