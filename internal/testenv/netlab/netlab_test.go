@@ -414,7 +414,7 @@ func TestNotRootSkips(t *testing.T) {
 	Require(t)
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		t.Skip("no setpriv to drop root with")
+		t.Fatalf("setpriv (util-linux, which every Debian machine has) is needed to drop root: %v", err)
 	}
 	self, err := os.Executable()
 	if err != nil {
