@@ -181,13 +181,9 @@ func SignLocateAnswer(signer kez.Signer, req *LocateRequest, list []ma.Multiaddr
 	}
 	b := make([]byte, 0, MaxLocateAnswerSize)
 	b = appendHead(b, kindAnswer, req.Owner, req.Requester, req.Nonce, now)
-	b = append(b, byte(len(list)))
-	for _, a := range list {
-		if _, err := checkAnswerAddr(a.Bytes()); err != nil {
-			return nil, err
-		}
-		b = append(b, byte(len(a.Bytes())))
-		b = append(b, a.Bytes()...)
+	b, err := appendAddrs(b, list)
+	if err != nil {
+		return nil, err
 	}
 	sig, err := signer.Sign(kez.ContextPeerAddrs, b)
 	if err != nil {
@@ -206,6 +202,41 @@ func checkAnswerAddr(b []byte) (ma.Multiaddr, error) {
 		return nil, fmt.Errorf("%w: %w", ErrSignal, err)
 	}
 	return a, nil
+}
+
+// appendAddrs appends list to b as a count byte and, for each address, a
+// length byte and its binary form, refusing any that [checkAnswerAddr]
+// refuses. Callers bound len(list).
+func appendAddrs(b []byte, list []ma.Multiaddr) ([]byte, error) {
+	b = append(b, byte(len(list)))
+	for _, a := range list {
+		if _, err := checkAnswerAddr(a.Bytes()); err != nil {
+			return nil, err
+		}
+		b = append(b, byte(len(a.Bytes())))
+		b = append(b, a.Bytes()...)
+	}
+	return b, nil
+}
+
+// parseAddrs reads n length-prefixed addresses (as [appendAddrs] wrote
+// them, after the count byte) from rest, which must still hold a
+// signature after them, and returns them with what follows.
+func parseAddrs(rest []byte, n int) ([]ma.Multiaddr, []byte, error) {
+	var list []ma.Multiaddr
+	for i := 0; i < n; i++ {
+		if len(rest) < 1 || len(rest) < 1+int(rest[0])+signatureLen {
+			return nil, nil, fmt.Errorf("%w: address %d runs past the end", ErrSignal, i)
+		}
+		l := int(rest[0])
+		a, err := checkAnswerAddr(rest[1 : 1+l])
+		if err != nil {
+			return nil, nil, err
+		}
+		list = append(list, a)
+		rest = rest[1+l:]
+	}
+	return list, rest, nil
 }
 
 // ParseLocateAnswer decodes an answer from untrusted bytes (at most
@@ -229,18 +260,8 @@ func ParseLocateAnswer(b []byte) (*LocateAnswer, error) {
 	if n == 0 || n > MaxLocateAddrs {
 		return nil, fmt.Errorf("%w: %d addresses (1 to %d allowed)", ErrSignal, n, MaxLocateAddrs)
 	}
-	rest = rest[1:]
-	for i := 0; i < n; i++ {
-		if len(rest) < 1 || len(rest) < 1+int(rest[0])+signatureLen {
-			return nil, fmt.Errorf("%w: address %d runs past the end", ErrSignal, i)
-		}
-		l := int(rest[0])
-		addr, err := checkAnswerAddr(rest[1 : 1+l])
-		if err != nil {
-			return nil, err
-		}
-		a.Addrs = append(a.Addrs, addr)
-		rest = rest[1+l:]
+	if a.Addrs, rest, err = parseAddrs(rest[1:], n); err != nil {
+		return nil, err
 	}
 	if len(rest) != signatureLen {
 		return nil, fmt.Errorf("%w: %d bytes after the addresses where a %d-byte signature was due", ErrSignal, len(rest), signatureLen)

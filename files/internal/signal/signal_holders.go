@@ -138,13 +138,9 @@ func SignHave(signer kez.Signer, h *Have) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b = append(b, byte(len(h.Addrs)))
-	for _, a := range h.Addrs {
-		if _, err := checkAnswerAddr(a.Bytes()); err != nil {
-			return nil, err
-		}
-		b = append(b, byte(len(a.Bytes())))
-		b = append(b, a.Bytes()...)
+	b, err = appendAddrs(b, h.Addrs)
+	if err != nil {
+		return nil, err
 	}
 	sig, err := signer.Sign(ContextHolder, b)
 	if err != nil {
@@ -178,18 +174,8 @@ func ParseHave(b []byte) (*Have, error) {
 	if n == 0 || n > MaxHaveAddrs {
 		return nil, fmt.Errorf("%w: %d addresses (1 to %d allowed)", ErrSignal, n, MaxHaveAddrs)
 	}
-	rest = rest[1:]
-	for i := 0; i < n; i++ {
-		if len(rest) < 1+int(rest[0])+signatureLen {
-			return nil, fmt.Errorf("%w: address %d runs past the end", ErrSignal, i)
-		}
-		l := int(rest[0])
-		a, err := checkAnswerAddr(rest[1 : 1+l])
-		if err != nil {
-			return nil, err
-		}
-		h.Addrs = append(h.Addrs, a)
-		rest = rest[1+l:]
+	if h.Addrs, rest, err = parseAddrs(rest[1:], n); err != nil {
+		return nil, err
 	}
 	if len(rest) != signatureLen {
 		return nil, fmt.Errorf("%w: %d bytes after the addresses where a %d-byte signature was due", ErrSignal, len(rest), signatureLen)
