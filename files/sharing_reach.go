@@ -87,16 +87,24 @@ func (s *Sharing) reach(ctx context.Context, node *Node, nc *nats.Conn, ow *owne
 		default:
 			return peer.AddrInfo{}, "", last
 		}
-		t := time.NewTimer(d)
-		select {
-		case <-lctx.Done():
-			t.Stop()
+		if !sleepCtx(lctx, d) {
 			if ctx.Err() != nil {
 				return peer.AddrInfo{}, "", ctx.Err()
 			}
 			return peer.AddrInfo{}, "", last
-		case <-t.C:
 		}
+	}
+}
+
+// sleepCtx waits d; false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

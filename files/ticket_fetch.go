@@ -249,11 +249,7 @@ func reachTicket(ctx context.Context, node *Node, t *Ticket, o fetchConfig, who 
 		if o.onWait != nil {
 			o.onWait(attempt)
 		}
-		tm := time.NewTimer(spread(pause))
-		select {
-		case <-tm.C:
-		case <-wctx.Done():
-			tm.Stop()
+		if !sleepCtx(wctx, spread(pause)) {
 			if ctx.Err() != nil {
 				return "", ctx.Err()
 			}
