@@ -13,6 +13,7 @@ import (
 	"github.com/kez-lat/kez-chat/internal/testenv/natstest"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/kez-lat/kez-chat/sigchain/storetest"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -80,10 +81,15 @@ func openPlaced(t *testing.T, js jetstream.JetStream, opts ...Option) (*Store, e
 	for {
 		s, err := New(context.Background(), js, opts...)
 		var apiErr *jetstream.APIError
-		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != jsNoPeers || time.Now().After(deadline) {
+		noPeers := errors.As(err, &apiErr) && apiErr.ErrorCode == jsNoPeers
+		// A request the loaded cluster did not answer in the API's
+		// timeout is asked again too: New creates or opens, so a
+		// stream or bucket made by the lost attempt is simply opened.
+		slow := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+		if err == nil || !(noPeers || slow) || time.Now().After(deadline) {
 			return s, err
 		}
-		t.Logf("no peers for placement yet (%v): asking again", err)
+		t.Logf("the cluster has not placed the store yet (%v): asking again", err)
 		select {
 		case <-time.After(250 * time.Millisecond):
 		case <-t.Context().Done():

@@ -129,8 +129,9 @@ type Lab struct {
 	t   testing.TB
 	tag string
 
-	mu  sync.Mutex
-	nss []*Namespace
+	mu   sync.Mutex
+	nss  []*Namespace
+	cmds []*exec.Cmd // made by Namespace.Command
 }
 
 // New returns an empty lab whose namespaces are deleted in t.Cleanup. It
@@ -258,9 +259,16 @@ func (n *Namespace) Forward() {
 // which run first.
 func (l *Lab) cleanup() {
 	l.mu.Lock()
-	nss := l.nss
-	l.nss = nil
+	nss, cmds := l.nss, l.cmds
+	l.nss, l.cmds = nil, nil
 	l.mu.Unlock()
+	for _, cmd := range cmds {
+		if cmd.Process != nil {
+			// Signal, not kill(2) by number: os.Process knows when the
+			// process has been waited for, so a reused ID is never hit.
+			cmd.Process.Signal(syscall.SIGKILL)
+		}
+	}
 	for i := len(nss) - 1; i >= 0; i-- {
 		if err := deleteNamespace(nss[i].Name); err != nil {
 			l.t.Errorf("netlab: %v", err)

@@ -27,6 +27,12 @@ func (n *Namespace) Command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = stopTimeout
+	// Kept for the lab's cleanup: a command started just before its test
+	// ends may not have entered the namespace yet, and "ip netns pids"
+	// would miss it.
+	n.lab.mu.Lock()
+	n.lab.cmds = append(n.lab.cmds, cmd)
+	n.lab.mu.Unlock()
 	return cmd
 }
 
