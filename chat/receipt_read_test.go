@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -139,14 +140,17 @@ func TestReadReceipts(t *testing.T) {
 	}
 
 	// Marking them read again sends nothing more.
-	before := bob.Stats().ReceiptsSent
+	before := bob.Stats().ReadReceiptsSent
+	if before == 0 {
+		t.Error("no read receipt counted")
+	}
 	if err := bob.MarkRead(ctx, unread[:2]...); err != nil {
 		t.Fatal(err)
 	}
 	if err := bob.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := bob.Stats().ReceiptsSent; n != before {
+	if n := bob.Stats().ReadReceiptsSent; n != before {
 		t.Errorf("marking read again sent %d receipts", n-before)
 	}
 
@@ -190,44 +194,58 @@ func sameIDs(a, b []MessageID) bool {
 	return slices.Equal(a, b)
 }
 
-// No read receipt for a request, nor with Config.NoReadReceipts; an
-// older peer's view of a read receipt (delivered) is kept.
+// No read receipt for a request nor for a held message; none at all with
+// Config.NoReadReceipts.
 func TestNoReadReceipts(t *testing.T) {
-	st := stacktest.Start(t, stacktest.Options{})
-	au, bu, cu := st.NewUser(t, "alice"), st.NewUser(t, "bob"), st.NewUser(t, "carol")
-	alice := openClient(t, st, au, func(c *Config) { c.NoReadReceipts = true })
-	bob := openClient(t, st, bu)
-	carol := openClient(t, st, cu)
-	mustAdd(t, alice, "bob")
-	mustAdd(t, bob, "alice")
-	ctx := testCtx(t)
-	mustSend(t, bob, "alice", "from a contact")
-	if _, err := carol.SendKey(ctx, au.Key, "from a stranger"); err != nil {
-		t.Fatal(err)
-	}
-	receiveN(t, alice, 2)
-	reqs, _ := alice.Requests(ctx)
-	unread, _ := alice.Unread(ctx)
-	if len(reqs) != 1 || len(unread) != 1 {
-		t.Fatalf("%d requests, %d unread", len(reqs), len(unread))
-	}
-	before := alice.Stats().ReceiptsSent
-	if err := alice.MarkRead(ctx, append(reqs, unread...)...); err != nil {
-		t.Fatal(err)
-	}
-	if err := alice.Shutdown(ctx); err != nil { // waits for receipts under way
-		t.Fatal(err)
-	}
-	if n := alice.Stats().ReceiptsSent - before; n != 0 {
-		t.Errorf("%d receipts sent after MarkRead", n)
-	}
-	mustSync(t, carol)
-	if s := sentTo(t, carol, au.Key.String()); len(s) != 1 || !s[0].DeliveredAt.IsZero() || !s[0].ReadAt.IsZero() {
-		t.Errorf("carol's request: %+v", s)
-	}
-	receiveUntil(t, bob, "alice's delivery receipt", func(int) bool { return bob.Stats().ReceiptsReceived > 0 })
-	if s := sentTo(t, bob, "alice"); len(s) != 1 || s[0].DeliveredAt.IsZero() || !s[0].ReadAt.IsZero() {
-		t.Errorf("bob's message: %+v", s)
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoReadReceipts=%v", off), func(t *testing.T) {
+			st := stacktest.Start(t, stacktest.Options{})
+			au, bu, cu := st.NewUser(t, "alice"), st.NewUser(t, "bob"), st.NewUser(t, "carol")
+			alice := openClient(t, st, au, func(c *Config) { c.NoReadReceipts = off })
+			bob := openClient(t, st, bu)
+			carol := openClient(t, st, cu)
+			mustAdd(t, alice, "bob")
+			mustAdd(t, bob, "alice")
+			ctx := testCtx(t)
+			mustSend(t, bob, "alice", "from a contact")
+			mustSend(t, bob, "alice", "held")
+			if _, err := carol.SendKey(ctx, au.Key, "from a stranger"); err != nil {
+				t.Fatal(err)
+			}
+			receiveN(t, alice, 3)
+			// The second as if bob's key had changed meanwhile.
+			if _, err := alice.db.db.Exec(`UPDATE messages SET trust = 'held' WHERE body = ?`, []byte("held")); err != nil {
+				t.Fatal(err)
+			}
+			reqs, _ := alice.Requests(ctx)
+			held, _ := alice.Held(ctx)
+			unread, _ := alice.Unread(ctx)
+			if len(reqs) != 1 || len(held) != 1 || len(unread) != 1 {
+				t.Fatalf("%d requests, %d held, %d unread", len(reqs), len(held), len(unread))
+			}
+			if err := alice.MarkRead(ctx, append(append(reqs, held...), unread...)...); err != nil {
+				t.Fatal(err)
+			}
+			if err := alice.Shutdown(ctx); err != nil { // waits for the receipts under way
+				t.Fatal(err)
+			}
+			want := uint64(1)
+			if off {
+				want = 0
+			}
+			if n := alice.Stats().ReadReceiptsSent; n != want {
+				t.Errorf("%d read receipts sent, want %d", n, want)
+			}
+			mustSync(t, carol)
+			if s := sentTo(t, carol, au.Key.String()); len(s) != 1 || !s[0].DeliveredAt.IsZero() || !s[0].ReadAt.IsZero() {
+				t.Errorf("carol's request: %+v", s)
+			}
+			receiveUntil(t, bob, "alice's receipts", func(int) bool { return bob.Stats().ReceiptsReceived >= 1+want })
+			s := sentTo(t, bob, "alice")
+			if len(s) != 2 || s[0].DeliveredAt.IsZero() || s[0].ReadAt.IsZero() == !off || !s[1].ReadAt.IsZero() {
+				t.Errorf("bob's messages: read %v and %v", s[0].ReadAt, s[1].ReadAt)
+			}
+		})
 	}
 }
 

@@ -657,7 +657,11 @@ func (c *Client) sendReceiptsOf(ctx context.Context, status string, es []*Entry)
 				c.log.Warn("could not send a receipt", "status", status, "to", ct.Handle, "err", err)
 				continue
 			}
-			c.stats.receiptsSent.Add(1)
+			if status == ReceiptRead {
+				c.stats.readReceiptsSent.Add(1)
+			} else {
+				c.stats.receiptsSent.Add(1)
+			}
 		}
 	}
 }
