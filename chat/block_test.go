@@ -120,7 +120,10 @@ func TestBlockAContact(t *testing.T) {
 		t.Errorf("Send after a restart: %v", err)
 	}
 
-	if err := alice.Unblock(ctx, bu.Key); err != nil {
+	// Unblocked by another client of the same state folder (the CLI
+	// beside a running UI): the running one sees it at its next batch.
+	other := openClientIn(t, st, au, home, func(c *Config) { c.Client.NATSURL = "" })
+	if err := other.Unblock(ctx, bu.Key); err != nil {
 		t.Fatal(err)
 	}
 	mustSend(t, bob, "alice", "after")
@@ -145,5 +148,28 @@ func TestBlockSelfIsRefused(t *testing.T) {
 	}
 	if b, _ := alice.Blocked(ctx); len(b) != 0 {
 		t.Errorf("blocked: %v", b)
+	}
+}
+
+// Blocking a person's key blocks all their devices: a message from a
+// linked device of a blocked stranger is dropped too.
+func TestBlockCoversEveryDevice(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, mallory := newPerson(t, st, "alice", 1), newPerson(t, st, "mallory", 2)
+	a, m1, m2 := alice.devices[0], mallory.devices[0], mallory.devices[1]
+	ctx := testCtx(t)
+	if _, err := m1.SendKey(ctx, alice.user.Key, "from the primary"); err != nil {
+		t.Fatal(err)
+	}
+	receiveN(t, a, 1)
+	if err := a.Block(ctx, mallory.user.Key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m2.SendKey(ctx, alice.user.Key, "from the phone"); err != nil {
+		t.Fatal(err)
+	}
+	receiveUntil(t, a, "the phone's message dropped", func(int) bool { return a.Stats().Blocked >= 1 })
+	if reqs, _ := a.Requests(ctx); len(reqs) != 0 {
+		t.Errorf("requests from a blocked person's device: %q", texts(reqs))
 	}
 }

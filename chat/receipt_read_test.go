@@ -266,3 +266,23 @@ func TestReadReceiptAlsoDelivers(t *testing.T) {
 		t.Errorf("delivered %v, read %v", e.DeliveredAt, e.ReadAt)
 	}
 }
+
+// A read receipt from any device of the recipient person counts.
+func TestReadReceiptFromAnotherDevice(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	alice, bob := newPerson(t, st, "alice", 1), newPerson(t, st, "bob", 2)
+	a, b1, b2 := alice.devices[0], bob.devices[0], bob.devices[1]
+	mustAdd(t, a, "bob")
+	mustAdd(t, b1, "alice")
+	waitContact(t, b2, "alice", func(*Contact) bool { return true })
+	mustSend(t, a, "bob", "read me on your phone")
+	receiveN(t, b2, 1)
+	unread, err := b2.Unread(testCtx(t))
+	if err != nil || len(unread) != 1 {
+		t.Fatalf("unread on bob's phone: %d, %v", len(unread), err)
+	}
+	if err := b2.MarkRead(testCtx(t), unread...); err != nil {
+		t.Fatal(err)
+	}
+	receiveUntil(t, a, "the read receipt from bob's phone", func(int) bool { return !sentTo(t, a, "bob")[0].ReadAt.IsZero() })
+}
