@@ -78,6 +78,9 @@ func ReadConversations(ctx context.Context, home string) ([]Conversation, error)
 		return nil, fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
 	defer db.Close()
+	if err := checkReadable(ctx, db, path); err != nil {
+		return nil, err
+	}
 	s := &store{db: db}
 	out, err := s.conversations(ctx, s.storedGroupTitle(ctx))
 	if err != nil {
@@ -135,9 +138,6 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 		return nil, err
 	}
 	defer tx.Rollback()
-	if err := checkReadable(ctx, tx); err != nil {
-		return nil, err
-	}
 	var (
 		out  []Conversation
 		last = map[int64]int{} // message rowid → index in out
@@ -261,38 +261,38 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 }
 
 // checkReadable refuses a database this program cannot read the list
-// from: a newer schema, or one without a column the list reads.
-func checkReadable(ctx context.Context, tx *sql.Tx) error {
+// from (at path): a newer schema, or one without a column the list reads.
+func checkReadable(ctx context.Context, db *sql.DB, path string) error {
 	var v int
-	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
-		return err
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
 	if v > schemaVersion {
-		return fmt.Errorf("%w: %w", ErrSchemaVersion, &sqlitedb.NewerSchemaError{Version: v, Known: schemaVersion})
+		return fmt.Errorf("%w: %s: %w", ErrSchemaVersion, path, &sqlitedb.NewerSchemaError{Version: v, Known: schemaVersion})
 	}
 	need := slices.Clone(conversationColumns)
 	for col := range strings.SplitSeq(entryColumns, ",") {
 		need = append(need, [2]string{"messages", strings.TrimSpace(col)})
 	}
 	have := map[[2]string]bool{}
-	rows, err := tx.QueryContext(ctx, `SELECT t.name, c.name FROM sqlite_schema t, pragma_table_info(t.name) c WHERE t.type = 'table' AND t.name IN ('contacts', 'groups', 'messages')`)
+	rows, err := db.QueryContext(ctx, `SELECT t.name, c.name FROM sqlite_schema t, pragma_table_info(t.name) c WHERE t.type = 'table' AND t.name IN ('contacts', 'groups', 'messages')`)
 	if err != nil {
-		return err
+		return fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var col [2]string
 		if err := rows.Scan(&col[0], &col[1]); err != nil {
-			return err
+			return fmt.Errorf("chat: reading the database %s: %w", path, err)
 		}
 		have[col] = true
 	}
 	if err := rows.Err(); err != nil {
-		return err
+		return fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
 	for _, col := range need {
 		if !have[col] {
-			return fmt.Errorf("%w: version %d has no column %s.%s", ErrSchemaVersion, v, col[0], col[1])
+			return fmt.Errorf("%w: %s: version %d has no column %s.%s", ErrSchemaVersion, path, v, col[0], col[1])
 		}
 	}
 	return nil
