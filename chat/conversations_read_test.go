@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/internal/sqlitedb"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 	"github.com/kez-lat/kez-chat/kez"
@@ -194,4 +195,46 @@ func TestReadConversationsWhileWritten(t *testing.T) {
 	if cs, err := c.Conversations(context.Background()); err != nil || len(cs) != 2 || cs[0].Unread != rounds {
 		t.Errorf("the client's list: %+v, %v", cs, err)
 	}
+}
+
+// FuzzReadConversations reads damaged databases: a real one with a
+// conversation, mutated. Whatever the bytes, it returns rows or an error,
+// and never writes the file.
+func FuzzReadConversations(f *testing.F) {
+	c, err := Open(context.Background(), Config{Client: client.Config{Identity: stacktest.Identity("alice"), Home: f.TempDir(), Domain: "kez.test"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	bob := stacktest.Identity("bob").PublicKey()
+	storeEntries(f, c, conversationOf(c.me, bob, 4, time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC), ""))
+	home := c.cc.Home
+	if err := c.Close(); err != nil {
+		f.Fatal(err)
+	}
+	real, err := os.ReadFile(filepath.Join(home, DBFileName))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(real)
+	f.Add(real[:len(real)/2])
+	f.Add([]byte("SQLite format 3\x00"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		home := t.TempDir()
+		path := filepath.Join(home, DBFileName)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cs, err := ReadConversations(context.Background(), home)
+		if err == nil {
+			for _, cv := range cs {
+				if cv.Group == "" && cv.Peer.IsZero() {
+					t.Fatalf("a row names nobody: %+v", cv)
+				}
+			}
+		}
+		if after, err := os.ReadFile(path); err != nil || !bytes.Equal(after, b) {
+			t.Fatalf("the file changed: %v", err)
+		}
+	})
 }
