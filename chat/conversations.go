@@ -67,7 +67,14 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 // written by a client meanwhile is read as one consistent snapshot. One
 // at a newer schema than this program knows, or too old to hold what the
 // list needs, gives an error wrapping [ErrSchemaVersion]; a file that is
-// no SQLite database gives an error and is left as it was.
+// no SQLite database gives an error and is left as it was. The file is
+// never written; SQLite may leave the files its readers share beside it
+// (chat.db-wal, chat.db-shm), with the database's mode.
+//
+// A conversation with a key that is neither a contact nor a requester
+// (the old key of a contact whose new key was accepted, a key written to
+// with [Client.SendKey] that never wrote back) has no row; its history
+// stays readable with [Client.Page].
 func ReadConversations(ctx context.Context, home string) ([]Conversation, error) {
 	path, ok, err := homeDatabase(home)
 	if err != nil || !ok {

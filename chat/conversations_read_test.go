@@ -206,7 +206,7 @@ func FuzzReadConversations(f *testing.F) {
 		f.Fatal(err)
 	}
 	bob := stacktest.Identity("bob").PublicKey()
-	storeEntries(f, c, conversationOf(c.me, bob, 4, time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC), ""))
+	storeEntries(f, c, asRequests(conversationOf(c.me, bob, 4, time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC), "")))
 	home := c.cc.Home
 	if err := c.Close(); err != nil {
 		f.Fatal(err)
@@ -237,4 +237,44 @@ func FuzzReadConversations(f *testing.F) {
 			t.Fatalf("the file changed: %v", err)
 		}
 	})
+}
+
+// Reading a closed client's database leaves the file byte for byte as it
+// was; the files SQLite's readers share beside it are the owner's only.
+func TestReadConversationsLeavesTheFile(t *testing.T) {
+	c := openOffline(t, "alice")
+	bob := stacktest.Identity("bob").PublicKey()
+	storeEntries(t, c, asRequests(conversationOf(c.me, bob, 9, time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC), "")))
+	home := c.cc.Home
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(home, DBFileName)
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := ReadConversations(testCtx(t), home)
+	if err != nil || len(cs) != 1 || cs[0].Peer != bob || !cs[0].Request || cs[0].Unread != 5 {
+		t.Fatalf("%+v, %v", cs, err)
+	}
+	if after, err := os.ReadFile(path); err != nil || !bytes.Equal(after, before) {
+		t.Errorf("the database changed: %v", err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if st, err := os.Stat(p); err == nil && st.Mode().Perm() != 0o600 {
+			t.Errorf("%s is mode %v", p, st.Mode())
+		}
+	}
+}
+
+// asRequests makes the received messages among es requests: bob is no
+// contact of the offline client, so his conversation is listed as one.
+func asRequests(es []*Entry) []*Entry {
+	for _, e := range es {
+		if e.Incoming {
+			e.Trust = TrustRequest
+		}
+	}
+	return es
 }
