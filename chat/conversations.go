@@ -37,9 +37,9 @@ type Conversation struct {
 }
 
 // ErrSchemaVersion reports a database that [ReadConversations] cannot
-// read without opening a client: written by a newer program (wrapping a
-// sqlitedb-style error naming both versions), or so old that it lacks a
-// column the list needs (opening a [Client] migrates it).
+// read without opening a client: written by a newer program (the error
+// names both versions), or so old that it lacks a column the list needs
+// (opening a [Client] migrates it).
 var ErrSchemaVersion = errors.New("chat: the database's schema version cannot be read here")
 
 // Conversations returns the conversation list: every contact, every key
@@ -49,6 +49,11 @@ var ErrSchemaVersion = errors.New("chat: the database's schema version cannot be
 // then stream sequence); then those without, by handle or group name.
 // Held messages count in Held, not in Last or Unread. It reads only the
 // local database and changes nothing.
+//
+// A conversation with a key that is neither a contact nor a requester
+// (the old key of a contact whose new key was accepted, a key written to
+// with [Client.SendKey] that never wrote back) has no row; its history
+// stays readable with [Client.Page].
 func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 	return c.db.conversations(ctx, func(name string) string {
 		if gs := c.groups.get(name); gs != nil {
@@ -70,11 +75,7 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 // no SQLite database gives an error and is left as it was. The file is
 // never written; SQLite may leave the files its readers share beside it
 // (chat.db-wal, chat.db-shm), with the database's mode.
-//
-// A conversation with a key that is neither a contact nor a requester
-// (the old key of a contact whose new key was accepted, a key written to
-// with [Client.SendKey] that never wrote back) has no row; its history
-// stays readable with [Client.Page].
+
 func ReadConversations(ctx context.Context, home string) ([]Conversation, error) {
 	path, ok, err := homeDatabase(home)
 	if err != nil || !ok {
