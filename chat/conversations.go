@@ -134,9 +134,18 @@ var conversationColumns = [][2]string{
 	{"messages", "trust"}, {"messages", "incoming"}, {"messages", "grp"},
 }
 
-// lastOf picks the rowid of the newest message of a conversation, in the
-// display order (orderBy) reversed.
-const lastOf = ` AND trust != 'held' ORDER BY sent_at DESC, stream_seq DESC, received_at DESC, id DESC LIMIT 1)`
+// lastOf is a subquery giving the rowid of the newest message, held ones
+// aside, of the conversation where selects, in the display order
+// (orderBy): the newest send time and sequence from the conversation's
+// index, then among the messages with both (rarely more than one) the
+// last stored. One ORDER BY of all four columns would sort each
+// conversation's messages instead.
+func lastOf(where string) string {
+	where += ` AND trust != 'held'`
+	return `(SELECT messages.rowid FROM messages,
+		(SELECT sent_at AS s, stream_seq AS q FROM messages WHERE ` + where + ` ORDER BY sent_at DESC, stream_seq DESC LIMIT 1)
+		WHERE ` + where + ` AND sent_at = s AND stream_seq = q ORDER BY received_at DESC, id DESC LIMIT 1)`
+}
 
 // conversations reads the list in one read transaction; title gives a
 // group's title.
@@ -160,7 +169,7 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 	// Contacts, with the key a changed handle names (its held messages
 	// count as the contact's).
 	rows, err := tx.QueryContext(ctx, `SELECT c.handle, c.key, c.flag, c.flag_key, c.verified_at IS NOT NULL,
-		(SELECT rowid FROM messages WHERE peer_key = c.key AND grp = ''`+lastOf+`
+		`+lastOf(`peer_key = c.key AND grp = ''`)+`
 		FROM contacts c`)
 	if err != nil {
 		return nil, err
@@ -203,7 +212,7 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 	// handle it claims.
 	rows, err = tx.QueryContext(ctx, `SELECT r.key,
 		(SELECT peer_handle FROM messages WHERE from_key = r.key AND trust = 'request' AND grp = '' ORDER BY rowid DESC LIMIT 1),
-		(SELECT rowid FROM messages WHERE peer_key = r.key AND grp = ''`+lastOf+`
+		`+lastOf(`peer_key = r.key AND grp = ''`)+`
 		FROM (SELECT DISTINCT from_key AS key FROM messages WHERE trust = 'request' AND grp = '') r`)
 	if err != nil {
 		return nil, err
@@ -231,7 +240,7 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 
 	// Groups (messages_group).
 	rows, err = tx.QueryContext(ctx, `SELECT g.name, g.invited_by != '',
-		(SELECT rowid FROM messages WHERE grp = g.name AND grp != ''`+lastOf+`
+		`+lastOf(`grp = g.name AND grp != ''`)+`
 		FROM groups g`)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -244,7 +245,12 @@ func FuzzReadConversations(f *testing.F) {
 func TestReadConversationsLeavesTheFile(t *testing.T) {
 	c := openOffline(t, "alice")
 	bob := stacktest.Identity("bob").PublicKey()
-	storeEntries(t, c, asRequests(conversationOf(c.me, bob, 9, time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC), "")))
+	es := asRequests(conversationOf(c.me, bob, 9, time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC), ""))
+	// Stored newest first, so that the order of storage is not the
+	// display order.
+	rev := slices.Clone(es)
+	slices.Reverse(rev)
+	storeEntries(t, c, rev)
 	home := c.cc.Home
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -257,6 +263,11 @@ func TestReadConversationsLeavesTheFile(t *testing.T) {
 	cs, err := ReadConversations(testCtx(t), home)
 	if err != nil || len(cs) != 1 || cs[0].Peer != bob || !cs[0].Request || cs[0].Unread != 5 {
 		t.Fatalf("%+v, %v", cs, err)
+	}
+	// The last three share their send time, sequence and arrival: the
+	// newest is the last in the display order, by ID.
+	if cs[0].Last.ID != es[8].ID {
+		t.Errorf("last %s, want %s", cs[0].Last.ID, es[8].ID)
 	}
 	if after, err := os.ReadFile(path); err != nil || !bytes.Equal(after, before) {
 		t.Errorf("the database changed: %v", err)
