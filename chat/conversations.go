@@ -86,10 +86,11 @@ func ReadConversations(ctx context.Context, home string) ([]Conversation, error)
 		return nil, fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
 	defer db.Close()
-	if err := checkReadable(ctx, db, path); err != nil {
+	cols, err := checkReadable(ctx, db, path)
+	if err != nil {
 		return nil, err
 	}
-	s := &store{db: db}
+	s := &store{db: db, entryCols: cols}
 	out, err := s.conversations(ctx, s.storedGroupTitle(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("chat: reading the database %s: %w", path, err)
@@ -277,42 +278,57 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 	return out, tx.Commit()
 }
 
+// laterEntryColumns are the messages' columns (of entryColumns) a
+// database of an older version may lack: the list reads NULL instead.
+var laterEntryColumns = map[string]bool{"read_at": true} // version 13
+
 // checkReadable refuses a database this program cannot read the list
 // from (at path): a newer schema, or one without a column the list reads.
-func checkReadable(ctx context.Context, db *sql.DB, path string) error {
+// It returns the messages' columns to read in the place of entryColumns.
+func checkReadable(ctx context.Context, db *sql.DB, path string) (string, error) {
 	var v int
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
-		return fmt.Errorf("chat: reading the database %s: %w", path, err)
+		return "", fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
 	if v > schemaVersion {
-		return fmt.Errorf("%w: %s: %w", ErrSchemaVersion, path, &sqlitedb.NewerSchemaError{Version: v, Known: schemaVersion})
+		return "", fmt.Errorf("%w: %s: %w", ErrSchemaVersion, path, &sqlitedb.NewerSchemaError{Version: v, Known: schemaVersion})
 	}
 	need := slices.Clone(conversationColumns)
+	var entry []string
 	for col := range strings.SplitSeq(entryColumns, ",") {
-		need = append(need, [2]string{"messages", strings.TrimSpace(col)})
+		entry = append(entry, strings.TrimSpace(col))
 	}
 	have := map[[2]string]bool{}
 	rows, err := db.QueryContext(ctx, `SELECT t.name, c.name FROM sqlite_schema t, pragma_table_info(t.name) c WHERE t.type = 'table' AND t.name IN ('contacts', 'groups', 'messages')`)
 	if err != nil {
-		return fmt.Errorf("chat: reading the database %s: %w", path, err)
+		return "", fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var col [2]string
 		if err := rows.Scan(&col[0], &col[1]); err != nil {
-			return fmt.Errorf("chat: reading the database %s: %w", path, err)
+			return "", fmt.Errorf("chat: reading the database %s: %w", path, err)
 		}
 		have[col] = true
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("chat: reading the database %s: %w", path, err)
+		return "", fmt.Errorf("chat: reading the database %s: %w", path, err)
+	}
+	for i, col := range entry {
+		switch {
+		case have[[2]string{"messages", col}]:
+		case laterEntryColumns[col]:
+			entry[i] = "NULL"
+		default:
+			need = append(need, [2]string{"messages", col})
+		}
 	}
 	for _, col := range need {
 		if !have[col] {
-			return fmt.Errorf("%w: %s: version %d has no column %s.%s", ErrSchemaVersion, path, v, col[0], col[1])
+			return "", fmt.Errorf("%w: %s: version %d has no column %s.%s", ErrSchemaVersion, path, v, col[0], col[1])
 		}
 	}
-	return nil
+	return strings.Join(entry, ", "), nil
 }
 
 // fillLast reads the newest messages, by rowid, into their rows.
@@ -324,7 +340,7 @@ func (s *store) fillLast(ctx context.Context, tx *sql.Tx, out []Conversation, la
 	for id := range last {
 		ids = append(ids, fmt.Sprint(id))
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT rowid, `+entryColumns+` FROM messages WHERE rowid IN (SELECT value FROM json_each(?))`,
+	rows, err := tx.QueryContext(ctx, `SELECT rowid, `+cmp.Or(s.entryCols, entryColumns)+` FROM messages WHERE rowid IN (SELECT value FROM json_each(?))`,
 		"["+strings.Join(ids, ",")+"]")
 	if err != nil {
 		return err

@@ -66,14 +66,6 @@ func sentTo(t *testing.T, c *testClient, handle string) []*Entry {
 	return out
 }
 
-func ids(es []*Entry) []MessageID {
-	out := make([]MessageID, len(es))
-	for i, e := range es {
-		out[i] = e.ID
-	}
-	return out
-}
-
 // Read receipts end to end: bob reads, alice's messages get ReadAt and
 // OnReceipt is told; a third user who learnt the IDs cannot mark them
 // read; a replayed read receipt changes nothing.
