@@ -156,6 +156,25 @@ func TestReadConversationsSchemaVersions(t *testing.T) {
 	if v := userVersion(t, path); v != 11 {
 		t.Errorf("reading migrated the file to %d", v)
 	}
+
+	// Version 12 has no messages.read_at (13): read as never read.
+	home, path = migrated(t, 12)
+	db, err = sqlitedb.Open(path, sqlitedb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := stacktest.Identity("bob").PublicKey().String()
+	if _, err := db.Exec(`INSERT INTO messages (id, incoming, peer_key, from_key, to_key, sent_at, received_at, kind, body, trust, state)
+		VALUES (?, 1, ?, ?, ?, 1, 1, 'text', ?, 'request', '')`, make([]byte, 16), peer, peer, stacktest.Identity("alice").PublicKey().String(), []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if cs, err := ReadConversations(ctx, home); err != nil || len(cs) != 1 || cs[0].Last == nil || cs[0].Last.Text() != "hi" || !cs[0].Last.ReadAt.IsZero() {
+		t.Errorf("schema 12: %+v, %v", cs, err)
+	}
+	if v := userVersion(t, path); v != 12 {
+		t.Errorf("reading migrated the file to %d", v)
+	}
 }
 
 // ReadConversations on a database a client writes meanwhile sees each

@@ -26,7 +26,15 @@
 //     shown twice.
 //   - [Client.History], [Client.Requests] (messages from keys that are not
 //     contacts) and [Client.Held] (from contacts whose key or chain changed)
-//     read the history.
+//     read the history. [Client.AcceptRequest] makes a requester a contact
+//     under the handle the registry confirmed for its key.
+//   - [Client.MarkRead] marks what was shown read and sends the contacts
+//     who sent it a read receipt (unless Config.NoReadReceipts; never to a
+//     stranger); their receipts set Entry.DeliveredAt and Entry.ReadAt of
+//     what the user sent them, and Config.OnReceipt hears of each.
+//   - [Client.Block] drops everything a person sends, unstored, and
+//     refuses sends to them ([ErrBlocked]); [Client.Unblock] lifts it.
+//     Blocking is local: nobody is told.
 //
 // # The conversation list and paging
 //

@@ -69,7 +69,7 @@ func conversationOf(me, peer kez.PublicKey, n int, start time.Time, group string
 	return es
 }
 
-func entryIDs(es []*Entry) []MessageID {
+func ids(es []*Entry) []MessageID {
 	out := make([]MessageID, len(es))
 	for i, e := range es {
 		out[i] = e.ID
@@ -118,7 +118,7 @@ func TestPage(t *testing.T) {
 
 	for _, limit := range []int{7, 0, MaxPageSize} {
 		all, pages := walk(t, c, PageQuery{Peer: bob, Limit: limit})
-		if !slices.Equal(entryIDs(all), entryIDs(conv)) {
+		if !slices.Equal(ids(all), ids(conv)) {
 			t.Fatalf("limit %d: the pages do not add up to the conversation (%d messages)", limit, len(all))
 		}
 		if want := (120 + cmpLimit(limit) - 1) / cmpLimit(limit); pages != want {
@@ -131,12 +131,12 @@ func TestPage(t *testing.T) {
 	}
 	// The History a caller knew before agrees.
 	h, err := c.History(testCtx(t), bob.String(), 0)
-	if err != nil || !slices.Equal(entryIDs(h), entryIDs(conv)) {
+	if err != nil || !slices.Equal(ids(h), ids(conv)) {
 		t.Errorf("History and Page disagree: %v", err)
 	}
 
 	all, _ := walk(t, c, PageQuery{Group: "team", Limit: 9})
-	if !slices.Equal(entryIDs(all), entryIDs(grp)) {
+	if !slices.Equal(ids(all), ids(grp)) {
 		t.Fatalf("the group's pages: %d messages", len(all))
 	}
 	for _, e := range all {
