@@ -61,7 +61,7 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 			return st.Title()
 		}
 		return ""
-	})
+	}, entryColumns)
 }
 
 // ReadConversations reads the list from the chat.db in home without opening a Client: no identity,
@@ -90,8 +90,8 @@ func ReadConversations(ctx context.Context, home string) ([]Conversation, error)
 	if err != nil {
 		return nil, err
 	}
-	s := &store{db: db, entryCols: cols}
-	out, err := s.conversations(ctx, s.storedGroupTitle(ctx))
+	s := &store{db: db}
+	out, err := s.conversations(ctx, s.storedGroupTitle(ctx), cols)
 	if err != nil {
 		return nil, fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
@@ -127,12 +127,15 @@ func (s *store) storedGroupTitle(ctx context.Context) func(string) string {
 	}
 }
 
-// conversationColumns are the columns the list reads besides the
-// messages' (entryColumns): table and column.
+// conversationColumns are the columns the list cannot be read without
+// (table and column): those it selects rows by, sorts by or counts. A
+// column of an entry (entryColumns) that a later schema added is read as
+// NULL from an older file, as the rows it holds had none.
 var conversationColumns = [][2]string{
 	{"contacts", "handle"}, {"contacts", "key"}, {"contacts", "flag"}, {"contacts", "flag_key"}, {"contacts", "verified_at"},
 	{"groups", "name"}, {"groups", "invited_by"},
-	{"messages", "trust"}, {"messages", "incoming"}, {"messages", "grp"},
+	{"messages", "id"}, {"messages", "from_key"}, {"messages", "peer_key"}, {"messages", "peer_handle"}, {"messages", "incoming"},
+	{"messages", "sent_at"}, {"messages", "received_at"}, {"messages", "stream_seq"}, {"messages", "trust"}, {"messages", "read"}, {"messages", "grp"},
 }
 
 // lastOf is a subquery giving the rowid of the newest message, held ones
@@ -149,8 +152,9 @@ func lastOf(where string) string {
 }
 
 // conversations reads the list in one read transaction; title gives a
-// group's title.
-func (s *store) conversations(ctx context.Context, title func(string) string) ([]Conversation, error) {
+// group's title, cols are the entry columns to select (entryColumns, or
+// what an older file has of them).
+func (s *store) conversations(ctx context.Context, title func(string) string, cols string) ([]Conversation, error) {
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
@@ -262,7 +266,7 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 		return nil, err
 	}
 
-	if err := s.fillLast(ctx, tx, out, last); err != nil {
+	if err := fillLast(ctx, tx, out, last, cols); err != nil {
 		return nil, err
 	}
 	if err := fillUnread(ctx, tx, out); err != nil {
@@ -278,13 +282,9 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 	return out, tx.Commit()
 }
 
-// laterEntryColumns are the messages' columns (of entryColumns) a
-// database of an older version may lack: the list reads NULL instead.
-var laterEntryColumns = map[string]bool{"read_at": true} // version 13
-
 // checkReadable refuses a database this program cannot read the list
-// from (at path): a newer schema, or one without a column the list reads.
-// It returns the messages' columns to read in the place of entryColumns.
+// from (at path): a newer schema, or one without a column the list
+// needs. It returns the entry columns to select from it.
 func checkReadable(ctx context.Context, db *sql.DB, path string) (string, error) {
 	var v int
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
@@ -292,11 +292,6 @@ func checkReadable(ctx context.Context, db *sql.DB, path string) (string, error)
 	}
 	if v > schemaVersion {
 		return "", fmt.Errorf("%w: %s: %w", ErrSchemaVersion, path, &sqlitedb.NewerSchemaError{Version: v, Known: schemaVersion})
-	}
-	need := slices.Clone(conversationColumns)
-	var entry []string
-	for col := range strings.SplitSeq(entryColumns, ",") {
-		entry = append(entry, strings.TrimSpace(col))
 	}
 	have := map[[2]string]bool{}
 	rows, err := db.QueryContext(ctx, `SELECT t.name, c.name FROM sqlite_schema t, pragma_table_info(t.name) c WHERE t.type = 'table' AND t.name IN ('contacts', 'groups', 'messages')`)
@@ -314,25 +309,24 @@ func checkReadable(ctx context.Context, db *sql.DB, path string) (string, error)
 	if err := rows.Err(); err != nil {
 		return "", fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
-	for i, col := range entry {
-		switch {
-		case have[[2]string{"messages", col}]:
-		case laterEntryColumns[col]:
-			entry[i] = "NULL"
-		default:
-			need = append(need, [2]string{"messages", col})
-		}
-	}
-	for _, col := range need {
+	for _, col := range conversationColumns {
 		if !have[col] {
 			return "", fmt.Errorf("%w: %s: version %d has no column %s.%s", ErrSchemaVersion, path, v, col[0], col[1])
 		}
 	}
-	return strings.Join(entry, ", "), nil
+	var cols []string
+	for col := range strings.SplitSeq(entryColumns, ",") {
+		col = strings.TrimSpace(col)
+		if !have[[2]string{"messages", col}] {
+			col = "NULL AS " + col
+		}
+		cols = append(cols, col)
+	}
+	return strings.Join(cols, ", "), nil
 }
 
 // fillLast reads the newest messages, by rowid, into their rows.
-func (s *store) fillLast(ctx context.Context, tx *sql.Tx, out []Conversation, last map[int64]int) error {
+func fillLast(ctx context.Context, tx *sql.Tx, out []Conversation, last map[int64]int, cols string) error {
 	if len(last) == 0 {
 		return nil
 	}
@@ -340,7 +334,7 @@ func (s *store) fillLast(ctx context.Context, tx *sql.Tx, out []Conversation, la
 	for id := range last {
 		ids = append(ids, fmt.Sprint(id))
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT rowid, `+cmp.Or(s.entryCols, entryColumns)+` FROM messages WHERE rowid IN (SELECT value FROM json_each(?))`,
+	rows, err := tx.QueryContext(ctx, `SELECT rowid, `+cols+` FROM messages WHERE rowid IN (SELECT value FROM json_each(?))`,
 		"["+strings.Join(ids, ",")+"]")
 	if err != nil {
 		return err

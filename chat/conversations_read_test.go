@@ -130,9 +130,28 @@ func TestReadConversationsSchemaVersions(t *testing.T) {
 		t.Errorf("reading migrated the file to %d", v)
 	}
 
-	home, path = migrated(t, 11) // has every column the list reads
-	if cs, err := ReadConversations(ctx, home); err != nil || len(cs) != 0 {
-		t.Errorf("schema 11: %v, %v", cs, err)
+	// Version 11 has every column the list needs; a column of a message
+	// added later reads as none.
+	home, path = migrated(t, 11)
+	bob := stacktest.Identity("bob").PublicKey()
+	db, err = sqlitedb.Open(path, sqlitedb.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC).UnixMilli()
+	for _, q := range [][]any{
+		{`INSERT INTO contacts (handle, key, enc_key, generation, sig_server, pin_seqno, pin_head, added_at, refreshed_at) VALUES ('bob@kez.test', ?, x'00', 0, '', 1, 'x', 0, 0)`, bob.String()},
+		{`INSERT INTO messages (id, from_key, to_key, peer_key, peer_handle, incoming, sent_at, received_at, kind, body, trust, grp) VALUES (x'0102030405060708090a0b0c0d0e0f10', ?, ?, ?, 'bob@kez.test', 1, ?, ?, 'text', CAST('hi' AS BLOB), 'trusted', '')`,
+			bob.String(), stacktest.Identity("alice").PublicKey().String(), bob.String(), at, at},
+	} {
+		if _, err := db.Exec(q[0].(string), q[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	cs, err := ReadConversations(ctx, home)
+	if err != nil || len(cs) != 1 || cs[0].Peer != bob || cs[0].Unread != 1 || cs[0].Last == nil || cs[0].Last.Text() != "hi" {
+		t.Errorf("schema 11: %+v, %v", cs, err)
 	}
 	if v := userVersion(t, path); v != 11 {
 		t.Errorf("reading migrated the file to %d", v)

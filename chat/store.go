@@ -399,18 +399,14 @@ type writeOp struct {
 
 // store is the client's database.
 type store struct {
-	log *slog.Logger // may be nil
-	db  *sql.DB
-	// entryCols, if not "", is read in the place of entryColumns: a
-	// read-only store of an older version (ReadConversations) reads NULL
-	// for a column it lacks.
-	entryCols string
-	stmts     statements
-	ops       chan writeOp
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	mu        sync.RWMutex // guards closed against sends on ops
-	closed    bool
+	log    *slog.Logger // may be nil
+	db     *sql.DB
+	stmts  statements
+	ops    chan writeOp
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.RWMutex // guards closed against sends on ops
+	closed bool
 }
 
 // openStore opens (creating if needed) the database at path and migrates it
