@@ -289,6 +289,14 @@ func (c *Client) applyRequester(ctx context.Context, key kez.PublicKey, r reques
 			trust = TrustHeld
 		}
 	}
+	if trust == TrustHeld && c.blockedContact(r.handle) {
+		// The new key of a blocked contact (§5.1): its requests go as
+		// a blocked key's do.
+		return c.db.write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec(`DELETE FROM messages WHERE incoming = 1 AND from_key = ? AND trust = 'request'`, key.String())
+			return err
+		})
+	}
 	return c.db.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.Exec(`UPDATE messages SET peer_handle = ?, trust = ? WHERE incoming = 1 AND from_key = ? AND trust = 'request'`,
 			r.handle, string(trust), key.String())
