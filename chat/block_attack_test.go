@@ -1,10 +1,14 @@
 package chat
 
 import (
+	"crypto/rand"
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/session"
 )
 
 // A blocked contact who moves his handle to a new key is still blocked:
@@ -61,5 +65,57 @@ func TestBlockCoversAContactsNewKey(t *testing.T) {
 		if cv.Held != 0 || cv.Unread != 0 || cv.Request {
 			t.Errorf("conversation row: %+v", cv)
 		}
+	}
+}
+
+// A group member's envelopes held before the block (a key of an epoch the
+// receiver has not pinned yet, and messages sealed with it) are not
+// opened after it: when the epoch comes, bob's held message is dropped
+// as blocked, not stored in the group's history.
+func TestBlockDropsHeldGroupEnvelopes(t *testing.T) {
+	tr := newTrio(t, stacktest.Options{}, func(c *Config) { c.GroupUpdateInterval = time.Millisecond })
+	ctx := testCtx(t)
+	gs, err := tr.b.pinnedGroup(tr.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, _ := gs.snapshot()
+	// bob seals with a key of epoch 3, which the chain does not have yet:
+	// carol keeps the key unchecked and holds the message.
+	sk, err := session.NewSenderKey(rand.Reader, st.ID(), st.Epoch()+1, tr.b.DeviceKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dist, err := sk.Distribution().MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Message{ID: NewMessageID(), SentAt: time.Now().Truncate(time.Millisecond), From: tr.b.Key(), Kind: KindText, Body: []byte("sealed before the block")}
+	env, err := sk.Seal(marshalInnerV2(&m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendPairwise(t, tr.b, tr.carol.user.Key, "carol@"+tr.st.Domain, KindGroupKey, dist)
+	sendRaw(t, tr.b, env, tr.c.DeviceKey())
+	waitStat(t, tr.c, "bob's message held", func(s Stats) bool { return s.GroupHeld >= 1 })
+	if n := heldBy(t, tr.c, tr.b.DeviceKey()); n != 1 {
+		t.Fatalf("carol holds %d of bob's envelopes", n)
+	}
+
+	if err := tr.c.Block(ctx, tr.bob.user.Key); err != nil {
+		t.Fatal(err)
+	}
+	// alice adds dave: epoch 3, which carol follows.
+	tr.st.NewUser(t, "dave")
+	if err := tr.a.AddGroupMembers(ctx, "club", "dave"); err != nil {
+		t.Fatal(err)
+	}
+	mustGroupSend(t, tr.a, tr.name, "epoch 3")
+	waitGroupText(t, tr.c, tr.name, "epoch 3")
+	if got := groupTexts(t, tr.c, tr.name); slices.Contains(got, "sealed before the block") {
+		t.Errorf("carol stored the blocked bob's held message: %q", got)
+	}
+	if n := heldBy(t, tr.c, tr.b.DeviceKey()); n != 0 {
+		t.Errorf("carol still holds %d of the blocked bob's envelopes", n)
 	}
 }
