@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/session"
 )
 
@@ -117,5 +118,80 @@ func TestBlockDropsHeldGroupEnvelopes(t *testing.T) {
 	}
 	if n := heldBy(t, tr.c, tr.b.DeviceKey()); n != 0 {
 		t.Errorf("carol still holds %d of the blocked bob's envelopes", n)
+	}
+}
+
+// No group read receipt goes to a blocked member: carol marks read a
+// message bob wrote before she blocked him, and one of alice's; alice
+// learns it, bob does not.
+func TestBlockSendsNoGroupRead(t *testing.T) {
+	tr := newTrio(t, stacktest.Options{})
+	ctx := testCtx(t)
+	mustGroupSend(t, tr.b, tr.name, "from bob")
+	mustGroupSend(t, tr.a, tr.name, "from alice")
+	fromBob := waitGroupText(t, tr.c, tr.name, "from bob")
+	fromAlice := waitGroupText(t, tr.c, tr.name, "from alice")
+	if err := tr.c.Block(ctx, tr.bob.user.Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.c.MarkRead(ctx, fromBob, fromAlice); err != nil {
+		t.Fatal(err)
+	}
+	// Shutdown waits for the background sends.
+	if err := tr.c.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	readBy := func(c *testClient, text string) []kez.PublicKey {
+		es, err := c.GroupHistory(ctx, tr.name, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if e.Text() == text {
+				return e.ReadBy
+			}
+		}
+		t.Fatalf("%s has no %q", c.user.Name, text)
+		return nil
+	}
+	receiveUntil(t, tr.a, "carol's read of alice's message", func(int) bool {
+		return slices.Contains(readBy(tr.a, "from alice"), tr.carol.user.Key)
+	})
+	mustSync(t, tr.b)
+	if got := readBy(tr.b, "from bob"); slices.Contains(got, tr.carol.user.Key) {
+		t.Errorf("the blocked bob learnt that carol read his message: %v", got)
+	}
+}
+
+// A block recorded by another client of the same state folder (the CLI
+// beside a running UI) counts for the read receipts the running one
+// sends next: marking the blocked contact's message read sends him none.
+func TestBlockFromAnotherProcessStopsReadReceipts(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	home := t.TempDir() + "/alice"
+	alice := openClientIn(t, st, au, home)
+	bob := openClient(t, st, bu)
+	mustAdd(t, alice, "bob")
+	mustAdd(t, bob, "alice")
+	ctx := testCtx(t)
+	mustSend(t, bob, "alice", "read me")
+	receiveN(t, alice, 1)
+	unread, err := alice.Unread(ctx)
+	if err != nil || len(unread) != 1 {
+		t.Fatalf("unread: %v, %v", unread, err)
+	}
+	other := openClientIn(t, st, au, home, func(c *Config) { c.Client.NATSURL = "" })
+	if err := other.Block(ctx, bu.Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.MarkRead(ctx, unread...); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Shutdown(ctx); err != nil { // waits for the background sends
+		t.Fatal(err)
+	}
+	if n := alice.Stats().ReadReceiptsSent; n != 0 {
+		t.Errorf("%d read receipts sent to a contact blocked by another client", n)
 	}
 }
