@@ -195,3 +195,44 @@ func TestBlockFromAnotherProcessStopsReadReceipts(t *testing.T) {
 		t.Errorf("%d read receipts sent to a contact blocked by another client", n)
 	}
 }
+
+// A request whose handle was confirmed before that handle went to another
+// key: once the user adds the handle as a contact (the new key), the old
+// key's request row no longer shows the contact's handle, and the old
+// key's next message does not flag the new contact as a key change (it
+// did while the stale answer was remembered).
+func TestRequestHandleStaleAfterContactAdded(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au := st.NewUser(t, "alice")
+	alice := openClient(t, st, au)
+	ctx := testCtx(t)
+	old := newStrangerUser(t, st, "bob", "") // holds bob@ for now
+	old.send(t, au, []byte("I am bob"))
+	receiveN(t, alice, 1)
+	if err := alice.ResolveRequests(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if reqs, _ := alice.Requests(ctx); len(reqs) != 1 || reqs[0].PeerHandle != old.u.Handle.String() {
+		t.Fatalf("the request before: %+v", reqs)
+	}
+
+	st.ReleaseHandle(t, "bob")
+	id := stacktest.Identity("bob-now")
+	registerAs(t, st, id, old.u.Handle)
+	mustAdd(t, alice, "bob")
+
+	cvs, err := alice.Conversations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cv := range cvs {
+		if cv.Request && cv.Handle != "" {
+			t.Errorf("the old key's request row shows %q, now the contact's handle", cv.Handle)
+		}
+	}
+	old.send(t, au, []byte("still bob"))
+	receiveN(t, alice, 1)
+	if ct, err := alice.Contact(ctx, "bob"); err != nil || ct.Flag != FlagNone || ct.Key != id.PublicKey() {
+		t.Errorf("the contact after the old key wrote again: %+v, %v", ct, err)
+	}
+}
