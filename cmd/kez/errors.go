@@ -197,7 +197,7 @@ func (e *env) sentence(err error) string {
 	case errors.Is(err, files.ErrOfferMismatch):
 		return fmt.Sprintf("%s's list of shared files does not have what the group's offer says (another owner, group, name or size), so nothing was fetched", orOwner(who))
 	case errors.Is(err, files.ErrForbidden):
-		return fmt.Sprintf("%s shares that file privately with others, not with you, so it was not sent", orOwner(who))
+		return filewords.Forbidden(who)
 	case errors.Is(err, files.ErrNotFound):
 		list := "kez files HANDLE"
 		if who != "" {
@@ -205,9 +205,9 @@ func (e *env) sentence(err error) string {
 		}
 		return filewords.NotFound(who) + ": " + list + " lists what they share now"
 	case errors.Is(err, files.ErrBusy):
-		return fmt.Sprintf("%s is busy with other transfers: run the same command again in a moment", orOwner(who))
+		return filewords.Busy(who) + ": run the same command again in a moment"
 	case errors.Is(err, files.ErrCorrupt):
-		return fmt.Sprintf("%s sent data that does not match the file's CID, so the fetch stopped and nothing unverified was kept: try again later, and tell them if it happens again", orOwner(who))
+		return filewords.Corrupt(who) + ": try again later, and tell them if it happens again"
 	case errors.Is(err, files.ErrNoNATS):
 		return "that needs NATS: set NATS_URL (or pass --nats) to your operator's NATS"
 	case errors.Is(err, files.ErrNoSigServer):

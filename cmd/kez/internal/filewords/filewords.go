@@ -119,3 +119,21 @@ func orOwner(who string) string {
 	}
 	return who
 }
+
+// Forbidden words a private file shared with others, not with the viewer
+// (files.ErrForbidden); who "" is "the owner".
+func Forbidden(who string) string {
+	return fmt.Sprintf("%s shares that file privately with others, not with you, so it was not sent", orOwner(who))
+}
+
+// Busy words an owner whose device turned the fetch away for now
+// (files.ErrBusy).
+func Busy(who string) string {
+	return fmt.Sprintf("%s is busy with other transfers", orOwner(who))
+}
+
+// Corrupt words a fetch stopped because the owner sent data that does not
+// match the file's CID (files.ErrCorrupt).
+func Corrupt(who string) string {
+	return fmt.Sprintf("%s sent data that does not match the file's CID, so the fetch stopped and nothing unverified was kept", orOwner(who))
+}
