@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/cmd/kez/internal/filewords"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -171,18 +172,7 @@ func (e *env) openSharingAs(ctx context.Context, f chatFlags, acct *account, onl
 }
 
 // humanSize writes a byte count the way people read it.
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanSize(n int64) string { return filewords.Size(n) }
 
 // runShare shares path; with ticketTTL > 0 it prints a ticket for it too.
 func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, ticketTTL time.Duration, opts []files.ShareOption) error {
