@@ -102,10 +102,11 @@ func startUI(t *testing.T, env map[string]string, cols, rows int) *terminal {
 	return tm
 }
 
-// online waits until the status line says the UI is online.
+// online waits until the status line says the UI is online and serves
+// the user's files.
 func (tm *terminal) online() string {
 	tm.t.Helper()
-	return tm.waitShows("● online")
+	return tm.waitShows("● online", "serving ")
 }
 
 var (
@@ -200,4 +201,198 @@ func TestUIChat(t *testing.T) {
 	alice.waitShows("q quit")
 	alice.keys("q")
 	alice.waitFor("[exit 0]")
+}
+
+// TestUIRequestAccepted: a stranger's message request, its text full of
+// terminal escapes and bidi overrides, shows inert in Requests; opened, it
+// has the request banner; Ctrl+A accepts it and the reply reaches them.
+func TestUIRequestAccepted(t *testing.T) {
+	st, aliceEnv, _ := uiPair(t)
+	carol := st.Env(st.NewUser(t, "carol"))
+	mustRun(t, carol, "", "contacts", "add", "alice")
+	hostile := "\x1b]0;pwned\x07\x1b[2J\x1b[31mhi\x1b[0m \u202eevil\u202c alice\u009b1m"
+	mustRun(t, carol, "", "send", "alice", hostile)
+
+	alice := startUI(t, aliceEnv, 80, 24)
+	alice.online()
+	alice.waitShows("Requests (1)", "carol@kez.test")
+	alice.keys("Down")
+	alice.keys("Enter")
+	screen := alice.waitShows("A message request from carol@kez.test", "Ctrl+B block")
+	if !strings.Contains(screen, "carol: ]0;pwned[2J[31mhi[0m evil alice1m") {
+		t.Errorf("the hostile text is not drawn inert:\n%s", screen)
+	}
+	if title := alice.display("#{pane_title}"); strings.Contains(title, "pwned") {
+		t.Errorf("a message set the terminal's title: %q", title)
+	}
+	matchFixture(t, "request", screen)
+
+	alice.keys("C-a")
+	alice.waitShows("carol@kez.test is a contact now")
+	alice.waitGone("A message request from")
+	alice.typeText("welcome, carol")
+	alice.keys("Enter")
+	alice.waitShows("alice: welcome, carol")
+	if out := mustRun(t, carol, "", "inbox").stdout; !strings.Contains(out, "welcome, carol") {
+		t.Errorf("carol's inbox lacks the reply:\n%s", out)
+	}
+}
+
+// display returns a tmux format of the pane (#{pane_title}, #{alternate_on}).
+func (tm *terminal) display(format string) string {
+	tm.t.Helper()
+	out, err := exec.Command("tmux", "-S", tm.sock, "display-message", "-p", "-t", "kez", format).Output()
+	if err != nil {
+		tm.t.Fatalf("tmux display-message: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestUIRequestFlood: requests from many keys keep the list usable (the
+// section draws a few and counts the rest), and a 48 KiB message without
+// a space neither freezes the screen nor stops typing.
+func TestUIRequestFlood(t *testing.T) {
+	st, aliceEnv, bobEnv := uiPair(t)
+	for _, name := range []string{"s1", "s2", "s3", "s4", "s5", "s6", "s7"} {
+		env := st.Env(st.NewUser(t, name))
+		mustRun(t, env, "", "contacts", "add", "alice")
+		mustRun(t, env, "", "send", "alice", "hello from "+name)
+	}
+	mustRun(t, bobEnv, "", "send", "alice", "a huge one")
+	mustRun(t, bobEnv, strings.Repeat("y", 48<<10-3)+"END", "send", "alice")
+
+	alice := startUI(t, aliceEnv, 80, 24)
+	alice.online()
+	screen := alice.waitShows("Requests (7)", "… and 2 more")
+	if n := strings.Count(screen, "@kez.test"); n > 2+1+5 { // title, status, bob, 5 requests
+		t.Errorf("the list draws %d handles:\n%s", n, screen)
+	}
+	alice.keys("Enter") // bob's conversation, with the huge message at the bottom
+	alice.waitShows("yyyyyyyyEND")
+	alice.typeText("still typing")
+	alice.waitShows("│still typing")
+}
+
+// TestUIKeyChange: bob's handle moves to another key; alice's UI shows
+// the red banner with the safety number as soon as she opens bob's
+// conversation, nothing she types is sent, and Ctrl+A accepts the new
+// key, after which her message reaches the new bob.
+func TestUIKeyChange(t *testing.T) {
+	st, aliceEnv, _ := uiPair(t)
+	mustRun(t, aliceEnv, "", "send", "bob", "before the change")
+	st.ReleaseHandle(t, "bob")
+	newBobHome, _ := newHome(t)
+	newBob := with(st.Env(nil), "KEZ_HOME", newBobHome)
+	mustRun(t, newBob, "", "register", "bob")
+
+	alice := startUI(t, aliceEnv, 80, 24)
+	alice.online()
+	alice.keys("Enter")
+	screen := alice.waitShows("WARNING: @bob@kez.test's KEY CHANGED", "Sending is blocked until you accept the change", "bob@kez.test !")
+	for _, want := range []string{"Safety number of the new key", "Compare it with bob in person, then press", "accept the new key."} {
+		if !strings.Contains(screen, want) {
+			t.Errorf("the banner lacks %q:\n%s", want, screen)
+		}
+	}
+	if n := len(stableDigits.FindAllString(screen, -1)); n != 12 {
+		t.Errorf("the banner shows %d groups of five digits, want the 12 of a safety number:\n%s", n, screen)
+	}
+	matchFixture(t, "keychange", screen)
+
+	alice.typeText("not to the new key")
+	alice.keys("Enter")
+	alice.waitShows("Not sent: sending is blocked")
+
+	alice.keys("C-a")
+	alice.waitShows("bob@kez.test is a contact now")
+	alice.waitGone("KEY CHANGED")
+	alice.typeText("hello, new bob")
+	alice.keys("Enter")
+	alice.waitShows("alice: hello, new bob", "✓ sent")
+	out := mustRun(t, newBob, "", "inbox", "--requests").stdout + mustRun(t, newBob, "", "inbox").stdout
+	if !strings.Contains(out, "hello, new bob") || strings.Contains(out, "not to the new key") {
+		t.Errorf("the new bob received:\n%s", out)
+	}
+}
+
+// TestUIQuitRestoresTerminal: q, Ctrl+C, SIGTERM and SIGHUP each end kez
+// ui with the terminal as it was: the alternate screen left, and the
+// shell's line editing (icanon) and echo back, as stty -a shows.
+func TestUIQuitRestoresTerminal(t *testing.T) {
+	_, aliceEnv, _ := uiPair(t)
+	for _, how := range []string{"q", "C-c", "TERM", "HUP"} {
+		t.Run(how, func(t *testing.T) {
+			alice := startUI(t, aliceEnv, 80, 24)
+			alice.online()
+			if alice.display("#{alternate_on}") != "1" {
+				t.Error("kez ui does not draw on the alternate screen")
+			}
+			switch how {
+			case "q", "C-c":
+				alice.keys(how)
+			default:
+				alice.signal(how)
+			}
+			alice.waitFor("[exit 0]")
+			alice.waitFor("$ ")
+			alice.typeLine("stty -a")
+			out := alice.waitFor("$ ")
+			for _, flag := range []string{"icanon", "echo"} {
+				if !regexp.MustCompile(`(^|\s)` + flag + `(\s|$)`).MatchString(out) {
+					t.Errorf("after %s, stty -a lacks %s:\n%s", how, flag, out)
+				}
+			}
+			if alice.display("#{alternate_on}") != "0" {
+				t.Errorf("after %s, the terminal is still on the alternate screen", how)
+			}
+		})
+	}
+}
+
+// signal sends sig (TERM, HUP) to the kez the pane's shell runs.
+func (tm *terminal) signal(sig string) {
+	tm.t.Helper()
+	shell := tm.display("#{pane_pid}")
+	b, err := os.ReadFile("/proc/" + shell + "/task/" + shell + "/children")
+	pid := strings.Fields(string(b))
+	if err != nil || len(pid) != 1 {
+		tm.t.Fatalf("the pane's shell %s has children %q (%v)", shell, pid, err)
+	}
+	if out, err := exec.Command("kill", "-"+sig, pid[0]).CombinedOutput(); err != nil {
+		tm.t.Fatalf("kill -%s: %v %s", sig, err, out)
+	}
+}
+
+// TestUILayout: the list screen at 80×24, the help overlay, a resize to
+// a wider terminal and to one too narrow for two panes (one at a time).
+func TestUILayout(t *testing.T) {
+	_, aliceEnv, bobEnv := uiPair(t)
+	mustRun(t, bobEnv, "", "send", "alice", "a first line\nand a second")
+
+	alice := startUI(t, aliceEnv, 80, 24)
+	alice.online()
+	matchFixture(t, "list", alice.waitShows("bob@kez.test (1)", "a first line"))
+
+	alice.keys("?")
+	matchFixture(t, "help", alice.waitShows("Keys", "Ctrl+A", "this help"))
+	alice.keys("x") // any key closes it
+	alice.waitGone("this help")
+
+	alice.tmux("resize-window", "-t", "kez", "-x", "100", "-y", "30")
+	alice.waitScreen("the status line on row 30", func(s string) bool {
+		rows := strings.Split(s, "\n")
+		return len(rows) == 30 && strings.HasPrefix(rows[29], "● online")
+	})
+	alice.tmux("resize-window", "-t", "kez", "-x", "50", "-y", "20")
+	alice.waitShows("bob@kez.test (1)")
+	alice.waitGone("│")
+	alice.keys("Enter")
+	screen := alice.waitShows("bob: a first line", "and a second")
+	if strings.Contains(screen, "Requests") || strings.Contains(screen, "│") {
+		t.Errorf("at 50 columns the list and the conversation share the screen:\n%s", screen)
+	}
+	matchFixture(t, "narrow", screen)
+	alice.keys("Escape")
+	alice.waitGone("bob: a first line")
+	alice.waitShows("bob@kez.test")
 }

@@ -217,12 +217,15 @@ func (m *model) loadOlder() tea.Cmd {
 // SendAsync runs in a command, and the stream's answer in another.
 func (m *model) send() tea.Cmd {
 	p := m.pane
-	text := m.compose.Value()
-	if strings.TrimSpace(text) == "" || p == nil {
+	if p == nil {
 		return nil
 	}
-	if blocked := m.sendBlocked(); blocked != "" {
-		m.say(blocked)
+	if m.sendBlocked() != "" {
+		m.say("Not sent: " + strings.ToLower(m.sendBlocked()[:1]) + m.sendBlocked()[1:])
+		return nil
+	}
+	text := m.compose.Value()
+	if strings.TrimSpace(text) == "" {
 		return nil
 	}
 	if m.client == nil {
@@ -256,9 +259,9 @@ func (m *model) sendBlocked() string {
 	case p == nil:
 		return ""
 	case p.conv.Flag != chat.FlagNone:
-		return "Sending is blocked until you accept the change (Ctrl+A)"
+		return "Sending is blocked until you accept the change"
 	case p.conv.Request:
-		return "Accept the request first (Ctrl+A), or block it (Ctrl+B)"
+		return "Ctrl+A accepts the request, Ctrl+B blocks it"
 	}
 	return ""
 }
@@ -352,9 +355,32 @@ func (m *model) addContact(handle string) tea.Cmd {
 	})
 }
 
+// resolvedMsg: the handles of requests' senders were looked up.
+type resolvedMsg struct{ err error }
+
+// resolve looks up the handles the requests' chains claim, so that the
+// Requests section names them (one lookup round in flight at most).
+func (m *model) resolve() tea.Cmd {
+	c := m.client
+	if c == nil {
+		return nil
+	}
+	if m.resolving {
+		m.resolveAgain = true
+		return nil
+	}
+	m.resolving = true
+	return m.call(func(ctx context.Context) tea.Msg {
+		return resolvedMsg{c.ResolveRequests(ctx)}
+	})
+}
+
 // arrived takes a message Client.Run received.
 func (m *model) arrived(e *chat.Entry) tea.Cmd {
 	cmds := []tea.Cmd{m.refreshList()}
+	if e.Trust == chat.TrustRequest && e.PeerHandle == "" {
+		cmds = append(cmds, m.resolve())
+	}
 	if p := m.pane; p != nil && p.shows(e) {
 		if !p.detached {
 			p.add(e)
@@ -504,6 +530,14 @@ func (m *model) sdkDone(msg tea.Msg) tea.Cmd {
 			return m.refreshList()
 		}
 		return nil
+	case resolvedMsg:
+		m.resolving = false
+		cmds := []tea.Cmd{m.refreshList()}
+		if m.resolveAgain {
+			m.resolveAgain = false
+			cmds = append(cmds, m.resolve())
+		}
+		return tea.Batch(cmds...)
 	case markedMsg:
 		m.marking = false
 		if msg.err != nil {

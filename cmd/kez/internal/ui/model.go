@@ -57,6 +57,9 @@ type model struct {
 	notice   string // one line for the status line (an error, a result)
 	noticeAt time.Time
 
+	resolving    bool // a ResolveRequests runs
+	resolveAgain bool // and another was asked for
+
 	marking bool          // a MarkRead runs
 	toMark  []*chat.Entry // waiting for it
 }
@@ -180,7 +183,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.local = nil
 		}
 		m.pollConn()
-		return m, tea.Batch(m.refreshList(), m.refreshPane())
+		return m, tea.Batch(m.refreshList(), m.refreshPane(), m.resolve())
 	case runEndedMsg:
 		if msg.err != nil && m.ctx.Err() == nil {
 			m.sayErr("Stopped receiving messages", msg.err)
@@ -199,7 +202,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.refreshPane()
 	case listMsg:
 		return m, m.listDone(msg)
-	case pageMsg, paneMsg, sentMsg, storedMsg, acceptedMsg, blockedMsg, addedMsg, markedMsg:
+	case pageMsg, paneMsg, sentMsg, storedMsg, acceptedMsg, blockedMsg, addedMsg, markedMsg, checkMsg, resolvedMsg:
 		return m, m.sdkDone(msg)
 	}
 	if m.filesShown {
@@ -299,6 +302,9 @@ func (m *model) key(k tea.KeyPressMsg) tea.Cmd {
 			return nil
 		case "enter":
 			return m.send()
+		}
+		if m.sendBlocked() != "" {
+			return nil // nothing to write into
 		}
 		var cmd tea.Cmd
 		m.compose, cmd = m.compose.Update(k)

@@ -351,20 +351,20 @@ func (m *model) banner() []string {
 // helpLines is the help overlay.
 func helpLines(w int) []string {
 	keys := [][2]string{
-		{"Tab", "switch between the list and the message box"},
+		{"Tab", "list ↔ message box"},
 		{"↑/↓ k/j", "move in the list"},
-		{"Enter", "open the conversation (list) · send (message box)"},
-		{"Alt+Enter", "new line in the message (or Ctrl+J)"},
+		{"Enter", "open (list) · send (message box)"},
+		{"Alt+Enter", "new line (or Ctrl+J)"},
 		{"Esc", "back to the list"},
-		{"PgUp/PgDn", "scroll the conversation (older pages load)"},
-		{"n", "new conversation: add a contact by handle"},
-		{"a / b", "accept / block the selected message request"},
-		{"Ctrl+A", "accept a request, or a contact's new key"},
-		{"Ctrl+B", "block the open message request"},
-		{"f", "the selected contact's shared files"},
+		{"PgUp/PgDn", "scroll; older messages load"},
+		{"n", "new conversation (a handle)"},
+		{"a / b", "accept / block the selected request"},
+		{"Ctrl+A", "accept a request or a new key"},
+		{"Ctrl+B", "block the open request"},
+		{"f", "the selected contact's files"},
 		{"s", "your shared files"},
-		{"? or F1", "this help (any key closes it)"},
-		{"q", "quit (in the list) · Ctrl+C quits anywhere"},
+		{"? or F1", "this help; any key closes it"},
+		{"q", "quit (list) · Ctrl+C anywhere"},
 	}
 	out := []string{"", bold.Render(" Keys"), ""}
 	for _, k := range keys {
