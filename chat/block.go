@@ -56,15 +56,22 @@ func (b *blockList) set(k kez.PublicKey, blocked bool) {
 	}
 }
 
-// loadBlocked reads the blocked keys from the database.
+// loadBlocked reads the blocked keys from the database: at Open, before
+// each received batch and before each send, so that a block recorded by
+// another process on the same state folder (the CLI beside a running UI)
+// counts at once.
 func (c *Client) loadBlocked(ctx context.Context) error {
 	keys, err := c.Blocked(ctx)
 	if err != nil {
 		return err
 	}
+	m := make(map[kez.PublicKey]struct{}, len(keys))
 	for _, k := range keys {
-		c.blocked.set(k, true)
+		m[k] = struct{}{}
 	}
+	c.blocked.mu.Lock()
+	c.blocked.keys = m
+	c.blocked.mu.Unlock()
 	return nil
 }
 
@@ -159,7 +166,10 @@ func (c *Client) isOwnKey(key kez.PublicKey) bool {
 }
 
 // checkNotBlocked returns ErrBlocked if person is blocked.
-func (c *Client) checkNotBlocked(person kez.PublicKey, name string) error {
+func (c *Client) checkNotBlocked(ctx context.Context, person kez.PublicKey, name string) error {
+	if err := c.loadBlocked(ctx); err != nil {
+		return err
+	}
 	if c.blocked.has(person) {
 		return fmt.Errorf("%w: %s", ErrBlocked, name)
 	}

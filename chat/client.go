@@ -614,8 +614,10 @@ type Stats struct {
 	Rejected         uint64 // deliveries that failed to open or verify, dropped
 	Held             uint64 // new messages stored as held
 	Requests         uint64 // new messages stored as requests
-	ReceiptsSent     uint64
-	ReceiptsReceived uint64
+	ReceiptsSent     uint64 // delivery receipts sent
+	ReceiptsReceived uint64 // receipts received, of any status
+	// ReadReceiptsSent counts read receipts sent (docs/spec/chat.md §4.1).
+	ReadReceiptsSent uint64
 	Flagged          uint64 // contacts flagged
 	// RequestsDropped counts requests over a cap (Config.MaxRequests…),
 	// dropped without being stored.
@@ -683,7 +685,7 @@ type clientStats struct {
 	groupStale, groupHeld, groupKeysRefused                                                       atomic.Uint64
 	groupInvitations, groupUpdatesDeferred                                                        atomic.Uint64
 	logViewsSent, logViews, logViewsDropped, splitViews                                           atomic.Uint64
-	blocked                                                                                       atomic.Uint64
+	blocked, readReceiptsSent                                                                     atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -701,6 +703,6 @@ func (c *Client) Stats() Stats {
 		GroupStale: s.groupStale.Load(), GroupHeld: s.groupHeld.Load(), GroupKeysRefused: s.groupKeysRefused.Load(),
 		GroupInvitations: s.groupInvitations.Load(), GroupUpdatesDeferred: s.groupUpdatesDeferred.Load(),
 		LogViewsSent: s.logViewsSent.Load(), LogViews: s.logViews.Load(), LogViewsDropped: s.logViewsDropped.Load(),
-		SplitViews: s.splitViews.Load(), Blocked: s.blocked.Load(),
+		SplitViews: s.splitViews.Load(), Blocked: s.blocked.Load(), ReadReceiptsSent: s.readReceiptsSent.Load(),
 	}
 }

@@ -37,9 +37,9 @@ type Conversation struct {
 }
 
 // ErrSchemaVersion reports a database that [ReadConversations] cannot
-// read without opening a client: written by a newer program (wrapping a
-// sqlitedb-style error naming both versions), or so old that it lacks a
-// column the list needs (opening a [Client] migrates it).
+// read without opening a client: written by a newer program (the error
+// names both versions), or so old that it lacks a column the list needs
+// (opening a [Client] migrates it).
 var ErrSchemaVersion = errors.New("chat: the database's schema version cannot be read here")
 
 // Conversations returns the conversation list: every contact, every key
@@ -49,6 +49,11 @@ var ErrSchemaVersion = errors.New("chat: the database's schema version cannot be
 // then stream sequence); then those without, by handle or group name.
 // Held messages count in Held, not in Last or Unread. It reads only the
 // local database and changes nothing.
+//
+// A conversation with a key that is neither a contact nor a requester
+// (the old key of a contact whose new key was accepted, a key written to
+// with [Client.SendKey] that never wrote back) has no row; its history
+// stays readable with [Client.Page].
 func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 	return c.db.conversations(ctx, func(name string) string {
 		if gs := c.groups.get(name); gs != nil {
@@ -56,7 +61,7 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 			return st.Title()
 		}
 		return ""
-	})
+	}, entryColumns)
 }
 
 // ReadConversations reads the list from the chat.db in home without opening a Client: no identity,
@@ -67,7 +72,10 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 // written by a client meanwhile is read as one consistent snapshot. One
 // at a newer schema than this program knows, or too old to hold what the
 // list needs, gives an error wrapping [ErrSchemaVersion]; a file that is
-// no SQLite database gives an error and is left as it was.
+// no SQLite database gives an error and is left as it was. The file is
+// never written; SQLite may leave the files its readers share beside it
+// (chat.db-wal, chat.db-shm), with the database's mode.
+
 func ReadConversations(ctx context.Context, home string) ([]Conversation, error) {
 	path, ok, err := homeDatabase(home)
 	if err != nil || !ok {
@@ -78,8 +86,12 @@ func ReadConversations(ctx context.Context, home string) ([]Conversation, error)
 		return nil, fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
 	defer db.Close()
+	cols, err := checkReadable(ctx, db, path)
+	if err != nil {
+		return nil, err
+	}
 	s := &store{db: db}
-	out, err := s.conversations(ctx, s.storedGroupTitle(ctx))
+	out, err := s.conversations(ctx, s.storedGroupTitle(ctx), cols)
 	if err != nil {
 		return nil, fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
@@ -115,29 +127,39 @@ func (s *store) storedGroupTitle(ctx context.Context) func(string) string {
 	}
 }
 
-// conversationColumns are the columns the list reads besides the
-// messages' (entryColumns): table and column.
+// conversationColumns are the columns the list cannot be read without
+// (table and column): those it selects rows by, sorts by or counts. A
+// column of an entry (entryColumns) that a later schema added is read as
+// NULL from an older file, as the rows it holds had none.
 var conversationColumns = [][2]string{
 	{"contacts", "handle"}, {"contacts", "key"}, {"contacts", "flag"}, {"contacts", "flag_key"}, {"contacts", "verified_at"},
 	{"groups", "name"}, {"groups", "invited_by"},
-	{"messages", "trust"}, {"messages", "incoming"}, {"messages", "grp"},
+	{"messages", "id"}, {"messages", "from_key"}, {"messages", "peer_key"}, {"messages", "peer_handle"}, {"messages", "incoming"},
+	{"messages", "sent_at"}, {"messages", "received_at"}, {"messages", "stream_seq"}, {"messages", "trust"}, {"messages", "read"}, {"messages", "grp"},
 }
 
-// lastOf picks the rowid of the newest message of a conversation, in the
-// display order (orderBy) reversed.
-const lastOf = ` AND trust != 'held' ORDER BY sent_at DESC, stream_seq DESC, received_at DESC, id DESC LIMIT 1)`
+// lastOf is a subquery giving the rowid of the newest message, held ones
+// aside, of the conversation where selects, in the display order
+// (orderBy): the newest send time and sequence from the conversation's
+// index, then among the messages with both (rarely more than one) the
+// last stored. One ORDER BY of all four columns would sort each
+// conversation's messages instead.
+func lastOf(where string) string {
+	where += ` AND trust != 'held'`
+	return `(SELECT messages.rowid FROM messages,
+		(SELECT sent_at AS s, stream_seq AS q FROM messages WHERE ` + where + ` ORDER BY sent_at DESC, stream_seq DESC LIMIT 1)
+		WHERE ` + where + ` AND sent_at = s AND stream_seq = q ORDER BY received_at DESC, id DESC LIMIT 1)`
+}
 
 // conversations reads the list in one read transaction; title gives a
-// group's title.
-func (s *store) conversations(ctx context.Context, title func(string) string) ([]Conversation, error) {
+// group's title, cols are the entry columns to select (entryColumns, or
+// what an older file has of them).
+func (s *store) conversations(ctx context.Context, title func(string) string, cols string) ([]Conversation, error) {
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
-	if err := checkReadable(ctx, tx); err != nil {
-		return nil, err
-	}
 	var (
 		out  []Conversation
 		last = map[int64]int{} // message rowid → index in out
@@ -152,7 +174,7 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 	// Contacts, with the key a changed handle names (its held messages
 	// count as the contact's).
 	rows, err := tx.QueryContext(ctx, `SELECT c.handle, c.key, c.flag, c.flag_key, c.verified_at IS NOT NULL,
-		(SELECT rowid FROM messages WHERE peer_key = c.key AND grp = ''`+lastOf+`
+		`+lastOf(`peer_key = c.key AND grp = ''`)+`
 		FROM contacts c`)
 	if err != nil {
 		return nil, err
@@ -195,7 +217,7 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 	// handle it claims.
 	rows, err = tx.QueryContext(ctx, `SELECT r.key,
 		(SELECT peer_handle FROM messages WHERE from_key = r.key AND trust = 'request' AND grp = '' ORDER BY rowid DESC LIMIT 1),
-		(SELECT rowid FROM messages WHERE peer_key = r.key AND grp = ''`+lastOf+`
+		`+lastOf(`peer_key = r.key AND grp = ''`)+`
 		FROM (SELECT DISTINCT from_key AS key FROM messages WHERE trust = 'request' AND grp = '') r`)
 	if err != nil {
 		return nil, err
@@ -223,7 +245,7 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 
 	// Groups (messages_group).
 	rows, err = tx.QueryContext(ctx, `SELECT g.name, g.invited_by != '',
-		(SELECT rowid FROM messages WHERE grp = g.name AND grp != ''`+lastOf+`
+		`+lastOf(`grp = g.name AND grp != ''`)+`
 		FROM groups g`)
 	if err != nil {
 		return nil, err
@@ -244,7 +266,7 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 		return nil, err
 	}
 
-	if err := s.fillLast(ctx, tx, out, last); err != nil {
+	if err := fillLast(ctx, tx, out, last, cols); err != nil {
 		return nil, err
 	}
 	if err := fillUnread(ctx, tx, out); err != nil {
@@ -261,45 +283,50 @@ func (s *store) conversations(ctx context.Context, title func(string) string) ([
 }
 
 // checkReadable refuses a database this program cannot read the list
-// from: a newer schema, or one without a column the list reads.
-func checkReadable(ctx context.Context, tx *sql.Tx) error {
+// from (at path): a newer schema, or one without a column the list
+// needs. It returns the entry columns to select from it.
+func checkReadable(ctx context.Context, db *sql.DB, path string) (string, error) {
 	var v int
-	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
-		return err
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return "", fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
 	if v > schemaVersion {
-		return fmt.Errorf("%w: %w", ErrSchemaVersion, &sqlitedb.NewerSchemaError{Version: v, Known: schemaVersion})
-	}
-	need := slices.Clone(conversationColumns)
-	for col := range strings.SplitSeq(entryColumns, ",") {
-		need = append(need, [2]string{"messages", strings.TrimSpace(col)})
+		return "", fmt.Errorf("%w: %s: %w", ErrSchemaVersion, path, &sqlitedb.NewerSchemaError{Version: v, Known: schemaVersion})
 	}
 	have := map[[2]string]bool{}
-	rows, err := tx.QueryContext(ctx, `SELECT t.name, c.name FROM sqlite_schema t, pragma_table_info(t.name) c WHERE t.type = 'table' AND t.name IN ('contacts', 'groups', 'messages')`)
+	rows, err := db.QueryContext(ctx, `SELECT t.name, c.name FROM sqlite_schema t, pragma_table_info(t.name) c WHERE t.type = 'table' AND t.name IN ('contacts', 'groups', 'messages')`)
 	if err != nil {
-		return err
+		return "", fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var col [2]string
 		if err := rows.Scan(&col[0], &col[1]); err != nil {
-			return err
+			return "", fmt.Errorf("chat: reading the database %s: %w", path, err)
 		}
 		have[col] = true
 	}
 	if err := rows.Err(); err != nil {
-		return err
+		return "", fmt.Errorf("chat: reading the database %s: %w", path, err)
 	}
-	for _, col := range need {
+	for _, col := range conversationColumns {
 		if !have[col] {
-			return fmt.Errorf("%w: version %d has no column %s.%s", ErrSchemaVersion, v, col[0], col[1])
+			return "", fmt.Errorf("%w: %s: version %d has no column %s.%s", ErrSchemaVersion, path, v, col[0], col[1])
 		}
 	}
-	return nil
+	var cols []string
+	for col := range strings.SplitSeq(entryColumns, ",") {
+		col = strings.TrimSpace(col)
+		if !have[[2]string{"messages", col}] {
+			col = "NULL AS " + col
+		}
+		cols = append(cols, col)
+	}
+	return strings.Join(cols, ", "), nil
 }
 
 // fillLast reads the newest messages, by rowid, into their rows.
-func (s *store) fillLast(ctx context.Context, tx *sql.Tx, out []Conversation, last map[int64]int) error {
+func fillLast(ctx context.Context, tx *sql.Tx, out []Conversation, last map[int64]int, cols string) error {
 	if len(last) == 0 {
 		return nil
 	}
@@ -307,7 +334,7 @@ func (s *store) fillLast(ctx context.Context, tx *sql.Tx, out []Conversation, la
 	for id := range last {
 		ids = append(ids, fmt.Sprint(id))
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT rowid, `+entryColumns+` FROM messages WHERE rowid IN (SELECT value FROM json_each(?))`,
+	rows, err := tx.QueryContext(ctx, `SELECT rowid, `+cols+` FROM messages WHERE rowid IN (SELECT value FROM json_each(?))`,
 		"["+strings.Join(ids, ",")+"]")
 	if err != nil {
 		return err

@@ -26,7 +26,30 @@
 //     shown twice.
 //   - [Client.History], [Client.Requests] (messages from keys that are not
 //     contacts) and [Client.Held] (from contacts whose key or chain changed)
-//     read the history.
+//     read the history. [Client.AcceptRequest] makes a requester a contact
+//     under the handle the registry confirmed for its key.
+//   - [Client.MarkRead] marks what was shown read and sends the contacts
+//     who sent it a read receipt (unless Config.NoReadReceipts; never to a
+//     stranger); their receipts set Entry.DeliveredAt and Entry.ReadAt of
+//     what the user sent them, and Config.OnReceipt hears of each.
+//   - [Client.Block] drops everything a person sends, unstored, and
+//     refuses sends to them ([ErrBlocked]); [Client.Unblock] lifts it.
+//     Blocking is local: nobody is told.
+//
+// # The conversation list and paging
+//
+// [Client.Conversations] is what a messenger's sidebar shows: a
+// [Conversation] per contact, per key whose messages are requests (never
+// merged with a contact's row, whatever handle it claims) and per group,
+// with its newest message, the received messages not yet marked read
+// ([Client.MarkRead]), the contact's flag and verification and the
+// messages held because of the flag; the newest conversation first.
+// [ReadConversations] reads the same list from the state folder without
+// a client (read-only: no identity, no server, chat.db neither created
+// nor migrated), so a UI can draw its first screen at once. [Client.Page]
+// reads a conversation a page at a time, back from the newest message
+// ([PageQuery.Before]: the first message of the page shown), without gaps
+// or repeats whatever the send times.
 //
 // A contact whose handle later names another key, or whose sigchain the
 // sig-server rewrites, is flagged: sending fails with a *[KeyChangedError]

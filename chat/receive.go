@@ -207,6 +207,9 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	defer c.recvMu.Unlock()
 	// Classifying may ask servers; storing must not be cut short.
 	store := context.WithoutCancel(ctx)
+	if err := c.loadBlocked(store); err != nil {
+		c.log.Warn("could not read the blocked keys; using those read before", "err", err)
+	}
 	var items []*received
 	// An unknown key generation may mean our own chain rotated since the
 	// opener was made: rebuild it once per batch, then retry with it.
@@ -657,7 +660,11 @@ func (c *Client) sendReceiptsOf(ctx context.Context, status string, es []*Entry)
 				c.log.Warn("could not send a receipt", "status", status, "to", ct.Handle, "err", err)
 				continue
 			}
-			c.stats.receiptsSent.Add(1)
+			if status == ReceiptRead {
+				c.stats.readReceiptsSent.Add(1)
+			} else {
+				c.stats.receiptsSent.Add(1)
+			}
 		}
 	}
 }

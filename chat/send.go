@@ -93,7 +93,7 @@ func (c *Client) SendAsync(ctx context.Context, handle, text string, opts ...Sen
 	c.mu.Lock()
 	key, h := cs.c.Key, cs.c.Handle
 	c.mu.Unlock()
-	if err := c.checkNotBlocked(key, h); err != nil {
+	if err := c.checkNotBlocked(ctx, key, h); err != nil {
 		return nil, err
 	}
 	if err := c.refreshContact(ctx, cs, true, false); err != nil {
@@ -108,7 +108,7 @@ func (c *Client) SendKeyAsync(ctx context.Context, to kez.PublicKey, text string
 		return nil, ErrClosed
 	}
 	defer c.work.Leave()
-	if err := c.checkNotBlocked(to, to.String()); err != nil {
+	if err := c.checkNotBlocked(ctx, to, to.String()); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()

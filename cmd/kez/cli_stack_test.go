@@ -70,6 +70,7 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 	pass := filepath.Join(dir, "pass")
 	os.WriteFile(pass, []byte("pw\n"), 0o600)
 	out1, out2 := filepath.Join(dir, "fetched1.txt"), filepath.Join(dir, "fetched2.txt")
+	zed := stacktest.Identity("zed").PublicKey().String() // a key to block
 
 	type row struct {
 		env           map[string]string
@@ -109,6 +110,10 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 		{env: s.alice, before: []string{"devices", "list", "--json"}, after: []string{"devices", "--json", "list"}, same: true, check: ok(`"name":"primary"`)},
 		{env: s.alice, before: []string{"group", "list", "--json", "--verbose"}, after: []string{"group", "--verbose", "list", "--json"}, same: true, check: ok(`[`)},
 		{env: s.alice, before: []string{"claim", "list", "--json"}, after: []string{"claim", "--json", "list"}, same: true, check: ok(`[`)},
+		{env: s.alice, before: []string{"block", zed, "--verbose"}, after: []string{"block", "--verbose", zed}, check: ok(zed)},
+		{env: s.alice, before: []string{"block", "--list", "--verbose"}, after: []string{"block", "--verbose", "--list"}, same: true, check: ok(zed)},
+		{env: s.alice, prep: func() { mustRun(t, s.alice, "", "block", zed) },
+			before: []string{"unblock", zed, "--verbose"}, after: []string{"unblock", "--verbose", zed}, same: true, check: ok("Unblocked " + zed)},
 		{env: map[string]string{"KEZ_PASSPHRASE": "pw"}, before: []string{"passphrase", "set", "--new-passphrase-file", pass, "--home", daveHome},
 			after: []string{"passphrase", "--home", daveHome, "--new-passphrase-file", pass, "set"}, same: true, check: ok("now encrypted")},
 	}
@@ -197,6 +202,8 @@ func TestEveryCommandHonoursOrRefusesJSON(t *testing.T) {
 		{s.alice, []string{"group", "list", "--json"}, "group", nil},
 		{s.alice, []string{"group", "create", "crew2", "--json"}, "", nil},
 		{s.alice, []string{"claim", "dns", "alice.example", "--json"}, "", nil},
+		{s.alice, []string{"block", "--list", "--json"}, "", nil},
+		{s.alice, []string{"unblock", "bob", "--json"}, "", nil},
 	} {
 		cmdline := "kez " + strings.Join(tc.args, " ")
 		r := kezCmd(t, tc.env, "", tc.args...)

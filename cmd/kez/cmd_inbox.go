@@ -26,7 +26,8 @@ once; --all prints every message from your contacts again.
 
 Messages from people who are not your contacts are message requests: they
 are verified but kept apart; --requests prints them ("kez contacts add
-HANDLE" moves them to your inbox). Messages from a contact whose key or
+HANDLE" moves them to your inbox, "kez block HANDLE|KEY" deletes them and
+drops whatever that sender sends next). Messages from a contact whose key or
 sigchain changed are held, with a warning, until you accept the change.
 A device a contact's sigchain added or revoked is told once on stderr, as
 news, not a warning ("@bob@kez.lat added a device, "phone" (signed by
@@ -187,6 +188,9 @@ func runInbox(ctx context.Context, e *env, cf chatFlags, follow, asJSON, all, re
 	}
 	for _, m := range shown {
 		out.print(m)
+	}
+	if requests && len(shown) > 0 && !asJSON {
+		note.line("Accept a request with kez contacts add HANDLE; kez block HANDLE (or KEY) deletes a sender's requests and drops what they send next.")
 	}
 	if len(shown) == 0 && !asJSON && !follow {
 		if requests {

@@ -147,6 +147,10 @@ func (e *env) sentence(err error) string {
 			r.Handle, r.Key, r.Pinned.Seqno, r.Pinned.Head, r.Handle)
 	case errors.As(err, &ownChain):
 		return ownChainSentence(ownChain)
+	case errors.Is(err, chat.ErrBlockSelf):
+		return "you cannot block yourself: that key is yours, or one of your devices'"
+	case errors.Is(err, chat.ErrBlocked):
+		return fmt.Sprintf("you blocked %s, so nothing was sent: kez unblock %s first if you want to write to them", cmp.Or(who, "this person"), cmp.Or(who, "HANDLE"))
 	case errors.Is(err, chat.ErrUnknownRecipient):
 		return "the chat-server refused the message: that key holds no handle there, so nothing was sent"
 	case errors.As(err, &quota):

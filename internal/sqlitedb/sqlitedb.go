@@ -17,6 +17,7 @@
 // when it starts, so it never fails half-way to upgrade its lock).
 // [Migrate] keys the schema on PRAGMA user_version and refuses a file
 // written by a newer program. Each store keeps its schema beside its code.
+// [OpenReadOnly] reads an existing file without ever writing it.
 //
 // It uses the pure-Go modernc.org/sqlite driver ("sqlite", no cgo).
 package sqlitedb
