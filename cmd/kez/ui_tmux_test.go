@@ -396,3 +396,22 @@ func TestUILayout(t *testing.T) {
 	alice.waitGone("bob: a first line")
 	alice.waitShows("bob@kez.test")
 }
+
+// TestBareKezOnATerminal: bare kez on a terminal opens the UI when the
+// state folder holds keys, and prints the help (exit 2) when it holds
+// none, as it does off a terminal (TestBareKezExits2).
+func TestBareKezOnATerminal(t *testing.T) {
+	_, aliceEnv, _ := uiPair(t)
+	tm := startTerminalWith(t, termOptions{cols: 80, rows: 24}, aliceEnv)
+	tm.online()
+	tm.waitShows("kez — @alice@kez.test", "bob@kez.test")
+	tm.keys("q")
+	tm.waitFor("[exit 0]")
+
+	empty := with(aliceEnv, "KEZ_HOME", filepath.Join(t.TempDir(), "none"))
+	tm = startTerminalWith(t, termOptions{cols: 80, rows: 24}, empty)
+	out := tm.waitFor("[exit 2]")
+	if !strings.Contains(out, "usage: kez COMMAND") {
+		t.Errorf("bare kez without keys:\n%s", out)
+	}
+}
