@@ -266,7 +266,7 @@ var environment = []struct{ name, flag, meaning string }{
 	{"KEZ_LOCAL_DOMAINS", "", "handle domains whose servers may be plain http at private addresses, comma-separated"},
 	{"KEZ_DNS_SERVER", "", "the DNS server (host:port) asked for the TXT records of dns claims (default: the system's)"},
 	{"NATS_URL", "--nats", "your operator's NATS"},
-	{"KEZ_P2P_LISTEN", "--listen", "libp2p listen multiaddrs, comma-separated (fetch, serve)"},
+	{"KEZ_P2P_LISTEN", "--listen", "libp2p listen multiaddrs, comma-separated (fetch, serve, ui)"},
 	{"KEZ_RELAYS", "--relay", "relays kez serve keeps a slot with, comma-separated multiaddrs, or none (default: the chat-server's)"},
 	{"KEZ_MAX_UPLOAD_RATE", "--max-upload-rate", "bytes per second kez serve sends at most, e.g. 2M (default: no cap)"},
 	{"KEZ_RESHARE", "--reshare", "1 re-serves the public files you fetched (serve)"},

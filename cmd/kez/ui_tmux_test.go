@@ -415,3 +415,24 @@ func TestBareKezOnATerminal(t *testing.T) {
 		t.Errorf("bare kez without keys:\n%s", out)
 	}
 }
+
+// TestREADMEShowsTheUI: the README's capture of kez ui is the chat
+// fixture (TestUIChat's screen), times and day aside.
+func TestREADMEShowsTheUI(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(readme), "Alice talking with bob, at 80×24:\n\n```text\n")
+	block, _, ok2 := strings.Cut(after, "```\n")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no capture of kez ui")
+	}
+	want, err := os.ReadFile(filepath.Join("testdata", "ui", "chat.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stable(block); got != string(want) {
+		t.Errorf("README.md's capture is not testdata/ui/chat.txt:\n%s---\n%s", got, want)
+	}
+}
