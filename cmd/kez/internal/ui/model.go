@@ -205,21 +205,23 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case pageMsg, paneMsg, sentMsg, storedMsg, acceptedMsg, blockedMsg, addedMsg, markedMsg, checkMsg, resolvedMsg:
 		return m, m.sdkDone(msg)
 	}
+	// The files screen's own results come at any time (a fetch goes on
+	// while the screen is closed).
+	done, fcmd := m.files.update(msg)
 	if m.filesShown {
-		done, cmd := m.files.update(msg)
 		if done {
 			m.filesShown = false
 		}
-		return m, cmd
+		return m, fcmd
 	}
 	if m.prompt != nil {
 		var cmd tea.Cmd
 		m.prompt.input, cmd = m.prompt.input.Update(msg)
-		return m, cmd
+		return m, tea.Batch(fcmd, cmd)
 	}
 	var cmd tea.Cmd
 	m.compose, cmd = m.compose.Update(msg)
-	return m, cmd
+	return m, tea.Batch(fcmd, cmd)
 }
 
 // sharingMsg: OpenFiles returned.
