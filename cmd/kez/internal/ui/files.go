@@ -165,7 +165,7 @@ func (v *filesView) update(msg tea.Msg) (done bool, cmd tea.Cmd) {
 	switch msg := msg.(type) {
 	case browsedMsg:
 		if msg.gen == v.gen && v.mode == showingContact {
-			v.loading, v.entries = false, msg.entries
+			v.loading, v.entries, v.listErr = false, msg.entries, ""
 			if msg.err != nil {
 				v.listErr = fetchSentence(msg.err, v.handle, 0, 0)
 			}
@@ -173,7 +173,7 @@ func (v *filesView) update(msg tea.Msg) (done bool, cmd tea.Cmd) {
 		}
 	case ownMsg:
 		if msg.gen == v.gen && v.mode == showingOwn {
-			v.loading, v.own = false, msg.shared
+			v.loading, v.own, v.listErr = false, msg.shared, ""
 			if msg.err != nil {
 				v.listErr = shareSentence(msg.err, "")
 			}
