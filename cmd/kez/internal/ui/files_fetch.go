@@ -38,8 +38,8 @@ type ownMsg struct {
 
 // sharedMsg ends a share or an unshare.
 type sharedMsg struct {
-	done string // the sentence when it worked
-	err  error
+	done  string // the sentence when it worked
+	err   error
 	path  string // the path shared, for the error's sentence
 	count int    // the files shared now; -1 if unknown
 }
