@@ -160,7 +160,7 @@ func (v *filesView) reload() tea.Cmd {
 }
 
 // update handles a message while the view is on screen, and every
-// filesMsg at any time; done reports that the user left it (Esc).
+// filesScreenMsg at any time; done reports that the user left it (Esc).
 func (v *filesView) update(msg tea.Msg) (done bool, cmd tea.Cmd) {
 	switch msg := msg.(type) {
 	case browsedMsg:

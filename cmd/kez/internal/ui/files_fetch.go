@@ -17,10 +17,10 @@ import (
 	"github.com/kez-lat/kez-chat/files/format"
 )
 
-// filesMsg marks the messages of the files screen. The model hands every
+// filesScreenMsg marks the messages of the files screen. The model hands every
 // one of them to filesView.update, whichever screen is showing: a fetch
 // goes on while the user chats.
-type filesMsg interface{ isFilesMsg() }
+type filesScreenMsg interface{ isFilesMsg() }
 
 // browsedMsg is a contact's list of shared files (Sharing.Browse).
 type browsedMsg struct {
