@@ -117,6 +117,11 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	if err != nil {
 		return nil, nil, err
 	}
+	return e.openSharingAs(ctx, f, acct, online, nc, listen, opts...)
+}
+
+// openSharingAs is openSharing for an account already loaded.
+func (e *env) openSharingAs(ctx context.Context, f chatFlags, acct *account, online bool, nc *nats.Conn, listen string, opts ...func(*files.Config)) (*files.Sharing, *sharingSetup, error) {
 	srv, err := e.settleServers(ctx, f.sf, acct.prof, false)
 	if err != nil {
 		return nil, nil, err
