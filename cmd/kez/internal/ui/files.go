@@ -327,7 +327,7 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 
 // share shares path, publicly or privately with the handles to.
 func (v *filesView) share(s *files.Sharing, path string, to []string) tea.Cmd {
-	v.say(false, "sharing "+inert(filepath.Base(path))+"…")
+	v.say(false, "sharing "+cleanLine(filepath.Base(path))+"…")
 	ctx := v.ctx
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(ctx, listTimeout)
@@ -344,7 +344,7 @@ func (v *filesView) share(s *files.Sharing, path string, to []string) tea.Cmd {
 		if sf.Private {
 			how = "privately with " + strings.Join(sf.Recipients, ", ")
 		}
-		return sharedMsg{done: fmt.Sprintf("Shared %s (%s) %s.", inert(sf.Name), filewords.Size(sf.Size), inert(how)), count: count(ctx, s)}
+		return sharedMsg{done: fmt.Sprintf("Shared %s (%s) %s.", cleanLine(sf.Name), filewords.Size(sf.Size), cleanLine(how)), count: count(ctx, s)}
 	}
 }
 
@@ -354,7 +354,7 @@ func (v *filesView) unshare(f files.SharedFile) tea.Cmd {
 	if s == nil {
 		return nil
 	}
-	v.say(false, "unsharing "+inert(f.Name)+"…")
+	v.say(false, "unsharing "+cleanLine(f.Name)+"…")
 	ctx := v.ctx
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(ctx, listTimeout)
@@ -362,7 +362,7 @@ func (v *filesView) unshare(f files.SharedFile) tea.Cmd {
 		if _, err := s.Unshare(ctx, f.CID.String()); err != nil {
 			return sharedMsg{err: err}
 		}
-		return sharedMsg{done: fmt.Sprintf("Unshared %s: it is no longer in your list of shared files.", inert(f.Name)), count: count(ctx, s)}
+		return sharedMsg{done: fmt.Sprintf("Unshared %s: it is no longer in your list of shared files.", cleanLine(f.Name)), count: count(ctx, s)}
 	}
 }
 

@@ -107,7 +107,7 @@ func (t *transfer) ended() bool {
 func (v *filesView) startFetch(s *files.Sharing, handle string, e format.Entry, path string) tea.Cmd {
 	for _, t := range v.transfers {
 		if t.path == path && !t.ended() {
-			v.say(true, fmt.Sprintf("%s is already being fetched to %s", inert(e.Name), inert(path)))
+			v.say(true, fmt.Sprintf("%s is already being fetched to %s", cleanLine(e.Name), cleanLine(path)))
 			return nil
 		}
 	}
@@ -185,9 +185,9 @@ func fetchSentence(err error, who string, verified, total int64) string {
 	case errors.Is(err, files.ErrCorrupt):
 		return filewords.Corrupt(who) + ": try again later, and tell them if it happens again"
 	case errors.Is(err, fs.ErrExist) && errors.As(err, &pathErr):
-		return fmt.Sprintf("%s already exists, so nothing was fetched: press Enter on the file and give another path", inert(pathErr.Path))
+		return fmt.Sprintf("%s already exists, so nothing was fetched: press Enter on the file and give another path", cleanLine(pathErr.Path))
 	}
-	return inert(err.Error())
+	return cleanLine(err.Error())
 }
 
 // shareSentence words a share or unshare that failed.
@@ -202,50 +202,22 @@ func shareSentence(err error, path string) string {
 	case errors.As(err, &notShared):
 		return filewords.NotShared(notShared)
 	case errors.Is(err, fs.ErrNotExist) && path != "":
-		return fmt.Sprintf("there is no file at %s, so nothing was shared", inert(path))
+		return fmt.Sprintf("there is no file at %s, so nothing was shared", cleanLine(path))
 	}
-	return inert(err.Error())
+	return cleanLine(err.Error())
 }
 
-// inert makes text from someone else (a file name in their signed list,
-// an error quoting it) safe to draw: a character that is not graphic (a
-// control character, an escape, a direction override) is written as its
-// escape, \x1b or \u202e, so it cannot move the cursor, recolour the
-// screen or reorder what follows.
-func inert(s string) string {
-	if strings.IndexFunc(s, notGraphic) < 0 {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r == utf8RuneError:
-			b.WriteString(`\ufffd`)
-		case !notGraphic(r):
-			b.WriteRune(r)
-		case r < 0x100:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		default:
-			fmt.Fprintf(&b, `\u%04x`, r)
-		}
-	}
-	return b.String()
-}
-
-const utf8RuneError = '\uFFFD'
-
-func notGraphic(r rune) bool { return !unicode.IsGraphic(r) || r == utf8RuneError }
-
-// saveName is the file name a fetch proposes for name: name with any
-// character that is not graphic, and any path separator, made '_', and
-// "download" for a name that would be no name ("", ".", "..").
+// saveName is the file name a fetch proposes for name: name as drawn
+// (cleanLine), with any path separator and any character that is not
+// graphic made '_', and "download" for a name that would be no name ("",
+// ".", "..").
 func saveName(name string) string {
 	b := strings.Map(func(r rune) rune {
-		if notGraphic(r) || r == '/' || r == '\\' || r == filepath.Separator {
+		if !unicode.IsGraphic(r) || r == '/' || r == '\\' || r == filepath.Separator {
 			return '_'
 		}
 		return r
-	}, name)
+	}, cleanLine(name))
 	if b == "" || b == "." || b == ".." {
 		return "download"
 	}

@@ -201,6 +201,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.listDone(msg)
 	case pageMsg, paneMsg, sentMsg, storedMsg, acceptedMsg, blockedMsg, addedMsg, markedMsg:
 		return m, m.sdkDone(msg)
+	case filesScreenMsg: // a fetch goes on while another screen shows
+		_, cmd := m.files.update(msg)
+		return m, cmd
 	}
 	if m.filesShown {
 		done, cmd := m.files.update(msg)
