@@ -167,7 +167,7 @@ func (v *filesView) update(msg tea.Msg) (done bool, cmd tea.Cmd) {
 		if msg.gen == v.gen && v.mode == showingContact {
 			v.loading, v.entries, v.listErr = false, msg.entries, ""
 			if msg.err != nil {
-				v.listErr = fetchSentence(msg.err, v.handle, 0, 0)
+				v.listErr = v.fetchSentence(msg.err, v.handle, 0, 0)
 			}
 			v.clampSel()
 		}
@@ -175,13 +175,13 @@ func (v *filesView) update(msg tea.Msg) (done bool, cmd tea.Cmd) {
 		if msg.gen == v.gen && v.mode == showingOwn {
 			v.loading, v.own, v.listErr = false, msg.shared, ""
 			if msg.err != nil {
-				v.listErr = shareSentence(msg.err, "")
+				v.listErr = v.shareSentence(msg.err, "")
 			}
 			v.clampSel()
 		}
 	case sharedMsg:
 		if msg.err != nil {
-			v.say(true, shareSentence(msg.err, msg.path))
+			v.say(true, v.shareSentence(msg.err, msg.path))
 			return false, nil
 		}
 		v.say(false, msg.done)

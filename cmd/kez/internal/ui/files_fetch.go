@@ -144,16 +144,17 @@ func (v *filesView) transferred(t *transfer) tea.Cmd {
 		return nil
 	}
 	if t.err == nil {
-		t.line = filewords.Fetched(t.got, t.handle) + " Saved to " + t.got.Path
+		t.line = filewords.Fetched(t.got, t.handle) + "\nSaved to " + cleanLine(t.got.Path)
 		return nil
 	}
 	t.failed = true
-	t.line = fetchSentence(t.err, t.handle, t.verified.Load(), t.total.Load())
+	t.line = v.fetchSentence(t.err, t.handle, t.verified.Load(), t.total.Load())
 	return nil
 }
 
-// fetchSentence words a fetch that failed, for the files screen.
-func fetchSentence(err error, who string, verified, total int64) string {
+// fetchSentence words a fetch (or a Browse) that failed, for the files
+// screen: the facts in the CLI's words (filewords), with what to do here.
+func (v *filesView) fetchSentence(err error, who string, verified, total int64) string {
 	var (
 		offline   *files.OfflineError
 		unreach   *files.UnreachableError
@@ -187,11 +188,20 @@ func fetchSentence(err error, who string, verified, total int64) string {
 	case errors.Is(err, fs.ErrExist) && errors.As(err, &pathErr):
 		return fmt.Sprintf("%s already exists, so nothing was fetched: press Enter on the file and give another path", cleanLine(pathErr.Path))
 	}
+	return v.explain(err)
+}
+
+// explain words an error no case of the files screen knows: the kez
+// command's sentence for it (Config.Explain), else its text.
+func (v *filesView) explain(err error) string {
+	if v.cfg.Explain != nil {
+		return cleanLine(v.cfg.Explain(err))
+	}
 	return cleanLine(err.Error())
 }
 
 // shareSentence words a share or unshare that failed.
-func shareSentence(err error, path string) string {
+func (v *filesView) shareSentence(err error, path string) string {
 	var changed *files.ChangedError
 	var notShared *files.NotSharedError
 	switch {
@@ -204,7 +214,7 @@ func shareSentence(err error, path string) string {
 	case errors.Is(err, fs.ErrNotExist) && path != "":
 		return fmt.Sprintf("there is no file at %s, so nothing was shared", cleanLine(path))
 	}
-	return cleanLine(err.Error())
+	return v.explain(err)
 }
 
 // saveName is the file name a fetch proposes for name: name as drawn

@@ -233,6 +233,7 @@ func TestTransferProgressNeverBlocks(t *testing.T) {
 }
 
 func TestFetchSentences(t *testing.T) {
+	v := newTestView(t)
 	cases := []struct {
 		err  error
 		want string
@@ -245,11 +246,11 @@ func TestFetchSentences(t *testing.T) {
 		{&os.PathError{Op: "fetch to", Path: "/d/x", Err: os.ErrExist}, "/d/x already exists"},
 	}
 	for _, c := range cases {
-		if got := fetchSentence(c.err, "bob@kez.test", 0, 0); !strings.Contains(got, c.want) {
+		if got := v.fetchSentence(c.err, "bob@kez.test", 0, 0); !strings.Contains(got, c.want) {
 			t.Errorf("%v: %q, want %q in it", c.err, got, c.want)
 		}
 	}
-	if got := fetchSentence(fmt.Errorf("x: %w", files.ErrClosed), "bob@kez.test", 1<<20, 4<<20); !strings.Contains(got, "1.0 MiB of 4.0 MiB verified, which is kept") {
+	if got := v.fetchSentence(fmt.Errorf("x: %w", files.ErrClosed), "bob@kez.test", 1<<20, 4<<20); !strings.Contains(got, "1.0 MiB of 4.0 MiB verified, which is kept") {
 		t.Errorf("interrupted: %q", got)
 	}
 }
