@@ -77,7 +77,8 @@ var figures = regexp.MustCompile(`(\d+)%\s+([0-9.]+ [KMG]?i?B) / 6\.0 MiB`)
 // ui opens bob's files with f, fetches it to the path she typed and shows
 // the progress bar; she quits halfway (Ctrl+C: what was verified is
 // kept); a second kez ui fetches it again, says it resumes, ends with the
-// route sentence, and the file matches.
+// route sentence, and the file matches. Then alice shares and unshares a
+// file of her own from the s screen.
 func TestUIFilesFetch(t *testing.T) {
 	st := stacktest.Start(t, stacktest.Options{})
 	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
@@ -105,7 +106,7 @@ func TestUIFilesFetch(t *testing.T) {
 		tm.keys("f")
 		tm.waitText("report.bin")
 		tm.keys("Enter")
-		tm.waitText("Save to: ")
+		tm.waitText("Save to:")
 		tm.keys("C-u")
 		tm.tmux("send-keys", "-t", "kez", "-l", dst)
 		tm.keys("Enter")
@@ -141,6 +142,28 @@ func TestUIFilesFetch(t *testing.T) {
 		t.Fatalf("the fetched file differs (%v)", err)
 	}
 	uiFixture(t, "files_fetched.txt", done, map[string]string{filepath.Dir(dst): "DIR"})
+
+	// Her own shares: a path that is no file is refused in words; a file
+	// is shared, counted on the status line, and unshared.
+	tm.keys("Escape")
+	// The next key only once Esc was taken alone (Esc then s is Alt+s).
+	tm.waitScreen("the list again", func(s string) bool { return !strings.Contains(s, "shares with you") })
+	tm.keys("s")
+	tm.waitText("You share no files")
+	tm.keys("a")
+	tm.waitText("Share file:")
+	tm.tmux("send-keys", "-t", "kez", "-l", dst+".nothing")
+	tm.keys("Enter")
+	tm.waitText("there is no file at " + dst + ".nothing")
+	tm.keys("a")
+	tm.waitText("Share file:")
+	tm.tmux("send-keys", "-t", "kez", "-l", dst)
+	tm.keys("Enter")
+	tm.waitText("Shared report.bin (6.0 MiB) publicly.")
+	tm.waitText("serving 1 file")
+	tm.keys("u")
+	tm.waitText("Unshared report.bin")
+	tm.waitText("serving 0 files")
 	tm.keys("C-c")
 	tm.waitFor("[exit 0]")
 }
