@@ -2,72 +2,16 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	mrand "math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
-
-var updateUIFiles = flag.Bool("update-ui-files", false, "rewrite testdata/ui/files_*.txt from the screens captured")
-
-// screen returns what the pane shows now (capture-pane -p: the text of
-// each row, no colours).
-func (tm *terminal) screen() string {
-	tm.t.Helper()
-	cmd := exec.Command("tmux", "-S", tm.sock, "capture-pane", "-p", "-t", "kez")
-	out, err := cmd.Output()
-	if err != nil {
-		tm.t.Fatalf("tmux capture-pane: %v", err)
-	}
-	return string(out)
-}
-
-// waitScreen captures the pane each time its output stream grows until
-// ok holds for what it shows, and returns that screen.
-func (tm *terminal) waitScreen(what string, ok func(screen string) bool) string {
-	tm.t.Helper()
-	deadline := time.NewTimer(terminalWait)
-	defer deadline.Stop()
-	for {
-		tm.mu.Lock()
-		more, ended := tm.more, tm.ended
-		tm.mu.Unlock()
-		s := tm.screen()
-		if ok(s) {
-			return s
-		}
-		if ended {
-			tm.t.Fatalf("the terminal closed before it showed %s; it shows:\n%s", what, s)
-		}
-		select {
-		case <-more:
-		case <-deadline.C:
-			tm.t.Fatalf("the screen never showed %s in %v; it shows:\n%s", what, terminalWait, s)
-		}
-	}
-}
-
-// waitText waits for text on the screen.
-func (tm *terminal) waitText(text string) string {
-	tm.t.Helper()
-	return tm.waitScreen(strconvQuote(text), func(s string) bool { return strings.Contains(s, text) })
-}
-
-func strconvQuote(s string) string { return `"` + s + `"` }
-
-// keys sends tmux key names (Enter, C-u, Escape…).
-func (tm *terminal) keys(names ...string) {
-	tm.t.Helper()
-	tm.tmux(append([]string{"send-keys", "-t", "kez"}, names...)...)
-}
 
 // figures matches the progress figures of a fetch under way.
 var figures = regexp.MustCompile(`(\d+)%\s+([0-9.]+ [KMG]?i?B) / 6\.0 MiB`)
@@ -101,14 +45,14 @@ func TestUIFilesFetch(t *testing.T) {
 	dst := filepath.Join(t.TempDir(), "got", "report.bin")
 	os.MkdirAll(filepath.Dir(dst), 0o700)
 	fetch := func(tm *terminal) {
-		tm.waitText("bob")
-		tm.waitText("serving 0 files")
+		tm.waitShows("bob")
+		tm.waitShows("serving 0 files")
 		tm.keys("f")
-		tm.waitText("report.bin")
+		tm.waitShows("report.bin")
 		tm.keys("Enter")
-		tm.waitText("Save to:")
+		tm.waitShows("Save to:")
 		tm.keys("C-u")
-		tm.tmux("send-keys", "-t", "kez", "-l", dst)
+		tm.typeText(dst)
 		tm.keys("Enter")
 	}
 
@@ -133,67 +77,37 @@ func TestUIFilesFetch(t *testing.T) {
 
 	tm = startTerminal(t, alice, "ui")
 	fetch(tm)
-	tm.waitText("resuming report.bin from bob@kez.test")
-	done := tm.waitText(`Fetched "report.bin" (6.0 MiB) from bob@kez.test directly.`)
+	tm.waitShows("resuming report.bin from bob@kez.test")
+	done := tm.waitShows(`Fetched "report.bin" (6.0 MiB) from bob@kez.test directly.`)
 	if !strings.Contains(done, "Saved to "+dst) {
 		t.Errorf("no Saved to line:\n%s", done)
 	}
 	if got, err := os.ReadFile(dst); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("the fetched file differs (%v)", err)
 	}
-	uiFixture(t, "files_fetched.txt", done, map[string]string{filepath.Dir(dst): "DIR"})
+	matchFixture(t, "files_fetched", strings.ReplaceAll(done, filepath.Dir(dst), "DIR"))
 
 	// Her own shares: a path that is no file is refused in words; a file
 	// is shared, counted on the status line, and unshared.
 	tm.keys("Escape")
 	// The next key only once Esc was taken alone (Esc then s is Alt+s).
-	tm.waitScreen("the list again", func(s string) bool { return !strings.Contains(s, "shares with you") })
+	tm.waitGone("shares with you")
 	tm.keys("s")
-	tm.waitText("You share no files")
+	tm.waitShows("You share no files")
 	tm.keys("a")
-	tm.waitText("Share file:")
-	tm.tmux("send-keys", "-t", "kez", "-l", dst+".nothing")
+	tm.waitShows("Share file:")
+	tm.typeText(dst + ".nothing")
 	tm.keys("Enter")
-	tm.waitText("there is no file at " + dst + ".nothing")
+	tm.waitShows("there is no file at " + dst + ".nothing")
 	tm.keys("a")
-	tm.waitText("Share file:")
-	tm.tmux("send-keys", "-t", "kez", "-l", dst)
+	tm.waitShows("Share file:")
+	tm.typeText(dst)
 	tm.keys("Enter")
-	tm.waitText("Shared report.bin (6.0 MiB) publicly.")
-	tm.waitText("serving 1 file")
+	tm.waitShows("Shared report.bin (6.0 MiB) publicly.")
+	tm.waitShows("serving 1 file")
 	tm.keys("u")
-	tm.waitText("Unshared report.bin")
-	tm.waitText("serving 0 files")
+	tm.waitShows("Unshared report.bin")
+	tm.waitShows("serving 0 files")
 	tm.keys("C-c")
 	tm.waitFor("[exit 0]")
-}
-
-// uiFixture compares a captured screen, normalised (the replacements,
-// then trailing spaces), with testdata/ui/name; -update-ui-files
-// rewrites it.
-func uiFixture(t *testing.T, name, screen string, repl map[string]string) {
-	t.Helper()
-	for from, to := range repl {
-		screen = strings.ReplaceAll(screen, from, to)
-	}
-	lines := strings.Split(strings.TrimRight(screen, "\n"), "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimRight(l, " ")
-	}
-	screen = strings.Join(lines, "\n") + "\n"
-	path := filepath.Join("testdata", "ui", name)
-	if *updateUIFiles {
-		os.MkdirAll(filepath.Dir(path), 0o755)
-		if err := os.WriteFile(path, []byte(screen), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update-ui-files to write it)", err)
-	}
-	if string(want) != screen {
-		t.Errorf("the screen differs from %s:\n%s\nwant:\n%s", path, screen, want)
-	}
 }
