@@ -85,8 +85,12 @@ func newFilesView(cfg *Config) *filesView {
 // that is done.
 func (v *filesView) setSharing(s *files.Sharing) {
 	v.mu.Lock()
+	old := v.s
 	v.s, v.serving, v.serveErr = s, false, nil
 	v.mu.Unlock()
+	if old != nil && old != s {
+		old.Close() // replaced: it serves no more
+	}
 	if s == nil {
 		return
 	}
@@ -289,6 +293,18 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 		v.path = p
 		return v.openPrompt(promptTo, "To: ", "")
 	}
+	var to []string
+	if kind == promptTo {
+		for _, h := range strings.Split(value, ",") {
+			if h = strings.TrimPrefix(strings.TrimSpace(h), "@"); h != "" {
+				to = append(to, h)
+			}
+		}
+		if len(to) == 0 {
+			v.say(true, "a private share needs at least one handle: nothing was shared")
+			return nil
+		}
+	}
 	s := v.sharing()
 	if s == nil {
 		v.say(true, "files are not open yet (kez is connecting): try again once the status line says serving")
@@ -310,16 +326,6 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 		}
 		return v.share(s, p, nil)
 	case promptTo:
-		var to []string
-		for _, h := range strings.Split(value, ",") {
-			if h = strings.TrimPrefix(strings.TrimSpace(h), "@"); h != "" {
-				to = append(to, h)
-			}
-		}
-		if len(to) == 0 {
-			v.say(true, "a private share needs at least one handle: nothing was shared")
-			return nil
-		}
 		return v.share(s, v.path, to)
 	}
 	return nil

@@ -192,6 +192,17 @@ func TestOwnViewPrompts(t *testing.T) {
 	if !strings.Contains(plain, "To: ") {
 		t.Errorf("no To prompt:\n%s", plain)
 	}
+	for _, r := range " , @ ," {
+		v.update(key(string(r)))
+	}
+	v.update(key("enter"))
+	if !strings.Contains(v.note, "needs at least one handle") || !v.noteErr || v.prompt != promptNone {
+		t.Errorf("a private share to no one: %q", v.note)
+	}
+	v.update(key("p"))
+	v.update(key("x"))
+	v.update(key("enter"))
+	v.update(key("b"))
 	v.update(key("enter"))
 	if !strings.Contains(v.note, "not open yet") || !v.noteErr {
 		t.Errorf("a share while offline: %q", v.note)
