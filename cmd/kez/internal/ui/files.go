@@ -85,8 +85,12 @@ func newFilesView(cfg *Config) *filesView {
 // that is done.
 func (v *filesView) setSharing(s *files.Sharing) {
 	v.mu.Lock()
+	old := v.s
 	v.s, v.serving, v.serveErr = s, false, nil
 	v.mu.Unlock()
+	if old != nil && old != s {
+		old.Close() // replaced: it serves no more
+	}
 	if s == nil {
 		return
 	}
@@ -160,28 +164,28 @@ func (v *filesView) reload() tea.Cmd {
 }
 
 // update handles a message while the view is on screen, and every
-// filesMsg at any time; done reports that the user left it (Esc).
+// filesScreenMsg at any time; done reports that the user left it (Esc).
 func (v *filesView) update(msg tea.Msg) (done bool, cmd tea.Cmd) {
 	switch msg := msg.(type) {
 	case browsedMsg:
 		if msg.gen == v.gen && v.mode == showingContact {
-			v.loading, v.entries = false, msg.entries
+			v.loading, v.entries, v.listErr = false, msg.entries, ""
 			if msg.err != nil {
-				v.listErr = fetchSentence(msg.err, v.handle, 0, 0)
+				v.listErr = v.fetchSentence(msg.err, v.handle, 0, 0)
 			}
 			v.clampSel()
 		}
 	case ownMsg:
 		if msg.gen == v.gen && v.mode == showingOwn {
-			v.loading, v.own = false, msg.shared
+			v.loading, v.own, v.listErr = false, msg.shared, ""
 			if msg.err != nil {
-				v.listErr = shareSentence(msg.err, "")
+				v.listErr = v.shareSentence(msg.err, "")
 			}
 			v.clampSel()
 		}
 	case sharedMsg:
 		if msg.err != nil {
-			v.say(true, shareSentence(msg.err, msg.path))
+			v.say(true, v.shareSentence(msg.err, msg.path))
 			return false, nil
 		}
 		v.say(false, msg.done)
@@ -289,6 +293,18 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 		v.path = p
 		return v.openPrompt(promptTo, "To: ", "")
 	}
+	var to []string
+	if kind == promptTo {
+		for _, h := range strings.Split(value, ",") {
+			if h = strings.TrimPrefix(strings.TrimSpace(h), "@"); h != "" {
+				to = append(to, h)
+			}
+		}
+		if len(to) == 0 {
+			v.say(true, "a private share needs at least one handle: nothing was shared")
+			return nil
+		}
+	}
 	s := v.sharing()
 	if s == nil {
 		v.say(true, "files are not open yet (kez is connecting): try again once the status line says serving")
@@ -310,16 +326,6 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 		}
 		return v.share(s, p, nil)
 	case promptTo:
-		var to []string
-		for _, h := range strings.Split(value, ",") {
-			if h = strings.TrimPrefix(strings.TrimSpace(h), "@"); h != "" {
-				to = append(to, h)
-			}
-		}
-		if len(to) == 0 {
-			v.say(true, "a private share needs at least one handle: nothing was shared")
-			return nil
-		}
 		return v.share(s, v.path, to)
 	}
 	return nil
@@ -327,7 +333,7 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 
 // share shares path, publicly or privately with the handles to.
 func (v *filesView) share(s *files.Sharing, path string, to []string) tea.Cmd {
-	v.say(false, "sharing "+inert(filepath.Base(path))+"…")
+	v.say(false, "sharing "+cleanLine(filepath.Base(path))+"…")
 	ctx := v.ctx
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(ctx, listTimeout)
@@ -344,7 +350,7 @@ func (v *filesView) share(s *files.Sharing, path string, to []string) tea.Cmd {
 		if sf.Private {
 			how = "privately with " + strings.Join(sf.Recipients, ", ")
 		}
-		return sharedMsg{done: fmt.Sprintf("Shared %s (%s) %s.", inert(sf.Name), filewords.Size(sf.Size), inert(how)), count: count(ctx, s)}
+		return sharedMsg{done: fmt.Sprintf("Shared %s (%s) %s.", cleanLine(sf.Name), filewords.Size(sf.Size), cleanLine(how)), count: count(ctx, s)}
 	}
 }
 
@@ -354,7 +360,7 @@ func (v *filesView) unshare(f files.SharedFile) tea.Cmd {
 	if s == nil {
 		return nil
 	}
-	v.say(false, "unsharing "+inert(f.Name)+"…")
+	v.say(false, "unsharing "+cleanLine(f.Name)+"…")
 	ctx := v.ctx
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(ctx, listTimeout)
@@ -362,7 +368,7 @@ func (v *filesView) unshare(f files.SharedFile) tea.Cmd {
 		if _, err := s.Unshare(ctx, f.CID.String()); err != nil {
 			return sharedMsg{err: err}
 		}
-		return sharedMsg{done: fmt.Sprintf("Unshared %s: it is no longer in your list of shared files.", inert(f.Name)), count: count(ctx, s)}
+		return sharedMsg{done: fmt.Sprintf("Unshared %s: it is no longer in your list of shared files.", cleanLine(f.Name)), count: count(ctx, s)}
 	}
 }
 

@@ -17,10 +17,10 @@ import (
 	"github.com/kez-lat/kez-chat/files/format"
 )
 
-// filesMsg marks the messages of the files screen. The model hands every
+// filesScreenMsg marks the messages of the files screen. The model hands every
 // one of them to filesView.update, whichever screen is showing: a fetch
 // goes on while the user chats.
-type filesMsg interface{ isFilesMsg() }
+type filesScreenMsg interface{ isFilesMsg() }
 
 // browsedMsg is a contact's list of shared files (Sharing.Browse).
 type browsedMsg struct {
@@ -38,8 +38,8 @@ type ownMsg struct {
 
 // sharedMsg ends a share or an unshare.
 type sharedMsg struct {
-	done string // the sentence when it worked
-	err  error
+	done  string // the sentence when it worked
+	err   error
 	path  string // the path shared, for the error's sentence
 	count int    // the files shared now; -1 if unknown
 }
@@ -107,7 +107,7 @@ func (t *transfer) ended() bool {
 func (v *filesView) startFetch(s *files.Sharing, handle string, e format.Entry, path string) tea.Cmd {
 	for _, t := range v.transfers {
 		if t.path == path && !t.ended() {
-			v.say(true, fmt.Sprintf("%s is already being fetched to %s", inert(e.Name), inert(path)))
+			v.say(true, fmt.Sprintf("%s is already being fetched to %s", cleanLine(e.Name), cleanLine(path)))
 			return nil
 		}
 	}
@@ -144,16 +144,17 @@ func (v *filesView) transferred(t *transfer) tea.Cmd {
 		return nil
 	}
 	if t.err == nil {
-		t.line = filewords.Fetched(t.got, t.handle) + " Saved to " + t.got.Path
+		t.line = filewords.Fetched(t.got, t.handle) + "\nSaved to " + cleanLine(t.got.Path)
 		return nil
 	}
 	t.failed = true
-	t.line = fetchSentence(t.err, t.handle, t.verified.Load(), t.total.Load())
+	t.line = v.fetchSentence(t.err, t.handle, t.verified.Load(), t.total.Load())
 	return nil
 }
 
-// fetchSentence words a fetch that failed, for the files screen.
-func fetchSentence(err error, who string, verified, total int64) string {
+// fetchSentence words a fetch (or a Browse) that failed, for the files
+// screen: the facts in the CLI's words (filewords), with what to do here.
+func (v *filesView) fetchSentence(err error, who string, verified, total int64) string {
 	var (
 		offline   *files.OfflineError
 		unreach   *files.UnreachableError
@@ -185,13 +186,22 @@ func fetchSentence(err error, who string, verified, total int64) string {
 	case errors.Is(err, files.ErrCorrupt):
 		return filewords.Corrupt(who) + ": try again later, and tell them if it happens again"
 	case errors.Is(err, fs.ErrExist) && errors.As(err, &pathErr):
-		return fmt.Sprintf("%s already exists, so nothing was fetched: press Enter on the file and give another path", inert(pathErr.Path))
+		return fmt.Sprintf("%s already exists, so nothing was fetched: press Enter on the file and give another path", cleanLine(pathErr.Path))
 	}
-	return inert(err.Error())
+	return v.explain(err)
+}
+
+// explain words an error no case of the files screen knows: the kez
+// command's sentence for it (Config.Explain), else its text.
+func (v *filesView) explain(err error) string {
+	if v.cfg.Explain != nil {
+		return cleanLine(v.cfg.Explain(err))
+	}
+	return cleanLine(err.Error())
 }
 
 // shareSentence words a share or unshare that failed.
-func shareSentence(err error, path string) string {
+func (v *filesView) shareSentence(err error, path string) string {
 	var changed *files.ChangedError
 	var notShared *files.NotSharedError
 	switch {
@@ -202,50 +212,22 @@ func shareSentence(err error, path string) string {
 	case errors.As(err, &notShared):
 		return filewords.NotShared(notShared)
 	case errors.Is(err, fs.ErrNotExist) && path != "":
-		return fmt.Sprintf("there is no file at %s, so nothing was shared", inert(path))
+		return fmt.Sprintf("there is no file at %s, so nothing was shared", cleanLine(path))
 	}
-	return inert(err.Error())
+	return v.explain(err)
 }
 
-// inert makes text from someone else (a file name in their signed list,
-// an error quoting it) safe to draw: a character that is not graphic (a
-// control character, an escape, a direction override) is written as its
-// escape, \x1b or \u202e, so it cannot move the cursor, recolour the
-// screen or reorder what follows.
-func inert(s string) string {
-	if strings.IndexFunc(s, notGraphic) < 0 {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r == utf8RuneError:
-			b.WriteString(`\ufffd`)
-		case !notGraphic(r):
-			b.WriteRune(r)
-		case r < 0x100:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		default:
-			fmt.Fprintf(&b, `\u%04x`, r)
-		}
-	}
-	return b.String()
-}
-
-const utf8RuneError = '\uFFFD'
-
-func notGraphic(r rune) bool { return !unicode.IsGraphic(r) || r == utf8RuneError }
-
-// saveName is the file name a fetch proposes for name: name with any
-// character that is not graphic, and any path separator, made '_', and
-// "download" for a name that would be no name ("", ".", "..").
+// saveName is the file name a fetch proposes for name: name as drawn
+// (cleanLine), with any path separator and any character that is not
+// graphic made '_', and "download" for a name that would be no name ("",
+// ".", "..").
 func saveName(name string) string {
 	b := strings.Map(func(r rune) rune {
-		if notGraphic(r) || r == '/' || r == '\\' || r == filepath.Separator {
+		if !unicode.IsGraphic(r) || r == '/' || r == '\\' || r == filepath.Separator {
 			return '_'
 		}
 		return r
-	}, name)
+	}, cleanLine(name))
 	if b == "" || b == "." || b == ".." {
 		return "download"
 	}

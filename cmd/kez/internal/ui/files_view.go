@@ -63,7 +63,7 @@ func (v *filesView) title() string {
 	if v.mode == showingOwn {
 		return "Your shared files — " + v.status()
 	}
-	return "Files " + inert(v.handle) + " shares with you"
+	return "Files " + cleanLine(v.handle) + " shares with you"
 }
 
 // keys is the last row: what the keys do here.
@@ -94,7 +94,7 @@ func (v *filesView) list(width, h int) []string {
 	case v.rows() == 0 && v.mode == showingOwn:
 		out = append(out, "You share no files: press a to share one.")
 	case v.rows() == 0:
-		out = append(out, inert(v.handle)+" shares no files with you.")
+		out = append(out, cleanLine(v.handle)+" shares no files with you.")
 	}
 	if len(out) > 0 || v.loading {
 		if len(out) > h {
@@ -128,7 +128,7 @@ func (v *filesView) list(width, h int) []string {
 				kind = "private"
 			}
 		}
-		out = append(out, row(inert(name), size, inert(kind), width, i == v.sel))
+		out = append(out, row(cleanLine(name), size, cleanLine(kind), width, i == v.sel))
 	}
 	return out
 }
@@ -170,7 +170,7 @@ func (v *filesView) transferLines(t *transfer, width int) []string {
 	figures := fmt.Sprintf(" %3.0f%%  %s / %s", pct*100, filewords.Size(done), filewords.Size(total))
 	v.bar.SetWidth(max(10, min(40, width-lipgloss.Width(figures)-1)))
 	return []string{
-		verb + " " + inert(t.name) + " from " + inert(t.handle),
+		verb + " " + cleanLine(t.name) + " from " + cleanLine(t.handle),
 		v.bar.ViewAs(pct) + figures,
 	}
 }

@@ -204,6 +204,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.listDone(msg)
 	case pageMsg, paneMsg, sentMsg, storedMsg, acceptedMsg, blockedMsg, addedMsg, markedMsg, checkMsg, resolvedMsg:
 		return m, m.sdkDone(msg)
+	case filesScreenMsg: // a fetch goes on while another screen shows
+		_, cmd := m.files.update(msg)
+		return m, cmd
 	}
 	// The files screen's own results come at any time (a fetch goes on
 	// while the screen is closed).
