@@ -436,3 +436,36 @@ func TestREADMEShowsTheUI(t *testing.T) {
 		t.Errorf("README.md's capture is not testdata/ui/chat.txt:\n%s---\n%s", got, want)
 	}
 }
+
+// TestUIOfflineAndPlain: with NO_COLOR on a dumb terminal the screen still
+// says everything in words; when NATS goes down the status line says so,
+// a message sent meanwhile shows "sent, waiting for NATS" and goes out
+// once NATS is back; n asks for a handle and names one no one holds.
+func TestUIOfflineAndPlain(t *testing.T) {
+	st, aliceEnv, bobEnv := uiPair(t)
+	mustRun(t, bobEnv, "", "send", "alice", "are you there?")
+	alice := startTerminalWith(t, termOptions{cols: 80, rows: 24, term: "dumb", shell: true}, with(aliceEnv, "NO_COLOR", "1"), "ui")
+	alice.online()
+	alice.waitShows("bob@kez.test (1)")
+
+	alice.keys("n")
+	alice.waitShows("Add contact (handle):")
+	alice.typeText("nobody")
+	alice.keys("Enter")
+	alice.waitShows("Not added:", "nobody")
+
+	alice.keys("Enter")
+	alice.waitShows("bob: are you there?")
+	st.NATS().Shutdown()
+	alice.waitShows("○ offline — reconnecting")
+	alice.typeText("queued while NATS was down")
+	alice.keys("Enter")
+	alice.waitShows("alice: queued while NATS was down", "sent, waiting for NATS")
+	st.NATS().Restart()
+	st.WaitReady()
+	alice.waitShows("● online")
+	alice.waitShows("alice: queued while NATS was down  ✓")
+	if out := mustRun(t, bobEnv, "", "inbox").stdout; !strings.Contains(out, "queued while NATS was down") {
+		t.Errorf("bob's inbox lacks the queued message:\n%s", out)
+	}
+}

@@ -14,6 +14,9 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// noticeFor is how long a sentence stays in the status line.
+const noticeFor = 15 * time.Second
+
 // focus is where the keys go.
 type focus int
 
@@ -164,6 +167,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case tickMsg:
 		m.pollConn()
+		if m.notice != "" && m.cfg.Now().Sub(m.noticeAt) > noticeFor {
+			m.notice = ""
+		}
 		return m, tick()
 	case localMsg:
 		if msg.err != nil {

@@ -23,7 +23,7 @@ func testModel(t *testing.T, w, h int) *model {
 	return m
 }
 
-func key(i byte) kez.PublicKey {
+func testKey(i byte) kez.PublicKey {
 	var k kez.PublicKey
 	k[0], k[31] = i, 1
 	return k
@@ -36,9 +36,9 @@ func screen(m *model) string { return ansi.Strip(m.View().Content) }
 // number, and the rows stay selectable.
 func TestRequestsAreCapped(t *testing.T) {
 	m := testModel(t, 80, 24)
-	convs := []conversation{{Peer: key(1), Handle: "bob@kez.test"}}
+	convs := []conversation{{Peer: testKey(1), Handle: "bob@kez.test"}}
 	for i := range 1000 {
-		convs = append(convs, conversation{Peer: key(byte(i%250 + 2)), Request: true, Handle: "spam@kez.test"})
+		convs = append(convs, conversation{Peer: testKey(byte(i%250 + 2)), Request: true, Handle: "spam@kez.test"})
 	}
 	m.Update(listMsg{convs: convs})
 	s := screen(m)
@@ -61,8 +61,8 @@ func TestRequestsAreCapped(t *testing.T) {
 func TestReceivedTextIsInert(t *testing.T) {
 	m := testModel(t, 80, 24)
 	evil := "\x1b]0;pwned\x07\x1b[2J\u202eevil\u009b1m"
-	last := &chat.Entry{Incoming: true, Peer: key(1), From: key(1), PeerHandle: evil, Body: []byte(evil + "\nline two"), SentAt: m.cfg.Now(), Trust: chat.TrustRequest}
-	cv := conversation{Peer: key(1), Handle: evil, Request: true, Last: last}
+	last := &chat.Entry{Incoming: true, Peer: testKey(1), From: testKey(1), PeerHandle: evil, Body: []byte(evil + "\nline two"), SentAt: m.cfg.Now(), Trust: chat.TrustRequest}
+	cv := conversation{Peer: testKey(1), Handle: evil, Request: true, Last: last}
 	m.Update(listMsg{convs: []conversation{cv}})
 	m.pane = newPane(cv)
 	m.Update(paneMsg{conv: cv, entries: []*chat.Entry{last}})
@@ -81,12 +81,12 @@ func TestReceivedTextIsInert(t *testing.T) {
 // of long messages, one frame wraps the last few.
 func TestPaneWrapsOnlyWhatIsVisible(t *testing.T) {
 	m := testModel(t, 80, 24)
-	cv := conversation{Peer: key(1), Handle: "bob@kez.test"}
+	cv := conversation{Peer: testKey(1), Handle: "bob@kez.test"}
 	var es []*chat.Entry
 	for i := range maxKept {
 		var id chat.MessageID
 		id[0], id[1] = byte(i), byte(i>>8)
-		es = append(es, &chat.Entry{ID: id, Incoming: true, Peer: key(1), From: key(1), PeerHandle: "bob@kez.test", Body: []byte(strings.Repeat("word ", 40)), SentAt: m.cfg.Now(), Trust: chat.TrustTrusted, Read: true})
+		es = append(es, &chat.Entry{ID: id, Incoming: true, Peer: testKey(1), From: testKey(1), PeerHandle: "bob@kez.test", Body: []byte(strings.Repeat("word ", 40)), SentAt: m.cfg.Now(), Trust: chat.TrustTrusted, Read: true})
 	}
 	m.pane = newPane(cv)
 	m.Update(paneMsg{conv: cv, entries: es})
@@ -95,7 +95,7 @@ func TestPaneWrapsOnlyWhatIsVisible(t *testing.T) {
 		t.Errorf("%d messages wrapped for one frame of %d rows", n, m.historyHeight())
 	}
 	// A 48 KiB message without a space is cut into lines once.
-	huge := &chat.Entry{Incoming: true, Peer: key(1), From: key(1), Body: []byte(strings.Repeat("y", chat.MaxBodySize-3) + "END"), SentAt: m.cfg.Now(), Trust: chat.TrustTrusted}
+	huge := &chat.Entry{Incoming: true, Peer: testKey(1), From: testKey(1), Body: []byte(strings.Repeat("y", chat.MaxBodySize-3) + "END"), SentAt: m.cfg.Now(), Trust: chat.TrustTrusted}
 	m.Update(entryMsg{huge})
 	if s := screen(m); !strings.Contains(s, "yEND") {
 		t.Errorf("the huge message's end is not at the bottom:\n%s", s)
@@ -106,7 +106,7 @@ func TestPaneWrapsOnlyWhatIsVisible(t *testing.T) {
 // number, and Enter sends nothing.
 func TestFlaggedBlocksSending(t *testing.T) {
 	m := testModel(t, 80, 24)
-	cv := conversation{Peer: key(1), Handle: "bob@kez.test", Flag: chat.FlagKeyChanged}
+	cv := conversation{Peer: testKey(1), Handle: "bob@kez.test", Flag: chat.FlagKeyChanged}
 	m.Update(listMsg{convs: []conversation{cv}})
 	m.pane = newPane(cv)
 	m.setFocus(focusCompose)
@@ -115,7 +115,7 @@ func TestFlaggedBlocksSending(t *testing.T) {
 		t.Error("Enter on a flagged conversation returned a command")
 	}
 	s := screen(m)
-	sn := strings.Fields(kez.SafetyNumber(m.cfg.Me, key(1)))
+	sn := strings.Fields(kez.SafetyNumber(m.cfg.Me, testKey(1)))
 	for _, want := range []string{"KEY CHANGED", sn[0], "Sending is blocked", "Not sent"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("the screen lacks %q:\n%s", want, s)
