@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"io"
+	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"github.com/kez-lat/kez-chat/cmd/kez/internal/ui"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/kez"
+	"github.com/libp2p/go-libp2p/gologshim"
 	"github.com/nats-io/nats.go"
 )
 
@@ -89,8 +92,19 @@ func runUI(ctx context.Context, e *env, cf chatFlags, listen string) error {
 	defer logf.Close()
 	// From here on nothing may write to the terminal but the UI, and
 	// nothing may prompt on it.
-	e.stderr = &cappedWriter{w: logf, left: uiLogMax}
+	logw := &cappedWriter{w: logf, left: uiLogMax}
+	e.stderr = logw
 	e.isTerminal = false
+	// What libraries log on their own (libp2p writes to standard error
+	// unless told otherwise) goes there too.
+	level := slog.LevelWarn
+	if cf.verbose {
+		level = slog.LevelDebug
+	}
+	h := slog.NewTextHandler(logw, &slog.HandlerOptions{Level: level})
+	gologshim.SetDefaultHandler(h)
+	slog.SetDefault(slog.New(h))
+	log.SetOutput(logw)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP)
 	defer stop()

@@ -12,7 +12,7 @@ import (
 // maxKept is how many messages of a conversation the pane keeps in
 // memory: older pages are loaded as the user scrolls back, and what goes
 // past this is dropped from the other end.
-const maxKept = 500
+const maxKept = 4 * pageSize
 
 // pane is the open conversation.
 type pane struct {
