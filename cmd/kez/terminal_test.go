@@ -162,25 +162,40 @@ func (tm *terminal) read(fifo string) {
 // and returns what the pane printed from there up to the end of s.
 func (tm *terminal) waitFor(s string) string {
 	tm.t.Helper()
+	return tm.until(fmt.Sprintf("%q", s), func() (bool, string) {
+		tm.mu.Lock()
+		defer tm.mu.Unlock()
+		if i := bytes.Index(tm.out[tm.cursor:], []byte(s)); i >= 0 {
+			seen := string(tm.out[tm.cursor : tm.cursor+i+len(s)])
+			tm.cursor += i + len(s)
+			return true, seen
+		}
+		return false, string(tm.out)
+	})
+}
+
+// until waits until check reports true, calling it again each time the
+// pane's output grows, and returns what it returned; on a timeout or the
+// end of the stream it fails the test with what check last showed.
+func (tm *terminal) until(what string, check func() (ok bool, shown string)) string {
+	tm.t.Helper()
 	deadline := time.NewTimer(terminalWait)
 	defer deadline.Stop()
 	for {
 		tm.mu.Lock()
-		if i := bytes.Index(tm.out[tm.cursor:], []byte(s)); i >= 0 {
-			seen := string(tm.out[tm.cursor : tm.cursor+i+len(s)])
-			tm.cursor += i + len(s)
-			tm.mu.Unlock()
-			return seen
-		}
-		more, ended, all := tm.more, tm.ended, string(tm.out)
+		more, ended := tm.more, tm.ended
 		tm.mu.Unlock()
+		ok, shown := check()
+		if ok {
+			return shown
+		}
 		if ended {
-			tm.t.Fatalf("the terminal closed without printing %q; it printed:\n%s", s, all)
+			tm.t.Fatalf("the terminal closed without showing %s; it showed:\n%s", what, shown)
 		}
 		select {
 		case <-more:
 		case <-deadline.C:
-			tm.t.Fatalf("no %q in the terminal after %v; it printed:\n%s", s, terminalWait, all)
+			tm.t.Fatalf("no %s in the terminal after %v; it showed:\n%s", what, terminalWait, shown)
 		}
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
@@ -41,25 +40,10 @@ func (tm *terminal) screen() string {
 // time it answers capture-pane), and returns it.
 func (tm *terminal) waitScreen(what string, ok func(string) bool) string {
 	tm.t.Helper()
-	deadline := time.NewTimer(terminalWait)
-	defer deadline.Stop()
-	for {
-		tm.mu.Lock()
-		more, ended := tm.more, tm.ended
-		tm.mu.Unlock()
+	return tm.until(what, func() (bool, string) {
 		s := tm.screen()
-		if ok(s) {
-			return s
-		}
-		if ended {
-			tm.t.Fatalf("the terminal closed before it showed %s; the screen:\n%s", what, s)
-		}
-		select {
-		case <-more:
-		case <-deadline.C:
-			tm.t.Fatalf("the screen did not show %s within %v:\n%s", what, terminalWait, s)
-		}
-	}
+		return ok(s), s
+	})
 }
 
 // waitShows waits until the screen holds every one of texts.
