@@ -12,10 +12,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
+	"github.com/kez-lat/kez-chat/internal/testenv/uifixture"
 )
 
 var updateUI = flag.Bool("update", false, "rewrite the screen fixtures in testdata/ui")
@@ -468,3 +470,42 @@ func TestUIOfflineAndPlain(t *testing.T) {
 		t.Errorf("log lines reached the terminal:\n%s", out)
 	}
 }
+
+// TestUIScrollBack: a conversation longer than a page is read back to its
+// first message with PgUp (older pages load as the top is reached), and
+// PgDn returns to the newest; no server is needed to read (the status
+// line says it is offline).
+func TestUIScrollBack(t *testing.T) {
+	f, err := uifixture.Write(filepath.Join(t.TempDir(), "home"), uifixture.Options{Contacts: 2, Messages: 240})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"KEZ_HOME": f.Home, "NATS_URL": closedURL(t, "nats")}
+	tm := startUI(t, env, 80, 24)
+	tm.waitShows(localName(f.Handles[0]))
+	tm.keys("Enter")
+	tm.waitShows("message 120 of 120")
+	oldest := func(s string) int {
+		n := 1 << 30
+		for _, m := range regexp.MustCompile(`message (\d+) of 120`).FindAllStringSubmatch(s, -1) {
+			k, _ := strconv.Atoi(m[1])
+			n = min(n, k)
+		}
+		return n
+	}
+	for top := oldest(tm.screen()); top > 1; {
+		tm.keys("PPage")
+		screen := tm.waitScreen("older messages", func(s string) bool { return oldest(s) < top })
+		top = oldest(screen)
+	}
+	if !strings.Contains(tm.screen(), "message 1 of 120") {
+		t.Errorf("the first message is not shown:\n%s", tm.screen())
+	}
+	for range 12 {
+		tm.keys("NPage")
+	}
+	tm.waitShows("message 120 of 120")
+}
+
+// localName is a handle's name before "@".
+func localName(h string) string { name, _, _ := strings.Cut(h, "@"); return name }

@@ -193,7 +193,7 @@ func (m *model) scroll(dir int) tea.Cmd {
 		}
 		return nil
 	}
-	p.scroll = max(0, p.scroll-h)
+	p.scroll = max(0, min(p.scroll, p.top)-h)
 	if p.scroll == 0 && p.detached {
 		return m.refreshPane()
 	}
@@ -384,6 +384,9 @@ func (m *model) arrived(e *chat.Entry) tea.Cmd {
 	if p := m.pane; p != nil && p.shows(e) {
 		if !p.detached {
 			p.add(e)
+			if p.scroll > 0 { // the reader stays on what they read
+				p.scroll += len(p.lines(e, m.paneWidth(), m))
+			}
 		}
 		if e.Incoming && e.Trust == chat.TrustTrusted && !e.Read {
 			cmds = append(cmds, m.markRead(e))

@@ -25,7 +25,8 @@ type pane struct {
 	detached     bool // newer messages were dropped (scrolled far back)
 	loadingOlder bool
 	busy, dirty  bool // a reload runs / another was asked for
-	scroll       int  // lines up from the bottom
+	scroll       int  // lines up from the bottom, as asked
+	top          int  // lines up from the bottom, as last drawn
 
 	// cache holds each message's drawn lines, by message and width.
 	cache map[string][]string
@@ -144,8 +145,13 @@ func (p *pane) render(m *model, width, height int) []string {
 	} else if len(out) < need {
 		out = append(out, dim.Render("PgUp loads older messages…"))
 	}
-	p.scroll = max(0, min(p.scroll, len(out)-height))
-	lo := p.scroll
+	// Scrolled past what is in memory: the top is shown while an older
+	// page loads, and the request stands (the page then shows it).
+	lo := max(0, min(p.scroll, len(out)-height))
+	p.top = lo
+	if p.atStart || p.detached {
+		p.scroll = lo
+	}
 	hi := min(len(out), lo+height)
 	vis := make([]string, 0, height)
 	for i := hi - 1; i >= lo; i-- {
