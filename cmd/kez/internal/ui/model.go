@@ -154,6 +154,10 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case tea.KeyPressMsg:
 		return m, m.key(msg)
 	case tea.PasteMsg:
+		if m.filesShown { // a path pasted into its prompt
+			_, cmd := m.files.update(msg)
+			return m, cmd
+		}
 		if m.prompt != nil {
 			var cmd tea.Cmd
 			m.prompt.input, cmd = m.prompt.input.Update(msg)
