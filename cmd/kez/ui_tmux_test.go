@@ -177,7 +177,7 @@ func TestUIChat(t *testing.T) {
 	alice.keys("Enter")
 	alice.waitShows("alice: two lines:", "the second one")
 	bob.waitShows("alice: two lines:", "the second one")
-	screen := alice.waitShows("✓✓ read")
+	screen := alice.waitShows("the second one  ✓✓ read") // bob read it
 	matchFixture(t, "chat", screen)
 
 	// q in the message box is a letter; Esc then q quits.
