@@ -483,6 +483,7 @@ func TestUIScrollBack(t *testing.T) {
 	env := map[string]string{"KEZ_HOME": f.Home, "NATS_URL": closedURL(t, "nats")}
 	tm := startUI(t, env, 80, 24)
 	tm.waitShows(localName(f.Handles[0]))
+	tm.waitShows("○ offline — trying again (1)", "cannot reach NATS")
 	tm.keys("Enter")
 	tm.waitShows("message 120 of 120")
 	oldest := func(s string) int {
