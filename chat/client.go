@@ -137,6 +137,14 @@ type Config struct {
 	// the split view was stored, from the goroutine that found it; it
 	// must not block.
 	OnSplitView func(SplitView)
+	// NoReadReceipts: MarkRead sends contacts no read receipts
+	// (docs/spec/chat.md §4.1). Delivery receipts are sent all the same.
+	NoReadReceipts bool
+	// OnReceipt, if set, is told of each receipt (delivered or read) that
+	// changed messages this client sent, once it was stored: the person
+	// who sent it, its status and the messages it changed. It is called
+	// from the goroutine receiving; it must not block.
+	OnReceipt func(ReceiptEvent)
 }
 
 // Client is a KEZ chat user's messaging client: it keeps contacts, sends and
@@ -216,6 +224,8 @@ type Client struct {
 	members memberChains   // chains of group members who are no contacts
 	unnamed unnamedSenders // group senders not named yet (nameStoredGroupSenders)
 	gjoin   sync.Mutex     // one group joined (from a group-update) at a time
+
+	blocked blockList // keys the user blocked (block.go)
 
 	stats clientStats
 }
@@ -307,6 +317,10 @@ func Open(ctx context.Context, cfg Config) (c *Client, err error) {
 		return nil, err
 	}
 	if err := c.loadGroups(ctx); err != nil {
+		db.close()
+		return nil, err
+	}
+	if err := c.loadBlocked(ctx); err != nil {
 		db.close()
 		return nil, err
 	}
@@ -656,6 +670,9 @@ type Stats struct {
 	LogViews        uint64
 	LogViewsDropped uint64
 	SplitViews      uint64
+	// Blocked counts deliveries from blocked persons and keys, dropped
+	// without being stored ([Client.Block]).
+	Blocked uint64
 }
 
 type clientStats struct {
@@ -666,6 +683,7 @@ type clientStats struct {
 	groupStale, groupHeld, groupKeysRefused                                                       atomic.Uint64
 	groupInvitations, groupUpdatesDeferred                                                        atomic.Uint64
 	logViewsSent, logViews, logViewsDropped, splitViews                                           atomic.Uint64
+	blocked                                                                                       atomic.Uint64
 }
 
 // Stats returns the counters so far.
@@ -683,6 +701,6 @@ func (c *Client) Stats() Stats {
 		GroupStale: s.groupStale.Load(), GroupHeld: s.groupHeld.Load(), GroupKeysRefused: s.groupKeysRefused.Load(),
 		GroupInvitations: s.groupInvitations.Load(), GroupUpdatesDeferred: s.groupUpdatesDeferred.Load(),
 		LogViewsSent: s.logViewsSent.Load(), LogViews: s.logViews.Load(), LogViewsDropped: s.logViewsDropped.Load(),
-		SplitViews: s.splitViews.Load(),
+		SplitViews: s.splitViews.Load(), Blocked: s.blocked.Load(),
 	}
 }

@@ -173,6 +173,12 @@ func (c *Client) Contacts(ctx context.Context) ([]*Contact, error) {
 // Errors: those of handles.Resolver.ResolveFresh (handles.ErrNotFound,
 // handles.ErrMismatch, handles.ErrUnreachable, *handles.HandleError).
 func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error) {
+	return c.addContact(ctx, handle, nil)
+}
+
+// addContact is AddContact; with want set, the handle must name that key,
+// else nothing is pinned and the error is a *RequestMismatchError.
+func (c *Client) addContact(ctx context.Context, handle string, want *kez.PublicKey) (*Contact, error) {
 	hh, err := c.rules().Parse(handle)
 	if err != nil {
 		return nil, err
@@ -184,6 +190,9 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	res, err := c.resolver.ResolveFresh(ctx, hh, nil)
 	if err != nil {
 		return nil, fmt.Errorf("chat: resolving %s: %w", h, err)
+	}
+	if want != nil && res.Key != *want {
+		return nil, &RequestMismatchError{Handle: h, Requester: *want, Current: res.Key}
 	}
 	ct, err := c.pinResolved(ctx, hh, res)
 	if err != nil {

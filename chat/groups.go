@@ -359,15 +359,24 @@ func (c *Client) GroupHistory(ctx context.Context, name string, limit int) ([]*E
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range es {
-		if e.Incoming {
-			continue
-		}
-		if e.ReadBy, err = c.db.readBy(ctx, e.ID); err != nil {
-			return nil, err
-		}
+	if err := c.db.fillReadBy(ctx, es); err != nil {
+		return nil, err
 	}
 	return es, nil
+}
+
+// fillReadBy sets ReadBy of the sent group messages among es.
+func (s *store) fillReadBy(ctx context.Context, es []*Entry) error {
+	for _, e := range es {
+		if e.Incoming || e.Group == "" {
+			continue
+		}
+		var err error
+		if e.ReadBy, err = s.readBy(ctx, e.ID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readBy returns the members who read the sent group message id.

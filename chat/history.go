@@ -66,6 +66,9 @@ type Entry struct {
 	// DeliveredAt is, for a sent message, the time the recipient's signed
 	// delivery receipt gives (zero until a receipt arrives).
 	DeliveredAt time.Time
+	// ReadAt is, for a sent message, the time the recipient's signed read
+	// receipt gives (zero until one arrives; docs/spec/chat.md §4.1).
+	ReadAt time.Time
 	// Group is, for a group message, the group's name ("team@kez.lat");
 	// "" for a message between two persons. A sent group message has the
 	// zero key as To and Peer: it is to the group.
@@ -91,7 +94,7 @@ func (e *Entry) Who() string {
 	return e.Peer.String()
 }
 
-const entryColumns = `id, incoming, peer_key, peer_handle, from_key, to_key, sent_at, received_at, kind, ref, body, stream_seq, trust, state, read, delivered_at, grp`
+const entryColumns = `id, incoming, peer_key, peer_handle, from_key, to_key, sent_at, received_at, kind, ref, body, stream_seq, trust, state, read, delivered_at, grp, read_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -102,11 +105,11 @@ func scanEntry(r scanner) (*Entry, error) {
 		peer, from, to, kind string
 		trust, state         string
 		sent, received       int64
-		delivered            sql.NullInt64
+		delivered, readAt    sql.NullInt64
 		incoming, read       int64
 		seq                  int64
 	)
-	if err := r.Scan(&id, &incoming, &peer, &e.PeerHandle, &from, &to, &sent, &received, &kind, &ref, &e.Body, &seq, &trust, &state, &read, &delivered, &e.Group); err != nil {
+	if err := r.Scan(&id, &incoming, &peer, &e.PeerHandle, &from, &to, &sent, &received, &kind, &ref, &e.Body, &seq, &trust, &state, &read, &delivered, &e.Group, &readAt); err != nil {
 		return nil, err
 	}
 	if len(id) != len(e.ID) || (ref != nil && len(ref) != len(e.Ref)) {
@@ -128,6 +131,9 @@ func scanEntry(r scanner) (*Entry, error) {
 	e.SentAt, e.ReceivedAt = time.UnixMilli(sent), time.UnixMilli(received)
 	if delivered.Valid {
 		e.DeliveredAt = time.UnixMilli(delivered.Int64)
+	}
+	if readAt.Valid {
+		e.ReadAt = time.UnixMilli(readAt.Int64)
 	}
 	e.Kind, e.Trust, e.State, e.Seq = Kind(kind), Trust(trust), SendState(state), uint64(seq)
 	if e.Body == nil {
@@ -189,7 +195,7 @@ func (s *store) insertSent(tx *sql.Tx, e *Entry, envelope []byte) (bool, error) 
 	res, err := tx.Stmt(s.stmts.insert).Exec(
 		e.ID[:], boolInt(e.Incoming), e.Peer.String(), e.PeerHandle, e.From.String(), e.To.String(),
 		e.SentAt.UnixMilli(), e.ReceivedAt.UnixMilli(), string(e.Kind), refBytes(e.Ref), e.Body, int64(e.Seq),
-		string(e.Trust), string(e.State), boolInt(e.Read), nullMillis(e.DeliveredAt), e.Group, envelope)
+		string(e.Trust), string(e.State), boolInt(e.Read), nullMillis(e.DeliveredAt), e.Group, nullMillis(e.ReadAt), envelope)
 	if err != nil {
 		return false, fmt.Errorf("chat: storing message %s: %w", e.ID, err)
 	}
@@ -238,15 +244,36 @@ func (c *Client) Unread(ctx context.Context) ([]*Entry, error) {
 }
 
 // MarkRead marks the received messages with these IDs as shown, here and
-// (a sync-read message) on the user's other devices.
+// (a sync-read message) on the user's other devices. For the trusted text
+// messages of contacts it marks that were not read before, it sends their
+// sender a read receipt (docs/spec/chat.md §4.1), in the background,
+// unless Config.NoReadReceipts; never for a request or a held message.
 func (c *Client) MarkRead(ctx context.Context, entries ...*Entry) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	var due []*Entry
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
+		due = due[:0]
 		for _, e := range entries {
+			var incoming, read int64
+			var trust, kind, grp string
+			err := tx.QueryRow(`SELECT incoming, read, trust, kind, grp FROM messages WHERE from_key = ? AND id = ?`,
+				e.From.String(), e.ID[:]).Scan(&incoming, &read, &trust, &kind, &grp)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("chat: marking %s read: %w", e.ID, err)
+			}
+			if read != 0 {
+				continue
+			}
 			if _, err := tx.Exec(`UPDATE messages SET read = 1 WHERE from_key = ? AND id = ?`, e.From.String(), e.ID[:]); err != nil {
 				return fmt.Errorf("chat: marking %s read: %w", e.ID, err)
+			}
+			if incoming != 0 && Trust(trust) == TrustTrusted && Kind(kind) == KindText && grp == "" {
+				due = append(due, &Entry{ID: e.ID, From: e.From, Incoming: true, Trust: TrustTrusted, Kind: KindText})
 			}
 		}
 		return nil
@@ -254,6 +281,7 @@ func (c *Client) MarkRead(ctx context.Context, entries ...*Entry) error {
 	if err == nil {
 		c.syncRead(ctx, entries)
 		c.sendGroupReads(entries)
+		c.queueReadReceipts(due)
 	}
 	return err
 }

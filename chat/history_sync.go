@@ -499,7 +499,7 @@ func (c *Client) applyHistoryTx(tx *sql.Tx, device kez.PublicKey, body []byte, n
 		cached = append(cached, cs)
 	}
 	for _, e := range ch.Messages {
-		r, err := tx.Exec(`INSERT INTO messages (`+entryColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'')
+		r, err := tx.Exec(`INSERT INTO messages (`+entryColumns+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'',NULL)
 			ON CONFLICT (from_key, id) DO UPDATE SET read = MAX(read, excluded.read), delivered_at = COALESCE(delivered_at, excluded.delivered_at)
 			WHERE read < excluded.read OR (delivered_at IS NULL AND excluded.delivered_at IS NOT NULL)`,
 			e.ID[:], boolInt(e.Incoming), e.Peer.String(), e.PeerHandle, e.From.String(), e.To.String(),

@@ -12,8 +12,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -49,9 +47,9 @@ func (c *Client) EncryptionKey(gen uint32) *ecdh.PrivateKey {
 // needs them without opening a Client. A folder without a database has
 // none.
 func ReadKeyring(ctx context.Context, home string) (Keyring, error) {
-	path := filepath.Join(home, DBFileName)
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return Keyring{}, nil
+	path, ok, err := homeDatabase(home)
+	if err != nil || !ok {
+		return Keyring{}, err
 	}
 	s, err := openStore(path)
 	if err != nil {

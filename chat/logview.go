@@ -13,9 +13,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -418,9 +415,9 @@ func (c *Client) pinnedLinkID(ctx context.Context, ct Contact, seqno uint64) (ci
 // database of the state folder home (see [Client.SplitViews]), for a
 // program that opens no Client; none if the folder has no database.
 func RecordedSplitViews(ctx context.Context, home string) ([]SplitView, error) {
-	path := filepath.Join(home, DBFileName)
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+	path, ok, err := homeDatabase(home)
+	if err != nil || !ok {
+		return nil, err
 	}
 	db, err := openStore(path)
 	if err != nil {

@@ -10,8 +10,8 @@ import (
 const (
 	// ReceiptDelivered: the recipient's client stored the messages.
 	ReceiptDelivered = "delivered"
-	// ReceiptRead: the recipient was shown the messages (not sent by this
-	// version, accepted as delivered).
+	// ReceiptRead: the recipient was shown the messages ([Client.MarkRead]
+	// sends it to contacts; it counts as delivered too).
 	ReceiptRead = "read"
 )
 

@@ -181,17 +181,18 @@ type received struct {
 	lookup bool // a request whose sender's handle is to be looked up
 
 	// What the transaction made of it (set again each time it runs).
-	entry       *Entry          // a message stored (or a duplicate)
-	receipt     *Receipt        // a receipt applied
-	control     bool            // a control message (session-reset, sync): nothing to store
-	syncContact bool            // a sync-contact queued, to apply once stored
-	syncKeys    bool            // a sync-keys queued, to check against a fresher chain
-	keysStored  bool            // a sync-keys stored
-	history     []*contactState // contacts a sync-history chunk changed, to cache once stored
-	logView     *logView        // a contact's log view, to check once stored
-	err         error           // refused: v2 that did not open, or a downgrade
-	dropped     string          // the request cap it is over, or ""
-	isNew       bool            // entry was not stored before
+	entry          *Entry          // a message stored (or a duplicate)
+	receipt        *Receipt        // a receipt applied
+	receiptChanged []MessageID     // the sent messages the receipt changed
+	control        bool            // a control message (session-reset, sync): nothing to store
+	syncContact    bool            // a sync-contact queued, to apply once stored
+	syncKeys       bool            // a sync-keys queued, to check against a fresher chain
+	keysStored     bool            // a sync-keys stored
+	history        []*contactState // contacts a sync-history chunk changed, to cache once stored
+	logView        *logView        // a contact's log view, to check once stored
+	err            error           // refused: v2 that did not open, or a downgrade
+	dropped        string          // the request cap it is over, or ""
+	isNew          bool            // entry was not stored before
 }
 
 // process opens, classifies and stores a batch of deliveries, then
@@ -249,6 +250,10 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	classes := map[kez.PublicKey]class{}
 	kept := items[:0]
 	for _, r := range items {
+		if c.blocked.has(r.from) {
+			c.dropBlocked(r.jm, r.from)
+			continue
+		}
 		who, ok := senders[r.from]
 		if !ok {
 			who = c.whoSent(ctx, r.from)
@@ -265,6 +270,10 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 		case !r.v2 && !r.v3 && who.person != r.from:
 			// Format 1 travels only between persons' primary devices.
 			c.reject(r.jm, fmt.Errorf("%w: a format 1 envelope from %s, a device of %s", ErrNotForMe, r.from, who.person))
+			continue
+		}
+		if c.blocked.has(who.person) && !who.own {
+			c.dropBlocked(r.jm, r.from)
 			continue
 		}
 		r.who = who
@@ -292,11 +301,11 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	err := c.db.write(store, func(tx *sql.Tx) error {
 		fresh, bs, gb = fresh[:0], newBatchSessions(), newGroupBatch()
 		clear(undecryptable)
-		setDelivered := tx.Stmt(c.db.stmts.delivered)
 		quota := c.newRequestQuota(tx)
 		gb.quota = quota // an invitation's group messages are requests too
 		for _, r := range items {
 			r.entry, r.receipt, r.control, r.err, r.dropped, r.isNew, r.history = nil, nil, false, nil, "", false, nil
+			r.receiptChanged = nil
 			r.logView = nil
 			r.syncKeys, r.keysStored = false, false
 			if r.v3 {
@@ -341,10 +350,8 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 					continue
 				}
 				r.receipt = &rc
-				for _, id := range rc.IDs {
-					if _, err := setDelivered.Exec(m.SentAt.UnixMilli(), c.me.String(), id[:], person.String()); err != nil {
-						return fmt.Errorf("chat: applying a receipt: %w", err)
-					}
+				if r.receiptChanged, err = c.applyReceiptTx(tx, &rc, person, m.SentAt.UnixMilli()); err != nil {
+					return err
 				}
 				continue
 			case KindSessionReset:
@@ -476,6 +483,7 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 				for _, id := range r.receipt.IDs {
 					c.notifyReceipt(id, r.who.person, r.m.SentAt)
 				}
+				c.tellReceipt(r.who.person, r.receipt.Status, r.receiptChanged)
 			case r.entry != nil && !r.isNew:
 				c.stats.duplicates.Add(1)
 			}
@@ -502,6 +510,14 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 	c.afterLogViews(store, items)
 	c.dueKick(openedFrom(items)...)
 	return fresh, nil
+}
+
+// dropBlocked acknowledges and drops a delivery from a blocked person or
+// key (docs/spec/chat.md §2 rule 4): it is never delivered again.
+func (c *Client) dropBlocked(jm jetstream.Msg, from kez.PublicKey) {
+	c.stats.blocked.Add(1)
+	c.log.Debug("dropped a message from a blocked sender", "from", from)
+	c.ack(jm)
 }
 
 func (c *Client) ack(jm jetstream.Msg) {
@@ -598,9 +614,16 @@ func (c *Client) receiptWorker() {
 // the sender person's current devices. Failures are logged: a receipt is
 // a courtesy.
 func (c *Client) sendReceipts(ctx context.Context, fresh []*Entry) {
+	c.sendReceiptsOf(ctx, ReceiptDelivered, fresh)
+}
+
+// sendReceiptsOf sends receipts of this status for the trusted received
+// text messages among es, batched per sender person, to contacts that are
+// neither flagged nor blocked.
+func (c *Client) sendReceiptsOf(ctx context.Context, status string, es []*Entry) {
 	bySender := map[kez.PublicKey][]MessageID{}
 	var order []kez.PublicKey
-	for _, e := range fresh {
+	for _, e := range es {
 		if !e.Incoming || e.Trust != TrustTrusted || e.Kind != KindText || e.Group != "" {
 			continue
 		}
@@ -618,20 +641,20 @@ func (c *Client) sendReceipts(ctx context.Context, fresh []*Entry) {
 			ct, devs = cs.c, cs.devices
 		}
 		c.mu.Unlock()
-		if cs == nil || ct.Flag != FlagNone {
+		if cs == nil || ct.Flag != FlagNone || c.blocked.has(from) {
 			continue
 		}
 		ts := c.contactTargets(&ct, devs)
 		ids := bySender[from]
 		for len(ids) > 0 {
 			n := min(len(ids), MaxReceiptIDs)
-			m, err := Receipt{Status: ReceiptDelivered, IDs: ids[:n]}.message()
+			m, err := Receipt{Status: status, IDs: ids[:n]}.message()
 			ids = ids[n:]
 			if err == nil {
 				_, err = c.publish(context.WithoutCancel(ctx), ts, m, false, nil)
 			}
 			if err != nil {
-				c.log.Warn("could not send a delivery receipt", "to", ct.Handle, "err", err)
+				c.log.Warn("could not send a receipt", "status", status, "to", ct.Handle, "err", err)
 				continue
 			}
 			c.stats.receiptsSent.Add(1)

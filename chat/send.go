@@ -45,7 +45,8 @@ const maxPublishAttempts = 5
 // arrived). The handle must be a contact ([Client.AddContact]): otherwise
 // the error wraps ErrNotContact. The contact is checked again if due (see
 // Config.RefreshInterval); a flagged contact gets its *KeyChangedError or
-// *ChainRewrittenError and nothing is sent.
+// *ChainRewrittenError and nothing is sent; a blocked contact
+// ([Client.Block]) gets ErrBlocked.
 //
 // The message is sealed in a session with the contact's pinned key (or,
 // for a contact that publishes no prekey yet, to their pinned encryption
@@ -89,6 +90,12 @@ func (c *Client) SendAsync(ctx context.Context, handle, text string, opts ...Sen
 	if err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	key, h := cs.c.Key, cs.c.Handle
+	c.mu.Unlock()
+	if err := c.checkNotBlocked(key, h); err != nil {
+		return nil, err
+	}
 	if err := c.refreshContact(ctx, cs, true, false); err != nil {
 		return nil, err
 	}
@@ -101,6 +108,9 @@ func (c *Client) SendKeyAsync(ctx context.Context, to kez.PublicKey, text string
 		return nil, ErrClosed
 	}
 	defer c.work.Leave()
+	if err := c.checkNotBlocked(to, to.String()); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	cs := c.byKey[to]
 	c.mu.Unlock()

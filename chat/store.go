@@ -27,7 +27,7 @@ const DBFileName = "chat.db"
 // schemaVersion is kept in PRAGMA user_version: len(migrations).
 // migrations[i] brings a database from version i to i+1 (see
 // sqlitedb.Migrate).
-const schemaVersion = 12
+const schemaVersion = 13
 
 var migrations = []string{
 	// 0 → 1
@@ -372,6 +372,16 @@ CREATE TABLE split_views (
 	PRIMARY KEY (origin, ours, theirs)
 ) STRICT;
 `,
+	// 12 → 13: blocking and read receipts (docs/spec/chat.md §5.1, §4.1):
+	// the keys the user blocked, and when a sent message was read.
+	`
+CREATE TABLE blocked (
+	key        TEXT    PRIMARY KEY,  -- U…: a person's key (or a device's)
+	blocked_at INTEGER NOT NULL      -- Unix ms
+) STRICT;
+
+ALTER TABLE messages ADD COLUMN read_at INTEGER; -- sent messages: the read receipt's signed time, Unix ms
+`,
 }
 
 // ErrClosed reports a call on a [Client] after [Client.Close].
@@ -486,7 +496,7 @@ func (s *store) prepare() error {
 		return st
 	}
 	s.stmts = statements{
-		insert:    prep(`INSERT INTO messages (` + entryColumns + `, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
+		insert:    prep(`INSERT INTO messages (` + entryColumns + `, envelope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (from_key, id) DO NOTHING`),
 		delivered: prep(`UPDATE messages SET delivered_at = ? WHERE from_key = ? AND id = ? AND to_key = ? AND incoming = 0 AND delivered_at IS NULL`),
 
 		sessByID:    prep(`SELECT id, state, updated_at FROM sessions WHERE peer = ? AND id = ?`),

@@ -384,34 +384,43 @@ func (c *Client) DeleteRequests(ctx context.Context, from ...kez.PublicKey) (int
 	var n int64
 	var forgotten []*groupState
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
-		n = 0
 		var err error
-		if forgotten, err = c.forgetInvitationsTx(tx, from); err != nil {
-			return err
-		}
-		if len(from) == 0 {
-			res, err := tx.Exec(`DELETE FROM messages WHERE incoming = 1 AND trust = 'request'`)
-			if err != nil {
-				return err
-			}
-			n, _ = res.RowsAffected()
-			return nil
-		}
-		for _, k := range from {
-			res, err := tx.Exec(`DELETE FROM messages WHERE incoming = 1 AND trust = 'request' AND from_key = ?`, k.String())
-			if err != nil {
-				return err
-			}
-			m, _ := res.RowsAffected()
-			n += m
-		}
-		return nil
+		n, forgotten, err = c.deleteRequestsTx(tx, from)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("chat: deleting message requests: %w", err)
 	}
 	c.groups.drop(forgotten...)
 	return int(n), nil
+}
+
+// deleteRequestsTx is DeleteRequests in tx: it returns how many requests
+// it deleted and the invitations it forgot (to drop from c.groups once
+// committed).
+func (c *Client) deleteRequestsTx(tx *sql.Tx, from []kez.PublicKey) (int64, []*groupState, error) {
+	forgotten, err := c.forgetInvitationsTx(tx, from)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(from) == 0 {
+		res, err := tx.Exec(`DELETE FROM messages WHERE incoming = 1 AND trust = 'request'`)
+		if err != nil {
+			return 0, nil, err
+		}
+		n, _ := res.RowsAffected()
+		return n, forgotten, nil
+	}
+	var n int64
+	for _, k := range from {
+		res, err := tx.Exec(`DELETE FROM messages WHERE incoming = 1 AND trust = 'request' AND from_key = ?`, k.String())
+		if err != nil {
+			return 0, nil, err
+		}
+		m, _ := res.RowsAffected()
+		n += m
+	}
+	return n, forgotten, nil
 }
 
 // requestQuota keeps a batch of requests under the caps while it is

@@ -94,6 +94,21 @@ func Open(path string, o Options) (*sql.DB, error) {
 	return db, nil
 }
 
+// OpenReadOnly opens the existing SQLite file at path for reading only
+// (SQLite's mode=ro): it never creates the file, changes its journal mode
+// or migrates it, and every write on it fails. A file in WAL mode is read
+// as a snapshot per transaction while another process writes it. Like
+// [Open] it connects lazily, and path is a file path, not a URI.
+func OpenReadOnly(path string) (*sql.DB, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("the database path %q is empty or has ? or #", path)
+	}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()))
+	return sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+}
+
 // NewerSchemaError reports a file whose schema version is newer than the
 // program knows: a newer program wrote it, and this one must not touch it.
 type NewerSchemaError struct {

@@ -163,3 +163,59 @@ func TestMigrateAllOrNothing(t *testing.T) {
 		t.Errorf("the first step of a failed migration stayed: %d, %v", n, err)
 	}
 }
+
+func TestOpenReadOnly(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.db")
+	db, err := OpenReadOnly(missing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`SELECT 1`); err == nil {
+		t.Error("a missing file was opened")
+	}
+	db.Close()
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("OpenReadOnly created the file: %v", err)
+	}
+
+	path := filepath.Join(dir, "m.db")
+	w := open(t, path, Options{})
+	if err := Migrate(w, twoVersions); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Exec(`INSERT INTO a (id, v) VALUES (7, 'x')`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenReadOnly(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	var n int
+	if err := r.QueryRow(`SELECT count(*) FROM a`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("reading: %d, %v", n, err)
+	}
+	// The writer goes on while the reader is open; the reader sees it.
+	if _, err := w.Exec(`INSERT INTO a (id, v) VALUES (8, 'y')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.QueryRow(`SELECT count(*) FROM a`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("reading after a write: %d, %v", n, err)
+	}
+	// Attacker's view: nothing written through it reaches the file, not
+	// even a PRAGMA that would turn writes back on.
+	for _, q := range []string{`INSERT INTO a (id, v) VALUES (9, 'z')`, `PRAGMA user_version = 99`, `PRAGMA query_only = 0; DELETE FROM a`} {
+		if _, err := r.Exec(q); err == nil {
+			t.Errorf("%s: written through a read-only handle", q)
+		}
+	}
+	if v := pragma(t, w, "user_version"); v != "2" {
+		t.Errorf("user_version %s", v)
+	}
+	for _, p := range []string{"", "a.db?mode=rw", "a#b.db"} {
+		if _, err := OpenReadOnly(p); err == nil || !strings.Contains(err.Error(), "? or #") {
+			t.Errorf("OpenReadOnly(%q): %v", p, err)
+		}
+	}
+}
