@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,86 +32,19 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/internal/testenv/ptytest"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
-	"github.com/kez-lat/kez-chat/internal/testenv/uifixture"
 	"github.com/kez-lat/kez-chat/kez"
 )
 
 // uiBenchWait bounds one wait on the UI's screen.
 const uiBenchWait = time.Minute
 
-// The size of the startup figure's home (issue 20's figures).
-const (
-	uiBenchConversations = 1000
-	uiBenchMessages      = 100_000
-)
-
 // keystrokeSamples is the least number of keystrokes the latency
 // percentiles are computed from, however few iterations b.Loop ran.
 const keystrokeSamples = 200
-
-// BenchmarkUIStartup runs "kez ui" on a home of 1,000 conversations and
-// 100,000 messages and times exec to the newest conversation's handle on
-// screen (ms/op, the median), with the process's peak RSS at that moment
-// (VmHWM-MiB). Baselines in the same loop: "kez version" exec to exit,
-// and chat.ReadConversations in-process on the same home. Each iteration
-// quits the UI with q and waits for it to exit.
-func BenchmarkUIStartup(b *testing.B) {
-	if err := ptytest.Available(); err != nil {
-		b.Skipf("no pseudo-terminal: %v", err)
-	}
-	bin := builtKez(b)
-	home := filepath.Join(b.TempDir(), "kez-home")
-	fx, err := uifixture.Write(b, home, uifixture.Options{Contacts: uiBenchConversations, Messages: uiBenchMessages})
-	if err != nil {
-		b.Fatal(err)
-	}
-	newest := fx.Handles[0]
-	env := uiEnv(b, map[string]string{"KEZ_HOME": home})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	var startup, hwm, version, readConv []float64
-	for b.Loop() {
-		tm := startUI(b, bin, env)
-		wctx, wcancel := context.WithTimeout(ctx, uiBenchWait)
-		at, err := tm.WaitScreen(wctx, func(s ptytest.Screen) bool { return s.Contains(newest) })
-		if err != nil {
-			b.Fatalf("no %q on screen: %v; screen:\n%s", newest, err, tm.ScreenText())
-		}
-		mib, err := vmHWM(tm.Pid())
-		if err != nil {
-			b.Fatal(err)
-		}
-		startup = append(startup, ms(at.Sub(tm.Started())))
-		hwm = append(hwm, mib)
-		quitUI(b, wctx, tm, "q")
-		wcancel()
-
-		t0 := time.Now()
-		if out, err := exec.Command(bin, "version").CombinedOutput(); err != nil {
-			b.Fatalf("kez version: %v\n%s", err, out)
-		}
-		version = append(version, ms(time.Since(t0)))
-
-		t0 = time.Now()
-		convs, err := chat.ReadConversations(ctx, home)
-		if err != nil {
-			b.Fatal(err)
-		}
-		readConv = append(readConv, ms(time.Since(t0)))
-		if len(convs) < uiBenchConversations {
-			b.Fatalf("ReadConversations read %d conversations, want %d", len(convs), uiBenchConversations)
-		}
-	}
-	b.ReportMetric(0, "ns/op") // an iteration also quits the UI and runs the baselines
-	b.ReportMetric(median(startup), "ms/op")
-	b.ReportMetric(median(hwm), "VmHWM-MiB")
-	b.ReportMetric(median(version), "version-ms/op")
-	b.ReportMetric(median(readConv), "ReadConversations-ms/op")
-}
 
 // BenchmarkUIKeystroke measures keystroke-to-screen latency in "kez ui":
 // alice's UI, on a dev stack, has bob's conversation open, and one
@@ -126,7 +58,11 @@ func BenchmarkUIKeystroke(b *testing.B) {
 		b.Skipf("no pseudo-terminal: %v", err)
 	}
 	bin := builtKez(b)
-	st := stacktest.Start(b, stacktest.Options{})
+	// The chat-server's default limits hold one sender to 20 messages a
+	// second to one recipient: lift them, so that bob alone can send 100.
+	st := stacktest.Start(b, stacktest.Options{MailLimits: chatserver.MailLimits{
+		SenderRate: 1000, SenderBurst: 10_000, RecipientRate: 1000, RecipientBurst: 10_000, SenderUnread: -1,
+	}})
 	au, bu := st.NewUser(b, "alice"), st.NewUser(b, "bob")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -173,6 +109,11 @@ func BenchmarkUIKeystroke(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(sent.Load())/time.Since(t0).Seconds(), "sent-msgs/s")
+		// The traffic reached the screen: the last message is drawn.
+		last := "traffic " + strconv.FormatInt(sent.Load(), 10)
+		if _, err := tm.WaitScreen(wctx, func(s ptytest.Screen) bool { return s.Contains(last) }); err != nil {
+			b.Fatalf("%q is not drawn: %v; screen:\n%s", last, err, tm.ScreenText())
+		}
 	})
 	quitUI(b, wctx, tm, "\x03") // Ctrl+C quits from the compose box
 }
