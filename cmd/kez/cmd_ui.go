@@ -132,7 +132,9 @@ func runUI(ctx context.Context, e *env, cf chatFlags, listen string) error {
 }
 
 // uiReceipts has the client tell the UI of each receipt it stored.
-func uiReceipts(c *chat.Config, told func()) {}
+func uiReceipts(c *chat.Config, told func()) {
+	c.OnReceipt = func(chat.ReceiptEvent) { told() }
+}
 
 // homeHoldsKeys reports whether the state folder (KEZ_HOME or the default)
 // holds an identity or a device key: bare "kez" then opens the UI.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,6 +68,27 @@ type terminal struct {
 // command's exit status is printed after it as "[exit N]".
 func startTerminal(t *testing.T, env map[string]string, args ...string) *terminal {
 	t.Helper()
+	return startTerminalWith(t, termOptions{}, env, args...)
+}
+
+// termOptions shape the terminal of startTerminalWith.
+type termOptions struct {
+	cols, rows int    // the size; 0: 120×40
+	term       string // TERM; "": xterm-256color
+	// shell: after kez exits, the pane runs an interactive shell (to type
+	// stty -a into) instead of waiting for a last Enter.
+	shell bool
+}
+
+// startTerminalWith is startTerminal in a terminal shaped by o.
+func startTerminalWith(t *testing.T, o termOptions, env map[string]string, args ...string) *terminal {
+	t.Helper()
+	if o.cols == 0 {
+		o.cols, o.rows = 120, 40
+	}
+	if o.term == "" {
+		o.term = "xterm-256color"
+	}
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Skip("tmux is not installed (.ci/run installs it)")
 	}
@@ -83,7 +105,7 @@ func startTerminal(t *testing.T, env map[string]string, args ...string) *termina
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	cmd := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "TERM=xterm-256color", "HOME=" + dir}
+	cmd := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "TERM=" + o.term, "HOME=" + dir}
 	for _, k := range keys {
 		cmd = append(cmd, k+"="+env[k])
 	}
@@ -93,7 +115,10 @@ func startTerminal(t *testing.T, env map[string]string, args ...string) *termina
 	// The shell survives a Ctrl-C meant for kez (a trap, unlike an ignored
 	// signal, is not inherited).
 	script := "trap : INT; read start; " + shellQuote(cmd) + `; echo "[exit $?]"; read end`
-	tm.tmux("new-session", "-d", "-s", "kez", "-x", "120", "-y", "40", "sh", "-c", script)
+	if o.shell {
+		script = "trap : INT; read start; " + shellQuote(cmd) + `; echo "[exit $?]"; PS1='$ ' exec sh -i`
+	}
+	tm.tmux("new-session", "-d", "-s", "kez", "-x", strconv.Itoa(o.cols), "-y", strconv.Itoa(o.rows), "sh", "-c", script)
 	t.Cleanup(func() { exec.Command("tmux", "-S", tm.sock, "kill-server").Run() })
 
 	go tm.read(fifo)

@@ -124,7 +124,7 @@ func (m *model) open(cv conversation) tea.Cmd {
 	m.pane = newPane(cv)
 	m.compose.Reset()
 	m.layout()
-	return m.loadPane(c, cv, false)
+	return tea.Batch(m.loadPane(c, cv, false), m.check(cv))
 }
 
 func (m *model) loadPane(c *chat.Client, cv conversation, refresh bool) tea.Cmd {
@@ -139,6 +139,27 @@ func (m *model) loadPane(c *chat.Client, cv conversation, refresh bool) tea.Cmd 
 			msg.contact, _ = c.Contact(ctx, cv.Handle)
 		}
 		return msg
+	})
+}
+
+// checkMsg: a contact's chain was checked against their servers.
+type checkMsg struct {
+	conv conversation
+	ct   *chat.Contact
+	err  error
+}
+
+// check asks the contact's servers whether the open conversation's key
+// and chain still hold (as kez chat does), so that a change shows as the
+// banner before anything is typed.
+func (m *model) check(cv conversation) tea.Cmd {
+	c := m.client
+	if c == nil || cv.Group != "" || cv.Request || cv.Handle == "" {
+		return nil
+	}
+	return m.call(func(ctx context.Context) tea.Msg {
+		ct, err := c.CheckContact(ctx, cv.Handle)
+		return checkMsg{cv, ct, err}
 	})
 }
 
@@ -290,6 +311,11 @@ func (m *model) acceptRequest(cv conversation) tea.Cmd {
 		m.say("Accepting a request needs your servers: you are offline")
 		return nil
 	}
+	if cv.Group != "" { // an invitation to a group
+		return m.call(func(ctx context.Context) tea.Msg {
+			return acceptedMsg{conv: cv, err: c.AcceptGroup(ctx, cv.Group)}
+		})
+	}
 	return m.call(func(ctx context.Context) tea.Msg {
 		ct, err := acceptRequest(ctx, c, cv.Peer)
 		return acceptedMsg{cv, ct, err}
@@ -299,6 +325,10 @@ func (m *model) acceptRequest(cv conversation) tea.Cmd {
 func (m *model) block(cv conversation) tea.Cmd {
 	c := m.reader()
 	if c == nil {
+		return nil
+	}
+	if cv.Group != "" {
+		m.say("An invitation to a group is not blocked: leave it unaccepted")
 		return nil
 	}
 	return m.call(func(ctx context.Context) tea.Msg {
@@ -420,6 +450,16 @@ func (m *model) sdkDone(msg tea.Msg) tea.Cmd {
 			m.sayErr("Not accepted", msg.err)
 			return nil
 		}
+		if msg.ct == nil { // a group's invitation
+			m.say("You joined " + cleanLine(msg.conv.Group))
+			if p := m.pane; p != nil && p.conv.Group == msg.conv.Group {
+				cv := msg.conv
+				cv.Request = false
+				m.pane = newPane(cv)
+				return tea.Batch(m.refreshList(), m.loadPane(m.reader(), cv, false))
+			}
+			return m.refreshList()
+		}
 		m.say("@" + msg.ct.Handle + " is a contact now")
 		if p := m.pane; p != nil && p.conv.Peer == msg.conv.Peer && p.conv.Group == "" {
 			cv := conversation{Peer: msg.ct.Key, Handle: msg.ct.Handle, Verified: msg.ct.Verified()}
@@ -433,7 +473,7 @@ func (m *model) sdkDone(msg tea.Msg) tea.Cmd {
 			m.sayErr("Not blocked", msg.err)
 			return nil
 		}
-		m.say("Blocked " + msg.conv.name() + ": nothing from that key is shown or stored any more")
+		m.say("Blocked " + convName(msg.conv) + ": nothing from that key is shown or stored any more")
 		if p := m.pane; p != nil && p.conv.Peer == msg.conv.Peer {
 			m.pane = nil
 			m.setFocus(focusList)
@@ -448,6 +488,22 @@ func (m *model) sdkDone(msg tea.Msg) tea.Cmd {
 		cv := conversation{Peer: msg.ct.Key, Handle: msg.ct.Handle, Flag: msg.ct.Flag, Verified: msg.ct.Verified()}
 		m.setFocus(focusCompose)
 		return tea.Batch(m.refreshList(), m.open(cv))
+	case checkMsg:
+		p := m.pane
+		if msg.ct == nil {
+			if msg.err != nil && flaggedErr(msg.err) {
+				return m.refreshList() // the flag is stored: the list says it
+			}
+			return nil
+		}
+		if p != nil && sameConv(p.conv, msg.conv) {
+			p.contact = msg.ct
+			p.conv.Flag, p.conv.Verified = msg.ct.Flag, msg.ct.Verified()
+		}
+		if msg.ct.Flag != msg.conv.Flag {
+			return m.refreshList()
+		}
+		return nil
 	case markedMsg:
 		m.marking = false
 		if msg.err != nil {
@@ -458,9 +514,17 @@ func (m *model) sdkDone(msg tea.Msg) tea.Cmd {
 	return nil
 }
 
-// name is how a list row names the conversation: the handle without its
+// flaggedErr reports whether err is a contact's key change or chain
+// rewrite.
+func flaggedErr(err error) bool {
+	var kc *chat.KeyChangedError
+	var cr *chat.ChainRewrittenError
+	return errors.As(err, &kc) || errors.As(err, &cr)
+}
+
+// convName is how a list row names the conversation: the handle without its
 // "@", the group's name, or a request's short key.
-func (c conversation) name() string {
+func convName(c conversation) string {
 	switch {
 	case c.Group != "":
 		if c.Title != "" {

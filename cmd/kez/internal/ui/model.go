@@ -186,7 +186,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.sayErr("Stopped receiving messages", msg.err)
 		}
 		return m, nil
-	case filesMsg:
+	case sharingMsg:
 		if msg.err != nil {
 			m.sayErr("Files are offline", msg.err)
 			return m, nil
@@ -219,8 +219,8 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	return m, cmd
 }
 
-// filesMsg: OpenFiles returned.
-type filesMsg struct {
+// sharingMsg: OpenFiles returned.
+type sharingMsg struct {
 	s   *files.Sharing
 	err error
 }

@@ -101,7 +101,7 @@ func openClients(ctx context.Context, cfg *Config, p sender) {
 	}()
 	if cfg.OpenFiles != nil {
 		s, err := cfg.OpenFiles(ctx, c.Conn())
-		p.Send(filesMsg{s, err})
+		p.Send(sharingMsg{s, err})
 	}
 }
 

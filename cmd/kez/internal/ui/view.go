@@ -122,11 +122,26 @@ func (m *model) titleRow() string {
 		who = m.cfg.Me.String()
 	}
 	l := " kez — " + cleanLine(who)
-	r := "F1 help · Ctrl+C quit "
+	r := m.hint() + " "
 	if m.width < ansi.StringWidth(l)+ansi.StringWidth(r)+1 {
 		return titleBar.Render(fit(l, m.width))
 	}
 	return titleBar.Render(l + strings.Repeat(" ", m.width-ansi.StringWidth(l)-ansi.StringWidth(r)) + r)
+}
+
+// hint names the main keys where the focus is.
+func (m *model) hint() string {
+	switch {
+	case m.help:
+		return "any key closes the help"
+	case m.filesShown:
+		return "Esc back · F1 help"
+	case m.prompt != nil:
+		return "Enter confirms · Esc cancels"
+	case m.focus == focusCompose && m.pane != nil:
+		return "Enter send · Esc list · F1 help"
+	}
+	return "Enter open · ? help · q quit"
 }
 
 func (m *model) statusRow() string {
@@ -191,7 +206,7 @@ func (m *model) listLines(w, h int) []string {
 			if len(out) >= h {
 				break
 			}
-			line := " " + r.name()
+			line := " " + convName(r)
 			if r.Handle == "" {
 				line = " " + shortKey(r.Peer) + " (unconfirmed)"
 			}
@@ -230,7 +245,7 @@ func (m *model) rowLines(c conversation, selected bool, w int) []string {
 	case c.Verified:
 		marks += " ✓"
 	}
-	name := c.name()
+	name := convName(c)
 	room := w - 1 - ansi.StringWidth(marks)
 	if ansi.StringWidth(name) > room {
 		name = ansi.Truncate(name, max(1, room), "…")
@@ -274,7 +289,7 @@ func (m *model) rightLines(w, h int) []string {
 // paneLines draws the open conversation.
 func (m *model) paneLines(w, h int) []string {
 	p := m.pane
-	head := " " + bold.Render(p.conv.name())
+	head := " " + bold.Render(convName(p.conv))
 	switch {
 	case p.conv.Group != "":
 		head += dim.Render("  group " + cleanLine(p.conv.Group))
@@ -314,7 +329,7 @@ func (m *model) banner() []string {
 	}
 	switch {
 	case p.conv.Request:
-		return block(notice, "A message request from "+p.conv.name()+" — Ctrl+A accept · Ctrl+B block")
+		return block(notice, "A message request from "+convName(p.conv)+" — Ctrl+A accept · Ctrl+B block")
 	case p.conv.Flag != chat.FlagNone:
 		h := cleanLine(p.conv.Handle)
 		what := "@" + h + "'s KEY CHANGED"
