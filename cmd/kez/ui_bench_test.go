@@ -83,7 +83,7 @@ func BenchmarkUIKeystroke(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	tm := startUI(b, bin, uiEnv(b, st.Env(au)))
+	tm := startPtyUI(b, bin, uiEnv(b, st.Env(au)))
 	wctx, wcancel := context.WithTimeout(ctx, uiBenchWait)
 	defer wcancel()
 	if _, err := tm.WaitScreen(wctx, func(s ptytest.Screen) bool { return s.Contains("hello from bob") }); err != nil {
@@ -115,7 +115,7 @@ func BenchmarkUIKeystroke(b *testing.B) {
 			b.Fatalf("%q is not drawn: %v; screen:\n%s", last, err, tm.ScreenText())
 		}
 	})
-	quitUI(b, wctx, tm, "\x03") // Ctrl+C quits from the compose box
+	quitPtyUI(b, wctx, tm, "\x03") // Ctrl+C quits from the compose box
 }
 
 // keystrokes types into the compose box of a UI: batches of distinct
@@ -246,9 +246,9 @@ func uiEnv(tb testing.TB, vars map[string]string) []string {
 	return env
 }
 
-// startUI runs "kez ui" in an 80×24 pseudo-terminal with a screen model;
+// startPtyUI runs "kez ui" in an 80×24 pseudo-terminal with a screen model;
 // the UI is killed at the end of the benchmark if it still runs.
-func startUI(tb testing.TB, bin string, env []string) *ptytest.Term {
+func startPtyUI(tb testing.TB, bin string, env []string) *ptytest.Term {
 	tb.Helper()
 	cmd := exec.Command(bin, "ui")
 	cmd.Env = env
@@ -260,9 +260,9 @@ func startUI(tb testing.TB, bin string, env []string) *ptytest.Term {
 	return tm
 }
 
-// quitUI types key and waits for the UI to exit with status 0, the
+// quitPtyUI types key and waits for the UI to exit with status 0, the
 // alternate screen left.
-func quitUI(tb testing.TB, ctx context.Context, tm *ptytest.Term, key string) {
+func quitPtyUI(tb testing.TB, ctx context.Context, tm *ptytest.Term, key string) {
 	tb.Helper()
 	tm.WriteString(key)
 	if err := tm.Wait(ctx); err != nil {

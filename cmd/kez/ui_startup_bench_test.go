@@ -45,7 +45,7 @@ func BenchmarkUIStartup(b *testing.B) {
 
 	var startup, hwm, version, readConv []float64
 	for b.Loop() {
-		tm := startUI(b, bin, env)
+		tm := startPtyUI(b, bin, env)
 		wctx, wcancel := context.WithTimeout(ctx, uiBenchWait)
 		at, err := tm.WaitScreen(wctx, func(s ptytest.Screen) bool { return s.Contains(newest) })
 		if err != nil {
@@ -57,7 +57,7 @@ func BenchmarkUIStartup(b *testing.B) {
 		}
 		startup = append(startup, ms(at.Sub(tm.Started())))
 		hwm = append(hwm, mib)
-		quitUI(b, wctx, tm, "q")
+		quitPtyUI(b, wctx, tm, "q")
 		wcancel()
 
 		t0 := time.Now()
