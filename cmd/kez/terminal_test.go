@@ -33,7 +33,7 @@ var (
 )
 
 // builtKez builds this command once per test binary.
-func builtKez(t *testing.T) string {
+func builtKez(t testing.TB) string {
 	t.Helper()
 	kezBinOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "kez-bin-")
