@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -75,5 +76,26 @@ func TestUILogRefusesFifo(t *testing.T) {
 	if err == nil {
 		f.Close()
 		t.Error("openUILog opened a FIFO")
+	}
+}
+
+// TestUILogCapped: whatever the SDK logs, ui.log stops at uiLogMax bytes
+// (a peer that makes the client log on every message cannot fill the
+// disk through it).
+func TestUILogCapped(t *testing.T) {
+	f, err := openUILog(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := &cappedWriter{w: f, left: uiLogMax}
+	line := []byte(strings.Repeat("x", 999) + "\n")
+	for i := 0; i < uiLogMax/len(line)+100; i++ {
+		if n, err := w.Write(line); n != len(line) || err != nil {
+			t.Fatalf("write %d: %d, %v", i, n, err)
+		}
+	}
+	if st, err := f.Stat(); err != nil || st.Size() != uiLogMax {
+		t.Errorf("ui.log holds %d bytes (%v), want %d", st.Size(), err, uiLogMax)
 	}
 }
