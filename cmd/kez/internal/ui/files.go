@@ -305,6 +305,18 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 			return nil
 		}
 	}
+	var dst string
+	if kind == promptSave {
+		p, err := savePath(v.cfg.DownloadDir, value, v.pending.Name)
+		if err == nil {
+			err = checkLeftovers(p)
+		}
+		if err != nil {
+			v.say(true, err.Error())
+			return nil
+		}
+		dst = p
+	}
 	s := v.sharing()
 	if s == nil {
 		v.say(true, "files are not open yet (kez is connecting): try again once the status line says serving")
@@ -312,12 +324,7 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 	}
 	switch kind {
 	case promptSave:
-		p, err := savePath(v.cfg.DownloadDir, value, v.pending.Name)
-		if err != nil {
-			v.say(true, err.Error())
-			return nil
-		}
-		return v.startFetch(s, v.handle, v.pending, p)
+		return v.startFetch(s, v.handle, v.pending, dst)
 	case promptShare:
 		p, err := savePath(v.cfg.DownloadDir, value, "")
 		if err != nil {
