@@ -158,7 +158,10 @@ func WithRoutes(fn func(p peer.ID, r Route, bytes int64)) FetchOption {
 // Errors: [ErrNotFound], [ErrForbidden], [ErrBusy] (the owner's answer), a
 // *[CorruptError] matching [ErrCorrupt] if the owner sends bytes that do not
 // match c (the bad chunk is not written, dst does not exist), ctx.Err() if
-// cancelled, [format.ErrBadCID] for a c that is not a KEZ blob CID. With
+// cancelled, [format.ErrBadCID] for a c that is not a KEZ blob CID, an
+// *[UnsafePartialError] (ErrUnsafePartial) for a partial or state file at
+// dst that a fetch of this user's did not leave (they are opened without
+// following a symbolic link; nothing is written then). With
 // several sources the error is the owner's, as a *[SourceError], once
 // every source was dropped. If the owner cannot be reached before an
 // earlier partial file is re-verified, that file is left as it was. Fetch
@@ -189,8 +192,13 @@ func (n *Node) Fetch(ctx context.Context, owner peer.AddrInfo, c cid.Cid, dst st
 	}
 	defer release()
 	part, statePath := dst+PartialSuffix, dst+StateSuffix
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
+	if err := CheckPartial(dst); err != nil {
+		return err
+	}
+	f, err := openLeftover(part, os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, ErrUnsafePartial) {
+		return err
+	} else if err != nil {
 		return fmt.Errorf("files: creating the partial file: %w", err)
 	}
 	fctx, cancel := context.WithCancelCause(ctx)
@@ -287,35 +295,49 @@ func (fx *fetcher) finish(dst string) error {
 // The state file is one line: "kez-partial v1 <cid> <size> <verified>\n".
 const maxStateFile = 256
 
+// writeState writes the state file through a new temporary file beside
+// it (never one found there: it could be a link) renamed into place. It
+// is best effort: a state file not written only costs a refetch.
 func writeState(path string, c cid.Cid, size int64, verified int) {
 	line := fmt.Sprintf("kez-partial v1 %s %d %d\n", c, size, verified)
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(line), 0o600); err == nil {
+	os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|openNoFollow, 0o600)
+	if err != nil {
+		return
+	}
+	_, err = f.WriteString(line)
+	if cerr := f.Close(); err == nil && cerr == nil {
 		os.Rename(tmp, path)
+	} else {
+		os.Remove(tmp)
 	}
 }
 
 // readState returns the verified-chunk hint and size of a state file for
 // blob c, or 0 if there is none or it is about something else. The hint is
 // re-verified before use, so a damaged state file only costs a refetch.
-func readState(path string, c cid.Cid) (int, int64) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, 0
+// A state file openLeftover refuses is an *UnsafePartialError.
+func readState(path string, c cid.Cid) (int, int64, error) {
+	f, err := openLeftover(path, os.O_RDONLY, 0)
+	if errors.Is(err, ErrUnsafePartial) {
+		return 0, 0, err
+	} else if err != nil {
+		return 0, 0, nil
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
 	if err != nil || len(b) > maxStateFile || !bytes.HasSuffix(b, []byte("\n")) {
-		return 0, 0
+		return 0, 0, nil
 	}
 	var cs string
 	var size int64
 	var verified int
 	if k, err := fmt.Sscanf(string(b), "kez-partial v1 %s %d %d\n", &cs, &size, &verified); err != nil || k != 3 {
-		return 0, 0
+		return 0, 0, nil
 	}
 	if cs != c.String() || size < 0 || size > format.MaxBlobSize || verified < 0 || verified > format.NumChunks(size) {
-		return 0, 0
+		return 0, 0, nil
 	}
-	return verified, size
+	return verified, size, nil
 }

@@ -74,7 +74,11 @@ func (fx *fetcher) run() error {
 		}
 		fx.dec = dec
 	}
-	hint, hintSize := readState(fx.statePath, fx.c)
+	hint, hintSize, err := readState(fx.statePath, fx.c)
+	if err != nil {
+		fx.pristine = true // leave the partial file as it was
+		return err
+	}
 	if hint > 0 {
 		fx.pristine = true
 		if err := fx.reverify(hint, hintSize); err != nil {

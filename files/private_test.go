@@ -165,7 +165,7 @@ func TestResumeIgnoresForeignState(t *testing.T) {
 	// A state file for another CID is ignored too.
 	other := treeOf(t, []byte("other"))
 	writeState(dst+StateSuffix, other.CID(), 5, 1)
-	if h, _ := readState(dst+StateSuffix, tree.CID()); h != 0 {
+	if h, _, _ := readState(dst+StateSuffix, tree.CID()); h != 0 {
 		t.Errorf("foreign state accepted: %d", h)
 	}
 }

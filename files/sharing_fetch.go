@@ -175,7 +175,9 @@ type Fetched struct {
 // (ErrOwnerOffline) if the owner does not answer; an *[UnreachableError]
 // (ErrUnreachable) if none of the addresses it answered connects within
 // the node's dial timeout (it is asked once more, 2 s later, in case it
-// has just made its relay reservation); ErrNotFound, ErrCorrupt
+// has just made its relay reservation); an *[UnsafePartialError]
+// (ErrUnsafePartial) for a partial or state file at outPath that a fetch
+// of the user's did not leave; ErrNotFound, ErrCorrupt
 // and the other errors of Node.Fetch; a *fs.PathError naming the
 // destination that wraps fs.ErrExist.
 func (s *Sharing) Fetch(ctx context.Context, handle, nameOrCID, outPath string, opts ...FetchOption) (*Fetched, error) {
@@ -316,7 +318,9 @@ func offerEntry(ow *owner, m *format.Manifest, f *format.GroupFile, nameOrCID st
 	return format.Entry{}, &NotSharedError{Owner: ow.handle, What: f.Name}
 }
 
-// destination decides where a fetch writes.
+// destination decides where a fetch writes, refusing a partial or state
+// file there that is not the user's own (CheckPartial) before the owner is
+// asked anything.
 func destination(outPath, name string, overwrite bool) (string, error) {
 	dst := outPath
 	if dst == "" {
@@ -332,6 +336,9 @@ func destination(outPath, name string, overwrite bool) (string, error) {
 		return "", &fs.PathError{Op: "fetch to", Path: dst, Err: fs.ErrExist}
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("files: %s: %w", dst, err)
+	}
+	if err := CheckPartial(dst); err != nil {
+		return "", err
 	}
 	return dst, nil
 }

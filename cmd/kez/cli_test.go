@@ -298,6 +298,8 @@ func TestSentenceOfTypedErrors(t *testing.T) {
 		{aboutHandle("alice", fmt.Errorf("%w: %w: x", files.ErrForbidden, files.ErrNoKey)), "alice@kez.test shares that file privately, and this linked device holds none of your encryption keys that open it yet: run kez inbox here"},
 		{aboutHandle("alice", wrap(files.ErrBusy)), "alice@kez.test is busy with other transfers: run the same command again in a moment"},
 		{aboutHandle("alice", wrap(&files.CorruptError{Index: 3})), "alice@kez.test sent data that does not match the file's CID"},
+		{aboutHandle("alice", wrap(&files.UnsafePartialError{Path: "/dl/x.kez-partial", Problem: files.PartialLink})), "/dl/x.kez-partial was not left by a fetch of yours (it is a symbolic link), so nothing was fetched: someone who can write in that folder may have put it there; remove it, or fetch to another path with -o"},
+		{wrap(&files.RecipientKeyError{Handle: "bob@kez.test"}), "nothing was shared: bob@kez.test names another key than the one pinned for them, since a moment ago: run the same command again"},
 		{wrap(files.ErrNotFound), "the owner no longer has that file (it may have been unshared): kez files HANDLE lists"},
 		{wrap(&files.ChangedError{Name: "a.txt", Path: "/x/a.txt"}), `"a.txt" changed on disk since you shared it, so it is not sent: run kez share /x/a.txt again`},
 		{wrap(&files.ChangedError{Name: "a.txt", Path: "/x/a.txt", Gone: true}), `"a.txt" is gone from /x/a.txt`},

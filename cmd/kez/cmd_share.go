@@ -10,6 +10,7 @@ import (
 
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/cmd/kez/internal/filewords"
+	"github.com/kez-lat/kez-chat/cmd/kez/internal/recipients"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -32,7 +33,10 @@ Others fetch it from your machine, peer to peer, while you run "kez serve".
 --to HANDLE (repeatable) shares it privately: it is encrypted with a fresh
 key that only those handles (and you) can unwrap; everyone else sees
 neither its name nor its contents, and your machine sends it to their
-keys only. A handle that revoked a device and has not rotated its
+keys only. A handle that is one of your contacts gets it at the key
+you pinned for them: a flagged contact (their key changed) is refused
+and nothing is shared, as a message to them is, until you accept the
+new key. A handle that revoked a device and has not rotated its
 encryption key since is refused (that device could open the file); your
 own key, in that state, is rotated first. --name NAME shares it under
 another name (default: the file's own). Sharing a name you already share
@@ -83,7 +87,7 @@ that lets anyone (for a private file: its recipients) fetch it with
 				} else if err := checkTTL(ticketTTL, "--ticket-ttl"); err != nil {
 					return err
 				}
-				return runShare(ctx, e, cf, args[0], grp, ticketTTL, []files.ShareOption{files.To(to...), files.Named(name)})
+				return runShare(ctx, e, cf, args[0], grp, to, ticketTTL, []files.ShareOption{files.Named(name)})
 			}
 		},
 	})
@@ -174,10 +178,19 @@ func (e *env) openSharingAs(ctx context.Context, f chatFlags, acct *account, onl
 // humanSize writes a byte count the way people read it.
 func humanSize(n int64) string { return filewords.Size(n) }
 
-// runShare shares path; with ticketTTL > 0 it prints a ticket for it too.
-func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, ticketTTL time.Duration, opts []files.ShareOption) error {
+// runShare shares path, privately with the handles to if any (a
+// contact at its pinned key, a flagged contact not at all: see package
+// recipients); with ticketTTL > 0 it prints a ticket for it too.
+func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, to []string, ticketTTL time.Duration, opts []files.ShareOption) error {
 	if grp != "" {
 		return runShareGroup(ctx, e, cf, path, grp, opts)
+	}
+	if len(to) > 0 {
+		toOpts, err := shareRecipients(ctx, e, cf, to)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, toOpts...)
 	}
 	s, setup, err := e.openSharing(ctx, cf, false, nil, "")
 	if err != nil {
@@ -203,6 +216,17 @@ func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, ticke
 		return printTicket(ctx, e, s, sf.Name, ticketTTL, false)
 	}
 	return nil
+}
+
+// shareRecipients checks the handles to against the user's contacts
+// (recipients.ShareTo), with the chat state open only meanwhile.
+func shareRecipients(ctx context.Context, e *env, cf chatFlags, to []string) ([]files.ShareOption, error) {
+	c, err := e.openChat(ctx, cf, false)
+	if err != nil {
+		return nil, err
+	}
+	defer shutdownChat(c)
+	return recipients.ShareTo(ctx, c, to)
 }
 
 // runShareGroup shares the file with the group grp (its chain as the chat

@@ -20,6 +20,7 @@ import (
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/claims"
 	"github.com/kez-lat/kez-chat/cmd/kez/internal/filewords"
+	"github.com/kez-lat/kez-chat/cmd/kez/internal/recipients"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/handles"
@@ -116,6 +117,8 @@ func (e *env) sentence(err error) string {
 	}
 	var (
 		notContact *chat.NotContactError
+		flagged    *recipients.FlaggedError
+		movedKey   *files.RecipientKeyError
 		keyChanged *chat.KeyChangedError
 		rewritten  *chat.ChainRewrittenError
 		ownChain   *chat.OwnChainRewrittenError
@@ -124,6 +127,7 @@ func (e *env) sentence(err error) string {
 		unreach    *files.UnreachableError
 		notShared  *files.NotSharedError
 		changed    *files.ChangedError
+		unsafe     *files.UnsafePartialError
 		device     *files.DeviceError
 		rotation   *files.RotationError
 		pathErr    *fs.PathError
@@ -134,6 +138,10 @@ func (e *env) sentence(err error) string {
 	switch {
 	case errors.As(err, &notContact):
 		return fmt.Sprintf("%s is not a contact yet: run kez contacts add %s", notContact.Handle, notContact.Handle)
+	case errors.As(err, &flagged):
+		return "nothing was shared: " + e.sentence(flagged.Err)
+	case errors.As(err, &movedKey):
+		return fmt.Sprintf("nothing was shared: %s names another key than the one pinned for them, since a moment ago: run the same command again to check them, and read the warning", movedKey.Handle)
 	case errors.As(err, &keyChanged):
 		k := keyChanged
 		return fmt.Sprintf("WARNING: the key of %s changed: it was %s (fingerprint %s) and is now %s (fingerprint %s). "+
@@ -212,6 +220,8 @@ func (e *env) sentence(err error) string {
 		return filewords.Busy(who) + ": run the same command again in a moment"
 	case errors.Is(err, files.ErrCorrupt):
 		return filewords.Corrupt(who) + ": try again later, and tell them if it happens again"
+	case errors.As(err, &unsafe):
+		return filewords.UnsafePartial(unsafe) + ": someone who can write in that folder may have put it there; remove it, or fetch to another path with -o"
 	case errors.Is(err, files.ErrNoNATS):
 		return "that needs NATS: set NATS_URL (or pass --nats) to your operator's NATS"
 	case errors.Is(err, files.ErrNoSigServer):

@@ -42,6 +42,19 @@ func (s *Stack) ReleaseHandle(t testing.TB, name string) {
 	}
 }
 
+// MoveHandle makes u's handle name another key, Identity(by)'s, as a
+// handle released by the operator and claimed again would: contacts that
+// pinned u's key see a key change. Any failure fails the test.
+func (s *Stack) MoveHandle(t testing.TB, u *User, by string) {
+	t.Helper()
+	s.ReleaseHandle(t, u.Handle.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := handles.Register(ctx, Identity(by), u.Handle, handles.RegisterOptions{ServerURL: s.ServerURL, SigServerURL: s.SigServerURL}); err != nil {
+		t.Fatalf("stacktest: registering %s to %s: %v", u.Handle, by, err)
+	}
+}
+
 // RewriteChain makes the sig-server show links as key's whole chain from
 // now on, replacing what it stored, without verifying them: a sig-server
 // that rewrites history (a fork, or a rollback when links is shorter).

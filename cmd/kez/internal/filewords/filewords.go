@@ -137,3 +137,10 @@ func Busy(who string) string {
 func Corrupt(who string) string {
 	return fmt.Sprintf("%s sent data that does not match the file's CID, so the fetch stopped and nothing unverified was kept", orOwner(who))
 }
+
+// UnsafePartial words a fetch refused because a partial or state file at
+// its destination is not one a fetch of the user's left
+// (files.ErrUnsafePartial).
+func UnsafePartial(u *files.UnsafePartialError) string {
+	return fmt.Sprintf("%s was not left by a fetch of yours (%s), so nothing was fetched", u.Path, u.Problem)
+}

@@ -13,6 +13,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/cmd/kez/internal/filewords"
+	"github.com/kez-lat/kez-chat/cmd/kez/internal/recipients"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
 )
@@ -345,7 +346,7 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 
 // share shares path, publicly or privately with the handles to.
 // A contact gets it at the key pinned for them, a flagged contact not at
-// all (shareTo).
+// all (recipients.ShareTo).
 func (v *filesView) share(s *files.Sharing, path string, to []string) tea.Cmd {
 	var c *chat.Client
 	if len(to) > 0 && v.chat != nil {
@@ -363,7 +364,7 @@ func (v *filesView) share(s *files.Sharing, path string, to []string) tea.Cmd {
 		var opts []files.ShareOption
 		if len(to) > 0 {
 			var err error
-			if opts, err = shareTo(ctx, c, to); err != nil {
+			if opts, err = recipients.ShareTo(ctx, c, to); err != nil {
 				return sharedMsg{err: err, path: path}
 			}
 		}

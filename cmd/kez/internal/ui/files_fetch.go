@@ -13,6 +13,7 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/kez-lat/kez-chat/cmd/kez/internal/filewords"
+	"github.com/kez-lat/kez-chat/cmd/kez/internal/recipients"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
 )
@@ -160,6 +161,7 @@ func (v *filesView) fetchSentence(err error, who string, verified, total int64) 
 		unreach   *files.UnreachableError
 		notShared *files.NotSharedError
 		changed   *files.ChangedError
+		unsafe    *files.UnsafePartialError
 		pathErr   *fs.PathError
 	)
 	again := ": press Enter on the file to try again"
@@ -185,6 +187,8 @@ func (v *filesView) fetchSentence(err error, who string, verified, total int64) 
 		return filewords.Busy(who) + again + " in a moment"
 	case errors.Is(err, files.ErrCorrupt):
 		return filewords.Corrupt(who) + ": try again later, and tell them if it happens again"
+	case errors.As(err, &unsafe):
+		return unsafeSentence(unsafe)
 	case errors.Is(err, fs.ErrExist) && errors.As(err, &pathErr):
 		return fmt.Sprintf("%s already exists, so nothing was fetched: press Enter on the file and give another path", cleanLine(pathErr.Path))
 	}
@@ -204,11 +208,11 @@ func (v *filesView) explain(err error) string {
 func (v *filesView) shareSentence(err error, path string) string {
 	var changed *files.ChangedError
 	var notShared *files.NotSharedError
-	var flagged *flaggedRecipientError
+	var flagged *recipients.FlaggedError
 	var moved *files.RecipientKeyError
 	switch {
 	case errors.As(err, &flagged):
-		return flagged.Error()
+		return flaggedSentence(flagged)
 	case errors.As(err, &moved):
 		return fmt.Sprintf("nothing was shared: @%s names another key than the one pinned for them now. Open the conversation to compare the new key's safety number", cleanLine(moved.Handle))
 	case errors.Is(err, files.ErrNotPrimary):

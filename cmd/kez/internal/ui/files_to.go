@@ -1,55 +1,23 @@
 package ui
 
-// The recipients of a private share, as the conversations see them: a
-// contact's file goes to the key pinned for them, never to a key their
-// handle names since, and a flagged contact gets nothing, as a message to
-// them is refused.
+// The recipients of a private share are decided by package recipients,
+// as for kez share --to: a contact's file goes to the key pinned for
+// them, and a flagged contact gets nothing. This words the refusal.
 
 import (
-	"context"
-	"errors"
 	"fmt"
 
 	"github.com/kez-lat/kez-chat/chat"
-	"github.com/kez-lat/kez-chat/files"
+	"github.com/kez-lat/kez-chat/cmd/kez/internal/recipients"
 )
 
-// flaggedRecipientError: a private share named a flagged contact, so
-// nothing was shared.
-type flaggedRecipientError struct {
-	handle string
-	flag   chat.ContactFlag
-}
-
-// Error is the sentence the files screen shows.
-func (e *flaggedRecipientError) Error() string {
+// flaggedSentence is the files screen's sentence for a private share
+// refused because it named a flagged contact.
+func flaggedSentence(e *recipients.FlaggedError) string {
 	what := "key changed"
-	if e.flag == chat.FlagChainRewritten {
+	if e.Flag == chat.FlagChainRewritten {
 		what = "sigchain was rewritten"
 	}
 	return fmt.Sprintf("nothing was shared: @%s's %s. Open the conversation, compare the safety number with %s and accept it (Ctrl+A) before sharing with them",
-		cleanLine(e.handle), what, localPart(cleanLine(e.handle)))
-}
-
-// shareTo returns the options of a private share to the handles to: a
-// contact at its pinned key, after checking it with its servers now (a
-// flagged contact, or one the check flags, is refused with a
-// *flaggedRecipientError); a handle that is no contact at the key it
-// names now, as kez share --to does.
-func shareTo(ctx context.Context, c *chat.Client, to []string) ([]files.ShareOption, error) {
-	var opts []files.ShareOption
-	for _, h := range to {
-		ct, err := c.CheckContact(ctx, h)
-		switch {
-		case errors.Is(err, chat.ErrNotContact):
-			opts = append(opts, files.To(h))
-			continue
-		case ct != nil && ct.Flag != chat.FlagNone:
-			return nil, &flaggedRecipientError{handle: ct.Handle, flag: ct.Flag}
-		case err != nil:
-			return nil, err
-		}
-		opts = append(opts, files.ToKey(ct.Handle, ct.Key))
-	}
-	return opts, nil
+		cleanLine(e.Handle), what, localPart(cleanLine(e.Handle)))
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/client"
 	"github.com/kez-lat/kez-chat/files"
-	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/internal/testenv/stacktest"
 )
 
@@ -44,10 +43,7 @@ func TestPrivateShareRefusesFlaggedContact(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st.ReleaseHandle(t, "bob")
-	if _, err := handles.Register(ctx, stacktest.Identity("not-bob"), bu.Handle, handles.RegisterOptions{ServerURL: st.ServerURL, SigServerURL: st.SigServerURL}); err != nil {
-		t.Fatal(err)
-	}
+	st.MoveHandle(t, bu, "not-bob")
 
 	v := newTestView(t)
 	v.setSharing(s) // closed with the view
