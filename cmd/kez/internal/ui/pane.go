@@ -7,6 +7,7 @@ import (
 
 	"github.com/charmbracelet/x/ansi"
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/kez"
 )
 
 // maxKept is how many messages of a conversation the pane keeps in
@@ -18,6 +19,10 @@ const maxKept = 4 * pageSize
 type pane struct {
 	conv    conversation
 	contact *chat.Contact // a person's, for the banner; nil otherwise
+	// moved is the key a flagged contact's handle named when Ctrl+A was
+	// refused (it no longer named the key shown): the banner shows its
+	// number from then on, in place of the flag's first-seen key.
+	moved   kez.PublicKey
 	msgs    []*chat.Entry // oldest first
 	sending []string      // typed and sent, not stored yet ("sending…")
 
@@ -234,9 +239,21 @@ func (m *model) senderName(e *chat.Entry, p *pane) string {
 		return "you"
 	}
 	if e.PeerHandle != "" {
-		return localPart(cleanLine(e.PeerHandle))
+		return shortHandle(cleanLine(e.PeerHandle), m.cfg.Handle)
 	}
 	return shortKey(e.From)
+}
+
+// shortHandle is h without its domain when that is the user's own
+// domain; a handle of any other domain is drawn in full, so that
+// "bob@evil.example" is never the "bob" of the user's servers.
+func shortHandle(h, own string) string {
+	h = strings.TrimPrefix(h, "@")
+	_, ownDomain, _ := strings.Cut(strings.TrimPrefix(own, "@"), "@")
+	if name, domain, ok := strings.Cut(h, "@"); ok && ownDomain != "" && strings.EqualFold(domain, ownDomain) {
+		return name
+	}
+	return h
 }
 
 // localPart is a handle's name before "@".
