@@ -46,6 +46,9 @@ func Subs(ctx context.Context, subs ...*nats.Subscription) error {
 // wait waits until closed reports nats.SubscriptionClosed or is closed,
 // or ctx ends.
 func wait(ctx context.Context, closed <-chan nats.SubStatus) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	for {
 		select {
 		case st, ok := <-closed:
