@@ -43,7 +43,8 @@ var (
 
 // Server is one KEZ chat-server: the handle registry and the NATS auth
 // callout. Set the fields, call [Server.Start], serve [Server.Handler],
-// and call [Server.Close] when done. Fields must not change after Start.
+// and call [Server.Close] when done ([Server.Drain] first, to stop
+// without refusing a login while other replicas run). Fields must not change after Start.
 // The zero value needs at least Domain, SigServerURL and NATSURL.
 //
 // All methods are safe for concurrent use.
