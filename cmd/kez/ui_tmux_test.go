@@ -274,7 +274,7 @@ func TestUIKeyChange(t *testing.T) {
 	alice := startUI(t, aliceEnv, 80, 24)
 	alice.online()
 	alice.keys("Enter")
-	screen := alice.waitShows("WARNING: @bob@kez.test's KEY CHANGED", "Sending is blocked until you accept the change", "bob@kez.test !")
+	screen := alice.waitShows("WARNING: @bob@kez.test's KEY CHANGED", "Sending is blocked until you accept the change", "bob@kez.test !", "Safety number of the new key")
 	for _, want := range []string{"Safety number of the new key", "Compare it with bob in person, then press", "accept the new key."} {
 		if !strings.Contains(screen, want) {
 			t.Errorf("the banner lacks %q:\n%s", want, screen)

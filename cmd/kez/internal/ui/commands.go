@@ -58,8 +58,9 @@ type (
 		err  error
 	}
 	addedMsg struct {
-		ct  *chat.Contact
-		err error
+		ct    *chat.Contact
+		known bool // a contact already: opened, not added
+		err   error
 	}
 	markedMsg struct{ err error }
 )
@@ -284,7 +285,7 @@ func (m *model) waitSent(cv conversation, pd *chat.Pending) tea.Cmd {
 func (m *model) accept() tea.Cmd {
 	p := m.pane
 	if p == nil {
-		if cv, ok := m.selected(); ok && cv.Request {
+		if cv, ok := m.chosen(); ok && cv.Request {
 			return m.acceptRequest(cv)
 		}
 		return nil
@@ -293,15 +294,31 @@ func (m *model) accept() tea.Cmd {
 	case p.conv.Request:
 		return m.acceptRequest(p.conv)
 	case p.conv.Flag != chat.FlagNone && p.conv.Handle != "":
+		want, ok := m.newKey()
+		if !ok {
+			m.say("The new key is not known yet: wait for its safety number")
+			return nil
+		}
 		c := m.client
 		if c == nil {
 			m.say("Accepting a new key needs your servers: you are offline")
 			return nil
 		}
 		cv := p.conv
-		m.say("Accepting the new key of @" + cv.Handle + "…")
+		m.say("Accepting the new key of @" + cleanLine(cv.Handle) + "…")
 		return m.call(func(ctx context.Context) tea.Msg {
+			// The key shown is the key accepted: if the servers name
+			// another one now, nothing is pinned and the banner shows
+			// the new number.
+			if now, err := currentKey(ctx, c, cv.Handle); err != nil {
+				return acceptedMsg{conv: cv, err: err}
+			} else if now != want {
+				return acceptedMsg{conv: cv, err: errKeyMoved}
+			}
 			ct, err := c.AddContact(ctx, cv.Handle)
+			if err == nil && ct.Key != want {
+				err = errKeyMoved
+			}
 			return acceptedMsg{cv, ct, err}
 		})
 	}
@@ -343,6 +360,12 @@ func (m *model) addContact(handle string) tea.Cmd {
 	if handle == "" {
 		return nil
 	}
+	for _, cv := range m.convs { // a contact already: open it
+		if cv.Group == "" && cv.Handle != "" && strings.EqualFold(strings.TrimPrefix(handle, "@"), cv.Handle) {
+			m.setFocus(focusCompose)
+			return m.open(cv)
+		}
+	}
 	c := m.client
 	if c == nil {
 		m.say("Adding a contact needs your servers: you are offline")
@@ -350,8 +373,15 @@ func (m *model) addContact(handle string) tea.Cmd {
 	}
 	m.say("Looking up " + handle + "…")
 	return m.call(func(ctx context.Context) tea.Msg {
+		// Re-adding a contact pins what its servers say now: it is how
+		// a changed key is accepted (Ctrl+A under the banner), never
+		// what "n" does. A contact is opened, and its check raises the
+		// banner.
+		if ct, err := c.Contact(ctx, handle); err == nil {
+			return addedMsg{ct: ct, known: true}
+		}
 		ct, err := c.AddContact(ctx, handle)
-		return addedMsg{ct, err}
+		return addedMsg{ct: ct, err: err}
 	})
 }
 
@@ -513,7 +543,9 @@ func (m *model) sdkDone(msg tea.Msg) tea.Cmd {
 			m.sayErr("Not added", msg.err)
 			return nil
 		}
-		m.say("@" + msg.ct.Handle + " is a contact now")
+		if !msg.known {
+			m.say("@" + msg.ct.Handle + " is a contact now")
+		}
 		cv := conversation{Peer: msg.ct.Key, Handle: msg.ct.Handle, Flag: msg.ct.Flag, Verified: msg.ct.Verified()}
 		m.setFocus(focusCompose)
 		return tea.Batch(m.refreshList(), m.open(cv))
@@ -551,6 +583,27 @@ func (m *model) sdkDone(msg tea.Msg) tea.Cmd {
 	return nil
 }
 
+// errKeyMoved: the servers named another key than the one whose safety
+// number was shown.
+var errKeyMoved = errors.New("the handle names another key than the one shown: compare the new safety number")
+
+// currentKey is the key the servers name for a contact's handle now.
+func currentKey(ctx context.Context, c *chat.Client, handle string) (kez.PublicKey, error) {
+	ct, err := c.CheckContact(ctx, handle)
+	var kc *chat.KeyChangedError
+	switch {
+	case errors.As(err, &kc):
+		return kc.Current, nil
+	case err != nil && !flaggedErr(err):
+		return kez.PublicKey{}, err
+	case ct != nil && ct.Flag == chat.FlagKeyChanged && !ct.FlagKey.IsZero():
+		return ct.FlagKey, nil
+	case ct != nil:
+		return ct.Key, nil
+	}
+	return kez.PublicKey{}, err
+}
+
 // flaggedErr reports whether err is a contact's key change or chain
 // rewrite.
 func flaggedErr(err error) bool {
@@ -560,14 +613,15 @@ func flaggedErr(err error) bool {
 }
 
 // convName is how a list row names the conversation: the handle without its
-// "@", the group's name, or a request's short key.
+// "@", the group's name after "# " (a title is the group's creator's
+// choice, and may read as a contact's handle), or a request's short key.
 func convName(c conversation) string {
 	switch {
 	case c.Group != "":
 		if c.Title != "" {
-			return cleanLine(c.Title)
+			return "# " + cleanLine(c.Title)
 		}
-		return cleanLine(c.Group)
+		return "# " + cleanLine(c.Group)
 	case c.Handle != "":
 		return cleanLine(c.Handle)
 	}

@@ -36,9 +36,13 @@ type model struct {
 	// The conversation list: convs (people and groups) then requests.
 	convs, requests []conversation
 	sel             int // index over convs then the drawn requests
-	listTop         int // first conversation drawn
-	listBusy        bool
-	listDirty       bool // a refresh was asked for while one ran
+	// selGone: the selected conversation left the drawn rows (a refresh
+	// moved it): sel now points at another row the user did not choose,
+	// so accepting or blocking waits for a move.
+	selGone   bool
+	listTop   int // first conversation drawn
+	listBusy  bool
+	listDirty bool // a refresh was asked for while one ran
 
 	local  *chat.Client // opened without servers, for reading
 	client *chat.Client // online once onlineMsg came
@@ -163,7 +167,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.prompt.input, cmd = m.prompt.input.Update(msg)
 			return m, cmd
 		}
-		if m.focus == focusCompose && m.pane != nil {
+		if m.focus == focusCompose && m.pane != nil && m.sendBlocked() == "" {
 			var cmd tea.Cmd
 			m.compose, cmd = m.compose.Update(msg)
 			return m, cmd
@@ -183,7 +187,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.local = msg.c
 		return m, m.refreshList()
 	case offlineMsg:
-		m.failed, m.why = msg.attempt, m.cfg.Explain(msg.err)
+		m.failed, m.why = msg.attempt, cleanLine(m.cfg.Explain(msg.err)) // may quote a server
 		m.conn1 = "○ offline"
 		return m, nil
 	case onlineMsg:
@@ -354,11 +358,11 @@ func (m *model) listKey(s string) tea.Cmd {
 			return m.open(cv)
 		}
 	case "a":
-		if cv, ok := m.selected(); ok && cv.Request {
+		if cv, ok := m.chosen(); ok && cv.Request {
 			return m.acceptRequest(cv)
 		}
 	case "b":
-		if cv, ok := m.selected(); ok && cv.Request {
+		if cv, ok := m.chosen(); ok && cv.Request {
 			return m.block(cv)
 		}
 	case "f":
@@ -410,8 +414,20 @@ func (m *model) selected() (conversation, bool) {
 	return conversation{}, false
 }
 
+// chosen returns the highlighted row if the user put the highlight
+// there; after a refresh moved it off a conversation that went away, it
+// says so instead, and nothing is accepted or blocked.
+func (m *model) chosen() (conversation, bool) {
+	if m.selGone {
+		m.say("The list changed under the selection: select the request again")
+		return conversation{}, false
+	}
+	return m.selected()
+}
+
 func (m *model) move(d int) {
 	m.sel = max(0, min(m.rows()-1, m.sel+d))
+	m.selGone = false
 }
 
 // setConversations replaces the list, keeping the selection on the same
@@ -427,14 +443,17 @@ func (m *model) setConversations(all []conversation) {
 		}
 	}
 	if had {
-		for i := 0; i < m.rows(); i++ {
-			if c, _ := m.rowAt(i); sameConv(c, cur) {
-				m.sel = i
-				return
+		for _, same := range []func(a, b conversation) bool{sameConv, samePeer} {
+			for i := 0; i < m.rows(); i++ {
+				if c, _ := m.rowAt(i); same(c, cur) {
+					m.sel = i
+					return
+				}
 			}
 		}
 	}
-	m.move(0)
+	m.sel = max(0, min(m.rows()-1, m.sel))
+	m.selGone = m.selGone || had
 }
 
 func (m *model) rowAt(i int) (conversation, bool) {
@@ -449,5 +468,9 @@ func (m *model) rowAt(i int) (conversation, bool) {
 func sameConv(a, b conversation) bool {
 	return a.Group == b.Group && a.Peer == b.Peer && a.Request == b.Request
 }
+
+// samePeer reports whether a and b are the same person or group, a
+// request or not (a request the user accepted).
+func samePeer(a, b conversation) bool { return a.Group == b.Group && a.Peer == b.Peer }
 
 func strconvItoa(n int) string { return strconv.Itoa(n) }

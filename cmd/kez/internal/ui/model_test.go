@@ -109,13 +109,14 @@ func TestFlaggedBlocksSending(t *testing.T) {
 	cv := conversation{Peer: testKey(1), Handle: "bob@kez.test", Flag: chat.FlagKeyChanged}
 	m.Update(listMsg{convs: []conversation{cv}})
 	m.pane = newPane(cv)
+	m.pane.contact = &chat.Contact{Handle: cv.Handle, Key: testKey(1), Flag: chat.FlagKeyChanged, FlagKey: testKey(2)}
 	m.setFocus(focusCompose)
 	m.Update(tea.KeyPressMsg{Code: 'h', Text: "h"})
 	if _, cmd := m.Update(tea.KeyPressMsg{Code: tea.KeyEnter}); cmd != nil {
 		t.Error("Enter on a flagged conversation returned a command")
 	}
 	s := screen(m)
-	sn := strings.Fields(kez.SafetyNumber(m.cfg.Me, testKey(1)))
+	sn := strings.Fields(kez.SafetyNumber(m.cfg.Me, testKey(2)))
 	for _, want := range []string{"KEY CHANGED", sn[0], "Sending is blocked", "Not sent"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("the screen lacks %q:\n%s", want, s)

@@ -234,9 +234,21 @@ func (m *model) senderName(e *chat.Entry, p *pane) string {
 		return "you"
 	}
 	if e.PeerHandle != "" {
-		return localPart(cleanLine(e.PeerHandle))
+		return shortHandle(cleanLine(e.PeerHandle), m.cfg.Handle)
 	}
 	return shortKey(e.From)
+}
+
+// shortHandle is h without its domain when that is the user's own
+// domain; a handle of any other domain is drawn in full, so that
+// "bob@evil.example" is never the "bob" of the user's servers.
+func shortHandle(h, own string) string {
+	h = strings.TrimPrefix(h, "@")
+	_, ownDomain, _ := strings.Cut(strings.TrimPrefix(own, "@"), "@")
+	if name, domain, ok := strings.Cut(h, "@"); ok && ownDomain != "" && strings.EqualFold(domain, ownDomain) {
+		return name
+	}
+	return h
 }
 
 // localPart is a handle's name before "@".

@@ -207,7 +207,7 @@ func (m *model) listLines(w, h int) []string {
 				break
 			}
 			line := " " + convName(r)
-			if r.Handle == "" {
+			if r.Handle == "" && r.Group == "" {
 				line = " " + shortKey(r.Peer) + " (unconfirmed)"
 			}
 			if m.sel == len(m.convs)+i {
@@ -333,19 +333,35 @@ func (m *model) banner() []string {
 	case p.conv.Flag != chat.FlagNone:
 		h := cleanLine(p.conv.Handle)
 		what := "@" + h + "'s KEY CHANGED"
-		key := p.conv.Peer
-		if p.contact != nil && p.contact.Flag == chat.FlagKeyChanged && !p.contact.FlagKey.IsZero() {
-			key = p.contact.FlagKey
-		}
 		if p.conv.Flag == chat.FlagChainRewritten {
 			what = "@" + h + "'s SIGCHAIN WAS REWRITTEN (a fork or a rollback)"
 		}
 		out := block(alarm, "WARNING: "+what)
+		key, ok := m.newKey()
+		if !ok { // never the old key's number in its place
+			return append(out, block(alarm, "The new key is not known yet: checking with "+localPart(h)+"'s servers…")...)
+		}
 		out = append(out, block(alarm, "Safety number of the new key: "+kez.SafetyNumber(m.cfg.Me, key))...)
 		out = append(out, block(alarm, "Compare it with "+localPart(h)+" in person, then press Ctrl+A to accept the new key.")...)
 		return out
 	}
 	return nil
+}
+
+// newKey is the key a flagged contact's handle names now, the one whose
+// safety number the banner shows and Ctrl+A accepts: for a changed key,
+// known once the contact was read (never the old key in its place).
+func (m *model) newKey() (kez.PublicKey, bool) {
+	p := m.pane
+	switch {
+	case p == nil || p.conv.Flag == chat.FlagNone:
+		return kez.PublicKey{}, false
+	case p.contact != nil && p.contact.Flag == chat.FlagKeyChanged:
+		return p.contact.FlagKey, !p.contact.FlagKey.IsZero()
+	case p.conv.Flag == chat.FlagKeyChanged:
+		return kez.PublicKey{}, false
+	}
+	return p.conv.Peer, true // a rewritten chain: the same key
 }
 
 // helpLines is the help overlay.
