@@ -16,15 +16,23 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// programEnv starts NATS with the snippet for a fresh keys folder and a
+// sig-server, and returns NATS and the program's environment for them
+// (the keys, a registry file).
+func programEnv(t *testing.T) (*natstest.Server, map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	ns := natstest.Run(t, natsConfigOutput(t, []string{"--keys", keys}, nil))
+	return ns, map[string]string{"KEZ_SIG_SERVER": startSig(t), "NATS_URL": ns.ClientURL(), "KEZ_CHAT_DB": filepath.Join(dir, "chat.db"), "KEZ_CHAT_KEYS": keys}
+}
+
 // Two replicas of the program share the keys and the registry; the
 // first is stopped as SIGTERM stops it. Logins go on through the other
 // while it drains, and it exits cleanly, logging the drain.
 func TestSIGTERMDrainsToTheOtherReplica(t *testing.T) {
-	dir := t.TempDir()
-	keys := filepath.Join(dir, "keys")
-	ns := natstest.Run(t, natsConfigOutput(t, []string{"--keys", keys}, nil))
-	sigURL := startSig(t)
-	env := map[string]string{"KEZ_SIG_SERVER": sigURL, "NATS_URL": ns.ClientURL(), "KEZ_CHAT_DB": filepath.Join(dir, "chat.db"), "KEZ_CHAT_KEYS": keys}
+	ns, env := programEnv(t)
+	sigURL := env["KEZ_SIG_SERVER"]
 	args := []string{"--listen", "127.0.0.1:0", "--domain", "chat.example", "--log-format", "json", "--drain-timeout", "20s"}
 	first := startReady(t, args, env)
 	second := startReady(t, args, env)
@@ -60,10 +68,7 @@ func TestSIGTERMDrainsToTheOtherReplica(t *testing.T) {
 // A client that holds a request open (a claim whose body never comes)
 // cannot keep the program from exiting past --drain-timeout.
 func TestDrainTimeoutBoundsAStuckClient(t *testing.T) {
-	dir := t.TempDir()
-	keys := filepath.Join(dir, "keys")
-	ns := natstest.Run(t, natsConfigOutput(t, []string{"--keys", keys}, nil))
-	env := map[string]string{"KEZ_SIG_SERVER": startSig(t), "NATS_URL": ns.ClientURL(), "KEZ_CHAT_DB": filepath.Join(dir, "chat.db"), "KEZ_CHAT_KEYS": keys}
+	_, env := programEnv(t)
 	srv := startReady(t, []string{"--listen", "127.0.0.1:0", "--domain", "chat.example", "--drain-timeout", "300ms"}, env)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.base, "http://"))
 	if err != nil {
