@@ -73,6 +73,9 @@ type gate struct {
 	// copiesJS stores the copies of multi-recipient sends: at most
 	// lim.CopiesInFlight wait for the stream's answer at once.
 	copiesJS jetstream.JetStream
+	// answering counts the multi-recipient sends waiting for the stream
+	// apart from their subscription; a drain waits for them.
+	answering sync.WaitGroup
 	// maxCopy is the stream's largest message (its MaxMsgSize): a
 	// multi-recipient send with a larger payload is refused whole.
 	maxCopy     int

@@ -33,6 +33,9 @@ var (
 	ErrNotStarted = errors.New("chatserver: the server is not started")
 	// ErrClosed: the server was closed.
 	ErrClosed = errors.New("chatserver: the server is closed")
+	// ErrDraining: [Server.Drain] was called; the server is on its way
+	// out and takes no new logins or gate requests.
+	ErrDraining = errors.New("chatserver: the server is draining")
 	// ErrNoDomain: Start was called without a Domain. There is no default:
 	// a forgotten domain would register users under someone else's.
 	ErrNoDomain = errors.New("chatserver: no handle domain (Server.Domain) given")
@@ -40,7 +43,8 @@ var (
 
 // Server is one KEZ chat-server: the handle registry and the NATS auth
 // callout. Set the fields, call [Server.Start], serve [Server.Handler],
-// and call [Server.Close] when done. Fields must not change after Start.
+// and call [Server.Close] when done ([Server.Drain] first, to stop
+// without refusing a login while other replicas run). Fields must not change after Start.
 // The zero value needs at least Domain, SigServerURL and NATSURL.
 //
 // All methods are safe for concurrent use.
@@ -136,12 +140,13 @@ type Server struct {
 
 	relays []string // Relays checked, in canonical form; set by Start
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the NATS loop has returned
-	watched chan struct{} // closed when logReadiness has returned
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	draining bool
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the NATS loop has returned
+	watched  chan struct{} // closed when logReadiness has returned
 
 	log     *slog.Logger
 	reg     *prometheus.Registry
@@ -419,13 +424,15 @@ func (s *Server) Store() handles.Store {
 // on. It is what /readyz answers.
 func (s *Server) Ready(ctx context.Context) error {
 	s.mu.Lock()
-	started, closed := s.started, s.closed
+	started, closed, draining := s.started, s.closed, s.draining
 	s.mu.Unlock()
 	switch {
 	case closed:
 		return ErrClosed
 	case !started:
 		return ErrNotStarted
+	case draining:
+		return ErrDraining
 	}
 	reg := s.store.Load()
 	if reg == nil {
@@ -469,7 +476,7 @@ func (s *Server) WaitReady(ctx context.Context) error {
 	var last error
 	for {
 		err := s.Ready(ctx)
-		if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotStarted) {
+		if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotStarted) || errors.Is(err, ErrDraining) {
 			return err
 		}
 		if ctx.Err() == nil || last == nil {

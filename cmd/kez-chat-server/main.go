@@ -11,7 +11,7 @@
 //	                [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	                [--login-… limits of the auth callout under a login flood, see --help]
 //	                [--send-…, --recipient-…, --pull-…, --ack-…, --max-unread-…, --inbox-max-…,
-//	                 --remove-read-… limits and settings of the gate, see --help]
+//	                 --remove-read-… limits and settings of the gate, see --help] [--drain-timeout 10s]
 //	kez-chat-server nats-config [--keys kez-chat-keys] [--store sqlite|jetstream] [--sig-server-key U…]
 //
 // Every flag has an environment twin (KEZ_LISTEN, KEZ_DOMAIN,
@@ -21,7 +21,7 @@
 // KEZ_CHAT_CLAIMS_PER_IP, KEZ_CHAT_CLAIMS_PER_KEY, KEZ_CHAT_READS_PER_IP,
 // KEZ_CHAT_DEVICES_PER_IP, KEZ_CHAT_DEVICES_PER_KEY,
 // KEZ_CHAT_TRUSTED_PROXIES, KEZ_CHAT_LIMIT_MAX_KEYS,
-// KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL, KEZ_CHAT_LOGIN_… for the
+// KEZ_CHAT_DRAIN_TIMEOUT, KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL, KEZ_CHAT_LOGIN_… for the
 // --login-… flags, and KEZ_CHAT_SEND_…, _RECIPIENT_…, _PULL_…, _ACK_…,
 // _MAX_UNREAD_…, _INBOX_MAX_…, _REMOVE_READ_… for the gate's; for
 // nats-config also
@@ -37,16 +37,23 @@
 // (docs/operators.md, "Limits"). --relay names libp2p relays (kez-relay)
 // that /v1/info offers the users for file sharing behind NAT. The server serves
 // /healthz, /readyz and Prometheus /metrics, and shuts down gracefully on
-// SIGTERM or SIGINT.
+// SIGTERM or SIGINT: /readyz answers 503 at once, the auth callout and
+// the gate leave their queue groups (NATS gives new logins and requests to
+// the other replicas) and answer what they took, and the HTTP server
+// finishes its requests in flight, all within --drain-timeout; so
+// replicas can be restarted one at a time without a refused login.
 package main
 
 import (
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
@@ -134,6 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&lim.CopiesInFlight, "copies-in-flight", lim.CopiesInFlight, "copies of multi-recipient sends the gate waits for the stream to store at once, all users together (env KEZ_CHAT_COPIES_IN_FLIGHT)")
 	fs.IntVar(&lim.RemoveReadAfter, "remove-read-after", lim.RemoveReadAfter, "acknowledgements of one user after which the gate removes its read mail at once (env KEZ_CHAT_REMOVE_READ_AFTER)")
 	fs.DurationVar(&lim.RemoveReadEvery, "remove-read-every", lim.RemoveReadEvery, "the longest read mail waits for removal (env KEZ_CHAT_REMOVE_READ_EVERY)")
+	drainTimeout := fs.Duration("drain-timeout", httpserve.ShutdownTimeout, "on SIGTERM, the longest to wait for the logins, gate requests and HTTP requests in flight; new logins go to the other replicas at once (env KEZ_CHAT_DRAIN_TIMEOUT)")
 	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-config; see --help"); !ok {
 		return err
 	}
@@ -175,6 +183,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := env.Duration(fs, "remove-read-every", "KEZ_CHAT_REMOVE_READ_EVERY", &lim.RemoveReadEvery); err != nil {
 		return err
+	}
+	if err := env.Duration(fs, "drain-timeout", "KEZ_CHAT_DRAIN_TIMEOUT", drainTimeout); err != nil {
+		return err
+	}
+	if *drainTimeout <= 0 {
+		return servercmd.Usagef("--drain-timeout %v: want a positive duration", *drainTimeout)
 	}
 	if inbox.MaxConsumers < 1 || lim.RemoveReadAfter < 1 || lim.RemoveReadEvery <= 0 {
 		return servercmd.Usagef("--inbox-max-consumers and --remove-read-after must be at least 1, --remove-read-every positive")
@@ -239,7 +253,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"devices_per_ip", limits.DevicesPerIP, "devices_per_key", limits.DevicesPerKey,
 		"trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	defer srv.Close()
-	return httpserve.ListenAndServe(ctx, *listen, srv.Handler(), log, onListen)
+	return serve(ctx, srv, *listen, *drainTimeout, log, onListen)
+}
+
+// serve serves srv's HTTP API on addr until ctx ends (SIGTERM), then
+// drains within drainTimeout: the callout and the gate hand new requests
+// to the other replicas and answer those they took, while the HTTP
+// server stops accepting and finishes its requests in flight.
+func serve(ctx context.Context, srv *chatserver.Server, addr string, drainTimeout time.Duration, log *slog.Logger, onListen func(net.Addr)) error {
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	served := make(chan error, 1)
+	go func() {
+		served <- httpserve.ListenAndServeTimeout(httpCtx, addr, srv.Handler(), log, onListen, drainTimeout)
+	}()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("draining", "timeout", drainTimeout.String())
+	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	stopHTTP()
+	drained := srv.Drain(dctx)
+	return errors.Join(<-served, drained)
 }
 
 // relayFlags returns the --relay flags, else the relays of KEZ_RELAYS,

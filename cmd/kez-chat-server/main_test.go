@@ -225,6 +225,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--relay", relay1, "--relay", relay1}, full, "twice"},
 		{nil, map[string]string{"KEZ_DOMAIN": "chat.example", "KEZ_SIG_SERVER": "http://x", "NATS_URL": "nats://x", "KEZ_RELAYS": relay1 + ",relay.example:4002"}, "KEZ_RELAYS \"relay.example:4002\""},
 		{nil, map[string]string{"KEZ_DOMAIN": "chat.example", "KEZ_SIG_SERVER": "http://x", "NATS_URL": "nats://x", "KEZ_RELAYS": strings.Repeat(relay1+",", 9)}, "at most 8"},
+		{[]string{"--drain-timeout", "0s"}, full, "--drain-timeout"},
+		{nil, map[string]string{"KEZ_DOMAIN": "chat.example", "KEZ_SIG_SERVER": "http://x", "NATS_URL": "nats://x", "KEZ_CHAT_DRAIN_TIMEOUT": "soon"}, "KEZ_CHAT_DRAIN_TIMEOUT"},
 		{[]string{"nats-config", "extra"}, nil, "unexpected"},
 		{[]string{"nats-config", "--nope"}, nil, "nope"},
 	} {
