@@ -165,6 +165,24 @@ func (c *Client) isOwnKey(key kez.PublicKey) bool {
 	return err == nil && p == c.me
 }
 
+// blockedContact reports whether handle is a contact whose pinned key is
+// blocked: a message from another key that handle names now (the contact's
+// new key, held while the contact is flagged) is dropped as the blocked
+// key's would be.
+func (c *Client) blockedContact(handle string) bool {
+	if handle == "" {
+		return false
+	}
+	c.mu.Lock()
+	cs := c.byHandle[handle]
+	var key kez.PublicKey
+	if cs != nil {
+		key = cs.c.Key
+	}
+	c.mu.Unlock()
+	return cs != nil && c.blocked.has(key)
+}
+
 // checkNotBlocked returns ErrBlocked if person is blocked.
 func (c *Client) checkNotBlocked(ctx context.Context, person kez.PublicKey, name string) error {
 	if err := c.loadBlocked(ctx); err != nil {

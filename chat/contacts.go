@@ -300,7 +300,13 @@ func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handle
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(`UPDATE messages SET peer_handle = ? WHERE peer_key = ?`, h, res.Key.String())
+		if _, err = tx.Exec(`UPDATE messages SET peer_handle = ? WHERE peer_key = ?`, h, res.Key.String()); err != nil {
+			return err
+		}
+		// Another key's requests confirmed under h before h named this
+		// key: that confirmation is stale (forgetStaleRequesters).
+		_, err = tx.Exec(`UPDATE messages SET peer_handle = '' WHERE incoming = 1 AND trust = ? AND peer_handle = ? AND from_key != ?`,
+			string(TrustRequest), h, res.Key.String())
 		return err
 	})
 	if err != nil {
@@ -318,6 +324,7 @@ func (c *Client) pinResolved(ctx context.Context, hh handles.Handle, res *handle
 	cs := &contactState{c: ct, state: st, lastCheck: now}
 	cs.setDevices(devs)
 	c.byHandle[h], c.byKey[res.Key] = cs, cs
+	c.forgetStaleRequesters(h, res.Key)
 	c.indexDevices(cs, nil)
 	c.mu.Unlock()
 	for _, ev := range events {

@@ -170,9 +170,10 @@ func (c *Client) followRecorded(ctx context.Context) {
 // envelopes held for gs whose key is there now, in one transaction.
 func (c *Client) openHeld(ctx context.Context, gs *groupState) ([]*Entry, error) {
 	var out []*Entry
+	var blocked uint64
 	now := c.now()
 	err := c.db.write(context.WithoutCancel(ctx), func(tx *sql.Tx) error {
-		out = out[:0]
+		out, blocked = out[:0], 0
 		st, _, _ := gs.snapshot()
 		gb := newGroupBatch()
 		// Keys that waited: checked now, or refused.
@@ -232,6 +233,14 @@ func (c *Client) openHeld(ctx context.Context, gs *groupState) ([]*Entry, error)
 			var m *Message
 			var hold bool
 			var err error
+			if err1 == nil && err2 == nil && c.blocked.has(dev, person) {
+				// Held before the sender was blocked (§5.1).
+				if _, err := tx.Exec(`DELETE FROM group_held WHERE id = ?`, h.id); err != nil {
+					return fmt.Errorf("chat: database: %w", err)
+				}
+				blocked++
+				continue
+			}
 			if err1 == nil && err2 == nil {
 				m, _, hold, err = c.groupOpen(tx, gb, h.env, dev, person)
 			}
@@ -278,6 +287,9 @@ func (c *Client) openHeld(ctx context.Context, gs *groupState) ([]*Entry, error)
 	})
 	for range out {
 		c.stats.received.Add(1)
+	}
+	if err == nil {
+		c.stats.blocked.Add(blocked)
 	}
 	return out, err
 }

@@ -29,10 +29,13 @@ func (c *Client) sendGroupReads(entries []*Entry) {
 		return
 	}
 	c.background(func(ctx context.Context) {
+		if err := c.loadBlocked(ctx); err != nil {
+			c.log.Warn("could not read the blocked keys; using those read before", "err", err)
+		}
 		for k, list := range ids {
 			gs := c.groups.get(k.group)
-			if gs == nil {
-				continue
+			if gs == nil || c.blocked.has(k.from) {
+				continue // no receipt of any kind to a blocked person (§5.1)
 			}
 			st, left, broken := gs.snapshot()
 			m, ok := st.Member(k.from)

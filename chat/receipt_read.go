@@ -24,6 +24,10 @@ func (c *Client) queueReadReceipts(es []*Entry) {
 		return
 	}
 	c.background(func(ctx context.Context) {
+		// A block recorded by another client of the state folder counts.
+		if err := c.loadBlocked(ctx); err != nil {
+			c.log.Warn("could not read the blocked keys; using those read before", "err", err)
+		}
 		c.sendReceiptsOf(ctx, ReceiptRead, es)
 	})
 }

@@ -280,8 +280,8 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			continue
 		}
 		r.who = who
-		kept = append(kept, r)
 		if who.own || r.m != nil && r.m.Kind == KindReceipt {
+			kept = append(kept, r)
 			continue // v1 receipts are applied, never stored; own devices send sync messages
 		}
 		cl, ok := classes[who.person]
@@ -289,7 +289,13 @@ func (c *Client) process(ctx context.Context, msgs []jetstream.Msg) ([]*Entry, e
 			cl.trust, cl.handle, cl.lookup = c.classify(ctx, who.person)
 			classes[who.person] = cl
 		}
+		if cl.trust == TrustHeld && c.blockedContact(cl.handle) {
+			// The new key of a blocked contact (§5.1).
+			c.dropBlocked(r.jm, r.from)
+			continue
+		}
 		r.trust, r.handle, r.lookup = cl.trust, cl.handle, cl.lookup
+		kept = append(kept, r)
 	}
 	items = kept
 	if len(items) == 0 {

@@ -275,6 +275,19 @@ func (c *Client) knownRequester(ctx context.Context, key kez.PublicKey) (handle 
 	return r.handle, nil, lookup
 }
 
+// forgetStaleRequesters forgets the remembered lookups that confirmed
+// handle for a key other than key, which handle names now (a contact just
+// pinned): such an answer would show a request under the contact's handle
+// and flag the contact as a key change. Those keys are looked up again.
+// c.mu is held.
+func (c *Client) forgetStaleRequesters(handle string, key kez.PublicKey) {
+	for k, r := range c.requesters {
+		if r.handle == handle && k != key {
+			delete(c.requesters, k)
+		}
+	}
+}
+
 // applyRequester gives key's stored requests the outcome of its lookup:
 // the confirmed handle (or none), and, if the handle is a contact's that
 // is pinned to another key, flags that contact and holds the requests.
@@ -288,6 +301,14 @@ func (c *Client) applyRequester(ctx context.Context, key kez.PublicKey, r reques
 			_ = c.flagKeyChanged(ctx, cs, key)
 			trust = TrustHeld
 		}
+	}
+	if trust == TrustHeld && c.blockedContact(r.handle) {
+		// The new key of a blocked contact (§5.1): its requests go as
+		// a blocked key's do.
+		return c.db.write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec(`DELETE FROM messages WHERE incoming = 1 AND from_key = ? AND trust = 'request'`, key.String())
+			return err
+		})
 	}
 	return c.db.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.Exec(`UPDATE messages SET peer_handle = ?, trust = ? WHERE incoming = 1 AND from_key = ? AND trust = 'request'`,

@@ -114,6 +114,10 @@ func TestEveryCommandTakesFlagsAnywhere(t *testing.T) {
 		{env: s.alice, before: []string{"block", "--list", "--verbose"}, after: []string{"block", "--verbose", "--list"}, same: true, check: ok(zed)},
 		{env: s.alice, prep: func() { mustRun(t, s.alice, "", "block", zed) },
 			before: []string{"unblock", zed, "--verbose"}, after: []string{"unblock", "--verbose", zed}, same: true, check: ok("Unblocked " + zed)},
+		// ui needs a terminal: both forms parse their flags, then say so
+		// (ui_tmux_test.go runs it in one).
+		{env: s.alice, before: []string{"ui", "--verbose", "--listen", "/ip4/127.0.0.1/tcp/0"}, after: []string{"ui", "--listen", "/ip4/127.0.0.1/tcp/0", "--verbose"}, same: true,
+			check: func(_ string, r result) bool { return r.code == 2 && strings.Contains(r.stderr, "ui needs a terminal") }},
 		{env: map[string]string{"KEZ_PASSPHRASE": "pw"}, before: []string{"passphrase", "set", "--new-passphrase-file", pass, "--home", daveHome},
 			after: []string{"passphrase", "--home", daveHome, "--new-passphrase-file", pass, "set"}, same: true, check: ok("now encrypted")},
 	}

@@ -124,8 +124,9 @@ func (e *env) openChatAt(ctx context.Context, f chatFlags, online, withServers b
 	return e.openChatAs(ctx, f, acct, online, withServers)
 }
 
-// openChatAs is openChatAt for an account already loaded.
-func (e *env) openChatAs(ctx context.Context, f chatFlags, acct *account, online, withServers bool) (*chat.Client, error) {
+// openChatAs is openChatAt for an account already loaded; opts change
+// the client's configuration last (the UI's notifications).
+func (e *env) openChatAs(ctx context.Context, f chatFlags, acct *account, online, withServers bool, opts ...func(*chat.Config)) (*chat.Client, error) {
 	var err error
 	var srv servers
 	if withServers {
@@ -145,6 +146,9 @@ func (e *env) openChatAs(ctx context.Context, f chatFlags, acct *account, online
 			return nil, err
 		}
 		cfg.OnSessionReset = func(r chat.SessionReset) { fmt.Fprintln(e.stderr, sessionResetLine(r)) }
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	c, err := chat.Open(ctx, cfg)
 	if errors.Is(err, chat.ErrNotRegistered) {

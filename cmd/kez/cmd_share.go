@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/cmd/kez/internal/filewords"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/sigchain"
@@ -116,6 +117,11 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 	if err != nil {
 		return nil, nil, err
 	}
+	return e.openSharingAs(ctx, f, acct, online, nc, listen, opts...)
+}
+
+// openSharingAs is openSharing for an account already loaded.
+func (e *env) openSharingAs(ctx context.Context, f chatFlags, acct *account, online bool, nc *nats.Conn, listen string, opts ...func(*files.Config)) (*files.Sharing, *sharingSetup, error) {
 	srv, err := e.settleServers(ctx, f.sf, acct.prof, false)
 	if err != nil {
 		return nil, nil, err
@@ -166,18 +172,7 @@ func (e *env) openSharing(ctx context.Context, f chatFlags, online bool, nc *nat
 }
 
 // humanSize writes a byte count the way people read it.
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanSize(n int64) string { return filewords.Size(n) }
 
 // runShare shares path; with ticketTTL > 0 it prints a ticket for it too.
 func runShare(ctx context.Context, e *env, cf chatFlags, path, grp string, ticketTTL time.Duration, opts []files.ShareOption) error {

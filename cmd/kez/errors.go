@@ -16,10 +16,10 @@ import (
 	"net/url"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/claims"
+	"github.com/kez-lat/kez-chat/cmd/kez/internal/filewords"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/group"
 	"github.com/kez-lat/kez-chat/handles"
@@ -171,21 +171,21 @@ func (e *env) sentence(err error) string {
 
 	case errors.As(err, &offline):
 		if offline.Waited > 0 {
-			return fmt.Sprintf("%s did not come online within %s: ask them to run kez serve, then run the same command again", offline.Owner, offline.Waited.Round(time.Second))
+			return filewords.Offline(offline) + ": ask them to run kez serve, then run the same command again"
 		}
-		return fmt.Sprintf("%s is offline: ask them to run kez serve, or add --wait to wait until they do", offline.Owner)
+		return filewords.Offline(offline) + ": ask them to run kez serve, or add --wait to wait until they do"
 	case errors.As(err, &unreach):
 		return unreachableSentence(unreach)
 	case errors.As(err, &notShared):
 		if notShared.Owner == "" {
-			return fmt.Sprintf("you share no file named %q (nor with that CID): kez files lists yours", notShared.What)
+			return filewords.NotShared(notShared) + ": kez files lists yours"
 		}
-		return fmt.Sprintf("%s shares no file named %q (nor with that CID) that you may see: kez files %s lists them", notShared.Owner, notShared.What, notShared.Owner)
+		return filewords.NotShared(notShared) + ": kez files " + notShared.Owner + " lists them"
 	case errors.As(err, &changed):
 		if changed.Gone {
-			return fmt.Sprintf("%q is gone from %s, so it is not sent: share it again from where it is now, or kez unshare it", changed.Name, changed.Path)
+			return filewords.Changed(changed) + ": share it again from where it is now, or kez unshare it"
 		}
-		return fmt.Sprintf("%q changed on disk since you shared it, so it is not sent: run kez share %s again to share the new version", changed.Name, changed.Path)
+		return filewords.Changed(changed) + ": run kez share " + changed.Path + " again to share the new version"
 	case errors.As(err, &device) && device.Revoked:
 		return fmt.Sprintf("that file is served by %s's device %q, which they revoked, so nothing was fetched: ask them to share it again from a device they use", device.Owner, device.Name)
 	case errors.As(err, &device):
@@ -201,17 +201,17 @@ func (e *env) sentence(err error) string {
 	case errors.Is(err, files.ErrOfferMismatch):
 		return fmt.Sprintf("%s's list of shared files does not have what the group's offer says (another owner, group, name or size), so nothing was fetched", orOwner(who))
 	case errors.Is(err, files.ErrForbidden):
-		return fmt.Sprintf("%s shares that file privately with others, not with you, so it was not sent", orOwner(who))
+		return filewords.Forbidden(who)
 	case errors.Is(err, files.ErrNotFound):
 		list := "kez files HANDLE"
 		if who != "" {
 			list = "kez files " + who
 		}
-		return fmt.Sprintf("%s no longer has that file (it may have been unshared): %s lists what they share now", orOwner(who), list)
+		return filewords.NotFound(who) + ": " + list + " lists what they share now"
 	case errors.Is(err, files.ErrBusy):
-		return fmt.Sprintf("%s is busy with other transfers: run the same command again in a moment", orOwner(who))
+		return filewords.Busy(who) + ": run the same command again in a moment"
 	case errors.Is(err, files.ErrCorrupt):
-		return fmt.Sprintf("%s sent data that does not match the file's CID, so the fetch stopped and nothing unverified was kept: try again later, and tell them if it happens again", orOwner(who))
+		return filewords.Corrupt(who) + ": try again later, and tell them if it happens again"
 	case errors.Is(err, files.ErrNoNATS):
 		return "that needs NATS: set NATS_URL (or pass --nats) to your operator's NATS"
 	case errors.Is(err, files.ErrNoSigServer):

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/kez-lat/kez-chat/client"
+	"github.com/kez-lat/kez-chat/cmd/kez/internal/filewords"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/handles"
 )
@@ -35,37 +35,8 @@ func fetchedJSONOf(f *files.Fetched, who string) fetchedJSON {
 	return out
 }
 
-// pathSentence says which path a fetched file took, e.g. `Fetched
-// "notes.txt" (1.2 MiB) from alice@kez.lat over a hole-punched
-// connection.`, with the share of each route when it took more than one.
-func pathSentence(f *files.Fetched, who string) string {
-	s := fmt.Sprintf("Fetched %q (%s) from %s %s", f.Name, humanSize(f.Size), who, routeWords(f, f.Route))
-	if len(f.Routes) > 1 {
-		var parts []string
-		for _, r := range []files.Route{files.RouteDirect, files.RouteHolePunched, files.RouteRelayed} {
-			if n, ok := f.Routes[r]; ok {
-				parts = append(parts, humanSize(n)+" "+routeWords(f, r))
-			}
-		}
-		s += " (" + strings.Join(parts, ", ") + ")"
-	}
-	return s + "."
-}
-
-// routeWords words one route: "directly", "over a hole-punched
-// connection", "through the relay ADDR".
-func routeWords(f *files.Fetched, r files.Route) string {
-	switch r {
-	case files.RouteHolePunched:
-		return "over a hole-punched connection"
-	case files.RouteRelayed:
-		if f.Relay != nil {
-			return "through the relay " + f.Relay.String()
-		}
-		return "through a relay"
-	}
-	return "directly"
-}
+// pathSentence says which path a fetched file took (filewords.Fetched).
+func pathSentence(f *files.Fetched, who string) string { return filewords.Fetched(f, who) }
 
 // relayList returns the relays the user named: the --relay flags, else
 // KEZ_RELAYS (comma-separated); nil leaves them to the chat-server's
@@ -104,19 +75,5 @@ func (e *env) relayList() ([]string, error) {
 
 // unreachableSentence words a fetch that found no path to the owner.
 func unreachableSentence(u *files.UnreachableError) string {
-	who := u.Owner + "'s device"
-	if u.Device != "" {
-		who = fmt.Sprintf("%s %q", who, u.Device)
-	}
-	tried := fmt.Sprintf("none of the %d addresses it gave", u.Addrs)
-	if u.Addrs == 1 {
-		tried = "the one address it gave"
-	}
-	switch {
-	case u.Relays == 0:
-		return fmt.Sprintf("%s is online but cannot be reached: %s answered, and it uses no relay; its network blocks incoming connections, so ask them to use a relay (kez serve --relay ADDR, or one their chat-server offers), or add --wait to keep trying", who, tried)
-	case u.Relays == 1:
-		return fmt.Sprintf("%s is online but cannot be reached: %s answered, even through its relay; the relay may be down or full, so try again later, or add --wait to keep trying", who, tried)
-	}
-	return fmt.Sprintf("%s is online but cannot be reached: %s answered, even through its %d relays; they may be down or full, so try again later, or add --wait to keep trying", who, tried, u.Relays)
+	return filewords.Unreachable(u) + ", or add --wait to keep trying"
 }

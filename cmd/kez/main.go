@@ -5,8 +5,11 @@
 // list, "kez help COMMAND" for one command; "kez help" also lists the
 // environment variables it reads (flags win over them).
 //
+// Bare "kez" on a terminal, in a state folder that holds keys, opens the
+// full-screen client ("kez ui").
+//
 // Exit status: 0 on success, 1 when the command failed, 2 for a usage
-// error (bare "kez" included), 3 when "send --wait" sent the message but no delivery receipt came
+// error (bare "kez" elsewhere included), 3 when "send --wait" sent the message but no delivery receipt came
 // before the timeout (so a script must not send it again).
 package main
 
@@ -143,8 +146,11 @@ func isTerminal(f *os.File) bool {
 // run executes one command line and returns the exit status.
 func run(ctx context.Context, e *env, args []string) int {
 	if len(args) == 0 {
-		printHelp(e.stderr)
-		return 2
+		if !e.isTerminal || !e.homeHoldsKeys() {
+			printHelp(e.stderr)
+			return 2
+		}
+		args = []string{"ui"} // bare kez on a terminal, with keys: the UI
 	}
 	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		if len(args) > 1 {
@@ -260,7 +266,7 @@ var environment = []struct{ name, flag, meaning string }{
 	{"KEZ_LOCAL_DOMAINS", "", "handle domains whose servers may be plain http at private addresses, comma-separated"},
 	{"KEZ_DNS_SERVER", "", "the DNS server (host:port) asked for the TXT records of dns claims (default: the system's)"},
 	{"NATS_URL", "--nats", "your operator's NATS"},
-	{"KEZ_P2P_LISTEN", "--listen", "libp2p listen multiaddrs, comma-separated (fetch, serve)"},
+	{"KEZ_P2P_LISTEN", "--listen", "libp2p listen multiaddrs, comma-separated (fetch, serve, ui)"},
 	{"KEZ_RELAYS", "--relay", "relays kez serve keeps a slot with, comma-separated multiaddrs, or none (default: the chat-server's)"},
 	{"KEZ_MAX_UPLOAD_RATE", "--max-upload-rate", "bytes per second kez serve sends at most, e.g. 2M (default: no cap)"},
 	{"KEZ_RESHARE", "--reshare", "1 re-serves the public files you fetched (serve)"},

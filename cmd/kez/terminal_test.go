@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,7 +33,7 @@ var (
 )
 
 // builtKez builds this command once per test binary.
-func builtKez(t *testing.T) string {
+func builtKez(t testing.TB) string {
 	t.Helper()
 	kezBinOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "kez-bin-")
@@ -67,6 +68,27 @@ type terminal struct {
 // command's exit status is printed after it as "[exit N]".
 func startTerminal(t *testing.T, env map[string]string, args ...string) *terminal {
 	t.Helper()
+	return startTerminalWith(t, termOptions{}, env, args...)
+}
+
+// termOptions shape the terminal of startTerminalWith.
+type termOptions struct {
+	cols, rows int    // the size; 0: 120×40
+	term       string // TERM; "": xterm-256color
+	// shell: after kez exits, the pane runs an interactive shell (to type
+	// stty -a into) instead of waiting for a last Enter.
+	shell bool
+}
+
+// startTerminalWith is startTerminal in a terminal shaped by o.
+func startTerminalWith(t *testing.T, o termOptions, env map[string]string, args ...string) *terminal {
+	t.Helper()
+	if o.cols == 0 {
+		o.cols, o.rows = 120, 40
+	}
+	if o.term == "" {
+		o.term = "xterm-256color"
+	}
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Skip("tmux is not installed (.ci/run installs it)")
 	}
@@ -83,7 +105,7 @@ func startTerminal(t *testing.T, env map[string]string, args ...string) *termina
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	cmd := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "TERM=xterm-256color", "HOME=" + dir}
+	cmd := []string{"env", "-i", "PATH=" + os.Getenv("PATH"), "TERM=" + o.term, "HOME=" + dir}
 	for _, k := range keys {
 		cmd = append(cmd, k+"="+env[k])
 	}
@@ -93,7 +115,10 @@ func startTerminal(t *testing.T, env map[string]string, args ...string) *termina
 	// The shell survives a Ctrl-C meant for kez (a trap, unlike an ignored
 	// signal, is not inherited).
 	script := "trap : INT; read start; " + shellQuote(cmd) + `; echo "[exit $?]"; read end`
-	tm.tmux("new-session", "-d", "-s", "kez", "-x", "120", "-y", "40", "sh", "-c", script)
+	if o.shell {
+		script = "trap : INT; read start; " + shellQuote(cmd) + `; echo "[exit $?]"; PS1='$ ' exec sh -i`
+	}
+	tm.tmux("new-session", "-d", "-s", "kez", "-x", strconv.Itoa(o.cols), "-y", strconv.Itoa(o.rows), "sh", "-c", script)
 	t.Cleanup(func() { exec.Command("tmux", "-S", tm.sock, "kill-server").Run() })
 
 	go tm.read(fifo)
@@ -137,25 +162,40 @@ func (tm *terminal) read(fifo string) {
 // and returns what the pane printed from there up to the end of s.
 func (tm *terminal) waitFor(s string) string {
 	tm.t.Helper()
+	return tm.until(fmt.Sprintf("%q", s), func() (bool, string) {
+		tm.mu.Lock()
+		defer tm.mu.Unlock()
+		if i := bytes.Index(tm.out[tm.cursor:], []byte(s)); i >= 0 {
+			seen := string(tm.out[tm.cursor : tm.cursor+i+len(s)])
+			tm.cursor += i + len(s)
+			return true, seen
+		}
+		return false, string(tm.out)
+	})
+}
+
+// until waits until check reports true, calling it again each time the
+// pane's output grows, and returns what it returned; on a timeout or the
+// end of the stream it fails the test with what check last showed.
+func (tm *terminal) until(what string, check func() (ok bool, shown string)) string {
+	tm.t.Helper()
 	deadline := time.NewTimer(terminalWait)
 	defer deadline.Stop()
 	for {
 		tm.mu.Lock()
-		if i := bytes.Index(tm.out[tm.cursor:], []byte(s)); i >= 0 {
-			seen := string(tm.out[tm.cursor : tm.cursor+i+len(s)])
-			tm.cursor += i + len(s)
-			tm.mu.Unlock()
-			return seen
-		}
-		more, ended, all := tm.more, tm.ended, string(tm.out)
+		more, ended := tm.more, tm.ended
 		tm.mu.Unlock()
+		ok, shown := check()
+		if ok {
+			return shown
+		}
 		if ended {
-			tm.t.Fatalf("the terminal closed without printing %q; it printed:\n%s", s, all)
+			tm.t.Fatalf("the terminal closed without showing %s; it showed:\n%s", what, shown)
 		}
 		select {
 		case <-more:
 		case <-deadline.C:
-			tm.t.Fatalf("no %q in the terminal after %v; it printed:\n%s", s, terminalWait, all)
+			tm.t.Fatalf("no %s in the terminal after %v; it showed:\n%s", what, terminalWait, shown)
 		}
 	}
 }

@@ -30,7 +30,7 @@ type Config struct {
 	OpenLocal func(ctx context.Context) (*chat.Client, error)
 	// OpenChat opens the chat client logged in to NATS. It may fail (NATS
 	// down): the UI tries again, with a jittered backoff, until it quits.
-	OpenChat func(ctx context.Context) (*chat.Client, error)
+	OpenChat func(ctx context.Context, n Notify) (*chat.Client, error)
 	// OpenFiles opens file sharing over the online chat client's NATS
 	// connection; the UI serves the user's shares while it is open.
 	OpenFiles func(ctx context.Context, nc *nats.Conn) (*files.Sharing, error)
@@ -45,4 +45,16 @@ type Config struct {
 	// Now is the clock (day separators, relative times); nil means
 	// time.Now.
 	Now func() time.Time
+
+	// Explain words an error of the SDK as a sentence for the status line
+	// (the kez command's wording); nil means err.Error().
+	Explain func(error) string
+}
+
+// Notify is what the UI asks OpenChat to wire into the client it opens:
+// each function is called from the SDK's goroutines and must not block.
+type Notify struct {
+	// Receipt: a delivery or read receipt was stored (a sent message's
+	// state changed).
+	Receipt func()
 }
