@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -451,6 +452,7 @@ func (v *View) entryValue(_ context.Context, k string) (entry, uint64, bool, err
 		return entry{}, 0, false, err
 	}
 	e, ok := v.entries[k]
+	e.EncKey = slices.Clone(e.EncKey) // the caller's copy: records are the caller's to change
 	return e, 0, ok, nil
 }
 

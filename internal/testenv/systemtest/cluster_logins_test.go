@@ -2,11 +2,16 @@ package systemtest
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/nats-io/nats.go"
 )
 
@@ -71,16 +76,33 @@ func TestScaleOutLogins(t *testing.T) {
 
 	ll.mu.Lock()
 	defer ll.mu.Unlock()
-	window := time.Duration(0)
+	window, refusals := time.Duration(0), "none refused"
 	if ll.refused > 0 {
 		window = ll.lastRefused.Sub(ll.firstRefused)
+		refusals = fmt.Sprintf("%d refused (%v; first other: %v) from %s to %s after the kill", ll.refused, ll.kinds, ll.firstOther,
+			ll.firstRefused.Sub(killedAt).Round(time.Millisecond), ll.lastRefused.Sub(killedAt).Round(time.Millisecond))
 	}
-	t.Logf("scale-out logins: %d users logging in and out; node %s (registry leader) killed and chat-server 1 stopped under load: %d logins, %d refused (%v; first other: %v), refusal window %s (from %s to %s after the kill); %s",
-		loopers, sys.cluster.Name(killed), ll.logins, ll.refused, ll.kinds, ll.firstOther, window.Round(time.Millisecond),
-		ll.firstRefused.Sub(killedAt).Round(time.Millisecond), ll.lastRefused.Sub(killedAt).Round(time.Millisecond), f)
+	t.Logf("scale-out logins: %d users logging in and out; node %s (registry leader) killed and chat-server 1 stopped under load: %d logins, %s, refusal window %s; chat-server 0's view: %s; %s",
+		loopers, sys.cluster.Name(killed), ll.logins, refusals, window.Round(time.Millisecond), viewLookups(t, sys.chats[0]), f)
 	if window > 2*time.Second {
 		t.Fatalf("logins refused for %s; want at most 2 s", window)
 	}
+}
+
+// viewLookups returns srv's kez_chat_registry_view_lookups_total lines.
+func viewLookups(t testing.TB, srv *chatserver.Server) string {
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	var out []string
+	for l := range strings.Lines(rec.Body.String()) {
+		if strings.HasPrefix(l, "kez_chat_registry_view_lookups_total{") {
+			out = append(out, strings.TrimPrefix(strings.TrimSpace(l), "kez_chat_registry_view_lookups_total"))
+		}
+	}
+	if len(out) == 0 {
+		t.Errorf("chat-server 0's /metrics has no view lookups:\n%s", rec.Body.String())
+	}
+	return strings.Join(out, " ")
 }
 
 // loginLoops counts the logins of TestScaleOutLogins' loops.
