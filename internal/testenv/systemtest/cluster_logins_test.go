@@ -24,7 +24,10 @@ import (
 // lost (runLoad).
 func TestScaleOutLogins(t *testing.T) {
 	sc := loadScale{clients: 10, messages: 10, contacts: 2, cutEvery: 100 * time.Millisecond}
-	const loopers = 200
+	loopers := 200
+	if raceEnabled {
+		loopers = 40 // the race detector slows the callout down several times
+	}
 	sys := startSystem(t, sysOptions{cluster: true, jetstream: true, chatReplicas: 2, ackWait: 2 * time.Second})
 	users := sys.registerMany(t, "loop", loopers)
 	for _, srv := range sys.chats {
@@ -37,27 +40,15 @@ func TestScaleOutLogins(t *testing.T) {
 	ll := &loginLoops{rounds: make([]int, loopers)}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i, u := range users {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := contextFor(10 * time.Second)
-				at := time.Now()
-				nc, err := chat.Connect(ctx, sys.natsURL, u.id, nats.NoReconnect())
-				cancel()
-				if err == nil {
-					nc.Close()
-				}
-				ll.record(i, at, err)
-			}
-		})
-	}
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(halt)
 	var killedAt time.Time
 	chaos := func() {
+		// The loops start once runLoad's clients are open, each login at
+		// most every loginEvery.
+		for i, u := range users {
+			wg.Go(func() { ll.loop(sys, i, u, stop) })
+		}
 		ll.waitAll(1) // every user logged in at least once before
 		killedAt = time.Now()
 		sys.cluster.KillNode(killed)
@@ -69,10 +60,12 @@ func TestScaleOutLogins(t *testing.T) {
 		for time.Since(killedAt) < 15*time.Second {
 			ll.waitAll(ll.minRounds() + 1)
 		}
+		halt()
 	}
 	f := runLoad(t, sys, sc, 11, chaos)
-	close(stop)
-	wg.Wait()
+	if ll.minRounds() < 3 {
+		t.Fatalf("a user logged in only %d times", ll.minRounds())
+	}
 
 	ll.mu.Lock()
 	defer ll.mu.Unlock()
@@ -86,6 +79,31 @@ func TestScaleOutLogins(t *testing.T) {
 		loopers, sys.cluster.Name(killed), ll.logins, refusals, window.Round(time.Millisecond), viewLookups(t, sys.chats[0]), f)
 	if window > 2*time.Second {
 		t.Fatalf("logins refused for %s; want at most 2 s", window)
+	}
+}
+
+// loginEvery paces each user's logins in TestScaleOutLogins.
+const loginEvery = 250 * time.Millisecond
+
+// loop logs user i in and out, at most every loginEvery, until stop is
+// closed.
+func (l *loginLoops) loop(sys *system, i int, u *user, stop <-chan struct{}) {
+	tick := time.NewTicker(loginEvery)
+	defer tick.Stop()
+	for {
+		ctx, cancel := contextFor(10 * time.Second)
+		at := time.Now()
+		nc, err := chat.Connect(ctx, sys.natsURL, u.id, nats.NoReconnect())
+		cancel()
+		if err == nil {
+			nc.Close()
+		}
+		l.record(i, at, err)
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
 	}
 }
 
