@@ -19,22 +19,36 @@ var (
 	ErrUnconfirmed = errors.New("chat: the requester's handle is not confirmed")
 )
 
-// RequestMismatchError is returned by [Client.AcceptRequest] when the
-// requester's handle, resolved now, names another key than the
-// requester's: nothing was pinned. It matches [ErrKeyChanged].
+// RequestMismatchError is returned by [Client.AcceptRequest] and
+// [Client.AcceptKey] when the handle, resolved now, names another key than
+// the one being accepted: nothing was pinned. It matches [ErrKeyChanged].
 type RequestMismatchError struct {
-	Handle    string        // the handle the requester's chain claims
-	Requester kez.PublicKey // the key that sent the requests
+	Handle    string        // the handle being accepted
+	Requester kez.PublicKey // the key accepted: the requester's, or AcceptKey's
 	Current   kez.PublicKey // the key the handle names now
 }
 
 // Error names both keys.
 func (e *RequestMismatchError) Error() string {
-	return fmt.Sprintf("chat: %s now names %s, not the requester %s", e.Handle, e.Current, e.Requester)
+	return fmt.Sprintf("chat: %s now names %s, not the key accepted, %s", e.Handle, e.Current, e.Requester)
 }
 
 // Is matches [ErrKeyChanged].
 func (e *RequestMismatchError) Is(target error) bool { return target == ErrKeyChanged }
+
+// AcceptKey pins handle to key, and only to key (docs/spec/chat.md §5): it
+// adds the handle as [Client.AddContact] does (a fresh resolution, the
+// whole chain verified), and pins it only if that same resolution names
+// key. This is how a changed key (or a rewritten chain, key being the
+// pinned one) is accepted once its safety number was compared: the key
+// pinned is the key whose number was shown, never one the servers switched
+// to meanwhile. It works for a handle that is no contact yet too.
+//
+// Errors: a *[RequestMismatchError] (the handle names another key now:
+// nothing changed, a flag stays as it was), and those of AddContact.
+func (c *Client) AcceptKey(ctx context.Context, handle string, key kez.PublicKey) (*Contact, error) {
+	return c.addContact(ctx, handle, &key)
+}
 
 // AcceptRequest makes the sender of message requests a contact
 // (docs/spec/chat.md §5.2): it takes the handle the registry confirmed for

@@ -112,3 +112,64 @@ func TestAcceptRequestErrors(t *testing.T) {
 		t.Errorf("requests after the refusals: %+v", reqs)
 	}
 }
+
+// AcceptKey pins the key whose safety number was shown, never another:
+// bob's handle moves to a second key (alice's client flags him and shows
+// its number), then to a third before alice accepts; accepting the second
+// is refused and changes nothing, accepting the key the handle names pins
+// it.
+func TestAcceptKey(t *testing.T) {
+	st := stacktest.Start(t, stacktest.Options{})
+	au, bu := st.NewUser(t, "alice"), st.NewUser(t, "bob")
+	alice := openClient(t, st, au, checkEveryTime)
+	mustAdd(t, alice, "bob")
+	ctx := testCtx(t)
+
+	st.ReleaseHandle(t, "bob")
+	second := stacktest.Identity("bob-second")
+	registerAs(t, st, second, bu.Handle)
+	if _, err := alice.CheckContact(ctx, "bob"); !errors.Is(err, ErrKeyChanged) {
+		t.Fatalf("checking bob after the change: %v", err)
+	}
+	shown, _ := alice.Contact(ctx, "bob")
+	if shown.FlagKey != second.PublicKey() {
+		t.Fatalf("the flag names %s, not the second key", shown.FlagKey)
+	}
+
+	// Between the banner and the accept, the handle moves again.
+	st.ReleaseHandle(t, "bob")
+	third := stacktest.Identity("bob-third")
+	registerAs(t, st, third, bu.Handle)
+	_, err := alice.AcceptKey(ctx, "bob", shown.FlagKey)
+	var mm *RequestMismatchError
+	if !errors.As(err, &mm) || !errors.Is(err, ErrKeyChanged) || mm.Handle != "bob@kez.test" || mm.Requester != second.PublicKey() || mm.Current != third.PublicKey() {
+		t.Fatalf("accepting a key the handle no longer names: %v", err)
+	}
+	if ct, _ := alice.Contact(ctx, "bob"); ct.Key != bu.Key || ct.Flag != FlagKeyChanged || ct.FlagKey != second.PublicKey() {
+		t.Errorf("bob after the refused accept: %+v", ct)
+	}
+	if got := events(t, alice, "bob"); !slices.Equal(got, []string{"added", "flagged_key_changed"}) {
+		t.Errorf("events after the refused accept: %q", got)
+	}
+	if _, err := alice.Send(ctx, "bob", "to nobody"); !errors.Is(err, ErrKeyChanged) {
+		t.Errorf("sending after the refused accept: %v", err)
+	}
+
+	// The key the handle names now, accepted, is pinned.
+	ct, err := alice.AcceptKey(ctx, "@bob", third.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct.Key != third.PublicKey() || ct.Flag != FlagNone || ct.Handle != "bob@kez.test" {
+		t.Errorf("accepted: %+v", ct)
+	}
+	if got := events(t, alice, "bob"); !slices.Equal(got, []string{"added", "flagged_key_changed", "accepted_new_key"}) {
+		t.Errorf("events: %q", got)
+	}
+	tb := openClient(t, st, &stacktest.User{Name: "bob-third", Identity: third, Key: third.PublicKey(), Handle: bu.Handle})
+	mustSend(t, alice, "bob", "hello, third bob")
+	receiveN(t, tb, 1)
+	if reqs, err := tb.Requests(ctx); err != nil || len(reqs) != 1 || reqs[0].Text() != "hello, third bob" {
+		t.Errorf("the third key received %+v, %v", reqs, err)
+	}
+}

@@ -169,6 +169,8 @@ func (c *Client) Contacts(ctx context.Context) ([]*Contact, error) {
 // changed key or a rewritten chain after checking with the person. The
 // verified mark survives only when the key stays the same. Held messages
 // and requests from the newly pinned key become trusted (and unread).
+// AddContact pins whatever key the handle names when it runs:
+// [Client.AcceptKey] pins only the key whose safety number was shown.
 //
 // Errors: those of handles.Resolver.ResolveFresh (handles.ErrNotFound,
 // handles.ErrMismatch, handles.ErrUnreachable, *handles.HandleError).
@@ -176,8 +178,9 @@ func (c *Client) AddContact(ctx context.Context, handle string) (*Contact, error
 	return c.addContact(ctx, handle, nil)
 }
 
-// addContact is AddContact; with want set, the handle must name that key,
-// else nothing is pinned and the error is a *RequestMismatchError.
+// addContact is AddContact; with want set (AcceptKey, AcceptRequest), the
+// resolution must name that key, compared before anything is stored, else
+// nothing is pinned and the error is a *RequestMismatchError.
 func (c *Client) addContact(ctx context.Context, handle string, want *kez.PublicKey) (*Contact, error) {
 	hh, err := c.rules().Parse(handle)
 	if err != nil {

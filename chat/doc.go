@@ -28,6 +28,8 @@
 //     contacts) and [Client.Held] (from contacts whose key or chain changed)
 //     read the history. [Client.AcceptRequest] makes a requester a contact
 //     under the handle the registry confirmed for its key.
+//   - [Client.AcceptKey] accepts a flagged contact's change (below) at the
+//     key whose safety number the user compared, and at no other.
 //   - [Client.MarkRead] marks what was shown read and sends the contacts
 //     who sent it a read receipt (unless Config.NoReadReceipts; never to a
 //     stranger); their receipts set Entry.DeliveredAt and Entry.ReadAt of
@@ -53,8 +55,10 @@
 //
 // A contact whose handle later names another key, or whose sigchain the
 // sig-server rewrites, is flagged: sending fails with a *[KeyChangedError]
-// or *[ChainRewrittenError], their messages are held, and adding the
-// contact again accepts the change. The wire rules, the receipt body and
+// or *[ChainRewrittenError], their messages are held, and accepting the
+// new key ([Client.AcceptKey], the key the flag names: pinned only if the
+// handle still names it) or adding the contact again (whatever key the
+// handle names when it runs) accepts the change. The wire rules, the receipt body and
 // the pinning rules are in docs/spec/chat.md.
 //
 // # Sessions

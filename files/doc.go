@@ -9,7 +9,8 @@
 //   - [Sharing.Share] hashes a file, records it in the share index
 //     (KEZ_HOME/shares.db) and publishes the new manifest in the user's
 //     sigchain; with [To] the file is private, encrypted for the named
-//     handles only;
+//     handles only (at the keys they name now; [ToKey] for a key the
+//     caller pinned, such as a chat contact's);
 //   - [Sharing.Browse] lists what another user shares that this user may
 //     see, from their verified sigchain (it works while they are offline);
 //   - [Sharing.Fetch] finds the owner's node over NATS, downloads the file

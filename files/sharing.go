@@ -359,8 +359,14 @@ type ShareOption func(*shareConfig)
 
 type shareConfig struct {
 	name, mediaType string
-	to              []string
+	to              []shareTo
 	group           *Group
+}
+
+// shareTo is one recipient handle, with the key it must name (zero: any).
+type shareTo struct {
+	handle string
+	key    kez.PublicKey
 }
 
 // To makes the share private to the people with these handles (bare names
@@ -369,8 +375,41 @@ type shareConfig struct {
 // devices see the entry. Without To (or with no handles) the share is
 // public. Several To options add up.
 func To(handles ...string) ShareOption {
-	return func(c *shareConfig) { c.to = append(c.to, handles...) }
+	return func(c *shareConfig) {
+		for _, h := range handles {
+			c.to = append(c.to, shareTo{handle: h})
+		}
+	}
 }
+
+// ToKey is [To] for a handle whose key the caller pinned (a chat
+// contact's): the file is encrypted to the person only if the handle,
+// resolved now, names key; otherwise Share fails with a
+// *[RecipientKeyError] and shares nothing. It adds up with To.
+func ToKey(handle string, key kez.PublicKey) ShareOption {
+	return func(c *shareConfig) { c.to = append(c.to, shareTo{handle: handle, key: key}) }
+}
+
+// ErrRecipientKey reports a recipient given with [ToKey] whose handle
+// names another key now.
+var ErrRecipientKey = errors.New("files: the recipient's handle names another key than the one given")
+
+// RecipientKeyError is returned by [Sharing.Share] when a handle given with
+// [ToKey] names another key now: nothing was shared. It matches
+// [ErrRecipientKey].
+type RecipientKeyError struct {
+	Handle  string        // canonical
+	Want    kez.PublicKey // the key given
+	Current kez.PublicKey // the key the handle names now
+}
+
+// Error names both keys.
+func (e *RecipientKeyError) Error() string {
+	return fmt.Sprintf("files: recipient %s now names %s, not %s: nothing was shared", e.Handle, e.Current, e.Want)
+}
+
+// Is matches [ErrRecipientKey].
+func (e *RecipientKeyError) Is(target error) bool { return target == ErrRecipientKey }
 
 // Named shares the file under name instead of its base name ("" keeps the
 // base name).
@@ -395,7 +434,7 @@ func MediaType(mediaType string) ShareOption {
 //
 // Errors: [ErrNotPrimary] on a linked device, an unreadable path or a name
 // the manifest refuses (wrapping [format.ErrManifest]), a recipient that
-// does not resolve (handles errors), a manifest over its limits, or the
+// does not resolve (handles errors), a *[RecipientKeyError] ([ToKey]), a manifest over its limits, or the
 // sig-server's; with [ToGroup] also [ErrNotGroupMember] and the group
 // package's errors (its chain failing to verify, group.ErrFork,
 // group.ErrRollback against Group.Pin).
@@ -617,10 +656,11 @@ func (s *Sharing) rotateIfDue(ctx context.Context, st *sigchain.State) (*sigchai
 
 // recipients resolves the handles of a private share to keys and X25519
 // keys from their verified chains, and adds the user themselves.
-func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []string) ([]format.Recipient, []string, error) {
+func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []shareTo) ([]format.Recipient, []string, error) {
 	rs := []format.Recipient{{Key: s.me, X25519: own.EncryptionKey(), Generation: own.EncryptionGeneration()}}
 	hs := []string{cmp.Or(own.Handle(), s.me.String())}
-	for _, h := range to {
+	for _, t := range to {
+		h := t.handle
 		// Not from the cache: a recipient who revoked a device rotated
 		// their encryption key, and the revoked device must not open
 		// what is shared from then on (docs/spec/chat.md §8.6).
@@ -631,6 +671,9 @@ func (s *Sharing) recipients(ctx context.Context, own *sigchain.State, to []stri
 		res, err := s.resolver.ResolveFresh(ctx, hh, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("files: recipient %s: %w", h, err)
+		}
+		if !t.key.IsZero() && res.Key != t.key {
+			return nil, nil, &RecipientKeyError{Handle: res.Handle.String(), Want: t.key, Current: res.Key}
 		}
 		if res.State.RotationDue() {
 			return nil, nil, &RotationError{Handle: res.Handle.String()}

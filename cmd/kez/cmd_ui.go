@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"log/slog"
 	"os"
@@ -85,7 +87,7 @@ func runUI(ctx context.Context, e *env, cf chatFlags, listen string) error {
 	if _, err := e.natsURLFor(cf); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(filepath.Join(acct.home, uiLogName), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	logf, err := openUILog(acct.home)
 	if err != nil {
 		return err
 	}
@@ -160,6 +162,43 @@ func (e *env) homeHoldsKeys() bool {
 	id, _ := kez.HasIdentity(home)
 	dev, _ := kez.HasDevice(home)
 	return id || dev
+}
+
+// openUILog empties and opens the UI's log in home, readable by the user
+// only. A symlink there is refused, not followed: emptying the log must
+// never empty another file. A log left readable by others is made 0600.
+func openUILog(home string) (*os.File, error) {
+	path := filepath.Join(home, uiLogName)
+	isLink := func() bool {
+		st, err := os.Lstat(path)
+		return err == nil && st.Mode()&fs.ModeSymlink != 0
+	}
+	linkErr := fmt.Errorf("%s is a symbolic link, which kez ui does not follow: remove it and start again", path)
+	if isLink() {
+		return nil, linkErr
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|uiLogFlags, 0o600)
+	if err != nil {
+		if isLink() { // planted since (O_NOFOLLOW refused it)
+			return nil, linkErr
+		}
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file: remove it and start again", path)
+	}
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err == nil {
+		err = f.Truncate(0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // cappedWriter writes to w until left bytes were written, then drops

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -298,6 +299,47 @@ func TestUIKeyChange(t *testing.T) {
 	out := mustRun(t, newBob, "", "inbox", "--requests").stdout + mustRun(t, newBob, "", "inbox").stdout
 	if !strings.Contains(out, "hello, new bob") || strings.Contains(out, "not to the new key") {
 		t.Errorf("the new bob received:\n%s", out)
+	}
+}
+
+// TestUIKeyMovedBeforeAccept: bob's handle moves to a second key (the
+// banner shows its safety number), then to a third before alice presses
+// Ctrl+A: nothing is pinned, the banner shows the third key's number, and
+// only the next Ctrl+A pins it; what alice sends then reaches the third
+// key.
+func TestUIKeyMovedBeforeAccept(t *testing.T) {
+	st, aliceEnv, _ := uiPair(t)
+	st.ReleaseHandle(t, "bob")
+	secondHome, _ := newHome(t)
+	second := with(st.Env(nil), "KEZ_HOME", secondHome)
+	mustRun(t, second, "", "register", "bob")
+
+	alice := startUI(t, aliceEnv, 80, 24)
+	alice.online()
+	alice.keys("Enter")
+	shown := stableDigits.FindAllString(alice.waitShows("KEY CHANGED", "Safety number of the new key"), -1)
+
+	st.ReleaseHandle(t, "bob")
+	thirdHome, _ := newHome(t)
+	third := with(st.Env(nil), "KEZ_HOME", thirdHome)
+	mustRun(t, third, "", "register", "bob")
+	alice.keys("C-a")
+	screen := alice.waitShows("Not accepted")
+	if now := stableDigits.FindAllString(screen, -1); len(now) != 12 || slices.Equal(now, shown) {
+		t.Errorf("the banner still shows the second key's number %q:\n%s", shown, screen)
+	}
+	if !strings.Contains(screen, "KEY CHANGED") {
+		t.Errorf("the refused accept cleared the banner:\n%s", screen)
+	}
+
+	alice.keys("C-a")
+	alice.waitShows("bob@kez.test is a contact now")
+	alice.waitGone("KEY CHANGED")
+	alice.typeText("hello, third bob")
+	alice.keys("Enter")
+	alice.waitShows("alice: hello, third bob", "✓ sent")
+	if out := mustRun(t, third, "", "inbox", "--requests").stdout; !strings.Contains(out, "hello, third bob") {
+		t.Errorf("the third bob received:\n%s", out)
 	}
 }
 

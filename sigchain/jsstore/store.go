@@ -292,8 +292,42 @@ func (s *Store) Links(ctx context.Context, key kez.PublicKey, since uint64, limi
 	return out, h, nil
 }
 
+// inFlightRetries bounds how often Append publishes again when a
+// replicated stream refused its link because another write to the chain
+// was proposed but not applied yet (the head read back is still the one
+// the link follows).
+const inFlightRetries = 5
+
 // Append implements [sigchain.Store]; see the package comment.
 func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
+	for attempt := 1; ; attempt++ {
+		err := s.appendOnce(ctx, link)
+		var inFlight *inFlightError
+		if !errors.As(err, &inFlight) {
+			return err
+		}
+		if attempt == inFlightRetries {
+			return &sigchain.ConflictError{Head: inFlight.head}
+		}
+		// The competing write is applied within a few milliseconds;
+		// then the head read back tells whether it was this very link.
+		select {
+		case <-time.After(time.Duration(attempt) * 10 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// inFlightError is appendOnce's report of a publish refused for a write
+// to the chain still in flight: the head is still the one link follows.
+type inFlightError struct{ head sigchain.Head }
+
+func (e *inFlightError) Error() string {
+	return "jsstore: another write to the chain is in flight"
+}
+
+func (s *Store) appendOnce(ctx context.Context, link *sigchain.Link) error {
 	key := link.Key()
 	h, seq, err := s.headAt(ctx, key)
 	if err != nil && !errors.Is(err, sigchain.ErrNotFound) {
@@ -321,6 +355,11 @@ func (s *Store) Append(ctx context.Context, link *sigchain.Link) error {
 		}
 		if herr != nil {
 			return fmt.Errorf("jsstore: the chain's head moved, and reading it failed: %w", herr)
+		}
+		if h.Seqno+1 == link.Seqno() && h.ID == link.Prev() {
+			// A replicated stream refuses a write while another one to
+			// the same chain is proposed but not applied (10164).
+			return &inFlightError{head: h}
 		}
 		return &sigchain.ConflictError{Head: h}
 	}

@@ -307,18 +307,11 @@ func (m *model) accept() tea.Cmd {
 		cv := p.conv
 		m.say("Accepting the new key of @" + cleanLine(cv.Handle) + "…")
 		return m.call(func(ctx context.Context) tea.Msg {
-			// The key shown is the key accepted: if the servers name
-			// another one now, nothing is pinned and the banner shows
-			// the new number.
-			if now, err := currentKey(ctx, c, cv.Handle); err != nil {
-				return acceptedMsg{conv: cv, err: err}
-			} else if now != want {
-				return acceptedMsg{conv: cv, err: errKeyMoved}
-			}
-			ct, err := c.AddContact(ctx, cv.Handle)
-			if err == nil && ct.Key != want {
-				err = errKeyMoved
-			}
+			// The key shown is the key pinned: AcceptKey pins it only
+			// if the servers name it in that same resolution, else
+			// nothing is pinned and the banner shows the number of the
+			// key they name now.
+			ct, err := acceptKey(ctx, c, cv.Handle, want)
 			return acceptedMsg{cv, ct, err}
 		})
 	}
@@ -505,6 +498,14 @@ func (m *model) sdkDone(msg tea.Msg) tea.Cmd {
 		}
 		return m.refreshPane()
 	case acceptedMsg:
+		var mm *chat.RequestMismatchError
+		if p := m.pane; errors.As(msg.err, &mm) && p != nil && sameConv(p.conv, msg.conv) && p.conv.Flag != chat.FlagNone {
+			// Nothing was pinned: the banner shows the number of the
+			// key the handle names now, for the next Ctrl+A.
+			p.moved = mm.Current
+			m.sayErr("Not accepted", errKeyMoved)
+			return nil
+		}
 		if msg.err != nil {
 			m.sayErr("Not accepted", msg.err)
 			return nil
@@ -586,23 +587,6 @@ func (m *model) sdkDone(msg tea.Msg) tea.Cmd {
 // errKeyMoved: the servers named another key than the one whose safety
 // number was shown.
 var errKeyMoved = errors.New("the handle names another key than the one shown: compare the new safety number")
-
-// currentKey is the key the servers name for a contact's handle now.
-func currentKey(ctx context.Context, c *chat.Client, handle string) (kez.PublicKey, error) {
-	ct, err := c.CheckContact(ctx, handle)
-	var kc *chat.KeyChangedError
-	switch {
-	case errors.As(err, &kc):
-		return kc.Current, nil
-	case err != nil && !flaggedErr(err):
-		return kez.PublicKey{}, err
-	case ct != nil && ct.Flag == chat.FlagKeyChanged && !ct.FlagKey.IsZero():
-		return ct.FlagKey, nil
-	case ct != nil:
-		return ct.Key, nil
-	}
-	return kez.PublicKey{}, err
-}
 
 // flaggedErr reports whether err is a contact's key change or chain
 // rewrite.

@@ -11,6 +11,7 @@ import (
 	"charm.land/bubbles/v2/progress"
 	"charm.land/bubbles/v2/textinput"
 	tea "charm.land/bubbletea/v2"
+	"github.com/kez-lat/kez-chat/chat"
 	"github.com/kez-lat/kez-chat/cmd/kez/internal/filewords"
 	"github.com/kez-lat/kez-chat/files"
 	"github.com/kez-lat/kez-chat/files/format"
@@ -63,6 +64,10 @@ type filesView struct {
 	pending format.Entry // the file the Save to prompt is for
 	private bool         // the Share file prompt is for a private share
 	path    string       // the file the To prompt is for
+
+	// chat returns the chat client whose contacts a private share is
+	// checked against (nil while offline); called on the UI goroutine.
+	chat func() *chat.Client
 
 	note      string // the last outcome of a share, an unshare, a refusal
 	noteErr   bool
@@ -305,6 +310,18 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 			return nil
 		}
 	}
+	var dst string
+	if kind == promptSave {
+		p, err := savePath(v.cfg.DownloadDir, value, v.pending.Name)
+		if err == nil {
+			err = checkLeftovers(p)
+		}
+		if err != nil {
+			v.say(true, err.Error())
+			return nil
+		}
+		dst = p
+	}
 	s := v.sharing()
 	if s == nil {
 		v.say(true, "files are not open yet (kez is connecting): try again once the status line says serving")
@@ -312,12 +329,7 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 	}
 	switch kind {
 	case promptSave:
-		p, err := savePath(v.cfg.DownloadDir, value, v.pending.Name)
-		if err != nil {
-			v.say(true, err.Error())
-			return nil
-		}
-		return v.startFetch(s, v.handle, v.pending, p)
+		return v.startFetch(s, v.handle, v.pending, dst)
 	case promptShare:
 		p, err := savePath(v.cfg.DownloadDir, value, "")
 		if err != nil {
@@ -332,7 +344,17 @@ func (v *filesView) promptKey(k tea.KeyPressMsg) tea.Cmd {
 }
 
 // share shares path, publicly or privately with the handles to.
+// A contact gets it at the key pinned for them, a flagged contact not at
+// all (shareTo).
 func (v *filesView) share(s *files.Sharing, path string, to []string) tea.Cmd {
+	var c *chat.Client
+	if len(to) > 0 && v.chat != nil {
+		c = v.chat()
+	}
+	if len(to) > 0 && c == nil {
+		v.say(true, "a private share is checked against your contacts, and kez is not connected yet: nothing was shared")
+		return nil
+	}
 	v.say(false, "sharing "+cleanLine(filepath.Base(path))+"…")
 	ctx := v.ctx
 	return func() tea.Msg {
@@ -340,7 +362,10 @@ func (v *filesView) share(s *files.Sharing, path string, to []string) tea.Cmd {
 		defer cancel()
 		var opts []files.ShareOption
 		if len(to) > 0 {
-			opts = append(opts, files.To(to...))
+			var err error
+			if opts, err = shareTo(ctx, c, to); err != nil {
+				return sharedMsg{err: err, path: path}
+			}
 		}
 		sf, err := s.Share(ctx, path, opts...)
 		if err != nil {

@@ -204,7 +204,13 @@ func (v *filesView) explain(err error) string {
 func (v *filesView) shareSentence(err error, path string) string {
 	var changed *files.ChangedError
 	var notShared *files.NotSharedError
+	var flagged *flaggedRecipientError
+	var moved *files.RecipientKeyError
 	switch {
+	case errors.As(err, &flagged):
+		return flagged.Error()
+	case errors.As(err, &moved):
+		return fmt.Sprintf("nothing was shared: @%s names another key than the one pinned for them now. Open the conversation to compare the new key's safety number", cleanLine(moved.Handle))
 	case errors.Is(err, files.ErrNotPrimary):
 		return "sharing and unsharing need your primary key, which this linked device does not hold: do it on the install made by kez init or kez recover"
 	case errors.As(err, &changed):

@@ -82,6 +82,7 @@ func newModel(ctx context.Context, cfg *Config) *model {
 	m := &model{ctx: ctx, cfg: cfg, width: 80, height: 24, conn1: "○ connecting…"}
 	m.compose = newCompose()
 	m.files = newFilesView(cfg)
+	m.files.chat = func() *chat.Client { return m.client }
 	return m
 }
 

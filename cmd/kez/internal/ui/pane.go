@@ -7,6 +7,7 @@ import (
 
 	"github.com/charmbracelet/x/ansi"
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/kez"
 )
 
 // maxKept is how many messages of a conversation the pane keeps in
@@ -18,6 +19,10 @@ const maxKept = 4 * pageSize
 type pane struct {
 	conv    conversation
 	contact *chat.Contact // a person's, for the banner; nil otherwise
+	// moved is the key a flagged contact's handle named when Ctrl+A was
+	// refused (it no longer named the key shown): the banner shows its
+	// number from then on, in place of the flag's first-seen key.
+	moved   kez.PublicKey
 	msgs    []*chat.Entry // oldest first
 	sending []string      // typed and sent, not stored yet ("sending…")
 

@@ -41,6 +41,12 @@ func acceptRequest(ctx context.Context, c *chat.Client, key kez.PublicKey) (*cha
 	return c.AcceptRequest(ctx, key)
 }
 
+// acceptKey pins handle to key, the key whose safety number was shown,
+// only if the handle names it now (else a *chat.RequestMismatchError).
+func acceptKey(ctx context.Context, c *chat.Client, handle string, key kez.PublicKey) (*chat.Contact, error) {
+	return c.AcceptKey(ctx, handle, key)
+}
+
 // block blocks key: its requests are dropped, its messages never stored.
 func block(ctx context.Context, c *chat.Client, key kez.PublicKey) error {
 	return c.Block(ctx, key)

@@ -356,6 +356,8 @@ func (m *model) newKey() (kez.PublicKey, bool) {
 	switch {
 	case p == nil || p.conv.Flag == chat.FlagNone:
 		return kez.PublicKey{}, false
+	case !p.moved.IsZero(): // an accept was refused: the key named then
+		return p.moved, true
 	case p.contact != nil && p.contact.Flag == chat.FlagKeyChanged:
 		return p.contact.FlagKey, !p.contact.FlagKey.IsZero()
 	case p.conv.Flag == chat.FlagKeyChanged:
