@@ -82,6 +82,10 @@ type gate struct {
 	stream      string
 	userAccount string
 	dir         callout.Directory
+	syncDir     func(context.Context) error // waits for dir's view to hold every stored change; nil: dir has none
+	resyncMu    sync.Mutex
+	resyncKeys  map[kez.PublicKey]struct{} // keys to forget again after the next sync
+	resyncing   bool                       // a forgetAfterSync goroutine runs
 	// devices lists a person's current devices (the person's own key
 	// first), for counting what the person has unread; nil: the person's
 	// own key only.

@@ -96,6 +96,15 @@ type Server struct {
 	// bucket when this server creates it (StoreJetStream): 1 by default,
 	// 3 in a cluster. An existing bucket keeps its own setting.
 	StoreReplicas int
+	// RegistryMaxStale bounds how long, with StoreJetStream, a login may
+	// still be answered from the server's in-memory view of the registry
+	// after the view last confirmed it holds every change (see
+	// [jsstore.View]): how long a suspended handle or a revoked device
+	// may still log in while the registry's stream has no leader. The
+	// view keeps logins of known users flowing through leader elections
+	// and lost nodes. 0 means [jsstore.DefaultMaxStale]; a negative value
+	// turns the view off, so that every login reads the bucket.
+	RegistryMaxStale time.Duration
 	// KeysDir holds the callout keys (created on first start, files mode
 	// 0600); nats.conf names their public halves, see [NATSConfig].
 	// Default [DefaultKeysDir].
@@ -235,7 +244,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	svc, err := callout.New(callout.Config{
 		Keys:       keys,
-		Directory:  RegistryDirectory{Store: store},
+		Directory:  RegistryDirectory{Store: loginStore{store}},
 		Authorizer: s.Authorizer,
 		Stream:     s.stream,
 		TTL:        s.UserJWTLifetime,
@@ -253,7 +262,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	g := &gate{
 		stream: s.stream, userAccount: callout.DefaultUserAccount,
-		dir: RegistryDirectory{Store: store}, devices: s.currentDevices, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
+		dir: RegistryDirectory{Store: loginStore{store}}, syncDir: s.SyncRegistry, devices: s.currentDevices, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
 		notices: m.notices, self: rand.Text(), maxCopy: int(s.Inbox.StreamConfig().MaxMsgSize),
 	}
 	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
@@ -271,7 +280,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 
 	s.keys, s.sqlite, s.svc, s.metrics = keys, sqlite, svc, m
 	if sqlite != nil {
-		s.store.Store(&registryRef{sqlite})
+		s.store.Store(&registryRef{registry: sqlite})
 	}
 	s.Domain = hs.Domain()
 	s.hs.Store(hs)
@@ -327,6 +336,9 @@ func (s *Server) defaults() error {
 	}
 	if s.StoreReplicas < 0 || s.StoreReplicas > 5 {
 		return fmt.Errorf("chatserver: StoreReplicas %d: want 1 to 5 (0 means 1)", s.StoreReplicas)
+	}
+	if s.RegistryMaxStale > 0 && s.RegistryMaxStale < 10*time.Millisecond {
+		return fmt.Errorf("chatserver: RegistryMaxStale %s: want at least 10ms (or 0: the default, negative: no view)", s.RegistryMaxStale)
 	}
 	if s.KeysDir == "" {
 		s.KeysDir = DefaultKeysDir
@@ -385,6 +397,9 @@ func (s *Server) Close() error {
 	var errs []error
 	if err := s.svc.Close(); err != nil {
 		errs = append(errs, err)
+	}
+	if r := s.store.Load(); r != nil && r.view != nil {
+		r.view.Close()
 	}
 	for _, p := range []*atomic.Pointer[nats.Conn]{&s.kickConn, &s.provConn, &s.svcConn} {
 		if nc := p.Load(); nc != nil {

@@ -4,7 +4,7 @@
 // wrapper around package chatserver.
 //
 //	kez-chat-server [--listen 127.0.0.1:8080] --domain DOMAIN --sig-server URL --nats URL
-//	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--keys kez-chat-keys]
+//	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--registry-max-stale 10s] [--keys kez-chat-keys]
 //	                [--public-url URL] [--public-sig-server URL] [--relay MULTIADDR]… [--log-format text|json] [--log-level info]
 //	                [--claims-per-ip 10/1h] [--claims-per-key 10/1h] [--reads-per-ip 1200/1m]
 //	                [--devices-per-ip 30/1h] [--devices-per-key 30/1h]
@@ -16,6 +16,7 @@
 //
 // Every flag has an environment twin (KEZ_LISTEN, KEZ_DOMAIN,
 // KEZ_SIG_SERVER, NATS_URL, KEZ_CHAT_STORE, KEZ_CHAT_DB, KEZ_CHAT_REPLICAS,
+// KEZ_CHAT_REGISTRY_MAX_STALE,
 // KEZ_CHAT_KEYS, KEZ_CHAT_PUBLIC_URL, KEZ_CHAT_PUBLIC_SIG_SERVER,
 // KEZ_RELAYS (comma-separated),
 // KEZ_CHAT_CLAIMS_PER_IP, KEZ_CHAT_CLAIMS_PER_KEY, KEZ_CHAT_READS_PER_IP,
@@ -58,6 +59,7 @@ import (
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/handles/jsstore"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 )
@@ -83,6 +85,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	natsURL := fs.String("nats", env.Or("NATS_URL", ""), "URL of the operator's NATS, required (env NATS_URL)")
 	backend := fs.String("store", env.Or("KEZ_CHAT_STORE", chatserver.StoreSQLite), "where the handle registry lives: sqlite (--db) or jetstream (NATS, shared by replicas) (env KEZ_CHAT_STORE)")
 	dbPath := fs.String("db", env.Or("KEZ_CHAT_DB", chatserver.DefaultDBPath), "SQLite file of the handle registry, with --store sqlite (env KEZ_CHAT_DB)")
+	maxStale := fs.Duration("registry-max-stale", jsstore.DefaultMaxStale, "with --store jetstream: the longest logins are answered from the in-memory view of the registry after it last confirmed it is current, which keeps logins flowing while the registry's stream elects a leader; also how long a suspended handle or revoked device may still log in then; 0 turns the view off (env KEZ_CHAT_REGISTRY_MAX_STALE)")
 	replicas := fs.Int("replicas", 1, "JetStream replicas of the inbox stream (and, with --store jetstream, the registry bucket): 3 in a cluster (env KEZ_CHAT_REPLICAS)")
 	keysDir := fs.String("keys", env.Or("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys, made on first use (env KEZ_CHAT_KEYS)")
 	publicURL := fs.String("public-url", env.Or("KEZ_CHAT_PUBLIC_URL", ""), "this server's base URL as clients reach it, if a proxy changes Host (env KEZ_CHAT_PUBLIC_URL)")
@@ -151,6 +154,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := env.Int(fs, "replicas", "KEZ_CHAT_REPLICAS", replicas); err != nil {
 		return err
+	}
+	if err := env.Duration(fs, "registry-max-stale", "KEZ_CHAT_REGISTRY_MAX_STALE", maxStale); err != nil {
+		return err
+	}
+	if *maxStale < 0 || *maxStale > 0 && *maxStale < 10*time.Millisecond {
+		return servercmd.Usagef("--registry-max-stale %s: want at least 10ms, or 0 to turn the view off", *maxStale)
+	}
+	if *maxStale == 0 {
+		*maxStale = -1 // chatserver: a negative RegistryMaxStale turns the view off
 	}
 	for _, f := range floats {
 		if err := env.Float(fs, f.flag, f.env, f.v); err != nil {
@@ -236,6 +248,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		NATSURL:            *natsURL,
 		StoreBackend:       *backend,
 		StoreReplicas:      *replicas,
+		RegistryMaxStale:   *maxStale,
 		Inbox:              inbox,
 		MailLimits:         lim,
 		HTTPLimits:         limits,
