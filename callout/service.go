@@ -174,6 +174,9 @@ type Service struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup // the workers and the summary
 	closed bool
+	// finishing: the workers answer what the lanes hold before they stop
+	// (Drain); cleared when the drain's time is up.
+	finishing atomic.Bool
 
 	heldMu sync.Mutex
 	held   map[*heldDenial]struct{}
@@ -300,6 +303,12 @@ func (s *Service) work(stop <-chan struct{}) {
 	defer s.wg.Done()
 	known, fresh, suspect := s.lanes[LaneKnown], s.lanes[LaneNew], s.lanes[LaneSuspect]
 	for {
+		select {
+		case <-stop:
+			s.finish(known, fresh, suspect)
+			return
+		default:
+		}
 		// Strictly in lane order: a request waits only while a lane before
 		// its own has requests.
 		var r *request
@@ -315,6 +324,7 @@ func (s *Service) work(stop <-chan struct{}) {
 				case r = <-fresh:
 				case r = <-suspect:
 				case <-stop:
+					s.finish(known, fresh, suspect)
 					return
 				}
 			}

@@ -203,9 +203,12 @@ type Client struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 
-	work    lifecycle.Gate // Send, Sync and Run calls under way; stopped by Shutdown and Close
-	sends   sync.WaitGroup // goroutines waiting for publish acks
-	closing chan struct{}  // closed by Close: every wait ends
+	work  lifecycle.Gate // Send, Sync and Run calls under way; stopped by Shutdown and Close
+	sends sync.WaitGroup // goroutines waiting for publish acks
+	// outgoing: the messages whose stored envelopes this client is
+	// publishing now; the outbox loop publishes the others (send_queue.go).
+	outgoing outgoing
+	closing  chan struct{} // closed by Close: every wait ends
 
 	reconMu     sync.Mutex
 	reconnected chan struct{} // closed and replaced at each reconnect
@@ -283,6 +286,7 @@ func Open(ctx context.Context, cfg Config) (c *Client, err error) {
 		waiters:    map[MessageID]waiter{}, reconnected: make(chan struct{}), closing: make(chan struct{}),
 	}
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
+	c.outgoing.kick = make(chan struct{}, 1)
 	c.initDevices()
 	c.initDue()
 	c.log = c.log.With("component", "chat", "me", c.me.String())
@@ -354,7 +358,8 @@ func Open(ctx context.Context, cfg Config) (c *Client, err error) {
 
 // startSessions keeps rotating this device's prekey while the client runs,
 // publishes again, as sealed, the messages stored but not acknowledged by
-// the stream before the client last stopped, and does the resets and
+// the stream before the client last stopped (and, after each reconnect,
+// those left for the connection: outboxLoop), and does the resets and
 // resends left due.
 func (c *Client) startSessions(ctx context.Context) {
 	if c.cc.SigServerURL != "" {
@@ -365,7 +370,8 @@ func (c *Client) startSessions(ctx context.Context) {
 	}
 	c.background(c.runDue)
 	c.background(c.dueLoop)
-	c.background(c.republishGroups)
+	c.background(func(ctx context.Context) { c.republishGroups(ctx) })
+	c.background(c.outboxLoop)
 	c.background(c.followRecorded)
 	c.keysChanged()
 }
@@ -520,8 +526,10 @@ func (c *Client) nextReconnect() <-chan struct{} {
 // messages and process what was delivered to them), then waits until the
 // calls under way returned, the queued delivery receipts are sent, the
 // acknowledgements of what was received reached the server and the
-// stream acknowledged every send in flight, and closes as [Client.Close]
-// does. If ctx ends first it closes at once and returns ctx's error: sends
+// stream acknowledged every send in flight (a send waiting for the
+// connection to NATS does not hold it up: it ends with [ErrClosed] and
+// [ErrQueued], pending, published at the next start), and closes as
+// [Client.Close] does. If ctx ends first it closes at once and returns ctx's error: sends
 // not yet acknowledged fail with ErrClosed (the stream may still store
 // them). A Run handler that calls Shutdown waits for its own Run loop
 // until ctx ends: call it from elsewhere.

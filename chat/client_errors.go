@@ -51,6 +51,14 @@ var (
 	// sender may leave in one inbox. Nothing was stored; the same message
 	// may be sent again later. It is returned as a *[QuotaError].
 	ErrQuotaExceeded = errors.New("chat: over a sending limit")
+
+	// ErrQueued reports a message stored (state pending) that waits for
+	// the connection to NATS, or for the stream after a reconnect: the
+	// client publishes it, as sealed, once they are back (or, if it
+	// closes first, the next client of the state folder does). It is not
+	// a failure: the message's Entry.State stays pending until the stream
+	// stores it.
+	ErrQueued = errors.New("chat: queued until the connection to NATS is back")
 )
 
 // QuotaError is [ErrQuotaExceeded] with the limit that was hit.

@@ -17,7 +17,11 @@
 //     key, stores it and publishes it to their inbox on JetStream,
 //     returning once the stream stored it ([WaitReceipt] also waits for
 //     their delivery receipt); [Client.SendAsync] keeps many sends in
-//     flight.
+//     flight. A message sent while NATS (or the stream, after a
+//     reconnect) cannot be reached stays pending and is published once
+//     the connection is back; a caller that stops waiting first gets an
+//     error wrapping [ErrQueued]. Only a refusal (a *[QuotaError],
+//     [ErrUnknownRecipient], …) fails a message.
 //   - [Client.Sync] fetches what waited while offline; [Client.Inbox] lists
 //     what is new, once; [Client.Run] receives live and calls a handler.
 //     Every message is opened, verified against the sender the broker
@@ -51,7 +55,9 @@
 // nor migrated), so a UI can draw its first screen at once. [Client.Page]
 // reads a conversation a page at a time, back from the newest message
 // ([PageQuery.Before]: the first message of the page shown), without gaps
-// or repeats whatever the send times.
+// or repeats whatever the send times; it reads chat.db only, never
+// waiting on the network (the senders of group messages stored by key
+// are named in the background, for a later page).
 //
 // A contact whose handle later names another key, or whose sigchain the
 // sig-server rewrites, is flagged: sending fails with a *[KeyChangedError]

@@ -45,16 +45,23 @@ type fanOutcome struct {
 // target, of any persons, and publishes the envelopes: sealFan, then
 // publishFan.
 func (c *Client) fanOut(ctx context.Context, targets []target, m Message, inTx func(tx *sql.Tx, sealed []kez.PublicKey) error) (fanOutcome, error) {
+	m.ID = NewMessageID()
+	c.outgoing.add(m.ID)
+	defer c.outgoing.done(m.ID)
 	id, copies, err := c.sealFan(ctx, targets, m, inTx)
 	if err != nil || len(copies) == 0 {
 		return fanOutcome{}, err
 	}
-	return c.publishFan(ctx, id, copies)
+	out, err := c.publishFan(ctx, id, copies)
+	if len(out.unknown) > 0 {
+		defer c.kickOutbox() // once no longer busy: published again
+	}
+	return out, err
 }
 
 // sealFan seals m to each target in its pairwise session (or a new one,
 // or format 1 for a peer without a prekey, as any send: planSeal), under
-// one new message ID, and returns the ID and the envelopes. Each
+// one message ID (m's, or a new one), and returns the ID and the envelopes. Each
 // transaction that seals envelopes stores them in the outbox (multi) and
 // runs inTx with the devices it sealed to, so what inTx records holds
 // exactly when the envelopes will be published. A target that cannot be
@@ -66,7 +73,10 @@ func (c *Client) sealFan(ctx context.Context, targets []target, m Message, inTx 
 	if len(targets) == 0 {
 		return MessageID{}, nil, nil
 	}
-	m.ID, m.SentAt, m.From = NewMessageID(), c.now().Truncate(time.Millisecond), c.me
+	if m.ID.IsZero() {
+		m.ID = NewMessageID()
+	}
+	m.SentAt, m.From = c.now().Truncate(time.Millisecond), c.me
 	if err := m.validate(); err != nil {
 		return MessageID{}, nil, err
 	}
@@ -218,9 +228,11 @@ func (c *Client) settleMulti(ctx context.Context, id MessageID, copies []wire.Mu
 
 // republishMulti publishes again the envelopes of messages to many
 // devices left in the outbox (the client stopped before the gate
-// answered): the same bytes under the same message ID, so the stream
-// keeps each copy once.
-func (c *Client) republishMulti(ctx context.Context) {
+// answered, or the connection was lost), but those of messages this
+// client is publishing now: the same bytes under the same message ID, so
+// the stream keeps each copy once. It reports whether some are left for
+// the connection.
+func (c *Client) republishMulti(ctx context.Context) (left bool) {
 	rows, err := c.db.db.QueryContext(ctx, `SELECT msg_id, device, envelope FROM outbox WHERE multi = 1 ORDER BY created_at, rowid`)
 	if err != nil {
 		c.log.Warn("reading the outbox", "err", err)
@@ -241,6 +253,9 @@ func (c *Client) republishMulti(ctx context.Context) {
 			continue
 		}
 		copy(id[:], idb)
+		if c.outgoing.busy(id) {
+			continue
+		}
 		if _, ok := byID[id]; !ok {
 			order = append(order, id)
 		}
@@ -249,13 +264,20 @@ func (c *Client) republishMulti(ctx context.Context) {
 	rows.Close()
 	n := 0
 	for _, id := range order {
+		if c.outgoing.busy(id) {
+			continue
+		}
+		c.outgoing.add(id)
 		out, err := c.publishFan(ctx, id, byID[id])
+		c.outgoing.done(id)
 		if err != nil {
 			c.log.Warn("publishing again a group message left pending", "id", id, "err", err)
 		}
+		left = left || len(out.unknown) > 0
 		n += out.answer.Stored + out.answer.Duplicates
 	}
 	if len(order) > 0 {
 		c.log.Info("published again the group keys and updates left pending", "messages", len(order), "copies", n)
 	}
+	return left
 }

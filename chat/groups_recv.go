@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kez-lat/kez-chat/group"
@@ -454,13 +455,41 @@ const maxUnnamedSenders = 32
 // unnamedSenders remembers when nameStoredGroupSenders last checked a
 // group message sender it could not name.
 type unnamedSenders struct {
-	mu    sync.Mutex
-	tried map[unnamedSender]time.Time
+	mu      sync.Mutex
+	tried   map[unnamedSender]time.Time
+	running atomic.Bool // nameStoredGroupSendersLater's job is under way
 }
 
 type unnamedSender struct {
 	from  kez.PublicKey
 	group string
+}
+
+// nameStoredGroupSendersLater runs nameStoredGroupSenders in the
+// background, one run at a time, for a read that must not wait on the
+// network (Page): the names reach chat.db, and the next read, later.
+func (c *Client) nameStoredGroupSendersLater() {
+	un := &c.unnamed
+	if !un.running.CompareAndSwap(false, true) {
+		return
+	}
+	ok := c.background(func(ctx context.Context) {
+		defer un.running.Store(false)
+		// Shutdown waits for background jobs: this one ends at once.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-c.bg.Stopped():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		c.nameStoredGroupSenders(ctx)
+	})
+	if !ok {
+		un.running.Store(false)
+	}
 }
 
 // nameStoredGroupSenders names the stored group messages still shown by

@@ -33,14 +33,18 @@ const groupMemberFetches = 8
 // shows fewer links than pinned), and those of publishing; when the gate
 // refused every copy (the message is recorded as failed), one error per
 // reason, as a one-to-one send to such a device would return
-// (*QuotaError, ErrUnknownRecipient, …), joined.
+// (*QuotaError, ErrUnknownRecipient, …), joined. While NATS, or the
+// gate and stream after a reconnect, cannot be reached, the message
+// stays pending and SendGroup waits for them; if ctx ends first the error
+// wraps [ErrQueued], and the message is published once the connection is
+// back.
 func (c *Client) SendGroup(ctx context.Context, name, text string, _ ...SendOption) (Sent, error) {
 	return c.sendGroup(ctx, name, KindText, []byte(text))
 }
 
 // sendGroup sends a group message of the kind (text, group-file) with
 // body: SendGroup's steps.
-func (c *Client) sendGroup(ctx context.Context, name string, kind Kind, body []byte) (Sent, error) {
+func (c *Client) sendGroup(ctx context.Context, name string, kind Kind, body []byte) (_ Sent, err error) {
 	if !c.work.Enter() {
 		return Sent{}, ErrClosed
 	}
@@ -76,6 +80,15 @@ func (c *Client) sendGroup(ctx context.Context, name string, kind Kind, body []b
 	if err := m.validate(); err != nil {
 		return Sent{}, err
 	}
+	// Stored, it is this send's to publish until it returns; then, if
+	// still pending, the outbox loop's.
+	c.outgoing.add(m.ID)
+	defer func() {
+		c.outgoing.done(m.ID)
+		if errors.Is(err, ErrQueued) {
+			c.kickOutbox()
+		}
+	}()
 	var devices []kez.PublicKey
 	for _, mi := range members {
 		for _, d := range mi.current {
@@ -93,7 +106,7 @@ func (c *Client) sendGroup(ctx context.Context, name string, kind Kind, body []b
 		// The user's only device in a group of one.
 		return sent, c.groupOutcome(ctx, m.ID, &wire.MultiAnswer{Stored: 1}, nil)
 	}
-	ans, err := c.publishMulti(ctx, devices, env, m.ID.String())
+	ans, err := c.publishGroupMsg(ctx, devices, env, m.ID)
 	if oerr := c.groupOutcome(ctx, m.ID, &ans, err); oerr != nil {
 		return Sent{}, oerr
 	}
@@ -379,17 +392,42 @@ func noCopyStored(refused []wire.MultiRefusal) error {
 var errNoCopyStored = errors.New("chat: no member device took the group message")
 
 // isFinal reports a publish error after which publishing the same
-// envelope again cannot help: a refusal.
+// envelope again cannot help: a refusal, not a failure of the connection.
 func isFinal(err error) bool {
-	return !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !retryable(err)
+	return !errors.Is(err, ErrClosed) && !errors.Is(err, ErrQueued) && !errors.Is(err, context.Canceled) &&
+		!errors.Is(err, context.DeadlineExceeded) && !transient(err)
+}
+
+// publishGroupMsg publishes a group envelope stored in the group outbox
+// (publishMulti) and, when that fails for the connection (NATS away, no
+// stream or gate answering yet after a reconnect), again once it is back,
+// until ctx ends or the client stops taking work: then the error wraps
+// ErrQueued, and the envelope, left in the group outbox, is the outbox
+// loop's.
+func (c *Client) publishGroupMsg(ctx context.Context, devices []kez.PublicKey, env []byte, id MessageID) (wire.MultiAnswer, error) {
+	var delay time.Duration
+	for {
+		ans, err := c.publishMulti(ctx, devices, env, id.String())
+		if err == nil || isFinal(err) {
+			return ans, err
+		}
+		if ctx.Err() != nil || !c.waitToRetry(ctx, &delay) {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return ans, fmt.Errorf("chat: group message %s: %w: %w", id, ErrQueued, err)
+		}
+	}
 }
 
 // republishGroups publishes again the group keys and updates, then the
 // group envelopes, stored but not answered before the client last
-// stopped: the same bytes and Nats-Msg-Id, so the stream and the
-// receivers keep each once.
-func (c *Client) republishGroups(ctx context.Context) {
-	c.republishMulti(ctx)
+// stopped (or, after a reconnect, left for the connection), but those
+// this client is publishing now: the same bytes and Nats-Msg-Id, so the
+// stream and the receivers keep each once. It reports whether some are
+// left for the connection.
+func (c *Client) republishGroups(ctx context.Context) (left bool) {
+	left = c.republishMulti(ctx)
 	type pending struct {
 		id      MessageID
 		env     []byte
@@ -413,20 +451,29 @@ func (c *Client) republishGroups(ctx context.Context) {
 		ps = append(ps, p)
 	}
 	rows.Close()
+	n := 0
 	for _, p := range ps {
+		if c.outgoing.busy(p.id) {
+			continue
+		}
+		n++
 		if len(p.devices) == 0 {
 			_ = c.groupOutcome(ctx, p.id, &wire.MultiAnswer{Stored: 1}, nil)
 			continue
 		}
+		c.outgoing.add(p.id)
 		ans, err := c.publishMulti(ctx, p.devices, p.env, p.id.String())
 		if oerr := c.groupOutcome(ctx, p.id, &ans, err); oerr != nil {
 			c.log.Warn("recording the outcome of a group message", "id", p.id, "err", oerr)
 		}
+		c.outgoing.done(p.id)
 		if err != nil {
+			left = left || !isFinal(err)
 			c.log.Warn("publishing a group message left pending", "id", p.id, "err", err)
 		}
 	}
-	if len(ps) > 0 {
-		c.log.Info("published again the group messages left pending", "n", len(ps))
+	if n > 0 {
+		c.log.Info("published again the group messages left pending", "n", n)
 	}
+	return left
 }

@@ -102,7 +102,7 @@ func (c *Client) multiEachAttempts(ctx context.Context, run []wire.MultiCopy, ms
 			return a, nil
 		case errors.Is(err, inbox.ErrMultiSendUnsupported):
 			return a, fmt.Errorf("%w: %w", ErrMultiSendUnsupported, err)
-		case attempt >= maxPublishAttempts || ctx.Err() != nil || !retryable(err) && !errors.Is(err, context.DeadlineExceeded):
+		case attempt >= maxPublishAttempts || ctx.Err() != nil || !transient(err):
 			return a, refusal(err)
 		}
 		if !c.nc.IsConnected() {

@@ -36,7 +36,10 @@ type PageQuery struct {
 // person's conversation is every message exchanged with that key outside
 // groups, whatever its trust; a group's is its messages (sent ones with
 // ReadBy). Group is NAME (the user's domain) or NAME@domain. It does not
-// change read flags.
+// change read flags. Page only reads chat.db, never waiting on the
+// network: group messages stored by their sender's key (their handle
+// could not be checked then) are named in the background, and show the
+// handle from a later Page on.
 func (c *Client) Page(ctx context.Context, q PageQuery) ([]*Entry, error) {
 	limit := q.Limit
 	switch {
@@ -54,7 +57,9 @@ func (c *Client) Page(ctx context.Context, q PageQuery) ([]*Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadPageQuery, err)
 		}
-		c.nameStoredGroupSenders(ctx)
+		// Naming the senders stored by key may wait on their servers:
+		// in the background, for the next page.
+		c.nameStoredGroupSendersLater()
 		sel += `grp = ? AND grp != ''`
 		args = append(args, n)
 	} else {

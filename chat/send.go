@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kez-lat/kez-chat/kez"
@@ -36,8 +37,10 @@ type sendConfig struct {
 // receipt; messages that arrive meanwhile are stored as usual.
 func WaitReceipt() SendOption { return func(c *sendConfig) { c.waitReceipt = true } }
 
-// maxPublishAttempts bounds how often a publish that got no acknowledgement
-// is repeated (with the same Nats-Msg-Id, so the stream stores it once).
+// maxPublishAttempts bounds how often one multi-recipient request that
+// got no answer is repeated at once (with the same Nats-Msg-Id, so the
+// stream stores it once); what is left waits in the outbox for the outbox
+// loop (send_queue.go).
 const maxPublishAttempts = 5
 
 // Send sends text to the contact with this handle and returns once the
@@ -55,6 +58,11 @@ const maxPublishAttempts = 5
 // kez.v1.inbox.<their key>.<your key> with Nats-Msg-Id set to the message
 // ID. Errors include those of fetching the contact's prekey from their
 // sig-server (a prekey that does not verify is an error, never skipped).
+// While NATS, or the stream after a reconnect, cannot be reached, the
+// message stays pending and Send waits for them; if ctx ends first the
+// error wraps [ErrQueued] (and ctx's), and the message is published once
+// the connection is back. Only a refusal (a *QuotaError,
+// ErrUnknownRecipient, …) fails it.
 func (c *Client) Send(ctx context.Context, handle, text string, opts ...SendOption) (Sent, error) {
 	p, err := c.SendAsync(ctx, handle, text, opts...)
 	if err != nil {
@@ -80,7 +88,8 @@ func (c *Client) SendKey(ctx context.Context, to kez.PublicKey, text string, opt
 // SendAsync is Send without waiting for the stream's acknowledgement: it
 // returns once the message is sealed, stored and handed to the
 // connection, so a caller can keep many sends in flight. Wait on the
-// returned Pending.
+// returned Pending. While NATS cannot be reached the message is stored
+// and stays pending: it is published once the connection is back.
 func (c *Client) SendAsync(ctx context.Context, handle, text string, opts ...SendOption) (*Pending, error) {
 	if !c.work.Enter() {
 		return nil, ErrClosed
@@ -202,6 +211,7 @@ type Pending struct {
 	err    error
 	wait   bool
 	result chan time.Time // receipt, if waited for
+	queued atomic.Bool    // a publish failed for the connection: waiting for it
 
 	mu     sync.Mutex
 	left   int   // copies to the recipient's devices not answered yet
@@ -218,12 +228,20 @@ func (p *Pending) Done() <-chan struct{} { return p.done }
 func (p *Pending) ID() MessageID { return p.sent.ID }
 
 // Wait waits for the stream's acknowledgement (and the receipt, if the send
-// asked for it) and returns the outcome. If ctx ends first it returns ctx's
-// error; the message may still be delivered.
+// asked for it) and returns the outcome. A message whose publish failed
+// because NATS or the stream could not be reached is not failed: it stays
+// pending and is published again once the connection is back, however
+// long that takes, and Wait goes on waiting. If ctx ends first Wait
+// returns ctx's error, wrapped with [ErrQueued] if the message waits for
+// the connection; the message may still be delivered, and its
+// Entry.State stays pending until the stream stored it.
 func (p *Pending) Wait(ctx context.Context) (Sent, error) {
 	select {
 	case <-p.done:
 	case <-ctx.Done():
+		if p.queued.Load() || p.c.nc != nil && !p.c.nc.IsConnected() {
+			return Sent{}, fmt.Errorf("chat: message %s: %w: %w", p.sent.ID, ErrQueued, ctx.Err())
+		}
 		return Sent{}, fmt.Errorf("chat: waiting for the stream to store message %s: %w", p.sent.ID, ctx.Err())
 	}
 	if p.err != nil || !p.wait {

@@ -37,8 +37,10 @@ type flight struct {
 }
 
 // publishEnvelope publishes an envelope to f's device; the outcome is
-// recorded once the stream answered. If it cannot be sent at all the
-// outcome is recorded at once and the error returned.
+// recorded once the stream answered. A publish that fails for the
+// connection is tried again once it is back (awaitAck). If it cannot be
+// sent at all (refused at once: too large, say) the outcome is recorded
+// at once and the error returned.
 func (c *Client) publishEnvelope(f *flight, env []byte) error {
 	msg := nats.NewMsg(sendSubject(f.device, c.devKey))
 	msg.Data = env
@@ -46,23 +48,28 @@ func (c *Client) publishEnvelope(f *flight, env []byte) error {
 	if f.chain != nil {
 		msg.Header.Set(wire.Devices, devicesDigest(f.chain))
 	}
+	if f.durable {
+		c.outgoing.add(f.msgID) // until copyDone recorded the outcome
+	}
 	fut, err := c.js.PublishMsgAsync(msg)
-	if err != nil {
+	if err != nil && !transient(err) {
 		err = fmt.Errorf("chat: publishing message %s: %w", f.msgID, err)
 		c.copyDone(f, nil, err)
 		return err
 	}
 	c.sends.Add(1)
-	go c.awaitAck(f, msg, fut)
+	go c.awaitAck(f, msg, fut, err)
 	return nil
 }
 
 // republishPending publishes again the envelopes stored but not
-// acknowledged by the stream (the client stopped before the answer came):
-// the same bytes with the same Nats-Msg-Id, so the stream, or the
-// recipient, drops a copy it already has. A message key is never used to
-// seal a second message. The envelopes of a message to many devices
-// (multi) go again as they went, by republishMulti.
+// acknowledged by the stream (the client stopped before the answer came,
+// or, after a reconnect, whose publish no longer waits for it): the same
+// bytes with the same Nats-Msg-Id, so the stream, or the recipient, drops
+// a copy it already has. A message key is never used to seal a second
+// message. Messages this client is publishing now are left alone. The
+// envelopes of a message to many devices (multi) go again as they went,
+// by republishMulti.
 func (c *Client) republishPending(ctx context.Context) error {
 	rows, err := c.db.db.QueryContext(ctx, `SELECT msg_id, device, envelope, publish_id, counts FROM outbox WHERE multi = 0 ORDER BY created_at, rowid`)
 	if err != nil {
@@ -89,6 +96,9 @@ func (c *Client) republishPending(ctx context.Context) error {
 			continue
 		}
 		copy(p.id[:], id)
+		if c.outgoing.busy(p.id) {
+			continue
+		}
 		p.to = k
 		ps = append(ps, p)
 	}
@@ -114,20 +124,29 @@ func (c *Client) republishPending(ctx context.Context) error {
 	return nil
 }
 
-// awaitAck waits for the stream's acknowledgement of a publish. When none
-// comes (a timeout, or the connection dropped and the pending acks were
-// cancelled) it publishes again with the same Nats-Msg-Id, once connected,
-// so the stream stores the message once; then it records the outcome.
-func (c *Client) awaitAck(f *flight, msg *nats.Msg, fut *inbox.Future) {
+// awaitAck waits for the stream's acknowledgement of a publish (fut; or,
+// if it could not be handed to the connection, its error). When none
+// comes for a reason of the connection (it dropped and the pending acks
+// were cancelled, a timeout, no responders or no stream leader after a
+// reconnect), it publishes again with the same Nats-Msg-Id once the
+// connection is back, after a growing pause, however long that takes:
+// the message stays pending (queued) meanwhile, and the stream stores it
+// once. A refusal records the failure. It gives up, the envelope left in
+// the outbox, when the client stops taking work.
+func (c *Client) awaitAck(f *flight, msg *nats.Msg, fut *inbox.Future, err error) {
 	defer c.sends.Done()
-	started := time.Now()
-	for attempt := 1; ; attempt++ {
-		recon := c.nextReconnect()
-		select {
-		case ack := <-fut.Ok():
-			c.copyDone(f, ack, nil)
-			return
-		case err := <-fut.Err():
+	var delay time.Duration
+	for {
+		if fut != nil {
+			select {
+			case ack := <-fut.Ok():
+				c.copyDone(f, ack, nil)
+				return
+			case err = <-fut.Err():
+			case <-c.closing:
+				c.copyDone(f, nil, c.unanswered(f))
+				return
+			}
 			if !f.restaled && devicesChanged(err) {
 				// The recipient's devices changed since their chain was
 				// fetched: refresh it, have the new devices get the
@@ -137,59 +156,42 @@ func (c *Client) awaitAck(f *flight, msg *nats.Msg, fut *inbox.Future) {
 					c.copyDone(f, nil, fmt.Errorf("chat: message %s to %s: %w", f.msgID, f.device, ErrDeviceRevoked))
 					return
 				}
-				if nf, perr := c.js.PublishMsgAsync(msg); perr == nil {
-					fut = nf
-					attempt--
-					continue
-				} else {
-					err = perr
-				}
-			}
-			if streamBusy(err) && time.Since(started) < inProcessBudget {
-				// The stream is still storing the first copy (a clustered
-				// stream committing it), or has no leader for a moment (an
-				// election after a server was lost): ask again shortly;
-				// Nats-Msg-Id makes a second copy harmless.
-				attempt--
-				select {
-				case <-time.After(inProcessDelay):
-				case <-c.closing:
-				}
-				if f, perr := c.js.PublishMsgAsync(msg); perr == nil {
-					fut = f
+				if fut, err = c.js.PublishMsgAsync(msg); err == nil {
 					continue
 				}
 			}
-			if attempt < maxPublishAttempts && retryable(err) {
-				if !c.nc.IsConnected() {
-					select {
-					case <-recon:
-					case <-c.closing:
-					case <-time.After(30 * time.Second):
-					}
-				}
-				f, perr := c.js.PublishMsgAsync(msg)
-				if perr == nil {
-					fut = f
-					continue
-				}
-				err = perr
-			}
+		}
+		if !transient(err) {
 			select {
 			case <-c.closing:
 				// Closed while the publish was retried: the outcome is
-				// unknown, as below.
-				c.copyDone(f, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", f.msgID, ErrClosed))
-				return
+				// unknown.
+				c.copyDone(f, nil, c.unanswered(f))
 			default:
+				c.copyDone(f, nil, fmt.Errorf("chat: the stream did not store message %s: %w", f.msgID, refusal(err)))
 			}
-			c.copyDone(f, nil, fmt.Errorf("chat: the stream did not store message %s: %w", f.msgID, refusal(err)))
-			return
-		case <-c.closing:
-			c.copyDone(f, nil, fmt.Errorf("chat: message %s: %w before the stream acknowledged it", f.msgID, ErrClosed))
 			return
 		}
+		if f.counts && !f.late && !f.p.queued.Swap(true) {
+			c.log.Debug("a message waits for the connection to NATS", "id", f.msgID, "err", err)
+		}
+		if !c.waitToRetry(context.Background(), &delay) {
+			c.copyDone(f, nil, c.unanswered(f))
+			return
+		}
+		fut, err = c.js.PublishMsgAsync(msg)
 	}
+}
+
+// unanswered is the outcome of f when the client stops before the stream
+// answered: unknown (the stream may have stored it); it stays pending,
+// published again when a client of the state folder next connects.
+func (c *Client) unanswered(f *flight) error {
+	err := fmt.Errorf("chat: message %s: %w before the stream acknowledged it", f.msgID, ErrClosed)
+	if f.p.queued.Load() {
+		err = fmt.Errorf("%w (%w)", err, ErrQueued)
+	}
+	return err
 }
 
 // errCodeDuplicateInProcess is JetStream's answer to a publish whose
@@ -197,14 +199,6 @@ func (c *Client) awaitAck(f *flight, msg *nats.Msg, fut *inbox.Future) {
 // republish after a reconnect, on a clustered stream): the message is on
 // its way, not refused.
 const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
-
-// How often and how long a send asks again while the stream is still
-// storing its first copy or electing a leader: long enough for a
-// JetStream leader election (4–9 s in nats-server).
-const (
-	inProcessDelay  = 250 * time.Millisecond
-	inProcessBudget = 30 * time.Second
-)
 
 // streamBusy reports JetStream's "duplicate message id is in process" and
 // "no response from stream" (no stream leader answered: an election).
@@ -229,6 +223,9 @@ func retryable(err error) bool {
 // Pending learns it.
 func (c *Client) copyDone(f *flight, ack *jetstream.PubAck, err error) {
 	if !f.durable || errors.Is(err, ErrClosed) {
+		if f.durable {
+			c.outgoing.done(f.msgID)
+		}
 		f.p.copyFinished(f, ack, err)
 		return
 	}
@@ -255,6 +252,7 @@ func (c *Client) copyDone(f *flight, ack *jetstream.PubAck, err error) {
 		if werr != nil && err == nil {
 			c.log.Warn("the stream stored a message but recording that in the history failed", "id", f.msgID, "err", werr)
 		}
+		c.outgoing.done(f.msgID)
 		f.p.copyFinished(f, ack, err)
 	})
 }

@@ -53,6 +53,12 @@ func (c *Client) publishCopies(ctx context.Context, targets []target, m Message,
 	if err := m.validate(); err != nil {
 		return nil, nil, err
 	}
+	if durable {
+		// Its envelopes, stored, are this send's to publish, not the
+		// outbox loop's.
+		c.outgoing.add(m.ID)
+		defer c.outgoing.done(m.ID)
+	}
 	copies := make([]*outCopy, 0, len(targets))
 	for _, t := range targets {
 		copies = append(copies, &outCopy{t: t, m: m, counts: true})

@@ -35,7 +35,10 @@
 // Several replicas on several machines share one registry with
 // StoreBackend [StoreJetStream]: the registry then lives in a JetStream
 // key-value bucket of the callout account (package handles/jsstore) and
-// opens once the callout service is logged in.
+// opens once the callout service is logged in. Logins (the callout and
+// the gate) then read a [jsstore.View] of it kept in memory, so that they
+// go on while the bucket's stream elects a leader, within
+// [Server].RegistryMaxStale.
 //
 // The NATS side needs the nats.conf snippet that [NATSConfig] renders from
 // the same keys folder (the reference binary prints it with

@@ -73,12 +73,19 @@ type gate struct {
 	// copiesJS stores the copies of multi-recipient sends: at most
 	// lim.CopiesInFlight wait for the stream's answer at once.
 	copiesJS jetstream.JetStream
+	// answering counts the multi-recipient sends waiting for the stream
+	// apart from their subscription; a drain waits for them.
+	answering sync.WaitGroup
 	// maxCopy is the stream's largest message (its MaxMsgSize): a
 	// multi-recipient send with a larger payload is refused whole.
 	maxCopy     int
 	stream      string
 	userAccount string
 	dir         callout.Directory
+	syncDir     func(context.Context) error // waits for dir's view to hold every stored change; nil: dir has none
+	resyncMu    sync.Mutex
+	resyncKeys  map[kez.PublicKey]struct{} // keys to forget again after the next sync
+	resyncing   bool                       // a forgetAfterSync goroutine runs
 	// devices lists a person's current devices (the person's own key
 	// first), for counting what the person has unread; nil: the person's
 	// own key only.

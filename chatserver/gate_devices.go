@@ -127,6 +127,56 @@ func (g *gate) onRevoked(m *nats.Msg) {
 	g.ensured.Delete(callout.ConsumerName(k))
 	g.forgetDigests("")
 	g.log.Debug("gate: a device was revoked elsewhere", "device", k)
+	g.forgetAfterSync(k)
+}
+
+// maxResync bounds the keys waiting for forgetAfterSync.
+const maxResync = 1024
+
+// forgetAfterSync forgets what the gate knows of k again once the
+// registry's view has caught up (the view may learn of a revocation a
+// moment later than the notice came). One sync at a time serves every
+// key noticed meanwhile, so a flood of notices costs one registry read a
+// round.
+func (g *gate) forgetAfterSync(k kez.PublicKey) {
+	if g.syncDir == nil {
+		return
+	}
+	g.resyncMu.Lock()
+	defer g.resyncMu.Unlock()
+	if g.resyncKeys == nil {
+		g.resyncKeys = map[kez.PublicKey]struct{}{}
+	}
+	if len(g.resyncKeys) < maxResync {
+		g.resyncKeys[k] = struct{}{}
+	}
+	if g.resyncing {
+		return
+	}
+	g.resyncing = true
+	go func() {
+		for {
+			g.resyncMu.Lock()
+			keys := g.resyncKeys
+			g.resyncKeys = nil
+			if len(keys) == 0 {
+				g.resyncing = false
+				g.resyncMu.Unlock()
+				return
+			}
+			g.resyncMu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := g.syncDir(ctx)
+			cancel()
+			if err != nil {
+				continue // the view is behind or stale: its own bound holds
+			}
+			now := g.now()
+			for k := range keys {
+				g.known.with(k.String(), now, func(e *knownEntry) { *e = knownEntry{} })
+			}
+		}
+	}()
 }
 
 // clearDevice deletes a revoked device's consumer and purges its inbox:

@@ -125,7 +125,9 @@ func (g *gate) onMultiSend(m *nats.Msg) {
 	// copies in flight are bounded by copiesJS, whose publishes wait for
 	// room above).
 	g.m.inFlight.Inc()
+	g.answering.Add(1)
 	go func() {
+		defer g.answering.Done()
 		defer g.m.inFlight.Dec()
 		timeout := time.NewTimer(copyTimeout)
 		defer timeout.Stop()

@@ -28,7 +28,8 @@ import (
 //	kez_http_limited_total{endpoint,reason}, kez_http_limiter_keys{…},
 //	kez_http_limiter_evictions_total{…}  the rate limits (internal/limitmetrics)
 //
-// and the callout's flood limits (see loginCollector).
+// the callout's flood limits (see loginCollector) and the registry
+// view's (see viewCollectors).
 type metrics struct {
 	claims      *prometheus.CounterVec
 	registered  prometheus.Counter
@@ -121,6 +122,7 @@ func newMetrics(reg prometheus.Registerer, s *Server, svc *callout.Service) (*me
 			return 0
 		}),
 	}
+	cs = append(cs, viewCollectors(s)...)
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
 			for _, done := range cs[:i] {

@@ -36,8 +36,24 @@ type registry interface {
 	Ping(ctx context.Context) error
 }
 
-// registryRef holds the open registry (an atomic.Pointer needs a type).
-type registryRef struct{ registry }
+// registryRef holds the open registry (an atomic.Pointer needs a type)
+// and, with StoreJetStream, its view for logins (nil: none).
+type registryRef struct {
+	registry
+	view *jsstore.View
+}
+
+// loginStore is the registry as logins see it (the callout's directory
+// and the gate's): LookupKey goes to the registry's view when there is
+// one.
+type loginStore struct{ lazyStore }
+
+func (l loginStore) LookupKey(ctx context.Context, key kez.PublicKey) (handles.Record, error) {
+	if r := l.s.store.Load(); r != nil && r.view != nil {
+		return r.view.LookupKey(ctx, key)
+	}
+	return l.lazyStore.LookupKey(ctx, key)
+}
 
 // lazyStore is the registry as the handle server and the callout see it:
 // the open store, or errRegistryNotOpen until there is one.
@@ -90,6 +106,33 @@ func (l lazyStore) Release(ctx context.Context, h handles.Handle) error {
 	return r.Release(ctx, h)
 }
 
+// SyncRegistry waits until the server's view of the registry for logins
+// (StoreJetStream; see RegistryMaxStale) holds every change stored before
+// the call, or ctx ends: after it, a suspension or revocation stored
+// before is what this server's logins see. It returns nil at once without
+// a view, and [ErrNotStarted] before the registry is open.
+func (s *Server) SyncRegistry(ctx context.Context) error {
+	r := s.store.Load()
+	switch {
+	case r == nil:
+		return ErrNotStarted
+	case r.view == nil:
+		return nil
+	}
+	if err := r.view.Sync(ctx); err != nil {
+		return fmt.Errorf("chatserver: syncing the registry's view: %w", err)
+	}
+	return nil
+}
+
+// registryMaxStale is RegistryMaxStale with its default.
+func (s *Server) registryMaxStale() time.Duration {
+	if s.RegistryMaxStale == 0 {
+		return jsstore.DefaultMaxStale
+	}
+	return s.RegistryMaxStale
+}
+
 // registryName says where the registry lives, for logs and errors.
 func (s *Server) registryName() string {
 	if s.StoreBackend == StoreJetStream {
@@ -120,8 +163,14 @@ func (s *Server) openJetStreamRegistry(ctx context.Context, nc *nats.Conn) bool 
 		}
 		cancel()
 		if err == nil {
-			s.store.Store(&registryRef{st})
-			s.log.Info("handle registry open", "registry", s.registryName(), "replicas", replicas)
+			ref := &registryRef{registry: st}
+			if s.RegistryMaxStale >= 0 {
+				// Options checked in defaults: NewView cannot fail.
+				ms := s.registryMaxStale()
+				ref.view, _ = st.NewView(ctx, jsstore.WithMaxStale(ms), jsstore.WithCheckInterval(min(jsstore.DefaultCheckInterval, ms/2)))
+			}
+			s.store.Store(ref)
+			s.log.Info("handle registry open", "registry", s.registryName(), "replicas", replicas, "login_view", ref.view != nil)
 			return true
 		}
 		if ctx.Err() != nil {

@@ -62,6 +62,10 @@ func (s *Server) deviceRevoked(ctx context.Context, person, device kez.PublicKey
 	if err := s.gate.clearDevice(ctx, device); err != nil {
 		log.Warn("cannot clear a revoked device's inbox; sending its revocation again retries", "err", err)
 	}
+	// The device's reconnect must meet a view that knows the revocation.
+	if err := s.SyncRegistry(ctx); err != nil {
+		log.Warn("the registry's view did not catch up with a revocation; logins of the device are refused once it does, or once it is stale", "err", err)
+	}
 	n, err := s.kickDevice(ctx, device)
 	if err != nil {
 		log.Warn("cannot close a revoked device's connections; they end when their login expires, and the gate refuses them meanwhile", "err", err)

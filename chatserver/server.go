@@ -33,6 +33,9 @@ var (
 	ErrNotStarted = errors.New("chatserver: the server is not started")
 	// ErrClosed: the server was closed.
 	ErrClosed = errors.New("chatserver: the server is closed")
+	// ErrDraining: [Server.Drain] was called; the server is on its way
+	// out and takes no new logins or gate requests.
+	ErrDraining = errors.New("chatserver: the server is draining")
 	// ErrNoDomain: Start was called without a Domain. There is no default:
 	// a forgotten domain would register users under someone else's.
 	ErrNoDomain = errors.New("chatserver: no handle domain (Server.Domain) given")
@@ -40,7 +43,8 @@ var (
 
 // Server is one KEZ chat-server: the handle registry and the NATS auth
 // callout. Set the fields, call [Server.Start], serve [Server.Handler],
-// and call [Server.Close] when done. Fields must not change after Start.
+// and call [Server.Close] when done ([Server.Drain] first, to stop
+// without refusing a login while other replicas run). Fields must not change after Start.
 // The zero value needs at least Domain, SigServerURL and NATSURL.
 //
 // All methods are safe for concurrent use.
@@ -92,6 +96,15 @@ type Server struct {
 	// bucket when this server creates it (StoreJetStream): 1 by default,
 	// 3 in a cluster. An existing bucket keeps its own setting.
 	StoreReplicas int
+	// RegistryMaxStale bounds how long, with StoreJetStream, a login may
+	// still be answered from the server's in-memory view of the registry
+	// after the view last confirmed it holds every change (see
+	// [jsstore.View]): how long a suspended handle or a revoked device
+	// may still log in while the registry's stream has no leader. The
+	// view keeps logins of known users flowing through leader elections
+	// and lost nodes. 0 means [jsstore.DefaultMaxStale]; a negative value
+	// turns the view off, so that every login reads the bucket.
+	RegistryMaxStale time.Duration
 	// KeysDir holds the callout keys (created on first start, files mode
 	// 0600); nats.conf names their public halves, see [NATSConfig].
 	// Default [DefaultKeysDir].
@@ -136,12 +149,13 @@ type Server struct {
 
 	relays []string // Relays checked, in canonical form; set by Start
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the NATS loop has returned
-	watched chan struct{} // closed when logReadiness has returned
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	draining bool
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the NATS loop has returned
+	watched  chan struct{} // closed when logReadiness has returned
 
 	log     *slog.Logger
 	reg     *prometheus.Registry
@@ -230,7 +244,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	svc, err := callout.New(callout.Config{
 		Keys:       keys,
-		Directory:  RegistryDirectory{Store: store},
+		Directory:  RegistryDirectory{Store: loginStore{store}},
 		Authorizer: s.Authorizer,
 		Stream:     s.stream,
 		TTL:        s.UserJWTLifetime,
@@ -248,7 +262,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	g := &gate{
 		stream: s.stream, userAccount: callout.DefaultUserAccount,
-		dir: RegistryDirectory{Store: store}, devices: s.currentDevices, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
+		dir: RegistryDirectory{Store: loginStore{store}}, syncDir: s.SyncRegistry, devices: s.currentDevices, lim: s.MailLimits.withDefaults(), now: s.Now, log: s.log,
 		notices: m.notices, self: rand.Text(), maxCopy: int(s.Inbox.StreamConfig().MaxMsgSize),
 	}
 	g.users, g.known = newTracker[userBuckets](g.lim.MaxTracked), newTracker[knownEntry](g.lim.MaxTracked)
@@ -266,7 +280,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 
 	s.keys, s.sqlite, s.svc, s.metrics = keys, sqlite, svc, m
 	if sqlite != nil {
-		s.store.Store(&registryRef{sqlite})
+		s.store.Store(&registryRef{registry: sqlite})
 	}
 	s.Domain = hs.Domain()
 	s.hs.Store(hs)
@@ -322,6 +336,9 @@ func (s *Server) defaults() error {
 	}
 	if s.StoreReplicas < 0 || s.StoreReplicas > 5 {
 		return fmt.Errorf("chatserver: StoreReplicas %d: want 1 to 5 (0 means 1)", s.StoreReplicas)
+	}
+	if s.RegistryMaxStale > 0 && s.RegistryMaxStale < 10*time.Millisecond {
+		return fmt.Errorf("chatserver: RegistryMaxStale %s: want at least 10ms (or 0: the default, negative: no view)", s.RegistryMaxStale)
 	}
 	if s.KeysDir == "" {
 		s.KeysDir = DefaultKeysDir
@@ -381,6 +398,9 @@ func (s *Server) Close() error {
 	if err := s.svc.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	if r := s.store.Load(); r != nil && r.view != nil {
+		r.view.Close()
+	}
 	for _, p := range []*atomic.Pointer[nats.Conn]{&s.kickConn, &s.provConn, &s.svcConn} {
 		if nc := p.Load(); nc != nil {
 			nc.Close()
@@ -419,13 +439,15 @@ func (s *Server) Store() handles.Store {
 // on. It is what /readyz answers.
 func (s *Server) Ready(ctx context.Context) error {
 	s.mu.Lock()
-	started, closed := s.started, s.closed
+	started, closed, draining := s.started, s.closed, s.draining
 	s.mu.Unlock()
 	switch {
 	case closed:
 		return ErrClosed
 	case !started:
 		return ErrNotStarted
+	case draining:
+		return ErrDraining
 	}
 	reg := s.store.Load()
 	if reg == nil {
@@ -469,7 +491,7 @@ func (s *Server) WaitReady(ctx context.Context) error {
 	var last error
 	for {
 		err := s.Ready(ctx)
-		if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotStarted) {
+		if err == nil || errors.Is(err, ErrClosed) || errors.Is(err, ErrNotStarted) || errors.Is(err, ErrDraining) {
 			return err
 		}
 		if ctx.Err() == nil || last == nil {

@@ -77,6 +77,16 @@ func TestJetStreamRegistrySharedByReplicas(t *testing.T) {
 	if err := servers[1].Store().SetSuspended(context.Background(), handles.Handle{Name: "alice", Domain: "kez.test"}, true); err != nil {
 		t.Fatal(err)
 	}
+	// Logins read each replica's view of the registry: once the views
+	// hold the suspension, no replica lets alice in.
+	for _, s := range servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := s.SyncRegistry(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	for range 4 {
 		if _, err := login(alice, ns.ClientURL()); !errors.Is(err, nats.ErrAuthorization) {
 			t.Fatalf("suspended alice: %v", err)
@@ -132,6 +142,7 @@ func TestStoreBackendChecked(t *testing.T) {
 	for name, mutate := range map[string]func(*chatserver.Server){
 		"unknown backend": func(s *chatserver.Server) { s.StoreBackend = "postgres" },
 		"replicas":        func(s *chatserver.Server) { s.StoreReplicas = 7 },
+		"max stale":       func(s *chatserver.Server) { s.RegistryMaxStale = time.Millisecond },
 	} {
 		s := newServer(t, sig.URL, "nats://127.0.0.1:1", "")
 		mutate(s)

@@ -52,9 +52,12 @@ func InboxPrefix(key kez.PublicKey) string { return wire.ReplyInbox(key.String()
 // is signed with [kez.Identity.SignNATSNonce]. Replies use the private
 // prefix [InboxPrefix]. Each attempt may take [ConnectTimeout]; once
 // connected the client reconnects forever, also after refused logins (the
-// auth callout may be restarting), and logs disconnects and reconnects
-// with slog.Default() (see [Logger]). opts are applied after these
-// defaults and may override them (e.g. nats.Name, [Logger]).
+// auth callout may be restarting), waiting between rounds of attempts as
+// [DefaultBackoff] says, and logs disconnects and reconnects with
+// slog.Default() (see [Logger]). opts are applied after these defaults and
+// may override them (e.g. nats.Name, [Logger]); an option that sets
+// nats.ReconnectWait to other than its default, or nats.CustomReconnectDelay,
+// replaces the backoff.
 //
 // A refused login returns an error wrapping [ErrNotRegistered], a server
 // that cannot be reached one wrapping [ErrUnreachable]; both also wrap the
@@ -81,6 +84,7 @@ func Connect(ctx context.Context, url string, id *kez.Identity, opts ...nats.Opt
 		Logger(slog.Default().With("key", key.String())),
 	}
 	all = append(all, opts...)
+	all = append(all, defaultBackoff)
 
 	type result struct {
 		nc  *nats.Conn
@@ -105,6 +109,15 @@ func Connect(ctx context.Context, url string, id *kez.Identity, opts ...nats.Opt
 		}()
 		return nil, fmt.Errorf("natsconn: connecting to NATS at %s: %w", RedactURL(url), ctx.Err())
 	}
+}
+
+// defaultBackoff, the last option of [Connect], sets [DefaultBackoff]
+// unless an earlier option chose the reconnect timing.
+func defaultBackoff(o *nats.Options) error {
+	if o.CustomReconnectDelayCB == nil && o.ReconnectWait == nats.DefaultReconnectWait {
+		o.CustomReconnectDelayCB = DefaultBackoff.Delay
+	}
+	return nil
 }
 
 // Logger returns a nats.Option that logs each disconnect (at Warn) and

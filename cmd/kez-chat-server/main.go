@@ -4,24 +4,25 @@
 // wrapper around package chatserver.
 //
 //	kez-chat-server [--listen 127.0.0.1:8080] --domain DOMAIN --sig-server URL --nats URL
-//	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--keys kez-chat-keys]
+//	                [--store sqlite|jetstream] [--db kez-chat.db] [--replicas 1] [--registry-max-stale 10s] [--keys kez-chat-keys]
 //	                [--public-url URL] [--public-sig-server URL] [--relay MULTIADDR]… [--log-format text|json] [--log-level info]
 //	                [--claims-per-ip 10/1h] [--claims-per-key 10/1h] [--reads-per-ip 1200/1m]
 //	                [--devices-per-ip 30/1h] [--devices-per-key 30/1h]
 //	                [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
 //	                [--login-… limits of the auth callout under a login flood, see --help]
 //	                [--send-…, --recipient-…, --pull-…, --ack-…, --max-unread-…, --inbox-max-…,
-//	                 --remove-read-… limits and settings of the gate, see --help]
+//	                 --remove-read-… limits and settings of the gate, see --help] [--drain-timeout 10s]
 //	kez-chat-server nats-config [--keys kez-chat-keys] [--store sqlite|jetstream] [--sig-server-key U…]
 //
 // Every flag has an environment twin (KEZ_LISTEN, KEZ_DOMAIN,
 // KEZ_SIG_SERVER, NATS_URL, KEZ_CHAT_STORE, KEZ_CHAT_DB, KEZ_CHAT_REPLICAS,
+// KEZ_CHAT_REGISTRY_MAX_STALE,
 // KEZ_CHAT_KEYS, KEZ_CHAT_PUBLIC_URL, KEZ_CHAT_PUBLIC_SIG_SERVER,
 // KEZ_RELAYS (comma-separated),
 // KEZ_CHAT_CLAIMS_PER_IP, KEZ_CHAT_CLAIMS_PER_KEY, KEZ_CHAT_READS_PER_IP,
 // KEZ_CHAT_DEVICES_PER_IP, KEZ_CHAT_DEVICES_PER_KEY,
 // KEZ_CHAT_TRUSTED_PROXIES, KEZ_CHAT_LIMIT_MAX_KEYS,
-// KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL, KEZ_CHAT_LOGIN_… for the
+// KEZ_CHAT_DRAIN_TIMEOUT, KEZ_CHAT_LOG_FORMAT, KEZ_CHAT_LOG_LEVEL, KEZ_CHAT_LOGIN_… for the
 // --login-… flags, and KEZ_CHAT_SEND_…, _RECIPIENT_…, _PULL_…, _ACK_…,
 // _MAX_UNREAD_…, _INBOX_MAX_…, _REMOVE_READ_… for the gate's; for
 // nats-config also
@@ -37,20 +38,28 @@
 // (docs/operators.md, "Limits"). --relay names libp2p relays (kez-relay)
 // that /v1/info offers the users for file sharing behind NAT. The server serves
 // /healthz, /readyz and Prometheus /metrics, and shuts down gracefully on
-// SIGTERM or SIGINT.
+// SIGTERM or SIGINT: /readyz answers 503 at once, the auth callout and
+// the gate leave their queue groups (NATS gives new logins and requests to
+// the other replicas) and answer what they took, and the HTTP server
+// finishes its requests in flight, all within --drain-timeout; so
+// replicas can be restarted one at a time without a refused login.
 package main
 
 import (
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/chatserver"
 	"github.com/kez-lat/kez-chat/handles"
+	"github.com/kez-lat/kez-chat/handles/jsstore"
 	"github.com/kez-lat/kez-chat/internal/httpserve"
 	"github.com/kez-lat/kez-chat/internal/servercmd"
 )
@@ -76,6 +85,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	natsURL := fs.String("nats", env.Or("NATS_URL", ""), "URL of the operator's NATS, required (env NATS_URL)")
 	backend := fs.String("store", env.Or("KEZ_CHAT_STORE", chatserver.StoreSQLite), "where the handle registry lives: sqlite (--db) or jetstream (NATS, shared by replicas) (env KEZ_CHAT_STORE)")
 	dbPath := fs.String("db", env.Or("KEZ_CHAT_DB", chatserver.DefaultDBPath), "SQLite file of the handle registry, with --store sqlite (env KEZ_CHAT_DB)")
+	maxStale := fs.Duration("registry-max-stale", jsstore.DefaultMaxStale, "with --store jetstream: the longest logins are answered from the in-memory view of the registry after it last confirmed it is current, which keeps logins flowing while the registry's stream elects a leader; also how long a suspended handle or revoked device may still log in then; 0 turns the view off (env KEZ_CHAT_REGISTRY_MAX_STALE)")
 	replicas := fs.Int("replicas", 1, "JetStream replicas of the inbox stream (and, with --store jetstream, the registry bucket): 3 in a cluster (env KEZ_CHAT_REPLICAS)")
 	keysDir := fs.String("keys", env.Or("KEZ_CHAT_KEYS", chatserver.DefaultKeysDir), "folder of the callout keys, made on first use (env KEZ_CHAT_KEYS)")
 	publicURL := fs.String("public-url", env.Or("KEZ_CHAT_PUBLIC_URL", ""), "this server's base URL as clients reach it, if a proxy changes Host (env KEZ_CHAT_PUBLIC_URL)")
@@ -134,6 +144,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&lim.CopiesInFlight, "copies-in-flight", lim.CopiesInFlight, "copies of multi-recipient sends the gate waits for the stream to store at once, all users together (env KEZ_CHAT_COPIES_IN_FLIGHT)")
 	fs.IntVar(&lim.RemoveReadAfter, "remove-read-after", lim.RemoveReadAfter, "acknowledgements of one user after which the gate removes its read mail at once (env KEZ_CHAT_REMOVE_READ_AFTER)")
 	fs.DurationVar(&lim.RemoveReadEvery, "remove-read-every", lim.RemoveReadEvery, "the longest read mail waits for removal (env KEZ_CHAT_REMOVE_READ_EVERY)")
+	drainTimeout := fs.Duration("drain-timeout", httpserve.ShutdownTimeout, "on SIGTERM, the longest to wait for the logins, gate requests and HTTP requests in flight; new logins go to the other replicas at once (env KEZ_CHAT_DRAIN_TIMEOUT)")
 	if ok, err := servercmd.Parse(fs, args, "the only subcommand is nats-config; see --help"); !ok {
 		return err
 	}
@@ -143,6 +154,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := env.Int(fs, "replicas", "KEZ_CHAT_REPLICAS", replicas); err != nil {
 		return err
+	}
+	if err := env.Duration(fs, "registry-max-stale", "KEZ_CHAT_REGISTRY_MAX_STALE", maxStale); err != nil {
+		return err
+	}
+	if *maxStale < 0 || *maxStale > 0 && *maxStale < 10*time.Millisecond {
+		return servercmd.Usagef("--registry-max-stale %s: want at least 10ms, or 0 to turn the view off", *maxStale)
+	}
+	if *maxStale == 0 {
+		*maxStale = -1 // chatserver: a negative RegistryMaxStale turns the view off
 	}
 	for _, f := range floats {
 		if err := env.Float(fs, f.flag, f.env, f.v); err != nil {
@@ -175,6 +195,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := env.Duration(fs, "remove-read-every", "KEZ_CHAT_REMOVE_READ_EVERY", &lim.RemoveReadEvery); err != nil {
 		return err
+	}
+	if err := env.Duration(fs, "drain-timeout", "KEZ_CHAT_DRAIN_TIMEOUT", drainTimeout); err != nil {
+		return err
+	}
+	if *drainTimeout <= 0 {
+		return servercmd.Usagef("--drain-timeout %v: want a positive duration", *drainTimeout)
 	}
 	if inbox.MaxConsumers < 1 || lim.RemoveReadAfter < 1 || lim.RemoveReadEvery <= 0 {
 		return servercmd.Usagef("--inbox-max-consumers and --remove-read-after must be at least 1, --remove-read-every positive")
@@ -222,6 +248,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		NATSURL:            *natsURL,
 		StoreBackend:       *backend,
 		StoreReplicas:      *replicas,
+		RegistryMaxStale:   *maxStale,
 		Inbox:              inbox,
 		MailLimits:         lim,
 		HTTPLimits:         limits,
@@ -239,7 +266,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"devices_per_ip", limits.DevicesPerIP, "devices_per_key", limits.DevicesPerKey,
 		"trusted_proxies", servercmd.ProxiesString(limits.ClientIP.TrustedProxies))
 	defer srv.Close()
-	return httpserve.ListenAndServe(ctx, *listen, srv.Handler(), log, onListen)
+	return serve(ctx, srv, *listen, *drainTimeout, log, onListen)
+}
+
+// serve serves srv's HTTP API on addr until ctx ends (SIGTERM), then
+// drains within drainTimeout: the callout and the gate hand new requests
+// to the other replicas and answer those they took, while the HTTP
+// server stops accepting and finishes its requests in flight.
+func serve(ctx context.Context, srv *chatserver.Server, addr string, drainTimeout time.Duration, log *slog.Logger, onListen func(net.Addr)) error {
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	served := make(chan error, 1)
+	go func() {
+		served <- httpserve.ListenAndServeTimeout(httpCtx, addr, srv.Handler(), log, onListen, drainTimeout)
+	}()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("draining", "timeout", drainTimeout.String())
+	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	stopHTTP()
+	drained := srv.Drain(dctx)
+	return errors.Join(<-served, drained)
 }
 
 // relayFlags returns the --relay flags, else the relays of KEZ_RELAYS,

@@ -34,7 +34,8 @@ func TestServeJetStreamStore(t *testing.T) {
 
 	serve := func(name string) string {
 		env := map[string]string{"KEZ_SIG_SERVER": sigURL, "NATS_URL": ns.ClientURL(), "KEZ_CHAT_KEYS": keys,
-			"KEZ_CHAT_STORE": "jetstream", "KEZ_CHAT_DB": filepath.Join(dir, name+".db"), "KEZ_CHAT_REPLICAS": "1"}
+			"KEZ_CHAT_STORE": "jetstream", "KEZ_CHAT_DB": filepath.Join(dir, name+".db"), "KEZ_CHAT_REPLICAS": "1",
+			"KEZ_CHAT_REGISTRY_MAX_STALE": "5s"}
 		return startReady(t, []string{"--listen", "127.0.0.1:0", "--domain", "chat.example"}, env).base
 	}
 	a, b := serve("a"), serve("b")
@@ -53,6 +54,17 @@ func TestServeJetStreamStore(t *testing.T) {
 		t.Fatalf("erin's login: %v", err)
 	}
 	nc.Close()
+	// Logins are looked up in the registry's view (or, for a key
+	// registered a moment ago, in the bucket): the view's metrics count
+	// them.
+	for _, base := range []string{a, b} {
+		m := fetchURL(t, base+"/metrics")
+		for _, want := range []string{`kez_chat_registry_view_lookups_total{answer="stale"}`, "kez_chat_registry_view_keys", "kez_chat_registry_view_age_seconds"} {
+			if !strings.Contains(m, want) {
+				t.Errorf("%s/metrics lacks %s", base, want)
+			}
+		}
+	}
 	if matches, _ := filepath.Glob(filepath.Join(dir, "*.db")); len(matches) != 0 {
 		t.Fatalf("SQLite files made with --store jetstream: %v", matches)
 	}

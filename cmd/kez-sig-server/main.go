@@ -17,6 +17,7 @@
 //	               [--log-dir DIR] [--no-log] [--log-key FILE] [--log-origin ORIGIN]
 //	               [--log-checkpoint-interval 100ms] [--log-reads-per-ip 1200/1m]
 //	               [--orphan-ttl 24h] [--gc-interval 1h] [--trusted-proxies ADDR,…] [--limit-max-keys 50000]
+//	               [--drain-timeout 10s]
 //	kez-sig-server nats-key [--nats-key kez-sig-nats.nk]
 //
 // With --store jetstream the chains live in one JetStream stream
@@ -36,7 +37,7 @@
 // KEZ_SIG_GROUPS_PER_KEY, KEZ_SIG_GROUP_DOMAINS, KEZ_SIG_LOG_DIR,
 // KEZ_SIG_NO_LOG, KEZ_SIG_LOG_KEY, KEZ_SIG_LOG_ORIGIN,
 // KEZ_SIG_LOG_CHECKPOINT_INTERVAL, KEZ_SIG_LOG_READS_PER_IP,
-// KEZ_SIG_ORPHAN_TTL, KEZ_SIG_GC_INTERVAL, KEZ_SIG_TRUSTED_PROXIES,
+// KEZ_SIG_ORPHAN_TTL, KEZ_SIG_GC_INTERVAL, KEZ_SIG_DRAIN_TIMEOUT, KEZ_SIG_TRUSTED_PROXIES,
 // KEZ_SIG_LIMIT_MAX_KEYS, KEZ_SIG_LOG_FORMAT, KEZ_SIG_LOG_LEVEL); flags
 // win. Requests over the rate limits are refused with 429 and
 // Retry-After, appends past a chain's caps with 413; chains that never
@@ -44,7 +45,10 @@
 // "Limits"). Beside the chain API it serves the groups' membership
 // chains (package group, docs/spec/group.md §7) from the same store, and
 // it serves /healthz, /readyz and Prometheus /metrics, and shuts down
-// gracefully on SIGTERM or SIGINT.
+// gracefully on SIGTERM or SIGINT: it stops accepting connections and
+// finishes the requests in flight (an append is stored and answered)
+// within --drain-timeout, so replicas sharing a JetStream store can be
+// restarted one at a time.
 //
 // It logs every link it stores in a transparency log (package
 // translog/logserver, docs/spec/translog.md) in --log-dir (default the
@@ -128,6 +132,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	groupDomains := fs.String("group-domains", env.Or("KEZ_SIG_GROUP_DOMAINS", ""), "comma-separated handle domains whose groups this server keeps; empty: the domain of each creator's handle here (env KEZ_SIG_GROUP_DOMAINS)")
 	orphanTTL := fs.Duration("orphan-ttl", 24*time.Hour, "delete chains that never named a handle this long after they were started; 0: never (env KEZ_SIG_ORPHAN_TTL)")
 	gcInterval := fs.Duration("gc-interval", time.Hour, "how often to look for such chains (env KEZ_SIG_GC_INTERVAL)")
+	drainTimeout := fs.Duration("drain-timeout", httpserve.ShutdownTimeout, "on SIGTERM, the longest to wait for the requests in flight (appends finish) (env KEZ_SIG_DRAIN_TIMEOUT)")
 	logReads := servercmd.LimitFlag{Name: "log-reads-per-ip", Env: "KEZ_SIG_LOG_READS_PER_IP", Limit: new(ratelimit.Limit), Default: logserver.DefaultLimits.ReadsPerIP, Usage: "transparency log reads (/v1/info, /v1/log/…) one client address may send"}
 	limitFlags = append(limitFlags, logReads)
 	servercmd.DeclareLimits(fs, limitFlags)
@@ -155,6 +160,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := tf.parse(fs, env); err != nil {
 		return err
+	}
+	if err := env.Duration(fs, "drain-timeout", "KEZ_SIG_DRAIN_TIMEOUT", drainTimeout); err != nil {
+		return err
+	}
+	if *drainTimeout <= 0 {
+		return servercmd.Usagef("--drain-timeout %v: want a positive duration", *drainTimeout)
 	}
 	if limits.ClientIP, limits.MaxTracked, err = cf.Parse(fs); err != nil {
 		return err
@@ -225,7 +236,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		log.Info("kez-sig-server starting", "store", *backend, "db", *dbPath)
 	}
-	return httpserve.ListenAndServe(ctx, *listen, h, log, onListen)
+	return httpserve.ListenAndServeTimeout(ctx, *listen, h, log, onListen, *drainTimeout)
 }
 
 // parseGroups reads the environment twin of --groups-per-key (the flag

@@ -105,7 +105,7 @@ func TestRunServesChainsAndStops(t *testing.T) {
 }
 
 func TestRunUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}, {"extra"}, {"--nope"}} {
+	for _, args := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}, {"extra"}, {"--nope"}, {"--drain-timeout", "-1s"}} {
 		var out bytes.Buffer
 		err := run(context.Background(), args, func(string) string { return "" }, &out, &out, nil)
 		var u servercmd.UsageError

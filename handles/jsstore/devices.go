@@ -98,19 +98,6 @@ func (d device) record(k kez.PublicKey) handles.DeviceRecord {
 	return r
 }
 
-// deviceOf reads k's device record; nil if k is no device.
-func (s *Store) deviceOf(ctx context.Context, k kez.PublicKey) (*device, uint64, error) {
-	cur, err := s.get(ctx, deviceKey(k))
-	if err != nil || !cur.found {
-		return nil, cur.rev, err
-	}
-	d, err := decodeDevice(cur.value)
-	if err != nil {
-		return nil, 0, fmt.Errorf("jsstore: the device %s is unreadable: %w", k, err)
-	}
-	return &d, cur.rev, nil
-}
-
 // listOf reads person's device list (empty if none).
 func (s *Store) listOf(ctx context.Context, person kez.PublicKey) (personDevices, uint64, error) {
 	cur, err := s.get(ctx, personDevicesKey(person))
@@ -132,30 +119,6 @@ func (p personDevices) count() int {
 		n++
 	}
 	return n
-}
-
-// personRecord is the entry held by key as a person (the handle's own key).
-func (s *Store) personRecord(ctx context.Context, key kez.PublicKey) (handles.Record, error) {
-	ik := indexKey(key)
-	cur, err := s.get(ctx, ik)
-	if err != nil {
-		return handles.Record{}, err
-	}
-	if !cur.found {
-		return handles.Record{}, handles.ErrNotFound
-	}
-	ix, err := decodeIndex(cur.value)
-	if err != nil {
-		return handles.Record{}, fmt.Errorf("jsstore: the index %s is unreadable: %w", ik, err)
-	}
-	e, _, _, err := s.entryOf(ctx, ix.handle())
-	if err != nil {
-		return handles.Record{}, err
-	}
-	if e == nil || e.key != key {
-		return handles.Record{}, handles.ErrNotFound // a stale index
-	}
-	return e.record(), nil
 }
 
 // holds returns nil when key holds a handle, handles.ErrNotFound when it

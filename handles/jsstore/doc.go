@@ -76,4 +76,29 @@
 // stream leader was on it, reads and writes fail for the few seconds the
 // remaining nodes need to elect a new leader (Raft election timeout, 4–9 s
 // in nats-server), then work again.
+//
+// # Views
+//
+// [Store.NewView] keeps a [View]: the values logins read (entries, key
+// indexes, device records), decoded and stripped to what a lookup needs
+// (about 450 bytes a user), in memory, kept current by a watch of the
+// whole bucket. [View.LookupKey] runs the Store's own lookup rules over
+// them, so a login needs no leader while the view is fresh:
+//
+//	view, _ := reg.NewView(ctx, jsstore.WithMaxStale(10*time.Second))
+//	rec, err := view.LookupKey(ctx, key) // from memory, or from the Store
+//
+// Every [DefaultCheckInterval] the view reads the bucket stream's last
+// sequence from its leader; once the watch has delivered that sequence,
+// the view held everything stored before the read started, its freshAt.
+// The view answers while now - freshAt is at most the maximum staleness
+// ([WithMaxStale], [DefaultMaxStale]); past it (the watch stuck, or
+// behind a flood of writes; the leader gone for longer), and before the
+// first load, lookups go to the Store as without a view, and fail while
+// it does. The maximum staleness is thus the bound within which a
+// suspended handle or a revoked device may still be found current after
+// the change was stored. A key the fresh view does not hold (registered
+// a moment ago), or whose value does not decode, is looked up in the
+// Store too. [View.Sync] waits until the view holds every change stored
+// before the call.
 package jsstore

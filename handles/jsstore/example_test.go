@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"time"
 
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/handles/jsstore"
@@ -76,4 +77,39 @@ func Example() {
 	fmt.Println(res.Handle.Display(), res.Key)
 	// Output:
 	// @alice@kez.lat UBEZRRVSGPSBY27Q4OUWJ2U276ERUCM7QPE5Y5BAWKI7BGJHDCPONM47
+}
+
+// A chat-server answers logins from a view of the registry: after Sync
+// the view holds every change stored before, and answers from memory
+// (also while the bucket's stream has no leader, for up to the maximum
+// staleness).
+func ExampleStore_NewView() {
+	ctx := context.Background()
+	natsURL, stop := natstest.StartForExample() // in production: the operator's NATS_URL
+	defer stop()
+	nc, _ := nats.Connect(natsURL)
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	registry, err := jsstore.New(ctx, js)
+	if err != nil {
+		panic(err)
+	}
+	view, err := registry.NewView(ctx, jsstore.WithMaxStale(10*time.Second))
+	if err != nil {
+		panic(err)
+	}
+	defer view.Close()
+
+	alice, _ := kez.FromWords("abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon art")
+	h, _ := handles.Parse("alice@kez.lat", "")
+	if _, err := registry.Claim(ctx, handles.Record{Handle: h, Key: alice.PublicKey()}); err != nil {
+		panic(err)
+	}
+	if err := view.Sync(ctx); err != nil {
+		panic(err)
+	}
+	rec, err := view.LookupKey(ctx, alice.PublicKey())
+	fmt.Println(rec.Handle.Display(), err, view.Stats().Lookups[jsstore.AnswerView])
+	// Output:
+	// @alice@kez.lat <nil> 1
 }

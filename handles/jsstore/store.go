@@ -64,6 +64,7 @@ func WithOrphanGrace(d time.Duration) Option { return func(c *config) { c.grace 
 // is a compare-and-set, so of two claims of one name (or its look-alikes)
 // at once, one wins and the other gets [handles.ErrTaken].
 type Store struct {
+	reads      // the lookup rules, reading the stream leader (src is the Store)
 	kv         jetstream.KeyValue
 	leader     *jsleader.Getter // reads of the bucket's stream leader
 	subjPrefix string           // $KV.<bucket>.
@@ -116,6 +117,7 @@ func New(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, e
 		timeout:    timeout,
 		now:        time.Now,
 	}
+	s.reads = reads{src: s}
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
 	}
@@ -365,54 +367,6 @@ func (s *Store) undo(ctx context.Context, key string, rev uint64) {
 	_ = s.del(ctx, key, rev)
 }
 
-// entryOf returns h's entry, the bucket key it is at and its revision,
-// or nil if there is none (or only a look-alike's). The entry is at its
-// skeleton's key, or, for a twin, at its legacy key. It does not check
-// the index.
-func (s *Store) entryOf(ctx context.Context, h handles.Handle) (*entry, string, uint64, error) {
-	nk, err := nameKey(h)
-	if err != nil {
-		return nil, "", 0, nil // not a name any claim could have written
-	}
-	e, rev, err := s.entryAt(ctx, nk, h)
-	if e != nil || err != nil {
-		return e, nk, rev, err
-	}
-	return s.legacyEntry(ctx, h)
-}
-
-// legacyEntry returns h's entry at its legacy key, if that is not its
-// skeleton's key and holds it.
-func (s *Store) legacyEntry(ctx context.Context, h handles.Handle) (*entry, string, uint64, error) {
-	nk, err := nameKey(h)
-	if err != nil {
-		return nil, "", 0, nil
-	}
-	lk, err := legacyKey(h)
-	if err != nil || lk == nk {
-		return nil, "", 0, nil
-	}
-	e, rev, err := s.entryAt(ctx, lk, h)
-	return e, lk, rev, err
-}
-
-// entryAt returns the entry at the bucket key k if it is h's (and not a
-// released lock), else nil.
-func (s *Store) entryAt(ctx context.Context, k string, h handles.Handle) (*entry, uint64, error) {
-	cur, err := s.get(ctx, k)
-	if err != nil || !cur.found {
-		return nil, 0, err
-	}
-	e, err := decodeEntry(cur.value)
-	if err != nil {
-		return nil, 0, fmt.Errorf("jsstore: the entry %s is unreadable: %w", k, err)
-	}
-	if e.Name != h.Name || e.Domain != h.Domain || e.Released {
-		return nil, 0, nil
-	}
-	return &e, cur.rev, nil
-}
-
 // valid reports whether e's key's index points at e: only then does the
 // entry count.
 func (s *Store) valid(ctx context.Context, e entry) (bool, error) {
@@ -479,22 +433,7 @@ func (s *Store) Lookup(ctx context.Context, h handles.Handle) (handles.Record, e
 // record, then (for a person, or a device's person) two reads, the
 // key's index and then the entry it names.
 func (s *Store) LookupKey(ctx context.Context, key kez.PublicKey) (handles.Record, error) {
-	d, _, err := s.deviceOf(ctx, key)
-	if err != nil {
-		return handles.Record{}, err
-	}
-	if d == nil {
-		return s.personRecord(ctx, key)
-	}
-	rec, err := s.personRecord(ctx, d.person)
-	if err != nil && !(d.RevokedAt != 0 && errors.Is(err, handles.ErrNotFound)) {
-		return handles.Record{}, err
-	}
-	rec.Key, rec.Device = d.person, key
-	if d.RevokedAt != 0 {
-		return handles.Record{}, &handles.DeviceRevokedError{Record: rec}
-	}
-	return rec, nil
+	return s.lookupKey(ctx, key)
 }
 
 // SetSuspended implements [handles.Store.SetSuspended].

@@ -154,6 +154,16 @@ const ShutdownTimeout = 10 * time.Second
 // waits up to [ShutdownTimeout] for in-flight requests and returns nil. It
 // returns an error if serving fails. ln is closed on return.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	return ServeTimeout(ctx, ln, h, log, ShutdownTimeout)
+}
+
+// ServeTimeout is [Serve] waiting up to timeout (a server's
+// --drain-timeout) for in-flight requests; a timeout of 0 or less means
+// [ShutdownTimeout].
+func ServeTimeout(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = ShutdownTimeout
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -176,7 +186,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "addr", ln.Addr().String())
-	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()
@@ -190,6 +200,11 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 // calls onListen with the bound address if it is not nil, and runs
 // [Serve].
 func ListenAndServe(ctx context.Context, addr string, h http.Handler, log *slog.Logger, onListen func(net.Addr)) error {
+	return ListenAndServeTimeout(ctx, addr, h, log, onListen, ShutdownTimeout)
+}
+
+// ListenAndServeTimeout is [ListenAndServe] running [ServeTimeout].
+func ListenAndServeTimeout(ctx context.Context, addr string, h http.Handler, log *slog.Logger, onListen func(net.Addr), timeout time.Duration) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
@@ -198,5 +213,5 @@ func ListenAndServe(ctx context.Context, addr string, h http.Handler, log *slog.
 	if onListen != nil {
 		onListen(ln.Addr())
 	}
-	return Serve(ctx, ln, h, log)
+	return ServeTimeout(ctx, ln, h, log, timeout)
 }

@@ -167,3 +167,38 @@ func TestListenError(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// A request that never ends (a client trickling its upload, a handler
+// stuck) cannot hold the server past its drain timeout: ServeTimeout
+// gives up on it and says so.
+func TestServeTimeoutBoundsShutdown(t *testing.T) {
+	inHandler, stuck := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(stuck) })
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(inHandler)
+		<-stuck
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ServeTimeout(ctx, ln, app, slog.New(slog.DiscardHandler), 50*time.Millisecond) }()
+	go func() {
+		if resp, err := http.Get("http://" + ln.Addr().String() + "/stuck"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-inHandler
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v, want the drain timeout", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a stuck request held the server 30 s past a 50 ms drain timeout")
+	}
+}

@@ -88,6 +88,29 @@ func startSystem(t testing.TB, o sysOptions) *system {
 	if o.chatReplicas == 0 {
 		o.chatReplicas = 1
 	}
+	s := newNATSSystem(t, o)
+
+	s.sig = &sigServer{sys: s, addr: "127.0.0.1:0"}
+	s.sig.start(t)
+	s.sigURL = "http://" + s.sig.addr
+
+	front := httptest.NewServer(http.HandlerFunc(s.serveChat))
+	t.Cleanup(front.Close)
+	s.chatURL = front.URL
+	s.chats = make([]*chatserver.Server, o.chatReplicas)
+	for i := range o.chatReplicas {
+		s.startChat(t, i)
+	}
+	for i := range o.chatReplicas {
+		s.waitChatReady(t, i)
+	}
+	return s
+}
+
+// newNATSSystem starts the deployment's NATS (with the callout snippet
+// for a fresh keys folder) and returns it without the KEZ servers.
+func newNATSSystem(t testing.TB, o sysOptions) *system {
+	t.Helper()
 	s := &system{t: t, o: o, dir: t.TempDir(), logs: &logBuffer{}}
 	s.keysDir = filepath.Join(s.dir, "chat-keys")
 	t.Cleanup(func() {
@@ -118,21 +141,6 @@ func startSystem(t testing.TB, o sysOptions) *system {
 	} else {
 		s.proc = natstest.StartProcess(t, conf)
 		s.natsURL = s.proc.ClientURL()
-	}
-
-	s.sig = &sigServer{sys: s, addr: "127.0.0.1:0"}
-	s.sig.start(t)
-	s.sigURL = "http://" + s.sig.addr
-
-	front := httptest.NewServer(http.HandlerFunc(s.serveChat))
-	t.Cleanup(front.Close)
-	s.chatURL = front.URL
-	s.chats = make([]*chatserver.Server, o.chatReplicas)
-	for i := range o.chatReplicas {
-		s.startChat(t, i)
-	}
-	for i := range o.chatReplicas {
-		s.waitChatReady(t, i)
 	}
 	return s
 }

@@ -480,6 +480,11 @@ func (m *model) sdkDone(msg tea.Msg) tea.Cmd {
 		if p := m.pane; p != nil && sameConv(p.conv, msg.conv) {
 			p.unsend(msg.text)
 		}
+		if errors.Is(msg.err, chat.ErrQueued) {
+			// Stored, pending: the SDK publishes it once NATS is back.
+			m.say("Queued: it is sent once NATS is back")
+			return tea.Batch(m.refreshPane(), m.refreshList())
+		}
 		if msg.err != nil {
 			if m.pane != nil && m.compose.Value() == "" {
 				m.compose.SetValue(msg.text) // not lost: back in the box
