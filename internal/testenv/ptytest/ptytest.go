@@ -45,8 +45,6 @@ type Term struct {
 	grown  chan struct{} // closed and replaced whenever out grows or ends
 	done   bool          // the output ended
 	screen *vt.Emulator  // nil without Options.Screen
-	rows   int
-	cols   int
 
 	closeOnce sync.Once
 }
@@ -79,8 +77,6 @@ func Start(cmd *exec.Cmd, o Options) (*Term, error) {
 		exited: make(chan struct{}),
 		ended:  make(chan struct{}),
 		grown:  make(chan struct{}),
-		rows:   o.Rows,
-		cols:   o.Cols,
 	}
 	if o.Screen {
 		t.screen = vt.NewEmulator(o.Cols, o.Rows)
@@ -260,7 +256,6 @@ func (t *Term) Resize(rows, cols int) error {
 	if err := setSize(t.master, rows, cols); err != nil {
 		return err
 	}
-	t.rows, t.cols = rows, cols
 	if t.screen != nil {
 		t.screen.Resize(cols, rows)
 	}
