@@ -21,6 +21,7 @@ const (
 	PartialNotRegular                           // not a regular file (a FIFO, a device, a folder)
 	PartialNotOwned                             // another user's
 	PartialWritable                             // writable by its group or by others
+	PartialLinked                               // a hard link: the same file has another name too
 )
 
 // String says what the file is.
@@ -34,6 +35,8 @@ func (p PartialProblem) String() string {
 		return "it belongs to another user"
 	case PartialWritable:
 		return "others may write to it"
+	case PartialLinked:
+		return "it is also another file (a hard link)"
 	}
 	return "it is not a file of yours"
 }
@@ -60,7 +63,8 @@ func (e *UnsafePartialError) Is(target error) bool { return target == ErrUnsafeP
 // CheckPartial checks the partial and state files a fetch to dst would
 // resume from, if there are any, without opening them: an
 // *[UnsafePartialError] for one that is a symbolic link, not a regular
-// file, another user's, or writable by its group or others. [Node.Fetch]
+// file, another user's, writable by its group or others, or a hard link
+// to a file with another name. [Node.Fetch]
 // refuses those too, as it opens them; [Sharing.Fetch] checks before it
 // asks the owner anything.
 func CheckPartial(dst string) error {
@@ -88,6 +92,10 @@ func checkLeftover(path string, st fs.FileInfo) error {
 		p = PartialNotOwned
 	case st.Mode().Perm()&othersWrite != 0:
 		p = PartialWritable
+	case hardLinked(st):
+		// Another of the user's files, linked here by someone who can
+		// write in the folder: the fetch would write into it.
+		p = PartialLinked
 	default:
 		return nil
 	}

@@ -13,3 +13,6 @@ const othersWrite = 0
 
 // ownedByMe: files have no owner uid here.
 func ownedByMe(fs.FileInfo) bool { return true }
+
+// hardLinked: the link count is not known here.
+func hardLinked(fs.FileInfo) bool { return false }

@@ -38,6 +38,7 @@ func TestFetchRefusesPlantedPartial(t *testing.T) {
 	}{
 		{"link", func(path string) error { return os.Symlink(victim, path) }, PartialLink},
 		{"fifo", func(path string) error { return syscall.Mkfifo(path, 0o600) }, PartialNotRegular},
+		{"hardlink", func(path string) error { return os.Link(victim, path) }, PartialLinked},
 		{"0666", func(path string) error {
 			if err := os.WriteFile(path, nil, 0o600); err != nil {
 				return err
