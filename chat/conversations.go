@@ -75,7 +75,6 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 // no SQLite database gives an error and is left as it was. The file is
 // never written; SQLite may leave the files its readers share beside it
 // (chat.db-wal, chat.db-shm), with the database's mode.
-
 func ReadConversations(ctx context.Context, home string) ([]Conversation, error) {
 	path, ok, err := homeDatabase(home)
 	if err != nil || !ok {
