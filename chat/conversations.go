@@ -75,7 +75,6 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 // no SQLite database gives an error and is left as it was. The file is
 // never written; SQLite may leave the files its readers share beside it
 // (chat.db-wal, chat.db-shm), with the database's mode.
-
 func ReadConversations(ctx context.Context, home string) ([]Conversation, error) {
 	path, ok, err := homeDatabase(home)
 	if err != nil || !ok {
@@ -179,8 +178,7 @@ func (s *store) conversations(ctx context.Context, title func(string) string, co
 	if err != nil {
 		return nil, err
 	}
-	var flagged []int
-	flagKeys := map[int]string{}
+	flagKeys := map[int]string{} // index in out of a flagged contact → its flag key
 	for rows.Next() {
 		var (
 			cv          Conversation
@@ -197,7 +195,6 @@ func (s *store) conversations(ctx context.Context, title func(string) string, co
 		}
 		cv.Flag = ContactFlag(fl)
 		if cv.Flag != FlagNone {
-			flagged = append(flagged, len(out))
 			flagKeys[len(out)] = fk
 		}
 		add(cv, rowid)
@@ -206,9 +203,9 @@ func (s *store) conversations(ctx context.Context, title func(string) string, co
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	for _, i := range flagged {
+	for i, fk := range flagKeys {
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE peer_key IN (?, ?) AND grp = '' AND trust = 'held'`,
-			out[i].Peer.String(), flagKeys[i]).Scan(&out[i].Held); err != nil {
+			out[i].Peer.String(), fk).Scan(&out[i].Held); err != nil {
 			return nil, err
 		}
 	}

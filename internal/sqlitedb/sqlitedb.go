@@ -61,8 +61,8 @@ type Options struct {
 // an unreadable file is reported by the first query (usually [Migrate]).
 // path is a file path, not a URI: one with "?" or "#" is refused.
 func Open(path string, o Options) (*sql.DB, error) {
-	if path == "" || strings.ContainsAny(path, "?#") {
-		return nil, fmt.Errorf("the database path %q is empty or has ? or #", path)
+	if err := checkPath(path); err != nil {
+		return nil, err
 	}
 	mode := o.FileMode
 	if mode == 0 {
@@ -101,13 +101,22 @@ func Open(path string, o Options) (*sql.DB, error) {
 // as a snapshot per transaction while another process writes it. Like
 // [Open] it connects lazily, and path is a file path, not a URI.
 func OpenReadOnly(path string) (*sql.DB, error) {
-	if path == "" || strings.ContainsAny(path, "?#") {
-		return nil, fmt.Errorf("the database path %q is empty or has ? or #", path)
+	if err := checkPath(path); err != nil {
+		return nil, err
 	}
 	q := url.Values{}
 	q.Set("mode", "ro")
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()))
 	return sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+}
+
+// checkPath refuses a path that is empty or would be read as a URI's
+// query or fragment ("?", "#"): Open and OpenReadOnly take file paths.
+func checkPath(path string) error {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return fmt.Errorf("the database path %q is empty or has ? or #", path)
+	}
+	return nil
 }
 
 // NewerSchemaError reports a file whose schema version is newer than the

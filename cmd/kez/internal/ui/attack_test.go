@@ -2,6 +2,7 @@ package ui
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -72,7 +73,7 @@ func TestAcceptNeverTakesAnotherRequest(t *testing.T) {
 		m := testModel(t, 100, 30)
 		var reqs []conversation
 		for i := range maxRequestRows {
-			reqs = append(reqs, conversation{Peer: testKey(byte(10 + i)), Request: true, Handle: "friend" + strconvItoa(i) + "@kez.test"})
+			reqs = append(reqs, conversation{Peer: testKey(byte(10 + i)), Request: true, Handle: "friend" + strconv.Itoa(i) + "@kez.test"})
 		}
 		m.Update(listMsg{convs: reqs})
 		m.move(maxRequestRows - 1)

@@ -473,5 +473,3 @@ func sameConv(a, b conversation) bool {
 // samePeer reports whether a and b are the same person or group, a
 // request or not (a request the user accepted).
 func samePeer(a, b conversation) bool { return a.Group == b.Group && a.Peer == b.Peer }
-
-func strconvItoa(n int) string { return strconv.Itoa(n) }

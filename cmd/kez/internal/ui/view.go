@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"strconv"
 	"strings"
 
 	tea "charm.land/bubbletea/v2"
@@ -150,7 +151,7 @@ func (m *model) statusRow() string {
 	}
 	l := m.conn1
 	if m.conn == nil && m.failed > 0 {
-		l = "○ offline — trying again (" + strconvItoa(m.failed) + ")"
+		l = "○ offline — trying again (" + strconv.Itoa(m.failed) + ")"
 	}
 	if m.cfg.Handle != "" {
 		l += "  @" + cleanLine(m.cfg.Handle)
@@ -201,7 +202,7 @@ func (m *model) listLines(w, h int) []string {
 		out = append(out, m.rowLines(m.convs[i], i == m.sel, w)...)
 	}
 	if reqLines > 0 && len(out) < h {
-		out = append(out, bold.Render(fit(" Requests ("+strconvItoa(len(m.requests))+")", w)))
+		out = append(out, bold.Render(fit(" Requests ("+strconv.Itoa(len(m.requests))+")", w)))
 		for i, r := range m.requests[:min(len(m.requests), maxRequestRows)] {
 			if len(out) >= h {
 				break
@@ -216,7 +217,7 @@ func (m *model) listLines(w, h int) []string {
 			out = append(out, line)
 		}
 		if more := len(m.requests) - maxRequestRows; more > 0 && len(out) < h {
-			out = append(out, dim.Render(" … and "+strconvItoa(more)+" more"))
+			out = append(out, dim.Render(" … and "+strconv.Itoa(more)+" more"))
 		}
 	}
 	for len(out) < h {
@@ -237,7 +238,7 @@ func (m *model) selStyle() lipgloss.Style {
 func (m *model) rowLines(c conversation, selected bool, w int) []string {
 	marks := ""
 	if c.Unread > 0 {
-		marks += " (" + strconvItoa(c.Unread) + ")"
+		marks += " (" + strconv.Itoa(c.Unread) + ")"
 	}
 	switch {
 	case c.Flag != chat.FlagNone:
