@@ -333,7 +333,14 @@ func (s *system) tryRegister(name string) (*user, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := (&sigchain.Client{BaseURL: s.sigURL}).Append(ctx, link); err != nil {
+	err = (&sigchain.Client{BaseURL: s.sigURL}).Append(ctx, link)
+	var conflict *sigchain.ConflictError
+	if errors.As(err, &conflict) && conflict.Head.Seqno == 1 {
+		// An earlier attempt stored its eldest link (only this key can
+		// sign one) and then failed to claim: claim on top of it.
+		err = nil
+	}
+	if err != nil {
 		return nil, fmt.Errorf("eldest link of %s: %w", name, err)
 	}
 	if _, _, err := (&handles.Client{BaseURL: s.chatURL}).Claim(ctx, id, u.handle); err != nil {
