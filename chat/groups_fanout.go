@@ -228,17 +228,17 @@ func (c *Client) settleMulti(ctx context.Context, id MessageID, copies []wire.Mu
 
 // republishMulti publishes again the envelopes of messages to many
 // devices left in the outbox (the client stopped before the gate
-// answered, or the connection was lost), but those of messages this
-// client is publishing now: the same bytes under the same message ID, so
-// the stream keeps each copy once. It reports whether some are left for
-// the connection.
+// answered, or the connection was lost), the same bytes under the same
+// message ID, so the stream keeps each copy once. Those of messages this
+// client is publishing now are left to that publish, which it waits for
+// (within ctx). It reports whether some are left for the connection.
 func (c *Client) republishMulti(ctx context.Context) (left bool) {
 	rows, err := c.db.db.QueryContext(ctx, `SELECT msg_id, device, envelope FROM outbox WHERE multi = 1 ORDER BY created_at, rowid`)
 	if err != nil {
 		c.log.Warn("reading the outbox", "err", err)
 		return
 	}
-	var order []MessageID
+	var order, busy []MessageID
 	byID := map[MessageID][]wire.MultiCopy{}
 	for rows.Next() {
 		var idb []byte
@@ -254,6 +254,7 @@ func (c *Client) republishMulti(ctx context.Context) (left bool) {
 		}
 		copy(id[:], idb)
 		if c.outgoing.busy(id) {
+			busy = append(busy, id)
 			continue
 		}
 		if _, ok := byID[id]; !ok {
@@ -265,6 +266,7 @@ func (c *Client) republishMulti(ctx context.Context) (left bool) {
 	n := 0
 	for _, id := range order {
 		if c.outgoing.busy(id) {
+			busy = append(busy, id)
 			continue
 		}
 		c.outgoing.add(id)
@@ -278,6 +280,15 @@ func (c *Client) republishMulti(ctx context.Context) (left bool) {
 	}
 	if len(order) > 0 {
 		c.log.Info("published again the group keys and updates left pending", "messages", len(order), "copies", n)
+	}
+	// What another publish of this client has under way is left to it;
+	// it has been answered (or given up) when this returns.
+	for _, id := range busy {
+		select {
+		case <-c.outgoing.idle(id):
+		case <-ctx.Done():
+			return true
+		}
 	}
 	return left
 }

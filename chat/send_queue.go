@@ -96,9 +96,10 @@ func (c *Client) waitToRetry(ctx context.Context, delay *time.Duration) bool {
 // outgoing counts, per message, the publishes of its stored envelopes
 // under way in this client, which the outbox loop leaves alone.
 type outgoing struct {
-	mu   sync.Mutex
-	n    map[MessageID]int
-	kick chan struct{} // wakes the outbox loop
+	mu    sync.Mutex
+	n     map[MessageID]int
+	idles map[MessageID]chan struct{} // closed when n[id] drops to 0
+	kick  chan struct{}               // wakes the outbox loop
 }
 
 func (o *outgoing) add(id MessageID) {
@@ -114,8 +115,33 @@ func (o *outgoing) done(id MessageID) {
 	o.mu.Lock()
 	if o.n[id]--; o.n[id] <= 0 {
 		delete(o.n, id)
+		if ch, ok := o.idles[id]; ok {
+			close(ch)
+			delete(o.idles, id)
+		}
 	}
 	o.mu.Unlock()
+}
+
+// idle returns a channel closed once no publish of id is under way in
+// this client (at once if none is).
+func (o *outgoing) idle(id MessageID) <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n[id] <= 0 {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	if o.idles == nil {
+		o.idles = map[MessageID]chan struct{}{}
+	}
+	ch, ok := o.idles[id]
+	if !ok {
+		ch = make(chan struct{})
+		o.idles[id] = ch
+	}
+	return ch
 }
 
 func (o *outgoing) busy(id MessageID) bool {
