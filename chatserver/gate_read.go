@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -185,7 +186,7 @@ func (g *gate) removeRead(ctx context.Context) {
 			r.queue = r.queue[1:]
 			wait := r.waitLocked(g.now(), g.lim.RemoveReadRate)
 			r.mu.Unlock()
-			if wait > 0 && !sleep(ctx, wait) {
+			if wait > 0 && !lifecycle.Sleep(ctx, wait) {
 				return
 			}
 			g.removeUserRead(ctx, key)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/natsconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,7 +46,7 @@ func (s *Server) runNATS(ctx context.Context) {
 			break
 		}
 		s.log.Warn("the callout service could not subscribe yet; retrying", "err", err)
-		if !sleep(ctx, retry) {
+		if !lifecycle.Sleep(ctx, retry) {
 			return
 		}
 	}
@@ -78,7 +79,7 @@ func (s *Server) runNATS(ctx context.Context) {
 			break
 		}
 		s.log.Warn("the gate could not subscribe yet; retrying", "err", err)
-		if !sleep(ctx, retry) {
+		if !lifecycle.Sleep(ctx, retry) {
 			return
 		}
 	}
@@ -128,7 +129,7 @@ func (s *Server) runNATS(ctx context.Context) {
 				return
 			}
 			s.log.Warn("cannot provision the inbox stream yet; retrying", "stream", s.stream, "err", err, "retry_in", retry)
-			if !sleep(ctx, retry) {
+			if !lifecycle.Sleep(ctx, retry) {
 				return
 			}
 		}
@@ -228,15 +229,4 @@ func waitUp(ctx context.Context, nc *nats.Conn, up <-chan struct{}) bool {
 		}
 	}
 	return ctx.Err() == nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/kez-lat/kez-chat/callout"
 	"github.com/kez-lat/kez-chat/handles"
 	"github.com/kez-lat/kez-chat/handles/jsstore"
+	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -183,7 +184,7 @@ func (s *Server) openJetStreamRegistry(ctx context.Context, nc *nats.Conn) bool 
 				"registry", s.registryName(), "err", err, "retry_in", retry)
 			warned = true
 		}
-		if !sleep(ctx, retry) {
+		if !lifecycle.Sleep(ctx, retry) {
 			return false
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/callout"
+	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/internal/wire"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/nats-io/nats.go"
@@ -74,7 +75,7 @@ func (s *Server) deviceRevoked(ctx context.Context, person, device kez.PublicKey
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		if !sleep(s.runCtx, kickAgainAfter) {
+		if !lifecycle.Sleep(s.runCtx, kickAgainAfter) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(s.runCtx, 10*time.Second)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files/internal/signal"
+	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -87,24 +88,12 @@ func (s *Sharing) reach(ctx context.Context, node *Node, nc *nats.Conn, ow *owne
 		default:
 			return peer.AddrInfo{}, "", last
 		}
-		if !sleepCtx(lctx, d) {
+		if !lifecycle.Sleep(lctx, d) {
 			if ctx.Err() != nil {
 				return peer.AddrInfo{}, "", ctx.Err()
 			}
 			return peer.AddrInfo{}, "", last
 		}
-	}
-}
-
-// sleepCtx waits d; false if ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

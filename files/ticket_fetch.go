@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kez-lat/kez-chat/files/format"
+	"github.com/kez-lat/kez-chat/internal/lifecycle"
 	"github.com/kez-lat/kez-chat/kez"
 	"github.com/kez-lat/kez-chat/sigchain"
 	"github.com/libp2p/go-libp2p"
@@ -249,7 +250,7 @@ func reachTicket(ctx context.Context, node *Node, t *Ticket, o fetchConfig, who 
 		if o.onWait != nil {
 			o.onWait(attempt)
 		}
-		if !sleepCtx(wctx, spread(pause)) {
+		if !lifecycle.Sleep(wctx, spread(pause)) {
 			if ctx.Err() != nil {
 				return "", ctx.Err()
 			}

@@ -16,6 +16,7 @@ package lifecycle
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Gate counts the calls under way. The zero Gate is open; it is safe for
@@ -109,5 +110,18 @@ func Wait(ctx context.Context, done <-chan struct{}) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// Sleep waits d or until ctx ends; it reports whether d passed (false:
+// ctx ended first).
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

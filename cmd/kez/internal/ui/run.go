@@ -8,6 +8,7 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 	"github.com/kez-lat/kez-chat/chat"
+	"github.com/kez-lat/kez-chat/internal/lifecycle"
 )
 
 // Run shows the UI until the user quits or ctx ends. It draws the
@@ -94,7 +95,7 @@ func openClients(ctx context.Context, cfg *Config, p sender) {
 			return
 		}
 		p.Send(offlineMsg{err, attempt})
-		if !sleep(ctx, backoff(attempt)) {
+		if !lifecycle.Sleep(ctx, backoff(attempt)) {
 			return
 		}
 	}
@@ -116,16 +117,4 @@ func backoff(attempt int) time.Duration {
 	d := time.Second << min(attempt-1, 5)
 	d = min(d, 30*time.Second)
 	return d*3/4 + rand.N(d/2)
-}
-
-// sleep waits d or until ctx ends; it reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
