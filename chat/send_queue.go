@@ -29,6 +29,12 @@ const (
 	retryDelayMax = 5 * time.Second
 )
 
+// nextRetryDelay is the pause after d: doubled, within retryDelayMin
+// and retryDelayMax.
+func nextRetryDelay(d time.Duration) time.Duration {
+	return min(max(d*2, retryDelayMin), retryDelayMax)
+}
+
 // JetStream's answers while it starts or has no quorum.
 const (
 	errCodeClusterNotAvailable jetstream.ErrorCode = 10008
@@ -68,7 +74,7 @@ func transient(err error) bool {
 // *delay (which it grows). It reports false once ctx ends or the client
 // stops taking work (Shutdown, Close): the envelope stays in its outbox.
 func (c *Client) waitToRetry(ctx context.Context, delay *time.Duration) bool {
-	*delay = min(max(*delay*2, retryDelayMin), retryDelayMax)
+	*delay = nextRetryDelay(*delay)
 	recon := c.nextReconnect()
 	if !c.nc.IsConnected() {
 		select {
@@ -204,6 +210,6 @@ func (c *Client) outboxLoop(ctx context.Context) {
 		}
 		retry = c.republishGroups(ctx)
 		c.work.Leave()
-		delay = min(max(delay*2, retryDelayMin), retryDelayMax)
+		delay = nextRetryDelay(delay)
 	}
 }

@@ -158,12 +158,9 @@ func (p *pane) render(m *model, width, height int) []string {
 		p.scroll = lo
 	}
 	hi := min(len(out), lo+height)
-	vis := make([]string, 0, height)
-	for i := hi - 1; i >= lo; i-- {
-		vis = append(vis, out[i])
-	}
-	for len(vis) < height {
-		vis = append([]string{""}, vis...)
+	vis := make([]string, height) // top rows left blank when short
+	for i, j := lo, height-1; i < hi; i, j = i+1, j-1 {
+		vis[j] = out[i]
 	}
 	return vis
 }
